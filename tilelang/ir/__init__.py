@@ -1,0 +1,1 @@
+"""The intermediate representations: layouts, block IR and thread IR."""
