@@ -1,0 +1,46 @@
+"""The `tilelang` command: the dtype table and layout pictures."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tilelang import cli, dtypes
+
+
+def test_dtypes_table_lists_every_named_type(capsys):
+    assert cli.main(["dtypes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    names = [line.split()[0] for line in lines[2:]]
+    assert names == [t.name for t in dtypes.NAMED_TYPES]
+    f4 = next(line.split() for line in lines if line.startswith("f4e2m1 "))
+    assert f4[1:] == ["4", "float", "-6", "6", "0.5", "0.5"]
+
+
+def test_layout_writes_svg(tmp_path, capsys):
+    out = tmp_path / "c.svg"
+    assert cli.main(["layout", "local(2,1).spatial(8,4).local(1,2)", "--out", str(out)]) == 0
+    assert "32 threads x 4 locals" in capsys.readouterr().out
+    root = ET.parse(out).getroot()
+    texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "31:3" in texts and "0:0" in texts
+
+
+def test_layout_syntax_error_is_reported_with_column(capsys):
+    assert cli.main(["layout", "local(2,1).spatial(8,4"]) == 1
+    err = capsys.readouterr().err
+    assert "column 23" in err and "expected" in err
+
+
+def test_layout_picture_needs_known_suffix(tmp_path, capsys):
+    code = cli.main(["layout", "spatial(4)", "--out", str(tmp_path / "x.bmp")])
+    assert code == 1
+    assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("expr", ["spatial(2, 2)", "column_spatial(4, 8).local(1, 2)"])
+def test_to_svg_matches_cli_picture(expr, tmp_path):
+    from tilelang.ir.layout import parse_layout
+
+    out = tmp_path / "l.svg"
+    cli.main(["layout", expr, "--out", str(out)])
+    assert out.read_text() == parse_layout(expr).to_svg()
