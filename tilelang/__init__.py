@@ -1,6 +1,8 @@
 """tilelang: a tile-level kernel language and compiler for low-precision GPU computation.
 
-The public API, re-exported from the modules that own it.
+The public API, re-exported from the modules that own it: data types and packing
+(`tilelang.dtypes`), the kernel language (`tilelang.lang`), and the kernel object
+(`tilelang.kernel`).
 """
 
 from tilelang.dtypes import (
@@ -9,11 +11,91 @@ from tilelang.dtypes import (
     FloatType,
     IntType,
     PackedArray,
+    bf16,
     dtype,
+    f3e1m1,
+    f4e2m1,
+    f6e2m3,
+    f6e3m2,
+    f8e4m3,
+    f8e5m2,
+    f16,
+    f32,
+    f64,
     float_type,
+    i1,
+    i2,
+    i3,
+    i4,
+    i5,
+    i6,
+    i7,
+    i8,
+    i16,
+    i32,
+    i64,
     int_type,
     pack,
     pack_codes,
+    u1,
+    u2,
+    u3,
+    u4,
+    u5,
+    u6,
+    u7,
+    u8,
+    u16,
+    u32,
+    u64,
 )
+from tilelang.kernel import Kernel, func, kernel
+from tilelang.lang.errors import TileLangError
+from tilelang.lang.ops import (
+    abs,
+    arange,
+    blocks,
+    broadcast,
+    ceil,
+    commit,
+    copy_async,
+    cos,
+    cummax,
+    cummin,
+    cumprod,
+    cumsum,
+    dot,
+    exp,
+    exp2,
+    floor,
+    full,
+    load,
+    log,
+    log2,
+    max,
+    maximum,
+    min,
+    minimum,
+    prod,
+    reshape,
+    rsqrt,
+    shared,
+    sigmoid,
+    sin,
+    sqrt,
+    store,
+    sum,
+    sync,
+    tanh,
+    transpose,
+    view,
+    wait,
+    where,
+    zeros,
+)
+from tilelang.lang.ops import print_ as print
+from tilelang.lang.ops import range_ as range
+from tilelang.lang.signature import Tensor, constexpr
+from tilelang.lang.values import cdiv
 
 __version__ = "0.1.0"

@@ -410,7 +410,8 @@ def _split_float64(values: np.ndarray) -> tuple[np.ndarray, ...]:
 def _split_integer(values: np.ndarray) -> tuple[np.ndarray, ...]:
     negative = values < 0
     magnitude = values.astype(np.uint64)
-    magnitude = np.where(negative, ~magnitude + np.uint64(1), magnitude)  # exact for INT64_MIN
+    with np.errstate(over="ignore"):  # two's complement negation wraps by design
+        magnitude = np.where(negative, ~magnitude + np.uint64(1), magnitude)  # exact for INT64_MIN
     no = np.zeros(values.shape, dtype=bool)
     return negative, magnitude, np.zeros(values.shape, dtype=np.int64), no, no
 

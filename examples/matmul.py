@@ -1,0 +1,45 @@
+"""f16 matmul with f32 accumulation: C = A @ B, tiles of BM x BN, K in steps of BK."""
+
+import numpy as np
+
+import tilelang as tl
+
+
+@tl.kernel(warps=4)
+def matmul(
+    a: tl.Tensor[tl.f16, "M", "K"],
+    b: tl.Tensor[tl.f16, "K", "N"],
+    c: tl.Tensor[tl.f16, "M", "N"],
+    BM: tl.constexpr = 64,
+    BN: tl.constexpr = 64,
+    BK: tl.constexpr = 32,
+):
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    acc = tl.zeros([BM, BN], tl.f32)
+    for k in tl.range(0, K, BK, stages=3):
+        acc = tl.dot(tl.load(a, [bm * BM, k], [BM, BK]), tl.load(b, [k, bn * BN], [BK, BN]), acc)
+    tl.store(c, [bm * BM, bn * BN], acc.to(tl.f16))
+
+
+def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.float16)
+
+
+def tolerance(k: int) -> float:
+    """Relative error bound: f32 accumulation of k terms, then one f16 rounding."""
+    return k * 2.0**-24 * 4 + 2.0**-11
+
+
+def main(m: int = 100, n: int = 72, k: int = 96) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float16)
+    b = rng.standard_normal((k, n)).astype(np.float16)
+    c = matmul(a, b, np.empty((m, n), np.float16))
+    expected = reference(a, b).astype(np.float32)
+    error = np.abs(c.astype(np.float32) - expected).max() / np.abs(expected).max()
+    assert error <= tolerance(k), f"matmul relative error {error} over {tolerance(k)}"
+    print(f"matmul: {m}x{k} @ {k}x{n} f16 -> f32 accumulate, relative error {error:.2e}")
+
+
+if __name__ == "__main__":
+    main()

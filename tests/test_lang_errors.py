@@ -1,0 +1,214 @@
+"""Every kind of kernel mistake is reported at the user's line, with what was expected."""
+
+import inspect
+
+import numpy as np
+import pytest
+
+import tilelang as tl
+from tilelang import TileLangError
+
+
+def marked_line(fn, marker: str = "# <- error") -> int:
+    """The file line of the source line of `fn` carrying `marker`."""
+    lines, first = inspect.getsourcelines(fn.fn if hasattr(fn, "fn") else fn)
+    for offset, line in enumerate(lines):
+        if marker in line:
+            return first + offset
+    raise AssertionError("marker not found")
+
+
+def compile_error(kernel, **constexprs) -> TileLangError:
+    with pytest.raises(TileLangError) as info:
+        kernel.specialize(**constexprs)
+    return info.value
+
+
+def assert_reported(kernel, *fragments: str, **constexprs) -> TileLangError:
+    error = compile_error(kernel, **constexprs)
+    assert error.loc is not None and error.loc.line == marked_line(kernel), str(error)
+    assert error.loc.file == inspect.getsourcefile(kernel.fn)
+    text = str(error)
+    for fragment in fragments:
+        assert fragment in text, text
+    return error
+
+
+def test_unknown_operation_suggests_close_names():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.laod(x, [0], [16])  # <- error
+        tl.store(x, [0], t)
+
+    assert_reported(k, "unknown operation `tilelang.laod`", "tilelang.load")
+
+
+def test_shape_mismatch():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f32, "N"]):
+        a = tl.load(x, [0], [16])
+        b = tl.load(y, [0], [32])
+        tl.store(x, [0], a + b)  # <- error
+
+    assert_reported(k, "shapes [16] and [32] do not broadcast")
+
+
+def test_dot_inner_size_mismatch():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f16, "M", "K"]):
+        a = tl.load(x, [0, 0], [16, 32])
+        acc = tl.dot(a, a)  # <- error
+        tl.store(x, [0, 0], acc.to(tl.f16))
+
+    assert_reported(k, "tl.dot: the inner sizes differ", "[16, 32]")
+
+
+def test_dtype_mismatch():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f16, "N"]):
+        a = tl.load(x, [0], [16])
+        b = tl.load(y, [0], [16])
+        tl.store(x, [0], a * b)  # <- error
+
+    assert_reported(k, "mixes dtypes f16 and f32", ".to(dtype)")
+
+
+def test_store_dtype_mismatch_says_how_to_convert():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f16, "N"]):
+        tl.store(y, [0], tl.load(x, [0], [16]))  # <- error
+
+    assert_reported(k, "storing a f32 tile into y, a tensor of f16", ".to(tl.f16)")
+
+
+def test_non_uniform_if_on_tile():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        a = tl.load(x, [0], [16])
+        if a > 0:  # <- error
+            a = a + 1
+        tl.store(x, [0], a)
+
+    assert_reported(k, "non-uniform control flow", "tl.where")
+
+
+def test_unsupported_syntax_while():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        i = 0
+        while i < 3:  # <- error
+            i += 1
+
+    assert_reported(k, "`while` loops are not supported", "tl.range")
+
+
+def test_unsupported_syntax_lambda():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        f = lambda v: v  # <- error  # noqa: E731
+        tl.store(x, [0], f(tl.load(x, [0], [4])))
+
+    assert_reported(k, "`Lambda` expressions are not supported")
+
+
+def test_runtime_value_where_compile_time_needed():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [N])  # <- error
+        tl.store(x, [0], t)
+
+    assert_reported(k, "must be known at compile time", "runtime value")
+
+
+def test_python_range_over_runtime_value():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        for i in range(N):  # <- error
+            tl.store(x, [i], tl.load(x, [i], [1]))
+
+    assert_reported(k, "use tl.range")
+
+
+def test_name_defined_only_inside_runtime_loop():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        for i in tl.range(0, N, 16):
+            t = tl.load(x, [i], [16])
+        tl.store(x, [0], t)  # <- error
+
+    assert_reported(k, "`t` is assigned only inside a tl.range loop")
+
+
+def test_loop_carried_value_changes_type():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        acc = tl.zeros([16], tl.f32)
+        for _ in tl.range(0, N, 16):  # <- error
+            acc = acc.to(tl.f16)
+        tl.store(x, [0], acc.to(tl.f32))
+
+    assert_reported(k, "`acc` changes type in the loop", "tile<f32, [16]>", "tile<f16, [16]>")
+
+
+def test_integer_true_division_is_rejected():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.i32, "N"]):
+        t = tl.load(x, [0], [16])
+        tl.store(x, [0], t / 2)  # <- error
+
+    assert_reported(k, "use `//` for integer division")
+
+
+def test_error_inside_helper_points_at_helper_line():
+    @tl.func
+    def helper(t):
+        return tl.exp(t)  # <- error
+
+    @tl.kernel
+    def k(x: tl.Tensor[tl.i32, "N"]):
+        tl.store(x, [0], helper(tl.load(x, [0], [16])))
+
+    error = compile_error(k)
+    assert error.loc.line == marked_line(helper)
+    assert "needs float operands" in str(error)
+
+
+def test_message_shows_source_line_and_caret():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f16, "N"]):
+        tl.store(x, [0], tl.load(x, [0], [8]) + tl.load(y, [0], [8]))  # <- error
+
+    text = str(compile_error(k))
+    source_line, caret_line = text.splitlines()[1:3]
+    assert "tl.load(x, [0], [8]) + tl.load(y, [0], [8])" in source_line
+    start = source_line.index("tl.load(x, [0], [8]) +")
+    assert caret_line.index("^") == start
+    assert caret_line.count("^") == len("tl.load(x, [0], [8]) + tl.load(y, [0], [8])")
+
+
+def test_missing_annotation_is_reported_at_decoration():
+    with pytest.raises(TileLangError, match=r"parameter y needs an annotation"):
+
+        @tl.kernel
+        def k(x: tl.Tensor[tl.f32, "N"], y):
+            pass
+
+
+def test_unknown_constexpr_and_missing_required_constexpr():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], B: tl.constexpr):
+        tl.store(x, [0], tl.load(x, [0], [B]))
+
+    with pytest.raises(TypeError, match="constexpr parameter B needs a value"):
+        k.specialize()
+    with pytest.raises(TypeError, match=r"C is not a tl\.constexpr parameter"):
+        k(np.zeros(4, np.float32), B=4, C=1)
+
+
+def test_compile_time_assert_reports_its_message():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], B: tl.constexpr = 3):
+        assert B % 2 == 0, "B must be even"  # <- error
+        tl.store(x, [0], tl.load(x, [0], [B]))
+
+    assert_reported(k, "compile-time assertion failed: B must be even")

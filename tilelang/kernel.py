@@ -1,0 +1,224 @@
+"""`@tilelang.kernel`: the object a decorated kernel becomes, which runs the pipeline.
+
+A `Kernel` reads its parameters once (at decoration), compiles the body to block IR
+once per set of compile-time constants (cached), checks every argument of a call
+before anything runs, and runs the kernel. Host arrays run on the CPU: today through
+the reference interpreter, which `kernel.interpret(...)` always uses.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir.printer import print_function
+from tilelang.ir.types import ScalarType, TensorType
+from tilelang.ir.verify import verify
+from tilelang.lang.builder import Builder, building
+from tilelang.lang.errors import TileLangError
+from tilelang.lang.frontend import Func, FunctionCompiler, SourceFunction
+from tilelang.lang.signature import (
+    ConstexprParam,
+    ScalarParam,
+    TensorParam,
+    read_signature,
+    resolve_tensor,
+    size_symbols,
+)
+from tilelang.lang.values import INDEX, Scalar, Tensor
+from tilelang.runtime import interpreter
+from tilelang.runtime.arguments import bind_arguments
+
+Warps = int | Callable[..., int]
+
+
+class Kernel:
+    def __init__(self, fn: Callable, warps: Warps = 4):
+        self.fn = fn
+        self.warps = warps
+        self.params = read_signature(fn)
+        self._source: SourceFunction | None = None
+        self._specializations: dict[tuple, ir.Function] = {}
+        functools.update_wrapper(self, fn)
+
+    @property
+    def source(self) -> SourceFunction:
+        if self._source is None:
+            self._source = SourceFunction.of(self.fn)
+        return self._source
+
+    # -- compile-time constants ----------------------------------------------------------
+
+    def constants(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        """The values of every constexpr parameter: defaults, then `overrides`."""
+        declared = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
+        unknown = sorted(set(overrides) - set(declared))
+        if unknown:
+            names = ", ".join(declared) or "none"
+            raise TypeError(
+                f"{self.fn.__name__}(): {', '.join(unknown)} is not a tl.constexpr parameter "
+                f"(its constexpr parameters: {names})"
+            )
+        values = {}
+        for name, param in declared.items():
+            if name in overrides:
+                values[name] = overrides[name]
+            elif param.required:
+                raise TypeError(f"{self.fn.__name__}(): constexpr parameter {name} needs a value")
+            else:
+                values[name] = param.default
+        return values
+
+    def specialize(self, **constexprs: Any) -> ir.Function:
+        """The block IR of this kernel for the given compile-time constants (cached)."""
+        constants = self.constants(constexprs)
+        key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
+        if key not in self._specializations:
+            self._specializations[key] = self._build(constants)
+        return self._specializations[key]
+
+    def ir(self, **constexprs: Any) -> str:
+        """The block IR as text."""
+        return print_function(self.specialize(**constexprs))
+
+    def _build(self, constants: dict[str, Any]) -> ir.Function:
+        builder = Builder()
+        with building(builder):
+            env: dict[str, object] = dict(constants)
+            tensor_types = {}
+            for p in self.params:
+                if isinstance(p, TensorParam):
+                    tensor_types[p.name] = TensorType(*_resolve(self, p, constants))
+            sizes = self._size_vars(builder, tensor_types, constants)
+            params = []
+            for p in self.params:
+                if isinstance(p, ConstexprParam):
+                    continue
+                builder.reserve(p.name)
+                type_ = tensor_types[p.name] if isinstance(p, TensorParam) else ScalarType(p.dtype)
+                var = ir.Var(p.name, type_)
+                params.append(var)
+                env[p.name] = Tensor(var, sizes) if isinstance(p, TensorParam) else Scalar(var)
+            for name, size in sizes.items():
+                env.setdefault(name, size)
+            FunctionCompiler(self.source, env).run_kernel()
+            loc, _ = self.source.loc(self.source.tree)
+            function = ir.Function(
+                name=self.fn.__name__,
+                params=tuple(params),
+                sizes=tuple(s.value for s in sizes.values()),
+                body=_with_grid(builder),
+                warps=self._warp_count(constants),
+                constexprs=tuple((k, _ir_constant(v)) for k, v in constants.items()),
+                loc=loc,
+            )
+        verify(function)
+        return function
+
+    def _size_vars(self, builder: Builder, tensor_types, constants) -> dict[str, Scalar]:
+        names = size_symbols([t.shape for t in tensor_types.values()])
+        taken = {p.name for p in self.params}
+        sizes = {}
+        for name in names:
+            if name in taken:
+                raise TileLangError(
+                    f"{self.fn.__name__}: the size name {name} is also a parameter; rename one of them"
+                )
+            builder.reserve(name)
+            sizes[name] = Scalar(ir.Var(name, ScalarType(INDEX)))
+        return sizes
+
+    def _warp_count(self, constants: dict[str, Any]) -> int:
+        warps = self.warps(**constants) if callable(self.warps) else self.warps
+        if not isinstance(warps, int) or not 1 <= warps <= 32:
+            raise TileLangError(
+                f"{self.fn.__name__}: warps must be an int from 1 to 32, got {warps!r}"
+            )
+        return warps
+
+    # -- calling -------------------------------------------------------------------------
+
+    def _split_arguments(self, args: tuple, kwargs: dict) -> tuple[dict, dict]:
+        runtime = [p for p in self.params if not isinstance(p, ConstexprParam)]
+        if len(args) > len(runtime):
+            raise TypeError(
+                f"{self.fn.__name__}() takes {len(runtime)} tensor and scalar arguments, "
+                f"got {len(args)} (pass constexprs by keyword)"
+            )
+        values = {p.name: a for p, a in zip(runtime, args, strict=False)}
+        constexprs = {}
+        for name, value in kwargs.items():
+            if any(p.name == name for p in runtime):
+                if name in values:
+                    raise TypeError(f"{self.fn.__name__}() got two values for {name}")
+                values[name] = value
+            else:
+                constexprs[name] = value
+        missing = [p.name for p in runtime if p.name not in values]
+        if missing:
+            raise TypeError(f"{self.fn.__name__}() is missing arguments: {', '.join(missing)}")
+        return values, constexprs
+
+    def interpret(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the kernel on host arrays through the reference interpreter."""
+        values, constexprs = self._split_arguments(args, kwargs)
+        function = self.specialize(**constexprs)
+        bound = bind_arguments(function, values)
+        interpreter.run(function, bound.tensors, bound.scalars, bound.sizes)
+        for tensor in bound.tensors.values():
+            tensor.finish()
+        outputs = tuple(values[name] for name in bound.stored)
+        return outputs[0] if len(outputs) == 1 else (outputs or None)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.interpret(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<tilelang.kernel {self.fn.__name__}>"
+
+
+def _with_grid(builder: Builder) -> ir.Block:
+    """The kernel body; one without `tl.blocks` runs as a grid of one block."""
+    body = builder.finish()
+    if any(isinstance(i, ir.Blocks) for i in body.instrs):
+        return body
+    index = builder.var("bx", ScalarType(INDEX))
+    grid = ir.Blocks((index,), (ir.Const(1, INDEX),), loc=ir.NOWHERE)
+    return ir.Block((grid, *body.instrs))
+
+
+def _resolve(kernel: Kernel, param: TensorParam, constants: dict[str, Any]):
+    try:
+        return resolve_tensor(param, constants)
+    except TileLangError as error:
+        raise TileLangError(f"{kernel.fn.__name__}: {error.message}") from None
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
+def _ir_constant(value: Any) -> ir.ConstexprValue:
+    if isinstance(value, (bool, int, float, str, DType)):
+        return value
+    return repr(value)
+
+
+def kernel(fn: Callable | None = None, *, warps: Warps = 4):
+    """Decorates a kernel: `@tilelang.kernel` or `@tilelang.kernel(warps=8)`."""
+    if fn is None:
+        return lambda f: Kernel(f, warps)
+    return Kernel(fn, warps)
+
+
+def func(fn: Callable) -> Func:
+    """Decorates a helper that kernels call; it is inlined at each call."""
+    return Func(fn)
+
+
+__all__ = ["Func", "Kernel", "ScalarParam", "func", "kernel"]

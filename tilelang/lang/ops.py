@@ -1,0 +1,521 @@
+"""The operations a kernel body calls: `tl.load`, `tl.dot`, `tl.sum`, `tl.exp`, ...
+
+Each checks its arguments (shapes, dtypes, what must be known at compile time) and
+reports a mistake at the user's source line, then emits one or a few block-IR
+instructions. Names follow numpy where numpy has one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir.ops import REDUCTIONS, SCANS
+from tilelang.ir.types import ScalarType, SharedType, TileType
+from tilelang.lang.builder import current
+from tilelang.lang.values import (
+    INDEX,
+    Operable,
+    Scalar,
+    Shared,
+    Tensor,
+    Tile,
+    as_scalar,
+    broadcast_to,
+    cast,
+    elementwise,
+    emit_result,
+    is_python_number,
+    python_constant,
+)
+
+# -- compile-time arguments --------------------------------------------------------------
+
+
+def static_int(value: object, what: str) -> int:
+    """`value` as a compile-time int, or an error that says a runtime value was given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, (Scalar, Tile)):
+            raise current().error(
+                f"{what} must be known at compile time (a Python int or tl.constexpr), "
+                "but a runtime value was given"
+            )
+        raise current().error(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def static_shape(shape: object, what: str = "shape") -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (list, tuple)):
+        raise current().error(f"{what} must be a list of ints, got {shape!r}")
+    dims = tuple(static_int(d, f"each size in {what}") for d in shape)
+    if any(d <= 0 for d in dims):
+        raise current().error(f"{what} {list(dims)} has a size that is not positive")
+    return dims
+
+
+def _dtype(value: object) -> DType:
+    try:
+        return dtypes.dtype(value)
+    except (ValueError, TypeError) as error:
+        raise current().error(str(error)) from None
+
+
+def _axis(axis: object, rank: int) -> int:
+    axis = static_int(axis, "axis")
+    if not -rank <= axis < rank:
+        raise current().error(f"axis {axis} is out of range for a tile of rank {rank}")
+    return axis % rank
+
+
+def _tile(value: object, what: str) -> Tile:
+    if not isinstance(value, Tile):
+        raise current().error(f"{what} must be a tile, got {_describe(value)}")
+    return value
+
+
+def _tensor(value: object, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise current().error(
+            f"{what} must be a tensor parameter of the kernel, got {_describe(value)}"
+        )
+    return value
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, (Tile, Scalar, Tensor, Shared)):
+        return repr(value)
+    return f"{type(value).__name__} {value!r}"
+
+
+# -- grid and loops ----------------------------------------------------------------------
+
+
+def blocks(*sizes: Scalar | int) -> Scalar | tuple[Scalar, ...]:
+    """Declares the grid (one block per index) and returns this block's indices."""
+    builder = current()
+    if not sizes:
+        raise builder.error("tl.blocks needs at least one grid size")
+    if len(sizes) > 3:
+        raise builder.error(f"a grid has at most 3 dimensions, got {len(sizes)}")
+    if not builder.at_top_level:
+        raise builder.error(
+            "tl.blocks must be called at the top level of the kernel, not in a loop or branch"
+        )
+    values = tuple(as_scalar(s, INDEX).value for s in sizes)
+    names = ("bx", "by", "bz")
+    results = tuple(builder.var(names[i], ScalarType(INDEX)) for i in range(len(sizes)))
+    builder.emit(ir.Blocks(results, values, loc=builder.loc))
+    wrapped = tuple(Scalar(r) for r in results)
+    return wrapped[0] if len(wrapped) == 1 else wrapped
+
+
+@dataclass(frozen=True)
+class RuntimeRange:
+    """What `tl.range(...)` returns: a loop the compiler emits as IR, not unrolled."""
+
+    start: Scalar | int
+    stop: Scalar | int
+    step: Scalar | int
+    stages: int | None
+    unroll: int | None
+
+
+def range_(start, stop=None, step=1, *, stages=None, unroll=None) -> RuntimeRange:
+    """A runtime loop: `for k in tl.range(0, K, BK, stages=3)`."""
+    if stop is None:
+        start, stop = 0, start
+    if is_python_number(step) and step <= 0:
+        raise current().error(f"tl.range needs a positive step, got {step}")
+    stages = None if stages is None else static_int(stages, "stages")
+    unroll = None if unroll is None else static_int(unroll, "unroll")
+    return RuntimeRange(start, stop, step, stages, unroll)
+
+
+# -- creation ----------------------------------------------------------------------------
+
+
+def full(shape, value, dtype=dtypes.f32) -> Tile:
+    dtype = _dtype(dtype)
+    dims = static_shape(shape)
+    fill = as_scalar(value, dtype) if not isinstance(value, Scalar) else cast(value, dtype)
+    return emit_result(ir.Full, "full", TileType(dtype, dims), fill.value)
+
+
+def zeros(shape, dtype=dtypes.f32) -> Tile:
+    return full(shape, 0, dtype)
+
+
+def arange(start, stop=None, dtype=INDEX) -> Tile:
+    """`[start, ..., stop - 1]` as a 1-D tile; the bounds are compile-time ints."""
+    if stop is None:
+        start, stop = 0, start
+    start, stop = static_int(start, "start of tl.arange"), static_int(stop, "end of tl.arange")
+    if stop <= start:
+        raise current().error(f"tl.arange({start}, {stop}) is empty")
+    return emit_result(ir.Arange, "range", TileType(_dtype(dtype), (stop - start,)), start)
+
+
+# -- global memory -----------------------------------------------------------------------
+
+
+def _offsets(tensor: Tensor, offsets: object) -> tuple[ir.Value, ...]:
+    if isinstance(offsets, (Scalar, int)):
+        offsets = (offsets,)
+    if not isinstance(offsets, (list, tuple)):
+        raise current().error(
+            f"offsets must be a list with one entry per dimension, got {offsets!r}"
+        )
+    if len(offsets) != tensor.ndim:
+        raise current().error(
+            f"{tensor.var.name} has {tensor.ndim} dimensions but {len(offsets)} offsets were given"
+        )
+    return tuple(as_scalar(o, INDEX).value for o in offsets)
+
+
+def load(tensor, offsets, shape, fill=None) -> Tile:
+    """The box of `shape` at `offsets`; elements outside the tensor read `fill` (0)."""
+    tensor = _tensor(tensor, "the first argument of tl.load")
+    offs = _offsets(tensor, offsets)
+    dims = static_shape(shape)
+    if len(dims) != tensor.ndim:
+        raise current().error(
+            f"{tensor.var.name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
+        )
+    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
+    result_type = TileType(tensor.dtype, dims)
+    return emit_result(ir.Load, tensor.var.name, result_type, tensor.var, offs, fill_const)
+
+
+def _fill_constant(fill: object, dtype: DType) -> ir.Const:
+    if not is_python_number(fill):
+        raise current().error(f"fill must be a Python number, got {_describe(fill)}")
+    if dtype.is_float and isinstance(fill, float) and math.isinf(fill) and not dtype.has_inf:
+        raise current().error(f"fill {fill} is not representable in {dtype}, which has no infinity")
+    return python_constant(fill, dtype)
+
+
+def store(tensor, offsets, value) -> None:
+    """Writes a tile at `offsets`; elements outside the tensor are skipped."""
+    builder = current()
+    tensor = _tensor(tensor, "the first argument of tl.store")
+    offs = _offsets(tensor, offsets)
+    if isinstance(value, Scalar) or is_python_number(value):
+        raise builder.error("tl.store needs a tile; build one with tl.full(shape, value, dtype)")
+    tile = _tile(value, "the stored value")
+    if tile.dtype != tensor.dtype:
+        raise builder.error(
+            f"storing a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
+            f"convert it with .to(tl.{tensor.dtype})"
+        )
+    if tile.ndim != tensor.ndim:
+        raise builder.error(
+            f"storing a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
+            f"a rank-{tensor.ndim} tensor; reshape it first"
+        )
+    builder.emit(ir.Store(tensor.var, offs, tile.var, loc=builder.loc))
+
+
+# -- shared memory -----------------------------------------------------------------------
+
+
+def shared(shape, dtype) -> Shared:
+    return emit_result(ir.SharedAlloc, "smem", SharedType(_dtype(dtype), static_shape(shape)))
+
+
+def shared_load(buffer: Shared) -> Tile:
+    return emit_result(
+        ir.SharedLoad, buffer.var.name, TileType(buffer.dtype, buffer.shape), buffer.var
+    )
+
+
+def shared_store(buffer: Shared, value) -> None:
+    builder = current()
+    tile = _tile(value, "the value stored to shared memory")
+    if (tile.dtype, tile.shape) != (buffer.dtype, buffer.shape):
+        raise builder.error(
+            f"storing a {tile.dtype}{list(tile.shape)} tile into shared {buffer.dtype}{list(buffer.shape)}"
+        )
+    builder.emit(ir.SharedStore(buffer.var, tile.var, loc=builder.loc))
+
+
+def copy_async(buffer, tensor, offsets) -> None:
+    builder = current()
+    if not isinstance(buffer, Shared):
+        raise builder.error(
+            f"tl.copy_async copies into a tl.shared buffer, got {_describe(buffer)}"
+        )
+    tensor = _tensor(tensor, "the source of tl.copy_async")
+    if buffer.dtype != tensor.dtype or len(buffer.shape) != tensor.ndim:
+        raise builder.error(
+            f"tl.copy_async from {tensor.var.type} into {buffer.var.type}: dtype and rank must match"
+        )
+    builder.emit(ir.CopyAsync(buffer.var, tensor.var, _offsets(tensor, offsets), loc=builder.loc))
+
+
+def commit() -> None:
+    builder = current()
+    builder.emit(ir.AsyncCommit(loc=builder.loc))
+
+
+def wait(pending: int = 0) -> None:
+    builder = current()
+    builder.emit(ir.AsyncWait(static_int(pending, "pending"), loc=builder.loc))
+
+
+def sync() -> None:
+    builder = current()
+    builder.emit(ir.Sync(loc=builder.loc))
+
+
+# -- computation -------------------------------------------------------------------------
+
+
+def dot(a, b, acc=None, acc_dtype=None) -> Tile:
+    """`a @ b + acc` with products and sums in the accumulator's dtype."""
+    builder = current()
+    a, b = _tile(a, "the first operand of tl.dot"), _tile(b, "the second operand of tl.dot")
+    if a.ndim != 2 or b.ndim != 2:
+        raise builder.error(f"tl.dot multiplies 2-D tiles, got {list(a.shape)} and {list(b.shape)}")
+    if a.shape[1] != b.shape[0]:
+        raise builder.error(
+            f"tl.dot: the inner sizes differ: a is {list(a.shape)}, b is {list(b.shape)}"
+        )
+    if a.dtype != b.dtype:
+        raise builder.error(
+            f"tl.dot: operands have dtypes {a.dtype} and {b.dtype}; convert one with .to()"
+        )
+    shape = (a.shape[0], b.shape[1])
+    if acc is None:
+        dtype = _dtype(acc_dtype) if acc_dtype is not None else _default_accumulator(a.dtype)
+        acc = zeros(shape, dtype)
+    acc = _tile(acc, "the accumulator of tl.dot")
+    if acc.shape != shape:
+        raise builder.error(f"tl.dot: the accumulator is {list(acc.shape)}, expected {list(shape)}")
+    _check_accumulator(a.dtype, acc.dtype)
+    return emit_result(ir.Dot, "acc", TileType(acc.dtype, shape), a.var, b.var, acc.var)
+
+
+_ACCUMULATORS = {
+    "f16": ("f32", "f16"),
+    "bf16": ("f32",),
+    "f32": ("f32",),
+    "f64": ("f64",),
+    "i8": ("i32",),
+    "u8": ("i32",),
+}
+
+
+def _default_accumulator(dtype: DType) -> DType:
+    if dtype.name not in _ACCUMULATORS:
+        raise current().error(
+            f"tl.dot has no {dtype} form; convert the operands to f16, bf16, f32, i8 or u8"
+        )
+    return dtypes.dtype(_ACCUMULATORS[dtype.name][0])
+
+
+def _check_accumulator(operand: DType, accumulator: DType) -> None:
+    allowed = _ACCUMULATORS.get(operand.name)
+    if allowed is None:
+        _default_accumulator(operand)
+    if accumulator.name not in allowed:
+        raise current().error(
+            f"tl.dot of {operand} operands accumulates in {' or '.join(allowed)}, not {accumulator}"
+        )
+
+
+def _reduce(op: str, x, axis, keepdims: bool) -> Tile:
+    tile = _tile(x, f"the argument of tl.{op}")
+    if axis is None:
+        result = tile
+        for _ in range(tile.ndim):
+            result = _reduce_axis(op, result, 0)
+        return reshape(result, (1,) * tile.ndim) if keepdims else result
+    axis = _axis(axis, tile.ndim)
+    result = _reduce_axis(op, tile, axis)
+    if keepdims:
+        return reshape(result, tile.shape[:axis] + (1,) + tile.shape[axis + 1 :])
+    return result
+
+
+def _reduce_axis(op: str, tile: Tile, axis: int) -> Tile:
+    assert op in REDUCTIONS
+    if op in ("and", "or", "xor") and tile.dtype.is_float:
+        raise current().error(f"tl.reduce_{op} needs integer tiles, got {tile.dtype}")
+    shape = tile.shape[:axis] + tile.shape[axis + 1 :]
+    return emit_result(ir.Reduce, op, TileType(tile.dtype, shape), tile.var, op, axis)
+
+
+def sum(x, axis=None, keepdims=False) -> Tile:
+    return _reduce("sum", x, axis, keepdims)
+
+
+def prod(x, axis=None, keepdims=False) -> Tile:
+    return _reduce("prod", x, axis, keepdims)
+
+
+def max(x, axis=None, keepdims=False) -> Tile:
+    return _reduce("max", x, axis, keepdims)
+
+
+def min(x, axis=None, keepdims=False) -> Tile:
+    return _reduce("min", x, axis, keepdims)
+
+
+def _scan(op: str, x, axis, reverse) -> Tile:
+    assert op in SCANS
+    tile = _tile(x, f"the argument of tl.cum{op}")
+    axis = _axis(axis, tile.ndim)
+    if not isinstance(reverse, bool):
+        raise current().error(f"reverse must be a compile-time bool, got {_describe(reverse)}")
+    return emit_result(
+        ir.Scan, f"cum{op}", tile.type.with_dtype(tile.dtype), tile.var, op, axis, reverse
+    )
+
+
+def cumsum(x, axis=0, reverse=False) -> Tile:
+    return _scan("sum", x, axis, reverse)
+
+
+def cumprod(x, axis=0, reverse=False) -> Tile:
+    return _scan("prod", x, axis, reverse)
+
+
+def cummax(x, axis=0, reverse=False) -> Tile:
+    return _scan("max", x, axis, reverse)
+
+
+def cummin(x, axis=0, reverse=False) -> Tile:
+    return _scan("min", x, axis, reverse)
+
+
+def where(condition, x, y) -> Tile | Scalar:
+    return elementwise("where", condition, x, y)
+
+
+def minimum(x: Operable, y: Operable) -> Tile | Scalar:
+    return elementwise("min", x, y)
+
+
+def maximum(x: Operable, y: Operable) -> Tile | Scalar:
+    return elementwise("max", x, y)
+
+
+def _unary(name: str):
+    def op(x: Operable) -> Tile | Scalar:
+        if is_python_number(x):
+            x = as_scalar(float(x), dtypes.f32)
+        return elementwise(name, x)
+
+    op.__name__ = name
+    op.__doc__ = f"Elementwise {name}."
+    return op
+
+
+exp = _unary("exp")
+exp2 = _unary("exp2")
+log = _unary("log")
+log2 = _unary("log2")
+sqrt = _unary("sqrt")
+rsqrt = _unary("rsqrt")
+sin = _unary("sin")
+cos = _unary("cos")
+tanh = _unary("tanh")
+sigmoid = _unary("sigmoid")
+floor = _unary("floor")
+ceil = _unary("ceil")
+abs = _unary("abs")
+
+
+# -- shape manipulation ------------------------------------------------------------------
+
+
+def reshape(x, shape) -> Tile:
+    tile = _tile(x, "the argument of tl.reshape")
+    dims = static_shape(shape)
+    if _numel(dims) != _numel(tile.shape):
+        raise current().error(
+            f"cannot reshape a tile of shape {list(tile.shape)} ({_numel(tile.shape)} elements) "
+            f"to {list(dims)} ({_numel(dims)} elements)"
+        )
+    if dims == tile.shape:
+        return tile
+    return emit_result(ir.Reshape, tile.var.name, TileType(tile.dtype, dims), tile.var)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def transpose(x, perm=None) -> Tile:
+    tile = _tile(x, "the argument of tl.transpose")
+    order = tuple(reversed(range(tile.ndim))) if perm is None else tuple(static_shape_like(perm))
+    if sorted(order) != list(range(tile.ndim)):
+        raise current().error(f"{list(order)} is not a permutation of the {tile.ndim} dimensions")
+    shape = tuple(tile.shape[i] for i in order)
+    return emit_result(ir.Transpose, tile.var.name, TileType(tile.dtype, shape), tile.var, order)
+
+
+def static_shape_like(values) -> list[int]:
+    if not isinstance(values, (list, tuple)):
+        raise current().error(f"expected a list of ints, got {values!r}")
+    return [static_int(v, "each entry") for v in values]
+
+
+def broadcast(x, shape) -> Tile:
+    return broadcast_to(_tile(x, "the argument of tl.broadcast"), static_shape(shape))
+
+
+def expand_dims_by_index(tile: Tile, index) -> Tile:
+    """`tile[None, :]`-style indexing: only `None` (new axis) and full slices `:`."""
+    items = index if isinstance(index, tuple) else (index,)
+    shape, source_dim = [], 0
+    for item in items:
+        if item is None:
+            shape.append(1)
+        elif isinstance(item, slice) and item == slice(None):
+            if source_dim >= tile.ndim:
+                raise current().error(f"too many indices for a tile of rank {tile.ndim}")
+            shape.append(tile.shape[source_dim])
+            source_dim += 1
+        else:
+            raise current().error(
+                "tiles are indexed only with None (new axis) and : (whole dimension); "
+                "use tl.load / tl.reshape to select parts"
+            )
+    shape.extend(tile.shape[source_dim:])
+    return reshape(tile, tuple(shape))
+
+
+def view(x, dtype) -> Tile:
+    """Reinterprets the bits of a tile: the last dimension scales by the bit-width ratio."""
+    tile = _tile(x, "the argument of view")
+    target = _dtype(dtype)
+    row_bits = tile.shape[-1] * tile.dtype.bits if tile.ndim else tile.dtype.bits
+    if tile.ndim == 0 or row_bits % target.bits:
+        raise current().error(
+            f"cannot view {tile.dtype}{list(tile.shape)} as {target}: a row of {row_bits} bits "
+            f"is not a whole number of {target.bits}-bit elements"
+        )
+    shape = tile.shape[:-1] + (row_bits // target.bits,)
+    return emit_result(ir.View, tile.var.name, TileType(target, shape), tile.var)
+
+
+def print_(label, value) -> None:
+    builder = current()
+    if not isinstance(label, str):
+        raise builder.error("tl.print takes a string label first: tl.print('acc', acc)")
+    if is_python_number(value):
+        value = as_scalar(value)
+    if not isinstance(value, (Tile, Scalar)):
+        raise builder.error(f"tl.print prints a tile or scalar, got {_describe(value)}")
+    ir_val = value.var if isinstance(value, Tile) else value.value
+    builder.emit(ir.Print(label, ir_val, loc=builder.loc))

@@ -1,0 +1,96 @@
+"""Host tensors as arrays of codes, the form the reference interpreter reads and writes.
+
+This module owns `HostTensor`: one global tensor argument seen as a numpy array of
+*codes* of its tilelang dtype (the dtype's unsigned `storage`, the logical shape).
+
+- A numpy array whose elements already are codes (its numpy dtype is the tilelang
+  dtype, e.g. float16 for f16, int32 for i32, ml_dtypes bfloat16 for bf16, or an
+  unsigned array of the storage width, e.g. uint8 holding u4 codes) is viewed in place
+  with `.view(storage)`: stores land in the caller's array, including when it is a view
+  into a larger buffer.
+- A `PackedArray` is unpacked once; `finish()` packs the codes back into its `data`
+  buffer in place if anything was stored.
+- Any other numpy array (e.g. int8 holding i4 values, float32 holding f4e2m1 values) is
+  a *value* array: it is encoded once and, if stored to, decoded back by `finish()`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tilelang.dtypes import DType, PackedArray, dtype, pack_bits
+
+
+class HostTensor:
+    """A global tensor as codes; `finish()` writes stores back where they are not in place."""
+
+    def __init__(
+        self,
+        codes: np.ndarray,
+        dtype_: DType,
+        write_back: Any = None,
+    ) -> None:
+        self.codes = codes
+        self.dtype = dtype_
+        self.dirty = False
+        self._write_back = write_back
+
+    @classmethod
+    def wrap(cls, array: Any, dtype_: DType | str | None = None) -> HostTensor:
+        """A HostTensor over `array` (numpy array, PackedArray or HostTensor)."""
+        if isinstance(array, HostTensor):
+            return array
+        if isinstance(array, PackedArray):
+            target = array.dtype if dtype_ is None else dtype(dtype_)
+            if target != array.dtype:
+                raise TypeError(
+                    f"a packed {array.dtype} tensor was passed where {target} is expected"
+                )
+            return cls(array.codes(), target, write_back=array)
+        array = np.asarray(array)
+        target = _dtype_of_array(array) if dtype_ is None else dtype(dtype_)
+        if _holds_codes(array, target):
+            return cls(array.view(target.storage), target)
+        # A value array: keep our own codes, decode them back on finish().
+        return cls(target.encode(array), target, write_back=array)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.codes.shape
+
+    def values(self) -> np.ndarray:
+        """The logical values (decoded codes)."""
+        return self.dtype.decode(self.codes)
+
+    def finish(self) -> None:
+        """Write the stored codes back to the caller's object when they are not shared."""
+        if not self.dirty or self._write_back is None:
+            self.dirty = False
+            return
+        target = self._write_back
+        if isinstance(target, PackedArray):
+            target.data[...] = pack_bits(self.codes, self.dtype.bits)
+        else:
+            target[...] = self.dtype.decode(self.codes).astype(target.dtype)
+        self.dirty = False
+
+
+def _dtype_of_array(array: np.ndarray) -> DType:
+    try:
+        return dtype(array.dtype)
+    except ValueError:
+        raise TypeError(f"cannot tell the tilelang dtype of a numpy {array.dtype} array") from None
+
+
+def _holds_codes(array: np.ndarray, target: DType) -> bool:
+    """True when the array's bytes are exactly the codes of `target`, element by element."""
+    if array.dtype.itemsize != target.storage.itemsize:
+        return False
+    if array.dtype.kind == "u":
+        return True  # unsigned storage: codes as they are (u4 codes in a uint8 array)
+    try:
+        return dtype(array.dtype) == target
+    except ValueError:
+        return False

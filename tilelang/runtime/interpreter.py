@@ -1,0 +1,711 @@
+"""The reference interpreter: the executable semantics of the block IR.
+
+This module owns what every block-IR instruction *means*. It executes a `Function`
+block by block over its grid with numpy, one vectorized step per instruction; each
+instruction class has one small function below (see `_HANDLERS`), so this file reads
+as the specification the backends are tested against.
+
+Representation of values (while a block runs):
+
+- a tile or a scalar is a numpy array (0-d for scalars) of *values*: floats as float32
+  (float64 for f64), always exactly representable in their dtype; integers as int64
+  (uint64 for u64), always within their dtype's range;
+- a global tensor is a `HostTensor` (an array of dtype *codes*, see `host_tensor.py`);
+- a shared tile is a `_Shared` buffer of values, mutated in place.
+
+Arithmetic (exactly `tilelang.ir.ops`): integers wrap at their width, `div`/`rem`
+truncate toward zero (division by zero is an `InterpreterError`), shifts clamp; floats
+are computed in float64 and rounded once (RNE, `dtypes.quantize`) to the result dtype
+after every operation. For +, -, *, /, sqrt on f32 and narrower this is the correctly
+rounded IEEE result (float64 has more than 2p+2 bits), so it is what the GPU computes.
+Transcendental functions are float64 `numpy` rounded once: the reference, not a model
+of the GPU's approximations.
+
+Decisions the IR leaves to the interpreter:
+
+- `Dot` computes a @ b + acc in float64 (products of inputs up to 26 significant bits
+  are exact; sums are float64) or int64, and rounds once to the accumulator dtype; int
+  accumulators wrap at their width.
+- `Reduce`/`Scan` `sum` and `prod` of floats are float64 and rounded once per output
+  element; the GPU sums in the accumulator dtype in a tree, so compare float reductions
+  with a tolerance. `max`/`min` ignore NaN (IEEE minNum/maxNum, PTX `min.f32`); so do
+  the elementwise `min`/`max`.
+- Rounding after arithmetic is the dtype codec's: f16/bf16/f32/f64 overflow to inf
+  (IEEE); arithmetic directly on f8 and smaller floats saturates, as their casts do.
+- Integer shift amounts are read as unsigned (as PTX does): a negative signed amount
+  is a huge one, so `shl` gives 0 and `shr` the sign fill.
+- `Full`, `Arange` and loop variables convert with the cast policy (saturating).
+- Shared tiles start as zeros; `CopyAsync` completes at once (commit/wait/sync are
+  no-ops in a sequential interpreter). The prelude before `Blocks` must be scalar work:
+  `grid()` evaluates it without tensors; each block then runs it again.
+- Float values are values, not bit patterns: a NaN is one NaN, so a `View` of a NaN
+  code re-encodes it as the canonical NaN of the dtype (payload and sign are not kept).
+  Every non-NaN code, -0.0 included, survives views bit-exactly.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result
+from tilelang.ir.shape_expr import Sym
+from tilelang.ir.types import SharedType, TensorType, TileType
+from tilelang.runtime.host_tensor import HostTensor
+
+__all__ = ["InterpreterError", "grid", "run"]
+
+PrintFn = Callable[[str], Any]
+
+
+class InterpreterError(RuntimeError):
+    """A fault while interpreting, reported at the instruction's source location."""
+
+    def __init__(self, message: str, loc: ir.Loc = ir.NOWHERE) -> None:
+        self.message = message
+        self.loc = loc
+        super().__init__(f"{loc}: {message}")
+
+
+class _Fault(Exception):
+    """Raised inside a handler; the dispatcher turns it into an InterpreterError at the loc."""
+
+
+class _GridReached(Exception):
+    """Raised by `Blocks` while `grid()` evaluates the prelude: carries the grid sizes."""
+
+    def __init__(self, sizes: tuple[int, ...]) -> None:
+        super().__init__(sizes)
+        self.sizes = sizes
+
+
+@dataclass
+class _Shared:
+    """A shared tile: a mutable buffer of values."""
+
+    values: np.ndarray
+
+
+@dataclass
+class _State:
+    """What one block's execution sees: bound values, its block index, the print hook."""
+
+    env: dict[str, Any]
+    block: tuple[int, ...] | None  # None while grid() evaluates the prelude
+    print_fn: PrintFn = builtins.print
+    consts: dict[tuple[DType, str], np.ndarray] = field(default_factory=dict)
+
+    def value(self, v: ir.Value) -> Any:
+        if isinstance(v, ir.Const):
+            # Keyed by the text of the number: Const(-0.0) == Const(0.0) as dataclasses.
+            key = (v.dtype, repr(v.value))
+            if key not in self.consts:
+                self.consts[key] = dtypes.quantize(v.value, v.dtype)
+            return self.consts[key]
+        try:
+            return self.env[v.name]
+        except KeyError:
+            raise _Fault(f"%{v.name} is used before it is defined") from None
+
+    def int(self, v: ir.Value) -> int:
+        return int(self.value(v))
+
+    def bind(self, var: ir.Var, value: Any) -> None:
+        self.env[var.name] = value
+
+    def tensor(self, v: ir.Var) -> HostTensor:
+        if self.block is None:
+            raise _Fault(
+                f"%{v.name} is a tensor, but the grid is computed before tensors are bound: "
+                "only scalar work may precede Blocks"
+            )
+        tensor = self.value(v)
+        if not isinstance(tensor, HostTensor):
+            raise _Fault(f"%{v.name} is not a global tensor (no tensor was bound to it)")
+        return tensor
+
+
+# --- public entry points --------------------------------------------------------------
+
+
+def run(
+    fn: ir.Function,
+    tensors: Mapping[str, Any],
+    scalars: Mapping[str, int | float] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    *,
+    print_fn: PrintFn | None = None,
+) -> None:
+    """Execute `fn` over its whole grid, storing into the tensors in place.
+
+    `tensors` maps each tensor parameter's name to a numpy array, a `PackedArray` or a
+    `HostTensor`; `scalars` the scalar parameters; `sizes` the size symbols (a size
+    missing there is read from a tensor dimension that is exactly that symbol).
+    Arguments are assumed validated by the caller. `print_fn` receives `Print` lines.
+    """
+    hosts = {
+        p.name: HostTensor.wrap(tensors[p.name], p.type.dtype)
+        for p in fn.params
+        if isinstance(p.type, TensorType)
+    }
+    env = _bind_arguments(fn, hosts, scalars or {}, sizes or {})
+    hook = builtins.print if print_fn is None else print_fn
+    consts: dict[tuple[DType, str], np.ndarray] = {}  # converted once, for every block
+    try:
+        for index in itertools.product(*(range(n) for n in _grid(fn, env))):
+            _exec_block(fn.body, _State(dict(env), index, hook, consts))
+    finally:
+        for host in hosts.values():
+            host.finish()
+
+
+def grid(
+    fn: ir.Function,
+    scalars: Mapping[str, int | float] | None = None,
+    sizes: Mapping[str, int] | None = None,
+) -> tuple[int, ...]:
+    """The launch grid: the `Blocks` sizes after the scalar prelude; (1,) without `Blocks`."""
+    return _grid(fn, _bind_arguments(fn, {}, scalars or {}, sizes or {}))
+
+
+def _grid(fn: ir.Function, env: dict[str, Any]) -> tuple[int, ...]:
+    if not any(isinstance(instr, ir.Blocks) for instr in fn.body.instrs):
+        return (1,)
+    # The prelude runs once more per block; here it must not touch tensors or print.
+    scalars = {name: v for name, v in env.items() if not isinstance(v, HostTensor)}
+    state = _State(scalars, None, print_fn=lambda _text: None)
+    try:
+        _exec_block(fn.body, state)
+    except _GridReached as reached:
+        return tuple(max(n, 0) for n in reached.sizes)
+    raise AssertionError("unreachable: a top-level Blocks always stops the prelude")
+
+
+def _bind_arguments(
+    fn: ir.Function,
+    hosts: Mapping[str, HostTensor],
+    scalars: Mapping[str, int | float],
+    sizes: Mapping[str, int],
+) -> dict[str, Any]:
+    env: dict[str, Any] = dict(hosts)
+    for param in fn.params:
+        if param.name in scalars:
+            env[param.name] = dtypes.quantize(scalars[param.name], param.type.dtype)
+    known = dict(sizes)
+    for param in fn.params:  # a size not given: the tensor dimension that is that symbol
+        if isinstance(param.type, TensorType) and param.name in hosts:
+            for dim, extent in zip(param.type.shape, hosts[param.name].shape, strict=True):
+                if isinstance(dim, Sym):
+                    known.setdefault(dim.name, extent)
+    for size in fn.sizes:
+        if size.name in known:
+            env[size.name] = dtypes.quantize(known[size.name], size.type.dtype)
+    return env
+
+
+# --- execution ------------------------------------------------------------------------
+
+
+def _exec_block(block: ir.Block, state: _State) -> tuple[Any, ...] | None:
+    """Run the instructions of `block`; return the values of its `Yield`, if it has one."""
+    for instr in block.instrs:
+        handler = _HANDLERS.get(type(instr))
+        if handler is None:
+            raise InterpreterError(f"no semantics for {type(instr).__name__}", instr.loc)
+        try:
+            yielded = handler(state, instr)
+        except (InterpreterError, _GridReached):
+            raise
+        except _Fault as fault:
+            raise InterpreterError(f"{type(instr).__name__}: {fault}", instr.loc) from None
+        except Exception as error:  # a numpy error etc.: still say where it happened
+            message = f"{type(instr).__name__}: {type(error).__name__}: {error}"
+            raise InterpreterError(message, instr.loc) from error
+        if yielded is not None:
+            return yielded
+    return None
+
+
+def _shape(var: ir.Var) -> tuple[int, ...]:
+    return tuple(var.type.shape) if isinstance(var.type, (TileType, SharedType)) else ()
+
+
+def _dtype(v: ir.Value) -> DType:
+    return v.dtype if isinstance(v, ir.Const) else v.type.dtype
+
+
+def _fill(shape: tuple[int, ...], value: Any, dtype: DType) -> np.ndarray:
+    return np.full(shape, value, dtype=dtype.value_dtype)
+
+
+def _wrap(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """Integers modulo 2^bits into the dtype's range (two's complement for signed)."""
+    if dtype.bits == 64:
+        return np.asarray(values).astype(dtype.value_dtype)
+    masked = np.asarray(values).astype(np.int64) & dtype.code_mask
+    if dtype.signed:
+        masked = masked - (((masked >> (dtype.bits - 1)) & 1) << dtype.bits)
+    return masked
+
+
+def _round(values: np.ndarray, dtype: DType) -> np.ndarray:
+    """An exact (float64 or wide int) result to the dtype: RNE for floats, wrap for ints."""
+    if not dtype.is_float:
+        return _wrap(values, dtype)
+    if dtype.bits == 64:
+        return np.asarray(values, dtype=np.float64)
+    if dtype == dtypes.f32:  # the hardware's float64 -> float32 conversion is IEEE RNE
+        return np.asarray(values, dtype=np.float64).astype(np.float32)
+    return dtypes.quantize(np.asarray(values, dtype=np.float64), dtype)
+
+
+def _box(
+    offsets: tuple[int, ...], shape: tuple[int, ...], extent: tuple[int, ...]
+) -> tuple[tuple[slice, ...], tuple[slice, ...]] | None:
+    """Slices of the in-bounds part of a box: (in the tensor, in the tile), or None."""
+    if len(offsets) != len(extent) or len(shape) != len(extent):
+        raise _Fault(
+            f"a box of rank {len(shape)} at {len(offsets)} offsets does not fit a tensor "
+            f"of rank {len(extent)}"
+        )
+    outer, inner = [], []
+    for off, n, size in zip(offsets, shape, extent, strict=True):
+        lo, hi = max(off, 0), min(off + n, size)
+        if hi <= lo:
+            return None
+        outer.append(slice(lo, hi))
+        inner.append(slice(lo - off, hi - off))
+    return tuple(outer), tuple(inner)
+
+
+def _masked_load(
+    tensor: HostTensor, offsets: tuple[int, ...], shape: tuple[int, ...], fill: Any, dtype: DType
+) -> np.ndarray:
+    tile = _fill(shape, fill, dtype)
+    box = _box(offsets, shape, tensor.shape)
+    if box is not None:
+        outer, inner = box
+        values = tensor.dtype.decode(tensor.codes[outer])
+        tile[inner] = values if tensor.dtype == dtype else dtypes.quantize(values, dtype)
+    return tile
+
+
+# --- creation ---------------------------------------------------------------------------
+
+
+def _blocks(state: _State, instr: ir.Blocks) -> None:
+    if state.block is None:
+        raise _GridReached(tuple(state.int(size) for size in instr.sizes))
+    for var, index in zip(instr.results, state.block, strict=True):
+        state.bind(var, dtypes.quantize(index, var.type.dtype))
+
+
+def _full(state: _State, instr: ir.Full) -> None:
+    value = dtypes.quantize(state.value(instr.value), instr.result.type.dtype)
+    state.bind(instr.result, _fill(_shape(instr.result), value, instr.result.type.dtype))
+
+
+def _arange(state: _State, instr: ir.Arange) -> None:
+    (length,) = _shape(instr.result)
+    values = np.arange(instr.start, instr.start + length, dtype=np.int64)
+    state.bind(instr.result, dtypes.quantize(values, instr.result.type.dtype))
+
+
+def _shared_alloc(state: _State, instr: ir.SharedAlloc) -> None:
+    state.bind(instr.result, _Shared(_fill(_shape(instr.result), 0, instr.result.type.dtype)))
+
+
+# --- data movement ----------------------------------------------------------------------
+
+
+def _load(state: _State, instr: ir.Load) -> None:
+    dtype = instr.result.type.dtype
+    fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
+    offsets = tuple(state.int(off) for off in instr.offsets)
+    tile = _masked_load(state.tensor(instr.tensor), offsets, _shape(instr.result), fill, dtype)
+    state.bind(instr.result, tile)
+
+
+def _store(state: _State, instr: ir.Store) -> None:
+    tensor = state.tensor(instr.tensor)
+    tile = np.asarray(state.value(instr.value))
+    offsets = tuple(state.int(off) for off in instr.offsets)
+    box = _box(offsets, tile.shape, tensor.shape)
+    if box is not None:
+        outer, inner = box
+        tensor.codes[outer] = tensor.dtype.encode(tile[inner])
+        tensor.dirty = True
+
+
+def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
+    # Sequential interpreter: the copy completes now; commit/wait have nothing to do.
+    shared: _Shared = state.value(instr.shared)
+    offsets = tuple(state.int(off) for off in instr.offsets)
+    dtype = instr.shared.type.dtype
+    shared.values[...] = _masked_load(
+        state.tensor(instr.tensor), offsets, shared.values.shape, 0, dtype
+    )
+
+
+def _nothing(state: _State, instr: ir.Instr) -> None:
+    """AsyncCommit, AsyncWait, Sync: ordering only, and one block runs sequentially."""
+
+
+def _shared_load(state: _State, instr: ir.SharedLoad) -> None:
+    shared: _Shared = state.value(instr.shared)
+    state.bind(instr.result, shared.values.copy())
+
+
+def _shared_store(state: _State, instr: ir.SharedStore) -> None:
+    shared: _Shared = state.value(instr.shared)
+    shared.values[...] = state.value(instr.value)
+
+
+# --- elementwise ------------------------------------------------------------------------
+
+
+def _c_div(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division truncating toward zero (C), from numpy's floor division."""
+    if np.any(b == 0):
+        raise _Fault(f"integer division by zero ({t})")
+    q = np.floor_divide(a, b)
+    inexact = (a - q * b) != 0
+    if t.signed:
+        q = np.where(inexact & ((a < 0) != (b < 0)), q + 1, q)
+    return q
+
+
+def _c_rem(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a - _c_div(t, a, b) * b  # the sign of the dividend, as in C
+
+
+def _shift_amount_too_big(t: DType, b: np.ndarray) -> np.ndarray:
+    # PTX takes the amount as unsigned, so a negative signed amount is a huge one.
+    return (b >= t.bits) | (b < 0) if t.signed else b >= t.bits
+
+
+def _shl(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    big = _shift_amount_too_big(t, b)
+    amount = np.where(big, 0, b).astype(a.dtype)
+    return np.where(big, 0, np.left_shift(a, amount)).astype(a.dtype)
+
+
+def _shr(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    big = _shift_amount_too_big(t, b)
+    if t.signed:  # a is sign-extended in int64: shifting by width-1 leaves the sign fill
+        return np.right_shift(a, np.where(big, t.bits - 1, b).astype(a.dtype))
+    amount = np.where(big, 0, b).astype(a.dtype)
+    return np.where(big, 0, np.right_shift(a, amount)).astype(a.dtype)
+
+
+def _sigmoid(a: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+# Float operators on float64 operands; the caller rounds to the result dtype.
+_FLOAT_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "neg": np.negative,
+    "abs": np.abs,
+    "exp": np.exp,
+    "exp2": np.exp2,
+    "log": np.log,
+    "log2": np.log2,
+    "sqrt": np.sqrt,
+    "rsqrt": lambda a: 1.0 / np.sqrt(a),
+    "sin": np.sin,
+    "cos": np.cos,
+    "tanh": np.tanh,
+    "sigmoid": _sigmoid,
+    "floor": np.floor,
+    "ceil": np.ceil,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.true_divide,
+    "min": np.fmin,
+    "max": np.fmax,
+}
+
+# Integer operators on int64 (uint64 for u64) operands and the dtype; the caller wraps.
+_INT_OPS: dict[str, Callable[..., np.ndarray]] = {
+    "neg": lambda t, a: np.negative(a),
+    "invert": lambda t, a: np.invert(a),
+    "abs": lambda t, a: np.abs(a),
+    "add": lambda t, a, b: a + b,
+    "sub": lambda t, a, b: a - b,
+    "mul": lambda t, a, b: a * b,
+    "div": _c_div,
+    "rem": _c_rem,
+    "min": lambda t, a, b: np.minimum(a, b),
+    "max": lambda t, a, b: np.maximum(a, b),
+    "and": lambda t, a, b: a & b,
+    "or": lambda t, a, b: a | b,
+    "xor": lambda t, a, b: a ^ b,
+    "shl": _shl,
+    "shr": _shr,
+}
+
+_COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "eq": np.equal,
+    "ne": np.not_equal,
+    "lt": np.less,
+    "le": np.less_equal,
+    "gt": np.greater,
+    "ge": np.greater_equal,
+}
+
+
+def _compute(state: _State, instr: ir.Compute) -> None:
+    op = ELEMENTWISE.get(instr.op)
+    if op is None:
+        raise _Fault(f"unknown elementwise operator {instr.op!r}")
+    if len(instr.args) != op.arity:
+        raise _Fault(f"{instr.op} takes {op.arity} operands, got {len(instr.args)}")
+    operand_dtype = _dtype(instr.args[1 if instr.op == "where" else 0])
+    result_dtype = instr.result.type.dtype
+    # Operands in one numpy dtype: mixing int64 with uint64 would silently go to float64.
+    wide = np.float64 if operand_dtype.is_float else operand_dtype.value_dtype
+    args = [np.asarray(state.value(a)) for a in instr.args]
+    with np.errstate(all="ignore"):  # overflow wraps, x/0 is inf: both are the semantics
+        if instr.op == "where":
+            result = np.where(args[0] != 0, args[1], args[2])
+        elif op.result is Result.BOOL:
+            result = _COMPARISONS[instr.op](*(a.astype(wide) for a in args)).astype(np.int64)
+        elif operand_dtype.is_float:
+            result = _round(_FLOAT_OPS[instr.op](*(a.astype(wide) for a in args)), result_dtype)
+        else:
+            ints = [a.astype(wide) for a in args]
+            result = _round(_INT_OPS[instr.op](operand_dtype, *ints), result_dtype)
+    result = np.asarray(result, dtype=result_dtype.value_dtype)
+    shape = _shape(instr.result)
+    if result.shape != shape:  # e.g. a tile result of scalar operands
+        result = np.broadcast_to(result, shape).copy()
+    state.bind(instr.result, result)
+
+
+def _cast(state: _State, instr: ir.Cast) -> None:
+    # dtypes.quantize is the cast policy: RNE + saturate (IEEE types overflow to inf).
+    state.bind(instr.result, dtypes.quantize(state.value(instr.value), instr.result.type.dtype))
+
+
+# --- view: reinterpreting bits ------------------------------------------------------------
+
+
+def _codes_to_bits(codes: np.ndarray, bits: int) -> np.ndarray:
+    """[..., n] codes -> [..., n·bits] bits (uint8), code j at bits [j·bits, (j+1)·bits)."""
+    shifts = np.arange(bits, dtype=np.uint64)
+    bit_matrix = (codes.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)
+    return bit_matrix.astype(np.uint8).reshape(*codes.shape[:-1], codes.shape[-1] * bits)
+
+
+def _bits_to_codes(bit_stream: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of _codes_to_bits: [..., m] bits -> [..., m // bits] uint64 codes."""
+    groups = bit_stream.reshape(*bit_stream.shape[:-1], -1, bits).astype(np.uint64)
+    return (groups << np.arange(bits, dtype=np.uint64)).sum(axis=-1, dtype=np.uint64)
+
+
+def _view(state: _State, instr: ir.View) -> None:
+    src, dst = instr.value.type, instr.result.type
+    codes = src.dtype.encode(state.value(instr.value))
+    if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
+        out = _view_per_thread(codes, src, dst)
+    else:
+        out = _view_row_major(codes, src, dst)
+    state.bind(instr.result, dst.dtype.decode(out))
+
+
+def _view_row_major(codes: np.ndarray, src: TileType, dst: TileType) -> np.ndarray:
+    """Each row's (last dimension's) little-endian bit stream, read as the new dtype."""
+    same_rows = src.shape[:-1] == dst.shape[:-1]
+    if not same_rows or src.numel * src.dtype.bits != dst.numel * dst.dtype.bits:
+        raise _Fault(f"cannot view {src} as {dst}: the rows' bit counts differ")
+    return _bits_to_codes(_codes_to_bits(codes, src.dtype.bits), dst.dtype.bits).reshape(dst.shape)
+
+
+def _view_per_thread(codes: np.ndarray, src: TileType, dst: TileType) -> np.ndarray:
+    """Each thread's locals, concatenated little-endian (local 0 lowest), read as the new
+    dtype and scattered through the result layout; replicas must agree."""
+    src_table, dst_table = src.layout.table(), dst.layout.table()
+    threads = src.layout.num_threads
+    if dst.layout.num_threads != threads:
+        raise _Fault(f"cannot view {src} as {dst}: {threads} vs {dst.layout.num_threads} threads")
+    src_bits = src.layout.num_locals * src.dtype.bits
+    if src_bits != dst.layout.num_locals * dst.dtype.bits:
+        raise _Fault(f"cannot view {src} as {dst}: the bits per thread differ")
+    per_thread = codes[tuple(np.moveaxis(src_table, -1, 0))]  # [T, N_src]
+    new_codes = _bits_to_codes(_codes_to_bits(per_thread, src.dtype.bits), dst.dtype.bits)
+    index = tuple(np.moveaxis(dst_table, -1, 0))
+    out = np.zeros(dst.shape, dtype=np.uint64)
+    written = np.zeros(dst.shape, dtype=bool)
+    out[index] = new_codes
+    written[index] = True
+    disagree = out[index] != new_codes
+    if disagree.any():
+        thread, local = (int(i) for i in np.argwhere(disagree)[0])
+        element = tuple(int(i) for i in dst_table[thread, local])
+        raise _Fault(
+            f"the replicas of element {list(element)} of the viewed tile disagree "
+            f"(thread {thread} holds code {int(new_codes[thread, local])}, another "
+            f"holds {int(out[element])})"
+        )
+    if not written.all():
+        raise _Fault(f"the layout of {dst} does not cover the tile")
+    return out
+
+
+# --- dot, reductions, scans, shape changes ----------------------------------------------
+
+
+def _dot(state: _State, instr: ir.Dot) -> None:
+    acc_dtype = instr.acc.type.dtype
+    # Products of f16/bf16/f8 inputs are exact in float64; ints wrap mod 2^64, then at
+    # the accumulator's width, which is the same residue.
+    wide = np.dtype(np.float64) if acc_dtype.is_float else acc_dtype.value_dtype
+    a, b, acc = (np.asarray(state.value(v)).astype(wide) for v in (instr.a, instr.b, instr.acc))
+    with np.errstate(all="ignore"):
+        result = np.matmul(a, b) + acc
+    state.bind(instr.result, _round(result, instr.result.type.dtype))
+
+
+def _reduce(state: _State, instr: ir.Reduce) -> None:
+    if instr.op not in REDUCTIONS:
+        raise _Fault(f"unknown reduction {instr.op!r}")
+    dtype = instr.value.type.dtype
+    values = _widen(np.asarray(state.value(instr.value)), dtype)
+    ufunc = _reduce_ufunc(instr.op, dtype)
+    with np.errstate(all="ignore"):
+        result = ufunc.reduce(values, axis=instr.axis)
+    state.bind(instr.result, _round(result, instr.result.type.dtype))
+
+
+def _scan(state: _State, instr: ir.Scan) -> None:
+    if instr.op not in SCANS:
+        raise _Fault(f"unknown scan {instr.op!r}")
+    dtype = instr.value.type.dtype
+    values = _widen(np.asarray(state.value(instr.value)), dtype)
+    if instr.reverse:
+        values = np.flip(values, axis=instr.axis)
+    ufunc = _reduce_ufunc(instr.op, dtype)
+    with np.errstate(all="ignore"):
+        result = ufunc.accumulate(values, axis=instr.axis)
+    if instr.reverse:
+        result = np.flip(result, axis=instr.axis)
+    state.bind(instr.result, _round(result, instr.result.type.dtype))
+
+
+def _widen(values: np.ndarray, dtype: DType) -> np.ndarray:
+    return values.astype(np.float64 if dtype.is_float else dtype.value_dtype)
+
+
+# (op, is_float) -> ufunc: float max/min ignore NaN, as PTX max.f32/min.f32 do.
+_REDUCE_UFUNCS: dict[tuple[str, bool], np.ufunc] = {
+    ("sum", True): np.add,
+    ("sum", False): np.add,
+    ("prod", True): np.multiply,
+    ("prod", False): np.multiply,
+    ("max", True): np.fmax,
+    ("max", False): np.maximum,
+    ("min", True): np.fmin,
+    ("min", False): np.minimum,
+    ("and", False): np.bitwise_and,
+    ("or", False): np.bitwise_or,
+    ("xor", False): np.bitwise_xor,
+}
+
+
+def _reduce_ufunc(op: str, dtype: DType) -> np.ufunc:
+    ufunc = _REDUCE_UFUNCS.get((op, dtype.is_float))
+    if ufunc is None:
+        raise _Fault(f"{op} does not apply to {dtype}")
+    return ufunc
+
+
+def _reshape(state: _State, instr: ir.Reshape) -> None:
+    state.bind(instr.result, np.reshape(state.value(instr.value), _shape(instr.result)).copy())
+
+
+def _transpose(state: _State, instr: ir.Transpose) -> None:
+    state.bind(instr.result, np.transpose(state.value(instr.value), instr.perm).copy())
+
+
+def _broadcast(state: _State, instr: ir.Broadcast) -> None:
+    value = np.asarray(state.value(instr.value))
+    state.bind(instr.result, np.broadcast_to(value, _shape(instr.result)).copy())
+
+
+def _print(state: _State, instr: ir.Print) -> None:
+    value = state.value(instr.value)
+    text = np.array2string(np.asarray(value), threshold=1 << 20, max_line_width=120)
+    state.print_fn(f"{instr.label} block={state.block}: {text}")
+
+
+# --- control flow -------------------------------------------------------------------------
+
+
+def _yield(state: _State, instr: ir.Yield) -> tuple[Any, ...]:
+    return tuple(state.value(v) for v in instr.values)
+
+
+def _for(state: _State, instr: ir.For) -> None:
+    start, stop, step = (state.int(v) for v in (instr.start, instr.stop, instr.step))
+    if step == 0:
+        raise _Fault("the loop step is zero")
+    values = tuple(state.value(v) for v in instr.inits)
+    for i in range(start, stop, step):
+        state.bind(instr.var, dtypes.quantize(i, instr.var.type.dtype))
+        for var, value in zip(instr.carried, values, strict=True):
+            state.bind(var, value)
+        values = _body_yield(instr.body, state, len(instr.carried))
+    for var, value in zip(instr.results, values, strict=True):
+        state.bind(var, value)
+
+
+def _if(state: _State, instr: ir.If) -> None:
+    body = instr.then_body if state.value(instr.cond) != 0 else instr.else_body
+    for var, value in zip(instr.results, _body_yield(body, state, len(instr.results)), strict=True):
+        state.bind(var, value)
+
+
+def _body_yield(body: ir.Block, state: _State, count: int) -> tuple[Any, ...]:
+    yielded = _exec_block(body, state)
+    yielded = () if yielded is None else yielded
+    if len(yielded) != count:
+        raise _Fault(f"the body yields {len(yielded)} values, {count} expected")
+    return yielded
+
+
+_HANDLERS: dict[type, Callable[[_State, Any], tuple[Any, ...] | None]] = {
+    ir.Blocks: _blocks,
+    ir.Full: _full,
+    ir.Arange: _arange,
+    ir.SharedAlloc: _shared_alloc,
+    ir.Load: _load,
+    ir.Store: _store,
+    ir.CopyAsync: _copy_async,
+    ir.AsyncCommit: _nothing,
+    ir.AsyncWait: _nothing,
+    ir.SharedLoad: _shared_load,
+    ir.SharedStore: _shared_store,
+    ir.Sync: _nothing,
+    ir.Compute: _compute,
+    ir.Cast: _cast,
+    ir.View: _view,
+    ir.Dot: _dot,
+    ir.Reduce: _reduce,
+    ir.Scan: _scan,
+    ir.Reshape: _reshape,
+    ir.Transpose: _transpose,
+    ir.Broadcast: _broadcast,
+    ir.Print: _print,
+    ir.Yield: _yield,
+    ir.For: _for,
+    ir.If: _if,
+}
