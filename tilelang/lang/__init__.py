@@ -1,0 +1,1 @@
+"""The kernel language: annotations, tile values and operations, and the AST frontend."""
