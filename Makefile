@@ -21,8 +21,8 @@ run: $(VENV)/.installed-run
 	$(BIN)/python examples/quant_matmul.py
 
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check tilelang tests examples benchmarks
-	$(BIN)/ruff format --check tilelang tests examples benchmarks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 clean:
