@@ -29,6 +29,7 @@ from tilelang.lang.signature import (
     size_symbols,
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
+from tilelang.passes.pipeline import PIPELINE, run_pipeline
 from tilelang.runtime import interpreter
 from tilelang.runtime.arguments import bind_arguments
 
@@ -42,6 +43,7 @@ class Kernel:
         self.params = read_signature(fn)
         self._source: SourceFunction | None = None
         self._specializations: dict[tuple, ir.Function] = {}
+        self._stages: dict[ir.Function, dict[str, ir.Function]] = {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -80,9 +82,19 @@ class Kernel:
             self._specializations[key] = self._build(constants)
         return self._specializations[key]
 
-    def ir(self, **constexprs: Any) -> str:
-        """The block IR as text."""
-        return print_function(self.specialize(**constexprs))
+    def stages(self, **constexprs: Any) -> dict[str, ir.Function]:
+        """The block IR after the frontend and after each pass, by name (cached)."""
+        function = self.specialize(**constexprs)
+        if function not in self._stages:
+            self._stages[function] = run_pipeline(function)
+        return self._stages[function]
+
+    def ir(self, stage: str = "frontend", **constexprs: Any) -> str:
+        """The block IR as text, as the frontend made it or after the pass `stage`."""
+        stages = self.stages(**constexprs)
+        if stage not in stages:
+            raise ValueError(f"no IR stage {stage!r}; the stages are {', '.join(stages)}")
+        return print_function(stages[stage])
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder()
@@ -163,18 +175,25 @@ class Kernel:
         return values, constexprs
 
     def interpret(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the kernel on host arrays through the reference interpreter."""
+        """Runs the frontend's block IR on host arrays through the reference interpreter."""
         values, constexprs = self._split_arguments(args, kwargs)
-        function = self.specialize(**constexprs)
+        return self._run(self.specialize(**constexprs), values)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Runs the kernel on host arrays: the block IR after every pass, interpreted.
+
+        (Until the CPU backend exists, the compiled path ends in the interpreter too.)
+        """
+        values, constexprs = self._split_arguments(args, kwargs)
+        return self._run(self.stages(**constexprs)[PIPELINE[-1][0]], values)
+
+    def _run(self, function: ir.Function, values: dict[str, Any]) -> Any:
         bound = bind_arguments(function, values)
         interpreter.run(function, bound.tensors, bound.scalars, bound.sizes)
         for tensor in bound.tensors.values():
             tensor.finish()
         outputs = tuple(values[name] for name in bound.stored)
         return outputs[0] if len(outputs) == 1 else (outputs or None)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.interpret(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<tilelang.kernel {self.fn.__name__}>"

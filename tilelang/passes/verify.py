@@ -1,0 +1,13 @@
+"""Pass `verify`: checks the block IR (types, SSA, uniform control flow) and returns it.
+
+Assumes nothing. Guarantees the function satisfies `tilelang.ir.verify`; every later
+pass may rely on that. Errors name the user's source line.
+"""
+
+from tilelang.ir.nodes import Function
+from tilelang.ir.verify import verify
+
+
+def run(fn: Function) -> Function:
+    verify(fn)
+    return fn
