@@ -191,15 +191,6 @@ def test_save_svg_and_errors(tmp_path: Path) -> None:
     assert len(cells(shared.read_text())) == 32
 
 
-def _cairosvg_works() -> bool:
-    try:
-        import cairosvg  # noqa: F401
-    except (ImportError, OSError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _cairosvg_works(), reason="cairosvg (tilelang[png]) not usable")
 def test_save_png(tmp_path: Path) -> None:
     out = save_layout_picture(dense((16, 8), 32), tmp_path / "l.png")
     assert out.read_bytes()[:8] == PNG_MAGIC

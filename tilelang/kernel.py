@@ -22,7 +22,6 @@ from tilelang.lang.errors import TileLangError
 from tilelang.lang.frontend import Func, FunctionCompiler, SourceFunction
 from tilelang.lang.signature import (
     ConstexprParam,
-    ScalarParam,
     TensorParam,
     read_signature,
     resolve_tensor,
@@ -240,4 +239,4 @@ def func(fn: Callable) -> Func:
     return Func(fn)
 
 
-__all__ = ["Func", "Kernel", "ScalarParam", "func", "kernel"]
+__all__ = ["Func", "Kernel", "func", "kernel"]

@@ -81,15 +81,3 @@ class TensorType:
 
 
 Type = ScalarType | TileType | SharedType | TensorType
-
-
-def dtype_of(type_: Type) -> DType:
-    return type_.dtype
-
-
-def is_scalar(type_: Type) -> bool:
-    return isinstance(type_, ScalarType)
-
-
-def is_tile(type_: Type) -> bool:
-    return isinstance(type_, TileType)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 from tilelang import dtypes
 from tilelang.ir import nodes as ir
-from tilelang.ir.types import ScalarType, TileType
+from tilelang.ir.types import ScalarType
 from tilelang.lang.builder import Builder, current
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import RuntimeRange
-from tilelang.lang.values import INDEX, IRValue, Scalar, Shared, Tensor, Tile, as_scalar, cast, wrap
+from tilelang.lang.values import INDEX, IRValue, Scalar, Tile, as_scalar, cast, describe, wrap
 
 _BINARY = {
     ast.Add: operator.add,
@@ -248,7 +248,7 @@ class FunctionCompiler:
         if isinstance(target, (ast.Tuple, ast.List)):
             if isinstance(value, IRValue) or not hasattr(value, "__iter__"):
                 raise self.error(
-                    target, f"cannot unpack {_describe(value)} into {len(target.elts)} names"
+                    target, f"cannot unpack {describe(value)} into {len(target.elts)} names"
                 )
             items = list(value)
             if len(items) != len(target.elts):
@@ -307,9 +307,7 @@ class FunctionCompiler:
                 self.assign(node.target, item)
                 self.statements(node.body)
             return
-        raise self.error(
-            node.iter, f"cannot loop over {_describe(iterable)}; use range or tl.range"
-        )
+        raise self.error(node.iter, f"cannot loop over {describe(iterable)}; use range or tl.range")
 
     def stmt_While(self, node: ast.While) -> None:
         raise self.error(node, "`while` loops are not supported; use `for ... in tl.range(...)`")
@@ -371,7 +369,7 @@ class FunctionCompiler:
         types = {}
         for name in names:
             values = [e[name] for e in branch_envs]
-            types[name] = _branch_type(self, node, name, values)
+            types[name] = _branch_type(values)
         for branch_env, body in zip(branch_envs, bodies, strict=True):
             self.env = branch_env
             with self.builder.body() as tail:
@@ -430,7 +428,7 @@ class FunctionCompiler:
             return as_scalar(value, type_.dtype).value
         if not isinstance(value, (Tile, Scalar)):
             raise self.error(
-                node, f"`{name}` is a runtime value before the {what} but {_describe(value)} in it"
+                node, f"`{name}` is a runtime value before the {what} but {describe(value)} in it"
             )
         if (
             isinstance(value, Scalar)
@@ -521,7 +519,7 @@ class FunctionCompiler:
             raise
         except Exception as error:
             raise self.error(
-                node, f"cannot index {_describe(base)} with {index!r}: {error}"
+                node, f"cannot index {describe(base)} with {index!r}: {error}"
             ) from None
 
     def expr_Slice(self, node: ast.Slice) -> slice:
@@ -632,7 +630,7 @@ class FunctionCompiler:
                 node, f"Python's {fn.__name__}() on runtime values: use tl.{name}(a, b)"
             )
         if not callable(fn):
-            raise self.error(node.func, f"{_describe(fn)} is not callable")
+            raise self.error(node.func, f"{describe(fn)} is not callable")
         if _is_plain_python_function(fn) and _touches_ir(args, kwargs):
             raise self.error(
                 node.func,
@@ -666,7 +664,7 @@ def _type_of(value: ir.Value):
     return value.type
 
 
-def _branch_type(compiler: FunctionCompiler, node: ast.AST, name: str, values: list) -> object:
+def _branch_type(values: list) -> object:
     runtime = [v for v in values if isinstance(v, (Tile, Scalar))]
     if not runtime:
         return ScalarType(INDEX if all(isinstance(v, int) for v in values) else dtypes.f32)
@@ -684,13 +682,7 @@ def _missing_attribute(base: object, name: str) -> str:
             f"; did you mean {', '.join(f'{base.__name__}.{c}' for c in close)}?" if close else ""
         )
         return f"unknown operation `{base.__name__}.{name}`{hint}"
-    return f"{_describe(base)} has no attribute `{name}`"
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, (Tile, Scalar, Tensor, Shared)):
-        return repr(value)
-    return f"{type(value).__name__} {value!r}"
+    return f"{describe(base)} has no attribute `{name}`"
 
 
 def _is_plain_python_function(fn: object) -> bool:
@@ -700,7 +692,3 @@ def _is_plain_python_function(fn: object) -> bool:
 
 def _touches_ir(args: list, kwargs: dict) -> bool:
     return any(isinstance(v, IRValue) for v in [*args, *kwargs.values()])
-
-
-def tile_type_of(value: Tile) -> TileType:
-    return value.type

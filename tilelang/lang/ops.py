@@ -27,6 +27,7 @@ from tilelang.lang.values import (
     as_scalar,
     broadcast_to,
     cast,
+    describe,
     elementwise,
     emit_result,
     is_python_number,
@@ -75,22 +76,16 @@ def _axis(axis: object, rank: int) -> int:
 
 def _tile(value: object, what: str) -> Tile:
     if not isinstance(value, Tile):
-        raise current().error(f"{what} must be a tile, got {_describe(value)}")
+        raise current().error(f"{what} must be a tile, got {describe(value)}")
     return value
 
 
 def _tensor(value: object, what: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise current().error(
-            f"{what} must be a tensor parameter of the kernel, got {_describe(value)}"
+            f"{what} must be a tensor parameter of the kernel, got {describe(value)}"
         )
     return value
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, (Tile, Scalar, Tensor, Shared)):
-        return repr(value)
-    return f"{type(value).__name__} {value!r}"
 
 
 # -- grid and loops ----------------------------------------------------------------------
@@ -194,7 +189,7 @@ def load(tensor, offsets, shape, fill=None) -> Tile:
 
 def _fill_constant(fill: object, dtype: DType) -> ir.Const:
     if not is_python_number(fill):
-        raise current().error(f"fill must be a Python number, got {_describe(fill)}")
+        raise current().error(f"fill must be a Python number, got {describe(fill)}")
     if dtype.is_float and isinstance(fill, float) and math.isinf(fill) and not dtype.has_inf:
         raise current().error(f"fill {fill} is not representable in {dtype}, which has no infinity")
     return python_constant(fill, dtype)
@@ -247,9 +242,7 @@ def shared_store(buffer: Shared, value) -> None:
 def copy_async(buffer, tensor, offsets) -> None:
     builder = current()
     if not isinstance(buffer, Shared):
-        raise builder.error(
-            f"tl.copy_async copies into a tl.shared buffer, got {_describe(buffer)}"
-        )
+        raise builder.error(f"tl.copy_async copies into a tl.shared buffer, got {describe(buffer)}")
     tensor = _tensor(tensor, "the source of tl.copy_async")
     if buffer.dtype != tensor.dtype or len(buffer.shape) != tensor.ndim:
         raise builder.error(
@@ -372,7 +365,7 @@ def _scan(op: str, x, axis, reverse) -> Tile:
     tile = _tile(x, f"the argument of tl.cum{op}")
     axis = _axis(axis, tile.ndim)
     if not isinstance(reverse, bool):
-        raise current().error(f"reverse must be a compile-time bool, got {_describe(reverse)}")
+        raise current().error(f"reverse must be a compile-time bool, got {describe(reverse)}")
     return emit_result(
         ir.Scan, f"cum{op}", tile.type.with_dtype(tile.dtype), tile.var, op, axis, reverse
     )
@@ -516,6 +509,6 @@ def print_(label, value) -> None:
     if is_python_number(value):
         value = as_scalar(value)
     if not isinstance(value, (Tile, Scalar)):
-        raise builder.error(f"tl.print prints a tile or scalar, got {_describe(value)}")
+        raise builder.error(f"tl.print prints a tile or scalar, got {describe(value)}")
     ir_val = value.var if isinstance(value, Tile) else value.value
     builder.emit(ir.Print(label, ir_val, loc=builder.loc))

@@ -198,6 +198,13 @@ Operable = Tile | Scalar | int | float | bool
 # -- conversions -------------------------------------------------------------------------
 
 
+def describe(value: object) -> str:
+    """A value as error messages name it."""
+    if isinstance(value, (Tile, Scalar, Tensor, Shared)):
+        return repr(value)
+    return f"{type(value).__name__} {value!r}"
+
+
 def is_python_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, IRValue)
 
