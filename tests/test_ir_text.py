@@ -199,6 +199,7 @@ def odd_function() -> ir.Function:
             ir.Reduce(var("s", F32), weird, "for", 0, loc=ir.Loc("", -1, 0)),
             ir.If(c(True, dt.u1), ir.Block(()), ir.Block(()), ()),
             ir.Load(var("l", tile(dt.f6e3m2, 2)), weird, (), loc=ir.Loc("<unknown>", 3, 4)),
+            ir.Relayout(var("rl", F16), weird, attrs=(("n", -3), ("s", 'q"'), ("t", True))),
         )
     )
     params = (
@@ -463,7 +464,7 @@ HEAD = "kernel k(%x: tensor<f16, [M]>, %n: i32) sizes(%M: i32) warps(4) {\n"
             HEAD + "  %a = add %n, 1:i32 i32\n}\n",
             2,
             22,
-            "one of ',', ':', 'loc', the end of the line",
+            "one of ',', ':', 'loc', '{', the end of the line",
         ),
         (HEAD + "  %a = add %n, %q : i32\n}\n", 2, 16, "%q is not defined anywhere"),
         (HEAD + "  %a = add %n, 1:i32\n}\n", 2, 3, "expected ': TYPE'"),
@@ -602,3 +603,18 @@ def test_rewriter_visit_methods_replace_split_and_drop():
     assert ir.Print not in kinds
     assert kinds.count(ir.Sync) == 2
     assert all(i.loc.file == "lowered" for i in walk(fn) if isinstance(i, ir.Cast))
+
+
+def test_attributes_print_sorted_and_parse_back():
+    load = ir.Load(var("a", tile(dt.f16, 8)), var("x", F16), ()).with_attrs(vector=16, why="x")
+    assert load.attr("vector") == 16 and load.attr("missing", 0) == 0
+    assert load.with_attrs(vector=8).attrs == (("vector", 8), ("why", "x"))
+    fn = parse_function(
+        "kernel k(%x: tensor<f16, [N]>) sizes(%N: i32) warps(1) {\n"
+        "  %b = blocks 1:i32 : i32\n"
+        '  %a = load %x[%b] {why="x", vector=16} : tile<f16, [32], spatial(32)>\n'
+        "}\n"
+    )
+    (_, loaded) = fn.body.instrs
+    assert loaded.attrs == (("vector", 16), ("why", "x"))
+    assert '{vector=16, why="x"} : tile<f16' in print_function(fn)

@@ -79,8 +79,14 @@ def _number_text(value: int | float) -> str:
 
 @dataclass(frozen=True)
 class Instr:
-    """Base of every instruction; subclasses list their operand and result fields."""
+    """Base of every instruction; subclasses list their operand and result fields.
 
+    `attrs` are the decisions passes record on an instruction (`vector=16` from
+    vectorize, `offset=0` from plan_shared, ...): sorted (name, value) pairs of ints,
+    bools and strings, printed as `{name=value, ...}`. They never change the meaning.
+    """
+
+    attrs: tuple[tuple[str, int | bool | str], ...] = field(default=(), kw_only=True)
     OPERANDS: ClassVar[tuple[str, ...]] = ()
     RESULTS: ClassVar[tuple[str, ...]] = ()
     BODIES: ClassVar[tuple[str, ...]] = ()
@@ -93,6 +99,14 @@ class Instr:
 
     def bodies(self) -> tuple[Block, ...]:
         return tuple(getattr(self, name) for name in self.BODIES)
+
+    def attr(self, name: str, default: int | bool | str | None = None) -> int | bool | str | None:
+        return dict(self.attrs).get(name, default)
+
+    def with_attrs(self, **values: int | bool | str) -> Instr:
+        """A copy with the attributes `values` set (replacing earlier values)."""
+        merged = dict(self.attrs) | values
+        return replace(self, attrs=tuple(sorted(merged.items())))
 
     def map_operands(self, fn) -> Instr:
         """A copy with every operand replaced by `fn(operand)`."""
@@ -272,6 +286,17 @@ class View(Instr):
     Without layouts, the tile's row-major bit stream is reinterpreted: the last
     dimension scales by the ratio of the bit widths, the other dimensions stay.
     """
+
+    result: Var
+    value: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("value",)
+    RESULTS: ClassVar = ("result",)
+
+
+@dataclass(frozen=True)
+class Relayout(Instr):
+    """The same tile in another register layout (data moves between threads)."""
 
     result: Var
     value: Var

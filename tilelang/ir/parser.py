@@ -78,7 +78,9 @@ loc: "loc" "(" STRING ":" SINT ":" SINT ")"
 block: (instr _NL)*
 
 ?instr: simple_instr | for_instr | if_instr
-simple_instr: [results "="] op [":" types] [loc]
+simple_instr: [results "="] op [attrs] [":" types] [loc]
+attrs: "{" attr ("," attr)* "}"
+attr: IDENT "=" (SINT | STRING | BOOL)
 for_instr: [results "="] "for" VAR [":" type] "=" value "to" value "step" value [iter] [unroll] [stages] [result_types] [loc] "{" _NL block "}"
 if_instr: [results "="] "if" value [result_types] [loc] "{" _NL block "}" "else" "{" _NL block "}"
 results: VAR ("," VAR)*
@@ -105,6 +107,7 @@ stages: "stages" "(" SINT ")"
    | "sync"                                            -> sync_op
    | "cast" value                                      -> cast_op
    | "view" value                                      -> view_op
+   | "relayout" value                                  -> relayout_op
    | "dot" value "," value "," value                   -> dot_op
    | "reduce" name value "," "axis" "=" SINT           -> reduce_op
    | "scan" name value "," "axis" "=" SINT [reverse]   -> scan_op
@@ -139,6 +142,7 @@ ints: (SINT ("," SINT)*)?
 VAR: /%(?:[A-Za-z0-9_.]+|"(?:[^"\\\n]|\\.)*")/
 CONST: /(?:-?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|inf)|nan|true|false):[A-Za-z_][A-Za-z0-9_]*/
 SINT: /-?\d+/
+BOOL.2: "true" | "false"
 IDENT: /[A-Za-z_][A-Za-z0-9_]*/
 STRING: /"(?:[^"\\\n]|\\.)*"/
 CVALUE: /[A-Za-z0-9_.+\-]+/
@@ -397,7 +401,7 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def simple_instr(self, meta: Any, children: list) -> Instr:
-        names, op, types, loc = children
+        names, op, attrs, types, loc = children
         names, types = names or [], types or []
         if len(names) != len(types):
             if not types:
@@ -409,7 +413,19 @@ class _Builder(Transformer):
             count = "no values" if op.results == 0 else "exactly one value"
             raise self.fail(meta, f"{op.mnemonic} defines {count}, found {len(names)} result(s)")
         results = tuple(Var(v.name, t) for v, t in zip(names, types, strict=True))
-        return op.build(results, loc or NOWHERE)
+        instr = op.build(results, loc or NOWHERE)
+        return replace(instr, attrs=tuple(sorted(attrs or ()))) if attrs else instr
+
+    def attrs(self, children: list) -> list[tuple[str, int | bool | str]]:
+        return children
+
+    def attr(self, children: list) -> tuple[str, int | bool | str]:
+        name, token = children
+        if token.type == "STRING":
+            return str(name), json.loads(token)
+        if token.type == "BOOL":
+            return str(name), token == "true"
+        return str(name), int(token)
 
     def results(self, children: list) -> list[Var]:
         return children
@@ -535,6 +551,9 @@ class _Builder(Transformer):
 
     def view_op(self, c: list) -> _Op:
         return _Op("view", 1, lambda r, loc: nodes.View(r[0], c[0], loc=loc))
+
+    def relayout_op(self, c: list) -> _Op:
+        return _Op("relayout", 1, lambda r, loc: nodes.Relayout(r[0], c[0], loc=loc))
 
     def dot_op(self, c: list) -> _Op:
         return _Op("dot", 1, lambda r, loc: nodes.Dot(r[0], c[0], c[1], c[2], loc=loc))

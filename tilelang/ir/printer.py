@@ -65,6 +65,7 @@ MNEMONICS: dict[type[Instr], str] = {
     nodes.Compute: "compute",
     nodes.Cast: "cast",
     nodes.View: "view",
+    nodes.Relayout: "relayout",
     nodes.Dot: "dot",
     nodes.Reduce: "reduce",
     nodes.Scan: "scan",
@@ -241,10 +242,21 @@ def _simple(instr: Instr) -> str:
     if printer is None:
         raise TypeError(f"the printer does not know the instruction class {type(instr).__name__}")
     results = instr.defs()
-    text = _results_prefix(results) + printer(instr)
+    text = _results_prefix(results) + printer(instr) + print_attrs(instr.attrs)
     if results:
         text += f" : {_types(results)}"
     return text + _loc_suffix(instr.loc)
+
+
+def print_attrs(attrs: tuple[tuple[str, int | bool | str], ...]) -> str:
+    """` {name=value, ...}`, or nothing when there are no attributes."""
+    if not attrs:
+        return ""
+    items = ", ".join(
+        f"{name}={quote(value) if isinstance(value, str) else print_number(value)}"
+        for name, value in attrs
+    )
+    return f" {{{items}}}"
 
 
 def _for_header(instr: nodes.For) -> str:
@@ -323,6 +335,7 @@ _OPERATIONS: dict[type[Instr], Callable] = {
     nodes.Compute: lambda i: " ".join(filter(None, (print_name(i.op), print_values(i.args)))),
     nodes.Cast: _unary("cast"),
     nodes.View: _unary("view"),
+    nodes.Relayout: _unary("relayout"),
     nodes.Dot: lambda i: f"dot {print_values((i.a, i.b, i.acc))}",
     nodes.Reduce: lambda i: f"reduce {print_name(i.op)} {print_value(i.value)}, axis={i.axis}",
     nodes.Scan: _scan,

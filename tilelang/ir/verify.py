@@ -539,6 +539,17 @@ def _check_view_layouts(v: _Verifier, i: nodes.View, source: TileType, result: T
     v.expect(bits[0] == bits[1], i, f"expected equal bits per thread, found {bits[0]} -> {bits[1]}")
 
 
+def _check_relayout(v: _Verifier, i: nodes.Relayout) -> None:
+    source = v.tile(i, i.value, "the value")
+    result = v.result_tile(i, i.result)
+    v.expect(
+        (source.dtype, source.shape) == (result.dtype, result.shape),
+        i,
+        f"expected a result of the value's dtype and shape, found {print_type(source)} -> "
+        f"{print_type(result)}",
+    )
+
+
 def _check_dot(v: _Verifier, i: nodes.Dot) -> None:
     a, b = v.tile(i, i.a, "a"), v.tile(i, i.b, "b")
     acc, result = v.tile(i, i.acc, "the accumulator"), v.result_tile(i, i.result)
@@ -697,6 +708,7 @@ _CHECKS: dict[type[Instr], Callable[[_Verifier, Instr], None]] = {
     nodes.Compute: _check_compute,
     nodes.Cast: _check_cast,
     nodes.View: _check_view,
+    nodes.Relayout: _check_relayout,
     nodes.Dot: _check_dot,
     nodes.Reduce: _check_reduce,
     nodes.Scan: _check_scan,

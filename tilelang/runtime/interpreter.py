@@ -632,6 +632,10 @@ def _reshape(state: _State, instr: ir.Reshape) -> None:
     state.bind(instr.result, np.reshape(state.value(instr.value), _shape(instr.result)).copy())
 
 
+def _relayout(state: _State, instr: ir.Relayout) -> None:
+    state.bind(instr.result, state.value(instr.value))
+
+
 def _transpose(state: _State, instr: ir.Transpose) -> None:
     state.bind(instr.result, np.transpose(state.value(instr.value), instr.perm).copy())
 
@@ -698,6 +702,7 @@ _HANDLERS: dict[type, Callable[[_State, Any], tuple[Any, ...] | None]] = {
     ir.Compute: _compute,
     ir.Cast: _cast,
     ir.View: _view,
+    ir.Relayout: _relayout,
     ir.Dot: _dot,
     ir.Reduce: _reduce,
     ir.Scan: _scan,
