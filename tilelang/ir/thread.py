@@ -1,0 +1,585 @@
+"""Thread IR: the per-thread program of one thread block (DESIGN.md §7).
+
+The lowering (`tilelang.passes.lower`) turns block IR into this; the CUDA emitter prints
+it as CUDA C++ and the LLVM emitter runs it on the CPU. Every construct here has exact
+semantics, written in its docstring, that both emitters implement.
+
+Execution model
+---------------
+A launch runs `grid` blocks (up to three dimensions); a block runs `threads` threads
+(a multiple of 32; lane = thread % 32, warp = thread // 32). Every thread runs `body`.
+
+* **Scalars** are `Name`s, defined once (`Let`, `Shfl`, a `For` variable) and visible
+  below their definition in the same or an enclosing body. Kernel scalars and sizes
+  are `Name`s defined by the function's `params`.
+* **Registers** are the function's `locals`: per-thread arrays `Local(name, dtype,
+  count)`. Element i of a local occupies bytes [i·s, (i+1)·s) of the local's storage
+  (s = dtype bytes; little-endian). Storage is 16-byte aligned, and every raw access
+  (loads, stores, `Mma` and `Ldmatrix` operands) addresses it by byte offset; a raw
+  access of w bytes starts at a multiple of w. Register indices are compile-time ints.
+* **Memory**: each tensor parameter is a byte buffer in global memory (the lowering
+  computes byte offsets, so sub-byte types are plain bytes here); the block has one
+  shared byte buffer of `shared_bytes` bytes, 16-byte aligned, addressed by i32 byte
+  offsets. Out-of-range accesses are undefined: the lowering predicates them away.
+* **Uniformity**: an expression is *uniform* when every thread of the block computes
+  the same value: it uses no `ThreadIndex`, `Read` or varying `Name`. `For` bounds must
+  be uniform. *Collectives* (`Barrier`, `Mma`, `Ldmatrix`, `Shfl`) must be reached by
+  every thread of the block at once: never inside an `If` whose condition varies.
+  The verifier checks both.
+
+Value semantics
+---------------
+Register dtypes are u1 (a predicate), u8, u16, u32, u64, i8, i16, i32, i64, f16, bf16,
+f32, f64. Integer arithmetic wraps; `div`/`rem` truncate toward zero; shifts by at
+least the width give 0 (or the sign fill for `shr` of a negative signed value); `shr`
+is arithmetic on signed, logical on unsigned types; comparisons give u1. Float
+operations round to nearest even once, in their own dtype (an f16 `add` is the exact
+sum rounded to f16), with IEEE special values; `min`/`max` ignore a NaN operand.
+Transcendentals (exp, log, ...) are the platform's correctly-rounded-or-close values:
+results agree across backends within a few ulps, not bitwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+
+REGISTER_DTYPES: frozenset[DType] = frozenset(
+    (
+        dtypes.u1,
+        dtypes.u8,
+        dtypes.u16,
+        dtypes.u32,
+        dtypes.u64,
+        dtypes.i8,
+        dtypes.i16,
+        dtypes.i32,
+        dtypes.i64,
+        dtypes.f16,
+        dtypes.bf16,
+        dtypes.f32,
+        dtypes.f64,
+    )
+)
+
+UNARY_OPS = frozenset(
+    (
+        "neg",
+        "not",
+        "abs",
+        "exp",
+        "exp2",
+        "log",
+        "log2",
+        "sqrt",
+        "rsqrt",
+        "sin",
+        "cos",
+        "tanh",
+        "sigmoid",
+        "floor",
+        "ceil",
+    )
+)
+"""`not` is bitwise (logical on u1); the rest as the block IR's operators of that name."""
+
+BINARY_OPS = frozenset(
+    ("add", "sub", "mul", "div", "rem", "min", "max", "and", "or", "xor", "shl", "shr")
+)
+COMPARE_OPS = frozenset(("eq", "ne", "lt", "le", "gt", "ge"))
+PAIR_OPS = frozenset(("add", "sub", "mul", "fma"))
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A pure per-thread value of a register dtype."""
+
+    @property
+    def dtype(self) -> DType:
+        raise NotImplementedError
+
+    def children(self) -> tuple[Expr, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Imm(Expr):
+    """An immediate; a float is stored as the Python float it equals exactly."""
+
+    value: int | float
+    type: DType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+
+@dataclass(frozen=True)
+class Name(Expr):
+    """A scalar defined by a parameter, `Let`, `Shfl` or `For`."""
+
+    name: str
+    type: DType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+
+@dataclass(frozen=True)
+class ThreadIndex(Expr):
+    """This thread's index in its block, 0 .. threads-1 (i32)."""
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.i32
+
+
+@dataclass(frozen=True)
+class BlockIndex(Expr):
+    """This block's index along grid dimension `axis` (i32)."""
+
+    axis: int
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.i32
+
+
+@dataclass(frozen=True)
+class Read(Expr):
+    """Element `index` of this thread's local `local` (whose dtype is `type`)."""
+
+    local: str
+    index: int
+    type: DType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+
+@dataclass(frozen=True)
+class Unary(Expr):
+    op: str
+    a: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.a.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Binary(Expr):
+    """`op` of `BINARY_OPS` (result: the operands' dtype) or `COMPARE_OPS` (result u1).
+
+    Both operands have the same dtype, except shifts, whose amount may be any integer.
+    """
+
+    op: str
+    a: Expr
+    b: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.u1 if self.op in COMPARE_OPS else self.a.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Select(Expr):
+    """`a` where `cond` (u1) is 1, else `b`."""
+
+    cond: Expr
+    a: Expr
+    b: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.a.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.cond, self.a, self.b)
+
+
+@dataclass(frozen=True)
+class Cvt(Expr):
+    """A value conversion between register dtypes, by tilelang's casting policy.
+
+    To a float: round to nearest even (f16/bf16/f32 overflow gives ±inf). Float to
+    integer: round to nearest even, saturate, NaN gives 0 (`cvt.rni.sat`). Integer to
+    integer: saturate. u1 converts as the integer 0 or 1; to u1, nonzero gives 1.
+    """
+
+    a: Expr
+    type: DType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Bitcast(Expr):
+    """The same bits as another dtype of the same width."""
+
+    a: Expr
+    type: DType
+
+    @property
+    def dtype(self) -> DType:
+        return self.type
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a,)
+
+
+@dataclass(frozen=True)
+class Lop3(Expr):
+    """PTX `lop3.b32`: bit i of the result is bit (4·a_i + 2·b_i + c_i) of `lut` (u32)."""
+
+    a: Expr
+    b: Expr
+    c: Expr
+    lut: int
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.u32
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a, self.b, self.c)
+
+
+@dataclass(frozen=True)
+class Prmt(Expr):
+    """PTX `prmt.b32` (default mode), u32: byte i of the result is byte
+    `(selector >> 4·i) & 7` of the 8-byte value b:a (a holds bytes 0-3), or, when bit 3
+    of that nibble is set, that byte's sign bit replicated."""
+
+    a: Expr
+    b: Expr
+    selector: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.u32
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a, self.b, self.selector)
+
+
+@dataclass(frozen=True)
+class Pair(Expr):
+    """f16x2 / bf16x2 arithmetic on u32 words: each 16-bit half (low = element 0) is an
+    `elem` value; `op` in `PAIR_OPS` applies per half, rounding once to nearest even
+    (`fma` is a·b + c with one rounding)."""
+
+    op: str
+    elem: DType
+    a: Expr
+    b: Expr
+    c: Expr | None = None
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.u32
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a, self.b) + ((self.c,) if self.c is not None else ())
+
+
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class Local:
+    """A per-thread register array of `count` elements of `dtype`."""
+
+    name: str
+    dtype: DType
+    count: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.dtype.bits // 8
+
+
+@dataclass(frozen=True)
+class Reg:
+    """The register bytes of `local` from byte offset `byte` on (operands of raw accesses)."""
+
+    local: str
+    byte: int
+
+
+@dataclass(frozen=True)
+class Stmt:
+    COLLECTIVE: ClassVar[bool] = False
+
+    def bodies(self) -> tuple[tuple[Stmt, ...], ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Let(Stmt):
+    name: Name
+    value: Expr
+
+
+@dataclass(frozen=True)
+class SetLocal(Stmt):
+    """Element `index` of `local` becomes `value` (of the local's dtype)."""
+
+    local: str
+    index: int
+    value: Expr
+
+
+@dataclass(frozen=True)
+class GlobalLoad(Stmt):
+    """`width` bytes at byte `offset` (i64) of tensor `tensor` into `dst`, where `pred`
+    (u1, None = always) holds; elsewhere `dst` keeps its bytes."""
+
+    dst: Reg
+    width: int
+    tensor: str
+    offset: Expr
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class GlobalStore(Stmt):
+    """`width` bytes of `src` to byte `offset` of tensor `tensor`, where `pred` holds."""
+
+    tensor: str
+    offset: Expr
+    src: Reg
+    width: int
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class SharedLoad(Stmt):
+    """`width` bytes at shared byte `address` (i32) into `dst`, where `pred` holds."""
+
+    dst: Reg
+    width: int
+    address: Expr
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class SharedStore(Stmt):
+    address: Expr
+    src: Reg
+    width: int
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class CpAsync(Stmt):
+    """Starts copying `width` (4, 8 or 16) bytes from tensor byte `offset` to shared
+    `address`; where `pred` is false it writes `width` zero bytes instead (src-size 0).
+    The data is visible to this thread after a `CpAsyncWait` that covers its group, to
+    other threads after that and a `Barrier`."""
+
+    address: Expr
+    tensor: str
+    offset: Expr
+    width: int
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class CpAsyncCommit(Stmt):
+    """Closes this thread's current group of `CpAsync` copies."""
+
+
+@dataclass(frozen=True)
+class CpAsyncWait(Stmt):
+    """Waits until at most `pending` of this thread's committed groups are in flight."""
+
+    pending: int
+
+
+@dataclass(frozen=True)
+class Barrier(Stmt):
+    """`bar.sync 0`: every thread of the block arrives before any continues; shared
+    memory writes before it are visible to every thread after it."""
+
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Mma(Stmt):
+    """`mma.sync.aligned` of the atom `atom` (a name in `tilelang.ir.atoms.MMA_ATOMS`),
+    per warp: D = A·B + C. Each lane's fragment of an operand is the operand's register
+    bytes from its `Reg`, element i of the fragment (the atom's layout's local index i,
+    `atom.a`/`.b`/`.c`) at element i of those bytes. A and B hold `operands` (one of
+    the atom's operand dtypes). Integer atoms accumulate exactly (wrapping s32);
+    f16/bf16 atoms compute every product exactly and add them to C in f32 in k order,
+    rounding after each addition (the hardware's order differs: results agree within
+    the accumulation tolerance, not bitwise)."""
+
+    atom: str
+    operands: DType
+    d: Reg
+    a: Reg
+    b: Reg
+    c: Reg
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Ldmatrix(Stmt):
+    """`ldmatrix.sync.aligned.m8n8.x{num}[.trans].shared.b16`, per warp.
+
+    Lane 8j + r (j < num, r < 8) gives in `address` the shared byte address of row r of
+    matrix j (16 contiguous bytes, 16-byte aligned). Each lane receives `num` u32 words
+    at `dst`: word j holds row `lane // 4`, elements 2·(lane % 4) and +1 of matrix j
+    (low half first); with `trans`, the transposed matrix."""
+
+    num: int
+    trans: bool
+    dst: Reg
+    address: Expr
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Shfl(Stmt):
+    """`shfl.sync` over segments of `width` lanes (a power of two ≤ 32): `result` (a new
+    Name) gets `value` (32 bits) from the source lane of this lane's segment: `idx`:
+    lane `arg`; `xor`: lane ^ arg; `up`: lane - arg; `down`: lane + arg, all within the
+    segment; a source outside the segment gives this lane's own value."""
+
+    result: Name
+    value: Expr
+    mode: str
+    arg: Expr
+    width: int = 32
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class For(Stmt):
+    """`for var in range(start, stop, step)` with uniform bounds (step > 0)."""
+
+    var: Name
+    start: Expr
+    stop: Expr
+    step: Expr
+    body: tuple[Stmt, ...]
+    unroll: bool = False
+
+    def bodies(self) -> tuple[tuple[Stmt, ...], ...]:
+        return (self.body,)
+
+
+@dataclass(frozen=True)
+class If(Stmt):
+    cond: Expr
+    then_body: tuple[Stmt, ...]
+    else_body: tuple[Stmt, ...] = ()
+
+    def bodies(self) -> tuple[tuple[Stmt, ...], ...]:
+        return (self.then_body, self.else_body)
+
+
+# --------------------------------------------------------------------------- the function
+
+
+@dataclass(frozen=True)
+class Param:
+    """A kernel argument: a tensor (`is_tensor`: a byte buffer of `dtype` elements) or a
+    scalar `Name` of `dtype` (runtime scalars and the sizes of the tensors' shapes)."""
+
+    name: str
+    dtype: DType
+    is_tensor: bool
+
+
+@dataclass(frozen=True)
+class ThreadFunction:
+    """One kernel's per-thread program.
+
+    `grid` gives the number of blocks per dimension as uniform expressions of the scalar
+    parameters only (the host evaluates them before a launch). `stats` counts what the
+    lowering chose (e.g. `mma`, `ldmatrix`, `dequant_vector`, `dequant_scalar`).
+    """
+
+    name: str
+    params: tuple[Param, ...]
+    threads: int
+    grid: tuple[Expr, ...]
+    shared_bytes: int
+    locals: tuple[Local, ...]
+    body: tuple[Stmt, ...]
+    stats: tuple[tuple[str, int], ...] = field(default=())
+
+    def local(self, name: str) -> Local:
+        for loc in self.locals:
+            if loc.name == name:
+                return loc
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- traversal
+
+
+def walk_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
+    """Every statement of `body`, nested ones included, in program order."""
+    for stmt in body:
+        yield stmt
+        for inner in stmt.bodies():
+            yield from walk_stmts(inner)
+
+
+_DEFINING_FIELDS = {"Let": "name", "Shfl": "result", "For": "var"}
+
+
+def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
+    """The expressions a statement evaluates itself (not those of nested bodies)."""
+    skip = _DEFINING_FIELDS.get(type(stmt).__name__)
+    return tuple(
+        value
+        for name in stmt.__dataclass_fields__
+        if name != skip and isinstance(value := getattr(stmt, name), Expr)
+    )
+
+
+def defined_name(stmt: Stmt) -> Name | None:
+    """The Name a statement defines, if any."""
+    field_name = _DEFINING_FIELDS.get(type(stmt).__name__)
+    return getattr(stmt, field_name) if field_name else None
+
+
+def walk_expr(expr: Expr) -> Iterator[Expr]:
+    yield expr
+    for child in expr.children():
+        yield from walk_expr(child)
+
+
+def count_stmts(fn: ThreadFunction) -> dict[str, int]:
+    """How many statements of each class the function has (nested ones included)."""
+    counts: dict[str, int] = {}
+    for stmt in walk_stmts(fn.body):
+        key = type(stmt).__name__
+        counts[key] = counts.get(key, 0) + 1
+    return counts

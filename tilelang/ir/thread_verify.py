@@ -1,0 +1,262 @@
+"""The thread-IR verifier: types, scopes, register bounds, and the execution model.
+
+Checks (each failure is a `ThreadIRError` naming the statement):
+
+* every `Name` is defined once and used only below its definition, in scope;
+* operand dtypes agree (`tilelang.ir.thread` says what each expression takes);
+* register accesses stay inside their local and are naturally aligned; widths are
+  1, 2, 4, 8 or 16 bytes (cp.async: 4, 8, 16);
+* `For` bounds and the grid are uniform; collectives (`Barrier`, `Mma`, `Ldmatrix`,
+  `Shfl`) are never under a varying `If`.
+"""
+
+from __future__ import annotations
+
+from tilelang import dtypes
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import MMA_ATOMS
+from tilelang.ir.thread_text import print_expr, print_stmt
+
+WIDTHS = (1, 2, 4, 8, 16)
+
+
+class ThreadIRError(ValueError):
+    """A thread-IR function breaks a rule of `tilelang.ir.thread`."""
+
+
+def verify_thread_function(fn: t.ThreadFunction) -> None:
+    _Verifier(fn).run()
+
+
+def _show(stmt: t.Stmt) -> str:
+    lines: list[str] = []
+    print_stmt(stmt, 0, lines)
+    return lines[0]
+
+
+class _Verifier:
+    def __init__(self, fn: t.ThreadFunction) -> None:
+        self.fn = fn
+        self.locals = {loc.name: loc for loc in fn.locals}
+        self.defined: set[str] = set()
+        self.varying: set[str] = set()
+        if fn.threads % 32 or not 32 <= fn.threads <= 1024:
+            raise ThreadIRError(
+                f"{fn.name}: threads must be a multiple of 32 up to 1024, got {fn.threads}"
+            )
+        for loc in fn.locals:
+            if loc.dtype not in t.REGISTER_DTYPES or loc.dtype == dtypes.u1 or loc.count < 1:
+                raise ThreadIRError(
+                    f"{fn.name}: local {loc.name} has an invalid type {loc.dtype}[{loc.count}]"
+                )
+
+    def fail(self, stmt: t.Stmt | None, message: str) -> ThreadIRError:
+        where = f" in `{_show(stmt)}`" if stmt is not None else ""
+        return ThreadIRError(f"{self.fn.name}{where}: {message}")
+
+    def run(self) -> None:
+        scope = {p.name: t.Name(p.name, p.dtype) for p in self.fn.params if not p.is_tensor}
+        self.defined.update(scope)
+        for g in self.fn.grid:
+            self.expr(None, g, scope)
+            if not self.uniform(g):
+                raise self.fail(None, f"the grid size {print_expr(g)} is not uniform")
+            if any(isinstance(e, t.BlockIndex) for e in t.walk_expr(g)):
+                raise self.fail(None, "the grid size cannot use the block index")
+        self.body(self.fn.body, dict(scope), divergent=False)
+
+    def uniform(self, e: t.Expr) -> bool:
+        for sub in t.walk_expr(e):
+            if isinstance(sub, t.ThreadIndex | t.Read):
+                return False
+            if isinstance(sub, t.Name) and sub.name in self.varying:
+                return False
+        return True
+
+    def body(self, body: tuple[t.Stmt, ...], scope: dict[str, t.Name], divergent: bool) -> None:
+        scope = dict(scope)
+        for stmt in body:
+            self.stmt(stmt, scope, divergent)
+
+    def define(self, stmt: t.Stmt, name: t.Name, scope: dict[str, t.Name], varying: bool) -> None:
+        if name.name in self.defined:
+            raise self.fail(stmt, f"%{name.name} is defined twice")
+        self.defined.add(name.name)
+        scope[name.name] = name
+        if varying:
+            self.varying.add(name.name)
+
+    def stmt(self, stmt: t.Stmt, scope: dict[str, t.Name], divergent: bool) -> None:
+        for e in t.stmt_exprs(stmt):
+            self.expr(stmt, e, scope)
+        if stmt.COLLECTIVE and divergent:
+            raise self.fail(
+                stmt, "a collective operation under a condition that varies between threads"
+            )
+        check = _CHECKS.get(type(stmt))
+        if check is not None:
+            check(self, stmt)
+        if isinstance(stmt, t.Let):
+            self.same(stmt, stmt.name.type, stmt.value.dtype, "the value")
+            self.define(stmt, stmt.name, scope, not self.uniform(stmt.value) or divergent)
+        elif isinstance(stmt, t.Shfl):
+            self.define(stmt, stmt.result, scope, True)
+        elif isinstance(stmt, t.For):
+            for bound in (stmt.start, stmt.stop, stmt.step):
+                if not self.uniform(bound):
+                    raise self.fail(stmt, f"the loop bound {print_expr(bound)} is not uniform")
+                self.same(stmt, stmt.var.type, bound.dtype, "a loop bound")
+            inner = dict(scope)
+            self.define(stmt, stmt.var, inner, divergent)
+            self.body(stmt.body, inner, divergent)
+        elif isinstance(stmt, t.If):
+            self.same(stmt, dtypes.u1, stmt.cond.dtype, "the condition")
+            varies = divergent or not self.uniform(stmt.cond)
+            self.body(stmt.then_body, scope, varies)
+            self.body(stmt.else_body, scope, varies)
+
+    def same(self, stmt: t.Stmt | None, want, got, what: str) -> None:
+        if want != got:
+            raise self.fail(stmt, f"{what} has dtype {got}, expected {want}")
+
+    def expr(self, stmt: t.Stmt | None, e: t.Expr, scope: dict[str, t.Name]) -> None:
+        for sub in t.walk_expr(e):
+            self.check_expr(stmt, sub, scope)
+
+    def check_expr(self, stmt: t.Stmt | None, e: t.Expr, scope: dict[str, t.Name]) -> None:
+        if e.dtype not in t.REGISTER_DTYPES:
+            raise self.fail(stmt, f"{print_expr(e)} has the non-register dtype {e.dtype}")
+        if isinstance(e, t.Name):
+            if scope.get(e.name) != e:
+                raise self.fail(stmt, f"%{e.name}: {e.type} is not defined here")
+        elif isinstance(e, t.Read):
+            self.register(stmt, e.local, e.index, e.type)
+        elif isinstance(e, t.Unary):
+            if e.op not in t.UNARY_OPS:
+                raise self.fail(stmt, f"unknown unary operator {e.op}")
+        elif isinstance(e, t.Binary):
+            if e.op not in t.BINARY_OPS | t.COMPARE_OPS:
+                raise self.fail(stmt, f"unknown binary operator {e.op}")
+            if e.op not in ("shl", "shr"):
+                self.same(stmt, e.a.dtype, e.b.dtype, f"the second operand of {e.op}")
+        elif isinstance(e, t.Select):
+            self.same(stmt, dtypes.u1, e.cond.dtype, "the condition of select")
+            self.same(stmt, e.a.dtype, e.b.dtype, "the second value of select")
+        elif isinstance(e, t.Bitcast):
+            if e.a.dtype.bits != e.type.bits:
+                raise self.fail(stmt, f"bitcast from {e.a.dtype} to {e.type} changes the width")
+        elif isinstance(e, t.Lop3 | t.Prmt):
+            for child in e.children():
+                self.same(stmt, dtypes.u32, child.dtype, "an operand of lop3/prmt")
+        elif isinstance(e, t.Pair):
+            if e.op not in t.PAIR_OPS or e.elem not in (dtypes.f16, dtypes.bf16):
+                raise self.fail(stmt, f"unknown pair operation {e.op}.{e.elem}x2")
+            if (e.op == "fma") != (e.c is not None):
+                raise self.fail(stmt, "fma takes three operands, the others two")
+            for child in e.children():
+                self.same(stmt, dtypes.u32, child.dtype, "an operand of a pair operation")
+
+    def register(self, stmt, local: str, index: int, dtype) -> None:
+        loc = self.locals.get(local)
+        if loc is None:
+            raise self.fail(stmt, f"no local named {local}")
+        if dtype is not None and loc.dtype != dtype:
+            raise self.fail(stmt, f"{local} holds {loc.dtype}, not {dtype}")
+        if not 0 <= index < loc.count:
+            raise self.fail(stmt, f"{local}[{index}] is outside its {loc.count} elements")
+
+    def raw(self, stmt, reg: t.Reg, width: int, widths=WIDTHS) -> None:
+        loc = self.locals.get(reg.local)
+        if loc is None:
+            raise self.fail(stmt, f"no local named {reg.local}")
+        if width not in widths:
+            raise self.fail(stmt, f"an access of {width} bytes (expected one of {widths})")
+        if reg.byte % width or not 0 <= reg.byte <= loc.nbytes - width:
+            raise self.fail(
+                stmt,
+                f"bytes {reg.byte}..{reg.byte + width} of {reg.local} ({loc.nbytes} bytes) "
+                "are out of range or unaligned",
+            )
+
+
+def _check_set(v: _Verifier, s: t.SetLocal) -> None:
+    v.register(s, s.local, s.index, None)
+    v.same(s, v.locals[s.local].dtype, s.value.dtype, "the value")
+
+
+def _check_pred(v: _Verifier, s, pred) -> None:
+    if pred is not None:
+        v.same(s, dtypes.u1, pred.dtype, "the predicate")
+
+
+def _check_global(v: _Verifier, s) -> None:
+    reg = s.dst if isinstance(s, t.GlobalLoad) else s.src
+    v.raw(s, reg, s.width)
+    if not any(p.is_tensor and p.name == s.tensor for p in v.fn.params):
+        raise v.fail(s, f"no tensor parameter named {s.tensor}")
+    if not s.offset.dtype.is_int:
+        raise v.fail(s, "a byte offset must be an integer")
+    _check_pred(v, s, s.pred)
+
+
+def _check_shared(v: _Verifier, s) -> None:
+    reg = s.dst if isinstance(s, t.SharedLoad) else s.src
+    v.raw(s, reg, s.width)
+    v.same(s, dtypes.i32, s.address.dtype, "a shared address")
+    _check_pred(v, s, s.pred)
+
+
+def _check_cp_async(v: _Verifier, s: t.CpAsync) -> None:
+    if s.width not in (4, 8, 16):
+        raise v.fail(s, f"cp.async copies 4, 8 or 16 bytes, not {s.width}")
+    v.same(s, dtypes.i32, s.address.dtype, "a shared address")
+    _check_pred(v, s, s.pred)
+
+
+def _check_mma(v: _Verifier, s: t.Mma) -> None:
+    atom = MMA_ATOMS.get(s.atom)
+    if atom is None:
+        raise v.fail(s, f"unknown mma atom {s.atom}")
+    if str(s.operands) not in atom.operand_dtypes:
+        raise v.fail(s, f"{s.atom} does not multiply {s.operands}")
+    for reg, layout, dtype_name in (
+        (s.a, atom.a, atom.operand_dtypes[0]),
+        (s.b, atom.b, atom.operand_dtypes[0]),
+        (s.c, atom.c, atom.acc_dtype),
+        (s.d, atom.c, atom.acc_dtype),
+    ):
+        width = layout.num_locals * dtypes.dtype(dtype_name).bits // 8
+        loc = v.locals.get(reg.local)
+        if loc is None or reg.byte % 4 or reg.byte + width > loc.nbytes:
+            raise v.fail(s, f"operand {reg.local}@{reg.byte} does not hold {width} bytes")
+
+
+def _check_ldmatrix(v: _Verifier, s: t.Ldmatrix) -> None:
+    if s.num not in (1, 2, 4):
+        raise v.fail(s, f"ldmatrix loads 1, 2 or 4 matrices, not {s.num}")
+    loc = v.locals.get(s.dst.local)
+    if loc is None or s.dst.byte % 4 or s.dst.byte + 4 * s.num > loc.nbytes:
+        raise v.fail(s, f"destination {s.dst.local}@{s.dst.byte} does not hold {4 * s.num} bytes")
+    v.same(s, dtypes.i32, s.address.dtype, "a shared address")
+
+
+def _check_shfl(v: _Verifier, s: t.Shfl) -> None:
+    if s.mode not in ("idx", "xor", "up", "down"):
+        raise v.fail(s, f"unknown shuffle mode {s.mode}")
+    if s.value.dtype.bits != 32 or s.result.type != s.value.dtype:
+        raise v.fail(s, "a shuffle moves one 32-bit value into a Name of its dtype")
+    if s.width not in (1, 2, 4, 8, 16, 32):
+        raise v.fail(s, f"a shuffle segment of {s.width} lanes")
+
+
+_CHECKS = {
+    t.SetLocal: _check_set,
+    t.GlobalLoad: _check_global,
+    t.GlobalStore: _check_global,
+    t.SharedLoad: _check_shared,
+    t.SharedStore: _check_shared,
+    t.CpAsync: _check_cp_async,
+    t.Mma: _check_mma,
+    t.Ldmatrix: _check_ldmatrix,
+    t.Shfl: _check_shfl,
+}
