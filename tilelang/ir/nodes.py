@@ -456,6 +456,8 @@ class Function:
 
     `params` are the user's tensors and runtime scalars in declaration order; `sizes`
     are the size symbols of the tensors' shapes, bound at launch (scalar i32 values).
+    `assume` holds specialization facts, `(size name, d)` pairs meaning "this size is a
+    multiple of d" (d a power of two); the launch checks them (text: `assume(K % 16)`).
     """
 
     name: str
@@ -464,7 +466,18 @@ class Function:
     body: Block
     warps: int
     constexprs: tuple[tuple[str, ConstexprValue], ...] = ()
+    assume: tuple[tuple[str, int], ...] = ()
     loc: Loc = field(default=NOWHERE, kw_only=True)
+
+    def __post_init__(self) -> None:
+        sizes = {var.name for var in self.sizes}
+        for name, divisor in self.assume:
+            if name not in sizes:
+                raise ValueError(f"assume({name} % {divisor}): {name} is not a size of the kernel")
+            if not (isinstance(divisor, int) and 0 < divisor <= 1 << 16) or divisor & (divisor - 1):
+                raise ValueError(
+                    f"assume({name} % {divisor}): the divisor must be a power of two up to 65536"
+                )
 
 
 def instruction_classes() -> tuple[type[Instr], ...]:

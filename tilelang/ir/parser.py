@@ -66,8 +66,10 @@ GRAMMAR = (
 start: _NL? function _NL?
 type_start: type
 
-function: "kernel" name "(" typed_vars ")" [sizes] "warps" "(" SINT ")" [constexprs] [loc] "{" _NL block "}"
+function: "kernel" name "(" typed_vars ")" [sizes] "warps" "(" SINT ")" [assume] [constexprs] [loc] "{" _NL block "}"
 sizes: "sizes" "(" typed_vars ")"
+assume: "assume" "(" assume_fact ("," assume_fact)* ")"
+assume_fact: name "%" SINT
 typed_vars: (typed_var ("," typed_var)*)?
 typed_var: VAR ":" type
 constexprs: "constexprs" "(" (constexpr ("," constexpr)*)? ")"
@@ -352,17 +354,32 @@ class _Builder(Transformer):
     def type_start(self, children: list) -> Type:
         return children[0]
 
-    def function(self, children: list) -> Function:
-        name, params, sizes, warps, constexprs, loc, body = children
-        return Function(
-            name,
-            tuple(params),
-            tuple(sizes or ()),
-            body,
-            int(warps),
-            _tuple(constexprs),
-            loc=loc or NOWHERE,
-        )
+    @v_args(meta=True)
+    def function(self, meta: Any, children: list) -> Function:
+        name, params, sizes, warps, assume, constexprs, loc, body = children
+        try:
+            return Function(
+                name,
+                tuple(params),
+                tuple(sizes or ()),
+                body,
+                int(warps),
+                _tuple(constexprs),
+                _tuple(assume),
+                loc=loc or NOWHERE,
+            )
+        except ValueError as err:  # an assume fact naming no size
+            raise self.fail(meta, str(err)) from None
+
+    def assume(self, children: list) -> tuple:
+        return tuple(children)
+
+    def assume_fact(self, children: list) -> tuple[str, int]:
+        name, token = children
+        divisor = int(token)
+        if not 0 < divisor <= 1 << 16 or divisor & (divisor - 1):
+            raise self.fail(token, f"expected a power of two up to 65536, found {divisor}")
+        return name, divisor
 
     def sizes(self, children: list) -> list:
         return children[0]

@@ -24,6 +24,7 @@ Spelling rules (shared with the parser):
 - a `For`'s loop variable has type i32 unless it says `%k: i64`; its result types are
   those of its carried values unless `-> (types)` says otherwise; an `If` gives its
   result types as `-> (types)`; both put their `loc(...)` before the `{`;
+- the header lists `Function.assume` after `warps(...)` as `assume(K % 16, N % 8)`;
 - names (kernel, constexpr, operator) print bare when they are identifiers and not an
   instruction mnemonic, else as a JSON string; strings (file names, labels) are JSON
   strings, so any text survives.
@@ -180,6 +181,9 @@ def _header(fn: Function) -> str:
     if fn.sizes:
         text += f" sizes({', '.join(_typed_var(v) for v in fn.sizes)})"
     text += f" warps({fn.warps})"
+    if fn.assume:
+        facts = ", ".join(f"{print_name(name)} % {divisor}" for name, divisor in fn.assume)
+        text += f" assume({facts})"
     if fn.constexprs:
         items = ", ".join(
             f"{print_name(name)}={print_constexpr_value(value)}" for name, value in fn.constexprs

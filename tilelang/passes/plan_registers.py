@@ -1,0 +1,341 @@
+"""Pass `plan_registers`: per-thread register estimate, and the 255-register limit.
+
+Assumes a verified function whose register tiles have layouts (after `infer_layouts`; a
+tile without one is counted as its elements spread evenly over the block's threads).
+
+The estimate, in 32-bit registers ("words") per thread:
+
+- a register tile holds ``ceil(num_locals · bits / 32)`` words (its layout's
+  `num_locals` elements per thread, packed: 8 u4 values are one word);
+- a scalar holds 1 word (2 for 64-bit types); a global tensor holds its 64-bit base
+  pointer, 2 words; a shared tile and a constant hold none;
+- plus `OVERHEAD` (24) words for what the block IR does not show: the thread index,
+  addresses, per-element masks and predicates, loop counters of the lowered loops. This
+  is a first guess, to be calibrated against ptxas (`ptxas -v` register counts).
+
+Liveness (`Program`): the instructions are numbered in execution order (pre-order;
+`for` and `if` also get an *end* point after their bodies, where their results are
+defined and a loop's back edge is taken). A value is live from its definition to its
+last use, where
+
+- a use inside a loop that does not contain the definition counts as a use at the
+  loop's end (the value is needed on every iteration), so such a value is live over the
+  whole loop;
+- an access to a global tensor uses the sizes in its shape (masks, row strides);
+- a loop's variable, stop and step are used at its end point (the back edge), so they
+  are live through the loop; loop-carried values are live from the loop's start to their
+  last use in the body, and the values the body yields from their definition to the
+  `yield` — so a loop-carried value occupies its words through the whole loop;
+- the branches of an `if` are laid out one after the other (a value used only in the
+  `else` branch is counted in the `then` branch too: an over-estimate).
+
+At each point the words of every live value are added — the operands that die there
+and the results it defines included — except that an instruction that can write its
+result over an operand dying there (elementwise `compute`, `cast`, `view`, `reshape`,
+`transpose`, `broadcast`, and `dot` over its accumulator) counts the smaller of the two
+once. The peak over all points is the estimate.
+
+Guarantees: `estimate(fn)` returns the `RegisterPlan`; `run(fn)` raises
+`RegisterBudgetError` when the estimate exceeds `MAX_REGISTERS` (255) — naming the
+kernel, the estimate, the source line of the peak and the largest live tiles — and
+otherwise returns `fn` with ``registers=<estimate>`` on its `blocks` instruction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+from tilelang.ir.nodes import (
+    Block,
+    Blocks,
+    Broadcast,
+    Cast,
+    Compute,
+    Dot,
+    For,
+    Function,
+    If,
+    Instr,
+    Loc,
+    Reshape,
+    Transpose,
+    Var,
+    View,
+)
+from tilelang.ir.printer import print_type
+from tilelang.ir.shape_expr import symbols
+from tilelang.ir.types import ScalarType, TensorType, TileType, Type
+
+#: The most registers a thread can have (every target from sm_80 to sm_90).
+MAX_REGISTERS = 255
+#: Words per thread the block IR does not show (addresses, masks, indices); see above.
+OVERHEAD = 24
+WARP_SIZE = 32
+
+#: Instructions whose result may overwrite an operand dying there.
+_IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast)
+
+
+class RegisterBudgetError(ValueError):
+    """The kernel cannot fit the registers a thread has; the message says what to change."""
+
+
+# -- liveness ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """A program point: an instruction, or (`end`) the end of a `for`/`if`."""
+
+    index: int
+    instr: Instr
+    end: bool = False
+
+
+@dataclass
+class _Loop:
+    header: int
+    end: int = -1
+
+
+@dataclass
+class Program:
+    """The program points of a function and the live interval of every value.
+
+    `start[v]` is where `v` is defined (-1 for parameters and sizes), `stop[v]` its last
+    use after the loop rule (its definition when unused); `v` is live at the points
+    ``start[v] <= p <= stop[v]``.
+    """
+
+    points: list[Point] = field(default_factory=list)
+    start: dict[Var, int] = field(default_factory=dict)
+    stop: dict[Var, int] = field(default_factory=dict)
+
+    @staticmethod
+    def of(fn: Function) -> Program:
+        builder = _Builder({var.name: var for var in fn.sizes})
+        for var in (*fn.params, *fn.sizes):
+            builder.define(var, -1)
+        builder.block(fn.body, ())
+        return builder.finish()
+
+    def live_at(self, index: int) -> Iterator[Var]:
+        """The values live at point `index`, in definition order."""
+        for var, first in self.start.items():
+            if first <= index <= self.stop[var]:
+                yield var
+
+
+class _Builder:
+    def __init__(self, sizes: dict[str, Var]) -> None:
+        self.program = Program()
+        self.uses: dict[Var, list[tuple[int, tuple[_Loop, ...]]]] = {}
+        self.sizes = sizes
+
+    def point(self, instr: Instr, end: bool = False) -> int:
+        index = len(self.program.points)
+        self.program.points.append(Point(index, instr, end))
+        return index
+
+    def define(self, var: Var, index: int) -> None:
+        self.program.start.setdefault(var, index)
+        self.uses.setdefault(var, [])
+
+    def use(self, value: object, index: int, loops: tuple[_Loop, ...]) -> None:
+        if not isinstance(value, Var):
+            return
+        self.uses.setdefault(value, []).append((index, loops))
+        if isinstance(value.type, TensorType):  # its sizes: for masks and row strides
+            for dim in value.type.shape:
+                for name in symbols(dim):
+                    if name in self.sizes:
+                        self.use(self.sizes[name], index, loops)
+
+    def block(self, block: Block, loops: tuple[_Loop, ...]) -> None:
+        for instr in block.instrs:
+            self.instr(instr, loops)
+
+    def instr(self, instr: Instr, loops: tuple[_Loop, ...]) -> None:
+        index = self.point(instr)
+        for value in instr.uses():
+            self.use(value, index, loops)
+        if isinstance(instr, For):
+            loop = _Loop(index)
+            for var in (instr.var, *instr.carried):
+                self.define(var, index)
+            self.block(instr.body, (*loops, loop))
+            loop.end = self.point(instr, end=True)
+            for value in (instr.var, instr.stop, instr.step):  # the back edge
+                self.use(value, loop.end, (*loops, loop))
+            results_at = loop.end
+        elif isinstance(instr, If):
+            self.block(instr.then_body, loops)
+            self.block(instr.else_body, loops)
+            results_at = self.point(instr, end=True)
+        else:
+            results_at = index
+        for var in instr.defs():
+            self.define(var, results_at)
+
+    def finish(self) -> Program:
+        program = self.program
+        for var, uses in self.uses.items():
+            first = program.start.setdefault(var, -1)
+            last = first
+            for index, loops in uses:
+                # The outermost enclosing loop that does not contain the definition.
+                outside = next((loop.end for loop in loops if loop.header > first), index)
+                last = max(last, index, outside)
+            program.stop[var] = last
+        return program
+
+
+# -- words per value -----------------------------------------------------------------------
+
+
+def words(type_: Type, warps: int) -> int:
+    """32-bit registers per thread that a value of `type_` occupies."""
+    if isinstance(type_, TileType):
+        if type_.layout is not None:
+            count = type_.layout.num_locals
+        else:
+            count = math.ceil(type_.numel / (warps * WARP_SIZE)) if warps > 0 else type_.numel
+        return math.ceil(count * type_.dtype.bits / 32)
+    if isinstance(type_, ScalarType):
+        return 2 if type_.dtype.bits > 32 else 1
+    if isinstance(type_, TensorType):
+        return 2
+    return 0  # shared tiles: their address is part of OVERHEAD
+
+
+# -- the estimate ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegisterPlan:
+    """The estimate: `peak` words per thread (`OVERHEAD` included) at the point `at`.
+
+    `live` lists the values live there as (name, words), largest first; `values` holds
+    the same values' Vars, in the same order.
+    """
+
+    peak: int
+    at: Loc
+    live: tuple[tuple[str, int], ...]
+    values: tuple[Var, ...] = field(default=(), repr=False)
+
+
+def estimate(fn: Function) -> RegisterPlan:
+    """The peak of live words per thread over the program points of `fn`."""
+    program = Program.of(fn)
+    if not program.points:
+        return RegisterPlan(OVERHEAD, fn.loc, ())
+    pressure = pressure_by_point(program, fn.warps)
+    peak = max(range(len(pressure)), key=lambda index: (pressure[index], -index))
+    point = program.points[peak]
+    live = [v for v in program.live_at(peak) if words(v.type, fn.warps) > 0]
+    live.sort(key=lambda v: (-words(v.type, fn.warps), v.name))
+    return RegisterPlan(
+        pressure[peak] + OVERHEAD,
+        point.instr.loc,
+        tuple((v.name, words(v.type, fn.warps)) for v in live),
+        tuple(live),
+    )
+
+
+def pressure_by_point(program: Program, warps: int) -> list[int]:
+    """Live words at every program point (without `OVERHEAD`), in-place reuse applied."""
+    count = len(program.points)
+    delta = [0] * (count + 1)
+    for var, first in program.start.items():
+        last = program.stop[var]
+        if last < 0:
+            continue
+        size = words(var.type, warps)
+        delta[max(first, 0)] += size
+        delta[last + 1] -= size
+    pressure, running = [], 0
+    for point in program.points:
+        running += delta[point.index]
+        pressure.append(running - _reuse(program, point, warps))
+    return pressure
+
+
+def _reuse(program: Program, point: Point, warps: int) -> int:
+    """Words a result of `point` shares with an operand that dies there."""
+    instr = point.instr
+    if point.end or not isinstance(instr, (*_IN_PLACE, Dot)):
+        return 0
+    candidates = (instr.acc,) if isinstance(instr, Dot) else instr.uses()
+    dying = [
+        words(v.type, warps)
+        for v in dict.fromkeys(candidates)
+        if isinstance(v, Var)
+        and isinstance(v.type, TileType)
+        and program.stop[v] == point.index
+        and program.start[v] < point.index
+    ]
+    results = [words(v.type, warps) for v in instr.defs()]
+    if not dying or not results:
+        return 0
+    return min(max(dying), max(results))
+
+
+# -- the pass --------------------------------------------------------------------------------
+
+
+def run(fn: Function) -> Function:
+    plan = estimate(fn)
+    if plan.peak > MAX_REGISTERS:
+        raise RegisterBudgetError(budget_message(fn, plan))
+    return _record(fn, plan.peak)
+
+
+def budget_message(fn: Function, plan: RegisterPlan) -> str:
+    tiles = [v for v in plan.values if isinstance(v.type, TileType)][:3]
+    largest = "; ".join(
+        f"%{v.name}: {print_type(v.type)}, {words(v.type, fn.warps)} registers per thread"
+        for v in tiles
+    )
+    return (
+        f"kernel {fn.name} needs about {plan.peak} registers per thread (an estimate: "
+        f"{plan.peak - OVERHEAD} for its live values + {OVERHEAD} for addresses and indices), "
+        f"more than the {MAX_REGISTERS} a thread can have. At {plan.at} the largest live "
+        f"tiles are {largest or 'none'}. Use smaller tiles (BM, BN, BK constexprs) or more "
+        f"warps (now {fn.warps})."
+    )
+
+
+def _record(fn: Function, peak: int) -> Function:
+    instrs = tuple(
+        instr.with_attrs(registers=peak) if isinstance(instr, Blocks) else instr
+        for instr in fn.body.instrs
+    )
+    return replace(fn, body=Block(instrs))
+
+
+def registers(fn: Function) -> int | None:
+    """The estimate `run` recorded on the `blocks` instruction (None before it ran)."""
+    for instr in fn.body.instrs:
+        if isinstance(instr, Blocks):
+            value = instr.attr("registers")
+            return value if isinstance(value, int) else None
+    return None
+
+
+__all__ = [
+    "MAX_REGISTERS",
+    "OVERHEAD",
+    "Point",
+    "Program",
+    "RegisterBudgetError",
+    "RegisterPlan",
+    "budget_message",
+    "estimate",
+    "pressure_by_point",
+    "registers",
+    "run",
+    "words",
+]
