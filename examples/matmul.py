@@ -26,8 +26,9 @@ def reference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def tolerance(k: int) -> float:
-    """Relative error bound: f32 accumulation of k terms, then one f16 rounding."""
-    return k * 2.0**-24 * 4 + 2.0**-11
+    """Relative error bound: f32 accumulation of k terms in some order, then an f16 rounding
+    that may go the other way than the exact sum's (one f16 ulp, 2^-10 relative)."""
+    return k * 2.0**-24 * 4 + 2.0**-10
 
 
 def main(m: int = 100, n: int = 72, k: int = 96) -> None:

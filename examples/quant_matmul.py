@@ -73,8 +73,9 @@ def reference(x: np.ndarray, w: tl.PackedArray, s: np.ndarray, group: int) -> np
 
 
 def tolerance(k: int) -> float:
-    """Relative error bound: f32 accumulation of k terms, then one f16 rounding."""
-    return k * 2.0**-24 * 4 + 2.0**-11
+    """Relative error bound: f32 accumulation of k terms in some order, then an f16 rounding
+    that may go the other way than the exact sum's (one f16 ulp, 2^-10 relative)."""
+    return k * 2.0**-24 * 4 + 2.0**-10
 
 
 def check(m: int, k: int, n: int, weight_type: tl.DType, group: int, **tiles) -> float:
@@ -92,7 +93,7 @@ def check(m: int, k: int, n: int, weight_type: tl.DType, group: int, **tiles) ->
 def main() -> None:
     m, k, n, group = 16, 256, 96, 64
     print(f"quant_matmul: y[{m}x{n}] = x[{m}x{k}] f16 @ dequant(W[{k}x{n}]), group {group}")
-    device = "CPU (reference interpreter)"
+    device = "CPU (LLVM backend)"
     for weight_type in (tl.u4, tl.i4, tl.u3, tl.i2, tl.u1, tl.u8, tl.f4e2m1, tl.f6e3m2, tl.f8e4m3):
         error = check(m, k, n, weight_type, group)
         print(f"  {weight_type.name:>7} on {device}: relative error {error:.2e}  ok")

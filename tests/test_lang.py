@@ -1,10 +1,12 @@
 """The DSL: what compiles to what, and that it runs as Python would suggest."""
 
 import numpy as np
+import pytest
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
 from tilelang.ir.visit import walk
+from tilelang.passes.lower import LoweringError
 
 
 def instrs(kernel, **constexprs) -> list[ir.Instr]:
@@ -47,10 +49,12 @@ def test_runtime_if_yields_assigned_names():
     branch = next(i for i in instrs(k) if isinstance(i, ir.If))
     assert [r.name.split("_")[0] for r in branch.results] == ["t", "extra"]
     x = np.zeros(4, np.int32)
-    k(x, 1)
+    k.interpret(x, 1)
     assert np.all(x == 10)
-    k(x, 0)
+    k.interpret(x, 0)
     assert np.all(x == 0)  # (10 - 10) * 2
+    with pytest.raises(LoweringError, match=r"test_lang.py:\d+:\d+: a runtime scalar"):
+        k(x, 0)  # the compiled path says what it cannot do yet, and where
 
 
 def test_runtime_loop_carries_python_numbers_as_scalars():
@@ -64,7 +68,7 @@ def test_runtime_loop_carries_python_numbers_as_scalars():
     loop = next(i for i in instrs(k) if isinstance(i, ir.For))
     assert len(loop.carried) == 1 and isinstance(loop.inits[0], ir.Const)
     x = np.zeros(10, np.int32)
-    k(x)
+    k.interpret(x)
     assert x[0] == 3
 
 
@@ -111,7 +115,7 @@ def test_print_reaches_interpreter_hook(capsys):
         t = tl.load(x, [0], [4])
         tl.print("tile", t)
 
-    k(np.arange(4, dtype=np.int32))
+    k.interpret(np.arange(4, dtype=np.int32))
     out = capsys.readouterr().out
     assert "tile" in out and "[0 1 2 3]" in out
 
@@ -128,7 +132,7 @@ def test_shared_memory_round_trip():
         tl.store(y, [0], buffer.load())
 
     x = np.arange(20, dtype=np.float16)
-    y = k(x, np.zeros(20, np.float16))
+    y = k.interpret(x, np.zeros(20, np.float16))
     assert np.array_equal(y, x * 2)
 
 

@@ -80,8 +80,11 @@ def test_every_example_same_result_after_the_pipeline():
     vector_add, softmax = load_example("vector_add").vector_add, load_example("softmax").softmax
     quant = load_example("quant_matmul")
     x = np.random.default_rng(0).standard_normal((9, 77)).astype(np.float32)
-    assert np.array_equal(
-        softmax.interpret(x, np.empty_like(x), BN=32), softmax(x, np.empty_like(x), BN=32)
+    # exp and the order of the sums differ between numpy and the compiled code
+    np.testing.assert_allclose(
+        softmax.interpret(x, np.empty_like(x), BN=32),
+        softmax(x, np.empty_like(x), BN=32),
+        rtol=1e-6,
     )
     v = x.reshape(-1)
     assert np.array_equal(
@@ -90,7 +93,10 @@ def test_every_example_same_result_after_the_pipeline():
     a, w, s = quant.make_inputs(5, 200, 40, tl.u3, 32)
     y1 = quant.quant_matmul.interpret(a, w, s, np.zeros((5, 40), np.float16), WT=tl.u3, G=32)
     y2 = quant.quant_matmul(a, w, s, np.zeros((5, 40), np.float16), WT=tl.u3, G=32)
-    assert np.array_equal(y1.view(np.uint16), y2.view(np.uint16))
+    scale = np.abs(y1.astype(np.float32)).max()
+    assert (
+        np.abs(y1.astype(np.float32) - y2.astype(np.float32)).max() <= quant.tolerance(200) * scale
+    )
 
 
 def test_dump_writes_ir_after_every_pass(tmp_path, monkeypatch):

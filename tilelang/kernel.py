@@ -2,19 +2,24 @@
 
 A `Kernel` reads its parameters once (at decoration), compiles the body to block IR
 once per set of compile-time constants (cached), checks every argument of a call
-before anything runs, and runs the kernel. Host arrays run on the CPU: today through
-the reference interpreter, which `kernel.interpret(...)` always uses.
+before anything runs, and runs the kernel. A call on host arrays specializes the
+kernel on what the sizes are divisible by (`Function.assume`), runs the pass pipeline,
+lowers to thread IR and runs that through the LLVM CPU backend (every step cached);
+`kernel.interpret(...)` runs the frontend's block IR in the reference interpreter.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.printer import print_function
+from tilelang.ir.thread import ThreadFunction
+from tilelang.ir.thread_text import print_thread_function
 from tilelang.ir.types import ScalarType, TensorType
 from tilelang.ir.verify import verify
 from tilelang.lang.builder import Builder, building
@@ -28,11 +33,42 @@ from tilelang.lang.signature import (
     size_symbols,
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
-from tilelang.passes.pipeline import PIPELINE, run_pipeline
+from tilelang.passes.pipeline import PIPELINE, lower_function, run_pipeline
 from tilelang.runtime import interpreter
-from tilelang.runtime.arguments import bind_arguments
+from tilelang.runtime.arguments import BoundArguments, bind_arguments
+from tilelang.runtime.buffers import byte_buffers
 
 Warps = int | Callable[..., int]
+
+#: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
+#: masks stay constant over every 16-byte run of any dtype.
+MAX_SIZE_DIVISOR = 128
+
+
+@dataclass(frozen=True)
+class CompiledKernel:
+    """One specialization, compiled: block IR after every pass and the thread IR.
+
+    `stats` counts what the lowering selected (mma, ldmatrix, dequantization recipes
+    and their scalar fallback, access widths, ...).
+    """
+
+    name: str
+    stages: dict[str, ir.Function]
+    thread: ThreadFunction
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return dict(self.thread.stats)
+
+    def ir(self, stage: str = "lower") -> str:
+        """The IR after `stage` (a pass name, "frontend", or "lower" for the thread IR)."""
+        if stage == "lower":
+            return print_thread_function(self.thread)
+        if stage not in self.stages:
+            names = ", ".join((*self.stages, "lower"))
+            raise ValueError(f"no IR stage {stage!r}; the stages are {names}")
+        return print_function(self.stages[stage])
 
 
 class Kernel:
@@ -43,6 +79,7 @@ class Kernel:
         self._source: SourceFunction | None = None
         self._specializations: dict[tuple, ir.Function] = {}
         self._stages: dict[ir.Function, dict[str, ir.Function]] = {}
+        self._compiled: dict[ir.Function, CompiledKernel] = {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -81,9 +118,17 @@ class Kernel:
             self._specializations[key] = self._build(constants)
         return self._specializations[key]
 
-    def stages(self, **constexprs: Any) -> dict[str, ir.Function]:
-        """The block IR after the frontend and after each pass, by name (cached)."""
+    def stages(
+        self, assume: dict[str, int] | None = None, **constexprs: Any
+    ) -> dict[str, ir.Function]:
+        """The block IR after the frontend and after each pass, by name (cached).
+
+        `assume` maps size names to a power of two each size is a multiple of (the
+        launch derives it from the actual sizes; `None` assumes nothing).
+        """
         function = self.specialize(**constexprs)
+        facts = tuple(sorted((assume or {}).items()))
+        function = replace(function, assume=facts)
         if function not in self._stages:
             self._stages[function] = run_pipeline(function)
         return self._stages[function]
@@ -94,6 +139,23 @@ class Kernel:
         if stage not in stages:
             raise ValueError(f"no IR stage {stage!r}; the stages are {', '.join(stages)}")
         return print_function(stages[stage])
+
+    def compile(
+        self, assume: dict[str, int] | str | None = "all", **constexprs: Any
+    ) -> CompiledKernel:
+        """Compiles one specialization down to thread IR (cached).
+
+        `assume`: a dict of size name -> divisor, `None` for no facts, or "all" (the
+        default): every size a multiple of 128, as sizes of real models are.
+        """
+        if assume == "all":
+            function = self.specialize(**constexprs)
+            assume = {size.name: MAX_SIZE_DIVISOR for size in function.sizes}
+        stages = self.stages(assume, **constexprs)
+        final = stages[PIPELINE[-1][0]]
+        if final not in self._compiled:
+            self._compiled[final] = CompiledKernel(self.fn.__name__, stages, lower_function(final))
+        return self._compiled[final]
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder()
@@ -179,16 +241,26 @@ class Kernel:
         return self._run(self.specialize(**constexprs), values)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the kernel on host arrays: the block IR after every pass, interpreted.
+        """Runs the kernel on host arrays through the LLVM CPU backend."""
+        from tilelang.runtime.cpu import compile_cpu  # llvmlite loads only when needed
 
-        (Until the CPU backend exists, the compiled path ends in the interpreter too.)
-        """
         values, constexprs = self._split_arguments(args, kwargs)
-        return self._run(self.stages(**constexprs)[PIPELINE[-1][0]], values)
+        function = self.specialize(**constexprs)
+        bound = bind_arguments(function, values)
+        compiled = self.compile(_size_facts(bound), **constexprs)
+        buffers, write_back = byte_buffers(bound.tensors, bound.stored)
+        scalars = {**bound.scalars, **bound.sizes}
+        compile_cpu(compiled.thread).launch({**buffers, **scalars})
+        write_back()
+        return self._outputs(values, bound)
 
     def _run(self, function: ir.Function, values: dict[str, Any]) -> Any:
         bound = bind_arguments(function, values)
         interpreter.run(function, bound.tensors, bound.scalars, bound.sizes)
+        return self._outputs(values, bound)
+
+    @staticmethod
+    def _outputs(values: dict[str, Any], bound: BoundArguments) -> Any:
         for tensor in bound.tensors.values():
             tensor.finish()
         outputs = tuple(values[name] for name in bound.stored)
@@ -196,6 +268,17 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<tilelang.kernel {self.fn.__name__}>"
+
+
+def _size_facts(bound: BoundArguments) -> dict[str, int]:
+    """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it."""
+    facts = {}
+    for name, size in bound.sizes.items():
+        divisor = MAX_SIZE_DIVISOR
+        while size % divisor:
+            divisor //= 2
+        facts[name] = divisor
+    return facts
 
 
 def _with_grid(builder: Builder) -> ir.Block:
@@ -239,4 +322,4 @@ def func(fn: Callable) -> Func:
     return Func(fn)
 
 
-__all__ = ["Func", "Kernel", "func", "kernel"]
+__all__ = ["CompiledKernel", "Func", "Kernel", "func", "kernel"]

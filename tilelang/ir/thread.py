@@ -352,6 +352,15 @@ class SetLocal(Stmt):
 
 
 @dataclass(frozen=True)
+class Move(Stmt):
+    """Copies `width` register bytes from `src` to `dst` (the bits, whatever the dtypes)."""
+
+    dst: Reg
+    src: Reg
+    width: int
+
+
+@dataclass(frozen=True)
 class GlobalLoad(Stmt):
     """`width` bytes at byte `offset` (i64) of tensor `tensor` into `dst`, where `pred`
     (u1, None = always) holds; elsewhere `dst` keeps its bytes."""

@@ -83,6 +83,8 @@ def _simple(s: t.Stmt) -> str:
         return f"let %{s.name.name}: {s.name.type} = {print_expr(s.value)}"
     if isinstance(s, t.SetLocal):
         return f"{s.local}[{s.index}] = {print_expr(s.value)}"
+    if isinstance(s, t.Move):
+        return f"mov.{s.width} {_reg(s.dst)} <- {_reg(s.src)}"
     if isinstance(s, t.GlobalLoad):
         return f"ld.global.{s.width} {_reg(s.dst)} <- {s.tensor}[{print_expr(s.offset)}]" + _pred(
             s.pred

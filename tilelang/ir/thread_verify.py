@@ -184,6 +184,11 @@ def _check_set(v: _Verifier, s: t.SetLocal) -> None:
     v.same(s, v.locals[s.local].dtype, s.value.dtype, "the value")
 
 
+def _check_move(v: _Verifier, s: t.Move) -> None:
+    v.raw(s, s.dst, s.width)
+    v.raw(s, s.src, s.width)
+
+
 def _check_pred(v: _Verifier, s, pred) -> None:
     if pred is not None:
         v.same(s, dtypes.u1, pred.dtype, "the predicate")
@@ -251,6 +256,7 @@ def _check_shfl(v: _Verifier, s: t.Shfl) -> None:
 
 _CHECKS = {
     t.SetLocal: _check_set,
+    t.Move: _check_move,
     t.GlobalLoad: _check_global,
     t.GlobalStore: _check_global,
     t.SharedLoad: _check_shared,

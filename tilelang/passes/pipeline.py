@@ -1,7 +1,9 @@
-"""The pass pipeline: the one list of block-IR passes, in order, and the IR dump.
+"""The pass pipeline: the one list of block-IR passes, in order, the lowering to
+thread IR after it, and the IR dump.
 
 `TILELANG_DUMP_IR=DIR` writes the function's text after every pass to
-`DIR/<kernel>.<index>.<pass>.ir`, so a person can read what each pass did.
+`DIR/<kernel>.<index>.<pass>.ir` (the thread IR to `<kernel>.<index>.lower.ir`), so a
+person can read what each pass did.
 """
 
 from __future__ import annotations
@@ -12,14 +14,50 @@ from pathlib import Path
 
 from tilelang.ir.nodes import Function
 from tilelang.ir.printer import print_function
-from tilelang.passes import simplify, verify
+from tilelang.ir.thread import ThreadFunction
+from tilelang.ir.thread_text import print_thread_function
+from tilelang.ir.thread_verify import verify_thread_function
+from tilelang.passes import (
+    analyze,
+    infer_layouts,
+    plan_registers,
+    plan_shared,
+    simplify,
+    thread_cleanup,
+    vectorize,
+    verify,
+)
+from tilelang.passes.lower import lower
 
 Pass = Callable[[Function], Function]
 
 PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("verify", verify.run),
     ("simplify", simplify.run),
+    ("infer_layouts", infer_layouts.run),
+    ("verify_layouts", verify.run),
+    ("analyze", analyze.run),
+    ("vectorize", vectorize.run),
+    ("plan_shared", plan_shared.run),
+    ("plan_registers", plan_registers.run),
 )
+
+THREAD_PIPELINE: tuple[tuple[str, Callable[[ThreadFunction], ThreadFunction]], ...] = (
+    ("thread_cleanup", thread_cleanup.run),
+)
+
+
+def lower_function(fn: Function, dump_dir: str | os.PathLike | None = None) -> ThreadFunction:
+    """The thread IR of a function that went through `PIPELINE`, after its cleanup."""
+    dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
+    thread = lower(fn)
+    verify_thread_function(thread)
+    _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
+    for index, (name, run) in enumerate(THREAD_PIPELINE, start=len(PIPELINE) + 2):
+        thread = run(thread)
+        verify_thread_function(thread)
+        _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
+    return thread
 
 
 def run_pipeline(fn: Function, dump_dir: str | os.PathLike | None = None) -> dict[str, Function]:
@@ -35,8 +73,15 @@ def run_pipeline(fn: Function, dump_dir: str | os.PathLike | None = None) -> dic
 
 
 def _dump(dump_dir: str | os.PathLike | None, fn: Function, index: int, name: str) -> None:
+    if dump_dir:
+        _dump_text(dump_dir, fn.name, index, name, print_function(fn))
+
+
+def _dump_text(
+    dump_dir: str | os.PathLike | None, kernel: str, index: int, name: str, text: str
+) -> None:
     if not dump_dir:
         return
     folder = Path(dump_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{fn.name}.{index:02d}.{name}.ir").write_text(print_function(fn))
+    (folder / f"{kernel}.{index:02d}.{name}.ir").write_text(text)

@@ -1,0 +1,70 @@
+"""lower: instruction selection by layout division, access widths, and the budget error.
+
+These read the thread IR the whole pipeline produces (`kernel.compile(...)`); that the
+thread IR computes what the block IR means is tested by running it (test_cpu_backend).
+"""
+
+import pytest
+from conftest import load_example
+
+import tilelang as tl
+from tilelang.ir import thread as t
+from tilelang.passes.plan_registers import RegisterBudgetError
+
+
+def statements(compiled, kind) -> list:
+    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
+
+
+def load_widths(compiled, tensor: str) -> set[int]:
+    return {s.width for s in statements(compiled, t.GlobalLoad) if s.tensor == tensor}
+
+
+def test_matmul_selects_mma_and_ldmatrix_and_loads_16_bytes():
+    compiled = load_example("matmul").matmul.compile()
+    mmas = statements(compiled, t.Mma)
+    # 64x64 block tile over 2x2 warps, BK=32: 8 m16n8 blocks per warp times 2 k-steps.
+    assert len(mmas) == 16 and {m.atom for m in mmas} == {"m16n8k16.f16"}
+    ldmatrix = statements(compiled, t.Ldmatrix)
+    assert {(s.num, s.trans) for s in ldmatrix} == {(4, False), (4, True)} or ldmatrix
+    assert any(not s.trans for s in ldmatrix) and any(s.trans for s in ldmatrix)
+    assert load_widths(compiled, "a") == {16} and load_widths(compiled, "b") == {16}
+    assert compiled.stats["mma"] == 16
+
+
+def test_without_size_facts_the_loads_narrow_to_what_the_mask_allows():
+    compiled = load_example("matmul").matmul.compile(assume=None)
+    assert max(load_widths(compiled, "a")) < 16
+    assert statements(compiled, t.Mma)  # the selection does not depend on the sizes
+
+
+@pytest.mark.parametrize("weight_type", [tl.u4, tl.i4, tl.u8, tl.f4e2m1, tl.u3])
+def test_quant_matmul_selects_mma_ldmatrix_and_wide_weight_loads(weight_type):
+    compiled = load_example("quant_matmul").quant_matmul.compile(WT=weight_type)
+    assert statements(compiled, t.Mma) and statements(compiled, t.Ldmatrix)
+    assert load_widths(compiled, "x") == {16}
+    widths = load_widths(compiled, "w")
+    if weight_type == tl.u3:
+        # 16 u3 codes are a 6-byte run: split by alignment, never byte by byte.
+        assert min(widths) >= 2 and "global_load_sub_byte" not in compiled.stats
+    else:
+        assert widths == {16}
+
+
+def test_a_kernel_over_the_register_budget_fails_before_any_compiler_runs():
+    @tl.kernel(warps=1)
+    def huge(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "M", "N"]):
+        a = tl.load(x, [0, 0], [128, 128])
+        tl.store(y, [0, 0], a * 2.0)
+
+    with pytest.raises(RegisterBudgetError, match="huge"):
+        huge.compile()
+
+
+def test_ir_stages_include_the_thread_ir():
+    compiled = load_example("vector_add").vector_add.compile()
+    text = compiled.ir("lower")
+    assert text.startswith("thread_kernel vector_add(") and "ld.global.16" in text
+    assert "infer_layouts" in compiled.stages
+    with pytest.raises(ValueError, match="the stages are"):
+        compiled.ir("nope")

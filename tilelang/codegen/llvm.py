@@ -1,0 +1,697 @@
+"""The LLVM emitter: thread IR as an LLVM IR module that runs a launch on the CPU.
+
+`emit_llvm(fn)` returns deterministic LLVM IR text (built with `llvmlite.ir`, target
+independent: the runtime sets the triple and data layout); `lower_to_llvm(fn)` returns
+it with the facts a runtime needs (`LLVMKernel`). `tilelang.runtime.cpu` compiles and
+launches it.
+
+ABI
+---
+One function, `ENTRY` (``tilelang_entry``)::
+
+    void tilelang_entry(ptr tensors, ptr scalars, i32 gx, i32 gy, i32 gz,
+                        i64 begin, i64 end, ptr noalias workspace)
+
+* ``tensors``: an array of pointers, one per tensor parameter in `fn.params` order
+  (the tensors' byte buffers; no alignment needed: global accesses are unaligned-safe).
+* ``scalars``: 8 bytes per scalar parameter in `fn.params` order, the value in the low
+  bytes (little-endian; u1 as one byte 0/1; f16/bf16 as their 16-bit code).
+* ``gx, gy, gz``: the grid (each ≥ 1). The call runs the blocks with linear index
+  ``begin <= b < end`` (``b = bx + gx·(by + gy·bz)``), one after the other; disjoint
+  ranges may run concurrently with different workspaces.
+* ``workspace``: `LLVMKernel.workspace_bytes` bytes, 64-byte aligned, private to the
+  call: the block's shared memory (offset 0) and the per-thread state below.
+
+Execution strategy (DESIGN.md §7)
+---------------------------------
+The body is planned into *items*: hoisted uniform `Let`s, *regions* (maximal runs of
+statements without collectives, each a loop over the block's threads), collectives
+(each a loop over warps, then lanes: every lane's operands are read before any result
+is written) and uniform `For`/`If` statements that contain collectives (they stay
+outside the thread loops; their bounds/conditions are evaluated once). `Barrier` only
+separates regions. A `Let` at the uniform level whose value is uniform is hoisted out
+of the thread loop and evaluated once (it is pure and its operands are uniform).
+
+Per-thread state:
+
+* a local is an array [threads × its bytes rounded up to 16] in the workspace, except
+  when it is used by a single region that runs once per block (not under a uniform
+  `For`): then it is one 16-aligned `alloca` reused by each thread in turn, which
+  LLVM's SROA turns into registers;
+* a varying `Name` is an SSA value inside its region; when another item uses it (a later
+  region, a collective) it is also stored to a slot [threads] in the workspace; `Shfl`
+  results always live in slots; uniform `Name`s are SSA values outside the loops.
+
+Decisions where `tilelang.ir.thread` is silent (and why)
+--------------------------------------------------------
+* Integer division by zero: ``x / 0`` is all ones (-1), ``x % 0`` is ``x`` (what PTX's
+  ``div.u32``/``rem.u32`` give); the signed overflow ``MIN / -1`` is MIN and
+  ``MIN % -1`` is 0. None of these trap.
+* Shift amounts are read as unsigned values of their own dtype (a negative amount is a
+  huge shift: 0, or the sign fill), as the interpreter and PTX do.
+* `min`/`max` of floats are IEEE 754-2019 minimumNumber/maximumNumber
+  (``llvm.minimumnum``): a NaN operand is ignored, and -0 < +0.
+* NaN results: f16/bf16 arithmetic and every `Cvt` to a float produce the canonical
+  NaN (0x7FFF, 0x7FFFFFFF, ...); f32/f64 arithmetic NaNs carry whatever payload the
+  CPU produces (compare NaN-ness, not bits). `neg`/`abs` of f16/bf16 flip/clear the
+  sign bit (NaN payloads included).
+* `Cvt` to u1 of a float: nonzero and not NaN gives 1 (thread.py: "nonzero gives 1";
+  NaN gives 0 as in every float→int conversion).
+* Pair ``fma`` is computed exactly: the product in f64 is exact, TwoSum makes the sum
+  round-to-odd in f64, f64→f32 rounds to odd, and the last rounding to 16 bits is then
+  the single RNE rounding of a·b + c.
+* `Mma` f16/bf16: the f16/bf16 products are formed in f32 (exact for f16; for bf16
+  exact unless the product leaves f32's normal range) and added to the f32 accumulator
+  in k order with one rounding per addition, as thread.py specifies.
+* `Shfl`: implemented literally as thread.py says. Lanes are numbered within the
+  segment; the source is ``arg`` (idx), ``r ^ arg`` (xor), ``r - arg`` (up) or
+  ``r + arg`` (down) where r is this lane's index in its segment; a source outside
+  ``[0, width)`` gives the lane's own value. ``arg`` is read as its dtype's integer
+  value and may differ per lane. (PTX takes idx arguments modulo the width and lets
+  xor reach earlier segments; the lowering only produces in-range arguments.)
+* `For` runs ``ceil((stop - start) / step)`` iterations computed up front (no overflow
+  of the loop variable near the top of its range); a step ≤ 0 is undefined: the loop
+  runs a finite, unspecified number of times.
+* `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing.
+* Out-of-range shared or global accesses are undefined (the lowering predicates them):
+  on the CPU they are real out-of-bounds memory accesses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from llvmlite import ir
+
+from tilelang import dtypes
+from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
+from tilelang.dtypes import DType
+from tilelang.ir import thread as t
+
+__all__ = ["ENTRY", "EmitError", "LLVMKernel", "emit_llvm", "lower_to_llvm"]
+
+ENTRY = "tilelang_entry"
+WARP = 32
+_WS_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class LLVMKernel:
+    """The emitted module and what a runtime needs to call it (see the module docstring)."""
+
+    ir: str
+    workspace_bytes: int
+    tensor_params: tuple[str, ...]
+    scalar_params: tuple[t.Param, ...]
+    stored_tensors: frozenset[str]
+
+
+def emit_llvm(fn: t.ThreadFunction) -> str:
+    """LLVM IR text of `fn` (deterministic). `fn` should pass `verify_thread_function`."""
+    return lower_to_llvm(fn).ir
+
+
+def lower_to_llvm(fn: t.ThreadFunction) -> LLVMKernel:
+    return _Emitter(fn).run()
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _has_collective(stmt: t.Stmt) -> bool:
+    return stmt.COLLECTIVE or any(_has_collective(s) for body in stmt.bodies() for s in body)
+
+
+@dataclass
+class _Item:
+    """One step at the uniform level: kind in let, region, coll, for, if."""
+
+    kind: str
+    id: int
+    depth: int  # number of enclosing uniform For items
+    stmt: t.Stmt | None = None
+    stmts: tuple[t.Stmt, ...] = ()  # region statements
+    body: list[_Item] = field(default_factory=list)  # for body / if then
+    orelse: list[_Item] = field(default_factory=list)  # if else
+
+
+def _names_in(e: t.Expr) -> set[str]:
+    return {x.name for x in t.walk_expr(e) if isinstance(x, t.Name)}
+
+
+def _stmt_locals(stmt: t.Stmt) -> set[str]:
+    """Locals a statement touches itself (not nested bodies)."""
+    used = {x.local for e in t.stmt_exprs(stmt) for x in t.walk_expr(e) if isinstance(x, t.Read)}
+    if isinstance(stmt, t.SetLocal):
+        used.add(stmt.local)
+    for name in ("dst", "src", "d", "a", "b", "c"):
+        reg = getattr(stmt, name, None)
+        if isinstance(reg, t.Reg):
+            used.add(reg.local)
+    return used
+
+
+class _Plan:
+    def __init__(self, fn: t.ThreadFunction) -> None:
+        self.varying: set[str] = set()
+        self.items: list[_Item] = []  # every item, by id
+        self.uses: dict[int, set[str]] = {}  # names an item's own expressions use
+        self.defined_in: dict[str, int] = {}  # region/Shfl-defined name -> item id
+        self.local_items: dict[str, set[int]] = {}
+        self.top = self.block(fn.body, 0)
+        self.escaping = {
+            name
+            for name, home in self.defined_in.items()
+            if any(name in used for item_id, used in self.uses.items() if item_id != home)
+        }
+        self.private_locals = {
+            name
+            for name, ids in self.local_items.items()
+            if len(ids) == 1
+            and self.items[next(iter(ids))].kind == "region"
+            and self.items[next(iter(ids))].depth == 0
+        }
+
+    def new(self, kind: str, depth: int, **kw) -> _Item:
+        item = _Item(kind, len(self.items), depth, **kw)
+        self.items.append(item)
+        self.uses[item.id] = set()
+        return item
+
+    def uniform(self, e: t.Expr) -> bool:
+        for x in t.walk_expr(e):
+            if isinstance(x, t.ThreadIndex | t.Read):
+                return False
+            if isinstance(x, t.Name) and x.name in self.varying:
+                return False
+        return True
+
+    def block(self, body: tuple[t.Stmt, ...], depth: int) -> list[_Item]:
+        items: list[_Item] = []
+        lets: list[_Item] = []
+        region: list[t.Stmt] = []
+
+        def flush() -> None:
+            items.extend(lets)
+            lets.clear()
+            if region:
+                item = self.new("region", depth, stmts=tuple(region))
+                for stmt in t.walk_stmts(item.stmts):
+                    self.note(item, stmt)
+                    if isinstance(stmt, t.Let):
+                        self.varying.add(stmt.name.name)
+                        self.defined_in[stmt.name.name] = item.id
+                items.append(item)
+                region.clear()
+
+        for stmt in body:
+            if isinstance(stmt, t.Let) and self.uniform(stmt.value):
+                item = self.new("let", depth, stmt=stmt)
+                self.note(item, stmt)
+                lets.append(item)
+            elif not _has_collective(stmt):
+                region.append(stmt)
+                # Names defined so far in this region are varying for later Lets.
+                for inner in t.walk_stmts((stmt,)):
+                    if isinstance(inner, t.Let):
+                        self.varying.add(inner.name.name)
+            else:
+                flush()
+                if isinstance(stmt, t.For):
+                    item = self.new("for", depth, stmt=stmt)
+                    self.note(item, stmt)
+                    item.body = self.block(stmt.body, depth + 1)
+                elif isinstance(stmt, t.If):
+                    item = self.new("if", depth, stmt=stmt)
+                    self.note(item, stmt)
+                    item.body = self.block(stmt.then_body, depth)
+                    item.orelse = self.block(stmt.else_body, depth)
+                elif isinstance(stmt, t.Barrier):
+                    continue
+                else:
+                    item = self.new("coll", depth, stmt=stmt)
+                    self.note(item, stmt)
+                    if isinstance(stmt, t.Shfl):
+                        self.varying.add(stmt.result.name)
+                        self.defined_in[stmt.result.name] = item.id
+                items.append(item)
+        flush()
+        return items
+
+    def note(self, item: _Item, stmt: t.Stmt) -> None:
+        for e in t.stmt_exprs(stmt):
+            self.uses[item.id] |= _names_in(e)
+        for name in _stmt_locals(stmt):
+            self.local_items.setdefault(name, set()).add(item.id)
+
+
+# --------------------------------------------------------------------------- emission
+
+
+@dataclass
+class _Env:
+    """What expressions see: the thread index (None at the uniform level) and the SSA
+    values of the Names in scope."""
+
+    tid: ir.Value | None
+    names: dict[str, ir.Value]
+
+    def child(self) -> _Env:
+        return _Env(self.tid, dict(self.names))
+
+
+def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, name: str) -> None:
+    """for i in [start, stop) step 1: body(i) (signed compare; stop is small enough that
+    i + 1 cannot overflow)."""
+    pre = b.block
+    loop = b.append_basic_block(f"{name}.loop")
+    done = b.append_basic_block(f"{name}.done")
+    b.cbranch(b.icmp_signed("<", start, stop), loop, done)
+    b.position_at_end(loop)
+    i = b.phi(start.type, name=name)
+    i.add_incoming(start, pre)
+    body(i)
+    nxt = b.add(i, ir.Constant(start.type, 1), flags=["nsw", "nuw"])
+    i.add_incoming(nxt, b.block)
+    b.cbranch(b.icmp_signed("<", nxt, stop), loop, done)
+    b.position_at_end(done)
+
+
+def opaque_alloca(b: ir.IRBuilder, ty: ir.Type, align: int) -> ir.Value:
+    """An alloca whose uses print as an opaque `ptr` (llvmlite's IR layer defaults to
+    typed pointers, which LLVM reads as `ptr` anyway)."""
+    slot = b.alloca(ty)
+    slot.align = align
+    slot.type = PTR
+    return slot
+
+
+def const_loop(b: ir.IRBuilder, count: int, body, name: str) -> None:
+    counted_loop(b, int_const(I32, 0), int_const(I32, count), body, name)
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def _symbol(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", text)
+
+
+class _Emitter:
+    def __init__(self, fn: t.ThreadFunction) -> None:
+        self.fn = fn
+        self.plan = _Plan(fn)
+        self.locals = {loc.name: loc for loc in fn.locals}
+        self.module = ir.Module(name=_symbol(fn.name))
+        self.name_types: dict[str, DType] = {}
+        for stmt in t.walk_stmts(fn.body):
+            name = t.defined_name(stmt)
+            if name is not None:
+                self.name_types[name.name] = name.type
+        # Workspace layout: shared memory, then per-thread locals, then Name slots.
+        offset = _round_up(max(fn.shared_bytes, 16), _WS_ALIGN)
+        self.local_offset: dict[str, int] = {}
+        self.local_stride: dict[str, int] = {}
+        for loc in fn.locals:
+            if loc.name in self.plan.private_locals:
+                continue
+            self.local_offset[loc.name] = offset
+            self.local_stride[loc.name] = _round_up(loc.nbytes, 16)
+            offset += _round_up(fn.threads * self.local_stride[loc.name], _WS_ALIGN)
+        self.slot_offset: dict[str, int] = {}
+        slot_names = sorted(self.plan.escaping) + sorted(
+            s.result.name
+            for s in t.walk_stmts(fn.body)
+            if isinstance(s, t.Shfl) and s.result.name not in self.plan.escaping
+        )
+        for name in slot_names:
+            size = max(self.name_types[name].bits // 8, 1)
+            self.slot_offset[name] = offset
+            offset += _round_up(fn.threads * size, _WS_ALIGN)
+        self.workspace_bytes = offset
+
+    # ------------------------------------------------------------------ function
+
+    def run(self) -> LLVMKernel:
+        fn = self.fn
+        fnty = ir.FunctionType(VOID, [PTR, PTR, I32, I32, I32, I64, I64, PTR])
+        func = ir.Function(self.module, fnty, name=ENTRY)
+        func.attributes.add("nounwind")
+        args = func.args
+        for arg, name in zip(
+            args, ("tensors", "scalars", "gx", "gy", "gz", "begin", "end", "workspace"), strict=True
+        ):
+            arg.name = name
+        args[7].add_attribute("noalias")
+        self.func = func
+        entry = func.append_basic_block("entry")
+        self.alloca_builder = ir.IRBuilder(entry)
+        body = func.append_basic_block("start")
+        b = self.b = ir.IRBuilder(body)
+        self.ws = args[7]
+
+        tensor_params = tuple(p.name for p in fn.params if p.is_tensor)
+        scalar_params = tuple(p for p in fn.params if not p.is_tensor)
+        self.tensors: dict[str, ir.Value] = {}
+        for k, name in enumerate(tensor_params):
+            slot = b.gep(args[0], [int_const(I64, k)], source_etype=PTR)
+            self.tensors[name] = b.load(slot, typ=PTR, name=f"t.{_symbol(name)}")
+        env = _Env(None, {})
+        for k, p in enumerate(scalar_params):
+            ptr = b.gep(args[1], [int_const(I64, 8 * k)], source_etype=I8)
+            value = b.load(ptr, typ=num.storage_type(p.dtype), name=f"s.{_symbol(p.name)}")
+            if p.dtype == dtypes.u1:
+                value = b.trunc(value, I1)
+            env.names[p.name] = value
+        self.private: dict[str, ir.Value] = {}
+        for loc in fn.locals:
+            if loc.name in self.plan.private_locals:
+                self.private[loc.name] = self.alloca(
+                    ir.ArrayType(I8, _round_up(loc.nbytes, 16)), 16
+                )
+        self.lane_scratch = [self.alloca(ir.ArrayType(I32, WARP), 16) for _ in range(2)]
+
+        gx, gy = b.zext(args[2], I64), b.zext(args[3], I64)
+
+        def block_body(linear: ir.Value) -> None:
+            bx = b.urem(linear, gx)
+            rest = b.udiv(linear, gx)
+            self.block_index = (
+                b.trunc(bx, I32, name="bx"),
+                b.trunc(b.urem(rest, gy), I32, name="by"),
+                b.trunc(b.udiv(rest, gy), I32, name="bz"),
+            )
+            self.items(self.plan.top, env)
+
+        self.counted_loop(args[5], args[6], block_body, "block")
+        b.ret_void()
+        self.alloca_builder.branch(body)
+        stored = frozenset(s.tensor for s in t.walk_stmts(fn.body) if isinstance(s, t.GlobalStore))
+        return LLVMKernel(
+            str(self.module), self.workspace_bytes, tensor_params, scalar_params, stored
+        )
+
+    def alloca(self, ty: ir.Type, align: int) -> ir.Value:
+        """An entry-block alloca, as an opaque pointer."""
+        return opaque_alloca(self.alloca_builder, ty, align)
+
+    # ------------------------------------------------------------------ loops
+
+    def counted_loop(self, start: ir.Value, stop: ir.Value, body, name: str) -> None:
+        counted_loop(self.b, start, stop, body, name)
+
+    def const_loop(self, count: int, body, name: str) -> None:
+        self.counted_loop(int_const(I32, 0), int_const(I32, count), body, name)
+
+    def for_loop(self, stmt: t.For, env: _Env, body) -> None:
+        """`For` with an iteration count computed up front (overflow-safe)."""
+        b = self.b
+        dt = stmt.var.type
+        if not dt.is_int or dt == dtypes.u1:
+            raise EmitError(f"a loop variable must be an integer, not {dt}")
+        start, stop, step = (self.expr(e, env) for e in (stmt.start, stmt.stop, stmt.step))
+        ty = start.type
+        signed = dt.signed
+        nonempty = b.icmp_signed("<", start, stop) if signed else b.icmp_unsigned("<", start, stop)
+        span = b.sub(b.sub(stop, start), ir.Constant(ty, 1))  # < 2^width as unsigned
+        safe_step = b.select(
+            b.icmp_unsigned("==", step, ir.Constant(ty, 0)), ir.Constant(ty, 1), step
+        )
+        count = b.add(b.udiv(span, safe_step), ir.Constant(ty, 1))
+        wide = ir.IntType(ty.width + 1)
+        count = b.select(nonempty, b.zext(count, wide), ir.Constant(wide, 0))
+
+        def loop_body(k: ir.Value) -> None:
+            var = b.add(start, b.mul(b.trunc(k, ty), step))
+            body(var)
+
+        self.counted_loop(ir.Constant(wide, 0), count, loop_body, "for")
+
+    # ------------------------------------------------------------------ items
+
+    def items(self, items: list[_Item], env: _Env) -> None:
+        for item in items:
+            if item.kind == "let":
+                env.names[item.stmt.name.name] = self.expr(item.stmt.value, env)
+            elif item.kind == "region":
+                self.region(item, env)
+            elif item.kind == "coll":
+                self.collective(item, env)
+            elif item.kind == "for":
+                stmt = item.stmt
+
+                def body(var: ir.Value, stmt=stmt, item=item) -> None:
+                    inner = env.child()
+                    inner.names[stmt.var.name] = var
+                    self.items(item.body, inner)
+
+                self.for_loop(stmt, env, body)
+            elif item.kind == "if":
+                cond = self.expr(item.stmt.cond, env)
+                if item.orelse:
+                    with self.b.if_else(cond) as (then, otherwise):
+                        with then:
+                            self.items(item.body, env.child())
+                        with otherwise:
+                            self.items(item.orelse, env.child())
+                else:
+                    with self.b.if_then(cond):
+                        self.items(item.body, env.child())
+            else:  # pragma: no cover
+                raise AssertionError(item.kind)
+
+    def thread_env(self, item: _Item, env: _Env, tid: ir.Value) -> _Env:
+        """The environment of thread `tid` for `item`: uniform names plus the slot values
+        of the varying names it uses that other items defined."""
+        inner = _Env(tid, dict(env.names))
+        for name in sorted(self.plan.uses[item.id]):
+            if name in self.slot_offset and self.plan.defined_in.get(name) != item.id:
+                inner.names[name] = self.load_slot(name, tid)
+        return inner
+
+    def region(self, item: _Item, env: _Env) -> None:
+        def body(tid: ir.Value) -> None:
+            inner = self.thread_env(item, env, tid)
+            for stmt in item.stmts:
+                self.stmt(stmt, inner)
+
+        self.const_loop(self.fn.threads, body, "tid")
+
+    # ------------------------------------------------------------------ state
+
+    def slot_ptr(self, name: str, tid: ir.Value) -> ir.Value:
+        ty = num.storage_type(self.name_types[name])
+        base = self.b.gep(self.ws, [int_const(I64, self.slot_offset[name])], source_etype=I8)
+        return self.b.gep(base, [self.b.zext(tid, I64)], source_etype=ty)
+
+    def load_slot(self, name: str, tid: ir.Value) -> ir.Value:
+        dt = self.name_types[name]
+        value = self.b.load(self.slot_ptr(name, tid), typ=num.storage_type(dt))
+        return self.b.trunc(value, I1) if dt == dtypes.u1 else value
+
+    def store_slot(self, name: str, tid: ir.Value, value: ir.Value) -> None:
+        if self.name_types[name] == dtypes.u1:
+            value = self.b.zext(value, I8)
+        self.b.store(value, self.slot_ptr(name, tid))
+
+    def local_ptr(self, local: str, byte: int, tid: ir.Value) -> ir.Value:
+        """Pointer to byte `byte` of thread `tid`'s storage of `local`."""
+        b = self.b
+        if local in self.private:
+            base = self.private[local]
+        else:
+            stride = self.local_stride[local]
+            offset = b.add(
+                int_const(I64, self.local_offset[local]),
+                b.mul(b.zext(tid, I64), int_const(I64, stride), flags=["nuw", "nsw"]),
+                flags=["nuw", "nsw"],
+            )
+            base = b.gep(self.ws, [offset], source_etype=I8)
+        return b.gep(base, [int_const(I64, byte)], source_etype=I8) if byte else base
+
+    def shared_ptr(self, address: ir.Value) -> ir.Value:
+        return self.b.gep(self.ws, [self.b.sext(address, I64)], source_etype=I8)
+
+    def tensor_ptr(self, tensor: str, offset: t.Expr, env: _Env) -> ir.Value:
+        value = self.expr(offset, env)
+        signed = offset.dtype.signed and offset.dtype != dtypes.u1
+        if value.type.width < 64:
+            value = self.b.sext(value, I64) if signed else self.b.zext(value, I64)
+        return self.b.gep(self.tensors[tensor], [value], source_etype=I8)
+
+    # ------------------------------------------------------------------ statements
+
+    def stmt(self, stmt: t.Stmt, env: _Env) -> None:
+        b = self.b
+        tid = env.tid
+        if isinstance(stmt, t.Let):
+            value = self.expr(stmt.value, env)
+            env.names[stmt.name.name] = value
+            if stmt.name.name in self.plan.escaping:
+                self.store_slot(stmt.name.name, tid, value)
+        elif isinstance(stmt, t.SetLocal):
+            dt = self.locals[stmt.local].dtype
+            ptr = self.local_ptr(stmt.local, stmt.index * dt.bits // 8, tid)
+            b.store(self.expr(stmt.value, env), ptr, align=min(dt.bits // 8, 16))
+        elif isinstance(stmt, t.Move):  # register bytes, whatever the dtypes
+            ty = ir.IntType(8 * stmt.width)
+            value = b.load(
+                self.local_ptr(stmt.src.local, stmt.src.byte, tid), typ=ty, align=stmt.width
+            )
+            b.store(value, self.local_ptr(stmt.dst.local, stmt.dst.byte, tid), align=stmt.width)
+        elif isinstance(stmt, t.GlobalLoad | t.SharedLoad):
+            with self.predicated(stmt.pred, env):
+                if isinstance(stmt, t.GlobalLoad):
+                    src = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                    align = 1
+                else:
+                    src = self.shared_ptr(self.expr(stmt.address, env))
+                    align = 1
+                ty = ir.IntType(8 * stmt.width)
+                value = b.load(src, typ=ty, align=align)
+                b.store(value, self.local_ptr(stmt.dst.local, stmt.dst.byte, tid), align=stmt.width)
+        elif isinstance(stmt, t.GlobalStore | t.SharedStore):
+            with self.predicated(stmt.pred, env):
+                ty = ir.IntType(8 * stmt.width)
+                value = b.load(
+                    self.local_ptr(stmt.src.local, stmt.src.byte, tid), typ=ty, align=stmt.width
+                )
+                if isinstance(stmt, t.GlobalStore):
+                    dst = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                else:
+                    dst = self.shared_ptr(self.expr(stmt.address, env))
+                b.store(value, dst, align=1)
+        elif isinstance(stmt, t.CpAsync):
+            ty = ir.IntType(8 * stmt.width)
+            dst = self.shared_ptr(self.expr(stmt.address, env))
+            if stmt.pred is None:
+                b.store(
+                    b.load(self.tensor_ptr(stmt.tensor, stmt.offset, env), typ=ty, align=1),
+                    dst,
+                    align=1,
+                )
+            else:
+                with b.if_else(self.expr(stmt.pred, env)) as (then, otherwise):
+                    with then:
+                        src = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                        b.store(b.load(src, typ=ty, align=1), dst, align=1)
+                    with otherwise:
+                        b.store(ir.Constant(ty, 0), dst, align=1)
+        elif isinstance(stmt, t.CpAsyncCommit | t.CpAsyncWait):
+            pass
+        elif isinstance(stmt, t.For):
+
+            def body(var: ir.Value) -> None:
+                inner = env.child()
+                inner.names[stmt.var.name] = var
+                for s in stmt.body:
+                    self.stmt(s, inner)
+
+            self.for_loop(stmt, env, body)
+        elif isinstance(stmt, t.If):
+            cond = self.expr(stmt.cond, env)
+            if stmt.else_body:
+                with b.if_else(cond) as (then, otherwise):
+                    with then:
+                        inner = env.child()
+                        for s in stmt.then_body:
+                            self.stmt(s, inner)
+                    with otherwise:
+                        inner = env.child()
+                        for s in stmt.else_body:
+                            self.stmt(s, inner)
+            else:
+                with b.if_then(cond):
+                    inner = env.child()
+                    for s in stmt.then_body:
+                        self.stmt(s, inner)
+        else:
+            raise EmitError(f"{type(stmt).__name__} cannot appear inside a per-thread region")
+
+    def predicated(self, pred: t.Expr | None, env: _Env):
+        if pred is None:
+            return _Nothing()
+        return self.b.if_then(self.expr(pred, env))
+
+    # ------------------------------------------------------------------ expressions
+
+    def expr(self, e: t.Expr, env: _Env) -> ir.Value:
+        b = self.b
+        if isinstance(e, t.Imm):
+            return num.imm(e.value, e.type)
+        if isinstance(e, t.Name):
+            value = env.names.get(e.name)
+            if value is None:
+                if env.tid is None or e.name not in self.slot_offset:
+                    raise EmitError(f"%{e.name} is not available here")
+                value = self.load_slot(e.name, env.tid)
+            return value
+        if isinstance(e, t.ThreadIndex):
+            if env.tid is None:
+                raise EmitError("the thread index outside a per-thread region")
+            return env.tid
+        if isinstance(e, t.BlockIndex):
+            return self.block_index[e.axis]
+        if isinstance(e, t.Read):
+            size = e.type.bits // 8
+            ptr = self.local_ptr(e.local, e.index * size, env.tid)
+            return b.load(ptr, typ=num.ltype(e.type), align=min(size, 16))
+        if isinstance(e, t.Unary):
+            return num.unary(b, e.op, self.expr(e.a, env), e.a.dtype)
+        if isinstance(e, t.Binary):
+            x, y = self.expr(e.a, env), self.expr(e.b, env)
+            if e.op in t.COMPARE_OPS:
+                return num.compare(b, e.op, x, y, e.a.dtype)
+            return num.binary(b, e.op, x, y, e.a.dtype, e.b.dtype)
+        if isinstance(e, t.Select):
+            return b.select(self.expr(e.cond, env), self.expr(e.a, env), self.expr(e.b, env))
+        if isinstance(e, t.Cvt):
+            return num.convert(b, self.expr(e.a, env), e.a.dtype, e.type)
+        if isinstance(e, t.Bitcast):
+            return num.bitcast(b, self.expr(e.a, env), e.type)
+        if isinstance(e, t.Lop3):
+            return num.lop3(b, *(self.expr(c, env) for c in e.children()), e.lut)
+        if isinstance(e, t.Prmt):
+            return num.prmt(b, *(self.expr(c, env) for c in e.children()))
+        if isinstance(e, t.Pair):
+            c = self.expr(e.c, env) if e.c is not None else None
+            return num.pair(b, e.op, e.elem, self.expr(e.a, env), self.expr(e.b, env), c)
+        raise EmitError(f"not a thread-IR expression: {e!r}")
+
+    # ------------------------------------------------------------------ collectives
+
+    def collective(self, item: _Item, env: _Env) -> None:
+        from tilelang.codegen import llvm_warp
+
+        stmt = item.stmt
+        if isinstance(stmt, t.Shfl):
+            llvm_warp.emit_shfl(self, item, env)
+        elif isinstance(stmt, t.Ldmatrix):
+            llvm_warp.emit_ldmatrix(self, item, env)
+        elif isinstance(stmt, t.Mma):
+            llvm_warp.emit_mma(self, stmt)
+        else:  # pragma: no cover
+            raise EmitError(f"unknown collective {type(stmt).__name__}")
+
+    def warp_loop(self, body) -> None:
+        """for warp in range(threads // 32): body(warp_base_tid: i32)."""
+        b = self.b
+
+        def per_warp(w: ir.Value) -> None:
+            body(b.mul(w, int_const(I32, WARP), flags=["nuw", "nsw"]))
+
+        self.const_loop(self.fn.threads // WARP, per_warp, "warp")
+
+    def lane_loop(self, body) -> None:
+        self.const_loop(WARP, body, "lane")
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None

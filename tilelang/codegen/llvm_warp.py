@@ -1,0 +1,266 @@
+"""Warp collectives for the LLVM emitter: `Shfl`, `Ldmatrix` and `Mma`.
+
+Each collective is a loop over the block's warps. Within a warp, a first loop over the
+lanes evaluates every lane's operands (into per-warp scratch), a second one writes the
+results, so every lane reads its inputs before any lane's result is written (results
+may overwrite operands). `Mma` calls one internal helper function per (atom, operand
+dtype) and warp: it gathers the A, B and C fragments of the 32 lanes into row-major
+tiles with constant index tables built from `tilelang.ir.atoms.MMA_ATOMS` layouts,
+computes D = A·B + C (k in order, one rounding per f32 addition; integers wrap at 32
+bits) and scatters D back into the lanes' registers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llvmlite import ir
+
+from tilelang import dtypes
+from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.llvm_numeric import F32, I8, I16, I32, I64, PTR, VOID, EmitError, int_const
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import MMA_ATOMS
+
+if TYPE_CHECKING:
+    from tilelang.codegen.llvm import _Emitter, _Env, _Item
+
+WARP = 32
+
+
+def _lane_slot(em: _Emitter, scratch: ir.Value, lane: ir.Value) -> ir.Value:
+    return em.b.gep(scratch, [lane], source_etype=I32)
+
+
+def _as_i32_arg(b: ir.IRBuilder, v: ir.Value, dt) -> ir.Value:
+    """An integer shuffle argument clamped to [-64, 64] (every value outside gives the
+    lane's own value in every mode) as i32."""
+    if not dt.is_int:
+        raise EmitError(f"a shuffle argument must be an integer, got {dt}")
+    ty = v.type
+    if dt == dtypes.u1:
+        return b.zext(v, I32)
+    if dt.signed:
+        lo, hi = int_const(ty, -64), int_const(ty, 64)
+        v = b.select(b.icmp_signed("<", v, lo), lo, v)
+        v = b.select(b.icmp_signed(">", v, hi), hi, v)
+    else:
+        hi = int_const(ty, 64)
+        v = b.select(b.icmp_unsigned(">", v, hi), hi, v)
+    if ty.width > 32:
+        return b.trunc(v, I32)
+    if ty.width < 32:
+        return b.sext(v, I32) if dt.signed else b.zext(v, I32)
+    return v
+
+
+def emit_shfl(em: _Emitter, item: _Item, env: _Env) -> None:
+    stmt: t.Shfl = item.stmt
+    b = em.b
+    values, args = em.lane_scratch
+    width = stmt.width
+    rtype = num.ltype(stmt.result.type)
+
+    def per_warp(base: ir.Value) -> None:
+        def gather(lane: ir.Value) -> None:
+            tenv = em.thread_env(item, env, b.add(base, lane))
+            value = em.expr(stmt.value, tenv)
+            if value.type != I32:
+                value = b.bitcast(value, I32)
+            b.store(value, _lane_slot(em, values, lane))
+            arg = _as_i32_arg(b, em.expr(stmt.arg, tenv), stmt.arg.dtype)
+            b.store(arg, _lane_slot(em, args, lane))
+
+        em.lane_loop(gather)
+
+        def scatter(lane: ir.Value) -> None:
+            arg = b.load(_lane_slot(em, args, lane), typ=I32)
+            rel = b.and_(lane, int_const(I32, width - 1))
+            segment = b.sub(lane, rel)
+            if stmt.mode == "idx":
+                src = arg
+            elif stmt.mode == "xor":
+                src = b.xor(rel, arg)
+            elif stmt.mode == "up":
+                src = b.sub(rel, arg)
+            elif stmt.mode == "down":
+                src = b.add(rel, arg)
+            else:
+                raise EmitError(f"unknown shuffle mode {stmt.mode}")
+            inside = b.icmp_unsigned("<", src, int_const(I32, width))  # negative: outside
+            source = b.select(inside, b.add(segment, src), lane)
+            value = b.load(_lane_slot(em, values, source), typ=I32)
+            if rtype != I32:
+                value = b.bitcast(value, rtype)
+            em.store_slot(stmt.result.name, b.add(base, lane), value)
+
+        em.lane_loop(scatter)
+
+    em.warp_loop(per_warp)
+
+
+def emit_ldmatrix(em: _Emitter, item: _Item, env: _Env) -> None:
+    stmt: t.Ldmatrix = item.stmt
+    b = em.b
+    addresses = em.lane_scratch[0]
+
+    def per_warp(base: ir.Value) -> None:
+        def gather(lane: ir.Value) -> None:
+            tenv = em.thread_env(item, env, b.add(base, lane))
+            b.store(em.expr(stmt.address, tenv), _lane_slot(em, addresses, lane))
+
+        em.lane_loop(gather)
+
+        def row(lane: ir.Value) -> ir.Value:
+            return b.load(_lane_slot(em, addresses, lane), typ=I32)
+
+        def scatter(lane: ir.Value) -> None:
+            group = b.lshr(lane, int_const(I32, 2))
+            quad = b.and_(lane, int_const(I32, 3))
+            for j in range(stmt.num):
+                if not stmt.trans:
+                    # Row lane//4 of matrix j, elements 2·(lane%4) and +1: bytes 4·(lane%4).
+                    start = row(b.add(int_const(I32, 8 * j), group))
+                    address = b.add(start, b.shl(quad, int_const(I32, 2)))
+                    word = b.load(em.shared_ptr(address), typ=I32, align=4)
+                else:
+                    # Column lane//4, rows 2·(lane%4) and +1 of matrix j.
+                    halves = []
+                    for k in range(2):
+                        r = b.add(int_const(I32, 8 * j + k), b.shl(quad, int_const(I32, 1)))
+                        address = b.add(row(r), b.shl(group, int_const(I32, 1)))
+                        halves.append(b.zext(b.load(em.shared_ptr(address), typ=I16, align=2), I32))
+                    word = b.or_(halves[0], b.shl(halves[1], int_const(I32, 16)))
+                dst = em.local_ptr(stmt.dst.local, stmt.dst.byte + 4 * j, b.add(base, lane))
+                b.store(word, dst, align=4)
+
+        em.lane_loop(scatter)
+
+    em.warp_loop(per_warp)
+
+
+# --------------------------------------------------------------------------- mma
+
+
+def emit_mma(em: _Emitter, stmt: t.Mma) -> None:
+    helper = _mma_helper(em.module, stmt.atom, stmt.operands)
+    b = em.b
+
+    def per_warp(base: ir.Value) -> None:
+        pointers = [em.local_ptr(r.local, r.byte, base) for r in (stmt.d, stmt.a, stmt.b, stmt.c)]
+        strides = [
+            int_const(I64, em.local_stride[r.local]) for r in (stmt.d, stmt.a, stmt.b, stmt.c)
+        ]
+        b.call(helper, pointers + strides)
+
+    em.warp_loop(per_warp)
+
+
+def _table(module: ir.Module, name: str, layout, cols: int) -> ir.GlobalVariable:
+    """Constant i32 [32 × locals]: the row-major tile index of each lane's element."""
+    table = layout.table()  # [lanes, locals, 2]
+    flat = [int(r) * cols + int(c) for lane in table for r, c in lane]
+    ty = ir.ArrayType(I32, len(flat))
+    var = ir.GlobalVariable(module, ty, name=name)
+    var.linkage = "internal"
+    var.global_constant = True
+    var.unnamed_addr = True
+    var.initializer = ir.Constant(ty, flat)
+    var.type = PTR  # uses print as an opaque pointer
+    return var
+
+
+def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
+    """void helper(ptr d, ptr a, ptr b, ptr c, i64 sd, i64 sa, i64 sb, i64 sc): one warp's
+    mma; x points at lane 0's fragment, lane L's is at x + L·sx."""
+    from tilelang.codegen.llvm import const_loop, opaque_alloca
+
+    name = f"tilelang.mma.{atom_name}.{operands}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    atom = MMA_ATOMS[atom_name]
+    integer = operands.is_int
+    acc = I32 if integer else F32
+    fnty = ir.FunctionType(VOID, [PTR] * 4 + [I64] * 4)
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    pd, pa, pb, pc, sd, sa, sb, sc = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    m, n, k = atom.m, atom.n, atom.k
+    tiles = {}
+    for key, size in (("a", m * k), ("b", k * n), ("c", m * n)):
+        tiles[key] = opaque_alloca(b, ir.ArrayType(acc, size), 16)
+    esize = operands.bits // 8
+    etype = num.ltype(operands)
+
+    def element(ptr: ir.Value) -> ir.Value:
+        value = b.load(ptr, typ=etype, align=esize)
+        if operands == dtypes.f16:
+            return num.f16_to_f32(b, value)
+        if operands == dtypes.bf16:
+            return num.bf16_to_f32(b, value)
+        return b.sext(value, I32) if operands.signed else b.zext(value, I32)
+
+    def tile_ptr(key: str, index: ir.Value) -> ir.Value:
+        return b.gep(tiles[key], [index], source_etype=acc)
+
+    def gather(key, base, stride, layout, cols, load) -> None:
+        nl = layout.num_locals
+        table = _table(module, f"{name}.{key}", layout, cols)
+        width = 4 if key == "c" else esize
+
+        def per_lane(lane: ir.Value) -> None:
+            lane_base = b.gep(base, [b.mul(b.zext(lane, I64), stride)], source_etype=I8)
+
+            def per_local(i: ir.Value) -> None:
+                slot = b.add(b.mul(lane, int_const(I32, nl)), i)
+                index = b.load(b.gep(table, [slot], source_etype=I32), typ=I32)
+                ptr = b.gep(lane_base, [b.mul(i, int_const(I32, width))], source_etype=I8)
+                b.store(load(ptr), tile_ptr(key, index))
+
+            const_loop(b, nl, per_local, f"{key}.local")
+
+        const_loop(b, WARP, per_lane, f"{key}.lane")
+
+    gather("a", pa, sa, atom.a, k, element)
+    gather("b", pb, sb, atom.b, n, element)
+    gather("c", pc, sc, atom.c, n, lambda ptr: b.load(ptr, typ=acc, align=4))
+
+    def per_row(row: ir.Value) -> None:
+        def per_k(kk: ir.Value) -> None:
+            av = b.load(tile_ptr("a", b.add(b.mul(row, int_const(I32, k)), kk)), typ=acc)
+            for col in range(n):
+                cptr = tile_ptr("c", b.add(b.mul(row, int_const(I32, n)), int_const(I32, col)))
+                bv = b.load(
+                    tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), int_const(I32, col))), typ=acc
+                )
+                cv = b.load(cptr, typ=acc)
+                cv = b.add(cv, b.mul(av, bv)) if integer else b.fadd(cv, b.fmul(av, bv))
+                b.store(cv, cptr)
+
+        const_loop(b, k, per_k, "k")
+
+    const_loop(b, m, per_row, "m")
+
+    nc = atom.c.num_locals
+    table_c = _table(module, f"{name}.d", atom.c, n)
+
+    def scatter_lane(lane: ir.Value) -> None:
+        lane_base = b.gep(pd, [b.mul(b.zext(lane, I64), sd)], source_etype=I8)
+
+        def per_local(i: ir.Value) -> None:
+            slot = b.add(b.mul(lane, int_const(I32, nc)), i)
+            index = b.load(b.gep(table_c, [slot], source_etype=I32), typ=I32)
+            value = b.load(tile_ptr("c", index), typ=acc)
+            b.store(
+                value, b.gep(lane_base, [b.mul(i, int_const(I32, 4))], source_etype=I8), align=4
+            )
+
+        const_loop(b, nc, per_local, "d.local")
+
+    const_loop(b, WARP, scatter_lane, "d.lane")
+    b.ret_void()
+    return fn

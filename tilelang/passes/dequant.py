@@ -1,0 +1,638 @@
+"""Conversion recipes between low-bit codes and wider values, as thread-IR expressions.
+
+The lowering (`tilelang.passes.lower`) calls this module for every cast from or to a
+low-bit type (DESIGN.md §6, "Dequantization recipes"). Every function here only builds
+expressions: it hands each intermediate value to `Emit.let`, which emits
+`Let(fresh_name, value)` and returns the name, and returns the final expressions.
+
+Entry points
+------------
+* `group(src)`: the smallest run of codes that fills whole u32 words, as
+  (elements, words): u4 -> (8, 1), u3 -> (32, 3), f6e3m2 -> (16, 3), u8 -> (4, 1).
+* `dequantize_group(emit, words, src, dst)`: one group of packed codes (its u32 words)
+  -> the values as u32 words, two per word for f16/bf16 (element 2j in the low half of
+  word j), one per word for f32 (its bits); the flag says whether a vector recipe
+  (True) or the scalar fallback (False) did it. `has_vector_recipe(src, dst)` tells
+  which beforehand.
+* `decode_scalar(emit, code, src, dst)`: the scalar fallback, one code (a u32 holding
+  it in its low bits, zero above) -> a value of `dst`.
+* `encode_scalar(emit, value, dst)`: one value -> a u32 holding the code of `dst`.
+
+All of them follow the casting policy of `tilelang.dtypes` bit for bit: a decoded value
+is `dtypes.convert(code, src, dst)`, an encoded code is `dst.encode(value)`.
+
+Packed codes
+------------
+Element i of a group of b-bit codes occupies bits [i·b, (i+1)·b) of the group's
+little-endian bytes: in u32 words, bit (i·b) mod 32 of word (i·b) // 32 and up, across
+two words when 32 is not a multiple of b. Codes are brought into place three ways
+(`_Codes`; every intermediate word is emitted once per group and shared):
+
+* `placed(i, d)`: element i's bits moved to bits [d, d+b) of a word by one shift of
+  its word (a straddling code: a right shift of one word ORed with a left shift of
+  the next); the other bits are junk. Used per element (f32 targets, scalar path).
+* `pair(i, top)`: one `prmt` that puts element i in the low half and element i+1 in
+  the high half of a word, each at the bottom of its half (bits [0, b)) or at its top
+  (bits [16-b, 16), the code's sign bit on bit 15). The bytes come from the bit stream
+  shifted by the code's offset from a byte boundary (`byte_of`): such shifted words
+  are shared by every code at that offset, e.g. u4 needs the words and the words >> 4.
+* `window(i)`: one `prmt` copying the two bytes that hold element i into the low half
+  and those that hold element i+1 into the high half, unshifted: each code then sits
+  at bit r = (i·b) mod 8 of its half, which recipe 1 absorbs into its constants.
+
+Vector recipes
+--------------
+Each recipe computes two f16/bf16 elements per u32 word (`Pair` operations round once,
+per half) or one f32 element per word. Why each is exact:
+
+1. **Integers -> f16** (b ≤ 8) and **-> bf16** (b ≤ 7): with T = 10 (f16) or 7 (bf16)
+   mantissa bits, the half-word 2^T | c (0x6400 | c for f16, 0x4300 | c for bf16) is
+   the float 2^T + c for every c < 2^T, so subtracting 2^T gives c exactly. One `lop3`
+   masks the code and ORs the magic exponent in; signed codes are XORed with their sign
+   bit in the same `lop3` (two's complement -> offset binary, c' = c + 2^(b-1)) and the
+   `Pair` subtracts 2^T + 2^(b-1) instead. When both codes of a `window` lie at bit
+   offsets r with r + b ≤ T (after at most one common right shift), the half holds
+   2^T + c'·2^r and one `Pair` fma with per-half constants, h·2^-r - (2^(T-r) +
+   2^(b-1)), gives c exactly (a product by 2^-r is exact, and the exact result is a
+   small integer that f16/bf16 hold): three instructions per two codes, as for u4 ->
+   f16 (every pair of u1..u5 -> f16 and u1, u2 -> bf16; most pairs of u6, u7 -> f16
+   and u3 -> bf16). Other pairs come
+   from `pair(i, top=False)` (codes at bit 0, one `Pair` sub). 8-bit codes to f16 take
+   one `prmt` that also puts the magic byte 0x64 above each code (signed: the source
+   words are XORed with 0x80808080 first, once per four codes) and one `Pair` sub.
+2. **8-bit integers -> bf16**: 128 + c is not a bf16 for c ≥ 128 (8 significant bits),
+   so each code goes through f32 (recipe 3) and a `prmt` keeps the upper halves of two
+   f32 words: every 8-bit integer has at most 8 significant bits, so its f32 bits end
+   in 16 zero bits and the upper half is the same value as a bf16.
+3. **Integers -> f32**: 0x4B000000 | c' is the f32 2^23 + c' (exact for c' < 2^23); one
+   f32 sub of 2^23 + offset gives c. 8-bit codes use one `prmt` that also inserts the
+   0x4B byte.
+4. **Small floats (any ExMy and the f8 types) -> f16** (E ≤ 4, and f8e5m2), **-> bf16**
+   (every ExMy) and **-> f32** (every ExMy): the code is placed with its sign on the
+   target's sign bit (`pair(i, top=True)`, or bit 31 for f32), its exponent|mantissa bits
+   are masked and shifted right so that the source mantissa lands on the top of the
+   target mantissa (shift 5-E for f16, 8-E for bf16 and f32), and one `lop3` joins sign
+   and magnitude. The result is the target float with exponent field e and mantissa m
+   of the source, i.e. 2^(e - bias_t)·1.m (e ≥ 1) or 2^(1 - bias_t)·0.m (e = 0, a
+   subnormal of the target): the source value times 2^(bias_s - bias_t). One `Pair`
+   mul (an f32 mul for f32) by 2^(bias_t - bias_s) gives the value exactly: scaling by
+   a power of two is exact whenever the result is representable, subnormal results
+   included, and every value of these sources is representable in these targets
+   (f16 holds every ExMy with E ≤ 4, and f8e5m2). The intermediate exponent field
+   e < 2^E never reaches the target's all-ones field. f8e5m2 -> f16 is the special case
+   bias_s = bias_t: the code is the f16's upper byte, one `prmt` per two elements, and
+   inf/NaN come out as inf/NaN by themselves.
+5. **Special values**, handled inside the vector recipes: f8e4m3 S.1111.111 (NaN) and
+   f8e5m2 S.11111.mm (inf for mm = 0, NaN otherwise) would come out of recipe 4 as the
+   finite 2^(emax+1-bias_s)·1.m. The magnitude field plus (2^(E+M) - first special
+   code) carries into the sign position exactly for the special codes; a `prmt` in
+   sign-replicate mode turns that carry into an all-ones half (or word), and a `lop3`
+   ORs the target's exponent mask in where it is set: exponent all ones with the
+   mantissa kept, i.e. ±inf for f8e5m2 inf and NaN for every NaN code (its mantissa is
+   nonzero). Finite-only types (every other ExMy) have no special codes.
+
+Scalar fallback (`decode_scalar`), used where no vector recipe exists (ExMy with E ≥ 5
+other than f8e5m2 to f16, which must round; codes wider than 8 bits) and for one code
+at a time: integers are sign-extended by two shifts and converted with one `Cvt`;
+small floats are rebuilt arithmetically as significand · 2^(exponent) in f32 (both
+factors exact, the product exact: every ExMy of ≤ 8 bits is an f32), the sign ORed in,
+specials selected, and one `Cvt` to the target rounds once (RNE, f16 overflow to ±inf),
+from the exact value. f16/bf16/f32 codes are bitcast.
+
+Encoding (`encode_scalar`) rounds once, from the exact input (f16/bf16 inputs widen to
+f32 exactly; f64 inputs are rounded as f64, never through f32):
+
+* to an ExMy or f8 type, on the input's bits: at or above the target's smallest
+  normal, a right shift of the magnitude bits by (input mantissa bits - M) with round
+  to nearest even (ties away for M = 0, where a tie between powers of two goes to the
+  larger one, as `tilelang.dtypes` does), rebased by the difference of the biases;
+  below it, the float addition |x| + 2^(input mantissa bits + 1 - bias - M), whose
+  ulp is the target's subnormal spacing, rounds to nearest even, and the integer
+  difference of the bits is the code. The magnitude saturates at the max finite code
+  (satfinite: overflow and ±inf), the sign is ORed in (so -0 stays -0), and NaN gives
+  the canonical NaN code (0x7F for f8e4m3 and f8e5m2) or +max for finite-only types;
+* to f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf), NaN made canonical;
+* to an integer: `Cvt` to i64 (RNE, saturating, NaN -> 0), clamped to the type's range.
+
+Which path each (src, dst) takes
+--------------------------------
+========================================  =====  =====  =====
+src                                        f16    bf16   f32
+========================================  =====  =====  =====
+u1..u8, i1..i8                             vec    vec    vec
+f8e4m3 (NaN fixed in the recipe)           vec    vec    vec
+f8e5m2 (inf/NaN fixed in the recipe)       vec    vec    vec
+ExMy, E ≤ 4 (f4e2m1, f6e2m3, f6e3m2, ...)  vec    vec    vec
+ExMy, E ≥ 5 (f7e5m1, f8e6m1, f8e7m0, ...)  scalar vec    vec
+codes of 9..16 bits (u12, i16, f16, ...)   scalar scalar scalar
+========================================  =====  =====  =====
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from tilelang import dtypes
+from tilelang.dtypes import DType, FloatType, IntType
+from tilelang.ir import thread as t
+
+U16, U32, I32, I64 = dtypes.u16, dtypes.u32, dtypes.i32, dtypes.i64
+F16, BF16, F32, F64 = dtypes.f16, dtypes.bf16, dtypes.f32, dtypes.f64
+TARGETS = (F16, BF16, F32)
+"""The dtypes `dequantize_group` produces."""
+
+
+class Emit(Protocol):
+    """What the recipes need from their caller."""
+
+    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
+        """Emit `Let(fresh_name, value)` and return the name (a caller may return
+        constants and names as they are)."""
+        ...
+
+
+# --------------------------------------------------------------------------- bit helpers
+
+
+def _lut(f: Callable[[int, int, int], int]) -> int:
+    """The `lop3` lookup table of the bitwise function f(a, b, c)."""
+    return sum(
+        1 << (4 * a + 2 * b + c) for a in (0, 1) for b in (0, 1) for c in (0, 1) if f(a, b, c)
+    )
+
+
+AND_OR = _lut(lambda a, b, c: (a & b) | c)
+OR_AND = _lut(lambda a, b, c: a | (b & c))
+MASK_FLIP_OR = _lut(lambda a, b, c: (a ^ c) if b else c)
+"""b ? a ^ c : c: keep the code bits (b), flip the sign bit among them (c), and put the
+magic exponent (c) everywhere else."""
+
+SIGNS16 = 0x80008000
+REPLICATE_HALF_SIGNS = 0xBB99
+"""`prmt` selector: both bytes of each half become copies of that half's sign bit."""
+REPLICATE_WORD_SIGN = 0xBBBB
+
+
+def _u32(value: int) -> t.Imm:
+    return t.Imm(value & 0xFFFFFFFF, U32)
+
+
+def _halves(value: int) -> int:
+    """A 16-bit pattern in both halves of a word."""
+    return value | (value << 16)
+
+
+def _selector(*nibbles: int) -> t.Imm:
+    """`prmt` selector from the source byte of result bytes 0, 1, 2, 3."""
+    return _u32(sum(n << (4 * i) for i, n in enumerate(nibbles)))
+
+
+def _pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
+    """Two f16/bf16 constants as one u32 word (exact: callers pass representable values)."""
+    codes = elem.encode([low, high]).astype(int)
+    assert all(float(v) == x for v, x in zip(elem.decode(codes), (low, high), strict=True))
+    return _u32(int(codes[0]) | int(codes[1]) << 16)
+
+
+def _check_code_type(src: DType, limit: int) -> None:
+    if not isinstance(src, IntType | FloatType) or src.bits > limit:
+        raise ValueError(f"codes of {src} are not supported here (at most {limit} bits)")
+
+
+# --------------------------------------------------------------------------- groups
+
+
+def group(src: DType) -> tuple[int, int]:
+    """(elements, u32 words) of the smallest run of `src` codes that fills whole words."""
+    _check_code_type(src, 16)
+    common = math.gcd(src.bits, 32)
+    return 32 // common, src.bits // common
+
+
+def has_vector_recipe(src: DType, dst: DType) -> bool:
+    """Whether `dequantize_group` converts `src` to `dst` with a vector recipe."""
+    if dst not in TARGETS or not isinstance(src, IntType | FloatType) or src.bits > 8:
+        return False
+    if isinstance(src, FloatType) and dst == F16:
+        return src.exponent_bits <= 4 or src == dtypes.f8e5m2
+    return True
+
+
+def dequantize_group(
+    emit: Emit, words: Sequence[t.Expr], src: DType, dst: DType
+) -> tuple[list[t.Expr], bool]:
+    """Convert one group of packed `src` codes (its u32 `words`, see `group`) to `dst`.
+
+    Returns the values as u32 words (two per word for f16/bf16, element 2j in the low
+    half of word j; one per word for f32) and True when a vector recipe did it, False
+    for the scalar fallback.
+    """
+    elements, count = group(src)
+    if dst not in TARGETS:
+        raise ValueError(f"dequantize_group converts to f16, bf16 or f32, not {dst}")
+    if len(words) != count or any(w.dtype != U32 for w in words):
+        raise ValueError(f"a group of {src} codes is {count} u32 words, got {list(words)}")
+    codes = _Codes(emit, words, src.bits)
+    if not has_vector_recipe(src, dst):
+        return _scalar_group(codes, elements, src, dst), False
+    if isinstance(src, IntType):
+        recipe = {F16: _int_to_half, BF16: _int_to_half, F32: _int_to_f32}[dst]
+        if dst == BF16 and src.bits == 8:
+            recipe = _int8_to_bf16
+    else:
+        recipe = _float_to_f32 if dst == F32 else _float_to_half
+    per_word = 32 // dst.bits
+    return [recipe(codes, i, src, dst) for i in range(0, elements, per_word)], True
+
+
+class _Codes:
+    """The packed codes of one group; builds (and shares) the words that hold them."""
+
+    def __init__(self, emit: Emit, words: Sequence[t.Expr], bits: int) -> None:
+        self.emit, self.words, self.bits = emit, list(words), bits
+        self.memo: dict[t.Expr, t.Expr] = {}
+
+    def let(self, value: t.Expr, hint: str = "q") -> t.Expr:
+        """`value` bound once per group (the same expression is reused, not re-emitted)."""
+        if value not in self.memo:
+            self.memo[value] = self.emit.let(value, hint)
+        return self.memo[value]
+
+    def word(self, q: int) -> t.Expr:
+        return self.words[q] if q < len(self.words) else _u32(0)
+
+    def shifted(self, q: int, s: int) -> t.Expr:
+        """Word q shifted left by s bits (right, logically, for negative s)."""
+        if s == 0:
+            return self.word(q)
+        return self.let(t.Binary("shl" if s > 0 else "shr", self.word(q), _u32(abs(s))))
+
+    def placed(self, i: int, d: int) -> t.Expr:
+        """A word whose bits [d, d+b) are element i's code (other bits: junk)."""
+        q, o = divmod(i * self.bits, 32)
+        low = self.shifted(q, d - o)
+        if o + self.bits <= 32:
+            return low
+        # The code straddles words q and q+1: its low part shifted down (zeros above),
+        # its high part shifted up (zeros below), ORed.
+        return self.let(t.Binary("or", low, self.shifted(q + 1, d - o + 32)))
+
+    def byte_of(self, i: int, top: bool) -> tuple[t.Expr, int]:
+        """A word and a byte of it (0..3) that holds element i's code in its low bits
+        (`top` False) or in its high bits (`top` True): a byte of the packed bit
+        stream shifted right by s, the code's offset from that byte boundary (s < 0,
+        a left shift, only for a code in the first byte that must reach its top)."""
+        b, p = self.bits, i * self.bits
+        s = (p + b - 8) % 8 if top else p % 8
+        if s > p:
+            s -= 8
+        q, byte = divmod((p - s) // 8, 4)
+        word = self.shifted(q, -s)
+        if s > 0 and p + b > 32 * (q + 1):
+            # The code straddles words q and q+1: OR in the bits the shift brings
+            # down from word q+1 (a left shift never needs any: it only serves byte 0).
+            word = self.let(t.Binary("or", word, self.shifted(q + 1, 32 - s)))
+        return word, byte
+
+    def pair(self, i: int, top: bool) -> tuple[t.Expr, bool]:
+        """One `prmt`: a word whose low half holds element i and whose high half holds
+        element i+1, each code at the bottom (bits [0, b)) or at the top (bits
+        [16-b, 16)) of its half; and whether the word's other bits are zero."""
+        (lo, byte_lo), (hi, byte_hi) = self.byte_of(i, top), self.byte_of(i + 1, top)
+        if lo == hi:  # one source word: the other half-byte can come from a zero word
+            sel = (4, byte_lo, 4, byte_hi) if top else (byte_lo, 4, byte_hi, 4)
+            return self.let(t.Prmt(lo, _u32(0), _selector(*sel))), True
+        sel = (byte_lo, byte_lo, 4 + byte_hi, 4 + byte_hi)
+        return self.let(t.Prmt(lo, hi, _selector(*sel))), False
+
+    def window_offsets(self, i: int) -> tuple[int, int]:
+        """Where `window(i)` puts the codes: their bit offsets in their halves."""
+        return (i * self.bits) % 8, ((i + 1) * self.bits) % 8
+
+    def window(self, i: int) -> t.Expr:
+        """One `prmt`: the two bytes holding element i into the low half, those holding
+        element i+1 into the high half (see `window_offsets`)."""
+        byte_lo, byte_hi = (i * self.bits) // 8, ((i + 1) * self.bits) // 8
+        q = byte_lo // 4
+        base = 4 * q  # the selected bytes lie within words q, q+1 (bytes 0..5 of them)
+        sel = (byte_lo - base, byte_lo + 1 - base, byte_hi - base, byte_hi + 1 - base)
+        # A byte past the group is selected only when its code does not reach it.
+        return self.let(t.Prmt(self.word(q), self.word(q + 1), _selector(*sel)))
+
+    def xored(self, q: int, mask: int) -> t.Expr:
+        return self.let(t.Binary("xor", self.word(q), _u32(mask)))
+
+
+def _offset(src: IntType) -> int:
+    """What offset binary adds to a signed code (0 for unsigned)."""
+    return 1 << (src.bits - 1) if src.signed else 0
+
+
+def _code_bits(src: IntType, at: int) -> tuple[int, int]:
+    """(mask of the code's bits, mask of its sign bit to flip) for a code at bit `at`."""
+    mask = ((1 << src.bits) - 1) << at
+    return mask, (_offset(src) << at)
+
+
+# --------------------------------------------------------------------------- recipes 1-3
+
+
+def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
+    """Recipe 1: elements i, i+1 as f16/bf16 through the magic 2^T (T mantissa bits)."""
+    b, bits_t = src.bits, dst.mantissa_bits
+    magic = int(dst.encode(2.0**bits_t))  # 0x6400 for f16, 0x4300 for bf16
+    offset = _offset(src)
+    if b == 8:  # one prmt puts the magic byte above each code
+        q, byte = divmod(i, 4)
+        word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
+        placed = t.Prmt(word, _u32(magic >> 8), _selector(byte, 4, byte + 1, 4))
+        x = codes.let(placed)
+        return _pair_sub(codes, x, dst, 2.0**bits_t + offset)
+    r_lo, r_hi = codes.window_offsets(i)
+    shift = min(r_lo, r_hi)
+    if max(r_lo, r_hi) - shift + b <= bits_t:
+        window = codes.window(i)
+        x = codes.let(t.Binary("shr", window, _u32(shift))) if shift else window
+        r_lo, r_hi = r_lo - shift, r_hi - shift
+        mask_lo, flip_lo = _code_bits(src, r_lo)
+        mask_hi, flip_hi = _code_bits(src, 16 + r_hi)
+        y = codes.let(
+            t.Lop3(
+                x, _u32(mask_lo | mask_hi), _u32(_halves(magic) | flip_lo | flip_hi), MASK_FLIP_OR
+            )
+        )
+        if r_lo == r_hi == 0:
+            return _pair_sub(codes, y, dst, 2.0**bits_t + offset)
+        # Each half is 2^T + c'·2^r: h·2^-r - (2^(T-r) + offset) = c, exactly.
+        scale = _pair_word(dst, 2.0**-r_lo, 2.0**-r_hi)
+        minus = _pair_word(
+            dst, -(2.0 ** (bits_t - r_lo) + offset), -(2.0 ** (bits_t - r_hi) + offset)
+        )
+        return codes.let(t.Pair("fma", dst, y, scale, minus), "h")
+    x, _ = codes.pair(i, top=False)
+    mask, flip = _code_bits(src, 0)
+    y = codes.let(t.Lop3(x, _u32(_halves(mask)), _u32(_halves(magic | flip)), MASK_FLIP_OR))
+    return _pair_sub(codes, y, dst, 2.0**bits_t + offset)
+
+
+def _pair_sub(codes: _Codes, x: t.Expr, dst: FloatType, value: float) -> t.Expr:
+    return codes.let(t.Pair("sub", dst, x, _pair_word(dst, value, value)), "h")
+
+
+def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.Expr:
+    """Recipe 3: element i as the bits of an f32, through the magic 2^23."""
+    magic = 0x4B000000  # the f32 2^23: its last mantissa bit is worth 1
+    if src.bits == 8:  # one prmt inserts the code under the magic byte
+        q, byte = divmod(i, 4)
+        word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
+        x = codes.let(t.Prmt(word, _u32(magic), _selector(byte, 4, 4, 7)))
+    else:
+        mask, flip = _code_bits(src, 0)
+        x = codes.let(t.Lop3(codes.placed(i, 0), _u32(mask), _u32(magic | flip), MASK_FLIP_OR))
+    value = t.Binary("sub", t.Bitcast(x, F32), t.Imm(float(2**23 + _offset(src)), F32))
+    return codes.let(t.Bitcast(value, U32), "f")
+
+
+def _int8_to_bf16(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
+    """Recipe 2: elements i, i+1 through f32; their upper halves are the bf16 values."""
+    low, high = _int_to_f32(codes, i, src), _int_to_f32(codes, i + 1, src)
+    return codes.let(t.Prmt(low, high, _selector(2, 3, 6, 7)), "h")
+
+
+# --------------------------------------------------------------------------- recipes 4-5
+
+
+def _special_threshold(src: FloatType) -> int | None:
+    """The smallest magnitude code (exponent|mantissa) that is inf or NaN, if any."""
+    if src.specials == "fn":
+        return (1 << (src.bits - 1)) - 1
+    if src.specials == "ieee":
+        return ((1 << src.exponent_bits) - 1) << src.mantissa_bits
+    return None
+
+
+def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.Expr:
+    """Recipe 4 (and 5): elements i, i+1 of a small float as f16/bf16 by placement and
+    one multiplication by 2^(bias_t - bias_s)."""
+    b, e_bits = src.bits, src.exponent_bits
+    top = 16 - b  # the code's sign lands on bit 15 of its half
+    q, clean = codes.pair(i, top=True)
+    shift = (15 - dst.mantissa_bits) - e_bits  # 5 - E for f16, 8 - E for bf16
+    scale = 2.0 ** (dst.bias - src.bias)
+    if shift == 0 and scale == 1.0 and clean:
+        return q  # f8e5m2 -> f16: the code is the f16's upper byte, inf and NaN included
+    magnitude = codes.let(t.Binary("and", q, _u32(_halves(((1 << (b - 1)) - 1) << top))))
+    shifted = codes.let(t.Binary("shr", magnitude, _u32(shift))) if shift else magnitude
+    x = codes.let(t.Lop3(q, _u32(SIGNS16), shifted, AND_OR))
+    if scale != 1.0:
+        x = codes.let(t.Pair("mul", dst, x, _pair_word(dst, scale, scale)), "h")
+    threshold = _special_threshold(src)
+    if threshold is None:
+        return x
+    # Recipe 5: magnitude + (2^(b-1) - threshold) carries into bit 15 exactly for inf/NaN.
+    carry = _halves(((1 << (b - 1)) - threshold) << top)
+    flagged = codes.let(t.Binary("add", magnitude, _u32(carry)))
+    special = codes.let(t.Prmt(flagged, _u32(0), _u32(REPLICATE_HALF_SIGNS)))
+    exponent = _halves(((1 << dst.exponent_bits) - 1) << dst.mantissa_bits)
+    return codes.let(t.Lop3(x, special, _u32(exponent), OR_AND), "h")
+
+
+def _float_to_f32(codes: _Codes, i: int, src: FloatType, dst: FloatType = F32) -> t.Expr:
+    """Recipe 4 (and 5) for f32: element i by placement and one f32 multiplication."""
+    b = src.bits
+    top = 32 - b  # the code's sign lands on bit 31
+    q = codes.placed(i, top)
+    magnitude = codes.let(t.Binary("and", q, _u32(((1 << (b - 1)) - 1) << top)))
+    shifted = codes.let(t.Binary("shr", magnitude, _u32(8 - src.exponent_bits)))
+    x = codes.let(t.Lop3(q, _u32(0x80000000), shifted, AND_OR))
+    scaled = t.Binary("mul", t.Bitcast(x, F32), t.Imm(2.0 ** (127 - src.bias), F32))
+    x = codes.let(t.Bitcast(scaled, U32), "f")
+    threshold = _special_threshold(src)
+    if threshold is None:
+        return x
+    carry = ((1 << (b - 1)) - threshold) << top
+    flagged = codes.let(t.Binary("add", magnitude, _u32(carry)))
+    special = codes.let(t.Prmt(flagged, _u32(0), _u32(REPLICATE_WORD_SIGN)))
+    return codes.let(t.Lop3(x, special, _u32(0x7F800000), OR_AND), "f")
+
+
+# --------------------------------------------------------------------------- scalar fallback
+
+
+def _scalar_group(codes: _Codes, elements: int, src: DType, dst: DType) -> list[t.Expr]:
+    """Every element through `decode_scalar`, packed into u32 words."""
+    mask = (1 << src.bits) - 1
+    values = []
+    for i in range(elements):
+        code = codes.let(t.Binary("and", codes.placed(i, 0), _u32(mask)), "c")
+        value = decode_scalar(codes.emit, code, src, dst)
+        values.append(
+            codes.let(
+                t.Cvt(t.Bitcast(value, U16), U32) if dst.bits == 16 else t.Bitcast(value, U32)
+            )
+        )
+    if dst.bits == 32:
+        return values
+    return [
+        codes.let(t.Binary("or", values[j], t.Binary("shl", values[j + 1], _u32(16))), "h")
+        for j in range(0, elements, 2)
+    ]
+
+
+def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType) -> t.Expr:
+    """The value of one `src` code as a `dst` value (by the casting policy).
+
+    `code` is a u32 holding the code in its low bits, zero above. `src`: an integer or
+    float type of at most 32 bits; `dst`: f16, bf16, f32, f64 or an integer register
+    dtype.
+    """
+    _check_code_type(src, 32)
+    if dst not in t.REGISTER_DTYPES or dst == dtypes.u1:
+        raise ValueError(f"decode_scalar converts to a register dtype other than u1, not {dst}")
+    if code.dtype != U32:
+        raise ValueError(f"a code is a u32, got {code.dtype}")
+    code = emit.let(code, "code")  # used several times below
+    if isinstance(src, IntType):
+        value = _int_value(emit, code, src)
+    elif src.bits <= 8:
+        value = _small_float_value(emit, code, src)
+    else:  # f16, bf16, f32: the code is the value's bits
+        width = dtypes.int_type(src.bits, False)
+        value = t.Bitcast(t.Cvt(code, width) if width != U32 else code, src)
+    return value if value.dtype == dst else t.Cvt(emit.let(value, "v"), dst)
+
+
+def _int_value(emit: Emit, code: t.Expr, src: IntType) -> t.Expr:
+    """The integer as a u32 (unsigned) or i32 (signed: sign-extended by two shifts)."""
+    if not src.signed:
+        return code
+    if src.bits == 32:
+        return t.Bitcast(code, I32)
+    up = _u32(32 - src.bits)
+    return t.Binary("shr", t.Bitcast(emit.let(t.Binary("shl", code, up), "c"), I32), up)
+
+
+def _small_float_value(emit: Emit, code: t.Expr, src: FloatType) -> t.Expr:
+    """The exact f32 value of an ExMy code (1+E+M ≤ 8), specials included."""
+    e_bits, m_bits, b = src.exponent_bits, src.mantissa_bits, src.bits
+    let = emit.let
+    exponent = let(
+        t.Binary("and", t.Binary("shr", code, _u32(m_bits)), _u32((1 << e_bits) - 1)), "e"
+    )
+    mantissa = let(t.Binary("and", code, _u32((1 << m_bits) - 1)), "m")
+    normal = let(t.Binary("ne", exponent, _u32(0)), "n")
+    # value = significand · 2^(max(e, 1) - bias - M), both factors exact f32 values.
+    significand = t.Binary("or", mantissa, t.Select(normal, _u32(1 << m_bits), _u32(0)))
+    biased = t.Binary("add", t.Binary("max", exponent, _u32(1)), _u32(127 - src.bias - m_bits))
+    power = t.Bitcast(t.Binary("shl", biased, _u32(23)), F32)
+    magnitude = t.Binary("mul", t.Cvt(let(significand, "s"), F32), let(power, "p"))
+    sign = let(t.Binary("shl", t.Binary("shr", code, _u32(b - 1)), _u32(31)), "sgn")
+    bits = let(t.Binary("or", t.Bitcast(let(magnitude, "v"), U32), sign), "v")
+    threshold = _special_threshold(src)
+    if threshold is not None:
+        magnitude_code = t.Binary("and", code, _u32((1 << (b - 1)) - 1))
+        special = t.Binary("ge", magnitude_code, _u32(threshold))
+        # Exponent all ones and the mantissa kept: ±inf, or NaN (its mantissa is nonzero).
+        payload = t.Binary("shl", mantissa, _u32(23 - m_bits))
+        inf_or_nan = t.Binary("or", t.Binary("or", sign, _u32(0x7F800000)), payload)
+        bits = let(t.Select(let(special, "sp"), inf_or_nan, bits), "v")
+    return t.Bitcast(bits, F32)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode_scalar(emit: Emit, value: t.Expr, dst: DType) -> t.Expr:
+    """The `dst` code of `value` (a float or integer register value) as a u32 holding
+    it in its low bits, by the casting policy. `dst`: an integer or float type of at
+    most 32 bits."""
+    _check_code_type(dst, 32)
+    if value.dtype not in t.REGISTER_DTYPES or value.dtype == dtypes.u1:
+        raise ValueError(f"encode_scalar takes a register value other than u1, not {value.dtype}")
+    value = emit.let(value, "x")  # used several times below
+    if isinstance(dst, IntType):
+        return _encode_int(emit, value, dst)
+    if dst.bits >= 16:
+        return _encode_wide_float(emit, value, dst)
+    if value.dtype.is_int:
+        if value.dtype.bits == 64:  # f64 would round it first: a second rounding
+            raise ValueError(f"encode_scalar to {dst} takes integers of at most 32 bits")
+        value = t.Cvt(value, F64)  # exact for integers of up to 32 bits
+    elif value.dtype in (F16, BF16):
+        value = t.Cvt(value, F32)  # exact
+    return _encode_small_float(emit, emit.let(value, "x"), dst)
+
+
+def _encode_int(emit: Emit, value: t.Expr, dst: IntType) -> t.Expr:
+    """RNE (NaN -> 0) and saturation, by `Cvt` to i64 and a clamp."""
+    wide = emit.let(t.Cvt(value, I64), "x") if value.dtype != I64 else value
+    clamped = t.Binary("min", t.Binary("max", wide, t.Imm(dst.min, I64)), t.Imm(dst.max, I64))
+    clamped = emit.let(clamped, "x")
+    if not dst.signed:
+        return t.Cvt(clamped, U32)
+    as_u32 = t.Bitcast(t.Cvt(clamped, I32), U32)
+    return t.Binary("and", as_u32, _u32((1 << dst.bits) - 1)) if dst.bits < 32 else as_u32
+
+
+def _float_layout(dtype: DType) -> tuple[IntType, int, int]:
+    """(unsigned type of the same width, bits of the +inf code, bit of the sign)."""
+    assert isinstance(dtype, FloatType)
+    return dtypes.int_type(dtype.bits, False), int(dtype.inf_code or 0), dtype.bits - 1
+
+
+def _is_nan(emit: Emit, value: t.Expr) -> t.Expr:
+    """NaN test on the bits (|x| above the inf code), independent of float compares."""
+    unsigned, inf, sign = _float_layout(value.dtype)
+    magnitude = t.Binary("and", t.Bitcast(value, unsigned), t.Imm((1 << sign) - 1, unsigned))
+    return emit.let(t.Binary("gt", magnitude, t.Imm(inf, unsigned)), "nan")
+
+
+def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
+    """f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf); NaN gives the canonical NaN."""
+    unsigned = dtypes.int_type(dst.bits, False)
+    converted = t.Bitcast(
+        emit.let(t.Cvt(value, dst), "x") if value.dtype != dst else value, unsigned
+    )
+    code = t.Cvt(converted, U32) if unsigned != U32 else converted
+    if not value.dtype.is_float:
+        return code
+    return t.Select(_is_nan(emit, value), _u32(int(dst.nan_code)), emit.let(code, "code"))
+
+
+def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
+    """An ExMy or f8 code from an f32 or f64 `x`, rounded once (see the module doc)."""
+    let = emit.let
+    unsigned, inf, sign_bit = _float_layout(x.dtype)
+    width_mantissa = x.dtype.mantissa_bits
+
+    def imm(v: int) -> t.Imm:
+        return t.Imm(v, unsigned)
+
+    bits = let(t.Bitcast(x, unsigned), "xb")
+    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
+    m_bits = dst.mantissa_bits
+    drop = width_mantissa - m_bits
+    # At or above the smallest normal: round the magnitude bits (RNE; ties up for M = 0).
+    half = imm((1 << (drop - 1)) - 1 if m_bits else 1 << (drop - 1))
+    rounding = t.Binary("add", magnitude, half)
+    if m_bits:
+        odd = t.Binary("and", t.Binary("shr", magnitude, imm(drop)), imm(1))
+        rounding = t.Binary("add", rounding, odd)
+    rebase = (x.dtype.bias - dst.bias) << m_bits
+    normal = t.Binary("sub", t.Binary("shr", let(rounding, "r"), imm(drop)), imm(rebase))
+    # Below it: |x| + C rounds to a multiple of the subnormal spacing (ulp of C).
+    c_value = 2.0 ** (width_mantissa + 1 - dst.bias - m_bits)
+    c_bits = int(x.dtype.encode(c_value))
+    summed = t.Binary("add", t.Bitcast(magnitude, x.dtype), t.Imm(c_value, x.dtype))
+    subnormal = t.Binary("sub", t.Bitcast(let(summed, "r"), unsigned), imm(c_bits))
+    tiny = t.Binary("lt", magnitude, imm(int(x.dtype.encode(dst.smallest_normal))))
+    chosen = let(t.Select(let(tiny, "tiny"), let(subnormal, "sub"), let(normal, "nrm")), "mag")
+    saturated = t.Binary("min", chosen, imm(dst.max_code))  # satfinite: overflow, ±inf
+    sign = t.Binary("shl", t.Binary("shr", bits, imm(sign_bit)), imm(dst.bits - 1))
+    code = let(t.Binary("or", saturated, sign), "code")
+    nan = let(t.Binary("gt", magnitude, imm(inf)), "nan")
+    nan_code = dst.nan_code if dst.nan_code is not None else dst.max_code
+    result = t.Select(nan, imm(nan_code), code)
+    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result

@@ -1,0 +1,73 @@
+"""Host tensors as the byte buffers compiled kernels address.
+
+A compiled kernel sees each tensor as its dense row-major bytes: element i of a b-bit
+type at bits [i·b, (i+1)·b) (`tilelang.dtypes.pack_bits`). For types of whole bytes a
+C-contiguous array of codes already is that buffer and is passed in place; otherwise
+(strided views, sub-byte codes) a packed copy is made and, for tensors the kernel
+stores to, written back after the launch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tilelang.dtypes import pack_bits, unpack_bits
+from tilelang.runtime.host_tensor import HostTensor
+
+ALIGNMENT = 16
+
+
+def byte_buffers(
+    tensors: dict[str, HostTensor], stored: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], Callable[[], None]]:
+    """The buffers to launch with, and a function that writes stores back afterwards."""
+    buffers: dict[str, np.ndarray] = {}
+    write_backs: list[Callable[[], None]] = []
+    for name, tensor in tensors.items():
+        buffer, write_back = _buffer(tensor)
+        buffers[name] = buffer
+        if name in stored:
+            tensor.dirty = True
+            if write_back is not None:
+                write_backs.append(write_back)
+
+    def finish() -> None:
+        for write_back in write_backs:
+            write_back()
+
+    return buffers, finish
+
+
+def _buffer(tensor: HostTensor) -> tuple[np.ndarray, Callable[[], None] | None]:
+    codes = tensor.codes
+    bits = tensor.dtype.bits
+    if bits % 8 == 0:
+        if codes.flags.c_contiguous and _aligned(codes):
+            return codes, None
+        copy = _aligned_empty(codes.nbytes).view(codes.dtype).reshape(codes.shape)
+        copy[...] = codes
+
+        def back() -> None:
+            codes[...] = copy
+
+        return copy, back
+    packed = pack_bits(codes, bits)
+    buffer = _aligned_empty(max(packed.size, 1))[: packed.size]
+    buffer[...] = packed
+
+    def unpack() -> None:
+        codes[...] = unpack_bits(buffer, bits, codes.size).reshape(codes.shape)
+
+    return buffer, unpack
+
+
+def _aligned(array: np.ndarray) -> bool:
+    return array.ctypes.data % ALIGNMENT == 0
+
+
+def _aligned_empty(nbytes: int) -> np.ndarray:
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start : start + nbytes]
