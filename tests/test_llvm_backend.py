@@ -689,10 +689,10 @@ def _round_fraction(value: Fraction, dt: d.DType) -> int:
         key = (abs(Fraction(v) - value), code & 1)
         if best is None or key < best[0]:
             best = (key, code)
-    overflow = abs(value) >= Fraction(dt.max) + Fraction(dt.max) * Fraction(
-        1, 2 ** (dt.mantissa_bits + 2)
-    )
-    if best is None or overflow:
+    threshold = Fraction(dt.max) + Fraction(2) ** (dt.max_exponent - dt.mantissa_bits - 1)
+    if abs(value) >= threshold:  # IEEE: rounds to ±inf (a tie at the threshold too)
+        return int(dt.encode(np.array([math.copysign(math.inf, value)]))[0])
+    if best is None:
         return guess
     return best[1]
 
@@ -1487,3 +1487,35 @@ def test_move_copies_register_bytes():
     np.testing.assert_array_equal(y[:, 8:16], x[:, 0:8])
     np.testing.assert_array_equal(y[:, 0:4], x[:, 12:16])
     np.testing.assert_array_equal(y[:, 4], x[:, 9])
+
+
+@pytest.mark.parametrize("elem", [d.f16, d.bf16], ids=str)
+def test_pair_fma_near_midpoints_of_large_addends(elem):
+    """c large, a·b about half an ulp of c (plus or minus a little, or tiny): the cases
+    where rounding a·b + c twice could go wrong."""
+    n = 1500
+    c = RNG.uniform(32, 60000 if elem == d.f16 else 1e30, n) * RNG.choice([-1, 1], n)
+    c_codes = elem.encode(c)
+    c_val = decode(c_codes, elem)
+    half_ulp = np.exp2(np.floor(np.log2(np.abs(c_val))) - elem.mantissa_bits - 1)
+    target = (
+        half_ulp
+        * RNG.choice([1, -1, 0.5, 1.5, 2.0**-30], n)
+        * (1 + RNG.choice([0, 2.0**-9, -(2.0**-9)], n))
+    )
+    a_val = decode(elem.encode(np.exp2(RNG.uniform(-12, 6, n))), elem)
+    b_codes = elem.encode(target / a_val)
+    a_codes = elem.encode(a_val)
+    words = [
+        (np.asarray(x).astype(np.uint32) * 0x10001).astype(np.uint32)
+        for x in (a_codes, b_codes, c_codes)
+    ]
+    got = run_elementwise([U32, U32, U32], U32, lambda x, y, z: t.Pair("fma", elem, x, y, z), words)
+    xv, yv = decode(a_codes, elem), decode(b_codes, elem)
+    with np.errstate(all="ignore"):
+        want = elem.encode(xv * yv + c_val)  # used where b overflowed to inf
+    for i in np.nonzero(np.isfinite(yv))[0]:
+        want[i] = _round_fraction(Fraction(xv[i]) * Fraction(yv[i]) + Fraction(c_val[i]), elem)
+    assert np.isfinite(yv).mean() > 0.9
+    assert_float_codes(got & 0xFFFF, want, elem, "low half")
+    assert_float_codes(got >> 16, want, elem, "high half")

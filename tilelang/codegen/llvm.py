@@ -57,9 +57,9 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   sign bit (NaN payloads included).
 * `Cvt` to u1 of a float: nonzero and not NaN gives 1 (thread.py: "nonzero gives 1";
   NaN gives 0 as in every float→int conversion).
-* Pair ``fma`` is computed exactly: the product in f64 is exact, TwoSum makes the sum
-  round-to-odd in f64, f64→f32 rounds to odd, and the last rounding to 16 bits is then
-  the single RNE rounding of a·b + c.
+* Pair ``fma`` rounds once: the product is exact (f32 for f16, f64 for bf16); the sum
+  is formed in f64 (bf16: made round-to-odd with TwoSum; f16: provably exact enough,
+  see `llvm_numeric._fma_f64`), rounded to odd to f32, then RNE to 16 bits.
 * `Mma` f16/bf16: the f16/bf16 products are formed in f32 (exact for f16; for bf16
   exact unless the product leaves f32's normal range) and added to the f32 accumulator
   in k order with one rounding per addition, as thread.py specifies.
@@ -68,11 +68,16 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   ``r + arg`` (down) where r is this lane's index in its segment; a source outside
   ``[0, width)`` gives the lane's own value. ``arg`` is read as its dtype's integer
   value and may differ per lane. (PTX takes idx arguments modulo the width and lets
-  xor reach earlier segments; the lowering only produces in-range arguments.)
+  xor reach earlier segments: the backends agree for arguments in [0, width).)
 * `For` runs ``ceil((stop - start) / step)`` iterations computed up front (no overflow
   of the loop variable near the top of its range); a step ≤ 0 is undefined: the loop
   runs a finite, unspecified number of times.
-* `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing.
+* `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
+  copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
+  follow (the result is the same).
+* The machine code assumes the default floating-point environment (round to nearest
+  even, no flush-to-zero/denormals-are-zero): a process that sets FTZ/DAZ (e.g.
+  ``torch.set_flush_denormal(True)``) changes subnormal results.
 * Out-of-range shared or global accesses are undefined (the lowering predicates them):
   on the CPU they are real out-of-bounds memory accesses.
 """

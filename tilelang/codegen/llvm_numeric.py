@@ -514,6 +514,25 @@ def prmt(b: ir.IRBuilder, x: ir.Value, y: ir.Value, selector: ir.Value) -> ir.Va
     return result
 
 
+def _fma_f64(b: ir.IRBuilder, elem: DType, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+    """x·y + z (f16 or bf16 values given as f32) in f64, such that rounding the result
+    once to `elem` (`from_f64`) is the single rounding of the exact x·y + z.
+
+    bf16: the product is exact in f64 and TwoSum makes the sum round-to-odd.
+    f16: the product is exact in f32 and the plain f64 sum suffices. Proof: the exact
+    sum s is a multiple of 2^-48; if f64 rounds it, s spans more than 53 bits, so
+    |s| ≥ 32, where f16 midpoints (and the overflow threshold) are multiples of 2^-6.
+    Rounding twice differs only if RN64(s) is such a point M ≠ s, |s - M| < 2^-36.
+    Then z (an f16 ≥ 31 in magnitude, a multiple of 2^-6) differs from M by a multiple
+    of 2^-6 and the product p = s - z would be that multiple plus a nonzero part below
+    2^-36: more than 22 significant bits, or, if z = M, z would be a midpoint. Neither
+    is possible."""
+    if elem == dtypes.f16:
+        return b.fadd(b.fpext(b.fmul(x, y), F64), b.fpext(z, F64))
+    p = b.fmul(b.fpext(x, F64), b.fpext(y, F64))
+    return round_to_odd_sum(b, p, b.fpext(z, F64))
+
+
 def pair(
     b: ir.IRBuilder, op: str, elem: DType, x: ir.Value, y: ir.Value, z: ir.Value | None
 ) -> ir.Value:
@@ -527,11 +546,7 @@ def pair(
             )
             parts.append(to_f32(b, bits, elem))
         if op == "fma":
-            # The product is exact in f64; TwoSum makes the sum round-to-odd, so the
-            # final rounding to 16 bits is the single rounding of a·b + c.
-            p = b.fmul(b.fpext(parts[0], F64), b.fpext(parts[1], F64))
-            s = round_to_odd_sum(b, p, b.fpext(parts[2], F64))
-            bits16 = from_f64(b, s, elem)
+            bits16 = from_f64(b, _fma_f64(b, elem, *parts), elem)
         else:
             fop = {"add": b.fadd, "sub": b.fsub, "mul": b.fmul}[op]
             bits16 = from_f32(b, fop(parts[0], parts[1]), elem)
