@@ -8,7 +8,9 @@ import pytest
 from conftest import load_example
 
 import tilelang as tl
+from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir.visit import walk
 from tilelang.passes.plan_registers import RegisterBudgetError
 
 
@@ -17,7 +19,13 @@ def statements(compiled, kind) -> list:
 
 
 def load_widths(compiled, tensor: str) -> set[int]:
-    return {s.width for s in statements(compiled, t.GlobalLoad) if s.tensor == tensor}
+    """Bytes per global read of `tensor`, by plain loads and by cp.async."""
+    reads = statements(compiled, t.GlobalLoad) + statements(compiled, t.CpAsync)
+    return {s.width for s in reads if s.tensor == tensor}
+
+
+def async_tensors(compiled) -> set[str]:
+    return {s.tensor for s in statements(compiled, t.CpAsync)}
 
 
 def test_matmul_selects_mma_and_ldmatrix_and_loads_16_bytes():
@@ -30,6 +38,17 @@ def test_matmul_selects_mma_and_ldmatrix_and_loads_16_bytes():
     assert any(not s.trans for s in ldmatrix) and any(s.trans for s in ldmatrix)
     assert load_widths(compiled, "a") == {16} and load_widths(compiled, "b") == {16}
     assert compiled.stats["mma"] == 16
+    # stages=3: both operands stream through shared memory with cp.async, no plain loads
+    assert async_tensors(compiled) == {"a", "b"} and not statements(compiled, t.GlobalLoad)
+
+
+def test_the_pipelining_is_visible_in_the_ir():
+    compiled = load_example("matmul").matmul.compile()
+    unpipelined = load_example("matmul").matmul.stages({"M": 128, "N": 128, "K": 128})[
+        "verify_layouts"
+    ]
+    assert any(isinstance(i, ir.For) and i.stages == 3 for i in walk(unpipelined))
+    assert "async_wait 1" in compiled.ir("pipeline") and "async_wait 0" in compiled.ir("pipeline")
 
 
 def test_without_size_facts_the_loads_narrow_to_what_the_mask_allows():
@@ -42,7 +61,7 @@ def test_without_size_facts_the_loads_narrow_to_what_the_mask_allows():
 def test_quant_matmul_selects_mma_ldmatrix_and_wide_weight_loads(weight_type):
     compiled = load_example("quant_matmul").quant_matmul.compile(WT=weight_type)
     assert statements(compiled, t.Mma) and statements(compiled, t.Ldmatrix)
-    assert load_widths(compiled, "x") == {16}
+    assert load_widths(compiled, "x") == {16} and async_tensors(compiled) == {"x"}
     widths = load_widths(compiled, "w")
     if weight_type == tl.u3:
         # 16 u3 codes are a 6-byte run: split by alignment, never byte by byte.

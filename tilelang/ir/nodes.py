@@ -229,6 +229,19 @@ class AsyncWait(Instr):
 
 
 @dataclass(frozen=True)
+class SharedSlice(Instr):
+    """Sub-tile `index` (a runtime scalar) along the leading dim of a shared tile: the
+    same memory, one rank less (the buffers of a multi-stage pipeline)."""
+
+    result: Var
+    shared: Var
+    index: Value
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared", "index")
+    RESULTS: ClassVar = ("result",)
+
+
+@dataclass(frozen=True)
 class SharedLoad(Instr):
     result: Var
     shared: Var

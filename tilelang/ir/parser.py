@@ -104,6 +104,7 @@ stages: "stages" "(" SINT ")"
    | "copy_async" value "[" values "]" "->" value      -> copy_async_op
    | "async_commit"                                    -> async_commit_op
    | "async_wait" SINT                                 -> async_wait_op
+   | "shared_slice" value "[" value "]"                -> shared_slice_op
    | "shared_load" value                               -> shared_load_op
    | "shared_store" value "," value                    -> shared_store_op
    | "sync"                                            -> sync_op
@@ -553,6 +554,9 @@ class _Builder(Transformer):
 
     def async_wait_op(self, c: list) -> _Op:
         return _Op("async_wait", 0, lambda r, loc: nodes.AsyncWait(int(c[0]), loc=loc))
+
+    def shared_slice_op(self, c: list) -> _Op:
+        return _Op("shared_slice", 1, lambda r, loc: nodes.SharedSlice(r[0], c[0], c[1], loc=loc))
 
     def shared_load_op(self, c: list) -> _Op:
         return _Op("shared_load", 1, lambda r, loc: nodes.SharedLoad(r[0], c[0], loc=loc))

@@ -392,6 +392,18 @@ def _shared(v: _Verifier, i: Instr, value: Value) -> SharedType:
     return value.type
 
 
+def _check_shared_slice(v: _Verifier, i: nodes.SharedSlice) -> None:
+    whole = _shared(v, i, i.shared)
+    v.int_scalar(i, i.index, "the index")
+    result = i.result.type
+    ok = (
+        isinstance(result, SharedType)
+        and result.dtype == whole.dtype
+        and tuple(result.shape) == tuple(whole.shape[1:])
+    )
+    v.expect(ok, i, f"expected a result of shape {list(whole.shape[1:])} and dtype {whole.dtype}")
+
+
 def _check_copy_async(v: _Verifier, i: nodes.CopyAsync) -> None:
     shared = _shared(v, i, i.shared)
     tensor = v.tensor_param(i, i.tensor)
@@ -700,6 +712,7 @@ _CHECKS: dict[type[Instr], Callable[[_Verifier, Instr], None]] = {
     nodes.Load: _check_load,
     nodes.Store: _check_store,
     nodes.CopyAsync: _check_copy_async,
+    nodes.SharedSlice: _check_shared_slice,
     nodes.AsyncCommit: _check_nothing,
     nodes.AsyncWait: _check_async_wait,
     nodes.SharedLoad: _check_shared_load,

@@ -45,9 +45,11 @@ from tilelang.ir import thread as t
 from tilelang.ir.atoms import LdmatrixAtom, MmaAtom, mma_atoms_for
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
+from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.visit import walk
-from tilelang.passes import dequant
+from tilelang.passes import dequant, plan_shared
+from tilelang.passes.infer_layouts import blocked_layout
 from tilelang.passes.thread_builder import I32, I64, U32, ThreadBuilder, imm
 
 WARP = 32
@@ -83,9 +85,15 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class SharedTile:
-    offset: int
+    """A user shared tile: its byte offset in the shared buffer and its layout."""
+
+    offset: int | t.Expr  # bytes; an expression for a slice at a runtime index
     dtype: DType
-    shape: tuple[int, ...]
+    layout: SharedLayout
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.layout.shape
 
 
 def is_packed(dtype: DType) -> bool:
@@ -160,7 +168,7 @@ class _Lowering:
         for var in self.fn.params:
             if isinstance(var.type, TensorType):
                 self.env[var] = self.tensor_info(var)
-        self.shared_top = _align(self.user_shared_bytes(), 16)
+        self.shared_top = _align(plan_shared.total_bytes(self.fn), 16)
         self.block(self.fn.body)
         body = tuple(self.prologue) + tuple(self.b.bodies[0])
         return t.ThreadFunction(
@@ -232,13 +240,6 @@ class _Lowering:
             del stmt_stride
         lets = [self.b.let(s, "stride") for s in reversed(strides)]
         return TensorInfo(var.name, var.type.dtype, sizes, tuple(lets))
-
-    def user_shared_bytes(self) -> int:
-        total = 0
-        for instr in walk(self.fn):
-            if isinstance(instr, ir.SharedAlloc):
-                total = _align(total, 16) + _shared_nbytes(instr.result.type)
-        return total
 
     def lower_Blocks(self, instr: ir.Blocks) -> None:
         self.grid = tuple(self.b.cvt(self.inline_scalar(s), I32) for s in instr.sizes)
@@ -733,7 +734,9 @@ class _Lowering:
         self.b.emit(t.Barrier())
         self.write_scratch(src, base)
         self.b.emit(t.Barrier())
-        if source_index is None and self.try_ldmatrix(dst, base):
+        shape = src.layout.shape
+        address = lambda index: self.scratch_address(base, shape, 2, index)  # noqa: E731
+        if source_index is None and self.try_ldmatrix(dst, address):
             return
         shape = src.layout.shape
         self.read_scratch(
@@ -743,8 +746,13 @@ class _Lowering:
         )
         self.b.count("shared_relayout")
 
-    def try_ldmatrix(self, dst: TileRegs, base: int) -> bool:
+    def try_ldmatrix(self, dst: TileRegs, address, shared: SharedTile | None = None) -> bool:
+        """Reads `dst` with ldmatrix when its layout divides by an ldmatrix layout;
+        `address(index)` is the shared byte address of a tile index, and each 8-element
+        row must be 16 contiguous bytes there."""
         if dst.dtype.bits != 16 or dst.packed or dst.layout.rank != 2:
+            return False
+        if shared is not None and self.shared_run(shared, local_layout_of_rows()) < 8:
             return False
         for atom in _LDMATRIX_CANDIDATES:
             if not dst.layout.divisible_by(atom.layout):
@@ -752,11 +760,13 @@ class _Lowering:
             quotient = dst.layout / atom.layout
             if dst.layout.shape[-1] * 2 % 16:
                 continue
-            self.emit_ldmatrix(dst, base, atom, quotient)
+            self.emit_ldmatrix(dst, address, atom, quotient)
             return True
         return False
 
-    def emit_ldmatrix(self, dst: TileRegs, base: int, atom: LdmatrixAtom, quotient: Layout) -> None:
+    def emit_ldmatrix(
+        self, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: Layout
+    ) -> None:
         b = self.b
         lane = self.prologue_let(t.Binary("rem", t.ThreadIndex(), imm(WARP)), "lane")
         warp = self.prologue_let(t.Binary("div", t.ThreadIndex(), imm(WARP)), "warp")
@@ -782,7 +792,7 @@ class _Lowering:
             local = _local_part(quotient, q)
             row = b.add(b.mul(b.add(block_part[0], imm(local[0])), imm(atom_rows)), row_in_atom)
             col = b.add(b.mul(b.add(block_part[1], imm(local[1])), imm(atom_cols)), col_in_atom)
-            address = self.scratch_address(base, dst.layout.shape, 2, (row, col))
+            address = address_of((row, col))
             b.emit(
                 t.Ldmatrix(
                     atom.num, atom.trans, t.Reg(dst.local, q * per_block * 2), b.let(address, "la")
@@ -1084,6 +1094,131 @@ class _Lowering:
 
     # -- user shared memory, async copies, barriers ------------------------------------
 
+    def lower_SharedAlloc(self, instr: ir.SharedAlloc) -> None:
+        type_ = instr.result.type
+        assert isinstance(type_, SharedType)
+        offset = instr.attr("offset")
+        if type_.layout is None or not isinstance(offset, int):
+            raise self.fail(instr, "a shared tile without a place (run plan_shared first)")
+        if type_.dtype.bits % 8:
+            raise self.fail(
+                instr, f"shared tiles of {type_.dtype} (not whole bytes) are not lowered yet"
+            )
+        self.env[instr.result] = SharedTile(offset, type_.dtype, type_.layout)
+
+    def shared_tile(self, v: ir.Value) -> SharedTile:
+        found = self.env[v]
+        assert isinstance(found, SharedTile), v
+        return found
+
+    def shared_address(self, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
+        """The byte address of a tile index: the layout's strides, then its swizzle."""
+        b = self.b
+        offset: t.Expr = imm(0)
+        for i, modes in zip(index, tile.layout.dims, strict=True):
+            rest = i
+            for mode in reversed(modes):
+                digit = b.binary("rem", rest, imm(mode.size)) if mode is not modes[0] else rest
+                offset = b.add(offset, b.mul(digit, imm(mode.stride)))
+                rest = b.binary("div", rest, imm(mode.size))
+        swizzle = tile.layout.swizzle
+        if swizzle is not None and swizzle.bits:
+            mask = (1 << swizzle.bits) - 1
+            moved = b.binary("and", b.binary("shr", offset, imm(swizzle.shift)), imm(mask))
+            offset = t.Binary("xor", offset, b.binary("shl", moved, imm(swizzle.base)))
+        base = imm(tile.offset) if isinstance(tile.offset, int) else tile.offset
+        return b.add(base, b.mul(offset, imm(tile.dtype.bits // 8)))
+
+    def lower_SharedSlice(self, instr: ir.SharedSlice) -> None:
+        whole = self.shared_tile(instr.shared)
+        (lead, *_), rest = whole.layout.dims[0], whole.layout.dims[1:]
+        swizzle = whole.layout.swizzle
+        period = 1 << (swizzle.shift + swizzle.bits) if swizzle is not None and swizzle.bits else 1
+        if len(whole.layout.dims[0]) != 1 or lead.stride % period:
+            raise self.fail(
+                instr, f"cannot slice the shared layout {whole.layout} along its first dim"
+            )
+        base = imm(whole.offset) if isinstance(whole.offset, int) else whole.offset
+        step = imm(lead.stride * whole.dtype.bits // 8)
+        offset = self.b.let(self.b.add(base, self.b.mul(self.scalar(instr.index), step)), "slice")
+        self.env[instr.result] = SharedTile(offset, whole.dtype, SharedLayout(tuple(rest), swizzle))
+
+    def shared_run(self, tile: SharedTile, layout: Layout) -> int:
+        """Elements of a register run that stay contiguous in the shared tile."""
+        run = _run_length(layout)
+        inner = tile.layout.dims[-1][-1]
+        if inner.stride != 1:
+            return 1
+        run = math.gcd(run, inner.size)
+        swizzle = tile.layout.swizzle
+        if swizzle is not None and swizzle.bits:
+            run = math.gcd(run, 1 << swizzle.base)  # the swizzle keeps 2^base elements together
+        elem = tile.dtype.bits // 8
+        while run > 1 and (run * elem > 16 or layout.num_locals % run):
+            run //= 2
+        return run
+
+    def lower_SharedStore(self, instr: ir.SharedStore) -> None:
+        shared = self.shared_tile(instr.shared)
+        tile = self.tile(instr.value)
+        elem = tile.dtype.bits // 8
+        run = self.shared_run(shared, tile.layout)
+        first = self.replica_zero(tile.layout)
+        first = self.b.let(first, "p") if first is not None else None
+        # The block IR is sequential; threads are not: earlier reads of the tile by other
+        # threads finish before the store, and the store is visible to every later read.
+        self.b.emit(t.Barrier())
+        for li in range(0, tile.layout.num_locals, run):
+            address = self.b.let(self.shared_address(shared, self.index(tile.layout, li)), "sa")
+            self.b.emit(t.SharedStore(address, t.Reg(tile.local, li * elem), run * elem, first))
+        self.b.emit(t.Barrier())
+
+    def lower_SharedLoad(self, instr: ir.SharedLoad) -> None:
+        shared = self.shared_tile(instr.shared)
+        tile = self.define_tile(instr.result)
+        if self.try_ldmatrix(tile, lambda index: self.shared_address(shared, index), shared):
+            return
+        elem = tile.dtype.bits // 8
+        run = self.shared_run(shared, tile.layout)
+        for li in range(0, tile.layout.num_locals, run):
+            address = self.b.let(self.shared_address(shared, self.index(tile.layout, li)), "sa")
+            self.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), run * elem, address))
+
+    def lower_CopyAsync(self, instr: ir.CopyAsync) -> None:
+        """Each thread copies the runs a blocked layout gives it, with cp.async where a run
+        is 4, 8 or 16 bytes with a constant mask, else with a load and a shared store."""
+        shared = self.shared_tile(instr.shared)
+        info = self.env[instr.tensor]
+        assert isinstance(info, TensorInfo)
+        layout = blocked_layout(shared.shape, shared.dtype, self.threads)
+        offsets = [self.scalar(o) for o in instr.offsets]
+        elem = shared.dtype.bits // 8
+        elems = instr.attr("elems")
+        run = math.gcd(
+            self.shared_run(shared, layout), elems if isinstance(elems, int) and elems > 0 else 1
+        )
+        first = self.replica_zero(layout)
+        staging = None
+        for li in range(0, layout.num_locals, run):
+            index = self.index(layout, li)
+            pred, flat = self.element_place(info, offsets, index)
+            address = self.b.let(self.shared_address(shared, index), "sa")
+            source = self.b.let(_byte_offset(self.b, flat, shared.dtype.bits), "off")
+            width = run * elem
+            if width in (4, 8, 16):
+                in_bounds = self.b.let(pred, "p") if pred is not None else None
+                guard = self.b.all_of([c for c in (first,) if c is not None])
+                copy = t.CpAsync(address, info.param, source, width, in_bounds)
+                self.b.emit(t.If(guard, (copy,)) if guard is not None else copy)
+                self.b.count("cp_async")
+                continue
+            staging = staging or self.b.local(dtypes.u8, 16, "stage")
+            zero = [t.SetLocal(staging, i, imm(0, dtypes.u8)) for i in range(width)]
+            for stmt in zero:
+                self.b.emit(stmt)
+            self.b.emit(t.GlobalLoad(t.Reg(staging, 0), width, info.param, source, pred))
+            self.b.emit(t.SharedStore(address, t.Reg(staging, 0), width, first))
+
     def lower_Sync(self, instr: ir.Sync) -> None:
         self.b.emit(t.Barrier())
 
@@ -1280,6 +1415,13 @@ def _run_length(layout: Layout) -> int:
     if layout.mode_dims[inner] != layout.rank - 1 or _dim_strides(layout)[inner] != 1:
         return 1
     return layout.mode_sizes[inner]
+
+
+def local_layout_of_rows() -> Layout:
+    """Eight consecutive 16-bit elements in one thread: what an ldmatrix row reads."""
+    from tilelang.ir.layout import local, replicated
+
+    return local(1, 8) * replicated(1, rank=2)
 
 
 def _pieces(start: int, nbytes: int, align: int | None = None) -> list[tuple[int, int]]:

@@ -359,6 +359,11 @@ def _nothing(state: _State, instr: ir.Instr) -> None:
     """AsyncCommit, AsyncWait, Sync: ordering only, and one block runs sequentially."""
 
 
+def _shared_slice(state: _State, instr: ir.SharedSlice) -> None:
+    shared: _Shared = state.value(instr.shared)
+    state.bind(instr.result, _Shared(shared.values[state.int(instr.index)]))  # a view
+
+
 def _shared_load(state: _State, instr: ir.SharedLoad) -> None:
     shared: _Shared = state.value(instr.shared)
     state.bind(instr.result, shared.values.copy())
@@ -696,6 +701,7 @@ _HANDLERS: dict[type, Callable[[_State, Any], tuple[Any, ...] | None]] = {
     ir.CopyAsync: _copy_async,
     ir.AsyncCommit: _nothing,
     ir.AsyncWait: _nothing,
+    ir.SharedSlice: _shared_slice,
     ir.SharedLoad: _shared_load,
     ir.SharedStore: _shared_store,
     ir.Sync: _nothing,
