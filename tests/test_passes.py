@@ -7,8 +7,11 @@ from conftest import load_example
 import tilelang as tl
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
-from tilelang.passes import simplify
+from tilelang.ir.verify import verify
+from tilelang.passes import simplify, software_pipeline, thread_cleanup
 from tilelang.passes.pipeline import PIPELINE, run_pipeline
+from tilelang.runtime import interpreter
+from tilelang.runtime.arguments import bind_arguments
 
 
 def simplified(body: str) -> str:
@@ -119,3 +122,79 @@ def test_kernel_ir_names_unknown_stage():
         ValueError, match="no IR stage 'lower'; the stages are frontend, verify, simplify"
     ):
         matmul.ir("lower")
+
+
+PIPELINED = """kernel k(%x: tensor<f16, [M, K]>, %y: tensor<f16, [M, 32]>) sizes(%M: i32, %K: i32) warps(1) {
+  %bx = blocks 1:i32 : i32
+  %z = full 0.0:f16 : tile<f16, [16, 32], spatial(4, 8).local(4, 4)>
+  %out = for %k = 0:i32 to %K step 32:i32 iter(%acc: tile<f16, [16, 32], spatial(4, 8).local(4, 4)> = %z) stages(3) {
+    %col = mul %k, 1:i32 : i32
+    %a = load %x[0:i32, %col] : tile<f16, [16, 32], spatial(16, 2).local(1, 16)>
+    %b = relayout %a : tile<f16, [16, 32], spatial(4, 8).local(4, 4)>
+    %s = add %acc, %b : tile<f16, [16, 32], spatial(4, 8).local(4, 4)>
+    yield %s
+  }
+  store %y[0:i32, 0:i32], %out
+}
+"""
+
+
+def test_pipeline_turns_a_relayouted_load_into_staged_async_copies():
+    fn = software_pipeline.run(parse_function(PIPELINED))
+    verify(fn)
+    lines = [line.strip() for line in print_function(fn).splitlines()]
+    assert lines[3] == "%a.smem.p1 = shared_alloc : shared<f16, [3, 16, 32]>"
+    # two copies ahead of the loop, at k = 0 and k = 32
+    prologue = [
+        line for line in lines[: lines.index(next(x for x in lines if x.startswith("%out")))]
+    ]
+    assert sum(line.startswith("copy_async %x[0:i32, %col") for line in prologue) == 2
+    assert prologue.count("async_commit") == 2
+    body = lines[lines.index(next(x for x in lines if x.startswith("%out"))) :]
+    assert "async_wait 1" in body and "sync" in body
+    assert any(
+        line.startswith("%b = shared_load %a.stage.p1 : tile<f16, [16, 32], spatial(4, 8)")
+        for line in body
+    )
+    assert not any(line.startswith("%a = load") or "relayout" in line for line in body)
+    assert lines[-3] == "async_wait 0"
+    # the data the loop reads is the data it read before
+    x = np.random.default_rng(1).standard_normal((16, 100)).astype(np.float16)
+    results = []
+    for function in (parse_function(PIPELINED), fn):
+        y = np.zeros((16, 32), np.float16)
+        bound = bind_arguments(function, {"x": x, "y": y})
+        interpreter.run(function, bound.tensors, bound.scalars, bound.sizes)
+        for tensor in bound.tensors.values():
+            tensor.finish()
+        results.append(y)
+    assert np.array_equal(results[0], results[1])
+
+
+def test_pipeline_leaves_a_loop_without_stages_alone():
+    text = PIPELINED.replace(" stages(3)", "")
+    assert software_pipeline.run(parse_function(text)) == parse_function(text)
+
+
+def test_thread_cleanup_shares_index_arithmetic_and_drops_dead_names():
+    from tilelang import dtypes as d
+    from tilelang.ir import thread as t
+
+    a, b, dead = t.Name("a", d.i32), t.Name("b", d.i32), t.Name("dead", d.i32)
+    value = t.Binary("mul", t.ThreadIndex(), t.Imm(4, d.i32))
+    fn = t.ThreadFunction(
+        "k",
+        (t.Param("x", d.i32, True),),
+        32,
+        (t.Imm(1, d.i32),),
+        0,
+        (t.Local("r", d.i32, 1),),
+        (
+            t.Let(a, value),
+            t.Let(b, value),
+            t.Let(dead, t.Binary("add", a, b)),
+            t.GlobalStore("x", t.Cvt(b, d.i64), t.Reg("r", 0), 4),
+        ),
+    )
+    cleaned = thread_cleanup.run(fn)
+    assert cleaned.body == (t.Let(a, value), t.GlobalStore("x", t.Cvt(a, d.i64), t.Reg("r", 0), 4))
