@@ -53,8 +53,13 @@ def test_runtime_if_yields_assigned_names():
     assert np.all(x == 10)
     k.interpret(x, 0)
     assert np.all(x == 0)  # (10 - 10) * 2
-    with pytest.raises(LoweringError, match=r"test_lang.py:\d+:\d+: a runtime scalar"):
-        k(x, 0)  # the compiled path says what it cannot do yet, and where
+    for run in (k, k.interpret):
+        x = np.zeros(4, np.int32)
+        run(x, 1)
+        run(x, 1)
+        assert np.all(x == 20)  # (0 + 10) * 1, then (10 + 10) * 1
+        run(x, 0)
+        assert np.all(x == 20)  # (20 - 10) * 2
 
 
 def test_runtime_loop_carries_python_numbers_as_scalars():
@@ -67,9 +72,10 @@ def test_runtime_loop_carries_python_numbers_as_scalars():
 
     loop = next(i for i in instrs(k) if isinstance(i, ir.For))
     assert len(loop.carried) == 1 and isinstance(loop.inits[0], ir.Const)
-    x = np.zeros(10, np.int32)
-    k.interpret(x)
-    assert x[0] == 3
+    for run in (k, k.interpret):
+        x = np.zeros(10, np.int32)
+        run(x)
+        assert x[0] == 3
 
 
 def test_helper_functions_inline_and_return():
@@ -117,6 +123,8 @@ def test_print_reaches_interpreter_hook(capsys):
 
     k.interpret(np.arange(4, dtype=np.int32))
     out = capsys.readouterr().out
+    with pytest.raises(LoweringError, match=r"test_lang.py:\d+:\d+: print runs in"):
+        k(np.arange(4, dtype=np.int32))  # the compiled path says what it cannot do, and where
     assert "tile" in out and "[0 1 2 3]" in out
 
 

@@ -76,6 +76,18 @@ class TileRegs:
 
 
 @dataclass(frozen=True)
+class ScalarSlot:
+    """A one-element local holding a runtime scalar that control flow assigns."""
+
+    local: str
+    dtype: DType  # the value dtype
+
+    def read(self) -> t.Expr:
+        stored = t.Read(self.local, 0, dtypes.u8 if self.dtype == dtypes.u1 else self.dtype)
+        return t.Binary("ne", stored, imm(0, dtypes.u8)) if self.dtype == dtypes.u1 else stored
+
+
+@dataclass(frozen=True)
 class TensorInfo:
     param: str
     dtype: DType
@@ -1242,7 +1254,9 @@ class _Lowering:
                 self.copy_tile(tile, self.tile(init))
                 carried_store.append(tile)
             else:
-                raise self.fail(instr, "a runtime scalar carried by a loop is not lowered yet")
+                slot = self.scalar_slot(carried)
+                self.b.emit(t.SetLocal(slot.local, 0, _as_storage(self.scalar(init))))
+                carried_store.append(slot)
         var = t.Name(instr.var.name, instr.var.type.dtype)
         self.bind_scalar(instr.var, var)
         self.current_defs.append(set(instr.carried) | _defs_of(instr.body))
@@ -1252,10 +1266,38 @@ class _Lowering:
         self.current_defs.pop()
         start, stop, step = (self.scalar(v) for v in (instr.start, instr.stop, instr.step))
         b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
-        for result, tile in zip(instr.results, carried_store, strict=True):
-            self.env[result] = TileRegs(tile.local, tile.dtype, tile.layout)
+        for result, store in zip(instr.results, carried_store, strict=True):
+            if isinstance(store, ScalarSlot):
+                self.bind_scalar(result, self.b.let(store.read(), result.name))
+            else:
+                self.env[result] = TileRegs(store.local, store.dtype, store.layout)
 
-    def assign(self, targets: list[TileRegs], values: Sequence[object]) -> None:
+    def scalar_slot(self, var: ir.Var) -> ScalarSlot:
+        """A register that holds a runtime scalar a loop carries or an `if` yields; `var`
+        reads it (a per-thread register, so it cannot bound a loop with collectives)."""
+        dtype = value_dtype(var.type.dtype)
+        slot = ScalarSlot(self.b.local(value_dtype_storage(var.type.dtype), 1, "s"), dtype)
+        self.env[var] = slot.read()
+        self.inline[var] = slot.read()
+        return slot
+
+    def assign(self, targets: list, values: Sequence[object]) -> None:
+        """Targets (tile registers or scalar slots) take the yielded values, all read
+        before any is written (a loop may swap its carried values)."""
+        snapshots = {
+            i: self.b.let(v, "y")
+            for i, (v, tgt) in enumerate(zip(values, targets, strict=True))
+            if isinstance(tgt, ScalarSlot)
+        }
+        for i, slot in enumerate(targets):
+            if isinstance(slot, ScalarSlot):
+                self.b.emit(t.SetLocal(slot.local, 0, _as_storage(snapshots[i])))
+        pairs = [
+            (tgt, v) for tgt, v in zip(targets, values, strict=True) if isinstance(tgt, TileRegs)
+        ]
+        self.assign_tiles([tgt for tgt, _ in pairs], [v for _, v in pairs])
+
+    def assign_tiles(self, targets: list[TileRegs], values: Sequence[object]) -> None:
         sources = [v for v in values]
         conflict = any(
             isinstance(s, TileRegs)
@@ -1280,9 +1322,10 @@ class _Lowering:
         b = self.b
         stores = []
         for result in instr.results:
-            if not isinstance(result.type, TileType):
-                raise self.fail(instr, "a runtime scalar result of an if is not lowered yet")
-            stores.append(self.define_tile(result, "c"))
+            if isinstance(result.type, TileType):
+                stores.append(self.define_tile(result, "c"))
+            else:
+                stores.append(self.scalar_slot(result))
         bodies = []
         for body_block in (instr.then_body, instr.else_body):
             self.current_defs.append(
