@@ -4,6 +4,7 @@ These read the thread IR the whole pipeline produces (`kernel.compile(...)`); th
 thread IR computes what the block IR means is tested by running it (test_cpu_backend).
 """
 
+import numpy as np
 import pytest
 from conftest import load_example
 
@@ -87,3 +88,21 @@ def test_ir_stages_include_the_thread_ir():
     assert "infer_layouts" in compiled.stages
     with pytest.raises(ValueError, match="the stages are"):
         compiled.ir("nope")
+
+
+def test_row_reductions_use_warp_shuffles():
+    compiled = load_example("softmax").softmax.compile()
+    shuffles = statements(compiled, t.Shfl)
+    assert shuffles and {s.mode for s in shuffles} == {"xor"}
+    assert compiled.stats.get("reduce_shuffle") == 2 and "reduce_shared" not in compiled.stats
+
+
+def test_a_reduction_across_warps_goes_through_shared_memory():
+    @tl.kernel(warps=4)
+    def column_sum(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "N"]):
+        tl.store(y, [0], tl.sum(tl.load(x, [0, 0], [256, 4]), axis=0))
+
+    compiled = column_sum.compile()
+    assert compiled.stats.get("reduce_shared") == 1
+    x = np.random.default_rng(0).integers(-8, 8, (256, 4)).astype(np.float32)
+    assert np.array_equal(column_sum(x, np.zeros(4, np.float32)), x.sum(axis=0))

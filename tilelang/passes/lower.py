@@ -1058,7 +1058,43 @@ class _Lowering:
     def lower_Reduce(self, instr: ir.Reduce) -> None:
         src = self.tile(instr.value)
         dst = self.define_tile(instr.result)
-        self.fold(src, dst, instr.op, instr.axis, scan=False, reverse=False)
+        if not self.reduce_in_warps(src, dst, instr.op, instr.axis):
+            self.fold(src, dst, instr.op, instr.axis, scan=False, reverse=False)
+
+    def reduce_in_warps(self, src: TileRegs, dst: TileRegs, op: str, axis: int) -> bool:
+        """A reduction whose axis lives in each thread's registers and in lanes of one
+        warp: fold the thread's elements, then a butterfly of xor shuffles over the lane
+        digits of the axis, after which every lane of a group holds the result (the
+        replication the reduced layout has). False when the layouts do not allow it."""
+        vdtype = value_dtype(src.dtype)
+        if vdtype not in (dtypes.f32, dtypes.i32, U32) or value_dtype(dst.dtype) != vdtype:
+            return False
+        layout = src.layout
+        offsets = []
+        stride = 1
+        for mode in reversed(layout.thread_modes):
+            size = mode.size if isinstance(mode, Rep) else layout.mode_sizes[mode]
+            if not isinstance(mode, Rep) and layout.mode_dims[mode] == axis and size > 1:
+                if stride * size > WARP or size & (size - 1):
+                    return False
+                offsets += [stride << j for j in range(size.bit_length() - 1)]
+            stride *= size
+        groups = _reduction_groups(src.layout, dst.layout, axis)
+        if groups is None:
+            return False
+        combine = _REDUCE_OPS[op]
+        for dst_local, src_locals in enumerate(groups):
+            value = self.get(src, src_locals[0])
+            for li in src_locals[1:]:
+                value = _elementwise(combine, [value, self.get(src, li)])
+            value = self.b.let(value, "red")
+            for offset in offsets:
+                other = t.Name(self.b.fresh("shfl"), vdtype)
+                self.b.emit(t.Shfl(other, value, "xor", imm(offset)))
+                value = self.b.let(_elementwise(combine, [value, other]), "red")
+            self.put(dst, dst_local, value)
+        self.b.count("reduce_shuffle")
+        return True
 
     def lower_Scan(self, instr: ir.Scan) -> None:
         src = self.tile(instr.value)
@@ -1363,6 +1399,21 @@ _REDUCE_OPS = {
     "or": "or",
     "xor": "xor",
 }
+
+
+def _reduction_groups(src: Layout, dst: Layout, axis: int) -> list[list[int]] | None:
+    """For each local of the reduced layout `dst`, the locals of `src` (the same in every
+    thread) whose elements it folds; None when threads disagree or lanes are missing."""
+    src_table, dst_table = src.table(), dst.table()
+    keep = [d for d in range(src.rank) if d != axis]
+    rows = src_table[:, :, keep]  # [T, N_src, rank - 1]
+    groups = []
+    for li in range(dst.num_locals):
+        hits = (rows == dst_table[:, li : li + 1, :]).all(axis=-1)  # [T, N_src]
+        if not (hits == hits[0]).all() or not hits[0].any():
+            return None
+        groups.append([int(i) for i in np.flatnonzero(hits[0])])
+    return groups
 
 
 def _elementwise(op: str, args: list[t.Expr]) -> t.Expr:
