@@ -1,4 +1,4 @@
-"""The `tilelang` command: the table of data types and pictures of layouts."""
+"""The `tilelang` command: data types, layout pictures, and the kernel cache."""
 
 from __future__ import annotations
 
@@ -54,6 +54,21 @@ def _cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from tilelang.runtime.cache import DiskCache
+
+    cache = DiskCache()
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {cache.root}")
+        return 0
+    entries = cache.entries()
+    for entry in entries:
+        print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}")
+    total = sum(e.size for e in entries)
+    print(f"{len(entries)} entries, {total:,} bytes in {cache.root}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilelang", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("expr", help='layout expression, e.g. "local(2,1).spatial(8,4).local(1,2)"')
     layout.add_argument("--out", help="picture to write: FILE.svg, or FILE.png (needs cairosvg)")
     layout.set_defaults(run=_cmd_layout)
+    cache = sub.add_parser("cache", help="list or clear compiled kernels (TILELANG_CACHE_DIR)")
+    cache.add_argument("action", choices=("ls", "clear"))
+    cache.set_defaults(run=_cmd_cache)
     return parser
 
 
