@@ -1,0 +1,484 @@
+"""The CUDA emitter: thread IR as one header-free CUDA C++ kernel with inline PTX.
+
+`emit_cuda(fn)` returns the source text (deterministic: the same thread IR gives the
+same text); `tilelang.runtime.nvrtc.compile_cuda` compiles it to PTX and cubin. The
+numeric semantics of expressions are in `tilelang.codegen.cuda_expr`, the helper
+library (typedefs, inline-PTX wrappers) in `tilelang.codegen.cuda_prelude`.
+
+Kernel ABI (what a launcher passes)
+-----------------------------------
+One function ``extern "C" __global__ void <symbol>(...)`` where `symbol` is
+`kernel_symbol(fn)` (the thread function's name when that is a plain C identifier).
+Its parameters are `fn.params`, in order, one each:
+
+* a tensor: ``const u8* __restrict__`` (``u8*`` when the kernel stores to it) — the
+  device address of the tensor's bytes, 16-byte aligned (the lowering's vector accesses
+  assume the buffer starts on a 16-byte boundary). Tensors must not overlap
+  (``__restrict__``; read-only ones are read through the non-coherent cache);
+* a scalar of dtype u8/u16/u32/u64/i8/i16/i32/i64/f32/f64: by value in that C type
+  (sizes of tensor shapes are i32 scalars); f16/bf16: by value as its 16-bit code
+  (``unsigned short``); u1: one byte, 0 or 1 (``unsigned char``).
+
+`kernel_params(fn)` lists them with their C types and sizes. A launch uses
+``blockDim = (fn.threads, 1, 1)``, ``gridDim`` = `fn.grid` evaluated on the host from
+the scalar arguments (missing dimensions are 1), and ``fn.shared_bytes`` bytes of
+*dynamic* shared memory (above 48 KiB the launcher must first raise
+``CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES``).
+
+How thread IR maps to C++
+-------------------------
+* Scalars (`Name`) are ``const`` C++ variables in the scope their definition is in;
+  locals are zero-initialized ``alignas(16)`` arrays of their dtype, indexed only by
+  constants, so they live in registers; raw accesses (`Reg`) go through
+  ``tl_reg<W>(local, byte)``, a reference to W (u8, tl_w16, tl_w32, tl_b64, tl_b128:
+  raw types that may alias any other) at that byte.
+* Global memory: ``tl_load<W>(g_x + offset)`` / ``tl_store``, under ``if (pred)``
+  (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). Shared memory: the
+  dynamic ``tl_smem`` array, by byte offset.
+* `Mma`, `Ldmatrix`, `Shfl`, `CpAsync*` are inline PTX (``asm volatile``), `Barrier` is
+  ``__syncthreads()`` (``bar.sync 0``).
+* `For` becomes a counted loop whose trip count is computed once
+  (``ceil((stop - start) / step)``, no overflow of the loop variable near the top of its
+  range), or a plain ``for`` when the bounds make overflow impossible; `unroll` adds
+  ``#pragma unroll``.
+
+Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
+-------------------------------------------------------------------------------
+* Integer ``x / 0`` is all ones, ``x % 0`` is x, ``MIN / -1`` is MIN (no trap, no UB).
+* Locals start as zero bytes (the LLVM backend leaves them unspecified; the lowering
+  never reads a register before writing it, except for bits it then masks off).
+* `Shfl` with an immediate argument in [0, width) is one native ``shfl.sync`` of its
+  mode; any other argument computes the source lane exactly as thread.py says (a source
+  outside the segment gives the lane's own value) and uses ``shfl.sync.idx``.
+* NaN bits: conversions produce the canonical NaN; f16/bf16 arithmetic produces what
+  the GPU's f16 units produce (the canonical NaN 0x7fff); f32/f64 NaN payloads are
+  unspecified, as on the CPU.
+* Float → int `Cvt` is ``cvt.rni.sat`` (NaN → 0); float `min`/`max` are PTX
+  ``min``/``max`` (a NaN operand is ignored).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from tilelang import dtypes
+from tilelang.codegen import cuda_prelude as prelude
+from tilelang.codegen.cuda_expr import CudaEmitError, ExprEmitter, imm_int, int_literal
+from tilelang.codegen.cuda_prelude import RAW_TYPES, c_type
+from tilelang.dtypes import DType
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import MMA_ATOMS
+from tilelang.ir.thread_text import print_expr
+from tilelang.ir.thread_verify import verify_thread_function
+
+__all__ = ["CudaEmitError", "CudaParam", "emit_cuda", "kernel_params", "kernel_symbol"]
+
+INDENT = "  "
+WARP = 32
+
+# Names a kernel symbol must avoid: C++ keywords, the prelude's types and macro, CUDA's
+# built-in variables and the C library / math functions NVRTC predeclares (extern "C").
+_CPP_KEYWORDS = frozenset(
+    """alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t
+    char16_t char32_t class compl concept const consteval constexpr constinit const_cast
+    continue co_await co_return co_yield decltype default delete do double dynamic_cast
+    else enum explicit export extern false float for friend goto if inline int long
+    mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected
+    public register reinterpret_cast requires return short signed sizeof static
+    static_assert static_cast struct switch template this thread_local throw true try
+    typedef typeid typename union unsigned using virtual void volatile wchar_t while xor
+    xor_eq""".split()  # noqa: SIM905
+)
+_RESERVED = frozenset(prelude.C_TYPES.values()) | frozenset(
+    """TL_INLINE threadIdx blockIdx blockDim gridDim warpSize main printf malloc free memcpy
+    memset assert abs labs min max fmin fmax fminf fmaxf fabs fabsf exp exp2 exp10 expf exp2f
+    expm1 log log2 log10 logf log2f log1p sqrt sqrtf rsqrt rsqrtf cbrt sin cos tan sinf cosf
+    tanf sinh cosh tanh tanhf asin acos atan atan2 pow powf floor ceil floorf ceilf round
+    trunc rint fmod fmodf erf erfc lgamma tgamma hypot norm""".split()  # noqa: SIM905
+)
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_MMA_PTX_TYPES = {"f16": "f16", "bf16": "bf16", "i8": "s8", "u8": "u8"}
+
+
+def kernel_symbol(fn: t.ThreadFunction) -> str:
+    """The kernel's C symbol: `fn.name` when it is a usable C identifier, else a
+    sanitized form prefixed with ``tl_kernel_``."""
+    name = fn.name
+    if (
+        _PLAIN.fullmatch(name)
+        and name not in _CPP_KEYWORDS
+        and name not in _RESERVED
+        and not name.startswith(("tl_", "__", "_"))
+    ):
+        return name
+    return "tl_kernel_" + _escape(name)
+
+
+def _escape(name: str) -> str:
+    """A C identifier body for any string: letters, digits and '_' stay, others are _xHH."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c == "_") else f"_x{ord(c):02x}" for c in name
+    )
+
+
+@dataclass(frozen=True)
+class CudaParam:
+    """One kernel parameter as a launcher passes it: its C type and size in bytes."""
+
+    name: str
+    dtype: DType
+    is_tensor: bool
+    c_type: str
+    size: int
+
+
+def _param_c_type(p: t.Param, stored: set[str]) -> tuple[str, int]:
+    if p.is_tensor:
+        return ("u8*" if p.name in stored else "const u8*"), 8
+    if p.dtype == dtypes.u1:
+        return "u8", 1
+    return c_type(p.dtype), p.dtype.bits // 8
+
+
+def kernel_params(fn: t.ThreadFunction) -> tuple[CudaParam, ...]:
+    """The emitted kernel's parameters, in order (the ABI in the module docstring)."""
+    stored = _stored_tensors(fn)
+    out = []
+    for p in fn.params:
+        cty, size = _param_c_type(p, stored)
+        out.append(CudaParam(p.name, p.dtype, p.is_tensor, cty, size))
+    return tuple(out)
+
+
+def _stored_tensors(fn: t.ThreadFunction) -> set[str]:
+    return {s.tensor for s in t.walk_stmts(fn.body) if isinstance(s, t.GlobalStore)}
+
+
+def emit_cuda(fn: t.ThreadFunction, launch_bounds: int | None = None) -> str:
+    """CUDA C++ source of `fn` (which should pass `verify_thread_function`).
+
+    `launch_bounds`: the ``__launch_bounds__`` maximum threads per block (default and
+    minimum: `fn.threads`). A function that breaks a rule of thread IR raises the
+    verifier's `ThreadIRError` here, before any C++ exists."""
+    verify_thread_function(fn)
+    bound = fn.threads if launch_bounds is None else launch_bounds
+    if bound < fn.threads:
+        raise CudaEmitError(
+            f"{fn.name}: launch bounds {bound} below the kernel's {fn.threads} threads"
+        )
+    return _Emitter(fn).run(bound)
+
+
+# --------------------------------------------------------------------------- the emitter
+
+
+class _Idents:
+    """Collision-free C identifiers: prefix + the IR name (escaped when not plain)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.table: dict[str, str] = {}
+        self.taken: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        ident = self.table.get(name)
+        if ident is None:
+            ident = base = self.prefix + _escape(name)
+            k = 1
+            while ident in self.taken:
+                ident = f"{base}_{k}"
+                k += 1
+            self.table[name] = ident
+            self.taken.add(ident)
+        return ident
+
+
+class _Emitter:
+    def __init__(self, fn: t.ThreadFunction) -> None:
+        self.fn = fn
+        self.locals = {loc.name: loc for loc in fn.locals}
+        self.names = _Idents("v_")
+        self.local_ids = _Idents("l_")
+        self.tensor_ids = _Idents("g_")
+        self.flag_ids = _Idents("a_")  # u1 scalar parameters, passed as a byte
+        self.x = ExprEmitter(self.names, self.local_ids)
+        self.lines: list[str] = []
+        self.depth = 1
+        self.loops = 0
+        self.uses_smem_address = False
+        self.uses_lane = False
+
+    # ------------------------------------------------------------------ output
+
+    def line(self, text: str) -> None:
+        self.lines.append(INDENT * self.depth + text)
+
+    def expr(self, e: t.Expr) -> str:
+        return self.x.expr(e)
+
+    def run(self, bound: int) -> str:
+        fn = self.fn
+        params = kernel_params(fn)
+        signature: list[str] = []
+        prologue: list[str] = []
+        for p in params:
+            if p.is_tensor:
+                signature.append(f"{p.c_type} __restrict__ {self.tensor_ids(p.name)}")
+            elif p.dtype == dtypes.u1:
+                arg = self.flag_ids(p.name)
+                signature.append(f"u8 {arg}")
+                prologue.append(f"const bool {self.names(p.name)} = {arg} != 0;")
+            else:
+                signature.append(f"{p.c_type} {self.names(p.name)}")
+        for loc in fn.locals:
+            prologue.append(
+                f"alignas(16) {c_type(loc.dtype)} {self.local_ids(loc.name)}[{loc.count}] = {{}};"
+            )
+        for stmt in fn.body:
+            self.stmt(stmt)
+        body, self.lines = self.lines, []
+        setup = ["extern __shared__ __align__(16) u8 tl_smem[];"]
+        if self.uses_smem_address:
+            setup.append(f"const u32 tl_smem_addr = {self.x.call('tl_shared_address', 'tl_smem')};")
+        if self.x.uses_tid or self.uses_lane:
+            setup.append("const i32 tl_tid = (i32)threadIdx.x;")
+        if self.uses_lane:
+            setup.append("const i32 tl_lane = tl_tid & 31;")
+        for axis in sorted(self.x.uses_bid):
+            setup.append(f"const i32 tl_bid_{'xyz'[axis]} = (i32)blockIdx.{'xyz'[axis]};")
+        head = _header(fn)
+        symbol = kernel_symbol(fn)
+        out = [head, prelude.render(self.x.needed)]
+        out.append(f'extern "C" __global__ void __launch_bounds__({bound}) {symbol}(')
+        out.append(",\n".join(INDENT * 2 + s for s in signature) + ") {")
+        out.extend(INDENT + s for s in setup + prologue)
+        out.extend(body)
+        out.append("}")
+        return "\n".join(out) + "\n"
+
+    # ------------------------------------------------------------------ registers
+
+    def reg(self, r: t.Reg, width: int) -> str:
+        return f"tl_reg<{RAW_TYPES[width]}>({self.local_ids(r.local)}, {r.byte})"
+
+    def reg_ptr(self, r: t.Reg, ctype: str) -> str:
+        return f"&tl_reg<{ctype}>({self.local_ids(r.local)}, {r.byte})"
+
+    def tensor_at(self, tensor: str, offset: t.Expr) -> str:
+        return f"{self.tensor_ids(tensor)} + {self.expr(offset)}"
+
+    def shared_at(self, address: t.Expr) -> str:
+        return f"tl_smem + {self.expr(address)}"
+
+    def shared_address(self, address: t.Expr) -> str:
+        """The shared-window address (``.shared`` state space) of a shared byte offset."""
+        self.uses_smem_address = True
+        return f"tl_smem_addr + (u32){self.expr(address)}"
+
+    def predicated(self, pred: t.Expr | None, text: str) -> None:
+        self.line(text if pred is None else f"if ({self.expr(pred)}) {text}")
+
+    # ------------------------------------------------------------------ statements
+
+    def stmt(self, s: t.Stmt) -> None:
+        method = getattr(self, f"stmt_{type(s).__name__}", None)
+        if method is None:
+            raise CudaEmitError(f"not a thread-IR statement: {s!r}")
+        method(s)
+
+    def stmt_Let(self, s: t.Let) -> None:
+        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
+
+    def stmt_SetLocal(self, s: t.SetLocal) -> None:
+        self.line(f"{self.local_ids(s.local)}[{s.index}] = {self.expr(s.value)};")
+
+    def stmt_Move(self, s: t.Move) -> None:
+        self.line(f"{self.reg(s.dst, s.width)} = {self.reg(s.src, s.width)};")
+
+    def stmt_GlobalLoad(self, s: t.GlobalLoad) -> None:
+        w = RAW_TYPES[s.width]
+        load = f"tl_load<{w}>({self.tensor_at(s.tensor, s.offset)})"
+        self.predicated(s.pred, f"{self.reg(s.dst, s.width)} = {load};")
+
+    def stmt_GlobalStore(self, s: t.GlobalStore) -> None:
+        w = RAW_TYPES[s.width]
+        at = self.tensor_at(s.tensor, s.offset)
+        self.predicated(s.pred, f"tl_store<{w}>({at}, {self.reg(s.src, s.width)});")
+
+    def stmt_SharedLoad(self, s: t.SharedLoad) -> None:
+        load = f"tl_load<{RAW_TYPES[s.width]}>({self.shared_at(s.address)})"
+        self.predicated(s.pred, f"{self.reg(s.dst, s.width)} = {load};")
+
+    def stmt_SharedStore(self, s: t.SharedStore) -> None:
+        at = self.shared_at(s.address)
+        self.predicated(
+            s.pred, f"tl_store<{RAW_TYPES[s.width]}>({at}, {self.reg(s.src, s.width)});"
+        )
+
+    def stmt_CpAsync(self, s: t.CpAsync) -> None:
+        if s.width not in (4, 8, 16):
+            raise CudaEmitError(f"cp.async copies 4, 8 or 16 bytes, not {s.width}")
+        dst, src = self.shared_address(s.address), self.tensor_at(s.tensor, s.offset)
+        if s.pred is None:
+            self.line(f"{self.x.call(f'tl_cp_async_{s.width}', dst, src)};")
+        else:
+            helper = f"tl_cp_async_{s.width}_zfill"
+            self.line(f"{self.x.call(helper, dst, src, self.expr(s.pred))};")
+
+    def stmt_CpAsyncCommit(self, s: t.CpAsyncCommit) -> None:
+        self.line(f"{self.x.call('tl_cp_async_commit')};")
+
+    def stmt_CpAsyncWait(self, s: t.CpAsyncWait) -> None:
+        self.x.need("tl_cp_async_wait")
+        self.line(f"tl_cp_async_wait<{int(s.pending)}>();")
+
+    def stmt_Barrier(self, s: t.Barrier) -> None:
+        self.line("__syncthreads();")
+
+    def stmt_Mma(self, s: t.Mma) -> None:
+        atom = MMA_ATOMS.get(s.atom)
+        if atom is None or str(s.operands) not in atom.operand_dtypes:
+            raise CudaEmitError(f"no mma atom {s.atom} for {s.operands}")
+        shape = f"m{atom.m}n{atom.n}k{atom.k}"
+        helper = f"tl_mma_{shape}_{_MMA_PTX_TYPES[str(s.operands)]}"
+        acc = "f32" if atom.acc_dtype == "f32" else "i32"
+        args = (
+            self.reg_ptr(s.d, acc),
+            self.reg_ptr(s.a, "u32"),
+            self.reg_ptr(s.b, "u32"),
+            self.reg_ptr(s.c, acc),
+        )
+        self.line(f"{self.x.call(helper, *args)};")
+
+    def stmt_Ldmatrix(self, s: t.Ldmatrix) -> None:
+        if s.num not in (1, 2, 4):
+            raise CudaEmitError(f"ldmatrix loads 1, 2 or 4 matrices, not {s.num}")
+        helper = f"tl_ldmatrix_x{s.num}{'_trans' if s.trans else ''}"
+        args = (self.reg_ptr(s.dst, "u32"), self.shared_address(s.address))
+        self.line(f"{self.x.call(helper, *args)};")
+
+    def stmt_Shfl(self, s: t.Shfl) -> None:
+        vt = s.value.dtype
+        if vt.bits != 32 or s.result.type != vt or s.width not in (1, 2, 4, 8, 16, 32):
+            raise CudaEmitError("a shuffle moves one 32-bit value within 1..32 lanes")
+        value = self.expr(s.value)
+        bits = self.x.bitcast(value, vt, dtypes.u32)
+        segment = (WARP - s.width) << 8  # shfl.sync's c operand: segment mask, then clamp
+        arg = imm_int(s.arg)
+        if arg is not None and 0 <= arg < s.width:
+            mode = {"xor": "bfly"}.get(s.mode, s.mode)
+            clamp = 0 if s.mode == "up" else 0x1F
+            got = self.x.call(f"tl_shfl_{mode}", bits, f"{arg}u", f"0x{segment | clamp:x}u")
+        else:
+            self.uses_lane = True
+            mode_id = ("idx", "xor", "up", "down").index(s.mode)
+            source = self.x.call(
+                "tl_shfl_source",
+                str(mode_id),
+                f"(tl_lane & {s.width - 1})",
+                self.shfl_arg(s.arg),
+                str(s.width),
+            )
+            got = self.x.call("tl_shfl_idx", bits, f"(u32){source}", f"0x{segment | 0x1F:x}u")
+        result = self.x.bitcast(got, dtypes.u32, vt)
+        self.line(f"const {c_type(vt)} {self.names(s.result.name)} = {result};")
+
+    def shfl_arg(self, arg: t.Expr) -> str:
+        """A shuffle argument as an i32 clamped to [-64, 64] (values beyond give the
+        lane's own value in every mode, as they would unclamped)."""
+        dt = arg.dtype
+        if not dt.is_int:
+            raise CudaEmitError(f"a shuffle argument must be an integer, got {dt}")
+        a = self.expr(arg)
+        if dt == dtypes.u1:
+            return f"(i32){a}"
+        hi = int_literal(64, dt)
+        if dt.signed:
+            return f"(i32)tl_min(tl_max({a}, {int_literal(-64, dt)}), {hi})"
+        return f"(i32)tl_min({a}, {hi})"
+
+    def stmt_For(self, s: t.For) -> None:
+        dt = s.var.type
+        if not dt.is_int or dt == dtypes.u1:
+            raise CudaEmitError(f"a loop variable must be an integer, not {dt}")
+        ct, wide = c_type(dt), ("u64" if dt.bits == 64 else "u32")
+        var = self.names(s.var.name)
+        start, stop, step = (self.expr(e) for e in (s.start, s.stop, s.step))
+        stop_imm, step_imm = imm_int(s.stop), imm_int(s.step)
+        pragma = ["#pragma unroll"] if s.unroll else []
+        safe = (
+            step_imm is not None
+            and step_imm > 0
+            and dt.bits >= 32
+            and (step_imm == 1 or (stop_imm is not None and stop_imm + step_imm - 1 <= dt.max))
+        )
+        if safe:
+            # v < stop and v + step <= stop + step - 1 <= MAX: the increment cannot overflow.
+            for p in pragma:
+                self.line(p)
+            self.line(f"for ({ct} {var} = {start}; {var} < {stop}; {var} += {step}) {{")
+            self.block(s.body)
+            self.line("}")
+            return
+        k = self.loops
+        self.loops += 1
+        lo, hi, n, i = f"tl_lo{k}", f"tl_hi{k}", f"tl_n{k}", f"tl_i{k}"
+        self.line("{")
+        self.depth += 1
+        self.line(f"const {ct} {lo} = {start};")
+        self.line(f"const {ct} {hi} = {stop};")
+        step_u = f"({wide}){step}" if step_imm is None else int_literal(step_imm, _UNSIGNED[wide])
+        if step_imm is None:  # a step <= 0 is undefined; never divide by zero
+            step_u = f"tl_max(({wide}){step}, ({wide})1)"
+        self.line(
+            f"const {wide} {n} = {lo} < {hi} ? "
+            f"(({wide}){hi} - ({wide}){lo} - 1) / {step_u} + 1 : 0;"
+        )
+        for p in pragma:
+            self.line(p)
+        self.line(f"for ({wide} {i} = 0; {i} < {n}; ++{i}) {{")
+        self.depth += 1
+        self.line(f"const {ct} {var} = ({ct})(({wide}){lo} + {i} * {step_u});")
+        self.depth -= 1
+        self.block(s.body)
+        self.line("}")
+        self.depth -= 1
+        self.line("}")
+
+    def stmt_If(self, s: t.If) -> None:
+        self.line(f"if ({self.expr(s.cond)}) {{")
+        self.block(s.then_body)
+        if s.else_body:
+            self.line("} else {")
+            self.block(s.else_body)
+        self.line("}")
+
+    def block(self, body: tuple[t.Stmt, ...]) -> None:
+        self.depth += 1
+        for s in body:
+            self.stmt(s)
+        self.depth -= 1
+
+
+_UNSIGNED = {"u32": dtypes.u32, "u64": dtypes.u64}
+
+
+def _header(fn: t.ThreadFunction) -> str:
+    """A comment naming the kernel, its parameters and launch shape (one line per fact;
+    names are printed with `repr`-style escapes so that none can end the comment)."""
+
+    def clean(text: str) -> str:
+        return text.encode("unicode_escape").decode("ascii")
+
+    params = ", ".join(
+        f"{p.name}: tensor<{p.dtype}>" if p.is_tensor else f"{p.name}: {p.dtype}" for p in fn.params
+    )
+    grid = ", ".join(print_expr(g) for g in fn.grid) or "1"
+    return (
+        f"// tilelang kernel {clean(fn.name)}({clean(params)})\n"
+        f"// threads per block: {fn.threads}; dynamic shared memory: {fn.shared_bytes} bytes\n"
+        f"// grid: ({clean(grid)})\n"
+        "// Generated from thread IR: CUDA C++ that needs no header (NVRTC or nvcc).\n"
+    )

@@ -1,0 +1,222 @@
+"""NVRTC driver: CUDA C++ source → PTX + cubin for one GPU architecture, no GPU needed.
+
+`compile_cuda(source, name, arch)` compiles in-process through `cuda.bindings.nvrtc`
+(the NVRTC library comes from the `nvidia-cuda-nvrtc` wheel; `cuda.bindings` locates it
+with `cuda.pathfinder`, or on the system's CUDA installation). One compilation for a
+real architecture (``--gpu-architecture=sm_XX``) yields both the cubin and the PTX it
+was assembled from. ptxas runs inside NVRTC with ``-v``, so the log carries the
+kernel's resource usage (`tilelang.runtime.cubin.read_resources` reads it).
+
+Options: ``--fmad=false`` (no multiply-add contraction: the emitted code already
+rounds every f32 operation explicitly, this guards hand-written code too),
+``-ftz=false -prec-div=true -prec-sqrt=true`` (IEEE semantics, the defaults, spelled
+out), ``-default-device``, ``-std=c++17``.
+
+A failed compilation raises `CudaCompileError`, whose message names the kernel and
+architecture, holds NVRTC's whole log, and for every line the log refers to shows the
+source lines around it, numbered (``name.cu(N)`` refers to the CUDA source, ``ptx
+input, line N`` to the generated PTX). `NvrtcUnavailableError` says how to install
+NVRTC when the library cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+from tilelang.runtime.cubin import Resources, read_resources
+
+__all__ = [
+    "ARCHS",
+    "NVRTC_OPTIONS",
+    "CudaBinary",
+    "CudaCompileError",
+    "NvrtcUnavailableError",
+    "compile_cuda",
+    "nvrtc_version",
+]
+
+#: The architectures tilelang targets (DESIGN.md §0); others NVRTC accepts also work.
+ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+
+NVRTC_OPTIONS = (
+    "--fmad=false",
+    "-ftz=false",
+    "-prec-div=true",
+    "-prec-sqrt=true",
+    "-default-device",
+    "-std=c++17",
+    "-Xptxas=-v",
+)
+
+_ARCH = re.compile(r"sm_(\d{2,3})([af]?)")
+_CONTEXT = 3  # source lines shown on each side of a line an error names
+
+
+class NvrtcUnavailableError(RuntimeError):
+    """The NVRTC library (or `cuda.bindings`) cannot be loaded."""
+
+
+class CudaCompileError(RuntimeError):
+    """NVRTC rejected a kernel; the message holds the log and the numbered source lines."""
+
+    def __init__(self, message: str, *, name: str, arch: str, log: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.arch = arch
+        self.log = log
+
+
+@dataclass(frozen=True)
+class CudaBinary:
+    """One kernel compiled for one architecture."""
+
+    name: str  # the kernel's symbol in the cubin
+    arch: str
+    ptx: str
+    cubin: bytes
+    log: str  # NVRTC's log: warnings and the ptxas -v resource lines
+
+    @cached_property
+    def resources(self) -> Resources:
+        """Registers, spills, static shared memory and stack frame of the kernel."""
+        return read_resources(self.log, self.cubin, self.name)
+
+
+# --------------------------------------------------------------------------- the library
+
+_LOCK = threading.Lock()
+_MODULE: list[object] = []
+
+
+def _nvrtc():
+    """The `cuda.bindings.nvrtc` module, with its library loaded (else a clear error)."""
+    with _LOCK:
+        if _MODULE:
+            return _MODULE[0]
+        try:
+            from cuda.bindings import nvrtc
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise NvrtcUnavailableError(
+                "tilelang compiles CUDA kernels with NVRTC through `cuda.bindings` "
+                f"(the cuda-python package), which cannot be imported: {e}. "
+                "Install it with `pip install cuda-python nvidia-cuda-nvrtc`."
+            ) from e
+        try:
+            result = nvrtc.nvrtcVersion()
+        except Exception as e:
+            raise NvrtcUnavailableError(
+                f"the NVRTC library cannot be loaded ({type(e).__name__}: {str(e).strip()}). "
+                "Install it with `pip install nvidia-cuda-nvrtc` (the wheel of your CUDA "
+                "major version: `nvidia-cuda-nvrtc-cu12` for CUDA 12), or install the CUDA "
+                "toolkit."
+            ) from e
+        _check(nvrtc, result[0], "nvrtcVersion")
+        _MODULE.append(nvrtc)
+        return nvrtc
+
+
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the NVRTC library in use."""
+    nvrtc = _nvrtc()
+    err, major, minor = nvrtc.nvrtcVersion()
+    _check(nvrtc, err, "nvrtcVersion")
+    return int(major), int(minor)
+
+
+def _check(nvrtc, err, what: str) -> None:
+    if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+        _, text = nvrtc.nvrtcGetErrorString(err)
+        raise RuntimeError(f"{what} failed: {text.decode(errors='replace')}")
+
+
+def _read(nvrtc, prog, size_fn, get_fn) -> bytes:
+    err, size = size_fn(prog)
+    _check(nvrtc, err, size_fn.__name__)
+    buffer = b" " * size
+    (err,) = get_fn(prog, buffer)
+    _check(nvrtc, err, get_fn.__name__)
+    return buffer
+
+
+def _text(raw: bytes) -> str:
+    return raw.rstrip(b"\0").decode(errors="replace").strip()
+
+
+# --------------------------------------------------------------------------- compiling
+
+
+def compile_cuda(source: str, name: str, arch: str, options: tuple[str, ...] = ()) -> CudaBinary:
+    """Compile `source` (whose kernel symbol is `name`) for `arch` (e.g. ``"sm_90a"``).
+
+    `options` are extra NVRTC options, after `NVRTC_OPTIONS`."""
+    if not _ARCH.fullmatch(arch):
+        raise ValueError(
+            f"unknown GPU architecture {arch!r}: expected sm_XX (tilelang targets {', '.join(ARCHS)})"
+        )
+    nvrtc = _nvrtc()
+    err, prog = nvrtc.nvrtcCreateProgram(source.encode(), f"{name}.cu".encode(), 0, [], [])
+    _check(nvrtc, err, "nvrtcCreateProgram")
+    try:
+        opts = [f"--gpu-architecture={arch}".encode()] + [
+            o.encode() for o in (*NVRTC_OPTIONS, *options)
+        ]
+        (result,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        log = _text(_read(nvrtc, prog, nvrtc.nvrtcGetProgramLogSize, nvrtc.nvrtcGetProgramLog))
+        ptx = ""
+        with contextlib.suppress(RuntimeError):  # the PTX exists when only ptxas failed
+            ptx = _text(_read(nvrtc, prog, nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
+        if result != nvrtc.nvrtcResult.NVRTC_SUCCESS:
+            _, reason = nvrtc.nvrtcGetErrorString(result)
+            raise CudaCompileError(
+                _error_message(name, arch, reason.decode(errors="replace"), log, source, ptx),
+                name=name,
+                arch=arch,
+                log=log,
+            )
+        cubin = bytes(_read(nvrtc, prog, nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN))
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+    return CudaBinary(name=name, arch=arch, ptx=ptx + "\n", cubin=cubin, log=log)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _numbered(text: str, lines: list[int], title: str) -> list[str]:
+    """The lines of `text` around each of `lines` (1-based), numbered, the named ones
+    marked with '>'; overlapping windows are merged."""
+    all_lines = text.splitlines()
+    wanted: set[int] = set()
+    for n in lines:
+        wanted.update(range(max(1, n - _CONTEXT), min(len(all_lines), n + _CONTEXT) + 1))
+    if not wanted:
+        return []
+    out = [title]
+    previous = None
+    width = len(str(max(wanted)))
+    for n in sorted(wanted):
+        if previous is not None and n != previous + 1:
+            out.append("   " + "." * width)
+        mark = ">" if n in lines else " "
+        out.append(f"{mark} {n:>{width}} | {all_lines[n - 1]}")
+        previous = n
+    return out
+
+
+def _error_message(name: str, arch: str, reason: str, log: str, source: str, ptx: str) -> str:
+    source_lines = sorted({int(n) for n in re.findall(rf"{re.escape(name)}\.cu\((\d+)\)", log)})
+    ptx_lines = sorted({int(n) for n in re.findall(r"ptx input, line (\d+)", log)})
+    # Other "line N" mentions (e.g. a remark that names no file) refer to the source.
+    others = {int(n) for n in re.findall(r"\bline (\d+)", log)} - set(ptx_lines)
+    source_lines = sorted(set(source_lines) | others)
+    parts = [f"NVRTC could not compile kernel {name} for {arch} ({reason}).", "", "NVRTC log:"]
+    parts += ["  " + line for line in (log or "(empty)").splitlines()]
+    if source_lines:
+        parts += ["", *_numbered(source, source_lines, f"{name}.cu (generated CUDA source):")]
+    if ptx_lines and ptx:
+        parts += ["", *_numbered(ptx, ptx_lines, f"{name}.ptx (generated PTX):")]
+    return "\n".join(parts)
