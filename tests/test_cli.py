@@ -44,3 +44,38 @@ def test_to_svg_matches_cli_picture(expr, tmp_path):
     out = tmp_path / "l.svg"
     cli.main(["layout", expr, "--out", str(out)])
     assert out.read_text() == parse_layout(expr).to_svg()
+
+
+def test_inspect_prints_every_stage_and_the_machine_code(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
+    assert (
+        cli.main(
+            ["inspect", "examples/quant_matmul.py:quant_matmul", "--arch", "sm_80", "-D", "WT=u4"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    for title in (
+        "IR after infer_layouts",
+        "IR after pipeline",
+        "IR after lower",
+        "CUDA source (sm_80)",
+        "PTX",
+        "resources (ptxas)",
+    ):
+        assert f"==== {title}" in out
+    assert "spill stores 0 B" in out
+    assert "mma=" in out and "dequant_vector=" in out
+
+
+def test_inspect_one_pass_and_clear_errors(capsys):
+    assert (
+        cli.main(["inspect", "examples/matmul.py:matmul", "--pass", "vectorize", "-D", "BK=16"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("==== IR after vectorize ====") and "vector=16" in out
+    assert cli.main(["inspect", "examples/matmul.py:nope"]) == 1
+    assert "has no kernel 'nope' (its kernels: matmul)" in capsys.readouterr().err
+    assert cli.main(["inspect", "examples/matmul.py:matmul", "--pass", "nope"]) == 1
+    assert "no pass 'nope'" in capsys.readouterr().err

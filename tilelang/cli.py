@@ -1,4 +1,4 @@
-"""The `tilelang` command: data types, layout pictures, and the kernel cache."""
+"""The `tilelang` command: data types, layout pictures, kernel inspection, the cache."""
 
 from __future__ import annotations
 
@@ -69,6 +69,114 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_kernel(spec: str):
+    """The kernel `NAME` of the Python file in `FILE:NAME`."""
+    import importlib.util
+    from pathlib import Path
+
+    from tilelang.kernel import Kernel
+
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name:
+        raise ValueError(f"expected FILE:KERNEL, got {spec!r}")
+    path = Path(file)
+    if not path.is_file():
+        raise ValueError(f"no such file: {file}")
+    sys.path.insert(0, str(path.resolve().parent))
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    kernel = getattr(module, name, None)
+    if not isinstance(kernel, Kernel):
+        found = sorted(n for n, v in vars(module).items() if isinstance(v, Kernel))
+        raise ValueError(
+            f"{file} has no kernel {name!r} (its kernels: {', '.join(found) or 'none'})"
+        )
+    return kernel
+
+
+def parse_define(text: str) -> tuple[str, object]:
+    """`NAME=VALUE`: an int, a float, true/false, or a dtype name (u4, f16, ...)."""
+    from tilelang import dtypes
+
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise ValueError(f"-D expects NAME=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return name, convert(value)
+        except ValueError:
+            pass
+    if value in ("true", "false"):
+        return name, value == "true"
+    try:
+        return name, dtypes.dtype(value)
+    except ValueError:
+        return name, value
+
+
+SASS_GROUPS = (
+    ("HMMA (tensor-core mma)", ("HMMA", "IMMA")),
+    ("LDSM (ldmatrix)", ("LDSM",)),
+    ("LDGSTS (cp.async)", ("LDGSTS",)),
+    ("LDG (global loads)", ("LDG",)),
+    ("STG (global stores)", ("STG",)),
+    ("LOP3", ("LOP3",)),
+    ("PRMT", ("PRMT",)),
+    ("I2F (int to float)", ("I2F",)),
+    ("SHFL", ("SHFL",)),
+    ("LDL/STL (local memory, spills)", ("LDL", "STL")),
+)
+
+
+def sass_summary(cubin: bytes) -> str:
+    """Counts of the instructions that tell how a kernel was compiled, by width."""
+    from tilelang.runtime.sass import disassemble, opcodes
+
+    counts = opcodes(disassemble(cubin))
+    lines = []
+    for title, prefixes in SASS_GROUPS:
+        found = {op: n for op, n in counts.items() if op.split(".")[0] in prefixes}
+        detail = ", ".join(f"{op} x{n}" for op, n in sorted(found.items()))
+        lines.append(f"  {title:32} {sum(found.values()):5}  {detail}")
+    return "\n".join(lines)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from tilelang.ir.printer import print_function
+    from tilelang.runtime.sass import SassUnavailableError
+
+    kernel = load_kernel(args.kernel)
+    constexprs = dict(parse_define(d) for d in args.define)
+    compiled = kernel.compile(target=args.arch, **constexprs)
+    stages = compiled.stages
+    names = [args.pass_name] if args.pass_name else [*stages, "lower"]
+    for name in names:
+        if name == "lower":
+            text = compiled.ir("lower")
+        elif name in stages:
+            text = print_function(stages[name])
+        else:
+            raise ValueError(f"no pass {name!r}; the passes are {', '.join([*stages, 'lower'])}")
+        print(f"==== IR after {name} ====\n{text}")
+    if args.pass_name:
+        return 0
+    print(f"==== CUDA source ({compiled.target}) ====\n{compiled.source}")
+    print(f"==== PTX ====\n{compiled.ptx}")
+    r = compiled.resources
+    print(
+        f"==== resources ({r.source}) ====\n  registers {r.registers}, spill stores "
+        f"{r.spill_store_bytes} B, spill loads {r.spill_load_bytes} B, local {r.local_bytes} B, "
+        f"dynamic shared {compiled.thread.shared_bytes} B, threads {compiled.thread.threads}"
+    )
+    print(f"  lowering: {', '.join(f'{k}={v}' for k, v in sorted(compiled.stats.items()))}")
+    try:
+        print(f"==== SASS summary (whole kernel) ====\n{sass_summary(compiled.cubin)}")
+    except SassUnavailableError as error:
+        print(f"==== SASS summary: skipped ({error}) ====")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilelang", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +187,21 @@ def build_parser() -> argparse.ArgumentParser:
     layout.add_argument("expr", help='layout expression, e.g. "local(2,1).spatial(8,4).local(1,2)"')
     layout.add_argument("--out", help="picture to write: FILE.svg, or FILE.png (needs cairosvg)")
     layout.set_defaults(run=_cmd_layout)
+    inspect = sub.add_parser(
+        "inspect", help="show a kernel's IR after every pass, CUDA, PTX, resources and SASS"
+    )
+    inspect.add_argument("kernel", help="FILE:KERNEL, e.g. examples/matmul.py:matmul")
+    inspect.add_argument("--arch", default="sm_90", help="GPU architecture (default sm_90)")
+    inspect.add_argument(
+        "-D",
+        dest="define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a constexpr value, e.g. -D WT=u4 -D BK=64",
+    )
+    inspect.add_argument("--pass", dest="pass_name", help="print only the IR after this pass")
+    inspect.set_defaults(run=_cmd_inspect)
     cache = sub.add_parser("cache", help="list or clear compiled kernels (TILELANG_CACHE_DIR)")
     cache.add_argument("action", choices=("ls", "clear"))
     cache.set_defaults(run=_cmd_cache)

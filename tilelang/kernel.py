@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from tilelang.dtypes import DType
@@ -45,21 +45,55 @@ Warps = int | Callable[..., int]
 MAX_SIZE_DIVISOR = 128
 
 
-@dataclass(frozen=True)
 class CompiledKernel:
-    """One specialization, compiled: block IR after every pass and the thread IR.
+    """One specialization, compiled: block IR after every pass, the thread IR and, for a
+    GPU target, the CUDA source, PTX, cubin and resources.
 
     `stats` counts what the lowering selected (mma, ldmatrix, dequantization recipes
-    and their scalar fallback, access widths, ...).
+    and their scalar fallback, access widths, ...). A GPU build that came from the
+    disk cache ran no pass; `stages` then runs them on first use.
     """
 
-    name: str
-    stages: dict[str, ir.Function]
-    thread: ThreadFunction
+    def __init__(self, name: str, stages: Callable[[], dict[str, ir.Function]], thread, cuda=None):
+        self.name = name
+        self._stages = stages
+        self.thread: ThreadFunction = thread
+        self.cuda = cuda  # tilelang.runtime.cuda_build.CudaBuild, for a GPU target
+
+    @functools.cached_property
+    def stages(self) -> dict[str, ir.Function]:
+        return self._stages()
 
     @property
     def stats(self) -> dict[str, int]:
         return dict(self.thread.stats)
+
+    def _gpu(self, what: str):
+        if self.cuda is None:
+            raise ValueError(
+                f"{self.name}: {what} exists for a GPU target (compile(target='sm_90'))"
+            )
+        return self.cuda
+
+    @property
+    def target(self) -> str:
+        return self.cuda.arch if self.cuda is not None else "cpu"
+
+    @property
+    def source(self) -> str:
+        return self._gpu("the CUDA source").source
+
+    @property
+    def ptx(self) -> str:
+        return self._gpu("PTX").ptx
+
+    @property
+    def cubin(self) -> bytes:
+        return self._gpu("a cubin").cubin
+
+    @property
+    def resources(self):
+        return self._gpu("resources").resources
 
     def ir(self, stage: str = "lower") -> str:
         """The IR after `stage` (a pass name, "frontend", or "lower" for the thread IR)."""
@@ -79,7 +113,7 @@ class Kernel:
         self._source: SourceFunction | None = None
         self._specializations: dict[tuple, ir.Function] = {}
         self._stages: dict[ir.Function, dict[str, ir.Function]] = {}
-        self._compiled: dict[ir.Function, CompiledKernel] = {}
+        self._compiled: dict[tuple, CompiledKernel] = {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -141,21 +175,39 @@ class Kernel:
         return print_function(stages[stage])
 
     def compile(
-        self, assume: dict[str, int] | str | None = "all", **constexprs: Any
+        self, assume: dict[str, int] | str | None = "all", target: str = "cpu", **constexprs: Any
     ) -> CompiledKernel:
-        """Compiles one specialization down to thread IR (cached).
+        """Compiles one specialization (cached in memory; GPU builds also on disk).
 
         `assume`: a dict of size name -> divisor, `None` for no facts, or "all" (the
         default): every size a multiple of 128, as sizes of real models are.
+        `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
+        "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed).
         """
+        function = self.specialize(**constexprs)
         if assume == "all":
-            function = self.specialize(**constexprs)
             assume = {size.name: MAX_SIZE_DIVISOR for size in function.sizes}
-        stages = self.stages(assume, **constexprs)
-        final = stages[PIPELINE[-1][0]]
-        if final not in self._compiled:
-            self._compiled[final] = CompiledKernel(self.fn.__name__, stages, lower_function(final))
-        return self._compiled[final]
+        facts = tuple(sorted((assume or {}).items()))
+        key = (function, facts, target)
+        if key in self._compiled:
+            return self._compiled[key]
+
+        def stages() -> dict[str, ir.Function]:
+            return self.stages(dict(facts), **constexprs)
+
+        def thread() -> ThreadFunction:
+            return lower_function(stages()[PIPELINE[-1][0]])
+
+        if target == "cpu":
+            compiled = CompiledKernel(self.fn.__name__, stages, thread())
+        else:
+            from tilelang.runtime.cuda_build import cuda_build
+
+            text = print_function(replace(function, assume=facts))
+            build = cuda_build((text,), thread, target)
+            compiled = CompiledKernel(self.fn.__name__, stages, build.thread, build)
+        self._compiled[key] = compiled
+        return compiled
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder()
@@ -241,18 +293,37 @@ class Kernel:
         return self._run(self.specialize(**constexprs), values)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the kernel on host arrays through the LLVM CPU backend."""
-        from tilelang.runtime.cpu import compile_cpu  # llvmlite loads only when needed
-
+        """Runs the kernel: on the GPU when the tensors are device arrays (torch, cupy,
+        `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend."""
         values, constexprs = self._split_arguments(args, kwargs)
         function = self.specialize(**constexprs)
+        tensors = [values[p.name] for p in function.params if isinstance(p.type, TensorType)]
+        if any(_on_gpu(t) for t in tensors):
+            return self._call_gpu(function, values, constexprs)
+        from tilelang.runtime.cpu import compile_cpu  # llvmlite loads only when needed
+
         bound = bind_arguments(function, values)
-        compiled = self.compile(_size_facts(bound), **constexprs)
+        compiled = self.compile(_size_facts(bound.sizes), **constexprs)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
         scalars = {**bound.scalars, **bound.sizes}
         compile_cpu(compiled.thread).launch({**buffers, **scalars})
         write_back()
         return self._outputs(values, bound)
+
+    def _call_gpu(self, function: ir.Function, values: dict[str, Any], constexprs) -> Any:
+        from tilelang.runtime import gpu
+        from tilelang.runtime.arguments import bind_device_arguments
+        from tilelang.runtime.cpu import eval_host_expr
+
+        bound = bind_device_arguments(function, values)
+        arch = gpu.device_arch()
+        compiled = self.compile(_size_facts(bound.sizes), target=arch, **constexprs)
+        scalars = {**bound.scalars, **bound.sizes}
+        grid = tuple(int(eval_host_expr(g, scalars)) for g in compiled.thread.grid)
+        tensors = [values[name] for name in bound.pointers]
+        gpu.launch(compiled.cuda, bound.pointers, scalars, grid, gpu.current_stream(tensors))
+        outputs = tuple(values[name] for name in bound.stored)
+        return outputs[0] if len(outputs) == 1 else (outputs or None)
 
     def _run(self, function: ir.Function, values: dict[str, Any]) -> Any:
         bound = bind_arguments(function, values)
@@ -270,10 +341,14 @@ class Kernel:
         return f"<tilelang.kernel {self.fn.__name__}>"
 
 
-def _size_facts(bound: BoundArguments) -> dict[str, int]:
+def _on_gpu(value: object) -> bool:
+    return hasattr(value, "__cuda_array_interface__")
+
+
+def _size_facts(sizes: dict[str, int]) -> dict[str, int]:
     """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it."""
     facts = {}
-    for name, size in bound.sizes.items():
+    for name, size in sizes.items():
         divisor = MAX_SIZE_DIVISOR
         while size % divisor:
             divisor //= 2

@@ -1,0 +1,134 @@
+"""GPU targets: compile for an architecture without a GPU, the disk cache in front of it,
+device-argument checks, parameter packing, and (marked `gpu`) runs on a real device."""
+
+import sys
+
+import numpy as np
+import pytest
+from conftest import load_example
+
+import tilelang as tl
+from tilelang.codegen.cuda import kernel_params
+from tilelang.passes import pipeline
+from tilelang.runtime import gpu
+
+
+def gpu_available() -> bool:
+    try:
+        gpu.driver()
+    except gpu.GpuUnavailableError:
+        return False
+    return True
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_compile_for_a_gpu_without_one(cache_dir):
+    compiled = load_example("matmul").matmul.compile(target="sm_90a")
+    assert compiled.target == "sm_90a"
+    assert 'extern "C" __global__' in compiled.source
+    assert ".target sm_90a" in compiled.ptx
+    assert compiled.cubin[:4] == b"\x7fELF"
+    assert compiled.resources.spills == 0 and 0 < compiled.resources.registers <= 255
+    with pytest.raises(ValueError, match="exists for a GPU target"):
+        _ = load_example("matmul").matmul.compile().ptx
+
+
+def test_a_warm_compile_skips_every_pass(cache_dir, monkeypatch):
+    source = load_example("vector_add")
+    first = source.vector_add.compile(target="sm_80")
+    assert not first.cuda.cached
+
+    def no_passes(*args, **kwargs):
+        raise AssertionError("a pass ran on a cache hit")
+
+    monkeypatch.setattr(pipeline, "lower", no_passes)
+    monkeypatch.setattr(sys.modules["tilelang.kernel"], "run_pipeline", no_passes)
+    fresh = tl.kernel(source.vector_add.fn, warps=source.vector_add.warps)  # no memory cache
+    warm = fresh.compile(target="sm_80")
+    assert warm.cuda.cached and warm.cubin == first.cubin and warm.source == first.source
+
+
+def test_parameters_are_packed_in_the_kernels_abi():
+    compiled = load_example("quant_matmul").quant_matmul.compile()
+    thread = compiled.thread
+    pointers = {p.name: 0x1000 * (i + 1) for i, p in enumerate(thread.params) if p.is_tensor}
+    scalars = {p.name: 7 + i for i, p in enumerate(thread.params) if not p.is_tensor}
+    addresses, storage = gpu.pack_parameters(thread, pointers, scalars)
+    assert len(addresses) == len(kernel_params(thread)) == len(storage)
+    for param, held in zip(kernel_params(thread), storage, strict=True):
+        value = int(held[0])
+        assert value == (pointers[param.name] if param.is_tensor else scalars[param.name])
+        assert held.nbytes == param.size
+    assert gpu.scalar_bytes(1.5, tl.f16).tobytes() == np.float16(1.5).tobytes()
+
+
+class FakeDeviceArray:
+    """Something that says it lives on a GPU (what torch and cupy tensors say)."""
+
+    def __init__(self, shape, typestr, pointer=0x7F0000000000):
+        self.__cuda_array_interface__ = {
+            "data": (pointer, False),
+            "shape": shape,
+            "typestr": typestr,
+            "version": 3,
+        }
+
+
+def test_device_arguments_are_checked_before_any_driver_call():
+    vector_add = load_example("vector_add").vector_add
+    x = FakeDeviceArray((100,), "<f4")
+    with pytest.raises(
+        TypeError, match="parameter 'y' expects a tensor of f32, got a device array of <f2"
+    ):
+        vector_add(x, FakeDeviceArray((100,), "<f2"), x)
+    with pytest.raises(TypeError, match="this one is a ndarray"):
+        vector_add(x, np.zeros(100, np.float32), x)
+    with pytest.raises(ValueError, match="16-byte boundary"):
+        vector_add(x, FakeDeviceArray((100,), "<f4", pointer=0x7F0000000004), x)
+
+
+@pytest.mark.skipif(gpu_available(), reason="checks the message of a machine without a GPU")
+def test_without_a_gpu_the_call_says_so():
+    vector_add = load_example("vector_add").vector_add
+    x = FakeDeviceArray((100,), "<f4")
+    with pytest.raises(gpu.GpuUnavailableError, match=r"driver|GPU"):
+        vector_add(x, x, x)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("weight_type", [tl.u4, tl.i4, tl.u3, tl.u8, tl.f4e2m1, tl.f8e4m3])
+def test_quant_matmul_on_the_gpu_equals_the_cpu_backend(weight_type):
+    qm = load_example("quant_matmul")
+    x, w, s = qm.make_inputs(16, 512, 192, weight_type, 128)
+    y_cpu = qm.quant_matmul(x, w, s, np.zeros((16, 192), np.float16), WT=weight_type)
+    y = gpu.DeviceBuffer(np.zeros((16, 192), np.float16))
+    qm.quant_matmul(
+        gpu.DeviceBuffer(x), gpu.DeviceBuffer(w), gpu.DeviceBuffer(s), y, WT=weight_type
+    )
+    y_gpu = y.numpy()
+    scale = np.abs(y_cpu.astype(np.float32)).max()
+    assert (
+        np.abs(y_gpu.astype(np.float32) - y_cpu.astype(np.float32)).max()
+        <= qm.tolerance(512) * scale
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs a CUDA device")
+def test_integer_examples_on_the_gpu_are_bit_exact():
+    row_sum = load_example("row_sum").row_sum
+    x = np.random.default_rng(0).integers(-1000, 1000, (50, 333)).astype(np.int32)
+    y = gpu.DeviceBuffer(np.zeros(50, np.int32))
+    row_sum(gpu.DeviceBuffer(x), y, T=tl.i32)
+    assert np.array_equal(y.numpy(), x.sum(axis=1))
+    vector_add = load_example("vector_add").vector_add
+    a = np.random.default_rng(1).standard_normal(10000).astype(np.float32)
+    out = gpu.DeviceBuffer(np.zeros(10000, np.float32))
+    vector_add(gpu.DeviceBuffer(a), gpu.DeviceBuffer(a), out)
+    assert np.array_equal(out.numpy(), a + a)
