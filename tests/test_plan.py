@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from conftest import load_example
 
+import tilelang as tl
 from tilelang import dtypes
 from tilelang.ir.nodes import SharedLoad
 from tilelang.ir.parser import parse_function
@@ -238,7 +240,7 @@ def test_pressure_at_every_point():
     # At the cast, %a (4) dies and %b (8) is written over it: 4 + 8 - 4.
     assert plan_registers.pressure_by_point(program, 4) == [7, 8, 11, 13, 13]
     plan = plan_registers.estimate(fn)
-    assert plan.peak == 13 + plan_registers.OVERHEAD == 37
+    assert plan.peak == max(13, plan_registers.FLOOR) == 28
     assert str(plan.at) == "k.py:4:1"
     assert plan.live == (("b", 8), ("a", 4), ("y", 2), ("M", 1), ("N", 1), ("row", 1))
 
@@ -246,8 +248,8 @@ def test_pressure_at_every_point():
 def test_run_records_the_estimate_on_blocks():
     fn = plan_registers.run(parse_function(SMALL))
     verify(fn)
-    assert lines_of(fn)[0] == '%bm = blocks %M {registers=37} : i32  loc("k.py":1:1)'
-    assert plan_registers.registers(fn) == 37
+    assert lines_of(fn)[0] == '%bm = blocks %M {registers=28} : i32  loc("k.py":1:1)'
+    assert plan_registers.registers(fn) == 28
     assert plan_registers.registers(parse_function(SMALL)) is None
 
 
@@ -303,14 +305,14 @@ def test_over_255_names_the_largest_tiles():
     )
     fn = parse_function(text)
     plan = plan_registers.estimate(fn)
-    # %acc 512 + %h 256 + %q 64 + %s 8, three pointers 6, M, N, bm: 849 + 24
-    assert plan.peak == 873
+    # %acc 512 + %h 256 + %q 64 + %s 8, three pointers 6, M, N, bm: 849
+    assert plan.peak == 849
     assert str(plan.at) == "<unknown>:0:0"  # the `full` of %s: everything is live there
     with pytest.raises(plan_registers.RegisterBudgetError) as err:
         plan_registers.run(fn)
     assert str(err.value) == (
-        "kernel big needs about 873 registers per thread (an estimate: 849 for its live "
-        "values + 24 for addresses and indices), more than the 255 a thread can have. At "
+        "kernel big needs about 849 registers per thread (an estimate from the values live "
+        "at its peak), more than the 255 a thread can have. At "
         "<unknown>:0:0 the largest live tiles are "
         f"%acc: tile<f32, [256, 256], {layout}>, 512 registers per thread; "
         f"%h: tile<f16, [256, 256], {layout}>, 256 registers per thread; "
@@ -330,5 +332,41 @@ def test_the_peak_location_is_the_first_point_at_the_peak():
         '  store %y[%bm, 0:i32], %acc  loc("big.py":9:5)\n',
     )
     plan = plan_registers.estimate(parse_function(text))
-    assert (plan.peak, str(plan.at)) == (512 + 5 + 24, "big.py:7:11")
+    assert (plan.peak, str(plan.at)) == (512 + 5, "big.py:7:11")
     assert plan.live[0] == ("acc", 512)
+
+
+@pytest.mark.parametrize(
+    ("example", "kernel_name", "constexprs"),
+    [
+        ("vector_add", "vector_add", {}),
+        ("softmax", "softmax", {}),
+        ("row_sum", "row_sum", {}),
+        ("cumsum", "cumsum_rows", {}),
+        pytest.param(
+            "cumsum",
+            "cumsum_rows",
+            {"T": tl.i32},
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="an i32 scan lowered through shared memory takes 44 registers; "
+                "the block IR shows 28",
+            ),
+        ),
+        ("matmul", "matmul", {}),
+        ("matmul", "matmul", {"BM": 32, "BN": 32, "BK": 64}),
+        ("quant_matmul", "quant_matmul", {"WT": tl.u4}),
+        ("quant_matmul", "quant_matmul", {"WT": tl.u8}),
+        ("quant_matmul", "quant_matmul", {"WT": tl.f4e2m1}),
+    ],
+)
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_estimate_is_within_25_percent_of_ptxas(
+    example, kernel_name, constexprs, arch, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
+    kernel = getattr(load_example(example), kernel_name)
+    compiled = kernel.compile(target=arch, **constexprs)
+    estimate = plan_registers.registers(compiled.stages["plan_registers"])
+    actual = compiled.resources.registers
+    assert 0.75 * actual <= estimate <= 1.25 * actual, (estimate, actual)

@@ -9,9 +9,11 @@ The estimate, in 32-bit registers ("words") per thread:
   `num_locals` elements per thread, packed: 8 u4 values are one word);
 - a scalar holds 1 word (2 for 64-bit types); a global tensor holds its 64-bit base
   pointer, 2 words; a shared tile and a constant hold none;
-- plus `OVERHEAD` (24) words for what the block IR does not show: the thread index,
-  addresses, per-element masks and predicates, loop counters of the lowered loops. This
-  is a first guess, to be calibrated against ptxas (`ptxas -v` register counts).
+- and at least `FLOOR` (28) words in all: the thread index, addresses, masks and loop
+  counters that the block IR does not show fit in the registers the live values leave
+  free in a large kernel, and are what a small kernel needs. Calibrated against ptxas
+  on sm_90 for every example (tests/test_plan.py keeps the estimate within 25% of the
+  compiler's count; docs/design.md §10 has the table).
 
 Liveness (`Program`): the instructions are numbered in execution order (pre-order;
 `for` and `if` also get an *end* point after their bodies, where their results are
@@ -71,7 +73,7 @@ from tilelang.ir.types import ScalarType, TensorType, TileType, Type
 #: The most registers a thread can have (every target from sm_80 to sm_90).
 MAX_REGISTERS = 255
 #: Words per thread the block IR does not show (addresses, masks, indices); see above.
-OVERHEAD = 24
+FLOOR = 28
 WARP_SIZE = 32
 
 #: Instructions whose result may overwrite an operand dying there.
@@ -207,7 +209,7 @@ def words(type_: Type, warps: int) -> int:
         return 2 if type_.dtype.bits > 32 else 1
     if isinstance(type_, TensorType):
         return 2
-    return 0  # shared tiles: their address is part of OVERHEAD
+    return 0  # shared tiles: their address is an immediate offset
 
 
 # -- the estimate ----------------------------------------------------------------------------
@@ -215,7 +217,7 @@ def words(type_: Type, warps: int) -> int:
 
 @dataclass(frozen=True)
 class RegisterPlan:
-    """The estimate: `peak` words per thread (`OVERHEAD` included) at the point `at`.
+    """The estimate: `peak` words per thread (at least `FLOOR`) at the point `at`.
 
     `live` lists the values live there as (name, words), largest first; `values` holds
     the same values' Vars, in the same order.
@@ -231,14 +233,14 @@ def estimate(fn: Function) -> RegisterPlan:
     """The peak of live words per thread over the program points of `fn`."""
     program = Program.of(fn)
     if not program.points:
-        return RegisterPlan(OVERHEAD, fn.loc, ())
+        return RegisterPlan(FLOOR, fn.loc, ())
     pressure = pressure_by_point(program, fn.warps)
     peak = max(range(len(pressure)), key=lambda index: (pressure[index], -index))
     point = program.points[peak]
     live = [v for v in program.live_at(peak) if words(v.type, fn.warps) > 0]
     live.sort(key=lambda v: (-words(v.type, fn.warps), v.name))
     return RegisterPlan(
-        pressure[peak] + OVERHEAD,
+        max(pressure[peak], FLOOR),
         point.instr.loc,
         tuple((v.name, words(v.type, fn.warps)) for v in live),
         tuple(live),
@@ -246,7 +248,7 @@ def estimate(fn: Function) -> RegisterPlan:
 
 
 def pressure_by_point(program: Program, warps: int) -> list[int]:
-    """Live words at every program point (without `OVERHEAD`), in-place reuse applied."""
+    """Live words at every program point, in-place reuse applied."""
     count = len(program.points)
     delta = [0] * (count + 1)
     for var, first in program.start.items():
@@ -300,9 +302,8 @@ def budget_message(fn: Function, plan: RegisterPlan) -> str:
         for v in tiles
     )
     return (
-        f"kernel {fn.name} needs about {plan.peak} registers per thread (an estimate: "
-        f"{plan.peak - OVERHEAD} for its live values + {OVERHEAD} for addresses and indices), "
-        f"more than the {MAX_REGISTERS} a thread can have. At {plan.at} the largest live "
+        f"kernel {fn.name} needs about {plan.peak} registers per thread (an estimate from "
+        f"the values live at its peak), more than the {MAX_REGISTERS} a thread can have. At {plan.at} the largest live "
         f"tiles are {largest or 'none'}. Use smaller tiles (BM, BN, BK constexprs) or more "
         f"warps (now {fn.warps})."
     )
@@ -327,7 +328,7 @@ def registers(fn: Function) -> int | None:
 
 __all__ = [
     "MAX_REGISTERS",
-    "OVERHEAD",
+    "FLOOR",
     "Point",
     "Program",
     "RegisterBudgetError",
