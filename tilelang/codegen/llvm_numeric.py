@@ -429,7 +429,8 @@ def binary(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value, dt: DType, bdt: D
         r = call(b, "maximumnum", x, y)
     else:
         raise EmitError(f"{op} is not defined on {dt}")
-    return from_f32(b, r, dt) if ct != dt else r
+    # An arithmetic NaN is the canonical one, as the GPU makes it (x86 makes 0xFFC00000).
+    return from_f32(b, r, dt) if ct != dt else canonical_nan(b, r, dt)
 
 
 _FLOAT_UNARY = {
@@ -466,7 +467,9 @@ def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
         if op == "abs":
             return b.and_(x, int_const(I16, 0x7FFF))
         return from_f32(b, _float_unary(b, op, to_f32(b, x, dt)), dt)
-    return _float_unary(b, op, x)
+    if op in ("neg", "abs"):
+        return _float_unary(b, op, x)  # sign-bit operations keep a NaN's payload
+    return canonical_nan(b, _float_unary(b, op, x), dt)
 
 
 def _float_unary(b: ir.IRBuilder, op: str, x: ir.Value) -> ir.Value:

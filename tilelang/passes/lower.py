@@ -157,6 +157,8 @@ class _Lowering:
         self.shared_top = 0
         self.scratch_bytes = 0
         self.current_defs: list[set[ir.Var]] = []
+        self.stored: set[ir.Var] = set()  # tensors stored to by what was lowered so far
+        self.loop_stores: list[set[ir.Var]] = []  # tensors stored in each enclosing loop
         self.aliased: set[str] = set()
         self.last_use: dict[ir.Var, ir.Instr] = {}
         for instr in walk(fn):
@@ -221,6 +223,10 @@ class _Lowering:
     def scalar(self, v: ir.Value) -> t.Expr:
         if isinstance(v, ir.Const):
             dtype = value_dtype(v.dtype)
+            if v.dtype.is_float and is_packed(v.dtype):
+                # the constant is a value of its dtype: round it as the interpreter does
+                exact = v.dtype.decode(v.dtype.encode(np.asarray([float(v.value)])))[0]
+                return imm(float(exact), dtype)
             value = float(v.value) if dtype.is_float else int(v.value)
             return imm(value, dtype)
         found = self.env[v]
@@ -437,17 +443,26 @@ class _Lowering:
         """`value` (a register dtype) converted by the casting policy to `dtype`'s value
         dtype (for packed types: saturated into the type's range, encoded later)."""
         target = value_dtype(dtype)
-        if dtype.is_int and is_packed(dtype) and dtype != dtypes.u1:
-            wide = value if value.dtype in (I32, U32) and not value.dtype.is_float else None
+        if dtype == dtypes.u1 and value.dtype == dtypes.u1:
+            return value
+        if dtype.is_int and is_packed(dtype):
+            if value.dtype.is_float:  # round to nearest even and saturate, NaN -> 0
+                value = self.b.cvt(value, dtypes.i64 if value.dtype.bits == 64 else I32)
+            elif value.dtype == dtypes.u1:
+                value = self.b.cvt(value, U32)
+            wide = value if value.dtype in (I32, U32) else None
             if wide is None or (value.dtype == U32 and dtype.signed):
                 wide = self.b.cvt(value, dtypes.i64)
             low, high = imm(dtype.min, wide.dtype), imm(dtype.max, wide.dtype)
             clamped = t.Binary("min", t.Binary("max", wide, low), high)
+            if dtype == dtypes.u1:
+                return t.Binary("ne", clamped, imm(0, clamped.dtype))
             return self.b.cvt(clamped, target)
         if dtype.is_float and is_packed(dtype):
-            return value if value.dtype.is_float else self.b.cvt(value, dtypes.f64)
-        if dtype == dtypes.u1:
-            return t.Binary("ne", value, imm(0, value.dtype)) if value.dtype != dtypes.u1 else value
+            # a value of the small type: rounded to it once, held exactly as f32
+            source = value if value.dtype.is_float else self.b.cvt(value, dtypes.f64)
+            code = self.b.let(dequant.encode_scalar(self, source, dtype), "code")
+            return dequant.decode_scalar(self, code, dtype, dtypes.f32)
         return self.b.cvt(value, target)
 
     # -- elementwise -------------------------------------------------------------------
@@ -552,9 +567,17 @@ class _Lowering:
             flat = b.add(flat, b.mul(b.cvt(g, I64), stride))
         return b.all_of(conds), flat
 
+    def order_global(self, tensor: ir.Var) -> None:
+        """A barrier before an access to a tensor this block may have stored to before:
+        the block IR is sequential, and another thread may have written the elements."""
+        if tensor in self.stored or any(tensor in stored for stored in self.loop_stores):
+            self.b.emit(t.Barrier())
+            self.b.count("global_order_barrier")
+
     def lower_Load(self, instr: ir.Load) -> None:
         info = self.env[instr.tensor]
         assert isinstance(info, TensorInfo)
+        self.order_global(instr.tensor)
         tile = self.define_tile(instr.result)
         offsets = [self.scalar(o) for o in instr.offsets]
         run = self.access_runs(instr, tile)
@@ -618,6 +641,8 @@ class _Lowering:
     def lower_Store(self, instr: ir.Store) -> None:
         info = self.env[instr.tensor]
         assert isinstance(info, TensorInfo)
+        self.order_global(instr.tensor)
+        self.stored.add(instr.tensor)
         tile = self.tile(instr.value)
         offsets = [self.scalar(o) for o in instr.offsets]
         run = self.access_runs(instr, tile)
@@ -819,8 +844,8 @@ class _Lowering:
         dst_table = dst.layout.table()
         wanted = source_index_table(dst_table)  # [T, N_dst, rank_src]
         shape = src.layout.shape
-        src_flat = np.ravel_multi_index(tuple(np.moveaxis(src_table, -1, 0)), shape)
-        want_flat = np.ravel_multi_index(tuple(np.moveaxis(wanted, -1, 0)), shape)
+        src_flat = _flat_indices(src_table, shape)
+        want_flat = _flat_indices(wanted, shape)
         choice = []
         for li in range(dst.layout.num_locals):
             hits = src_flat == want_flat[:, li : li + 1]  # [T, N_src]
@@ -872,7 +897,9 @@ class _Lowering:
             return tuple(reversed(out))
 
         def table_map(table):
-            flat = np.ravel_multi_index(tuple(np.moveaxis(table, -1, 0)), dst_shape)
+            flat = _flat_indices(table, dst_shape)
+            if not src_shape:
+                return np.zeros((*flat.shape, 0), np.int64)
             return np.stack(np.unravel_index(flat, src_shape), axis=-1)
 
         self.move_tile(instr, src, instr.result, index_map, table_map)
@@ -917,11 +944,15 @@ class _Lowering:
         src = self.tile(instr.value)
         dst = self.define_tile(instr.result)
         bits = src.layout.num_locals * src.dtype.bits
-        if bits != dst.layout.num_locals * dst.dtype.bits or bits % 8:
+        if bits != dst.layout.num_locals * dst.dtype.bits:
             raise self.fail(
-                instr, f"view needs equal whole bytes per thread, not {src.layout} -> {dst.layout}"
+                instr, f"view needs equal bits per thread, not {src.layout} -> {dst.layout}"
             )
-        for offset, width in _pieces(0, bits // 8):
+        # Packed locals are whole u32 words; the bits past the last code are padding.
+        nbytes = min(self.local_bytes(src), self.local_bytes(dst))
+        if nbytes * 8 < bits:
+            raise self.fail(instr, f"view of {src.dtype} to {dst.dtype}: {bits} bits do not fit")
+        for offset, width in _pieces(0, nbytes):
             self.b.emit(t.Move(t.Reg(dst.local, offset), t.Reg(src.local, offset), width))
 
     # -- dot ---------------------------------------------------------------------------
@@ -1296,10 +1327,12 @@ class _Lowering:
         var = t.Name(instr.var.name, instr.var.type.dtype)
         self.bind_scalar(instr.var, var)
         self.current_defs.append(set(instr.carried) | _defs_of(instr.body))
+        self.loop_stores.append({i.tensor for i in walk(instr.body) if isinstance(i, ir.Store)})
         with b.nested() as body:
             yielded = self.block(instr.body)
             self.assign(carried_store, yielded or ())
         self.current_defs.pop()
+        self.loop_stores.pop()
         start, stop, step = (self.scalar(v) for v in (instr.start, instr.stop, instr.step))
         b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
         for result, store in zip(instr.results, carried_store, strict=True):
@@ -1401,6 +1434,13 @@ _REDUCE_OPS = {
 }
 
 
+def _flat_indices(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Row-major flat index of each tile index in `table` ([..., rank]); 0 for rank 0."""
+    if not shape:
+        return np.zeros(table.shape[:-1], np.int64)
+    return np.ravel_multi_index(tuple(np.moveaxis(table, -1, 0)), shape)
+
+
 def _reduction_groups(src: Layout, dst: Layout, axis: int) -> list[list[int]] | None:
     """For each local of the reduced layout `dst`, the locals of `src` (the same in every
     thread) whose elements it folds; None when threads disagree or lanes are missing."""
@@ -1437,10 +1477,11 @@ def _identity(op: str, dtype: DType) -> t.Expr:
             if dtype != dtypes.u1
             else imm(1, dtype)
         )
+    # Float min/max ignore NaN, so NaN is their identity: a row of NaN stays NaN.
     if op == "max":
-        return imm(float("-inf"), dtype) if dtype.is_float else imm(dtype.min, dtype)
+        return imm(float("nan"), dtype) if dtype.is_float else imm(dtype.min, dtype)
     if op == "min":
-        return imm(float("inf"), dtype) if dtype.is_float else imm(dtype.max, dtype)
+        return imm(float("nan"), dtype) if dtype.is_float else imm(dtype.max, dtype)
     raise ValueError(op)
 
 

@@ -327,8 +327,8 @@ def registers(fn: Function) -> int | None:
 
 
 __all__ = [
-    "MAX_REGISTERS",
     "FLOOR",
+    "MAX_REGISTERS",
     "Point",
     "Program",
     "RegisterBudgetError",

@@ -341,8 +341,20 @@ def _store(state: _State, instr: ir.Store) -> None:
     box = _box(offsets, tile.shape, tensor.shape)
     if box is not None:
         outer, inner = box
-        tensor.codes[outer] = tensor.dtype.encode(tile[inner])
+        tensor.codes[outer] = _encode_tile(tensor.dtype, tile[inner])
         tensor.dirty = True
+
+
+def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
+    """Codes of a tile's values. The values already are values of `dtype`, so an
+    infinity the type has is stored as itself (casting would saturate it)."""
+    codes = dtype.encode(values)
+    if dtype.is_float and dtype.has_inf and dtype.bits < 16:
+        sign = dtype.storage.type(1 << (dtype.bits - 1))
+        infinity = dtype.storage.type(dtype.inf_code)
+        codes = np.where(np.isposinf(values), infinity, codes)
+        codes = np.where(np.isneginf(values), infinity | sign, codes).astype(dtype.storage)
+    return codes
 
 
 def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
@@ -435,9 +447,34 @@ _FLOAT_OPS: dict[str, Callable[..., np.ndarray]] = {
     "sub": np.subtract,
     "mul": np.multiply,
     "div": np.true_divide,
-    "min": np.fmin,
-    "max": np.fmax,
+    "min": lambda a, b: _zero_sign("min", np.fmin(a, b), np.signbit(a) | np.signbit(b)),
+    "max": lambda a, b: _zero_sign("max", np.fmax(a, b), np.signbit(a) & np.signbit(b)),
 }
+
+
+def _zero_sign(op: str, result: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Float min/max order -0 below +0 (PTX min/max): a zero result is -0 exactly when
+    `negative` says a -0 decides it (min: any operand -0; max: every zero operand -0)."""
+    result = np.asarray(result)
+    zero = result == 0
+    if not zero.any():
+        return result
+    return np.where(zero, np.where(negative, -0.0, 0.0).astype(result.dtype), result)
+
+
+def _zero_sign_along(op: str, result, values, axis: int, accumulate: bool) -> np.ndarray:
+    """`_zero_sign` for reductions (`accumulate`: scans) of min/max along `axis`."""
+    if op not in ("min", "max"):
+        return result
+    if op == "min":
+        marks = (values == 0) & np.signbit(values)
+        combine = np.logical_or
+    else:
+        marks = ~((values == 0) & ~np.signbit(values))  # no +0 seen: a zero result is -0
+        combine = np.logical_and
+    seen = combine.accumulate(marks, axis=axis) if accumulate else combine.reduce(marks, axis=axis)
+    return _zero_sign(op, result, seen)
+
 
 # Integer operators on int64 (uint64 for u64) operands and the dtype; the caller wraps.
 _INT_OPS: dict[str, Callable[..., np.ndarray]] = {
@@ -588,6 +625,8 @@ def _reduce(state: _State, instr: ir.Reduce) -> None:
     ufunc = _reduce_ufunc(instr.op, dtype)
     with np.errstate(all="ignore"):
         result = ufunc.reduce(values, axis=instr.axis)
+        if dtype.is_float:
+            result = _zero_sign_along(instr.op, result, values, instr.axis, accumulate=False)
     state.bind(instr.result, _round(result, instr.result.type.dtype))
 
 
@@ -601,6 +640,8 @@ def _scan(state: _State, instr: ir.Scan) -> None:
     ufunc = _reduce_ufunc(instr.op, dtype)
     with np.errstate(all="ignore"):
         result = ufunc.accumulate(values, axis=instr.axis)
+        if dtype.is_float:
+            result = _zero_sign_along(instr.op, result, values, instr.axis, accumulate=True)
     if instr.reverse:
         result = np.flip(result, axis=instr.axis)
     state.bind(instr.result, _round(result, instr.result.type.dtype))
