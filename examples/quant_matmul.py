@@ -4,8 +4,9 @@ x is f16 [M, K]; W holds K x N codes of WT (u1..u8, i1..i8, f4e2m1, f6e3m2, f8e4
 packed densely; each group of G consecutive rows of W shares one f16 scale per column:
 dequant(W)[k, n] = W[k, n] * s[k // G, n]. Accumulation is f32, y is f16.
 
-Run `python examples/quant_matmul.py` (or `make run`): it runs the kernel on the CPU
-for several weight types and checks each against numpy.
+Run `python examples/quant_matmul.py` (or `make run`): it runs the kernel for several
+weight types — on the GPU when there is one, else on the CPU (the same per-thread
+program, through the LLVM backend) — and checks each against numpy.
 """
 
 import numpy as np
@@ -78,9 +79,18 @@ def tolerance(k: int) -> float:
     return k * 2.0**-24 * 4 + 2.0**-10
 
 
-def check(m: int, k: int, n: int, weight_type: tl.DType, group: int, **tiles) -> float:
+def check(
+    m: int, k: int, n: int, weight_type: tl.DType, group: int, on_gpu: bool = False, **tiles
+) -> float:
     x, w, s = make_inputs(m, k, n, weight_type, group)
-    y = quant_matmul(x, w, s, np.zeros((m, n), np.float16), WT=weight_type, G=group, **tiles)
+    y = np.zeros((m, n), np.float16)
+    if on_gpu:
+        out = tl.DeviceBuffer(y)
+        args = (tl.DeviceBuffer(x), tl.DeviceBuffer(w), tl.DeviceBuffer(s), out)
+        quant_matmul(*args, WT=weight_type, G=group, **tiles)
+        y = out.numpy()
+    else:
+        y = quant_matmul(x, w, s, y, WT=weight_type, G=group, **tiles)
     expected = reference(x, w, s, group).astype(np.float32)
     scale = max(float(np.abs(expected).max()), 1e-3)
     error = float(np.abs(y.astype(np.float32) - expected).max()) / scale
@@ -93,9 +103,10 @@ def check(m: int, k: int, n: int, weight_type: tl.DType, group: int, **tiles) ->
 def main() -> None:
     m, k, n, group = 16, 256, 96, 64
     print(f"quant_matmul: y[{m}x{n}] = x[{m}x{k}] f16 @ dequant(W[{k}x{n}]), group {group}")
-    device = "CPU (LLVM backend)"
+    on_gpu = tl.gpu_available()
+    device = f"GPU ({tl.gpu_arch()})" if on_gpu else "CPU (LLVM backend)"
     for weight_type in (tl.u4, tl.i4, tl.u3, tl.i2, tl.u1, tl.u8, tl.f4e2m1, tl.f6e3m2, tl.f8e4m3):
-        error = check(m, k, n, weight_type, group)
+        error = check(m, k, n, weight_type, group, on_gpu)
         print(f"  {weight_type.name:>7} on {device}: relative error {error:.2e}  ok")
 
 

@@ -49,7 +49,7 @@ from tilelang.dtypes import (
     u32,
     u64,
 )
-from tilelang.kernel import Kernel, func, kernel
+from tilelang.kernel import CompiledKernel, Kernel, func, kernel
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import (
     abs,
@@ -97,5 +97,7 @@ from tilelang.lang.ops import print_ as print
 from tilelang.lang.ops import range_ as range
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.values import cdiv
+from tilelang.runtime.gpu import DeviceBuffer, gpu_available
+from tilelang.runtime.gpu import device_arch as gpu_arch
 
 __version__ = "0.1.0"

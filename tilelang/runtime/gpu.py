@@ -60,6 +60,15 @@ def driver():
     return cu
 
 
+def gpu_available() -> bool:
+    """Whether a CUDA driver and a GPU are there to run kernels on."""
+    try:
+        driver()
+    except GpuUnavailableError:
+        return False
+    return True
+
+
 def _describe(cu, result) -> str:
     _, name = cu.cuGetErrorName(result)
     _, text = cu.cuGetErrorString(result)
