@@ -159,6 +159,8 @@ class _Lowering:
         self.current_defs: list[set[ir.Var]] = []
         self.stored: set[ir.Var] = set()  # tensors stored to by what was lowered so far
         self.loop_stores: list[set[ir.Var]] = []  # tensors stored in each enclosing loop
+        self.touched: set[ir.Var] = set()  # tensors loaded or stored so far
+        self.loop_touched: list[set[ir.Var]] = []  # tensors accessed in each enclosing loop
         self.aliased: set[str] = set()
         self.last_use: dict[ir.Var, ir.Instr] = {}
         for instr in walk(fn):
@@ -478,10 +480,43 @@ class _Lowering:
             )
             return
         result = self.define_tile(instr.result)
+        if instr.op == "where" and result.packed:
+            self.select_codes(instr, result)
+            return
         operands = [self.operand(a) for a in instr.args]
         for li in range(result.layout.num_locals):
             args = [op(li) for op in operands]
             self.put(result, li, _elementwise(instr.op, args))
+
+    def select_codes(self, instr: ir.Compute, result: TileRegs) -> None:
+        """`where` on a packed type picks codes, so the chosen data keeps its bits."""
+        cond = self.operand(instr.args[0])
+        choices = []
+        for v in instr.args[1:]:
+            found = self.value(v)
+            if isinstance(found, TileRegs):
+                choices.append(lambda li, tile=found: self.get_code(tile, li))
+            else:
+                code = self.b.let(self.scalar_code(v, result.dtype), "code")
+                choices.append(lambda li, code=code: code)
+        for li in range(result.layout.num_locals):
+            picked = t.Select(cond(li), choices[0](li), choices[1](li))
+            self.put_code(result, li, picked)
+
+    def scalar_code(self, v: ir.Value, dtype: DType) -> t.Expr:
+        """The u32 code of a scalar of a packed dtype."""
+        if isinstance(v, ir.Const):
+            return imm(
+                int(_encode_exact(dtype, float(v.value) if dtype.is_float else v.value)), U32
+            )
+        value = self.scalar(v)
+        if dtype.is_float:
+            return dequant.encode_scalar(self, value, dtype)
+        return t.Binary(
+            "and",
+            t.Bitcast(value, U32) if value.dtype == I32 else value,
+            imm((1 << dtype.bits) - 1, U32),
+        )
 
     def operand(self, v: ir.Value) -> Callable[[int], t.Expr]:
         found = self.value(v)
@@ -567,17 +602,22 @@ class _Lowering:
             flat = b.add(flat, b.mul(b.cvt(g, I64), stride))
         return b.all_of(conds), flat
 
-    def order_global(self, tensor: ir.Var) -> None:
-        """A barrier before an access to a tensor this block may have stored to before:
-        the block IR is sequential, and another thread may have written the elements."""
-        if tensor in self.stored or any(tensor in stored for stored in self.loop_stores):
+    def order_global(self, tensor: ir.Var, store: bool) -> None:
+        """A barrier where the block IR's order of a tensor's accesses could be lost
+        between threads: before a load of a tensor the block may have stored to, and
+        before a store to a tensor the block may have read or stored (the block IR is
+        sequential; another thread may touch the same elements)."""
+        earlier = self.touched if store else self.stored
+        in_loop = self.loop_touched if store else self.loop_stores
+        if tensor in earlier or any(tensor in accessed for accessed in in_loop):
             self.b.emit(t.Barrier())
             self.b.count("global_order_barrier")
 
     def lower_Load(self, instr: ir.Load) -> None:
         info = self.env[instr.tensor]
         assert isinstance(info, TensorInfo)
-        self.order_global(instr.tensor)
+        self.order_global(instr.tensor, store=False)
+        self.touched.add(instr.tensor)
         tile = self.define_tile(instr.result)
         offsets = [self.scalar(o) for o in instr.offsets]
         run = self.access_runs(instr, tile)
@@ -641,8 +681,9 @@ class _Lowering:
     def lower_Store(self, instr: ir.Store) -> None:
         info = self.env[instr.tensor]
         assert isinstance(info, TensorInfo)
-        self.order_global(instr.tensor)
+        self.order_global(instr.tensor, store=True)
         self.stored.add(instr.tensor)
+        self.touched.add(instr.tensor)
         tile = self.tile(instr.value)
         offsets = [self.scalar(o) for o in instr.offsets]
         run = self.access_runs(instr, tile)
@@ -726,10 +767,12 @@ class _Lowering:
             col = b.add(b.mul(chunk, imm(16)), b.binary("rem", col, imm(16)))
         return b.add(imm(base), b.add(b.mul(row, imm(row_bytes)), col))
 
-    def write_scratch(self, tile: TileRegs, base: int) -> None:
-        """Every element of `tile` into the row-major scratch tile at `base` (one replica writes)."""
+    def write_scratch(self, tile: TileRegs, base: int, codes: bool = False) -> None:
+        """Every element of `tile` into the row-major scratch tile at `base` (one replica
+        writes): values of `value_dtype`, or with `codes` a packed tile's codes as u32
+        (data that only moves keeps its exact bits)."""
         shape = tile.layout.shape
-        elem = element_bytes(tile.dtype)
+        elem = 4 if codes and tile.packed else element_bytes(tile.dtype)
         run = _run_length(tile.layout) if not tile.packed else 1
         while run > 1 and (run * elem > 16 or tile.layout.num_locals % run):
             run //= 2
@@ -740,7 +783,11 @@ class _Lowering:
             address = self.b.let(
                 self.scratch_address(base, shape, elem, self.index(tile.layout, li)), "sa"
             )
-            if tile.packed:
+            if tile.packed and codes:
+                value_local = value_local or self.b.local(U32, 1, "v")
+                self.b.emit(t.SetLocal(value_local, 0, self.get_code(tile, li)))
+                src = t.Reg(value_local, 0)
+            elif tile.packed:
                 value_local = value_local or self.b.local(value_dtype_storage(tile.dtype), 1, "v")
                 self.b.emit(t.SetLocal(value_local, 0, _as_storage(self.get(tile, li))))
                 src = t.Reg(value_local, 0)
@@ -748,16 +795,20 @@ class _Lowering:
                 src = t.Reg(tile.local, li * elem)
             self.b.emit(t.SharedStore(address, src, run * elem, first))
 
-    def read_scratch(self, tile: TileRegs, base: int, source_index) -> None:
+    def read_scratch(self, tile: TileRegs, base: int, source_index, codes: bool = False) -> None:
         """Every element of `tile` from the scratch tile (element `source_index(index)`)."""
-        elem = element_bytes(tile.dtype)
+        elem = 4 if codes and tile.packed else element_bytes(tile.dtype)
         shape = tile.layout.shape if source_index is None else None
         value_local = None
         for li in range(tile.layout.num_locals):
             index = self.index(tile.layout, li)
             src_index, src_shape = source_index(index) if source_index else (index, shape)
             address = self.scratch_address(base, src_shape, elem, src_index)
-            if tile.packed:
+            if tile.packed and codes:
+                value_local = value_local or self.b.local(U32, 1, "v")
+                self.b.emit(t.SharedLoad(t.Reg(value_local, 0), elem, address))
+                self.put_code(tile, li, t.Read(value_local, 0, U32))
+            elif tile.packed:
                 value_local = value_local or self.b.local(value_dtype_storage(tile.dtype), 1, "v")
                 self.b.emit(t.SharedLoad(t.Reg(value_local, 0), elem, address))
                 stored = t.Read(value_local, 0, value_dtype_storage(tile.dtype))
@@ -766,10 +817,13 @@ class _Lowering:
                 self.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), elem, address))
 
     def through_shared(self, src: TileRegs, dst: TileRegs, source_index=None) -> None:
-        elem = element_bytes(src.dtype)
+        """`dst[i] = src[source_index(i)]` (same dtype) through the scratch area; packed
+        tiles move as codes."""
+        codes = src.packed
+        elem = 4 if codes else element_bytes(src.dtype)
         base = self.scratch(math.prod(src.layout.shape) * elem)
         self.b.emit(t.Barrier())
-        self.write_scratch(src, base)
+        self.write_scratch(src, base, codes)
         self.b.emit(t.Barrier())
         shape = src.layout.shape
         address = lambda index: self.scratch_address(base, shape, 2, index)  # noqa: E731
@@ -780,6 +834,7 @@ class _Lowering:
             dst,
             base,
             (lambda i: (source_index(i), shape)) if source_index else (lambda i: (i, shape)),
+            codes,
         )
         self.b.count("shared_relayout")
 
@@ -874,7 +929,10 @@ class _Lowering:
                 self.aliased.add(src.local)
                 return
             for li, from_l in enumerate(choice):
-                self.put(dst, li, self.get(src, from_l))
+                if dst.packed:  # moving data: the codes, bit for bit
+                    self.put_code(dst, li, self.get_code(src, from_l))
+                else:
+                    self.put(dst, li, self.get(src, from_l))
             return
         self.through_shared(src, dst, index_map)
 
@@ -1328,11 +1386,15 @@ class _Lowering:
         self.bind_scalar(instr.var, var)
         self.current_defs.append(set(instr.carried) | _defs_of(instr.body))
         self.loop_stores.append({i.tensor for i in walk(instr.body) if isinstance(i, ir.Store)})
+        self.loop_touched.append(
+            {i.tensor for i in walk(instr.body) if isinstance(i, ir.Load | ir.Store | ir.CopyAsync)}
+        )
         with b.nested() as body:
             yielded = self.block(instr.body)
             self.assign(carried_store, yielded or ())
         self.current_defs.pop()
         self.loop_stores.pop()
+        self.loop_touched.pop()
         start, stop, step = (self.scalar(v) for v in (instr.start, instr.stop, instr.step))
         b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
         for result, store in zip(instr.results, carried_store, strict=True):
@@ -1432,6 +1494,13 @@ _REDUCE_OPS = {
     "or": "or",
     "xor": "xor",
 }
+
+
+def _encode_exact(dtype: DType, value) -> int:
+    """The code of a value of `dtype` (its infinities included, which a cast saturates)."""
+    if dtype.is_float and dtype.has_inf and value in (float("inf"), float("-inf")):
+        return dtype.inf_code | ((1 << (dtype.bits - 1)) if value < 0 else 0)
+    return int(dtype.encode(np.asarray([value]))[0])
 
 
 def _flat_indices(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -447,9 +447,17 @@ _FLOAT_OPS: dict[str, Callable[..., np.ndarray]] = {
     "sub": np.subtract,
     "mul": np.multiply,
     "div": np.true_divide,
-    "min": lambda a, b: _zero_sign("min", np.fmin(a, b), np.signbit(a) | np.signbit(b)),
-    "max": lambda a, b: _zero_sign("max", np.fmax(a, b), np.signbit(a) & np.signbit(b)),
+    "min": lambda a, b: _zero_sign("min", np.fmin(a, b), _negative_zero(a) | _negative_zero(b)),
+    "max": lambda a, b: _zero_sign("max", np.fmax(a, b), ~(_positive_zero(a) | _positive_zero(b))),
 }
+
+
+def _negative_zero(x: np.ndarray) -> np.ndarray:
+    return (x == 0) & np.signbit(x)
+
+
+def _positive_zero(x: np.ndarray) -> np.ndarray:
+    return (x == 0) & ~np.signbit(x)
 
 
 def _zero_sign(op: str, result: np.ndarray, negative: np.ndarray) -> np.ndarray:
@@ -556,7 +564,7 @@ def _bits_to_codes(bit_stream: np.ndarray, bits: int) -> np.ndarray:
 
 def _view(state: _State, instr: ir.View) -> None:
     src, dst = instr.value.type, instr.result.type
-    codes = src.dtype.encode(state.value(instr.value))
+    codes = _encode_tile(src.dtype, np.asarray(state.value(instr.value)))
     if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
         out = _view_per_thread(codes, src, dst)
     else:
