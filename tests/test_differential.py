@@ -86,10 +86,10 @@ def run_step(regs, s):
         if s[4]:
             return BINARY[s[1]](s[3], regs[s[2]])
         return BINARY[s[1]](regs[s[2]], s[3])
-    if kind == "div":  # integer division by a divisor made odd, so never zero
-        return regs[s[1]] // (regs[s[2]] | 1)
+    if kind == "div":  # integer division; x // 0 is all ones and x % 0 is x everywhere
+        return regs[s[1]] // regs[s[2]]
     if kind == "rem":
-        return regs[s[1]] % (regs[s[2]] | 1)
+        return regs[s[1]] % regs[s[2]]
     if kind == "cmp":
         return COMPARE[s[1]](regs[s[2]], regs[s[3]])
     if kind == "where":  # ("where", cmp, i, j, k, l): where(i cmp j, k, l)

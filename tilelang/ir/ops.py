@@ -7,8 +7,8 @@ place. Semantics (the interpreter implements exactly these; the backends must ag
 
 - integer arithmetic wraps (two's complement at the operand width);
 - `div` and `rem` on integers truncate toward zero (C semantics); `div` on floats is
-  true division; integer division by zero is undefined on the GPU and an error in the
-  reference interpreter;
+  true division; integer `x / 0` is all ones and `x % 0` is x on every backend (the
+  padding of a ragged tile may divide by zero without harm);
 - `shl`/`shr` with a shift amount >= the width give 0 (or the sign fill for `shr` of a
   negative signed value), as PTX's clamped shifts do; `shr` is arithmetic for signed
   types and logical for unsigned ones;

@@ -14,7 +14,7 @@ Representation of values (while a block runs):
 - a shared tile is a `_Shared` buffer of values, mutated in place.
 
 Arithmetic (exactly `tilelang.ir.ops`): integers wrap at their width, `div`/`rem`
-truncate toward zero (division by zero is an `InterpreterError`), shifts clamp; floats
+truncate toward zero (x / 0 is all ones, x % 0 is x), shifts clamp; floats
 are computed in float64 and rounded once (RNE, `dtypes.quantize`) to the result dtype
 after every operation. For +, -, *, /, sqrt on f32 and narrower this is the correctly
 rounded IEEE result (float64 has more than 2p+2 bits), so it is what the GPU computes.
@@ -390,18 +390,19 @@ def _shared_store(state: _State, instr: ir.SharedStore) -> None:
 
 
 def _c_div(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer division truncating toward zero (C), from numpy's floor division."""
-    if np.any(b == 0):
-        raise _Fault(f"integer division by zero ({t})")
-    q = np.floor_divide(a, b)
-    inexact = (a - q * b) != 0
+    """Integer division truncating toward zero (C), from numpy's floor division; a
+    division by zero gives all ones (and its remainder the dividend), as the backends do."""
+    zero = b == 0
+    safe = np.where(zero, 1, b)
+    q = np.floor_divide(a, safe)
+    inexact = (a - q * safe) != 0
     if t.signed:
-        q = np.where(inexact & ((a < 0) != (b < 0)), q + 1, q)
-    return q
+        q = np.where(inexact & ((a < 0) != (safe < 0)), q + 1, q)
+    return np.where(zero, -1, q)
 
 
 def _c_rem(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return a - _c_div(t, a, b) * b  # the sign of the dividend, as in C
+    return np.where(b == 0, a, a - _c_div(t, a, b) * b)  # the dividend's sign, as in C
 
 
 def _shift_amount_too_big(t: DType, b: np.ndarray) -> np.ndarray:
