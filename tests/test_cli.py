@@ -79,3 +79,23 @@ def test_inspect_one_pass_and_clear_errors(capsys):
     assert "has no kernel 'nope' (its kernels: matmul)" in capsys.readouterr().err
     assert cli.main(["inspect", "examples/matmul.py:matmul", "--pass", "nope"]) == 1
     assert "no pass 'nope'" in capsys.readouterr().err
+
+
+def test_main_loop_is_the_largest_backward_branch():
+    from tilelang.runtime.sass import main_loop, opcodes
+
+    sass = "\n".join(
+        [
+            "        /*0000*/  MOV R1, c[0x0][0x28] ;",
+            ".L_x_0:",
+            "        /*0010*/  HMMA.16816.F32 R4, R8, R12, R4 ;",
+            "        /*0020*/  LDSM.16.M88.4 R8, [R2] ;",
+            "        /*0030*/  @!P0 BRA `(.L_x_0) ;",
+            ".L_x_1:",
+            "        /*0040*/  STG.E [R2.64], R4 ;",
+            "        /*0050*/  BRA `(.L_x_1);",
+        ]
+    )
+    loop = main_loop(sass)
+    assert opcodes(loop) == {"HMMA.16816.F32": 1, "LDSM.16.M88.4": 1, "BRA": 1}
+    assert main_loop("        /*0000*/  EXIT ;") is None

@@ -130,15 +130,21 @@ SASS_GROUPS = (
 
 
 def sass_summary(cubin: bytes) -> str:
-    """Counts of the instructions that tell how a kernel was compiled, by width."""
-    from tilelang.runtime.sass import disassemble, opcodes
+    """Counts of the instructions that tell how a kernel was compiled, by width: in the
+    main loop (the largest loop of the SASS) and in the whole kernel."""
+    from tilelang.runtime.sass import disassemble, main_loop, opcodes
 
-    counts = opcodes(disassemble(cubin))
-    lines = []
+    sass = disassemble(cubin)
+    whole = opcodes(sass)
+    loop_text = main_loop(sass)
+    loop = opcodes(loop_text) if loop_text is not None else None
+    lines = [f"  {'':32} {'loop':>5} {'all':>5}  (loop: the largest loop in the SASS)"]
     for title, prefixes in SASS_GROUPS:
-        found = {op: n for op, n in counts.items() if op.split(".")[0] in prefixes}
+        found = {op: n for op, n in whole.items() if op.split(".")[0] in prefixes}
+        in_loop = sum(n for op, n in (loop or {}).items() if op.split(".")[0] in prefixes)
         detail = ", ".join(f"{op} x{n}" for op, n in sorted(found.items()))
-        lines.append(f"  {title:32} {sum(found.values()):5}  {detail}")
+        shown = str(in_loop) if loop is not None else "-"
+        lines.append(f"  {title:32} {shown:>5} {sum(found.values()):5}  {detail}")
     return "\n".join(lines)
 
 
@@ -171,7 +177,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     )
     print(f"  lowering: {', '.join(f'{k}={v}' for k, v in sorted(compiled.stats.items()))}")
     try:
-        print(f"==== SASS summary (whole kernel) ====\n{sass_summary(compiled.cubin)}")
+        print(f"==== SASS summary ====\n{sass_summary(compiled.cubin)}")
     except SassUnavailableError as error:
         print(f"==== SASS summary: skipped ({error}) ====")
     return 0

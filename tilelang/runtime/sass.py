@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from collections import Counter
 
-__all__ = ["SassUnavailableError", "disassemble", "find_disassembler", "opcodes"]
+__all__ = ["SassUnavailableError", "disassemble", "find_disassembler", "main_loop", "opcodes"]
 
 
 class SassUnavailableError(RuntimeError):
@@ -65,3 +65,29 @@ _INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z
 def opcodes(sass: str) -> Counter[str]:
     """How often each opcode (with its modifiers, e.g. ``HMMA.16816.F32``) occurs."""
     return Counter(m.group(1) for m in _INSTRUCTION.finditer(sass))
+
+
+_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+_BRANCH = re.compile(r"BRA\s+`?\(?(\.L_x_\d+)\)?")
+
+
+def main_loop(sass: str) -> str | None:
+    """The SASS of the kernel's largest loop: the longest stretch from a label to a
+    branch back to it (the main loop of a kernel such as a matmul's k loop), or None
+    when the kernel has no backward branch."""
+    lines = sass.splitlines()
+    labels: dict[str, int] = {}
+    best: tuple[int, int] | None = None
+    for index, line in enumerate(lines):
+        label = _LABEL.match(line)
+        if label:
+            labels[label.group(1)] = index
+            continue
+        branch = _BRANCH.search(line)
+        if branch and branch.group(1) in labels:
+            start = labels[branch.group(1)]
+            if best is None or index - start > best[1] - best[0]:
+                best = (start, index)
+    if best is None:
+        return None
+    return "\n".join(lines[best[0] : best[1] + 1])
