@@ -106,3 +106,28 @@ def test_a_reduction_across_warps_goes_through_shared_memory():
     assert compiled.stats.get("reduce_shared") == 1
     x = np.random.default_rng(0).integers(-8, 8, (256, 4)).astype(np.float32)
     assert np.array_equal(column_sum(x, np.zeros(4, np.float32)), x.sum(axis=0))
+
+
+def test_row_scans_use_shuffles_and_column_scans_shared_memory():
+    assert load_example("cumsum").cumsum_rows.compile(T=tl.i32).stats.get("scan_shuffle") == 1
+
+    @tl.kernel(warps=4)
+    def column_cumsum(x: tl.Tensor[tl.i32, "M", "N"], y: tl.Tensor[tl.i32, "M", "N"]):
+        tl.store(y, [0, 0], tl.cumsum(tl.load(x, [0, 0], [256, 4]), axis=0))
+
+    assert column_cumsum.compile().stats.get("scan_shared") == 1
+    x = np.random.default_rng(0).integers(-100, 100, (256, 4)).astype(np.int32)
+    assert np.array_equal(column_cumsum(x, np.zeros_like(x)), np.cumsum(x, axis=0))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_shuffle_scans_match_numpy_both_ways(reverse):
+    @tl.kernel(warps=2)
+    def scan(x: tl.Tensor[tl.i32, "M", "N"], y: tl.Tensor[tl.i32, "M", "N"], R: tl.constexpr):
+        tile = tl.load(x, [0, 0], [4, 64])
+        tl.store(y, [0, 0], tl.cumsum(tile, axis=1, reverse=R))
+
+    assert scan.compile(R=reverse).stats.get("scan_shuffle") == 1
+    x = np.random.default_rng(1).integers(-1000, 1000, (4, 64)).astype(np.int32)
+    expected = np.flip(np.cumsum(np.flip(x, 1), 1), 1) if reverse else np.cumsum(x, 1)
+    assert np.array_equal(scan(x, np.zeros_like(x), R=reverse), expected)

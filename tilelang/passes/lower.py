@@ -1188,7 +1188,58 @@ class _Lowering:
     def lower_Scan(self, instr: ir.Scan) -> None:
         src = self.tile(instr.value)
         dst = self.define_tile(instr.result)
-        self.fold(src, dst, instr.op, instr.axis, scan=True, reverse=instr.reverse)
+        if not self.scan_in_warps(src, dst, instr.op, instr.axis, instr.reverse):
+            self.fold(src, dst, instr.op, instr.axis, scan=True, reverse=instr.reverse)
+
+    def scan_in_warps(
+        self, src: TileRegs, dst: TileRegs, op: str, axis: int, reverse: bool
+    ) -> bool:
+        """A scan whose axis is a run of each thread's registers times lanes of one warp:
+        scan the run in the thread, scan the runs' totals across the lanes with shuffles
+        (Hillis-Steele), and combine each element with the lanes before it. False when
+        the layouts do not allow it."""
+        vdtype = value_dtype(src.dtype)
+        if vdtype not in (dtypes.f32, dtypes.i32, U32) or src.layout != dst.layout:
+            return False
+        layout = src.layout
+        lane = _scan_lanes(layout, axis)
+        groups = _scan_groups(layout, axis)
+        if lane is None or groups is None:
+            return False
+        stride, size = lane
+        combine = _REDUCE_OPS[op]
+        digit = self.b.let(
+            self.b.binary("rem", self.b.binary("div", t.ThreadIndex(), imm(stride)), imm(size)),
+            "lane",
+        )
+        for group in groups:
+            order = group[::-1] if reverse else group
+            running: list[t.Expr] = []
+            value: t.Expr | None = None
+            for li in order:
+                element = self.get(src, li)
+                value = self.b.let(
+                    element if value is None else _elementwise(combine, [value, element]), "s"
+                )
+                running.append(value)
+            total = value
+            for step in (1 << j for j in range(size.bit_length() - 1)):
+                other = t.Name(self.b.fresh("shfl"), vdtype)
+                self.b.emit(t.Shfl(other, total, "down" if reverse else "up", imm(step * stride)))
+                has = (
+                    t.Binary("lt", digit, imm(size - step))
+                    if reverse
+                    else t.Binary("ge", digit, imm(step))
+                )
+                total = self.b.let(t.Select(has, _elementwise(combine, [total, other]), total), "s")
+            before = t.Name(self.b.fresh("shfl"), vdtype)
+            self.b.emit(t.Shfl(before, total, "down" if reverse else "up", imm(stride)))
+            first = t.Binary("eq", digit, imm(size - 1 if reverse else 0))
+            for li, inclusive in zip(order, running, strict=True):
+                combined = t.Select(first, inclusive, _elementwise(combine, [before, inclusive]))
+                self.put(dst, li, combined)
+        self.b.count("scan_shuffle")
+        return True
 
     def fold(
         self, src: TileRegs, dst: TileRegs, op: str, axis: int, scan: bool, reverse: bool
@@ -1508,6 +1559,49 @@ def _flat_indices(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not shape:
         return np.zeros(table.shape[:-1], np.int64)
     return np.ravel_multi_index(tuple(np.moveaxis(table, -1, 0)), shape)
+
+
+def _scan_lanes(layout: Layout, axis: int) -> tuple[int, int] | None:
+    """(thread stride, size) of the one thread digit of `axis` (size 1 when the axis is
+    only in registers), when the axis is a register run times lanes of one warp: its
+    thread digit more significant than its register digit, within 32 lanes."""
+    modes = [m for m in range(layout.num_modes) if layout.mode_dims[m] == axis]
+    thread_modes = [m for m in modes if m in layout.thread_modes]
+    local_modes = [m for m in modes if m in layout.local_modes]
+    if len(thread_modes) > 1 or len(local_modes) > 1:
+        return None
+    if thread_modes and local_modes and modes.index(thread_modes[0]) > modes.index(local_modes[0]):
+        return None
+    if not thread_modes:
+        return 1, 1
+    mode = thread_modes[0]
+    stride = 1
+    for entry in reversed(layout.thread_modes):
+        if entry == mode:
+            break
+        stride *= entry.size if isinstance(entry, Rep) else layout.mode_sizes[entry]
+    size = layout.mode_sizes[mode]
+    if stride * size > WARP or size & (size - 1):
+        return None
+    return stride, size
+
+
+def _scan_groups(layout: Layout, axis: int) -> list[list[int]] | None:
+    """This thread's locals grouped by their index off the axis, each group in axis
+    order — the same for every thread — or None."""
+    table = layout.table()
+    keep = [d for d in range(layout.rank) if d != axis]
+    first = table[0]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for li in range(layout.num_locals):
+        groups.setdefault(tuple(int(v) for v in first[li, keep]), []).append(li)
+    ordered = [sorted(g, key=lambda li: int(first[li, axis])) for g in groups.values()]
+    for thread in table:
+        for g in ordered:
+            along = thread[g, axis]
+            if len({tuple(r) for r in thread[g][:, keep]}) != 1 or list(along) != sorted(along):
+                return None
+    return ordered
 
 
 def _reduction_groups(src: Layout, dst: Layout, axis: int) -> list[list[int]] | None:
