@@ -1,10 +1,18 @@
 """Shared test helpers: the examples directory is importable as plain modules."""
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time (a red run must mean a change broke something);
+# TILELANG_HYPOTHESIS=explore draws new ones, to hunt for bugs that become regression tests.
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("TILELANG_HYPOTHESIS", "ci"))
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -131,3 +131,16 @@ def test_shuffle_scans_match_numpy_both_ways(reverse):
     x = np.random.default_rng(1).integers(-1000, 1000, (4, 64)).astype(np.int32)
     expected = np.flip(np.cumsum(np.flip(x, 1), 1), 1) if reverse else np.cumsum(x, 1)
     assert np.array_equal(scan(x, np.zeros_like(x), R=reverse), expected)
+
+
+def test_a_run_of_three_elements_moves_in_legal_widths():
+    # A [3] tile has a 3-element run per thread; shared accesses must still be 1, 2, 4,
+    # 8 or 16 bytes (found by the differential tests: a 3-byte st.shared).
+    @tl.kernel(warps=1)
+    def sum3(x: tl.Tensor[tl.i8, "N"], y: tl.Tensor[tl.i8, "N"]):
+        tl.store(y, [0], tl.sum(tl.load(x, [0], [3]), axis=0, keepdims=True))
+
+    widths = {s.width for s in statements(sum3.compile(), t.SharedStore)}
+    assert widths and widths <= {1, 2, 4, 8, 16}
+    x = np.array([5, -7, 100], np.int8)
+    assert sum3(x, np.zeros(3, np.int8))[0] == 98

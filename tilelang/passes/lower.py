@@ -774,6 +774,7 @@ class _Lowering:
         shape = tile.layout.shape
         elem = 4 if codes and tile.packed else element_bytes(tile.dtype)
         run = _run_length(tile.layout) if not tile.packed else 1
+        run &= -run  # accesses are 1, 2, 4, 8 or 16 bytes: a power of two of elements
         while run > 1 and (run * elem > 16 or tile.layout.num_locals % run):
             run //= 2
         first = self.replica_zero(tile.layout)
@@ -1342,6 +1343,7 @@ class _Lowering:
         if swizzle is not None and swizzle.bits:
             run = math.gcd(run, 1 << swizzle.base)  # the swizzle keeps 2^base elements together
         elem = tile.dtype.bits // 8
+        run &= -run  # accesses are 1, 2, 4, 8 or 16 bytes: a power of two of elements
         while run > 1 and (run * elem > 16 or layout.num_locals % run):
             run //= 2
         return run
