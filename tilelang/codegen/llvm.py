@@ -186,12 +186,7 @@ class _Plan:
         return item
 
     def uniform(self, e: t.Expr) -> bool:
-        for x in t.walk_expr(e):
-            if isinstance(x, t.ThreadIndex | t.Read):
-                return False
-            if isinstance(x, t.Name) and x.name in self.varying:
-                return False
-        return True
+        return t.is_uniform(e, self.varying)
 
     def block(self, body: tuple[t.Stmt, ...], depth: int) -> list[_Item]:
         items: list[_Item] = []

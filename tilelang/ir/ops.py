@@ -89,4 +89,43 @@ ELEMENTWISE: dict[str, ElementwiseOp] = _ops(
 )
 
 REDUCTIONS = ("sum", "prod", "max", "min", "and", "or", "xor")
+
+
+def wrap(value: int, dtype) -> int:
+    """`value` wrapped to the dtype's width (two's complement when signed)."""
+    span = 1 << dtype.bits
+    value %= span
+    return value - span if dtype.signed and value >= span // 2 else value
+
+
+def evaluate_int(op: str, a: int, b: int, dtype) -> int | None:
+    """A binary operator on two integers of `dtype` by the semantics above: wrapped
+    arithmetic, C division (x / 0 all ones, x % 0 x), clamped shifts whose amount is
+    read as unsigned, comparisons 0 or 1. None for an operator it does not know."""
+    if op in ("div", "rem"):
+        if b == 0:
+            return wrap(-1, dtype) if op == "div" else a
+        quotient = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
+        return wrap(quotient if op == "div" else a - quotient * b, dtype)
+    if op in ("shl", "shr"):
+        amount = b if b >= 0 else dtype.bits
+        if amount >= dtype.bits:
+            return -1 if op == "shr" and a < 0 else 0
+        return wrap(a << amount, dtype) if op == "shl" else a >> amount
+    compares = {"eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}
+    if op in compares:
+        return int(compares[op])
+    arithmetic = {
+        "add": a + b,
+        "sub": a - b,
+        "mul": a * b,
+        "min": min(a, b),
+        "max": max(a, b),
+        "and": a & b,
+        "or": a | b,
+        "xor": a ^ b,
+    }
+    return wrap(arithmetic[op], dtype) if op in arithmetic else None
+
+
 SCANS = ("sum", "prod", "max", "min")

@@ -560,12 +560,13 @@ def walk_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
             yield from walk_stmts(inner)
 
 
-_DEFINING_FIELDS = {"Let": "name", "Shfl": "result", "For": "var"}
+DEFINING_FIELDS = {"Let": "name", "Shfl": "result", "For": "var"}
+"""The field of each statement class that defines a Name (not an expression it reads)."""
 
 
 def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
     """The expressions a statement evaluates itself (not those of nested bodies)."""
-    skip = _DEFINING_FIELDS.get(type(stmt).__name__)
+    skip = DEFINING_FIELDS.get(type(stmt).__name__)
     return tuple(
         value
         for name in stmt.__dataclass_fields__
@@ -575,8 +576,18 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
 
 def defined_name(stmt: Stmt) -> Name | None:
     """The Name a statement defines, if any."""
-    field_name = _DEFINING_FIELDS.get(type(stmt).__name__)
+    field_name = DEFINING_FIELDS.get(type(stmt).__name__)
     return getattr(stmt, field_name) if field_name else None
+
+
+def is_uniform(expr: Expr, varying: set[str]) -> bool:
+    """Whether every thread computes the same `expr`, given the Names that vary."""
+    for sub in walk_expr(expr):
+        if isinstance(sub, ThreadIndex | Read):
+            return False
+        if isinstance(sub, Name) and sub.name in varying:
+            return False
+    return True
 
 
 def walk_expr(expr: Expr) -> Iterator[Expr]:

@@ -66,12 +66,7 @@ class _Verifier:
         self.body(self.fn.body, dict(scope), divergent=False)
 
     def uniform(self, e: t.Expr) -> bool:
-        for sub in t.walk_expr(e):
-            if isinstance(sub, t.ThreadIndex | t.Read):
-                return False
-            if isinstance(sub, t.Name) and sub.name in self.varying:
-                return False
-        return True
+        return t.is_uniform(e, self.varying)
 
     def body(self, body: tuple[t.Stmt, ...], scope: dict[str, t.Name], divergent: bool) -> None:
         scope = dict(scope)

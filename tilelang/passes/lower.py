@@ -256,8 +256,6 @@ class _Lowering:
         for d in reversed(var.type.shape):
             strides.append(stride)
             stride = self.b.mul(stride, self.shape_expr(d, I64))
-        for stmt_stride in strides:
-            del stmt_stride
         lets = [self.b.let(s, "stride") for s in reversed(strides)]
         return TensorInfo(var.name, var.type.dtype, sizes, tuple(lets))
 
@@ -652,31 +650,37 @@ class _Lowering:
             return self.convert(imm(0, I32), dtype)
         return self.convert(self.scalar(instr.fill), dtype)
 
-    def load_sub_byte(self, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
-        """One element of a packed type whose bits start inside a byte."""
+    def byte_window(self, info: TensorInfo, bits: int, flat: t.Expr, pred):
+        """Reads the one or two bytes that hold element `flat` of a packed tensor (the
+        second only when the code crosses into it): (the 2-byte local, the byte offset,
+        the code's bit shift in the window, the second byte's predicate, the window as a
+        u32)."""
         b = self.b
-        bits = tile.dtype.bits
         bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
         byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
         shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
         pair = b.local(dtypes.u8, 2, "b")
+        needs_next = t.Binary("gt", t.Binary("add", shift, imm(bits, U32)), imm(8, U32))
+        second = b.let(needs_next if pred is None else t.Binary("and", pred, needs_next), "p")
         b.emit(t.SetLocal(pair, 1, imm(0, dtypes.u8)))
         b.emit(t.GlobalLoad(t.Reg(pair, 0), 1, info.param, byte, pred))
-        needs_next = t.Binary("gt", t.Binary("add", shift, imm(bits, U32)), imm(8, U32))
-        second = needs_next if pred is None else t.Binary("and", pred, needs_next)
         b.emit(t.GlobalLoad(t.Reg(pair, 1), 1, info.param, b.add(byte, imm(1, I64)), second))
-        both = t.Binary(
+        window = t.Binary(
             "or",
             b.cvt(t.Read(pair, 0, dtypes.u8), U32),
             t.Binary("shl", b.cvt(t.Read(pair, 1, dtypes.u8), U32), imm(8, U32)),
         )
-        code = t.Binary("and", t.Binary("shr", both, shift), imm((1 << bits) - 1, U32))
-        if pred is None:
-            self.put_code(tile, li, code)
-        else:
-            current = self.get_code(tile, li)
-            self.put_code(tile, li, t.Select(pred, code, current))
-        b.count("global_load_sub_byte")
+        return pair, byte, shift, second, window
+
+    def load_sub_byte(self, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
+        """One element of a packed type whose bits start inside a byte."""
+        bits = tile.dtype.bits
+        _, _, shift, _, window = self.byte_window(info, bits, flat, pred)
+        code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << bits) - 1, U32))
+        if pred is not None:
+            code = t.Select(pred, code, self.get_code(tile, li))
+        self.put_code(tile, li, code)
+        self.b.count("global_load_sub_byte")
 
     def lower_Store(self, instr: ir.Store) -> None:
         info = self.env[instr.tensor]
@@ -718,28 +722,10 @@ class _Lowering:
         GPU emitter must make the merge atomic (counted as `global_store_sub_byte`)."""
         b = self.b
         bits = tile.dtype.bits
-        bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
-        byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
-        shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
-        pair = b.local(dtypes.u8, 2, "b")
-        needs_next = t.Binary("gt", t.Binary("add", shift, imm(bits, U32)), imm(8, U32))
-        second = b.let(needs_next if pred is None else t.Binary("and", pred, needs_next), "p")
-        b.emit(t.GlobalLoad(t.Reg(pair, 0), 1, info.param, byte, pred))
-        b.emit(t.GlobalLoad(t.Reg(pair, 1), 1, info.param, b.add(byte, imm(1, I64)), second))
-        both = t.Binary(
-            "or",
-            b.cvt(t.Read(pair, 0, dtypes.u8), U32),
-            t.Binary("shl", b.cvt(t.Read(pair, 1, dtypes.u8), U32), imm(8, U32)),
-        )
+        pair, byte, shift, second, window = self.byte_window(info, bits, flat, pred)
         mask = t.Binary("shl", imm((1 << bits) - 1, U32), shift)
-        merged = b.let(
-            t.Binary(
-                "or",
-                t.Binary("and", both, t.Unary("not", mask)),
-                t.Binary("shl", self.get_code(tile, li), shift),
-            ),
-            "m",
-        )
+        kept = t.Binary("and", window, t.Unary("not", mask))
+        merged = b.let(t.Binary("or", kept, t.Binary("shl", self.get_code(tile, li), shift)), "m")
         for i in range(2):
             part = t.Binary("and", t.Binary("shr", merged, imm(8 * i, U32)), imm(255, U32))
             b.emit(t.SetLocal(pair, i, t.Cvt(part, dtypes.u8)))
@@ -845,7 +831,7 @@ class _Lowering:
         row must be 16 contiguous bytes there."""
         if dst.dtype.bits != 16 or dst.packed or dst.layout.rank != 2:
             return False
-        if shared is not None and self.shared_run(shared, local_layout_of_rows()) < 8:
+        if shared is not None and _contiguous_elements(shared.layout) % 8:
             return False
         for atom in _LDMATRIX_CANDIDATES:
             if not dst.layout.divisible_by(atom.layout):
@@ -1334,14 +1320,7 @@ class _Lowering:
 
     def shared_run(self, tile: SharedTile, layout: Layout) -> int:
         """Elements of a register run that stay contiguous in the shared tile."""
-        run = _run_length(layout)
-        inner = tile.layout.dims[-1][-1]
-        if inner.stride != 1:
-            return 1
-        run = math.gcd(run, inner.size)
-        swizzle = tile.layout.swizzle
-        if swizzle is not None and swizzle.bits:
-            run = math.gcd(run, 1 << swizzle.base)  # the swizzle keeps 2^base elements together
+        run = math.gcd(_run_length(layout), _contiguous_elements(tile.layout))
         elem = tile.dtype.bits // 8
         run &= -run  # accesses are 1, 2, 4, 8 or 16 bytes: a power of two of elements
         while run > 1 and (run * elem > 16 or layout.num_locals % run):
@@ -1717,11 +1696,16 @@ def _run_length(layout: Layout) -> int:
     return layout.mode_sizes[inner]
 
 
-def local_layout_of_rows() -> Layout:
-    """Eight consecutive 16-bit elements in one thread: what an ldmatrix row reads."""
-    from tilelang.ir.layout import local, replicated
-
-    return local(1, 8) * replicated(1, rank=2)
+def _contiguous_elements(layout: SharedLayout) -> int:
+    """How many consecutive elements of the last dim stay adjacent in a shared layout
+    (1 when its innermost stride is not 1; a swizzle keeps 2^base elements together)."""
+    inner = layout.dims[-1][-1]
+    if inner.stride != 1:
+        return 1
+    swizzle = layout.swizzle
+    if swizzle is not None and swizzle.bits:
+        return math.gcd(inner.size, 1 << swizzle.base)
+    return inner.size
 
 
 def _pieces(start: int, nbytes: int, align: int | None = None) -> list[tuple[int, int]]:

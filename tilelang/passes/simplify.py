@@ -4,7 +4,7 @@ Assumes a verified function. Guarantees the same results with:
 
 - scalar `Compute`s whose operands are all immediates folded to an immediate (integer
   operators only, with the wrapping, truncating and clamping semantics of
-  `tilelang.ir.ops`; division by zero is left for run time);
+  `tilelang.ir.ops`; a division by zero is left in the text, where a reader sees it);
 - the identities `x + 0`, `x - 0`, `x * 1`, `x // 1`, `x << 0`, `x >> 0` reduced to `x`;
 - a scalar `Compute` or `Cast` equal to an earlier one in scope reused (index
   arithmetic such as `bn * BN` is written several times by a kernel; it is computed
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from tilelang.dtypes import DType
 from tilelang.ir.nodes import Block, Cast, Compute, Const, Function, Instr, Value, Var
+from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.types import ScalarType
 from tilelang.ir.visit import Rewriter
 
@@ -82,42 +83,11 @@ def _fold(op: str, args: tuple[Value, ...], dtype: DType) -> Value | None:
     if isinstance(lhs, Const) and isinstance(rhs, Const):
         value = _evaluate(op, int(lhs.value), int(rhs.value), lhs.dtype)
         if value is not None:
-            return Const(_wrap(value, dtype), dtype)
+            return Const(wrap(value, dtype), dtype)
     return None
 
 
 def _evaluate(op: str, a: int, b: int, operand: DType) -> int | None:
-    if op in ("div", "rem"):
-        if b == 0:
-            return None  # undefined on the GPU, an error in the interpreter: keep it
-        quotient = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
-        return quotient if op == "div" else a - quotient * b
-    if op in ("shl", "shr"):
-        amount = b if b >= 0 else operand.bits  # PTX reads the amount as unsigned
-        if amount >= operand.bits:
-            return -1 if op == "shr" and a < 0 else 0
-        return a << amount if op == "shl" else a >> amount
-    table = {
-        "add": lambda: a + b,
-        "sub": lambda: a - b,
-        "mul": lambda: a * b,
-        "min": lambda: min(a, b),
-        "max": lambda: max(a, b),
-        "and": lambda: a & b,
-        "or": lambda: a | b,
-        "xor": lambda: a ^ b,
-        "eq": lambda: int(a == b),
-        "ne": lambda: int(a != b),
-        "lt": lambda: int(a < b),
-        "le": lambda: int(a <= b),
-        "gt": lambda: int(a > b),
-        "ge": lambda: int(a >= b),
-    }
-    return table[op]() if op in table else None
-
-
-def _wrap(value: int, dtype: DType) -> int:
-    """Two's-complement wrap to the dtype's width (comparisons give 0/1 and fit u1)."""
-    span = 1 << dtype.bits
-    value %= span
-    return value - span if dtype.signed and value >= span // 2 else value
+    if op in ("div", "rem") and b == 0:
+        return None  # defined (all ones / the dividend), but kept visible in the text
+    return evaluate_int(op, a, b, operand)

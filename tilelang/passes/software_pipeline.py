@@ -199,7 +199,7 @@ def _shape_of(load: ir.Load) -> tuple:
 def _load_relayout_pairs(body: tuple[ir.Instr, ...]) -> list[tuple[ir.Load, ir.Relayout]]:
     uses: dict[ir.Var, list[ir.Instr]] = {}
     for instr in body:
-        for inner in walk(instr) if instr.BODIES else (instr,):
+        for inner in walk(instr):
             for value in inner.uses():
                 if isinstance(value, ir.Var):
                     uses.setdefault(value, []).append(inner)

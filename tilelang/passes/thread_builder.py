@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
+from tilelang.ir.ops import evaluate_int
 
 I32 = dtypes.i32
 I64 = dtypes.i64
@@ -81,9 +82,9 @@ class ThreadBuilder:
     def binary(self, op: str, a: t.Expr, b: t.Expr) -> t.Expr:
         x, y = const_value(a), const_value(b)
         if x is not None and y is not None and a.dtype.is_int:
-            folded = _fold(op, int(x), int(y), a.dtype)
+            folded = evaluate_int(op, int(x), int(y), a.dtype)
             if folded is not None:
-                return imm(folded, a.dtype)
+                return imm(folded, dtypes.u1 if op in t.COMPARE_OPS else a.dtype)
         if not a.dtype.is_int:
             return t.Binary(op, a, b)
         if op in ("add", "sub", "or", "xor", "shl", "shr") and y == 0:
@@ -133,37 +134,3 @@ class ThreadBuilder:
                 return imm(0, dtypes.u1)
             result = cond if result is None else t.Binary("and", result, cond)
         return result
-
-
-def _fold(op: str, a: int, b: int, dtype: DType) -> int | None:
-    if op == "add":
-        value = a + b
-    elif op == "sub":
-        value = a - b
-    elif op == "mul":
-        value = a * b
-    elif op in ("div", "rem"):
-        if b == 0:
-            return None
-        q = abs(a) // abs(b) * (1 if (a >= 0) == (b >= 0) else -1)
-        value = q if op == "div" else a - q * b
-    elif op == "and":
-        value = a & b
-    elif op == "or":
-        value = a | b
-    elif op == "shl":
-        value = a << b if b < dtype.bits else 0
-    elif op == "min":
-        value = min(a, b)
-    elif op == "max":
-        value = max(a, b)
-    else:
-        return None
-    return _wrap(value, dtype)
-
-
-def _wrap(value: int, dtype: DType) -> int:
-    value &= (1 << dtype.bits) - 1
-    if dtype.signed and value >= 1 << (dtype.bits - 1):
-        value -= 1 << dtype.bits
-    return value

@@ -46,7 +46,7 @@ def _rename_expr(e: t.Expr, renames: dict[str, t.Name]) -> t.Expr:
 
 
 def _rename_stmt(s: t.Stmt, renames: dict[str, t.Name]) -> t.Stmt:
-    skip = {"Let": "name", "Shfl": "result", "For": "var"}.get(type(s).__name__)
+    skip = t.DEFINING_FIELDS.get(type(s).__name__)
     changes = {}
     for f in fields(s):
         value = getattr(s, f.name)

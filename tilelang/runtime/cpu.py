@@ -39,6 +39,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.codegen.llvm import ENTRY, LLVMKernel, lower_to_llvm
 from tilelang.ir import thread as t
+from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.thread_verify import verify_thread_function
 
 __all__ = ["CpuKernel", "compile_cpu", "compile_llvm_ir", "eval_host_expr"]
@@ -150,24 +151,17 @@ def compile_cpu(fn: t.ThreadFunction) -> CpuKernel:
 # --------------------------------------------------------------------------- host evaluation
 
 
-def _wrap(value: int, dt: dtypes.DType) -> int:
-    value &= dt.code_mask
-    if dt.signed and dt != dtypes.u1 and value >> (dt.bits - 1):
-        value -= 1 << dt.bits
-    return value
-
-
 def eval_host_expr(e: t.Expr, scalars: Mapping[str, int | float]) -> int | float:
     """A uniform thread-IR expression of the scalar parameters, on the host, with thread
     IR's integer semantics (wrapping, truncating division, clamped shifts, saturating
     integer `Cvt`). Floats are supported for `Imm`, `Name`, `Cvt` and `Select`."""
     if isinstance(e, t.Imm):
-        return _wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
+        return wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
     if isinstance(e, t.Name):
         if e.name not in scalars:
             raise ValueError(f"the grid uses %{e.name}, which is not a scalar argument")
         value = scalars[e.name]
-        return _wrap(int(value), e.type) if e.type.is_int else float(value)
+        return wrap(int(value), e.type) if e.type.is_int else float(value)
     if isinstance(e, t.Select):
         cond = eval_host_expr(e.cond, scalars)
         return eval_host_expr(e.a if cond else e.b, scalars)
@@ -187,31 +181,14 @@ def eval_host_expr(e: t.Expr, scalars: Mapping[str, int | float]) -> int | float
     if isinstance(e, t.Binary) and e.a.dtype.is_int:
         dt = e.a.dtype
         a, b = eval_host_expr(e.a, scalars), eval_host_expr(e.b, scalars)
-        op = e.op
-        compares = {
-            "eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b
-        }  # fmt: skip
-        if op in compares:
-            return int(compares[op])
-        if op in ("shl", "shr"):
-            amount = b & e.b.dtype.code_mask  # amounts are unsigned
-            if op == "shl":
-                return _wrap(a << amount, dt) if amount < dt.bits else 0
-            return a >> min(amount, dt.bits)  # Python's >> is arithmetic on ints
-        if op in ("div", "rem"):
-            if b == 0:
-                return _wrap(-1, dt) if op == "div" else a
-            q = abs(a) // abs(b) * (1 if (a < 0) == (b < 0) else -1)
-            return _wrap(q, dt) if op == "div" else _wrap(a - q * b, dt)
-        table = {
-            "add": a + b, "sub": a - b, "mul": a * b, "min": min(a, b), "max": max(a, b),
-            "and": a & b, "or": a | b, "xor": a ^ b,
-        }  # fmt: skip
-        return _wrap(table[op], dt)
+        folded = evaluate_int(e.op, a, b, dt)
+        if folded is None:
+            raise ValueError(f"cannot evaluate {e.op} on the host")
+        return folded
     if isinstance(e, t.Unary) and e.a.dtype.is_int:
         a = eval_host_expr(e.a, scalars)
         table = {"neg": -a, "not": ~a, "abs": abs(a), "floor": a, "ceil": a}
-        return _wrap(table[e.op], e.a.dtype)
+        return wrap(table[e.op], e.a.dtype)
     raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
 
 
