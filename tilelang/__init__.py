@@ -99,5 +99,5 @@ from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.values import cdiv
 from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch
+from tilelang.version import __version__
 
-__version__ = "0.1.0"

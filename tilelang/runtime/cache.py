@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tilelang.version import __version__
+
 MAGIC = b"TLCACHE1"
 ENTRY = "entry.bin"
 
@@ -52,8 +54,6 @@ def source_hash() -> str:
 
 def cache_key(*parts: str) -> str:
     """The key of an entry: a hash of its parts and of this tilelang's source."""
-    from tilelang import __version__
-
     digest = hashlib.sha256()
     for part in (__version__, source_hash(), *parts):
         encoded = part.encode()
