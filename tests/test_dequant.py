@@ -1,4 +1,4 @@
-"""Conversion recipes of tilelang.passes.dequant, compiled to thread-IR kernels and run
+"""Conversion recipes of tilelang.lowering.dequant, compiled to thread-IR kernels and run
 through the LLVM CPU backend, against tilelang.dtypes bit for bit (NaN as NaN).
 
 Every code of every source type is converted at every position of its group; encoding
@@ -13,7 +13,7 @@ import pytest
 
 from tilelang import dtypes as d
 from tilelang.ir import thread as t
-from tilelang.passes import dequant as dq
+from tilelang.lowering import dequant as dq
 from tilelang.runtime.cpu import compile_cpu
 
 I32, I64, U32 = d.i32, d.i64, d.u32

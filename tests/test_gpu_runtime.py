@@ -9,7 +9,7 @@ from conftest import load_example
 
 import tilelang as tl
 from tilelang.codegen.cuda import kernel_params
-from tilelang.passes import pipeline
+from tilelang import pipeline
 from tilelang.runtime import gpu
 
 

@@ -17,12 +17,8 @@ from tilelang.ir.types import TileType
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import body_params, walk
 from tilelang.passes import infer_layouts
-from tilelang.passes.infer_layouts import (
-    LayoutInferenceError,
-    blocked_layout,
-    dot_layouts,
-    view_layout,
-)
+from tilelang.analysis.layout_policy import blocked_layout, dot_layouts, view_layout
+from tilelang.passes.infer_layouts import LayoutInferenceError
 from tilelang.runtime import interpreter
 from tilelang.runtime.arguments import bind_arguments
 

@@ -592,7 +592,8 @@ def test_constexpr_symbols_may_appear_in_tensor_shapes():
     verify(parse_function(text))
 
 
-def test_every_instruction_class_has_a_rule():
-    from tilelang.ir.verify import _CHECKS
-
-    assert set(_CHECKS) == set(ir.instruction_classes())
+def test_every_instruction_with_operands_or_results_states_a_rule():
+    for cls in ir.instruction_classes():
+        # A yield's values are checked against its loop or branch, by the verifier.
+        if (cls.OPERANDS or cls.RESULTS) and cls is not ir.Yield:
+            assert cls.check is not ir.Instr.check, cls.__name__

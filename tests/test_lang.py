@@ -6,7 +6,7 @@ import pytest
 import tilelang as tl
 from tilelang.ir import nodes as ir
 from tilelang.ir.visit import walk
-from tilelang.passes.lower import LoweringError
+from tilelang.lowering import LoweringError
 
 
 def instrs(kernel, **constexprs) -> list[ir.Instr]:

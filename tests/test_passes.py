@@ -9,7 +9,7 @@ from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.passes import simplify, software_pipeline, thread_cleanup
-from tilelang.passes.pipeline import PIPELINE, run_pipeline
+from tilelang.pipeline import PIPELINE, run_pipeline
 from tilelang.runtime import interpreter
 from tilelang.runtime.arguments import bind_arguments
 

@@ -12,7 +12,9 @@ from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
+from tilelang.analysis import shared_layouts
 from tilelang.passes import plan_registers, plan_shared
+from tilelang.target import Target, target
 
 
 def kernel(params: str, sizes: str, body: str, name: str = "k") -> str:
@@ -45,15 +47,15 @@ def line_of(lines: list[str], start: str) -> str:
     ],
 )
 def test_default_layout(dtype, shape, expected):
-    assert str(plan_shared.default_layout(dtypes.dtype(dtype), shape)) == expected
+    assert str(shared_layouts.default_layout(dtypes.dtype(dtype), shape)) == expected
 
 
 def test_tile_bytes_are_packed_and_rounded_to_16():
     from tilelang.ir.parser import parse_type
 
-    assert plan_shared.tile_bytes(parse_type("shared<u3, [64, 64]>")) == 1536
-    assert plan_shared.tile_bytes(parse_type("shared<u3, [3, 5]>")) == 16  # 45 bits
-    assert plan_shared.tile_bytes(parse_type("shared<f16, [8, 8], shared(8:12, 8:1)>")) == 192
+    assert shared_layouts.tile_bytes(parse_type("shared<u3, [64, 64]>")) == 1536
+    assert shared_layouts.tile_bytes(parse_type("shared<u3, [3, 5]>")) == 16  # 45 bits
+    assert shared_layouts.tile_bytes(parse_type("shared<f16, [8, 8], shared(8:12, 8:1)>")) == 192
 
 
 # -- plan_shared: placement ----------------------------------------------------------------------
@@ -93,7 +95,7 @@ def test_dead_tiles_share_space():
     )
     assert line_of(lines, "%sb =").startswith("%sb = shared_alloc {bytes=4096, offset=0} :")
     assert line_of(lines, "%sc =").startswith("%sc = shared_alloc {bytes=1024, offset=4096} :")
-    assert plan_shared.total_bytes(fn) == 8192
+    assert shared_layouts.total_bytes(fn) == 8192
 
 
 def test_every_use_sees_the_chosen_layout():
@@ -131,11 +133,11 @@ def loop_kernel(inside: bool) -> str:
 def test_a_tile_used_in_a_loop_is_live_over_the_whole_loop():
     flat = plan_shared.run(parse_function(loop_kernel(inside=False)))
     assert "offset=0" in line_of(lines_of(flat), "%sb =")
-    assert plan_shared.total_bytes(flat) == 8192
+    assert shared_layouts.total_bytes(flat) == 8192
     looped = plan_shared.run(parse_function(loop_kernel(inside=True)))
     # the next iteration reads %sa again after %sb was written: no sharing
     assert "{bytes=8192, offset=8192}" in line_of(lines_of(looped), "%sb =")
-    assert plan_shared.total_bytes(looped) == 16384
+    assert shared_layouts.total_bytes(looped) == 16384
 
 
 def test_a_user_layout_is_kept():
@@ -147,12 +149,13 @@ def test_a_user_layout_is_kept():
     )
 
 
-def test_over_the_limit_names_the_largest_tile():
+def test_over_the_limit_names_the_target_and_the_largest_tiles():
+    tiny = Target("tiny", shared_bytes=8000)
     with pytest.raises(plan_shared.SharedMemoryError) as err:
-        plan_shared.run(parse_function(SEQUENTIAL), limit=8000)
+        plan_shared.run(parse_function(SEQUENTIAL), tiny)
     assert str(err.value) == (
-        "k.py:3:3: kernel k needs 8192 bytes of shared memory, more than the 8000 bytes a "
-        "block can have. The largest shared tiles: "
+        "k.py:3:3: kernel k needs 8192 bytes of shared memory, more than the 8000 bytes "
+        "(7 KiB) a block can have on tiny. The largest shared tiles: "
         "%sa: shared<f16, [64, 64], shared(64:64, 64:1) ^ swizzle(3, 3, 6)> (8192 bytes, at "
         "k.py:3:3), %sb: shared<f16, [32, 64], shared(32:64, 64:1) ^ swizzle(3, 3, 6)> "
         "(4096 bytes, at k.py:9:3), %sc: shared<f32, [16, 16], shared(16:16, 16:1) ^ "
@@ -162,14 +165,31 @@ def test_over_the_limit_names_the_largest_tile():
     assert isinstance(err.value, ValueError)
 
 
-def test_default_limit_is_227_kib():
-    text = SEQUENTIAL.replace("shared<f16, [32, 64]>", "shared<f32, [256, 256]>").replace(
-        "tile<f16, [32, 64]>", "tile<f32, [256, 256]>"
+def _needing(rows: int) -> str:
+    """SEQUENTIAL with its second tile grown to `rows` x 256 f32 (rows KiB)."""
+    text = SEQUENTIAL.replace("shared<f16, [32, 64]>", f"shared<f32, [{rows}, 256]>").replace(
+        "tile<f16, [32, 64]>", f"tile<f32, [{rows}, 256]>"
     )
-    text = text.replace("%b = full 0.0:f16", "%b = full 0.0:f32")
+    return text.replace("%b = full 0.0:f16", "%b = full 0.0:f32")
+
+
+@pytest.mark.parametrize(
+    ("name", "kib"),
+    [("sm_80", 163), ("sm_86", 99), ("sm_89", 99), ("sm_90", 227), ("sm_90a", 227),
+     ("sm_100", 227), ("sm_120", 99), ("cpu", 227)],
+)  # fmt: skip
+def test_each_target_has_its_shared_memory_limit(name, kib):
+    limit = target(name).shared_bytes
+    assert limit == kib * 1024
+    # The grown tile is live with a 1 KiB one (the 8 KiB one dies before them).
+    plan_shared.run(parse_function(_needing(kib - 1)), target(name))
+    with pytest.raises(plan_shared.SharedMemoryError, match=rf"can have on {name}\."):
+        plan_shared.run(parse_function(_needing(kib)), target(name))
+
+
+def test_the_default_target_is_the_cpu_which_accepts_what_sm90_does():
     with pytest.raises(plan_shared.SharedMemoryError, match=r"^k\.py:9:3: kernel k needs 263168"):
-        plan_shared.run(parse_function(text))
-    assert plan_shared.SM90_LIMIT == 232448
+        plan_shared.run(parse_function(_needing(256)))
 
 
 def test_loop_carried_shared_tiles_share_a_live_range():

@@ -33,7 +33,7 @@ from tilelang.lang.signature import (
     size_symbols,
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
-from tilelang.passes.pipeline import PIPELINE, lower_function, run_pipeline
+from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
 from tilelang.runtime import interpreter
 from tilelang.runtime.arguments import BoundArguments, bind_arguments
 from tilelang.runtime.buffers import byte_buffers

@@ -33,6 +33,7 @@ from tilelang import dtypes
 from tilelang.codegen.cuda_prelude import c_type, is_half
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
+from tilelang.ir.ops import BY_THREAD_OP, expand
 
 
 class CudaEmitError(ValueError):
@@ -46,52 +47,6 @@ _F64 = dtypes.f64
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
 _BITS = {"and": "&", "or": "|", "xor": "^"}
 _CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
-_F32_OPS = {
-    "add": "__fadd_rn",
-    "sub": "__fsub_rn",
-    "mul": "__fmul_rn",
-    "div": "__fdiv_rn",
-    "rem": "fmodf",
-    "min": "fminf",
-    "max": "fmaxf",
-}
-_F64_OPS = {
-    "add": "__dadd_rn",
-    "sub": "__dsub_rn",
-    "mul": "__dmul_rn",
-    "div": "__ddiv_rn",
-    "rem": "fmod",
-    "min": "fmin",
-    "max": "fmax",
-}
-_F32_UNARY = {
-    "abs": "fabsf",
-    "exp": "expf",
-    "exp2": "exp2f",
-    "log": "logf",
-    "log2": "log2f",
-    "sqrt": "__fsqrt_rn",
-    "sin": "sinf",
-    "cos": "cosf",
-    "tanh": "tanhf",
-    "floor": "floorf",
-    "ceil": "ceilf",
-}
-_F64_UNARY = {
-    "abs": "fabs",
-    "exp": "exp",
-    "exp2": "exp2",
-    "log": "log",
-    "log2": "log2",
-    "sqrt": "__dsqrt_rn",
-    "sin": "sin",
-    "cos": "cos",
-    "tanh": "tanh",
-    "floor": "floor",
-    "ceil": "ceil",
-}
-
-
 def _signed(dt: DType) -> bool:
     return dt.is_int and dt.signed and dt != _U1
 
@@ -247,15 +202,11 @@ class ExprEmitter:
             if dt == _U1:
                 return self.bool_binary(op, a, b)
             return self.int_binary(op, a, b, dt, eb)
-        if op not in _F32_OPS:
-            raise CudaEmitError(f"{op} is not defined on {dt}")
-        if dt == _F32:
-            return f"{_F32_OPS[op]}({a}, {b})"
-        if dt == _F64:
-            return f"{_F64_OPS[op]}({a}, {b})"
+        if dt in (_F32, _F64):
+            return self.float_op(op, [a, b], dt)
         if op in _ARITH:  # one PTX instruction, rounded once in f16/bf16
             return self.call(f"tl_{op}_{dt}", a, b)
-        return self.from_f32(f"{_F32_OPS[op]}({self.to_f32(a, dt)}, {self.to_f32(b, dt)})", dt)
+        return self.from_f32(self.float_op(op, [self.to_f32(a, dt), self.to_f32(b, dt)], _F32), dt)
 
     def bool_binary(self, op: str, a: str, b: str) -> str:
         """u1 arithmetic modulo 2 (every u1 expression is 0 or 1, as bool or int)."""
@@ -346,22 +297,26 @@ class ExprEmitter:
                 return f"({c_type(dt)})({a} ^ 0x8000)"
             if op == "abs":
                 return f"({c_type(dt)})({a} & 0x7fff)"
-            return self.from_f32(self.float_unary(op, self.to_f32(a, dt), _F32), dt)
-        return self.float_unary(op, a, dt)
+            return self.from_f32(self.float_op(op, [self.to_f32(a, dt)], _F32), dt)
+        return self.float_op(op, [a], dt)
 
-    def float_unary(self, op: str, a: str, dt: DType) -> str:
-        table, one, ops = (
-            (_F32_UNARY, "1.0f", _F32_OPS) if dt == _F32 else (_F64_UNARY, "1.0", _F64_OPS)
-        )
-        if op == "neg":
-            return f"(-{a})"
-        if op in table:
-            return f"{table[op]}({a})"
-        if op == "rsqrt":  # 1 / sqrt(x), each correctly rounded
-            return f"{ops['div']}({one}, {table['sqrt']}({a}))"
-        if op == "sigmoid":  # 1 / (1 + exp(-x))
-            return f"{ops['div']}({one}, {ops['add']}({one}, {table['exp']}(-{a})))"
-        raise CudaEmitError(f"{op} is not defined on {dt}")
+    def float_op(self, op: str, args: list[str], dt: DType) -> str:
+        """An operator of `tilelang.ir.ops.ELEMENTWISE` (by its thread-IR name) on f32 or
+        f64 operands, as its row spells it for CUDA, or through its row's expansion."""
+        row = BY_THREAD_OP.get(op)
+        if row is not None and row.expand is not None:
+            return expand(
+                row,
+                args,
+                lambda name, *xs: self.float_op(name, list(xs), dt),
+                lambda value: float_literal(value, dt),
+            )
+        if row is None or row.cuda is None:
+            raise CudaEmitError(f"{op} is not defined on {dt}")
+        spelling = row.cuda[0 if dt == _F32 else 1]
+        if not (spelling[0].isalpha() or spelling[0] == "_"):  # a prefix operator
+            return f"({spelling}{args[0]})"
+        return f"{spelling}({', '.join(args)})"
 
     # ------------------------------------------------------------------ conversions
 

@@ -26,6 +26,7 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.ir.ops import BY_THREAD_OP, expand
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -413,38 +414,31 @@ def binary(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value, dt: DType, bdt: D
     ct = _compute_type(dt)
     if is_half(dt):
         x, y = to_f32(b, x, dt), to_f32(b, y, dt)
-    if op == "add":
-        r = b.fadd(x, y)
-    elif op == "sub":
-        r = b.fsub(x, y)
-    elif op == "mul":
-        r = b.fmul(x, y)
-    elif op == "div":
-        r = b.fdiv(x, y)
-    elif op == "rem":
-        r = b.frem(x, y)  # fmod: exact, so rounding back to f16/bf16 is exact
-    elif op == "min":
-        r = call(b, "minimumnum", x, y)
-    elif op == "max":
-        r = call(b, "maximumnum", x, y)
-    else:
-        raise EmitError(f"{op} is not defined on {dt}")
+    r = float_op(b, op, [x, y])
     # An arithmetic NaN is the canonical one, as the GPU makes it (x86 makes 0xFFC00000).
     return from_f32(b, r, dt) if ct != dt else canonical_nan(b, r, dt)
 
 
-_FLOAT_UNARY = {
-    "exp": "exp",
-    "exp2": "exp2",
-    "log": "log",
-    "log2": "log2",
-    "sqrt": "sqrt",
-    "sin": "sin",
-    "cos": "cos",
-    "tanh": "tanh",
-    "floor": "floor",
-    "ceil": "ceil",
-}
+#: LLVM instructions a row of `ELEMENTWISE` may name as its spelling (others are calls).
+_INSTRUCTIONS = frozenset(("fneg", "fadd", "fsub", "fmul", "fdiv", "frem"))
+
+
+def float_op(b: ir.IRBuilder, op: str, args: list[ir.Value]) -> ir.Value:
+    """An operator of `tilelang.ir.ops.ELEMENTWISE` (by its thread-IR name) on f32 or f64
+    values, as its row spells it for LLVM, or through its row's expansion."""
+    row = BY_THREAD_OP.get(op)
+    ty = args[0].type
+    if row is not None and row.expand is not None:
+        return expand(
+            row, args, lambda name, *xs: float_op(b, name, list(xs)), lambda v: ir.Constant(ty, v)
+        )
+    if row is None or row.llvm is None:
+        raise EmitError(f"{op} is not defined on floats")
+    spelling = row.llvm[0 if ty == F32 else 1]
+    if spelling in _INSTRUCTIONS:
+        return getattr(b, spelling)(*args)
+    fn = intrinsic(b.module, spelling, ty, [a.type for a in args])
+    return b.call(fn, args)
 
 
 def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
@@ -466,26 +460,10 @@ def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
             return b.xor(x, int_const(I16, 0x8000))
         if op == "abs":
             return b.and_(x, int_const(I16, 0x7FFF))
-        return from_f32(b, _float_unary(b, op, to_f32(b, x, dt)), dt)
+        return from_f32(b, float_op(b, op, [to_f32(b, x, dt)]), dt)
     if op in ("neg", "abs"):
-        return _float_unary(b, op, x)  # sign-bit operations keep a NaN's payload
-    return canonical_nan(b, _float_unary(b, op, x), dt)
-
-
-def _float_unary(b: ir.IRBuilder, op: str, x: ir.Value) -> ir.Value:
-    ty = x.type
-    one = ir.Constant(ty, 1.0)
-    if op == "neg":
-        return b.fneg(x)
-    if op == "abs":
-        return call(b, "fabs", x)
-    if op == "rsqrt":
-        return b.fdiv(one, call(b, "sqrt", x))
-    if op == "sigmoid":
-        return b.fdiv(one, b.fadd(one, call(b, "exp", b.fneg(x))))
-    if op in _FLOAT_UNARY:
-        return call(b, _FLOAT_UNARY[op], x)
-    raise EmitError(f"{op} is not defined on floats")
+        return float_op(b, op, [x])  # sign-bit operations keep a NaN's payload
+    return canonical_nan(b, float_op(b, op, [x]), dt)
 
 
 def lop3(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value, lut: int) -> ir.Value:

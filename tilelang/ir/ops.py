@@ -1,9 +1,16 @@
-"""The catalogue of elementwise, reduction and scan operators of the block IR.
+"""The elementwise operators of the block IR, one table row each, and the reduction and
+scan operators.
 
-One table says, for each elementwise operator, how many operands it takes, which
-operand kinds it accepts (int, float, any) and what its result dtype is. The DSL, the
-verifier and the interpreter all read this table, so an operator exists in exactly one
-place. Semantics (the interpreter implements exactly these; the backends must agree):
+A row of `ELEMENTWISE` is everything any layer needs to know about an operator: how
+many operands and of which kinds it takes and what it gives (the verifier, the DSL),
+its Python operator or `tl.` function (the DSL, `tilelang.lang.elementwise`), its exact
+meaning as a numpy function (the reference interpreter), its thread-IR name (the
+lowering) and how compiled code computes it on f32 and f64 (the LLVM and CUDA
+emitters): an LLVM instruction, intrinsic or C math function and a CUDA function, or
+an `expand` formula written with other operators of the table. f16 and bf16 compute in
+f32 and round once. Adding an operator is adding a row (docs/design.md, "How to add an
+operation"). Semantics, which the interpreter implements exactly and the backends
+agree with:
 
 - integer arithmetic wraps (two's complement at the operand width);
 - `div` and `rem` on integers truncate toward zero (C semantics); `div` on floats is
@@ -11,15 +18,23 @@ place. Semantics (the interpreter implements exactly these; the backends must ag
   padding of a ragged tile may divide by zero without harm);
 - `shl`/`shr` with a shift amount >= the width give 0 (or the sign fill for `shr` of a
   negative signed value), as PTX's clamped shifts do; `shr` is arithmetic for signed
-  types and logical for unsigned ones;
-- float results are rounded (RNE) to the operand dtype after every operation;
-- comparisons give `u1` (0 or 1); `where(cond, a, b)` takes a `u1` condition.
+  types and logical for unsigned ones; the amount is read as unsigned;
+- float results are rounded (RNE) to the operand dtype after every operation; float
+  `min`/`max` ignore a NaN operand and order -0 below +0 (PTX `min.f32`);
+- comparisons give `u1` (0 or 1); `where(cond, a, b)` takes a `u1` condition;
+- transcendental functions are the platform's: within a few ulps of the reference
+  (float64 numpy rounded once), not bitwise.
 """
 
 from __future__ import annotations
 
+import ast
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from functools import cache
+
+import numpy as np
 
 
 class Operand(Enum):
@@ -35,60 +50,255 @@ class Result(Enum):
 
 @dataclass(frozen=True)
 class ElementwiseOp:
+    """One elementwise operator (see the module docstring for who reads which field).
+
+    `reference` computes the exact result on float64 values (and on int64 values too
+    when `int_reference` is absent); `int_reference(dtype, *ints)` on int64 values
+    before wrapping. `llvm` and `cuda` spell the f32 and f64 forms: an LLVM instruction
+    (`fadd`), intrinsic (`llvm.exp.f32`) or C math function (`log1pf`); a CUDA function
+    (`expf`) or prefix operator (`-`). `expand` instead writes the operator in others
+    of the table, as a Python expression of `x` (and `y`), e.g. `1 / (1 + exp(-x))`.
+    """
+
     name: str
     arity: int
     operands: Operand
+    doc: str
     result: Result = Result.SAME
-    python: str | None = None  # the Python operator spelling, for messages
+    python: str | None = None
+    dsl: str | None = None
+    thread: str | None = None
+    reference: Callable[..., np.ndarray] | None = None
+    int_reference: Callable[..., np.ndarray] | None = None
+    llvm: tuple[str, str] | None = None
+    cuda: tuple[str, str] | None = None
+    expand: str | None = None
+
+    @property
+    def thread_op(self) -> str:
+        """The operator's name in thread IR."""
+        return self.thread or self.name
+
+    @property
+    def value_operand(self) -> int:
+        """The first operand whose dtype is the operation's (where's condition is not)."""
+        return 1 if self.name == "where" else 0
 
 
-def _ops(*ops: ElementwiseOp) -> dict[str, ElementwiseOp]:
-    return {op.name: op for op in ops}
+# -- reference semantics of the integer and float corner cases ---------------------------
 
 
-ELEMENTWISE: dict[str, ElementwiseOp] = _ops(
-    # unary
-    ElementwiseOp("neg", 1, Operand.ANY, python="-"),
-    ElementwiseOp("invert", 1, Operand.INT, python="~"),
-    ElementwiseOp("abs", 1, Operand.ANY),
-    ElementwiseOp("exp", 1, Operand.FLOAT),
-    ElementwiseOp("exp2", 1, Operand.FLOAT),
-    ElementwiseOp("log", 1, Operand.FLOAT),
-    ElementwiseOp("log2", 1, Operand.FLOAT),
-    ElementwiseOp("sqrt", 1, Operand.FLOAT),
-    ElementwiseOp("rsqrt", 1, Operand.FLOAT),
-    ElementwiseOp("sin", 1, Operand.FLOAT),
-    ElementwiseOp("cos", 1, Operand.FLOAT),
-    ElementwiseOp("tanh", 1, Operand.FLOAT),
-    ElementwiseOp("sigmoid", 1, Operand.FLOAT),
-    ElementwiseOp("floor", 1, Operand.FLOAT),
-    ElementwiseOp("ceil", 1, Operand.FLOAT),
-    # binary arithmetic
-    ElementwiseOp("add", 2, Operand.ANY, python="+"),
-    ElementwiseOp("sub", 2, Operand.ANY, python="-"),
-    ElementwiseOp("mul", 2, Operand.ANY, python="*"),
-    ElementwiseOp("div", 2, Operand.ANY, python="/"),
-    ElementwiseOp("rem", 2, Operand.INT, python="%"),
-    ElementwiseOp("min", 2, Operand.ANY),
-    ElementwiseOp("max", 2, Operand.ANY),
-    # binary bit operations
-    ElementwiseOp("and", 2, Operand.INT, python="&"),
-    ElementwiseOp("or", 2, Operand.INT, python="|"),
-    ElementwiseOp("xor", 2, Operand.INT, python="^"),
-    ElementwiseOp("shl", 2, Operand.INT, python="<<"),
-    ElementwiseOp("shr", 2, Operand.INT, python=">>"),
-    # comparisons
-    ElementwiseOp("eq", 2, Operand.ANY, Result.BOOL, python="=="),
-    ElementwiseOp("ne", 2, Operand.ANY, Result.BOOL, python="!="),
-    ElementwiseOp("lt", 2, Operand.ANY, Result.BOOL, python="<"),
-    ElementwiseOp("le", 2, Operand.ANY, Result.BOOL, python="<="),
-    ElementwiseOp("gt", 2, Operand.ANY, Result.BOOL, python=">"),
-    ElementwiseOp("ge", 2, Operand.ANY, Result.BOOL, python=">="),
-    # ternary
-    ElementwiseOp("where", 3, Operand.ANY),
-)
+def c_div(t, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Integer division truncating toward zero (C), from numpy's floor division; a
+    division by zero gives all ones (and its remainder the dividend)."""
+    zero = b == 0
+    safe = np.where(zero, 1, b)
+    q = np.floor_divide(a, safe)
+    inexact = (a - q * safe) != 0
+    if t.signed:
+        q = np.where(inexact & ((a < 0) != (safe < 0)), q + 1, q)
+    return np.where(zero, -1, q)
+
+
+def c_rem(t, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.where(b == 0, a, a - c_div(t, a, b) * b)  # the dividend's sign, as in C
+
+
+def _shift_amount_too_big(t, b: np.ndarray) -> np.ndarray:
+    # PTX takes the amount as unsigned, so a negative signed amount is a huge one.
+    return (b >= t.bits) | (b < 0) if t.signed else b >= t.bits
+
+
+def _shl(t, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    big = _shift_amount_too_big(t, b)
+    amount = np.where(big, 0, b).astype(a.dtype)
+    return np.where(big, 0, np.left_shift(a, amount)).astype(a.dtype)
+
+
+def _shr(t, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    big = _shift_amount_too_big(t, b)
+    if t.signed:  # a is sign-extended in int64: shifting by width-1 leaves the sign fill
+        return np.right_shift(a, np.where(big, t.bits - 1, b).astype(a.dtype))
+    amount = np.where(big, 0, b).astype(a.dtype)
+    return np.where(big, 0, np.right_shift(a, amount)).astype(a.dtype)
+
+
+def zero_sign(result: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """Float min/max order -0 below +0 (PTX min/max): a zero result is -0 exactly when
+    `negative` says a -0 decides it (min: any operand -0; max: every zero operand -0)."""
+    result = np.asarray(result)
+    zero = result == 0
+    if not zero.any():
+        return result
+    return np.where(zero, np.where(negative, -0.0, 0.0).astype(result.dtype), result)
+
+
+def _negative_zero(x: np.ndarray) -> np.ndarray:
+    return (x == 0) & np.signbit(x)
+
+
+def _positive_zero(x: np.ndarray) -> np.ndarray:
+    return (x == 0) & ~np.signbit(x)
+
+
+def _fmin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return zero_sign(np.fmin(a, b), _negative_zero(a) | _negative_zero(b))
+
+
+def _fmax(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return zero_sign(np.fmax(a, b), ~(_positive_zero(a) | _positive_zero(b)))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def _row(name: str, arity: int, operands: Operand, doc: str, **fields) -> ElementwiseOp:
+    return ElementwiseOp(name, arity, operands, doc, **fields)
+
+
+def _fn(name: str) -> dict:
+    """Spellings of a float function that LLVM has as an intrinsic (`llvm.exp.f32`) and
+    CUDA calls `name` (`expf` for f32)."""
+    return {"llvm": (f"llvm.{name}.f32", f"llvm.{name}.f64"), "cuda": (f"{name}f", name)}
+
+
+def _libm(name: str) -> dict:
+    """A C math function with no LLVM intrinsic: the CPU backend calls the C library."""
+    return {"llvm": (f"{name}f", name), "cuda": (f"{name}f", name)}
+
+
+_F = Operand.FLOAT
+_I = Operand.INT
+_A = Operand.ANY
+_B = Result.BOOL
+
+ELEMENTWISE: dict[str, ElementwiseOp] = {
+    op.name: op
+    for op in (
+        # unary
+        _row("neg", 1, _A, "-x", python="-", reference=np.negative,
+             llvm=("fneg", "fneg"), cuda=("-", "-")),
+        _row("invert", 1, _I, "bitwise not", python="~", thread="not",
+             int_reference=lambda t, a: np.invert(a)),
+        _row("abs", 1, _A, "|x|", dsl="abs", reference=np.abs, **_fn("fabs")),
+        _row("exp", 1, _F, "e^x", dsl="exp", reference=np.exp, **_fn("exp")),
+        _row("exp2", 1, _F, "2^x", dsl="exp2", reference=np.exp2, **_fn("exp2")),
+        _row("log", 1, _F, "natural logarithm", dsl="log", reference=np.log, **_fn("log")),
+        _row("log2", 1, _F, "base-2 logarithm", dsl="log2", reference=np.log2, **_fn("log2")),
+        _row("log1p", 1, _F, "log(1 + x), accurate near 0", dsl="log1p", reference=np.log1p,
+             **_libm("log1p")),
+        _row("sqrt", 1, _F, "square root (correctly rounded)", dsl="sqrt", reference=np.sqrt,
+             llvm=("llvm.sqrt.f32", "llvm.sqrt.f64"), cuda=("__fsqrt_rn", "__dsqrt_rn")),
+        _row("rsqrt", 1, _F, "1 / sqrt(x)", dsl="rsqrt", reference=lambda a: 1.0 / np.sqrt(a),
+             expand="1 / sqrt(x)"),
+        _row("sin", 1, _F, "sine", dsl="sin", reference=np.sin, **_fn("sin")),
+        _row("cos", 1, _F, "cosine", dsl="cos", reference=np.cos, **_fn("cos")),
+        _row("tanh", 1, _F, "hyperbolic tangent", dsl="tanh", reference=np.tanh, **_fn("tanh")),
+        _row("sigmoid", 1, _F, "1 / (1 + e^-x)", dsl="sigmoid",
+             reference=lambda a: 1.0 / (1.0 + np.exp(-a)), expand="1 / (1 + exp(-x))"),
+        _row("softplus", 1, _F, "log(1 + e^x), without overflow", dsl="softplus",
+             reference=_softplus, expand="max(x, 0) + log1p(exp(-abs(x)))"),
+        _row("floor", 1, _F, "round down", dsl="floor", reference=np.floor, **_fn("floor")),
+        _row("ceil", 1, _F, "round up", dsl="ceil", reference=np.ceil, **_fn("ceil")),
+        # binary arithmetic
+        _row("add", 2, _A, "x + y", python="+", reference=np.add,
+             llvm=("fadd", "fadd"), cuda=("__fadd_rn", "__dadd_rn")),
+        _row("sub", 2, _A, "x - y", python="-", reference=np.subtract,
+             llvm=("fsub", "fsub"), cuda=("__fsub_rn", "__dsub_rn")),
+        _row("mul", 2, _A, "x * y", python="*", reference=np.multiply,
+             llvm=("fmul", "fmul"), cuda=("__fmul_rn", "__dmul_rn")),
+        _row("div", 2, _A, "x / y (integers: truncated, x / 0 all ones)", python="/",
+             reference=np.true_divide, int_reference=c_div,
+             llvm=("fdiv", "fdiv"), cuda=("__fdiv_rn", "__ddiv_rn")),
+        _row("rem", 2, _I, "x % y, the dividend's sign (x % 0 is x)", python="%",
+             int_reference=c_rem, llvm=("frem", "frem"), cuda=("fmodf", "fmod")),
+        _row("min", 2, _A, "the smaller (floats: NaN ignored, -0 < +0)", dsl="minimum",
+             reference=_fmin, int_reference=lambda t, a, b: np.minimum(a, b),
+             llvm=("llvm.minimumnum.f32", "llvm.minimumnum.f64"), cuda=("fminf", "fmin")),
+        _row("max", 2, _A, "the larger (floats: NaN ignored, -0 < +0)", dsl="maximum",
+             reference=_fmax, int_reference=lambda t, a, b: np.maximum(a, b),
+             llvm=("llvm.maximumnum.f32", "llvm.maximumnum.f64"), cuda=("fmaxf", "fmax")),
+        # binary bit operations
+        _row("and", 2, _I, "bitwise and", python="&", int_reference=lambda t, a, b: a & b),
+        _row("or", 2, _I, "bitwise or", python="|", int_reference=lambda t, a, b: a | b),
+        _row("xor", 2, _I, "bitwise xor", python="^", int_reference=lambda t, a, b: a ^ b),
+        _row("shl", 2, _I, "shift left (by >= width: 0)", python="<<", int_reference=_shl),
+        _row("shr", 2, _I, "shift right, arithmetic when signed", python=">>",
+             int_reference=_shr),
+        # comparisons
+        _row("eq", 2, _A, "x == y", result=_B, python="==", reference=np.equal),
+        _row("ne", 2, _A, "x != y", result=_B, python="!=", reference=np.not_equal),
+        _row("lt", 2, _A, "x < y", result=_B, python="<", reference=np.less),
+        _row("le", 2, _A, "x <= y", result=_B, python="<=", reference=np.less_equal),
+        _row("gt", 2, _A, "x > y", result=_B, python=">", reference=np.greater),
+        _row("ge", 2, _A, "x >= y", result=_B, python=">=", reference=np.greater_equal),
+        # ternary
+        _row("where", 3, _A, "a where cond (u1) else b", dsl="where",
+             reference=lambda c, a, b: np.where(c != 0, a, b)),
+    )
+}  # fmt: skip
+
+#: Rows by their thread-IR name.
+BY_THREAD_OP: dict[str, ElementwiseOp] = {op.thread_op: op for op in ELEMENTWISE.values()}
 
 REDUCTIONS = ("sum", "prod", "max", "min", "and", "or", "xor")
+SCANS = ("sum", "prod", "max", "min")
+
+#: The elementwise operator that combines two elements of each reduction and scan.
+COMBINE = {
+    "sum": "add",
+    "prod": "mul",
+    "max": "max",
+    "min": "min",
+    "and": "and",
+    "or": "or",
+    "xor": "xor",
+}
+
+
+# -- expansions ----------------------------------------------------------------------------
+
+_AST_OPERATORS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+
+
+@cache
+def _formula(text: str) -> ast.expr:
+    return ast.parse(text, mode="eval").body
+
+
+def expand(op: ElementwiseOp, args: list, apply: Callable, constant: Callable):
+    """Evaluate `op.expand` with a backend's own operations: `apply(name, *values)` for
+    an operator of the table, `constant(number)` for a literal; `args` are x (and y)."""
+    bound = dict(zip("xy", args, strict=False))
+
+    def walk(node: ast.expr):
+        if isinstance(node, ast.Name):
+            return bound[node.id]
+        if isinstance(node, ast.Constant):
+            return constant(float(node.value))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return apply("neg", walk(node.operand))
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPERATORS:
+            return apply(_AST_OPERATORS[type(node.op)], walk(node.left), walk(node.right))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return apply(node.func.id, *(walk(a) for a in node.args))
+        raise ValueError(f"{op.name}: cannot expand {ast.unparse(node)!r}")
+
+    return walk(_formula(op.expand))
+
+
+def expansion_operators(op: ElementwiseOp) -> set[str]:
+    """The operators `op.expand` uses (each must be a row whose compiled form exists)."""
+    found: set[str] = set()
+    expand(op, ["x", "y"], lambda name, *a: found.add(name), lambda value: None)
+    return found
+
+
+# -- compile-time integer folding ------------------------------------------------------------
 
 
 def wrap(value: int, dtype) -> int:
@@ -126,6 +336,3 @@ def evaluate_int(op: str, a: int, b: int, dtype) -> int | None:
         "xor": a ^ b,
     }
     return wrap(arithmetic[op], dtype) if op in arithmetic else None
-
-
-SCANS = ("sum", "prod", "max", "min")

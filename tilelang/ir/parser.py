@@ -35,10 +35,22 @@ from lark.exceptions import (
 from tilelang.dtypes import DType, dtype
 from tilelang.ir import nodes
 from tilelang.ir.layout import LAYOUT_GRAMMAR, LayoutError, layout_from_tree
-from tilelang.ir.nodes import NOWHERE, Block, Const, Function, Instr, Loc, Value, Var
-from tilelang.ir.printer import LOOP_VAR_TYPE, RESERVED
+from tilelang.ir.nodes import (
+    NOWHERE,
+    Block,
+    Const,
+    Function,
+    Instr,
+    Loc,
+    Value,
+    Var,
+    instruction_classes,
+)
+from tilelang.ir.printer import LOOP_VAR_TYPE
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.shared_layout import parse_shared_layout
+from tilelang.ir.syntax import Syntax, syntax_of
+from tilelang.ir.text import reserved_words
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import body_params, defined_vars
 
@@ -95,33 +107,7 @@ iter_item: carried "=" init
 unroll: "unroll" "(" SINT ")"
 stages: "stages" "(" SINT ")"
 
-?op: "blocks" values                                   -> blocks_op
-   | "full" value                                      -> full_op
-   | "arange" SINT                                     -> arange_op
-   | "shared_alloc"                                    -> shared_alloc_op
-   | "load" value "[" values "]" [fill]                -> load_op
-   | "store" value "[" values "]" "," value            -> store_op
-   | "copy_async" value "[" values "]" "->" value      -> copy_async_op
-   | "async_commit"                                    -> async_commit_op
-   | "async_wait" SINT                                 -> async_wait_op
-   | "shared_slice" value "[" value "]"                -> shared_slice_op
-   | "shared_load" value                               -> shared_load_op
-   | "shared_store" value "," value                    -> shared_store_op
-   | "sync"                                            -> sync_op
-   | "cast" value                                      -> cast_op
-   | "view" value                                      -> view_op
-   | "relayout" value                                  -> relayout_op
-   | "dot" value "," value "," value                   -> dot_op
-   | "reduce" name value "," "axis" "=" SINT           -> reduce_op
-   | "scan" name value "," "axis" "=" SINT [reverse]   -> scan_op
-   | "reshape" value                                   -> reshape_op
-   | "transpose" value "," "perm" "=" "[" ints "]"     -> transpose_op
-   | "broadcast" value                                 -> broadcast_op
-   | "print" STRING "," value                          -> print_op
-   | "yield" values                                    -> yield_op
-   | name values                                       -> compute_op
-fill: "fill" "(" value ")"
-reverse: "," "reverse"
+%OPERATIONS%
 values: (value ("," value)*)?
 ?value: VAR | CONST
 ints: (SINT ("," SINT)*)?
@@ -161,6 +147,26 @@ COMMENT: /#[^\n]*/
 """
     + LAYOUT_GRAMMAR
 )
+
+
+def _operations() -> str:
+    """The `op` rule: one alternative per instruction class, from its syntax template."""
+    alternatives: list[str] = []
+    extra: list[str] = []
+    for cls in instruction_classes():
+        if cls.SYNTAX is not None:
+            alternative, rules = syntax_of(cls).grammar()
+            alternatives.append(alternative)
+            extra.extend(rules)
+    return "?op: " + "\n   | ".join(alternatives) + "\n" + "\n".join(extra)
+
+
+GRAMMAR = GRAMMAR.replace("%OPERATIONS%", _operations())
+
+#: Each instruction's syntax by the name of its parse-tree node.
+_SYNTAX_BY_RULE = {
+    syntax_of(cls).rule: syntax_of(cls) for cls in instruction_classes() if cls.SYNTAX is not None
+}
 
 
 @cache
@@ -237,7 +243,7 @@ def _describe_expected(names: Iterable[str]) -> str:
     for name in names:
         pattern = patterns.get(name)
         if pattern is not None and pattern.type == "str":
-            if pattern.value in RESERVED:
+            if pattern.value in reserved_words():
                 mnemonics += 1
                 continue
             shown.add(repr(pattern.value))
@@ -312,6 +318,21 @@ def _number(text: str) -> int | float | bool:
     if _INT.fullmatch(text):
         return int(text)
     return float(text)
+
+
+def _slot_value(kind: str, value: Any) -> Any:
+    """A parsed slot's value as the instruction's field holds it (None: left out)."""
+    if value is None or value is True:
+        return value
+    if kind == "int":
+        return int(value)
+    if kind == "string":
+        return json.loads(value)
+    return value
+
+
+def _builder(syntax: Syntax, values: list) -> Callable[[tuple[Var, ...], Loc], Instr]:
+    return lambda results, loc: syntax.build(values, results, loc)
 
 
 def _tuple(values: list | None) -> tuple:
@@ -517,99 +538,18 @@ class _Builder(Transformer):
     def ints(self, children: list) -> tuple[int, ...]:
         return tuple(int(t) for t in children)
 
-    def fill(self, children: list) -> Value:
-        return children[0]
-
-    def reverse(self, children: list) -> bool:
-        return True
-
-    def blocks_op(self, c: list) -> _Op:
-        return _Op("blocks", None, lambda r, loc: nodes.Blocks(r, c[0], loc=loc))
-
-    def full_op(self, c: list) -> _Op:
-        return _Op("full", 1, lambda r, loc: nodes.Full(r[0], c[0], loc=loc))
-
-    def arange_op(self, c: list) -> _Op:
-        return _Op("arange", 1, lambda r, loc: nodes.Arange(r[0], int(c[0]), loc=loc))
-
-    def shared_alloc_op(self, c: list) -> _Op:
-        return _Op("shared_alloc", 1, lambda r, loc: nodes.SharedAlloc(r[0], loc=loc))
-
-    def load_op(self, c: list) -> _Op:
-        tensor, offsets, fill = c
-        return _Op("load", 1, lambda r, loc: nodes.Load(r[0], tensor, offsets, fill, loc=loc))
-
-    def store_op(self, c: list) -> _Op:
-        tensor, offsets, value = c
-        return _Op("store", 0, lambda r, loc: nodes.Store(tensor, offsets, value, loc=loc))
-
-    def copy_async_op(self, c: list) -> _Op:
-        tensor, offsets, shared = c
-        return _Op(
-            "copy_async", 0, lambda r, loc: nodes.CopyAsync(shared, tensor, offsets, loc=loc)
-        )
-
-    def async_commit_op(self, c: list) -> _Op:
-        return _Op("async_commit", 0, lambda r, loc: nodes.AsyncCommit(loc=loc))
-
-    def async_wait_op(self, c: list) -> _Op:
-        return _Op("async_wait", 0, lambda r, loc: nodes.AsyncWait(int(c[0]), loc=loc))
-
-    def shared_slice_op(self, c: list) -> _Op:
-        return _Op("shared_slice", 1, lambda r, loc: nodes.SharedSlice(r[0], c[0], c[1], loc=loc))
-
-    def shared_load_op(self, c: list) -> _Op:
-        return _Op("shared_load", 1, lambda r, loc: nodes.SharedLoad(r[0], c[0], loc=loc))
-
-    def shared_store_op(self, c: list) -> _Op:
-        return _Op("shared_store", 0, lambda r, loc: nodes.SharedStore(c[0], c[1], loc=loc))
-
-    def sync_op(self, c: list) -> _Op:
-        return _Op("sync", 0, lambda r, loc: nodes.Sync(loc=loc))
-
-    def cast_op(self, c: list) -> _Op:
-        return _Op("cast", 1, lambda r, loc: nodes.Cast(r[0], c[0], loc=loc))
-
-    def view_op(self, c: list) -> _Op:
-        return _Op("view", 1, lambda r, loc: nodes.View(r[0], c[0], loc=loc))
-
-    def relayout_op(self, c: list) -> _Op:
-        return _Op("relayout", 1, lambda r, loc: nodes.Relayout(r[0], c[0], loc=loc))
-
-    def dot_op(self, c: list) -> _Op:
-        return _Op("dot", 1, lambda r, loc: nodes.Dot(r[0], c[0], c[1], c[2], loc=loc))
-
-    def reduce_op(self, c: list) -> _Op:
-        op, value, axis = c
-        return _Op("reduce", 1, lambda r, loc: nodes.Reduce(r[0], value, op, int(axis), loc=loc))
-
-    def scan_op(self, c: list) -> _Op:
-        op, value, axis, reverse = c
-        return _Op(
-            "scan",
-            1,
-            lambda r, loc: nodes.Scan(r[0], value, op, int(axis), reverse is not None, loc=loc),
-        )
-
-    def reshape_op(self, c: list) -> _Op:
-        return _Op("reshape", 1, lambda r, loc: nodes.Reshape(r[0], c[0], loc=loc))
-
-    def transpose_op(self, c: list) -> _Op:
-        return _Op("transpose", 1, lambda r, loc: nodes.Transpose(r[0], c[0], c[1], loc=loc))
-
-    def broadcast_op(self, c: list) -> _Op:
-        return _Op("broadcast", 1, lambda r, loc: nodes.Broadcast(r[0], c[0], loc=loc))
-
-    def print_op(self, c: list) -> _Op:
-        label, value = json.loads(c[0]), c[1]
-        return _Op("print", 0, lambda r, loc: nodes.Print(label, value, loc=loc))
-
-    def yield_op(self, c: list) -> _Op:
-        return _Op("yield", 0, lambda r, loc: nodes.Yield(c[0], loc=loc))
-
-    def compute_op(self, c: list) -> _Op:
-        op, args = c
-        return _Op(op, 1, lambda r, loc: nodes.Compute(r[0], op, args, loc=loc))
+    def __default__(self, data: Token, children: list, meta: Any) -> Any:
+        """The node of an instruction (`i_<class>`) or of an optional part (`o_...`)."""
+        if data.startswith("o_"):
+            return children[0] if children else True  # a flag's part holds no slot
+        syntax = _SYNTAX_BY_RULE.get(str(data))
+        if syntax is None:
+            return super().__default__(data, children, meta)
+        values = [
+            _slot_value(slot.kind, c) for slot, c in zip(syntax.slots(), children, strict=True)
+        ]
+        mnemonic = syntax.cls.MNEMONIC if syntax.cls.SYNTAX[0] != "{" else values[0]
+        return _Op(mnemonic, syntax.result_count, _builder(syntax, values))
 
     # -- types -------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Thread IR: the per-thread program of one thread block (DESIGN.md §7).
 
-The lowering (`tilelang.passes.lower`) turns block IR into this; the CUDA emitter prints
+The lowering (`tilelang.lowering`) turns block IR into this; the CUDA emitter prints
 it as CUDA C++ and the LLVM emitter runs it on the CPU. Every construct here has exact
 semantics, written in its docstring, that both emitters implement.
 
@@ -47,6 +47,7 @@ from typing import ClassVar
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.ir.ops import ELEMENTWISE, Result
 
 REGISTER_DTYPES: frozenset[DType] = frozenset(
     (
@@ -66,31 +67,16 @@ REGISTER_DTYPES: frozenset[DType] = frozenset(
     )
 )
 
-UNARY_OPS = frozenset(
-    (
-        "neg",
-        "not",
-        "abs",
-        "exp",
-        "exp2",
-        "log",
-        "log2",
-        "sqrt",
-        "rsqrt",
-        "sin",
-        "cos",
-        "tanh",
-        "sigmoid",
-        "floor",
-        "ceil",
-    )
-)
+# The operators of `tilelang.ir.ops.ELEMENTWISE`, by their thread-IR names.
+UNARY_OPS = frozenset(op.thread_op for op in ELEMENTWISE.values() if op.arity == 1)
 """`not` is bitwise (logical on u1); the rest as the block IR's operators of that name."""
 
 BINARY_OPS = frozenset(
-    ("add", "sub", "mul", "div", "rem", "min", "max", "and", "or", "xor", "shl", "shr")
+    op.thread_op for op in ELEMENTWISE.values() if op.arity == 2 and op.result is Result.SAME
 )
-COMPARE_OPS = frozenset(("eq", "ne", "lt", "le", "gt", "ge"))
+COMPARE_OPS = frozenset(
+    op.thread_op for op in ELEMENTWISE.values() if op.arity == 2 and op.result is Result.BOOL
+)
 PAIR_OPS = frozenset(("add", "sub", "mul", "fma"))
 
 

@@ -59,6 +59,7 @@ from tilelang.ir.nodes import (
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.types import ScalarType
 from tilelang.ir.visit import Rewriter
+from tilelang.target import CPU, Target
 
 #: No divisor exceeds this (2**16): enough for every alignment decision.
 CAP = 1 << 16
@@ -151,7 +152,7 @@ def analyze(fn: Function) -> Facts:
     return Facts(analysis.div)
 
 
-def run(fn: Function) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     """`fn` with `divisors="..."` on every Load, Store and CopyAsync."""
     return _Annotate(analyze(fn)).rewrite_function(fn)
 

@@ -15,21 +15,8 @@ The estimate, in 32-bit registers ("words") per thread:
   on sm_90 for every example (tests/test_plan.py keeps the estimate within 25% of the
   compiler's count; docs/design.md §10 has the table).
 
-Liveness (`Program`): the instructions are numbered in execution order (pre-order;
-`for` and `if` also get an *end* point after their bodies, where their results are
-defined and a loop's back edge is taken). A value is live from its definition to its
-last use, where
-
-- a use inside a loop that does not contain the definition counts as a use at the
-  loop's end (the value is needed on every iteration), so such a value is live over the
-  whole loop;
-- an access to a global tensor uses the sizes in its shape (masks, row strides);
-- a loop's variable, stop and step are used at its end point (the back edge), so they
-  are live through the loop; loop-carried values are live from the loop's start to their
-  last use in the body, and the values the body yields from their definition to the
-  `yield` — so a loop-carried value occupies its words through the whole loop;
-- the branches of an `if` are laid out one after the other (a value used only in the
-  `else` branch is counted in the `then` branch too: an over-estimate).
+Liveness is `tilelang.analysis.liveness.Program` (values live from their definition to
+their last use, loops and branches accounted for).
 
 At each point the words of every live value are added — the operands that die there
 and the results it defines included — except that an instruction that can write its
@@ -46,9 +33,9 @@ otherwise returns `fn` with ``registers=<estimate>`` on its `blocks` instruction
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from tilelang.analysis.liveness import Point, Program
 from tilelang.ir.nodes import (
     Block,
     Blocks,
@@ -56,21 +43,18 @@ from tilelang.ir.nodes import (
     Cast,
     Compute,
     Dot,
-    For,
     Function,
-    If,
-    Instr,
     Loc,
     Reshape,
     Transpose,
     Var,
     View,
 )
-from tilelang.ir.printer import print_type
-from tilelang.ir.shape_expr import symbols
+from tilelang.ir.text import print_type
 from tilelang.ir.types import ScalarType, TensorType, TileType, Type
+from tilelang.target import CPU, Target
 
-#: The most registers a thread can have (every target from sm_80 to sm_90).
+#: The most registers a thread can have on every supported target (`tilelang.target`).
 MAX_REGISTERS = 255
 #: Words per thread the block IR does not show (addresses, masks, indices); see above.
 FLOOR = 28
@@ -82,116 +66,6 @@ _IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast)
 
 class RegisterBudgetError(ValueError):
     """The kernel cannot fit the registers a thread has; the message says what to change."""
-
-
-# -- liveness ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Point:
-    """A program point: an instruction, or (`end`) the end of a `for`/`if`."""
-
-    index: int
-    instr: Instr
-    end: bool = False
-
-
-@dataclass
-class _Loop:
-    header: int
-    end: int = -1
-
-
-@dataclass
-class Program:
-    """The program points of a function and the live interval of every value.
-
-    `start[v]` is where `v` is defined (-1 for parameters and sizes), `stop[v]` its last
-    use after the loop rule (its definition when unused); `v` is live at the points
-    ``start[v] <= p <= stop[v]``.
-    """
-
-    points: list[Point] = field(default_factory=list)
-    start: dict[Var, int] = field(default_factory=dict)
-    stop: dict[Var, int] = field(default_factory=dict)
-
-    @staticmethod
-    def of(fn: Function) -> Program:
-        builder = _Builder({var.name: var for var in fn.sizes})
-        for var in (*fn.params, *fn.sizes):
-            builder.define(var, -1)
-        builder.block(fn.body, ())
-        return builder.finish()
-
-    def live_at(self, index: int) -> Iterator[Var]:
-        """The values live at point `index`, in definition order."""
-        for var, first in self.start.items():
-            if first <= index <= self.stop[var]:
-                yield var
-
-
-class _Builder:
-    def __init__(self, sizes: dict[str, Var]) -> None:
-        self.program = Program()
-        self.uses: dict[Var, list[tuple[int, tuple[_Loop, ...]]]] = {}
-        self.sizes = sizes
-
-    def point(self, instr: Instr, end: bool = False) -> int:
-        index = len(self.program.points)
-        self.program.points.append(Point(index, instr, end))
-        return index
-
-    def define(self, var: Var, index: int) -> None:
-        self.program.start.setdefault(var, index)
-        self.uses.setdefault(var, [])
-
-    def use(self, value: object, index: int, loops: tuple[_Loop, ...]) -> None:
-        if not isinstance(value, Var):
-            return
-        self.uses.setdefault(value, []).append((index, loops))
-        if isinstance(value.type, TensorType):  # its sizes: for masks and row strides
-            for dim in value.type.shape:
-                for name in symbols(dim):
-                    if name in self.sizes:
-                        self.use(self.sizes[name], index, loops)
-
-    def block(self, block: Block, loops: tuple[_Loop, ...]) -> None:
-        for instr in block.instrs:
-            self.instr(instr, loops)
-
-    def instr(self, instr: Instr, loops: tuple[_Loop, ...]) -> None:
-        index = self.point(instr)
-        for value in instr.uses():
-            self.use(value, index, loops)
-        if isinstance(instr, For):
-            loop = _Loop(index)
-            for var in (instr.var, *instr.carried):
-                self.define(var, index)
-            self.block(instr.body, (*loops, loop))
-            loop.end = self.point(instr, end=True)
-            for value in (instr.var, instr.stop, instr.step):  # the back edge
-                self.use(value, loop.end, (*loops, loop))
-            results_at = loop.end
-        elif isinstance(instr, If):
-            self.block(instr.then_body, loops)
-            self.block(instr.else_body, loops)
-            results_at = self.point(instr, end=True)
-        else:
-            results_at = index
-        for var in instr.defs():
-            self.define(var, results_at)
-
-    def finish(self) -> Program:
-        program = self.program
-        for var, uses in self.uses.items():
-            first = program.start.setdefault(var, -1)
-            last = first
-            for index, loops in uses:
-                # The outermost enclosing loop that does not contain the definition.
-                outside = next((loop.end for loop in loops if loop.header > first), index)
-                last = max(last, index, outside)
-            program.stop[var] = last
-        return program
 
 
 # -- words per value -----------------------------------------------------------------------
@@ -288,14 +162,14 @@ def _reuse(program: Program, point: Point, warps: int) -> int:
 # -- the pass --------------------------------------------------------------------------------
 
 
-def run(fn: Function) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     plan = estimate(fn)
-    if plan.peak > MAX_REGISTERS:
-        raise RegisterBudgetError(budget_message(fn, plan))
+    if plan.peak > target.registers_per_thread:
+        raise RegisterBudgetError(budget_message(fn, plan, target.registers_per_thread))
     return _record(fn, plan.peak)
 
 
-def budget_message(fn: Function, plan: RegisterPlan) -> str:
+def budget_message(fn: Function, plan: RegisterPlan, limit: int = MAX_REGISTERS) -> str:
     tiles = [v for v in plan.values if isinstance(v.type, TileType)][:3]
     largest = "; ".join(
         f"%{v.name}: {print_type(v.type)}, {words(v.type, fn.warps)} registers per thread"
@@ -303,7 +177,7 @@ def budget_message(fn: Function, plan: RegisterPlan) -> str:
     )
     return (
         f"kernel {fn.name} needs about {plan.peak} registers per thread (an estimate from "
-        f"the values live at its peak), more than the {MAX_REGISTERS} a thread can have. At {plan.at} the largest live "
+        f"the values live at its peak), more than the {limit} a thread can have. At {plan.at} the largest live "
         f"tiles are {largest or 'none'}. Use smaller tiles (BM, BN, BK constexprs) or more "
         f"warps (now {fn.warps})."
     )
@@ -329,8 +203,6 @@ def registers(fn: Function) -> int | None:
 __all__ = [
     "FLOOR",
     "MAX_REGISTERS",
-    "Point",
-    "Program",
     "RegisterBudgetError",
     "RegisterPlan",
     "budget_message",

@@ -2,23 +2,24 @@
 
 Assumes a verified function. Guarantees:
 
-- every shared tile has a layout: a tile without one gets `default_layout` — row-major,
-  with the standard XOR swizzle (`Swizzle.for_bytes`) when its rows are a multiple of
-  128 bytes (or exactly 64 or 32 bytes: the 64/32-byte swizzle), so that ldmatrix and
-  cp.async touch all 32 banks. Swizzles need a power-of-two element size and a rank of
-  at least 2; they keep every 16-byte chunk of a row contiguous (vectorize relies on
-  it). A layout the user gave is kept. Every use of the tile sees the new type;
+- every shared tile has a layout: a tile without one gets
+  `tilelang.analysis.shared_layouts.default_layout` (row-major, swizzled for
+  conflict-free ldmatrix and cp.async). A layout the user gave is kept. Every use of the
+  tile sees the new type;
 - every `shared_alloc` gets ``offset=<byte offset>`` (a multiple of `ALIGN`, 16) and
   ``bytes=<bytes it occupies>`` (its layout's extent, packed, rounded up to 16) in one
   shared buffer of `total_bytes(fn)` bytes;
 - two tiles whose live ranges overlap never overlap in memory. A tile's live range runs
-  from its `shared_alloc` to its last use (`plan_registers.Program`: a use inside a loop
+  from its `shared_alloc` to its last use (`tilelang.analysis.liveness`: a use inside a loop
   that does not contain the allocation extends the range over the whole loop); a tile
   passed through loop-carried values or `if` results shares one live range with the
   values it flows into. Tiles whose ranges do not overlap may share bytes: placement is
   first-fit, largest tile first (program order among equals);
-- `SharedMemoryError` when the buffer exceeds the limit (`run(fn, limit=...)`, 227 KiB
-  by default: sm_90), starting with the source location of the largest tile.
+- `SharedMemoryError` when the buffer exceeds what one block of the target may use
+  (`tilelang.target`: 163 KiB on sm_80, 99 KiB on sm_86/sm_89/sm_120, 227 KiB on sm_90
+  and sm_100; the CPU backend accepts what sm_90 does). The message starts with the
+  source location of the largest tile and names the target, the bytes needed and the
+  largest tiles.
 
 Not done here: when a tile reuses the bytes of a dead one, the lowering must keep a
 barrier between the last read of the old tile and the first write of the new one.
@@ -26,73 +27,28 @@ barrier between the last read of the old tile and the first write of the new one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from tilelang.dtypes import DType
+from tilelang.analysis.liveness import Program
+from tilelang.analysis.shared_layouts import ALIGN, default_layout, round_up, tile_bytes
 from tilelang.ir.nodes import For, Function, If, Instr, SharedAlloc, Var, Yield
-from tilelang.ir.printer import print_type
-from tilelang.ir.shared_layout import SharedLayout, Swizzle, row_major
+from tilelang.ir.text import print_type
 from tilelang.ir.types import SharedType
 from tilelang.ir.visit import Rewriter, walk
-from tilelang.passes.plan_registers import Program
-
-#: Shared memory one block may use on sm_90 (227 KiB); sm_80 has 163 KiB, sm_89 99 KiB.
-SM90_LIMIT = 227 * 1024
-#: Every tile starts at a multiple of this many bytes (a 16-byte vector access).
-ALIGN = 16
+from tilelang.target import CPU, Target
 
 
 class SharedMemoryError(ValueError):
     """The kernel's shared tiles do not fit the device's shared memory."""
 
 
-def default_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
-    """Row-major, swizzled when the rows allow it (see the module docstring)."""
-    layout = row_major(*shape)
-    width = swizzle_width(dtype, shape)
-    return layout if width is None else layout.swizzled(Swizzle.for_bytes(width, dtype.bits))
-
-
-def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
-    """The byte swizzle (128, 64 or 32) for row-major rows of `shape`, or None."""
-    bits = dtype.bits
-    if len(shape) < 2 or bits & (bits - 1) or bits > 128:
-        return None
-    row_bits = shape[-1] * bits
-    if row_bits % 8:
-        return None
-    row = row_bits // 8
-    if row % 128 == 0:
-        return 128
-    return row if row in (32, 64) else None
-
-
-def tile_bytes(type_: SharedType) -> int:
-    """Bytes a shared tile occupies: its layout's extent, packed, rounded up to `ALIGN`."""
-    layout = type_.layout or default_layout(type_.dtype, type_.shape)
-    return _round_up(math.ceil(layout.size * type_.dtype.bits / 8), ALIGN)
-
-
-def total_bytes(fn: Function) -> int:
-    """The shared buffer `run` planned: the end of the last placed tile (0 if none)."""
-    return max(
-        (
-            int(instr.attr("offset", 0)) + int(instr.attr("bytes", 0))
-            for instr in walk(fn)
-            if isinstance(instr, SharedAlloc)
-        ),
-        default=0,
-    )
-
-
-def run(fn: Function, limit: int = SM90_LIMIT) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     fn = _WithLayouts().rewrite_function(fn)
     tiles = _tiles(fn)
     _place(tiles)
     total = max((t.offset + t.bytes for t in tiles), default=0)
-    if total > limit:
-        raise SharedMemoryError(_limit_message(fn, tiles, total, limit))
+    if total > target.shared_bytes:
+        raise SharedMemoryError(_limit_message(fn, tiles, total, target))
     placed = {t.alloc.result: t for t in tiles}
     return _Record(placed).rewrite_function(fn)
 
@@ -207,18 +163,14 @@ def _place(tiles: list[_Tile]) -> None:
     for n in order:
         tile = tiles[n]
         rivals = [p for p in placed if p.overlaps_in_time(tile)]
-        candidates = sorted({0, *(_round_up(p.offset + p.bytes, ALIGN) for p in rivals)})
+        candidates = sorted({0, *(round_up(p.offset + p.bytes, ALIGN) for p in rivals)})
         tile.offset = next(
             c for c in candidates if not any(p.overlaps_in_memory(c, tile.bytes) for p in rivals)
         )
         placed.append(tile)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
-def _limit_message(fn: Function, tiles: list[_Tile], total: int, limit: int) -> str:
+def _limit_message(fn: Function, tiles: list[_Tile], total: int, target: Target) -> str:
     largest = sorted(tiles, key=lambda t: (-t.bytes, t.first))
     listed = ", ".join(
         f"%{t.alloc.result.name}: {print_type(t.alloc.result.type)} ({t.bytes} bytes, "
@@ -227,18 +179,10 @@ def _limit_message(fn: Function, tiles: list[_Tile], total: int, limit: int) -> 
     )
     return (
         f"{largest[0].alloc.loc}: kernel {fn.name} needs {total} bytes of shared memory, more "
-        f"than the {limit} bytes a block can have. The largest shared tiles: {listed}. Use "
-        f"smaller tiles or fewer pipeline stages."
+        f"than the {target.shared_bytes} bytes ({target.shared_bytes // 1024} KiB) a block "
+        f"can have on {target.name}. The largest shared tiles: {listed}. Use smaller tiles "
+        f"or fewer pipeline stages."
     )
 
 
-__all__ = [
-    "ALIGN",
-    "SM90_LIMIT",
-    "SharedMemoryError",
-    "default_layout",
-    "run",
-    "swizzle_width",
-    "tile_bytes",
-    "total_bytes",
-]
+__all__ = ["SharedMemoryError", "run"]

@@ -19,11 +19,12 @@ from tilelang.ir.nodes import Block, Cast, Compute, Const, Function, Instr, Valu
 from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.types import ScalarType
 from tilelang.ir.visit import Rewriter
+from tilelang.target import CPU, Target
 
 _IDENTITIES = {"add": 0, "sub": 0, "mul": 1, "div": 1, "shl": 0, "shr": 0}
 
 
-def run(fn: Function) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     return _Simplifier().rewrite_function(fn)
 
 

@@ -30,11 +30,12 @@ from tilelang.dtypes import i32
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType, SharedType, TileType
 from tilelang.ir.visit import defined_vars, walk
+from tilelang.target import CPU, Target
 
 INDEX = ScalarType(i32)
 
 
-def run(fn: ir.Function) -> ir.Function:
+def run(fn: ir.Function, target: Target = CPU) -> ir.Function:
     names = {v.name for v in (*fn.params, *fn.sizes, *defined_vars(fn))}
     return replace(fn, body=_Pipeliner(names).block(fn.body))
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 from dataclasses import fields, replace
 
 from tilelang.ir import thread as t
+from tilelang.target import CPU, Target
 
 
-def run(fn: t.ThreadFunction) -> t.ThreadFunction:
+def run(fn: t.ThreadFunction, target: Target = CPU) -> t.ThreadFunction:
     body = _share(fn.body, {}, {})
     while True:
         used = _used_names(body, fn.grid)

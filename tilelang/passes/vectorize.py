@@ -66,12 +66,13 @@ from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.visit import Rewriter
 from tilelang.passes import plan_shared
 from tilelang.passes.analyze import CAP, Facts, analyze, pow2_factor, shape_divisor
+from tilelang.target import CPU, Target
 
 #: The widest access a thread makes: 16 bytes.
 MAX_ACCESS_BITS = 128
 
 
-def run(fn: Function) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     return _Vectorize(fn, analyze(fn)).rewrite_function(fn)
 
 

@@ -6,8 +6,9 @@ pass may rely on that. Errors name the user's source line.
 
 from tilelang.ir.nodes import Function
 from tilelang.ir.verify import verify
+from tilelang.target import CPU, Target
 
 
-def run(fn: Function) -> Function:
+def run(fn: Function, target: Target = CPU) -> Function:
     verify(fn)
     return fn

@@ -2,7 +2,8 @@
 
 This module owns what every block-IR instruction *means*. It executes a `Function`
 block by block over its grid with numpy, one vectorized step per instruction; each
-instruction class has one small function below (see `_HANDLERS`), so this file reads
+instruction class has one small function below, registered by `@semantics(Class)`, so
+this file reads
 as the specification the backends are tested against.
 
 Representation of values (while a block runs):
@@ -56,7 +57,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
-from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result
+from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, zero_sign
 from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.runtime.host_tensor import HostTensor
@@ -64,6 +65,23 @@ from tilelang.runtime.host_tensor import HostTensor
 __all__ = ["InterpreterError", "grid", "run"]
 
 PrintFn = Callable[[str], Any]
+
+
+Semantics = Callable[["_State", Any], "tuple[Any, ...] | None"]
+
+#: What each instruction class means: one function per class (`semantics`).
+SEMANTICS: dict[type[ir.Instr], Semantics] = {}
+
+
+def semantics(*classes: type[ir.Instr]) -> Callable[[Semantics], Semantics]:
+    """Registers the decorated function as the meaning of the given instruction classes."""
+
+    def register(fn: Semantics) -> Semantics:
+        for cls in classes:
+            SEMANTICS[cls] = fn
+        return fn
+
+    return register
 
 
 class InterpreterError(RuntimeError):
@@ -217,7 +235,7 @@ def _bind_arguments(
 def _exec_block(block: ir.Block, state: _State) -> tuple[Any, ...] | None:
     """Run the instructions of `block`; return the values of its `Yield`, if it has one."""
     for instr in block.instrs:
-        handler = _HANDLERS.get(type(instr))
+        handler = SEMANTICS.get(type(instr))
         if handler is None:
             raise InterpreterError(f"no semantics for {type(instr).__name__}", instr.loc)
         try:
@@ -301,6 +319,7 @@ def _masked_load(
 # --- creation ---------------------------------------------------------------------------
 
 
+@semantics(ir.Blocks)
 def _blocks(state: _State, instr: ir.Blocks) -> None:
     if state.block is None:
         raise _GridReached(tuple(state.int(size) for size in instr.sizes))
@@ -308,17 +327,20 @@ def _blocks(state: _State, instr: ir.Blocks) -> None:
         state.bind(var, dtypes.quantize(index, var.type.dtype))
 
 
+@semantics(ir.Full)
 def _full(state: _State, instr: ir.Full) -> None:
     value = dtypes.quantize(state.value(instr.value), instr.result.type.dtype)
     state.bind(instr.result, _fill(_shape(instr.result), value, instr.result.type.dtype))
 
 
+@semantics(ir.Arange)
 def _arange(state: _State, instr: ir.Arange) -> None:
     (length,) = _shape(instr.result)
     values = np.arange(instr.start, instr.start + length, dtype=np.int64)
     state.bind(instr.result, dtypes.quantize(values, instr.result.type.dtype))
 
 
+@semantics(ir.SharedAlloc)
 def _shared_alloc(state: _State, instr: ir.SharedAlloc) -> None:
     state.bind(instr.result, _Shared(_fill(_shape(instr.result), 0, instr.result.type.dtype)))
 
@@ -326,6 +348,7 @@ def _shared_alloc(state: _State, instr: ir.SharedAlloc) -> None:
 # --- data movement ----------------------------------------------------------------------
 
 
+@semantics(ir.Load)
 def _load(state: _State, instr: ir.Load) -> None:
     dtype = instr.result.type.dtype
     fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
@@ -334,6 +357,7 @@ def _load(state: _State, instr: ir.Load) -> None:
     state.bind(instr.result, tile)
 
 
+@semantics(ir.Store)
 def _store(state: _State, instr: ir.Store) -> None:
     tensor = state.tensor(instr.tensor)
     tile = np.asarray(state.value(instr.value))
@@ -357,6 +381,7 @@ def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
     return codes
 
 
+@semantics(ir.CopyAsync)
 def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
     # Sequential interpreter: the copy completes now; commit/wait have nothing to do.
     shared: _Shared = state.value(instr.shared)
@@ -367,20 +392,24 @@ def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
     )
 
 
+@semantics(ir.AsyncCommit, ir.AsyncWait, ir.Sync)
 def _nothing(state: _State, instr: ir.Instr) -> None:
     """AsyncCommit, AsyncWait, Sync: ordering only, and one block runs sequentially."""
 
 
+@semantics(ir.SharedSlice)
 def _shared_slice(state: _State, instr: ir.SharedSlice) -> None:
     shared: _Shared = state.value(instr.shared)
     state.bind(instr.result, _Shared(shared.values[state.int(instr.index)]))  # a view
 
 
+@semantics(ir.SharedLoad)
 def _shared_load(state: _State, instr: ir.SharedLoad) -> None:
     shared: _Shared = state.value(instr.shared)
     state.bind(instr.result, shared.values.copy())
 
 
+@semantics(ir.SharedStore)
 def _shared_store(state: _State, instr: ir.SharedStore) -> None:
     shared: _Shared = state.value(instr.shared)
     shared.values[...] = state.value(instr.value)
@@ -389,90 +418,8 @@ def _shared_store(state: _State, instr: ir.SharedStore) -> None:
 # --- elementwise ------------------------------------------------------------------------
 
 
-def _c_div(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Integer division truncating toward zero (C), from numpy's floor division; a
-    division by zero gives all ones (and its remainder the dividend), as the backends do."""
-    zero = b == 0
-    safe = np.where(zero, 1, b)
-    q = np.floor_divide(a, safe)
-    inexact = (a - q * safe) != 0
-    if t.signed:
-        q = np.where(inexact & ((a < 0) != (safe < 0)), q + 1, q)
-    return np.where(zero, -1, q)
-
-
-def _c_rem(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.where(b == 0, a, a - _c_div(t, a, b) * b)  # the dividend's sign, as in C
-
-
-def _shift_amount_too_big(t: DType, b: np.ndarray) -> np.ndarray:
-    # PTX takes the amount as unsigned, so a negative signed amount is a huge one.
-    return (b >= t.bits) | (b < 0) if t.signed else b >= t.bits
-
-
-def _shl(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    big = _shift_amount_too_big(t, b)
-    amount = np.where(big, 0, b).astype(a.dtype)
-    return np.where(big, 0, np.left_shift(a, amount)).astype(a.dtype)
-
-
-def _shr(t: DType, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    big = _shift_amount_too_big(t, b)
-    if t.signed:  # a is sign-extended in int64: shifting by width-1 leaves the sign fill
-        return np.right_shift(a, np.where(big, t.bits - 1, b).astype(a.dtype))
-    amount = np.where(big, 0, b).astype(a.dtype)
-    return np.where(big, 0, np.right_shift(a, amount)).astype(a.dtype)
-
-
-def _sigmoid(a: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-a))
-
-
-# Float operators on float64 operands; the caller rounds to the result dtype.
-_FLOAT_OPS: dict[str, Callable[..., np.ndarray]] = {
-    "neg": np.negative,
-    "abs": np.abs,
-    "exp": np.exp,
-    "exp2": np.exp2,
-    "log": np.log,
-    "log2": np.log2,
-    "sqrt": np.sqrt,
-    "rsqrt": lambda a: 1.0 / np.sqrt(a),
-    "sin": np.sin,
-    "cos": np.cos,
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
-    "floor": np.floor,
-    "ceil": np.ceil,
-    "add": np.add,
-    "sub": np.subtract,
-    "mul": np.multiply,
-    "div": np.true_divide,
-    "min": lambda a, b: _zero_sign("min", np.fmin(a, b), _negative_zero(a) | _negative_zero(b)),
-    "max": lambda a, b: _zero_sign("max", np.fmax(a, b), ~(_positive_zero(a) | _positive_zero(b))),
-}
-
-
-def _negative_zero(x: np.ndarray) -> np.ndarray:
-    return (x == 0) & np.signbit(x)
-
-
-def _positive_zero(x: np.ndarray) -> np.ndarray:
-    return (x == 0) & ~np.signbit(x)
-
-
-def _zero_sign(op: str, result: np.ndarray, negative: np.ndarray) -> np.ndarray:
-    """Float min/max order -0 below +0 (PTX min/max): a zero result is -0 exactly when
-    `negative` says a -0 decides it (min: any operand -0; max: every zero operand -0)."""
-    result = np.asarray(result)
-    zero = result == 0
-    if not zero.any():
-        return result
-    return np.where(zero, np.where(negative, -0.0, 0.0).astype(result.dtype), result)
-
-
 def _zero_sign_along(op: str, result, values, axis: int, accumulate: bool) -> np.ndarray:
-    """`_zero_sign` for reductions (`accumulate`: scans) of min/max along `axis`."""
+    """Float min/max order -0 below +0, for reductions (`accumulate`: scans) along `axis`."""
     if op not in ("min", "max"):
         return result
     if op == "min":
@@ -482,59 +429,32 @@ def _zero_sign_along(op: str, result, values, axis: int, accumulate: bool) -> np
         marks = ~((values == 0) & ~np.signbit(values))  # no +0 seen: a zero result is -0
         combine = np.logical_and
     seen = combine.accumulate(marks, axis=axis) if accumulate else combine.reduce(marks, axis=axis)
-    return _zero_sign(op, result, seen)
+    return zero_sign(result, seen)
 
 
-# Integer operators on int64 (uint64 for u64) operands and the dtype; the caller wraps.
-_INT_OPS: dict[str, Callable[..., np.ndarray]] = {
-    "neg": lambda t, a: np.negative(a),
-    "invert": lambda t, a: np.invert(a),
-    "abs": lambda t, a: np.abs(a),
-    "add": lambda t, a, b: a + b,
-    "sub": lambda t, a, b: a - b,
-    "mul": lambda t, a, b: a * b,
-    "div": _c_div,
-    "rem": _c_rem,
-    "min": lambda t, a, b: np.minimum(a, b),
-    "max": lambda t, a, b: np.maximum(a, b),
-    "and": lambda t, a, b: a & b,
-    "or": lambda t, a, b: a | b,
-    "xor": lambda t, a, b: a ^ b,
-    "shl": _shl,
-    "shr": _shr,
-}
-
-_COMPARISONS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "eq": np.equal,
-    "ne": np.not_equal,
-    "lt": np.less,
-    "le": np.less_equal,
-    "gt": np.greater,
-    "ge": np.greater_equal,
-}
-
-
+@semantics(ir.Compute)
 def _compute(state: _State, instr: ir.Compute) -> None:
     op = ELEMENTWISE.get(instr.op)
     if op is None:
         raise _Fault(f"unknown elementwise operator {instr.op!r}")
     if len(instr.args) != op.arity:
         raise _Fault(f"{instr.op} takes {op.arity} operands, got {len(instr.args)}")
-    operand_dtype = _dtype(instr.args[1 if instr.op == "where" else 0])
+    operand_dtype = _dtype(instr.args[op.value_operand])
     result_dtype = instr.result.type.dtype
     # Operands in one numpy dtype: mixing int64 with uint64 would silently go to float64.
     wide = np.float64 if operand_dtype.is_float else operand_dtype.value_dtype
     args = [np.asarray(state.value(a)) for a in instr.args]
+    if op.name != "where":
+        args = [a.astype(wide) for a in args]
     with np.errstate(all="ignore"):  # overflow wraps, x/0 is inf: both are the semantics
-        if instr.op == "where":
-            result = np.where(args[0] != 0, args[1], args[2])
-        elif op.result is Result.BOOL:
-            result = _COMPARISONS[instr.op](*(a.astype(wide) for a in args)).astype(np.int64)
-        elif operand_dtype.is_float:
-            result = _round(_FLOAT_OPS[instr.op](*(a.astype(wide) for a in args)), result_dtype)
+        if operand_dtype.is_float or op.int_reference is None:
+            result = op.reference(*args)
         else:
-            ints = [a.astype(wide) for a in args]
-            result = _round(_INT_OPS[instr.op](operand_dtype, *ints), result_dtype)
+            result = op.int_reference(operand_dtype, *args)
+        if op.result is Result.BOOL:
+            result = np.asarray(result).astype(np.int64)
+        elif op.name != "where":
+            result = _round(result, result_dtype)
     result = np.asarray(result, dtype=result_dtype.value_dtype)
     shape = _shape(instr.result)
     if result.shape != shape:  # e.g. a tile result of scalar operands
@@ -542,6 +462,7 @@ def _compute(state: _State, instr: ir.Compute) -> None:
     state.bind(instr.result, result)
 
 
+@semantics(ir.Cast)
 def _cast(state: _State, instr: ir.Cast) -> None:
     # dtypes.quantize is the cast policy: RNE + saturate (IEEE types overflow to inf).
     state.bind(instr.result, dtypes.quantize(state.value(instr.value), instr.result.type.dtype))
@@ -563,6 +484,7 @@ def _bits_to_codes(bit_stream: np.ndarray, bits: int) -> np.ndarray:
     return (groups << np.arange(bits, dtype=np.uint64)).sum(axis=-1, dtype=np.uint64)
 
 
+@semantics(ir.View)
 def _view(state: _State, instr: ir.View) -> None:
     src, dst = instr.value.type, instr.result.type
     codes = _encode_tile(src.dtype, np.asarray(state.value(instr.value)))
@@ -615,6 +537,7 @@ def _view_per_thread(codes: np.ndarray, src: TileType, dst: TileType) -> np.ndar
 # --- dot, reductions, scans, shape changes ----------------------------------------------
 
 
+@semantics(ir.Dot)
 def _dot(state: _State, instr: ir.Dot) -> None:
     acc_dtype = instr.acc.type.dtype
     # Products of f16/bf16/f8 inputs are exact in float64; ints wrap mod 2^64, then at
@@ -626,6 +549,7 @@ def _dot(state: _State, instr: ir.Dot) -> None:
     state.bind(instr.result, _round(result, instr.result.type.dtype))
 
 
+@semantics(ir.Reduce)
 def _reduce(state: _State, instr: ir.Reduce) -> None:
     if instr.op not in REDUCTIONS:
         raise _Fault(f"unknown reduction {instr.op!r}")
@@ -639,6 +563,7 @@ def _reduce(state: _State, instr: ir.Reduce) -> None:
     state.bind(instr.result, _round(result, instr.result.type.dtype))
 
 
+@semantics(ir.Scan)
 def _scan(state: _State, instr: ir.Scan) -> None:
     if instr.op not in SCANS:
         raise _Fault(f"unknown scan {instr.op!r}")
@@ -683,23 +608,28 @@ def _reduce_ufunc(op: str, dtype: DType) -> np.ufunc:
     return ufunc
 
 
+@semantics(ir.Reshape)
 def _reshape(state: _State, instr: ir.Reshape) -> None:
     state.bind(instr.result, np.reshape(state.value(instr.value), _shape(instr.result)).copy())
 
 
+@semantics(ir.Relayout)
 def _relayout(state: _State, instr: ir.Relayout) -> None:
     state.bind(instr.result, state.value(instr.value))
 
 
+@semantics(ir.Transpose)
 def _transpose(state: _State, instr: ir.Transpose) -> None:
     state.bind(instr.result, np.transpose(state.value(instr.value), instr.perm).copy())
 
 
+@semantics(ir.Broadcast)
 def _broadcast(state: _State, instr: ir.Broadcast) -> None:
     value = np.asarray(state.value(instr.value))
     state.bind(instr.result, np.broadcast_to(value, _shape(instr.result)).copy())
 
 
+@semantics(ir.Print)
 def _print(state: _State, instr: ir.Print) -> None:
     value = state.value(instr.value)
     text = np.array2string(np.asarray(value), threshold=1 << 20, max_line_width=120)
@@ -709,10 +639,12 @@ def _print(state: _State, instr: ir.Print) -> None:
 # --- control flow -------------------------------------------------------------------------
 
 
+@semantics(ir.Yield)
 def _yield(state: _State, instr: ir.Yield) -> tuple[Any, ...]:
     return tuple(state.value(v) for v in instr.values)
 
 
+@semantics(ir.For)
 def _for(state: _State, instr: ir.For) -> None:
     start, stop, step = (state.int(v) for v in (instr.start, instr.stop, instr.step))
     if step == 0:
@@ -727,6 +659,7 @@ def _for(state: _State, instr: ir.For) -> None:
         state.bind(var, value)
 
 
+@semantics(ir.If)
 def _if(state: _State, instr: ir.If) -> None:
     body = instr.then_body if state.value(instr.cond) != 0 else instr.else_body
     for var, value in zip(instr.results, _body_yield(body, state, len(instr.results)), strict=True):
@@ -739,34 +672,3 @@ def _body_yield(body: ir.Block, state: _State, count: int) -> tuple[Any, ...]:
     if len(yielded) != count:
         raise _Fault(f"the body yields {len(yielded)} values, {count} expected")
     return yielded
-
-
-_HANDLERS: dict[type, Callable[[_State, Any], tuple[Any, ...] | None]] = {
-    ir.Blocks: _blocks,
-    ir.Full: _full,
-    ir.Arange: _arange,
-    ir.SharedAlloc: _shared_alloc,
-    ir.Load: _load,
-    ir.Store: _store,
-    ir.CopyAsync: _copy_async,
-    ir.AsyncCommit: _nothing,
-    ir.AsyncWait: _nothing,
-    ir.SharedSlice: _shared_slice,
-    ir.SharedLoad: _shared_load,
-    ir.SharedStore: _shared_store,
-    ir.Sync: _nothing,
-    ir.Compute: _compute,
-    ir.Cast: _cast,
-    ir.View: _view,
-    ir.Relayout: _relayout,
-    ir.Dot: _dot,
-    ir.Reduce: _reduce,
-    ir.Scan: _scan,
-    ir.Reshape: _reshape,
-    ir.Transpose: _transpose,
-    ir.Broadcast: _broadcast,
-    ir.Print: _print,
-    ir.Yield: _yield,
-    ir.For: _for,
-    ir.If: _if,
-}

@@ -1,5 +1,10 @@
-"""The pass pipeline: the one list of block-IR passes, in order, the lowering to
-thread IR after it, and the IR dump.
+"""The compiler pipeline: the one list of block-IR passes, in order, the lowering to
+thread IR after it, the thread-IR passes, and the IR dump.
+
+Every pass is `run(fn, target) -> fn` (most ignore the target; `plan_shared` and
+`plan_registers` check its limits). `run_pipeline(fn, target)` gives the function after
+each pass; `lower_function(fn, target)` lowers the last of them and runs the thread-IR
+passes, verifying the thread IR after each.
 
 `TILELANG_DUMP_IR=DIR` writes the function's text after every pass to
 `DIR/<kernel>.<index>.<pass>.ir` (the thread IR to `<kernel>.<index>.lower.ir`), so a
@@ -17,6 +22,7 @@ from tilelang.ir.printer import print_function
 from tilelang.ir.thread import ThreadFunction
 from tilelang.ir.thread_text import print_thread_function
 from tilelang.ir.thread_verify import verify_thread_function
+from tilelang.lowering import lower
 from tilelang.passes import (
     analyze,
     infer_layouts,
@@ -28,9 +34,9 @@ from tilelang.passes import (
     vectorize,
     verify,
 )
-from tilelang.passes.lower import lower
+from tilelang.target import CPU, Target
 
-Pass = Callable[[Function], Function]
+Pass = Callable[[Function, Target], Function]
 
 PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("verify", verify.run),
@@ -44,44 +50,46 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("plan_registers", plan_registers.run),
 )
 
-THREAD_PIPELINE: tuple[tuple[str, Callable[[ThreadFunction], ThreadFunction]], ...] = (
+THREAD_PIPELINE: tuple[tuple[str, Callable[[ThreadFunction, Target], ThreadFunction]], ...] = (
     ("thread_cleanup", thread_cleanup.run),
 )
 
-
-def lower_function(fn: Function, dump_dir: str | os.PathLike | None = None) -> ThreadFunction:
-    """The thread IR of a function that went through `PIPELINE`, after its cleanup."""
-    dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
-    thread = lower(fn)
-    verify_thread_function(thread)
-    _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
-    for index, (name, run) in enumerate(THREAD_PIPELINE, start=len(PIPELINE) + 2):
-        thread = run(thread)
-        verify_thread_function(thread)
-        _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
-    return thread
+DumpDir = str | os.PathLike | None
 
 
-def run_pipeline(fn: Function, dump_dir: str | os.PathLike | None = None) -> dict[str, Function]:
+def run_pipeline(
+    fn: Function, target: Target = CPU, dump_dir: DumpDir = None
+) -> dict[str, Function]:
     """The function after each pass, by pass name (the input is under "frontend")."""
     dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
     stages = {"frontend": fn}
     _dump(dump_dir, fn, 0, "frontend")
     for index, (name, run) in enumerate(PIPELINE, start=1):
-        fn = run(fn)
+        fn = run(fn, target)
         stages[name] = fn
         _dump(dump_dir, fn, index, name)
     return stages
 
 
-def _dump(dump_dir: str | os.PathLike | None, fn: Function, index: int, name: str) -> None:
+def lower_function(fn: Function, target: Target = CPU, dump_dir: DumpDir = None) -> ThreadFunction:
+    """The thread IR of a function that went through `PIPELINE`, after its cleanup."""
+    dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
+    thread = lower(fn, target)
+    verify_thread_function(thread)
+    _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
+    for index, (name, run) in enumerate(THREAD_PIPELINE, start=len(PIPELINE) + 2):
+        thread = run(thread, target)
+        verify_thread_function(thread)
+        _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
+    return thread
+
+
+def _dump(dump_dir: DumpDir, fn: Function, index: int, name: str) -> None:
     if dump_dir:
         _dump_text(dump_dir, fn.name, index, name, print_function(fn))
 
 
-def _dump_text(
-    dump_dir: str | os.PathLike | None, kernel: str, index: int, name: str, text: str
-) -> None:
+def _dump_text(dump_dir: DumpDir, kernel: str, index: int, name: str, text: str) -> None:
     if not dump_dir:
         return
     folder = Path(dump_dir)

@@ -1,0 +1,66 @@
+"""Shared tiles in bytes: their default layouts and the bytes they occupy.
+
+A shared tile without a layout gets `default_layout`: row-major, with the standard XOR
+swizzle (`Swizzle.for_bytes`) when its rows are a multiple of 128 bytes (or exactly 64
+or 32 bytes: the 64/32-byte swizzle), so that ldmatrix and cp.async touch all 32 banks.
+Swizzles need a power-of-two element size and a rank of at least 2; they keep every
+16-byte chunk of a row contiguous (vectorize relies on it). `plan_shared` places the
+tiles (offsets recorded as attributes), `vectorize` reads their layouts, the lowering
+puts its scratch area after `total_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tilelang.dtypes import DType
+from tilelang.ir.nodes import Function, SharedAlloc
+from tilelang.ir.shared_layout import SharedLayout, Swizzle, row_major
+from tilelang.ir.types import SharedType
+from tilelang.ir.visit import walk
+
+#: Every tile starts at a multiple of this many bytes (a 16-byte vector access).
+ALIGN = 16
+
+
+def default_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
+    """Row-major, swizzled when the rows allow it (see the module docstring)."""
+    layout = row_major(*shape)
+    width = swizzle_width(dtype, shape)
+    return layout if width is None else layout.swizzled(Swizzle.for_bytes(width, dtype.bits))
+
+
+def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
+    """The byte swizzle (128, 64 or 32) for row-major rows of `shape`, or None."""
+    bits = dtype.bits
+    if len(shape) < 2 or bits & (bits - 1) or bits > 128:
+        return None
+    row_bits = shape[-1] * bits
+    if row_bits % 8:
+        return None
+    row = row_bits // 8
+    if row % 128 == 0:
+        return 128
+    return row if row in (32, 64) else None
+
+
+def tile_bytes(type_: SharedType) -> int:
+    """Bytes a shared tile occupies: its layout's extent, packed, rounded up to `ALIGN`."""
+    layout = type_.layout or default_layout(type_.dtype, type_.shape)
+    return round_up(math.ceil(layout.size * type_.dtype.bits / 8), ALIGN)
+
+
+def total_bytes(fn: Function) -> int:
+    """The shared buffer `run` planned: the end of the last placed tile (0 if none)."""
+    return max(
+        (
+            int(instr.attr("offset", 0)) + int(instr.attr("bytes", 0))
+            for instr in walk(fn)
+            if isinstance(instr, SharedAlloc)
+        ),
+        default=0,
+    )
+
+
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple

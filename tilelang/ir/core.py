@@ -1,0 +1,217 @@
+"""The skeleton of the block IR: values, the instruction base class, blocks, functions,
+and the registry of instruction classes.
+
+The block IR speaks about whole tiles. It is in SSA form: every instruction defines new
+`Var`s; a loop passes loop-carried values explicitly (`For.inits` enter as
+`For.carried`, the body's final `Yield` gives the next values, `For.results` are the
+values after the loop), and an `If` yields its results the same way. Every node is a
+frozen dataclass and carries the `Loc` of the user's source that produced it.
+
+One place defines each instruction: its class (in `tilelang.ir.instructions`) says
+
+- what it is: its fields, with `OPERANDS` (the fields holding values it reads),
+  `RESULTS` (the fields holding the `Var`s it defines) and `BODIES`;
+- how it reads as text: `SYNTAX`, a template the printer writes and from which the
+  parser's grammar is derived (`tilelang.ir.syntax`);
+- when it is well formed: its `check` method (`tilelang.ir.checks`);
+- which layout rule `infer_layouts` applies to it: `LAYOUT`, a rule name;
+- what it means and how it becomes per-thread code: registered against the class by the
+  layers that own those concerns (`tilelang.runtime.interpreter.semantics`,
+  `tilelang.lowering.lowers`), which find them by the instruction's class.
+
+Defining a subclass of `Instr` registers it (`instruction_classes()`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, ClassVar
+
+from tilelang.dtypes import DType
+from tilelang.ir.types import Type
+
+if TYPE_CHECKING:
+    from tilelang.ir.checks import Checker
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in the user's source: file, 1-based line and 1-based column."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NOWHERE = Loc("<unknown>", 0, 0)
+
+
+@dataclass(frozen=True)
+class Var:
+    """A named SSA value. Names are unique within a function."""
+
+    name: str
+    type: Type
+
+    def __str__(self) -> str:
+        return f"%{self.name}"
+
+
+@dataclass(frozen=True, eq=False)
+class Const:
+    """A scalar immediate."""
+
+    value: int | float
+    dtype: DType
+
+    def _key(self) -> tuple:
+        # By text, so that -0.0 differs from 0.0 and NaN equals NaN.
+        return (type(self.value), _number_text(self.value), self.dtype)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __str__(self) -> str:
+        return f"{_number_text(self.value)}:{self.dtype}"
+
+
+Value = Var | Const
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float):
+        return repr(value)  # 'inf', '-inf', 'nan', or the shortest round-tripping text
+    return str(value)
+
+
+_REGISTRY: list[type[Instr]] = []
+
+
+@dataclass(frozen=True)
+class Instr:
+    """Base of every instruction; subclasses list their operand and result fields.
+
+    `attrs` are the decisions passes record on an instruction (`vector=16` from
+    vectorize, `offset=0` from plan_shared, ...): sorted (name, value) pairs of ints,
+    bools and strings, printed as `{name=value, ...}`. They never change the meaning.
+    """
+
+    attrs: tuple[tuple[str, int | bool | str], ...] = field(default=(), kw_only=True)
+    OPERANDS: ClassVar[tuple[str, ...]] = ()
+    RESULTS: ClassVar[tuple[str, ...]] = ()
+    BODIES: ClassVar[tuple[str, ...]] = ()
+    #: The text after `results =`: literal text, `{field}` slots and `<...>` optional
+    #: parts (see `tilelang.ir.syntax`). None for `For` and `If`, whose headers and
+    #: bodies the printer and parser spell themselves.
+    SYNTAX: ClassVar[str | None] = None
+    #: The instruction's keyword: the first word of `SYNTAX` unless set.
+    MNEMONIC: ClassVar[str] = ""
+    #: The `infer_layouts` rule for its tiles (the pass's module docstring lists them).
+    LAYOUT: ClassVar[str] = "none"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "MNEMONIC" not in cls.__dict__ and cls.SYNTAX is not None:
+            first = cls.SYNTAX.split(" ", 1)[0]
+            cls.MNEMONIC = "" if first.startswith("{") else first
+        _REGISTRY.append(cls)
+
+    @property
+    def mnemonic(self) -> str:
+        """The word that names this instruction in messages and text."""
+        return self.MNEMONIC
+
+    def check(self, v: Checker) -> None:
+        """Raise through `v` when the operands, results or fields are ill-formed."""
+
+    def uses(self) -> tuple[Value, ...]:
+        return _flatten(self, self.OPERANDS)
+
+    def defs(self) -> tuple[Var, ...]:
+        return _flatten(self, self.RESULTS)
+
+    def bodies(self) -> tuple[Block, ...]:
+        return tuple(getattr(self, name) for name in self.BODIES)
+
+    def attr(self, name: str, default: int | bool | str | None = None) -> int | bool | str | None:
+        return dict(self.attrs).get(name, default)
+
+    def with_attrs(self, **values: int | bool | str) -> Instr:
+        """A copy with the attributes `values` set (replacing earlier values)."""
+        merged = dict(self.attrs) | values
+        return replace(self, attrs=tuple(sorted(merged.items())))
+
+    def map_operands(self, fn) -> Instr:
+        """A copy with every operand replaced by `fn(operand)`."""
+        changes = {}
+        for name in self.OPERANDS:
+            current = getattr(self, name)
+            changes[name] = (
+                tuple(fn(v) for v in current) if isinstance(current, tuple) else fn(current)
+            )
+        return replace(self, **changes)
+
+
+def _flatten(instr: Instr, names: tuple[str, ...]) -> tuple:
+    values: list = []
+    for name in names:
+        current = getattr(instr, name)
+        if isinstance(current, tuple):
+            values.extend(current)
+        elif current is not None:
+            values.append(current)
+    return tuple(values)
+
+
+def instruction_classes() -> tuple[type[Instr], ...]:
+    """Every instruction class, in the order they were defined."""
+    return tuple(_REGISTRY)
+
+
+def mnemonics() -> frozenset[str]:
+    """Every instruction keyword (the words an operator name must not be spelled as)."""
+    return frozenset(cls.MNEMONIC for cls in _REGISTRY if cls.MNEMONIC)
+
+
+@dataclass(frozen=True)
+class Block:
+    instrs: tuple[Instr, ...]
+
+
+ConstexprValue = int | float | bool | str | DType
+
+
+@dataclass(frozen=True)
+class Function:
+    """One kernel, specialized to its compile-time constants.
+
+    `params` are the user's tensors and runtime scalars in declaration order; `sizes`
+    are the size symbols of the tensors' shapes, bound at launch (scalar i32 values).
+    `assume` holds specialization facts, `(size name, d)` pairs meaning "this size is a
+    multiple of d" (d a power of two); the launch checks them (text: `assume(K % 16)`).
+    """
+
+    name: str
+    params: tuple[Var, ...]
+    sizes: tuple[Var, ...]
+    body: Block
+    warps: int
+    constexprs: tuple[tuple[str, ConstexprValue], ...] = ()
+    assume: tuple[tuple[str, int], ...] = ()
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+
+    def __post_init__(self) -> None:
+        sizes = {var.name for var in self.sizes}
+        for name, divisor in self.assume:
+            if name not in sizes:
+                raise ValueError(f"assume({name} % {divisor}): {name} is not a size of the kernel")
+            if not (isinstance(divisor, int) and 0 < divisor <= 1 << 16) or divisor & (divisor - 1):
+                raise ValueError(
+                    f"assume({name} % {divisor}): the divisor must be a power of two up to 65536"
+                )

@@ -1,0 +1,193 @@
+"""Instructions that move tiles: global loads and stores (masked at the tensor's edges),
+shared tiles, asynchronous copies into them, and barriers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from tilelang.ir.checks import Checker
+from tilelang.ir.core import NOWHERE, Const, Instr, Loc, Value, Var
+from tilelang.ir.text import describe, print_type
+from tilelang.ir.types import SharedType
+
+
+@dataclass(frozen=True)
+class Load(Instr):
+    """Reads the box of the result's shape at `offsets` of a global tensor.
+
+    Elements outside the tensor read `fill` (zero when absent): no access is made.
+    """
+
+    result: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    fill: Const | None = None
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "fill")
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "load {tensor}[{offsets}]< fill({fill})>"
+    LAYOUT: ClassVar = "source.memory"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        result = v.result_tile(self.result)
+        v.expect(
+            result.rank == tensor.rank,
+            f"expected a result of rank {tensor.rank} (the tensor's), found {print_type(result)}",
+        )
+        v.same_dtype(result.dtype, tensor.dtype, "a result")
+        if self.fill is not None:
+            v.expect(
+                isinstance(self.fill, Const),
+                f"expected a constant fill value, found {describe(self.fill)}",
+            )
+            v.same_dtype(self.fill.dtype, tensor.dtype, "a fill value")
+
+
+@dataclass(frozen=True)
+class Store(Instr):
+    """Writes `value` into the box at `offsets`; elements outside the tensor are skipped."""
+
+    tensor: Var
+    offsets: tuple[Value, ...]
+    value: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "value")
+    SYNTAX: ClassVar = "store {tensor}[{offsets}], {value}"
+    LAYOUT: ClassVar = "store"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        value = v.tile(self.value, "the stored value")
+        v.expect(
+            value.rank == tensor.rank,
+            f"expected a stored tile of rank {tensor.rank} (the tensor's), found "
+            f"{print_type(value)}",
+        )
+        v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
+
+
+@dataclass(frozen=True)
+class CopyAsync(Instr):
+    """Starts a copy of the box at `offsets` of a global tensor into a shared tile."""
+
+    shared: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared", "tensor", "offsets")
+    SYNTAX: ClassVar = "copy_async {tensor}[{offsets}] -> {shared}"
+
+    def check(self, v: Checker) -> None:
+        shared = v.shared(self.shared)
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        v.expect(
+            len(shared.shape) == tensor.rank,
+            f"expected a shared tile of rank {tensor.rank} (the tensor's), found "
+            f"{print_type(shared)}",
+        )
+        v.same_dtype(shared.dtype, tensor.dtype, "a shared tile")
+
+
+@dataclass(frozen=True)
+class AsyncCommit(Instr):
+    """Closes the current group of asynchronous copies."""
+
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    SYNTAX: ClassVar = "async_commit"
+
+
+@dataclass(frozen=True)
+class AsyncWait(Instr):
+    """Waits until at most `pending` groups of asynchronous copies are in flight."""
+
+    pending: int
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    SYNTAX: ClassVar = "async_wait {pending}"
+
+    def check(self, v: Checker) -> None:
+        ok = isinstance(self.pending, int) and self.pending >= 0
+        v.expect(ok, f"expected a count of pending groups >= 0, found {self.pending!r}")
+
+
+@dataclass(frozen=True)
+class SharedAlloc(Instr):
+    """A shared tile of the result's type (its bytes start as zeros in the interpreter;
+    compiled code leaves them undefined until stored)."""
+
+    result: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "shared_alloc"
+
+    def check(self, v: Checker) -> None:
+        ok = isinstance(self.result.type, SharedType)
+        v.expect(ok, f"expected a shared tile result, found {print_type(self.result.type)}")
+
+
+@dataclass(frozen=True)
+class SharedSlice(Instr):
+    """Sub-tile `index` (a runtime scalar) along the leading dim of a shared tile: the
+    same memory, one rank less (the buffers of a multi-stage pipeline)."""
+
+    result: Var
+    shared: Var
+    index: Value
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared", "index")
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "shared_slice {shared}[{index}]"
+
+    def check(self, v: Checker) -> None:
+        whole = v.shared(self.shared)
+        v.int_scalar(self.index, "the index")
+        result = self.result.type
+        ok = (
+            isinstance(result, SharedType)
+            and result.dtype == whole.dtype
+            and tuple(result.shape) == tuple(whole.shape[1:])
+        )
+        v.expect(ok, f"expected a result of shape {list(whole.shape[1:])} and dtype {whole.dtype}")
+
+
+@dataclass(frozen=True)
+class SharedLoad(Instr):
+    """The shared tile's elements as a register tile."""
+
+    result: Var
+    shared: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared",)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "shared_load {shared}"
+    LAYOUT: ClassVar = "source.memory"
+
+    def check(self, v: Checker) -> None:
+        v.same_tile(v.result_tile(self.result), v.shared(self.shared), "a result")
+
+
+@dataclass(frozen=True)
+class SharedStore(Instr):
+    """Writes a register tile into a shared tile of its dtype and shape."""
+
+    shared: Var
+    value: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared", "value")
+    SYNTAX: ClassVar = "shared_store {shared}, {value}"
+
+    def check(self, v: Checker) -> None:
+        shared = v.shared(self.shared)
+        v.same_tile(v.tile(self.value, "the stored value"), shared, "a stored tile")
+
+
+@dataclass(frozen=True)
+class Sync(Instr):
+    """A barrier across the block's threads."""
+
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    SYNTAX: ClassVar = "sync"

@@ -1,0 +1,148 @@
+"""Lowering of the program's shape: the grid (`blocks`), loops, branches and `print`.
+
+Tile values carried by a loop or yielded by a branch live in registers assigned at the
+end of each body (all read before any is written, so a loop may swap them); runtime
+scalars carried or yielded live in one-element registers, so they cannot bound a loop
+that holds collectives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.ir.types import TileType
+from tilelang.ir.visit import walk
+from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.thread_builder import I32
+from tilelang.lowering.values import (
+    ScalarSlot,
+    TileRegs,
+    as_storage,
+    storage_of,
+    value_dtype,
+    value_dtype_storage,
+)
+
+
+@lowers(ir.Blocks)
+def lower_blocks(lo: Lowering, instr: ir.Blocks) -> None:
+    lo.grid = tuple(lo.b.cvt(lo.inline_scalar(s), I32) for s in instr.sizes)
+    for axis, var in enumerate(instr.results):
+        lo.bind_scalar(var, t.BlockIndex(axis))
+
+
+@lowers(ir.Print)
+def lower_print(lo: Lowering, instr: ir.Print) -> None:
+    raise lo.fail(instr, "print runs in kernel.interpret(...) only (not lowered yet)")
+
+
+@lowers(ir.For)
+def lower_for(lo: Lowering, instr: ir.For) -> None:
+    b = lo.b
+    carried_store = []
+    for carried, init in zip(instr.carried, instr.inits, strict=True):
+        if isinstance(carried.type, TileType):
+            tile = lo.define_tile(carried, "c")
+            lo.copy_tile(tile, lo.tile(init))
+            carried_store.append(tile)
+        else:
+            slot = scalar_slot(lo, carried)
+            lo.b.emit(t.SetLocal(slot.local, 0, as_storage(lo.scalar(init))))
+            carried_store.append(slot)
+    var = t.Name(instr.var.name, instr.var.type.dtype)
+    lo.bind_scalar(instr.var, var)
+    lo.current_defs.append(set(instr.carried) | _defs_of(instr.body))
+    lo.loop_stores.append({i.tensor for i in walk(instr.body) if isinstance(i, ir.Store)})
+    lo.loop_touched.append(
+        {i.tensor for i in walk(instr.body) if isinstance(i, ir.Load | ir.Store | ir.CopyAsync)}
+    )
+    with b.nested() as body:
+        yielded = lo.block(instr.body)
+        assign(lo, carried_store, yielded or ())
+    lo.current_defs.pop()
+    lo.loop_stores.pop()
+    lo.loop_touched.pop()
+    start, stop, step = (lo.scalar(v) for v in (instr.start, instr.stop, instr.step))
+    b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
+    for result, store in zip(instr.results, carried_store, strict=True):
+        if isinstance(store, ScalarSlot):
+            lo.bind_scalar(result, lo.b.let(store.read(), result.name))
+        else:
+            lo.env[result] = TileRegs(store.local, store.dtype, store.layout)
+
+
+def scalar_slot(lo: Lowering, var: ir.Var) -> ScalarSlot:
+    """A register that holds a runtime scalar a loop carries or an `if` yields; `var`
+    reads it (a per-thread register, so it cannot bound a loop with collectives)."""
+    dtype = value_dtype(var.type.dtype)
+    slot = ScalarSlot(lo.b.local(value_dtype_storage(var.type.dtype), 1, "s"), dtype)
+    lo.env[var] = slot.read()
+    lo.inline[var] = slot.read()
+    return slot
+
+
+def assign(lo: Lowering, targets: list, values: Sequence[object]) -> None:
+    """Targets (tile registers or scalar slots) take the yielded values, all read
+    before any is written (a loop may swap its carried values)."""
+    snapshots = {
+        i: lo.b.let(v, "y")
+        for i, (v, tgt) in enumerate(zip(values, targets, strict=True))
+        if isinstance(tgt, ScalarSlot)
+    }
+    for i, slot in enumerate(targets):
+        if isinstance(slot, ScalarSlot):
+            lo.b.emit(t.SetLocal(slot.local, 0, as_storage(snapshots[i])))
+    pairs = [(tgt, v) for tgt, v in zip(targets, values, strict=True) if isinstance(tgt, TileRegs)]
+    assign_tiles(lo, [tgt for tgt, _ in pairs], [v for _, v in pairs])
+
+
+def assign_tiles(lo: Lowering, targets: list[TileRegs], values: Sequence[object]) -> None:
+    sources = [v for v in values]
+    conflict = any(
+        isinstance(s, TileRegs) and s.local in {x.local for x in targets} and s.local != tgt.local
+        for s, tgt in zip(sources, targets, strict=True)
+    )
+    if conflict:
+        temps = []
+        for s in sources:
+            temp = TileRegs(
+                lo.b.local(*storage_of(s.dtype, s.layout.num_locals), "y"), s.dtype, s.layout
+            )
+            lo.copy_tile(temp, s)
+            temps.append(temp)
+        sources = temps
+    for target, source in zip(targets, sources, strict=True):
+        if source.local != target.local:
+            lo.copy_tile(target, source)
+
+
+@lowers(ir.If)
+def lower_if(lo: Lowering, instr: ir.If) -> None:
+    b = lo.b
+    stores = []
+    for result in instr.results:
+        if isinstance(result.type, TileType):
+            stores.append(lo.define_tile(result, "c"))
+        else:
+            stores.append(scalar_slot(lo, result))
+    bodies = []
+    for body_block in (instr.then_body, instr.else_body):
+        lo.current_defs.append(
+            _defs_of(body_block) | (lo.current_defs[-1] if lo.current_defs else set())
+        )
+        with b.nested() as body:
+            yielded = lo.block(body_block)
+            assign(lo, stores, yielded or ())
+        lo.current_defs.pop()
+        bodies.append(tuple(body))
+    cond = lo.scalar(instr.cond)
+    b.emit(t.If(cond, bodies[0], bodies[1]))
+
+
+def _defs_of(block: ir.Block) -> set[ir.Var]:
+    found: set[ir.Var] = set()
+    for instr in walk(block):
+        found.update(instr.defs())
+    return found

@@ -1,0 +1,151 @@
+"""Lowering of `dot`: one `Mma` per (m, n, k) block of the quotient layouts when the
+operands divide by an mma atom's fragments (accumulating in place when the accumulator
+dies at the dot), else a generic dot that reads both operands from shared memory."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import MmaAtom, mma_atoms_for
+from tilelang.lowering import relayout
+from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.thread_builder import I32, imm
+from tilelang.lowering.values import (
+    WARP,
+    TileRegs,
+    align,
+    element_bytes,
+    from_storage,
+    value_dtype,
+    value_dtype_storage,
+)
+
+
+@lowers(ir.Dot)
+def lower_dot(lo: Lowering, instr: ir.Dot) -> None:
+    a, b_, acc = lo.tile(instr.a), lo.tile(instr.b), lo.tile(instr.acc)
+    in_place = lo.dead_after(instr.acc, instr)
+    result = TileRegs(acc.local, acc.dtype, acc.layout) if in_place else lo.new_tile(instr.result)
+    lo.env[instr.result] = result
+    if not in_place:
+        lo.copy_tile(result, acc)
+    atom = _mma_atom(a, b_, result)
+    if atom is not None and emit_mma(lo, atom, a, b_, result):
+        return
+    generic_dot(lo, a, b_, result)
+
+
+def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs) -> bool:
+    qa, qb, qc = a.layout / atom.a, b_.layout / atom.b, c.layout / atom.c
+    ta, tb, tc = qa.table(), qb.table(), qc.table()
+    warps = lo.threads // WARP
+    if ta.shape[0] != warps or tb.shape[0] != warps or tc.shape[0] != warps:
+        return False
+    k_blocks = a.layout.shape[1] // atom.k
+    plan = []
+    for qc_local in range(qc.num_locals):
+        for k in range(k_blocks):
+            la = _local_holding(ta, tc[:, qc_local, 0], k, rows=True)
+            lb = _local_holding(tb, tc[:, qc_local, 1], k, rows=False)
+            if la is None or lb is None:
+                return False
+            plan.append((qc_local, la, lb))
+    elem = dtypes.dtype(atom.operand_dtypes[0]).bits // 8
+    acc_elem = dtypes.dtype(atom.acc_dtype).bits // 8
+    for qc_local, la, lb in plan:
+        creg = t.Reg(c.local, qc_local * atom.c.num_locals * acc_elem)
+        lo.b.emit(
+            t.Mma(
+                atom.name,
+                a.dtype,
+                creg,
+                t.Reg(a.local, la * atom.a.num_locals * elem),
+                t.Reg(b_.local, lb * atom.b.num_locals * elem),
+                creg,
+            )
+        )
+        lo.b.count("mma")
+    return True
+
+
+def _local_holding(table: np.ndarray, outer: np.ndarray, k: int, rows: bool) -> int | None:
+    """The quotient local that holds block (outer[w], k) (A) or (k, outer[w]) (B) in
+    every warp w, if one local does."""
+    for local in range(table.shape[1]):
+        blocks = table[:, local]
+        want = (
+            np.stack([outer, np.full_like(outer, k)], -1)
+            if rows
+            else np.stack([np.full_like(outer, k), outer], -1)
+        )
+        if (blocks == want).all():
+            return local
+    return None
+
+
+def generic_dot(lo: Lowering, a: TileRegs, b_: TileRegs, c: TileRegs) -> None:
+    """acc[m, n] += Σ_k a[m, k]·b[k, n], each thread for its elements, from shared memory."""
+    b = lo.b
+    acc_dtype = value_dtype(c.dtype)
+    a_elem, b_elem = element_bytes(a.dtype), element_bytes(b_.dtype)
+    m, k = a.layout.shape
+    n = b_.layout.shape[1]
+    a_base = lo.scratch(0)
+    b_base = align(a_base + m * k * a_elem, 16)
+    lo.scratch(b_base - a_base + k * n * b_elem)
+    b.emit(t.Barrier())
+    relayout.write_scratch(lo, a, a_base)
+    relayout.write_scratch(lo, b_, b_base)
+    b.emit(t.Barrier())
+    va = b.local(value_dtype_storage(a.dtype), 1, "va")
+    vb = b.local(value_dtype_storage(b_.dtype), 1, "vb")
+    total = b.local(acc_dtype, 1, "sum")
+    for li in range(c.layout.num_locals):
+        row, col = lo.index(c.layout, li)
+        b.emit(t.SetLocal(total, 0, lo.get(c, li)))
+        kk = t.Name(b.fresh("k"), I32)
+        with b.nested() as body:
+            b.emit(
+                t.SharedLoad(
+                    t.Reg(va, 0),
+                    a_elem,
+                    lo.scratch_address(a_base, (m, k), a_elem, (row, kk)),
+                )
+            )
+            b.emit(
+                t.SharedLoad(
+                    t.Reg(vb, 0),
+                    b_elem,
+                    lo.scratch_address(b_base, (k, n), b_elem, (kk, col)),
+                )
+            )
+            x = b.cvt(from_storage(t.Read(va, 0, value_dtype_storage(a.dtype)), a.dtype), acc_dtype)
+            y = b.cvt(
+                from_storage(t.Read(vb, 0, value_dtype_storage(b_.dtype)), b_.dtype), acc_dtype
+            )
+            b.emit(
+                t.SetLocal(
+                    total,
+                    0,
+                    t.Binary("add", t.Read(total, 0, acc_dtype), t.Binary("mul", x, y)),
+                )
+            )
+        b.emit(t.For(kk, imm(0), imm(k), imm(1), tuple(body)))
+        lo.put(c, li, t.Read(total, 0, acc_dtype))
+    b.count("dot_generic")
+
+
+def _mma_atom(a: TileRegs, b: TileRegs, c: TileRegs) -> MmaAtom | None:
+    for atom in mma_atoms_for(str(a.dtype)):
+        if b.dtype != a.dtype or str(c.dtype) != atom.acc_dtype:
+            continue
+        if (
+            a.layout.divisible_by(atom.a)
+            and b.layout.divisible_by(atom.b)
+            and c.layout.divisible_by(atom.c)
+        ):
+            return atom
+    return None

@@ -1,0 +1,190 @@
+"""Lowering of global memory accesses: `load` and `store`.
+
+Each thread's run of consecutive elements along the last dim moves with the widest
+accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
+`(unsigned) index < (unsigned) size`, so negative indices are masked too. Elements of a
+packed type whose bits start inside a byte go through a one- or two-byte window. A
+store from a replicated layout is done by the first replica only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.thread_builder import I32, I64, U32, imm
+from tilelang.lowering.values import (
+    TensorInfo,
+    TileRegs,
+    byte_offset,
+    pieces,
+)
+
+
+def access_runs(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> int:
+    """Elements per access: the run `vectorize` proved (`elems`) when it is whole
+    bytes, else one (elements of packed types then move bit by bit)."""
+    elems = instr.attr("elems")
+    if not isinstance(elems, int) or elems <= 1 or tile.layout.num_locals % elems:
+        return 1
+    return elems if elems * tile.dtype.bits % 8 == 0 else 1
+
+
+def element_place(
+    lo: Lowering, info: TensorInfo, offsets: Sequence[t.Expr], index: Sequence[t.Expr]
+):
+    """(in-bounds predicate, flat element offset i64) of a tile element."""
+    b = lo.b
+    conds, flat = [], imm(0, I64)
+    for off, i, size, stride in zip(offsets, index, info.sizes, info.strides, strict=True):
+        g = b.add(off, i)
+        if not (isinstance(g, t.Imm) and isinstance(size, t.Imm) and 0 <= g.value < size.value):
+            conds.append(t.Binary("lt", t.Bitcast(g, U32), t.Bitcast(size, U32)))
+        flat = b.add(flat, b.mul(b.cvt(g, I64), stride))
+    return b.all_of(conds), flat
+
+
+def order_global(lo: Lowering, tensor: ir.Var, store: bool) -> None:
+    """A barrier where the block IR's order of a tensor's accesses could be lost
+    between threads: before a load of a tensor the block may have stored to, and
+    before a store to a tensor the block may have read or stored (the block IR is
+    sequential; another thread may touch the same elements)."""
+    earlier = lo.touched if store else lo.stored
+    in_loop = lo.loop_touched if store else lo.loop_stores
+    if tensor in earlier or any(tensor in accessed for accessed in in_loop):
+        lo.b.emit(t.Barrier())
+        lo.b.count("global_order_barrier")
+
+
+@lowers(ir.Load)
+def lower_load(lo: Lowering, instr: ir.Load) -> None:
+    info = lo.env[instr.tensor]
+    assert isinstance(info, TensorInfo)
+    order_global(lo, instr.tensor, store=False)
+    lo.touched.add(instr.tensor)
+    tile = lo.define_tile(instr.result)
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    run = access_runs(lo, instr, tile)
+    align = instr.attr("align")
+    bits = tile.dtype.bits
+    fill = fill_value(lo, instr, tile.dtype)
+    for li in range(0, tile.layout.num_locals, run):
+        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        pred = lo.b.let(pred, "p") if pred is not None else None
+        if pred is not None:
+            for i in range(li, li + run):
+                lo.put(tile, i, fill)
+        if run * bits % 8 == 0 and (li * bits) % 8 == 0:
+            byte = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+            limit = align if isinstance(align, int) and run > 1 else None
+            for at, width in pieces(0, run * bits // 8, limit):
+                lo.b.emit(
+                    t.GlobalLoad(
+                        t.Reg(tile.local, li * bits // 8 + at),
+                        width,
+                        info.param,
+                        lo.b.add(byte, imm(at, I64)),
+                        pred,
+                    )
+                )
+            lo.b.count("global_load_bytes_" + str(min(run * bits // 8, 16)))
+        else:
+            load_sub_byte(lo, info, tile, li, flat, pred)
+
+
+def fill_value(lo: Lowering, instr: ir.Load, dtype: DType) -> t.Expr:
+    if instr.fill is None:
+        return lo.convert(imm(0, I32), dtype)
+    return lo.convert(lo.scalar(instr.fill), dtype)
+
+
+def byte_window(lo: Lowering, info: TensorInfo, bits: int, flat: t.Expr, pred):
+    """Reads the one or two bytes that hold element `flat` of a packed tensor (the
+    second only when the code crosses into it): (the 2-byte local, the byte offset,
+    the code's bit shift in the window, the second byte's predicate, the window as a
+    u32)."""
+    b = lo.b
+    bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
+    byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
+    shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
+    pair = b.local(dtypes.u8, 2, "b")
+    needs_next = t.Binary("gt", t.Binary("add", shift, imm(bits, U32)), imm(8, U32))
+    second = b.let(needs_next if pred is None else t.Binary("and", pred, needs_next), "p")
+    b.emit(t.SetLocal(pair, 1, imm(0, dtypes.u8)))
+    b.emit(t.GlobalLoad(t.Reg(pair, 0), 1, info.param, byte, pred))
+    b.emit(t.GlobalLoad(t.Reg(pair, 1), 1, info.param, b.add(byte, imm(1, I64)), second))
+    window = t.Binary(
+        "or",
+        b.cvt(t.Read(pair, 0, dtypes.u8), U32),
+        t.Binary("shl", b.cvt(t.Read(pair, 1, dtypes.u8), U32), imm(8, U32)),
+    )
+    return pair, byte, shift, second, window
+
+
+def load_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
+    """One element of a packed type whose bits start inside a byte."""
+    bits = tile.dtype.bits
+    _, _, shift, _, window = byte_window(lo, info, bits, flat, pred)
+    code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << bits) - 1, U32))
+    if pred is not None:
+        code = t.Select(pred, code, lo.get_code(tile, li))
+    lo.put_code(tile, li, code)
+    lo.b.count("global_load_sub_byte")
+
+
+@lowers(ir.Store)
+def lower_store(lo: Lowering, instr: ir.Store) -> None:
+    info = lo.env[instr.tensor]
+    assert isinstance(info, TensorInfo)
+    order_global(lo, instr.tensor, store=True)
+    lo.stored.add(instr.tensor)
+    lo.touched.add(instr.tensor)
+    tile = lo.tile(instr.value)
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    run = access_runs(lo, instr, tile)
+    align = instr.attr("align")
+    bits = tile.dtype.bits
+    first = lo.replica_zero(tile.layout)
+    for li in range(0, tile.layout.num_locals, run):
+        if run * bits % 8 or (li * bits) % 8:
+            pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+            pred = lo.b.all_of([c for c in (pred, first) if c is not None])
+            store_sub_byte(lo, info, tile, li, flat, pred)
+            continue
+        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        pred = lo.b.all_of([c for c in (pred, first) if c is not None])
+        pred = lo.b.let(pred, "p") if pred is not None else None
+        byte = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+        limit = align if isinstance(align, int) and run > 1 else None
+        for at, width in pieces(0, run * bits // 8, limit):
+            lo.b.emit(
+                t.GlobalStore(
+                    info.param,
+                    lo.b.add(byte, imm(at, I64)),
+                    t.Reg(tile.local, li * bits // 8 + at),
+                    width,
+                    pred,
+                )
+            )
+
+
+def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
+    """One element of a packed type into the byte(s) it shares with its neighbours:
+    read, merge, write back. Exact here, where threads run one after another; a
+    GPU emitter must make the merge atomic (counted as `global_store_sub_byte`)."""
+    b = lo.b
+    bits = tile.dtype.bits
+    pair, byte, shift, second, window = byte_window(lo, info, bits, flat, pred)
+    mask = t.Binary("shl", imm((1 << bits) - 1, U32), shift)
+    kept = t.Binary("and", window, t.Unary("not", mask))
+    merged = b.let(t.Binary("or", kept, t.Binary("shl", lo.get_code(tile, li), shift)), "m")
+    for i in range(2):
+        part = t.Binary("and", t.Binary("shr", merged, imm(8 * i, U32)), imm(255, U32))
+        b.emit(t.SetLocal(pair, i, t.Cvt(part, dtypes.u8)))
+    b.emit(t.GlobalStore(info.param, byte, t.Reg(pair, 0), 1, pred))
+    b.emit(t.GlobalStore(info.param, b.add(byte, imm(1, I64)), t.Reg(pair, 1), 1, second))
+    b.count("global_store_sub_byte")

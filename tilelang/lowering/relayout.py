@@ -1,0 +1,306 @@
+"""Lowering of data movement between register layouts: `relayout`, `reshape`,
+`transpose`, `broadcast` and `view`.
+
+When every thread already holds the elements it needs, the data moves in registers (or
+not at all); otherwise it goes through a scratch area of shared memory placed after the
+user's shared tiles, written row-major (16-byte chunks XOR-swizzled when rows are a
+multiple of 128 bytes), and is read back with `ldmatrix` when the target layout divides
+by an ldmatrix layout.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import LdmatrixAtom
+from tilelang.ir.layout import Layout
+from tilelang.ir.types import TileType
+from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.thread_builder import U32, imm
+from tilelang.lowering.values import (
+    WARP,
+    SharedTile,
+    TileRegs,
+    as_storage,
+    contiguous_elements,
+    element_bytes,
+    flat_indices,
+    from_storage,
+    local_part,
+    pieces,
+    run_length,
+    value_dtype_storage,
+)
+
+
+def write_scratch(lo: Lowering, tile: TileRegs, base: int, codes: bool = False) -> None:
+    """Every element of `tile` into the row-major scratch tile at `base` (one replica
+    writes): values of `value_dtype`, or with `codes` a packed tile's codes as u32
+    (data that only moves keeps its exact bits)."""
+    shape = tile.layout.shape
+    elem = 4 if codes and tile.packed else element_bytes(tile.dtype)
+    run = run_length(tile.layout) if not tile.packed else 1
+    run &= -run  # accesses are 1, 2, 4, 8 or 16 bytes: a power of two of elements
+    while run > 1 and (run * elem > 16 or tile.layout.num_locals % run):
+        run //= 2
+    first = lo.replica_zero(tile.layout)
+    first = lo.b.let(first, "p") if first is not None else None
+    value_local = None
+    for li in range(0, tile.layout.num_locals, run):
+        address = lo.b.let(lo.scratch_address(base, shape, elem, lo.index(tile.layout, li)), "sa")
+        if tile.packed and codes:
+            value_local = value_local or lo.b.local(U32, 1, "v")
+            lo.b.emit(t.SetLocal(value_local, 0, lo.get_code(tile, li)))
+            src = t.Reg(value_local, 0)
+        elif tile.packed:
+            value_local = value_local or lo.b.local(value_dtype_storage(tile.dtype), 1, "v")
+            lo.b.emit(t.SetLocal(value_local, 0, as_storage(lo.get(tile, li))))
+            src = t.Reg(value_local, 0)
+        else:
+            src = t.Reg(tile.local, li * elem)
+        lo.b.emit(t.SharedStore(address, src, run * elem, first))
+
+
+def read_scratch(
+    lo: Lowering, tile: TileRegs, base: int, source_index, codes: bool = False
+) -> None:
+    """Every element of `tile` from the scratch tile (element `source_index(index)`)."""
+    elem = 4 if codes and tile.packed else element_bytes(tile.dtype)
+    shape = tile.layout.shape if source_index is None else None
+    value_local = None
+    for li in range(tile.layout.num_locals):
+        index = lo.index(tile.layout, li)
+        src_index, src_shape = source_index(index) if source_index else (index, shape)
+        address = lo.scratch_address(base, src_shape, elem, src_index)
+        if tile.packed and codes:
+            value_local = value_local or lo.b.local(U32, 1, "v")
+            lo.b.emit(t.SharedLoad(t.Reg(value_local, 0), elem, address))
+            lo.put_code(tile, li, t.Read(value_local, 0, U32))
+        elif tile.packed:
+            value_local = value_local or lo.b.local(value_dtype_storage(tile.dtype), 1, "v")
+            lo.b.emit(t.SharedLoad(t.Reg(value_local, 0), elem, address))
+            stored = t.Read(value_local, 0, value_dtype_storage(tile.dtype))
+            lo.put(tile, li, from_storage(stored, tile.dtype))
+        else:
+            lo.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), elem, address))
+
+
+def through_shared(lo: Lowering, src: TileRegs, dst: TileRegs, source_index=None) -> None:
+    """`dst[i] = src[source_index(i)]` (same dtype) through the scratch area; packed
+    tiles move as codes."""
+    codes = src.packed
+    elem = 4 if codes else element_bytes(src.dtype)
+    base = lo.scratch(math.prod(src.layout.shape) * elem)
+    lo.b.emit(t.Barrier())
+    write_scratch(lo, src, base, codes)
+    lo.b.emit(t.Barrier())
+    shape = src.layout.shape
+    address = lambda index: lo.scratch_address(base, shape, 2, index)  # noqa: E731
+    if source_index is None and try_ldmatrix(lo, dst, address):
+        return
+    shape = src.layout.shape
+    read_scratch(
+        lo,
+        dst,
+        base,
+        (lambda i: (source_index(i), shape)) if source_index else (lambda i: (i, shape)),
+        codes,
+    )
+    lo.b.count("shared_relayout")
+
+
+def try_ldmatrix(lo: Lowering, dst: TileRegs, address, shared: SharedTile | None = None) -> bool:
+    """Reads `dst` with ldmatrix when its layout divides by an ldmatrix layout;
+    `address(index)` is the shared byte address of a tile index, and each 8-element
+    row must be 16 contiguous bytes there."""
+    if dst.dtype.bits != 16 or dst.packed or dst.layout.rank != 2:
+        return False
+    if shared is not None and contiguous_elements(shared.layout) % 8:
+        return False
+    for atom in LDMATRIX_CANDIDATES:
+        if not dst.layout.divisible_by(atom.layout):
+            continue
+        quotient = dst.layout / atom.layout
+        if dst.layout.shape[-1] * 2 % 16:
+            continue
+        emit_ldmatrix(lo, dst, address, atom, quotient)
+        return True
+    return False
+
+
+def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: Layout) -> None:
+    b = lo.b
+    lane = lo.prologue_let(t.Binary("rem", t.ThreadIndex(), imm(WARP)), "lane")
+    warp = lo.prologue_let(t.Binary("div", t.ThreadIndex(), imm(WARP)), "warp")
+    grid_rows = atom.grid[0]
+    matrix = b.binary("rem", b.binary("div", lane, imm(8)), imm(atom.num))
+    row_in_atom = lo.prologue_let(
+        b.add(
+            b.mul(b.binary("rem", matrix, imm(grid_rows)), imm(8)),
+            b.binary("rem", lane, imm(8)),
+        ),
+        "lr",
+    )
+    col_in_atom = lo.prologue_let(b.mul(b.binary("div", matrix, imm(grid_rows)), imm(8)), "lc")
+    key = (quotient, "warp")
+    if key not in lo.thread_parts:
+        lo.thread_parts[key] = lo._thread_part(quotient, warp)
+    block_part = lo.thread_parts[key]
+    atom_rows, atom_cols = atom.layout.shape
+    per_block = atom.layout.num_locals
+    for q in range(quotient.num_locals):
+        local = local_part(quotient, q)
+        row = b.add(b.mul(b.add(block_part[0], imm(local[0])), imm(atom_rows)), row_in_atom)
+        col = b.add(b.mul(b.add(block_part[1], imm(local[1])), imm(atom_cols)), col_in_atom)
+        address = address_of((row, col))
+        b.emit(
+            t.Ldmatrix(
+                atom.num, atom.trans, t.Reg(dst.local, q * per_block * 2), b.let(address, "la")
+            )
+        )
+        b.count("ldmatrix")
+
+
+def register_map(
+    lo: Lowering, src: TileRegs, dst: TileRegs, source_index_table
+) -> list[int] | None:
+    """For each local of `dst`, the local of `src` the same thread holds its source
+    element in (the same for every thread), or None when some thread lacks it."""
+    src_table = src.layout.table()
+    dst_table = dst.layout.table()
+    wanted = source_index_table(dst_table)  # [T, N_dst, rank_src]
+    shape = src.layout.shape
+    src_flat = flat_indices(src_table, shape)
+    want_flat = flat_indices(wanted, shape)
+    choice = []
+    for li in range(dst.layout.num_locals):
+        hits = src_flat == want_flat[:, li : li + 1]  # [T, N_src]
+        if not hits.any(axis=1).all():
+            return None
+        first = hits.argmax(axis=1)
+        if not (first == first[0]).all():
+            return None
+        choice.append(int(first[0]))
+    return choice
+
+
+def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, table_map) -> None:
+    """`result[i] = src[index_map(i)]`: in registers when each thread holds its sources,
+    else through shared memory."""
+    dst = lo.define_tile(result)
+    choice = register_map(lo, src, dst, table_map)
+    if choice is not None:
+        if (
+            choice == list(range(dst.layout.num_locals))
+            and src.dtype == dst.dtype
+            and (src.layout.num_locals == dst.layout.num_locals)
+        ):
+            lo.env[result] = TileRegs(src.local, dst.dtype, dst.layout)
+            lo.aliased.add(src.local)
+            return
+        for li, from_l in enumerate(choice):
+            if dst.packed:  # moving data: the codes, bit for bit
+                lo.put_code(dst, li, lo.get_code(src, from_l))
+            else:
+                lo.put(dst, li, lo.get(src, from_l))
+        return
+    through_shared(lo, src, dst, index_map)
+
+
+@lowers(ir.Relayout)
+def lower_relayout(lo: Lowering, instr: ir.Relayout) -> None:
+    move_tile(lo, instr, lo.tile(instr.value), instr.result, None, lambda table: table)
+
+
+@lowers(ir.Reshape)
+def lower_reshape(lo: Lowering, instr: ir.Reshape) -> None:
+    src = lo.tile(instr.value)
+    src_shape = src.layout.shape
+    dst_shape = instr.result.type.shape
+
+    def index_map(index):
+        flat = imm(0)
+        for size, i in zip(dst_shape, index, strict=True):
+            flat = lo.b.add(lo.b.mul(flat, imm(size)), i)
+        out = []
+        for size in reversed(src_shape):
+            out.append(lo.b.binary("rem", flat, imm(size)))
+            flat = lo.b.binary("div", flat, imm(size))
+        return tuple(reversed(out))
+
+    def table_map(table):
+        flat = flat_indices(table, dst_shape)
+        if not src_shape:
+            return np.zeros((*flat.shape, 0), np.int64)
+        return np.stack(np.unravel_index(flat, src_shape), axis=-1)
+
+    move_tile(lo, instr, src, instr.result, index_map, table_map)
+
+
+@lowers(ir.Transpose)
+def lower_transpose(lo: Lowering, instr: ir.Transpose) -> None:
+    perm = instr.perm
+
+    def index_map(index):
+        out = [None] * len(perm)
+        for k, p in enumerate(perm):
+            out[p] = index[k]
+        return tuple(out)
+
+    def table_map(table):
+        return table[..., np.argsort(perm)]
+
+    move_tile(lo, instr, lo.tile(instr.value), instr.result, index_map, table_map)
+
+
+@lowers(ir.Broadcast)
+def lower_broadcast(lo: Lowering, instr: ir.Broadcast) -> None:
+    if not isinstance(instr.value, ir.Var) or not isinstance(instr.value.type, TileType):
+        tile = lo.define_tile(instr.result)
+        value = lo.b.let(lo.convert(lo.scalar(instr.value), tile.dtype), "fill")
+        for li in range(tile.layout.num_locals):
+            lo.put(tile, li, value)
+        return
+    src = lo.tile(instr.value)
+    ones = [d for d, s in enumerate(src.layout.shape) if s == 1]
+
+    def index_map(index):
+        return tuple(imm(0) if d in ones else i for d, i in enumerate(index))
+
+    def table_map(table):
+        out = table.copy()
+        out[..., ones] = 0
+        return out
+
+    move_tile(lo, instr, src, instr.result, index_map, table_map)
+
+
+@lowers(ir.View)
+def lower_view(lo: Lowering, instr: ir.View) -> None:
+    """Each thread's register bits, reinterpreted (infer_layouts chose layouts for
+    which this is the row-major reinterpretation the block IR means)."""
+    src = lo.tile(instr.value)
+    dst = lo.define_tile(instr.result)
+    bits = src.layout.num_locals * src.dtype.bits
+    if bits != dst.layout.num_locals * dst.dtype.bits:
+        raise lo.fail(instr, f"view needs equal bits per thread, not {src.layout} -> {dst.layout}")
+    # Packed locals are whole u32 words; the bits past the last code are padding.
+    nbytes = min(lo.local_bytes(src), lo.local_bytes(dst))
+    if nbytes * 8 < bits:
+        raise lo.fail(instr, f"view of {src.dtype} to {dst.dtype}: {bits} bits do not fit")
+    for offset, width in pieces(0, nbytes):
+        lo.b.emit(t.Move(t.Reg(dst.local, offset), t.Reg(src.local, offset), width))
+
+
+LDMATRIX_CANDIDATES = (
+    LdmatrixAtom(4, False, (2, 2)),
+    LdmatrixAtom(4, True, (2, 2)),
+    LdmatrixAtom(2, True),
+    LdmatrixAtom(2, False),
+    LdmatrixAtom(1, False),
+    LdmatrixAtom(1, True),
+)

@@ -1,0 +1,370 @@
+"""The layout rules of `infer_layouts`, one class per rule an instruction can name
+(`Instr.LAYOUT`), each saying what it does in phase 1 (`scan`: which tiles it defines,
+how their layouts follow from its operands' and back) and in phase 2 (`rewrite`: the
+layouts its operands must have, reached through inserted relayouts).
+
+A new instruction usually names an existing rule: `elementwise` for anything whose
+result has its tile operands' layout, `source.default` for a producer that may take
+any layout. A new rule is a class here and a line in `RULES`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from tilelang.analysis.layout_policy import (
+    blocked_layout,
+    dot_layouts,
+    holds_whole_bytes,
+    view_layout,
+)
+from tilelang.ir import nodes
+from tilelang.ir.layout import Layout, LayoutError
+from tilelang.ir.nodes import Instr, Relayout, Value, Var
+from tilelang.ir.types import TileType
+from tilelang.ir.visit import RewriteResult
+from tilelang.passes.infer_layouts.solver import (
+    DEFAULT,
+    MEMORY,
+    REDUCED,
+    SHAPED,
+    Inference,
+    Rewrite,
+    is_tile,
+    layout_error,
+)
+
+Transform = Callable[[Layout], Layout | None]
+
+
+class AnyLayout:
+    """`none`: tile operands keep whatever layout they have (stores to shared memory,
+    print); tile results, if any, are decided by other rules or the default."""
+
+    def scan(self, inference: Inference, instr: Instr) -> None:
+        for var in instr.defs():
+            if is_tile(var):
+                inference.add(var, instr, free=False)
+
+    def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
+        return rewrite.generic(instr)
+
+
+class Source(AnyLayout):
+    """`source.memory` / `source.default`: a producer that may take any layout (`free`):
+    its consumers' wishes decide, else the blocked default of its origin."""
+
+    def __init__(self, origin: int) -> None:
+        self.origin = origin
+
+    def scan(self, inference: Inference, instr: Instr) -> None:
+        for var in instr.defs():
+            if is_tile(var):
+                inference.add(var, instr, free=True, root=self.origin)
+
+
+class Elementwise(AnyLayout):
+    """`elementwise`: the result and every tile operand share one layout."""
+
+    def scan(self, inference: Inference, instr: Instr) -> None:
+        (result,) = instr.defs()
+        if not is_tile(result):
+            return
+        tiles = [v for v in instr.uses() if is_tile(v)]
+        inference.add(result, instr, free=all(inference.is_free(v) for v in tiles))
+        for value in tiles:
+            inference.equal(value, result)
+
+    def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
+        new = rewrite.generic(instr)
+        (result,) = new.defs()
+        want = rewrite.layout_of(result)
+        return rewrite.with_operands(instr, new, dict.fromkeys(instr.OPERANDS, want))
+
+
+class Shaped(AnyLayout):
+    """A result whose layout is a function of its operand's (and back, when free)."""
+
+    def transforms(self, inference: Inference, instr) -> tuple[Transform, Transform | None]:
+        raise NotImplementedError
+
+    def scan(self, inference: Inference, instr) -> None:
+        forward, backward = self.transforms(inference, instr)
+        inference.add(instr.result, instr, free=inference.is_free(instr.value))
+        inference.edge(instr.value, instr.result, forward, SHAPED, backward=False)
+        if backward is not None:
+            inference.edge(instr.result, instr.value, backward, SHAPED, backward=True)
+
+
+class TransposeRule(Shaped):
+    """`transpose`: the result's layout is the value's, permuted."""
+
+    def transforms(self, inference: Inference, instr: nodes.Transpose):
+        perm, inverse = list(instr.perm), _inverse(instr.perm)
+        return (lambda layout: layout.permute(perm)), (lambda layout: layout.permute(inverse))
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Transpose) -> RewriteResult:
+        new = rewrite.generic(instr)
+        want = new.result.type.layout.permute(_inverse(instr.perm))
+        return rewrite.with_operands(instr, new, {"value": want})
+
+
+class ReshapeRule(Shaped):
+    """`reshape`: the value's layout reshaped when modes allow, else the blocked layout
+    (the lowering then moves the data through shared memory)."""
+
+    def transforms(self, inference: Inference, instr: nodes.Reshape):
+        source, result = instr.value.type, instr.result.type
+
+        def forward(layout: Layout) -> Layout:
+            try:
+                return layout.reshape(result.shape)
+            except LayoutError:
+                return blocked_layout(result.shape, result.dtype, inference.threads)
+
+        def backward(layout: Layout) -> Layout | None:
+            try:
+                return layout.reshape(source.shape)
+            except LayoutError:
+                return None
+
+        return forward, backward
+
+
+class ViewRule(Shaped):
+    """`view`: the natural view of the value's layout (`view_layout`), so reinterpreting
+    each thread's bits means the row-major reinterpretation; a view whose two layouts
+    were both given is kept as it is."""
+
+    def transforms(self, inference: Inference, instr: nodes.View):
+        source, result = instr.value.type, instr.result.type
+        group = result.dtype.bits // math.gcd(source.dtype.bits, result.dtype.bits)
+        # A layout the view can read in place, for a value whose layout cannot be.
+        fallback = blocked_layout(source.shape, source.dtype, inference.threads, min_vec=group)
+
+        def forward(layout: Layout) -> Layout:
+            natural = view_layout(layout, source.dtype, result.dtype)
+            if natural is None:  # the value is relayouted to the fallback first (rewrite)
+                natural = view_layout(fallback, source.dtype, result.dtype)
+            return natural
+
+        return forward, lambda layout: view_layout(layout, result.dtype, source.dtype)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.View) -> RewriteResult:
+        new = rewrite.generic(instr)
+        if instr.value.name in rewrite.given and instr.result.name in rewrite.given:
+            return new  # both layouts given: the input means the per-thread view
+        result = new.result.type
+        want = view_layout(result.layout, result.dtype, new.value.type.dtype)
+        if want is None:
+            raise layout_error(
+                instr,
+                instr.result,
+                f"the layout {result.layout} is no view of a {new.value.type.dtype} tile: its "
+                "innermost locals must be a run of the last dim holding whole elements of both "
+                "dtypes",
+            )
+        return rewrite.with_operands(instr, new, {"value": want})
+
+
+class BroadcastRule(Source):
+    """`broadcast`: a free producer (the default origin); a tile value takes the result's
+    layout reduced over the broadcast dims."""
+
+    def __init__(self) -> None:
+        super().__init__(DEFAULT)
+
+    def scan(self, inference: Inference, instr: nodes.Broadcast) -> None:
+        super().scan(inference, instr)
+        if is_tile(instr.value):
+            dims = _broadcast_dims(instr.value.type, instr.result.type)
+            inference.edge(
+                instr.result, instr.value, lambda layout: layout.reduce(dims), SHAPED, True
+            )
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Broadcast) -> RewriteResult:
+        new = rewrite.generic(instr)
+        if not is_tile(new.value):
+            return new
+        dims = _broadcast_dims(new.value.type, new.result.type)
+        return rewrite.with_operands(instr, new, {"value": new.result.type.layout.reduce(dims)})
+
+
+class ReduceRule(AnyLayout):
+    """`reduce`: the result has the value's layout reduced over the axis; a result given
+    another layout is computed in that one and relayouted."""
+
+    def scan(self, inference: Inference, instr: nodes.Reduce) -> None:
+        if not is_tile(instr.result):
+            return  # a reduction to a scalar
+        inference.add(instr.result, instr, free=False)
+        axis = instr.axis
+        inference.edge(
+            instr.value, instr.result, lambda layout: layout.reduce(axis, False), REDUCED, False
+        )
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Reduce) -> RewriteResult:
+        new = rewrite.generic(instr)
+        if not is_tile(new.result):
+            return new
+        natural = new.value.type.layout.reduce(instr.axis, keepdims=False)
+        if natural == new.result.type.layout:
+            return new
+        temp = Var(rewrite.fresh(instr.result.name), replace(new.result.type, layout=natural))
+        return [replace(new, result=temp), Relayout(new.result, temp, loc=instr.loc)]
+
+
+class DotRule(AnyLayout):
+    """`dot`: the mma fragment layouts (`dot_layouts`) when an atom fits: the result and a
+    free accumulator get the C layout, a and b are relayouted to the A and B fragments.
+    Otherwise (or when the result's given layout differs) a generic dot: the blocked
+    layout, a and b as they are."""
+
+    def scan(self, inference: Inference, instr: nodes.Dot) -> None:
+        result = instr.result
+        inference.add(result, instr, free=False)
+        (m, k), n = instr.a.type.shape, result.type.shape[1]
+        plan = dot_layouts(m, n, k, instr.a.type.dtype, result.type.dtype, inference.warps)
+        if plan is not None:
+            c, a, b = plan.c, plan.a, plan.b
+        else:
+            shape, dtype = result.type.shape, result.type.dtype
+            c, a, b = blocked_layout(shape, dtype, inference.threads), None, None
+        given = inference.given.get(result.name)
+        if given is not None and given != c:  # the user's layout wins: a generic dot
+            c, a, b = given, None, None
+        inference.dots[result.name] = (a, b)
+        inference.anchors.append((result.name, c))
+        if inference.is_free(instr.acc):
+            inference.anchors.append((inference.name(instr.acc), c))
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Dot) -> RewriteResult:
+        new = rewrite.generic(instr)
+        a, b = rewrite.dots[instr.result.name]
+        return rewrite.with_operands(instr, new, {"a": a, "b": b, "acc": new.result.type.layout})
+
+
+class StoreRule(AnyLayout):
+    """`store`: any layout, except that packed elements (u3, u4, f6, ...) move to the
+    blocked layout when threads would otherwise write parts of one byte."""
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Store) -> RewriteResult:
+        new = rewrite.generic(instr)
+        value = new.value.type
+        if holds_whole_bytes(value.layout, value.dtype):
+            return new
+        blocked = blocked_layout(value.shape, value.dtype, rewrite.threads)
+        want = blocked if holds_whole_bytes(blocked, value.dtype) else None
+        return rewrite.with_operands(instr, new, {"value": want})
+
+
+class LoopRule:
+    """`loop`: a carried value, its init, the value the body yields and the result share
+    one layout (the result is an alias of the carried value)."""
+
+    def scan(self, inference: Inference, instr: nodes.For) -> None:
+        tiles = [
+            (init, carried, result)
+            for init, carried, result in zip(instr.inits, instr.carried, instr.results, strict=True)
+            if is_tile(carried)
+        ]
+        for init, carried, _ in tiles:
+            inference.add(carried, instr, free=inference.is_free(init))
+            if is_tile(init):
+                inference.equal(init, carried)
+        inference.scan_block(instr.body)
+        end = instr.body.instrs[-1]
+        for value, carried in zip(end.values, instr.carried, strict=True):
+            if is_tile(value):
+                inference.equal(value, carried)
+        for _, carried, result in tiles:
+            inference.alias[result.name] = carried.name
+            if result.type.layout is not None:
+                inference.give(result, instr, carried.name)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.For) -> RewriteResult:
+        wants = _layouts(rewrite, instr.carried)
+        rewrite.yield_wants.append(wants)
+        try:
+            new = rewrite.generic(instr)
+        finally:
+            rewrite.yield_wants.pop()
+        before: list[Instr] = []
+        inits = tuple(
+            rewrite.convert(v, w, before, instr) for v, w in zip(new.inits, wants, strict=True)
+        )
+        return [*before, replace(new, inits=inits)]
+
+
+class BranchRule:
+    """`branch`: both yielded values of an `if` result have the result's layout."""
+
+    def scan(self, inference: Inference, instr: nodes.If) -> None:
+        inference.scan_block(instr.then_body)
+        inference.scan_block(instr.else_body)
+        ends = (instr.then_body.instrs[-1], instr.else_body.instrs[-1])
+        for j, result in enumerate(instr.results):
+            if not is_tile(result):
+                continue
+            values = [end.values[j] for end in ends]
+            inference.add(result, instr, free=all(inference.is_free(v) for v in values))
+            for value in values:
+                if is_tile(value):
+                    inference.equal(value, result)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.If) -> RewriteResult:
+        rewrite.yield_wants.append(_layouts(rewrite, instr.results))
+        try:
+            return rewrite.generic(instr)
+        finally:
+            rewrite.yield_wants.pop()
+
+
+class YieldRule(AnyLayout):
+    """`yield`: each value in the layout its loop or branch decided (the scan happens
+    in `loop` and `branch`)."""
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Yield) -> RewriteResult:
+        new = rewrite.generic(instr)
+        before: list[Instr] = []
+        wants = rewrite.yield_wants[-1]
+        values = tuple(
+            rewrite.convert(v, w, before, instr) for v, w in zip(new.values, wants, strict=True)
+        )
+        return [*before, replace(new, values=values)]
+
+
+def _layouts(rewrite: Rewrite, values: Sequence[Value]) -> tuple[Layout | None, ...]:
+    return tuple(rewrite.layouts.get(v.name) if is_tile(v) else None for v in values)
+
+
+def _inverse(perm: Sequence[int]) -> list[int]:
+    inverse = [0] * len(perm)
+    for new, old in enumerate(perm):
+        inverse[old] = new
+    return inverse
+
+
+def _broadcast_dims(value: TileType, result: TileType) -> list[int]:
+    return [d for d, (s, r) in enumerate(zip(value.shape, result.shape, strict=True)) if s != r]
+
+
+#: Every rule, by the name instruction classes give in `LAYOUT`.
+RULES = {
+    "none": AnyLayout(),
+    "source.memory": Source(MEMORY),
+    "source.default": Source(DEFAULT),
+    "elementwise": Elementwise(),
+    "transpose": TransposeRule(),
+    "reshape": ReshapeRule(),
+    "view": ViewRule(),
+    "broadcast": BroadcastRule(),
+    "reduce": ReduceRule(),
+    "dot": DotRule(),
+    "store": StoreRule(),
+    "loop": LoopRule(),
+    "branch": BranchRule(),
+    "yield": YieldRule(),
+}

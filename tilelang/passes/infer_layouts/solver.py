@@ -1,0 +1,300 @@
+"""The machinery of `infer_layouts`: deciding one layout per tile (phase 1, `Inference`)
+and rewriting the function with them (phase 2, `Rewrite`).
+
+Both phases dispatch every instruction to the rule its class names (`Instr.LAYOUT`,
+`tilelang.passes.infer_layouts.rules`): in phase 1 a rule records the instruction's
+tiles (`add`), how their layouts follow from each other (`equal`, `edge`) and the
+layouts it wants (`anchors`); in phase 2 it converts operands to the layouts the
+instruction needs (`with_operands`, which inserts relayouts).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tilelang.analysis.layout_policy import blocked_layout
+from tilelang.ir.atoms import WARP_SIZE
+from tilelang.ir.layout import Layout
+from tilelang.ir.nodes import Block, Function, Instr, Relayout, Value, Var
+from tilelang.ir.types import TileType
+from tilelang.ir.visit import Rewriter, RewriteResult
+
+
+class LayoutInferenceError(ValueError):
+    """No valid layout; the message starts with the instruction's `file:line:col: `."""
+
+
+class Rule(Protocol):
+    """What one kind of instruction does in each phase (see the module docstring)."""
+
+    def scan(self, inference: Inference, instr: Instr) -> None: ...
+
+    def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult: ...
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def layout_error(instr: Instr, var: Var, message: str) -> LayoutInferenceError:
+    return LayoutInferenceError(f"{instr.loc}: {instr.mnemonic} %{var.name}: {message}")
+
+
+def is_tile(value: Value | None) -> bool:
+    return isinstance(value, Var) and isinstance(value.type, TileType)
+
+
+# --------------------------------------------------------------------------- inference
+
+# Origins of a layout, best first (see the module docstring).
+USER, DOT, MEMORY, DEFAULT = range(4)
+# Paths a layout travelled, best first.
+EXACT, SHAPED, REDUCED = range(3)
+
+Transform = Callable[[Layout], Layout | None]
+
+
+def _same(layout: Layout) -> Layout:
+    return layout
+
+
+@dataclass
+class TileVar:
+    """A tile Var to decide (For results are aliases of their carried value)."""
+
+    var: Var
+    instr: Instr  # the defining instruction (the For for a carried value)
+    position: int
+    free: bool  # a consumer's wish may decide it (see the module docstring)
+    root: int | None  # its default's origin, when it is a source of layouts
+
+
+@dataclass(frozen=True)
+class Edge:
+    """target <- transform(source layout); `backward` edges only reach free targets."""
+
+    target: str
+    transform: Transform
+    path: int
+    backward: bool
+
+
+@dataclass
+class Solution:
+    layouts: dict[str, Layout]  # every tile Var name, aliases included
+    given: set[str]  # names whose layout came with the input
+    dots: dict[str, tuple[Layout | None, Layout | None]]  # result name -> (a, b) wanted
+    threads: int
+
+
+class Inference:
+    """Phase 1: decide one layout per tile Var (no IR is rewritten here)."""
+
+    def __init__(self, fn: Function, rules: Mapping[str, Rule]) -> None:
+        self.rules = rules
+        self.warps = fn.warps
+        self.threads = fn.warps * WARP_SIZE
+        self.tiles: dict[str, TileVar] = {}
+        self.alias: dict[str, str] = {}  # For result -> its carried value
+        self.edges: dict[str, list[Edge]] = defaultdict(list)
+        self.given: dict[str, Layout] = {}
+        self.dots: dict[str, tuple[Layout | None, Layout | None]] = {}
+        self.anchors: list[tuple[str, Layout]] = []  # DOT proposals
+        self.layouts: dict[str, Layout] = {}
+        self.heap: list[tuple] = []
+        self.counter = itertools.count()
+        self.scan_block(fn.body)
+
+    # -- reading the function ------------------------------------------------------------
+
+    def name(self, var: Var) -> str:
+        return self.alias.get(var.name, var.name)
+
+    def tile(self, var: Var) -> TileVar:
+        return self.tiles[self.name(var)]
+
+    def is_free(self, value: Value | None) -> bool:
+        return is_tile(value) and self.tile(value).free
+
+    def add(self, var: Var, instr: Instr, free: bool, root: int | None = None) -> None:
+        tile = TileVar(var, instr, len(self.tiles), free, root)
+        self.tiles[var.name] = tile
+        if var.type.layout is not None:
+            self.give(var, instr, var.name)
+
+    def give(self, var: Var, instr: Instr, slot: str) -> None:
+        """Record the input's layout of `var` for the tile `slot` (checked first)."""
+        layout, tile = var.type.layout, var.type
+        if tuple(layout.shape) != tuple(tile.shape):
+            raise layout_error(
+                instr,
+                var,
+                f"the layout {layout} has shape {list(layout.shape)}, the tile {list(tile.shape)}",
+            )
+        if layout.num_threads != self.threads:
+            raise layout_error(
+                instr,
+                var,
+                f"the layout {layout} spans {layout.num_threads} threads, the kernel has "
+                f"{self.threads} ({self.threads // WARP_SIZE} warps); use replicated(r) to fill "
+                "the block",
+            )
+        if slot in self.given and self.given[slot] != layout:
+            raise layout_error(
+                instr,
+                var,
+                f"the layout {layout} conflicts with {self.given[slot]} given to "
+                f"%{self.tiles[slot].var.name} (a loop's carried value and result share one)",
+            )
+        self.given[slot] = layout
+
+    def edge(self, source: Var, target: Var, transform: Transform, path: int, backward: bool):
+        self.edges[self.name(source)].append(Edge(self.name(target), transform, path, backward))
+
+    def equal(self, a: Var, b: Var) -> None:
+        """`b` is defined from `a` and must have its layout: forward, and back if free."""
+        self.edge(a, b, _same, EXACT, backward=False)
+        self.edge(b, a, _same, EXACT, backward=True)
+
+    def scan_block(self, block: Block) -> None:
+        for instr in block.instrs:
+            self.rules[instr.LAYOUT].scan(self, instr)
+
+    # -- solving -------------------------------------------------------------------------
+
+    def propose(self, target: str, layout: Layout, origin: int, path: int) -> None:
+        key = (origin, path, self.tiles[target].position, next(self.counter))
+        heapq.heappush(self.heap, (key, target, layout))
+
+    def assign(self, name: str, layout: Layout, origin: int, path: int) -> None:
+        self.layouts[name] = layout
+        for edge in self.edges[name]:
+            target = edge.target
+            if target in self.layouts or (edge.backward and not self.tiles[target].free):
+                continue
+            wanted = edge.transform(layout)
+            if wanted is not None:
+                self.propose(target, wanted, origin, max(path, edge.path))
+
+    def drain(self) -> None:
+        while self.heap:
+            (origin, path, *_), name, layout = heapq.heappop(self.heap)
+            if name not in self.layouts:
+                self.assign(name, layout, origin, path)
+
+    def default(self, tile: TileVar, origin: int) -> None:
+        t = tile.var.type
+        self.assign(tile.var.name, blocked_layout(t.shape, t.dtype, self.threads), origin, EXACT)
+
+    def solve(self) -> Solution:
+        for name in sorted(self.given, key=lambda n: self.tiles[n].position):
+            self.assign(name, self.given[name], USER, EXACT)
+        for name, layout in self.anchors:
+            if name not in self.layouts:
+                self.propose(name, layout, DOT, EXACT)
+        self.drain()
+        roots = sorted(
+            (t for t in self.tiles.values() if t.root is not None),
+            key=lambda t: (t.root, -math.prod(t.var.type.shape), t.position),
+        )
+        for root in roots:  # defaults, only once nothing is pending
+            if root.var.name not in self.layouts:
+                self.default(root, root.root)
+                self.drain()
+        for tile in self.tiles.values():  # unreachable from any source (defensive)
+            if tile.var.name not in self.layouts:
+                self.default(tile, DEFAULT)
+                self.drain()
+        layouts = dict(self.layouts)
+        for result, carried in self.alias.items():
+            layouts[result] = layouts[carried]
+        for name, tile in self.tiles.items():
+            self.check(tile, layouts[name])
+        given = set(self.given) | self.given_aliases()
+        return Solution(layouts, given, self.dots, self.threads)
+
+    def given_aliases(self) -> set[str]:
+        return {result for result, carried in self.alias.items() if carried in self.given}
+
+    def check(self, tile: TileVar, layout: Layout) -> None:
+        """Contract 1, for every decided layout (a broken rule is a bug, said clearly)."""
+        shape = tuple(tile.var.type.shape)
+        if tuple(layout.shape) != shape or layout.num_threads != self.threads:
+            raise layout_error(
+                tile.instr,
+                tile.var,
+                f"inferred the layout {layout} ({layout.num_threads} threads, shape "
+                f"{list(layout.shape)}) for a {list(shape)} tile of a {self.threads}-thread block",
+            )
+
+
+# --------------------------------------------------------------------------- rewriting
+
+
+class Rewrite(Rewriter):
+    """Phase 2: retype every tile Var and insert the relayouts the contract needs."""
+
+    def __init__(self, solution: Solution, taken: set[str], rules: Mapping[str, Rule]) -> None:
+        super().__init__()
+        self.rules = rules
+        self.layouts = solution.layouts
+        self.given = solution.given
+        self.dots = solution.dots
+        self.threads = solution.threads
+        self.taken = set(taken)
+        self.yield_wants: list[tuple[Layout | None, ...]] = []
+        self.scopes: list[dict[tuple[str, Layout], Var]] = []  # relayouts visible here
+
+    def new_var(self, var: Var) -> Var:
+        if not is_tile(var):
+            return var
+        return Var(var.name, replace(var.type, layout=self.layouts[var.name]))
+
+    def fresh(self, name: str) -> str:
+        candidates = (f"{name}.r{'' if i == 1 else i}" for i in itertools.count(1))
+        new = next(c for c in candidates if c not in self.taken)
+        self.taken.add(new)
+        return new
+
+    def rewrite_block(self, block: Block) -> Block:
+        self.scopes.append({})
+        try:
+            return super().rewrite_block(block)
+        finally:
+            self.scopes.pop()
+
+    def convert(self, value: Value, want: Layout | None, before: list[Instr], instr: Instr):
+        """`value` in the layout `want`: itself, an earlier relayout in scope, or a new one."""
+        if want is None or not is_tile(value) or value.type.layout == want:
+            return value
+        key = (value.name, want)
+        for scope in reversed(self.scopes):
+            if key in scope:
+                return scope[key]
+        var = Var(self.fresh(value.name), replace(value.type, layout=want))
+        before.append(Relayout(var, value, loc=instr.loc))
+        self.scopes[-1][key] = var
+        return var
+
+    def with_operands(self, instr: Instr, new: Instr, wants: dict[str, Layout | None]):
+        """`new` with each named operand field converted to its wanted layout."""
+        before: list[Instr] = []
+        changes = {}
+        for field, want in wants.items():
+            current = getattr(new, field)
+            if isinstance(current, tuple):
+                changes[field] = tuple(self.convert(v, want, before, instr) for v in current)
+            else:
+                changes[field] = self.convert(current, want, before, instr)
+        return [*before, replace(new, **changes)]
+
+    def layout_of(self, value: Value | None) -> Layout | None:
+        return value.type.layout if is_tile(value) else None
+
+    def rewrite_instr(self, instr: Instr) -> RewriteResult:
+        return self.rules[instr.LAYOUT].rewrite(self, instr)
