@@ -38,12 +38,13 @@ def test_layout_picture_needs_known_suffix(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("expr", ["spatial(2, 2)", "column_spatial(4, 8).local(1, 2)"])
-def test_to_svg_matches_cli_picture(expr, tmp_path):
+def test_layout_svg_matches_cli_picture(expr, tmp_path):
     from tilelang.ir.layout import parse_layout
+    from tilelang.ir.picture import layout_svg
 
     out = tmp_path / "l.svg"
     cli.main(["layout", expr, "--out", str(out)])
-    assert out.read_text() == parse_layout(expr).to_svg()
+    assert out.read_text() == layout_svg(parse_layout(expr))
 
 
 def test_inspect_prints_every_stage_and_the_machine_code(capsys, tmp_path, monkeypatch):

@@ -212,3 +212,79 @@ def test_compile_time_assert_reports_its_message():
         tl.store(x, [0], tl.load(x, [0], [B]))
 
     assert_reported(k, "compile-time assertion failed: B must be even")
+
+
+def test_power_of_a_tile_says_there_is_no_power_operator_and_to_multiply():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [16])
+        tl.store(x, [0], t**2)  # <- error
+
+    assert_reported(k, "there is no power operator", "write `t * t` instead")
+
+
+def test_power_of_a_runtime_scalar_says_to_multiply():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], s: tl.f32):
+        tl.store(x, [0], tl.full([16], s**2, tl.f32))  # <- error
+
+    assert_reported(k, "there is no power operator", "write `s * s` instead")
+
+
+def test_power_spells_the_product_with_the_users_operand():
+    @tl.kernel
+    def cube(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [16])
+        t **= 3  # <- error
+        tl.store(x, [0], t)
+
+    @tl.kernel
+    def general(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [16])
+        tl.store(x, [0], (t + 1) ** 0.5)  # <- error
+
+    assert_reported(cube, "write `t * t * t` instead")
+    assert_reported(general, "`(t + 1) * (t + 1)` for a square", "tl.exp2(y * tl.log2(x))")
+
+
+def test_runtime_exponent_of_a_number_points_to_exp2():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"], s: tl.f32):
+        tl.store(x, [0], tl.full([16], 2**s, tl.f32))  # <- error
+
+    assert_reported(k, "there is no power operator", "tl.exp2(y * tl.log2(x))")
+
+
+def test_power_through_a_python_callable_is_reported_too():
+    import operator
+
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [16])
+        tl.store(x, [0], operator.pow(t, 2))  # <- error
+
+    assert_reported(k, "there is no power operator", "`t * t`")
+
+
+def test_bad_size_expression_names_the_kernel_the_parameter_and_the_expression():
+    with pytest.raises(TileLangError) as info:
+
+        @tl.kernel
+        def matvec(w: tl.Tensor[tl.f16, "K //", "N"], x: tl.Tensor[tl.f16, "K"]):  # noqa: F722
+            pass
+
+    text = str(info.value)
+    assert "matvec" in text and "parameter w" in text and "'K //'" in text, text
+
+
+def test_bad_size_expression_in_a_string_annotation_is_reported_at_decoration():
+    # A string annotation (or `from __future__ import annotations`) is evaluated by the
+    # decorator, not by the `def` statement: the same report either way.
+    with pytest.raises(TileLangError) as info:
+
+        @tl.kernel
+        def scale(x: tl.Tensor[tl.f32, "N"], y: "tl.Tensor[tl.f32, 'N / 2']"):
+            pass
+
+    text = str(info.value)
+    assert "scale" in text and "parameter y" in text and "'N / 2'" in text, text

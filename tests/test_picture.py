@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from tilelang.ir import layout as layout_module
+from tilelang.ir import shared_layout as shared_layout_module
 from tilelang.ir.picture import (
     MIN_LABEL_FONT_PX,
     layout_svg,
@@ -202,3 +205,25 @@ def test_png_without_cairosvg_says_how_to_install(
     monkeypatch.setitem(sys.modules, "cairosvg", None)  # makes `import cairosvg` fail
     with pytest.raises(RuntimeError, match=r"pip install 'tilelang\[png\]'"):
         save_layout_picture(dense((4, 8), 8), tmp_path / "l.png")
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+def imported_modules(module: object) -> set[str]:
+    """Every module an import statement of `module` names, at top level or in a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("module", [layout_module, shared_layout_module], ids=lambda m: m.__name__)
+def test_layouts_never_import_the_picture_module(module: object) -> None:
+    """picture draws layouts, so it imports them; an import the other way, even one deferred
+    into a function, would be a cycle."""
+    assert "tilelang.ir.picture" not in imported_modules(module)

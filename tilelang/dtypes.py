@@ -31,13 +31,15 @@ Casting policy (DESIGN.md §3), the same on every backend:
   ``cvt.rni.sat`` policy). Integer to integer saturates exactly.
 * Bit-level truncation or reinterpretation is never a cast (see ``view`` in the IR).
 
-Where this differs from ml_dtypes 0.5 (tested in tests/test_dtypes.py): ml_dtypes
+Where this differs from ml_dtypes ≥ 0.5 (tested in tests/test_dtypes.py): ml_dtypes
 makes NaN of f8e4m3fn overflow and inf (we saturate) and inf of f8e5m2 overflow (we
-saturate); it turns NaN into ±0 for the finite-only f4/f6 types (we give +max); it
-keeps the sign of NaN (we give the canonical positive NaN); it rounds float64
-through float32, a double rounding we avoid (1.25 + 2**-40 -> f4e2m1 is 1.5 here,
-1.0 there); and its int2/int4 casts truncate floats and wrap (5.5 -> 5, 300 -> -4
-there; 6 and 7 here).
+saturate); it keeps the sign of NaN (we give the canonical positive NaN); before 0.7 it
+rounds float64 through float32, a double rounding we avoid (1.25 + 2**-40 -> f4e2m1 is
+1.5 here, 1.0 there); and its int2/int4 casts truncate floats toward zero (5.5 -> 5
+there, 6 here). Where ml_dtypes leaves the result undefined we still define one: NaN
+into the finite-only f4/f6 types (its docs: "NaN representation is undefined"; +max
+here) and a float out of an integer type's range (undefined behaviour in its C++ cast,
+so it varies between machines: 300.0 -> int4 has given -4 and 0; 7 here).
 """
 
 from __future__ import annotations

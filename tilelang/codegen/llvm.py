@@ -3,7 +3,9 @@
 `emit_llvm(fn)` returns deterministic LLVM IR text (built with `llvmlite.ir`, target
 independent: the runtime sets the triple and data layout); `lower_to_llvm(fn)` returns
 it with the facts a runtime needs (`LLVMKernel`). `tilelang.runtime.cpu` compiles and
-launches it.
+launches it. This module plans and emits the function; the warp collectives live in
+`llvm_warp` (which this module imports, never the reverse), scalar semantics in
+`llvm_numeric`, and the loop/alloca helpers both use in `llvm_loops`.
 
 ABI
 ---
@@ -85,20 +87,22 @@ Decisions where `tilelang.ir.thread` is silent (and why)
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
+from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
 
 __all__ = ["ENTRY", "EmitError", "LLVMKernel", "emit_llvm", "lower_to_llvm"]
 
 ENTRY = "tilelang_entry"
-WARP = 32
 _WS_ALIGN = 64
 
 
@@ -262,36 +266,6 @@ class _Env:
         return _Env(self.tid, dict(self.names))
 
 
-def counted_loop(b: ir.IRBuilder, start: ir.Value, stop: ir.Value, body, name: str) -> None:
-    """for i in [start, stop) step 1: body(i) (signed compare; stop is small enough that
-    i + 1 cannot overflow)."""
-    pre = b.block
-    loop = b.append_basic_block(f"{name}.loop")
-    done = b.append_basic_block(f"{name}.done")
-    b.cbranch(b.icmp_signed("<", start, stop), loop, done)
-    b.position_at_end(loop)
-    i = b.phi(start.type, name=name)
-    i.add_incoming(start, pre)
-    body(i)
-    nxt = b.add(i, ir.Constant(start.type, 1), flags=["nsw", "nuw"])
-    i.add_incoming(nxt, b.block)
-    b.cbranch(b.icmp_signed("<", nxt, stop), loop, done)
-    b.position_at_end(done)
-
-
-def opaque_alloca(b: ir.IRBuilder, ty: ir.Type, align: int) -> ir.Value:
-    """An alloca whose uses print as an opaque `ptr` (llvmlite's IR layer defaults to
-    typed pointers, which LLVM reads as `ptr` anyway)."""
-    slot = b.alloca(ty)
-    slot.align = align
-    slot.type = PTR
-    return slot
-
-
-def const_loop(b: ir.IRBuilder, count: int, body, name: str) -> None:
-    counted_loop(b, int_const(I32, 0), int_const(I32, count), body, name)
-
-
 def _round_up(n: int, k: int) -> int:
     return -(-n // k) * k
 
@@ -303,6 +277,7 @@ def _symbol(text: str) -> str:
 class _Emitter:
     def __init__(self, fn: t.ThreadFunction) -> None:
         self.fn = fn
+        self.threads = fn.threads
         self.plan = _Plan(fn)
         self.locals = {loc.name: loc for loc in fn.locals}
         self.module = ir.Module(name=_symbol(fn.name))
@@ -400,11 +375,11 @@ class _Emitter:
 
     # ------------------------------------------------------------------ loops
 
-    def counted_loop(self, start: ir.Value, stop: ir.Value, body, name: str) -> None:
+    def counted_loop(self, start: ir.Value, stop: ir.Value, body: LoopBody, name: str) -> None:
         counted_loop(self.b, start, stop, body, name)
 
-    def const_loop(self, count: int, body, name: str) -> None:
-        self.counted_loop(int_const(I32, 0), int_const(I32, count), body, name)
+    def const_loop(self, count: int, body: LoopBody, name: str) -> None:
+        const_loop(self.b, count, body, name)
 
     def for_loop(self, stmt: t.For, env: _Env, body) -> None:
         """`For` with an iteration count computed up front (overflow-safe)."""
@@ -664,29 +639,21 @@ class _Emitter:
     # ------------------------------------------------------------------ collectives
 
     def collective(self, item: _Item, env: _Env) -> None:
-        from tilelang.codegen import llvm_warp
-
         stmt = item.stmt
+
+        def operands(tid: ir.Value) -> Callable[[t.Expr], ir.Value]:
+            """Thread `tid`'s operands, evaluated in its environment for `item`."""
+            tenv = self.thread_env(item, env, tid)
+            return lambda e: self.expr(e, tenv)
+
         if isinstance(stmt, t.Shfl):
-            llvm_warp.emit_shfl(self, item, env)
+            emit_shfl(self, stmt, operands)
         elif isinstance(stmt, t.Ldmatrix):
-            llvm_warp.emit_ldmatrix(self, item, env)
+            emit_ldmatrix(self, stmt, operands)
         elif isinstance(stmt, t.Mma):
-            llvm_warp.emit_mma(self, stmt)
+            emit_mma(self, stmt)
         else:  # pragma: no cover
             raise EmitError(f"unknown collective {type(stmt).__name__}")
-
-    def warp_loop(self, body) -> None:
-        """for warp in range(threads // 32): body(warp_base_tid: i32)."""
-        b = self.b
-
-        def per_warp(w: ir.Value) -> None:
-            body(b.mul(w, int_const(I32, WARP), flags=["nuw", "nsw"]))
-
-        self.const_loop(self.fn.threads // WARP, per_warp, "warp")
-
-    def lane_loop(self, body) -> None:
-        self.const_loop(WARP, body, "lane")
 
 
 class _Nothing:

@@ -8,27 +8,64 @@ dtype) and warp: it gathers the A, B and C fragments of the 32 lanes into row-ma
 tiles with constant index tables built from `tilelang.ir.atoms.MMA_ATOMS` layouts,
 computes D = A·B + C (k in order, one rounding per f32 addition; integers wrap at 32
 bits) and scatters D back into the lanes' registers.
+
+The emitter (`tilelang.codegen.llvm`) imports this module, never the other way round:
+what a collective needs from the emitter is the `WarpEmitter` protocol, and a lane's
+operands are evaluated through the `ThreadExprs` callback the emitter passes in.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import F32, I8, I16, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import MMA_ATOMS
 
-if TYPE_CHECKING:
-    from tilelang.codegen.llvm import _Emitter, _Env, _Item
+__all__ = ["ThreadExprs", "WarpEmitter", "emit_ldmatrix", "emit_mma", "emit_shfl"]
 
-WARP = 32
+#: ``operands(tid)`` gives the evaluator of thread-IR expressions in thread ``tid``'s
+#: environment (emitting, at the builder's position, whatever that environment needs).
+ThreadExprs = Callable[[ir.Value], Callable[[t.Expr], ir.Value]]
 
 
-def _lane_slot(em: _Emitter, scratch: ir.Value, lane: ir.Value) -> ir.Value:
+class WarpEmitter(Protocol):
+    """What the collectives use of the emitter's state (`tilelang.codegen.llvm`)."""
+
+    b: ir.IRBuilder  # positioned where the collective goes
+    module: ir.Module  # where the mma helpers and their tables are added
+    threads: int  # threads of the block, a multiple of WARP
+    lane_scratch: Sequence[ir.Value]  # two entry-block [WARP x i32] arrays
+    local_stride: Mapping[str, int]  # bytes between two threads' copies of a local
+
+    def local_ptr(self, local: str, byte: int, tid: ir.Value) -> ir.Value: ...
+
+    def shared_ptr(self, address: ir.Value) -> ir.Value: ...
+
+    def store_slot(self, name: str, tid: ir.Value, value: ir.Value) -> None: ...
+
+
+def _warp_loop(em: WarpEmitter, body: LoopBody) -> None:
+    """for warp in range(threads // 32): body(warp_base_tid: i32)."""
+    b = em.b
+
+    def per_warp(w: ir.Value) -> None:
+        body(b.mul(w, int_const(I32, WARP), flags=["nuw", "nsw"]))
+
+    const_loop(b, em.threads // WARP, per_warp, "warp")
+
+
+def _lane_loop(em: WarpEmitter, body: LoopBody) -> None:
+    const_loop(em.b, WARP, body, "lane")
+
+
+def _lane_slot(em: WarpEmitter, scratch: ir.Value, lane: ir.Value) -> ir.Value:
     return em.b.gep(scratch, [lane], source_etype=I32)
 
 
@@ -54,8 +91,7 @@ def _as_i32_arg(b: ir.IRBuilder, v: ir.Value, dt) -> ir.Value:
     return v
 
 
-def emit_shfl(em: _Emitter, item: _Item, env: _Env) -> None:
-    stmt: t.Shfl = item.stmt
+def emit_shfl(em: WarpEmitter, stmt: t.Shfl, operands: ThreadExprs) -> None:
     b = em.b
     values, args = em.lane_scratch
     width = stmt.width
@@ -63,15 +99,15 @@ def emit_shfl(em: _Emitter, item: _Item, env: _Env) -> None:
 
     def per_warp(base: ir.Value) -> None:
         def gather(lane: ir.Value) -> None:
-            tenv = em.thread_env(item, env, b.add(base, lane))
-            value = em.expr(stmt.value, tenv)
+            evaluate = operands(b.add(base, lane))
+            value = evaluate(stmt.value)
             if value.type != I32:
                 value = b.bitcast(value, I32)
             b.store(value, _lane_slot(em, values, lane))
-            arg = _as_i32_arg(b, em.expr(stmt.arg, tenv), stmt.arg.dtype)
+            arg = _as_i32_arg(b, evaluate(stmt.arg), stmt.arg.dtype)
             b.store(arg, _lane_slot(em, args, lane))
 
-        em.lane_loop(gather)
+        _lane_loop(em, gather)
 
         def scatter(lane: ir.Value) -> None:
             arg = b.load(_lane_slot(em, args, lane), typ=I32)
@@ -94,22 +130,21 @@ def emit_shfl(em: _Emitter, item: _Item, env: _Env) -> None:
                 value = b.bitcast(value, rtype)
             em.store_slot(stmt.result.name, b.add(base, lane), value)
 
-        em.lane_loop(scatter)
+        _lane_loop(em, scatter)
 
-    em.warp_loop(per_warp)
+    _warp_loop(em, per_warp)
 
 
-def emit_ldmatrix(em: _Emitter, item: _Item, env: _Env) -> None:
-    stmt: t.Ldmatrix = item.stmt
+def emit_ldmatrix(em: WarpEmitter, stmt: t.Ldmatrix, operands: ThreadExprs) -> None:
     b = em.b
     addresses = em.lane_scratch[0]
 
     def per_warp(base: ir.Value) -> None:
         def gather(lane: ir.Value) -> None:
-            tenv = em.thread_env(item, env, b.add(base, lane))
-            b.store(em.expr(stmt.address, tenv), _lane_slot(em, addresses, lane))
+            evaluate = operands(b.add(base, lane))
+            b.store(evaluate(stmt.address), _lane_slot(em, addresses, lane))
 
-        em.lane_loop(gather)
+        _lane_loop(em, gather)
 
         def row(lane: ir.Value) -> ir.Value:
             return b.load(_lane_slot(em, addresses, lane), typ=I32)
@@ -134,15 +169,15 @@ def emit_ldmatrix(em: _Emitter, item: _Item, env: _Env) -> None:
                 dst = em.local_ptr(stmt.dst.local, stmt.dst.byte + 4 * j, b.add(base, lane))
                 b.store(word, dst, align=4)
 
-        em.lane_loop(scatter)
+        _lane_loop(em, scatter)
 
-    em.warp_loop(per_warp)
+    _warp_loop(em, per_warp)
 
 
 # --------------------------------------------------------------------------- mma
 
 
-def emit_mma(em: _Emitter, stmt: t.Mma) -> None:
+def emit_mma(em: WarpEmitter, stmt: t.Mma) -> None:
     helper = _mma_helper(em.module, stmt.atom, stmt.operands)
     b = em.b
 
@@ -153,7 +188,7 @@ def emit_mma(em: _Emitter, stmt: t.Mma) -> None:
         ]
         b.call(helper, pointers + strides)
 
-    em.warp_loop(per_warp)
+    _warp_loop(em, per_warp)
 
 
 def _table(module: ir.Module, name: str, layout, cols: int) -> ir.GlobalVariable:
@@ -173,8 +208,6 @@ def _table(module: ir.Module, name: str, layout, cols: int) -> ir.GlobalVariable
 def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
     """void helper(ptr d, ptr a, ptr b, ptr c, i64 sd, i64 sa, i64 sb, i64 sc): one warp's
     mma; x points at lane 0's fragment, lane L's is at x + L·sx."""
-    from tilelang.codegen.llvm import const_loop, opaque_alloca
-
     name = f"tilelang.mma.{atom_name}.{operands}"
     existing = module.globals.get(name)
     if existing is not None:

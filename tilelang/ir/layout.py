@@ -411,12 +411,6 @@ class Layout:
 
     # ----------------------------------------------------------------- the mapping
 
-    def to_svg(self) -> str:
-        """A picture of the layout: one cell per element, coloured by thread."""
-        from tilelang.ir.picture import layout_svg  # picture imports this module
-
-        return layout_svg(self)
-
     def table(self) -> np.ndarray:
         """int64 array [num_threads, num_locals, rank]: the tile index each pair holds."""
         sizes = self.mode_sizes

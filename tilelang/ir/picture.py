@@ -9,8 +9,11 @@ This module owns how layouts are drawn for people:
   each element and labelled with its offset, which makes swizzles visible;
 * ``save_layout_picture`` — either picture written to ``.svg`` or ``.png``.
 
-It reads layouts only through their public protocol (``shape``, ``num_threads``,
-``num_locals``, ``table()``, ``str``), so it has no import-time dependency on them.
+Dependencies go one way: this module imports ``layout`` and ``shared_layout``, and neither
+of them imports it (a picture is asked for with ``layout_svg(layout)``, not a method of the
+layout). It reads register layouts only through their public protocol (``shape``,
+``num_threads``, ``num_locals``, ``table()``, ``str``), so any object with that protocol
+can be drawn.
 
 Each cell is a ``<g class="cell" data-row=.. data-col=..>`` holding a ``<rect>``, an optional
 ``<text class="label">`` and a ``<title>`` tooltip that lists every owner, so tools and tests
@@ -24,15 +27,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from tilelang.ir.layout import Layout
 from tilelang.ir.shared_layout import BANK_BYTES, NUM_BANKS, WARP_SIZE, SharedLayout
-
-if TYPE_CHECKING:
-    from tilelang.ir.layout import Layout
 
 __all__ = [
     "bank_colour",

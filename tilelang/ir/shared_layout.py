@@ -40,13 +40,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from lark import Lark, Transformer, UnexpectedInput
 
-if TYPE_CHECKING:
-    from tilelang.ir.layout import Layout
+from tilelang.ir.layout import Layout
 
 __all__ = [
     "BANK_BYTES",

@@ -28,7 +28,17 @@ from tilelang.ir.types import ScalarType
 from tilelang.lang.builder import Builder, current
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import RuntimeRange
-from tilelang.lang.values import INDEX, IRValue, Scalar, Tile, as_scalar, cast, describe, wrap
+from tilelang.lang.values import (
+    INDEX,
+    IRValue,
+    Scalar,
+    Tile,
+    as_scalar,
+    cast,
+    describe,
+    no_power_message,
+    wrap,
+)
 
 _BINARY = {
     ast.Add: operator.add,
@@ -64,6 +74,16 @@ _ALLOWED_BUILTINS = {
     "enumerate", "zip", "reversed", "sum", "any", "all", "ValueError", "TypeError", "str",
     "divmod", "round", "print", "sorted", "dict", "True", "False", "None",
 }  # fmt: skip
+_ATOMIC = (ast.Name, ast.Attribute, ast.Subscript, ast.Call, ast.Constant)  # need no parentheses
+
+
+def _base_text(node: ast.AST) -> str:
+    """The source of the left operand of `x ** y` or `x **= y`, as a factor of a product."""
+    left = node.target if isinstance(node, ast.AugAssign) else getattr(node, "left", None)
+    if left is None:
+        return "t"
+    text = ast.unparse(left)
+    return text if isinstance(left, _ATOMIC) else f"({text})"
 
 
 class _Return(Exception):
@@ -533,7 +553,7 @@ class FunctionCompiler:
     def apply(self, fn: Callable, *args_and_node) -> object:
         *args, node = args_and_node
         if fn is operator.pow and any(isinstance(a, IRValue) for a in args):
-            raise self.error(node, "`**` is only for compile-time numbers; use tl.exp2/tl.log2")
+            raise self.error(node, no_power_message(*args, _base_text(node)))
         if fn is operator.matmul:
             raise self.error(node, "`@` is not supported; use tl.dot(a, b, acc)")
         try:

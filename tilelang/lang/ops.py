@@ -3,12 +3,15 @@
 Each checks its arguments (shapes, dtypes, what must be known at compile time) and
 reports a mistake at the user's source line, then emits one or a few block-IR
 instructions. Names follow numpy where numpy has one.
+
+What tiles also offer as methods (reshape, transpose, view, new axes, shared load and
+store) and the compile-time argument checks are implemented in `tilelang.lang.values`;
+the functions here check that they were given a tile and call them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tilelang import dtypes
@@ -24,6 +27,7 @@ from tilelang.lang.values import (
     Shared,
     Tensor,
     Tile,
+    as_dtype,
     as_scalar,
     broadcast_to,
     cast,
@@ -32,39 +36,22 @@ from tilelang.lang.values import (
     emit_result,
     is_python_number,
     python_constant,
+    require_tile,
+    reshape_tile,
+    static_int,
+    static_shape,
+    transpose_tile,
+    view_tile,
 )
 
-# -- compile-time arguments --------------------------------------------------------------
+# Public here as tl operations; implemented in values, where the Tile and Shared methods
+# (`t.reshape`, `t[None, :]`, `buf.load()`, ...) use them too.
+from tilelang.lang.values import expand_dims_by_index as expand_dims_by_index
+from tilelang.lang.values import shared_load as shared_load
+from tilelang.lang.values import shared_store as shared_store
+from tilelang.lang.values import static_shape_like as static_shape_like
 
-
-def static_int(value: object, what: str) -> int:
-    """`value` as a compile-time int, or an error that says a runtime value was given."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, (Scalar, Tile)):
-            raise current().error(
-                f"{what} must be known at compile time (a Python int or tl.constexpr), "
-                "but a runtime value was given"
-            )
-        raise current().error(f"{what} must be an int, got {value!r}")
-    return value
-
-
-def static_shape(shape: object, what: str = "shape") -> tuple[int, ...]:
-    if isinstance(shape, int) and not isinstance(shape, bool):
-        shape = (shape,)
-    if not isinstance(shape, (list, tuple)):
-        raise current().error(f"{what} must be a list of ints, got {shape!r}")
-    dims = tuple(static_int(d, f"each size in {what}") for d in shape)
-    if any(d <= 0 for d in dims):
-        raise current().error(f"{what} {list(dims)} has a size that is not positive")
-    return dims
-
-
-def _dtype(value: object) -> DType:
-    try:
-        return dtypes.dtype(value)
-    except (ValueError, TypeError) as error:
-        raise current().error(str(error)) from None
+# -- compile-time arguments (static_int, static_shape: see values) ------------------------
 
 
 def _axis(axis: object, rank: int) -> int:
@@ -72,12 +59,6 @@ def _axis(axis: object, rank: int) -> int:
     if not -rank <= axis < rank:
         raise current().error(f"axis {axis} is out of range for a tile of rank {rank}")
     return axis % rank
-
-
-def _tile(value: object, what: str) -> Tile:
-    if not isinstance(value, Tile):
-        raise current().error(f"{what} must be a tile, got {describe(value)}")
-    return value
 
 
 def _tensor(value: object, what: str) -> Tensor:
@@ -136,7 +117,7 @@ def range_(start, stop=None, step=1, *, stages=None, unroll=None) -> RuntimeRang
 
 
 def full(shape, value, dtype=dtypes.f32) -> Tile:
-    dtype = _dtype(dtype)
+    dtype = as_dtype(dtype)
     dims = static_shape(shape)
     fill = as_scalar(value, dtype) if not isinstance(value, Scalar) else cast(value, dtype)
     return emit_result(ir.Full, "full", TileType(dtype, dims), fill.value)
@@ -153,7 +134,7 @@ def arange(start, stop=None, dtype=INDEX) -> Tile:
     start, stop = static_int(start, "start of tl.arange"), static_int(stop, "end of tl.arange")
     if stop <= start:
         raise current().error(f"tl.arange({start}, {stop}) is empty")
-    return emit_result(ir.Arange, "range", TileType(_dtype(dtype), (stop - start,)), start)
+    return emit_result(ir.Arange, "range", TileType(as_dtype(dtype), (stop - start,)), start)
 
 
 # -- global memory -----------------------------------------------------------------------
@@ -202,7 +183,7 @@ def store(tensor, offsets, value) -> None:
     offs = _offsets(tensor, offsets)
     if isinstance(value, Scalar) or is_python_number(value):
         raise builder.error("tl.store needs a tile; build one with tl.full(shape, value, dtype)")
-    tile = _tile(value, "the stored value")
+    tile = require_tile(value, "the stored value")
     if tile.dtype != tensor.dtype:
         raise builder.error(
             f"storing a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
@@ -220,23 +201,7 @@ def store(tensor, offsets, value) -> None:
 
 
 def shared(shape, dtype) -> Shared:
-    return emit_result(ir.SharedAlloc, "smem", SharedType(_dtype(dtype), static_shape(shape)))
-
-
-def shared_load(buffer: Shared) -> Tile:
-    return emit_result(
-        ir.SharedLoad, buffer.var.name, TileType(buffer.dtype, buffer.shape), buffer.var
-    )
-
-
-def shared_store(buffer: Shared, value) -> None:
-    builder = current()
-    tile = _tile(value, "the value stored to shared memory")
-    if (tile.dtype, tile.shape) != (buffer.dtype, buffer.shape):
-        raise builder.error(
-            f"storing a {tile.dtype}{list(tile.shape)} tile into shared {buffer.dtype}{list(buffer.shape)}"
-        )
-    builder.emit(ir.SharedStore(buffer.var, tile.var, loc=builder.loc))
+    return emit_result(ir.SharedAlloc, "smem", SharedType(as_dtype(dtype), static_shape(shape)))
 
 
 def copy_async(buffer, tensor, offsets) -> None:
@@ -272,7 +237,8 @@ def sync() -> None:
 def dot(a, b, acc=None, acc_dtype=None) -> Tile:
     """`a @ b + acc` with products and sums in the accumulator's dtype."""
     builder = current()
-    a, b = _tile(a, "the first operand of tl.dot"), _tile(b, "the second operand of tl.dot")
+    a = require_tile(a, "the first operand of tl.dot")
+    b = require_tile(b, "the second operand of tl.dot")
     if a.ndim != 2 or b.ndim != 2:
         raise builder.error(f"tl.dot multiplies 2-D tiles, got {list(a.shape)} and {list(b.shape)}")
     if a.shape[1] != b.shape[0]:
@@ -285,9 +251,9 @@ def dot(a, b, acc=None, acc_dtype=None) -> Tile:
         )
     shape = (a.shape[0], b.shape[1])
     if acc is None:
-        dtype = _dtype(acc_dtype) if acc_dtype is not None else _default_accumulator(a.dtype)
+        dtype = as_dtype(acc_dtype) if acc_dtype is not None else _default_accumulator(a.dtype)
         acc = zeros(shape, dtype)
-    acc = _tile(acc, "the accumulator of tl.dot")
+    acc = require_tile(acc, "the accumulator of tl.dot")
     if acc.shape != shape:
         raise builder.error(f"tl.dot: the accumulator is {list(acc.shape)}, expected {list(shape)}")
     _check_accumulator(a.dtype, acc.dtype)
@@ -323,7 +289,7 @@ def _check_accumulator(operand: DType, accumulator: DType) -> None:
 
 
 def _reduce(op: str, x, axis, keepdims: bool) -> Tile:
-    tile = _tile(x, f"the argument of tl.{op}")
+    tile = require_tile(x, f"the argument of tl.{op}")
     if axis is None:
         result = tile
         for _ in range(tile.ndim):
@@ -362,7 +328,7 @@ def min(x, axis=None, keepdims=False) -> Tile:
 
 def _scan(op: str, x, axis, reverse) -> Tile:
     assert op in SCANS
-    tile = _tile(x, f"the argument of tl.cum{op}")
+    tile = require_tile(x, f"the argument of tl.cum{op}")
     axis = _axis(axis, tile.ndim)
     if not isinstance(reverse, bool):
         raise current().error(f"reverse must be a compile-time bool, got {describe(reverse)}")
@@ -429,77 +395,20 @@ abs = _unary("abs")
 
 
 def reshape(x, shape) -> Tile:
-    tile = _tile(x, "the argument of tl.reshape")
-    dims = static_shape(shape)
-    if _numel(dims) != _numel(tile.shape):
-        raise current().error(
-            f"cannot reshape a tile of shape {list(tile.shape)} ({_numel(tile.shape)} elements) "
-            f"to {list(dims)} ({_numel(dims)} elements)"
-        )
-    if dims == tile.shape:
-        return tile
-    return emit_result(ir.Reshape, tile.var.name, TileType(tile.dtype, dims), tile.var)
-
-
-def _numel(shape: Sequence[int]) -> int:
-    count = 1
-    for d in shape:
-        count *= d
-    return count
+    return reshape_tile(require_tile(x, "the argument of tl.reshape"), shape)
 
 
 def transpose(x, perm=None) -> Tile:
-    tile = _tile(x, "the argument of tl.transpose")
-    order = tuple(reversed(range(tile.ndim))) if perm is None else tuple(static_shape_like(perm))
-    if sorted(order) != list(range(tile.ndim)):
-        raise current().error(f"{list(order)} is not a permutation of the {tile.ndim} dimensions")
-    shape = tuple(tile.shape[i] for i in order)
-    return emit_result(ir.Transpose, tile.var.name, TileType(tile.dtype, shape), tile.var, order)
-
-
-def static_shape_like(values) -> list[int]:
-    if not isinstance(values, (list, tuple)):
-        raise current().error(f"expected a list of ints, got {values!r}")
-    return [static_int(v, "each entry") for v in values]
+    return transpose_tile(require_tile(x, "the argument of tl.transpose"), perm)
 
 
 def broadcast(x, shape) -> Tile:
-    return broadcast_to(_tile(x, "the argument of tl.broadcast"), static_shape(shape))
-
-
-def expand_dims_by_index(tile: Tile, index) -> Tile:
-    """`tile[None, :]`-style indexing: only `None` (new axis) and full slices `:`."""
-    items = index if isinstance(index, tuple) else (index,)
-    shape, source_dim = [], 0
-    for item in items:
-        if item is None:
-            shape.append(1)
-        elif isinstance(item, slice) and item == slice(None):
-            if source_dim >= tile.ndim:
-                raise current().error(f"too many indices for a tile of rank {tile.ndim}")
-            shape.append(tile.shape[source_dim])
-            source_dim += 1
-        else:
-            raise current().error(
-                "tiles are indexed only with None (new axis) and : (whole dimension); "
-                "use tl.load / tl.reshape to select parts"
-            )
-    shape.extend(tile.shape[source_dim:])
-    return reshape(tile, tuple(shape))
+    return broadcast_to(require_tile(x, "the argument of tl.broadcast"), static_shape(shape))
 
 
 def view(x, dtype) -> Tile:
     """Reinterprets the bits of a tile: the last dimension scales by the bit-width ratio."""
-    tile = _tile(x, "the argument of view")
-    target = _dtype(dtype)
-    row_bits = tile.shape[-1] * tile.dtype.bits if tile.ndim else tile.dtype.bits
-    if tile.ndim == 0 or row_bits % target.bits:
-        raise current().error(
-            f"cannot view {tile.dtype}{list(tile.shape)} as {target}: a row of {row_bits} bits "
-            f"is not a whole number of {target.bits}-bit elements"
-        )
-    shape = tile.shape[:-1] + (row_bits // target.bits,)
-    return emit_result(ir.View, tile.var.name, TileType(target, shape), tile.var)
+    return view_tile(require_tile(x, "the argument of view"), dtype)
 
 
 def print_(label, value) -> None:

@@ -5,6 +5,11 @@
   the name of a compile-time constant (`tl.Tensor["WT", "K", "N"]`).
 - `alpha: tl.f32` — a runtime scalar of that dtype.
 - `BM: tl.constexpr = 64` — a compile-time constant; the kernel is specialized on it.
+
+A size expression that does not parse is reported by `read_signature` (at decoration),
+naming the kernel, the parameter and the expression: Python evaluates annotations when
+the `def` statement runs, before the decorator has the function, so `Tensor[...]`
+records the mistake instead of raising it.
 """
 
 from __future__ import annotations
@@ -24,10 +29,17 @@ class constexpr:
 
 @dataclass(frozen=True)
 class TensorAnnotation:
+    """What `Tensor[dtype, dim, ...]` evaluates to. `error` says why a size expression did
+    not parse (then `dims` is empty); `read_signature` reports it with the kernel's and
+    the parameter's names."""
+
     dtype: DType | str
     dims: tuple[ShapeExpr, ...]
+    error: str | None = None
 
     def __repr__(self) -> str:
+        if self.error is not None:
+            return f"Tensor[{self.dtype}, <{self.error}>]"
         dims = ", ".join(repr(str(d)) for d in self.dims)
         return f"Tensor[{self.dtype}, {dims}]"
 
@@ -50,7 +62,7 @@ class Tensor:
         try:
             parsed = tuple(parse_shape_expr(d) for d in dims)
         except ShapeExprError as error:
-            raise TypeError(f"in a Tensor annotation: {error}") from None
+            return TensorAnnotation(dtype, (), str(error))
         return TensorAnnotation(dtype, parsed)
 
 
@@ -105,6 +117,11 @@ def read_signature(fn) -> tuple[Param, ...]:
 
 def _param(fn, p: inspect.Parameter, annotation: object) -> Param:
     if isinstance(annotation, TensorAnnotation):
+        if annotation.error is not None:
+            raise TileLangError(
+                f"{fn.__name__}: the annotation of tensor parameter {p.name} has a bad size: "
+                f"{annotation.error}"
+            )
         return TensorParam(p.name, annotation)
     if annotation is constexpr:
         return ConstexprParam(p.name, p.default)

@@ -11,12 +11,23 @@ operands live here:
 - a Python number takes the dtype of the tile or scalar it meets (a float meeting an
   integer dtype is an error);
 - a runtime scalar meeting a tile of another dtype is converted to the tile's dtype.
+
+There is no `**` on tiles and runtime scalars (no power instruction): it is an error
+that says to multiply (`t * t`).
+
+The operations that tiles and shared tiles offer as methods (`.reshape`, `.T`, `.view`,
+`t[None, :]`, `.load()`, `.store()`) are implemented here, with the compile-time argument
+checks they need (`static_int`, `static_shape`, `as_dtype`, ...); `tilelang.lang.ops`
+builds the public `tl.*` functions on them. This module imports nothing of `ops`.
 """
 
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
@@ -96,26 +107,18 @@ class Tile(IRValue):
         return cast(self, dtypes.dtype(dtype))
 
     def view(self, dtype: DType | str) -> Tile:
-        from tilelang.lang.ops import view
-
-        return view(self, dtype)
+        return view_tile(self, dtype)
 
     def reshape(self, *shape) -> Tile:
-        from tilelang.lang.ops import reshape
-
-        return reshape(
+        return reshape_tile(
             self, shape[0] if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else shape
         )
 
     @property
     def T(self) -> Tile:
-        from tilelang.lang.ops import transpose
-
-        return transpose(self)
+        return transpose_tile(self)
 
     def __getitem__(self, index) -> Tile:
-        from tilelang.lang.ops import expand_dims_by_index
-
         return expand_dims_by_index(self, index)
 
     def __bool__(self) -> bool:
@@ -182,13 +185,9 @@ class Shared(IRValue):
         return self.var.type.shape
 
     def load(self) -> Tile:
-        from tilelang.lang.ops import shared_load
-
         return shared_load(self)
 
     def store(self, tile: Tile) -> None:
-        from tilelang.lang.ops import shared_store
-
         shared_store(self, tile)
 
 
@@ -282,8 +281,6 @@ def cast(value: Tile | Scalar, dtype: DType) -> Tile | Scalar:
 
 
 def _cast_constant(const: ir.Const, dtype: DType) -> ir.Const:
-    import numpy as np
-
     codes = dtype.encode(np.asarray([const.value], dtype=np.float64))
     decoded = dtype.decode(codes)[0]
     return ir.Const(float(decoded) if dtype.is_float else int(decoded), dtype)
@@ -452,7 +449,34 @@ def _install_operators(cls: type) -> None:
     cls.__pos__ = lambda self: self
     cls.__invert__ = lambda self: elementwise("invert", self)
     cls.__abs__ = lambda self: elementwise("abs", self)
+    # The frontend reports `**` with the user's own operand text; these catch `**` in
+    # plain Python helpers that the kernel calls at compile time.
+    cls.__pow__ = lambda self, other: _no_power(self, other)
+    cls.__rpow__ = lambda self, other: _no_power(other, self)
     cls.__hash__ = object.__hash__
+
+
+def no_power_message(base: object, exponent: object, base_text: str = "t") -> str:
+    """The error for `**` meeting a tile or runtime scalar. There is no power instruction,
+    so the message spells the product to write instead (`t * t` for a square)."""
+    small = isinstance(exponent, int) and not isinstance(exponent, bool) and 2 <= exponent <= 4
+    if isinstance(base, IRValue) and small:
+        advice = f"write `{' * '.join([base_text] * exponent)}` instead"
+    elif isinstance(base, IRValue):
+        advice = (
+            f"multiply instead (`{base_text} * {base_text}` for a square), or for a positive "
+            "base write x ** y as tl.exp2(y * tl.log2(x))"
+        )
+    else:
+        advice = "for a positive base write x ** y as tl.exp2(y * tl.log2(x))"
+    return (
+        "there is no power operator for tiles and runtime scalars (`**` works only on "
+        f"compile-time numbers): {advice}"
+    )
+
+
+def _no_power(base: object, exponent: object):
+    raise current().error(no_power_message(base, exponent))
 
 
 for _cls in (Tile, Scalar):
@@ -465,3 +489,132 @@ def cdiv(a: Scalar | int, b: Scalar | int) -> Scalar | int:
         return -(-int(a) // int(b))
     b_minus_one = b - 1 if is_python_number(b) else elementwise("sub", b, 1)
     return floor_divide(elementwise("add", a, b_minus_one), b)
+
+
+# -- compile-time arguments --------------------------------------------------------------
+
+
+def static_int(value: object, what: str) -> int:
+    """`value` as a compile-time int, or an error that says a runtime value was given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, (Scalar, Tile)):
+            raise current().error(
+                f"{what} must be known at compile time (a Python int or tl.constexpr), "
+                "but a runtime value was given"
+            )
+        raise current().error(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def static_shape(shape: object, what: str = "shape") -> tuple[int, ...]:
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    if not isinstance(shape, (list, tuple)):
+        raise current().error(f"{what} must be a list of ints, got {shape!r}")
+    dims = tuple(static_int(d, f"each size in {what}") for d in shape)
+    if any(d <= 0 for d in dims):
+        raise current().error(f"{what} {list(dims)} has a size that is not positive")
+    return dims
+
+
+def static_shape_like(values: object) -> list[int]:
+    if not isinstance(values, (list, tuple)):
+        raise current().error(f"expected a list of ints, got {values!r}")
+    return [static_int(v, "each entry") for v in values]
+
+
+def as_dtype(value: object) -> DType:
+    """A dtype named by the user (`tl.f16`, `"f16"`, ...), or an error at their line."""
+    try:
+        return dtypes.dtype(value)
+    except (ValueError, TypeError) as error:
+        raise current().error(str(error)) from None
+
+
+def require_tile(value: object, what: str) -> Tile:
+    if not isinstance(value, Tile):
+        raise current().error(f"{what} must be a tile, got {describe(value)}")
+    return value
+
+
+# -- shape operations of tiles -----------------------------------------------------------
+
+
+def reshape_tile(tile: Tile, shape: object) -> Tile:
+    dims = static_shape(shape)
+    if _numel(dims) != _numel(tile.shape):
+        raise current().error(
+            f"cannot reshape a tile of shape {list(tile.shape)} ({_numel(tile.shape)} elements) "
+            f"to {list(dims)} ({_numel(dims)} elements)"
+        )
+    if dims == tile.shape:
+        return tile
+    return emit_result(ir.Reshape, tile.var.name, TileType(tile.dtype, dims), tile.var)
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count
+
+
+def transpose_tile(tile: Tile, perm: object = None) -> Tile:
+    order = tuple(reversed(range(tile.ndim))) if perm is None else tuple(static_shape_like(perm))
+    if sorted(order) != list(range(tile.ndim)):
+        raise current().error(f"{list(order)} is not a permutation of the {tile.ndim} dimensions")
+    shape = tuple(tile.shape[i] for i in order)
+    return emit_result(ir.Transpose, tile.var.name, TileType(tile.dtype, shape), tile.var, order)
+
+
+def expand_dims_by_index(tile: Tile, index: object) -> Tile:
+    """`tile[None, :]`-style indexing: only `None` (new axis) and full slices `:`."""
+    items = index if isinstance(index, tuple) else (index,)
+    shape, source_dim = [], 0
+    for item in items:
+        if item is None:
+            shape.append(1)
+        elif isinstance(item, slice) and item == slice(None):
+            if source_dim >= tile.ndim:
+                raise current().error(f"too many indices for a tile of rank {tile.ndim}")
+            shape.append(tile.shape[source_dim])
+            source_dim += 1
+        else:
+            raise current().error(
+                "tiles are indexed only with None (new axis) and : (whole dimension); "
+                "use tl.load / tl.reshape to select parts"
+            )
+    shape.extend(tile.shape[source_dim:])
+    return reshape_tile(tile, tuple(shape))
+
+
+def view_tile(tile: Tile, dtype: object) -> Tile:
+    """Reinterprets the bits of a tile: the last dimension scales by the bit-width ratio."""
+    target = as_dtype(dtype)
+    row_bits = tile.shape[-1] * tile.dtype.bits if tile.ndim else tile.dtype.bits
+    if tile.ndim == 0 or row_bits % target.bits:
+        raise current().error(
+            f"cannot view {tile.dtype}{list(tile.shape)} as {target}: a row of {row_bits} bits "
+            f"is not a whole number of {target.bits}-bit elements"
+        )
+    shape = tile.shape[:-1] + (row_bits // target.bits,)
+    return emit_result(ir.View, tile.var.name, TileType(target, shape), tile.var)
+
+
+# -- shared memory -----------------------------------------------------------------------
+
+
+def shared_load(buffer: Shared) -> Tile:
+    return emit_result(
+        ir.SharedLoad, buffer.var.name, TileType(buffer.dtype, buffer.shape), buffer.var
+    )
+
+
+def shared_store(buffer: Shared, value: object) -> None:
+    builder = current()
+    tile = require_tile(value, "the value stored to shared memory")
+    if (tile.dtype, tile.shape) != (buffer.dtype, buffer.shape):
+        raise builder.error(
+            f"storing a {tile.dtype}{list(tile.shape)} tile into shared {buffer.dtype}{list(buffer.shape)}"
+        )
+    builder.emit(ir.SharedStore(buffer.var, tile.var, loc=builder.loc))
