@@ -384,7 +384,7 @@ def test_copy_async_runs(shared, assume, expected):
 
 
 def test_layout_run():
-    from tilelang.ir.layout import parse_layout
+    from tilelang.ir.layout_parser import parse_layout
 
     assert vectorize.layout_run(parse_layout("spatial(16, 8).local(1, 8)")) == 8
     assert vectorize.layout_run(parse_layout("local(1, 2).local(1, 4)")) == 8

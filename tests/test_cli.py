@@ -39,7 +39,7 @@ def test_layout_picture_needs_known_suffix(tmp_path, capsys):
 
 @pytest.mark.parametrize("expr", ["spatial(2, 2)", "column_spatial(4, 8).local(1, 2)"])
 def test_layout_svg_matches_cli_picture(expr, tmp_path):
-    from tilelang.ir.layout import parse_layout
+    from tilelang.ir.layout_parser import parse_layout
     from tilelang.ir.picture import layout_svg
 
     out = tmp_path / "l.svg"

@@ -64,6 +64,8 @@ UNARY_FLOAT = {
     "cos": tl.cos,
     "tanh": tl.tanh,
     "sigmoid": tl.sigmoid,
+    "log1p": tl.log1p,
+    "softplus": tl.softplus,
 }
 
 
@@ -723,7 +725,7 @@ def test_float_accumulation_and_transcendentals(dtype, fn, kind, axis, tiles, si
     sizes = (max(1, sizes[0] * bm + sizes[2]), max(1, sizes[1] * bn - sizes[2]))
     rng = np.random.default_rng(seed)
     x = dtypes.quantize(rng.uniform(0.25, 3.0, sizes) * rng.choice([-1, 1], sizes), dtype)
-    if fn in ("log", "sqrt", "rsqrt"):
+    if fn in ("log", "sqrt", "rsqrt", "log1p"):
         x = np.abs(x)
     consts = {"T": dtype, "FN": fn, "KIND": kind, "AXIS": axis, "BM": bm, "BN": bn}
     consts["WARPS"] = warps
@@ -749,6 +751,8 @@ NUMPY_UNARY = {
     "cos": np.cos,
     "tanh": np.tanh,
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
+    "log1p": lambda v: np.log(1.0 + v),
+    "softplus": lambda v: np.log(1.0 + np.exp(v)),
 }
 
 

@@ -8,16 +8,17 @@ from conftest import load_example
 
 import tilelang as tl
 from tilelang import dtypes
+from tilelang.analysis.layout_policy import blocked_layout, dot_layouts, view_layout
 from tilelang.ir import nodes as ir
 from tilelang.ir.atoms import MMA_M16N8K16_F16, MMA_M16N8K32_I8
-from tilelang.ir.layout import local, parse_layout, replicated, spatial
+from tilelang.ir.layout import local, replicated, spatial
+from tilelang.ir.layout_parser import parse_layout
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.types import TileType
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import body_params, walk
 from tilelang.passes import infer_layouts
-from tilelang.analysis.layout_policy import blocked_layout, dot_layouts, view_layout
 from tilelang.passes.infer_layouts import LayoutInferenceError
 from tilelang.runtime import interpreter
 from tilelang.runtime.arguments import bind_arguments

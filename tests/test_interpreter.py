@@ -448,6 +448,8 @@ FLOAT_UNARY = {
     "cos": np.cos,
     "tanh": np.tanh,
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "log1p": lambda x: np.array([math.log1p(v) if v > -1 else math.nan for v in x]),
+    "softplus": lambda x: np.array([math.log(1 + math.exp(v)) for v in x]),
     "floor": np.floor,
     "ceil": np.ceil,
 }

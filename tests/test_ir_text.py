@@ -16,9 +16,9 @@ from tilelang.ir import ops
 from tilelang.ir.layout import local, spatial
 from tilelang.ir.parser import GRAMMAR, IRSyntaxError, parse_function, parse_type
 from tilelang.ir.printer import print_function, print_instr
-from tilelang.ir.text import print_type
 from tilelang.ir.shape_expr import BinOp, Lit, Sym, parse_shape_expr
 from tilelang.ir.shared_layout import Swizzle, row_major
+from tilelang.ir.text import print_type
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import (
@@ -626,3 +626,20 @@ def test_attributes_print_sorted_and_parse_back():
     (_, loaded) = fn.body.instrs
     assert loaded.attrs == (("vector", 16), ("why", "x"))
     assert '{vector=16, why="x"} : tile<f16' in print_function(fn)
+
+
+@pytest.mark.parametrize("raw", ["\x01", "\t", "\x7f\x00"])
+def test_a_control_character_in_a_string_is_a_syntax_error(raw):
+    text = f'kernel k(%n: i32) warps(1) {{\n  %b = blocks %n : i32  loc("a{raw}b":1:1)\n}}\n'
+    if raw == "\x7f\x00":  # DEL is printable to json; NUL is not
+        text = text.replace("a\x7f", "a")
+    with pytest.raises(IRSyntaxError, match=r"line 2, column \d+: bad string: Invalid control"):
+        parse_function(text)
+
+
+def test_escaped_control_characters_round_trip():
+    fn = parse_function(
+        'kernel k(%n: i32) warps(1) {\n  %b = blocks %n : i32  loc("a\\u0001\\tb":1:1)\n}\n'
+    )
+    assert fn.body.instrs[0].loc.file == "a\x01\tb"
+    assert parse_function(print_function(fn)) == fn

@@ -482,6 +482,28 @@ CASES = [
         ["if %c" + BAD + " {", "  yield", "} else {", "}"],
         "if: expected the else body to end in yield, found an empty body",
     ),
+    # -- constants and shapes that cannot be compiled (they would fail deep in a pass)
+    (["%o = add %M, 1e309:i32 : i32" + BAD], "expected an integer constant of i32, found inf:i32"),
+    (["%o = add %M, 2.5:i32 : i32" + BAD], "expected an integer constant of i32, found 2.5:i32"),
+    (
+        ["%o = add %M, 2147483648:i32 : i32" + BAD],
+        "the constant 2147483648:i32 is out of the range of i32 (-2147483648..2147483647)",
+    ),
+    (["%o = sub %c, -1:u1 : u1" + BAD], "out of the range of u1 (0..1)"),
+    (
+        ["%o = full 0.0:f32 : tile<f32, [2147483648]>" + BAD],
+        "%o: a tile of shape [2147483648] has 2147483648 elements, more than the 16777216",
+    ),
+    (
+        ["%o = shared_alloc : shared<f32, [65536, 65536]>" + BAD],
+        "more than the 16777216 any block can hold",
+    ),
+    # -- loop steps are known before the launch
+    (
+        ["for %k = 0:i32 to %N step %bm" + BAD + " {", "  yield", "}"],
+        "for: expected the step to be known before the launch",
+        "found %bm, which depends on a block index",
+    ),
     # -- blocks
     (
         ["%b2, %b3 = blocks %M, %N : i32, i32" + BAD],
@@ -564,9 +586,21 @@ def test_an_undefined_value_is_named():
 
 def test_function_level_rules():
     fn = kernel()
-    assert verify_error(replace(fn, warps=0)).startswith(
-        "k.py:1:1: kernel k: expected warps >= 1, found 0"
+    for warps in (0, 33, 2**63):
+        assert verify_error(replace(fn, warps=warps)).startswith(
+            f"k.py:1:1: kernel k: expected warps from 1 to 32 (a block has at most 1024 "
+            f"threads), found {warps}"
+        )
+    big = ir.Var(
+        "big",
+        parse_function(
+            "kernel k(%t: tensor<f16, [4294967296]>) warps(1) {\n  %b = blocks 1:i32 : i32\n}\n"
+        )
+        .params[0]
+        .type,
     )
+    message = verify_error(replace(fn, params=(*fn.params, big)))
+    assert "%big: expected tensor dimensions from 0 to 2^31 - 1, found 4294967296" in message
     tile_param = ir.Var("p", TileType(dt.f16, (4,)))
     message = verify_error(replace(fn, params=(*fn.params, tile_param)))
     assert message.startswith(
@@ -582,6 +616,23 @@ def test_function_level_rules():
     )
     duplicate = replace(fn, sizes=(*fn.sizes, fn.sizes[0]))
     assert "%M is declared twice" in verify_error(duplicate)
+
+
+def test_launch_arithmetic_may_step_a_loop():
+    # A step computed from scalar parameters and sizes, even inside a loop, is known
+    # before the launch; so is a negative one.
+    verify(
+        kernel(
+            "%neg = sub 0:i32, %N : i32",
+            "%o = for %k = %N to 0:i32 step %neg iter(%v: i32 = 0:i32) {",
+            "  %two = mul %M, 2:i32 : i32",
+            "  %inner = for %j = 0:i32 to %M step %two iter(%w: i32 = %v) {",
+            "    yield %w",
+            "  }",
+            "  yield %inner",
+            "}",
+        )
+    )
 
 
 def test_constexpr_symbols_may_appear_in_tensor_shapes():

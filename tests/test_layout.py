@@ -11,20 +11,22 @@ from hypothesis import strategies as st
 from lark import Lark
 
 from tilelang.ir.layout import (
-    LAYOUT_GRAMMAR,
     Layout,
     LayoutDivisionError,
     LayoutError,
-    LayoutSyntaxError,
     Rep,
     column_local,
     column_spatial,
-    layout_from_tree,
     left_divide,
     local,
-    parse_layout,
     replicated,
     spatial,
+)
+from tilelang.ir.layout_parser import (
+    LAYOUT_GRAMMAR,
+    LayoutSyntaxError,
+    layout_from_tree,
+    parse_layout,
 )
 
 LAWS = settings(max_examples=120, deadline=None)

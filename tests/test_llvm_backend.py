@@ -8,6 +8,7 @@ import os
 import time
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -467,6 +468,17 @@ def test_float_exact_unary(dt):
             assert_float_codes(got, want, dt, op)
 
 
+def exact(formula):
+    """`formula` evaluated with 50 significant digits (mpmath), as float64: a reference
+    that shares no code with numpy or the backends."""
+
+    def reference(values: np.ndarray) -> np.ndarray:
+        with mpmath.workdps(50):
+            return np.array([float(formula(mpmath.mpf(float(v)))) for v in values.ravel()])
+
+    return reference
+
+
 @pytest.mark.parametrize("dt", [d.f16, d.bf16, d.f32, d.f64], ids=str)
 @pytest.mark.parametrize(
     "op,ref,domain",
@@ -480,6 +492,8 @@ def test_float_exact_unary(dt):
         ("tanh", np.tanh, (-5, 5)),
         ("sigmoid", lambda v: 1 / (1 + np.exp(-v)), (-10, 10)),
         ("rsqrt", lambda v: 1 / np.sqrt(v), (1e-3, 1e3)),
+        ("log1p", exact(lambda x: mpmath.log(1 + x)), (-0.99, 1e3)),
+        ("softplus", exact(lambda x: mpmath.log(1 + mpmath.exp(x))), (-60, 60)),
     ],
 )
 def test_transcendentals_within_ulps(op, ref, domain, dt):
@@ -492,6 +506,17 @@ def test_transcendentals_within_ulps(op, ref, domain, dt):
     if dt in (d.f16, d.bf16):
         ulp = np.maximum(np.abs(want) * dt.eps, dt.smallest_subnormal)
     assert np.all(np.abs(got - want) <= 4 * ulp), op
+
+
+def test_log1p_and_softplus_keep_their_precision_where_naive_formulas_lose_it():
+    tiny = np.array([1e-7, -1e-7, 3e-5], np.float32)
+    got = run_elementwise([d.f32], d.f32, lambda v: t.Unary("log1p", v), [d.f32.encode(tiny)])
+    want = exact(lambda x: mpmath.log(1 + x))(tiny)
+    np.testing.assert_allclose(decode(got, d.f32), want, rtol=4e-7)
+    big = np.array([100.0, 200.0, -80.0, -20.0], np.float32)  # naive: inf, inf, 0, 0
+    got = run_elementwise([d.f32], d.f32, lambda v: t.Unary("softplus", v), [d.f32.encode(big)])
+    want = exact(lambda x: mpmath.log(1 + mpmath.exp(x)))(big)
+    np.testing.assert_allclose(decode(got, d.f32), want, rtol=4e-7)
 
 
 # --------------------------------------------------------------------------- conversions

@@ -7,12 +7,12 @@ from conftest import load_example
 
 import tilelang as tl
 from tilelang import dtypes
+from tilelang.analysis import shared_layouts
 from tilelang.ir.nodes import SharedLoad
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
-from tilelang.analysis import shared_layouts
 from tilelang.passes import plan_registers, plan_shared
 from tilelang.target import Target, target
 

@@ -50,47 +50,32 @@ from tilelang.dtypes import (
     u64,
 )
 from tilelang.kernel import CompiledKernel, Kernel, func, kernel
+from tilelang.lang.elementwise import FUNCTIONS as _ELEMENTWISE
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import (
-    abs,
     arange,
     blocks,
     broadcast,
-    ceil,
     commit,
     copy_async,
-    cos,
     cummax,
     cummin,
     cumprod,
     cumsum,
     dot,
-    exp,
-    exp2,
-    floor,
     full,
     load,
-    log,
-    log2,
     max,
-    maximum,
     min,
-    minimum,
     prod,
     reshape,
-    rsqrt,
     shared,
-    sigmoid,
-    sin,
-    sqrt,
     store,
     sum,
     sync,
-    tanh,
     transpose,
     view,
     wait,
-    where,
     zeros,
 )
 from tilelang.lang.ops import print_ as print
@@ -101,3 +86,13 @@ from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch
 from tilelang.version import __version__
 
+# tl.exp, tl.softplus, tl.where, ...: one function per elementwise operator of the table.
+globals().update(_ELEMENTWISE)
+
+
+def __getattr__(name: str) -> DType:
+    """Any valid type name is an attribute: `tl.u7`, `tl.i3`, `tl.f5e2m2`."""
+    try:
+        return dtype(name)
+    except (ValueError, TypeError):
+        raise AttributeError(f"module 'tilelang' has no attribute {name!r}") from None

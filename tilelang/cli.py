@@ -41,7 +41,7 @@ def _cmd_dtypes(_: argparse.Namespace) -> int:
 
 
 def _cmd_layout(args: argparse.Namespace) -> int:
-    from tilelang.ir.layout import parse_layout
+    from tilelang.ir.layout_parser import parse_layout
     from tilelang.ir.picture import save_layout_picture
 
     layout = parse_layout(args.expr)

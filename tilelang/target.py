@@ -86,10 +86,7 @@ def target(name: str | Target) -> Target:
         return found
     hint = ""
     if name.startswith("sm_") and name[3:].rstrip("af").isdigit() and int(name[3:5]) < 80:
-        hint = (
-            f"; {name} predates sm_80, which the generated code needs (bf16 mma.sync, "
-            "cp.async)"
-        )
+        hint = f"; {name} predates sm_80, which the generated code needs (bf16 mma.sync, cp.async)"
     raise ValueError(f"target: unknown target {name!r}{hint}; supported: {supported()}")
 
 

@@ -37,9 +37,10 @@ How thread IR maps to C++
   dynamic ``tl_smem`` array, by byte offset.
 * `Mma`, `Ldmatrix`, `Shfl`, `CpAsync*` are inline PTX (``asm volatile``), `Barrier` is
   ``__syncthreads()`` (``bar.sync 0``).
-* `For` becomes a counted loop whose trip count is computed once
-  (``ceil((stop - start) / step)``, no overflow of the loop variable near the top of its
-  range), or a plain ``for`` when the bounds make overflow impossible; `unroll` adds
+* `For` becomes a counted loop whose trip count is computed once, as Python's `range`
+  counts (upward for a positive step, downward for a negative one; no overflow of the
+  loop variable near the ends of its range), or a plain ``for`` when the step is a
+  positive constant and the bounds make overflow impossible; `unroll` adds
   ``#pragma unroll``.
 
 Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
@@ -422,6 +423,9 @@ class _Emitter:
             self.block(s.body)
             self.line("}")
             return
+        if step_imm == 0:  # a launch never runs one (ThreadFunction.checks); no iteration
+            self.line("/* a loop with a zero step runs no iteration */")
+            return
         k = self.loops
         self.loops += 1
         lo, hi, n, i = f"tl_lo{k}", f"tl_hi{k}", f"tl_n{k}", f"tl_i{k}"
@@ -429,23 +433,35 @@ class _Emitter:
         self.depth += 1
         self.line(f"const {ct} {lo} = {start};")
         self.line(f"const {ct} {hi} = {stop};")
-        step_u = f"({wide}){step}" if step_imm is None else int_literal(step_imm, _UNSIGNED[wide])
-        if step_imm is None:  # a step <= 0 is undefined; never divide by zero
-            step_u = f"tl_max(({wide}){step}, ({wide})1)"
-        self.line(
-            f"const {wide} {n} = {lo} < {hi} ? "
-            f"(({wide}){hi} - ({wide}){lo} - 1) / {step_u} + 1 : 0;"
-        )
+        self.line(f"const {wide} {n} = {self.trip_count(lo, hi, step, step_imm, dt, wide)};")
         for p in pragma:
             self.line(p)
         self.line(f"for ({wide} {i} = 0; {i} < {n}; ++{i}) {{")
         self.depth += 1
-        self.line(f"const {ct} {var} = ({ct})(({wide}){lo} + {i} * {step_u});")
+        step_w = f"({wide}){step}" if step_imm is None else int_literal(step_imm, _UNSIGNED[wide])
+        self.line(f"const {ct} {var} = ({ct})(({wide}){lo} + {i} * {step_w});")
         self.depth -= 1
         self.block(s.body)
         self.line("}")
         self.depth -= 1
         self.line("}")
+
+    @staticmethod
+    def trip_count(lo: str, hi: str, step: str, step_imm: int | None, dt, wide: str) -> str:
+        """Iterations of range(lo, hi, step) as Python counts them, in unsigned arithmetic
+        that cannot overflow: upward while var < hi, downward while var > hi."""
+
+        def count(first: str, last: str, magnitude: str) -> str:
+            span = f"({wide}){last} - ({wide}){first} - 1"
+            return f"({first} < {last} ? ({span}) / {magnitude} + 1 : 0)"
+
+        if step_imm is not None:
+            magnitude = int_literal(abs(step_imm), _UNSIGNED[wide])
+            return count(lo, hi, magnitude) if step_imm > 0 else count(hi, lo, magnitude)
+        up, down = count(lo, hi, f"({wide}){step}"), count(hi, lo, f"(({wide})0 - ({wide}){step})")
+        if not dt.signed:
+            return f"({step} != 0 ? {up} : 0)"
+        return f"({step} > 0 ? {up} : {step} < 0 ? {down} : 0)"
 
     def stmt_If(self, s: t.If) -> None:
         self.line(f"if ({self.expr(s.cond)}) {{")

@@ -47,6 +47,8 @@ _F64 = dtypes.f64
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
 _BITS = {"and": "&", "or": "|", "xor": "^"}
 _CMP = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+
+
 def _signed(dt: DType) -> bool:
     return dt.is_int and dt.signed and dt != _U1
 

@@ -71,9 +71,9 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   ``[0, width)`` gives the lane's own value. ``arg`` is read as its dtype's integer
   value and may differ per lane. (PTX takes idx arguments modulo the width and lets
   xor reach earlier segments: the backends agree for arguments in [0, width).)
-* `For` runs ``ceil((stop - start) / step)`` iterations computed up front (no overflow
-  of the loop variable near the top of its range); a step ≤ 0 is undefined: the loop
-  runs a finite, unspecified number of times.
+* `For` runs the iterations Python's `range` would (upward for a positive step, downward
+  for a negative one, none for a zero step), counted up front (no overflow of the loop
+  variable near the ends of its range).
 * `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
   copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
   follow (the result is the same).
@@ -389,21 +389,33 @@ class _Emitter:
             raise EmitError(f"a loop variable must be an integer, not {dt}")
         start, stop, step = (self.expr(e, env) for e in (stmt.start, stmt.stop, stmt.step))
         ty = start.type
-        signed = dt.signed
-        nonempty = b.icmp_signed("<", start, stop) if signed else b.icmp_unsigned("<", start, stop)
-        span = b.sub(b.sub(stop, start), ir.Constant(ty, 1))  # < 2^width as unsigned
-        safe_step = b.select(
-            b.icmp_unsigned("==", step, ir.Constant(ty, 0)), ir.Constant(ty, 1), step
-        )
-        count = b.add(b.udiv(span, safe_step), ir.Constant(ty, 1))
         wide = ir.IntType(ty.width + 1)
-        count = b.select(nonempty, b.zext(count, wide), ir.Constant(wide, 0))
+        zero = ir.Constant(ty, 0)
+
+        def count(first: ir.Value, last: ir.Value, magnitude: ir.Value) -> ir.Value:
+            """Elements first, first + magnitude, ... below last (0 when magnitude is 0)."""
+            less = (
+                b.icmp_signed("<", first, last) if dt.signed else b.icmp_unsigned("<", first, last)
+            )
+            span = b.sub(b.sub(last, first), ir.Constant(ty, 1))  # < 2^width as unsigned
+            nonzero = b.icmp_unsigned("!=", magnitude, zero)
+            safe = b.select(nonzero, magnitude, ir.Constant(ty, 1))
+            n = b.zext(b.add(b.udiv(span, safe), ir.Constant(ty, 1)), wide)
+            return b.select(b.and_(less, nonzero), n, ir.Constant(wide, 0))
+
+        if dt.signed:  # Python's range: down from start while var > stop for a negative step
+            negative = b.icmp_signed("<", step, zero)
+            up = count(start, stop, b.select(negative, zero, step))
+            down = count(stop, start, b.select(negative, b.sub(zero, step), zero))
+            trips = b.select(negative, down, up)
+        else:
+            trips = count(start, stop, step)
 
         def loop_body(k: ir.Value) -> None:
             var = b.add(start, b.mul(b.trunc(k, ty), step))
             body(var)
 
-        self.counted_loop(ir.Constant(wide, 0), count, loop_body, "for")
+        self.counted_loop(ir.Constant(wide, 0), trips, loop_body, "for")
 
     # ------------------------------------------------------------------ items
 

@@ -34,7 +34,8 @@ from lark.exceptions import (
 
 from tilelang.dtypes import DType, dtype
 from tilelang.ir import nodes
-from tilelang.ir.layout import LAYOUT_GRAMMAR, LayoutError, layout_from_tree
+from tilelang.ir.layout import LayoutError
+from tilelang.ir.layout_parser import LAYOUT_GRAMMAR, layout_from_tree
 from tilelang.ir.nodes import (
     NOWHERE,
     Block,
@@ -208,7 +209,22 @@ def _transform(text: str, tree: Tree) -> Any:
     except VisitError as err:
         if isinstance(err.orig_exc, IRSyntaxError):
             raise err.orig_exc from None
+        if isinstance(err.orig_exc, ValueError):  # e.g. a string json cannot read
+            line, column = _position(err.obj)
+            message = str(err.orig_exc)
+            if isinstance(err.orig_exc, json.JSONDecodeError):
+                message = (
+                    f"bad string: {err.orig_exc.msg} (a control character must be written as "
+                    "an escape such as \\u0001)"
+                )
+            raise _error(text, line, column, message) from None
         raise
+
+
+def _position(node: Token | Tree) -> tuple[int, int]:
+    """Where a parse-tree node starts (1, 1 when lark kept no position)."""
+    meta = node if isinstance(node, Token) else getattr(node, "meta", None)
+    return getattr(meta, "line", None) or 1, getattr(meta, "column", None) or 1
 
 
 # -- errors ----------------------------------------------------------------------------

@@ -474,7 +474,11 @@ class Shfl(Stmt):
 
 @dataclass(frozen=True)
 class For(Stmt):
-    """`for var in range(start, stop, step)` with uniform bounds (step > 0)."""
+    """`for var in range(start, stop, step)` with uniform bounds, as Python's `range`
+    runs: upward while `var < stop` for a positive step, downward while `var > stop` for
+    a negative one (compared in the loop variable's dtype); a zero step runs no
+    iteration (a launch never gets one: `ThreadFunction.checks` rejects it on the
+    host). The trip count is computed once, so `var + step` never overflows."""
 
     var: Name
     start: Expr
@@ -515,8 +519,11 @@ class ThreadFunction:
     """One kernel's per-thread program.
 
     `grid` gives the number of blocks per dimension as uniform expressions of the scalar
-    parameters only (the host evaluates them before a launch). `stats` counts what the
-    lowering chose (e.g. `mma`, `ldmatrix`, `dequant_vector`, `dequant_scalar`).
+    parameters only (the host evaluates them before a launch). `checks` are conditions
+    (u1 expressions of the scalar parameters only) the host evaluates before a launch,
+    each with the message a launch that breaks it fails with (the source line that asked
+    for it first). `stats` counts what the lowering chose (e.g. `mma`, `ldmatrix`,
+    `dequant_vector`, `dequant_scalar`).
     """
 
     name: str
@@ -527,6 +534,7 @@ class ThreadFunction:
     locals: tuple[Local, ...]
     body: tuple[Stmt, ...]
     stats: tuple[tuple[str, int], ...] = field(default=())
+    checks: tuple[tuple[Expr, str], ...] = field(default=())
 
     def local(self, name: str) -> Local:
         for loc in self.locals:

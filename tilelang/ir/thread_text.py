@@ -137,6 +137,8 @@ def print_thread_function(fn: t.ThreadFunction) -> str:
     ]
     if fn.stats:
         lines.append(INDENT + "# " + ", ".join(f"{k}={v}" for k, v in fn.stats))
+    for cond, message in fn.checks:
+        lines.append(f"{INDENT}check {print_expr(cond)}  # {message}")
     for loc in fn.locals:
         lines.append(f"{INDENT}local {loc.name}: {loc.dtype}[{loc.count}]")
     _body(fn.body, 1, lines)

@@ -6,7 +6,8 @@ Checks (each failure is a `ThreadIRError` naming the statement):
 * operand dtypes agree (`tilelang.ir.thread` says what each expression takes);
 * register accesses stay inside their local and are naturally aligned; widths are
   1, 2, 4, 8 or 16 bytes (cp.async: 4, 8, 16);
-* `For` bounds and the grid are uniform; collectives (`Barrier`, `Mma`, `Ldmatrix`,
+* `For` bounds and the grid are uniform; launch checks are u1 arithmetic of the scalar
+  parameters; collectives (`Barrier`, `Mma`, `Ldmatrix`,
   `Shfl`) are never under a varying `If`.
 """
 
@@ -63,6 +64,14 @@ class _Verifier:
                 raise self.fail(None, f"the grid size {print_expr(g)} is not uniform")
             if any(isinstance(e, t.BlockIndex) for e in t.walk_expr(g)):
                 raise self.fail(None, "the grid size cannot use the block index")
+        for cond, _ in self.fn.checks:
+            self.expr(None, cond, scope)
+            self.same(None, dtypes.u1, cond.dtype, "a launch check")
+            if not all(
+                isinstance(e, t.Imm | t.Name | t.Unary | t.Binary | t.Cvt | t.Select)
+                for e in t.walk_expr(cond)
+            ):
+                raise self.fail(None, f"the launch check {print_expr(cond)} is not host arithmetic")
         self.body(self.fn.body, dict(scope), divergent=False)
 
     def uniform(self, e: t.Expr) -> bool:

@@ -9,7 +9,8 @@ This module owns the rules every pass may assume and every pass must keep:
 - the function: `warps` >= 1, params are tensors or scalars, sizes are integer scalars,
   tensor shapes name only sizes and constexprs;
 - `blocks` appears exactly once, at the top level, after nothing but scalar arithmetic;
-- control flow is uniform: `for` bounds and `if` conditions are scalars; each body ends
+- control flow is uniform: `for` bounds and `if` conditions are scalars, a `for` step is
+  known before the launch (arithmetic on scalar parameters and sizes); each body ends
   in exactly one `yield` (and `yield` appears nowhere else), whose values have the
   types of the loop's carried values / the branch's results;
 - per instruction, the operand kinds, dtypes and shapes its semantics need: each
@@ -23,14 +24,15 @@ says what was expected and what was found.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from tilelang.ir import nodes
 from tilelang.ir.checks import Checker, IRVerifyError, is_int_scalar
-from tilelang.ir.nodes import Block, Function, Instr, Loc, Value, Var
-from tilelang.ir.shape_expr import symbols
+from tilelang.ir.nodes import Block, Const, Function, Instr, Loc, Value, Var
+from tilelang.ir.shape_expr import Lit, symbols
 from tilelang.ir.text import print_type, print_value
-from tilelang.ir.types import ScalarType, TensorType
+from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import body_params
 
 __all__ = ["IRVerifyError", "verify"]
@@ -48,6 +50,10 @@ class _Verifier:
         self.defined: dict[str, Loc] = {}  # definitions met so far
         self.blocks_seen = False
         self.tensor_params = tuple(v for v in fn.params if isinstance(v.type, TensorType))
+        # Values known before a launch: scalar parameters, sizes, arithmetic on them.
+        self.launch_constants = {
+            v.name for v in (*fn.params, *fn.sizes) if isinstance(v.type, ScalarType)
+        }
         for var, loc in _defs_with_locs(fn):
             self.def_loc.setdefault(var.name, loc)
 
@@ -65,8 +71,11 @@ class _Verifier:
     def run(self) -> None:
         fn = self.fn
         where = f"{fn.loc}: kernel {fn.name}"
-        if isinstance(fn.warps, bool) or not isinstance(fn.warps, int) or fn.warps < 1:
-            raise IRVerifyError(f"{where}: expected warps >= 1, found {fn.warps!r}")
+        if isinstance(fn.warps, bool) or not isinstance(fn.warps, int) or not 1 <= fn.warps <= 32:
+            raise IRVerifyError(
+                f"{where}: expected warps from 1 to 32 (a block has at most 1024 threads), "
+                f"found {fn.warps!r}"
+            )
         scope: dict[str, Var] = {}
         for var in fn.params:
             if not isinstance(var.type, TensorType | ScalarType):
@@ -92,6 +101,9 @@ class _Verifier:
     def define_param(self, var: Var, scope: dict[str, Var], where: str) -> None:
         if var.name in self.defined:
             raise IRVerifyError(f"{where}: {print_value(var)} is declared twice")
+        problem = type_problem(var.type)
+        if problem:
+            raise IRVerifyError(f"{where}: {print_value(var)}: {problem}")
         self.defined[var.name] = self.fn.loc
         scope[var.name] = var
 
@@ -146,13 +158,32 @@ class _Verifier:
         for value in instr.uses():
             if isinstance(value, Var):
                 self.check_use(instr, value, scope)
+            else:
+                problem = constant_problem(value)
+                if problem:
+                    raise self.fail(instr, problem)
         instr.check(Checker(instr, self.tensor_params))
         if isinstance(instr, nodes.For):
+            self.check_step(instr)
             self.for_body(instr, scope)
         elif isinstance(instr, nodes.If):
             self.if_bodies(instr, scope)
         for var in instr.defs():
             self.define(instr, var, scope)
+        if is_launch_arithmetic(instr, self.launch_constants):
+            self.launch_constants.update(var.name for var in instr.defs())
+
+    def check_step(self, instr: nodes.For) -> None:
+        """A loop's step is known before the launch, so a zero step (which Python's
+        range() rejects) is rejected before anything runs."""
+        step = instr.step
+        if isinstance(step, Var) and step.name not in self.launch_constants:
+            raise self.fail(
+                instr,
+                f"expected the step to be known before the launch (a number, or arithmetic "
+                f"on the kernel's scalar parameters and sizes), found {print_value(step)}, "
+                "which depends on a block index, a loop or a loaded value",
+            )
 
     def check_use(self, instr: Instr, var: Var, scope: dict[str, Var]) -> None:
         visible = scope.get(var.name)
@@ -179,6 +210,9 @@ class _Verifier:
         )
 
     def define(self, instr: Instr, var: Var, scope: dict[str, Var]) -> None:
+        problem = type_problem(var.type)
+        if problem:
+            raise self.fail(instr, f"{print_value(var)}: {problem}")
         if var.name in self.defined:
             raise self.fail(
                 instr,
@@ -218,6 +252,58 @@ class _Verifier:
         self, instr: Instr, what: str, values: Iterable[Value], other: str, others: Iterable[Value]
     ) -> None:
         Checker(instr, self.tensor_params).same_types(what, values, other, others)
+
+
+#: The most elements a register or shared tile may have (a block's registers hold at
+#: most 1024 threads x 255 words; larger tiles only fail later, less clearly).
+MAX_TILE_ELEMENTS = 1 << 24
+
+
+def constant_problem(const: Const) -> str | None:
+    """Why a constant cannot be a value of its dtype (None when it can)."""
+    value, dtype = const.value, const.dtype
+    if dtype.is_float:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**1024:
+            return f"the constant {print_value(const)} is beyond every float"
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value) or value != int(value):
+            return f"expected an integer constant of {dtype}, found {print_value(const)}"
+        value = int(value)
+    if not dtype.min <= value <= dtype.max:
+        return (
+            f"the constant {print_value(const)} is out of the range of {dtype} "
+            f"({dtype.min}..{dtype.max})"
+        )
+    return None
+
+
+def type_problem(type_: Type) -> str | None:
+    """Why a type cannot be compiled (None when it can): absurd shapes fail here, at the
+    user's line, rather than deep inside a pass."""
+    if isinstance(type_, TileType | SharedType):
+        if any(not isinstance(d, int) or d < 1 for d in type_.shape):
+            return f"expected positive tile dimensions, found {list(type_.shape)}"
+        if math.prod(type_.shape) > MAX_TILE_ELEMENTS:
+            return (
+                f"a tile of shape {list(type_.shape)} has {math.prod(type_.shape)} elements, "
+                f"more than the {MAX_TILE_ELEMENTS} any block can hold"
+            )
+    if isinstance(type_, TensorType):
+        for dim in type_.shape:
+            if isinstance(dim, Lit) and not 0 <= dim.value < 2**31:
+                return f"expected tensor dimensions from 0 to 2^31 - 1, found {dim.value}"
+    return None
+
+
+def is_launch_arithmetic(instr: Instr, known: set[str]) -> bool:
+    """Whether `instr` computes an integer scalar from values in `known` only."""
+    if not isinstance(instr, nodes.Compute | nodes.Cast | nodes.Full):
+        return False
+    (result,) = instr.defs()
+    if not isinstance(result.type, ScalarType) or result.type.dtype.is_float:
+        return False
+    return all(not isinstance(v, Var) or v.name in known for v in instr.uses())
 
 
 def _defs_with_locs(fn: Function) -> list[tuple[Var, Loc]]:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
-from tilelang.ir.nodes import Block, For, Function, Instr, Value, Var
+from tilelang.ir.nodes import Block, For, Function, Instr, Value, Var, instruction_classes
 
 Node = Function | Block | Instr
 _N = TypeVar("_N", Block, Function)
@@ -110,8 +110,9 @@ class Rewriter:
     """A copying rewriter over blocks, with operand substitution and renaming.
 
     `rewrite_block` rewrites every instruction through `rewrite_instr`, which calls the
-    method named `visit_<ClassName>` when the subclass defines one (e.g. `visit_Dot`),
-    else `generic`. A visit method returns one instruction, a sequence of instructions
+    subclass's `visit_<ClassName>` method for that instruction class (e.g. `visit_Dot`;
+    bound by class when the subclass is defined, and a name that is no instruction class
+    is an error there), else `generic`. A visit method returns one instruction, a sequence of instructions
     (spliced in place) or None (the instruction is dropped); it may call
     `self.generic(instr)` for the default treatment first.
 
@@ -121,6 +122,22 @@ class Rewriter:
     so later uses follow), and its bodies rewritten recursively: operands first, then
     body params, bodies, results — the order in which they are defined.
     """
+
+    #: The `visit_<ClassName>` method of each instruction class a subclass handles.
+    VISITORS: ClassVar[dict[type[Instr], str]] = {}
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Bind each `visit_<ClassName>` method to its instruction class once, so that a
+        method naming no instruction class is an error where it is defined."""
+        super().__init_subclass__(**kwargs)
+        classes = {c.__name__: c for c in instruction_classes()}
+        cls.VISITORS = dict(cls.VISITORS)
+        for name in vars(cls):
+            if name.startswith("visit_"):
+                target = classes.get(name[len("visit_") :])
+                if target is None:
+                    raise TypeError(f"{cls.__name__}.{name}: no instruction class of that name")
+                cls.VISITORS[target] = name
 
     def __init__(self, mapping: Mapping[Var, Value] | None = None) -> None:
         self.mapping: dict[Var, Value] = dict(mapping or {})
@@ -161,8 +178,8 @@ class Rewriter:
         return Block(tuple(instrs))
 
     def rewrite_instr(self, instr: Instr) -> RewriteResult:
-        method = getattr(self, f"visit_{type(instr).__name__}", None)
-        return method(instr) if method is not None else self.generic(instr)
+        method = self.VISITORS.get(type(instr))
+        return getattr(self, method)(instr) if method is not None else self.generic(instr)
 
     def generic(self, instr: Instr) -> Instr:
         new = instr.map_operands(self.value)

@@ -22,7 +22,6 @@ from tilelang.ir.types import ScalarType, SharedType, TileType
 from tilelang.lang.builder import current
 from tilelang.lang.values import (
     INDEX,
-    Operable,
     Scalar,
     Shared,
     Tensor,
@@ -32,7 +31,6 @@ from tilelang.lang.values import (
     broadcast_to,
     cast,
     describe,
-    elementwise,
     emit_result,
     is_python_number,
     python_constant,
@@ -103,11 +101,13 @@ class RuntimeRange:
 
 
 def range_(start, stop=None, step=1, *, stages=None, unroll=None) -> RuntimeRange:
-    """A runtime loop: `for k in tl.range(0, K, BK, stages=3)`."""
+    """A runtime loop: `for k in tl.range(0, K, BK, stages=3)`; it runs as Python's
+    `range` does (a negative step counts down). The step is a number or arithmetic on
+    the kernel's scalar parameters and sizes, known before the launch."""
     if stop is None:
         start, stop = 0, start
-    if is_python_number(step) and step <= 0:
-        raise current().error(f"tl.range needs a positive step, got {step}")
+    if is_python_number(step) and step == 0:
+        raise current().error("tl.range() arg 3 must not be zero (as for Python's range)")
     stages = None if stages is None else static_int(stages, "stages")
     unroll = None if unroll is None else static_int(unroll, "unroll")
     return RuntimeRange(start, stop, step, stages, unroll)
@@ -351,44 +351,6 @@ def cummax(x, axis=0, reverse=False) -> Tile:
 
 def cummin(x, axis=0, reverse=False) -> Tile:
     return _scan("min", x, axis, reverse)
-
-
-def where(condition, x, y) -> Tile | Scalar:
-    return elementwise("where", condition, x, y)
-
-
-def minimum(x: Operable, y: Operable) -> Tile | Scalar:
-    return elementwise("min", x, y)
-
-
-def maximum(x: Operable, y: Operable) -> Tile | Scalar:
-    return elementwise("max", x, y)
-
-
-def _unary(name: str):
-    def op(x: Operable) -> Tile | Scalar:
-        if is_python_number(x):
-            x = as_scalar(float(x), dtypes.f32)
-        return elementwise(name, x)
-
-    op.__name__ = name
-    op.__doc__ = f"Elementwise {name}."
-    return op
-
-
-exp = _unary("exp")
-exp2 = _unary("exp2")
-log = _unary("log")
-log2 = _unary("log2")
-sqrt = _unary("sqrt")
-rsqrt = _unary("rsqrt")
-sin = _unary("sin")
-cos = _unary("cos")
-tanh = _unary("tanh")
-sigmoid = _unary("sigmoid")
-floor = _unary("floor")
-ceil = _unary("ceil")
-abs = _unary("abs")
 
 
 # -- shape manipulation ------------------------------------------------------------------

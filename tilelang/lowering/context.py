@@ -47,7 +47,8 @@ class LoweringError(ValueError):
     """The lowering cannot express an instruction; the message starts with its location."""
 
 
-Lower = Callable[["Lowering", ir.Instr], None]
+#: A lowering returns None, except `yield`'s, which returns the values a body passes on.
+Lower = Callable[["Lowering", ir.Instr], "tuple[object, ...] | None"]
 
 #: How each instruction class becomes thread IR: one function per class (`lowers`).
 LOWERINGS: dict[type[ir.Instr], Lower] = {}
@@ -77,6 +78,7 @@ class Lowering:
         self.thread_parts: dict[tuple[Layout, str], tuple[t.Expr, ...]] = {}
         self.prologue: list[t.Stmt] = []
         self.grid: tuple[t.Expr, ...] = ()
+        self.checks: list[tuple[t.Expr, str]] = []  # conditions the host checks at launch
         self.inline: dict[ir.Var, t.Expr] = {}
         self.shared_top = 0
         self.scratch_bytes = 0
@@ -118,19 +120,21 @@ class Lowering:
             locals=tuple(self.b.locals),
             body=body,
             stats=tuple(sorted(self.b.stats.items())),
+            checks=tuple(self.checks),
         )
 
     def fail(self, instr: ir.Instr, message: str) -> LoweringError:
         return LoweringError(f"{instr.loc}: {message}")
 
     def block(self, block: ir.Block) -> tuple[object, ...] | None:
+        """Lowers the instructions of `block`; the values of its `yield`, if it has one."""
         for instr in block.instrs:
-            if isinstance(instr, ir.Yield):
-                return tuple(self.value(v) for v in instr.values)
             lowering = LOWERINGS.get(type(instr))
             if lowering is None:
                 raise self.fail(instr, f"the lowering does not support {type(instr).__name__} yet")
-            lowering(self, instr)
+            yielded = lowering(self, instr)
+            if yielded is not None:
+                return yielded
         return None
 
     def bind_scalar(self, var: ir.Var, expr: t.Expr, inline: t.Expr | None = None) -> None:

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir.instructions.control import zero_step_message
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering, lowers
-from tilelang.lowering.thread_builder import I32
+from tilelang.lowering.thread_builder import I32, imm
 from tilelang.lowering.values import (
     ScalarSlot,
     TileRegs,
@@ -31,6 +32,12 @@ def lower_blocks(lo: Lowering, instr: ir.Blocks) -> None:
     lo.grid = tuple(lo.b.cvt(lo.inline_scalar(s), I32) for s in instr.sizes)
     for axis, var in enumerate(instr.results):
         lo.bind_scalar(var, t.BlockIndex(axis))
+
+
+@lowers(ir.Yield)
+def lower_yield(lo: Lowering, instr: ir.Yield) -> tuple[object, ...]:
+    """The values a body passes on; the enclosing loop or branch assigns them."""
+    return tuple(lo.value(v) for v in instr.values)
 
 
 @lowers(ir.Print)
@@ -66,6 +73,10 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
     lo.loop_touched.pop()
     start, stop, step = (lo.scalar(v) for v in (instr.start, instr.stop, instr.step))
     b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
+    if not (isinstance(instr.step, ir.Const) and instr.step.value != 0):
+        # The step is known before the launch (the verifier's rule): the host checks it.
+        known = lo.inline_scalar(instr.step)
+        lo.checks.append((t.Binary("ne", known, imm(0, known.dtype)), zero_step_message(instr)))
     for result, store in zip(instr.results, carried_store, strict=True):
         if isinstance(store, ScalarSlot):
             lo.bind_scalar(result, lo.b.let(store.read(), result.name))

@@ -26,8 +26,10 @@ from tilelang.lowering.values import (
 @lowers(ir.Full)
 def lower_full(lo: Lowering, instr: ir.Full) -> None:
     if isinstance(instr.result.type, ScalarType):
-        value = lo.b.cvt(lo.scalar(instr.value), instr.result.type.dtype)
-        lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name))
+        dtype = instr.result.type.dtype
+        value = lo.b.cvt(lo.scalar(instr.value), dtype)
+        inline = lo.b.cvt(lo.inline_scalar(instr.value), dtype)
+        lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name), inline)
         return
     tile = lo.define_tile(instr.result)
     value = lo.b.let(lo.convert(lo.scalar(instr.value), tile.dtype), "fill")
@@ -105,8 +107,10 @@ def operand(lo: Lowering, v: ir.Value) -> Callable[[int], t.Expr]:
 @lowers(ir.Cast)
 def lower_cast(lo: Lowering, instr: ir.Cast) -> None:
     if isinstance(instr.result.type, ScalarType):
-        value = lo.convert(lo.scalar(instr.value), instr.result.type.dtype)
-        lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name))
+        dtype = instr.result.type.dtype
+        value = lo.convert(lo.scalar(instr.value), dtype)
+        inline = lo.convert(lo.inline_scalar(instr.value), dtype)
+        lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name), inline)
         return
     source = lo.tile(instr.value)
     result = lo.define_tile(instr.result)

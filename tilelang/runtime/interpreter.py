@@ -57,9 +57,12 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
+from tilelang.ir.instructions.control import zero_step_message
 from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, zero_sign
 from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
+from tilelang.ir.verify import is_launch_arithmetic
+from tilelang.ir.visit import walk
 from tilelang.runtime.host_tensor import HostTensor
 
 __all__ = ["InterpreterError", "grid", "run"]
@@ -175,6 +178,7 @@ def run(
         if isinstance(p.type, TensorType)
     }
     env = _bind_arguments(fn, hosts, scalars or {}, sizes or {})
+    check_launch(fn, env)
     hook = builtins.print if print_fn is None else print_fn
     consts: dict[tuple[DType, str], np.ndarray] = {}  # converted once, for every block
     try:
@@ -205,6 +209,18 @@ def _grid(fn: ir.Function, env: dict[str, Any]) -> tuple[int, ...]:
     except _GridReached as reached:
         return tuple(max(n, 0) for n in reached.sizes)
     raise AssertionError("unreachable: a top-level Blocks always stops the prelude")
+
+
+def check_launch(fn: ir.Function, env: Mapping[str, Any]) -> None:
+    """Before any block runs: every loop step, which the arguments decide (the verifier
+    makes it arithmetic on scalar parameters and sizes), is nonzero, as Python's range()
+    requires. A `ValueError` naming the loop's source line otherwise."""
+    state = _State({k: v for k, v in env.items() if not isinstance(v, HostTensor)}, None)
+    for instr in walk(fn):
+        if is_launch_arithmetic(instr, set(state.env)):
+            SEMANTICS[type(instr)](state, instr)
+        elif isinstance(instr, ir.For) and state.int(instr.step) == 0:
+            raise ValueError(zero_step_message(instr))
 
 
 def _bind_arguments(
@@ -647,8 +663,6 @@ def _yield(state: _State, instr: ir.Yield) -> tuple[Any, ...]:
 @semantics(ir.For)
 def _for(state: _State, instr: ir.For) -> None:
     start, stop, step = (state.int(v) for v in (instr.start, instr.stop, instr.step))
-    if step == 0:
-        raise _Fault("the loop step is zero")
     values = tuple(state.value(v) for v in instr.inits)
     for i in range(start, stop, step):
         state.bind(instr.var, dtypes.quantize(i, instr.var.type.dtype))

@@ -102,6 +102,14 @@ class For(Instr):
             v.expect(ok, f"expected {what} to be absent or >= 1, found {value!r}")
 
 
+def zero_step_message(loop: For) -> str:
+    """What a launch whose arguments make `loop`'s step zero fails with, on every path."""
+    return (
+        f"{loop.loc}: the loop step is 0 for these arguments; like Python's range(), "
+        "a loop needs a nonzero step"
+    )
+
+
 @dataclass(frozen=True)
 class If(Instr):
     """Block-uniform branch; each body ends in a `Yield` of the results' new values."""

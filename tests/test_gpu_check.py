@@ -1,0 +1,445 @@
+"""The GPU self-check (benchmarks/gpu_check.py) without a GPU: the no-GPU run lists
+everything and writes its reports; the comparisons, floors, report writer, pytest-output
+readers and the worker orchestration are checked here; every example case is rehearsed
+with the CPU backend standing in for the GPU."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import gpu_check  # noqa: E402
+import gpu_common  # noqa: E402
+import gpu_examples  # noqa: E402
+import gpu_quant_matmul  # noqa: E402
+
+import tilelang as tl  # noqa: E402
+
+
+def machine_has_gpu() -> bool:
+    return bool(shutil.which("nvidia-smi")) or Path("/dev/nvidia0").exists()
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@pytest.fixture(scope="module")
+def no_gpu_run(tmp_path_factory):
+    """The driver in a subprocess, as `make gpu-check` runs it: the no-GPU path on a
+    machine without one, --dry-run on a machine with one."""
+    out = tmp_path_factory.mktemp("gpu-report")
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--out", str(out)]
+    if machine_has_gpu():
+        command.append("--dry-run")
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    return done, out
+
+
+def test_without_a_gpu_it_says_so_lists_everything_and_exits_0(no_gpu_run):
+    done, _ = no_gpu_run
+    assert done.returncode == 0, done.stdout + done.stderr
+    if not machine_has_gpu():
+        assert "NO GPU on this machine" in done.stdout
+    assert "Nothing was run" in done.stdout
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        assert f"examples/{example.name}" in done.stdout, example.name
+    for part in gpu_check.PART_KEYS:
+        assert f"[{part}]" in done.stdout
+    gpu_tests = gpu_check.gpu_tests_by_ast()
+    assert gpu_tests
+    for test in gpu_tests:
+        assert test.removesuffix("[...]") in done.stdout, test
+    assert "budget 120 s" in done.stdout  # pytest's
+    assert "quant_matmul u4 m=1 k=4096 n=4096" in done.stdout
+    assert "matmul f16 4096x4096 @ 4096x4096" in done.stdout
+    assert "vector_add f32 n=268435456" in done.stdout
+
+
+def test_the_no_gpu_run_writes_both_reports(no_gpu_run):
+    _, out = no_gpu_run
+    report = json.loads((out / "gpu-report.json").read_text())
+    markdown = (out / "gpu-report.md").read_text()
+    expected = "dry run" if machine_has_gpu() else "no GPU"
+    assert report["status"] == expected
+    assert f"**Status: {expected.upper()}**" in markdown
+    assert report["environment"]["python"] == sys.version.split()[0]
+    assert report["git"]["commit"]
+    assert {p["key"] for p in report["plan"]} == set(gpu_check.PART_KEYS)
+    listed = {item["name"] for part in report["plan"] for item in part["items"]}
+    assert any(name.startswith("examples/cumsum.py") for name in listed)
+    assert sorted(report["examples"]) == sorted(
+        f"examples/{p.name}" for p in (ROOT / "examples").glob("*.py")
+    )
+    assert "## What a GPU run would do" in markdown
+
+
+def test_unknown_parts_are_refused():
+    with pytest.raises(SystemExit):
+        gpu_check.parse_arguments(["--parts", "examples,nonsense"])
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def test_exact_comparison_is_bitwise():
+    a = np.array([1.0, -0.0, np.nan], np.float32)
+    assert gpu_common.compare(a, a.copy()).bit_exact
+    zero = np.array([1.0, 0.0, np.nan], np.float32)
+    signed = gpu_common.compare(a, zero, "exact")
+    assert not signed.ok and signed.mismatches == 1 and "(1,)" in signed.detail
+    assert gpu_common.compare(a, zero, "abs", 0.0).ok  # -0.0 == 0.0 as values
+    ints = np.arange(6, dtype=np.int32).reshape(2, 3)
+    off = ints.copy()
+    off[1, 2] += 1
+    result = gpu_common.compare(off, ints)
+    assert not result.ok and result.max_abs == 1 and "(1, 2)" in result.detail
+    assert not gpu_common.compare(ints.astype(np.int64), ints).ok  # dtype differs
+    assert not gpu_common.compare(ints[:1], ints).ok  # shape differs
+
+
+def test_tolerances_absolute_and_relative():
+    want = np.array([100.0, -50.0, 1.0], np.float32)
+    got = want + np.array([0.0, 0.0, 0.05], np.float32)
+    assert gpu_common.compare(got, want, "abs", 0.06).ok
+    assert not gpu_common.compare(got, want, "abs", 0.04).ok
+    # relative to the largest magnitude (100): 0.05 / 100
+    assert gpu_common.compare(got, want, "rel", 6e-4).ok
+    over = gpu_common.compare(got, want, "rel", 4e-4)
+    assert not over.ok and "OVER" in over.describe()
+    nan = gpu_common.compare(np.array([np.nan]), np.array([1.0]), "abs", 10.0)
+    assert not nan.ok
+    with pytest.raises(gpu_common.CheckFailed, match="the thing"):
+        gpu_common.require(over, "the thing")
+
+
+# --------------------------------------------------------------------------- floors
+
+
+@pytest.mark.parametrize(
+    "name, card, bandwidth",
+    [
+        ("NVIDIA H100 80GB HBM3", "H100 SXM", 3.35e12),
+        ("NVIDIA H100 PCIe", "H100 PCIe", 2.0e12),
+        ("NVIDIA H100 NVL", "H100 NVL", 3.9e12),
+        ("NVIDIA H200", "H200 SXM", 4.8e12),
+        ("NVIDIA H200 NVL", "H200 NVL", 4.8e12),
+        ("NVIDIA A100-SXM4-80GB", "A100 80GB SXM", 2.039e12),
+    ],
+)
+def test_the_peak_table(name, card, bandwidth):
+    peak = gpu_common.card_peak(name)
+    assert peak is not None and peak.card == card
+    assert peak.dram_bytes_per_s == pytest.approx(bandwidth)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["NVIDIA GH200 480GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA GeForce RTX 4090", ""],
+)
+def test_cards_outside_the_table_are_measured(name):
+    assert gpu_common.card_peak(name) is None
+
+
+def test_the_floor_is_the_longer_of_bytes_and_flops():
+    assert gpu_common.floor_seconds(3.35e9, 3.35e12) == pytest.approx(1e-3)
+    # 2 * 4096^3 flops at 989 TFLOP/s beats 100 MB at 3.35 TB/s
+    flops = 2 * 4096**3
+    assert gpu_common.floor_seconds(1e8, 3.35e12, flops, 989e12) == pytest.approx(flops / 989e12)
+    assert gpu_common.floor_seconds(1e8, 3.35e12, flops, None) == pytest.approx(1e8 / 3.35e12)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def fake_timing(seconds):
+    return gpu_common.Timing(seconds, seconds, 20, 0.5, 30e-6, "CUDA events")
+
+
+def fake_report():
+    ours, theirs = fake_timing(2e-3), fake_timing(1e-3)
+    record = gpu_common.benchmark_record(
+        shape="n=1000 f32",
+        ours=gpu_common.measurement("tilelang vector_add", 2e-3, 12e6),
+        baseline=gpu_common.measurement("torch x + y", 1e-3, 12e6),
+        floor=gpu_common.measurement("peak DRAM 3.35 TB/s (H100 SXM)", 12e6 / 3.35e12, 12e6),
+        timing=ours,
+        baseline_timing=theirs,
+        check="bit-exact with torch x + y",
+    )
+    results = [
+        {"name": "vector_add f32 n=1000", "status": "pass", "message": "", "data": record},
+        {"name": "broken case", "status": "fail", "message": "it differs: 3 of 9", "data": {}},
+        {"name": "late case", "status": "skip", "message": "would overrun", "data": {}},
+    ]
+    part = gpu_check.Part("bench-memory", "memory", 40.0, None)
+    parts = [gpu_check.finish_part(part, 40.0, 0.0, results)]
+    return {
+        "status": "fail",
+        "summary": gpu_check.summarize(parts),
+        "date": "2026-12-01T00:00:00+00:00",
+        "command": "make gpu-check",
+        "budget_s": 470,
+        "duration_s": 12.0,
+        "git": {"commit": "abc123", "dirty": False},
+        "environment": {
+            "device_name": "NVIDIA H100 80GB HBM3",
+            "nvidia_smi": {"driver": "580.65.06"},
+            "nvrtc": "13.0",
+            "packages": {"torch": "2.11.0+cu130", "triton": "3.6.0"},
+            "torch_cuda_version": "13.0",
+            "python": "3.12.3",
+        },
+        "parts": parts,
+    }
+
+
+def test_the_report_writer(tmp_path):
+    report = fake_report()
+    md_path, json_path = gpu_check.write_reports(report, tmp_path / "out")
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(report, default=str))
+    md = md_path.read_text()
+    assert "**Status: FAIL**" in md
+    for text in ("NVIDIA H100 80GB HBM3", "580.65.06", "2.11.0+cu130", "3.6.0", "abc123"):
+        assert text in md
+    assert "| bench-memory | FAIL | 1 | 1 | 0 | 1 |" in md
+    assert "it differs: 3 of 9" in md  # the failure's message
+    assert "late case: would overrun" in md
+    row = next(line for line in md.splitlines() if line.startswith("| n=1000 f32"))
+    assert "2.000 ms, 6 GB/s" in row and "torch x + y: 1.000 ms, 12 GB/s" in row
+    assert "2.00x" in row and "% |" in row and "30 us" in row
+    assert "## For docs/benchmarks.md" in md
+    assert "| 2026-12-01 | NVIDIA H100 80GB HBM3 | `make gpu-check` | n=1000 f32 |" in md
+    assert report["summary"] == "bench-memory 1/3 passed, 1 failed, 1 skipped"
+
+
+def test_parse_junit_and_verbose_output(tmp_path):
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        textwrap.dedent(
+            """\
+            <testsuites><testsuite>
+              <testcase classname="tests.test_gpu_runtime" name="test_a[u4]"
+                        file="tests/test_gpu_runtime.py" time="1.5"/>
+              <testcase classname="tests.test_gpu_runtime" name="test_b" time="0.1">
+                <failure message="assert 1 == 2">long traceback</failure></testcase>
+              <testcase classname="tests.test_x" name="test_c" time="0">
+                <skipped message="needs a CUDA device"/></testcase>
+            </testsuite></testsuites>
+            """
+        )
+    )
+    results = gpu_check.parse_junit(junit)
+    assert [r["name"] for r in results] == [
+        "tests/test_gpu_runtime.py::test_a[u4]",
+        "tests/test_gpu_runtime.py::test_b",
+        "tests/test_x.py::test_c",
+    ]
+    assert [r["status"] for r in results] == ["pass", "fail", "skip"]
+    assert "assert 1 == 2" in results[1]["message"] and "long traceback" in results[1]["message"]
+    text = (
+        "tests/test_gpu_runtime.py::test_a[u4] PASSED  [ 50%]\n"
+        "tests/test_gpu_runtime.py::test_b FAILED  [100%]\n"
+        "FAILED tests/test_gpu_runtime.py::test_b - assert\n"
+    )
+    verbose = gpu_check.parse_pytest_verbose(text)
+    assert [(r["name"], r["status"]) for r in verbose] == [
+        ("tests/test_gpu_runtime.py::test_a[u4]", "pass"),
+        ("tests/test_gpu_runtime.py::test_b", "fail"),
+    ]
+
+
+def test_gpu_tests_are_found_without_importing_them():
+    found = gpu_check.gpu_tests_by_ast()
+    assert "tests/test_gpu_runtime.py::test_integer_examples_on_the_gpu_are_bit_exact" in found
+    assert not any("test_compile_for_a_gpu_without_one" in t for t in found)
+
+
+def test_pytest_collects_only_the_files_that_mark_gpu_tests():
+    files = gpu_check.gpu_test_files()
+    assert "tests/test_gpu_runtime.py" in files
+    assert "tests/test_dtypes.py" not in files
+    assert all((ROOT / f).read_text().count("mark.gpu") for f in files)
+
+
+def test_has_gpu_reads_the_probe():
+    assert gpu_check.has_gpu({"torch_cuda": True, "device_name": "X"}) == (True, "X")
+    gpu, why = gpu_check.has_gpu({"torch_error": "no torch", "nvidia_smi": {}})
+    assert not gpu and "no torch" in why and "nvidia-smi: not found" in why
+    gpu, why = gpu_check.has_gpu({"torch_cuda": False, "nvidia_smi": {"name": "NVIDIA H100"}})
+    assert gpu and "unusable from Python" in why  # a broken setup must not pass as "no GPU"
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+FAKE_CASES = textwrap.dedent(
+    """\
+    from gpu_common import Case, CheckFailed, Skip
+
+    def ok(context):
+        return {"summary": "fine"}
+
+    def wrong(context):
+        raise CheckFailed("differs")
+
+    def skipped(context):
+        raise Skip("no torch")
+
+    def cases():
+        return [Case("a", 1, ok), Case("b", 1, ok), Case("c", 1, wrong), Case("d", 1, skipped),
+                Case("e", 1000, ok)]
+    """
+)
+
+# A stand-in for the Python that runs a worker: the real worker, except that the first
+# time it is given case 1, that case kills the process (as a fault in a kernel would).
+FAKE_PYTHON = textwrap.dedent(
+    """\
+    #!{python}
+    import json, os, pathlib, sys
+    sys.path[:0] = {paths!r}
+    import gpu_check
+    gpu_check.PARTS = gpu_check.PARTS + (gpu_check.Part("fake", "fake", 10, "fake_cases"),)
+    args = sys.argv[2:]
+    results = pathlib.Path(args[args.index("--results") + 1])
+    indices = [int(i) for i in args[args.index("--indices") + 1].split(",")]
+    marker = results.parent / "crashed"
+    if 1 in indices and not marker.exists():
+        marker.touch()
+        gpu_check.worker("fake", indices[: indices.index(1)], results, 30.0)
+        with results.open("a") as out:
+            out.write(json.dumps({{"index": 1, "event": "start"}}) + "\\n")
+        print("Segmentation fault", file=sys.stderr, flush=True)
+        os._exit(139)
+    sys.exit(gpu_check.worker("fake", indices, results, 30.0))
+    """
+)
+
+
+def test_a_crashed_worker_is_recorded_and_the_rest_continue(tmp_path, monkeypatch):
+    (tmp_path / "fake_cases.py").write_text(FAKE_CASES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    python = tmp_path / "python"
+    paths = [str(BENCHMARKS), str(tmp_path), str(ROOT)]
+    python.write_text(FAKE_PYTHON.format(python=sys.executable, paths=paths))
+    python.chmod(0o755)
+    part = gpu_check.Part("fake", "fake", 30.0, "fake_cases")
+    result = gpu_check.run_case_part(part, 30.0, str(python), dict(os.environ))
+    statuses = [(r["name"], r["status"]) for r in result["results"]]
+    assert statuses == [("a", "pass"), ("b", "crash"), ("c", "fail"), ("d", "skip"), ("e", "skip")]
+    assert "exit code 139" in result["results"][1]["message"]
+    assert "Segmentation fault" in result["results"][1]["message"]
+    assert result["results"][2]["message"] == "differs"
+    assert result["results"][3]["message"] == "no torch"
+    assert "would overrun" in result["results"][4]["message"]
+    assert result["status"] == "fail"
+    assert result["counts"] == {
+        "pass": 1,
+        "fail": 1,
+        "error": 0,
+        "skip": 2,
+        "timeout": 0,
+        "crash": 1,
+    }
+
+
+def test_a_worker_that_cannot_start_fails_every_case_once(tmp_path, monkeypatch):
+    (tmp_path / "fake_cases.py").write_text(FAKE_CASES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    python = tmp_path / "python"
+    python.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('ImportError: boom')\n")
+    python.chmod(0o755)
+    part = gpu_check.Part("fake", "fake", 30.0, "fake_cases")
+    result = gpu_check.run_case_part(part, 30.0, str(python), dict(os.environ))
+    assert [r["status"] for r in result["results"]] == ["error"] * 5
+    assert "before running any case (exit code 1)" in result["results"][0]["message"]
+    assert "ImportError: boom" in result["results"][0]["message"]
+    assert result["elapsed_s"] < 20  # not retried until the budget ran out
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+def test_every_example_has_a_gpu_case():
+    covered = {case.example for case in gpu_examples.example_cases()}
+    missing = set(gpu_common.example_stems()) - covered
+    assert not missing, f"add GPU cases to benchmarks/gpu_examples.py for {sorted(missing)}"
+    names = [case.name for case in gpu_check.PARTS[1].cases()]
+    assert not any("no GPU case" in name for name in names)
+
+
+@pytest.mark.parametrize("case", gpu_examples.example_cases(), ids=lambda case: case.name)
+def test_each_example_case_rehearsed_on_the_cpu(case):
+    """The CPU backend stands in for the GPU: the inputs, constexprs, output positions,
+    tolerances and the example's reference all have to work before any GPU time is spent."""
+    result = gpu_examples.check_example(case, gpu_examples.run_cpu)
+    assert result["summary"] == "bit-exact"
+    assert result["vs reference"]["ok"]
+
+
+def test_a_wrong_device_result_fails_the_case():
+    case = next(c for c in gpu_examples.example_cases() if c.example == "row_sum")
+
+    def off_by_one(kernel, args, constexprs, outputs):
+        found = gpu_examples.run_cpu(kernel, args, constexprs, outputs)
+        found[0][3] += 1
+        return found
+
+    with pytest.raises(gpu_common.CheckFailed, match="GPU vs CPU backend: NOT bit-exact"):
+        gpu_examples.check_example(case, off_by_one)
+
+
+def test_the_interpreter_agrees_with_the_cpu_backend_through_the_same_check():
+    case = next(c for c in gpu_examples.example_cases() if c.example == "cumsum")
+    assert gpu_examples.check_example(case, gpu_examples.run_interpreter)["summary"] == "bit-exact"
+
+
+def test_the_benchmarks_u4_dequantization_matches_tilelang_packing():
+    k, n, group = 256, 48, 128
+    data, scales = gpu_quant_matmul.host_weights(k, n, group)
+    packed = tl.PackedArray(data, tl.u4, (k, n))
+    assert np.array_equal(gpu_quant_matmul.unpack_u4(data).reshape(k, n), packed.codes())
+    expected = packed.unpack().astype(np.float16) * np.repeat(scales, group, axis=0)[:k]
+    assert np.array_equal(gpu_quant_matmul.dequantize_u4(data, scales, k, n, group), expected)
+
+
+def test_the_torch_dequantization_equals_the_numpy_one():
+    """The benchmark dequantizes on the GPU with torch; the same code on CPU tensors."""
+    torch = pytest.importorskip("torch")
+    k, n, group = 256, 48, 128
+    data, scales = gpu_quant_matmul.host_weights(k, n, group)
+    on_torch = gpu_quant_matmul.dequantize_u4(
+        torch.from_numpy(data), torch.from_numpy(scales), k, n, group
+    )
+    on_numpy = gpu_quant_matmul.dequantize_u4(data, scales, k, n, group)
+    assert np.array_equal(on_torch.numpy(), on_numpy)
+
+
+def test_the_example_tiles_come_before_the_other_tiles():
+    """Cases run in order and the last ones are skipped when time is short."""
+    quant = [c.name for c in gpu_quant_matmul.cases()]
+    assert quant.index("quant_matmul u4 m=16 k=8192 n=28672 example tiles") < quant.index(
+        "quant_matmul u4 m=1 k=4096 n=4096 BN=32"
+    )
+
+
+@pytest.mark.gpu
+def test_time_gpu_times_a_torch_kernel():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    x = torch.ones(1 << 24, device="cuda")
+    timing = gpu_common.time_gpu(lambda: x.mul_(1.0), repeats=5)
+    assert timing.samples == 5 and 0 < timing.min_s <= timing.median_s < 1.0

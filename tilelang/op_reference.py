@@ -1,0 +1,98 @@
+"""The operation reference (docs/ops.md), generated from the registries.
+
+Everything it says comes from where the compiler itself reads it: the elementwise table
+(`tilelang.ir.ops.ELEMENTWISE`), the instruction classes (`tilelang.ir.instructions`:
+syntax, docstring, layout rule), the interpreter's semantics and the lowering's
+functions registered against each class. `python -m tilelang.op_reference` prints it;
+a test fails when docs/ops.md differs, so the reference cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from tilelang.ir import nodes
+from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, ElementwiseOp
+from tilelang.lowering import LOWERINGS
+from tilelang.runtime.interpreter import SEMANTICS
+
+HEADER = """# Operation reference
+
+Generated from the registries by `python -m tilelang.op_reference > docs/ops.md`
+(`tests/test_docs.py` fails when this file differs). How to add an operation:
+docs/design.md, "How to add an operation".
+"""
+
+
+def markdown() -> str:
+    """The whole reference, as Markdown."""
+    parts = [HEADER, _elementwise(), _reductions(), _instructions()]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def _elementwise() -> str:
+    lines = [
+        "## Elementwise operators",
+        "",
+        "One row of `tilelang.ir.ops.ELEMENTWISE` each. `compute` applies them to tiles and",
+        "scalars; f16 and bf16 compute in f32 and round once.",
+        "",
+        "| operator | DSL | operands | result | meaning | compiled (f32: LLVM / CUDA) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for op in ELEMENTWISE.values():
+        dsl = ", ".join(
+            f"`{s}`" for s in ((f"tl.{op.dsl}" if op.dsl else None), op.python) if s is not None
+        )
+        result = "u1" if op.result.value == "bool" else "operand dtype"
+        cells = [f"`{op.name}`", dsl or "—", op.operands.value, result, op.doc, _compiled(op)]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _compiled(op: ElementwiseOp) -> str:
+    if op.expand is not None:
+        return f"`{op.expand}`"
+    if op.llvm is not None and op.cuda is not None:
+        return f"`{op.llvm[0]}` / `{op.cuda[0]}`"
+    return "built into each emitter"
+
+
+def _reductions() -> str:
+    return (
+        "## Reductions and scans\n\n"
+        f"`reduce` operators: {', '.join(f'`{r}`' for r in REDUCTIONS)}. "
+        f"`scan` operators: {', '.join(f'`{s}`' for s in SCANS)}.\n"
+    )
+
+
+def _instructions() -> str:
+    lines = ["## Instructions", ""]
+    for cls in sorted(nodes.instruction_classes(), key=lambda c: c.MNEMONIC):
+        lines.extend(_instruction(cls))
+    return "\n".join(lines)
+
+
+def _instruction(cls: type[nodes.Instr]) -> list[str]:
+    doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
+    results = "" if not cls.RESULTS else "%r = "
+    syntax = f"{results}{cls.SYNTAX}" if cls.SYNTAX is not None else f"{cls.MNEMONIC} ... {{ }}"
+    return [
+        f"### `{cls.MNEMONIC}` ({cls.__name__})",
+        "",
+        doc,
+        "",
+        f"- text: `{syntax}`",
+        f"- layout rule: `{cls.LAYOUT}`",
+        f"- semantics: {_where(SEMANTICS.get(cls))}",
+        f"- lowering: {_where(LOWERINGS.get(cls))}",
+        "",
+    ]
+
+
+def _where(fn) -> str:
+    return "none" if fn is None else f"`{fn.__module__}.{fn.__name__}`"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
