@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tilelang import dtypes as d
-from tilelang.codegen import emit_llvm
+from tilelang.codegen.llvm import emit_llvm
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import LDMATRIX_ATOMS, MMA_ATOMS, ldmatrix_layout
 from tilelang.runtime.cpu import compile_cpu, eval_host_expr

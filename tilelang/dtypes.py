@@ -13,7 +13,7 @@ This module owns:
 * packing: element i of a flat tensor of b-bit codes occupies bits [i·b, (i+1)·b) of a
   little-endian byte stream (``pack_bits``/``unpack_bits``, ``PackedArray``).
 
-Casting policy (DESIGN.md §3), the same on every backend:
+Casting policy (docs/design.md §3), the same on every backend:
 
 * To a float: round to nearest, ties to even, from the exact input value. Subnormals
   of the target are produced; the sign of zero is kept (-0.0 and tiny negatives that

@@ -1,5 +1,6 @@
-"""Code generators: thread IR as LLVM IR for the CPU backend (`tilelang.codegen.llvm`)."""
+"""Code generators: thread IR as CUDA C++ (`tilelang.codegen.cuda`) and as LLVM IR for the
+CPU backend (`tilelang.codegen.llvm`).
 
-from tilelang.codegen.llvm import ENTRY, EmitError, LLVMKernel, emit_llvm, lower_to_llvm
-
-__all__ = ["ENTRY", "EmitError", "LLVMKernel", "emit_llvm", "lower_to_llvm"]
+Nothing is imported here: a GPU build must not load llvmlite, nor a CPU run NVRTC's
+emitter, so each user imports the emitter it needs.
+"""

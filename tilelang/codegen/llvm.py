@@ -24,7 +24,7 @@ One function, `ENTRY` (``tilelang_entry``)::
 * ``workspace``: `LLVMKernel.workspace_bytes` bytes, 64-byte aligned, private to the
   call: the block's shared memory (offset 0) and the per-thread state below.
 
-Execution strategy (DESIGN.md §7)
+Execution strategy (docs/design.md §7)
 ---------------------------------
 The body is planned into *items*: hoisted uniform `Let`s, *regions* (maximal runs of
 statements without collectives, each a loop over the block's threads), collectives

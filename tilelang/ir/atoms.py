@@ -4,7 +4,7 @@ This module owns the layouts the PTX ISA fixes for one warp (32 lanes): the A, B
 fragments of ``mma.sync`` (m16n8k16 for f16/bf16, m16n8k32 for 8-bit integers) and the
 destination fragments of ``ldmatrix`` (x1/x2/x4, with and without ``.trans``). The
 lowering selects an instruction for a tile exactly when the tile's layout divides by
-the atom's layout (``tile_layout / atom.a``), see DESIGN.md §4 and §6.
+the atom's layout (``tile_layout / atom.a``), see docs/design.md §4 and §6.
 
 Notation of the PTX ISA (used in the comments): ``groupID = lane >> 2``,
 ``threadID_in_group = lane % 4``; ``i`` is the element index within a lane's fragment.

@@ -1,6 +1,6 @@
 """Register layouts: how a tile is spread over the threads of a block.
 
-This module owns the register-layout algebra of DESIGN.md §4: the `Layout` value, its
+This module owns the register-layout algebra of docs/design.md §4: the `Layout` value, its
 constructors, composition (`*`), division (`/`, `left_divide`), reduce, permute,
 reshape, canonical form and equality, the numpy mapping `table()`, and the text form
 (printer and lark parser).

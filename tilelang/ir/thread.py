@@ -1,4 +1,4 @@
-"""Thread IR: the per-thread program of one thread block (DESIGN.md §7).
+"""Thread IR: the per-thread program of one thread block (docs/design.md §7).
 
 The lowering (`tilelang.lowering`) turns block IR into this; the CUDA emitter prints
 it as CUDA C++ and the LLVM emitter runs it on the CPU. Every construct here has exact

@@ -1,7 +1,7 @@
 """Conversion recipes between low-bit codes and wider values, as thread-IR expressions.
 
 The lowering (`tilelang.lowering`) calls this module for every cast from or to a
-low-bit type (DESIGN.md §6, "Dequantization recipes"). Every function here only builds
+low-bit type (docs/design.md §6, "Dequantization recipes"). Every function here only builds
 expressions: it hands each intermediate value to `Emit.let`, which emits
 `Let(fresh_name, value)` and returns the name, and returns the final expressions.
 

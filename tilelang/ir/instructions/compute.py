@@ -273,3 +273,6 @@ class Scan(Instr):
         v.expect(
             isinstance(self.reverse, bool), f"expected reverse to be a bool, found {self.reverse!r}"
         )
+
+
+__all__ = ["DOT_ACCUMULATORS", "Arange", "Cast", "Compute", "Dot", "Full", "Reduce", "Scan"]

@@ -134,3 +134,6 @@ class If(Instr):
             )
         v.expect(is_scalar(self.cond), f"expected a scalar condition, found {describe(self.cond)}")
         v.same_dtype(type_of(self.cond).dtype, dtypes.u1, "a condition")
+
+
+__all__ = ["Blocks", "For", "If", "Print", "Yield", "zero_step_message"]

@@ -191,3 +191,17 @@ class Sync(Instr):
 
     loc: Loc = field(default=NOWHERE, kw_only=True)
     SYNTAX: ClassVar = "sync"
+
+
+__all__ = [
+    "AsyncCommit",
+    "AsyncWait",
+    "CopyAsync",
+    "Load",
+    "SharedAlloc",
+    "SharedLoad",
+    "SharedSlice",
+    "SharedStore",
+    "Store",
+    "Sync",
+]

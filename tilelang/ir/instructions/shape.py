@@ -161,3 +161,6 @@ class Broadcast(Instr):
             "expected a result of the same rank whose dims equal the value's or extend a 1, "
             f"found {print_type(source)} -> {print_type(result)}",
         )
+
+
+__all__ = ["Broadcast", "Relayout", "Reshape", "Transpose", "View"]
