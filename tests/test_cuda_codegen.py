@@ -102,6 +102,18 @@ def test_example_compiles_without_spills(label, arch):
     assert "ld.local" not in binary.ptx and "st.local" not in binary.ptx
 
 
+@pytest.mark.parametrize("arch", ["sm_100", "sm_120"])
+@pytest.mark.parametrize("label", ["matmul", "quant_matmul_u4", "softmax", "cumsum_i32"])
+def test_blackwell_targets_build_the_same_code(label, arch):
+    """sm_100 and sm_120 have mma.sync, ldmatrix and cp.async, so the same source builds."""
+    binary = example_binary(label, arch)
+    r = binary.resources
+    assert r.spill_store_bytes == 0 and r.local_bytes == 0, binary.log
+    assert f".target {arch}" in binary.ptx
+    if label.startswith(("matmul", "quant")):
+        assert "mma.sync.aligned.m16n8k16" in binary.ptx
+
+
 def test_example_source_is_header_free_and_shaped():
     src = example_source("matmul")
     fn = example_thread("matmul")
