@@ -25,7 +25,7 @@ from tilelang.lowering.values import (
 )
 
 
-def access_runs(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> int:
+def access_runs(instr: ir.Instr, tile: TileRegs) -> int:
     """Elements per access: the run `vectorize` proved (`elems`) when it is whole
     bytes, else one (elements of packed types then move bit by bit)."""
     elems = instr.attr("elems")
@@ -68,7 +68,7 @@ def lower_load(lo: Lowering, instr: ir.Load) -> None:
     lo.touched.add(instr.tensor)
     tile = lo.define_tile(instr.result)
     offsets = [lo.scalar(o) for o in instr.offsets]
-    run = access_runs(lo, instr, tile)
+    run = access_runs(instr, tile)
     align = instr.attr("align")
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
@@ -145,7 +145,7 @@ def lower_store(lo: Lowering, instr: ir.Store) -> None:
     lo.touched.add(instr.tensor)
     tile = lo.tile(instr.value)
     offsets = [lo.scalar(o) for o in instr.offsets]
-    run = access_runs(lo, instr, tile)
+    run = access_runs(instr, tile)
     align = instr.attr("align")
     bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)

@@ -165,9 +165,7 @@ def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: L
         b.count("ldmatrix")
 
 
-def register_map(
-    lo: Lowering, src: TileRegs, dst: TileRegs, source_index_table
-) -> list[int] | None:
+def register_map(src: TileRegs, dst: TileRegs, source_index_table) -> list[int] | None:
     """For each local of `dst`, the local of `src` the same thread holds its source
     element in (the same for every thread), or None when some thread lacks it."""
     src_table = src.layout.table()
@@ -192,7 +190,7 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
     """`result[i] = src[index_map(i)]`: in registers when each thread holds its sources,
     else through shared memory."""
     dst = lo.define_tile(result)
-    choice = register_map(lo, src, dst, table_map)
+    choice = register_map(src, dst, table_map)
     if choice is not None:
         if (
             choice == list(range(dst.layout.num_locals))

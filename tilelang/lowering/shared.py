@@ -72,7 +72,7 @@ def lower_sharedslice(lo: Lowering, instr: ir.SharedSlice) -> None:
     lo.env[instr.result] = SharedTile(offset, whole.dtype, SharedLayout(tuple(rest), swizzle))
 
 
-def shared_run(lo: Lowering, tile: SharedTile, layout: Layout) -> int:
+def shared_run(tile: SharedTile, layout: Layout) -> int:
     """Elements of a register run that stay contiguous in the shared tile."""
     run = math.gcd(run_length(layout), contiguous_elements(tile.layout))
     elem = tile.dtype.bits // 8
@@ -87,7 +87,7 @@ def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
     shared = lo.shared_tile(instr.shared)
     tile = lo.tile(instr.value)
     elem = tile.dtype.bits // 8
-    run = shared_run(lo, shared, tile.layout)
+    run = shared_run(shared, tile.layout)
     first = lo.replica_zero(tile.layout)
     first = lo.b.let(first, "p") if first is not None else None
     # The block IR is sequential; threads are not: earlier reads of the tile by other
@@ -106,7 +106,7 @@ def lower_sharedload(lo: Lowering, instr: ir.SharedLoad) -> None:
     if relayout.try_ldmatrix(lo, tile, lambda index: shared_address(lo, shared, index), shared):
         return
     elem = tile.dtype.bits // 8
-    run = shared_run(lo, shared, tile.layout)
+    run = shared_run(shared, tile.layout)
     for li in range(0, tile.layout.num_locals, run):
         address = lo.b.let(shared_address(lo, shared, lo.index(tile.layout, li)), "sa")
         lo.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), run * elem, address))
@@ -123,9 +123,7 @@ def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
     offsets = [lo.scalar(o) for o in instr.offsets]
     elem = shared.dtype.bits // 8
     elems = instr.attr("elems")
-    run = math.gcd(
-        shared_run(lo, shared, layout), elems if isinstance(elems, int) and elems > 0 else 1
-    )
+    run = math.gcd(shared_run(shared, layout), elems if isinstance(elems, int) and elems > 0 else 1)
     first = lo.replica_zero(layout)
     staging = None
     for li in range(0, layout.num_locals, run):

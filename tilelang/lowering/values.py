@@ -13,7 +13,6 @@ their `value_dtype` (i32, u32, f32 or u1).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ from tilelang.ir import thread as t
 from tilelang.ir.layout import Layout
 from tilelang.ir.ops import ELEMENTWISE
 from tilelang.ir.shared_layout import SharedLayout
-from tilelang.lowering.thread_builder import I32, I64, U32, ThreadBuilder, imm
+from tilelang.lowering.thread_builder import I64, U32, ThreadBuilder, imm
 
 WARP = 32
 
@@ -230,11 +229,3 @@ def byte_offset(b: ThreadBuilder, flat: t.Expr, bits: int) -> t.Expr:
 
 def align(value: int, to: int) -> int:
     return -(-value // to) * to
-
-
-def flat_index(b: ThreadBuilder, shape: Sequence[int], index: Sequence[t.Expr]) -> t.Expr:
-    """The row-major flat index (i32) of a tile index."""
-    flat: t.Expr = imm(0, I32)
-    for size, i in zip(shape, index, strict=True):
-        flat = b.add(b.mul(flat, imm(size)), i)
-    return flat
