@@ -121,3 +121,143 @@ def test_packed_arguments_checked_and_round_trip():
         match=r"expects a tensor of u3, got a numpy int64 array; pass tilelang.pack\(values, tilelang.u3\)",
     ):
         copy_packed(values, dst)
+
+
+# --------------------------------------------------------------------------- assume= and target=
+
+
+@pytest.mark.parametrize(
+    ("assume", "error", "message"),
+    [
+        ("none", ValueError, r"assume: expected 'all', None or a dict .*got the string 'none'"),
+        (128, TypeError, r"assume: expected 'all', None or a dict .*got int 128"),
+        ([("M", 16)], TypeError, r"assume: expected .*got list"),
+        ({"Q": 16}, ValueError, r"assume: 'Q' is not a size of scale_rows\(\) \(its sizes: M, K\)"),
+        ({"M": 24}, ValueError, r"assume: M should map to a power of two from 1 to 65536, got 24"),
+        ({"M": 0}, ValueError, r"assume: M should map to a power of two .*got 0"),
+        ({"M": 1 << 17}, ValueError, r"assume: M should map to a power of two .*got 131072"),
+        ({"M": 16.0}, TypeError, r"assume: M should map to a power-of-two int, got float 16.0"),
+        ({"M": True}, TypeError, r"assume: M should map to a power-of-two int, got bool True"),
+    ],
+)
+def test_a_bad_assume_names_the_parameter_what_was_expected_and_given(assume, error, message):
+    with pytest.raises(error, match=message):
+        scale_rows.compile(assume=assume)
+
+
+def test_good_assume_forms_give_the_facts_stated():
+    assert scale_rows.compile(assume=None).stages["frontend"].assume == ()
+    facts = scale_rows.compile(assume={"K": np.int64(16)}).stages["frontend"].assume
+    assert facts == (("K", 16),)
+    assert scale_rows.compile(assume="all").stages["frontend"].assume == (("K", 128), ("M", 128))
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "message"),
+    [
+        (None, TypeError, r"target: expected a target name .*got None"),
+        (90, TypeError, r"target: expected a target name .*got 90"),
+        ("gpu", ValueError, r"target: unknown target 'gpu'; supported: sm_80"),
+        ("sm_75", ValueError, r"target: unknown target 'sm_75'; sm_75 predates sm_80"),
+    ],
+)
+def test_a_bad_target_names_the_parameter_what_was_expected_and_given(target, error, message):
+    with pytest.raises(error, match=message):
+        scale_rows.compile(target=target)
+
+
+# --------------------------------------------------------------------------- numpy constexprs
+
+
+@tl.kernel
+def add_or_copy(
+    x: tl.Tensor[tl.f32, "N"],
+    y: tl.Tensor[tl.f32, "N"],
+    BLOCK: tl.constexpr = 64,
+    ADD: tl.constexpr = False,
+):
+    b = tl.blocks(tl.cdiv(N, BLOCK))
+    t = tl.load(x, [b * BLOCK], [BLOCK])
+    if ADD:
+        t = t + 1.0
+    tl.store(y, [b * BLOCK], t)
+
+
+@pytest.mark.parametrize("block", [np.int64(32), np.int32(32), np.uint16(32)])
+def test_numpy_integer_constexprs_are_the_python_ints(block):
+    x = np.arange(100, dtype=np.float32)
+    assert np.array_equal(add_or_copy(x, np.zeros_like(x), BLOCK=block, ADD=True), x + 1)
+    assert np.array_equal(add_or_copy.interpret(x, np.zeros_like(x), BLOCK=block), x)
+    fresh = tl.kernel(add_or_copy.fn)  # specialized on the numpy value first
+    constant = dict(fresh.specialize(BLOCK=block).constexprs)["BLOCK"]
+    assert type(constant) is int and constant == 32
+    assert fresh.compile(BLOCK=block) is fresh.compile(BLOCK=32)
+
+
+def test_a_numpy_bool_constexpr_is_the_python_bool():
+    x = np.arange(10, dtype=np.float32)
+    assert np.array_equal(add_or_copy(x, np.zeros_like(x), ADD=np.bool_(True)), x + 1)
+    assert np.array_equal(add_or_copy(x, np.zeros_like(x), ADD=np.bool_(False)), x)
+    fresh = tl.kernel(add_or_copy.fn)  # specialized on the numpy value first
+    constants = dict(fresh.specialize(ADD=np.bool_(True)).constexprs)
+    assert constants["ADD"] is True
+    assert fresh.specialize(ADD=True) is fresh.specialize(ADD=np.bool_(True))
+
+
+def test_numpy_constexprs_share_the_disk_cache_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
+    first = tl.kernel(add_or_copy.fn).compile(target="sm_80", BLOCK=64)
+    again = tl.kernel(add_or_copy.fn).compile(target="sm_80", BLOCK=np.int64(64))
+    assert not first.cuda.cached and again.cuda.cached
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def overlap_cases():
+    """(inputs, output) pairs where the output overlaps an input."""
+    x = np.arange(64, dtype=np.float32)
+    return {
+        "same array": (x, x),
+        "a view of it": (x, x[:]),
+        "shifted views": (x[:48], x[16:]),
+    }
+
+
+@pytest.mark.parametrize("case", list(overlap_cases()))
+@pytest.mark.parametrize("path", ["compiled", "interpreted"])
+def test_an_output_overlapping_an_input_is_an_error_before_anything_runs(case, path):
+    x, y = overlap_cases()[case]
+    before = y.copy()
+    run = add_or_copy if path == "compiled" else add_or_copy.interpret
+    how = "are the same array" if x is y else "overlap in memory"
+    with pytest.raises(
+        ValueError,
+        match=rf"add_or_copy\(\): parameters 'x' and 'y' {how}, and the kernel stores to 'y'",
+    ):
+        run(x, y, ADD=True)
+    assert np.array_equal(y, before)
+
+
+@pytest.mark.parametrize("path", ["compiled", "interpreted"])
+def test_interleaved_views_do_not_overlap(path):
+    data = np.arange(64, dtype=np.float32)
+    x, y = data[0::2], data[1::2]  # their bounds overlap, their elements do not
+    run = add_or_copy if path == "compiled" else add_or_copy.interpret
+    run(x, y, ADD=True)
+    assert np.array_equal(data[1::2], np.arange(0, 64, 2, dtype=np.float32) + 1)
+
+
+def test_packed_arrays_that_share_bytes_overlap():
+    src = tl.pack(np.arange(37) % 8, tl.u3)
+    with pytest.raises(ValueError, match="parameters 'src' and 'dst' are the same array"):
+        copy_packed(src, src)
+    view = tl.PackedArray(src.data, tl.u3, src.shape)  # another object, the same bytes
+    with pytest.raises(ValueError, match="parameters 'src' and 'dst' overlap in memory"):
+        copy_packed.interpret(src, view)
+
+
+def test_two_inputs_may_share_memory():
+    x, _, y = good()
+    scale_rows(x, x[:, :4], y, 1.0, 1)  # neither is stored to: sharing is harmless
+    assert np.all(y == 2.0)

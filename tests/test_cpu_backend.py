@@ -207,3 +207,42 @@ def test_quant_matmul(weight_type, group, bk, k, n):
     if k % bk == 0 and n % 64 == 0:
         compiled, interpreted = run_both(kernel, [x, w, s], [out], **consts)
         assert relative_error(compiled, interpreted) <= mod.tolerance(k)
+
+
+# --------------------------------------------------------------------------- threads per launch
+
+
+def test_threads_per_launch_follow_the_work_per_block(monkeypatch):
+    monkeypatch.setenv("TILELANG_CPU_THREADS", "8")
+    kernel = tl.kernel(load_example("vector_add").vector_add.fn).compile().cpu
+    assert kernel._block_seconds is None
+    assert kernel._workers(4, None) == 4  # speed unknown: one thread per block, up to 8
+    x = np.ones(5000, np.float32)
+    kernel.launch({"x": x, "y": x, "out": np.zeros_like(x), "N": 5000})
+    assert kernel._block_seconds > 0  # every launch measures its blocks
+    kernel._block_seconds = 2e-6
+    assert kernel._workers(4, None) == 1  # 8 us of work: not worth a second thread
+    assert kernel._workers(4, 3) == 3  # an explicit count is obeyed
+    kernel._block_seconds = 1e-3
+    assert kernel._workers(3, None) == 3
+    assert kernel._workers(100, None) == 8
+
+
+@tl.kernel(warps=1)
+def stepped(out: tl.Tensor[tl.i32, "N"], step: tl.i32):  # noqa: UP037 (a size name)
+    """out[0] = the number of iterations of range(0, N, step)."""
+    count = 0
+    for _ in tl.range(0, N, step):
+        count = count + 1
+    tl.store(out, [0], tl.full([1], count, tl.i32))
+
+
+def test_launch_checks_hold_every_launch_back_even_with_a_grid_given():
+    kernel = stepped.compile().cpu
+    out = np.full(8, -1, np.int32)
+    kernel.launch({"out": out, "step": 3, "N": 8})
+    assert out[0] == 3  # range(0, 8, 3)
+    for grid in (None, (1,)):
+        with pytest.raises(ValueError, match="the loop step is 0"):
+            kernel.launch({"out": out, "step": 0, "N": 8}, grid=grid)
+    assert out[0] == 3

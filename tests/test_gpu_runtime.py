@@ -8,9 +8,10 @@ import pytest
 from conftest import load_example
 
 import tilelang as tl
-from tilelang.codegen.cuda import kernel_params
 from tilelang import pipeline
+from tilelang.codegen.cuda import kernel_params
 from tilelang.runtime import gpu
+from tilelang.runtime.arguments import ArgumentBinder, ranges_overlap
 
 
 def gpu_available() -> bool:
@@ -95,9 +96,10 @@ def test_device_arguments_are_checked_before_any_driver_call():
 @pytest.mark.skipif(gpu_available(), reason="checks the message of a machine without a GPU")
 def test_without_a_gpu_the_call_says_so():
     vector_add = load_example("vector_add").vector_add
-    x = FakeDeviceArray((100,), "<f4")
+    x, y = FakeDeviceArray((100,), "<f4"), FakeDeviceArray((100,), "<f4", 0x7F0000001000)
+    out = FakeDeviceArray((100,), "<f4", 0x7F0000002000)
     with pytest.raises(gpu.GpuUnavailableError, match=r"driver|GPU"):
-        vector_add(x, x, x)
+        vector_add(x, y, out)
 
 
 @pytest.mark.gpu
@@ -132,3 +134,58 @@ def test_integer_examples_on_the_gpu_are_bit_exact():
     out = gpu.DeviceBuffer(np.zeros(10000, np.float32))
     vector_add(gpu.DeviceBuffer(a), gpu.DeviceBuffer(a), out)
     assert np.array_equal(out.numpy(), a + a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ((0x1000, 400), (0x1000, 400), True),  # the same range
+        ((0x1000, 400), (0x1000 + 399, 1), True),  # the last byte
+        ((0x1000, 400), (0x1000 + 400, 400), False),  # adjacent
+        ((0x2000, 16), (0x1000, 0x1001), True),  # b ends inside a
+        ((0x2000, 16), (0x1000, 0x1000), False),  # b ends where a starts
+        ((0x1000, 0), (0x1000, 400), False),  # an empty range shares nothing
+    ],
+)
+def test_pointer_ranges_overlap_when_they_share_a_byte(a, b, overlap):
+    assert ranges_overlap(*a, *b) is overlap
+    assert ranges_overlap(*b, *a) is overlap
+
+
+def test_device_arrays_overlapping_an_output_are_an_error_before_any_driver_call():
+    binder = ArgumentBinder(load_example("vector_add").vector_add.specialize())
+    x, y = FakeDeviceArray((100,), "<f4"), FakeDeviceArray((100,), "<f4", 0x7F0000001000)
+    with pytest.raises(ValueError, match="parameters 'x' and 'out' are the same array"):
+        binder.bind_device({"x": x, "y": y, "out": x})
+    inside = FakeDeviceArray((50,), "<f4", 0x7F0000001000 + 192)  # y's bytes 192..391
+    with pytest.raises(ValueError, match="parameters 'y' and 'out' overlap in memory"):
+        binder.bind_device({"x": x, "y": y, "out": FakeDeviceArray((100,), "<f4", 0x7F00000010C0)})
+    with pytest.raises(ValueError, match="dimension 0 should be N = 100"):
+        binder.bind_device({"x": x, "y": y, "out": inside})  # sizes are checked first
+    after = FakeDeviceArray((100,), "<f4", 0x7F0000001000 + 400)  # right after y: fine
+    bound = binder.bind_device({"x": x, "y": y, "out": after})
+    assert bound.pointers == {"x": 0x7F0000000000, "y": 0x7F0000001000, "out": 0x7F0000001190}
+
+
+@tl.kernel(warps=1)
+def stepped(out: tl.Tensor[tl.i32, "N"], step: tl.i32):
+    count = 0
+    for _ in tl.range(0, N, step):
+        count = count + 1
+    tl.store(out, [0], tl.full([1], count, tl.i32))
+
+
+def test_a_launch_check_fails_before_the_kernel_is_loaded(cache_dir, monkeypatch):
+    compiled = stepped.compile(target="sm_80", assume=None)
+    assert compiled.thread.checks  # the step must not be zero: checked on the host
+
+    def no_driver():
+        raise AssertionError("the driver was used")
+
+    monkeypatch.setattr(gpu, "driver", no_driver)
+    pointers = {"out": 0x7F0000000000}
+    with pytest.raises(ValueError, match=r"test_gpu_runtime\.py:\d+:\d+: the loop step is 0"):
+        gpu.launch(compiled.cuda, pointers, {"step": 0, "N": 64}, (1,), 0)
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")  # the call path, no GPU needed
+    with pytest.raises(ValueError, match="the loop step is 0"):
+        stepped(FakeDeviceArray((64,), "<i4"), 0)

@@ -55,18 +55,31 @@ def _cmd_layout(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
+    # Deferred like every command's imports: `tilelang dtypes` need not load the runtime.
     from tilelang.runtime.cache import DiskCache
 
     cache = DiskCache()
     if args.action == "clear":
-        print(f"removed {cache.clear()} entries from {cache.root}")
-        return 0
+        return _clear_cache(cache)
     entries = cache.entries()
     for entry in entries:
-        print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}")
+        if entry.problem is None:
+            print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}")
+        else:
+            print(f"{entry.key[:16]}  {entry.size:>10,} bytes  unreadable: {entry.problem}")
     total = sum(e.size for e in entries)
-    print(f"{len(entries)} entries, {total:,} bytes in {cache.root}")
+    unreadable = sum(e.problem is not None for e in entries)
+    detail = f" ({unreadable} unreadable)" if unreadable else ""
+    print(f"{len(entries)} entries{detail}, {total:,} bytes in {cache.root}")
     return 0
+
+
+def _clear_cache(cache) -> int:
+    cleared = cache.clear()
+    print(f"removed {cleared.removed} entries from {cache.root}")
+    for path, reason in cleared.failed:
+        print(f"could not remove {path}: {reason}", file=sys.stderr)
+    return 1 if cleared.failed else 0
 
 
 def load_kernel(spec: str):

@@ -1,19 +1,28 @@
 """`@tilelang.kernel`: the object a decorated kernel becomes, which runs the pipeline.
 
 A `Kernel` reads its parameters once (at decoration), compiles the body to block IR
-once per set of compile-time constants (cached), checks every argument of a call
-before anything runs, and runs the kernel. A call on host arrays specializes the
-kernel on what the sizes are divisible by (`Function.assume`), runs the pass pipeline,
-lowers to thread IR and runs that through the LLVM CPU backend (every step cached);
-`kernel.interpret(...)` runs the frontend's block IR in the reference interpreter.
+once per set of compile-time constants (a specialization, cached), checks every
+argument of a call before anything runs, and runs the kernel. A call on host arrays
+specializes the kernel on what the sizes are divisible by (`Function.assume`), runs the
+pass pipeline, lowers to thread IR and runs that through the LLVM CPU backend; a call
+on GPU arrays builds for the device's architecture (through the disk cache) and
+launches there; `kernel.interpret(...)` runs the frontend's block IR in the reference
+interpreter.
+
+Every step is cached in memory per specialization and size facts: a warm call checks
+its arguments, looks its `CompiledKernel` up and launches — the block IR is not walked
+again, the thread IR not re-emitted as LLVM, and a GPU build not read from disk again.
+The GPU path imports nothing of the CPU backend (llvmlite).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
+
+import numpy as np
 
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
@@ -34,15 +43,25 @@ from tilelang.lang.signature import (
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
 from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
-from tilelang.runtime import interpreter
-from tilelang.runtime.arguments import BoundArguments, bind_arguments
+from tilelang.runtime import gpu, interpreter
+from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
+from tilelang.runtime.cuda_build import CudaBuild, cuda_build
+from tilelang.runtime.host_expr import eval_grid
+from tilelang.target import CPU, Target
+from tilelang.target import target as find_target
 
 Warps = int | Callable[..., int]
+Facts = tuple[tuple[str, int], ...]
 
 #: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
 #: masks stay constant over every 16-byte run of any dtype.
 MAX_SIZE_DIVISOR = 128
+
+#: The largest divisor `assume=` may state (what `Function.assume` accepts).
+MAX_ASSUMED_DIVISOR = 1 << 16
+
+_ASSUME_FORMS = "'all', None or a dict of size name -> power-of-two int"
 
 
 class CompiledKernel:
@@ -51,24 +70,45 @@ class CompiledKernel:
 
     `stats` counts what the lowering selected (mma, ldmatrix, dequantization recipes
     and their scalar fallback, access widths, ...). A GPU build that came from the
-    disk cache ran no pass; `stages` then runs them on first use.
+    disk cache ran no pass; `stages` then runs them on first use, and `thread` is read
+    from the entry on first use. `cpu` is the LLVM-compiled form, built once.
     """
 
-    def __init__(self, name: str, stages: Callable[[], dict[str, ir.Function]], thread, cuda=None):
+    def __init__(
+        self,
+        name: str,
+        stages: Callable[[], dict[str, ir.Function]],
+        thread: Callable[[], ThreadFunction],
+        cuda: CudaBuild | None = None,
+    ):
         self.name = name
         self._stages = stages
-        self.thread: ThreadFunction = thread
-        self.cuda = cuda  # tilelang.runtime.cuda_build.CudaBuild, for a GPU target
+        self._thread = thread
+        self.cuda = cuda
 
     @functools.cached_property
     def stages(self) -> dict[str, ir.Function]:
         return self._stages()
 
+    @functools.cached_property
+    def thread(self) -> ThreadFunction:
+        return self._thread()
+
+    @functools.cached_property
+    def cpu(self):
+        """The thread IR verified, emitted as LLVM IR and JIT-compiled (a
+        `tilelang.runtime.cpu.CpuKernel`), once per compiled kernel."""
+        # Deferred: the CPU backend (the LLVM emitter, llvmlite) loads only in a process
+        # that runs something on the CPU; the GPU call path never needs it.
+        from tilelang.runtime.cpu import compile_cpu
+
+        return compile_cpu(self.thread)
+
     @property
     def stats(self) -> dict[str, int]:
         return dict(self.thread.stats)
 
-    def _gpu(self, what: str):
+    def _gpu(self, what: str) -> CudaBuild:
         if self.cuda is None:
             raise ValueError(
                 f"{self.name}: {what} exists for a GPU target (compile(target='sm_90'))"
@@ -105,15 +145,37 @@ class CompiledKernel:
         return print_function(self.stages[stage])
 
 
+class Specialization:
+    """A kernel at one set of compile-time constants: its block IR, and what every call
+    of it reuses (its argument checks prepared, its IR text for cache keys, the pass
+    results and compiled kernels per size facts and target)."""
+
+    def __init__(self, function: ir.Function) -> None:
+        self.function = function
+        self.arguments = ArgumentBinder(function)
+        self.tensors = tuple(p.name for p in function.params if isinstance(p.type, TensorType))
+        self.stages: dict[tuple[Facts, str], dict[str, ir.Function]] = {}
+        self.compiled: dict[tuple[Facts, str], CompiledKernel] = {}
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The frontend IR as text, without size facts (the disk cache key's core)."""
+        return print_function(self.function)
+
+    def key_text(self, facts: Facts) -> str:
+        """The frontend IR text with `facts` (what `print_function` shows as `assume`)."""
+        return self.text + "\nassume " + ", ".join(f"{n} % {d}" for n, d in facts)
+
+
 class Kernel:
     def __init__(self, fn: Callable, warps: Warps = 4):
         self.fn = fn
         self.warps = warps
         self.params = read_signature(fn)
+        self._constexprs = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
+        self._runtime = tuple(p.name for p in self.params if not isinstance(p, ConstexprParam))
         self._source: SourceFunction | None = None
-        self._specializations: dict[tuple, ir.Function] = {}
-        self._stages: dict[ir.Function, dict[str, ir.Function]] = {}
-        self._compiled: dict[tuple, CompiledKernel] = {}
+        self._specializations: dict[tuple, Specialization] = {}
         functools.update_wrapper(self, fn)
 
     @property
@@ -125,8 +187,10 @@ class Kernel:
     # -- compile-time constants ----------------------------------------------------------
 
     def constants(self, overrides: dict[str, Any]) -> dict[str, Any]:
-        """The values of every constexpr parameter: defaults, then `overrides`."""
-        declared = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
+        """The values of every constexpr parameter: defaults, then `overrides`. numpy
+        scalars become the equal Python values (`np.int64(64)` is 64, `np.bool_` a bool),
+        so they build the same block IR and the same cache keys."""
+        declared = self._constexprs
         unknown = sorted(set(overrides) - set(declared))
         if unknown:
             names = ", ".join(declared) or "none"
@@ -137,35 +201,48 @@ class Kernel:
         values = {}
         for name, param in declared.items():
             if name in overrides:
-                values[name] = overrides[name]
+                values[name] = _python_value(overrides[name])
             elif param.required:
                 raise TypeError(f"{self.fn.__name__}(): constexpr parameter {name} needs a value")
             else:
-                values[name] = param.default
+                values[name] = _python_value(param.default)
         return values
+
+    def specialization(self, **constexprs: Any) -> Specialization:
+        """The specialization for the given compile-time constants (cached)."""
+        constants = self.constants(constexprs)
+        key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
+        found = self._specializations.get(key)
+        if found is None:
+            found = self._specializations[key] = Specialization(self._build(constants))
+        return found
 
     def specialize(self, **constexprs: Any) -> ir.Function:
         """The block IR of this kernel for the given compile-time constants (cached)."""
-        constants = self.constants(constexprs)
-        key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
-        if key not in self._specializations:
-            self._specializations[key] = self._build(constants)
-        return self._specializations[key]
+        return self.specialization(**constexprs).function
 
     def stages(
-        self, assume: dict[str, int] | None = None, **constexprs: Any
+        self,
+        assume: Mapping[str, int] | str | None = None,
+        *,
+        target: str | Target = "cpu",
+        **constexprs: Any,
     ) -> dict[str, ir.Function]:
         """The block IR after the frontend and after each pass, by name (cached).
 
         `assume` maps size names to a power of two each size is a multiple of (the
-        launch derives it from the actual sizes; `None` assumes nothing).
+        launch derives it from the actual sizes; `None` assumes nothing; "all" every
+        size a multiple of 128). `target`: whose limits the planning passes check.
         """
-        function = self.specialize(**constexprs)
-        facts = tuple(sorted((assume or {}).items()))
-        function = replace(function, assume=facts)
-        if function not in self._stages:
-            self._stages[function] = run_pipeline(function)
-        return self._stages[function]
+        chosen = find_target(target)
+        spec = self.specialization(**constexprs)
+        return self._stages(spec, _assumed_facts(spec.function, assume), chosen)
+
+    def _stages(self, spec: Specialization, facts: Facts, target: Target) -> dict[str, ir.Function]:
+        key = (facts, target.name)
+        if key not in spec.stages:
+            spec.stages[key] = run_pipeline(replace(spec.function, assume=facts), target)
+        return spec.stages[key]
 
     def ir(self, stage: str = "frontend", **constexprs: Any) -> str:
         """The block IR as text, as the frontend made it or after the pass `stage`."""
@@ -175,39 +252,43 @@ class Kernel:
         return print_function(stages[stage])
 
     def compile(
-        self, assume: dict[str, int] | str | None = "all", target: str = "cpu", **constexprs: Any
+        self,
+        assume: Mapping[str, int] | str | None = "all",
+        target: str | Target = "cpu",
+        **constexprs: Any,
     ) -> CompiledKernel:
         """Compiles one specialization (cached in memory; GPU builds also on disk).
 
-        `assume`: a dict of size name -> divisor, `None` for no facts, or "all" (the
-        default): every size a multiple of 128, as sizes of real models are.
+        `assume`: a dict of size name -> power-of-two divisor, `None` for no facts, or
+        "all" (the default): every size a multiple of 128, as sizes of real models are.
         `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
-        "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed).
+        "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed); see
+        `tilelang.target.TARGETS`.
         """
-        function = self.specialize(**constexprs)
-        if assume == "all":
-            assume = {size.name: MAX_SIZE_DIVISOR for size in function.sizes}
-        facts = tuple(sorted((assume or {}).items()))
-        key = (function, facts, target)
-        if key in self._compiled:
-            return self._compiled[key]
+        chosen = find_target(target)
+        spec = self.specialization(**constexprs)
+        return self._compile(spec, _assumed_facts(spec.function, assume), chosen)
 
+    def _compile(self, spec: Specialization, facts: Facts, target: Target) -> CompiledKernel:
+        compiled = spec.compiled.get((facts, target.name))
+        if compiled is None:
+            compiled = self._new_compiled(spec, facts, target)
+            spec.compiled[facts, target.name] = compiled
+        return compiled
+
+    def _new_compiled(self, spec: Specialization, facts: Facts, target: Target) -> CompiledKernel:
         def stages() -> dict[str, ir.Function]:
-            return self.stages(dict(facts), **constexprs)
+            return self._stages(spec, facts, target)
 
         def thread() -> ThreadFunction:
-            return lower_function(stages()[PIPELINE[-1][0]])
+            return lower_function(stages()[PIPELINE[-1][0]], target)
 
-        if target == "cpu":
-            compiled = CompiledKernel(self.fn.__name__, stages, thread())
-        else:
-            from tilelang.runtime.cuda_build import cuda_build
-
-            text = print_function(replace(function, assume=facts))
-            build = cuda_build((text,), thread, target)
-            compiled = CompiledKernel(self.fn.__name__, stages, build.thread, build)
-        self._compiled[key] = compiled
-        return compiled
+        if not target.is_gpu:
+            compiled = CompiledKernel(self.fn.__name__, stages, thread)
+            _ = compiled.thread  # lower now: a kernel that cannot be lowered fails at compile
+            return compiled
+        build = cuda_build((spec.key_text(facts),), thread, target.arch)
+        return CompiledKernel(self.fn.__name__, stages, lambda: build.thread, build)
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder()
@@ -267,68 +348,58 @@ class Kernel:
     # -- calling -------------------------------------------------------------------------
 
     def _split_arguments(self, args: tuple, kwargs: dict) -> tuple[dict, dict]:
-        runtime = [p for p in self.params if not isinstance(p, ConstexprParam)]
+        runtime = self._runtime
         if len(args) > len(runtime):
             raise TypeError(
                 f"{self.fn.__name__}() takes {len(runtime)} tensor and scalar arguments, "
                 f"got {len(args)} (pass constexprs by keyword)"
             )
-        values = {p.name: a for p, a in zip(runtime, args, strict=False)}
+        values = dict(zip(runtime, args, strict=False))
         constexprs = {}
         for name, value in kwargs.items():
-            if any(p.name == name for p in runtime):
+            if name in runtime:
                 if name in values:
                     raise TypeError(f"{self.fn.__name__}() got two values for {name}")
                 values[name] = value
             else:
                 constexprs[name] = value
-        missing = [p.name for p in runtime if p.name not in values]
-        if missing:
+        if len(values) < len(runtime):
+            missing = [name for name in runtime if name not in values]
             raise TypeError(f"{self.fn.__name__}() is missing arguments: {', '.join(missing)}")
         return values, constexprs
 
     def interpret(self, *args: Any, **kwargs: Any) -> Any:
         """Runs the frontend's block IR on host arrays through the reference interpreter."""
         values, constexprs = self._split_arguments(args, kwargs)
-        return self._run(self.specialize(**constexprs), values)
+        spec = self.specialization(**constexprs)
+        bound = spec.arguments.bind(values)
+        interpreter.run(spec.function, bound.tensors, bound.scalars, bound.sizes)
+        return self._outputs(values, bound)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Runs the kernel: on the GPU when the tensors are device arrays (torch, cupy,
         `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend."""
         values, constexprs = self._split_arguments(args, kwargs)
-        function = self.specialize(**constexprs)
-        tensors = [values[p.name] for p in function.params if isinstance(p.type, TensorType)]
-        if any(_on_gpu(t) for t in tensors):
-            return self._call_gpu(function, values, constexprs)
-        from tilelang.runtime.cpu import compile_cpu  # llvmlite loads only when needed
-
-        bound = bind_arguments(function, values)
-        compiled = self.compile(_size_facts(bound.sizes), **constexprs)
+        spec = self.specialization(**constexprs)
+        if any(_on_gpu(values[name]) for name in spec.tensors):
+            return self._call_gpu(spec, values)
+        bound = spec.arguments.bind(values)
+        compiled = self._compile(spec, _size_facts(bound.sizes), CPU)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
-        scalars = {**bound.scalars, **bound.sizes}
-        compile_cpu(compiled.thread).launch({**buffers, **scalars})
+        compiled.cpu.launch({**buffers, **bound.scalars, **bound.sizes})
         write_back()
         return self._outputs(values, bound)
 
-    def _call_gpu(self, function: ir.Function, values: dict[str, Any], constexprs) -> Any:
-        from tilelang.runtime import gpu
-        from tilelang.runtime.arguments import bind_device_arguments
-        from tilelang.runtime.cpu import eval_host_expr
-
-        bound = bind_device_arguments(function, values)
-        arch = gpu.device_arch()
-        compiled = self.compile(_size_facts(bound.sizes), target=arch, **constexprs)
+    def _call_gpu(self, spec: Specialization, values: dict[str, Any]) -> Any:
+        bound = spec.arguments.bind_device(values)
+        target = find_target(gpu.device_arch())
+        compiled = self._compile(spec, _size_facts(bound.sizes), target)
         scalars = {**bound.scalars, **bound.sizes}
-        grid = tuple(int(eval_host_expr(g, scalars)) for g in compiled.thread.grid)
+        grid = eval_grid(compiled.thread.grid, scalars)
         tensors = [values[name] for name in bound.pointers]
         gpu.launch(compiled.cuda, bound.pointers, scalars, grid, gpu.current_stream(tensors))
         outputs = tuple(values[name] for name in bound.stored)
         return outputs[0] if len(outputs) == 1 else (outputs or None)
-
-    def _run(self, function: ir.Function, values: dict[str, Any]) -> Any:
-        bound = bind_arguments(function, values)
-        interpreter.run(function, bound.tensors, bound.scalars, bound.sizes)
-        return self._outputs(values, bound)
 
     @staticmethod
     def _outputs(values: dict[str, Any], bound: BoundArguments) -> Any:
@@ -345,15 +416,54 @@ def _on_gpu(value: object) -> bool:
     return hasattr(value, "__cuda_array_interface__")
 
 
-def _size_facts(sizes: dict[str, int]) -> dict[str, int]:
+def _size_facts(sizes: dict[str, int]) -> Facts:
     """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it."""
-    facts = {}
-    for name, size in sizes.items():
+    facts = []
+    for name, size in sorted(sizes.items()):
         divisor = MAX_SIZE_DIVISOR
         while size % divisor:
             divisor //= 2
-        facts[name] = divisor
-    return facts
+        facts.append((name, divisor))
+    return tuple(facts)
+
+
+def _assumed_facts(function: ir.Function, assume: object) -> Facts:
+    """The size facts `assume=` states, checked: "all" (every size a multiple of
+    `MAX_SIZE_DIVISOR`), None (nothing), or a mapping of the kernel's size names to
+    powers of two; anything else is a `TypeError`/`ValueError` naming `assume`."""
+    sizes = [size.name for size in function.sizes]
+    if isinstance(assume, str):
+        if assume != "all":
+            raise ValueError(f"assume: expected {_ASSUME_FORMS}, got the string {assume!r}")
+        return tuple(sorted((name, MAX_SIZE_DIVISOR) for name in sizes))
+    if assume is None:
+        return ()
+    if not isinstance(assume, Mapping):
+        raise TypeError(f"assume: expected {_ASSUME_FORMS}, got {type(assume).__name__} {assume!r}")
+    facts = {}
+    for name, divisor in assume.items():
+        if name not in sizes:
+            raise ValueError(
+                f"assume: {name!r} is not a size of {function.name}() "
+                f"(its sizes: {', '.join(sizes) or 'none'})"
+            )
+        facts[name] = _power_of_two(name, divisor)
+    return tuple(sorted(facts.items()))
+
+
+def _power_of_two(name: str, divisor: object) -> int:
+    if isinstance(divisor, (bool, np.bool_)) or not isinstance(divisor, (int, np.integer)):
+        raise TypeError(
+            f"assume: {name} should map to a power-of-two int, "
+            f"got {type(divisor).__name__} {divisor!r}"
+        )
+    value = int(divisor)
+    if not 1 <= value <= MAX_ASSUMED_DIVISOR or value & (value - 1):
+        raise ValueError(
+            f"assume: {name} should map to a power of two from 1 to {MAX_ASSUMED_DIVISOR}, "
+            f"got {value}"
+        )
+    return value
 
 
 def _with_grid(builder: Builder) -> ir.Block:
@@ -371,6 +481,19 @@ def _resolve(kernel: Kernel, param: TensorParam, constants: dict[str, Any]):
         return resolve_tensor(param, constants)
     except TileLangError as error:
         raise TileLangError(f"{kernel.fn.__name__}: {error.message}") from None
+
+
+def _python_value(value: Any) -> Any:
+    """numpy scalars as the equal Python values (inside lists and tuples too)."""
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if type(value) in (list, tuple):  # not a namedtuple: its constructor differs
+        return type(value)(_python_value(v) for v in value)
+    return value
 
 
 def _hashable(value: Any) -> Any:
@@ -397,4 +520,4 @@ def func(fn: Callable) -> Func:
     return Func(fn)
 
 
-__all__ = ["CompiledKernel", "Func", "Kernel", "func", "kernel"]
+__all__ = ["CompiledKernel", "Func", "Kernel", "Specialization", "func", "kernel"]

@@ -3,13 +3,21 @@
 `bind_arguments` takes the caller's values by parameter name and returns them bound:
 each tensor checked (type, dtype, rank, packed byte size, strides, writability when the
 kernel stores to it), the size symbols of the tensors' shapes bound consistently (and
-every size expression checked), every runtime scalar checked against its dtype's range.
-A mistake is a `TypeError` (wrong kind or dtype) or `ValueError` (wrong size) naming
-the parameter, what was expected and what was given.
+every size expression checked), every runtime scalar checked against its dtype's range,
+and no tensor the kernel stores to overlapping another tensor argument in memory.
+`bind_device_arguments` is the same for GPU arrays (overlap by pointer ranges).
+A mistake is a `TypeError` (wrong kind or dtype) or `ValueError` (wrong size, overlap)
+naming the parameter, what was expected and what was given.
+
+Why overlap is an error: the interpreter runs the block program in order, the compiled
+backends run blocks and threads in any order (and copy strided or packed tensors before
+writing them back), so a kernel that reads memory it also writes through another
+parameter has no single answer. Passing the same object twice counts as overlap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +28,15 @@ from tilelang.ir import nodes as ir
 from tilelang.ir.shape_expr import Lit, Sym, evaluate, symbols
 from tilelang.ir.types import TensorType
 from tilelang.ir.visit import walk
-from tilelang.runtime.host_tensor import HostTensor
+from tilelang.runtime import gpu
+from tilelang.runtime.host_tensor import HostTensor, numpy_dtype
+
+#: How hard `np.shares_memory` may work to prove two strided views disjoint; past it,
+#: views whose bounds overlap are treated as overlapping.
+SHARES_MEMORY_WORK = 10_000
+
+# numpy moved it to numpy.exceptions in 1.25 (and dropped the old name in 2.0).
+_TOO_HARD = np.exceptions.TooHardError if hasattr(np, "exceptions") else np.TooHardError
 
 
 @dataclass(frozen=True)
@@ -31,27 +47,6 @@ class BoundArguments:
     stored: tuple[str, ...]  # tensor parameters the kernel writes, in parameter order
 
 
-def stored_tensors(fn: ir.Function) -> tuple[str, ...]:
-    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store)}
-    return tuple(p.name for p in fn.params if p.name in written)
-
-
-def bind_arguments(fn: ir.Function, values: dict[str, object]) -> BoundArguments:
-    stored = stored_tensors(fn)
-    tensors: dict[str, HostTensor] = {}
-    scalars: dict[str, int | float] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for param in fn.params:
-        value = values[param.name]
-        if isinstance(param.type, TensorType):
-            tensor, shape = _check_tensor(fn, param, value, param.name in stored)
-            tensors[param.name], shapes[param.name] = tensor, shape
-        else:
-            scalars[param.name] = _check_scalar(fn, param, value)
-    sizes = _bind_sizes(fn, shapes)
-    return BoundArguments(tensors, scalars, sizes, stored)
-
-
 @dataclass(frozen=True)
 class BoundDeviceArguments:
     pointers: dict[str, int]
@@ -60,27 +55,185 @@ class BoundDeviceArguments:
     stored: tuple[str, ...]
 
 
-def bind_device_arguments(fn: ir.Function, values: dict[str, object]) -> BoundDeviceArguments:
-    """The GPU form of `bind_arguments`: every tensor a device array (torch, cupy,
-    `tilelang.DeviceBuffer`) of the parameter's dtype, C-contiguous and 16-byte aligned;
-    the same size binding and scalar checks. Nothing is copied."""
-    pointers: dict[str, int] = {}
-    scalars: dict[str, int | float] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    for param in fn.params:
-        value = values[param.name]
-        if isinstance(param.type, TensorType):
-            pointers[param.name], shapes[param.name] = _check_device_tensor(fn, param, value)
-        else:
-            scalars[param.name] = _check_scalar(fn, param, value)
-    return BoundDeviceArguments(pointers, scalars, _bind_sizes(fn, shapes), stored_tensors(fn))
+def stored_tensors(fn: ir.Function) -> tuple[str, ...]:
+    """The tensor parameters `fn` stores to, in parameter order (a walk of the whole
+    function: callers that launch often compute it once, in an `ArgumentBinder`)."""
+    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store)}
+    return tuple(p.name for p in fn.params if p.name in written)
+
+
+class ArgumentBinder:
+    """The argument checks of one function, prepared once: which parameters are tensors
+    and which of them it stores to, where each size is read from and which dimensions
+    must be checked against it. `bind` checks host arrays, `bind_device` GPU arrays;
+    both check everything, every call — only the walk of the function is saved."""
+
+    def __init__(self, fn: ir.Function, stored: tuple[str, ...] | None = None) -> None:
+        self.fn = fn
+        self.stored = stored_tensors(fn) if stored is None else stored
+        self.params = tuple((p, isinstance(p.type, TensorType)) for p in fn.params)
+        # A size is read from the first dimension that is exactly its name; every other
+        # dimension is checked against the sizes (a literal, a name, or an expression).
+        self._reads: dict[str, tuple[str, int]] = {}
+        for param, is_tensor in self.params:
+            for axis, expr in enumerate(param.type.shape if is_tensor else ()):
+                if isinstance(expr, Sym) and expr.name not in self._reads:
+                    self._reads[expr.name] = (param.name, axis)
+        read_at = {site: name for name, site in self._reads.items()}
+        self._checks = tuple(
+            (param, axis, expr)
+            for param, is_tensor in self.params
+            for axis, expr in enumerate(param.type.shape if is_tensor else ())
+            if (param.name, axis) not in read_at
+        )
+
+    def bind(self, values: dict[str, object]) -> BoundArguments:
+        """`values` (by parameter name) checked and bound, for the host."""
+        fn, stored = self.fn, self.stored
+        tensors: dict[str, HostTensor] = {}
+        scalars: dict[str, int | float] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for param, is_tensor in self.params:
+            value = values[param.name]
+            if is_tensor:
+                tensor, shape = _check_tensor(fn, param, value, param.name in stored)
+                tensors[param.name], shapes[param.name] = tensor, shape
+            else:
+                scalars[param.name] = _check_scalar(fn, param, value)
+        sizes = self._sizes(shapes)
+        given = {name: values[name] for name in tensors}
+        _check_overlap(fn, stored, given, lambda a, b: _host_overlap(given[a], given[b]))
+        return BoundArguments(tensors, scalars, sizes, stored)
+
+    def bind_device(self, values: dict[str, object]) -> BoundDeviceArguments:
+        """The GPU form of `bind`: every tensor a device array (torch, cupy,
+        `tilelang.DeviceBuffer`) of the parameter's dtype, C-contiguous and 16-byte
+        aligned; the same size, scalar and overlap checks. Nothing is copied."""
+        fn = self.fn
+        pointers: dict[str, int] = {}
+        extents: dict[str, tuple[int, int]] = {}
+        scalars: dict[str, int | float] = {}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for param, is_tensor in self.params:
+            value = values[param.name]
+            if is_tensor:
+                array, shapes[param.name] = _check_device_tensor(fn, param, value)
+                pointers[param.name] = array.pointer
+                extents[param.name] = (array.pointer, array.nbytes)
+            else:
+                scalars[param.name] = _check_scalar(fn, param, value)
+        sizes = self._sizes(shapes)
+        given = {name: values[name] for name in extents}
+        _check_overlap(
+            fn, self.stored, given, lambda a, b: ranges_overlap(*extents[a], *extents[b])
+        )
+        return BoundDeviceArguments(pointers, scalars, sizes, self.stored)
+
+    def _sizes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+        """The sizes read from the tensors' shapes, every other dimension checked."""
+        fn = self.fn
+        sizes = {name: shapes[param][axis] for name, (param, axis) in self._reads.items()}
+        for param, axis, expr in self._checks:
+            actual = shapes[param.name][axis]
+            if isinstance(expr, Sym):
+                expected = sizes[expr.name]
+            elif isinstance(expr, Lit):
+                expected = expr.value
+            else:
+                expected = evaluate(expr, sizes)
+            if expected != actual:
+                origin = {name: f"{p}.shape[{a}]" for name, (p, a) in self._reads.items()}
+                raise ValueError(
+                    _size_mismatch(fn, param, axis, expr, expected, actual, sizes, origin)
+                )
+        for size in fn.sizes:
+            value = sizes.get(size.name)
+            if value is None:
+                raise ValueError(
+                    f"{fn.name}(): size {size.name} is not the whole size of any tensor dimension"
+                )
+            if value > dtypes.i32.max:
+                raise ValueError(f"{fn.name}(): size {size.name} = {value} does not fit in i32")
+        return sizes
+
+
+def bind_arguments(
+    fn: ir.Function, values: dict[str, object], stored: tuple[str, ...] | None = None
+) -> BoundArguments:
+    """`values` checked and bound for the host (`ArgumentBinder(fn, stored).bind`)."""
+    return ArgumentBinder(fn, stored).bind(values)
+
+
+def bind_device_arguments(
+    fn: ir.Function, values: dict[str, object], stored: tuple[str, ...] | None = None
+) -> BoundDeviceArguments:
+    """`values` checked and bound for the GPU (`ArgumentBinder(fn, stored).bind_device`)."""
+    return ArgumentBinder(fn, stored).bind_device(values)
+
+
+# --------------------------------------------------------------------------- overlap
+
+
+def ranges_overlap(start_a: int, nbytes_a: int, start_b: int, nbytes_b: int) -> bool:
+    """Whether the byte ranges [start, start + nbytes) share a byte (empty ones never do)."""
+    if nbytes_a <= 0 or nbytes_b <= 0:
+        return False
+    return start_a < start_b + nbytes_b and start_b < start_a + nbytes_a
+
+
+def _host_overlap(a: object, b: object) -> bool:
+    memory_a, memory_b = _host_memory(a), _host_memory(b)
+    if memory_a is None or memory_b is None:
+        return False
+    if not np.may_share_memory(memory_a, memory_b):
+        return False  # disjoint bounds: the common case, and cheap
+    try:
+        return bool(np.shares_memory(memory_a, memory_b, max_work=SHARES_MEMORY_WORK))
+    except _TOO_HARD:
+        return True
+
+
+def _host_memory(value: object) -> np.ndarray | None:
+    if isinstance(value, PackedArray):
+        return value.data
+    return value if isinstance(value, np.ndarray) else None
+
+
+def _check_overlap(
+    fn: ir.Function,
+    stored: tuple[str, ...],
+    tensors: dict[str, object],
+    overlap: Callable[[str, str], bool],
+) -> None:
+    """A `ValueError` naming both parameters when a tensor the kernel stores to is the
+    same object as another tensor argument (`tensors`: the caller's values by name),
+    or overlaps it in memory (`overlap(name_a, name_b)` decides)."""
+    if not stored:
+        return
+    names = list(tensors)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if a not in stored and b not in stored:
+                continue
+            same = tensors[a] is tensors[b]
+            if same or overlap(a, b):
+                raise ValueError(_overlap_message(fn, stored, a, b, same))
+
+
+def _overlap_message(fn: ir.Function, stored: tuple[str, ...], a: str, b: str, same: bool) -> str:
+    written = " and ".join(repr(n) for n in (a, b) if n in stored)
+    read = [n for n in (a, b) if n not in stored]
+    copy = read[0] if read else b
+    how = "are the same array" if same else "overlap in memory"
+    return (
+        f"{fn.name}(): parameters {a!r} and {b!r} {how}, and the kernel stores to "
+        f"{written}; pass arrays that do not overlap (e.g. a copy for {copy!r})"
+    )
 
 
 def _check_device_tensor(
     fn: ir.Function, param: ir.Var, value: object
-) -> tuple[int, tuple[int, ...]]:
-    from tilelang.runtime import gpu
-
+) -> tuple[gpu.DeviceArray, tuple[int, ...]]:
     want: TensorType = param.type
     where = _where(fn, param.name)
     if not gpu.is_device_array(value):
@@ -97,8 +250,8 @@ def _check_device_tensor(
         shape = value.shape
     else:
         try:
-            given = dtypes.dtype(np.dtype(array.typestr))
-        except (ValueError, TypeError):
+            given = numpy_dtype(np.dtype(array.typestr))
+        except TypeError:
             given = None
         if given != want.dtype:
             hint = "; pass tilelang.DeviceBuffer(tilelang.pack(...))" if want.dtype.bits < 8 else ""
@@ -117,7 +270,7 @@ def _check_device_tensor(
         raise ValueError(
             f"{where} expects {want.rank} dimensions [{dims}], got shape {list(shape)}"
         )
-    return array.pointer, tuple(shape)
+    return array, tuple(shape)
 
 
 def _where(fn: ir.Function, name: str) -> str:
@@ -158,10 +311,7 @@ def _check_tensor(
 
 
 def _check_numpy_dtype(where: str, want: DType, array: np.ndarray) -> None:
-    try:
-        given = dtypes.dtype(array.dtype)
-    except (ValueError, TypeError):
-        given = None
+    given = numpy_dtype(array.dtype)
     if given == want:
         return
     hint = ""
@@ -184,39 +334,6 @@ def _check_scalar(fn: ir.Function, param: ir.Var, value: object) -> int | float:
     if not want.min <= int(value) <= want.max:
         raise ValueError(f"{where} expects a {want} in [{want.min}, {want.max}], got {value}")
     return int(value)
-
-
-def _bind_sizes(fn: ir.Function, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    origin: dict[str, str] = {}
-    for param in fn.params:
-        if param.name not in shapes:
-            continue
-        for axis, (expr, actual) in enumerate(
-            zip(param.type.shape, shapes[param.name], strict=True)
-        ):
-            if isinstance(expr, Sym) and expr.name not in sizes:
-                sizes[expr.name], origin[expr.name] = actual, f"{param.name}.shape[{axis}]"
-    for param in fn.params:
-        if param.name not in shapes:
-            continue
-        for axis, (expr, actual) in enumerate(
-            zip(param.type.shape, shapes[param.name], strict=True)
-        ):
-            expected = evaluate(expr, sizes)
-            if expected != actual:
-                raise ValueError(
-                    _size_mismatch(fn, param, axis, expr, expected, actual, sizes, origin)
-                )
-    for size in fn.sizes:
-        value = sizes.get(size.name)
-        if value is None:
-            raise ValueError(
-                f"{fn.name}(): size {size.name} is not the whole size of any tensor dimension"
-            )
-        if value > dtypes.i32.max:
-            raise ValueError(f"{fn.name}(): size {size.name} = {value} does not fit in i32")
-    return sizes
 
 
 def _size_mismatch(fn, param, axis, expr, expected, actual, sizes, origin) -> str:

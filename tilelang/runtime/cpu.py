@@ -18,33 +18,45 @@ target machine is shared and compilation is serialized by a lock.
   casting policy (`dtypes.encode`).
 
 `grid` defaults to `fn.grid` evaluated on the host from the scalar arguments (integer
-semantics of thread IR: wrapping, truncating division). Blocks are independent, so a
+semantics of thread IR: wrapping, truncating division). Before anything runs, the
+launch conditions `fn.checks` are evaluated the same way; one that fails is a
+`ValueError` with its message. Blocks are independent, so a
 launch with several blocks runs them on up to `workers` threads (default: the CPU
 count, or `TILELANG_CPU_THREADS`), each with its own workspace; the GIL is released
-while machine code runs.
+while machine code runs. By default a launch uses only as many threads as give each
+at least `MIN_SECONDS_PER_WORKER` of work, judged by the previous launch's time per
+block: a thread costs tens of microseconds to hand work to, which a small kernel's
+whole launch does not take.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
+import functools
 import os
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from tilelang import dtypes
 from tilelang.codegen.llvm import ENTRY, LLVMKernel, lower_to_llvm
+from tilelang.codegen.llvm_numeric import half_runtime_module
 from tilelang.ir import thread as t
-from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.thread_verify import verify_thread_function
+from tilelang.runtime.host_expr import check_launch, eval_grid, eval_host_expr
 
 __all__ = ["CpuKernel", "compile_cpu", "compile_llvm_ir", "eval_host_expr"]
 
 OPT_LEVEL = 2
+
+#: The least machine-code time (seconds) worth handing to one more thread.
+MIN_SECONDS_PER_WORKER = 1e-3
+
+#: How many distinct scalar-argument tuples a kernel remembers the checks and grid of.
+GRID_MEMORY = 64
 
 _LOCK = threading.RLock()
 _STATE: dict[str, object] = {}
@@ -74,6 +86,8 @@ class _Compiled:
 
 def _llvm():
     """The llvmlite binding, initialized once; the shared host target machine."""
+    # Deferred: importing the binding loads LLVM's shared library, which the code
+    # generator (llvmlite.ir, pure Python) does not need.
     import llvmlite.binding as llvm
 
     with _LOCK:
@@ -96,8 +110,6 @@ def _ensure_half_runtime(llvm) -> None:
     export: provide them (compiled from integer code) when they are missing."""
     if llvm.address_of_symbol("__extendhfsf2") and llvm.address_of_symbol("__truncsfhf2"):
         return
-    from tilelang.codegen.llvm_numeric import half_runtime_module
-
     module = llvm.parse_assembly(str(half_runtime_module()))
     module.triple = llvm.get_process_triple()
     target = llvm.Target.from_triple(module.triple)
@@ -120,8 +132,6 @@ def _optimize(llvm, tm, module) -> None:
 
 def compile_llvm_ir(text: str) -> _Compiled:
     """JIT-compile LLVM IR text from `emit_llvm` (cached by the text)."""
-    import time
-
     with _LOCK:
         hit = _CACHE.get(text)
         if hit is not None:
@@ -146,50 +156,6 @@ def compile_cpu(fn: t.ThreadFunction) -> CpuKernel:
     verify_thread_function(fn)
     lowered = lower_to_llvm(fn)
     return CpuKernel(fn, lowered, compile_llvm_ir(lowered.ir))
-
-
-# --------------------------------------------------------------------------- host evaluation
-
-
-def eval_host_expr(e: t.Expr, scalars: Mapping[str, int | float]) -> int | float:
-    """A uniform thread-IR expression of the scalar parameters, on the host, with thread
-    IR's integer semantics (wrapping, truncating division, clamped shifts, saturating
-    integer `Cvt`). Floats are supported for `Imm`, `Name`, `Cvt` and `Select`."""
-    if isinstance(e, t.Imm):
-        return wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
-    if isinstance(e, t.Name):
-        if e.name not in scalars:
-            raise ValueError(f"the grid uses %{e.name}, which is not a scalar argument")
-        value = scalars[e.name]
-        return wrap(int(value), e.type) if e.type.is_int else float(value)
-    if isinstance(e, t.Select):
-        cond = eval_host_expr(e.cond, scalars)
-        return eval_host_expr(e.a if cond else e.b, scalars)
-    if isinstance(e, t.Cvt):
-        value = eval_host_expr(e.a, scalars)
-        if e.type == dtypes.u1:
-            return int(value != 0 and value == value)
-        if e.type.is_int:  # RNE, saturate, NaN -> 0 (the casting policy)
-            if isinstance(value, float):
-                if math.isnan(value):
-                    return 0
-                if math.isinf(value):
-                    return e.type.max if value > 0 else e.type.min
-                value = round(value)  # ties to even
-            return max(e.type.min, min(e.type.max, int(value)))
-        return float(dtypes.quantize(value, e.type))
-    if isinstance(e, t.Binary) and e.a.dtype.is_int:
-        dt = e.a.dtype
-        a, b = eval_host_expr(e.a, scalars), eval_host_expr(e.b, scalars)
-        folded = evaluate_int(e.op, a, b, dt)
-        if folded is None:
-            raise ValueError(f"cannot evaluate {e.op} on the host")
-        return folded
-    if isinstance(e, t.Unary) and e.a.dtype.is_int:
-        a = eval_host_expr(e.a, scalars)
-        table = {"neg": -a, "not": ~a, "abs": abs(a), "floor": a, "ceil": a}
-        return wrap(table[e.op], e.a.dtype)
-    raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
 
 
 # --------------------------------------------------------------------------- launching
@@ -227,11 +193,27 @@ def _scalar_code(value: object, param: t.Param) -> int:
 
 @dataclass
 class CpuKernel:
-    """A compiled thread function; `launch` runs it on the CPU."""
+    """A compiled thread function; `launch` runs it on the CPU.
+
+    What does not depend on the arguments is derived once: the parameters' roles, the
+    grid per distinct scalar arguments, and how long one block takes (measured on every
+    launch), which decides how many threads a launch is worth (see `_workers`)."""
 
     fn: t.ThreadFunction
     lowered: LLVMKernel
     compiled: _Compiled = field(repr=False)
+    _names: frozenset[str] = field(init=False, repr=False)
+    _tensors: tuple[tuple[t.Param, bool], ...] = field(init=False, repr=False)
+    _scalar_names: tuple[str, ...] = field(init=False, repr=False)
+    _grids: dict[tuple, tuple[int, ...]] = field(init=False, repr=False)
+    _block_seconds: float | None = field(init=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        stored = self.lowered.stored_tensors
+        self._names = frozenset(p.name for p in self.fn.params)
+        self._tensors = tuple((p, p.name in stored) for p in self.fn.params if p.is_tensor)
+        self._scalar_names = tuple(p.name for p in self.lowered.scalar_params)
+        self._grids = {}
 
     @property
     def llvm_ir(self) -> str:
@@ -247,43 +229,23 @@ class CpuKernel:
         grid: tuple[int, ...] | None = None,
         workers: int | None = None,
     ) -> None:
-        fn = self.fn
-        names = {p.name for p in fn.params}
-        missing = [p.name for p in fn.params if p.name not in args]
-        extra = sorted(set(args) - names)
-        if missing or extra:
-            raise TypeError(
-                f"{fn.name}: "
-                + (f"missing arguments {missing}" if missing else "")
-                + ("; " if missing and extra else "")
-                + (f"unexpected arguments {extra}" if extra else "")
-            )
-        buffers = [
-            _buffer(args[p.name], p, p.name in self.lowered.stored_tensors)
-            for p in fn.params
-            if p.is_tensor
-        ]
+        """Runs `fn` on `args` (see the module docstring). `workers`: at most this many
+        threads (default `TILELANG_CPU_THREADS` or the CPU count, fewer when the blocks
+        are too little work to be worth a thread each)."""
+        if args.keys() != self._names:
+            self._wrong_arguments(args)
+        buffers = [_buffer(args[p.name], p, stored) for p, stored in self._tensors]
         scalar_params = self.lowered.scalar_params
         codes = [_scalar_code(args[p.name], p) for p in scalar_params]
-        if grid is None:
-            values = {p.name: args[p.name] for p in scalar_params}
-            grid = tuple(int(eval_host_expr(g, values)) for g in fn.grid)
-        grid = tuple(int(g) for g in grid)
-        if len(grid) > 3:
-            raise ValueError(f"{fn.name}: a grid has at most 3 dimensions, got {grid}")
-        dims = (*grid, 1, 1, 1)[:3]
+        dims = self._dims(args, grid)
         if any(d <= 0 for d in dims):
             return
-        if any(d >= 2**31 for d in dims):
-            raise ValueError(f"{fn.name}: grid {grid} is too large")
         blocks = dims[0] * dims[1] * dims[2]
         tensor_ptrs = (ctypes.c_void_p * max(len(buffers), 1))(*[b.ctypes.data for b in buffers])
         scalars = np.zeros(max(len(codes), 1), dtype="<u8")
         for k, code in enumerate(codes):
             scalars[k] = code
-        if workers is None:
-            workers = int(os.environ.get("TILELANG_CPU_THREADS", 0)) or (os.cpu_count() or 1)
-        workers = max(1, min(workers, blocks))
+        workers = self._workers(blocks, workers)
         entry = self.compiled.entry
         ws_bytes = self.lowered.workspace_bytes
 
@@ -291,7 +253,9 @@ class CpuKernel:
             workspace = np.zeros(ws_bytes + 64, dtype=np.uint8)
             pointer = workspace.ctypes.data
             pointer += -pointer % 64
+            start = time.perf_counter()
             entry(ctypes.addressof(tensor_ptrs), scalars.ctypes.data, *dims, begin, end, pointer)
+            self._block_seconds = (time.perf_counter() - start) / (end - begin)
             del workspace
 
         if workers == 1:
@@ -308,9 +272,64 @@ class CpuKernel:
         # Keep the argument buffers alive until the machine code is done with them.
         del buffers
 
+    def _wrong_arguments(self, args: Mapping[str, object]) -> None:
+        missing = [p.name for p in self.fn.params if p.name not in args]
+        extra = sorted(set(args) - self._names)
+        raise TypeError(
+            f"{self.fn.name}: "
+            + (f"missing arguments {missing}" if missing else "")
+            + ("; " if missing and extra else "")
+            + (f"unexpected arguments {extra}" if extra else "")
+        )
+
+    def _dims(self, args: Mapping[str, object], grid: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The launch's three grid dimensions: `grid`, or `fn.grid` evaluated on the
+        scalar arguments; either way once `fn.checks` held for them (the evaluated grid,
+        and so the checks, remembered per distinct scalar arguments)."""
+        fn = self.fn
+        values = tuple(args[p.name] for p in self.lowered.scalar_params)
+        if grid is None:
+            grid = self._grids.get(values)
+            if grid is None:
+                scalars = dict(zip(self._scalar_names, values, strict=True))
+                check_launch(fn.checks, scalars)
+                grid = eval_grid(fn.grid, scalars)
+                if len(self._grids) >= GRID_MEMORY:
+                    self._grids.clear()
+                self._grids[values] = grid
+        else:  # a grid given explicitly: the checks still hold the launch back
+            check_launch(fn.checks, dict(zip(self._scalar_names, values, strict=True)))
+        grid = tuple(int(g) for g in grid)
+        if len(grid) > 3:
+            raise ValueError(f"{fn.name}: a grid has at most 3 dimensions, got {grid}")
+        dims = (*grid, 1, 1, 1)[:3]
+        if any(d >= 2**31 for d in dims):
+            raise ValueError(f"{fn.name}: grid {grid} is too large")
+        return dims
+
+    def _workers(self, blocks: int, requested: int | None) -> int:
+        """Threads for a launch of `blocks` blocks. An explicit `requested` count is
+        obeyed (up to one block per thread). By default, each thread must get at least
+        `MIN_SECONDS_PER_WORKER` of blocks by the last launch's speed: handing blocks to
+        a thread costs tens of microseconds, more than a small launch's whole work."""
+        if requested is not None:
+            return max(1, min(requested, blocks))
+        available = int(os.environ.get("TILELANG_CPU_THREADS", 0)) or _cpu_count()
+        workers = max(1, min(available, blocks))
+        if workers > 1 and self._block_seconds is not None:
+            worth = int(self._block_seconds * blocks / MIN_SECONDS_PER_WORKER)
+            workers = max(1, min(workers, worth))
+        return workers
+
+
+@functools.cache
+def _cpu_count() -> int:
+    """The host's CPU count, read once (`os.cpu_count` reads /sys on every call)."""
+    return os.cpu_count() or 1
+
 
 def _pool() -> ThreadPoolExecutor:
     with _LOCK:
         if not _POOL:
-            _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1))
+            _POOL.append(ThreadPoolExecutor(max_workers=_cpu_count()))
         return _POOL[0]

@@ -1,10 +1,20 @@
 """Building a kernel for a GPU architecture, through the disk cache.
 
-`cuda_build(key_parts, lower, arch)` returns a `CudaBuild`: the thread IR, the CUDA
-source, PTX, cubin and NVRTC log. The key is `cache_key(*key_parts, arch, NVRTC
-version)`; on a hit nothing runs but unpickling — not the frontend's passes, not the
-lowering, not NVRTC — which is what makes a warm call cheap. `lower()` is called only
-on a miss. The thread IR is stored pickled: the cache is the user's own directory.
+`cuda_build(key_parts, lower, arch)` returns a `CudaBuild`: the CUDA source, PTX, cubin
+and NVRTC log, and the thread IR they came from. The key is `cache_key(*key_parts,
+arch, NVRTC's identity)`; on a hit nothing runs — not the frontend's passes, not the
+lowering, not NVRTC (not even loaded: its version comes from a memo) — which is what
+makes a warm compile cheap. `lower()` is called on a miss, and on a hit only if the
+stored thread IR turns out to be unreadable.
+
+The thread IR is stored pickled (the cache is the user's own directory) and unpickled
+on first use: a compile that only wants the cubin, or a launch that has not happened
+yet, does not pay for it. The meta blob records the architecture and the kernel's
+symbol, so nothing needs the thread IR to name the kernel.
+
+An entry with a valid checksum but contents this code cannot use (a blob missing,
+meta that is not the expected JSON, a thread IR that does not unpickle) is discarded
+and rebuilt rather than failing every compile.
 """
 
 from __future__ import annotations
@@ -12,29 +22,56 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
 
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir.thread import ThreadFunction
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cubin import Resources, read_resources
-from tilelang.runtime.nvrtc import compile_cuda, nvrtc_version
+from tilelang.runtime.nvrtc import compile_cuda, nvrtc_identity
+
+BLOBS = ("thread", "source", "ptx", "cubin", "log", "meta")
+
+#: Errors that mean "this pickle is not a thread function this code can read".
+_UNPICKLE_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    AttributeError,
+    ImportError,
+    IndexError,
+    KeyError,
+    TypeError,
+    ValueError,
+)
 
 
-@dataclass(frozen=True)
 class CudaBuild:
-    thread: ThreadFunction
-    arch: str
-    source: str
-    ptx: str
-    cubin: bytes
-    log: str
-    cached: bool  # True when it came from the disk cache
+    """One kernel built for one architecture. `cached` is True when it came from the
+    disk cache; `thread` is then unpickled (or, failing that, lowered again) on first use."""
 
-    @property
-    def symbol(self) -> str:
-        return kernel_symbol(self.thread)
+    def __init__(
+        self,
+        arch: str,
+        symbol: str,
+        source: str,
+        ptx: str,
+        cubin: bytes,
+        log: str,
+        cached: bool,
+        thread: Callable[[], ThreadFunction],
+    ) -> None:
+        self.arch = arch
+        self.symbol = symbol
+        self.source = source
+        self.ptx = ptx
+        self.cubin = cubin
+        self.log = log
+        self.cached = cached
+        self._thread = thread
+
+    @cached_property
+    def thread(self) -> ThreadFunction:
+        return self._thread()
 
     @cached_property
     def resources(self) -> Resources:
@@ -48,46 +85,66 @@ def cuda_build(
     cache: DiskCache | None = None,
 ) -> CudaBuild:
     cache = cache if cache is not None else DiskCache()
-    major, minor = nvrtc_version()
-    key = cache_key(*key_parts, arch, f"nvrtc {major}.{minor}")
+    key = cache_key(*key_parts, arch, nvrtc_identity(cache))
     blobs = cache.get(key)
     if blobs is not None:
-        try:
-            return _from_blobs(blobs, arch)
-        except (KeyError, ValueError, pickle.UnpicklingError, EOFError, AttributeError):
-            pass  # an entry from an incompatible layout of this file: rebuild it
+        build = _from_blobs(blobs, arch, lambda: _stored_thread(blobs, cache, key, lower))
+        if build is not None:
+            return build
+        cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     thread = lower()
     source = emit_cuda(thread, launch_bounds=thread.threads)
-    binary = compile_cuda(source, kernel_symbol(thread), arch)
-    build = CudaBuild(thread, arch, source, binary.ptx, binary.cubin, binary.log, cached=False)
-    cache.put(key, _to_blobs(build))
+    symbol = kernel_symbol(thread)
+    binary = compile_cuda(source, symbol, arch)
+    build = CudaBuild(
+        arch, symbol, source, binary.ptx, binary.cubin, binary.log, False, lambda: thread
+    )
+    cache.put(key, _to_blobs(build, thread))  # an unwritable cache warns once, then skips
     return build
 
 
-def _to_blobs(build: CudaBuild) -> dict[str, bytes]:
+def _to_blobs(build: CudaBuild, thread: ThreadFunction) -> dict[str, bytes]:
     return {
-        "thread": pickle.dumps(build.thread),
+        "thread": pickle.dumps(thread),
         "source": build.source.encode(),
         "ptx": build.ptx.encode(),
         "cubin": build.cubin,
         "log": build.log.encode(),
-        "meta": json.dumps({"arch": build.arch}).encode(),
+        "meta": json.dumps({"arch": build.arch, "symbol": build.symbol}).encode(),
     }
 
 
-def _from_blobs(blobs: dict[str, bytes], arch: str) -> CudaBuild:
-    meta = json.loads(blobs["meta"])
-    if meta["arch"] != arch:
-        raise ValueError("architecture mismatch")
-    thread = pickle.loads(blobs["thread"])
-    if not isinstance(thread, ThreadFunction):
-        raise ValueError("not a thread function")
-    return CudaBuild(
-        thread,
-        arch,
-        blobs["source"].decode(),
-        blobs["ptx"].decode(),
-        blobs["cubin"],
-        blobs["log"].decode(),
-        cached=True,
-    )
+def _from_blobs(
+    blobs: dict[str, bytes], arch: str, thread: Callable[[], ThreadFunction]
+) -> CudaBuild | None:
+    """The build an entry holds, or None when its contents are not usable."""
+    if any(name not in blobs for name in BLOBS):
+        return None
+    try:
+        meta = json.loads(blobs["meta"])
+        texts = [blobs[name].decode() for name in ("source", "ptx", "log")]
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict) or meta.get("arch") != arch:
+        return None
+    symbol = meta.get("symbol")
+    if not isinstance(symbol, str) or not symbol:
+        return None
+    source, ptx, log = texts
+    return CudaBuild(arch, symbol, source, ptx, blobs["cubin"], log, True, thread)
+
+
+def _stored_thread(
+    blobs: dict[str, bytes], cache: DiskCache, key: str, lower: Callable[[], ThreadFunction]
+) -> ThreadFunction:
+    """The entry's thread IR; if it does not unpickle, the entry is discarded (the next
+    compile rebuilds it) and the thread IR is lowered again, which gives the same
+    program the source, PTX and cubin were made from (same key, same compiler)."""
+    try:
+        thread = pickle.loads(blobs["thread"])
+    except _UNPICKLE_ERRORS:
+        thread = None
+    if isinstance(thread, ThreadFunction):
+        return thread
+    cache.discard(key)
+    return lower()

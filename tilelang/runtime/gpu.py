@@ -6,9 +6,10 @@ This module owns the device side of a call:
   GPU is a `GpuUnavailableError` that says which, before anything else happens;
 * `device_array(obj)` reads a device tensor through `__cuda_array_interface__` (torch,
   cupy, numba) or tilelang's own `DeviceBuffer`: pointer, shape, dtype, strides;
-* `launch(build, tensors, scalars, grid, stream)` loads the cubin once per context,
-  raises the dynamic shared memory limit when needed, packs the parameters in the
-  emitted kernel's ABI (`tilelang.codegen.cuda.kernel_params`) and launches on
+* `launch(build, tensors, scalars, grid, stream)` checks the thread IR's launch
+  conditions (`ThreadFunction.checks`) before any driver call, loads the cubin once per
+  context, raises the dynamic shared memory limit when needed, packs the parameters in
+  the emitted kernel's ABI (`tilelang.codegen.cuda.kernel_params`) and launches on
   `stream` — by default the caller's current stream (torch's or cupy's) when one of the
   tensors comes from there;
 * every driver call's result is checked and turned into `GpuError`, naming the call,
@@ -18,6 +19,7 @@ This module owns the device side of a call:
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
+from tilelang.runtime.host_expr import check_launch
 
 DYNAMIC_SHARED_DEFAULT = 48 * 1024
 
@@ -42,6 +45,7 @@ class GpuError(RuntimeError):
 @functools.cache
 def driver():
     try:
+        # Deferred: cuda-python is heavy and optional until something runs on a GPU.
         from cuda.bindings import driver as cu
     except ImportError as error:
         raise GpuUnavailableError(
@@ -97,6 +101,11 @@ class DeviceArray:
     typestr: str  # numpy's array-interface type string, e.g. "<f2"
     strides: tuple[int, ...] | None  # bytes; None = C-contiguous
     stream: int | None  # the producer's stream, when it says
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes from `pointer` a C-contiguous array of this shape covers."""
+        return math.prod(self.shape) * np.dtype(self.typestr).itemsize
 
 
 def is_device_array(obj: object) -> bool:
@@ -185,8 +194,10 @@ def _context() -> object:
     return context
 
 
+@functools.cache
 def device_arch() -> str:
-    """The architecture of device 0, e.g. "sm_90a" for an H100 (a-features included)."""
+    """The architecture of device 0, e.g. "sm_90a" for an H100 (a-features included);
+    asked of the driver once per process."""
     cu = driver()
     device = check("cuDeviceGet", cu.cuDeviceGet(0))
     attribute = cu.CUdevice_attribute
@@ -246,6 +257,7 @@ def current_stream(values: list[object]) -> int:
     from there, else the legacy default stream (0)."""
     for value in values:
         module = type(value).__module__.split(".")[0]
+        # Deferred: torch and cupy are optional; one is loaded already if its tensor is here.
         if module == "torch":
             import torch
 
@@ -260,8 +272,9 @@ def current_stream(values: list[object]) -> int:
 def launch(
     build, pointers: dict[str, int], scalars: dict[str, int | float], grid, stream: int
 ) -> None:
-    cu = driver()
     thread = build.thread
+    check_launch(thread.checks, scalars)  # before any driver call
+    cu = driver()
     function = _function(build.cubin, build.symbol, thread.shared_bytes)
     addresses, storage = pack_parameters(thread, pointers, scalars)
     gx, gy, gz = (*grid, 1, 1, 1)[:3]

@@ -12,10 +12,15 @@ This module owns `HostTensor`: one global tensor argument seen as a numpy array 
   buffer in place if anything was stored.
 - Any other numpy array (e.g. int8 holding i4 values, float32 holding f4e2m1 values) is
   a *value* array: it is encoded once and, if stored to, decoded back by `finish()`.
+
+`numpy_dtype(np_dtype)` is the tilelang dtype a numpy dtype names (or None), cached:
+every call of a kernel asks it for every tensor, and parsing the name each time would
+cost more than the rest of a warm call's argument checks.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -51,7 +56,7 @@ class HostTensor:
             return cls(array.codes(), target, write_back=array)
         array = np.asarray(array)
         target = _dtype_of_array(array) if dtype_ is None else dtype(dtype_)
-        if _holds_codes(array, target):
+        if _holds_codes(array.dtype, target):
             return cls(array.view(target.storage), target)
         # A value array: keep our own codes, decode them back on finish().
         return cls(target.encode(array), target, write_back=array)
@@ -77,20 +82,28 @@ class HostTensor:
         self.dirty = False
 
 
+@functools.lru_cache(maxsize=256)
+def numpy_dtype(np_dtype: np.dtype) -> DType | None:
+    """The tilelang dtype a numpy dtype is (float16 -> f16, ml_dtypes bfloat16 -> bf16),
+    or None when it is none of them."""
+    try:
+        return dtype(np_dtype)
+    except (ValueError, TypeError):
+        return None
+
+
 def _dtype_of_array(array: np.ndarray) -> DType:
-    try:
-        return dtype(array.dtype)
-    except ValueError:
-        raise TypeError(f"cannot tell the tilelang dtype of a numpy {array.dtype} array") from None
+    found = numpy_dtype(array.dtype)
+    if found is None:
+        raise TypeError(f"cannot tell the tilelang dtype of a numpy {array.dtype} array")
+    return found
 
 
-def _holds_codes(array: np.ndarray, target: DType) -> bool:
-    """True when the array's bytes are exactly the codes of `target`, element by element."""
-    if array.dtype.itemsize != target.storage.itemsize:
+@functools.lru_cache(maxsize=256)
+def _holds_codes(np_dtype: np.dtype, target: DType) -> bool:
+    """True when an array's bytes are exactly the codes of `target`, element by element."""
+    if np_dtype.itemsize != target.storage.itemsize:
         return False
-    if array.dtype.kind == "u":
+    if np_dtype.kind == "u":
         return True  # unsigned storage: codes as they are (u4 codes in a uint8 array)
-    try:
-        return dtype(array.dtype) == target
-    except ValueError:
-        return False
+    return numpy_dtype(np_dtype) == target

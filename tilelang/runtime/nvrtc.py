@@ -12,6 +12,14 @@ rounds every f32 operation explicitly, this guards hand-written code too),
 ``-ftz=false -prec-div=true -prec-sqrt=true`` (IEEE semantics, the defaults, spelled
 out), ``-default-device``, ``-std=c++17``.
 
+`nvrtc_identity(cache)` names the NVRTC a compilation would use ("nvrtc 13.5") for
+cache keys. Loading the library to ask costs tens of milliseconds in a fresh process,
+more than a whole warm compile may take, so the answer is memoized in the cache
+directory with the library's path, size and modification time and a fingerprint of
+what decides which library loads (interpreter, site-packages directories, the CUDA and
+library-path environment variables, the dynamic linker's cache); any change there
+asks the library again.
+
 A failed compilation raises `CudaCompileError`, whose message names the kernel and
 architecture, holds NVRTC's whole log, and for every line the log refers to shows the
 source lines around it, numbered (``name.cu(N)`` refers to the CUDA source, ``ptx
@@ -22,12 +30,18 @@ NVRTC when the library cannot be loaded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import re
+import site
+import sys
 import threading
 from dataclasses import dataclass
 from functools import cached_property
 
+from tilelang.runtime.cache import DiskCache
 from tilelang.runtime.cubin import Resources, read_resources
+from tilelang.target import TARGETS
 
 __all__ = [
     "ARCHS",
@@ -36,11 +50,12 @@ __all__ = [
     "CudaCompileError",
     "NvrtcUnavailableError",
     "compile_cuda",
+    "nvrtc_identity",
     "nvrtc_version",
 ]
 
-#: The architectures tilelang targets (DESIGN.md §0); others NVRTC accepts also work.
-ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_90a")
+#: The architectures tilelang targets (`tilelang.target`); others NVRTC accepts also work.
+ARCHS = tuple(t.name for t in TARGETS.values() if t.is_gpu)
 
 NVRTC_OPTIONS = (
     "--fmad=false",
@@ -98,6 +113,7 @@ def _nvrtc():
         if _MODULE:
             return _MODULE[0]
         try:
+            # Deferred: cuda-python is heavy and optional until a kernel is compiled.
             from cuda.bindings import nvrtc
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise NvrtcUnavailableError(
@@ -125,6 +141,77 @@ def nvrtc_version() -> tuple[int, int]:
     err, major, minor = nvrtc.nvrtcVersion()
     _check(nvrtc, err, "nvrtcVersion")
     return int(major), int(minor)
+
+
+_IDENTITY: list[str] = []
+
+#: The memo of NVRTC's identity, one per Python interpreter.
+_MEMO = "nvrtc-" + hashlib.sha256(sys.executable.encode()).hexdigest()[:16]
+
+#: The environment variables cuda.pathfinder's library search reads.
+_SEARCH_VARIABLES = ("CUDA_PATH", "CUDA_HOME", "CONDA_PREFIX", "LD_LIBRARY_PATH") + (
+    ("PATH",) if os.name == "nt" else ()
+)
+
+
+def nvrtc_identity(cache: DiskCache) -> str:
+    """The NVRTC this process compiles with, as "nvrtc MAJOR.MINOR": read from the memo
+    in `cache` when nothing that decides which library loads has changed."""
+    if not _IDENTITY:
+        _IDENTITY.append(_identity(cache))
+    return _IDENTITY[0]
+
+
+def _identity(cache: DiskCache) -> str:
+    environment = _environment()
+    memo = cache.read_memo(_MEMO)
+    if memo is not None and memo.get("environment") == environment:
+        library, version = memo.get("library"), memo.get("version")
+        fresh = isinstance(library, str) and memo.get("stamp") == _stamp(library)
+        if fresh and isinstance(version, str):
+            return version
+    major, minor = nvrtc_version()
+    version = f"nvrtc {major}.{minor}"
+    library = _library_path()
+    if library is not None:
+        memo = {"environment": environment, "library": library, "version": version}
+        cache.write_memo(_MEMO, {**memo, "stamp": _stamp(library)})
+    return version
+
+
+def _environment() -> str:
+    """A fingerprint of what decides which NVRTC library `cuda.bindings` loads: the
+    interpreter, its site-packages directories (whose modification time changes when a
+    package is installed or removed), the variables the library search reads, and the
+    dynamic linker's cache."""
+    folders = [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]
+    folders += os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    variables = [os.environ.get(name) for name in _SEARCH_VARIABLES]
+    parts = [sys.executable, sys.prefix, variables]
+    parts += [(folder, _stamp(folder)) for folder in folders if folder]
+    parts.append(_stamp("/etc/ld.so.cache"))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _stamp(path: str) -> str | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _library_path() -> str | None:
+    """The file the NVRTC library was loaded from (cuda.bindings finds it with
+    cuda.pathfinder, which remembers what it loaded), or None when it cannot tell."""
+    try:
+        # Deferred: cuda.pathfinder is an optional dependency that takes tens of
+        # milliseconds to import, needed only when the memo must be rewritten.
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        return str(load_nvidia_dynamic_lib("nvrtc").abs_path)
+    except Exception:  # an older cuda-python without pathfinder, or no such library
+        return None
 
 
 def _check(nvrtc, err, what: str) -> None:
