@@ -288,3 +288,17 @@ def test_bad_size_expression_in_a_string_annotation_is_reported_at_decoration():
 
     text = str(info.value)
     assert "scale" in text and "parameter y" in text and "'N / 2'" in text, text
+
+
+@pytest.mark.parametrize("name", ["u7", "i3", "f5e2m2", "f3e1m1", "f8e4m3", "bf16"])
+def test_every_valid_type_name_is_an_attribute(name):
+    assert getattr(tl, name) == tl.dtype(name)
+    assert getattr(tl, name).bits == tl.dtype(name).bits
+
+
+def test_an_invalid_type_name_is_no_attribute_and_says_why():
+    with pytest.raises(AttributeError, match=r"no attribute 'u65': .*bit width must be"):
+        _ = tl.u65
+    with pytest.raises(AttributeError, match=r"no attribute 'f9e9m9': .*1\+E\+M = 19"):
+        _ = tl.f9e9m9
+    assert not hasattr(tl, "nonsense")

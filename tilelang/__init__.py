@@ -5,6 +5,8 @@ The public API, re-exported from the modules that own it: data types and packing
 (`tilelang.kernel`).
 """
 
+import re as _re
+
 from tilelang.dtypes import (
     NAMED_TYPES,
     DType,
@@ -94,5 +96,10 @@ def __getattr__(name: str) -> DType:
     """Any valid type name is an attribute: `tl.u7`, `tl.i3`, `tl.f5e2m2`."""
     try:
         return dtype(name)
-    except (ValueError, TypeError):
-        raise AttributeError(f"module 'tilelang' has no attribute {name!r}") from None
+    except (ValueError, TypeError) as error:
+        # A name spelled like a type gets the reason it is not one.
+        reason = f": {error}" if _TYPE_NAME.fullmatch(name) else ""
+        raise AttributeError(f"module 'tilelang' has no attribute {name!r}{reason}") from None
+
+
+_TYPE_NAME = _re.compile(r"[ui]\d+|f\d+(e\d+m\d+)?|bf\d+")

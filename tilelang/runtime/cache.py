@@ -1,4 +1,4 @@
-"""The disk cache of compiled kernels (DESIGN.md §8).
+"""The disk cache of compiled kernels (docs/design.md §8).
 
 This module owns the cache directory: entries, their keys, the small memo files that
 make a key cheap to compute, and what happens when the directory misbehaves.
