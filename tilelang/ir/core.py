@@ -24,8 +24,9 @@ Defining a subclass of `Instr` registers it (`instruction_classes()`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from tilelang.dtypes import DType
 from tilelang.ir.types import Type
@@ -177,6 +178,36 @@ def instruction_classes() -> tuple[type[Instr], ...]:
 def mnemonics() -> frozenset[str]:
     """Every instruction keyword (the words an operator name must not be spelled as)."""
     return frozenset(cls.MNEMONIC for cls in _REGISTRY if cls.MNEMONIC)
+
+
+F = TypeVar("F", bound=Callable)
+
+
+class ByClass(Generic[F]):
+    """What one layer associates with each instruction class (the interpreter its
+    meaning, the lowering its thread IR): one function per class, found by the class."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._functions: dict[type[Instr], F] = {}
+
+    def register(self, *classes: type[Instr]) -> Callable[[F], F]:
+        """A decorator: the function is `what` of each of `classes`."""
+
+        def register(fn: F) -> F:
+            for cls in classes:
+                if cls in self._functions:
+                    raise ValueError(f"{cls.__name__} has two {self.what} functions")
+                self._functions[cls] = fn
+            return fn
+
+        return register
+
+    def get(self, cls: type[Instr]) -> F | None:
+        return self._functions.get(cls)
+
+    def __contains__(self, cls: object) -> bool:
+        return cls in self._functions
 
 
 @dataclass(frozen=True)

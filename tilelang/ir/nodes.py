@@ -9,6 +9,7 @@ without editing this file. Re-exports only.
 from tilelang.ir.core import (
     NOWHERE,
     Block,
+    ByClass,
     Const,
     ConstexprValue,
     Function,

@@ -50,19 +50,9 @@ class LoweringError(ValueError):
 #: A lowering returns None, except `yield`'s, which returns the values a body passes on.
 Lower = Callable[["Lowering", ir.Instr], "tuple[object, ...] | None"]
 
-#: How each instruction class becomes thread IR: one function per class (`lowers`).
-LOWERINGS: dict[type[ir.Instr], Lower] = {}
-
-
-def lowers(*classes: type[ir.Instr]) -> Callable[[Lower], Lower]:
-    """Registers the decorated function as the lowering of the given instruction classes."""
-
-    def register(fn: Lower) -> Lower:
-        for cls in classes:
-            LOWERINGS[cls] = fn
-        return fn
-
-    return register
+#: How each instruction class becomes thread IR: one function per class.
+LOWERINGS: ir.ByClass[Lower] = ir.ByClass("lowering")
+lowers = LOWERINGS.register
 
 
 class Lowering:

@@ -60,12 +60,21 @@ def order_global(lo: Lowering, tensor: ir.Var, store: bool) -> None:
         lo.b.count("global_order_barrier")
 
 
+def access(lo: Lowering, tensor: ir.Var, store: bool) -> TensorInfo:
+    """The tensor an access reads (or, `store`, writes), after the barrier its order in
+    the block IR needs; the access is recorded for later ones."""
+    info = lo.env[tensor]
+    assert isinstance(info, TensorInfo)
+    order_global(lo, tensor, store)
+    if store:
+        lo.stored.add(tensor)
+    lo.touched.add(tensor)
+    return info
+
+
 @lowers(ir.Load)
 def lower_load(lo: Lowering, instr: ir.Load) -> None:
-    info = lo.env[instr.tensor]
-    assert isinstance(info, TensorInfo)
-    order_global(lo, instr.tensor, store=False)
-    lo.touched.add(instr.tensor)
+    info = access(lo, instr.tensor, store=False)
     tile = lo.define_tile(instr.result)
     offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
@@ -138,11 +147,7 @@ def load_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pre
 
 @lowers(ir.Store)
 def lower_store(lo: Lowering, instr: ir.Store) -> None:
-    info = lo.env[instr.tensor]
-    assert isinstance(info, TensorInfo)
-    order_global(lo, instr.tensor, store=True)
-    lo.stored.add(instr.tensor)
-    lo.touched.add(instr.tensor)
+    info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
     offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)

@@ -72,19 +72,9 @@ PrintFn = Callable[[str], Any]
 
 Semantics = Callable[["_State", Any], "tuple[Any, ...] | None"]
 
-#: What each instruction class means: one function per class (`semantics`).
-SEMANTICS: dict[type[ir.Instr], Semantics] = {}
-
-
-def semantics(*classes: type[ir.Instr]) -> Callable[[Semantics], Semantics]:
-    """Registers the decorated function as the meaning of the given instruction classes."""
-
-    def register(fn: Semantics) -> Semantics:
-        for cls in classes:
-            SEMANTICS[cls] = fn
-        return fn
-
-    return register
+#: What each instruction class means: one function per class.
+SEMANTICS: ir.ByClass[Semantics] = ir.ByClass("semantics")
+semantics = SEMANTICS.register
 
 
 class InterpreterError(RuntimeError):
@@ -218,7 +208,7 @@ def check_launch(fn: ir.Function, env: Mapping[str, Any]) -> None:
     state = _State({k: v for k, v in env.items() if not isinstance(v, HostTensor)}, None)
     for instr in walk(fn):
         if is_launch_arithmetic(instr, set(state.env)):
-            SEMANTICS[type(instr)](state, instr)
+            SEMANTICS.get(type(instr))(state, instr)
         elif isinstance(instr, ir.For) and _known(state, instr.step) and state.int(instr.step) == 0:
             raise ValueError(zero_step_message(instr))
 
