@@ -24,6 +24,7 @@ Defining a subclass of `Instr` registers it (`instruction_classes()`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
@@ -176,8 +177,19 @@ def instruction_classes() -> tuple[type[Instr], ...]:
 
 
 def mnemonics() -> frozenset[str]:
-    """Every instruction keyword (the words an operator name must not be spelled as)."""
-    return frozenset(cls.MNEMONIC for cls in _REGISTRY if cls.MNEMONIC)
+    """Every keyword that starts an instruction's text (the words a name must not be
+    spelled as bare); `compute`, whose text starts with its operator, has none."""
+    return _mnemonics(len(_REGISTRY))
+
+
+@functools.cache
+def _mnemonics(count: int) -> frozenset[str]:
+    # Keyed by the number of classes: recomputed only when a class was defined since.
+    return frozenset(
+        cls.MNEMONIC
+        for cls in _REGISTRY[:count]
+        if cls.MNEMONIC and not (cls.SYNTAX or "").startswith("{")
+    )
 
 
 F = TypeVar("F", bound=Callable)

@@ -35,8 +35,9 @@ def quote(text: str) -> str:
 
 
 def reserved_words() -> frozenset[str]:
-    """Words a name must not be spelled as bare: they start instructions."""
-    return mnemonics() | {"for", "if"}
+    """Words a name must not be spelled as bare: they start instructions (`for` and
+    `if` are mnemonics too)."""
+    return mnemonics()
 
 
 def print_name(name: str) -> str:
