@@ -161,12 +161,48 @@ def sass_summary(cubin: bytes) -> str:
     return "\n".join(lines)
 
 
+def parse_size(text: str) -> tuple[str, int]:
+    """`NAME=VALUE` of `--size`: a size or scalar parameter and its integer value."""
+    name, sep, value = text.partition("=")
+    if sep and name and value.strip().lstrip("-").isdigit():
+        return name, int(value)
+    raise ValueError(f"--size expects NAME=INT, got {text!r}")
+
+
+def launch_facts(kernel, constexprs: dict, launch: dict[str, int]) -> dict[str, int]:
+    """What a launch with these sizes would specialize the kernel on: per size, the
+    largest power of two up to `MAX_SIZE_DIVISOR` dividing it (sizes not given: none)."""
+    from tilelang.kernel import MAX_SIZE_DIVISOR
+
+    facts = {}
+    for var in kernel.specialize(**constexprs).sizes:
+        if var.name in launch:
+            divisor = MAX_SIZE_DIVISOR
+            while launch[var.name] % divisor:
+                divisor //= 2
+            facts[var.name] = divisor
+    return facts
+
+
+def _cmd_perf(kernel, constexprs: dict, args: argparse.Namespace) -> int:
+    launch = dict(parse_size(s) for s in args.size)
+    assume = launch_facts(kernel, constexprs, launch)
+    compiled = kernel.compile(assume=assume, target=args.arch, **constexprs)
+    report = compiled.perf(per=args.per, latency_ns=args.latency_ns, **launch)
+    print(report)
+    return 0
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from tilelang.ir.printer import print_function
     from tilelang.runtime.sass import SassUnavailableError
 
     kernel = load_kernel(args.kernel)
     constexprs = dict(parse_define(d) for d in args.define)
+    if args.perf:
+        return _cmd_perf(kernel, constexprs, args)
+    if args.size or args.per or args.latency_ns is not None:
+        raise ValueError("--size, --per and --latency-ns go with --perf")
     compiled = kernel.compile(target=args.arch, **constexprs)
     stages = compiled.stages
     names = [args.pass_name] if args.pass_name else [*stages, "lower"]
@@ -220,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="a constexpr value, e.g. -D WT=u4 -D BK=64",
     )
     inspect.add_argument("--pass", dest="pass_name", help="print only the IR after this pass")
+    inspect.add_argument(
+        "--perf",
+        action="store_true",
+        help="print only the static performance report (a prediction, no GPU needed) for "
+        "the launch that --size describes",
+    )
+    inspect.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="with --perf: a size or scalar of the launch, e.g. --size M=1 --size K=8192",
+    )
+    inspect.add_argument(
+        "--per", metavar="TENSOR", help="with --perf: count instructions per element of TENSOR"
+    )
+    inspect.add_argument(
+        "--latency-ns",
+        type=float,
+        metavar="NS",
+        help="with --perf: the DRAM latency to assume instead of the card's",
+    )
     inspect.set_defaults(run=_cmd_inspect)
     cache = sub.add_parser("cache", help="list or clear compiled kernels (TILELANG_CACHE_DIR)")
     cache.add_argument("action", choices=("ls", "clear"))

@@ -135,6 +135,34 @@ class CompiledKernel:
     def resources(self):
         return self._gpu("resources").resources
 
+    def perf(self, *, per: str | None = None, latency_ns: float | None = None, **launch: Any):
+        """A static performance report of this GPU build at one launch: a prediction from
+        its SASS, resources and block IR, not a measurement (no GPU needed).
+
+        `launch`: every size and the scalar parameters the grid or the main loop's
+        bounds use, by name (`perf(M=1, K=8192, N=28672, per="w")`); the sizes must
+        satisfy the facts the kernel was compiled for (`compile(assume=...)`). `per`:
+        a tensor the main loop loads, whose elements the headline counts instructions
+        per. `latency_ns` replaces the card's assumed DRAM latency. Returns a
+        `tilelang.runtime.perf.PerfReport`: `str()` is the text, `.to_dict()` the data;
+        the model is in that module's docstring. Needs a SASS disassembler
+        (`nvidia-cuda-nvdisasm`) and a target with hardware facts (`tilelang.target`).
+        """
+        # Deferred: only a process that asks for a report loads the model.
+        from tilelang.runtime.perf import perf_report
+
+        build = self._gpu("a performance report")
+        return perf_report(
+            function=self.stages[PIPELINE[-1][0]],
+            thread=self.thread,
+            cubin=build.cubin,
+            resources=build.resources,
+            target=build.arch,
+            launch=launch,
+            per=per,
+            latency_ns=latency_ns,
+        )
+
     def ir(self, stage: str = "lower") -> str:
         """The IR after `stage` (a pass name, "frontend", or "lower" for the thread IR)."""
         if stage == "lower":

@@ -15,6 +15,10 @@ Shared memory is the opt-in maximum of one block (the driver's
 and sm_100 (datacenter Blackwell). Every supported GPU has `mma.sync` m16n8k16 for
 f16/bf16, `ldmatrix` and `cp.async`, which is what the lowering emits; sm_75 and older
 lack bf16 mma and cp.async and are not supported.
+
+`HARDWARE` adds what a performance model needs (`tilelang.runtime.perf`): per target,
+the per-SM limits of its compute capability and the size and speed of one
+representative card, which each row names.
 """
 
 from __future__ import annotations
@@ -94,4 +98,135 @@ def supported() -> str:
     return ", ".join(TARGETS)
 
 
-__all__ = ["CPU", "TARGETS", "Target", "supported", "target"]
+# --------------------------------------------------------------------------- hardware
+
+MB = 1000 * 1000  # L2 sizes as the data sheets write them (50 MB on H100)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What a static performance model needs to know about the GPU a target runs on.
+
+    Per-SM limits of the compute capability, from the CUDA C++ Programming Guide's table
+    of technical specifications per compute capability: resident threads, resident
+    blocks, 32-bit registers and shared memory (the largest carveout) per SM; registers
+    are allocated per warp in units of `register_unit` (a thread's count rounded up to a
+    multiple of 8) from `sub_partitions` equal slices of the register file, one per warp
+    scheduler; shared memory per block is rounded up to `shared_unit` bytes, plus
+    `shared_reserved` bytes the system keeps per block (1 KiB since sm_80).
+
+    The size and speed of `card`, one representative card (data sheets and whitepapers):
+    SMs, peak DRAM bandwidth, L2, the SM clock at which the data sheet's tensor-core
+    peak is quoted, and that peak (dense f16 `mma` with f32 accumulation, in flop/s).
+
+    `dram_latency_s` is an assumption, not a data-sheet figure: the average time a global
+    load that misses L2 takes when the memory system is busy. Pointer-chasing
+    microbenchmarks report idle latencies of several hundred nanoseconds on these cards,
+    and queueing near peak bandwidth adds to them; 600 ns is a round figure between the
+    two, not measured by this project. It is the least certain input of the model
+    (`CompiledKernel.perf(latency_ns=...)` overrides it); calibrate it on a GPU.
+    """
+
+    card: str
+    sms: int
+    dram_bytes_per_s: float
+    l2_bytes: int
+    clock_hz: float
+    tensor_flops: float
+    max_threads_per_sm: int
+    max_blocks_per_sm: int
+    shared_bytes_per_sm: int
+    registers_per_sm: int = 65536
+    register_unit: int = 256
+    sub_partitions: int = 4
+    shared_unit: int = 128
+    shared_reserved: int = 1 * KIB
+    dram_latency_s: float = 600e-9
+    issue_per_cycle: int = 4  # warp instructions per SM per cycle: one per scheduler
+
+    @property
+    def issue_per_s(self) -> float:
+        """Warp instructions the SM issues per second at most."""
+        return self.issue_per_cycle * self.clock_hz
+
+
+_A100 = Hardware(
+    card="A100 SXM4 80GB",
+    sms=108,
+    dram_bytes_per_s=2039e9,
+    l2_bytes=40 * MB,
+    clock_hz=1410e6,
+    tensor_flops=312e12,
+    max_threads_per_sm=2048,
+    max_blocks_per_sm=32,
+    shared_bytes_per_sm=164 * KIB,
+)
+_RTX3090 = Hardware(
+    card="GeForce RTX 3090",
+    sms=82,
+    dram_bytes_per_s=936e9,
+    l2_bytes=6 * MB,
+    clock_hz=1695e6,
+    tensor_flops=71e12,  # GeForce: f32 accumulation at half the f16-accumulate rate
+    max_threads_per_sm=1536,
+    max_blocks_per_sm=16,
+    shared_bytes_per_sm=100 * KIB,
+)
+_RTX4090 = Hardware(
+    card="GeForce RTX 4090",
+    sms=128,
+    dram_bytes_per_s=1008e9,
+    l2_bytes=72 * MB,
+    clock_hz=2520e6,
+    tensor_flops=165.2e12,
+    max_threads_per_sm=1536,
+    max_blocks_per_sm=24,
+    shared_bytes_per_sm=100 * KIB,
+)
+_H100 = Hardware(
+    card="H100 SXM5 80GB",
+    sms=132,
+    dram_bytes_per_s=3350e9,
+    l2_bytes=50 * MB,
+    clock_hz=1830e6,  # 989 TFLOPS = 132 SMs x 4096 flop/cycle x 1.83 GHz (boost: 1.98)
+    tensor_flops=989e12,  # with wgmma; mma.sync, which tilelang emits, reaches less
+    max_threads_per_sm=2048,
+    max_blocks_per_sm=32,
+    shared_bytes_per_sm=228 * KIB,
+)
+
+#: Hardware facts per target name. sm_100 and sm_120 have no row yet: their
+#: representative cards' clocks are not settled here, and a guessed row would give a
+#: confident-looking wrong prediction.
+HARDWARE: dict[str, Hardware] = {
+    "sm_80": _A100,
+    "sm_86": _RTX3090,
+    "sm_89": _RTX4090,
+    "sm_90": _H100,
+    "sm_90a": _H100,
+}
+
+
+def hardware(name: str | Target) -> Hardware:
+    """The hardware facts of target `name`; a `ValueError` naming the targets that have
+    them for any other (the CPU, or a GPU target without a row)."""
+    key = target(name).name
+    found = HARDWARE.get(key)
+    if found is None:
+        raise ValueError(
+            f"target: no hardware facts for {key} (a performance model needs a card; "
+            f"targets with one: {', '.join(HARDWARE)})"
+        )
+    return found
+
+
+__all__ = [
+    "CPU",
+    "HARDWARE",
+    "TARGETS",
+    "Hardware",
+    "Target",
+    "hardware",
+    "supported",
+    "target",
+]

@@ -1,5 +1,11 @@
 """Optional SASS inspection of a cubin: which machine instructions a kernel became.
 
+This module owns reading SASS text: the opcodes of a kernel, its main loop (the
+largest backward branch), and the classes a person reads an instruction mix by
+(`classify`: global loads by width, shared memory, ldmatrix, tensor cores,
+dequantization, integer/address arithmetic, ...), with the bytes of a global load
+and the flops of a tensor-core instruction.
+
 Uses NVIDIA's disassembler when one is installed — the `nvidia-cuda-nvdisasm` wheel
 (found through `cuda.pathfinder`), else ``nvdisasm`` or ``cuobjdump`` on the PATH. None
 is required by tilelang: `find_disassembler()` returns None without one, and callers
@@ -14,8 +20,22 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
+from collections.abc import Mapping
 
-__all__ = ["SassUnavailableError", "disassemble", "find_disassembler", "main_loop", "opcodes"]
+__all__ = [
+    "CLASSES",
+    "SassUnavailableError",
+    "classify",
+    "disassemble",
+    "find_disassembler",
+    "global_load_bytes",
+    "instruction_mix",
+    "kernel_body",
+    "main_loop",
+    "mix_key",
+    "mma_flops",
+    "opcodes",
+]
 
 
 class SassUnavailableError(RuntimeError):
@@ -71,10 +91,26 @@ _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 _BRANCH = re.compile(r"BRA\s+`?\(?(\.L_x_\d+)\)?")
 
 
+def kernel_body(sass: str) -> str:
+    """`sass` without the trap that ends a kernel (a label and a branch to itself, after
+    the last EXIT) and the padding NOPs after it: the instructions a block can run."""
+    lines = sass.splitlines()
+    for index, line in enumerate(lines):
+        label = _LABEL.match(line)
+        if label is None:
+            continue
+        following = [text for text in lines[index + 1 :] if _INSTRUCTION.search(text)]
+        branch = _BRANCH.search(following[0]) if following else None
+        if branch is not None and branch.group(1) == label.group(1):
+            return "\n".join(lines[:index])
+    return sass
+
+
 def main_loop(sass: str) -> str | None:
     """The SASS of the kernel's largest loop: the longest stretch from a label to a
     branch back to it (the main loop of a kernel such as a matmul's k loop), or None
-    when the kernel has no backward branch."""
+    when the kernel has no backward branch (the branch-to-itself after the last
+    EXIT, which every kernel ends with, is not a loop)."""
     lines = sass.splitlines()
     labels: dict[str, int] = {}
     best: tuple[int, int] | None = None
@@ -86,8 +122,131 @@ def main_loop(sass: str) -> str | None:
         branch = _BRANCH.search(line)
         if branch and branch.group(1) in labels:
             start = labels[branch.group(1)]
-            if best is None or index - start > best[1] - best[0]:
+            # A branch to itself is the trap after EXIT that ends every kernel, not a loop.
+            holds_more = any(_INSTRUCTION.search(text) for text in lines[start + 1 : index])
+            if holds_more and (best is None or index - start > best[1] - best[0]):
                 best = (start, index)
     if best is None:
         return None
     return "\n".join(lines[best[0] : best[1] + 1])
+
+
+# --------------------------------------------------------------------------- classes
+
+#: The classes of `classify`, in the order a report lists them.
+CLASSES = (
+    "global loads",
+    "global stores/atomics",
+    "shared loads/stores",
+    "ldmatrix (LDSM)",
+    "tensor core (HMMA/IMMA)",
+    "dequantization (LOP3/PRMT/half2/cvt)",
+    "integer/address",
+    "float",
+    "warp shuffles/votes",
+    "barriers",
+    "branches",
+    "local memory (spills)",
+    "other",
+)
+
+_BY_BASE: dict[str, str] = {}
+for _class, _bases in (
+    ("global loads", "LDG LDGSTS"),
+    ("global stores/atomics", "STG RED ATOMG ATOM"),
+    ("shared loads/stores", "LDS STS ATOMS"),
+    ("ldmatrix (LDSM)", "LDSM"),
+    ("tensor core (HMMA/IMMA)", "HMMA IMMA HGMMA IGMMA QMMA BMMA DMMA"),
+    # The bit tricks of tilelang's dequantization recipes (docs/design.md §6) and the
+    # conversions around them; LOP3 also serves address masks, counted here all the same.
+    (
+        "dequantization (LOP3/PRMT/half2/cvt)",
+        "LOP3 PRMT HFMA2 HMUL2 HADD2 HMNMX2 HSET2 HSETP2 I2F I2FP F2F F2FP I2I",
+    ),
+    (
+        "integer/address",
+        "IADD3 IADD IMAD IMUL LEA SHF SHL SHR ISETP VIADD VIADDMNMX IABS IMNMX VIMNMX SEL MOV "
+        "CS2R S2R S2UR LDC POPC FLO BREV SGXT BMSK PLOP3 P2R R2P R2UR IDP LOP",
+    ),
+    (
+        "float",
+        "FADD FMUL FFMA FMNMX FSETP FSEL FCHK MUFU FRND F2I FSET DADD DMUL DFMA DSETP DMNMX",
+    ),
+    ("warp shuffles/votes", "SHFL VOTE VOTEU MATCH REDUX"),
+    ("barriers", "BAR DEPBAR LDGDEPBAR MEMBAR WARPSYNC ERRBAR CCTL FENCE ARRIVES SYNCS"),
+    ("branches", "BRA BRX JMP JMX CALL RET EXIT BSSY BSYNC BREAK BPT"),
+    ("local memory (spills)", "LDL STL"),
+):
+    for _base in _bases.split():
+        _BY_BASE[_base] = _class
+
+
+def classify(opcode: str) -> str:
+    """The class (one of `CLASSES`) of an opcode with its modifiers, e.g.
+    ``"LDG.E.128.CONSTANT"`` -> ``"global loads"``.
+
+    Uniform-datapath instructions (``UIADD3``, ``ULDC``, ``UMOV``...) compute the block-
+    uniform loop and address values: integer/address. ``HFMA2.MMA`` is how ptxas moves
+    a constant into a register, not half2 arithmetic: integer/address too.
+    """
+    base = opcode.split(".", 1)[0]
+    if opcode.startswith("HFMA2.MMA"):
+        return "integer/address"
+    found = _BY_BASE.get(base)
+    if found is not None:
+        return found
+    if base.startswith("U") and len(base) > 1:
+        return "integer/address"
+    return "other"
+
+
+_WIDTH_BITS = {"128": 128, "64": 64, "32": 32, "U8": 8, "S8": 8, "U16": 16, "S16": 16}
+
+
+def global_load_bytes(opcode: str) -> int | None:
+    """Bytes per thread of a global load (``LDG``) or asynchronous copy (``LDGSTS``) by its
+    width modifier (``.128`` 16, ``.64`` 8, ``.U8`` 1, none 4); None for other opcodes."""
+    parts = opcode.split(".")
+    if parts[0] not in ("LDG", "LDGSTS"):
+        return None
+    for part in parts[1:]:
+        if part in _WIDTH_BITS:
+            return _WIDTH_BITS[part] // 8
+    return 4
+
+
+_MMA_SHAPE = re.compile(r"^(HMMA|IMMA)\.(16|8)(8)(\d+)")
+
+
+def mma_flops(opcode: str) -> int | None:
+    """Flops (multiply and add counted apart) one warp's tensor-core instruction does,
+    from its shape: ``HMMA.16816.F32`` is m16 n8 k16, 2*16*8*16 = 4096; None for other
+    opcodes and for shapes it does not know."""
+    found = _MMA_SHAPE.match(opcode)
+    if found is None:
+        return None
+    m, n, k = (int(found.group(i)) for i in (2, 3, 4))
+    return 2 * m * n * k
+
+
+def mix_key(opcode: str) -> str:
+    """How an opcode is listed within its class: global loads by instruction and width
+    (``LDG.128``, ``LDGSTS.32``), anything else by its base opcode (``LOP3``, ``HMMA``)."""
+    base = opcode.split(".", 1)[0]
+    width = global_load_bytes(opcode)
+    if width is not None:
+        return f"{base}.{width * 8}"
+    if opcode.startswith("HFMA2.MMA"):
+        return "HFMA2.MMA"
+    return base
+
+
+def instruction_mix(ops: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Opcode counts (`opcodes`) grouped by class: class -> {`mix_key`: count}, classes
+    in the order of `CLASSES`, empty classes left out."""
+    grouped: dict[str, dict[str, int]] = {}
+    for opcode, count in ops.items():
+        entry = grouped.setdefault(classify(opcode), {})
+        key = mix_key(opcode)
+        entry[key] = entry.get(key, 0) + count
+    return {name: dict(sorted(grouped[name].items())) for name in CLASSES if name in grouped}

@@ -1,0 +1,128 @@
+"""Static performance reports (`CompiledKernel.perf`) of the quantized matmul at decode
+shapes and of the dense matmul: what the model in `tilelang.runtime.perf` predicts on
+the target's representative card. A prediction from the SASS, resources and block IR,
+never a measurement, and no GPU is needed; it needs NVRTC and a SASS disassembler.
+
+    .venv/bin/python benchmarks/perf_report.py [--arch sm_90] [--latency-ns 600] [--brief]
+
+Prints each case's full report, then one summary table (the lines docs/benchmarks.md
+records). A case that cannot be built prints why and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import matmul  # noqa: E402
+import quant_matmul  # noqa: E402
+
+import tilelang as tl  # noqa: E402
+from tilelang.cli import launch_facts  # noqa: E402
+from tilelang.runtime.nvrtc import nvrtc_version  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    kernel: tl.Kernel
+    constexprs: dict[str, Any]
+    launch: dict[str, int]
+    per: str
+
+
+def _quant(weight: tl.DType, n: int) -> Case:
+    return Case(
+        f"quant_matmul {weight.name} g128 m=1 k=8192 n={n}",
+        quant_matmul.quant_matmul,
+        {"WT": weight, "G": 128},
+        {"M": 1, "K": 8192, "N": n},
+        "w",
+    )
+
+
+CASES = (
+    _quant(tl.u4, 28672),
+    _quant(tl.u4, 8192),
+    _quant(tl.u3, 28672),
+    _quant(tl.u8, 28672),
+    _quant(tl.f4e2m1, 28672),
+    Case("matmul f16 4096^3", matmul.matmul, {}, {"M": 4096, "K": 4096, "N": 4096}, "b"),
+)
+
+
+def report(case: Case, arch: str, latency_ns: float | None):
+    """The case's report, compiled with the size facts its launch gives (as a call would)."""
+    assume = launch_facts(case.kernel, case.constexprs, case.launch)
+    compiled = case.kernel.compile(assume=assume, target=arch, **case.constexprs)
+    return compiled.perf(per=case.per, latency_ns=latency_ns, **case.launch)
+
+
+def summary_row(case: Case, r) -> str:
+    floor = r.bounds[0].seconds
+    return (
+        f"| {case.name} | {r.predicted_seconds * 1e6:.1f} us | {floor * 1e6:.1f} us | "
+        f"{r.dram_fraction:.0%} | {r.binds} | {r.instructions_per_element:.3g} | "
+        f"{r.issue_budget_per_element:.3g} | {r.in_flight_sm / 1e3:.1f} KB | "
+        f"{r.occupancy.resident} ({', '.join(r.occupancy.limiters)}) | {r.blocks} |"
+    )
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+        )
+        return done.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--latency-ns", type=float, default=None)
+    parser.add_argument("--brief", action="store_true", help="print only the summary table")
+    args = parser.parse_args()
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    major, minor = nvrtc_version()
+    print(
+        f"static performance reports for {args.arch}: {now}, NVRTC {major}.{minor}, "
+        f"commit {_commit()} (a prediction, not a measurement)\n"
+    )
+    rows, failed = [], 0
+    for case in CASES:
+        try:
+            r = report(case, args.arch, args.latency_ns)
+        except Exception as error:  # a benchmark reports a case it cannot build and goes on
+            print(f"{case.name}: could not be built: {type(error).__name__}: {error}\n")
+            failed += 1
+            continue
+        if not args.brief:
+            print(f"---- {case.name}\n{r}\n")
+        rows.append(summary_row(case, r))
+    print(
+        "| case | predicted | DRAM floor | of DRAM bw | binds | warp instr/element | "
+        "issue budget/element | in flight/SM | blocks/SM | blocks |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The text of a static performance report (`tilelang.runtime.perf.PerfReport`): the
+tables `tilelang inspect --perf` prints. This module owns layout only; every number
+comes from the report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tilelang.target import hardware
+
+if TYPE_CHECKING:
+    from tilelang.runtime.perf import PerfReport
+
+__all__ = ["format_report"]
+
+
+def _bytes(nbytes: float) -> str:
+    if nbytes >= 1e6:
+        return f"{nbytes / 1e6:.4g} MB"
+    if nbytes >= 1e3:
+        return f"{nbytes / 1e3:.4g} KB"
+    return f"{nbytes:.4g} B"
+
+
+def _seconds(seconds: float) -> str:
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.4g} ms"
+    return f"{seconds * 1e6:.4g} us"
+
+
+def _count(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.3g}"
+
+
+def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    """Aligned columns: `right` holds the indices of right-aligned ones."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append(("  " + "  ".join(cells)).rstrip())
+    return lines
+
+
+def _header(r: PerfReport) -> list[str]:
+    hw = hardware(r.target)
+    launch = " ".join(f"{k}={v}" for k, v in r.launch.items())
+    grid = " x ".join(str(g) for g in r.grid)
+    occ = r.occupancy
+    limits = (
+        f"registers {occ.by_registers}, shared {occ.by_shared}, threads {occ.by_threads}, "
+        f"cap {occ.by_blocks}"
+    )
+    return [
+        f"==== static performance report: {r.kernel} on {r.target} ({r.card}) ====",
+        "  a prediction from the SASS, the resources and the block IR, not a measurement",
+        f"  card       {hw.sms} SMs, {hw.dram_bytes_per_s / 1e12:.3g} TB/s DRAM, "
+        f"{_bytes(hw.l2_bytes)} L2, {hw.clock_hz / 1e6:.0f} MHz, "
+        f"{hw.tensor_flops / 1e12:.4g} TFLOPS f16 mma, DRAM latency {r.latency_s * 1e9:.0f} ns "
+        "(assumed)",
+        f"  launch     {launch}: grid {grid} = {r.blocks} blocks x {occ.threads} threads "
+        f"({r.warps} warps)",
+        f"  occupancy  {occ.registers} registers/thread, {occ.shared_bytes} B shared/block "
+        f"({occ.shared_allocated} B allocated with the reserve)",
+        f"             blocks per SM: {limits} -> {occ.resident} resident "
+        f"({', '.join(occ.limiters)} bind)",
+        f"             waves: {r.blocks} / ({occ.resident} x {hw.sms} SMs) = {r.waves:.3g}",
+    ]
+
+
+def _loop(r: PerfReport) -> list[str]:
+    unrolled = "not unrolled" if r.unroll == 1 else f"unrolled x{r.unroll} by ptxas"
+    if r.loop == "no loop":
+        head = "  main loop  none (no loop loads global memory): the whole kernel, once per block"
+    else:
+        head = f"  main loop  {r.loop}: {r.iterations} iterations per block, SASS {unrolled}"
+    lines = [
+        head,
+        f"             {_count(r.instructions_per_iteration)} warp instructions per iteration",
+        "",
+    ]
+    rows = [("instruction class", "per iteration", "detail")]
+    for name, ops in r.mix.items():
+        detail = ", ".join(f"{op} x{_count(n)}" for op, n in ops.items())
+        rows.append((name, _count(sum(ops.values())), detail))
+    rows.append(("total", _count(r.instructions_per_iteration), ""))
+    return lines + _table(rows, {1})
+
+
+def _loads(r: PerfReport) -> list[str]:
+    if not r.loads:
+        return ["", "  no global tile is loaded per iteration"]
+    rows = [("tensor", "kind", "tile", "bytes/iter", "ahead", "in flight", "instr/element")]
+    for row in r.loads:
+        tile = "x".join(str(n) for n in row.tile) + f" {row.dtype}"
+        mark = "*" if row.clipped else ""
+        rows.append(
+            (
+                row.tensor + (" <" if row.tensor == r.per else ""),
+                row.kind,
+                tile,
+                _bytes(row.bytes) + mark,
+                str(row.ahead),
+                _bytes(row.in_flight),
+                f"{row.instructions_per_element:.3g}",
+            )
+        )
+    lines = ["", "  global tiles per iteration per block (* clipped to the tensor's extent)"]
+    lines += _table(rows, {3, 4, 5, 6})
+    lines += [
+        "",
+        f"  in flight  {_bytes(r.in_flight_block)} per block, {_bytes(r.in_flight_sm)} per SM "
+        f"at {r.occupancy.resident} blocks; this launch: {r.concurrent_blocks:.4g} blocks at "
+        f"once, {_bytes(r.in_flight)}",
+    ]
+    if r.per is not None:
+        budget = r.issue_budget_per_element
+        lines.append(
+            f"  per {r.per:<6} {r.instructions_per_element:.3g} warp instructions per element "
+            f"(the GPU issues {budget:.3g} per element in the DRAM floor's time)"
+        )
+    return lines
+
+
+def _bounds(r: PerfReport) -> list[str]:
+    rows = [("bound", "time", "of DRAM bw", "how")]
+    for b in r.bounds:
+        mark = "  <- binds" if b.name == r.binds else ""
+        fraction = f"{b.fraction:.0%}" if b.seconds else "-"
+        rows.append((b.name, _seconds(b.seconds), fraction, b.detail + mark))
+    lines = [""] + _table(rows, {1, 2})
+    lines += [
+        "",
+        f"  predicted  {_seconds(r.predicted_seconds)}: {r.dram_fraction:.0%} of DRAM bandwidth "
+        f"({_bytes(r.bytes_total)} at {r.bytes_total / r.predicted_seconds / 1e12:.3g} TB/s), "
+        f"{r.tensor_fraction:.2%} of tensor-core peak; {r.binds} binds",
+    ]
+    lines += [f"  note: {note}" for note in r.notes]
+    return lines
+
+
+def format_report(r: PerfReport) -> str:
+    """The report as the text the CLI prints."""
+    return "\n".join(_header(r) + _loop(r) + _loads(r) + _bounds(r))
