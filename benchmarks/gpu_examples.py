@@ -352,9 +352,9 @@ def cases() -> list[Case]:
     found.append(
         Case(
             "examples/quant_matmul.py main()",
-            8.0,
+            11.0,  # 9 weight types, then split-K: 3 more kernels (atomic, workspace + reduce)
             _run_quant_matmul_main,
-            "the example's own GPU path (DeviceBuffer), every weight type",
+            "the example's own GPU path (DeviceBuffer), every weight type, both split-K",
         )
     )
     for stem in example_stems():

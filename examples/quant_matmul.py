@@ -4,9 +4,24 @@ x is f16 [M, K]; W holds K x N codes of WT (u1..u8, i1..i8, f4e2m1, f6e3m2, f8e4
 packed densely; each group of G consecutive rows of W shares one f16 scale per column:
 dequant(W)[k, n] = W[k, n] * s[k // G, n]. Accumulation is f32, y is f16.
 
+Split-K (`split_k_matmul`): when M and N give too few blocks to fill a GPU (decoding:
+M is a handful of tokens), K is split into SPLIT_K slices along a third grid dimension
+and each block multiplies one slice. The partial products are reduced either
+
+- with `tl.atomic_add` into an f32 output the caller zeroes (`quant_matmul_split_k`):
+  one launch, but the float sum depends on the order the slices arrive in; f32, not
+  f16, because f16 atomics would round every partial sum to f16 (SPLIT_K roundings
+  instead of one); or
+- deterministically: each slice writes its partial product to a workspace
+  [SPLIT_K, M, N] (`quant_matmul_partials`) and a second kernel adds them in slice
+  order and rounds once to f16 (`reduce_partials`); bit-identical from run to run.
+
+SPLIT_K = 1 is the unsplit product.
+
 Run `python examples/quant_matmul.py` (or `make run`): it runs the kernel for several
-weight types — on the GPU when there is one, else on the CPU (the same per-thread
-program, through the LLVM backend) — and checks each against numpy.
+weight types, and both split-K reductions for one — on the GPU when there is one, else
+on the CPU (the same per-thread program, through the LLVM backend) — and checks each
+against numpy.
 """
 
 import numpy as np
@@ -27,6 +42,18 @@ def dequantize(q, s, k, n0, G):
     return tl.reshape(grouped, [BK, BN])
 
 
+@tl.func
+def slice_product(x, w, s, bm, bn, k_start, k_stop, G, BM, BN, BK):
+    """The f32 product of rows bm·BM.. of x and columns bn·BN.. of dequant(W) over
+    k_start <= k < k_stop (k_start a multiple of BK: no tile straddles a scale group)."""
+    acc = tl.zeros([BM, BN], tl.f32)
+    for k in tl.range(k_start, k_stop, BK, stages=3):
+        a = tl.load(x, [bm * BM, k], [BM, BK])
+        b = dequantize(tl.load(w, [k, bn * BN], [BK, BN]), s, k, bn * BN, G)
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
 @tl.kernel(warps=4)
 def quant_matmul(
     x: tl.Tensor[tl.f16, "M", "K"],
@@ -40,11 +67,72 @@ def quant_matmul(
     BK: tl.constexpr = 64,
 ):
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    acc = slice_product(x, w, s, bm, bn, 0, K, G, BM, BN, BK)
+    tl.store(y, [bm * BM, bn * BN], acc.to(tl.f16))
+
+
+@tl.func
+def k_slice(kz, K, SPLIT_K, BK):
+    """[start, stop) of slice kz of K: ceil(K / SPLIT_K) rounded up to whole BK tiles
+    (so every slice starts on a tile), the last slices shorter or empty."""
+    length = tl.cdiv(tl.cdiv(K, SPLIT_K), BK) * BK
+    return kz * length, tl.minimum(K, kz * length + length)
+
+
+@tl.kernel(warps=4)
+def quant_matmul_split_k(
+    x: tl.Tensor[tl.f16, "M", "K"],
+    w: tl.Tensor["WT", "K", "N"],
+    s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
+    y: tl.Tensor[tl.f32, "M", "N"],
+    WT: tl.constexpr = tl.u4,
+    G: tl.constexpr = 128,
+    SPLIT_K: tl.constexpr = 4,
+    BM: tl.constexpr = 16,
+    BN: tl.constexpr = 64,
+    BK: tl.constexpr = 64,
+):
+    """y += x @ dequant(W), K split over SPLIT_K blocks whose partial products meet in y
+    through atomic additions (y must hold zeros for y = x @ dequant(W))."""
+    bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
+    k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
+    acc = slice_product(x, w, s, bm, bn, k_start, k_stop, G, BM, BN, BK)
+    tl.atomic_add(y, [bm * BM, bn * BN], acc)
+
+
+@tl.kernel(warps=4)
+def quant_matmul_partials(
+    x: tl.Tensor[tl.f16, "M", "K"],
+    w: tl.Tensor["WT", "K", "N"],
+    s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
+    partials: tl.Tensor[tl.f32, "SPLIT_K", "M", "N"],
+    WT: tl.constexpr = tl.u4,
+    G: tl.constexpr = 128,
+    SPLIT_K: tl.constexpr = 4,
+    BM: tl.constexpr = 16,
+    BN: tl.constexpr = 64,
+    BK: tl.constexpr = 64,
+):
+    """partials[kz] = the product over K slice kz (the first pass of the deterministic
+    split-K; `reduce_partials` is the second)."""
+    bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
+    k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
+    acc = slice_product(x, w, s, bm, bn, k_start, k_stop, G, BM, BN, BK)
+    tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
+
+
+@tl.kernel(warps=4)
+def reduce_partials(
+    partials: tl.Tensor[tl.f32, "S", "M", "N"],
+    y: tl.Tensor[tl.f16, "M", "N"],
+    BM: tl.constexpr = 16,
+    BN: tl.constexpr = 64,
+):
+    """y = the sum of the partial products in slice order, rounded once to f16."""
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
     acc = tl.zeros([BM, BN], tl.f32)
-    for k in tl.range(0, K, BK, stages=3):
-        a = tl.load(x, [bm * BM, k], [BM, BK])
-        b = dequantize(tl.load(w, [k, bn * BN], [BK, BN]), s, k, bn * BN, G)
-        acc = tl.dot(a, b, acc)
+    for kz in tl.range(0, S):
+        acc = acc + tl.reshape(tl.load(partials, [kz, bm * BM, bn * BN], [1, BM, BN]), [BM, BN])
     tl.store(y, [bm * BM, bn * BN], acc.to(tl.f16))
 
 
@@ -100,6 +188,56 @@ def check(
     return error
 
 
+def split_k_matmul(
+    x, w, s, weight_type: tl.DType, group: int, split_k: int, deterministic: bool = False, **tiles
+):
+    """x @ dequant(W) with K split in `split_k` slices: f32 through atomic additions, or
+    (`deterministic`) f16 through a workspace of partial products and a second kernel.
+    Host arrays run on the CPU; `tl.DeviceBuffer`s (or torch/cupy tensors) on the GPU."""
+    m, n = x.shape[0], s.shape[1]
+    on_gpu = isinstance(x, tl.DeviceBuffer)
+    device = tl.DeviceBuffer if on_gpu else (lambda array: array)
+    constants = {"WT": weight_type, "G": group, "SPLIT_K": split_k, **tiles}
+    if not deterministic:
+        y = device(np.zeros((m, n), np.float32))
+        return quant_matmul_split_k(x, w, s, y, **constants)
+    partials = device(np.zeros((split_k, m, n), np.float32))
+    quant_matmul_partials(x, w, s, partials, **constants)
+    blocks = {name: tiles[name] for name in ("BM", "BN") if name in tiles}
+    return reduce_partials(partials, device(np.zeros((m, n), np.float16)), **blocks)
+
+
+def check_split_k(
+    m: int,
+    k: int,
+    n: int,
+    weight_type: tl.DType,
+    group: int,
+    split_k: int,
+    deterministic: bool = False,
+    on_gpu: bool = False,
+    **tiles,
+) -> float:
+    """The relative error of `split_k_matmul`, rounded to f16, against numpy (asserted
+    within `tolerance`: splitting changes the order of the f32 additions, not their
+    number)."""
+    x, w, s = make_inputs(m, k, n, weight_type, group)
+    if on_gpu:
+        x, w, s = (tl.DeviceBuffer(a) for a in (x, w, s))
+    y = split_k_matmul(x, w, s, weight_type, group, split_k, deterministic, **tiles)
+    y = (y.numpy() if on_gpu else y).astype(np.float16)
+    x, w, s = make_inputs(m, k, n, weight_type, group)
+    expected = reference(x, w, s, group).astype(np.float32)
+    scale = max(float(np.abs(expected).max()), 1e-3)
+    error = float(np.abs(y.astype(np.float32) - expected).max()) / scale
+    how = "deterministic" if deterministic else "atomic"
+    assert error <= tolerance(k), (
+        f"{weight_type}, split-K {split_k} ({how}): relative error {error:.3g} over "
+        f"{tolerance(k):.3g}"
+    )
+    return error
+
+
 def main() -> None:
     m, k, n, group = 16, 256, 96, 64
     print(f"quant_matmul: y[{m}x{n}] = x[{m}x{k}] f16 @ dequant(W[{k}x{n}]), group {group}")
@@ -108,6 +246,11 @@ def main() -> None:
     for weight_type in (tl.u4, tl.i4, tl.u3, tl.i2, tl.u1, tl.u8, tl.f4e2m1, tl.f6e3m2, tl.f8e4m3):
         error = check(m, k, n, weight_type, group, on_gpu)
         print(f"  {weight_type.name:>7} on {device}: relative error {error:.2e}  ok")
+    split_k = 4
+    for deterministic in (False, True):
+        error = check_split_k(m, k, n, tl.u4, group, split_k, deterministic, on_gpu)
+        how = "workspace + reduce kernel, f16" if deterministic else "atomic_add into f32"
+        print(f"  u4 split-K {split_k} ({how}) on {device}: relative error {error:.2e}  ok")
 
 
 if __name__ == "__main__":

@@ -201,6 +201,8 @@ def odd_function() -> ir.Function:
             ir.If(c(True, dt.u1), ir.Block(()), ir.Block(()), ()),
             ir.Load(var("l", tile(dt.f6e3m2, 2)), weird, (), loc=ir.Loc("<unknown>", 3, 4)),
             ir.Relayout(var("rl", F16), weird, attrs=(("n", -3), ("s", 'q"'), ("t", True))),
+            ir.AtomicAdd(weird, (), var("rl", F16)),
+            ir.AtomicAdd(weird, (c(-1, dt.i32),), weird, var("l", tile(dt.f6e3m2, 2)), loc=loc(9)),
             ir.SharedAlloc(var("sb", SharedType(dt.f16, (2, 4)))),
             ir.SharedSlice(
                 var("ss", SharedType(dt.f16, (4,))),

@@ -62,11 +62,12 @@ def test_without_size_facts_the_loads_narrow_to_what_the_mask_allows():
 def test_quant_matmul_selects_mma_ldmatrix_and_wide_weight_loads(weight_type):
     compiled = load_example("quant_matmul").quant_matmul.compile(WT=weight_type)
     assert statements(compiled, t.Mma) and statements(compiled, t.Ldmatrix)
-    assert load_widths(compiled, "x") == {16} and async_tensors(compiled) == {"x"}
+    # stages=3: every load of the loop streams through cp.async (weights and scales too)
+    assert load_widths(compiled, "x") == {16} and async_tensors(compiled) == {"x", "w", "s"}
     widths = load_widths(compiled, "w")
     if weight_type == tl.u3:
-        # 16 u3 codes are a 6-byte run: split by alignment, never byte by byte.
-        assert min(widths) >= 2 and "global_load_sub_byte" not in compiled.stats
+        # 32 u3 codes are a 12-byte run, 4-byte aligned: three 4-byte cp.async.
+        assert widths == {4} and "global_load_sub_byte" not in compiled.stats
     else:
         assert widths == {16}
 

@@ -56,6 +56,7 @@ from tilelang.lang.elementwise import FUNCTIONS as _ELEMENTWISE
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import (
     arange,
+    atomic_add,
     blocks,
     broadcast,
     commit,
@@ -84,6 +85,7 @@ from tilelang.lang.ops import print_ as print
 from tilelang.lang.ops import range_ as range
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.values import cdiv
+from tilelang.passes.software_pipeline import PipelineWarning
 from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch
 from tilelang.version import __version__

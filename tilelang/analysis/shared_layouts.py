@@ -1,12 +1,21 @@
 """Shared tiles in bytes: their default layouts and the bytes they occupy.
 
 A shared tile without a layout gets `default_layout`: row-major, with the standard XOR
-swizzle (`Swizzle.for_bytes`) when its rows are a multiple of 128 bytes (or exactly 64
-or 32 bytes: the 64/32-byte swizzle), so that ldmatrix and cp.async touch all 32 banks.
+swizzle (`Swizzle.for_bytes`) when it has more than one row and its rows are a multiple
+of 128 bytes (or exactly 64 or 32 bytes: the 64/32-byte swizzle), so that ldmatrix and
+cp.async touch all 32 banks (a single row has no rows to keep apart, and unswizzled its
+addresses stay affine: a thread's accesses share one base register).
 Swizzles need a power-of-two element size and a rank of at least 2; they keep every
 16-byte chunk of a row contiguous (vectorize relies on it). `plan_shared` places the
 tiles (offsets recorded as attributes), `vectorize` reads their layouts, the lowering
 puts its scratch area after `total_bytes`.
+
+The buffers of a software pipeline (`staged_layout`) stack S copies of one tile's
+default layout along a new leading dim, each copy starting 16-byte aligned and on a
+whole swizzle period, so that `shared_slice` of one stage is the tile's default layout.
+
+A tile of a sub-byte dtype (u4, u3, f4e2m1, ...) is a byte array of packed codes: the
+element at offset o holds bits [o·b, (o+1)·b), little-endian, as in a packed tensor.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import math
 
 from tilelang.dtypes import DType
 from tilelang.ir.nodes import Function, SharedAlloc
-from tilelang.ir.shared_layout import SharedLayout, Swizzle, row_major
+from tilelang.ir.shared_layout import Mode, SharedLayout, Swizzle, row_major
 from tilelang.ir.types import SharedType
 from tilelang.ir.visit import walk
 
@@ -30,11 +39,26 @@ def default_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
     return layout if width is None else layout.swizzled(Swizzle.for_bytes(width, dtype.bits))
 
 
+def staged_layout(dtype: DType, shape: tuple[int, ...], stages: int) -> SharedLayout:
+    """`stages` copies of `default_layout(dtype, shape)` along a new leading dim.
+
+    Each copy starts at a multiple of 16 bytes and of the swizzle's period (the XOR
+    then never mixes stages), so a slice at any stage has exactly the default layout.
+    """
+    one = default_layout(dtype, shape)
+    period = 1
+    if one.swizzle is not None and one.swizzle.bits:
+        period = 1 << (one.swizzle.shift + one.swizzle.bits)
+    unit = math.lcm(period, (ALIGN * 8) // math.gcd(ALIGN * 8, dtype.bits))
+    stride = round_up(one.size, unit)
+    return SharedLayout(((Mode(stages, stride),), *one.dims), one.swizzle)
+
+
 def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
     """The byte swizzle (128, 64 or 32) for row-major rows of `shape`, or None."""
     bits = dtype.bits
-    if len(shape) < 2 or bits & (bits - 1) or bits > 128:
-        return None
+    if math.prod(shape[:-1]) <= 1 or bits & (bits - 1) or bits > 128:
+        return None  # one row: no two rows to keep apart in the banks
     row_bits = shape[-1] * bits
     if row_bits % 8:
         return None

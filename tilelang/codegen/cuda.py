@@ -33,7 +33,10 @@ How thread IR maps to C++
   ``tl_reg<W>(local, byte)``, a reference to W (u8, tl_w16, tl_w32, tl_b64, tl_b128:
   raw types that may alias any other) at that byte.
 * Global memory: ``tl_load<W>(g_x + offset)`` / ``tl_store``, under ``if (pred)``
-  (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). Shared memory: the
+  (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). `AtomicAdd` is one
+  ``red.global.add`` per element, f16/bf16 pair (``.f16x2``) or, on sm_90, vector of
+  up to 16 bytes (``red.global.add.v4.f32``); `AtomicMerge` an atomic ``and`` then
+  ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``). Shared memory: the
   dynamic ``tl_smem`` array, by byte offset.
 * `Mma`, `Ldmatrix`, `Shfl`, `CpAsync*` are inline PTX (``asm volatile``), `Barrier` is
   ``__syncthreads()`` (``bar.sync 0``).
@@ -56,6 +59,9 @@ Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
   unspecified, as on the CPU.
 * Float → int `Cvt` is ``cvt.rni.sat`` (NaN → 0); float `min`/`max` are PTX
   ``min``/``max`` (a NaN operand is ignored).
+* f32 `AtomicAdd` flushes subnormal inputs and results to zero: PTX's
+  ``red.global.add.f32`` does (f16, bf16 and f64 keep them). bf16 additions on sm_80,
+  which has no bf16 reduction, are a compare-and-swap loop on the element (or pair).
 """
 
 from __future__ import annotations
@@ -154,7 +160,7 @@ def kernel_params(fn: t.ThreadFunction) -> tuple[CudaParam, ...]:
 
 
 def _stored_tensors(fn: t.ThreadFunction) -> set[str]:
-    return {s.tensor for s in t.walk_stmts(fn.body) if isinstance(s, t.GlobalStore)}
+    return set(t.written_tensors(fn.body))
 
 
 def emit_cuda(fn: t.ThreadFunction, launch_bounds: int | None = None) -> str:
@@ -307,6 +313,30 @@ class _Emitter:
         w = RAW_TYPES[s.width]
         at = self.tensor_at(s.tensor, s.offset)
         self.predicated(s.pred, f"tl_store<{w}>({at}, {self.reg(s.src, s.width)});")
+
+    def stmt_AtomicAdd(self, s: t.AtomicAdd) -> None:
+        calls = []
+        for at, width, helper in _atomic_calls(s.dtype, s.width):
+            target = self.tensor_at(s.tensor, s.offset) + (f" + {at}" if at else "")
+            reg = self.reg(t.Reg(s.src.local, s.src.byte + at), width)
+            calls.append(f"{self.x.call(helper, target, reg)};")
+        if len(calls) == 1:
+            self.predicated(s.pred, calls[0])
+            return
+        self.line("{" if s.pred is None else f"if ({self.expr(s.pred)}) {{")
+        self.block_lines(calls)
+        self.line("}")
+
+    def stmt_AtomicMerge(self, s: t.AtomicMerge) -> None:
+        at = self.tensor_at(s.tensor, s.offset)
+        call = self.x.call("tl_merge_bits", at, self.expr(s.value), self.expr(s.mask))
+        self.predicated(s.pred, f"{call};")
+
+    def block_lines(self, lines: list[str]) -> None:
+        self.depth += 1
+        for text in lines:
+            self.line(text)
+        self.depth -= 1
 
     def stmt_SharedLoad(self, s: t.SharedLoad) -> None:
         load = f"tl_load<{RAW_TYPES[s.width]}>({self.shared_at(s.address)})"
@@ -479,6 +509,23 @@ class _Emitter:
 
 
 _UNSIGNED = {"u32": dtypes.u32, "u64": dtypes.u64}
+
+
+def _atomic_calls(dtype: DType, width: int) -> list[tuple[int, int, str]]:
+    """(byte, width, prelude helper) of each call an `AtomicAdd` of `width` bytes of
+    `dtype` makes: f16/bf16 elements add alone, or in pairs (`x2`) and vectors of 2 or
+    4 pairs; f32 alone or in vectors of 2 or 4; 32- and 64-bit integers and f64 one
+    element at a time (signed and unsigned additions are the same bits)."""
+    vector = {8: "_v2", 16: "_v4"}
+    name = dtype.name
+    if name in ("f16", "bf16"):
+        helper = f"tl_red_add_{name}" if width == 2 else f"tl_red_add_{name}x2"
+        return [(0, width, helper + vector.get(width, ""))]
+    if name == "f32":
+        return [(0, width, "tl_red_add_f32" + vector.get(width, ""))]
+    size = dtype.bits // 8
+    kind = "f64" if name == "f64" else f"u{dtype.bits}"
+    return [(at, size, f"tl_red_add_{kind}") for at in range(0, width, size)]
 
 
 def _header(fn: t.ThreadFunction) -> str:

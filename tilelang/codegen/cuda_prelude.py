@@ -353,6 +353,7 @@ def _snippets() -> dict[str, Snippet]:
         "  i32 src = mode == 0 ? arg : mode == 1 ? (rel ^ arg) : mode == 2 ? rel - arg : rel + arg;\n"
         "  return (u32)src < (u32)width ? src : rel;\n}"
     )
+    s.update(_atomic_snippets())
     for (m, n, k), (acc, acons), ops in (
         ((16, 8, 16), ("f32", "f"), ("f16", "bf16")),
         ((16, 8, 32), ("i32", "r"), ("s8", "u8")),
@@ -378,6 +379,100 @@ def _snippets() -> dict[str, Snippet]:
                 f'{{{d}}}, {{{a}}}, {{{b}}}, {{{c}}};"\n'
                 f"               : {outs}\n               : {ins});\n}}"
             )
+    return s
+
+
+def _red(instr: str, *operands: str) -> str:
+    """One fire-and-forget global reduction ``instr [p], operands`` (volatile, clobbers
+    memory); each operand is a constraint and its expression, e.g. ``"r"(v)``."""
+    regs = ", ".join(f"%{i + 1}" for i in range(len(operands)))
+    if len(operands) > 1:
+        regs = "{" + regs + "}"
+    return f'asm volatile("{instr} [%0], {regs};" :: "l"(p), {", ".join(operands)} : "memory");'
+
+
+def _cas_loop(bits: int, add: str) -> str:
+    """A compare-and-swap loop that adds v to the `bits`-bit value at p with `add`."""
+    ty, reg = ("u16", "h") if bits == 16 else ("u32", "r")
+    return (
+        f"  {ty} seen, old = *(volatile {ty}*)p;\n"
+        "  do {\n    seen = old;\n"
+        f'    asm volatile("atom.global.cas.b{bits} %0, [%1], %2, %3;" : "={reg}"(old) '
+        f': "l"(p), "{reg}"(seen), "{reg}"({add}(seen, v)) : "memory");\n'
+        "  } while (old != seen);\n"
+    )
+
+
+def _atomic_snippets() -> dict[str, Snippet]:
+    """`tl_red_add_<type>[_v2|_v4](p, bits)`: atomic additions of one element, a pair or a
+    vector at global byte address p (naturally aligned), the addends as their raw bits;
+    `tl_merge_bits`: the atomic merge of sub-byte codes.
+
+    sm_80 lacks the bf16 reductions and every vector reduction (PTX: sm_90): there, bf16
+    adds through a compare-and-swap loop on the element's own 16 bits (or the pair's 32;
+    `atom.cas.b16` needs sm_70) and vectors split into scalars, chosen by __CUDA_ARCH__.
+    `red.global.add.f32` flushes subnormal inputs and results to zero (PTX ISA); the f16
+    and bf16 reductions (`.noftz`) keep them."""
+    s: dict[str, Snippet] = {}
+    wide = "  const u64 v = ((u64)b.y << 32) | b.x;\n"
+    for name, arg, body in (
+        ("u32", "u32 v", _red("red.global.add.u32", '"r"(v)')),
+        ("u64", "tl_b64 b", wide + "  " + _red("red.global.add.u64", '"l"(v)')),
+        ("f32", "u32 v", _red("red.global.add.f32", '"f"(__uint_as_float(v))')),
+        (
+            "f64",
+            "tl_b64 b",
+            wide + "  " + _red("red.global.add.f64", '"d"(__longlong_as_double((i64)v))'),
+        ),
+        ("f16", "u16 v", _red("red.global.add.noftz.f16", '"h"(v)')),
+        ("f16x2", "u32 v", _red("red.global.add.noftz.f16x2", '"r"(v)')),
+    ):
+        s[f"tl_red_add_{name}"] = Snippet(
+            f"TL_INLINE void tl_red_add_{name}(u8* p, {arg}) {{\n  {body.strip()}\n}}"
+        )
+    for name, arg, bits in (("bf16", "u16 v", 16), ("bf16x2", "u32 v", 32)):
+        reduction = _red(f"red.global.add.noftz.{name}", '"h"(v)' if bits == 16 else '"r"(v)')
+        s[f"tl_red_add_{name}"] = Snippet(
+            f"TL_INLINE void tl_red_add_{name}(u8* p, {arg}) {{\n#if __CUDA_ARCH__ >= 900\n"
+            f"  {reduction}\n#else\n{_cas_loop(bits, f'tl_add_{name}')}#endif\n}}",
+            (f"tl_add_{name}",),
+        )
+    # Vectors of 8 and 16 bytes: one reduction on sm_90, scalar ones before.
+    for name, ptx, convert in (
+        ("f32", "red.global.add.{v}.f32", "__uint_as_float"),
+        ("f16x2", "red.global.add.noftz.{v}.f16x2", ""),
+        ("bf16x2", "red.global.add.noftz.{v}.bf16x2", ""),
+    ):
+        constraint = '"f"' if convert else '"r"'
+        scalar = f"tl_red_add_{name}"
+        for count, raw, fields in ((2, "tl_b64", "xy"), (4, "tl_b128", "xyzw")):
+            helper = f"{scalar}_v{count}"
+            operands = [f"{constraint}({convert}(v.{f}))" for f in fields]
+            split = " ".join(f"{scalar}(p + {4 * i}, v.{f});" for i, f in enumerate(fields))
+            s[helper] = Snippet(
+                f"TL_INLINE void {helper}(u8* p, {raw} v) {{\n#if __CUDA_ARCH__ >= 900\n"
+                f"  {_red(ptx.format(v=f'v{count}'), *operands)}\n#else\n"
+                f"  {split}\n#endif\n}}",
+                (scalar,),
+            )
+    # Sub-byte codes: clear the selected bits with an atomic and, then set the new ones
+    # with an atomic or, on the aligned 32-bit word(s) the two bytes at p lie in. Threads
+    # merging disjoint bits never lose each other's (and/or on disjoint bits commute). A
+    # word's bytes outside the mask are and-ed with ones and or-ed with zeros: unchanged
+    # (they may lie past the tensor's end, inside its allocation's 4-byte granule).
+    s["tl_merge_bits"] = Snippet(
+        "TL_INLINE void tl_merge_bits(u8* p, u32 value, u32 mask) {\n"
+        "  const u64 a = (u64)p;\n"
+        "  u8* w = (u8*)(a & ~(u64)3);\n"
+        "  const u32 s = (u32)(a & 3) * 8;\n"
+        "  const u64 m = (u64)(mask & 0xffffu) << s, v = (u64)(value & mask & 0xffffu) << s;\n"
+        "  for (int i = 0; i < 2; ++i, w += 4) {\n"
+        "    const u32 mi = (u32)(m >> (32 * i)), vi = (u32)(v >> (32 * i));\n"
+        "    if (mi == 0) continue;\n"
+        '    asm volatile("red.global.and.b32 [%0], %1;" :: "l"(w), "r"(~mi) : "memory");\n'
+        '    asm volatile("red.global.or.b32 [%0], %1;" :: "l"(w), "r"(vi) : "memory");\n'
+        "  }\n}"
+    )
     return s
 
 

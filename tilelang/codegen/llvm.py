@@ -74,7 +74,8 @@ Decisions where `tilelang.ir.thread` is silent (and why)
 * `For` runs the iterations Python's `range` would (upward for a positive step, downward
   for a negative one, none for a zero step), counted up front (no overflow of the loop
   variable near the ends of its range).
-* `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
+* `AtomicAdd` and `AtomicMerge` are real atomics (blocks run on several host threads;
+  see `llvm_atomic`). `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
   copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
   follow (the result is the same).
 * The machine code assumes the default floating-point environment (round to nearest
@@ -94,6 +95,7 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl
@@ -364,7 +366,7 @@ class _Emitter:
         self.counted_loop(args[5], args[6], block_body, "block")
         b.ret_void()
         self.alloca_builder.branch(body)
-        stored = frozenset(s.tensor for s in t.walk_stmts(fn.body) if isinstance(s, t.GlobalStore))
+        stored = t.written_tensors(fn.body)
         return LLVMKernel(
             str(self.module), self.workspace_bytes, tensor_params, scalar_params, stored
         )
@@ -551,6 +553,19 @@ class _Emitter:
                 else:
                     dst = self.shared_ptr(self.expr(stmt.address, env))
                 b.store(value, dst, align=1)
+        elif isinstance(stmt, t.AtomicAdd):
+            with self.predicated(stmt.pred, env):
+                base = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                size = stmt.dtype.bits // 8
+                for i in range(stmt.width // size):
+                    src = self.local_ptr(stmt.src.local, stmt.src.byte + i * size, tid)
+                    value = b.load(src, typ=num.ltype(stmt.dtype), align=size)
+                    at = b.gep(base, [int_const(I64, i * size)], source_etype=I8) if i else base
+                    atomic_add(b, at, value, stmt.dtype)
+        elif isinstance(stmt, t.AtomicMerge):
+            with self.predicated(stmt.pred, env):
+                at = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                atomic_merge(b, at, self.expr(stmt.value, env), self.expr(stmt.mask, env))
         elif isinstance(stmt, t.CpAsync):
             ty = ir.IntType(8 * stmt.width)
             dst = self.shared_ptr(self.expr(stmt.address, env))

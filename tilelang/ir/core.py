@@ -10,7 +10,9 @@ frozen dataclass and carries the `Loc` of the user's source that produced it.
 One place defines each instruction: its class (in `tilelang.ir.instructions`) says
 
 - what it is: its fields, with `OPERANDS` (the fields holding values it reads),
-  `RESULTS` (the fields holding the `Var`s it defines) and `BODIES`;
+  `RESULTS` (the fields holding the `Var`s it defines), `BODIES`, and `WRITES` (the
+  operand fields holding the global tensors it writes: what a launch treats as its
+  outputs, and what orders the lowering's accesses);
 - how it reads as text: `SYNTAX`, a template the printer writes and from which the
   parser's grammar is derived (`tilelang.ir.syntax`);
 - when it is well formed: its `check` method (`tilelang.ir.checks`);
@@ -108,6 +110,8 @@ class Instr:
     OPERANDS: ClassVar[tuple[str, ...]] = ()
     RESULTS: ClassVar[tuple[str, ...]] = ()
     BODIES: ClassVar[tuple[str, ...]] = ()
+    #: The operand fields holding the global tensors the instruction writes.
+    WRITES: ClassVar[tuple[str, ...]] = ()
     #: The text after `results =`: literal text, `{field}` slots and `<...>` optional
     #: parts (see `tilelang.ir.syntax`). None for `For` and `If`, whose headers and
     #: bodies the printer and parser spell themselves.
@@ -140,6 +144,10 @@ class Instr:
 
     def bodies(self) -> tuple[Block, ...]:
         return tuple(getattr(self, name) for name in self.BODIES)
+
+    def writes(self) -> tuple[Value, ...]:
+        """The global tensors this instruction writes (not those of nested bodies)."""
+        return _flatten(self, self.WRITES)
 
     def attr(self, name: str, default: int | bool | str | None = None) -> int | bool | str | None:
         return dict(self.attrs).get(name, default)

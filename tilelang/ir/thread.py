@@ -369,6 +369,61 @@ class GlobalStore(Stmt):
     pred: Expr | None = None
 
 
+#: The element dtypes of `AtomicAdd`.
+ATOMIC_ADD_DTYPES: frozenset[DType] = frozenset(
+    (
+        dtypes.f16,
+        dtypes.bf16,
+        dtypes.f32,
+        dtypes.f64,
+        dtypes.i32,
+        dtypes.u32,
+        dtypes.i64,
+        dtypes.u64,
+    )
+)
+
+
+@dataclass(frozen=True)
+class AtomicAdd(Stmt):
+    """Where `pred` holds: for each `dtype` element e_i of the `width` register bytes at
+    `src` (i < width / s, s = the dtype's bytes), atomically replaces the element at byte
+    `offset` + i·s of tensor `tensor` by its sum with e_i: integers wrap, floats round
+    once to nearest even in `dtype` (subnormals kept; a NaN result is some NaN).
+
+    `width` is s·2^j ≤ 16 and `offset` (i64) a multiple of `width`. Each element's
+    addition is indivisible with respect to every other `AtomicAdd` of that element;
+    the order in which threads' (and blocks') additions happen is unspecified, and
+    float sums depend on it."""
+
+    tensor: str
+    offset: Expr
+    src: Reg
+    width: int
+    dtype: DType
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
+class AtomicMerge(Stmt):
+    """Where `pred` holds: writes the bits of `value` (u32) that `mask` (u32, at most
+    its low 16 bits set) selects into the two bytes at byte `offset` (i64) of tensor
+    `tensor`, little-endian (bit k is bit k % 8 of byte offset + k // 8); every other
+    bit of those bytes keeps its value. A byte none of whose bits `mask` selects is not
+    accessed.
+
+    Atomic per byte: threads (of any block) that merge disjoint bits of a byte at the
+    same time all keep their bits (what a store of packed sub-byte codes needs, whose
+    neighbours in the byte belong to other threads). Two merges of the same bits at
+    once leave an unspecified mix of the two."""
+
+    tensor: str
+    offset: Expr
+    value: Expr
+    mask: Expr
+    pred: Expr | None = None
+
+
 @dataclass(frozen=True)
 class SharedLoad(Stmt):
     """`width` bytes at shared byte `address` (i32) into `dst`, where `pred` holds."""
@@ -565,6 +620,13 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
         value
         for name in stmt.__dataclass_fields__
         if name != skip and isinstance(value := getattr(stmt, name), Expr)
+    )
+
+
+def written_tensors(body: tuple[Stmt, ...]) -> frozenset[str]:
+    """The tensors that statements of `body` write (stores and atomics)."""
+    return frozenset(
+        s.tensor for s in walk_stmts(body) if isinstance(s, GlobalStore | AtomicAdd | AtomicMerge)
     )
 
 

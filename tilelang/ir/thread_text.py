@@ -93,6 +93,16 @@ def _simple(s: t.Stmt) -> str:
         return f"st.global.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}" + _pred(
             s.pred
         )
+    if isinstance(s, t.AtomicAdd):
+        return (
+            f"atomic.add.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}"
+            + _pred(s.pred)
+        )
+    if isinstance(s, t.AtomicMerge):
+        return (
+            f"atomic.merge {s.tensor}[{print_expr(s.offset)}] <- {print_expr(s.value)} "
+            f"mask {print_expr(s.mask)}" + _pred(s.pred)
+        )
     if isinstance(s, t.SharedLoad):
         return f"ld.shared.{s.width} {_reg(s.dst)} <- [{print_expr(s.address)}]" + _pred(s.pred)
     if isinstance(s, t.SharedStore):

@@ -5,7 +5,8 @@ Checks (each failure is a `ThreadIRError` naming the statement):
 * every `Name` is defined once and used only below its definition, in scope;
 * operand dtypes agree (`tilelang.ir.thread` says what each expression takes);
 * register accesses stay inside their local and are naturally aligned; widths are
-  1, 2, 4, 8 or 16 bytes (cp.async: 4, 8, 16);
+  1, 2, 4, 8 or 16 bytes (cp.async: 4, 8, 16; atomic additions: a power-of-two number
+  of elements of an atomic dtype); an atomic merge's mask fits two bytes;
 * `For` bounds and the grid are uniform; launch checks are u1 arithmetic of the scalar
   parameters; collectives (`Barrier`, `Mma`, `Ldmatrix`,
   `Shfl`) are never under a varying `If`.
@@ -201,11 +202,33 @@ def _check_pred(v: _Verifier, s, pred) -> None:
 def _check_global(v: _Verifier, s) -> None:
     reg = s.dst if isinstance(s, t.GlobalLoad) else s.src
     v.raw(s, reg, s.width)
+    _check_tensor(v, s)
+
+
+def _check_tensor(v: _Verifier, s) -> None:
     if not any(p.is_tensor and p.name == s.tensor for p in v.fn.params):
         raise v.fail(s, f"no tensor parameter named {s.tensor}")
     if not s.offset.dtype.is_int:
         raise v.fail(s, "a byte offset must be an integer")
     _check_pred(v, s, s.pred)
+
+
+def _check_atomic_add(v: _Verifier, s: t.AtomicAdd) -> None:
+    if s.dtype not in t.ATOMIC_ADD_DTYPES:
+        raise v.fail(s, f"no atomic addition of {s.dtype}")
+    size = s.dtype.bits // 8
+    if s.width % size or s.width // size & (s.width // size - 1):
+        raise v.fail(s, f"{s.width} bytes are not a power-of-two number of {s.dtype} elements")
+    v.raw(s, s.src, s.width)
+    _check_tensor(v, s)
+
+
+def _check_atomic_merge(v: _Verifier, s: t.AtomicMerge) -> None:
+    v.same(s, dtypes.u32, s.value.dtype, "the merged value")
+    v.same(s, dtypes.u32, s.mask.dtype, "the mask")
+    if isinstance(s.mask, t.Imm) and not 0 <= s.mask.value < 1 << 16:
+        raise v.fail(s, f"the mask 0x{s.mask.value:x} selects bits beyond two bytes")
+    _check_tensor(v, s)
 
 
 def _check_shared(v: _Verifier, s) -> None:
@@ -263,6 +286,8 @@ _CHECKS = {
     t.Move: _check_move,
     t.GlobalLoad: _check_global,
     t.GlobalStore: _check_global,
+    t.AtomicAdd: _check_atomic_add,
+    t.AtomicMerge: _check_atomic_merge,
     t.SharedLoad: _check_shared,
     t.SharedStore: _check_shared,
     t.CpAsync: _check_cp_async,

@@ -197,6 +197,50 @@ def store(tensor, offsets, value) -> None:
     builder.emit(ir.Store(tensor.var, offs, tile.var, loc=builder.loc))
 
 
+def atomic_add(tensor, offsets, values, mask=None) -> None:
+    """Adds a tile into the box at `offsets`, atomically per element: ``tensor[e] +=
+    values[e]`` for the elements inside the tensor where `mask` (a u1 tile that
+    broadcasts to the values' shape; None: all) holds. Tensors of f16, bf16, f32, f64,
+    i32, u32, i64 and u64. Float sums depend on the order in which blocks add (each
+    addition rounds once in the tensor's dtype); integer sums are exact (wrapping)."""
+    builder = current()
+    tensor = _tensor(tensor, "the first argument of tl.atomic_add")
+    if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
+        names = ", ".join(map(str, ir.ATOMIC_ADD_DTYPES))
+        raise builder.error(
+            f"tl.atomic_add into {tensor.var.name}, a tensor of {tensor.dtype}: atomic additions "
+            f"need a tensor of {names} (whole 16-, 32- or 64-bit elements)"
+        )
+    offs = _offsets(tensor, offsets)
+    if isinstance(values, Scalar) or is_python_number(values):
+        raise builder.error(
+            "tl.atomic_add needs a tile; build one with tl.full(shape, value, dtype)"
+        )
+    tile = require_tile(values, "the added value")
+    if tile.dtype != tensor.dtype:
+        raise builder.error(
+            f"adding a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
+            f"convert it with .to(tl.{tensor.dtype})"
+        )
+    if tile.ndim != tensor.ndim:
+        raise builder.error(
+            f"adding a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
+            f"a rank-{tensor.ndim} tensor; reshape it first"
+        )
+    selected = None if mask is None else _mask_tile(mask, tile.shape).var
+    builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
+
+
+def _mask_tile(mask: object, shape: tuple[int, ...]) -> Tile:
+    tile = require_tile(mask, "the mask")
+    if tile.dtype != dtypes.u1:
+        raise current().error(
+            f"the mask must be a u1 tile (a comparison's result), got a {tile.dtype} tile; "
+            "compare it, e.g. `mask != 0`"
+        )
+    return broadcast_to(tile, shape)
+
+
 # -- shared memory -----------------------------------------------------------------------
 
 

@@ -1,5 +1,9 @@
 """Lowering of the program's shape: the grid (`blocks`), loops, branches and `print`.
 
+Each loop also counts what `software_pipeline` made of its loads into the thread
+function's stats: ``pipeline_async`` and ``pipeline_prefetch`` (copies and loads issued
+iterations ahead), ``pipeline_skipped`` (loads it left in place, with a warning).
+
 Tile values carried by a loop or yielded by a branch live in registers assigned at the
 end of each body (all read before any is written, so a loop may swap them); runtime
 scalars carried or yielded live in one-element registers, so they cannot bound a loop
@@ -8,12 +12,12 @@ that holds collectives.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.instructions.control import zero_step_message
-from tilelang.ir.types import TileType
+from tilelang.ir.types import TensorType, TileType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, imm
@@ -60,11 +64,10 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
             carried_store.append(slot)
     var = t.Name(instr.var.name, instr.var.type.dtype)
     lo.bind_scalar(instr.var, var)
+    count_pipelining(lo, instr)
     lo.current_defs.append(set(instr.carried) | _defs_of(instr.body))
-    lo.loop_stores.append({i.tensor for i in walk(instr.body) if isinstance(i, ir.Store)})
-    lo.loop_touched.append(
-        {i.tensor for i in walk(instr.body) if isinstance(i, ir.Load | ir.Store | ir.CopyAsync)}
-    )
+    lo.loop_stores.append({v for i in walk(instr.body) for v in i.writes()})
+    lo.loop_touched.append({v for i in walk(instr.body) for v in i.uses() if _is_tensor(v)})
     with b.nested() as body:
         yielded = lo.block(instr.body)
         assign(lo, carried_store, yielded or ())
@@ -82,6 +85,26 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
             lo.bind_scalar(result, lo.b.let(store.read(), result.name))
         else:
             lo.env[result] = TileRegs(store.local, store.dtype, store.layout)
+
+
+def count_pipelining(lo: Lowering, loop: ir.For) -> None:
+    """What `software_pipeline` made of the loads of this loop (not of inner loops,
+    which count their own): ``pipeline_async`` copies and ``pipeline_prefetch`` loads
+    issued iterations ahead, ``pipeline_skipped`` loads it could not pipeline."""
+    for instr in _own_instrs(loop.body):
+        if isinstance(instr, ir.Load | ir.CopyAsync) and instr.attr("ahead") is not None:
+            lo.b.count("pipeline_async" if isinstance(instr, ir.CopyAsync) else "pipeline_prefetch")
+        elif isinstance(instr, ir.Load) and instr.attr("unpipelined") is not None:
+            lo.b.count("pipeline_skipped")
+
+
+def _own_instrs(block: ir.Block) -> Iterator[ir.Instr]:
+    """The instructions of `block` and of its branches, not of its inner loops."""
+    for instr in block.instrs:
+        yield instr
+        if not isinstance(instr, ir.For):
+            for body in instr.bodies():
+                yield from _own_instrs(body)
 
 
 def scalar_slot(lo: Lowering, var: ir.Var) -> ScalarSlot:
@@ -157,3 +180,7 @@ def _defs_of(block: ir.Block) -> set[ir.Var]:
     for instr in walk(block):
         found.update(instr.defs())
     return found
+
+
+def _is_tensor(value: ir.Value) -> bool:
+    return isinstance(value, ir.Var) and isinstance(value.type, TensorType)

@@ -1,10 +1,12 @@
-"""Lowering of global memory accesses: `load` and `store`.
+"""Lowering of global memory accesses: `load`, `store` and `atomic_add`.
 
 Each thread's run of consecutive elements along the last dim moves with the widest
 accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
 `(unsigned) index < (unsigned) size`, so negative indices are masked too. Elements of a
-packed type whose bits start inside a byte go through a one- or two-byte window. A
-store from a replicated layout is done by the first replica only.
+packed type whose bits start inside a byte are read through a one- or two-byte window
+and written with an atomic merge of their bits (other threads may be writing the rest
+of the byte). A store or an atomic addition from a replicated layout is done by the
+first replica only.
 """
 
 from __future__ import annotations
@@ -178,18 +180,73 @@ def lower_store(lo: Lowering, instr: ir.Store) -> None:
 
 
 def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
-    """One element of a packed type into the byte(s) it shares with its neighbours:
-    read, merge, write back. Exact here, where threads run one after another; a
-    GPU emitter must make the merge atomic (counted as `global_store_sub_byte`)."""
+    """One element of a packed type into the byte(s) it shares with its neighbours,
+    which other threads, of this block or of others, may be writing at the same time
+    (a box edge or a row end inside a byte, a layout whose threads hold parts of
+    bytes): an atomic merge of its bits (counted as `global_store_sub_byte`)."""
     b = lo.b
     bits = tile.dtype.bits
-    pair, byte, shift, second, window = byte_window(lo, info, bits, flat, pred)
+    bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
+    byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
+    shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
     mask = t.Binary("shl", imm((1 << bits) - 1, U32), shift)
-    kept = t.Binary("and", window, t.Unary("not", mask))
-    merged = b.let(t.Binary("or", kept, t.Binary("shl", lo.get_code(tile, li), shift)), "m")
-    for i in range(2):
-        part = t.Binary("and", t.Binary("shr", merged, imm(8 * i, U32)), imm(255, U32))
-        b.emit(t.SetLocal(pair, i, t.Cvt(part, dtypes.u8)))
-    b.emit(t.GlobalStore(info.param, byte, t.Reg(pair, 0), 1, pred))
-    b.emit(t.GlobalStore(info.param, b.add(byte, imm(1, I64)), t.Reg(pair, 1), 1, second))
+    value = t.Binary("shl", lo.get_code(tile, li), shift)
+    b.emit(t.AtomicMerge(info.param, byte, value, mask, pred))
     b.count("global_store_sub_byte")
+
+
+@lowers(ir.AtomicAdd)
+def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
+    """Runs of the value's elements (as `vectorize` proved) added with one `AtomicAdd`
+    per aligned piece, by the first replica only. Under a mask, each run adds the
+    value where the mask holds and the identity elsewhere (0; -0.0 for floats, which
+    leaves every float, -0.0 included, as it is), and is skipped when no element of
+    it is selected."""
+    info = access(lo, instr.tensor, store=True)
+    tile = lo.tile(instr.value)
+    mask = lo.tile(instr.mask) if instr.mask is not None else None
+    if mask is not None and mask.layout != tile.layout:  # infer_layouts' `masked` rule
+        raise lo.fail(instr, f"the mask's layout {mask.layout} is not the value's {tile.layout}")
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    run = access_runs(instr, tile)
+    align = instr.attr("align")
+    dtype = tile.dtype
+    size = dtype.bits // 8
+    first = lo.replica_zero(tile.layout)
+    addend = lo.b.local(dtype, run, "add") if mask is not None and run > 1 else None
+    for li in range(0, tile.layout.num_locals, run):
+        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        conds = [pred, first]
+        src = t.Reg(tile.local, li * size)
+        if mask is not None:
+            selected = [lo.get(mask, li + i) for i in range(run)]
+            conds.append(_any_of(selected))
+            if addend is not None:
+                _select_addend(lo, addend, tile, li, selected)
+                src = t.Reg(addend, 0)
+        pred = lo.b.all_of([c for c in conds if c is not None])
+        pred = lo.b.let(pred, "p") if pred is not None else None
+        byte = lo.b.let(byte_offset(lo.b, flat, dtype.bits), "off")
+        limit = align if isinstance(align, int) and run > 1 else None
+        for at, width in pieces(0, run * size, limit):
+            at_byte = lo.b.add(byte, imm(at, I64))
+            lo.b.emit(
+                t.AtomicAdd(
+                    info.param, at_byte, t.Reg(src.local, src.byte + at), width, dtype, pred
+                )
+            )
+            lo.b.count("atomic_add")
+
+
+def _any_of(conds: list[t.Expr]) -> t.Expr:
+    result = conds[0]
+    for cond in conds[1:]:
+        result = t.Binary("or", result, cond)
+    return result
+
+
+def _select_addend(lo: Lowering, addend: str, tile: TileRegs, li: int, selected) -> None:
+    """`addend` = the run of `tile` at `li` where `selected`, the additive identity elsewhere."""
+    identity = imm(-0.0 if tile.dtype.is_float else 0, tile.dtype)
+    for i, cond in enumerate(selected):
+        lo.b.emit(t.SetLocal(addend, i, t.Select(cond, lo.get(tile, li + i), identity)))

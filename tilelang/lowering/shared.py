@@ -1,12 +1,25 @@
 """Lowering of user shared tiles and asynchronous copies: `shared_alloc`,
 `shared_slice`, `shared_load` (ldmatrix where the layouts allow), `shared_store`
 (bracketed by barriers: the block IR is sequential, threads are not), `copy_async`
-(cp.async for runs of 4, 8 or 16 bytes), commit, wait and `sync`."""
+(cp.async for aligned pieces of 4, 8 or 16 bytes), commit, wait and `sync`.
+
+A shared tile of a packed dtype (u4, u3, f4e2m1, ...) is a byte array of its codes:
+the element at (swizzled) offset o holds bits [o·b, (o+1)·b), little-endian, exactly
+as in a packed tensor, so codes move between global memory, shared memory and
+registers as raw bytes. Register tiles move to and from shared tiles in *runs*
+(`shared_runs`): consecutive locals whose elements are consecutive in the shared tile,
+a whole number of bytes starting on a byte boundary, split into accesses that are
+naturally aligned on both sides. A packed tile whose elements do not start on byte
+boundaries in a thread's runs is read code by code through a one- or two-byte window;
+storing it is refused (threads would write parts of the same byte).
+"""
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Sequence
+
+import numpy as np
 
 from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
@@ -17,14 +30,11 @@ from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.types import SharedType
 from tilelang.lowering import memory, relayout
 from tilelang.lowering.context import Lowering, lowers
-from tilelang.lowering.thread_builder import imm
-from tilelang.lowering.values import (
-    SharedTile,
-    TensorInfo,
-    byte_offset,
-    contiguous_elements,
-    run_length,
-)
+from tilelang.lowering.thread_builder import U32, imm
+from tilelang.lowering.values import SharedTile, byte_offset, pieces
+
+#: The widest access a thread makes: 16 bytes.
+MAX_ACCESS = 16
 
 
 @lowers(ir.SharedAlloc)
@@ -34,13 +44,11 @@ def lower_sharedalloc(lo: Lowering, instr: ir.SharedAlloc) -> None:
     offset = instr.attr("offset")
     if type_.layout is None or not isinstance(offset, int):
         raise lo.fail(instr, "a shared tile without a place (run plan_shared first)")
-    if type_.dtype.bits % 8:
-        raise lo.fail(instr, f"shared tiles of {type_.dtype} (not whole bytes) are not lowered yet")
     lo.env[instr.result] = SharedTile(offset, type_.dtype, type_.layout)
 
 
-def shared_address(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
-    """The byte address of a tile index: the layout's strides, then its swizzle."""
+def element_offset(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
+    """The element offset of a tile index: the layout's strides, then its swizzle."""
     b = lo.b
     offset: t.Expr = imm(0)
     for i, modes in zip(index, tile.layout.dims, strict=True):
@@ -54,8 +62,22 @@ def shared_address(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t
         mask = (1 << swizzle.bits) - 1
         moved = b.binary("and", b.binary("shr", offset, imm(swizzle.shift)), imm(mask))
         offset = t.Binary("xor", offset, b.binary("shl", moved, imm(swizzle.base)))
-    base = imm(tile.offset) if isinstance(tile.offset, int) else tile.offset
-    return b.add(base, b.mul(offset, imm(tile.dtype.bits // 8)))
+    return offset
+
+
+def shared_address(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
+    """The byte address of a tile index (for a packed tile: of the byte its code starts in)."""
+    offset = element_offset(lo, tile, index)
+    bits = tile.dtype.bits
+    if bits % 8 == 0:
+        within = lo.b.mul(offset, imm(bits // 8))
+    else:
+        within = t.Binary("shr", lo.b.mul(offset, imm(bits)), imm(3))
+    return lo.b.add(_base(tile), within)
+
+
+def _base(tile: SharedTile) -> t.Expr:
+    return imm(tile.offset) if isinstance(tile.offset, int) else tile.offset
 
 
 @lowers(ir.SharedSlice)
@@ -64,30 +86,61 @@ def lower_sharedslice(lo: Lowering, instr: ir.SharedSlice) -> None:
     (lead, *_), rest = whole.layout.dims[0], whole.layout.dims[1:]
     swizzle = whole.layout.swizzle
     period = 1 << (swizzle.shift + swizzle.bits) if swizzle is not None and swizzle.bits else 1
-    if len(whole.layout.dims[0]) != 1 or lead.stride % period:
+    bits = whole.dtype.bits
+    if len(whole.layout.dims[0]) != 1 or lead.stride % period or lead.stride * bits % 8:
         raise lo.fail(instr, f"cannot slice the shared layout {whole.layout} along its first dim")
-    base = imm(whole.offset) if isinstance(whole.offset, int) else whole.offset
-    step = imm(lead.stride * whole.dtype.bits // 8)
-    offset = lo.b.let(lo.b.add(base, lo.b.mul(lo.scalar(instr.index), step)), "slice")
+    step = imm(lead.stride * bits // 8)
+    offset = lo.b.let(lo.b.add(_base(whole), lo.b.mul(lo.scalar(instr.index), step)), "slice")
     lo.env[instr.result] = SharedTile(offset, whole.dtype, SharedLayout(tuple(rest), swizzle))
 
 
-def shared_run(tile: SharedTile, layout: Layout) -> int:
-    """Elements of a register run that stay contiguous in the shared tile."""
-    run = math.gcd(run_length(layout), contiguous_elements(tile.layout))
-    elem = tile.dtype.bits // 8
-    run &= -run  # accesses are 1, 2, 4, 8 or 16 bytes: a power of two of elements
-    while run > 1 and (run * elem > 16 or layout.num_locals % run):
-        run //= 2
-    return run
+# -- runs between registers and a shared tile ---------------------------------------------
+
+
+def shared_runs(tile: SharedTile, layout: Layout, most: int | None = None) -> tuple[int, int]:
+    """(r, width) for moving a register tile of `layout` to or from `tile`: each thread
+    moves its locals in runs of r (a power of two, at most `most`) whose elements are
+    consecutive in the shared tile, a whole number of bytes from a byte boundary, in
+    accesses of at most `width` bytes that are naturally aligned in the shared tile and
+    in the thread's local. (1, 0) when a packed tile's codes cannot move as bytes."""
+    return _runs(tile.layout, layout, tile.dtype.bits, most or layout.num_locals)
+
+
+@functools.lru_cache(maxsize=256)
+def _runs(shared: SharedLayout, layout: Layout, bits: int, most: int) -> tuple[int, int]:
+    index = layout.table()  # [threads, locals, rank]
+    offsets = shared.table()[tuple(np.moveaxis(index, -1, 0))]  # [threads, locals]
+    count = layout.num_locals
+    r = 1
+    while r * 2 <= most and count % (r * 2) == 0 and r * 2 * bits <= MAX_ACCESS * 8:
+        r *= 2
+    while r >= 1:
+        runs = offsets.reshape(offsets.shape[0], count // r, r)
+        starts = runs[..., 0] * bits
+        consecutive = np.all(runs - runs[..., :1] == np.arange(r))
+        if r * bits % 8 == 0 and consecutive and not np.any(starts % 8):
+            return r, min(_pow2(int(np.gcd.reduce(starts.reshape(-1))) // 8), _pow2(r * bits // 8))
+        r //= 2
+    return 1, 0
+
+
+def _pow2(value: int) -> int:
+    """The largest power of two up to `MAX_ACCESS` dividing `value` (`MAX_ACCESS` for 0)."""
+    return min(value & -value, MAX_ACCESS) if value else MAX_ACCESS
 
 
 @lowers(ir.SharedStore)
 def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
     shared = lo.shared_tile(instr.shared)
     tile = lo.tile(instr.value)
-    elem = tile.dtype.bits // 8
-    run = shared_run(shared, tile.layout)
+    bits = tile.dtype.bits
+    run, width = shared_runs(shared, tile.layout)
+    if width == 0:
+        raise lo.fail(
+            instr,
+            f"a shared_store of {tile.dtype} in the layout {tile.layout}: threads would write "
+            "parts of the same bytes (each thread needs whole bytes of codes in a row)",
+        )
     first = lo.replica_zero(tile.layout)
     first = lo.b.let(first, "p") if first is not None else None
     # The block IR is sequential; threads are not: earlier reads of the tile by other
@@ -95,7 +148,9 @@ def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
     lo.b.emit(t.Barrier())
     for li in range(0, tile.layout.num_locals, run):
         address = lo.b.let(shared_address(lo, shared, lo.index(tile.layout, li)), "sa")
-        lo.b.emit(t.SharedStore(address, t.Reg(tile.local, li * elem), run * elem, first))
+        for at, size in pieces(0, run * bits // 8, width):
+            source = t.Reg(tile.local, li * bits // 8 + at)
+            lo.b.emit(t.SharedStore(lo.b.add(address, imm(at)), source, size, first))
     lo.b.emit(t.Barrier())
 
 
@@ -105,46 +160,85 @@ def lower_sharedload(lo: Lowering, instr: ir.SharedLoad) -> None:
     tile = lo.define_tile(instr.result)
     if relayout.try_ldmatrix(lo, tile, lambda index: shared_address(lo, shared, index), shared):
         return
-    elem = tile.dtype.bits // 8
-    run = shared_run(shared, tile.layout)
+    bits = tile.dtype.bits
+    run, width = shared_runs(shared, tile.layout)
+    if width == 0:
+        for li in range(tile.layout.num_locals):
+            load_code(lo, shared, tile, li)
+        lo.b.count("shared_load_sub_byte", tile.layout.num_locals)
+        return
     for li in range(0, tile.layout.num_locals, run):
         address = lo.b.let(shared_address(lo, shared, lo.index(tile.layout, li)), "sa")
-        lo.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), run * elem, address))
+        for at, size in pieces(0, run * bits // 8, width):
+            target = t.Reg(tile.local, li * bits // 8 + at)
+            lo.b.emit(t.SharedLoad(target, size, lo.b.add(address, imm(at))))
+
+
+def load_code(lo: Lowering, shared: SharedTile, tile, li: int) -> None:
+    """Element `li` of a packed register tile from the one or two bytes of the shared
+    tile that hold its code (the second only when the code crosses into it)."""
+    b, bits = lo.b, tile.dtype.bits
+    bit = b.let(b.mul(element_offset(lo, shared, lo.index(tile.layout, li)), imm(bits)), "bit")
+    byte = b.let(b.add(_base(shared), t.Binary("shr", bit, imm(3))), "sa")
+    shift = b.let(b.cvt(t.Binary("and", bit, imm(7)), U32), "sh")
+    pair = b.local(dtypes.u8, 2, "b")
+    crosses = b.let(t.Binary("gt", t.Binary("add", shift, imm(bits, U32)), imm(8, U32)), "p")
+    b.emit(t.SetLocal(pair, 1, imm(0, dtypes.u8)))
+    b.emit(t.SharedLoad(t.Reg(pair, 0), 1, byte))
+    b.emit(t.SharedLoad(t.Reg(pair, 1), 1, b.add(byte, imm(1)), crosses))
+    window = t.Binary(
+        "or",
+        b.cvt(t.Read(pair, 0, dtypes.u8), U32),
+        t.Binary("shl", b.cvt(t.Read(pair, 1, dtypes.u8), U32), imm(8, U32)),
+    )
+    code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << bits) - 1, U32))
+    lo.put_code(tile, li, code)
+
+
+# -- asynchronous copies -------------------------------------------------------------------
 
 
 @lowers(ir.CopyAsync)
 def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
-    """Each thread copies the runs a blocked layout gives it, with cp.async where a run
-    is 4, 8 or 16 bytes with a constant mask, else with a load and a shared store."""
+    """Each thread copies the runs of `vectorize`'s width (`elems`) a blocked layout
+    gives it: cp.async for the aligned pieces of 4, 8 or 16 bytes, a load and a shared
+    store for smaller ones (masked elements become zeros either way)."""
     shared = lo.shared_tile(instr.shared)
-    info = lo.env[instr.tensor]
-    assert isinstance(info, TensorInfo)
-    layout = blocked_layout(shared.shape, shared.dtype, lo.threads)
-    offsets = [lo.scalar(o) for o in instr.offsets]
-    elem = shared.dtype.bits // 8
+    info = memory.access(lo, instr.tensor, store=False)
+    bits = shared.dtype.bits
     elems = instr.attr("elems")
-    run = math.gcd(shared_run(shared, layout), elems if isinstance(elems, int) and elems > 0 else 1)
+    elems = elems if isinstance(elems, int) and elems > 0 and shared.shape[-1] % elems == 0 else 1
+    layout = blocked_layout(shared.shape, shared.dtype, lo.threads, min_vec=elems)
+    run, width = shared_runs(shared, layout, most=elems)
+    if width == 0:
+        raise lo.fail(
+            instr,
+            f"copy_async of {shared.dtype}: the box's rows do not start on byte boundaries "
+            "(a tile of whole bytes per row, or sizes known to be multiples of 8, are needed)",
+        )
+    align = instr.attr("align")
+    limit = min(width, align) if isinstance(align, int) and align > 0 else width
+    offsets = [lo.scalar(o) for o in instr.offsets]
     first = lo.replica_zero(layout)
     staging = None
     for li in range(0, layout.num_locals, run):
         index = lo.index(layout, li)
         pred, flat = memory.element_place(lo, info, offsets, index)
         address = lo.b.let(shared_address(lo, shared, index), "sa")
-        source = lo.b.let(byte_offset(lo.b, flat, shared.dtype.bits), "off")
-        width = run * elem
-        if width in (4, 8, 16):
-            in_bounds = lo.b.let(pred, "p") if pred is not None else None
-            guard = lo.b.all_of([c for c in (first,) if c is not None])
-            copy = t.CpAsync(address, info.param, source, width, in_bounds)
-            lo.b.emit(t.If(guard, (copy,)) if guard is not None else copy)
-            lo.b.count("cp_async")
-            continue
-        staging = staging or lo.b.local(dtypes.u8, 16, "stage")
-        zero = [t.SetLocal(staging, i, imm(0, dtypes.u8)) for i in range(width)]
-        for stmt in zero:
-            lo.b.emit(stmt)
-        lo.b.emit(t.GlobalLoad(t.Reg(staging, 0), width, info.param, source, pred))
-        lo.b.emit(t.SharedStore(address, t.Reg(staging, 0), width, first))
+        source = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+        pred = lo.b.let(pred, "p") if pred is not None else None
+        for at, size in pieces(0, run * bits // 8, limit):
+            to, src = lo.b.add(address, imm(at)), lo.b.add(source, imm(at, source.dtype))
+            if size >= 4:
+                copy = t.CpAsync(to, info.param, src, size, pred)
+                lo.b.emit(t.If(first, (copy,)) if first is not None else copy)
+                lo.b.count("cp_async")
+                continue
+            staging = staging or lo.b.local(dtypes.u8, MAX_ACCESS, "stage")
+            for i in range(size):
+                lo.b.emit(t.SetLocal(staging, i, imm(0, dtypes.u8)))
+            lo.b.emit(t.GlobalLoad(t.Reg(staging, 0), size, info.param, src, pred))
+            lo.b.emit(t.SharedStore(to, t.Reg(staging, 0), size, first))
 
 
 @lowers(ir.Sync)

@@ -1,48 +1,156 @@
-"""pipeline: multi-buffered asynchronous copies for loops marked `stages=S`.
+"""pipeline: every global load of a loop marked `stages=S` issued S-1 iterations ahead.
 
-Assumes layouts are inferred (a dot operand is a `load` whose only use is a
-`relayout` into the mma operand layout). Guarantees the same results, with every
-such load of a loop with `stages=S` (S ≥ 2) turned into a `copy_async` into one of S
-shared buffers, issued S-1 iterations ahead:
+Assumes a verified function with inferred layouts (the pass runs after infer_layouts).
+Guarantees the same results, with each `load` of the body of a loop with `stages=S`
+(S ≥ 2) in one of three forms, chosen per load:
 
-    buf = shared_alloc : shared<dtype, [S, *tile]>
-    copy_async tensor[offsets(start + s*step)] -> buf[s]; async_commit      (s < S-1)
+**Asynchronous copy** into S shared buffers, for a load whose box moves in aligned runs
+of 4, 8 or 16 bytes (what `vectorize` will find for a `copy_async` of it), with no fill
+or a zero fill, while the target's shared memory has room. cp.async frees the registers
+a prefetch would hold and its wait is not tied to a register, so the data can be issued
+S-1 iterations ahead whatever S is:
+
+    buf = shared_alloc : shared<dtype, [S, *tile], staged_layout>
+    copy_async tensor[offsets(start + s*step)] -> buf[s] {prologue}; async_commit   (s < S-1)
     for k ... {
-      async_wait S-2; sync                        # stage i = (k - start) / step % S has landed
-      a = shared_load buf[i % S] : tile<..., mma operand layout>   # was relayout(load ...)
-      copy_async tensor[offsets(k + (S-1)*step)] -> buf[(i + S-1) % S]; async_commit
+      i = (k - start) / step                              # where the first such load was
+      async_wait S-2; sync          # stage i % S has landed; all threads are done with (i-1) % S
+      %b = shared_load buf[i % S] : tile<mma operand layout>     # dot operands
+      copy_async tensor[offsets(k + (S-1)*step)] -> buf[(i + S-1) % S] {ahead=S-1}
+      async_commit
       ...
+      %a = shared_load buf[i % S] : tile<the load's layout>      # where the load was
     }
     async_wait 0
 
-The `sync` also orders the previous iteration's reads of the buffer the new copy
-overwrites. Copies past the loop's end are masked like any load (zero fill, no
-access outside the tensor), so no guard is needed. Only loads of whole-byte dtypes
-with no fill (or fill 0) whose offsets are scalar arithmetic on the loop variable and
-loop-invariant values are pipelined; the others stay as they are.
+The shared_load defines the last value of the load's *chain*: the load, then a
+`reshape` that only drops leading dims of size 1 (a rank-3 load of one head read as a
+matrix: the stage is sliced once more per dropped dim), then a `relayout` (a dot
+operand, read with ldmatrix), each the sole use of the one before and in the loop's own
+body. Dot operands are read right after the wait, before the next copies, as in the
+classic multistage loop; other tiles where their loads were, so their registers live
+no longer than before. (Other orders made ptxas spill a few bytes: matmul on sm_80, u3
+and u1 weights on sm_90.) A packed sub-byte tile (u4 weights) is a byte array of its
+codes in shared memory (`tilelang.analysis.shared_layouts`), read back with byte-wide
+accesses. The buffers have `staged_layout`: one stage is the tile's default layout, so
+`shared_slice` at a runtime index is legal.
+
+**Register prefetch**, for the other loads (runs below 4 bytes: sizes without facts or
+masks that vary per element; a fill other than zero; no shared memory left), while the
+kernel's `plan_registers` estimate plus the prefetched tiles in flight stays within
+`REGISTER_TARGET` registers per thread (a tile in flight holds its words and one
+register per access, two per code read through its byte window; loads are served in
+program order). It keeps the data out of shared memory and needs no barrier:
+
+    %a.p1 = load tensor[offsets(start + s*step)] {prologue}                       (s < S-1)
+    for k ... iter(..., %a = %a.p1, %a.ahead.p1 = %a.p2, ...) {
+      ... uses of %a ...
+      %a.next = load tensor[offsets(k + (S-1)*step)] {ahead=S-1}   # after the last use of %a
+      yield ..., %a.ahead.p1, ..., %a.next
+    }
+
+The prefetch follows the last use of the tile it replaces so that the two can share
+registers (no copy for S = 2). For S > 2 the carried tiles rotate by register moves,
+and a move waits for its load: deeper prefetch in registers hides less than cp.async.
+
+**Not pipelined**: a load whose offsets depend on a value the body computes from loaded
+data or carries from one iteration to the next (its address is not known ahead), of a
+tensor the loop also writes (a load issued ahead would miss the write), inside a branch
+or an inner loop without stages of its own, or that neither form can take. It stays as
+it is with the attribute ``unpipelined="<why>"`` (the lowering counts these loads in
+``stats["pipeline_skipped"]``) and a `PipelineWarning` whose message starts with the
+loop's source location and names the load's and why.
+
+Copies and loads past the loop's end are masked like any load (zero fill, no access
+outside the tensor), so they need no guard; their data is never used. Loads and copies
+this pass makes (``ahead``, ``prologue``) are not pipelined again by an outer loop.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import math
+import warnings
+from dataclasses import dataclass, field, replace
 
-from tilelang.dtypes import i32
+from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
 from tilelang.ir import nodes as ir
-from tilelang.ir.types import ScalarType, SharedType, TileType
+from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.visit import defined_vars, walk
+from tilelang.passes import plan_registers
+from tilelang.passes.analyze import analyze
+from tilelang.passes.plan_registers import words
+from tilelang.passes.vectorize import copy_async_runs, load_runs
 from tilelang.target import CPU, Target
 
-INDEX = ScalarType(i32)
+#: Registers per thread the kernel may reach with its prefetched tiles in flight: its
+#: `plan_registers` estimate plus the tiles stay within this, leaving the rest of the 255
+#: to the addresses, masks and temporaries the block IR does not show.
+REGISTER_TARGET = 192
+
+#: The smallest cp.async; a copied run must be a multiple of it and aligned to it.
+ASYNC_BYTES = 4
+
+
+class PipelineWarning(UserWarning):
+    """A load of a loop marked `stages=S` that stays unpipelined (the message says why)."""
 
 
 def run(fn: ir.Function, target: Target = CPU) -> ir.Function:
     names = {v.name for v in (*fn.params, *fn.sizes, *defined_vars(fn))}
-    return replace(fn, body=_Pipeliner(names).block(fn.body))
+    return replace(fn, body=_Pipeliner(fn, names, target).block(fn.body))
+
+
+# -- what each load becomes ------------------------------------------------------------------
+
+
+@dataclass
+class _Async:
+    """A load copied with cp.async; the shared_load defines the last value of `chain`."""
+
+    load: ir.Load
+    chain: tuple[ir.Instr, ...]
+    buffer: ir.Var
+
+
+@dataclass
+class _Prefetch:
+    """A load issued into registers S-1 iterations ahead, its tiles carried by the loop:
+    the one for this iteration (the load's own result), then the later ones."""
+
+    load: ir.Load
+    carried: tuple[ir.Var, ...]
+
+
+@dataclass
+class _Loop:
+    """One loop being rewritten: its body's definitions and the scalars of its stages."""
+
+    loop: ir.For
+    definitions: dict[ir.Var, ir.Instr]
+    iteration: ir.Value | None = None
+    stage: ir.Value | None = None
+    before: dict[int, list[ir.Instr]] = field(default_factory=dict)  # inserted at an index
+    dropped: set[int] = field(default_factory=set)  # ids of body instructions removed
+    yielded: list[ir.Value] = field(default_factory=list)  # appended to the yield
+
+    @property
+    def stages(self) -> int:
+        assert self.loop.stages is not None
+        return self.loop.stages
+
+    def insert(self, index: int, instrs: list[ir.Instr]) -> None:
+        self.before.setdefault(index, []).extend(instrs)
 
 
 class _Pipeliner:
-    def __init__(self, names: set[str]) -> None:
+    def __init__(self, fn: ir.Function, names: set[str], target: Target) -> None:
+        self.fn = fn
         self.names = names
+        self.target = target
+        self.facts = analyze(fn)
+        used = sum(tile_bytes(i.result.type) for i in walk(fn) if isinstance(i, ir.SharedAlloc))
+        self.shared_left = target.shared_bytes - used
+        self.registers_left = REGISTER_TARGET - plan_registers.estimate(fn).peak
 
     def fresh(self, hint: str, type_) -> ir.Var:
         index = 0
@@ -59,155 +167,447 @@ class _Pipeliner:
             if instr.BODIES:
                 bodies = {name: self.block(getattr(instr, name)) for name in instr.BODIES}
                 instr = replace(instr, **bodies)
-            if isinstance(instr, ir.For) and instr.stages is not None and instr.stages >= 2:
+            if _staged(instr):
                 out.extend(self.pipeline(instr))
             else:
                 out.append(instr)
         return ir.Block(tuple(out))
 
-    # -- one loop ----------------------------------------------------------------------
+    # -- one loop: the choice ---------------------------------------------------------------
 
     def pipeline(self, loop: ir.For) -> list[ir.Instr]:
+        body = list(loop.body.instrs)
+        plans: list[_Async | _Prefetch] = []
+        writers = _written_tensors(loop.body)
+        for index, instr in enumerate(body):
+            if instr.BODIES:
+                body[index] = _mark_nested(loop, instr)
+            if not isinstance(instr, ir.Load) or _made_here(instr):
+                continue
+            choice = self.choose(instr, loop, writers)
+            if isinstance(choice, str):
+                body[index] = _skip(loop, instr, choice)
+            else:
+                plans.append(choice)
+        loop = replace(loop, body=ir.Block(tuple(body)))
+        return self.rewrite(loop, plans) if plans else [loop]
+
+    def choose(
+        self, load: ir.Load, loop: ir.For, writers: dict[ir.Var, ir.Instr]
+    ) -> _Async | _Prefetch | str:
+        """The form of `load` (cp.async first, registers next), or why it has none."""
+        reason = _blocker(load, loop, writers)
+        if reason is not None:
+            return reason
+        why_not_async = self.async_blocker(load, loop)
+        if why_not_async is None:
+            return self.async_plan(load, loop)
+        cost = (loop.stages - 1) * self.prefetch_words(load)
+        if cost <= self.registers_left:
+            self.registers_left -= cost
+            return self.prefetch_plan(load, loop)
+        return (
+            f"it cannot be copied asynchronously ({why_not_async}), and its tiles in flight "
+            f"{loop.stages - 1} iterations ahead would hold {cost} registers per thread, over "
+            f"the {max(self.registers_left, 0)} the kernel has left (of {REGISTER_TARGET})"
+        )
+
+    def async_blocker(self, load: ir.Load, loop: ir.For) -> str | None:
+        """Why `load` cannot become cp.async copies, or None."""
+        tile = load.result.type
+        tensor = load.tensor.type
+        assert isinstance(tile, TileType) and isinstance(tensor, TensorType)
+        if load.fill is not None and not _is_positive_zero(load.fill.value):
+            return f"cp.async fills with zero bytes, the load with {load.fill.value}"
+        one = SharedType(tile.dtype, tile.shape, default_layout(tile.dtype, tuple(tile.shape)))
+        _, vector, align = copy_async_runs(self.fn, self.facts, tensor, load.offsets, one)
+        if vector == 0:
+            return "its codes move one at a time, in runs of less than a byte"
+        if vector % ASYNC_BYTES or align < ASYNC_BYTES:
+            return (
+                f"its box moves in runs of {vector} bytes, {align}-byte aligned, where "
+                "cp.async copies aligned runs of 4, 8 or 16 bytes"
+            )
+        needed = tile_bytes(_buffer_type(tile, loop.stages))
+        if needed > self.shared_left:
+            left = max(self.shared_left, 0)
+            return f"its buffers need {needed} bytes of shared memory, {left} are left"
+        return None
+
+    def prefetch_words(self, load: ir.Load) -> int:
+        """Registers per thread one copy of `load`'s tile in flight holds: its words, and
+        one more per access (each lands in a register of its own with its own mask until
+        the tile is assembled; a code read through its byte window takes two)."""
+        tile = load.result.type
+        assert isinstance(tile, TileType)
+        count = tile.layout.num_locals if tile.layout is not None else tile.numel
+        elems, vector, _ = load_runs(self.fn, self.facts, load)
+        accesses = -(-count // elems) if vector else 2 * count
+        return words(tile, self.fn.warps) + accesses
+
+    def async_plan(self, load: ir.Load, loop: ir.For) -> _Async:
+        tile = load.result.type
+        assert isinstance(tile, TileType)
+        buffer_type = _buffer_type(tile, loop.stages)
+        self.shared_left -= tile_bytes(buffer_type)
+        buffer = self.fresh(load.result.name + ".smem", buffer_type)
+        return _Async(load, _chain(load, loop.body.instrs), buffer)
+
+    def prefetch_plan(self, load: ir.Load, loop: ir.For) -> _Prefetch:
+        later = [load.result.name + ".ahead"] * (loop.stages - 2)
+        return _Prefetch(load, (load.result, *(self.fresh(n, load.result.type) for n in later)))
+
+    # -- one loop: the rewrite ---------------------------------------------------------------
+
+    def rewrite(self, loop: ir.For, plans: list[_Async | _Prefetch]) -> list[ir.Instr]:
         body = loop.body.instrs
-        defined_here = {v for i in walk(loop.body) for v in i.defs()} | {loop.var, *loop.carried}
-        candidates = [
-            (load, relayout)
-            for load, relayout in _load_relayout_pairs(body)
-            if self.offsets_clonable(load, body, loop.var, defined_here)
-        ]
-        if not candidates:
-            return [loop]
-        stages = loop.stages
-        prologue: list[ir.Instr] = []
-        buffers = {}
-        for load, _ in candidates:
-            tile = load.result.type
-            assert isinstance(tile, TileType)
-            buffer = self.fresh(
-                load.result.name + ".smem", SharedType(tile.dtype, (stages, *tile.shape))
-            )
-            buffers[load] = buffer
-            prologue.append(ir.SharedAlloc(buffer, loc=load.loc))
-        for s in range(stages - 1):
-            k = self.scalar(
-                "add",
-                loop.start,
-                self.scalar("mul", ir.Const(s, i32), loop.step, prologue),
-                prologue,
-            )
-            for load, _ in candidates:
-                prologue.extend(self.copy(load, buffers[load], ir.Const(s, i32), k, loop.var, body))
-            prologue.append(ir.AsyncCommit(loc=loop.loc))
-
-        steady: list[ir.Instr] = []
-        iteration = self.scalar(
-            "div", self.scalar("sub", loop.var, loop.start, steady), loop.step, steady
-        )
-        stage = self.scalar("rem", iteration, ir.Const(stages, i32), steady)
-        steady += [ir.AsyncWait(stages - 2, loc=loop.loc), ir.Sync(loc=loop.loc)]
-        for load, relayout in candidates:
-            view = self.fresh(load.result.name + ".stage", SharedType(*_shape_of(load)))
-            steady.append(ir.SharedSlice(view, buffers[load], stage, loc=load.loc))
-            steady.append(ir.SharedLoad(relayout.result, view, loc=relayout.loc))
-        ahead = self.scalar("mul", ir.Const(stages - 1, i32), loop.step, steady)
-        next_k = self.scalar("add", loop.var, ahead, steady)
-        next_stage = self.scalar(
-            "rem",
-            self.scalar("add", iteration, ir.Const(stages - 1, i32), steady),
-            ir.Const(stages, i32),
-            steady,
-        )
-        for load, _ in candidates:
-            steady.extend(self.copy(load, buffers[load], next_stage, next_k, loop.var, body))
-        steady.append(ir.AsyncCommit(loc=loop.loc))
-
-        dropped = {id(i) for pair in candidates for i in pair}
-        first = min(body.index(load) for load, _ in candidates)
+        at = _Loop(loop, {d: i for i in body for d in i.defs()})
+        asyncs = [p for p in plans if isinstance(p, _Async)]
+        prefetches = [p for p in plans if isinstance(p, _Prefetch)]
+        prologue, inits = self.prologue(at, plans)
+        if asyncs:
+            self.async_body(at, asyncs)
+        for plan in prefetches:
+            self.prefetch_body(at, plan)
         new_body: list[ir.Instr] = []
         for index, instr in enumerate(body):
-            if index == first:
-                new_body.extend(steady)
-            if id(instr) not in dropped:
-                new_body.append(instr)
-        pipelined = replace(loop, body=ir.Block(tuple(new_body)))
-        return [*prologue, pipelined, ir.AsyncWait(0, loc=loop.loc)]
+            new_body += at.before.get(index, [])
+            if id(instr) in at.dropped:
+                continue
+            if isinstance(instr, ir.Yield) and at.yielded:
+                instr = replace(instr, values=(*instr.values, *at.yielded))
+            new_body.append(instr)
+        carried = [c for p in prefetches for c in p.carried]
+        pipelined = replace(
+            loop,
+            body=ir.Block(tuple(new_body)),
+            inits=(*loop.inits, *inits),
+            carried=(*loop.carried, *carried),
+            results=(*loop.results, *(self.fresh(c.name + ".out", c.type) for c in carried)),
+        )
+        after = [ir.AsyncWait(0, loc=loop.loc)] if asyncs else []
+        return [*prologue, pipelined, *after]
+
+    def prologue(
+        self, at: _Loop, plans: list[_Async | _Prefetch]
+    ) -> tuple[list[ir.Instr], list[ir.Value]]:
+        """The buffers, then the copies and loads of the first S-1 iterations (one commit
+        group per iteration); the initial values of the prefetched tiles, in the order
+        of their carried values."""
+        loop = at.loop
+        out: list[ir.Instr] = [
+            ir.SharedAlloc(p.buffer, loc=p.load.loc) for p in plans if isinstance(p, _Async)
+        ]
+        inits: dict[int, list[ir.Value]] = {id(p): [] for p in plans}
+        for s in range(at.stages - 1):
+            k = self.scalar("mul", _const(s, loop), loop.step, out)
+            k = self.scalar("add", loop.start, k, out)
+            for plan in plans:
+                if isinstance(plan, _Async):
+                    out += self.copy(at, plan, _const(s, loop), k, ahead=None)
+                else:
+                    value, code = self.prefetch(at, plan.load, k, ahead=None)
+                    out += code
+                    inits[id(plan)].append(value)
+            if any(isinstance(p, _Async) for p in plans):
+                out.append(ir.AsyncCommit(loc=loop.loc))
+        return out, [v for p in plans for v in inits[id(p)]]
+
+    def async_body(self, at: _Loop, asyncs: list[_Async]) -> None:
+        """The wait, the reads of this iteration's stage and the copies S-1 ahead (the
+        order is the module docstring's)."""
+        body = at.loop.body.instrs
+        first = min(_index(body, p.load) for p in asyncs)
+        head = self.wait(at)
+        for plan in asyncs:
+            at.dropped.update(id(i) for i in plan.chain)
+            if isinstance(plan.chain[-1], ir.Relayout):
+                head += self.stage_read(at, plan)
+        at.insert(first, head + self.issue(at, asyncs))
+        for plan in asyncs:
+            if not isinstance(plan.chain[-1], ir.Relayout):
+                at.insert(_index(body, plan.load), self.stage_read(at, plan))
+
+    def prefetch_body(self, at: _Loop, plan: _Prefetch) -> None:
+        """The load S-1 iterations ahead, after the last use of the tile it replaces (so
+        the two can share registers), and the rotation of the carried tiles."""
+        body = at.loop.body.instrs
+        at.dropped.add(id(plan.load))
+        code: list[ir.Instr] = []
+        next_k = self.scalar("add", at.loop.var, self.distance(at.loop, code), code)
+        value, load = self.prefetch(at, plan.load, next_k, ahead=at.stages - 1)
+        at.insert(min(_last_use(body, plan.load.result) + 1, len(body) - 1), code + load)
+        at.yielded += [*plan.carried[1:], value]
+
+    def distance(self, loop: ir.For, out: list[ir.Instr]) -> ir.Value:
+        """How far the loop variable moves in S-1 iterations."""
+        assert loop.stages is not None
+        return self.scalar("mul", _const(loop.stages - 1, loop), loop.step, out)
+
+    def wait(self, at: _Loop) -> list[ir.Instr]:
+        """The stage index and the wait for this iteration's stage (the sync also means
+        every thread is done with the buffer the next copies overwrite)."""
+        loop, out = at.loop, []
+        done = self.scalar("sub", loop.var, loop.start, out)
+        at.iteration = self.scalar("div", done, loop.step, out)
+        at.stage = self.scalar("rem", at.iteration, _const(at.stages, loop), out)
+        return [*out, ir.AsyncWait(at.stages - 2, loc=loop.loc), ir.Sync(loc=loop.loc)]
+
+    def issue(self, at: _Loop, asyncs: list[_Async]) -> list[ir.Instr]:
+        """The copies for the iteration S-1 ahead, one commit group."""
+        loop, out = at.loop, []
+        assert at.iteration is not None
+        next_k = self.scalar("add", loop.var, self.distance(loop, out), out)
+        later = self.scalar("add", at.iteration, _const(at.stages - 1, loop), out)
+        next_stage = self.scalar("rem", later, _const(at.stages, loop), out)
+        for plan in asyncs:
+            out += self.copy(at, plan, next_stage, next_k, ahead=at.stages - 1)
+        return [*out, ir.AsyncCommit(loc=loop.loc)]
+
+    def stage_read(self, at: _Loop, plan: _Async) -> list[ir.Instr]:
+        """The shared_load of this iteration's stage into the chain's last value."""
+        assert at.stage is not None
+        result = plan.chain[-1].defs()[0]
+        tile = plan.load.result.type
+        hint = plan.load.result.name + ".stage"
+        view = self.fresh(hint, SharedType(tile.dtype, tile.shape))
+        out: list[ir.Instr] = [ir.SharedSlice(view, plan.buffer, at.stage, loc=plan.load.loc)]
+        shape = tuple(tile.shape)
+        while len(shape) > len(result.type.shape):  # a reshape that drops a leading 1
+            shape = shape[1:]
+            inner = self.fresh(hint, SharedType(tile.dtype, shape))
+            out.append(ir.SharedSlice(inner, view, _const(0, at.loop), loc=plan.load.loc))
+            view = inner
+        out.append(ir.SharedLoad(result, view, loc=plan.chain[-1].loc))
+        return out
+
+    # -- code for another iteration ----------------------------------------------------------
 
     def scalar(self, op: str, a: ir.Value, b: ir.Value, out: list[ir.Instr]) -> ir.Value:
+        """`a op b` on block-uniform integers, folded where both are constants or one
+        is the identity."""
+        var = next((v for v in (a, b) if isinstance(v, ir.Var)), None)
+        dtype = var.type.dtype if var is not None else a.dtype
         if isinstance(a, ir.Const) and isinstance(b, ir.Const):
             folded = {"add": a.value + b.value, "sub": a.value - b.value, "mul": a.value * b.value}
             if op in folded:
-                return ir.Const(folded[op], i32)
-        if op == "mul" and isinstance(a, ir.Const) and a.value == 1:
-            return b
+                return ir.Const(folded[op], dtype)
+        if op == "mul" and isinstance(a, ir.Const) and a.value in (0, 1):
+            return b if a.value == 1 else a
         if op in ("add", "sub") and isinstance(b, ir.Const) and b.value == 0:
             return a
-        result = self.fresh(op, INDEX)
+        if op == "div" and isinstance(b, ir.Const) and b.value == 1:
+            return a
+        result = self.fresh(op, ScalarType(dtype))
         out.append(ir.Compute(result, op, (a, b)))
         return result
 
-    # -- offsets at another iteration --------------------------------------------------
-
-    def offsets_clonable(self, load: ir.Load, body, var: ir.Var, defined_here: set[ir.Var]) -> bool:
-        if load.fill is not None and load.fill.value != 0:
-            return False
-        if load.result.type.dtype.bits % 8:
-            return False
-        definitions = {d: i for i in body for d in i.defs()}
-
-        def ok(value: ir.Value) -> bool:
-            if isinstance(value, ir.Const) or value == var or value not in defined_here:
-                return True
-            instr = definitions.get(value)
-            return (
-                isinstance(instr, ir.Compute | ir.Cast)
-                and isinstance(value.type, ScalarType)
-                and all(ok(u) for u in instr.uses())
-            )
-
-        return all(ok(o) for o in load.offsets)
-
-    def copy(
-        self, load: ir.Load, buffer: ir.Var, stage: ir.Value, k: ir.Value, var, body
-    ) -> list[ir.Instr]:
-        out: list[ir.Instr] = []
-        definitions = {d: i for i in body for d in i.defs()}
-        cloned: dict[ir.Var, ir.Value] = {var: k}
+    def offsets_at(self, at: _Loop, load: ir.Load, k: ir.Value, out: list[ir.Instr]):
+        """`load`'s offsets at the iteration whose loop variable is `k` (the body's scalar
+        arithmetic they use is recomputed into `out`)."""
+        cloned: dict[ir.Var, ir.Value] = {at.loop.var: k}
 
         def clone(value: ir.Value) -> ir.Value:
-            if isinstance(value, ir.Const) or value not in definitions:
+            if isinstance(value, ir.Const) or value not in at.definitions:
                 return cloned.get(value, value)
             if value not in cloned:
-                instr = definitions[value]
+                instr = at.definitions[value]
                 (result,) = instr.defs()
                 new = self.fresh(result.name, result.type)
-                operands = instr.map_operands(clone)
-                out.append(replace(operands, result=new))
+                out.append(replace(instr.map_operands(clone), result=new))
                 cloned[value] = new
             return cloned[value]
 
-        offsets = tuple(clone(o) for o in load.offsets)
-        view = self.fresh(load.result.name + ".next", SharedType(*_shape_of(load)))
-        out.append(ir.SharedSlice(view, buffer, stage, loc=load.loc))
-        out.append(ir.CopyAsync(view, load.tensor, offsets, loc=load.loc))
+        return tuple(clone(o) for o in load.offsets)
+
+    def copy(
+        self, at: _Loop, plan: _Async, stage: ir.Value, k: ir.Value, ahead: int | None
+    ) -> list[ir.Instr]:
+        """The copy of `plan`'s box at loop variable `k` into buffer `stage`."""
+        load, out = plan.load, []
+        offsets = self.offsets_at(at, load, k, out)
+        tile = load.result.type
+        view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape))
+        out.append(ir.SharedSlice(view, plan.buffer, stage, loc=load.loc))
+        copy = ir.CopyAsync(view, load.tensor, offsets, loc=load.loc)
+        out.append(copy.with_attrs(**_made(ahead)))
         return out
 
+    def prefetch(
+        self, at: _Loop, load: ir.Load, k: ir.Value, ahead: int | None
+    ) -> tuple[ir.Var, list[ir.Instr]]:
+        """`load` at loop variable `k`, into a fresh tile."""
+        out: list[ir.Instr] = []
+        offsets = self.offsets_at(at, load, k, out)
+        result = self.fresh(load.result.name + (".next" if ahead else ""), load.result.type)
+        new = replace(load, result=result, offsets=offsets, attrs=())
+        out.append(new.with_attrs(**_made(ahead)))
+        return result, out
 
-def _shape_of(load: ir.Load) -> tuple:
-    tile = load.result.type
-    return tile.dtype, tile.shape
+
+# -- helpers ---------------------------------------------------------------------------------
 
 
-def _load_relayout_pairs(body: tuple[ir.Instr, ...]) -> list[tuple[ir.Load, ir.Relayout]]:
+def _staged(instr: ir.Instr) -> bool:
+    return isinstance(instr, ir.For) and instr.stages is not None and instr.stages >= 2
+
+
+def _made(ahead: int | None) -> dict[str, int | bool]:
+    """The attributes of a load or copy this pass makes: `ahead` in the loop, else
+    `prologue`."""
+    return {"ahead": ahead} if ahead else {"prologue": True}
+
+
+def _made_here(load: ir.Load) -> bool:
+    return any(load.attr(name) is not None for name in ("ahead", "prologue", "unpipelined"))
+
+
+def _buffer_type(tile: TileType, stages: int) -> SharedType:
+    shape = tuple(tile.shape)
+    return SharedType(tile.dtype, (stages, *shape), staged_layout(tile.dtype, shape, stages))
+
+
+def _const(value: int, loop: ir.For) -> ir.Const:
+    return ir.Const(value, loop.var.type.dtype)
+
+
+def _is_positive_zero(value: float | int) -> bool:
+    return value == 0 and math.copysign(1.0, value) > 0
+
+
+def _skip(loop: ir.For, load: ir.Load, reason: str) -> ir.Load:
+    """`load` marked unpipelined, with the warning that says why."""
+    message = (
+        f"{loop.loc}: stages={loop.stages} is not honoured for the load of "
+        f"%{load.tensor.name} at {load.loc}: {reason}"
+    )
+    warnings.warn_explicit(message, PipelineWarning, loop.loc.file, loop.loc.line, registry=_SHOWN)
+    return load.with_attrs(unpipelined=reason)
+
+
+#: Python's once-per-message bookkeeping for `_skip`'s warnings.
+_SHOWN: dict = {}
+
+
+def _mark_nested(loop: ir.For, instr: ir.Instr) -> ir.Instr:
+    """`instr` (a branch or an inner loop of `loop`'s body) with its loads marked
+    unpipelined: they run only when the branch is taken, or once per inner iteration.
+    An inner loop with stages has decided about its loads itself."""
+    if _staged(instr):
+        return instr
+    where = "an inner loop without stages" if isinstance(instr, ir.For) else "a branch"
+    reason = f"it is inside {where} of the loop body (at {instr.loc})"
+
+    def mark(block: ir.Block) -> ir.Block:
+        out = []
+        for inner in block.instrs:
+            if inner.BODIES and not _staged(inner):
+                inner = replace(inner, **{n: mark(getattr(inner, n)) for n in inner.BODIES})
+            elif isinstance(inner, ir.Load) and not _made_here(inner):
+                inner = _skip(loop, inner, reason)
+            out.append(inner)
+        return ir.Block(tuple(out))
+
+    return replace(instr, **{name: mark(getattr(instr, name)) for name in instr.BODIES})
+
+
+def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
+    """Tensors an instruction of `body` may write: any use of a tensor but a load's or an
+    asynchronous copy's source (stores, atomics, whatever else takes a tensor)."""
+    found: dict[ir.Var, ir.Instr] = {}
+    for instr in walk(body):
+        if isinstance(instr, ir.Load | ir.CopyAsync):
+            continue
+        for value in instr.uses():
+            if isinstance(value, ir.Var) and isinstance(value.type, TensorType):
+                found.setdefault(value, instr)
+    return found
+
+
+def _blocker(load: ir.Load, loop: ir.For, writers: dict[ir.Var, ir.Instr]) -> str | None:
+    """Why `load` cannot be issued at another iteration at all, or None."""
+    if load.tensor in writers:
+        writer = writers[load.tensor]
+        return (
+            f"the loop also writes %{load.tensor.name} ({writer.mnemonic} at {writer.loc}), "
+            "which a load issued ahead would not see"
+        )
+    definitions = {d: i for i in loop.body.instrs for d in i.defs()}
+    in_body = {d for i in walk(loop.body) for d in i.defs()}
+
+    def why(value: ir.Value) -> str | None:
+        if isinstance(value, ir.Const) or value == loop.var:
+            return None
+        if value in loop.carried:
+            return f"%{value.name}, which the loop carries from one iteration to the next"
+        if value not in in_body:
+            return None  # defined before the loop
+        instr = definitions.get(value)
+        if isinstance(instr, ir.Compute | ir.Cast) and isinstance(value.type, ScalarType):
+            return next((r for r in map(why, instr.uses()) if r is not None), None)
+        source = "from loaded data" if _from_tiles(instr, definitions) else "by a branch"
+        where = f" ({instr.mnemonic} at {instr.loc})" if instr is not None else ""
+        return f"%{value.name}, computed in the loop body {source}{where}"
+
+    for offset in load.offsets:
+        reason = why(offset)
+        if reason is not None:
+            return f"its offsets depend on {reason}"
+    return None
+
+
+def _from_tiles(instr: ir.Instr | None, definitions: dict[ir.Var, ir.Instr]) -> bool:
+    """Whether `instr`'s value derives from a tile (loaded or computed data)."""
+    if instr is None:
+        return True
+    operands = [v for v in instr.uses() if isinstance(v, ir.Var)]
+    return any(isinstance(v.type, TileType) for v in operands) or any(
+        _from_tiles(definitions[v], definitions) for v in operands if v in definitions
+    )
+
+
+def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:
+    """`load`, then the instructions a shared_load can define in its place: a reshape
+    dropping leading 1s, then a relayout, each the sole use of the one before and an
+    instruction of `body` itself (see the module docstring)."""
     uses: dict[ir.Var, list[ir.Instr]] = {}
-    for instr in body:
-        for inner in walk(instr):
-            for value in inner.uses():
-                if isinstance(value, ir.Var):
-                    uses.setdefault(value, []).append(inner)
-    pairs = []
-    for instr in body:
-        if isinstance(instr, ir.Load):
-            users = uses.get(instr.result, [])
-            if len(users) == 1 and isinstance(users[0], ir.Relayout) and users[0] in body:
-                pairs.append((instr, users[0]))
-    return pairs
+    for inner in (i for instr in body for i in walk(instr)):
+        for value in inner.uses():
+            if isinstance(value, ir.Var):
+                uses.setdefault(value, []).append(inner)
+    chain: list[ir.Instr] = [load]
+    for kind in (ir.Reshape, ir.Relayout):
+        users = uses.get(chain[-1].defs()[0], [])
+        if len(users) != 1 or not isinstance(users[0], kind) or _index(body, users[0]) < 0:
+            continue
+        if isinstance(users[0], ir.Reshape) and not _drops_leading_ones(users[0]):
+            continue
+        chain.append(users[0])
+    return tuple(chain)
+
+
+def _drops_leading_ones(reshape: ir.Reshape) -> bool:
+    source, result = reshape.value.type.shape, reshape.result.type.shape
+    dropped = len(source) - len(result)
+    return (
+        dropped > 0
+        and all(size == 1 for size in source[:dropped])
+        and tuple(source[dropped:]) == tuple(result)
+    )
+
+
+def _index(body: tuple[ir.Instr, ...], instr: ir.Instr) -> int:
+    """The position of `instr` (by identity) in `body`, or -1."""
+    return next((n for n, i in enumerate(body) if i is instr), -1)
+
+
+def _last_use(body: tuple[ir.Instr, ...], value: ir.Var) -> int:
+    """The position of the last instruction of `body` that uses `value` (at any depth)."""
+    last = -1
+    for index, instr in enumerate(body):
+        if any(value in inner.uses() for inner in walk(instr)):
+            last = index
+    return last
+
+
+__all__ = ["REGISTER_TARGET", "PipelineWarning", "run"]

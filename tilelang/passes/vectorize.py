@@ -5,8 +5,8 @@ a tile without one is accessed one element at a time). Global tensors are row-ma
 contiguous, densely packed (element i of the flat tensor holds bits [i·b, (i+1)·b)),
 their base pointers 16-byte aligned; accesses are masked per element.
 
-Guarantees: every `Load`, `Store` and `CopyAsync` gets three attributes, and nothing
-else changes:
+Guarantees: every `Load`, `Store`, `AtomicAdd` and `CopyAsync` gets three attributes,
+and nothing else changes:
 
 - ``elems=r``: each thread accesses its elements in *runs* of r consecutive elements
   of the last dimension (a power of two; 1 when nothing better is proven);
@@ -18,7 +18,7 @@ else changes:
   start; ``align=0`` when some run start is not on a byte boundary (sub-byte types).
   The lowering splits a run into accesses of ``min(align, ...)`` bytes that tile it.
 
-How r is chosen (register tiles: `Load`'s result, `Store`'s value):
+How r is chosen (register tiles: `Load`'s result, `Store`'s and `AtomicAdd`'s value):
 
 1. The layout's *run*: in its canonical form, when the innermost local mode (the least
    significant digit of the local index) is the innermost mode of the last dimension,
@@ -60,7 +60,7 @@ import numpy as np
 
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
-from tilelang.ir.nodes import CopyAsync, Function, Instr, Load, Store, Value
+from tilelang.ir.nodes import AtomicAdd, CopyAsync, Function, Instr, Load, Store, Value
 from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.visit import Rewriter
@@ -74,6 +74,25 @@ MAX_ACCESS_BITS = 128
 
 def run(fn: Function, target: Target = CPU) -> Function:
     return _Vectorize(fn, analyze(fn)).rewrite_function(fn)
+
+
+def copy_async_runs(
+    fn: Function, facts: Facts, tensor: TensorType, offsets: tuple[Value, ...], shared: SharedType
+) -> tuple[int, int, int]:
+    """(elems, vector, align) that this pass would record on a `copy_async` of the box at
+    `offsets` of a tensor of type `tensor` into a shared tile of type `shared`, in `fn`
+    with `facts` (`analyze(fn)`): what `software_pipeline` asks before choosing one."""
+    r, align = _Vectorize(fn, facts).copy_runs(tensor, offsets, shared)
+    bits = r * shared.dtype.bits
+    return r, bits // 8 if bits % 8 == 0 else 0, align
+
+
+def load_runs(fn: Function, facts: Facts, load: Load) -> tuple[int, int, int]:
+    """(elems, vector, align) that this pass would record on `load` (an instruction of
+    `fn`, `facts` = `analyze(fn)`): what `software_pipeline` asks before choosing."""
+    annotated = _Vectorize(fn, facts)._register_access(load, load.result.type)
+    elems, vector, align = (int(annotated.attr(name)) for name in ("elems", "vector", "align"))
+    return elems, vector, align
 
 
 # -- register-tile runs --------------------------------------------------------------------
@@ -121,15 +140,25 @@ class _Vectorize(Rewriter):
     def visit_Store(self, instr: Store) -> Instr:
         return self._register_access(self.generic(instr), instr.value.type)
 
+    def visit_AtomicAdd(self, instr: AtomicAdd) -> Instr:
+        return self._register_access(self.generic(instr), instr.value.type)
+
     def visit_CopyAsync(self, instr: CopyAsync) -> Instr:
         new = self.generic(instr)
         tensor, shared = instr.tensor.type, instr.shared.type
         assert isinstance(tensor, TensorType) and isinstance(shared, SharedType)
+        r, align = self.copy_runs(tensor, instr.offsets, shared)
+        return _annotate(new, r, shared.dtype, align)
+
+    def copy_runs(
+        self, tensor: TensorType, offsets: tuple[Value, ...], shared: SharedType
+    ) -> tuple[int, int]:
+        """(r, align) of a copy of the box at `offsets` into `shared` (module docstring)."""
         layout = shared.layout or plan_shared.default_layout(shared.dtype, shared.shape)
         bound = pow2_factor(shared.shape[-1]) if shared.shape else 1
         r = 1
         for candidate in _powers_of_two_down(bound):
-            if self._legal(candidate, tensor, instr.offsets) and _contiguous(layout, candidate):
+            if self._legal(candidate, tensor, offsets) and _contiguous(layout, candidate):
                 r = candidate
                 break
         steps = tuple(
@@ -137,12 +166,12 @@ class _Vectorize(Rewriter):
             for d, size in enumerate(shared.shape)
         )
         align = min(
-            self._global_align(tensor, instr.offsets, steps),
+            self._global_align(tensor, offsets, steps),
             _byte_align(_shared_start_divisor(layout, r), shared.dtype),
         )
-        return _annotate(new, r, shared.dtype, align)
+        return r, align
 
-    def _register_access(self, new: Load | Store, tile: TileType) -> Instr:
+    def _register_access(self, new: Load | Store | AtomicAdd, tile: TileType) -> Instr:
         tensor = new.tensor.type
         assert isinstance(tensor, TensorType)
         r = 1
@@ -215,4 +244,11 @@ def _shared_start_divisor(layout: SharedLayout, r: int) -> int:
     return _gcd_pow2(starts) if starts.size else CAP
 
 
-__all__ = ["MAX_ACCESS_BITS", "layout_run", "run", "run_start_steps"]
+__all__ = [
+    "MAX_ACCESS_BITS",
+    "copy_async_runs",
+    "layout_run",
+    "load_runs",
+    "run",
+    "run_start_steps",
+]

@@ -56,9 +56,10 @@ class BoundDeviceArguments:
 
 
 def stored_tensors(fn: ir.Function) -> tuple[str, ...]:
-    """The tensor parameters `fn` stores to, in parameter order (a walk of the whole
-    function: callers that launch often compute it once, in an `ArgumentBinder`)."""
-    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store)}
+    """The tensor parameters `fn` writes (stores, atomic additions), in parameter order (a
+    walk of the whole function: callers that launch often compute it once, in an
+    `ArgumentBinder`)."""
+    written = {v.name for i in walk(fn) for v in i.writes()}
     return tuple(p.name for p in fn.params if p.name in written)
 
 

@@ -36,6 +36,9 @@ Decisions the IR leaves to the interpreter:
 - Integer shift amounts are read as unsigned (as PTX does): a negative signed amount
   is a huge one, so `shl` gives 0 and `shr` the sign fill.
 - `Full`, `Arange` and loop variables convert with the cast policy (saturating).
+- `AtomicAdd` adds in program order, blocks in grid order (row-major over the grid),
+  each addition rounded once to the tensor's dtype; compiled backends add in the order
+  their threads and blocks happen to run, so float results agree within a tolerance.
 - Shared tiles start as zeros; `CopyAsync` completes at once (commit/wait/sync are
   no-ops in a sequential interpreter). The prelude before `Blocks` must be scalar work:
   `grid()` evaluates it without tensors; each block then runs it again.
@@ -379,6 +382,30 @@ def _store(state: _State, instr: ir.Store) -> None:
         outer, inner = box
         tensor.codes[outer] = _encode_tile(tensor.dtype, tile[inner])
         tensor.dirty = True
+
+
+@semantics(ir.AtomicAdd)
+def _atomic_add(state: _State, instr: ir.AtomicAdd) -> None:
+    """Each element of the in-bounds box where the mask holds: the tensor's value plus the
+    tile's, rounded once in the tensor's dtype (integers wrap). One instruction adds to
+    distinct elements, so only the order of instructions and blocks (program and grid
+    order here) decides a float result."""
+    tensor = state.tensor(instr.tensor)
+    tile = np.asarray(state.value(instr.value))
+    offsets = tuple(state.int(off) for off in instr.offsets)
+    box = _box(offsets, tile.shape, tensor.shape)
+    if box is None:
+        return
+    outer, inner = box
+    dtype = tensor.dtype
+    current = dtype.decode(tensor.codes[outer])
+    wide = np.float64 if dtype.is_float else dtype.value_dtype
+    total = _round(current.astype(wide) + tile[inner].astype(wide), dtype)
+    if instr.mask is not None:
+        keep = np.asarray(state.value(instr.mask)).astype(bool)[inner]
+        total = np.where(keep, total, current)
+    tensor.codes[outer] = _encode_tile(dtype, total)
+    tensor.dirty = True
 
 
 def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:

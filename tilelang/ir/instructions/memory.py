@@ -1,12 +1,13 @@
-"""Instructions that move tiles: global loads and stores (masked at the tensor's edges),
-shared tiles, asynchronous copies into them, and barriers."""
+"""Instructions that move tiles: global loads, stores and atomic additions (masked at the
+tensor's edges), shared tiles, asynchronous copies into them, and barriers."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from tilelang.ir.checks import Checker
+from tilelang import dtypes
+from tilelang.ir.checks import Checker, shape_text
 from tilelang.ir.core import NOWHERE, Const, Instr, Loc, Value, Var
 from tilelang.ir.text import describe, print_type
 from tilelang.ir.types import SharedType
@@ -55,6 +56,7 @@ class Store(Instr):
     value: Var
     loc: Loc = field(default=NOWHERE, kw_only=True)
     OPERANDS: ClassVar = ("tensor", "offsets", "value")
+    WRITES: ClassVar = ("tensor",)
     SYNTAX: ClassVar = "store {tensor}[{offsets}], {value}"
     LAYOUT: ClassVar = "store"
 
@@ -68,6 +70,65 @@ class Store(Instr):
             f"{print_type(value)}",
         )
         v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
+
+
+#: The element types `atomic_add` adds into: whole 16-, 32- and 64-bit elements, the
+#: widths GPUs have atomic additions (or a compare-and-swap) for.
+ATOMIC_ADD_DTYPES: tuple[dtypes.DType, ...] = (
+    dtypes.f16,
+    dtypes.bf16,
+    dtypes.f32,
+    dtypes.f64,
+    dtypes.i32,
+    dtypes.u32,
+    dtypes.i64,
+    dtypes.u64,
+)
+
+
+@dataclass(frozen=True)
+class AtomicAdd(Instr):
+    """Adds `value` into the box at `offsets`: ``tensor[e] += value[e]``, atomically,
+    for every element e inside the tensor where `mask` (a u1 tile of the value's shape;
+    absent: everywhere) holds. Elements outside the tensor are skipped.
+
+    Integers wrap. Each float addition rounds once, in the tensor's dtype, so a float
+    result depends on the order of the additions: the interpreter adds blocks in grid
+    order, the compiled backends in whatever order their blocks run.
+    """
+
+    tensor: Var
+    offsets: tuple[Value, ...]
+    value: Var
+    mask: Var | None = None
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "value", "mask")
+    WRITES: ClassVar = ("tensor",)
+    SYNTAX: ClassVar = "atomic_add {tensor}[{offsets}], {value}< mask({mask:value})>"
+    LAYOUT: ClassVar = "masked"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        v.expect(
+            tensor.dtype in ATOMIC_ADD_DTYPES,
+            f"expected a tensor of {', '.join(map(str, ATOMIC_ADD_DTYPES))} (atomic additions "
+            f"work on whole 16-, 32- and 64-bit elements), found a tensor of {tensor.dtype}",
+        )
+        value = v.tile(self.value, "the added value")
+        v.expect(
+            value.rank == tensor.rank,
+            f"expected an added tile of rank {tensor.rank} (the tensor's), found "
+            f"{print_type(value)}",
+        )
+        v.same_dtype(value.dtype, tensor.dtype, "an added tile")
+        if self.mask is not None:
+            mask = v.tile(self.mask, "the mask")
+            v.expect(
+                mask.dtype == dtypes.u1 and tuple(mask.shape) == tuple(value.shape),
+                f"expected a mask of u1 {shape_text(value.shape)} (the added tile's shape), "
+                f"found {print_type(mask)}",
+            )
 
 
 @dataclass(frozen=True)
@@ -194,8 +255,10 @@ class Sync(Instr):
 
 
 __all__ = [
+    "ATOMIC_ADD_DTYPES",
     "AsyncCommit",
     "AsyncWait",
+    "AtomicAdd",
     "CopyAsync",
     "Load",
     "SharedAlloc",

@@ -27,6 +27,7 @@ from tilelang.ir.types import TileType
 from tilelang.ir.visit import RewriteResult
 from tilelang.passes.infer_layouts.solver import (
     DEFAULT,
+    EXACT,
     MEMORY,
     REDUCED,
     SHAPED,
@@ -260,6 +261,24 @@ class StoreRule(AnyLayout):
         return rewrite.with_operands(instr, new, {"value": want})
 
 
+class MaskedRule(AnyLayout):
+    """`masked`: the value keeps any layout; a `mask` operand takes the value's layout.
+    Each of the two is a wish for the other while it is free (so a mask computed for
+    the value is usually computed in its layout); otherwise the mask is relayouted."""
+
+    def scan(self, inference: Inference, instr: nodes.AtomicAdd) -> None:
+        super().scan(inference, instr)
+        if is_tile(instr.mask) and is_tile(instr.value):
+            inference.edge(instr.value, instr.mask, _same, EXACT, backward=True)
+            inference.edge(instr.mask, instr.value, _same, EXACT, backward=True)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.AtomicAdd) -> RewriteResult:
+        new = rewrite.generic(instr)
+        if not is_tile(new.mask):
+            return new
+        return rewrite.with_operands(instr, new, {"mask": rewrite.layout_of(new.value)})
+
+
 class LoopRule:
     """`loop`: a carried value, its init, the value the body yields and the result share
     one layout (the result is an alias of the carried value)."""
@@ -340,6 +359,10 @@ def _layouts(rewrite: Rewrite, values: Sequence[Value]) -> tuple[Layout | None, 
     return tuple(rewrite.layouts.get(v.name) if is_tile(v) else None for v in values)
 
 
+def _same(layout: Layout) -> Layout:
+    return layout
+
+
 def _inverse(perm: Sequence[int]) -> list[int]:
     inverse = [0] * len(perm)
     for new, old in enumerate(perm):
@@ -364,6 +387,7 @@ RULES = {
     "reduce": ReduceRule(),
     "dot": DotRule(),
     "store": StoreRule(),
+    "masked": MaskedRule(),
     "loop": LoopRule(),
     "branch": BranchRule(),
     "yield": YieldRule(),
