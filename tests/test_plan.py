@@ -1,13 +1,19 @@
-"""The passes plan_shared and plan_registers, as text in / text out."""
+"""The passes plan_shared and plan_registers, as text in / text out; the register
+estimate against ptxas's count for every case of benchmarks/register_estimates.py."""
 
-from __future__ import annotations
+import sys
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_example
 
 import tilelang as tl
 from tilelang import dtypes
 from tilelang.analysis import shared_layouts
+from tilelang.analysis.liveness import Program
+from tilelang.ir import nodes as ir
 from tilelang.ir.nodes import SharedLoad
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
@@ -15,6 +21,12 @@ from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
 from tilelang.passes import plan_registers, plan_shared
 from tilelang.target import Target, target
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import register_estimates  # noqa: E402
 
 
 def kernel(params: str, sizes: str, body: str, name: str = "k") -> str:
@@ -108,7 +120,7 @@ def test_every_use_sees_the_chosen_layout():
     ]
 
 
-def loop_kernel(inside: bool) -> str:
+def shared_loop_kernel(inside: bool) -> str:
     """%sa is read at the top of a loop; %sb is allocated after that read."""
     body = (
         "    %a = shared_load %sa : tile<f16, [64, 64]>\n"
@@ -131,10 +143,10 @@ def loop_kernel(inside: bool) -> str:
 
 
 def test_a_tile_used_in_a_loop_is_live_over_the_whole_loop():
-    flat = plan_shared.run(parse_function(loop_kernel(inside=False)))
+    flat = plan_shared.run(parse_function(shared_loop_kernel(inside=False)))
     assert "offset=0" in line_of(lines_of(flat), "%sb =")
     assert shared_layouts.total_bytes(flat) == 8192
-    looped = plan_shared.run(parse_function(loop_kernel(inside=True)))
+    looped = plan_shared.run(parse_function(shared_loop_kernel(inside=True)))
     # the next iteration reads %sa again after %sb was written: no sharing
     assert "{bytes=8192, offset=8192}" in line_of(lines_of(looped), "%sb =")
     assert shared_layouts.total_bytes(looped) == 16384
@@ -222,7 +234,7 @@ def test_loop_carried_shared_tiles_share_a_live_range():
     assert offsets == {"%s0": "0", "%s1": "2048", "%s2": "4096"}
 
 
-# -- plan_registers ------------------------------------------------------------------------------
+# -- plan_registers: values ----------------------------------------------------------------------
 
 SMALL = kernel(
     "%x: tensor<f16, [M, N]>, %y: tensor<f32, [M, N]>",
@@ -247,29 +259,32 @@ def test_words_per_thread():
     assert words("tile<u3, [16, 64], spatial(16, 8).local(1, 8)>") == 1  # 24 bits
     assert words("tile<f32, [1, 64], spatial(1, 8).local(1, 8).replicated(16)>") == 8
     assert words("tile<f32, [64, 64]>") == 32  # no layout: 4096 elements / 128 threads
-    assert words("i64") == 2
-    assert words("f16") == 1
-    assert words("tensor<u4, [K, N]>") == 2
+    # Block-uniform values live in uniform registers or the constant bank.
+    assert words("i64") == 0
+    assert words("tensor<u4, [K, N]>") == 0
     assert words("shared<f16, [64, 64]>") == 0
 
 
-def test_pressure_at_every_point():
+def test_pressure_and_addresses_at_every_point():
     fn = parse_function(SMALL)
-    program = plan_registers.Program.of(fn)
-    # x, y: 2 words (pointers); M, N: 1 (used by every access to x and y, for masks).
+    program = Program.of(fn)
     # At the cast, %a (4) dies and %b (8) is written over it: 4 + 8 - 4.
-    assert plan_registers.pressure_by_point(program, 4) == [7, 8, 11, 13, 13]
+    assert plan_registers.pressure_by_point(program, 4) == [0, 0, 4, 8, 8]
+    # The load's 16 bytes per thread are one access, one 64-bit address; while it is in
+    # flight the store's address (its two 16-byte accesses are in one row) is computed.
+    assert plan_registers.address_words_by_point(program, 4) == [0, 0, 2 + 2, 0, 2]
     plan = plan_registers.estimate(fn)
-    assert plan.peak == max(13, plan_registers.FLOOR) == 28
-    assert str(plan.at) == "k.py:4:1"
-    assert plan.live == (("b", 8), ("a", 4), ("y", 2), ("M", 1), ("N", 1), ("row", 1))
+    assert (plan.value_words, plan.address_words) == (8, 2)
+    assert plan.peak == 8 + 2 + plan_registers.THREAD_WORDS == 18
+    assert str(plan.at) == "k.py:5:1"
+    assert plan.live == (("b", 8),)
 
 
 def test_run_records_the_estimate_on_blocks():
     fn = plan_registers.run(parse_function(SMALL))
     verify(fn)
-    assert lines_of(fn)[0] == '%bm = blocks %M {registers=28} : i32  loc("k.py":1:1)'
-    assert plan_registers.registers(fn) == 28
+    assert lines_of(fn)[0] == '%bm = blocks %M {registers=18} : i32  loc("k.py":1:1)'
+    assert plan_registers.registers(fn) == 18
     assert plan_registers.registers(parse_function(SMALL)) is None
 
 
@@ -279,7 +294,7 @@ LOOP = kernel(
     "  %bm = blocks %M : i32\n"  # 0
     "  %t = load %x[%bm, 0:i32] : tile<f32, [16, 64], spatial(16, 8).local(1, 8)>\n"  # 1
     "  %r = for %k = 0:i32 to %N step 64:i32 iter(%acc: tile<f32, [16, 64], "
-    "spatial(16, 8).local(1, 8)> = %t) {\n"  # 2
+    "spatial(16, 8).local(1, 8)> = %t)LOOP_ATTRS {\n"  # 2
     "    %u = load %x[%bm, %k] : tile<f32, [16, 64], spatial(16, 8).local(1, 8)>\n"  # 3
     "    %acc_1 = add %acc, %u : tile<f32, [16, 64], spatial(16, 8).local(1, 8)>\n"  # 4
     "    %v = full 1.0:f32 : tile<f32, [16, 64], spatial(16, 8).local(1, 8)>\n"  # 5
@@ -289,8 +304,12 @@ LOOP = kernel(
 )
 
 
+def loop_kernel(attrs: str = "") -> str:
+    return LOOP.replace("LOOP_ATTRS", attrs)
+
+
 def test_liveness_over_loops():
-    program = plan_registers.Program.of(parse_function(LOOP))
+    program = Program.of(parse_function(loop_kernel()))
     interval = {var.name: (program.start[var], program.stop[var]) for var in program.start}
     assert interval["bm"] == (0, 8)
     assert interval["t"] == (1, 2)  # used as the loop's init
@@ -302,42 +321,193 @@ def test_liveness_over_loops():
     assert interval["v"] == (5, 5)  # unused: live where it is written
     assert interval["r"] == (7, 8)
     assert interval["x"] == (-1, 8)
+    # The loop spans its header (2) to its end (7); the end point is within the loop.
+    assert program.loops == {2: 7}
+    assert program.within == [(), (), (), (2,), (2,), (2,), (2,), (2,), ()]
     pressure = plan_registers.pressure_by_point(program, 4)
-    # at the add: x 2, M 1, N 1, bm 1, k 1, acc 8 (dies, overwritten), u 8 (dies), acc_1 8
-    assert pressure[4] == 6 + 8 + 8 + 8 - 8
+    assert pressure[2] == 8  # %t becomes %acc in place
+    assert pressure[4] == 8 + 8 + 8 - 8  # %acc dies at the add, %acc_1 is written over it
 
 
-def test_over_255_names_the_largest_tiles():
-    layout = "spatial(8, 16).local(32, 16)"  # 128 threads, 512 elements each
-    text = kernel(
-        "%y: tensor<f32, [M, N]>, %z: tensor<f16, [M, N]>, %w: tensor<u4, [M, N]>",
-        "%M: i32, %N: i32",
-        "  %bm = blocks %M : i32\n"
-        f'  %acc = full 0.0:f32 : tile<f32, [256, 256], {layout}>  loc("big.py":7:11)\n'
-        f"  %h = full 0.0:f16 : tile<f16, [256, 256], {layout}>\n"
-        f"  %q = full 0:u4 : tile<u4, [256, 256], {layout}>\n"
-        "  %s = full 0.0:f32 : tile<f32, [16, 64], spatial(16, 8).local(1, 8)>\n"
-        '  store %y[%bm, 0:i32], %acc  loc("big.py":9:5)\n'
-        "  store %z[%bm, 0:i32], %h\n"
-        "  store %w[%bm, 0:i32], %q\n"
-        "  store %y[%bm, 0:i32], %s\n",
-        name="big",
+def test_addresses_in_a_loop_are_held_through_it_and_unrolling_adds_its_allowance():
+    def addresses(attrs: str) -> list[int]:
+        program = Program.of(parse_function(loop_kernel(attrs)))
+        return plan_registers.address_words_by_point(program, 4)
+
+    unroll = plan_registers.UNROLL_WORDS
+    # %u's pointer (one row) is hoisted before the loop and held to its back edge; the
+    # loads outside it are live at their own points only.
+    assert addresses(" unroll(1)") == [0, 2, 2, 2, 2, 2, 2, 2, 2]
+    assert addresses("") == [0, 2, *[2 + unroll] * 6, 2]  # ptxas unrolls and overlaps
+    assert addresses(" stages(2)") == addresses(" unroll(1)")  # a pipelined loop does not
+    assert addresses(" stages(1)") == addresses("")  # one stage: nothing is pipelined
+
+
+def test_a_zero_accumulator_holds_no_registers():
+    @tl.kernel(warps=4)
+    def product(
+        x: tl.Tensor[tl.f16, "M", "K"],
+        w: tl.Tensor[tl.f16, "K", "N"],
+        y: tl.Tensor[tl.f32, "M", "N"],
+        KEEP: tl.constexpr = False,
+    ):
+        bm = tl.blocks(tl.cdiv(M, 16))
+        zero = tl.zeros([16, 64], tl.f32)
+        c = tl.dot(tl.load(x, [bm * 16, 0], [16, 64]), tl.load(w, [0, 0], [64, 64]), zero)
+        tl.store(y, [bm * 16, 0], c + zero if KEEP else c)
+
+    def at_the_dot(keep: bool) -> int:
+        fn = product.stages(KEEP=keep)["plan_registers"]
+        program = Program.of(fn)
+        (dot,) = [p.index for p in program.points if isinstance(p.instr, ir.Dot)]
+        return plan_registers.pressure_by_point(program, fn.warps)[dot]
+
+    # [16, 64] f32 over 128 threads: 8 words, which the first mma reads as zeros.
+    assert at_the_dot(keep=True) - at_the_dot(keep=False) == 8
+
+
+@tl.kernel(warps=4)
+def centered(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "M", "N"]):
+    bm = tl.blocks(tl.cdiv(M, 4))
+    t = tl.load(x, [bm * 4, 0], [4, 128])
+    tl.store(y, [bm * 4, 0], t - tl.max(t, axis=1)[:, None])
+
+
+def test_a_move_each_thread_makes_alone_renames_registers():
+    fn = centered.stages()["plan_registers"]
+    program = Program.of(fn)
+    pressure = plan_registers.pressure_by_point(program, fn.warps)
+    (broadcast,) = [p for p in program.points if isinstance(p.instr, ir.Broadcast)]
+    result = broadcast.instr.result
+    # The row maxima are replicated over the lanes that hold the row: each thread's 4
+    # copies are its one maximum's register, not 4 more.
+    assert plan_registers.words(result.type, fn.warps) == 4
+    assert pressure[broadcast.index] == pressure[broadcast.index - 1]
+    assert result.name not in dict(plan_registers.estimate(fn).live)
+
+
+def test_a_relayout_writes_over_its_dying_operand():
+    fn = load_example("matmul").matmul.stages(BM=16, BN=64, BK=64)["plan_registers"]
+    program = Program.of(fn)
+    pressure = plan_registers.pressure_by_point(program, fn.warps)
+    for point in program.points:
+        instr = point.instr
+        if isinstance(instr, ir.Relayout) and program.stop[instr.value] == point.index:
+            before = pressure[point.index - 1]
+            grown = plan_registers.words(instr.result.type, fn.warps) - plan_registers.words(
+                instr.value.type, fn.warps
+            )
+            assert pressure[point.index] == before + max(grown, 0), instr
+
+
+# -- plan_registers: addresses --------------------------------------------------------------------
+
+
+def access(text: str, swizzle: str = "") -> int:
+    """The address words of the one load (global or shared) of a one-warp kernel body;
+    %s is an [8, 64] f16 shared tile, `swizzle` its swizzle."""
+    fn = parse_function(
+        "kernel k(%x: tensor<f32, [M, N]>, %c: tensor<f32, [M, 64]>) sizes(%M: i32, %N: i32) "
+        "warps(1) {\n  %bm = blocks %M : i32\n  %s = shared_alloc : "
+        f"shared<f16, [8, 64], shared(8:64, 64:1){swizzle}>\n{text}\n}}\n"
     )
-    fn = parse_function(text)
+    (instr,) = [i for i in walk(fn) if isinstance(i, (ir.Load, ir.SharedLoad))]
+    return plan_registers.addresses(instr, fn.warps)
+
+
+def test_global_accesses_need_a_pointer_per_row():
+    rows4 = "tile<f32, [4, 64], local(4, 1).spatial(1, 32).local(1, 2)>"
+    load = "  %t = load %{tensor}[%bm, 0:i32] {{elems=2, vector=8}} : {tile}"
+    # Four rows of a tensor whose row stride is a size: four 64-bit pointers.
+    assert access(load.format(tensor="x", tile=rows4)) == 8
+    # Rows 64 elements apart: one pointer, the other rows at immediate offsets.
+    assert access(load.format(tensor="c", tile=rows4)) == 2
+    # One row in four accesses: one pointer.
+    row = "tile<f32, [1, 256], spatial(1, 32).local(1, 8)>"
+    assert access(load.format(tensor="x", tile=row)) == 2
+
+
+def test_shared_accesses_need_a_register_per_address_class():
+    # Each thread reads two adjacent 16-byte chunks of one row.
+    text = "  %t = shared_load %s : tile<f16, [8, 64], spatial(8, 4).local(1, 16)>"
+    assert access(text) == 1  # the second at +16 bytes
+    # XOR-swizzled by the row, the two chunks are 16 bytes apart in some rows and -16 in
+    # others: two registers.
+    assert access(text, " ^ swizzle(3, 3, 6)") == 2
+
+
+def test_address_classes():
+    threads = np.arange(32)[:, None]
+    same_step = threads * 64 + np.array([0, 16, 1024])  # constant differences: one class
+    assert plan_registers.address_classes(same_step) == 1
+    swizzled = threads * 64 + (np.array([0, 1, 8]) ^ (threads % 8)) * 16
+    assert plan_registers.address_classes(swizzled) == 2  # chunks 0 and 8 share a phase
+    assert plan_registers.address_classes(np.zeros((32, 0), np.int64)) == 0
+
+
+def test_the_lowering_tries_the_same_ldmatrix_forms():
+    from tilelang.lowering import relayout
+
+    assert plan_registers.LDMATRIX_CANDIDATES == relayout.LDMATRIX_CANDIDATES
+
+
+def test_straight_line_accesses_compute_the_next_address_early():
+    fn = load_example("vector_add").vector_add.stages()["plan_registers"]
+    program = Program.of(fn)
+    found = plan_registers.address_words_by_point(program, fn.warps)
+    memory = [p.index for p in program.points if isinstance(p.instr, (ir.Load, ir.Store))]
+    own = [plan_registers.addresses(program.points[i].instr, fn.warps) for i in memory]
+    assert [found[i] for i in memory] == [own[0] + own[1], own[1] + own[2], own[2]]
+
+
+# -- plan_registers: the limit -------------------------------------------------------------------
+
+
+def rows_kernel(tiles: int) -> str:
+    """`tiles` [8, 2048] f32 tiles live together: 128 words each, one row per thread."""
+    layout = "spatial(8, 16).local(1, 128)"
+    body = "  %bm = blocks %M : i32\n"
+    body += "".join(
+        f'  %t{i} = full 0.0:f32 : tile<f32, [8, 2048], {layout}>  loc("big.py":{i + 2}:3)\n'
+        for i in range(tiles)
+    )
+    body += "".join(f"  store %y[%bm, 0:i32], %t{i}\n" for i in range(tiles))
+    return kernel("%y: tensor<f32, [M, N]>", "%M: i32, %N: i32", body, name="big")
+
+
+def test_a_kernel_just_over_the_registers_compiles_with_a_spill_warning():
+    fn = parse_function(rows_kernel(2))
     plan = plan_registers.estimate(fn)
-    # %acc 512 + %h 256 + %q 64 + %s 8, three pointers 6, M, N, bm: 849
-    assert plan.peak == 849
-    assert str(plan.at) == "<unknown>:0:0"  # the `full` of %s: everything is live there
+    # 256 words of values, each store's pointer and the next one's, the thread.
+    assert plan.peak == 256 + 2 + 2 + plan_registers.THREAD_WORDS
+    assert 255 < plan.peak <= plan_registers.refusal_limit() == 293
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cpu = plan_registers.run(fn)
+        gpu = plan_registers.run(fn, target("sm_90"))
+    assert plan_registers.registers(cpu) == plan_registers.registers(gpu) == plan.peak
+    (warning,) = caught  # the GPU target only: the CPU has no ptxas to spill
+    assert warning.category is plan_registers.RegisterSpillWarning
+    assert str(warning.message).startswith(
+        f"<unknown>:0:0: kernel big needs about {plan.peak} registers per thread"
+    )
+    assert "ptxas will probably spill registers to local memory" in str(warning.message)
+
+
+def test_over_the_limit_by_more_than_the_tolerance_names_the_largest_tiles():
+    fn = parse_function(rows_kernel(3))
+    plan = plan_registers.estimate(fn)
+    assert plan.peak == 384 + 2 + 2 + plan_registers.THREAD_WORDS
     with pytest.raises(plan_registers.RegisterBudgetError) as err:
         plan_registers.run(fn)
+    layout = "spatial(8, 16).local(1, 128)"
+    tile = f"tile<f32, [8, 2048], {layout}>, 128 registers per thread"
     assert str(err.value) == (
-        "kernel big needs about 849 registers per thread (an estimate from the values live "
-        "at its peak), more than the 255 a thread can have. At "
-        "<unknown>:0:0 the largest live tiles are "
-        f"%acc: tile<f32, [256, 256], {layout}>, 512 registers per thread; "
-        f"%h: tile<f16, [256, 256], {layout}>, 256 registers per thread; "
-        f"%q: tile<u4, [256, 256], {layout}>, 64 registers per thread. "
-        "Use smaller tiles (BM, BN, BK constexprs) or more warps (now 4)."
+        f"kernel big needs about {plan.peak} registers per thread (an estimate: 384 for the "
+        "values live at its peak, 4 for addresses, 8 for the thread), more than the 255 a "
+        "thread can have even if the estimate is 15% high. At <unknown>:0:0 the largest "
+        f"live tiles are %t0: {tile}; %t1: {tile}; %t2: {tile}. Use smaller tiles (BM, BN, "
+        "BK constexprs) or more warps (now 4)."
     )
     assert isinstance(err.value, ValueError)
 
@@ -349,35 +519,31 @@ def test_the_peak_location_is_the_first_point_at_the_peak():
         "%M: i32, %N: i32",
         "  %bm = blocks %M : i32\n"
         f'  %acc = full 0.0:f32 : tile<f32, [256, 256], {layout}>  loc("big.py":7:11)\n'
-        '  store %y[%bm, 0:i32], %acc  loc("big.py":9:5)\n',
+        '  %acc_1 = add %acc, 1.0:f32 : tile<f32, [256, 256], {layout}>  loc("big.py":8:11)\n'
+        '  store %y[%bm, 0:i32], %acc_1  loc("big.py":9:5)\n'.replace("{layout}", layout),
     )
     plan = plan_registers.estimate(parse_function(text))
-    assert (plan.peak, str(plan.at)) == (512 + 5, "big.py:7:11")
-    assert plan.live[0] == ("acc", 512)
+    # 512 words from the full on; the store adds a pointer for each of its 32 rows.
+    assert (plan.value_words, plan.address_words, str(plan.at)) == (512, 64, "big.py:9:5")
+    assert plan.live[0] == ("acc_1", 512)
 
 
-@pytest.mark.parametrize(
-    ("example", "kernel_name", "constexprs"),
-    [
-        ("vector_add", "vector_add", {}),
-        ("softmax", "softmax", {}),
-        ("row_sum", "row_sum", {}),
-        ("cumsum", "cumsum_rows", {}),
-        ("cumsum", "cumsum_rows", {"T": tl.i32}),
-        ("matmul", "matmul", {}),
-        ("matmul", "matmul", {"BM": 32, "BN": 32, "BK": 64}),
-        ("quant_matmul", "quant_matmul", {"WT": tl.u4}),
-        ("quant_matmul", "quant_matmul", {"WT": tl.u8}),
-        ("quant_matmul", "quant_matmul", {"WT": tl.f4e2m1}),
-    ],
-)
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_the_estimate_is_within_25_percent_of_ptxas(
-    example, kernel_name, constexprs, arch, tmp_path, monkeypatch
-):
-    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
-    kernel = getattr(load_example(example), kernel_name)
-    compiled = kernel.compile(target=arch, **constexprs)
-    estimate = plan_registers.registers(compiled.stages["plan_registers"])
-    actual = compiled.resources.registers
-    assert 0.75 * actual <= estimate <= 1.25 * actual, (estimate, actual)
+# -- plan_registers against ptxas ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.mark.parametrize("arch", register_estimates.ARCHS)
+@pytest.mark.parametrize("case", register_estimates.CASES, ids=lambda case: case.name)
+def test_the_estimate_is_within_15_percent_of_ptxas(case, arch, cache_dir, monkeypatch):
+    """Every case of benchmarks/register_estimates.py, compiled once with NVRTC (no GPU):
+    the examples, the pipelined quantized matmul, split-K, atomics, attention."""
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(cache_dir))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pipelining and spill warnings are not the point
+        row = register_estimates.measure(case, arch)
+    assert plan_registers.TOLERANCE == register_estimates.TOLERANCE == 0.15
+    assert row.within, (row.estimate, row.ptxas, round(row.ratio, 3))

@@ -16,6 +16,10 @@ last use, where
 - the branches of an `if` are laid out one after the other (a value used only in the
   `else` branch is counted in the `then` branch too: an over-estimate).
 
+It also records the loops: the points each `for` spans (its header to its end) and, for
+every point, the loops around it, so that a cost held over a whole loop (an address the
+compiler hoists out of it) can be placed.
+
 Register planning counts the words of the values live at each point; shared-memory
 planning lets two tiles share bytes when their intervals do not overlap.
 """
@@ -51,12 +55,16 @@ class Program:
 
     `start[v]` is where `v` is defined (-1 for parameters and sizes), `stop[v]` its last
     use after the loop rule (its definition when unused); `v` is live at the points
-    ``start[v] <= p <= stop[v]``.
+    ``start[v] <= p <= stop[v]``. `loops[h]` is the end point of the loop whose header
+    is point h; `within[p]` the headers of the loops around point p, outermost first (a
+    loop's end point, its back edge, is within it; its header is not).
     """
 
     points: list[Point] = field(default_factory=list)
     start: dict[Var, int] = field(default_factory=dict)
     stop: dict[Var, int] = field(default_factory=dict)
+    loops: dict[int, int] = field(default_factory=dict)
+    within: list[tuple[int, ...]] = field(default_factory=list)
 
     @staticmethod
     def of(fn: Function) -> Program:
@@ -79,9 +87,10 @@ class _Builder:
         self.uses: dict[Var, list[tuple[int, tuple[_Loop, ...]]]] = {}
         self.sizes = sizes
 
-    def point(self, instr: Instr, end: bool = False) -> int:
+    def point(self, instr: Instr, loops: tuple[_Loop, ...], end: bool = False) -> int:
         index = len(self.program.points)
         self.program.points.append(Point(index, instr, end))
+        self.program.within.append(tuple(loop.header for loop in loops))
         return index
 
     def define(self, var: Var, index: int) -> None:
@@ -103,7 +112,7 @@ class _Builder:
             self.instr(instr, loops)
 
     def instr(self, instr: Instr, loops: tuple[_Loop, ...]) -> None:
-        index = self.point(instr)
+        index = self.point(instr, loops)
         for value in instr.uses():
             self.use(value, index, loops)
         if isinstance(instr, For):
@@ -111,14 +120,15 @@ class _Builder:
             for var in (instr.var, *instr.carried):
                 self.define(var, index)
             self.block(instr.body, (*loops, loop))
-            loop.end = self.point(instr, end=True)
+            loop.end = self.point(instr, (*loops, loop), end=True)
+            self.program.loops[index] = loop.end
             for value in (instr.var, instr.stop, instr.step):  # the back edge
                 self.use(value, loop.end, (*loops, loop))
             results_at = loop.end
         elif isinstance(instr, If):
             self.block(instr.then_body, loops)
             self.block(instr.else_body, loops)
-            results_at = self.point(instr, end=True)
+            results_at = self.point(instr, loops, end=True)
         else:
             results_at = index
         for var in instr.defs():

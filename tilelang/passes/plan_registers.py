@@ -1,89 +1,149 @@
 """Pass `plan_registers`: per-thread register estimate, and the 255-register limit.
 
 Assumes a verified function whose register tiles have layouts (after `infer_layouts`; a
-tile without one is counted as its elements spread evenly over the block's threads).
+tile without one is spread evenly over the threads). It runs after `vectorize` and
+`plan_shared`; the pipelining pass asks for the estimate before them too (accesses are
+then as wide as the layout allows, shared tiles without a layout have no addresses).
 
-The estimate, in 32-bit registers ("words") per thread:
+The estimate, in 32-bit registers ("words") per thread, is the peak over the program
+points (`tilelang.analysis.liveness.Program`) of what the lowering emits and ptxas keeps
+in registers there:
 
-- a register tile holds ``ceil(num_locals · bits / 32)`` words (its layout's
-  `num_locals` elements per thread, packed: 8 u4 values are one word);
-- a scalar holds 1 word (2 for 64-bit types); a global tensor holds its 64-bit base
-  pointer, 2 words; a shared tile and a constant hold none;
-- and at least `FLOOR` (28) words in all: the thread index, addresses, masks and loop
-  counters that the block IR does not show fit in the registers the live values leave
-  free in a large kernel, and are what a small kernel needs. Calibrated against ptxas
-  on sm_90 for every example (tests/test_plan.py keeps the estimate within 25% of the
-  compiler's count; docs/design.md §10 has the table).
+**Values.** A live register tile holds ``ceil(num_locals · bits / 32)`` words (8 u4 codes
+are one word); scalars and tensors none (they are the same in every thread: ptxas keeps
+them in uniform registers or the constant bank). A result shares words with an operand
+dying at its instruction when it can be written over it (elementwise `compute`, `cast`,
+`view`, `reshape`, `transpose`, `broadcast`, `relayout` — through shared memory, it
+stores the operand before reading the result — and `dot` over its accumulator), and a
+loop's carried value with its initial value. A move each thread makes alone (`broadcast`,
+`reshape`, `transpose`, `relayout`, `view`) renames its operand's registers; a zero tile
+used only as dot accumulators holds none (the first mma reads the zero register).
 
-Liveness is `tilelang.analysis.liveness.Program` (values live from their definition to
-their last use, loops and branches accounted for).
+**Addresses** (`addresses`). A global access needs a 64-bit address, 2 words, per row its
+vector accesses touch (accesses in one row reach each other with immediate offsets, rows a
+runtime stride apart cannot); a shared access (shared tiles, cp.async destinations,
+ldmatrix, the scratch area of relayouts and reductions) 1 word per *address class*:
+accesses whose addresses differ by the same amount in every thread share a register (a
+swizzle XORs a thread-dependent phase into the column). They are live at the access, and
+in straight-line code at the global access before it (ptxas computes them while that one's
+loads are in flight). In a loop the per-thread part is the same in every iteration: ptxas
+computes it before the outermost loop and holds it through the loop. An innermost loop
+not pipelined (nor ``unroll=1``) adds `UNROLL_WORDS`: ptxas unrolls it and overlaps the
+copies (counters, and loads and addresses of the next iterations).
 
-At each point the words of every live value are added — the operands that die there
-and the results it defines included — except that an instruction that can write its
-result over an operand dying there (elementwise `compute`, `cast`, `view`, `reshape`,
-`transpose`, `broadcast`, and `dot` over its accumulator) counts the smaller of the two
-once. The peak over all points is the estimate.
+**The thread.** `THREAD_WORDS`: its index, the lane and warp digits derived from it, the
+stack pointer.
 
-Guarantees: `estimate(fn)` returns the `RegisterPlan`; `run(fn)` raises
-`RegisterBudgetError` when the estimate exceeds `MAX_REGISTERS` (255) — naming the
-kernel, the estimate, the source line of the peak and the largest live tiles — and
-otherwise returns `fn` with ``registers=<estimate>`` on its `blocks` instruction.
+Calibrated on ptxas for sm_80 and sm_90: within `TOLERANCE` (15%) of its count for every
+case of benchmarks/register_estimates.py (tests/test_plan.py checks them). ptxas does not
+always reach the classes (it gives each row of a reduction's reads registers of its own)
+and under pressure recomputes addresses rather than holding them.
+
+Guarantees: `estimate(fn)` returns the `RegisterPlan`. `run(fn, target)` raises
+`RegisterBudgetError` when the estimate exceeds the target's registers (255) by more
+than `TOLERANCE` (ptxas surely cannot fit the kernel) — naming the kernel, the estimate's
+parts, the source line of the peak and the largest live tiles — warns with
+`RegisterSpillWarning` for a GPU target when it exceeds them by less (ptxas will probably
+spill), and returns `fn` with ``registers=<estimate>`` on its `blocks` instruction.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.liveness import Point, Program
+from tilelang.dtypes import DType
+from tilelang.ir.atoms import LdmatrixAtom
+from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.nodes import (
+    AtomicAdd,
     Block,
     Blocks,
     Broadcast,
     Cast,
     Compute,
+    Const,
+    CopyAsync,
     Dot,
+    For,
+    Full,
     Function,
+    Instr,
+    Load,
     Loc,
+    Reduce,
+    Relayout,
     Reshape,
+    Scan,
+    SharedLoad,
+    SharedStore,
+    Store,
     Transpose,
     Var,
     View,
 )
+from tilelang.ir.shape_expr import Lit
+from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.text import print_type
-from tilelang.ir.types import ScalarType, TensorType, TileType, Type
+from tilelang.ir.thread import REGISTER_DTYPES
+from tilelang.ir.types import SharedType, TensorType, TileType, Type
+from tilelang.ir.visit import walk
+from tilelang.passes.vectorize import layout_run
 from tilelang.target import CPU, Target
 
 #: The most registers a thread can have on every supported target (`tilelang.target`).
 MAX_REGISTERS = 255
-#: Words per thread the block IR does not show (addresses, masks, indices); see above.
-FLOOR = 28
+#: Words every thread holds: its index, the lane and warp digits, the stack pointer.
+THREAD_WORDS = 8
+#: Words of a 64-bit global address.
+POINTER_WORDS = 2
+#: Words an unrolled loop's overlapping copies add (counters, loads and addresses of the
+#: next iterations); calibrated on ptxas, which unrolls such loops 2-4 times.
+UNROLL_WORDS = 11
+#: The widest access a thread makes, in bytes.
+MAX_ACCESS = 16
 WARP_SIZE = 32
 
+#: The estimate is within this fraction of ptxas's count on every calibration case
+#: (benchmarks/register_estimates.py, tests/test_plan.py).
+TOLERANCE = 0.15
+
 #: Instructions whose result may overwrite an operand dying there.
-_IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast)
+_IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast, Relayout)
+#: Moves between layouts: in registers, or through the scratch area.
+_MOVES = (Relayout, Transpose, Reshape, Broadcast)
 
 
 class RegisterBudgetError(ValueError):
     """The kernel cannot fit the registers a thread has; the message says what to change."""
 
 
+class RegisterSpillWarning(UserWarning):
+    """The kernel's estimate passes the registers a thread has by less than the estimate's
+    error: ptxas will probably spill (the message says what to change)."""
+
+
 # -- words per value -----------------------------------------------------------------------
 
 
 def words(type_: Type, warps: int) -> int:
-    """32-bit registers per thread that a value of `type_` occupies."""
-    if isinstance(type_, TileType):
-        if type_.layout is not None:
-            count = type_.layout.num_locals
-        else:
-            count = math.ceil(type_.numel / (warps * WARP_SIZE)) if warps > 0 else type_.numel
-        return math.ceil(count * type_.dtype.bits / 32)
-    if isinstance(type_, ScalarType):
-        return 2 if type_.dtype.bits > 32 else 1
-    if isinstance(type_, TensorType):
-        return 2
-    return 0  # shared tiles: their address is an immediate offset
+    """32-bit registers per thread that a value of `type_` occupies (tiles only: scalars
+    and tensors are block-uniform, shared tiles are addresses)."""
+    if not isinstance(type_, TileType):
+        return 0
+    if type_.layout is not None:
+        count = type_.layout.num_locals
+    else:
+        count = math.ceil(type_.numel / (warps * WARP_SIZE)) if warps > 0 else type_.numel
+    return math.ceil(count * type_.dtype.bits / 32)
 
 
 # -- the estimate ----------------------------------------------------------------------------
@@ -91,7 +151,8 @@ def words(type_: Type, warps: int) -> int:
 
 @dataclass(frozen=True)
 class RegisterPlan:
-    """The estimate: `peak` words per thread (at least `FLOOR`) at the point `at`.
+    """The estimate: `peak` words per thread at the point `at`, of which `value_words`
+    hold live values and `address_words` addresses (the rest is `THREAD_WORDS`).
 
     `live` lists the values live there as (name, words), largest first; `values` holds
     the same values' Vars, in the same order.
@@ -101,62 +162,533 @@ class RegisterPlan:
     at: Loc
     live: tuple[tuple[str, int], ...]
     values: tuple[Var, ...] = field(default=(), repr=False)
+    value_words: int = 0
+    address_words: int = 0
 
 
 def estimate(fn: Function) -> RegisterPlan:
-    """The peak of live words per thread over the program points of `fn`."""
+    """The peak over the program points of `fn` of live value words, address words and
+    `THREAD_WORDS`."""
     program = Program.of(fn)
     if not program.points:
-        return RegisterPlan(FLOOR, fn.loc, ())
-    pressure = pressure_by_point(program, fn.warps)
-    peak = max(range(len(pressure)), key=lambda index: (pressure[index], -index))
-    point = program.points[peak]
-    live = [v for v in program.live_at(peak) if words(v.type, fn.warps) > 0]
-    live.sort(key=lambda v: (-words(v.type, fn.warps), v.name))
+        return RegisterPlan(THREAD_WORDS, fn.loc, ())
+    values, sizes, stop = _value_pressure(program, fn.warps)
+    held = address_words_by_point(program, fn.warps)
+    total = [v + a for v, a in zip(values, held, strict=True)]
+    peak = max(range(len(total)), key=lambda index: (total[index], -index))
+    live = [v for v, first in program.start.items() if sizes[v] and first <= peak <= stop[v]]
+    live.sort(key=lambda v: (-sizes[v], v.name))
     return RegisterPlan(
-        max(pressure[peak], FLOOR),
-        point.instr.loc,
-        tuple((v.name, words(v.type, fn.warps)) for v in live),
+        total[peak] + THREAD_WORDS,
+        program.points[peak].instr.loc,
+        tuple((v.name, sizes[v]) for v in live),
         tuple(live),
+        values[peak],
+        held[peak],
     )
 
 
 def pressure_by_point(program: Program, warps: int) -> list[int]:
-    """Live words at every program point, in-place reuse applied."""
+    """Words of the values live at every program point, in-place reuse applied."""
+    return _value_pressure(program, warps)[0]
+
+
+def _value_pressure(
+    program: Program, warps: int
+) -> tuple[list[int], dict[Var, int], dict[Var, int]]:
+    """`pressure_by_point`, with each value's words and last point (see `_sizes`)."""
+    sizes, stop, root = _sizes(program, warps)
     count = len(program.points)
     delta = [0] * (count + 1)
     for var, first in program.start.items():
-        last = program.stop[var]
-        if last < 0:
+        last = stop[var]
+        if last < 0 or not sizes[var]:
             continue
-        size = words(var.type, warps)
-        delta[max(first, 0)] += size
-        delta[last + 1] -= size
+        delta[max(first, 0)] += sizes[var]
+        delta[last + 1] -= sizes[var]
     pressure, running = [], 0
     for point in program.points:
         running += delta[point.index]
-        pressure.append(running - _reuse(program, point, warps))
-    return pressure
+        pressure.append(running - _reuse(program, point, sizes, stop, root))
+    return pressure, sizes, stop
 
 
-def _reuse(program: Program, point: Point, warps: int) -> int:
-    """Words a result of `point` shares with an operand that dies there."""
+def _sizes(program: Program, warps: int) -> tuple[dict[Var, int], dict[Var, int], dict[Var, Var]]:
+    """Each value's words and the last point its registers are needed at: a zero tile
+    that only feeds dot accumulators holds none (the first mma reads the zero register);
+    a move that stays in registers (a broadcast, a reshape, a transpose, a relayout or a
+    view each thread can do alone) renames its operand's registers, which then live as
+    long as either does (`root` maps such a result to the value that owns them)."""
+    sizes = {var: words(var.type, warps) for var in program.start}
+    stop = dict(program.stop)
+    for var in _free_zeros(program):
+        sizes[var] = 0
+    root: dict[Var, Var] = {}
+    for point in program.points:
+        source = _renamed(point.instr) if not point.end else None
+        if source is None:
+            continue
+        (result,) = point.instr.defs()
+        base = root.get(source, source)
+        root[result] = base
+        stop[base] = max(stop[base], stop[result])
+        sizes[result] = 0
+    return sizes, stop, root
+
+
+def _renamed(instr: Instr) -> Var | None:
+    """The operand whose registers `instr`'s result takes, if it moves nothing."""
+    move = _move_tiles(instr) if isinstance(instr, (*_MOVES, View)) else None
+    if move is None:
+        return None
+    value, source, result = move
+    assert source.layout is not None and result.layout is not None
+    if isinstance(instr, View):
+        same = source.layout.num_locals * source.dtype.bits == (
+            result.layout.num_locals * result.dtype.bits
+        )
+        return value if same else None
+    same = source.dtype == result.dtype
+    return value if same and _in_registers(source.layout, _wanted(instr, source, result)) else None
+
+
+def _move_tiles(instr: Instr) -> tuple[Var, TileType, TileType] | None:
+    """(operand, its type, the result's type) of a move between tiles with layouts."""
+    value, result = instr.uses()[0], instr.defs()[0].type
+    source = value.type if isinstance(value, Var) else None
+    if not (isinstance(source, TileType) and isinstance(result, TileType)):
+        return None
+    if source.layout is None or result.layout is None:
+        return None
+    return value, source, result
+
+
+def _wanted(instr: Instr, source: TileType, result: TileType) -> np.ndarray:
+    """The source indices [threads, locals, rank] each local of a move's result reads."""
+    assert result.layout is not None
+    table = _table(result.layout)
+    if isinstance(instr, Transpose):
+        return table[..., np.argsort(instr.perm)]
+    if isinstance(instr, Reshape):
+        flat = _flat(table, tuple(result.shape))
+        if not source.shape:  # a rank-0 tile: its one element
+            return np.zeros((*flat.shape, 0), np.int64)
+        return np.stack(np.unravel_index(flat, tuple(source.shape)), axis=-1)
+    if isinstance(instr, Broadcast):
+        return np.where(np.array(source.shape) == 1, 0, table)
+    return table  # a relayout: the same index
+
+
+def _reuse(
+    program: Program,
+    point: Point,
+    sizes: dict[Var, int],
+    stop: dict[Var, int],
+    root: dict[Var, Var],
+) -> int:
+    """Words a result of `point` shares with an operand that dies there (a loop's
+    initial values become its carried values in place)."""
     instr = point.instr
+    if isinstance(instr, For) and not point.end:
+        pairs = zip(instr.inits, instr.carried, strict=True)
+        return sum(
+            min(sizes[root.get(init, init)], sizes[carried])
+            for init, carried in pairs
+            if isinstance(init, Var) and stop[root.get(init, init)] == point.index
+        )
     if point.end or not isinstance(instr, (*_IN_PLACE, Dot)):
         return 0
     candidates = (instr.acc,) if isinstance(instr, Dot) else instr.uses()
+    candidates = tuple(root.get(v, v) if isinstance(v, Var) else v for v in candidates)
     dying = [
-        words(v.type, warps)
+        sizes[v]
         for v in dict.fromkeys(candidates)
         if isinstance(v, Var)
         and isinstance(v.type, TileType)
-        and program.stop[v] == point.index
+        and stop[v] == point.index
         and program.start[v] < point.index
     ]
-    results = [words(v.type, warps) for v in instr.defs()]
+    results = [sizes[v] for v in instr.defs()]
     if not dying or not results:
         return 0
     return min(max(dying), max(results))
+
+
+def _free_zeros(program: Program) -> set[Var]:
+    """Zero tiles whose only uses are the accumulators of dots."""
+    zeros = {
+        p.instr.result
+        for p in program.points
+        if isinstance(p.instr, Full)
+        and isinstance(p.instr.value, Const)
+        and p.instr.value.value == 0
+    }
+    for point in program.points:
+        for operand in point.instr.uses():
+            if operand in zeros and not (
+                isinstance(point.instr, Dot) and point.instr.acc is operand
+            ):
+                zeros.discard(operand)
+    return zeros
+
+
+def address_words_by_point(program: Program, warps: int) -> list[int]:
+    """Address words at every program point: those of the instruction there (and, in
+    straight-line code, of the next global access), those held over the loops around
+    it, and the allowance of an unrolled loop (see the module docstring)."""
+    count = len(program.points)
+    delta = [0] * (count + 1)
+    found = [0 if p.end else addresses(p.instr, warps) for p in program.points]
+    here = [0] * count
+    for point in program.points:
+        loops, index = program.within[point.index], point.index
+        if loops:  # hoisted before the outermost loop, held to its back edge
+            delta[loops[0]] += found[index]
+            delta[program.loops[loops[0]] + 1] -= found[index]
+        elif isinstance(point.instr, _GLOBAL) and not point.end:
+            here[index] = found[index] + _next_global(program, index, found)
+        else:
+            here[index] = found[index]
+        if _unrolled(point):
+            delta[index] += UNROLL_WORDS
+            delta[program.loops[index] + 1] -= UNROLL_WORDS
+    out, running = [], 0
+    for index in range(count):
+        running += delta[index]
+        out.append(running + here[index])
+    return out
+
+
+def _unrolled(point: Point) -> bool:
+    """Whether `point` heads a loop ptxas unrolls and overlaps: an innermost loop neither
+    pipelined (``stages`` of 2 or more: it has its own schedule) nor ``unroll=1``."""
+    loop = point.instr
+    if point.end or not isinstance(loop, For) or (loop.stages or 1) > 1 or loop.unroll == 1:
+        return False
+    return not any(isinstance(inner, For) for inner in walk(loop.body))
+
+
+_GLOBAL = (Load, Store, AtomicAdd, CopyAsync)
+
+
+def _next_global(program: Program, index: int, found: list[int]) -> int:
+    """The address words of the next global access after point `index` in straight-line
+    code (none past a loop or a branch)."""
+    for point in program.points[index + 1 :]:
+        if point.end or point.instr.BODIES:
+            return 0
+        if isinstance(point.instr, _GLOBAL):
+            return found[point.index]
+    return 0
+
+
+# -- per-thread addresses --------------------------------------------------------------------
+
+
+def addresses(instr: Instr, warps: int) -> int:
+    """Words of the per-thread addresses of `instr`'s memory accesses (`warps` warps)."""
+    found = _ADDRESSES.get(type(instr))
+    return found(instr, warps * WARP_SIZE) if found is not None else 0
+
+
+def address_classes(addresses: np.ndarray) -> int:
+    """Registers that hold the per-thread parts of byte addresses [threads, accesses]:
+    two accesses share one when their difference is the same in every thread."""
+    if addresses.size == 0:
+        return 0
+    return _distinct_columns(addresses - addresses[:1])
+
+
+def _distinct_columns(array: np.ndarray) -> int:
+    """How many different columns a [rows, columns] array has."""
+    columns = np.ascontiguousarray(array.reshape(array.shape[0], -1).T)
+    return len({column.tobytes() for column in columns})
+
+
+def _global_access(instr: Instr, threads: int) -> int:
+    """A load, store or atomic add: a pointer per row its vector accesses touch."""
+    assert isinstance(instr, Load | Store | AtomicAdd)
+    tile = (instr.result if isinstance(instr, Load) else instr.value).type
+    tensor = instr.tensor.type
+    if not isinstance(tile, TileType) or not isinstance(tensor, TensorType):
+        return 0
+    if tile.layout is None:  # one access per element, each its own address
+        return POINTER_WORDS * math.ceil(tile.numel / threads)
+    elems = instr.attr("elems")
+    if not isinstance(elems, int) or elems < 1:  # before vectorize: what the layout allows
+        most = min(layout_run(tile.layout), MAX_ACCESS * 8 // tile.dtype.bits)
+        elems = 1 << (most.bit_length() - 1) if most > 0 else 1
+    index = _table(tile.layout)[:, :: max(elems, 1)]
+    return POINTER_WORDS * _row_classes(tensor, index, tile.dtype.bits)
+
+
+def _row_classes(tensor: TensorType, index: np.ndarray, bits: int) -> int:
+    """64-bit addresses a thread needs for accesses at tile indices [threads, accesses,
+    rank]: accesses share one when they differ by a constant number of bytes — the same
+    row of a tensor whose row stride is only known at run time, any rows when the
+    strides are literals."""
+    offset = index[..., -1] * bits  # in bits: sub-byte rows may start inside a byte
+    stride: int | None = bits
+    rows = []
+    for d in reversed(range(tensor.rank - 1)):
+        size = tensor.shape[d + 1]
+        stride = stride * size.value if isinstance(size, Lit) and stride is not None else None
+        if stride is None:
+            rows.append(index[..., d])
+        else:
+            offset = offset + index[..., d] * stride
+    offset //= 8
+    key = np.stack([offset - offset[:1], *rows], axis=1)  # [threads, parts, accesses]
+    return _distinct_columns(key.reshape(-1, key.shape[-1]))
+
+
+def _copy_async(instr: Instr, threads: int) -> int:
+    """A cp.async: its source pointers, and the classes of its shared destinations (each
+    thread copies the runs of the blocked layout, as the lowering does)."""
+    assert isinstance(instr, CopyAsync)
+    shared, tensor = instr.shared.type, instr.tensor.type
+    assert isinstance(shared, SharedType) and isinstance(tensor, TensorType)
+    elems = instr.attr("elems")
+    elems = elems if isinstance(elems, int) and elems > 0 and shared.shape[-1] % elems == 0 else 1
+    layout = blocked_layout(shared.shape, shared.dtype, threads, min_vec=elems)
+    pointers = POINTER_WORDS * _row_classes(tensor, _table(layout)[:, ::elems], shared.dtype.bits)
+    if shared.layout is None:
+        return pointers
+    starts = _run_starts(layout, _tile_offsets(shared.layout), shared.dtype.bits, elems)
+    return pointers + address_classes(starts)
+
+
+def _shared_access(instr: Instr, threads: int) -> int:
+    """A shared load (with ldmatrix where the lowering uses it) or store, in runs."""
+    assert isinstance(instr, SharedLoad | SharedStore)
+    shared = instr.shared.type
+    tile = (instr.result if isinstance(instr, SharedLoad) else instr.value).type
+    if not isinstance(tile, TileType) or not isinstance(shared, SharedType):
+        return 0
+    if tile.layout is None or shared.layout is None:
+        return 0
+    offsets = _tile_offsets(shared.layout)
+    reads = None
+    if isinstance(instr, SharedLoad) and _contiguous(shared.layout) % 8 == 0:
+        reads = _ldmatrix_starts(tile, offsets)
+    starts = reads if reads is not None else _run_starts(tile.layout, offsets, tile.dtype.bits)
+    return address_classes(starts)
+
+
+def _move(instr: Instr, threads: int) -> int:
+    """A move between layouts: in registers when every thread holds its sources, else
+    stored to the scratch area and read back (with ldmatrix where a relayout allows)."""
+    move = _move_tiles(instr)
+    if move is None:
+        return 0
+    _, source, result = move
+    wanted = _wanted(instr, source, result)
+    assert source.layout is not None
+    if _in_registers(source.layout, wanted):
+        return 0
+    elem = 4 if _packed(source.dtype) else _element_bytes(source.dtype)
+    shape = tuple(source.shape)
+    reads = None
+    if isinstance(instr, Relayout):  # ldmatrix addresses 16-bit elements of the scratch
+        reads = _ldmatrix_starts(result, lambda index: _scratch_bytes(shape, 2, index) // 2)
+    if reads is None:
+        reads = _scratch_bytes(shape, elem, wanted).reshape(wanted.shape[0], -1)
+    return address_classes(_scratch_writes(source, elem)) + address_classes(reads)
+
+
+def _fold(instr: Instr, threads: int) -> int:
+    """A reduction or scan the warps cannot do with shuffles: the tile goes to the
+    scratch area, and each thread reads the whole axis of every element it produces."""
+    assert isinstance(instr, Reduce | Scan)
+    source, result = instr.value.type, instr.result.type
+    if not (isinstance(source, TileType) and isinstance(result, TileType)):
+        return 0
+    if source.layout is None or result.layout is None or _in_lanes(instr, source, result):
+        return 0
+    elem = _element_bytes(source.dtype)
+    out = _table(result.layout)  # [threads, locals, rank of the result]
+    length = source.shape[instr.axis]
+    index = np.zeros((*out.shape[:2], length, source.layout.rank), np.int64)
+    kept = [d for d in range(source.layout.rank) if d != instr.axis]
+    columns = kept if isinstance(instr, Reduce) else list(range(source.layout.rank))
+    index[..., columns] = out[:, :, None, : len(columns)]
+    index[..., instr.axis] = np.arange(length)
+    reads = _scratch_bytes(tuple(source.shape), elem, index).reshape(out.shape[0], -1)
+    return address_classes(_scratch_writes(source, elem)) + address_classes(reads)
+
+
+#: The address words of each instruction class that accesses memory.
+_ADDRESSES: dict[type[Instr], Callable[[Instr, int], int]] = {
+    **dict.fromkeys((Load, Store, AtomicAdd), _global_access),
+    CopyAsync: _copy_async,
+    **dict.fromkeys((SharedLoad, SharedStore), _shared_access),
+    **dict.fromkeys(_MOVES, _move),
+    **dict.fromkeys((Reduce, Scan), _fold),
+}
+
+
+# -- what the lowering addresses -------------------------------------------------------------
+
+#: The ldmatrix forms the lowering tries, in its order (tilelang.lowering.relayout).
+LDMATRIX_CANDIDATES = (
+    LdmatrixAtom(4, False, (2, 2)),
+    LdmatrixAtom(4, True, (2, 2)),
+    LdmatrixAtom(2, True),
+    LdmatrixAtom(2, False),
+    LdmatrixAtom(1, False),
+    LdmatrixAtom(1, True),
+)
+
+
+@functools.lru_cache(maxsize=512)
+def _table(layout: Layout) -> np.ndarray:
+    return layout.table()
+
+
+def _tile_offsets(layout: SharedLayout) -> Callable[[np.ndarray], np.ndarray]:
+    """Tile indices [..., rank] -> element offsets in a shared tile."""
+    offsets = layout.table()
+    return lambda index: offsets[tuple(np.moveaxis(index, -1, 0))]
+
+
+def _scratch_bytes(shape: tuple[int, ...], elem: int, index: np.ndarray) -> np.ndarray:
+    """Byte offsets of tile indices [..., rank] in the row-major scratch tile: rows of a
+    multiple of 128 bytes XOR their 16-byte chunks with the row (as the lowering does)."""
+    if not shape:
+        return np.zeros(index.shape[:-1], np.int64)
+    row_bytes = shape[-1] * elem
+    row = np.zeros(index.shape[:-1], np.int64)
+    for d, size in enumerate(shape[:-1]):
+        row = row * size + index[..., d]
+    column = index[..., -1] * elem
+    if row_bytes % 128 == 0:
+        column = ((column // 16) ^ (row % 8)) * 16 + column % 16
+    return row * row_bytes + column
+
+
+def _scratch_writes(tile: TileType, elem: int) -> np.ndarray:
+    """Byte addresses [threads, stores] of writing `tile` to the scratch area."""
+    assert tile.layout is not None
+    run = 1 if _packed(tile.dtype) else layout_run(tile.layout)
+    run &= -run
+    while run > 1 and (run * elem > MAX_ACCESS or tile.layout.num_locals % run):
+        run //= 2
+    index = _table(tile.layout)[:, ::run]
+    return _scratch_bytes(tuple(tile.shape), elem, index)
+
+
+def _run_starts(
+    layout: Layout, offsets: Callable[[np.ndarray], np.ndarray], bits: int, most: int = 0
+) -> np.ndarray:
+    """Byte addresses [threads, accesses] of moving `layout`'s locals in runs: the longest
+    power-of-two runs (at most `most` elements when given, 16 bytes) consecutive in the
+    shared tile."""
+    placed = offsets(_table(layout))  # [threads, locals]
+    count = layout.num_locals
+    run = 1
+    while (
+        count % (run * 2) == 0
+        and run * 2 * bits <= MAX_ACCESS * 8
+        and (not most or run * 2 <= most)
+    ):
+        run *= 2
+    while run > 1:
+        runs = placed.reshape(placed.shape[0], count // run, run)
+        if np.all(runs - runs[..., :1] == np.arange(run)) and run * bits % 8 == 0:
+            break
+        run //= 2
+    return placed[:, ::run] * bits // 8
+
+
+def _ldmatrix_starts(
+    tile: TileType, offsets: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray | None:
+    """Byte addresses [threads, ldmatrix] of reading `tile` with ldmatrix (each lane gives
+    the start of one 16-byte row), or None when the lowering would not use it."""
+    layout = tile.layout
+    if tile.dtype.bits != 16 or _packed(tile.dtype) or layout is None or layout.rank != 2:
+        return None
+    if layout.shape[-1] * 2 % 16:
+        return None
+    atom = next((a for a in LDMATRIX_CANDIDATES if layout.divisible_by(a.layout)), None)
+    if atom is None:
+        return None
+    quotient = _table(layout / atom.layout)  # [warps, blocks, 2]
+    threads = layout.num_threads
+    lane = np.arange(threads) % WARP_SIZE
+    rows = atom.grid[0]
+    matrix = (lane // 8) % atom.num
+    inside = np.stack([(matrix % rows) * 8 + lane % 8, (matrix // rows) * 8], axis=-1)
+    size = np.array(atom.layout.shape)
+    blocks = quotient[np.arange(threads) // WARP_SIZE % quotient.shape[0]]  # [threads, blocks, 2]
+    index = blocks * size + inside[:, None, :]
+    return offsets(index) * 2
+
+
+def _in_registers(layout: Layout, wanted: np.ndarray) -> bool:
+    """Whether each thread holds the elements `wanted` [threads, locals, rank] asks of a
+    tile of `layout`, each at the same local in every thread (the lowering's test)."""
+    held = _flat(_table(layout), layout.shape)  # [threads, source locals]
+    want = _flat(wanted, layout.shape)  # [threads, locals]
+    thread = np.arange(held.shape[0])[:, None] * max(math.prod(layout.shape), 1)
+    keys = (held + thread).ravel()
+    order = np.argsort(keys, kind="stable")  # a repeated element: its first local
+    at = np.minimum(np.searchsorted(keys[order], want + thread), keys.size - 1)
+    local = order[at] % held.shape[1]
+    return bool((keys[order][at] == want + thread).all() and (local == local[:1]).all())
+
+
+def _flat(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    flat = np.zeros(index.shape[:-1], np.int64)
+    for d, size in enumerate(shape):
+        flat = flat * size + index[..., d]
+    return flat
+
+
+def _in_lanes(instr: Reduce | Scan, source: TileType, result: TileType) -> bool:
+    """Whether the lowering folds the axis with shuffles (its elements in the thread's
+    registers and in lanes of one warp) rather than through shared memory."""
+    value = _value_dtype(source.dtype)
+    if value not in (dtypes.f32, dtypes.i32, dtypes.u32) or _value_dtype(result.dtype) != value:
+        return False
+    layout = source.layout
+    assert layout is not None
+    stride = 1
+    for mode in reversed(layout.thread_modes):
+        size = mode.size if isinstance(mode, Rep) else layout.mode_sizes[mode]
+        spans = not isinstance(mode, Rep) and layout.mode_dims[mode] == instr.axis and size > 1
+        if spans and (stride * size > WARP_SIZE or size & (size - 1)):
+            return False
+        stride *= size
+    return True
+
+
+def _contiguous(layout: SharedLayout) -> int:
+    """Consecutive elements of a row that stay adjacent in a shared layout."""
+    inner = layout.dims[-1][-1]
+    if inner.stride != 1:
+        return 1
+    swizzle = layout.swizzle
+    if swizzle is not None and swizzle.bits:
+        return math.gcd(inner.size, 1 << swizzle.base)
+    return inner.size
+
+
+def _packed(dtype: DType) -> bool:
+    return dtype not in REGISTER_DTYPES or dtype == dtypes.u1
+
+
+def _value_dtype(dtype: DType) -> DType:
+    if not _packed(dtype) or dtype == dtypes.u1:
+        return dtype
+    if dtype.is_float:
+        return dtypes.f32
+    return dtypes.i32 if dtype.signed else dtypes.u32
+
+
+def _element_bytes(dtype: DType) -> int:
+    value = _value_dtype(dtype)
+    return 1 if value == dtypes.u1 else value.bits // 8
 
 
 # -- the pass --------------------------------------------------------------------------------
@@ -164,23 +696,63 @@ def _reuse(program: Program, point: Point, warps: int) -> int:
 
 def run(fn: Function, target: Target = CPU) -> Function:
     plan = estimate(fn)
-    if plan.peak > target.registers_per_thread:
-        raise RegisterBudgetError(budget_message(fn, plan, target.registers_per_thread))
+    limit = target.registers_per_thread
+    if plan.peak > refusal_limit(limit):
+        raise RegisterBudgetError(budget_message(fn, plan, limit))
+    if plan.peak > limit and target.is_gpu:
+        warnings.warn_explicit(
+            spill_message(fn, plan, limit),
+            RegisterSpillWarning,
+            fn.loc.file,
+            fn.loc.line,
+            registry=_SHOWN,
+        )
     return _record(fn, plan.peak)
 
 
+def refusal_limit(limit: int = MAX_REGISTERS) -> int:
+    """The largest estimate a kernel may have: `limit` registers, plus the estimate's
+    error (an estimate above `limit` by less may be ptxas's `limit` or fewer)."""
+    return math.floor(limit * (1 + TOLERANCE))
+
+
 def budget_message(fn: Function, plan: RegisterPlan, limit: int = MAX_REGISTERS) -> str:
+    return (
+        f"kernel {fn.name} needs about {plan.peak} registers per thread ({_parts(plan)}), "
+        f"more than the {limit} a thread can have even if the estimate is "
+        f"{TOLERANCE:.0%} high. {_advice(fn, plan)}"
+    )
+
+
+def spill_message(fn: Function, plan: RegisterPlan, limit: int = MAX_REGISTERS) -> str:
+    return (
+        f"{fn.loc}: kernel {fn.name} needs about {plan.peak} registers per thread "
+        f"({_parts(plan)}), more than the {limit} a thread can have: ptxas will probably "
+        f"spill registers to local memory, which is slow. {_advice(fn, plan)}"
+    )
+
+
+def _parts(plan: RegisterPlan) -> str:
+    return (
+        f"an estimate: {plan.value_words} for the values live at its peak, "
+        f"{plan.address_words} for addresses, {THREAD_WORDS} for the thread"
+    )
+
+
+def _advice(fn: Function, plan: RegisterPlan) -> str:
     tiles = [v for v in plan.values if isinstance(v.type, TileType)][:3]
     largest = "; ".join(
         f"%{v.name}: {print_type(v.type)}, {words(v.type, fn.warps)} registers per thread"
         for v in tiles
     )
     return (
-        f"kernel {fn.name} needs about {plan.peak} registers per thread (an estimate from "
-        f"the values live at its peak), more than the {limit} a thread can have. At {plan.at} the largest live "
-        f"tiles are {largest or 'none'}. Use smaller tiles (BM, BN, BK constexprs) or more "
-        f"warps (now {fn.warps})."
+        f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller tiles "
+        f"(BM, BN, BK constexprs) or more warps (now {fn.warps})."
     )
+
+
+#: Python's once-per-message bookkeeping for the spill warnings.
+_SHOWN: dict = {}
 
 
 def _record(fn: Function, peak: int) -> Function:
@@ -201,14 +773,23 @@ def registers(fn: Function) -> int | None:
 
 
 __all__ = [
-    "FLOOR",
+    "LDMATRIX_CANDIDATES",
     "MAX_REGISTERS",
+    "THREAD_WORDS",
+    "TOLERANCE",
+    "UNROLL_WORDS",
     "RegisterBudgetError",
     "RegisterPlan",
+    "RegisterSpillWarning",
+    "address_classes",
+    "address_words_by_point",
+    "addresses",
     "budget_message",
     "estimate",
     "pressure_by_point",
+    "refusal_limit",
     "registers",
     "run",
+    "spill_message",
     "words",
 ]
