@@ -114,7 +114,8 @@ def _quant_matmul(m_: int, k: int, n: int, weight_type: str, group: int):
 
         wt = getattr(tl, weight_type)
         x, w, s = module.make_inputs(m_, k, n, wt, group)
-        return [x, w, s, np.zeros((m_, n), np.float16)], {"WT": wt, "G": group}, (3,)
+        packed = module.pack_weights(w)  # for the kernel's default tiles
+        return [x, packed, s, np.zeros((m_, n), np.float16)], {"WT": wt, "G": group}, (3,)
 
     return ExampleCase(
         "quant_matmul",

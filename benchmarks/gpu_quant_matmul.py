@@ -74,13 +74,16 @@ def host_weights(k: int, n: int, group: int, seed: int = 0) -> tuple[Any, Any]:
 
 
 @functools.cache
-def _device_weights(k: int, n: int, group: int):
+def _device_weights(k: int, n: int, group: int, tiles: tuple[tuple[str, int], ...]):
+    """The weights packed for the example's kernel with `tiles` (`pack_weights`), the
+    scales, and the dequantized weights, on the GPU."""
     import torch
 
     import tilelang as tl
 
     data, scales = host_weights(k, n, group)
-    packed = tl.DeviceBuffer(tl.PackedArray(data, tl.u4, (k, n)))
+    weights = tl.PackedArray(data, tl.u4, (k, n))
+    packed = tl.DeviceBuffer(load_example("quant_matmul").pack_weights(weights, **dict(tiles)))
     s = torch.from_numpy(scales).to("cuda")
     dequantized = dequantize_u4(torch.from_numpy(data).to("cuda"), s, k, n, group)
     return packed, s, dequantized
@@ -94,7 +97,7 @@ def quant_case(m: int, k: int, n: int, tiles: dict[str, int]) -> Case:
         import tilelang as tl
 
         qm = load_example("quant_matmul")
-        packed, s, w16 = _device_weights(k, n, GROUP)
+        packed, s, w16 = _device_weights(k, n, GROUP, tuple(sorted(tiles.items())))
         generator = torch.Generator(device="cuda").manual_seed(m)
         x = (torch.randn(m, k, device="cuda", generator=generator) / 4).to(torch.float16)
         y = torch.empty(m, n, device="cuda", dtype=torch.float16)

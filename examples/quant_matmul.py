@@ -1,8 +1,17 @@
 """Weight-only quantized matmul: y = x @ dequant(W), W of any low-bit type, group scales.
 
-x is f16 [M, K]; W holds K x N codes of WT (u1..u8, i1..i8, f4e2m1, f6e3m2, f8e4m3, ...),
-packed densely; each group of G consecutive rows of W shares one f16 scale per column:
+x is f16 [M, K]; W holds K x N codes of WT (u1..u8, i1..i8, f4e2m1, f6e3m2, f8e4m3, ...);
+each group of G consecutive rows of W shares one f16 scale per column:
 dequant(W)[k, n] = W[k, n] * s[k // G, n]. Accumulation is f32, y is f16.
+
+W is packed for the dot once, offline (`pack_weights`, i.e. `tl.pack_for_dot`): every
+[BK, BN] tile is permuted so that the codes each thread needs for its mma B fragments
+are one contiguous run (whole 16-byte words where the width allows). The main loop
+copies the packed tiles with cp.async three stages deep, reads each thread's run back
+with vector loads (`tl.load_fragment`), sees it in place as the tile in the dot's B
+fragment layout (`tl.dot_layout("b", ...)`), and dequantizes and scales it there, in
+registers: the dot takes it as it is, and no weight value is ever written to shared
+memory. `tl.unpack_from_dot` undoes the packing.
 
 Split-K (`split_k_matmul`): when M and N give too few blocks to fill a GPU (decoding:
 M is a handful of tokens), K is split into SPLIT_K slices along a third grid dimension
@@ -28,6 +37,10 @@ import numpy as np
 
 import tilelang as tl
 
+#: The kernels' default block tile and warps; `pack_weights` packs W for them.
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
+WARPS = 4
+
 
 @tl.func
 def dequantize(q, s, k, n0, G):
@@ -45,26 +58,28 @@ def dequantize(q, s, k, n0, G):
 @tl.func
 def slice_product(x, w, s, bm, bn, k_start, k_stop, G, BM, BN, BK):
     """The f32 product of rows bm·BM.. of x and columns bn·BN.. of dequant(W) over
-    k_start <= k < k_stop (k_start a multiple of BK: no tile straddles a scale group)."""
+    k_start <= k < k_stop (k_start a multiple of BK: no tile straddles a scale group).
+    w is W packed by `pack_weights` for these tiles."""
+    fragments = tl.dot_layout("b", BM, BN, BK)  # the layout the dot wants b in
     acc = tl.zeros([BM, BN], tl.f32)
     for k in tl.range(k_start, k_stop, BK, stages=3):
         a = tl.load(x, [bm * BM, k], [BM, BK])
-        b = dequantize(tl.load(w, [k, bn * BN], [BK, BN]), s, k, bn * BN, G)
-        acc = tl.dot(a, b, acc)
+        q = tl.load_fragment(w, [k, bn * BN], fragments)  # each thread's codes, in place
+        acc = tl.dot(a, dequantize(q, s, k, bn * BN, G), acc)
     return acc
 
 
-@tl.kernel(warps=4)
+@tl.kernel(warps=WARPS)
 def quant_matmul(
     x: tl.Tensor[tl.f16, "M", "K"],
-    w: tl.Tensor["WT", "K", "N"],
+    w: tl.Tensor["WT", "(N + BN - 1) // BN", "(K + BK - 1) // BK * BK * BN"],
     s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
     y: tl.Tensor[tl.f16, "M", "N"],
     WT: tl.constexpr = tl.u4,
     G: tl.constexpr = 128,
-    BM: tl.constexpr = 16,
-    BN: tl.constexpr = 64,
-    BK: tl.constexpr = 64,
+    BM: tl.constexpr = BLOCK_M,
+    BN: tl.constexpr = BLOCK_N,
+    BK: tl.constexpr = BLOCK_K,
 ):
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
     acc = slice_product(x, w, s, bm, bn, 0, K, G, BM, BN, BK)
@@ -79,18 +94,18 @@ def k_slice(kz, K, SPLIT_K, BK):
     return kz * length, tl.minimum(K, kz * length + length)
 
 
-@tl.kernel(warps=4)
+@tl.kernel(warps=WARPS)
 def quant_matmul_split_k(
     x: tl.Tensor[tl.f16, "M", "K"],
-    w: tl.Tensor["WT", "K", "N"],
+    w: tl.Tensor["WT", "(N + BN - 1) // BN", "(K + BK - 1) // BK * BK * BN"],
     s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
     y: tl.Tensor[tl.f32, "M", "N"],
     WT: tl.constexpr = tl.u4,
     G: tl.constexpr = 128,
     SPLIT_K: tl.constexpr = 4,
-    BM: tl.constexpr = 16,
-    BN: tl.constexpr = 64,
-    BK: tl.constexpr = 64,
+    BM: tl.constexpr = BLOCK_M,
+    BN: tl.constexpr = BLOCK_N,
+    BK: tl.constexpr = BLOCK_K,
 ):
     """y += x @ dequant(W), K split over SPLIT_K blocks whose partial products meet in y
     through atomic additions (y must hold zeros for y = x @ dequant(W))."""
@@ -100,18 +115,18 @@ def quant_matmul_split_k(
     tl.atomic_add(y, [bm * BM, bn * BN], acc)
 
 
-@tl.kernel(warps=4)
+@tl.kernel(warps=WARPS)
 def quant_matmul_partials(
     x: tl.Tensor[tl.f16, "M", "K"],
-    w: tl.Tensor["WT", "K", "N"],
+    w: tl.Tensor["WT", "(N + BN - 1) // BN", "(K + BK - 1) // BK * BK * BN"],
     s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
     partials: tl.Tensor[tl.f32, "SPLIT_K", "M", "N"],
     WT: tl.constexpr = tl.u4,
     G: tl.constexpr = 128,
     SPLIT_K: tl.constexpr = 4,
-    BM: tl.constexpr = 16,
-    BN: tl.constexpr = 64,
-    BK: tl.constexpr = 64,
+    BM: tl.constexpr = BLOCK_M,
+    BN: tl.constexpr = BLOCK_N,
+    BK: tl.constexpr = BLOCK_K,
 ):
     """partials[kz] = the product over K slice kz (the first pass of the deterministic
     split-K; `reduce_partials` is the second)."""
@@ -121,12 +136,12 @@ def quant_matmul_partials(
     tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
 
 
-@tl.kernel(warps=4)
+@tl.kernel(warps=WARPS)
 def reduce_partials(
     partials: tl.Tensor[tl.f32, "S", "M", "N"],
     y: tl.Tensor[tl.f16, "M", "N"],
-    BM: tl.constexpr = 16,
-    BN: tl.constexpr = 64,
+    BM: tl.constexpr = BLOCK_M,
+    BN: tl.constexpr = BLOCK_N,
 ):
     """y = the sum of the partial products in slice order, rounded once to f16."""
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
@@ -145,6 +160,8 @@ def random_codes(rng: np.random.Generator, dtype: tl.DType, shape: tuple[int, ..
 
 
 def make_inputs(m: int, k: int, n: int, weight_type: tl.DType, group: int, seed: int = 0):
+    """Random x [m, k], weights W [k, n] (a plain PackedArray: `pack_weights` packs it for
+    the kernels) and scales [ceil(k / group), n]."""
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((m, k)) / 4).astype(np.float16)
     w = tl.pack_codes(random_codes(rng, weight_type, (k, n)), weight_type)
@@ -153,8 +170,19 @@ def make_inputs(m: int, k: int, n: int, weight_type: tl.DType, group: int, seed:
     return x, w, s
 
 
+def pack_weights(
+    w: tl.PackedArray, BM: int = BLOCK_M, BN: int = BLOCK_N, BK: int = BLOCK_K
+) -> tl.DotPackedArray:
+    """W [K, N] packed for the kernels run with these tiles: each [BK, BN] tile in the
+    load order of the dot's B fragments (`tl.pack_for_dot`)."""
+    return tl.pack_for_dot(w, tile=(BK, BN), m=BM, warps=WARPS)
+
+
 def reference(x: np.ndarray, w: tl.PackedArray, s: np.ndarray, group: int) -> np.ndarray:
-    """numpy: dequantize with the same f16 rounding, then multiply in float64."""
+    """numpy: dequantize with the same f16 rounding, then multiply in float64 (w is W,
+    or W packed by `pack_weights`)."""
+    if isinstance(w, tl.DotPackedArray):
+        w = tl.unpack_from_dot(w)
     values = w.unpack().astype(np.float16)
     scales = np.repeat(s, group, axis=0)[: values.shape[0]]
     dequantized = (values * scales).astype(np.float64)  # float16 product, rounded like the kernel
@@ -171,6 +199,7 @@ def check(
     m: int, k: int, n: int, weight_type: tl.DType, group: int, on_gpu: bool = False, **tiles
 ) -> float:
     x, w, s = make_inputs(m, k, n, weight_type, group)
+    w = pack_weights(w, **tiles)
     y = np.zeros((m, n), np.float16)
     if on_gpu:
         out = tl.DeviceBuffer(y)
@@ -193,7 +222,8 @@ def split_k_matmul(
 ):
     """x @ dequant(W) with K split in `split_k` slices: f32 through atomic additions, or
     (`deterministic`) f16 through a workspace of partial products and a second kernel.
-    Host arrays run on the CPU; `tl.DeviceBuffer`s (or torch/cupy tensors) on the GPU."""
+    w is W packed by `pack_weights` for the same tiles. Host arrays run on the CPU;
+    `tl.DeviceBuffer`s (or torch/cupy tensors) on the GPU."""
     m, n = x.shape[0], s.shape[1]
     on_gpu = isinstance(x, tl.DeviceBuffer)
     device = tl.DeviceBuffer if on_gpu else (lambda array: array)
@@ -222,11 +252,11 @@ def check_split_k(
     within `tolerance`: splitting changes the order of the f32 additions, not their
     number)."""
     x, w, s = make_inputs(m, k, n, weight_type, group)
+    args = (x, pack_weights(w, **tiles), s)
     if on_gpu:
-        x, w, s = (tl.DeviceBuffer(a) for a in (x, w, s))
-    y = split_k_matmul(x, w, s, weight_type, group, split_k, deterministic, **tiles)
+        args = tuple(tl.DeviceBuffer(a) for a in args)
+    y = split_k_matmul(*args, weight_type, group, split_k, deterministic, **tiles)
     y = (y.numpy() if on_gpu else y).astype(np.float16)
-    x, w, s = make_inputs(m, k, n, weight_type, group)
     expected = reference(x, w, s, group).astype(np.float32)
     scale = max(float(np.abs(expected).max()), 1e-3)
     error = float(np.abs(y.astype(np.float32) - expected).max()) / scale

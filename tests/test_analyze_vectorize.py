@@ -400,3 +400,49 @@ def test_vectorize_only_adds_attributes():
     out = vectorize.run(fn)
     stripped = print_function(out).replace(" {align=16, elems=8, vector=16}", "")
     assert stripped == print_function(fn)
+
+
+def packed_run(dtype: str, codes: int, body: str) -> str:
+    """A kernel over a [R, C] tensor of `dtype` whose box [1, codes] at [row, k·codes]
+    `body` reads (sizes multiples of 128)."""
+    return kernel(
+        f"%w: tensor<{dtype}, [R, C]>",
+        "%R: i32, %C: i32",
+        "  %bm = blocks %R : i32\n"
+        f"  for %k = 0:i32 to %C step {codes}:i32 {{\n" + body + "    yield\n  }\n",
+        "C % 128, R % 128",
+    )
+
+
+@pytest.mark.parametrize(
+    ("dtype", "codes", "layout", "expected"),
+    [
+        # a fragment's load order: 32 u5 codes a thread, 20 bytes from 20-byte boundaries,
+        # one run moved in five 4-byte accesses (runs of 16 codes would be 2-byte aligned)
+        ("u5", 4096, "spatial(1, 128).local(1, 32)", "align=4, elems=32, vector=20"),
+        # 128 u3 codes a thread: three 16-byte words, 16-byte aligned
+        ("u3", 16384, "spatial(1, 128).local(1, 128)", "align=16, elems=128, vector=48"),
+        # two 16-byte runs of u8 a thread: each its own run (the layout's innermost digit)
+        ("u8", 4096, "local(1, 2).spatial(1, 128).local(1, 16)", "align=16, elems=16, vector=16"),
+    ],
+)
+def test_register_runs_may_span_several_accesses(dtype, codes, layout, expected):
+    body = f"    %q = load %w[%bm, %k] : tile<{dtype}, [1, {codes}], {layout}>\n"
+    assert attrs_of(run(vectorize, packed_run(dtype, codes, body)), "%q = load") == expected
+
+
+@pytest.mark.parametrize(
+    ("dtype", "codes", "expected"),
+    [
+        # 128 threads, 16384 u3 codes: a 48-byte run (three 16-byte copies) for each thread
+        ("u3", 16384, "align=16, elems=128, vector=48"),
+        # 4096 codes would leave three threads in four idle: 12-byte runs, 4-byte copies
+        ("u3", 4096, "align=4, elems=32, vector=12"),
+        ("u5", 16384, "align=16, elems=128, vector=80"),
+        ("u4", 16384, "align=16, elems=32, vector=16"),  # 4 | 128: one 16-byte word
+    ],
+)
+def test_copy_runs_of_whole_words_for_widths_that_do_not_divide_128(dtype, codes, expected):
+    body = f"    %sa = shared_alloc : shared<{dtype}, [1, {codes}]>\n"
+    body += "    copy_async %w[%bm, %k] -> %sa\n    async_commit\n"
+    assert attrs_of(run(vectorize, packed_run(dtype, codes, body)), "copy_async") == expected

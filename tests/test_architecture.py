@@ -24,13 +24,14 @@ ALLOWED: dict[str, set[str]] = {
     "ir": {"dtypes"},
     "analysis": {"dtypes", "ir"},
     "lang": {"dtypes", "ir"},
+    "packing": {"dtypes", "ir"},
     "codegen": {"dtypes", "ir"},
     "passes": {"dtypes", "ir", "analysis", "target"},
     "lowering": {"dtypes", "ir", "analysis", "target"},
     "pipeline": {"ir", "passes", "lowering", "target"},
     "runtime": {"dtypes", "ir", "codegen", "target", "version"},
     "kernel": {"dtypes", "ir", "lang", "pipeline", "runtime", "target"},
-    "op_reference": {"ir", "lowering", "runtime"},
+    "op_reference": {"ir", "lang", "lowering", "runtime"},
     "cli": {"dtypes", "ir", "kernel", "runtime", "target", "op_reference"},
 }
 

@@ -192,12 +192,14 @@ def test_quant_matmul(weight_type, group, bk, k, n):
     kernel = mod.quant_matmul
     consts = {"WT": weight_type, "G": group, "BK": bk}
     x, w, s = mod.make_inputs(k, k, n, weight_type, group, seed=k * 1000 + n)
+    packed = mod.pack_weights(w, BK=bk)  # W permuted into the dot's fragment load order
     out = np.zeros((k, n), np.float16)
 
     # Dequantization, bit-exact: with x = I the kernel returns dequant(W) itself, each
-    # code times its group's scale rounded once to f16 (M = K: same specialization).
+    # code times its group's scale rounded once to f16 (M = K: same specialization),
+    # computed here from the plain weights.
     eye = np.eye(k, dtype=np.float16)
-    compiled, interpreted = run_both(kernel, [eye, w, s], [out], **consts)
+    compiled, interpreted = run_both(kernel, [eye, packed, s], [out], **consts)
     assert_bitwise(compiled, interpreted)
     expected = w.unpack().astype(np.float16) * np.repeat(s, group, axis=0)[:k]
     assert np.all(np.isfinite(interpreted)) and np.array_equal(interpreted, expected)
@@ -205,8 +207,10 @@ def test_quant_matmul(weight_type, group, bk, k, n):
     # The whole kernel on random activations (f32 accumulation in another order), on the
     # aligned sizes: the ragged ones cost another launch and the identity covers their masks.
     if k % bk == 0 and n % 64 == 0:
-        compiled, interpreted = run_both(kernel, [x, w, s], [out], **consts)
+        compiled, interpreted = run_both(kernel, [x, packed, s], [out], **consts)
         assert relative_error(compiled, interpreted) <= mod.tolerance(k)
+        reference = mod.reference(x, w, s, group)  # numpy, on the plain weights
+        assert relative_error(compiled, reference) <= mod.tolerance(k)
 
 
 # --------------------------------------------------------------------------- threads per launch

@@ -10,6 +10,7 @@ import tilelang as tl
 from tilelang import op_reference
 from tilelang.ir import nodes
 from tilelang.ir.ops import ELEMENTWISE, Operand, expansion_operators
+from tilelang.lang.ops import COMPOSITES
 from tilelang.lowering import LOWERINGS
 from tilelang.passes.infer_layouts import RULES
 from tilelang.runtime.interpreter import SEMANTICS
@@ -30,6 +31,14 @@ def test_every_instruction_has_a_meaning_a_layout_rule_and_a_lowering(cls):
     assert cls in LOWERINGS, f"{cls.__name__} has no lowering"
     assert cls.LAYOUT in RULES, f"{cls.__name__}.LAYOUT names no rule: {cls.LAYOUT!r}"
     assert cls.MNEMONIC and cls.__doc__
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITES))
+def test_every_composite_operation_is_public_and_made_of_known_instructions(name):
+    assert getattr(tl, name).__name__ == name
+    for cls in COMPOSITES[name]:
+        assert cls in nodes.instruction_classes() and cls in SEMANTICS and cls in LOWERINGS
+    assert f"`tl.{name}`" in (ROOT / "docs" / "ops.md").read_text()
 
 
 @pytest.mark.parametrize("op", ELEMENTWISE.values(), ids=lambda op: op.name)

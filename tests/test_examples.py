@@ -117,7 +117,9 @@ def test_quant_matmul_dequantization_is_bit_exact():
     for weight_type in (tl.u4, tl.i3, tl.f4e2m1, tl.f6e3m2, tl.f8e4m3):
         _, w, s = mod.make_inputs(1, k, n, weight_type, 32)
         x = np.eye(k, dtype=np.float16)
-        y = mod.quant_matmul(x, w, s, np.zeros((k, n), np.float16), WT=weight_type, G=32)
+        y = mod.quant_matmul(
+            x, mod.pack_weights(w), s, np.zeros((k, n), np.float16), WT=weight_type, G=32
+        )
         expected = w.unpack().astype(np.float16) * np.repeat(s, 32, axis=0)
         # Equal as values (the f32 sum turns -0 into +0), and no NaN anywhere.
         assert np.all(np.isfinite(y)) and np.array_equal(y, expected.astype(np.float16))

@@ -108,6 +108,7 @@ def test_without_a_gpu_the_call_says_so():
 def test_quant_matmul_on_the_gpu_equals_the_cpu_backend(weight_type):
     qm = load_example("quant_matmul")
     x, w, s = qm.make_inputs(16, 512, 192, weight_type, 128)
+    w = qm.pack_weights(w)
     y_cpu = qm.quant_matmul(x, w, s, np.zeros((16, 192), np.float16), WT=weight_type)
     y = gpu.DeviceBuffer(np.zeros((16, 192), np.float16))
     qm.quant_matmul(

@@ -60,8 +60,10 @@ def _layout(value: ir.Value):
     )
 
 
-def check_contract(fn: ir.Function) -> None:
-    """Rules 1-5 of the pass's contract, checked independently of its code."""
+def check_contract(fn: ir.Function, source: ir.Function | None = None) -> None:
+    """Rules 1-5 of the pass's contract, checked independently of its code (`source`:
+    the input, whose given layouts rule 6 keeps)."""
+    given = {v.name for v in tile_vars(source) if v.type.layout is not None} if source else set()
     verify(fn)
     assert parse_function(print_function(fn)) == fn
     threads = fn.warps * 32
@@ -93,6 +95,12 @@ def check_contract(fn: ir.Function) -> None:
         elif isinstance(instr, ir.Broadcast) and _layout(instr.value) is not None:
             dims = [d for d, s in enumerate(instr.value.type.shape) if s != want.shape[d]]
             assert _layout(instr.value) == want.reduce(dims)
+        elif isinstance(instr, ir.View) and {instr.value.name, instr.result.name} <= given:
+            # both layouts given: each thread's bits, reinterpreted in place
+            value = instr.value.type
+            assert value.layout.num_locals * value.dtype.bits == want.num_locals * (
+                instr.result.type.dtype.bits
+            )
         elif isinstance(instr, ir.View):
             natural = view_layout(
                 _layout(instr.value), instr.value.type.dtype, instr.result.type.dtype
@@ -250,9 +258,12 @@ def test_example_dots_get_mma_layouts(example, kernel, constexprs, shapes):
     plan = dot_layouts(m, n, k, dtypes.f16, dtypes.f32, 4)
     assert (a, b, acc) == (plan.a, plan.b, plan.c)
     assert_warp_ownership(plan, m, n, k, 4)
-    # a and b are relayouts of loads in the blocked layout; the zeros accumulator needs none.
+    # a is a relayout of a load in the blocked layout; the quantized weights are loaded in
+    # their fragments' load order and viewed in place as b (no relayout); the zeros
+    # accumulator needs none.
     relayouts = {i.result.name: i for i in walk(fn) if isinstance(i, ir.Relayout)}
-    assert set(relayouts) == {dot.a.name, dot.b.name}
+    operands = {dot.a.name, dot.b.name} if example == "matmul" else {dot.a.name}
+    assert set(relayouts) == operands
     (loop,) = [i for i in walk(fn) if isinstance(i, ir.For)]
     assert loop.inits[0].type.layout == plan.c
 
@@ -491,7 +502,11 @@ def test_scales_broadcast_into_a_product_take_its_layout_reduced():
     ]
     scales = next(i for i in walk(fn) if isinstance(i, ir.Load) and i.result == broadcast.value)
     assert scales.result.type.layout == product.result.type.layout.reduce(0)
-    assert str(scales.result.type.layout) == "replicated(32, rank=2).spatial(1, 4).local(1, 16)"
+    # The product is the dot's b in its fragments, so the scales get the B layout reduced:
+    # each thread holds the scales of its own columns.
+    b_layout = dot_layouts(16, 64, 32, dtypes.f16, dtypes.f32, 4).b
+    assert product.result.type.layout == b_layout
+    assert scales.result.type.layout == b_layout.reduce(0)
 
 
 def test_running_the_pass_twice_changes_nothing():
@@ -518,9 +533,10 @@ def _quant_cases():
 def test_quant_matmul_keeps_its_results(quant, wt, group, bk):
     fn = quant.quant_matmul.specialize(WT=wt, G=group, BK=bk)
     inferred = infer_layouts.run(fn)
-    check_contract(inferred)
+    check_contract(inferred, fn)
     m, k, n = 17, 2 * max(group, bk), 80
     x, w, s = quant.make_inputs(m, k, n, wt, group)
+    w = quant.pack_weights(w, BK=bk)
     expected = quant.quant_matmul.interpret(
         x, w, s, np.zeros((m, n), np.float16), WT=wt, G=group, BK=bk
     )

@@ -97,6 +97,7 @@ def test_every_example_same_result_after_the_pipeline():
         vector_add.interpret(v, v, np.empty_like(v)), vector_add(v, v, np.empty_like(v))
     )
     a, w, s = quant.make_inputs(5, 200, 40, tl.u3, 32)
+    w = quant.pack_weights(w)
     y1 = quant.quant_matmul.interpret(a, w, s, np.zeros((5, 40), np.float16), WT=tl.u3, G=32)
     y2 = quant.quant_matmul(a, w, s, np.zeros((5, 40), np.float16), WT=tl.u3, G=32)
     scale = np.abs(y1.astype(np.float32)).max()

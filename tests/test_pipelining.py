@@ -48,7 +48,9 @@ def staged_quant_matmul(
     BK: tl.constexpr = 64,
     STAGES: tl.constexpr = 3,
 ):
-    """examples/quant_matmul.py's kernel with the pipeline depth as a constexpr."""
+    """The generic form of examples/quant_matmul.py's kernel (plain weights, loaded in the
+    blocked layout and relayouted into the mma layout; the example reads weights packed
+    for the dot instead), with the pipeline depth as a constexpr."""
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
     acc = tl.zeros([BM, BN], tl.f32)
     for k in tl.range(0, K, BK, stages=STAGES):

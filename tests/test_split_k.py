@@ -24,8 +24,14 @@ def qm():
     return load_example("quant_matmul")
 
 
-def unsplit(qm, weight_type, m=M, k=K, n=N, **tiles) -> np.ndarray:
+def inputs(qm, weight_type, m=M, k=K, n=N, **tiles):
+    """x, W packed for the tiles (`pack_weights`), scales."""
     x, w, s = qm.make_inputs(m, k, n, weight_type, GROUP)
+    return x, qm.pack_weights(w, **tiles), s
+
+
+def unsplit(qm, weight_type, m=M, k=K, n=N, **tiles) -> np.ndarray:
+    x, w, s = inputs(qm, weight_type, m, k, n, **tiles)
     return qm.quant_matmul(x, w, s, np.zeros((m, n), np.float16), WT=weight_type, G=GROUP, **tiles)
 
 
@@ -36,7 +42,7 @@ def test_split_k_agrees_with_the_unsplit_kernel(qm, split_k, deterministic):
     tiles = {"BM": 16, "BN": 32, "BK": 32}
     # numpy first (check_split_k asserts the tolerance), then the unsplit kernel
     qm.check_split_k(M, K, N, weight_type, GROUP, split_k, deterministic, **tiles)
-    x, w, s = qm.make_inputs(M, K, N, weight_type, GROUP)
+    x, w, s = inputs(qm, weight_type, **tiles)
     got = qm.split_k_matmul(x, w, s, weight_type, GROUP, split_k, deterministic, **tiles)
     assert got.dtype == (np.float16 if deterministic else np.float32)
     expected = unsplit(qm, weight_type, **tiles).astype(np.float32)
@@ -53,7 +59,7 @@ def test_split_k_for_other_weight_types_and_empty_slices(qm, weight_type):
 
 
 def test_one_slice_is_bit_identical_to_the_unsplit_kernel(qm):
-    x, w, s = qm.make_inputs(M, K, N, tl.u4, GROUP)
+    x, w, s = inputs(qm, tl.u4)
     expected = unsplit(qm, tl.u4)
     for deterministic in (False, True):
         got = qm.split_k_matmul(x, w, s, tl.u4, GROUP, 1, deterministic)
@@ -61,7 +67,7 @@ def test_one_slice_is_bit_identical_to_the_unsplit_kernel(qm):
 
 
 def test_the_interpreter_agrees(qm):
-    x, w, s = qm.make_inputs(M, K, N, tl.u4, GROUP)
+    x, w, s = inputs(qm, tl.u4, BN=32, BK=32)
     constants = {"WT": tl.u4, "G": GROUP, "SPLIT_K": 3, "BN": 32, "BK": 32}
     interpreted = qm.quant_matmul_split_k.interpret(
         x, w, s, np.zeros((M, N), np.float32), **constants

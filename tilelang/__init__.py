@@ -1,8 +1,8 @@
 """tilelang: a tile-level kernel language and compiler for low-precision GPU computation.
 
 The public API, re-exported from the modules that own it: data types and packing
-(`tilelang.dtypes`), the kernel language (`tilelang.lang`), and the kernel object
-(`tilelang.kernel`).
+(`tilelang.dtypes`), weights packed for a dot's fragments (`tilelang.packing`), the kernel
+language (`tilelang.lang`), and the kernel object (`tilelang.kernel`).
 """
 
 import re as _re
@@ -66,8 +66,10 @@ from tilelang.lang.ops import (
     cumprod,
     cumsum,
     dot,
+    dot_layout,
     full,
     load,
+    load_fragment,
     max,
     min,
     prod,
@@ -85,6 +87,8 @@ from tilelang.lang.ops import print_ as print
 from tilelang.lang.ops import range_ as range
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.values import cdiv
+from tilelang.packing import DotPackedArray, DotPacking, pack_for_dot, unpack_from_dot
+from tilelang.passes.plan_registers import RegisterBudgetError, RegisterSpillWarning
 from tilelang.passes.software_pipeline import PipelineWarning
 from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch

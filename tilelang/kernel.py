@@ -319,7 +319,7 @@ class Kernel:
         return CompiledKernel(self.fn.__name__, stages, lambda: build.thread, build)
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
-        builder = Builder()
+        builder = Builder(warps=self._warp_count(constants))
         with building(builder):
             env: dict[str, object] = dict(constants)
             tensor_types = {}
@@ -345,7 +345,7 @@ class Kernel:
                 params=tuple(params),
                 sizes=tuple(s.value for s in sizes.values()),
                 body=_with_grid(builder),
-                warps=self._warp_count(constants),
+                warps=builder.warps,
                 constexprs=tuple((k, _ir_constant(v)) for k, v in constants.items()),
                 loc=loc,
             )

@@ -13,6 +13,7 @@ import inspect
 
 from tilelang.ir import nodes
 from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, ElementwiseOp
+from tilelang.lang import ops as dsl
 from tilelang.lowering import LOWERINGS
 from tilelang.runtime.interpreter import SEMANTICS
 
@@ -26,7 +27,7 @@ docs/design.md, "How to add an operation".
 
 def markdown() -> str:
     """The whole reference, as Markdown."""
-    parts = [HEADER, _elementwise(), _reductions(), _instructions()]
+    parts = [HEADER, _elementwise(), _reductions(), _composites(), _instructions()]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -64,6 +65,23 @@ def _reductions() -> str:
         f"`reduce` operators: {', '.join(f'`{r}`' for r in REDUCTIONS)}. "
         f"`scan` operators: {', '.join(f'`{s}`' for s in SCANS)}.\n"
     )
+
+
+def _composites() -> str:
+    lines = [
+        "## DSL operations made of other instructions",
+        "",
+        "No instruction of their own (`tilelang.lang.ops.COMPOSITES`): each emits the",
+        "instructions listed, whose meaning, layout rules and lowering below are theirs.",
+        "",
+        "| DSL | emits | what it does |",
+        "|---|---|---|",
+    ]
+    for name, instructions in sorted(dsl.COMPOSITES.items()):
+        emits = ", ".join(f"`{cls.MNEMONIC}`" for cls in instructions) or "nothing (compile time)"
+        doc = inspect.cleandoc(getattr(dsl, name).__doc__ or "").split("\n\n")[0]
+        lines.append(f"| `tl.{name}` | {emits} | {doc.replace(chr(10), ' ')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _instructions() -> str:

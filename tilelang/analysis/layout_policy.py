@@ -3,7 +3,8 @@
 - `blocked_layout`: the coalesced default of a tile (16 bytes per thread, threads along
   the last dim first), used for loads, for tiles no rule reached, and by the lowering for
   `copy_async`;
-- `dot_layouts`: the mma fragment layouts of a dot, tiled over a grid of warps;
+- `dot_layouts`: the mma fragment layouts of a dot, tiled over a grid of warps (defined in
+  `tilelang.ir.fragments`, where the kernel language and the weight packing read them too);
 - `view_layout`: the layout in which a `view` reinterprets each thread's bits in place;
 - `byte_group` / `holds_whole_bytes`: whether packed elements of a sub-byte type stay in
   whole bytes per thread (so that stores never share a byte between threads).
@@ -16,12 +17,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from fractions import Fraction
 
 from tilelang.dtypes import DType
-from tilelang.ir.atoms import MmaAtom, mma_atoms_for
+from tilelang.ir.fragments import DotLayouts, dot_layouts
 from tilelang.ir.layout import Layout, LayoutDivisionError, local, replicated, spatial
+
+__all__ = [
+    "DotLayouts",
+    "blocked_layout",
+    "byte_group",
+    "dot_layouts",
+    "holds_whole_bytes",
+    "view_layout",
+]
 
 
 def blocked_layout(shape: Sequence[int], dtype: DType, threads: int, *, min_vec: int = 1) -> Layout:
@@ -89,59 +97,6 @@ def _vector_width(shape: tuple[int, ...], bits: int, threads: int, min_vec: int)
     while run * 2 <= vec and last % (run * 2) == 0:
         run *= 2
     return run
-
-
-@dataclass(frozen=True)
-class DotLayouts:
-    """The layouts of one mma-based dot: `warps` = (wm, wn) arranges the block's warps."""
-
-    atom: MmaAtom
-    warps: tuple[int, int]
-    a: Layout
-    b: Layout
-    c: Layout
-
-
-def dot_layouts(
-    m: int, n: int, k: int, operand: DType, accumulator: DType, warps: int
-) -> DotLayouts | None:
-    """The mma layouts of ``[m, k] @ [k, n] + [m, n]``, or None when no atom fits.
-
-    Among the warp grids wm × wn = `warps` with wm | m/16 and wn | n/8, the one whose
-    per-warp tile (m/wm) × (n/wn) is closest to square (then fewer warp rows).
-    """
-    for atom in mma_atoms_for(str(operand)):
-        if atom.acc_dtype != str(accumulator) or m % atom.m or n % atom.n or k % atom.k:
-            continue
-        grid = _warp_grid(m, n, atom.m, atom.n, warps)
-        if grid is None:
-            continue
-        wm, wn = grid
-        rm, rn, rk = m // (atom.m * wm), n // (atom.n * wn), k // atom.k
-        return DotLayouts(
-            atom=atom,
-            warps=grid,
-            a=(spatial(wm, 1) * replicated(wn, rank=2)) * local(rm, rk) * atom.a,
-            b=(replicated(wm, rank=2) * spatial(1, wn)) * local(rk, rn) * atom.b,
-            c=spatial(wm, wn) * local(rm, rn) * atom.c,
-        )
-    return None
-
-
-def _warp_grid(m: int, n: int, atom_m: int, atom_n: int, warps: int) -> tuple[int, int] | None:
-    grids = [
-        (wm, warps // wm)
-        for wm in range(1, warps + 1)
-        if warps % wm == 0 and (m // atom_m) % wm == 0 and (n // atom_n) % (warps // wm) == 0
-    ]
-    if not grids:
-        return None
-
-    def squareness(grid: tuple[int, int]) -> tuple[Fraction, int]:
-        rows, cols = m // grid[0], n // grid[1]
-        return Fraction(max(rows, cols), min(rows, cols)), grid[0]
-
-    return min(grids, key=squareness)
 
 
 def view_layout(layout: Layout, source: DType, target: DType) -> Layout | None:

@@ -16,7 +16,11 @@ from tilelang.lang.errors import TileLangError
 
 
 class Builder:
-    def __init__(self) -> None:
+    """Emits one kernel's block IR; `warps` is the kernel's warp count (what the layouts
+    the DSL computes, such as `tl.dot_layout`'s, are spread over)."""
+
+    def __init__(self, warps: int = 4) -> None:
+        self.warps = warps
         self._used_names: set[str] = set()
         self._bodies: list[list[Instr]] = [[]]
         self.loc: Loc = NOWHERE
@@ -81,6 +85,11 @@ class Builder:
 
 
 _stack: list[Builder] = []
+
+
+def active() -> Builder | None:
+    """The builder of the kernel being compiled, or None outside one."""
+    return _stack[-1] if _stack else None
 
 
 def current() -> Builder:

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.ir import fragments
 from tilelang.ir import nodes as ir
+from tilelang.ir.layout import Layout
 from tilelang.ir.ops import REDUCTIONS, SCANS
 from tilelang.ir.types import ScalarType, SharedType, TileType
-from tilelang.lang.builder import current
+from tilelang.lang.builder import active, current
 from tilelang.lang.values import (
     INDEX,
     Scalar,
@@ -30,8 +32,10 @@ from tilelang.lang.values import (
     as_scalar,
     broadcast_to,
     cast,
+    checked_layout,
     describe,
     emit_result,
+    floor_divide,
     is_python_number,
     python_constant,
     require_tile,
@@ -48,6 +52,22 @@ from tilelang.lang.values import expand_dims_by_index as expand_dims_by_index
 from tilelang.lang.values import shared_load as shared_load
 from tilelang.lang.values import shared_store as shared_store
 from tilelang.lang.values import static_shape_like as static_shape_like
+
+#: The DSL operations that have no block-IR instruction of their own: each emits the
+#: instructions listed (none: it computes a compile-time value), so its meaning, layout
+#: rules and lowering are theirs. docs/ops.md lists them (`tilelang.op_reference`).
+COMPOSITES: dict[str, tuple[type[ir.Instr], ...]] = {}
+
+
+def composite(*instructions: type[ir.Instr]):
+    """Registers a DSL function in `COMPOSITES` under its name."""
+
+    def register(fn):
+        COMPOSITES[fn.__name__] = instructions
+        return fn
+
+    return register
+
 
 # -- compile-time arguments (static_int, static_shape: see values) ------------------------
 
@@ -154,8 +174,10 @@ def _offsets(tensor: Tensor, offsets: object) -> tuple[ir.Value, ...]:
     return tuple(as_scalar(o, INDEX).value for o in offsets)
 
 
-def load(tensor, offsets, shape, fill=None) -> Tile:
-    """The box of `shape` at `offsets`; elements outside the tensor read `fill` (0)."""
+def load(tensor, offsets, shape, fill=None, layout=None) -> Tile:
+    """The box of `shape` at `offsets`; elements outside the tensor read `fill` (0).
+    `layout`, if given, is the register layout the tile is loaded in (the compiler
+    chooses one otherwise)."""
     tensor = _tensor(tensor, "the first argument of tl.load")
     offs = _offsets(tensor, offsets)
     dims = static_shape(shape)
@@ -164,8 +186,67 @@ def load(tensor, offsets, shape, fill=None) -> Tile:
             f"{tensor.var.name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
         )
     fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
-    result_type = TileType(tensor.dtype, dims)
+    given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
+    result_type = TileType(tensor.dtype, dims, given)
     return emit_result(ir.Load, tensor.var.name, result_type, tensor.var, offs, fill_const)
+
+
+@composite(ir.Load, ir.View)
+def load_fragment(tensor, offsets, layout) -> Tile:
+    """The [BK, BN] tile (BK, BN = `layout.shape`) at logical `offsets` [k, n0] of a
+    tensor packed by `tilelang.pack_for_dot` with the same tile and layout, in `layout`
+    (e.g. ``tl.dot_layout("b", BM, BN, BK)``), ready to convert and multiply with no data
+    moving between threads. k and n0 are multiples of BK and BN.
+
+    It loads the tile's packed run, ``[1, BK·BN]`` at ``[n0 // BN, k · BN]``, in the
+    load order F of `layout` (`tilelang.ir.fragments.load_order`: each thread's elements
+    contiguous, in whole 16-byte words where the width allows), then views each
+    thread's registers in place as the tile in `layout`: one `load` and one `view`."""
+    builder = current()
+    tensor = _tensor(tensor, "the first argument of tl.load_fragment")
+    if tensor.ndim != 2:
+        raise builder.error(
+            f"tl.load_fragment reads a tensor packed by tl.pack_for_dot, [N / BN, K · BN]; "
+            f"{tensor.var.name} has {tensor.ndim} dimensions"
+        )
+    if not isinstance(layout, Layout) or layout.rank != 2:
+        raise builder.error(
+            f"the layout of tl.load_fragment must be the layout of a [BK, BN] tile (e.g. "
+            f"tl.dot_layout('b', BM, BN, BK)), got {layout!r}"
+        )
+    block_k, block_n = layout.shape
+    layout = checked_layout(layout, (block_k, block_n), "the layout of tl.load_fragment")
+    if not isinstance(offsets, (list, tuple)) or len(offsets) != 2:
+        raise builder.error(f"tl.load_fragment takes the logical offsets [k, n0], got {offsets!r}")
+    try:
+        flat = fragments.load_order(layout, fragments.fragment_run(layout, tensor.dtype))
+    except fragments.FragmentError as error:
+        raise builder.error(str(error)) from None
+    k, n0 = offsets
+    row = n0 // block_n if is_python_number(n0) else floor_divide(n0, block_n)
+    where = [row, k * block_n]
+    run = load(tensor, where, flat.shape, layout=flat)
+    return view_tile(run, tensor.dtype, (block_k, block_n), layout)
+
+
+@composite()
+def dot_layout(which, m, n, k, operand=dtypes.f16, acc=dtypes.f32, warps=None) -> Layout:
+    """The register layout the compiler gives operand `which` of a dot: "a" ([m, k]),
+    "b" ([k, n]) or "c" (the [m, n] accumulator) of ``tl.dot(a, b, acc)`` with `operand`
+    operands accumulated in `acc`, over the kernel's warps (`warps` outside a kernel):
+    the mma fragments tiled over a grid of warps (`tilelang.ir.fragments.dot_layouts`).
+    `tilelang.pack_for_dot` packs weights for the "b" layout."""
+    builder = active()
+    if builder is None:  # on the host: plain exceptions
+        if warps is None:
+            raise TypeError("tl.dot_layout outside a kernel needs warps=")
+        return fragments.dot_layout(which, m, n, k, dtypes.dtype(operand), dtypes.dtype(acc), warps)
+    sizes = [static_int(v, name) for v, name in ((m, "m"), (n, "n"), (k, "k"))]
+    warps = builder.warps if warps is None else static_int(warps, "warps")
+    try:
+        return fragments.dot_layout(which, *sizes, as_dtype(operand), as_dtype(acc), warps)
+    except fragments.FragmentError as error:
+        raise builder.error(str(error)) from None
 
 
 def _fill_constant(fill: object, dtype: DType) -> ir.Const:
@@ -412,9 +493,11 @@ def broadcast(x, shape) -> Tile:
     return broadcast_to(require_tile(x, "the argument of tl.broadcast"), static_shape(shape))
 
 
-def view(x, dtype) -> Tile:
-    """Reinterprets the bits of a tile: the last dimension scales by the bit-width ratio."""
-    return view_tile(require_tile(x, "the argument of view"), dtype)
+def view(x, dtype, shape=None, layout=None) -> Tile:
+    """Reinterprets the bits of a tile: row by row (the last dimension scales by the
+    bit-width ratio), or, with `layout`, each thread's registers as a tile of `shape` in
+    `layout` (the tile must have a layout: a `tl.load(..., layout=...)` gives one)."""
+    return view_tile(require_tile(x, "the argument of view"), dtype, shape, layout)
 
 
 def print_(label, value) -> None:

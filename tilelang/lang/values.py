@@ -32,6 +32,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
+from tilelang.ir.layout import Layout
 from tilelang.ir.ops import ELEMENTWISE, Operand, Result
 from tilelang.ir.shape_expr import Lit, ShapeExpr, Sym
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
@@ -106,8 +107,8 @@ class Tile(IRValue):
     def to(self, dtype: DType | str) -> Tile:
         return cast(self, dtypes.dtype(dtype))
 
-    def view(self, dtype: DType | str) -> Tile:
-        return view_tile(self, dtype)
+    def view(self, dtype: DType | str, shape=None, layout=None) -> Tile:
+        return view_tile(self, dtype, shape, layout)
 
     def reshape(self, *shape) -> Tile:
         return reshape_tile(
@@ -588,17 +589,68 @@ def expand_dims_by_index(tile: Tile, index: object) -> Tile:
     return reshape_tile(tile, tuple(shape))
 
 
-def view_tile(tile: Tile, dtype: object) -> Tile:
-    """Reinterprets the bits of a tile: the last dimension scales by the bit-width ratio."""
+def view_tile(tile: Tile, dtype: object, shape: object = None, layout: object = None) -> Tile:
+    """Reinterprets the bits of a tile. Without `layout`: each row's bit stream (the last
+    dimension scales by the bit-width ratio; `shape`, if given, must say the same). With
+    `layout` (and a tile that has a layout): each thread's register bits, read as
+    elements of `dtype` in `layout` on a tile of `shape` (the tile's shape by default) —
+    no data moves between threads."""
     target = as_dtype(dtype)
+    if layout is not None:
+        return _view_per_thread(tile, target, tile.shape if shape is None else shape, layout)
     row_bits = tile.shape[-1] * tile.dtype.bits if tile.ndim else tile.dtype.bits
     if tile.ndim == 0 or row_bits % target.bits:
         raise current().error(
             f"cannot view {tile.dtype}{list(tile.shape)} as {target}: a row of {row_bits} bits "
             f"is not a whole number of {target.bits}-bit elements"
         )
-    shape = tile.shape[:-1] + (row_bits // target.bits,)
-    return emit_result(ir.View, tile.var.name, TileType(target, shape), tile.var)
+    dims = tile.shape[:-1] + (row_bits // target.bits,)
+    if shape is not None and static_shape(shape) != dims:
+        raise current().error(
+            f"viewing {tile.dtype}{list(tile.shape)} as {target} row by row gives a tile of shape "
+            f"{list(dims)}, not {list(static_shape(shape))}; to reinterpret each thread's "
+            "registers in another shape, give the layout too (layout=...)"
+        )
+    return emit_result(ir.View, tile.var.name, TileType(target, dims), tile.var)
+
+
+def _view_per_thread(tile: Tile, target: DType, shape: object, layout: object) -> Tile:
+    dims = static_shape(shape)
+    layout = checked_layout(layout, dims, "the layout of tl.view")
+    source = tile.type.layout
+    if source is None:
+        raise current().error(
+            f"tl.view with a layout reinterprets each thread's registers, but the "
+            f"{tile.dtype}{list(tile.shape)} tile has no layout yet; give it one where it is "
+            "made (tl.load(..., layout=...)), or view it without a layout (row by row)"
+        )
+    have = source.num_locals * tile.dtype.bits
+    want = layout.num_locals * target.bits
+    if have != want:
+        raise current().error(
+            f"cannot view {tile.dtype}{list(tile.shape)} in {source} as {target}{list(dims)} in "
+            f"{layout}: each thread holds {have} bits of the tile and {want} bits of the view"
+        )
+    return emit_result(ir.View, tile.var.name, TileType(target, dims, layout), tile.var)
+
+
+def checked_layout(layout: object, shape: tuple[int, ...], what: str) -> Layout:
+    """`layout` as the register layout of a tile of `shape` in this kernel, or an error
+    at the user's line (another shape, another thread count, not a layout)."""
+    builder = current()
+    if not isinstance(layout, Layout):
+        raise builder.error(f"{what} must be a layout (e.g. tl.dot_layout(...)), got {layout!r}")
+    if tuple(layout.shape) != tuple(shape):
+        raise builder.error(
+            f"{what} {layout} is a layout of a {list(layout.shape)} tile, not {list(shape)}"
+        )
+    threads = builder.warps * 32
+    if layout.num_threads != threads:
+        raise builder.error(
+            f"{what} {layout} spans {layout.num_threads} threads, the kernel has {threads} "
+            f"({builder.warps} warps)"
+        )
+    return layout
 
 
 # -- shared memory -----------------------------------------------------------------------

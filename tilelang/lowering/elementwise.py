@@ -134,8 +134,10 @@ def cast_element(lo: Lowering, source: TileRegs, result: TileRegs, li: int) -> N
 
 def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
     """Casts whole groups of codes with the vector recipes; returns the first element
-    left for the scalar path."""
-    if result.dtype not in (dtypes.f16, dtypes.bf16, dtypes.f32) or not source.packed:
+    left for the scalar path. The codes are each thread's locals in local order: packed
+    codes in u32 words, or 8-bit integers one per byte, which are the same bytes."""
+    bytewise = not source.packed and source.dtype.is_int and source.dtype.bits == 8
+    if result.dtype not in (dtypes.f16, dtypes.bf16, dtypes.f32) or not (source.packed or bytewise):
         return 0
     elements, words = dequant.group(source.dtype)
     count = result.layout.num_locals
@@ -145,7 +147,7 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
     out_per_word = 32 // result.dtype.bits
     scratch = lo.b.local(U32, 1, "w")
     for g in range(groups):
-        inputs = [lo.b.let(t.Read(source.local, g * words + i, U32), "q") for i in range(words)]
+        inputs = [code_word(lo, source, g * words + i, bytewise) for i in range(words)]
         outputs, vectorized = dequant.dequantize_group(lo, inputs, source.dtype, result.dtype)
         lo.b.count("dequant_vector" if vectorized else "dequant_scalar", elements)
         for j, word in enumerate(outputs):
@@ -153,3 +155,12 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
             byte = (g * elements + j * out_per_word) * result.dtype.bits // 8
             lo.b.emit(t.Move(t.Reg(result.local, byte), t.Reg(scratch, 0), 4))
     return groups * elements
+
+
+def code_word(lo: Lowering, source: TileRegs, word: int, bytewise: bool) -> t.Expr:
+    """Word `word` (bytes 4·word ..) of a tile's codes, as a u32 value."""
+    if not bytewise:
+        return lo.b.let(t.Read(source.local, word, U32), "q")
+    held = lo.b.local(U32, 1, "q")
+    lo.b.emit(t.Move(t.Reg(held, 0), t.Reg(source.local, 4 * word), 4))
+    return lo.b.let(t.Read(held, 0, U32), "q")

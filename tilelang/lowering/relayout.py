@@ -33,6 +33,7 @@ from tilelang.lowering.values import (
     local_part,
     pieces,
     run_length,
+    storage_of,
     value_dtype_storage,
 )
 
@@ -280,12 +281,24 @@ def lower_broadcast(lo: Lowering, instr: ir.Broadcast) -> None:
 @lowers(ir.View)
 def lower_view(lo: Lowering, instr: ir.View) -> None:
     """Each thread's register bits, reinterpreted (infer_layouts chose layouts for
-    which this is the row-major reinterpretation the block IR means)."""
+    which this is the row-major reinterpretation the block IR means, unless the input
+    gave both layouts, which means exactly this)."""
     src = lo.tile(instr.value)
-    dst = lo.define_tile(instr.result)
+    result = instr.result.type
     bits = src.layout.num_locals * src.dtype.bits
-    if bits != dst.layout.num_locals * dst.dtype.bits:
-        raise lo.fail(instr, f"view needs equal bits per thread, not {src.layout} -> {dst.layout}")
+    if bits != result.layout.num_locals * result.dtype.bits:
+        raise lo.fail(
+            instr, f"view needs equal bits per thread, not {src.layout} -> {result.layout}"
+        )
+    if storage_of(src.dtype, src.layout.num_locals) == storage_of(
+        result.dtype, result.layout.num_locals
+    ):
+        # The same registers hold the same bits (packed codes reinterpreted in place, as a
+        # fragment loaded in its load order is): the result names them, nothing moves.
+        lo.env[instr.result] = TileRegs(src.local, result.dtype, result.layout)
+        lo.aliased.add(src.local)
+        return
+    dst = lo.define_tile(instr.result)
     # Packed locals are whole u32 words; the bits past the last code are padding.
     nbytes = min(lo.local_bytes(src), lo.local_bytes(dst))
     if nbytes * 8 < bits:

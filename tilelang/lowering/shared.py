@@ -102,24 +102,30 @@ def shared_runs(tile: SharedTile, layout: Layout, most: int | None = None) -> tu
     moves its locals in runs of r (a power of two, at most `most`) whose elements are
     consecutive in the shared tile, a whole number of bytes from a byte boundary, in
     accesses of at most `width` bytes that are naturally aligned in the shared tile and
-    in the thread's local. (1, 0) when a packed tile's codes cannot move as bytes."""
+    in the thread's local (a run may span several accesses: each thread's 48 bytes of u3
+    codes in a fragment's load order are one run of three 16-byte accesses). (1, 0) when
+    a packed tile's codes cannot move as bytes."""
     return _runs(tile.layout, layout, tile.dtype.bits, most or layout.num_locals)
 
 
 @functools.lru_cache(maxsize=256)
 def _runs(shared: SharedLayout, layout: Layout, bits: int, most: int) -> tuple[int, int]:
+    # The longest run is never worse: its starts are some of a shorter run's, so its
+    # accesses are at least as wide (20 bytes of u5 codes from 20-byte boundaries move in
+    # five 4-byte accesses, 10-byte runs in ten 2-byte ones; 48 bytes of u3 from 16-byte
+    # boundaries in three 16-byte accesses, 12-byte runs in twelve 4-byte ones).
     index = layout.table()  # [threads, locals, rank]
     offsets = shared.table()[tuple(np.moveaxis(index, -1, 0))]  # [threads, locals]
     count = layout.num_locals
-    r = 1
-    while r * 2 <= most and count % (r * 2) == 0 and r * 2 * bits <= MAX_ACCESS * 8:
-        r *= 2
+    r = 1 << (min(count, most).bit_length() - 1)
     while r >= 1:
-        runs = offsets.reshape(offsets.shape[0], count // r, r)
-        starts = runs[..., 0] * bits
-        consecutive = np.all(runs - runs[..., :1] == np.arange(r))
-        if r * bits % 8 == 0 and consecutive and not np.any(starts % 8):
-            return r, min(_pow2(int(np.gcd.reduce(starts.reshape(-1))) // 8), _pow2(r * bits // 8))
+        if count % r == 0 and r * bits % 8 == 0:
+            runs = offsets.reshape(offsets.shape[0], count // r, r)
+            starts = runs[..., 0] * bits
+            consecutive = np.all(runs - runs[..., :1] == np.arange(r))
+            if consecutive and not np.any(starts % 8):
+                whole = _pow2(int(np.gcd.reduce(starts.reshape(-1))) // 8)
+                return r, min(whole, _pow2(r * bits // 8))
         r //= 2
     return 1, 0
 

@@ -10,10 +10,11 @@ and nothing else changes:
 
 - ``elems=r``: each thread accesses its elements in *runs* of r consecutive elements
   of the last dimension (a power of two; 1 when nothing better is proven);
-- ``vector=B``: the bytes of one run, ``r·bits/8`` — a whole number of bytes, at most
-  16, not necessarily a power of two (16 u3 values are one 6-byte run); ``vector=0``
-  when a run is not a whole number of bytes (sub-byte elements in runs too short): the
-  lowering then accesses the bytes holding each element (stores must merge bits);
+- ``vector=B``: the bytes of one run, ``r·bits/8`` — a whole number of bytes, not
+  necessarily a power of two (16 u3 values are one 6-byte run), at most 16 except for
+  the longer runs (b) allows; ``vector=0`` when a run is not a whole number of bytes
+  (sub-byte elements in runs too short): the lowering then accesses the bytes holding
+  each element (stores must merge bits);
 - ``align=A``: the largest power of two ≤ 16 dividing the byte address of every run
   start; ``align=0`` when some run start is not on a byte boundary (sub-byte types).
   The lowering splits a run into accesses of ``min(align, ...)`` bytes that tile it.
@@ -31,7 +32,11 @@ How r is chosen (register tiles: `Load`'s result, `Store`'s and `AtomicAdd`'s va
        offset by `analyze`). Run starts are multiples of r in the tile, so no run
        straddles the end of a row. Without `assume`, D is only known to be a multiple
        of 1, so r = 1: an f16 load is then 2-byte accesses;
-   (b) a run fits one access: ``r·bits ≤ 128`` (16 bytes).
+   (b) a run fits one access, ``r·bits ≤ 128`` (16 bytes); or, for a `Load` or a
+       `Store`, the run is longer but a whole number of bytes (a fragment's load order
+       gives each thread 20 bytes of u5 codes: five 4-byte accesses, where runs of 16
+       codes, 10 bytes, would only be 2-byte aligned). `AtomicAdd` keeps one access
+       per run (a masked run is skipped only when none of it is selected).
    Then ``vector = r·bits/8`` when that is whole, else 0.
 
 How `align` is computed: the element offset of a run start is
@@ -46,7 +51,12 @@ at 16 (the base pointer is 16-byte aligned).
 `CopyAsync` (global -> shared) has no register layout: the lowering distributes runs
 over threads itself. r is the largest power of two dividing the tile's last dimension
 that also satisfies (a) and (b) and for which every run is contiguous in the shared
-tile's layout (for a shared tile without a layout, the one `plan_shared` will choose).
+tile's layout (for a shared tile without a layout, the one `plan_shared` will choose);
+for a copy, (b) also admits the fewest whole 16-byte words of codes whose width does
+not divide 128 (128 codes of 3, 5 or 7 bits, 64 of 6 bits) when the tile holds at
+least one such run per thread, so such codes move in 16-byte copies rather than in
+runs of 12, 10, 12 or 14 bytes (10 and 14 are only 2-byte aligned: too narrow for
+cp.async) without leaving threads idle.
 Its `align` is the smaller of the global one (run starts at multiples of r along the
 last dim, anywhere along the others) and the shared one (the shared element offset of
 every run start, times bits/8; `plan_shared` places tiles 16-byte aligned). cp.async
@@ -55,6 +65,8 @@ moves 4, 8 or 16 bytes; runs or alignments below 4 bytes need the lowering's fal
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -157,8 +169,11 @@ class _Vectorize(Rewriter):
         layout = shared.layout or plan_shared.default_layout(shared.dtype, shared.shape)
         bound = pow2_factor(shared.shape[-1]) if shared.shape else 1
         r = 1
+        elements, threads = math.prod(shared.shape), self.fn.warps * 32
         for candidate in _powers_of_two_down(bound):
-            if self._legal(candidate, tensor, offsets) and _contiguous(layout, candidate):
+            # a run longer than one access only where every thread gets one: none idles
+            kind = "copy" if elements >= threads * candidate else "access"
+            if self._legal(candidate, tensor, offsets, kind) and _contiguous(layout, candidate):
                 r = candidate
                 break
         steps = tuple(
@@ -174,18 +189,20 @@ class _Vectorize(Rewriter):
     def _register_access(self, new: Load | Store | AtomicAdd, tile: TileType) -> Instr:
         tensor = new.tensor.type
         assert isinstance(tensor, TensorType)
+        kind = "atomic" if isinstance(new, AtomicAdd) else "register"
         r = 1
         for candidate in _powers_of_two_down(pow2_factor(layout_run(tile.layout))):
-            if self._legal(candidate, tensor, new.offsets):
+            if self._legal(candidate, tensor, new.offsets, kind):
                 r = candidate
                 break
         steps = run_start_steps(tile.layout, tile.shape, r)
         align = self._global_align(tensor, new.offsets, steps)
         return _annotate(new, r, tile.dtype, align)
 
-    def _legal(self, r: int, tensor: TensorType, offsets: tuple[Value, ...]) -> bool:
-        """(a) the mask is constant over runs of r and (b) a run fits one access."""
-        if r * tensor.dtype.bits > MAX_ACCESS_BITS:
+    def _legal(self, r: int, tensor: TensorType, offsets: tuple[Value, ...], kind: str) -> bool:
+        """(a) the mask is constant over runs of r and (b) the run's accesses are as wide
+        as they can be (`_fits`)."""
+        if not _fits(r, tensor.dtype.bits, kind):
             return False
         if r == 1 or not tensor.shape:
             return r == 1
@@ -202,6 +219,20 @@ class _Vectorize(Rewriter):
             divisor = min(divisor, index * stride)
             stride = min(stride * shape_divisor(self.fn, tensor.shape[d]), CAP)
         return _byte_align(min(divisor, CAP), tensor.dtype)
+
+
+def _fits(r: int, bits: int, kind: str) -> bool:
+    """(b) of the module docstring: a run of at most one 16-byte access; longer, a run of a
+    `register` load or store that is a whole number of bytes (the lowering cuts it into
+    the widest aligned accesses: 20 bytes of u5 in five 4-byte ones rather than ten
+    2-byte ones), or the run of a `copy` that is the fewest whole 16-byte words of
+    codes whose width does not divide 128 (128 u3 codes: three words). Other kinds
+    ("access", "atomic") keep one access per run."""
+    if r * bits <= MAX_ACCESS_BITS:
+        return True
+    if kind == "register":
+        return r * bits % 8 == 0
+    return kind == "copy" and r == MAX_ACCESS_BITS // math.gcd(MAX_ACCESS_BITS, bits)
 
 
 def _powers_of_two_down(n: int) -> list[int]:
