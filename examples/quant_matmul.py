@@ -11,7 +11,9 @@ copies the packed tiles with cp.async three stages deep, reads each thread's run
 with vector loads (`tl.load_fragment`), sees it in place as the tile in the dot's B
 fragment layout (`tl.dot_layout("b", ...)`), and dequantizes and scales it there, in
 registers: the dot takes it as it is, and no weight value is ever written to shared
-memory. `tl.unpack_from_dot` undoes the packing.
+memory. `tl.unpack_from_dot` undoes the packing. The tile, 16 x 128 x 128 over 4 warps,
+is sized for decoding (m = 1..16): each thread converts 128 weights per iteration, so the
+iteration's fixed costs are shared, and BK = G = 128 loads each scale once per group.
 
 Split-K (`split_k_matmul`): when M and N give too few blocks to fill a GPU (decoding:
 M is a handful of tokens), K is split into SPLIT_K slices along a third grid dimension
@@ -38,7 +40,7 @@ import numpy as np
 import tilelang as tl
 
 #: The kernels' default block tile and warps; `pack_weights` packs W for them.
-BLOCK_M, BLOCK_N, BLOCK_K = 16, 64, 64
+BLOCK_M, BLOCK_N, BLOCK_K = 16, 128, 128
 WARPS = 4
 
 
@@ -141,9 +143,10 @@ def reduce_partials(
     partials: tl.Tensor[tl.f32, "S", "M", "N"],
     y: tl.Tensor[tl.f16, "M", "N"],
     BM: tl.constexpr = BLOCK_M,
-    BN: tl.constexpr = BLOCK_N,
+    BN: tl.constexpr = 64,
 ):
-    """y = the sum of the partial products in slice order, rounded once to f16."""
+    """y = the sum of the partial products in slice order, rounded once to f16 (its tile
+    need not match the first pass's: the partial products are whole [M, N] matrices)."""
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
     acc = tl.zeros([BM, BN], tl.f32)
     for kz in tl.range(0, S):
@@ -233,8 +236,7 @@ def split_k_matmul(
         return quant_matmul_split_k(x, w, s, y, **constants)
     partials = device(np.zeros((split_k, m, n), np.float32))
     quant_matmul_partials(x, w, s, partials, **constants)
-    blocks = {name: tiles[name] for name in ("BM", "BN") if name in tiles}
-    return reduce_partials(partials, device(np.zeros((m, n), np.float16)), **blocks)
+    return reduce_partials(partials, device(np.zeros((m, n), np.float16)))
 
 
 def check_split_k(

@@ -121,7 +121,9 @@ def _group_codes(src: d.DType) -> np.ndarray:
     return ((g + p) % (1 << src.bits)).astype(np.uint64)
 
 
-def _group_kernel(src: d.DType, dst: d.DType) -> tuple[t.ThreadFunction, bool, list[t.Stmt]]:
+def _group_kernel(
+    src: d.DType, dst: d.DType, positions: list[int] | None = None
+) -> tuple[t.ThreadFunction, bool, list[t.Stmt]]:
     """One thread per group: load its words, dequantize_group, store the result words."""
     elements, words = dq.group(src)
     outputs = elements * dst.bits // 32
@@ -132,7 +134,7 @@ def _group_kernel(src: d.DType, dst: d.DType) -> tuple[t.ThreadFunction, bool, l
     body += [t.GlobalLoad(t.Reg("w", 4 * k), 4, "x", _at(x_offset, 4 * k)) for k in range(words)]
     lets = Lets()
     inputs = [lets.let(t.Read("w", k, U32), "w") for k in range(words)]
-    results, vectorized = dq.dequantize_group(lets, inputs, src, dst)
+    results, vectorized = dq.dequantize_group(lets, inputs, src, dst, positions)
     assert len(results) == outputs and all(r.dtype == U32 for r in results)
     body += lets.stmts
     body += [t.SetLocal("o", j, r) for j, r in enumerate(results)]
@@ -149,10 +151,14 @@ def _group_kernel(src: d.DType, dst: d.DType) -> tuple[t.ThreadFunction, bool, l
     return fn, vectorized, lets.stmts
 
 
-def _run_group(src: d.DType, dst: d.DType) -> bool:
+def _run_group(src: d.DType, dst: d.DType, positions: list[int] | None = None) -> bool:
+    """Element e of each group stored at code positions[e] of its bit stream."""
     codes = _group_codes(src)
-    fn, vectorized, _ = _group_kernel(src, dst)
-    packed = np.concatenate([d.pack_bits(row, src.bits) for row in codes]).view("<u4")
+    fn, vectorized, _ = _group_kernel(src, dst, positions)
+    stored = codes.copy()
+    if positions is not None:
+        stored[:, positions] = codes
+    packed = np.concatenate([d.pack_bits(row, src.bits) for row in stored]).view("<u4")
     out = np.zeros(codes.size * dst.bits // 32, dtype=np.uint32)
     _launch(fn, {"x": packed, "y": out}, codes.shape[0])
     got = out.view(np.uint16 if dst.bits == 16 else np.uint32)
@@ -171,6 +177,36 @@ def test_dequantize_group_every_code(src, dst):
 @pytest.mark.parametrize("src", WIDE_CODES, ids=str)
 def test_dequantize_group_wide_codes_fall_back(src, dst):
     assert not _run_group(src, dst)
+
+
+def paired(src: d.DType) -> list[int]:
+    """The positions `tilelang.ir.fragments.paired_codes` stores a group in, written from
+    its docstring: in each 32-bit word of c codes, element 2j + h at code j + h·c/2."""
+    elements, _ = dq.group(src)
+    per_word = 32 // src.bits
+    half = per_word // 2
+    return [e - e % per_word + (e % per_word) // 2 + (e % 2) * half for e in range(elements)]
+
+
+@pytest.mark.parametrize("dst", TARGETS, ids=str)
+@pytest.mark.parametrize("src", [s for s in SOURCES if s.bits in (1, 2, 4)], ids=str)
+def test_codes_paired_across_halves_convert_exactly(src, dst):
+    assert _run_group(src, dst, paired(src)) == ((src.name, dst.name) not in SCALAR_ONLY)
+
+
+@pytest.mark.parametrize("src", [d.u3, d.i5, d.f6e3m2, d.u4, d.i8, d.f8e4m3], ids=str)
+def test_codes_in_any_order_convert_exactly(src):
+    elements, _ = dq.group(src)
+    for dst in TARGETS:
+        _run_group(src, dst, [int(p) for p in RNG.permutation(elements)])
+
+
+@pytest.mark.parametrize(("src", "most"), [(d.u4, 9), (d.i4, 9), (d.u2, 17), (d.u1, 33)], ids=str)
+def test_paired_codes_need_no_move_per_pair(src, most):
+    """u4 -> f16 paired: the word is the window of pairs 0 and 1, one funnel prmt of
+    it that of pairs 2 and 3, then one lop3 and one sub per pair: 9 per 8 codes."""
+    _, _, stmts = _group_kernel(src, d.f16, paired(src))
+    assert len(stmts) - dq.group(src)[1] <= most
 
 
 def _exprs(stmts):

@@ -99,6 +99,17 @@ def distinct_threads(table: np.ndarray) -> list[int]:
     return sorted(seen.values())
 
 
+def stored_order(codes: np.ndarray, bits: int) -> np.ndarray:
+    """A thread's codes in the order they are stored: for 1, 2 and 4-bit codes, each
+    32-bit word's codes paired across its halves (local 2j + h at code j + h·c/2, c codes
+    a word), when the thread's codes fill whole words; others as they are."""
+    per_word = 32 // bits if 32 % bits == 0 else 0
+    if bits not in (1, 2, 4) or codes.size % per_word:
+        return codes
+    words = codes.reshape(-1, per_word // 2, 2)  # [word, j, h]
+    return words.transpose(0, 2, 1).reshape(-1)  # [word, h, j]
+
+
 CASES = [
     (tl.u4, 16, 4, (64, 64)),
     (tl.u4, 16, 4, (128, 64)),  # two 16-byte runs per thread
@@ -114,7 +125,7 @@ CASES = [
 
 
 @pytest.mark.parametrize(("dtype", "m", "warps", "tile"), CASES, ids=str)
-def test_each_thread_run_holds_the_codes_its_fragments_need(dtype, m, warps, tile):
+def test_each_thread_run_holds_the_codes_its_fragments_need_paired_in_words(dtype, m, warps, tile):
     block_k, block_n = tile
     k, n = 2 * block_k + 5, 2 * block_n - 3  # ragged: padded with zero codes
     codes = random_codes(dtype, (k, n), seed=block_k + block_n)
@@ -131,7 +142,8 @@ def test_each_thread_run_holds_the_codes_its_fragments_need(dtype, m, warps, til
             tile_codes = padded[kt * block_k :, nt * block_n :][:block_k, :block_n]
             start = kt * block_k * block_n  # tiles follow each other along K, per column tile
             for rank, thread in enumerate(threads):
-                wanted = tile_codes[table[thread, :, 0], table[thread, :, 1]]  # local order
+                local_order = tile_codes[table[thread, :, 0], table[thread, :, 1]]
+                wanted = stored_order(local_order, dtype.bits)
                 for r in range(share // run):
                     at = start + (r * len(threads) + rank) * run
                     got = packed[nt, at : at + run]
@@ -212,12 +224,26 @@ def test_the_dequantized_weights_are_never_relayouted(weight_type, kernel, const
     fn = infer_layouts.run(getattr(quant, kernel).specialize(WT=weight_type, **constexprs))
     (dot,) = [i for i in walk(fn) if isinstance(i, ir.Dot)]
     relayouts = [i for i in walk(fn) if isinstance(i, ir.Relayout)]
-    assert [r.result for r in relayouts] == [dot.a]  # the activations' ldmatrix, nothing else
+    values = [r for r in relayouts if r.result.type.dtype != weight_type]
+    assert [r.result for r in values] == [dot.a]  # the activations' ldmatrix, nothing else
     tiles = {"BM": quant.BLOCK_M, "BN": quant.BLOCK_N, "BK": quant.BLOCK_K, **constexprs}
     fragments = tl.dot_layout("b", tiles["BM"], tiles["BN"], tiles["BK"], warps=quant.WARPS)
     assert dot.b.type.layout == fragments
     (view,) = [i for i in walk(fn) if isinstance(i, ir.View)]
-    assert view.result.type.layout == fragments  # the codes, seen in place as fragments
+    stored = view.result.type.layout  # the codes, seen in place
+    codes = [r for r in relayouts if r.result.type.dtype == weight_type]
+    if weight_type.bits in (1, 2, 4):  # stored paired across word halves, relabelled
+        assert stored != fragments and [(r.value, r.result.type.layout) for r in codes] == [
+            (view.result, fragments)
+        ]
+
+        def held(layout):  # each thread's elements, as sorted flat indices
+            table = layout.table()
+            return np.sort(table[..., 0] * tiles["BN"] + table[..., 1], axis=1)
+
+        assert np.array_equal(held(stored), held(fragments))  # nothing moves between threads
+    else:
+        assert stored == fragments and not codes
 
 
 @pytest.mark.parametrize(

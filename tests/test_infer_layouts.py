@@ -259,9 +259,14 @@ def test_example_dots_get_mma_layouts(example, kernel, constexprs, shapes):
     assert (a, b, acc) == (plan.a, plan.b, plan.c)
     assert_warp_ownership(plan, m, n, k, 4)
     # a is a relayout of a load in the blocked layout; the quantized weights are loaded in
-    # their fragments' load order and viewed in place as b (no relayout); the zeros
-    # accumulator needs none.
-    relayouts = {i.result.name: i for i in walk(fn) if isinstance(i, ir.Relayout)}
+    # their fragments' load order and viewed in place as b (no relayout of values: the
+    # one relayout of the u4 codes is tl.load_fragment's own, which reorders each
+    # thread's codes and moves nothing); the zeros accumulator needs none.
+    relayouts = {
+        i.result.name: i
+        for i in walk(fn)
+        if isinstance(i, ir.Relayout) and i.result.type.dtype in (dtypes.f16, dtypes.f32)
+    }
     operands = {dot.a.name, dot.b.name} if example == "matmul" else {dot.a.name}
     assert set(relayouts) == operands
     (loop,) = [i for i in walk(fn) if isinstance(i, ir.For)]
@@ -492,7 +497,7 @@ def test_scan_with_a_given_result_moves_its_operand():
 
 def test_scales_broadcast_into_a_product_take_its_layout_reduced():
     fn = infer_layouts.run(
-        load_example("quant_matmul").quant_matmul.specialize(WT=tl.u4, G=128, BK=32)
+        load_example("quant_matmul").quant_matmul.specialize(WT=tl.u4, G=128, BN=128, BK=32)
     )
     (broadcast,) = [i for i in walk(fn) if isinstance(i, ir.Broadcast)]
     (product,) = [
@@ -504,7 +509,7 @@ def test_scales_broadcast_into_a_product_take_its_layout_reduced():
     assert scales.result.type.layout == product.result.type.layout.reduce(0)
     # The product is the dot's b in its fragments, so the scales get the B layout reduced:
     # each thread holds the scales of its own columns.
-    b_layout = dot_layouts(16, 64, 32, dtypes.f16, dtypes.f32, 4).b
+    b_layout = dot_layouts(16, 128, 32, dtypes.f16, dtypes.f32, 4).b
     assert product.result.type.layout == b_layout
     assert scales.result.type.layout == b_layout.reduce(0)
 

@@ -614,3 +614,36 @@ def test_grammar_embeds_in_a_larger_grammar() -> None:
     assert layout_from_tree(tree.children[0]) == MMA_C
     with pytest.raises(LayoutSyntaxError, match="column 20"):
         layout_from_tree(parser.parse("tile<local(2, 1) * local(2)>").children[0])
+
+
+# -- permute_locals ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        local(1, 8),
+        spatial(4, 8).local(2, 4),
+        local(4, 1).column_local(2, 2).column_spatial(4, 8).local(2, 1),  # an mma B fragment
+    ],
+    ids=str,
+)
+def test_permuting_local_digits_keeps_each_threads_elements(layout):
+    """permute_locals((4, 2), (1, 0)): the innermost 8 locals as digits (j, h), reordered
+    (h, j) — old local 2j + h becomes new local 4h + j; every thread holds the same
+    elements, the other locals stay where they were."""
+    permuted = layout.permute_locals((4, 2), (1, 0))
+    old, new = layout.table(), permuted.table()
+    for local_index in range(layout.num_locals):
+        outer, inner = divmod(local_index, 8)
+        j, h = divmod(inner, 2)
+        assert np.array_equal(new[:, outer * 8 + 4 * h + j], old[:, local_index])
+
+
+def test_permuting_local_digits_that_do_not_exist_is_an_error():
+    with pytest.raises(LayoutError, match="fewer than"):
+        local(1, 4).permute_locals((4, 2), (1, 0))
+    with pytest.raises(LayoutError, match="neither made of whole"):
+        local(2, 3).permute_locals((3, 2), (1, 0))  # a size-3 mode gives no digit of 2
+    with pytest.raises(LayoutError, match="not a permutation"):
+        local(1, 8).permute_locals((4, 2), (0, 0))

@@ -14,12 +14,14 @@ What the packed tensor holds (`DotPacking` records every parameter):
   [kt·BK·BN, (kt+1)·BK·BN) of the packed tensor of shape ``[NP / BN, KP · BN]``, so the
   tile at logical (k, n0) starts at ``[n0 / BN, k · BN]`` and each block's weights are
   one contiguous stream along K;
-- within a tile, the codes are in the *load order* of the B layout L =
-  ``tilelang.ir.fragments.dot_layout("b", m, BN, BK, operand, acc, warps)`` (the layout
-  `infer_layouts` gives the dot's b): position p of the tile holds element L(t, l) for
-  the (thread, local) pair that F = `load_order(L, run)` places at p — each thread's
-  codes in L's local order, in runs of whole 16-byte words where the width allows
-  (`tilelang.ir.fragments` says which runs and why).
+- within a tile, the codes are in the *load order* of L' = `paired_codes(L, dtype)`,
+  where L = ``tilelang.ir.fragments.dot_layout("b", m, BN, BK, operand, acc, warps)`` is
+  the layout `infer_layouts` gives the dot's b and L' holds the same elements per
+  thread with each 32-bit word's 1, 2 or 4-bit codes paired across its halves (so the
+  conversion to f16 moves no code; other widths: L' = L): position p of the tile holds
+  element L'(t, l) for the (thread, local) pair that F = `load_order(L', run)` places
+  at p — each thread's codes in L''s local order, in runs of whole 16-byte words where
+  the width allows (`tilelang.ir.fragments` says which runs and why).
 
 Both functions work on numpy arrays of codes and on `PackedArray`s of any integer or
 small-float type (u1..u8, i1..i8, f4e2m1, f6e3m2, f8e4m3, ...), and only move codes,
@@ -41,7 +43,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
-from tilelang.ir.fragments import dot_layout, fragment_run, load_order
+from tilelang.ir.fragments import dot_layout, fragment_run, load_order, paired_codes
 from tilelang.ir.layout import Layout
 
 __all__ = ["DotPackedArray", "DotPacking", "pack_for_dot", "unpack_from_dot"]
@@ -69,14 +71,20 @@ class DotPacking:
         return dot_layout("b", self.m, block_n, block_k, self.operand, self.acc, self.warps)
 
     @functools.cached_property
+    def stored(self) -> Layout:
+        """L': L with each thread's codes in the order they are stored in registers
+        (`tilelang.ir.fragments.paired_codes`): what the loaded run is viewed as."""
+        return paired_codes(self.layout, self.dtype)
+
+    @functools.cached_property
     def run(self) -> int:
         """Codes per run of the load order (`tilelang.ir.fragments.fragment_run`)."""
-        return fragment_run(self.layout, self.dtype)
+        return fragment_run(self.stored, self.dtype)
 
     @functools.cached_property
     def flat(self) -> Layout:
         """F: the load order of a tile, a layout of the flat tile [1, BK·BN]."""
-        return load_order(self.layout, self.run)
+        return load_order(self.stored, self.run)
 
     @property
     def padded(self) -> tuple[int, int]:
@@ -95,7 +103,7 @@ class DotPacking:
         """int64 [BK·BN]: position p of a packed tile holds the tile's element with
         row-major index ``order[p]`` (k·BN + n)."""
         block_n = self.tile[1]
-        where = self.layout.table()  # [threads, locals, 2]: (k, n) of each (t, l)
+        where = self.stored.table()  # [threads, locals, 2]: (k, n) of each (t, l)
         position = self.flat.table()[..., 1]  # [threads, locals]: p of each (t, l)
         order = np.full(math.prod(self.tile), -1, np.int64)
         order[position] = where[..., 0] * block_n + where[..., 1]

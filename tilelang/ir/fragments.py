@@ -57,6 +57,7 @@ __all__ = [
     "dot_layouts",
     "fragment_run",
     "load_order",
+    "paired_codes",
 ]
 
 #: The widest access a thread makes, in bits.
@@ -188,3 +189,29 @@ def load_order(layout: Layout, run: int) -> Layout:
         else:
             threads = threads * spatial(1, canonical.mode_sizes[mode])
     return (local(1, share // run) * threads * local(1, run)).canonicalize()
+
+
+# --------------------------------------------------------------------------- paired codes
+
+
+def paired_codes(layout: Layout, dtype: DType) -> Layout:
+    """The layout in which a thread's `dtype` codes of a tile in `layout` are stored so
+    that a conversion to 16-bit values finds each pair where it wants it: the same
+    elements per thread, in another local order.
+
+    The lowering converts two codes at a time into the two halves of a 32-bit word:
+    locals 2j and 2j+1 of `layout` (the halves of one f16x2/bf16x2 register). A word of
+    c = 32/b codes of b ∈ {1, 2, 4} bits, in `layout`'s order, holds both codes of a
+    pair in one half, so each pair costs a `prmt` that moves one of them. Stored in this
+    order instead — the word's innermost digits (c/2, 2) swapped, so local 2j + h sits
+    at code j + h·c/2 — the codes of pair j are at the same bit of the low and the high
+    half: the word, or one byte-funnel of it for the upper half of the pairs, is the
+    window, with no move per pair (`tilelang.lowering.dequant`). Other widths (8-bit
+    codes are moved with the magic exponent anyway; 3, 5, 6, 7-bit codes straddle
+    bytes) and threads whose codes do not fill whole words keep `layout`."""
+    if dtype.bits not in (1, 2, 4):
+        return layout
+    per_word = 32 // dtype.bits
+    if layout.num_locals % per_word:
+        return layout
+    return layout.permute_locals((per_word // 2, 2), (1, 0))

@@ -191,7 +191,7 @@ def load(tensor, offsets, shape, fill=None, layout=None) -> Tile:
     return emit_result(ir.Load, tensor.var.name, result_type, tensor.var, offs, fill_const)
 
 
-@composite(ir.Load, ir.View)
+@composite(ir.Load, ir.View, ir.Relayout)
 def load_fragment(tensor, offsets, layout) -> Tile:
     """The [BK, BN] tile (BK, BN = `layout.shape`) at logical `offsets` [k, n0] of a
     tensor packed by `tilelang.pack_for_dot` with the same tile and layout, in `layout`
@@ -199,9 +199,11 @@ def load_fragment(tensor, offsets, layout) -> Tile:
     moving between threads. k and n0 are multiples of BK and BN.
 
     It loads the tile's packed run, ``[1, BK·BN]`` at ``[n0 // BN, k · BN]``, in the
-    load order F of `layout` (`tilelang.ir.fragments.load_order`: each thread's elements
-    contiguous, in whole 16-byte words where the width allows), then views each
-    thread's registers in place as the tile in `layout`: one `load` and one `view`."""
+    load order F of L' = `tilelang.ir.fragments.paired_codes(layout)` (each thread's
+    elements contiguous, in whole 16-byte words where the width allows), views each
+    thread's registers in place as the tile in L', and, where L' is not `layout` (1, 2
+    and 4-bit codes, paired across word halves), relabels it as the tile in `layout`:
+    one `load`, one `view` and a `relayout` that moves nothing."""
     builder = current()
     tensor = _tensor(tensor, "the first argument of tl.load_fragment")
     if tensor.ndim != 2:
@@ -226,7 +228,15 @@ def load_fragment(tensor, offsets, layout) -> Tile:
     row = n0 // block_n if is_python_number(n0) else floor_divide(n0, block_n)
     where = [row, k * block_n]
     run = load(tensor, where, flat.shape, layout=flat)
-    return view_tile(run, tensor.dtype, (block_k, block_n), layout)
+    stored = fragments.paired_codes(layout, tensor.dtype)
+    tile = view_tile(run, tensor.dtype, (block_k, block_n), stored)
+    if stored == layout:
+        return tile
+    # The same elements in each thread, another local order: no data moves, and a cast
+    # reads the codes where they are (the lowering keeps their positions).
+    return emit_result(
+        ir.Relayout, tile.var.name, TileType(tensor.dtype, (block_k, block_n), layout), tile.var
+    )
 
 
 @composite()

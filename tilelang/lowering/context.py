@@ -79,10 +79,12 @@ class Lowering:
         self.loop_touched: list[set[ir.Var]] = []  # tensors accessed in each enclosing loop
         self.aliased: set[str] = set()
         self.last_use: dict[ir.Var, ir.Instr] = {}
+        self.users: dict[ir.Var, list[ir.Instr]] = {}
         for instr in walk(fn):
             for v in instr.uses():
                 if isinstance(v, ir.Var):
                     self.last_use[v] = instr
+                    self.users.setdefault(v, []).append(instr)
 
     def run(self) -> t.ThreadFunction:
         params = []
@@ -214,6 +216,8 @@ class Lowering:
 
     def get_code(self, tile: TileRegs, li: int) -> t.Expr:
         bits = tile.dtype.bits
+        if tile.positions is not None:
+            li = tile.positions[li]
         first, shift = divmod(li * bits, 32)
         word = t.Read(tile.local, first, U32)
         code = self.b.binary("shr", word, imm(shift, U32)) if shift else word

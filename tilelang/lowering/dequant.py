@@ -23,9 +23,11 @@ is `dtypes.convert(code, src, dst)`, an encoded code is `dst.encode(value)`.
 
 Packed codes
 ------------
-Element i of a group of b-bit codes occupies bits [i·b, (i+1)·b) of the group's
-little-endian bytes: in u32 words, bit (i·b) mod 32 of word (i·b) // 32 and up, across
-two words when 32 is not a multiple of b. Codes are brought into place three ways
+Element i of a group of b-bit codes occupies bits [p·b, (p+1)·b) of the group's
+little-endian bytes, p = i or `positions[i]` (a register tile whose codes are stored
+paired across word halves, `tilelang.ir.fragments.paired_codes`): in u32 words, bit
+(p·b) mod 32 of word (p·b) // 32 and up, across two words when 32 is not a multiple of
+b. Codes are brought into place three ways
 (`_Codes`; every intermediate word is emitted once per group and shared):
 
 * `placed(i, d)`: element i's bits moved to bits [d, d+b) of a word by one shift of
@@ -38,7 +40,9 @@ two words when 32 is not a multiple of b. Codes are brought into place three way
   are shared by every code at that offset, e.g. u4 needs the words and the words >> 4.
 * `window(i)`: one `prmt` copying the two bytes that hold element i into the low half
   and those that hold element i+1 into the high half, unshifted: each code then sits
-  at bit r = (i·b) mod 8 of its half, which recipe 1 absorbs into its constants.
+  at bit r = (p·b) mod 8 of its half, which recipe 1 absorbs into its constants. When
+  the two codes already sit in the two halves of one word at the same place (paired
+  codes), the window is that word: no `prmt`.
 
 Vector recipes
 --------------
@@ -51,12 +55,14 @@ per half) or one f32 element per word. Why each is exact:
    masks the code and ORs the magic exponent in; signed codes are XORed with their sign
    bit in the same `lop3` (two's complement -> offset binary, c' = c + 2^(b-1)) and the
    `Pair` subtracts 2^T + 2^(b-1) instead. When both codes of a `window` lie at bit
-   offsets r with r + b ≤ T (after at most one common right shift), the half holds
-   2^T + c'·2^r and one `Pair` fma with per-half constants, h·2^-r - (2^(T-r) +
-   2^(b-1)), gives c exactly (a product by 2^-r is exact, and the exact result is a
-   small integer that f16/bf16 hold): three instructions per two codes, as for u4 ->
-   f16 (every pair of u1..u5 -> f16 and u1, u2 -> bf16; most pairs of u6, u7 -> f16
-   and u3 -> bf16). Other pairs come
+   offsets r with r + b ≤ T (after at most one common right shift), each half takes the
+   magic exponent of 2^(T-r) instead, under which bit r is worth 1: the half is
+   2^(T-r) + c', and one `Pair` sub with per-half immediates (2^(T-r) + 2^(b-1)) gives c
+   exactly — no multiplication, so no constant that must live in a register: three
+   instructions per two codes (every pair of u1..u5 -> f16 and u1, u2 -> bf16; most
+   pairs of u6, u7 -> f16 and u3 -> bf16), two when the codes are paired (4-bit codes:
+   the windows of two pairs are the word and one funnel `prmt` of it, 9 instructions
+   per 8 codes). Other pairs come
    from `pair(i, top=False)` (codes at bit 0, one `Pair` sub). 8-bit codes to f16 take
    one `prmt` that also puts the magic byte 0x64 above each code (signed: the source
    words are XORed with 0x80808080 first, once per four codes) and one `Pair` sub.
@@ -221,20 +227,27 @@ def has_vector_recipe(src: DType, dst: DType) -> bool:
 
 
 def dequantize_group(
-    emit: Emit, words: Sequence[t.Expr], src: DType, dst: DType
+    emit: Emit,
+    words: Sequence[t.Expr],
+    src: DType,
+    dst: DType,
+    positions: Sequence[int] | None = None,
 ) -> tuple[list[t.Expr], bool]:
     """Convert one group of packed `src` codes (its u32 `words`, see `group`) to `dst`.
 
-    Returns the values as u32 words (two per word for f16/bf16, element 2j in the low
-    half of word j; one per word for f32) and True when a vector recipe did it, False
-    for the scalar fallback.
+    `positions[e]`: where element e's code sits in the group's bit stream (in codes;
+    the identity when None). Returns the values as u32 words (two per word for
+    f16/bf16, element 2j in the low half of word j; one per word for f32) and True when
+    a vector recipe did it, False for the scalar fallback.
     """
     elements, count = group(src)
+    if positions is not None and sorted(positions) != list(range(elements)):
+        raise ValueError(f"positions must permute the {elements} codes of a group, got {positions}")
     if dst not in TARGETS:
         raise ValueError(f"dequantize_group converts to f16, bf16 or f32, not {dst}")
     if len(words) != count or any(w.dtype != U32 for w in words):
         raise ValueError(f"a group of {src} codes is {count} u32 words, got {list(words)}")
-    codes = _Codes(emit, words, src.bits)
+    codes = _Codes(emit, words, src.bits, positions)
     if not has_vector_recipe(src, dst):
         return _scalar_group(codes, elements, src, dst), False
     if isinstance(src, IntType):
@@ -250,9 +263,16 @@ def dequantize_group(
 class _Codes:
     """The packed codes of one group; builds (and shares) the words that hold them."""
 
-    def __init__(self, emit: Emit, words: Sequence[t.Expr], bits: int) -> None:
+    def __init__(
+        self, emit: Emit, words: Sequence[t.Expr], bits: int, positions: Sequence[int] | None
+    ) -> None:
         self.emit, self.words, self.bits = emit, list(words), bits
+        self.positions = None if positions is None else list(positions)
         self.memo: dict[t.Expr, t.Expr] = {}
+
+    def at(self, i: int) -> int:
+        """The first bit of element i's code in the group's bit stream."""
+        return (i if self.positions is None else self.positions[i]) * self.bits
 
     def let(self, value: t.Expr, hint: str = "q") -> t.Expr:
         """`value` bound once per group (the same expression is reused, not re-emitted)."""
@@ -271,7 +291,7 @@ class _Codes:
 
     def placed(self, i: int, d: int) -> t.Expr:
         """A word whose bits [d, d+b) are element i's code (other bits: junk)."""
-        q, o = divmod(i * self.bits, 32)
+        q, o = divmod(self.at(i), 32)
         low = self.shifted(q, d - o)
         if o + self.bits <= 32:
             return low
@@ -284,7 +304,7 @@ class _Codes:
         (`top` False) or in its high bits (`top` True): a byte of the packed bit
         stream shifted right by s, the code's offset from that byte boundary (s < 0,
         a left shift, only for a code in the first byte that must reach its top)."""
-        b, p = self.bits, i * self.bits
+        b, p = self.bits, self.at(i)
         s = (p + b - 8) % 8 if top else p % 8
         if s > p:
             s -= 8
@@ -309,15 +329,20 @@ class _Codes:
 
     def window_offsets(self, i: int) -> tuple[int, int]:
         """Where `window(i)` puts the codes: their bit offsets in their halves."""
-        return (i * self.bits) % 8, ((i + 1) * self.bits) % 8
+        return self.at(i) % 8, self.at(i + 1) % 8
 
-    def window(self, i: int) -> t.Expr:
+    def window(self, i: int) -> t.Expr | None:
         """One `prmt`: the two bytes holding element i into the low half, those holding
-        element i+1 into the high half (see `window_offsets`)."""
-        byte_lo, byte_hi = (i * self.bits) // 8, ((i + 1) * self.bits) // 8
+        element i+1 into the high half (see `window_offsets`); None when they do not lie
+        within two consecutive words (codes stored far apart)."""
+        byte_lo, byte_hi = self.at(i) // 8, self.at(i + 1) // 8
         q = byte_lo // 4
         base = 4 * q  # the selected bytes lie within words q, q+1 (bytes 0..5 of them)
         sel = (byte_lo - base, byte_lo + 1 - base, byte_hi - base, byte_hi + 1 - base)
+        if not all(0 <= s < 8 for s in sel):
+            return None
+        if sel == (0, 1, 2, 3):  # the word already is the window (codes paired across halves)
+            return self.word(q)
         # A byte past the group is selected only when its code does not reach it.
         return self.let(t.Prmt(self.word(q), self.word(q + 1), _selector(*sel)))
 
@@ -344,33 +369,30 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
     b, bits_t = src.bits, dst.mantissa_bits
     magic = int(dst.encode(2.0**bits_t))  # 0x6400 for f16, 0x4300 for bf16
     offset = _offset(src)
-    if b == 8:  # one prmt puts the magic byte above each code
-        q, byte = divmod(i, 4)
+    (q, byte), (q_hi, byte_hi) = divmod(codes.at(i) // 8, 4), divmod(codes.at(i + 1) // 8, 4)
+    if b == 8 and q == q_hi:  # one prmt puts the magic byte above each code
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
-        placed = t.Prmt(word, _u32(magic >> 8), _selector(byte, 4, byte + 1, 4))
+        placed = t.Prmt(word, _u32(magic >> 8), _selector(byte, 4, byte_hi, 4))
         x = codes.let(placed)
         return _pair_sub(codes, x, dst, 2.0**bits_t + offset)
     r_lo, r_hi = codes.window_offsets(i)
-    shift = min(r_lo, r_hi)
-    if max(r_lo, r_hi) - shift + b <= bits_t:
-        window = codes.window(i)
+    shift = 0 if max(r_lo, r_hi) + b <= bits_t else min(r_lo, r_hi)
+    window = codes.window(i) if max(r_lo, r_hi) - shift + b <= bits_t else None
+    if window is not None:
         x = codes.let(t.Binary("shr", window, _u32(shift))) if shift else window
         r_lo, r_hi = r_lo - shift, r_hi - shift
         mask_lo, flip_lo = _code_bits(src, r_lo)
         mask_hi, flip_hi = _code_bits(src, 16 + r_hi)
+        # A code at bit r of a half under the exponent of 2^(T-r) makes the half
+        # 2^(T-r) + c' (bit r is worth 1): one sub of (2^(T-r) + offset) per half gives c.
+        magics = (
+            int(dst.encode(2.0 ** (bits_t - r_lo))) | int(dst.encode(2.0 ** (bits_t - r_hi))) << 16
+        )
         y = codes.let(
-            t.Lop3(
-                x, _u32(mask_lo | mask_hi), _u32(_halves(magic) | flip_lo | flip_hi), MASK_FLIP_OR
-            )
+            t.Lop3(x, _u32(mask_lo | mask_hi), _u32(magics | flip_lo | flip_hi), MASK_FLIP_OR)
         )
-        if r_lo == r_hi == 0:
-            return _pair_sub(codes, y, dst, 2.0**bits_t + offset)
-        # Each half is 2^T + c'·2^r: h·2^-r - (2^(T-r) + offset) = c, exactly.
-        scale = _pair_word(dst, 2.0**-r_lo, 2.0**-r_hi)
-        minus = _pair_word(
-            dst, -(2.0 ** (bits_t - r_lo) + offset), -(2.0 ** (bits_t - r_hi) + offset)
-        )
-        return codes.let(t.Pair("fma", dst, y, scale, minus), "h")
+        minus = _pair_word(dst, 2.0 ** (bits_t - r_lo) + offset, 2.0 ** (bits_t - r_hi) + offset)
+        return codes.let(t.Pair("sub", dst, y, minus), "h")
     x, _ = codes.pair(i, top=False)
     mask, flip = _code_bits(src, 0)
     y = codes.let(t.Lop3(x, _u32(_halves(mask)), _u32(_halves(magic | flip)), MASK_FLIP_OR))
@@ -385,7 +407,7 @@ def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.
     """Recipe 3: element i as the bits of an f32, through the magic 2^23."""
     magic = 0x4B000000  # the f32 2^23: its last mantissa bit is worth 1
     if src.bits == 8:  # one prmt inserts the code under the magic byte
-        q, byte = divmod(i, 4)
+        q, byte = divmod(codes.at(i) // 8, 4)
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
         x = codes.let(t.Prmt(word, _u32(magic), _selector(byte, 4, 4, 7)))
     else:

@@ -148,7 +148,13 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
     scratch = lo.b.local(U32, 1, "w")
     for g in range(groups):
         inputs = [code_word(lo, source, g * words + i, bytewise) for i in range(words)]
-        outputs, vectorized = dequant.dequantize_group(lo, inputs, source.dtype, result.dtype)
+        positions = None
+        if source.positions is not None:  # codes stored out of local order (within groups)
+            first = g * elements
+            positions = [p - first for p in source.positions[first : first + elements]]
+        outputs, vectorized = dequant.dequantize_group(
+            lo, inputs, source.dtype, result.dtype, positions
+        )
         lo.b.count("dequant_vector" if vectorized else "dequant_scalar", elements)
         for j, word in enumerate(outputs):
             lo.b.emit(t.SetLocal(scratch, 0, word))

@@ -19,6 +19,7 @@ from tilelang.ir import thread as t
 from tilelang.ir.atoms import LdmatrixAtom
 from tilelang.ir.layout import Layout
 from tilelang.ir.types import TileType
+from tilelang.lowering import dequant
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
 from tilelang.lowering.values import (
@@ -192,6 +193,10 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
     else through shared memory."""
     dst = lo.define_tile(result)
     choice = register_map(src, dst, table_map)
+    if choice is not None and codes_kept_in_place(lo, src, dst, result, choice):
+        lo.env[result] = TileRegs(src.local, dst.dtype, dst.layout, tuple(choice))
+        lo.aliased.add(src.local)
+        return
     if choice is not None:
         if (
             choice == list(range(dst.layout.num_locals))
@@ -208,6 +213,24 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
                 lo.put(dst, li, lo.get(src, from_l))
         return
     through_shared(lo, src, dst, index_map)
+
+
+def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice) -> bool:
+    """Whether `dst` can name `src`'s registers with its codes where they are (recorded
+    in `TileRegs.positions`): packed codes that each thread only reorders, used by
+    nothing but casts, which read codes wherever they are stored and do whole groups of
+    them with the vector recipes when every group of codes stays within its words."""
+    if not dst.packed or src.dtype != dst.dtype or src.positions is not None:
+        return False
+    if sorted(choice) != list(range(src.layout.num_locals)) or choice == sorted(choice):
+        return False
+    users = lo.users.get(result, [])
+    if not users or not all(
+        isinstance(u, ir.Cast) and u.result.type.dtype != dst.dtype for u in users
+    ):
+        return False
+    elements, _ = dequant.group(dst.dtype)
+    return all(c // elements == li // elements for li, c in enumerate(choice))
 
 
 @lowers(ir.Relayout)

@@ -30,11 +30,16 @@ WARP = 32
 
 @dataclass(frozen=True)
 class TileRegs:
-    """A register tile: the local holding each thread's elements."""
+    """A register tile: the local holding each thread's elements.
+
+    `positions` (packed codes only): where each local's code is stored, in codes from
+    the start of the local, when that is not the local order — a relayout that only
+    reorders each thread's codes for a cast keeps them in place (`lower_relayout`)."""
 
     local: str
     dtype: DType
     layout: Layout
+    positions: tuple[int, ...] | None = None
 
     @property
     def packed(self) -> bool:

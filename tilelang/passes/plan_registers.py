@@ -60,6 +60,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.liveness import Point, Program
+from tilelang.analysis.streaming import STREAM_AHEAD, streamed_operands
 from tilelang.dtypes import DType
 from tilelang.ir.atoms import LdmatrixAtom
 from tilelang.ir.layout import Layout, Rep
@@ -223,6 +224,8 @@ def _sizes(program: Program, warps: int) -> tuple[dict[Var, int], dict[Var, int]
     stop = dict(program.stop)
     for var in _free_zeros(program):
         sizes[var] = 0
+    for var, steps in streamed_operands(program).items():
+        sizes[var] = math.ceil(sizes[var] * STREAM_AHEAD / steps)
     root: dict[Var, Var] = {}
     for point in program.points:
         source = _renamed(point.instr) if not point.end else None
