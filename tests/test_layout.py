@@ -616,6 +616,8 @@ def test_grammar_embeds_in_a_larger_grammar() -> None:
         layout_from_tree(parser.parse("tile<local(2, 1) * local(2)>").children[0])
 
 
+from tilelang.ir.fragments import permute_locals  # noqa: E402
+
 # -- permute_locals ----------------------------------------------------------------------------
 
 
@@ -632,7 +634,7 @@ def test_permuting_local_digits_keeps_each_threads_elements(layout):
     """permute_locals((4, 2), (1, 0)): the innermost 8 locals as digits (j, h), reordered
     (h, j) — old local 2j + h becomes new local 4h + j; every thread holds the same
     elements, the other locals stay where they were."""
-    permuted = layout.permute_locals((4, 2), (1, 0))
+    permuted = permute_locals(layout, (4, 2), (1, 0))
     old, new = layout.table(), permuted.table()
     for local_index in range(layout.num_locals):
         outer, inner = divmod(local_index, 8)
@@ -642,8 +644,8 @@ def test_permuting_local_digits_keeps_each_threads_elements(layout):
 
 def test_permuting_local_digits_that_do_not_exist_is_an_error():
     with pytest.raises(LayoutError, match="fewer than"):
-        local(1, 4).permute_locals((4, 2), (1, 0))
+        permute_locals(local(1, 4), (4, 2), (1, 0))
     with pytest.raises(LayoutError, match="neither made of whole"):
-        local(2, 3).permute_locals((3, 2), (1, 0))  # a size-3 mode gives no digit of 2
+        permute_locals(local(2, 3), (3, 2), (1, 0))  # a size-3 mode gives no digit of 2
     with pytest.raises(LayoutError, match="not a permutation"):
-        local(1, 8).permute_locals((4, 2), (0, 0))
+        permute_locals(local(1, 8), (4, 2), (0, 0))

@@ -42,13 +42,23 @@ warps, 2 of u8, 16 of u3).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
 from tilelang.dtypes import DType
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
-from tilelang.ir.layout import Layout, LayoutError, Rep, local, replicated, spatial
+from tilelang.ir.layout import (
+    Layout,
+    LayoutError,
+    Rep,
+    _positive,
+    _Work,
+    local,
+    replicated,
+    spatial,
+)
 
 __all__ = [
     "DotLayouts",
@@ -58,6 +68,7 @@ __all__ = [
     "fragment_run",
     "load_order",
     "paired_codes",
+    "permute_locals",
 ]
 
 #: The widest access a thread makes, in bits.
@@ -214,4 +225,35 @@ def paired_codes(layout: Layout, dtype: DType) -> Layout:
     per_word = 32 // dtype.bits
     if layout.num_locals % per_word:
         return layout
-    return layout.permute_locals((per_word // 2, 2), (1, 0))
+    return permute_locals(layout, (per_word // 2, 2), (1, 0))
+
+
+def permute_locals(layout: Layout, radices: Sequence[int], order: Sequence[int]) -> Layout:
+    """The same elements per thread in another local order: the innermost
+    ``prod(radices)`` locals read as digits of sizes `radices` (most significant
+    first), new digit k being old digit ``order[k]``; e.g. ``((4, 2), (1, 0))`` makes
+    old local 2j + h new local 4h + j. A digit is whole local modes or split off one."""
+    if sorted(order) != list(range(len(radices))):
+        raise LayoutError(f"permute_locals: {list(order)} is not a permutation of the digits")
+    w = _Work.of(layout.canonicalize())
+    digits: list[list[int]] = []  # each digit's keys, least significant digit first
+    unread = len(w.locals)  # w.locals[:unread] belong to no digit yet
+    for radix in map(lambda r: _positive(r, "digit size"), reversed(radices)):
+        keys: list[int] = []
+        while radix > 1:
+            if unread == 0:
+                raise LayoutError(
+                    f"permute_locals: {layout} has fewer than {math.prod(radices)} locals"
+                )
+            size = w.size[key := w.locals[unread - 1]]
+            if radix % size and size % radix:
+                raise LayoutError(
+                    f"permute_locals: a digit of size {radix} is neither made of whole "
+                    f"local modes of {layout} nor split off one (a mode of size {size})"
+                )
+            keys.insert(0, key if radix % size == 0 else w.split(key, radix)[1])
+            unread -= radix % size == 0
+            radix = radix // size if radix % size == 0 else 1
+        digits.insert(0, keys)
+    w.locals = w.locals[:unread] + [k for d in order for k in digits[d]]
+    return w.to_layout()

@@ -346,47 +346,6 @@ class Layout:
         w.rebuild_dim_map()
         return w.to_layout()
 
-    def permute_locals(self, radices: Sequence[int], order: Sequence[int]) -> Layout:
-        """The same elements per thread in another local order: the innermost
-        ``prod(radices)`` of the local index read as digits of sizes `radices` (most
-        significant first), and new digit k is old digit ``order[k]``.
-
-        E.g. ``permute_locals((4, 2), (1, 0))`` on a thread's 8 innermost locals: old local
-        2j + b is new local 4b + j. The digits must be made of whole local modes or split
-        off one (`LayoutError` otherwise).
-        """
-        radices = [_positive(r, "digit size") for r in radices]
-        if sorted(order) != list(range(len(radices))):
-            raise LayoutError(f"permute_locals: {list(order)} is not a permutation of the digits")
-        w = _Work.of(self.canonicalize())
-        digits: list[list[int]] = []  # keys of each digit, least significant digit first
-        unread = len(w.locals)  # w.locals[:unread] are not yet part of a digit
-        for radix in reversed(radices):
-            keys: list[int] = []
-            while radix > 1:
-                if unread == 0:
-                    raise LayoutError(
-                        f"permute_locals: {self} has {self.num_locals} locals, fewer than "
-                        f"{math.prod(radices)}"
-                    )
-                key = w.locals[unread - 1]
-                size = w.size[key]
-                if radix % size == 0:  # the whole mode belongs to this digit
-                    radix //= size
-                    unread -= 1
-                    keys.insert(0, key)
-                elif size % radix == 0:  # split off the mode's low digit
-                    keys.insert(0, w.split(key, radix)[1])
-                    radix = 1
-                else:
-                    raise LayoutError(
-                        f"permute_locals: a digit of size {radix} is neither made of whole "
-                        f"local modes of {self} nor split off one (a mode of size {size})"
-                    )
-            digits.insert(0, keys)
-        w.locals = w.locals[:unread] + [k for d in order for k in digits[d]]
-        return w.to_layout()
-
     def canonicalize(self) -> Layout:
         """The canonical form: size-1 modes dropped, adjacent same-kind modes merged.
 
