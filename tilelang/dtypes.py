@@ -4,7 +4,7 @@ This module owns:
 
 * the type objects: ``IntType`` (u1…u64, i1…i64, two's complement) and ``FloatType``
   (f16, bf16, f32, f64, the OCP f8 types, and every small finite-only ExMy with
-  1+E+M ≤ 8, as in the OCP MX spec);
+  1+E+M ≤ 8, as in the OCP MX spec) and ``ExponentType`` (``e8m0``, the MX scale);
 * ``encode`` (logical values -> codes) and ``decode`` (codes -> values) for every type,
   vectorized in numpy and exact: encoding works on the integer significand and
   exponent of its input, so a float64 (or int64) input is rounded once, directly to
@@ -125,7 +125,7 @@ def _as_numeric(values: Any) -> np.ndarray:
 
 
 class DType:
-    """A tilelang scalar type. Subclasses: IntType, FloatType.
+    """A tilelang scalar type. Subclasses: IntType, FloatType, ExponentType (e8m0).
 
     Common API: ``name``, ``bits``, ``is_float``, ``is_int``, ``signed``, ``min``, ``max``,
     ``storage`` (the numpy unsigned dtype that holds one code), ``encode``, ``decode``.
@@ -475,6 +475,46 @@ def _round_to_float(
     return np.where(nan, np.uint64(nan_code), codes)
 
 
+# -------------------------------------------------------------- exponent-only scales
+
+
+@dataclass(frozen=True, repr=False)
+class ExponentType(DType):
+    """``e8m0``, the OCP MX v1.0 scale: 8 exponent bits, no sign, no mantissa. Code c < 255
+    is 2^(c − 127) (2^-127 … 2^127, no zero); 0xFF is NaN.
+
+    ``encode`` is ml_dtypes' ``float8_e8m0fnu`` cast, bit for bit (OCP leaves conversions
+    to E8M0 to the implementation): round to the nearest power of two, a tie (1.5·2^e) to
+    the larger; positive values below 2^-127 give 2^-127 (code 0); NaN, ±inf, ±0,
+    negatives and values that round above 2^127 give NaN (0xFF). MX block scales are
+    computed from exponents, not with this cast (tilelang.quant).
+    """
+
+    name = "e8m0"
+    bits, exponent_bits, mantissa_bits, bias = 8, 8, 0, 127
+    signed, is_float, has_inf, has_nan, saturates = False, True, False, True, False
+    max_code, nan_code, inf_code = 0xFE, 0xFF, None
+    min = smallest_normal = smallest_subnormal = 2.0**-127
+    max, eps, value_dtype = 2.0**127, 1.0, np.dtype(np.float32)
+
+    def encode(self, values: Any) -> np.ndarray:
+        numeric = _as_numeric(values)
+        split = _split_float64 if numeric.dtype.kind == "f" else _split_integer
+        negative, significand, exponent, nan, inf = split(numeric)
+        length = _bit_length(significand)
+        # Nearest power of two: up when the bit below the leading one is set.
+        below = np.maximum(length - 2, 0).astype(np.uint64)
+        up = (length >= 2) & (((significand >> below) & np.uint64(1)) == 1)
+        field = np.maximum(length - 1 + exponent + up + self.bias, 0)
+        invalid = nan | inf | negative | (significand == 0) | (field > self.max_code)
+        return np.where(invalid, self.nan_code, field).astype(np.uint8)
+
+    def decode(self, codes: Any) -> np.ndarray:
+        field = _as_codes(codes, 8, "e8m0 codes").astype(np.int64)
+        values = np.where(field == self.nan_code, np.nan, np.ldexp(1.0, field - self.bias))
+        return values.astype(np.float32)  # 2^-127 is a float32 subnormal: exact
+
+
 # ------------------------------------------------------------------ named types, parsing
 
 
@@ -505,11 +545,12 @@ bf16 = FloatType(8, 7)
 f16 = FloatType(5, 10)
 f32 = FloatType(8, 23)
 f64 = FloatType(11, 52)
+e8m0 = ExponentType()
 
 NAMED_TYPES: tuple[DType, ...] = (
     u1, u2, u3, u4, u5, u6, u7, u8, u16, u32, u64,
     i1, i2, i3, i4, i5, i6, i7, i8, i16, i32, i64,
-    f3e1m1, f4e2m1, f6e2m3, f6e3m2, f8e4m3, f8e5m2, bf16, f16, f32, f64,
+    f3e1m1, f4e2m1, f6e2m3, f6e3m2, f8e4m3, f8e5m2, bf16, f16, f32, f64, e8m0,
 )  # fmt: skip
 
 _BY_NAME: dict[str, DType] = {t.name: t for t in NAMED_TYPES}
@@ -519,13 +560,14 @@ _ALIASES = {
     "half": "f16", "float16": "f16", "bfloat16": "bf16", "float": "f32", "float32": "f32",
     "double": "f64", "float64": "f64", "float8_e4m3fn": "f8e4m3", "float8_e5m2": "f8e5m2",
     "float6_e3m2fn": "f6e3m2", "float6_e2m3fn": "f6e2m3", "float4_e2m1fn": "f4e2m1",
+    "float8_e8m0fnu": "e8m0",
 }  # fmt: skip
 
 _INT_NAME = re.compile(r"(u|i|uint|int)(\d+)")
 _FLOAT_NAME = re.compile(r"f(\d+)e(\d+)m(\d+)")
 _VALID_FORMS = (
     "valid forms: uN or iN with 1 <= N <= 64 (u4, i8, u32), fXeYmZ with X = 1+Y+Z <= 8 and "
-    "Y >= 1 (f4e2m1, f6e3m2, f5e2m2), f16, bf16, f32, f64, f8e4m3, f8e5m2, "
+    "Y >= 1 (f4e2m1, f6e3m2, f5e2m2), f16, bf16, f32, f64, f8e4m3, f8e5m2, e8m0, "
     "or a numpy/ml_dtypes name (float16, bfloat16, int8, float8_e4m3fn, ...)"
 )
 
@@ -587,7 +629,7 @@ class DTypeRow(NamedTuple):
 def table_rows(types: tuple[DType, ...] = NAMED_TYPES) -> tuple[DTypeRow, ...]:
     rows = []
     for t in types:
-        is_float = isinstance(t, FloatType)
+        is_float = t.is_float
         eps = t.eps if is_float else None
         tiny = t.smallest_subnormal if is_float else None
         rows.append(DTypeRow(t.name, t.bits, t.signed, t.min, t.max, eps, tiny))

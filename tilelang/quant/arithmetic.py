@@ -1,0 +1,78 @@
+"""The exact arithmetic that turns element codes, scales and zero points into weights:
+what `QuantizedWeight.dequantize` returns, and what a kernel must compute to see the
+same weights. One function per format kind (`tilelang.quant.formats`).
+
+Every product below is exact in float64 (a code value has at most 9 significant bits,
+an f16/bf16/f32 or e4m3 scale at most 24, and the exponents stay inside float64's
+range), so each result is rounded exactly once, round to nearest even:
+
+* ``scaled``: ``w = round_S((decode(q) − z) · s)``, S the scale type (f16, bf16 or
+  f32), z the group's zero point (0 without zero points). For f16 scales this is the
+  kernel's ``(q − z).to(f16) * s`` in f16: the code value (minus zero) is exact in f16
+  for every integer code and for every ExMy value inside f16's range, and an IEEE
+  multiply rounds the exact product once. (ExMy types whose values leave f16's range,
+  such as f8e7m0, must be multiplied in f32 and rounded to f16: the same single
+  rounding.) Overflow follows S: ±inf for f16/bf16/f32.
+* ``mx``: ``w = round_f32(decode(q) · 2^(c − 127))``, c the e8m0 code; the spec's
+  value, exact unless it leaves float32's range; a NaN scale (0xFF) gives NaN.
+* ``nvfp4``: ``w = round_f32(decode(q) · decode_e4m3(b) · t)``, b the block's f8e4m3
+  code and t the f32 tensor scale; ``decode(q) · decode_e4m3(b)`` is exact in f16, so
+  a kernel may dequantize with it and apply t to its f32 accumulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tilelang.dtypes import DType, f16, f32
+
+
+def round_to(values: np.ndarray, t: DType) -> np.ndarray:
+    """float64 `values` rounded once to the float type `t` (tilelang's cast policy: round
+    to nearest even, ±inf on overflow for f16/bf16/f32), returned as float32."""
+    with np.errstate(over="ignore"):
+        # numpy's float64 -> float16/float32 casts round once, to nearest even, and give
+        # ±inf on overflow: the same codes as t.encode (tests/test_quant.py checks).
+        if t == f16:
+            return values.astype(np.float16).astype(np.float32)
+        if t == f32:
+            return values.astype(np.float32)
+    return t.decode(t.encode(values)).astype(np.float32)
+
+
+def _grouped(values: np.ndarray, group: int) -> np.ndarray:
+    """[K, N] -> [K / group, group, N] as float64 (exact for every code value)."""
+    k, n = values.shape
+    return values.astype(np.float64).reshape(k // group, group, n)
+
+
+def scaled(
+    values: np.ndarray,
+    scales: np.ndarray,
+    zeros: np.ndarray | None,
+    group: int,
+    scale_dtype: DType,
+) -> np.ndarray:
+    """round_S((values − zeros) · scales), scales and zeros [K / group, N] per group."""
+    v = _grouped(values, group)
+    if zeros is not None:
+        v = v - zeros[:, None, :].astype(np.float64)
+    product = v * scales[:, None, :].astype(np.float64)
+    return round_to(product, scale_dtype).reshape(values.shape)
+
+
+def mx(values: np.ndarray, scale_codes: np.ndarray, block: int) -> np.ndarray:
+    """round_f32(values · 2^(c − 127)), c the e8m0 code of each block; NaN where c = 0xFF."""
+    exponents = scale_codes.astype(np.int64)[:, None, :] - 127
+    product = np.ldexp(_grouped(values, block), exponents)
+    product = np.where(scale_codes[:, None, :] == 0xFF, np.nan, product)
+    return round_to(product, f32).reshape(values.shape)
+
+
+def nvfp4(
+    values: np.ndarray, block_scales: np.ndarray, tensor_scale: float, block: int
+) -> np.ndarray:
+    """round_f32(values · block_scales · tensor_scale); block_scales are the decoded
+    f8e4m3 values [K / block, N]."""
+    v = _grouped(values, block) * block_scales[:, None, :].astype(np.float64)
+    return round_to(v * float(tensor_scale), f32).reshape(values.shape)

@@ -1,0 +1,172 @@
+"""Importing GPTQ and AWQ checkpoints, bit-exactly: their int32 packings unpacked into a
+`QuantizedWeight` whose `dequantize()` equals the formats' reference formula element by
+element (w = (q − z) · s in the scales' type, `tilelang.quant.arithmetic`).
+
+GPTQ (AutoGPTQ, GPTQ-for-LLaMa; the "v1" checkpoint format), 2, 3, 4 or 8 bits:
+
+* ``qweight`` int32 [K·bits/32, N], packed along K: the K codes of column n are one
+  little-endian bit stream of 32-bit words ``qweight[0, n], qweight[1, n], ...``; code k
+  takes bits [k·bits, (k+1)·bits). For 2, 4 and 8 bits a word holds 32/bits codes; for
+  3 bits 32 codes fill 3 words and codes 10 and 21 of each 32 straddle two words. This
+  is tilelang's own bit order (`tilelang.dtypes.pack_bits`), so unpacking is one call.
+* ``qzeros`` int32 [K/G, N·bits/32]: the zero points of each group, packed the same way
+  along N. The v1 quirk: writers store z − 1 and readers add the 1 back, so
+  z = field + 1 lies in 1..2^bits. (A true zero point of 0 is written as −1, whose
+  wrapped bits also spill into the neighbouring fields; it reads back as 2^bits, and
+  this import reproduces what the reference reads.)
+* ``scales`` [K/G, N] (f16; bf16 and f32 accepted): the scale type of the result.
+* ``g_idx`` [K] (optional): the group of each row; act order (``desc_act``) makes it a
+  permutation of the groups. Represented as ``perm`` = the rows sorted stably by group,
+  with each group's G rows contiguous in that order; every group must hold exactly
+  K / (number of groups) rows, which GPTQ's act order always produces.
+* ``sym=True``: every zero point must be the midpoint 2^(bits−1) (qzeros may be None);
+  the result has unsigned codes and that constant zero point, like `quantize(uN)`.
+
+AWQ (AutoAWQ / llm-awq "GEMM" packing), 4 bits:
+
+* ``qweight`` int32 [K, N/8], packed along N: nibble i (bits 4i..4i+3) of word c holds
+  column 8c + ORDER[i], ORDER = (0, 2, 4, 6, 1, 3, 5, 7) (the interleave that lets the
+  kernel turn 8 nibbles into 4 f16 pairs with two shifts).
+* ``qzeros`` int32 [K/G, N/8], packed the same way; no offset: z = field.
+* ``scales`` [K/G, N] f16.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+
+from .arrays import float_codes, int_array, words32
+from .weight import QuantizedWeight
+
+GPTQ_BITS = (2, 3, 4, 8)
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+#: Column 8c + j of an AWQ word is its nibble AWQ_NIBBLE[j].
+AWQ_NIBBLE = tuple(int(i) for i in np.argsort(AWQ_ORDER))
+
+
+def _unpack_along_k(words: np.ndarray, bits: int, k: int) -> np.ndarray:
+    """[K·bits/32, N] words, each column one bit stream -> [K, N] codes."""
+    n = words.shape[1]
+    stream = np.ascontiguousarray(words.T).astype("<u4").view(np.uint8).ravel()
+    return dtypes.unpack_bits(stream, bits, n * k).reshape(n, k).T
+
+
+def _unpack_along_n(words: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """[R, N·bits/32] words, each row one bit stream -> [R, N] codes."""
+    rows = words.shape[0]
+    stream = np.ascontiguousarray(words).astype("<u4").view(np.uint8).ravel()
+    return dtypes.unpack_bits(stream, bits, rows * n).reshape(rows, n)
+
+
+def _groups(scales: Any, k: int, n: int) -> tuple[np.ndarray, dtypes.DType, int]:
+    scale_codes, scale_dtype = float_codes(scales, "scales")
+    groups = scale_codes.shape[0]
+    if scale_codes.shape[1] != n or groups == 0 or k % groups:
+        raise ValueError(
+            f"scales must be [groups, N = {n}] with groups dividing K = {k}, "
+            f"got shape {scale_codes.shape}"
+        )
+    return scale_codes, scale_dtype, k // groups
+
+
+def _packed_zeros(qzeros: Any, bits: int, groups: int, n: int) -> np.ndarray:
+    words = words32(qzeros, "qzeros")
+    if words.shape[0] != groups or words.shape[1] * 32 != n * bits:
+        raise ValueError(
+            f"qzeros must be [{groups}, {n * bits / 32:g}] ({bits}-bit zero points of N = {n} "
+            f"columns per group), got shape {words.shape}"
+        )
+    return _unpack_along_n(words, bits, n).astype(np.int32)
+
+
+def _act_order(g_idx: Any, k: int, groups: int, group: int) -> np.ndarray | None:
+    """The row permutation that makes g_idx's groups contiguous (None: already are)."""
+    if g_idx is None:
+        return None
+    g = int_array(g_idx, "g_idx", 1).astype(np.int64)
+    if g.shape != (k,):
+        raise ValueError(f"g_idx must hold one group per row (K = {k}), got shape {g.shape}")
+    if g.size and (g.min() < 0 or g.max() >= groups):
+        raise ValueError(f"g_idx must lie in [0, {groups}), got {g.min()}..{g.max()}")
+    if np.array_equal(g, np.arange(k) // group):
+        return None
+    counts = np.bincount(g, minlength=groups)
+    if (counts != group).any():
+        bad = int(np.argmax(counts != group))
+        raise ValueError(
+            f"g_idx puts {counts[bad]} rows in group {bad}: tilelang's groups hold "
+            f"K / groups = {group} rows each"
+        )
+    return np.argsort(g, kind="stable")
+
+
+def from_gptq(
+    qweight: Any,
+    qzeros: Any,
+    scales: Any,
+    g_idx: Any = None,
+    bits: int = 4,
+    sym: bool = True,
+) -> QuantizedWeight:
+    """A GPTQ checkpoint layer (numpy arrays or torch tensors) as a `QuantizedWeight`
+    (format "gptq", unsigned codes, zero points, act order as `perm`); the module
+    docstring gives the packing read."""
+    if bits not in GPTQ_BITS:
+        raise ValueError(f"GPTQ packs {', '.join(map(str, GPTQ_BITS))} bits, got {bits!r}")
+    words = words32(qweight, "qweight")
+    rows, n = words.shape
+    if rows * 32 % bits:
+        raise ValueError(f"{bits}-bit qweight needs a multiple of {bits} rows, got {rows}")
+    k = rows * 32 // bits
+    scale_codes, scale_dtype, group = _groups(scales, k, n)
+    groups = k // group
+    midpoint = 1 << (bits - 1)
+    if qzeros is None:
+        if not sym:
+            raise ValueError("qzeros are required unless sym=True")
+        zeros = np.full((groups, n), midpoint, dtype=np.int32)
+    else:
+        zeros = _packed_zeros(qzeros, bits, groups, n) + 1  # the v1 offset
+        if sym and (zeros != midpoint).any():
+            g, c = (int(i) for i in np.argwhere(zeros != midpoint)[0])
+            raise ValueError(
+                f"sym=True, but the zero point of group {g}, column {c} is {zeros[g, c]}, "
+                f"not {midpoint}: pass sym=False"
+            )
+    codes = _unpack_along_k(words, bits, k)
+    perm = _act_order(g_idx, k, groups, group)
+    if perm is not None:
+        codes = codes[perm]
+    return QuantizedWeight(
+        codes=dtypes.pack_codes(codes, dtypes.int_type(bits, False)),
+        scale_codes=scale_codes,
+        scale_dtype=scale_dtype,
+        group_size=group,
+        format="gptq",
+        zeros=zeros,
+        perm=perm,
+    )
+
+
+def from_awq(qweight: Any, qzeros: Any, scales: Any) -> QuantizedWeight:
+    """An AWQ (GEMM-packed, 4-bit) checkpoint layer as a `QuantizedWeight` (format
+    "awq", u4 codes, zero points); the module docstring gives the packing read."""
+    words = words32(qweight, "qweight")
+    k, columns = words.shape
+    n = columns * 8
+    scale_codes, scale_dtype, group = _groups(scales, k, n)
+    nibble = list(AWQ_NIBBLE)
+    codes = _unpack_along_n(words, 4, n).reshape(k, columns, 8)[:, :, nibble]
+    zeros = _packed_zeros(qzeros, 4, k // group, n).reshape(-1, columns, 8)[:, :, nibble]
+    return QuantizedWeight(
+        codes=dtypes.pack_codes(codes.reshape(k, n), dtypes.u4),
+        scale_codes=scale_codes,
+        scale_dtype=scale_dtype,
+        group_size=group,
+        format="awq",
+        zeros=zeros.reshape(-1, n),
+    )

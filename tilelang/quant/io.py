@@ -1,0 +1,82 @@
+"""The file form of a quantized weight: named arrays in a numpy ``.npz`` archive with a
+format version. This module knows files and versions, not weights: `QuantizedWeight`
+(tilelang.quant.weight) says which arrays it writes and how it reads them back.
+
+Version 1 holds (``[G, N]`` per group along K):
+
+* ``version`` (int), ``format``, ``dtype``, ``scale_dtype``, ``packing`` (names, strings;
+  packing is ``"plain"``: row-major codes), ``shape`` ([K, N]), ``group_size``;
+* ``codes``: the packed code bytes (uint8, `tilelang.PackedArray`'s bit stream);
+* ``scale_codes`` [G, N]: the scales as codes of ``scale_dtype``;
+* optional: ``zeros`` [G, N] int32, ``tensor_scale`` (f32), ``perm`` [K] int64.
+
+Files are read without pickle. A file that is not such an archive, lacks a required
+array, or has another version is refused with a ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+VERSION = 1
+REQUIRED = (
+    "version", "format", "dtype", "scale_dtype", "packing", "shape", "group_size", "codes",
+    "scale_codes",
+)  # fmt: skip
+OPTIONAL = ("zeros", "tensor_scale", "perm")
+
+
+def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
+    """Write `arrays` (the REQUIRED names, the OPTIONAL ones that are not None) and the
+    version to exactly `path` (no ``.npz`` is appended)."""
+    unknown = set(arrays) - set(REQUIRED) - set(OPTIONAL)
+    assert not unknown, f"not part of the file format: {sorted(unknown)}"
+    payload = {name: np.asarray(value) for name, value in arrays.items() if value is not None}
+    payload["version"] = np.asarray(VERSION, dtype=np.int64)
+    with open(path, "wb") as f:
+        np.savez(f, **payload)
+
+
+def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a version-1 file (OPTIONAL ones absent from the dict if absent)."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # an .npy file holds one array
+            raise ValueError("it holds a single array, not an .npz archive")
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a tilelang quantized-weight file (.npz): {error}") from None
+    if "version" not in arrays:
+        raise ValueError(f"{path}: no 'version' array: not a tilelang quantized-weight file")
+    version = arrays["version"]
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+        raise ValueError(
+            f"{path}: quantized-weight file version {version.tolist()!r} is not supported "
+            f"(this tilelang reads version {VERSION})"
+        )
+    missing = [name for name in REQUIRED if name not in arrays]
+    if missing:
+        raise ValueError(f"{path}: version {VERSION} file lacks {', '.join(missing)}")
+    return arrays
+
+
+def text(arrays: dict[str, np.ndarray], name: str, path: str | os.PathLike) -> str:
+    """A string field (a 0-d unicode array)."""
+    value = arrays[name]
+    if value.shape != () or value.dtype.kind != "U":
+        raise ValueError(f"{path}: {name!r} must be a string, got {value.dtype} {value.shape}")
+    return str(value)
+
+
+def integer(arrays: dict[str, np.ndarray], name: str, path: str | os.PathLike) -> int:
+    value = arrays[name]
+    if value.shape != () or value.dtype.kind not in "iu":
+        raise ValueError(f"{path}: {name!r} must be an integer, got {value.dtype} {value.shape}")
+    return int(value)

@@ -1,0 +1,229 @@
+"""`quantize`: a float weight W [K, N] -> `QuantizedWeight`, choosing scales and
+rounding codes as each format's spec says.
+
+Rounding is tilelang's cast (`tilelang.dtypes` encode): round to nearest even from the
+float64 quotient w / s, saturating at the element type's range. Every scale is rounded
+to its scale type *before* the codes are computed, so the codes are the nearest to
+w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K for
+``group_size=-1``, per output channel):
+
+* signed iN, no zero point: ``s = absmax / (2^(N−1) − 1)``, ``q = encode_iN(w / s)``.
+* unsigned uN, no zero point: the same s with the constant zero point z = 2^(N−1)
+  (GPTQ's symmetric codes): ``q = clamp(rne(w / s) + z, 0, 2^N − 1)``.
+* zero point (asymmetric), uN or iN with range [qmin, qmax]: lo = min(min w, 0),
+  hi = max(max w, 0) (the range always holds 0, so 0 is exact and z needs no clamp
+  except by rounding), ``s = (hi − lo) / (qmax − qmin)``,
+  ``z = clamp(qmin − rne(lo / s), qmin, qmax)``, ``q = clamp(rne(w / s) + z, qmin, qmax)``.
+* small float ExMy: ``s = absmax / max_ExMy``, ``q = encode_ExMy(w / s)``.
+* MX (OCP MX v1.0, §6.3): per block of 32 rows, ``X = 2^(floor(log2 absmax) − emax)``
+  with emax the element type's largest exponent, clamped to e8m0's 2^-127..2^127
+  (an all-zero block gets 2^-127), ``q = encode(w / X)`` (saturating, as the spec).
+* NVFP4: the f32 tensor scale ``t = f32(absmax_W / (6 · 448))`` (1 for W = 0); per
+  block of 16 rows ``b = encode_e4m3(absmax_block / (6 · t))``,
+  ``q = encode_e2m1(w / (b · t))`` (0 where b is 0).
+
+A scale of 0 (an all-zero group, or one too small for the scale type) gives code 0 or
+the zero point: w = 0. A scale that overflows its type is an error (use a wider
+`scale_dtype`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType, FloatType, IntType, f4e2m1, f8e4m3
+
+from .arithmetic import round_to
+from .arrays import float_matrix
+from .formats import Format, check_scale_dtype, check_scaled_element, get_format
+from .weight import QuantizedWeight
+
+NVFP4_TENSOR_DIVISOR = 6.0 * 448.0  # f4e2m1 max × f8e4m3 max
+_SLICE_ELEMENTS = 1 << 22
+
+#: What each format's function returns for a slice of columns [K / G, G, n]:
+#: codes [K / G, G, n], scale codes [K / G, n], zero points [K / G, n] or None.
+_Slice = tuple[np.ndarray, np.ndarray, "np.ndarray | None"]
+
+
+def quantize(
+    w: Any,
+    dtype: DType | str | None = None,
+    group_size: int | None = None,
+    zero_point: bool = False,
+    scale_dtype: DType | str | None = None,
+    format: str | None = None,
+) -> QuantizedWeight:
+    """Quantize the float weight `w` [K, N] (numpy, or a torch tensor) to `dtype` codes.
+
+    `dtype`: u1..u8, i1..i8 or a small float ExMy of 3..8 bits; may be omitted when
+    `format` names a block-scaled format ("mxfp4", "mxfp6_e3m2", "mxfp6_e2m3",
+    "mxfp8_e4m3", "mxfp8_e5m2", "nvfp4"), which fixes it. `group_size`: rows of W per
+    scale (32, 64, 128, ...; -1 for one scale per column); None means 128, or the
+    format's block (32 for MX, 16 for NVFP4, which accept nothing else). `zero_point`:
+    one integer zero point per group (integer codes only). `scale_dtype`: f16 (the
+    default), bf16 or f32; MX and NVFP4 fix theirs. The module docstring gives the
+    exact scale choice and rounding of every case.
+    """
+    fmt = get_format("scaled" if format is None else format)
+    if fmt.kind == "scaled" and fmt.name != "scaled":
+        raise ValueError(f"{format!r} is an import format (from_{format}); quantize makes 'scaled'")
+    element = _element_type(fmt, dtype)
+    weights = float_matrix(w)
+    k, n = weights.shape
+    group = _group_size(fmt, group_size, k)
+    if fmt.kind == "scaled":
+        scale_type = dtypes.f16 if scale_dtype is None else dtypes.dtype(scale_dtype)
+        check_scale_dtype(scale_type)
+        if zero_point and not isinstance(element, IntType):
+            raise ValueError(f"zero points need integer codes, not {element}")
+    else:
+        if zero_point:
+            raise ValueError(f"{fmt.name} has no zero points")
+        if scale_dtype is not None and dtypes.dtype(scale_dtype) != fmt.scale_dtype:
+            raise ValueError(f"{fmt.name} scales are {fmt.scale_dtype}, got {scale_dtype}")
+        assert fmt.scale_dtype is not None
+        scale_type = fmt.scale_dtype
+    tensor_scale = _nvfp4_tensor_scale(weights) if fmt.kind == "nvfp4" else None
+
+    def columns(grouped: np.ndarray) -> _Slice:
+        if fmt.kind == "mx":
+            return _mx(grouped, element)
+        if fmt.kind == "nvfp4":
+            assert tensor_scale is not None
+            return _nvfp4(grouped, tensor_scale)
+        if zero_point:
+            return _asymmetric(grouped, element, scale_type)
+        return _symmetric(grouped, element, scale_type)
+
+    # Slices of columns (4M elements) bound the float64 temporaries to a few hundred MB.
+    width = max(1, _SLICE_ELEMENTS // max(k, 1))
+    parts = [
+        columns(weights[:, c : c + width].astype(np.float64).reshape(k // group, group, -1))
+        for c in range(0, n, width)
+    ] or [columns(np.zeros((k // group, group, 0)))]
+    codes = np.concatenate([p[0] for p in parts], axis=2).reshape(k, n)
+    scales = np.concatenate([p[1] for p in parts], axis=1)
+    zeros = None if parts[0][2] is None else np.concatenate([p[2] for p in parts], axis=1)
+    return QuantizedWeight(
+        codes=dtypes.pack_codes(codes, element),
+        scale_codes=scales,
+        scale_dtype=scale_type,
+        group_size=group,
+        format=fmt.name,
+        zeros=zeros,
+        tensor_scale=tensor_scale,
+    )
+
+
+def _element_type(fmt: Format, dtype: DType | str | None) -> DType:
+    if fmt.kind == "scaled":
+        if dtype is None:
+            raise ValueError("quantize needs a dtype (u4, i8, f4e2m1, ...) or a format")
+        element = dtypes.dtype(dtype)
+        check_scaled_element(element)
+        return element
+    assert fmt.element is not None
+    if dtype is not None and dtypes.dtype(dtype) != fmt.element:
+        raise ValueError(f"{fmt.name} holds {fmt.element} codes, got dtype={dtype}")
+    return fmt.element
+
+
+def _group_size(fmt: Format, group_size: int | None, k: int) -> int:
+    if fmt.block is not None:
+        if group_size not in (None, fmt.block):
+            raise ValueError(f"{fmt.name} has one scale per {fmt.block} rows (the spec's block)")
+        group = fmt.block
+    elif group_size is None:
+        group = 128
+    elif group_size == -1:
+        group = k
+    elif isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ValueError(f"group_size must be a positive int or -1, got {group_size!r}")
+    else:
+        group = group_size
+    if k % group:
+        raise ValueError(f"K = {k} is not a multiple of the group size {group}")
+    return group
+
+
+def _rounded_scale(exact: np.ndarray, scale_type: DType) -> np.ndarray:
+    """The scales rounded to their type (float64), refusing any that overflow it."""
+    rounded = round_to(exact, scale_type).astype(np.float64)
+    if not np.isfinite(rounded).all():
+        raise ValueError(
+            f"a scale of {float(exact[~np.isfinite(rounded)].max()):g} overflows "
+            f"{scale_type}: pass scale_dtype='f32'"
+        )
+    return rounded
+
+
+def _divide(grouped: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """w / s per group (float64), with 0 where the scale is 0 (then w rounds to 0)."""
+    s = scales[:, None, :]
+    return np.divide(grouped, s, out=np.zeros_like(grouped), where=s != 0)
+
+
+def _symmetric(grouped: np.ndarray, element: DType, scale_type: DType) -> _Slice:
+    absmax = np.abs(grouped).max(axis=1)
+    if isinstance(element, FloatType):
+        scales = _rounded_scale(absmax / element.max, scale_type)
+        return element.encode(_divide(grouped, scales)), scale_type.encode(scales), None
+    assert isinstance(element, IntType)
+    if element.bits == 1:
+        raise ValueError(f"{element} holds no range symmetric about 0: pass zero_point=True")
+    qmax = (1 << (element.bits - 1)) - 1
+    scales = _rounded_scale(absmax / qmax, scale_type)
+    if element.signed:
+        return element.encode(_divide(grouped, scales)), scale_type.encode(scales), None
+    midpoint = 1 << (element.bits - 1)
+    codes = element.encode(np.rint(_divide(grouped, scales)) + midpoint)
+    return codes, scale_type.encode(scales), np.full(scales.shape, midpoint, dtype=np.int32)
+
+
+def _asymmetric(grouped: np.ndarray, element: DType, scale_type: DType) -> _Slice:
+    assert isinstance(element, IntType)
+    lo = np.minimum(grouped.min(axis=1), 0.0)
+    hi = np.maximum(grouped.max(axis=1), 0.0)
+    scales = _rounded_scale((hi - lo) / (element.max - element.min), scale_type)
+    safe = np.where(scales == 0, 1.0, scales)
+    zeros = np.clip(element.min - np.rint(lo / safe), element.min, element.max)
+    codes = element.encode(np.rint(_divide(grouped, scales)) + zeros[:, None, :])
+    return codes, scale_type.encode(scales), zeros.astype(np.int32)
+
+
+def _floor_log2(x: np.ndarray) -> np.ndarray:
+    """floor(log2 x) exactly, for positive finite float64 x."""
+    return np.frexp(x)[1].astype(np.int64) - 1
+
+
+def _mx(grouped: np.ndarray, element: DType) -> _Slice:
+    assert isinstance(element, FloatType)
+    absmax = np.abs(grouped).max(axis=1)
+    positive = absmax > 0
+    exponent = np.where(positive, _floor_log2(np.where(positive, absmax, 1.0)), -127)
+    exponent = exponent - np.where(positive, element.max_exponent, 0)
+    if exponent.max(initial=-127) > 127:
+        raise ValueError("a block's absmax is beyond the range of the MX e8m0 scales")
+    exponent = np.maximum(exponent, -127)
+    codes = element.encode(np.ldexp(grouped, -exponent[:, None, :]))
+    return codes, (exponent + 127).astype(np.uint8), None
+
+
+def _nvfp4_tensor_scale(weights: np.ndarray) -> float:
+    absmax = float(np.abs(weights).max()) if weights.size else 0.0
+    if not absmax:
+        return 1.0
+    tensor_scale = float(np.float32(absmax / NVFP4_TENSOR_DIVISOR))
+    if tensor_scale == 0.0:
+        raise ValueError(f"NVFP4's tensor scale {absmax:g} / 2688 underflows f32")
+    return tensor_scale
+
+
+def _nvfp4(grouped: np.ndarray, tensor_scale: float) -> _Slice:
+    block_codes = f8e4m3.encode(np.abs(grouped).max(axis=1) / (6.0 * tensor_scale))
+    effective = f8e4m3.decode(block_codes).astype(np.float64) * tensor_scale
+    return f4e2m1.encode(_divide(grouped, effective)), block_codes, None

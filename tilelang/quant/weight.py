@@ -1,0 +1,256 @@
+"""`QuantizedWeight`: a quantized weight matrix W [K, N] (K the reduction dimension) as
+the kernels read it — codes, scales, zero points, format metadata — with its exact
+dequantization, its error against the original, and its file form.
+
+What it holds, ``G = group_size`` rows of W sharing one scale:
+
+* ``codes``: a `tilelang.PackedArray` of the element type's codes. Today they are the
+  plain row-major [K, N] codes (``packing`` is None); a kernel packing layout will be
+  recorded in ``packing``, and `plain_codes()` is the one place that undoes it, so the
+  rest of the library never depends on the layout.
+* ``scale_codes`` [K / G, N]: the scales as codes of ``scale_dtype`` (f16, bf16, f32;
+  e8m0 for MX; f8e4m3 for NVFP4), so they are bit-exact whatever numpy can represent;
+  ``scales`` decodes them.
+* ``zeros`` [K / G, N] int32 or None: the integer zero point z of each group, subtracted
+  from the code's value (``w = (q − z) · s``). None for signed and float codes without
+  zero points; `quantize(uN, zero_point=False)` stores the constant midpoint 2^(N−1).
+* ``tensor_scale``: NVFP4's f32 per-tensor scale, else None.
+* ``perm`` [K] or None: act order (GPTQ ``desc_act``). Row i of the codes is row
+  ``perm[i]`` of W, and the groups are contiguous in that order; a kernel computes
+  ``x[..., perm] @ W_stored``. `dequantize()` returns W in its original row order.
+* ``format`` (a `tilelang.quant.FORMATS` name), ``group_size``, ``shape`` (K, N).
+
+`dequantize()` follows `tilelang.quant.arithmetic`, which states the exact arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType, IntType, PackedArray
+
+from . import arithmetic, io
+from .arrays import float_matrix
+from .formats import Format, check_scale_dtype, check_scaled_element, get_format
+
+
+def _code_array(value: Any, t: DType, shape: tuple[int, ...], what: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{what} must be integer codes of {t}, got {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
+    if array.size and (array.min() < 0 or int(array.max()) > t.code_mask):
+        raise ValueError(f"{what} must be codes of {t} in [0, {t.code_mask}]")
+    return array.astype(t.storage)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedWeight:
+    """A quantized [K, N] weight; see the module docstring for every field."""
+
+    codes: PackedArray
+    scale_codes: np.ndarray
+    scale_dtype: DType
+    group_size: int
+    format: str = "scaled"
+    zeros: np.ndarray | None = None
+    tensor_scale: float | None = None
+    perm: np.ndarray | None = None
+    shape: tuple[int, int] | None = None
+    packing: None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.codes, PackedArray):
+            raise TypeError(f"codes must be a PackedArray, got {type(self.codes).__name__}")
+        if self.packing is not None:
+            raise ValueError("packing layouts are not implemented yet: codes are row-major")
+        if len(self.codes.shape) != 2:
+            raise ValueError(f"codes must be a [K, N] matrix, got shape {self.codes.shape}")
+        shape = tuple(self.codes.shape) if self.shape is None else tuple(self.shape)
+        if shape != self.codes.shape:
+            raise ValueError(f"shape {shape} differs from the codes' shape {self.codes.shape}")
+        object.__setattr__(self, "shape", (int(shape[0]), int(shape[1])))
+        fmt = get_format(self.format)
+        scale_dtype = dtypes.dtype(self.scale_dtype)
+        object.__setattr__(self, "scale_dtype", scale_dtype)
+        self._check_types(fmt)
+        k, n = self.shape
+        g = self.group_size
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 or k % g:
+            raise ValueError(f"group_size must be a positive divisor of K = {k}, got {g!r}")
+        object.__setattr__(self, "group_size", int(g))
+        if fmt.block is not None and g != fmt.block:
+            raise ValueError(f"{fmt.name} has one scale per {fmt.block} rows, not {g}")
+        groups = (k // g, n)
+        scales = _code_array(self.scale_codes, scale_dtype, groups, "scale_codes")
+        object.__setattr__(self, "scale_codes", scales)
+        if self.zeros is not None:
+            if fmt.kind != "scaled" or not isinstance(self.dtype, IntType):
+                raise ValueError(f"zero points need integer codes, not {self.dtype}")
+            zeros = np.asarray(self.zeros)
+            if zeros.dtype.kind not in "iu" or zeros.shape != groups:
+                raise ValueError(f"zeros must be integers of shape {groups}, got {zeros.shape}")
+            object.__setattr__(self, "zeros", zeros.astype(np.int32))
+        self._check_tensor_scale(fmt)
+        if self.perm is not None:
+            perm = np.asarray(self.perm)
+            if perm.shape != (k,) or perm.dtype.kind not in "iu":
+                raise ValueError(f"perm must be {k} integers, got {perm.dtype} {perm.shape}")
+            if not np.array_equal(np.sort(perm), np.arange(k)):
+                raise ValueError(f"perm must be a permutation of 0..{k - 1}")
+            object.__setattr__(self, "perm", perm.astype(np.int64))
+
+    def _check_types(self, fmt: Format) -> None:
+        if fmt.kind == "scaled":
+            check_scaled_element(self.dtype)
+            check_scale_dtype(self.scale_dtype)
+            return
+        if (self.dtype, self.scale_dtype) != (fmt.element, fmt.scale_dtype):
+            raise ValueError(
+                f"{fmt.name} holds {fmt.element} codes and {fmt.scale_dtype} scales, "
+                f"got {self.dtype} and {self.scale_dtype}"
+            )
+
+    def _check_tensor_scale(self, fmt: Format) -> None:
+        if (fmt.kind == "nvfp4") != (self.tensor_scale is not None):
+            raise ValueError("tensor_scale is NVFP4's f32 scale: required there, else None")
+        if self.tensor_scale is not None:
+            value = float(self.tensor_scale)
+            if not (math.isfinite(value) and value > 0 and float(np.float32(value)) == value):
+                raise ValueError(f"tensor_scale must be a positive finite f32, got {value!r}")
+            object.__setattr__(self, "tensor_scale", value)
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def dtype(self) -> DType:
+        """The element (code) type."""
+        return self.codes.dtype
+
+    @property
+    def scales(self) -> np.ndarray:
+        """The scales' values [K / G, N] (float32; exact for every scale type)."""
+        return self.scale_dtype.decode(self.scale_codes)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of codes, scales and zero points (zero points counted as int32)."""
+        zeros = 0 if self.zeros is None else self.zeros.nbytes
+        return self.codes.nbytes + self.scale_codes.nbytes + zeros
+
+    def plain_codes(self) -> np.ndarray:
+        """The codes as a row-major [K, N] array (the dtype's storage), in stored row
+        order (row i is row perm[i] of W under act order)."""
+        return self.codes.codes()
+
+    def __repr__(self) -> str:
+        k, n = self.shape
+        extra = "".join(
+            f", {label}"
+            for label, present in (
+                ("zeros", self.zeros is not None),
+                ("act order", self.perm is not None),
+            )
+            if present
+        )
+        return (
+            f"QuantizedWeight({self.format}, {self.dtype} [{k}, {n}], "
+            f"{self.scale_dtype} scale per {self.group_size} rows{extra})"
+        )
+
+    # ------------------------------------------------------------ arithmetic
+
+    def dequantize(self) -> np.ndarray:
+        """W as the kernels see it, float32 [K, N] in the original row order
+        (tilelang.quant.arithmetic gives the exact formula of each format)."""
+        values = self.dtype.decode(self.plain_codes())
+        kind = get_format(self.format).kind
+        if kind == "scaled":
+            w = arithmetic.scaled(
+                values, self.scales, self.zeros, self.group_size, self.scale_dtype
+            )
+        elif kind == "mx":
+            w = arithmetic.mx(values, self.scale_codes, self.group_size)
+        else:
+            assert self.tensor_scale is not None
+            w = arithmetic.nvfp4(values, self.scales, self.tensor_scale, self.group_size)
+        if self.perm is None:
+            return w
+        original = np.empty_like(w)
+        original[self.perm] = w
+        return original
+
+    def error(self, w: Any) -> dict[str, float]:
+        """How far `dequantize()` is from `w` (numpy or torch [K, N]): ``max_abs``
+        (max |w − ŵ|), ``rms`` (root mean square of w − ŵ) and ``relative``
+        (‖w − ŵ‖ / ‖w‖, Frobenius norms; 0 when both are 0), computed in float64."""
+        reference = float_matrix(w).astype(np.float64)
+        if reference.shape != self.shape:
+            raise ValueError(f"w has shape {reference.shape}, the weight {self.shape}")
+        diff = reference - self.dequantize().astype(np.float64)
+        norm, diff_norm = float(np.linalg.norm(reference)), float(np.linalg.norm(diff))
+        relative = diff_norm / norm if norm else (0.0 if diff_norm == 0 else math.inf)
+        return {
+            "max_abs": float(np.abs(diff).max()) if diff.size else 0.0,
+            "rms": float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0,
+            "relative": relative,
+        }
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weight to `path` (an ``.npz`` archive, tilelang.quant.io format)."""
+        io.write(
+            path,
+            {
+                "format": self.format,
+                "dtype": self.dtype.name,
+                "scale_dtype": self.scale_dtype.name,
+                "packing": "plain",
+                "shape": np.asarray(self.shape, dtype=np.int64),
+                "group_size": np.asarray(self.group_size, dtype=np.int64),
+                "codes": self.codes.data,
+                "scale_codes": self.scale_codes,
+                "zeros": self.zeros,
+                "tensor_scale": None
+                if self.tensor_scale is None
+                else np.float32(self.tensor_scale),
+                "perm": self.perm,
+            },
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> QuantizedWeight:
+        """Read a weight `save` wrote; a ValueError names the file and what is wrong."""
+        arrays = io.read(path)
+        try:
+            packing = io.text(arrays, "packing", path)
+            if packing != "plain":
+                raise ValueError(f"unknown packing {packing!r} (this tilelang reads 'plain')")
+            shape = arrays["shape"]
+            if shape.shape != (2,) or shape.dtype.kind not in "iu":
+                raise ValueError(f"'shape' must be two integers, got {shape.tolist()!r}")
+            element = dtypes.dtype(io.text(arrays, "dtype", path))
+            tensor_scale = arrays.get("tensor_scale")
+            return cls(
+                codes=PackedArray(arrays["codes"], element, tuple(int(d) for d in shape)),
+                scale_codes=arrays["scale_codes"],
+                scale_dtype=dtypes.dtype(io.text(arrays, "scale_dtype", path)),
+                group_size=io.integer(arrays, "group_size", path),
+                format=io.text(arrays, "format", path),
+                zeros=arrays.get("zeros"),
+                tensor_scale=None if tensor_scale is None else float(tensor_scale),
+                perm=arrays.get("perm"),
+            )
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if message.startswith(f"{path}:"):
+                raise
+            raise ValueError(f"{path}: {message}") from None
