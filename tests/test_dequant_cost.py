@@ -18,8 +18,6 @@ the scale is not folded into the magic-number subtraction (it would not be bit-e
 for every scale).
 """
 
-from __future__ import annotations
-
 import pytest
 from conftest import load_example
 
@@ -41,9 +39,9 @@ LAUNCH = {"M": 1, "K": 8192, "N": 28672}
 
 @tl.kernel(warps=quant.WARPS)
 def unscaled_matmul(
-    x: tl.Tensor[tl.f16, M, K],
-    w: tl.Tensor[WT, (N + BN - 1) // BN, (K + BK - 1) // BK * BK * BN],
-    y: tl.Tensor[tl.f16, M, N],
+    x: tl.Tensor[tl.f16, "M", "K"],
+    w: tl.Tensor["WT", "(N + BN - 1) // BN", "(K + BK - 1) // BK * BK * BN"],
+    y: tl.Tensor[tl.f16, "M", "N"],
     WT: tl.constexpr = tl.u4,
     BM: tl.constexpr = quant.BLOCK_M,
     BN: tl.constexpr = quant.BLOCK_N,
