@@ -100,11 +100,11 @@ def distinct_threads(table: np.ndarray) -> list[int]:
 
 
 def stored_order(codes: np.ndarray, bits: int) -> np.ndarray:
-    """A thread's codes in the order they are stored: for 1, 2 and 4-bit codes, each
+    """A thread's codes in the order they are stored: for 2 and 4-bit codes, each
     32-bit word's codes paired across its halves (local 2j + h at code j + h·c/2, c codes
     a word), when the thread's codes fill whole words; others as they are."""
     per_word = 32 // bits if 32 % bits == 0 else 0
-    if bits not in (1, 2, 4) or codes.size % per_word:
+    if bits not in (2, 4) or codes.size % per_word:
         return codes
     words = codes.reshape(-1, per_word // 2, 2)  # [word, j, h]
     return words.transpose(0, 2, 1).reshape(-1)  # [word, h, j]
@@ -232,7 +232,7 @@ def test_the_dequantized_weights_are_never_relayouted(weight_type, kernel, const
     (view,) = [i for i in walk(fn) if isinstance(i, ir.View)]
     stored = view.result.type.layout  # the codes, seen in place
     codes = [r for r in relayouts if r.result.type.dtype == weight_type]
-    if weight_type.bits in (1, 2, 4):  # stored paired across word halves, relabelled
+    if weight_type.bits in (2, 4):  # stored paired across word halves, relabelled
         assert stored != fragments and [(r.value, r.result.type.layout) for r in codes] == [
             (view.result, fragments)
         ]

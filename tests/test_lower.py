@@ -64,12 +64,13 @@ def test_quant_matmul_selects_mma_ldmatrix_and_wide_weight_loads(weight_type):
     assert statements(compiled, t.Mma) and statements(compiled, t.Ldmatrix)
     # stages=3: every load of the loop streams through cp.async (weights and scales too)
     assert load_widths(compiled, "x") == {16} and async_tensors(compiled) == {"x", "w", "s"}
-    widths = load_widths(compiled, "w")
+    # The 16x128x128 tile gives each thread 128 codes: whole 16-byte words of every width
+    # (u3: a 3-word run, the codes straddling the words).
+    assert load_widths(compiled, "w") == {16}
     if weight_type == tl.u3:
-        # 32 u3 codes are a 12-byte run, 4-byte aligned: three 4-byte cp.async.
-        assert widths == {4} and "global_load_sub_byte" not in compiled.stats
-    else:
-        assert widths == {16}
+        # BK = 64: 32 u3 codes are a 12-byte run, 4-byte aligned: three 4-byte cp.async.
+        small = load_example("quant_matmul").quant_matmul.compile(WT=weight_type, BK=64)
+        assert load_widths(small, "w") == {4} and "global_load_sub_byte" not in small.stats
 
 
 def test_a_kernel_over_the_register_budget_fails_before_any_compiler_runs():

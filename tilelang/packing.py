@@ -17,7 +17,7 @@ What the packed tensor holds (`DotPacking` records every parameter):
 - within a tile, the codes are in the *load order* of L' = `paired_codes(L, dtype)`,
   where L = ``tilelang.ir.fragments.dot_layout("b", m, BN, BK, operand, acc, warps)`` is
   the layout `infer_layouts` gives the dot's b and L' holds the same elements per
-  thread with each 32-bit word's 1, 2 or 4-bit codes paired across its halves (so the
+  thread with each 32-bit word's 2 or 4-bit codes paired across its halves (so the
   conversion to f16 moves no code; other widths: L' = L): position p of the tile holds
   element L'(t, l) for the (thread, local) pair that F = `load_order(L', run)` places
   at p — each thread's codes in L''s local order, in runs of whole 16-byte words where

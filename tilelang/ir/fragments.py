@@ -205,6 +205,10 @@ def load_order(layout: Layout, run: int) -> Layout:
 # --------------------------------------------------------------------------- paired codes
 
 
+#: The code widths `paired_codes` pairs across word halves.
+PAIRED_WIDTHS = (2, 4)
+
+
 def paired_codes(layout: Layout, dtype: DType) -> Layout:
     """The layout in which a thread's `dtype` codes of a tile in `layout` are stored so
     that a conversion to 16-bit values finds each pair where it wants it: the same
@@ -212,15 +216,17 @@ def paired_codes(layout: Layout, dtype: DType) -> Layout:
 
     The lowering converts two codes at a time into the two halves of a 32-bit word:
     locals 2j and 2j+1 of `layout` (the halves of one f16x2/bf16x2 register). A word of
-    c = 32/b codes of b ∈ {1, 2, 4} bits, in `layout`'s order, holds both codes of a
+    c = 32/b codes of b ∈ {2, 4} bits, in `layout`'s order, holds both codes of a
     pair in one half, so each pair costs a `prmt` that moves one of them. Stored in this
     order instead — the word's innermost digits (c/2, 2) swapped, so local 2j + h sits
     at code j + h·c/2 — the codes of pair j are at the same bit of the low and the high
     half: the word, or one byte-funnel of it for the upper half of the pairs, is the
     window, with no move per pair (`tilelang.lowering.dequant`). Other widths (8-bit
     codes are moved with the magic exponent anyway; 3, 5, 6, 7-bit codes straddle
-    bytes) and threads whose codes do not fill whole words keep `layout`."""
-    if dtype.bits not in (1, 2, 4):
+    bytes; 1-bit codes would gain as much, but with them ptxas 13 spills 8 bytes of the
+    example's 16x128x128 kernel on sm_80/sm_89, so they keep their order) and threads
+    whose codes do not fill whole words keep `layout`."""
+    if dtype.bits not in PAIRED_WIDTHS:
         return layout
     per_word = 32 // dtype.bits
     if layout.num_locals % per_word:

@@ -201,8 +201,8 @@ def load_fragment(tensor, offsets, layout) -> Tile:
     It loads the tile's packed run, ``[1, BK·BN]`` at ``[n0 // BN, k · BN]``, in the
     load order F of L' = `tilelang.ir.fragments.paired_codes(layout)` (each thread's
     elements contiguous, in whole 16-byte words where the width allows), views each
-    thread's registers in place as the tile in L', and, where L' is not `layout` (1, 2
-    and 4-bit codes, paired across word halves), relabels it as the tile in `layout`:
+    thread's registers in place as the tile in L', and, where L' is not `layout` (2 and
+    4-bit codes, paired across word halves), relabels it as the tile in `layout`:
     one `load`, one `view` and a `relayout` that moves nothing."""
     builder = current()
     tensor = _tensor(tensor, "the first argument of tl.load_fragment")
