@@ -80,7 +80,10 @@ class Lowering:
         self.aliased: set[str] = set()
         self.last_use: dict[ir.Var, ir.Instr] = {}
         self.users: dict[ir.Var, list[ir.Instr]] = {}
+        self.producer: dict[ir.Var, ir.Instr] = {}
         for instr in walk(fn):
+            for v in instr.defs():
+                self.producer[v] = instr
             for v in instr.uses():
                 if isinstance(v, ir.Var):
                     self.last_use[v] = instr

@@ -232,13 +232,17 @@ def dequantize_group(
     src: DType,
     dst: DType,
     positions: Sequence[int] | None = None,
+    minus: Callable[[int, t.Imm], t.Expr] | None = None,
 ) -> tuple[list[t.Expr], bool]:
     """Convert one group of packed `src` codes (its u32 `words`, see `group`) to `dst`.
 
     `positions[e]`: where element e's code sits in the group's bit stream (in codes;
-    the identity when None). Returns the values as u32 words (two per word for
-    f16/bf16, element 2j in the low half of word j; one per word for f32) and True when
-    a vector recipe did it, False for the scalar fallback.
+    the identity when None). `minus` (integer codes to f16/bf16 only, see
+    `folds_zero_points`): ``minus(j, constant)`` is the f16x2/bf16x2 word the recipe
+    subtracts from output word j in place of its `constant` (the magic and offset): the
+    caller adds its zero points to the constant, once per distinct pair of them. Returns the values as u32
+    words (two per word for f16/bf16, element 2j in the low half of word j; one per
+    word for f32) and True when a vector recipe did it, False for the scalar fallback.
     """
     elements, count = group(src)
     if positions is not None and sorted(positions) != list(range(elements)):
@@ -248,6 +252,10 @@ def dequantize_group(
     if len(words) != count or any(w.dtype != U32 for w in words):
         raise ValueError(f"a group of {src} codes is {count} u32 words, got {list(words)}")
     codes = _Codes(emit, words, src.bits, positions)
+    if minus is not None:
+        if not folds_zero_points(src, dst, 0):
+            raise ValueError(f"no zero point folds into the recipe from {src} to {dst}")
+        codes.minus = minus
     if not has_vector_recipe(src, dst):
         return _scalar_group(codes, elements, src, dst), False
     if isinstance(src, IntType):
@@ -260,6 +268,20 @@ def dequantize_group(
     return [recipe(codes, i, src, dst) for i in range(0, elements, per_word)], True
 
 
+def folds_zero_points(src: DType, dst: DType, largest: int) -> bool:
+    """Whether `dequantize_group(..., minus=...)` takes zero points of magnitude up to
+    `largest` from `src` codes to `dst` exactly: integer codes with a vector recipe to
+    f16/bf16 (their last step subtracts the magic 2^(T-r) plus the signed offset), and
+    a magic plus zero point that `dst` holds exactly, so that subtracting their sum
+    equals subtracting one, then the other (every value is then a small integer)."""
+    if not isinstance(src, IntType) or dst not in (F16, BF16) or not has_vector_recipe(src, dst):
+        return False
+    if dst == BF16 and src.bits == 8:  # recipe 2 goes through f32
+        return False
+    exact = 2 ** (dst.mantissa_bits + 1)  # every integer up to this is a dst value
+    return 2**dst.mantissa_bits + _offset(src) + largest <= exact
+
+
 class _Codes:
     """The packed codes of one group; builds (and shares) the words that hold them."""
 
@@ -268,6 +290,7 @@ class _Codes:
     ) -> None:
         self.emit, self.words, self.bits = emit, list(words), bits
         self.positions = None if positions is None else list(positions)
+        self.minus: Callable[[int, t.Imm], t.Expr] | None = None  # see dequantize_group
         self.memo: dict[t.Expr, t.Expr] = {}
 
     def at(self, i: int) -> int:
@@ -374,7 +397,7 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
         placed = t.Prmt(word, _u32(magic >> 8), _selector(byte, 4, byte_hi, 4))
         x = codes.let(placed)
-        return _pair_sub(codes, x, dst, 2.0**bits_t + offset)
+        return _pair_sub(codes, i, x, dst, 2.0**bits_t + offset)
     r_lo, r_hi = codes.window_offsets(i)
     shift = 0 if max(r_lo, r_hi) + b <= bits_t else min(r_lo, r_hi)
     window = codes.window(i) if max(r_lo, r_hi) - shift + b <= bits_t else None
@@ -391,16 +414,23 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
         y = codes.let(
             t.Lop3(x, _u32(mask_lo | mask_hi), _u32(magics | flip_lo | flip_hi), MASK_FLIP_OR)
         )
-        minus = _pair_word(dst, 2.0 ** (bits_t - r_lo) + offset, 2.0 ** (bits_t - r_hi) + offset)
-        return codes.let(t.Pair("sub", dst, y, minus), "h")
+        low, high = 2.0 ** (bits_t - r_lo) + offset, 2.0 ** (bits_t - r_hi) + offset
+        return _pair_sub(codes, i, y, dst, low, high)
     x, _ = codes.pair(i, top=False)
     mask, flip = _code_bits(src, 0)
     y = codes.let(t.Lop3(x, _u32(_halves(mask)), _u32(_halves(magic | flip)), MASK_FLIP_OR))
-    return _pair_sub(codes, y, dst, 2.0**bits_t + offset)
+    return _pair_sub(codes, i, y, dst, 2.0**bits_t + offset)
 
 
-def _pair_sub(codes: _Codes, x: t.Expr, dst: FloatType, value: float) -> t.Expr:
-    return codes.let(t.Pair("sub", dst, x, _pair_word(dst, value, value)), "h")
+def _pair_sub(
+    codes: _Codes, i: int, x: t.Expr, dst: FloatType, low: float, high: float | None = None
+) -> t.Expr:
+    """x - (low, high) for output elements i, i+1, and minus the zero points' word when
+    the caller folds them in (`folds_zero_points`: both sums are exact)."""
+    constant = _pair_word(dst, low, low if high is None else high)
+    if codes.minus is None:
+        return codes.let(t.Pair("sub", dst, x, constant), "h")
+    return codes.let(t.Pair("sub", dst, x, codes.minus(i // 2, constant)), "h")
 
 
 def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.Expr:

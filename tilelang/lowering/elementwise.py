@@ -6,13 +6,14 @@ of codes, else the scalar fallback (both counted in the function's stats)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.ir.types import ScalarType
-from tilelang.lowering import dequant
+from tilelang.ir.types import ScalarType, TileType
+from tilelang.lowering import dequant, relayout
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, U32, imm
 from tilelang.lowering.values import (
@@ -56,7 +57,11 @@ def lower_compute(lo: Lowering, instr: ir.Compute) -> None:
             elementwise(instr.op, [lo.inline_scalar(a) for a in instr.args]),
         )
         return
+    deferred = lo.env.get(instr.args[0]) if instr.op == "sub" else None
     result = lo.define_tile(instr.result)
+    if isinstance(deferred, DeferredCast):
+        dequantize_vector(lo, deferred.source, result, instr.args[1])
+        return
     if instr.op == "where" and result.packed:
         select_codes(lo, instr, result)
         return
@@ -113,6 +118,9 @@ def lower_cast(lo: Lowering, instr: ir.Cast) -> None:
         lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name), inline)
         return
     source = lo.tile(instr.value)
+    if zero_point_of(lo, instr) is not None:
+        lo.env[instr.result] = DeferredCast(instr, source)  # converted by its one user
+        return
     result = lo.define_tile(instr.result)
     if source.dtype == result.dtype:
         lo.copy_tile(result, source)
@@ -132,10 +140,68 @@ def cast_element(lo: Lowering, source: TileRegs, result: TileRegs, li: int) -> N
     lo.put(result, li, lo.convert(lo.get(source, li), result.dtype))
 
 
-def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
+@dataclass(frozen=True)
+class DeferredCast:
+    """A cast of integer codes that its one user, ``sub(cast, zero_points)``, converts
+    with the zero points folded into the recipe's subtraction (`zero_point_of`)."""
+
+    cast: ir.Cast
+    source: TileRegs
+
+
+def zero_point_of(lo: Lowering, cast: ir.Cast) -> ir.Var | None:
+    """The zero points z of ``q.to(f16) - z`` when this cast's only use is that
+    subtraction and z folds in exactly (`dequant.folds_zero_points`): a tile of the
+    cast's layout made by converting integers (a cast of an integer tile, possibly
+    broadcast), every group of codes converted by a vector recipe."""
+    users = lo.users.get(cast.result, [])
+    if not isinstance(cast.result.type, TileType) or len(users) != 1:
+        return None
+    (user,) = users
+    if not isinstance(user, ir.Compute) or user.op != "sub" or user.args[0] is not cast.result:
+        return None
+    zeros = user.args[1]
+    if (
+        not isinstance(zeros, ir.Var)
+        or not isinstance(zeros.type, TileType)
+        or zeros is cast.result
+    ):
+        return None
+    source, result = cast.value.type, cast.result.type
+    if zeros.type.layout != result.layout or zeros.type.dtype != result.dtype:
+        return None
+    largest = _integer_magnitude(lo, zeros)
+    elements, _ = dequant.group(source.dtype) if source.dtype.bits <= 16 else (0, 0)
+    bytewise = source.dtype.is_int and source.dtype.bits == 8
+    if largest is None or not (is_packed(source.dtype) or bytewise) or not elements:
+        return None
+    if result.layout.num_locals % elements:
+        return None
+    return zeros if dequant.folds_zero_points(source.dtype, result.dtype, largest) else None
+
+
+def _integer_magnitude(lo: Lowering, value: ir.Var) -> int | None:
+    """The largest magnitude of a tile made by converting integers of a known type (a
+    cast of an integer tile, through broadcasts); None for any other tile."""
+    made = lo.producer.get(value)
+    while isinstance(made, ir.Broadcast) and isinstance(made.value, ir.Var):
+        made = lo.producer.get(made.value)
+    if not isinstance(made, ir.Cast) or not isinstance(made.value.type, TileType):
+        return None
+    dtype = made.value.type.dtype
+    if not dtype.is_int or dtype.bits > 16:
+        return None
+    return max(abs(dtype.min), abs(dtype.max))
+
+
+def dequantize_vector(
+    lo: Lowering, source: TileRegs, result: TileRegs, zeros: ir.Var | None = None
+) -> int:
     """Casts whole groups of codes with the vector recipes; returns the first element
     left for the scalar path. The codes are each thread's locals in local order: packed
-    codes in u32 words, or 8-bit integers one per byte, which are the same bytes."""
+    codes in u32 words, or 8-bit integers one per byte, which are the same bytes.
+    `zeros` (see `zero_point_of`): values of the result's type subtracted from it in
+    the recipes' subtraction."""
     bytewise = not source.packed and source.dtype.is_int and source.dtype.bits == 8
     if result.dtype not in (dtypes.f16, dtypes.bf16, dtypes.f32) or not (source.packed or bytewise):
         return 0
@@ -145,6 +211,7 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
     if groups == 0:
         return 0
     out_per_word = 32 // result.dtype.bits
+    subtract = None if zeros is None else zero_point_words(lo, zeros, result.dtype)
     scratch = lo.b.local(U32, 1, "w")
     for g in range(groups):
         inputs = [code_word(lo, source, g * words + i, bytewise) for i in range(words)]
@@ -152,8 +219,12 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
         if source.positions is not None:  # codes stored out of local order (within groups)
             first = g * elements
             positions = [p - first for p in source.positions[first : first + elements]]
+        minus = None
+        if subtract is not None:  # output word j of this group is word first + j
+            first = g * elements // out_per_word
+            minus = lambda j, constant, first=first: subtract(first + j, constant)  # noqa: E731
         outputs, vectorized = dequant.dequantize_group(
-            lo, inputs, source.dtype, result.dtype, positions
+            lo, inputs, source.dtype, result.dtype, positions, minus
         )
         lo.b.count("dequant_vector" if vectorized else "dequant_scalar", elements)
         for j, word in enumerate(outputs):
@@ -161,6 +232,43 @@ def dequantize_vector(lo: Lowering, source: TileRegs, result: TileRegs) -> int:
             byte = (g * elements + j * out_per_word) * result.dtype.bits // 8
             lo.b.emit(t.Move(t.Reg(result.local, byte), t.Reg(scratch, 0), 4))
     return groups * elements
+
+
+def zero_point_words(lo: Lowering, zeros: ir.Var, dtype: DType) -> Callable[[int, t.Imm], t.Expr]:
+    """``subtract(j, constant)``: the zero points of output word j (locals 2j, 2j+1)
+    plus the recipe's constant, as an f16x2/bf16x2 word — computed once per distinct
+    pair of zero points and constant. A broadcast zero-point tile (one row per group,
+    the usual case) is read at its source, whose few distinct values each thread holds
+    once, so the additions are per column, not per weight."""
+    tile = lo.tile(zeros)
+    source, source_local = tile, list(range(tile.layout.num_locals))
+    made = lo.producer.get(zeros)
+    if isinstance(made, ir.Broadcast) and isinstance(lo.value(made.value), TileRegs):
+        before = lo.tile(made.value)
+        ones = [d for d, size in enumerate(before.layout.shape) if size == 1]
+
+        def table_map(table):
+            out = table.copy()
+            out[..., ones] = 0
+            return out
+
+        choice = relayout.register_map(before, tile, table_map)
+        if choice is not None:
+            source, source_local = before, choice
+    made_words: dict[tuple[int, int, int], t.Expr] = {}
+
+    def subtract(j: int, constant: t.Imm) -> t.Expr:
+        low, high = source_local[2 * j], source_local[2 * j + 1]
+        key = (low, high, constant.value)
+        if key not in made_words:
+            held = lo.b.local(U32, 1, "z")
+            for half, li in ((0, low), (1, high)):
+                lo.b.emit(t.Move(t.Reg(held, 2 * half), t.Reg(source.local, 2 * li), 2))
+            pair = lo.b.let(t.Read(held, 0, U32), "z")
+            made_words[key] = lo.b.let(t.Pair("add", dtype, pair, constant), "z")
+        return made_words[key]
+
+    return subtract
 
 
 def code_word(lo: Lowering, source: TileRegs, word: int, bytewise: bool) -> t.Expr:
