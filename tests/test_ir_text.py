@@ -89,6 +89,7 @@ def qmm_kernel() -> ir.Function:
         var("tr2", plain),
         var("res", tile(dt.f16, 16, 64)),
     )
+    box = var("box", tile(dt.f16, 2, 48))
     branch = ir.If(
         first,
         ir.Block((ir.Yield((d,), loc=loc(30)),)),
@@ -158,6 +159,8 @@ def qmm_kernel() -> ir.Function:
             ir.Print('tr "transposed"\n', tr, loc=loc(53)),
             ir.Transpose(tr2, tr, (1, 0), loc=loc(54)),
             ir.Cast(res, tr2, loc=loc(55)),
+            ir.Slice(box, res, (3, 8), (5, 56), loc=loc(55, 7)),
+            ir.Print("box", box, loc=loc(55, 9)),
             ir.Store(y, (om, on), res, loc=loc(56)),
         )
     )

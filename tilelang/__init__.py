@@ -75,6 +75,7 @@ from tilelang.lang.ops import (
     prod,
     reshape,
     shared,
+    split,
     store,
     sum,
     sync,

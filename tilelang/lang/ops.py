@@ -11,6 +11,7 @@ the functions here check that they were given a tile and call them.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 
@@ -497,6 +498,38 @@ def reshape(x, shape) -> Tile:
 
 def transpose(x, perm=None) -> Tile:
     return transpose_tile(require_tile(x, "the argument of tl.transpose"), perm)
+
+
+def split(x, sections, axis=-1) -> tuple[Tile, ...]:
+    """`x` cut along `axis` into `sections` equal parts (an int) or parts of the given
+    sizes (a list of compile-time ints summing to the dimension): a tuple of tiles,
+    each a static slice (`x[..., a:b, ...]`)."""
+    tile = require_tile(x, "the argument of tl.split")
+    axis = static_int(axis, "the axis of tl.split")
+    if not -tile.ndim <= axis < tile.ndim:
+        raise current().error(f"axis {axis} is out of range for a tile of rank {tile.ndim}")
+    axis %= tile.ndim
+    size = tile.shape[axis]
+    if isinstance(sections, (list, tuple)):
+        sizes = [static_int(s, "a section size of tl.split") for s in sections]
+        if any(s < 1 for s in sizes) or builtins.sum(sizes) != size:  # `sum` is tl.sum here
+            raise current().error(
+                f"tl.split sizes {sizes} must be positive and sum to dimension {axis} ({size})"
+            )
+    else:
+        count = static_int(sections, "the number of sections of tl.split")
+        if count < 1 or size % count:
+            raise current().error(
+                f"tl.split cannot cut dimension {axis} of size {size} into {count} equal parts"
+            )
+        sizes = [size // count] * count
+    parts, start = [], 0
+    for width in sizes:
+        index = [slice(None)] * tile.ndim
+        index[axis] = slice(start, start + width)
+        parts.append(tile[tuple(index)])
+        start += width
+    return tuple(parts)
 
 
 def broadcast(x, shape) -> Tile:

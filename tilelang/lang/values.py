@@ -120,7 +120,7 @@ class Tile(IRValue):
         return transpose_tile(self)
 
     def __getitem__(self, index) -> Tile:
-        return expand_dims_by_index(self, index)
+        return index_tile(self, index)
 
     def __bool__(self) -> bool:
         raise current().error(
@@ -569,24 +569,103 @@ def transpose_tile(tile: Tile, perm: object = None) -> Tile:
 
 
 def expand_dims_by_index(tile: Tile, index: object) -> Tile:
-    """`tile[None, :]`-style indexing: only `None` (new axis) and full slices `:`."""
-    items = index if isinstance(index, tuple) else (index,)
-    shape, source_dim = [], 0
+    """`tile[None, :]`: new axes and whole dimensions (`index_tile` does the rest)."""
+    return index_tile(tile, index)
+
+
+def index_tile(tile: Tile, index: object) -> Tile:
+    """Static indexing, as numpy's basic indexing with compile-time ints: `None` (a new
+    axis of size 1), `:` or `a:b` (a range, step 1, negative bounds from the end),
+    an int (that element, the dimension dropped; negative from the end) and one `...`.
+    A box narrower than the tile is a `slice`, then a `reshape` for dropped and new
+    axes."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if sum(item is Ellipsis for item in items) > 1:
+        raise current().error("a tile index may hold at most one ...")
+    used = sum(item is not None and item is not Ellipsis for item in items)
+    if used > tile.ndim:
+        raise current().error(
+            f"too many indices for a tile of rank {tile.ndim}: {_describe_index(items)}"
+        )
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (tile.ndim - used)
+    else:
+        items += [slice(None)] * (tile.ndim - used)
+    starts, stops, shape, dim = [], [], [], 0
     for item in items:
         if item is None:
             shape.append(1)
-        elif isinstance(item, slice) and item == slice(None):
-            if source_dim >= tile.ndim:
-                raise current().error(f"too many indices for a tile of rank {tile.ndim}")
-            shape.append(tile.shape[source_dim])
-            source_dim += 1
-        else:
+            continue
+        size = tile.shape[dim]
+        start, stop, keep = _index_bounds(item, size, dim)
+        starts.append(start)
+        stops.append(stop)
+        if keep:
+            shape.append(stop - start)
+        dim += 1
+    if (tuple(starts), tuple(stops)) != ((0,) * tile.ndim, tuple(tile.shape)):
+        box = TileType(tile.dtype, tuple(b - a for a, b in zip(starts, stops, strict=True)))
+        tile = emit_result(ir.Slice, tile.var.name, box, tile.var, tuple(starts), tuple(stops))
+    return tile if tuple(shape) == tuple(tile.shape) else reshape_tile(tile, tuple(shape))
+
+
+def _index_bounds(item: object, size: int, dim: int) -> tuple[int, int, bool]:
+    """(start, stop, whether the dimension stays) of one index of dimension `dim`."""
+    if isinstance(item, slice):
+        if item.step not in (None, 1):
             raise current().error(
-                "tiles are indexed only with None (new axis) and : (whole dimension); "
-                "use tl.load / tl.reshape to select parts"
+                f"tile slices take step 1; dimension {dim} was given step {item.step!r}"
             )
-    shape.extend(tile.shape[source_dim:])
-    return reshape_tile(tile, tuple(shape))
+        start = 0 if item.start is None else _static_index(item.start, dim)
+        stop = size if item.stop is None else _static_index(item.stop, dim)
+        start, stop = (start + size if start < 0 else start), (stop + size if stop < 0 else stop)
+        if not 0 <= start < stop <= size:
+            raise current().error(
+                f"the slice {_slice_text(item)} of dimension {dim} (size {size}) is empty or "
+                f"out of range: tiles are sliced within their shape, step 1"
+            )
+        return start, stop, True
+    at = _static_index(item, dim)
+    if not -size <= at < size:
+        raise current().error(f"index {at} is out of range for dimension {dim} of size {size}")
+    at = at + size if at < 0 else at
+    return at, at + 1, False
+
+
+def _static_index(value: object, dim: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, (Scalar, Tile)):
+            raise current().error(
+                f"tile indices are compile-time ints (dimension {dim} was given a runtime "
+                "value); read parts chosen at run time with tl.load from memory"
+            )
+        raise current().error(
+            f"tile indices are ints, slices, None or ...; dimension {dim} was given "
+            f"{describe(value)}"
+        )
+    return value
+
+
+def _slice_text(item: slice) -> str:
+    return f"{'' if item.start is None else item.start}:{'' if item.stop is None else item.stop}"
+
+
+def _describe_index(items: list) -> str:
+    return (
+        "["
+        + ", ".join(
+            "None"
+            if i is None
+            else "..."
+            if i is Ellipsis
+            else _slice_text(i)
+            if isinstance(i, slice)
+            else repr(i)
+            for i in items
+        )
+        + "]"
+    )
 
 
 def view_tile(tile: Tile, dtype: object, shape: object = None, layout: object = None) -> Tile:

@@ -279,6 +279,19 @@ def lower_transpose(lo: Lowering, instr: ir.Transpose) -> None:
     move_tile(lo, instr, lo.tile(instr.value), instr.result, index_map, table_map)
 
 
+@lowers(ir.Slice)
+def lower_slice(lo: Lowering, instr: ir.Slice) -> None:
+    starts = instr.starts
+
+    def index_map(index):
+        return tuple(lo.b.add(i, imm(a)) if a else i for i, a in zip(index, starts, strict=True))
+
+    def table_map(table):
+        return table + np.asarray(starts, dtype=table.dtype)
+
+    move_tile(lo, instr, lo.tile(instr.value), instr.result, index_map, table_map)
+
+
 @lowers(ir.Broadcast)
 def lower_broadcast(lo: Lowering, instr: ir.Broadcast) -> None:
     if not isinstance(instr.value, ir.Var) or not isinstance(instr.value.type, TileType):

@@ -657,6 +657,12 @@ def _relayout(state: _State, instr: ir.Relayout) -> None:
     state.bind(instr.result, state.value(instr.value))
 
 
+@semantics(ir.Slice)
+def _slice(state: _State, instr: ir.Slice) -> None:
+    box = tuple(slice(a, b) for a, b in zip(instr.starts, instr.stops, strict=True))
+    state.bind(instr.result, np.asarray(state.value(instr.value))[box].copy())
+
+
 @semantics(ir.Transpose)
 def _transpose(state: _State, instr: ir.Transpose) -> None:
     state.bind(instr.result, np.transpose(state.value(instr.value), instr.perm).copy())

@@ -1,5 +1,5 @@
 """Instructions that rearrange a tile's elements or reinterpret its bits: views,
-relayouts, reshapes, transposes and broadcasts."""
+relayouts, reshapes, transposes, broadcasts and slices."""
 
 from __future__ import annotations
 
@@ -105,6 +105,43 @@ class Reshape(Instr):
 
 
 @dataclass(frozen=True)
+class Slice(Instr):
+    """The box ``[starts[d], stops[d])`` of the value in every dimension d (compile-time
+    bounds, step 1): result[i] = value[i + starts]."""
+
+    result: Var
+    value: Var
+    starts: tuple[int, ...]
+    stops: tuple[int, ...]
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("value",)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "slice {value}, starts=[{starts}], stops=[{stops}]"
+    LAYOUT: ClassVar = "slice"
+
+    def check(self, v: Checker) -> None:
+        source = v.tile(self.value, "the value")
+        starts, stops = tuple(self.starts), tuple(self.stops)
+        v.expect(
+            len(starts) == len(stops) == source.rank,
+            f"expected {source.rank} starts and stops, found {list(starts)} and {list(stops)}",
+        )
+        v.expect(
+            all(0 <= a < b <= n for a, b, n in zip(starts, stops, source.shape, strict=False)),
+            f"expected 0 <= start < stop <= size in every dimension of {print_type(source)}, "
+            f"found starts {list(starts)} and stops {list(stops)}",
+        )
+        result = v.result_tile(self.result)
+        shape = tuple(b - a for a, b in zip(starts, stops, strict=False))
+        v.expect(
+            tuple(result.shape) == shape,
+            f"expected a result of shape [{', '.join(map(str, shape))}], found "
+            f"{print_type(result)}",
+        )
+        v.same_dtype(result.dtype, source.dtype, "a result")
+
+
+@dataclass(frozen=True)
 class Transpose(Instr):
     """Dimension `perm[i]` of the value becomes dimension i of the result."""
 
@@ -163,4 +200,4 @@ class Broadcast(Instr):
         )
 
 
-__all__ = ["Broadcast", "Relayout", "Reshape", "Transpose", "View"]
+__all__ = ["Broadcast", "Relayout", "Reshape", "Slice", "Transpose", "View"]

@@ -134,6 +134,52 @@ class ReshapeRule(Shaped):
         return forward, backward
 
 
+class SliceRule(Shaped):
+    """`slice`: when the box keeps each thread's elements of it in its own registers —
+    every dim cut only along local digits of the value's layout (whole blocks of them)
+    — the value's layout with those digits fixed, so the slice renames registers; else
+    the blocked layout (the lowering moves the box through shared memory)."""
+
+    def transforms(self, inference: Inference, instr: nodes.Slice):
+        result = instr.result.type
+
+        def forward(layout: Layout) -> Layout:
+            kept = slice_layout(layout, instr.starts, instr.stops)
+            if kept is None:
+                return blocked_layout(result.shape, result.dtype, inference.threads)
+            return kept
+
+        return forward, None
+
+
+def slice_layout(layout: Layout, starts: Sequence[int], stops: Sequence[int]) -> Layout | None:
+    """The layout of the box [starts, stops) of a tile in `layout` in which every thread
+    holds its elements of the box at the same places as before, when the box is whole
+    blocks along local digits: each dim of size n cut to a size w that divides n, at a
+    multiple of w, the digits above w all local. None otherwise."""
+    for d, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+        size, width = layout.shape[d], stop - start
+        if width == size:
+            continue
+        if size % width or start % width:
+            return None
+        # Split dim d into (size / width, width) and drop the outer part, which must be
+        # held in locals (reduce drops local digits and turns thread digits into
+        # replication, which would give threads elements they do not hold).
+        shape = [*layout.shape[:d], size // width, width, *layout.shape[d + 1 :]]
+        try:
+            split = layout.reshape(shape)
+        except LayoutError:
+            return None
+        if (
+            split.reduce(d).num_threads != split.num_threads
+            or split.reduce(d).replication != split.replication
+        ):
+            return None
+        layout = split.reduce(d, keepdims=False)
+    return layout
+
+
 class ViewRule(Shaped):
     """`view`: the natural view of the value's layout (`view_layout`), so reinterpreting
     each thread's bits means the row-major reinterpretation; a view whose two layouts
@@ -381,6 +427,7 @@ RULES = {
     "source.default": Source(DEFAULT),
     "elementwise": Elementwise(),
     "transpose": TransposeRule(),
+    "slice": SliceRule(),
     "reshape": ReshapeRule(),
     "view": ViewRule(),
     "broadcast": BroadcastRule(),
