@@ -43,7 +43,7 @@ from tilelang.lang.signature import (
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
 from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
-from tilelang.runtime import gpu, interpreter
+from tilelang.runtime import dlpack, gpu, interpreter
 from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
@@ -400,7 +400,7 @@ class Kernel:
         """Runs the frontend's block IR on host arrays through the reference interpreter."""
         values, constexprs = self._split_arguments(args, kwargs)
         spec = self.specialization(**constexprs)
-        bound = spec.arguments.bind(values)
+        bound = spec.arguments.bind(_imported(values, spec))
         interpreter.run(spec.function, bound.tensors, bound.scalars, bound.sizes)
         return self._outputs(values, bound)
 
@@ -409,16 +409,17 @@ class Kernel:
         `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend."""
         values, constexprs = self._split_arguments(args, kwargs)
         spec = self.specialization(**constexprs)
-        if any(_on_gpu(values[name]) for name in spec.tensors):
-            return self._call_gpu(spec, values)
-        bound = spec.arguments.bind(values)
+        arguments = _imported(values, spec)
+        if any(_on_gpu(arguments[name]) for name in spec.tensors):
+            return self._call_gpu(spec, arguments, values)
+        bound = spec.arguments.bind(arguments)
         compiled = self._compile(spec, _size_facts(bound.sizes), CPU)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
         compiled.cpu.launch({**buffers, **bound.scalars, **bound.sizes})
         write_back()
         return self._outputs(values, bound)
 
-    def _call_gpu(self, spec: Specialization, values: dict[str, Any]) -> Any:
+    def _call_gpu(self, spec: Specialization, values: dict[str, Any], given: dict[str, Any]) -> Any:
         bound = spec.arguments.bind_device(values)
         target = find_target(gpu.device_arch())
         compiled = self._compile(spec, _size_facts(bound.sizes), target)
@@ -426,7 +427,7 @@ class Kernel:
         grid = eval_grid(compiled.thread.grid, scalars)
         tensors = [values[name] for name in bound.pointers]
         gpu.launch(compiled.cuda, bound.pointers, scalars, grid, gpu.current_stream(tensors))
-        outputs = tuple(values[name] for name in bound.stored)
+        outputs = tuple(given[name] for name in bound.stored)
         return outputs[0] if len(outputs) == 1 else (outputs or None)
 
     @staticmethod
@@ -438,6 +439,15 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"<tilelang.kernel {self.fn.__name__}>"
+
+
+def _imported(values: dict[str, Any], spec: Specialization) -> dict[str, Any]:
+    """The values with other libraries' tensors read through DLPack (`runtime.dlpack`):
+    zero-copy views the argument checks and launches take; the caller's objects are
+    what a call returns."""
+    if not any(dlpack.is_dlpack(values[name]) for name in spec.tensors):
+        return values
+    return {name: dlpack.imported(v) if name in spec.tensors else v for name, v in values.items()}
 
 
 def _on_gpu(value: object) -> bool:

@@ -28,7 +28,7 @@ from tilelang.ir import nodes as ir
 from tilelang.ir.shape_expr import Lit, Sym, evaluate, symbols
 from tilelang.ir.types import TensorType
 from tilelang.ir.visit import walk
-from tilelang.runtime import gpu
+from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.host_tensor import HostTensor, numpy_dtype
 
 #: How hard `np.shares_memory` may work to prove two strided views disjoint; past it,
@@ -197,6 +197,8 @@ def _host_overlap(a: object, b: object) -> bool:
 def _host_memory(value: object) -> np.ndarray | None:
     if isinstance(value, PackedArray):
         return value.data
+    if isinstance(value, dlpack.HostView):
+        return value.codes
     return value if isinstance(value, np.ndarray) else None
 
 
@@ -243,7 +245,16 @@ def _check_device_tensor(
             "pass every tensor on the same device"
         )
     array = gpu.device_array(value)
-    if isinstance(value, gpu.DeviceBuffer) and value.dtype is not None:
+    if isinstance(value, dlpack.DeviceView):
+        if value.dtype != want.dtype:
+            raise TypeError(
+                f"{where} expects a tensor of {want.dtype}, got a "
+                f"{type(value.source).__name__} of {value.dtype} (through DLPack)"
+            )
+        shape = value.shape
+        if not gpu.is_contiguous(array):
+            raise ValueError(f"{where} must be C-contiguous on the GPU (call .contiguous())")
+    elif isinstance(value, gpu.DeviceBuffer) and value.dtype is not None:
         if value.dtype != want.dtype:
             raise TypeError(
                 f"{where} expects a tensor of {want.dtype}, got a packed {value.dtype} buffer"
@@ -289,6 +300,14 @@ def _check_tensor(
                 f"{where} expects a tensor of {want.dtype}, got a PackedArray of {value.dtype}"
             )
         shape = tuple(value.shape)
+    elif isinstance(value, dlpack.HostView):
+        if value.dtype != want.dtype:
+            raise TypeError(
+                f"{where} expects a tensor of {want.dtype}, got a "
+                f"{type(value.source).__name__} of {value.dtype} (through DLPack)"
+            )
+        _check_writable(where, value.codes, written)
+        return HostTensor(value.codes, value.dtype), _checked_rank(where, want, value.shape)
     elif isinstance(value, np.ndarray):
         _check_numpy_dtype(where, want.dtype, value)
         if written and not value.flags.writeable:
@@ -309,6 +328,22 @@ def _check_tensor(
             f"{where} expects {want.rank} dimensions [{dims}], got shape {list(shape)}"
         )
     return HostTensor.wrap(value, want.dtype), shape
+
+
+def _check_writable(where: str, codes: np.ndarray, written: bool) -> None:
+    if written and not codes.flags.writeable:
+        raise ValueError(f"{where} is written by the kernel, but the array given is read-only")
+    if written and 0 in codes.strides and codes.size > 1:
+        raise ValueError(f"{where} is written by the kernel, but the array given has a zero stride")
+
+
+def _checked_rank(where: str, want: TensorType, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != want.rank:
+        dims = ", ".join(str(d) for d in want.shape)
+        raise ValueError(
+            f"{where} expects {want.rank} dimensions [{dims}], got shape {list(shape)}"
+        )
+    return tuple(shape)
 
 
 def _check_numpy_dtype(where: str, want: DType, array: np.ndarray) -> None:

@@ -1,0 +1,179 @@
+"""Tensors of other libraries through DLPack (`tilelang.runtime.dlpack`), zero-copy.
+
+The producers here are written from the DLPack spec (dlpack.h): numpy's own
+`__dlpack__`, and a producer built with ctypes that exports any buffer under any type
+code (bf16, f8, a CUDA device pointer), counting its deleter calls — so the tests need
+neither torch nor JAX nor a GPU.
+"""
+
+import ctypes
+import gc
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tilelang as tl
+from tilelang.runtime import arguments, dlpack
+
+
+class NumpyProducer:
+    """A library tensor that speaks only DLPack (as a JAX array does), over numpy."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def __dlpack__(self, stream=None):
+        return self.array.__dlpack__()
+
+    def __dlpack_device__(self):
+        return self.array.__dlpack_device__()
+
+
+class DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class DLTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("device", DLDevice),
+        ("ndim", ctypes.c_int32),
+        ("dtype", DLDataType),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("strides", ctypes.POINTER(ctypes.c_int64)),
+        ("byte_offset", ctypes.c_uint64),
+    ]
+
+
+class DLManagedTensor(ctypes.Structure):
+    pass
+
+
+DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensor))
+DLManagedTensor._fields_ = [
+    ("dl_tensor", DLTensor),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", DELETER),
+]
+
+_new_capsule = ctypes.pythonapi.PyCapsule_New
+_new_capsule.restype = ctypes.py_object
+_new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+class CtypesProducer:
+    """Exports `address` (a buffer it keeps alive, or a raw device pointer) as a DLPack
+    tensor of (type code, bits) on `device_type`; counts deleter calls."""
+
+    def __init__(self, buffer, shape, code, bits, device_type=1, strides=None, address=None):
+        self.buffer, self.shape, self.code, self.bits = buffer, shape, code, bits
+        self.device_type, self.strides = device_type, strides
+        self.address = address if address is not None else buffer.ctypes.data
+        self.deleted = 0
+        self._keep = []
+
+    def __dlpack_device__(self):
+        return (self.device_type, 0)
+
+    def __dlpack__(self, stream=None):
+        ndim = len(self.shape)
+        shape = (ctypes.c_int64 * ndim)(*self.shape)
+        strides = (ctypes.c_int64 * ndim)(*self.strides) if self.strides else None
+        managed = DLManagedTensor()
+        managed.dl_tensor.data = self.address
+        managed.dl_tensor.device = DLDevice(self.device_type, 0)
+        managed.dl_tensor.ndim = ndim
+        managed.dl_tensor.dtype = DLDataType(self.code, self.bits, 1)
+        managed.dl_tensor.shape = shape
+        managed.dl_tensor.strides = strides
+        managed.dl_tensor.byte_offset = 0
+
+        def deleter(_):
+            self.deleted += 1
+
+        managed.deleter = DELETER(deleter)
+        self._keep += [shape, strides, managed, managed.deleter]
+        return _new_capsule(ctypes.addressof(managed), b"dltensor", None)
+
+
+@tl.kernel(warps=1)
+def double(x: tl.Tensor["T", "N"], y: tl.Tensor[tl.f32, "N"], T: tl.constexpr = tl.f32):
+    v = tl.load(x, [0], [64])
+    tl.store(y, [0], v.to(tl.f32) * 2.0)
+
+
+def test_a_dlpack_tensor_is_read_and_written_in_place():
+    x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    producer = NumpyProducer(y)
+    out = double(NumpyProducer(x), producer)
+    assert out is producer  # the caller's object comes back
+    assert np.array_equal(y, x * 2)  # stored into the producer's memory, no copy back
+    y[:] = 0
+    double.interpret(NumpyProducer(x), NumpyProducer(y))
+    assert np.array_equal(y, x * 2)
+
+
+@pytest.mark.parametrize(
+    ("code", "bits", "dtype", "numpy_type"),
+    [
+        (4, 16, tl.bf16, ml_dtypes.bfloat16),
+        (10, 8, tl.f8e4m3, ml_dtypes.float8_e4m3fn),
+        (12, 8, tl.f8e5m2, ml_dtypes.float8_e5m2),
+        (2, 16, tl.f16, np.float16),
+    ],
+    ids=str,
+)
+def test_types_numpy_cannot_name_arrive_with_their_real_dtype(code, bits, dtype, numpy_type):
+    """bf16 and f8 reach the CPU backend as their bit patterns, typed by the producer's
+    DLPack type code (numpy has no bf16: the values below come from ml_dtypes)."""
+    values = np.linspace(-3, 3, 64).astype(numpy_type)
+    source = CtypesProducer(values, (64,), code, bits)
+    y = np.zeros(64, np.float32)
+    double(source, y, T=dtype)
+    assert np.array_equal(y, values.astype(np.float32) * 2)
+    with pytest.raises(
+        TypeError, match=f"expects a tensor of f32, got a CtypesProducer of {dtype}"
+    ):
+        double(CtypesProducer(values, (64,), code, bits), y)
+
+
+def test_strided_tensors_follow_the_stride_rules():
+    base = np.arange(128, dtype=np.float32)
+    strided = CtypesProducer(base, (64,), 2, 32, strides=(2,))  # every other element
+    y = np.zeros(64, np.float32)
+    double(strided, y)
+    assert np.array_equal(y, base[::2] * 2)
+
+
+def test_the_producers_deleter_runs_once_after_the_call():
+    values = np.ones(64, np.float32)
+    source = CtypesProducer(values, (64,), 2, 32)
+    double(source, np.zeros(64, np.float32))
+    gc.collect()
+    assert source.deleted == 1
+
+
+def test_types_without_a_tilelang_dtype_are_refused_by_name():
+    with pytest.raises(TypeError, match="complex of 64 bits have no tilelang dtype"):
+        double(CtypesProducer(np.zeros(64, np.complex64), (64,), 5, 64), np.zeros(64, np.float32))
+
+
+def test_a_cuda_dlpack_tensor_binds_for_the_gpu_without_a_copy():
+    """A kDLCUDA producer becomes a device array (pointer, shape, byte strides) with its
+    dtype: the GPU path's checks accept it where its dtype and alignment are right —
+    checked here without a GPU (nothing launches)."""
+    pointer = 0x7F00_0000_0000  # a device address; nothing dereferences it here
+    x = dlpack.imported(CtypesProducer(None, (64,), 4, 16, device_type=2, address=pointer))
+    y = dlpack.imported(CtypesProducer(None, (64,), 2, 32, device_type=2, address=pointer + 4096))
+    assert isinstance(x, dlpack.DeviceView) and x.dtype == tl.bf16
+    assert x.__cuda_array_interface__["strides"] == (2,)
+    fn = double.specialize(T=tl.bf16)
+    bound = arguments.bind_device_arguments(fn, {"x": x, "y": y})
+    assert bound.pointers == {"x": pointer, "y": pointer + 4096}
+    with pytest.raises(TypeError, match="expects a tensor of f16, got a CtypesProducer of bf16"):
+        arguments.bind_device_arguments(double.specialize(T=tl.f16), {"x": x, "y": y})
