@@ -403,23 +403,28 @@ def test_a_relayout_writes_over_its_dying_operand():
 # -- plan_registers: addresses --------------------------------------------------------------------
 
 
-def access(text: str, swizzle: str = "") -> int:
-    """The address words of the one load (global or shared) of a one-warp kernel body;
-    %s is an [8, 64] f16 shared tile, `swizzle` its swizzle."""
+def access(text: str, swizzle: str = "", straight: bool = False) -> int:
+    """The address words of the one load (global or shared) of a one-warp kernel body, in a
+    loop (or in `straight`-line code); %s is an [8, 64] f16 shared tile, `swizzle` its
+    swizzle."""
     fn = parse_function(
         "kernel k(%x: tensor<f32, [M, N]>, %c: tensor<f32, [M, 64]>) sizes(%M: i32, %N: i32) "
         "warps(1) {\n  %bm = blocks %M : i32\n  %s = shared_alloc : "
         f"shared<f16, [8, 64], shared(8:64, 64:1){swizzle}>\n{text}\n}}\n"
     )
     (instr,) = [i for i in walk(fn) if isinstance(i, (ir.Load, ir.SharedLoad))]
-    return plan_registers.addresses(instr, fn.warps)
+    return plan_registers.addresses(instr, fn.warps, straight)
 
 
 def test_global_accesses_need_a_pointer_per_row():
     rows4 = "tile<f32, [4, 64], local(4, 1).spatial(1, 32).local(1, 2)>"
     load = "  %t = load %{tensor}[%bm, 0:i32] {{elems=2, vector=8}} : {tile}"
-    # Four rows of a tensor whose row stride is a size: four 64-bit pointers.
+    # Four rows of a tensor whose row stride is a size: four 64-bit pointers, held through
+    # a loop (each row's part of the offset is loop-invariant) ...
     assert access(load.format(tensor="x", tile=rows4)) == 8
+    # ... where straight-line code reaches the rows from one pointer: the rows are the same
+    # distance apart in every thread, and the lowering adds a row's part as a term of its own
+    assert access(load.format(tensor="x", tile=rows4), straight=True) == 2
     # Rows 64 elements apart: one pointer, the other rows at immediate offsets.
     assert access(load.format(tensor="c", tile=rows4)) == 2
     # One row in four accesses: one pointer.
@@ -523,8 +528,9 @@ def test_the_peak_location_is_the_first_point_at_the_peak():
         '  store %y[%bm, 0:i32], %acc_1  loc("big.py":9:5)\n'.replace("{layout}", layout),
     )
     plan = plan_registers.estimate(parse_function(text))
-    # 512 words from the full on; the store adds a pointer for each of its 32 rows.
-    assert (plan.value_words, plan.address_words, str(plan.at)) == (512, 64, "big.py:9:5")
+    # 512 words from the full on; the store adds one pointer (its 32 rows are the same
+    # distance apart in every thread).
+    assert (plan.value_words, plan.address_words, str(plan.at)) == (512, 2, "big.py:9:5")
     assert plan.live[0] == ("acc_1", 512)
 
 

@@ -30,6 +30,7 @@ from tilelang.passes import (
     plan_shared,
     simplify,
     software_pipeline,
+    strength_reduce,
     thread_cleanup,
     vectorize,
     verify,
@@ -52,6 +53,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
 
 THREAD_PIPELINE: tuple[tuple[str, Callable[[ThreadFunction, Target], ThreadFunction]], ...] = (
     ("thread_cleanup", thread_cleanup.run),
+    ("strength_reduce", strength_reduce.run),
 )
 
 DumpDir = str | os.PathLike | None

@@ -44,7 +44,9 @@ How thread IR maps to C++
   counts (upward for a positive step, downward for a negative one; no overflow of the
   loop variable near the ends of its range), or a plain ``for`` when the step is a
   positive constant and the bounds make overflow impossible; `unroll` adds
-  ``#pragma unroll``.
+  ``#pragma unroll``, and a loop waiting for asynchronous copies in its body (software-
+  pipelined, already scheduled S-1 iterations deep) gets ``#pragma unroll 1``: unrolled,
+  it would hold twice the registers `plan_registers` plans for it.
 
 Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
 -------------------------------------------------------------------------------
@@ -439,6 +441,8 @@ class _Emitter:
         start, stop, step = (self.expr(e) for e in (s.start, s.stop, s.step))
         stop_imm, step_imm = imm_int(s.stop), imm_int(s.step)
         pragma = ["#pragma unroll"] if s.unroll else []
+        if not s.unroll and _pipelined(s):
+            pragma = ["#pragma unroll 1"]
         safe = (
             step_imm is not None
             and step_imm > 0
@@ -545,3 +549,11 @@ def _header(fn: t.ThreadFunction) -> str:
         f"// grid: ({clean(grid)})\n"
         "// Generated from thread IR: CUDA C++ that needs no header (NVRTC or nvcc).\n"
     )
+
+
+def _pipelined(loop: t.For) -> bool:
+    """Whether `loop` waits for asynchronous copies in its own body: a software-pipelined
+    loop, already scheduled S-1 iterations deep (`software_pipeline`). NVVM would unroll
+    it (its stage rotation is cheap), doubling the registers the copies in flight and the
+    fragments hold, and `plan_registers` plans it rolled."""
+    return any(isinstance(stmt, t.CpAsyncWait) for stmt in loop.body)

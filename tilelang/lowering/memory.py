@@ -7,22 +7,44 @@ packed type whose bits start inside a byte are read through a one- or two-byte w
 and written with an atomic merge of their bits (other threads may be writing the rest
 of the byte). A store or an atomic addition from a replicated layout is done by the
 first replica only.
+
+Byte offsets (`place`) are sums of separate terms, per dim: the box offset (block-
+uniform), this thread's part of the tile index and the local's constant part, each
+sign-extended and scaled by the dim's stride in bytes. Where the mask holds, the index
+``offset + i`` is in [0, size), so it did not wrap in i32, and the element lies inside
+its tensor, so no term overflows: the sum is the element's row-major byte offset
+exactly. Masked elements are never accessed, so their offsets do not matter. Split,
+the loop-invariant terms can be computed once before a loop
+(`tilelang.passes.strength_reduce`). A packed type's term is a whole number of bytes
+only where the divisibility facts say so (the box offset's `divisors` from `analyze`,
+the strides' from the sizes' `assume`, the thread part's from the layout); otherwise
+the offset is that of the byte holding the element's first bit, from the flat index.
+Along a dim where the box's offset and the tensor's size are both multiples of the
+box's extent (a power of two), the box lies entirely inside the tensor or entirely
+outside it, and the mask tests the offset alone (`offset < size`: the same for every
+element of the box, block-uniform) instead of each element's index.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from tilelang import dtypes
+from tilelang.analysis.divisors import CAP, pow2_factor, shape_divisor, stride_divisors
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir.layout import Layout, Rep
+from tilelang.ir.types import TensorType
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, I64, U32, imm
 from tilelang.lowering.values import (
     TensorInfo,
     TileRegs,
     byte_offset,
+    dim_strides,
+    local_part,
     pieces,
 )
 
@@ -37,17 +59,115 @@ def access_runs(instr: ir.Instr, tile: TileRegs) -> int:
 
 
 def element_place(
-    lo: Lowering, info: TensorInfo, offsets: Sequence[t.Expr], index: Sequence[t.Expr]
+    lo: Lowering,
+    info: TensorInfo,
+    offsets: Sequence[t.Expr],
+    index: Sequence[t.Expr],
+    whole: Sequence[bool] = (),
 ):
-    """(in-bounds predicate, flat element offset i64) of a tile element."""
+    """(in-bounds predicate, flat element offset i64) of a tile element. Along a dim
+    where `whole` holds, the box is entirely inside the tensor or entirely outside it,
+    and the predicate tests the box's offset alone (the same for every element)."""
     b = lo.b
     conds, flat = [], imm(0, I64)
-    for off, i, size, stride in zip(offsets, index, info.sizes, info.strides, strict=True):
+    for d, (off, i, size, stride) in enumerate(
+        zip(offsets, index, info.sizes, info.strides, strict=True)
+    ):
         g = b.add(off, i)
-        if not (isinstance(g, t.Imm) and isinstance(size, t.Imm) and 0 <= g.value < size.value):
-            conds.append(t.Binary("lt", t.Bitcast(g, U32), t.Bitcast(size, U32)))
+        tested = off if d < len(whole) and whole[d] else g
+        known = isinstance(tested, t.Imm) and isinstance(size, t.Imm)
+        if not (known and 0 <= tested.value < size.value):
+            conds.append(t.Binary("lt", t.Bitcast(tested, U32), t.Bitcast(size, U32)))
         flat = b.add(flat, b.mul(b.cvt(g, I64), stride))
     return b.all_of(conds), flat
+
+
+def place(lo: Lowering, instr: ir.Instr, info: TensorInfo, offsets, layout: Layout, li: int):
+    """(in-bounds predicate, byte offset i64) of element `li` of a tile of `layout` at
+    `offsets` of the tensor `instr` accesses: the offset as separate terms (see the
+    module docstring), or from the flat index when a packed type's terms are not whole
+    bytes."""
+    b = lo.b
+    tensor = instr.tensor.type
+    assert isinstance(tensor, TensorType)
+    known = _offset_divisors(instr, len(offsets))
+    whole = [
+        _pow2(box) and off_divisor % box == 0 and shape_divisor(lo.fn, size) % box == 0
+        for box, off_divisor, size in zip(layout.shape, known, tensor.shape, strict=True)
+    ]
+    pred, flat = element_place(lo, info, offsets, lo.index(layout, li), whole)
+    bits = info.dtype.bits
+    strides = stride_divisors(lo.fn, tuple(tensor.shape))
+    parts, consts = lo.thread_part(layout), local_part(layout, li)
+    terms: list[t.Expr] = []
+    constant = 0
+    for d, (off, part, c, stride) in enumerate(
+        zip(offsets, parts, consts, info.strides, strict=True)
+    ):
+        # each part of the dim's index, with the power of two known to divide it
+        split = ((off, known[d]), (part, _thread_divisor(layout, d)), (imm(c), pow2_factor(c)))
+        for value, divisor in split:
+            if isinstance(value, t.Imm) and value.value == 0:
+                continue
+            term = _scaled(b, value, divisor, stride, strides[d], bits)
+            if term is None:
+                return pred, byte_offset(b, flat, bits)
+            if isinstance(term, t.Imm):
+                constant += term.value
+            else:
+                terms.append(term)
+    total: t.Expr = imm(0, I64)
+    for term in terms:
+        total = b.add(total, term)
+    return pred, b.add(total, imm(constant, I64))
+
+
+def _scaled(b, value: t.Expr, divisor: int, stride: t.Expr, stride_divisor: int, bits: int):
+    """value · stride · bits / 8 (i64) exactly, or None when the divisors do not make it
+    a whole number of bytes."""
+    need = 8 // math.gcd(bits, 8)  # value · stride must be a multiple of this
+    from_value = min(divisor, need)
+    from_stride = need // from_value
+    if stride_divisor % from_stride:
+        return None
+    per = bits * need // 8  # the bytes of `need` elements
+    value = b.cvt(_exact_shift(value, from_value), I64)
+    if isinstance(stride, t.Imm):
+        return b.mul(value, imm(stride.value // from_stride * per, I64))
+    return b.mul(value, b.mul(_exact_shift(stride, from_stride), imm(per, I64)))
+
+
+def _exact_shift(value: t.Expr, by: int) -> t.Expr:
+    """value / by, for a power of two `by` known to divide it (an arithmetic shift)."""
+    if by == 1:
+        return value
+    if isinstance(value, t.Imm):
+        return imm(value.value // by, value.dtype)
+    return t.Binary("shr", value, imm(by.bit_length() - 1, value.dtype))
+
+
+def _pow2(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+def _offset_divisors(instr: ir.Instr, rank: int) -> tuple[int, ...]:
+    """The `divisors` attribute `analyze` gives an access (1 per offset without it)."""
+    found = instr.attr("divisors")
+    if not isinstance(found, str) or not found:
+        return (1,) * rank
+    values = tuple(int(v) for v in found.split(","))
+    return values if len(values) == rank else (1,) * rank
+
+
+def _thread_divisor(layout: Layout, dim: int) -> int:
+    """The power of two dividing every thread's part of the tile index along `dim`."""
+    strides = dim_strides(layout)
+    found = CAP
+    for mode in layout.thread_modes:
+        moves = not isinstance(mode, Rep) and layout.mode_sizes[mode] > 1
+        if moves and layout.mode_dims[mode] == dim:
+            found = min(found, pow2_factor(strides[mode]))
+    return found
 
 
 def order_global(lo: Lowering, tensor: ir.Var, store: bool) -> None:
@@ -84,13 +204,17 @@ def lower_load(lo: Lowering, instr: ir.Load) -> None:
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
     for li in range(0, tile.layout.num_locals, run):
-        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        whole = run * bits % 8 == 0 and (li * bits) % 8 == 0
+        if whole:
+            pred, byte = place(lo, instr, info, offsets, tile.layout, li)
+        else:
+            pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
         pred = lo.b.let(pred, "p") if pred is not None else None
         if pred is not None:
             for i in range(li, li + run):
                 lo.put(tile, i, fill)
-        if run * bits % 8 == 0 and (li * bits) % 8 == 0:
-            byte = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+        if whole:
+            byte = lo.b.let(byte, "off")
             limit = align if isinstance(align, int) and run > 1 else None
             for at, width in pieces(0, run * bits // 8, limit):
                 lo.b.emit(
@@ -162,10 +286,10 @@ def lower_store(lo: Lowering, instr: ir.Store) -> None:
             pred = lo.b.all_of([c for c in (pred, first) if c is not None])
             store_sub_byte(lo, info, tile, li, flat, pred)
             continue
-        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        pred, byte = place(lo, instr, info, offsets, tile.layout, li)
         pred = lo.b.all_of([c for c in (pred, first) if c is not None])
         pred = lo.b.let(pred, "p") if pred is not None else None
-        byte = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+        byte = lo.b.let(byte, "off")
         limit = align if isinstance(align, int) and run > 1 else None
         for at, width in pieces(0, run * bits // 8, limit):
             lo.b.emit(
@@ -215,7 +339,7 @@ def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
     first = lo.replica_zero(tile.layout)
     addend = lo.b.local(dtype, run, "add") if mask is not None and run > 1 else None
     for li in range(0, tile.layout.num_locals, run):
-        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        pred, byte = place(lo, instr, info, offsets, tile.layout, li)
         conds = [pred, first]
         src = t.Reg(tile.local, li * size)
         if mask is not None:
@@ -226,7 +350,7 @@ def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
                 src = t.Reg(addend, 0)
         pred = lo.b.all_of([c for c in conds if c is not None])
         pred = lo.b.let(pred, "p") if pred is not None else None
-        byte = lo.b.let(byte_offset(lo.b, flat, dtype.bits), "off")
+        byte = lo.b.let(byte, "off")
         limit = align if isinstance(align, int) and run > 1 else None
         for at, width in pieces(0, run * size, limit):
             at_byte = lo.b.add(byte, imm(at, I64))

@@ -31,7 +31,7 @@ from tilelang.ir.types import SharedType
 from tilelang.lowering import memory, relayout
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
-from tilelang.lowering.values import SharedTile, byte_offset, pieces
+from tilelang.lowering.values import SharedTile, pieces
 
 #: The widest access a thread makes: 16 bytes.
 MAX_ACCESS = 16
@@ -72,8 +72,28 @@ def shared_address(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t
     if bits % 8 == 0:
         within = lo.b.mul(offset, imm(bits // 8))
     else:
-        within = t.Binary("shr", lo.b.mul(offset, imm(bits)), imm(3))
+        # A constant part of whole bytes stays a separate term (an access's immediate):
+        # ((x + c)·bits) >> 3 = ((x·bits) >> 3) + c·bits/8, as no offset in shared memory
+        # comes near overflowing.
+        x, c = _constant_part(offset)
+        if c * bits % 8:
+            x, c = offset, 0
+        within = lo.b.add(t.Binary("shr", lo.b.mul(x, imm(bits)), imm(3)), imm(c * bits // 8))
     return lo.b.add(_base(tile), within)
+
+
+def _constant_part(e: t.Expr) -> tuple[t.Expr, int]:
+    """(x, c) with e = x + c, c the constants `e` adds (at any depth of its sum)."""
+    if isinstance(e, t.Imm):
+        return imm(0, e.dtype), int(e.value)
+    if isinstance(e, t.Binary) and e.op == "add":
+        (a, ca), (b, cb) = _constant_part(e.a), _constant_part(e.b)
+        if isinstance(a, t.Imm) and a.value == 0:
+            return b, ca + cb
+        if isinstance(b, t.Imm) and b.value == 0:
+            return a, ca + cb
+        return t.Binary("add", a, b), ca + cb
+    return e, 0
 
 
 def _base(tile: SharedTile) -> t.Expr:
@@ -229,9 +249,9 @@ def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
     staging = None
     for li in range(0, layout.num_locals, run):
         index = lo.index(layout, li)
-        pred, flat = memory.element_place(lo, info, offsets, index)
+        pred, source = memory.place(lo, instr, info, offsets, layout, li)
         address = lo.b.let(shared_address(lo, shared, index), "sa")
-        source = lo.b.let(byte_offset(lo.b, flat, bits), "off")
+        source = lo.b.let(source, "off")
         pred = lo.b.let(pred, "p") if pred is not None else None
         for at, size in pieces(0, run * bits // 8, limit):
             to, src = lo.b.add(address, imm(at)), lo.b.add(source, imm(at, source.dtype))

@@ -38,6 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+from tilelang.analysis.divisors import (
+    CAP,
+    exact_quotient,
+    pow2_factor,
+    shape_divisor,
+    size_divisor,
+)
 from tilelang.dtypes import DType
 from tilelang.ir.nodes import (
     AtomicAdd,
@@ -58,56 +65,14 @@ from tilelang.ir.nodes import (
     Var,
     Yield,
 )
-from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.types import ScalarType
 from tilelang.ir.visit import Rewriter
 from tilelang.target import CPU, Target
-
-#: No divisor exceeds this (2**16): enough for every alignment decision.
-CAP = 1 << 16
-
-
-def pow2_factor(value: int, cap: int = CAP) -> int:
-    """The largest power of two dividing `value` (at most `cap`; `cap` for 0)."""
-    value = abs(int(value))
-    if value == 0:
-        return cap
-    return min(value & -value, cap)
 
 
 def cap_for(dtype: DType) -> int:
     """The largest divisor a value of `dtype` can carry (it wraps at 2**bits)."""
     return min(CAP, 1 << dtype.bits)
-
-
-def size_divisor(fn: Function, name: str) -> int:
-    """The power of two `Function.assume` says the size `name` is a multiple of (else 1)."""
-    return max((d for n, d in fn.assume if n == name), default=1)
-
-
-def shape_divisor(fn: Function, expr: ShapeExpr) -> int:
-    """The divisor of a tensor dimension: a literal exactly, a size by `assume`."""
-    if isinstance(expr, Lit):
-        return pow2_factor(expr.value)
-    if isinstance(expr, Sym):
-        return size_divisor(fn, expr.name)
-    if isinstance(expr, BinOp):
-        lhs, rhs = shape_divisor(fn, expr.lhs), shape_divisor(fn, expr.rhs)
-        if expr.op in ("+", "-", "%"):
-            return min(lhs, rhs)
-        if expr.op == "*":
-            return min(lhs * rhs, CAP)
-        if expr.op == "//" and isinstance(expr.rhs, Lit):
-            return _exact_quotient(lhs, expr.rhs.value)
-        return 1
-    raise TypeError(f"not a size expression: {expr!r}")
-
-
-def _exact_quotient(divisor: int, by: int) -> int:
-    """d(a // by) when d(a) = `divisor`: exact when `by` is a power of two dividing it."""
-    if by > 0 and by & (by - 1) == 0 and divisor % by == 0:
-        return max(divisor // by, 1)
-    return 1
 
 
 class Facts(Mapping[Var, int]):
@@ -258,8 +223,8 @@ class _Analysis:
         if amount is None or amount < 0:
             return 1
         if op == "shr":
-            return _exact_quotient(lhs_divisor, 1 << amount) if amount < 17 else 1
-        return _exact_quotient(lhs_divisor, amount)
+            return exact_quotient(lhs_divisor, 1 << amount) if amount < 17 else 1
+        return exact_quotient(lhs_divisor, amount)
 
 
 def _holds(target: DType, source: DType) -> bool:

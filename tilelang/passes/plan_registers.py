@@ -21,15 +21,17 @@ used only as dot accumulators holds none (the first mma reads the zero register)
 
 **Addresses** (`addresses`). A global access needs a 64-bit address, 2 words, per row its
 vector accesses touch (accesses in one row reach each other with immediate offsets, rows a
-runtime stride apart cannot); a shared access (shared tiles, cp.async destinations,
-ldmatrix, the scratch area of relayouts and reductions) 1 word per *address class*:
-accesses whose addresses differ by the same amount in every thread share a register (a
-swizzle XORs a thread-dependent phase into the column). They are live at the access, and
-in straight-line code at the global access before it (ptxas computes them while that one's
-loads are in flight). In a loop the per-thread part is the same in every iteration: ptxas
-computes it before the outermost loop and holds it through the loop. An innermost loop
-not pipelined (nor ``unroll=1``) adds `UNROLL_WORDS`: ptxas unrolls it and overlaps the
-copies (counters, and loads and addresses of the next iterations).
+runtime stride apart cannot); a shared access (shared tiles, ldmatrix, the scratch area
+of relayouts and reductions) 1 word per *address class*: accesses whose addresses differ
+by the same amount in every thread share a register (a swizzle XORs a thread-dependent
+phase into the column). They are live at the access, and in straight-line code at the
+global access before it (ptxas computes them while that one's loads are in flight). In a
+loop the per-thread part is the same in every iteration: ptxas computes it before the
+outermost loop and holds it through the loop (a pointer per row); in straight-line code,
+rows equally far apart in every thread share one (a row's part of a byte offset is a
+term of its own). A cp.async's shared destination (blocked layout, uniform stage) is
+recomputed. An innermost loop not pipelined (nor ``unroll=1``) adds `UNROLL_WORDS`:
+ptxas unrolls it and overlaps the copies (counters, loads and addresses of the next).
 
 **The thread.** `THREAD_WORDS`: its index, the lane and warp digits derived from it, the
 stack pointer.
@@ -109,7 +111,7 @@ THREAD_WORDS = 8
 POINTER_WORDS = 2
 #: Words an unrolled loop's overlapping copies add (counters, loads and addresses of the
 #: next iterations); calibrated on ptxas, which unrolls such loops 2-4 times.
-UNROLL_WORDS = 11
+UNROLL_WORDS = 12
 #: The widest access a thread makes, in bytes.
 MAX_ACCESS = 16
 WARP_SIZE = 32
@@ -342,7 +344,8 @@ def address_words_by_point(program: Program, warps: int) -> list[int]:
     it, and the allowance of an unrolled loop (see the module docstring)."""
     count = len(program.points)
     delta = [0] * (count + 1)
-    found = [0 if p.end else addresses(p.instr, warps) for p in program.points]
+    straight = [not program.within[p.index] for p in program.points]
+    found = [0 if p.end else addresses(p.instr, warps, straight[p.index]) for p in program.points]
     here = [0] * count
     for point in program.points:
         loops, index = program.within[point.index], point.index
@@ -389,10 +392,11 @@ def _next_global(program: Program, index: int, found: list[int]) -> int:
 # -- per-thread addresses --------------------------------------------------------------------
 
 
-def addresses(instr: Instr, warps: int) -> int:
-    """Words of the per-thread addresses of `instr`'s memory accesses (`warps` warps)."""
+def addresses(instr: Instr, warps: int, straight: bool = False) -> int:
+    """Words of the per-thread addresses of `instr`'s memory accesses (`warps` warps), in
+    a loop or in `straight`-line code."""
     found = _ADDRESSES.get(type(instr))
-    return found(instr, warps * WARP_SIZE) if found is not None else 0
+    return found(instr, warps * WARP_SIZE, straight) if found is not None else 0
 
 
 def address_classes(addresses: np.ndarray) -> int:
@@ -409,7 +413,7 @@ def _distinct_columns(array: np.ndarray) -> int:
     return len({column.tobytes() for column in columns})
 
 
-def _global_access(instr: Instr, threads: int) -> int:
+def _global_access(instr: Instr, threads: int, straight: bool) -> int:
     """A load, store or atomic add: a pointer per row its vector accesses touch."""
     assert isinstance(instr, Load | Store | AtomicAdd)
     tile = (instr.result if isinstance(instr, Load) else instr.value).type
@@ -423,14 +427,14 @@ def _global_access(instr: Instr, threads: int) -> int:
         most = min(layout_run(tile.layout), MAX_ACCESS * 8 // tile.dtype.bits)
         elems = 1 << (most.bit_length() - 1) if most > 0 else 1
     index = _table(tile.layout)[:, :: max(elems, 1)]
-    return POINTER_WORDS * _row_classes(tensor, index, tile.dtype.bits)
+    return POINTER_WORDS * _row_classes(tensor, index, tile.dtype.bits, straight)
 
 
-def _row_classes(tensor: TensorType, index: np.ndarray, bits: int) -> int:
+def _row_classes(tensor: TensorType, index: np.ndarray, bits: int, straight: bool) -> int:
     """64-bit addresses a thread needs for accesses at tile indices [threads, accesses,
     rank]: accesses share one when they differ by a constant number of bytes — the same
     row of a tensor whose row stride is only known at run time, any rows when the
-    strides are literals."""
+    strides are literals — or, in `straight`-line code, by rows the same in every thread."""
     offset = index[..., -1] * bits  # in bits: sub-byte rows may start inside a byte
     stride: int | None = bits
     rows = []
@@ -438,7 +442,7 @@ def _row_classes(tensor: TensorType, index: np.ndarray, bits: int) -> int:
         size = tensor.shape[d + 1]
         stride = stride * size.value if isinstance(size, Lit) and stride is not None else None
         if stride is None:
-            rows.append(index[..., d])
+            rows.append(index[..., d] - index[:1, ..., d] if straight else index[..., d])
         else:
             offset = offset + index[..., d] * stride
     offset //= 8
@@ -446,23 +450,20 @@ def _row_classes(tensor: TensorType, index: np.ndarray, bits: int) -> int:
     return _distinct_columns(key.reshape(-1, key.shape[-1]))
 
 
-def _copy_async(instr: Instr, threads: int) -> int:
-    """A cp.async: its source pointers, and the classes of its shared destinations (each
-    thread copies the runs of the blocked layout, as the lowering does)."""
+def _copy_async(instr: Instr, threads: int, straight: bool) -> int:
+    """A cp.async: its source pointers (each thread copies the runs of the blocked layout,
+    as the lowering does; its shared destinations hold nothing, see the module docstring)."""
     assert isinstance(instr, CopyAsync)
     shared, tensor = instr.shared.type, instr.tensor.type
     assert isinstance(shared, SharedType) and isinstance(tensor, TensorType)
     elems = instr.attr("elems")
     elems = elems if isinstance(elems, int) and elems > 0 and shared.shape[-1] % elems == 0 else 1
     layout = blocked_layout(shared.shape, shared.dtype, threads, min_vec=elems)
-    pointers = POINTER_WORDS * _row_classes(tensor, _table(layout)[:, ::elems], shared.dtype.bits)
-    if shared.layout is None:
-        return pointers
-    starts = _run_starts(layout, _tile_offsets(shared.layout), shared.dtype.bits, elems)
-    return pointers + address_classes(starts)
+    index = _table(layout)[:, ::elems]
+    return POINTER_WORDS * _row_classes(tensor, index, shared.dtype.bits, straight)
 
 
-def _shared_access(instr: Instr, threads: int) -> int:
+def _shared_access(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A shared load (with ldmatrix where the lowering uses it) or store, in runs."""
     assert isinstance(instr, SharedLoad | SharedStore)
     shared = instr.shared.type
@@ -479,7 +480,7 @@ def _shared_access(instr: Instr, threads: int) -> int:
     return address_classes(starts)
 
 
-def _move(instr: Instr, threads: int) -> int:
+def _move(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A move between layouts: in registers when every thread holds its sources, else
     stored to the scratch area and read back (with ldmatrix where a relayout allows)."""
     move = _move_tiles(instr)
@@ -500,7 +501,7 @@ def _move(instr: Instr, threads: int) -> int:
     return address_classes(_scratch_writes(source, elem)) + address_classes(reads)
 
 
-def _fold(instr: Instr, threads: int) -> int:
+def _fold(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A reduction or scan the warps cannot do with shuffles: the tile goes to the
     scratch area, and each thread reads the whole axis of every element it produces."""
     assert isinstance(instr, Reduce | Scan)
@@ -522,7 +523,7 @@ def _fold(instr: Instr, threads: int) -> int:
 
 
 #: The address words of each instruction class that accesses memory.
-_ADDRESSES: dict[type[Instr], Callable[[Instr, int], int]] = {
+_ADDRESSES: dict[type[Instr], Callable[[Instr, int, bool], int]] = {
     **dict.fromkeys((Load, Store, AtomicAdd), _global_access),
     CopyAsync: _copy_async,
     **dict.fromkeys((SharedLoad, SharedStore), _shared_access),

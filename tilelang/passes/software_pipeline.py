@@ -12,16 +12,23 @@ S-1 iterations ahead whatever S is:
 
     buf = shared_alloc : shared<dtype, [S, *tile], staged_layout>
     copy_async tensor[offsets(start + s*step)] -> buf[s] {prologue}; async_commit   (s < S-1)
-    for k ... {
-      i = (k - start) / step                              # where the first such load was
-      async_wait S-2; sync          # stage i % S has landed; all threads are done with (i-1) % S
-      %b = shared_load buf[i % S] : tile<mma operand layout>     # dot operands
-      copy_async tensor[offsets(k + (S-1)*step)] -> buf[(i + S-1) % S] {ahead=S-1}
+    for k ... iter(..., %stage = 0, %prev = S-1) {
+      async_wait S-2; sync       # where the first such load was: stage %stage has landed,
+                                 # and every thread is done with %prev
+      %next = where (%stage == S-1), 0, %stage + 1
+      %b = shared_load buf[%stage] : tile<mma operand layout>    # dot operands
+      copy_async tensor[offsets(k + (S-1)*step)] -> buf[%prev] {ahead=S-1}
       async_commit
       ...
-      %a = shared_load buf[i % S] : tile<the load's layout>      # where the load was
+      %a = shared_load buf[%stage] : tile<the load's layout>     # where the load was
+      yield ..., %next, %stage
     }
     async_wait 0
+
+In iteration i the loop reads buffer i mod S and fills buffer (i + S-1) mod S, which is
+(i-1) mod S, the buffer the previous iteration read: the loop carries both indices
+(``%stage``, ``%prev``) and advances them with a compare and a select, so it never
+divides, whatever the loop's bounds (no `(k - start) / step`, no remainder by S).
 
 The shared_load defines the last value of the load's *chain*: the load, then a
 `reshape` that only drops leading dims of size 1 (a rank-3 load of one head read as a
@@ -72,6 +79,7 @@ import math
 import warnings
 from dataclasses import dataclass, field, replace
 
+from tilelang import dtypes
 from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
@@ -127,8 +135,9 @@ class _Loop:
 
     loop: ir.For
     definitions: dict[ir.Var, ir.Instr]
-    iteration: ir.Value | None = None
-    stage: ir.Value | None = None
+    stage: ir.Var | None = None  # the buffer this iteration reads (carried)
+    write: ir.Var | None = None  # the buffer its copies fill: the one read before (carried)
+    stage_next: ir.Value | None = None  # the next iteration's `stage`
     before: dict[int, list[ir.Instr]] = field(default_factory=dict)  # inserted at an index
     dropped: set[int] = field(default_factory=set)  # ids of body instructions removed
     yielded: list[ir.Value] = field(default_factory=list)  # appended to the yield
@@ -269,6 +278,10 @@ class _Pipeliner:
             self.async_body(at, asyncs)
         for plan in prefetches:
             self.prefetch_body(at, plan)
+        stages: list[tuple[ir.Var, ir.Value]] = []
+        if at.stage is not None and at.write is not None and at.stage_next is not None:
+            stages = [(at.stage, _const(0, loop)), (at.write, _const(at.stages - 1, loop))]
+            at.yielded += [at.stage_next, at.stage]
         new_body: list[ir.Instr] = []
         for index, instr in enumerate(body):
             new_body += at.before.get(index, [])
@@ -277,11 +290,11 @@ class _Pipeliner:
             if isinstance(instr, ir.Yield) and at.yielded:
                 instr = replace(instr, values=(*instr.values, *at.yielded))
             new_body.append(instr)
-        carried = [c for p in prefetches for c in p.carried]
+        carried = [c for p in prefetches for c in p.carried] + [var for var, _ in stages]
         pipelined = replace(
             loop,
             body=ir.Block(tuple(new_body)),
-            inits=(*loop.inits, *inits),
+            inits=(*loop.inits, *inits, *(init for _, init in stages)),
             carried=(*loop.carried, *carried),
             results=(*loop.results, *(self.fresh(c.name + ".out", c.type) for c in carried)),
         )
@@ -345,23 +358,28 @@ class _Pipeliner:
         return self.scalar("mul", _const(loop.stages - 1, loop), loop.step, out)
 
     def wait(self, at: _Loop) -> list[ir.Instr]:
-        """The stage index and the wait for this iteration's stage (the sync also means
-        every thread is done with the buffer the next copies overwrite)."""
-        loop, out = at.loop, []
-        done = self.scalar("sub", loop.var, loop.start, out)
-        at.iteration = self.scalar("div", done, loop.step, out)
-        at.stage = self.scalar("rem", at.iteration, _const(at.stages, loop), out)
-        return [*out, ir.AsyncWait(at.stages - 2, loc=loop.loc), ir.Sync(loc=loop.loc)]
+        """The wait for this iteration's stage (the sync also means every thread is done
+        with the buffer the next copies overwrite) and the next iteration's stage: the
+        loop carries the stage it reads and the one it fills (see the module docstring)."""
+        loop = at.loop
+        dtype = ScalarType(loop.var.type.dtype)
+        at.stage, at.write = self.fresh("stage", dtype), self.fresh("prev", dtype)
+        last = self.fresh("last", ScalarType(dtypes.u1))
+        out: list[ir.Instr] = [ir.AsyncWait(at.stages - 2, loc=loop.loc), ir.Sync(loc=loop.loc)]
+        out.append(ir.Compute(last, "eq", (at.stage, _const(at.stages - 1, loop)), loc=loop.loc))
+        after = self.scalar("add", at.stage, _const(1, loop), out)
+        at.stage_next = self.fresh("stage", dtype)
+        out.append(ir.Compute(at.stage_next, "where", (last, _const(0, loop), after), loc=loop.loc))
+        return out
 
     def issue(self, at: _Loop, asyncs: list[_Async]) -> list[ir.Instr]:
-        """The copies for the iteration S-1 ahead, one commit group."""
+        """The copies for the iteration S-1 ahead (into the buffer the previous iteration
+        read), one commit group."""
         loop, out = at.loop, []
-        assert at.iteration is not None
+        assert at.write is not None
         next_k = self.scalar("add", loop.var, self.distance(loop, out), out)
-        later = self.scalar("add", at.iteration, _const(at.stages - 1, loop), out)
-        next_stage = self.scalar("rem", later, _const(at.stages, loop), out)
         for plan in asyncs:
-            out += self.copy(at, plan, next_stage, next_k, ahead=at.stages - 1)
+            out += self.copy(at, plan, at.write, next_k, ahead=at.stages - 1)
         return [*out, ir.AsyncCommit(loc=loop.loc)]
 
     def stage_read(self, at: _Loop, plan: _Async) -> list[ir.Instr]:
