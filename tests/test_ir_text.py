@@ -90,6 +90,21 @@ def qmm_kernel() -> ir.Function:
         var("res", tile(dt.f16, 16, 64)),
     )
     box = var("box", tile(dt.f16, 2, 48))
+    # an associative scan of (a, b) pairs: (a1, b1) . (a2, b2) = (a1 a2, a2 b1 + b2)
+    la, lb, ra, rb = var("la", F32), var("lb", F32), var("ra", F32), var("rb", F32)
+    prod, mix, mix2 = var("prod", F32), var("mix", F32), var("mix2", F32)
+    combine = ir.Block(
+        (
+            ir.Compute(prod, "mul", (la, ra), loc=loc(46, 5)),
+            ir.Compute(mix, "mul", (ra, lb), loc=loc(46, 7)),
+            ir.Compute(mix2, "add", (mix, rb), loc=loc(46, 9)),
+            ir.Yield((prod, mix2), loc=loc(46, 11)),
+        )
+    )
+    decay, state = var("decay", plain), var("h", plain)
+    scan = ir.AssociativeScan(
+        (decay, state), (cs, out), 1, (la, lb), (ra, rb), combine, True, loc=loc(46)
+    )
     branch = ir.If(
         first,
         ir.Block((ir.Yield((d,), loc=loc(30)),)),
@@ -153,6 +168,7 @@ def qmm_kernel() -> ir.Function:
                 (out,),
                 loc=loc(45),
             ),
+            scan,
             ir.Compute(ct, "lt", (out, mxb), loc=loc(50)),
             ir.Compute(sel, "where", (ct, out, mxb), loc=loc(51)),
             ir.Transpose(tr, sel, (1, 0), loc=loc(52)),
@@ -274,6 +290,12 @@ def test_printed_text_is_readable_and_stable():
     assert "    } else {" in lines
     assert f"  %cs = scan sum %acc, axis=1, reverse : tile<f32, [16, 64]>  {file}:41:3)" in lines
     assert "    %scaled = mul %cs, %alpha : tile<f32, [16, 64]>" in lines  # NOWHERE: no loc
+    plain = "tile<f32, [16, 64]>"
+    assert (
+        f"  %decay, %h = associative_scan %cs, %out axis(1) reverse lhs(%la: f32, %lb: f32) "
+        f"rhs(%ra: f32, %rb: f32) -> ({plain}, {plain}) {file}:46:3) {{"
+    ) in lines
+    assert f"    yield %prod, %mix2  {file}:46:11)" in lines
     assert lines[-1] == "}"
     assert text.endswith("}\n")
 

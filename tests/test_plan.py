@@ -546,10 +546,12 @@ def cache_dir(tmp_path_factory):
 @pytest.mark.parametrize("case", register_estimates.CASES, ids=lambda case: case.name)
 def test_the_estimate_is_within_15_percent_of_ptxas(case, arch, cache_dir, monkeypatch):
     """Every case of benchmarks/register_estimates.py, compiled once with NVRTC (no GPU):
-    the examples, the pipelined quantized matmul, split-K, atomics, attention."""
+    the examples, the pipelined quantized matmul, split-K, atomics, attention; within 15%
+    of ptxas, or 8 registers for the smallest kernels (`register_estimates.SLACK`)."""
     monkeypatch.setenv("TILELANG_CACHE_DIR", str(cache_dir))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pipelining and spill warnings are not the point
         row = register_estimates.measure(case, arch)
     assert plan_registers.TOLERANCE == register_estimates.TOLERANCE == 0.15
+    assert register_estimates.SLACK == 8
     assert row.within, (row.estimate, row.ptxas, round(row.ratio, 3))

@@ -10,7 +10,8 @@ frozen dataclass and carries the `Loc` of the user's source that produced it.
 One place defines each instruction: its class (in `tilelang.ir.instructions`) says
 
 - what it is: its fields, with `OPERANDS` (the fields holding values it reads),
-  `RESULTS` (the fields holding the `Var`s it defines), `BODIES`, and `WRITES` (the
+  `RESULTS` (the fields holding the `Var`s it defines), `BODIES`, `PARAMS` (the fields
+  holding the `Var`s it defines at the entry of its bodies), and `WRITES` (the
   operand fields holding the global tensors it writes: what a launch treats as its
   outputs, and what orders the lowering's accesses);
 - how it reads as text: `SYNTAX`, a template the printer writes and from which the
@@ -110,11 +111,14 @@ class Instr:
     OPERANDS: ClassVar[tuple[str, ...]] = ()
     RESULTS: ClassVar[tuple[str, ...]] = ()
     BODIES: ClassVar[tuple[str, ...]] = ()
+    #: The fields holding the Vars defined at the entry of the bodies (a `For`'s loop
+    #: variable and carried values, an `associative_scan`'s combine arguments).
+    PARAMS: ClassVar[tuple[str, ...]] = ()
     #: The operand fields holding the global tensors the instruction writes.
     WRITES: ClassVar[tuple[str, ...]] = ()
     #: The text after `results =`: literal text, `{field}` slots and `<...>` optional
-    #: parts (see `tilelang.ir.syntax`). None for `For` and `If`, whose headers and
-    #: bodies the printer and parser spell themselves.
+    #: parts (see `tilelang.ir.syntax`). None for `For`, `If` and `AssociativeScan`,
+    #: whose headers and bodies the printer and parser spell themselves.
     SYNTAX: ClassVar[str | None] = None
     #: The instruction's keyword: the first word of `SYNTAX` unless set.
     MNEMONIC: ClassVar[str] = ""
@@ -144,6 +148,10 @@ class Instr:
 
     def bodies(self) -> tuple[Block, ...]:
         return tuple(getattr(self, name) for name in self.BODIES)
+
+    def params(self) -> tuple[Var, ...]:
+        """The Vars defined at the entry of the bodies (`PARAMS`)."""
+        return _flatten(self, self.PARAMS)
 
     def writes(self) -> tuple[Value, ...]:
         """The global tensors this instruction writes (not those of nested bodies)."""

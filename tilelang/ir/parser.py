@@ -92,12 +92,14 @@ loc: "loc" "(" STRING ":" SINT ":" SINT ")"
 
 block: (instr _NL)*
 
-?instr: simple_instr | for_instr | if_instr
+?instr: simple_instr | for_instr | if_instr | scan_instr
 simple_instr: [results "="] op [attrs] [":" types] [loc]
 attrs: "{" attr ("," attr)* "}"
 attr: IDENT "=" (SINT | STRING | BOOL)
 for_instr: [results "="] "for" VAR [":" type] "=" value "to" value "step" value [iter] [unroll] [stages] [result_types] [loc] "{" _NL block "}"
 if_instr: [results "="] "if" value [result_types] [loc] "{" _NL block "}" "else" "{" _NL block "}"
+scan_instr: [results "="] "associative_scan" values "axis" "(" SINT ")" [scan_reverse] "lhs" "(" typed_vars ")" "rhs" "(" typed_vars ")" [result_types] [loc] "{" _NL block "}"
+scan_reverse: "reverse"
 results: VAR ("," VAR)*
 types: type ("," type)*
 result_types: "->" "(" (type ("," type)*)? ")"
@@ -545,6 +547,28 @@ class _Builder(Transformer):
             raise self.fail(meta, message)
         results = tuple(Var(v.name, t) for v, t in zip(names, types, strict=True))
         return nodes.If(cond, then_body, else_body, results, loc=loc or NOWHERE)
+
+    @v_args(meta=True)
+    def scan_instr(self, meta: Any, children: list) -> nodes.AssociativeScan:
+        names, values, axis, reverse, lhs, rhs, types, loc, body = children
+        names, types = names or [], types or []
+        if len(names) != len(types):
+            message = f"{len(names)} result(s) but {len(types)} type(s) in '-> (TYPES)'"
+            raise self.fail(meta, message)
+        results = tuple(Var(v.name, t) for v, t in zip(names, types, strict=True))
+        return nodes.AssociativeScan(
+            results,
+            values,
+            int(axis),
+            tuple(lhs),
+            tuple(rhs),
+            body,
+            reverse is not None,
+            loc=loc or NOWHERE,
+        )
+
+    def scan_reverse(self, children: list) -> bool:
+        return True
 
     # -- operations --------------------------------------------------------------------
 

@@ -16,11 +16,14 @@ the source location last (elided when it is `NOWHERE`)::
 
 What follows `results =` is each instruction class's `SYNTAX` template
 (`tilelang.ir.syntax`); values, types and names are spelled by `tilelang.ir.text`.
-Only `for` and `if`, which hold bodies, are spelled here:
+Only `for`, `if` and `associative_scan`, which hold bodies, are spelled here:
 
 - a `For`'s loop variable has type i32 unless it says `%k: i64`; its result types are
   those of its carried values unless `-> (types)` says otherwise; an `If` gives its
   result types as `-> (types)`; both put their `loc(...)` before the `{`;
+- an `AssociativeScan` reads
+  `%h, %s = associative_scan %a, %b axis(1) reverse lhs(%a1: f32, %b1: f32)
+  rhs(%a2: f32, %b2: f32) -> (TYPES) loc(...) {`, then its combine body;
 - the header lists `Function.assume` after `warps(...)` as `assume(K % 16, N % 8)`.
 """
 
@@ -40,6 +43,7 @@ from tilelang.ir.text import (
     print_type,
     print_types,
     print_value,
+    print_values,
     print_var,
     quote,
 )
@@ -119,6 +123,10 @@ def _print_instr(instr: Instr, depth: int, lines: list[str]) -> None:
         lines.append(pad + _for_header(instr) + " {")
         _print_block(instr.body, depth + 1, lines)
         lines.append(pad + "}")
+    elif isinstance(instr, nodes.AssociativeScan):
+        lines.append(pad + _scan_header(instr) + " {")
+        _print_block(instr.body, depth + 1, lines)
+        lines.append(pad + "}")
     elif isinstance(instr, nodes.If):
         lines.append(pad + _if_header(instr) + " {")
         _print_block(instr.then_body, depth + 1, lines)
@@ -180,4 +188,13 @@ def _if_header(instr: nodes.If) -> str:
     text = _results_prefix(instr.results) + f"if {print_value(instr.cond)}"
     if instr.results:
         text += f" -> ({print_types(instr.results)})"
+    return text + loc_suffix(instr.loc, " ")
+
+
+def _scan_header(instr: nodes.AssociativeScan) -> str:
+    text = _results_prefix(instr.results) + f"associative_scan {print_values(instr.values)}"
+    text += f" axis({instr.axis})" + (" reverse" if instr.reverse else "")
+    for word, params in (("lhs", instr.lhs), ("rhs", instr.rhs)):
+        text += f" {word}({', '.join(_typed_var(v) for v in params)})"
+    text += f" -> ({print_types(instr.results)})"
     return text + loc_suffix(instr.loc, " ")

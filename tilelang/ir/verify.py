@@ -12,7 +12,8 @@ This module owns the rules every pass may assume and every pass must keep:
 - control flow is uniform: `for` bounds and `if` conditions are scalars, a `for` step is
   known before the launch (arithmetic on scalar parameters and sizes); each body ends
   in exactly one `yield` (and `yield` appears nowhere else), whose values have the
-  types of the loop's carried values / the branch's results;
+  types of the loop's carried values / the branch's results (an `associative_scan`'s
+  combine body sees its arguments and the values before it; its `check` types it);
 - per instruction, the operand kinds, dtypes and shapes its semantics need: each
   instruction class's `check` method (`tilelang.ir.instructions`, written with
   `tilelang.ir.checks.Checker`; `tilelang.ir.ops` for the elementwise operators).
@@ -168,6 +169,8 @@ class _Verifier:
             self.for_body(instr, scope)
         elif isinstance(instr, nodes.If):
             self.if_bodies(instr, scope)
+        elif instr.BODIES:
+            self.other_bodies(instr, scope)
         for var in instr.defs():
             self.define(instr, var, scope)
         if is_launch_arithmetic(instr, self.launch_constants):
@@ -247,6 +250,15 @@ class _Verifier:
             self.same_types(
                 instr, f"the values yielded by the {what}", end.values, "the results", instr.results
             )
+
+    def other_bodies(self, instr: Instr, scope: dict[str, Var]) -> None:
+        """Any other instruction with bodies (`associative_scan`): each body sees its
+        `body_params` and ends in yield; the instruction's `check` types the yields."""
+        inner = dict(scope)
+        for var in body_params(instr):
+            self.define(instr, var, inner)
+        for name in instr.BODIES:
+            self.body(instr, getattr(instr, name), dict(inner), name.replace("_", " "))
 
     def same_types(
         self, instr: Instr, what: str, values: Iterable[Value], other: str, others: Iterable[Value]

@@ -6,7 +6,8 @@ instruction class without knowing it:
 
 - `walk(node)`: every instruction, pre-order, into loop and branch bodies;
 - `body_params(instr)`: the values an instruction defines at the entry of its bodies
-  (a `For`'s loop variable and loop-carried values);
+  (its `PARAMS`: a `For`'s loop variable and loop-carried values, an
+  `associative_scan`'s combine arguments);
 - `defined_vars(node)` and `defs_and_uses(node)`: definition order, def sites and use
   lists;
 - `Rewriter`: a copying rewriter with one optional method per instruction class
@@ -25,17 +26,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import ClassVar, TypeVar
 
-from tilelang.ir.nodes import Block, For, Function, Instr, Value, Var, instruction_classes
+from tilelang.ir.nodes import Block, Function, Instr, Value, Var, instruction_classes
 
 Node = Function | Block | Instr
 _N = TypeVar("_N", Block, Function)
 
 
 def body_params(instr: Instr) -> tuple[Var, ...]:
-    """Values defined at the entry of `instr`'s bodies: a `For`'s var and carried values."""
-    if isinstance(instr, For):
-        return (instr.var, *instr.carried)
-    return ()
+    """Values defined at the entry of `instr`'s bodies (its `PARAMS` fields): a `For`'s
+    var and carried values, an `associative_scan`'s combine arguments."""
+    return instr.params()
 
 
 def walk(node: Node) -> Iterator[Instr]:
@@ -184,9 +184,12 @@ class Rewriter:
     def generic(self, instr: Instr) -> Instr:
         new = instr.map_operands(self.value)
         changes: dict[str, object] = {}
-        if isinstance(instr, For):
-            changes["var"] = self.define(instr.var)
-            changes["carried"] = tuple(self.define(var) for var in instr.carried)
+        for name in instr.PARAMS:
+            current = getattr(instr, name)
+            if isinstance(current, tuple):
+                changes[name] = tuple(self.define(var) for var in current)
+            else:
+                changes[name] = self.define(current)
         for name in instr.BODIES:
             changes[name] = self.rewrite_block(getattr(instr, name))
         for name in instr.RESULTS:

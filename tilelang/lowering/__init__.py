@@ -20,7 +20,9 @@ has one function registered with `@lowers(Class)`:
 - `relayout`: moving tiles between layouts (`relayout`, `reshape`, `transpose`,
   `broadcast`, `view`), through registers or a shared scratch area and `ldmatrix`;
 - `dot`: `mma` or a generic dot;
-- `reductions`: reductions and scans, in warps (shuffles) or through shared memory;
+- `reductions`: reductions, in warps (shuffles) or through shared memory;
+- `scans`: `scan` and `associative_scan`, one algorithm on tuples of values: in
+  registers, across lanes (shuffles) and warps (shared memory), or through shared memory;
 - `shared`: user shared tiles, `copy_async`, barriers;
 - `control`: the grid, loops, branches, `print`.
 """
@@ -29,12 +31,21 @@ from __future__ import annotations
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.lowering import control, dot, elementwise, memory, reductions, relayout, shared
+from tilelang.lowering import (
+    control,
+    dot,
+    elementwise,
+    memory,
+    reductions,
+    relayout,
+    scans,
+    shared,
+)
 from tilelang.lowering.context import LOWERINGS, Lowering, LoweringError, lowers
 from tilelang.target import CPU, Target
 
 #: The modules whose `@lowers` registrations make up the lowering.
-CONCERNS = (elementwise, memory, relayout, dot, reductions, shared, control)
+CONCERNS = (elementwise, memory, relayout, dot, reductions, scans, shared, control)
 
 __all__ = ["CONCERNS", "LOWERINGS", "LoweringError", "lower", "lowers"]
 

@@ -1,8 +1,7 @@
-"""Lowering of reductions and scans (`reduce`, `scan`).
+"""Lowering of reductions (`reduce`; scans are `tilelang.lowering.scans`).
 
 An axis held in each thread's registers and in lanes of one warp folds in registers,
-then combines across lanes: an xor-shuffle butterfly for reductions, a shfl.up
-(Hillis-Steele) scan of the threads' run totals for scans. Other layouts go through
+then combines across lanes with an xor-shuffle butterfly. Other layouts go through
 shared memory, each thread folding the elements of its outputs in index order.
 """
 
@@ -38,7 +37,7 @@ def lower_reduce(lo: Lowering, instr: ir.Reduce) -> None:
     src = lo.tile(instr.value)
     dst = lo.define_tile(instr.result)
     if not reduce_in_warps(lo, src, dst, instr.op, instr.axis):
-        fold(lo, src, dst, instr.op, instr.axis, scan=False, reverse=False)
+        fold(lo, src, dst, instr.op, instr.axis)
 
 
 def reduce_in_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axis: int) -> bool:
@@ -77,64 +76,9 @@ def reduce_in_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axis: i
     return True
 
 
-@lowers(ir.Scan)
-def lower_scan(lo: Lowering, instr: ir.Scan) -> None:
-    src = lo.tile(instr.value)
-    dst = lo.define_tile(instr.result)
-    if not scan_in_warps(lo, src, dst, instr.op, instr.axis, instr.reverse):
-        fold(lo, src, dst, instr.op, instr.axis, scan=True, reverse=instr.reverse)
-
-
-def scan_in_warps(lo, src: TileRegs, dst: TileRegs, op: str, axis: int, reverse: bool) -> bool:
-    """A scan whose axis is a run of each thread's registers times lanes of one warp:
-    scan the run in the thread, scan the runs' totals across the lanes with shuffles
-    (Hillis-Steele), and combine each element with the lanes before it. False when
-    the layouts do not allow it."""
-    vdtype = value_dtype(src.dtype)
-    if vdtype not in (dtypes.f32, dtypes.i32, U32) or src.layout != dst.layout:
-        return False
-    layout = src.layout
-    lane = _scan_lanes(layout, axis)
-    groups = _scan_groups(layout, axis)
-    if lane is None or groups is None:
-        return False
-    stride, size = lane
-    combine = COMBINE[op]
-    digit = lo.b.let(
-        lo.b.binary("rem", lo.b.binary("div", t.ThreadIndex(), imm(stride)), imm(size)),
-        "lane",
-    )
-    for group in groups:
-        order = group[::-1] if reverse else group
-        running: list[t.Expr] = []
-        value: t.Expr | None = None
-        for li in order:
-            element = lo.get(src, li)
-            value = lo.b.let(
-                element if value is None else elementwise(combine, [value, element]), "s"
-            )
-            running.append(value)
-        total = value
-        for step in (1 << j for j in range(size.bit_length() - 1)):
-            other = t.Name(lo.b.fresh("shfl"), vdtype)
-            lo.b.emit(t.Shfl(other, total, "down" if reverse else "up", imm(step * stride)))
-            has = (
-                t.Binary("lt", digit, imm(size - step))
-                if reverse
-                else t.Binary("ge", digit, imm(step))
-            )
-            total = lo.b.let(t.Select(has, elementwise(combine, [total, other]), total), "s")
-        before = t.Name(lo.b.fresh("shfl"), vdtype)
-        lo.b.emit(t.Shfl(before, total, "down" if reverse else "up", imm(stride)))
-        first = t.Binary("eq", digit, imm(size - 1 if reverse else 0))
-        for li, inclusive in zip(order, running, strict=True):
-            combined = t.Select(first, inclusive, elementwise(combine, [before, inclusive]))
-            lo.put(dst, li, combined)
-    lo.b.count("scan_shuffle")
-    return True
-
-
-def fold(lo, src: TileRegs, dst: TileRegs, op: str, axis: int, scan: bool, reverse: bool) -> None:
+def fold(lo, src: TileRegs, dst: TileRegs, op: str, axis: int) -> None:
+    """Through shared memory: each thread folds, for each of its outputs, the elements
+    of the axis in index order."""
     b = lo.b
     elem = element_bytes(src.dtype)
     shape = src.layout.shape
@@ -151,68 +95,19 @@ def fold(lo, src: TileRegs, dst: TileRegs, op: str, axis: int, scan: bool, rever
         out_index = lo.index(dst.layout, li)
         kk = t.Name(b.fresh("k"), I32)
         src_index = list(out_index)
-        if not scan:
-            src_index.insert(axis, kk)
-        else:
-            src_index[axis] = kk
+        src_index.insert(axis, kk)
         acc_value = from_storage(t.Read(total, 0, value_dtype_storage(dst.dtype)), dst.dtype)
         with b.nested() as body:
             address = lo.scratch_address(base, shape, elem, tuple(src_index))
             b.emit(t.SharedLoad(t.Reg(value, 0), elem, address))
             x = from_storage(t.Read(value, 0, storage), src.dtype)
             combined = elementwise(COMBINE[op], [acc_value, x])
-            if scan:
-                inside = t.Binary("ge" if reverse else "le", kk, out_index[axis])
-                combined = t.Select(inside, combined, acc_value)
             b.emit(t.SetLocal(total, 0, as_storage(combined)))
         init = _identity(op, vdtype)
         b.emit(t.SetLocal(total, 0, as_storage(init)))
         b.emit(t.For(kk, imm(0), imm(length), imm(1), tuple(body)))
         lo.put(dst, li, acc_value)
-    b.count("scan_shared" if scan else "reduce_shared")
-
-
-def _scan_lanes(layout: Layout, axis: int) -> tuple[int, int] | None:
-    """(thread stride, size) of the one thread digit of `axis` (size 1 when the axis is
-    only in registers), when the axis is a register run times lanes of one warp: its
-    thread digit more significant than its register digit, within 32 lanes."""
-    modes = [m for m in range(layout.num_modes) if layout.mode_dims[m] == axis]
-    thread_modes = [m for m in modes if m in layout.thread_modes]
-    local_modes = [m for m in modes if m in layout.local_modes]
-    if len(thread_modes) > 1 or len(local_modes) > 1:
-        return None
-    if thread_modes and local_modes and modes.index(thread_modes[0]) > modes.index(local_modes[0]):
-        return None
-    if not thread_modes:
-        return 1, 1
-    mode = thread_modes[0]
-    stride = 1
-    for entry in reversed(layout.thread_modes):
-        if entry == mode:
-            break
-        stride *= entry.size if isinstance(entry, Rep) else layout.mode_sizes[entry]
-    size = layout.mode_sizes[mode]
-    if stride * size > WARP or size & (size - 1):
-        return None
-    return stride, size
-
-
-def _scan_groups(layout: Layout, axis: int) -> list[list[int]] | None:
-    """This thread's locals grouped by their index off the axis, each group in axis
-    order — the same for every thread — or None."""
-    table = layout.table()
-    keep = [d for d in range(layout.rank) if d != axis]
-    first = table[0]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for li in range(layout.num_locals):
-        groups.setdefault(tuple(int(v) for v in first[li, keep]), []).append(li)
-    ordered = [sorted(g, key=lambda li: int(first[li, axis])) for g in groups.values()]
-    for thread in table:
-        for g in ordered:
-            along = thread[g, axis]
-            if len({tuple(r) for r in thread[g][:, keep]}) != 1 or list(along) != sorted(along):
-                return None
-    return ordered
+    b.count("reduce_shared")
 
 
 def _reduction_groups(src: Layout, dst: Layout, axis: int) -> list[list[int]] | None:

@@ -31,6 +31,13 @@ Decisions the IR leaves to the interpreter:
   element; the GPU sums in the accumulator dtype in a tree, so compare float reductions
   with a tolerance. `max`/`min` ignore NaN (IEEE minNum/maxNum, PTX `min.f32`); so do
   the elementwise `min`/`max`.
+- `AssociativeScan` applies its combine body element by element, sequentially from the
+  start of the axis (from the end when reversed): acc = x_0, then acc = acc ⊕ x_i, each
+  operation of the body rounded as any scalar operation is. The body runs once per
+  position, on every other index at once (its scalars hold one value per scan lane).
+  Compiled backends associate the terms in a tree (within a thread, across lanes,
+  across warps), never reordering them, so integer results agree exactly and float
+  results within a tolerance, as the float scans' do.
 - Rounding after arithmetic is the dtype codec's: f16/bf16/f32/f64 overflow to inf
   (IEEE); arithmetic directly on f8 and smaller floats saturates, as their casts do.
 - Integer shift amounts are read as unsigned (as PTX does): a negative signed amount
@@ -344,8 +351,10 @@ def _blocks(state: _State, instr: ir.Blocks) -> None:
 
 @semantics(ir.Full)
 def _full(state: _State, instr: ir.Full) -> None:
-    value = dtypes.quantize(state.value(instr.value), instr.result.type.dtype)
-    state.bind(instr.result, _fill(_shape(instr.result), value, instr.result.type.dtype))
+    dtype, shape = instr.result.type.dtype, _shape(instr.result)
+    value = dtypes.quantize(state.value(instr.value), dtype)
+    # A scalar result keeps the value's lanes (one per scan lane in a combine body).
+    state.bind(instr.result, _fill(shape, value, dtype) if shape else np.asarray(value))
 
 
 @semantics(ir.Arange)
@@ -496,7 +505,7 @@ def _compute(state: _State, instr: ir.Compute) -> None:
             result = _round(result, result_dtype)
     result = np.asarray(result, dtype=result_dtype.value_dtype)
     shape = _shape(instr.result)
-    if result.shape != shape:  # e.g. a tile result of scalar operands
+    if result.ndim < len(shape):  # e.g. a tile result of scalar operands
         result = np.broadcast_to(result, shape).copy()
     state.bind(instr.result, result)
 
@@ -618,6 +627,31 @@ def _scan(state: _State, instr: ir.Scan) -> None:
     if instr.reverse:
         result = np.flip(result, axis=instr.axis)
     state.bind(instr.result, _round(result, instr.result.type.dtype))
+
+
+@semantics(ir.AssociativeScan)
+def _associative_scan(state: _State, instr: ir.AssociativeScan) -> None:
+    # Sequential from the start of the axis (the end when reversed), every other index
+    # at once: the combine body's scalars hold one value per scan lane.
+    values = [np.asarray(state.value(v)) for v in instr.values]
+    axis, count = instr.axis, len(instr.values)
+    results = [np.empty_like(v) for v in values]
+    positions = range(values[0].shape[axis])
+    acc: tuple[np.ndarray, ...] | None = None
+    for i in reversed(positions) if instr.reverse else positions:
+        element = tuple(np.take(v, i, axis=axis) for v in values)
+        if acc is None:
+            acc = element
+        else:
+            for var, value in zip((*instr.lhs, *instr.rhs), (*acc, *element), strict=True):
+                state.bind(var, value)
+            yielded = _body_yield(instr.body, state, count)
+            pairs = zip(yielded, element, strict=True)
+            acc = tuple(np.broadcast_to(y, np.shape(e)).copy() for y, e in pairs)
+        for result, value in zip(results, acc, strict=True):
+            result[(slice(None),) * axis + (i,)] = value
+    for var, result in zip(instr.results, results, strict=True):
+        state.bind(var, result)
 
 
 def _widen(values: np.ndarray, dtype: DType) -> np.ndarray:

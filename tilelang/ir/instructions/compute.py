@@ -1,5 +1,6 @@
 """Instructions that compute tiles: creation, elementwise operators (`tilelang.ir.ops`),
-casts, the dot product, reductions and scans."""
+casts, the dot product, reductions and scans (with an operator of `tilelang.ir.ops`, or
+with a combine function: `associative_scan`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import ClassVar
 from tilelang import dtypes
 from tilelang.ir import ops
 from tilelang.ir.checks import Checker, is_scalar, is_tile, shape_text, type_of
-from tilelang.ir.core import NOWHERE, Instr, Loc, Value, Var
+from tilelang.ir.core import NOWHERE, Block, Instr, Loc, Value, Var
 from tilelang.ir.text import describe, print_type
 from tilelang.ir.types import ScalarType, TileType
 
@@ -275,4 +276,128 @@ class Scan(Instr):
         )
 
 
-__all__ = ["DOT_ACCUMULATORS", "Arange", "Cast", "Compute", "Dot", "Full", "Reduce", "Scan"]
+def scannable(dtype: dtypes.DType) -> bool:
+    """Whether `associative_scan` takes values of `dtype`: types registers hold whole
+    (8, 16, 32 and 64-bit integers, f16, bf16, f32, f64), so the combine function's
+    arithmetic rounds (or wraps) exactly as the interpreter's does after every step."""
+    if dtype.is_float:
+        return dtype in (dtypes.f16, dtypes.bf16, dtypes.f32, dtypes.f64)
+    return dtype.bits in (8, 16, 32, 64)
+
+
+#: The instructions a combine function's body may hold: arithmetic on scalars.
+COMBINE_INSTRUCTIONS = (Compute, Cast, Full)
+
+
+@dataclass(frozen=True)
+class AssociativeScan(Instr):
+    """Inclusive scan of a tuple of tiles along `axis` with a combine function `body`.
+
+    With x_i the tuple of the `values`' elements at position i of the axis (the other
+    indices fixed) and a ⊕ b the tuple `body` yields when `lhs` holds a and `rhs` holds
+    b, `results[j]` at position i is element j of x_0 ⊕ x_1 ⊕ … ⊕ x_i; with `reverse`,
+    of x_{n-1} ⊕ x_{n-2} ⊕ … ⊕ x_i (the scan of the flipped axis, flipped back: the
+    accumulated later elements are the left operand). ⊕ must be associative; backends
+    group the terms in any order (not commute them), so float results agree within a
+    tolerance. `lhs[j]` and `rhs[j]` are scalars of `values[j]`'s dtype; the body is
+    scalar arithmetic (`compute`, `cast`, `full`) ending in a `yield` of one scalar per
+    value, of the values' dtypes. Values and results share one layout.
+    """
+
+    results: tuple[Var, ...]
+    values: tuple[Value, ...]
+    axis: int
+    lhs: tuple[Var, ...]
+    rhs: tuple[Var, ...]
+    body: Block
+    reverse: bool = False
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("values",)
+    RESULTS: ClassVar = ("results",)
+    BODIES: ClassVar = ("body",)
+    PARAMS: ClassVar = ("lhs", "rhs")
+    MNEMONIC: ClassVar = "associative_scan"
+    LAYOUT: ClassVar = "elementwise.tuple"
+
+    def check(self, v: Checker) -> None:
+        count = len(self.values)
+        v.expect(count >= 1, "expected at least one value to scan")
+        for what, items in (("results", self.results), ("lhs", self.lhs), ("rhs", self.rhs)):
+            v.expect(
+                len(items) == count,
+                f"expected one of the {what} per value ({count}), found {len(items)}",
+            )
+        tiles = [v.tile(value, f"value {j}") for j, value in enumerate(self.values)]
+        shape = tuple(tiles[0].shape)
+        for j, tile in enumerate(tiles):
+            v.expect(
+                tuple(tile.shape) == shape,
+                f"expected every value of one shape {shape_text(shape)}, found value {j} "
+                f"{print_type(tile)}",
+            )
+            v.expect(
+                scannable(tile.dtype),
+                f"expected values of 8, 16, 32 or 64-bit integers, f16, bf16, f32 or f64, "
+                f"found value {j} of dtype {tile.dtype}",
+            )
+        v.axis(self.axis, len(shape))
+        v.expect(
+            isinstance(self.reverse, bool), f"expected reverse to be a bool, found {self.reverse!r}"
+        )
+        for j, (result, tile) in enumerate(zip(self.results, tiles, strict=True)):
+            found = v.result_tile(result)
+            ok = tuple(found.shape) == shape and found.dtype == tile.dtype
+            v.expect(
+                ok,
+                f"expected result {j} of value {j}'s shape and dtype, found {print_type(found)}",
+            )
+        scalars = tuple(ScalarType(tile.dtype) for tile in tiles)
+        for what, params in (("lhs", self.lhs), ("rhs", self.rhs)):
+            found = tuple(p.type for p in params)
+            v.expect(
+                found == scalars,
+                f"expected {what} of the values' element types "
+                f"({', '.join(map(print_type, scalars))}), found "
+                f"{', '.join(map(print_type, found))}",
+            )
+        self._check_body(v, scalars)
+
+    def _check_body(self, v: Checker, scalars: tuple[ScalarType, ...]) -> None:
+        from tilelang.ir.instructions.control import Yield
+
+        instrs = self.body.instrs
+        v.expect(
+            bool(instrs) and isinstance(instrs[-1], Yield),
+            "expected the combine body to end in yield",
+        )
+        for instr in instrs[:-1]:
+            scalar = isinstance(instr, COMBINE_INSTRUCTIONS) and all(
+                isinstance(d.type, ScalarType) for d in instr.defs()
+            )
+            v.expect(
+                scalar,
+                f"expected the combine body to compute on scalars only (compute, cast, full), "
+                f"found {instr.mnemonic} at {instr.loc}",
+            )
+        found = tuple(type_of(value) for value in instrs[-1].values)
+        v.expect(
+            found == scalars,
+            f"expected the combine body to yield the values' element types "
+            f"({', '.join(map(print_type, scalars))}), found "
+            f"{', '.join(map(print_type, found)) or 'nothing'}",
+        )
+
+
+__all__ = [
+    "COMBINE_INSTRUCTIONS",
+    "DOT_ACCUMULATORS",
+    "Arange",
+    "AssociativeScan",
+    "Cast",
+    "Compute",
+    "Dot",
+    "Full",
+    "Reduce",
+    "Scan",
+    "scannable",
+]

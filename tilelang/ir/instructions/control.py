@@ -88,6 +88,7 @@ class For(Instr):
     OPERANDS: ClassVar = ("start", "stop", "step", "inits")
     RESULTS: ClassVar = ("results",)
     BODIES: ClassVar = ("body",)
+    PARAMS: ClassVar = ("var", "carried")
     MNEMONIC: ClassVar = "for"
     LAYOUT: ClassVar = "loop"
 

@@ -29,10 +29,12 @@ Guarantees (the lowering relies on this contract; T = ``fn.warps * 32``):
    does a dot whose result layout was given and is not the C layout.
 5. `Reduce`: result = ``value_layout.reduce(axis, keepdims=False)`` (a given result
    layout that differs: the reduction writes ``<result>.r`` in that layout, then a
-   relayout gives the result). `Scan`: result =
-   operand layout. `Transpose`: result = ``value_layout.permute(perm)``. `Broadcast` of
-   a tile: value = ``result_layout.reduce(broadcast dims, keepdims=True)``. `View`:
-   result = the natural view of the value's layout (`view_layout`: each thread's runs of
+   relayout gives the result). `Scan`: result = operand layout. `AssociativeScan`:
+   every value and every result have one layout (a result given another is computed
+   in the common one and relayouted). `Transpose`: result =
+   ``value_layout.permute(perm)``. `Broadcast` of a tile: value =
+   ``result_layout.reduce(broadcast dims, keepdims=True)``. `View`: result = the
+   natural view of the value's layout (`view_layout`: each thread's runs of
    consecutive last-dim elements reinterpreted in place), so the per-thread meaning of a
    view with layouts equals the row-major meaning of the view without them; a view whose
    two layouts were both given in the input is kept as is. `Reshape`: any pair of
@@ -60,19 +62,20 @@ taken first and each var is decided once:
   the default of other sources (DEFAULT: `Full`, `Arange`, `Broadcast`, `Relayout`);
   defaults are applied only when no proposal is pending, largest tile first.
 - path — how the layout reached the var: unchanged through elementwise equalities
-  (EXACT: Compute, Cast, For, If, Scan), through a shape change (SHAPED: Transpose,
-  Reshape, View, Broadcast), or through a reduction (REDUCED), so an elementwise layout
-  beats a reduced one;
+  (EXACT: Compute, Cast, For, If, Scan, AssociativeScan), through a shape change
+  (SHAPED: Transpose, Reshape, View, Broadcast), or through a reduction (REDUCED), so
+  an elementwise layout beats a reduced one;
 - position — program order breaks ties.
 
 Propagation runs forward (operand -> result: a result's layout follows from its operands)
 and backward into *free* producers only (consumer -> operand): `Load`, `SharedLoad`,
-`Full`, `Arange` and `Broadcast` results are free; a `Cast`/`Compute`/`Scan`/`Reshape`/
-`Transpose`/`View` is free when its tile operands are; a loop-carried value when its init
-is; an `If` result when both yields are. A free producer takes the layout its consumer
-wants, so a `zeros` accumulator gets the C layout and a scale load broadcast into a
-product gets that product's layout reduced. Dot operands a and b propose nothing: their
-loads keep the blocked layout (`blocked_layout`) and get a relayout.
+`Full`, `Arange` and `Broadcast` results are free; a `Cast`/`Compute`/`Scan`/
+`AssociativeScan`/`Reshape`/`Transpose`/`View` is free when its tile operands are; a
+loop-carried value when its init is; an `If` result when both yields are. A free
+producer takes the layout its consumer wants, so a `zeros` accumulator gets the C
+layout and a scale load broadcast into a product gets that product's layout reduced.
+Dot operands a and b propose nothing: their loads keep the blocked layout
+(`blocked_layout`) and get a relayout.
 
 Errors raise `LayoutInferenceError` whose message starts with the instruction's source
 location and names the tensor, the instruction and what failed: a given layout of the

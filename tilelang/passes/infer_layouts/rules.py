@@ -85,6 +85,48 @@ class Elementwise(AnyLayout):
         return rewrite.with_operands(instr, new, dict.fromkeys(instr.OPERANDS, want))
 
 
+class ElementwiseTuple(AnyLayout):
+    """`elementwise.tuple`: an elementwise operation with several results
+    (`associative_scan`): every tile operand and every result share one layout. The
+    results are computed in the first result's layout; a result given another layout is
+    computed in that one and relayouted. A body (the scalar combine function) needs no
+    layout."""
+
+    def scan(self, inference: Inference, instr: Instr) -> None:
+        results = [v for v in instr.defs() if is_tile(v)]
+        tiles = [v for v in instr.uses() if is_tile(v)]
+        free = all(inference.is_free(v) for v in tiles)
+        for result in results:
+            inference.add(result, instr, free=free)
+        for value in tiles:
+            inference.equal(value, results[0])
+        for result in results[1:]:
+            inference.equal(results[0], result)
+        for body in instr.bodies():
+            inference.scan_block(body)
+
+    def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
+        rewrite.yield_wants.append((None,) * len(instr.defs()))  # scalars: no layout
+        try:
+            new = rewrite.generic(instr)
+        finally:
+            rewrite.yield_wants.pop()
+        results = new.defs()
+        want = rewrite.layout_of(results[0])
+        after: list[Instr] = []
+        kept = []
+        for result in results:
+            if rewrite.layout_of(result) == want:
+                kept.append(result)
+                continue
+            temp = Var(rewrite.fresh(result.name), replace(result.type, layout=want))
+            after.append(Relayout(result, temp, loc=instr.loc))
+            kept.append(temp)
+        new = replace(new, **{instr.RESULTS[0]: tuple(kept)})
+        converted = rewrite.with_operands(instr, new, dict.fromkeys(instr.OPERANDS, want))
+        return [*converted, *after]
+
+
 class Shaped(AnyLayout):
     """A result whose layout is a function of its operand's (and back, when free)."""
 
@@ -426,6 +468,7 @@ RULES = {
     "source.memory": Source(MEMORY),
     "source.default": Source(DEFAULT),
     "elementwise": Elementwise(),
+    "elementwise.tuple": ElementwiseTuple(),
     "transpose": TransposeRule(),
     "slice": SliceRule(),
     "reshape": ReshapeRule(),
