@@ -138,3 +138,53 @@ def test_packs_decodes_ml_dtypes_arrays_and_converts():
     np.testing.assert_array_equal(dtypes.convert([127, 130], e8m0, dtypes.f16), [0x3C00, 0x4800])
     with pytest.raises(ValueError, match=r"e8m0 codes must lie in \[0, 255\]"):
         e8m0.decode([256])
+
+
+# ------------------------------------------------- compiled code: the e8m0 recipe
+
+
+@tl.kernel(warps=2)
+def e8m0_to(
+    codes: tl.Tensor[tl.u8, "N"],  # noqa: UP037 (a size name, not a forward reference)
+    out: tl.Tensor["DST", "N"],  # noqa: UP037
+    DST: tl.constexpr = tl.f32,
+):
+    """Each u8 code viewed as e8m0 and converted (the cast the MX matmul kernel makes)."""
+    tl.store(out, [0], tl.view(tl.load(codes, [0], [256]), tl.e8m0).to(DST))
+
+
+@pytest.mark.parametrize("dst", [dtypes.f32, dtypes.f16, dtypes.bf16], ids=str)
+def test_the_compiled_conversion_is_bit_exact_on_every_code(dst):
+    """tilelang.lowering.dequant's e8m0 recipe through the CPU backend (the per-thread
+    program a GPU runs), in a tile whose codes sit at every position of their words,
+    against the cast policy: 2^(c - 127) rounded once to the target (f16: to nearest
+    even, overflow to inf, 2^-25 and below to 0), NaN for 0xFF."""
+    shuffled = np.random.default_rng(5).permutation(ALL_CODES)
+    out = dtypes.pack_codes(np.zeros(256, dst.storage), dst)
+    got = e8m0_to(shuffled, out, DST=dst).codes()
+    expected = dst.encode(np.ldexp(1.0, shuffled.astype(np.int64) - 127))
+    # 0xFF: f16 and bf16 come out of a Cvt, with the canonical NaN; f32 is the recipe's
+    # quiet NaN 0x7FC00000 (the value numpy's decode gives too).
+    expected[shuffled == 0xFF] = 0x7FC00000 if dst == dtypes.f32 else dst.nan_code
+    np.testing.assert_array_equal(got, expected)
+    assert e8m0_to.compile(DST=dst).stats["dequant_scalar"] == 256 // 64  # codes per thread
+    if dst == dtypes.f16:  # the boundaries, spelled out
+        table = dict(zip(shuffled.tolist(), got.tolist(), strict=True))
+        assert [table[c] for c in (101, 102, 103, 112, 113, 142, 143, 254)] == [
+            0, 0, 0x0001, 0x0200, 0x0400, 0x7800, 0x7C00, 0x7C00,
+        ]  # fmt: skip
+
+
+def test_the_interpreter_agrees_with_the_compiled_conversion():
+    codes = ALL_CODES.copy()
+    out = np.zeros(256, np.float32)
+    compiled = e8m0_to(codes, out.copy())
+    interpreted = e8m0_to.interpret(codes, out.copy())
+    np.testing.assert_array_equal(compiled[:255].view(np.uint32), interpreted[:255].view(np.uint32))
+    assert np.isnan(compiled[255]) and np.isnan(interpreted[255])
+
+
+def test_the_conversion_compiles_for_sm90():
+    pytest.importorskip("cuda.bindings")
+    compiled = e8m0_to.compile(target="sm_90", DST=dtypes.f16)
+    assert compiled.cubin and compiled.resources.spill_store_bytes == 0

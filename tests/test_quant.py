@@ -18,6 +18,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import tilelang as tl
 from tilelang import dtypes
 from tilelang.quant import FORMATS, QuantizedWeight, quantize
 from tilelang.quant.arithmetic import round_to
@@ -433,11 +434,15 @@ def _rewrite(src, dst, drop=(), **changes) -> None:
 @pytest.mark.parametrize(
     ("drop", "changes", "match"),
     [
-        ((), dict(version=np.int64(2)), "version 2 is not supported"),
+        ((), dict(version=np.int64(3)), r"version 3 is not supported \(this tilelang reads "
+         r"versions 1, 2; a newer file needs a newer tilelang\)"),
+        ((), dict(version=np.int64(1), packing=np.str_("dot")),
+         "unknown packing 'dot' \\(a version 1 file holds 'plain'\\)"),
+        ((), dict(packing=np.str_("dot")), "a 'dot' packing needs packing_tile"),
         (("version",), {}, "no 'version'"),
         (("scale_codes",), {}, "lacks scale_codes"),
         (("dtype", "shape"), {}, "lacks dtype, shape"),
-        ((), dict(packing=np.str_("dot")), "unknown packing 'dot'"),
+        ((), dict(packing=np.str_("tiles")), "unknown packing 'tiles'"),
         ((), dict(dtype=np.str_("q7")), "unknown dtype name 'q7'"),
         ((), dict(shape=np.array([64, 12])), "packs into"),
         ((), dict(group_size=np.int64(100)), "positive divisor of K"),
@@ -477,8 +482,11 @@ def test_the_weight_is_frozen_and_checks_its_fields():
         qw.group_size = 32  # type: ignore[misc]
     assert qw.packing is None and qw.plain_codes().shape == (K, N)
     assert qw.nbytes == K * N // 2 + 4 * N * 2 + 4 * N * 4
-    with pytest.raises(ValueError, match="packing layouts are not implemented"):
+    with pytest.raises(TypeError, match=r"packing must be None .* or a tilelang\.DotPacking"):
         QuantizedWeight(qw.codes, qw.scale_codes, qw.scale_dtype, 64, packing="dot")  # type: ignore[arg-type]
+    packed = qw.pack_for_dot((64, 128))
+    with pytest.raises(ValueError, match="must be a u4 tensor of shape"):
+        QuantizedWeight(qw.codes, qw.scale_codes, qw.scale_dtype, 64, packing=packed.packing)
     with pytest.raises(ValueError, match="tensor_scale is NVFP4's"):
         QuantizedWeight(qw.codes, qw.scale_codes, qw.scale_dtype, 64, tensor_scale=1.0)
     with pytest.raises(ValueError, match="permutation"):
@@ -506,3 +514,34 @@ def test_slices_of_columns_give_the_same_weight(monkeypatch, kwargs: dict):
     assert (sliced.zeros is None) == (whole.zeros is None)
     if whole.zeros is not None:
         np.testing.assert_array_equal(sliced.zeros, whole.zeros)
+
+
+def test_packed_weights_keep_their_codes_and_files(tmp_path):
+    """pack_for_dot permutes the codes for the kernels; plain_codes, dequantize and the
+    file form (version 2, packing "dot" and its parameters) see the same weight."""
+    qw = quantize(weights(seed=9), "u3", group_size=32, zero_point=True)
+    packed = qw.pack_for_dot((32, 128), operand="bf16")
+    assert isinstance(packed.codes, tl.DotPackedArray) and packed.shape == qw.shape
+    assert packed.packing.tile == (32, 128) and packed.codes.shape == (1, K * 128)
+    np.testing.assert_array_equal(packed.plain_codes(), qw.plain_codes())
+    np.testing.assert_array_equal(
+        packed.dequantize().view(np.uint32), qw.dequantize().view(np.uint32)
+    )
+    assert "packed in 32x128 tiles" in repr(packed) and packed.unpacked().codes == qw.codes
+    path = tmp_path / "packed.npz"
+    packed.save(path)
+    with np.load(path) as archive:
+        assert int(archive["version"]) == 2 and str(archive["packing"]) == "dot"
+        assert archive["packing_tile"].tolist() == [32, 128]
+        assert str(archive["packing_operand"]) == "bf16"
+    back = QuantizedWeight.load(path)
+    assert back.packing == packed.packing and back.codes == packed.codes
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    good, old = tmp_path / "good.npz", tmp_path / "old.npz"
+    qw = quantize(weights(), "u4", group_size=64, zero_point=True)
+    qw.save(good)
+    _rewrite(good, old, version=np.int64(1))
+    back = QuantizedWeight.load(old)
+    assert back.packing is None and back.codes == qw.codes

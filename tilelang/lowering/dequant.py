@@ -131,6 +131,7 @@ f8e5m2 (inf/NaN fixed in the recipe)       vec    vec    vec
 ExMy, E ≤ 4 (f4e2m1, f6e2m3, f6e3m2, ...)  vec    vec    vec
 ExMy, E ≥ 5 (f7e5m1, f8e6m1, f8e7m0, ...)  scalar vec    vec
 codes of 9..16 bits (u12, i16, f16, ...)   scalar scalar scalar
+e8m0 (the MX scale, `_e8m0_value`)        scalar scalar scalar
 ========================================  =====  =====  =====
 """
 
@@ -141,7 +142,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tilelang import dtypes
-from tilelang.dtypes import DType, FloatType, IntType
+from tilelang.dtypes import DType, ExponentType, FloatType, IntType
 from tilelang.ir import thread as t
 
 U16, U32, I32, I64 = dtypes.u16, dtypes.u32, dtypes.i32, dtypes.i64
@@ -203,7 +204,7 @@ def _pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
 
 
 def _check_code_type(src: DType, limit: int) -> None:
-    if not isinstance(src, IntType | FloatType) or src.bits > limit:
+    if not isinstance(src, IntType | FloatType | ExponentType) or src.bits > limit:
         raise ValueError(f"codes of {src} are not supported here (at most {limit} bits)")
 
 
@@ -548,6 +549,8 @@ def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType) -> t.Expr:
     code = emit.let(code, "code")  # used several times below
     if isinstance(src, IntType):
         value = _int_value(emit, code, src)
+    elif isinstance(src, ExponentType):
+        value = _e8m0_value(emit, code)
     elif src.bits <= 8:
         value = _small_float_value(emit, code, src)
     else:  # f16, bf16, f32: the code is the value's bits
@@ -564,6 +567,24 @@ def _int_value(emit: Emit, code: t.Expr, src: IntType) -> t.Expr:
         return t.Bitcast(code, I32)
     up = _u32(32 - src.bits)
     return t.Binary("shr", t.Bitcast(emit.let(t.Binary("shl", code, up), "c"), I32), up)
+
+
+def _e8m0_value(emit: Emit, code: t.Expr) -> t.Expr:
+    """The exact f32 value of an e8m0 code c (the OCP MX scale): 2^(c − 127), NaN for 0xFF.
+
+    c << 23 is the f32 2^(c − 127) for 1 ≤ c ≤ 254. Two codes need bit 22 as well:
+    c = 0 (2^-127, the f32 subnormal 0x00400000, which an unsigned max with c << 23
+    gives, every other c << 23 being larger) and c = 0xFF (c << 23 is +inf; with bit 22
+    it is the quiet NaN 0x7FC00000, numpy's NaN). (c + 1) << 14 has bit 22 set exactly
+    for c = 0xFF (c + 1 = 0x100), so one `lop3` ORs it in: five instructions, no branch.
+    `decode_scalar` converts the f32 to f16/bf16 with one `Cvt` (RNE, overflow to ±inf,
+    NaN to the canonical NaN: the cast policy; bf16 holds every e8m0 value exactly).
+    Tested on every code, to every target (tests/test_e8m0.py)."""
+    let = emit.let
+    power = let(t.Binary("max", t.Binary("shl", code, _u32(23)), _u32(0x00400000)), "p")
+    nan_bit = let(t.Binary("shl", t.Binary("add", code, _u32(1)), _u32(14)), "n")
+    bits = let(t.Lop3(power, nan_bit, _u32(0x00400000), OR_AND), "v")
+    return t.Bitcast(bits, F32)
 
 
 def _small_float_value(emit: Emit, code: t.Expr, src: FloatType) -> t.Expr:

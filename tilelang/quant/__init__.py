@@ -9,12 +9,30 @@ Modules, one concept each: `formats` (the format table), `arithmetic` (the exact
 dequantization of each format), `quantizer` (`quantize`: scale choice and rounding),
 `checkpoints` (GPTQ/AWQ packings), `weight` (`QuantizedWeight`), `io` (the .npz file
 form), `arrays` (numpy or torch inputs; torch is imported only when a tensor is handed
-over).
+over), `kernels` (the matmul kernels, in the kernel language), `operands` (a weight as
+the kernels read it: packed codes, scale and zero-point tensors), `matmul` (the choice
+of kernel, `plan`, `matmul`).
 """
 
 from .checkpoints import from_awq, from_gptq
 from .formats import FORMATS, Format
+from .matmul import Choice, Launch, Plan, matmul, plan
+from .operands import ScaleRangeWarning, pack_for_kernels
 from .quantizer import quantize
 from .weight import QuantizedWeight
 
-__all__ = ["FORMATS", "Format", "QuantizedWeight", "from_awq", "from_gptq", "quantize"]
+__all__ = [
+    "FORMATS",
+    "Choice",
+    "Format",
+    "Launch",
+    "Plan",
+    "QuantizedWeight",
+    "ScaleRangeWarning",
+    "from_awq",
+    "from_gptq",
+    "matmul",
+    "pack_for_kernels",
+    "plan",
+    "quantize",
+]

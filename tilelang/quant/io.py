@@ -2,16 +2,22 @@
 format version. This module knows files and versions, not weights: `QuantizedWeight`
 (tilelang.quant.weight) says which arrays it writes and how it reads them back.
 
-Version 1 holds (``[G, N]`` per group along K):
+Version 2 holds (``[G, N]`` per group along K):
 
-* ``version`` (int), ``format``, ``dtype``, ``scale_dtype``, ``packing`` (names, strings;
-  packing is ``"plain"``: row-major codes), ``shape`` ([K, N]), ``group_size``;
-* ``codes``: the packed code bytes (uint8, `tilelang.PackedArray`'s bit stream);
+* ``version`` (int), ``format``, ``dtype``, ``scale_dtype``, ``packing`` (names, strings),
+  ``shape`` ([K, N], the weight's logical shape), ``group_size``;
+* ``codes``: the code bytes (uint8, `tilelang.PackedArray`'s bit stream). With packing
+  ``"plain"`` they are the row-major [K, N] codes; with ``"dot"`` they are the codes
+  `tilelang.pack_for_dot` permuted for the kernels, and the file also holds that
+  packing's parameters: ``packing_tile`` ([BK, BN]), ``packing_m``, ``packing_warps``
+  (ints), ``packing_operand``, ``packing_acc`` (dtype names);
 * ``scale_codes`` [G, N]: the scales as codes of ``scale_dtype``;
 * optional: ``zeros`` [G, N] int32, ``tensor_scale`` (f32), ``perm`` [K] int64.
 
-Files are read without pickle. A file that is not such an archive, lacks a required
-array, or has another version is refused with a ValueError naming the file.
+Version 1 is version 2 with packing ``"plain"`` only (it has no packing fields); it is
+still read. Files are read without pickle. A file that is not such an archive, lacks a
+required array, or has a version this tilelang does not know (a newer one) is refused
+with a ValueError naming the file and the versions it reads.
 """
 
 from __future__ import annotations
@@ -22,12 +28,18 @@ from typing import Any
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2
+#: The versions this tilelang reads (it writes `VERSION`).
+READS = (1, 2)
 REQUIRED = (
     "version", "format", "dtype", "scale_dtype", "packing", "shape", "group_size", "codes",
     "scale_codes",
 )  # fmt: skip
-OPTIONAL = ("zeros", "tensor_scale", "perm")
+#: The fields of a ``"dot"`` packing (version 2).
+PACKING_FIELDS = (
+    "packing_tile", "packing_m", "packing_warps", "packing_operand", "packing_acc",
+)  # fmt: skip
+OPTIONAL = ("zeros", "tensor_scale", "perm", *PACKING_FIELDS)
 
 
 def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
@@ -42,7 +54,8 @@ def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
 
 
 def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The arrays of a version-1 file (OPTIONAL ones absent from the dict if absent)."""
+    """The arrays of a version-1 or version-2 file (OPTIONAL ones absent from the dict if
+    absent; ``version`` says which)."""
     try:
         loaded = np.load(path, allow_pickle=False)
         if not hasattr(loaded, "files"):  # an .npy file holds one array
@@ -56,14 +69,15 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if "version" not in arrays:
         raise ValueError(f"{path}: no 'version' array: not a tilelang quantized-weight file")
     version = arrays["version"]
-    if version.shape != () or version.dtype.kind not in "iu" or int(version) != VERSION:
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) not in READS:
         raise ValueError(
             f"{path}: quantized-weight file version {version.tolist()!r} is not supported "
-            f"(this tilelang reads version {VERSION})"
+            f"(this tilelang reads versions {', '.join(map(str, READS))}; a newer file "
+            "needs a newer tilelang)"
         )
     missing = [name for name in REQUIRED if name not in arrays]
     if missing:
-        raise ValueError(f"{path}: version {VERSION} file lacks {', '.join(missing)}")
+        raise ValueError(f"{path}: version {int(version)} file lacks {', '.join(missing)}")
     return arrays
 
 

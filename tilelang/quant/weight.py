@@ -4,10 +4,14 @@ dequantization, its error against the original, and its file form.
 
 What it holds, ``G = group_size`` rows of W sharing one scale:
 
-* ``codes``: a `tilelang.PackedArray` of the element type's codes. Today they are the
-  plain row-major [K, N] codes (``packing`` is None); a kernel packing layout will be
-  recorded in ``packing``, and `plain_codes()` is the one place that undoes it, so the
-  rest of the library never depends on the layout.
+* ``codes``: a `tilelang.PackedArray` of the element type's codes: the plain row-major
+  [K, N] codes (``packing`` None), or the codes `tilelang.pack_for_dot` permuted for
+  the kernels' dot (``packing`` the `tilelang.DotPacking`, ``codes`` a
+  `tilelang.DotPackedArray` of shape ``packing.packed_shape``, K and N padded to whole
+  tiles with zero codes). `plain_codes()` is the one place that undoes the packing, so
+  the rest of the library never depends on the layout. `pack_for_dot` packs a weight,
+  `unpacked` undoes it; `tilelang.quant.pack_for_kernels` packs for the tile that
+  `tilelang.quant.matmul` uses.
 * ``scale_codes`` [K / G, N]: the scales as codes of ``scale_dtype`` (f16, bf16, f32;
   e8m0 for MX; f8e4m3 for NVFP4), so they are bit-exact whatever numpy can represent;
   ``scales`` decodes them.
@@ -25,6 +29,7 @@ What it holds, ``G = group_size`` rows of W sharing one scale:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -34,6 +39,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType, IntType, PackedArray
+from tilelang.packing import DotPackedArray, DotPacking, pack_for_dot, unpack_from_dot
 
 from . import arithmetic, io
 from .arrays import float_matrix
@@ -64,18 +70,16 @@ class QuantizedWeight:
     tensor_scale: float | None = None
     perm: np.ndarray | None = None
     shape: tuple[int, int] | None = None
-    packing: None = None
+    packing: DotPacking | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.codes, PackedArray):
             raise TypeError(f"codes must be a PackedArray, got {type(self.codes).__name__}")
-        if self.packing is not None:
-            raise ValueError("packing layouts are not implemented yet: codes are row-major")
-        if len(self.codes.shape) != 2:
-            raise ValueError(f"codes must be a [K, N] matrix, got shape {self.codes.shape}")
-        shape = tuple(self.codes.shape) if self.shape is None else tuple(self.shape)
-        if shape != self.codes.shape:
-            raise ValueError(f"shape {shape} differs from the codes' shape {self.codes.shape}")
+        stored = self._check_packing()
+        shape = stored if self.shape is None else tuple(self.shape)
+        if shape != stored:
+            what = "the packing's" if self.packing is not None else "the codes'"
+            raise ValueError(f"shape {shape} differs from {what} shape {stored}")
         object.__setattr__(self, "shape", (int(shape[0]), int(shape[1])))
         fmt = get_format(self.format)
         scale_dtype = dtypes.dtype(self.scale_dtype)
@@ -106,6 +110,28 @@ class QuantizedWeight:
             if not np.array_equal(np.sort(perm), np.arange(k)):
                 raise ValueError(f"perm must be a permutation of 0..{k - 1}")
             object.__setattr__(self, "perm", perm.astype(np.int64))
+
+    def _check_packing(self) -> tuple[int, ...]:
+        """The logical [K, N] shape the codes hold; the codes as a `DotPackedArray` when
+        they are packed."""
+        packing = self.packing
+        if packing is None:
+            if len(self.codes.shape) != 2:
+                raise ValueError(f"codes must be a [K, N] matrix, got shape {self.codes.shape}")
+            return tuple(self.codes.shape)
+        if not isinstance(packing, DotPacking):
+            raise TypeError(
+                f"packing must be None (row-major codes) or a tilelang.DotPacking, got {packing!r}"
+            )
+        if self.codes.dtype != packing.dtype or self.codes.shape != packing.packed_shape:
+            raise ValueError(
+                f"codes packed by {packing} must be a {packing.dtype} tensor of shape "
+                f"{packing.packed_shape}, got {self.codes.dtype} of shape {self.codes.shape}"
+            )
+        if not isinstance(self.codes, DotPackedArray) or self.codes.packing != packing:
+            codes = DotPackedArray(self.codes.data, packing.dtype, packing.packed_shape, packing)
+            object.__setattr__(self, "codes", codes)
+        return tuple(packing.shape)
 
     def _check_types(self, fmt: Format) -> None:
         if fmt.kind == "scaled":
@@ -147,8 +173,34 @@ class QuantizedWeight:
 
     def plain_codes(self) -> np.ndarray:
         """The codes as a row-major [K, N] array (the dtype's storage), in stored row
-        order (row i is row perm[i] of W under act order)."""
-        return self.codes.codes()
+        order (row i is row perm[i] of W under act order), whatever the packing."""
+        if self.packing is None:
+            return self.codes.codes()
+        return unpack_from_dot(self.codes, self.packing).codes()
+
+    def pack_for_dot(
+        self,
+        tile: tuple[int, int],
+        *,
+        m: int = 16,
+        warps: int = 4,
+        operand: DType | str = dtypes.f16,
+        acc: DType | str = dtypes.f32,
+    ) -> QuantizedWeight:
+        """The same weight with its codes packed by `tilelang.pack_for_dot` for the B
+        operand of a dot of tile (BK, BN) = `tile` (see that function for the other
+        parameters); scales, zero points and metadata unchanged. Packing a packed weight
+        repacks it from its plain codes."""
+        plain = dtypes.pack_codes(self.plain_codes(), self.dtype)
+        packed = pack_for_dot(plain, tile=tile, m=m, warps=warps, operand=operand, acc=acc)
+        return dataclasses.replace(self, codes=packed, packing=packed.packing)
+
+    def unpacked(self) -> QuantizedWeight:
+        """The same weight with plain row-major codes (itself when it has them)."""
+        if self.packing is None:
+            return self
+        codes = dtypes.pack_codes(self.plain_codes(), self.dtype)
+        return dataclasses.replace(self, codes=codes, packing=None)
 
     def __repr__(self) -> str:
         k, n = self.shape
@@ -157,6 +209,7 @@ class QuantizedWeight:
             for label, present in (
                 ("zeros", self.zeros is not None),
                 ("act order", self.perm is not None),
+                (f"packed in {self._tile_text()} tiles", self.packing is not None),
             )
             if present
         )
@@ -164,6 +217,9 @@ class QuantizedWeight:
             f"QuantizedWeight({self.format}, {self.dtype} [{k}, {n}], "
             f"{self.scale_dtype} scale per {self.group_size} rows{extra})"
         )
+
+    def _tile_text(self) -> str:
+        return "x".join(map(str, self.packing.tile)) if self.packing is not None else ""
 
     # ------------------------------------------------------------ arithmetic
 
@@ -206,14 +262,17 @@ class QuantizedWeight:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the weight to `path` (an ``.npz`` archive, tilelang.quant.io format)."""
+        """Write the weight to `path` (an ``.npz`` archive, tilelang.quant.io format),
+        its codes as they are held (plain, or packed with the packing's parameters)."""
+        packing = self.packing
         io.write(
             path,
             {
+                **_packing_fields(packing),
                 "format": self.format,
                 "dtype": self.dtype.name,
                 "scale_dtype": self.scale_dtype.name,
-                "packing": "plain",
+                "packing": "plain" if packing is None else "dot",
                 "shape": np.asarray(self.shape, dtype=np.int64),
                 "group_size": np.asarray(self.group_size, dtype=np.int64),
                 "codes": self.codes.data,
@@ -231,16 +290,18 @@ class QuantizedWeight:
         """Read a weight `save` wrote; a ValueError names the file and what is wrong."""
         arrays = io.read(path)
         try:
-            packing = io.text(arrays, "packing", path)
-            if packing != "plain":
-                raise ValueError(f"unknown packing {packing!r} (this tilelang reads 'plain')")
             shape = arrays["shape"]
             if shape.shape != (2,) or shape.dtype.kind not in "iu":
                 raise ValueError(f"'shape' must be two integers, got {shape.tolist()!r}")
+            shape = tuple(int(d) for d in shape)
             element = dtypes.dtype(io.text(arrays, "dtype", path))
+            packing = _read_packing(arrays, path, element, shape)
+            stored = shape if packing is None else packing.packed_shape
             tensor_scale = arrays.get("tensor_scale")
             return cls(
-                codes=PackedArray(arrays["codes"], element, tuple(int(d) for d in shape)),
+                codes=PackedArray(arrays["codes"], element, stored),
+                packing=packing,
+                shape=shape,
                 scale_codes=arrays["scale_codes"],
                 scale_dtype=dtypes.dtype(io.text(arrays, "scale_dtype", path)),
                 group_size=io.integer(arrays, "group_size", path),
@@ -254,3 +315,47 @@ class QuantizedWeight:
             if message.startswith(f"{path}:"):
                 raise
             raise ValueError(f"{path}: {message}") from None
+
+
+def _packing_fields(packing: DotPacking | None) -> dict[str, Any]:
+    """The file fields of a packing (tilelang.quant.io, version 2); none for plain codes."""
+    if packing is None:
+        return {}
+    return {
+        "packing_tile": np.asarray(packing.tile, dtype=np.int64),
+        "packing_m": np.asarray(packing.m, dtype=np.int64),
+        "packing_warps": np.asarray(packing.warps, dtype=np.int64),
+        "packing_operand": packing.operand.name,
+        "packing_acc": packing.acc.name,
+    }
+
+
+def _read_packing(
+    arrays: dict[str, np.ndarray], path: Any, element: DType, shape: tuple[int, ...]
+) -> DotPacking | None:
+    """The packing a file states: None for "plain", the DotPacking for "dot" (version 2)."""
+    name = io.text(arrays, "packing", path)
+    version = int(arrays["version"])
+    known = ("plain",) if version == 1 else ("plain", "dot")
+    if name not in known:
+        raise ValueError(
+            f"unknown packing {name!r} (a version {version} file holds "
+            f"{' or '.join(repr(k) for k in known)})"
+        )
+    if name == "plain":
+        return None
+    missing = [field for field in io.PACKING_FIELDS if field not in arrays]
+    if missing:
+        raise ValueError(f"a 'dot' packing needs {', '.join(missing)}")
+    tile = arrays["packing_tile"]
+    if tile.shape != (2,) or tile.dtype.kind not in "iu":
+        raise ValueError(f"'packing_tile' must be two integers, got {tile.tolist()!r}")
+    return DotPacking(
+        dtype=element,
+        shape=(int(shape[0]), int(shape[1])),
+        tile=(int(tile[0]), int(tile[1])),
+        m=io.integer(arrays, "packing_m", path),
+        warps=io.integer(arrays, "packing_warps", path),
+        operand=dtypes.dtype(io.text(arrays, "packing_operand", path)),
+        acc=dtypes.dtype(io.text(arrays, "packing_acc", path)),
+    )

@@ -1,0 +1,301 @@
+"""tilelang.quant.matmul at Llama-3-8B/70B layer shapes: the kernels each call chooses,
+and what they do.
+
+    .venv/bin/python benchmarks/quant_matmul.py [--shapes 4096x4096,8192x28672]
+        [--types u4,i4-asym,u3,u8,mxfp4,nvfp4] [--m 1,16,64,4096] [--arch sm_90]
+        [--latency-ns 600] [--gpu | --static]
+
+Shapes are k x n (4096x4096, 4096x14336, 14336x4096, 8192x8192, 8192x28672,
+28672x8192), m the rows of x. Types: u4 and u3 and u8 symmetric (the constant zero
+point 2^(b-1), which the kernels read as signed codes), i4 with zero points
+(asymmetric), each with one f16 scale per 128 rows; MXFP4 (f4e2m1, an e8m0 scale per
+32 rows) and NVFP4 (f4e2m1, an f8e4m3 scale per 16 rows, an f32 tensor scale).
+
+Without a GPU (or with --static): for each case, `tilelang.quant.plan` compiles the
+kernels a call would launch for --arch (NVRTC; no GPU) and prints the static report of
+each (`CompiledKernel.perf`, `tilelang.runtime.perf`): a prediction from the SASS, not
+a measurement. Columns: the path and tile the call chooses, split-K, the predicted time
+of the main kernel and the DRAM floor (weights, scales, x and y read or written once at
+the card's bandwidth), the predicted fraction of DRAM bandwidth and what binds,
+instructions per weight (the main loop's warp instructions per weight element, times
+32: what each thread issues per weight it owns), bytes in flight per SM, registers and
+spills. The split-K reduction kernel's predicted time is added in the "+reduce" column.
+Needs NVRTC and nvdisasm (the nvidia-cuda-nvrtc and nvidia-cuda-nvdisasm wheels).
+
+With a GPU (torch and a CUDA device; not run where this was written, so this path is
+untested): the measured time of `tilelang.quant.matmul` (benchmarks/gpu_common.time_gpu:
+CUDA events, L2 flushed), its GB/s (weights, scales, x and y once) and percent of the
+same run's device-to-device copy bandwidth, beside torch's f16 matmul of f16 weights of
+the same shape (cuBLAS) and, when triton imports, the small Triton W4A16 kernel below
+(GPTQ-style int32 packing along K, one f16 scale per 128 rows; written for this
+comparison, untuned: a floor for "what a plain Triton kernel gets", not a library's
+number). u4 only for Triton.
+
+The weights are random codes (every byte pattern is valid codes) already packed for
+the kernels, built without quantizing floats: the static report depends on shapes and
+types only, and a 28672 x 8192 quantize would dominate the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import tilelang as tl  # noqa: E402
+from tilelang import quant  # noqa: E402
+from tilelang.quant import QuantizedWeight, operands  # noqa: E402
+
+SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (8192, 28672), (28672, 8192))
+TYPES = ("u4", "i4-asym", "u3", "u8", "mxfp4", "nvfp4")
+MS = (1, 16, 64, 4096)
+GROUP = 128
+
+
+def weight(name: str, k: int, n: int, seed: int = 0) -> QuantizedWeight:
+    """A weight of type `name` [k, n] with random codes, packed as the kernels read them."""
+    rng = np.random.default_rng(seed)
+    fmt, element, group, zeros, tensor_scale = "scaled", None, GROUP, None, None
+    if name in ("u4", "u3", "u8"):
+        element = tl.dtype(name)
+        zeros = np.full((k // group, n), 1 << (element.bits - 1), np.int32)
+        scales, scale_dtype = _f16_scales(rng, (k // group, n)), tl.f16
+    elif name == "i4-asym":
+        element = tl.i4
+        zeros = rng.integers(-8, 8, (k // group, n)).astype(np.int32)
+        scales, scale_dtype = _f16_scales(rng, (k // group, n)), tl.f16
+    elif name == "mxfp4":
+        fmt, element, group, scale_dtype = "mxfp4", tl.f4e2m1, 32, tl.e8m0
+        scales = rng.integers(118, 126, (k // group, n)).astype(np.uint8)  # 2^-9 .. 2^-2
+    elif name == "nvfp4":
+        fmt, element, group, scale_dtype = "nvfp4", tl.f4e2m1, 16, tl.f8e4m3
+        scales = tl.f8e4m3.encode(rng.uniform(16, 448, (k // group, n)))
+        tensor_scale = float(np.float32(1 / 2688))
+    else:
+        raise ValueError(f"unknown type {name!r}; the types: {', '.join(TYPES)}")
+    plain = QuantizedWeight(
+        _codes(element, k, n),
+        scales,
+        scale_dtype,
+        group,
+        format=fmt,
+        zeros=zeros,
+        tensor_scale=tensor_scale,
+    )
+    packing = operands.kernel_packing(plain)
+    nbytes = math.ceil(math.prod(packing.packed_shape) * element.bits / 8)
+    data = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    codes = tl.DotPackedArray(data, element, packing.packed_shape, packing)
+    return QuantizedWeight(
+        codes, scales, scale_dtype, group, fmt, zeros, tensor_scale, packing=packing
+    )
+
+
+def _codes(element: tl.DType, k: int, n: int) -> tl.PackedArray:
+    """Placeholder plain codes (zeros) of the right shape; only the packed ones are used."""
+    return tl.PackedArray(np.zeros(math.ceil(k * n * element.bits / 8), np.uint8), element, (k, n))
+
+
+def _f16_scales(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    return rng.uniform(0.002, 0.02, shape).astype(np.float16).view(np.uint16)
+
+
+def parse_list(text: str, convert, what: str) -> tuple:
+    try:
+        return tuple(convert(part) for part in text.split(",") if part)
+    except ValueError:
+        raise SystemExit(f"--{what}: cannot read {text!r}") from None
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    k, sep, n = text.lower().partition("x")
+    if not sep:
+        raise ValueError(text)
+    return int(k), int(n)
+
+
+# ------------------------------------------------------------------ static reports
+
+
+def static_row(name: str, k: int, n: int, m: int, arch: str, latency_ns: float | None) -> str:
+    qw = weight(name, k, n)
+    p = quant.plan(qw, m, arch)
+    main = p.launches[0]
+    r = main.perf(latency_ns=latency_ns)
+    extra = 0.0
+    if len(p.launches) > 1:
+        extra = p.launches[1].perf(latency_ns=latency_ns).predicted_seconds
+    c = p.choice
+    res = main.compiled.resources
+    return (
+        f"| {k}x{n} | {m} | {name} | {c.path} {c.bm}x{c.bn}x{c.bk}/{c.warps}w | {c.split_k} | "
+        f"{r.predicted_seconds * 1e6:.1f} | {extra * 1e6:.1f} | {r.bounds[0].seconds * 1e6:.1f} | "
+        f"{r.dram_fraction:.0%} | {r.binds} | {r.instructions_per_element * 32:.2f} | "
+        f"{r.in_flight_sm / 1e3:.1f} KB | {res.registers} | {res.spill_store_bytes} |"
+    )
+
+
+STATIC_HEADER = (
+    "| k x n | m | type | path, tile BMxBNxBK/warps | split | predicted us | +reduce us | "
+    "DRAM floor us | of DRAM bw | binds | instr/weight | in flight/SM | regs | spills |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+# ------------------------------------------------------------------ GPU measurements
+
+
+def triton_w4a16():
+    """A plain Triton W4A16 matmul (y = x @ ((q - 8) * s)), or None without triton.
+    Untested here (no GPU where it was written)."""
+    try:
+        import triton
+        import triton.language as tlang
+    except ImportError:
+        return None
+
+    @triton.jit
+    def kernel(x, w, s, y, M, N, K, BM: tlang.constexpr, BN: tlang.constexpr, BK: tlang.constexpr):
+        pm, pn = tlang.program_id(0), tlang.program_id(1)
+        rm = pm * BM + tlang.arange(0, BM)
+        rn = pn * BN + tlang.arange(0, BN)
+        rk = tlang.arange(0, BK)
+        acc = tlang.zeros((BM, BN), dtype=tlang.float32)
+        for k0 in range(0, K, BK):
+            kk = k0 + rk
+            a = tlang.load(x + rm[:, None] * K + kk[None, :], mask=rm[:, None] < M, other=0.0)
+            words = tlang.load(w + (kk // 8)[:, None] * N + rn[None, :], mask=rn[None, :] < N)
+            q = (words >> ((kk % 8) * 4)[:, None]) & 0xF
+            scale = tlang.load(s + (kk // 128)[:, None] * N + rn[None, :], mask=rn[None, :] < N)
+            b = (q.to(tlang.float16) - 8.0) * scale
+            acc += tlang.dot(a, b)
+        mask = (rm[:, None] < M) & (rn[None, :] < N)
+        tlang.store(y + rm[:, None] * N + rn[None, :], acc.to(tlang.float16), mask=mask)
+
+    def run(x, words, scales, y):
+        m, k = x.shape
+        n = y.shape[1]
+        bm = 16 if m <= 16 else 64
+        grid = (triton.cdiv(m, bm), triton.cdiv(n, 128))
+        kernel[grid](x, words, scales, y, m, n, k, BM=bm, BN=128, BK=64)
+
+    return run
+
+
+def gpu_rows(names, shapes, ms) -> list[str]:
+    import torch
+    from gpu_common import measure_copy_bandwidth, time_gpu
+
+    copy = measure_copy_bandwidth()
+    triton_run = triton_w4a16()
+    rows = []
+    for k, n in shapes:
+        w16 = torch.randn(k, n, dtype=torch.float16, device="cuda") / 64
+        words = torch.randint(-(2**31), 2**31 - 1, (k // 8, n), dtype=torch.int32, device="cuda")
+        s16 = torch.rand(k // 128, n, dtype=torch.float16, device="cuda") / 64
+        for name in names:
+            qw = weight(name, k, n)
+            weight_bytes = qw.nbytes
+            for m in ms:
+                x = torch.randn(m, k, dtype=torch.float16, device="cuda") / 4
+                out = torch.empty(m, n, dtype=torch.float16, device="cuda")
+                ours = time_gpu(lambda: quant.matmul(x, qw, out=out))  # noqa: B023
+                moved = weight_bytes + 2 * m * (k + n)
+                cublas = time_gpu(lambda: x @ w16)  # noqa: B023
+                triton_us = "-"
+                if triton_run is not None and name == "u4":
+                    y = torch.empty(m, n, dtype=torch.float16, device="cuda")
+                    triton_us = (
+                        f"{time_gpu(lambda: triton_run(x, words, s16, y)).median_s * 1e6:.1f}"  # noqa: B023
+                    )
+                rate = moved / ours.median_s
+                rows.append(
+                    f"| {k}x{n} | {m} | {name} | {ours.median_s * 1e6:.1f} | {rate / 1e9:.0f} | "
+                    f"{rate / copy:.0%} | {cublas.median_s * 1e6:.1f} | {triton_us} |"
+                )
+                print(rows[-1], flush=True)
+    print(f"\ncopy bandwidth (device to device, read + write): {copy / 1e9:.0f} GB/s")
+    return rows
+
+
+GPU_HEADER = (
+    "| k x n | m | type | tilelang us | GB/s | of copy bw | torch f16 us | Triton W4A16 us |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+# ------------------------------------------------------------------ main
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True
+        ).stdout.strip()
+        return head + (" with uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
+    parser.add_argument("--types", default=",".join(TYPES))
+    parser.add_argument("--m", default=",".join(map(str, MS)))
+    parser.add_argument("--arch", default="sm_90", help="the static reports' target")
+    parser.add_argument("--latency-ns", type=float, default=None)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--gpu", action="store_true", help="measure (needs torch and a GPU)")
+    mode.add_argument("--static", action="store_true", help="static reports even on a GPU")
+    args = parser.parse_args()
+    shapes = parse_list(args.shapes, parse_shape, "shapes")
+    names = parse_list(args.types, str, "types")
+    unknown = sorted(set(names) - set(TYPES))
+    if unknown:
+        raise SystemExit(f"--types: unknown {', '.join(unknown)}; the types: {', '.join(TYPES)}")
+    ms = parse_list(args.m, int, "m")
+    on_gpu = args.gpu or (not args.static and tl.gpu_available())
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    print(f"{command}\n{now}, commit {_commit()}")
+    if on_gpu:
+        print(f"measured on {tl.gpu_arch()}\n\n{GPU_HEADER}")
+        gpu_rows(names, shapes, ms)
+        return 0
+    from tilelang.runtime.nvrtc import nvrtc_version
+
+    major, minor = nvrtc_version()
+    print(f"static reports for {args.arch}, NVRTC {major}.{minor}: predictions, not measurements\n")
+    print(STATIC_HEADER, flush=True)
+    failed = 0
+    start = time.perf_counter()
+    for k, n in shapes:
+        for name in names:
+            for m in ms:
+                try:
+                    print(static_row(name, k, n, m, args.arch, args.latency_ns), flush=True)
+                except Exception as error:  # a benchmark reports a case it cannot build
+                    print(f"| {k}x{n} | {m} | {name} | failed: {type(error).__name__}: {error} |")
+                    failed += 1
+    print(f"\n{time.perf_counter() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""The kernels behind `tilelang.quant.matmul`, written in the kernel language.
+
+``y = x @ W``, x [M, K] of the operand type OT (f16 or bf16), W a quantized weight
+whose codes were packed for the dot by `tilelang.pack_for_dot` (each [BK, BN] tile in
+the load order of the mma B fragments), accumulated in f32. Each k-tile of codes is
+loaded with `tl.load_fragment` straight into the B fragment layout, converted and
+scaled there, in registers, and multiplied; no weight goes through shared memory.
+
+The weight arithmetic of each format (`KIND`) is `tilelang.quant.arithmetic`'s, in OT:
+
+* ``scaled``: ``(q.to(OT) - z.to(OT)) * s`` with s of type ST = OT (f16 scales with f16
+  operands, bf16 with bf16); without zero points ``q.to(OT) * s``. q − z is a small
+  integer, exact in OT, and the multiplication rounds the exact product once: the
+  value `QuantizedWeight.dequantize` returns. The lowering folds z into the
+  conversion's own subtraction (no instruction per weight).
+* ``mx``: ``q.to(OT) * s.to(OT)``, s the e8m0 scale codes (held as u8 and viewed as
+  e8m0, so a load needs no e8m0 fill value; the conversion is the e8m0 recipe of
+  `tilelang.lowering.dequant`, exact for every code). The host shifts every code by a
+  power of two e0 for the whole tensor (`tilelang.quant.operands`), so that the scales
+  and the products stay exact in OT, and the accumulator is multiplied by 2^e0 (`t`).
+* ``mx_normal``: the same, when the host has made every shifted code c a normal OT
+  number (no NaN scale, 2^(c − 127) within OT's normal exponents): s is then built
+  from its bits, ``(c − (127 − bias_OT)) << mantissa_bits_OT`` viewed as OT, three
+  integer instructions per scale instead of the general conversion (a scale a thread
+  holds is converted once per group and column; this halves the MX main loop's
+  overhead over f16 scales). A padded scale (code 0, fill) becomes a finite number
+  that multiplies zero codes.
+* ``nvfp4``: ``q.to(OT) * b.to(OT)``, b the f8e4m3 block scale: q·b is exact in f16 and
+  bf16; the accumulator is multiplied by the f32 tensor scale `t`.
+
+One scale row serves a k-tile when the group G is a multiple of BK (G is 2^30 for one
+group per column); when BK is a multiple of G the tile holds BK / G groups, and the
+codes are scaled as a [BK / G, G, BN] tile. No tile straddles a group.
+
+The epilogue, in f32: ``acc · t`` (with ``TENSOR_SCALE``), plus the bias (``HAS_BIAS``),
+rounded once to OT. Split-K (``SPLIT_K`` > 1) is deterministic: `quant_matmul_partials`
+writes each K slice's product to a [SPLIT_K, M, N] f32 workspace and
+`quant_matmul_reduce` adds them in slice order, then applies the epilogue.
+
+Tensors a launch does not use (the zero points without ``HAS_Z``, the bias without
+``HAS_BIAS``) are still parameters: the host passes a one-element placeholder.
+
+The weight tensor's shape names the packing's own K tile ``PK`` (a multiple of BK):
+the packed stream of a column block is the same for every BK that divides PK
+(`tilelang.quant.matmul` checks it on the packings' orders), so one packed weight
+serves every tile.
+"""
+
+from types import SimpleNamespace
+
+from tilelang import dtypes
+from tilelang.kernel import func, kernel
+from tilelang.lang import ops
+from tilelang.lang.elementwise import FUNCTIONS
+from tilelang.lang.signature import Tensor, constexpr
+from tilelang.lang.values import cdiv
+
+#: The kernel language under the name kernels use (`tilelang` itself cannot be imported
+#: from inside the package).
+tl = SimpleNamespace(
+    **FUNCTIONS,
+    blocks=ops.blocks,
+    broadcast=ops.broadcast,
+    cdiv=cdiv,
+    dot=ops.dot,
+    dot_layout=ops.dot_layout,
+    load=ops.load,
+    load_fragment=ops.load_fragment,
+    range=ops.range_,
+    reshape=ops.reshape,
+    store=ops.store,
+    view=ops.view,
+    zeros=ops.zeros,
+    e8m0=dtypes.e8m0,
+    f16=dtypes.f16,
+    f32=dtypes.f32,
+    u16=dtypes.u16,
+)
+
+#: One group per column: a G no K reaches (k // G is 0 for every row).
+PER_CHANNEL_G = 1 << 30
+
+
+def _warps(WARPS, **_):
+    return WARPS
+
+
+@func
+def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST):
+    """The [ROWS, BN] scales of columns n0.. from group `row` on, as OT values."""
+    raw = tl.load(s, [row, n0], [ROWS, BN])
+    if KIND == "mx":
+        return tl.view(raw, tl.e8m0).to(OT)
+    if KIND == "mx_normal":  # every code c is a normal OT number 2^(c - 127): its bits
+        return tl.view((raw.to(tl.u16) - (127 - OT.bias)) << OT.mantissa_bits, OT)
+    if ST != OT:
+        return raw.to(OT)
+    return raw
+
+
+@func
+def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK):
+    """The [BK, BN] tile of W at rows k.., columns n0.., in OT, in the dot's B layout."""
+    fragments = tl.dot_layout("b", BM, BN, BK, OT)
+    q = tl.load_fragment(w, [k, n0], fragments)
+    if BK <= G:
+        values = q.to(OT)
+        if HAS_Z:
+            values = values - tl.load(z, [k // G, n0], [1, BN]).to(OT)
+        return values * scales_of(s, k // G, n0, 1, BN, KIND, OT, ST)
+    GROUPS = BK // G
+    values = q.to(OT)
+    if HAS_Z:
+        zeros = tl.load(z, [k // G, n0], [GROUPS, BN])
+        zeros = tl.reshape(tl.broadcast(zeros[:, None, :], [GROUPS, G, BN]), [BK, BN])
+        values = values - zeros.to(OT)
+    scales = scales_of(s, k // G, n0, GROUPS, BN, KIND, OT, ST)
+    return tl.reshape(tl.reshape(values, [GROUPS, G, BN]) * scales[:, None, :], [BK, BN])
+
+
+@func
+def product(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES):
+    """The f32 product of rows bm·BM.. of x and columns bn·BN.. of W over k_start <= k <
+    k_stop (k_start a multiple of BK)."""
+    acc = tl.zeros([BM, BN], tl.f32)
+    for k in tl.range(k_start, k_stop, BK, stages=STAGES):
+        a = tl.load(x, [bm * BM, k], [BM, BK])
+        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK)
+        acc = tl.dot(a, b, acc)
+    return acc
+
+
+@func
+def finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE):
+    """The epilogue in f32: acc · t, plus the bias."""
+    if TENSOR_SCALE:
+        acc = acc * t
+    if HAS_BIAS:
+        acc = acc + tl.load(bias, [bn * BN], [BN]).to(tl.f32)[None, :]
+    return acc
+
+
+@func
+def k_slice(kz, K, SPLIT_K, BK):
+    """[start, stop) of slice kz of K: ceil(K / SPLIT_K) rounded up to whole BK tiles."""
+    length = tl.cdiv(tl.cdiv(K, SPLIT_K), BK) * BK
+    return kz * length, tl.minimum(K, kz * length + length)
+
+
+@kernel(warps=_warps)
+def quant_matmul(
+    x: Tensor["OT", "M", "K"],
+    w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
+    s: Tensor["ST", "(K + G - 1) // G", "N"],
+    z: Tensor["ZT", "ZK", "ZN"],
+    bias: Tensor["OT", "NB"],
+    y: Tensor["OT", "M", "N"],
+    t: dtypes.f32,
+    OT: constexpr = dtypes.f16,
+    WT: constexpr = dtypes.u4,
+    ST: constexpr = dtypes.f16,
+    ZT: constexpr = dtypes.u4,
+    KIND: constexpr = "scaled",
+    G: constexpr = 128,
+    HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    TENSOR_SCALE: constexpr = False,
+    BM: constexpr = 16,
+    BN: constexpr = 128,
+    BK: constexpr = 128,
+    PK: constexpr = 128,
+    WARPS: constexpr = 4,
+    STAGES: constexpr = 3,
+):
+    """y = x @ W (+ bias), rounded once to OT."""
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    acc = product(x, w, s, z, bm, bn, 0, K, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES)
+    tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
+
+
+@kernel(warps=_warps)
+def quant_matmul_partials(
+    x: Tensor["OT", "M", "K"],
+    w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
+    s: Tensor["ST", "(K + G - 1) // G", "N"],
+    z: Tensor["ZT", "ZK", "ZN"],
+    partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
+    OT: constexpr = dtypes.f16,
+    WT: constexpr = dtypes.u4,
+    ST: constexpr = dtypes.f16,
+    ZT: constexpr = dtypes.u4,
+    KIND: constexpr = "scaled",
+    G: constexpr = 128,
+    HAS_Z: constexpr = False,
+    SPLIT_K: constexpr = 4,
+    BM: constexpr = 16,
+    BN: constexpr = 128,
+    BK: constexpr = 128,
+    PK: constexpr = 128,
+    WARPS: constexpr = 4,
+    STAGES: constexpr = 3,
+):
+    """partials[kz] = the f32 product over K slice kz (the first pass of split-K)."""
+    bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
+    k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
+    acc = product(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES)
+    tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
+
+
+@kernel(warps=_warps)
+def quant_matmul_reduce(
+    partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
+    bias: Tensor["OT", "NB"],
+    y: Tensor["OT", "M", "N"],
+    t: dtypes.f32,
+    OT: constexpr = dtypes.f16,
+    HAS_BIAS: constexpr = False,
+    TENSOR_SCALE: constexpr = False,
+    SPLIT_K: constexpr = 4,
+    BM: constexpr = 16,
+    BN: constexpr = 128,
+    WARPS: constexpr = 4,
+):
+    """y = the partial products added in slice order, then the epilogue, rounded once.
+    The slices are a compile-time loop: every load is issued before the first addition
+    needs it (one memory latency, not SPLIT_K)."""
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    acc = tl.zeros([BM, BN], tl.f32)
+    for kz in range(SPLIT_K):
+        acc = acc + tl.reshape(tl.load(partials, [kz, bm * BM, bn * BN], [1, BM, BN]), [BM, BN])
+    tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))

@@ -1,0 +1,446 @@
+"""`matmul(x, qw)`: y = x @ W for a quantized weight, and `plan`: the kernels it launches.
+
+Choosing a kernel (`choose`), by M (the rows of x, all leading dimensions together)
+and the GPU architecture (its SM count, `tilelang.target.HARDWARE`):
+
+============  =========  ==========================================================
+path          M          tile BM x BN x BK, warps; split-K
+============  =========  ==========================================================
+gemv          1..4       16 x 128 x 128, 4 warps; split-K when the blocks are few
+small_batch   5..64      BM = 16 (M ≤ 16) or 32 (two row blocks above 32) x 128 x
+                         128, 4 warps; split-K when the blocks are few
+gemm          65..       128 x 128 x 64, 8 warps (2 x 4); never split. Codes of 1, 3,
+                         5, 7 bits: 64 x 128 x 128, 8 warps (their 16-byte runs are
+                         128 codes, more than a thread holds of a 64-row tile, so a
+                         64-row tile would read another order than the packing's)
+============  =========  ==========================================================
+
+Why these tiles, from the static report on sm_90 (k = n = 8192): at m = 64, 64 x 128 x
+64 (64 x 128 x 128 does not fit 255 registers) predicts 18.5 us for i4, two blocks of
+32 x 128 x 128 14.1 us (fewer instructions per weight; the second row block's weights
+come from L2, which the model does not count). At m = 4096, 128 x 128 x 64 over 8
+warps predicts 589 us for i4 (instruction issue binds), 64 x 128 x 128 900 us.
+
+BK is at most the packing's K tile (`tilelang.quant.operands`). Split-K: when the
+blocks, cdiv(M, BM) · cdiv(N, BN), are fewer than the SMs, K is split into S slices
+(deterministically: a workspace of partial products and a second kernel that adds them
+in slice order), S the least number of slices that gives at least 2 blocks per SM,
+each slice at least 2 k-tiles. Host arrays run the kernels an sm_90 would launch (so
+the CPU backend checks exactly those); `arch=` picks another architecture's choice.
+
+Everything about the weight that the kernels read is prepared once per weight and
+operand type and remembered (`tilelang.quant.operands`): its codes packed for the dot,
+its scales and zero points as the kernel types, the device copies of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.kernel import MAX_SIZE_DIVISOR, CompiledKernel, Kernel
+from tilelang.packing import DotPacking
+from tilelang.runtime import gpu
+from tilelang.runtime.host_expr import eval_grid
+from tilelang.runtime.host_tensor import numpy_dtype
+from tilelang.target import HARDWARE
+from tilelang.target import target as find_target
+
+from . import kernels
+from .operands import BLOCK_N, Operands, cached, operands, reads_as
+from .weight import QuantizedWeight
+
+GEMV_MAX_M = 4
+SMALL_BATCH_MAX_M = 64
+#: The architecture whose choice host arrays (the CPU backend) run.
+DEFAULT_ARCH = "sm_90"
+#: Split-K aims at this many blocks per SM, with at least this many k-tiles per slice.
+SPLIT_BLOCKS_PER_SM = 2
+MIN_SLICE_TILES = 2
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The kernel configuration for one call: path, tile, warps, pipeline stages, split."""
+
+    path: str
+    bm: int
+    bn: int
+    bk: int
+    warps: int
+    stages: int
+    split_k: int
+
+
+def sm_count(arch: str) -> int:
+    """The SMs of the architecture's representative card (sm_90's where it has none)."""
+    name = find_target(arch).name
+    return (HARDWARE.get(name) or HARDWARE[DEFAULT_ARCH]).sms
+
+
+def choose(
+    m: int, k: int, n: int, arch: str = DEFAULT_ARCH, packing: DotPacking | None = None
+) -> Choice:
+    """The kernel configuration for x [m, k] @ W [k, n] on `arch` (module docstring),
+    for codes packed by `packing` (None: 128-row tiles that every tile reads)."""
+    pack_k = packing.tile[0] if packing is not None else 128
+
+    def reads(bm: int, bk: int, warps: int) -> bool:
+        return packing is None or reads_as(packing, bk, bm, warps)
+
+    if m > SMALL_BATCH_MAX_M:
+        bk = min(64, pack_k)
+        if reads(128, bk, 8):
+            return Choice("gemm", 128, BLOCK_N, bk, 8, 3, 1)
+        return Choice("gemm", 64, BLOCK_N, min(128, pack_k), 8, 3, 1)
+    if m <= GEMV_MAX_M:
+        path, bm = "gemv", 16
+    else:
+        path, bm = "small_batch", 16 if m <= 16 else 32
+    bk = min(128, pack_k)
+    blocks = math.ceil(m / bm) * math.ceil(n / BLOCK_N)
+    tiles = math.ceil(k / bk)
+    split = 1
+    sms = sm_count(arch)
+    if blocks < sms:
+        split = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
+        if split > 1:
+            split = math.ceil(tiles / math.ceil(tiles / split))  # no empty slice
+    return Choice(path, bm, BLOCK_N, bk, 4, 3, max(split, 1))
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One kernel launch of a call: the kernel, its constexprs, the sizes it binds, the
+    `CompiledKernel` (compiled for the plan's target with the size facts the launch
+    gives, as a call compiles it) and its grid. `perf()` is the compiled kernel's static
+    report at these sizes (GPU targets)."""
+
+    kernel: Kernel
+    constexprs: dict[str, Any]
+    sizes: dict[str, int]
+    compiled: CompiledKernel
+    grid: tuple[int, ...]
+    per: str | None = None
+
+    def perf(self, **options: Any):
+        options.setdefault("per", self.per)
+        return self.compiled.perf(**options, **self.sizes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `matmul` launches for x [m, K] on `target`: the choice and the launches."""
+
+    m: int
+    target: str
+    arch: str
+    choice: Choice
+    launches: tuple[Launch, ...]
+    exact: bool = True
+
+    @property
+    def path(self) -> str:
+        return self.choice.path
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A launch before compiling: kernel, constexprs, sizes."""
+
+    kernel: Kernel
+    constexprs: dict[str, Any]
+    sizes: dict[str, int]
+    per: str | None
+
+
+def _facts(sizes: dict[str, int]) -> dict[str, int]:
+    """Per size, the largest power of two up to MAX_SIZE_DIVISOR dividing it: what a
+    launch with these sizes specializes on (as `tilelang.cli.launch_facts`)."""
+    facts = {}
+    for name, size in sizes.items():
+        divisor = MAX_SIZE_DIVISOR
+        while size % divisor:
+            divisor //= 2
+        facts[name] = divisor
+    return facts
+
+
+def _calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[_Call]:
+    k, n = ops.source.shape
+    consts = ops.constexprs
+    tile = {"BM": choice.bm, "BN": choice.bn, "WARPS": choice.warps}
+    weight = {name: consts[name] for name in ("OT", "WT", "ST", "ZT", "KIND", "G", "HAS_Z", "PK")}
+    weight.update(tile, BK=choice.bk, STAGES=choice.stages)
+    zk, zn = ops.zeros.shape if ops.zeros is not None else (1, 1)
+    epilogue = {"HAS_BIAS": has_bias, "TENSOR_SCALE": consts["TENSOR_SCALE"]}
+    nb = n if has_bias else 1
+    main = {"M": m, "K": k, "N": n, "ZK": zk, "ZN": zn}
+    if choice.split_k == 1:
+        return [_Call(kernels.quant_matmul, {**weight, **epilogue}, {**main, "NB": nb}, "w")]
+    return [
+        _Call(kernels.quant_matmul_partials, {**weight, "SPLIT_K": choice.split_k}, main, "w"),
+        _Call(
+            kernels.quant_matmul_reduce,
+            {"OT": consts["OT"], **epilogue, "SPLIT_K": choice.split_k, **tile, "WARPS": 4},
+            {"M": m, "N": n, "NB": nb},
+            None,
+        ),
+    ]
+
+
+def _prepared(qw: QuantizedWeight, m: int, x_dtype: Any, arch: str, has_bias: bool):
+    ops = operands(qw, x_dtype)
+    k, n = qw.shape
+    choice = choose(m, k, n, arch, ops.packing)
+    assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (
+        f"the kernel tile {choice} does not read codes packed by {ops.packing}"
+    )
+    return ops, choice, _calls(ops, m, choice, has_bias)
+
+
+def plan(
+    qw: QuantizedWeight,
+    m: int,
+    target: str = DEFAULT_ARCH,
+    *,
+    x_dtype: Any = "f16",
+    bias: bool = False,
+    arch: str | None = None,
+) -> Plan:
+    """The kernels `matmul` launches for x [m, K] of `x_dtype` (with a bias or not),
+    compiled for `target` ("cpu" or a GPU architecture; no GPU is needed) with the size
+    facts the launch gives: what a call would run, for tools and tests to inspect
+    (`plan.launches[0].perf()`, `.compiled.source`, `.grid`). The choice is `arch`'s
+    (default: the target's, sm_90's for "cpu")."""
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise ValueError(f"m must be a positive int (the rows of x), got {m!r}")
+    m = int(m)
+    chosen = find_target(target)
+    arch = arch or (chosen.name if chosen.is_gpu else DEFAULT_ARCH)
+    ops, choice, calls = _prepared(qw, m, x_dtype, arch, bias)
+    launches = []
+    for call in calls:
+        compiled = call.kernel.compile(assume=_facts(call.sizes), target=chosen, **call.constexprs)
+        grid = eval_grid(compiled.thread.grid, {**call.sizes, "t": ops.t})
+        launches.append(Launch(call.kernel, call.constexprs, call.sizes, compiled, grid, call.per))
+    return Plan(m, chosen.name, arch, choice, tuple(launches), ops.exact)
+
+
+# ---------------------------------------------------------------------------- matmul
+
+
+def matmul(
+    x: Any,
+    qw: QuantizedWeight,
+    bias: Any = None,
+    out: Any = None,
+    *,
+    arch: str | None = None,
+) -> Any:
+    """y = x @ W (+ bias) for the quantized weight `qw` [K, N], accumulated in f32 and
+    rounded once to x's type.
+
+    `x` [..., K] holds f16 or bf16 values (numpy float16 / ml_dtypes bfloat16 arrays:
+    the CPU backend; device tensors with ``__cuda_array_interface__`` or
+    `tilelang.DeviceBuffer`: the GPU, f16). `bias` [N] and `out` [..., N] are of x's
+    type and where x is; `out`, when given, is written and returned. Act order
+    (``qw.perm``): x's columns are gathered on the host (x[..., perm]) before the call,
+    which is what the stored rows mean. See the module docstring for the kernels and
+    `tilelang.quant.operands` for what each format costs and how exact it is: every
+    format computes `QuantizedWeight.dequantize`'s weights exactly (MX: unless its
+    scales span more than the operand type holds, `ScaleRangeWarning`), so the result
+    differs from ``x @ qw.dequantize()`` only by the f32 accumulation order and the
+    final rounding: per element, |y − x@W| ≤ E + u·(|x@W| + E) + u_min with
+    E = (K + 2)·2^-24·(|x| @ |W|) (K exact f32 products added in some order, the f32
+    tensor scale and bias), u = 2^-11 for f16 and 2^-8 for bf16 (half an ulp), u_min
+    half the type's smallest subnormal (tests/test_quant_matmul.py checks exactly
+    this). `arch`: whose kernel choice to use (default: the device's; sm_90 for host
+    arrays).
+    """
+    if not isinstance(qw, QuantizedWeight):
+        raise TypeError(f"qw must be a tilelang.quant.QuantizedWeight, got {type(qw).__name__}")
+    if gpu.is_device_array(x):
+        return _device_matmul(x, qw, bias, out, arch)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"x must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
+        )
+    ot = _host_dtype(x, "x")
+    k, n = qw.shape
+    lead = _check_shape(x.shape, k, "x")
+    m = math.prod(lead)
+    y = _host_out(out, x, lead + (n,))
+    if m == 0:
+        return y
+    x2 = np.ascontiguousarray(x.reshape(m, k))
+    if qw.perm is not None:
+        x2 = np.ascontiguousarray(x2[:, qw.perm])
+    b = _host_bias(bias, ot, n)
+    ops, _, calls = _prepared(qw, m, ot, arch or DEFAULT_ARCH, bias is not None)
+    tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
+    workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
+    _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace)
+    return y
+
+
+@dataclass(frozen=True)
+class _Tensors:
+    """The weight's kernel tensors where a call runs (host arrays or device buffers),
+    with placeholders for the zero points and the bias when a launch has none."""
+
+    w: Any
+    s: Any
+    z: Any
+    bias: Any
+
+    @classmethod
+    def of(cls, ops: Operands, put) -> _Tensors:
+        ot, zt = ops.constexprs["OT"], ops.constexprs["ZT"]
+        zeros = ops.zeros
+        if zeros is None:
+            zeros = dtypes.pack_codes(np.zeros((1, 1), zt.storage), zt)
+        bias = dtypes.pack_codes(np.zeros(1, ot.storage), ot)
+        return cls(put(ops.weight.codes), put(ops.scales), put(zeros), put(bias))
+
+
+def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace) -> None:
+    """Launch the calls on these tensors (host or device alike)."""
+    bias = tensors.bias if bias is None else bias
+    if len(calls) == 1:
+        (call,) = calls
+        call.kernel(x2, tensors.w, tensors.s, tensors.z, bias, y2, ops.t, **call.constexprs)
+        return
+    first, second = calls
+    partials = workspace((first.constexprs["SPLIT_K"], first.sizes["M"], first.sizes["N"]))
+    first.kernel(x2, tensors.w, tensors.s, tensors.z, partials, **first.constexprs)
+    second.kernel(partials, bias, y2, ops.t, **second.constexprs)
+
+
+def _host_dtype(x: np.ndarray, what: str) -> DType:
+    t = numpy_dtype(x.dtype)
+    if t not in (dtypes.f16, dtypes.bf16):
+        raise TypeError(
+            f"{what} must be an array of float16 or bfloat16 (ml_dtypes), got {x.dtype}"
+        )
+    return t
+
+
+def _check_shape(shape: tuple[int, ...], k: int, what: str) -> tuple[int, ...]:
+    if len(shape) == 0 or shape[-1] != k:
+        raise ValueError(
+            f"{what} must have shape [..., K] with K = {k} (the weight's rows), got shape "
+            f"{list(shape)}"
+        )
+    return tuple(int(d) for d in shape[:-1])
+
+
+def _host_out(out: Any, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, x.dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array like x, got {type(out).__name__}")
+    if out.dtype != x.dtype or out.shape != shape:
+        raise ValueError(
+            f"out must be a {x.dtype} array of shape {list(shape)}, got {out.dtype} "
+            f"{list(out.shape)}"
+        )
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    if np.shares_memory(out, x):
+        raise ValueError("out overlaps x: pass a separate array")
+    return out
+
+
+def _host_bias(bias: Any, ot: DType, n: int) -> np.ndarray | None:
+    if bias is None:
+        return None
+    if not isinstance(bias, np.ndarray):
+        raise TypeError(f"bias must be a numpy array like x, got {type(bias).__name__}")
+    if numpy_dtype(bias.dtype) != ot or bias.shape != (n,):
+        raise ValueError(
+            f"bias must be a {ot} array of shape [{n}] (N, the weight's columns), got "
+            f"{bias.dtype} {list(bias.shape)}"
+        )
+    return np.ascontiguousarray(bias)
+
+
+# ---------------------------------------------------------------------------- device
+
+
+class _DeviceView:
+    """Another shape of a C-contiguous device array, for the launcher (no copy)."""
+
+    def __init__(self, array: gpu.DeviceArray, shape: tuple[int, ...]) -> None:
+        self.__cuda_array_interface__ = {
+            "data": (array.pointer, False),
+            "shape": shape,
+            "typestr": array.typestr,
+            "version": 3,
+            **({"stream": array.stream} if array.stream is not None else {}),
+        }
+
+
+def _reshaped(value: Any, shape: tuple[int, ...]) -> Any:
+    if type(value).__module__.split(".")[0] == "torch":
+        return value.view(*shape)  # keeps torch's stream for the launch
+    return _DeviceView(gpu.device_array(value), shape)
+
+
+def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str | None) -> Any:
+    """The GPU path of `matmul` (written for torch, cupy and tilelang.DeviceBuffer; the
+    CPU tests do not run it). The weight's tensors are copied to device 0 once per
+    weight (`tilelang.DeviceBuffer`); the launches go on x's stream (torch, cupy)."""
+    array = gpu.device_array(x)
+    try:
+        ot = numpy_dtype(np.dtype(array.typestr))
+    except TypeError:
+        ot = None
+    if ot != dtypes.f16:
+        raise TypeError(f"x must be a device tensor of f16 values, got typestr {array.typestr}")
+    if not gpu.is_contiguous(array):
+        raise ValueError("x must be C-contiguous on the GPU (call .contiguous())")
+    k, n = qw.shape
+    lead = _check_shape(array.shape, k, "x")
+    m = math.prod(lead)
+    is_torch = type(x).__module__.split(".")[0] == "torch"
+    if qw.perm is not None:
+        if not is_torch:
+            raise TypeError("act order (qw.perm) on the GPU needs x as a torch tensor")
+        x = x[..., qw.perm.tolist()].contiguous()  # the gather happens before the kernels
+    if bias is not None and tuple(gpu.device_array(bias).shape) != (n,):
+        raise ValueError(f"bias must have shape [{n}] (N, the weight's columns)")
+    if out is None:
+        if is_torch:
+            import torch  # a torch tensor was handed over, so torch is there
+
+            out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
+        else:
+            out = gpu.DeviceBuffer(np.empty((*lead, n), np.float16))
+    elif tuple(gpu.device_array(out).shape) != (*lead, n):
+        raise ValueError(f"out must have shape {[*lead, n]}")
+    if m == 0:
+        return out
+    ops, _, calls = _prepared(qw, m, ot, arch or gpu.device_arch(), bias is not None)
+    tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))
+
+    def workspace(shape: tuple[int, ...]) -> Any:
+        if is_torch:
+            import torch
+
+            return torch.empty(shape, dtype=torch.float32, device=x.device)
+        return gpu.DeviceBuffer(np.empty(shape, np.float32))
+
+    _run(calls, ops, tensors, _reshaped(x, (m, k)), _reshaped(out, (m, n)), bias, workspace)
+    return out
+
+
+__all__ = ["Choice", "Launch", "Plan", "choose", "matmul", "plan"]
