@@ -188,6 +188,43 @@ def _cumsum(rows: int, cols: int, type_name: str):
     )
 
 
+def _mamba_scan(batch: int, channels: int, states: int, length: int):
+    """The library's selective scan (the example's `scan_into`: a function, not a kernel,
+    whose last argument receives the output)."""
+
+    def inputs(module) -> Inputs:
+        import numpy as np
+
+        rng = _rng()
+        shape = (batch, channels, length)
+        u, z = (
+            rng.standard_normal(shape, dtype=np.float32),
+            rng.standard_normal(shape, dtype=np.float32),
+        )
+        delta = rng.uniform(-3.0, 1.0, shape).astype(np.float32)
+        A = -rng.uniform(1.0, 16.0, (channels, states)).astype(np.float32)
+        B = rng.standard_normal((batch, states, length), dtype=np.float32)
+        C = rng.standard_normal((batch, states, length), dtype=np.float32)
+        D = rng.standard_normal(channels, dtype=np.float32)
+        bias = np.zeros(channels, np.float32)
+        return [u, delta, A, B, C, D, z, bias, np.zeros(shape, np.float32)], {}, (8,)
+
+    def tolerance(module, args) -> tuple[str, float]:
+        return "abs", 1e-4
+
+    def reference(module, args):
+        return module.reference(*args[:8])[0].astype("float32")
+
+    return ExampleCase(
+        "mamba_scan",
+        "scan_into",
+        f"{batch}x{channels}x{states} L={length}",
+        inputs,
+        tolerance,
+        reference,
+    )
+
+
 QUANT_TYPES = ("u4", "i4", "u3", "i2", "u1", "u8", "f4e2m1", "f6e3m2", "f8e4m3")
 
 
@@ -210,6 +247,8 @@ def example_cases() -> list[ExampleCase]:
         _cumsum(9, 200, "i32"),
         _cumsum(33, 1000, "i32"),
         _cumsum(9, 200, "f32"),
+        _mamba_scan(2, 8, 16, 100),
+        _mamba_scan(1, 16, 5, 257),
     ]
 
 

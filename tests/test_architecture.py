@@ -32,10 +32,15 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"dtypes", "ir", "codegen", "target", "version"},
     "kernel": {"dtypes", "ir", "lang", "pipeline", "runtime", "target"},
     "op_reference": {"ir", "lang", "lowering", "runtime"},
-    "cli": {"dtypes", "ir", "kernel", "runtime", "target", "op_reference"},
+    "cli": {"dtypes", "ir", "kernel", "runtime", "target", "op_reference", "tuning"},
     # The quantized-linear library sits above the kernel object (its matmuls are DSL
     # kernels); its formats, quantize and checkpoint import need only dtypes today.
     "quant": {"dtypes", "ir", "lang", "packing", "kernel", "runtime", "target"},
+    # The autotuner sits above the kernel object: it binds arguments with the kernel's
+    # checks, compiles through it and keeps its records in the runtime's disk cache.
+    "tuning": {"kernel", "runtime", "target"},
+    # Ready kernels (attention, SSM scans, norms) sit above the kernel object, as quant.
+    "kernels": {"dtypes", "lang", "kernel", "runtime"},
 }
 
 

@@ -1,0 +1,315 @@
+"""`tilelang.kernels.ssm` (issue 12, part 2): `selective_scan` and
+`selective_state_update` against numpy float64 loops written from the spec (step by
+step along L, not the kernel's chunks), on the reference interpreter and the CPU
+backend; sequence lengths that are not multiples of the chunk; Δ·|A| up to 20 staying
+finite; f16 and bf16 inputs; 0 spills on sm_80 and sm_90; errors that name the
+parameter, the expectation and what was given."""
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tilelang.kernels import common, selective_scan, selective_state_update, ssm
+
+BACKENDS = [True, False]
+BACKEND_IDS = ["interpreter", "cpu"]
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def scan_reference(u, delta, A, B, C, D=None, z=None, bias=None, softplus_delta=False):
+    """The Mamba-1 recurrence in float64, one step at a time."""
+    u, delta, A, B, C = (np.asarray(v, np.float64) for v in (u, delta, A, B, C))
+    if bias is not None:
+        delta = delta + np.asarray(bias, np.float64)[None, :, None]
+    if softplus_delta:
+        delta = softplus(delta)
+    nb, dm, length = u.shape
+    h = np.zeros((nb, dm, A.shape[1]))
+    out = np.zeros((nb, dm, length))
+    for b in range(nb):
+        for d in range(dm):
+            state = np.zeros(A.shape[1])
+            for t in range(length):
+                dt = delta[b, d, t]
+                state = np.exp(dt * A[d]) * state + dt * B[b, :, t] * u[b, d, t]
+                out[b, d, t] = state @ C[b, :, t]
+                if D is not None:
+                    out[b, d, t] += float(D[d]) * u[b, d, t]
+                if z is not None:
+                    out[b, d, t] *= silu(float(z[b, d, t]))
+            h[b, d] = state
+    return out, h
+
+
+def scan_inputs(nb, dm, n, length, seed=0, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return dict(
+        u=rng.standard_normal((nb, dm, length)).astype(dtype),
+        delta=rng.uniform(0.0, 1.0, (nb, dm, length)).astype(dtype),
+        A=-rng.uniform(1.0, 20.0, (dm, n)).astype(np.float32),  # Δ·|A| up to 20
+        B=rng.standard_normal((nb, n, length)).astype(dtype),
+        C=rng.standard_normal((nb, n, length)).astype(dtype),
+        D=rng.standard_normal(dm).astype(np.float32),
+        z=rng.standard_normal((nb, dm, length)).astype(dtype),
+        delta_bias=(rng.standard_normal(dm) * 0.5).astype(np.float32),
+    )
+
+
+def close(got, expected, rtol):
+    got = np.asarray(got, np.float64)
+    assert np.isfinite(got).all()
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("length", [1, 7, 100, 257])
+def test_selective_scan_matches_a_sequential_loop(length, interpret):
+    x = scan_inputs(2, 5, 16, length, seed=length)
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(
+        **x, delta_softplus=True, return_last_state=True, interpret=interpret
+    )
+    assert out.shape == (2, 5, length) and out.dtype == np.float32
+    assert state.shape == (2, 5, 16) and state.dtype == np.float32
+    close(out, expected, 1e-5)
+    close(state, last, 1e-5)
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("options", ["plain", "D", "z", "bias"])
+def test_optional_arguments_and_a_state_size_that_is_not_a_power_of_two(options, interpret):
+    x = scan_inputs(1, 3, 5, 40, seed=7)
+    kept = {k: x[k] for k in ("u", "delta", "A", "B", "C")}
+    if options == "D":
+        kept["D"] = x["D"]
+    elif options == "z":
+        kept["z"] = x["z"]
+    elif options == "bias":
+        kept["delta_bias"] = x["delta_bias"]
+    expected, _ = scan_reference(
+        kept["u"],
+        kept["delta"],
+        kept["A"],
+        kept["B"],
+        kept["C"],
+        kept.get("D"),
+        kept.get("z"),
+        kept.get("delta_bias"),
+    )
+    close(selective_scan(**kept, interpret=interpret), expected, 1e-5)
+
+
+def test_large_steps_stay_finite_where_the_log_space_form_overflows():
+    x = scan_inputs(1, 4, 8, 100, seed=3)
+    x["delta"] = np.full_like(x["delta"], 1.0)
+    x["A"] = np.full_like(x["A"], -20.0)  # Δ·|A| = 20 at every step
+    expected, _ = scan_reference(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    out = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])
+    close(out, expected, 1e-5)
+    with np.errstate(over="ignore"):  # the closed form: exp(-cumsum(Δ·A)) over 32 steps
+        assert not np.isfinite(np.exp(-np.cumsum(x["delta"][0, 0, :32] * x["A"][0, 0]))).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
+def test_half_precision_inputs_compute_in_f32_and_round_once(dtype):
+    x = scan_inputs(1, 4, 16, 33, seed=5, dtype=dtype)
+    expected, _ = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out = selective_scan(**x, delta_softplus=True)
+    assert out.dtype == np.dtype(dtype)
+    eps = 2.0**-10 if dtype == np.float16 else 2.0**-7
+    close(out, expected, 4 * eps)
+
+
+def update_reference(state, x, dt, A, B, C, D=None, z=None, bias=None, softplus_dt=False):
+    state, x, dt, A, B, C = (np.asarray(v, np.float64) for v in (state, x, dt, A, B, C))
+    if bias is not None:
+        dt = dt + np.asarray(bias, np.float64)
+    if softplus_dt:
+        dt = softplus(dt)
+    new = np.empty_like(state)
+    y = np.empty_like(x)
+    for b in range(x.shape[0]):
+        for d in range(x.shape[1]):
+            new[b, d] = np.exp(dt[b, d] * A[d]) * state[b, d] + dt[b, d] * B[b] * x[b, d]
+            y[b, d] = new[b, d] @ C[b]
+            if D is not None:
+                y[b, d] += float(D[d]) * x[b, d]
+            if z is not None:
+                y[b, d] *= silu(float(z[b, d]))
+    return new, y
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize(
+    ("nb", "dm", "n", "full"), [(1, 1, 1, False), (3, 37, 16, True), (2, 300, 5, True)]
+)
+def test_state_update_matches_one_step_of_the_loop_in_place(nb, dm, n, full, interpret):
+    rng = np.random.default_rng(dm)
+    state = rng.standard_normal((nb, dm, n)).astype(np.float32)
+    x, dt, z = (rng.standard_normal((nb, dm)).astype(np.float32) for _ in range(3))
+    A = -rng.uniform(1.0, 20.0, (dm, n)).astype(np.float32)
+    B, C = (rng.standard_normal((nb, n)).astype(np.float32) for _ in range(2))
+    D, bias = (rng.standard_normal(dm).astype(np.float32) for _ in range(2))
+    extra = dict(D=D, z=z, dt_bias=bias, dt_softplus=True) if full else {}
+    new, expected = update_reference(state, x, dt, A, B, C, *((D, z, bias, True) if full else ()))
+    s = state.copy()
+    y = selective_state_update(s, x, dt, A, B, C, **extra, interpret=interpret)
+    close(y, expected, 1e-5)
+    close(s, new, 1e-5)
+
+
+def test_the_state_after_a_scan_continues_with_decode_steps():
+    x = scan_inputs(1, 3, 8, 12, seed=11)
+    whole = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"])
+    head, state = selective_scan(
+        *(x[k][..., :10] for k in ("u", "delta")),
+        x["A"],
+        *(x[k][..., :10].copy() for k in ("B", "C")),
+        x["D"],
+        return_last_state=True,
+    )
+    for t in (10, 11):
+        y = selective_state_update(
+            state,
+            x["u"][..., t].copy(),
+            x["delta"][..., t].copy(),
+            x["A"],
+            x["B"][..., t].copy(),
+            x["C"][..., t].copy(),
+            x["D"],
+        )
+        close(y, whole[..., t].astype(np.float64), 1e-5)
+    close(head, whole[..., :10].astype(np.float64), 1e-6)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_compiles_for_sm80_and_sm90_without_spills(arch):
+    pytest.importorskip("cuda.bindings")
+    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    builds = [
+        ssm.selective_scan_kernel.compile(target=arch, **full, LAST=True, BD=4, BN=16, BL=32),
+        ssm.state_update_kernel.compile(target=arch, **full, BD=128, BN=16),
+    ]
+    for build in builds:
+        resources = build.resources
+        assert resources.registers > 0
+        assert resources.spill_store_bytes == 0 and resources.spill_load_bytes == 0
+
+
+def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
+    x = scan_inputs(1, 3, 4, 8)
+    with pytest.raises(
+        ValueError, match=r"delta must have shape \[1, 3, 8\], got shape \[1, 3, 7\]"
+    ):
+        selective_scan(x["u"], x["delta"][..., :7], x["A"], x["B"], x["C"])
+    with pytest.raises(ValueError, match=r"A must have shape \[3, \?\], got shape \[4, 4\]"):
+        selective_scan(x["u"], x["delta"], np.zeros((4, 4), np.float32), x["B"], x["C"])
+    with pytest.raises(TypeError, match="B must hold one of f32, got float16"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"].astype(np.float16), x["C"])
+    with pytest.raises(ValueError, match=r"D must have shape \[3\], got shape \[4\]"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=np.zeros(4, np.float32))
+    with pytest.raises(TypeError, match="u must hold one of f32, f16, bf16, got int32"):
+        selective_scan(x["u"].astype(np.int32), x["delta"], x["A"], x["B"], x["C"])
+    with pytest.raises(TypeError, match=r"u must be a numpy array .* or a device tensor, got list"):
+        selective_scan([1.0], x["delta"], x["A"], x["B"], x["C"])
+    with pytest.raises(ValueError, match=r"B's groups .* must divide Dm = 3, got G = 2"):
+        grouped = np.stack([x["B"], x["B"]], axis=1)
+        selective_scan(x["u"], x["delta"], x["A"], grouped, grouped)
+    state = np.zeros((1, 3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"dt must have shape \[1, 3\], got shape \[1, 2\]"):
+        selective_state_update(
+            state, x["u"][..., 0], x["delta"][..., 0, :2], x["A"], x["B"][..., 0], x["C"][..., 0]
+        )
+    with pytest.raises(ValueError, match=r"C must have shape \[1, 4\], got shape \[1, 5\]"):
+        selective_state_update(
+            state,
+            x["u"][..., 0],
+            x["delta"][..., 0],
+            x["A"],
+            x["B"][..., 0],
+            np.zeros((1, 5), np.float32),
+        )
+
+
+def grouped_reference(x, groups):
+    """Channel d reads group d // (Dm / G): the ungrouped loop, one channel at a time."""
+    per = x["u"].shape[1] // groups
+    rows = []
+    for d in range(x["u"].shape[1]):
+        g = d // per
+        out, _ = scan_reference(
+            x["u"][:, d : d + 1], x["delta"][:, d : d + 1], x["A"][d : d + 1],
+            x["B"][:, g], x["C"][:, g], x["D"][d : d + 1], x["z"][:, d : d + 1],
+        )  # fmt: skip
+        rows.append(out)
+    return np.concatenate(rows, axis=1)
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize(("dm", "groups"), [(8, 2), (6, 3), (4, 4)])
+def test_grouped_B_and_C(dm, groups, interpret):
+    x = scan_inputs(2, dm, 16, 37, seed=dm + groups)
+    rng = np.random.default_rng(groups)
+    x["B"], x["C"] = (rng.standard_normal((2, groups, 16, 37)).astype(np.float32) for _ in "BC")
+    del x["delta_bias"]
+    close(selective_scan(**x, interpret=interpret), grouped_reference(x, groups), 1e-5)
+    with pytest.raises(ValueError, match=rf"C must have shape \[2, {groups}, 16, 37\]"):
+        selective_scan(**{**x, "C": x["C"][:, :1]})
+
+
+@settings(max_examples=6, deadline=None)
+@given(nb=st.integers(1, 2), dm=st.integers(1, 9), n=st.integers(1, 20), length=st.integers(1, 90))
+def test_random_shapes_on_the_cpu_backend(nb, dm, n, length):
+    x = scan_inputs(nb, dm, n, length, seed=nb * 1000 + dm * 100 + n + length)
+    expected, last = scan_reference(**{k: x[k] for k in ("u", "delta", "A", "B", "C", "D")})
+    out, state = selective_scan(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], return_last_state=True
+    )
+    close(out, expected, 1e-5)
+    close(state, last, 1e-5)
+
+
+class FakeDeviceTensor:
+    """Something with only `__cuda_array_interface__` (no reshape), as DeviceBuffer."""
+
+    def __init__(self):
+        self.__cuda_array_interface__ = dict(
+            data=(1024, False), shape=(2, 3, 4), typestr="<f4", version=3
+        )
+
+
+def test_device_tensors_without_reshape_get_a_view_of_the_same_memory():
+    view = common.reshaped(FakeDeviceTensor(), (2, 1, 3, 4), "B")
+    interface = view.__cuda_array_interface__
+    assert interface["shape"] == (2, 1, 3, 4) and interface["data"] == (1024, False)
+
+
+def test_half_precision_state_and_an_empty_sequence():
+    rng = np.random.default_rng(4)
+    state = rng.standard_normal((2, 8, 16)).astype(np.float16)
+    x, dt = (rng.standard_normal((2, 8)).astype(np.float16) for _ in "xd")
+    A = -rng.uniform(1.0, 20.0, (8, 16)).astype(np.float32)
+    B, C = (rng.standard_normal((2, 16)).astype(np.float16) for _ in "BC")
+    new, expected = update_reference(state, x, dt, A, B, C, softplus_dt=True)
+    s = state.copy()
+    y = selective_state_update(s, x, dt, A, B, C, dt_softplus=True)
+    assert y.dtype == np.float16 and s.dtype == np.float16
+    close(y, expected, 2.0**-8)
+    close(s, new, 2.0**-9)
+    x = scan_inputs(1, 3, 4, 0)
+    out, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True)
+    assert out.shape == (1, 3, 0) and np.array_equal(last, np.zeros((1, 3, 4), np.float32))

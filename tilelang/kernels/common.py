@@ -1,0 +1,187 @@
+"""What every module of `tilelang.kernels` shares: the kernel language under the name
+`tl` (the package root cannot be imported from inside the package), and the host side
+of a call: reading an argument's dtype and shape (numpy arrays for the CPU backend,
+device tensors for the GPU), checking them with errors that name the parameter, what
+was expected and what was given, allocating outputs where the inputs live, and running
+a DSL kernel compiled or on the reference interpreter."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.kernel import Kernel
+from tilelang.lang import ops
+from tilelang.lang.elementwise import FUNCTIONS
+from tilelang.lang.scan import associative_scan
+from tilelang.lang.values import cdiv
+from tilelang.runtime import gpu
+from tilelang.runtime.host_tensor import numpy_dtype
+
+#: The kernel language, as the kernels of this package spell it.
+tl = SimpleNamespace(
+    **FUNCTIONS,
+    arange=ops.arange,
+    associative_scan=associative_scan,
+    blocks=ops.blocks,
+    broadcast=ops.broadcast,
+    cdiv=cdiv,
+    full=ops.full,
+    load=ops.load,
+    range=ops.range_,
+    reshape=ops.reshape,
+    split=ops.split,
+    store=ops.store,
+    sum=ops.sum,
+    zeros=ops.zeros,
+    f32=dtypes.f32,
+)
+
+#: The input types the kernels read (and compute in f32).
+FLOATS = (dtypes.f32, dtypes.f16, dtypes.bf16)
+
+
+def on_gpu(x: Any) -> bool:
+    return not isinstance(x, np.ndarray) and gpu.is_device_array(x)
+
+
+def shape_of(x: Any, name: str) -> tuple[int, ...]:
+    if isinstance(x, np.ndarray):
+        return tuple(int(d) for d in x.shape)
+    if gpu.is_device_array(x):
+        return tuple(int(d) for d in gpu.device_array(x).shape)
+    raise TypeError(
+        f"{name} must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
+    )
+
+
+def dtype_of(x: Any, name: str) -> DType | None:
+    if isinstance(x, np.ndarray):
+        return numpy_dtype(x.dtype)
+    try:
+        return numpy_dtype(np.dtype(gpu.device_array(x).typestr))
+    except TypeError:
+        return None
+
+
+def check(
+    x: Any, name: str, shape: tuple[int | None, ...], types: tuple[DType, ...] = FLOATS
+) -> tuple[tuple[int, ...], DType]:
+    """x's shape and dtype, after checking them against `shape` (None: any size) and
+    `types`; a ValueError or TypeError names the parameter, the expectation and x."""
+    got = shape_of(x, name)
+    if len(got) != len(shape) or any(
+        e is not None and e != g for e, g in zip(shape, got, strict=True)
+    ):
+        want = ", ".join("?" if e is None else str(e) for e in shape)
+        raise ValueError(f"{name} must have shape [{want}], got shape {list(got)}")
+    t = dtype_of(x, name)
+    if t not in types:
+        names = ", ".join(dict.fromkeys(str(k) for k in types))
+        given = x.dtype if isinstance(x, np.ndarray) else gpu.device_array(x).typestr
+        raise TypeError(f"{name} must hold one of {names}, got {given}")
+    return got, t
+
+
+def same_place(values: dict[str, Any]) -> bool:
+    """True when every tensor given is on the GPU, False when all are host arrays."""
+    given = {name: v for name, v in values.items() if v is not None}
+    places = {name: on_gpu(v) for name, v in given.items()}
+    if len(set(places.values())) > 1:
+        host = sorted(n for n, p in places.items() if not p)
+        device = sorted(n for n, p in places.items() if p)
+        raise TypeError(
+            f"the tensors must all be numpy arrays or all device tensors; got host {host} "
+            f"and device {device}"
+        )
+    return any(places.values())
+
+
+def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
+    """An uninitialized output of `shape` and `dtype` where `like` lives (a numpy array,
+    a torch tensor on its device, or a `tilelang.DeviceBuffer`)."""
+    host_dtype = host_numpy_dtype(dtype)
+    if isinstance(like, np.ndarray):
+        return np.empty(shape, host_dtype)
+    if type(like).__module__.split(".")[0] == "torch":
+        import torch  # a torch tensor was handed over, so torch is there
+
+        torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
+        return torch.empty(shape, dtype=torch_dtype.get(dtype, torch.bfloat16), device=like.device)
+    return gpu.DeviceBuffer(np.empty(shape, host_dtype))
+
+
+def host_numpy_dtype(dtype: DType) -> np.dtype:
+    if dtype == dtypes.bf16:
+        import ml_dtypes  # bf16 host arrays are ml_dtypes arrays
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype({dtypes.f32: np.float32, dtypes.f16: np.float16}[dtype])
+
+
+def f32_host(x: Any) -> Any:
+    """A host array as contiguous f32 (the parameters the kernels read in f32); device
+    tensors are returned as they are (checked by `check` to be f32)."""
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x, np.float32)
+    return x
+
+
+def placeholder(
+    like: Any, rank: int = 1, dtype: DType = dtypes.f32, shape: tuple[int, ...] | None = None
+) -> Any:
+    """A one-element tensor of `rank` dimensions for a parameter a launch does not
+    read, where `like` lives (or zeros of `shape`)."""
+    host = np.zeros((1,) * rank if shape is None else shape, host_numpy_dtype(dtype))
+    if isinstance(like, np.ndarray):
+        return host
+    if type(like).__module__.split(".")[0] == "torch":
+        import torch
+
+        torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
+        return torch.zeros(
+            host.shape, dtype=torch_dtype.get(dtype, torch.bfloat16), device=like.device
+        )
+    return gpu.DeviceBuffer(host)
+
+
+def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: bool) -> Any:
+    """Runs `kernel` compiled (GPU or CPU backend by where the tensors are) or, with
+    `interpret`, on the reference interpreter (host arrays only)."""
+    if interpret:
+        return kernel.interpret(*args, **constexprs)
+    return kernel(*args, **constexprs)
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+class _DeviceView:
+    """A contiguous device tensor under another shape (for device arrays without
+    `reshape`, such as `tilelang.DeviceBuffer`); it keeps its base alive."""
+
+    def __init__(self, base: Any, shape: tuple[int, ...]) -> None:
+        self.base = base
+        self.shape = shape
+        self._interface = {**base.__cuda_array_interface__, "shape": shape, "strides": None}
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return self._interface
+
+
+def reshaped(x: Any, shape: tuple[int, ...], name: str) -> Any:
+    """x (contiguous) under `shape`: numpy, torch and cupy reshape; other device tensors
+    get a view of the same memory."""
+    if hasattr(x, "reshape"):
+        return x.reshape(shape)
+    if gpu.is_device_array(x):
+        if not gpu.is_contiguous(gpu.device_array(x)):
+            raise ValueError(f"{name} must be C-contiguous on the GPU")
+        return _DeviceView(x, tuple(shape))
+    raise TypeError(f"{name} must be a numpy array or a device tensor, got {type(x).__name__}")

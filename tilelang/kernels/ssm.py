@@ -1,0 +1,322 @@
+"""Mamba-1 selective state-space kernels: `selective_scan` (the forward over a sequence)
+and `selective_state_update` (one decode step), with mamba_ssm's shapes and arguments.
+
+The recurrence, per batch b, channel d and state n, in f32 (f16 and bf16 inputs are
+converted on load, the output rounded once to u's dtype):
+
+    Δ = Δ + delta_bias[d];  Δ = softplus(Δ) with delta_softplus
+    h[l] = exp(Δ[l]·A[d, n])·h[l-1] + Δ[l]·B[n, l]·u[l],  h[-1] = 0
+    y[l] = Σ_n C[n, l]·h[n, l] + D[d]·u[l],  times silu(z[l]) when z is given
+
+`selective_scan` runs it chunk by chunk along L (BL steps): each chunk scans the pairs
+(a, b) = (exp(Δ·A), Δ·B·u) with `tl.associative_scan` under the combine
+(a1, b1) ⊕ (a2, b2) = (a1·a2, a2·b1 + b2) (h -> a2·(a1·h + b1) + b2), then takes the
+carried state h_in through the scanned decay: h = decay·h_in + local. Every factor is a
+decay in (0, 1] when A < 0, so nothing overflows at any Δ·|A| (the log-space closed
+form, exp(-cumsum(Δ·A)), overflows past Δ·|A| ≈ 88 per chunk). Steps past L load Δ = 0
+(after the bias and softplus, masked by position), so the pair is (1, 0) and the last
+state is h[L - 1]. The state dimension N is padded to a power of two BN (A, B, C load
+0 there: a = 1, b = 0, a zero state that adds nothing).
+
+A block handles one batch index and BD channels: tiles of [BD, BN, BL] f32. B and C
+are read as [batch, G, N, L] (ungrouped ones as G = 1, a view); BD divides Dm / G, so
+the channels of a block share one group's B and C.
+"""
+
+from typing import Any
+
+from tilelang import dtypes
+from tilelang.kernel import func, kernel
+from tilelang.lang.signature import Tensor, constexpr
+
+from .common import (
+    check,
+    empty,
+    f32_host,
+    next_power_of_two,
+    placeholder,
+    reshaped,
+    run,
+    same_place,
+    shape_of,
+    tl,
+)
+
+#: Tile elements per block (BD·BN·BL) the defaults aim at, with 4 warps.
+TILE_ELEMENTS = 2048
+#: Steps per chunk of `selective_scan`.
+CHUNK = 32
+
+
+@func
+def affine(left, right):
+    """(a1, b1) ⊕ (a2, b2): h -> a2·(a1·h + b1) + b2, the linear recurrence h = a·h + b."""
+    a1, b1 = left
+    a2, b2 = right
+    return a1 * a2, a2 * b1 + b2
+
+
+@func
+def step_size(delta, bias, d0, BD, HAS_BIAS, SOFTPLUS):
+    """Δ [BD, L'] (f32) after the bias and softplus."""
+    if HAS_BIAS:
+        delta = delta + tl.load(bias, [d0], [BD])[:, None]
+    if SOFTPLUS:
+        delta = tl.softplus(delta)
+    return delta
+
+
+@func
+def silu(z):
+    return z * tl.sigmoid(z)
+
+
+@kernel(warps=4)
+def selective_scan_kernel(
+    u: Tensor["T", "NB", "DM", "L"],
+    delta: Tensor["T", "NB", "DM", "L"],
+    A: Tensor[dtypes.f32, "DM", "N"],
+    B: Tensor["T", "NB", "G", "N", "L"],
+    C: Tensor["T", "NB", "G", "N", "L"],
+    D: Tensor[dtypes.f32, "ND"],
+    z: Tensor["T", "NZ", "DZ", "LZ"],
+    bias: Tensor[dtypes.f32, "NBIAS"],
+    out: Tensor["T", "NB", "DM", "L"],
+    last: Tensor[dtypes.f32, "NL", "DL", "SL"],
+    T: constexpr = dtypes.f32,
+    HAS_D: constexpr = False,
+    HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    SOFTPLUS: constexpr = False,
+    LAST: constexpr = False,
+    BD: constexpr = 4,
+    BN: constexpr = 16,
+    BL: constexpr = 32,
+):
+    """out = the selective scan of u (module docstring); last = h[L - 1] with LAST."""
+    b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
+    d0 = bd * BD
+    g = d0 // (DM // G)  # BD divides DM / G: the block's channels share one group
+    rate = tl.load(A, [d0, 0], [BD, BN])[:, :, None]
+    skip = tl.zeros([BD, 1], tl.f32)
+    if HAS_D:
+        skip = tl.load(D, [d0], [BD])[:, None]
+    carry = tl.zeros([BD, BN, 1], tl.f32)
+    for l0 in tl.range(0, L, BL):
+        x = tl.reshape(tl.load(u, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
+        dt = tl.reshape(tl.load(delta, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
+        dt = step_size(dt, bias, d0, BD, HAS_BIAS, SOFTPLUS)
+        inside = (tl.arange(0, BL) + l0 < L)[None, :]
+        dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)  # steps past L: (1, 0)
+        bt = tl.reshape(tl.load(B, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
+        ct = tl.reshape(tl.load(C, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
+        a = tl.exp(dt[:, None, :] * rate)
+        inject = (dt * x)[:, None, :] * bt[None, :, :]
+        decay, local = tl.associative_scan(affine, (a, inject), axis=2)
+        h = decay * carry + local
+        y = tl.sum(h * ct[None, :, :], axis=1) + skip * x
+        if HAS_Z:
+            gate = tl.reshape(tl.load(z, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
+            y = y * silu(gate)
+        tl.store(out, [b, d0, l0], tl.reshape(y.to(T), [1, BD, BL]))
+        carry = h[:, :, BL - 1 :]
+    if LAST:
+        tl.store(last, [b, d0, 0], tl.reshape(carry, [1, BD, BN]))
+
+
+@kernel(warps=4)
+def state_update_kernel(
+    state: Tensor["ST", "NB", "DM", "N"],
+    x: Tensor["T", "NB", "DM"],
+    dt: Tensor["T", "NB", "DM"],
+    A: Tensor[dtypes.f32, "DM", "N"],
+    B: Tensor["T", "NB", "N"],
+    C: Tensor["T", "NB", "N"],
+    D: Tensor[dtypes.f32, "ND"],
+    z: Tensor["T", "NZ", "DZ"],
+    bias: Tensor[dtypes.f32, "NBIAS"],
+    y: Tensor["T", "NB", "DM"],
+    T: constexpr = dtypes.f32,
+    ST: constexpr = dtypes.f32,
+    HAS_D: constexpr = False,
+    HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    SOFTPLUS: constexpr = False,
+    BD: constexpr = 32,
+    BN: constexpr = 16,
+):
+    """One step of the recurrence: state = exp(Δ·A)·state + Δ·B·x (in place), y =
+    Σ_n C·state + D·x, times silu(z)."""
+    b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
+    d0 = bd * BD
+    xt = tl.reshape(tl.load(x, [b, d0], [1, BD]), [BD, 1]).to(tl.f32)
+    step = tl.reshape(tl.load(dt, [b, d0], [1, BD]), [BD, 1]).to(tl.f32)
+    step = step_size(step, bias, d0, BD, HAS_BIAS, SOFTPLUS)
+    h = tl.reshape(tl.load(state, [b, d0, 0], [1, BD, BN]), [BD, BN]).to(tl.f32)
+    bt = tl.load(B, [b, 0], [1, BN]).to(tl.f32)
+    ct = tl.load(C, [b, 0], [1, BN]).to(tl.f32)
+    h = tl.exp(step * tl.load(A, [d0, 0], [BD, BN])) * h + (step * xt) * bt
+    tl.store(state, [b, d0, 0], tl.reshape(h.to(ST), [1, BD, BN]))
+    out = tl.sum(h * ct, axis=1, keepdims=True)
+    if HAS_D:
+        out = out + tl.load(D, [d0], [BD])[:, None] * xt
+    if HAS_Z:
+        out = out * silu(tl.reshape(tl.load(z, [b, d0], [1, BD]).to(tl.f32), [BD, 1]))
+    tl.store(y, [b, d0], tl.reshape(out.to(T), [1, BD]))
+
+
+def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
+    """Channels per block: about TILE_ELEMENTS elements, a power of two that divides the
+    channels of a group (a block reads one group's B and C)."""
+    bd = max(1, min(next_power_of_two(dm), TILE_ELEMENTS // (bn * bl)))
+    while per_group % bd:
+        bd //= 2
+    return bd
+
+
+def selective_scan(
+    u: Any,
+    delta: Any,
+    A: Any,
+    B: Any,
+    C: Any,
+    D: Any = None,
+    z: Any = None,
+    delta_bias: Any = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    *,
+    interpret: bool = False,
+) -> Any:
+    """The Mamba-1 selective scan (mamba_ssm's `selective_scan_fn`, forward).
+
+    u, delta, z: [batch, Dm, L]; A: [Dm, N]; B, C: [batch, N, L], or grouped
+    [batch, G, N, L] (channel d reads group d // (Dm / G)); D, delta_bias: [Dm].
+    u, delta, B, C and z share one dtype (f32, f16 or bf16); A, D and delta_bias are f32
+    (host arrays of another float type are converted). Computes in f32 (module
+    docstring) and returns out [batch, Dm, L] in u's dtype, and with
+    `return_last_state` also the f32 state h[L - 1], [batch, Dm, N]. Host arrays run on
+    the CPU backend, device tensors on the GPU; `interpret` runs the reference
+    interpreter (host arrays only)."""
+    (nb, dm, length), t = check(u, "u", (None, None, None))
+    check(delta, "delta", (nb, dm, length), (t,))
+    (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16))
+    if n < 1:
+        raise ValueError(f"A must have at least one state column (shape [Dm, N]), got N = {n}")
+    groups = 1
+    if len(shape_of(B, "B")) == 4:
+        (_, groups, _, _), _ = check(B, "B", (nb, None, n, length), (t,))
+        if groups < 1 or dm % groups:
+            raise ValueError(
+                f"B's groups (shape [batch, G, N, L]) must divide Dm = {dm}, got G = {groups}"
+            )
+        check(C, "C", (nb, groups, n, length), (t,))
+    else:
+        check(B, "B", (nb, n, length), (t,))
+        check(C, "C", (nb, n, length), (t,))
+        B, C = (reshaped(v, (nb, 1, n, length), name) for v, name in ((B, "B"), (C, "C")))
+    if z is not None:
+        check(z, "z", (nb, dm, length), (t,))
+    device = same_place(dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
+    params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
+    check(A, "A", (dm, n), params)
+    for value, name in ((D, "D"), (delta_bias, "delta_bias")):
+        if value is not None:
+            check(value, name, (dm,), params)
+    out = empty(u, (nb, dm, length), t)
+    last = empty(u, (nb, dm, n), dtypes.f32) if return_last_state else placeholder(u, 3)
+    if nb * dm * length == 0:  # no steps: the last state is h[-1] = 0
+        if return_last_state:
+            last = placeholder(u, 3, dtypes.f32, (nb, dm, n))
+        return (out, last) if return_last_state else out
+    bn = next_power_of_two(n)
+    bl = CHUNK
+    args = [
+        u,
+        delta,
+        f32_host(A),
+        B,
+        C,
+        placeholder(u) if D is None else f32_host(D),
+        placeholder(u, 3, t) if z is None else z,
+        placeholder(u) if delta_bias is None else f32_host(delta_bias),
+        out,
+        last,
+    ]
+    constexprs = dict(
+        T=t,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+        LAST=bool(return_last_state),
+        BD=_block_d(bn, bl, dm, dm // groups),
+        BN=bn,
+        BL=bl,
+    )
+    run(selective_scan_kernel, args, constexprs, interpret)
+    return (out, last) if return_last_state else out
+
+
+def selective_state_update(
+    state: Any,
+    x: Any,
+    dt: Any,
+    A: Any,
+    B: Any,
+    C: Any,
+    D: Any = None,
+    z: Any = None,
+    dt_bias: Any = None,
+    dt_softplus: bool = False,
+    *,
+    interpret: bool = False,
+) -> Any:
+    """One Mamba-1 decode step (mamba_ssm's `selective_state_update`, without heads).
+
+    state: [batch, Dm, N] (f32, f16 or bf16), updated in place; x, dt, z: [batch, Dm];
+    A: [Dm, N]; B, C: [batch, N]; D, dt_bias: [Dm]. x, dt, B, C and z share one dtype;
+    A, D and dt_bias are f32 (host arrays of another float type are converted).
+    Returns y [batch, Dm] in x's dtype. Host arrays run on the CPU backend, device
+    tensors on the GPU; `interpret` runs the reference interpreter."""
+    (nb, dm, n), st = check(state, "state", (None, None, None))
+    _, t = check(x, "x", (nb, dm))
+    check(dt, "dt", (nb, dm), (t,))
+    check(B, "B", (nb, n), (t,))
+    check(C, "C", (nb, n), (t,))
+    if z is not None:
+        check(z, "z", (nb, dm), (t,))
+    device = same_place(dict(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias))
+    params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
+    check(A, "A", (dm, n), params)
+    for value, name in ((D, "D"), (dt_bias, "dt_bias")):
+        if value is not None:
+            check(value, name, (dm,), params)
+    y = empty(x, (nb, dm), t)
+    if nb * dm * n == 0:
+        return y
+    bn = next_power_of_two(n)
+    args = [
+        state,
+        x,
+        dt,
+        f32_host(A),
+        B,
+        C,
+        placeholder(x) if D is None else f32_host(D),
+        placeholder(x, 2, t) if z is None else z,
+        placeholder(x) if dt_bias is None else f32_host(dt_bias),
+        y,
+    ]
+    constexprs = dict(
+        T=t,
+        ST=st,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=dt_bias is not None,
+        SOFTPLUS=bool(dt_softplus),
+        BD=max(1, min(next_power_of_two(dm), TILE_ELEMENTS // bn)),
+        BN=bn,
+    )
+    run(state_update_kernel, args, constexprs, interpret)
+    return y
