@@ -94,6 +94,7 @@ from tilelang.passes.plan_registers import RegisterBudgetError, RegisterSpillWar
 from tilelang.passes.software_pipeline import PipelineWarning
 from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch
+from tilelang.tuning import Autotuned, autotune
 from tilelang.version import __version__
 
 # tl.exp, tl.softplus, tl.where, ...: one function per elementwise operator of the table.

@@ -61,9 +61,15 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     cache = DiskCache()
     if args.action == "clear":
         return _clear_cache(cache)
+    from tilelang.tuning.records import BLOB, describe
+
     entries = cache.entries()
     for entry in entries:
-        if entry.problem is None:
+        if entry.problem is None and BLOB in entry.names:
+            blobs = cache.get(entry.key) or {}
+            line = describe(blobs) or "autotune record (unreadable)"
+            print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {line}")
+        elif entry.problem is None:
             print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}")
         else:
             print(f"{entry.key[:16]}  {entry.size:>10,} bytes  unreadable: {entry.problem}")
