@@ -141,10 +141,88 @@ def quant_case(m: int, k: int, n: int, tiles: dict[str, int]) -> Case:
     )
 
 
+#: tilelang.quant formats the library cases run: (label, quantize's keyword arguments).
+LIBRARY_FORMATS = (
+    ("u4 g128", {"dtype": "u4", "group_size": 128}),
+    ("i4 asym g128", {"dtype": "i4", "group_size": 128, "zero_point": True}),
+    ("mxfp4", {"format": "mxfp4"}),
+    ("nvfp4", {"format": "nvfp4"}),
+)
+LIBRARY_SHAPE = (4096, 4096)  # quantizing on the host takes seconds per 16M weights
+
+
+@functools.cache
+def _library_weight(k: int, n: int, label: str):
+    """A random [k, n] weight quantized by `tilelang.quant.quantize`, and its dequantized
+    f16 values on the GPU (torch's baseline reads those)."""
+    import numpy as np
+    import torch
+
+    import tilelang.quant as tq
+
+    kwargs = dict(LIBRARY_FORMATS)[label]
+    w = np.random.default_rng(1).standard_normal((k, n)).astype(np.float32) / 16
+    qw = tq.quantize(w, **kwargs)
+    w16 = torch.from_numpy(qw.dequantize().astype(np.float16)).to("cuda")
+    return qw, w16
+
+
+def library_case(m: int, k: int, n: int, label: str) -> Case:
+    """`tilelang.quant.matmul` (the kernels its plan chooses for this M and the device)
+    beside torch's f16 matmul of the dequantized weights and the bandwidth floor."""
+
+    def run(context: Context) -> dict[str, Any]:
+        torch = context.torch
+        import tilelang as tl
+        import tilelang.quant as tq
+
+        qw, w16 = _library_weight(k, n, label)
+        generator = torch.Generator(device="cuda").manual_seed(m)
+        x = (torch.randn(m, k, device="cuda", generator=generator) / 4).to(torch.float16)
+        y = torch.empty(m, n, device="cuda", dtype=torch.float16)
+        y_torch = torch.empty_like(y)
+        ours = time_gpu(lambda: tq.matmul(x, qw, out=y))
+        theirs = time_gpu(lambda: torch.matmul(x, w16, out=y_torch))
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            reference = (x.float() @ w16.float()).half().cpu().numpy()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+        tolerance = load_example("quant_matmul").tolerance(k)
+        check = require(compare(y.cpu().numpy(), reference, "rel", tolerance), "tilelang result")
+        nbytes = x.nbytes + qw.nbytes + y.nbytes
+        bandwidth, what = context.bandwidth()
+        torch_bytes = x.nbytes + w16.nbytes + y.nbytes
+        plan = tq.plan(qw, m, tl.gpu_arch())  # what the calls above launched
+        return benchmark_record(
+            shape=f"m={m} k={k} n={n} {label} (tilelang.quant.matmul, {plan.path})",
+            ours=measurement("tilelang.quant.matmul", ours.median_s, nbytes),
+            baseline=measurement("torch f16 x @ dequant(W)", theirs.median_s, torch_bytes),
+            floor=measurement(what, floor_seconds(nbytes, bandwidth), nbytes, bound="DRAM"),
+            timing=ours,
+            baseline_timing=theirs,
+            check=f"vs f32 reference: {check.describe()}",
+            notes=f"kernels launched: {len(plan.launches)} (split-K adds a reduction)",
+        )
+
+    return Case(
+        f"tilelang.quant.matmul {label} m={m} k={k} n={n}",
+        8.0,
+        run,
+        "the library's chosen kernels vs torch f16 matmul of dequantized W vs bandwidth floor",
+    )
+
+
 def cases() -> list[Case]:
-    """The example's tiles at every shape first, then the other tiles (skipped first when
-    the time budget runs short)."""
-    return [quant_case(m, k, n, tiles) for tiles in TILES for k, n in SHAPES for m in MS]
+    """The example's tiles at every shape first, then the library's formats, then the
+    other tiles (skipped first when the time budget runs short)."""
+    example = [quant_case(m, k, n, {}) for k, n in SHAPES for m in MS]
+    library = [
+        library_case(m, *LIBRARY_SHAPE, label) for label, _ in LIBRARY_FORMATS for m in (1, 16)
+    ]
+    others = [quant_case(m, k, n, tiles) for tiles in TILES[1:] for k, n in SHAPES for m in MS]
+    return example + library + others
 
 
 if __name__ == "__main__":
