@@ -89,34 +89,50 @@ def _device_weights(k: int, n: int, group: int, tiles: tuple[tuple[str, int], ..
     return packed, s, dequantized
 
 
+def _against_torch(context: Context, m: int, k: int, n: int, w16: Any, launch) -> dict[str, Any]:
+    """x [m, k] f16 on the GPU; times `launch(x, y)` (ours, into y) and torch's f16
+    `x @ w16` in the same run, and checks ours against a float32 matmul of w16 within
+    the example's tolerance (TF32 off). Returns the tensors, timings and checks."""
+    torch = context.torch
+    generator = torch.Generator(device="cuda").manual_seed(m)
+    x = (torch.randn(m, k, device="cuda", generator=generator) / 4).to(torch.float16)
+    y = torch.empty(m, n, device="cuda", dtype=torch.float16)
+    y_torch = torch.empty_like(y)
+    ours = time_gpu(lambda: launch(x, y))
+    theirs = time_gpu(lambda: torch.matmul(x, w16, out=y_torch))
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        reference = (x.float() @ w16.float()).half().cpu().numpy()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    tolerance = load_example("quant_matmul").tolerance(k)
+    check = require(compare(y.cpu().numpy(), reference, "rel", tolerance), "tilelang result")
+    torch_check = compare(y_torch.cpu().numpy(), reference, "rel", tolerance)
+    return {
+        "x": x, "y": y, "ours": ours, "theirs": theirs, "check": check,
+        "torch_check": torch_check, "torch_bytes": x.nbytes + w16.nbytes + y.nbytes,
+    }  # fmt: skip
+
+
 def quant_case(m: int, k: int, n: int, tiles: dict[str, int]) -> Case:
     tile_text = " ".join(f"{key}={value}" for key, value in tiles.items()) or "example tiles"
 
     def run(context: Context) -> dict[str, Any]:
-        torch = context.torch
         import tilelang as tl
 
         qm = load_example("quant_matmul")
         packed, s, w16 = _device_weights(k, n, GROUP, tuple(sorted(tiles.items())))
-        generator = torch.Generator(device="cuda").manual_seed(m)
-        x = (torch.randn(m, k, device="cuda", generator=generator) / 4).to(torch.float16)
-        y = torch.empty(m, n, device="cuda", dtype=torch.float16)
-        y_torch = torch.empty_like(y)
-        ours = time_gpu(lambda: qm.quant_matmul(x, packed, s, y, WT=tl.u4, G=GROUP, **tiles))
-        theirs = time_gpu(lambda: torch.matmul(x, w16, out=y_torch))
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            reference = (x.float() @ w16.float()).half().cpu().numpy()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
-        tolerance = qm.tolerance(k)
-        check = require(compare(y.cpu().numpy(), reference, "rel", tolerance), "tilelang result")
-        torch_check = compare(y_torch.cpu().numpy(), reference, "rel", tolerance)
-        nbytes = x.nbytes + packed.nbytes + s.nbytes + y.nbytes
+
+        def launch(x, y):
+            qm.quant_matmul(x, packed, s, y, WT=tl.u4, G=GROUP, **tiles)
+
+        r = _against_torch(context, m, k, n, w16, launch)
+        ours, theirs, check, torch_check = r["ours"], r["theirs"], r["check"], r["torch_check"]
+        torch_bytes = r["torch_bytes"]
+        nbytes = r["x"].nbytes + packed.nbytes + s.nbytes + r["y"].nbytes
         bandwidth, what = context.bandwidth()
         weights_floor = packed.nbytes / bandwidth
-        torch_bytes = x.nbytes + w16.nbytes + y.nbytes
         return benchmark_record(
             shape=f"m={m} k={k} n={n} u4 g{GROUP}, {tile_text}",
             ours=measurement("tilelang quant_matmul", ours.median_s, nbytes),
@@ -172,28 +188,14 @@ def library_case(m: int, k: int, n: int, label: str) -> Case:
     beside torch's f16 matmul of the dequantized weights and the bandwidth floor."""
 
     def run(context: Context) -> dict[str, Any]:
-        torch = context.torch
         import tilelang as tl
         import tilelang.quant as tq
 
         qw, w16 = _library_weight(k, n, label)
-        generator = torch.Generator(device="cuda").manual_seed(m)
-        x = (torch.randn(m, k, device="cuda", generator=generator) / 4).to(torch.float16)
-        y = torch.empty(m, n, device="cuda", dtype=torch.float16)
-        y_torch = torch.empty_like(y)
-        ours = time_gpu(lambda: tq.matmul(x, qw, out=y))
-        theirs = time_gpu(lambda: torch.matmul(x, w16, out=y_torch))
-        previous = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = False
-        try:
-            reference = (x.float() @ w16.float()).half().cpu().numpy()
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = previous
-        tolerance = load_example("quant_matmul").tolerance(k)
-        check = require(compare(y.cpu().numpy(), reference, "rel", tolerance), "tilelang result")
-        nbytes = x.nbytes + qw.nbytes + y.nbytes
+        r = _against_torch(context, m, k, n, w16, lambda x, y: tq.matmul(x, qw, out=y))
+        ours, theirs, check, torch_bytes = r["ours"], r["theirs"], r["check"], r["torch_bytes"]
+        nbytes = r["x"].nbytes + qw.nbytes + r["y"].nbytes
         bandwidth, what = context.bandwidth()
-        torch_bytes = x.nbytes + w16.nbytes + y.nbytes
         plan = tq.plan(qw, m, tl.gpu_arch())  # what the calls above launched
         return benchmark_record(
             shape=f"m={m} k={k} n={n} {label} (tilelang.quant.matmul, {plan.path})",

@@ -369,18 +369,18 @@ class GlobalStore(Stmt):
     pred: Expr | None = None
 
 
-#: The element dtypes of `AtomicAdd`.
-ATOMIC_ADD_DTYPES: frozenset[DType] = frozenset(
-    (
-        dtypes.f16,
-        dtypes.bf16,
-        dtypes.f32,
-        dtypes.f64,
-        dtypes.i32,
-        dtypes.u32,
-        dtypes.i64,
-        dtypes.u64,
-    )
+#: The element dtypes of `AtomicAdd` (and of the block IR's `atomic_add`): whole 16-,
+#: 32- and 64-bit elements, the widths GPUs have atomic additions (or a compare-and-swap)
+#: for.
+ATOMIC_ADD_DTYPES: tuple[DType, ...] = (
+    dtypes.f16,
+    dtypes.bf16,
+    dtypes.f32,
+    dtypes.f64,
+    dtypes.i32,
+    dtypes.u32,
+    dtypes.i64,
+    dtypes.u64,
 )
 
 

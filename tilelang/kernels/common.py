@@ -7,7 +7,6 @@ a DSL kernel compiled or on the reference interpreter."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -15,31 +14,11 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import Kernel
-from tilelang.lang import ops
-from tilelang.lang.elementwise import FUNCTIONS
-from tilelang.lang.scan import associative_scan
-from tilelang.lang.values import cdiv
+from tilelang.lang import api
 from tilelang.runtime import gpu
 from tilelang.runtime.host_tensor import numpy_dtype
 
-#: The kernel language, as the kernels of this package spell it.
-tl = SimpleNamespace(
-    **FUNCTIONS,
-    arange=ops.arange,
-    associative_scan=associative_scan,
-    blocks=ops.blocks,
-    broadcast=ops.broadcast,
-    cdiv=cdiv,
-    full=ops.full,
-    load=ops.load,
-    range=ops.range_,
-    reshape=ops.reshape,
-    split=ops.split,
-    store=ops.store,
-    sum=ops.sum,
-    zeros=ops.zeros,
-    f32=dtypes.f32,
-)
+tl = api.tl  # the kernel language, as every kernel of the package spells it
 
 #: The input types the kernels read (and compute in f32).
 FLOATS = (dtypes.f32, dtypes.f16, dtypes.bf16)
@@ -107,7 +86,7 @@ def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
     host_dtype = host_numpy_dtype(dtype)
     if isinstance(like, np.ndarray):
         return np.empty(shape, host_dtype)
-    if type(like).__module__.split(".")[0] == "torch":
+    if gpu.is_torch_tensor(like):
         import torch  # a torch tensor was handed over, so torch is there
 
         torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
@@ -139,13 +118,15 @@ def placeholder(
     host = np.zeros((1,) * rank if shape is None else shape, host_numpy_dtype(dtype))
     if isinstance(like, np.ndarray):
         return host
-    if type(like).__module__.split(".")[0] == "torch":
+    if gpu.is_torch_tensor(like):
         import torch
 
-        torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
-        return torch.zeros(
-            host.shape, dtype=torch_dtype.get(dtype, torch.bfloat16), device=like.device
-        )
+        torch_dtype = {
+            dtypes.f32: torch.float32,
+            dtypes.f16: torch.float16,
+            dtypes.bf16: torch.bfloat16,
+        }
+        return torch.zeros(host.shape, dtype=torch_dtype[dtype], device=like.device)
     return gpu.DeviceBuffer(host)
 
 

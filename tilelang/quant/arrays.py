@@ -10,12 +10,9 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.runtime.gpu import is_torch_tensor
 
 from .formats import SCALE_DTYPES
-
-
-def is_torch_tensor(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
 
 
 def _host(x: Any) -> Any:

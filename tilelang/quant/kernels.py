@@ -46,36 +46,13 @@ the packed stream of a column block is the same for every BK that divides PK
 serves every tile.
 """
 
-from types import SimpleNamespace
-
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
-from tilelang.lang import ops
-from tilelang.lang.elementwise import FUNCTIONS
+from tilelang.lang import api
 from tilelang.lang.signature import Tensor, constexpr
-from tilelang.lang.values import cdiv
 
-#: The kernel language under the name kernels use (`tilelang` itself cannot be imported
-#: from inside the package).
-tl = SimpleNamespace(
-    **FUNCTIONS,
-    blocks=ops.blocks,
-    broadcast=ops.broadcast,
-    cdiv=cdiv,
-    dot=ops.dot,
-    dot_layout=ops.dot_layout,
-    load=ops.load,
-    load_fragment=ops.load_fragment,
-    range=ops.range_,
-    reshape=ops.reshape,
-    store=ops.store,
-    view=ops.view,
-    zeros=ops.zeros,
-    e8m0=dtypes.e8m0,
-    f16=dtypes.f16,
-    f32=dtypes.f32,
-    u16=dtypes.u16,
-)
+#: The kernel language under the name kernels use (`tilelang.lang.api`).
+tl = api.tl
 
 #: One group per column: a G no K reaches (k // G is 0 for every row).
 PER_CHANNEL_G = 1 << 30

@@ -390,7 +390,7 @@ class _DeviceView:
 
 
 def _reshaped(value: Any, shape: tuple[int, ...]) -> Any:
-    if type(value).__module__.split(".")[0] == "torch":
+    if gpu.is_torch_tensor(value):
         return value.view(*shape)  # keeps torch's stream for the launch
     return _DeviceView(gpu.device_array(value), shape)
 
@@ -411,7 +411,7 @@ def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str |
     k, n = qw.shape
     lead = _check_shape(array.shape, k, "x")
     m = math.prod(lead)
-    is_torch = type(x).__module__.split(".")[0] == "torch"
+    is_torch = gpu.is_torch_tensor(x)
     if qw.perm is not None:
         if not is_torch:
             raise TypeError("act order (qw.perm) on the GPU needs x as a torch tensor")

@@ -252,13 +252,19 @@ def pack_parameters(thread, pointers: dict[str, int], scalars: dict[str, int | f
     return addresses, storage
 
 
+def is_torch_tensor(value: object) -> bool:
+    """Whether `value` is a torch tensor (checked by its type's module: torch is an
+    optional dependency, imported only where one of its tensors is already at hand)."""
+    return type(value).__module__.split(".")[0] == "torch"
+
+
 def current_stream(values: list[object]) -> int:
     """The stream to launch on: torch's or cupy's current stream when a tensor comes
     from there, else the legacy default stream (0)."""
     for value in values:
         module = type(value).__module__.split(".")[0]
         # Deferred: torch and cupy are optional; one is loaded already if its tensor is here.
-        if module == "torch":
+        if is_torch_tensor(value):
             import torch
 
             return int(torch.cuda.current_stream(value.device).cuda_stream)

@@ -41,6 +41,7 @@ import numpy as np
 from tilelang.kernel import Kernel, _imported, _on_gpu, _size_facts
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
+from tilelang.target import HARDWARE, Hardware
 from tilelang.target import target as find_target
 from tilelang.tuning import records
 
@@ -458,8 +459,10 @@ def _resource_problem(compiled, target) -> str:
     if shared > target.shared_bytes:
         return f"shared memory {shared} bytes over the {target.shared_bytes} of {target.name}"
     threads = compiled.thread.threads
-    if resources.registers * threads > 65536:
-        return f"{resources.registers} registers x {threads} threads do not fit one SM's 65536"
+    hardware = HARDWARE.get(target.name)
+    per_sm = hardware.registers_per_sm if hardware is not None else Hardware.registers_per_sm
+    if resources.registers * threads > per_sm:
+        return f"{resources.registers} registers x {threads} threads do not fit one SM's {per_sm}"
     return ""
 
 

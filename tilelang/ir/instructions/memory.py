@@ -10,6 +10,7 @@ from tilelang import dtypes
 from tilelang.ir.checks import Checker, shape_text
 from tilelang.ir.core import NOWHERE, Const, Instr, Loc, Value, Var
 from tilelang.ir.text import describe, print_type
+from tilelang.ir.thread import ATOMIC_ADD_DTYPES
 from tilelang.ir.types import SharedType
 
 
@@ -70,20 +71,6 @@ class Store(Instr):
             f"{print_type(value)}",
         )
         v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
-
-
-#: The element types `atomic_add` adds into: whole 16-, 32- and 64-bit elements, the
-#: widths GPUs have atomic additions (or a compare-and-swap) for.
-ATOMIC_ADD_DTYPES: tuple[dtypes.DType, ...] = (
-    dtypes.f16,
-    dtypes.bf16,
-    dtypes.f32,
-    dtypes.f64,
-    dtypes.i32,
-    dtypes.u32,
-    dtypes.i64,
-    dtypes.u64,
-)
 
 
 @dataclass(frozen=True)
