@@ -142,27 +142,4 @@ def next_power_of_two(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-class _DeviceView:
-    """A contiguous device tensor under another shape (for device arrays without
-    `reshape`, such as `tilelang.DeviceBuffer`); it keeps its base alive."""
-
-    def __init__(self, base: Any, shape: tuple[int, ...]) -> None:
-        self.base = base
-        self.shape = shape
-        self._interface = {**base.__cuda_array_interface__, "shape": shape, "strides": None}
-
-    @property
-    def __cuda_array_interface__(self) -> dict:
-        return self._interface
-
-
-def reshaped(x: Any, shape: tuple[int, ...], name: str) -> Any:
-    """x (contiguous) under `shape`: numpy, torch and cupy reshape; other device tensors
-    get a view of the same memory."""
-    if hasattr(x, "reshape"):
-        return x.reshape(shape)
-    if gpu.is_device_array(x):
-        if not gpu.is_contiguous(gpu.device_array(x)):
-            raise ValueError(f"{name} must be C-contiguous on the GPU")
-        return _DeviceView(x, tuple(shape))
-    raise TypeError(f"{name} must be a numpy array or a device tensor, got {type(x).__name__}")
+reshaped = gpu.reshaped  # x under another shape, device tensors without `reshape` too

@@ -376,25 +376,6 @@ def _host_bias(bias: Any, ot: DType, n: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------- device
 
 
-class _DeviceView:
-    """Another shape of a C-contiguous device array, for the launcher (no copy)."""
-
-    def __init__(self, array: gpu.DeviceArray, shape: tuple[int, ...]) -> None:
-        self.__cuda_array_interface__ = {
-            "data": (array.pointer, False),
-            "shape": shape,
-            "typestr": array.typestr,
-            "version": 3,
-            **({"stream": array.stream} if array.stream is not None else {}),
-        }
-
-
-def _reshaped(value: Any, shape: tuple[int, ...]) -> Any:
-    if gpu.is_torch_tensor(value):
-        return value.view(*shape)  # keeps torch's stream for the launch
-    return _DeviceView(gpu.device_array(value), shape)
-
-
 def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str | None) -> Any:
     """The GPU path of `matmul` (written for torch, cupy and tilelang.DeviceBuffer; the
     CPU tests do not run it). The weight's tensors are copied to device 0 once per
@@ -439,7 +420,15 @@ def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str |
             return torch.empty(shape, dtype=torch.float32, device=x.device)
         return gpu.DeviceBuffer(np.empty(shape, np.float32))
 
-    _run(calls, ops, tensors, _reshaped(x, (m, k)), _reshaped(out, (m, n)), bias, workspace)
+    _run(
+        calls,
+        ops,
+        tensors,
+        gpu.reshaped(x, (m, k), "x"),
+        gpu.reshaped(out, (m, n), "out"),
+        bias,
+        workspace,
+    )
     return out
 
 

@@ -252,6 +252,32 @@ def pack_parameters(thread, pointers: dict[str, int], scalars: dict[str, int | f
     return addresses, storage
 
 
+class ReshapedView:
+    """A contiguous device tensor under another shape (for device arrays without
+    `reshape`, such as `tilelang.DeviceBuffer`); it keeps its base alive."""
+
+    def __init__(self, base: Any, shape: tuple[int, ...]) -> None:
+        self.base = base
+        self.shape = shape
+        self._interface = {**base.__cuda_array_interface__, "shape": shape, "strides": None}
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return self._interface
+
+
+def reshaped(x: Any, shape: tuple[int, ...], name: str = "the tensor") -> Any:
+    """x (contiguous) under `shape`: numpy, torch and cupy reshape; other device tensors
+    get a view of the same memory."""
+    if hasattr(x, "reshape"):
+        return x.reshape(shape)
+    if is_device_array(x):
+        if not is_contiguous(device_array(x)):
+            raise ValueError(f"{name} must be C-contiguous on the GPU")
+        return ReshapedView(x, tuple(shape))
+    raise TypeError(f"{name} must be a numpy array or a device tensor, got {type(x).__name__}")
+
+
 def is_torch_tensor(value: object) -> bool:
     """Whether `value` is a torch tensor (checked by its type's module: torch is an
     optional dependency, imported only where one of its tensors is already at hand)."""
