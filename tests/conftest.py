@@ -1,4 +1,5 @@
-"""Shared test helpers: the examples directory is importable as plain modules."""
+"""Shared test helpers: the examples directory is importable as plain modules, and the
+SASS disassembler the tests that read cubins need (`disassembler`)."""
 
 import importlib
 import os
@@ -26,3 +27,19 @@ def load_example(name: str):
 @pytest.fixture
 def example():
     return load_example
+
+
+def require_disassembler() -> None:
+    """Fails (never skips) without a SASS disassembler: the test extra installs one
+    (nvidia-cuda-nvdisasm), so its absence is a broken install, not a reason to pass."""
+    from tilelang.runtime import sass
+
+    assert sass.find_disassembler() is not None, (
+        "no SASS disassembler: install the test extra (pip install -e '.[test]')"
+    )
+
+
+@pytest.fixture
+def disassembler() -> None:
+    """`require_disassembler` for a test: `@pytest.mark.usefixtures("disassembler")`."""
+    require_disassembler()

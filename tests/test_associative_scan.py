@@ -382,7 +382,6 @@ def test_chunked_mamba_recurrence_stays_finite_and_matches_a_sequential_loop(cas
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_compiles_for_sm80_and_sm90_without_spills(arch):
-    pytest.importorskip("cuda.bindings")
     builds = [
         chunked_recurrence.compile(target=arch),
         chunked_recurrence.compile(target=arch, BD=2, BL=512),

@@ -41,7 +41,7 @@ from tilelang.runtime.nvrtc import (
     compile_cuda,
     nvrtc_version,
 )
-from tilelang.runtime.sass import disassemble, find_disassembler, opcodes
+from tilelang.runtime.sass import disassemble, opcodes
 
 ARCHS = ("sm_80", "sm_89", "sm_90")
 REPO = Path(__file__).resolve().parent.parent
@@ -624,9 +624,7 @@ def test_cubin_errors():
 
 # --------------------------------------------------------------------------- SASS
 
-needs_disassembler = pytest.mark.skipif(
-    find_disassembler() is None, reason="no SASS disassembler (pip install nvidia-cuda-nvdisasm)"
-)
+needs_disassembler = pytest.mark.usefixtures("disassembler")
 
 
 @needs_disassembler

@@ -28,10 +28,7 @@ from tilelang.runtime import sass
 quant = load_example("quant_matmul")
 
 pytestmark = [
-    pytest.mark.skipif(
-        sass.find_disassembler() is None,
-        reason="no SASS disassembler (pip install nvidia-cuda-nvdisasm)",
-    ),
+    pytest.mark.usefixtures("disassembler"),
 ]
 
 LAUNCH = {"M": 1, "K": 8192, "N": 28672}
@@ -59,7 +56,6 @@ def unscaled_matmul(
 
 
 def dequant_per_weight(kernel, weight_type: tl.DType, **constexprs) -> float:
-    pytest.importorskip("cuda.bindings")
     consts = {"WT": weight_type, **constexprs}
     compiled = kernel.compile(target="sm_90", assume=launch_facts(kernel, consts, LAUNCH), **consts)
     loop = sass.main_loop(sass.disassemble(compiled.cubin))

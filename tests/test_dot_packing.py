@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, require_disassembler
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
@@ -278,9 +278,7 @@ def main_loop_mix(weight_type: tl.DType, **constexprs):
     from tilelang.cli import launch_facts
     from tilelang.runtime import sass
 
-    if sass.find_disassembler() is None:
-        pytest.skip("no SASS disassembler (pip install nvidia-cuda-nvdisasm)")
-    pytest.importorskip("cuda.bindings")
+    require_disassembler()
     launch = {"M": 1, "K": 8192, "N": 28672}
     consts = {"WT": weight_type, "G": 128, **constexprs}
     assume = launch_facts(quant.quant_matmul, consts, launch)

@@ -198,7 +198,6 @@ def test_the_state_after_a_scan_continues_with_decode_steps():
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_compiles_for_sm80_and_sm90_without_spills(arch):
-    pytest.importorskip("cuda.bindings")
     full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
     builds = [
         ssm.selective_scan_kernel.compile(target=arch, **full, LAST=True, BD=4, BN=16, BL=32),

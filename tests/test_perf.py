@@ -19,11 +19,7 @@ from tilelang.runtime.perf import PerfError, occupancy
 from tilelang.runtime.perf_loop import find_main_loop, trip_count
 from tilelang.target import HARDWARE, MB
 
-needs_disassembler = pytest.mark.skipif(
-    sass.find_disassembler() is None,
-    reason="the report counts SASS instructions and no disassembler is installed "
-    "(pip install nvidia-cuda-nvdisasm)",
-)
+needs_disassembler = pytest.mark.usefixtures("disassembler")  # the report counts SASS
 
 H100 = HARDWARE["sm_90"]
 

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, require_disassembler
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
@@ -364,8 +364,7 @@ def test_unpipelined_loads_still_compute_the_same():
 def _sass_loop(stages: int):
     from tilelang.runtime import sass
 
-    if sass.find_disassembler() is None:
-        pytest.skip("no SASS disassembler")
+    require_disassembler()
     facts = {"M": 1, "K": 128, "N": 128}
     compiled = staged_quant_matmul.compile(assume=facts, target="sm_90", STAGES=stages)
     loop = sass.main_loop(sass.disassemble(compiled.cubin))
@@ -380,7 +379,6 @@ def test_sass_issues_the_weights_stages_minus_one_iterations_ahead(stages):
     data it reads was issued S-1 iterations before), no register spills, and no shared
     store beyond those of the unpipelined loop (which relayouts the activations and the
     dequantized weights): pipelining adds no store of dequantized weights."""
-    pytest.importorskip("cuda.bindings")
     compiled, loop, ops = _sass_loop(stages)
     _, _, plain = _sass_loop(1)
     resources = compiled.resources

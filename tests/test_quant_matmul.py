@@ -14,6 +14,7 @@ import warnings
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import require_disassembler
 
 import tilelang as tl
 from tilelang import quant
@@ -313,11 +314,8 @@ def test_a_call_launches_what_plan_compiled():
 
 
 def test_plan_for_sm90_reports_its_kernel():
-    pytest.importorskip("cuda.bindings")
-    from tilelang.runtime import sass
 
-    if sass.find_disassembler() is None:
-        pytest.skip("no SASS disassembler")
+    require_disassembler()
     qw = _random_weight(8192, 8192)
     p = quant.plan(qw, 1, "sm_90")
     report = p.launches[0].perf()
@@ -406,7 +404,6 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     """The GPU path without a GPU: device arrays are stand-ins over host memory, the
     launch is recorded instead of made. Checks what reaches the launcher: the kernels
     compiled for the device's architecture, their grids and scalars."""
-    pytest.importorskip("cuda.bindings")
     from tilelang.runtime import gpu
 
     class Device:  # what tilelang.DeviceBuffer offers the launcher

@@ -12,7 +12,7 @@
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, require_disassembler
 
 import tilelang as tl
 from tilelang import dtypes as d
@@ -202,8 +202,7 @@ def test_a_pipelined_loop_never_divides():
         if isinstance(e, t.Binary)
     }
     assert not ops & {"div", "rem"}
-    if sass.find_disassembler() is None:
-        pytest.skip("no SASS disassembler (pip install nvidia-cuda-nvdisasm)")
+    require_disassembler()
     text = sass.main_loop(sass.disassemble(compiled.cubin))
     # a division by a constant is a multiply by its magic inverse (by 3: 0x55555556)
     assert text is not None and "HMMA" in text

@@ -108,13 +108,12 @@ def test_integer_zero_points_are_folded(weight_type, zero_type, folds):
     assert folded(weight_type, zero_type) == folds
 
 
-@pytest.mark.skipif(sass.find_disassembler() is None, reason="no SASS disassembler")
+@pytest.mark.usefixtures("disassembler")
 def test_a_zero_point_costs_nothing_per_weight_on_sm90():
     """Zero points add instructions per column a thread holds (load, convert and pair
     them, add them to the magic: once per group), none per weight: the main loop's
     extra dequantization instructions over the symmetric loop's stay the same when a
     tile holds twice the weights (BK = G = 64, then 128)."""
-    pytest.importorskip("cuda.bindings")
 
     def dequant_ops(kernel, block_k, **extra):
         consts = {"WT": tl.u4, "G": block_k, "BM": BM, "BN": BN, "BK": block_k, **extra}
