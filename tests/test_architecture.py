@@ -32,7 +32,10 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": {"dtypes", "ir", "codegen", "target", "version"},
     "kernel": {"dtypes", "ir", "lang", "pipeline", "runtime", "target"},
     "op_reference": {"ir", "lang", "lowering", "runtime"},
-    "cli": {"dtypes", "ir", "kernel", "runtime", "target", "op_reference", "tuning"},
+    "cli": {"dtypes", "ir", "kernel", "runtime", "target", "op_reference", "tuning", "aot"},
+    # Ahead-of-time builds sit above the kernel object: they compile through it and
+    # generate C from its thread IR (the CPU object through the LLVM emitter).
+    "aot": {"dtypes", "ir", "codegen", "kernel", "runtime", "target", "version"},
     # The quantized-linear library sits above the kernel object (its matmuls are DSL
     # kernels); its formats, quantize and checkpoint import need only dtypes today.
     "quant": {"dtypes", "ir", "lang", "packing", "kernel", "runtime", "target"},

@@ -1,4 +1,4 @@
-"""The `tilelang` command: data types, layout pictures, kernel inspection, the cache."""
+"""The `tilelang` command: data types, layout pictures, kernel inspection, the cache, compile."""
 
 from __future__ import annotations
 
@@ -238,6 +238,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from tilelang.aot.command import compile_kernels
+
+    kernels = [load_kernel(spec) for spec in args.kernels]
+    constexprs = dict(parse_define(d) for d in args.define)
+    return compile_kernels(args, kernels, constexprs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tilelang", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="list or clear compiled kernels (TILELANG_CACHE_DIR)")
     cache.add_argument("action", choices=("ls", "clear"))
     cache.set_defaults(run=_cmd_cache)
+    # Registering `compile` loads no compiler (tilelang.aot loads it when it runs).
+    from tilelang.aot.command import add_parser as add_compile_parser
+
+    add_compile_parser(sub, _cmd_compile)
     return parser
 
 

@@ -1,0 +1,125 @@
+"""`tilelang compile`: the command line of the ahead-of-time compiler.
+
+    tilelang compile FILE:KERNEL [FILE:KERNEL ...] -D WT=u4 -D G=128
+        --arch sm_80 --arch sm_90a [--arch cpu] -o out/
+        [--name NAME ...] [--assume all|none|M=16,K=128 ...] [--ptx-isa 9.0] [--bundle NAME]
+
+`-D` sets a constexpr of every kernel. `--name` and `--assume` are given once per
+kernel, in the order of the kernels (`--assume` may also be given once for all);
+`--name` defaults to the kernel's own name, `--assume` to "none" (every size the
+kernel's rules accept; "all" assumes every size a multiple of 128, as `Kernel.compile`
+does by default). `--bundle NAME` adds a dispatching entry point over all the kernels
+(`tilelang.aot.bundle`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tilelang.aot.c_expr import AotError
+
+_ASSUME_FORMS = "'all', 'none' or SIZE=POW2[,SIZE=POW2...]"
+
+
+def add_parser(sub, run) -> None:
+    """Registers the `compile` subcommand on `sub` (an argparse subparsers object);
+    `run(args)` runs it (the command line loads the kernels, then calls `compile_kernels`)."""
+    command = sub.add_parser(
+        "compile",
+        help="build kernels ahead of time: cubins, PTX, a C launcher, a CPU library, a manifest",
+    )
+    command.add_argument(
+        "kernels", nargs="+", metavar="FILE:KERNEL", help="e.g. examples/matmul.py:matmul"
+    )
+    command.add_argument(
+        "-D",
+        dest="define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a constexpr value of every kernel, e.g. -D WT=u4 -D G=128",
+    )
+    command.add_argument(
+        "--arch",
+        action="append",
+        default=[],
+        metavar="ARCH",
+        help="sm_80, sm_86, sm_89, sm_90, sm_90a or cpu; repeat for several",
+    )
+    command.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder to write")
+    command.add_argument(
+        "--name", action="append", default=[], help="the C name of each kernel, in order"
+    )
+    command.add_argument(
+        "--assume",
+        action="append",
+        default=[],
+        metavar="FACTS",
+        help=f"size facts of each kernel's build, in order: {_ASSUME_FORMS} (default none)",
+    )
+    command.add_argument(
+        "--ptx-isa",
+        default=None,
+        metavar="X.Y",
+        help="the PTX ISA version the .ptx files declare (default 9.0: drivers of CUDA 13.0, e.g. 580)",
+    )
+    command.add_argument(
+        "--bundle", metavar="NAME", help="also write NAME.h/NAME.c dispatching over the kernels"
+    )
+    command.set_defaults(run=run)
+
+
+def parse_assume(text: str) -> dict[str, int] | str | None:
+    """`--assume`: "all", "none", or size=power-of-two pairs separated by commas."""
+    if text == "all":
+        return "all"
+    if text == "none":
+        return None
+    facts = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise AotError(f"--assume: expected {_ASSUME_FORMS}, got {text!r}")
+        facts[name.strip()] = int(value)
+    return facts
+
+
+def _per_kernel(values: list, count: int, option: str, default) -> list:
+    if not values:
+        return [default] * count
+    if len(values) == 1 and option == "--assume":
+        return values * count
+    if len(values) != count:
+        raise AotError(f"{option}: give it once per kernel ({count}), got {len(values)}")
+    return values
+
+
+def compile_kernels(args: argparse.Namespace, kernels: list, constexprs: dict) -> int:
+    """Runs `tilelang compile` on the kernels its FILE:KERNEL arguments named."""
+    # Deferred: the compiler loads only for this command.
+    from tilelang.aot.build import KernelSpec, check_archs, compile_aot
+    from tilelang.aot.ptx import DEFAULT_PTX_ISA, driver_for, parse_isa
+
+    archs = check_archs(args.arch)
+    isa = parse_isa(args.ptx_isa) if args.ptx_isa is not None else DEFAULT_PTX_ISA
+    names = _per_kernel(args.name, len(kernels), "--name", None)
+    facts = [parse_assume(a) for a in _per_kernel(args.assume, len(kernels), "--assume", "none")]
+    specs = [
+        KernelSpec(kernel, name or kernel.__name__, constexprs, assume)
+        for kernel, name, assume in zip(kernels, names, facts, strict=True)
+    ]
+    manifest = compile_aot(specs, archs, args.out, ptx_isa=isa, bundle=args.bundle)
+    for entry in manifest["kernels"]:
+        built = ", ".join(entry["archs"])
+        print(f"{entry['name']}: {entry['kernel']} for {built}")
+        for arch, facts_ in entry["archs"].items():
+            if arch != "cpu":
+                print(
+                    f"  {arch}: {facts_['registers']} registers, spills "
+                    f"{facts_['spill_store_bytes']}/{facts_['spill_load_bytes']} B, "
+                    f"{facts_['dynamic_shared_bytes']} B shared, PTX ISA {facts_['ptx_isa']}"
+                )
+    print(
+        f"wrote {len(manifest['files']) + 1} files to {args.out} (PTX loads on {driver_for(isa)} drivers and later)"
+    )
+    return 0
