@@ -6,9 +6,21 @@ backend for numpy arrays.
 
 * `tilelang.kernels.ssm`: `selective_scan`, `selective_state_update` (Mamba-1).
 * `tilelang.kernels.norm`: `rms_norm`, `silu_and_mul`.
+* `tilelang.kernels.conv`: `causal_conv1d`, `causal_conv1d_update` (causal-conv1d's).
+* `tilelang.kernels.ssd`: `ssd_chunk_scan` (Mamba-2).
 """
 
+from .conv import causal_conv1d, causal_conv1d_update
 from .norm import rms_norm, silu_and_mul
+from .ssd import ssd_chunk_scan
 from .ssm import selective_scan, selective_state_update
 
-__all__ = ["rms_norm", "selective_scan", "selective_state_update", "silu_and_mul"]
+__all__ = [
+    "causal_conv1d",
+    "causal_conv1d_update",
+    "rms_norm",
+    "selective_scan",
+    "selective_state_update",
+    "silu_and_mul",
+    "ssd_chunk_scan",
+]
