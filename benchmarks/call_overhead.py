@@ -20,6 +20,14 @@ Compiles: `compile(target="sm_90")` and `compile()` a second time in the same pr
 already holds the kernel, the `compile(target="sm_90")` call itself, reported apart
 from `import tilelang` and the frontend's build of the block IR before it.
 
+torch op (when torch is installed; `--torch-only` runs just this part): the same kernel
+as a `tilelang.torch.op` operator called on CPU torch tensors (`op(x, y)`, which
+allocates its output with torch.empty) against the direct kernel call on numpy views of
+the same tensors (`vector_add(x.numpy(), ...)`), timed in alternation, one thread;
+`added` = the median of op - direct in CPU time: what the torch dispatcher and the bridge add
+(target: at most 20 us); and the direct call on the torch tensors themselves (through
+DLPack) beside them.
+
 Triton: when triton, torch and a GPU are there, the same vector add in Triton: its warm
 launch (host time per call) and, in fresh processes, its first call with a warm Triton
 cache (what a warm disk-cache hit costs Triton: cache lookup and module load, no
@@ -281,12 +289,67 @@ def triton_comparison(processes: int) -> None:
     )
 
 
+def paired_us(first: Callable[[], object], second: Callable[[], object], rounds: int = 41):
+    """Medians (microseconds per call) of `first`, `second` and their difference, timed
+    in alternation round by round in this process's CPU time (`time.process_time`: the
+    work the calls do, which other processes' load on a shared machine does not inflate
+    the way it does wall time)."""
+    first(), second()
+    start, calls = time.process_time(), 0
+    while time.process_time() - start < 0.01:
+        first()
+        calls += 1
+    per_round = max(1, calls)
+    a, b = [], []
+    for _ in range(rounds):
+        for fn, into in ((first, a), (second, b)):
+            start = time.process_time()
+            for _ in range(per_round):
+                fn()
+            into.append(1e6 * (time.process_time() - start) / per_round)
+    differences = [x - y for x, y in zip(a, b, strict=True)]
+    return statistics.median(a), statistics.median(b), statistics.median(differences)
+
+
+def torch_op_calls(sizes: list[int]) -> None:
+    try:
+        import torch
+
+        import tilelang.torch as tt
+    except ImportError as error:
+        print(f"torch op: not measured ({error})")
+        return
+    op = tt.op(vector_add, "tilelang_bench::vector_add")
+    print(f"torch {torch.__version__}: tilelang.torch.op vs the direct call, CPU, 1 thread, us")
+    header = ("N", "op(x, y)", "direct numpy", "added", "direct torch")
+    print("  " + "".join(f"{h:>15}" for h in header))
+    for n in sizes:
+        x, y = torch.randn(n), torch.randn(n)
+        out = torch.empty_like(x)
+        xn, yn, outn = x.numpy(), y.numpy(), out.numpy()
+        assert torch.equal(op(x, y), x + y), "the op differs from torch"
+
+        def measure(x=x, y=y, xn=xn, yn=yn, outn=outn) -> tuple[float, float, float]:
+            return paired_us(lambda: op(x, y), lambda: vector_add(xn, yn, outn))
+
+        via_op, direct, added = with_threads("1", measure)
+        direct_torch = with_threads(
+            "1", lambda x=x, y=y, out=out: per_call_us(lambda: vector_add(x, y, out))
+        )
+        row = (via_op, direct, added, direct_torch)
+        print(f"  {n:>15}" + "".join(f"{v:15.1f}" for v in row))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 65536, 1 << 20])
     parser.add_argument("--processes", type=int, default=9)
+    parser.add_argument("--torch-only", action="store_true", help="only the torch op part")
     args = parser.parse_args()
     print(f"tilelang {tl.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
+    if args.torch_only:
+        torch_op_calls(args.sizes)
+        return
     cpu_calls(args.sizes)
     try:
         vector_add.compile(target=ARCH)
@@ -295,6 +358,7 @@ def main() -> None:
     else:
         in_process_compiles()
         disk_cache_hits(args.processes)
+    torch_op_calls(args.sizes)
     triton_comparison(args.processes)
 
 

@@ -44,6 +44,8 @@ ALLOWED: dict[str, set[str]] = {
     "tuning": {"kernel", "runtime", "target"},
     # Ready kernels (attention, SSM scans, norms) sit above the kernel object, as quant.
     "kernels": {"dtypes", "lang", "kernel", "runtime"},
+    # The torch bridge is the top: it registers kernels, quant and kernels as torch ops.
+    "torch": {"dtypes", "ir", "lang", "kernel", "runtime", "quant", "kernels"},
 }
 
 

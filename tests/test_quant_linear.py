@@ -1,0 +1,158 @@
+"""tilelang.torch.QuantLinear: nn.Linear with a tilelang.quant weight, on the CPU through
+the ``tilelang::quant_linear`` operator. Its output is checked element by element against
+x @ W + bias in float64 numpy, W computed from the formats' definitions by
+tests/test_quant_matmul.py's `reference_weights` (never through tilelang.quant's own
+dequantization), within that file's `bound`; the state-dict importers against the
+synthetic GPTQ/AWQ checkpoints of tests/test_quant_import.py (its independent packers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_quant_import import awq_checkpoint, gptq_checkpoint, reference
+from test_quant_matmul import bound, reference_weights
+
+import tilelang as tl
+from tilelang import quant
+from tilelang.torch import QuantLinear
+
+K, N = 256, 64  # the synthetic checkpoints' shape
+
+
+def f64(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to(torch.float64).numpy()
+
+
+def check(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
+    """layer(x) against x @ W + bias in float64, within `bound`."""
+    y = layer(x)
+    assert y.dtype == x.dtype and y.shape == (*x.shape[:-1], layer.out_features)
+    x64 = f64(x).reshape(-1, layer.in_features)
+    w = reference_weights(layer.qweight)
+    expected = x64 @ w
+    if layer.bias is not None:
+        expected = expected + f64(layer.bias.to(x.dtype))
+    got = f64(y).reshape(expected.shape)
+    out_type = tl.f16 if x.dtype == torch.float16 else tl.bf16
+    allowed = bound(x64, w, expected, out_type)
+    error = np.abs(got - expected)
+    assert (error <= allowed).all(), f"error {error.max():.3g} over the bound"
+    return y
+
+
+def linear(k: int = K, n: int = N, bias: bool = True, seed: int = 0) -> torch.nn.Linear:
+    torch.manual_seed(seed)
+    return torch.nn.Linear(k, n, bias=bias)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    ("wt", "group", "zero_point"), [("u4", 64, True), ("i4", 128, False), ("f4e2m1", 32, False)]
+)
+def test_from_linear_computes_x_at_dequantized_w(dtype, wt, group, zero_point):
+    scales = "bf16" if dtype == torch.bfloat16 else "f16"  # the kernels' operand type
+    layer = QuantLinear.from_linear(
+        linear(), wt, group_size=group, zero_point=zero_point, scale_dtype=scales
+    )
+    assert (layer.in_features, layer.out_features) == (K, N)
+    assert layer.qweight.dtype == tl.dtype(wt) and layer.qweight.group_size == group
+    x = (torch.randn(2, 3, K) / 2).to(dtype)
+    check(layer, x)
+
+
+def test_without_bias_and_with_one_row():
+    layer = QuantLinear.from_linear(linear(bias=False), "u4", group_size=128)
+    assert layer.bias is None
+    check(layer, (torch.randn(1, K) / 2).half())
+
+
+def test_quantized_weight_approximates_the_float_weight():
+    lin = linear(seed=3)
+    layer = QuantLinear.from_linear(lin, "u8", group_size=32, zero_point=True)
+    w = f64(lin.weight).T
+    step = np.abs(w).max() / 64  # far coarser than an 8-bit step of any group
+    assert np.abs(reference_weights(layer.qweight) - w).max() < step
+
+
+@pytest.mark.parametrize(
+    ("bits", "group", "sym", "act_order"),
+    [(4, 64, False, False), (4, 128, True, True), (8, 32, False, False)],
+)
+def test_gptq_state_dict_round_trip(bits, group, sym, act_order):
+    (qweight, qzeros, scales, g_idx), truth = gptq_checkpoint(bits, group, sym, act_order, seed=7)
+    prefix = "model.layers.0.mlp.up_proj"
+    bias = torch.randn(N).half()
+    sd = {
+        f"{prefix}.qweight": torch.from_numpy(qweight),
+        f"{prefix}.qzeros": torch.from_numpy(qzeros),
+        f"{prefix}.scales": torch.from_numpy(scales),
+        f"{prefix}.g_idx": torch.from_numpy(g_idx),
+        f"{prefix}.bias": bias,
+        "model.layers.0.mlp.down_proj.qweight": torch.zeros(1),
+    }
+    layer = QuantLinear.from_gptq_state_dict(sd, prefix, bits=bits, sym=sym)
+    np.testing.assert_array_equal(
+        layer.qweight.dequantize().view(np.uint32), reference(*truth).view(np.uint32)
+    )
+    assert torch.equal(layer.bias, bias)
+    check(layer, (torch.randn(5, K) / 2).half())
+
+
+def test_awq_state_dict_round_trip():
+    (qweight, qzeros, scales), truth = awq_checkpoint(64, seed=5)
+    sd = {
+        "q_proj.qweight": torch.from_numpy(qweight),
+        "q_proj.qzeros": torch.from_numpy(qzeros),
+        "q_proj.scales": torch.from_numpy(scales),
+    }
+    layer = QuantLinear.from_awq_state_dict(sd, "q_proj.")
+    np.testing.assert_array_equal(
+        layer.qweight.dequantize().view(np.uint32), reference(*truth).view(np.uint32)
+    )
+    check(layer, (torch.randn(3, K) / 2).half())
+
+
+def test_quant_linear_passes_opcheck():
+    layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
+    x = (torch.randn(4, K) / 2).half()
+    torch.library.opcheck(
+        torch.ops.tilelang.quant_linear.default, (x, layer.handle, layer.bias.half())
+    )
+
+
+def test_quant_linear_compiles_without_graph_break():
+    model = torch.nn.Sequential(
+        QuantLinear.from_linear(linear(), "u4", group_size=64), torch.nn.ReLU()
+    )
+    x = (torch.randn(4, K) / 2).half()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(x), model(x))
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
+    with pytest.raises(TypeError, match=r"x must be float16 or bfloat16.*got torch.float32"):
+        layer(torch.randn(2, K))
+    with pytest.raises(ValueError, match=rf"x must have shape \[\.\.\., {K}\]"):
+        layer(torch.randn(2, K + 1).half())
+    with pytest.raises(KeyError, match=r"state_dict has no nope.qweight"):
+        QuantLinear.from_gptq_state_dict({}, "nope")
+    with pytest.raises(TypeError, match=r"linear: expected a torch.nn.Linear"):
+        QuantLinear.from_linear(torch.nn.ReLU(), "u4")
+    with pytest.raises(TypeError, match=r"weight: expected a tilelang.quant.QuantizedWeight"):
+        QuantLinear(np.zeros((K, N)))
+
+
+def test_the_weight_table_forgets_collected_layers():
+    from tilelang.torch import quant_linear as module
+
+    layer = QuantLinear(quant.quantize(np.ones((K, N)), "u4"))
+    handle = layer.handle
+    assert module._WEIGHTS[handle] is layer.qweight
+    del layer
+    import gc
+
+    gc.collect()
+    assert handle not in module._WEIGHTS

@@ -1,0 +1,471 @@
+"""tilelang.torch.op: kernels as torch custom operators. The operator's schema follows
+from what the kernel reads and stores, its fake implementation gives the shapes and
+dtypes the real one returns, the CPU implementation computes what numpy computes, torch's
+own checks (opcheck, torch.compile(fullgraph=True)) pass, and bad arguments are refused
+naming the parameter. References are numpy float64 (or integer) arithmetic."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import tilelang as tl
+import tilelang.torch as tt
+from tilelang import dtypes
+from tilelang.torch import dtypes as td
+from tilelang.torch.signature import INPLACE, INPUT, OUTPUT, tensor_roles
+
+# ------------------------------------------------------------------------ kernels
+
+
+@tl.kernel(warps=4)
+def scale(
+    x: tl.Tensor["T", "M", "N"],
+    y: tl.Tensor["T", "M", "N"],
+    alpha: tl.f32,
+    T: tl.constexpr = tl.f32,
+    BM: tl.constexpr = 8,
+    BN: tl.constexpr = 64,
+):
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    tile = tl.load(x, [bm * BM, bn * BN], [BM, BN]).to(tl.f32)
+    tl.store(y, [bm * BM, bn * BN], (tile * alpha).to(T))
+
+
+@tl.kernel(warps=4)
+def head(
+    x: tl.Tensor["T", "M", "N"],
+    y: tl.Tensor["T", "M", "N // R"],
+    T: tl.constexpr = tl.f32,
+    R: tl.constexpr = 2,
+    BM: tl.constexpr = 8,
+    BN: tl.constexpr = 32,
+):
+    """y = the first N // R columns of x."""
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N // R, BN))
+    tl.store(y, [bm * BM, bn * BN], tl.load(x, [bm * BM, bn * BN], [BM, BN]))
+
+
+@tl.kernel(warps=4)
+def row_sum(
+    x: tl.Tensor["T", "M", "N"],
+    y: tl.Tensor["T", "M"],
+    T: tl.constexpr = tl.f32,
+    BM: tl.constexpr = 8,
+    BN: tl.constexpr = 64,
+):
+    bm = tl.blocks(tl.cdiv(M, BM))
+    total = tl.zeros([BM], T)
+    for n in tl.range(0, N, BN):
+        total = total + tl.sum(tl.load(x, [bm * BM, n], [BM, BN]), axis=1)
+    tl.store(y, [bm * BM], total)
+
+
+@tl.kernel(warps=4)
+def axpy(
+    x: tl.Tensor[tl.f32, "N"],
+    acc: tl.Tensor[tl.f32, "N"],
+    alpha: tl.f32,
+    BLOCK: tl.constexpr = 256,
+):
+    """acc += alpha * x, in place."""
+    b = tl.blocks(tl.cdiv(N, BLOCK))
+    start = b * BLOCK
+    now = tl.load(acc, [start], [BLOCK])
+    tl.store(acc, [start], now + tl.load(x, [start], [BLOCK]) * alpha)
+
+
+@tl.kernel(warps=4)
+def widen(w: tl.Tensor[tl.u4, "M", "N"], y: tl.Tensor[tl.i32, "M", "N"], BN: tl.constexpr = 64):
+    bm, bn = tl.blocks(M, tl.cdiv(N, BN))
+    tl.store(y, [bm, bn * BN], tl.load(w, [bm, bn * BN], [1, BN]).to(tl.i32))
+
+
+@tl.kernel(warps=4)
+def narrow(x: tl.Tensor[tl.u8, "M", "N"], w: tl.Tensor[tl.u4, "M", "N"], BN: tl.constexpr = 64):
+    bm, bn = tl.blocks(M, tl.cdiv(N, BN))
+    tl.store(w, [bm, bn * BN], tl.load(x, [bm, bn * BN], [1, BN]).to(tl.u4))
+
+
+@tl.kernel(warps=4)
+def split_bytes(x: tl.Tensor[tl.u8, "N"], y: tl.Tensor[tl.u4, "N2"]):
+    tl.store(y, [0], tl.load(x, [0], [4]).view(tl.u4))
+
+
+OPS = {
+    "scale": tt.op(scale, "tltest::scale"),
+    "scale_bf16_wide": tt.op(scale, "tltest::scale_wide", BN=128),
+    "head2": tt.op(head, "tltest::head2"),
+    "head4": tt.op(head, "tltest::head4", R=4),
+    "row_sum": tt.op(row_sum, "tltest::row_sum"),
+    "axpy": tt.op(axpy, "tltest::axpy"),
+    "widen": tt.op(widen, "tltest::widen"),
+    "narrow": tt.op(narrow, "tltest::narrow"),
+}
+
+
+def f64(t: torch.Tensor) -> np.ndarray:
+    return t.to(torch.float64).numpy()
+
+
+# ------------------------------------------------------------------------ dtypes
+
+
+def test_every_named_dtype_has_a_torch_form_of_its_bits():
+    for t in dtypes.NAMED_TYPES:
+        form = td.torch_dtype(t)
+        if t.bits < 8:
+            assert form == torch.uint8 and td.is_packed(t)
+        else:
+            assert form.itemsize * 8 == t.bits, t
+            assert td.tilelang_dtype(form) == t, t
+    assert len(td.table()) == len(dtypes.NAMED_TYPES)
+
+
+def test_floats_and_f8_map_to_the_same_formats():
+    pairs = {
+        "f16": torch.float16,
+        "bf16": torch.bfloat16,
+        "f8e4m3": torch.float8_e4m3fn,
+        "f8e5m2": torch.float8_e5m2,
+        "e8m0": torch.float8_e8m0fnu,
+    }
+    for name, form in pairs.items():
+        assert td.torch_dtype(dtypes.dtype(name)) == form
+    assert td.tilelang_dtype(torch.bool) is None
+    assert td.tilelang_dtype(torch.float8_e4m3fnuz) is None
+
+
+def test_packed_shapes_put_the_last_dimension_in_bytes():
+    assert td.packed_shape(dtypes.u4, (3, 10), "w") == (3, 5)
+    assert td.packed_shape(dtypes.dtype("u3"), (2, 8), "w") == (2, 3)
+    assert td.logical_shape(dtypes.dtype("u3"), (2, 3), "w") == (2, 8)
+    with pytest.raises(ValueError, match=r"w: .*multiple of 8"):
+        td.packed_shape(dtypes.u4, (3, 5), "w")
+    with pytest.raises(ValueError, match=r"w: .*whole u3"):
+        td.logical_shape(dtypes.dtype("u3"), (2, 2), "w")
+
+
+# ------------------------------------------------------------------------ signature
+
+
+def test_roles_follow_loads_and_stores():
+    assert tensor_roles(axpy.specialize()) == {"x": INPUT, "acc": INPLACE}
+    assert tensor_roles(scale.specialize()) == {"x": INPUT, "y": OUTPUT}
+
+
+def test_schema_lists_arguments_mutations_and_outputs():
+    assert OPS["scale"].schema == "(Tensor x, float alpha) -> Tensor"
+    assert OPS["axpy"].schema == "(Tensor x, Tensor(a!) acc, float alpha) -> ()"
+    assert OPS["head2"].schema == "(Tensor x) -> Tensor"
+    assert torch.ops.tltest.scale.default._schema.arguments[0].name == "x"
+
+
+def test_an_output_size_no_argument_has_is_refused_when_registering():
+    with pytest.raises(ValueError, match="output 'y' has size N2"):
+        tt.op(split_bytes, "tltest::split_bytes")
+
+
+def test_op_names_are_checked_and_registration_is_idempotent():
+    assert tt.op(scale, "tltest::scale") is OPS["scale"]
+    with pytest.raises(ValueError, match="already registered"):
+        tt.op(row_sum, "tltest::scale")
+    with pytest.raises(ValueError, match="namespace::name"):
+        tt.op(scale, "no_namespace")
+    with pytest.raises(TypeError, match=r"kernel: expected a @tilelang.kernel"):
+        tt.op(lambda x: x, "tltest::lambda")
+
+
+# ------------------------------------------------------------------------ results
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(5, 70), (16, 64), (1, 1)])
+def test_scale_computes_what_float64_rounds_to(dtype, shape):
+    x = torch.randn(shape).to(dtype)
+    y = OPS["scale"](x, 0.75)
+    assert y.dtype == dtype and y.shape == x.shape
+    expected = torch.from_numpy(f64(x) * 0.75).to(dtype)
+    assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "expected_shape"),
+    [
+        ("head2", (3, 10), (3, 5)),
+        ("head2", (9, 130), (9, 65)),
+        ("head4", (3, 10), (3, 2)),
+        ("head4", (17, 64), (17, 16)),
+        ("row_sum", (5, 70), (5,)),
+        ("scale_bf16_wide", (3, 300), (3, 300)),
+    ],
+)
+def test_fake_shapes_equal_real_shapes(name, shape, expected_shape):
+    op = OPS[name]
+    args = (1.5,) if name.startswith("scale") else ()
+    x = torch.randn(shape, dtype=torch.bfloat16)
+    real = op(x, *args)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        fake = op(mode.from_tensor(x), *args)
+    assert (tuple(real.shape), real.dtype) == (expected_shape, torch.bfloat16)
+    assert (tuple(fake.shape), fake.dtype) == (tuple(real.shape), real.dtype)
+    on_meta = op(x.to("meta"), *args)
+    assert on_meta.device.type == "meta" and on_meta.shape == real.shape
+
+
+def test_head_and_row_sum_values():
+    x = torch.randn(9, 130)
+    assert torch.equal(OPS["head4"](x), x[:, : 130 // 4])
+    np.testing.assert_allclose(OPS["row_sum"](x).numpy(), f64(x).sum(axis=1), rtol=1e-5)
+
+
+def test_in_place_argument_is_mutated_and_nothing_returned():
+    x = torch.randn(1000)
+    acc = torch.randn(1000)
+    before = f64(acc)
+    assert OPS["axpy"](x, acc, 2.0) is None
+    np.testing.assert_allclose(f64(acc), before + 2.0 * f64(x), rtol=1e-6, atol=1e-6)
+
+
+def test_in_place_works_on_a_strided_view():
+    base = torch.zeros(64, 2)
+    x = torch.ones(64)
+    OPS["axpy"](x, base[:, 0], 3.0)
+    assert torch.equal(base[:, 0], torch.full((64,), 3.0)) and not base[:, 1].any()
+
+
+def packed_u4(codes: np.ndarray) -> np.ndarray:
+    """u4 codes [..., L] as bytes [..., L/2]: element 2i in the low nibble of byte i."""
+    codes = codes.astype(np.uint8)
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def test_packed_input_travels_as_uint8_bytes():
+    codes = np.random.default_rng(1).integers(0, 16, (3, 100))
+    w = torch.from_numpy(packed_u4(codes))
+    y = OPS["widen"](w)
+    assert y.shape == (3, 100) and y.dtype == torch.int32
+    assert np.array_equal(y.numpy(), codes)
+
+
+def test_packed_output_is_uint8_with_last_dimension_in_bytes():
+    codes = np.random.default_rng(2).integers(0, 16, (4, 130)).astype(np.uint8)
+    w = OPS["narrow"](torch.from_numpy(codes))
+    assert w.shape == (4, 65) and w.dtype == torch.uint8
+    assert np.array_equal(w.numpy(), packed_u4(codes))
+
+
+# ------------------------------------------------------------------------ torch's checks
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("scale", lambda: (torch.randn(5, 70, dtype=torch.float16), 0.5)),
+        ("head4", lambda: (torch.randn(9, 64),)),
+        ("axpy", lambda: (torch.randn(300), torch.randn(300), 0.25)),
+        ("widen", lambda: (torch.randint(0, 256, (2, 32), dtype=torch.uint8),)),
+    ],
+)
+def test_opcheck_passes(name, make):
+    torch.library.opcheck(OPS[name].overload, make())
+
+
+def test_torch_compile_fullgraph_dynamic_shapes_has_no_graph_break():
+    class Block(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return OPS["row_sum"](OPS["head2"](OPS["scale"](torch.relu(x), 2.0))) + 1.0
+
+    torch._dynamo.reset()
+    model = Block()
+    # dynamic=True: the fake implementation runs on symbolic sizes (N // 2 of a SymInt)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="inductor")
+    for shape in [(6, 70), (9, 130)]:
+        x = torch.randn(shape)
+        assert torch.equal(compiled(x), model(x))
+    explained = torch._dynamo.explain(model)(torch.randn(6, 70))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1
+
+
+def test_the_cuda_implementation_is_registered():
+    for name in ("tltest::scale", "tltest::axpy"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CUDA")
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(name, "CPU")
+
+
+def test_the_cuda_launch_compiles_for_sm80_and_sm90_without_a_gpu():
+    x = torch.empty(64, 256, dtype=torch.float16, device="meta")
+    for arch in ("sm_80", "sm_90a"):
+        build = OPS["scale"].build_for(x, 1.0, target=arch)
+        assert build.target == arch and len(build.cubin) > 0
+        assert "alpha" in build.source
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def test_wrong_dtype_names_the_parameter():
+    with pytest.raises(TypeError, match=r"parameter 'x' expects a tensor of torch.float32 \(f32\)"):
+        OPS["axpy"](torch.zeros(8, dtype=torch.float16), torch.zeros(8), 1.0)
+    with pytest.raises(
+        TypeError, match=r"parameter 'w' expects a tensor of torch.uint8 \(packed u4"
+    ):
+        OPS["widen"](torch.zeros(2, 8, dtype=torch.int8))
+    with pytest.raises(TypeError, match="parameter 'x' gives the dtype T, but is a bool tensor"):
+        OPS["scale"](torch.zeros(2, 8, dtype=torch.bool), 1.0)
+
+
+def test_wrong_shape_names_the_parameter():
+    with pytest.raises(ValueError, match=r"parameter 'acc': dimension 0 should be N = 8, got 9"):
+        OPS["axpy"](torch.zeros(8), torch.zeros(9), 1.0)
+    with pytest.raises(ValueError, match=r"parameter 'x' expects 2 dimensions \[M, N\]"):
+        OPS["scale"](torch.zeros(8), 1.0)
+
+
+def test_a_packed_tensor_must_be_contiguous():
+    w = torch.zeros(4, 64, dtype=torch.uint8)[:, ::2]
+    with pytest.raises(ValueError, match="parameter 'w': a packed u4 tensor must be contiguous"):
+        OPS["widen"](w)
+
+
+def test_tilelang_does_not_import_torch():
+    code = "import sys, tilelang; assert 'torch' not in sys.modules; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+# ------------------------------------------------------------------------ ready kernels
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"),
+    [(torch.float32, 1e-5), (torch.float16, 2.0**-10), (torch.bfloat16, 2.0**-7)],
+)
+def test_rms_norm_and_silu_and_mul_ops_match_float64(dtype, tolerance):
+    from tilelang.torch.kernels import rms_norm, silu_and_mul
+
+    x = torch.randn(2, 3, 300).to(dtype)
+    w = torch.rand(300) + 0.5
+    y = rms_norm(x, w, eps=1e-5)
+    x64 = f64(x)
+    expected = x64 / np.sqrt((x64**2).mean(axis=-1, keepdims=True) + 1e-5) * f64(w)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_allclose(f64(y), expected, rtol=tolerance, atol=tolerance)
+    gated = silu_and_mul(x)
+    gate, up = x64[..., :150], x64[..., 150:]
+    assert gated.shape == (2, 3, 150)
+    expected = gate / (1 + np.exp(-gate)) * up
+    np.testing.assert_allclose(f64(gated), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_inputs_requiring_grad_run_and_outputs_carry_no_gradient():
+    x = torch.randn(4, 64, requires_grad=True)
+    y = OPS["scale"](x, 2.0)
+    assert not y.requires_grad
+    assert torch.equal(y, (x.detach().double() * 2.0).float())
+    torch.library.opcheck(OPS["scale"].overload, (x, 2.0))
+
+
+def test_in_place_bumps_the_version_counter():
+    acc = torch.zeros(64)
+    before = acc._version
+    OPS["axpy"](torch.ones(64), acc, 1.0)
+    assert acc._version > before
+
+
+def test_cuda_launch_arguments_are_the_tensors_own_pointers():
+    """The CUDA implementation's argument step (everything before the driver call), run
+    on CPU tensors: it allocates only the outputs and hands over the tensors' pointers."""
+    op = OPS["widen"]
+    w = torch.randint(0, 256, (3, 32), dtype=torch.uint8)
+    _, outputs, bound = op.device_arguments([w], torch.device("cpu"))
+    (y,) = outputs
+    assert (tuple(y.shape), y.dtype) == ((3, 64), torch.int32)
+    assert bound.pointers == {"w": w.data_ptr(), "y": y.data_ptr()}
+    assert bound.sizes == {"M": 3, "N": 64} and bound.stored == ("y",)
+    x = torch.randn(8, 64, dtype=torch.bfloat16)
+    _, (out,), bound = OPS["scale"].device_arguments([x, 0.5], torch.device("cpu"))
+    assert bound.pointers == {"x": x.data_ptr(), "y": out.data_ptr()}
+    assert bound.scalars == {"alpha": 0.5}
+
+
+def test_cuda_launch_arguments_refuse_what_a_launch_cannot_take():
+    acc = torch.zeros(64)
+    with pytest.raises(ValueError, match="'x' and 'acc' overlap in memory"):
+        OPS["axpy"].device_arguments([acc, acc, 1.0], torch.device("cpu"))
+    strided = torch.zeros(64, 2)[:, 0]
+    with pytest.raises(ValueError, match="'acc' must be C-contiguous on the GPU"):
+        OPS["axpy"].device_arguments([torch.zeros(64), strided, 1.0], torch.device("cpu"))
+
+
+def test_importing_the_bridge_without_torch_says_how_to_install_it():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import tilelang.torch\nexcept ImportError as e:\n    print(e)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "pip install 'tilelang[torch]'" in done.stdout, done.stderr
+
+
+# ------------------------------------------------------------------------ on a GPU
+
+
+def cuda_ready() -> bool:
+    from tilelang.runtime import gpu
+
+    return torch.cuda.is_available() and gpu.gpu_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA device and torch with CUDA")
+def test_cuda_op_under_graph_capture_and_replay_equals_eager():
+    x = torch.randn(37, 300, device="cuda", dtype=torch.float16)
+    eager = OPS["scale"](x, 0.5)  # also the warm-up: compiles and loads the cubin
+    torch.cuda.synchronize()
+    expected = torch.from_numpy(f64(x.cpu()) * 0.5).half()
+    assert torch.equal(eager.cpu(), expected)
+    acc = torch.zeros(1000, device="cuda")
+    ones = torch.ones(1000, device="cuda")
+    OPS["axpy"](ones, acc, 1.0)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = OPS["scale"](x, 0.5)
+        OPS["axpy"](ones, acc, 2.0)
+    for _ in range(3):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured.cpu(), expected)
+    assert torch.equal(acc.cpu(), torch.full((1000,), 7.0))  # 1 eager + 3 replays of 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA device and torch with CUDA")
+def test_packed_and_bf16_tensors_launch_on_cuda_like_the_cpu():
+    codes = np.random.default_rng(3).integers(0, 16, (5, 128))
+    w = torch.from_numpy(packed_u4(codes))
+    assert np.array_equal(OPS["widen"](w.cuda()).cpu().numpy(), codes)
+    x = torch.randn(9, 130, dtype=torch.bfloat16)
+    assert torch.equal(OPS["head4"](x.cuda()).cpu(), OPS["head4"](x))
+
+
+def test_a_warm_call_neither_rederives_nor_recompiles(monkeypatch):
+    from tilelang.torch import signature
+
+    kernel_module = sys.modules["tilelang.kernel"]  # `tilelang.kernel` is the decorator
+
+    x = torch.randn(4, 96)
+    first = OPS["scale"](x, 1.0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a warm call re-derived or recompiled")
+
+    monkeypatch.setattr(signature.OpSignature, "of", refuse)
+    monkeypatch.setattr(kernel_module, "run_pipeline", refuse)
+    monkeypatch.setattr(kernel_module, "lower_function", refuse)
+    assert torch.equal(OPS["scale"](x, 1.0), first)
+    with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+        assert OPS["scale"](mode.from_tensor(x), 1.0).shape == x.shape
+    with pytest.raises(AssertionError, match="re-derived or recompiled"):
+        OPS["scale"](torch.randn(4, 96, dtype=torch.float64), 1.0)  # a new dtype: derives

@@ -1,0 +1,27 @@
+"""tilelang.torch: tilelang kernels as PyTorch operators (the optional extra `torch`).
+
+* `op(kernel, "ns::name", **constexprs)`: a `torch.library` custom operator with CPU
+  (LLVM backend), CUDA (torch's current stream) and fake implementations derived from
+  the kernel's signature (`tilelang.torch.op`, `tilelang.torch.signature`);
+* `dtypes`: how each tilelang dtype travels as a torch tensor (sub-byte ones packed in
+  uint8);
+* `QuantLinear`: a drop-in `nn.Module` over `tilelang.quant` weights.
+
+`import tilelang` never imports this package or torch; importing it without torch
+installed is an ImportError that says how to install it.
+"""
+
+from __future__ import annotations
+
+try:
+    import torch as _torch  # noqa: F401  (absolute: the real torch, not this package)
+except ImportError as _error:
+    raise ImportError(
+        "tilelang.torch needs PyTorch: pip install 'tilelang[torch]' (torch==2.13.0)"
+    ) from _error
+
+from tilelang.torch import dtypes
+from tilelang.torch.op import TorchOp, op
+from tilelang.torch.quant_linear import QuantLinear
+
+__all__ = ["QuantLinear", "TorchOp", "dtypes", "op"]

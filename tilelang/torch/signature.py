@@ -1,0 +1,215 @@
+"""A kernel's parameters as a torch operator's signature: which tensors it takes, which
+it mutates, which it returns, and the shapes and dtypes of what it returns.
+
+The roles come from the kernel's block IR (one walk of a specialization):
+
+* an *output* is a tensor parameter the kernel only stores to (`store`): the operator
+  allocates it (torch.empty: every element must be stored by the kernel) and returns it;
+* an *in-place* tensor is one the kernel stores to and also reads (a `load`, an atomic
+  addition, an asynchronous copy): its old contents matter, so the caller passes it and
+  the operator mutates it (`Tensor(a!)` in the schema, `mutates_args`);
+* an *input* is a tensor the kernel only reads;
+* scalars are `float` or `int` arguments.
+
+The operator's Python signature is the kernel's runtime parameters in order with the
+outputs left out: ``op(inputs and in-place tensors and scalars...) -> outputs`` (one
+tensor, a tuple of them, or None when the kernel has no output). Every size of an output
+must be a whole dimension of some argument tensor (that is where the fake
+implementation and the launch read it); a size that only outputs name has no value and
+is refused when the operator is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir.instructions.memory import Store
+from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym, symbols
+from tilelang.ir.types import TensorType
+from tilelang.ir.visit import walk
+
+INPUT, INPLACE, OUTPUT = "input", "in-place", "output"
+
+
+@dataclass(frozen=True)
+class TensorSlot:
+    name: str
+    dtype: DType
+    dims: tuple[ShapeExpr, ...]  # logical, constexprs substituted
+    role: str
+
+
+@dataclass(frozen=True)
+class ScalarSlot:
+    name: str
+    dtype: DType
+
+    @property
+    def schema_type(self) -> str:
+        return "float" if self.dtype.is_float else "int"
+
+
+Slot = TensorSlot | ScalarSlot
+
+
+def tensor_roles(fn: ir.Function) -> dict[str, str]:
+    """Each tensor parameter's role (`INPUT`, `INPLACE`, `OUTPUT`), by one walk of `fn`."""
+    tensors = {p.name for p in fn.params if isinstance(p.type, TensorType)}
+    stored: set[str] = set()
+    read: set[str] = set()
+    for instr in walk(fn):
+        written = {v.name for v in instr.writes()}
+        stored |= written
+        # A plain store only writes its target; every other use of a tensor reads it
+        # (an atomic addition reads what it adds to).
+        only_written = written if isinstance(instr, Store) else set()
+        read |= {v.name for v in instr.uses() if isinstance(v, ir.Var)} - only_written
+    roles = {}
+    for name in tensors:
+        if name not in stored:
+            roles[name] = INPUT
+        else:
+            roles[name] = INPLACE if name in read else OUTPUT
+    return roles
+
+
+@dataclass(frozen=True)
+class OpSignature:
+    """The operator form of one kernel specialization (see the module docstring)."""
+
+    kernel_name: str
+    slots: tuple[Slot, ...]  # every runtime parameter, in the kernel's order
+
+    @classmethod
+    def of(cls, fn: ir.Function) -> OpSignature:
+        roles = tensor_roles(fn)
+        slots: list[Slot] = []
+        for p in fn.params:
+            if isinstance(p.type, TensorType):
+                slots.append(TensorSlot(p.name, p.type.dtype, tuple(p.type.shape), roles[p.name]))
+            else:
+                slots.append(ScalarSlot(p.name, p.type.dtype))
+        signature = cls(fn.name, tuple(slots))
+        signature._check_sizes_known()
+        return signature
+
+    @property
+    def arguments(self) -> tuple[Slot, ...]:
+        """The operator's arguments: every slot but the outputs, in the kernel's order."""
+        return tuple(s for s in self.slots if not (isinstance(s, TensorSlot) and s.role == OUTPUT))
+
+    @property
+    def outputs(self) -> tuple[TensorSlot, ...]:
+        return tuple(s for s in self.slots if isinstance(s, TensorSlot) and s.role == OUTPUT)
+
+    @property
+    def mutated(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.slots if isinstance(s, TensorSlot) and s.role == INPLACE)
+
+    def roles(self) -> tuple[tuple[str, str], ...]:
+        """What must stay the same across specializations of one operator."""
+        return tuple((s.name, getattr(s, "role", "scalar")) for s in self.slots)
+
+    def schema(self) -> str:
+        """The torch schema, e.g. ``(Tensor x, Tensor(a!) acc, float eps) -> Tensor``."""
+        parts, alias = [], 0
+        for slot in self.arguments:
+            if isinstance(slot, ScalarSlot):
+                parts.append(f"{slot.schema_type} {slot.name}")
+            elif slot.role == INPLACE:
+                parts.append(f"Tensor({_alias_name(alias)}!) {slot.name}")
+                alias += 1
+            else:
+                parts.append(f"Tensor {slot.name}")
+        count = len(self.outputs)
+        returns = "Tensor" if count == 1 else "(" + ", ".join(["Tensor"] * count) + ")"
+        return f"({', '.join(parts)}) -> {returns}"
+
+    def size_sites(self) -> dict[str, tuple[str, int]]:
+        """Where each size is read: the first argument dimension that is exactly its name."""
+        sites: dict[str, tuple[str, int]] = {}
+        for slot in self.arguments:
+            if isinstance(slot, TensorSlot):
+                for axis, expr in enumerate(slot.dims):
+                    if isinstance(expr, Sym):
+                        sites.setdefault(expr.name, (slot.name, axis))
+        return sites
+
+    def _check_sizes_known(self) -> None:
+        sites = self.size_sites()
+        for slot in self.outputs:
+            for expr in slot.dims:
+                unknown = [name for name in symbols(expr) if name not in sites]
+                if unknown:
+                    raise ValueError(
+                        f"{self.kernel_name}(): output {slot.name!r} has size "
+                        f"{', '.join(unknown)}, which is no whole dimension of an argument "
+                        "tensor, so the operator cannot tell its shape; pass it as a "
+                        "tl.constexpr or give an argument tensor that dimension"
+                    )
+
+    def sizes(self, shapes: Mapping[str, tuple]) -> dict[str, Any]:
+        """The sizes read from the arguments' logical `shapes` (ints or torch SymInts),
+        every argument's rank and its other dimensions checked (`ValueError` naming the
+        parameter; symbolic dimensions become torch guards)."""
+        tensors = [s for s in self.arguments if isinstance(s, TensorSlot)]
+        for slot in tensors:
+            if len(shapes[slot.name]) != len(slot.dims):
+                dims = ", ".join(str(d) for d in slot.dims)
+                raise ValueError(
+                    f"{self._where(slot)} expects {len(slot.dims)} dimensions [{dims}], got "
+                    f"shape {list(shapes[slot.name])}"
+                )
+        sizes = {name: shapes[param][axis] for name, (param, axis) in self.size_sites().items()}
+        for slot in tensors:
+            for axis, expr in enumerate(slot.dims):
+                actual = shapes[slot.name][axis]
+                _check_dim(self._where(slot), axis, expr, evaluate(expr, sizes), actual)
+        return sizes
+
+    def _where(self, slot: TensorSlot) -> str:
+        return f"{self.kernel_name}(): parameter {slot.name!r}"
+
+    def output_shapes(self, sizes: Mapping[str, Any]) -> tuple[tuple, ...]:
+        """Each output's logical shape at `sizes`."""
+        return tuple(tuple(evaluate(e, sizes) for e in slot.dims) for slot in self.outputs)
+
+
+def _alias_name(index: int) -> str:
+    return "abcdefghijklmnopqrstuvwxyz"[index] if index < 26 else f"a{index}"
+
+
+def _check_dim(where: str, axis: int, expr: ShapeExpr, expected: Any, actual: Any) -> None:
+    if isinstance(expected, int) and isinstance(actual, int):
+        if expected != actual:
+            raise ValueError(
+                f"{where}: dimension {axis} should be {expr} = {expected}, got {actual}"
+            )
+        return
+    import torch  # symbolic sizes exist only while torch traces
+
+    torch._check(
+        actual == expected,
+        lambda: f"{where}: dimension {axis} should be {expr} = {expected}, got {actual}",
+    )
+
+
+def evaluate(expr: ShapeExpr, sizes: Mapping[str, Any]) -> Any:
+    """`expr` at `sizes`, with Python arithmetic, so torch SymInts evaluate symbolically."""
+    if isinstance(expr, Lit):
+        return expr.value
+    if isinstance(expr, Sym):
+        return sizes[expr.name]
+    assert isinstance(expr, BinOp)
+    lhs, rhs = evaluate(expr.lhs, sizes), evaluate(expr.rhs, sizes)
+    if expr.op == "+":
+        return lhs + rhs
+    if expr.op == "-":
+        return lhs - rhs
+    if expr.op == "*":
+        return lhs * rhs
+    return lhs // rhs if expr.op == "//" else lhs % rhs
