@@ -6,8 +6,9 @@ allocates, its spills, and their ratio.
 
 The cases are the examples, the kernels the pipelining, split-K and atomics work built
 (the quantized matmul pipelined at stages 2 and 3 for u4/u3/u8/f4e2m1, split-K both
-ways, atomic additions, the rank-3 + reshape attention-style kernel) and a
-flash-attention kernel at head dimension 64, written here. Everything compiles with
+ways, atomic additions, the rank-3 + reshape attention-style kernel), a
+flash-attention kernel at head dimensions 64 and 128 (64×64 tiles), written here, and
+`tilelang.kernels.flash_attention` at head dimensions 128 and 256 (its default tiles). Everything compiles with
 NVRTC only, no GPU. tests/test_plan.py checks the same cases (`CASES`) against the
 bound `TOLERANCE`; this script prints the table that shows where the model is off.
 A case that cannot be built prints why and the others go on.
@@ -33,6 +34,7 @@ import softmax  # noqa: E402
 import vector_add  # noqa: E402
 
 import tilelang as tl  # noqa: E402
+from tilelang.kernels import attention  # noqa: E402
 from tilelang.passes import plan_registers  # noqa: E402
 
 #: The estimate must lie within this fraction of ptxas's count (tests/test_plan.py).
@@ -178,6 +180,13 @@ def _quant_cases() -> list[Case]:
     return cases
 
 
+def _attention(head_dim: int) -> dict[str, Any]:
+    """tilelang.kernels.flash_attention's specialization: causal, with the lse, f16, at
+    the default tiles of `head_dim`."""
+    tiles = attention.default_tiles(head_dim)
+    return dict(T=tl.f16, CAUSAL=True, LSE=True, **tiles)
+
+
 CASES: tuple[Case, ...] = (
     Case("vector_add", vector_add.vector_add),
     Case("softmax", softmax.softmax),
@@ -197,6 +206,11 @@ CASES: tuple[Case, ...] = (
     Case("heads S=3", heads, {"STAGES": 3}),
     Case("flash attention D=64 S=2", flash_attention, {"STAGES": 2}),
     Case("flash attention D=64 S=3", flash_attention, {"STAGES": 3}),
+    Case("flash attention D=128 S=2", flash_attention, {"HD": 128, "STAGES": 2}),
+    *(
+        Case(f"kernels.flash_attention D={d}", attention.flash_attention_kernel, _attention(d))
+        for d in (128, 256)
+    ),
 )
 
 

@@ -168,7 +168,7 @@ def make_inputs(m: int, k: int, n: int, weight_type: tl.DType, group: int, seed:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((m, k)) / 4).astype(np.float16)
     w = tl.pack_codes(random_codes(rng, weight_type, (k, n)), weight_type)
-    scale_scale = 1.0 / max(abs(weight_type.min), abs(weight_type.max), 1)
+    scale_scale = 1.0 / max(abs(weight_type.min), abs(weight_type.max), 1)  # s < 2
     s = (rng.uniform(0.5, 1.5, (-(-k // group), n)) * scale_scale).astype(np.float16)
     return x, w, s
 
@@ -192,6 +192,10 @@ def reference(x: np.ndarray, w: tl.PackedArray, s: np.ndarray, group: int) -> np
     return (x.astype(np.float64) @ dequantized).astype(np.float16)
 
 
+#: make_inputs draws scales in [+0, 2): the value fact `check` states (`assume={"s": 2}`).
+SCALE_BOUND = 2
+
+
 def tolerance(k: int) -> float:
     """Relative error bound: f32 accumulation of k terms in some order, then an f16 rounding
     that may go the other way than the exact sum's (one f16 ulp, 2^-10 relative)."""
@@ -204,13 +208,17 @@ def check(
     x, w, s = make_inputs(m, k, n, weight_type, group)
     w = pack_weights(w, **tiles)
     y = np.zeros((m, n), np.float16)
+    # What we know of the scales (make_inputs: +0 <= s < 2): a value fact, checked before
+    # the launch, under which the lowering folds each scale into the dequantization
+    # (where a tile holds one group, G >= BK, and the fold is exact: docs/design.md).
+    facts = {"s": SCALE_BOUND}
     if on_gpu:
         out = tl.DeviceBuffer(y)
         args = (tl.DeviceBuffer(x), tl.DeviceBuffer(w), tl.DeviceBuffer(s), out)
-        quant_matmul(*args, WT=weight_type, G=group, **tiles)
+        quant_matmul(*args, WT=weight_type, G=group, assume=facts, **tiles)
         y = out.numpy()
     else:
-        y = quant_matmul(x, w, s, y, WT=weight_type, G=group, **tiles)
+        y = quant_matmul(x, w, s, y, WT=weight_type, G=group, assume=facts, **tiles)
     expected = reference(x, w, s, group).astype(np.float32)
     scale = max(float(np.abs(expected).max()), 1e-3)
     error = float(np.abs(y.astype(np.float32) - expected).max()) / scale

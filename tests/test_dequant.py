@@ -14,6 +14,7 @@ import pytest
 from tilelang import dtypes as d
 from tilelang.ir import thread as t
 from tilelang.lowering import dequant as dq
+from tilelang.lowering.encode import encode_scalar
 from tilelang.runtime.cpu import compile_cpu
 
 I32, I64, U32 = d.i32, d.i64, d.u32
@@ -194,7 +195,7 @@ def test_codes_paired_across_halves_convert_exactly(src, dst):
     assert _run_group(src, dst, paired(src)) == ((src.name, dst.name) not in SCALAR_ONLY)
 
 
-@pytest.mark.parametrize("src", [d.u3, d.i5, d.f6e3m2, d.u4, d.i8, d.f8e4m3], ids=str)
+@pytest.mark.parametrize("src", [d.u3, d.i5, d.f6e3m2, d.u4, d.i8, d.f8e4m3, d.f4e2m1], ids=str)
 def test_codes_in_any_order_convert_exactly(src):
     elements, _ = dq.group(src)
     for dst in TARGETS:
@@ -207,6 +208,15 @@ def test_paired_codes_need_no_move_per_pair(src, most):
     it that of pairs 2 and 3, then one lop3 and one sub per pair: 9 per 8 codes."""
     _, _, stmts = _group_kernel(src, d.f16, paired(src))
     assert len(stmts) - dq.group(src)[1] <= most
+
+
+@pytest.mark.parametrize("src", [d.f4e2m1, d.float_type(1, 2), d.float_type(3, 0)], ids=str)
+def test_paired_4_bit_floats_to_f16_place_whole_words(src):
+    """4-bit floats -> f16 paired: each code word's upper and lower codes are placed
+    into bytes by 3 word instructions each (plus the shift of the lower codes), then one
+    prmt and the bias product per pair: 15 per 8 codes, not 5 per pair."""
+    _, _, stmts = _group_kernel(src, d.f16, paired(src))
+    assert len(stmts) - dq.group(src)[1] <= 15
 
 
 def _exprs(stmts):
@@ -377,7 +387,7 @@ def _encode_kernel(dst: d.DType) -> t.ThreadFunction:
         offset, let = _offset(f"xo{k}", i, source.bits // 8)
         body += [let, t.GlobalLoad(t.Reg(f"x{k}", 0), source.bits // 8, f"x{k}", offset)]
         value = lets.let(t.Read(f"x{k}", 0, source), "x")
-        code = dq.encode_scalar(lets, value, dst)
+        code = encode_scalar(lets, value, dst)
         assert code.dtype == U32
         y_offset, let_y = _offset(f"yo{k}", i, 4)
         stores += [
@@ -414,7 +424,7 @@ def test_encode_rounds_f64_once():
     it would be the tie 1.25 and round to even, 1.0)."""
     lets = Lets()
     x = t.Name("x", d.f64)
-    code = dq.encode_scalar(lets, x, d.f4e2m1)
+    code = encode_scalar(lets, x, d.f4e2m1)
     fn_body = [
         t.GlobalLoad(t.Reg("x", 0), 8, "x", t.Imm(0, I64)),
         t.Let(x, t.Read("x", 0, d.f64)),
@@ -444,7 +454,7 @@ def test_encode_scalar_from_integers():
     for dst in (d.u4, d.i4, d.u8, d.i8, d.f4e2m1, d.f8e4m3, d.f8e5m2, d.f16, d.bf16):
         lets = Lets()
         x = t.Name("x", I32)
-        code = dq.encode_scalar(lets, x, dst)
+        code = encode_scalar(lets, x, dst)
         body = [
             *_thread_index()[1],
             t.Let(t.Name("xo", I64), t.Binary("mul", t.Cvt(t.Name("i", I32), I64), t.Imm(4, I64))),
@@ -471,6 +481,6 @@ def test_encode_scalar_from_integers():
 
 def test_encode_scalar_rejects_bad_types():
     with pytest.raises(ValueError, match="at most 32 bits"):
-        dq.encode_scalar(Lets(), t.Imm(0.0, d.f32), d.f64)
+        encode_scalar(Lets(), t.Imm(0.0, d.f32), d.f64)
     with pytest.raises(ValueError, match="u1"):
-        dq.encode_scalar(Lets(), t.Imm(0, d.u1), d.f8e4m3)
+        encode_scalar(Lets(), t.Imm(0, d.u1), d.f8e4m3)

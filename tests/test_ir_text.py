@@ -222,11 +222,19 @@ def odd_function() -> ir.Function:
             ir.Relayout(var("rl", F16), weird, attrs=(("n", -3), ("s", 'q"'), ("t", True))),
             ir.AtomicAdd(weird, (), var("rl", F16)),
             ir.AtomicAdd(weird, (c(-1, dt.i32),), weird, var("l", tile(dt.f6e3m2, 2)), loc=loc(9)),
+            ir.LoadScalar(var("ls", F16), weird, (c(-1, dt.i32),), c(2.5, dt.f16)),
+            ir.Item(var("it", F16), weird),
+            ir.Gather(var("g", tile(dt.f16, 4, 2)), weird, (), var("ls", F16), 1),
+            ir.Scatter(weird, (c(0, dt.i32),), var("ls", F16), 0, var("g", tile(dt.f16, 4, 2))),
+            ir.Concat(var("cc", tile(dt.f16, 4, 4)), (var("g", tile(dt.f16, 4, 2)), weird), 1),
             ir.SharedAlloc(var("sb", SharedType(dt.f16, (2, 4)))),
             ir.SharedSlice(
                 var("ss", SharedType(dt.f16, (4,))),
                 var("sb", SharedType(dt.f16, (2, 4))),
                 c(1, dt.i32),
+            ),
+            ir.SharedTranspose(
+                var("st", SharedType(dt.f16, (4, 2))), var("sb", SharedType(dt.f16, (2, 4))), (1, 0)
             ),
         )
     )

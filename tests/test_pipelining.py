@@ -257,12 +257,17 @@ def test_a_rank3_dot_operand_is_read_from_its_stage_with_ldmatrix():
     body = the_loop(compiled).body.instrs
     assert not any(isinstance(i, ir.Load | ir.Reshape) for i in body)
     # v: load -> reshape -> relayout is one shared_load straight into the mma operand
-    # layout, from the stage sliced once more (the dropped leading dim of size 1)
+    # layout, from the stage sliced once more (the dropped leading dim of size 1); so is
+    # k's load -> reshape -> transpose -> relayout, through a transposed view of the slice
     slices = {i.result: i for i in body if isinstance(i, ir.SharedSlice)}
+    views = {i.result: i.shared for i in body if isinstance(i, ir.SharedTranspose)}
     operands = {v for i in body if isinstance(i, ir.Dot) for v in (i.a, i.b)}
     reads = [i for i in body if isinstance(i, ir.SharedLoad)]
-    (direct,) = [i for i in reads if i.result in operands]
-    assert len(direct.result.type.shape) == 2 and slices[direct.shared].shared in slices
+    direct = [i for i in reads if i.result in operands]
+    assert len(direct) == 2 and sum(i.shared in views for i in direct) == 1
+    for read in direct:
+        source = views.get(read.shared, read.shared)
+        assert len(read.result.type.shape) == 2 and slices[source].shared in slices
     ldmatrix = [s for s in t.walk_stmts(thread_loop(compiled).body) if isinstance(s, t.Ldmatrix)]
     assert ldmatrix
 

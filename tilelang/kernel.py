@@ -48,10 +48,14 @@ from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
 from tilelang.runtime.host_expr import eval_grid
+from tilelang.runtime.value_facts import check_values, value_facts
+from tilelang.runtime.value_facts import forget as forget_facts
 from tilelang.target import CPU, Target
 from tilelang.target import target as find_target
 
 Warps = int | Callable[..., int]
+#: ``min_blocks``: None, an int, or a function of the constexprs giving one.
+MinBlocks = int | Callable[..., int | None] | None
 Facts = tuple[tuple[str, int], ...]
 
 #: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
@@ -61,7 +65,10 @@ MAX_SIZE_DIVISOR = 128
 #: The largest divisor `assume=` may state (what `Function.assume` accepts).
 MAX_ASSUMED_DIVISOR = 1 << 16
 
-_ASSUME_FORMS = "'all', None or a dict of size name -> power-of-two int"
+_ASSUME_FORMS = (
+    "'all', None or a dict of size name -> power-of-two divisor and tensor name -> "
+    "power-of-two bound"
+)
 
 
 class CompiledKernel:
@@ -178,10 +185,12 @@ class Specialization:
     of it reuses (its argument checks prepared, its IR text for cache keys, the pass
     results and compiled kernels per size facts and target)."""
 
-    def __init__(self, function: ir.Function) -> None:
+    def __init__(self, function: ir.Function, min_blocks: int | None = None) -> None:
         self.function = function
+        self.min_blocks = min_blocks  # the CUDA build's __launch_bounds__ minimum blocks
         self.arguments = ArgumentBinder(function)
         self.tensors = tuple(p.name for p in function.params if isinstance(p.type, TensorType))
+        self.names = frozenset(p.name for p in function.params)  # every runtime parameter
         self.stages: dict[tuple[Facts, str], dict[str, ir.Function]] = {}
         self.compiled: dict[tuple[Facts, str], CompiledKernel] = {}
 
@@ -192,18 +201,22 @@ class Specialization:
 
     def key_text(self, facts: Facts) -> str:
         """The frontend IR text with `facts` (what `print_function` shows as `assume`)."""
-        return self.text + "\nassume " + ", ".join(f"{n} % {d}" for n, d in facts)
+        tensors = set(self.tensors)
+        shown = (f"0 <= {n} < {d}" if n in tensors else f"{n} % {d}" for n, d in facts)
+        return self.text + "\nassume " + ", ".join(shown)
 
 
 class Kernel:
-    def __init__(self, fn: Callable, warps: Warps = 4):
+    def __init__(self, fn: Callable, warps: Warps = 4, min_blocks: MinBlocks = None):
         self.fn = fn
         self.warps = warps
+        self.min_blocks = min_blocks
         self.params = read_signature(fn)
         self._constexprs = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
         self._runtime = tuple(p.name for p in self.params if not isinstance(p, ConstexprParam))
         self._source: SourceFunction | None = None
         self._specializations: dict[tuple, Specialization] = {}
+        self._given: dict[tuple, Specialization] = {}  # by constexprs as a call gives them
         functools.update_wrapper(self, fn)
 
     @property
@@ -237,12 +250,24 @@ class Kernel:
         return values
 
     def specialization(self, **constexprs: Any) -> Specialization:
-        """The specialization for the given compile-time constants (cached)."""
+        """The specialization for the given compile-time constants (cached; a warm call
+        finds it by the constants as given, before defaults and normalization)."""
+        try:
+            given = tuple(constexprs.items())
+            found = self._given.get(given)
+        except TypeError:  # an unhashable value (a list): looked up the long way
+            given, found = None, None
+        if found is not None:
+            return found
         constants = self.constants(constexprs)
         key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
         found = self._specializations.get(key)
         if found is None:
-            found = self._specializations[key] = Specialization(self._build(constants))
+            found = self._specializations[key] = Specialization(
+                self._build(constants), self._min_block_count(constants)
+            )
+        if given is not None:
+            self._given[given] = found
         return found
 
     def specialize(self, **constexprs: Any) -> ir.Function:
@@ -289,6 +314,9 @@ class Kernel:
 
         `assume`: a dict of size name -> power-of-two divisor, `None` for no facts, or
         "all" (the default): every size a multiple of 128, as sizes of real models are.
+        A tensor name -> a power of two b states a value fact: every element of that
+        tensor is +0 or positive and below b (`tilelang.analysis.value_bounds`; a call
+        states it with `assume=` too, and checks it on the arrays before running).
         `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
         "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed); see
         `tilelang.target.TARGETS`.
@@ -315,7 +343,10 @@ class Kernel:
             compiled = CompiledKernel(self.fn.__name__, stages, thread)
             _ = compiled.thread  # lower now: a kernel that cannot be lowered fails at compile
             return compiled
-        build = cuda_build((spec.key_text(facts),), thread, target.arch)
+        key = (spec.key_text(facts),)
+        if spec.min_blocks is not None:
+            key += (f"min_blocks {spec.min_blocks}",)
+        build = cuda_build(key, thread, target.arch, min_blocks=spec.min_blocks)
         return CompiledKernel(self.fn.__name__, stages, lambda: build.thread, build)
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
@@ -365,6 +396,18 @@ class Kernel:
             sizes[name] = Scalar(ir.Var(name, ScalarType(INDEX)))
         return sizes
 
+    def _min_block_count(self, constants: dict[str, Any]) -> int | None:
+        given = self.min_blocks
+        count = given(**constants) if callable(given) else given
+        if count is not None and (
+            not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 32
+        ):
+            raise TileLangError(
+                f"{self.fn.__name__}: min_blocks must be None or an int from 1 to 32 "
+                f"(blocks per multiprocessor), got {count!r}"
+            )
+        return count
+
     def _warp_count(self, constants: dict[str, Any]) -> int:
         warps = self.warps(**constants) if callable(self.warps) else self.warps
         if not isinstance(warps, int) or not 1 <= warps <= 32:
@@ -396,33 +439,59 @@ class Kernel:
             raise TypeError(f"{self.fn.__name__}() is missing arguments: {', '.join(missing)}")
         return values, constexprs
 
-    def interpret(self, *args: Any, **kwargs: Any) -> Any:
-        """Runs the frontend's block IR on host arrays through the reference interpreter."""
+    def interpret(self, *args: Any, assume: Mapping[str, int] | None = None, **kwargs: Any) -> Any:
+        """Runs the frontend's block IR on host arrays through the reference interpreter
+        (`assume`: value facts, checked as a call checks them)."""
         values, constexprs = self._split_arguments(args, kwargs)
         spec = self.specialization(**constexprs)
+        check_values(value_facts(self.fn.__name__, spec.tensors, assume), values)
+        forget_facts(values[name] for name in spec.arguments.stored)  # about to be written
         bound = spec.arguments.bind(_imported(values, spec))
         interpreter.run(spec.function, bound.tensors, bound.scalars, bound.sizes)
         return self._outputs(values, bound)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, assume: Mapping[str, int] | None = None, **kwargs: Any) -> Any:
         """Runs the kernel: on the GPU when the tensors are device arrays (torch, cupy,
-        `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend."""
+        `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend.
+
+        `assume`: value facts, tensor name -> a power of two b: every element of that
+        tensor is +0 or positive and below b; the kernel is specialized on them and they
+        are checked on the arrays before anything runs (`tilelang.runtime.value_facts`)."""
         values, constexprs = self._split_arguments(args, kwargs)
-        spec = self.specialization(**constexprs)
+        return self.run(self.specialization(**constexprs), values, assume)
+
+    def run(
+        self, spec: Specialization, values: dict[str, Any], assume: Mapping[str, int] | None = None
+    ) -> Any:
+        """A call of `spec` (one of this kernel's specializations) with every runtime
+        argument by name: what `__call__` does once it has found the specialization, for
+        callers that already hold it (`tilelang.torch`'s operators)."""
+        if values.keys() != spec.names:
+            missing = sorted(spec.names - values.keys())
+            extra = sorted(values.keys() - spec.names)
+            raise TypeError(
+                f"{self.fn.__name__}(): run() takes every runtime argument by name; "
+                f"missing {missing}, unexpected {extra}"
+            )
+        stated = value_facts(self.fn.__name__, spec.tensors, assume)
+        check_values(stated, values)
+        forget_facts(values[name] for name in spec.arguments.stored)  # about to be written
         arguments = _imported(values, spec)
         if any(_on_gpu(arguments[name]) for name in spec.tensors):
-            return self._call_gpu(spec, arguments, values)
+            return self._call_gpu(spec, arguments, values, stated)
         bound = spec.arguments.bind(arguments)
-        compiled = self._compile(spec, _size_facts(bound.sizes), CPU)
+        compiled = self._compile(spec, tuple(sorted(_size_facts(bound.sizes) + stated)), CPU)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
         compiled.cpu.launch({**buffers, **bound.scalars, **bound.sizes})
         write_back()
         return self._outputs(values, bound)
 
-    def _call_gpu(self, spec: Specialization, values: dict[str, Any], given: dict[str, Any]) -> Any:
+    def _call_gpu(
+        self, spec: Specialization, values: dict[str, Any], given: dict[str, Any], stated: Facts
+    ) -> Any:
         bound = spec.arguments.bind_device(values)
         target = find_target(gpu.device_arch())
-        compiled = self._compile(spec, _size_facts(bound.sizes), target)
+        compiled = self._compile(spec, tuple(sorted(_size_facts(bound.sizes) + stated)), target)
         scalars = {**bound.scalars, **bound.sizes}
         grid = eval_grid(compiled.thread.grid, scalars)
         tensors = [values[name] for name in bound.pointers]
@@ -445,9 +514,15 @@ def _imported(values: dict[str, Any], spec: Specialization) -> dict[str, Any]:
     """The values with other libraries' tensors read through DLPack (`runtime.dlpack`):
     zero-copy views the argument checks and launches take; the caller's objects are
     what a call returns."""
-    if not any(dlpack.is_dlpack(values[name]) for name in spec.tensors):
-        return values
-    return {name: dlpack.imported(v) if name in spec.tensors else v for name, v in values.items()}
+    arguments = values
+    for name in spec.tensors:
+        value = values[name]
+        found = dlpack.imported(value)
+        if found is not value:
+            if arguments is values:
+                arguments = dict(values)
+            arguments[name] = found
+    return arguments
 
 
 def _on_gpu(value: object) -> bool:
@@ -470,6 +545,7 @@ def _assumed_facts(function: ir.Function, assume: object) -> Facts:
     `MAX_SIZE_DIVISOR`), None (nothing), or a mapping of the kernel's size names to
     powers of two; anything else is a `TypeError`/`ValueError` naming `assume`."""
     sizes = [size.name for size in function.sizes]
+    tensors = [p.name for p in function.params if isinstance(p.type, TensorType)]
     if isinstance(assume, str):
         if assume != "all":
             raise ValueError(f"assume: expected {_ASSUME_FORMS}, got the string {assume!r}")
@@ -480,10 +556,11 @@ def _assumed_facts(function: ir.Function, assume: object) -> Facts:
         raise TypeError(f"assume: expected {_ASSUME_FORMS}, got {type(assume).__name__} {assume!r}")
     facts = {}
     for name, divisor in assume.items():
-        if name not in sizes:
+        if name not in sizes and name not in tensors:
             raise ValueError(
                 f"assume: {name!r} is not a size of {function.name}() "
-                f"(its sizes: {', '.join(sizes) or 'none'})"
+                f"(its sizes: {', '.join(sizes) or 'none'}) nor a tensor (its tensors: "
+                f"{', '.join(tensors) or 'none'})"
             )
         facts[name] = _power_of_two(name, divisor)
     return tuple(sorted(facts.items()))
@@ -546,11 +623,19 @@ def _ir_constant(value: Any) -> ir.ConstexprValue:
     return repr(value)
 
 
-def kernel(fn: Callable | None = None, *, warps: Warps = 4):
-    """Decorates a kernel: `@tilelang.kernel` or `@tilelang.kernel(warps=8)`."""
+def kernel(fn: Callable | None = None, *, warps: Warps = 4, min_blocks: MinBlocks = None):
+    """Decorates a kernel: `@tilelang.kernel` or `@tilelang.kernel(warps=8)`.
+
+    `warps` (or a function of the constexprs giving it): warps per block. `min_blocks`
+    (or a function of the constexprs): the blocks each multiprocessor must be able to
+    hold at once, CUDA's ``__launch_bounds__(threads, min_blocks)`` — ptxas then may
+    use up to 65536 / (min_blocks · threads) registers a thread (at most 255), and
+    only then. None (the default) states nothing, and ptxas may cap registers below
+    255 to fit more blocks, spilling to do so; ``min_blocks=1`` lets a kernel that needs
+    many registers have them all."""
     if fn is None:
-        return lambda f: Kernel(f, warps)
-    return Kernel(fn, warps)
+        return lambda f: Kernel(f, warps, min_blocks)
+    return Kernel(fn, warps, min_blocks)
 
 
 def func(fn: Callable) -> Func:

@@ -25,6 +25,7 @@ from tilelang.ir.thread_verify import verify_thread_function
 from tilelang.lowering import lower
 from tilelang.passes import (
     analyze,
+    hoist_relayouts,
     infer_layouts,
     plan_registers,
     plan_shared,
@@ -44,6 +45,7 @@ PIPELINE: tuple[tuple[str, Pass], ...] = (
     ("simplify", simplify.run),
     ("infer_layouts", infer_layouts.run),
     ("verify_layouts", verify.run),
+    ("hoist_relayouts", hoist_relayouts.run),
     ("pipeline", software_pipeline.run),
     ("analyze", analyze.run),
     ("vectorize", vectorize.run),

@@ -165,19 +165,24 @@ def _stored_tensors(fn: t.ThreadFunction) -> set[str]:
     return set(t.written_tensors(fn.body))
 
 
-def emit_cuda(fn: t.ThreadFunction, launch_bounds: int | None = None) -> str:
+def emit_cuda(
+    fn: t.ThreadFunction, launch_bounds: int | None = None, min_blocks: int | None = None
+) -> str:
     """CUDA C++ source of `fn` (which should pass `verify_thread_function`).
 
     `launch_bounds`: the ``__launch_bounds__`` maximum threads per block (default and
-    minimum: `fn.threads`). A function that breaks a rule of thread IR raises the
-    verifier's `ThreadIRError` here, before any C++ exists."""
+    minimum: `fn.threads`); `min_blocks`, if given, its minimum blocks per
+    multiprocessor (`tilelang.kernel`'s option). A function that breaks a rule of thread
+    IR raises the verifier's `ThreadIRError` here, before any C++ exists."""
     verify_thread_function(fn)
     bound = fn.threads if launch_bounds is None else launch_bounds
     if bound < fn.threads:
         raise CudaEmitError(
             f"{fn.name}: launch bounds {bound} below the kernel's {fn.threads} threads"
         )
-    return _Emitter(fn).run(bound)
+    if min_blocks is not None and min_blocks < 1:
+        raise CudaEmitError(f"{fn.name}: min_blocks must be at least 1, got {min_blocks}")
+    return _Emitter(fn).run(bound if min_blocks is None else f"{bound}, {min_blocks}")
 
 
 # --------------------------------------------------------------------------- the emitter
@@ -227,7 +232,7 @@ class _Emitter:
     def expr(self, e: t.Expr) -> str:
         return self.x.expr(e)
 
-    def run(self, bound: int) -> str:
+    def run(self, bound: int | str) -> str:
         fn = self.fn
         params = kernel_params(fn)
         signature: list[str] = []
@@ -298,6 +303,10 @@ class _Emitter:
         method(s)
 
     def stmt_Let(self, s: t.Let) -> None:
+        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
+
+    def stmt_Uniform(self, s: t.Uniform) -> None:
+        # every thread computes the same value from its own registers
         self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
 
     def stmt_SetLocal(self, s: t.SetLocal) -> None:

@@ -26,8 +26,10 @@ One function, `ENTRY` (``tilelang_entry``)::
 
 Execution strategy (docs/design.md §7)
 ---------------------------------
-The body is planned into *items*: hoisted uniform `Let`s, *regions* (maximal runs of
-statements without collectives, each a loop over the block's threads), collectives
+The body is planned into *items*: hoisted uniform `Let`s, `Uniform`s at the uniform
+level (evaluated once, in thread 0's environment, after the region before them),
+*regions* (maximal runs of statements without collectives, each a loop over the
+block's threads), collectives
 (each a loop over warps, then lanes: every lane's operands are read before any result
 is written) and uniform `For`/`If` statements that contain collectives (they stay
 outside the thread loops; their bounds/conditions are evaluated once). `Barrier` only
@@ -137,7 +139,7 @@ def _has_collective(stmt: t.Stmt) -> bool:
 
 @dataclass
 class _Item:
-    """One step at the uniform level: kind in let, region, coll, for, if."""
+    """One step at the uniform level: kind in let, uniform, region, coll, for, if."""
 
     kind: str
     id: int
@@ -206,7 +208,7 @@ class _Plan:
                 item = self.new("region", depth, stmts=tuple(region))
                 for stmt in t.walk_stmts(item.stmts):
                     self.note(item, stmt)
-                    if isinstance(stmt, t.Let):
+                    if isinstance(stmt, t.Let | t.Uniform):
                         self.varying.add(stmt.name.name)
                         self.defined_in[stmt.name.name] = item.id
                 items.append(item)
@@ -217,11 +219,17 @@ class _Plan:
                 item = self.new("let", depth, stmt=stmt)
                 self.note(item, stmt)
                 lets.append(item)
+            elif isinstance(stmt, t.Uniform):
+                # after the regions before it (which wrote what it reads), once per block
+                flush()
+                item = self.new("uniform", depth, stmt=stmt)
+                self.note(item, stmt)
+                items.append(item)
             elif not _has_collective(stmt):
                 region.append(stmt)
                 # Names defined so far in this region are varying for later Lets.
                 for inner in t.walk_stmts((stmt,)):
-                    if isinstance(inner, t.Let):
+                    if isinstance(inner, t.Let | t.Uniform):
                         self.varying.add(inner.name.name)
             else:
                 flush()
@@ -425,6 +433,9 @@ class _Emitter:
         for item in items:
             if item.kind == "let":
                 env.names[item.stmt.name.name] = self.expr(item.stmt.value, env)
+            elif item.kind == "uniform":  # the same in every thread: thread 0's value
+                first = self.thread_env(item, env, int_const(I32, 0))
+                env.names[item.stmt.name.name] = self.expr(item.stmt.value, first)
             elif item.kind == "region":
                 self.region(item, env)
             elif item.kind == "coll":
@@ -516,7 +527,7 @@ class _Emitter:
     def stmt(self, stmt: t.Stmt, env: _Env) -> None:
         b = self.b
         tid = env.tid
-        if isinstance(stmt, t.Let):
+        if isinstance(stmt, t.Let | t.Uniform):  # a Uniform inside a region: per thread
             value = self.expr(stmt.value, env)
             env.names[stmt.name.name] = value
             if stmt.name.name in self.plan.escaping:

@@ -22,6 +22,7 @@ from tilelang.ir.layout import Layout, column_local, column_spatial, local, spat
 
 __all__ = [
     "LDMATRIX_ATOMS",
+    "LDMATRIX_CANDIDATES",
     "MMA_ATOMS",
     "MMA_M16N8K16_F16",
     "MMA_M16N8K32_I8",
@@ -186,3 +187,17 @@ class LdmatrixAtom:
 LDMATRIX_ATOMS: dict[str, LdmatrixAtom] = {
     atom.name: atom for atom in (LdmatrixAtom(n, t) for t in (False, True) for n in (1, 2, 4))
 }
+
+#: The ldmatrix forms the lowering tries for a register tile, in order (the register
+#: estimate predicts the same choice): the widest first, x2 side by side for the
+#: transposed B fragment (Kᵀ read as K is stored).
+LDMATRIX_CANDIDATES = (
+    LdmatrixAtom(4, False, (2, 2)),
+    LdmatrixAtom(4, True, (2, 2)),
+    LdmatrixAtom(2, True),
+    LdmatrixAtom(2, False),
+    LdmatrixAtom(2, False, (1, 2)),
+    LdmatrixAtom(2, True, (1, 2)),
+    LdmatrixAtom(1, False),
+    LdmatrixAtom(1, True),
+)

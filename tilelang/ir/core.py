@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from tilelang.dtypes import DType
-from tilelang.ir.types import Type
+from tilelang.ir.types import ScalarType, Type
 
 if TYPE_CHECKING:
     from tilelang.ir.checks import Checker
@@ -253,7 +253,10 @@ class Function:
     `params` are the user's tensors and runtime scalars in declaration order; `sizes`
     are the size symbols of the tensors' shapes, bound at launch (scalar i32 values).
     `assume` holds specialization facts, `(size name, d)` pairs meaning "this size is a
-    multiple of d" (d a power of two); the launch checks them (text: `assume(K % 16)`).
+    multiple of d" (d a power of two; text: `assume(K % 16)`), and `(tensor name, b)`
+    pairs meaning "every element of this tensor is +0 or positive (sign bit clear) and
+    below b" (b a power of two; text: `assume(0 <= s < 64)`,
+    `tilelang.analysis.value_bounds`); the launch checks them.
     """
 
     name: str
@@ -267,7 +270,17 @@ class Function:
 
     def __post_init__(self) -> None:
         sizes = {var.name for var in self.sizes}
+        tensors = {var.name for var in self.params if not isinstance(var.type, ScalarType)}
         for name, divisor in self.assume:
+            if name in tensors:
+                if not (isinstance(divisor, int) and 0 < divisor <= 1 << 16) or divisor & (
+                    divisor - 1
+                ):
+                    raise ValueError(
+                        f"assume(0 <= {name} < {divisor}): the bound must be a power of two "
+                        "up to 65536"
+                    )
+                continue
             if name not in sizes:
                 raise ValueError(f"assume({name} % {divisor}): {name} is not a size of the kernel")
             if not (isinstance(divisor, int) and 0 < divisor <= 1 << 16) or divisor & (divisor - 1):

@@ -94,12 +94,22 @@ class DotLayouts:
 
 
 def dot_layouts(
-    m: int, n: int, k: int, operand: DType, accumulator: DType, warps: int
+    m: int,
+    n: int,
+    k: int,
+    operand: DType,
+    accumulator: DType,
+    warps: int,
+    *,
+    split_rows: bool = False,
 ) -> DotLayouts | None:
     """The mma layouts of ``[m, k] @ [k, n] + [m, n]``, or None when no atom fits.
 
     Among the warp grids wm × wn = `warps` with wm | m/16 and wn | n/8, the one whose
-    per-warp tile (m/wm) × (n/wn) is closest to square (then fewer warp rows). With
+    per-warp tile (m/wm) × (n/wn) is closest to square (then fewer warp rows); with
+    `split_rows`, the grid with the most warp rows (wn = 1 where m/16 allows: each warp
+    owns whole rows of the result, so a dot chain keeps a row's values in one warp and
+    the A operand is never replicated). With
     rm, rn, rk the atom's repeats per warp: a = ``(spatial(wm, 1) * replicated(wn)) *
     local(rm, rk) * atom.a``, b = ``(replicated(wm) * spatial(1, wn)) * local(rk, rn) *
     atom.b``, c = ``spatial(wm, wn) * local(rm, rn) * atom.c``.
@@ -107,7 +117,7 @@ def dot_layouts(
     for atom in mma_atoms_for(str(operand)):
         if atom.acc_dtype != str(accumulator) or m % atom.m or n % atom.n or k % atom.k:
             continue
-        grid = _warp_grid(m, n, atom.m, atom.n, warps)
+        grid = _warp_grid(m, n, atom.m, atom.n, warps, split_rows)
         if grid is None:
             continue
         wm, wn = grid
@@ -122,7 +132,9 @@ def dot_layouts(
     return None
 
 
-def _warp_grid(m: int, n: int, atom_m: int, atom_n: int, warps: int) -> tuple[int, int] | None:
+def _warp_grid(
+    m: int, n: int, atom_m: int, atom_n: int, warps: int, split_rows: bool = False
+) -> tuple[int, int] | None:
     grids = [
         (wm, warps // wm)
         for wm in range(1, warps + 1)
@@ -135,6 +147,8 @@ def _warp_grid(m: int, n: int, atom_m: int, atom_n: int, warps: int) -> tuple[in
         rows, cols = m // grid[0], n // grid[1]
         return Fraction(max(rows, cols), min(rows, cols)), grid[0]
 
+    if split_rows:
+        return max(grids)
     return min(grids, key=squareness)
 
 

@@ -82,7 +82,7 @@ type_start: type
 function: "kernel" name "(" typed_vars ")" [sizes] "warps" "(" SINT ")" [assume] [constexprs] [loc] "{" _NL block "}"
 sizes: "sizes" "(" typed_vars ")"
 assume: "assume" "(" assume_fact ("," assume_fact)* ")"
-assume_fact: name "%" SINT
+assume_fact: name "%" SINT | "0" "<=" name "<" SINT
 typed_vars: (typed_var ("," typed_var)*)?
 typed_var: VAR ":" type
 constexprs: "constexprs" "(" (constexpr ("," constexpr)*)? ")"

@@ -24,7 +24,8 @@ Only `for`, `if` and `associative_scan`, which hold bodies, are spelled here:
 - an `AssociativeScan` reads
   `%h, %s = associative_scan %a, %b axis(1) reverse lhs(%a1: f32, %b1: f32)
   rhs(%a2: f32, %b2: f32) -> (TYPES) loc(...) {`, then its combine body;
-- the header lists `Function.assume` after `warps(...)` as `assume(K % 16, N % 8)`.
+- the header lists `Function.assume` after `warps(...)` as `assume(K % 16, N % 8)`
+  (a tensor's value fact as `0 <= s < 64`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from tilelang.ir.text import (
     print_var,
     quote,
 )
-from tilelang.ir.types import ScalarType
+from tilelang.ir.types import ScalarType, TensorType
 
 INDENT = "  "
 
@@ -78,7 +79,11 @@ def _header(fn: Function) -> str:
         text += f" sizes({', '.join(_typed_var(v) for v in fn.sizes)})"
     text += f" warps({fn.warps})"
     if fn.assume:
-        facts = ", ".join(f"{print_name(name)} % {divisor}" for name, divisor in fn.assume)
+        tensors = {v.name for v in fn.params if isinstance(v.type, TensorType)}
+        facts = ", ".join(
+            f"0 <= {print_name(name)} < {n}" if name in tensors else f"{print_name(name)} % {n}"
+            for name, n in fn.assume
+        )
         text += f" assume({facts})"
     if fn.constexprs:
         items = ", ".join(

@@ -253,6 +253,14 @@ class SharedLayout:
             raise TypeError("swizzled(bits, base, shift) needs all three numbers")
         return SharedLayout(self.dims, Swizzle(bits, base, shift))
 
+    def permute(self, perm: Sequence[int]) -> SharedLayout:
+        """The same memory with dimension `perm[i]` as dimension i (a transposed view:
+        offsets and swizzle unchanged)."""
+        perm = tuple(perm)
+        if sorted(perm) != list(range(self.rank)):
+            raise ValueError(f"perm must be a permutation of 0..{self.rank - 1}, got {list(perm)}")
+        return SharedLayout(tuple(self.dims[p] for p in perm), self.swizzle)
+
     def unswizzled(self) -> SharedLayout:
         return SharedLayout(self.dims, None)
 

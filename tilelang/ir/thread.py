@@ -9,7 +9,7 @@ Execution model
 A launch runs `grid` blocks (up to three dimensions); a block runs `threads` threads
 (a multiple of 32; lane = thread % 32, warp = thread // 32). Every thread runs `body`.
 
-* **Scalars** are `Name`s, defined once (`Let`, `Shfl`, a `For` variable) and visible
+* **Scalars** are `Name`s, defined once (`Let`, `Uniform`, `Shfl`, a `For` variable) and visible
   below their definition in the same or an enclosing body. Kernel scalars and sizes
   are `Name`s defined by the function's `params`.
 * **Registers** are the function's `locals`: per-thread arrays `Local(name, dtype,
@@ -22,7 +22,8 @@ A launch runs `grid` blocks (up to three dimensions); a block runs `threads` thr
   shared byte buffer of `shared_bytes` bytes, 16-byte aligned, addressed by i32 byte
   offsets. Out-of-range accesses are undefined: the lowering predicates them away.
 * **Uniformity**: an expression is *uniform* when every thread of the block computes
-  the same value: it uses no `ThreadIndex`, `Read` or varying `Name`. `For` bounds must
+  the same value: it uses no `ThreadIndex`, `Read` or varying `Name` (a `Uniform`
+  statement's Name is uniform by its guarantee). `For` bounds must
   be uniform. *Collectives* (`Barrier`, `Mma`, `Ldmatrix`, `Shfl`) must be reached by
   every thread of the block at once: never inside an `If` whose condition varies.
   The verifier checks both.
@@ -329,6 +330,18 @@ class Let(Stmt):
 
 
 @dataclass(frozen=True)
+class Uniform(Stmt):
+    """`name` = `value`, where `value` may read registers but is the same in every
+    thread of the block here: the lowering guarantees it (a scalar every thread loaded
+    from one address, the element of a tile the block holds replicated). So `name` is
+    uniform: it may bound a loop or decide a branch that holds collectives. A backend
+    may evaluate `value` in any one thread (the LLVM emitter: thread 0)."""
+
+    name: Name
+    value: Expr
+
+
+@dataclass(frozen=True)
 class SetLocal(Stmt):
     """Element `index` of `local` becomes `value` (of the local's dtype)."""
 
@@ -609,7 +622,7 @@ def walk_stmts(body: tuple[Stmt, ...]) -> Iterator[Stmt]:
             yield from walk_stmts(inner)
 
 
-DEFINING_FIELDS = {"Let": "name", "Shfl": "result", "For": "var"}
+DEFINING_FIELDS = {"Let": "name", "Uniform": "name", "Shfl": "result", "For": "var"}
 """The field of each statement class that defines a Name (not an expression it reads)."""
 
 

@@ -81,6 +81,8 @@ def print_stmt(s: t.Stmt, depth: int, lines: list[str]) -> None:
 def _simple(s: t.Stmt) -> str:
     if isinstance(s, t.Let):
         return f"let %{s.name.name}: {s.name.type} = {print_expr(s.value)}"
+    if isinstance(s, t.Uniform):
+        return f"let %{s.name.name}: {s.name.type} = uniform {print_expr(s.value)}"
     if isinstance(s, t.SetLocal):
         return f"{s.local}[{s.index}] = {print_expr(s.value)}"
     if isinstance(s, t.Move):

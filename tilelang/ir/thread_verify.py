@@ -104,6 +104,9 @@ class _Verifier:
         if isinstance(stmt, t.Let):
             self.same(stmt, stmt.name.type, stmt.value.dtype, "the value")
             self.define(stmt, stmt.name, scope, not self.uniform(stmt.value) or divergent)
+        elif isinstance(stmt, t.Uniform):
+            self.same(stmt, stmt.name.type, stmt.value.dtype, "the value")
+            self.define(stmt, stmt.name, scope, divergent)
         elif isinstance(stmt, t.Shfl):
             self.define(stmt, stmt.result, scope, True)
         elif isinstance(stmt, t.For):

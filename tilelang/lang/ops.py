@@ -175,12 +175,19 @@ def _offsets(tensor: Tensor, offsets: object) -> tuple[ir.Value, ...]:
     return tuple(as_scalar(o, INDEX).value for o in offsets)
 
 
-def load(tensor, offsets, shape, fill=None, layout=None) -> Tile:
+def load(tensor, offsets, shape=None, fill=None, layout=None) -> Tile | Scalar:
     """The box of `shape` at `offsets`; elements outside the tensor read `fill` (0).
     `layout`, if given, is the register layout the tile is loaded in (the compiler
-    chooses one otherwise)."""
+    chooses one otherwise).
+
+    Without `shape`: the one element at `offsets`, as a block-uniform runtime scalar
+    (outside the tensor: `fill`). With an integer tile among the offsets (a gather):
+    along that dimension each element's coordinate is the tile's entry for it (the tile
+    broadcasts to `shape` as in numpy), e.g. ``tl.load(cache, [rows[:, None], 0], [R, D])``
+    reads row ``rows[i]`` into row i; the other offsets start a box as usual."""
     tensor = _tensor(tensor, "the first argument of tl.load")
-    offs = _offsets(tensor, offsets)
+    if shape is None:
+        return _load_scalar(tensor, offsets, fill, layout)
     dims = static_shape(shape)
     if len(dims) != tensor.ndim:
         raise current().error(
@@ -189,7 +196,67 @@ def load(tensor, offsets, shape, fill=None, layout=None) -> Tile:
     fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
     given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
     result_type = TileType(tensor.dtype, dims, given)
+    gathered = _gather_axis(tensor, offsets)
+    if gathered is not None:
+        axis, index = gathered
+        rows = _gather_index(index, dims, axis)
+        offs = _offsets(tensor, [0 if d == axis else o for d, o in enumerate(offsets)])
+        return emit_result(
+            ir.Gather, tensor.var.name, result_type, tensor.var, offs, rows.var, axis, fill_const
+        )
+    offs = _offsets(tensor, offsets)
     return emit_result(ir.Load, tensor.var.name, result_type, tensor.var, offs, fill_const)
+
+
+def _load_scalar(tensor: Tensor, offsets: object, fill: object, layout: object) -> Scalar:
+    """`tl.load(t, [i, j])`: one element as a block-uniform scalar."""
+    builder = current()
+    if layout is not None:
+        raise builder.error("tl.load without a shape reads one scalar, which has no layout")
+    if _gather_axis(tensor, offsets) is not None:
+        raise builder.error(
+            "tl.load with a tile among its offsets gathers a tile: give the shape of the "
+            "tile to read (tl.load(t, offsets, shape))"
+        )
+    offs = _offsets(tensor, offsets)
+    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
+    return emit_result(
+        ir.LoadScalar, tensor.var.name, ScalarType(tensor.dtype), tensor.var, offs, fill_const
+    )
+
+
+def _gather_axis(tensor: Tensor, offsets: object) -> tuple[int, Tile] | None:
+    """(dimension, index tile) of the one offset that is a tile (a gather or scatter)."""
+    if not isinstance(offsets, (list, tuple)):
+        return None
+    tiles = [(d, o) for d, o in enumerate(offsets) if isinstance(o, Tile)]
+    if len(tiles) > 1:
+        dims = ", ".join(str(d) for d, _ in tiles)
+        raise current().error(
+            f"a gather or scatter indexes one dimension; offsets {dims} of {tensor.var.name} are "
+            "all tiles (combine them into one row index, e.g. on a reshaped tensor)"
+        )
+    return tiles[0] if tiles else None
+
+
+def _gather_index(index: Tile, dims: tuple[int, ...], axis: int) -> Tile:
+    """The index tile of a gather or scatter: i32, of the tile's rank, each dim 1 or the
+    tile's."""
+    builder = current()
+    if index.dtype.is_float:
+        raise builder.error(
+            f"the index tile of offset {axis} (a gather or scatter) must hold integers, got "
+            f"{index.dtype}"
+        )
+    shape = (1,) * (len(dims) - index.ndim) + tuple(index.shape)
+    fits = len(shape) == len(dims) and all(s in (1, d) for s, d in zip(shape, dims, strict=True))
+    if not fits:
+        raise builder.error(
+            f"the index tile of offset {axis} (a gather or scatter) has shape "
+            f"{list(index.shape)}, which does not broadcast to the tile shape {list(dims)}"
+        )
+    rows = index if index.dtype == INDEX else cast(index, INDEX)
+    return reshape_tile(rows, shape)
 
 
 @composite(ir.Load, ir.View, ir.Relayout)
@@ -269,10 +336,16 @@ def _fill_constant(fill: object, dtype: DType) -> ir.Const:
 
 
 def store(tensor, offsets, value) -> None:
-    """Writes a tile at `offsets`; elements outside the tensor are skipped."""
+    """Writes a tile at `offsets`; elements outside the tensor are skipped. With an
+    integer tile among the offsets (a scatter), element e goes where a gather of the
+    tile's shape would read it from (see `load`); of two elements sent to one place, one
+    is written."""
     builder = current()
     tensor = _tensor(tensor, "the first argument of tl.store")
-    offs = _offsets(tensor, offsets)
+    scattered = _gather_axis(tensor, offsets)
+    offs = _offsets(
+        tensor, offsets if scattered is None else [0 if isinstance(o, Tile) else o for o in offsets]
+    )
     if isinstance(value, Scalar) or is_python_number(value):
         raise builder.error("tl.store needs a tile; build one with tl.full(shape, value, dtype)")
     tile = require_tile(value, "the stored value")
@@ -286,6 +359,11 @@ def store(tensor, offsets, value) -> None:
             f"storing a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
             f"a rank-{tensor.ndim} tensor; reshape it first"
         )
+    if scattered is not None:
+        axis, index = scattered
+        rows = _gather_index(index, tile.shape, axis)
+        builder.emit(ir.Scatter(tensor.var, offs, rows.var, axis, tile.var, loc=builder.loc))
+        return
     builder.emit(ir.Store(tensor.var, offs, tile.var, loc=builder.loc))
 
 
@@ -530,6 +608,59 @@ def split(x, sections, axis=-1) -> tuple[Tile, ...]:
         parts.append(tile[tuple(index)])
         start += width
     return tuple(parts)
+
+
+def concat(tiles, axis=0) -> Tile:
+    """The tiles laid end to end along `axis` (numpy's concatenate): one dtype, one
+    shape except along `axis`. Concatenating parts a tile's layout keeps in registers
+    (the halves `tl.split` gives) moves no data."""
+    if not isinstance(tiles, (list, tuple)):
+        raise current().error(f"tl.concat takes a list of tiles, got {describe(tiles)}")
+    return _concat(list(tiles), axis, "tl.concat")
+
+
+@composite(ir.Concat)
+def join(a, b, axis=-1) -> Tile:
+    """`a` then `b` along `axis` (`tl.concat([a, b], axis)`): the inverse of
+    `tl.split(x, [n, m], axis)`."""
+    return _concat([a, b], axis, "tl.join")
+
+
+def _concat(values: list, axis: object, what: str) -> Tile:
+    builder = current()
+    if not values:
+        raise builder.error(f"{what} needs at least one tile, got an empty list")
+    tiles = [require_tile(v, f"tile {k} of {what}") for k, v in enumerate(values)]
+    first = tiles[0]
+    if first.ndim == 0:
+        raise builder.error(f"{what} joins tiles along an axis; tile 0 has rank 0")
+    axis = static_int(axis, f"the axis of {what}")
+    if not -first.ndim <= axis < first.ndim:
+        raise builder.error(
+            f"the axis of {what} must be in -{first.ndim}..{first.ndim - 1} for tiles of rank "
+            f"{first.ndim}, got {axis}"
+        )
+    axis %= first.ndim
+    for k, tile in enumerate(tiles[1:], start=1):
+        if tile.dtype != first.dtype:
+            raise builder.error(
+                f"{what} joins tiles of one dtype: tile {k} is {tile.dtype}, tile 0 is "
+                f"{first.dtype} (convert with .to())"
+            )
+        others = [(d, n) for d, n in enumerate(tile.shape) if d != axis]
+        if tile.ndim != first.ndim or others != [
+            (d, n) for d, n in enumerate(first.shape) if d != axis
+        ]:
+            raise builder.error(
+                f"{what} along axis {axis}: tile {k} has shape {list(tile.shape)}, tile 0 "
+                f"{list(first.shape)}; they must agree in every other dimension"
+            )
+    if len(tiles) == 1:
+        return first
+    shape = list(first.shape)
+    shape[axis] = builtins.sum(tile.shape[axis] for tile in tiles)  # `sum` is tl.sum here
+    result = TileType(first.dtype, tuple(shape))
+    return emit_result(ir.Concat, first.var.name, result, tuple(t.var for t in tiles), axis)
 
 
 def broadcast(x, shape) -> Tile:

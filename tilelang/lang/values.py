@@ -119,8 +119,12 @@ class Tile(IRValue):
     def T(self) -> Tile:
         return transpose_tile(self)
 
-    def __getitem__(self, index) -> Tile:
+    def __getitem__(self, index) -> Tile | Scalar:
         return index_tile(self, index)
+
+    def item(self) -> Scalar:
+        """The element of a rank-0 tile (e.g. `tl.sum(x)`) as a block-uniform scalar."""
+        return tile_item(self)
 
     def __bool__(self) -> bool:
         raise current().error(
@@ -573,12 +577,30 @@ def expand_dims_by_index(tile: Tile, index: object) -> Tile:
     return index_tile(tile, index)
 
 
-def index_tile(tile: Tile, index: object) -> Tile:
+def tile_item(tile: Tile) -> Scalar:
+    """The element of a rank-0 tile as a block-uniform scalar (`item`)."""
+    if tile.ndim != 0:
+        raise current().error(
+            f".item() takes the element of a rank-0 tile (e.g. tl.sum(x)), but this tile has "
+            f"shape {list(tile.shape)}; index it down to one element first (t[i, j])"
+        )
+    return emit_result(ir.Item, tile.var.name, ScalarType(tile.dtype), tile.var)
+
+
+def index_tile(tile: Tile, index: object) -> Tile | Scalar:
     """Static indexing, as numpy's basic indexing with compile-time ints: `None` (a new
     axis of size 1), `:` or `a:b` (a range, step 1, negative bounds from the end),
     an int (that element, the dimension dropped; negative from the end) and one `...`.
     A box narrower than the tile is a `slice`, then a `reshape` for dropped and new
-    axes."""
+    axes. Indexing every dimension of a tile with an int gives that element as a
+    block-uniform scalar (`item`), as numpy gives a scalar."""
+    found = _index_tile(tile, index)
+    if found.ndim == 0 and tile.ndim > 0:
+        return tile_item(found)
+    return found
+
+
+def _index_tile(tile: Tile, index: object) -> Tile:
     items = list(index) if isinstance(index, tuple) else [index]
     if sum(item is Ellipsis for item in items) > 1:
         raise current().error("a tile index may hold at most one ...")

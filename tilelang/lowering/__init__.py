@@ -15,10 +15,13 @@ has one function registered with `@lowers(Class)`:
   register tiles and their elements, per-thread indices, conversions); `values`: how
   block-IR values live in thread IR;
 - `elementwise`: `full`, `arange`, elementwise operators, casts (with the vector
-  dequantization recipes of `dequant`);
+  dequantization recipes of `dequant`, the encodings of `encode` and the scale folds
+  of `scale_folds`);
 - `memory`: global `load` and `store`;
+- `indirect`: accesses whose addresses come from data: scalar loads, `item`, gathers;
 - `relayout`: moving tiles between layouts (`relayout`, `reshape`, `transpose`,
   `broadcast`, `view`), through registers or a shared scratch area and `ldmatrix`;
+- `concat`: `concat`, relabelling registers or through the shared scratch area;
 - `dot`: `mma` or a generic dot;
 - `reductions`: reductions, in warps (shuffles) or through shared memory;
 - `scans`: `scan` and `associative_scan`, one algorithm on tuples of values: in
@@ -32,9 +35,11 @@ from __future__ import annotations
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.lowering import (
+    concat,
     control,
     dot,
     elementwise,
+    indirect,
     memory,
     reductions,
     relayout,
@@ -45,7 +50,18 @@ from tilelang.lowering.context import LOWERINGS, Lowering, LoweringError, lowers
 from tilelang.target import CPU, Target
 
 #: The modules whose `@lowers` registrations make up the lowering.
-CONCERNS = (elementwise, memory, relayout, dot, reductions, scans, shared, control)
+CONCERNS = (
+    elementwise,
+    memory,
+    indirect,
+    relayout,
+    concat,
+    dot,
+    reductions,
+    scans,
+    shared,
+    control,
+)
 
 __all__ = ["CONCERNS", "LOWERINGS", "LoweringError", "lower", "lowers"]
 

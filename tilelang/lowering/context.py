@@ -17,7 +17,9 @@ from collections.abc import Callable
 import numpy as np
 
 from tilelang import dtypes
+from tilelang.analysis.liveness import Program
 from tilelang.analysis.shared_layouts import total_bytes
+from tilelang.analysis.streaming import streamed_reads
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
@@ -25,7 +27,7 @@ from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.types import TensorType, TileType
 from tilelang.ir.visit import walk
-from tilelang.lowering import dequant
+from tilelang.lowering import dequant, encode
 from tilelang.lowering.thread_builder import I32, I64, U32, ThreadBuilder, imm
 from tilelang.lowering.values import (
     WARP,
@@ -70,6 +72,7 @@ class Lowering:
         self.grid: tuple[t.Expr, ...] = ()
         self.checks: list[tuple[t.Expr, str]] = []  # conditions the host checks at launch
         self.inline: dict[ir.Var, t.Expr] = {}
+        self.value_bounds = None  # analysis.value_bounds.ValueBounds, made on first use
         self.shared_top = 0
         self.scratch_bytes = 0
         self.current_defs: list[set[ir.Var]] = []
@@ -81,6 +84,10 @@ class Lowering:
         self.last_use: dict[ir.Var, ir.Instr] = {}
         self.users: dict[ir.Var, list[ir.Instr]] = {}
         self.producer: dict[ir.Var, ir.Instr] = {}
+        # Dot operands read a k-step at a time (analysis.streaming), and the reads of
+        # those lowered so far, waiting for their dot: ((first, end) index, emit).
+        self.streamed = streamed_reads(Program.of(fn))
+        self.deferred: dict[ir.Var, list] = {}
         for instr in walk(fn):
             for v in instr.defs():
                 self.producer[v] = instr
@@ -240,7 +247,7 @@ class Lowering:
         if dtype == dtypes.u1:
             code = t.Select(value, imm(1, U32), imm(0, U32))
         elif dtype.is_float:
-            code = dequant.encode_scalar(self, value, dtype)
+            code = encode.encode_scalar(self, value, dtype)
         else:
             code = t.Bitcast(value, U32) if value.dtype == I32 else self.b.cvt(value, U32)
         self.put_code(tile, li, code)
@@ -355,7 +362,7 @@ class Lowering:
         if dtype.is_float and is_packed(dtype):
             # a value of the small type: rounded to it once, held exactly as f32
             source = value if value.dtype.is_float else self.b.cvt(value, dtypes.f64)
-            code = self.b.let(dequant.encode_scalar(self, source, dtype), "code")
+            code = self.b.let(encode.encode_scalar(self, source, dtype), "code")
             return dequant.decode_scalar(self, code, dtype, dtypes.f32)
         return self.b.cvt(value, target)
 

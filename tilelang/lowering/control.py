@@ -6,8 +6,10 @@ iterations ahead), ``pipeline_skipped`` (loads it left in place, with a warning)
 
 Tile values carried by a loop or yielded by a branch live in registers assigned at the
 end of each body (all read before any is written, so a loop may swap them); runtime
-scalars carried or yielded live in one-element registers, so they cannot bound a loop
-that holds collectives.
+scalars carried or yielded live in one-element registers. Those whose value reaches a
+loop bound or a branch condition are read once where the body starts (after the loop
+or branch) as a thread-IR `Uniform`: every thread holds the same value, so they may
+bound loops and decide branches that hold collectives.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.instructions.control import zero_step_message
-from tilelang.ir.types import TensorType, TileType
+from tilelang.ir.types import ScalarType, TensorType, TileType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, imm
@@ -69,6 +71,9 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
     lo.loop_stores.append({v for i in walk(instr.body) for v in i.writes()})
     lo.loop_touched.append({v for i in walk(instr.body) for v in i.uses() if _is_tensor(v)})
     with b.nested() as body:
+        for carried, store in zip(instr.carried, carried_store, strict=True):
+            if isinstance(store, ScalarSlot):
+                uniform_scalar(lo, carried, store)
         yielded = lo.block(instr.body)
         assign(lo, carried_store, yielded or ())
     lo.current_defs.pop()
@@ -81,9 +86,9 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
         known = lo.inline_scalar(instr.step)
         lo.checks.append((t.Binary("ne", known, imm(0, known.dtype)), zero_step_message(instr)))
     for result, store in zip(instr.results, carried_store, strict=True):
-        if isinstance(store, ScalarSlot):
+        if isinstance(store, ScalarSlot) and not uniform_scalar(lo, result, store):
             lo.bind_scalar(result, lo.b.let(store.read(), result.name))
-        else:
+        elif not isinstance(store, ScalarSlot):
             lo.env[result] = TileRegs(store.local, store.dtype, store.layout)
 
 
@@ -94,7 +99,7 @@ def count_pipelining(lo: Lowering, loop: ir.For) -> None:
     for instr in _own_instrs(loop.body):
         if isinstance(instr, ir.Load | ir.CopyAsync) and instr.attr("ahead") is not None:
             lo.b.count("pipeline_async" if isinstance(instr, ir.CopyAsync) else "pipeline_prefetch")
-        elif isinstance(instr, ir.Load) and instr.attr("unpipelined") is not None:
+        elif isinstance(instr, ir.Load | ir.Gather) and instr.attr("unpipelined") is not None:
             lo.b.count("pipeline_skipped")
 
 
@@ -115,6 +120,55 @@ def scalar_slot(lo: Lowering, var: ir.Var) -> ScalarSlot:
     lo.env[var] = slot.read()
     lo.inline[var] = slot.read()
     return slot
+
+
+def uniform_scalar(lo: Lowering, var: ir.Var, slot: ScalarSlot) -> bool:
+    """Where `var`'s value reaches a loop bound or a branch condition, `var` reads its
+    slot once, as a thread-IR `Uniform`: every thread wrote the same value there (block-IR
+    scalars are block-uniform), so it may bound a loop or decide a branch that holds
+    collectives. Elsewhere it stays a register read, which `strength_reduce` recognizes
+    (the stage a pipelined loop carries, multiplied by a constant). Whether it bound it."""
+    if not _reaches_control(lo, var, set()):
+        return False
+    name = t.Name(lo.b.fresh(var.name), slot.dtype)
+    lo.b.emit(t.Uniform(name, slot.read()))
+    lo.bind_scalar(var, name)
+    return True
+
+
+def _reaches_control(lo: Lowering, var: ir.Var, seen: set[ir.Var]) -> bool:
+    """Whether `var` flows (through scalar arithmetic, loop-carried values and yields)
+    into a `for`'s bounds or an `if`'s condition."""
+    if var in seen:
+        return False
+    seen.add(var)
+    onward: list[ir.Var] = []
+    for user in lo.users.get(var, ()):
+        if isinstance(user, ir.For):
+            if var in (user.start, user.stop, user.step):
+                return True
+            onward += [c for c, i in zip(user.carried, user.inits, strict=True) if i == var]
+        elif isinstance(user, ir.If) and user.cond == var:
+            return True
+        elif isinstance(user, ir.Yield):
+            onward += _yielded_into(lo, user, var)
+        else:
+            onward += [d for d in user.defs() if isinstance(d.type, ScalarType)]
+    return any(_reaches_control(lo, v, seen) for v in onward)
+
+
+def _yielded_into(lo: Lowering, instr: ir.Yield, var: ir.Var) -> list[ir.Var]:
+    """The vars of the enclosing `for` (carried and results) or `if` (results) that take
+    `var` where `instr` yields it."""
+    parent = next(
+        p
+        for p in walk(lo.fn)
+        if isinstance(p, ir.For | ir.If)
+        and any(i is instr for body in p.bodies() for i in body.instrs)
+    )
+    slots = [i for i, v in enumerate(instr.values) if v == var]
+    found = [parent.results[i] for i in slots]
+    return found + ([parent.carried[i] for i in slots] if isinstance(parent, ir.For) else [])
 
 
 def assign(lo: Lowering, targets: list, values: Sequence[object]) -> None:
@@ -173,6 +227,9 @@ def lower_if(lo: Lowering, instr: ir.If) -> None:
         bodies.append(tuple(body))
     cond = lo.scalar(instr.cond)
     b.emit(t.If(cond, bodies[0], bodies[1]))
+    for result, store in zip(instr.results, stores, strict=True):
+        if isinstance(store, ScalarSlot):
+            uniform_scalar(lo, result, store)
 
 
 def _defs_of(block: ir.Block) -> set[ir.Var]:

@@ -13,10 +13,12 @@ Entry points
   -> the values as u32 words, two per word for f16/bf16 (element 2j in the low half of
   word j), one per word for f32 (its bits); the flag says whether a vector recipe
   (True) or the scalar fallback (False) did it. `has_vector_recipe(src, dst)` tells
-  which beforehand.
+  which beforehand. With `scales`, a group scale folds into the last step
+  (`scale_factors`; when that is exact: `tilelang.lowering.scale_folds`).
 * `decode_scalar(emit, code, src, dst)`: the scalar fallback, one code (a u32 holding
   it in its low bits, zero above) -> a value of `dst`.
-* `encode_scalar(emit, value, dst)`: one value -> a u32 holding the code of `dst`.
+* `encode_scalar(emit, value, dst)` (`tilelang.lowering.encode`): one value -> a u32
+  holding the code of `dst`.
 
 All of them follow the casting policy of `tilelang.dtypes` bit for bit: a decoded value
 is `dtypes.convert(code, src, dst)`, an encoded code is `dst.encode(value)`.
@@ -176,13 +178,16 @@ MASK_FLIP_OR = _lut(lambda a, b, c: (a ^ c) if b else c)
 """b ? a ^ c : c: keep the code bits (b), flip the sign bit among them (c), and put the
 magic exponent (c) everywhere else."""
 
+SELECT = _lut(lambda a, b, c: c if b else a)
+"""b ? c : a, per bit."""
 SIGNS16 = 0x80008000
 REPLICATE_HALF_SIGNS = 0xBB99
 """`prmt` selector: both bytes of each half become copies of that half's sign bit."""
 REPLICATE_WORD_SIGN = 0xBBBB
 
 
-def _u32(value: int) -> t.Imm:
+def u32(value: int) -> t.Imm:
+    """A u32 immediate (two's complement for negative values)."""
     return t.Imm(value & 0xFFFFFFFF, U32)
 
 
@@ -193,17 +198,17 @@ def _halves(value: int) -> int:
 
 def _selector(*nibbles: int) -> t.Imm:
     """`prmt` selector from the source byte of result bytes 0, 1, 2, 3."""
-    return _u32(sum(n << (4 * i) for i, n in enumerate(nibbles)))
+    return u32(sum(n << (4 * i) for i, n in enumerate(nibbles)))
 
 
 def _pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
     """Two f16/bf16 constants as one u32 word (exact: callers pass representable values)."""
     codes = elem.encode([low, high]).astype(int)
     assert all(float(v) == x for v, x in zip(elem.decode(codes), (low, high), strict=True))
-    return _u32(int(codes[0]) | int(codes[1]) << 16)
+    return u32(int(codes[0]) | int(codes[1]) << 16)
 
 
-def _check_code_type(src: DType, limit: int) -> None:
+def check_code_type(src: DType, limit: int) -> None:
     if not isinstance(src, IntType | FloatType | ExponentType) or src.bits > limit:
         raise ValueError(f"codes of {src} are not supported here (at most {limit} bits)")
 
@@ -213,7 +218,7 @@ def _check_code_type(src: DType, limit: int) -> None:
 
 def group(src: DType) -> tuple[int, int]:
     """(elements, u32 words) of the smallest run of `src` codes that fills whole words."""
-    _check_code_type(src, 16)
+    check_code_type(src, 16)
     common = math.gcd(src.bits, 32)
     return 32 // common, src.bits // common
 
@@ -234,6 +239,8 @@ def dequantize_group(
     dst: DType,
     positions: Sequence[int] | None = None,
     minus: Callable[[int, t.Imm], t.Expr] | None = None,
+    scales: Scales | None = None,
+    finite: bool = False,
 ) -> tuple[list[t.Expr], bool]:
     """Convert one group of packed `src` codes (its u32 `words`, see `group`) to `dst`.
 
@@ -241,9 +248,14 @@ def dequantize_group(
     the identity when None). `minus` (integer codes to f16/bf16 only, see
     `folds_zero_points`): ``minus(j, constant)`` is the f16x2/bf16x2 word the recipe
     subtracts from output word j in place of its `constant` (the magic and offset): the
-    caller adds its zero points to the constant, once per distinct pair of them. Returns the values as u32
-    words (two per word for f16/bf16, element 2j in the low half of word j; one per
-    word for f32) and True when a vector recipe did it, False for the scalar fallback.
+    caller adds its zero points to the constant, once per distinct pair of them.
+    `scales` (`Scales`; when it is exact: `tilelang.lowering.scale_folds`): the values
+    are multiplied by the caller's scales, rounded once, the scale folded into the
+    recipe's last step. `finite`: no code is inf or NaN (the caller's value facts say
+    so: `analysis.value_bounds`), so the recipes leave out their special-value steps.
+    Returns the values as u32 words (two per word for f16/bf16,
+    element 2j in the low half of word j; one per word for f32) and True when a vector
+    recipe did it, False for the scalar fallback.
     """
     elements, count = group(src)
     if positions is not None and sorted(positions) != list(range(elements)):
@@ -257,6 +269,11 @@ def dequantize_group(
         if not folds_zero_points(src, dst, 0):
             raise ValueError(f"no zero point folds into the recipe from {src} to {dst}")
         codes.minus = minus
+    if scales is not None:
+        if minus is not None or not scale_factors(src, dst):
+            raise ValueError(f"no scale folds into the recipe from {src} to {dst}")
+        codes.scales = scales
+    codes.finite = finite
     if not has_vector_recipe(src, dst):
         return _scalar_group(codes, elements, src, dst), False
     if isinstance(src, IntType):
@@ -283,6 +300,36 @@ def folds_zero_points(src: DType, dst: DType, largest: int) -> bool:
     return 2**dst.mantissa_bits + _offset(src) + largest <= exact
 
 
+class Scales(Protocol):
+    """The scales a caller folds into a recipe's last step (`scale_folds`), as
+    f16x2/bf16x2 words for output word j (elements 2j, 2j+1)."""
+
+    def word(self, j: int) -> t.Expr:
+        """The scales of output word j."""
+        ...
+
+    def times(self, j: int, constant: t.Imm) -> t.Expr:
+        """The per-half products `constant` · scales of output word j (exact: the
+        caller's facts say so), made once per distinct pair of scales and constant."""
+        ...
+
+
+def scale_factors(src: DType, dst: DType) -> list[float]:
+    """The constants a recipe from `src` to `dst` multiplies scales by when it folds
+    them (`Scales.times`): minus the magics 2^(T-r) of unsigned integers (every r the
+    recipes use: bits r ≥ 0 of a half), or the small floats' 2^(bias_t - bias_s);
+    empty when the recipe has no constant to fold a scale into."""
+    if not has_vector_recipe(src, dst) or dst not in (F16, BF16):
+        return []
+    if isinstance(src, IntType):
+        if src.signed or (dst == BF16 and src.bits == 8):
+            return []
+        return [-(2.0 ** (dst.mantissa_bits - r)) for r in range(dst.mantissa_bits - src.bits + 1)]
+    if src.specials == "ieee" or src.bias == dst.bias:  # inf·s depends on s = 0: no fold
+        return []
+    return [2.0 ** (dst.bias - src.bias)]
+
+
 class _Codes:
     """The packed codes of one group; builds (and shares) the words that hold them."""
 
@@ -292,6 +339,8 @@ class _Codes:
         self.emit, self.words, self.bits = emit, list(words), bits
         self.positions = None if positions is None else list(positions)
         self.minus: Callable[[int, t.Imm], t.Expr] | None = None  # see dequantize_group
+        self.scales: Scales | None = None  # see dequantize_group
+        self.finite = False  # see dequantize_group
         self.memo: dict[t.Expr, t.Expr] = {}
 
     def at(self, i: int) -> int:
@@ -305,13 +354,13 @@ class _Codes:
         return self.memo[value]
 
     def word(self, q: int) -> t.Expr:
-        return self.words[q] if q < len(self.words) else _u32(0)
+        return self.words[q] if q < len(self.words) else u32(0)
 
     def shifted(self, q: int, s: int) -> t.Expr:
         """Word q shifted left by s bits (right, logically, for negative s)."""
         if s == 0:
             return self.word(q)
-        return self.let(t.Binary("shl" if s > 0 else "shr", self.word(q), _u32(abs(s))))
+        return self.let(t.Binary("shl" if s > 0 else "shr", self.word(q), u32(abs(s))))
 
     def placed(self, i: int, d: int) -> t.Expr:
         """A word whose bits [d, d+b) are element i's code (other bits: junk)."""
@@ -347,7 +396,7 @@ class _Codes:
         (lo, byte_lo), (hi, byte_hi) = self.byte_of(i, top), self.byte_of(i + 1, top)
         if lo == hi:  # one source word: the other half-byte can come from a zero word
             sel = (4, byte_lo, 4, byte_hi) if top else (byte_lo, 4, byte_hi, 4)
-            return self.let(t.Prmt(lo, _u32(0), _selector(*sel))), True
+            return self.let(t.Prmt(lo, u32(0), _selector(*sel))), True
         sel = (byte_lo, byte_lo, 4 + byte_hi, 4 + byte_hi)
         return self.let(t.Prmt(lo, hi, _selector(*sel))), False
 
@@ -371,7 +420,7 @@ class _Codes:
         return self.let(t.Prmt(self.word(q), self.word(q + 1), _selector(*sel)))
 
     def xored(self, q: int, mask: int) -> t.Expr:
-        return self.let(t.Binary("xor", self.word(q), _u32(mask)))
+        return self.let(t.Binary("xor", self.word(q), u32(mask)))
 
 
 def _offset(src: IntType) -> int:
@@ -396,14 +445,14 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
     (q, byte), (q_hi, byte_hi) = divmod(codes.at(i) // 8, 4), divmod(codes.at(i + 1) // 8, 4)
     if b == 8 and q == q_hi:  # one prmt puts the magic byte above each code
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
-        placed = t.Prmt(word, _u32(magic >> 8), _selector(byte, 4, byte_hi, 4))
+        placed = t.Prmt(word, u32(magic >> 8), _selector(byte, 4, byte_hi, 4))
         x = codes.let(placed)
         return _pair_sub(codes, i, x, dst, 2.0**bits_t + offset)
     r_lo, r_hi = codes.window_offsets(i)
     shift = 0 if max(r_lo, r_hi) + b <= bits_t else min(r_lo, r_hi)
     window = codes.window(i) if max(r_lo, r_hi) - shift + b <= bits_t else None
     if window is not None:
-        x = codes.let(t.Binary("shr", window, _u32(shift))) if shift else window
+        x = codes.let(t.Binary("shr", window, u32(shift))) if shift else window
         r_lo, r_hi = r_lo - shift, r_hi - shift
         mask_lo, flip_lo = _code_bits(src, r_lo)
         mask_hi, flip_hi = _code_bits(src, 16 + r_hi)
@@ -413,13 +462,13 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
             int(dst.encode(2.0 ** (bits_t - r_lo))) | int(dst.encode(2.0 ** (bits_t - r_hi))) << 16
         )
         y = codes.let(
-            t.Lop3(x, _u32(mask_lo | mask_hi), _u32(magics | flip_lo | flip_hi), MASK_FLIP_OR)
+            t.Lop3(x, u32(mask_lo | mask_hi), u32(magics | flip_lo | flip_hi), MASK_FLIP_OR)
         )
         low, high = 2.0 ** (bits_t - r_lo) + offset, 2.0 ** (bits_t - r_hi) + offset
         return _pair_sub(codes, i, y, dst, low, high)
     x, _ = codes.pair(i, top=False)
     mask, flip = _code_bits(src, 0)
-    y = codes.let(t.Lop3(x, _u32(_halves(mask)), _u32(_halves(magic | flip)), MASK_FLIP_OR))
+    y = codes.let(t.Lop3(x, u32(_halves(mask)), u32(_halves(magic | flip)), MASK_FLIP_OR))
     return _pair_sub(codes, i, y, dst, 2.0**bits_t + offset)
 
 
@@ -428,6 +477,10 @@ def _pair_sub(
 ) -> t.Expr:
     """x - (low, high) for output elements i, i+1, and minus the zero points' word when
     the caller folds them in (`folds_zero_points`: both sums are exact)."""
+    if codes.scales is not None:  # h·s + (-M·s): c·s rounded once (`scale_folds`)
+        negated = _pair_word(dst, -low, -(low if high is None else high))
+        addend = codes.scales.times(i // 2, negated)
+        return codes.let(t.Pair("fma", dst, x, codes.scales.word(i // 2), addend), "h")
     constant = _pair_word(dst, low, low if high is None else high)
     if codes.minus is None:
         return codes.let(t.Pair("sub", dst, x, constant), "h")
@@ -440,10 +493,10 @@ def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.
     if src.bits == 8:  # one prmt inserts the code under the magic byte
         q, byte = divmod(codes.at(i) // 8, 4)
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
-        x = codes.let(t.Prmt(word, _u32(magic), _selector(byte, 4, 4, 7)))
+        x = codes.let(t.Prmt(word, u32(magic), _selector(byte, 4, 4, 7)))
     else:
         mask, flip = _code_bits(src, 0)
-        x = codes.let(t.Lop3(codes.placed(i, 0), _u32(mask), _u32(magic | flip), MASK_FLIP_OR))
+        x = codes.let(t.Lop3(codes.placed(i, 0), u32(mask), u32(magic | flip), MASK_FLIP_OR))
     value = t.Binary("sub", t.Bitcast(x, F32), t.Imm(float(2**23 + _offset(src)), F32))
     return codes.let(t.Bitcast(value, U32), "f")
 
@@ -471,25 +524,67 @@ def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.E
     one multiplication by 2^(bias_t - bias_s)."""
     b, e_bits = src.bits, src.exponent_bits
     top = 16 - b  # the code's sign lands on bit 15 of its half
-    q, clean = codes.pair(i, top=True)
     shift = (15 - dst.mantissa_bits) - e_bits  # 5 - E for f16, 8 - E for bf16
     scale = 2.0 ** (dst.bias - src.bias)
-    if shift == 0 and scale == 1.0 and clean:
-        return q  # f8e5m2 -> f16: the code is the f16's upper byte, inf and NaN included
-    magnitude = codes.let(t.Binary("and", q, _u32(_halves(((1 << (b - 1)) - 1) << top))))
-    shifted = codes.let(t.Binary("shr", magnitude, _u32(shift))) if shift else magnitude
-    x = codes.let(t.Lop3(q, _u32(SIGNS16), shifted, AND_OR))
-    if scale != 1.0:
+    threshold = None if codes.finite else _special_threshold(src)
+    x = _nibble_pair(codes, i, src, shift) if threshold is None else None
+    magnitude = None
+    if x is None:
+        q, clean = codes.pair(i, top=True)
+        if shift == 0 and scale == 1.0 and clean:
+            return q  # f8e5m2 -> f16: the code is the f16's upper byte, inf and NaN included
+        magnitude = codes.let(t.Binary("and", q, u32(_halves(((1 << (b - 1)) - 1) << top))))
+        shifted = codes.let(t.Binary("shr", magnitude, u32(shift))) if shift else magnitude
+        x = codes.let(t.Lop3(q, u32(SIGNS16), shifted, AND_OR))
+    if scale != 1.0 and codes.scales is not None:  # one product by 2^(bias_t-bias_s)·s
+        factor = codes.scales.times(i // 2, _pair_word(dst, scale, scale))
+        if factor != _pair_word(dst, 1.0, 1.0):  # a constant scale 2^(bias_s-bias_t): none
+            x = codes.let(t.Pair("mul", dst, x, factor), "h")
+    elif scale != 1.0:
         x = codes.let(t.Pair("mul", dst, x, _pair_word(dst, scale, scale)), "h")
-    threshold = _special_threshold(src)
     if threshold is None:
         return x
+    assert magnitude is not None
     # Recipe 5: magnitude + (2^(b-1) - threshold) carries into bit 15 exactly for inf/NaN.
     carry = _halves(((1 << (b - 1)) - threshold) << top)
-    flagged = codes.let(t.Binary("add", magnitude, _u32(carry)))
-    special = codes.let(t.Prmt(flagged, _u32(0), _u32(REPLICATE_HALF_SIGNS)))
+    flagged = codes.let(t.Binary("add", magnitude, u32(carry)))
+    special = codes.let(t.Prmt(flagged, u32(0), u32(REPLICATE_HALF_SIGNS)))
+    if codes.scales is not None and scale != 1.0:
+        # Folded: x is already the product with s, which NaN·s makes the canonical NaN.
+        return codes.let(t.Lop3(x, special, u32(_halves(int(dst.nan_code))), SELECT), "h")
     exponent = _halves(((1 << dst.exponent_bits) - 1) << dst.mantissa_bits)
-    return codes.let(t.Lop3(x, special, _u32(exponent), OR_AND), "h")
+    return codes.let(t.Lop3(x, special, u32(exponent), OR_AND), "h")
+
+
+def _nibble_pair(codes: _Codes, i: int, src: FloatType, shift: int) -> t.Expr | None:
+    """Recipe 4 for 4-bit floats whose placed magnitude fits the upper byte of a half
+    (b + shift ≤ 8: f16): elements i, i+1 as one `prmt` of bytes already placed.
+
+    Every byte of a code word holds two codes. For the codes in the upper nibbles (the
+    word itself) and for those in the lower ones (the word << 4), one `and`, one `shr`
+    and one `lop3` per word make every byte the upper byte of its code's half
+    (`_placed_bytes`). A pair of codes of the same nibble parity in one word is then one
+    `prmt` with a zero word: 7 word instructions and 4 `prmt` per 8 codes instead of 3
+    instructions and a `prmt` per pair. None when the pair does not lie so (the pair is
+    then placed on its own)."""
+    b = src.bits
+    if b != 4 or b + shift > 8:
+        return None
+    (q_lo, at_lo), (q_hi, at_hi) = divmod(codes.at(i), 32), divmod(codes.at(i + 1), 32)
+    if q_lo != q_hi or at_lo % 8 != at_hi % 8:
+        return None
+    placed = _placed_bytes(codes, q_lo, upper=at_lo % 8 == 4, shift=shift)
+    return codes.let(t.Prmt(placed, u32(0), _selector(4, at_lo // 8, 4, at_hi // 8)))
+
+
+def _placed_bytes(codes: _Codes, q: int, upper: bool, shift: int) -> t.Expr:
+    """Word q with each byte's upper (or, shifted up first, lower) 4-bit code made the
+    upper byte of an f16 half before the bias: sign on bit 7, magnitude >> shift, zeros
+    else (the lower code's bits are masked out, or shifted in from below as zeros)."""
+    word = codes.shifted(q, 0 if upper else 4)
+    magnitude = codes.let(t.Binary("and", word, u32(0x70707070)))
+    shifted = codes.let(t.Binary("shr", magnitude, u32(shift)))
+    return codes.let(t.Lop3(word, u32(0x80808080), shifted, AND_OR))
 
 
 def _float_to_f32(codes: _Codes, i: int, src: FloatType, dst: FloatType = F32) -> t.Expr:
@@ -497,18 +592,18 @@ def _float_to_f32(codes: _Codes, i: int, src: FloatType, dst: FloatType = F32) -
     b = src.bits
     top = 32 - b  # the code's sign lands on bit 31
     q = codes.placed(i, top)
-    magnitude = codes.let(t.Binary("and", q, _u32(((1 << (b - 1)) - 1) << top)))
-    shifted = codes.let(t.Binary("shr", magnitude, _u32(8 - src.exponent_bits)))
-    x = codes.let(t.Lop3(q, _u32(0x80000000), shifted, AND_OR))
+    magnitude = codes.let(t.Binary("and", q, u32(((1 << (b - 1)) - 1) << top)))
+    shifted = codes.let(t.Binary("shr", magnitude, u32(8 - src.exponent_bits)))
+    x = codes.let(t.Lop3(q, u32(0x80000000), shifted, AND_OR))
     scaled = t.Binary("mul", t.Bitcast(x, F32), t.Imm(2.0 ** (127 - src.bias), F32))
     x = codes.let(t.Bitcast(scaled, U32), "f")
     threshold = _special_threshold(src)
     if threshold is None:
         return x
     carry = ((1 << (b - 1)) - threshold) << top
-    flagged = codes.let(t.Binary("add", magnitude, _u32(carry)))
-    special = codes.let(t.Prmt(flagged, _u32(0), _u32(REPLICATE_WORD_SIGN)))
-    return codes.let(t.Lop3(x, special, _u32(0x7F800000), OR_AND), "f")
+    flagged = codes.let(t.Binary("add", magnitude, u32(carry)))
+    special = codes.let(t.Prmt(flagged, u32(0), u32(REPLICATE_WORD_SIGN)))
+    return codes.let(t.Lop3(x, special, u32(0x7F800000), OR_AND), "f")
 
 
 # --------------------------------------------------------------------------- scalar fallback
@@ -519,8 +614,8 @@ def _scalar_group(codes: _Codes, elements: int, src: DType, dst: DType) -> list[
     mask = (1 << src.bits) - 1
     values = []
     for i in range(elements):
-        code = codes.let(t.Binary("and", codes.placed(i, 0), _u32(mask)), "c")
-        value = decode_scalar(codes.emit, code, src, dst)
+        code = codes.let(t.Binary("and", codes.placed(i, 0), u32(mask)), "c")
+        value = decode_scalar(codes.emit, code, src, dst, codes.finite)
         values.append(
             codes.let(
                 t.Cvt(t.Bitcast(value, U16), U32) if dst.bits == 16 else t.Bitcast(value, U32)
@@ -529,19 +624,19 @@ def _scalar_group(codes: _Codes, elements: int, src: DType, dst: DType) -> list[
     if dst.bits == 32:
         return values
     return [
-        codes.let(t.Binary("or", values[j], t.Binary("shl", values[j + 1], _u32(16))), "h")
+        codes.let(t.Binary("or", values[j], t.Binary("shl", values[j + 1], u32(16))), "h")
         for j in range(0, elements, 2)
     ]
 
 
-def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType) -> t.Expr:
+def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType, finite: bool = False) -> t.Expr:
     """The value of one `src` code as a `dst` value (by the casting policy).
 
     `code` is a u32 holding the code in its low bits, zero above. `src`: an integer or
     float type of at most 32 bits; `dst`: f16, bf16, f32, f64 or an integer register
-    dtype.
+    dtype. `finite`: the code is no NaN (the caller's value facts say so).
     """
-    _check_code_type(src, 32)
+    check_code_type(src, 32)
     if dst not in t.REGISTER_DTYPES or dst == dtypes.u1:
         raise ValueError(f"decode_scalar converts to a register dtype other than u1, not {dst}")
     if code.dtype != U32:
@@ -550,7 +645,7 @@ def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType) -> t.Expr:
     if isinstance(src, IntType):
         value = _int_value(emit, code, src)
     elif isinstance(src, ExponentType):
-        value = _e8m0_value(emit, code)
+        value = _e8m0_value(emit, code, finite and dst == F16)
     elif src.bits <= 8:
         value = _small_float_value(emit, code, src)
     else:  # f16, bf16, f32: the code is the value's bits
@@ -565,11 +660,11 @@ def _int_value(emit: Emit, code: t.Expr, src: IntType) -> t.Expr:
         return code
     if src.bits == 32:
         return t.Bitcast(code, I32)
-    up = _u32(32 - src.bits)
+    up = u32(32 - src.bits)
     return t.Binary("shr", t.Bitcast(emit.let(t.Binary("shl", code, up), "c"), I32), up)
 
 
-def _e8m0_value(emit: Emit, code: t.Expr) -> t.Expr:
+def _e8m0_value(emit: Emit, code: t.Expr, finite_to_f16: bool = False) -> t.Expr:
     """The exact f32 value of an e8m0 code c (the OCP MX scale): 2^(c − 127), NaN for 0xFF.
 
     c << 23 is the f32 2^(c − 127) for 1 ≤ c ≤ 254. Two codes need bit 22 as well:
@@ -579,11 +674,16 @@ def _e8m0_value(emit: Emit, code: t.Expr) -> t.Expr:
     for c = 0xFF (c + 1 = 0x100), so one `lop3` ORs it in: five instructions, no branch.
     `decode_scalar` converts the f32 to f16/bf16 with one `Cvt` (RNE, overflow to ±inf,
     NaN to the canonical NaN: the cast policy; bf16 holds every e8m0 value exactly).
-    Tested on every code, to every target (tests/test_e8m0.py)."""
+    Tested on every code, to every target (tests/test_e8m0.py).
+
+    `finite_to_f16` (no NaN code, the value bound for f16): c << 23 alone, one
+    instruction; c = 0 gives +0 there, which f16 rounds 2^-127 to as well."""
     let = emit.let
-    power = let(t.Binary("max", t.Binary("shl", code, _u32(23)), _u32(0x00400000)), "p")
-    nan_bit = let(t.Binary("shl", t.Binary("add", code, _u32(1)), _u32(14)), "n")
-    bits = let(t.Lop3(power, nan_bit, _u32(0x00400000), OR_AND), "v")
+    if finite_to_f16:
+        return t.Bitcast(let(t.Binary("shl", code, u32(23)), "p"), F32)
+    power = let(t.Binary("max", t.Binary("shl", code, u32(23)), u32(0x00400000)), "p")
+    nan_bit = let(t.Binary("shl", t.Binary("add", code, u32(1)), u32(14)), "n")
+    bits = let(t.Lop3(power, nan_bit, u32(0x00400000), OR_AND), "v")
     return t.Bitcast(bits, F32)
 
 
@@ -591,121 +691,22 @@ def _small_float_value(emit: Emit, code: t.Expr, src: FloatType) -> t.Expr:
     """The exact f32 value of an ExMy code (1+E+M ≤ 8), specials included."""
     e_bits, m_bits, b = src.exponent_bits, src.mantissa_bits, src.bits
     let = emit.let
-    exponent = let(
-        t.Binary("and", t.Binary("shr", code, _u32(m_bits)), _u32((1 << e_bits) - 1)), "e"
-    )
-    mantissa = let(t.Binary("and", code, _u32((1 << m_bits) - 1)), "m")
-    normal = let(t.Binary("ne", exponent, _u32(0)), "n")
+    exponent = let(t.Binary("and", t.Binary("shr", code, u32(m_bits)), u32((1 << e_bits) - 1)), "e")
+    mantissa = let(t.Binary("and", code, u32((1 << m_bits) - 1)), "m")
+    normal = let(t.Binary("ne", exponent, u32(0)), "n")
     # value = significand · 2^(max(e, 1) - bias - M), both factors exact f32 values.
-    significand = t.Binary("or", mantissa, t.Select(normal, _u32(1 << m_bits), _u32(0)))
-    biased = t.Binary("add", t.Binary("max", exponent, _u32(1)), _u32(127 - src.bias - m_bits))
-    power = t.Bitcast(t.Binary("shl", biased, _u32(23)), F32)
+    significand = t.Binary("or", mantissa, t.Select(normal, u32(1 << m_bits), u32(0)))
+    biased = t.Binary("add", t.Binary("max", exponent, u32(1)), u32(127 - src.bias - m_bits))
+    power = t.Bitcast(t.Binary("shl", biased, u32(23)), F32)
     magnitude = t.Binary("mul", t.Cvt(let(significand, "s"), F32), let(power, "p"))
-    sign = let(t.Binary("shl", t.Binary("shr", code, _u32(b - 1)), _u32(31)), "sgn")
+    sign = let(t.Binary("shl", t.Binary("shr", code, u32(b - 1)), u32(31)), "sgn")
     bits = let(t.Binary("or", t.Bitcast(let(magnitude, "v"), U32), sign), "v")
     threshold = _special_threshold(src)
     if threshold is not None:
-        magnitude_code = t.Binary("and", code, _u32((1 << (b - 1)) - 1))
-        special = t.Binary("ge", magnitude_code, _u32(threshold))
+        magnitude_code = t.Binary("and", code, u32((1 << (b - 1)) - 1))
+        special = t.Binary("ge", magnitude_code, u32(threshold))
         # Exponent all ones and the mantissa kept: ±inf, or NaN (its mantissa is nonzero).
-        payload = t.Binary("shl", mantissa, _u32(23 - m_bits))
-        inf_or_nan = t.Binary("or", t.Binary("or", sign, _u32(0x7F800000)), payload)
+        payload = t.Binary("shl", mantissa, u32(23 - m_bits))
+        inf_or_nan = t.Binary("or", t.Binary("or", sign, u32(0x7F800000)), payload)
         bits = let(t.Select(let(special, "sp"), inf_or_nan, bits), "v")
     return t.Bitcast(bits, F32)
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def encode_scalar(emit: Emit, value: t.Expr, dst: DType) -> t.Expr:
-    """The `dst` code of `value` (a float or integer register value) as a u32 holding
-    it in its low bits, by the casting policy. `dst`: an integer or float type of at
-    most 32 bits."""
-    _check_code_type(dst, 32)
-    if value.dtype not in t.REGISTER_DTYPES or value.dtype == dtypes.u1:
-        raise ValueError(f"encode_scalar takes a register value other than u1, not {value.dtype}")
-    value = emit.let(value, "x")  # used several times below
-    if isinstance(dst, IntType):
-        return _encode_int(emit, value, dst)
-    if dst.bits >= 16:
-        return _encode_wide_float(emit, value, dst)
-    if value.dtype.is_int:
-        if value.dtype.bits == 64:  # f64 would round it first: a second rounding
-            raise ValueError(f"encode_scalar to {dst} takes integers of at most 32 bits")
-        value = t.Cvt(value, F64)  # exact for integers of up to 32 bits
-    elif value.dtype in (F16, BF16):
-        value = t.Cvt(value, F32)  # exact
-    return _encode_small_float(emit, emit.let(value, "x"), dst)
-
-
-def _encode_int(emit: Emit, value: t.Expr, dst: IntType) -> t.Expr:
-    """RNE (NaN -> 0) and saturation, by `Cvt` to i64 and a clamp."""
-    wide = emit.let(t.Cvt(value, I64), "x") if value.dtype != I64 else value
-    clamped = t.Binary("min", t.Binary("max", wide, t.Imm(dst.min, I64)), t.Imm(dst.max, I64))
-    clamped = emit.let(clamped, "x")
-    if not dst.signed:
-        return t.Cvt(clamped, U32)
-    as_u32 = t.Bitcast(t.Cvt(clamped, I32), U32)
-    return t.Binary("and", as_u32, _u32((1 << dst.bits) - 1)) if dst.bits < 32 else as_u32
-
-
-def _float_layout(dtype: DType) -> tuple[IntType, int, int]:
-    """(unsigned type of the same width, bits of the +inf code, bit of the sign)."""
-    assert isinstance(dtype, FloatType)
-    return dtypes.int_type(dtype.bits, False), int(dtype.inf_code or 0), dtype.bits - 1
-
-
-def _is_nan(emit: Emit, value: t.Expr) -> t.Expr:
-    """NaN test on the bits (|x| above the inf code), independent of float compares."""
-    unsigned, inf, sign = _float_layout(value.dtype)
-    magnitude = t.Binary("and", t.Bitcast(value, unsigned), t.Imm((1 << sign) - 1, unsigned))
-    return emit.let(t.Binary("gt", magnitude, t.Imm(inf, unsigned)), "nan")
-
-
-def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
-    """f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf); NaN gives the canonical NaN."""
-    unsigned = dtypes.int_type(dst.bits, False)
-    converted = t.Bitcast(
-        emit.let(t.Cvt(value, dst), "x") if value.dtype != dst else value, unsigned
-    )
-    code = t.Cvt(converted, U32) if unsigned != U32 else converted
-    if not value.dtype.is_float:
-        return code
-    return t.Select(_is_nan(emit, value), _u32(int(dst.nan_code)), emit.let(code, "code"))
-
-
-def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
-    """An ExMy or f8 code from an f32 or f64 `x`, rounded once (see the module doc)."""
-    let = emit.let
-    unsigned, inf, sign_bit = _float_layout(x.dtype)
-    width_mantissa = x.dtype.mantissa_bits
-
-    def imm(v: int) -> t.Imm:
-        return t.Imm(v, unsigned)
-
-    bits = let(t.Bitcast(x, unsigned), "xb")
-    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
-    m_bits = dst.mantissa_bits
-    drop = width_mantissa - m_bits
-    # At or above the smallest normal: round the magnitude bits (RNE; ties up for M = 0).
-    half = imm((1 << (drop - 1)) - 1 if m_bits else 1 << (drop - 1))
-    rounding = t.Binary("add", magnitude, half)
-    if m_bits:
-        odd = t.Binary("and", t.Binary("shr", magnitude, imm(drop)), imm(1))
-        rounding = t.Binary("add", rounding, odd)
-    rebase = (x.dtype.bias - dst.bias) << m_bits
-    normal = t.Binary("sub", t.Binary("shr", let(rounding, "r"), imm(drop)), imm(rebase))
-    # Below it: |x| + C rounds to a multiple of the subnormal spacing (ulp of C).
-    c_value = 2.0 ** (width_mantissa + 1 - dst.bias - m_bits)
-    c_bits = int(x.dtype.encode(c_value))
-    summed = t.Binary("add", t.Bitcast(magnitude, x.dtype), t.Imm(c_value, x.dtype))
-    subnormal = t.Binary("sub", t.Bitcast(let(summed, "r"), unsigned), imm(c_bits))
-    tiny = t.Binary("lt", magnitude, imm(int(x.dtype.encode(dst.smallest_normal))))
-    chosen = let(t.Select(let(tiny, "tiny"), let(subnormal, "sub"), let(normal, "nrm")), "mag")
-    saturated = t.Binary("min", chosen, imm(dst.max_code))  # satfinite: overflow, ±inf
-    sign = t.Binary("shl", t.Binary("shr", bits, imm(sign_bit)), imm(dst.bits - 1))
-    code = let(t.Binary("or", saturated, sign), "code")
-    nan = let(t.Binary("gt", magnitude, imm(inf)), "nan")
-    nan_code = dst.nan_code if dst.nan_code is not None else dst.max_code
-    result = t.Select(nan, imm(nan_code), code)
-    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result

@@ -1,16 +1,21 @@
 """Lowering of `dot`: one `Mma` per (m, n, k) block of the quotient layouts when the
 operands divide by an mma atom's fragments (accumulating in place when the accumulator
-dies at the dot), else a generic dot that reads both operands from shared memory."""
+dies at the dot), else a generic dot that reads both operands from shared memory.
+
+An operand read from shared memory a k-step at a time (`analysis.streaming`) has its
+ldmatrix reads emitted right before the k-step's mmas (the mmas go k-step by k-step).
+An operand a layout replicates over warps is reported (`report_replication`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tilelang import dtypes
+from tilelang.analysis.replication import replicated_words
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
-from tilelang.lowering import relayout
+from tilelang.lowering import relayout, small_dot
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, imm
 from tilelang.lowering.values import (
@@ -32,13 +37,41 @@ def lower_dot(lo: Lowering, instr: ir.Dot) -> None:
     lo.env[instr.result] = result
     if not in_place:
         lo.copy_tile(result, acc)
+    # Operands read a k-step at a time (analysis.streaming): (k dim, their ldmatrix reads).
+    reads = [
+        (dim, lo.deferred.pop(v))
+        for dim, v in ((1, instr.a), (0, instr.b))
+        if isinstance(v, ir.Var) and v in lo.deferred
+    ]
+    for name, v, tile in (("A", instr.a, a), ("B", instr.b, b_)):
+        if v not in lo.streamed:
+            report_replication(lo, instr, name, tile)
     atom = _mma_atom(a, b_, result)
-    if atom is not None and emit_mma(lo, atom, a, b_, result):
+    if atom is not None and emit_mma(lo, atom, a, b_, result, reads):
         return
+    padded = small_dot.padded_plan(lo, a, b_, result) if not reads else None
+    if padded is not None and small_dot.padded_mma(
+        lo, padded, a, b_, result, lambda pa, pb, pc: emit_mma(lo, padded.atom, pa, pb, pc)
+    ):
+        return
+    for _, plan in reads:  # the generic dot reads the operands whole
+        for _, emit in plan:
+            emit()
     generic_dot(lo, a, b_, result)
 
 
-def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs) -> bool:
+def report_replication(lo: Lowering, instr: ir.Dot, which: str, tile: TileRegs) -> None:
+    """Counts an operand held whole by several warps (`analysis.replication`; an operand
+    streamed from shared memory is not held whole and never comes here)."""
+    words = replicated_words(tile.layout, tile.dtype.bits)
+    if words is not None:
+        lo.b.count("dot_operand_replicated")
+        lo.b.count("dot_operand_replicated_words", words)
+
+
+def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs, reads=()) -> bool:
+    """One mma per (m, n, k) block, k-step by k-step; the ldmatrix `reads` of streamed
+    operands ((k dim, plan) each) go right before the first k-step they cover."""
     qa, qb, qc = a.layout / atom.a, b_.layout / atom.b, c.layout / atom.c
     ta, tb, tc = qa.table(), qb.table(), qc.table()
     warps = lo.threads // WARP
@@ -46,16 +79,26 @@ def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs
         return False
     k_blocks = a.layout.shape[1] // atom.k
     plan = []
-    for qc_local in range(qc.num_locals):
-        for k in range(k_blocks):
-            la = _local_holding(ta, tc[:, qc_local, 0], k, rows=True)
-            lb = _local_holding(tb, tc[:, qc_local, 1], k, rows=False)
-            if la is None or lb is None:
-                return False
-            plan.append((qc_local, la, lb))
+    order = (
+        [(q, k) for k in range(k_blocks) for q in range(qc.num_locals)]
+        if reads
+        else [(q, k) for q in range(qc.num_locals) for k in range(k_blocks)]
+    )
+    for qc_local, k in order:
+        la = _local_holding(ta, tc[:, qc_local, 0], k, rows=True)
+        lb = _local_holding(tb, tc[:, qc_local, 1], k, rows=False)
+        if la is None or lb is None:
+            return False
+        plan.append((qc_local, k, la, lb))
+    pending = [
+        (first[dim] // atom.k, emit) for dim, reads_of in reads for (first, _), emit in reads_of
+    ]
     elem = dtypes.dtype(atom.operand_dtypes[0]).bits // 8
     acc_elem = dtypes.dtype(atom.acc_dtype).bits // 8
-    for qc_local, la, lb in plan:
+    for qc_local, k, la, lb in plan:
+        for _, emit in [p for p in pending if p[0] <= k]:
+            emit()
+        pending = [p for p in pending if p[0] > k]
         creg = t.Reg(c.local, qc_local * atom.c.num_locals * acc_elem)
         lo.b.emit(
             t.Mma(

@@ -8,18 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from tilelang import dtypes
+from tilelang.analysis.value_bounds import ValueBounds
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.types import ScalarType, TileType
-from tilelang.lowering import dequant, relayout
+from tilelang.lowering import dequant, encode, relayout, scale_folds
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, U32, imm
 from tilelang.lowering.values import (
     TileRegs,
     elementwise,
     encode_exact,
+    flat_indices,
     is_packed,
 )
 
@@ -57,10 +61,16 @@ def lower_compute(lo: Lowering, instr: ir.Compute) -> None:
             elementwise(instr.op, [lo.inline_scalar(a) for a in instr.args]),
         )
         return
-    deferred = lo.env.get(instr.args[0]) if instr.op == "sub" else None
+    deferred = [lo.env.get(a) for a in instr.args] if instr.op in ("sub", "mul") else []
     result = lo.define_tile(instr.result)
-    if isinstance(deferred, DeferredCast):
-        dequantize_vector(lo, deferred.source, result, instr.args[1])
+    if deferred and isinstance(deferred[0], DeferredCast) and instr.op == "sub":
+        dequantize_vector(lo, deferred[0].source, result, instr.args[1])
+        return
+    if instr.op == "mul" and any(isinstance(d, DeferredCast) for d in deferred):
+        cast = 0 if isinstance(deferred[0], DeferredCast) else 1
+        finite = proven_finite(lo, deferred[cast].cast.value)
+        scales = instr.args[1 - cast]
+        dequantize_vector(lo, deferred[cast].source, result, scales=scales, finite=finite)
         return
     if instr.op == "where" and result.packed:
         select_codes(lo, instr, result)
@@ -93,7 +103,7 @@ def scalar_code(lo: Lowering, v: ir.Value, dtype: DType) -> t.Expr:
         return imm(int(encode_exact(dtype, float(v.value) if dtype.is_float else v.value)), U32)
     value = lo.scalar(v)
     if dtype.is_float:
-        return dequant.encode_scalar(lo, value, dtype)
+        return encode.encode_scalar(lo, value, dtype)
     return t.Binary(
         "and",
         t.Bitcast(value, U32) if value.dtype == I32 else value,
@@ -118,23 +128,27 @@ def lower_cast(lo: Lowering, instr: ir.Cast) -> None:
         lo.bind_scalar(instr.result, lo.b.let(value, instr.result.name), inline)
         return
     source = lo.tile(instr.value)
-    if zero_point_of(lo, instr) is not None:
+    if zero_point_of(lo, instr) is not None or scale_of(lo, instr) is not None:
         lo.env[instr.result] = DeferredCast(instr, source)  # converted by its one user
         return
     result = lo.define_tile(instr.result)
     if source.dtype == result.dtype:
         lo.copy_tile(result, source)
         return
-    start = dequantize_vector(lo, source, result)
+    finite = proven_finite(lo, instr.value)
+    start = dequantize_vector(lo, source, result, finite=finite)
     for li in range(start, result.layout.num_locals):
-        cast_element(lo, source, result, li)
+        cast_element(lo, source, result, li, finite)
 
 
-def cast_element(lo: Lowering, source: TileRegs, result: TileRegs, li: int) -> None:
+def cast_element(
+    lo: Lowering, source: TileRegs, result: TileRegs, li: int, finite: bool = False
+) -> None:
+    """`finite` (`proven_finite`): the value facts exclude NaN and inf codes."""
     if source.dtype.is_float and is_packed(source.dtype) and not is_packed(result.dtype):
         lo.b.count("dequant_scalar")
         code = lo.get_code(source, li)
-        value = dequant.decode_scalar(lo, code, source.dtype, result.dtype)
+        value = dequant.decode_scalar(lo, code, source.dtype, result.dtype, finite)
         lo.put(result, li, value)
         return
     lo.put(result, li, lo.convert(lo.get(source, li), result.dtype))
@@ -142,8 +156,9 @@ def cast_element(lo: Lowering, source: TileRegs, result: TileRegs, li: int) -> N
 
 @dataclass(frozen=True)
 class DeferredCast:
-    """A cast of integer codes that its one user, ``sub(cast, zero_points)``, converts
-    with the zero points folded into the recipe's subtraction (`zero_point_of`)."""
+    """A cast of codes that its one user converts: ``sub(cast, zero_points)`` with the
+    zero points folded into the recipe's subtraction (`zero_point_of`), or
+    ``mul(cast, scales)`` with the scales folded into its last step (`scale_of`)."""
 
     cast: ir.Cast
     source: TileRegs
@@ -180,6 +195,60 @@ def zero_point_of(lo: Lowering, cast: ir.Cast) -> ir.Var | None:
     return zeros if dequant.folds_zero_points(source.dtype, result.dtype, largest) else None
 
 
+def scale_of(lo: Lowering, cast: ir.Cast) -> ir.Var | None:
+    """The scales s of ``q.to(f16) * s`` (either order) when this cast's only use is
+    that product and the function's value facts prove the fold exact
+    (`scale_folds.folds_scales`, `analysis.value_bounds`): s a tile of the cast's layout
+    and dtype, every group of codes converted by a vector recipe."""
+    users = lo.users.get(cast.result, [])
+    if not isinstance(cast.result.type, TileType) or len(users) != 1:
+        return None
+    (user,) = users
+    if not isinstance(user, ir.Compute) or user.op != "mul" or cast.result not in user.args:
+        return None
+    scales = user.args[1] if user.args[0] is cast.result else user.args[0]
+    source, result = cast.value.type, cast.result.type
+    if isinstance(scales, ir.Const):  # a constant scale needs no fact
+        if scales.dtype != result.dtype or not scale_folds.folds_constant(
+            source.dtype, result.dtype, float(scales.value)
+        ):
+            return None
+        return scales if _whole_groups(source, result) else None
+    if not isinstance(scales, ir.Var) or not isinstance(scales.type, TileType):
+        return None
+    if scales is cast.result or scales.type.layout != result.layout:
+        return None
+    folds = scale_folds.folds_scales
+    if scales.type.dtype != result.dtype or not folds(source.dtype, result.dtype, 0):
+        return None
+    if not _whole_groups(source, result):
+        return None
+    below = value_bounds(lo).below(scales)
+    if below is None or not folds(source.dtype, result.dtype, below):
+        return None
+    return scales
+
+
+def _whole_groups(source: TileType, result: TileType) -> bool:
+    """Whether a vector recipe converts every local: whole groups of packed codes, or
+    8-bit integers one per byte."""
+    elements, _ = dequant.group(source.dtype)
+    bytewise = source.dtype.is_int and source.dtype.bits == 8
+    return (is_packed(source.dtype) or bytewise) and result.layout.num_locals % elements == 0
+
+
+def value_bounds(lo: Lowering) -> ValueBounds:
+    """The function's value bounds (`analysis.value_bounds`), made on first use."""
+    if lo.value_bounds is None:
+        lo.value_bounds = ValueBounds(lo.fn)
+    return lo.value_bounds
+
+
+def proven_finite(lo: Lowering, value: ir.Value) -> bool:
+    """Whether the value facts bound every value of `value` (so none is inf or NaN)."""
+    return isinstance(value, ir.Var) and value_bounds(lo).below(value) is not None
+
+
 def _integer_magnitude(lo: Lowering, value: ir.Var) -> int | None:
     """The largest magnitude of a tile made by converting integers of a known type (a
     cast of an integer tile, through broadcasts); None for any other tile."""
@@ -195,13 +264,20 @@ def _integer_magnitude(lo: Lowering, value: ir.Var) -> int | None:
 
 
 def dequantize_vector(
-    lo: Lowering, source: TileRegs, result: TileRegs, zeros: ir.Var | None = None
+    lo: Lowering,
+    source: TileRegs,
+    result: TileRegs,
+    zeros: ir.Var | None = None,
+    scales: ir.Var | ir.Const | None = None,
+    finite: bool = False,
 ) -> int:
     """Casts whole groups of codes with the vector recipes; returns the first element
     left for the scalar path. The codes are each thread's locals in local order: packed
     codes in u32 words, or 8-bit integers one per byte, which are the same bytes.
     `zeros` (see `zero_point_of`): values of the result's type subtracted from it in
-    the recipes' subtraction."""
+    the recipes' subtraction. `scales` (see `scale_of`): values of the result's type
+    the recipes multiply by, folded into their last step. `finite` (`proven_finite`):
+    no code is inf or NaN, the recipes leave their special-value steps out."""
     bytewise = not source.packed and source.dtype.is_int and source.dtype.bits == 8
     if result.dtype not in (dtypes.f16, dtypes.bf16, dtypes.f32) or not (source.packed or bytewise):
         return 0
@@ -212,6 +288,11 @@ def dequantize_vector(
         return 0
     out_per_word = 32 // result.dtype.bits
     subtract = None if zeros is None else zero_point_words(lo, zeros, result.dtype)
+    scaling: TileScales | ConstScales | None = None
+    if isinstance(scales, ir.Const):
+        scaling = ConstScales(result.dtype, float(scales.value))
+    elif scales is not None:
+        scaling = TileScales(lo, scales, result.dtype)
     scratch = lo.b.local(U32, 1, "w")
     for g in range(groups):
         inputs = [code_word(lo, source, g * words + i, bytewise) for i in range(words)]
@@ -223,10 +304,16 @@ def dequantize_vector(
         if subtract is not None:  # output word j of this group is word first + j
             first = g * elements // out_per_word
             minus = lambda j, constant, first=first: subtract(first + j, constant)  # noqa: E731
+        group_scales = None
+        if scaling is not None:
+            group_scales = scaling.offset(g * elements // out_per_word)
+            lo.b.count("dequant_scale_folded", elements)
         outputs, vectorized = dequant.dequantize_group(
-            lo, inputs, source.dtype, result.dtype, positions, minus
+            lo, inputs, source.dtype, result.dtype, positions, minus, group_scales, finite
         )
         lo.b.count("dequant_vector" if vectorized else "dequant_scalar", elements)
+        if finite:
+            lo.b.count("dequant_finite", elements)
         for j, word in enumerate(outputs):
             lo.b.emit(t.SetLocal(scratch, 0, word))
             byte = (g * elements + j * out_per_word) * result.dtype.bits // 8
@@ -240,21 +327,7 @@ def zero_point_words(lo: Lowering, zeros: ir.Var, dtype: DType) -> Callable[[int
     pair of zero points and constant. A broadcast zero-point tile (one row per group,
     the usual case) is read at its source, whose few distinct values each thread holds
     once, so the additions are per column, not per weight."""
-    tile = lo.tile(zeros)
-    source, source_local = tile, list(range(tile.layout.num_locals))
-    made = lo.producer.get(zeros)
-    if isinstance(made, ir.Broadcast) and isinstance(lo.value(made.value), TileRegs):
-        before = lo.tile(made.value)
-        ones = [d for d, size in enumerate(before.layout.shape) if size == 1]
-
-        def table_map(table):
-            out = table.copy()
-            out[..., ones] = 0
-            return out
-
-        choice = relayout.register_map(before, tile, table_map)
-        if choice is not None:
-            source, source_local = before, choice
+    source, source_local = broadcast_source(lo, zeros)
     made_words: dict[tuple[int, int, int], t.Expr] = {}
 
     def subtract(j: int, constant: t.Imm) -> t.Expr:
@@ -269,6 +342,98 @@ def zero_point_words(lo: Lowering, zeros: ir.Var, dtype: DType) -> Callable[[int
         return made_words[key]
 
     return subtract
+
+
+def broadcast_source(lo: Lowering, value: ir.Var) -> tuple[TileRegs, list[int]]:
+    """Where each local of the tile `value` is held: (tile, its local per local of
+    `value`) — for a broadcast tile, also one reshaped after the broadcast (the scales
+    of a k-tile of several groups), its source, whose few distinct values each thread
+    holds once; else the tile itself."""
+    tile = lo.tile(value)
+    index_map = lambda table: table  # noqa: E731  (tile index -> index in `made`'s result)
+    made = lo.producer.get(value)
+    if isinstance(made, ir.Reshape) and isinstance(lo.value(made.value), TileRegs):
+        shape, before = tile.layout.shape, made.value.type.shape
+
+        def index_map(table, shape=shape, before=before):
+            return np.stack(np.unravel_index(flat_indices(table, shape), before), axis=-1)
+
+        made = lo.producer.get(made.value)
+    if isinstance(made, ir.Broadcast) and isinstance(lo.value(made.value), TileRegs):
+        before_tile = lo.tile(made.value)
+        ones = [d for d, size in enumerate(before_tile.layout.shape) if size == 1]
+
+        def table_map(table):
+            out = index_map(table).copy()
+            out[..., ones] = 0
+            return out
+
+        choice = relayout.register_map(before_tile, tile, table_map)
+        if choice is not None:
+            return before_tile, choice
+    return tile, list(range(tile.layout.num_locals))
+
+
+class TileScales:
+    """The scales of a tile as f16x2/bf16x2 words for `dequant.dequantize_group`
+    (`dequant.Scales`): the pair of scales of output word j (locals 2j, 2j+1) and its
+    products with the recipe's constants, each made once per distinct pair of source
+    locals (a broadcast scale tile is read at its source: per column per group, not
+    per weight)."""
+
+    def __init__(self, lo: Lowering, scales: ir.Var, dtype: DType, first: int = 0) -> None:
+        self.lo, self.dtype, self.first = lo, dtype, first
+        self.source, self.source_local = broadcast_source(lo, scales)
+        self.words: dict[tuple, t.Expr] = {}
+
+    def offset(self, first: int) -> TileScales:
+        """The same scales seen from output word `first` (one group's words)."""
+        view = TileScales.__new__(TileScales)
+        view.__dict__.update(self.__dict__, first=first)  # shares the made words
+        return view
+
+    def _pair(self, j: int) -> tuple[int, int]:
+        j += self.first
+        return self.source_local[2 * j], self.source_local[2 * j + 1]
+
+    def word(self, j: int) -> t.Expr:
+        key = self._pair(j)
+        if key not in self.words:
+            held = self.lo.b.local(U32, 1, "s")
+            for half, li in enumerate(key):
+                self.lo.b.emit(t.Move(t.Reg(held, 2 * half), t.Reg(self.source.local, 2 * li), 2))
+            self.words[key] = self.lo.b.let(t.Read(held, 0, U32), "s")
+        return self.words[key]
+
+    def times(self, j: int, constant: t.Imm) -> t.Expr:
+        key = (*self._pair(j), constant.value)
+        if key not in self.words:
+            product = t.Pair("mul", self.dtype, self.word(j), constant)
+            self.words[key] = self.lo.b.let(product, "s")
+        return self.words[key]
+
+
+class ConstScales:
+    """A constant scale c for `dequant.dequantize_group` (`dequant.Scales`), folded into
+    the recipes' constants at compile time (`scale_folds.folds_constant`: exact)."""
+
+    def __init__(self, dtype: DType, value: float) -> None:
+        self.dtype, self.value = dtype, value
+
+    def offset(self, first: int) -> ConstScales:
+        return self
+
+    def word(self, j: int) -> t.Imm:
+        return self._pair(self.value, self.value)
+
+    def times(self, j: int, constant: t.Imm) -> t.Imm:
+        halves = [(int(constant.value) >> shift) & 0xFFFF for shift in (0, 16)]
+        low, high = (float(v) * self.value for v in self.dtype.decode(halves))
+        return self._pair(low, high)
+
+    def _pair(self, low: float, high: float) -> t.Imm:
+        codes = [int(c) for c in self.dtype.encode([low, high])]
+        return imm(codes[0] | codes[1] << 16, U32)
 
 
 def code_word(lo: Lowering, source: TileRegs, word: int, bytewise: bool) -> t.Expr:

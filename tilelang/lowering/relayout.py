@@ -11,12 +11,13 @@ by an ldmatrix layout.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.ir.atoms import LdmatrixAtom
+from tilelang.ir.atoms import LDMATRIX_CANDIDATES, LdmatrixAtom
 from tilelang.ir.layout import Layout
 from tilelang.ir.types import TileType
 from tilelang.lowering import dequant
@@ -119,22 +120,36 @@ def try_ldmatrix(lo: Lowering, dst: TileRegs, address, shared: SharedTile | None
     """Reads `dst` with ldmatrix when its layout divides by an ldmatrix layout;
     `address(index)` is the shared byte address of a tile index, and each 8-element
     row must be 16 contiguous bytes there."""
+    plan = ldmatrix_plan(lo, dst, address, shared)
+    if plan is None:
+        return False
+    for _, emit in plan:
+        emit()
+    return True
+
+
+def ldmatrix_plan(
+    lo: Lowering, dst: TileRegs, address, shared: SharedTile | None = None
+) -> list[tuple[tuple[tuple[int, int], tuple[int, int]], Callable[[], None]]] | None:
+    """`try_ldmatrix` as a plan: per ldmatrix, ((first, end) tile index its matrices
+    cover within a warp's part, a function that emits it), so that a dot can read an
+    operand one k-step at a time; None when no ldmatrix form fits."""
     if dst.dtype.bits != 16 or dst.packed or dst.layout.rank != 2:
-        return False
+        return None
     if shared is not None and contiguous_elements(shared.layout) % 8:
-        return False
+        return None
     for atom in LDMATRIX_CANDIDATES:
         if not dst.layout.divisible_by(atom.layout):
             continue
         quotient = dst.layout / atom.layout
         if dst.layout.shape[-1] * 2 % 16:
             continue
-        emit_ldmatrix(lo, dst, address, atom, quotient)
-        return True
-    return False
+        return emit_ldmatrix(lo, dst, address, atom, quotient)
+    return None
 
 
-def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: Layout) -> None:
+def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: Layout) -> list:
+    """The ldmatrix reads of `dst` (see `ldmatrix_plan`), each emitted when called."""
     b = lo.b
     lane = lo.prologue_let(t.Binary("rem", t.ThreadIndex(), imm(WARP)), "lane")
     warp = lo.prologue_let(t.Binary("div", t.ThreadIndex(), imm(WARP)), "warp")
@@ -154,17 +169,28 @@ def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: L
     block_part = lo.thread_parts[key]
     atom_rows, atom_cols = atom.layout.shape
     per_block = atom.layout.num_locals
+
+    def emitter(q: int, local: tuple[int, ...]) -> Callable[[], None]:
+        def emit() -> None:
+            row = b.add(b.mul(b.add(block_part[0], imm(local[0])), imm(atom_rows)), row_in_atom)
+            col = b.add(b.mul(b.add(block_part[1], imm(local[1])), imm(atom_cols)), col_in_atom)
+            address = address_of((row, col))
+            b.emit(
+                t.Ldmatrix(
+                    atom.num, atom.trans, t.Reg(dst.local, q * per_block * 2), b.let(address, "la")
+                )
+            )
+            b.count("ldmatrix")
+
+        return emit
+
+    plan = []
     for q in range(quotient.num_locals):
         local = local_part(quotient, q)
-        row = b.add(b.mul(b.add(block_part[0], imm(local[0])), imm(atom_rows)), row_in_atom)
-        col = b.add(b.mul(b.add(block_part[1], imm(local[1])), imm(atom_cols)), col_in_atom)
-        address = address_of((row, col))
-        b.emit(
-            t.Ldmatrix(
-                atom.num, atom.trans, t.Reg(dst.local, q * per_block * 2), b.let(address, "la")
-            )
-        )
-        b.count("ldmatrix")
+        first = (local[0] * atom_rows, local[1] * atom_cols)
+        end = (first[0] + atom_rows, first[1] + atom_cols)
+        plan.append(((first, end), emitter(q, local)))
+    return plan
 
 
 def register_map(src: TileRegs, dst: TileRegs, source_index_table) -> list[int] | None:
@@ -341,13 +367,3 @@ def lower_view(lo: Lowering, instr: ir.View) -> None:
         raise lo.fail(instr, f"view of {src.dtype} to {dst.dtype}: {bits} bits do not fit")
     for offset, width in pieces(0, nbytes):
         lo.b.emit(t.Move(t.Reg(dst.local, offset), t.Reg(src.local, offset), width))
-
-
-LDMATRIX_CANDIDATES = (
-    LdmatrixAtom(4, False, (2, 2)),
-    LdmatrixAtom(4, True, (2, 2)),
-    LdmatrixAtom(2, True),
-    LdmatrixAtom(2, False),
-    LdmatrixAtom(1, False),
-    LdmatrixAtom(1, True),
-)

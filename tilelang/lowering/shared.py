@@ -26,12 +26,12 @@ from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.layout import Layout
-from tilelang.ir.shared_layout import SharedLayout
+from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
 from tilelang.lowering import memory, relayout
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
-from tilelang.lowering.values import SharedTile, pieces
+from tilelang.lowering.values import SharedTile, TileRegs, contiguous_elements, pieces
 
 #: The widest access a thread makes: 16 bytes.
 MAX_ACCESS = 16
@@ -48,21 +48,48 @@ def lower_sharedalloc(lo: Lowering, instr: ir.SharedAlloc) -> None:
 
 
 def element_offset(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
-    """The element offset of a tile index: the layout's strides, then its swizzle."""
+    """The element offset of a tile index: the layout's strides, then its swizzle.
+
+    Constant parts of the index stay a separate constant term where the swizzle allows
+    (`_outside_swizzle`), so that accesses differing only by constants share one
+    register and differ by their immediates: held across a loop, one address per
+    access would cost a register each."""
     b = lo.b
     offset: t.Expr = imm(0)
+    constant = 0
     for i, modes in zip(index, tile.layout.dims, strict=True):
+        if len(modes) == 1:  # a single stride: i·s = x·s + c·s
+            x, c = _constant_part(i)
+            offset = b.add(offset, b.mul(x, imm(modes[0].stride)))
+            constant += c * modes[0].stride
+            continue
         rest = i
         for mode in reversed(modes):
             digit = b.binary("rem", rest, imm(mode.size)) if mode is not modes[0] else rest
             offset = b.add(offset, b.mul(digit, imm(mode.stride)))
             rest = b.binary("div", rest, imm(mode.size))
     swizzle = tile.layout.swizzle
+    outside = _outside_swizzle(swizzle, constant)
+    offset = b.add(offset, imm(constant - outside))
     if swizzle is not None and swizzle.bits:
         mask = (1 << swizzle.bits) - 1
         moved = b.binary("and", b.binary("shr", offset, imm(swizzle.shift)), imm(mask))
         offset = t.Binary("xor", offset, b.binary("shl", moved, imm(swizzle.base)))
-    return offset
+    return b.add(offset, imm(outside))
+
+
+def _outside_swizzle(swizzle: Swizzle | None, constant: int) -> int:
+    """The part of a constant offset term that may be added after the swizzle.
+
+    The swizzle reads bits [shift, shift + bits) and changes bits [base, base + bits);
+    when both lie below P = 2^(shift + bits), adding a multiple of P changes neither, so
+    swizzle(x + c) = swizzle(x) + c for c ≡ 0 (mod P) (two's complement, any x)."""
+    if swizzle is None or not swizzle.bits:
+        return constant
+    period = 1 << (swizzle.shift + swizzle.bits)
+    if swizzle.base > swizzle.shift:
+        return 0
+    return constant - constant % period
 
 
 def shared_address(lo: Lowering, tile: SharedTile, index: Sequence[t.Expr]) -> t.Expr:
@@ -107,11 +134,24 @@ def lower_sharedslice(lo: Lowering, instr: ir.SharedSlice) -> None:
     swizzle = whole.layout.swizzle
     period = 1 << (swizzle.shift + swizzle.bits) if swizzle is not None and swizzle.bits else 1
     bits = whole.dtype.bits
+    at_zero = isinstance(instr.index, ir.Const) and instr.index.value == 0
+    if at_zero:  # the same memory: dropping a dim of size 1 needs no aligned stride
+        lo.env[instr.result] = SharedTile(
+            whole.offset, whole.dtype, SharedLayout(tuple(rest), swizzle)
+        )
+        return
     if len(whole.layout.dims[0]) != 1 or lead.stride % period or lead.stride * bits % 8:
         raise lo.fail(instr, f"cannot slice the shared layout {whole.layout} along its first dim")
     step = imm(lead.stride * bits // 8)
     offset = lo.b.let(lo.b.add(_base(whole), lo.b.mul(lo.scalar(instr.index), step)), "slice")
     lo.env[instr.result] = SharedTile(offset, whole.dtype, SharedLayout(tuple(rest), swizzle))
+
+
+@lowers(ir.SharedTranspose)
+def lower_sharedtranspose(lo: Lowering, instr: ir.SharedTranspose) -> None:
+    whole = lo.shared_tile(instr.shared)
+    view = whole.layout.permute(instr.perm)
+    lo.env[instr.result] = SharedTile(whole.offset, whole.dtype, view)
 
 
 # -- runs between registers and a shared tile ---------------------------------------------
@@ -184,7 +224,13 @@ def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
 def lower_sharedload(lo: Lowering, instr: ir.SharedLoad) -> None:
     shared = lo.shared_tile(instr.shared)
     tile = lo.define_tile(instr.result)
-    if relayout.try_ldmatrix(lo, tile, lambda index: shared_address(lo, shared, index), shared):
+    plan = _ldmatrix_reads(lo, shared, tile)
+    if plan is not None and instr.result in lo.streamed:
+        lo.deferred[instr.result] = plan  # its dot reads it a k-step at a time
+        return
+    if plan is not None:
+        for _, emit in plan:
+            emit()
         return
     bits = tile.dtype.bits
     run, width = shared_runs(shared, tile.layout)
@@ -198,6 +244,28 @@ def lower_sharedload(lo: Lowering, instr: ir.SharedLoad) -> None:
         for at, size in pieces(0, run * bits // 8, width):
             target = t.Reg(tile.local, li * bits // 8 + at)
             lo.b.emit(t.SharedLoad(target, size, lo.b.add(address, imm(at))))
+
+
+def _ldmatrix_reads(lo: Lowering, shared: SharedTile, tile: TileRegs) -> list | None:
+    """The ldmatrix reads of `tile` from `shared` (`relayout.ldmatrix_plan`, nothing
+    emitted yet), or None when no ldmatrix form fits.
+
+    A matrix read from a transposed view (its rows strided, its columns contiguous in
+    memory — Kᵀ of a K stored row-major) is read as the untransposed tile, in the same
+    registers named by the transposed layout: no transpose is materialized."""
+    address = lambda index: shared_address(lo, shared, index)  # noqa: E731
+    plan = relayout.ldmatrix_plan(lo, tile, address, shared)
+    if plan is not None or tile.layout.rank != 2 or shared.layout.rank != 2:
+        return plan
+    flipped = SharedTile(shared.offset, shared.dtype, shared.layout.permute((1, 0)))
+    if contiguous_elements(flipped.layout) % 8:
+        return None
+    regs = TileRegs(tile.local, tile.dtype, tile.layout.permute((1, 0)))
+    plan = relayout.ldmatrix_plan(lo, regs, lambda index: shared_address(lo, flipped, index))
+    if plan is None:
+        return None
+    lo.b.count("ldmatrix_transposed_view")
+    return [(((r0, c0)[::-1], (r1, c1)[::-1]), emit) for ((r0, c0), (r1, c1)), emit in plan]
 
 
 def load_code(lo: Lowering, shared: SharedTile, tile, li: int) -> None:

@@ -14,7 +14,8 @@ are one word); scalars and tensors none (they are the same in every thread: ptxa
 them in uniform registers or the constant bank). A result shares words with an operand
 dying at its instruction when it can be written over it (elementwise `compute`, `cast`,
 `view`, `reshape`, `transpose`, `broadcast`, `relayout` — through shared memory, it
-stores the operand before reading the result — and `dot` over its accumulator), and a
+stores the operand before reading the result —, `concat` over all its dying values and
+`dot` over its accumulator), and a
 loop's carried value with its initial value. A move each thread makes alone (`broadcast`,
 `reshape`, `transpose`, `relayout`, `view`) renames its operand's registers; a zero tile
 used only as dot accumulators holds none (the first mma reads the zero register).
@@ -62,9 +63,10 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.liveness import Point, Program
-from tilelang.analysis.streaming import STREAM_AHEAD, streamed_operands
+from tilelang.analysis.replication import warn_replicated
+from tilelang.analysis.streaming import first_needed, streamed_words
 from tilelang.dtypes import DType
-from tilelang.ir.atoms import LdmatrixAtom
+from tilelang.ir.atoms import LDMATRIX_CANDIDATES
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.nodes import (
     AtomicAdd,
@@ -73,6 +75,7 @@ from tilelang.ir.nodes import (
     Broadcast,
     Cast,
     Compute,
+    Concat,
     Const,
     CopyAsync,
     Dot,
@@ -119,7 +122,7 @@ WARP_SIZE = 32
 TOLERANCE = 0.15  #: within this of ptxas on every case of benchmarks/register_estimates.py
 
 #: Instructions whose result may overwrite an operand dying there.
-_IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast, Relayout, Slice)
+_IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast, Relayout, Slice, Concat)
 #: Moves between layouts: in registers, or through the scratch area.
 _MOVES = (Relayout, Transpose, Reshape, Broadcast, Slice)
 
@@ -178,7 +181,9 @@ def estimate(fn: Function) -> RegisterPlan:
     held = address_words_by_point(program, fn.warps)
     total = [v + a for v, a in zip(values, held, strict=True)]
     peak = max(range(len(total)), key=lambda index: (total[index], -index))
-    live = [v for v, first in program.start.items() if sizes[v] and first <= peak <= stop[v]]
+    live = [
+        v for v, first in first_needed(program).items() if sizes[v] and first <= peak <= stop[v]
+    ]
     live.sort(key=lambda v: (-sizes[v], v.name))
     return RegisterPlan(
         total[peak] + THREAD_WORDS,
@@ -202,7 +207,7 @@ def _value_pressure(
     sizes, stop, root = _sizes(program, warps)
     count = len(program.points)
     delta = [0] * (count + 1)
-    for var, first in program.start.items():
+    for var, first in first_needed(program).items():
         last = stop[var]
         if last < 0 or not sizes[var]:
             continue
@@ -225,8 +230,7 @@ def _sizes(program: Program, warps: int) -> tuple[dict[Var, int], dict[Var, int]
     stop = dict(program.stop)
     for var in _free_zeros(program):
         sizes[var] = 0
-    for var, steps in streamed_operands(program).items():
-        sizes[var] = math.ceil(sizes[var] * STREAM_AHEAD / steps)
+    sizes.update(streamed_words(program, sizes))
     root: dict[Var, Var] = {}
     for point in program.points:
         source = _renamed(point.instr) if not point.end else None
@@ -317,6 +321,8 @@ def _reuse(
     results = [sizes[v] for v in instr.defs()]
     if not dying or not results:
         return 0
+    if isinstance(instr, Concat):  # its parts side by side: every dying value's words
+        return min(sum(dying), max(results))
     return min(max(dying), max(results))
 
 
@@ -534,16 +540,6 @@ _ADDRESSES: dict[type[Instr], Callable[[Instr, int, bool], int]] = {
 
 # -- what the lowering addresses -------------------------------------------------------------
 
-#: The ldmatrix forms the lowering tries, in its order (tilelang.lowering.relayout).
-LDMATRIX_CANDIDATES = (
-    LdmatrixAtom(4, False, (2, 2)),
-    LdmatrixAtom(4, True, (2, 2)),
-    LdmatrixAtom(2, True),
-    LdmatrixAtom(2, False),
-    LdmatrixAtom(1, False),
-    LdmatrixAtom(1, True),
-)
-
 
 @functools.lru_cache(maxsize=512)
 def _table(layout: Layout) -> np.ndarray:
@@ -704,6 +700,8 @@ def run(fn: Function, target: Target = CPU) -> Function:
     limit = target.registers_per_thread
     if plan.peak > refusal_limit(limit):
         raise RegisterBudgetError(budget_message(fn, plan, limit))
+    if target.is_gpu:
+        warn_replicated(fn)
     if plan.peak > limit and target.is_gpu:
         warnings.warn_explicit(
             spill_message(fn, plan, limit),

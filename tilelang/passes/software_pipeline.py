@@ -31,9 +31,11 @@ In iteration i the loop reads buffer i mod S and fills buffer (i + S-1) mod S, w
 divides, whatever the loop's bounds (no `(k - start) / step`, no remainder by S).
 
 The shared_load defines the last value of the load's *chain*: the load, then a
-`reshape` that only drops leading dims of size 1 (a rank-3 load of one head read as a
-matrix: the stage is sliced once more per dropped dim), then a `relayout` (a dot
-operand, read with ldmatrix), each the sole use of the one before and in the loop's own
+`reshape` that only drops dims of size 1 (a rank-4 load [1, BN, 1, D] of one head read
+as a matrix: a `shared_transpose` view moves them first, then the stage is sliced once
+more per dropped dim), then a `transpose` (Kᵀ of attention: a `shared_transpose` view,
+read with ldmatrix as K is stored, so no transpose moves data), then a `relayout` (a
+dot operand, read with ldmatrix), each the sole use of the one before and in the loop's own
 body. Dot operands are read right after the wait, before the next copies, as in the
 classic multistage loop; other tiles where their loads were, so their registers live
 no longer than before. (Other orders made ptxas spill a few bytes: matmul on sm_80, u3
@@ -63,7 +65,8 @@ and a move waits for its load: deeper prefetch in registers hides less than cp.a
 **Not pipelined**: a load whose offsets depend on a value the body computes from loaded
 data or carries from one iteration to the next (its address is not known ahead), of a
 tensor the loop also writes (a load issued ahead would miss the write), inside a branch
-or an inner loop without stages of its own, or that neither form can take. It stays as
+or an inner loop without stages of its own, or that neither form can take, and every
+gather (its rows come from an index tile; not pipelined yet). It stays as
 it is with the attribute ``unpipelined="<why>"`` (the lowering counts these loads in
 ``stats["pipeline_skipped"]``) and a `PipelineWarning` whose message starts with the
 loop's source location and names the load's and why.
@@ -82,6 +85,7 @@ from dataclasses import dataclass, field, replace
 from tilelang import dtypes
 from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
 from tilelang.ir import nodes as ir
+from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.visit import defined_vars, walk
 from tilelang.passes import plan_registers
@@ -191,6 +195,9 @@ class _Pipeliner:
         for index, instr in enumerate(body):
             if instr.BODIES:
                 body[index] = _mark_nested(loop, instr)
+            if isinstance(instr, ir.Gather):  # said, not silently dropped
+                body[index] = _skip(loop, instr, GATHER_REASON)
+                continue
             if not isinstance(instr, ir.Load) or _made_here(instr):
                 continue
             choice = self.choose(instr, loop, writers)
@@ -390,12 +397,39 @@ class _Pipeliner:
         hint = plan.load.result.name + ".stage"
         view = self.fresh(hint, SharedType(tile.dtype, tile.shape))
         out: list[ir.Instr] = [ir.SharedSlice(view, plan.buffer, at.stage, loc=plan.load.loc)]
-        shape = tuple(tile.shape)
-        while len(shape) > len(result.type.shape):  # a reshape that drops a leading 1
-            shape = shape[1:]
-            inner = self.fresh(hint, SharedType(tile.dtype, shape))
-            out.append(ir.SharedSlice(inner, view, _const(0, at.loop), loc=plan.load.loc))
+        # A view past a transpose states its layout (plan_shared would give it the
+        # default of its own shape); others leave it to plan_shared, which agrees.
+        layout = plan.buffer.type.layout
+        layout = None if layout is None else SharedLayout(layout.dims[1:], layout.swizzle)
+        shape, loc, permuted = tuple(tile.shape), plan.load.loc, False
+
+        def transpose(perm: tuple[int, ...]) -> None:
+            nonlocal view, shape, layout, permuted
+            if perm == tuple(range(len(perm))):
+                return
+            shape = tuple(shape[p] for p in perm)
+            layout, permuted = None if layout is None else layout.permute(perm), True
+            inner = self.fresh(hint, SharedType(tile.dtype, shape, layout))
+            out.append(ir.SharedTranspose(inner, view, perm, loc=loc))
             view = inner
+
+        reshape = next((i for i in plan.chain if isinstance(i, ir.Reshape)), None)
+        if reshape is not None:  # the dropped 1s first, then slice them off
+            dropped = _dropped_ones(reshape)
+            assert dropped is not None
+            kept = [d for d in range(len(shape)) if d not in dropped]
+            transpose((*dropped, *kept))
+            for _ in dropped:
+                shape = shape[1:]
+                if layout is not None:
+                    layout = SharedLayout(layout.dims[1:], layout.swizzle)
+                stated = layout if permuted else None
+                inner = self.fresh(hint, SharedType(tile.dtype, shape, stated))
+                out.append(ir.SharedSlice(inner, view, _const(0, at.loop), loc=loc))
+                view = inner
+        flip = next((i for i in plan.chain if isinstance(i, ir.Transpose)), None)
+        if flip is not None:  # a transposed operand: a view, no transpose moves data
+            transpose(tuple(flip.perm))
         out.append(ir.SharedLoad(result, view, loc=plan.chain[-1].loc))
         return out
 
@@ -493,7 +527,13 @@ def _is_positive_zero(value: float | int) -> bool:
     return value == 0 and math.copysign(1.0, value) > 0
 
 
-def _skip(loop: ir.For, load: ir.Load, reason: str) -> ir.Load:
+#: Why a gather stays where it is (cp.async copies and prefetches take boxes).
+GATHER_REASON = (
+    "it is a gather, whose rows are known only once its index tile is; gathers are not pipelined"
+)
+
+
+def _skip(loop: ir.For, load: ir.Load | ir.Gather, reason: str) -> ir.Load | ir.Gather:
     """`load` marked unpipelined, with the warning that says why."""
     message = (
         f"{loop.loc}: stages={loop.stages} is not honoured for the load of "
@@ -586,7 +626,7 @@ def _from_tiles(instr: ir.Instr | None, definitions: dict[ir.Var, ir.Instr]) -> 
 
 def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:
     """`load`, then the instructions a shared_load can define in its place: a reshape
-    dropping leading 1s, then a relayout, each the sole use of the one before and an
+    dropping 1s, then a transpose, then a relayout, each the sole use of the one before and an
     instruction of `body` itself (see the module docstring)."""
     uses: dict[ir.Var, list[ir.Instr]] = {}
     for inner in (i for instr in body for i in walk(instr)):
@@ -594,24 +634,29 @@ def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:
             if isinstance(value, ir.Var):
                 uses.setdefault(value, []).append(inner)
     chain: list[ir.Instr] = [load]
-    for kind in (ir.Reshape, ir.Relayout):
+    for kind in (ir.Reshape, ir.Transpose, ir.Relayout):
         users = uses.get(chain[-1].defs()[0], [])
         if len(users) != 1 or not isinstance(users[0], kind) or _index(body, users[0]) < 0:
             continue
-        if isinstance(users[0], ir.Reshape) and not _drops_leading_ones(users[0]):
+        if isinstance(users[0], ir.Reshape) and _dropped_ones(users[0]) is None:
             continue
         chain.append(users[0])
     return tuple(chain)
 
 
-def _drops_leading_ones(reshape: ir.Reshape) -> bool:
-    source, result = reshape.value.type.shape, reshape.result.type.shape
-    dropped = len(source) - len(result)
-    return (
-        dropped > 0
-        and all(size == 1 for size in source[:dropped])
-        and tuple(source[dropped:]) == tuple(result)
-    )
+def _dropped_ones(reshape: ir.Reshape) -> tuple[int, ...] | None:
+    """The dims of size 1 a reshape drops when it only drops such dims (a rank-4 load
+    [1, BN, 1, D] of one head read as a matrix), else None."""
+    source, result = tuple(reshape.value.type.shape), tuple(reshape.result.type.shape)
+    dropped, at = [], 0
+    for d, size in enumerate(source):
+        if at < len(result) and size == result[at]:
+            at += 1
+        elif size == 1:
+            dropped.append(d)
+        else:
+            return None
+    return tuple(dropped) if dropped and at == len(result) else None
 
 
 def _index(body: tuple[ir.Instr, ...], instr: ir.Instr) -> int:

@@ -5,8 +5,8 @@ a tile without one is accessed one element at a time). Global tensors are row-ma
 contiguous, densely packed (element i of the flat tensor holds bits [i·b, (i+1)·b)),
 their base pointers 16-byte aligned; accesses are masked per element.
 
-Guarantees: every `Load`, `Store`, `AtomicAdd` and `CopyAsync` gets three attributes,
-and nothing else changes:
+Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `AtomicAdd` and `CopyAsync` gets
+three attributes, and nothing else changes:
 
 - ``elems=r``: each thread accesses its elements in *runs* of r consecutive elements
   of the last dimension (a power of two; 1 when nothing better is proven);
@@ -72,7 +72,17 @@ import numpy as np
 
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
-from tilelang.ir.nodes import AtomicAdd, CopyAsync, Function, Instr, Load, Store, Value
+from tilelang.ir.nodes import (
+    AtomicAdd,
+    CopyAsync,
+    Function,
+    Gather,
+    Instr,
+    Load,
+    Scatter,
+    Store,
+    Value,
+)
 from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.visit import Rewriter
@@ -154,6 +164,29 @@ class _Vectorize(Rewriter):
 
     def visit_AtomicAdd(self, instr: AtomicAdd) -> Instr:
         return self._register_access(self.generic(instr), instr.value.type)
+
+    def visit_Gather(self, instr: Gather) -> Instr:
+        return self._indexed_access(self.generic(instr), instr.result.type)
+
+    def visit_Scatter(self, instr: Scatter) -> Instr:
+        return self._indexed_access(self.generic(instr), instr.value.type)
+
+    def _indexed_access(self, new: Gather | Scatter, tile: TileType) -> Instr:
+        """As a load's (store's) runs, where each run lies in one gathered row: the index
+        must be constant along the last dim (a size-1 index dim, not the gathered axis);
+        the gathered coordinate may be any integer, so it divides nothing."""
+        instr, index = new, new.index.type
+        last = tile.rank - 1
+        r = 1
+        if instr.axis != last and index.shape[last] == 1:
+            for candidate in _powers_of_two_down(pow2_factor(layout_run(tile.layout))):
+                if self._legal(candidate, instr.tensor.type, new.offsets, "register"):
+                    r = candidate
+                    break
+        steps = list(run_start_steps(tile.layout, tile.shape, r))
+        steps[instr.axis] = 1
+        align = self._global_align(instr.tensor.type, new.offsets, tuple(steps))
+        return _annotate(new, r, tile.dtype, align)
 
     def visit_CopyAsync(self, instr: CopyAsync) -> Instr:
         new = self.generic(instr)

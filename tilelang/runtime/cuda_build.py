@@ -83,6 +83,7 @@ def cuda_build(
     lower: Callable[[], ThreadFunction],
     arch: str,
     cache: DiskCache | None = None,
+    min_blocks: int | None = None,
 ) -> CudaBuild:
     cache = cache if cache is not None else DiskCache()
     key = cache_key(*key_parts, arch, nvrtc_identity(cache))
@@ -93,7 +94,7 @@ def cuda_build(
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     thread = lower()
-    source = emit_cuda(thread, launch_bounds=thread.threads)
+    source = emit_cuda(thread, launch_bounds=thread.threads, min_blocks=min_blocks)
     symbol = kernel_symbol(thread)
     binary = compile_cuda(source, symbol, arch)
     build = CudaBuild(

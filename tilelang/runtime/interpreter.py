@@ -372,13 +372,50 @@ def _shared_alloc(state: _State, instr: ir.SharedAlloc) -> None:
 # --- data movement ----------------------------------------------------------------------
 
 
-@semantics(ir.Load)
-def _load(state: _State, instr: ir.Load) -> None:
+@semantics(ir.Load, ir.LoadScalar)  # a scalar load reads a box of one element
+def _load(state: _State, instr: ir.Load | ir.LoadScalar) -> None:
     dtype = instr.result.type.dtype
     fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
     offsets = tuple(state.int(off) for off in instr.offsets)
-    tile = _masked_load(state.tensor(instr.tensor), offsets, _shape(instr.result), fill, dtype)
+    shape = _shape(instr.result) or (1,) * len(offsets)
+    tile = _masked_load(state.tensor(instr.tensor), offsets, shape, fill, dtype)
+    state.bind(instr.result, tile.reshape(_shape(instr.result)))
+
+
+def _indexed(state: _State, instr: ir.Gather | ir.Scatter, shape: tuple[int, ...]):
+    """(coordinates per dim, inside the tensor) of each element of a gather or scatter:
+    the box's e_d + offsets[d], except offsets[axis] + index[e] along the axis."""
+    tensor = state.tensor(instr.tensor)
+    index = np.broadcast_to(np.asarray(state.value(instr.index), dtype=np.int64), shape)
+    box = np.indices(shape, dtype=np.int64)
+    coords = [
+        state.int(o) + (index if d == instr.axis else box[d]) for d, o in enumerate(instr.offsets)
+    ]
+    inside = np.ones(shape, dtype=bool)
+    for coord, size in zip(coords, tensor.shape, strict=True):
+        inside &= (coord >= 0) & (coord < size)
+    return tensor, tuple(c[inside] for c in coords), inside
+
+
+@semantics(ir.Gather)
+def _gather(state: _State, instr: ir.Gather) -> None:
+    """Coordinates outside the tensor read the fill (0)."""
+    dtype, shape = instr.result.type.dtype, _shape(instr.result)
+    fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
+    tensor, picked, inside = _indexed(state, instr, shape)
+    tile = _fill(shape, fill, dtype)
+    tile[inside] = tensor.dtype.decode(tensor.codes[picked])
     state.bind(instr.result, tile)
+
+
+@semantics(ir.Scatter)
+def _scatter(state: _State, instr: ir.Scatter) -> None:
+    """Coordinates outside are skipped; of two elements sent to one place the last (in
+    row-major order) is written (numpy's fancy assignment)."""
+    tile = np.asarray(state.value(instr.value))
+    tensor, picked, inside = _indexed(state, instr, tile.shape)
+    tensor.codes[picked] = _encode_tile(tensor.dtype, tile[inside])
+    tensor.dirty = True
 
 
 @semantics(ir.Store)
@@ -449,6 +486,12 @@ def _nothing(state: _State, instr: ir.Instr) -> None:
 def _shared_slice(state: _State, instr: ir.SharedSlice) -> None:
     shared: _Shared = state.value(instr.shared)
     state.bind(instr.result, _Shared(shared.values[state.int(instr.index)]))  # a view
+
+
+@semantics(ir.SharedTranspose)
+def _shared_transpose(state: _State, instr: ir.SharedTranspose) -> None:
+    shared: _Shared = state.value(instr.shared)
+    state.bind(instr.result, _Shared(shared.values.transpose(instr.perm)))  # a view
 
 
 @semantics(ir.SharedLoad)
@@ -681,7 +724,7 @@ def _reduce_ufunc(op: str, dtype: DType) -> np.ufunc:
     return ufunc
 
 
-@semantics(ir.Reshape)
+@semantics(ir.Reshape, ir.Item)  # an item: the rank-0 tile's value as a scalar
 def _reshape(state: _State, instr: ir.Reshape) -> None:
     state.bind(instr.result, np.reshape(state.value(instr.value), _shape(instr.result)).copy())
 
@@ -695,6 +738,12 @@ def _relayout(state: _State, instr: ir.Relayout) -> None:
 def _slice(state: _State, instr: ir.Slice) -> None:
     box = tuple(slice(a, b) for a, b in zip(instr.starts, instr.stops, strict=True))
     state.bind(instr.result, np.asarray(state.value(instr.value))[box].copy())
+
+
+@semantics(ir.Concat)
+def _concat(state: _State, instr: ir.Concat) -> None:
+    values = [np.asarray(state.value(v)) for v in instr.values]
+    state.bind(instr.result, np.concatenate(values, axis=instr.axis))
 
 
 @semantics(ir.Transpose)

@@ -254,7 +254,7 @@ def _check_launch(fn: ir.Function, launch: Mapping[str, Any]) -> tuple[dict, dic
             raise PerfError(f"{fn.name}: size {name} must be an int >= 0, got {value!r}")
         sizes[name] = value
     for name, divisor in fn.assume:
-        if sizes[name] % divisor:
+        if name in sizes and sizes[name] % divisor:  # (a tensor's value fact: not a size)
             raise PerfError(
                 f"{fn.name}: {name}={sizes[name]} is not a multiple of {divisor}, which this "
                 f"kernel was compiled to assume; compile with assume={{{name!r}: ...}} "
@@ -264,10 +264,13 @@ def _check_launch(fn: ir.Function, launch: Mapping[str, Any]) -> tuple[dict, dic
 
 
 def _tensor_bytes(fn: ir.Function, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Bytes of every tensor the kernel reads plus every tensor it writes, each once."""
+    """Bytes of every tensor the kernel reads plus every tensor it writes, each once
+    (gathers, scatters and scalar loads included: a gathered pool counts whole, an
+    upper bound on what the kernel reads of it)."""
     dtypes = {p.name: p.type.dtype for p in fn.params if p.name in shapes}
-    read = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Load | ir.CopyAsync)}
-    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store)}
+    reads = ir.Load | ir.CopyAsync | ir.Gather | ir.LoadScalar
+    read = {i.tensor.name for i in walk(fn) if isinstance(i, reads)}
+    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store | ir.Scatter)}
 
     def nbytes(name: str) -> int:
         return -(-math.prod(shapes[name]) * dtypes[name].bits // 8)

@@ -62,8 +62,8 @@ class PerfError(ValueError):
 
 @dataclass(frozen=True)
 class TileLoad:
-    """One global tile the main loop loads per iteration: `kind` is "load" or
-    "copy_async"; `ahead` is how many iterations ahead it is issued (module docstring)."""
+    """One global tile the main loop loads per iteration: `kind` is "load",
+    "copy_async" or "gather"; `ahead` is how many iterations ahead it is issued (module docstring)."""
 
     tensor: str
     kind: str
@@ -120,7 +120,11 @@ def _direct(block: ir.Block) -> list[ir.Instr]:
 
 def _shared_roots(fn: ir.Function) -> dict[str, str]:
     """Each shared slice's allocation: var name -> the name of its `shared_alloc`."""
-    parents = {i.result.name: i.shared.name for i in walk(fn) if isinstance(i, ir.SharedSlice)}
+    parents = {
+        i.result.name: i.shared.name
+        for i in walk(fn)
+        if isinstance(i, ir.SharedSlice | ir.SharedTranspose)
+    }
     roots = {}
     for name in parents:
         root = name
@@ -144,6 +148,8 @@ def _loads_of(loop: ir.For, prologue: list[ir.Instr], roots: dict[str, str]) -> 
             )
             tile = instr.result.type
             loads.append(_tile_load(instr, "load", tile, ahead))
+        elif isinstance(instr, ir.Gather):  # never issued ahead (software_pipeline)
+            loads.append(_tile_load(instr, "gather", instr.result.type, 0))
         elif isinstance(instr, ir.CopyAsync):
             ahead = sum(
                 isinstance(p, ir.CopyAsync)

@@ -49,6 +49,117 @@ class Load(Instr):
 
 
 @dataclass(frozen=True)
+class LoadScalar(Instr):
+    """Reads one element, at `offsets`, of a global tensor as a block-uniform scalar.
+
+    An element outside the tensor reads `fill` (zero when absent): no access is made,
+    as for a tile `load`.
+    """
+
+    result: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    fill: Const | None = None
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "fill")
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "load_scalar {tensor}[{offsets}]< fill({fill})>"
+    LAYOUT: ClassVar = "none"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        result = v.scalar(self.result, "the result")
+        v.same_dtype(result.dtype, tensor.dtype, "a result")
+        _check_fill(v, self.fill, tensor.dtype)
+
+
+@dataclass(frozen=True)
+class Gather(Instr):
+    """Reads a tile whose coordinates along `axis` come from a tile of indices: element
+    e of the result is ``tensor[o_0 + e_0, ..., offsets[axis] + index[e], ..., o_n + e_n]``
+    (the other dimensions are a box at `offsets`, as `load`'s). `index` is an integer
+    tile of the result's rank whose dims are the result's or 1 (broadcast: a table of
+    row numbers is ``[R, 1]``). Elements outside the tensor read `fill` (zero when
+    absent): no access is made."""
+
+    result: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    index: Var
+    axis: int
+    fill: Const | None = None
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "fill")
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "gather {tensor}[{offsets}], {index}, axis={axis}< fill({fill})>"
+    LAYOUT: ClassVar = "gather"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        result = v.result_tile(self.result)
+        v.expect(
+            result.rank == tensor.rank,
+            f"expected a result of rank {tensor.rank} (the tensor's), found {print_type(result)}",
+        )
+        v.same_dtype(result.dtype, tensor.dtype, "a result")
+        v.axis(self.axis, tensor.rank)
+        _check_index(v, v.tile(self.index, "the index"), result.shape)
+        _check_fill(v, self.fill, tensor.dtype)
+
+
+@dataclass(frozen=True)
+class Scatter(Instr):
+    """Writes `value` where a `gather` of its shape would read: element e goes to
+    ``tensor[o_0 + e_0, ..., offsets[axis] + index[e], ..., o_n + e_n]``; elements whose
+    coordinates lie outside the tensor are skipped. Two elements sent to one place: one
+    of them is written, which one is unspecified (the interpreter: the last in row-major
+    order)."""
+
+    tensor: Var
+    offsets: tuple[Value, ...]
+    index: Var
+    axis: int
+    value: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value")
+    WRITES: ClassVar = ("tensor",)
+    SYNTAX: ClassVar = "scatter {tensor}[{offsets}], {index}, axis={axis}, {value}"
+    LAYOUT: ClassVar = "scatter"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        value = v.tile(self.value, "the stored value")
+        v.expect(
+            value.rank == tensor.rank,
+            f"expected a stored tile of rank {tensor.rank} (the tensor's), found "
+            f"{print_type(value)}",
+        )
+        v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
+        v.axis(self.axis, tensor.rank)
+        _check_index(v, v.tile(self.index, "the index"), value.shape)
+
+
+def _check_index(v: Checker, index, shape: tuple[int, ...]) -> None:
+    fits = index.rank == len(shape) and all(
+        i in (1, r) for i, r in zip(index.shape, shape, strict=True)
+    )
+    v.expect(
+        fits and index.dtype.is_int,
+        f"expected an integer index tile whose dims are the tile's {shape_text(shape)} "
+        f"or 1, found {print_type(index)}",
+    )
+
+
+def _check_fill(v: Checker, fill: Const | None, dtype: dtypes.DType) -> None:
+    if fill is not None:
+        v.expect(isinstance(fill, Const), f"expected a constant fill value, found {describe(fill)}")
+        v.same_dtype(fill.dtype, dtype, "a fill value")
+
+
+@dataclass(frozen=True)
 class Store(Instr):
     """Writes `value` into the box at `offsets`; elements outside the tensor are skipped."""
 
@@ -203,6 +314,42 @@ class SharedSlice(Instr):
 
 
 @dataclass(frozen=True)
+class SharedTranspose(Instr):
+    """The shared tile's memory with dimension `perm[i]` as dimension i: a view (nothing
+    moves; a shared_load of a transposed view reads a transposed operand, ldmatrix
+    where its layout allows)."""
+
+    result: Var
+    shared: Var
+    perm: tuple[int, ...]
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared",)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "shared_transpose {shared}, perm=[{perm}]"
+
+    def check(self, v: Checker) -> None:
+        whole = v.shared(self.shared)
+        perm = tuple(self.perm)
+        v.expect(
+            sorted(perm) == list(range(len(whole.shape))),
+            f"expected a permutation of 0..{len(whole.shape) - 1}, found {list(perm)}",
+        )
+        result = self.result.type
+        shape = tuple(whole.shape[p] for p in perm)
+        ok = (
+            isinstance(result, SharedType)
+            and result.dtype == whole.dtype
+            and tuple(result.shape) == shape
+        )
+        v.expect(ok, f"expected a result of shape {list(shape)} and dtype {whole.dtype}")
+        if ok and result.layout is not None and whole.layout is not None:
+            v.expect(
+                result.layout == whole.layout.permute(perm),
+                f"expected the layout {whole.layout.permute(perm)}, found {result.layout}",
+            )
+
+
+@dataclass(frozen=True)
 class SharedLoad(Instr):
     """The shared tile's elements as a register tile."""
 
@@ -247,11 +394,15 @@ __all__ = [
     "AsyncWait",
     "AtomicAdd",
     "CopyAsync",
+    "Gather",
     "Load",
+    "LoadScalar",
+    "Scatter",
     "SharedAlloc",
     "SharedLoad",
     "SharedSlice",
     "SharedStore",
+    "SharedTranspose",
     "Store",
     "Sync",
 ]

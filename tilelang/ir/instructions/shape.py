@@ -1,5 +1,5 @@
 """Instructions that rearrange a tile's elements or reinterpret its bits: views,
-relayouts, reshapes, transposes, broadcasts and slices."""
+relayouts, reshapes, transposes, broadcasts, slices and concatenations."""
 
 from __future__ import annotations
 
@@ -58,6 +58,29 @@ def _check_view_layouts(v: Checker, source: TileType, result: TileType) -> None:
         result.layout.num_locals * result.dtype.bits,
     )
     v.expect(bits[0] == bits[1], f"expected equal bits per thread, found {bits[0]} -> {bits[1]}")
+
+
+@dataclass(frozen=True)
+class Item(Instr):
+    """The one element of a rank-0 tile as a block-uniform scalar (every thread holds
+    the element: a rank-0 tile's layout replicates it over the block)."""
+
+    result: Var
+    value: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("value",)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "item {value}"
+    LAYOUT: ClassVar = "none"
+
+    def check(self, v: Checker) -> None:
+        source = v.tile(self.value, "the value")
+        result = v.scalar(self.result, "the result")
+        v.expect(
+            source.rank == 0 and result.dtype == source.dtype,
+            f"expected a rank-0 tile and a scalar of its dtype, found {print_type(source)} -> "
+            f"{print_type(result)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -142,6 +165,50 @@ class Slice(Instr):
 
 
 @dataclass(frozen=True)
+class Concat(Instr):
+    """The values laid end to end along `axis` (numpy's concatenate): value k fills
+    positions [o_k, o_k + n_k) of that axis, o_k the sizes of the values before it; the
+    other dimensions and the dtype are the values' own, which all share them."""
+
+    result: Var
+    values: tuple[Value, ...]
+    axis: int
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("values",)
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "concat {values} axis({axis})"
+    LAYOUT: ClassVar = "concat"
+
+    def check(self, v: Checker) -> None:
+        v.expect(len(self.values) >= 1, "expected at least one value to concatenate")
+        tiles = [v.tile(value, f"value {k}") for k, value in enumerate(self.values)]
+        first = tiles[0]
+        v.expect(
+            0 <= self.axis < first.rank,
+            f"expected an axis in 0..{first.rank - 1} (the values' rank is {first.rank}), "
+            f"found {self.axis}",
+        )
+        for k, tile in enumerate(tiles):
+            v.same_dtype(tile.dtype, first.dtype, f"value {k}")
+            others = [n for d, n in enumerate(tile.shape) if d != self.axis]
+            v.expect(
+                tile.rank == first.rank
+                and others == [n for d, n in enumerate(first.shape) if d != self.axis],
+                f"expected every value of value 0's shape except along axis {self.axis}, "
+                f"found value 0 {print_type(first)} and value {k} {print_type(tile)}",
+            )
+        result = v.result_tile(self.result)
+        shape = list(first.shape)
+        shape[self.axis] = sum(tile.shape[self.axis] for tile in tiles)
+        v.expect(
+            list(result.shape) == shape,
+            f"expected a result of shape [{', '.join(map(str, shape))}], found "
+            f"{print_type(result)}",
+        )
+        v.same_dtype(result.dtype, first.dtype, "a result")
+
+
+@dataclass(frozen=True)
 class Transpose(Instr):
     """Dimension `perm[i]` of the value becomes dimension i of the result."""
 
@@ -200,4 +267,4 @@ class Broadcast(Instr):
         )
 
 
-__all__ = ["Broadcast", "Relayout", "Reshape", "Slice", "Transpose", "View"]
+__all__ = ["Broadcast", "Concat", "Item", "Relayout", "Reshape", "Slice", "Transpose", "View"]

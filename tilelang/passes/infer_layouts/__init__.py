@@ -39,7 +39,10 @@ Guarantees (the lowering relies on this contract; T = ``fn.warps * 32``):
    view with layouts equals the row-major meaning of the view without them; a view whose
    two layouts were both given in the input is kept as is. `Reshape`: any pair of
    layouts (``value_layout.reshape`` when it exists, else the blocked layout; the
-   lowering moves data through shared memory when they do not correspond).
+   lowering moves data through shared memory when they do not correspond). `Concat`:
+   any layouts; the rule proposes, for each value, the result's layout cut to its box
+   (`slice_layout`), and for the result of equal parts, a value's layout under a new
+   outermost local digit, so parts each thread holds join by relabelling registers.
    `SharedStore`/`Print`: any layout. `Store`: any layout, except that a tile of a type
    that is not a whole number of bytes (u3, u4, f6, ...) is moved to its blocked layout
    when its threads would otherwise write parts of one byte (`holds_whole_bytes`).

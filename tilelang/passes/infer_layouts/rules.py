@@ -21,7 +21,7 @@ from tilelang.analysis.layout_policy import (
     view_layout,
 )
 from tilelang.ir import nodes
-from tilelang.ir.layout import Layout, LayoutError
+from tilelang.ir.layout import Layout, LayoutError, local
 from tilelang.ir.nodes import Instr, Relayout, Value, Var
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import RewriteResult
@@ -222,6 +222,37 @@ def slice_layout(layout: Layout, starts: Sequence[int], stops: Sequence[int]) ->
     return layout
 
 
+class ConcatRule(AnyLayout):
+    """`concat`: a value's layout follows from the result's as the layout of its box
+    (`slice_layout`), and the result's from a value's when the values are equal parts
+    along the axis: a new outermost local digit over the parts (value k in locals
+    [k·N, (k+1)·N) of each thread), so concatenating parts each thread holds — the
+    halves `tl.split` cut along local digits — relabels registers. Values keep their
+    layouts (no relayout is inserted): the lowering moves every value through one
+    shared round trip when some thread lacks an element, which is cheaper than a
+    relayout per value."""
+
+    def scan(self, inference: Inference, instr: nodes.Concat) -> None:
+        result, axis = instr.result, instr.axis
+        inference.add(result, instr, free=all(inference.is_free(v) for v in instr.values))
+        widths = [v.type.shape[axis] for v in instr.values]
+        outer = local(*(len(widths) if d == axis else 1 for d in range(result.type.rank)))
+        start = 0
+        for value, width in zip(instr.values, widths, strict=True):
+            starts = [start if d == axis else 0 for d in range(result.type.rank)]
+            stops = [start + width if d == axis else n for d, n in enumerate(result.type.shape)]
+            start += width
+            if len(set(widths)) == 1:
+                inference.edge(value, result, outer.__mul__, SHAPED, backward=False)
+            inference.edge(
+                result,
+                value,
+                lambda layout, a=tuple(starts), b=tuple(stops): slice_layout(layout, a, b),
+                SHAPED,
+                backward=True,
+            )
+
+
 class ViewRule(Shaped):
     """`view`: the natural view of the value's layout (`view_layout`), so reinterpreting
     each thread's bits means the row-major reinterpretation; a view whose two layouts
@@ -281,6 +312,42 @@ class BroadcastRule(Source):
         return rewrite.with_operands(instr, new, {"value": new.result.type.layout.reduce(dims)})
 
 
+class GatherRule(Source):
+    """`gather`: a free producer (the memory origin); the index tile takes the result's
+    layout reduced over the dims it broadcasts along, so each thread holds the index of
+    every element it loads."""
+
+    def __init__(self) -> None:
+        super().__init__(MEMORY)
+
+    def scan(self, inference: Inference, instr: nodes.Gather) -> None:
+        super().scan(inference, instr)
+        dims = _broadcast_dims(instr.index.type, instr.result.type)
+        inference.edge(instr.result, instr.index, lambda layout: layout.reduce(dims), SHAPED, True)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Gather) -> RewriteResult:
+        new = rewrite.generic(instr)
+        dims = _broadcast_dims(new.index.type, new.result.type)
+        return rewrite.with_operands(instr, new, {"index": new.result.type.layout.reduce(dims)})
+
+
+class ScatterRule(AnyLayout):
+    """`scatter`: the value keeps any layout; the index tile takes the value's layout
+    reduced over the dims it broadcasts along (each thread holds the index of every
+    element it stores)."""
+
+    def scan(self, inference: Inference, instr: nodes.Scatter) -> None:
+        dims = _broadcast_dims(instr.index.type, instr.value.type)
+        inference.edge(instr.value, instr.index, lambda layout: layout.reduce(dims), SHAPED, True)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Scatter) -> RewriteResult:
+        new = rewrite.generic(instr)
+        dims = _broadcast_dims(new.index.type, new.value.type)
+        return rewrite.with_operands(
+            instr, new, {"index": rewrite.layout_of(new.value).reduce(dims)}
+        )
+
+
 class ReduceRule(AnyLayout):
     """`reduce`: the result has the value's layout reduced over the axis; a result given
     another layout is computed in that one and relayouted."""
@@ -315,12 +382,18 @@ class DotRule(AnyLayout):
         result = instr.result
         inference.add(result, instr, free=False)
         (m, k), n = instr.a.type.shape, result.type.shape[1]
-        plan = dot_layouts(m, n, k, instr.a.type.dtype, result.type.dtype, inference.warps)
+        split_rows = result.name in inference.chained
+        plan = dot_layouts(
+            m, n, k, instr.a.type.dtype, result.type.dtype, inference.warps, split_rows=split_rows
+        )
         if plan is not None:
             c, a, b = plan.c, plan.a, plan.b
         else:
             shape, dtype = result.type.shape, result.type.dtype
             c, a, b = blocked_layout(shape, dtype, inference.threads), None, None
+            if m < 16 and 16 % m == 0:  # few rows: the lowering pads them (small_dot)
+                padded = dot_layouts(16, n, k, instr.a.type.dtype, dtype, inference.warps)
+                b = padded.b if padded is not None else None
         given = inference.given.get(result.name)
         if given is not None and given != c:  # the user's layout wins: a generic dot
             c, a, b = given, None, None
@@ -471,9 +544,12 @@ RULES = {
     "elementwise.tuple": ElementwiseTuple(),
     "transpose": TransposeRule(),
     "slice": SliceRule(),
+    "concat": ConcatRule(),
     "reshape": ReshapeRule(),
     "view": ViewRule(),
     "broadcast": BroadcastRule(),
+    "gather": GatherRule(),
+    "scatter": ScatterRule(),
     "reduce": ReduceRule(),
     "dot": DotRule(),
     "store": StoreRule(),

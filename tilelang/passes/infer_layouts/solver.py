@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from tilelang.analysis.dot_chains import chained_dots
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir.atoms import WARP_SIZE
 from tilelang.ir.layout import Layout
@@ -108,6 +109,7 @@ class Inference:
         self.layouts: dict[str, Layout] = {}
         self.heap: list[tuple] = []
         self.counter = itertools.count()
+        self.chained = chained_dots(fn)  # dots that split their warps over rows
         self.scan_block(fn.body)
 
     # -- reading the function ------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""Dot operands held whole by several warps (`replicated_operands`).
+
+A dot's operand layout replicates it over the warps that share its rows (A) or columns
+(B): each of those warps holds the whole operand in registers. That is what a 2-D warp
+grid costs (a matmul's 64x32 A over a 2x2 grid: 16 registers per thread), and what made
+attention's K cost 64 registers before dot chains (`dot_chains`) and streamed reads
+(`streaming.streamed_reads`, which hold a k-step, not the operand). The lowering counts
+every such operand in `kernel.stats` (`dot_operand_replicated`, and its registers per
+thread, `dot_operand_replicated_words`); `plan_registers` warns on a GPU target
+(`warn_replicated`, a `ReplicatedOperandWarning`) when one costs `WARN_WORDS`
+registers or more.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+from tilelang.analysis.liveness import Program
+from tilelang.analysis.streaming import streamed_reads
+from tilelang.ir.layout import Layout, Rep
+from tilelang.ir.nodes import Dot, Function, Var
+from tilelang.ir.types import TileType
+
+__all__ = [
+    "WARN_WORDS",
+    "ReplicatedOperand",
+    "ReplicatedOperandWarning",
+    "replicated_operands",
+    "replicated_words",
+    "warn_replicated",
+]
+
+#: Registers per thread from which a replicated operand is warned about.
+WARN_WORDS = 64
+
+
+class ReplicatedOperandWarning(UserWarning):
+    """A dot operand held whole by several warps, costing `WARN_WORDS` registers per
+    thread or more; the message starts with the dot's `file:line:col`."""
+
+
+@dataclass(frozen=True)
+class ReplicatedOperand:
+    dot: Dot
+    which: str  # "A" or "B"
+    layout: Layout
+    words: int  # registers per thread
+
+
+def replicated_words(layout: Layout, bits: int) -> int | None:
+    """Registers per thread of a tile whose layout replicates it over threads, or None
+    when it does not."""
+    if not any(isinstance(m, Rep) and m.size > 1 for m in layout.thread_modes):
+        return None
+    return -(-layout.num_locals * bits // 32)
+
+
+def replicated_operands(fn: Function) -> list[ReplicatedOperand]:
+    """The operands of `fn`'s dots held whole by several warps (not streamed reads)."""
+    program = Program.of(fn)
+    streamed = streamed_reads(program)
+    found = []
+    for point in program.points:
+        dot = point.instr
+        if point.end or not isinstance(dot, Dot):
+            continue
+        for which, value in (("A", dot.a), ("B", dot.b)):
+            type_ = value.type if isinstance(value, Var) else None
+            if not isinstance(type_, TileType) or type_.layout is None or value in streamed:
+                continue
+            words = replicated_words(type_.layout, type_.dtype.bits)
+            if words is not None:
+                found.append(ReplicatedOperand(dot, which, type_.layout, words))
+    return found
+
+
+def warn_replicated(fn: Function) -> None:
+    """A `ReplicatedOperandWarning` for each operand of `replicated_operands(fn)` that
+    costs `WARN_WORDS` registers per thread or more (once per source location)."""
+    for operand in replicated_operands(fn):
+        if operand.words >= WARN_WORDS:
+            loc = operand.dot.loc
+            warnings.warn_explicit(
+                _message(operand), ReplicatedOperandWarning, loc.file, loc.line, registry=_SHOWN
+            )
+
+
+_SHOWN: dict = {}
+
+
+def _message(operand: ReplicatedOperand) -> str:
+    return (
+        f"{operand.dot.loc}: the {operand.which} operand of this dot, {operand.layout}, is "
+        f"held whole by several warps: {operand.words} registers per thread. Split the "
+        "warps along the other dimension (a dot chain does: tilelang.analysis.dot_chains), "
+        "or read it from a pipelined load (stages=2), which streams it a k-step at a time"
+    )

@@ -1,0 +1,113 @@
+"""Encoding: one register value -> the code of a low-bit or float type, as thread-IR
+expressions, by the casting policy of `tilelang.dtypes` bit for bit (an encoded code is
+`dst.encode(value)`). The lowering calls `encode_scalar` for every cast to a type a
+register cannot hold and for stores of such types; its inverse, decoding, is
+`tilelang.lowering.dequant`.
+
+Small floats (ExMy, f8) are rounded once from f32 or f64: at or above the smallest
+normal the magnitude bits are rounded to nearest even and rebased; below it, adding
+the constant C whose ulp is the subnormal spacing rounds |x| in the FPU (see
+`_encode_small_float`); overflow and ±inf saturate (satfinite), NaN gives the type's
+NaN code (its largest finite code where it has none).
+"""
+
+from __future__ import annotations
+
+from tilelang import dtypes
+from tilelang.dtypes import DType, FloatType, IntType
+from tilelang.ir import thread as t
+from tilelang.lowering.dequant import BF16, F16, F32, F64, I32, I64, U32, Emit, check_code_type, u32
+
+
+def encode_scalar(emit: Emit, value: t.Expr, dst: DType) -> t.Expr:
+    """The `dst` code of `value` (a float or integer register value) as a u32 holding
+    it in its low bits, by the casting policy. `dst`: an integer or float type of at
+    most 32 bits."""
+    check_code_type(dst, 32)
+    if value.dtype not in t.REGISTER_DTYPES or value.dtype == dtypes.u1:
+        raise ValueError(f"encode_scalar takes a register value other than u1, not {value.dtype}")
+    value = emit.let(value, "x")  # used several times below
+    if isinstance(dst, IntType):
+        return _encode_int(emit, value, dst)
+    if dst.bits >= 16:
+        return _encode_wide_float(emit, value, dst)
+    if value.dtype.is_int:
+        if value.dtype.bits == 64:  # f64 would round it first: a second rounding
+            raise ValueError(f"encode_scalar to {dst} takes integers of at most 32 bits")
+        value = t.Cvt(value, F64)  # exact for integers of up to 32 bits
+    elif value.dtype in (F16, BF16):
+        value = t.Cvt(value, F32)  # exact
+    return _encode_small_float(emit, emit.let(value, "x"), dst)
+
+
+def _encode_int(emit: Emit, value: t.Expr, dst: IntType) -> t.Expr:
+    """RNE (NaN -> 0) and saturation, by `Cvt` to i64 and a clamp."""
+    wide = emit.let(t.Cvt(value, I64), "x") if value.dtype != I64 else value
+    clamped = t.Binary("min", t.Binary("max", wide, t.Imm(dst.min, I64)), t.Imm(dst.max, I64))
+    clamped = emit.let(clamped, "x")
+    if not dst.signed:
+        return t.Cvt(clamped, U32)
+    as_u32 = t.Bitcast(t.Cvt(clamped, I32), U32)
+    return t.Binary("and", as_u32, u32((1 << dst.bits) - 1)) if dst.bits < 32 else as_u32
+
+
+def _float_layout(dtype: DType) -> tuple[IntType, int, int]:
+    """(unsigned type of the same width, bits of the +inf code, bit of the sign)."""
+    assert isinstance(dtype, FloatType)
+    return dtypes.int_type(dtype.bits, False), int(dtype.inf_code or 0), dtype.bits - 1
+
+
+def _is_nan(emit: Emit, value: t.Expr) -> t.Expr:
+    """NaN test on the bits (|x| above the inf code), independent of float compares."""
+    unsigned, inf, sign = _float_layout(value.dtype)
+    magnitude = t.Binary("and", t.Bitcast(value, unsigned), t.Imm((1 << sign) - 1, unsigned))
+    return emit.let(t.Binary("gt", magnitude, t.Imm(inf, unsigned)), "nan")
+
+
+def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
+    """f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf); NaN gives the canonical NaN."""
+    unsigned = dtypes.int_type(dst.bits, False)
+    converted = t.Bitcast(
+        emit.let(t.Cvt(value, dst), "x") if value.dtype != dst else value, unsigned
+    )
+    code = t.Cvt(converted, U32) if unsigned != U32 else converted
+    if not value.dtype.is_float:
+        return code
+    return t.Select(_is_nan(emit, value), u32(int(dst.nan_code)), emit.let(code, "code"))
+
+
+def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
+    """An ExMy or f8 code from an f32 or f64 `x`, rounded once (see the module doc)."""
+    let = emit.let
+    unsigned, inf, sign_bit = _float_layout(x.dtype)
+    width_mantissa = x.dtype.mantissa_bits
+
+    def imm(v: int) -> t.Imm:
+        return t.Imm(v, unsigned)
+
+    bits = let(t.Bitcast(x, unsigned), "xb")
+    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
+    m_bits = dst.mantissa_bits
+    drop = width_mantissa - m_bits
+    # At or above the smallest normal: round the magnitude bits (RNE; ties up for M = 0).
+    half = imm((1 << (drop - 1)) - 1 if m_bits else 1 << (drop - 1))
+    rounding = t.Binary("add", magnitude, half)
+    if m_bits:
+        odd = t.Binary("and", t.Binary("shr", magnitude, imm(drop)), imm(1))
+        rounding = t.Binary("add", rounding, odd)
+    rebase = (x.dtype.bias - dst.bias) << m_bits
+    normal = t.Binary("sub", t.Binary("shr", let(rounding, "r"), imm(drop)), imm(rebase))
+    # Below it: |x| + C rounds to a multiple of the subnormal spacing (ulp of C).
+    c_value = 2.0 ** (width_mantissa + 1 - dst.bias - m_bits)
+    c_bits = int(x.dtype.encode(c_value))
+    summed = t.Binary("add", t.Bitcast(magnitude, x.dtype), t.Imm(c_value, x.dtype))
+    subnormal = t.Binary("sub", t.Bitcast(let(summed, "r"), unsigned), imm(c_bits))
+    tiny = t.Binary("lt", magnitude, imm(int(x.dtype.encode(dst.smallest_normal))))
+    chosen = let(t.Select(let(tiny, "tiny"), let(subnormal, "sub"), let(normal, "nrm")), "mag")
+    saturated = t.Binary("min", chosen, imm(dst.max_code))  # satfinite: overflow, ±inf
+    sign = t.Binary("shl", t.Binary("shr", bits, imm(sign_bit)), imm(dst.bits - 1))
+    code = let(t.Binary("or", saturated, sign), "code")
+    nan = let(t.Binary("gt", magnitude, imm(inf)), "nan")
+    nan_code = dst.nan_code if dst.nan_code is not None else dst.max_code
+    result = t.Select(nan, imm(nan_code), code)
+    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result

@@ -1,0 +1,169 @@
+"""Lowering of accesses whose addresses come from data: scalar loads (`load_scalar`), a
+rank-0 tile's element as a scalar (`item`), gathers (`gather`) and scatters (`scatter`).
+
+A block-uniform scalar made from data is a thread-IR `Uniform`: every thread computes
+it from its own registers (it loaded the same address, or holds the replicated
+element), so it may bound loops and decide branches that hold collectives. A scalar
+load is predicated like a tile load: an element outside the tensor is never accessed
+and reads the fill value.
+
+A gather (scatter) moves each thread's runs along the last dim as a load (store) does
+(the widths of `vectorize`'s `elems`/`align`), with the run's row taken from the index
+tile, whose layout (`infer_layouts`' `gather`/`scatter` rules) gives each thread the
+index of every element it moves; out-of-range rows are masked by the same unsigned
+comparison as a box's edges. A scatter stores from the first replica only, and packed
+codes that share a byte with others merge atomically, as a store's do.
+"""
+
+from __future__ import annotations
+
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.ir.types import TileType
+from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.memory import (
+    access,
+    access_runs,
+    byte_window,
+    element_place,
+    fill_value,
+    load_sub_byte,
+    store_sub_byte,
+)
+from tilelang.lowering.thread_builder import I32, I64, U32, imm
+from tilelang.lowering.values import (
+    TensorInfo,
+    TileRegs,
+    byte_offset,
+    is_packed,
+    local_part,
+    pieces,
+    storage_of,
+    value_dtype,
+)
+
+
+def _bind_uniform(lo: Lowering, var: ir.Var, value: t.Expr) -> None:
+    name = t.Name(lo.b.fresh(var.name), value.dtype)
+    lo.b.emit(t.Uniform(name, value))
+    lo.bind_scalar(var, name)
+
+
+@lowers(ir.LoadScalar)
+def lower_load_scalar(lo: Lowering, instr: ir.LoadScalar) -> None:
+    info = access(lo, instr.tensor, store=False)
+    dtype = info.dtype
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    pred, flat = element_place(lo, info, offsets, [imm(0)] * len(offsets))
+    pred = lo.b.let(pred, "p") if pred is not None else None
+    fill = lo.b.let(fill_value(lo, instr, dtype), "fill")
+    if is_packed(dtype):
+        _, _, shift, _, window = byte_window(lo, info, dtype.bits, flat, pred)
+        code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << dtype.bits) - 1, U32))
+        value = lo.code_to_value(code, dtype)
+        if pred is not None:
+            value = t.Select(pred, value, fill)
+    else:
+        storage, _ = storage_of(dtype, 1)
+        local = lo.b.local(storage, 1, "s")
+        lo.b.emit(t.SetLocal(local, 0, fill))
+        width = dtype.bits // 8
+        lo.b.emit(
+            t.GlobalLoad(
+                t.Reg(local, 0), width, info.param, byte_offset(lo.b, flat, dtype.bits), pred
+            )
+        )
+        value = t.Read(local, 0, storage)
+    assert value.dtype == value_dtype(dtype)
+    _bind_uniform(lo, instr.result, value)
+    lo.b.count("load_scalar")
+
+
+@lowers(ir.Item)
+def lower_item(lo: Lowering, instr: ir.Item) -> None:
+    # A rank-0 layout replicates its one element over every thread of the block.
+    _bind_uniform(lo, instr.result, lo.get(lo.tile(instr.value), 0))
+
+
+def _indexed_runs(lo: Lowering, instr: ir.Gather | ir.Scatter, tile: TileRegs):
+    """(first local, run length, in-bounds predicate, flat element index) of each run of
+    `tile`'s elements a gather reads or a scatter writes; a run lies in one row."""
+    index = lo.tile(instr.index)
+    index_type = instr.index.type
+    assert isinstance(index_type, TileType)
+    dims = [d for d, i in enumerate(index_type.shape) if i != tile.layout.shape[d]]
+    if index.layout != tile.layout.reduce(dims):  # the contract of infer_layouts' rule
+        raise lo.fail(
+            instr, f"the index layout {index.layout} is not the tile's reduced over {dims}"
+        )
+    index_local = {local_part(index.layout, j): j for j in range(index.layout.num_locals)}
+    info = lo.env[instr.tensor]
+    assert isinstance(info, TensorInfo)
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    run = access_runs(instr, tile)
+    if instr.axis == len(offsets) - 1 or index_type.shape[-1] != 1:
+        run = 1  # a run must lie in one gathered row
+    b = lo.b
+    for li in range(0, tile.layout.num_locals, run):
+        part = local_part(tile.layout, li)
+        j = index_local[tuple(0 if d in dims else c for d, c in enumerate(part))]
+        row = b.let(b.cvt(lo.get(index, j), I32), "row")
+        where = list(lo.index(tile.layout, li))
+        where[instr.axis] = imm(0)
+        at = list(offsets)
+        at[instr.axis] = b.add(offsets[instr.axis], row)
+        pred, flat = element_place(lo, info, at, where)
+        yield li, run, pred, flat
+
+
+def _pieces(instr: ir.Instr, run: int, bits: int) -> list[tuple[int, int]]:
+    align = instr.attr("align")
+    return pieces(0, run * bits // 8, align if isinstance(align, int) and run > 1 else None)
+
+
+@lowers(ir.Gather)
+def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
+    info = access(lo, instr.tensor, store=False)
+    tile = lo.define_tile(instr.result)
+    bits = tile.dtype.bits
+    fill = fill_value(lo, instr, tile.dtype)
+    b = lo.b
+    for li, run, pred, flat in _indexed_runs(lo, instr, tile):
+        pred = b.let(pred, "p") if pred is not None else None
+        if run * bits % 8 or li * bits % 8:
+            load_sub_byte(lo, info, tile, li, flat, pred)
+            continue
+        if pred is not None:
+            for i in range(li, li + run):
+                lo.put(tile, i, fill)
+        byte = b.let(byte_offset(b, flat, bits), "off")
+        for start, width in _pieces(instr, run, bits):
+            at = b.add(byte, imm(start, I64))
+            b.emit(
+                t.GlobalLoad(t.Reg(tile.local, li * bits // 8 + start), width, info.param, at, pred)
+            )
+        b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
+
+
+@lowers(ir.Scatter)
+def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
+    info = access(lo, instr.tensor, store=True)
+    tile = lo.tile(instr.value)
+    bits = tile.dtype.bits
+    first = lo.replica_zero(tile.layout)  # a replicated element is written once
+    b = lo.b
+    for li, run, pred, flat in _indexed_runs(lo, instr, tile):
+        pred = b.all_of([c for c in (pred, first) if c is not None])
+        pred = b.let(pred, "p") if pred is not None else None
+        if run * bits % 8 or li * bits % 8:
+            store_sub_byte(lo, info, tile, li, flat, pred)
+            continue
+        byte = b.let(byte_offset(b, flat, bits), "off")
+        for start, width in _pieces(instr, run, bits):
+            at = b.add(byte, imm(start, I64))
+            b.emit(
+                t.GlobalStore(
+                    info.param, at, t.Reg(tile.local, li * bits // 8 + start), width, pred
+                )
+            )
+        b.count("scatter_store_bytes_" + str(min(run * bits // 8, 16)))
