@@ -9,7 +9,8 @@ Runs, each part within a time budget (whatever would overrun is skipped and repo
 * pytest -m gpu: the test suite's GPU tests;
 * examples: every example kernel on the GPU against the CPU backend on the same inputs
   (benchmarks/gpu_examples.py);
-* the GPU benchmarks (benchmarks/gpu_memory.py, gpu_quant_matmul.py, gpu_matmul.py),
+* the GPU benchmarks (benchmarks/gpu_memory.py, gpu_quant_matmul.py, gpu_matmul.py,
+  gpu_attention.py),
   each number beside a baseline measured in the same run and the physical floor.
 
 Writes gpu-report.md and gpu-report.json into --out, else $OUT, else the repository
@@ -88,6 +89,12 @@ PARTS = (
         "gpu_quant_matmul",
     ),
     Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 60.0, "gpu_matmul"),
+    Part(
+        "bench-attention",
+        "benchmark: flash attention vs torch flash SDPA, paged decode vs copy bandwidth",
+        60.0,
+        "gpu_attention",
+    ),
 )
 PART_KEYS = tuple(p.key for p in PARTS)
 

@@ -225,6 +225,35 @@ def _mamba_scan(batch: int, channels: int, states: int, length: int):
     )
 
 
+def _flash_attention(batch: int, seq: int, heads: int, kv_heads: int, d: int, causal: bool):
+    """The library's flash attention (the example's `attention_into`: a function, not a
+    kernel, whose fourth argument receives the output)."""
+
+    def inputs(module) -> Inputs:
+        import numpy as np
+
+        rng = _rng()
+        q = rng.standard_normal((batch, seq, heads, d)).astype(np.float16)
+        k, v = (rng.standard_normal((batch, seq, kv_heads, d)).astype(np.float16) for _ in "kv")
+        return [q, k, v, np.zeros_like(q)], {"causal": causal}, (3,)
+
+    def tolerance(module, args) -> tuple[str, float]:
+        return "abs", 3e-3  # the example's: P rounded to f16 before P·V
+
+    def reference(module, args):
+        return module.attention_reference(*args[:3], causal)
+
+    return ExampleCase(
+        "flash_attention",
+        "attention_into",
+        f"{batch}x{seq}x{heads}x{d} GQA {heads // kv_heads}{' causal' if causal else ''}",
+        inputs,
+        tolerance,
+        reference,
+        budget_s=6.0,
+    )
+
+
 QUANT_TYPES = ("u4", "i4", "u3", "i2", "u1", "u8", "f4e2m1", "f6e3m2", "f8e4m3")
 
 
@@ -249,6 +278,8 @@ def example_cases() -> list[ExampleCase]:
         _cumsum(9, 200, "f32"),
         _mamba_scan(2, 8, 16, 100),
         _mamba_scan(1, 16, 5, 257),
+        _flash_attention(2, 100, 8, 2, 64, True),
+        _flash_attention(1, 257, 4, 4, 128, False),
     ]
 
 

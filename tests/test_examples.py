@@ -32,7 +32,17 @@ def test_ir_text_round_trip(module, kernel, constexprs):
 
 
 @pytest.mark.parametrize(
-    "name", ["vector_add", "softmax", "matmul", "quant_matmul", "row_sum", "cumsum", "mamba_scan"]
+    "name",
+    [
+        "vector_add",
+        "softmax",
+        "matmul",
+        "quant_matmul",
+        "row_sum",
+        "cumsum",
+        "mamba_scan",
+        "flash_attention",
+    ],
 )
 def test_example_main_checks_itself(name, capsys):
     load_example(name).main()

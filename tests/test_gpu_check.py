@@ -19,6 +19,7 @@ BENCHMARKS = ROOT / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
     sys.path.insert(0, str(BENCHMARKS))
 
+import gpu_attention  # noqa: E402
 import gpu_check  # noqa: E402
 import gpu_common  # noqa: E402
 import gpu_examples  # noqa: E402
@@ -433,6 +434,70 @@ def test_the_example_tiles_come_before_the_other_tiles():
     assert quant.index("quant_matmul u4 m=16 k=8192 n=28672 example tiles") < quant.index(
         "quant_matmul u4 m=1 k=4096 n=4096 BN=32"
     )
+
+
+# --------------------------------------------------------------------------- attention
+
+
+def test_the_attention_cases_cover_the_issues_targets():
+    names = [case.name for case in gpu_attention.cases()]
+    assert names == [
+        "flash_attention D=128 vs torch flash SDPA",
+        "flash_attention D=128 causal vs torch flash SDPA",
+        "paged_decode_attention batch=64 context=4096 vs copy bandwidth",
+    ]
+    assert gpu_attention.FORWARD["head_dim"] == 128
+    assert (gpu_attention.DECODE["batch"], gpu_attention.DECODE["context"]) == (64, 4096)
+    assert (gpu_attention.FORWARD_TARGET, gpu_attention.DECODE_TARGET) == (0.90, 0.85)
+    assert "bench-attention" in gpu_check.PART_KEYS
+
+
+def test_the_causal_forward_counts_the_visible_scores():
+    full = gpu_attention.forward_flops(1, 4, 1, 8, causal=False)
+    assert full == 4 * 16 * 8
+    assert gpu_attention.forward_flops(1, 4, 1, 8, causal=True) == full * 10 / 16
+
+
+def _on_cpu_backend(torch, fn, *tensors, **kwargs):
+    """`fn` (a tilelang.kernels function) on the CPU backend: torch CPU tensors in and out."""
+    out = fn(*(t.numpy() for t in tensors), **kwargs)
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_forward_check_rehearsed_on_the_cpu(causal):
+    """The GPU case's inputs, reference and check with torch on the CPU (its default SDPA
+    backend standing in for flash) and the CPU backend standing in for the GPU."""
+    import torch
+
+    from tilelang.kernels import flash_attention
+
+    q, k, v = gpu_attention.forward_inputs(torch, "cpu", 1, 100, 2, 128)
+    ours = _on_cpu_backend(torch, flash_attention, q, k, v, causal=causal)
+    theirs = gpu_attention.torch_attention(torch, q.float(), k.float(), v.float(), causal)
+    check, torch_error = gpu_attention.check_forward(torch, ours, theirs, q, k, v, causal)
+    assert check.ok and check.max_abs < 2e-3 and torch_error.max_abs < 1e-5
+    wrong = ours.clone()
+    wrong[0, 99, 1, 5] += 0.01
+    with pytest.raises(gpu_common.CheckFailed, match="tilelang flash_attention"):
+        gpu_attention.check_forward(torch, wrong, theirs, q, k, v, causal)
+
+
+def test_the_decode_check_rehearsed_on_the_cpu():
+    import torch
+
+    from tilelang.kernels import paged_decode_attention
+
+    shape = dict(batch=3, context=37, heads=4, kv_heads=1, head_dim=64, block_size=16)
+    q, k_cache, v_cache, table, seq_lens = gpu_attention.decode_inputs(torch, "cpu", **shape)
+    assert sorted(table.flatten().tolist()) == list(range(k_cache.shape[0]))
+    ours = _on_cpu_backend(torch, paged_decode_attention, q, k_cache, v_cache, table, seq_lens)
+    check = gpu_attention.check_decode(torch, ours, q, k_cache, v_cache, table, seq_lens)
+    assert check.ok
+    wrong = ours.clone()
+    wrong[1, 3, 7] += 0.01
+    with pytest.raises(gpu_common.CheckFailed, match="tilelang paged_decode_attention"):
+        gpu_attention.check_decode(torch, wrong, q, k_cache, v_cache, table, seq_lens)
 
 
 @pytest.mark.gpu

@@ -8,16 +8,23 @@ backend for numpy arrays.
 * `tilelang.kernels.norm`: `rms_norm`, `silu_and_mul`.
 * `tilelang.kernels.conv`: `causal_conv1d`, `causal_conv1d_update` (causal-conv1d's).
 * `tilelang.kernels.ssd`: `ssd_chunk_scan` (Mamba-2).
+* `tilelang.kernels.attention`: `flash_attention` (forward: GQA/MQA, causal, lse).
+* `tilelang.kernels.paged_attention`: `paged_decode_attention` (vLLM's paged KV cache;
+  f16/bf16/f8e4m3/u8/u4).
 """
 
+from .attention import flash_attention
 from .conv import causal_conv1d, causal_conv1d_update
 from .norm import rms_norm, silu_and_mul
+from .paged_attention import paged_decode_attention
 from .ssd import ssd_chunk_scan
 from .ssm import selective_scan, selective_state_update
 
 __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
+    "flash_attention",
+    "paged_decode_attention",
     "rms_norm",
     "selective_scan",
     "selective_state_update",

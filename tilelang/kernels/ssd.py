@@ -39,6 +39,13 @@ no state round trip through memory and no second launch. The price is parallelis
 over batch × heads × P / BP only, not over chunks (mamba_ssm's five kernels spread
 chunks over blocks and pass states in a separate sequential kernel; that pays off when
 batch × heads is small next to the sequence).
+
+Tiles (`configs`): the grid is batch × heads × P / BP blocks, so the best BP and warps
+depend on how many blocks the shape gives next to the SMs: few (small batch, few heads)
+favour narrower blocks, many favour the widest state a block holds without spilling.
+`block_p` with 8 warps is the default and the first config; device calls tune among
+`configs` per (NB, H, P, N) (`tilelang.tuning.library`; L only lengthens each block's
+walk, so it is not in the key), host calls run the default unless ``tune=True``.
 """
 
 from typing import Any
@@ -48,6 +55,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.tuning import library
 
 from .common import (
     FLOATS,
@@ -168,6 +176,22 @@ def block_p(bn: int, p: int, half: bool) -> int:
     return max(1, min(next_power_of_two(p), MAX_BP[half], STATE_ELEMENTS[half] // bn))
 
 
+def configs(bn: int, p: int, half: bool) -> list[dict[str, int]]:
+    """The (BP, WARPS) a call tunes among: `block_p` with 8 warps first (the default),
+    then the same BP over 4 warps, half of it (more blocks) over 8 and 4 warps, and twice
+    it (fewer blocks; may spill, then the autotuner prunes it) within P."""
+    bp = block_p(bn, p, half)
+    options = [(bp, WARPS), (bp, 4), (bp // 2, WARPS), (bp // 2, 4)]
+    if 2 * bp <= next_power_of_two(p):
+        options.append((2 * bp, WARPS))
+    result: list[dict[str, int]] = []
+    for width, warps in options:
+        config = {"BP": width, "WARPS": warps}
+        if width >= 1 and config not in result:
+            result.append(config)
+    return result
+
+
 def ssd_chunk_scan(
     x: Any,
     dt: Any,
@@ -183,6 +207,7 @@ def ssd_chunk_scan(
     return_final_states: bool = False,
     *,
     interpret: bool = False,
+    tune: bool | None = None,
 ) -> Any:
     """The Mamba-2 SSD scan (mamba_ssm's `mamba_chunk_scan_combined`, forward).
 
@@ -195,7 +220,9 @@ def ssd_chunk_scan(
     any chunk up to rounding. Computes in f32 (module docstring) and returns out
     [batch, L, H, P] in x's dtype, and with `return_final_states` also the f32 state
     S[L - 1], [batch, H, P, N]. Host arrays run on the CPU backend, device tensors on
-    the GPU; `interpret` runs the reference interpreter (host arrays only)."""
+    the GPU; `interpret` runs the reference interpreter (host arrays only). `tune`: None
+    tunes (BP, warps) on device tensors only, True on host arrays too (the static
+    model's ranking), False runs the default tiles (module docstring)."""
     (nb, length, heads, p), t = check(x, "x", (None, None, None, None))
     _, td = check(dt, "dt", (nb, length, heads))
     (_, _, groups, n), _ = check(B, "B", (nb, length, None, None), (t,))
@@ -249,9 +276,13 @@ def ssd_chunk_scan(
         FINAL=bool(return_final_states),
         BL=chunk_for(chunk_size),
         BN=bn,
-        BP=block_p(bn, p, t != dtypes.f32),
     )
-    run(ssd_chunk_scan_kernel, args, constexprs, interpret)
+    tiles = configs(bn, p, t != dtypes.f32)
+    if interpret:
+        run(ssd_chunk_scan_kernel, args, {**constexprs, **tiles[0]}, interpret)
+    else:
+        key = ("NB", "H", "P", "N")
+        library.call(ssd_chunk_scan_kernel, args, constexprs, tiles, key, tune, device)
     return (out, final) if return_final_states else out
 
 

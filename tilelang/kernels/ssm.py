@@ -21,6 +21,14 @@ state is h[L - 1]. The state dimension N is padded to a power of two BN (A, B, C
 A block handles one batch index and BD channels: tiles of [BD, BN, BL] f32. B and C
 are read as [batch, G, N, L] (ungrouped ones as G = 1, a view); BD divides Dm / G, so
 the channels of a block share one group's B and C.
+
+Tiles (`scan_configs`): the grid is batch × Dm / BD blocks, so the best BD depends on
+the shape: few channels favour narrow blocks (more of them), many favour wide ones (B
+and C loaded once for more channels). `_block_d` is the default and the first config;
+device calls tune BD among half and twice it per (NB, DM, N) (`tilelang.tuning.library`;
+L only lengthens each block's walk), host calls run the default unless ``tune=True``.
+BL stays CHUNK: a chunk length regroups the scan's floats, and a result should not
+depend on which machine tuned it.
 """
 
 from typing import Any
@@ -28,6 +36,7 @@ from typing import Any
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.tuning import library
 
 from .common import (
     check,
@@ -174,6 +183,14 @@ def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
     return bd
 
 
+def scan_configs(bn: int, dm: int, per_group: int) -> list[dict[str, int]]:
+    """The BD a call tunes among: `_block_d` first (the default), then half and twice
+    it, each a power of two dividing the channels of a group."""
+    bd = _block_d(bn, CHUNK, dm, per_group)
+    widths = [bd] + [w for w in (bd // 2, 2 * bd) if w >= 1 and per_group % w == 0]
+    return [{"BD": w} for w in widths]
+
+
 def selective_scan(
     u: Any,
     delta: Any,
@@ -187,6 +204,7 @@ def selective_scan(
     return_last_state: bool = False,
     *,
     interpret: bool = False,
+    tune: bool | None = None,
 ) -> Any:
     """The Mamba-1 selective scan (mamba_ssm's `selective_scan_fn`, forward).
 
@@ -197,7 +215,9 @@ def selective_scan(
     docstring) and returns out [batch, Dm, L] in u's dtype, and with
     `return_last_state` also the f32 state h[L - 1], [batch, Dm, N]. Host arrays run on
     the CPU backend, device tensors on the GPU; `interpret` runs the reference
-    interpreter (host arrays only)."""
+    interpreter (host arrays only). `tune`: None tunes BD on device tensors only, True
+    on host arrays too (the static model's ranking), False runs the default tile
+    (module docstring)."""
     (nb, dm, length), t = check(u, "u", (None, None, None))
     check(delta, "delta", (nb, dm, length), (t,))
     (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16))
@@ -250,11 +270,15 @@ def selective_scan(
         HAS_BIAS=delta_bias is not None,
         SOFTPLUS=bool(delta_softplus),
         LAST=bool(return_last_state),
-        BD=_block_d(bn, bl, dm, dm // groups),
         BN=bn,
         BL=bl,
     )
-    run(selective_scan_kernel, args, constexprs, interpret)
+    tiles = scan_configs(bn, dm, dm // groups)
+    if interpret:
+        run(selective_scan_kernel, args, {**constexprs, **tiles[0]}, interpret)
+    else:
+        key = ("NB", "DM", "N")
+        library.call(selective_scan_kernel, args, constexprs, tiles, key, tune, device)
     return (out, last) if return_last_state else out
 
 

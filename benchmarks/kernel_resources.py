@@ -1,0 +1,146 @@
+"""Resources of every `tilelang.kernels` kernel at its default tiles, per architecture:
+registers, spill bytes (stores/loads) and shared memory (the thread IR's dynamic
+shared plus ptxas's static count), read from NVRTC's builds. No GPU is needed.
+
+    .venv/bin/python benchmarks/kernel_resources.py [--arch sm_80 --arch sm_90]
+
+Each kernel is built with every optional input on (bias, gates, states), which is its
+largest form. Prints one markdown table, the one docs/benchmarks.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tilelang import dtypes
+from tilelang.kernel import CompiledKernel, Kernel
+from tilelang.kernels import attention, conv, norm, ssd, ssm
+from tilelang.kernels import paged_attention as paged
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Case:
+    """One build: `constexprs` may depend on the architecture (tile tables do)."""
+
+    name: str
+    kernel: Kernel
+    constexprs: Callable[[str], dict[str, Any]]
+    assume: Any = "all"
+
+
+def _fixed(**constexprs: Any) -> Callable[[str], dict[str, Any]]:
+    return lambda _arch: constexprs
+
+
+def _ssm_cases() -> Iterator[Case]:
+    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    yield Case(
+        "selective_scan (BD 4, BN 16, BL 32)",
+        ssm.selective_scan_kernel,
+        _fixed(**full, LAST=True, BD=4, BN=16, BL=32),
+    )
+    yield Case(
+        "selective_state_update (BD 128, BN 16)",
+        ssm.state_update_kernel,
+        _fixed(**full, BD=128, BN=16),
+    )
+    yield Case("rms_norm", norm.rms_norm_kernel, _fixed())
+    yield Case("silu_and_mul", norm.silu_and_mul_kernel, _fixed())
+    yield Case(
+        "causal_conv1d (W 4)",
+        conv.causal_conv1d_kernel,
+        _fixed(HAS_BIAS=True, SILU=True, HAS_INITIAL=True, FINAL=True),
+    )
+    yield Case(
+        "causal_conv1d_update (W 4)", conv.conv_update_kernel, _fixed(HAS_BIAS=True, SILU=True)
+    )
+    every = dict(
+        HAS_D=True, D_PER_P=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, HAS_INITIAL=True
+    )
+    for n in (16, 64, 128):
+        for t in (dtypes.f32, dtypes.bf16):
+            tiles = dict(T=t, TD=t, BN=n, BP=ssd.block_p(n, 64, t != dtypes.f32))
+            yield Case(
+                f"ssd_chunk_scan {t.name}, N {n} (BP {tiles['BP']})",
+                ssd.ssd_chunk_scan_kernel,
+                _fixed(**every, FINAL=True, **tiles),
+            )
+
+
+def _attention_cases() -> Iterator[Case]:
+    for d in (64, 128, 256):
+        tiles = attention.default_tiles(d)
+        yield Case(
+            f"flash_attention D {d}, causal, lse (BM {tiles['BM']}, BN {tiles['BN']})",
+            attention.flash_attention_kernel,
+            _fixed(T=dtypes.f16, CAUSAL=True, LSE=True, **tiles),
+        )
+        yield Case(
+            f"flash_attention varlen D {d}, causal, lse (BM {tiles['BM']}, BN {tiles['BN']})",
+            attention.flash_attention_varlen_kernel,
+            _fixed(T=dtypes.f16, CAUSAL=True, LSE=True, **tiles),
+        )
+    modes = {"f16": paged.PLAIN, "f8e4m3": paged.HEAD_SCALED}
+    for cache in ("f16", "f8e4m3", "u8", "u4"):
+        kt = dtypes.dtype(cache)
+        for d in (64, 128, 256):
+
+            def constexprs(arch: str, kt=kt, d=d, cache=cache) -> dict[str, Any]:
+                tiles = paged.default_tiles(d, 8, kt, arch)
+                mode = modes.get(cache, paged.TOKEN_SCALED)
+                return dict(T=dtypes.f16, KT=kt, MODE=mode, BS=16, G=8, **tiles)
+
+            yield Case(
+                f"paged_decode_attention split, {cache} cache, D {d}, GQA 8",
+                paged.paged_split_kernel,
+                constexprs,
+            )
+    yield Case(
+        "paged_decode_attention combine (16 splits, D 256)",
+        paged.paged_combine_kernel,
+        _fixed(T=dtypes.f16, G=8, SP=16, HD=256),
+    )
+
+
+def _cell(build: CompiledKernel) -> str:
+    r = build.resources
+    shared = build.thread.shared_bytes + r.shared_bytes
+    spills = f"{r.spill_store_bytes}/{r.spill_load_bytes} B spilled"
+    return f"{r.registers} regs, {spills}, {shared} B shared"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", action="append", help="sm_80, sm_90 (default: both)")
+    archs = parser.parse_args(argv).arch or ["sm_80", "sm_90"]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}")
+    print("| kernel | " + " | ".join(archs) + " |")
+    print("|---|" + "---|" * len(archs))
+    for case in [*_ssm_cases(), *_attention_cases()]:
+        cells = []
+        for arch in archs:
+            try:
+                build = case.kernel.compile(
+                    assume=case.assume, target=arch, **case.constexprs(arch)
+                )
+                cells.append(_cell(build))
+            except Exception as error:  # one case that cannot build must not hide the rest
+                cells.append(f"does not build: {type(error).__name__}: {error}".splitlines()[0])
+        print(f"| {case.name} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

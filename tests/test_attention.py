@@ -1,0 +1,204 @@
+"""`tilelang.kernels.flash_attention` against a numpy float64 reference written from
+the definition: o = softmax(scale · q kᵀ) v per (batch, head), key/value head
+h // (H / H_kv), the causal mask aligned to the bottom right, o = 0 and lse = -inf for
+a query that sees no key. Tiny shapes run on the interpreter, the rest on the CPU
+backend."""
+
+import re
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from tilelang.kernels import flash_attention
+
+
+def reference(q, k, v, causal=False, scale=None):
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    batch, sq, heads, d = q.shape
+    sk, kv_heads = k.shape[1], k.shape[2]
+    scale = 1.0 / np.sqrt(d) if scale is None else scale
+    out = np.zeros((batch, sq, heads, d))
+    lse = np.full((batch, heads, sq), -np.inf)
+    for b in range(batch):
+        for h in range(heads):
+            kv = h // (heads // kv_heads)
+            for i in range(sq):
+                seen = [j for j in range(sk) if not causal or j <= i + sk - sq]
+                if not seen:
+                    continue
+                scores = np.array([scale * q[b, i, h] @ k[b, j, kv] for j in seen])
+                weights = np.exp(scores - scores.max())
+                out[b, i, h] = weights @ v[b, seen, kv] / weights.sum()
+                lse[b, h, i] = scores.max() + np.log(weights.sum())
+    return out, lse
+
+
+def inputs(batch, sq, sk, heads, kv_heads, d, dtype=np.float16, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((batch, sq, heads, d)).astype(dtype)
+    k = rng.standard_normal((batch, sk, kv_heads, d)).astype(dtype)
+    v = rng.standard_normal((batch, sk, kv_heads, d)).astype(dtype)
+    return q, k, v
+
+
+def check_against_reference(q, k, v, causal, interpret, scale=None):
+    out, lse = flash_attention(
+        q, k, v, causal=causal, scale=scale, return_lse=True, interpret=interpret
+    )
+    want, want_lse = reference(q, k, v, causal, scale)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert lse.dtype == np.float32 and lse.shape == want_lse.shape
+    # P is rounded to the input type before P·V: a few units of its last place
+    tolerance = 2e-2 if q.dtype == ml_dtypes.bfloat16 else 3e-3
+    np.testing.assert_allclose(np.asarray(out, np.float64), want, atol=tolerance, rtol=0)
+    assert (np.isinf(lse) == np.isinf(want_lse)).all()
+    finite = np.isfinite(want_lse)
+    np.testing.assert_allclose(lse[finite], want_lse[finite], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kv_heads", [8, 2, 1])  # GQA ratios 1, 4 and 8
+@pytest.mark.parametrize("sq, sk", [(1, 1), (7, 7), (7, 1), (1, 7), (5, 7)])
+def test_matches_the_definition_on_the_interpreter(sq, sk, kv_heads, causal):
+    q, k, v = inputs(1, sq, sk, 8, kv_heads, 16)
+    check_against_reference(q, k, v, causal, interpret=True)
+
+
+def test_queries_that_see_no_key_give_zero_and_an_lse_of_minus_infinity():
+    q, k, v = inputs(1, 7, 3, 2, 1, 16)  # causal, Sk < Sq: queries 0..3 see nothing
+    out, lse = flash_attention(q, k, v, causal=True, return_lse=True, interpret=True)
+    assert (out[0, :4] == 0).all() and np.isneginf(lse[0, :, :4]).all()
+    assert np.isfinite(lse[0, :, 4:]).all()
+
+
+@pytest.mark.parametrize(
+    "batch, sq, sk, heads, kv_heads, d, causal",
+    [
+        (2, 100, 257, 4, 1, 64, True),  # MQA, ragged lengths, the causal mask
+        (1, 257, 100, 8, 2, 128, False),  # GQA 4
+        (1, 7, 257, 8, 1, 256, True),  # GQA 8, the largest head dimension
+    ],
+)
+def test_matches_the_definition_on_the_cpu_backend(batch, sq, sk, heads, kv_heads, d, causal):
+    q, k, v = inputs(batch, sq, sk, heads, kv_heads, d)
+    check_against_reference(q, k, v, causal, interpret=False)
+
+
+def test_bf16_and_an_explicit_scale_on_the_cpu_backend():
+    q, k, v = inputs(1, 100, 100, 4, 4, 64, ml_dtypes.bfloat16, seed=1)
+    check_against_reference(q, k, v, True, interpret=False, scale=0.3)
+
+
+def test_returns_only_the_output_without_return_lse():
+    q, k, v = inputs(1, 7, 7, 2, 2, 16)
+    out = flash_attention(q, k, v, interpret=True)
+    np.testing.assert_allclose(np.asarray(out, np.float64), reference(q, k, v)[0], atol=3e-3)
+
+
+@pytest.mark.parametrize(
+    "change, error, words",
+    [
+        (
+            dict(k=np.zeros((1, 7, 3, 16), np.float16), v=np.zeros((1, 7, 3, 16), np.float16)),
+            ValueError,
+            "must divide",
+        ),
+        (dict(v=np.zeros((1, 6, 2, 16), np.float16)), ValueError, "v must have shape"),
+        (dict(k=np.zeros((1, 7, 2, 16), np.float32)), TypeError, "k must hold"),
+        (dict(q=np.zeros((1, 7, 4, 16), np.float32)), TypeError, "q must hold"),
+        (dict(q=np.zeros((1, 7, 4, 512), np.float16)), ValueError, "k must have shape"),
+        (dict(scale=float("nan")), ValueError, "scale must be a finite number"),
+    ],
+)
+def test_bad_arguments_are_named_before_any_launch(change, error, words):
+    q, k, v = inputs(1, 7, 7, 4, 2, 16)
+    args = dict(q=q, k=k, v=v) | change
+    with pytest.raises(error, match=words):
+        flash_attention(**args, interpret=True)
+
+
+def test_a_head_dimension_above_256_is_refused():
+    q, k, v = inputs(1, 2, 2, 1, 1, 272)
+    with pytest.raises(ValueError, match=re.escape("D must be in 1..256, got D = 272")):
+        flash_attention(q, k, v, interpret=True)
+
+
+# --------------------------------------------------------------------------- varlen
+
+
+def packed(lens_q, lens_k, heads, kv_heads, d, seed=0):
+    """Packed q [total_q, H, D], k, v [total_k, H_kv, D] and their int32 offsets."""
+    rng = np.random.default_rng(seed)
+    cu_q = np.concatenate([[0], np.cumsum(lens_q)]).astype(np.int32)
+    cu_k = np.concatenate([[0], np.cumsum(lens_k)]).astype(np.int32)
+    q = rng.standard_normal((cu_q[-1], heads, d)).astype(np.float16)
+    k = rng.standard_normal((cu_k[-1], kv_heads, d)).astype(np.float16)
+    v = rng.standard_normal((cu_k[-1], kv_heads, d)).astype(np.float16)
+    return q, k, v, cu_q, cu_k
+
+
+def check_varlen(lens_q, lens_k, heads, kv_heads, d, causal, interpret):
+    q, k, v, cu_q, cu_k = packed(lens_q, lens_k, heads, kv_heads, d)
+    out, lse = flash_attention(
+        q,
+        k,
+        v,
+        causal=causal,
+        cu_seqlens_q=cu_q,
+        cu_seqlens_k=cu_k,
+        max_seqlen_q=max(lens_q),
+        max_seqlen_k=max(lens_k),
+        return_lse=True,
+        interpret=interpret,
+    )
+    assert out.shape == q.shape and lse.shape == (heads, q.shape[0])
+    for b in range(len(lens_q)):
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        want, want_lse = reference(q[None, rows], k[None, keys], v[None, keys], causal)
+        got = np.asarray(out[rows], np.float64)
+        np.testing.assert_allclose(got, want[0], atol=3e-3, rtol=0)
+        assert (np.isinf(lse[:, rows]) == np.isinf(want_lse[0])).all()
+        finite = np.isfinite(want_lse[0])
+        np.testing.assert_allclose(lse[:, rows][finite], want_lse[0][finite], atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kv_heads", [4, 1])  # GQA ratios 1 and 4
+def test_varlen_sequences_each_match_the_definition_on_the_interpreter(kv_heads, causal):
+    # empty query and key sequences, a sequence with keys but no queries and the reverse
+    check_varlen([3, 0, 5, 1, 0], [4, 2, 0, 7, 0], 4, kv_heads, 16, causal, interpret=True)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_sequences_of_1_7_100_257_match_the_definition_on_the_cpu_backend(causal):
+    lens_q, lens_k = [1, 7, 0, 100, 257], [7, 1, 3, 257, 100]
+    check_varlen(lens_q, lens_k, 8, 1, 64, causal, interpret=False)  # GQA 8
+
+
+def test_varlen_without_max_seqlen_q_reads_it_from_host_offsets():
+    q, k, v, cu_q, cu_k = packed([2, 5], [3, 3], 2, 2, 16)
+    out = flash_attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, interpret=True)
+    for b in range(2):
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        want = reference(q[None, rows], k[None, keys], v[None, keys])[0][0]
+        np.testing.assert_allclose(np.asarray(out[rows], np.float64), want, atol=3e-3)
+
+
+@pytest.mark.parametrize(
+    "change, error, words",
+    [
+        (dict(cu_seqlens_k=None), ValueError, "needs both cu_seqlens_q and cu_seqlens_k"),
+        (dict(cu_seqlens_q=np.array([0, 2, 6], np.int32)), ValueError, "packed length 7"),
+        (dict(cu_seqlens_q=np.array([0, 5, 2], np.int32)), ValueError, "without decreasing"),
+        (dict(cu_seqlens_k=np.array([0, 6], np.int32)), ValueError, "cu_seqlens_k must have"),
+        (dict(cu_seqlens_q=np.array([0, 2, 7], np.int64)), TypeError, "cu_seqlens_q must hold"),
+        (dict(max_seqlen_q=4), ValueError, "below the longest query sequence, 5"),
+        (dict(q=np.zeros((7, 3, 16), np.float16)), ValueError, "must divide"),
+    ],
+)
+def test_bad_varlen_arguments_are_named_before_any_launch(change, error, words):
+    q, k, v, cu_q, cu_k = packed([2, 5], [3, 3], 4, 2, 16)
+    args = dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k) | change
+    with pytest.raises(error, match=words):
+        flash_attention(**args, interpret=True)

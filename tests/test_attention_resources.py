@@ -1,0 +1,78 @@
+"""FlashAttention's compiled resources, read without a GPU (NVRTC and the cubin's
+SASS): 0 spills at the default tiles on sm_80 and sm_90, P kept in registers between
+its two mmas (no shared-memory store in the main loop), K and V by cp.async in 2
+stages, K read through a transposed view (no materialized transpose) and no dot operand
+held whole by several warps."""
+
+import warnings
+
+import pytest
+
+from tilelang import dtypes
+from tilelang.kernels.attention import (
+    default_tiles,
+    flash_attention_kernel,
+    flash_attention_varlen_kernel,
+)
+from tilelang.passes import plan_registers
+from tilelang.runtime import sass
+
+ARCHS = ("sm_80", "sm_90")
+HEAD_DIMS = (64, 128, 256)
+
+
+def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
+        return kernel.compile(
+            assume="all",
+            target=arch,
+            T=dtypes.f16,
+            CAUSAL=True,
+            LSE=True,
+            **(tiles or default_tiles(head_dim)),
+        )
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("head_dim", HEAD_DIMS)
+@pytest.mark.parametrize(
+    "kernel", [flash_attention_kernel, flash_attention_varlen_kernel], ids=["fixed", "varlen"]
+)
+def test_the_default_tiles_compile_without_spills(kernel, head_dim, arch):
+    kernel = compiled(head_dim, arch, kernel)
+    assert kernel.resources.spills == 0, kernel.resources
+    assert kernel.stats["pipeline_async"] == 2  # K and V by cp.async, also with run-time bounds
+    estimate = plan_registers.registers(kernel.stages["plan_registers"])
+    assert abs(estimate - kernel.resources.registers) <= 0.15 * kernel.resources.registers
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_head_dims_64_and_128_compile_without_spills_at_64x64_tiles(head_dim, arch):
+    assert default_tiles(head_dim) == dict(HD=head_dim, BM=64, BN=64)
+    kernel = compiled(head_dim, arch, HD=head_dim, BM=64, BN=64)
+    assert kernel.resources.spills == 0
+
+
+@pytest.mark.usefixtures("disassembler")
+@pytest.mark.parametrize("head_dim", (64, 128))
+def test_the_main_loop_keeps_p_in_registers_and_streams_k_and_v(head_dim):
+    kernel = compiled(head_dim, "sm_90")
+    loop = sass.opcodes(sass.main_loop(sass.disassemble(kernel.cubin)))
+    assert not [op for op in loop if op.startswith("STS")], loop  # no round trip of P
+    assert not [op for op in loop if op.startswith(("LDL", "STL"))], loop
+    assert any(op.startswith("LDGSTS") for op in loop), loop  # cp.async
+    assert any(op.startswith("LDSM") for op in loop), loop  # ldmatrix from the stages
+    stats = kernel.stats
+    assert stats["pipeline_async"] == 2  # K and V
+    assert stats["ldmatrix_transposed_view"] >= 1  # Kᵀ read as K is stored
+    assert stats.get("shared_relayout", 0) == 0
+    assert stats.get("dot_operand_replicated", 0) == 0
+    assert stats["reduce_shuffle"] == 2 and stats.get("reduce_shared", 0) == 0
+
+
+def test_the_pipelined_loop_has_two_stages():
+    kernel = compiled(128, "sm_80")
+    loops = [line for line in kernel.ir("plan_registers").splitlines() if " = for " in line]
+    assert loops and all("stages(2)" in line for line in loops)

@@ -1,0 +1,297 @@
+"""FlashAttention forward (`flash_attention`), with flash-attn's layout and arguments.
+
+For each batch b, query head h (reading key/value head h // (H / H_kv): GQA and MQA)
+and query i, in f32 (the output rounded once to the inputs' dtype):
+
+    s[j] = scale · q[b, i, h] · k[b, j, hk],  j visible (below)
+    o[b, i, h] = Σ_j softmax(s)[j] · v[b, j, hk],  lse[b, h, i] = log Σ_j exp(s[j])
+
+With `causal`, query i sees keys j <= i + Sk - Sq (the mask aligned to the bottom right
+corner, as flash-attn ≥ 2.1 does when Sq != Sk); a query that sees no key (causal with
+Sk < Sq, or Sk = 0) gets o = 0 and lse = -inf (the log of an empty sum).
+
+A block handles BM queries of one (batch, head) and walks the keys BN at a time with an
+online softmax: the running row maximum m and sum l, acc rescaled by exp(m_old - m_new).
+It is written as users write it — Q·Kᵀ as `tl.dot(q, tl.transpose(k))` on tiles loaded
+[1, BN, 1, D] and reshaped — and the compiler makes it fast: Q·Kᵀ and P·V form a dot
+chain (`tilelang.analysis.dot_chains`), so the warps split the rows, P goes from S's
+accumulator into P·V's A operand in registers, the row max and sum are warp shuffles;
+K and V arrive by cp.async in 2 stages and are read from shared memory a k-step at a
+time, K through a transposed view with ldmatrix (no transpose is materialized).
+
+Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
+run the same loop over packed sequences: a block reads its sequence's offsets with
+scalar loads, walks the keys up to a run-time bound, and stores only its sequence's
+rows (the others' row index is sent outside the tensor, where stores are skipped).
+"""
+
+import math
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.kernel import kernel
+from tilelang.lang.signature import Tensor, constexpr
+
+from .common import check, empty, next_power_of_two, placeholder, run, same_place, shape_of, tl
+
+#: The dtypes of q, k and v (tensor-core operands); the output has the same.
+ATTENTION_TYPES = (dtypes.f16, dtypes.bf16)
+#: The largest head dimension.
+MAX_HEAD_DIM = 256
+
+
+@kernel(warps=4)
+def flash_attention_kernel(
+    q: Tensor["T", "NB", "M", "H", "D"],
+    k: Tensor["T", "NB", "N", "HK", "D"],
+    v: Tensor["T", "NB", "N", "HK", "D"],
+    o: Tensor["T", "NB", "M", "H", "D"],
+    lse: Tensor[dtypes.f32, "NL", "HL", "ML"],
+    scale: dtypes.f32,
+    T: constexpr = dtypes.f16,
+    CAUSAL: constexpr = False,
+    LSE: constexpr = False,
+    HD: constexpr = 64,
+    BM: constexpr = 64,
+    BN: constexpr = 64,
+    STAGES: constexpr = 2,
+):
+    """o = softmax(scale · q kᵀ) v per (batch, head), BM queries per block (module
+    docstring); lse = the rows' log-sum-exp with LSE."""
+    b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
+    hk = h // (H // HK)
+    qt = tl.reshape(tl.load(q, [b, bm * BM, h, 0], [1, BM, 1, HD]), [BM, HD])
+    rows = bm * BM + tl.arange(0, BM)
+    m_i = tl.full([BM], float("-inf"), tl.f32)
+    l_i = tl.zeros([BM], tl.f32)
+    acc = tl.zeros([BM, HD], tl.f32)
+    for n in tl.range(0, N, BN, stages=STAGES):
+        kt = tl.reshape(tl.load(k, [b, n, hk, 0], [1, BN, 1, HD]), [BN, HD])
+        vt = tl.reshape(tl.load(v, [b, n, hk, 0], [1, BN, 1, HD]), [BN, HD])
+        s = tl.dot(qt, tl.transpose(kt)) * scale
+        cols = n + tl.arange(0, BN)
+        visible = tl.broadcast(cols[None, :] < N, [BM, BN])
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= rows[:, None] + (N - M))
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
+        p = tl.exp(s - base[:, None])
+        alpha = tl.exp(m_i - base)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
+        m_i = m_new
+    seen = l_i > 0.0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    tl.store(o, [b, bm * BM, h, 0], tl.reshape(out.to(T), [1, BM, 1, HD]))
+    if LSE:
+        total = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
+        tl.store(lse, [b, h, bm * BM], tl.reshape(total, [1, 1, BM]))
+
+
+@kernel(warps=4)
+def flash_attention_varlen_kernel(
+    q: Tensor["T", "TQ", "H", "D"],
+    k: Tensor["T", "TK", "HK", "D"],
+    v: Tensor["T", "TK", "HK", "D"],
+    cu_q: Tensor[dtypes.i32, "B1"],
+    cu_k: Tensor[dtypes.i32, "B1"],
+    o: Tensor["T", "TQ", "H", "D"],
+    lse: Tensor[dtypes.f32, "HL", "TL"],
+    scale: dtypes.f32,
+    MQ: dtypes.i32,
+    T: constexpr = dtypes.f16,
+    CAUSAL: constexpr = False,
+    LSE: constexpr = False,
+    HD: constexpr = 64,
+    BM: constexpr = 64,
+    BN: constexpr = 64,
+    STAGES: constexpr = 2,
+):
+    """`flash_attention_kernel` over packed sequences: sequence b's queries are rows
+    cu_q[b]..cu_q[b+1] of q, its keys rows cu_k[b]..cu_k[b+1] of k and v (read at run
+    time); MQ is the longest query count. Rows past a sequence's end are read (they
+    belong to the next one, or lie outside: 0) but masked out of the softmax, and
+    stored nowhere: their row index is sent outside the tensor."""
+    b, h, bm = tl.blocks(B1 - 1, H, tl.cdiv(MQ, BM))
+    hk = h // (H // HK)
+    q0 = tl.load(cu_q, [b])
+    sq = tl.load(cu_q, [b + 1]) - q0
+    k0 = tl.load(cu_k, [b])
+    sk = tl.load(cu_k, [b + 1]) - k0
+    qt = tl.reshape(tl.load(q, [q0 + bm * BM, h, 0], [BM, 1, HD]), [BM, HD])
+    rows = bm * BM + tl.arange(0, BM)
+    m_i = tl.full([BM], float("-inf"), tl.f32)
+    l_i = tl.zeros([BM], tl.f32)
+    acc = tl.zeros([BM, HD], tl.f32)
+    for n in tl.range(0, sk, BN, stages=STAGES):
+        kt = tl.reshape(tl.load(k, [k0 + n, hk, 0], [BN, 1, HD]), [BN, HD])
+        vt = tl.reshape(tl.load(v, [k0 + n, hk, 0], [BN, 1, HD]), [BN, HD])
+        s = tl.dot(qt, tl.transpose(kt)) * scale
+        cols = n + tl.arange(0, BN)
+        visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
+        p = tl.exp(s - base[:, None])
+        alpha = tl.exp(m_i - base)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
+        m_i = m_new
+    seen = l_i > 0.0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
+    tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
+    if LSE:
+        total = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
+        tl.store(lse, [h, at[None, :]], tl.reshape(total, [1, BM]))
+
+
+def default_tiles(head_dim: int) -> dict[str, int]:
+    """BM, BN and the padded head dimension HD for a head dimension: the tiles that
+    compile for sm_80 and sm_90 with 0 spills (docs/benchmarks.md). At D=128, 64 keys a
+    step rather than 32 take 14% fewer main-loop instructions per key and half the
+    barriers, at the same 2 blocks per multiprocessor; D=256 needs 32×16 (its [64, 256]
+    accumulator alone would take 128 registers of 4 warps)."""
+    hd = max(16, next_power_of_two(head_dim))
+    if hd <= 128:
+        return dict(HD=hd, BM=64, BN=64)
+    return dict(HD=hd, BM=32, BN=16)
+
+
+def flash_attention(
+    q: Any,
+    k: Any,
+    v: Any,
+    causal: bool = False,
+    scale: float | None = None,
+    cu_seqlens_q: Any = None,
+    cu_seqlens_k: Any = None,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
+    return_lse: bool = False,
+    *,
+    interpret: bool = False,
+) -> Any:
+    """Attention forward (flash-attn's `flash_attn_func`).
+
+    q: [batch, Sq, H, D]; k, v: [batch, Sk, H_kv, D] with H_kv dividing H (GQA, MQA),
+    all f16 or all bf16, D at most 256. `scale` defaults to 1/√D. Returns o [batch, Sq,
+    H, D] in q's dtype, and with `return_lse` also lse [batch, H, Sq] (f32). `causal`:
+    see the module docstring. Host arrays run on the CPU backend, device tensors on the
+    GPU; `interpret` runs the reference interpreter (host arrays only).
+
+    Varlen (flash-attn's `flash_attn_varlen_func`): with `cu_seqlens_q` and
+    `cu_seqlens_k` (int32 [batch + 1], non-decreasing, from 0 to total_q and total_k),
+    q is packed [total_q, H, D], k and v [total_k, H_kv, D]; sequence b is rows
+    cu_seqlens_q[b]..cu_seqlens_q[b + 1] of q (and likewise for k, v), possibly empty.
+    `max_seqlen_q` (the longest query count) sizes the grid; `max_seqlen_k` is accepted
+    for flash-attn's signature (the kernel reads each length). o is [total_q, H, D],
+    lse [H, total_q]. Host arrays' offsets are checked before the launch."""
+    if cu_seqlens_q is not None or cu_seqlens_k is not None:
+        return _varlen(
+            q, k, v, causal, scale, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, return_lse, interpret
+        )
+    del max_seqlen_q, max_seqlen_k  # used with varlen only
+    (nb, sq, heads, d), t = check(q, "q", (None, None, None, None), ATTENTION_TYPES)
+    if len(shape_of(k, "k")) != 4:
+        raise ValueError(f"k must have shape [batch, Sk, H_kv, D], got shape {shape_of(k, 'k')}")
+    (_, sk, kv_heads, _), _ = check(k, "k", (nb, None, None, d), (t,))
+    check(v, "v", (nb, sk, kv_heads, d), (t,))
+    _check_heads(heads, kv_heads, d)
+    scale = _scale(scale, d)
+    same_place(dict(q=q, k=k, v=v))
+    out = empty(q, (nb, sq, heads, d), t)
+    lse = empty(q, (nb, heads, sq), dtypes.f32) if return_lse else placeholder(q, 3)
+    if nb * sq * heads * d == 0:
+        return (out, lse) if return_lse else out
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **default_tiles(d))
+    run(flash_attention_kernel, [q, k, v, out, lse, float(scale)], constexprs, interpret)
+    return (out, lse) if return_lse else out
+
+
+def _varlen(
+    q: Any,
+    k: Any,
+    v: Any,
+    causal: bool,
+    scale: float | None,
+    cu_q: Any,
+    cu_k: Any,
+    max_seqlen_q: int | None,
+    return_lse: bool,
+    interpret: bool,
+) -> Any:
+    """`flash_attention` over packed sequences (its docstring)."""
+    if cu_q is None or cu_k is None:
+        given = "cu_seqlens_q" if cu_q is not None else "cu_seqlens_k"
+        raise ValueError(
+            f"varlen attention needs both cu_seqlens_q and cu_seqlens_k; got only {given}"
+        )
+    (total_q, heads, d), t = check(q, "q", (None, None, None), ATTENTION_TYPES)
+    (total_k, kv_heads, _), _ = check(k, "k", (None, None, d), (t,))
+    check(v, "v", (total_k, kv_heads, d), (t,))
+    (b1,), _ = check(cu_q, "cu_seqlens_q", (None,), (dtypes.i32,))
+    check(cu_k, "cu_seqlens_k", (b1,), (dtypes.i32,))
+    if b1 < 1:
+        raise ValueError("cu_seqlens_q must have batch + 1 >= 1 entries, got 0")
+    _check_heads(heads, kv_heads, d)
+    scale = _scale(scale, d)
+    same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k))
+    _check_offsets(cu_q, "cu_seqlens_q", total_q)
+    _check_offsets(cu_k, "cu_seqlens_k", total_k)
+    if max_seqlen_q is None:
+        if not isinstance(cu_q, np.ndarray):
+            raise ValueError(
+                "max_seqlen_q is required for device tensors (the host does not read cu_seqlens_q)"
+            )
+        max_seqlen_q = int(np.diff(cu_q).max(initial=0))
+    if not isinstance(max_seqlen_q, int) or max_seqlen_q < 0:
+        raise ValueError(f"max_seqlen_q must be a non-negative int, got {max_seqlen_q!r}")
+    if isinstance(cu_q, np.ndarray) and int(np.diff(cu_q).max(initial=0)) > max_seqlen_q:
+        raise ValueError(
+            f"max_seqlen_q = {max_seqlen_q} is below the longest query sequence, "
+            f"{int(np.diff(cu_q).max())}"
+        )
+    out = empty(q, (total_q, heads, d), t)
+    lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
+    if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
+        return (out, lse) if return_lse else out
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **default_tiles(d))
+    args = [q, k, v, cu_q, cu_k, out, lse, float(scale), max_seqlen_q]
+    run(flash_attention_varlen_kernel, args, constexprs, interpret)
+    return (out, lse) if return_lse else out
+
+
+def _check_heads(heads: int, kv_heads: int, d: int) -> None:
+    if kv_heads < 1 or heads % kv_heads:
+        raise ValueError(
+            f"k's heads (H_kv = {kv_heads}) must divide q's heads (H = {heads}) for GQA/MQA"
+        )
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"q's head dimension D must be in 1..{MAX_HEAD_DIM}, got D = {d}")
+
+
+def _scale(scale: float | None, d: int) -> float:
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    return float(scale)
+
+
+def _check_offsets(cu: Any, name: str, total: int) -> None:
+    """Host offsets: from 0, non-decreasing, ending at the packed tensor's length (device
+    offsets are not read by the host)."""
+    if not isinstance(cu, np.ndarray):
+        return
+    values = cu.astype(np.int64)
+    if values[0] != 0 or (np.diff(values) < 0).any() or values[-1] != total:
+        raise ValueError(
+            f"{name} must rise from 0 to the packed length {total} without decreasing, "
+            f"got {values.tolist()}"
+        )

@@ -1,0 +1,467 @@
+"""Paged decode attention (`paged_decode_attention`): one new query token per sequence
+against a KV cache in vLLM's paged layout, split over the context with a log-sum-exp
+combine.
+
+For each sequence b, query head h (reading KV head hk = h // G, G = H / H_kv: GQA) and
+the first n = seq_lens[b] tokens of the sequence, in f32 (the output rounded once to
+q's dtype):
+
+    token t lives in row t % BS of page block_table[b, t // BS] of the cache
+    s[t] = scale · q[b, h] · K[t],  o[b, h] = Σ_t softmax(s)[t] · V[t]
+
+A sequence of length 0 gets o = 0. K and V are the cache's values dequantized:
+
+* f16, bf16: as stored (the cache's dtype must be q's);
+* f8e4m3: code · scale, the scale per tensor (a number, or an f32 array of one element)
+  or per KV head (f32 [H_kv]);
+* u8, u4: (code − zero) · scale with a scale and a zero point per token and KV head:
+  k_scale, v_scale f32 [num_blocks, block_size, H_kv] (the cache's layout without D)
+  and k_zero, v_zero of the same shape (f32; absent: 2^(bits−1), 128 for u8, 8 for u4).
+  A u4 cache is a `tilelang.PackedArray` (two codes a byte, D even).
+
+The first kernel's block handles one (sequence, KV head, split): the G query heads of
+the group form the rows of a [GP, D] tile (GP = G padded to 16, the mma's rows; the
+extra rows are other heads' or zeros, computed and never read), so each KV row is read
+once per group. It walks its split's tokens BN at a time with the online softmax of
+FlashAttention. A step gathers its BN token rows: the pages come from the block table
+(a gather of table entries t // BS along the row), the rows from the pages (a gather of
+[BN, 1, D] rows of the cache viewed as [num_blocks · BS, H_kv, D], each row D
+contiguous elements, moved in 16-byte loads); tokens past the split's end get row −1,
+which reads zeros and touches nothing, as does a table entry outside the cache. So any
+block size works, BS smaller or larger than BN. A sequence reads at most max_blocks ·
+block_size tokens, whatever seq_lens says (host arrays are checked before the launch).
+
+The codes go to q's type exactly (f8e4m3, u8 and u4 values are all f16 and bf16
+numbers) and into the mmas as they are; the scales and zero points are applied around
+them, where they cost one operation per token instead of one per element: an f8 scale
+of the block's KV head multiplies the softmax scale and, at the end, the output; with
+per-token parameters, q·((c − z)·s) = (q·c − z·Σq)·s for the scores, and
+Σ p·(c − z)·s = Σ (p·s)·c − Σ (p·s)·z for the output, with p·s rounded to q's type
+once and the last sum kept per row beside the accumulator (rescaled with it).
+
+Each split writes its unnormalized accumulator and its row max m and sum l; a second
+kernel, one block per (sequence, query head), combines the splits: with M = max m,
+o = Σ exp(m − M)·acc / Σ exp(m − M)·l. A second kernel rather than atomics: the
+combine needs every split's max before it can scale any of them, and a fixed-order
+sum keeps the result deterministic (no floating-point atomics).
+"""
+
+import math
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType, PackedArray
+from tilelang.kernel import func, kernel
+from tilelang.lang.signature import Tensor, constexpr
+from tilelang.runtime import gpu
+
+from .common import (
+    check,
+    dtype_of,
+    empty,
+    next_power_of_two,
+    on_gpu,
+    reshaped,
+    run,
+    same_place,
+    shape_of,
+    tl,
+)
+
+#: The dtypes of q (tensor-core operands); the output has q's.
+QUERY_TYPES = (dtypes.f16, dtypes.bf16)
+#: The KV cache's dtypes besides q's own.
+QUANTIZED = (dtypes.f8e4m3, dtypes.u8, dtypes.u4)
+#: The block sizes (tokens per page) the kernel takes.
+BLOCK_SIZES = (8, 128)
+#: The largest head dimension.
+MAX_HEAD_DIM = 256
+#: Blocks the split kernel aims at per streaming multiprocessor (an H100 has 132).
+TARGET_BLOCKS = 2 * 132
+#: The fewest tokens a split gets (fewer splits would leave the SMs idle; more would
+#: make the combine the larger part of the work).
+MIN_SPLIT_TOKENS = 256
+
+# How a KV cache is dequantized (the split kernel's MODE).
+PLAIN, HEAD_SCALED, TOKEN_SCALED = 0, 1, 2
+
+
+@func
+def token_params(scales, zeros, row, hk, BN):
+    """The scale and zero point [BN] of each token's row (gathered by row number)."""
+    s = tl.reshape(tl.load(scales, [row[:, None], hk], [BN, 1]), [BN])
+    z = tl.reshape(tl.load(zeros, [row[:, None], hk], [BN, 1]), [BN])
+    return s, z
+
+
+@kernel(warps=lambda WARPS, **_: WARPS, min_blocks=lambda MIN_BLOCKS, **_: MIN_BLOCKS or None)
+def paged_split_kernel(
+    q: Tensor["T", "NB", "H", "D"],
+    k: Tensor["KT", "R", "HK", "D"],
+    v: Tensor["KT", "R", "HK", "D"],
+    ks: Tensor[dtypes.f32, "SR", "SH"],
+    kz: Tensor[dtypes.f32, "SR", "SH"],
+    vs: Tensor[dtypes.f32, "SR", "SH"],
+    vz: Tensor[dtypes.f32, "SR", "SH"],
+    table: Tensor[dtypes.i32, "NB", "MB"],
+    lens: Tensor[dtypes.i32, "NB"],
+    part_o: Tensor[dtypes.f32, "NB", "HK", "S", "GP", "HD"],
+    part_m: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
+    part_l: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
+    scale: dtypes.f32,
+    per_split: dtypes.i32,
+    T: constexpr = dtypes.f16,
+    KT: constexpr = dtypes.f16,
+    MODE: constexpr = PLAIN,
+    BS: constexpr = 16,
+    G: constexpr = 1,
+    GP: constexpr = 16,
+    HD: constexpr = 128,
+    BN: constexpr = 32,
+    WARPS: constexpr = 4,
+    MIN_BLOCKS: constexpr = 0,
+):
+    """One split of one (sequence, KV head): the unnormalized output of its G query
+    heads and their row max and sum over the split's tokens (module docstring)."""
+    b, hk, split = tl.blocks(NB, HK, S)
+    length = tl.load(lens, [b])
+    start = split * per_split
+    stop = tl.minimum(tl.minimum(start + per_split, length), MB * BS)  # the table's tokens
+    qt = tl.reshape(tl.load(q, [b, hk * G, 0], [1, GP, HD]), [GP, HD])
+    score_scale = scale
+    if MODE == HEAD_SCALED:  # code · s_k: s_k factors out of the dot
+        score_scale = scale * tl.load(ks, [0, hk])
+    if MODE == TOKEN_SCALED:
+        q_sum = tl.sum(qt.to(tl.f32), axis=1)
+    m_i = tl.full([GP], float("-inf"), tl.f32)
+    l_i = tl.zeros([GP], tl.f32)
+    acc = tl.zeros([GP, HD], tl.f32)
+    shift = tl.zeros([GP], tl.f32)  # Σ (p·s)·z of the V zero points (TOKEN_SCALED)
+    for t0 in tl.range(start, stop, BN):
+        token = t0 + tl.arange(0, BN)
+        page = tl.load(table, [b, (token // BS)[None, :]], [1, BN], fill=-1)
+        row = tl.where(token < stop, tl.reshape(page, [BN]) * BS + token % BS, -1)
+        kt = tl.reshape(tl.load(k, [row[:, None, None], hk, 0], [BN, 1, HD]), [BN, HD])
+        vt = tl.reshape(tl.load(v, [row[:, None, None], hk, 0], [BN, 1, HD]), [BN, HD])
+        s = tl.dot(qt, tl.transpose(kt.to(T)))
+        if MODE == TOKEN_SCALED:  # q·(c − z)·s = (q·c − z·Σq)·s, per token
+            k_s, k_z = token_params(ks, kz, row, hk, BN)
+            s = (s - q_sum[:, None] * k_z[None, :]) * k_s[None, :]
+        s = s * score_scale
+        s = tl.where(tl.broadcast((token < stop)[None, :], [GP, BN]), s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - base[:, None])
+        alpha = tl.exp(m_i - base)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        if MODE == TOKEN_SCALED:  # Σ p·(c − z)·s = Σ (p·s)·c − Σ (p·s)·z, per token
+            v_s, v_z = token_params(vs, vz, row, hk, BN)
+            weights = (p * v_s[None, :]).to(T)
+            shift = shift * alpha + tl.sum(weights.to(tl.f32) * v_z[None, :], axis=1)
+            acc = tl.dot(weights, vt.to(T), acc * alpha[:, None])
+        else:
+            acc = tl.dot(p.to(T), vt.to(T), acc * alpha[:, None])
+        m_i = m_new
+    if MODE == HEAD_SCALED:  # Σ p · code · s_v = s_v · Σ p · code
+        acc = acc * tl.load(vs, [0, hk])
+    if MODE == TOKEN_SCALED:
+        acc = acc - shift[:, None]
+    tl.store(part_o, [b, hk, split, 0, 0], tl.reshape(acc, [1, 1, 1, GP, HD]))
+    tl.store(part_m, [b, hk, split, 0], tl.reshape(m_i, [1, 1, 1, GP]))
+    tl.store(part_l, [b, hk, split, 0], tl.reshape(l_i, [1, 1, 1, GP]))
+
+
+@kernel(warps=4)
+def paged_combine_kernel(
+    part_o: Tensor[dtypes.f32, "NB", "HK", "S", "GP", "HD"],
+    part_m: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
+    part_l: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
+    o: Tensor["T", "NB", "H", "D"],
+    T: constexpr = dtypes.f16,
+    G: constexpr = 1,
+    SP: constexpr = 1,
+    HD: constexpr = 128,
+):
+    """o[b, h] from the splits of its KV head's block: Σ exp(m − M)·acc / Σ exp(m − M)·l
+    with M the largest row max (module docstring); 0 where no split saw a token."""
+    b, h = tl.blocks(NB, H)
+    hk = h // G
+    g = h % G
+    m = tl.reshape(tl.load(part_m, [b, hk, 0, g], [1, 1, SP, 1], fill=float("-inf")), [SP])
+    sums = tl.reshape(tl.load(part_l, [b, hk, 0, g], [1, 1, SP, 1]), [SP])
+    acc = tl.reshape(tl.load(part_o, [b, hk, 0, g, 0], [1, 1, SP, 1, HD]), [SP, HD])
+    top = tl.max(m, axis=0, keepdims=True)
+    weight = tl.exp(m - tl.where(top == float("-inf"), 0.0, top))
+    total = tl.sum(weight * sums, axis=0, keepdims=True)
+    out = (
+        tl.sum(weight[:, None] * acc, axis=0, keepdims=True)
+        / tl.where(total > 0.0, total, 1.0)[:, None]
+    )
+    tl.store(o, [b, h, 0], tl.reshape(out.to(T), [1, 1, HD]))
+
+
+#: (BN, WARPS, MIN_BLOCKS) of the per-token-scaled (u8, u4) split kernel by (cache, D,
+#: arch), where the plain tiles (32 tokens, 4 warps) spill: without a minimum of blocks
+#: per multiprocessor ptxas caps the registers at 128 or 168 for occupancy and spills a
+#: few bytes; `min_blocks=1` (`tilelang.kernel`) lets it use what the kernel needs
+#: (172-236 registers, 0 spills, measured). Stating it elsewhere costs: ptxas then
+#: unrolls further, and the 64-token tiles spill 52-60 bytes with it. D = 256 spills
+#: 4-16 bytes at every tile tried, with or without it: its [16, 256] q alone takes 64
+#: registers.
+TOKEN_TILES = {
+    (dtypes.u8, 64, "sm_80"): (32, 4, 1),
+    (dtypes.u8, 64, "sm_90"): (32, 4, 1),
+    (dtypes.u4, 64, "sm_80"): (32, 2, 0),  # 4 warps read its 32-byte rows 8 bytes a thread
+    (dtypes.u4, 64, "sm_90"): (32, 2, 0),
+    (dtypes.u8, 128, "sm_80"): (32, 4, 1),
+    (dtypes.u8, 128, "sm_90"): (32, 4, 1),
+    (dtypes.u4, 128, "sm_90"): (32, 4, 1),
+}
+
+
+def default_tiles(
+    head_dim: int, group: int, cache: DType = dtypes.f16, arch: str = "sm_90"
+) -> dict[str, int]:
+    """GP (the group's rows, at least the mma's 16), HD (D padded to a power of two), BN
+    (tokens a step), WARPS and MIN_BLOCKS (0: none stated) for a build for `arch`: the
+    tiles that compile for sm_80 and sm_90 with 0 spills (the step's K and V live in registers; docs/benchmarks.md).
+    The CPU backend uses sm_90's."""
+    hd = max(16, next_power_of_two(head_dim))
+    gp = max(16, next_power_of_two(group))
+    family = "sm_80" if arch.startswith("sm_8") else "sm_90"
+    bn, warps, min_blocks = TOKEN_TILES.get((cache, hd, family), (32, 4, 0))
+    return dict(GP=gp, HD=hd, BN=max(16, bn * 16 // gp), WARPS=warps, MIN_BLOCKS=min_blocks)
+
+
+def split_count(
+    batch: int, kv_heads: int, capacity: int, bn: int, fixed: int | None = None
+) -> tuple[int, int]:
+    """The splits per (sequence, KV head) and the tokens of each (a multiple of BN):
+    enough blocks for TARGET_BLOCKS, each split at least MIN_SPLIT_TOKENS long, sized by
+    the table's capacity (the host does not read seq_lens, which may live on the GPU)."""
+    wanted = max(1, -(-TARGET_BLOCKS // max(1, batch * kv_heads)))
+    longest = max(1, capacity // MIN_SPLIT_TOKENS)
+    splits = max(1, min(wanted, longest))
+    if fixed is not None:
+        if not isinstance(fixed, int) or fixed < 1:
+            raise ValueError(f"num_splits must be a positive int, got {fixed!r}")
+        splits = fixed
+    per_split = -(-max(1, capacity) // splits)
+    per_split = -(-per_split // bn) * bn
+    return -(-max(1, capacity) // per_split), per_split
+
+
+def _cache(x: Any, name: str) -> tuple[tuple[int, ...], DType]:
+    """A cache's logical shape and dtype (a u4 cache is a PackedArray)."""
+    if isinstance(x, PackedArray):
+        return x.shape, x.dtype
+    shape = shape_of(x, name)
+    return shape, dtype_of(x, name)
+
+
+def _rows(x: Any, shape: tuple[int, ...]) -> Any:
+    """x (contiguous) viewed under `shape`, PackedArrays too."""
+    if isinstance(x, PackedArray):
+        return PackedArray(x.data, x.dtype, shape)
+    return reshaped(x, shape)
+
+
+def _constant(like: Any, shape: tuple[int, ...], value: float) -> Any:
+    """An f32 tensor of `shape` filled with `value` where `like` lives."""
+    host = np.full(shape, value, np.float32)
+    if isinstance(like, np.ndarray):
+        return host
+    return _like(like, host)
+
+
+def _like(like: Any, host: np.ndarray) -> Any:
+    if gpu.is_torch_tensor(like):
+        import torch  # a torch tensor was handed over, so torch is there
+
+        return torch.from_numpy(host).to(like.device)
+    return gpu.DeviceBuffer(host)
+
+
+def _head_scale(value: Any, name: str, kv_heads: int, like: Any) -> Any:
+    """An f8 cache's scale as f32 [1, H_kv]: a number or a host array of one element
+    (per tensor), or [H_kv] (per KV head; on the GPU an f32 tensor)."""
+    if value is None:
+        raise ValueError(f"{name} is needed with an f8e4m3 cache (a number, or f32 [H_kv])")
+    if isinstance(value, (int, float, np.floating, np.integer)):
+        value = np.float32(value)
+    if isinstance(value, (np.ndarray, np.float32)):
+        flat = np.asarray(value, np.float32).reshape(-1)
+        if flat.size not in (1, kv_heads):
+            raise ValueError(
+                f"{name} must be one number or hold one per KV head ([{kv_heads}]), got shape "
+                f"{list(np.shape(value))}"
+            )
+        if not np.isfinite(flat).all():
+            raise ValueError(f"{name} must be finite")
+        host = np.ascontiguousarray(np.broadcast_to(flat, (kv_heads,))).reshape(1, kv_heads)
+        return host if isinstance(like, np.ndarray) else _like(like, host)
+    check(value, name, (kv_heads,), (dtypes.f32,))
+    return reshaped(value, (1, kv_heads), name)
+
+
+def _token_params(
+    value: Any, name: str, shape: tuple[int, ...], like: Any, default: float | None
+) -> Any:
+    """A u8/u4 cache's per-token scales or zero points, f32 [num_blocks, block_size,
+    H_kv], viewed as [num_blocks · block_size, H_kv] (the cache's rows)."""
+    rows = (shape[0] * shape[1], shape[2])
+    if value is None:
+        if default is None:
+            raise ValueError(
+                f"{name} is needed with a u8/u4 cache: f32 [num_blocks, block_size, H_kv] = "
+                f"{list(shape)}"
+            )
+        return _constant(like, rows, default)
+    if isinstance(value, np.ndarray):
+        value = np.ascontiguousarray(value, np.float32) if value.dtype.kind == "f" else value
+    check(value, name, shape, (dtypes.f32,))
+    return reshaped(value, rows, name)
+
+
+def paged_decode_attention(
+    q: Any,
+    k_cache: Any,
+    v_cache: Any,
+    block_table: Any,
+    seq_lens: Any,
+    scale: float | None = None,
+    k_scale: Any = None,
+    v_scale: Any = None,
+    *,
+    k_zero: Any = None,
+    v_zero: Any = None,
+    num_splits: int | None = None,
+    interpret: bool = False,
+) -> Any:
+    """Attention of one new token per sequence over a paged KV cache (vLLM's layout).
+
+    q: [batch, H, D] f16 or bf16; k_cache, v_cache: [num_blocks, block_size, H_kv, D]
+    with block_size in 8..128 and H_kv dividing H; block_table: int32 [batch,
+    max_blocks] (sequence b's j-th page); seq_lens: int32 [batch], each at most
+    max_blocks · block_size. `scale` defaults to 1/√D. The caches hold q's dtype, or
+    f8e4m3 with k_scale, v_scale (per tensor or per KV head), or u8/u4 with per-token
+    k_scale, v_scale and k_zero, v_zero (the module docstring gives the layouts).
+    Returns [batch, H, D] in q's dtype. `num_splits` fixes the number of splits of each
+    sequence's tokens (default: enough blocks for the GPU, `split_count`). Host arrays run on the CPU backend, device
+    tensors on the GPU; `interpret` runs the reference interpreter (host arrays only)."""
+    (nb, heads, d), t = check(q, "q", (None, None, None), QUERY_TYPES)
+    shape, kt = _cache(k_cache, "k_cache")
+    if len(shape) != 4:
+        raise ValueError(
+            f"k_cache must have shape [num_blocks, block_size, H_kv, D], got shape {list(shape)}"
+        )
+    blocks, bs, kv_heads, kd = shape
+    v_shape, vt = _cache(v_cache, "v_cache")
+    if v_shape != shape or vt != kt:
+        raise ValueError(
+            f"v_cache must be k_cache's shape and dtype, {list(shape)} {kt}, got "
+            f"{list(v_shape)} {vt}"
+        )
+    if kt not in (t, *QUANTIZED):
+        raise TypeError(f"k_cache must hold q's dtype ({t}), f8e4m3, u8 or u4, got {kt}")
+    if kd != d:
+        raise ValueError(f"k_cache's head dimension must be q's, D = {d}, got {kd}")
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"q's head dimension D must be in 1..{MAX_HEAD_DIM}, got D = {d}")
+    if not BLOCK_SIZES[0] <= bs <= BLOCK_SIZES[1]:
+        raise ValueError(
+            f"k_cache's block_size must be in {BLOCK_SIZES[0]}..{BLOCK_SIZES[1]}, got {bs}"
+        )
+    if kv_heads < 1 or heads % kv_heads:
+        raise ValueError(f"k_cache's heads (H_kv = {kv_heads}) must divide q's heads (H = {heads})")
+    (_, max_blocks), _ = check(block_table, "block_table", (nb, None), (dtypes.i32,))
+    check(seq_lens, "seq_lens", (nb,), (dtypes.i32,))
+    _check_lengths(block_table, seq_lens, blocks, bs)
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    like = q
+    same_place(
+        dict(q=q, k_cache=k_cache, v_cache=v_cache, block_table=block_table, seq_lens=seq_lens)
+    )
+    mode, params = _dequantization(kt, shape, k_scale, v_scale, k_zero, v_zero, like)
+    out = empty(q, (nb, heads, d), t)
+    if nb * heads * d == 0:
+        return out
+    group = heads // kv_heads
+    tiles = default_tiles(d, group, kt, gpu.device_arch() if on_gpu(q) else "sm_90")
+    splits, per_split = split_count(nb, kv_heads, max_blocks * bs, tiles["BN"], num_splits)
+    gp, hd = tiles["GP"], tiles["HD"]
+    part_o = empty(q, (nb, kv_heads, splits, gp, hd), dtypes.f32)
+    part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
+    part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
+    rows = (blocks * bs, kv_heads, d)
+    args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
+    args += [part_o, part_m, part_l, float(scale), per_split]
+    constexprs = dict(T=t, KT=kt, MODE=mode, BS=bs, G=group, **tiles)
+    run(paged_split_kernel, args, constexprs, interpret)
+    combine = dict(T=t, G=group, SP=next_power_of_two(splits), HD=hd)
+    run(paged_combine_kernel, [part_o, part_m, part_l, out], combine, interpret)
+    return out
+
+
+def _dequantization(
+    kt: DType,
+    shape: tuple[int, ...],
+    k_scale: Any,
+    v_scale: Any,
+    k_zero: Any,
+    v_zero: Any,
+    like: Any,
+) -> tuple[int, list[Any]]:
+    """The split kernel's MODE and its four scale/zero tensors for a cache of `kt`."""
+    kv_heads = shape[2]
+    if kt in (dtypes.u8, dtypes.u4):
+        middle = float(1 << (kt.bits - 1))
+        params = [
+            _token_params(k_scale, "k_scale", shape[:3], like, None),
+            _token_params(k_zero, "k_zero", shape[:3], like, middle),
+            _token_params(v_scale, "v_scale", shape[:3], like, None),
+            _token_params(v_zero, "v_zero", shape[:3], like, middle),
+        ]
+        return TOKEN_SCALED, params
+    for value, name in ((k_zero, "k_zero"), (v_zero, "v_zero")):
+        if value is not None:
+            raise ValueError(f"{name} is for u8/u4 caches only; the cache holds {kt}")
+    if kt == dtypes.f8e4m3:
+        ks = _head_scale(k_scale, "k_scale", kv_heads, like)
+        vs = _head_scale(v_scale, "v_scale", kv_heads, like)
+        unused = _constant(like, (1, kv_heads), 0.0)
+        return HEAD_SCALED, [ks, unused, vs, unused]
+    for value, name in ((k_scale, "k_scale"), (v_scale, "v_scale")):
+        if value is not None:
+            raise ValueError(
+                f"{name} is for quantized caches (f8e4m3, u8, u4); the cache holds {kt}"
+            )
+    unused = _constant(like, (1, 1), 0.0)
+    return PLAIN, [unused, unused, unused, unused]
+
+
+def _check_lengths(block_table: Any, seq_lens: Any, blocks: int, bs: int) -> None:
+    """On the host: every length in 0..max_blocks · block_size and every page a sequence
+    uses inside the cache (device tensors are not read; there the kernel reads the
+    first max_blocks · block_size tokens at most and zeros for pages outside the cache)."""
+    if not isinstance(seq_lens, np.ndarray) or not isinstance(block_table, np.ndarray):
+        return
+    capacity = block_table.shape[1] * bs
+    for b, n in enumerate(seq_lens.tolist()):
+        if not 0 <= n <= capacity:
+            raise ValueError(
+                f"seq_lens[{b}] = {n} must be in 0..max_blocks · block_size = "
+                f"{block_table.shape[1]} · {bs} = {capacity}"
+            )
+        used = block_table[b, : -(-n // bs)]
+        bad = used[(used < 0) | (used >= blocks)]
+        if bad.size:
+            raise ValueError(
+                f"block_table[{b}] names page {int(bad[0])} for its first {n} tokens; pages "
+                f"are 0..{blocks - 1} (num_blocks = {blocks})"
+            )
