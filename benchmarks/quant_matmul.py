@@ -6,10 +6,11 @@ and what they do.
         [--latency-ns 600] [--gpu | --static]
 
 Shapes are k x n (4096x4096, 4096x14336, 14336x4096, 8192x8192, 8192x28672,
-28672x8192), m the rows of x. Types: u4 and u3 and u8 symmetric (the constant zero
-point 2^(b-1), which the kernels read as signed codes), i4 with zero points
-(asymmetric), each with one f16 scale per 128 rows; MXFP4 (f4e2m1, an e8m0 scale per
-32 rows) and NVFP4 (f4e2m1, an f8e4m3 scale per 16 rows, an f32 tensor scale).
+28672x8192), m the rows of x. Types: u4 and u3 and u8 (also u5, u6, u7) symmetric
+(the constant zero point 2^(b-1), which the kernels read as signed codes), i4 with
+zero points (asymmetric), each with one f16 scale per 128 rows; MXFP4 (f4e2m1, an e8m0
+scale per 32 rows; also mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3, mxfp8_e5m2) and NVFP4
+(f4e2m1, an f8e4m3 scale per 16 rows, an f32 tensor scale).
 
 Without a GPU (or with --static): for each case, `tilelang.quant.plan` compiles the
 kernels a call would launch for --arch (NVRTC; no GPU) and prints the static report of
@@ -58,6 +59,8 @@ from tilelang.quant import QuantizedWeight, operands  # noqa: E402
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (8192, 8192), (8192, 28672), (28672, 8192))
 TYPES = ("u4", "i4-asym", "u3", "u8", "mxfp4", "nvfp4")
+#: Also accepted by --types (not run by default): the other widths and MX formats.
+MORE_TYPES = ("u5", "u6", "u7", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2")
 MS = (1, 16, 64, 4096)
 GROUP = 128
 
@@ -66,7 +69,7 @@ def weight(name: str, k: int, n: int, seed: int = 0) -> QuantizedWeight:
     """A weight of type `name` [k, n] with random codes, packed as the kernels read them."""
     rng = np.random.default_rng(seed)
     fmt, element, group, zeros, tensor_scale = "scaled", None, GROUP, None, None
-    if name in ("u4", "u3", "u8"):
+    if name in ("u3", "u4", "u5", "u6", "u7", "u8"):
         element = tl.dtype(name)
         zeros = np.full((k // group, n), 1 << (element.bits - 1), np.int32)
         scales, scale_dtype = _f16_scales(rng, (k // group, n)), tl.f16
@@ -74,15 +77,17 @@ def weight(name: str, k: int, n: int, seed: int = 0) -> QuantizedWeight:
         element = tl.i4
         zeros = rng.integers(-8, 8, (k // group, n)).astype(np.int32)
         scales, scale_dtype = _f16_scales(rng, (k // group, n)), tl.f16
-    elif name == "mxfp4":
-        fmt, element, group, scale_dtype = "mxfp4", tl.f4e2m1, 32, tl.e8m0
+    elif name.startswith("mxfp"):
+        fmt, group, scale_dtype = name, 32, tl.e8m0
+        element = {"mxfp4": tl.f4e2m1, "mxfp6_e2m3": tl.f6e2m3, "mxfp6_e3m2": tl.f6e3m2,
+                   "mxfp8_e4m3": tl.f8e4m3, "mxfp8_e5m2": tl.f8e5m2}[name]  # fmt: skip
         scales = rng.integers(118, 126, (k // group, n)).astype(np.uint8)  # 2^-9 .. 2^-2
     elif name == "nvfp4":
         fmt, element, group, scale_dtype = "nvfp4", tl.f4e2m1, 16, tl.f8e4m3
         scales = tl.f8e4m3.encode(rng.uniform(16, 448, (k // group, n)))
         tensor_scale = float(np.float32(1 / 2688))
     else:
-        raise ValueError(f"unknown type {name!r}; the types: {', '.join(TYPES)}")
+        raise ValueError(f"unknown type {name!r}; the types: {', '.join(TYPES + MORE_TYPES)}")
     plain = QuantizedWeight(
         _codes(element, k, n),
         scales,
@@ -266,9 +271,10 @@ def main() -> int:
     args = parser.parse_args()
     shapes = parse_list(args.shapes, parse_shape, "shapes")
     names = parse_list(args.types, str, "types")
-    unknown = sorted(set(names) - set(TYPES))
+    unknown = sorted(set(names) - set(TYPES + MORE_TYPES))
     if unknown:
-        raise SystemExit(f"--types: unknown {', '.join(unknown)}; the types: {', '.join(TYPES)}")
+        known = ", ".join(TYPES + MORE_TYPES)
+        raise SystemExit(f"--types: unknown {', '.join(unknown)}; the types: {known}")
     ms = parse_list(args.m, int, "m")
     on_gpu = args.gpu or (not args.static and tl.gpu_available())
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

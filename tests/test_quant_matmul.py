@@ -203,7 +203,8 @@ def test_mx_scales_are_shifted_into_the_exact_range():
     assert ops.exact and ops.t != 1.0
     lo, hi = operands.exact_window(tl.f8e5m2, tl.f16)
     assert (lo, hi) == (-8, 0)
-    shifted = ops.scales.codes().astype(int) - 127
+    # mx_normal stores f16's exponent fields of the shifted scales (bias 15, not 127)
+    shifted = ops.scales.codes().astype(int) - tl.f16.bias
     assert lo <= shifted.min() and shifted.max() <= hi
 
 
@@ -325,6 +326,40 @@ def test_plan_for_sm90_reports_its_kernel():
     assert not stores, f"the main loop stores to shared memory: {stores}"  # no weight does
 
 
+def _static_weight(name: str, k: int, n: int) -> QuantizedWeight:
+    """A weight of a format made without quantize (zero codes; scales in range)."""
+    rng = np.random.default_rng(0)
+    if name == "u4":  # symmetric: the midpoint zero point, read as signed codes
+        codes = tl.PackedArray(np.zeros(k * n // 2, np.uint8), tl.u4, (k, n))
+        scales = np.full((k // 128, n), 0x2C00, np.uint16)
+        return QuantizedWeight(codes, scales, tl.f16, 128, zeros=np.full((k // 128, n), 8))
+    codes = tl.PackedArray(np.zeros(k * n // 2, np.uint8), tl.f4e2m1, (k, n))
+    if name == "mxfp4":
+        scales = rng.integers(118, 126, (k // 32, n)).astype(np.uint8)  # 2^-9 .. 2^-2
+        return QuantizedWeight(codes, scales, tl.e8m0, 32, format="mxfp4")
+    scales = tl.f8e4m3.encode(rng.uniform(16, 448, (k // 16, n)))
+    tensor_scale = float(np.float32(1 / 2688))
+    return QuantizedWeight(codes, scales, tl.f8e4m3, 16, "nvfp4", tensor_scale=tensor_scale)
+
+
+@pytest.mark.parametrize(
+    ("name", "n", "most"),
+    [("u4", 8192, 2.5), ("u4", 28672, 2.5), ("mxfp4", 8192, 4), ("nvfp4", 8192, 4)],
+)
+def test_the_issues_static_targets_at_m1_on_sm90(name, n, most):
+    """k = 8192, m = 1 (issue 11): the whole main loop within `most` instructions per
+    weight a thread, no spill. The block-scaled formats read their scales packed for
+    the tile (tilelang.quant.scale_packing: words, not bytes) and fold them into the
+    f4e2m1 conversion under the fact tilelang.quant states; u4 reads its one scale row
+    per tile packed too."""
+    require_disassembler()
+    p = quant.plan(_static_weight(name, 8192, n), 1, "sm_90")
+    report = p.launches[0].perf()
+    assert p.launches[0].compiled.resources.spill_store_bytes == 0
+    assert report.instructions_per_element * 32 <= most
+    assert report.dram_fraction >= (0.85 if name == "u4" else 0.8)
+
+
 # ------------------------------------------------------------------ calls
 
 
@@ -424,6 +459,7 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
             }
 
     launches = []
+    monkeypatch.setenv("TILELANG_AUTOTUNE", "off")  # `choose`'s tiles: exactly these launches
     monkeypatch.setattr(gpu, "DeviceBuffer", Device)
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
     monkeypatch.setattr(gpu, "current_stream", lambda values: 0)
@@ -436,6 +472,7 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     (arch, tensors, scalars, grid), (arch2, tensors2, scalars2, grid2) = launches
     assert arch == arch2 == "sm_90a" and grid == (1, 2, 4) and grid2 == (1, 2)
     assert tensors == ["partials", "s", "w", "x", "z"] and tensors2 == ["bias", "partials", "y"]
-    assert scalars["K"] == 1024 and scalars2["t"] == qw.tensor_scale
+    # NVFP4's block scales are used as b · 2^-8 (exact), the tensor scale as t · 2^8.
+    assert scalars["K"] == 1024 and scalars2["t"] == qw.tensor_scale * 2**8
     with pytest.raises(ValueError, match=r"bias must have shape \[200\]"):
         quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N + 1,))))

@@ -11,7 +11,8 @@ dequantization of each format), `quantizer` (`quantize`: scale choice and roundi
 form), `arrays` (numpy or torch inputs; torch is imported only when a tensor is handed
 over), `kernels` (the matmul kernels, in the kernel language), `operands` (a weight as
 the kernels read it: packed codes, scale and zero-point tensors), `matmul` (the choice
-of kernel, `plan`, `matmul`).
+of kernel, `plan`, `matmul`), `tuning` (the tile candidates of a call and their ranking
+by the autotuner: measured on a GPU, the static model's prediction on request).
 """
 
 from .checkpoints import from_awq, from_gptq

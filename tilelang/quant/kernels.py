@@ -19,18 +19,27 @@ The weight arithmetic of each format (`KIND`) is `tilelang.quant.arithmetic`'s, 
   power of two e0 for the whole tensor (`tilelang.quant.operands`), so that the scales
   and the products stay exact in OT, and the accumulator is multiplied by 2^e0 (`t`).
 * ``mx_normal``: the same, when the host has made every shifted code c a normal OT
-  number (no NaN scale, 2^(c − 127) within OT's normal exponents): s is then built
-  from its bits, ``(c − (127 − bias_OT)) << mantissa_bits_OT`` viewed as OT, three
-  integer instructions per scale instead of the general conversion (a scale a thread
-  holds is converted once per group and column; this halves the MX main loop's
-  overhead over f16 scales). A padded scale (code 0, fill) becomes a finite number
-  that multiplies zero codes.
-* ``nvfp4``: ``q.to(OT) * b.to(OT)``, b the f8e4m3 block scale: q·b is exact in f16 and
-  bf16; the accumulator is multiplied by the f32 tensor scale `t`.
+  number (no NaN scale, 2^(c − 127) within OT's normal exponents): the host stores
+  OT's exponent field e = c − (127 − bias_OT) instead (1..30 for f16), and s is built
+  from its bits, ``e << mantissa_bits_OT`` viewed as OT: two integer instructions per
+  scale instead of the general conversion (a scale a thread holds is converted once
+  per group and column). With no subtraction the value facts carry through (`Operands.
+  facts` bounds e; `analysis.value_bounds` follows the widening and the shift), so the
+  scale folds into the element conversion (`lowering.scale_folds`). A padded scale
+  (code 0, fill) becomes +0, which multiplies zero codes.
+* ``nvfp4``: ``q.to(OT) * (b.to(OT) * 2^-8)``, b the f8e4m3 block scale: q·b·2^-8 is
+  exact in f16 and bf16 (`NVFP4_SCALE_SHIFT`); the accumulator is multiplied by the f32
+  tensor scale times 2^8, `t`.
 
 One scale row serves a k-tile when the group G is a multiple of BK (G is 2^30 for one
-group per column); when BK is a multiple of G the tile holds BK / G groups, and the
-codes are scaled as a [BK / G, G, BN] tile. No tile straddles a group.
+group per column); when BK is a multiple of G the tile holds R = BK / G groups, whose
+[R, BN] scales are broadcast to the codes' [BK, BN] tile (so that the product is the
+conversion's one user and the scale folds into it, `lowering.scale_folds`). Either
+way s holds the scales packed for tiles of R rows (R = 1 for one row;
+`tilelang.quant.scale_packing`: ``[N / BN, K / G · BN]``, padded), read with
+`tl.load_fragment` in the layout the broadcast gives them: each thread its own
+columns' scales, in whole words. s's shape is the sizes SK, SN. No tile straddles a
+group.
 
 The epilogue, in f32: ``acc · t`` (with ``TENSOR_SCALE``), plus the bias (``HAS_BIAS``),
 rounded once to OT. Split-K (``SPLIT_K`` > 1) is deterministic: `quant_matmul_partials`
@@ -51,11 +60,21 @@ from tilelang.kernel import func, kernel
 from tilelang.lang import api
 from tilelang.lang.signature import Tensor, constexpr
 
+from .scale_packing import scale_layout
+
 #: The kernel language under the name kernels use (`tilelang.lang.api`).
 tl = api.tl
 
 #: One group per column: a G no K reaches (k // G is 0 for every row).
 PER_CHANNEL_G = 1 << 30
+
+#: NVFP4's block scales b (f8e4m3, below 512) are used as b · 2^-8 and its tensor
+#: scale as t · 2^8 (`tilelang.quant.operands`). Exact: every q·b·2^-8 is a multiple
+#: of 2^-18, representable in f16 and bf16, and the f32 accumulation scales exactly.
+#: It brings the scales below 2, where the lowering folds them into the f4e2m1
+#: conversion's own multiplication by 2^14 (`lowering.scale_folds`; b · 2^14 would
+#: overflow f16 for b >= 4).
+NVFP4_SCALE_SHIFT = 8
 
 
 def _warps(WARPS, **_):
@@ -63,13 +82,20 @@ def _warps(WARPS, **_):
 
 
 @func
-def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST):
-    """The [ROWS, BN] scales of columns n0.. from group `row` on, as OT values."""
-    raw = tl.load(s, [row, n0], [ROWS, BN])
+def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST, layout=None):
+    """The [ROWS, BN] scales of columns n0.. from group `row` on, as OT values; read in
+    `layout`'s load order from scales packed for it (`tilelang.quant.scale_packing`)
+    when one is given."""
+    if layout is None:
+        raw = tl.load(s, [row, n0], [ROWS, BN])
+    else:
+        raw = tl.load_fragment(s, [row, n0], layout)
     if KIND == "mx":
         return tl.view(raw, tl.e8m0).to(OT)
-    if KIND == "mx_normal":  # every code c is a normal OT number 2^(c - 127): its bits
-        return tl.view((raw.to(tl.u16) - (127 - OT.bias)) << OT.mantissa_bits, OT)
+    if KIND == "mx_normal":  # OT's exponent fields of normal numbers: their bits
+        return tl.view(raw.to(tl.u16) << OT.mantissa_bits, OT)
+    if KIND == "nvfp4":  # b · 2^-8, exact: see NVFP4_SCALE_SHIFT
+        return raw.to(OT) * 2.0**-NVFP4_SCALE_SHIFT
     if ST != OT:
         return raw.to(OT)
     return raw
@@ -84,15 +110,20 @@ def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK):
         values = q.to(OT)
         if HAS_Z:
             values = values - tl.load(z, [k // G, n0], [1, BN]).to(OT)
-        return values * scales_of(s, k // G, n0, 1, BN, KIND, OT, ST)
+        row = scales_of(s, k // G, n0, 1, BN, KIND, OT, ST, scale_layout(fragments, 1))
+        return values * row
     GROUPS = BK // G
     values = q.to(OT)
     if HAS_Z:
         zeros = tl.load(z, [k // G, n0], [GROUPS, BN])
         zeros = tl.reshape(tl.broadcast(zeros[:, None, :], [GROUPS, G, BN]), [BK, BN])
         values = values - zeros.to(OT)
-    scales = scales_of(s, k // G, n0, GROUPS, BN, KIND, OT, ST)
-    return tl.reshape(tl.reshape(values, [GROUPS, G, BN]) * scales[:, None, :], [BK, BN])
+    # Each thread reads the scales of its own columns, packed for this tile.
+    layout = scale_layout(fragments, GROUPS)
+    scales = scales_of(s, k // G, n0, GROUPS, BN, KIND, OT, ST, layout)
+    # Broadcast to the codes' tile, so that the product is the cast's one user, which
+    # lets the lowering fold the scale into the conversion (`lowering.scale_folds`).
+    return values * tl.reshape(tl.broadcast(scales[:, None, :], [GROUPS, G, BN]), [BK, BN])
 
 
 @func
@@ -128,7 +159,7 @@ def k_slice(kz, K, SPLIT_K, BK):
 def quant_matmul(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
-    s: Tensor["ST", "(K + G - 1) // G", "N"],
+    s: Tensor["ST", "SK", "SN"],
     z: Tensor["ZT", "ZK", "ZN"],
     bias: Tensor["OT", "NB"],
     y: Tensor["OT", "M", "N"],
@@ -159,7 +190,7 @@ def quant_matmul(
 def quant_matmul_partials(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
-    s: Tensor["ST", "(K + G - 1) // G", "N"],
+    s: Tensor["ST", "SK", "SN"],
     z: Tensor["ZT", "ZK", "ZN"],
     partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
     OT: constexpr = dtypes.f16,

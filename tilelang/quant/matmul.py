@@ -36,83 +36,25 @@ its scales and zero points as the kernel types, the device copies of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.kernel import MAX_SIZE_DIVISOR, CompiledKernel, Kernel
-from tilelang.packing import DotPacking
+from tilelang.kernel import CompiledKernel, Kernel
 from tilelang.runtime import gpu
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
-from tilelang.target import HARDWARE
+from tilelang.runtime.value_facts import record as record_fact
 from tilelang.target import target as find_target
 
-from . import kernels
-from .operands import BLOCK_N, Operands, cached, operands, reads_as
+from .choice import DEFAULT_ARCH, Choice, KernelCall, choose, kernel_calls, size_facts
+from .operands import Operands, cached, operands, reads_as
+from .tuning import decide, method_for, tuned_choice
 from .weight import QuantizedWeight
-
-GEMV_MAX_M = 4
-SMALL_BATCH_MAX_M = 64
-#: The architecture whose choice host arrays (the CPU backend) run.
-DEFAULT_ARCH = "sm_90"
-#: Split-K aims at this many blocks per SM, with at least this many k-tiles per slice.
-SPLIT_BLOCKS_PER_SM = 2
-MIN_SLICE_TILES = 2
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The kernel configuration for one call: path, tile, warps, pipeline stages, split."""
-
-    path: str
-    bm: int
-    bn: int
-    bk: int
-    warps: int
-    stages: int
-    split_k: int
-
-
-def sm_count(arch: str) -> int:
-    """The SMs of the architecture's representative card (sm_90's where it has none)."""
-    name = find_target(arch).name
-    return (HARDWARE.get(name) or HARDWARE[DEFAULT_ARCH]).sms
-
-
-def choose(
-    m: int, k: int, n: int, arch: str = DEFAULT_ARCH, packing: DotPacking | None = None
-) -> Choice:
-    """The kernel configuration for x [m, k] @ W [k, n] on `arch` (module docstring),
-    for codes packed by `packing` (None: 128-row tiles that every tile reads)."""
-    pack_k = packing.tile[0] if packing is not None else 128
-
-    def reads(bm: int, bk: int, warps: int) -> bool:
-        return packing is None or reads_as(packing, bk, bm, warps)
-
-    if m > SMALL_BATCH_MAX_M:
-        bk = min(64, pack_k)
-        if reads(128, bk, 8):
-            return Choice("gemm", 128, BLOCK_N, bk, 8, 3, 1)
-        return Choice("gemm", 64, BLOCK_N, min(128, pack_k), 8, 3, 1)
-    if m <= GEMV_MAX_M:
-        path, bm = "gemv", 16
-    else:
-        path, bm = "small_batch", 16 if m <= 16 else 32
-    bk = min(128, pack_k)
-    blocks = math.ceil(m / bm) * math.ceil(n / BLOCK_N)
-    tiles = math.ceil(k / bk)
-    split = 1
-    sms = sm_count(arch)
-    if blocks < sms:
-        split = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
-        if split > 1:
-            split = math.ceil(tiles / math.ceil(tiles / split))  # no empty slice
-    return Choice(path, bm, BLOCK_N, bk, 4, 3, max(split, 1))
-
 
 # ----------------------------------------------------------------------------- plans
 
@@ -146,65 +88,27 @@ class Plan:
     choice: Choice
     launches: tuple[Launch, ...]
     exact: bool = True
+    tuning: Any = None  # with tune=True: the ranking (`tilelang.quant.tuning.decide`)
 
     @property
     def path(self) -> str:
         return self.choice.path
 
 
-@dataclass(frozen=True)
-class _Call:
-    """A launch before compiling: kernel, constexprs, sizes."""
-
-    kernel: Kernel
-    constexprs: dict[str, Any]
-    sizes: dict[str, int]
-    per: str | None
-
-
-def _facts(sizes: dict[str, int]) -> dict[str, int]:
-    """Per size, the largest power of two up to MAX_SIZE_DIVISOR dividing it: what a
-    launch with these sizes specializes on (as `tilelang.cli.launch_facts`)."""
-    facts = {}
-    for name, size in sizes.items():
-        divisor = MAX_SIZE_DIVISOR
-        while size % divisor:
-            divisor //= 2
-        facts[name] = divisor
-    return facts
-
-
-def _calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[_Call]:
-    k, n = ops.source.shape
-    consts = ops.constexprs
-    tile = {"BM": choice.bm, "BN": choice.bn, "WARPS": choice.warps}
-    weight = {name: consts[name] for name in ("OT", "WT", "ST", "ZT", "KIND", "G", "HAS_Z", "PK")}
-    weight.update(tile, BK=choice.bk, STAGES=choice.stages)
-    zk, zn = ops.zeros.shape if ops.zeros is not None else (1, 1)
-    epilogue = {"HAS_BIAS": has_bias, "TENSOR_SCALE": consts["TENSOR_SCALE"]}
-    nb = n if has_bias else 1
-    main = {"M": m, "K": k, "N": n, "ZK": zk, "ZN": zn}
-    if choice.split_k == 1:
-        return [_Call(kernels.quant_matmul, {**weight, **epilogue}, {**main, "NB": nb}, "w")]
-    return [
-        _Call(kernels.quant_matmul_partials, {**weight, "SPLIT_K": choice.split_k}, main, "w"),
-        _Call(
-            kernels.quant_matmul_reduce,
-            {"OT": consts["OT"], **epilogue, "SPLIT_K": choice.split_k, **tile, "WARPS": 4},
-            {"M": m, "N": n, "NB": nb},
-            None,
-        ),
-    ]
-
-
-def _prepared(qw: QuantizedWeight, m: int, x_dtype: Any, arch: str, has_bias: bool):
+def _prepared(
+    qw: QuantizedWeight, m: int, x_dtype: Any, arch: str, has_bias: bool, method=None, **timing
+):
+    """`method` None: `choose`'s tile; "model"/"gpu": the tuned one (`tuning.py`)."""
     ops = operands(qw, x_dtype)
     k, n = qw.shape
-    choice = choose(m, k, n, arch, ops.packing)
+    if method is None:
+        choice = choose(m, k, n, arch, ops.packing)
+    else:
+        choice = tuned_choice(qw, m, x_dtype, arch, has_bias, method, **timing)
     assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (
         f"the kernel tile {choice} does not read codes packed by {ops.packing}"
     )
-    return ops, choice, _calls(ops, m, choice, has_bias)
+    return ops, choice, kernel_calls(ops, m, choice, has_bias)
 
 
 def plan(
@@ -215,24 +119,32 @@ def plan(
     x_dtype: Any = "f16",
     bias: bool = False,
     arch: str | None = None,
+    tune: bool = False,
 ) -> Plan:
     """The kernels `matmul` launches for x [m, K] of `x_dtype` (with a bias or not),
     compiled for `target` ("cpu" or a GPU architecture; no GPU is needed) with the size
     facts the launch gives: what a call would run, for tools and tests to inspect
     (`plan.launches[0].perf()`, `.compiled.source`, `.grid`). The choice is `arch`'s
-    (default: the target's, sm_90's for "cpu")."""
+    (default: the target's, sm_90's for "cpu"). `tune=True`: the tile ranked best by
+    `arch`'s static performance report among `tuning.candidates`, with the ranking in
+    `.tuning` (a prediction, not a measurement; `tuning.report` prints it)."""
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
         raise ValueError(f"m must be a positive int (the rows of x), got {m!r}")
     m = int(m)
     chosen = find_target(target)
     arch = arch or (chosen.name if chosen.is_gpu else DEFAULT_ARCH)
-    ops, choice, calls = _prepared(qw, m, x_dtype, arch, bias)
+    method = "model" if tune and os.environ.get("TILELANG_AUTOTUNE", "").lower() != "off" else None
+    ops, choice, calls = _prepared(qw, m, x_dtype, arch, bias, method)
+    ranking = None
+    if method is not None:
+        ranking = decide(qw, m, arch=arch, x_dtype=x_dtype, bias=bias)
     launches = []
     for call in calls:
-        compiled = call.kernel.compile(assume=_facts(call.sizes), target=chosen, **call.constexprs)
+        facts = {**size_facts(call.sizes), **call.values}
+        compiled = call.kernel.compile(assume=facts, target=chosen, **call.constexprs)
         grid = eval_grid(compiled.thread.grid, {**call.sizes, "t": ops.t})
         launches.append(Launch(call.kernel, call.constexprs, call.sizes, compiled, grid, call.per))
-    return Plan(m, chosen.name, arch, choice, tuple(launches), ops.exact)
+    return Plan(m, chosen.name, arch, choice, tuple(launches), ops.exact, ranking)
 
 
 # ---------------------------------------------------------------------------- matmul
@@ -245,6 +157,7 @@ def matmul(
     out: Any = None,
     *,
     arch: str | None = None,
+    tune: bool | str | None = None,
 ) -> Any:
     """y = x @ W (+ bias) for the quantized weight `qw` [K, N], accumulated in f32 and
     rounded once to x's type.
@@ -264,12 +177,17 @@ def matmul(
     tensor scale and bias), u = 2^-11 for f16 and 2^-8 for bf16 (half an ulp), u_min
     half the type's smallest subnormal (tests/test_quant_matmul.py checks exactly
     this). `arch`: whose kernel choice to use (default: the device's; sm_90 for host
-    arrays).
+    arrays). `tune` (`tilelang.quant.tuning`): None tunes the tile of device calls
+    (timed once per shape, kept on disk) and runs `choose`'s on host arrays; True also
+    ranks host calls' tiles by `arch`'s static model; "model" ranks by the model only;
+    False (or TILELANG_AUTOTUNE=off) always runs `choose`'s tile.
     """
+
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a tilelang.quant.QuantizedWeight, got {type(qw).__name__}")
     if gpu.is_device_array(x):
-        return _device_matmul(x, qw, bias, out, arch)
+        return _device_matmul(x, qw, bias, out, arch, method_for(tune, True))
+    method = method_for(tune, False)
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"x must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
@@ -285,7 +203,7 @@ def matmul(
     if qw.perm is not None:
         x2 = np.ascontiguousarray(x2[:, qw.perm])
     b = _host_bias(bias, ot, n)
-    ops, _, calls = _prepared(qw, m, ot, arch or DEFAULT_ARCH, bias is not None)
+    ops, _, calls = _prepared(qw, m, ot, arch or DEFAULT_ARCH, bias is not None, method)
     tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
     workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
     _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace)
@@ -298,9 +216,11 @@ class _Tensors:
     with placeholders for the zero points and the bias when a launch has none."""
 
     w: Any
-    s: Any
     z: Any
     bias: Any
+    ops: Operands
+    put: Any
+    scales: dict = field(default_factory=dict)  # per tile (`Operands.scales_for`)
 
     @classmethod
     def of(cls, ops: Operands, put) -> _Tensors:
@@ -309,7 +229,16 @@ class _Tensors:
         if zeros is None:
             zeros = dtypes.pack_codes(np.zeros((1, 1), zt.storage), zt)
         bias = dtypes.pack_codes(np.zeros(1, ot.storage), ot)
-        return cls(put(ops.weight.codes), put(ops.scales), put(zeros), put(bias))
+        return cls(put(ops.weight.codes), put(zeros), put(bias), ops, put)
+
+    def s(self, call: KernelCall) -> Any:
+        """The scales as `call`'s kernel reads them, put where it runs once per tile."""
+        if call.scales not in self.scales:
+            scales = self.put(self.ops.scales_for(*call.scales))
+            if "s" in self.ops.facts:  # checked on the host values once: calls need not
+                record_fact(scales, self.ops.facts["s"])  # read it back
+            self.scales[call.scales] = scales
+        return self.scales[call.scales]
 
 
 def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace) -> None:
@@ -317,11 +246,13 @@ def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace) -> No
     bias = tensors.bias if bias is None else bias
     if len(calls) == 1:
         (call,) = calls
-        call.kernel(x2, tensors.w, tensors.s, tensors.z, bias, y2, ops.t, **call.constexprs)
+        args = (x2, tensors.w, tensors.s(call), tensors.z, bias, y2, ops.t)
+        call.kernel(*args, assume=call.values, **call.constexprs)
         return
     first, second = calls
     partials = workspace((first.constexprs["SPLIT_K"], first.sizes["M"], first.sizes["N"]))
-    first.kernel(x2, tensors.w, tensors.s, tensors.z, partials, **first.constexprs)
+    args = (x2, tensors.w, tensors.s(first), tensors.z, partials)
+    first.kernel(*args, assume=first.values, **first.constexprs)
     second.kernel(partials, bias, y2, ops.t, **second.constexprs)
 
 
@@ -376,7 +307,9 @@ def _host_bias(bias: Any, ot: DType, n: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------- device
 
 
-def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str | None) -> Any:
+def _device_matmul(
+    x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str | None, method: str | None
+) -> Any:
     """The GPU path of `matmul` (written for torch, cupy and tilelang.DeviceBuffer; the
     CPU tests do not run it). The weight's tensors are copied to device 0 once per
     weight (`tilelang.DeviceBuffer`); the launches go on x's stream (torch, cupy)."""
@@ -410,8 +343,6 @@ def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str |
         raise ValueError(f"out must have shape {[*lead, n]}")
     if m == 0:
         return out
-    ops, _, calls = _prepared(qw, m, ot, arch or gpu.device_arch(), bias is not None)
-    tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))
 
     def workspace(shape: tuple[int, ...]) -> Any:
         if is_torch:
@@ -420,15 +351,16 @@ def _device_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str |
             return torch.empty(shape, dtype=torch.float32, device=x.device)
         return gpu.DeviceBuffer(np.empty(shape, np.float32))
 
-    _run(
-        calls,
-        ops,
-        tensors,
-        gpu.reshaped(x, (m, k), "x"),
-        gpu.reshaped(out, (m, n), "out"),
-        bias,
-        workspace,
+    def launch(ops: Operands, calls: list[KernelCall]) -> None:
+        tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))
+        x2, y2 = gpu.reshaped(x, (m, k), "x"), gpu.reshaped(out, (m, n), "out")
+        _run(calls, ops, tensors, x2, y2, bias, workspace)
+
+    timing = {} if method is None else {"launch": launch, "stream": gpu.current_stream([x])}
+    ops, _, calls = _prepared(
+        qw, m, ot, arch or gpu.device_arch(), bias is not None, method, **timing
     )
+    launch(ops, calls)
     return out
 
 

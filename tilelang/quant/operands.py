@@ -16,7 +16,8 @@ per weight and operand type (and remembered for as long as the weight lives).
   the packed bytes), which the conversion handles in the same instructions as iN.
 * The scales, as codes of what the kernel loads (ST): the f16/bf16 scales as they are
   (their type must be the operand type: the kernel multiplies in it); MX's e8m0 codes
-  as u8, shifted by e0 (below); NVFP4's f8e4m3 codes.
+  as u8, shifted by e0 (below); NVFP4's f8e4m3 codes. A kernel tile of several groups
+  reads them packed for its tile (`Operands.scales_for`, `scale_packing`).
 * The zero points as u8 codes (i8 when some are negative, i16 beyond 8 bits), exact in
   the operand type together with every q − z. Whole bytes, not the codes' width: a
   [BK / G, 128] tile of 3 or 5-bit zero points moves in runs cp.async cannot copy, so
@@ -36,9 +37,10 @@ its f32 accumulator by 2^e0, which is exact. When the blocks' exponents span mor
 the window, the largest blocks stay exact and the smallest are rounded to OT (the
 mma's operand type); `ScaleRangeWarning` says so. When moreover every shifted scale is
 a normal OT number and none is NaN (the window intersected with OT's normal exponents:
-[−14, 13] for f4e2m1 in f16), the kernel builds the scale from its exponent bits
-(KIND ``mx_normal``, three integer instructions) instead of the general e8m0
-conversion (KIND ``mx``): the same values, a main loop as short as with f16 scales.
+[−14, 13] for f4e2m1 in f16), the host stores OT's exponent fields c − e0 − (127 −
+bias_OT) and the kernel builds the scale from those bits (KIND ``mx_normal``, two
+integer instructions) instead of the general e8m0 conversion (KIND ``mx``): the same
+values, and a bound on the stored fields proves the scale fold exact.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType, FloatType, IntType, PackedArray
 from tilelang.packing import DotPacking
+from tilelang.runtime.value_facts import bound_of
 
 from .formats import get_format
-from .kernels import PER_CHANNEL_G
+from .kernels import NVFP4_SCALE_SHIFT, PER_CHANNEL_G
+from .scale_packing import ScalePacking
 from .weight import QuantizedWeight
 
 #: The kernels' N tile, and the (m, warps) the codes are packed for.
@@ -88,6 +92,31 @@ class Operands:
     t: float
     exact: bool
     constexprs: dict[str, Any]
+
+    @functools.cached_property
+    def facts(self) -> dict[str, int]:
+        """The value facts the kernels may assume about these operands: {"s": b} when
+        every scale is +0 or positive and below b (`runtime.value_facts.bound_of`), so
+        that the lowering folds the scale into the dequantization recipe where that is
+        exact (`tilelang.lowering.scale_folds`; for MX, the bound of its u8 scale codes,
+        which the kernels view as e8m0: see `analysis.value_bounds`)."""
+        bound = bound_of(self.scales.unpack())
+        return {} if bound is None else {"s": bound}
+
+    def scales_for(self, block_k: int, block_m: int, warps: int) -> PackedArray:
+        """The scales as a kernel tile (block_m, BLOCK_N, block_k) over `warps` warps reads
+        them: packed for its block_k / G scale rows per tile, one when the tile lies
+        within a group (`tilelang.quant.scale_packing`; cached per tile)."""
+        key = ("scales", self.constexprs["OT"], block_k, block_m, warps)
+        return cached(self.source, key, lambda: self._packed_scales(block_k, block_m, warps))
+
+    def _packed_scales(self, block_k: int, block_m: int, warps: int) -> PackedArray:
+        rows = min(self.constexprs["G"], block_k)  # code rows per scale row in a tile
+        packing = ScalePacking(
+            self.scales.dtype, self.scales.shape, block_k // rows, rows, BLOCK_N, block_m,
+            warps, self.constexprs["OT"], dtypes.f32,
+        )  # fmt: skip
+        return dtypes.pack_codes(packing.pack(self.scales.codes()), self.scales.dtype)
 
     @functools.cached_property
     def weight(self) -> QuantizedWeight:
@@ -205,13 +234,20 @@ def _operands(qw: QuantizedWeight, ot: DType) -> Operands:
             zeros = dtypes.pack_codes(zero_type.encode(qw.zeros), zero_type)
     elif kind == "mx":
         codes, e0, exact, normal = _shifted_mx_scales(qw, ot)
+        if normal:  # OT's exponent fields (kernels docstring, ``mx_normal``)
+            codes = (codes - (127 - ot.bias)).astype(np.uint8)
         scales = dtypes.pack_codes(codes, dtypes.u8)
         kind = "mx_normal" if normal else "mx"
         t = 2.0**e0
     else:
         assert qw.tensor_scale is not None
         scales = dtypes.pack_codes(qw.scale_codes, dtypes.f8e4m3)
-        t = qw.tensor_scale
+        t = qw.tensor_scale * 2.0**NVFP4_SCALE_SHIFT  # the kernels' b · 2^-8, undone
+        if not math.isfinite(float(np.float32(t))):
+            raise ValueError(
+                f"tensor_scale: the kernels multiply it by 2^{NVFP4_SCALE_SHIFT}, which must "
+                f"stay a finite f32; got {qw.tensor_scale!r}"
+            )
     packing = kernel_packing(qw, ot)
     if signed:
         packing = dataclasses.replace(packing, dtype=dtypes.int_type(qw.dtype.bits, True))

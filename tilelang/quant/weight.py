@@ -264,32 +264,45 @@ class QuantizedWeight:
     def save(self, path: str | os.PathLike) -> None:
         """Write the weight to `path` (an ``.npz`` archive, tilelang.quant.io format),
         its codes as they are held (plain, or packed with the packing's parameters)."""
+        io.write(path, self.arrays())
+
+    def arrays(self) -> dict[str, Any]:
+        """The weight as the file format's named arrays (tilelang.quant.io; absent
+        optional fields are None, the version is the file's business): what `save`
+        writes and `from_arrays` reads back, and what `tilelang.torch.QuantLinear`'s
+        state_dict holds."""
         packing = self.packing
-        io.write(
-            path,
-            {
-                **_packing_fields(packing),
-                "format": self.format,
-                "dtype": self.dtype.name,
-                "scale_dtype": self.scale_dtype.name,
-                "packing": "plain" if packing is None else "dot",
-                "shape": np.asarray(self.shape, dtype=np.int64),
-                "group_size": np.asarray(self.group_size, dtype=np.int64),
-                "codes": self.codes.data,
-                "scale_codes": self.scale_codes,
-                "zeros": self.zeros,
-                "tensor_scale": None
-                if self.tensor_scale is None
-                else np.float32(self.tensor_scale),
-                "perm": self.perm,
-            },
-        )
+        return {
+            **_packing_fields(packing),
+            "format": self.format,
+            "dtype": self.dtype.name,
+            "scale_dtype": self.scale_dtype.name,
+            "packing": "plain" if packing is None else "dot",
+            "shape": np.asarray(self.shape, dtype=np.int64),
+            "group_size": np.asarray(self.group_size, dtype=np.int64),
+            "codes": self.codes.data,
+            "scale_codes": self.scale_codes,
+            "zeros": self.zeros,
+            "tensor_scale": None if self.tensor_scale is None else np.float32(self.tensor_scale),
+            "perm": self.perm,
+        }
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QuantizedWeight:
         """Read a weight `save` wrote; a ValueError names the file and what is wrong."""
-        arrays = io.read(path)
+        return cls.from_arrays(io.read(path), path)
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], where: Any = "arrays") -> QuantizedWeight:
+        """The weight `arrays()` (or a file, with its ``version``) describes; a ValueError
+        names `where` and what is wrong. Strings may be given as str, numbers as ints."""
+        arrays = {name: np.asarray(value) for name, value in arrays.items() if value is not None}
+        arrays.setdefault("version", np.asarray(io.VERSION, dtype=np.int64))
+        path = where
         try:
+            missing = [name for name in io.REQUIRED if name not in arrays]
+            if missing:
+                raise ValueError(f"lacks {', '.join(missing)}")
             shape = arrays["shape"]
             if shape.shape != (2,) or shape.dtype.kind not in "iu":
                 raise ValueError(f"'shape' must be two integers, got {shape.tolist()!r}")
