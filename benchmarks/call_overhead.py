@@ -25,8 +25,10 @@ as a `tilelang.torch.op` operator called on CPU torch tensors (`op(x, y)`, which
 allocates its output with torch.empty) against the direct kernel call on numpy views of
 the same tensors (`vector_add(x.numpy(), ...)`), timed in alternation, one thread;
 `added` = the median of op - direct in CPU time: what the torch dispatcher and the bridge add
-(target: at most 20 us); and the direct call on the torch tensors themselves (through
-DLPack) beside them.
+(target: at most 20 us; the op allocates its output, the direct call reuses one); and the
+direct call on the torch tensors themselves (`vector_add(x, y, out)`, each imported
+through DLPack), timed in alternation with the numpy call the same way: `DLPack` = its
+median difference, for three tensors, and `empty` = what the op's torch.empty costs.
 
 Triton: when triton, torch and a GPU are there, the same vector add in Triton: its warm
 launch (host time per call) and, in fresh processes, its first call with a warm Triton
@@ -321,7 +323,7 @@ def torch_op_calls(sizes: list[int]) -> None:
         return
     op = tt.op(vector_add, "tilelang_bench::vector_add")
     print(f"torch {torch.__version__}: tilelang.torch.op vs the direct call, CPU, 1 thread, us")
-    header = ("N", "op(x, y)", "direct numpy", "added", "direct torch")
+    header = ("N", "op(x, y)", "direct numpy", "added", "direct torch", "DLPack", "empty")
     print("  " + "".join(f"{h:>15}" for h in header))
     for n in sizes:
         x, y = torch.randn(n), torch.randn(n)
@@ -333,10 +335,13 @@ def torch_op_calls(sizes: list[int]) -> None:
             return paired_us(lambda: op(x, y), lambda: vector_add(xn, yn, outn))
 
         via_op, direct, added = with_threads("1", measure)
-        direct_torch = with_threads(
-            "1", lambda x=x, y=y, out=out: per_call_us(lambda: vector_add(x, y, out))
-        )
-        row = (via_op, direct, added, direct_torch)
+
+        def dlpack(x=x, y=y, out=out, xn=xn, yn=yn, outn=outn) -> tuple[float, float, float]:
+            return paired_us(lambda: vector_add(x, y, out), lambda: vector_add(xn, yn, outn))
+
+        direct_torch, _, through_dlpack = with_threads("1", dlpack)
+        empty, _, _ = paired_us(lambda n=n: torch.empty((n,)), lambda: None)
+        row = (via_op, direct, added, direct_torch, through_dlpack, empty)
         print(f"  {n:>15}" + "".join(f"{v:15.1f}" for v in row))
 
 

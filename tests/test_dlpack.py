@@ -177,3 +177,130 @@ def test_a_cuda_dlpack_tensor_binds_for_the_gpu_without_a_copy():
     assert bound.pointers == {"x": pointer, "y": pointer + 4096}
     with pytest.raises(TypeError, match="expects a tensor of f16, got a CtypesProducer of bf16"):
         arguments.bind_device_arguments(double.specialize(T=tl.f16), {"x": x, "y": y})
+
+
+# DLPack 1.0: the versioned managed tensor, with flags (dlpack.h).
+class DLPackVersion(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]
+
+
+class DLManagedTensorVersioned(ctypes.Structure):
+    pass
+
+
+VERSIONED_DELETER = ctypes.CFUNCTYPE(None, ctypes.POINTER(DLManagedTensorVersioned))
+DLManagedTensorVersioned._fields_ = [
+    ("version", DLPackVersion),
+    ("manager_ctx", ctypes.c_void_p),
+    ("deleter", VERSIONED_DELETER),
+    ("flags", ctypes.c_uint64),
+    ("dl_tensor", DLTensor),
+]
+READ_ONLY = 1  # DLPACK_FLAG_BITMASK_READ_ONLY
+
+
+class VersionedProducer(CtypesProducer):
+    """A producer of DLPack 1.0 capsules ("dltensor_versioned") when asked with
+    `max_version`, legacy ones otherwise; `flags` go into the managed tensor."""
+
+    def __init__(self, *args, flags=0, major=1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.flags, self.major, self.asked = flags, major, []
+
+    def __dlpack__(self, stream=None, max_version=None):
+        self.asked.append(max_version)
+        if max_version is None:
+            return super().__dlpack__(stream)
+        ndim = len(self.shape)
+        shape = (ctypes.c_int64 * ndim)(*self.shape)
+        strides = (ctypes.c_int64 * ndim)(*self.strides) if self.strides else None
+        managed = DLManagedTensorVersioned()
+        managed.version = DLPackVersion(self.major, 0)
+        managed.flags = self.flags
+        tensor = managed.dl_tensor
+        tensor.data, tensor.device = self.address, DLDevice(self.device_type, 0)
+        tensor.ndim, tensor.dtype = ndim, DLDataType(self.code, self.bits, 1)
+        tensor.shape, tensor.strides, tensor.byte_offset = shape, strides, 0
+
+        def deleter(_):
+            self.deleted += 1
+
+        managed.deleter = VERSIONED_DELETER(deleter)
+        self._keep += [shape, strides, managed, managed.deleter]
+        return _new_capsule(ctypes.addressof(managed), b"dltensor_versioned", None)
+
+
+@pytest.fixture(params=[True, False], ids=["numpy-importer", "array-interface"])
+def numpy_reads_dlpack_1(request, monkeypatch):
+    """Both ways a DLPack 1.0 host tensor is viewed: numpy's importer (numpy >= 2.1),
+    and `__array_interface__` (what older numpy gets)."""
+    monkeypatch.setattr(dlpack, "NUMPY_READS_DLPACK_1", request.param)
+
+
+@pytest.mark.usefixtures("numpy_reads_dlpack_1")
+def test_a_dlpack_1_0_tensor_is_viewed_in_place_with_its_type_and_strides():
+    base = np.linspace(-3, 3, 128).astype(ml_dtypes.bfloat16)
+    source = VersionedProducer(base, (64,), 4, 16, strides=(2,))
+    view = dlpack.imported(source)
+    assert source.asked == [(1, 0)]  # asked for a DLPack 1.0 capsule
+    assert view.dtype == tl.bf16 and view.codes.dtype == np.uint16
+    assert view.codes.ctypes.data == base.ctypes.data  # no copy
+    assert view.codes.strides == (4,)
+    assert np.array_equal(view.codes, base[::2].view(np.uint16))
+    y = np.zeros(64, np.float32)
+    double(VersionedProducer(base, (64,), 4, 16, strides=(2,)), y, T=tl.bf16)
+    assert np.array_equal(y, base[::2].astype(np.float32) * 2)
+
+
+@pytest.mark.usefixtures("numpy_reads_dlpack_1")
+def test_a_dlpack_1_0_tensor_is_written_in_place_and_its_deleter_runs_once():
+    x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    out = VersionedProducer(y, (64,), 2, 32)
+    assert double(x, out) is out
+    assert np.array_equal(y, x * 2)
+    gc.collect()
+    assert out.deleted == 1
+
+
+@pytest.mark.usefixtures("numpy_reads_dlpack_1")
+def test_a_read_only_dlpack_1_0_tensor_is_read_but_never_stored_to():
+    x, y = np.arange(64, dtype=np.float32), np.zeros(64, np.float32)
+    double(VersionedProducer(x, (64,), 2, 32, flags=READ_ONLY), y)  # read: fine
+    assert np.array_equal(y, x * 2)
+    with pytest.raises(
+        ValueError, match=r"parameter 'y' is written by the kernel, but .* read-only"
+    ):
+        double(x, VersionedProducer(y, (64,), 2, 32, flags=READ_ONLY))
+
+
+def test_a_legacy_tensor_stays_writeable_and_is_freed_once():
+    """Before DLPack 1.0 there was no read-only flag: a legacy capsule's memory is
+    writeable, as the protocol meant (numpy's own importer would make it read-only)."""
+    y = np.zeros(64, np.float32)
+    out = CtypesProducer(y, (64,), 2, 32)
+    double(np.ones(64, np.float32), out)
+    assert np.array_equal(y, np.full(64, 2, np.float32))
+    gc.collect()
+    assert out.deleted == 1
+
+
+def test_a_dlpack_major_version_other_than_1_is_refused_by_name():
+    source = VersionedProducer(np.zeros(64, np.float32), (64,), 2, 32, major=2)
+    with pytest.raises(TypeError, match=r"VersionedProducer\.__dlpack__ returned a DLPack 2\.x"):
+        dlpack.imported(source)
+
+
+def test_a_cuda_dlpack_1_0_tensor_becomes_a_device_view_and_is_freed_once():
+    pointer = 0x7F00_0000_0000  # a device address; nothing dereferences it here
+    source = VersionedProducer(None, (4, 8), 2, 32, device_type=2, address=pointer)
+    view = dlpack.imported(source)
+    assert isinstance(view, dlpack.DeviceView)
+    assert (view.pointer, view.shape, view.strides) == (pointer, (4, 8), (32, 4))
+    del view
+    gc.collect()
+    assert source.deleted == 1
+
+
+def test_a_zero_size_tensor_imports_as_an_empty_view():
+    view = dlpack.imported(VersionedProducer(np.zeros(1, np.float32), (0, 3), 2, 32))
+    assert view.codes.shape == (0, 3) and view.dtype == tl.f32

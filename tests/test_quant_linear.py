@@ -156,3 +156,109 @@ def test_the_weight_table_forgets_collected_layers():
 
     gc.collect()
     assert handle not in module._WEIGHTS
+
+
+def _arrays_equal(a: quant.QuantizedWeight, b: quant.QuantizedWeight) -> None:
+    """Two weights are the same weight: every array and field of `arrays()` equal."""
+    left, right = a.arrays(), b.arrays()
+    assert left.keys() == right.keys()
+    for name, value in left.items():
+        if value is None:
+            assert right[name] is None, name
+        else:
+            np.testing.assert_array_equal(np.asarray(value), np.asarray(right[name]), err_msg=name)
+
+
+def _gptq_layer(act_order: bool) -> QuantLinear:
+    (qweight, qzeros, scales, g_idx), _ = gptq_checkpoint(4, 64, False, act_order, seed=11)
+    sd = {
+        "p.qweight": torch.from_numpy(qweight),
+        "p.qzeros": torch.from_numpy(qzeros),
+        "p.scales": torch.from_numpy(scales),
+        "p.g_idx": torch.from_numpy(g_idx),
+    }
+    return QuantLinear.from_gptq_state_dict(sd, "p", bits=4, sym=False)
+
+
+def test_the_state_dict_holds_the_weight_as_buffers_and_plain_extra_state():
+    layer = QuantLinear.from_linear(
+        linear(), "u4", group_size=64, zero_point=True, scale_dtype="bf16"
+    )
+    sd = layer.state_dict()
+    assert set(sd) == {"codes", "scale_codes", "zeros", "bias", "_extra_state"}
+    assert sd["codes"].dtype == torch.uint8 and sd["codes"].numel() == K * N // 2
+    assert sd["scale_codes"].dtype == torch.int16 and sd["scale_codes"].shape == (K // 64, N)
+    assert sd["zeros"].dtype == torch.int32 and sd["zeros"].shape == (K // 64, N)
+    # The scale buffer holds the bf16 scales' bit patterns.
+    scales = sd["scale_codes"].view(torch.bfloat16).to(torch.float64).numpy()
+    np.testing.assert_array_equal(scales, layer.qweight.scales)
+    extra = sd["_extra_state"]
+    assert extra["dtype"] == "u4" and extra["scale_dtype"] == "bf16"
+    assert extra["shape"] == [K, N] and extra["group_size"] == 64
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: QuantLinear.from_linear(linear(seed=1), "u4", group_size=64, zero_point=True),
+        lambda: QuantLinear.from_linear(linear(seed=2), "f4e2m1", group_size=32),
+        lambda: QuantLinear.from_linear(linear(seed=3, bias=False), None, None, format="nvfp4"),
+        lambda: _gptq_layer(act_order=True),  # a permutation
+        lambda: QuantLinear(quant.pack_for_kernels(quant.quantize(np.ones((K, N)) / 3, "u4"))),
+    ],
+    ids=["u4-zeros", "f4", "nvfp4-tensor-scale", "gptq-act-order", "dot-packed"],
+)
+def test_load_state_dict_rebuilds_the_saved_weight_in_another_layer(make):
+    saved = make()
+    other = QuantLinear.from_linear(linear(seed=9), "i4", group_size=128)  # other shapes
+    assert other.load_state_dict(saved.state_dict()).missing_keys == []
+    _arrays_equal(other.qweight, saved.qweight)
+    assert (other.bias is None) == (saved.bias is None)
+    x = (torch.randn(3, K) / 2).half()
+    assert torch.equal(other(x), saved(x))
+
+
+def test_torch_save_and_weights_only_load_round_trip_a_model(tmp_path):
+    model = torch.nn.ModuleDict(
+        {
+            "up": QuantLinear.from_linear(linear(seed=4), "u4", group_size=64, zero_point=True),
+            "gate": _gptq_layer(act_order=True),
+        }
+    )
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    fresh = torch.nn.ModuleDict(
+        {
+            "up": QuantLinear.from_linear(linear(seed=5), "i4", group_size=128),
+            "gate": QuantLinear.from_linear(linear(seed=6), "i4", group_size=128),
+        }
+    )
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    x = (torch.randn(2, K) / 2).half()
+    for name in ("up", "gate"):
+        _arrays_equal(fresh[name].qweight, model[name].qweight)
+        assert torch.equal(check(fresh[name], x), model[name](x))
+
+
+def test_module_half_leaves_the_scale_codes_be():
+    layer = QuantLinear.from_linear(linear(), "u4", group_size=64, scale_dtype="bf16")
+    before = layer.state_dict()["scale_codes"].clone()
+    layer.half()
+    assert torch.equal(layer.state_dict()["scale_codes"], before)
+    other = QuantLinear.from_linear(linear(), "i4", group_size=128)
+    other.load_state_dict(layer.state_dict())
+    _arrays_equal(other.qweight, layer.qweight)
+
+
+def test_a_state_dict_without_the_weights_fields_is_refused():
+    layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
+    sd = layer.state_dict()
+    del sd["_extra_state"]
+    with pytest.raises(RuntimeError, match=r"Missing key.*_extra_state"):
+        layer.load_state_dict(sd)
+    with pytest.raises(TypeError, match="extra state must be a dict"):
+        layer.set_extra_state(["u4"])
+    broken = layer.state_dict()
+    broken["_extra_state"] = {**broken["_extra_state"], "group_size": 100}
+    with pytest.raises(ValueError, match="QuantLinear state_dict: group_size must be"):
+        layer.load_state_dict(broken)

@@ -469,3 +469,52 @@ def test_a_warm_call_neither_rederives_nor_recompiles(monkeypatch):
         assert OPS["scale"](mode.from_tensor(x), 1.0).shape == x.shape
     with pytest.raises(AssertionError, match="re-derived or recompiled"):
         OPS["scale"](torch.randn(4, 96, dtype=torch.float64), 1.0)  # a new dtype: derives
+
+
+def test_selective_scan_op_matches_the_float64_recurrence_and_passes_opcheck():
+    from test_kernels_ssm import scan_inputs, scan_reference
+
+    import tilelang.torch.kernels as tk
+
+    arrays = scan_inputs(2, 8, 5, 37, seed=3)
+    t = {name: torch.from_numpy(value) for name, value in arrays.items()}
+    out, last = tk.selective_scan(
+        t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+        delta_softplus=True, return_last_state=True,
+    )  # fmt: skip
+    expected, state = scan_reference(
+        arrays["u"], arrays["delta"], arrays["A"], arrays["B"], arrays["C"], arrays["D"],
+        arrays["z"], arrays["delta_bias"], softplus_delta=True,
+    )  # fmt: skip
+    assert out.dtype == torch.float32 and last.shape == (2, 8, 5)
+    np.testing.assert_allclose(out.numpy(), expected, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(last.numpy(), state, rtol=2e-4, atol=2e-4)
+    op = torch.ops.tilelang.selective_scan.default
+    torch.library.opcheck(
+        op, (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True)
+    )
+    bf16 = {k: v.bfloat16() if v.dim() == 3 else v for k, v in t.items()}
+    torch.library.opcheck(
+        op, (bf16["u"], bf16["delta"], t["A"], bf16["B"], bf16["C"], None, None, None, False)
+    )
+    only_out = tk.selective_scan(bf16["u"], bf16["delta"], t["A"], bf16["B"], bf16["C"])
+    plain, _ = scan_reference(
+        *(bf16[k].float().numpy() for k in ("u", "delta")), arrays["A"],
+        *(bf16[k].float().numpy() for k in ("B", "C")),
+    )  # fmt: skip
+    assert only_out.dtype == torch.bfloat16
+    np.testing.assert_allclose(only_out.float().numpy(), plain, rtol=1e-2, atol=1e-2)
+
+
+def test_selective_scan_op_fake_shapes_and_cuda_registration():
+    import tilelang.torch.kernels as tk
+
+    with torch._subclasses.fake_tensor.FakeTensorMode():
+        u, A = torch.empty(3, 16, 50, dtype=torch.float16), torch.empty(16, 7)
+        B = torch.empty(3, 7, 50, dtype=torch.float16)
+        out, last = tk.selective_scan(u, u, A, B, B, return_last_state=True)
+        with pytest.raises(ValueError, match=r"u must be \[batch, Dm, L\]"):
+            tk.selective_scan(torch.empty(16, 50), torch.empty(16, 50), A, B, B)
+    assert (out.shape, out.dtype) == ((3, 16, 50), torch.float16)
+    assert (last.shape, last.dtype) == ((3, 16, 7), torch.float32)
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("tilelang::selective_scan", "CUDA")

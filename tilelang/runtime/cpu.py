@@ -46,6 +46,7 @@ from tilelang.codegen.llvm import ENTRY, LLVMKernel, lower_to_llvm
 from tilelang.codegen.llvm_numeric import half_runtime_module
 from tilelang.ir import thread as t
 from tilelang.ir.thread_verify import verify_thread_function
+from tilelang.runtime.buffers import address
 from tilelang.runtime.host_expr import check_launch, eval_grid, eval_host_expr
 
 __all__ = ["CpuKernel", "compile_cpu", "compile_llvm_ir", "eval_host_expr"]
@@ -241,20 +242,20 @@ class CpuKernel:
         if any(d <= 0 for d in dims):
             return
         blocks = dims[0] * dims[1] * dims[2]
-        tensor_ptrs = (ctypes.c_void_p * max(len(buffers), 1))(*[b.ctypes.data for b in buffers])
-        scalars = np.zeros(max(len(codes), 1), dtype="<u8")
-        for k, code in enumerate(codes):
-            scalars[k] = code
+        tensor_ptrs = (ctypes.c_void_p * max(len(buffers), 1))(*[address(b) for b in buffers])
+        scalars = (ctypes.c_uint64 * max(len(codes), 1))(*codes)
         workers = self._workers(blocks, workers)
         entry = self.compiled.entry
         ws_bytes = self.lowered.workspace_bytes
 
         def run(begin: int, end: int) -> None:
-            workspace = np.zeros(ws_bytes + 64, dtype=np.uint8)
-            pointer = workspace.ctypes.data
+            workspace = ctypes.create_string_buffer(ws_bytes + 64)  # zeroed
+            pointer = ctypes.addressof(workspace)
             pointer += -pointer % 64
             start = time.perf_counter()
-            entry(ctypes.addressof(tensor_ptrs), scalars.ctypes.data, *dims, begin, end, pointer)
+            entry(
+                ctypes.addressof(tensor_ptrs), ctypes.addressof(scalars), *dims, begin, end, pointer
+            )
             self._block_seconds = (time.perf_counter() - start) / (end - begin)
             del workspace
 

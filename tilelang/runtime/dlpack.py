@@ -1,8 +1,7 @@
 """Tensors of other libraries through DLPack: torch, JAX, cupy, numpy — zero-copy.
 
-This module owns reading a `__dlpack__` capsule (the DLPack C structs, read with
-ctypes: no library of the producer is imported) into what the rest of the runtime
-takes:
+This module owns reading a `__dlpack__` capsule into what the rest of the runtime
+takes (no library of the producer is imported):
 
 - memory on the CPU (`kDLCPU`, `kDLCUDAHost`, `kDLCUDAManaged`) becomes a `HostView`:
   a numpy array of the dtype's *codes* (its unsigned storage: uint16 for f16 and bf16,
@@ -14,17 +13,31 @@ takes:
   `__cuda_array_interface__` (pointer, shape, byte strides) and carries the dtype, so
   the GPU path checks and launches it like a torch or cupy array.
 
-The producer's memory stays alive, and its deleter runs once, when the last view of it
-is gone (`_Owner`). Types the kernel language has no dtype for (complex, bool, float
-formats without a tilelang dtype, vector lanes) are a `TypeError` that names them.
+How a tensor is read, cheaply (a few microseconds; a warm call pays it per tensor):
+the producer is asked for a DLPack 1.0 capsule (`max_version=(1, 0)`; a producer that
+does not take the argument, for a legacy one), whose header is read in one
+`struct.unpack`. Host memory in a 1.0 capsule: its type code is rewritten to the
+unsigned integer of the same width — the consumer owns the managed tensor once it
+holds the capsule, and a deleter frees through `manager_ctx`, never through the
+header — and numpy's own importer (`np.from_dlpack`, in C) makes the view of codes:
+strides, byte offset, the producer's read-only flag and its deleter (run once, when the
+last view is gone) are numpy's DLPack handling. A legacy capsule has no read-only flag
+(numpy would make its view read-only), so it is consumed here and viewed through
+`__array_interface__`, writeable as the protocol before 1.0 meant (so is a 1.0 capsule
+under numpy < 2.1, which reads only legacy ones, its read-only flag kept); its deleter,
+and a GPU tensor's, runs when `_Owner` is collected.
+
+Types the kernel language has no dtype for (complex, bool, float formats without a
+tilelang dtype, vector lanes) are a `TypeError` that names them.
 """
 
 from __future__ import annotations
 
 import ctypes
-import math
+import functools
+import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -36,36 +49,6 @@ __all__ = ["DeviceView", "HostView", "imported", "is_dlpack"]
 CPU, CUDA, CUDA_HOST, CUDA_MANAGED = 1, 2, 3, 13
 _HOST_DEVICES = (CPU, CUDA_HOST, CUDA_MANAGED)
 
-
-class _Device(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _Tensor(ctypes.Structure):
-    _fields_ = [
-        ("data", ctypes.c_void_p),
-        ("device", _Device),
-        ("ndim", ctypes.c_int32),
-        ("dtype", _DataType),
-        ("shape", ctypes.POINTER(ctypes.c_int64)),
-        ("strides", ctypes.POINTER(ctypes.c_int64)),
-        ("byte_offset", ctypes.c_uint64),
-    ]
-
-
-class _Managed(ctypes.Structure):
-    pass
-
-
-_Managed._fields_ = [
-    ("dl_tensor", _Tensor),
-    ("manager_ctx", ctypes.c_void_p),
-    ("deleter", ctypes.CFUNCTYPE(None, ctypes.POINTER(_Managed))),
-]
 
 # (type code, bits) -> tilelang dtype name, from dlpack.h's DLDataTypeCode.
 _TYPES = {
@@ -87,25 +70,28 @@ _CODE_NAMES = {
 }  # fmt: skip
 
 _api = ctypes.pythonapi
-_api.PyCapsule_IsValid.restype = ctypes.c_int
-_api.PyCapsule_IsValid.argtypes = [ctypes.py_object, ctypes.c_char_p]
 _api.PyCapsule_GetPointer.restype = ctypes.c_void_p
 _api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
 _api.PyCapsule_SetName.restype = ctypes.c_int
 _api.PyCapsule_SetName.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_api.PyCapsule_GetName.restype = ctypes.c_char_p
+_api.PyCapsule_GetName.argtypes = [ctypes.py_object]
+_DELETER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+# A capsule keeps the pointer to its name, not a copy: these names live as long as the
+# process.
+_USED = {b"dltensor": b"used_dltensor", b"dltensor_versioned": b"used_dltensor_versioned"}
 
 
 class _Owner:
-    """Holds one consumed DLManagedTensor; calls its deleter when garbage-collected (the
-    numpy view, or the DeviceView, keeps this alive as long as it is used)."""
+    """Holds one consumed managed tensor (by address) and calls its deleter when
+    garbage-collected (the view of its memory keeps this alive as long as it is used)."""
 
-    def __init__(self, managed: ctypes.POINTER(_Managed), producer: object) -> None:
-        self.managed, self.producer = managed, producer
+    def __init__(self, address: int, deleter: int, producer: object) -> None:
+        self.address, self.deleter, self.producer = address, deleter, producer
 
     def __del__(self) -> None:
-        deleter = self.managed.contents.deleter
-        if deleter:
-            deleter(self.managed)
+        if self.deleter:
+            _DELETER(self.deleter)(self.address)
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,87 +136,220 @@ def is_dlpack(value: object) -> bool:
     """Whether `value` is another library's tensor this module imports: it speaks
     DLPack, and it is not one tilelang takes directly (numpy arrays, PackedArrays, and
     device arrays that speak `__cuda_array_interface__`)."""
-    if isinstance(value, (np.ndarray, dtypes.PackedArray, HostView, DeviceView)):
+    if not _speaks_dlpack(type(value)):
         return False
-    if hasattr(value, "__cuda_array_interface__"):
-        return False
-    return hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__")
+    return not hasattr(value, "__cuda_array_interface__")
 
 
 def imported(value: Any) -> Any:
     """`value` as a `HostView` or `DeviceView` when it is a DLPack tensor (`is_dlpack`),
     else `value` itself."""
-    if not is_dlpack(value):
+    kind = type(value)
+    if not _speaks_dlpack(kind):
         return value
     device_type, _ = value.__dlpack_device__()
+    # A CPU tensor cannot be a device array; asking `hasattr` of a torch CPU tensor
+    # raises inside torch, a microsecond the common case does without.
+    if device_type != CPU and hasattr(value, "__cuda_array_interface__"):
+        return value
     # A CUDA producer is asked not to synchronize (stream -1): the launch goes on the
     # producer's current stream when it says which (torch), else the default stream.
-    capsule = value.__dlpack__(stream=-1) if device_type == CUDA else value.__dlpack__()
-    managed = _consume(capsule)
-    owner = _Owner(managed, value)
-    tensor = managed.contents.dl_tensor
-    dtype = _dtype(tensor.dtype)
-    shape = tuple(int(tensor.shape[i]) for i in range(tensor.ndim))
-    itemsize = dtype.storage.itemsize
-    strides = _element_strides(tensor, shape)
-    pointer = int(tensor.data or 0) + int(tensor.byte_offset)
-    if tensor.device.device_type in _HOST_DEVICES:
-        codes = _host_array(pointer, shape, strides, dtype.storage, owner)
-        return HostView(codes, dtype, value)
-    if tensor.device.device_type == CUDA:
-        byte_strides = tuple(s * itemsize for s in strides)
-        return DeviceView(
-            pointer, shape, byte_strides, dtype, tensor.device.device_id, value, owner
-        )
-    raise TypeError(
-        f"a {type(value).__name__} on DLPack device type {tensor.device.device_type}: tilelang "
-        "runs kernels on the CPU and on CUDA GPUs"
+    stream = {"stream": -1} if device_type == CUDA else {}
+    if _VERSIONED.get(kind, True):
+        try:
+            capsule = value.__dlpack__(max_version=_MAX_VERSION, **stream)
+            _VERSIONED[kind] = True
+        except TypeError:
+            if kind in _VERSIONED:
+                raise
+            _VERSIONED[kind] = False  # a producer from before DLPack 1.0
+            capsule = value.__dlpack__(**stream)
+    else:
+        capsule = value.__dlpack__(**stream)
+    header = _header(value, capsule)
+    if header.device_type in _HOST_DEVICES:
+        return _host_view(value, capsule, header)
+    if header.device_type == CUDA:
+        return _device_view(value, capsule, header)
+    raise TypeError(_device_message(value, header.device_type))
+
+
+#: Whether numpy's importer takes DLPack 1.0 capsules (numpy >= 2.1); before, they
+#: are viewed as legacy ones are, their read-only flag kept.
+NUMPY_READS_DLPACK_1 = np.lib.NumpyVersion(np.__version__) >= "2.1.0"
+
+_KINDS: dict[type, bool] = {}
+_VERSIONED: dict[type, bool] = {}  # whether the type's __dlpack__ takes max_version
+_MAX_VERSION = (1, 0)
+
+
+def _speaks_dlpack(kind: type) -> bool:
+    """Whether instances of `kind` are imported (cached per type: a warm call asks it
+    of every tensor argument)."""
+    found = _KINDS.get(kind)
+    if found is None:
+        direct = issubclass(kind, (np.ndarray, dtypes.PackedArray, HostView, DeviceView))
+        found = not direct and hasattr(kind, "__dlpack__") and hasattr(kind, "__dlpack_device__")
+        _KINDS[kind] = found
+    return found
+
+
+# What dlpack.h lays out, as `struct` formats. DLTensor: data, device (type, id), ndim,
+# dtype (code, bits, lanes), shape, strides, byte_offset. A legacy DLManagedTensor is
+# the DLTensor, then manager_ctx and deleter; a DLManagedTensorVersioned is version
+# (major, minor), manager_ctx, deleter and flags, then the DLTensor.
+_TENSOR = "PiiiBBHPPQ"
+_LEGACY = struct.Struct("@" + _TENSOR + "PP")
+_VERSIONED_HEAD = struct.Struct("@IIPPQ" + _TENSOR)
+_VERSIONED_TENSOR_AT = struct.calcsize("@IIPPQ")  # where its DLTensor starts
+_CODE_AT = struct.calcsize("@Piii")  # the dtype's code byte within the DLTensor
+_UNSIGNED = 1  # kDLUInt
+_READ_ONLY = 1  # DLPACK_FLAG_BITMASK_READ_ONLY
+
+
+class _Header(NamedTuple):
+    """What a capsule's managed tensor says (a tuple: built on every import)."""
+
+    name: bytes  # the capsule's: b"dltensor" (legacy) or b"dltensor_versioned"
+    address: int  # of the managed tensor
+    deleter: int
+    tensor: int  # the address of its DLTensor
+    data: int  # data + byte_offset
+    device_type: int
+    device_id: int
+    dtype: DType
+    ndim: int
+    shape_at: int  # int64[ndim]
+    strides_at: int  # int64[ndim] in elements, or 0: C-contiguous
+    read_only: bool
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return _int64s(self.shape_at, self.ndim)
+
+    @property
+    def strides(self) -> tuple[int, ...] | None:
+        return _int64s(self.strides_at, self.ndim) if self.strides_at else None
+
+
+def _header(value: object, capsule: object) -> _Header:
+    """The managed tensor a fresh capsule holds, read (nothing consumed yet)."""
+    try:
+        name = _api.PyCapsule_GetName(capsule)
+        if name not in _USED:
+            raise ValueError(name)
+        address = _api.PyCapsule_GetPointer(capsule, name)
+    except ValueError:
+        raise TypeError(
+            f"{type(value).__name__}.__dlpack__ did not return an unused 'dltensor' capsule"
+        ) from None
+    if name == b"dltensor":
+        (data, device_type, device_id, ndim, code, bits, lanes, shape_at, strides_at, offset,
+         _, deleter) = _LEGACY.unpack(ctypes.string_at(address, _LEGACY.size))  # fmt: skip
+        tensor, read_only = address, False
+    else:
+        (major, _, _, deleter, flags, data, device_type, device_id, ndim, code, bits, lanes,
+         shape_at, strides_at, offset) = _VERSIONED_HEAD.unpack(
+            ctypes.string_at(address, _VERSIONED_HEAD.size)
+        )  # fmt: skip
+        if major != 1:
+            raise TypeError(
+                f"{type(value).__name__}.__dlpack__ returned a DLPack {major}.x tensor; "
+                "tilelang reads DLPack 1.x"
+            )
+        tensor, read_only = address + _VERSIONED_TENSOR_AT, bool(flags & _READ_ONLY)
+    dtype = _dtype(code, bits, lanes)
+    return _Header(
+        name, address, deleter, tensor, data + offset, device_type, device_id, dtype, ndim,
+        shape_at, strides_at or 0, read_only,
+    )  # fmt: skip
+
+
+def _int64s(address: int, count: int) -> tuple[int, ...]:
+    if count == 0:
+        return ()
+    return struct.unpack(f"@{count}q", ctypes.string_at(address, 8 * count))
+
+
+class _Exported:
+    """A capsule in the form `np.from_dlpack` takes (an object that hands it out)."""
+
+    __slots__ = ("capsule", "device")
+
+    def __init__(self, capsule: object, device: tuple[int, int]) -> None:
+        self.capsule, self.device = capsule, device
+
+    def __dlpack__(self, **_: Any) -> object:
+        return self.capsule
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self.device
+
+
+class _Interface:
+    """Memory as `__array_interface__`; the array made of it keeps this, and `owner`."""
+
+    __slots__ = ("__array_interface__", "owner")
+
+
+def _host_view(value: object, capsule: object, header: _Header) -> HostView:
+    """The codes of a host tensor (see the module docstring)."""
+    if header.name == b"dltensor_versioned" and NUMPY_READS_DLPACK_1:
+        # Codes: the same bits as the unsigned integer of the dtype's storage width.
+        ctypes.memset(header.tensor + _CODE_AT, _UNSIGNED, 1)
+        exported = _Exported(capsule, (header.device_type, header.device_id))
+        return HostView(np.from_dlpack(exported), header.dtype, value)
+    storage = header.dtype.storage
+    strides = header.strides
+    memory = _Interface()
+    memory.owner = _consumed(value, capsule, header)
+    memory.__array_interface__ = {
+        "data": (header.data, header.read_only),
+        "shape": header.shape,
+        "strides": None if strides is None else tuple(s * storage.itemsize for s in strides),
+        "typestr": storage.str,
+        "version": 3,
+    }
+    return HostView(np.asarray(memory), header.dtype, value)
+
+
+def _consumed(value: object, capsule: object, header: _Header) -> _Owner:
+    # Renamed, the capsule's own destructor no longer frees the tensor: `_Owner` does.
+    _api.PyCapsule_SetName(capsule, _USED[header.name])
+    return _Owner(header.address, header.deleter, value)
+
+
+def _device_view(value: object, capsule: object, header: _Header) -> DeviceView:
+    owner = _consumed(value, capsule, header)
+    itemsize = header.dtype.storage.itemsize
+    strides = header.strides or _contiguous(header.shape)
+    byte_strides = tuple(s * itemsize for s in strides)
+    return DeviceView(
+        header.data, header.shape, byte_strides, header.dtype, header.device_id, value, owner
     )
 
 
-def _consume(capsule: object) -> ctypes.POINTER(_Managed):
-    if not _api.PyCapsule_IsValid(capsule, b"dltensor"):
-        raise TypeError("__dlpack__ did not return an unused 'dltensor' capsule")
-    address = _api.PyCapsule_GetPointer(capsule, b"dltensor")
-    # Renamed, the capsule's own destructor no longer frees the tensor: `_Owner` does.
-    _api.PyCapsule_SetName(capsule, b"used_dltensor")
-    return ctypes.cast(address, ctypes.POINTER(_Managed))
+def _device_message(value: object, device_type: int) -> str:
+    return (
+        f"a {type(value).__name__} on DLPack device type {device_type}: tilelang runs "
+        "kernels on the CPU and on CUDA GPUs"
+    )
 
 
-def _dtype(dl: _DataType) -> DType:
-    key = (int(dl.code), int(dl.bits))
-    name = _TYPES.get(key)
-    if name is None or dl.lanes != 1:
-        what = f"{_CODE_NAMES.get(key[0], f'type code {key[0]}')} of {key[1]} bits"
-        lanes = f" x {dl.lanes} lanes" if dl.lanes != 1 else ""
-        raise TypeError(f"DLPack tensors of {what}{lanes} have no tilelang dtype")
+@functools.cache
+def _dtype(code: int, bits: int, lanes: int) -> DType:
+    name = _TYPES.get((code, bits))
+    if name is None or lanes != 1:
+        what = f"{_CODE_NAMES.get(code, f'type code {code}')} of {bits} bits"
+        how_many = f" x {lanes} lanes" if lanes != 1 else ""
+        raise TypeError(f"DLPack tensors of {what}{how_many} have no tilelang dtype")
     return dtypes.dtype(name)
 
 
-def _element_strides(tensor: _Tensor, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Strides in elements; a null strides pointer means C-contiguous (DLPack < 1.0)."""
-    if tensor.strides:
-        return tuple(int(tensor.strides[i]) for i in range(len(shape)))
+def _contiguous(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """C-contiguous strides in elements."""
     strides, step = [], 1
     for size in reversed(shape):
         strides.append(step)
         step *= size
     return tuple(reversed(strides))
-
-
-def _host_array(
-    pointer: int, shape: tuple[int, ...], strides: tuple[int, ...], storage: np.dtype, owner: _Owner
-) -> np.ndarray:
-    """A numpy view of `storage` codes over [pointer, ...) that keeps `owner` alive."""
-    itemsize = storage.itemsize
-    if math.prod(shape) == 0:
-        return np.zeros(shape, storage)
-    low = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s < 0)
-    high = sum((n - 1) * s for n, s in zip(shape, strides, strict=True) if s > 0)
-    span = (high - low + 1) * itemsize
-    buffer = (ctypes.c_char * span).from_address(pointer + low * itemsize)
-    buffer._owner = owner  # the producer's memory lives as long as this buffer
-    flat = np.frombuffer(buffer, dtype=storage)
-    return np.lib.stride_tricks.as_strided(
-        flat[-low:], shape=shape, strides=tuple(s * itemsize for s in strides)
-    )

@@ -10,10 +10,14 @@ operator, with CPU, CUDA and fake implementations and nothing for the user to wr
   (``x: Tensor["T", "N"]``) and is not given is taken, per call, from the first argument
   tensor annotated with it, so one operator serves f16, bf16 and f32 tensors; a
   different dtype is a different specialization (compiled once).
-* **CPU**: the kernel's own call (the LLVM backend) on zero-copy numpy views of the
-  tensors (`tilelang.torch.dtypes.host_array`: bf16 and f8 as ml_dtypes arrays; packed
-  tensors as a `tilelang.PackedArray` over their uint8 bytes). Views, not DLPack
-  capsules: the bridge knows its tensors are torch's, and a view is ~20x cheaper.
+* **CPU**: the kernel's run (`Kernel.run`, the LLVM backend) on the specialization the
+  operator holds, with zero-copy numpy views of the tensors
+  (`tilelang.torch.dtypes.host_array`: bf16 and f8 as ml_dtypes arrays; packed tensors
+  as a `tilelang.PackedArray` over their uint8 bytes). Views rather than the general
+  path (the kernel's call on the torch tensors, each imported through DLPack): the
+  bridge knows its tensors are torch's, and a view costs ~1 us where a DLPack import,
+  cheap as it now is, costs ~7-9 (measured: the general path adds ~28 us to a
+  three-tensor call, which would be over the bridge's 20 us budget).
 * **CUDA**: the launch on torch's current stream (`torch.cuda.current_stream()`); it
   allocates nothing beyond the outputs (torch.empty, from torch's caching allocator)
   and never synchronizes, so a warmed-up operator can be captured in a CUDA graph (the
@@ -33,6 +37,7 @@ dictionaries, so a warm call neither re-derives nor recompiles anything.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +83,9 @@ class _Variant:
     constexprs: dict[str, Any]
     spec: Specialization
     signature: OpSignature
-    host: tuple[tuple[Callable[[Any], Any], bool], ...]  # per kernel parameter: form, output?
+    # per runtime parameter of the kernel, in its order: its name, its host form, and
+    # where its value is in the operator's arguments followed by its outputs
+    host: tuple[tuple[str, Callable[[Any], Any], int], ...]
 
 
 @dataclass
@@ -196,8 +203,9 @@ class TorchOp:
             )
         for slot, value in zip(signature.arguments, values, strict=True):
             _check_argument(self.name, slot, value)
+        given, made = itertools.count(), itertools.count(len(signature.arguments))
         host = tuple(
-            (_host_form(slot), isinstance(slot, TensorSlot) and slot.role == OUTPUT)
+            (slot.name, _host_form(slot), next(made if _is_output(slot) else given))
             for slot in signature.slots
         )
         return _Variant(constexprs, spec, signature, host)
@@ -214,7 +222,7 @@ class TorchOp:
 
     def _lookup(self, values: list[Any]) -> _Shaped:
         """The operator at these arguments' dtypes and shapes: one key, one lookup."""
-        key = tuple((v.dtype, v.shape) if isinstance(v, torch.Tensor) else None for v in values)
+        key = tuple([(v.dtype, v.shape) if isinstance(v, torch.Tensor) else None for v in values])
         found = self._shaped.get(key)
         if found is None:
             variant = self._variant(values)
@@ -246,7 +254,7 @@ class TorchOp:
         made = iter(outputs)
         by_name = {}
         for slot in variant.signature.slots:
-            is_output = isinstance(slot, TensorSlot) and slot.role == "output"
+            is_output = _is_output(slot)
             by_name[slot.name] = form(slot, next(made) if is_output else next(given))
         return by_name
 
@@ -268,12 +276,11 @@ class TorchOp:
         shaped = self._lookup(values)
         variant = shaped.variant
         outputs = [torch.empty(shape, dtype=dtype) for shape, dtype in shaped.outputs]
-        given, made = iter(values), iter(outputs)
-        # The kernel's runtime parameters in its order, each as its precomputed form takes it.
-        kernel_args = [
-            form(next(made) if is_output else next(given)) for form, is_output in variant.host
-        ]
-        self.kernel(*kernel_args, **variant.constexprs)
+        every = [*values, *outputs]
+        # The kernel's runtime parameters by name, each as its precomputed form takes it;
+        # run on the specialization the variant holds (no constexpr lookup per call).
+        arguments = {name: form(every[at]) for name, form, at in variant.host}
+        self.kernel.run(variant.spec, arguments)
         return self._returned(outputs)
 
     def _cuda(self, *args: Any, **kwargs: Any) -> Any:
@@ -390,7 +397,7 @@ def _host_form(slot: TensorSlot | ScalarSlot) -> Callable[[Any], Any]:
     """How a CPU argument reaches the kernel's call, without a copy: a numpy view of a
     whole-byte tensor (its real dtype; ml_dtypes' for bf16 and f8), a PackedArray over a
     packed tensor's bytes, a scalar as it is. (A numpy view costs about a microsecond; a
-    DLPack import, which the kernel's own call does for a torch tensor, about 20.)"""
+    DLPack import, which the kernel's own call does for a torch tensor, about 7-9.)"""
     if isinstance(slot, ScalarSlot):
         return _same
     if td.is_packed(slot.dtype):
@@ -405,6 +412,10 @@ def _host_form(slot: TensorSlot | ScalarSlot) -> Callable[[Any], Any]:
         return _numpy_view
     dtype = slot.dtype
     return lambda value: td.host_array(value.detach() if value.requires_grad else value, dtype)
+
+
+def _is_output(slot: TensorSlot | ScalarSlot) -> bool:
+    return isinstance(slot, TensorSlot) and slot.role == OUTPUT
 
 
 def _same(value: Any) -> Any:

@@ -11,8 +11,17 @@ The weight is not a torch tensor (codes, scales and zero points in tilelang's la
 so the operator takes it by a handle: an int naming the module's `QuantizedWeight` in a
 process-wide table (dropped when the module is collected). torch.compile sees the
 handle as a constant of the module, the fake implementation reads N from the table, and
-the graph has no break. The weight itself is saved with `QuantizedWeight.save` (the
-module's state_dict holds only the bias).
+the graph has no break.
+
+The state_dict holds the weight, so `load_state_dict` and `torch.save`/`torch.load`
+(weights_only too) round-trip a model: the arrays of `QuantizedWeight.arrays()` as
+buffers — ``codes`` (uint8, the packed code bytes), ``scale_codes`` (the scales' bit
+patterns as the signed integer of their width: integers, so `module.half()` leaves
+them be), ``zeros`` (int32) and ``perm`` (int64) when the weight has them, and
+``bias`` — and the rest (format, dtypes, shape, group size, packing, tensor scale,
+the arrays' format version) as the module's extra state, plain Python values. The
+module's weight is those buffers' memory; loading replaces the buffers (any shape the
+saved weight had) and rebuilds the weight from them, under the same handle.
 """
 
 from __future__ import annotations
@@ -28,7 +37,11 @@ import torch
 from torch import nn
 
 from tilelang import quant
-from tilelang.quant import QuantizedWeight
+from tilelang.quant import QuantizedWeight, io
+
+#: The weight's arrays (`QuantizedWeight.arrays()`) a QuantLinear keeps as buffers.
+WEIGHT_BUFFERS = ("codes", "scale_codes", "zeros", "perm")
+_OPTIONAL_BUFFERS = ("zeros", "perm", "bias")
 
 _WEIGHTS: dict[int, QuantizedWeight] = {}
 _HANDLES = itertools.count(1)
@@ -112,8 +125,8 @@ class QuantLinear(nn.Module):
             raise TypeError(
                 f"weight: expected a tilelang.quant.QuantizedWeight, got {type(weight).__name__}"
             )
-        self.qweight = weight
-        self.in_features, self.out_features = weight.shape
+        self.handle = next(_HANDLES)
+        self._adopt(weight)
         if bias is not None:
             bias = torch.as_tensor(bias).detach().clone()
             if tuple(bias.shape) != (self.out_features,):
@@ -122,9 +135,73 @@ class QuantLinear(nn.Module):
                     f"{list(bias.shape)}"
                 )
         self.register_buffer("bias", bias)
-        self.handle = next(_HANDLES)
-        _WEIGHTS[self.handle] = weight
         weakref.finalize(self, _WEIGHTS.pop, self.handle, None)
+
+    def _adopt(self, weight: QuantizedWeight) -> None:
+        """`weight` becomes the module's: its arrays the buffers (sharing their memory
+        where numpy lends it writeable), on the device the buffers were on."""
+        old = self._buffers.get("codes")
+        device = None if old is None else old.device
+        arrays = weight.arrays()
+        for name in WEIGHT_BUFFERS:
+            value = arrays[name]
+            if name == "scale_codes":
+                value = value.view(f"i{value.dtype.itemsize}")
+            tensor = None if value is None else _shared(value)
+            if tensor is not None and device is not None:
+                tensor = tensor.to(device)
+            self.register_buffer(name, tensor)
+        self.qweight = weight
+        self.in_features, self.out_features = weight.shape
+        _WEIGHTS[self.handle] = weight
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """What rebuilds the weight beside its buffers: plain Python values only (what
+        `torch.load(weights_only=True)` reads)."""
+        arrays = self.qweight.arrays()
+        state: dict[str, Any] = {"version": io.VERSION}
+        for name, value in arrays.items():
+            if name in WEIGHT_BUFFERS or value is None:
+                continue
+            state[name] = np.asarray(value).tolist()
+        return state
+
+    def set_extra_state(self, state: Any) -> None:
+        """The weight rebuilt from the loaded buffers and `state` (`load_state_dict`
+        calls this after it has filled the buffers)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"QuantLinear: the extra state must be a dict of the weight's fields, got "
+                f"{type(state).__name__}"
+            )
+        arrays = dict(state)
+        for name in WEIGHT_BUFFERS:
+            tensor = self._buffers.get(name)
+            if tensor is not None:
+                value = tensor.detach().cpu().contiguous().numpy()
+                if name == "scale_codes":
+                    value = value.view(f"u{value.dtype.itemsize}")
+                arrays[name] = value
+        self._adopt(QuantizedWeight.from_arrays(arrays, "QuantLinear state_dict"))
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+    ) -> None:
+        # The saved weight may have other shapes than this module's (another group size,
+        # packing or dtype), and optional arrays this one lacks: each buffer is made to
+        # the saved one's shape and dtype first, then filled by the usual copy.
+        if prefix + "_extra_state" in state_dict:
+            for name in (*WEIGHT_BUFFERS, "bias"):
+                given = state_dict.get(prefix + name)
+                if isinstance(given, torch.Tensor):
+                    old = self._buffers.get(name)
+                    device = given.device if old is None else old.device
+                    self._buffers[name] = torch.empty_like(given, device=device)
+                elif given is None and name in _OPTIONAL_BUFFERS:
+                    self._buffers[name] = None
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -188,6 +265,13 @@ class QuantLinear(nn.Module):
             state_dict[keys["qweight"]], state_dict[keys["qzeros"]], state_dict[keys["scales"]]
         )
         return cls(qw, state_dict.get(keys["bias"]))
+
+
+def _shared(array: np.ndarray) -> torch.Tensor:
+    """A CPU tensor over `array`'s memory (a copy where numpy's is read-only or strided)."""
+    if not (array.flags.writeable and array.flags.c_contiguous):
+        array = np.ascontiguousarray(array).copy()
+    return torch.from_numpy(array)
 
 
 def _keys(state_dict: Mapping[str, Any], prefix: str, required: tuple[str, ...]) -> dict:
