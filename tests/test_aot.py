@@ -785,3 +785,110 @@ def test_grid_and_check_expressions_in_c_agree_with_the_host_evaluator(tmp_path,
     assert len(found) == len(expected)
     mismatches = [(i, f, e) for i, (f, e) in enumerate(zip(found, expected, strict=True)) if f != e]
     assert not mismatches, mismatches[:10]
+
+
+# --------------------------------------------------------------------------- value facts
+
+
+@pytest.fixture(scope="module")
+def value_fact_build(tmp_path_factory, cc) -> Path:
+    """axpy built for the CPU under the size fact N % 128 and the value fact 0 <= x < 64."""
+    out = tmp_path_factory.mktemp("values")
+    source = out / "aot_kernels.py"
+    source.write_text(KERNELS)
+    args = ["compile", f"{source}:axpy", "--arch", "cpu", "-o", str(out), "--assume", "N=128,x<64"]
+    assert main(args) == 0
+    return out
+
+
+def test_a_value_fact_is_in_the_manifest_apart_from_the_size_facts(value_fact_build):
+    (entry,) = json.loads((value_fact_build / "manifest.json").read_text())["kernels"]
+    assert entry["assume"] == {"N": 128}
+    assert entry["values"] == {"x": 64}
+
+
+def test_the_header_says_the_cpu_library_checks_value_facts_and_the_gpu_launcher_does_not(
+    value_fact_build,
+):
+    header = " ".join((value_fact_build / "axpy.h").read_text().replace("*", " ").split())
+    assert "Values the build assumes: 0 <= x < 64 (sign bit clear)" in header
+    assert "The CPU library checks them" in header
+    assert "the GPU launcher does NOT" in header
+
+
+@pytest.mark.parametrize(
+    ("bad", "code"), [(None, "OK"), (64.0, "ERROR_VALUE_FACT"), (-0.0, "ERROR_VALUE_FACT"),
+                      (np.nan, "ERROR_VALUE_FACT"), (63.96875, "OK")],
+)  # fmt: skip
+def test_the_cpu_library_checks_value_facts_on_the_arrays_before_running(
+    value_fact_build, tmp_path, bad, code
+):
+    body = (
+        """
+    long nx, ny;
+    void *x = read_file(argv[1], &nx), *y = read_file(argv[2], &ny);
+    int64_t n = nx / 2, shape[1] = {n};
+    float *out = aligned_alloc(64, (size_t)(n * 4 + 64));
+    for (int64_t i = 0; i < n; ++i) out[i] = -7.0f;
+    int code = axpy(NULL, x, shape, y, shape, out, shape, 2.0f);
+    """
+        + report("axpy")
+        + """
+    write_file(argv[3], out, n * 4);
+    return 0;
+    """
+    )
+    runner = write_runner(tmp_path / "run.c", "axpy.h", body)
+    program = compile_c(
+        tmp_path / "run",
+        [runner],
+        [str(value_fact_build / "libaxpy_cpu.so"), f"-Wl,-rpath,{value_fact_build}",
+         "-I", str(value_fact_build)],
+    )  # fmt: skip
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 64, 256).astype(np.float16)
+    x[x >= 64] = 0
+    if bad is not None:
+        x[37] = bad
+    y = rng.standard_normal(256).astype(np.float32)
+    x.tofile(tmp_path / "x.bin")
+    y.tofile(tmp_path / "y.bin")
+    status, _, message = run_program(
+        program, tmp_path / "x.bin", tmp_path / "y.bin", tmp_path / "o"
+    )
+    out = np.fromfile(tmp_path / "o", np.float32)
+    assert status == STATUS_CODES[code], message
+    if code == "OK":
+        np.testing.assert_array_equal(out, x.astype(np.float32) * np.float32(2.0) + y)
+    else:
+        assert "assumes 0 <= x < 64" in message and "element 37 of x" in message
+        assert (out == -7.0).all()  # nothing ran
+
+
+def test_value_fact_thresholds_are_the_first_code_outside_the_fact():
+    from tilelang.aot.c_launcher import value_threshold
+
+    assert value_threshold(tl.f16, 64) == int(np.float16(64).view(np.uint16))
+    assert value_threshold(tl.f32, 2) == int(np.float32(2).view(np.uint32))
+    assert value_threshold(tl.e8m0, 2) == 128  # 2^(128 - 127) = 2
+    assert value_threshold(tl.i8, 16) == 16 and value_threshold(tl.i8, 1024) == 128
+    assert value_threshold(tl.u8, 1024) == 256
+    assert value_threshold(tl.f8e4m3, 512) == 0x7F  # every finite positive code; 0x7F is NaN
+
+
+def test_a_value_fact_on_a_tensor_the_launcher_cannot_read_is_refused(tmp_path, capsys):
+    source = tmp_path / "k.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            import tilelang as tl
+
+            @tl.kernel(warps=1)
+            def codes(q: tl.Tensor[tl.u4, "N"], out: tl.Tensor[tl.f16, "N"]):
+                tl.store(out, [0], tl.load(q, [0], [128]).to(tl.f16))
+            """
+        )
+    )
+    args = ["compile", f"{source}:codes", "--arch", "cpu", "-o", str(tmp_path), "--assume", "q<8"]
+    assert main(args) != 0
+    assert "value fact on 'q' needs 8, 16 or 32-bit elements" in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """`compile_aot`: one or more kernels built ahead of time into a folder, no GPU needed.
 
-For every `KernelSpec` (a kernel, the C name it gets, its constexprs and size facts)
-and every requested architecture it writes, into `out`:
+For every `KernelSpec` (a kernel, the C name it gets, its constexprs and facts: size
+facts, and value facts on tensors, ``{"s": 64}``: every element of s is +0 or positive
+and below 64) and every requested architecture it writes, into `out`:
 
 * per GPU architecture: ``NAME.ARCH.cubin`` (NVRTC, through the disk cache like any
   compile) and ``NAME.ARCH.ptx`` with the `.version` that `ptx_isa` asks for
@@ -11,10 +12,17 @@ and every requested architecture it writes, into `out`:
   ``libNAME_cpu.so`` (the same entry point on the CPU) and the shared
   ``tilelang_half_runtime.o`` (`tilelang.aot.cpu_library`);
 * with several kernels, ``BUNDLE.h``/``BUNDLE.c`` (`tilelang.aot.bundle`);
-* ``manifest.json``: per kernel its signature, constexprs, size rules and facts, grid,
+* ``manifest.json``: per kernel its signature, constexprs, size rules and facts
+  (``assume``: size -> divisor; ``values``: tensor -> bound), grid,
   launch checks, and per architecture its files and resources (registers, spills,
   shared memory, threads; the CPU workspace); the sha256 of every file written; the
   tilelang and NVRTC versions and the PTX ISA with the oldest driver that loads it.
+
+Value facts: the CPU library checks them on the host arrays before running
+(``TILELANG_AOT_ERROR_VALUE_FACT``); the GPU launcher does not, and its header says so:
+checking would copy device memory back on every launch, and the facts a build takes
+are about weights (scales) that a program loads once and can check then, from the
+manifest. A violated fact there gives wrong products, not an error.
 
 Nothing is written until every kernel has compiled for every architecture, so a
 compile error leaves `out` as it was (only linking the CPU library comes after).
@@ -212,6 +220,7 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
         "entry": iface.prototype(),
         "constexprs": {k: _json_value(v) for k, v in frontend.constexprs},
         "assume": {size: divisor for size, divisor in iface.facts},
+        "values": {tensor: bound for tensor, bound in iface.values},  # 0 <= tensor < bound
         "signature": iface.signature(),
         "size_rules": {
             "read": {size: f"{tensor}.shape[{axis}]" for size, tensor, axis in iface.size_reads},

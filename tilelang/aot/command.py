@@ -2,13 +2,15 @@
 
     tilelang compile FILE:KERNEL [FILE:KERNEL ...] -D WT=u4 -D G=128
         --arch sm_80 --arch sm_90a [--arch cpu] -o out/
-        [--name NAME ...] [--assume all|none|M=16,K=128 ...] [--ptx-isa 9.0] [--bundle NAME]
+        [--name NAME ...] [--assume all|none|M=16,K=128,s<64 ...] [--ptx-isa 9.0] [--bundle NAME]
 
 `-D` sets a constexpr of every kernel. `--name` and `--assume` are given once per
 kernel, in the order of the kernels (`--assume` may also be given once for all);
 `--name` defaults to the kernel's own name, `--assume` to "none" (every size the
 kernel's rules accept; "all" assumes every size a multiple of 128, as `Kernel.compile`
-does by default). `--bundle NAME` adds a dispatching entry point over all the kernels
+does by default; ``s<64`` states a value fact: every element of the tensor s is +0
+or positive and below 64, which the CPU library checks and the GPU launcher cannot,
+see the header it writes). `--bundle NAME` adds a dispatching entry point over all the kernels
 (`tilelang.aot.bundle`).
 """
 
@@ -18,7 +20,7 @@ import argparse
 
 from tilelang.aot.c_expr import AotError
 
-_ASSUME_FORMS = "'all', 'none' or SIZE=POW2[,SIZE=POW2...]"
+_ASSUME_FORMS = "'all', 'none' or SIZE=POW2 and TENSOR<POW2 facts separated by commas"
 
 
 def add_parser(sub, run) -> None:
@@ -77,7 +79,9 @@ def parse_assume(text: str) -> dict[str, int] | str | None:
         return None
     facts = {}
     for part in text.split(","):
-        name, sep, value = part.partition("=")
+        # SIZE=D: the size is a multiple of D; TENSOR<B: every value is +0 or positive
+        # and below B (a value fact, `Kernel.compile`'s assume takes both by name).
+        name, sep, value = part.partition("<" if "<" in part else "=")
         if not sep or not name.strip() or not value.strip().isdigit():
             raise AotError(f"--assume: expected {_ASSUME_FORMS}, got {text!r}")
         facts[name.strip()] = int(value)

@@ -86,6 +86,7 @@ class KernelInterface:
     size_reads: tuple[tuple[str, str, int], ...]  # (size, tensor, axis) it is read from
     shape_checks: tuple[tuple[str, int, ShapeExpr], ...]  # (tensor, axis, rule)
     facts: tuple[tuple[str, int], ...]  # (size, divisor) the build assumed
+    values: tuple[tuple[str, int], ...]  # (tensor, b): 0 <= its values < b, assumed
     thread: t.ThreadFunction
 
     @classmethod
@@ -127,7 +128,8 @@ class KernelInterface:
             args=tuple(args),
             size_reads=tuple((s, p, a) for s, (p, a) in reads.items()),
             shape_checks=tuple(checks),
-            facts=tuple(function.assume),
+            facts=tuple((n, d) for n, d in function.assume if n in reads),
+            values=tuple((n, b) for n, b in function.assume if n not in reads),
             thread=thread,
         )
 
