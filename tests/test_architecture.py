@@ -38,12 +38,13 @@ ALLOWED: dict[str, set[str]] = {
     "aot": {"dtypes", "ir", "codegen", "kernel", "runtime", "target", "version"},
     # The quantized-linear library sits above the kernel object (its matmuls are DSL
     # kernels); its formats, quantize and checkpoint import need only dtypes today.
-    "quant": {"dtypes", "ir", "lang", "packing", "kernel", "runtime", "target"},
+    # Library calls tune their tiles with the autotuner (tilelang.tuning.library).
+    "quant": {"dtypes", "ir", "lang", "packing", "kernel", "runtime", "target", "tuning"},
     # The autotuner sits above the kernel object: it binds arguments with the kernel's
     # checks, compiles through it and keeps its records in the runtime's disk cache.
     "tuning": {"kernel", "runtime", "target"},
     # Ready kernels (attention, SSM scans, norms) sit above the kernel object, as quant.
-    "kernels": {"dtypes", "lang", "kernel", "runtime"},
+    "kernels": {"dtypes", "lang", "kernel", "runtime", "tuning"},
     # The torch bridge is the top: it registers kernels, quant and kernels as torch ops.
     "torch": {"dtypes", "ir", "lang", "kernel", "runtime", "quant", "kernels"},
 }
