@@ -129,17 +129,23 @@ class Scatter(Instr):
     LAYOUT: ClassVar = "scatter"
 
     def check(self, v: Checker) -> None:
-        tensor = v.tensor_param(self.tensor)
-        v.offsets(tensor, self.offsets)
-        value = v.tile(self.value, "the stored value")
-        v.expect(
-            value.rank == tensor.rank,
-            f"expected a stored tile of rank {tensor.rank} (the tensor's), found "
-            f"{print_type(value)}",
-        )
-        v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
+        tensor, value = _check_stored(v, self.tensor, self.offsets, self.value)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), value.shape)
+
+
+def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
+    """The checks of a store into `tensor` at `offsets`; returns (tensor type, value type)."""
+    tensor_type = v.tensor_param(tensor)
+    v.offsets(tensor_type, offsets)
+    value_type = v.tile(value, "the stored value")
+    v.expect(
+        value_type.rank == tensor_type.rank,
+        f"expected a stored tile of rank {tensor_type.rank} (the tensor's), found "
+        f"{print_type(value_type)}",
+    )
+    v.same_dtype(value_type.dtype, tensor_type.dtype, "a stored tile")
+    return tensor_type, value_type
 
 
 def _check_index(v: Checker, index, shape: tuple[int, ...]) -> None:
@@ -173,15 +179,7 @@ class Store(Instr):
     LAYOUT: ClassVar = "store"
 
     def check(self, v: Checker) -> None:
-        tensor = v.tensor_param(self.tensor)
-        v.offsets(tensor, self.offsets)
-        value = v.tile(self.value, "the stored value")
-        v.expect(
-            value.rank == tensor.rank,
-            f"expected a stored tile of rank {tensor.rank} (the tensor's), found "
-            f"{print_type(value)}",
-        )
-        v.same_dtype(value.dtype, tensor.dtype, "a stored tile")
+        _check_stored(v, self.tensor, self.offsets, self.value)
 
 
 @dataclass(frozen=True)
