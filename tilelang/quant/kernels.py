@@ -81,6 +81,14 @@ def _warps(WARPS, **_):
     return WARPS
 
 
+def _min_blocks(BM, **_):
+    """1 for the decode paths' row tiles (BM ≤ 32): without a stated minimum ptxas caps
+    their registers at 96 to fit one more block per SM and spills 4–12 bytes (u3, u5–u8,
+    MXFP8); with it they take ~106–110 and spill nothing. The gemm tiles keep ptxas's
+    own choice (their occupancy is what binds)."""
+    return 1 if BM <= 32 else None
+
+
 @func
 def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST, layout=None):
     """The [ROWS, BN] scales of columns n0.. from group `row` on, as OT values; read in
@@ -155,7 +163,7 @@ def k_slice(kz, K, SPLIT_K, BK):
     return kz * length, tl.minimum(K, kz * length + length)
 
 
-@kernel(warps=_warps)
+@kernel(warps=_warps, min_blocks=_min_blocks)
 def quant_matmul(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
@@ -186,7 +194,7 @@ def quant_matmul(
     tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
 
 
-@kernel(warps=_warps)
+@kernel(warps=_warps, min_blocks=_min_blocks)
 def quant_matmul_partials(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
