@@ -349,3 +349,36 @@ def test_the_nvrtc_version_is_memoized_until_the_library_changes(cache, tmp_path
     assert nvrtc._identity(cache) == "nvrtc 13.1" and len(asked) == 1  # from the memo
     library.write_bytes(b"another pretend library")  # a new library at the same path
     assert nvrtc._identity(cache) == "nvrtc 13.2" and len(asked) == 2
+
+
+def _staged_gather():
+    """A fresh kernel object each call (nothing shared in memory), whose loop's gather
+    the pipelining pass cannot stage: it warns at the loop's line."""
+
+    @tl.kernel(warps=4)
+    def staged(
+        cache: tl.Tensor[tl.f16, "N", 64],
+        ids: tl.Tensor[tl.i32, "R"],
+        out: tl.Tensor[tl.f32, 1, 64],
+    ):
+        acc = tl.zeros([1, 64], tl.f32)
+        for r in tl.range(0, R, 16, stages=2):
+            rows = tl.load(ids, [r], [16], fill=-1)
+            acc = acc + tl.sum(tl.load(cache, [rows[:, None], 0], [16, 64]).to(tl.f32), axis=0)
+        tl.store(out, [0, 0], acc)
+
+    return staged
+
+
+def test_a_build_read_from_disk_warns_as_the_first_compile_did(cache):
+    from tilelang.passes.software_pipeline import PipelineWarning
+
+    with pytest.warns(PipelineWarning, match="is a gather") as first:
+        _staged_gather().compile(target="sm_90")
+    with pytest.warns(PipelineWarning, match="is a gather") as again:
+        build = _staged_gather().compile(target="sm_90")
+    assert build.cuda.cached
+    said = [(str(w.message), w.filename, w.lineno) for w in first if "gather" in str(w.message)]
+    assert said == [
+        (str(w.message), w.filename, w.lineno) for w in again if "gather" in str(w.message)
+    ]

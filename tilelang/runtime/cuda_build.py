@@ -19,8 +19,10 @@ and rebuilt rather than failing every compile.
 
 from __future__ import annotations
 
+import importlib
 import json
 import pickle
+import warnings
 from collections.abc import Callable
 from functools import cached_property
 
@@ -91,27 +93,51 @@ def cuda_build(
     if blobs is not None:
         build = _from_blobs(blobs, arch, lambda: _stored_thread(blobs, cache, key, lower))
         if build is not None:
+            _replay(json.loads(blobs["meta"])["warnings"])
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
-    thread = lower()
+    with warnings.catch_warnings(record=True) as raised:
+        warnings.simplefilter("always")
+        thread = lower()
+    # The passes' warnings point at the user's lines; a build read from disk runs no
+    # pass, so the entry keeps them and a hit warns again, as the first compile did.
+    said = [_warning_record(w) for w in raised]
+    _replay(said)
     source = emit_cuda(thread, launch_bounds=thread.threads, min_blocks=min_blocks)
     symbol = kernel_symbol(thread)
     binary = compile_cuda(source, symbol, arch)
     build = CudaBuild(
         arch, symbol, source, binary.ptx, binary.cubin, binary.log, False, lambda: thread
     )
-    cache.put(key, _to_blobs(build, thread))  # an unwritable cache warns once, then skips
+    cache.put(key, _to_blobs(build, thread, said))  # an unwritable cache warns once, then skips
     return build
 
 
-def _to_blobs(build: CudaBuild, thread: ThreadFunction) -> dict[str, bytes]:
+def _warning_record(w: warnings.WarningMessage) -> list:
+    category = w.category
+    return [category.__module__, category.__qualname__, str(w.message), w.filename, w.lineno]
+
+
+def _replay(records: list) -> None:
+    """Warns each recorded warning again, at its own file and line."""
+    for module, qualname, message, filename, lineno in records:
+        try:
+            category = getattr(importlib.import_module(module), qualname)
+        except (ImportError, AttributeError):
+            category = UserWarning
+        if not (isinstance(category, type) and issubclass(category, Warning)):
+            category = UserWarning
+        warnings.warn_explicit(message, category, filename, lineno)
+
+
+def _to_blobs(build: CudaBuild, thread: ThreadFunction, said: list) -> dict[str, bytes]:
     return {
         "thread": pickle.dumps(thread),
         "source": build.source.encode(),
         "ptx": build.ptx.encode(),
         "cubin": build.cubin,
         "log": build.log.encode(),
-        "meta": json.dumps({"arch": build.arch, "symbol": build.symbol}).encode(),
+        "meta": json.dumps({"arch": build.arch, "symbol": build.symbol, "warnings": said}).encode(),
     }
 
 
@@ -127,6 +153,8 @@ def _from_blobs(
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict) or meta.get("arch") != arch:
+        return None
+    if not isinstance(meta.get("warnings"), list):  # an entry from before warnings were kept
         return None
     symbol = meta.get("symbol")
     if not isinstance(symbol, str) or not symbol:
