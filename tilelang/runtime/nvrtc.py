@@ -223,10 +223,15 @@ def _check(nvrtc, err, what: str) -> None:
 def _read(nvrtc, prog, size_fn, get_fn) -> bytes:
     err, size = size_fn(prog)
     _check(nvrtc, err, size_fn.__name__)
-    buffer = b" " * size
+    # NVRTC writes into the buffer, so it must be mutable and our own. A bytes object is
+    # neither: `b" " * 1` *is* CPython's one shared b" " (all 1-byte bytes objects are
+    # cached), and the NUL NVRTC writes into a 1-byte result (the empty PTX of a failed
+    # compile) turned every b" " of the process into b"\0" — which later made
+    # torch.load(weights_only=True) read memo index 32 as 0.
+    buffer = bytearray(size)
     (err,) = get_fn(prog, buffer)
     _check(nvrtc, err, get_fn.__name__)
-    return buffer
+    return bytes(buffer)
 
 
 def _text(raw: bytes) -> str:
