@@ -524,6 +524,33 @@ def test_each_rule_rejects_a_broken_kernel(lines, fragments):
         assert fragment in message, message
 
 
+#: Each instruction that reads `fill` outside the tensor: (opcode, its text before the fill,
+#: its result type) — on %x, whose elements are f16.
+FILLED = [
+    ("load", "load %x[%bm, %bn]", "tile<f16, [16, 32]>"),
+    ("load_scalar", "load_scalar %x[%bm, %bn]", "f16"),
+    ("gather", "gather %x[0:i32, 0:i32], %rows, axis=0", "tile<f16, [16, 32]>"),
+]
+
+
+@pytest.mark.parametrize(("op", "read", "result"), FILLED, ids=[f[0] for f in FILLED])
+@pytest.mark.parametrize(
+    ("fill", "expected"),
+    [
+        ("0.0:f32", "expected a fill value of dtype f16, found f32"),
+        ("%a", "expected a constant fill value, found %a of type f32"),
+        ("0:i16", "expected a fill value of dtype f16, found i16"),
+    ],
+)
+def test_every_read_with_a_fill_checks_it_is_a_constant_of_the_tensors_dtype(
+    op, read, result, fill, expected
+):
+    rows = "%rows = full 0:i32 : tile<i32, [16, 1]>"
+    assert verify(kernel(rows, f"%r = {read} fill(0.0:f16) : {result}")) is None
+    message = verify_error(kernel(rows, f"%r = {read} fill({fill}) : {result}" + BAD))
+    assert message == f"{AT_BAD}{op}: {expected}"
+
+
 @pytest.mark.parametrize(
     ("prelude", "fragments"),
     [

@@ -19,7 +19,7 @@ from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
-from tilelang.passes import plan_registers, plan_shared
+from tilelang.passes import plan_registers, plan_shared, register_budget
 from tilelang.target import Target, target
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -532,6 +532,150 @@ def test_the_peak_location_is_the_first_point_at_the_peak():
     # distance apart in every thread).
     assert (plan.value_words, plan.address_words, str(plan.at)) == (512, 2, "big.py:9:5")
     assert plan.live[0] == ("acc_1", 512)
+
+
+# -- plan_registers: the budget under min_blocks -------------------------------------------------
+
+#: (warps, min_blocks, registers a thread gets): ptxas's caps for __launch_bounds__(32 ·
+#: warps, min_blocks), read from its output for a kernel that wants every register (sm_80
+#: and sm_90a alike). Over the multiprocessor's 2048 threads or 32 blocks, ptxas ignores
+#: min_blocks ("out of range").
+PTXAS_CAPS = [
+    (4, None, 255),
+    (4, 1, 255),
+    (4, 2, 255),
+    (4, 3, 168),
+    (4, 4, 128),
+    (4, 5, 96),
+    (4, 7, 72),
+    (8, 2, 128),
+    (8, 3, 80),
+    (3, 3, 168),  # 9 warps: the busiest of 4 register files holds 3
+    (3, 5, 128),
+    (5, 3, 128),
+    (9, 2, 96),
+    (12, 1, 168),
+    (16, None, 128),
+    (32, None, 64),
+    (32, 2, 32),
+    (1, 32, 64),
+    (4, 16, 32),
+    (4, 32, 255),  # 4096 threads: ignored
+    (8, 9, 255),  # 2304 threads: ignored
+    (32, 3, 64),  # ignored: one block of 1024 threads still binds
+]
+
+
+@pytest.mark.parametrize(("warps", "min_blocks", "cap"), PTXAS_CAPS)
+def test_the_budget_is_the_cap_ptxas_applies_for_min_blocks(warps, min_blocks, cap):
+    for name in ("cpu", "sm_80", "sm_90a"):
+        assert register_budget.RegisterBudget.of_block(warps, min_blocks, target(name)).limit == cap
+
+
+#: Wants more than 255 registers: 300 values live across a loop ptxas cannot shorten.
+HUNGRY = """
+extern "C" __global__ void __launch_bounds__(%d, %d) hungry(float* x) {
+  float a[300];
+#pragma unroll
+  for (int i = 0; i < 300; ++i) a[i] = x[threadIdx.x + i * 1024];
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+#pragma unroll
+    for (int i = 0; i < 300; ++i) a[i] = a[i] * a[(i + 7) %% 300] + 1.0f;
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 300; ++i) s += a[i] * x[i];
+  x[threadIdx.x] = s;
+}
+"""
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+@pytest.mark.parametrize(("warps", "min_blocks"), [(4, 1), (4, 3), (4, 5), (3, 5), (9, 2), (8, 9)])
+def test_ptxas_gives_a_hungry_kernel_exactly_the_budget(warps, min_blocks, arch):
+    from tilelang.runtime.cubin import read_resources
+    from tilelang.runtime.nvrtc import compile_cuda
+
+    built = compile_cuda(HUNGRY % (warps * 32, min_blocks), "hungry", arch)
+    used = read_resources(built.log, built.cubin, "hungry").registers
+    budget = register_budget.RegisterBudget.of_block(warps, min_blocks, target(arch))
+    assert used == budget.limit, (used, budget)
+
+
+def min_blocks_kernel(min_blocks: int) -> str:
+    """One [8, 2048] f32 tile, 128 words a thread (138 with its pointers and the thread),
+    in blocks of 4 warps of which `min_blocks` must share a multiprocessor."""
+    text = rows_kernel(1)
+    return text.replace("blocks %M : i32", f"blocks %M {{min_blocks={min_blocks}}} : i32")
+
+
+def add_one(x: tl.Tensor[tl.f32, "N"]):
+    tl.store(x, [0], tl.load(x, [0], [128]) + 1.0)
+
+
+def test_min_blocks_reaches_the_budget_through_the_blocks_instruction():
+    assert register_budget.min_blocks(parse_function(min_blocks_kernel(3))) == 3
+    assert register_budget.min_blocks(parse_function(rows_kernel(1))) is None
+    stated = tl.kernel(add_one, warps=4, min_blocks=3).specialize()
+    assert register_budget.min_blocks(stated) == 3
+    assert register_budget.min_blocks(tl.kernel(add_one, warps=4).specialize()) is None
+    assert register_budget.RegisterBudget.of(stated, target("sm_90")).limit == 168
+
+
+def test_within_the_budget_of_min_blocks_nothing_is_said():
+    fn = parse_function(min_blocks_kernel(3))
+    assert plan_registers.estimate(fn).peak == 138
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plan_registers.registers(plan_registers.run(fn, target("sm_90"))) == 138
+
+
+def test_over_the_budget_of_min_blocks_the_spill_warning_names_it():
+    fn = parse_function(min_blocks_kernel(4))  # 128 registers: 138 is within 15% over
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan_registers.run(fn, target("sm_90"))
+    (warning,) = caught
+    assert warning.category is plan_registers.RegisterSpillWarning
+    message = str(warning.message)
+    assert (
+        "more than the 128 a thread can have when min_blocks=4 blocks of 128 threads share "
+        "a multiprocessor: ptxas will probably spill" in message
+    )
+    assert message.endswith(
+        "Use smaller tiles (BM, BN, BK constexprs) or a smaller min_blocks (now 4)."
+    )
+
+
+def test_far_over_the_budget_of_min_blocks_the_error_names_it():
+    fn = parse_function(min_blocks_kernel(5))  # 96 registers: 138 is over 96 + 15%
+    with pytest.raises(plan_registers.RegisterBudgetError) as err:
+        plan_registers.run(fn)
+    message = str(err.value)
+    assert (
+        "more than the 96 a thread can have when min_blocks=5 blocks of 128 threads share a "
+        "multiprocessor even if the estimate is 15% high" in message
+    )
+    assert message.endswith("or a smaller min_blocks (now 5).")
+
+
+def test_a_min_blocks_the_multiprocessor_cannot_hold_is_ignored_and_said_so():
+    budget = register_budget.RegisterBudget.of_block(8, 9, target("sm_90"))
+    assert (budget.limit, budget.blocks) == (255, 1)
+    assert str(budget) == (
+        "the 255 a thread can have (min_blocks=9 blocks of 256 threads do not fit a "
+        "multiprocessor: ptxas ignores it)"
+    )
+
+
+def test_a_large_block_is_bound_by_the_multiprocessor_without_min_blocks():
+    budget = register_budget.RegisterBudget.of_block(32, None, target("sm_80"))
+    assert str(budget) == "the 64 a thread can have in a block of 1024 threads"
+
+
+def test_the_refusal_limit_allows_the_estimates_error_in_registers_for_small_budgets():
+    assert plan_registers.refusal_limit(255) == 293  # 15%
+    assert plan_registers.refusal_limit(32) == 40  # 8 registers more than 15%
 
 
 # -- plan_registers against ptxas ----------------------------------------------------------------

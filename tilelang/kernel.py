@@ -263,9 +263,9 @@ class Kernel:
         key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
         found = self._specializations.get(key)
         if found is None:
-            found = self._specializations[key] = Specialization(
-                self._build(constants), self._min_block_count(constants)
-            )
+            count = self._min_block_count(constants)
+            function = _with_min_blocks(self._build(constants), count)
+            found = self._specializations[key] = Specialization(function, count)
         if given is not None:
             self._given[given] = found
         return found
@@ -589,6 +589,18 @@ def _with_grid(builder: Builder) -> ir.Block:
     index = builder.var("bx", ScalarType(INDEX))
     grid = ir.Blocks((index,), (ir.Const(1, INDEX),), loc=ir.NOWHERE)
     return ir.Block((grid, *body.instrs))
+
+
+def _with_min_blocks(function: ir.Function, count: int | None) -> ir.Function:
+    """`function` with ``min_blocks=count`` on its blocks instruction, where the register
+    budget reads it (`tilelang.passes.register_budget`); unchanged for None."""
+    if count is None:
+        return function
+    instrs = tuple(
+        i.with_attrs(min_blocks=count) if isinstance(i, ir.Blocks) else i
+        for i in function.body.instrs
+    )
+    return replace(function, body=ir.Block(instrs))
 
 
 def _resolve(kernel: Kernel, param: TensorParam, constants: dict[str, Any]):

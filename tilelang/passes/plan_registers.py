@@ -43,11 +43,12 @@ always reach the classes (it gives each row of a reduction's reads registers of 
 and under pressure recomputes addresses rather than holding them.
 
 Guarantees: `estimate(fn)` returns the `RegisterPlan`. `run(fn, target)` raises
-`RegisterBudgetError` when the estimate exceeds the target's registers (255) by more
-than `TOLERANCE` (ptxas surely cannot fit the kernel) — naming the kernel, the estimate's
-parts, the source line of the peak and the largest live tiles — warns with
-`RegisterSpillWarning` for a GPU target when it exceeds them by less (ptxas will probably
-spill), and returns `fn` with ``registers=<estimate>`` on its `blocks` instruction.
+`RegisterBudgetError` when the estimate exceeds the budget (`register_budget`: 255, less
+under min_blocks or for blocks over 8 warps) by more than its error (`refusal_limit`;
+ptxas surely cannot fit the kernel) — naming the kernel, the budget and what sets it,
+the estimate's parts, the source line of the peak and the largest live tiles — warns
+with `RegisterSpillWarning` for a GPU target when it exceeds it by less (ptxas will
+probably spill), and returns `fn` with ``registers=<estimate>`` on its `blocks`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ from tilelang.ir.text import print_type
 from tilelang.ir.thread import REGISTER_DTYPES
 from tilelang.ir.types import SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import walk
+from tilelang.passes.register_budget import RegisterBudget
 from tilelang.passes.vectorize import layout_run
 from tilelang.target import CPU, Target
 
@@ -120,6 +122,7 @@ MAX_ACCESS = 16
 WARP_SIZE = 32
 
 TOLERANCE = 0.15  #: within this of ptxas on every case of benchmarks/register_estimates.py
+SLACK = 8  #: or within this many registers (small kernels, same cases)
 
 #: Instructions whose result may overwrite an operand dying there.
 _IN_PLACE = (Compute, Cast, View, Reshape, Transpose, Broadcast, Relayout, Slice, Concat)
@@ -697,41 +700,36 @@ def _element_bytes(dtype: DType) -> int:
 
 def run(fn: Function, target: Target = CPU) -> Function:
     plan = estimate(fn)
-    limit = target.registers_per_thread
-    if plan.peak > refusal_limit(limit):
-        raise RegisterBudgetError(budget_message(fn, plan, limit))
+    budget = RegisterBudget.of(fn, target)
+    if plan.peak > refusal_limit(budget.limit):
+        raise RegisterBudgetError(budget_message(fn, plan, budget))
     if target.is_gpu:
         warn_replicated(fn)
-    if plan.peak > limit and target.is_gpu:
-        warnings.warn_explicit(
-            spill_message(fn, plan, limit),
-            RegisterSpillWarning,
-            fn.loc.file,
-            fn.loc.line,
-            registry=_SHOWN,
-        )
+    if plan.peak > budget.limit and target.is_gpu:
+        message, at = spill_message(fn, plan, budget), (fn.loc.file, fn.loc.line)
+        warnings.warn_explicit(message, RegisterSpillWarning, *at, registry=_SHOWN)
     return _record(fn, plan.peak)
 
 
 def refusal_limit(limit: int = MAX_REGISTERS) -> int:
-    """The largest estimate a kernel may have: `limit` registers, plus the estimate's
-    error (an estimate above `limit` by less may be ptxas's `limit` or fewer)."""
-    return math.floor(limit * (1 + TOLERANCE))
+    """The largest estimate a kernel may have: `limit` registers plus the estimate's
+    error (`TOLERANCE`, at least `SLACK`): below it ptxas may still fit `limit`."""
+    return max(math.floor(limit * (1 + TOLERANCE)), limit + SLACK)
 
 
-def budget_message(fn: Function, plan: RegisterPlan, limit: int = MAX_REGISTERS) -> str:
+def budget_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
     return (
         f"kernel {fn.name} needs about {plan.peak} registers per thread ({_parts(plan)}), "
-        f"more than the {limit} a thread can have even if the estimate is "
-        f"{TOLERANCE:.0%} high. {_advice(fn, plan)}"
+        f"more than {budget} even if the estimate is {TOLERANCE:.0%} high. "
+        f"{_advice(fn, plan, budget)}"
     )
 
 
-def spill_message(fn: Function, plan: RegisterPlan, limit: int = MAX_REGISTERS) -> str:
+def spill_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
     return (
         f"{fn.loc}: kernel {fn.name} needs about {plan.peak} registers per thread "
-        f"({_parts(plan)}), more than the {limit} a thread can have: ptxas will probably "
-        f"spill registers to local memory, which is slow. {_advice(fn, plan)}"
+        f"({_parts(plan)}), more than {budget}: ptxas will probably spill registers to "
+        f"local memory, which is slow. {_advice(fn, plan, budget)}"
     )
 
 
@@ -742,7 +740,7 @@ def _parts(plan: RegisterPlan) -> str:
     )
 
 
-def _advice(fn: Function, plan: RegisterPlan) -> str:
+def _advice(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
     tiles = [v for v in plan.values if isinstance(v.type, TileType)][:3]
     largest = "; ".join(
         f"%{v.name}: {print_type(v.type)}, {words(v.type, fn.warps)} registers per thread"
@@ -750,7 +748,7 @@ def _advice(fn: Function, plan: RegisterPlan) -> str:
     )
     return (
         f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller tiles "
-        f"(BM, BN, BK constexprs) or more warps (now {fn.warps})."
+        f"(BM, BN, BK constexprs) {budget.advice()}."
     )
 
 
@@ -778,6 +776,7 @@ def registers(fn: Function) -> int | None:
 __all__ = [
     "LDMATRIX_CANDIDATES",
     "MAX_REGISTERS",
+    "SLACK",
     "THREAD_WORDS",
     "TOLERANCE",
     "UNROLL_WORDS",

@@ -40,12 +40,7 @@ class Load(Instr):
             f"expected a result of rank {tensor.rank} (the tensor's), found {print_type(result)}",
         )
         v.same_dtype(result.dtype, tensor.dtype, "a result")
-        if self.fill is not None:
-            v.expect(
-                isinstance(self.fill, Const),
-                f"expected a constant fill value, found {describe(self.fill)}",
-            )
-            v.same_dtype(self.fill.dtype, tensor.dtype, "a fill value")
+        _check_fill(v, self.fill, tensor.dtype)
 
 
 @dataclass(frozen=True)
