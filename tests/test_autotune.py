@@ -117,9 +117,9 @@ def test_shared_memory_over_the_target_is_pruned(matmul):
     compiled = matmul.matmul.compile(assume=facts(M=64, N=64, K=64), target="sm_90", **MEDIUM)
     assert compiled.thread.shared_bytes > 4096
     small = dataclasses.replace(find_target("sm_90"), shared_bytes=4096)
-    reason = tuner_module._resource_problem(compiled, small)
+    reason = tl.tuning.resource_problem(compiled, small)
     assert reason == f"shared memory {compiled.thread.shared_bytes} bytes over the 4096 of sm_90"
-    assert tuner_module._resource_problem(compiled, find_target("sm_90")) == ""
+    assert tl.tuning.resource_problem(compiled, find_target("sm_90")) == ""
 
 
 def test_progress_is_one_line_per_config_without_tqdm(matmul, capsys, monkeypatch):
@@ -274,3 +274,40 @@ def test_the_gpu_path_times_each_surviving_config_with_outputs_preserved(matmul,
     assert decision.method == "gpu:sm_90" and decision.notes == []
     assert [t.status for t in decision.trials] == ["ok", "pruned", "ok"]
     assert "measured" in tuned.report()
+
+
+def test_no_module_outside_the_autotuner_imports_its_private_names():
+    import ast
+    from pathlib import Path
+
+    package = Path(tl.__file__).parent
+    found = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "tuning":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "tilelang.tuning"
+            ):
+                found += [(path.name, a.name) for a in node.names if a.name.startswith("_")]
+    assert found == []
+
+
+def test_the_pieces_a_library_tuner_reuses_are_public(capsys):
+    from tilelang import tuning
+
+    assert tuning.error_reason(ValueError("too big. Use less.\nmore")) == "ValueError: too big."
+    assert OSError in tuning.machine_errors() and ValueError not in tuning.machine_errors()
+    trials = [
+        tuning.Trial({"BM": 16}, "ok", seconds=2e-6),
+        tuning.Trial({"BM": 64}, "pruned", "spills: 8 bytes stored, 8 loaded (255 registers)"),
+    ]
+    decision = tuning.Decision((("M", 48),), "model:sm_90", trials, 0, ["a note"])
+    lines = tuning.decision_text("mine", decision).splitlines()
+    assert lines[0] == "==== autotune mine at M=48 (model:sm_90) ===="
+    assert lines[1:3] == ["  a note", "  chosen: BM=16"]
+    assert lines[-1].startswith("  BM=64") and lines[-1].endswith("(255 registers)")
+    quiet = tuning.Progress("mine", (("M", 48),), 2, enabled=False)
+    quiet.step({"BM": 16}, trials[0])
+    quiet.close()
+    assert capsys.readouterr().err == ""

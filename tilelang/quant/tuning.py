@@ -41,17 +41,17 @@ from typing import Any
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
 from tilelang.target import target as find_target
-from tilelang.tuning import records
-from tilelang.tuning.library import method_for
-from tilelang.tuning.tuner import (
+from tilelang.tuning import (
     Decision,
+    Progress,
     Trial,
-    _Progress,
-    _reason,
-    _report,
-    _resource_problem,
-    _unavailable,
+    decision_text,
+    error_reason,
+    machine_errors,
+    records,
+    resource_problem,
 )
+from tilelang.tuning.library import method_for
 
 from . import kernels
 from .choice import (
@@ -208,7 +208,7 @@ def decide(
 
 def report(decision: Decision) -> str:
     """The decision as text: every candidate, its seconds or why it was pruned."""
-    return _report(NAME, decision)
+    return decision_text(NAME, decision)
 
 
 def tuned_choice(
@@ -251,13 +251,12 @@ class _Run:
         self.launch, self.stream = launch
         self.progress = progress
         self.cache = DiskCache()
-        self.name = NAME
 
     def decide(self, choices: list[Choice]) -> Decision:
         trials: list[Trial] = []
         found = [self._load(c) for c in choices]
         fresh = sum(t is None for t in found)
-        progress = _Progress(self, self.key, fresh) if fresh else None
+        progress = Progress(NAME, self.key, fresh, self.progress) if fresh else None
         for choice, trial in zip(choices, found, strict=True):
             config = config_of(choice)
             if trial is None:
@@ -322,10 +321,10 @@ class _Run:
                         assume=facts, target=self.target, **call.constexprs
                     )
             except Exception as error:
-                if isinstance(error, _unavailable()):
+                if isinstance(error, machine_errors()):
                     raise  # the machine lacks a tool: nothing to record about the tile
-                return Trial(config, "pruned", _reason(error))
-            problem = _resource_problem(compiled, self.target)
+                return Trial(config, "pruned", error_reason(error))
+            problem = resource_problem(compiled, self.target)
             if problem:
                 return Trial(config, "pruned", problem)
             if self.method.startswith("model:"):
@@ -335,7 +334,7 @@ class _Run:
                 try:
                     predicted += float(compiled.perf(**call.sizes).predicted_seconds)
                 except PerfError as error:
-                    return Trial(config, "pruned", f"cannot launch: {_reason(error)}")
+                    return Trial(config, "pruned", f"cannot launch: {error_reason(error)}")
         if self.method.startswith("model:"):
             return Trial(config, "ok", seconds=predicted)
         return Trial(config, "ok", seconds=self._time(calls))

@@ -23,6 +23,11 @@ Evaluating, per the call's device and `tune_on`:
   backend, on copies of the tensors the kernel stores to.
 The chosen config has the least seconds; ties go to the earlier config.
 `TILELANG_AUTOTUNE=off` skips tuning and calls the first config.
+
+A tuner of its own (the quantized matmul's, `tilelang.quant.tuning`) builds on the same
+pieces, exported by `tilelang.tuning`: `Trial` and `Decision` (what it records and
+reports), `decision_text` (the report), `Progress`, and the pruning rules
+`machine_errors`, `error_reason` and `resource_problem`.
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ METHODS = ("model", "cpu")
 
 
 @functools.cache
-def _unavailable() -> tuple[type[BaseException], ...]:
-    """Errors of the machine, not of a config: they propagate and nothing is recorded."""
+def machine_errors() -> tuple[type[BaseException], ...]:
+    """The errors of the machine, not of a config (NVRTC or the SASS reader missing, out
+    of memory), for `isinstance`: a tuner lets them propagate and records nothing."""
     # Deferred: `import tilelang` need not load the SASS reader for the autotuner.
     from tilelang.runtime.nvrtc import NvrtcUnavailableError
     from tilelang.runtime.sass import SassUnavailableError
@@ -74,6 +80,9 @@ class Trial:
 
 @dataclass
 class Decision:
+    """The configs evaluated for one key (`trials`), the chosen one's index (`best`), how
+    they were ranked (`method`) and what the report should add (`notes`)."""
+
     key: tuple[tuple[str, Any], ...]
     method: str
     trials: list[Trial]
@@ -220,7 +229,7 @@ class Autotuned:
                     f"autotune({self.name}): no decision for {wanted} (decided: {known})"
                 )
         return (
-            "\n\n".join(_report(self.name, d) for d in chosen)
+            "\n\n".join(decision_text(self.name, d) for d in chosen)
             or f"autotune({self.name}): nothing tuned yet"
         )
 
@@ -319,7 +328,7 @@ class _Run:
     def _evaluate_missing(self, trials: list[Trial | None], missing: list[int]) -> None:
         tuner = self.tuner
         failures = self._precompile([tuner.configs[i] for i in missing])
-        progress = _Progress(tuner, self.key, len(missing))
+        progress = Progress(tuner.name, self.key, len(missing), tuner.progress)
         for i, failure in zip(missing, failures, strict=True):
             config = dict(tuner.configs[i])
             trial = self._evaluate(config, failure)
@@ -382,11 +391,11 @@ class _Run:
                 assume=self.facts, target=target or "cpu", **config, **self.fixed
             )
         except Exception as error:
-            if isinstance(error, _unavailable()):
+            if isinstance(error, machine_errors()):
                 raise  # any other compile error prunes the config, with its reason
-            return Trial(config, "pruned", _reason(error))
+            return Trial(config, "pruned", error_reason(error))
         if target is not None:
-            pruned = _resource_problem(compiled, target)
+            pruned = resource_problem(compiled, target)
             if pruned:
                 return Trial(config, "pruned", pruned)
         if self.method.startswith("model:"):
@@ -396,7 +405,7 @@ class _Run:
             try:
                 report = compiled.perf(**self.launch)
             except PerfError as error:  # no block fits an SM, or a launch the kernel refuses
-                return Trial(config, "pruned", f"cannot launch: {_reason(error)}")
+                return Trial(config, "pruned", f"cannot launch: {error_reason(error)}")
             return Trial(config, "ok", seconds=float(report.predicted_seconds))
         if self.method == "cpu":
             return Trial(config, "ok", seconds=self._time_cpu(config))
@@ -442,13 +451,15 @@ def _compile_in_worker(token: int, config: dict[str, Any]) -> str | None:
     try:
         kernel.compile(assume=facts, target=target, **config, **fixed)
     except Exception as error:  # reported per config, as in the parent
-        if isinstance(error, _unavailable()):
+        if isinstance(error, machine_errors()):
             return None  # the parent compiles it again and raises
-        return _reason(error)
+        return error_reason(error)
     return None
 
 
-def _resource_problem(compiled, target) -> str:
+def resource_problem(compiled, target) -> str:
+    """Why a compiled config is pruned before it runs — it spills, its shared memory is
+    over `target`'s, or one block's registers do not fit a multiprocessor — or ""."""
     resources = compiled.resources
     if resources.spill_store_bytes or resources.spill_load_bytes:
         return (
@@ -466,8 +477,9 @@ def _resource_problem(compiled, target) -> str:
     return ""
 
 
-def _reason(error: BaseException) -> str:
-    """The error's class and first sentence (the report keeps reasons to a line)."""
+def error_reason(error: BaseException) -> str:
+    """The error's class and first sentence: a pruned `Trial`'s reason (the report keeps
+    reasons to a line)."""
     lines = str(error).strip().splitlines()
     first = lines[0] if lines else ""
     end = first.find(". ")
@@ -553,7 +565,9 @@ def _seconds(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e6:.3f} us"
 
 
-def _report(name: str, decision: Decision) -> str:
+def decision_text(name: str, decision: Decision) -> str:
+    """The decision of the tuner `name` as text: its key and method, notes, the chosen
+    config, and a line per trial (its seconds, or why it was pruned)."""
     what = "predicted" if decision.method.startswith("model:") else "measured"
     lines = [
         f"==== autotune {name} at {_key_text(decision.key)} ({decision.method}) ====",
@@ -571,12 +585,14 @@ def _report(name: str, decision: Decision) -> str:
     return "\n".join(lines)
 
 
-class _Progress:
-    """tqdm when it is importable and stderr is a terminal; else one line per config."""
+class Progress:
+    """Progress of the tuner `name` through `total` configs at `key` (`step` each, then
+    `close`), when `enabled`: tqdm when it is importable and stderr is a terminal; else
+    one line per config."""
 
-    def __init__(self, tuner: Autotuned, key, total: int) -> None:
-        self.enabled = tuner.progress
-        self.prefix = f"autotune {tuner.name} {_key_text(key)}"
+    def __init__(self, name: str, key, total: int, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.prefix = f"autotune {name} {_key_text(key)}"
         self.total, self.done, self.bar = total, 0, None
         if self.enabled and sys.stderr.isatty():
             try:
