@@ -56,7 +56,20 @@ from gpu_common import ROOT, Case, CheckFailed, Context, Skip, example_stems
 
 REPORT_MD = "gpu-report.md"
 REPORT_JSON = "gpu-report.json"
-TOTAL_BUDGET_S = 470.0  # everything, on one H100: under 8 minutes
+#: The device tool (docs/gpu.md): a command runs at most DEVICE_COMMAND_S, a session has
+#: DEVICE_SESSION_S of device time in all, the machine's start ("a minute or more";
+#: MACHINE_START_S assumed) included.
+DEVICE_COMMAND_S = 600.0
+DEVICE_SESSION_S = 900.0
+MACHINE_START_S = 120.0
+#: The device call's timeout_s for `make gpu-check`: the check's cap and what make does
+#: around it (gpu-deps, starting Python, the reports). Two calls and a start fit one
+#: session, so a check cut short or failed can be rerun at once on the warm machine.
+RUN_TIMEOUT_S = 360.0
+TOTAL_BUDGET_S = 330.0  # everything, machine probe included: 5 min 30 s
+#: The probe's share of the cap (it takes a few seconds; at worst PROBE_TIMEOUT_S, and
+#: then the last part is cut short). The parts' budgets add up to the rest.
+PROBE_RESERVE_S = 20.0
 PROBE_TIMEOUT_S = 60.0
 COLLECT_TIMEOUT_S = 90.0
 WORKER_GRACE_S = 5.0
@@ -79,20 +92,20 @@ class Part:
 
 
 PARTS = (
-    Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 120.0, None),
-    Part("examples", "every example on the GPU vs the CPU backend", 100.0, "gpu_examples"),
-    Part("bench-memory", "benchmark: vector_add GB/s vs torch vs DRAM floor", 40.0, "gpu_memory"),
+    Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 60.0, None),
+    Part("examples", "every example on the GPU vs the CPU backend", 90.0, "gpu_examples"),
+    Part("bench-memory", "benchmark: vector_add GB/s vs torch vs DRAM floor", 30.0, "gpu_memory"),
     Part(
         "bench-quant-matmul",
         "benchmark: quantized matmul at decode shapes vs torch f16 vs floor",
-        120.0,
+        60.0,
         "gpu_quant_matmul",
     ),
-    Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 60.0, "gpu_matmul"),
+    Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 30.0, "gpu_matmul"),
     Part(
         "bench-attention",
         "benchmark: flash attention vs torch flash SDPA, paged decode vs copy bandwidth",
-        60.0,
+        40.0,
         "gpu_attention",
     ),
 )
@@ -684,7 +697,8 @@ def plan_text(planned: list[dict], cap_s: float = TOTAL_BUDGET_S) -> str:
     total = sum(p["budget_s"] for p in planned)
     lines = [
         f"On a GPU machine `make gpu-check` would run these parts (their budgets add up to "
-        f"{total:.0f} s; the whole run, machine probe included, is capped at {cap_s:.0f} s):"
+        f"{total:.0f} s; the whole run, machine probe included, is capped at {cap_s:.0f} s; "
+        f"give the device call timeout_s={cap_s + RUN_TIMEOUT_S - TOTAL_BUDGET_S:.0f}):"
     ]
     for part in planned:
         lines.append(f"  [{part['key']}] {part['title']}: budget {part['budget_s']:.0f} s")

@@ -62,7 +62,9 @@ def test_without_a_gpu_it_says_so_lists_everything_and_exits_0(no_gpu_run):
     assert gpu_tests
     for test in gpu_tests:
         assert test.removesuffix("[...]") in done.stdout, test
-    assert "budget 120 s" in done.stdout  # pytest's
+    assert f"budget {gpu_check.PARTS[0].budget_s:.0f} s" in done.stdout  # pytest's
+    assert f"capped at {gpu_check.TOTAL_BUDGET_S:.0f} s" in done.stdout
+    assert f"timeout_s={gpu_check.RUN_TIMEOUT_S:.0f}" in done.stdout
     assert "quant_matmul u4 m=1 k=4096 n=4096" in done.stdout
     assert "matmul f16 4096x4096 @ 4096x4096" in done.stdout
     assert "vector_add f32 n=268435456" in done.stdout
@@ -84,6 +86,20 @@ def test_the_no_gpu_run_writes_both_reports(no_gpu_run):
         f"examples/{p.name}" for p in (ROOT / "examples").glob("*.py")
     )
     assert "## What a GPU run would do" in markdown
+
+
+def test_the_parts_budgets_fit_the_cap_with_the_probe():
+    parts = sum(part.budget_s for part in gpu_check.PARTS)
+    assert parts + gpu_check.PROBE_RESERVE_S <= gpu_check.TOTAL_BUDGET_S
+
+
+def test_the_device_call_fits_the_tool_and_leaves_time_to_rerun_it():
+    # The call's limit covers the capped check and what make does around it; two such
+    # calls and the machine's start fit one session's device time.
+    assert gpu_check.TOTAL_BUDGET_S + 20 <= gpu_check.RUN_TIMEOUT_S <= gpu_check.DEVICE_COMMAND_S
+    session = 2 * gpu_check.RUN_TIMEOUT_S + gpu_check.MACHINE_START_S
+    assert session <= gpu_check.DEVICE_SESSION_S
+    assert (gpu_check.DEVICE_COMMAND_S, gpu_check.DEVICE_SESSION_S) == (600, 900)
 
 
 def test_unknown_parts_are_refused():
