@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tilelang import dtypes
-from tilelang.kernel import kernel
+from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 
 from .common import check, empty, next_power_of_two, placeholder, run, same_place, shape_of, tl
@@ -40,6 +40,50 @@ from .common import check, empty, next_power_of_two, placeholder, run, same_plac
 ATTENTION_TYPES = (dtypes.f16, dtypes.bf16)
 #: The largest head dimension.
 MAX_HEAD_DIM = 256
+
+
+@func
+def head_rows(t, b, start, row, h, R, HD):
+    """The [R, HD] rows row.. of head h: of batch b of a [batch, seq, heads, D] tensor,
+    or, when b is None, of a packed [rows, heads, D] tensor's sequence from row `start`."""
+    if b is None:
+        return tl.reshape(tl.load(t, [start + row, h, 0], [R, 1, HD]), [R, HD])
+    return tl.reshape(tl.load(t, [b, row, h, 0], [1, R, 1, HD]), [R, HD])
+
+
+@func
+def attend(qt, rows, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
+    """The online softmax of a block's query rows `qt` (their indices `rows` in a
+    sequence of `sq` queries) over the sk keys of head hk (`head_rows` reads them, by
+    batch b or from row k0): (o unrounded, whether each row saw a key, the rows' max
+    and sum)."""
+    m_i = tl.full([BM], float("-inf"), tl.f32)
+    l_i = tl.zeros([BM], tl.f32)
+    acc = tl.zeros([BM, HD], tl.f32)
+    for n in tl.range(0, sk, BN, stages=STAGES):
+        kt = head_rows(k, b, k0, n, hk, BN, HD)
+        vt = head_rows(v, b, k0, n, hk, BN, HD)
+        s = tl.dot(qt, tl.transpose(kt)) * scale
+        cols = n + tl.arange(0, BN)
+        visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
+        if CAUSAL:
+            visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
+        p = tl.exp(s - base[:, None])
+        alpha = tl.exp(m_i - base)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
+        m_i = m_new
+    seen = l_i > 0.0
+    return acc / tl.where(seen, l_i, 1.0)[:, None], seen, m_i, l_i
+
+
+@func
+def log_sum_exp(seen, m_i, l_i):
+    """lse from `attend`'s max and sum: -inf for a row that saw no key."""
+    return tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
 
 
 @kernel(warps=4)
@@ -62,32 +106,14 @@ def flash_attention_kernel(
     docstring); lse = the rows' log-sum-exp with LSE."""
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
     hk = h // (H // HK)
-    qt = tl.reshape(tl.load(q, [b, bm * BM, h, 0], [1, BM, 1, HD]), [BM, HD])
+    qt = head_rows(q, b, None, bm * BM, h, BM, HD)
     rows = bm * BM + tl.arange(0, BM)
-    m_i = tl.full([BM], float("-inf"), tl.f32)
-    l_i = tl.zeros([BM], tl.f32)
-    acc = tl.zeros([BM, HD], tl.f32)
-    for n in tl.range(0, N, BN, stages=STAGES):
-        kt = tl.reshape(tl.load(k, [b, n, hk, 0], [1, BN, 1, HD]), [BN, HD])
-        vt = tl.reshape(tl.load(v, [b, n, hk, 0], [1, BN, 1, HD]), [BN, HD])
-        s = tl.dot(qt, tl.transpose(kt)) * scale
-        cols = n + tl.arange(0, BN)
-        visible = tl.broadcast(cols[None, :] < N, [BM, BN])
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + (N - M))
-        s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-        p = tl.exp(s - base[:, None])
-        alpha = tl.exp(m_i - base)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
-        m_i = m_new
-    seen = l_i > 0.0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    out, seen, m_i, l_i = attend(
+        qt, rows, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES
+    )
     tl.store(o, [b, bm * BM, h, 0], tl.reshape(out.to(T), [1, BM, 1, HD]))
     if LSE:
-        total = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
+        total = log_sum_exp(seen, m_i, l_i)
         tl.store(lse, [b, h, bm * BM], tl.reshape(total, [1, 1, BM]))
 
 
@@ -121,33 +147,15 @@ def flash_attention_varlen_kernel(
     sq = tl.load(cu_q, [b + 1]) - q0
     k0 = tl.load(cu_k, [b])
     sk = tl.load(cu_k, [b + 1]) - k0
-    qt = tl.reshape(tl.load(q, [q0 + bm * BM, h, 0], [BM, 1, HD]), [BM, HD])
+    qt = head_rows(q, None, q0, bm * BM, h, BM, HD)
     rows = bm * BM + tl.arange(0, BM)
-    m_i = tl.full([BM], float("-inf"), tl.f32)
-    l_i = tl.zeros([BM], tl.f32)
-    acc = tl.zeros([BM, HD], tl.f32)
-    for n in tl.range(0, sk, BN, stages=STAGES):
-        kt = tl.reshape(tl.load(k, [k0 + n, hk, 0], [BN, 1, HD]), [BN, HD])
-        vt = tl.reshape(tl.load(v, [k0 + n, hk, 0], [BN, 1, HD]), [BN, HD])
-        s = tl.dot(qt, tl.transpose(kt)) * scale
-        cols = n + tl.arange(0, BN)
-        visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
-        s = tl.where(visible, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-        p = tl.exp(s - base[:, None])
-        alpha = tl.exp(m_i - base)
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
-        m_i = m_new
-    seen = l_i > 0.0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    out, seen, m_i, l_i = attend(
+        qt, rows, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES
+    )
     at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
     if LSE:
-        total = tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
+        total = log_sum_exp(seen, m_i, l_i)
         tl.store(lse, [h, at[None, :]], tl.reshape(total, [1, BM]))
 
 
