@@ -1,13 +1,25 @@
-"""Shared test helpers: the examples directory is importable as plain modules, and the
-SASS disassembler the tests that read cubins need (`disassembler`)."""
+"""Shared test helpers: the examples directory is importable as plain modules, the
+SASS disassembler the tests that read cubins need (`disassembler`), and the checks
+several test files make: an error reported at a marked source line (`marked_line`,
+`assert_reported`), the IR's text form and verifier (`assert_text_round_trips`,
+`assert_edit_rejected`), the CPU backend against the interpreter (`run_both`,
+`assert_bitwise`) and a float64 reference within a relative tolerance (`assert_close`)."""
 
 import importlib
+import inspect
 import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import settings
+
+from tilelang import TileLangError
+from tilelang.ir.checks import IRVerifyError
+from tilelang.ir.parser import parse_function
+from tilelang.ir.printer import print_function
+from tilelang.ir.verify import verify
 
 # CI runs the same examples every time (a red run must mean a change broke something);
 # TILELANG_HYPOTHESIS=explore draws new ones, to hunt for bugs that become regression tests.
@@ -43,3 +55,86 @@ def require_disassembler() -> None:
 def disassembler() -> None:
     """`require_disassembler` for a test: `@pytest.mark.usefixtures("disassembler")`."""
     require_disassembler()
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def marked_line(fn, marker: str = "# <- error") -> int:
+    """The file line of the source line of `fn` (a kernel or a function) carrying `marker`."""
+    lines, first = inspect.getsourcelines(fn.fn if hasattr(fn, "fn") else fn)
+    for offset, line in enumerate(lines):
+        if marker in line:
+            return first + offset
+    raise AssertionError(f"no line of {fn.__name__} carries {marker!r}")
+
+
+def compile_error(kernel, **constexprs) -> TileLangError:
+    """The `TileLangError` that specializing `kernel` at `constexprs` raises."""
+    with pytest.raises(TileLangError) as info:
+        kernel.specialize(**constexprs)
+    return info.value
+
+
+def assert_reported(kernel, *fragments: str, **constexprs) -> TileLangError:
+    """Specializing `kernel` fails at its line marked ``# <- error``, in its file, with
+    every fragment in the message."""
+    error = compile_error(kernel, **constexprs)
+    assert error.loc is not None and error.loc.line == marked_line(kernel), str(error)
+    assert error.loc.file == inspect.getsourcefile(kernel.fn)
+    text = str(error)
+    for fragment in fragments:
+        assert fragment in text, text
+    return error
+
+
+def assert_text_round_trips(*functions) -> None:
+    """Each block-IR function verifies and prints to text that parses back to it."""
+    for fn in functions:
+        verify(fn)
+        assert parse_function(print_function(fn)) == fn
+
+
+def assert_edit_rejected(text: str, before: str, after: str, fragment: str) -> None:
+    """`text` (a kernel in IR text) with `before` replaced by `after` fails to verify
+    with `fragment` in the message (`before` must be in `text`)."""
+    assert before in text
+    with pytest.raises(IRVerifyError, match=fragment):
+        verify(parse_function(text.replace(before, after)))
+
+
+def run_both(kernel, inputs, outputs, **constexprs):
+    """(compiled, interpreted): the kernel's outputs from each path, on separate copies."""
+    compiled = kernel(*inputs, *(o.copy() for o in outputs), **constexprs)
+    interpreted = kernel.interpret(*inputs, *(o.copy() for o in outputs), **constexprs)
+    return compiled, interpreted
+
+
+def assert_bitwise(compiled, interpreted) -> None:
+    """The same arrays (or tuples of arrays) bit for bit: dtype, shape and every bit of
+    every element (a NaN equals only the same NaN; -0.0 differs from +0.0)."""
+    pairs = zip(
+        compiled if isinstance(compiled, tuple) else (compiled,),
+        interpreted if isinstance(interpreted, tuple) else (interpreted,),
+        strict=True,
+    )
+    for got, want in pairs:
+        assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, want.dtype)
+        bits = np.dtype(f"u{got.dtype.itemsize}")
+        differ = got.view(bits) != want.view(bits)
+        if differ.any():
+            where = tuple(int(i) for i in np.argwhere(differ)[0])
+            pytest.fail(
+                f"{int(differ.sum())} of {differ.size} elements differ, first at {where}: "
+                f"compiled {got[where]!r}, interpreted {want[where]!r}"
+            )
+
+
+def assert_close(got, expected, rtol: float) -> None:
+    """`got` is finite, has the reference's shape and is within `rtol` of its largest
+    magnitude (at least 1) of the float64 reference `expected`."""
+    got = np.asarray(got, np.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    assert np.isfinite(got).all()
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()

@@ -323,21 +323,35 @@ def quant_matmul_build(tmp_path_factory, cc) -> Path:
     return out
 
 
+def quant_files(folder) -> tuple[Path, ...]:
+    """The files a quant_matmul C program reads (x, w, s) and writes (y), in `folder`."""
+    return tuple(folder / f"{name}.bin" for name in ("x", "w", "s", "y"))
+
+
+def quant_matmul_inputs(qm, m: int, k: int, n: int, folder):
+    """u4 inputs of examples/quant_matmul.py (groups of 128) for an m x k x n product,
+    written to `folder`: (x, packed weights, scales, the C lines that read them and
+    declare the four shapes)."""
+    x, w, s = qm.make_inputs(m, k, n, tl.u4, 128)
+    packed = qm.pack_weights(w)
+    for array, path in zip((x, packed.data, s), quant_files(folder)[:3], strict=True):
+        array.tofile(path)
+    reads = f"""
+    long nx, nw, ns;
+    void *x = read_file(argv[1], &nx), *w = read_file(argv[2], &nw), *s = read_file(argv[3], &ns);
+    int64_t x_shape[2] = {{{m}, {k}}}, w_shape[2] = {{{packed.shape[0]}, {packed.shape[1]}}};
+    int64_t s_shape[2] = {{{s.shape[0]}, {n}}}, y_shape[2] = {{{m}, {n}}};"""
+    return x, packed, s, reads
+
+
 def test_a_u4_dequant_matmul_runs_from_c_like_numpy_and_like_the_jit(quant_matmul_build, tmp_path):
     qm = load_example("quant_matmul")
     out = quant_matmul_build
     m, k, n = 16, 256, 256
-    x, w, s = qm.make_inputs(m, k, n, tl.u4, 128)
-    packed = qm.pack_weights(w)
-    x.tofile(tmp_path / "x.bin")
-    packed.data.tofile(tmp_path / "w.bin")
-    s.tofile(tmp_path / "s.bin")
+    x, packed, s, reads = quant_matmul_inputs(qm, m, k, n, tmp_path)
     body = (
-        f"""
-    long nx, nw, ns;
-    void *x = read_file(argv[1], &nx), *w = read_file(argv[2], &nw), *s = read_file(argv[3], &ns);
-    int64_t x_shape[2] = {{{m}, {k}}}, w_shape[2] = {{{packed.shape[0]}, {packed.shape[1]}}};
-    int64_t s_shape[2] = {{{s.shape[0]}, {n}}}, y_shape[2] = {{{m}, {n}}};
+        reads
+        + f"""
     uint16_t *y = aligned_alloc(64, {m * n * 2});
     int code = quant_matmul(NULL, x, x_shape, w, w_shape, s, s_shape, y, y_shape);
     """
@@ -351,9 +365,7 @@ def test_a_u4_dequant_matmul_runs_from_c_like_numpy_and_like_the_jit(quant_matmu
     program = compile_c(
         out / "run", [runner], [str(out / "libquant_matmul_cpu.so"), f"-Wl,-rpath,{out}"]
     )
-    code, _, message = run_program(
-        program, tmp_path / "x.bin", tmp_path / "w.bin", tmp_path / "s.bin", tmp_path / "y.bin"
-    )
+    code, _, message = run_program(program, *quant_files(tmp_path))
     assert code == OK, message
     y = np.fromfile(tmp_path / "y.bin", np.float16).reshape(m, n)
     expected = qm.reference(x, packed, s, 128).astype(np.float32)
@@ -687,17 +699,10 @@ def test_the_c_launcher_runs_the_cubin_like_the_cpu_backend(quant_matmul_build, 
     qm = load_example("quant_matmul")
     out = quant_matmul_build
     m, k, n = 16, 512, 192
-    x, w, s = qm.make_inputs(m, k, n, tl.u4, 128)
-    packed = qm.pack_weights(w)
-    x.tofile(tmp_path / "x.bin")
-    packed.data.tofile(tmp_path / "w.bin")
-    s.tofile(tmp_path / "s.bin")
+    x, packed, s, reads = quant_matmul_inputs(qm, m, k, n, tmp_path)
     body = (
-        f"""
-    long nx, nw, ns;
-    void *x = read_file(argv[1], &nx), *w = read_file(argv[2], &nw), *s = read_file(argv[3], &ns);
-    int64_t x_shape[2] = {{{m}, {k}}}, w_shape[2] = {{{packed.shape[0]}, {packed.shape[1]}}};
-    int64_t s_shape[2] = {{{s.shape[0]}, {n}}}, y_shape[2] = {{{m}, {n}}};
+        reads
+        + f"""
     uint16_t y[{m * n}] = {{0}};
     setup();
     void *y_device = to_device(y, sizeof y);
@@ -716,9 +721,7 @@ def test_the_c_launcher_runs_the_cubin_like_the_cpu_backend(quant_matmul_build, 
     program = compile_c(
         tmp_path / "run", [runner, out / "quant_matmul.c"], ["-I", str(out), "-ldl", "-lpthread"]
     )
-    code, _, message = run_program(
-        program, tmp_path / "x.bin", tmp_path / "w.bin", tmp_path / "s.bin", tmp_path / "y.bin"
-    )
+    code, _, message = run_program(program, *quant_files(tmp_path))
     assert code == OK, message
     y_gpu = np.fromfile(tmp_path / "y.bin", np.float16).reshape(m, n).astype(np.float32)
     y_cpu = qm.quant_matmul(x, packed, s, np.zeros((m, n), np.float16), WT=tl.u4, G=128)

@@ -400,11 +400,6 @@ def test_compiles_for_sm80_and_sm90_without_spills(arch):
 # --------------------------------------------------------------------------- errors
 
 
-def marked_line(kernel, marker: str = "# <- error") -> int:
-    lines, first = inspect.getsourcelines(kernel.fn)
-    return first + next(i for i, line in enumerate(lines) if marker in line)
-
-
 def plain_add(a, b):
     return a + b
 

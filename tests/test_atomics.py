@@ -10,12 +10,12 @@ verifier's errors at the user's line. Last, stores of u3/u4 codes whose bytes ar
 between blocks: atomic merges, correct with blocks on several host threads.
 """
 
-import inspect
 from dataclasses import replace
 
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import marked_line
 
 import tilelang as tl
 from tilelang import TileLangError
@@ -360,11 +360,6 @@ def test_cuda_single_f16_and_bf16_elements():
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def marked_line(kernel) -> int:
-    lines, first = inspect.getsourcelines(kernel.fn)
-    return first + next(i for i, line in enumerate(lines) if "# <- error" in line)
 
 
 def test_an_unsupported_dtype_is_reported_at_the_users_line():

@@ -12,31 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import assert_bitwise, load_example, run_both
 
 import tilelang as tl
-
-
-def run_both(kernel, inputs, outputs, **constexprs):
-    """(compiled, interpreted): the kernel's outputs from each path, on separate copies."""
-    compiled = kernel(*inputs, *(o.copy() for o in outputs), **constexprs)
-    interpreted = kernel.interpret(*inputs, *(o.copy() for o in outputs), **constexprs)
-    return compiled, interpreted
-
-
-def assert_bitwise(compiled: np.ndarray, interpreted: np.ndarray) -> None:
-    assert compiled.dtype == interpreted.dtype and compiled.shape == interpreted.shape
-    if compiled.dtype.kind == "f":
-        bits = np.dtype(f"u{compiled.dtype.itemsize}")
-        differ = compiled.view(bits) != interpreted.view(bits)
-    else:
-        differ = compiled != interpreted
-    if differ.any():
-        where = tuple(int(i) for i in np.argwhere(differ)[0])
-        pytest.fail(
-            f"{int(differ.sum())} of {differ.size} elements differ, first at {where}: "
-            f"compiled {compiled[where]!r}, interpreted {interpreted[where]!r}"
-        )
 
 
 def relative_error(compiled: np.ndarray, interpreted: np.ndarray) -> float:

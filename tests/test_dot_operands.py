@@ -129,32 +129,16 @@ def test_a_replicated_operand_is_counted_and_warned_about_on_a_gpu_when_costly()
     assert wide.stats["dot_operand_replicated_words"] >= 64
 
 
-@tl.kernel(warps=4)
-def few_rows(
-    a: tl.Tensor[tl.f16, "M", "K"],
-    b: tl.Tensor[tl.f16, "K", "N"],
-    c: tl.Tensor[tl.f32, "M", "N"],
-    BM: tl.constexpr = 4,
-    BN: tl.constexpr = 64,
-    BK: tl.constexpr = 32,
-):
-    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
-    acc = tl.zeros([BM, BN], tl.f32)
-    for k in tl.range(0, K, BK):
-        acc = tl.dot(tl.load(a, [bm * BM, k], [BM, BK]), tl.load(b, [k, bn * BN], [BK, BN]), acc)
-    tl.store(c, [bm * BM, bn * BN], acc)
-
-
 @pytest.mark.parametrize("rows", [1, 2, 8])
 def test_a_dot_with_fewer_than_16_rows_is_padded_onto_the_mma(rows):
     rng = np.random.default_rng(rows)
     a = rng.standard_normal((13, 96)).astype(np.float16)
     b = rng.standard_normal((96, 128)).astype(np.float16)
     c = np.zeros((13, 128), np.float32)
-    few_rows(a, b, c, BM=rows)
+    matmul(a, b, c, BM=rows)
     want = a.astype(np.float64) @ b.astype(np.float64)
     np.testing.assert_allclose(c, want, rtol=0, atol=1e-4)  # f32 sums of exact products
-    stats = few_rows.compile(target="cpu", BM=rows).stats
+    stats = matmul.compile(target="cpu", BM=rows).stats
     assert stats["mma"] > 0 and "dot_generic" not in stats
     assert stats["dot_padded_rows"] == 16 - rows
-    assert few_rows.compile(assume="all", target="sm_80", BM=rows).resources.spills == 0
+    assert matmul.compile(assume="all", target="sm_80", BM=rows).resources.spills == 0

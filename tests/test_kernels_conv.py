@@ -10,6 +10,7 @@ parameter, the expectation and what was given."""
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -47,13 +48,6 @@ def inputs(nb, dm, length, width, seed=0, dtype=np.float32):
     )
 
 
-def close(got, expected, rtol):
-    got = np.asarray(got, np.float64)
-    assert np.isfinite(got).all()
-    scale = max(1.0, float(np.abs(expected).max()))
-    assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()
-
-
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("length", [1, 7, 100, 257])
 @pytest.mark.parametrize("width", [2, 3, 4])
@@ -61,7 +55,7 @@ def test_causal_conv1d_matches_the_definition(length, width, interpret):
     x, weight, bias = inputs(2, 11, length, width, seed=length + width)
     out = causal_conv1d(x, weight, bias, "silu", interpret=interpret)
     assert out.shape == x.shape and out.dtype == np.float32
-    close(out, conv_reference(x, weight, bias, "silu"), 1e-6)
+    assert_close(out, conv_reference(x, weight, bias, "silu"), 1e-6)
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -72,7 +66,7 @@ def test_bias_and_activation_are_optional(with_bias, activation, interpret):
     x, weight, bias = inputs(1, 3, 20, 4, seed=2)
     bias = bias if with_bias else None
     out = causal_conv1d(x, weight, bias, activation, interpret=interpret)
-    close(out, conv_reference(x, weight, bias, activation), 1e-6)
+    assert_close(out, conv_reference(x, weight, bias, activation), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
@@ -110,8 +104,8 @@ def test_update_matches_the_convolution_over_state_and_input_in_place(
     given_x = x[:, :, 0].copy() if steps == 1 else x
     out = causal_conv1d_update(given_x, state, weight, bias, "silu", interpret=interpret)
     assert out.shape == given_x.shape
-    close(out.reshape(expected.shape), expected, 1e-6)
-    close(state, new_state, 0.0)
+    assert_close(out.reshape(expected.shape), expected, 1e-6)
+    assert_close(state, new_state, 0.0)
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -126,9 +120,9 @@ def test_initial_states_come_before_step_0_and_the_final_ones_are_the_last_input
         x, weight, bias, None, initial, return_final_states=True, interpret=interpret
     )
     extended = np.concatenate([initial, x], axis=2)
-    close(out, conv_reference(extended, weight, bias)[:, :, width - 1 :], 1e-6)
+    assert_close(out, conv_reference(extended, weight, bias)[:, :, width - 1 :], 1e-6)
     assert final.shape == (2, 5, width - 1) and final.dtype == np.float32
-    close(final, extended[:, :, -(width - 1) :].astype(np.float64), 0.0)
+    assert_close(final, extended[:, :, -(width - 1) :].astype(np.float64), 0.0)
     _, zeros_before = causal_conv1d(x[:, :, :1].copy(), weight, return_final_states=True)
     assert np.array_equal(zeros_before[:, :, :-1], np.zeros((2, 5, width - 2)))
 
@@ -139,8 +133,8 @@ def test_decode_steps_continue_the_sequence_the_convolution_started():
     _, state = causal_conv1d(x[:, :, :8].copy(), weight, bias, "silu", return_final_states=True)
     for t in range(8, 12):
         y = causal_conv1d_update(x[:, :, t].copy(), state, weight, bias, "silu")
-        close(y, whole[:, :, t].astype(np.float64), 1e-6)
-    close(state, x[:, :, 9:12].astype(np.float64), 0.0)
+        assert_close(y, whole[:, :, t].astype(np.float64), 1e-6)
+    assert_close(state, x[:, :, 9:12].astype(np.float64), 0.0)
 
 
 def test_half_precision_state_is_updated_in_its_dtype():
@@ -152,8 +146,8 @@ def test_half_precision_state_is_updated_in_its_dtype():
     s = state.copy()
     y = causal_conv1d_update(x, s, weight)
     assert y.dtype == x.dtype and s.dtype == np.float16
-    close(y, expected[:, :, 0], 2.0**-7)
-    close(s, new_state, 0.0)
+    assert_close(y, expected[:, :, 0], 2.0**-7)
+    assert_close(s, new_state, 0.0)
 
 
 @settings(max_examples=6, deadline=None)
@@ -165,7 +159,7 @@ def test_half_precision_state_is_updated_in_its_dtype():
 )
 def test_random_shapes_on_the_cpu_backend(nb, dm, length, width):
     x, weight, bias = inputs(nb, dm, length, width, seed=nb + dm + length + width)
-    close(causal_conv1d(x, weight, bias), conv_reference(x, weight, bias), 1e-6)
+    assert_close(causal_conv1d(x, weight, bias), conv_reference(x, weight, bias), 1e-6)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

@@ -6,6 +6,7 @@ and bf16; 0 spills on sm_80 and sm_90; errors that name the parameter."""
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,12 +32,6 @@ def silu_mul_reference(x):
     return gate / (1.0 + np.exp(-gate)) * up
 
 
-def close(got, expected, rtol):
-    got = np.asarray(got, np.float64)
-    assert got.shape == expected.shape
-    assert np.abs(got - expected).max() <= rtol * max(1.0, float(np.abs(expected).max()))
-
-
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("shape", [(1, 1), (7, 100), (2, 3, 257), (5, 1000)], ids=str)
 def test_rms_norm_matches_numpy(shape, interpret):
@@ -45,7 +40,7 @@ def test_rms_norm_matches_numpy(shape, interpret):
     w = rng.standard_normal(shape[-1]).astype(np.float32)
     y = rms_norm(x, w, eps=1e-5, interpret=interpret)
     assert y.dtype == np.float32
-    close(y, rms_reference(x, w, 1e-5), 1e-5)
+    assert_close(y, rms_reference(x, w, 1e-5), 1e-5)
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -54,7 +49,7 @@ def test_silu_and_mul_matches_numpy(shape, interpret):
     x = (np.random.default_rng(shape[-1]).standard_normal(shape) * 3).astype(np.float32)
     y = silu_and_mul(x, interpret=interpret)
     assert y.shape == (*shape[:-1], shape[-1] // 2) and y.dtype == np.float32
-    close(y, silu_mul_reference(x), 1e-6)
+    assert_close(y, silu_mul_reference(x), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
@@ -65,12 +60,12 @@ def test_half_precision_rounds_once(dtype):
     eps = 2.0**-11 if dtype == np.float16 else 2.0**-8
     y = rms_norm(x, w)
     assert y.dtype == np.dtype(dtype)
-    close(y, rms_reference(x, w.astype(np.float64), 1e-6), 2 * eps)
+    assert_close(y, rms_reference(x, w.astype(np.float64), 1e-6), 2 * eps)
     y = rms_norm(x, w.astype(np.float32))  # an f32 weight with half-precision x
-    close(y, rms_reference(x, w.astype(np.float64), 1e-6), 2 * eps)
+    assert_close(y, rms_reference(x, w.astype(np.float64), 1e-6), 2 * eps)
     z = silu_and_mul(x)
     assert z.dtype == np.dtype(dtype)
-    close(z, silu_mul_reference(x), 2 * eps)
+    assert_close(z, silu_mul_reference(x), 2 * eps)
 
 
 @settings(max_examples=8, deadline=None)
@@ -78,9 +73,9 @@ def test_half_precision_rounds_once(dtype):
 def test_random_widths(rows, width):
     rng = np.random.default_rng(rows * 1000 + width)
     x = rng.standard_normal((rows, 2 * width)).astype(np.float32)
-    close(silu_and_mul(x), silu_mul_reference(x), 1e-6)
+    assert_close(silu_and_mul(x), silu_mul_reference(x), 1e-6)
     w = rng.standard_normal(2 * width).astype(np.float32)
-    close(rms_norm(x, w), rms_reference(x, w, 1e-6), 1e-5)
+    assert_close(rms_norm(x, w), rms_reference(x, w, 1e-6), 1e-5)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

@@ -10,6 +10,7 @@ expectation and what was given."""
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,13 +72,6 @@ def ssd_inputs(nb, length, heads, p, groups, n, seed=0, dtype=np.float32):
     )
 
 
-def close(got, expected, rtol):
-    got = np.asarray(got, np.float64)
-    assert np.isfinite(got).all()
-    scale = max(1.0, float(np.abs(expected).max()))
-    assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()
-
-
 def reference_of(v, softplus_dt=True):
     return ssd_reference(
         v["x"], v["dt"], v["A"], v["B"], v["C"], v.get("D"), v.get("z"), v.get("dt_bias"),
@@ -95,8 +89,8 @@ def test_ssd_chunk_scan_matches_a_sequential_loop(length, chunk, interpret):
     )
     assert out.shape == (2, length, 4, 8) and out.dtype == np.float32
     assert state.shape == (2, 4, 8, 16) and state.dtype == np.float32
-    close(out, expected, 2e-5)
-    close(state, final, 2e-5)
+    assert_close(out, expected, 2e-5)
+    assert_close(state, final, 2e-5)
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -105,7 +99,9 @@ def test_heads_read_their_group_of_B_and_C(heads, groups, interpret):
     v = ssd_inputs(1, 37, heads, 4, groups, 8, seed=heads * 10 + groups)
     del v["initial_states"], v["z"]
     expected, _ = reference_of(v)
-    close(ssd_chunk_scan(**v, chunk_size=16, dt_softplus=True, interpret=interpret), expected, 2e-5)
+    assert_close(
+        ssd_chunk_scan(**v, chunk_size=16, dt_softplus=True, interpret=interpret), expected, 2e-5
+    )
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -120,7 +116,7 @@ def test_optional_arguments_and_sizes_that_are_not_powers_of_two(option, interpr
     elif option in ("z", "dt_bias"):
         kept[option] = v[option]
     expected, _ = reference_of(kept, softplus_dt=False)  # D[h]·x[t, h] is per column too
-    close(ssd_chunk_scan(**kept, chunk_size=16, interpret=interpret), expected, 2e-5)
+    assert_close(ssd_chunk_scan(**kept, chunk_size=16, interpret=interpret), expected, 2e-5)
 
 
 def test_the_chunk_does_not_change_the_result():
@@ -128,7 +124,7 @@ def test_the_chunk_does_not_change_the_result():
     results = [ssd_chunk_scan(**v, chunk_size=c, dt_softplus=True) for c in (1, 16, 20, 256)]
     expected, _ = reference_of(v)
     for out in results:
-        close(out, expected, 2e-5)
+        assert_close(out, expected, 2e-5)
 
 
 def test_large_steps_stay_finite_where_exp_of_a_long_cumulative_sum_underflows():
@@ -138,8 +134,8 @@ def test_large_steps_stay_finite_where_exp_of_a_long_cumulative_sum_underflows()
     del v["dt_bias"]
     expected, final = reference_of(v, softplus_dt=False)
     out, state = ssd_chunk_scan(**v, chunk_size=32, return_final_states=True)
-    close(out, expected, 2e-5)
-    close(state, final, 2e-5)
+    assert_close(out, expected, 2e-5)
+    assert_close(state, final, 2e-5)
     # exp(s[t]) / exp(s[u]) over one chunk: 0/0 in f32 already at step 5
     cumulative = np.cumsum(np.full(32, -20.0, np.float32))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -160,7 +156,7 @@ def test_initial_states_continue_a_split_sequence():
         **{k: np.ascontiguousarray(a) for k, a in parts[1].items()},
         chunk_size=16, dt_softplus=True, initial_states=state,
     )  # fmt: skip
-    close(np.concatenate([head, tail], axis=1), whole.astype(np.float64), 1e-5)
+    assert_close(np.concatenate([head, tail], axis=1), whole.astype(np.float64), 1e-5)
 
 
 @pytest.mark.parametrize("length", [33, 257])
@@ -171,10 +167,10 @@ def test_half_precision_inputs_stay_within_a_rounding_of_their_dtype(dtype, leng
     out, state = ssd_chunk_scan(**v, chunk_size=32, dt_softplus=True, return_final_states=True)
     assert out.dtype == np.dtype(dtype) and state.dtype == np.float32
     eps = 2.0**-10 if dtype == np.float16 else 2.0**-7
-    close(out, expected, eps)  # the dots' operands and the output round once each
-    close(state, final, eps)
+    assert_close(out, expected, eps)  # the dots' operands and the output round once each
+    assert_close(state, final, eps)
     v["dt"] = v["dt"].astype(np.float32)  # dt may keep its own dtype
-    close(ssd_chunk_scan(**v, chunk_size=32, dt_softplus=True), expected, eps)
+    assert_close(ssd_chunk_scan(**v, chunk_size=32, dt_softplus=True), expected, eps)
 
 
 def test_an_empty_sequence_returns_the_initial_states():
@@ -197,8 +193,8 @@ def test_random_shapes_on_the_cpu_backend(length, heads_per_group, groups, p, n,
     v = ssd_inputs(1, length, heads_per_group * groups, p, groups, n, seed=length * 7 + p + n)
     expected, final = reference_of(v)
     out, state = ssd_chunk_scan(**v, chunk_size=chunk, dt_softplus=True, return_final_states=True)
-    close(out, expected, 2e-5)
-    close(state, final, 2e-5)
+    assert_close(out, expected, 2e-5)
+    assert_close(state, final, 2e-5)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])

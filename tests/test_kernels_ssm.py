@@ -8,6 +8,7 @@ parameter, the expectation and what was given."""
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -64,13 +65,6 @@ def scan_inputs(nb, dm, n, length, seed=0, dtype=np.float32):
     )
 
 
-def close(got, expected, rtol):
-    got = np.asarray(got, np.float64)
-    assert np.isfinite(got).all()
-    scale = max(1.0, float(np.abs(expected).max()))
-    assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()
-
-
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
 @pytest.mark.parametrize("length", [1, 7, 100, 257])
 def test_selective_scan_matches_a_sequential_loop(length, interpret):
@@ -83,8 +77,8 @@ def test_selective_scan_matches_a_sequential_loop(length, interpret):
     )
     assert out.shape == (2, 5, length) and out.dtype == np.float32
     assert state.shape == (2, 5, 16) and state.dtype == np.float32
-    close(out, expected, 1e-5)
-    close(state, last, 1e-5)
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
 
 
 @pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
@@ -108,7 +102,7 @@ def test_optional_arguments_and_a_state_size_that_is_not_a_power_of_two(options,
         kept.get("z"),
         kept.get("delta_bias"),
     )
-    close(selective_scan(**kept, interpret=interpret), expected, 1e-5)
+    assert_close(selective_scan(**kept, interpret=interpret), expected, 1e-5)
 
 
 def test_large_steps_stay_finite_where_the_log_space_form_overflows():
@@ -117,7 +111,7 @@ def test_large_steps_stay_finite_where_the_log_space_form_overflows():
     x["A"] = np.full_like(x["A"], -20.0)  # Δ·|A| = 20 at every step
     expected, _ = scan_reference(x["u"], x["delta"], x["A"], x["B"], x["C"])
     out = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"])
-    close(out, expected, 1e-5)
+    assert_close(out, expected, 1e-5)
     with np.errstate(over="ignore"):  # the closed form: exp(-cumsum(Δ·A)) over 32 steps
         assert not np.isfinite(np.exp(-np.cumsum(x["delta"][0, 0, :32] * x["A"][0, 0]))).all()
 
@@ -131,7 +125,7 @@ def test_half_precision_inputs_compute_in_f32_and_round_once(dtype):
     out = selective_scan(**x, delta_softplus=True)
     assert out.dtype == np.dtype(dtype)
     eps = 2.0**-10 if dtype == np.float16 else 2.0**-7
-    close(out, expected, 4 * eps)
+    assert_close(out, expected, 4 * eps)
 
 
 def update_reference(state, x, dt, A, B, C, D=None, z=None, bias=None, softplus_dt=False):
@@ -168,8 +162,8 @@ def test_state_update_matches_one_step_of_the_loop_in_place(nb, dm, n, full, int
     new, expected = update_reference(state, x, dt, A, B, C, *((D, z, bias, True) if full else ()))
     s = state.copy()
     y = selective_state_update(s, x, dt, A, B, C, **extra, interpret=interpret)
-    close(y, expected, 1e-5)
-    close(s, new, 1e-5)
+    assert_close(y, expected, 1e-5)
+    assert_close(s, new, 1e-5)
 
 
 def test_the_state_after_a_scan_continues_with_decode_steps():
@@ -192,8 +186,8 @@ def test_the_state_after_a_scan_continues_with_decode_steps():
             x["C"][..., t].copy(),
             x["D"],
         )
-        close(y, whole[..., t].astype(np.float64), 1e-5)
-    close(head, whole[..., :10].astype(np.float64), 1e-6)
+        assert_close(y, whole[..., t].astype(np.float64), 1e-5)
+    assert_close(head, whole[..., :10].astype(np.float64), 1e-6)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -265,7 +259,7 @@ def test_grouped_B_and_C(dm, groups, interpret):
     rng = np.random.default_rng(groups)
     x["B"], x["C"] = (rng.standard_normal((2, groups, 16, 37)).astype(np.float32) for _ in "BC")
     del x["delta_bias"]
-    close(selective_scan(**x, interpret=interpret), grouped_reference(x, groups), 1e-5)
+    assert_close(selective_scan(**x, interpret=interpret), grouped_reference(x, groups), 1e-5)
     with pytest.raises(ValueError, match=rf"C must have shape \[2, {groups}, 16, 37\]"):
         selective_scan(**{**x, "C": x["C"][:, :1]})
 
@@ -278,8 +272,8 @@ def test_random_shapes_on_the_cpu_backend(nb, dm, n, length):
     out, state = selective_scan(
         x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], return_last_state=True
     )
-    close(out, expected, 1e-5)
-    close(state, last, 1e-5)
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
 
 
 class FakeDeviceTensor:
@@ -307,8 +301,8 @@ def test_half_precision_state_and_an_empty_sequence():
     s = state.copy()
     y = selective_state_update(s, x, dt, A, B, C, dt_softplus=True)
     assert y.dtype == np.float16 and s.dtype == np.float16
-    close(y, expected, 2.0**-8)
-    close(s, new, 2.0**-9)
+    assert_close(y, expected, 2.0**-8)
+    assert_close(s, new, 2.0**-9)
     x = scan_inputs(1, 3, 4, 0)
     out, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True)
     assert out.shape == (1, 3, 0) and np.array_equal(last, np.zeros((1, 3, 4), np.float32))

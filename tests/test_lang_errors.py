@@ -1,37 +1,11 @@
 """Every kind of kernel mistake is reported at the user's line, with what was expected."""
 
-import inspect
-
 import numpy as np
 import pytest
+from conftest import assert_reported, compile_error, marked_line
 
 import tilelang as tl
 from tilelang import TileLangError
-
-
-def marked_line(fn, marker: str = "# <- error") -> int:
-    """The file line of the source line of `fn` carrying `marker`."""
-    lines, first = inspect.getsourcelines(fn.fn if hasattr(fn, "fn") else fn)
-    for offset, line in enumerate(lines):
-        if marker in line:
-            return first + offset
-    raise AssertionError("marker not found")
-
-
-def compile_error(kernel, **constexprs) -> TileLangError:
-    with pytest.raises(TileLangError) as info:
-        kernel.specialize(**constexprs)
-    return info.value
-
-
-def assert_reported(kernel, *fragments: str, **constexprs) -> TileLangError:
-    error = compile_error(kernel, **constexprs)
-    assert error.loc is not None and error.loc.line == marked_line(kernel), str(error)
-    assert error.loc.file == inspect.getsourcefile(kernel.fn)
-    text = str(error)
-    for fragment in fragments:
-        assert fragment in text, text
-    return error
 
 
 def test_unknown_operation_suggests_close_names():

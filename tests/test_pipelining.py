@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import load_example, require_disassembler
+from conftest import assert_bitwise, load_example, require_disassembler, run_both
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
@@ -104,24 +104,6 @@ def row_stats(
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-
-def run_both(kernel, inputs, outputs, **constexprs):
-    """(compiled, interpreted): the kernel's outputs from each path, on separate copies."""
-    compiled = kernel(*inputs, *(o.copy() for o in outputs), **constexprs)
-    interpreted = kernel.interpret(*inputs, *(o.copy() for o in outputs), **constexprs)
-    return compiled, interpreted
-
-
-def assert_bitwise(a, b) -> None:
-    pairs = zip(
-        a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,), strict=True
-    )
-    for got, want in pairs:
-        assert got.dtype == want.dtype and got.shape == want.shape
-        bits = np.dtype(f"u{got.dtype.itemsize}")
-        differ = np.flatnonzero(got.view(bits) != want.view(bits))
-        assert differ.size == 0, f"{differ.size} elements differ, first at {differ[0]}"
 
 
 def the_loop(compiled) -> ir.For:

@@ -3,24 +3,21 @@ tile's `.item()` (and indexing a tile down to one element), and loop bounds and 
 computed from them at run time: interpreter ≡ CPU backend ≡ numpy, NVRTC builds for
 sm_80 and sm_90, the verifier's rules, errors at the user's line."""
 
-import inspect
 import itertools
 import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_edit_rejected, assert_reported, assert_text_round_trips, marked_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tilelang as tl
-from tilelang import TileLangError
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.checks import IRVerifyError
 from tilelang.ir.parser import parse_function
-from tilelang.ir.printer import print_function
 from tilelang.ir.thread_verify import ThreadIRError, verify_thread_function
-from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
 
 # --------------------------------------------------------------------------- scalar loads
@@ -265,11 +262,7 @@ kernel f(%x: tensor<i32, [N]>, %y: tensor<f32, [N]>) sizes(%N: i32) warps(1) {
 
 
 def test_scalars_text_form_round_trips_and_verifies():
-    fn = parse_function(TEXT)
-    verify(fn)
-    assert parse_function(print_function(fn)) == fn
-    kernel_ir = paged_sum.specialize()
-    assert parse_function(print_function(kernel_ir)) == kernel_ir
+    assert_text_round_trips(parse_function(TEXT), paged_sum.specialize())
 
 
 @pytest.mark.parametrize(
@@ -282,9 +275,7 @@ def test_scalars_text_form_round_trips_and_verifies():
     ],
 )
 def test_the_verifier_rejects_misused_scalar_instructions(before, after, fragment):
-    assert before in TEXT
-    with pytest.raises(IRVerifyError, match=fragment):
-        verify(parse_function(TEXT.replace(before, after)))
+    assert_edit_rejected(TEXT, before, after, fragment)
 
 
 def test_a_loaded_value_cannot_be_a_loop_step():
@@ -319,20 +310,6 @@ def test_only_a_uniform_statement_makes_a_register_read_a_loop_bound():
 
 
 # --------------------------------------------------------------------------- DSL errors
-
-
-def marked_line(kernel, marker: str = "# <- error") -> int:
-    lines, first = inspect.getsourcelines(kernel.fn)
-    return first + next(i for i, line in enumerate(lines) if marker in line)
-
-
-def assert_reported(kernel, *fragments: str) -> None:
-    with pytest.raises(TileLangError) as info:
-        kernel.specialize()
-    error = info.value
-    assert error.loc is not None and error.loc.line == marked_line(kernel), str(error)
-    for fragment in fragments:
-        assert fragment in str(error), str(error)
 
 
 def test_item_of_a_tile_with_elements_is_reported_at_its_line():
