@@ -129,7 +129,7 @@ def test_small_batch_ragged_m(name):
 def test_the_gemm_path():
     qw = quant.quantize(weights(seed=5), "u4", zero_point=True)
     check(qw, activations((70, K), seed=6))
-    assert quant.plan(qw, 70, "cpu").choice.bm == 128
+    assert quant.plan(qw, 70, "cpu").choice.bm == 64
     odd = quant.quantize(weights(seed=34), "u3", zero_point=True)  # 64 x 128 x 128 tiles
     check(odd, activations((70, K), seed=35))
     assert quant.plan(odd, 70, "cpu").choice.bm == 64
@@ -246,14 +246,15 @@ def test_signed_view_of_midpoint_zeros_is_the_same_weight():
 def test_every_kernel_tile_reads_the_packed_codes(dtype):
     """One packing (PK x 128, m = 16, 4 warps) serves every tile the choice makes."""
     packing = tl.DotPacking(tl.dtype(dtype), (128, 128), (128, 128), 16, 4, tl.f16, tl.f32)
-    tiles = [(16, 128, 4), (32, 128, 4), (64, 128, 8)]
+    tiles = [(16, 128, 4), (32, 128, 4), (64, 128, 8), (64, 128, 4)]
     for bm, bk, warps in tiles:
         assert operands.reads_as(packing, bk, bm, warps), (bm, bk, warps)
     assert not operands.reads_as(packing, 128, 16, 2)  # 2 warps lay b out otherwise
     # 64-row tiles hold 64 codes a thread: whole 16-byte runs only below 128 codes a run
     gemm = choose(4096, 4096, 4096, "sm_90", packing)
     assert operands.reads_as(packing, gemm.bk, gemm.bm, gemm.warps)
-    assert (gemm.bm, gemm.bk) == ((64, 128) if dtype in ("u1", "u3", "u5", "u7") else (128, 64))
+    odd = dtype in ("u1", "u3", "u5", "u7")  # tilelang.quant.choice
+    assert (gemm.bm, gemm.bk, gemm.warps) == (64, 128 if odd else 64, 4)
 
 
 def test_packed_weights_save_load_and_give_the_same_product(tmp_path):
@@ -289,12 +290,12 @@ def _random_weight(k: int, n: int) -> QuantizedWeight:
         (1, "gemv", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
         (16, "small_batch", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
         (64, "small_batch", (32, 128, 128, 4), 5, [(2, 32, 5), (2, 32)]),
-        (4096, "gemm", (128, 128, 64, 8), 1, [(32, 32)]),
+        (4096, "gemm", (64, 128, 64, 4), 1, [(64, 32)]),
     ],
 )
 def test_plan_choices(m, path, tile, split, grids):
     """k = n = 4096 on sm_90 (132 SMs): 32 column blocks (64 at m = 64) are too few below
-    m = 65, so K is split into 8 (5) slices; the GEMM has 32 x 32 blocks of 128 x 128."""
+    m = 65, so K is split into 8 (5) slices; the GEMM has 64 x 32 blocks of 64 x 128."""
     qw = _random_weight(4096, 4096)
     p = quant.plan(qw, m, "cpu")
     c = p.choice

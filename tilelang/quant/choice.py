@@ -2,12 +2,45 @@
 tile, warps, stages and split-K by M and the architecture) and `kernel_calls` (the
 launches of one choice, before compiling). `tilelang.quant.matmul` runs them and
 `tilelang.quant.tuning` ranks alternatives to `choose`; the rule and its reasons are in
-`tilelang.quant.matmul`'s docstring.
+`tilelang.quant.matmul`'s docstring, the gemm tile's below.
+
+The gemm tile (M > 64): 64 rows x 128 columns over 4 warps, BK = 64 (128 for 1, 3, 5,
+7-bit codes, whose 16-byte runs are 128 codes a thread: a 64-row k-tile would read
+another order than the packing's). For [64, 128] over 4 warps the dot's warp grid is
+1 x 4 (`tilelang.ir.fragments.dot_layouts`: of the equally square 1 x 4 and 2 x 2,
+the one with fewer warp rows), the grid the codes are packed for
+(`tilelang.quant.operands`): the B operand is not replicated, so each weight of a
+k-tile is loaded and converted by exactly one thread of the block and feeds the mmas of
+all 64 rows (4 m-tiles of 16). A 128-row tile over 8 warps has a 2 x 4 grid: each
+weight is converted twice, once per warp row, for the same mmas a warp. The static
+report on sm_90 (k = n = 8192, m = 4096) predicts 84-100% of the tensor-core peak for
+u4, i4 with zero points, u3, u5, u6, u7, u8, MXFP4, MXFP8 and NVFP4 (128 x 128 x 64
+over 8 warps, and 64 x 128 x 128 over 8 for the odd widths: 52-100%), with no spills
+on sm_80 and sm_90.
+
+Why BK = 64 where the codes allow it: each warp holds its x tile whole ([64, BK] f16,
+BK / 2 registers a thread, as the lowering keeps an operand read beside a computed one)
+next to its 64 accumulators; at BK = 128 ptxas fits it (234-248 registers, no spill)
+for 3-6% fewer instructions per mma (12% for i4 with zero points), but the
+register estimate (`tilelang.passes.plan_registers`) puts it above 255 and warns on
+every compile (a `RegisterSpillWarning` ptxas does not bear out). The odd widths have
+no BK = 64 and take that warning for 87-98% of the peak (60% before).
+
+Odd widths with zero points in groups smaller than their 128-row k-tile (G = 64, 32)
+spill 16-56 bytes there (the groups' broadcast zero points beside the whole x tile):
+such weights take the former 64 x 128 x 128 tile over 8 warps (2 x 4: each warp holds
+32 rows of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`).
+
+Stages: 3, or 2 when two blocks of 3 stages would not share an SM's shared memory
+(5, 7-bit codes on sm_80; 3, 5-8-bit codes on sm_86/sm_89's 100 KiB): two resident
+blocks of 4 warps keep 8 warps per SM, as one block of 8 warps did (registers allow
+two: 65536 / (4 · 32 · 255) > 2).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +59,16 @@ DEFAULT_ARCH = "sm_90"
 #: Split-K aims at this many blocks per SM, with at least this many k-tiles per slice.
 SPLIT_BLOCKS_PER_SM = 2
 MIN_SLICE_TILES = 2
+
+
+#: The gemm tile's rows, warps and k-tile (module docstring).
+GEMM_BM, GEMM_WARPS, GEMM_BK = 64, 4, 64
+#: Its pipeline stages, most first, and the blocks per SM whose shared memory they fit.
+GEMM_STAGES = (3, 2)
+GEMM_BLOCKS_PER_SM = 2
+#: Shared bytes a stage may spend on scales and zero points: at most 8 groups of a
+#: 128-row tile (G = 16), 128 two-byte scales and 128 one-byte zero points each.
+SCALE_STAGE_BYTES = 8 * BLOCK_N * 3
 
 
 @dataclass(frozen=True)
@@ -47,21 +90,40 @@ def sm_count(arch: str) -> int:
     return (HARDWARE.get(name) or HARDWARE[DEFAULT_ARCH]).sms
 
 
+def gemm_stages(bk: int, arch: str, packing: DotPacking | None = None) -> int:
+    """The most `GEMM_STAGES` for which `GEMM_BLOCKS_PER_SM` gemm blocks fit an SM's shared
+    memory on `arch` (its representative card's), each stage holding a [GEMM_BM, bk] tile
+    of x, a [bk, BLOCK_N] tile of codes (`packing`'s width; 8 bits without one) and
+    their scales and zero points; the fewest where none does."""
+    hw = HARDWARE.get(find_target(arch).name) or HARDWARE[DEFAULT_ARCH]
+    operand_bytes = packing.operand.bits // 8 if packing is not None else 2
+    code_bits = packing.dtype.bits if packing is not None else 8
+    stage = GEMM_BM * bk * operand_bytes + bk * BLOCK_N * code_bits // 8 + SCALE_STAGE_BYTES
+    for stages in GEMM_STAGES:
+        block = stages * stage + hw.shared_reserved
+        if GEMM_BLOCKS_PER_SM * block <= hw.shared_bytes_per_sm:
+            return stages
+    return GEMM_STAGES[-1]
+
+
 def choose(
-    m: int, k: int, n: int, arch: str = DEFAULT_ARCH, packing: DotPacking | None = None
+    m: int,
+    k: int,
+    n: int,
+    arch: str = DEFAULT_ARCH,
+    packing: DotPacking | None = None,
+    zero_group: int | None = None,
 ) -> Choice:
     """The kernel configuration for x [m, k] @ W [k, n] on `arch` (module docstring),
-    for codes packed by `packing` (None: 128-row tiles that every tile reads)."""
+    for codes packed by `packing` (None: 128-row tiles that every tile reads) with zero
+    points in groups of `zero_group` rows (None: none; `zero_group_of`)."""
     pack_k = packing.tile[0] if packing is not None else 128
 
     def reads(bm: int, bk: int, warps: int) -> bool:
         return packing is None or reads_as(packing, bk, bm, warps)
 
     if m > SMALL_BATCH_MAX_M:
-        bk = min(64, pack_k)
-        if reads(128, bk, 8):
-            return Choice("gemm", 128, BLOCK_N, bk, 8, 3, 1)
-        return Choice("gemm", 64, BLOCK_N, min(128, pack_k), 8, 3, 1)
+        return _gemm(arch, packing, pack_k, zero_group, reads)
     if m <= GEMV_MAX_M:
         path, bm = "gemv", 16
     else:
@@ -76,6 +138,30 @@ def choose(
         if split > 1:
             split = math.ceil(tiles / math.ceil(tiles / split))  # no empty slice
     return Choice(path, bm, BLOCK_N, bk, 4, 3, max(split, 1))
+
+
+def _gemm(
+    arch: str,
+    packing: DotPacking | None,
+    pack_k: int,
+    zero_group: int | None,
+    reads: Callable[[int, int, int], bool],
+) -> Choice:
+    """The gemm tile (module docstring): 64 x 128 over the packing's own 1 x 4 warp
+    grid, BK = 64 where it reads the packed codes, else the packing's own K tile; with
+    zero points of several groups in that tile, 8 warps (a 2 x 4 grid)."""
+    bk, warps = min(GEMM_BK, pack_k), GEMM_WARPS
+    if not reads(GEMM_BM, bk, warps):
+        bk = pack_k  # the packing's own tile, which every grid of 1 x 4 reads
+        assert reads(GEMM_BM, bk, warps)
+        if zero_group is not None and zero_group < bk:
+            warps = 2 * GEMM_WARPS
+    return Choice("gemm", GEMM_BM, BLOCK_N, bk, warps, gemm_stages(bk, arch, packing), 1)
+
+
+def zero_group_of(ops: Operands) -> int | None:
+    """The rows per zero point of the kernels' operands (the kernels' G), None without."""
+    return ops.constexprs["G"] if ops.zeros is not None else None
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,12 @@ The weight arithmetic of each format (`KIND`) is `tilelang.quant.arithmetic`'s, 
   exact in f16 and bf16 (`NVFP4_SCALE_SHIFT`); the accumulator is multiplied by the f32
   tensor scale times 2^8, `t`.
 
+The gemm path's tile (`tilelang.quant.choice`) is 64 rows over 4 warps, whose dot has
+the packing's own 1 x 4 warp grid: its B layout has no replication, so each weight of
+a k-tile is loaded and converted by one thread of the block and multiplies all 64 rows
+(4 mma rows of 16); x's tile is copied by cp.async into swizzled shared stages and
+read with ldmatrix.
+
 One scale row serves a k-tile when the group G is a multiple of BK (G is 2^30 for one
 group per column); when BK is a multiple of G the tile holds R = BK / G groups, whose
 [R, BN] scales are broadcast to the codes' [BK, BN] tile (so that the product is the

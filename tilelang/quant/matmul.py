@@ -9,17 +9,17 @@ path          M          tile BM x BN x BK, warps; split-K
 gemv          1..4       16 x 128 x 128, 4 warps; split-K when the blocks are few
 small_batch   5..64      BM = 16 (M ≤ 16) or 32 (two row blocks above 32) x 128 x
                          128, 4 warps; split-K when the blocks are few
-gemm          65..       128 x 128 x 64, 8 warps (2 x 4); never split. Codes of 1, 3,
-                         5, 7 bits: 64 x 128 x 128, 8 warps (their 16-byte runs are
-                         128 codes, more than a thread holds of a 64-row tile, so a
-                         64-row tile would read another order than the packing's)
+gemm          65..       64 x 128 x 64, 4 warps (1 x 4: each weight converted once a
+                         block); never split. Codes of 1, 3, 5, 7 bits: BK = 128
+                         (their 16-byte runs are 128 codes, more than a thread holds
+                         of a 64-row k-tile), over 8 warps when zero points come in
+                         groups smaller than 128 rows (`tilelang.quant.choice`)
 ============  =========  ==========================================================
 
 Why these tiles, from the static report on sm_90 (k = n = 8192): at m = 64, 64 x 128 x
 64 (64 x 128 x 128 does not fit 255 registers) predicts 18.5 us for i4, two blocks of
 32 x 128 x 128 14.1 us (fewer instructions per weight; the second row block's weights
-come from L2, which the model does not count). At m = 4096, 128 x 128 x 64 over 8
-warps predicts 589 us for i4 (instruction issue binds), 64 x 128 x 128 900 us.
+come from L2, which the model does not count). At m = 4096: `tilelang.quant.choice`.
 
 BK is at most the packing's K tile (`tilelang.quant.operands`). Split-K: when the
 blocks, cdiv(M, BM) · cdiv(N, BN), are fewer than the SMs, K is split into S slices
@@ -51,7 +51,15 @@ from tilelang.runtime.host_tensor import numpy_dtype
 from tilelang.runtime.value_facts import record as record_fact
 from tilelang.target import target as find_target
 
-from .choice import DEFAULT_ARCH, Choice, KernelCall, choose, kernel_calls, size_facts
+from .choice import (
+    DEFAULT_ARCH,
+    Choice,
+    KernelCall,
+    choose,
+    kernel_calls,
+    size_facts,
+    zero_group_of,
+)
 from .operands import Operands, cached, operands, reads_as
 from .tuning import decide, method_for, tuned_choice
 from .weight import QuantizedWeight
@@ -102,7 +110,7 @@ def _prepared(
     ops = operands(qw, x_dtype)
     k, n = qw.shape
     if method is None:
-        choice = choose(m, k, n, arch, ops.packing)
+        choice = choose(m, k, n, arch, ops.packing, zero_group_of(ops))
     else:
         choice = tuned_choice(qw, m, x_dtype, arch, has_bias, method, **timing)
     assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (

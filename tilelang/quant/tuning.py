@@ -62,6 +62,7 @@ from .choice import (
     kernel_calls,
     size_facts,
     sm_count,
+    zero_group_of,
 )
 from .operands import BLOCK_N, Operands, cached, operands, reads_as
 from .weight import QuantizedWeight
@@ -84,11 +85,17 @@ def _even_split(tiles: int, split: int) -> int:
 
 
 def candidates(
-    m: int, k: int, n: int, arch: str = DEFAULT_ARCH, packing: Any = None
+    m: int,
+    k: int,
+    n: int,
+    arch: str = DEFAULT_ARCH,
+    packing: Any = None,
+    zero_group: int | None = None,
 ) -> list[Choice]:
     """`choose`'s tile, then its neighbours (module docstring), deduplicated, each one
-    reading codes packed by `packing` (None: every tile reads them)."""
-    first = choose(m, k, n, arch, packing)
+    reading codes packed by `packing` (None: every tile reads them), with zero points in
+    groups of `zero_group` rows (None: none)."""
+    first = choose(m, k, n, arch, packing, zero_group)
     pack_k = packing.tile[0] if packing is not None else 128
     tiles = lambda bk: -(-k // bk)  # noqa: E731
     options: list[Choice] = [first]
@@ -185,7 +192,7 @@ def decide(
     ops = operands(qw, x_dtype)
     k, n = qw.shape
     if choices is None:
-        choices = candidates(m, k, n, arch, ops.packing)
+        choices = candidates(m, k, n, arch, ops.packing, zero_group_of(ops))
     choices = list(choices)
     if not choices or not all(isinstance(c, Choice) for c in choices):
         raise TypeError(

@@ -1,0 +1,241 @@
+"""The gemm path of tilelang.quant.matmul (M > 64): its tile, its exactness on the CPU
+backend, and what its compiled main loop does on sm_80 and sm_90.
+
+The tile is 64 x 128 x 64 over 4 warps (BK = 128 for 1, 3, 5, 7-bit codes;
+`tilelang.quant.choice`): the dot's warp grid is the packing's own 1 x 4, so each
+weight of a k-tile is converted by one thread of the block and serves all 64 rows.
+Exactness is checked against the float64 reference
+of tests/test_quant_matmul.py (weights from the formats' definitions), at M = 3, 17, 65
+with the gemm tile forced (the rule sends M <= 64 elsewhere), N = 200 (not a multiple
+of the 128-column tile) and K = 384 (three k-tiles). The static checks read the SASS
+of NVRTC's cubin (no GPU needed) at the issue's m = 4096 sizes.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_dtypes
+import numpy as np
+import pytest
+from conftest import require_disassembler
+from test_quant_matmul import activations, check, weights
+
+import tilelang as tl
+from tilelang import quant
+from tilelang.ir.fragments import dot_layout
+from tilelang.quant import QuantizedWeight, choice, operands
+
+matmul_module = importlib.import_module("tilelang.quant.matmul")
+
+K = 384
+FORMATS = {
+    "u4 sym g128": dict(dtype="u4"),
+    "i4 asym g64": dict(dtype="i4", group_size=64, zero_point=True),
+    "u3 asym g128": dict(dtype="u3", zero_point=True),
+    "u3 asym g64": dict(dtype="u3", group_size=64, zero_point=True),
+    "u8 sym per-channel": dict(dtype="u8", group_size=-1),
+    "mxfp4": dict(format="mxfp4"),
+    "nvfp4": dict(format="nvfp4"),
+}
+WIDTHS = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"]
+ARCHS = ["sm_80", "sm_90"]
+
+
+def gemm_tile(dtype: str = "u4", arch: str = "sm_90") -> choice.Choice:
+    packing = tl.DotPacking(tl.dtype(dtype), (4096, 4096), (128, 128), 16, 4, tl.f16, tl.f32)
+    return choice.choose(4096, 4096, 4096, arch, packing)
+
+
+# ------------------------------------------------------------------ the tile
+
+
+@pytest.mark.parametrize("dtype", WIDTHS)
+def test_the_gemm_tile_converts_each_weight_in_one_thread(dtype):
+    """The B operand's layout has no replication and is the layout the codes are packed
+    in: each weight of a k-tile is loaded and converted once per block."""
+    c = gemm_tile(dtype)
+    assert c.path == "gemm" and c.bm >= 64
+    b = dot_layout("b", c.bm, c.bn, c.bk, tl.f16, tl.f32, c.warps)
+    packed = dot_layout("b", operands.PACK_M, c.bn, c.bk, tl.f16, tl.f32, operands.PACK_WARPS)
+    assert b.replication == 1
+    assert b == packed
+    packing = tl.DotPacking(tl.dtype(dtype), (128, 128), (128, 128), 16, 4, tl.f16, tl.f32)
+    assert operands.reads_as(packing, c.bk, c.bm, c.warps)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_86", "sm_90"])
+@pytest.mark.parametrize("dtype", ["u4", "u5", "u8"])
+def test_gemm_stages_fit_two_blocks_per_sm_where_the_card_allows(dtype, arch):
+    """Three stages where two blocks of them fit the SM's shared memory (5-bit codes at
+    BK = 128 on sm_80 do not, nor 8-bit codes on sm_86's 100 KiB: two stages), never
+    fewer than two."""
+    c = gemm_tile(dtype, arch)
+    expected = {("u5", "sm_80"): 2, ("u5", "sm_86"): 2, ("u8", "sm_86"): 2}
+    assert c.stages == expected.get((dtype, arch), 3)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "group", "tile"),
+    [
+        ("i4", 128, (64, 64, 4)),
+        ("i4", 32, (64, 64, 4)),
+        ("u8", 32, (64, 64, 4)),
+        ("u3", 128, (64, 128, 4)),
+        ("u3", 64, (64, 128, 8)),
+        ("u5", 32, (64, 128, 8)),
+    ],
+)
+def test_zero_points_of_several_groups_in_a_128_row_tile_take_eight_warps(dtype, group, tile):
+    """Odd widths read 128-row k-tiles; zero points in smaller groups there take 8 warps
+    (each holding 32 rows of x); even widths read 64-row tiles with any group."""
+    packing = tl.DotPacking(tl.dtype(dtype), (4096, 4096), (128, 128), 16, 4, tl.f16, tl.f32)
+    c = choice.choose(4096, 4096, 4096, "sm_90", packing, zero_group=group)
+    assert (c.bm, c.bk, c.warps) == tile
+    assert operands.reads_as(packing, c.bk, c.bm, c.warps)
+
+
+# ------------------------------------------------------------------ exactness
+
+
+@pytest.fixture
+def forced_gemm(monkeypatch):
+    """Every call runs the gemm tile, whatever its M."""
+    real = choice.choose
+
+    def gemm_choose(m, k, n, arch=choice.DEFAULT_ARCH, packing=None, zero_group=None):
+        return real(4096, k, n, arch, packing, zero_group)
+
+    monkeypatch.setattr(matmul_module, "choose", gemm_choose)
+
+
+@pytest.mark.usefixtures("forced_gemm")
+@pytest.mark.parametrize("name", FORMATS)
+def test_the_gemm_kernel_is_exact_at_odd_shapes(name):
+    qw = quant.quantize(weights(k=K, seed=41), **FORMATS[name])
+    assert quant.plan(qw, 3, "cpu").path == "gemm"
+    for m, seed in ((3, 42), (17, 43), (65, 44)):
+        check(qw, activations((m, K), seed=seed), tune=False)
+
+
+@pytest.mark.usefixtures("forced_gemm")
+def test_the_gemm_kernel_adds_the_bias_once():
+    qw = quant.quantize(weights(k=K, seed=45), "i4", zero_point=True)
+    check(qw, activations((17, K), seed=46), activations((200,), seed=47), tune=False)
+
+
+@pytest.mark.usefixtures("forced_gemm")
+def test_the_gemm_kernel_is_exact_with_bf16_activations():
+    qw = quant.quantize(weights(k=K, seed=50), "i4", zero_point=True, scale_dtype="bf16")
+    x = activations((17, K), ml_dtypes.bfloat16, seed=51)
+    check(qw, x, tune=False)
+    check(quant.quantize(weights(k=K, seed=52), format="nvfp4"), x, tune=False)
+
+
+def test_the_rule_picks_the_gemm_tile_above_64_rows():
+    qw = quant.quantize(weights(k=K, seed=48), "u4", zero_point=True)
+    assert quant.plan(qw, 64, "cpu").path == "small_batch"
+    p = quant.plan(qw, 65, "cpu")
+    assert p.choice == gemm_tile("i4")  # symmetric u4 runs as i4 codes
+    check(qw, activations((65, K), seed=49), tune=False)
+
+
+# ------------------------------------------------------------------ static, from the cubin
+
+
+def static_weight(name: str, k: int, n: int) -> QuantizedWeight:
+    """A weight of a format made without quantize (zero codes, scales in range)."""
+    rng = np.random.default_rng(0)
+    if name in ("u3", "u4", "u8"):  # symmetric: the midpoint zero point
+        element = tl.dtype(name)
+        codes = tl.PackedArray(np.zeros(k * n * element.bits // 8, np.uint8), element, (k, n))
+        scales = np.full((k // 128, n), 0x2C00, np.uint16)
+        zeros = np.full((k // 128, n), 1 << (element.bits - 1))
+        return QuantizedWeight(codes, scales, tl.f16, 128, zeros=zeros)
+    if name == "i4-asym":
+        codes = tl.PackedArray(np.zeros(k * n // 2, np.uint8), tl.i4, (k, n))
+        scales = np.full((k // 128, n), 0x2C00, np.uint16)
+        zeros = rng.integers(-8, 8, (k // 128, n))
+        return QuantizedWeight(codes, scales, tl.f16, 128, zeros=zeros)
+    codes = tl.PackedArray(np.zeros(k * n // 2, np.uint8), tl.f4e2m1, (k, n))
+    if name == "mxfp4":
+        scales = rng.integers(118, 126, (k // 32, n)).astype(np.uint8)  # 2^-9 .. 2^-2
+        return QuantizedWeight(codes, scales, tl.e8m0, 32, format="mxfp4")
+    assert name == "nvfp4"
+    scales = tl.f8e4m3.encode(rng.uniform(16, 448, (k // 16, n)))
+    tensor_scale = float(np.float32(1 / 2688))
+    return QuantizedWeight(codes, scales, tl.f8e4m3, 16, "nvfp4", tensor_scale=tensor_scale)
+
+
+STATIC = ["u4", "i4-asym", "u3", "u8", "mxfp4", "nvfp4"]
+DEQUANT = "dequantization (LOP3/PRMT/half2/cvt)"
+MMA = "tensor core (HMMA/IMMA)"
+
+
+def main_loop(name: str, m: int, arch: str, k: int = 4096, n: int = 4096):
+    """(plan, static report) of the main kernel of x [m, k] @ W [k, n] on `arch`."""
+    p = quant.plan(static_weight(name, k, n), m, arch)
+    return p, p.launches[0].perf()
+
+
+def per_thread_weight(report, c: choice.Choice, kind: str) -> float:
+    """Instructions of class `kind` a thread issues per weight it converts: the block
+    converts BK x BN weights an iteration, each in one thread."""
+    per_thread = c.bk * c.bn / (c.warps * 32)
+    return sum(report.mix.get(kind, {}).values()) / per_thread
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", STATIC)
+def test_gemm_compiles_without_spills_two_blocks_an_sm(name, arch):
+    """No spill, registers and shared memory within the limits, and two resident blocks
+    of 4 warps (8 warps an SM, as one block of 8 did before)."""
+    require_disassembler()
+    p, report = main_loop(name, 4096, arch)
+    resources = p.launches[0].compiled.resources
+    assert p.path == "gemm" and p.choice.warps == 4
+    assert resources.spill_store_bytes == 0 and resources.spill_load_bytes == 0
+    assert resources.registers <= 255
+    assert report.occupancy.resident >= 2, report.occupancy
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", STATIC)
+def test_gemm_main_loop_does_one_mma_per_weight_fragment(name, arch):
+    """Each iteration issues exactly the mmas of a [BM, BK] @ [BK, BN] tile (m16n8k16),
+    BM / 16 per 16 x 8 weight fragment, and stores nothing to shared memory (no
+    dequantized weight goes through it)."""
+    require_disassembler()
+    p, report = main_loop(name, 4096, arch)
+    c = p.choice
+    mmas = sum(report.mix[MMA].values()) * c.warps
+    assert mmas == (c.bm // 16) * (c.bn // 8) * (c.bk // 16)
+    stores = {op: count for op, count in report.mix.get("shared loads/stores", {}).items()}
+    assert not any(op.startswith("STS") for op in stores), stores
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("name", STATIC)
+def test_gemm_converts_a_weight_no_more_often_than_the_gemv(name, arch):
+    """No per-row re-dequantization: a thread of the gemm loop spends at most 15% more
+    conversion instructions per weight than the m = 1 loop, whose 16-row tile converts
+    each weight once (the same B layout and recipe; 15% for scheduling noise). A 2 x 4
+    warp grid would convert each weight twice (about 2x), one per row block 16x."""
+    require_disassembler()
+    gemm, gemm_report = main_loop(name, 4096, arch)
+    gemv, gemv_report = main_loop(name, 1, arch)
+    assert gemv.path == "gemv"
+    gemm_cost = per_thread_weight(gemm_report, gemm.choice, DEQUANT)
+    gemv_cost = per_thread_weight(gemv_report, gemv.choice, DEQUANT)
+    assert gemm_cost <= 1.15 * gemv_cost, (gemm_cost, gemv_cost)
+
+
+@pytest.mark.parametrize(
+    ("name", "least"), [("u4", 0.95), ("u8", 0.9), ("u3", 0.9), ("nvfp4", 0.8)]
+)
+def test_gemm_predicts_most_of_the_tensor_core_peak_on_sm90(name, least):
+    """m = 4096, k = n = 8192 (Llama-3-70B attention's shape) on sm_90: the static model
+    predicts at least `least` of the mma.sync tensor-core peak."""
+    require_disassembler()
+    _, report = main_loop(name, 4096, "sm_90", 8192, 8192)
+    assert report.tensor_fraction >= least, str(report)
