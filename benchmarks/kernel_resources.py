@@ -97,6 +97,7 @@ def _attention_cases() -> Iterator[Case]:
             def constexprs(arch: str, kt=kt, d=d, cache=cache) -> dict[str, Any]:
                 tiles = paged.default_tiles(d, 8, kt, arch)
                 mode = modes.get(cache, paged.TOKEN_SCALED)
+                # every scale and zero point a tensor (f8: vLLM's device scales)
                 return dict(T=dtypes.f16, KT=kt, MODE=mode, BS=16, G=8, **tiles)
 
             yield Case(

@@ -13,7 +13,7 @@ A sequence of length 0 gets o = 0. K and V are the cache's values dequantized:
 
 * f16, bf16: as stored (the cache's dtype must be q's);
 * f8e4m3: code · scale, the scale per tensor (a number, or an f32 array of one element)
-  or per KV head (f32 [H_kv]);
+  or per KV head (f32 [H_kv]); on the GPU a device tensor of one element or [H_kv];
 * u8, u4: (code − zero) · scale with a scale and a zero point per token and KV head:
   k_scale, v_scale f32 [num_blocks, block_size, H_kv] (the cache's layout without D)
   and k_zero, v_zero of the same shape (f32; absent: 2^(bits−1), 128 for u8, 8 for u4).
@@ -47,6 +47,7 @@ sum keeps the result deterministic (no floating-point atomics).
 """
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ from .common import (
     empty,
     next_power_of_two,
     on_gpu,
+    placeholder,
     reshaped,
     run,
     same_place,
@@ -89,6 +91,12 @@ PLAIN, HEAD_SCALED, TOKEN_SCALED = 0, 1, 2
 
 
 @func
+def per_token(values, row, hk, BN):
+    """The scale or zero point [BN] of each token's row (gathered by row number)."""
+    return tl.reshape(tl.load(values, [row[:, None], hk], [BN, 1]), [BN])
+
+
+@func
 def token_params(scales, zeros, row, hk, BN):
     """The scale and zero point [BN] of each token's row (gathered by row number)."""
     s = tl.reshape(tl.load(scales, [row[:, None], hk], [BN, 1]), [BN])
@@ -111,10 +119,15 @@ def paged_split_kernel(
     part_m: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
     part_l: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
     scale: dtypes.f32,
+    v_factor: dtypes.f32,
     per_split: dtypes.i32,
     T: constexpr = dtypes.f16,
     KT: constexpr = dtypes.f16,
     MODE: constexpr = PLAIN,
+    K_HEAD: constexpr = True,
+    V_HEAD: constexpr = True,
+    K_ZEROS: constexpr = True,
+    V_ZEROS: constexpr = True,
     BS: constexpr = 16,
     G: constexpr = 1,
     GP: constexpr = 16,
@@ -124,15 +137,22 @@ def paged_split_kernel(
     MIN_BLOCKS: constexpr = 0,
 ):
     """One split of one (sequence, KV head): the unnormalized output of its G query
-    heads and their row max and sum over the split's tokens (module docstring)."""
+    heads and their row max and sum over the split's tokens (module docstring).
+
+    Only what MODE and the flags name is read; the host fills each unread slot with a
+    tensor that exists already (`Dequantization.tensors`), so a launch makes none for
+    it. The flags' defaults read every tensor. HEAD_SCALED
+    (f8): K_HEAD / V_HEAD read s_k / s_v of the block's KV head from ks / vs ([1, 1]:
+    one for all), else s_k is folded into `scale` and s_v is `v_factor`. TOKEN_SCALED
+    (u8, u4): K_ZEROS / V_ZEROS read kz / vz, else the zero points are 2^(bits − 1)."""
     b, hk, split = tl.blocks(NB, HK, S)
     length = tl.load(lens, [b])
     start = split * per_split
     stop = tl.minimum(tl.minimum(start + per_split, length), MB * BS)  # the table's tokens
     qt = tl.reshape(tl.load(q, [b, hk * G, 0], [1, GP, HD]), [GP, HD])
     score_scale = scale
-    if MODE == HEAD_SCALED:  # code · s_k: s_k factors out of the dot
-        score_scale = scale * tl.load(ks, [0, hk])
+    if MODE == HEAD_SCALED and K_HEAD:  # code · s_k: s_k factors out of the dot
+        score_scale = scale * tl.load(ks, [0, hk % SH])
     if MODE == TOKEN_SCALED:
         q_sum = tl.sum(qt.to(tl.f32), axis=1)
     m_i = tl.full([GP], float("-inf"), tl.f32)
@@ -147,7 +167,11 @@ def paged_split_kernel(
         vt = tl.reshape(tl.load(v, [row[:, None, None], hk, 0], [BN, 1, HD]), [BN, HD])
         s = tl.dot(qt, tl.transpose(kt.to(T)))
         if MODE == TOKEN_SCALED:  # q·(c − z)·s = (q·c − z·Σq)·s, per token
-            k_s, k_z = token_params(ks, kz, row, hk, BN)
+            if K_ZEROS:
+                k_s, k_z = token_params(ks, kz, row, hk, BN)
+            else:
+                k_s = per_token(ks, row, hk, BN)
+                k_z = tl.full([BN], float(1 << (KT.bits - 1)), tl.f32)
             s = (s - q_sum[:, None] * k_z[None, :]) * k_s[None, :]
         s = s * score_scale
         s = tl.where(tl.broadcast((token < stop)[None, :], [GP, BN]), s, float("-inf"))
@@ -157,7 +181,11 @@ def paged_split_kernel(
         alpha = tl.exp(m_i - base)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if MODE == TOKEN_SCALED:  # Σ p·(c − z)·s = Σ (p·s)·c − Σ (p·s)·z, per token
-            v_s, v_z = token_params(vs, vz, row, hk, BN)
+            if V_ZEROS:
+                v_s, v_z = token_params(vs, vz, row, hk, BN)
+            else:
+                v_s = per_token(vs, row, hk, BN)
+                v_z = tl.full([BN], float(1 << (KT.bits - 1)), tl.f32)
             weights = (p * v_s[None, :]).to(T)
             shift = shift * alpha + tl.sum(weights.to(tl.f32) * v_z[None, :], axis=1)
             acc = tl.dot(weights, vt.to(T), acc * alpha[:, None])
@@ -165,7 +193,10 @@ def paged_split_kernel(
             acc = tl.dot(p.to(T), vt.to(T), acc * alpha[:, None])
         m_i = m_new
     if MODE == HEAD_SCALED:  # Σ p · code · s_v = s_v · Σ p · code
-        acc = acc * tl.load(vs, [0, hk])
+        out_scale = v_factor
+        if V_HEAD:
+            out_scale = tl.load(vs, [0, hk % SH])
+        acc = acc * out_scale
     if MODE == TOKEN_SCALED:
         acc = acc - shift[:, None]
     tl.store(part_o, [b, hk, split, 0, 0], tl.reshape(acc, [1, 1, 1, GP, HD]))
@@ -207,9 +238,7 @@ def paged_combine_kernel(
 #: per multiprocessor ptxas caps the registers at 128 or 168 for occupancy and spills a
 #: few bytes; `min_blocks=1` (`tilelang.kernel`) lets it use what the kernel needs
 #: (172-236 registers, 0 spills, measured). Stating it elsewhere costs: ptxas then
-#: unrolls further, and the 64-token tiles spill 52-60 bytes with it. D = 256 spills
-#: 4-16 bytes at every tile tried, with or without it: its [16, 256] q alone takes 64
-#: registers.
+#: unrolls further, and the 64-token tiles spill 52-60 bytes with it.
 TOKEN_TILES = {
     (dtypes.u8, 64, "sm_80"): (32, 4, 1),
     (dtypes.u8, 64, "sm_90"): (32, 4, 1),
@@ -220,18 +249,53 @@ TOKEN_TILES = {
     (dtypes.u4, 128, "sm_90"): (32, 4, 1),
 }
 
+#: The (cache, D, arch, reads) whose build states `min_blocks=1` on top of its tiles:
+#: the calls that read fewer tensors (`default_tiles`' `reads`) give ptxas other
+#: kernels, capped at 96 or 168 registers, spilling 8-40 bytes without it (139-234
+#: registers and 0 spills with it, measured). The builds that read every tensor keep
+#: their tiles (and their occupancy).
+READS_MIN_BLOCKS = {
+    (dtypes.f8e4m3, 64, "sm_80", (False, False)),  # both scales numbers
+    (dtypes.f8e4m3, 64, "sm_80", (False, True)),
+    (dtypes.f8e4m3, 128, "sm_90", (True, False)),
+    (dtypes.u4, 128, "sm_80", (False, True)),  # k_zero absent, v_zero given
+}
+
+
+#: (BN, WARPS, MIN_BLOCKS) by D for every cache type, where TOKEN_TILES has no entry
+#: (else 32 tokens, 4 warps). At D = 256 with 4 warps the group's [16, 256] q tile, the
+#: score dot's A operand, is held whole by each warp (64 registers a thread,
+#: `ReplicatedOperandWarning`): 240-255 registers, and u8/u4 spill 4-16 bytes. 8 warps
+#: split the step's [BN, 256] K and V and the [GP, 256] accumulator twice as finely and
+#: the dot chain no longer replicates q: 89-124 registers, 0 spills, for every cache on
+#: sm_80 and sm_90 (GQA up to 32), at about 15% more warp instructions a token than the
+#: 4-warp build of a plain cache (sm_90 SASS main loop). `min_blocks=1`: without it
+#: ptxas caps the f8 build at 80 registers for a third block and spills 4 bytes.
+#: Swapping the score dot's operands (tokens as the mma rows) was tried: it moves the
+#: replication to K (226-246 registers).
+HEAD_DIM_TILES = {256: (32, 8, 1)}
+
 
 def default_tiles(
-    head_dim: int, group: int, cache: DType = dtypes.f16, arch: str = "sm_90"
+    head_dim: int,
+    group: int,
+    cache: DType = dtypes.f16,
+    arch: str = "sm_90",
+    reads: tuple[bool, bool] = (True, True),
 ) -> dict[str, int]:
     """GP (the group's rows, at least the mma's 16), HD (D padded to a power of two), BN
     (tokens a step), WARPS and MIN_BLOCKS (0: none stated) for a build for `arch`: the
-    tiles that compile for sm_80 and sm_90 with 0 spills (the step's K and V live in registers; docs/benchmarks.md).
-    The CPU backend uses sm_90's."""
+    tiles that compile for sm_80 and sm_90 with 0 spills (the step's K and V live in
+    registers; docs/benchmarks.md). `reads`: whether the build reads K's and V's
+    per-head scale tensors (f8: K_HEAD, V_HEAD) or zero points (u8, u4: K_ZEROS,
+    V_ZEROS). The CPU backend uses sm_90's."""
     hd = max(16, next_power_of_two(head_dim))
     gp = max(16, next_power_of_two(group))
     family = "sm_80" if arch.startswith("sm_8") else "sm_90"
-    bn, warps, min_blocks = TOKEN_TILES.get((cache, hd, family), (32, 4, 0))
+    plain = HEAD_DIM_TILES.get(hd, (32, 4, 0))
+    bn, warps, min_blocks = TOKEN_TILES.get((cache, hd, family), plain)
+    if (cache, hd, family, tuple(reads)) in READS_MIN_BLOCKS:
+        min_blocks = 1
     return dict(GP=gp, HD=hd, BN=max(16, bn * 16 // gp), WARPS=warps, MIN_BLOCKS=min_blocks)
 
 
@@ -268,15 +332,29 @@ def _rows(x: Any, shape: tuple[int, ...]) -> Any:
     return reshaped(x, shape)
 
 
-def _constant(like: Any, shape: tuple[int, ...], value: float) -> Any:
-    """An f32 tensor of `shape` filled with `value` where `like` lives."""
-    host = np.full(shape, value, np.float32)
+#: The f32 [1, 1] that fills the scale slots a launch does not read, one per place
+#: (`_spare`).
+_SPARES: dict[Any, Any] = {}
+
+
+def _spare(like: Any) -> Any:
+    """An f32 [1, 1] where `like` lives, for the slots the kernel does not read: made
+    by the first call on a device and kept, so that later launches allocate and copy
+    nothing for it (CUDA-graph capture follows a first, compiling call anyway). Not a
+    view of an output: the launch refuses inputs that overlap what it stores."""
     if isinstance(like, np.ndarray):
-        return host
-    return _like(like, host)
+        key: Any = "host"
+    elif gpu.is_torch_tensor(like):
+        key = ("torch", str(like.device))
+    else:
+        key = "driver"  # tilelang.DeviceBuffer and other __cuda_array_interface__ tensors
+    if key not in _SPARES:
+        _SPARES[key] = placeholder(like, 2)
+    return _SPARES[key]
 
 
 def _like(like: Any, host: np.ndarray) -> Any:
+    """A host array copied to where `like` lives (a device tensor)."""
     if gpu.is_torch_tensor(like):
         import torch  # a torch tensor was handed over, so torch is there
 
@@ -285,13 +363,13 @@ def _like(like: Any, host: np.ndarray) -> Any:
 
 
 def _head_scale(value: Any, name: str, kv_heads: int, like: Any) -> Any:
-    """An f8 cache's scale as f32 [1, H_kv]: a number or a host array of one element
-    (per tensor), or [H_kv] (per KV head; on the GPU an f32 tensor)."""
+    """An f8 cache's scale: a number (a number or a host array of one element, per
+    tensor: no tensor at all, it is folded into the kernel's scalars), or f32 [1, 1] or
+    [1, H_kv] (a device tensor of one element or [H_kv], viewed; a host array [H_kv],
+    copied to the device when the cache is there: pass a device tensor to avoid it)."""
     if value is None:
         raise ValueError(f"{name} is needed with an f8e4m3 cache (a number, or f32 [H_kv])")
-    if isinstance(value, (int, float, np.floating, np.integer)):
-        value = np.float32(value)
-    if isinstance(value, (np.ndarray, np.float32)):
+    if isinstance(value, (int, float, np.floating, np.integer, np.ndarray)):
         flat = np.asarray(value, np.float32).reshape(-1)
         if flat.size not in (1, kv_heads):
             raise ValueError(
@@ -300,29 +378,33 @@ def _head_scale(value: Any, name: str, kv_heads: int, like: Any) -> Any:
             )
         if not np.isfinite(flat).all():
             raise ValueError(f"{name} must be finite")
-        host = np.ascontiguousarray(np.broadcast_to(flat, (kv_heads,))).reshape(1, kv_heads)
+        if flat.size == 1:
+            return np.float32(flat[0])
+        host = np.ascontiguousarray(flat).reshape(1, kv_heads)
         return host if isinstance(like, np.ndarray) else _like(like, host)
-    check(value, name, (kv_heads,), (dtypes.f32,))
-    return reshaped(value, (1, kv_heads), name)
+    (size,), _ = check(value, name, (None,), (dtypes.f32,))
+    if size not in (1, kv_heads):
+        raise ValueError(
+            f"{name} must hold one scale or one per KV head ([{kv_heads}]), got shape [{size}]"
+        )
+    return reshaped(value, (1, size), name)
 
 
-def _token_params(
-    value: Any, name: str, shape: tuple[int, ...], like: Any, default: float | None
-) -> Any:
+def _token_params(value: Any, name: str, shape: tuple[int, ...], required: bool) -> Any:
     """A u8/u4 cache's per-token scales or zero points, f32 [num_blocks, block_size,
-    H_kv], viewed as [num_blocks · block_size, H_kv] (the cache's rows)."""
-    rows = (shape[0] * shape[1], shape[2])
+    H_kv], viewed as [num_blocks · block_size, H_kv] (the cache's rows); None for
+    absent zero points (the kernel then uses 2^(bits − 1))."""
     if value is None:
-        if default is None:
+        if required:
             raise ValueError(
                 f"{name} is needed with a u8/u4 cache: f32 [num_blocks, block_size, H_kv] = "
                 f"{list(shape)}"
             )
-        return _constant(like, rows, default)
+        return None
     if isinstance(value, np.ndarray):
         value = np.ascontiguousarray(value, np.float32) if value.dtype.kind == "f" else value
     check(value, name, shape, (dtypes.f32,))
-    return reshaped(value, rows, name)
+    return reshaped(value, (shape[0] * shape[1], shape[2]), name)
 
 
 def paged_decode_attention(
@@ -349,8 +431,13 @@ def paged_decode_attention(
     f8e4m3 with k_scale, v_scale (per tensor or per KV head), or u8/u4 with per-token
     k_scale, v_scale and k_zero, v_zero (the module docstring gives the layouts).
     Returns [batch, H, D] in q's dtype. `num_splits` fixes the number of splits of each
-    sequence's tokens (default: enough blocks for the GPU, `split_count`). Host arrays run on the CPU backend, device
-    tensors on the GPU; `interpret` runs the reference interpreter (host arrays only)."""
+    sequence's tokens (default: enough blocks for the GPU, `split_count`). Host arrays
+    run on the CPU backend, device tensors on the GPU; `interpret` runs the reference
+    interpreter (host arrays only). A GPU call allocates its output and split buffers
+    and nothing else, and copies nothing to the device (it can be captured in a CUDA
+    graph after a first call, which compiles): absent zero points and scales given as
+    numbers are constexpr flags and scalars, not tensors. Only an f8 scale per KV head
+    given as a host array is copied; pass a device tensor instead."""
     (nb, heads, d), t = check(q, "q", (None, None, None), QUERY_TYPES)
     shape, kt = _cache(k_cache, "k_cache")
     if len(shape) != 4:
@@ -387,25 +474,67 @@ def paged_decode_attention(
     same_place(
         dict(q=q, k_cache=k_cache, v_cache=v_cache, block_table=block_table, seq_lens=seq_lens)
     )
-    mode, params = _dequantization(kt, shape, k_scale, v_scale, k_zero, v_zero, like)
+    dequantization = _dequantization(kt, shape, k_scale, v_scale, k_zero, v_zero, like)
     out = empty(q, (nb, heads, d), t)
     if nb * heads * d == 0:
         return out
     group = heads // kv_heads
-    tiles = default_tiles(d, group, kt, gpu.device_arch() if on_gpu(q) else "sm_90")
+    arch = gpu.device_arch() if on_gpu(q) else "sm_90"
+    tiles = default_tiles(d, group, kt, arch, dequantization.reads())
     splits, per_split = split_count(nb, kv_heads, max_blocks * bs, tiles["BN"], num_splits)
     gp, hd = tiles["GP"], tiles["HD"]
     part_o = empty(q, (nb, kv_heads, splits, gp, hd), dtypes.f32)
     part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     rows = (blocks * bs, kv_heads, d)
+    params = dequantization.tensors(_spare(q))
     args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
-    args += [part_o, part_m, part_l, float(scale), per_split]
-    constexprs = dict(T=t, KT=kt, MODE=mode, BS=bs, G=group, **tiles)
+    # s_k · scale in f32, as the kernel multiplies a per-head s_k
+    score_scale = float(np.float32(scale) * np.float32(dequantization.k_factor))
+    args += [part_o, part_m, part_l, score_scale, dequantization.v_factor, per_split]
+    constexprs = dict(T=t, KT=kt, BS=bs, G=group, **dequantization.constexprs(), **tiles)
     run(paged_split_kernel, args, constexprs, interpret)
     combine = dict(T=t, G=group, SP=next_power_of_two(splits), HD=hd)
     run(paged_combine_kernel, [part_o, part_m, part_l, out], combine, interpret)
     return out
+
+
+@dataclass(frozen=True)
+class Dequantization:
+    """How the split kernel dequantizes one call's cache: its MODE and flags, the scale
+    and zero-point tensors it reads (None: not read), and the numbers a per-tensor f8
+    scale folds into (s_k into the softmax scale, s_v the output's factor)."""
+
+    mode: int
+    ks: Any = None
+    kz: Any = None
+    vs: Any = None
+    vz: Any = None
+    k_factor: float = 1.0
+    v_factor: float = 1.0
+
+    def tensors(self, spare: Any) -> list[Any]:
+        """ks, kz, vs, vz for the launch. A slot the kernel does not read gets a tensor
+        that exists already: one it reads (the four bind the same sizes), else `spare`
+        (f32 [1, 1]), so that a launch allocates and copies nothing for it."""
+        slots = [self.ks, self.kz, self.vs, self.vz]
+        fill = next((t for t in slots if t is not None), spare)
+        return [fill if t is None else t for t in slots]
+
+    def reads(self) -> tuple[bool, bool]:
+        """Whether the kernel reads K's and V's per-head scales (f8) or zero points
+        (u8, u4): the flags that pick its build (`default_tiles`)."""
+        if self.mode == HEAD_SCALED:
+            return self.ks is not None, self.vs is not None
+        if self.mode == TOKEN_SCALED:
+            return self.kz is not None, self.vz is not None
+        return True, True
+
+    def constexprs(self) -> dict[str, Any]:
+        k, v = self.reads()
+        if self.mode == HEAD_SCALED:
+            return dict(MODE=self.mode, K_HEAD=k, V_HEAD=v)
+        return dict(MODE=self.mode, K_ZEROS=k, V_ZEROS=v)
 
 
 def _dequantization(
@@ -416,33 +545,42 @@ def _dequantization(
     k_zero: Any,
     v_zero: Any,
     like: Any,
-) -> tuple[int, list[Any]]:
-    """The split kernel's MODE and its four scale/zero tensors for a cache of `kt`."""
-    kv_heads = shape[2]
+) -> Dequantization:
+    """What the split kernel reads to dequantize a cache of `kt` (the arguments checked)."""
     if kt in (dtypes.u8, dtypes.u4):
-        middle = float(1 << (kt.bits - 1))
-        params = [
-            _token_params(k_scale, "k_scale", shape[:3], like, None),
-            _token_params(k_zero, "k_zero", shape[:3], like, middle),
-            _token_params(v_scale, "v_scale", shape[:3], like, None),
-            _token_params(v_zero, "v_zero", shape[:3], like, middle),
-        ]
-        return TOKEN_SCALED, params
+        return Dequantization(
+            TOKEN_SCALED,
+            ks=_token_params(k_scale, "k_scale", shape[:3], True),
+            kz=_token_params(k_zero, "k_zero", shape[:3], False),
+            vs=_token_params(v_scale, "v_scale", shape[:3], True),
+            vz=_token_params(v_zero, "v_zero", shape[:3], False),
+        )
     for value, name in ((k_zero, "k_zero"), (v_zero, "v_zero")):
         if value is not None:
             raise ValueError(f"{name} is for u8/u4 caches only; the cache holds {kt}")
     if kt == dtypes.f8e4m3:
-        ks = _head_scale(k_scale, "k_scale", kv_heads, like)
-        vs = _head_scale(v_scale, "v_scale", kv_heads, like)
-        unused = _constant(like, (1, kv_heads), 0.0)
-        return HEAD_SCALED, [ks, unused, vs, unused]
+        ks = _head_scale(k_scale, "k_scale", shape[2], like)
+        vs = _head_scale(v_scale, "v_scale", shape[2], like)
+        k_number, v_number = isinstance(ks, np.float32), isinstance(vs, np.float32)
+        if not (k_number or v_number) and shape_of(ks, "k_scale") != shape_of(vs, "v_scale"):
+            raise ValueError(
+                f"k_scale and v_scale must both hold one scale or both one per KV head "
+                f"([{shape[2]}]), got {shape_of(ks, 'k_scale')[1]} and "
+                f"{shape_of(vs, 'v_scale')[1]} (one of them may be a number)"
+            )
+        return Dequantization(
+            HEAD_SCALED,
+            ks=None if k_number else ks,
+            vs=None if v_number else vs,
+            k_factor=float(ks) if k_number else 1.0,
+            v_factor=float(vs) if v_number else 1.0,
+        )
     for value, name in ((k_scale, "k_scale"), (v_scale, "v_scale")):
         if value is not None:
             raise ValueError(
                 f"{name} is for quantized caches (f8e4m3, u8, u4); the cache holds {kt}"
             )
-    unused = _constant(like, (1, 1), 0.0)
-    return PLAIN, [unused, unused, unused, unused]
+    return Dequantization(PLAIN)
 
 
 def _check_lengths(block_table: Any, seq_lens: Any, blocks: int, bs: int) -> None:

@@ -245,15 +245,17 @@ def paged_decode_attention_op(
 ) -> torch.Tensor:
     """o [B, H, D]: `tilelang.kernels.paged_decode_attention` over a cache of q's dtype,
     float8_e4m3fn (k_scale, v_scale f32 of one element or [H_kv]) or uint8 (per-token
-    f32 scales and zero points [num_blocks, block_size, H_kv])."""
+    f32 scales and zero points [num_blocks, block_size, H_kv]). On CUDA a call makes
+    only its outputs and copies nothing to the device (CUDA-graph capturable): CUDA
+    scales go to the kernel as they are (one element or [H_kv]; one of each: the
+    one-element one is broadcast on the device), CPU ones of one element as numbers."""
     tensors = (q, k_cache, v_cache, block_table, seq_lens)
     params = (k_scale, v_scale, k_zero, v_zero)
     if q.device.type == "cuda":
-        heads = k_cache.shape[2]
-        if k_cache.dtype == torch.float8_e4m3fn:
-            # the kernel takes a device scale per KV head: a per-tensor one is broadcast
-            params = tuple(_per_head(p, heads) for p in params)
-        k_scale, v_scale, k_zero, v_zero = params
+        params = (*_same_size(k_scale, v_scale), k_zero, v_zero)
+        k_scale, v_scale, k_zero, v_zero = (
+            p if p is None or p.device.type == "cuda" else _host(p) for p in params
+        )
         return paged_attention.paged_decode_attention(
             *tensors, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero,
             num_splits=num_splits,
@@ -280,12 +282,6 @@ def _paged_decode_attention_fake(
     return q.new_empty(q.shape)
 
 
-def _per_head(value: torch.Tensor | None, heads: int) -> torch.Tensor | None:
-    if value is None or value.numel() != 1:
-        return value
-    return value.reshape(1).expand(heads).contiguous()
-
-
 def paged_decode_attention(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -303,9 +299,10 @@ def paged_decode_attention(
     """vLLM-layout paged decode attention as the torch operator
     ``tilelang::paged_decode_attention`` (shapes, dtypes and the quantized caches'
     scales: `tilelang.kernels.paged_decode_attention`; a u4 cache, a PackedArray there,
-    has no torch form here). A number for an f8 cache's k_scale/v_scale becomes an f32
-    tensor of one element. Returns [batch, H, D] in q's dtype."""
-    k_scale, v_scale = (_scale_tensor(s, q.device) for s in (k_scale, v_scale))
+    has no torch form here). A number for an f8 cache's k_scale/v_scale becomes a CPU
+    f32 tensor of one element, read on the host (a CUDA call copies nothing to the
+    device for it). Returns [batch, H, D] in q's dtype."""
+    k_scale, v_scale = (_scale_tensor(s) for s in (k_scale, v_scale))
     scale = None if scale is None else float(scale)
     splits = None if num_splits is None else int(num_splits)
     return paged_decode_attention_op(
@@ -314,7 +311,20 @@ def paged_decode_attention(
     )  # fmt: skip
 
 
-def _scale_tensor(value, device: torch.device) -> torch.Tensor | None:
+def _same_size(
+    k_scale: torch.Tensor | None, v_scale: torch.Tensor | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """An f8 cache's CUDA scales with the same number of elements (the kernel binds one
+    shape for both): a one-element one beside one per KV head is broadcast on the device
+    (a device copy, the one case that makes a tensor)."""
+    pair = (k_scale, v_scale)
+    if any(p is None or p.device.type != "cuda" or p.dim() != 1 for p in pair):
+        return pair
+    size = max(p.numel() for p in pair)
+    return tuple(p.expand(size).contiguous() if p.numel() == 1 else p for p in pair)
+
+
+def _scale_tensor(value) -> torch.Tensor | None:
     if value is None or isinstance(value, torch.Tensor):
         return value
-    return torch.tensor([float(value)], dtype=torch.float32, device=device)
+    return torch.tensor([float(value)], dtype=torch.float32)  # on the host: no device copy
