@@ -187,6 +187,9 @@ class ExprEmitter:
             if e.op not in t.PAIR_OPS or not is_half(e.elem):
                 raise CudaEmitError(f"unknown pair operation {e.op}.{e.elem}x2")
             return self.call(f"tl_{e.op}_{e.elem}x2", *(self.expr(c) for c in e.children()))
+        if isinstance(e, t.F8Pair):
+            source = {"f8e4m3": "e4m3", "f8e5m2": "e5m2"}[e.src.name]
+            return self.call(f"tl_cvt_f16x2_{source}x2_{'lh'[e.half]}", self.expr(e.a))
         raise CudaEmitError(f"not a thread-IR expression: {e!r}")
 
     # ------------------------------------------------------------------ operators

@@ -298,6 +298,17 @@ def _snippets() -> dict[str, Snippet]:
     )
     add(_asm1("tl_prmt", "u32", "r", "prmt.b32", [_R, _R, _R]))
 
+    # ---------------------------------------------------------------- f8x2 -> f16x2 (sm_89+)
+    for source in ("e4m3", "e5m2"):
+        for half, which in ((0, "l"), (1, "h")):
+            name = f"tl_cvt_f16x2_{source}x2_{which}"
+            body = (
+                'u32 r; asm("{.reg .b16 lo, hi; mov.b32 {lo, hi}, %1;'
+                f' cvt.rn.f16x2.{source}x2 %0, {("lo", "hi")[half]};}}" : "=r"(r) : "r"(a));'
+                " return r;"
+            )
+            add(_f(name, f"u32 {name}(u32 a)", body))
+
     # ---------------------------------------------------------------- memory and warps
     add(
         _f(

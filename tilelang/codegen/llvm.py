@@ -672,6 +672,8 @@ class _Emitter:
         if isinstance(e, t.Pair):
             c = self.expr(e.c, env) if e.c is not None else None
             return num.pair(b, e.op, e.elem, self.expr(e.a, env), self.expr(e.b, env), c)
+        if isinstance(e, t.F8Pair):
+            return num.f8_pair(b, self.expr(e.a, env), e.src, e.half)
         raise EmitError(f"not a thread-IR expression: {e!r}")
 
     # ------------------------------------------------------------------ collectives

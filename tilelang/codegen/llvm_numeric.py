@@ -495,6 +495,27 @@ def prmt(b: ir.IRBuilder, x: ir.Value, y: ir.Value, selector: ir.Value) -> ir.Va
     return result
 
 
+def f8_pair(b: ir.IRBuilder, x: ir.Value, src: DType, half: int) -> ir.Value:
+    """PTX cvt.rn.f16x2.{e4m3x2,e5m2x2} (see `tilelang.ir.thread.F8Pair`)."""
+    halves = []
+    for byte in (2 * half, 2 * half + 1):
+        code = b.and_(b.lshr(x, int_const(I32, 8 * byte)), int_const(I32, 0xFF))
+        magnitude = b.and_(code, int_const(I32, 0x7F))
+        if src == dtypes.f8e5m2:  # the code is the upper byte of the f16
+            bits = b.trunc(b.shl(code, int_const(I32, 8)), I16)
+            nan = b.icmp_unsigned(">", magnitude, int_const(I32, 0x7C))
+        else:
+            # The magnitude under f32's exponent field is the value times 2^(7 - 127),
+            # subnormals included; the product by 2^120 is exact, and so is the f16.
+            placed = b.bitcast(b.shl(magnitude, int_const(I32, 20)), F32)
+            sign = b.trunc(b.shl(b.and_(code, int_const(I32, 0x80)), int_const(I32, 8)), I16)
+            bits = b.or_(f32_to_f16(b, b.fmul(placed, ir.Constant(F32, 2.0**120))), sign)
+            nan = b.icmp_unsigned("==", magnitude, int_const(I32, 0x7F))
+        bits = b.select(nan, int_const(I16, CANONICAL_NAN_16), bits)
+        halves.append(b.zext(bits, I32))
+    return b.or_(halves[0], b.shl(halves[1], int_const(I32, 16)))
+
+
 def _fma_f64(b: ir.IRBuilder, elem: DType, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
     """x·y + z (f16 or bf16 values given as f32) in f64, such that rounding the result
     once to `elem` (`from_f64`) is the single rounding of the exact x·y + z.

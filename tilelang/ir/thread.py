@@ -291,6 +291,30 @@ class Pair(Expr):
         return (self.a, self.b) + ((self.c,) if self.c is not None else ())
 
 
+F8_PAIR_SOURCES = frozenset((dtypes.f8e4m3, dtypes.f8e5m2))
+
+
+@dataclass(frozen=True)
+class F8Pair(Expr):
+    """PTX `cvt.rn.f16x2.{e4m3x2,e5m2x2}` (sm_89 and later), u32: the two bytes of
+    16-bit half `half` of the u32 `a` (0: bits 0-15), each a code of `src` (in
+    `F8_PAIR_SOURCES`), as an f16x2 word, the lower byte's value in the low half. The
+    values are the casting policy's: exact (every f8e4m3 and f8e5m2 value is an f16),
+    ±inf kept, NaN a NaN: the canonical 0x7FFF on the CPU backend (the payload a GPU
+    gives is not yet checked on one; tests compare NaN as NaN)."""
+
+    a: Expr
+    src: DType
+    half: int = 0
+
+    @property
+    def dtype(self) -> DType:
+        return dtypes.u32
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a,)
+
+
 # --------------------------------------------------------------------------- statements
 
 

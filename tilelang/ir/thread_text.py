@@ -45,6 +45,8 @@ def print_expr(e: t.Expr) -> str:
         return f"prmt({', '.join(print_expr(c) for c in e.children())})"
     if isinstance(e, t.Pair):
         return f"{e.op}.{e.elem}x2({', '.join(print_expr(c) for c in e.children())})"
+    if isinstance(e, t.F8Pair):
+        return f"cvt.f16x2.{e.src}x2({print_expr(e.a)}, half={e.half})"
     raise TypeError(f"not a thread-IR expression: {e!r}")
 
 

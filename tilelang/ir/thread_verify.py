@@ -163,6 +163,10 @@ class _Verifier:
                 raise self.fail(stmt, "fma takes three operands, the others two")
             for child in e.children():
                 self.same(stmt, dtypes.u32, child.dtype, "an operand of a pair operation")
+        elif isinstance(e, t.F8Pair):
+            if e.src not in t.F8_PAIR_SOURCES or e.half not in (0, 1):
+                raise self.fail(stmt, f"no f16x2 conversion of {e.src} codes from half {e.half}")
+            self.same(stmt, dtypes.u32, e.a.dtype, "the operand of an f8 pair conversion")
 
     def register(self, stmt, local: str, index: int, dtype) -> None:
         loc = self.locals.get(local)

@@ -98,6 +98,30 @@ per half) or one f32 element per word. Why each is exact:
    ORs the target's exponent mask in where it is set: exponent all ones with the
    mantissa kept, i.e. ±inf for f8e5m2 inf and NaN for every NaN code (its mantissa is
    nonzero). Finite-only types (every other ExMy) have no special codes.
+6. **f8e4m3 -> f16 on sm_89 and later** (`native_f8_pairs`; the caller's `Emit` carries
+   the target): `cvt.rn.f16x2.e4m3x2` (`t.F8Pair`) converts the two codes of a 16-bit
+   half exactly, NaN to NaN; codes not already side by side in a half are gathered by
+   one `prmt`. A folded scale is one `Pair` mul of the exact value by s: round(v·s)
+   once, as the folded recipe 4 rounds it, so both give the same bits (NaN payloads
+   aside), and no special-value step is needed. ptxas reads either half of a register
+   in the conversion (F2FP.F16.E4M3.UNPACK_B R, R.H1): one instruction per pair. The
+   CPU target and sm_80/sm_86 keep recipes 4 and 5; the LLVM backend implements
+   `F8Pair` too, so a GPU lowering runs on the CPU (tests/test_f8_conversion.py).
+   A constant scale that is no f16 itself (only C·c is) keeps recipe 4.
+7. **6-bit floats -> f16 through f8 bytes** (`_byte_pairs`): a byte [sign, zeros,
+   exponent|mantissa] of an ExMy code is an f8 code of its value times
+   2^(bias_s − bias_f8) — f8e5m2 for M = 2 (an f16's upper byte: one `prmt` per pair,
+   every target), f8e4m3 for M = 3 (`F8Pair`, sm_89 and later) — exactly, subnormals
+   included, and never inf or NaN (the exponent field stays below the f8 type's).
+   Two pairs whose codes lie the same whole number of bytes apart (6-bit codes in
+   stream order: pairs j and j+2, 24 bits) share the work: a funnel shift of the bit
+   stream at each code of the first pair holds both pairs' codes at the bottom of a
+   byte, one `prmt` gathers the four, shl/and/lop3 make the four f8 bytes, and each
+   pair is one conversion and one `Pair` mul by 2^(bias_f8 − bias_s) (times the folded
+   scales: value · s rounded once, as recipe 4). Per 16 codes on sm_90: 7 funnel
+   shifts, 4 × 4 and 8 × 2 instructions against recipe 4's 12 shifted words and
+   8 × 5. Codes of 5 and 7 bits never lie a whole number of bytes apart within 24
+   bits, so they keep recipe 4, and so does f6e2m3 before sm_89.
 
 Scalar fallback (`decode_scalar`), used where no vector recipe exists (ExMy with E ≥ 5
 other than f8e5m2 to f16, which must round; codes wider than 8 bits) and for one code
@@ -128,9 +152,11 @@ Which path each (src, dst) takes
 src                                        f16    bf16   f32
 ========================================  =====  =====  =====
 u1..u8, i1..i8                             vec    vec    vec
-f8e4m3 (NaN fixed in the recipe)           vec    vec    vec
+f8e4m3 (NaN fixed in the recipe;           vec    vec    vec
+  recipe 6 to f16 on sm_89+)
 f8e5m2 (inf/NaN fixed in the recipe)       vec    vec    vec
 ExMy, E ≤ 4 (f4e2m1, f6e2m3, f6e3m2, ...)  vec    vec    vec
+  (recipe 7 to f16: f6e3m2, f6e2m3 on sm_89+)
 ExMy, E ≥ 5 (f7e5m1, f8e6m1, f8e7m0, ...)  scalar vec    vec
 codes of 9..16 bits (u12, i16, f16, ...)   scalar scalar scalar
 e8m0 (the MX scale, `_e8m0_value`)        scalar scalar scalar
@@ -154,7 +180,10 @@ TARGETS = (F16, BF16, F32)
 
 
 class Emit(Protocol):
-    """What the recipes need from their caller."""
+    """What the recipes need from their caller. A caller may also carry `target` (a
+    `tilelang.target.Target`, as the lowering does): the recipes then use the target's
+    own conversions where it has them (`native_f8_pairs`); without one, the arithmetic
+    recipes, which every backend runs."""
 
     def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
         """Emit `Let(fresh_name, value)` and return the name (a caller may return
@@ -274,6 +303,7 @@ def dequantize_group(
             raise ValueError(f"no scale folds into the recipe from {src} to {dst}")
         codes.scales = scales
     codes.finite = finite
+    codes.native = native_f8_pairs(getattr(emit, "target", None))
     if not has_vector_recipe(src, dst):
         return _scalar_group(codes, elements, src, dst), False
     if isinstance(src, IntType):
@@ -341,6 +371,8 @@ class _Codes:
         self.minus: Callable[[int, t.Imm], t.Expr] | None = None  # see dequantize_group
         self.scales: Scales | None = None  # see dequantize_group
         self.finite = False  # see dequantize_group
+        self.native = False  # the target converts f8 pairs itself (`native_f8_pairs`)
+        self.later: dict[int, t.Expr] = {}  # pairs converted with an earlier one (recipe 7)
         self.memo: dict[t.Expr, t.Expr] = {}
 
     def at(self, i: int) -> int:
@@ -371,6 +403,15 @@ class _Codes:
         # The code straddles words q and q+1: its low part shifted down (zeros above),
         # its high part shifted up (zeros below), ORed.
         return self.let(t.Binary("or", low, self.shifted(q + 1, d - o + 32)))
+
+    def stream(self, p: int, bits: int) -> t.Expr:
+        """A word whose bits [0, `bits`) are the group's bit stream from bit p (a shift
+        of word p // 32, ORed with a shift of the next where the bits run into it)."""
+        q, o = divmod(p, 32)
+        low = self.shifted(q, -o)
+        if o + bits <= 32:
+            return low
+        return self.let(t.Binary("or", low, self.shifted(q + 1, 32 - o)))
 
     def byte_of(self, i: int, top: bool) -> tuple[t.Expr, int]:
         """A word and a byte of it (0..3) that holds element i's code in its low bits
@@ -519,9 +560,71 @@ def _special_threshold(src: FloatType) -> int | None:
     return None
 
 
+def native_f8_pairs(target: object) -> bool:
+    """Whether `target` (a `tilelang.target.Target`, or None) converts two f8e4m3 codes
+    to f16 in one instruction (`cvt.rn.f16x2.e4m3x2`, `t.F8Pair`): sm_89 and later."""
+    name = getattr(target, "name", "")
+    return name.startswith("sm_") and int(name[3:].rstrip("af")) >= 89
+
+
+def _f8_pair(codes: _Codes, i: int, dst: FloatType) -> t.Expr:
+    """Recipe 6: elements i, i+1 of f8e4m3 as f16 by the target's conversion of a byte
+    pair (exact, NaN to NaN), times the scales when the caller folds them: the exact
+    value times s, rounded once, as the folded recipe 4 rounds it."""
+    (q, byte), (q_hi, byte_hi) = divmod(codes.at(i) // 8, 4), divmod(codes.at(i + 1) // 8, 4)
+    if q == q_hi and byte % 2 == 0 and byte_hi == byte + 1:  # a half of the word already
+        x = codes.let(t.F8Pair(codes.word(q), dtypes.f8e4m3, byte // 2))
+    else:  # one prmt gathers the two bytes into the low half
+        high = codes.word(q_hi) if q_hi != q else u32(0)
+        second = byte_hi + 4 if q_hi != q else byte_hi
+        pair = codes.let(t.Prmt(codes.word(q), high, _selector(byte, second, 0, 0)))
+        x = codes.let(t.F8Pair(pair, dtypes.f8e4m3, 0))
+    if codes.scales is None or codes.scales.word(i // 2) == _pair_word(dst, 1.0, 1.0):
+        return x
+    return codes.let(t.Pair("mul", dst, x, codes.scales.word(i // 2)), "h")
+
+
+def _scales_exact(codes: _Codes, i: int, src: FloatType, dst: FloatType, factor: float) -> bool:
+    """Whether the scales of elements i, i+1 times `factor` (a power of two, at most the
+    fold's constant C of `scale_factors`) are exact `dst` values. The scales of a tile
+    are `dst` values and C·s is finite (the caller's fact), so every product s·factor
+    with factor ≥ 1 is exact; a constant scale c (an immediate word) is only known to
+    make C·c a `dst` value (`scale_folds.folds_constant`): factor·c may be none."""
+    if codes.scales is None or not isinstance(codes.scales.word(i // 2), t.Imm):
+        return True
+    (constant,) = scale_factors(src, dst)
+    folded = codes.scales.times(i // 2, _pair_word(dst, constant, constant))
+    product = codes.scales.times(i // 2, _pair_word(dst, factor, factor))
+    assert isinstance(folded, t.Imm) and isinstance(product, t.Imm)
+
+    def half(w: t.Imm, shift: int) -> float:
+        return float(dst.decode((int(w.value) >> shift) & 0xFFFF))
+
+    return all(half(product, s) * constant == half(folded, s) * factor for s in (0, 16))
+
+
+def _by_target_bytes(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.Expr | None:
+    """Elements i, i+1 by recipe 6 or 7 where they apply (and the scales allow), else
+    None: the caller's recipe 4."""
+    if i in codes.later:  # converted with an earlier pair (recipe 7)
+        return codes.later.pop(i)
+    if codes.native and src == dtypes.f8e4m3 and dst == F16:
+        return _f8_pair(codes, i, dst) if _scales_exact(codes, i, src, dst, 1.0) else None
+    f8 = _byte_form(src, dst, codes.native)
+    if f8 is None or _byte_partner(codes, i) is None:
+        return None
+    if not _scales_exact(codes, i, src, dst, 2.0 ** (f8.bias - src.bias)):
+        return None
+    return _byte_pairs(codes, i, src, dst, f8)
+
+
 def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.Expr:
     """Recipe 4 (and 5): elements i, i+1 of a small float as f16/bf16 by placement and
-    one multiplication by 2^(bias_t - bias_s)."""
+    one multiplication by 2^(bias_t - bias_s); recipes 6 and 7 (f8e4m3, and 6-bit
+    codes, to f16 through f8 bytes) where they apply."""
+    by_bytes = _by_target_bytes(codes, i, src, dst)
+    if by_bytes is not None:
+        return by_bytes
     b, e_bits = src.bits, src.exponent_bits
     top = 16 - b  # the code's sign lands on bit 15 of its half
     shift = (15 - dst.mantissa_bits) - e_bits  # 5 - E for f16, 8 - E for bf16
@@ -554,6 +657,72 @@ def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.E
         return codes.let(t.Lop3(x, special, u32(_halves(int(dst.nan_code))), SELECT), "h")
     exponent = _halves(((1 << dst.exponent_bits) - 1) << dst.mantissa_bits)
     return codes.let(t.Lop3(x, special, u32(exponent), OR_AND), "h")
+
+
+def _byte_form(src: FloatType, dst: FloatType, native: bool) -> FloatType | None:
+    """The f8 type in which a byte [sign, zeros, exponent|mantissa of a `src` code] is
+    that code's value times 2^(bias_s − bias_f8), when the target converts such bytes
+    to `dst` pairs in one instruction (recipe 7): f8e5m2 for two mantissa bits (the
+    upper byte of an f16: one `prmt`), f8e4m3 for three (`t.F8Pair`, sm_89 and later).
+    Codes of 5-7 bits whose exponent field stays below the f8 type's (no inf or NaN
+    byte); 4-bit codes have `_nibble_pair`, 8-bit ones are f8 types themselves."""
+    if dst != F16 or src.specials != "none" or not 5 <= src.bits <= 7:
+        return None
+    if src.mantissa_bits == 2 and src.exponent_bits < 5:
+        return dtypes.f8e5m2
+    if src.mantissa_bits == 3 and src.exponent_bits < 4 and native:
+        return dtypes.f8e4m3
+    return None
+
+
+def _byte_partner(codes: _Codes, i: int) -> int | None:
+    """A later pair i' (elements i', i'+1) whose codes lie d bits after those of the
+    pair i, both, with d a whole number of bytes (at most 3): one 32-bit window of the
+    bit stream at each code of pair i then holds a code of pair i' too (recipe 7)."""
+    elements = 32 // math.gcd(codes.bits, 32)  # of the group
+    for j in range(i + 2, elements, 2):
+        if j in codes.later:
+            continue
+        d = codes.at(j) - codes.at(i)
+        if d == codes.at(j + 1) - codes.at(i + 1) and d % 8 == 0 and 0 < d <= 24:
+            return j
+    return None
+
+
+def _byte_pairs(codes: _Codes, i: int, src: FloatType, dst: FloatType, f8: FloatType) -> t.Expr:
+    """Recipe 7: pairs i and its `_byte_partner` j of 5-7-bit small floats as f16, by
+    way of `f8` bytes (`_byte_form`). The bit stream from each code of pair i (one
+    funnel shift: the code at bit 0, pair j's code at byte d/8) gives the four codes,
+    each at the bottom of a byte, by one `prmt`; shl, and, lop3 make every byte
+    [sign, zeros, magnitude], the f8 code of value · 2^(bias_s − bias_f8) (exact: the
+    exponent fields match, subnormals included); each pair of bytes becomes an f16 pair
+    (`prmt` into the upper bytes for f8e5m2, whose codes are f16 upper bytes; `F8Pair`
+    for f8e4m3); one `Pair` mul by 2^(bias_f8 − bias_s) (times the folded scales) gives
+    value · s rounded once, as recipe 4 does. Per 4 codes 8 instructions and the
+    shared funnel shifts, against recipe 4's 10 and its shifted words."""
+    j = _byte_partner(codes, i)
+    assert j is not None
+    b, k = codes.bits, (codes.at(j) - codes.at(i)) // 8
+    low, high = codes.stream(codes.at(i), 8 * k + b), codes.stream(codes.at(i + 1), 8 * k + b)
+    four = codes.let(t.Prmt(low, high, _selector(0, 4, k, 4 + k)))  # elements i, i+1, j, j+1
+    signs = codes.let(t.Binary("shl", four, u32(8 - b)))
+    magnitudes = codes.let(t.Binary("and", four, u32(((1 << (b - 1)) - 1) * 0x01010101)))
+    form = codes.let(t.Lop3(signs, u32(0x80808080), magnitudes, AND_OR))
+    factor = 2.0 ** (f8.bias - src.bias)
+    results = []
+    for half, pair in ((0, i), (1, j)):
+        if f8 == dtypes.f8e4m3:
+            x = codes.let(t.F8Pair(form, f8, half))
+        else:
+            x = codes.let(t.Prmt(form, u32(0), _selector(4, 2 * half, 4, 2 * half + 1)))
+        if codes.scales is not None:
+            scaled = codes.scales.times(pair // 2, _pair_word(dst, factor, factor))
+            x = codes.let(t.Pair("mul", dst, x, scaled), "h")
+        elif factor != 1.0:
+            x = codes.let(t.Pair("mul", dst, x, _pair_word(dst, factor, factor)), "h")
+        results.append(x)
+    codes.later[j] = results[1]
+    return results[0]
 
 
 def _nibble_pair(codes: _Codes, i: int, src: FloatType, shift: int) -> t.Expr | None:

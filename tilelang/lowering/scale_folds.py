@@ -12,6 +12,12 @@ The recipes (`tilelang.lowering.dequant`) end in one step with a constant:
   Folded, x · (2^(bias_t − bias_s)·s): the same real product, rounded once, while the
   scaled scale is finite (f4e2m1 to f16: 2^14·s, so |s| < 4).
 
+Recipes 6 and 7 (f8e4m3 and 6-bit floats through f8 bytes, `dequant`) fold the same
+product with a smaller factor: the f16 of the exact value times s, or of value ·
+2^(bias_s − bias_f8) times 2^(bias_f8 − bias_s)·s; a factor between 1 and C keeps
+every product with the scales exact under the same fact. A constant scale c whose
+factor·c is no f16 (where C·c is) keeps recipe 4.
+
 A kernel cannot know its scales, so the fold needs a fact about them: the value fact
 ``assume(0 <= s < b)`` (`Function.assume`, `tilelang.analysis.value_bounds`), which a
 launch checks on the arrays before running (`tilelang.runtime.value_facts`). The fact
