@@ -15,6 +15,7 @@ from tilelang import dtypes as d
 from tilelang.ir import thread as t
 from tilelang.lowering import dequant as dq
 from tilelang.lowering.encode import encode_scalar
+from tilelang.lowering.scalar_decode import decode_scalar
 from tilelang.runtime.cpu import compile_cpu
 
 I32, I64, U32 = d.i32, d.i64, d.u32
@@ -266,7 +267,7 @@ def _decode_kernel(src: d.DType) -> t.ThreadFunction:
     code = lets.let(t.Read("c", 0, U32), "code")
     stores = []
     for k, dst in enumerate(DECODE_TARGETS):
-        value = dq.decode_scalar(lets, code, src, dst)
+        value = decode_scalar(lets, code, src, dst)
         assert value.dtype == dst
         y_offset, let_y = _offset(f"yo{k}", i, dst.bits // 8)
         stores += [
@@ -305,11 +306,11 @@ def test_decode_scalar_every_code(src):
 
 def test_decode_scalar_rejects_bad_types():
     with pytest.raises(ValueError, match="u1"):
-        dq.decode_scalar(Lets(), t.Imm(0, U32), d.u4, d.u1)
+        decode_scalar(Lets(), t.Imm(0, U32), d.u4, d.u1)
     with pytest.raises(ValueError, match="u32"):
-        dq.decode_scalar(Lets(), t.Imm(0, d.u8), d.u4, d.f16)
+        decode_scalar(Lets(), t.Imm(0, d.u8), d.u4, d.f16)
     with pytest.raises(ValueError, match="at most 32 bits"):
-        dq.decode_scalar(Lets(), t.Imm(0, U32), d.f64, d.f16)
+        decode_scalar(Lets(), t.Imm(0, U32), d.f64, d.f16)
 
 
 # --------------------------------------------------------------------------- encode_scalar

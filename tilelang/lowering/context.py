@@ -27,7 +27,8 @@ from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.types import TensorType, TileType
 from tilelang.ir.visit import walk
-from tilelang.lowering import dequant, encode
+from tilelang.lowering import encode
+from tilelang.lowering.scalar_decode import decode_scalar
 from tilelang.lowering.thread_builder import I32, I64, U32, ThreadBuilder, imm
 from tilelang.lowering.values import (
     WARP,
@@ -218,7 +219,7 @@ class Lowering:
         if dtype == dtypes.u1:
             return t.Binary("ne", code, imm(0, U32))
         if dtype.is_float:
-            return dequant.decode_scalar(self, code, dtype, dtypes.f32)
+            return decode_scalar(self, code, dtype, dtypes.f32)
         if dtype.signed:
             shift = imm(32 - dtype.bits, U32)
             return t.Binary("shr", t.Bitcast(t.Binary("shl", code, shift), I32), shift)
@@ -363,7 +364,7 @@ class Lowering:
             # a value of the small type: rounded to it once, held exactly as f32
             source = value if value.dtype.is_float else self.b.cvt(value, dtypes.f64)
             code = self.b.let(encode.encode_scalar(self, source, dtype), "code")
-            return dequant.decode_scalar(self, code, dtype, dtypes.f32)
+            return decode_scalar(self, code, dtype, dtypes.f32)
         return self.b.cvt(value, target)
 
     def copy_tile(self, dst: TileRegs, src: TileRegs) -> None:

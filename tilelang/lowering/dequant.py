@@ -15,8 +15,9 @@ Entry points
   (True) or the scalar fallback (False) did it. `has_vector_recipe(src, dst)` tells
   which beforehand. With `scales`, a group scale folds into the last step
   (`scale_factors`; when that is exact: `tilelang.lowering.scale_folds`).
-* `decode_scalar(emit, code, src, dst)`: the scalar fallback, one code (a u32 holding
-  it in its low bits, zero above) -> a value of `dst`.
+* `decode_scalar(emit, code, src, dst)` (`tilelang.lowering.scalar_decode`): the
+  scalar fallback, one code (a u32 holding it in its low bits, zero above) -> a value
+  of `dst`.
 * `encode_scalar(emit, value, dst)` (`tilelang.lowering.encode`): one value -> a u32
   holding the code of `dst`.
 
@@ -123,28 +124,7 @@ per half) or one f32 element per word. Why each is exact:
    8 × 5. Codes of 5 and 7 bits never lie a whole number of bytes apart within 24
    bits, so they keep recipe 4, and so does f6e2m3 before sm_89.
 
-Scalar fallback (`decode_scalar`), used where no vector recipe exists (ExMy with E ≥ 5
-other than f8e5m2 to f16, which must round; codes wider than 8 bits) and for one code
-at a time: integers are sign-extended by two shifts and converted with one `Cvt`;
-small floats are rebuilt arithmetically as significand · 2^(exponent) in f32 (both
-factors exact, the product exact: every ExMy of ≤ 8 bits is an f32), the sign ORed in,
-specials selected, and one `Cvt` to the target rounds once (RNE, f16 overflow to ±inf),
-from the exact value. f16/bf16/f32 codes are bitcast.
-
-Encoding (`encode_scalar`) rounds once, from the exact input (f16/bf16 inputs widen to
-f32 exactly; f64 inputs are rounded as f64, never through f32):
-
-* to an ExMy or f8 type, on the input's bits: at or above the target's smallest
-  normal, a right shift of the magnitude bits by (input mantissa bits - M) with round
-  to nearest even (ties away for M = 0, where a tie between powers of two goes to the
-  larger one, as `tilelang.dtypes` does), rebased by the difference of the biases;
-  below it, the float addition |x| + 2^(input mantissa bits + 1 - bias - M), whose
-  ulp is the target's subnormal spacing, rounds to nearest even, and the integer
-  difference of the bits is the code. The magnitude saturates at the max finite code
-  (satfinite: overflow and ±inf), the sign is ORed in (so -0 stays -0), and NaN gives
-  the canonical NaN code (0x7F for f8e4m3 and f8e5m2) or +max for finite-only types;
-* to f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf), NaN made canonical;
-* to an integer: `Cvt` to i64 (RNE, saturating, NaN -> 0), clamped to the type's range.
+Scalar fallback: `tilelang.lowering.scalar_decode`. Encoding: `tilelang.lowering.encode`.
 
 Which path each (src, dst) takes
 --------------------------------
@@ -170,54 +150,33 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from tilelang import dtypes
-from tilelang.dtypes import DType, ExponentType, FloatType, IntType
+from tilelang.dtypes import DType, FloatType, IntType
 from tilelang.ir import thread as t
+from tilelang.lowering.bits import (
+    AND_OR,
+    BF16,
+    F16,
+    F32,
+    MASK_FLIP_OR,
+    OR_AND,
+    REPLICATE_HALF_SIGNS,
+    REPLICATE_WORD_SIGN,
+    SELECT,
+    SIGNS16,
+    U16,
+    U32,
+    Emit,
+    check_code_type,
+    special_threshold,
+    u32,
+)
+from tilelang.lowering.scalar_decode import decode_scalar
 
-U16, U32, I32, I64 = dtypes.u16, dtypes.u32, dtypes.i32, dtypes.i64
-F16, BF16, F32, F64 = dtypes.f16, dtypes.bf16, dtypes.f32, dtypes.f64
 TARGETS = (F16, BF16, F32)
 """The dtypes `dequantize_group` produces."""
 
 
-class Emit(Protocol):
-    """What the recipes need from their caller. A caller may also carry `target` (a
-    `tilelang.target.Target`, as the lowering does): the recipes then use the target's
-    own conversions where it has them (`native_f8_pairs`); without one, the arithmetic
-    recipes, which every backend runs."""
-
-    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
-        """Emit `Let(fresh_name, value)` and return the name (a caller may return
-        constants and names as they are)."""
-        ...
-
-
 # --------------------------------------------------------------------------- bit helpers
-
-
-def _lut(f: Callable[[int, int, int], int]) -> int:
-    """The `lop3` lookup table of the bitwise function f(a, b, c)."""
-    return sum(
-        1 << (4 * a + 2 * b + c) for a in (0, 1) for b in (0, 1) for c in (0, 1) if f(a, b, c)
-    )
-
-
-AND_OR = _lut(lambda a, b, c: (a & b) | c)
-OR_AND = _lut(lambda a, b, c: a | (b & c))
-MASK_FLIP_OR = _lut(lambda a, b, c: (a ^ c) if b else c)
-"""b ? a ^ c : c: keep the code bits (b), flip the sign bit among them (c), and put the
-magic exponent (c) everywhere else."""
-
-SELECT = _lut(lambda a, b, c: c if b else a)
-"""b ? c : a, per bit."""
-SIGNS16 = 0x80008000
-REPLICATE_HALF_SIGNS = 0xBB99
-"""`prmt` selector: both bytes of each half become copies of that half's sign bit."""
-REPLICATE_WORD_SIGN = 0xBBBB
-
-
-def u32(value: int) -> t.Imm:
-    """A u32 immediate (two's complement for negative values)."""
-    return t.Imm(value & 0xFFFFFFFF, U32)
 
 
 def _halves(value: int) -> int:
@@ -235,11 +194,6 @@ def _pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
     codes = elem.encode([low, high]).astype(int)
     assert all(float(v) == x for v, x in zip(elem.decode(codes), (low, high), strict=True))
     return u32(int(codes[0]) | int(codes[1]) << 16)
-
-
-def check_code_type(src: DType, limit: int) -> None:
-    if not isinstance(src, IntType | FloatType | ExponentType) or src.bits > limit:
-        raise ValueError(f"codes of {src} are not supported here (at most {limit} bits)")
 
 
 # --------------------------------------------------------------------------- groups
@@ -551,15 +505,6 @@ def _int8_to_bf16(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr
 # --------------------------------------------------------------------------- recipes 4-5
 
 
-def _special_threshold(src: FloatType) -> int | None:
-    """The smallest magnitude code (exponent|mantissa) that is inf or NaN, if any."""
-    if src.specials == "fn":
-        return (1 << (src.bits - 1)) - 1
-    if src.specials == "ieee":
-        return ((1 << src.exponent_bits) - 1) << src.mantissa_bits
-    return None
-
-
 def native_f8_pairs(target: object) -> bool:
     """Whether `target` (a `tilelang.target.Target`, or None) converts two f8e4m3 codes
     to f16 in one instruction (`cvt.rn.f16x2.e4m3x2`, `t.F8Pair`): sm_89 and later."""
@@ -629,7 +574,7 @@ def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.E
     top = 16 - b  # the code's sign lands on bit 15 of its half
     shift = (15 - dst.mantissa_bits) - e_bits  # 5 - E for f16, 8 - E for bf16
     scale = 2.0 ** (dst.bias - src.bias)
-    threshold = None if codes.finite else _special_threshold(src)
+    threshold = None if codes.finite else special_threshold(src)
     x = _nibble_pair(codes, i, src, shift) if threshold is None else None
     magnitude = None
     if x is None:
@@ -766,7 +711,7 @@ def _float_to_f32(codes: _Codes, i: int, src: FloatType, dst: FloatType = F32) -
     x = codes.let(t.Lop3(q, u32(0x80000000), shifted, AND_OR))
     scaled = t.Binary("mul", t.Bitcast(x, F32), t.Imm(2.0 ** (127 - src.bias), F32))
     x = codes.let(t.Bitcast(scaled, U32), "f")
-    threshold = _special_threshold(src)
+    threshold = special_threshold(src)
     if threshold is None:
         return x
     carry = ((1 << (b - 1)) - threshold) << top
@@ -796,86 +741,3 @@ def _scalar_group(codes: _Codes, elements: int, src: DType, dst: DType) -> list[
         codes.let(t.Binary("or", values[j], t.Binary("shl", values[j + 1], u32(16))), "h")
         for j in range(0, elements, 2)
     ]
-
-
-def decode_scalar(emit: Emit, code: t.Expr, src: DType, dst: DType, finite: bool = False) -> t.Expr:
-    """The value of one `src` code as a `dst` value (by the casting policy).
-
-    `code` is a u32 holding the code in its low bits, zero above. `src`: an integer or
-    float type of at most 32 bits; `dst`: f16, bf16, f32, f64 or an integer register
-    dtype. `finite`: the code is no NaN (the caller's value facts say so).
-    """
-    check_code_type(src, 32)
-    if dst not in t.REGISTER_DTYPES or dst == dtypes.u1:
-        raise ValueError(f"decode_scalar converts to a register dtype other than u1, not {dst}")
-    if code.dtype != U32:
-        raise ValueError(f"a code is a u32, got {code.dtype}")
-    code = emit.let(code, "code")  # used several times below
-    if isinstance(src, IntType):
-        value = _int_value(emit, code, src)
-    elif isinstance(src, ExponentType):
-        value = _e8m0_value(emit, code, finite and dst == F16)
-    elif src.bits <= 8:
-        value = _small_float_value(emit, code, src)
-    else:  # f16, bf16, f32: the code is the value's bits
-        width = dtypes.int_type(src.bits, False)
-        value = t.Bitcast(t.Cvt(code, width) if width != U32 else code, src)
-    return value if value.dtype == dst else t.Cvt(emit.let(value, "v"), dst)
-
-
-def _int_value(emit: Emit, code: t.Expr, src: IntType) -> t.Expr:
-    """The integer as a u32 (unsigned) or i32 (signed: sign-extended by two shifts)."""
-    if not src.signed:
-        return code
-    if src.bits == 32:
-        return t.Bitcast(code, I32)
-    up = u32(32 - src.bits)
-    return t.Binary("shr", t.Bitcast(emit.let(t.Binary("shl", code, up), "c"), I32), up)
-
-
-def _e8m0_value(emit: Emit, code: t.Expr, finite_to_f16: bool = False) -> t.Expr:
-    """The exact f32 value of an e8m0 code c (the OCP MX scale): 2^(c − 127), NaN for 0xFF.
-
-    c << 23 is the f32 2^(c − 127) for 1 ≤ c ≤ 254. Two codes need bit 22 as well:
-    c = 0 (2^-127, the f32 subnormal 0x00400000, which an unsigned max with c << 23
-    gives, every other c << 23 being larger) and c = 0xFF (c << 23 is +inf; with bit 22
-    it is the quiet NaN 0x7FC00000, numpy's NaN). (c + 1) << 14 has bit 22 set exactly
-    for c = 0xFF (c + 1 = 0x100), so one `lop3` ORs it in: five instructions, no branch.
-    `decode_scalar` converts the f32 to f16/bf16 with one `Cvt` (RNE, overflow to ±inf,
-    NaN to the canonical NaN: the cast policy; bf16 holds every e8m0 value exactly).
-    Tested on every code, to every target (tests/test_e8m0.py).
-
-    `finite_to_f16` (no NaN code, the value bound for f16): c << 23 alone, one
-    instruction; c = 0 gives +0 there, which f16 rounds 2^-127 to as well."""
-    let = emit.let
-    if finite_to_f16:
-        return t.Bitcast(let(t.Binary("shl", code, u32(23)), "p"), F32)
-    power = let(t.Binary("max", t.Binary("shl", code, u32(23)), u32(0x00400000)), "p")
-    nan_bit = let(t.Binary("shl", t.Binary("add", code, u32(1)), u32(14)), "n")
-    bits = let(t.Lop3(power, nan_bit, u32(0x00400000), OR_AND), "v")
-    return t.Bitcast(bits, F32)
-
-
-def _small_float_value(emit: Emit, code: t.Expr, src: FloatType) -> t.Expr:
-    """The exact f32 value of an ExMy code (1+E+M ≤ 8), specials included."""
-    e_bits, m_bits, b = src.exponent_bits, src.mantissa_bits, src.bits
-    let = emit.let
-    exponent = let(t.Binary("and", t.Binary("shr", code, u32(m_bits)), u32((1 << e_bits) - 1)), "e")
-    mantissa = let(t.Binary("and", code, u32((1 << m_bits) - 1)), "m")
-    normal = let(t.Binary("ne", exponent, u32(0)), "n")
-    # value = significand · 2^(max(e, 1) - bias - M), both factors exact f32 values.
-    significand = t.Binary("or", mantissa, t.Select(normal, u32(1 << m_bits), u32(0)))
-    biased = t.Binary("add", t.Binary("max", exponent, u32(1)), u32(127 - src.bias - m_bits))
-    power = t.Bitcast(t.Binary("shl", biased, u32(23)), F32)
-    magnitude = t.Binary("mul", t.Cvt(let(significand, "s"), F32), let(power, "p"))
-    sign = let(t.Binary("shl", t.Binary("shr", code, u32(b - 1)), u32(31)), "sgn")
-    bits = let(t.Binary("or", t.Bitcast(let(magnitude, "v"), U32), sign), "v")
-    threshold = _special_threshold(src)
-    if threshold is not None:
-        magnitude_code = t.Binary("and", code, u32((1 << (b - 1)) - 1))
-        special = t.Binary("ge", magnitude_code, u32(threshold))
-        # Exponent all ones and the mantissa kept: ±inf, or NaN (its mantissa is nonzero).
-        payload = t.Binary("shl", mantissa, u32(23 - m_bits))
-        inf_or_nan = t.Binary("or", t.Binary("or", sign, u32(0x7F800000)), payload)
-        bits = let(t.Select(let(special, "sp"), inf_or_nan, bits), "v")
-    return t.Bitcast(bits, F32)

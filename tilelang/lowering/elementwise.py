@@ -18,6 +18,7 @@ from tilelang.ir import thread as t
 from tilelang.ir.types import ScalarType, TileType
 from tilelang.lowering import dequant, encode, relayout, scale_folds
 from tilelang.lowering.context import Lowering, lowers
+from tilelang.lowering.scalar_decode import decode_scalar
 from tilelang.lowering.thread_builder import I32, U32, imm
 from tilelang.lowering.values import (
     TileRegs,
@@ -148,7 +149,7 @@ def cast_element(
     if source.dtype.is_float and is_packed(source.dtype) and not is_packed(result.dtype):
         lo.b.count("dequant_scalar")
         code = lo.get_code(source, li)
-        value = dequant.decode_scalar(lo, code, source.dtype, result.dtype, finite)
+        value = decode_scalar(lo, code, source.dtype, result.dtype, finite)
         lo.put(result, li, value)
         return
     lo.put(result, li, lo.convert(lo.get(source, li), result.dtype))

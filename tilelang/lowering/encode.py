@@ -4,11 +4,20 @@ expressions, by the casting policy of `tilelang.dtypes` bit for bit (an encoded 
 register cannot hold and for stores of such types; its inverse, decoding, is
 `tilelang.lowering.dequant`.
 
-Small floats (ExMy, f8) are rounded once from f32 or f64: at or above the smallest
-normal the magnitude bits are rounded to nearest even and rebased; below it, adding
-the constant C whose ulp is the subnormal spacing rounds |x| in the FPU (see
-`_encode_small_float`); overflow and ±inf saturate (satfinite), NaN gives the type's
-NaN code (its largest finite code where it has none).
+Encoding (`encode_scalar`) rounds once, from the exact input (f16/bf16 inputs widen to
+f32 exactly; f64 inputs are rounded as f64, never through f32):
+
+* to an ExMy or f8 type, on the input's bits: at or above the target's smallest
+  normal, a right shift of the magnitude bits by (input mantissa bits - M) with round
+  to nearest even (ties away for M = 0, where a tie between powers of two goes to the
+  larger one, as `tilelang.dtypes` does), rebased by the difference of the biases;
+  below it, the float addition |x| + 2^(input mantissa bits + 1 - bias - M), whose
+  ulp is the target's subnormal spacing, rounds to nearest even, and the integer
+  difference of the bits is the code. The magnitude saturates at the max finite code
+  (satfinite: overflow and ±inf), the sign is ORed in (so -0 stays -0), and NaN gives
+  the canonical NaN code (0x7F for f8e4m3 and f8e5m2) or +max for finite-only types;
+* to f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf), NaN made canonical;
+* to an integer: `Cvt` to i64 (RNE, saturating, NaN -> 0), clamped to the type's range.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from __future__ import annotations
 from tilelang import dtypes
 from tilelang.dtypes import DType, FloatType, IntType
 from tilelang.ir import thread as t
-from tilelang.lowering.dequant import BF16, F16, F32, F64, I32, I64, U32, Emit, check_code_type, u32
+from tilelang.lowering.bits import BF16, F16, F32, F64, I32, I64, U32, Emit, check_code_type, u32
 
 
 def encode_scalar(emit: Emit, value: t.Expr, dst: DType) -> t.Expr:
