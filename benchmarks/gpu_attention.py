@@ -1,5 +1,5 @@
-"""The attention kernels of `tilelang.kernels` on the GPU, each number beside a baseline
-measured in the same run (issue 12's targets):
+"""The attention and scan kernels of `tilelang.kernels` on the GPU, each number beside a
+baseline measured in the same run (issue 12's targets):
 
 * `flash_attention` forward, D=128, causal and not, q, k, v [4, 4096, 32, 128] f16: vs
   torch `scaled_dot_product_attention` with the flash backend (target: at least 90 % of
@@ -9,12 +9,19 @@ measured in the same run (issue 12's targets):
   D=128, f16 cache in pages of 16 tokens, the table shuffled): vs a torch device copy
   moving as many bytes as the KV cache holds, in the same run (target: at least 85 % of
   that bandwidth).
+* `selective_scan` (Mamba-1 forward) at batch 8, Dm 2048, N 16, L 2048, f16 with D, z,
+  delta_bias and softplus: vs its bandwidth floor, the bytes it must move (`scan_bytes`)
+  at the bandwidth of a torch device copy of as many bytes in the same run (target: at
+  least 80 % of that floor); mamba_ssm's `selective_scan_fn` beside it when installed.
 
 Results are checked against float32 references computed with torch from the definition
 (explicit products and a softmax): the forward on a slice of (batch, head) pairs, within
 max(2 × torch's own error, 2e-3) as flash-attn's tests bound theirs; the decode on two
-sequences, within 2e-3. The checks are device-agnostic: tests/test_gpu_check.py rehearses
-them on the CPU with the CPU backend standing in for the GPU.
+sequences, within 2e-3; the scan, before it is timed, against a numpy float64 recurrence
+(`scan_reference`, step by step along L) on a slice of batches and channels, within
+`SCAN_TOLERANCE` of the slice's largest output (f16 rounds to 2^-11). The checks are
+device-agnostic: tests/test_gpu_check.py rehearses them on the CPU with the CPU backend
+standing in for the GPU.
 
     python3 benchmarks/gpu_attention.py
 """
@@ -22,6 +29,7 @@ them on the CPU with the CPU backend standing in for the GPU.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 from gpu_common import (
@@ -31,8 +39,10 @@ from gpu_common import (
     compare,
     floor_seconds,
     measurement,
+    rate_text,
     require,
     time_gpu,
+    time_text,
 )
 
 #: The forward's shape: FlashAttention-2's benchmark (16k tokens of 32 heads of 128).
@@ -45,6 +55,13 @@ DECODE_TARGET = 0.85  # of the copy bandwidth over the KV bytes
 CHECKED_BATCHES, CHECKED_HEADS = 1, 2
 DECODE_CHECKED = 2  # sequences
 MIN_TOLERANCE = 2e-3
+#: The scan's shape: a serving batch of 2048-token prompts through Mamba-370m's inner
+#: width (d_inner 2048, d_state 16), as mamba_ssm lays it out ([batch, Dm, L]).
+SCAN = dict(batch=8, channels=2048, state=16, length=2048)
+SCAN_TARGET = 0.80  # of the bandwidth floor
+#: The scan's output is f16 (rounded once, relative 2^-11); its f32 recurrence over 2048
+#: steps stays far below that. Relative to the checked slice's largest |output|.
+SCAN_TOLERANCE = 2e-3
 
 
 # --------------------------------------------------------------------------- the forward
@@ -265,6 +282,196 @@ def decode_case() -> Case:
     )
 
 
+# --------------------------------------------------------------------------- the scan
+
+
+def scan_bytes(
+    batch: int, channels: int, state: int, length: int, itemsize: int, groups: int = 1
+) -> int:
+    """What `selective_scan` with D, z and delta_bias must move, each tensor once: u,
+    delta, z read and out written ([batch, Dm, L] in the inputs' dtype), B and C read
+    ([batch, G, N, L], same dtype), A ([Dm, N]), D and delta_bias ([Dm]) read as f32."""
+    sequences = 4 * batch * channels * length * itemsize
+    projections = 2 * batch * groups * state * length * itemsize
+    parameters = (channels * state + 2 * channels) * 4
+    return sequences + projections + parameters
+
+
+def copy_bandwidth(moved_bytes: float, seconds: float) -> float:
+    """Bytes per second of a copy that read and wrote `moved_bytes` in all."""
+    if seconds <= 0:
+        raise ValueError(f"seconds: expected a positive copy time, got {seconds!r}")
+    return moved_bytes / seconds
+
+
+def scan_inputs(torch, device: str, batch: int, channels: int, state: int, length: int):
+    """Mamba-1's tensors as mamba_ssm takes them, with its initializations: u, delta
+    (before the bias and softplus), z [batch, Dm, L] and B, C [batch, N, L] f16, standard
+    normal (delta halved); A [Dm, N] = -(1 .. N) per channel (S4D-real); D [Dm] standard
+    normal; delta_bias [Dm] = softplus⁻¹ of step sizes log-uniform in [1e-3, 0.1]; f32."""
+    generator = torch.Generator(device=device).manual_seed(length)
+
+    def normal(*shape, scale=1.0):
+        values = torch.randn(shape, device=device, generator=generator) * scale
+        return values.to(torch.float16)
+
+    u = normal(batch, channels, length)
+    delta = normal(batch, channels, length, scale=0.5)
+    z = normal(batch, channels, length)
+    B = normal(batch, state, length)
+    C = normal(batch, state, length)
+    A = -torch.arange(1, state + 1, device=device, dtype=torch.float32).repeat(channels, 1)
+    D = torch.randn(channels, device=device, generator=generator)
+    uniform = torch.rand(channels, device=device, generator=generator)
+    steps = torch.exp(math.log(1e-3) + uniform * (math.log(0.1) - math.log(1e-3)))
+    delta_bias = steps + torch.log(-torch.expm1(-steps))  # softplus(bias) = steps
+    return dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias)
+
+
+def scan_reference(u, delta, A, B, C, D, z, delta_bias):
+    """Mamba-1's selective scan with softplus, in float64, one step at a time (numpy
+    arrays: u, delta, z [b, d, L]; A [d, N]; B, C [b, N, L]; D, delta_bias [d]):
+    Δ = softplus(delta + bias); h = exp(Δ·A)·h + Δ·B·u from h = 0;
+    y = (C·h + D·u)·silu(z)."""
+    import numpy as np
+
+    u, delta, A, B, C, D, z, bias = (
+        np.asarray(x, np.float64) for x in (u, delta, A, B, C, D, z, delta_bias)
+    )
+    step = np.logaddexp(0.0, delta + bias[None, :, None])
+    state = np.zeros(u.shape[:2] + A.shape[1:])
+    out = np.empty_like(u)
+    for t in range(u.shape[2]):
+        dt = step[:, :, t, None]
+        state = np.exp(dt * A[None]) * state + dt * B[:, None, :, t] * u[:, :, t, None]
+        out[:, :, t] = np.einsum("bdn,bn->bd", state, C[:, :, t])
+    out += D[None, :, None] * u
+    return out * z / (1.0 + np.exp(-z))
+
+
+def scan_checked_channels(channels: int) -> list[int]:
+    """The channels the check covers: neighbours within one block, one in the middle and
+    the last (blocks at both ends of the grid)."""
+    return sorted({0, 1, 2, 3, 5, channels // 2 + 1, channels - 1} & set(range(channels)))
+
+
+def check_scan(torch, ours, inputs: dict):
+    """Ours on the first and last batch and `scan_checked_channels` against
+    `scan_reference`, within SCAN_TOLERANCE of the slice's largest output."""
+    batch, channels = inputs["u"].shape[:2]
+    rows = torch.tensor(sorted({0, batch - 1}), device=ours.device)
+    cols = torch.tensor(scan_checked_channels(channels), device=ours.device)
+
+    def host(x, batch_axis: int | None, channel_axis: int | None):
+        """x at the checked batches and channels (where it has those axes), float32."""
+        if batch_axis is not None:
+            x = x.index_select(batch_axis, rows)
+        if channel_axis is not None:
+            x = x.index_select(channel_axis, cols)
+        return x.float().cpu().numpy()
+
+    axes = dict(u=(0, 1), delta=(0, 1), z=(0, 1), B=(0, None), C=(0, None))
+    axes |= dict(A=(None, 0), D=(None, 0), delta_bias=(None, 0))
+    sliced = {name: host(inputs[name], *where) for name, where in axes.items()}
+    reference = scan_reference(**sliced)
+    return require(
+        compare(host(ours, 0, 1), reference, "rel", SCAN_TOLERANCE), "tilelang selective_scan"
+    )
+
+
+def mamba_scan() -> tuple[Any, str]:
+    """(mamba_ssm's `selective_scan_fn`, "") or (None, why it is not there)."""
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ModuleNotFoundError:
+        return None, "mamba_ssm: not installed"
+    except (ImportError, OSError) as error:  # installed, but its extension does not load
+        return None, f"mamba_ssm: not importable ({type(error).__name__}: {error})"
+    return selective_scan_fn, ""
+
+
+def scan_case() -> Case:
+    shape = SCAN
+
+    def run(context: Context) -> dict[str, Any]:
+        from tilelang.kernels import selective_scan
+
+        torch = context.torch
+        inputs = scan_inputs(torch, "cuda", **shape)
+        holder: dict[str, Any] = {}
+
+        def ours_launch():
+            holder["ours"] = selective_scan(**inputs, delta_softplus=True)
+
+        started = time.perf_counter()
+        ours_launch()  # compiles and tunes BD on the first call
+        torch.cuda.synchronize()
+        first_s = time.perf_counter() - started
+        check = check_scan(torch, holder["ours"], inputs)
+        ours = time_gpu(ours_launch)
+        nbytes = scan_bytes(**shape, itemsize=inputs["u"].element_size())
+        source = torch.empty(nbytes // 2, dtype=torch.uint8, device="cuda")
+        target = torch.empty_like(source)  # read + written: about nbytes moved
+        copy = time_gpu(lambda: target.copy_(source))
+        bandwidth = copy_bandwidth(2 * source.nbytes, copy.median_s)
+        floor_s = floor_seconds(nbytes, bandwidth)
+        fraction = floor_s / ours.median_s
+        peak, peak_what = context.bandwidth()
+        theirs_fn, missing = mamba_scan()
+        baseline = measurement("torch device copy of as many bytes", copy.median_s, nbytes)
+        baseline_timing, mamba_note = copy, missing
+        if theirs_fn is not None:
+
+            def theirs_launch():
+                holder["theirs"] = theirs_fn(**inputs, delta_softplus=True)
+
+            theirs = time_gpu(theirs_launch)
+            their_check = check_scan(torch, holder["theirs"], inputs)
+            baseline = measurement("mamba_ssm selective_scan_fn", theirs.median_s, nbytes)
+            baseline_timing = theirs
+            mamba_note = (
+                f"mamba_ssm selective_scan_fn {time_text(theirs.median_s)}, ours "
+                f"{theirs.median_s / ours.median_s:.0%} of its speed; its check: "
+                f"{their_check.describe()}"
+            )
+        record = benchmark_record(
+            shape=(
+                f"B={shape['batch']} Dm={shape['channels']} N={shape['state']} "
+                f"L={shape['length']} f16, D, z, delta_bias, softplus"
+            ),
+            ours=measurement("tilelang selective_scan", ours.median_s, nbytes),
+            baseline=baseline,
+            floor=measurement(
+                f"the bytes at the same run's copy bandwidth, {rate_text(bandwidth)}",
+                floor_s,
+                nbytes,
+                bound="DRAM (measured copy)",
+            ),
+            timing=ours,
+            baseline_timing=baseline_timing,
+            check=(
+                f"vs float64 numpy recurrence ({len({0, shape['batch'] - 1})} batches x "
+                f"{len(scan_checked_channels(shape['channels']))} channels): {check.describe()}"
+            ),
+            notes=(
+                f"{fraction:.0%} of the bandwidth floor, target {SCAN_TARGET:.0%}: "
+                f"{'met' if fraction >= SCAN_TARGET else 'NOT met'}; "
+                f"{nbytes / ours.median_s / peak:.0%} of {peak_what}; first call (compile "
+                f"and tune) {first_s:.1f} s; {mamba_note}"
+            ),
+        )
+        record["target"] = target_record(fraction, SCAN_TARGET, "of the bandwidth floor")
+        return record
+
+    return Case(
+        "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor",
+        10.0,
+        run,
+        "tilelang Mamba-1 scan vs the bytes at the same run's copy bandwidth "
+        "(vs mamba_ssm when installed)",
+    )
+
+
 def target_record(fraction: float, target: float, what: str) -> dict[str, Any]:
     """The issue's speed target beside what was measured (reported, not a failure: a
     wrong result fails a case, a slow one is a number to read)."""
@@ -272,7 +479,7 @@ def target_record(fraction: float, target: float, what: str) -> dict[str, Any]:
 
 
 def cases() -> list[Case]:
-    return [forward_case(False), forward_case(True), decode_case()]
+    return [forward_case(False), forward_case(True), decode_case(), scan_case()]
 
 
 if __name__ == "__main__":

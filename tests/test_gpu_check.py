@@ -68,6 +68,7 @@ def test_without_a_gpu_it_says_so_lists_everything_and_exits_0(no_gpu_run):
     assert "quant_matmul u4 m=1 k=4096 n=4096" in done.stdout
     assert "matmul f16 4096x4096 @ 4096x4096" in done.stdout
     assert "vector_add f32 n=268435456" in done.stdout
+    assert "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor" in done.stdout
 
 
 def test_the_no_gpu_run_writes_both_reports(no_gpu_run):
@@ -461,10 +462,12 @@ def test_the_attention_cases_cover_the_issues_targets():
         "flash_attention D=128 vs torch flash SDPA",
         "flash_attention D=128 causal vs torch flash SDPA",
         "paged_decode_attention batch=64 context=4096 vs copy bandwidth",
+        "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor",
     ]
     assert gpu_attention.FORWARD["head_dim"] == 128
     assert (gpu_attention.DECODE["batch"], gpu_attention.DECODE["context"]) == (64, 4096)
     assert (gpu_attention.FORWARD_TARGET, gpu_attention.DECODE_TARGET) == (0.90, 0.85)
+    assert gpu_attention.SCAN_TARGET == 0.80
     assert "bench-attention" in gpu_check.PART_KEYS
 
 
@@ -514,6 +517,115 @@ def test_the_decode_check_rehearsed_on_the_cpu():
     wrong[1, 3, 7] += 0.01
     with pytest.raises(gpu_common.CheckFailed, match="tilelang paged_decode_attention"):
         gpu_attention.check_decode(torch, wrong, q, k_cache, v_cache, table, seq_lens)
+
+
+# --------------------------------------------------------------------------- the scan
+
+
+def test_the_scan_floor_counts_each_tensor_once():
+    # u, delta, z, out [1, 2, 5] f16: 4 x 20 B; B, C [1, 3, 5] f16: 2 x 30 B; A [2, 3],
+    # D [2], delta_bias [2] f32: 40 B.
+    assert gpu_attention.scan_bytes(1, 2, 3, 5, itemsize=2) == 80 + 60 + 40
+    assert gpu_attention.scan_bytes(1, 2, 3, 5, itemsize=2, groups=2) == 80 + 120 + 40
+    assert gpu_attention.scan_bytes(1, 2, 3, 5, itemsize=4) == 160 + 120 + 40
+    # The benchmark's shape: four 8x2048x2048 f16 sequences (256 MiB), B and C
+    # 8x16x2048 f16 (1 MiB), A 2048x16 and D, delta_bias 2048 f32 (144 KiB).
+    nbytes = gpu_attention.scan_bytes(**gpu_attention.SCAN, itemsize=2)
+    assert nbytes == 256 * 2**20 + 2**20 + 144 * 2**10
+
+
+def test_the_scan_floor_is_its_bytes_at_the_measured_copy_bandwidth():
+    # A copy that moved 2 GB (1 GB read, 1 GB written) in 1 ms: 2 TB/s; 3 GB take 1.5 ms.
+    bandwidth = gpu_attention.copy_bandwidth(2e9, 1e-3)
+    assert bandwidth == pytest.approx(2e12)
+    assert gpu_common.floor_seconds(3e9, bandwidth) == pytest.approx(1.5e-3)
+    with pytest.raises(ValueError, match="seconds: expected a positive copy time, got 0"):
+        gpu_attention.copy_bandwidth(2e9, 0)
+
+
+def test_the_scan_reference_is_the_recurrence_by_hand():
+    # One channel, one state, two steps, delta + bias = 0: Δ = ln 2 every step.
+    # h0 = ln2·B0·u0, h1 = exp(ln2·A)·h0 + ln2·B1·u1, y = (C·h + D·u)·silu(z).
+    u, B, C, z = [1.0, 2.0], [3.0, -1.0], [0.5, 2.0], [2.0, -1.0]
+    A, D, ln2 = -1.0, 0.25, np.log(2.0)
+    h0 = ln2 * 3.0
+    h1 = 0.5 * h0 + ln2 * -2.0  # exp(ln2 · -1) = 1/2
+    silu = [2.0 / (1.0 + np.exp(-2.0)), -1.0 / (1.0 + np.exp(1.0))]
+    expected = [(0.5 * h0 + D * 1.0) * silu[0], (2.0 * h1 + D * 2.0) * silu[1]]
+    got = gpu_attention.scan_reference(
+        u=np.array(u).reshape(1, 1, 2),
+        delta=np.array([0.5, 0.5]).reshape(1, 1, 2),
+        A=np.array([[A]]),
+        B=np.array(B).reshape(1, 1, 2),
+        C=np.array(C).reshape(1, 1, 2),
+        D=np.array([D]),
+        z=np.array(z).reshape(1, 1, 2),
+        delta_bias=np.array([-0.5]),
+    )
+    np.testing.assert_allclose(got.ravel(), expected, rtol=1e-12)
+
+
+def test_the_scan_check_rehearsed_on_the_cpu():
+    """The GPU case's inputs, reference and check with torch on the CPU and the CPU
+    backend standing in for the GPU, at a length that is not a multiple of the chunk."""
+    import torch
+
+    from tilelang.kernels import selective_scan
+
+    inputs = gpu_attention.scan_inputs(torch, "cpu", batch=2, channels=8, state=16, length=100)
+    assert inputs["u"].dtype == torch.float16 and inputs["A"].dtype == torch.float32
+    steps = torch.nn.functional.softplus(inputs["delta_bias"])
+    assert steps.min() >= 1e-3 * 0.999 and steps.max() <= 0.1 * 1.001
+    host = {name: value.numpy() for name, value in inputs.items()}
+    ours = torch.from_numpy(selective_scan(**host, delta_softplus=True))
+    check = gpu_attention.check_scan(torch, ours, inputs)
+    assert check.ok and check.max_rel < gpu_attention.SCAN_TOLERANCE
+    wrong = ours.clone()
+    wrong[1, 5, 99] += 0.05 * float(ours.abs().max())
+    with pytest.raises(gpu_common.CheckFailed, match="tilelang selective_scan"):
+        gpu_attention.check_scan(torch, wrong, inputs)
+
+
+def test_the_scan_check_covers_both_ends_of_the_grid():
+    assert gpu_attention.scan_checked_channels(2048) == [0, 1, 2, 3, 5, 1025, 2047]
+    assert gpu_attention.scan_checked_channels(4) == [0, 1, 2, 3]
+
+
+def test_without_mamba_ssm_the_scan_says_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mamba_ssm", None)  # import raises ModuleNotFoundError
+    assert gpu_attention.mamba_scan() == (None, "mamba_ssm: not installed")
+
+
+@pytest.mark.parametrize("block_d", [4, 2, 8])
+def test_the_scan_at_the_benchmark_shape_compiles_for_sm90_without_spills(block_d):
+    """Every BD a device call tunes among (`scan_configs`), with the size facts a call
+    at the benchmark's shape compiles for (`_size_facts`: what a launch derives)."""
+    import warnings
+
+    from tilelang import dtypes
+    from tilelang.kernel import _size_facts
+    from tilelang.kernels import ssm
+    from tilelang.passes import plan_registers
+
+    shape = gpu_attention.SCAN
+    nb, dm, n, length = shape["batch"], shape["channels"], shape["state"], shape["length"]
+    assert {"BD": block_d} in ssm.scan_configs(n, dm, dm)
+    # The call's tensors: u, delta, z, out [NB, DM, L]; B, C [NB, G, N, L]; A [DM, N];
+    # D, delta_bias [DM]; the unused last state a [1, 1, 1] placeholder.
+    sizes = dict(NB=nb, DM=dm, L=length, N=n, G=1, ND=dm, NZ=nb, DZ=dm, LZ=length)
+    sizes |= dict(NBIAS=dm, NL=1, DL=1, SL=1)
+    full = dict(T=dtypes.f16, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    constexprs = dict(full, LAST=False, BD=block_d, BN=n, BL=ssm.CHUNK)
+    spec = ssm.selective_scan_kernel.specialization(**constexprs)
+    assert {size.name for size in spec.function.sizes} == set(sizes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
+        build = ssm.selective_scan_kernel.compile(
+            assume=dict(_size_facts(sizes)), target="sm_90", **constexprs
+        )
+        resources = build.resources
+    assert 0 < resources.registers <= 255
+    assert resources.spill_store_bytes == 0 and resources.spill_load_bytes == 0
 
 
 @pytest.mark.gpu
