@@ -93,7 +93,7 @@ class Part:
 
 PARTS = (
     Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 60.0, None),
-    Part("examples", "every example on the GPU vs the CPU backend", 90.0, "gpu_examples"),
+    Part("examples", "every example on the GPU vs the CPU backend", 80.0, "gpu_examples"),
     Part("bench-memory", "benchmark: vector_add GB/s vs torch vs DRAM floor", 30.0, "gpu_memory"),
     Part(
         "bench-quant-matmul",
@@ -104,8 +104,9 @@ PARTS = (
     Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 30.0, "gpu_matmul"),
     Part(
         "bench-attention",
-        "benchmark: flash attention vs torch flash SDPA, paged decode vs copy bandwidth",
-        40.0,
+        "benchmark: flash attention vs torch flash SDPA, paged decode vs copy bandwidth, "
+        "selective_scan vs bandwidth floor",
+        50.0,
         "gpu_attention",
     ),
 )
