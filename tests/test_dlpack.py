@@ -179,6 +179,38 @@ def test_a_cuda_dlpack_tensor_binds_for_the_gpu_without_a_copy():
         arguments.bind_device_arguments(double.specialize(T=tl.f16), {"x": x, "y": y})
 
 
+class TorchLikeCudaTensor(CtypesProducer):
+    """A GPU tensor that speaks both protocols as torch's does for the types numpy cannot
+    name: its `__cuda_array_interface__` says "<V2" (raw bytes) for bf16 and raises for
+    the f8 types, while its DLPack export carries the real type code."""
+
+    @property
+    def __cuda_array_interface__(self):
+        if self.bits == 8:
+            raise KeyError("float8_e4m3fn")
+        return {"data": (self.address, False), "shape": self.shape, "typestr": "<V2",
+                "strides": None, "version": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "bits", "dtype"), [(4, 16, tl.bf16), (10, 8, tl.f8e4m3)], ids=str)
+def test_a_gpu_tensor_whose_array_interface_cannot_name_its_dtype_comes_through_dlpack(
+    code, bits, dtype
+):
+    from tilelang.kernels import common
+
+    pointer = 0x7F00_0000_0000  # a device address; nothing dereferences it here
+    x = TorchLikeCudaTensor(None, (4, 16), code, bits, device_type=2, address=pointer)
+    view = dlpack.imported(x)
+    assert isinstance(view, dlpack.DeviceView) and view.dtype == dtype
+    assert view.pointer == pointer and view.shape == (4, 16)
+    # the library's argument checks (tilelang.kernels) see the same
+    assert common.on_gpu(x) and common.shape_of(x, "x") == (4, 16)
+    assert common.dtype_of(x, "x") == dtype
+    assert common.check(x, "x", (4, None), (dtype,)) == ((4, 16), dtype)
+    with pytest.raises(TypeError, match=f"x must hold one of f32, got {dtype}"):
+        common.check(x, "x", (4, None), (tl.f32,))
+
+
 # DLPack 1.0: the versioned managed tensor, with flags (dlpack.h).
 class DLPackVersion(ctypes.Structure):
     _fields_ = [("major", ctypes.c_uint32), ("minor", ctypes.c_uint32)]

@@ -15,7 +15,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import Kernel
 from tilelang.lang import api
-from tilelang.runtime import gpu
+from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.host_tensor import numpy_dtype
 
 tl = api.tl  # the kernel language, as every kernel of the package spells it
@@ -32,7 +32,7 @@ def shape_of(x: Any, name: str) -> tuple[int, ...]:
     if isinstance(x, np.ndarray):
         return tuple(int(d) for d in x.shape)
     if gpu.is_device_array(x):
-        return tuple(int(d) for d in gpu.device_array(x).shape)
+        return tuple(int(d) for d in gpu.device_array(dlpack.imported(x)).shape)
     raise TypeError(
         f"{name} must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
     )
@@ -41,8 +41,11 @@ def shape_of(x: Any, name: str) -> tuple[int, ...]:
 def dtype_of(x: Any, name: str) -> DType | None:
     if isinstance(x, np.ndarray):
         return numpy_dtype(x.dtype)
+    view = dlpack.imported(x)  # bf16 and f8 device tensors carry their dtype only there
+    if isinstance(view, dlpack.DeviceView):
+        return view.dtype
     try:
-        return numpy_dtype(np.dtype(gpu.device_array(x).typestr))
+        return numpy_dtype(np.dtype(gpu.device_array(view).typestr))
     except TypeError:
         return None
 
@@ -61,7 +64,12 @@ def check(
     t = dtype_of(x, name)
     if t not in types:
         names = ", ".join(dict.fromkeys(str(k) for k in types))
-        given = x.dtype if isinstance(x, np.ndarray) else gpu.device_array(x).typestr
+        if t is not None:
+            given = t
+        elif isinstance(x, np.ndarray):
+            given = x.dtype
+        else:
+            given = gpu.device_array(dlpack.imported(x)).typestr
         raise TypeError(f"{name} must hold one of {names}, got {given}")
     return got, t
 

@@ -138,7 +138,18 @@ def is_dlpack(value: object) -> bool:
     device arrays that speak `__cuda_array_interface__`)."""
     if not _speaks_dlpack(type(value)):
         return False
-    return not hasattr(value, "__cuda_array_interface__")
+    return not names_its_dtype(value)
+
+
+def names_its_dtype(value: object) -> bool:
+    """Whether `value` speaks `__cuda_array_interface__` with a type string numpy reads
+    as a number type. torch's says "<V2" (raw bytes) for bf16 and raises for its f8
+    types; DLPack carries those dtypes, so such tensors are imported through it."""
+    try:
+        interface = value.__cuda_array_interface__
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return np.dtype(interface["typestr"]).kind != "V"
 
 
 def imported(value: Any) -> Any:
@@ -148,9 +159,9 @@ def imported(value: Any) -> Any:
     if not _speaks_dlpack(kind):
         return value
     device_type, _ = value.__dlpack_device__()
-    # A CPU tensor cannot be a device array; asking `hasattr` of a torch CPU tensor
-    # raises inside torch, a microsecond the common case does without.
-    if device_type != CPU and hasattr(value, "__cuda_array_interface__"):
+    # A CPU tensor cannot be a device array; asking for the interface of a torch CPU
+    # tensor raises inside torch, a microsecond the common case does without.
+    if device_type != CPU and names_its_dtype(value):
         return value
     # A CUDA producer is asked not to synchronize (stream -1): the launch goes on the
     # producer's current stream when it says which (torch), else the default stream.

@@ -109,7 +109,10 @@ class DeviceArray:
 
 
 def is_device_array(obj: object) -> bool:
-    return hasattr(obj, "__cuda_array_interface__")
+    try:
+        return hasattr(obj, "__cuda_array_interface__")
+    except (KeyError, TypeError):  # a GPU tensor whose interface has no type string
+        return True  # for its dtype (torch's f8): `dlpack.imported` reads it
 
 
 def device_array(obj: object) -> DeviceArray:
