@@ -436,28 +436,32 @@ def test_weights_the_kernels_cannot_multiply_exactly_are_refused():
         quant.plan(quant.quantize(weights(), format="mxfp4"), 1, "cpu")  # no warning
 
 
+class Device:
+    """What tilelang.DeviceBuffer offers the launcher, over host memory (nothing launches:
+    the tests record the launches instead)."""
+
+    def __init__(self, host):
+        packed = isinstance(host, tl.PackedArray)
+        self.data = host.data if packed else np.ascontiguousarray(host)
+        self.dtype = host.dtype if packed else None
+        self.shape = tuple(host.shape)
+
+    @property
+    def __cuda_array_interface__(self):
+        packed = self.dtype is not None
+        return {
+            "data": (self.data.ctypes.data, False),
+            "shape": (self.data.nbytes,) if packed else self.shape,
+            "typestr": "|u1" if packed else self.data.dtype.str,
+            "version": 3,
+        }
+
+
 def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     """The GPU path without a GPU: device arrays are stand-ins over host memory, the
     launch is recorded instead of made. Checks what reaches the launcher: the kernels
     compiled for the device's architecture, their grids and scalars."""
     from tilelang.runtime import gpu
-
-    class Device:  # what tilelang.DeviceBuffer offers the launcher
-        def __init__(self, host):
-            packed = isinstance(host, tl.PackedArray)
-            self.data = host.data if packed else np.ascontiguousarray(host)
-            self.dtype = host.dtype if packed else None
-            self.shape = tuple(host.shape)
-
-        @property
-        def __cuda_array_interface__(self):
-            packed = self.dtype is not None
-            return {
-                "data": (self.data.ctypes.data, False),
-                "shape": (self.data.nbytes,) if packed else self.shape,
-                "typestr": "|u1" if packed else self.data.dtype.str,
-                "version": 3,
-            }
 
     launches = []
     monkeypatch.setenv("TILELANG_AUTOTUNE", "off")  # `choose`'s tiles: exactly these launches
@@ -477,3 +481,35 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     assert scalars["K"] == 1024 and scalars2["t"] == qw.tensor_scale * 2**8
     with pytest.raises(ValueError, match=r"bias must have shape \[200\]"):
         quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N + 1,))))
+
+
+def test_the_device_path_takes_bf16_through_dlpack(monkeypatch):
+    """A bf16 device tensor names its dtype only through DLPack (torch's array interface
+    says "<V2"): the GPU path reads it there, binds x and out as bf16 and launches the
+    bf16 kernels; without `out`, a bf16 x that is not a torch tensor is refused."""
+    import ml_dtypes
+    from test_dlpack import TorchLikeCudaTensor
+
+    from tilelang.runtime import gpu
+
+    launches = []
+    monkeypatch.setenv("TILELANG_AUTOTUNE", "off")
+    monkeypatch.setattr(gpu, "DeviceBuffer", Device)
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
+    monkeypatch.setattr(gpu, "current_stream", lambda values: 0)
+    monkeypatch.setattr(gpu, "launch", lambda build, pointers, scalars, grid, stream: launches.append(
+        (build.arch, sorted(pointers), grid)
+    ))  # fmt: skip
+    qw = quant.quantize(weights(k=1024, seed=34), "u4", scale_dtype="bf16")
+    x_host = np.zeros((2, 1024), ml_dtypes.bfloat16)
+    y_host = np.zeros((2, N), ml_dtypes.bfloat16)
+    x = TorchLikeCudaTensor(x_host, (2, 1024), 4, 16, device_type=2)
+    y = TorchLikeCudaTensor(y_host, (2, N), 4, 16, device_type=2)
+    assert quant.matmul(x, qw, out=y) is y
+    assert launches and all(arch == "sm_90a" for arch, _, _ in launches)
+    assert "x" in launches[0][1]
+    with pytest.raises(TypeError, match="a bf16 x that is not a torch tensor needs out="):
+        quant.matmul(x, qw)
+    f32 = TorchLikeCudaTensor(np.zeros((2, 1024), np.float32), (2, 1024), 2, 32, device_type=2)
+    with pytest.raises(TypeError, match="x must be a device tensor of f16 or bf16 values"):
+        quant.matmul(f32, qw)

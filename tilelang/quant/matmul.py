@@ -45,7 +45,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import CompiledKernel, Kernel
-from tilelang.runtime import gpu
+from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
 from tilelang.runtime.value_facts import record as record_fact
@@ -171,11 +171,11 @@ def matmul(
     rounded once to x's type.
 
     `x` [..., K] holds f16 or bf16 values (numpy float16 / ml_dtypes bfloat16 arrays:
-    the CPU backend; device tensors with ``__cuda_array_interface__`` or
-    `tilelang.DeviceBuffer`: the GPU, f16). `bias` [N] and `out` [..., N] are of x's
-    type and where x is; `out`, when given, is written and returned. Act order
-    (``qw.perm``): x's columns are gathered on the host (x[..., perm]) before the call,
-    which is what the stored rows mean. See the module docstring for the kernels and
+    the CPU backend; device tensors (torch, DLPack, ``__cuda_array_interface__``) or
+    `tilelang.DeviceBuffer`: the GPU; a bf16 x that is not a torch tensor needs `out`).
+    `bias` [N] and `out` [..., N] are of x's type and where x is; `out`, when given, is
+    written and returned. Act order (``qw.perm``): x's columns are gathered on the host
+    (x[..., perm]) before the call, which is what the stored rows mean. See the module docstring for the kernels and
     `tilelang.quant.operands` for what each format costs and how exact it is: every
     format computes `QuantizedWeight.dequantize`'s weights exactly (MX: unless its
     scales span more than the operand type holds, `ScaleRangeWarning`), so the result
@@ -264,6 +264,19 @@ def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace) -> No
     second.kernel(partials, bias, y2, ops.t, **second.constexprs)
 
 
+def _device_array_and_dtype(x: Any) -> tuple[gpu.DeviceArray, DType | None]:
+    """x's memory and dtype: bf16 (and f8) device tensors name their dtype only through
+    DLPack (torch's array interface says "<V2" for bf16)."""
+    view = dlpack.imported(x)
+    array = gpu.device_array(view)
+    if isinstance(view, dlpack.DeviceView):
+        return array, view.dtype
+    try:
+        return array, numpy_dtype(np.dtype(array.typestr))
+    except TypeError:
+        return array, None
+
+
 def _host_dtype(x: np.ndarray, what: str) -> DType:
     t = numpy_dtype(x.dtype)
     if t not in (dtypes.f16, dtypes.bf16):
@@ -321,19 +334,19 @@ def _device_matmul(
     """The GPU path of `matmul` (written for torch, cupy and tilelang.DeviceBuffer; the
     CPU tests do not run it). The weight's tensors are copied to device 0 once per
     weight (`tilelang.DeviceBuffer`); the launches go on x's stream (torch, cupy)."""
-    array = gpu.device_array(x)
-    try:
-        ot = numpy_dtype(np.dtype(array.typestr))
-    except TypeError:
-        ot = None
-    if ot != dtypes.f16:
-        raise TypeError(f"x must be a device tensor of f16 values, got typestr {array.typestr}")
+    array, ot = _device_array_and_dtype(x)
+    if ot not in (dtypes.f16, dtypes.bf16):
+        given = ot if ot is not None else f"typestr {array.typestr}"
+        raise TypeError(f"x must be a device tensor of f16 or bf16 values, got {given}")
     if not gpu.is_contiguous(array):
         raise ValueError("x must be C-contiguous on the GPU (call .contiguous())")
     k, n = qw.shape
     lead = _check_shape(array.shape, k, "x")
     m = math.prod(lead)
     is_torch = gpu.is_torch_tensor(x)
+    given_out = out
+    if not is_torch:  # a DLPack tensor keeps its dtype through the reshapes below
+        x, out = dlpack.imported(x), None if out is None else dlpack.imported(out)
     if qw.perm is not None:
         if not is_torch:
             raise TypeError("act order (qw.perm) on the GPU needs x as a torch tensor")
@@ -345,12 +358,15 @@ def _device_matmul(
             import torch  # a torch tensor was handed over, so torch is there
 
             out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
-        else:
+        elif ot == dtypes.f16:
             out = gpu.DeviceBuffer(np.empty((*lead, n), np.float16))
+        else:  # tilelang.DeviceBuffer holds numpy's types; bf16 comes from the caller
+            raise TypeError("a bf16 x that is not a torch tensor needs out= (a bf16 tensor)")
     elif tuple(gpu.device_array(out).shape) != (*lead, n):
         raise ValueError(f"out must have shape {[*lead, n]}")
+    result = out if given_out is None else given_out
     if m == 0:
-        return out
+        return result
 
     def workspace(shape: tuple[int, ...]) -> Any:
         if is_torch:
@@ -369,7 +385,7 @@ def _device_matmul(
         qw, m, ot, arch or gpu.device_arch(), bias is not None, method, **timing
     )
     launch(ops, calls)
-    return out
+    return result
 
 
 __all__ = ["Choice", "Launch", "Plan", "choose", "matmul", "plan"]

@@ -18,6 +18,7 @@ This module owns the device side of a call:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
+from tilelang.runtime import dlpack
 from tilelang.runtime.host_expr import check_launch
 
 DYNAMIC_SHARED_DEFAULT = 48 * 1024
@@ -269,6 +271,15 @@ class ReshapedView:
         return self._interface
 
 
+def contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """The byte strides of a C-contiguous array of `shape`."""
+    strides, step = [], itemsize
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
 def reshaped(x: Any, shape: tuple[int, ...], name: str = "the tensor") -> Any:
     """x (contiguous) under `shape`: numpy, torch and cupy reshape; other device tensors
     get a view of the same memory."""
@@ -277,6 +288,10 @@ def reshaped(x: Any, shape: tuple[int, ...], name: str = "the tensor") -> Any:
     if is_device_array(x):
         if not is_contiguous(device_array(x)):
             raise ValueError(f"{name} must be C-contiguous on the GPU")
+        if isinstance(x, dlpack.DeviceView):  # keeps the dtype its interface cannot name
+            return dataclasses.replace(
+                x, shape=tuple(shape), strides=contiguous_strides(shape, x.dtype.storage.itemsize)
+            )
         return ReshapedView(x, tuple(shape))
     raise TypeError(f"{name} must be a numpy array or a device tensor, got {type(x).__name__}")
 
