@@ -97,8 +97,9 @@ def count_pipelining(lo: Lowering, loop: ir.For) -> None:
     which count their own): ``pipeline_async`` copies and ``pipeline_prefetch`` loads
     issued iterations ahead, ``pipeline_skipped`` loads it could not pipeline."""
     for instr in _own_instrs(loop.body):
-        if isinstance(instr, ir.Load | ir.CopyAsync) and instr.attr("ahead") is not None:
-            lo.b.count("pipeline_async" if isinstance(instr, ir.CopyAsync) else "pipeline_prefetch")
+        copy = isinstance(instr, ir.CopyAsync | ir.GatherAsync)
+        if (copy or isinstance(instr, ir.Load)) and instr.attr("ahead") is not None:
+            lo.b.count("pipeline_async" if copy else "pipeline_prefetch")
         elif isinstance(instr, ir.Load | ir.Gather) and instr.attr("unpipelined") is not None:
             lo.b.count("pipeline_skipped")
 

@@ -17,8 +17,12 @@ codes that share a byte with others merge atomically, as a store's do.
 
 from __future__ import annotations
 
+from tilelang import dtypes
+from tilelang.analysis.gather_copies import gather_copy_layout
+from tilelang.analysis.layout_runs import layout_run
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir.layout import Layout
 from tilelang.ir.types import TileType
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.memory import (
@@ -30,10 +34,10 @@ from tilelang.lowering.memory import (
     load_sub_byte,
     store_sub_byte,
 )
+from tilelang.lowering.shared import shared_address, shared_runs
 from tilelang.lowering.thread_builder import I32, I64, U32, imm
 from tilelang.lowering.values import (
     TensorInfo,
-    TileRegs,
     byte_offset,
     is_packed,
     local_part,
@@ -85,14 +89,17 @@ def lower_item(lo: Lowering, instr: ir.Item) -> None:
     _bind_uniform(lo, instr.result, lo.get(lo.tile(instr.value), 0))
 
 
-def _indexed_runs(lo: Lowering, instr: ir.Gather | ir.Scatter, tile: TileRegs):
+def _indexed_runs(
+    lo: Lowering, instr: ir.Gather | ir.GatherAsync | ir.Scatter, layout: Layout, run: int
+):
     """(first local, run length, in-bounds predicate, flat element index) of each run of
-    `tile`'s elements a gather reads or a scatter writes; a run lies in one row."""
+    the elements of a tile of `layout` a gather reads or a scatter writes, `run` elements
+    at most (fewer where a run would leave its gathered row)."""
     index = lo.tile(instr.index)
     index_type = instr.index.type
     assert isinstance(index_type, TileType)
-    dims = [d for d, i in enumerate(index_type.shape) if i != tile.layout.shape[d]]
-    if index.layout != tile.layout.reduce(dims):  # the contract of infer_layouts' rule
+    dims = [d for d, i in enumerate(index_type.shape) if i != layout.shape[d]]
+    if index.layout != layout.reduce(dims):  # the contract of infer_layouts' rule
         raise lo.fail(
             instr, f"the index layout {index.layout} is not the tile's reduced over {dims}"
         )
@@ -100,15 +107,14 @@ def _indexed_runs(lo: Lowering, instr: ir.Gather | ir.Scatter, tile: TileRegs):
     info = lo.env[instr.tensor]
     assert isinstance(info, TensorInfo)
     offsets = [lo.scalar(o) for o in instr.offsets]
-    run = access_runs(instr, tile)
     if instr.axis == len(offsets) - 1 or index_type.shape[-1] != 1:
         run = 1  # a run must lie in one gathered row
     b = lo.b
-    for li in range(0, tile.layout.num_locals, run):
-        part = local_part(tile.layout, li)
+    for li in range(0, layout.num_locals, run):
+        part = local_part(layout, li)
         j = index_local[tuple(0 if d in dims else c for d, c in enumerate(part))]
         row = b.let(b.cvt(lo.get(index, j), I32), "row")
-        where = list(lo.index(tile.layout, li))
+        where = list(lo.index(layout, li))
         where[instr.axis] = imm(0)
         at = list(offsets)
         at[instr.axis] = b.add(offsets[instr.axis], row)
@@ -128,7 +134,7 @@ def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
     b = lo.b
-    for li, run, pred, flat in _indexed_runs(lo, instr, tile):
+    for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
         pred = b.let(pred, "p") if pred is not None else None
         if run * bits % 8 or li * bits % 8:
             load_sub_byte(lo, info, tile, li, flat, pred)
@@ -145,6 +151,47 @@ def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
         b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
 
 
+@lowers(ir.GatherAsync)
+def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
+    """Each thread copies the runs of `gather_copy_layout` whose indices it
+    holds: cp.async for the pieces of 4 to 16 bytes the rows' alignment (`align`, set by
+    `software_pipeline`) allows, with a zero-filling source size for masked rows; a
+    load and a shared store for smaller pieces. A replicated element is copied once."""
+    shared = lo.shared_tile(instr.shared)
+    info = access(lo, instr.tensor, store=False)
+    bits = shared.dtype.bits
+    layout = gather_copy_layout(shared.shape, shared.dtype, lo.threads)
+    most, width = shared_runs(shared, layout, most=layout_run(layout))
+    if width == 0 or most * bits % 8:
+        raise lo.fail(
+            instr,
+            f"gather_async of {shared.dtype}: the rows' runs are not whole bytes "
+            f"({most} elements a run)",
+        )
+    align = instr.attr("align")
+    limit = min(width, align) if isinstance(align, int) and align > 0 else bits // 8
+    first = lo.replica_zero(layout)
+    b, staging = lo.b, None
+    for li, run, pred, flat in _indexed_runs(lo, instr, layout, most):
+        if run * bits % 8:  # a run cut at its row: only whole-byte runs are copied
+            raise lo.fail(instr, f"gather_async of {shared.dtype}: runs of {run} elements")
+        address = b.let(shared_address(lo, shared, lo.index(layout, li)), "sa")
+        source = b.let(byte_offset(b, flat, bits), "off")
+        pred = b.let(pred, "p") if pred is not None else None
+        for at, size in pieces(0, run * bits // 8, limit):
+            to, src = b.add(address, imm(at)), b.add(source, imm(at, I64))
+            if size >= 4:
+                copy = t.CpAsync(to, info.param, src, size, pred)
+                b.emit(t.If(first, (copy,)) if first is not None else copy)
+                b.count("gather_cp_async_bytes_" + str(size))
+                continue
+            staging = staging or b.local(dtypes.u8, 16, "stage")
+            for i in range(size):
+                b.emit(t.SetLocal(staging, i, imm(0, dtypes.u8)))
+            b.emit(t.GlobalLoad(t.Reg(staging, 0), size, info.param, src, pred))
+            b.emit(t.SharedStore(to, t.Reg(staging, 0), size, first))
+
+
 @lowers(ir.Scatter)
 def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
     info = access(lo, instr.tensor, store=True)
@@ -152,7 +199,7 @@ def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
     bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)  # a replicated element is written once
     b = lo.b
-    for li, run, pred, flat in _indexed_runs(lo, instr, tile):
+    for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
         pred = b.all_of([c for c in (pred, first) if c is not None])
         pred = b.let(pred, "p") if pred is not None else None
         if run * bits % 8 or li * bits % 8:

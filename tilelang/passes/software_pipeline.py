@@ -62,14 +62,21 @@ The prefetch follows the last use of the tile it replaces so that the two can sh
 registers (no copy for S = 2). For S > 2 the carried tiles rotate by register moves,
 and a move waits for its load: deeper prefetch in registers hides less than cp.async.
 
-**Not pipelined**: a load whose offsets depend on a value the body computes from loaded
-data or carries from one iteration to the next (its address is not known ahead), of a
-tensor the loop also writes (a load issued ahead would miss the write), inside a branch
-or an inner loop without stages of its own, or that neither form can take, and every
-gather (its rows come from an index tile; not pipelined yet). It stays as
-it is with the attribute ``unpipelined="<why>"`` (the lowering counts these loads in
-``stats["pipeline_skipped"]``) and a `PipelineWarning` whose message starts with the
-loop's source location and names the load's and why.
+**Gathers** (rows from an index tile: a paged KV cache's rows from its block table) are
+copied with cp.async too, as `gather_async` into S buffers, when their index can be
+computed for another iteration; the loop carries the index one iteration further than
+the copies (`tilelang.passes.pipeline_gathers` says how). A gather takes this form when
+it fills with +0, its rows move in whole runs of 4, 8 or 16 bytes with that alignment
+(`vectorize`'s rules for a gather in the copy's layout) and its buffers fit; gathers
+are not prefetched into registers.
+
+**Not pipelined**: a load whose offsets (a gather whose index) depend on a value the
+body computes from loaded data or carries from one iteration to the next (its address
+is not known ahead), of a tensor the loop also writes (a load issued ahead would miss
+the write), inside a branch or an inner loop without stages of its own, or that no form
+can take. It stays as it is with the attribute ``unpipelined="<why>"`` (the lowering
+counts these loads in ``stats["pipeline_skipped"]``) and a `PipelineWarning` whose
+message starts with the loop's source location and names the load's and why.
 
 Copies and loads past the loop's end are masked like any load (zero fill, no access
 outside the tensor), so they need no guard; their data is never used. Loads and copies
@@ -81,6 +88,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from tilelang import dtypes
 from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
@@ -90,6 +98,7 @@ from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.visit import defined_vars, walk
 from tilelang.passes import plan_registers
 from tilelang.passes.analyze import analyze
+from tilelang.passes.pipeline_gathers import CarriedIndices, GatherCopy, feeding_only, gather_copy
 from tilelang.passes.plan_registers import words
 from tilelang.passes.vectorize import copy_async_runs, load_runs
 from tilelang.target import CPU, Target
@@ -117,11 +126,13 @@ def run(fn: ir.Function, target: Target = CPU) -> ir.Function:
 
 @dataclass
 class _Async:
-    """A load copied with cp.async; the shared_load defines the last value of `chain`."""
+    """A load copied with cp.async; the shared_load defines the last value of `chain`.
+    A gather's copies also need what `gather` says (its index's recipe, layout, runs)."""
 
-    load: ir.Load
+    load: ir.Load | ir.Gather
     chain: tuple[ir.Instr, ...]
     buffer: ir.Var
+    gather: GatherCopy | None = None
 
 
 @dataclass
@@ -145,6 +156,7 @@ class _Loop:
     before: dict[int, list[ir.Instr]] = field(default_factory=dict)  # inserted at an index
     dropped: set[int] = field(default_factory=set)  # ids of body instructions removed
     yielded: list[ir.Value] = field(default_factory=list)  # appended to the yield
+    indices: CarriedIndices = field(init=False)  # the gather indices the loop carries
 
     @property
     def stages(self) -> int:
@@ -192,13 +204,26 @@ class _Pipeliner:
         body = list(loop.body.instrs)
         plans: list[_Async | _Prefetch] = []
         writers = _written_tensors(loop.body)
+        gathers: dict[int, _Async | str] = {}
         for index, instr in enumerate(body):
             if instr.BODIES:
                 body[index] = _mark_nested(loop, instr)
-            if isinstance(instr, ir.Gather):  # said, not silently dropped
-                body[index] = _skip(loop, instr, GATHER_REASON)
-                continue
-            if not isinstance(instr, ir.Load) or _made_here(instr):
+            elif isinstance(instr, ir.Gather) and not _made_here(instr):
+                gathers[index] = self.choose_gather(instr, loop, writers)
+        # Instructions that only make the indices of copied gathers go: each copy
+        # computes its index itself, an iteration ahead (a block table's gather too).
+        copies = [c.gather for c in gathers.values() if isinstance(c, _Async) and c.gather]
+        dead = feeding_only(body, copies)
+        for index, choice in gathers.items():
+            if id(body[index]) in dead:
+                if isinstance(choice, _Async):
+                    self.shared_left += tile_bytes(choice.buffer.type)
+            elif isinstance(choice, str):
+                body[index] = _skip(loop, body[index], choice)
+            else:
+                plans.append(choice)
+        for index, instr in enumerate(body):
+            if not isinstance(instr, ir.Load) or _made_here(instr) or id(instr) in dead:
                 continue
             choice = self.choose(instr, loop, writers)
             if isinstance(choice, str):
@@ -206,7 +231,7 @@ class _Pipeliner:
             else:
                 plans.append(choice)
         loop = replace(loop, body=ir.Block(tuple(body)))
-        return self.rewrite(loop, plans) if plans else [loop]
+        return self.rewrite(loop, plans, dead) if plans else [loop]
 
     def choose(
         self, load: ir.Load, loop: ir.For, writers: dict[ir.Var, ir.Instr]
@@ -250,6 +275,40 @@ class _Pipeliner:
             return f"its buffers need {needed} bytes of shared memory, {left} are left"
         return None
 
+    def choose_gather(
+        self, gather: ir.Gather, loop: ir.For, writers: dict[ir.Var, ir.Instr]
+    ) -> _Async | str:
+        """A gather's cp.async form, or why it has none. Its index for iteration k+S-1
+        is computed one iteration before the copy is issued (the loop carries it), so
+        the instructions it is made of must be computable for another iteration."""
+        reason = _blocker(gather, loop, writers)
+        if reason is not None:
+            return reason
+        copy = gather_copy(self.fn, self.facts, gather, loop, writers)
+        if isinstance(copy, str):
+            return copy
+        tile = gather.result.type
+        assert isinstance(tile, TileType)
+        if gather.fill is not None and not _is_positive_zero(gather.fill.value):
+            why = f"cp.async fills with zero bytes, the gather with {gather.fill.value}"
+        elif gather.axis == tile.rank - 1:
+            why = "it gathers along the last dim, one element at a time"
+        elif copy.vector == 0 or copy.vector % ASYNC_BYTES:
+            why = f"its rows move in runs of {copy.vector} bytes"
+        elif copy.align < ASYNC_BYTES:
+            why = f"its rows are only known to be {copy.align}-byte aligned"
+        elif tile_bytes(_buffer_type(tile, loop.stages)) > self.shared_left:
+            needed, left = tile_bytes(_buffer_type(tile, loop.stages)), max(self.shared_left, 0)
+            why = f"its buffers need {needed} bytes of shared memory, {left} are left"
+        else:
+            plan = self.async_plan(gather, loop)
+            plan.gather = copy
+            return plan
+        return (
+            f"it cannot be copied asynchronously ({why}: cp.async copies aligned runs of "
+            "4, 8 or 16 bytes), and gathers are not prefetched into registers"
+        )
+
     def prefetch_words(self, load: ir.Load) -> int:
         """Registers per thread one copy of `load`'s tile in flight holds: its words, and
         one more per access (each lands in a register of its own with its own mask until
@@ -275,9 +334,13 @@ class _Pipeliner:
 
     # -- one loop: the rewrite ---------------------------------------------------------------
 
-    def rewrite(self, loop: ir.For, plans: list[_Async | _Prefetch]) -> list[ir.Instr]:
+    def rewrite(
+        self, loop: ir.For, plans: list[_Async | _Prefetch], dead: set[int]
+    ) -> list[ir.Instr]:
         body = loop.body.instrs
         at = _Loop(loop, {d: i for i in body for d in i.defs()})
+        at.indices = CarriedIndices(partial(self.values_at, at), self.fresh)
+        at.dropped.update(dead)
         asyncs = [p for p in plans if isinstance(p, _Async)]
         prefetches = [p for p in plans if isinstance(p, _Prefetch)]
         prologue, inits = self.prologue(at, plans)
@@ -286,6 +349,7 @@ class _Pipeliner:
         for plan in prefetches:
             self.prefetch_body(at, plan)
         stages: list[tuple[ir.Var, ir.Value]] = []
+        at.yielded += at.indices.following()
         if at.stage is not None and at.write is not None and at.stage_next is not None:
             stages = [(at.stage, _const(0, loop)), (at.write, _const(at.stages - 1, loop))]
             at.yielded += [at.stage_next, at.stage]
@@ -297,11 +361,13 @@ class _Pipeliner:
             if isinstance(instr, ir.Yield) and at.yielded:
                 instr = replace(instr, values=(*instr.values, *at.yielded))
             new_body.append(instr)
-        carried = [c for p in prefetches for c in p.carried] + [var for var, _ in stages]
+        carried = [c for p in prefetches for c in p.carried]
+        carried += at.indices.carried() + [var for var, _ in stages]
+        index_inits = at.indices.inits()
         pipelined = replace(
             loop,
             body=ir.Block(tuple(new_body)),
-            inits=(*loop.inits, *inits, *(init for _, init in stages)),
+            inits=(*loop.inits, *inits, *index_inits, *(init for _, init in stages)),
             carried=(*loop.carried, *carried),
             results=(*loop.results, *(self.fresh(c.name + ".out", c.type) for c in carried)),
         )
@@ -322,15 +388,23 @@ class _Pipeliner:
         for s in range(at.stages - 1):
             k = self.scalar("mul", _const(s, loop), loop.step, out)
             k = self.scalar("add", loop.start, k, out)
+            memo: dict[ir.Var, ir.Value] = {}
             for plan in plans:
                 if isinstance(plan, _Async):
-                    out += self.copy(at, plan, _const(s, loop), k, ahead=None)
+                    index = None
+                    if plan.gather is not None:
+                        index = at.indices.index_at(plan.gather, k, out, memo, ahead=None)
+                    out += self.copy(at, plan, _const(s, loop), k, ahead=None, index=index)
                 else:
                     value, code = self.prefetch(at, plan.load, k, ahead=None)
                     out += code
                     inits[id(plan)].append(value)
             if any(isinstance(p, _Async) for p in plans):
                 out.append(ir.AsyncCommit(loc=loop.loc))
+        copies = [p.gather for p in plans if isinstance(p, _Async) and p.gather is not None]
+        if copies:  # the indices of iteration S-1, which the loop carries into its first
+            k = self.scalar("mul", _const(at.stages - 1, loop), loop.step, out)
+            at.indices.start(copies, self.scalar("add", loop.start, k, out), out)
         return out, [v for p in plans for v in inits[id(p)]]
 
     def async_body(self, at: _Loop, asyncs: list[_Async]) -> None:
@@ -386,8 +460,14 @@ class _Pipeliner:
         assert at.write is not None
         next_k = self.scalar("add", loop.var, self.distance(loop, out), out)
         for plan in asyncs:
-            out += self.copy(at, plan, at.write, next_k, ahead=at.stages - 1)
-        return [*out, ir.AsyncCommit(loc=loop.loc)]
+            index = at.indices.current(plan.gather) if plan.gather is not None else None
+            out += self.copy(at, plan, at.write, next_k, ahead=at.stages - 1, index=index)
+        out.append(ir.AsyncCommit(loc=loop.loc))
+        copies = [p.gather for p in asyncs if p.gather is not None]
+        if copies:  # the indices of the copies the next iteration issues
+            later = self.scalar("add", next_k, loop.step, out)
+            at.indices.advance(copies, later, out, ahead=at.stages)
+        return out
 
     def stage_read(self, at: _Loop, plan: _Async) -> list[ir.Instr]:
         """The shared_load of this iteration's stage into the chain's last value."""
@@ -454,35 +534,68 @@ class _Pipeliner:
         out.append(ir.Compute(result, op, (a, b)))
         return result
 
-    def offsets_at(self, at: _Loop, load: ir.Load, k: ir.Value, out: list[ir.Instr]):
+    def offsets_at(
+        self, at: _Loop, load: ir.Load | ir.Gather, k: ir.Value, out: list[ir.Instr]
+    ) -> tuple[ir.Value, ...]:
         """`load`'s offsets at the iteration whose loop variable is `k` (the body's scalar
         arithmetic they use is recomputed into `out`)."""
-        cloned: dict[ir.Var, ir.Value] = {at.loop.var: k}
+        return self.values_at(at, load.offsets, k, out, {}, ahead=None)
+
+    def values_at(
+        self,
+        at: _Loop,
+        values: tuple[ir.Value, ...],
+        k: ir.Value,
+        out: list[ir.Instr],
+        memo: dict[ir.Var, ir.Value],
+        ahead: int | None,
+    ) -> tuple[ir.Value, ...]:
+        """`values` at the iteration whose loop variable is `k`: the body instructions
+        they are made of, recomputed into `out` (once per `memo`); the loads among them
+        are marked as made here, `ahead` iterations before their data is used."""
+        memo.setdefault(at.loop.var, k)
 
         def clone(value: ir.Value) -> ir.Value:
             if isinstance(value, ir.Const) or value not in at.definitions:
-                return cloned.get(value, value)
-            if value not in cloned:
+                return memo.get(value, value) if isinstance(value, ir.Var) else value
+            if value not in memo:
                 instr = at.definitions[value]
                 (result,) = instr.defs()
-                new = self.fresh(result.name, result.type)
-                out.append(replace(instr.map_operands(clone), result=new))
-                cloned[value] = new
-            return cloned[value]
+                new = replace(
+                    instr.map_operands(clone), result=self.fresh(result.name, result.type)
+                )
+                if isinstance(new, ir.Load | ir.Gather | ir.LoadScalar):
+                    new = replace(new, attrs=()).with_attrs(**_made(ahead))
+                out.append(new)
+                memo[value] = new.result
+            return memo[value]
 
-        return tuple(clone(o) for o in load.offsets)
+        return tuple(clone(v) for v in values)
 
     def copy(
-        self, at: _Loop, plan: _Async, stage: ir.Value, k: ir.Value, ahead: int | None
+        self,
+        at: _Loop,
+        plan: _Async,
+        stage: ir.Value,
+        k: ir.Value,
+        ahead: int | None,
+        index: ir.Value | None = None,
     ) -> list[ir.Instr]:
-        """The copy of `plan`'s box at loop variable `k` into buffer `stage`."""
+        """The copy of `plan`'s box (a gather's rows, from `index`: the index at `k`) at
+        loop variable `k` into buffer `stage`."""
         load, out = plan.load, []
         offsets = self.offsets_at(at, load, k, out)
         tile = load.result.type
         view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape))
         out.append(ir.SharedSlice(view, plan.buffer, stage, loc=load.loc))
-        copy = ir.CopyAsync(view, load.tensor, offsets, loc=load.loc)
-        out.append(copy.with_attrs(**_made(ahead)))
+        if isinstance(load, ir.Gather):
+            assert isinstance(index, ir.Var)
+            copy = ir.GatherAsync(view, load.tensor, offsets, index, load.axis, loc=load.loc)
+            assert plan.gather is not None
+            out.append(copy.with_attrs(**plan.gather.attrs, **_made(ahead)))
+        else:
+            copy = ir.CopyAsync(view, load.tensor, offsets, loc=load.loc)
+            out.append(copy.with_attrs(**_made(ahead)))
         return out
 
     def prefetch(
@@ -510,7 +623,7 @@ def _made(ahead: int | None) -> dict[str, int | bool]:
     return {"ahead": ahead} if ahead else {"prologue": True}
 
 
-def _made_here(load: ir.Load) -> bool:
+def _made_here(load: ir.Load | ir.Gather) -> bool:
     return any(load.attr(name) is not None for name in ("ahead", "prologue", "unpipelined"))
 
 
@@ -525,12 +638,6 @@ def _const(value: int, loop: ir.For) -> ir.Const:
 
 def _is_positive_zero(value: float | int) -> bool:
     return value == 0 and math.copysign(1.0, value) > 0
-
-
-#: Why a gather stays where it is (cp.async copies and prefetches take boxes).
-GATHER_REASON = (
-    "it is a gather, whose rows are known only once its index tile is; gathers are not pipelined"
-)
 
 
 def _skip(loop: ir.For, load: ir.Load | ir.Gather, reason: str) -> ir.Load | ir.Gather:
@@ -561,7 +668,7 @@ def _mark_nested(loop: ir.For, instr: ir.Instr) -> ir.Instr:
         for inner in block.instrs:
             if inner.BODIES and not _staged(inner):
                 inner = replace(inner, **{n: mark(getattr(inner, n)) for n in inner.BODIES})
-            elif isinstance(inner, ir.Load) and not _made_here(inner):
+            elif isinstance(inner, ir.Load | ir.Gather) and not _made_here(inner):
                 inner = _skip(loop, inner, reason)
             out.append(inner)
         return ir.Block(tuple(out))
@@ -569,12 +676,16 @@ def _mark_nested(loop: ir.For, instr: ir.Instr) -> ir.Instr:
     return replace(instr, **{name: mark(getattr(instr, name)) for name in instr.BODIES})
 
 
+#: The instructions that only read the tensors they take.
+_READS = (ir.Load, ir.LoadScalar, ir.Gather, ir.CopyAsync, ir.GatherAsync)
+
+
 def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
     """Tensors an instruction of `body` may write: any use of a tensor but a load's or an
     asynchronous copy's source (stores, atomics, whatever else takes a tensor)."""
     found: dict[ir.Var, ir.Instr] = {}
     for instr in walk(body):
-        if isinstance(instr, ir.Load | ir.CopyAsync):
+        if isinstance(instr, _READS):
             continue
         for value in instr.uses():
             if isinstance(value, ir.Var) and isinstance(value.type, TensorType):
@@ -582,7 +693,9 @@ def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
     return found
 
 
-def _blocker(load: ir.Load, loop: ir.For, writers: dict[ir.Var, ir.Instr]) -> str | None:
+def _blocker(
+    load: ir.Load | ir.Gather, loop: ir.For, writers: dict[ir.Var, ir.Instr]
+) -> str | None:
     """Why `load` cannot be issued at another iteration at all, or None."""
     if load.tensor in writers:
         writer = writers[load.tensor]

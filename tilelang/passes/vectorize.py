@@ -70,6 +70,7 @@ import math
 
 import numpy as np
 
+from tilelang.analysis.layout_runs import layout_run
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
 from tilelang.ir.nodes import (
@@ -117,21 +118,18 @@ def load_runs(fn: Function, facts: Facts, load: Load) -> tuple[int, int, int]:
     return elems, vector, align
 
 
+def gather_runs(fn: Function, facts: Facts, gather: Gather) -> tuple[int, int, int]:
+    """(elems, vector, align) that this pass would record on `gather` (its result and
+    index may have the layouts of a copy rather than `fn`'s, `facts` = `analyze(fn)`):
+    what `software_pipeline` asks before copying a gather's rows with cp.async."""
+    tile = gather.result.type
+    assert isinstance(tile, TileType)
+    annotated = _Vectorize(fn, facts)._indexed_access(gather, tile)
+    elems, vector, align = (int(annotated.attr(name)) for name in ("elems", "vector", "align"))
+    return elems, vector, align
+
+
 # -- register-tile runs --------------------------------------------------------------------
-
-
-def layout_run(layout: Layout | None) -> int:
-    """v: how many consecutive local indices hold consecutive elements of a row."""
-    if layout is None or layout.rank == 0:
-        return 1
-    canonical = layout.canonicalize()
-    if not canonical.local_modes:
-        return 1
-    innermost = canonical.local_modes[-1]
-    is_row_digit = (
-        innermost == canonical.num_modes - 1 and canonical.mode_dims[innermost] == layout.rank - 1
-    )
-    return canonical.mode_sizes[innermost] if is_row_digit else 1
 
 
 def run_start_steps(layout: Layout | None, shape: tuple[int, ...], r: int) -> tuple[int, ...]:
@@ -311,6 +309,7 @@ def _shared_start_divisor(layout: SharedLayout, r: int) -> int:
 __all__ = [
     "MAX_ACCESS_BITS",
     "copy_async_runs",
+    "gather_runs",
     "layout_run",
     "load_runs",
     "run",

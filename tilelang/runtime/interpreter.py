@@ -73,6 +73,7 @@ from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.verify import is_launch_arithmetic
 from tilelang.ir.visit import walk
+from tilelang.runtime.bit_views import ViewError, view_per_thread, view_row_major
 from tilelang.runtime.host_tensor import HostTensor
 
 __all__ = ["InterpreterError", "grid", "run"]
@@ -382,7 +383,7 @@ def _load(state: _State, instr: ir.Load | ir.LoadScalar) -> None:
     state.bind(instr.result, tile.reshape(_shape(instr.result)))
 
 
-def _indexed(state: _State, instr: ir.Gather | ir.Scatter, shape: tuple[int, ...]):
+def _indexed(state: _State, instr: ir.Gather | ir.GatherAsync | ir.Scatter, shape: tuple[int, ...]):
     """(coordinates per dim, inside the tensor) of each element of a gather or scatter:
     the box's e_d + offsets[d], except offsets[axis] + index[e] along the axis."""
     tensor = state.tensor(instr.tensor)
@@ -477,6 +478,16 @@ def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
     )
 
 
+@semantics(ir.GatherAsync)
+def _gather_async(state: _State, instr: ir.GatherAsync) -> None:
+    # Completes now, as a copy_async does: a gather's values, zeros outside the tensor.
+    shared: _Shared = state.value(instr.shared)
+    tensor, picked, inside = _indexed(state, instr, shared.values.shape)
+    values = _fill(shared.values.shape, 0, instr.shared.type.dtype)
+    values[inside] = tensor.dtype.decode(tensor.codes[picked])
+    shared.values[...] = values
+
+
 @semantics(ir.AsyncCommit, ir.AsyncWait, ir.Sync)
 def _nothing(state: _State, instr: ir.Instr) -> None:
     """AsyncCommit, AsyncWait, Sync: ordering only, and one block runs sequentially."""
@@ -562,67 +573,18 @@ def _cast(state: _State, instr: ir.Cast) -> None:
 # --- view: reinterpreting bits ------------------------------------------------------------
 
 
-def _codes_to_bits(codes: np.ndarray, bits: int) -> np.ndarray:
-    """[..., n] codes -> [..., n·bits] bits (uint8), code j at bits [j·bits, (j+1)·bits)."""
-    shifts = np.arange(bits, dtype=np.uint64)
-    bit_matrix = (codes.astype(np.uint64)[..., None] >> shifts) & np.uint64(1)
-    return bit_matrix.astype(np.uint8).reshape(*codes.shape[:-1], codes.shape[-1] * bits)
-
-
-def _bits_to_codes(bit_stream: np.ndarray, bits: int) -> np.ndarray:
-    """Inverse of _codes_to_bits: [..., m] bits -> [..., m // bits] uint64 codes."""
-    groups = bit_stream.reshape(*bit_stream.shape[:-1], -1, bits).astype(np.uint64)
-    return (groups << np.arange(bits, dtype=np.uint64)).sum(axis=-1, dtype=np.uint64)
-
-
 @semantics(ir.View)
 def _view(state: _State, instr: ir.View) -> None:
     src, dst = instr.value.type, instr.result.type
     codes = _encode_tile(src.dtype, np.asarray(state.value(instr.value)))
-    if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
-        out = _view_per_thread(codes, src, dst)
-    else:
-        out = _view_row_major(codes, src, dst)
+    try:
+        if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
+            out = view_per_thread(codes, src, dst)
+        else:
+            out = view_row_major(codes, src, dst)
+    except ViewError as error:
+        raise _Fault(str(error)) from None
     state.bind(instr.result, dst.dtype.decode(out))
-
-
-def _view_row_major(codes: np.ndarray, src: TileType, dst: TileType) -> np.ndarray:
-    """Each row's (last dimension's) little-endian bit stream, read as the new dtype."""
-    same_rows = src.shape[:-1] == dst.shape[:-1]
-    if not same_rows or src.numel * src.dtype.bits != dst.numel * dst.dtype.bits:
-        raise _Fault(f"cannot view {src} as {dst}: the rows' bit counts differ")
-    return _bits_to_codes(_codes_to_bits(codes, src.dtype.bits), dst.dtype.bits).reshape(dst.shape)
-
-
-def _view_per_thread(codes: np.ndarray, src: TileType, dst: TileType) -> np.ndarray:
-    """Each thread's locals, concatenated little-endian (local 0 lowest), read as the new
-    dtype and scattered through the result layout; replicas must agree."""
-    src_table, dst_table = src.layout.table(), dst.layout.table()
-    threads = src.layout.num_threads
-    if dst.layout.num_threads != threads:
-        raise _Fault(f"cannot view {src} as {dst}: {threads} vs {dst.layout.num_threads} threads")
-    src_bits = src.layout.num_locals * src.dtype.bits
-    if src_bits != dst.layout.num_locals * dst.dtype.bits:
-        raise _Fault(f"cannot view {src} as {dst}: the bits per thread differ")
-    per_thread = codes[tuple(np.moveaxis(src_table, -1, 0))]  # [T, N_src]
-    new_codes = _bits_to_codes(_codes_to_bits(per_thread, src.dtype.bits), dst.dtype.bits)
-    index = tuple(np.moveaxis(dst_table, -1, 0))
-    out = np.zeros(dst.shape, dtype=np.uint64)
-    written = np.zeros(dst.shape, dtype=bool)
-    out[index] = new_codes
-    written[index] = True
-    disagree = out[index] != new_codes
-    if disagree.any():
-        thread, local = (int(i) for i in np.argwhere(disagree)[0])
-        element = tuple(int(i) for i in dst_table[thread, local])
-        raise _Fault(
-            f"the replicas of element {list(element)} of the viewed tile disagree "
-            f"(thread {thread} holds code {int(new_codes[thread, local])}, another "
-            f"holds {int(out[element])})"
-        )
-    if not written.all():
-        raise _Fault(f"the layout of {dst} does not cover the tile")
-    return out
 
 
 # --- dot, reductions, scans, shape changes ----------------------------------------------

@@ -268,7 +268,7 @@ def _tensor_bytes(fn: ir.Function, shapes: dict[str, tuple[int, ...]]) -> int:
     (gathers, scatters and scalar loads included: a gathered pool counts whole, an
     upper bound on what the kernel reads of it)."""
     dtypes = {p.name: p.type.dtype for p in fn.params if p.name in shapes}
-    reads = ir.Load | ir.CopyAsync | ir.Gather | ir.LoadScalar
+    reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
     read = {i.tensor.name for i in walk(fn) if isinstance(i, reads)}
     written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store | ir.Scatter)}
 

@@ -63,7 +63,8 @@ class PerfError(ValueError):
 @dataclass(frozen=True)
 class TileLoad:
     """One global tile the main loop loads per iteration: `kind` is "load",
-    "copy_async" or "gather"; `ahead` is how many iterations ahead it is issued (module docstring)."""
+    "copy_async", "gather" or "gather_async"; `ahead` is how many iterations ahead it
+    is issued (module docstring)."""
 
     tensor: str
     kind: str
@@ -148,8 +149,10 @@ def _loads_of(loop: ir.For, prologue: list[ir.Instr], roots: dict[str, str]) -> 
             )
             tile = instr.result.type
             loads.append(_tile_load(instr, "load", tile, ahead))
-        elif isinstance(instr, ir.Gather):  # never issued ahead (software_pipeline)
+        elif isinstance(instr, ir.Gather):  # one software_pipeline left in place
             loads.append(_tile_load(instr, "gather", instr.result.type, 0))
+        elif isinstance(instr, ir.GatherAsync):  # a gather's copy: its `ahead` says
+            loads.append(_tile_load(instr, "gather_async", instr.shared.type, 0))
         elif isinstance(instr, ir.CopyAsync):
             ahead = sum(
                 isinstance(p, ir.CopyAsync)

@@ -246,6 +246,37 @@ class CopyAsync(Instr):
 
 
 @dataclass(frozen=True)
+class GatherAsync(Instr):
+    """Starts a copy of what a `gather` of the shared tile's shape would read (rows from
+    `index` along `axis`, zeros outside the tensor) into a shared tile: the pipelined
+    form of a gather. Each thread copies the elements a blocked layout of the shared
+    tile's shape gives it (`tilelang.analysis.gather_copies`), so `index` must be in
+    that layout reduced over its size-1 dims (`software_pipeline` makes it so)."""
+
+    shared: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    index: Var
+    axis: int
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("shared", "tensor", "offsets", "index")
+    SYNTAX: ClassVar = "gather_async {tensor}[{offsets}], {index}, axis={axis} -> {shared}"
+
+    def check(self, v: Checker) -> None:
+        shared = v.shared(self.shared)
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        v.expect(
+            len(shared.shape) == tensor.rank,
+            f"expected a shared tile of rank {tensor.rank} (the tensor's), found "
+            f"{print_type(shared)}",
+        )
+        v.same_dtype(shared.dtype, tensor.dtype, "a shared tile")
+        v.axis(self.axis, tensor.rank)
+        _check_index(v, v.tile(self.index, "the index"), tuple(shared.shape))
+
+
+@dataclass(frozen=True)
 class AsyncCommit(Instr):
     """Closes the current group of asynchronous copies."""
 
@@ -388,6 +419,7 @@ __all__ = [
     "AtomicAdd",
     "CopyAsync",
     "Gather",
+    "GatherAsync",
     "Load",
     "LoadScalar",
     "Scatter",
