@@ -63,6 +63,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
+from tilelang.analysis.layout_runs import layout_run
 from tilelang.analysis.liveness import Point, Program
 from tilelang.analysis.replication import warn_replicated
 from tilelang.analysis.streaming import first_needed, streamed_words
@@ -105,7 +106,6 @@ from tilelang.ir.thread import REGISTER_DTYPES
 from tilelang.ir.types import SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import walk
 from tilelang.passes.register_budget import RegisterBudget
-from tilelang.passes.vectorize import layout_run
 from tilelang.target import CPU, Target
 
 #: The most registers a thread can have on every supported target (`tilelang.target`).
