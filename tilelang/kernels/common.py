@@ -64,10 +64,10 @@ def check(
     t = dtype_of(x, name)
     if t not in types:
         names = ", ".join(dict.fromkeys(str(k) for k in types))
-        if t is not None:
-            given = t
-        elif isinstance(x, np.ndarray):
+        if isinstance(x, np.ndarray):
             given = x.dtype
+        elif t is not None:
+            given = t
         else:
             given = gpu.device_array(dlpack.imported(x)).typestr
         raise TypeError(f"{name} must hold one of {names}, got {given}")
