@@ -32,9 +32,10 @@ the same shape (cuBLAS) and, when triton imports, the small Triton W4A16 kernel 
 comparison, untuned: a floor for "what a plain Triton kernel gets", not a library's
 number). u4 only for Triton.
 
-The weights are random codes (every byte pattern is valid codes) already packed for
-the kernels, built without quantizing floats: the static report depends on shapes and
-types only, and a 28672 x 8192 quantize would dominate the run.
+The weights are random codes (every byte pattern, except the inf/NaN codes of f8
+types, which quantize never makes) already packed for the kernels, built without
+quantizing floats: the static report depends on shapes and types only (and on the
+"finite" fact f8 weights get), and a 28672 x 8192 quantize would dominate the run.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def weight(name: str, k: int, n: int, seed: int = 0) -> QuantizedWeight:
     packing = operands.kernel_packing(plain)
     nbytes = math.ceil(math.prod(packing.packed_shape) * element.bits / 8)
     data = rng.integers(0, 256, nbytes, dtype=np.uint8)
+    if element.bits == 8:  # no inf/NaN code, as quantize makes (the kernels' "finite" fact)
+        data[~np.isfinite(element.decode(data))] = 0
     codes = tl.DotPackedArray(data, element, packing.packed_shape, packing)
     return QuantizedWeight(
         codes, scales, scale_dtype, group, fmt, zeros, tensor_scale, packing=packing

@@ -26,7 +26,7 @@ import numpy as np
 
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
-from tilelang.ir.printer import print_function
+from tilelang.ir.printer import print_fact, print_function
 from tilelang.ir.thread import ThreadFunction
 from tilelang.ir.thread_text import print_thread_function
 from tilelang.ir.types import ScalarType, TensorType
@@ -48,7 +48,7 @@ from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
 from tilelang.runtime.host_expr import eval_grid
-from tilelang.runtime.value_facts import check_values, value_facts
+from tilelang.runtime.value_facts import FINITE, check_finite_type, check_values, value_facts
 from tilelang.runtime.value_facts import forget as forget_facts
 from tilelang.target import CPU, Target
 from tilelang.target import target as find_target
@@ -56,7 +56,7 @@ from tilelang.target import target as find_target
 Warps = int | Callable[..., int]
 #: ``min_blocks``: None, an int, or a function of the constexprs giving one.
 MinBlocks = int | Callable[..., int | None] | None
-Facts = tuple[tuple[str, int], ...]
+Facts = tuple[tuple[str, int | str], ...]  # (size, divisor), (tensor, bound or "finite")
 
 #: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
 #: masks stay constant over every 16-byte run of any dtype.
@@ -67,7 +67,7 @@ MAX_ASSUMED_DIVISOR = 1 << 16
 
 _ASSUME_FORMS = (
     "'all', None or a dict of size name -> power-of-two divisor and tensor name -> "
-    "power-of-two bound"
+    "power-of-two bound or 'finite'"
 )
 
 
@@ -202,8 +202,15 @@ class Specialization:
     def key_text(self, facts: Facts) -> str:
         """The frontend IR text with `facts` (what `print_function` shows as `assume`)."""
         tensors = set(self.tensors)
-        shown = (f"0 <= {n} < {d}" if n in tensors else f"{n} % {d}" for n, d in facts)
+        shown = (print_fact(n, d, n in tensors) for n, d in facts)
         return self.text + "\nassume " + ", ".join(shown)
+
+    @functools.cached_property
+    def tensor_types(self) -> dict[str, DType]:
+        """Each tensor parameter's dtype, by name (what a "finite" fact may name)."""
+        return {
+            p.name: p.type.dtype for p in self.function.params if isinstance(p.type, TensorType)
+        }
 
 
 class Kernel:
@@ -316,7 +323,8 @@ class Kernel:
         "all" (the default): every size a multiple of 128, as sizes of real models are.
         A tensor name -> a power of two b states a value fact: every element of that
         tensor is +0 or positive and below b (`tilelang.analysis.value_bounds`; a call
-        states it with `assume=` too, and checks it on the arrays before running).
+        states it with `assume=` too, and checks it on the arrays before running);
+        tensor name -> "finite": no element of that float tensor is inf or NaN.
         `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
         "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed); see
         `tilelang.target.TARGETS`.
@@ -444,7 +452,7 @@ class Kernel:
         (`assume`: value facts, checked as a call checks them)."""
         values, constexprs = self._split_arguments(args, kwargs)
         spec = self.specialization(**constexprs)
-        check_values(value_facts(self.fn.__name__, spec.tensors, assume), values)
+        check_values(value_facts(self.fn.__name__, spec.tensors, assume, spec.tensor_types), values)
         forget_facts(values[name] for name in spec.arguments.stored)  # about to be written
         bound = spec.arguments.bind(_imported(values, spec))
         interpreter.run(spec.function, bound.tensors, bound.scalars, bound.sizes)
@@ -455,7 +463,8 @@ class Kernel:
         `tilelang.DeviceBuffer`), else on the CPU through the LLVM backend.
 
         `assume`: value facts, tensor name -> a power of two b: every element of that
-        tensor is +0 or positive and below b; the kernel is specialized on them and they
+        tensor is +0 or positive and below b, or -> "finite": no element of that float
+        tensor is inf or NaN; the kernel is specialized on them and they
         are checked on the arrays before anything runs (`tilelang.runtime.value_facts`)."""
         values, constexprs = self._split_arguments(args, kwargs)
         return self.run(self.specialization(**constexprs), values, assume)
@@ -473,7 +482,7 @@ class Kernel:
                 f"{self.fn.__name__}(): run() takes every runtime argument by name; "
                 f"missing {missing}, unexpected {extra}"
             )
-        stated = value_facts(self.fn.__name__, spec.tensors, assume)
+        stated = value_facts(self.fn.__name__, spec.tensors, assume, spec.tensor_types)
         check_values(stated, values)
         forget_facts(values[name] for name in spec.arguments.stored)  # about to be written
         arguments = _imported(values, spec)
@@ -562,8 +571,16 @@ def _assumed_facts(function: ir.Function, assume: object) -> Facts:
                 f"(its sizes: {', '.join(sizes) or 'none'}) nor a tensor (its tensors: "
                 f"{', '.join(tensors) or 'none'})"
             )
+        if name in tensors and isinstance(divisor, str) and divisor == FINITE:
+            check_finite_type(name, _tensor_type(function, name))
+            facts[name] = FINITE
+            continue
         facts[name] = _power_of_two(name, divisor)
     return tuple(sorted(facts.items()))
+
+
+def _tensor_type(function: ir.Function, name: str) -> DType:
+    return next(p.type.dtype for p in function.params if p.name == name)
 
 
 def _power_of_two(name: str, divisor: object) -> int:

@@ -15,6 +15,16 @@ shifted out: how a kernel builds a float's bits from an exponent code). The lowe
 folds a group scale into a dequantization recipe only where such a bound proves the
 fold exact (`tilelang.lowering.scale_folds`); the launch checks the facts on the arrays
 before running (`tilelang.kernel`).
+
+Finiteness (`ValueBounds.finite`): the fact ``assume(finite(w))`` says no element of
+the float tensor w is inf or NaN (and a bound says so too). It follows the element
+bits: through the same loads and moves, and through every `View` (a view keeps the
+bits, so the codes of w's type stay finite codes of it, read as w's type again after
+any detour through integers: how a kernel shuffles codes); a tile is finite when its
+bits are finite codes of its own type. A cast to a float type keeps finite values
+finite when the target saturates or holds the source's largest value. The
+dequantization recipes leave out their inf/NaN steps for a cast whose input is proven
+finite (`tilelang.lowering.elementwise.proven_finite`).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import numpy as np
 
 from tilelang.dtypes import DType, ExponentType, FloatType, IntType
 from tilelang.ir import nodes as ir
+from tilelang.ir.core import FINITE
 from tilelang.ir.types import TensorType
 from tilelang.ir.visit import walk
 
@@ -32,7 +43,14 @@ from tilelang.ir.visit import walk
 def tensor_bounds(fn: ir.Function) -> dict[str, int]:
     """The value facts of `fn`: tensor name -> b, meaning +0 <= every element < b."""
     tensors = {p.name for p in fn.params if isinstance(p.type, TensorType)}
-    return {name: bound for name, bound in fn.assume if name in tensors}
+    return {name: int(bound) for name, bound in fn.assume if name in tensors and bound != FINITE}
+
+
+def finite_tensors(fn: ir.Function) -> dict[str, DType]:
+    """The tensors of `fn` whose elements the facts prove finite (a "finite" fact or a
+    bound), with their dtypes."""
+    types = {p.name: p.type.dtype for p in fn.params if isinstance(p.type, TensorType)}
+    return {name: types[name] for name, _ in fn.assume if name in types}
 
 
 class ValueBounds:
@@ -47,6 +65,8 @@ class ValueBounds:
             if isinstance(getattr(instr, name), ir.Var)
         }
         self.bounds = {n: b for n, b in tensor_bounds(fn).items() if n not in written}
+        self.finite_tensors = {n: t for n, t in finite_tensors(fn).items() if n not in written}
+        self._visiting: set[ir.Var] = set()  # shared buffers `_finite_shared` is reading
         self.producer: dict[ir.Var, ir.Instr] = {}
         self.writers: dict[ir.Var, list[ir.Instr]] = {}  # shared root -> its writers
         self.root: dict[ir.Var, ir.Var] = {}  # shared view -> the buffer it views
@@ -82,6 +102,48 @@ class ValueBounds:
         if isinstance(made, ir.Compute) and made.op == "shl" and len(made.args) == 2:
             return self._shifted_bound(made, var.type.dtype)
         return None
+
+    def finite(self, var: ir.Value) -> bool:
+        """Whether the facts prove that no value of `var` is inf or NaN."""
+        if isinstance(var, ir.Const):
+            return math.isfinite(float(var.value))
+        return isinstance(var.type.dtype, IntType) or self._finite_codes(var) == var.type.dtype
+
+    def _finite_codes(self, var: ir.Value) -> DType | None:
+        """The float type F such that the facts prove `var`'s bits, read as codes of F,
+        finite values (its own dtype for a finite tile; another for bits viewed as
+        other types on the way), or None."""
+        if isinstance(var, ir.Const):
+            return var.dtype if math.isfinite(float(var.value)) else None
+        own = var.type.dtype
+        if self.below(var) is not None:
+            return own
+        made = self.producer.get(var)
+        if isinstance(made, ir.Broadcast | ir.Relayout | ir.Reshape | ir.View):
+            return self._finite_codes(made.value)  # the same bits
+        if isinstance(made, ir.Load):
+            if made.fill is not None and not math.isfinite(float(made.fill.value)):
+                return None
+            return self.finite_tensors.get(made.tensor.name)
+        if isinstance(made, ir.SharedLoad):
+            return self._finite_shared(self.root.get(made.shared, made.shared))
+        if isinstance(made, ir.Cast) and _keeps_finite(made.value, own, self.finite):
+            return own
+        return None
+
+    def _finite_shared(self, buffer: ir.Var) -> DType | None:
+        """The float type whose finite codes every writer of `buffer` stores, or None."""
+        if buffer in self._visiting:  # a store of the buffer's own values: no new fact
+            return None
+        self._visiting.add(buffer)
+        found = set()
+        for writer in self.writers.get(buffer, ()):
+            if isinstance(writer, ir.CopyAsync):
+                found.add(self.finite_tensors.get(writer.tensor.name))
+            else:
+                found.add(self._finite_codes(writer.value))
+        self._visiting.discard(buffer)
+        return found.pop() if len(found) == 1 else None
 
     def _shifted_bound(self, made: ir.Compute, dtype: DType) -> float | None:
         """x << k of unsigned integers x below b, k a constant: below b·2^k when that
@@ -146,6 +208,19 @@ def _keeps_values(source: DType, target: DType) -> bool:
         and source.mantissa_bits <= target.mantissa_bits
         and target.max >= 65504.0
     )
+
+
+def _keeps_finite(value: ir.Value, target: DType, finite) -> bool:
+    """Whether a cast of `value` to `target` gives finite values: its values are finite
+    (`finite`) and the target saturates (satfinite) or holds the source's largest
+    magnitude (no rounding reaches inf)."""
+    source = value.dtype if isinstance(value, ir.Const) else value.type.dtype
+    if not isinstance(target, FloatType) or not finite(value):
+        return False  # (e8m0 makes negative values and zero NaN)
+    if target.saturates:
+        return True
+    largest = 2.0**source.bits if isinstance(source, IntType) else float(source.max)
+    return largest <= float(target.max)
 
 
 def _view_bound(source: DType, target: DType, codes_below: float | None) -> float | None:

@@ -23,6 +23,7 @@ from tilelang.aot.c_expr import AotError
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir.core import FINITE
 from tilelang.ir.shape_expr import ShapeExpr, Sym
 from tilelang.ir.types import TensorType
 
@@ -122,6 +123,12 @@ class KernelInterface:
                 raise AotError(
                     f"{function.name}(): size {size.name} is not the whole size of any tensor dimension"
                 )
+        finite = [n for n, b in function.assume if b == FINITE]
+        if finite:  # the C launchers check bounds only
+            raise AotError(
+                f"{function.name}(): an ahead-of-time build cannot assume {finite[0]!r} finite "
+                "yet; compile without that value fact"
+            )
         return cls(
             name=name,
             kernel=function.name,

@@ -245,6 +245,9 @@ class Block:
 
 ConstexprValue = int | float | bool | str | DType
 
+#: A tensor's value fact "no element is inf or NaN" (`Function.assume`).
+FINITE = "finite"
+
 
 @dataclass(frozen=True)
 class Function:
@@ -253,10 +256,11 @@ class Function:
     `params` are the user's tensors and runtime scalars in declaration order; `sizes`
     are the size symbols of the tensors' shapes, bound at launch (scalar i32 values).
     `assume` holds specialization facts, `(size name, d)` pairs meaning "this size is a
-    multiple of d" (d a power of two; text: `assume(K % 16)`), and `(tensor name, b)`
+    multiple of d" (d a power of two; text: `assume(K % 16)`), `(tensor name, b)`
     pairs meaning "every element of this tensor is +0 or positive (sign bit clear) and
     below b" (b a power of two; text: `assume(0 <= s < 64)`,
-    `tilelang.analysis.value_bounds`); the launch checks them.
+    `tilelang.analysis.value_bounds`), and `(tensor name, FINITE)` meaning "no element
+    of this tensor is inf or NaN" (text: `assume(finite(w))`); the launch checks them.
     """
 
     name: str
@@ -265,13 +269,15 @@ class Function:
     body: Block
     warps: int
     constexprs: tuple[tuple[str, ConstexprValue], ...] = ()
-    assume: tuple[tuple[str, int], ...] = ()
+    assume: tuple[tuple[str, int | str], ...] = ()
     loc: Loc = field(default=NOWHERE, kw_only=True)
 
     def __post_init__(self) -> None:
         sizes = {var.name for var in self.sizes}
         tensors = {var.name for var in self.params if not isinstance(var.type, ScalarType)}
         for name, divisor in self.assume:
+            if name in tensors and divisor == FINITE:
+                continue
             if name in tensors:
                 if not (isinstance(divisor, int) and 0 < divisor <= 1 << 16) or divisor & (
                     divisor - 1

@@ -34,6 +34,7 @@ from lark.exceptions import (
 
 from tilelang.dtypes import DType, dtype
 from tilelang.ir import nodes
+from tilelang.ir.core import FINITE
 from tilelang.ir.layout import LayoutError
 from tilelang.ir.layout_parser import LAYOUT_GRAMMAR, layout_from_tree
 from tilelang.ir.nodes import (
@@ -82,7 +83,7 @@ type_start: type
 function: "kernel" name "(" typed_vars ")" [sizes] "warps" "(" SINT ")" [assume] [constexprs] [loc] "{" _NL block "}"
 sizes: "sizes" "(" typed_vars ")"
 assume: "assume" "(" assume_fact ("," assume_fact)* ")"
-assume_fact: name "%" SINT | "0" "<=" name "<" SINT
+assume_fact: name "%" SINT | "0" "<=" name "<" SINT | "finite" "(" name ")" -> finite_fact
 typed_vars: (typed_var ("," typed_var)*)?
 typed_var: VAR ":" type
 constexprs: "constexprs" "(" (constexpr ("," constexpr)*)? ")"
@@ -413,6 +414,9 @@ class _Builder(Transformer):
 
     def assume(self, children: list) -> tuple:
         return tuple(children)
+
+    def finite_fact(self, children: list) -> tuple[str, str]:
+        return children[0], FINITE
 
     def assume_fact(self, children: list) -> tuple[str, int]:
         name, token = children

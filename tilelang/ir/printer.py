@@ -25,7 +25,7 @@ Only `for`, `if` and `associative_scan`, which hold bodies, are spelled here:
   `%h, %s = associative_scan %a, %b axis(1) reverse lhs(%a1: f32, %b1: f32)
   rhs(%a2: f32, %b2: f32) -> (TYPES) loc(...) {`, then its combine body;
 - the header lists `Function.assume` after `warps(...)` as `assume(K % 16, N % 8)`
-  (a tensor's value fact as `0 <= s < 64`).
+  (a tensor's value fact as `0 <= s < 64` or `finite(w)`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from itertools import zip_longest
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes
-from tilelang.ir.core import Block, Function, Instr, Var
+from tilelang.ir.core import FINITE, Block, Function, Instr, Var
 from tilelang.ir.syntax import syntax_of
 from tilelang.ir.text import (
     loc_suffix,
@@ -73,6 +73,15 @@ def _typed_var(var: Var) -> str:
     return f"{print_var(var)}: {print_type(var.type)}"
 
 
+def print_fact(name: str, value: int | str, tensor: bool) -> str:
+    """One `Function.assume` fact as text: `K % 16` (a size), `0 <= s < 64` (a tensor's
+    bound), `finite(w)` (a tensor without inf or NaN)."""
+    shown = quote(name) if name == FINITE else print_name(name)  # not the keyword
+    if value == FINITE:
+        return f"finite({shown})"
+    return f"0 <= {shown} < {value}" if tensor else f"{shown} % {value}"
+
+
 def _header(fn: Function) -> str:
     text = f"kernel {print_name(fn.name)}({', '.join(_typed_var(v) for v in fn.params)})"
     if fn.sizes:
@@ -80,10 +89,7 @@ def _header(fn: Function) -> str:
     text += f" warps({fn.warps})"
     if fn.assume:
         tensors = {v.name for v in fn.params if isinstance(v.type, TensorType)}
-        facts = ", ".join(
-            f"0 <= {print_name(name)} < {n}" if name in tensors else f"{print_name(name)} % {n}"
-            for name, n in fn.assume
-        )
+        facts = ", ".join(print_fact(name, n, name in tensors) for name, n in fn.assume)
         text += f" assume({facts})"
     if fn.constexprs:
         items = ", ".join(

@@ -246,8 +246,9 @@ def value_bounds(lo: Lowering) -> ValueBounds:
 
 
 def proven_finite(lo: Lowering, value: ir.Value) -> bool:
-    """Whether the value facts bound every value of `value` (so none is inf or NaN)."""
-    return isinstance(value, ir.Var) and value_bounds(lo).below(value) is not None
+    """Whether the value facts prove that no value of `value` is inf or NaN (a bound,
+    or a "finite" fact carried to it: `ValueBounds.finite`)."""
+    return isinstance(value, ir.Var) and value_bounds(lo).finite(value)
 
 
 def _integer_magnitude(lo: Lowering, value: ir.Var) -> int | None:

@@ -237,7 +237,10 @@ class _Tensors:
         if zeros is None:
             zeros = dtypes.pack_codes(np.zeros((1, 1), zt.storage), zt)
         bias = dtypes.pack_codes(np.zeros(1, ot.storage), ot)
-        return cls(put(ops.weight.codes), put(zeros), put(bias), ops, put)
+        w = put(ops.weight.codes)
+        if "w" in ops.facts:  # the codes were checked once (`QuantizedWeight.finite`)
+            record_fact(w, ops.facts["w"])
+        return cls(w, put(zeros), put(bias), ops, put)
 
     def s(self, call: KernelCall) -> Any:
         """The scales as `call`'s kernel reads them, put where it runs once per tile."""

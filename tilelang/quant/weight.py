@@ -30,6 +30,7 @@ What it holds, ``G = group_size`` rows of W sharing one scale:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType, IntType, PackedArray
 from tilelang.packing import DotPackedArray, DotPacking, pack_for_dot, unpack_from_dot
+from tilelang.runtime.value_facts import all_finite
 
 from . import arithmetic, io
 from .arrays import float_matrix
@@ -164,6 +166,14 @@ class QuantizedWeight:
     def scales(self) -> np.ndarray:
         """The scales' values [K / G, N] (float32; exact for every scale type)."""
         return self.scale_dtype.decode(self.scale_codes)
+
+    @functools.cached_property
+    def finite(self) -> bool:
+        """Whether no code is an inf or NaN code of the element type (f8e4m3 and f8e5m2
+        have such codes; `quantize` and the imports never make them, but codes from
+        arrays or a file might). Checked once per weight: the kernels' "finite" fact
+        on the codes (`tilelang.quant.operands.Operands.facts`) rests on it."""
+        return all_finite(self.codes, "codes")
 
     @property
     def nbytes(self) -> int:
