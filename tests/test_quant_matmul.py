@@ -251,10 +251,11 @@ def test_every_kernel_tile_reads_the_packed_codes(dtype):
         assert operands.reads_as(packing, bk, bm, warps), (bm, bk, warps)
     assert not operands.reads_as(packing, 128, 16, 2)  # 2 warps lay b out otherwise
     # 64-row tiles hold 64 codes a thread: whole 16-byte runs only below 128 codes a run
+    odd = dtype in ("u1", "u3", "u5", "u7")  # tilelang.quant.choice
+    assert operands.reads_as(packing, 64, 64, 4) != odd
     gemm = choose(4096, 4096, 4096, "sm_90", packing)
     assert operands.reads_as(packing, gemm.bk, gemm.bm, gemm.warps)
-    odd = dtype in ("u1", "u3", "u5", "u7")  # tilelang.quant.choice
-    assert (gemm.bm, gemm.bk, gemm.warps) == (64, 128 if odd else 64, 4)
+    assert (gemm.bm, gemm.bk, gemm.warps) == (64, 128, 4)
 
 
 def test_packed_weights_save_load_and_give_the_same_product(tmp_path):
@@ -290,7 +291,7 @@ def _random_weight(k: int, n: int) -> QuantizedWeight:
         (1, "gemv", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
         (16, "small_batch", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
         (64, "small_batch", (32, 128, 128, 4), 5, [(2, 32, 5), (2, 32)]),
-        (4096, "gemm", (64, 128, 64, 4), 1, [(64, 32)]),
+        (4096, "gemm", (64, 128, 128, 4), 1, [(64, 32)]),
     ],
 )
 def test_plan_choices(m, path, tile, split, grids):

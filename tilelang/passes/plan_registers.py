@@ -46,16 +46,17 @@ Guarantees: `estimate(fn)` returns the `RegisterPlan`. `run(fn, target)` raises
 `RegisterBudgetError` when the estimate exceeds the budget (`register_budget`: 255, less
 under min_blocks or for blocks over 8 warps) by more than its error (`refusal_limit`;
 ptxas surely cannot fit the kernel) — naming the kernel, the budget and what sets it,
-the estimate's parts, the source line of the peak and the largest live tiles — warns
-with `RegisterSpillWarning` for a GPU target when it exceeds it by less (ptxas will
-probably spill), and returns `fn` with ``registers=<estimate>`` on its `blocks`.
+the estimate's parts, the source line of the peak and the largest live tiles — says
+nothing when it exceeds it by less (ptxas may still fit it: the estimate is often above
+ptxas's count), and returns `fn` with ``registers=<estimate>`` on its `blocks`. For a
+GPU target it leaves a `SpillNote` to the build lowering it (`spill_verdict`), which
+warns `RegisterSpillWarning` when ptxas spills.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -106,6 +107,7 @@ from tilelang.ir.thread import REGISTER_DTYPES
 from tilelang.ir.types import SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import walk
 from tilelang.passes.register_budget import RegisterBudget
+from tilelang.passes.spill_verdict import SpillNote, defer
 from tilelang.target import CPU, Target
 
 #: The most registers a thread can have on every supported target (`tilelang.target`).
@@ -135,8 +137,9 @@ class RegisterBudgetError(ValueError):
 
 
 class RegisterSpillWarning(UserWarning):
-    """The kernel's estimate passes the registers a thread has by less than the estimate's
-    error: ptxas will probably spill (the message says what to change)."""
+    """ptxas spilled the kernel's registers to local memory in a GPU build (warned by
+    the build, `spill_verdict`); the message gives the estimate beside ptxas's count
+    and says what to change."""
 
 
 # -- words per value -----------------------------------------------------------------------
@@ -705,9 +708,9 @@ def run(fn: Function, target: Target = CPU) -> Function:
         raise RegisterBudgetError(budget_message(fn, plan, budget))
     if target.is_gpu:
         warn_replicated(fn)
-    if plan.peak > budget.limit and target.is_gpu:
-        message, at = spill_message(fn, plan, budget), (fn.loc.file, fn.loc.line)
-        warnings.warn_explicit(message, RegisterSpillWarning, *at, registry=_SHOWN)
+    if target.is_gpu:
+        # ptxas, not the estimate, says whether the kernel spills: the build warns.
+        defer(spill_note(fn, plan, budget))
     return _record(fn, plan.peak)
 
 
@@ -726,10 +729,21 @@ def budget_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> 
 
 
 def spill_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
-    return (
-        f"{fn.loc}: kernel {fn.name} needs about {plan.peak} registers per thread "
-        f"({_parts(plan)}), more than {budget}: ptxas will probably spill registers to "
-        f"local memory, which is slow. {_advice(fn, plan, budget)}"
+    return spill_note(fn, plan, budget).estimate_message()
+
+
+def spill_note(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> SpillNote:
+    """What a spill warning about `fn` says, for the estimate's or ptxas's verdict."""
+    return SpillNote(
+        kernel=fn.name,
+        where=str(fn.loc),
+        file=fn.loc.file,
+        line=fn.loc.line,
+        estimate=plan.peak,
+        parts=_parts(plan),
+        limit=budget.limit,
+        said=str(budget),
+        advice=_advice(fn, plan, budget),
     )
 
 
@@ -750,10 +764,6 @@ def _advice(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
         f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller tiles "
         f"(BM, BN, BK constexprs) {budget.advice()}."
     )
-
-
-#: Python's once-per-message bookkeeping for the spill warnings.
-_SHOWN: dict = {}
 
 
 def _record(fn: Function, peak: int) -> Function:
@@ -793,5 +803,6 @@ __all__ = [
     "registers",
     "run",
     "spill_message",
+    "spill_note",
     "words",
 ]

@@ -4,35 +4,39 @@ launches of one choice, before compiling). `tilelang.quant.matmul` runs them and
 `tilelang.quant.tuning` ranks alternatives to `choose`; the rule and its reasons are in
 `tilelang.quant.matmul`'s docstring, the gemm tile's below.
 
-The gemm tile (M > 64): 64 rows x 128 columns over 4 warps, BK = 64 (128 for 1, 3, 5,
-7-bit codes, whose 16-byte runs are 128 codes a thread: a 64-row k-tile would read
-another order than the packing's). For [64, 128] over 4 warps the dot's warp grid is
+The gemm tile (M > 64): 64 rows x 128 columns over 4 warps, BK = 128 (the packing's own
+k-tile; 2, 4, 6, 8-bit codes read 64 rows where M is not a multiple of 64, with zero
+points in smaller groups, below, with zero points of 6 and 8-bit codes, and where two
+blocks of 128-row stages do not fit an SM's shared memory: sm_86/sm_89). For
+[64, 128] over 4 warps the dot's warp grid is
 1 x 4 (`tilelang.ir.fragments.dot_layouts`: of the equally square 1 x 4 and 2 x 2,
 the one with fewer warp rows), the grid the codes are packed for
 (`tilelang.quant.operands`): the B operand is not replicated, so each weight of a
 k-tile is loaded and converted by exactly one thread of the block and feeds the mmas of
 all 64 rows (4 m-tiles of 16). A 128-row tile over 8 warps has a 2 x 4 grid: each
-weight is converted twice, once per warp row, for the same mmas a warp. The static
-report on sm_90 (k = n = 8192, m = 4096) predicts 84-100% of the tensor-core peak for
-u4, i4 with zero points, u3, u5, u6, u7, u8, MXFP4, MXFP8 and NVFP4 (128 x 128 x 64
-over 8 warps, and 64 x 128 x 128 over 8 for the odd widths: 52-100%), with no spills
-on sm_80 and sm_90.
+weight is converted twice, once per warp row, for the same mmas a warp.
 
-Why BK = 64 where the codes allow it: each warp holds its x tile whole ([64, BK] f16,
-BK / 2 registers a thread, as the lowering keeps an operand read beside a computed one)
-next to its 64 accumulators; at BK = 128 ptxas fits it (234-248 registers, no spill)
-for 3-6% fewer instructions per mma (12% for i4 with zero points), but the
-register estimate (`tilelang.passes.plan_registers`) puts it above 255 and warns on
-every compile (a `RegisterSpillWarning` ptxas does not bear out). The odd widths have
-no BK = 64 and take that warning for 87-98% of the peak (60% before).
+Why BK = 128 for every width: each warp holds its x tile whole ([64, BK] f16, BK / 2
+registers a thread, as the lowering keeps an operand read beside a computed one) next
+to its 64 accumulators, and ptxas fits it (234-244 registers on sm_80 and sm_90, no
+spill) for fewer instructions per weight than BK = 64: the static report on sm_90
+(k = n = 8192, m = 4096) predicts 100% of the tensor-core peak for u4, u8 and MXFP8,
+99.9% for i4 with zero points (88.1% at BK = 64), 87-91% for NVFP4, MXFP4 and u6
+(84-87%), 79% for MXFP6 (77%, and 8 bytes of spill at BK = 64). The register estimate
+(`tilelang.passes.plan_registers`) puts these tiles above 255, but a GPU build warns
+only when ptxas spills (`tilelang.passes.spill_verdict`). The exceptions, where ptxas
+spills at BK = 128 (255 registers) and not at 64: zero points of 6 and 8-bit codes
+(32-120 bytes), and an M that is not a multiple of 64, whose masked rows cost i4
+per-channel and u8 codes 16-20 bytes (M = 80; none at M = 4096 or 4160).
 
-Odd widths with zero points in groups smaller than their 128-row k-tile (G = 64, 32)
-spill 16-56 bytes there (the groups' broadcast zero points beside the whole x tile):
-such weights take the former 64 x 128 x 128 tile over 8 warps (2 x 4: each warp holds
-32 rows of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`).
+Zero points in groups smaller than the 128-row k-tile (G = 64, 32) spill 16-56 bytes
+there (the groups' broadcast zero points beside the whole x tile): 2, 4, 6, 8-bit codes
+then read 64-row k-tiles; odd widths, which have no 64-row tile (their 16-byte runs are
+128 codes a thread), take 64 x 128 x 128 over 8 warps (2 x 4: each warp holds 32 rows
+of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`).
 
 Stages: 3, or 2 when two blocks of 3 stages would not share an SM's shared memory
-(5, 7-bit codes on sm_80; 3, 5-8-bit codes on sm_86/sm_89's 100 KiB): two resident
+(5-8-bit codes on sm_80; all but 4-bit codes on sm_86/sm_89's 100 KiB): two resident
 blocks of 4 warps keep 8 warps per SM, as one block of 8 warps did (registers allow
 two: 65536 / (4 · 32 · 255) > 2).
 """
@@ -61,8 +65,12 @@ SPLIT_BLOCKS_PER_SM = 2
 MIN_SLICE_TILES = 2
 
 
-#: The gemm tile's rows, warps and k-tile (module docstring).
-GEMM_BM, GEMM_WARPS, GEMM_BK = 64, 4, 64
+#: The gemm tile's rows and warps, and its k-tile where the packing's 128-row tile
+#: would hold zero points of several groups or not fit two blocks (module docstring).
+GEMM_BM, GEMM_WARPS, GEMM_NARROW_BK = 64, 4, 64
+#: Codes wider than this with zero points spill in 128-row k-tiles (6 and 8 bits: 32-120
+#: bytes on sm_80 and sm_90, 2 and 4 bits fit): they read 64-row ones.
+NARROW_ZERO_BITS = 4
 #: Its pipeline stages, most first, and the blocks per SM whose shared memory they fit.
 GEMM_STAGES = (3, 2)
 GEMM_BLOCKS_PER_SM = 2
@@ -95,15 +103,20 @@ def gemm_stages(bk: int, arch: str, packing: DotPacking | None = None) -> int:
     memory on `arch` (its representative card's), each stage holding a [GEMM_BM, bk] tile
     of x, a [bk, BLOCK_N] tile of codes (`packing`'s width; 8 bits without one) and
     their scales and zero points; the fewest where none does."""
+    for stages in GEMM_STAGES:
+        if _blocks_fit(bk, stages, arch, packing):
+            return stages
+    return GEMM_STAGES[-1]
+
+
+def _blocks_fit(bk: int, stages: int, arch: str, packing: DotPacking | None) -> bool:
+    """Whether `GEMM_BLOCKS_PER_SM` gemm blocks of `stages` stages (`gemm_stages`) fit
+    an SM's shared memory on `arch`."""
     hw = HARDWARE.get(find_target(arch).name) or HARDWARE[DEFAULT_ARCH]
     operand_bytes = packing.operand.bits // 8 if packing is not None else 2
     code_bits = packing.dtype.bits if packing is not None else 8
     stage = GEMM_BM * bk * operand_bytes + bk * BLOCK_N * code_bits // 8 + SCALE_STAGE_BYTES
-    for stages in GEMM_STAGES:
-        block = stages * stage + hw.shared_reserved
-        if GEMM_BLOCKS_PER_SM * block <= hw.shared_bytes_per_sm:
-            return stages
-    return GEMM_STAGES[-1]
+    return GEMM_BLOCKS_PER_SM * (stages * stage + hw.shared_reserved) <= hw.shared_bytes_per_sm
 
 
 def choose(
@@ -123,7 +136,7 @@ def choose(
         return packing is None or reads_as(packing, bk, bm, warps)
 
     if m > SMALL_BATCH_MAX_M:
-        return _gemm(arch, packing, pack_k, zero_group, reads)
+        return _gemm(m, arch, packing, pack_k, zero_group, reads)
     if m <= GEMV_MAX_M:
         path, bm = "gemv", 16
     else:
@@ -141,6 +154,7 @@ def choose(
 
 
 def _gemm(
+    m: int,
     arch: str,
     packing: DotPacking | None,
     pack_k: int,
@@ -148,15 +162,33 @@ def _gemm(
     reads: Callable[[int, int, int], bool],
 ) -> Choice:
     """The gemm tile (module docstring): 64 x 128 over the packing's own 1 x 4 warp
-    grid, BK = 64 where it reads the packed codes, else the packing's own K tile; with
-    zero points of several groups in that tile, 8 warps (a 2 x 4 grid)."""
-    bk, warps = min(GEMM_BK, pack_k), GEMM_WARPS
-    if not reads(GEMM_BM, bk, warps):
-        bk = pack_k  # the packing's own tile, which every grid of 1 x 4 reads
-        assert reads(GEMM_BM, bk, warps)
-        if zero_group is not None and zero_group < bk:
-            warps = 2 * GEMM_WARPS
+    grid and the packing's own K tile; BK = 64 where the codes have it and
+    `_wants_narrow`; else, with zero points of several groups in the tile, 8 warps (a
+    2 x 4 grid)."""
+    bk, warps = pack_k, GEMM_WARPS  # every grid of 1 x 4 reads the packing's own tile
+    assert reads(GEMM_BM, bk, warps)
+    narrow = min(GEMM_NARROW_BK, pack_k)
+    if reads(GEMM_BM, narrow, warps) and _wants_narrow(m, bk, arch, packing, zero_group):
+        bk = narrow
+    elif zero_group is not None and zero_group < bk:
+        warps = 2 * GEMM_WARPS
     return Choice("gemm", GEMM_BM, BLOCK_N, bk, warps, gemm_stages(bk, arch, packing), 1)
+
+
+def _wants_narrow(
+    m: int, bk: int, arch: str, packing: DotPacking | None, zero_group: int | None
+) -> bool:
+    """Whether the gemm tile reads 64-row k-tiles where the codes have them rather than
+    `bk` rows: rows of x masked at the end (`m` not a multiple of `GEMM_BM`), zero points
+    of several groups in a tile or of codes wider than `NARROW_ZERO_BITS` (ptxas spills
+    each at 128 rows), or two blocks of `bk`-row stages that do not fit the SM's shared
+    memory (module docstring)."""
+    if m % GEMM_BM:
+        return True
+    code_bits = packing.dtype.bits if packing is not None else 8
+    if zero_group is not None and (zero_group < bk or code_bits > NARROW_ZERO_BITS):
+        return True
+    return not _blocks_fit(bk, GEMM_STAGES[-1], arch, packing)
 
 
 def zero_group_of(ops: Operands) -> int | None:
@@ -172,7 +204,7 @@ class KernelCall:
     constexprs: dict[str, Any]
     sizes: dict[str, int]
     per: str | None
-    values: dict[str, int] = field(default_factory=dict)  # value facts (Operands.facts)
+    values: dict[str, int | str] = field(default_factory=dict)  # value facts (Operands.facts)
     scales: tuple[int, int, int] | None = None  # the tile the scales are read for
 
 

@@ -10,7 +10,12 @@ stored thread IR turns out to be unreadable.
 The thread IR is stored pickled (the cache is the user's own directory) and unpickled
 on first use: a compile that only wants the cubin, or a launch that has not happened
 yet, does not pay for it. The meta blob records the architecture and the kernel's
-symbol, so nothing needs the thread IR to name the kernel.
+symbol, so nothing needs the thread IR to name the kernel, and the register estimate.
+
+The passes run inside `spill_verdict.deferred()`: `plan_registers` leaves its spill
+verdict to the build, which warns `RegisterSpillWarning` only when ptxas spilled (at
+the kernel's line, with the estimate and ptxas's count), not when the estimate merely
+passed the budget. The entry keeps every warning the build gave, that one included.
 
 An entry with a valid checksum but contents this code cannot use (a blob missing,
 meta that is not the expected JSON, a thread IR that does not unpickle) is discarded
@@ -28,6 +33,8 @@ from functools import cached_property
 
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir.thread import ThreadFunction
+from tilelang.passes.plan_registers import RegisterSpillWarning
+from tilelang.passes.spill_verdict import SpillNote, deferred, verdict
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cubin import Resources, read_resources
 from tilelang.runtime.nvrtc import compile_cuda, nvrtc_identity
@@ -49,7 +56,9 @@ _UNPICKLE_ERRORS = (
 
 class CudaBuild:
     """One kernel built for one architecture. `cached` is True when it came from the
-    disk cache; `thread` is then unpickled (or, failing that, lowered again) on first use."""
+    disk cache; `thread` is then unpickled (or, failing that, lowered again) on first use.
+    `estimate` is `plan_registers`'s register estimate (None when the passes' result was
+    at hand before the build), beside ptxas's count in `resources`."""
 
     def __init__(
         self,
@@ -61,6 +70,7 @@ class CudaBuild:
         log: str,
         cached: bool,
         thread: Callable[[], ThreadFunction],
+        estimate: int | None = None,
     ) -> None:
         self.arch = arch
         self.symbol = symbol
@@ -70,6 +80,7 @@ class CudaBuild:
         self.log = log
         self.cached = cached
         self._thread = thread
+        self.estimate = estimate
 
     @cached_property
     def thread(self) -> ThreadFunction:
@@ -96,7 +107,7 @@ def cuda_build(
             _replay(json.loads(blobs["meta"])["warnings"])
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
-    with warnings.catch_warnings(record=True) as raised:
+    with warnings.catch_warnings(record=True) as raised, deferred() as notes:
         warnings.simplefilter("always")
         thread = lower()
     # The passes' warnings point at the user's lines; a build read from disk runs no
@@ -106,11 +117,33 @@ def cuda_build(
     source = emit_cuda(thread, launch_bounds=thread.threads, min_blocks=min_blocks)
     symbol = kernel_symbol(thread)
     binary = compile_cuda(source, symbol, arch)
+    note = notes[-1] if notes else None
     build = CudaBuild(
-        arch, symbol, source, binary.ptx, binary.cubin, binary.log, False, lambda: thread
+        arch,
+        symbol,
+        source,
+        binary.ptx,
+        binary.cubin,
+        binary.log,
+        False,
+        lambda: thread,
+        note.estimate if note is not None else None,
     )
+    spilled = _spill_record(note, build)
+    _replay(spilled)
+    said += spilled
     cache.put(key, _to_blobs(build, thread, said))  # an unwritable cache warns once, then skips
     return build
+
+
+def _spill_record(note: SpillNote | None, build: CudaBuild) -> list:
+    """The spill warning ptxas's report calls for (`spill_verdict`), as a record."""
+    message = verdict(note, build.resources, build.symbol)
+    if message is None:
+        return []
+    file, line = (note.file, note.line) if note is not None else ("<unknown>", 0)
+    category = RegisterSpillWarning
+    return [[category.__module__, category.__qualname__, message, file, line]]
 
 
 def _warning_record(w: warnings.WarningMessage) -> list:
@@ -137,7 +170,14 @@ def _to_blobs(build: CudaBuild, thread: ThreadFunction, said: list) -> dict[str,
         "ptx": build.ptx.encode(),
         "cubin": build.cubin,
         "log": build.log.encode(),
-        "meta": json.dumps({"arch": build.arch, "symbol": build.symbol, "warnings": said}).encode(),
+        "meta": json.dumps(
+            {
+                "arch": build.arch,
+                "symbol": build.symbol,
+                "warnings": said,
+                "estimate": build.estimate,
+            }
+        ).encode(),
     }
 
 
@@ -159,8 +199,11 @@ def _from_blobs(
     symbol = meta.get("symbol")
     if not isinstance(symbol, str) or not symbol:
         return None
+    estimate = meta.get("estimate")
+    if not (estimate is None or (isinstance(estimate, int) and not isinstance(estimate, bool))):
+        return None
     source, ptx, log = texts
-    return CudaBuild(arch, symbol, source, ptx, blobs["cubin"], log, True, thread)
+    return CudaBuild(arch, symbol, source, ptx, blobs["cubin"], log, True, thread, estimate)
 
 
 def _stored_thread(

@@ -1,0 +1,118 @@
+"""Who says a kernel spills: ptxas, once a GPU build has run it — not the estimate.
+
+`plan_registers` estimates a kernel's registers before ptxas runs. The estimate is
+within 15% of ptxas's count but often above it, so "above the budget" is no reason to
+warn: the library's own kernels are estimated at 264-278 registers where ptxas uses
+234-248 and spills nothing. The pass therefore warns nothing itself (its hard refusal,
+`RegisterBudgetError`, far above the budget, stays); for a GPU target it describes the
+kernel in a `SpillNote` and hands it to the build lowering it (`defer`). A GPU build
+(`tilelang.runtime.cuda_build`) lowers inside `deferred()` and, once ptxas has run,
+warns `RegisterSpillWarning` only when `verdict` says so: when ptxas spilled (spill
+stores), naming ptxas's count, the estimate and the kernel's line. When ptxas's report
+lacks spill counts (read from a cubin) the estimate judges, as the only word there is.
+The pass run outside a build (`Kernel.stages`, a cached build's stages, tools) says
+nothing about spills: there is no ptxas to ask, and the build said it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Spills(Protocol):
+    """What ptxas reports (`tilelang.runtime.cubin.Resources`): None where unknown."""
+
+    registers: int
+    spill_store_bytes: int | None
+    spill_load_bytes: int | None
+
+
+@dataclass(frozen=True)
+class SpillNote:
+    """What `plan_registers` knows when it judges a kernel for a GPU target: the kernel,
+    its source position (`where` as messages print it; `file`, `line` for the warning),
+    the `estimate` and its `parts`, the `budget` (`limit` registers, `said` as messages
+    say it) and `advice` (the largest live tiles and what to change)."""
+
+    kernel: str
+    where: str
+    file: str
+    line: int
+    estimate: int
+    parts: str
+    limit: int
+    said: str
+    advice: str
+
+    @property
+    def over(self) -> bool:
+        """Whether the estimate passes the budget (the guess that ptxas will spill)."""
+        return self.estimate > self.limit
+
+    def estimate_message(self) -> str:
+        """The estimate's verdict: ptxas will probably spill."""
+        return (
+            f"{self.where}: kernel {self.kernel} needs about {self.estimate} registers per "
+            f"thread ({self.parts}), more than {self.said}: ptxas will probably spill "
+            f"registers to local memory, which is slow. {self.advice}"
+        )
+
+    def ptxas_message(self, report: Spills) -> str:
+        """ptxas's verdict: it spilled, beside what the estimate said."""
+        return (
+            f"{self.where}: kernel {self.kernel} spills: ptxas gives it {report.registers} "
+            f"registers per thread ({self.said}) and stores {report.spill_store_bytes} bytes "
+            f"a thread to local memory ({report.spill_load_bytes} loaded back), which is "
+            f"slow. The estimate was {self.estimate} registers ({self.parts}). {self.advice}"
+        )
+
+
+def verdict(note: SpillNote | None, report: Spills, kernel: str) -> str | None:
+    """The spill warning a build gives once ptxas has reported (`report`), or None.
+
+    `note` is None when the passes did not run inside the build (their result was
+    already at hand): ptxas's verdict then names only the `kernel`."""
+    if report.spill_store_bytes is None:  # ptxas did not say: the estimate judges
+        return note.estimate_message() if note is not None and note.over else None
+    if report.spill_store_bytes <= 0:
+        return None
+    if note is not None:
+        return note.ptxas_message(report)
+    return (
+        f"kernel {kernel} spills: ptxas gives it {report.registers} registers per thread "
+        f"and stores {report.spill_store_bytes} bytes a thread to local memory "
+        f"({report.spill_load_bytes} loaded back), which is slow. Use smaller tiles "
+        "(BM, BN, BK constexprs)."
+    )
+
+
+#: The notes of the build lowering now (None outside any build).
+_PENDING: ContextVar[list[SpillNote] | None] = ContextVar("spill_notes", default=None)
+
+
+@contextmanager
+def deferred() -> Iterator[list[SpillNote]]:
+    """A build's scope: `plan_registers` runs inside it leave their notes in the list
+    this yields instead of warning (the build judges after ptxas)."""
+    notes: list[SpillNote] = []
+    token = _PENDING.set(notes)
+    try:
+        yield notes
+    finally:
+        _PENDING.reset(token)
+
+
+def defer(note: SpillNote) -> bool:
+    """Leaves `note` to the build lowering now; False when no build is (judge now)."""
+    notes = _PENDING.get()
+    if notes is None:
+        return False
+    notes.append(note)
+    return True
+
+
+__all__ = ["SpillNote", "Spills", "defer", "deferred", "verdict"]
