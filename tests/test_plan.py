@@ -10,7 +10,7 @@ import pytest
 from conftest import load_example
 
 import tilelang as tl
-from tilelang import dtypes
+from tilelang import dtypes, spill_verdict
 from tilelang.analysis import shared_layouts
 from tilelang.analysis.liveness import Program
 from tilelang.ir import nodes as ir
@@ -19,7 +19,7 @@ from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
-from tilelang.passes import plan_registers, plan_shared, register_budget, spill_verdict
+from tilelang.passes import plan_registers, plan_shared, register_budget
 from tilelang.target import Target, target
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

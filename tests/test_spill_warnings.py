@@ -1,4 +1,4 @@
-"""Spill warnings follow ptxas once a GPU build has run it (`tilelang.passes.spill_verdict`).
+"""Spill warnings follow ptxas once a GPU build has run it (`tilelang.spill_verdict`).
 
 The register estimate passes the budget for kernels ptxas fits (it is within 15% of
 ptxas, often above): a GPU build warns `RegisterSpillWarning` only when ptxas spills,
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import tilelang as tl
+from tilelang import spill_verdict
 from tilelang.ir.parser import parse_function
-from tilelang.passes import plan_registers, spill_verdict
+from tilelang.passes import plan_registers
 from tilelang.runtime.cache import DiskCache
 from tilelang.runtime.cubin import Resources
 from tilelang.target import target

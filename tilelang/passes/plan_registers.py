@@ -107,7 +107,7 @@ from tilelang.ir.thread import REGISTER_DTYPES
 from tilelang.ir.types import SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import walk
 from tilelang.passes.register_budget import RegisterBudget
-from tilelang.passes.spill_verdict import SpillNote, defer
+from tilelang.spill_verdict import RegisterSpillWarning, SpillNote, defer
 from tilelang.target import CPU, Target
 
 #: The most registers a thread can have on every supported target (`tilelang.target`).
@@ -134,12 +134,6 @@ _MOVES = (Relayout, Transpose, Reshape, Broadcast, Slice)
 
 class RegisterBudgetError(ValueError):
     """The kernel cannot fit the registers a thread has; the message says what to change."""
-
-
-class RegisterSpillWarning(UserWarning):
-    """ptxas spilled the kernel's registers to local memory in a GPU build (warned by
-    the build, `spill_verdict`); the message gives the estimate beside ptxas's count
-    and says what to change."""
 
 
 # -- words per value -----------------------------------------------------------------------
@@ -728,10 +722,6 @@ def budget_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> 
     )
 
 
-def spill_message(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
-    return spill_note(fn, plan, budget).estimate_message()
-
-
 def spill_note(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> SpillNote:
     """What a spill warning about `fn` says, for the estimate's or ptxas's verdict."""
     return SpillNote(
@@ -802,7 +792,6 @@ __all__ = [
     "refusal_limit",
     "registers",
     "run",
-    "spill_message",
     "spill_note",
     "words",
 ]

@@ -24,7 +24,7 @@ spill) for fewer instructions per weight than BK = 64: the static report on sm_9
 99.9% for i4 with zero points (88.1% at BK = 64), 87-91% for NVFP4, MXFP4 and u6
 (84-87%), 79% for MXFP6 (77%, and 8 bytes of spill at BK = 64). The register estimate
 (`tilelang.passes.plan_registers`) puts these tiles above 255, but a GPU build warns
-only when ptxas spills (`tilelang.passes.spill_verdict`). The exceptions, where ptxas
+only when ptxas spills (`tilelang.spill_verdict`). The exceptions, where ptxas
 spills at BK = 128 (255 registers) and not at 64: zero points of 6 and 8-bit codes
 (32-120 bytes), and an M that is not a multiple of 64, whose masked rows cost i4
 per-channel and u8 codes 16-20 bytes (M = 80; none at M = 4096 or 4160).

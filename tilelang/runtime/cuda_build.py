@@ -33,11 +33,10 @@ from functools import cached_property
 
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir.thread import ThreadFunction
-from tilelang.passes.plan_registers import RegisterSpillWarning
-from tilelang.passes.spill_verdict import SpillNote, deferred, verdict
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cubin import Resources, read_resources
 from tilelang.runtime.nvrtc import compile_cuda, nvrtc_identity
+from tilelang.spill_verdict import RegisterSpillWarning, SpillNote, deferred, verdict
 
 BLOBS = ("thread", "source", "ptx", "cubin", "log", "meta")
 

@@ -37,6 +37,7 @@ import itertools
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ import numpy as np
 from tilelang.kernel import Kernel, _imported, _on_gpu, _size_facts
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
+from tilelang.spill_verdict import RegisterSpillWarning
 from tilelang.target import HARDWARE, Hardware
 from tilelang.target import target as find_target
 from tilelang.tuning import records
@@ -387,9 +389,13 @@ class _Run:
         kernel = self.tuner.kernel
         target = self._gpu_target()
         try:
-            compiled = kernel.compile(
-                assume=self.facts, target=target or "cpu", **config, **self.fixed
-            )
+            with warnings.catch_warnings():
+                # A config that spills is pruned below, with ptxas's counts as its reason;
+                # its warning would only repeat that for a tile the user never runs.
+                warnings.simplefilter("ignore", RegisterSpillWarning)
+                compiled = kernel.compile(
+                    assume=self.facts, target=target or "cpu", **config, **self.fixed
+                )
         except Exception as error:
             if isinstance(error, machine_errors()):
                 raise  # any other compile error prunes the config, with its reason

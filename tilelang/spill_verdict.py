@@ -1,5 +1,9 @@
 """Who says a kernel spills: ptxas, once a GPU build has run it — not the estimate.
 
+A top-level module that imports nothing from tilelang: the passes (which describe the
+kernel), the runtime (whose build asks ptxas) and the tuner (which prunes spilling
+configs) all read it.
+
 `plan_registers` estimates a kernel's registers before ptxas runs. The estimate is
 within 15% of ptxas's count but often above it, so "above the budget" is no reason to
 warn: the library's own kernels are estimated at 264-278 registers where ptxas uses
@@ -21,6 +25,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
+
+
+class RegisterSpillWarning(UserWarning):
+    """ptxas spilled the kernel's registers to local memory in a GPU build (warned by
+    the build, `verdict`); the message gives the estimate beside ptxas's count and says
+    what to change."""
 
 
 class Spills(Protocol):
