@@ -2,10 +2,13 @@
 registers, spill bytes (stores/loads) and shared memory (the thread IR's dynamic
 shared plus ptxas's static count), read from NVRTC's builds. No GPU is needed.
 
-    .venv/bin/python benchmarks/kernel_resources.py [--arch sm_80 --arch sm_90]
+    .venv/bin/python benchmarks/kernel_resources.py [--arch sm_80 --arch sm_90] [--only paged]
+        [--loop]
 
 Each kernel is built with every optional input on (bias, gates, states), which is its
-largest form. Prints one markdown table, the one docs/benchmarks.md records.
+largest form. Prints one markdown table, the one docs/benchmarks.md records. `--only`
+keeps the kernels whose name holds its text; `--loop` adds each build's main-loop SASS
+counts (instructions, 16-byte loads, cp.async copies, barriers).
 """
 
 from __future__ import annotations
@@ -100,8 +103,9 @@ def _attention_cases() -> Iterator[Case]:
                 # every scale and zero point a tensor (f8: vLLM's device scales)
                 return dict(T=dtypes.f16, KT=kt, MODE=mode, BS=16, G=8, **tiles)
 
+            stages = paged.default_tiles(d, 8, kt)["STAGES"]  # the same for every arch
             yield Case(
-                f"paged_decode_attention split, {cache} cache, D {d}, GQA 8",
+                f"paged_decode_attention split, {cache} cache, D {d}, GQA 8 ({stages} stages)",
                 paged.paged_split_kernel,
                 constexprs,
             )
@@ -112,17 +116,45 @@ def _attention_cases() -> Iterator[Case]:
     )
 
 
-def _cell(build: CompiledKernel) -> str:
+def _cell(build: CompiledKernel, loop: bool = False) -> str:
     r = build.resources
     shared = build.thread.shared_bytes + r.shared_bytes
     spills = f"{r.spill_store_bytes}/{r.spill_load_bytes} B spilled"
-    return f"{r.registers} regs, {spills}, {shared} B shared"
+    cell = f"{r.registers} regs, {spills}, {shared} B shared"
+    return cell + _loop_counts(build) if loop else cell
+
+
+def _loop_counts(build: CompiledKernel) -> str:
+    """The main loop's SASS (`tilelang.runtime.sass.main_loop`): its instructions, its
+    16-byte global loads (LDG.E.128) and cp.async copies (LDGSTS, the 16-byte ones in
+    parentheses) and its barriers (BAR)."""
+    from tilelang.runtime.sass import disassemble, main_loop, opcodes
+
+    text = main_loop(disassemble(build.cubin))
+    if text is None:
+        return "; no loop"
+    ops = opcodes(text)
+
+    def count(prefix: str, wide: bool = False) -> int:
+        return sum(
+            n for op, n in ops.items() if op.startswith(prefix) and (".128" in op or not wide)
+        )
+
+    return (
+        f"; loop {sum(ops.values())} instrs, LDG.E.128 {count('LDG.', True)}, "
+        f"LDGSTS {count('LDGSTS')} ({count('LDGSTS', True)}), BAR {count('BAR')}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", action="append", help="sm_80, sm_90 (default: both)")
-    archs = parser.parse_args(argv).arch or ["sm_80", "sm_90"]
+    parser.add_argument("--only", default="", help="the kernels whose name holds this text")
+    parser.add_argument(
+        "--loop", action="store_true", help="add main-loop SASS counts (needs nvdisasm)"
+    )
+    options = parser.parse_args(argv)
+    archs = options.arch or ["sm_80", "sm_90"]
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -130,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| kernel | " + " | ".join(archs) + " |")
     print("|---|" + "---|" * len(archs))
     for case in [*_ssm_cases(), *_attention_cases()]:
+        if options.only not in case.name:
+            continue
         cells = []
         for arch in archs:
             try:
                 build = case.kernel.compile(
                     assume=case.assume, target=arch, **case.constexprs(arch)
                 )
-                cells.append(_cell(build))
+                cells.append(_cell(build, options.loop))
             except Exception as error:  # one case that cannot build must not hide the rest
                 cells.append(f"does not build: {type(error).__name__}: {error}".splitlines()[0])
         print(f"| {case.name} | " + " | ".join(cells) + " |", flush=True)

@@ -3,9 +3,10 @@ paged KV cache, against a numpy float64 reference written from the definition
 (softmax(scale · q·Kᵀ)·V over the sequence's tokens, token t in row t % block_size of
 page block_table[b, t // block_size]), for every KV dtype, GQA ratios 1, 4 and 8,
 block sizes 8, 16 and 128, ragged lengths and shuffled tables; the interpreter on tiny
-shapes, the CPU backend on the rest; sm_80/sm_90 builds with 0 spills and 16-byte
-loads of the cache, for every build a call can ask for; GPU launches (followed on fake
-device tensors) that copy nothing to the device; bad input named."""
+shapes, the CPU backend on the rest; sm_80/sm_90 builds with 0 spills whose token loop
+copies the cache with 16-byte cp.async, for every build a call can ask for; GPU
+launches (followed on fake device tensors) that copy nothing to the device; bad input
+named."""
 
 import warnings
 
@@ -209,7 +210,10 @@ def test_the_kernels_compile_with_no_spills_at_their_default_tiles(arch, kv):
             build = split_build(arch, kv, d, **flags)
             spilled = build.resources.spill_store_bytes + build.resources.spill_load_bytes
             assert spilled == 0, (d, flags, build.resources)
-            assert dict(build.thread.stats).get("gather_load_bytes_16", 0) >= 1, (d, flags)
+            stats = dict(build.thread.stats)
+            # every gather of the token loop copied with cp.async, the rows in 16 bytes
+            assert stats.get("gather_cp_async_bytes_16", 0) >= 1, (d, flags, stats)
+            assert "pipeline_skipped" not in stats, (d, flags, stats)
     combine = pa.paged_combine_kernel.compile(target=arch, T=dtypes.f16, G=8, SP=16, HD=256)
     assert combine.resources.spill_store_bytes == 0
 
@@ -228,17 +232,59 @@ def test_head_dim_256_keeps_q_unreplicated_and_spills_nothing(arch, kv, group):
     assert r.registers <= 160, r  # room left: ptxas is not at its 255 ceiling
 
 
+def wide_ops(ops, prefix):
+    """How many of `ops` (opcode counts) are 16-byte accesses starting with `prefix`."""
+    return sum(n for op, n in ops.items() if op.startswith(prefix) and ".128" in op)
+
+
 @pytest.mark.usefixtures("disassembler")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("kv", ["f16", "f8", "u8", "u4"])
-def test_the_cache_streams_in_16_byte_loads_in_the_sm90_main_loop(kv):
-    build = split_build("sm_90", kv)
+def test_the_cache_rows_arrive_by_cp_async_not_by_loads_in_the_main_loop(arch, kv):
+    """The default build (D 128, GQA 8) copies each step's K and V rows with 16-byte
+    cp.async (LDGSTS) issued steps ahead, as many a thread as the rows hold (BN rows of
+    D codes, 16 bytes each, over the block's threads, for K and V), and loads none of
+    them in the loop that uses them (no LDG.E.128), spilling nothing."""
+    build = split_build(arch, kv)
+    r = build.resources
+    assert (r.spill_store_bytes, r.spill_load_bytes) == (0, 0), r
     loop = main_loop(disassemble(build.cubin))
     assert loop is not None
     ops = opcodes(loop)
-    wide = sum(n for op, n in ops.items() if op.startswith("LDG.E.128"))
-    # every 16-byte access of the K and V rows a thread makes per step, at least
-    assert wide >= dict(build.thread.stats)["gather_load_bytes_16"] >= 2, sorted(ops)
+    bits = {"f16": 16, "f8": 8, "u8": 8, "u4": 4}[kv]
+    tiles = pa.default_tiles(128, 8, dtypes.dtype("f8e4m3" if kv == "f8" else kv), arch)
+    per_thread = tiles["BN"] * 128 * bits // 8 // 16 // (32 * tiles["WARPS"])
+    assert wide_ops(ops, "LDGSTS") == 2 * per_thread, sorted(ops)
+    assert wide_ops(ops, "LDG.") == 0, sorted(ops)  # LDG.E.128, not LDGSTS
     assert not any(op.startswith(("LDL", "STL")) for op in ops)
+
+
+@pytest.mark.parametrize("kv", ["f16", "f8e4m3", "u8", "u4"])
+@pytest.mark.parametrize("d", [40, 64, 128, 256])
+@pytest.mark.parametrize("group", [1, 8, 32])
+def test_the_default_stages_keep_16_kib_of_rows_in_flight_and_no_more_than_needed(kv, d, group):
+    """STAGES − 1 steps of K and V rows (BN tokens of D codes each) are in flight while a
+    step computes: at least 16 KiB unless at the 4-stage cap, one stage fewer would not
+    reach it, and never fewer than 2 stages (a pipeline)."""
+    cache = dtypes.dtype(kv)
+    tiles = pa.default_tiles(d, group, cache)
+    step = 2 * tiles["BN"] * tiles["HD"] * cache.bits / 8
+    stages = tiles["STAGES"]
+    assert 2 <= stages <= 4
+    assert (stages - 1) * step >= 16 * 1024 or stages == 4, (stages, step)
+    assert stages == 2 or (stages - 2) * step < 16 * 1024, (stages, step)
+
+
+def test_pipelining_the_token_loop_changes_no_bit(monkeypatch):
+    """The pipelined loop (cp.async copies steps ahead, run by the CPU backend as the GPU
+    runs them) computes what the loop as written does, bit for bit, for a per-token
+    scaled cache whose scales and zero points are copied ahead too."""
+    case = Case("u8", [1, 100, 257, 0], group=4, bs=16, seed=21)
+    pipelined = case.run(num_splits=2)
+    assert_close(pipelined, case)
+    monkeypatch.setattr(pa, "pipeline_stages", lambda bn, head_dim, cache: 1)
+    as_written = case.run(num_splits=2)
+    assert np.array_equal(pipelined.view(np.uint16), as_written.view(np.uint16))
 
 
 # --------------------------------------------------------------------------- bad input

@@ -26,10 +26,15 @@ once per group. It walks its split's tokens BN at a time with the online softmax
 FlashAttention. A step gathers its BN token rows: the pages come from the block table
 (a gather of table entries t // BS along the row), the rows from the pages (a gather of
 [BN, 1, D] rows of the cache viewed as [num_blocks · BS, H_kv, D], each row D
-contiguous elements, moved in 16-byte loads); tokens past the split's end get row −1,
-which reads zeros and touches nothing, as does a table entry outside the cache. So any
-block size works, BS smaller or larger than BN. A sequence reads at most max_blocks ·
-block_size tokens, whatever seq_lens says (host arrays are checked before the launch).
+contiguous elements); tokens past the split's end get row −1, which reads zeros and
+touches nothing, as does a table entry outside the cache. So any block size works, BS
+smaller or larger than BN. The loop is pipelined (`stages=STAGES`,
+`tilelang.passes.pipeline_gathers`): the rows of K and V, and the per-token scales and
+zero points, are copied with cp.async (16-byte runs for the rows) STAGES − 1 steps
+ahead of the step that uses them, the block table's entries one step further, so no
+step waits on DRAM for its rows; `pipeline_stages` sizes STAGES for the bytes in
+flight. A sequence reads at most max_blocks · block_size tokens, whatever seq_lens
+says (host arrays are checked before the launch).
 
 The codes go to q's type exactly (f8e4m3, u8 and u4 values are all f16 and bf16
 numbers) and into the mmas as they are; the scales and zero points are applied around
@@ -135,6 +140,7 @@ def paged_split_kernel(
     BN: constexpr = 32,
     WARPS: constexpr = 4,
     MIN_BLOCKS: constexpr = 0,
+    STAGES: constexpr = 1,  # 1: not pipelined; `default_tiles` picks the callers' stages
 ):
     """One split of one (sequence, KV head): the unnormalized output of its G query
     heads and their row max and sum over the split's tokens (module docstring).
@@ -159,7 +165,7 @@ def paged_split_kernel(
     l_i = tl.zeros([GP], tl.f32)
     acc = tl.zeros([GP, HD], tl.f32)
     shift = tl.zeros([GP], tl.f32)  # Σ (p·s)·z of the V zero points (TOKEN_SCALED)
-    for t0 in tl.range(start, stop, BN):
+    for t0 in tl.range(start, stop, BN, stages=STAGES):
         token = t0 + tl.arange(0, BN)
         page = tl.load(table, [b, (token // BS)[None, :]], [1, BN], fill=-1)
         row = tl.where(token < stop, tl.reshape(page, [BN]) * BS + token % BS, -1)
@@ -234,31 +240,25 @@ def paged_combine_kernel(
 
 
 #: (BN, WARPS, MIN_BLOCKS) of the per-token-scaled (u8, u4) split kernel by (cache, D,
-#: arch), where the plain tiles (32 tokens, 4 warps) spill: without a minimum of blocks
-#: per multiprocessor ptxas caps the registers at 128 or 168 for occupancy and spills a
-#: few bytes; `min_blocks=1` (`tilelang.kernel`) lets it use what the kernel needs
-#: (172-236 registers, 0 spills, measured). Stating it elsewhere costs: ptxas then
-#: unrolls further, and the 64-token tiles spill 52-60 bytes with it.
+#: arch) at D = 64, where the plain tiles (32 tokens, 4 warps, no minimum) spill: ptxas
+#: caps the registers at 128 or 168 for occupancy and spills a few bytes; `min_blocks=1`
+#: (`tilelang.kernel`) lets it use what the kernel needs (0 spills, measured). Stating
+#: it at 64-token tiles costs: ptxas then unrolls further and spills 52-60 bytes.
 TOKEN_TILES = {
     (dtypes.u8, 64, "sm_80"): (32, 4, 1),
     (dtypes.u8, 64, "sm_90"): (32, 4, 1),
     (dtypes.u4, 64, "sm_80"): (32, 2, 0),  # 4 warps read its 32-byte rows 8 bytes a thread
     (dtypes.u4, 64, "sm_90"): (32, 2, 0),
-    (dtypes.u8, 128, "sm_80"): (32, 4, 1),
-    (dtypes.u8, 128, "sm_90"): (32, 4, 1),
-    (dtypes.u4, 128, "sm_90"): (32, 4, 1),
 }
 
 #: The (cache, D, arch, reads) whose build states `min_blocks=1` on top of its tiles:
-#: the calls that read fewer tensors (`default_tiles`' `reads`) give ptxas other
-#: kernels, capped at 96 or 168 registers, spilling 8-40 bytes without it (139-234
-#: registers and 0 spills with it, measured). The builds that read every tensor keep
-#: their tiles (and their occupancy).
+#: a call that reads other tensors (`default_tiles`' `reads`) gives ptxas another
+#: kernel; this one, capped at 168 registers, spills 8 bytes without it (220 registers
+#: and 0 spills with it, measured, pipelined at 2-4 stages). D >= 128 always states it
+#: (`default_tiles`). The f8 builds at D = 64 on sm_80 that needed it unpipelined take
+#: 104 registers pipelined and spill nothing without it.
 READS_MIN_BLOCKS = {
-    (dtypes.f8e4m3, 64, "sm_80", (False, False)),  # both scales numbers
-    (dtypes.f8e4m3, 64, "sm_80", (False, True)),
-    (dtypes.f8e4m3, 128, "sm_90", (True, False)),
-    (dtypes.u4, 128, "sm_80", (False, True)),  # k_zero absent, v_zero given
+    (dtypes.u4, 64, "sm_90", (True, True)),  # both zero points given
 }
 
 
@@ -275,6 +275,32 @@ READS_MIN_BLOCKS = {
 #: replication to K (226-246 registers).
 HEAD_DIM_TILES = {256: (32, 8, 1)}
 
+#: From this padded D up, every build states `min_blocks=1`: the pipelined loop holds
+#: its carried row index and stage indices beside the accumulator, and ptxas, capping
+#: the registers at 128 or 168 for a third or fourth block, spilled 4-28 bytes (f16,
+#: bf16 and f8 on sm_90, f16/bf16 and u4 on sm_80); with it the builds take 163-234
+#: registers and spill nothing (measured). 4 warps at up to 255 registers still fit
+#: two blocks a multiprocessor, what the splits aim at (TARGET_BLOCKS).
+MIN_BLOCKS_FROM_HEAD_DIM = 128
+
+#: Bytes of K and V rows a block keeps in flight: `STAGES` − 1 steps of BN rows are
+#: being copied (cp.async) while it computes on one. Little's law: an H100 moves about
+#: 3.35 TB/s at about 0.6 µs of DRAM latency, some 2 MB in flight, 15 KB per
+#: multiprocessor (an A100 about 12 KB); 16 KB a block covers that with one block a
+#: multiprocessor, twice with the two the splits aim at.
+IN_FLIGHT_BYTES = 16 * 1024
+#: The deepest pipeline: a split of MIN_SPLIT_TOKENS tokens is 8 steps of 32, and 4
+#: stages keep 3 in flight (the 1-byte and u4 caches at D = 64, u4 at D = 128).
+MAX_STAGES = 4
+
+
+def pipeline_stages(bn: int, head_dim: int, cache: DType) -> int:
+    """The stages of the split kernel's token loop (at least 2: cp.async copies of the
+    step's K and V rows S − 1 steps ahead): enough for IN_FLIGHT_BYTES of rows, at most
+    MAX_STAGES. `head_dim` is the padded D."""
+    step_bytes = 2 * bn * head_dim * cache.bits // 8  # K and V rows of one step
+    return min(MAX_STAGES, 1 + max(1, -(-IN_FLIGHT_BYTES // step_bytes)))
+
 
 def default_tiles(
     head_dim: int,
@@ -284,19 +310,21 @@ def default_tiles(
     reads: tuple[bool, bool] = (True, True),
 ) -> dict[str, int]:
     """GP (the group's rows, at least the mma's 16), HD (D padded to a power of two), BN
-    (tokens a step), WARPS and MIN_BLOCKS (0: none stated) for a build for `arch`: the
-    tiles that compile for sm_80 and sm_90 with 0 spills (the step's K and V live in
-    registers; docs/benchmarks.md). `reads`: whether the build reads K's and V's
-    per-head scale tensors (f8: K_HEAD, V_HEAD) or zero points (u8, u4: K_ZEROS,
-    V_ZEROS). The CPU backend uses sm_90's."""
+    (tokens a step), WARPS, MIN_BLOCKS (0: none stated) and STAGES (the token loop's
+    pipeline, `pipeline_stages`) for a build for `arch`: the tiles that compile for
+    sm_80 and sm_90 with 0 spills (docs/benchmarks.md). `reads`: whether the build
+    reads K's and V's per-head scale tensors (f8: K_HEAD, V_HEAD) or zero points (u8,
+    u4: K_ZEROS, V_ZEROS). The CPU backend uses sm_90's."""
     hd = max(16, next_power_of_two(head_dim))
     gp = max(16, next_power_of_two(group))
     family = "sm_80" if arch.startswith("sm_8") else "sm_90"
     plain = HEAD_DIM_TILES.get(hd, (32, 4, 0))
     bn, warps, min_blocks = TOKEN_TILES.get((cache, hd, family), plain)
-    if (cache, hd, family, tuple(reads)) in READS_MIN_BLOCKS:
+    if hd >= MIN_BLOCKS_FROM_HEAD_DIM or (cache, hd, family, tuple(reads)) in READS_MIN_BLOCKS:
         min_blocks = 1
-    return dict(GP=gp, HD=hd, BN=max(16, bn * 16 // gp), WARPS=warps, MIN_BLOCKS=min_blocks)
+    bn = max(16, bn * 16 // gp)
+    stages = pipeline_stages(bn, hd, cache)
+    return dict(GP=gp, HD=hd, BN=bn, WARPS=warps, MIN_BLOCKS=min_blocks, STAGES=stages)
 
 
 def split_count(
