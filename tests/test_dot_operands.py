@@ -16,6 +16,7 @@ from tilelang.ir import nodes as ir
 from tilelang.ir.fragments import dot_layouts
 from tilelang.ir.layout import Rep
 from tilelang.ir.parser import parse_function
+from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
 from tilelang.ir.visit import walk
 from tilelang.kernels.attention import flash_attention_kernel
@@ -127,6 +128,18 @@ def test_a_replicated_operand_is_counted_and_warned_about_on_a_gpu_when_costly()
         wide = matmul.compile(target="sm_80", BM=16, BN=64, BK=256)  # A [16, 256] in 4 warps
     assert "64 registers per thread" in str(caught[0].message)
     assert wide.stats["dot_operand_replicated_words"] >= 64
+
+
+def test_a_kernel_that_expects_replication_is_not_warned_but_still_counted():
+    expecting = tl.kernel(matmul.fn, warps=4, expect_replicated=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReplicatedOperandWarning)
+        wide = expecting.compile(target="sm_80", BM=16, BN=64, BK=256)
+    assert wide.stats["dot_operand_replicated_words"] >= 64
+    assert "expect_replicated=true" in print_function(expecting.specialize(BM=16, BN=64, BK=256))
+    assert tl.ReplicatedOperandWarning is ReplicatedOperandWarning  # users filter by it
+    with pytest.raises(TypeError, match="expect_replicated must be True or False, got 'yes'"):
+        tl.kernel(matmul.fn, expect_replicated="yes")
 
 
 @pytest.mark.parametrize("rows", [1, 2, 8])

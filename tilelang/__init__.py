@@ -7,6 +7,7 @@ language (`tilelang.lang`), and the kernel object (`tilelang.kernel`).
 
 import re as _re
 
+from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.dtypes import (
     NAMED_TYPES,
     DType,

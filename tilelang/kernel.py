@@ -214,10 +214,17 @@ class Specialization:
 
 
 class Kernel:
-    def __init__(self, fn: Callable, warps: Warps = 4, min_blocks: MinBlocks = None):
+    def __init__(
+        self,
+        fn: Callable,
+        warps: Warps = 4,
+        min_blocks: MinBlocks = None,
+        expect_replicated: bool = False,
+    ):
         self.fn = fn
         self.warps = warps
         self.min_blocks = min_blocks
+        self.expect_replicated = expect_replicated
         self.params = read_signature(fn)
         self._constexprs = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
         self._runtime = tuple(p.name for p in self.params if not isinstance(p, ConstexprParam))
@@ -271,7 +278,9 @@ class Kernel:
         found = self._specializations.get(key)
         if found is None:
             count = self._min_block_count(constants)
-            function = _with_min_blocks(self._build(constants), count)
+            function = _with_block_attrs(
+                self._build(constants), min_blocks=count, expect_replicated=self.expect_replicated
+            )
             found = self._specializations[key] = Specialization(function, count)
         if given is not None:
             self._given[given] = found
@@ -608,14 +617,17 @@ def _with_grid(builder: Builder) -> ir.Block:
     return ir.Block((grid, *body.instrs))
 
 
-def _with_min_blocks(function: ir.Function, count: int | None) -> ir.Function:
-    """`function` with ``min_blocks=count`` on its blocks instruction, where the register
-    budget reads it (`tilelang.passes.register_budget`); unchanged for None."""
-    if count is None:
+def _with_block_attrs(function: ir.Function, **attrs: int | bool | None) -> ir.Function:
+    """`function` with `attrs` on its blocks instruction, those that are set (not None or
+    False): ``min_blocks`` (the register budget reads it, `passes.register_budget`) and
+    ``expect_replicated`` (`analysis.replication` warns nothing)."""
+    given = {
+        name: value for name, value in attrs.items() if value is not None and value is not False
+    }
+    if not given:
         return function
     instrs = tuple(
-        i.with_attrs(min_blocks=count) if isinstance(i, ir.Blocks) else i
-        for i in function.body.instrs
+        i.with_attrs(**given) if isinstance(i, ir.Blocks) else i for i in function.body.instrs
     )
     return replace(function, body=ir.Block(instrs))
 
@@ -652,7 +664,13 @@ def _ir_constant(value: Any) -> ir.ConstexprValue:
     return repr(value)
 
 
-def kernel(fn: Callable | None = None, *, warps: Warps = 4, min_blocks: MinBlocks = None):
+def kernel(
+    fn: Callable | None = None,
+    *,
+    warps: Warps = 4,
+    min_blocks: MinBlocks = None,
+    expect_replicated: bool = False,
+):
     """Decorates a kernel: `@tilelang.kernel` or `@tilelang.kernel(warps=8)`.
 
     `warps` (or a function of the constexprs giving it): warps per block. `min_blocks`
@@ -661,10 +679,15 @@ def kernel(fn: Callable | None = None, *, warps: Warps = 4, min_blocks: MinBlock
     use up to 65536 / (min_blocks · threads) registers a thread (at most 255), and
     only then. None (the default) states nothing, and ptxas may cap registers below
     255 to fit more blocks, spilling to do so; ``min_blocks=1`` lets a kernel that needs
-    many registers have them all."""
+    many registers have them all. `expect_replicated`: the kernel's tiles hold a dot
+    operand whole in several warps by design (a 1 x N warp grid that converts each
+    weight once), so no `ReplicatedOperandWarning` is given; `kernel.stats` still
+    counts such operands."""
+    if not isinstance(expect_replicated, bool):
+        raise TypeError(f"expect_replicated must be True or False, got {expect_replicated!r}")
     if fn is None:
-        return lambda f: Kernel(f, warps, min_blocks)
-    return Kernel(fn, warps, min_blocks)
+        return lambda f: Kernel(f, warps, min_blocks, expect_replicated)
+    return Kernel(fn, warps, min_blocks, expect_replicated)
 
 
 def func(fn: Callable) -> Func:

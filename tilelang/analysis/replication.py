@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from tilelang.analysis.liveness import Program
 from tilelang.analysis.streaming import streamed_reads
 from tilelang.ir.layout import Layout, Rep
-from tilelang.ir.nodes import Dot, Function, Var
+from tilelang.ir.nodes import Blocks, Dot, Function, Var
 from tilelang.ir.types import TileType
 
 __all__ = [
@@ -77,7 +77,11 @@ def replicated_operands(fn: Function) -> list[ReplicatedOperand]:
 
 def warn_replicated(fn: Function) -> None:
     """A `ReplicatedOperandWarning` for each operand of `replicated_operands(fn)` that
-    costs `WARN_WORDS` registers per thread or more (once per source location)."""
+    costs `WARN_WORDS` registers per thread or more (once per source location), unless
+    the kernel expects them (``@tl.kernel(expect_replicated=True)``, an attribute of its
+    `blocks` instruction)."""
+    if any(isinstance(i, Blocks) and i.attr("expect_replicated") for i in fn.body.instrs):
+        return
     for operand in replicated_operands(fn):
         if operand.words >= WARN_WORDS:
             loc = operand.dot.loc

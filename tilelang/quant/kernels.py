@@ -169,7 +169,10 @@ def k_slice(kz, K, SPLIT_K, BK):
     return kz * length, tl.minimum(K, kz * length + length)
 
 
-@kernel(warps=_warps, min_blocks=_min_blocks)
+# expect_replicated: the tiles give the dot a 1 x 4 warp grid, the one the codes are
+# packed for, so each weight is converted once a block and x is held by every warp
+# (tilelang.quant.choice says why that is the better trade).
+@kernel(warps=_warps, min_blocks=_min_blocks, expect_replicated=True)
 def quant_matmul(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
@@ -200,7 +203,7 @@ def quant_matmul(
     tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
 
 
-@kernel(warps=_warps, min_blocks=_min_blocks)
+@kernel(warps=_warps, min_blocks=_min_blocks, expect_replicated=True)
 def quant_matmul_partials(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
