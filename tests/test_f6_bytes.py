@@ -62,8 +62,11 @@ class LoadedScales:
         return self.products[key]
 
 
-def _kernel(src: d.DType, target: str | None, scaled: bool) -> tuple[t.ThreadFunction, list]:
-    """One thread per group of 16 codes (3 words) -> 8 words of f16 pairs."""
+def _kernel(
+    src: d.DType, target: str | None, scaled: bool, positions: list[int] | None = None
+) -> tuple[t.ThreadFunction, list]:
+    """One thread per group of 16 codes (3 words) -> 8 words of f16 pairs; `positions`:
+    element e's code at code positions[e] of the bit stream (stream order when None)."""
     i = t.Name("i", I32)
     x, y = t.Name("xo", I64), t.Name("yo", I64)
     block = t.Binary("mul", t.BlockIndex(0), t.Imm(THREADS, I32))
@@ -77,7 +80,7 @@ def _kernel(src: d.DType, target: str | None, scaled: bool) -> tuple[t.ThreadFun
     lets = Lets(target)
     words = [lets.let(t.Read("w", k, U32), "w") for k in range(3)]
     scales = LoadedScales(lets) if scaled else None
-    results, vectorized = dq.dequantize_group(lets, words, src, d.f16, scales=scales)
+    results, vectorized = dq.dequantize_group(lets, words, src, d.f16, positions, scales=scales)
     assert vectorized and len(results) == 8
     body += lets.stmts
     body += [t.SetLocal("o", j, r) for j, r in enumerate(results)]
@@ -186,8 +189,24 @@ def test_a_group_costs_fewer_instructions_than_recipe_4(src, target):
     words and the products)."""
     after, ops = _dequantization(_kernel(src, target, scaled=True)[0])
     assert after <= 47, ops
-    before, ops = _dequantization(_kernel(d.f6e2m3, "sm_80", scaled=True)[0])  # recipe 4
+    before, ops = _dequantization(_kernel(d.f6e2m3, "sm_80", scaled=True, positions=REVERSED)[0])
     assert before >= 60, ops
+
+
+REVERSED = list(range(15, -1, -1))
+"""Codes stored in reverse order: no pair has a later partner a whole number of bytes
+after it (recipes 7 and 8 need one), so every pair takes recipe 4."""
+
+
+@pytest.mark.usefixtures("disassembler")
+def test_f6e2m3_on_sm_80_costs_fewer_instructions_than_recipe_4():
+    """sm_80 has no f8 pair conversion: recipe 8 gathers each four codes on the tops of
+    bytes (7 funnel shifts per 16 codes, one prmt per 4), rotates the word once and
+    masks it twice (rotate, and, and, lop3), then one prmt and one product per pair:
+    7 + 4 × 5 + 8 × 2 + the 8 products = 51; recipe 4 takes 60."""
+    after, ops = _dequantization(_kernel(d.f6e2m3, "sm_80", scaled=True)[0])
+    before, _ = _dequantization(_kernel(d.f6e2m3, "sm_80", scaled=True, positions=REVERSED)[0])
+    assert after <= 51 < 60 <= before, (after, before, ops)
 
 
 @pytest.mark.usefixtures("disassembler")

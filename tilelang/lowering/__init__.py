@@ -15,7 +15,8 @@ has one function registered with `@lowers(Class)`:
   register tiles and their elements, per-thread indices, conversions); `values`: how
   block-IR values live in thread IR;
 - `elementwise`: `full`, `arange`, elementwise operators, casts (with the vector
-  dequantization recipes of `dequant`, their scalar fallback `scalar_decode`, the
+  dequantization recipes of `dequant` (recipe 8, 6/8-bit floats a word at a time, in
+  `f16_bytes`), their scalar fallback `scalar_decode`, the
   encodings of `encode`, the bit-level pieces they share in `bits`, and the scale folds
   of `scale_folds`);
 - `memory`: global `load` and `store`;

@@ -66,3 +66,20 @@ def special_threshold(src: FloatType) -> int | None:
     if src.specials == "ieee":
         return ((1 << src.exponent_bits) - 1) << src.mantissa_bits
     return None
+
+
+def halves(value: int) -> int:
+    """A 16-bit pattern in both halves of a word."""
+    return value | (value << 16)
+
+
+def selector(*nibbles: int) -> t.Imm:
+    """`prmt` selector from the source byte of result bytes 0, 1, 2, 3."""
+    return u32(sum(n << (4 * i) for i, n in enumerate(nibbles)))
+
+
+def pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
+    """Two f16/bf16 constants as one u32 word (exact: callers pass representable values)."""
+    codes = elem.encode([low, high]).astype(int)
+    assert all(float(v) == x for v, x in zip(elem.decode(codes), (low, high), strict=True))
+    return u32(int(codes[0]) | int(codes[1]) << 16)

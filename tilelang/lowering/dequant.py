@@ -122,7 +122,8 @@ per half) or one f32 element per word. Why each is exact:
    scales: value · s rounded once, as recipe 4). Per 16 codes on sm_90: 7 funnel
    shifts, 4 × 4 and 8 × 2 instructions against recipe 4's 12 shifted words and
    8 × 5. Codes of 5 and 7 bits never lie a whole number of bytes apart within 24
-   bits, so they keep recipe 4, and so does f6e2m3 before sm_89.
+   bits, so they keep recipe 4; f6e2m3 before sm_89 takes recipe 8.
+8. **6- and 8-bit floats with M ≥ 3 -> f16, a word at a time**: `tilelang.lowering.f16_bytes`.
 
 Scalar fallback: `tilelang.lowering.scalar_decode`. Encoding: `tilelang.lowering.encode`.
 
@@ -133,10 +134,12 @@ src                                        f16    bf16   f32
 ========================================  =====  =====  =====
 u1..u8, i1..i8                             vec    vec    vec
 f8e4m3 (NaN fixed in the recipe;           vec    vec    vec
-  recipe 6 to f16 on sm_89+)
+  recipe 6 to f16 on sm_89+, 8 before)
 f8e5m2 (inf/NaN fixed in the recipe)       vec    vec    vec
 ExMy, E ≤ 4 (f4e2m1, f6e2m3, f6e3m2, ...)  vec    vec    vec
-  (recipe 7 to f16: f6e3m2, f6e2m3 on sm_89+)
+  (recipe 7 to f16: f6e3m2, f6e2m3 on sm_89+;
+  recipe 8: f6e2m3 before sm_89, f6e1m4,
+  f8e3m4, f8e2m5, f8e1m6)
 ExMy, E ≥ 5 (f7e5m1, f8e6m1, f8e7m0, ...)  scalar vec    vec
 codes of 9..16 bits (u12, i16, f16, ...)   scalar scalar scalar
 e8m0 (the MX scale, `_e8m0_value`)        scalar scalar scalar
@@ -167,8 +170,18 @@ from tilelang.lowering.bits import (
     U32,
     Emit,
     check_code_type,
+    halves,
+    pair_word,
+    selector,
     special_threshold,
     u32,
+)
+from tilelang.lowering.f16_bytes import (
+    bias_product,
+    by_half_bytes,
+    byte_halves,
+    byte_partner,
+    word_halves,
 )
 from tilelang.lowering.scalar_decode import decode_scalar
 
@@ -177,23 +190,6 @@ TARGETS = (F16, BF16, F32)
 
 
 # --------------------------------------------------------------------------- bit helpers
-
-
-def _halves(value: int) -> int:
-    """A 16-bit pattern in both halves of a word."""
-    return value | (value << 16)
-
-
-def _selector(*nibbles: int) -> t.Imm:
-    """`prmt` selector from the source byte of result bytes 0, 1, 2, 3."""
-    return u32(sum(n << (4 * i) for i, n in enumerate(nibbles)))
-
-
-def _pair_word(elem: FloatType, low: float, high: float) -> t.Imm:
-    """Two f16/bf16 constants as one u32 word (exact: callers pass representable values)."""
-    codes = elem.encode([low, high]).astype(int)
-    assert all(float(v) == x for v, x in zip(elem.decode(codes), (low, high), strict=True))
-    return u32(int(codes[0]) | int(codes[1]) << 16)
 
 
 # --------------------------------------------------------------------------- groups
@@ -391,9 +387,9 @@ class _Codes:
         (lo, byte_lo), (hi, byte_hi) = self.byte_of(i, top), self.byte_of(i + 1, top)
         if lo == hi:  # one source word: the other half-byte can come from a zero word
             sel = (4, byte_lo, 4, byte_hi) if top else (byte_lo, 4, byte_hi, 4)
-            return self.let(t.Prmt(lo, u32(0), _selector(*sel))), True
+            return self.let(t.Prmt(lo, u32(0), selector(*sel))), True
         sel = (byte_lo, byte_lo, 4 + byte_hi, 4 + byte_hi)
-        return self.let(t.Prmt(lo, hi, _selector(*sel))), False
+        return self.let(t.Prmt(lo, hi, selector(*sel))), False
 
     def window_offsets(self, i: int) -> tuple[int, int]:
         """Where `window(i)` puts the codes: their bit offsets in their halves."""
@@ -412,7 +408,7 @@ class _Codes:
         if sel == (0, 1, 2, 3):  # the word already is the window (codes paired across halves)
             return self.word(q)
         # A byte past the group is selected only when its code does not reach it.
-        return self.let(t.Prmt(self.word(q), self.word(q + 1), _selector(*sel)))
+        return self.let(t.Prmt(self.word(q), self.word(q + 1), selector(*sel)))
 
     def xored(self, q: int, mask: int) -> t.Expr:
         return self.let(t.Binary("xor", self.word(q), u32(mask)))
@@ -440,7 +436,7 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
     (q, byte), (q_hi, byte_hi) = divmod(codes.at(i) // 8, 4), divmod(codes.at(i + 1) // 8, 4)
     if b == 8 and q == q_hi:  # one prmt puts the magic byte above each code
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
-        placed = t.Prmt(word, u32(magic >> 8), _selector(byte, 4, byte_hi, 4))
+        placed = t.Prmt(word, u32(magic >> 8), selector(byte, 4, byte_hi, 4))
         x = codes.let(placed)
         return _pair_sub(codes, i, x, dst, 2.0**bits_t + offset)
     r_lo, r_hi = codes.window_offsets(i)
@@ -463,7 +459,7 @@ def _int_to_half(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
         return _pair_sub(codes, i, y, dst, low, high)
     x, _ = codes.pair(i, top=False)
     mask, flip = _code_bits(src, 0)
-    y = codes.let(t.Lop3(x, u32(_halves(mask)), u32(_halves(magic | flip)), MASK_FLIP_OR))
+    y = codes.let(t.Lop3(x, u32(halves(mask)), u32(halves(magic | flip)), MASK_FLIP_OR))
     return _pair_sub(codes, i, y, dst, 2.0**bits_t + offset)
 
 
@@ -473,10 +469,10 @@ def _pair_sub(
     """x - (low, high) for output elements i, i+1, and minus the zero points' word when
     the caller folds them in (`folds_zero_points`: both sums are exact)."""
     if codes.scales is not None:  # h·s + (-M·s): c·s rounded once (`scale_folds`)
-        negated = _pair_word(dst, -low, -(low if high is None else high))
+        negated = pair_word(dst, -low, -(low if high is None else high))
         addend = codes.scales.times(i // 2, negated)
         return codes.let(t.Pair("fma", dst, x, codes.scales.word(i // 2), addend), "h")
-    constant = _pair_word(dst, low, low if high is None else high)
+    constant = pair_word(dst, low, low if high is None else high)
     if codes.minus is None:
         return codes.let(t.Pair("sub", dst, x, constant), "h")
     return codes.let(t.Pair("sub", dst, x, codes.minus(i // 2, constant)), "h")
@@ -488,7 +484,7 @@ def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.
     if src.bits == 8:  # one prmt inserts the code under the magic byte
         q, byte = divmod(codes.at(i) // 8, 4)
         word = codes.xored(q, 0x80808080) if src.signed else codes.word(q)
-        x = codes.let(t.Prmt(word, u32(magic), _selector(byte, 4, 4, 7)))
+        x = codes.let(t.Prmt(word, u32(magic), selector(byte, 4, 4, 7)))
     else:
         mask, flip = _code_bits(src, 0)
         x = codes.let(t.Lop3(codes.placed(i, 0), u32(mask), u32(magic | flip), MASK_FLIP_OR))
@@ -499,7 +495,7 @@ def _int_to_f32(codes: _Codes, i: int, src: IntType, dst: FloatType = F32) -> t.
 def _int8_to_bf16(codes: _Codes, i: int, src: IntType, dst: FloatType) -> t.Expr:
     """Recipe 2: elements i, i+1 through f32; their upper halves are the bf16 values."""
     low, high = _int_to_f32(codes, i, src), _int_to_f32(codes, i + 1, src)
-    return codes.let(t.Prmt(low, high, _selector(2, 3, 6, 7)), "h")
+    return codes.let(t.Prmt(low, high, selector(2, 3, 6, 7)), "h")
 
 
 # --------------------------------------------------------------------------- recipes 4-5
@@ -522,9 +518,9 @@ def _f8_pair(codes: _Codes, i: int, dst: FloatType) -> t.Expr:
     else:  # one prmt gathers the two bytes into the low half
         high = codes.word(q_hi) if q_hi != q else u32(0)
         second = byte_hi + 4 if q_hi != q else byte_hi
-        pair = codes.let(t.Prmt(codes.word(q), high, _selector(byte, second, 0, 0)))
+        pair = codes.let(t.Prmt(codes.word(q), high, selector(byte, second, 0, 0)))
         x = codes.let(t.F8Pair(pair, dtypes.f8e4m3, 0))
-    if codes.scales is None or codes.scales.word(i // 2) == _pair_word(dst, 1.0, 1.0):
+    if codes.scales is None or codes.scales.word(i // 2) == pair_word(dst, 1.0, 1.0):
         return x
     return codes.let(t.Pair("mul", dst, x, codes.scales.word(i // 2)), "h")
 
@@ -538,8 +534,8 @@ def _scales_exact(codes: _Codes, i: int, src: FloatType, dst: FloatType, factor:
     if codes.scales is None or not isinstance(codes.scales.word(i // 2), t.Imm):
         return True
     (constant,) = scale_factors(src, dst)
-    folded = codes.scales.times(i // 2, _pair_word(dst, constant, constant))
-    product = codes.scales.times(i // 2, _pair_word(dst, factor, factor))
+    folded = codes.scales.times(i // 2, pair_word(dst, constant, constant))
+    product = codes.scales.times(i // 2, pair_word(dst, factor, factor))
     assert isinstance(folded, t.Imm) and isinstance(product, t.Imm)
 
     def half(w: t.Imm, shift: int) -> float:
@@ -549,18 +545,21 @@ def _scales_exact(codes: _Codes, i: int, src: FloatType, dst: FloatType, factor:
 
 
 def _by_target_bytes(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.Expr | None:
-    """Elements i, i+1 by recipe 6 or 7 where they apply (and the scales allow), else
-    None: the caller's recipe 4."""
-    if i in codes.later:  # converted with an earlier pair (recipe 7)
+    """Elements i, i+1 by recipe 6 or 7 where they apply (and the scales allow), or by
+    recipe 8 for 6-bit codes where recipe 7 does not; else None: the caller's recipe 4
+    (or recipe 8 for 8-bit codes, `_word_halves`)."""
+    if i in codes.later:  # converted with an earlier pair (recipes 7 and 8)
         return codes.later.pop(i)
     if codes.native and src == dtypes.f8e4m3 and dst == F16:
         return _f8_pair(codes, i, dst) if _scales_exact(codes, i, src, dst, 1.0) else None
     f8 = _byte_form(src, dst, codes.native)
-    if f8 is None or _byte_partner(codes, i) is None:
+    if byte_partner(codes, i) is None:
         return None
-    if not _scales_exact(codes, i, src, dst, 2.0 ** (f8.bias - src.bias)):
-        return None
-    return _byte_pairs(codes, i, src, dst, f8)
+    if f8 is not None and _scales_exact(codes, i, src, dst, 2.0 ** (f8.bias - src.bias)):
+        return _byte_pairs(codes, i, src, dst, f8)
+    if src.bits < 8 and by_half_bytes(src, dst):
+        return byte_halves(codes, i, src, dst)
+    return None
 
 
 def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.Expr:
@@ -575,32 +574,30 @@ def _float_to_half(codes: _Codes, i: int, src: FloatType, dst: FloatType) -> t.E
     shift = (15 - dst.mantissa_bits) - e_bits  # 5 - E for f16, 8 - E for bf16
     scale = 2.0 ** (dst.bias - src.bias)
     threshold = None if codes.finite else special_threshold(src)
+    by_word = word_halves(codes, i, src, dst)
+    if by_word is not None:
+        return by_word
     x = _nibble_pair(codes, i, src, shift) if threshold is None else None
     magnitude = None
     if x is None:
         q, clean = codes.pair(i, top=True)
         if shift == 0 and scale == 1.0 and clean:
             return q  # f8e5m2 -> f16: the code is the f16's upper byte, inf and NaN included
-        magnitude = codes.let(t.Binary("and", q, u32(_halves(((1 << (b - 1)) - 1) << top))))
+        magnitude = codes.let(t.Binary("and", q, u32(halves(((1 << (b - 1)) - 1) << top))))
         shifted = codes.let(t.Binary("shr", magnitude, u32(shift))) if shift else magnitude
         x = codes.let(t.Lop3(q, u32(SIGNS16), shifted, AND_OR))
-    if scale != 1.0 and codes.scales is not None:  # one product by 2^(bias_t-bias_s)·s
-        factor = codes.scales.times(i // 2, _pair_word(dst, scale, scale))
-        if factor != _pair_word(dst, 1.0, 1.0):  # a constant scale 2^(bias_s-bias_t): none
-            x = codes.let(t.Pair("mul", dst, x, factor), "h")
-    elif scale != 1.0:
-        x = codes.let(t.Pair("mul", dst, x, _pair_word(dst, scale, scale)), "h")
+    x = bias_product(codes, i, x, src, dst)
     if threshold is None:
         return x
     assert magnitude is not None
     # Recipe 5: magnitude + (2^(b-1) - threshold) carries into bit 15 exactly for inf/NaN.
-    carry = _halves(((1 << (b - 1)) - threshold) << top)
+    carry = halves(((1 << (b - 1)) - threshold) << top)
     flagged = codes.let(t.Binary("add", magnitude, u32(carry)))
     special = codes.let(t.Prmt(flagged, u32(0), u32(REPLICATE_HALF_SIGNS)))
     if codes.scales is not None and scale != 1.0:
         # Folded: x is already the product with s, which NaN·s makes the canonical NaN.
-        return codes.let(t.Lop3(x, special, u32(_halves(int(dst.nan_code))), SELECT), "h")
-    exponent = _halves(((1 << dst.exponent_bits) - 1) << dst.mantissa_bits)
+        return codes.let(t.Lop3(x, special, u32(halves(int(dst.nan_code))), SELECT), "h")
+    exponent = halves(((1 << dst.exponent_bits) - 1) << dst.mantissa_bits)
     return codes.let(t.Lop3(x, special, u32(exponent), OR_AND), "h")
 
 
@@ -620,20 +617,6 @@ def _byte_form(src: FloatType, dst: FloatType, native: bool) -> FloatType | None
     return None
 
 
-def _byte_partner(codes: _Codes, i: int) -> int | None:
-    """A later pair i' (elements i', i'+1) whose codes lie d bits after those of the
-    pair i, both, with d a whole number of bytes (at most 3): one 32-bit window of the
-    bit stream at each code of pair i then holds a code of pair i' too (recipe 7)."""
-    elements = 32 // math.gcd(codes.bits, 32)  # of the group
-    for j in range(i + 2, elements, 2):
-        if j in codes.later:
-            continue
-        d = codes.at(j) - codes.at(i)
-        if d == codes.at(j + 1) - codes.at(i + 1) and d % 8 == 0 and 0 < d <= 24:
-            return j
-    return None
-
-
 def _byte_pairs(codes: _Codes, i: int, src: FloatType, dst: FloatType, f8: FloatType) -> t.Expr:
     """Recipe 7: pairs i and its `_byte_partner` j of 5-7-bit small floats as f16, by
     way of `f8` bytes (`_byte_form`). The bit stream from each code of pair i (one
@@ -645,11 +628,11 @@ def _byte_pairs(codes: _Codes, i: int, src: FloatType, dst: FloatType, f8: Float
     for f8e4m3); one `Pair` mul by 2^(bias_f8 − bias_s) (times the folded scales) gives
     value · s rounded once, as recipe 4 does. Per 4 codes 8 instructions and the
     shared funnel shifts, against recipe 4's 10 and its shifted words."""
-    j = _byte_partner(codes, i)
+    j = byte_partner(codes, i)
     assert j is not None
     b, k = codes.bits, (codes.at(j) - codes.at(i)) // 8
     low, high = codes.stream(codes.at(i), 8 * k + b), codes.stream(codes.at(i + 1), 8 * k + b)
-    four = codes.let(t.Prmt(low, high, _selector(0, 4, k, 4 + k)))  # elements i, i+1, j, j+1
+    four = codes.let(t.Prmt(low, high, selector(0, 4, k, 4 + k)))  # elements i, i+1, j, j+1
     signs = codes.let(t.Binary("shl", four, u32(8 - b)))
     magnitudes = codes.let(t.Binary("and", four, u32(((1 << (b - 1)) - 1) * 0x01010101)))
     form = codes.let(t.Lop3(signs, u32(0x80808080), magnitudes, AND_OR))
@@ -659,12 +642,12 @@ def _byte_pairs(codes: _Codes, i: int, src: FloatType, dst: FloatType, f8: Float
         if f8 == dtypes.f8e4m3:
             x = codes.let(t.F8Pair(form, f8, half))
         else:
-            x = codes.let(t.Prmt(form, u32(0), _selector(4, 2 * half, 4, 2 * half + 1)))
+            x = codes.let(t.Prmt(form, u32(0), selector(4, 2 * half, 4, 2 * half + 1)))
         if codes.scales is not None:
-            scaled = codes.scales.times(pair // 2, _pair_word(dst, factor, factor))
+            scaled = codes.scales.times(pair // 2, pair_word(dst, factor, factor))
             x = codes.let(t.Pair("mul", dst, x, scaled), "h")
         elif factor != 1.0:
-            x = codes.let(t.Pair("mul", dst, x, _pair_word(dst, factor, factor)), "h")
+            x = codes.let(t.Pair("mul", dst, x, pair_word(dst, factor, factor)), "h")
         results.append(x)
     codes.later[j] = results[1]
     return results[0]
@@ -688,7 +671,7 @@ def _nibble_pair(codes: _Codes, i: int, src: FloatType, shift: int) -> t.Expr | 
     if q_lo != q_hi or at_lo % 8 != at_hi % 8:
         return None
     placed = _placed_bytes(codes, q_lo, upper=at_lo % 8 == 4, shift=shift)
-    return codes.let(t.Prmt(placed, u32(0), _selector(4, at_lo // 8, 4, at_hi // 8)))
+    return codes.let(t.Prmt(placed, u32(0), selector(4, at_lo // 8, 4, at_hi // 8)))
 
 
 def _placed_bytes(codes: _Codes, q: int, upper: bool, shift: int) -> t.Expr:
