@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from tilelang import TileLangError
+from tilelang import PackedArray, TileLangError
+from tilelang.ir import thread as t
 from tilelang.ir.checks import IRVerifyError
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
+from tilelang.target import TARGETS
 
 # CI runs the same examples every time (a red run must mean a change broke something);
 # TILELANG_HYPOTHESIS=explore draws new ones, to hunt for bugs that become regression tests.
@@ -138,3 +140,39 @@ def assert_close(got, expected, rtol: float) -> None:
     assert np.isfinite(got).all()
     scale = max(1.0, float(np.abs(expected).max()))
     assert np.abs(got - expected).max() <= rtol * scale, np.abs(got - expected).max()
+
+
+class Lets:
+    """The recipes' Emit protocol (`tilelang.lowering.bits.Emit`), optionally with a
+    target (a name of `tilelang.target.TARGETS`): collects the Let statements asked for."""
+
+    def __init__(self, target: str | None = None) -> None:
+        self.target = None if target is None else TARGETS[target]
+        self.stmts: list[t.Stmt] = []
+
+    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
+        name = t.Name(f"{hint}_{len(self.stmts)}", value.dtype)
+        self.stmts.append(t.Let(name, value))
+        return name
+
+
+class Device:
+    """A device tensor stand-in over host memory: what the launcher reads of one
+    (`__cuda_array_interface__`; a PackedArray as its bytes). Nothing launches: tests
+    that use it record the launches instead."""
+
+    def __init__(self, host):
+        packed = isinstance(host, PackedArray)
+        self.data = host.data if packed else np.ascontiguousarray(host)
+        self.dtype = host.dtype if packed else None
+        self.shape = tuple(host.shape)
+
+    @property
+    def __cuda_array_interface__(self):
+        packed = self.dtype is not None
+        return {
+            "data": (self.data.ctypes.data, False),
+            "shape": (self.data.nbytes,) if packed else self.shape,
+            "typestr": "|u1" if packed else self.data.dtype.str,
+            "version": 3,
+        }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import Lets
 
 from tilelang import dtypes as d
 from tilelang.ir import thread as t
@@ -34,18 +35,6 @@ SCALAR_ONLY = {
     for src in SMALL_FLOATS
     if src.exponent_bits >= 5 and src != d.f8e5m2  # they must round (or overflow) to f16
 }
-
-
-class Lets:
-    """The Emit protocol: collects the Let statements the recipes ask for."""
-
-    def __init__(self) -> None:
-        self.stmts: list[t.Stmt] = []
-
-    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
-        name = t.Name(f"{hint}_{len(self.stmts)}", value.dtype)
-        self.stmts.append(t.Let(name, value))
-        return name
 
 
 def _thread_index() -> tuple[t.Name, list[t.Stmt]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import Lets
 
 from tilelang import dtypes as d
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
@@ -27,19 +28,6 @@ from tilelang.target import TARGETS
 I32, I64, U32 = d.i32, d.i64, d.u32
 THREADS = 64
 REFERENCE = {"f6e2m3": ml_dtypes.float6_e2m3fn, "f6e3m2": ml_dtypes.float6_e3m2fn}
-
-
-class Lets:
-    """The Emit protocol with a target: collects the Let statements of the recipes."""
-
-    def __init__(self, target: str | None) -> None:
-        self.target = None if target is None else TARGETS[target]
-        self.stmts: list[t.Stmt] = []
-
-    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
-        name = t.Name(f"{hint}_{len(self.stmts)}", value.dtype)
-        self.stmts.append(t.Let(name, value))
-        return name
 
 
 class LoadedScales:

@@ -16,6 +16,7 @@ import importlib
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import Lets
 
 from tilelang import dtypes as d
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
@@ -29,19 +30,6 @@ from tilelang.target import TARGETS
 I32, I64, U32 = d.i32, d.i64, d.u32
 THREADS = 64
 CODES = np.arange(256, dtype=np.uint8)
-
-
-class Lets:
-    """The Emit protocol with a target: collects the Let statements of the recipes."""
-
-    def __init__(self, target: str | None) -> None:
-        self.target = None if target is None else TARGETS[target]
-        self.stmts: list[t.Stmt] = []
-
-    def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
-        name = t.Name(f"{hint}_{len(self.stmts)}", value.dtype)
-        self.stmts.append(t.Let(name, value))
-        return name
 
 
 class LoadedScales:

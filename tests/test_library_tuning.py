@@ -11,8 +11,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import Device
 
-from tilelang import PackedArray, dtypes, quant
+from tilelang import dtypes, quant
 from tilelang.kernels import ssd, ssm
 from tilelang.quant import tuning
 from tilelang.quant.matmul import choose
@@ -127,26 +128,6 @@ def test_autotune_off_gives_exactly_the_default_tiles(monkeypatch):
     np.testing.assert_array_equal(quant.matmul(x, qw, tune=True), quant.matmul(x, qw))
     assert len(tuning.evaluated) == before
     assert library.method_for(True, on_device=True) is None
-
-
-class Device:
-    """A device tensor stand-in over host memory (what the launcher reads of one)."""
-
-    def __init__(self, host):
-        packed = isinstance(host, PackedArray)
-        self.data = host.data if packed else np.ascontiguousarray(host)
-        self.dtype = host.dtype if packed else None
-        self.shape = tuple(host.shape)
-
-    @property
-    def __cuda_array_interface__(self):
-        packed = self.dtype is not None
-        return {
-            "data": (self.data.ctypes.data, False),
-            "shape": (self.data.nbytes,) if packed else self.shape,
-            "typestr": "|u1" if packed else self.data.dtype.str,
-            "version": 3,
-        }
 
 
 def test_a_device_call_times_every_candidate_once_and_runs_the_fastest(monkeypatch):

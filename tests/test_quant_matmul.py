@@ -14,7 +14,7 @@ import warnings
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import require_disassembler
+from conftest import Device, require_disassembler
 
 import tilelang as tl
 from tilelang import quant
@@ -435,27 +435,6 @@ def test_weights_the_kernels_cannot_multiply_exactly_are_refused():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         quant.plan(quant.quantize(weights(), format="mxfp4"), 1, "cpu")  # no warning
-
-
-class Device:
-    """What tilelang.DeviceBuffer offers the launcher, over host memory (nothing launches:
-    the tests record the launches instead)."""
-
-    def __init__(self, host):
-        packed = isinstance(host, tl.PackedArray)
-        self.data = host.data if packed else np.ascontiguousarray(host)
-        self.dtype = host.dtype if packed else None
-        self.shape = tuple(host.shape)
-
-    @property
-    def __cuda_array_interface__(self):
-        packed = self.dtype is not None
-        return {
-            "data": (self.data.ctypes.data, False),
-            "shape": (self.data.nbytes,) if packed else self.shape,
-            "typestr": "|u1" if packed else self.data.dtype.str,
-            "version": 3,
-        }
 
 
 def test_the_device_path_binds_compiles_and_launches(monkeypatch):
