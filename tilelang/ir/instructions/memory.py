@@ -234,15 +234,21 @@ class CopyAsync(Instr):
     SYNTAX: ClassVar = "copy_async {tensor}[{offsets}] -> {shared}"
 
     def check(self, v: Checker) -> None:
-        shared = v.shared(self.shared)
-        tensor = v.tensor_param(self.tensor)
-        v.offsets(tensor, self.offsets)
-        v.expect(
-            len(shared.shape) == tensor.rank,
-            f"expected a shared tile of rank {tensor.rank} (the tensor's), found "
-            f"{print_type(shared)}",
-        )
-        v.same_dtype(shared.dtype, tensor.dtype, "a shared tile")
+        _check_async_copy(v, self.shared, self.tensor, self.offsets)
+
+
+def _check_async_copy(v: Checker, shared_var: Var, tensor_var: Var, offsets: tuple[Value, ...]):
+    """The rules a copy from a global tensor into a shared tile obeys: offsets into the
+    tensor, a shared tile of its rank and dtype. Returns (shared type, tensor type)."""
+    shared = v.shared(shared_var)
+    tensor = v.tensor_param(tensor_var)
+    v.offsets(tensor, offsets)
+    v.expect(
+        len(shared.shape) == tensor.rank,
+        f"expected a shared tile of rank {tensor.rank} (the tensor's), found {print_type(shared)}",
+    )
+    v.same_dtype(shared.dtype, tensor.dtype, "a shared tile")
+    return shared, tensor
 
 
 @dataclass(frozen=True)
@@ -263,15 +269,7 @@ class GatherAsync(Instr):
     SYNTAX: ClassVar = "gather_async {tensor}[{offsets}], {index}, axis={axis} -> {shared}"
 
     def check(self, v: Checker) -> None:
-        shared = v.shared(self.shared)
-        tensor = v.tensor_param(self.tensor)
-        v.offsets(tensor, self.offsets)
-        v.expect(
-            len(shared.shape) == tensor.rank,
-            f"expected a shared tile of rank {tensor.rank} (the tensor's), found "
-            f"{print_type(shared)}",
-        )
-        v.same_dtype(shared.dtype, tensor.dtype, "a shared tile")
+        shared, tensor = _check_async_copy(v, self.shared, self.tensor, self.offsets)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), tuple(shared.shape))
 
