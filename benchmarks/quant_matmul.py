@@ -27,8 +27,8 @@ With a GPU (torch and a CUDA device; not run where this was written, so this pat
 untested): the measured time of `tilelang.quant.matmul` (benchmarks/gpu_common.time_gpu:
 CUDA events, L2 flushed), its GB/s (weights, scales, x and y once) and percent of the
 same run's device-to-device copy bandwidth, beside torch's f16 matmul of f16 weights of
-the same shape (cuBLAS) and, when triton imports, the small Triton W4A16 kernel below
-(GPTQ-style int32 packing along K, one f16 scale per 128 rows; written for this
+the same shape (cuBLAS) and, when triton imports, the plain Triton W4A16 kernel of
+benchmarks/triton_w4a16.py (GPTQ-style int32 packing along K, one f16 scale per 128 rows; written for this
 comparison, untuned: a floor for "what a plain Triton kernel gets", not a library's
 number). u4 only for Triton.
 
@@ -163,49 +163,14 @@ STATIC_HEADER = (
 # ------------------------------------------------------------------ GPU measurements
 
 
-def triton_w4a16():
-    """A plain Triton W4A16 matmul (y = x @ ((q - 8) * s)), or None without triton.
-    Untested here (no GPU where it was written)."""
-    try:
-        import triton
-        import triton.language as tlang
-    except ImportError:
-        return None
-
-    @triton.jit
-    def kernel(x, w, s, y, M, N, K, BM: tlang.constexpr, BN: tlang.constexpr, BK: tlang.constexpr):
-        pm, pn = tlang.program_id(0), tlang.program_id(1)
-        rm = pm * BM + tlang.arange(0, BM)
-        rn = pn * BN + tlang.arange(0, BN)
-        rk = tlang.arange(0, BK)
-        acc = tlang.zeros((BM, BN), dtype=tlang.float32)
-        for k0 in range(0, K, BK):
-            kk = k0 + rk
-            a = tlang.load(x + rm[:, None] * K + kk[None, :], mask=rm[:, None] < M, other=0.0)
-            words = tlang.load(w + (kk // 8)[:, None] * N + rn[None, :], mask=rn[None, :] < N)
-            q = (words >> ((kk % 8) * 4)[:, None]) & 0xF
-            scale = tlang.load(s + (kk // 128)[:, None] * N + rn[None, :], mask=rn[None, :] < N)
-            b = (q.to(tlang.float16) - 8.0) * scale
-            acc += tlang.dot(a, b)
-        mask = (rm[:, None] < M) & (rn[None, :] < N)
-        tlang.store(y + rm[:, None] * N + rn[None, :], acc.to(tlang.float16), mask=mask)
-
-    def run(x, words, scales, y):
-        m, k = x.shape
-        n = y.shape[1]
-        bm = 16 if m <= 16 else 64
-        grid = (triton.cdiv(m, bm), triton.cdiv(n, 128))
-        kernel[grid](x, words, scales, y, m, n, k, BM=bm, BN=128, BK=64)
-
-    return run
-
-
 def gpu_rows(names, shapes, ms) -> list[str]:
     import torch
     from gpu_common import measure_copy_bandwidth, time_gpu
 
     copy = measure_copy_bandwidth()
-    triton_run = triton_w4a16()
+    from triton_w4a16 import make_kernel
+
+    triton_run = make_kernel()
     rows = []
     for k, n in shapes:
         w16 = torch.randn(k, n, dtype=torch.float16, device="cuda") / 64
