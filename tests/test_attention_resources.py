@@ -9,6 +9,7 @@ import warnings
 import pytest
 
 from tilelang import dtypes
+from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.kernels.attention import (
     default_tiles,
     flash_attention_kernel,
@@ -22,8 +23,9 @@ HEAD_DIMS = (64, 128, 256)
 
 
 def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the library's tiles give its callers no warning
         warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
+        warnings.simplefilter("error", ReplicatedOperandWarning)
         return kernel.compile(
             assume="all",
             target=arch,
