@@ -66,6 +66,21 @@ def column_sums(
     tl.store(y, [bn * BN], acc)
 
 
+@tl.kernel(warps=4)
+def ragged_row_sums(
+    x: tl.Tensor[tl.f32, "B", "N"],
+    lengths: tl.Tensor[tl.i32, "B"],
+    y: tl.Tensor[tl.f32, "B", "BN"],
+    BN: tl.constexpr = 128,
+):
+    b = tl.blocks(B)
+    length = tl.load(lengths, [b])  # the loop bound is read at run time
+    acc = tl.zeros([1, BN], tl.f32)
+    for j in tl.range(0, length, BN):
+        acc = acc + tl.load(x, [b, j], [1, BN])
+    tl.store(y, [b, 0], acc)
+
+
 def sass_loop_count(text: str) -> int:
     """Instructions from the target of the backward branch spanning the most bytes to
     that branch, from their addresses (16 bytes each since sm_70): a count made without
@@ -345,6 +360,19 @@ def test_a_loop_free_kernel_counts_its_whole_body_once(example):
     assert report.instructions_per_element == pytest.approx(count * 4 / 1024)
 
 
+@needs_disassembler
+def test_a_loop_bound_read_at_run_time_takes_its_trip_count_from_the_caller():
+    compiled = ragged_row_sums.compile(target="sm_90")
+    with pytest.raises(PerfError, match=r"reads from tensor 'lengths' at run time.*iterations="):
+        compiled.perf(B=128, N=4096)
+    report = compiled.perf(B=128, N=4096, iterations=32, per="x")
+    assert report.iterations == 32
+    x = next(r for r in report.loads if r.tensor == "x")
+    assert (x.elements, x.bytes) == (128, 512)
+    with pytest.raises(PerfError, match=r"iterations: expected a positive int .* got 0"):
+        compiled.perf(B=128, N=4096, iterations=0)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -410,6 +438,8 @@ def test_inspect_perf_prints_the_report_of_an_example(capsys, tmp_path, monkeypa
 def test_inspect_perf_errors_name_what_is_wrong(capsys):
     base = ["inspect", "examples/matmul.py:matmul"]
     assert cli.main([*base, "--size", "M=1"]) == 1
+    assert "go with --perf" in capsys.readouterr().err
+    assert cli.main([*base, "--iterations", "3"]) == 1
     assert "go with --perf" in capsys.readouterr().err
     assert cli.main([*base, "--perf", "--size", "M=x"]) == 1
     assert "--size expects NAME=INT" in capsys.readouterr().err

@@ -194,7 +194,9 @@ def _cmd_perf(kernel, constexprs: dict, args: argparse.Namespace) -> int:
     launch = dict(parse_size(s) for s in args.size)
     assume = launch_facts(kernel, constexprs, launch)
     compiled = kernel.compile(assume=assume, target=args.arch, **constexprs)
-    report = compiled.perf(per=args.per, latency_ns=args.latency_ns, **launch)
+    report = compiled.perf(
+        per=args.per, latency_ns=args.latency_ns, iterations=args.iterations, **launch
+    )
     print(report)
     return 0
 
@@ -207,8 +209,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     constexprs = dict(parse_define(d) for d in args.define)
     if args.perf:
         return _cmd_perf(kernel, constexprs, args)
-    if args.size or args.per or args.latency_ns is not None:
-        raise ValueError("--size, --per and --latency-ns go with --perf")
+    if args.size or args.per or args.latency_ns is not None or args.iterations is not None:
+        raise ValueError("--size, --per, --latency-ns and --iterations go with --perf")
     compiled = kernel.compile(target=args.arch, **constexprs)
     stages = compiled.stages
     names = [args.pass_name] if args.pass_name else [*stages, "lower"]
@@ -291,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="NS",
         help="with --perf: the DRAM latency to assume instead of the card's",
+    )
+    inspect.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="with --perf: the main loop's trip count per block, for a loop whose bounds "
+        "the kernel reads from a tensor at run time",
     )
     inspect.set_defaults(run=_cmd_inspect)
     cache = sub.add_parser("cache", help="list or clear compiled kernels (TILELANG_CACHE_DIR)")

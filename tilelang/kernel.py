@@ -142,7 +142,14 @@ class CompiledKernel:
     def resources(self):
         return self._gpu("resources").resources
 
-    def perf(self, *, per: str | None = None, latency_ns: float | None = None, **launch: Any):
+    def perf(
+        self,
+        *,
+        per: str | None = None,
+        latency_ns: float | None = None,
+        iterations: int | None = None,
+        **launch: Any,
+    ):
         """A static performance report of this GPU build at one launch: a prediction from
         its SASS, resources and block IR, not a measurement (no GPU needed).
 
@@ -150,7 +157,9 @@ class CompiledKernel:
         bounds use, by name (`perf(M=1, K=8192, N=28672, per="w")`); the sizes must
         satisfy the facts the kernel was compiled for (`compile(assume=...)`). `per`:
         a tensor the main loop loads, whose elements the headline counts instructions
-        per. `latency_ns` replaces the card's assumed DRAM latency. Returns a
+        per. `latency_ns` replaces the card's assumed DRAM latency. `iterations`: the
+        main loop's trip count per block, for a loop whose bounds the kernel reads from
+        a tensor at run time (a sequence length, a block table). Returns a
         `tilelang.runtime.perf.PerfReport`: `str()` is the text, `.to_dict()` the data;
         the model is in that module's docstring. Needs a SASS disassembler
         (`nvidia-cuda-nvdisasm`) and a target with hardware facts (`tilelang.target`).
@@ -168,6 +177,7 @@ class CompiledKernel:
             launch=launch,
             per=per,
             latency_ns=latency_ns,
+            iterations=iterations,
         )
 
     def ir(self, stage: str = "lower") -> str:

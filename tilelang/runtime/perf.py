@@ -361,12 +361,15 @@ def perf_report(
     launch: Mapping[str, Any],
     per: str | None = None,
     latency_ns: float | None = None,
+    iterations: int | None = None,
 ) -> PerfReport:
     """The report for `function` (the planned block IR), lowered to `thread` and compiled
     to `cubin` for `target`, at the launch whose sizes and scalars are `launch`.
 
     `per` names the tensor whose elements the headline counts instructions per (it must
-    be loaded in the main loop); `latency_ns` replaces the card's assumed DRAM latency.
+    be loaded in the main loop); `latency_ns` replaces the card's assumed DRAM latency;
+    `iterations` is the main loop's trip count per block where its bounds are read from
+    tensors at run time (otherwise they are evaluated at the launch).
     Raises `PerfError` (a ValueError) for a launch or `per` that does not fit the kernel,
     a target without hardware facts, or a grid with no block, and
     `sass.SassUnavailableError` when no disassembler is installed.
@@ -389,7 +392,7 @@ def perf_report(
             f"(blocks per SM by registers {occ.by_registers}, shared {occ.by_shared})"
         )
     notes: list[str] = []
-    iterations = trip_count(function, main, {**scalars, **sizes})
+    iterations = trip_count(function, main, {**scalars, **sizes}, iterations)
     loop_ops, unroll = _loop_sass(function.name, cubin, thread, main, iterations, notes)
     per_iteration = sum(loop_ops.values()) / unroll
     shapes = tensor_shapes(function, sizes)

@@ -28,7 +28,10 @@ copy it moved), that number is used; the reading above is for IR without it.
 
 **Trip count**: the loop's bounds evaluated at the launch's sizes and scalars (block
 indices taken as 0, the variables of enclosing loops at their start); a main loop
-inside other loops runs the product of all their trip counts per block.
+inside other loops runs the product of all their trip counts per block. A bound the
+kernel reads from a tensor at run time (a sequence length, a block table) has no value
+at a launch: the caller states the trip count instead (`iterations`), and a bound that
+cannot be evaluated without it says so.
 """
 
 from __future__ import annotations
@@ -227,6 +230,15 @@ def tensor_shapes(fn: ir.Function, sizes: Mapping[str, int]) -> dict[str, tuple[
     return shapes
 
 
+class _RunTimeValue(Exception):
+    """A scalar the kernel reads from a tensor (`load_scalar`, or `item` of a loaded
+    tile): it has no value at a launch."""
+
+    def __init__(self, name: str, tensor: str) -> None:
+        super().__init__(name)
+        self.name, self.tensor = name, tensor
+
+
 class _Scalars:
     """Block-uniform scalars of the block IR evaluated at a launch: sizes and scalar
     parameters from the launch, block indices 0, loop variables at their start, and
@@ -247,6 +259,10 @@ class _Scalars:
         if value.name in self.values:
             return self.values[value.name]
         instr = self.defs.get(value.name)
+        if isinstance(instr, ir.LoadScalar):
+            raise _RunTimeValue(value.name, instr.tensor.name)
+        if isinstance(instr, ir.Item):
+            raise _RunTimeValue(value.name, _loaded_from(self.defs, instr.value))
         result = self._compute(instr) if instr is not None else None
         if result is None:
             raise PerfError(
@@ -277,19 +293,59 @@ class _Scalars:
         self.values[loop.var.name] = self(loop.start)
 
 
+def _loaded_from(defs: Mapping[str, ir.Instr], tile: ir.Value) -> str:
+    """The tensor a tile's values come from, following its operands back to a load
+    ("a tensor" when the chain is not a single load)."""
+    pending, seen = [tile], set()
+    while pending:
+        value = pending.pop()
+        if not isinstance(value, ir.Var) or value.name in seen:
+            continue
+        seen.add(value.name)
+        instr = defs.get(value.name)
+        if isinstance(instr, ir.Load | ir.LoadScalar | ir.Gather):
+            return instr.tensor.name
+        if instr is not None:
+            pending.extend(v for v in instr.uses() if isinstance(v, ir.Var))
+    return "a tensor"
+
+
 def _dtype_of(value: ir.Value) -> DType:
     return value.dtype if isinstance(value, ir.Const) else value.type.dtype
 
 
-def trip_count(fn: ir.Function, main: MainLoop, launch: Mapping[str, int | float]) -> int:
+def trip_count(
+    fn: ir.Function,
+    main: MainLoop,
+    launch: Mapping[str, int | float],
+    iterations: int | None = None,
+) -> int:
     """Iterations of the main loop per block at this launch (the product of its own and
-    its enclosing loops' trip counts; 1 without a main loop)."""
+    its enclosing loops' trip counts; 1 without a main loop). `iterations`, when given,
+    is that product as the caller knows it (bounds read from tensors at run time)."""
+    if iterations is not None:
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise PerfError(
+                f"iterations: expected a positive int (the main loop's trip count per "
+                f"block), got {iterations!r}"
+            )
+        if main.loop is None:
+            raise PerfError(f"iterations: {fn.name} has no main loop to give a trip count to")
+        return iterations
     if main.loop is None:
         return 1
     scalars = _Scalars(fn, launch)
     total = 1
     for loop in (*main.enclosing, main.loop):
-        start, stop, step = (int(scalars(v)) for v in (loop.start, loop.stop, loop.step))
+        try:
+            bounds = [scalars(v) for v in (loop.start, loop.stop, loop.step)]
+        except _RunTimeValue as err:
+            raise PerfError(
+                f"{_loc(loop)}: the main loop's bounds depend on %{err.name}, which "
+                f"{fn.name} reads from tensor {err.tensor!r} at run time; give the trip "
+                "count per block as `iterations=`"
+            ) from None
+        start, stop, step = (int(b) for b in bounds)
         if step == 0:
             raise PerfError(f"{_loc(loop)}: the loop step is 0 at this launch")
         total *= len(range(start, stop, step))
