@@ -167,6 +167,11 @@ class Device:
         self.dtype = host.dtype if packed else None
         self.shape = tuple(host.shape)
 
+    @classmethod
+    def empty(cls, shape, dtype):
+        """An output (`DeviceBuffer.empty`): made, not copied from anything."""
+        return cls(np.empty(shape, dtype))
+
     @property
     def __cuda_array_interface__(self):
         packed = self.dtype is not None

@@ -1,6 +1,8 @@
 """GPU targets: compile for an architecture without a GPU, the disk cache in front of it,
 device-argument checks, parameter packing, and (marked `gpu`) runs on a real device."""
 
+import ctypes
+import gc
 import sys
 
 import numpy as np
@@ -8,8 +10,9 @@ import pytest
 from conftest import load_example
 
 import tilelang as tl
-from tilelang import pipeline
+from tilelang import dtypes, pipeline
 from tilelang.codegen.cuda import kernel_params
+from tilelang.kernels import common
 from tilelang.runtime import gpu
 from tilelang.runtime.arguments import ArgumentBinder, ranges_overlap
 
@@ -190,3 +193,68 @@ def test_a_launch_check_fails_before_the_kernel_is_loaded(cache_dir, monkeypatch
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")  # the call path, no GPU needed
     with pytest.raises(ValueError, match="the loop step is 0"):
         stepped(FakeDeviceArray((64,), "<i4"), 0)
+
+
+class FakeDriver:
+    """The CUDA driver calls `DeviceBuffer` makes, over host memory: device memory is a
+    dict of bytearrays by pointer, and every call is recorded."""
+
+    class CUresult:
+        CUDA_SUCCESS = 0
+
+    def __init__(self):
+        self.memory: dict[int, bytearray] = {}
+        self.calls: list[tuple[str, int]] = []
+
+    def cuMemAlloc(self, size):
+        pointer = 0x7F0000000000 + 0x100000 * len(self.memory)
+        self.memory[pointer] = bytearray(size)
+        self.calls.append(("cuMemAlloc", size))
+        return 0, pointer
+
+    def cuMemcpyHtoD(self, pointer, source, size):
+        self.memory[pointer][:size] = (ctypes.c_ubyte * size).from_address(source)
+        self.calls.append(("cuMemcpyHtoD", size))
+        return (0,)
+
+    def cuMemcpyDtoH(self, target, pointer, size):
+        ctypes.memmove(target, bytes(self.memory[pointer][:size]), size)
+        self.calls.append(("cuMemcpyDtoH", size))
+        return (0,)
+
+    def cuMemFree(self, pointer):
+        return (0,)
+
+
+@pytest.fixture
+def fake_driver(monkeypatch):
+    fake = FakeDriver()
+    monkeypatch.setattr(gpu, "driver", lambda: fake)
+    monkeypatch.setattr(gpu, "_context", lambda: None)
+    yield fake
+    gc.collect()  # buffers made in the test are freed while the fake is in place
+
+
+def test_an_output_buffer_is_allocated_without_a_copy(fake_driver):
+    out = gpu.DeviceBuffer.empty((3, 5), np.float16)
+    assert fake_driver.calls == [("cuMemAlloc", 30)]
+    interface = out.__cuda_array_interface__
+    assert (interface["shape"], interface["typestr"]) == ((3, 5), "<f2")
+    assert out.numpy().shape == (3, 5) and out.numpy().dtype == np.float16
+    # What the library kernels allocate for their outputs on the GPU.
+    made = common.empty(out, (2, 4), tl.f32)
+    assert fake_driver.calls[-1] == ("cuMemAlloc", 32)
+    assert made.__cuda_array_interface__["typestr"] == "<f4"
+
+
+def test_a_buffer_made_from_a_host_array_holds_its_values(fake_driver):
+    host = np.arange(12, dtype=np.float32).reshape(3, 4)
+    buffer = gpu.DeviceBuffer(host[:, ::2])  # copied contiguous
+    assert fake_driver.calls == [("cuMemAlloc", 24), ("cuMemcpyHtoD", 24)]
+    np.testing.assert_array_equal(buffer.numpy(), host[:, ::2])
+    codes = dtypes.pack_codes(np.arange(10) % 8, tl.u3)
+    packed = gpu.DeviceBuffer(codes)
+    assert packed.__cuda_array_interface__["shape"] == (codes.data.nbytes,)
+    back = packed.numpy()
+    assert back.shape == codes.shape and back.dtype == tl.u3
+    np.testing.assert_array_equal(dtypes.unpack_bits(back.data, 3, 10), np.arange(10) % 8)

@@ -99,7 +99,7 @@ def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
 
         torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
         return torch.empty(shape, dtype=torch_dtype.get(dtype, torch.bfloat16), device=like.device)
-    return gpu.DeviceBuffer(np.empty(shape, host_dtype))
+    return gpu.DeviceBuffer.empty(shape, host_dtype)
 
 
 def host_numpy_dtype(dtype: DType) -> np.dtype:

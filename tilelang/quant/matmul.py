@@ -362,7 +362,7 @@ def _device_matmul(
 
             out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
         elif ot == dtypes.f16:
-            out = gpu.DeviceBuffer(np.empty((*lead, n), np.float16))
+            out = gpu.DeviceBuffer.empty((*lead, n), np.float16)
         else:  # tilelang.DeviceBuffer holds numpy's types; bf16 comes from the caller
             raise TypeError("a bf16 x that is not a torch tensor needs out= (a bf16 tensor)")
     elif tuple(gpu.device_array(out).shape) != (*lead, n):
@@ -376,7 +376,7 @@ def _device_matmul(
             import torch
 
             return torch.empty(shape, dtype=torch.float32, device=x.device)
-        return gpu.DeviceBuffer(np.empty(shape, np.float32))
+        return gpu.DeviceBuffer.empty(shape, np.float32)
 
     def launch(ops: Operands, calls: list[KernelCall]) -> None:
         tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))

@@ -143,19 +143,36 @@ def is_contiguous(array: DeviceArray) -> bool:
 
 class DeviceBuffer:
     """tilelang's own GPU buffer: `DeviceBuffer(host_array)` copies a numpy array (or a
-    `PackedArray`'s bytes) to the device; `.numpy()` copies it back."""
+    `PackedArray`'s bytes) to the device; `DeviceBuffer.empty(shape, dtype)` allocates
+    one without a copy (an output); `.numpy()` copies it back."""
 
     def __init__(self, host: Any) -> None:
         cu = driver()
-        _context()
         data = host.data if isinstance(host, dtypes.PackedArray) else np.ascontiguousarray(host)
+        self._allocate(data.nbytes, host.shape, data.dtype)
         self.dtype = host.dtype if isinstance(host, dtypes.PackedArray) else None
-        self.host = host
-        self.nbytes = int(data.nbytes)
-        self.pointer = int(check("cuMemAlloc", cu.cuMemAlloc(max(self.nbytes, 1))))
+        if self.dtype is not None:
+            self.typestr = "|u1"
         check("cuMemcpyHtoD", cu.cuMemcpyHtoD(self.pointer, data.ctypes.data, self.nbytes))
-        self.shape = tuple(host.shape)
-        self.typestr = "|u1" if isinstance(host, dtypes.PackedArray) else data.dtype.str
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], dtype: Any) -> DeviceBuffer:
+        """An uninitialized buffer of `shape` and numpy `dtype`: allocated on the device,
+        nothing copied (what an output needs)."""
+        buffer = cls.__new__(cls)
+        host_dtype = np.dtype(dtype)
+        buffer._allocate(math.prod(shape) * host_dtype.itemsize, shape, host_dtype)
+        buffer.dtype = None
+        return buffer
+
+    def _allocate(self, nbytes: int, shape: tuple[int, ...], host_dtype: np.dtype) -> None:
+        cu = driver()
+        _context()
+        self.nbytes = int(nbytes)
+        self.shape = tuple(shape)
+        self.host_dtype = host_dtype
+        self.typestr = host_dtype.str
+        self.pointer = int(check("cuMemAlloc", cu.cuMemAlloc(max(self.nbytes, 1))))
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -170,11 +187,7 @@ class DeviceBuffer:
     def numpy(self) -> Any:
         """The buffer's contents copied back to the host, in the host object's form."""
         cu = driver()
-        out = (
-            np.empty(self.nbytes, np.uint8)
-            if self.dtype is not None
-            else np.empty_like(np.asarray(self.host))
-        )
+        out = np.empty(self.nbytes if self.dtype is not None else self.shape, self.host_dtype)
         check("cuMemcpyDtoH", cu.cuMemcpyDtoH(out.ctypes.data, self.pointer, self.nbytes))
         if self.dtype is not None:
             return dtypes.PackedArray(out, self.dtype, self.shape)
