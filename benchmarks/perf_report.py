@@ -27,6 +27,7 @@ import quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
 from tilelang.cli import launch_facts  # noqa: E402
+from tilelang.kernels import paged_attention as pa  # noqa: E402
 from tilelang.runtime.nvrtc import nvrtc_version  # noqa: E402
 
 
@@ -37,6 +38,7 @@ class Case:
     constexprs: dict[str, Any]
     launch: dict[str, int]
     per: str
+    iterations: int | None = None  # the main loop's trip count, where the kernel reads it
 
 
 def _quant(weight: tl.DType, n: int) -> Case:
@@ -49,6 +51,41 @@ def _quant(weight: tl.DType, n: int) -> Case:
     )
 
 
+def _paged(cache: tl.DType, head_dim: int, batch: int, context: int) -> Case:
+    """The split kernel of `tilelang.kernels.paged_decode_attention` at a Llama-3-8B-like
+    decode step (32 query heads over 8 KV heads, 16-token pages), `batch` sequences of
+    `context` tokens each (issue 12's target is batch 64, context 4096): the tiles,
+    flags and splits a call would pick."""
+    heads, kv_heads, page = 32, 8, 16
+    tiles = pa.default_tiles(head_dim, heads // kv_heads, cache, "sm_90")
+    pages = context // page
+    splits, per_split = pa.split_count(batch, kv_heads, pages * page, tiles["BN"])
+    scaled = cache in (tl.u8, tl.u4)
+    flags = dict(MODE=pa.TOKEN_SCALED, K_ZEROS=False, V_ZEROS=False) if scaled else {}
+    rows = batch * pages * page
+    scales = dict(SR=rows, SH=kv_heads) if scaled else dict(SR=1, SH=1)
+    return Case(
+        f"paged decode {cache.name} D={head_dim} b={batch} ctx={context}",
+        pa.paged_split_kernel,
+        dict(T=tl.f16, KT=cache, BS=page, G=heads // kv_heads, **flags, **tiles),
+        dict(
+            NB=batch,
+            H=heads,
+            D=head_dim,
+            R=rows,
+            HK=kv_heads,
+            MB=pages,
+            S=splits,
+            **scales,
+            scale=1.0,
+            v_factor=1.0,
+            per_split=per_split,
+        ),
+        "k",
+        iterations=-(-per_split // tiles["BN"]),
+    )
+
+
 CASES = (
     _quant(tl.u4, 28672),
     _quant(tl.u4, 8192),
@@ -56,6 +93,9 @@ CASES = (
     _quant(tl.u8, 28672),
     _quant(tl.f4e2m1, 28672),
     Case("matmul f16 4096^3", matmul.matmul, {}, {"M": 4096, "K": 4096, "N": 4096}, "b"),
+    _paged(tl.f16, 128, 64, 4096),
+    _paged(tl.u8, 128, 64, 4096),
+    _paged(tl.u4, 128, 64, 4096),
 )
 
 
@@ -63,7 +103,9 @@ def report(case: Case, arch: str, latency_ns: float | None):
     """The case's report, compiled with the size facts its launch gives (as a call would)."""
     assume = launch_facts(case.kernel, case.constexprs, case.launch)
     compiled = case.kernel.compile(assume=assume, target=arch, **case.constexprs)
-    return compiled.perf(per=case.per, latency_ns=latency_ns, **case.launch)
+    return compiled.perf(
+        per=case.per, latency_ns=latency_ns, iterations=case.iterations, **case.launch
+    )
 
 
 def summary_row(case: Case, r) -> str:
