@@ -1,7 +1,10 @@
 """Lowering of reductions (`reduce`; scans are `tilelang.lowering.scans`).
 
 An axis held in each thread's registers and in lanes of one warp folds in registers,
-then combines across lanes with an xor-shuffle butterfly. Other layouts go through
+then combines across lanes with an xor-shuffle butterfly. An axis that also spans
+warps does the same within each warp, then one partial per warp goes through shared
+memory and each thread combines the warps' partials of its outputs in warp order (a
+few loads an output, not one per element of the axis). Other layouts go through
 shared memory, each thread folding the elements of its outputs in index order.
 """
 
@@ -24,6 +27,7 @@ from tilelang.lowering.values import (
     WARP,
     TileRegs,
     as_storage,
+    dim_strides,
     element_bytes,
     elementwise,
     from_storage,
@@ -36,7 +40,9 @@ from tilelang.lowering.values import (
 def lower_reduce(lo: Lowering, instr: ir.Reduce) -> None:
     src = lo.tile(instr.value)
     dst = lo.define_tile(instr.result)
-    if not reduce_in_warps(lo, src, dst, instr.op, instr.axis):
+    if not reduce_in_warps(lo, src, dst, instr.op, instr.axis) and not reduce_across_warps(
+        lo, src, dst, instr.op, instr.axis
+    ):
         fold(lo, src, dst, instr.op, instr.axis)
 
 
@@ -74,6 +80,115 @@ def reduce_in_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axis: i
         lo.put(dst, dst_local, value)
     lo.b.count("reduce_shuffle")
     return True
+
+
+def reduce_across_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axis: int) -> bool:
+    """A reduction whose axis lives in each thread's registers, in lanes and in warps:
+    each thread folds its elements of each output, a butterfly of xor shuffles combines
+    the lane digits of the axis (every lane of a butterfly then holds its warp's
+    partial), and the partials go to a scratch [outputs, W] (W: the warps along the
+    axis; the lanes of a butterfly write the same value to the same place). After a
+    barrier each thread reads, for each of its outputs, the W partials (one vector load
+    where W words make one) and combines them in warp order. False when the layouts do
+    not allow it (`fold` then does it)."""
+    vdtype = value_dtype(src.dtype)
+    if vdtype not in (dtypes.f32, dtypes.i32, U32) or value_dtype(dst.dtype) != vdtype:
+        return False
+    layout = src.layout
+    offsets: list[int] = []
+    lanes = 1
+    warp_modes: list[tuple[int, int, int]] = []  # (index step in the axis, thread stride, size)
+    steps = dim_strides(layout)
+    stride = 1
+    for mode in reversed(layout.thread_modes):
+        size = mode.size if isinstance(mode, Rep) else layout.mode_sizes[mode]
+        if not isinstance(mode, Rep) and layout.mode_dims[mode] == axis and size > 1:
+            if stride >= WARP:
+                warp_modes.append((steps[mode], stride, size))
+            elif stride * size > WARP or size & (size - 1):
+                return False  # a mode across the warp boundary, or not a butterfly
+            else:
+                offsets += [stride << j for j in range(size.bit_length() - 1)]
+                lanes *= size
+        stride *= size
+    warps = math.prod(size for _, _, size in warp_modes)
+    groups = _local_groups(layout, axis)
+    if warps == 1 or groups is None or len(groups[0]) * lanes * warps != layout.shape[axis]:
+        return False
+    b = lo.b
+    combine = COMBINE[op]
+    elem = element_bytes(src.dtype)
+    storage = value_dtype_storage(src.dtype)
+    outputs = tuple(s for d, s in enumerate(layout.shape) if d != axis)
+    # this thread's warp along the axis, the warp of the lowest index first
+    warp: t.Expr = imm(0)
+    for _, thread_stride, size in sorted(warp_modes, reverse=True):
+        digit = b.binary("rem", b.binary("div", t.ThreadIndex(), imm(thread_stride)), imm(size))
+        warp = b.add(b.mul(warp, imm(size)), digit)
+    warp = lo.prologue_let(warp, "warp")
+    partials = b.local(storage, len(groups), "part")
+    for gi, locals_ in enumerate(groups):
+        value = lo.get(src, locals_[0])
+        for li in locals_[1:]:
+            value = elementwise(combine, [value, lo.get(src, li)])
+        value = b.let(value, "red")
+        for offset in offsets:
+            other = t.Name(b.fresh("shfl"), vdtype)
+            b.emit(t.Shfl(other, value, "xor", imm(offset)))
+            value = b.let(elementwise(combine, [value, other]), "red")
+        b.emit(t.SetLocal(partials, gi, as_storage(value)))
+    base = lo.scratch(math.prod(outputs) * warps * elem)
+    row_bytes = warps * elem
+    b.emit(t.Barrier())
+    for gi, locals_ in enumerate(groups):
+        index = lo.index(layout, locals_[0])
+        key = _flat(b, [i for d, i in enumerate(index) if d != axis], outputs)
+        address = b.add(imm(base), b.add(b.mul(key, imm(row_bytes)), b.mul(warp, imm(elem))))
+        b.emit(t.SharedStore(b.let(address, "sa"), t.Reg(partials, gi * elem), elem, None))
+    b.emit(t.Barrier())
+    width = row_bytes if row_bytes in (4, 8, 16) else elem
+    loaded = b.local(storage, warps, "x")
+    for li in range(dst.layout.num_locals):
+        row = b.add(imm(base), b.mul(_flat(b, lo.index(dst.layout, li), outputs), imm(row_bytes)))
+        row = b.let(row, "ra")
+        for wi in range(0, warps, width // elem):
+            b.emit(t.SharedLoad(t.Reg(loaded, wi * elem), width, b.add(row, imm(wi * elem))))
+        total = from_storage(t.Read(loaded, 0, storage), src.dtype)
+        for wi in range(1, warps):
+            x = from_storage(t.Read(loaded, wi, storage), src.dtype)
+            total = elementwise(combine, [total, x])
+        lo.put(dst, li, b.let(total, "red"))
+    b.count("reduce_warps")
+    return True
+
+
+def _flat(b, index, shape: tuple[int, ...]) -> t.Expr:
+    """The row-major offset of `index` in a tile of `shape`."""
+    flat: t.Expr = imm(0)
+    for size, i in zip(shape, index, strict=True):
+        flat = b.add(b.mul(flat, imm(size)), i)
+    return flat
+
+
+def _local_groups(layout: Layout, axis: int) -> list[list[int]] | None:
+    """The thread's locals grouped by their index without `axis` (the elements one
+    output folds), in order of their first local; None unless every thread groups its
+    locals the same way."""
+    table = layout.table()
+    keep = [d for d in range(layout.rank) if d != axis]
+    keys = table[:, :, keep]  # [T, N, rank - 1]
+    groups: list[list[int]] = []
+    seen: dict[tuple[int, ...], int] = {}
+    for li in range(layout.num_locals):
+        key = tuple(int(k) for k in keys[0, li])
+        if key not in seen:
+            seen[key] = len(groups)
+            groups.append([])
+        groups[seen[key]].append(li)
+    for locals_ in groups:
+        if not (keys[:, locals_, :] == keys[:, locals_[:1], :]).all():
+            return None
+    return groups
 
 
 def fold(lo, src: TileRegs, dst: TileRegs, op: str, axis: int) -> None:
