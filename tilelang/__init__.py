@@ -52,6 +52,7 @@ from tilelang.dtypes import (
     u32,
     u64,
 )
+from tilelang.ir.layout import Layout, Rep
 from tilelang.kernel import CompiledKernel, Kernel, func, kernel
 from tilelang.lang.elementwise import FUNCTIONS as _ELEMENTWISE
 from tilelang.lang.errors import TileLangError

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.ir.layout import Layout, Rep
 from tilelang.lang import ops
 from tilelang.lang.elementwise import FUNCTIONS
 from tilelang.lang.scan import associative_scan
@@ -33,6 +34,8 @@ class _Language(SimpleNamespace):
 
 tl = _Language(
     **FUNCTIONS,
+    Layout=Layout,  # register layouts a kernel states (`load(..., layout=)`)
+    Rep=Rep,
     arange=ops.arange,
     associative_scan=associative_scan,
     blocks=ops.blocks,
