@@ -42,7 +42,16 @@ them, where they cost one operation per token instead of one per element: an f8 
 of the block's KV head multiplies the softmax scale and, at the end, the output; with
 per-token parameters, q·((c − z)·s) = (q·c − z·Σq)·s for the scores, and
 Σ p·(c − z)·s = Σ (p·s)·c − Σ (p·s)·z for the output, with p·s rounded to q's type
-once and the last sum kept per row beside the accumulator (rescaled with it).
+once and the last sum kept per row beside the accumulator (rescaled with it). An
+absent zero point, the constant 2^(bits−1), costs nothing: it folds into the
+dequantization's own subtraction (c − z, a small integer, exact in q's type; not for
+u8 codes to bf16, which go through f32 and keep the per-token algebra).
+
+The u8/u4 build reads each step's K rows in `key_rows_layout`: each thread dequantizes
+a run of consecutive codes of one row, which is its fragment of the score mma's B
+operand once the head dimension is permuted (q's columns and K's alike, which leaves
+q·K unchanged), so no K tile moves between threads. Scores are kept in base 2 (the
+softmax scale times log2 e, exp2), the row max handed to the combine in natural units.
 
 Each split writes its unnormalized accumulator and its row max m and sum l; a second
 kernel, one block per (sequence, query head), combines the splits: with M = max m,
@@ -96,17 +105,66 @@ PLAIN, HEAD_SCALED, TOKEN_SCALED = 0, 1, 2
 
 
 @func
-def per_token(values, row, hk, BN):
-    """The scale or zero point [BN] of each token's row (gathered by row number)."""
-    return tl.reshape(tl.load(values, [row[:, None], hk], [BN, 1]), [BN])
+def permuted(x, R, HD):
+    """x [R, HD] with its columns permuted: column 8j + 2c + e of the result is column
+    (HD/4)·c + 2j + e of x (`key_rows_layout`)."""
+    return tl.reshape(tl.transpose(tl.reshape(x, [R, 4, HD // 8, 2]), [0, 2, 1, 3]), [R, HD])
 
 
 @func
-def token_params(scales, zeros, row, hk, BN):
-    """The scale and zero point [BN] of each token's row (gathered by row number)."""
-    s = tl.reshape(tl.load(scales, [row[:, None], hk], [BN, 1]), [BN])
-    z = tl.reshape(tl.load(zeros, [row[:, None], hk], [BN, 1]), [BN])
-    return s, z
+def per_token(values, rows, hk, BN):
+    """The scale or zero point [BN] of each token's row (`rows`: [BN, 1] row numbers)."""
+    return tl.reshape(tl.load(values, [rows, hk], [BN, 1]), [BN])
+
+
+#: log2(e) and ln(2): the split kernel keeps its scores in base 2 (exp2) and hands the
+#: combine its row max in natural units.
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def zero_type(cache: DType) -> DType:
+    """The integer type the constant zero point 2^(bits − 1) of a u8/u4 cache is made
+    of: small enough that the zero point folds into the dequantization's subtraction
+    (`zero_folds`)."""
+    return dtypes.u8 if cache.bits == 8 else dtypes.i8
+
+
+def zero_folds(cache: DType, query: DType) -> bool:
+    """Whether the constant zero point of a `cache` (u8, u4) cache folds into the
+    dequantization to `query`'s type (`tilelang.lowering.dequant.folds_zero_points`):
+    codes minus 2^(bits − 1) are small integers the type holds exactly. 8-bit codes to
+    bf16 go through f32 (no fold): those keep the algebra of per-token zero points."""
+    return not (cache.bits == 8 and query == dtypes.bf16)
+
+
+def key_rows_layout(gp: int, bn: int, hd: int, warps: int) -> Any:
+    """The register layout of a step's [BN, 1, HD] quantized K rows, or None: each
+    thread holds HD/4 consecutive codes of a row (one run: 16-byte loads from shared
+    memory) and the rows sit where the score dot's B operand wants its tokens (warp w:
+    its BN/warps tokens, lane l: token l/4 of each 8 and quarter l % 4 of the row).
+    With the head dimension permuted as the kernel permutes it (d = 8j + 2c + e at
+    code 2j + e of quarter c), the codes each thread dequantizes are its B fragment, so
+    no K tile moves between threads. None where the dot's warps are not all along the
+    tokens (G > 16, or BN/8 not a multiple of the warps): the blocked load then."""
+    if gp != 16 or bn % (8 * warps) or hd % 16:
+        return None  # the mma grid is 1 x warps over [16, BN] only with these
+    rows = tl.Layout(
+        (bn, 1, hd),
+        ((warps, bn // 8 // warps, 8), (1,), (4, hd // 4)),
+        (0, 2, 4),  # threads: warp, lane / 4 (the token), lane % 4 (the row's quarter)
+        (1, 3, 5),  # locals: the warp's 8-token group, then the quarter's codes in order
+    )
+    fragment = tl.dot_layout("b", gp, bn, hd, warps=warps).table()  # [T, N, (d, token)]
+    mine = rows.table()  # [T, N, (token, 0, m)]: the code m is d = 8j + 2c + e
+    m = mine[:, :, 2]
+    quarter = m // (hd // 4)
+    d = 8 * (m % (hd // 4) // 2) + 2 * quarter + m % 2
+    for t in range(mine.shape[0]):
+        want = {(int(a), int(b)) for a, b in fragment[t]}
+        if want != {(int(a), int(b)) for a, b in zip(d[t], mine[t, :, 0], strict=True)}:
+            return None
+    return rows
 
 
 @kernel(warps=lambda WARPS, **_: WARPS, min_blocks=lambda MIN_BLOCKS, **_: MIN_BLOCKS or None)
@@ -156,45 +214,64 @@ def paged_split_kernel(
     start = split * per_split
     stop = tl.minimum(tl.minimum(start + per_split, length), MB * BS)  # the table's tokens
     qt = tl.reshape(tl.load(q, [b, hk * G, 0], [1, GP, HD]), [GP, HD])
+    if MODE == TOKEN_SCALED:
+        qt = permuted(qt, GP, HD)  # as K's columns are (key_rows_layout): q·K is the same
     score_scale = scale
     if MODE == HEAD_SCALED and K_HEAD:  # code · s_k: s_k factors out of the dot
         score_scale = scale * tl.load(ks, [0, hk % SH])
+    score_scale = score_scale * LOG2E  # scores in base 2: exp2 is one instruction less
     if MODE == TOKEN_SCALED:
         q_sum = tl.sum(qt.to(tl.f32), axis=1)
+        zero = float(1 << (KT.bits - 1))  # the zero point when none is given
+        codes_zero = tl.full([1, 1], 1 << (KT.bits - 1), zero_type(KT)).to(T)
     m_i = tl.full([GP], float("-inf"), tl.f32)
     l_i = tl.zeros([GP], tl.f32)
     acc = tl.zeros([GP, HD], tl.f32)
-    shift = tl.zeros([GP], tl.f32)  # Σ (p·s)·z of the V zero points (TOKEN_SCALED)
+    shift = tl.zeros([GP], tl.f32)  # Σ (p·s)·z of per-token V zero points (V_ZEROS)
     for t0 in tl.range(start, stop, BN, stages=STAGES):
         token = t0 + tl.arange(0, BN)
         page = tl.load(table, [b, (token // BS)[None, :]], [1, BN], fill=-1)
         row = tl.where(token < stop, tl.reshape(page, [BN]) * BS + token % BS, -1)
-        kt = tl.reshape(tl.load(k, [row[:, None, None], hk, 0], [BN, 1, HD]), [BN, HD])
-        vt = tl.reshape(tl.load(v, [row[:, None, None], hk, 0], [BN, 1, HD]), [BN, HD])
-        s = tl.dot(qt, tl.transpose(kt.to(T)))
-        if MODE == TOKEN_SCALED:  # q·(c − z)·s = (q·c − z·Σq)·s, per token
-            if K_ZEROS:
-                k_s, k_z = token_params(ks, kz, row, hk, BN)
+        rows = row[:, None, None]  # one index tile (and one relayout) for K and V
+        if MODE == TOKEN_SCALED and key_rows_layout(GP, BN, HD, WARPS) is not None:
+            kt = tl.load(k, [rows, hk, 0], [BN, 1, HD], layout=key_rows_layout(GP, BN, HD, WARPS))
+            kt = tl.reshape(kt, [BN, HD])
+        else:
+            kt = tl.reshape(tl.load(k, [rows, hk, 0], [BN, 1, HD]), [BN, HD])
+        vt = tl.reshape(tl.load(v, [rows, hk, 0], [BN, 1, HD]), [BN, HD])
+        # masked tokens (past the split's end) read zeros: a finite score, then −inf
+        bias = tl.where(token < stop, 0.0, float("-inf"))[None, :]
+        if MODE == TOKEN_SCALED:
+            # the constant zero point folds into the dequantization's subtraction (exact:
+            # small integers); per-token ones are applied per token, below
+            kc = kt.to(T) - codes_zero if not K_ZEROS and zero_folds(KT, T) else kt.to(T)
+            s = tl.dot(qt, tl.transpose(permuted(kc, BN, HD)))
+            params = row[:, None]  # one index tile for the scales and zero points
+            k_s = (per_token(ks, params, hk, BN) * score_scale)[None, :]
+            if K_ZEROS:  # q·(c − z)·s = (q·c − z·Σq)·s, per token
+                s = (s - q_sum[:, None] * per_token(kz, params, hk, BN)[None, :]) * k_s + bias
+            elif zero_folds(KT, T):
+                s = s * k_s + bias
             else:
-                k_s = per_token(ks, row, hk, BN)
-                k_z = tl.full([BN], float(1 << (KT.bits - 1)), tl.f32)
-            s = (s - q_sum[:, None] * k_z[None, :]) * k_s[None, :]
-        s = s * score_scale
-        s = tl.where(tl.broadcast((token < stop)[None, :], [GP, BN]), s, float("-inf"))
+                s = (s - q_sum[:, None] * zero) * k_s + bias
+        else:
+            s = tl.dot(qt, tl.transpose(kt.to(T))) * score_scale + bias
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         base = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp(s - base[:, None])
-        alpha = tl.exp(m_i - base)
+        p = tl.exp2(s - base[:, None])
+        alpha = tl.exp2(m_i - base)
         l_i = l_i * alpha + tl.sum(p, axis=1)
-        if MODE == TOKEN_SCALED:  # Σ p·(c − z)·s = Σ (p·s)·c − Σ (p·s)·z, per token
-            if V_ZEROS:
-                v_s, v_z = token_params(vs, vz, row, hk, BN)
+        if MODE == TOKEN_SCALED:  # Σ p·(c − z)·s = Σ (p·s)·(c − z), per token
+            weights = (p * per_token(vs, params, hk, BN)[None, :]).to(T)
+            if V_ZEROS:  # = Σ (p·s)·c − Σ (p·s)·z
+                v_z = per_token(vz, params, hk, BN)
+                shift = shift * alpha + tl.sum(weights.to(tl.f32) * v_z[None, :], axis=1)
+                acc = tl.dot(weights, vt.to(T), acc * alpha[:, None])
+            elif zero_folds(KT, T):
+                acc = tl.dot(weights, vt.to(T) - codes_zero, acc * alpha[:, None])
             else:
-                v_s = per_token(vs, row, hk, BN)
-                v_z = tl.full([BN], float(1 << (KT.bits - 1)), tl.f32)
-            weights = (p * v_s[None, :]).to(T)
-            shift = shift * alpha + tl.sum(weights.to(tl.f32) * v_z[None, :], axis=1)
-            acc = tl.dot(weights, vt.to(T), acc * alpha[:, None])
+                shift = shift * alpha + tl.sum(weights.to(tl.f32), axis=1) * zero
+                acc = tl.dot(weights, vt.to(T), acc * alpha[:, None])
         else:
             acc = tl.dot(p.to(T), vt.to(T), acc * alpha[:, None])
         m_i = m_new
@@ -205,6 +282,7 @@ def paged_split_kernel(
         acc = acc * out_scale
     if MODE == TOKEN_SCALED:
         acc = acc - shift[:, None]
+    m_i = m_i * LN2  # the row max in the scores' own units (the combine's exp)
     tl.store(part_o, [b, hk, split, 0, 0], tl.reshape(acc, [1, 1, 1, GP, HD]))
     tl.store(part_m, [b, hk, split, 0], tl.reshape(m_i, [1, 1, 1, GP]))
     tl.store(part_l, [b, hk, split, 0], tl.reshape(l_i, [1, 1, 1, GP]))
@@ -239,24 +317,33 @@ def paged_combine_kernel(
     tl.store(o, [b, h, 0], tl.reshape(out.to(T), [1, 1, HD]))
 
 
-#: (BN, WARPS, MIN_BLOCKS) of the per-token-scaled (u8, u4) split kernel by (cache, D,
-#: arch) at D = 64, where the plain tiles (32 tokens, 4 warps, no minimum) spill: ptxas
-#: caps the registers at 128 or 168 for occupancy and spills a few bytes; `min_blocks=1`
+#: (BN, WARPS, MIN_BLOCKS) of the split kernel by (cache, D, arch) where the plain
+#: tiles (32 tokens, 4 warps, no minimum) do not serve. At D = 64 they spill: ptxas caps
+#: the registers at 80, 128 or 168 for occupancy and spills a few bytes; `min_blocks=1`
 #: (`tilelang.kernel`) lets it use what the kernel needs (0 spills, measured). Stating
-#: it at 64-token tiles costs: ptxas then unrolls further and spills 52-60 bytes.
+#: it at 64-token u8 tiles costs: ptxas then unrolls further and spills 52-60 bytes.
 TOKEN_TILES = {
     (dtypes.u8, 64, "sm_80"): (32, 4, 1),
     (dtypes.u8, 64, "sm_90"): (32, 4, 1),
     (dtypes.u4, 64, "sm_80"): (32, 2, 0),  # 4 warps read its 32-byte rows 8 bytes a thread
     (dtypes.u4, 64, "sm_90"): (32, 2, 0),
+    # f8 at D = 64: ptxas picks 80 registers for a third block and spills 4-12 bytes
+    # (sm_80 both scales per head, sm_90 v's); stated, 92-96 registers and 0 spills
+    (dtypes.f8e4m3, 64, "sm_80"): (32, 4, 1),
+    (dtypes.f8e4m3, 64, "sm_90"): (32, 4, 1),
+    # u4 at D = 128: 64 tokens a step halve the per-step work (the accumulator's
+    # rescale, the reductions' exchanges, the loop's bookkeeping) per token: sm_90
+    # 0.343 -> 0.298 warp instructions per K element, under the 0.312 the DRAM floor
+    # leaves (perf_report); 200-204 registers, 0 spills (min_blocks=1 from D = 128)
+    (dtypes.u4, 128, "sm_80"): (64, 4, 1),
+    (dtypes.u4, 128, "sm_90"): (64, 4, 1),
 }
 
 #: The (cache, D, arch, reads) whose build states `min_blocks=1` on top of its tiles:
 #: a call that reads other tensors (`default_tiles`' `reads`) gives ptxas another
 #: kernel; this one, capped at 168 registers, spills 8 bytes without it (220 registers
 #: and 0 spills with it, measured, pipelined at 2-4 stages). D >= 128 always states it
-#: (`default_tiles`). The f8 builds at D = 64 on sm_80 that needed it unpipelined take
-#: 104 registers pipelined and spill nothing without it.
+#: (`default_tiles`); the f8 builds at D = 64 state it in TOKEN_TILES.
 READS_MIN_BLOCKS = {
     (dtypes.u4, 64, "sm_90", (True, True)),  # both zero points given
 }
