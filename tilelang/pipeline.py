@@ -80,11 +80,13 @@ def lower_function(fn: Function, target: Target = CPU, dump_dir: DumpDir = None)
     dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
     thread = lower(fn, target)
     verify_thread_function(thread)
-    _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
+    if dump_dir:
+        _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
     for index, (name, run) in enumerate(THREAD_PIPELINE, start=len(PIPELINE) + 2):
         thread = run(thread, target)
         verify_thread_function(thread)
-        _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
+        if dump_dir:  # printing a large kernel costs as much as a pass
+            _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
     return thread
 
 

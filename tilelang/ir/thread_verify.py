@@ -14,6 +14,8 @@ Checks (each failure is a `ThreadIRError` naming the statement):
 
 from __future__ import annotations
 
+import weakref
+
 from tilelang import dtypes
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import MMA_ATOMS
@@ -26,8 +28,20 @@ class ThreadIRError(ValueError):
     """A thread-IR function breaks a rule of `tilelang.ir.thread`."""
 
 
+#: The functions verified in this process, by identity (a function is frozen, so it stays
+#: valid): the pipeline verifies each pass's output and each backend its input, which
+#: are mostly the same object. Weak references, so a collected function's id can be
+#: reused by another.
+_VERIFIED: dict[int, weakref.ref] = {}
+
+
 def verify_thread_function(fn: t.ThreadFunction) -> None:
+    known = _VERIFIED.get(id(fn))
+    if known is not None and known() is fn:
+        return
     _Verifier(fn).run()
+    key = id(fn)
+    _VERIFIED[key] = weakref.ref(fn, lambda _, key=key: _VERIFIED.pop(key, None))
 
 
 def _show(stmt: t.Stmt) -> str:

@@ -14,6 +14,7 @@ is required by tilelang: `find_disassembler()` returns None without one, and cal
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -59,13 +60,19 @@ def find_disassembler() -> tuple[str, str] | None:
 
 
 def disassemble(cubin: bytes) -> str:
-    """The SASS text of every function in `cubin`."""
+    """The SASS text of every function in `cubin` (remembered for the last few cubins:
+    the disassembler is a process, about 0.3 s a call, and a kernel's report, its tests
+    and the tuner read the same cubin)."""
     found = find_disassembler()
     if found is None:
         raise SassUnavailableError(
             "no SASS disassembler: install `nvidia-cuda-nvdisasm` (pip) or the CUDA toolkit"
         )
-    tool, path = found
+    return _disassemble(*found, cubin)
+
+
+@functools.lru_cache(maxsize=32)
+def _disassemble(tool: str, path: str, cubin: bytes) -> str:
     with tempfile.TemporaryDirectory(prefix="tilelang-sass-") as tmp:
         file = os.path.join(tmp, "kernel.cubin")
         with open(file, "wb") as f:
