@@ -21,10 +21,10 @@ def run(fn: t.ThreadFunction, target: Target = CPU) -> t.ThreadFunction:
     body = _share(fn.body, {}, {})
     while True:
         used = _used_names(body, fn.grid)
-        pruned = _prune(body, used)
-        if pruned == body:
+        removed: list[str] = []
+        body = _prune(body, used, removed)
+        if not removed:
             break
-        body = pruned
     return replace(fn, body=body)
 
 
@@ -33,26 +33,33 @@ def _has_read(e: t.Expr) -> bool:
 
 
 def _rename_expr(e: t.Expr, renames: dict[str, t.Name]) -> t.Expr:
+    """`e` with renamed Names: the same object where nothing in it is renamed (most
+    expressions: rebuilding them all cost more than the rest of the pass)."""
     if isinstance(e, t.Name):
         return renames.get(e.name, e)
-    children = e.children()
-    if not children:
+    if not e.children():
         return e
     changes = {}
     for f in fields(e):
         value = getattr(e, f.name)
         if isinstance(value, t.Expr):
-            changes[f.name] = _rename_expr(value, renames)
-    return replace(e, **changes)
+            renamed = _rename_expr(value, renames)
+            if renamed is not value:
+                changes[f.name] = renamed
+    return replace(e, **changes) if changes else e
 
 
 def _rename_stmt(s: t.Stmt, renames: dict[str, t.Name]) -> t.Stmt:
+    if not renames:
+        return s
     skip = t.DEFINING_FIELDS.get(type(s).__name__)
     changes = {}
     for f in fields(s):
         value = getattr(s, f.name)
         if f.name != skip and isinstance(value, t.Expr):
-            changes[f.name] = _rename_expr(value, renames)
+            renamed = _rename_expr(value, renames)
+            if renamed is not value:
+                changes[f.name] = renamed
     return replace(s, **changes) if changes else s
 
 
@@ -91,16 +98,21 @@ def _used_names(body: tuple[t.Stmt, ...], grid: tuple[t.Expr, ...]) -> set[str]:
     return used
 
 
-def _prune(body: tuple[t.Stmt, ...], used: set[str]) -> tuple[t.Stmt, ...]:
+def _prune(body: tuple[t.Stmt, ...], used: set[str], removed: list[str]) -> tuple[t.Stmt, ...]:
+    """`body` without the Lets whose Name is not in `used` (their names appended to
+    `removed`, so the caller knows without comparing trees whether to go again)."""
     out: list[t.Stmt] = []
     for stmt in body:
         if isinstance(stmt, t.Let) and stmt.name.name not in used:
+            removed.append(stmt.name.name)
             continue
         if isinstance(stmt, t.For):
-            stmt = replace(stmt, body=_prune(stmt.body, used))
+            stmt = replace(stmt, body=_prune(stmt.body, used, removed))
         elif isinstance(stmt, t.If):
             stmt = replace(
-                stmt, then_body=_prune(stmt.then_body, used), else_body=_prune(stmt.else_body, used)
+                stmt,
+                then_body=_prune(stmt.then_body, used, removed),
+                else_body=_prune(stmt.else_body, used, removed),
             )
         out.append(stmt)
     return tuple(out)
