@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tilelang.analysis.gather_copies import gather_copy_layout
+from tilelang.analysis.loop_values import LoopValues, carried_reason
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import walk
@@ -132,21 +133,18 @@ def index_recipe(
     """The instructions of `loop`'s body that `index` is made of (in body order), when
     they can run for any iteration from the loop variable and values defined before the
     loop; else what stops that."""
-    body = loop.body.instrs
-    definitions = {d: i for i in body for d in i.defs()}
-    in_body = {d for i in walk(loop.body) for d in i.defs()}
+    values = LoopValues(loop)
     found: dict[int, ir.Instr] = {}
 
     def visit(value: ir.Value) -> str | None:
-        if isinstance(value, ir.Const) or value == loop.var:
+        origin = values.origin(value)
+        if origin.kind == "outside":
             return None
-        if value in loop.carried:
-            return f"%{value.name}, which the loop carries from one iteration to the next"
-        if value not in in_body:
-            return None  # defined before the loop
-        instr = definitions.get(value)
-        if instr is None:
+        if origin.kind == "carried":
+            return carried_reason(value)
+        if origin.kind == "nested":
             return f"%{value.name}, computed inside a branch or an inner loop"
+        instr = origin.instr
         if not isinstance(instr, _RECIPE):
             return f"%{value.name}, computed by {instr.mnemonic} at {instr.loc}"
         tensor = getattr(instr, "tensor", None)
@@ -163,7 +161,7 @@ def index_recipe(
     reason = visit(index)
     if reason is not None:
         return reason
-    return tuple(i for i in body if id(i) in found)
+    return tuple(i for i in loop.body.instrs if id(i) in found)
 
 
 def feeding_only(body: tuple[ir.Instr, ...], copies: list[GatherCopy]) -> set[int]:

@@ -91,6 +91,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from tilelang import dtypes
+from tilelang.analysis.loop_values import LoopValues, carried_reason
 from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
 from tilelang.ir import nodes as ir
 from tilelang.ir.shared_layout import SharedLayout
@@ -703,20 +704,18 @@ def _blocker(
             f"the loop also writes %{load.tensor.name} ({writer.mnemonic} at {writer.loc}), "
             "which a load issued ahead would not see"
         )
-    definitions = {d: i for i in loop.body.instrs for d in i.defs()}
-    in_body = {d for i in walk(loop.body) for d in i.defs()}
+    values = LoopValues(loop)
 
     def why(value: ir.Value) -> str | None:
-        if isinstance(value, ir.Const) or value == loop.var:
+        origin = values.origin(value)
+        if origin.kind == "outside":
             return None
-        if value in loop.carried:
-            return f"%{value.name}, which the loop carries from one iteration to the next"
-        if value not in in_body:
-            return None  # defined before the loop
-        instr = definitions.get(value)
+        if origin.kind == "carried":
+            return carried_reason(value)
+        instr = origin.instr
         if isinstance(instr, ir.Compute | ir.Cast) and isinstance(value.type, ScalarType):
             return next((r for r in map(why, instr.uses()) if r is not None), None)
-        source = "from loaded data" if _from_tiles(instr, definitions) else "by a branch"
+        source = "from loaded data" if _from_tiles(instr, values.definitions) else "by a branch"
         where = f" ({instr.mnemonic} at {instr.loc})" if instr is not None else ""
         return f"%{value.name}, computed in the loop body {source}{where}"
 
