@@ -4,10 +4,10 @@ A `Kernel` reads its parameters once (at decoration), compiles the body to block
 once per set of compile-time constants (a specialization, cached), checks every
 argument of a call before anything runs, and runs the kernel. A call on host arrays
 specializes the kernel on what the sizes are divisible by (`Function.assume`), runs the
-pass pipeline, lowers to thread IR and runs that through the LLVM CPU backend; a call
-on GPU arrays builds for the device's architecture (through the disk cache) and
-launches there; `kernel.interpret(...)` runs the frontend's block IR in the reference
-interpreter.
+pass pipeline, lowers to thread IR and runs that through the LLVM CPU backend (the
+machine code through the disk cache, `runtime.cpu_build`); a call on GPU arrays builds
+for the device's architecture (through the disk cache) and launches there;
+`kernel.interpret(...)` runs the frontend's block IR in the reference interpreter.
 
 Every step is cached in memory per specialization and size facts: a warm call checks
 its arguments, looks its `CompiledKernel` up and launches — the block IR is not walked
@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,6 +53,9 @@ from tilelang.runtime.value_facts import forget as forget_facts
 from tilelang.target import CPU, Target
 from tilelang.target import target as find_target
 
+if TYPE_CHECKING:
+    from tilelang.runtime.cpu_build import CpuBuild
+
 Warps = int | Callable[..., int]
 #: ``min_blocks``: None, an int, or a function of the constexprs giving one.
 MinBlocks = int | Callable[..., int | None] | None
@@ -78,7 +81,9 @@ class CompiledKernel:
     `stats` counts what the lowering selected (mma, ldmatrix, dequantization recipes
     and their scalar fallback, access widths, ...). A GPU build that came from the
     disk cache ran no pass; `stages` then runs them on first use, and `thread` is read
-    from the entry on first use. `cpu` is the LLVM-compiled form, built once.
+    from the entry on first use. `cpu` is the LLVM-compiled form, built once: for the
+    CPU target through the disk cache too (`cpu_build`; a hit loads the stored machine
+    code), for a GPU target's thread IR in memory only.
     """
 
     def __init__(
@@ -87,11 +92,13 @@ class CompiledKernel:
         stages: Callable[[], dict[str, ir.Function]],
         thread: Callable[[], ThreadFunction],
         cuda: CudaBuild | None = None,
+        cpu_build: CpuBuild | None = None,
     ):
         self.name = name
         self._stages = stages
         self._thread = thread
         self.cuda = cuda
+        self.cpu_build = cpu_build
 
     @functools.cached_property
     def stages(self) -> dict[str, ir.Function]:
@@ -104,7 +111,10 @@ class CompiledKernel:
     @functools.cached_property
     def cpu(self):
         """The thread IR verified, emitted as LLVM IR and JIT-compiled (a
-        `tilelang.runtime.cpu.CpuKernel`), once per compiled kernel."""
+        `tilelang.runtime.cpu.CpuKernel`), once per compiled kernel; for the CPU target,
+        the disk cache's machine code when the compile found its entry."""
+        if self.cpu_build is not None:
+            return self.cpu_build.kernel
         # Deferred: the CPU backend (the LLVM emitter, llvmlite) loads only in a process
         # that runs something on the CPU; the GPU call path never needs it.
         from tilelang.runtime.cpu import compile_cpu
@@ -367,9 +377,13 @@ class Kernel:
             return lower_function(stages()[PIPELINE[-1][0]], target)
 
         if not target.is_gpu:
-            compiled = CompiledKernel(self.fn.__name__, stages, thread)
-            _ = compiled.thread  # lower now: a kernel that cannot be lowered fails at compile
-            return compiled
+            # Deferred, as in `CompiledKernel.cpu`: the GPU path never loads LLVM.
+            from tilelang.runtime.cpu_build import cpu_build
+
+            # Found on disk, or lowered now: a kernel that cannot be lowered fails at
+            # compile. min_blocks is a CUDA launch bound: the CPU build ignores it.
+            cpu = cpu_build((spec.key_text(facts), f"target {target.name}"), thread)
+            return CompiledKernel(self.fn.__name__, stages, lambda: cpu.thread, cpu_build=cpu)
         key = (spec.key_text(facts),)
         if spec.min_blocks is not None:
             key += (f"min_blocks {spec.min_blocks}",)

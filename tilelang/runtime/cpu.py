@@ -4,7 +4,10 @@
 (`tilelang.codegen.llvm`), optimizes it with a short pipeline and JIT-compiles it with
 -O2 code generation for the host CPU (its name and features, so AVX2/AVX-512 and F16C
 are used where present). Compiled kernels are cached in-process by the LLVM IR text;
-one target machine is shared and compilation is serialized by a lock.
+one target machine is shared and compilation is serialized by a lock. The object code
+MCJIT emits is kept (`_Compiled.object`): `load_object` loads it again in another
+process without optimizing or generating code, which is how `tilelang.runtime.cpu_build`
+caches CPU builds on disk (keyed with `jit_identity`).
 
 The short pipeline (SROA, instcombine, simplifycfg, SCCP, DCE) is chosen for compile
 time. LLVM's full -O2 module pipeline spent 80% of a large kernel's compile unrolling
@@ -61,6 +64,20 @@ __all__ = ["CpuKernel", "compile_cpu", "compile_llvm_ir", "eval_host_expr"]
 
 OPT_LEVEL = 2
 
+#: The JIT's short pipeline (`_optimize`), in order: llvmlite's ``add_<name>_pass``.
+JIT_PASSES = (
+    "always_inliner",
+    "sroa",  # the locals and per-thread slots, to registers
+    "instruction_combine",
+    "simplify_cfg",
+    "sccp",
+    "dead_code_elimination",
+)
+#: What the machine code of a module depends on besides LLVM and the host: the pipeline
+#: and the code generator's level (part of the disk cache's key, `jit_identity`). Bump
+#: the leading number for a change the names do not show (a pass's options).
+JIT_PIPELINE = f"1 {','.join(JIT_PASSES)} codegen-O{OPT_LEVEL}"
+
 #: The least machine-code time (seconds) worth handing to one more thread.
 MIN_SECONDS_PER_WORKER = 1e-3
 
@@ -70,6 +87,8 @@ GRID_MEMORY = 64
 _LOCK = threading.RLock()
 _STATE: dict[str, object] = {}
 _CACHE: dict[str, _Compiled] = {}
+_LOADED: dict[bytes, _Compiled] = {}  # by object code (see `load_object`)
+_KEPT: list[object] = []  # every engine `load_object` made
 _POOL: list[ThreadPoolExecutor] = []
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(
@@ -91,6 +110,7 @@ class _Compiled:
     address: int
     entry: object
     seconds: float
+    object: bytes | None = None  # the machine code as MCJIT emitted it (for the disk cache)
 
 
 def _llvm():
@@ -105,9 +125,11 @@ def _llvm():
             llvm.initialize_native_asmprinter()
             target = llvm.Target.from_triple(llvm.get_process_triple())
             features = llvm.get_host_cpu_features().flatten()
+            name = llvm.get_host_cpu_name()
             _STATE["tm"] = target.create_target_machine(
-                cpu=llvm.get_host_cpu_name(), features=features, opt=OPT_LEVEL, jit=True
+                cpu=name, features=features, opt=OPT_LEVEL, jit=True
             )
+            _STATE["cpu"] = name
             _STATE["features"] = features
             _ensure_half_runtime(llvm)
     return llvm, _STATE["tm"]
@@ -137,13 +159,23 @@ def _optimize(llvm, tm, module) -> None:
     local arrays become SSA values and folded code; no unrolling or vectorization."""
     builder = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(OPT_LEVEL))
     passes = llvm.create_new_module_pass_manager()
-    passes.add_always_inliner_pass()
-    passes.add_sroa_pass()  # the locals and per-thread slots, to registers
-    passes.add_instruction_combine_pass()
-    passes.add_simplify_cfg_pass()
-    passes.add_sccp_pass()
-    passes.add_dead_code_elimination_pass()
+    for name in JIT_PASSES:
+        getattr(passes, f"add_{name}_pass")()
     passes.run(module, builder)
+
+
+def jit_identity() -> str:
+    """Everything besides the LLVM IR that the JIT's machine code depends on: llvmlite's
+    and LLVM's versions, the process triple, the host CPU and features the target machine
+    was made for, and the pipeline (`JIT_PIPELINE`). Loads LLVM (`_llvm`)."""
+    import llvmlite
+
+    llvm, _ = _llvm()
+    version = ".".join(str(part) for part in llvm.llvm_version_info)
+    return (
+        f"llvmlite {llvmlite.__version__}; llvm {version}; triple {llvm.get_process_triple()}; "
+        f"cpu {_STATE['cpu']}; features {_STATE['features']}; pipeline {JIT_PIPELINE}"
+    )
 
 
 def compile_llvm_ir(text: str) -> _Compiled:
@@ -160,11 +192,68 @@ def compile_llvm_ir(text: str) -> _Compiled:
         module.verify()
         _optimize(llvm, tm, module)
         engine = llvm.create_mcjit_compiler(module, tm)
+        emitted: list[bytes] = []
+        engine.set_object_cache(lambda _module, data: emitted.append(data))
         engine.finalize_object()
         address = engine.get_function_address(ENTRY)
-        compiled = _Compiled(engine, address, _ENTRY_TYPE(address), time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        obj = emitted[0] if len(emitted) == 1 else None
+        compiled = _Compiled(engine, address, _ENTRY_TYPE(address), seconds, obj)
         _CACHE[text] = compiled
         return compiled
+
+
+def load_object(obj: bytes) -> _Compiled:
+    """Machine code `compile_llvm_ir` emitted (`_Compiled.object`), loaded into this
+    process: relocated and linked, nothing optimized or generated. `obj` must be such an
+    object, byte for byte (a damaged one can crash LLVM: callers check it first); one
+    without the entry function is a `ValueError`. Cached in-process by the object, as
+    `compile_llvm_ir` caches by the text: every engine is kept, because each one owns
+    the shared target machine (llvmlite), which freeing any of them would destroy."""
+    with _LOCK:
+        hit = _LOADED.get(obj)
+        if hit is not None:
+            return hit
+        llvm, tm = _llvm()  # also provides the f16 helpers the object may call
+        start = time.perf_counter()
+        empty = llvm.parse_assembly("")
+        empty.triple = llvm.get_process_triple()
+        empty.data_layout = str(tm.target_data)
+        engine = llvm.create_mcjit_compiler(empty, tm)
+        _KEPT.append(engine)  # even if the object does not load (see the docstring)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(obj))
+        engine.finalize_object()
+        address = engine.get_function_address(ENTRY)
+        if not address:
+            raise ValueError(f"the object code defines no {ENTRY} function")
+        seconds = time.perf_counter() - start
+        compiled = _Compiled(engine, address, _ENTRY_TYPE(address), seconds, obj)
+        _LOADED[obj] = compiled
+        return compiled
+
+
+class LoadedModule:
+    """What a launch needs of a module whose machine code was loaded (`load_object`),
+    as `LLVMKernel` holds it; the IR text (`ir`) is emitted again from `fn` only when
+    someone asks for it (it is the same text: the emitter is deterministic)."""
+
+    def __init__(
+        self,
+        fn: t.ThreadFunction,
+        workspace_bytes: int,
+        tensor_params: tuple[str, ...],
+        scalar_params: tuple[t.Param, ...],
+        stored_tensors: frozenset[str],
+    ) -> None:
+        self.fn = fn
+        self.workspace_bytes = workspace_bytes
+        self.tensor_params = tensor_params
+        self.scalar_params = scalar_params
+        self.stored_tensors = stored_tensors
+
+    @functools.cached_property
+    def ir(self) -> str:
+        return lower_to_llvm(self.fn).ir
 
 
 def compile_cpu(fn: t.ThreadFunction) -> CpuKernel:
@@ -216,7 +305,7 @@ class CpuKernel:
     launch), which decides how many threads a launch is worth (see `_workers`)."""
 
     fn: t.ThreadFunction
-    lowered: LLVMKernel
+    lowered: LLVMKernel | LoadedModule
     compiled: _Compiled = field(repr=False)
     _names: frozenset[str] = field(init=False, repr=False)
     _tensors: tuple[tuple[t.Param, bool], ...] = field(init=False, repr=False)
