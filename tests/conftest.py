@@ -7,8 +7,11 @@ several test files make: an error reported at a marked source line (`marked_line
 
 import importlib
 import inspect
+import json
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +184,43 @@ class Device:
             "typestr": "|u1" if packed else self.data.dtype.str,
             "version": 3,
         }
+
+
+def run_python(code: str, cache_dir: Path, **variables: object) -> dict:
+    """Runs `code` in a fresh interpreter (the examples importable, `variables` set, the
+    disk cache at `cache_dir`); it prints one JSON object as its last line, returned."""
+    prelude = f"import sys\nsys.path.insert(0, {str(EXAMPLES)!r})\n"
+    prelude += "".join(f"{name} = {value!r}\n" for name, value in variables.items())
+    env = {**os.environ, "TILELANG_CACHE_DIR": str(cache_dir)}
+    done = subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=EXAMPLES.parent,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def unstageable_gather():
+    """A fresh kernel object each call (nothing shared in memory) whose loop's gather
+    the pipelining pass cannot stage (cp.async cannot fill with 1): it warns at the
+    loop's line, for every target."""
+    import tilelang as tl
+
+    @tl.kernel(warps=4)
+    def staged(
+        cache: tl.Tensor[tl.f16, "N", 64],
+        ids: tl.Tensor[tl.i32, "R"],
+        out: tl.Tensor[tl.f32, 1, 64],
+    ):
+        acc = tl.zeros([1, 64], tl.f32)
+        for r in tl.range(0, R, 16, stages=2):
+            rows = tl.load(ids, [r], [16], fill=-1)
+            x = tl.load(cache, [rows[:, None], 0], [16, 64], fill=1.0)
+            acc = acc + tl.sum(x.to(tl.f32), axis=0)
+        tl.store(out, [0, 0], acc)
+
+    return staged

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import load_example
+from conftest import load_example, unstageable_gather
 
 import tilelang as tl
 from tilelang.cli import main
@@ -351,34 +351,13 @@ def test_the_nvrtc_version_is_memoized_until_the_library_changes(cache, tmp_path
     assert nvrtc._identity(cache) == "nvrtc 13.2" and len(asked) == 2
 
 
-def _staged_gather():
-    """A fresh kernel object each call (nothing shared in memory), whose loop's gather
-    the pipelining pass cannot stage (cp.async cannot fill with 1): it warns at the
-    loop's line."""
-
-    @tl.kernel(warps=4)
-    def staged(
-        cache: tl.Tensor[tl.f16, "N", 64],
-        ids: tl.Tensor[tl.i32, "R"],
-        out: tl.Tensor[tl.f32, 1, 64],
-    ):
-        acc = tl.zeros([1, 64], tl.f32)
-        for r in tl.range(0, R, 16, stages=2):
-            rows = tl.load(ids, [r], [16], fill=-1)
-            x = tl.load(cache, [rows[:, None], 0], [16, 64], fill=1.0)
-            acc = acc + tl.sum(x.to(tl.f32), axis=0)
-        tl.store(out, [0, 0], acc)
-
-    return staged
-
-
 def test_a_build_read_from_disk_warns_as_the_first_compile_did(cache):
     from tilelang.passes.software_pipeline import PipelineWarning
 
     with pytest.warns(PipelineWarning, match="the gather with 1") as first:
-        _staged_gather().compile(target="sm_90")
+        unstageable_gather().compile(target="sm_90")
     with pytest.warns(PipelineWarning, match="the gather with 1") as again:
-        build = _staged_gather().compile(target="sm_90")
+        build = unstageable_gather().compile(target="sm_90")
     assert build.cuda.cached
     said = [(str(w.message), w.filename, w.lineno) for w in first if "gather" in str(w.message)]
     assert said == [

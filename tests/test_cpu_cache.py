@@ -4,11 +4,9 @@ cold compile's bits; damaged or unusable entries are rebuilt; the key follows th
 and the JIT pipeline; the passes' warnings are given again on a hit."""
 
 import hashlib
+import inspect
 import json
-import os
-import subprocess
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import llvmlite
 import llvmlite.binding
 import numpy as np
 import pytest
-from conftest import EXAMPLES, load_example
+from conftest import load_example, run_python, unstageable_gather
 
 import tilelang as tl
 from tilelang.kernel import CompiledKernel
@@ -83,24 +81,6 @@ WARM = """
         "llvm_ir": hashlib.sha256(compiled.cpu.llvm_ir.encode()).hexdigest(),
     }))
 """
-
-
-def run_python(code: str, cache_dir: Path, **variables: object) -> dict:
-    """Runs `code` in a fresh interpreter with the examples importable and `variables`
-    set; returns the JSON object it prints last."""
-    prelude = f"import sys\nsys.path.insert(0, {str(EXAMPLES)!r})\n"
-    prelude += "".join(f"{name} = {value!r}\n" for name, value in variables.items())
-    env = {**os.environ, "TILELANG_CACHE_DIR": str(cache_dir)}
-    done = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_warm_compile_in_a_fresh_process_runs_no_pass_and_no_llvm(tmp_path):
@@ -240,26 +220,6 @@ def test_the_pipeline_version_names_the_passes_that_run(monkeypatch):
 # --------------------------------------------------------------------------- warnings
 
 
-def staged_gather():
-    """A fresh kernel object each call, whose loop's gather the pipelining pass cannot
-    stage: it warns at the loop's line, for the CPU target too."""
-
-    @tl.kernel(warps=4)
-    def staged(
-        cache: tl.Tensor[tl.f16, "N", 64],
-        ids: tl.Tensor[tl.i32, "R"],
-        out: tl.Tensor[tl.f32, 1, 64],
-    ):
-        acc = tl.zeros([1, 64], tl.f32)
-        for r in tl.range(0, R, 16, stages=2):
-            rows = tl.load(ids, [r], [16], fill=-1)
-            x = tl.load(cache, [rows[:, None], 0], [16, 64], fill=1.0)
-            acc = acc + tl.sum(x.to(tl.f32), axis=0)
-        tl.store(out, [0, 0], acc)
-
-    return staged
-
-
 def compile_warning(kernel) -> tuple[CompiledKernel, list]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -271,11 +231,12 @@ def compile_warning(kernel) -> tuple[CompiledKernel, list]:
 def test_a_hit_gives_the_passes_warnings_again(cache):
     from tilelang.passes.software_pipeline import PipelineWarning
 
-    first, said = compile_warning(staged_gather())
+    first, said = compile_warning(unstageable_gather())
     assert any(category is PipelineWarning and "gather" in m for category, m, _, _ in said)
-    assert all(file == __file__ for _, _, file, _ in said)
+    where = inspect.getsourcefile(unstageable_gather)  # the kernel's source: the user's line
+    assert all(file == where for _, _, file, _ in said)
     _ = first.cpu  # the machine code made: the entry written
-    again, repeated = compile_warning(staged_gather())
+    again, repeated = compile_warning(unstageable_gather())
     assert again.cpu_build.cached
     assert repeated == said
     ids = np.array([3, 0, 1, 2] * 4, np.int32)
@@ -294,7 +255,7 @@ def test_a_lowering_that_fails_still_gives_the_warnings_before_it(cache, monkeyp
 
     monkeypatch.setattr(sys.modules["tilelang.kernel"], "lower_function", broken)
     with pytest.warns(PipelineWarning, match="gather"), pytest.raises(RuntimeError, match="broke"):
-        staged_gather().compile(target="cpu")
+        unstageable_gather().compile(target="cpu")
 
 
 def test_a_stored_object_is_what_was_compiled(cache):

@@ -3,40 +3,17 @@ neither NVRTC nor LLVM and runs no pass; the GPU launch path never loads the CPU
 backend; a second compile in one process does not touch the disk; a warm CPU call does
 not emit LLVM again but still checks every argument."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, load_example
+from conftest import load_example, run_python
 
 import tilelang as tl
 from tilelang.runtime import cache as cache_module
 from tilelang.runtime import cpu
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_python(code: str, cache_dir: Path, **variables: object) -> dict:
-    """Runs `code` in a fresh interpreter (the examples importable, `variables` set); it
-    prints one JSON object as its last line, which is returned."""
-    prelude = f"import sys\nsys.path.insert(0, {str(EXAMPLES)!r})\n"
-    prelude += "".join(f"{name} = {value!r}\n" for name, value in variables.items())
-    env = {**os.environ, "TILELANG_CACHE_DIR": str(cache_dir)}
-    done = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=env,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 WARM_HIT = """
