@@ -88,7 +88,7 @@ _LOCK = threading.RLock()
 _STATE: dict[str, object] = {}
 _CACHE: dict[str, _Compiled] = {}
 _LOADED: dict[bytes, _Compiled] = {}  # by object code (see `load_object`)
-_KEPT: list[object] = []  # every engine `load_object` made
+_KEPT: list[object] = []  # every engine made (`load_object` says why)
 _POOL: list[ThreadPoolExecutor] = []
 
 _ENTRY_TYPE = ctypes.CFUNCTYPE(
@@ -192,6 +192,7 @@ def compile_llvm_ir(text: str) -> _Compiled:
         module.verify()
         _optimize(llvm, tm, module)
         engine = llvm.create_mcjit_compiler(module, tm)
+        _KEPT.append(engine)  # kept even if code generation fails (`load_object`)
         emitted: list[bytes] = []
         engine.set_object_cache(lambda _module, data: emitted.append(data))
         engine.finalize_object()
