@@ -88,6 +88,18 @@ def test_cli_lists_and_clears(cache, capsys):
     assert cache.entries() == []
 
 
+def test_cli_names_the_kernel_and_target_of_each_build(cache, capsys):
+    kernel = tl.kernel(load_example("softmax").softmax.fn)  # nothing shared in memory
+    kernel.compile(target="sm_80")
+    _ = kernel.compile().cpu  # a CPU build's entry is written with its machine code
+    cache.put(cache_key("no meta"), {"ptx": b"1"})
+    assert main(["cache", "ls"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.endswith("(softmax for sm_80)") for line in lines) == 1, lines
+    assert sum(line.endswith("(softmax for cpu)") for line in lines) == 1, lines
+    assert sum(line.endswith("  ptx") for line in lines) == 1, lines
+
+
 # --------------------------------------------------------------------------- failures
 
 

@@ -70,7 +70,8 @@ def _cmd_cache(args: argparse.Namespace) -> int:
             line = describe(blobs) or "autotune record (unreadable)"
             print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {line}")
         elif entry.problem is None:
-            print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}")
+            built = _build_of(cache, entry) if "meta" in entry.names else ""
+            print(f"{entry.key[:16]}  {entry.size:>10,} bytes  {', '.join(entry.names)}{built}")
         else:
             print(f"{entry.key[:16]}  {entry.size:>10,} bytes  unreadable: {entry.problem}")
     total = sum(e.size for e in entries)
@@ -78,6 +79,21 @@ def _cmd_cache(args: argparse.Namespace) -> int:
     detail = f" ({unreadable} unreadable)" if unreadable else ""
     print(f"{len(entries)} entries{detail}, {total:,} bytes in {cache.root}")
     return 0
+
+
+def _build_of(cache, entry) -> str:
+    """The "  (KERNEL for TARGET)" of a compiled kernel's meta blob, or "" when it does not
+    say (an older entry, or one that is not a build)."""
+    import json
+
+    try:
+        meta = json.loads((cache.get(entry.key) or {}).get("meta", b"{}"))
+    except ValueError:
+        return ""
+    if not isinstance(meta, dict):
+        return ""
+    name, target = meta.get("kernel", meta.get("symbol")), meta.get("target", meta.get("arch"))
+    return f"  ({name} for {target})" if isinstance(name, str) and isinstance(target, str) else ""
 
 
 def _clear_cache(cache) -> int:

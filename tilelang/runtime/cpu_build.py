@@ -174,6 +174,8 @@ def _to_blobs(thread: ThreadFunction, kernel: CpuKernel, said: list) -> dict[str
     lowered = kernel.lowered
     obj = kernel.compiled.object or b""
     meta = {
+        "kernel": thread.name,  # for `tilelang cache ls`
+        "target": "cpu",
         "sha256": hashlib.sha256(obj).hexdigest(),
         "workspace_bytes": lowered.workspace_bytes,
         "tensor_params": list(lowered.tensor_params),
