@@ -97,8 +97,12 @@ def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
     if gpu.is_torch_tensor(like):
         import torch  # a torch tensor was handed over, so torch is there
 
-        torch_dtype = {dtypes.f32: torch.float32, dtypes.f16: torch.float16}
-        return torch.empty(shape, dtype=torch_dtype.get(dtype, torch.bfloat16), device=like.device)
+        torch_dtype = {
+            dtypes.f32: torch.float32,
+            dtypes.f16: torch.float16,
+            dtypes.bf16: torch.bfloat16,
+        }
+        return torch.empty(shape, dtype=torch_dtype[dtype], device=like.device)
     return gpu.DeviceBuffer.empty(shape, host_dtype)
 
 
