@@ -207,6 +207,22 @@ def decode_inputs(
     return q, k_cache, v_cache, table, seq_lens
 
 
+def quantize_per_token(torch, cache):
+    """A u8 cache of `cache` [blocks, block_size, H_kv, D] as `paged_decode_attention`
+    takes one: per-token (one per [block, row, head]) asymmetric codes over the row's
+    range, c = round(x / s + z) clamped to 0..255, s = (max − min) / 255, z = round(−min
+    / s); returns (codes uint8, s f32, z f32 [blocks, block_size, H_kv]) and the values
+    the codes stand for, (c − z)·s, as f32 (what the reference attends over)."""
+    x = cache.float()
+    low, high = x.amin(dim=-1), x.amax(dim=-1)
+    scale = ((high - low) / 255).clamp_min(1e-8)
+    zero = torch.round(-low / scale)
+    codes = torch.clamp(torch.round(x / scale[..., None] + zero[..., None]), 0, 255)
+    codes = codes.to(torch.uint8)
+    values = (codes.float() - zero[..., None]) * scale[..., None]
+    return codes, scale, zero, values
+
+
 def decode_reference(torch, q, k_cache, v_cache, table, seq_lens):
     """float32 attention of the first DECODE_CHECKED sequences' queries over their
     tokens (token t in row t % block_size of page table[b, t // block_size]), [b, H, D]."""
@@ -232,7 +248,10 @@ def check_decode(torch, ours, q, k_cache, v_cache, table, seq_lens):
     )
 
 
-def decode_case() -> Case:
+def decode_case(cache: str = "f16") -> Case:
+    """The decode at `DECODE` over an f16 cache, or (cache="u8") over the same values
+    quantized per token with scales and zero points (`quantize_per_token`): the copy
+    baseline moves the bytes the kernel must read, codes, scales and zero points."""
     shape = DECODE
 
     def run(context: Context) -> dict[str, Any]:
@@ -240,25 +259,36 @@ def decode_case() -> Case:
 
         torch = context.torch
         q, k_cache, v_cache, table, seq_lens = decode_inputs(torch, "cuda", **shape)
+        kv = [k_cache, v_cache]
+        options: dict[str, Any] = {}
+        if cache == "u8":
+            (kc, ks, kz, k_values), (vc, vs, vz, v_values) = (
+                quantize_per_token(torch, x) for x in (k_cache, v_cache)
+            )
+            options = dict(k_scale=ks, v_scale=vs, k_zero=kz, v_zero=vz)
+            kv = [kc, vc, ks, vs, kz, vz]
+            k_cache, v_cache = kc, vc
         holder: dict[str, Any] = {}
 
         def ours_launch():
-            holder["ours"] = paged_decode_attention(q, k_cache, v_cache, table, seq_lens)
+            holder["ours"] = paged_decode_attention(q, k_cache, v_cache, table, seq_lens, **options)
 
-        kv_bytes = k_cache.nbytes + v_cache.nbytes
+        kv_bytes = sum(x.nbytes for x in kv)
         source = torch.empty(kv_bytes // 2, dtype=torch.uint8, device="cuda")
         target = torch.empty_like(source)  # read + written: kv_bytes moved
         ours = time_gpu(ours_launch)
         copy = time_gpu(lambda: target.copy_(source))
-        check = check_decode(torch, holder["ours"], q, k_cache, v_cache, table, seq_lens)
+        attended = (k_values, v_values) if cache == "u8" else (k_cache, v_cache)
+        check = check_decode(torch, holder["ours"], q, *attended, table, seq_lens)
         nbytes = kv_bytes + 2 * q.nbytes + table.nbytes + seq_lens.nbytes
         bandwidth, what = context.bandwidth()
         fraction = copy.median_s / ours.median_s
+        layout = "f16 cache" if cache == "f16" else "u8 cache, per-token scales and zero points"
         record = benchmark_record(
             shape=(
                 f"batch={shape['batch']} context={shape['context']} H={shape['heads']} "
                 f"H_kv={shape['kv_heads']} D={shape['head_dim']} pages of "
-                f"{shape['block_size']}, f16 cache"
+                f"{shape['block_size']}, {layout}"
             ),
             ours=measurement("tilelang paged_decode_attention", ours.median_s, nbytes),
             baseline=measurement("torch device copy of the KV bytes", copy.median_s, kv_bytes),
@@ -274,8 +304,9 @@ def decode_case() -> Case:
         record["target"] = target_record(fraction, DECODE_TARGET, "of the copy bandwidth")
         return record
 
+    suffix = "" if cache == "f16" else f" ({cache} cache)"
     return Case(
-        "paged_decode_attention batch=64 context=4096 vs copy bandwidth",
+        f"paged_decode_attention batch=64 context=4096{suffix} vs copy bandwidth",
         20.0,
         run,
         "tilelang paged decode vs a torch copy of the KV bytes vs DRAM floor",
@@ -479,7 +510,7 @@ def target_record(fraction: float, target: float, what: str) -> dict[str, Any]:
 
 
 def cases() -> list[Case]:
-    return [forward_case(False), forward_case(True), decode_case(), scan_case()]
+    return [forward_case(False), forward_case(True), decode_case(), scan_case(), decode_case("u8")]
 
 
 if __name__ == "__main__":

@@ -506,6 +506,8 @@ def test_the_attention_cases_cover_the_issues_targets():
         "flash_attention D=128 causal vs torch flash SDPA",
         "paged_decode_attention batch=64 context=4096 vs copy bandwidth",
         "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor",
+        # after the issue's targets: a budget cut skips it first
+        "paged_decode_attention batch=64 context=4096 (u8 cache) vs copy bandwidth",
     ]
     assert gpu_attention.FORWARD["head_dim"] == 128
     assert (gpu_attention.DECODE["batch"], gpu_attention.DECODE["context"]) == (64, 4096)
@@ -560,6 +562,32 @@ def test_the_decode_check_rehearsed_on_the_cpu():
     wrong[1, 3, 7] += 0.01
     with pytest.raises(gpu_common.CheckFailed, match="tilelang paged_decode_attention"):
         gpu_attention.check_decode(torch, wrong, q, k_cache, v_cache, table, seq_lens)
+
+
+def test_the_quantized_decode_check_rehearsed_on_the_cpu():
+    import torch
+
+    from tilelang.kernels import paged_decode_attention
+
+    shape = dict(batch=3, context=37, heads=4, kv_heads=1, head_dim=64, block_size=16)
+    q, k_cache, v_cache, table, seq_lens = gpu_attention.decode_inputs(torch, "cpu", **shape)
+    kc, ks, kz, k_values = gpu_attention.quantize_per_token(torch, k_cache)
+    vc, vs, vz, v_values = gpu_attention.quantize_per_token(torch, v_cache)
+    # the codes stand for the cache within half a step, and span 0..255 on each row
+    x = k_cache.float()
+    assert torch.all((k_values - x).abs() <= ks[..., None] / 2 * 1.001 + 1e-6)
+    assert kc.dtype == torch.uint8 and int(kc.min()) == 0 and int(kc.max()) == 255
+    scales = {
+        name: value.numpy()
+        for name, value in dict(k_scale=ks, v_scale=vs, k_zero=kz, v_zero=vz).items()
+    }
+    ours = _on_cpu_backend(torch, paged_decode_attention, q, kc, vc, table, seq_lens, **scales)
+    check = gpu_attention.check_decode(torch, ours, q, k_values, v_values, table, seq_lens)
+    assert check.ok
+    with pytest.raises(gpu_common.CheckFailed, match="tilelang paged_decode_attention"):
+        wrong = ours.clone()
+        wrong[0, 2, 9] += 0.01
+        gpu_attention.check_decode(torch, wrong, q, k_values, v_values, table, seq_lens)
 
 
 # --------------------------------------------------------------------------- the scan
