@@ -72,6 +72,18 @@ def test_queries_that_see_no_key_give_zero_and_an_lse_of_minus_infinity():
     assert np.isfinite(lse[0, :, 4:]).all()
 
 
+def test_a_causal_block_reads_no_key_past_its_last_rows_diagonal():
+    """Keys 64.. hold NaN: the first 64-row block must not read them (a masked key that
+    is read still poisons P·V with 0 · NaN); its rows see keys 0..63 only, so they equal
+    the definition over those keys."""
+    q, k, v = inputs(1, 256, 256, 2, 2, 64)
+    k[:, 64:], v[:, 64:] = np.nan, np.nan
+    out = flash_attention(q, k, v, causal=True)  # default tiles: BM = 64 at D = 64
+    want, _ = reference(q[:, :64], k[:, :64], v[:, :64], causal=True)
+    np.testing.assert_allclose(np.asarray(out[:, :64], np.float64), want, atol=3e-3, rtol=0)
+    assert np.isnan(np.asarray(out[:, 64:], np.float64)).all()  # later rows do see them
+
+
 @pytest.mark.parametrize(
     "batch, sq, sk, heads, kv_heads, d, causal",
     [

@@ -52,15 +52,19 @@ def head_rows(t, b, start, row, h, R, HD):
 
 
 @func
-def attend(qt, rows, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
-    """The online softmax of a block's query rows `qt` (their indices `rows` in a
-    sequence of `sq` queries) over the sk keys of head hk (`head_rows` reads them, by
-    batch b or from row k0): (o unrounded, whether each row saw a key, the rows' max
-    and sum)."""
+def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
+    """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
+    `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
+    from row k0): (o unrounded, whether each row saw a key, the rows' max and sum).
+    Causal: the keys past the block's last row's diagonal are not read at all."""
+    rows = row0 + tl.arange(0, BM)
+    stop = sk
+    if CAUSAL:  # row r sees keys up to r + (sk − sq)
+        stop = tl.minimum(sk, row0 + BM + (sk - sq))
     m_i = tl.full([BM], float("-inf"), tl.f32)
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
-    for n in tl.range(0, sk, BN, stages=STAGES):
+    for n in tl.range(0, stop, BN, stages=STAGES):
         kt = head_rows(k, b, k0, n, hk, BN, HD)
         vt = head_rows(v, b, k0, n, hk, BN, HD)
         s = tl.dot(qt, tl.transpose(kt)) * scale
@@ -108,11 +112,12 @@ def flash_attention_kernel(
     """o = softmax(scale · q kᵀ) v per (batch, head), BM queries per block (module
     docstring); lse = the rows' log-sum-exp with LSE."""
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
+    if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
+        bm = tl.cdiv(M, BM) - 1 - bm
     hk = h // (H // HK)
     qt = head_rows(q, b, None, bm * BM, h, BM, HD)
-    rows = bm * BM + tl.arange(0, BM)
     out, seen, m_i, l_i = attend(
-        qt, rows, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES
+        qt, bm * BM, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES
     )
     tl.store(o, [b, bm * BM, h, 0], tl.reshape(out.to(T), [1, BM, 1, HD]))
     if LSE:
@@ -153,7 +158,7 @@ def flash_attention_varlen_kernel(
     qt = head_rows(q, None, q0, bm * BM, h, BM, HD)
     rows = bm * BM + tl.arange(0, BM)
     out, seen, m_i, l_i = attend(
-        qt, rows, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES
+        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES
     )
     at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
