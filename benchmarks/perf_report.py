@@ -27,6 +27,7 @@ import quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
 from tilelang.cli import launch_facts  # noqa: E402
+from tilelang.kernels import attention  # noqa: E402
 from tilelang.kernels import paged_attention as pa  # noqa: E402
 from tilelang.runtime.nvrtc import nvrtc_version  # noqa: E402
 
@@ -86,6 +87,23 @@ def _paged(cache: tl.DType, head_dim: int, batch: int, context: int) -> Case:
     )
 
 
+def _flash(causal: bool) -> Case:
+    """`tilelang.kernels.flash_attention`'s kernel at the GPU check's forward shape (B=4,
+    S=4096, H=32, D=128), default tiles. Causal row block b reads b + 1 of the 64 key
+    blocks: the trip count given is their average, rounded down."""
+    batch, seq, heads, d = 4, 4096, 32, 128
+    tiles = attention.default_tiles(d)
+    blocks = seq // tiles["BN"]
+    return Case(
+        f"flash_attention D={d} S={seq}{' causal' if causal else ''}",
+        attention.flash_attention_kernel,
+        dict(T=tl.f16, CAUSAL=causal, LSE=False, **tiles),
+        dict(NB=batch, M=seq, H=heads, N=seq, HK=heads, D=d, NL=1, HL=1, ML=1, scale=0.088),
+        "k",
+        iterations=(blocks + 1) // 2 if causal else None,
+    )
+
+
 CASES = (
     _quant(tl.u4, 28672),
     _quant(tl.u4, 8192),
@@ -93,6 +111,8 @@ CASES = (
     _quant(tl.u8, 28672),
     _quant(tl.f4e2m1, 28672),
     Case("matmul f16 4096^3", matmul.matmul, {}, {"M": 4096, "K": 4096, "N": 4096}, "b"),
+    _flash(False),
+    _flash(True),
     _paged(tl.f16, 128, 64, 4096),
     _paged(tl.u8, 128, 64, 4096),
     _paged(tl.u4, 128, 64, 4096),
