@@ -208,6 +208,12 @@ def unstageable_gather():
     """A fresh kernel object each call (nothing shared in memory) whose loop's gather
     the pipelining pass cannot stage (cp.async cannot fill with 1): it warns at the
     loop's line, for every target."""
+    return staged_gather(fill=1.0)
+
+
+def staged_gather(fill=None):
+    """A fresh kernel summing the rows a table names, gathered in a `stages=2` loop;
+    rows outside the tensor read `fill` (None: zeros, which cp.async can copy ahead)."""
     import tilelang as tl
 
     @tl.kernel(warps=4)
@@ -219,7 +225,7 @@ def unstageable_gather():
         acc = tl.zeros([1, 64], tl.f32)
         for r in tl.range(0, R, 16, stages=2):
             rows = tl.load(ids, [r], [16], fill=-1)
-            x = tl.load(cache, [rows[:, None], 0], [16, 64], fill=1.0)
+            x = tl.load(cache, [rows[:, None], 0], [16, 64], fill=fill)
             acc = acc + tl.sum(x.to(tl.f32), axis=0)
         tl.store(out, [0, 0], acc)
 

@@ -9,7 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import assert_edit_rejected, assert_reported, assert_text_round_trips
+from conftest import (
+    assert_edit_rejected,
+    assert_reported,
+    assert_text_round_trips,
+    staged_gather,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -301,22 +306,9 @@ def test_a_gather_without_a_shape_is_reported_at_its_line():
 
 def test_a_gather_under_stages_is_copied_ahead_and_counted_in_stats():
     # (tests/test_gather_pipeline.py: results, SASS, and the gathers that stay and warn)
-    @tl.kernel(warps=4)
-    def staged(
-        cache: tl.Tensor[tl.f16, "N", 64],
-        ids: tl.Tensor[tl.i32, "R"],
-        out: tl.Tensor[tl.f32, 1, 64],
-    ):
-        acc = tl.zeros([1, 64], tl.f32)
-        for r in tl.range(0, R, 16, stages=2):
-            rows = tl.load(ids, [r], [16], fill=-1)
-            x = tl.load(cache, [rows[:, None], 0], [16, 64]).to(tl.f32)
-            acc = acc + tl.sum(x, axis=0, keepdims=True)
-        tl.store(out, [0, 0], acc)
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", PipelineWarning)
-        build = staged.compile(target="sm_90")
+        build = staged_gather().compile(target="sm_90")
     stats = dict(build.thread.stats)
     assert stats.get("pipeline_async") == 1 and "pipeline_skipped" not in stats, stats
 
