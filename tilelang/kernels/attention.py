@@ -40,6 +40,10 @@ from .common import check, empty, next_power_of_two, placeholder, run, same_plac
 ATTENTION_TYPES = (dtypes.f16, dtypes.bf16)
 #: The largest head dimension.
 MAX_HEAD_DIM = 256
+#: log2(e) and ln(2): `attend` keeps its scores in base 2 (exp2 costs fewer instructions
+#: than exp) and returns the row max in natural units (the log-sum-exp's).
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
 
 
 @func
@@ -55,7 +59,9 @@ def head_rows(t, b, start, row, h, R, HD):
 def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
     """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
     `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
-    from row k0): (o unrounded, whether each row saw a key, the rows' max and sum).
+    from row k0): (o unrounded, whether each row saw a key, the rows' max of the scaled
+    scores and their sum of exponentials). The scores are kept in base 2 (scale · log2
+    e, exp2); the max is returned in natural units.
     Causal: the keys past the block's last row's diagonal are not read at all."""
     rows = row0 + tl.arange(0, BM)
     stop = sk
@@ -67,7 +73,7 @@ def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAG
     for n in tl.range(0, stop, BN, stages=STAGES):
         kt = head_rows(k, b, k0, n, hk, BN, HD)
         vt = head_rows(v, b, k0, n, hk, BN, HD)
-        s = tl.dot(qt, tl.transpose(kt)) * scale
+        s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
         cols = n + tl.arange(0, BN)
         visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
         if CAUSAL:
@@ -75,13 +81,13 @@ def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAG
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-        p = tl.exp(s - base[:, None])
-        alpha = tl.exp(m_i - base)
+        p = tl.exp2(s - base[:, None])
+        alpha = tl.exp2(m_i - base)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
         m_i = m_new
     seen = l_i > 0.0
-    return acc / tl.where(seen, l_i, 1.0)[:, None], seen, m_i, l_i
+    return acc / tl.where(seen, l_i, 1.0)[:, None], seen, m_i * LN2, l_i  # max in nats
 
 
 @func
