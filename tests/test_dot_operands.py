@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import tilelang as tl
-from tilelang import dtypes
+from tilelang import TileLangError, dtypes
 from tilelang.analysis.dot_chains import chained_dots
 from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.ir import nodes as ir
@@ -138,8 +138,21 @@ def test_a_kernel_that_expects_replication_is_not_warned_but_still_counted():
     assert wide.stats["dot_operand_replicated_words"] >= 64
     assert "expect_replicated=true" in print_function(expecting.specialize(BM=16, BN=64, BK=256))
     assert tl.ReplicatedOperandWarning is ReplicatedOperandWarning  # users filter by it
-    with pytest.raises(TypeError, match="expect_replicated must be True or False, got 'yes'"):
+    with pytest.raises(TypeError, match="expect_replicated must be True, False or a function"):
         tl.kernel(matmul.fn, expect_replicated="yes")
+
+
+def test_expect_replicated_may_depend_on_the_constexprs():
+    """Only the builds the function names expect replication: the others still warn."""
+    expecting = tl.kernel(matmul.fn, warps=4, expect_replicated=lambda BN, **_: BN == 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReplicatedOperandWarning)
+        expecting.compile(target="sm_80", BM=16, BN=64, BK=256)
+    with pytest.warns(ReplicatedOperandWarning, match="the A operand of this dot"):
+        expecting.compile(target="sm_80", BM=16, BN=32, BK=256)
+    wrong = tl.kernel(matmul.fn, expect_replicated=lambda **_: "no")
+    with pytest.raises(TileLangError, match="expect_replicated must give True or False, got 'no'"):
+        wrong.specialize()
 
 
 @pytest.mark.parametrize("rows", [1, 2, 8])

@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 Warps = int | Callable[..., int]
 #: ``min_blocks``: None, an int, or a function of the constexprs giving one.
 MinBlocks = int | Callable[..., int | None] | None
+#: ``expect_replicated``: a bool, or a function of the constexprs giving one.
+ExpectReplicated = bool | Callable[..., bool]
 Facts = tuple[tuple[str, int | str], ...]  # (size, divisor), (tensor, bound or "finite")
 
 #: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
@@ -239,7 +241,7 @@ class Kernel:
         fn: Callable,
         warps: Warps = 4,
         min_blocks: MinBlocks = None,
-        expect_replicated: bool = False,
+        expect_replicated: ExpectReplicated = False,
     ):
         self.fn = fn
         self.warps = warps
@@ -299,7 +301,9 @@ class Kernel:
         if found is None:
             count = self._min_block_count(constants)
             function = _with_block_attrs(
-                self._build(constants), min_blocks=count, expect_replicated=self.expect_replicated
+                self._build(constants),
+                min_blocks=count,
+                expect_replicated=self._expects_replicated(constants),
             )
             found = self._specializations[key] = Specialization(function, count)
         if given is not None:
@@ -448,6 +452,15 @@ class Kernel:
                 f"(blocks per multiprocessor), got {count!r}"
             )
         return count
+
+    def _expects_replicated(self, constants: dict[str, Any]) -> bool:
+        given = self.expect_replicated
+        expects = given(**constants) if callable(given) else given
+        if not isinstance(expects, bool):
+            raise TileLangError(
+                f"{self.fn.__name__}: expect_replicated must give True or False, got {expects!r}"
+            )
+        return expects
 
     def _warp_count(self, constants: dict[str, Any]) -> int:
         warps = self.warps(**constants) if callable(self.warps) else self.warps
@@ -693,7 +706,7 @@ def kernel(
     *,
     warps: Warps = 4,
     min_blocks: MinBlocks = None,
-    expect_replicated: bool = False,
+    expect_replicated: ExpectReplicated = False,
 ):
     """Decorates a kernel: `@tilelang.kernel` or `@tilelang.kernel(warps=8)`.
 
@@ -703,12 +716,15 @@ def kernel(
     use up to 65536 / (min_blocks · threads) registers a thread (at most 255), and
     only then. None (the default) states nothing, and ptxas may cap registers below
     255 to fit more blocks, spilling to do so; ``min_blocks=1`` lets a kernel that needs
-    many registers have them all. `expect_replicated`: the kernel's tiles hold a dot
-    operand whole in several warps by design (a 1 x N warp grid that converts each
-    weight once), so no `ReplicatedOperandWarning` is given; `kernel.stats` still
-    counts such operands."""
-    if not isinstance(expect_replicated, bool):
-        raise TypeError(f"expect_replicated must be True or False, got {expect_replicated!r}")
+    many registers have them all. `expect_replicated` (or a function of the constexprs
+    giving it, for the builds that do): the kernel's tiles hold a dot operand whole in
+    several warps by design (a 1 x N warp grid that converts each weight once), so no
+    `ReplicatedOperandWarning` is given; `kernel.stats` still counts such operands."""
+    if not isinstance(expect_replicated, bool) and not callable(expect_replicated):
+        raise TypeError(
+            f"expect_replicated must be True, False or a function of the constexprs, "
+            f"got {expect_replicated!r}"
+        )
     if fn is None:
         return lambda f: Kernel(f, warps, min_blocks, expect_replicated)
     return Kernel(fn, warps, min_blocks, expect_replicated)
