@@ -80,7 +80,9 @@ def test_one_block_per_multiprocessor_lets_paged_attention_keep_its_registers():
             GP=16, HD=64, BN=32, WARPS=4, MIN_BLOCKS=min_blocks, STAGES=stages,
         ).resources  # fmt: skip
 
-    capped, free = build(0), build(1)
+    with pytest.warns(tl.RegisterSpillWarning, match="paged_split_kernel spills"):
+        capped = build(0)
+    free = build(1)
     assert capped.spill_store_bytes > 0, capped
     assert free.registers > capped.registers and free.spill_store_bytes == 0, free
     tiles = pa.default_tiles(64, 8, dtypes.u8, "sm_90")

@@ -167,7 +167,18 @@ def key_rows_layout(gp: int, bn: int, hd: int, warps: int) -> Any:
     return rows
 
 
-@kernel(warps=lambda WARPS, **_: WARPS, min_blocks=lambda MIN_BLOCKS, **_: MIN_BLOCKS or None)
+def _fragment_rows(MODE, GP, BN, HD, WARPS, **_) -> bool:
+    """Whether a build reads u8/u4 K rows in `key_rows_layout`: then every warp lies
+    along the tokens and holds q whole by design (the price of no K relayout; at D = 256
+    that is 64 registers a thread), so no `ReplicatedOperandWarning` is given for it."""
+    return MODE == TOKEN_SCALED and key_rows_layout(GP, BN, HD, WARPS) is not None
+
+
+@kernel(
+    warps=lambda WARPS, **_: WARPS,
+    min_blocks=lambda MIN_BLOCKS, **_: MIN_BLOCKS or None,
+    expect_replicated=_fragment_rows,
+)
 def paged_split_kernel(
     q: Tensor["T", "NB", "H", "D"],
     k: Tensor["KT", "R", "HK", "D"],
@@ -339,6 +350,34 @@ TOKEN_TILES = {
     (dtypes.u4, 128, "sm_90"): (64, 4, 1),
 }
 
+#: (BN, WARPS, MIN_BLOCKS) by (cache, D, arch) for a group of at most 16 query heads
+#: (GP = 16), before TOKEN_TILES: the tiles whose point is `key_rows_layout`, which
+#: holds at GP = 16 only. A larger group keeps TOKEN_TILES' or HEAD_DIM_TILES' tiles:
+#: these, their BN scaled by 16/GP, spill at D = 64 (sm_80, GP 32: 4-12 bytes) and take
+#: 194-221 registers at D = 256.
+GROUP_16_TILES = {
+    # u4 at D = 64 (32-byte rows): 128 tokens a step over 2 warps, each warp's 64 tokens
+    # the score mma's B fragments (key_rows_layout): the per-step work (rescale, row
+    # reductions, bookkeeping) spread over 4x the tokens of the 32-token, 2-warp tiles:
+    # 0.438 -> 0.369 warp instructions per K element on sm_90 (0.330 budget), 254-255
+    # registers and 0 spills with every zero-point flag. 1 warp (64 tokens) issues
+    # less still but leaves one warp per scheduler (perf_report: optimistic) and
+    # spills with V's zero points; 2 warps at 64 tokens reach only 84% on sm_90. With
+    # V's zero points given it stays at 81-83% of DRAM bandwidth (0.436 vs 0.366 on
+    # sm_90): the per-token Σ (p·s)·z (cvt, multiply, row sum) costs ~180 instructions
+    # a step, and every tile that would absorb it sits at the 255-register ceiling.
+    (dtypes.u4, 64, "sm_80"): (128, 2, 1),
+    (dtypes.u4, 64, "sm_90"): (128, 2, 1),
+    # u4 at D = 256: HEAD_DIM_TILES' 8 warps at 64 tokens, 8 a warp, so the K rows load
+    # in their B-fragment layout (key_rows_layout needs BN % (8 · warps) == 0; at 32
+    # tokens they did not): 0.518 -> 0.264 warp instructions per K element on sm_90
+    # (0.303 budget), 228-240 registers, 0 spills, one block of 8 warps a multiprocessor.
+    # The 1 x 8 warp grid holds q whole in each warp (64 registers), the price of no K
+    # relayout: the kernel expects it (`_fragment_rows`), kernel.stats counts it.
+    (dtypes.u4, 256, "sm_80"): (64, 8, 1),
+    (dtypes.u4, 256, "sm_90"): (64, 8, 1),
+}
+
 #: The (cache, D, arch, reads) whose build states `min_blocks=1` on top of its tiles:
 #: a call that reads other tensors (`default_tiles`' `reads`) gives ptxas another
 #: kernel; this one, capped at 168 registers, spills 8 bytes without it (220 registers
@@ -377,7 +416,7 @@ MIN_BLOCKS_FROM_HEAD_DIM = 128
 #: multiprocessor, twice with the two the splits aim at.
 IN_FLIGHT_BYTES = 16 * 1024
 #: The deepest pipeline: a split of MIN_SPLIT_TOKENS tokens is 8 steps of 32, and 4
-#: stages keep 3 in flight (the 1-byte and u4 caches at D = 64, u4 at D = 128).
+#: stages keep 3 in flight (the 1-byte caches at D = 64).
 MAX_STAGES = 4
 
 
@@ -407,6 +446,8 @@ def default_tiles(
     family = "sm_80" if arch.startswith("sm_8") else "sm_90"
     plain = HEAD_DIM_TILES.get(hd, (32, 4, 0))
     bn, warps, min_blocks = TOKEN_TILES.get((cache, hd, family), plain)
+    if gp == 16:
+        bn, warps, min_blocks = GROUP_16_TILES.get((cache, hd, family), (bn, warps, min_blocks))
     if hd >= MIN_BLOCKS_FROM_HEAD_DIM or (cache, hd, family, tuple(reads)) in READS_MIN_BLOCKS:
         min_blocks = 1
     bn = max(16, bn * 16 // gp)
