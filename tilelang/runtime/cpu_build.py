@@ -15,7 +15,7 @@ no lowering, no LLVM emission, no optimization, no code generation; on a miss th
 thread IR is verified, emitted, optimized and compiled (`compile_cpu`) and the entry is
 written then. A compile whose machine code is never asked for writes no entry.
 
-Blobs: "thread" (the thread IR, pickled as `cuda_build` does, unpickled on first use),
+Blobs: "thread" (the thread IR, `build_entry.stored_thread`: unpickled on first use),
 "object" (the object code MCJIT emitted for the optimized module) and "meta" (JSON:
 what a launch needs of the module — workspace bytes, tensor and scalar parameters,
 stored tensors — the object's sha256, and the warnings the build gave, which a hit
@@ -40,12 +40,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from tilelang.ir.thread import ThreadFunction
+from tilelang.runtime.build_entry import are_records, replay, stored_thread, warning_record
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cpu import CpuKernel, LoadedModule, compile_cpu, jit_identity, load_object
-
-# The warning records and the unpickling errors are the GPU build's, so that both
-# backends keep and replay warnings the same way.
-from tilelang.runtime.cuda_build import _UNPICKLE_ERRORS, _replay, _warning_record
 
 BLOBS = ("thread", "object", "meta")
 
@@ -91,18 +88,7 @@ class CpuBuild:
     def thread(self) -> ThreadFunction:
         if self._thread is not None:
             return self._thread
-        try:
-            thread = pickle.loads(self._pickled or b"")
-        except _UNPICKLE_ERRORS:
-            thread = None
-        if isinstance(thread, ThreadFunction):
-            return thread
-        self._cache.discard(self.key)  # the next compile rebuilds the entry
-        # The same program the object was made from (same key, same compiler); its
-        # warnings were given already, from the entry.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return self._lower()
+        return stored_thread(self._pickled or b"", self._cache, self.key, self._lower)
 
     @cached_property
     def kernel(self) -> CpuKernel:
@@ -153,7 +139,7 @@ def cpu_build(
     if blobs is not None:
         stored = _from_blobs(blobs)
         if stored is not None:
-            _replay(stored.warnings)
+            replay(stored.warnings)
             return CpuBuild(key, cache, lower, stored.warnings, None, stored, blobs["thread"])
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     raised: list[warnings.WarningMessage] = []
@@ -165,8 +151,8 @@ def cpu_build(
         # The passes' warnings point at the user's lines; a build read from disk runs no
         # pass, so the entry keeps them and a hit warns again, as the first compile did
         # (given here even when the lowering failed, as the passes would have).
-        said = [_warning_record(w) for w in raised]
-        _replay(said)
+        said = [warning_record(w) for w in raised]
+        replay(said)
     return CpuBuild(key, cache, lower, said, thread)
 
 
@@ -203,20 +189,11 @@ def _from_blobs(blobs: dict[str, bytes]) -> _Stored | None:
     if not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in names):
         return None
     sha256, said = meta.get("sha256"), meta.get("warnings")
-    if not isinstance(sha256, str) or not isinstance(said, list):
+    if not isinstance(sha256, str):
         return None
-    if not all(_is_warning_record(record) for record in said):
+    if not are_records(said):
         return None
     tensors, scalars, stored = names
     return _Stored(
         blobs["object"], sha256, workspace, tuple(tensors), tuple(scalars), frozenset(stored), said
     )
-
-
-def _is_warning_record(record: object) -> bool:
-    """Whether `record` is what `_warning_record` writes: module, class name, message,
-    file (strings) and line (an int)."""
-    if not isinstance(record, list) or len(record) != 5:
-        return False
-    *texts, line = record
-    return all(isinstance(x, str) for x in texts) and type(line) is int

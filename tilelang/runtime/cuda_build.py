@@ -24,7 +24,6 @@ and rebuilt rather than failing every compile.
 
 from __future__ import annotations
 
-import importlib
 import json
 import pickle
 import warnings
@@ -33,24 +32,19 @@ from functools import cached_property
 
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir.thread import ThreadFunction
+from tilelang.runtime.build_entry import (
+    are_records,
+    record,
+    replay,
+    stored_thread,
+    warning_record,
+)
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cubin import Resources, read_resources
 from tilelang.runtime.nvrtc import compile_cuda, nvrtc_identity
 from tilelang.spill_verdict import RegisterSpillWarning, SpillNote, deferred, verdict
 
 BLOBS = ("thread", "source", "ptx", "cubin", "log", "meta")
-
-#: Errors that mean "this pickle is not a thread function this code can read".
-_UNPICKLE_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    AttributeError,
-    ImportError,
-    IndexError,
-    KeyError,
-    TypeError,
-    ValueError,
-)
 
 
 class CudaBuild:
@@ -101,9 +95,9 @@ def cuda_build(
     key = cache_key(*key_parts, arch, nvrtc_identity(cache))
     blobs = cache.get(key)
     if blobs is not None:
-        build = _from_blobs(blobs, arch, lambda: _stored_thread(blobs, cache, key, lower))
+        build = _from_blobs(blobs, arch, lambda: stored_thread(blobs["thread"], cache, key, lower))
         if build is not None:
-            _replay(json.loads(blobs["meta"])["warnings"])
+            replay(json.loads(blobs["meta"])["warnings"])
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     with warnings.catch_warnings(record=True) as raised, deferred() as notes:
@@ -111,8 +105,8 @@ def cuda_build(
         thread = lower()
     # The passes' warnings point at the user's lines; a build read from disk runs no
     # pass, so the entry keeps them and a hit warns again, as the first compile did.
-    said = [_warning_record(w) for w in raised]
-    _replay(said)
+    said = [warning_record(w) for w in raised]
+    replay(said)
     source = emit_cuda(thread, launch_bounds=thread.threads, min_blocks=min_blocks)
     symbol = kernel_symbol(thread)
     binary = compile_cuda(source, symbol, arch)
@@ -129,7 +123,7 @@ def cuda_build(
         note.estimate if note is not None else None,
     )
     spilled = _spill_record(note, build)
-    _replay(spilled)
+    replay(spilled)
     said += spilled
     cache.put(key, _to_blobs(build, thread, said))  # an unwritable cache warns once, then skips
     return build
@@ -141,25 +135,7 @@ def _spill_record(note: SpillNote | None, build: CudaBuild) -> list:
     if message is None:
         return []
     file, line = (note.file, note.line) if note is not None else ("<unknown>", 0)
-    category = RegisterSpillWarning
-    return [[category.__module__, category.__qualname__, message, file, line]]
-
-
-def _warning_record(w: warnings.WarningMessage) -> list:
-    category = w.category
-    return [category.__module__, category.__qualname__, str(w.message), w.filename, w.lineno]
-
-
-def _replay(records: list) -> None:
-    """Warns each recorded warning again, at its own file and line."""
-    for module, qualname, message, filename, lineno in records:
-        try:
-            category = getattr(importlib.import_module(module), qualname)
-        except (ImportError, AttributeError):
-            category = UserWarning
-        if not (isinstance(category, type) and issubclass(category, Warning)):
-            category = UserWarning
-        warnings.warn_explicit(message, category, filename, lineno)
+    return [record(RegisterSpillWarning, message, file, line)]
 
 
 def _to_blobs(build: CudaBuild, thread: ThreadFunction, said: list) -> dict[str, bytes]:
@@ -193,7 +169,7 @@ def _from_blobs(
         return None
     if not isinstance(meta, dict) or meta.get("arch") != arch:
         return None
-    if not isinstance(meta.get("warnings"), list):  # an entry from before warnings were kept
+    if not are_records(meta.get("warnings")):  # an entry from before warnings were kept
         return None
     symbol = meta.get("symbol")
     if not isinstance(symbol, str) or not symbol:
@@ -203,19 +179,3 @@ def _from_blobs(
         return None
     source, ptx, log = texts
     return CudaBuild(arch, symbol, source, ptx, blobs["cubin"], log, True, thread, estimate)
-
-
-def _stored_thread(
-    blobs: dict[str, bytes], cache: DiskCache, key: str, lower: Callable[[], ThreadFunction]
-) -> ThreadFunction:
-    """The entry's thread IR; if it does not unpickle, the entry is discarded (the next
-    compile rebuilds it) and the thread IR is lowered again, which gives the same
-    program the source, PTX and cubin were made from (same key, same compiler)."""
-    try:
-        thread = pickle.loads(blobs["thread"])
-    except _UNPICKLE_ERRORS:
-        thread = None
-    if isinstance(thread, ThreadFunction):
-        return thread
-    cache.discard(key)
-    return lower()
