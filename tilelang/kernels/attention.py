@@ -34,16 +34,23 @@ from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 
-from .common import check, empty, next_power_of_two, placeholder, run, same_place, shape_of, tl
+from .common import (
+    LN2,
+    LOG2E,
+    check,
+    empty,
+    next_power_of_two,
+    placeholder,
+    run,
+    same_place,
+    shape_of,
+    tl,
+)
 
 #: The dtypes of q, k and v (tensor-core operands); the output has the same.
 ATTENTION_TYPES = (dtypes.f16, dtypes.bf16)
 #: The largest head dimension.
 MAX_HEAD_DIM = 256
-#: log2(e) and ln(2): `attend` keeps its scores in base 2 (exp2 costs fewer instructions
-#: than exp) and returns the row max in natural units (the log-sum-exp's).
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 @func

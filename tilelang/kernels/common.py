@@ -23,6 +23,11 @@ tl = api.tl  # the kernel language, as every kernel of the package spells it
 #: The input types the kernels read (and compute in f32).
 FLOATS = (dtypes.f32, dtypes.f16, dtypes.bf16)
 
+#: log2(e) and ln(2): the attention kernels keep their softmax scores in base 2 (exp2
+#: costs fewer instructions than exp) and hand their row maxima on in natural units.
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
 
 def on_gpu(x: Any) -> bool:
     return not isinstance(x, np.ndarray) and gpu.is_device_array(x)

@@ -73,6 +73,8 @@ from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime import gpu
 
 from .common import (
+    LN2,
+    LOG2E,
     check,
     dtype_of,
     empty,
@@ -115,12 +117,6 @@ def permuted(x, R, HD):
 def per_token(values, rows, hk, BN):
     """The scale or zero point [BN] of each token's row (`rows`: [BN, 1] row numbers)."""
     return tl.reshape(tl.load(values, [rows, hk], [BN, 1]), [BN])
-
-
-#: log2(e) and ln(2): the split kernel keeps its scores in base 2 (exp2) and hands the
-#: combine its row max in natural units.
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
 
 
 def zero_type(cache: DType) -> DType:
@@ -225,6 +221,8 @@ def paged_split_kernel(
     start = split * per_split
     stop = tl.minimum(tl.minimum(start + per_split, length), MB * BS)  # the table's tokens
     qt = tl.reshape(tl.load(q, [b, hk * G, 0], [1, GP, HD]), [GP, HD])
+    # u8/u4 K rows in their fragment layout where it holds (None: the blocked load)
+    k_layout = key_rows_layout(GP, BN, HD, WARPS) if MODE == TOKEN_SCALED else None
     if MODE == TOKEN_SCALED:
         qt = permuted(qt, GP, HD)  # as K's columns are (key_rows_layout): q·K is the same
     score_scale = scale
@@ -244,11 +242,7 @@ def paged_split_kernel(
         page = tl.load(table, [b, (token // BS)[None, :]], [1, BN], fill=-1)
         row = tl.where(token < stop, tl.reshape(page, [BN]) * BS + token % BS, -1)
         rows = row[:, None, None]  # one index tile (and one relayout) for K and V
-        if MODE == TOKEN_SCALED and key_rows_layout(GP, BN, HD, WARPS) is not None:
-            kt = tl.load(k, [rows, hk, 0], [BN, 1, HD], layout=key_rows_layout(GP, BN, HD, WARPS))
-            kt = tl.reshape(kt, [BN, HD])
-        else:
-            kt = tl.reshape(tl.load(k, [rows, hk, 0], [BN, 1, HD]), [BN, HD])
+        kt = tl.reshape(tl.load(k, [rows, hk, 0], [BN, 1, HD], layout=k_layout), [BN, HD])
         vt = tl.reshape(tl.load(v, [rows, hk, 0], [BN, 1, HD]), [BN, HD])
         # masked tokens (past the split's end) read zeros: a finite score, then −inf
         bias = tl.where(token < stop, 0.0, float("-inf"))[None, :]
