@@ -386,7 +386,7 @@ class Kernel:
 
             # Found on disk, or lowered now: a kernel that cannot be lowered fails at
             # compile. min_blocks is a CUDA launch bound: the CPU build ignores it.
-            cpu = cpu_build((spec.key_text(facts), f"target {target.name}"), thread)
+            cpu = cpu_build((spec.key_text(facts),), thread)
             return CompiledKernel(self.fn.__name__, stages, lambda: cpu.thread, cpu_build=cpu)
         key = (spec.key_text(facts),)
         if spec.min_blocks is not None:

@@ -116,13 +116,12 @@ def deferred() -> Iterator[list[SpillNote]]:
         _PENDING.reset(token)
 
 
-def defer(note: SpillNote) -> bool:
-    """Leaves `note` to the build lowering now; False when no build is (judge now)."""
+def defer(note: SpillNote) -> None:
+    """Leaves `note` to the build lowering now; outside a build it is dropped (there is
+    no ptxas to ask: module docstring)."""
     notes = _PENDING.get()
-    if notes is None:
-        return False
-    notes.append(note)
-    return True
+    if notes is not None:
+        notes.append(note)
 
 
-__all__ = ["SpillNote", "Spills", "defer", "deferred", "verdict"]
+__all__ = ["RegisterSpillWarning", "SpillNote", "Spills", "defer", "deferred", "verdict"]

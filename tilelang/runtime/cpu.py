@@ -14,8 +14,9 @@ time. LLVM's full -O2 module pipeline spent 80% of a large kernel's compile unro
 and vectorizing the per-thread loops (flash attention, D=128: 17.7 s of optimization
 against 0.2 s) for little speed at run time (that kernel took 0.06 s a call either way,
 a 512³ f16 matmul 0.07 s against 0.10 s; the results are the same bits): a CPU launch
-is a check or a reference, run a few times, so compile time is what its users wait for. Ahead-of-time CPU libraries
-(`tilelang.aot.cpu_library`) keep the full -O2 pipeline: they are compiled once.
+is a check or a reference, run a few times, so compile time is what its users wait
+for. Ahead-of-time CPU libraries (`tilelang.aot.cpu_library`) keep the full -O2
+pipeline: they are compiled once.
 
 `CpuKernel.launch(args, grid=None)` runs a launch. `args` maps each parameter name to:
 

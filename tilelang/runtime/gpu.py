@@ -149,10 +149,9 @@ class DeviceBuffer:
     def __init__(self, host: Any) -> None:
         cu = driver()
         data = host.data if isinstance(host, dtypes.PackedArray) else np.ascontiguousarray(host)
+        # a PackedArray's bytes are uint8 ("|u1"), its tilelang dtype `self.dtype`
         self._allocate(data.nbytes, host.shape, data.dtype)
         self.dtype = host.dtype if isinstance(host, dtypes.PackedArray) else None
-        if self.dtype is not None:
-            self.typestr = "|u1"
         check("cuMemcpyHtoD", cu.cuMemcpyHtoD(self.pointer, data.ctypes.data, self.nbytes))
 
     @classmethod
@@ -171,7 +170,6 @@ class DeviceBuffer:
         self.nbytes = int(nbytes)
         self.shape = tuple(shape)
         self.host_dtype = host_dtype
-        self.typestr = host_dtype.str
         self.pointer = int(check("cuMemAlloc", cu.cuMemAlloc(max(self.nbytes, 1))))
 
     @property
@@ -180,7 +178,7 @@ class DeviceBuffer:
         return {
             "data": (self.pointer, False),
             "shape": shape,
-            "typestr": self.typestr,
+            "typestr": self.host_dtype.str,
             "version": 3,
         }
 
