@@ -42,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from tilelang.dtypes import DType, PackedArray
@@ -447,11 +448,10 @@ class _BorrowedPacked(gpu.DeviceBuffer):
     def __init__(self, tensor: torch.Tensor, dtype: DType, shape: tuple[int, ...]) -> None:
         self.tensor = tensor
         self.dtype = dtype
-        self.host = None
+        self.host_dtype = np.dtype(np.uint8)  # the bytes (`DeviceBuffer`'s packed form)
         self.nbytes = int(tensor.numel())
         self.pointer = int(tensor.data_ptr())
         self.shape = shape
-        self.typestr = "|u1"
 
     def __del__(self) -> None:
         pass  # torch owns the memory
