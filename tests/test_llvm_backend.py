@@ -485,6 +485,7 @@ def exact(formula):
     [
         ("exp", np.exp, (-10, 10)),
         ("exp2", np.exp2, (-10, 10)),
+        ("fast_exp2", np.exp2, (-10, 10)),
         ("log", np.log, (1e-3, 1e3)),
         ("log2", np.log2, (1e-3, 1e3)),
         ("sin", np.sin, (-6, 6)),

@@ -321,6 +321,8 @@ class ExprEmitter:
         spelling = row.cuda[0 if dt == _F32 else 1]
         if not (spelling[0].isalpha() or spelling[0] == "_"):  # a prefix operator
             return f"({spelling}{args[0]})"
+        if spelling.startswith("tl_"):  # a helper of the prelude
+            return self.call(spelling, *args)
         return f"{spelling}({', '.join(args)})"
 
     # ------------------------------------------------------------------ conversions

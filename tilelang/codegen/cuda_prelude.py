@@ -125,6 +125,15 @@ def _snippets() -> dict[str, Snippet]:
             "return x != x ? __longlong_as_double(0x7fffffffffffffffLL) : x;",
         )
     )
+    # `fast_exp2` (tilelang.ir.ops): MUFU.EX2 flushes; f64 has no such instruction.
+    add(_asm1("tl_ex2_ftz", "f32", "f", "ex2.approx.ftz.f32", [_F]))
+    add(
+        _f(
+            "tl_exp2_ftz_f64",
+            "f64 tl_exp2_ftz_f64(f64 x)",
+            "f64 r = exp2(x); return r < 0x1p-126 ? 0.0 : r;",
+        )
+    )
     # f16/bf16 -> f32 are exact; the NaN payload is canonicalized by the caller where needed.
     add(_asm1("tl_f16_f32", "f32", "f", "cvt.f32.f16", [_H]))
     add(_f("tl_bf16_f32", "f32 tl_bf16_f32(bf16 x)", "return __uint_as_float((u32)x << 16);"))

@@ -26,7 +26,7 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.ir.ops import BY_THREAD_OP, expand
+from tilelang.ir.ops import BY_THREAD_OP, FLUSH_BELOW, expand
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -438,7 +438,14 @@ def float_op(b: ir.IRBuilder, op: str, args: list[ir.Value]) -> ir.Value:
     if spelling in _INSTRUCTIONS:
         return getattr(b, spelling)(*args)
     fn = intrinsic(b.module, spelling, ty, [a.type for a in args])
-    return b.call(fn, args)
+    result = b.call(fn, args)
+    return flush(b, result) if row.flush else result
+
+
+def flush(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
+    """x, or a zero of its sign where |x| < 2^-126 (PTX `.ftz`; `tilelang.ir.ops.flushed`)."""
+    tiny = b.fcmp_ordered("<", call(b, "fabs", x), ir.Constant(x.type, FLUSH_BELOW))
+    return b.select(tiny, b.fmul(x, ir.Constant(x.type, 0.0)), x)
 
 
 def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:

@@ -23,7 +23,11 @@ agree with:
   `min`/`max` ignore a NaN operand and order -0 below +0 (PTX `min.f32`);
 - comparisons give `u1` (0 or 1); `where(cond, a, b)` takes a `u1` condition;
 - transcendental functions are the platform's: within a few ulps of the reference
-  (float64 numpy rounded once), not bitwise.
+  (float64 numpy rounded once), not bitwise;
+- a row marked `flush` gives +0 or -0 where its result is below f32's smallest normal
+  (2^-126) in magnitude, as PTX's `.ftz` instructions do: `fast_exp2` is
+  `ex2.approx.ftz.f32` on the GPU (MUFU.EX2 alone, 2 ulps), where `exp2` spends three
+  more instructions a value on results that would be subnormal.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class ElementwiseOp:
     (`fadd`), intrinsic (`llvm.exp.f32`) or C math function (`log1pf`); a CUDA function
     (`expf`) or prefix operator (`-`). `expand` instead writes the operator in others
     of the table, as a Python expression of `x` (and `y`), e.g. `1 / (1 + exp(-x))`.
+    With `flush`, the interpreter and the LLVM emitter flush the result (`flushed`); the
+    CUDA spellings are instructions that flush themselves.
     """
 
     name: str
@@ -73,6 +79,7 @@ class ElementwiseOp:
     llvm: tuple[str, str] | None = None
     cuda: tuple[str, str] | None = None
     expand: str | None = None
+    flush: bool = False  # results below 2^-126 in magnitude become zeros (module docstring)
 
     @property
     def thread_op(self) -> str:
@@ -149,6 +156,16 @@ def _fmax(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return zero_sign(np.fmax(a, b), ~(_positive_zero(a) | _positive_zero(b)))
 
 
+#: f32's smallest normal: a `flush` row's results below it in magnitude are zeros.
+FLUSH_BELOW = 2.0**-126
+
+
+def flushed(result: np.ndarray) -> np.ndarray:
+    """`result` with the magnitudes below `FLUSH_BELOW` made zeros of the same sign."""
+    result = np.asarray(result)
+    return np.where(np.abs(result) < FLUSH_BELOW, np.copysign(0.0, result), result)
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
@@ -187,6 +204,9 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("abs", 1, _A, "|x|", dsl="abs", reference=np.abs, **_fn("fabs")),
         _row("exp", 1, _F, "e^x", dsl="exp", reference=np.exp, **_fn("exp")),
         _row("exp2", 1, _F, "2^x", dsl="exp2", reference=np.exp2, **_fn("exp2")),
+        _row("fast_exp2", 1, _F, "2^x, 2 ulps, results below 2^-126 flushed to +0",
+             dsl="fast_exp2", reference=np.exp2, flush=True,
+             llvm=("llvm.exp2.f32", "llvm.exp2.f64"), cuda=("tl_ex2_ftz", "tl_exp2_ftz_f64")),
         _row("log", 1, _F, "natural logarithm", dsl="log", reference=np.log, **_fn("log")),
         _row("log2", 1, _F, "base-2 logarithm", dsl="log2", reference=np.log2, **_fn("log2")),
         _row("log1p", 1, _F, "log(1 + x), accurate near 0", dsl="log1p", reference=np.log1p,

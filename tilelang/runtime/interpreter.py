@@ -68,7 +68,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.instructions.control import zero_step_message
-from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, zero_sign
+from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, flushed, zero_sign
 from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.verify import is_launch_arithmetic
@@ -551,6 +551,8 @@ def _compute(state: _State, instr: ir.Compute) -> None:
     with np.errstate(all="ignore"):  # overflow wraps, x/0 is inf: both are the semantics
         if operand_dtype.is_float or op.int_reference is None:
             result = op.reference(*args)
+            if op.flush:
+                result = flushed(result)
         else:
             result = op.int_reference(operand_dtype, *args)
         if op.result is Result.BOOL:
