@@ -58,7 +58,11 @@ Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
   outside the segment gives the lane's own value) and uses ``shfl.sync.idx``.
 * NaN bits: conversions produce the canonical NaN; f16/bf16 arithmetic produces what
   the GPU's f16 units produce (the canonical NaN 0x7fff); f32/f64 NaN payloads are
-  unspecified, as on the CPU.
+  unspecified, as on the CPU. Except where nothing but an `Mma`'s A or B operand reads
+  a local (`mma_operand_locals`): an f32 → f16/bf16 `Cvt` into it is the bare
+  ``cvt.rn``, a packed F2FP for two values where the canonical form costs a compare,
+  a select and a single conversion each. Only NaN payloads differ, and an mma's product
+  with a NaN is NaN whatever its payload (attention's P, converted for P·V).
 * Float → int `Cvt` is ``cvt.rni.sat`` (NaN → 0); float `min`/`max` are PTX
   ``min``/``max`` (a NaN operand is ignored).
 * f32 `AtomicAdd` flushes subnormal inputs and results to zero: PTX's
@@ -188,6 +192,30 @@ def emit_cuda(
 # --------------------------------------------------------------------------- the emitter
 
 
+#: The Reg fields a statement writes; every other Reg field is read.
+_WRITTEN_REGS = {"dst", "d"}
+
+
+def mma_operand_locals(fn: t.ThreadFunction) -> frozenset[str]:
+    """The locals that nothing but an `Mma`'s A or B operand reads."""
+    operands: set[str] = set()
+    read_otherwise: set[str] = set()
+    for stmt in t.walk_stmts(fn.body):
+        for field in stmt.__dataclass_fields__:
+            reg = getattr(stmt, field)
+            if not isinstance(reg, t.Reg) or field in _WRITTEN_REGS:
+                continue
+            mma_operand = isinstance(stmt, t.Mma) and field in ("a", "b")
+            (operands if mma_operand else read_otherwise).add(reg.local)
+        for expr in t.stmt_exprs(stmt):
+            read_otherwise.update(e.local for e in t.walk_expr(expr) if isinstance(e, t.Read))
+    return frozenset(operands - read_otherwise)
+
+
+def _rounds_f32_to_half(e: t.Expr) -> bool:
+    return isinstance(e, t.Cvt) and e.a.dtype == dtypes.f32 and e.type in (dtypes.f16, dtypes.bf16)
+
+
 class _Idents:
     """Collision-free C identifiers: prefix + the IR name (escaped when not plain)."""
 
@@ -223,6 +251,7 @@ class _Emitter:
         self.loops = 0
         self.uses_smem_address = False
         self.uses_lane = False
+        self.mma_operands = mma_operand_locals(fn)
 
     # ------------------------------------------------------------------ output
 
@@ -310,7 +339,13 @@ class _Emitter:
         self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
 
     def stmt_SetLocal(self, s: t.SetLocal) -> None:
-        self.line(f"{self.local_ids(s.local)}[{s.index}] = {self.expr(s.value)};")
+        value = s.value
+        if s.local in self.mma_operands and _rounds_f32_to_half(value):
+            # only an mma reads it: a NaN's payload is unobservable there (module docstring)
+            text = self.x.call(f"tl_f32_{value.type.name}_raw", self.expr(value.a))
+        else:
+            text = self.expr(value)
+        self.line(f"{self.local_ids(s.local)}[{s.index}] = {text};")
 
     def stmt_Move(self, s: t.Move) -> None:
         self.line(f"{self.reg(s.dst, s.width)} = {self.reg(s.src, s.width)};")
