@@ -237,6 +237,54 @@ def test_the_trap_after_exit_is_not_a_loop_and_not_kernel_code():
     assert sass.opcodes(body)["EXIT"] == 1 and sass.opcodes(body)["BRA"] == 1
 
 
+def test_loops_lists_every_loop_in_program_order_and_main_loop_is_the_largest():
+    two = SNIPPET.replace(
+        "        /*01b0*/                   STG.E.64 desc[UR4][R2.64], R28 ;\n",
+        ".L_x_2:\n"
+        "        /*01b0*/                   LDG.E R8, desc[UR4][R2.64] ;\n"
+        "        /*01b8*/              @!P0 BRA `(.L_x_2) ;\n",
+    )
+    found = sass.loops(two)
+    assert [sass.opcodes(loop)["BRA"] for loop in found] == [1, 1]
+    assert sass.opcodes(found[1]) == {"LDG.E": 1, "BRA": 1}
+    assert sass.main_loop(two) == found[0]  # the larger one
+    assert all(sass.loads_global(loop) for loop in found)
+    assert not sass.loads_global(".L_x_9:\n        /*0000*/  FFMA R1, R2, R3, R4 ;")
+
+
+@tl.kernel(warps=4)
+def two_passes(
+    x: tl.Tensor[tl.f32, "M", "N"],
+    y: tl.Tensor[tl.f32, "N"],
+    BM: tl.constexpr = 32,
+    BN: tl.constexpr = 128,
+):
+    """Column sums of x, then of sin(x)·cos(x): two loops loading the same tiles, the
+    second with more arithmetic a tile (the larger SASS loop)."""
+    bn = tl.blocks(tl.cdiv(N, BN))
+    acc = tl.zeros([BN], tl.f32)
+    for m in tl.range(0, M, BM):
+        acc = acc + tl.sum(tl.load(x, [m, bn * BN], [BM, BN]), axis=0)
+    for m in tl.range(0, M, BM):
+        tile = tl.load(x, [m, bn * BN], [BM, BN])
+        acc = acc + tl.sum(tl.sin(tile) * tl.cos(tile), axis=0)
+    tl.store(y, [bn * BN], acc)
+
+
+@pytest.mark.usefixtures("disassembler")
+def test_the_report_counts_the_sass_loop_of_the_block_ir_main_loop():
+    """Two loops load as much: the block-IR main loop is the first, and its SASS loop is
+    the first that loads, not the largest loop (the second's sin and cos)."""
+    compiled = two_passes.compile(target="sm_90", assume="all")
+    report = compiled.perf(M=4096, N=8192)
+    loading = sass.loops(sass.disassemble(compiled.cubin))
+    assert len(loading) == 2 and all(sass.loads_global(loop) for loop in loading)
+    first, second = (sum(sass.opcodes(loop).values()) for loop in loading)
+    assert first < second
+    assert report.instructions_per_iteration * report.unroll == first
+    assert "2 loops load global memory" in " ".join(report.notes)
+
+
 # --------------------------------------------------------------------------- block IR
 
 

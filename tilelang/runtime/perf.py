@@ -16,10 +16,13 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    bytes plus the 1 KiB the system reserves, rounded up to 128, against the SM's
    largest carveout, which the driver's default preference allows), threads, and the
    resident-block cap. Waves = B / (r * SMs).
-2. **Main loop** — its SASS is the largest backward branch (`sass.main_loop`); one
-   iteration of the block-IR loop is that many warp instructions divided by how many
-   times ptxas unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or
-   else its global accesses over the thread IR's). Each warp issues every one of them
+2. **Main loop** — the block-IR loop that loads the most global bytes per iteration
+   (the first of equals); its SASS is the loop in the same place among the SASS loops
+   that load global memory (`sass.loops`), or the largest backward branch
+   (`sass.main_loop`) when ptxas left a different number of them. One iteration of
+   the block-IR loop is that many warp instructions divided by how many times ptxas
+   unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or else its
+   global accesses over the thread IR's). Each warp issues every one of them
    (predicated-off lanes or not). Instructions per element of a tensor T =
    (warp instructions per iteration * W) / (elements of T the block loads per
    iteration). Tiles are clipped to the tensor's extent (with M = 1, one row of a
@@ -489,12 +492,22 @@ def _loop_sass(
         ) from None
     if main.loop is None:
         return dict(sass_text.opcodes(sass_text.kernel_body(text))), 1
-    loop = sass_text.main_loop(text)
+    loop = _sass_of(main, text)
     if loop is None:
         notes.append("the SASS has no loop (ptxas unrolled it fully): the whole kernel counted")
         return dict(sass_text.opcodes(text)), max(iterations, 1)
     ops = dict(sass_text.opcodes(loop))
     return ops, _unroll(ops, thread_loop_counts(thread), notes)
+
+
+def _sass_of(main: MainLoop, text: str) -> str | None:
+    """The SASS loop of the block-IR main loop: of the SASS loops that load global
+    memory, the one in the same place in program order when there are as many of them
+    as block-IR loops that load (ptxas kept every loop); else the largest loop."""
+    loading = [loop for loop in sass_text.loops(text) if sass_text.loads_global(loop)]
+    if main.loops_with_loads > 1 and len(loading) == main.loops_with_loads:
+        return loading[main.rank]
+    return sass_text.main_loop(text)
 
 
 def _mma_flops(ops: Mapping[str, int], unroll: int) -> float:
@@ -599,7 +612,7 @@ def _add_notes(
     if main.loops_with_loads > 1:
         notes.append(
             f"{main.loops_with_loads} loops load global memory; the report models the one "
-            f"at {main.where} (the SASS loop is the largest)"
+            f"at {main.where}, which loads the most per iteration"
         )
     if main.enclosing:
         notes.append(f"the main loop is nested in {len(main.enclosing)} loop(s)")

@@ -86,12 +86,14 @@ class TileLoad:
 @dataclass(frozen=True)
 class MainLoop:
     """The main loop (`loop`, None for a kernel without one), the loops around it
-    (outermost first), its loads per iteration, and how many loops load global memory."""
+    (outermost first), its loads per iteration, how many loops load global memory, and
+    which of them it is (`rank`, counting in program order, outer loops first)."""
 
     loop: ir.For | None
     enclosing: tuple[ir.For, ...]
     loads: tuple[TileLoad, ...]
     loops_with_loads: int
+    rank: int = 0
 
     @property
     def where(self) -> str:
@@ -202,8 +204,12 @@ def find_main_loop(fn: ir.Function) -> MainLoop:
     visit(fn.body, ())
     if not candidates:
         return MainLoop(None, (), tuple(_loop_free_loads(fn.body)), 0)
-    best = max(candidates, key=lambda c: sum(_tile_bytes(x.shape, x.dtype) for x in c[2]))
-    return MainLoop(best[0], best[1], tuple(best[2]), len(candidates))
+    rank = max(
+        range(len(candidates)),
+        key=lambda i: sum(_tile_bytes(x.shape, x.dtype) for x in candidates[i][2]),
+    )
+    loop, enclosing, loads = candidates[rank]
+    return MainLoop(loop, enclosing, tuple(loads), len(candidates), rank)
 
 
 def _loop_free_loads(block: ir.Block) -> list[TileLoad]:

@@ -113,14 +113,13 @@ def kernel_body(sass: str) -> str:
     return sass
 
 
-def main_loop(sass: str) -> str | None:
-    """The SASS of the kernel's largest loop: the longest stretch from a label to a
-    branch back to it (the main loop of a kernel such as a matmul's k loop), or None
-    when the kernel has no backward branch (the branch-to-itself after the last
-    EXIT, which every kernel ends with, is not a loop)."""
+def loops(sass: str) -> list[str]:
+    """The SASS of every loop: each stretch from a label to the last branch back to it,
+    in the order the loops start (an outer loop before the loops inside it). The
+    branch-to-itself after the last EXIT, which every kernel ends with, is not a loop."""
     lines = sass.splitlines()
     labels: dict[str, int] = {}
-    best: tuple[int, int] | None = None
+    ends: dict[int, int] = {}  # a loop's first line -> its last backward branch
     for index, line in enumerate(lines):
         label = _LABEL.match(line)
         if label:
@@ -130,12 +129,20 @@ def main_loop(sass: str) -> str | None:
         if branch and branch.group(1) in labels:
             start = labels[branch.group(1)]
             # A branch to itself is the trap after EXIT that ends every kernel, not a loop.
-            holds_more = any(_INSTRUCTION.search(text) for text in lines[start + 1 : index])
-            if holds_more and (best is None or index - start > best[1] - best[0]):
-                best = (start, index)
-    if best is None:
-        return None
-    return "\n".join(lines[best[0] : best[1] + 1])
+            if any(_INSTRUCTION.search(text) for text in lines[start + 1 : index]):
+                ends[start] = index
+    return ["\n".join(lines[start : ends[start] + 1]) for start in sorted(ends)]
+
+
+def main_loop(sass: str) -> str | None:
+    """The SASS of the kernel's largest loop (the main loop of a kernel such as a
+    matmul's k loop; `loops`), or None when the kernel has no backward branch."""
+    return max(loops(sass), key=lambda loop: len(loop.splitlines()), default=None)
+
+
+def loads_global(loop: str) -> bool:
+    """Whether SASS text holds a global load (LDG, or LDGSTS: cp.async)."""
+    return any(op.split(".")[0] in ("LDG", "LDGSTS") for op in opcodes(loop))
 
 
 # --------------------------------------------------------------------------- classes
