@@ -68,7 +68,8 @@ def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAG
     `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
     from row k0): (o unrounded, whether each row saw a key, the rows' max of the scaled
     scores and their sum of exponentials). The scores are kept in base 2 (scale · log2
-    e, exp2); the max is returned in natural units.
+    e, `fast_exp2`: one MUFU a score, probabilities below 2^-126 flushed to 0); the max
+    is returned in natural units.
     Causal: the keys past the block's last row's diagonal are not read at all."""
     rows = row0 + tl.arange(0, BM)
     stop = sk
@@ -88,8 +89,8 @@ def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAG
         s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-        p = tl.exp2(s - base[:, None])
-        alpha = tl.exp2(m_i - base)
+        p = tl.fast_exp2(s - base[:, None])
+        alpha = tl.fast_exp2(m_i - base)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
         m_i = m_new

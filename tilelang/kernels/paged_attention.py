@@ -51,7 +51,8 @@ The u8/u4 build reads each step's K rows in `key_rows_layout`: each thread dequa
 a run of consecutive codes of one row, which is its fragment of the score mma's B
 operand once the head dimension is permuted (q's columns and K's alike, which leaves
 q·K unchanged), so no K tile moves between threads. Scores are kept in base 2 (the
-softmax scale times log2 e, exp2), the row max handed to the combine in natural units.
+softmax scale times log2 e, `fast_exp2`, probabilities below 2^-126 flushed to 0), the
+row max handed to the combine in natural units.
 
 Each split writes its unnormalized accumulator and its row max m and sum l; a second
 kernel, one block per (sequence, query head), combines the splits: with M = max m,
@@ -263,8 +264,8 @@ def paged_split_kernel(
             s = tl.dot(qt, tl.transpose(kt.to(T))) * score_scale + bias
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         base = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.exp2(s - base[:, None])
-        alpha = tl.exp2(m_i - base)
+        p = tl.fast_exp2(s - base[:, None])
+        alpha = tl.fast_exp2(m_i - base)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if MODE == TOKEN_SCALED:  # Σ p·(c − z)·s = Σ (p·s)·(c − z), per token
             weights = (p * per_token(vs, params, hk, BN)[None, :]).to(T)
