@@ -22,6 +22,11 @@ ARCHS = ("sm_80", "sm_90")
 HEAD_DIMS = (64, 128, 256)
 
 
+def key_loops(head_dim: int) -> int:
+    """The loops over key blocks: with WHOLE, the unmasked one and the masked one."""
+    return 2 if default_tiles(head_dim)["WHOLE"] else 1
+
+
 def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
     with warnings.catch_warnings():  # the library's tiles give its callers no warning
         warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
@@ -44,7 +49,8 @@ def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
 def test_the_default_tiles_compile_without_spills(kernel, head_dim, arch):
     kernel = compiled(head_dim, arch, kernel)
     assert kernel.resources.spills == 0, kernel.resources
-    assert kernel.stats["pipeline_async"] == 2  # K and V by cp.async, also with run-time bounds
+    # K and V by cp.async in each key loop, also with run-time bounds
+    assert kernel.stats["pipeline_async"] == 2 * key_loops(head_dim)
     estimate = plan_registers.registers(kernel.stages["plan_registers"])
     assert abs(estimate - kernel.resources.registers) <= 0.15 * kernel.resources.registers
 
@@ -52,8 +58,8 @@ def test_the_default_tiles_compile_without_spills(kernel, head_dim, arch):
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_head_dims_64_and_128_compile_without_spills_at_64x64_tiles(head_dim, arch):
-    assert default_tiles(head_dim) == dict(HD=head_dim, BM=64, BN=64)
-    kernel = compiled(head_dim, arch, HD=head_dim, BM=64, BN=64)
+    assert default_tiles(head_dim) == dict(HD=head_dim, BM=64, BN=64, WHOLE=head_dim == 128)
+    kernel = compiled(head_dim, arch, HD=head_dim, BM=64, BN=64, WHOLE=head_dim == 128)
     assert kernel.resources.spills == 0
 
 
@@ -61,20 +67,27 @@ def test_head_dims_64_and_128_compile_without_spills_at_64x64_tiles(head_dim, ar
 @pytest.mark.parametrize("head_dim", (64, 128))
 def test_the_main_loop_keeps_p_in_registers_and_streams_k_and_v(head_dim):
     kernel = compiled(head_dim, "sm_90")
-    loop = sass.opcodes(sass.main_loop(sass.disassemble(kernel.cubin)))
-    assert not [op for op in loop if op.startswith("STS")], loop  # no round trip of P
-    assert not [op for op in loop if op.startswith(("LDL", "STL"))], loop
-    assert any(op.startswith("LDGSTS") for op in loop), loop  # cp.async
-    assert any(op.startswith("LDSM") for op in loop), loop  # ldmatrix from the stages
+    key_blocks = [
+        sass.opcodes(loop)
+        for loop in sass.loops(sass.disassemble(kernel.cubin))
+        if sass.loads_global(loop)
+    ]
+    assert len(key_blocks) == key_loops(head_dim)
+    for loop in key_blocks:
+        assert not [op for op in loop if op.startswith("STS")], loop  # no round trip of P
+        assert not [op for op in loop if op.startswith(("LDL", "STL"))], loop
+        assert any(op.startswith("LDGSTS") for op in loop), loop  # cp.async
+        assert any(op.startswith("LDSM") for op in loop), loop  # ldmatrix from the stages
     stats = kernel.stats
-    assert stats["pipeline_async"] == 2  # K and V
+    assert stats["pipeline_async"] == 2 * key_loops(head_dim)  # K and V
     assert stats["ldmatrix_transposed_view"] >= 1  # Kᵀ read as K is stored
     assert stats.get("shared_relayout", 0) == 0
     assert stats.get("dot_operand_replicated", 0) == 0
-    assert stats["reduce_shuffle"] == 2 and stats.get("reduce_shared", 0) == 0
+    assert stats["reduce_shuffle"] == 2 * key_loops(head_dim)
+    assert stats.get("reduce_shared", 0) == 0
 
 
 def test_the_pipelined_loop_has_two_stages():
     kernel = compiled(128, "sm_80")
     loops = [line for line in kernel.ir("plan_registers").splitlines() if " = for " in line]
-    assert loops and all("stages(2)" in line for line in loops)
+    assert len(loops) == key_loops(128) == 2 and all("stages(2)" in line for line in loops)
