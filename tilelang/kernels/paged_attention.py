@@ -358,9 +358,9 @@ GROUP_16_TILES = {
     # registers and 0 spills with every zero-point flag. 1 warp (64 tokens) issues
     # less still but leaves one warp per scheduler (perf_report: optimistic) and
     # spills with V's zero points; 2 warps at 64 tokens reach only 84% on sm_90. With
-    # V's zero points given it stays at 81-83% of DRAM bandwidth (0.436 vs 0.366 on
-    # sm_90): the per-token Σ (p·s)·z (cvt, multiply, row sum) costs ~180 instructions
-    # a step, and every tile that would absorb it sits at the 255-register ceiling.
+    # V's zero points given, the per-token Σ (p·s)·z (cvt, multiply, row sum) costs
+    # ~180 instructions a step and every tile that would absorb it sits at the
+    # 255-register ceiling: 81-83% of DRAM bandwidth with exp2, 86-87% with fast_exp2.
     (dtypes.u4, 64, "sm_80"): (128, 2, 1),
     (dtypes.u4, 64, "sm_90"): (128, 2, 1),
     # u4 at D = 256: HEAD_DIM_TILES' 8 warps at 64 tokens, 8 a warp, so the K rows load
