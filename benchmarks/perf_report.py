@@ -52,21 +52,23 @@ def _quant(weight: tl.DType, n: int) -> Case:
     )
 
 
-def _paged(cache: tl.DType, head_dim: int, batch: int, context: int) -> Case:
+def _paged(cache: tl.DType, head_dim: int, batch: int, context: int, zeros: bool = False) -> Case:
     """The split kernel of `tilelang.kernels.paged_decode_attention` at a Llama-3-8B-like
     decode step (32 query heads over 8 KV heads, 16-token pages), `batch` sequences of
     `context` tokens each (issue 12's target is batch 64, context 4096): the tiles,
-    flags and splits a call would pick."""
+    flags and splits a call would pick; `zeros`: K and V given zero points too."""
     heads, kv_heads, page = 32, 8, 16
-    tiles = pa.default_tiles(head_dim, heads // kv_heads, cache, "sm_90")
+    scaled = cache in (tl.u8, tl.u4)
+    reads = (zeros, zeros) if scaled else (True, True)  # what a call reads picks the tiles
+    tiles = pa.default_tiles(head_dim, heads // kv_heads, cache, "sm_90", reads)
     pages = context // page
     splits, per_split = pa.split_count(batch, kv_heads, pages * page, tiles["BN"])
-    scaled = cache in (tl.u8, tl.u4)
-    flags = dict(MODE=pa.TOKEN_SCALED, K_ZEROS=False, V_ZEROS=False) if scaled else {}
+    flags = dict(MODE=pa.TOKEN_SCALED, K_ZEROS=zeros, V_ZEROS=zeros) if scaled else {}
     rows = batch * pages * page
     scales = dict(SR=rows, SH=kv_heads) if scaled else dict(SR=1, SH=1)
     return Case(
-        f"paged decode {cache.name} D={head_dim} b={batch} ctx={context}",
+        f"paged decode {cache.name} D={head_dim}{' zero points' if zeros else ''} "
+        f"b={batch} ctx={context}",
         pa.paged_split_kernel,
         dict(T=tl.f16, KT=cache, BS=page, G=heads // kv_heads, **flags, **tiles),
         dict(
@@ -116,6 +118,7 @@ CASES = (
     _paged(tl.f16, 128, 64, 4096),
     _paged(tl.u8, 128, 64, 4096),
     _paged(tl.u4, 128, 64, 4096),
+    _paged(tl.u4, 64, 64, 4096, zeros=True),
 )
 
 
