@@ -57,6 +57,38 @@ def test_attention_dots_form_a_chain_and_a_matmul_does_not():
     assert chained_dots(matmul.stages(target="cpu")["frontend"]) == frozenset()
 
 
+@tl.kernel(warps=4)
+def masked_chain(
+    q: tl.Tensor[tl.f16, "M", "K"],
+    k: tl.Tensor[tl.f16, "N", "K"],
+    v: tl.Tensor[tl.f16, "N", "D"],
+    o: tl.Tensor[tl.f32, "M", "D"],
+    limit: tl.i32,
+):
+    """S = q·kᵀ masked under a block-uniform `if`, then S·v: the mask's `if` is on the
+    way from one dot to the next, as attention's last-block mask is."""
+    s = tl.dot(tl.load(q, [0, 0], [64, 64]), tl.transpose(tl.load(k, [0, 0], [64, 64])))
+    if limit < 64:
+        s = tl.where(tl.arange(0, 64)[None, :] < limit, s, 0.0)
+    tl.store(o, [0, 0], tl.dot(s.to(tl.f16), tl.load(v, [0, 0], [64, 64])))
+
+
+def test_a_chain_goes_through_the_results_of_an_if():
+    fn = masked_chain.stages(assume="all", target="cpu")["frontend"]
+    dots = [i.result.name for i in walk(fn) if isinstance(i, ir.Dot)]
+    assert len(dots) == 2 and chained_dots(fn) == frozenset(dots)
+    stats = masked_chain.compile(assume="all", target="cpu").stats
+    assert stats.get("shared_relayout", 0) == 0  # S's fragment is the next A fragment
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((64, 64)).astype(np.float16) for _ in range(3))
+    for limit in (64, 40):
+        o = masked_chain(q, k, v, np.zeros((64, 64), np.float32), limit)
+        s = q.astype(np.float64) @ k.astype(np.float64).T
+        s[:, limit:] = 0.0
+        want = s.astype(np.float16).astype(np.float64) @ v.astype(np.float64)
+        np.testing.assert_allclose(o, want, rtol=2e-2, atol=2e-2)
+
+
 def test_the_chain_keeps_p_in_registers_and_reduces_rows_with_shuffles():
     stats = flash_attention_kernel.compile(assume="all", target="cpu", **ATTENTION).stats
     assert stats.get("shared_relayout", 0) == 0  # P: S's fragment is P·V's A fragment

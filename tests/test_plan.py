@@ -329,6 +329,29 @@ def test_liveness_over_loops():
     assert pressure[4] == 8 + 8 + 8 - 8  # %acc dies at the add, %acc_1 is written over it
 
 
+@tl.kernel(warps=1)
+def masked_tail(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f32, "N"], limit: tl.i32):
+    doubled = tl.load(x, [0], [128]) * 2.0
+    if limit < 128:  # the mask only where it is needed: the other path keeps the value
+        doubled = tl.where(tl.arange(0, 128) < limit, doubled, 0.0)
+    tl.store(y, [0], doubled)
+
+
+def test_a_value_one_branch_only_yields_dies_where_the_other_branch_last_reads_it():
+    """On the path that yields it, the value becomes the `if`'s result; on the masked
+    path it dies at the `where`: it is not live over the rest of that branch."""
+    fn = masked_tail.stages(target="cpu")["frontend"]
+    program = Program.of(fn)
+    branch = next(p for p in program.points if isinstance(p.instr, ir.If) and not p.end)
+    end = next(p.index for p in program.points if p.instr is branch.instr and p.end)
+    where = next(
+        p for p in program.points if isinstance(p.instr, ir.Compute) and p.instr.op == "where"
+    )
+    doubled = where.instr.args[1]
+    assert branch.index < where.index < end
+    assert program.stop[doubled] == where.index
+
+
 def test_addresses_in_a_loop_are_held_through_it_and_unrolling_adds_its_allowance():
     def addresses(attrs: str) -> list[int]:
         program = Program.of(parse_function(loop_kernel(attrs)))

@@ -14,7 +14,11 @@ last use, where
   last use in the body, and the values the body yields from their definition to the
   `yield` — so a loop-carried value occupies its words through the whole loop;
 - the branches of an `if` are laid out one after the other (a value used only in the
-  `else` branch is counted in the `then` branch too: an over-estimate).
+  `else` branch is counted in the `then` branch too: an over-estimate), except a branch
+  that only yields (the path that keeps the values, as the unmasked path of a mask
+  applied under `if`): its operands are used at the `if`'s point, since on that path
+  they become the results, and on the other they are dead once that branch is done
+  with them.
 
 It also records the loops: the points each `for` spans (its header to its end) and, for
 every point, the loops around it, so that a cost held over a whole loop (an address the
@@ -29,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from tilelang.ir.nodes import Block, For, Function, If, Instr, Var
+from tilelang.ir.nodes import Block, For, Function, If, Instr, Var, Yield
 from tilelang.ir.shape_expr import symbols
 from tilelang.ir.types import TensorType
 
@@ -126,8 +130,12 @@ class _Builder:
                 self.use(value, loop.end, (*loops, loop))
             results_at = loop.end
         elif isinstance(instr, If):
-            self.block(instr.then_body, loops)
-            self.block(instr.else_body, loops)
+            for body in (instr.then_body, instr.else_body):
+                if _only_yields(body):  # a path that passes values on unchanged: its
+                    for value in body.instrs[0].uses():  # operands are the results,
+                        self.use(value, index, loops)  # not live across the other path
+                else:
+                    self.block(body, loops)
             results_at = self.point(instr, loops, end=True)
         else:
             results_at = index
@@ -145,3 +153,8 @@ class _Builder:
                 last = max(last, index, outside)
             program.stop[var] = last
         return program
+
+
+def _only_yields(body: Block) -> bool:
+    """Whether an `if` body does nothing but yield (the path that keeps the values)."""
+    return len(body.instrs) == 1 and isinstance(body.instrs[0], Yield)

@@ -9,7 +9,8 @@ counts such an operand, and the elementwise values that only feed it, at
 
 A dot operand read from shared memory (`shared_load`, the K and V tiles of attention
 that the pipelining pass stages) whose only use is that dot, later in the same block
-with nothing between that writes shared memory or waits, in a dot chain
+with no loop between and nothing that writes shared memory or waits (a branch may be,
+such as attention's mask of the last block), in a dot chain
 (`tilelang.analysis.dot_chains`) or beside another such read (`streamed_reads`), is read by
 the lowering one k-step at a time, each ldmatrix right before its k-step's mmas: a
 warp holds one k-step of a replicated operand (all of K, for each warp's rows of S),
@@ -126,10 +127,12 @@ def streamed_reads(program: Program) -> dict[Var, Dot]:
             continue
         if dot.a.type.shape[-1] // 16 < 2:
             continue
+        here = program.within[point.index]
         between = program.points[point.index + 1 : used[0]]
-        if program.within[point.index] != program.within[used[0]] or any(
-            _orders_shared(p.instr) or p.end or p.instr.BODIES for p in between
-        ):
+        if program.within[used[0]] != here or any(
+            program.within[p.index] != here or (not p.end and _orders_shared(p.instr))
+            for p in between
+        ):  # a loop between, or a write to shared memory (an `if` without one is fine)
             continue
         found[load.result] = dot
     # a dot outside a chain streams its reads only when both operands are such reads
