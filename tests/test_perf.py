@@ -252,6 +252,45 @@ def test_loops_lists_every_loop_in_program_order_and_main_loop_is_the_largest():
     assert not sass.loads_global(".L_x_9:\n        /*0000*/  FFMA R1, R2, R3, R4 ;")
 
 
+BRANCHY = """
+.L_x_0:
+        /*0000*/                   HMMA.16816.F32 R4, R8, R12, R4 ;
+        /*0010*/              @P0 BRA `(.L_x_1) ;
+        /*0020*/                   FSEL R1, R1, -INF , P1 ;
+        /*0030*/                   FSEL R2, R2, -INF , P1 ;
+        /*0040*/                   FSEL R3, R3, -INF , P1 ;
+.L_x_1:
+        /*0050*/              @!P2 BRA `(.L_x_2) ;
+        /*0060*/                   FADD R5, R5, R6 ;
+        /*0070*/                   BRA `(.L_x_3) ;
+.L_x_2:
+        /*0080*/                   FMUL R5, R5, R6 ;
+        /*0090*/                   FMUL R7, R7, R6 ;
+        /*0098*/                   FMUL R8, R8, R6 ;
+.L_x_3:
+        /*00a0*/                   SHFL.BFLY PT, R9, R5, 0x1, 0x1f ;
+.L_x_4:
+        /*00b0*/                   IADD3 R10, R10, 0x1, RZ ;
+        /*00c0*/              @P3 BRA `(.L_x_4) ;
+        /*00d0*/              @!P4 BRA `(.L_x_0) ;
+"""
+
+
+def test_the_shortest_path_takes_the_branches_that_skip_work():
+    """The guarded FSELs are skipped, the shorter arm of the if/else taken (an
+    unconditional BRA jumps), the nested loop counted once, the back edge kept."""
+    path = sass.opcodes(sass.shortest_path(sass.loops(BRANCHY)[0]))
+    assert path == {
+        "HMMA.16816.F32": 1,
+        "BRA": 5,  # two forward, the if's jump to its join, the nested loop's, the back edge
+        "FADD": 1,
+        "SHFL.BFLY": 1,
+        "IADD3": 1,
+    }
+    straight = SNIPPET.split(".L_x_1:")[0]
+    assert sass.shortest_path(sass.main_loop(straight)) == sass.main_loop(straight)
+
+
 @tl.kernel(warps=4)
 def two_passes(
     x: tl.Tensor[tl.f32, "M", "N"],

@@ -19,8 +19,10 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
 2. **Main loop** — the block-IR loop that loads the most global bytes per iteration
    (the first of equals); its SASS is the loop in the same place among the SASS loops
    that load global memory (`sass.loops`), or the largest backward branch
-   (`sass.main_loop`) when ptxas left a different number of them. One iteration of
-   the block-IR loop is that many warp instructions divided by how many times ptxas
+   (`sass.main_loop`) when ptxas left a different number of them; its shortest path
+   (`sass.shortest_path`: every forward branch that skips instructions taken, as
+   for a mask only the last block runs; a note says how many it skips). One
+   iteration of the block-IR loop is that many warp instructions divided by how many times ptxas
    unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or else its
    global accesses over the thread IR's). Each warp issues every one of them
    (predicated-off lanes or not). Instructions per element of a tensor T =
@@ -496,7 +498,14 @@ def _loop_sass(
     if loop is None:
         notes.append("the SASS has no loop (ptxas unrolled it fully): the whole kernel counted")
         return dict(sass_text.opcodes(text)), max(iterations, 1)
-    ops = dict(sass_text.opcodes(loop))
+    ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
+    skipped = sum(sass_text.opcodes(loop).values()) - sum(ops.values())
+    if skipped:
+        notes.append(
+            f"branches in the main loop skip up to {skipped} of its SASS instructions "
+            "(a mask on the last block, a rare path): the report counts the shortest path "
+            "through it, as most iterations run"
+        )
     return ops, _unroll(ops, thread_loop_counts(thread), notes)
 
 

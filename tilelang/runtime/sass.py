@@ -15,6 +15,7 @@ is required by tilelang: `find_disassembler()` returns None without one, and cal
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import shutil
@@ -138,6 +139,42 @@ def main_loop(sass: str) -> str | None:
     """The SASS of the kernel's largest loop (the main loop of a kernel such as a
     matmul's k loop; `loops`), or None when the kernel has no backward branch."""
     return max(loops(sass), key=lambda loop: len(loop.splitlines()), default=None)
+
+
+def shortest_path(loop: str) -> str:
+    """The lines of `loop` (one of `loops`) on its shortest path: from its first
+    instruction to its last backward branch, taking every forward branch that skips
+    instructions (a predicated ``BRA`` may fall through or jump; an unpredicated one
+    jumps). A nested loop's body is counted once. For a loop whose branches guard rare
+    work (a mask applied to the last block only), the instructions most iterations
+    issue."""
+    lines = loop.splitlines()
+    labels = {m.group(1): i for i, line in enumerate(lines) if (m := _LABEL.match(line))}
+    cost = [math.inf] * (len(lines) + 1)
+    came_from = [-1] * (len(lines) + 1)
+    cost[0] = 0
+    for index, line in enumerate(lines):
+        if cost[index] == math.inf:
+            continue
+        here = cost[index] + (1 if _INSTRUCTION.search(line) else 0)
+        branch = _BRANCH.search(line) if index < len(lines) - 1 else None
+        target = labels.get(branch.group(1), -1) if branch else -1
+        successors = []
+        if target > index:  # a forward jump; a backward one (a nested loop) falls through
+            successors.append(target)
+        if target <= index or _PREDICATED.search(line):
+            successors.append(index + 1)
+        for successor in successors:
+            if here < cost[successor]:
+                cost[successor], came_from[successor] = here, index
+    path, at = [], len(lines)
+    while at > 0:
+        at = came_from[at]
+        path.append(lines[at])
+    return "\n".join(reversed(path))
+
+
+_PREDICATED = re.compile(r"/\*[0-9a-f]{4,}\*/\s+@!?U?P[0-9]")
 
 
 def loads_global(loop: str) -> bool:
