@@ -63,58 +63,44 @@ def head_rows(t, b, start, row, h, R, HD):
 
 
 @func
-def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES, WHOLE):
+def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
     """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
     `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
     from row k0): (o unrounded, whether each row saw a key, the rows' max of the scaled
     scores and their sum of exponentials). The scores are kept in base 2 (scale · log2
     e, `fast_exp2`: one MUFU a score, probabilities below 2^-126 flushed to 0); the max
     is returned in natural units.
-    With WHOLE, the key blocks every row sees whole go through a loop of their own,
-    without the mask; the others (the last partial block, causal blocks crossing the
-    diagonal) through the masked loop. Causal: the keys past the block's last row's
-    diagonal are not read at all."""
+    Only the key blocks some row does not see whole (the last partial block, causal
+    blocks crossing the diagonal) are masked: a block-uniform branch. Causal: the keys
+    past the block's last row's diagonal are not read at all."""
     rows = row0 + tl.arange(0, BM)
     stop = sk
     whole = sk  # every row sees the keys below `whole`
     if CAUSAL:  # row r sees keys up to r + (sk − sq)
         stop = tl.minimum(sk, row0 + BM + (sk - sq))
-        whole = tl.maximum(tl.minimum(sk, row0 + 1 + (sk - sq)), 0)
+        whole = tl.minimum(sk, row0 + 1 + (sk - sq))
     m_i = tl.full([BM], float("-inf"), tl.f32)
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
-    masked = 0
-    if WHOLE:
-        masked = whole // BN * BN
-        for n in tl.range(0, masked, BN, stages=STAGES):
-            kt = head_rows(k, b, k0, n, hk, BN, HD)
-            vt = head_rows(v, b, k0, n, hk, BN, HD)
-            m_i, l_i, acc = softmax_step(qt, kt, vt, m_i, l_i, acc, None, scale, T)
-    for n in tl.range(masked, stop, BN, stages=STAGES):
+    for n in tl.range(0, stop, BN, stages=STAGES):
         kt = head_rows(k, b, k0, n, hk, BN, HD)
         vt = head_rows(v, b, k0, n, hk, BN, HD)
-        cols = n + tl.arange(0, BN)
-        visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
-        if CAUSAL:
-            visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
-        m_i, l_i, acc = softmax_step(qt, kt, vt, m_i, l_i, acc, visible, scale, T)
+        s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
+        if n + BN > whole:
+            cols = n + tl.arange(0, BN)
+            visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
+            s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
+        p = tl.fast_exp2(s - base[:, None])
+        alpha = tl.fast_exp2(m_i - base)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = tl.dot(p.to(T), vt, acc * alpha[:, None])
+        m_i = m_new
     seen = l_i > 0.0
     return acc / tl.where(seen, l_i, 1.0)[:, None], seen, m_i * LN2, l_i  # max in nats
-
-
-@func
-def softmax_step(qt, kt, vt, m_i, l_i, acc, visible, scale, T):
-    """One key block of the online softmax: the running max, sum and accumulator after
-    the keys kt/vt, of which the scores where `visible` (None: all of them) count."""
-    s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
-    if visible is not None:
-        s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-    p = tl.fast_exp2(s - base[:, None])
-    alpha = tl.fast_exp2(m_i - base)
-    l_i = l_i * alpha + tl.sum(p, axis=1)  # before P·V: the f32 p dies here
-    return m_new, l_i, tl.dot(p.to(T), vt, acc * alpha[:, None])
 
 
 @func
@@ -123,10 +109,17 @@ def log_sum_exp(seen, m_i, l_i):
     return tl.where(seen, m_i + tl.log(tl.where(seen, l_i, 1.0)), float("-inf"))
 
 
+# min_blocks: at D <= 64 ptxas aims for 4 blocks a multiprocessor, 128 registers, and
+# spills 32 bytes of the masked branch's values to get there (non-causal, sm_90);
+# stating 1 block lets it take the ~150 it needs (3 blocks of 4 warps, 0 spills).
+def _min_blocks(HD, **_):
+    return 1 if HD <= 64 else None
+
+
 # expect_replicated: at D = 256 the default 32-row tile gives the score dot a 2 x 2 warp
 # grid, so two warps hold q; that build fits with 0 spills (tests/test_attention_resources.py),
 # kernel.stats counts the operand, and a warning would be one the caller cannot act on.
-@kernel(warps=4, expect_replicated=True)
+@kernel(warps=4, min_blocks=_min_blocks, expect_replicated=True)
 def flash_attention_kernel(
     q: Tensor["T", "NB", "M", "H", "D"],
     k: Tensor["T", "NB", "N", "HK", "D"],
@@ -141,19 +134,16 @@ def flash_attention_kernel(
     BM: constexpr = 64,
     BN: constexpr = 64,
     STAGES: constexpr = 2,
-    WHOLE: constexpr = False,
 ):
     """o = softmax(scale · q kᵀ) v per (batch, head), BM queries per block (module
-    docstring); lse = the rows' log-sum-exp with LSE. WHOLE: the key blocks every row
-    sees whole in a loop without the mask (`attend`; `default_tiles` says where it
-    fits the registers)."""
+    docstring); lse = the rows' log-sum-exp with LSE."""
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
     if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
         bm = tl.cdiv(M, BM) - 1 - bm
     hk = h // (H // HK)
     qt = head_rows(q, b, None, bm * BM, h, BM, HD)
     out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES, WHOLE
+        qt, bm * BM, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES
     )
     tl.store(o, [b, bm * BM, h, 0], tl.reshape(out.to(T), [1, BM, 1, HD]))
     if LSE:
@@ -161,7 +151,7 @@ def flash_attention_kernel(
         tl.store(lse, [b, h, bm * BM], tl.reshape(total, [1, 1, BM]))
 
 
-@kernel(warps=4, expect_replicated=True)  # as flash_attention_kernel
+@kernel(warps=4, min_blocks=_min_blocks, expect_replicated=True)  # as flash_attention_kernel
 def flash_attention_varlen_kernel(
     q: Tensor["T", "TQ", "H", "D"],
     k: Tensor["T", "TK", "HK", "D"],
@@ -179,7 +169,6 @@ def flash_attention_varlen_kernel(
     BM: constexpr = 64,
     BN: constexpr = 64,
     STAGES: constexpr = 2,
-    WHOLE: constexpr = False,
 ):
     """`flash_attention_kernel` over packed sequences: sequence b's queries are rows
     cu_q[b]..cu_q[b+1] of q, its keys rows cu_k[b]..cu_k[b+1] of k and v (read at run
@@ -195,7 +184,7 @@ def flash_attention_varlen_kernel(
     qt = head_rows(q, None, q0, bm * BM, h, BM, HD)
     rows = bm * BM + tl.arange(0, BM)
     out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES, WHOLE
+        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES
     )
     at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
@@ -209,14 +198,11 @@ def default_tiles(head_dim: int) -> dict[str, int]:
     compile for sm_80 and sm_90 with 0 spills (docs/benchmarks.md). At D=128, 64 keys a
     step rather than 32 take 14% fewer main-loop instructions per key and half the
     barriers, at the same 2 blocks per multiprocessor; D=256 needs 32×16 (its [64, 256]
-    accumulator alone would take 128 registers of 4 warps). WHOLE (the unmasked loop
-    for the key blocks every row sees: 699 -> 622 instructions a step at D=128 on
-    sm_90) where its second loop still fits: D=64 spills 8 bytes with it on sm_90,
-    D=256 about 90."""
+    accumulator alone would take 128 registers of 4 warps)."""
     hd = max(16, next_power_of_two(head_dim))
     if hd <= 128:
-        return dict(HD=hd, BM=64, BN=64, WHOLE=hd == 128)
-    return dict(HD=hd, BM=32, BN=16, WHOLE=False)
+        return dict(HD=hd, BM=64, BN=64)
+    return dict(HD=hd, BM=32, BN=16)
 
 
 def flash_attention(
