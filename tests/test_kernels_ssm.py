@@ -306,3 +306,78 @@ def test_half_precision_state_and_an_empty_sequence():
     x = scan_inputs(1, 3, 4, 0)
     out, last = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], return_last_state=True)
     assert out.shape == (1, 3, 0) and np.array_equal(last, np.zeros((1, 3, 4), np.float32))
+
+
+# --------------------------------------------------------------------------- the walk
+# `selective_scan_walk_kernel`: a thread per channel stepping through L; its channels
+# come a warp at a time, so these shapes have 32 or 64 of them.
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("length", [1, 7, 100, 257])
+def test_the_walk_matches_a_sequential_loop(length, interpret):
+    x = scan_inputs(2, 32, 16, length, seed=length + 1)
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(
+        **x, delta_softplus=True, return_last_state=True, interpret=interpret, method="walk"
+    )
+    assert out.shape == (2, 32, length) and state.shape == (2, 32, 16)
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
+
+
+@pytest.mark.parametrize("options", ["plain", "D", "z", "bias"])
+def test_the_walk_with_each_optional_argument_and_an_odd_state_size(options):
+    x = scan_inputs(1, 32, 5, 40, seed=11)
+    kept = {k: x[k] for k in ("u", "delta", "A", "B", "C")}
+    name = {"D": "D", "z": "z", "bias": "delta_bias"}.get(options)
+    if name:  # a bias of either sign without softplus would make some Δ < 0: growth
+        kept[name] = np.abs(x[name]) if name == "delta_bias" else x[name]
+    expected, _ = scan_reference(
+        *(kept[k] for k in ("u", "delta", "A", "B", "C")),
+        kept.get("D"), kept.get("z"), kept.get("delta_bias"),
+    )  # fmt: skip
+    assert_close(selective_scan(**kept, method="walk"), expected, 1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
+def test_the_walk_over_half_precision_inputs(dtype):
+    x = scan_inputs(1, 32, 16, 33, seed=6, dtype=dtype)
+    expected, _ = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out = selective_scan(**x, delta_softplus=True, method="walk")
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, expected, 4 * (2.0**-10 if dtype == np.float16 else 2.0**-7))
+
+
+def test_the_walk_with_grouped_B_and_C_and_large_steps():
+    x = scan_inputs(2, 64, 16, 37, seed=9)
+    rng = np.random.default_rng(2)
+    x["B"], x["C"] = (rng.standard_normal((2, 2, 16, 37)).astype(np.float32) for _ in "BC")
+    x["delta"] = np.full_like(x["delta"], 1.0)
+    x["A"] = np.full_like(x["A"], -20.0)  # Δ·|A| = 20: exp2 of -28.9, far from the flush
+    del x["delta_bias"]
+    assert_close(selective_scan(**x, method="walk"), grouped_reference(x, 2), 1e-5)
+
+
+def test_the_method_follows_the_shape_and_a_walk_that_cannot_run_is_refused():
+    assert ssm.scan_method(None, 8 * 2048, 2048) == "walk"
+    assert ssm.scan_method(None, 2 * 64, 64) == "chunked"  # too few channels to fill a GPU
+    assert ssm.scan_method(None, 8 * 2040, 2040) == "chunked"  # not whole warps of channels
+    assert ssm.scan_method("chunked", 8 * 2048, 2048) == "chunked"
+    x = scan_inputs(1, 5, 4, 8)
+    with pytest.raises(ValueError, match=r"method='walk' needs the channels of a group"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="walk")
+    with pytest.raises(ValueError, match=r"method must be None, 'walk' or 'chunked', got 'x'"):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="x")
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_walk_compiles_without_spills_at_each_tile_it_tunes_among(arch):
+    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, LAST=True, BN=16)
+    for tiles in ssm.walk_configs(128):
+        build = ssm.selective_scan_walk_kernel.compile(target=arch, **full, **tiles)
+        assert build.resources.spills == 0, (tiles, build.resources)

@@ -243,3 +243,26 @@ def test_selective_scan_tunes_the_channels_per_block_without_changing_a_bit():
     seconds = [t.seconds for t in decision.trials]
     assert decision.config == configs[min(range(3), key=lambda i: (seconds[i], i))]
     np.testing.assert_array_equal(tuned, ssm.selective_scan(u, delta, A, B, C))
+
+
+def test_the_scan_walk_tunes_its_tiles_and_every_tile_gives_the_same_bits():
+    rng = np.random.default_rng(8)
+    nb, dm, length, n = 1, 128, 40, 8
+    u = rng.standard_normal((nb, dm, length)).astype(np.float16)
+    delta = rng.random((nb, dm, length)).astype(np.float16)
+    A = -rng.random((dm, n)).astype(np.float32)
+    B, C = (rng.standard_normal((nb, n, length)).astype(np.float16) for _ in range(2))
+    configs = ssm.walk_configs(dm)
+    assert configs[0] == {"BD": 32, "BL": 16} and len(configs) == 4
+    tuned = ssm.selective_scan(u, delta, A, B, C, tune=True, method="walk")
+    tuner = library.tuner(ssm.selective_scan_walk_kernel, configs, ("NB", "DM", "N"))
+    (decision,) = tuner.decisions.values()
+    assert decision.config in configs
+    for config in configs:  # the order of every addition is the same at every tile
+        out = np.empty_like(u)
+        ssm.selective_scan_walk_kernel(
+            u, delta, A, B.reshape(nb, 1, n, length), C.reshape(nb, 1, n, length),
+            np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float16), np.zeros(1, np.float32),
+            out, np.zeros((1, 1, 1), np.float32), T=dtypes.f16, BN=8, **config,
+        )  # fmt: skip
+        np.testing.assert_array_equal(out, tuned)

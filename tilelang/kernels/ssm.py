@@ -22,6 +22,20 @@ A block handles one batch index and BD channels: tiles of [BD, BN, BL] f32. B an
 are read as [batch, G, N, L] (ungrouped ones as G = 1, a view); BD divides Dm / G, so
 the channels of a block share one group's B and C.
 
+Two kernels compute it (`scan_method` picks by the shape; `method=` overrides):
+
+- the walk (`selective_scan_walk_kernel`), for many channels (batch × Dm of 4096 or
+  more, a group's channels in whole warps): a thread per channel holds its N states
+  in registers and steps through L, so each state and step costs an exp2, a product
+  and two multiply-adds, with no scan tree and no reduction across threads. At the GPU
+  check's shape (batch 8, Dm 2048, N 16, L 2048, f16, sm_90) the static report
+  predicts 266 µs against the chunked scan's 1222 µs (the DRAM floor: 80 µs);
+- the chunked scan (`selective_scan_kernel`, described below), for few channels: it
+  spreads each channel's states and steps over threads.
+
+Their results differ within rounding (the walk adds in step order, the chunked scan
+in the scan's tree order); each is the same on every machine and at every tile.
+
 Tiles (`scan_configs`): the grid is batch × Dm / BD blocks, so the best BD depends on
 the shape: few channels favour narrow blocks (more of them), many favour wide ones (B
 and C loaded once for more channels). `_block_d` is the default and the first config;
@@ -39,6 +53,7 @@ from tilelang.lang.signature import Tensor, constexpr
 from tilelang.tuning import library
 
 from .common import (
+    LOG2E,
     check,
     empty,
     f32_host,
@@ -55,6 +70,13 @@ from .common import (
 TILE_ELEMENTS = 2048
 #: Steps per chunk of `selective_scan`.
 CHUNK = 32
+#: Channels of one warp of the walk kernel (one a lane); a group's channels must be a
+#: multiple of it for the walk.
+WALK_LANES = 32
+#: The fewest channels (batch × Dm) for which `selective_scan` walks: a thread per
+#: channel, so fewer leave the GPU idle (4096: 128 warps, about one an H100 SM), and the
+#: chunked scan, which spreads each channel's states and steps over threads, does better.
+WALK_MIN_CHANNELS = 4096
 
 
 @func
@@ -174,6 +196,68 @@ def state_update_kernel(
     tl.store(y, [b, d0], tl.reshape(out.to(T), [1, BD]))
 
 
+@kernel(warps=lambda BD, **_: BD // WALK_LANES)
+def selective_scan_walk_kernel(
+    u: Tensor["T", "NB", "DM", "L"],
+    delta: Tensor["T", "NB", "DM", "L"],
+    A: Tensor[dtypes.f32, "DM", "N"],
+    B: Tensor["T", "NB", "G", "N", "L"],
+    C: Tensor["T", "NB", "G", "N", "L"],
+    D: Tensor[dtypes.f32, "ND"],
+    z: Tensor["T", "NZ", "DZ", "LZ"],
+    bias: Tensor[dtypes.f32, "NBIAS"],
+    out: Tensor["T", "NB", "DM", "L"],
+    last: Tensor[dtypes.f32, "NL", "DL", "SL"],
+    T: constexpr = dtypes.f32,
+    HAS_D: constexpr = False,
+    HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    SOFTPLUS: constexpr = False,
+    LAST: constexpr = False,
+    BD: constexpr = 32,
+    BN: constexpr = 16,
+    BL: constexpr = 16,
+):
+    """`selective_scan_kernel`'s result by a walk: each thread holds one channel's BN
+    states in registers and steps through L one position at a time (BL a chunk, its
+    steps unrolled), h = exp(Δ·A)·h + Δ·B·u, y = Σ_n C·h + D·u. No scan tree, no
+    reduction across threads: per state and step an exp2, a product, a multiply-add
+    and the product for y. The exponent is Δ·(A·log2 e), by `fast_exp2`."""
+    b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
+    d0 = bd * BD
+    g = d0 // (DM // G)
+    # a thread per channel: its states, and its chunk of u, Δ and z, in its registers
+    states = tl.Layout((BD, BN), ((BD,), (BN,)), (0,), (1,))
+    steps = tl.Layout((1, BD, BL), ((1,), (BD,), (BL,)), (1,), (0, 2))
+    rate = tl.load(A, [d0, 0], [BD, BN], layout=states) * LOG2E
+    skip = tl.zeros([BD, 1], tl.f32)
+    if HAS_D:
+        skip = tl.load(D, [d0], [BD])[:, None]
+    h = tl.zeros([BD, BN], tl.f32)
+    for l0 in tl.range(0, L, BL):
+        x = tl.reshape(tl.load(u, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
+        x = x.to(tl.f32)
+        dt = tl.reshape(tl.load(delta, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
+        dt = step_size(dt.to(tl.f32), bias, d0, BD, HAS_BIAS, SOFTPLUS)
+        inside = (tl.arange(0, BL) + l0 < L)[None, :]
+        dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)  # steps past L: (1, 0)
+        bt = tl.reshape(tl.load(B, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
+        ct = tl.reshape(tl.load(C, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
+        inject = dt * x
+        ys = []
+        for j in range(BL):
+            a = tl.fast_exp2(dt[:, j : j + 1] * rate)
+            h = a * h + inject[:, j : j + 1] * tl.reshape(bt[:, j : j + 1], [1, BN])
+            ys.append(tl.sum(h * tl.reshape(ct[:, j : j + 1], [1, BN]), axis=1)[:, None])
+        y = tl.concat(ys, axis=1) + skip * x
+        if HAS_Z:
+            gate = tl.reshape(tl.load(z, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
+            y = y * silu(gate.to(tl.f32))
+        tl.store(out, [b, d0, l0], tl.reshape(y.to(T), [1, BD, BL]))
+    if LAST:
+        tl.store(last, [b, d0, 0], tl.reshape(h, [1, BD, BN]))
+
+
 def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
     """Channels per block: about TILE_ELEMENTS elements, a power of two that divides the
     channels of a group (a block reads one group's B and C)."""
@@ -181,6 +265,32 @@ def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
     while per_group % bd:
         bd //= 2
     return bd
+
+
+def walk_configs(per_group: int) -> list[dict[str, int]]:
+    """The walk kernel's tiles a call tunes among: a warp of channels a block first (the
+    default: the most blocks), then 2 and 4 warps where a group's channels allow; BL
+    16 steps a chunk (8 holds fewer registers). The walk's result does not depend on
+    them: it adds in the same order at every tile."""
+    widths = [w for w in (WALK_LANES, 2 * WALK_LANES, 4 * WALK_LANES) if per_group % w == 0]
+    return [{"BD": w, "BL": 16} for w in widths] + [{"BD": WALK_LANES, "BL": 8}]
+
+
+def scan_method(method: str | None, channels: int, per_group: int) -> str:
+    """ "walk" or "chunked" for a call (`selective_scan`'s `method`): None picks the walk
+    when there are WALK_MIN_CHANNELS channels or more and a group's channels fill warps
+    (`WALK_LANES`), else the chunked scan."""
+    walkable = per_group % WALK_LANES == 0
+    if method is None:
+        return "walk" if walkable and channels >= WALK_MIN_CHANNELS else "chunked"
+    if method not in ("walk", "chunked"):
+        raise ValueError(f"method must be None, 'walk' or 'chunked', got {method!r}")
+    if method == "walk" and not walkable:
+        raise ValueError(
+            f"method='walk' needs the channels of a group (Dm / G = {per_group}) to be a "
+            f"multiple of {WALK_LANES}; use method='chunked' or None"
+        )
+    return method
 
 
 def scan_configs(bn: int, dm: int, per_group: int) -> list[dict[str, int]]:
@@ -205,6 +315,7 @@ def selective_scan(
     *,
     interpret: bool = False,
     tune: bool | None = None,
+    method: str | None = None,
 ) -> Any:
     """The Mamba-1 selective scan (mamba_ssm's `selective_scan_fn`, forward).
 
@@ -217,7 +328,9 @@ def selective_scan(
     the CPU backend, device tensors on the GPU; `interpret` runs the reference
     interpreter (host arrays only). `tune`: None tunes BD on device tensors only, True
     on host arrays too (the static model's ranking), False runs the default tile
-    (module docstring)."""
+    (module docstring). `method`: "walk" (`selective_scan_walk_kernel`, a thread per
+    channel), "chunked" (`selective_scan_kernel`) or None, by the shape
+    (`scan_method`)."""
     (nb, dm, length), t = check(u, "u", (None, None, None))
     check(delta, "delta", (nb, dm, length), (t,))
     (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16))
@@ -273,12 +386,14 @@ def selective_scan(
         BN=bn,
         BL=bl,
     )
-    tiles = scan_configs(bn, dm, dm // groups)
+    kernel, tiles = selective_scan_kernel, scan_configs(bn, dm, dm // groups)
+    if scan_method(method, nb * dm, dm // groups) == "walk":
+        kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups)
+        constexprs.pop("BL")
     if interpret:
-        run(selective_scan_kernel, args, {**constexprs, **tiles[0]}, interpret)
+        run(kernel, args, {**constexprs, **tiles[0]}, interpret)
     else:
-        key = ("NB", "DM", "N")
-        library.call(selective_scan_kernel, args, constexprs, tiles, key, tune, device)
+        library.call(kernel, args, constexprs, tiles, ("NB", "DM", "N"), tune, device)
     return (out, last) if return_last_state else out
 
 
