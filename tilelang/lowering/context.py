@@ -76,6 +76,7 @@ class Lowering:
         self.value_bounds = None  # analysis.value_bounds.ValueBounds, made on first use
         self.shared_top = 0
         self.scratch_bytes = 0
+        self.staged: tuple | None = None  # what the scratch area holds (`staged_scratch`)
         self.current_defs: list[set[ir.Var]] = []
         self.stored: set[ir.Var] = set()  # tensors stored to by what was lowered so far
         self.loop_stores: list[set[ir.Var]] = []  # tensors stored in each enclosing loop
@@ -377,8 +378,22 @@ class Lowering:
         return count * storage.bits // 8
 
     def scratch(self, nbytes: int) -> int:
+        """The scratch area's base, for `nbytes` about to be written there."""
         self.scratch_bytes = max(self.scratch_bytes, nbytes)
+        self.staged = None
         return self.shared_top
+
+    def staged_scratch(self, key: tuple, nbytes: int) -> tuple[int, bool]:
+        """(the scratch area's base, whether it already holds `key`'s bytes): true when
+        the last scratch write, in the same straight-line code, staged the same tile
+        (each slice of one tile read through shared memory: one write, many reads).
+        The caller writes them when false, and they are `key`'s from then on."""
+        current = (key, id(self.b.bodies[-1]), self.b.nestings)
+        if self.staged == current:
+            return self.shared_top, True
+        base = self.scratch(nbytes)
+        self.staged = current
+        return base, False
 
     def scratch_address(self, base: int, shape: tuple[int, ...], elem: int, index) -> t.Expr:
         """Shared byte address of a tile index in a row-major scratch tile; rows of a

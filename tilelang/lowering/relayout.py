@@ -92,15 +92,24 @@ def read_scratch(
             lo.b.emit(t.SharedLoad(t.Reg(tile.local, li * elem), elem, address))
 
 
-def through_shared(lo: Lowering, src: TileRegs, dst: TileRegs, source_index=None) -> None:
+def through_shared(
+    lo: Lowering, src: TileRegs, dst: TileRegs, source_index=None, value: ir.Var | None = None
+) -> None:
     """`dst[i] = src[source_index(i)]` (same dtype) through the scratch area; packed
-    tiles move as codes."""
+    tiles move as codes. `value`, the block-IR value `src` holds: when the scratch area
+    still holds it (`Lowering.staged_scratch`: another slice of it was just read), only
+    the reads are emitted."""
     codes = src.packed
     elem = 4 if codes else element_bytes(src.dtype)
-    base = lo.scratch(math.prod(src.layout.shape) * elem)
-    lo.b.emit(t.Barrier())
-    write_scratch(lo, src, base, codes)
-    lo.b.emit(t.Barrier())
+    nbytes = math.prod(src.layout.shape) * elem
+    if value is None:
+        base, staged = lo.scratch(nbytes), False
+    else:
+        base, staged = lo.staged_scratch((value.name, src.layout, src.dtype, codes), nbytes)
+    if not staged:
+        lo.b.emit(t.Barrier())
+        write_scratch(lo, src, base, codes)
+        lo.b.emit(t.Barrier())
     shape = src.layout.shape
     address = lambda index: lo.scratch_address(base, shape, 2, index)  # noqa: E731
     if source_index is None and try_ldmatrix(lo, dst, address):
@@ -238,7 +247,8 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
             else:
                 lo.put(dst, li, lo.get(src, from_l))
         return
-    through_shared(lo, src, dst, index_map)
+    value = getattr(instr, "value", None)
+    through_shared(lo, src, dst, index_map, value if isinstance(value, ir.Var) else None)
 
 
 def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice) -> bool:

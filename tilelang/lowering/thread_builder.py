@@ -35,6 +35,7 @@ class ThreadBuilder:
         self.counter = 0
         self.locals: list[t.Local] = []
         self.bodies: list[list[t.Stmt]] = [[]]
+        self.nestings = 0  # bodies opened or closed so far: straight-line code between equal counts
         self.stats: dict[str, int] = {}
 
     # -- names and storage -------------------------------------------------------------
@@ -64,10 +65,12 @@ class ThreadBuilder:
     def nested(self) -> Iterator[list[t.Stmt]]:
         body: list[t.Stmt] = []
         self.bodies.append(body)
+        self.nestings += 1
         try:
             yield body
         finally:
             self.bodies.pop()
+            self.nestings += 1
 
     def let(self, value: t.Expr, hint: str = "t") -> t.Expr:
         """`value` bound to a fresh Name (constants and names are returned as they are)."""
