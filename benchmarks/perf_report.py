@@ -27,7 +27,7 @@ import quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
 from tilelang.cli import launch_facts  # noqa: E402
-from tilelang.kernels import attention  # noqa: E402
+from tilelang.kernels import attention, ssm  # noqa: E402
 from tilelang.kernels import paged_attention as pa  # noqa: E402
 from tilelang.runtime.nvrtc import nvrtc_version  # noqa: E402
 
@@ -106,6 +106,29 @@ def _flash(causal: bool) -> Case:
     )
 
 
+def _scan(walk: bool) -> Case:
+    """`tilelang.kernels.selective_scan`'s kernels at the GPU check's shape (batch 8, Dm
+    2048, N 16, L 2048, f16, with D, z, delta_bias and softplus), default tiles: the
+    walk, which a call at this shape picks, and the chunked associative scan."""
+    nb, dm, n, length = 8, 2048, 16, 2048
+    flags = dict(T=tl.f16, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BN=16)
+    if walk:
+        kernel, tiles = ssm.selective_scan_walk_kernel, ssm.walk_configs(dm)[0]
+    else:
+        kernel, tiles = (
+            ssm.selective_scan_kernel,
+            {"BL": ssm.CHUNK, **ssm.scan_configs(n, dm, dm)[0]},
+        )
+    return Case(
+        f"selective_scan {'walk' if walk else 'chunked'} b={nb} Dm={dm} N={n} L={length}",
+        kernel,
+        {**flags, **tiles},
+        dict(NB=nb, DM=dm, L=length, N=n, G=1, ND=dm, NBIAS=dm)
+        | dict(NZ=nb, DZ=dm, LZ=length, NL=1, DL=1, SL=1),  # z given, no last state
+        "u",
+    )
+
+
 CASES = (
     _quant(tl.u4, 28672),
     _quant(tl.u4, 8192),
@@ -119,6 +142,8 @@ CASES = (
     _paged(tl.u8, 128, 64, 4096),
     _paged(tl.u4, 128, 64, 4096),
     _paged(tl.u4, 64, 64, 4096, zeros=True),
+    _scan(walk=True),
+    _scan(walk=False),
 )
 
 

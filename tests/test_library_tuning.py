@@ -258,10 +258,12 @@ def test_the_scan_walk_tunes_its_tiles_and_every_tile_gives_the_same_bits():
     tuner = library.tuner(ssm.selective_scan_walk_kernel, configs, ("NB", "DM", "N"))
     (decision,) = tuner.decisions.values()
     assert decision.config in configs
+    shape = (nb, 1, n, length)
+    bt, ct = (ssm.step_columns(v.reshape(shape), shape, dtypes.f16, n, False) for v in (B, C))
     for config in configs:  # the order of every addition is the same at every tile
         out = np.empty_like(u)
         ssm.selective_scan_walk_kernel(
-            u, delta, A, B.reshape(nb, 1, n, length), C.reshape(nb, 1, n, length),
+            u, delta, A, bt, ct,
             np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float16), np.zeros(1, np.float32),
             out, np.zeros((1, 1, 1), np.float32), T=dtypes.f16, BN=8, **config,
         )  # fmt: skip

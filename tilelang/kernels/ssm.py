@@ -196,13 +196,28 @@ def state_update_kernel(
     tl.store(y, [b, d0], tl.reshape(out.to(T), [1, BD]))
 
 
+@kernel(warps=4)
+def step_columns_kernel(
+    x: Tensor["T", "R", "N", "L"],
+    y: Tensor[dtypes.f32, "R", "L", "N"],
+    T: constexpr = dtypes.f32,
+    BN: constexpr = 16,
+    BLK: constexpr = 64,
+):
+    """y[r, l, :] = x[r, :, l] in f32: B and C with a step's N values contiguous, so
+    that the walk reads a step's column with 16-byte loads (BN ≥ N)."""
+    r, lb = tl.blocks(R, tl.cdiv(L, BLK))
+    block = tl.reshape(tl.load(x, [r, 0, lb * BLK], [1, BN, BLK]), [BN, BLK]).to(tl.f32)
+    tl.store(y, [r, lb * BLK, 0], tl.reshape(tl.transpose(block), [1, BLK, BN]))
+
+
 @kernel(warps=lambda BD, **_: BD // WALK_LANES)
 def selective_scan_walk_kernel(
     u: Tensor["T", "NB", "DM", "L"],
     delta: Tensor["T", "NB", "DM", "L"],
     A: Tensor[dtypes.f32, "DM", "N"],
-    B: Tensor["T", "NB", "G", "N", "L"],
-    C: Tensor["T", "NB", "G", "N", "L"],
+    B: Tensor[dtypes.f32, "NB", "G", "L", "N"],
+    C: Tensor[dtypes.f32, "NB", "G", "L", "N"],
     D: Tensor[dtypes.f32, "ND"],
     z: Tensor["T", "NZ", "DZ", "LZ"],
     bias: Tensor[dtypes.f32, "NBIAS"],
@@ -222,7 +237,9 @@ def selective_scan_walk_kernel(
     states in registers and steps through L one position at a time (BL a chunk, its
     steps unrolled), h = exp(Δ·A)·h + Δ·B·u, y = Σ_n C·h + D·u. No scan tree, no
     reduction across threads: per state and step an exp2, a product, a multiply-add
-    and the product for y. The exponent is Δ·(A·log2 e), by `fast_exp2`."""
+    and the product for y. The exponent is Δ·(A·log2 e), by `fast_exp2`. B and C come
+    as f32 [batch, G, L, N] (`step_columns_kernel`), so a step's N values are a row
+    of the chunk's tile: contiguous where the block stages it in shared memory."""
     b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
     d0 = bd * BD
     g = d0 // (DM // G)
@@ -241,14 +258,19 @@ def selective_scan_walk_kernel(
         dt = step_size(dt.to(tl.f32), bias, d0, BD, HAS_BIAS, SOFTPLUS)
         inside = (tl.arange(0, BL) + l0 < L)[None, :]
         dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)  # steps past L: (1, 0)
-        bt = tl.reshape(tl.load(B, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
-        ct = tl.reshape(tl.load(C, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
         inject = dt * x
+        # the chunk's B and C columns side by side: every step's pair is a row of one
+        # tile, which the block stages in shared memory once and each step reads
+        bt = tl.reshape(tl.load(B, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
+        ct = tl.reshape(tl.load(C, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
+        columns = tl.concat([bt, ct], axis=1)
         ys = []
         for j in range(BL):
+            bj = tl.reshape(columns[j : j + 1, :BN], [1, BN])
+            cj = tl.reshape(columns[j : j + 1, BN:], [1, BN])
             a = tl.fast_exp2(dt[:, j : j + 1] * rate)
-            h = a * h + inject[:, j : j + 1] * tl.reshape(bt[:, j : j + 1], [1, BN])
-            ys.append(tl.sum(h * tl.reshape(ct[:, j : j + 1], [1, BN]), axis=1)[:, None])
+            h = a * h + inject[:, j : j + 1] * bj
+            ys.append(tl.sum(h * cj, axis=1)[:, None])
         y = tl.concat(ys, axis=1) + skip * x
         if HAS_Z:
             gate = tl.reshape(tl.load(z, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
@@ -390,11 +412,21 @@ def selective_scan(
     if scan_method(method, nb * dm, dm // groups) == "walk":
         kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups)
         constexprs.pop("BL")
+        args[3:5] = (step_columns(v, (nb, groups, n, length), t, bn, interpret) for v in (B, C))
     if interpret:
         run(kernel, args, {**constexprs, **tiles[0]}, interpret)
     else:
         library.call(kernel, args, constexprs, tiles, ("NB", "DM", "N"), tune, device)
     return (out, last) if return_last_state else out
+
+
+def step_columns(x: Any, shape: tuple[int, ...], t: dtypes.DType, bn: int, interpret: bool) -> Any:
+    """x [batch, G, N, L] as f32 [batch, G, L, N] where x lives (`step_columns_kernel`)."""
+    nb, groups, n, length = shape
+    rows = reshaped(x, (nb * groups, n, length), "B")
+    y = empty(x, (nb * groups, length, n), dtypes.f32)
+    run(step_columns_kernel, [rows, y], dict(T=t, BN=bn), interpret)
+    return reshaped(y, (nb, groups, length, n), "B")
 
 
 def selective_state_update(
