@@ -173,6 +173,13 @@ class ExprEmitter:
             return self.binary(e.op, e.a, e.b, a, b)
         if isinstance(e, t.Select):
             return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
+        if isinstance(e, t.Fma):
+            args = [self.expr(c) for c in e.children()]
+            if e.dtype in (_F32, _F64):
+                return self.float_op("fma", args, e.dtype)
+            # f16/bf16: in f32 (fma.rn.f16 would round once at f16: another result)
+            wide = [self.to_f32(a, e.dtype) for a in args]
+            return self.from_f32(self.float_op("fma", wide, _F32), e.dtype)
         if isinstance(e, t.Cvt):
             return self.convert(self.expr(e.a), e.a.dtype, e.type)
         if isinstance(e, t.Bitcast):

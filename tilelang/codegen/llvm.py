@@ -661,6 +661,8 @@ class _Emitter:
             return num.binary(b, e.op, x, y, e.a.dtype, e.b.dtype)
         if isinstance(e, t.Select):
             return b.select(self.expr(e.cond, env), self.expr(e.a, env), self.expr(e.b, env))
+        if isinstance(e, t.Fma):
+            return num.fma(b, [self.expr(c, env) for c in e.children()], e.dtype)
         if isinstance(e, t.Cvt):
             return num.convert(b, self.expr(e.a, env), e.a.dtype, e.type)
         if isinstance(e, t.Bitcast):

@@ -448,6 +448,13 @@ def flush(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     return b.select(tiny, b.fmul(x, ir.Constant(x.type, 0.0)), x)
 
 
+def fma(b: ir.IRBuilder, args: list[ir.Value], dt: DType) -> ir.Value:
+    """a·b + c rounded once (`llvm.fma`); f16/bf16 in f32, then rounded."""
+    if is_half(dt):
+        return from_f32(b, float_op(b, "fma", [to_f32(b, x, dt) for x in args]), dt)
+    return canonical_nan(b, float_op(b, "fma", args), dt)
+
+
 def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
     if dt.is_int:
         ty = x.type

@@ -33,9 +33,11 @@ agree with:
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from fractions import Fraction
 from functools import cache
 
 import numpy as np
@@ -63,7 +65,9 @@ class ElementwiseOp:
     (`expf`) or prefix operator (`-`). `expand` instead writes the operator in others
     of the table, as a Python expression of `x` (and `y`), e.g. `1 / (1 + exp(-x))`.
     With `flush`, the interpreter and the LLVM emitter flush the result (`flushed`); the
-    CUDA spellings are instructions that flush themselves.
+    CUDA spellings are instructions that flush themselves. `typed_reference(dtype,
+    *floats)` replaces `reference` where the exact result depends on the operand dtype
+    (`fma` rounds once at f32 or at f64).
     """
 
     name: str
@@ -80,6 +84,7 @@ class ElementwiseOp:
     cuda: tuple[str, str] | None = None
     expand: str | None = None
     flush: bool = False  # results below 2^-126 in magnitude become zeros (module docstring)
+    typed_reference: Callable[..., np.ndarray] | None = None
 
     @property
     def thread_op(self) -> str:
@@ -154,6 +159,41 @@ def _fmin(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _fmax(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return zero_sign(np.fmax(a, b), ~(_positive_zero(a) | _positive_zero(b)))
+
+
+def _fma(dtype, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """a·b + c rounded once: to f32 for f16, bf16 and f32 operands (which f16 and bf16
+    round again, as every operation they compute in f32), to f64 for f64 ones."""
+    a, b, c = np.broadcast_arrays(*(np.asarray(v, np.float64) for v in (a, b, c)))
+    if dtype.bits == 64:
+        return np.frompyfunc(_fma_f64, 3, 1)(a, b, c).astype(np.float64)
+    with np.errstate(all="ignore"):
+        product = a * b  # exact: two f32 significands fit in f64's
+        total = product + c
+        back = total - product
+        error = (product - (total - back)) + (c - back)  # total + error = a·b + c exactly
+        # Round to odd at f64 (an inexact total with an even last bit moves toward the
+        # error): rounding that to f32 is then a·b + c rounded once (53 >= 24 + 2 bits).
+        even = (total.view(np.int64) & 1) == 0
+        nudge = (error != 0) & even & np.isfinite(total)
+        total = np.where(nudge, np.nextafter(total, np.copysign(np.inf, error)), total)
+        return total.astype(np.float32).astype(np.float64)
+
+
+def _fma_f64(a: float, b: float, c: float) -> float:
+    """a·b + c rounded once to f64, exactly (rationals; Fraction's float() rounds to
+    nearest even), with IEEE's infinities, NaNs and zero signs."""
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return a * b + c
+    if not math.isfinite(c):
+        return c  # a finite product does not change an infinite or NaN addend
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    if exact == 0:  # an exact cancellation is +0; zero terms keep their signs' sum
+        return a * b + c if a == 0 or b == 0 else 0.0
+    try:
+        return float(exact)
+    except OverflowError:
+        return math.copysign(math.inf, exact)
 
 
 #: f32's smallest normal: a `flush` row's results below it in magnitude are zeros.
@@ -257,6 +297,9 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("gt", 2, _A, "x > y", result=_B, python=">", reference=np.greater),
         _row("ge", 2, _A, "x >= y", result=_B, python=">=", reference=np.greater_equal),
         # ternary
+        _row("fma", 3, _F, "x·y + z rounded once (f16, bf16: in f32, then rounded)",
+             dsl="fma", typed_reference=_fma, llvm=("llvm.fma.f32", "llvm.fma.f64"),
+             cuda=("fmaf", "fma")),
         _row("where", 3, _A, "a where cond (u1) else b", dsl="where",
              reference=lambda c, a, b: np.where(c != 0, a, b)),
     )

@@ -186,6 +186,23 @@ class Binary(Expr):
 
 
 @dataclass(frozen=True)
+class Fma(Expr):
+    """a·b + c rounded once, of f16, bf16, f32 or f64 values (f16 and bf16: computed in
+    f32, then rounded to the dtype: `tilelang.ir.ops`' `fma`)."""
+
+    a: Expr
+    b: Expr
+    c: Expr
+
+    @property
+    def dtype(self) -> DType:
+        return self.a.dtype
+
+    def children(self) -> tuple[Expr, ...]:
+        return (self.a, self.b, self.c)
+
+
+@dataclass(frozen=True)
 class Select(Expr):
     """`a` where `cond` (u1) is 1, else `b`."""
 

@@ -33,8 +33,9 @@ def print_expr(e: t.Expr) -> str:
         return f"{e.local}[{e.index}]"
     if isinstance(e, t.Unary | t.Binary):
         return f"{e.op}({', '.join(print_expr(c) for c in e.children())})"
-    if isinstance(e, t.Select):
-        return f"select({', '.join(print_expr(c) for c in e.children())})"
+    if isinstance(e, t.Select | t.Fma):
+        kind = "select" if isinstance(e, t.Select) else "fma"
+        return f"{kind}({', '.join(print_expr(c) for c in e.children())})"
     if isinstance(e, t.Cvt | t.Bitcast):
         kind = "cvt" if isinstance(e, t.Cvt) else "bitcast"
         return f"{kind}.{e.type}({print_expr(e.a)})"

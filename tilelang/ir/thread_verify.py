@@ -161,6 +161,11 @@ class _Verifier:
                 raise self.fail(stmt, f"unknown binary operator {e.op}")
             if e.op not in ("shl", "shr"):
                 self.same(stmt, e.a.dtype, e.b.dtype, f"the second operand of {e.op}")
+        elif isinstance(e, t.Fma):
+            if not e.a.dtype.is_float:
+                raise self.fail(stmt, f"fma of {e.a.dtype}: it takes floats")
+            self.same(stmt, e.a.dtype, e.b.dtype, "the second operand of fma")
+            self.same(stmt, e.a.dtype, e.c.dtype, "the addend of fma")
         elif isinstance(e, t.Select):
             self.same(stmt, dtypes.u1, e.cond.dtype, "the condition of select")
             self.same(stmt, e.a.dtype, e.b.dtype, "the second value of select")

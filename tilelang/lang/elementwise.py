@@ -16,15 +16,16 @@ from tilelang.ir.ops import ELEMENTWISE, ElementwiseOp
 from tilelang.lang.builder import current
 from tilelang.lang.values import as_scalar, elementwise, is_python_number
 
-_PARAMETERS = {1: ("x",), 2: ("x", "y"), 3: ("condition", "x", "y")}
+_PARAMETERS = {1: ("x",), 2: ("x", "y"), 3: ("x", "y", "z")}
+
+
+def _parameters(op: ElementwiseOp) -> tuple[str, ...]:
+    return ("condition", "x", "y") if op.name == "where" else _PARAMETERS[op.arity]
 
 
 def _function(op: ElementwiseOp) -> Callable:
     signature = inspect.Signature(
-        [
-            inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            for p in _PARAMETERS[op.arity]
-        ]
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in _parameters(op)]
     )
 
     def function(*args, **kwargs):

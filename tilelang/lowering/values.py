@@ -143,6 +143,8 @@ def elementwise(op: str, args: list[t.Expr]) -> t.Expr:
     if op == "where":
         cond, a, b = args
         return t.Select(cond, a, b)
+    if op == "fma":
+        return t.Fma(*args)
     name = ELEMENTWISE[op].thread_op
     if len(args) == 1:
         return t.Unary(name, args[0])

@@ -549,7 +549,9 @@ def _compute(state: _State, instr: ir.Compute) -> None:
     if op.name != "where":
         args = [a.astype(wide) for a in args]
     with np.errstate(all="ignore"):  # overflow wraps, x/0 is inf: both are the semantics
-        if operand_dtype.is_float or op.int_reference is None:
+        if operand_dtype.is_float and op.typed_reference is not None:
+            result = op.typed_reference(operand_dtype, *args)
+        elif operand_dtype.is_float or op.int_reference is None:
             result = op.reference(*args)
             if op.flush:
                 result = flushed(result)
