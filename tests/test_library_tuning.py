@@ -228,13 +228,19 @@ def test_ssd_autotune_off_runs_the_default_tiles(monkeypatch):
     np.testing.assert_array_equal(result, ssd.ssd_chunk_scan(**inputs, tune=False))
 
 
-def test_selective_scan_tunes_the_channels_per_block_without_changing_a_bit():
-    rng = np.random.default_rng(6)
-    nb, dm, length, n = 1, 16, 40, 8
+def scan_operands(seed: int, nb: int, dm: int, length: int, n: int) -> tuple[np.ndarray, ...]:
+    """u, delta, A, B, C of a selective scan: f16 but A."""
+    rng = np.random.default_rng(seed)
     u = rng.standard_normal((nb, dm, length)).astype(np.float16)
     delta = rng.random((nb, dm, length)).astype(np.float16)
     A = -rng.random((dm, n)).astype(np.float32)
     B, C = (rng.standard_normal((nb, n, length)).astype(np.float16) for _ in range(2))
+    return u, delta, A, B, C
+
+
+def test_selective_scan_tunes_the_channels_per_block_without_changing_a_bit():
+    nb, dm, length, n = 1, 16, 40, 8
+    u, delta, A, B, C = scan_operands(6, nb, dm, length, n)
     configs = ssm.scan_configs(n, dm, dm)
     assert configs == [{"BD": 8}, {"BD": 4}, {"BD": 16}]  # the default, half, twice
     tuned = ssm.selective_scan(u, delta, A, B, C, tune=True)
@@ -246,12 +252,8 @@ def test_selective_scan_tunes_the_channels_per_block_without_changing_a_bit():
 
 
 def test_the_scan_walk_tunes_its_tiles_and_every_tile_gives_the_same_bits():
-    rng = np.random.default_rng(8)
     nb, dm, length, n = 1, 128, 40, 8
-    u = rng.standard_normal((nb, dm, length)).astype(np.float16)
-    delta = rng.random((nb, dm, length)).astype(np.float16)
-    A = -rng.random((dm, n)).astype(np.float32)
-    B, C = (rng.standard_normal((nb, n, length)).astype(np.float16) for _ in range(2))
+    u, delta, A, B, C = scan_operands(8, nb, dm, length, n)
     configs = ssm.walk_configs(dm)
     assert configs[0] == {"BD": 32, "BL": 16} and len(configs) == 4
     tuned = ssm.selective_scan(u, delta, A, B, C, tune=True, method="walk")
