@@ -52,6 +52,11 @@ def _ssm_cases() -> Iterator[Case]:
         _fixed(**full, LAST=True, BD=4, BN=16, BL=32),
     )
     yield Case(
+        "selective_scan walk (BD 32, BN 16, BL 16)",
+        ssm.selective_scan_walk_kernel,
+        _fixed(**full, LAST=True, BD=32, BN=16, BL=16),
+    )
+    yield Case(
         "selective_state_update (BD 128, BN 16)",
         ssm.state_update_kernel,
         _fixed(**full, BD=128, BN=16),
