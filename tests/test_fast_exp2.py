@@ -3,8 +3,8 @@ with a meaning the CPU reproduces: within 2 ulps of 2^x, and exactly zero where 
 below f32's smallest normal, 2^-126 (the `.ftz` flush), on every float dtype.
 
 Laws: the reference interpreter and the LLVM backend flush the same elements and agree
-within an ulp elsewhere (two computations of a transcendental); the values are 2^x within the op table's ulp bound where 2^x >= 2^-126 and
-+0 below (checked against powers of two computed exactly, not against the backends'
+within an ulp elsewhere (two computations of a transcendental); the values are 2^x
+within the op table's ulp bound where 2^x >= 2^-126 and +0 below (checked against powers of two computed exactly, not against the backends'
 exp2); on sm_80 and sm_90 the CUDA code is one `ex2.approx.ftz.f32` a value, and the
 SASS has a MUFU.EX2 per value with none of the range checks `tl.exp2` pays for
 subnormal results (FSETP, and FMULs by 2^±24).

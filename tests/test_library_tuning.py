@@ -261,7 +261,7 @@ def test_the_scan_walk_tunes_its_tiles_and_every_tile_gives_the_same_bits():
     (decision,) = tuner.decisions.values()
     assert decision.config in configs
     shape = (nb, 1, n, length)
-    bt, ct = (ssm.step_columns(v.reshape(shape), shape, dtypes.f16, n, False) for v in (B, C))
+    bt, ct = (ssm.step_columns(v.reshape(shape), dtypes.f16, n, False) for v in (B, C))
     for config in configs:  # the order of every addition is the same at every tile
         out = np.empty_like(u)
         ssm.selective_scan_walk_kernel(

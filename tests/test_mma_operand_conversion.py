@@ -2,8 +2,8 @@
 NaN canonicalization there (`tilelang.codegen.cuda`, module docstring), since an mma's
 product with a NaN is NaN whatever its payload.
 
-Laws: when P (an mma's f32 result made f16, as attention's P is) only feeds `tl.dot`, the CUDA source converts it
-with the bare `cvt.rn` helper and the SASS has no NaN compare; once P is also stored,
+Laws: when P (an mma's f32 result made f16, as attention's P is) only feeds `tl.dot`,
+the CUDA source converts it with the bare `cvt.rn` helper and the SASS has no NaN compare; once P is also stored,
 its conversion keeps the canonical form (a stored NaN is observable); the results do
 not change: a NaN score still makes its row of P·V NaN, on the CPU backend.
 """

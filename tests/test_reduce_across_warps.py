@@ -13,7 +13,8 @@ import pytest
 import tilelang as tl
 from tilelang.ir.layout_parser import parse_layout
 
-# (tile shape, layout, axis; 4 warps unless the layout spans 8): the axis spans warps, and lanes or locals.
+# (tile shape, layout, axis; 4 warps unless the layout spans 8): the axis spans warps,
+# and lanes or locals.
 CASES = [
     # paged decode's [GP, BN] score tile: warps, lanes and locals along the tokens
     ((16, 32), "spatial(1, 4).local(2, 1).spatial(8, 4).local(1, 2)", 1),

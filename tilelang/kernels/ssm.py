@@ -98,6 +98,24 @@ def step_size(delta, bias, d0, BD, HAS_BIAS, SOFTPLUS):
 
 
 @func
+def channel_steps(t, b, d0, l0, BD, BL, layout):
+    """The [BD, BL] chunk, in f32, of channels d0.. from step l0 of a [batch, Dm, L]
+    tensor (u, Δ, z), in `layout` (None: the compiler's choice)."""
+    return tl.reshape(tl.load(t, [b, d0, l0], [1, BD, BL], layout=layout), [BD, BL]).to(tl.f32)
+
+
+@func
+def chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, layout):
+    """Δ of the chunk after the bias and softplus; 0 at steps past L, where the pair is
+    then (1, 0): the state passes through unchanged."""
+    dt = step_size(
+        channel_steps(delta, b, d0, l0, BD, BL, layout), bias, d0, BD, HAS_BIAS, SOFTPLUS
+    )
+    inside = (tl.arange(0, BL) + l0 < L)[None, :]
+    return tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)
+
+
+@func
 def silu(z):
     return z * tl.sigmoid(z)
 
@@ -134,11 +152,8 @@ def selective_scan_kernel(
         skip = tl.load(D, [d0], [BD])[:, None]
     carry = tl.zeros([BD, BN, 1], tl.f32)
     for l0 in tl.range(0, L, BL):
-        x = tl.reshape(tl.load(u, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
-        dt = tl.reshape(tl.load(delta, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
-        dt = step_size(dt, bias, d0, BD, HAS_BIAS, SOFTPLUS)
-        inside = (tl.arange(0, BL) + l0 < L)[None, :]
-        dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)  # steps past L: (1, 0)
+        x = channel_steps(u, b, d0, l0, BD, BL, None)
+        dt = chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, None)
         bt = tl.reshape(tl.load(B, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
         ct = tl.reshape(tl.load(C, [b, g, 0, l0], [1, 1, BN, BL]), [BN, BL]).to(tl.f32)
         a = tl.exp(dt[:, None, :] * rate)
@@ -147,8 +162,7 @@ def selective_scan_kernel(
         h = decay * carry + local
         y = tl.sum(h * ct[None, :, :], axis=1) + skip * x
         if HAS_Z:
-            gate = tl.reshape(tl.load(z, [b, d0, l0], [1, BD, BL]), [BD, BL]).to(tl.f32)
-            y = y * silu(gate)
+            y = y * silu(channel_steps(z, b, d0, l0, BD, BL, None))
         tl.store(out, [b, d0, l0], tl.reshape(y.to(T), [1, BD, BL]))
         carry = h[:, :, BL - 1 :]
     if LAST:
@@ -198,17 +212,18 @@ def state_update_kernel(
 
 @kernel(warps=4)
 def step_columns_kernel(
-    x: Tensor["T", "R", "N", "L"],
-    y: Tensor[dtypes.f32, "R", "L", "N"],
+    x: Tensor["T", "NB", "G", "N", "L"],
+    y: Tensor[dtypes.f32, "NB", "G", "L", "N"],
     T: constexpr = dtypes.f32,
     BN: constexpr = 16,
     BLK: constexpr = 64,
 ):
-    """y[r, l, :] = x[r, :, l] in f32: B and C with a step's N values contiguous, so
-    that the walk reads a step's column with 16-byte loads (BN ≥ N)."""
-    r, lb = tl.blocks(R, tl.cdiv(L, BLK))
-    block = tl.reshape(tl.load(x, [r, 0, lb * BLK], [1, BN, BLK]), [BN, BLK]).to(tl.f32)
-    tl.store(y, [r, lb * BLK, 0], tl.reshape(tl.transpose(block), [1, BLK, BN]))
+    """y[b, g, l, :] = x[b, g, :, l] in f32 (BN ≥ N): B and C with a step's N values
+    contiguous, so that a step of the walk reads them as one row of the chunk's tile."""
+    b, g, lb = tl.blocks(NB, G, tl.cdiv(L, BLK))
+    block = tl.reshape(tl.load(x, [b, g, 0, lb * BLK], [1, 1, BN, BLK]), [BN, BLK])
+    columns = tl.transpose(block.to(tl.f32))
+    tl.store(y, [b, g, lb * BLK, 0], tl.reshape(columns, [1, 1, BLK, BN]))
 
 
 @kernel(warps=lambda BD, **_: BD // WALK_LANES)
@@ -237,9 +252,10 @@ def selective_scan_walk_kernel(
     states in registers and steps through L one position at a time (BL a chunk, its
     steps unrolled), h = exp(Δ·A)·h + Δ·B·u (one `tl.fma`), y = Σ_n C·h + D·u. No
     scan tree, no reduction across threads: per state and step an exp2, a product, a
-    multiply-add, and a product and an add for y. The exponent is Δ·(A·log2 e), by `fast_exp2`. B and C come
-    as f32 [batch, G, L, N] (`step_columns_kernel`), so a step's N values are a row
-    of the chunk's tile: contiguous where the block stages it in shared memory."""
+    multiply-add, and a product and an add for y. The exponent is Δ·(A·log2 e), by
+    `fast_exp2`. B and C come as f32 [batch, G, L, N] (`step_columns_kernel`), so a
+    step's N values are a row of the chunk's tile: contiguous where the block stages
+    it in shared memory."""
     b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
     d0 = bd * BD
     g = d0 // (DM // G)
@@ -252,12 +268,8 @@ def selective_scan_walk_kernel(
         skip = tl.load(D, [d0], [BD])[:, None]
     h = tl.zeros([BD, BN], tl.f32)
     for l0 in tl.range(0, L, BL):
-        x = tl.reshape(tl.load(u, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
-        x = x.to(tl.f32)
-        dt = tl.reshape(tl.load(delta, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
-        dt = step_size(dt.to(tl.f32), bias, d0, BD, HAS_BIAS, SOFTPLUS)
-        inside = (tl.arange(0, BL) + l0 < L)[None, :]
-        dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)  # steps past L: (1, 0)
+        x = channel_steps(u, b, d0, l0, BD, BL, steps)
+        dt = chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, steps)
         inject = dt * x
         # the chunk's B and C columns side by side: every step's pair is a row of one
         # tile, which the block stages in shared memory once and each step reads
@@ -273,8 +285,7 @@ def selective_scan_walk_kernel(
             ys.append(tl.sum(h * cj, axis=1)[:, None])
         y = tl.concat(ys, axis=1) + skip * x
         if HAS_Z:
-            gate = tl.reshape(tl.load(z, [b, d0, l0], [1, BD, BL], layout=steps), [BD, BL])
-            y = y * silu(gate.to(tl.f32))
+            y = y * silu(channel_steps(z, b, d0, l0, BD, BL, steps))
         tl.store(out, [b, d0, l0], tl.reshape(y.to(T), [1, BD, BL]))
     if LAST:
         tl.store(last, [b, d0, 0], tl.reshape(h, [1, BD, BN]))
@@ -412,7 +423,7 @@ def selective_scan(
     if scan_method(method, nb * dm, dm // groups) == "walk":
         kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups)
         constexprs.pop("BL")
-        args[3:5] = (step_columns(v, (nb, groups, n, length), t, bn, interpret) for v in (B, C))
+        args[3:5] = (step_columns(v, t, bn, interpret) for v in (B, C))
     if interpret:
         run(kernel, args, {**constexprs, **tiles[0]}, interpret)
     else:
@@ -420,13 +431,12 @@ def selective_scan(
     return (out, last) if return_last_state else out
 
 
-def step_columns(x: Any, shape: tuple[int, ...], t: dtypes.DType, bn: int, interpret: bool) -> Any:
+def step_columns(x: Any, t: dtypes.DType, bn: int, interpret: bool) -> Any:
     """x [batch, G, N, L] as f32 [batch, G, L, N] where x lives (`step_columns_kernel`)."""
-    nb, groups, n, length = shape
-    rows = reshaped(x, (nb * groups, n, length), "B")
-    y = empty(x, (nb * groups, length, n), dtypes.f32)
-    run(step_columns_kernel, [rows, y], dict(T=t, BN=bn), interpret)
-    return reshaped(y, (nb, groups, length, n), "B")
+    nb, groups, n, length = shape_of(x, "B")
+    y = empty(x, (nb, groups, length, n), dtypes.f32)
+    run(step_columns_kernel, [x, y], dict(T=t, BN=bn), interpret)
+    return y
 
 
 def selective_state_update(

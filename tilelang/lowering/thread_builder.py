@@ -35,7 +35,7 @@ class ThreadBuilder:
         self.counter = 0
         self.locals: list[t.Local] = []
         self.bodies: list[list[t.Stmt]] = [[]]
-        self.nestings = 0  # bodies opened or closed so far: straight-line code between equal counts
+        self.nestings = 0  # bodies opened or closed so far: equal counts, straight-line code
         self.stats: dict[str, int] = {}
 
     # -- names and storage -------------------------------------------------------------

@@ -22,9 +22,9 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    (`sass.main_loop`) when ptxas left a different number of them; its shortest path
    (`sass.shortest_path`: every forward branch that skips instructions taken, as
    for a mask only the last block runs; a note says how many it skips). One
-   iteration of the block-IR loop is that many warp instructions divided by how many times ptxas
-   unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or else its
-   global accesses over the thread IR's). Each warp issues every one of them
+   iteration of the block-IR loop is that many warp instructions divided by how many
+   times ptxas unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or
+   else its global accesses over the thread IR's). Each warp issues every one of them
    (predicated-off lanes or not). Instructions per element of a tensor T =
    (warp instructions per iteration * W) / (elements of T the block loads per
    iteration). Tiles are clipped to the tensor's extent (with M = 1, one row of a
