@@ -399,13 +399,14 @@ def test_the_bounds_follow_the_documented_model():
     per_iteration = sass_loop_count(sass_of(compiled)) / report.unroll
     issue = math.ceil(blocks / H100.sms) * 4 * iterations * per_iteration / (4 * H100.clock_hz)
     flops = 2 * M * N * K  # no padding: every tile is full
-    tensor = flops / H100.tensor_flops
+    tensor = flops / (H100.tensor_flops * 2 / 3)  # mma.sync: 2/3 of H100's wgmma peak
     seconds = {b.name: b.seconds for b in report.bounds}
     assert seconds == pytest.approx(
         {
             "DRAM floor": floor,
             "memory latency": latency,
             "instruction issue": issue,
+            "special functions": 0.0,  # no MUFU in a dot's loop
             "tensor cores": tensor,
         }
     )
@@ -420,6 +421,36 @@ def test_the_bounds_follow_the_documented_model():
     slower = compiled.perf(per="w", latency_ns=1200, **LAUNCH)
     assert slower.bounds[1].seconds == pytest.approx(2 * latency)
     assert report.to_dict()["occupancy"]["resident"] == report.occupancy.resident
+
+
+@tl.kernel(warps=4)
+def decays(
+    x: tl.Tensor[tl.f32, "M", "N"],
+    y: tl.Tensor[tl.f32, "N"],
+    BM: tl.constexpr = 8,
+    BN: tl.constexpr = 128,
+):
+    bn = tl.blocks(tl.cdiv(N, BN))
+    acc = tl.zeros([BN], tl.f32)
+    for m in tl.range(0, M, BM):
+        acc = acc + tl.sum(tl.fast_exp2(tl.load(x, [m, bn * BN], [BM, BN])), axis=0)
+    tl.store(y, [bn * BN], acc)
+
+
+@needs_disassembler
+def test_the_special_function_bound_counts_a_warp_mufu_as_eight_cycles():
+    """Each thread takes BM·BN / 128 exponentials an iteration, one MUFU.EX2 each: the
+    unit gives 16 results a cycle per SM, so the busiest SM needs blocks x iterations x
+    BM·BN / 16 cycles, whatever else the loop issues."""
+    compiled = decays.compile(target="sm_90")
+    launch = dict(M=4096, N=128 * 264)  # 264 blocks: 2 on the busiest of 132 SMs
+    report = compiled.perf(per="x", **launch)
+    loop = sass.main_loop(sass_of(compiled))
+    mufu = len(re.findall(r"\bMUFU\.EX2\b", loop)) / report.unroll
+    assert mufu == 8 * 128 / 128  # BM·BN exponentials over 128 threads
+    special = 2 * 4 * (4096 // 8) * mufu * 32 / (16 * H100.clock_hz)
+    assert {b.name: b.seconds for b in report.bounds}["special functions"] == pytest.approx(special)
+    assert "MUFU" in str(report)
 
 
 @needs_disassembler
@@ -498,8 +529,12 @@ def test_hardware_rows_name_their_card_and_agree_with_their_peaks():
     for name, hw in HARDWARE.items():
         assert hw.card and hw.sms > 0, name
         assert hw.l2_bytes >= MB and hw.max_threads_per_sm in (1536, 2048)
-    # The H100 row's peak is its SMs x 4096 f16 flops per cycle at the clock it states.
+    # The H100 row's peak is its SMs x 4096 f16 flops per cycle at the clock it states;
+    # mma.sync, all tilelang emits, reaches 2/3 of it; elsewhere the data sheet's peak.
     assert H100.sms * 4096 * H100.clock_hz == pytest.approx(H100.tensor_flops, rel=1e-3)
+    assert H100.mma_flops == pytest.approx(H100.tensor_flops * 2 / 3)
+    assert HARDWARE["sm_80"].mma_flops == HARDWARE["sm_80"].tensor_flops
+    assert all(hw.sfu_per_cycle == 16 for hw in HARDWARE.values())
 
 
 # --------------------------------------------------------------------------- the CLI

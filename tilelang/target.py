@@ -118,6 +118,13 @@ class Hardware:
     The size and speed of `card`, one representative card (data sheets and whitepapers):
     SMs, peak DRAM bandwidth, L2, the SM clock at which the data sheet's tensor-core
     peak is quoted, and that peak (dense f16 `mma` with f32 accumulation, in flop/s).
+    `mma_sync_flops` is the peak of `mma.sync`, the only tensor-core instruction tilelang
+    emits, where it is below the data sheet's: on H100 the data-sheet peak needs
+    `wgmma`, and the FlashAttention-3 paper (Shah et al., 2024) reports that `mma.sync`
+    reaches about 2/3 of it. `sfu_per_cycle` is the special-function unit's results
+    per SM per cycle (MUFU: ex2, lg2, rcp, rsqrt, sin, cos), 16 for compute capability
+    8.0 to 9.0 in the Programming Guide's table of arithmetic instruction throughputs:
+    one warp's MUFU occupies its scheduler's unit for 8 cycles.
 
     `dram_latency_s` is an assumption, not a data-sheet figure: the average time a global
     load that misses L2 takes when the memory system is busy. Pointer-chasing
@@ -143,11 +150,23 @@ class Hardware:
     shared_reserved: int = 1 * KIB
     dram_latency_s: float = 600e-9
     issue_per_cycle: int = 4  # warp instructions per SM per cycle: one per scheduler
+    sfu_per_cycle: int = 16
+    mma_sync_flops: float | None = None  # None: the data-sheet peak
 
     @property
     def issue_per_s(self) -> float:
         """Warp instructions the SM issues per second at most."""
         return self.issue_per_cycle * self.clock_hz
+
+    @property
+    def mma_flops(self) -> float:
+        """The tensor-core peak of the code tilelang emits (`mma.sync`), in flop/s."""
+        return self.mma_sync_flops or self.tensor_flops
+
+    @property
+    def special_per_s(self) -> float:
+        """Thread-level special-function results (MUFU) an SM gives per second."""
+        return self.sfu_per_cycle * self.clock_hz
 
 
 _A100 = Hardware(
@@ -189,7 +208,8 @@ _H100 = Hardware(
     dram_bytes_per_s=3350e9,
     l2_bytes=50 * MB,
     clock_hz=1830e6,  # 989 TFLOPS = 132 SMs x 4096 flop/cycle x 1.83 GHz (boost: 1.98)
-    tensor_flops=989e12,  # with wgmma; mma.sync, which tilelang emits, reaches less
+    tensor_flops=989e12,  # with wgmma
+    mma_sync_flops=989e12 * 2 / 3,  # what mma.sync reaches (the docstring)
     max_threads_per_sm=2048,
     max_blocks_per_sm=32,
     shared_bytes_per_sm=228 * KIB,

@@ -43,11 +43,18 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    - instruction issue: the busiest SM runs ceil(B / SMs) blocks, each issuing
      W * iterations * (warp instructions per iteration), at 4 warp instructions per
      cycle (one per scheduler) at the card's clock;
+   - special functions: the busiest SM's MUFU instructions (ex2, lg2, rcp, ...) times
+     32 results each, over the SM's special-function rate (16 a cycle on sm_80 to
+     sm_90: a warp's MUFU holds its scheduler's unit for 8 cycles, whatever else
+     issues meanwhile);
    - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
-     padding included) over the data-sheet peak (IMMA at twice the f16 rate).
+     padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
+     data sheet's, except on H100, whose data-sheet peak needs `wgmma`
+     (`tilelang.target.Hardware.mma_flops`).
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = floor / predicted, and of tensor-core peak =
-   executed flops / predicted time / peak. The bound that equals the prediction binds.
+   executed flops / predicted time / mma.sync peak. The bound that equals the
+   prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
 
@@ -409,7 +416,10 @@ def perf_report(
     little = concurrent * in_flight_block / latency
     bytes_total = _tensor_bytes(function, shapes)
     flops = _mma_flops(loop_ops, unroll) * warps * iterations * blocks
-    context = _Context(hw, blocks, warps, iterations, per_iteration, bytes_total, little, flops)
+    special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
+    context = _Context(
+        hw, blocks, warps, iterations, per_iteration, bytes_total, little, flops, special
+    )
     bounds = _bounds(context, latency, concurrent * in_flight_block)
     predicted = max(b.seconds for b in bounds)
     _add_notes(notes, main, hw, occ, blocks, warps, bytes_total, resources)
@@ -448,7 +458,7 @@ def perf_report(
         bounds=bounds,
         predicted_seconds=predicted,
         dram_fraction=bounds[0].seconds / predicted if predicted else 0.0,
-        tensor_fraction=flops / predicted / hw.tensor_flops if predicted else 0.0,
+        tensor_fraction=flops / predicted / hw.mma_flops if predicted else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
     )
@@ -542,17 +552,20 @@ class _Context:
     bytes_total: int
     little: float
     flops: float
+    special: float  # MUFU warp instructions per iteration
 
 
 def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
-    """The four bounds of the module docstring, the DRAM floor first."""
+    """The five bounds of the module docstring, the DRAM floor first."""
     hw = c.hw
     floor = c.bytes_total / hw.dram_bytes_per_s
     latency_s = c.bytes_total / c.little if c.little else 0.0  # nothing loaded: no bound
     busiest = -(-c.blocks // hw.sms)
     issued = busiest * c.warps * c.iterations * c.per_iteration
     issue_s = issued / hw.issue_per_s
-    tensor_s = c.flops / hw.tensor_flops
+    special = busiest * c.warps * c.iterations * c.special * WARP
+    special_s = special / hw.special_per_s
+    tensor_s = c.flops / hw.mma_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
         fraction = min(1.0, floor / seconds) if seconds else 1.0
@@ -576,6 +589,14 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
             f"{c.per_iteration:.4g} instr / ({hw.issue_per_cycle} x {hw.clock_hz / 1e6:.0f} MHz)",
         ),
         bound(
+            "special functions",
+            special_s,
+            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.special:.4g} MUFU "
+            f"x {WARP} / ({hw.sfu_per_cycle} x {hw.clock_hz / 1e6:.0f} MHz)"
+            if c.special
+            else "no MUFU in the loop",
+        ),
+        bound(
             "tensor cores",
             tensor_s,
             _tensor_detail(c.flops, hw),
@@ -586,8 +607,10 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
 def _tensor_detail(flops: float, hw: Hardware) -> str:
     if not flops:
         return "no HMMA/IMMA in the loop"
-    peak = hw.tensor_flops / 1e12
-    return f"{flops / 1e9:.4g} GFLOP executed (tile padding included) / {peak:.4g} TFLOPS"
+    peak = hw.mma_flops / 1e12
+    return (
+        f"{flops / 1e9:.4g} GFLOP executed (tile padding included) / {peak:.4g} TFLOPS (mma.sync)"
+    )
 
 
 def _per_element(rows: tuple[LoadRow, ...], per: str | None) -> float | None:

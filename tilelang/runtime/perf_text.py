@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tilelang.target import hardware
+from tilelang.target import Hardware, hardware
 
 if TYPE_CHECKING:
     from tilelang.runtime.perf import PerfReport
@@ -59,8 +59,7 @@ def _header(r: PerfReport) -> list[str]:
         "  a prediction from the SASS, the resources and the block IR, not a measurement",
         f"  card       {hw.sms} SMs, {hw.dram_bytes_per_s / 1e12:.3g} TB/s DRAM, "
         f"{_bytes(hw.l2_bytes)} L2, {hw.clock_hz / 1e6:.0f} MHz, "
-        f"{hw.tensor_flops / 1e12:.4g} TFLOPS f16 mma, DRAM latency {r.latency_s * 1e9:.0f} ns "
-        "(assumed)",
+        f"{_peaks(hw)}, DRAM latency {r.latency_s * 1e9:.0f} ns (assumed)",
         f"  launch     {launch}: grid {grid} = {r.blocks} blocks x {occ.threads} threads "
         f"({r.warps} warps)",
         f"  occupancy  {occ.registers} registers/thread, {occ.shared_bytes} B shared/block "
@@ -136,7 +135,7 @@ def _bounds(r: PerfReport) -> list[str]:
         "",
         f"  predicted  {_seconds(r.predicted_seconds)}: {r.dram_fraction:.0%} of DRAM bandwidth "
         f"({_bytes(r.bytes_total)} at {r.bytes_total / r.predicted_seconds / 1e12:.3g} TB/s), "
-        f"{r.tensor_fraction:.2%} of tensor-core peak; {r.binds} binds",
+        f"{r.tensor_fraction:.2%} of the mma.sync peak; {r.binds} binds",
     ]
     lines += [f"  note: {note}" for note in r.notes]
     return lines
@@ -145,3 +144,11 @@ def _bounds(r: PerfReport) -> list[str]:
 def format_report(r: PerfReport) -> str:
     """The report as the text the CLI prints."""
     return "\n".join(_header(r) + _loop(r) + _loads(r) + _bounds(r))
+
+
+def _peaks(hw: Hardware) -> str:
+    """The card's f16 tensor-core peak, and mma.sync's where it is below it."""
+    peak = f"{hw.tensor_flops / 1e12:.4g} TFLOPS f16 mma"
+    if hw.mma_flops < hw.tensor_flops:
+        peak += f" ({hw.mma_flops / 1e12:.4g} with mma.sync)"
+    return peak
