@@ -1,6 +1,8 @@
 """Static indexing and slicing of tiles (`t[3]`, `t[-1]`, `t[:, a:b]`, `None`, `...`)
 and `tl.split`: numpy's basic indexing with compile-time ints, on the interpreter and
-the CPU backend alike; a box cut along local digits renames registers."""
+the CPU backend alike; a box cut along local digits renames registers, and a free
+tile sliced into boxes takes the layout that makes each box a rename unless that
+would replicate it."""
 
 import linecache
 
@@ -13,6 +15,7 @@ from tilelang.ir.layout import local, spatial
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.visit import walk
+from tilelang.passes.infer_layouts.rules import slice_layout, sliced_whole
 
 X = np.arange(4 * 8 * 16, dtype=np.float32).reshape(4, 8, 16)
 
@@ -67,6 +70,80 @@ def test_a_box_along_local_digits_renames_registers():
     fn = right_half.stages()["infer_layouts"]
     (cut,) = [i for i in walk(fn) if isinstance(i, ir.Slice)]
     assert cut.result.type.layout == spatial(32, 4).local(1, 4)
+
+
+STATES = tl.Layout((32, 16), ((32,), (16,)), (0,), (1,))  # a thread a row
+
+
+@tl.kernel(warps=1)
+def row_dots(x: tl.Tensor[tl.f32, 32, 16], c: tl.Tensor[tl.f32, 16], y: tl.Tensor[tl.f32, 32]):
+    """y = Σ_n x[:, n]·c[n] as a chain of multiply-adds over the columns: c broadcast
+    over the rows, then cut column by column (the selective-scan walk's y)."""
+    h = tl.load(x, [0, 0], [32, 16], layout=STATES)
+    cs = tl.broadcast(tl.load(c, [0], [16])[None, :], [32, 16])
+    acc = h[:, 0:1] * cs[:, 0:1]
+    for n in range(1, 16):
+        acc = tl.fma(h[:, n : n + 1], cs[:, n : n + 1], acc)
+    tl.store(y, [0], tl.reshape(acc, [32]))
+
+
+def test_a_free_tile_cut_into_columns_takes_the_layout_that_makes_them_renames():
+    fn = row_dots.stages()["infer_layouts"]
+    (cs,) = [i for i in walk(fn) if isinstance(i, ir.Broadcast) and i.result.type.rank == 2]
+    assert cs.result.type.layout == STATES  # each column is a register of every thread
+    assert not [i for i in walk(fn) if isinstance(i, ir.Relayout)]
+    assert "shared_relayout" not in row_dots.compile().stats
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((32, 16)).astype(np.float32)
+    c = rng.standard_normal(16).astype(np.float32)
+    want = np.zeros(32, np.float32)
+    for n in range(16):  # one rounding a step, as fma: exact in f64, then to f32
+        want = (x[:, n].astype(np.float64) * c[n] + want).astype(np.float32)
+    got = row_dots(x, c, np.zeros(32, np.float32))
+    assert np.array_equal(got, row_dots.interpret(x, c, np.zeros(32, np.float32)))
+    assert np.array_equal(got, want)
+
+
+def test_slicing_a_large_tile_into_rows_every_thread_reads_does_not_replicate_it():
+    """Rows of a [16, 32] tile, each broadcast to every thread: the layout that would
+    make them renames holds the whole tile in each of 32 threads, so the tile keeps a
+    spread layout (the slices go through shared memory instead)."""
+
+    rows = tl.Layout((32, 32), ((32,), (32,)), (0,), (1,))  # a thread a row
+
+    @tl.kernel(warps=1)
+    def row_sums(w: tl.Tensor[tl.f32, 16, 32], y: tl.Tensor[tl.f32, 32, 32]):
+        wt = tl.load(w, [0, 0], [16, 32])
+        acc = tl.load(y, [0, 0], [32, 32], layout=rows)
+        for k in range(16):
+            acc = acc + tl.broadcast(wt[k : k + 1, :], [32, 32])
+        tl.store(y, [0, 0], acc)
+
+    fn = row_sums.stages()["infer_layouts"]
+    (load,) = [i for i in walk(fn) if isinstance(i, ir.Load) and i.tensor.name == "w"]
+    assert load.result.type.layout.replication == 1
+    w = np.arange(16 * 32, dtype=np.float32).reshape(16, 32)
+    got = row_sums(w, np.ones((32, 32), np.float32))
+    assert np.array_equal(got, np.broadcast_to(1 + w.sum(axis=0), (32, 32)))
+
+
+@pytest.mark.parametrize(
+    ("layout", "shape", "box"),
+    [
+        (spatial(32, 1), (32, 16), (32, 1)),
+        (local(1, 4).spatial(8, 4), (16, 64), (8, 16)),
+        (spatial(4, 8).local(2, 1), (32, 8), (8, 8)),
+    ],
+)
+def test_every_box_of_the_whole_layout_is_the_box_layout(layout, shape, box):
+    """`sliced_whole` is `slice_layout`'s inverse on its grid: each box of the given
+    widths, at every multiple of them, has the box's layout again."""
+    whole = sliced_whole(layout, shape, (0, 0), box)
+    assert tuple(whole.shape) == shape and whole.num_threads == layout.num_threads
+    for r in range(0, shape[0], box[0]):
+        for c in range(0, shape[1], box[1]):
+            assert slice_layout(whole, (r, c), (r + box[0], c + box[1])) == layout
+    assert sliced_whole(layout, shape, (1, 0), (1 + box[0], box[1])) is None  # off the grid
 
 
 def test_split_cuts_equal_parts_or_given_sizes():

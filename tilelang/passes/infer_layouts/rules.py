@@ -180,7 +180,13 @@ class SliceRule(Shaped):
     """`slice`: when the box keeps each thread's elements of it in its own registers —
     every dim cut only along local digits of the value's layout (whole blocks of them)
     — the value's layout with those digits fixed, so the slice renames registers; else
-    the blocked layout (the lowering moves the box through shared memory)."""
+    the blocked layout (the lowering moves the box through shared memory).
+
+    Back, to a free value: the layout in which this box and every box like it (the same
+    widths, at multiples of them) are a rename — an outermost local digit per cut dim
+    over the boxes (`sliced_whole`) — unless that layout replicates the value more than
+    its size forces: slicing a large tile by rows must not hand every thread the whole
+    tile."""
 
     def transforms(self, inference: Inference, instr: nodes.Slice):
         result = instr.result.type
@@ -191,7 +197,30 @@ class SliceRule(Shaped):
                 return blocked_layout(result.shape, result.dtype, inference.threads)
             return kept
 
-        return forward, None
+        def backward(layout: Layout) -> Layout | None:
+            whole = sliced_whole(layout, instr.value.type.shape, instr.starts, instr.stops)
+            elements = math.prod(instr.value.type.shape)
+            if whole is None or whole.replication > max(1, inference.threads // elements):
+                return None
+            return whole
+
+        return forward, backward
+
+
+def sliced_whole(
+    layout: Layout, shape: Sequence[int], starts: Sequence[int], stops: Sequence[int]
+) -> Layout | None:
+    """The layout of a `shape` tile whose box [starts, stops) has `layout`, with each
+    box of those widths at multiples of them in locals of its own (box k of a cut dim in
+    the k-th block of each thread's locals): `slice_layout` gives `layout` back for every
+    such box. None when a box width does not divide its dim or a start is off its grid."""
+    outer = []
+    for size, start, stop in zip(shape, starts, stops, strict=True):
+        width = stop - start
+        if size % width or start % width:
+            return None
+        outer.append(size // width)
+    return local(*outer) * layout if math.prod(outer) > 1 else layout
 
 
 def slice_layout(layout: Layout, starts: Sequence[int], stops: Sequence[int]) -> Layout | None:
