@@ -453,6 +453,35 @@ def test_the_special_function_bound_counts_a_warp_mufu_as_eight_cycles():
     assert "MUFU" in str(report)
 
 
+@tl.kernel(warps=1)
+def lone_decays(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "N"], BM: tl.constexpr = 8):
+    bn = tl.blocks(tl.cdiv(N, 32))
+    acc = tl.zeros([32], tl.f32)
+    for m in tl.range(0, M, BM):
+        acc = acc + tl.sum(tl.fast_exp2(tl.load(x, [m, bn * 32], [BM, 32])), axis=0)
+    tl.store(y, [bn * 32], acc)
+
+
+@needs_disassembler
+def test_a_lone_warp_issues_from_one_scheduler_and_uses_its_special_function_unit():
+    """One block of one warp per SM: a quarter of the SM's issue slots and of its
+    special-function rate (4 results a cycle) serve it."""
+    compiled = lone_decays.compile(target="sm_90")
+    report = compiled.perf(per="x", M=4096, N=32 * 100)  # 100 blocks on 132 SMs
+    loop = sass.main_loop(sass_of(compiled))
+    per_iteration = sass_loop_count(sass_of(compiled)) / report.unroll
+    mufu = len(re.findall(r"\bMUFU\.EX2\b", loop)) / report.unroll
+    iterations = 4096 // 8
+    seconds = {b.name: b.seconds for b in report.bounds}
+    assert seconds["instruction issue"] == pytest.approx(
+        iterations * per_iteration / (1 * H100.clock_hz)
+    )
+    assert seconds["special functions"] == pytest.approx(
+        iterations * mufu * 32 / (4 * H100.clock_hz)
+    )
+    assert "1 of 4 schedulers with a warp" in str(report)
+
+
 @needs_disassembler
 def test_a_tile_larger_than_the_tensor_is_clipped_to_it():
     compiled = tiled_dot.compile(target="sm_90", assume={"M": 1, "K": 128, "N": 128}, S=3)

@@ -42,11 +42,13 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      DRAM latency), the bandwidth that many outstanding bytes sustain;
    - instruction issue: the busiest SM runs ceil(B / SMs) blocks, each issuing
      W * iterations * (warp instructions per iteration), at 4 warp instructions per
-     cycle (one per scheduler) at the card's clock;
+     cycle (one per scheduler) at the card's clock — or fewer when fewer warps are on
+     the SM at once (min(r, ceil(B / SMs)) * W < 4): a warp issues from its own
+     scheduler only;
    - special functions: the busiest SM's MUFU instructions (ex2, lg2, rcp, ...) times
      32 results each, over the SM's special-function rate (16 a cycle on sm_80 to
-     sm_90: a warp's MUFU holds its scheduler's unit for 8 cycles, whatever else
-     issues meanwhile);
+     sm_90, 4 per scheduler: a warp's MUFU holds its scheduler's unit for 8 cycles,
+     whatever else issues meanwhile), of the schedulers that have a warp;
    - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
      padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
      data sheet's, except on H100, whose data-sheet peak needs `wgmma`
@@ -417,8 +419,19 @@ def perf_report(
     bytes_total = _tensor_bytes(function, shapes)
     flops = _mma_flops(loop_ops, unroll) * warps * iterations * blocks
     special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
+    at_once = min(occ.resident, -(-blocks // hw.sms)) * warps  # on the busiest SM
+    schedulers = min(hw.sub_partitions, at_once)
     context = _Context(
-        hw, blocks, warps, iterations, per_iteration, bytes_total, little, flops, special
+        hw,
+        blocks,
+        warps,
+        iterations,
+        per_iteration,
+        bytes_total,
+        little,
+        flops,
+        special,
+        schedulers,
     )
     bounds = _bounds(context, latency, concurrent * in_flight_block)
     predicted = max(b.seconds for b in bounds)
@@ -553,6 +566,7 @@ class _Context:
     little: float
     flops: float
     special: float  # MUFU warp instructions per iteration
+    schedulers: int  # schedulers of the busiest SM that have a warp at once
 
 
 def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
@@ -562,9 +576,11 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     latency_s = c.bytes_total / c.little if c.little else 0.0  # nothing loaded: no bound
     busiest = -(-c.blocks // hw.sms)
     issued = busiest * c.warps * c.iterations * c.per_iteration
-    issue_s = issued / hw.issue_per_s
+    share = c.schedulers / hw.sub_partitions  # of the SM's schedulers and their units
+    issue_s = issued / (hw.issue_per_s * share)
     special = busiest * c.warps * c.iterations * c.special * WARP
-    special_s = special / hw.special_per_s
+    special_s = special / (hw.special_per_s * share)
+    few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
     tensor_s = c.flops / hw.mma_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
@@ -586,13 +602,14 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
             "instruction issue",
             issue_s,
             f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x "
-            f"{c.per_iteration:.4g} instr / ({hw.issue_per_cycle} x {hw.clock_hz / 1e6:.0f} MHz)",
+            f"{c.per_iteration:.4g} instr / ({hw.issue_per_cycle * share:g} x "
+            f"{hw.clock_hz / 1e6:.0f} MHz){few}",
         ),
         bound(
             "special functions",
             special_s,
             f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.special:.4g} MUFU "
-            f"x {WARP} / ({hw.sfu_per_cycle} x {hw.clock_hz / 1e6:.0f} MHz)"
+            f"x {WARP} / ({hw.sfu_per_cycle * share:g} x {hw.clock_hz / 1e6:.0f} MHz){few}"
             if c.special
             else "no MUFU in the loop",
         ),
