@@ -9,7 +9,7 @@ baseline measured in the same run (issue 12's targets):
   D=128, f16 cache in pages of 16 tokens, the table shuffled): vs a torch device copy
   moving as many bytes as the KV cache holds, in the same run (target: at least 85 % of
   that bandwidth).
-* `selective_scan` (Mamba-1 forward) at batch 8, Dm 2048, N 16, L 2048, f16 with D, z,
+* `selective_scan` (Mamba-1 forward) at batch 8 (and 1), Dm 2048, N 16, L 2048, f16 with D, z,
   delta_bias and softplus: vs its bandwidth floor, the bytes it must move (`scan_bytes`)
   at the bandwidth of a torch device copy of as many bytes in the same run (target: at
   least 80 % of that floor); mamba_ssm's `selective_scan_fn` beside it when installed.
@@ -58,6 +58,8 @@ MIN_TOLERANCE = 2e-3
 #: The scan's shape: a serving batch of 2048-token prompts through Mamba-370m's inner
 #: width (d_inner 2048, d_state 16), as mamba_ssm lays it out ([batch, Dm, L]).
 SCAN = dict(batch=8, channels=2048, state=16, length=2048)
+#: One prompt: 64 warps of channels, so the walk cuts L into 8 segments.
+SCAN_ONE = dict(SCAN, batch=1)
 SCAN_TARGET = 0.80  # of the bandwidth floor
 #: The scan's output is f16 (rounded once, relative 2^-11); its f32 recurrence over 2048
 #: steps stays far below that. Relative to the checked slice's largest |output|.
@@ -421,8 +423,7 @@ def mamba_scan() -> tuple[Any, str]:
     return selective_scan_fn, ""
 
 
-def scan_case() -> Case:
-    shape = SCAN
+def scan_case(shape: dict[str, int] = SCAN) -> Case:
 
     def run(context: Context) -> dict[str, Any]:
         from tilelang.kernels import selective_scan
@@ -495,7 +496,8 @@ def scan_case() -> Case:
         return record
 
     return Case(
-        "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor",
+        f"selective_scan B={shape['batch']} Dm={shape['channels']} N={shape['state']} "
+        f"L={shape['length']} vs bandwidth floor",
         10.0,
         run,
         "tilelang Mamba-1 scan vs the bytes at the same run's copy bandwidth "
@@ -510,7 +512,14 @@ def target_record(fraction: float, target: float, what: str) -> dict[str, Any]:
 
 
 def cases() -> list[Case]:
-    return [forward_case(False), forward_case(True), decode_case(), scan_case(), decode_case("u8")]
+    return [
+        forward_case(False),
+        forward_case(True),
+        decode_case(),
+        scan_case(),
+        decode_case("u8"),
+        scan_case(SCAN_ONE),
+    ]
 
 
 if __name__ == "__main__":

@@ -57,6 +57,16 @@ def _ssm_cases() -> Iterator[Case]:
         _fixed(**full, LAST=True, BD=32, BN=16, BL=16),
     )
     yield Case(
+        "selective_scan walk, segmented (BD 32, BN 16, BL 16)",
+        ssm.selective_scan_walk_kernel,
+        _fixed(**full, LAST=True, SEGMENTED=True, BD=32, BN=16, BL=16),
+    )
+    yield Case(
+        "selective_scan walk segments (BD 32, BN 16, BL 16)",
+        ssm.walk_segments_kernel,
+        _fixed(HAS_BIAS=True, SOFTPLUS=True, BD=32, BN=16, BL=16),
+    )
+    yield Case(
         "selective_state_update (BD 128, BN 16)",
         ssm.state_update_kernel,
         _fixed(**full, BD=128, BN=16),

@@ -129,6 +129,37 @@ def _scan(walk: bool) -> Case:
     )
 
 
+def _scan_one(first: bool) -> Case:
+    """The two kernels of a `selective_scan` call at batch 1 (else the GPU check's
+    shape): 64 warps of channels, so the walk cuts L into `walk_segments` = 8 segments
+    of 256 steps; `first`: the kernel that gives the first 7 their (decay, local)."""
+    nb, dm, n, length = 1, 2048, 16, 2048
+    segments = ssm.walk_segments(nb, dm, length)
+    flags = dict(T=tl.f16, HAS_BIAS=True, SOFTPLUS=True, BN=16)
+    sizes = dict(NB=nb, DM=dm, L=length, N=n, G=1, NBIAS=dm)
+    iterations = length // segments // 16  # a block's chunks of BL = 16 steps
+    if first:
+        return Case(
+            f"selective_scan segments b={nb} Dm={dm} N={n} L={length} ({segments - 1} of "
+            f"{segments})",
+            ssm.walk_segments_kernel,
+            {**flags, "BD": 32, "BL": 16},
+            sizes | dict(S1=segments - 1),
+            "u",
+            iterations=iterations,
+        )
+    return Case(
+        f"selective_scan walk b={nb} Dm={dm} N={n} L={length} ({segments} segments)",
+        ssm.selective_scan_walk_kernel,
+        {**flags, "HAS_D": True, "HAS_Z": True, "SEGMENTED": True, **ssm.walk_configs(dm)[0]},
+        sizes
+        | dict(ND=dm, NZ=nb, DZ=dm, LZ=length, NL=1, DL=1, SL=1)
+        | dict(PB=nb, S1=segments - 1, PD=dm, PN=n),
+        "u",
+        iterations=iterations,
+    )
+
+
 CASES = (
     _quant(tl.u4, 28672),
     _quant(tl.u4, 8192),
@@ -144,6 +175,8 @@ CASES = (
     _paged(tl.u4, 64, 64, 4096, zeros=True),
     _scan(walk=True),
     _scan(walk=False),
+    _scan_one(first=True),
+    _scan_one(first=False),
 )
 
 

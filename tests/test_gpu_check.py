@@ -508,6 +508,7 @@ def test_the_attention_cases_cover_the_issues_targets():
         "selective_scan B=8 Dm=2048 N=16 L=2048 vs bandwidth floor",
         # after the issue's targets: a budget cut skips it first
         "paged_decode_attention batch=64 context=4096 (u8 cache) vs copy bandwidth",
+        "selective_scan B=1 Dm=2048 N=16 L=2048 vs bandwidth floor",  # the segmented walk
     ]
     assert gpu_attention.FORWARD["head_dim"] == 128
     assert (gpu_attention.DECODE["batch"], gpu_attention.DECODE["context"]) == (64, 4096)

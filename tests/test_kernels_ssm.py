@@ -364,10 +364,12 @@ def test_the_walk_with_grouped_B_and_C_and_large_steps():
 
 
 def test_the_method_follows_the_shape_and_a_walk_that_cannot_run_is_refused():
-    assert ssm.scan_method(None, 8 * 2048, 2048) == "walk"
-    assert ssm.scan_method(None, 2 * 64, 64) == "chunked"  # too few channels to fill a GPU
-    assert ssm.scan_method(None, 8 * 2040, 2040) == "chunked"  # not whole warps of channels
-    assert ssm.scan_method("chunked", 8 * 2048, 2048) == "chunked"
+    assert ssm.scan_method(None, 8 * 2048, 2048, 2048) == "walk"
+    assert ssm.scan_method(None, 256, 256, 2048) == "walk"  # 2^19 steps: segments fill it
+    assert ssm.scan_method(None, 2 * 64, 64, 2048) == "chunked"  # too little work
+    assert ssm.scan_method(None, 2048, 2048, 128) == "chunked"
+    assert ssm.scan_method(None, 8 * 2040, 2040, 2048) == "chunked"  # not whole warps
+    assert ssm.scan_method("chunked", 8 * 2048, 2048, 2048) == "chunked"
     x = scan_inputs(1, 5, 4, 8)
     with pytest.raises(ValueError, match=r"method='walk' needs the channels of a group"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="walk")
@@ -379,5 +381,38 @@ def test_the_method_follows_the_shape_and_a_walk_that_cannot_run_is_refused():
 def test_the_walk_compiles_without_spills_at_each_tile_it_tunes_among(arch):
     full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, LAST=True, BN=16)
     for tiles in ssm.walk_configs(128):
-        build = ssm.selective_scan_walk_kernel.compile(target=arch, **full, **tiles)
-        assert build.resources.spills == 0, (tiles, build.resources)
+        for segmented in (False, True):
+            build = ssm.selective_scan_walk_kernel.compile(
+                target=arch, SEGMENTED=segmented, **full, **tiles
+            )
+            assert build.resources.spills == 0, (tiles, segmented, build.resources)
+    build = ssm.walk_segments_kernel.compile(target=arch, HAS_BIAS=True, SOFTPLUS=True, BN=16)
+    assert build.resources.spills == 0, build.resources
+
+
+# --------------------------------------------------------------------------- segments
+# A walk over few channels cuts L into segments (`walk_segments`): each but the last
+# gives (decay, local), and the walk over a segment starts from the fold of those
+# before it. Forced here to counts that leave a short last segment and empty ones.
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("segments", [2, 3, 5, 9])
+def test_a_walk_cut_into_segments_matches_a_sequential_loop(segments, interpret, monkeypatch):
+    monkeypatch.setattr(ssm, "walk_segments", lambda nb, dm, length: segments)
+    x = scan_inputs(2, 32, 16, 100, seed=segments)  # segments of 64, 48, 32, 16 steps
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(
+        **x, delta_softplus=True, return_last_state=True, interpret=interpret, method="walk"
+    )
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
+
+
+def test_segments_fill_the_grid_with_steps_to_spare():
+    assert ssm.walk_segments(8, 2048, 2048) == 1  # 512 warps: the GPU check's shape
+    assert ssm.walk_segments(1, 2048, 2048) == 8  # 64 warps x 8 segments of 256 steps
+    assert ssm.walk_segments(1, 256, 2048) == 16  # at most L / 128 segments
+    assert ssm.walk_segments(1, 32, 100) == 1  # too short to cut

@@ -267,6 +267,7 @@ def test_the_scan_walk_tunes_its_tiles_and_every_tile_gives_the_same_bits():
         ssm.selective_scan_walk_kernel(
             u, delta, A, bt, ct,
             np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float16), np.zeros(1, np.float32),
-            out, np.zeros((1, 1, 1), np.float32), T=dtypes.f16, BN=8, **config,
+            out, np.zeros((1, 1, 1), np.float32), *(np.zeros((1, 1, 1, 1), np.float32),) * 2,
+            T=dtypes.f16, BN=8, **config,
         )  # fmt: skip
         np.testing.assert_array_equal(out, tuned)

@@ -24,18 +24,24 @@ the channels of a block share one group's B and C.
 
 Two kernels compute it (`scan_method` picks by the shape; `method=` overrides):
 
-- the walk (`selective_scan_walk_kernel`), for many channels (batch × Dm of 4096 or
-  more, a group's channels in whole warps): a thread per channel holds its N states
-  in registers and steps through L, so each state and step costs an exp2, two
+- the walk (`selective_scan_walk_kernel`), for batch × Dm × L of WALK_MIN_WORK or
+  more with a group's channels in whole warps: a thread per channel holds its N
+  states in registers and steps through L, so each state and step costs an exp2, two
   products and two multiply-adds, with no scan tree and no reduction across threads.
   At the GPU check's shape (batch 8, Dm 2048, N 16, L 2048, f16, sm_90) the static
   report predicts 171 µs against the chunked scan's 1222 µs (the DRAM floor: 81 µs;
-  the exponentials alone hold H100's special-function units for 140 µs);
-- the chunked scan (`selective_scan_kernel`, described below), for few channels: it
+  the exponentials alone hold H100's special-function units for 140 µs). A grid of
+  fewer than WALK_BLOCKS warps cuts L into segments (`walk_segments`): a first kernel
+  (`walk_segments_kernel`) gives each segment but the last its effect on a state,
+  h -> decay·h + local, and the walk over a segment starts from the fold of those
+  before it (batch 1, Dm 2048: 8 segments, 40 µs predicted for both kernels against
+  149 µs for the chunked scan);
+- the chunked scan (`selective_scan_kernel`, described below), for little work: it
   spreads each channel's states and steps over threads.
 
-Their results differ within rounding (the walk adds in step order, the chunked scan
-in the scan's tree order); each is the same on every machine and at every tile.
+Their results differ within rounding (the walk adds in step order, within a segment;
+the chunked scan in the scan's tree order); each depends on the shape only, the same
+on every machine and at every tile.
 
 Tiles (`scan_configs`): the grid is batch × Dm / BD blocks, so the best BD depends on
 the shape: few channels favour narrow blocks (more of them), many favour wide ones (B
@@ -74,10 +80,19 @@ CHUNK = 32
 #: Channels of one warp of the walk kernel (one a lane); a group's channels must be a
 #: multiple of it for the walk.
 WALK_LANES = 32
-#: The fewest channels (batch × Dm) for which `selective_scan` walks: a thread per
-#: channel, so fewer leave the GPU idle (4096: 128 warps, about one an H100 SM), and the
-#: chunked scan, which spreads each channel's states and steps over threads, does better.
-WALK_MIN_CHANNELS = 4096
+#: Steps a walk's segment is a multiple of (`segment_bounds`); every BL divides it.
+SEGMENT_ALIGN = 16
+#: Blocks of one warp the walk's grid should have (the GPU check's shape has 512): a
+#: grid of fewer cuts L into segments (`walk_segments`) of at least MIN_SEGMENT steps.
+WALK_BLOCKS = 512
+MIN_SEGMENT = 128
+#: The least work (batch × Dm × L channel-steps) for which `selective_scan` walks: a
+#: segment's steps run one after another in one thread, so a short walk over few
+#: channels takes longer than the chunked scan, which spreads each channel's states
+#: and steps over threads (the static model at L = 2048 on sm_90: the walk 20 µs
+#: against 37 µs at 256 channels, 2^19 channel-steps; at 512 steps the chunked scan
+#: wins below 2048 channels).
+WALK_MIN_WORK = 2**19
 
 
 @func
@@ -253,12 +268,15 @@ def selective_scan_walk_kernel(
     bias: Tensor[dtypes.f32, "NBIAS"],
     out: Tensor["T", "NB", "DM", "L"],
     last: Tensor[dtypes.f32, "NL", "DL", "SL"],
+    decay: Tensor[dtypes.f32, "PB", "S1", "PD", "PN"],
+    local: Tensor[dtypes.f32, "PB", "S1", "PD", "PN"],
     T: constexpr = dtypes.f32,
     HAS_D: constexpr = False,
     HAS_Z: constexpr = False,
     HAS_BIAS: constexpr = False,
     SOFTPLUS: constexpr = False,
     LAST: constexpr = False,
+    SEGMENTED: constexpr = False,
     BD: constexpr = 32,
     BN: constexpr = 16,
     BL: constexpr = 16,
@@ -271,8 +289,17 @@ def selective_scan_walk_kernel(
     Δ·(A·log2 e), by `fast_exp2`. B and C come as f32 [batch, G, L, N]
     (`step_columns_kernel`), so a step's N values are a row of the chunk's tile:
     contiguous where the block stages it in shared memory; C broadcast over the
-    channels first, so that its column n is each thread's own register."""
-    b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
+    channels first, so that its column n is each thread's own register.
+
+    SEGMENTED: L is cut into S1 + 1 segments (`segment_length`), a block each, for
+    grids of few channels; segment s starts from h = fold of the S1 (decay, local)
+    pairs of `walk_segments_kernel` before it, h -> decay·h + local."""
+    if SEGMENTED:
+        b, bd, s = tl.blocks(NB, tl.cdiv(DM, BD), S1 + 1)
+        start, stop = segment_bounds(s, S1, L)
+    else:
+        b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
+        start, stop = 0, L
     d0 = bd * BD
     g = d0 // (DM // G)
     # a thread per channel: its states, and its chunk of u, Δ and z, in its registers
@@ -283,7 +310,14 @@ def selective_scan_walk_kernel(
     if HAS_D:
         skip = tl.load(D, [d0], [BD])[:, None]
     h = tl.zeros([BD, BN], tl.f32)
-    for l0 in tl.range(0, L, BL):
+    if SEGMENTED:
+        for before in tl.range(0, s):
+            h = tl.fma(
+                segment_state(decay, b, before, d0, BD, BN, states),
+                h,
+                segment_state(local, b, before, d0, BD, BN, states),
+            )
+    for l0 in tl.range(start, stop, BL):
         x = channel_steps(u, b, d0, l0, BD, BL, steps)
         dt = chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, steps)
         inject = dt * x
@@ -308,7 +342,69 @@ def selective_scan_walk_kernel(
             y = y * silu(channel_steps(z, b, d0, l0, BD, BL, steps))
         tl.store(out, [b, d0, l0], tl.reshape(y.to(T), [1, BD, BL]))
     if LAST:
-        tl.store(last, [b, d0, 0], tl.reshape(h, [1, BD, BN]))
+        if SEGMENTED:
+            if s == S1:  # the last segment ends with h[L - 1]
+                tl.store(last, [b, d0, 0], tl.reshape(h, [1, BD, BN]))
+        else:
+            tl.store(last, [b, d0, 0], tl.reshape(h, [1, BD, BN]))
+
+
+@func
+def segment_bounds(s, S1, L):
+    """Steps [start, stop) of segment s of S1 + 1: equal lengths in whole SEGMENT_ALIGN
+    steps (so every chunk length BL that divides it gives the same segments)."""
+    length = tl.cdiv(tl.cdiv(L, S1 + 1), SEGMENT_ALIGN) * SEGMENT_ALIGN
+    start = s * length
+    return start, tl.minimum(start + length, L)
+
+
+@func
+def segment_state(t, b, s, d0, BD, BN, layout):
+    """The [BD, BN] states of channels d0.. of segment s of an f32 [batch, S1, Dm, N]."""
+    return tl.reshape(tl.load(t, [b, s, d0, 0], [1, 1, BD, BN]), [BD, BN]).to(tl.f32)
+
+
+@kernel(warps=lambda BD, **_: BD // WALK_LANES)
+def walk_segments_kernel(
+    u: Tensor["T", "NB", "DM", "L"],
+    delta: Tensor["T", "NB", "DM", "L"],
+    A: Tensor[dtypes.f32, "DM", "N"],
+    B: Tensor[dtypes.f32, "NB", "G", "L", "N"],
+    bias: Tensor[dtypes.f32, "NBIAS"],
+    decay: Tensor[dtypes.f32, "NB", "S1", "DM", "N"],
+    local: Tensor[dtypes.f32, "NB", "S1", "DM", "N"],
+    T: constexpr = dtypes.f32,
+    HAS_BIAS: constexpr = False,
+    SOFTPLUS: constexpr = False,
+    BD: constexpr = 32,
+    BN: constexpr = 16,
+    BL: constexpr = 16,
+):
+    """What each of the first S1 segments of L (`segment_bounds`, of S1 + 1) does to
+    a state, h_end = decay·h_start + local: decay = 2^(A·log2 e·ΣΔ) over the
+    segment, local = the walk's h from h_start = 0 (its state update, step by step).
+    The walk over segment s then starts from the fold of the pairs before it."""
+    b, bd, s = tl.blocks(NB, tl.cdiv(DM, BD), S1)
+    start, stop = segment_bounds(s, S1, L)
+    d0 = bd * BD
+    g = d0 // (DM // G)
+    states = tl.Layout((BD, BN), ((BD,), (BN,)), (0,), (1,))
+    steps = tl.Layout((1, BD, BL), ((1,), (BD,), (BL,)), (1,), (0, 2))
+    rate = tl.load(A, [d0, 0], [BD, BN], layout=states) * LOG2E
+    h = tl.zeros([BD, BN], tl.f32)
+    total = tl.zeros([BD, 1], tl.f32)
+    for l0 in tl.range(start, stop, BL):
+        x = channel_steps(u, b, d0, l0, BD, BL, steps)
+        dt = chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, steps)
+        inject = dt * x
+        bt = tl.reshape(tl.load(B, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
+        for j in range(BL):
+            bj = tl.reshape(bt[j : j + 1, :], [1, BN])
+            a = tl.fast_exp2(dt[:, j : j + 1] * rate)
+            h = tl.fma(a, h, inject[:, j : j + 1] * bj)
+            total = total + dt[:, j : j + 1]
+    tl.store(decay, [b, s, d0, 0], tl.reshape(tl.fast_exp2(total * rate), [1, 1, BD, BN]))
+    tl.store(local, [b, s, d0, 0], tl.reshape(h, [1, 1, BD, BN]))
 
 
 def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
@@ -329,13 +425,13 @@ def walk_configs(per_group: int) -> list[dict[str, int]]:
     return [{"BD": w, "BL": 16} for w in widths] + [{"BD": WALK_LANES, "BL": 8}]
 
 
-def scan_method(method: str | None, channels: int, per_group: int) -> str:
+def scan_method(method: str | None, channels: int, per_group: int, length: int) -> str:
     """ "walk" or "chunked" for a call (`selective_scan`'s `method`): None picks the walk
-    when there are WALK_MIN_CHANNELS channels or more and a group's channels fill warps
+    when channels × length is WALK_MIN_WORK or more and a group's channels fill warps
     (`WALK_LANES`), else the chunked scan."""
     walkable = per_group % WALK_LANES == 0
     if method is None:
-        return "walk" if walkable and channels >= WALK_MIN_CHANNELS else "chunked"
+        return "walk" if walkable and channels * length >= WALK_MIN_WORK else "chunked"
     if method not in ("walk", "chunked"):
         raise ValueError(f"method must be None, 'walk' or 'chunked', got {method!r}")
     if method == "walk" and not walkable:
@@ -440,15 +536,51 @@ def selective_scan(
         BL=bl,
     )
     kernel, tiles = selective_scan_kernel, scan_configs(bn, dm, dm // groups)
-    if scan_method(method, nb * dm, dm // groups) == "walk":
+    if scan_method(method, nb * dm, dm // groups, length) == "walk":
         kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups)
         constexprs.pop("BL")
         args[3:5] = (step_columns(v, t, bn, interpret) for v in (B, C))
+        segments = walk_segments(nb, dm, length)
+        constexprs["SEGMENTED"] = segments > 1
+        args += segment_states(args, segments, constexprs, interpret)
     if interpret:
         run(kernel, args, {**constexprs, **tiles[0]}, interpret)
     else:
         library.call(kernel, args, constexprs, tiles, ("NB", "DM", "N"), tune, device)
     return (out, last) if return_last_state else out
+
+
+def walk_segments(nb: int, dm: int, length: int) -> int:
+    """Segments of L for the walk (`selective_scan_walk_kernel`'s SEGMENTED): 1 when
+    batch × Dm fills WALK_BLOCKS warps, else enough to reach it, each of at least
+    MIN_SEGMENT steps. A function of the shape only: the result depends on it."""
+    warps = max(1, nb * dm // WALK_LANES)
+    if warps >= WALK_BLOCKS:
+        return 1
+    return max(1, min(-(-WALK_BLOCKS // warps), length // MIN_SEGMENT))
+
+
+def segment_states(
+    args: list[Any], segments: int, constexprs: dict[str, Any], interpret: bool
+) -> list[Any]:
+    """The walk's (decay, local) arguments: for SEGMENTED, the first segments - 1
+    segments' pairs, f32 [batch, segments - 1, Dm, N] (`walk_segments_kernel`, run
+    here); else placeholders."""
+    u, delta, a, b = args[:4]
+    bias = args[7]
+    if segments == 1:
+        return [placeholder(u, 4), placeholder(u, 4)]
+    nb, dm, _ = shape_of(u, "u")
+    n = shape_of(a, "A")[1]
+    decay, local = (empty(u, (nb, segments - 1, dm, n), dtypes.f32) for _ in range(2))
+    keep = ("T", "HAS_BIAS", "SOFTPLUS", "BN")
+    run(
+        walk_segments_kernel,
+        [u, delta, a, b, bias, decay, local],
+        {k: constexprs[k] for k in keep} | {"BD": WALK_LANES},
+        interpret,
+    )
+    return [decay, local]
 
 
 def step_columns(x: Any, t: dtypes.DType, bn: int, interpret: bool) -> Any:
