@@ -291,7 +291,7 @@ def selective_scan_walk_kernel(
     contiguous where the block stages it in shared memory; C broadcast over the
     channels first, so that its column n is each thread's own register.
 
-    SEGMENTED: L is cut into S1 + 1 segments (`segment_length`), a block each, for
+    SEGMENTED: L is cut into S1 + 1 segments (`segment_bounds`), a block each, for
     grids of few channels; segment s starts from h = fold of the S1 (decay, local)
     pairs of `walk_segments_kernel` before it, h -> decay·h + local."""
     if SEGMENTED:
