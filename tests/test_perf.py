@@ -229,6 +229,27 @@ def test_global_load_widths_and_mma_flops():
     assert sass.mma_flops("LDSM.16.M88.4") is None
 
 
+def test_shared_memory_bytes_of_a_warp_instruction():
+    """32 lanes' bytes, in whole 128-byte wavefronts; ldmatrix 128 bytes an 8x8 matrix
+    of 16-bit elements; cp.async what it writes to shared memory."""
+    moved = {
+        "LDS.128": 32 * 16,
+        "LDS.64": 32 * 8,
+        "LDS": 32 * 4,
+        "LDS.U16": 128,  # 64 bytes, one wavefront
+        "STS.128": 32 * 16,
+        "ATOMS.ADD": 32 * 4,
+        "LDSM.16.M88.4": 4 * 8 * 8 * 2,
+        "LDSM.16.MT88.2": 2 * 8 * 8 * 2,
+        "LDSM.16.M88": 8 * 8 * 2,
+        "LDGSTS.E.BYPASS.LTC128B.128": 32 * 16,
+        "LDGSTS.E.64": 32 * 8,
+        "LDG.E.128": None,
+        "HMMA.16816.F32": None,
+    }
+    assert {op: sass.shared_bytes(op) for op in moved} == moved
+
+
 def test_the_trap_after_exit_is_not_a_loop_and_not_kernel_code():
     straight = SNIPPET.replace(".L_x_0:\n", "").replace("@!P0 BRA `(.L_x_0) ;", "NOP ;")
     assert sass.main_loop(straight) is None
@@ -398,6 +419,14 @@ def test_the_bounds_follow_the_documented_model():
     latency = nbytes * H100.dram_latency_s / in_flight
     per_iteration = sass_loop_count(sass_of(compiled)) / report.unroll
     issue = math.ceil(blocks / H100.sms) * 4 * iterations * per_iteration / (4 * H100.clock_hz)
+    # Per warp and iteration through shared memory: each cp.async of 16 bytes a lane,
+    # each ldmatrix 128 bytes a matrix, each 32-bit LDS a wavefront.
+    loop = sass.shortest_path(sass.main_loop(sass_of(compiled)))
+    sizes = {r"LDGSTS\S*\.128": 512, r"LDSM\S*\.4": 512, r"LDSM\S*\.2": 256, r"LDS ": 128}
+    moved = sum(n * len(re.findall(pattern, loop)) for pattern, n in sizes.items())
+    assert moved  # a pipelined dot stages and reads its tiles
+    shared = math.ceil(blocks / H100.sms) * 4 * iterations * moved / report.unroll
+    shared /= 128 * H100.clock_hz
     flops = 2 * M * N * K  # no padding: every tile is full
     tensor = flops / (H100.tensor_flops * 2 / 3)  # mma.sync: 2/3 of H100's wgmma peak
     seconds = {b.name: b.seconds for b in report.bounds}
@@ -407,11 +436,12 @@ def test_the_bounds_follow_the_documented_model():
             "memory latency": latency,
             "instruction issue": issue,
             "special functions": 0.0,  # no MUFU in a dot's loop
+            "shared memory": shared,
             "tensor cores": tensor,
         }
     )
     assert report.bytes_total == nbytes and report.mma_flops == flops
-    assert report.predicted_seconds == pytest.approx(max(floor, latency, issue, tensor))
+    assert report.predicted_seconds == pytest.approx(max(floor, latency, issue, shared, tensor))
     assert report.dram_fraction == pytest.approx(floor / report.predicted_seconds)
     assert report.binds == max(seconds, key=seconds.get)
     assert report.occupancy.registers == compiled.resources.registers

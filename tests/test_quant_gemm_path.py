@@ -257,12 +257,14 @@ def test_gemm_converts_a_weight_no_more_often_than_the_gemv(name, arch):
 
 @pytest.mark.parametrize(
     ("name", "least"),
-    [("u4", 0.95), ("i4-asym", 0.95), ("u8", 0.95), ("u3", 0.9), ("mxfp4", 0.85), ("nvfp4", 0.85)],
+    [("u4", 0.9), ("i4-asym", 0.85), ("u8", 0.75), ("u3", 0.9), ("mxfp4", 0.85), ("nvfp4", 0.85)],
 )
 def test_gemm_predicts_most_of_the_tensor_core_peak_on_sm90(name, least):
     """m = 4096, k = n = 8192 (Llama-3-70B attention's shape) on sm_90: the static model
-    predicts at least `least` of the mma.sync tensor-core peak (BK = 128: 100% for u4
-    and u8, 99.9% for i4 with zero points, 87-91% for NVFP4 and MXFP4)."""
+    predicts at least `least` of mma.sync's tensor-core peak. Shared memory binds at BK
+    = 128 since the model counts it (each warp reads the x tile whole through ldmatrix,
+    and cp.async writes both tiles): 92.7% for u4, 89.1% for i4 with zero points, 80%
+    for u8 (twice the code bytes to stage), 96.5% for u3, 90-92% for NVFP4 and MXFP4."""
     require_disassembler()
     _, report = main_loop(name, 4096, "sm_90", 8192, 8192)
     assert report.tensor_fraction >= least, str(report)

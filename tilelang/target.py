@@ -124,7 +124,8 @@ class Hardware:
     reaches about 2/3 of it. `sfu_per_cycle` is the special-function unit's results
     per SM per cycle (MUFU: ex2, lg2, rcp, rsqrt, sin, cos), 16 for compute capability
     8.0 to 9.0 in the Programming Guide's table of arithmetic instruction throughputs:
-    one warp's MUFU occupies its scheduler's unit for 8 cycles.
+    one warp's MUFU occupies its scheduler's unit for 8 cycles. `shared_bytes_per_cycle`
+    is the SM's shared-memory bandwidth, 32 banks of 4 bytes a cycle (sm_80 to sm_90).
 
     `dram_latency_s` is an assumption, not a data-sheet figure: the average time a global
     load that misses L2 takes when the memory system is busy. Pointer-chasing
@@ -151,6 +152,7 @@ class Hardware:
     dram_latency_s: float = 600e-9
     issue_per_cycle: int = 4  # warp instructions per SM per cycle: one per scheduler
     sfu_per_cycle: int = 16
+    shared_bytes_per_cycle: int = 128
     mma_sync_flops: float | None = None  # None: the data-sheet peak
 
     @property

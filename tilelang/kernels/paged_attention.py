@@ -363,14 +363,17 @@ GROUP_16_TILES = {
     # 255-register ceiling: 81-83% of DRAM bandwidth with exp2, 86-87% with fast_exp2.
     (dtypes.u4, 64, "sm_80"): (128, 2, 1),
     (dtypes.u4, 64, "sm_90"): (128, 2, 1),
-    # u4 at D = 256: HEAD_DIM_TILES' 8 warps at 64 tokens, 8 a warp, so the K rows load
-    # in their B-fragment layout (key_rows_layout needs BN % (8 · warps) == 0; at 32
-    # tokens they did not): 0.518 -> 0.264 warp instructions per K element on sm_90
-    # (0.303 budget), 228-240 registers, 0 spills, one block of 8 warps a multiprocessor.
-    # The 1 x 8 warp grid holds q whole in each warp (64 registers), the price of no K
-    # relayout: the kernel expects it (`_fragment_rows`), kernel.stats counts it.
-    (dtypes.u4, 256, "sm_80"): (64, 8, 1),
-    (dtypes.u4, 256, "sm_90"): (64, 8, 1),
+    # u4 at D = 256: 32 tokens a step over 4 warps, 8 a warp, so the K rows load in
+    # their B-fragment layout (key_rows_layout needs BN % (8 · warps) == 0). 64 tokens
+    # over 8 warps did so too (0.264 warp instructions per K element on sm_90), but
+    # its 8 warps moved each step through shared memory 14 times: with the static
+    # model's shared-memory bound, 79% of DRAM bandwidth with zero points against
+    # 94-100% here (0.244-0.267 per K element, 236-244 registers, 0 spills, every
+    # zero-point flag, sm_80 and sm_90). The 1 x 4 warp grid holds q whole in each warp
+    # (64 registers), the price of no K relayout: the kernel expects it
+    # (`_fragment_rows`), kernel.stats counts it.
+    (dtypes.u4, 256, "sm_80"): (32, 4, 1),
+    (dtypes.u4, 256, "sm_90"): (32, 4, 1),
 }
 
 #: The (cache, D, arch, reads) whose build states `min_blocks=1` on top of its tiles:

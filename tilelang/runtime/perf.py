@@ -49,6 +49,10 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      32 results each, over the SM's special-function rate (16 a cycle on sm_80 to
      sm_90, 4 per scheduler: a warp's MUFU holds its scheduler's unit for 8 cycles,
      whatever else issues meanwhile), of the schedulers that have a warp;
+   - shared memory: the bytes the busiest SM's loop moves through shared memory
+     (`sass.shared_bytes`: LDS/STS by width, ldmatrix by its matrices, what cp.async
+     writes; whole 128-byte wavefronts, no bank conflicts) over the SM's 128 bytes a
+     cycle;
    - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
      padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
      data sheet's, except on H100, whose data-sheet peak needs `wgmma`
@@ -419,6 +423,7 @@ def perf_report(
     bytes_total = _tensor_bytes(function, shapes)
     flops = _mma_flops(loop_ops, unroll) * warps * iterations * blocks
     special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
+    shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in loop_ops.items()) / unroll
     at_once = min(occ.resident, -(-blocks // hw.sms)) * warps  # on the busiest SM
     schedulers = min(hw.sub_partitions, at_once)
     context = _Context(
@@ -432,6 +437,7 @@ def perf_report(
         flops,
         special,
         schedulers,
+        shared,
     )
     bounds = _bounds(context, latency, concurrent * in_flight_block)
     predicted = max(b.seconds for b in bounds)
@@ -567,10 +573,11 @@ class _Context:
     flops: float
     special: float  # MUFU warp instructions per iteration
     schedulers: int  # schedulers of the busiest SM that have a warp at once
+    shared: float  # bytes through shared memory per warp and iteration
 
 
 def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
-    """The five bounds of the module docstring, the DRAM floor first."""
+    """The six bounds of the module docstring, the DRAM floor first."""
     hw = c.hw
     floor = c.bytes_total / hw.dram_bytes_per_s
     latency_s = c.bytes_total / c.little if c.little else 0.0  # nothing loaded: no bound
@@ -581,6 +588,8 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     special = busiest * c.warps * c.iterations * c.special * WARP
     special_s = special / (hw.special_per_s * share)
     few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
+    moved = busiest * c.warps * c.iterations * c.shared
+    shared_s = moved / (hw.shared_bytes_per_cycle * hw.clock_hz)
     tensor_s = c.flops / hw.mma_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
@@ -612,6 +621,14 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
             f"x {WARP} / ({hw.sfu_per_cycle * share:g} x {hw.clock_hz / 1e6:.0f} MHz){few}"
             if c.special
             else "no MUFU in the loop",
+        ),
+        bound(
+            "shared memory",
+            shared_s,
+            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.shared:.4g} B / "
+            f"({hw.shared_bytes_per_cycle} B x {hw.clock_hz / 1e6:.0f} MHz)"
+            if c.shared
+            else "no shared-memory access in the loop",
         ),
         bound(
             "tensor cores",

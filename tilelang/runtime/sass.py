@@ -37,6 +37,7 @@ __all__ = [
     "mix_key",
     "mma_flops",
     "opcodes",
+    "shared_bytes",
 ]
 
 
@@ -264,6 +265,27 @@ def global_load_bytes(opcode: str) -> int | None:
         if part in _WIDTH_BITS:
             return _WIDTH_BITS[part] // 8
     return 4
+
+
+#: Bytes of shared memory a warp moves per cycle (a wavefront): 32 banks of 4 bytes.
+SHARED_WAVEFRONT = 128
+_LDSM_MATRICES = {"4": 4, "2": 2}
+
+
+def shared_bytes(opcode: str) -> int | None:
+    """Bytes one warp instruction moves through shared memory, without bank conflicts,
+    in whole wavefronts (`SHARED_WAVEFRONT`): ``LDS``/``STS``/``ATOMS`` 32 lanes by their
+    width (``.128`` 512, ``.64`` 256, else one wavefront), ``LDSM`` 128 per 8x8 matrix
+    (``.4`` 512), ``LDGSTS`` (cp.async) what it writes (``.128`` 512); None for opcodes
+    that do not touch shared memory."""
+    parts = opcode.split(".")
+    base = parts[0]
+    if base == "LDSM":
+        return SHARED_WAVEFRONT * _LDSM_MATRICES.get(parts[-1], 1)
+    if base not in ("LDS", "STS", "ATOMS", "LDGSTS"):
+        return None
+    bits = next((_WIDTH_BITS[p] for p in parts[1:] if p in _WIDTH_BITS), 32)
+    return max(SHARED_WAVEFRONT, 32 * bits // 8)
 
 
 _MMA_SHAPE = re.compile(r"^(HMMA|IMMA)\.(16|8)(8)(\d+)")
