@@ -112,8 +112,10 @@ def _scan(walk: bool) -> Case:
     walk, which a call at this shape picks, and the chunked associative scan."""
     nb, dm, n, length = 8, 2048, 16, 2048
     flags = dict(T=tl.f16, HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, BN=16)
+    unused = {}  # the walk's segment states: none at this shape (512 warps)
     if walk:
         kernel, tiles = ssm.selective_scan_walk_kernel, ssm.walk_configs(dm)[0]
+        unused = dict(PB=1, S1=1, PD=1, PN=1)
     else:
         kernel, tiles = (
             ssm.selective_scan_kernel,
@@ -124,7 +126,8 @@ def _scan(walk: bool) -> Case:
         kernel,
         {**flags, **tiles},
         dict(NB=nb, DM=dm, L=length, N=n, G=1, ND=dm, NBIAS=dm)
-        | dict(NZ=nb, DZ=dm, LZ=length, NL=1, DL=1, SL=1),  # z given, no last state
+        | dict(NZ=nb, DZ=dm, LZ=length, NL=1, DL=1, SL=1)  # z given, no last state
+        | unused,
         "u",
     )
 
