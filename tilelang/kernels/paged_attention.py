@@ -363,6 +363,13 @@ GROUP_16_TILES = {
     # 255-register ceiling: 81-83% of DRAM bandwidth with exp2, 86-87% with fast_exp2.
     (dtypes.u4, 64, "sm_80"): (128, 2, 1),
     (dtypes.u4, 64, "sm_90"): (128, 2, 1),
+    # u4 at D = 128: 64 tokens a step over 2 warps, 32 a warp. 4 warps (TOKEN_TILES)
+    # issue fewer instructions a warp, but each step's K and V pass through shared
+    # memory for twice as many warps: the static model's shared-memory bound held them
+    # at 91-92% of DRAM bandwidth, against 100% here with every zero-point flag on sm_80
+    # and sm_90 (254-255 registers, 0 spills).
+    (dtypes.u4, 128, "sm_80"): (64, 2, 1),
+    (dtypes.u4, 128, "sm_90"): (64, 2, 1),
     # u4 at D = 256: 32 tokens a step over 4 warps, 8 a warp, so the K rows load in
     # their B-fragment layout (key_rows_layout needs BN % (8 · warps) == 0). 64 tokens
     # over 8 warps did so too (0.264 warp instructions per K element on sm_90), but
