@@ -122,8 +122,9 @@ def test_example_source_is_header_free_and_shaped():
     assert "extern __shared__ __align__(16) u8 tl_smem[];" in src
     assert "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" in src
     assert "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16" in src
-    # Locals are register arrays of their dtype.
-    assert re.search(r"alignas\(16\) f32 l_\w+\[32\] = \{\};", src)
+    # Locals are register arrays of their dtype: the 128 x 128 f32 accumulator over
+    # 128 threads is 128 a thread.
+    assert re.search(r"alignas\(16\) f32 l_\w+\[128\] = \{\};", src)
 
 
 def test_quantized_matmul_uses_bit_tricks():

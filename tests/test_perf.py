@@ -613,7 +613,7 @@ def test_inspect_perf_prints_the_report_of_an_example(capsys, tmp_path, monkeypa
     # M=1 specializes the kernel on M % 1, as a launch would, so the report can be made.
     one = ["--size", "M=1", "--size", "K=4096", "--size", "N=4096"]
     assert cli.main(args + one) == 0
-    assert "M=1 K=4096 N=4096: grid 1 x 64" in capsys.readouterr().out
+    assert "M=1 K=4096 N=4096: grid 1 x 32" in capsys.readouterr().out  # BN = 128
 
 
 def test_inspect_perf_errors_name_what_is_wrong(capsys):
