@@ -32,13 +32,14 @@ def async_tensors(compiled) -> set[str]:
 def test_matmul_selects_mma_and_ldmatrix_and_loads_16_bytes():
     compiled = load_example("matmul").matmul.compile()
     mmas = statements(compiled, t.Mma)
-    # 64x64 block tile over 2x2 warps, BK=32: 8 m16n8 blocks per warp times 2 k-steps.
-    assert len(mmas) == 16 and {m.atom for m in mmas} == {"m16n8k16.f16"}
+    # 128x128 block tile over 2x2 warps, BK=32: 32 m16n8 blocks per warp (64x64) times
+    # 2 k-steps.
+    assert len(mmas) == 64 and {m.atom for m in mmas} == {"m16n8k16.f16"}
     ldmatrix = statements(compiled, t.Ldmatrix)
     # x4 for the A fragment, x4.trans for B (row-major in shared memory)
     assert {(s.num, s.trans) for s in ldmatrix} == {(4, False), (4, True)}
     assert load_widths(compiled, "a") == {16} and load_widths(compiled, "b") == {16}
-    assert compiled.stats["mma"] == 16
+    assert compiled.stats["mma"] == 64
     # stages=3: both operands stream through shared memory with cp.async, no plain loads
     assert async_tensors(compiled) == {"a", "b"} and not statements(compiled, t.GlobalLoad)
 
