@@ -625,7 +625,7 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
         bound(
             "shared memory",
             shared_s,
-            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.shared:.4g} B / "
+            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.shared / 1e3:.4g} KB / "
             f"({hw.shared_bytes_per_cycle} B x {hw.clock_hz / 1e6:.0f} MHz)"
             if c.shared
             else "no shared-memory access in the loop",
