@@ -29,7 +29,7 @@ Two kernels compute it (`scan_method` picks by the shape; `method=` overrides):
   states in registers and steps through L, so each state and step costs an exp2, two
   products and two multiply-adds, with no scan tree and no reduction across threads.
   At the GPU check's shape (batch 8, Dm 2048, N 16, L 2048, f16, sm_90) the static
-  report predicts 171 µs against the chunked scan's 1222 µs (the DRAM floor: 81 µs;
+  report predicts 171 µs against the chunked scan's 1544 µs (the DRAM floor: 81 µs;
   the exponentials alone hold H100's special-function units for 140 µs). A grid of
   fewer than WALK_BLOCKS warps cuts L into segments (`walk_segments`): a first kernel
   (`walk_segments_kernel`) gives each segment but the last its effect on a state,
