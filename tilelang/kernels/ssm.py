@@ -30,12 +30,12 @@ Two kernels compute it (`scan_method` picks by the shape; `method=` overrides):
   products and two multiply-adds, with no scan tree and no reduction across threads.
   At the GPU check's shape (batch 8, Dm 2048, N 16, L 2048, f16, sm_90) the static
   report predicts 171 µs against the chunked scan's 1544 µs (the DRAM floor: 81 µs;
-  the exponentials alone hold H100's special-function units for 140 µs). A grid of
+  the exponentials alone hold H100's special-function units for 143 µs). A grid of
   fewer than WALK_BLOCKS warps cuts L into segments (`walk_segments`): a first kernel
   (`walk_segments_kernel`) gives each segment but the last its effect on a state,
   h -> decay·h + local, and the walk over a segment starts from the fold of those
   before it (batch 1, Dm 2048: 8 segments, 40 µs predicted for both kernels against
-  149 µs for the chunked scan);
+  193 µs for the chunked scan);
 - the chunked scan (`selective_scan_kernel`, described below), for little work: it
   spreads each channel's states and steps over threads.
 
@@ -305,7 +305,7 @@ def selective_scan_walk_kernel(
     # a thread per channel: its states, and its chunk of u, Δ and z, in its registers
     states = tl.Layout((BD, BN), ((BD,), (BN,)), (0,), (1,))
     steps = tl.Layout((1, BD, BL), ((1,), (BD,), (BL,)), (1,), (0, 2))
-    rate = tl.load(A, [d0, 0], [BD, BN], layout=states) * LOG2E
+    rate = decay_rates(A, d0, BD, BN, states)
     skip = tl.zeros([BD, 1], tl.f32)
     if HAS_D:
         skip = tl.load(D, [d0], [BD])[:, None]
@@ -323,15 +323,14 @@ def selective_scan_walk_kernel(
         inject = dt * x
         # the chunk's B and C columns side by side: every step's pair is a row of one
         # tile, which the block stages in shared memory once and each step reads
-        bt = tl.reshape(tl.load(B, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
-        ct = tl.reshape(tl.load(C, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
-        columns = tl.concat([bt, ct], axis=1)
+        columns = tl.concat(
+            [step_rows(B, b, g, l0, BL, BN), step_rows(C, b, g, l0, BL, BN)], axis=1
+        )
         ys = []
         for j in range(BL):
             bj = tl.reshape(columns[j : j + 1, :BN], [1, BN])
             cj = tl.reshape(columns[j : j + 1, BN:], [1, BN])
-            a = tl.fast_exp2(dt[:, j : j + 1] * rate)
-            h = tl.fma(a, h, inject[:, j : j + 1] * bj)
+            h = state_step(h, dt, inject, rate, bj, j)
             cs = tl.broadcast(cj, [BD, BN])  # the states' layout: its columns rename
             y = h[:, 0:1] * cs[:, 0:1]
             for n in range(1, BN):
@@ -360,8 +359,26 @@ def segment_bounds(s, S1, L):
 
 @func
 def segment_state(t, b, s, d0, BD, BN, layout):
-    """The [BD, BN] states of channels d0.. of segment s of an f32 [batch, S1, Dm, N]."""
-    return tl.reshape(tl.load(t, [b, s, d0, 0], [1, 1, BD, BN]), [BD, BN]).to(tl.f32)
+    """The [BD, BN] states of channels d0.. of segment s of a [batch, S1, Dm, N]."""
+    return tl.reshape(tl.load(t, [b, s, d0, 0], [1, 1, BD, BN]), [BD, BN])
+
+
+@func
+def decay_rates(A, d0, BD, BN, layout):
+    """A·log2 e of channels d0.. [BD, BN], in the states' `layout`: 2^(Δ·rate) decays."""
+    return tl.load(A, [d0, 0], [BD, BN], layout=layout) * LOG2E
+
+
+@func
+def step_rows(t, b, g, l0, BL, BN):
+    """B's or C's [BL, BN] rows of steps l0.. of group g (f32 [batch, G, L, N])."""
+    return tl.reshape(tl.load(t, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
+
+
+@func
+def state_step(h, dt, inject, rate, bj, j):
+    """The walk's state update at step j of a chunk: h = 2^(Δ·rate)·h + (Δ·u)·B_j."""
+    return tl.fma(tl.fast_exp2(dt[:, j : j + 1] * rate), h, inject[:, j : j + 1] * bj)
 
 
 @kernel(warps=lambda BD, **_: BD // WALK_LANES)
@@ -390,18 +407,16 @@ def walk_segments_kernel(
     g = d0 // (DM // G)
     states = tl.Layout((BD, BN), ((BD,), (BN,)), (0,), (1,))
     steps = tl.Layout((1, BD, BL), ((1,), (BD,), (BL,)), (1,), (0, 2))
-    rate = tl.load(A, [d0, 0], [BD, BN], layout=states) * LOG2E
+    rate = decay_rates(A, d0, BD, BN, states)
     h = tl.zeros([BD, BN], tl.f32)
     total = tl.zeros([BD, 1], tl.f32)
     for l0 in tl.range(start, stop, BL):
         x = channel_steps(u, b, d0, l0, BD, BL, steps)
         dt = chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, steps)
         inject = dt * x
-        bt = tl.reshape(tl.load(B, [b, g, l0, 0], [1, 1, BL, BN]), [BL, BN])
+        bt = step_rows(B, b, g, l0, BL, BN)
         for j in range(BL):
-            bj = tl.reshape(bt[j : j + 1, :], [1, BN])
-            a = tl.fast_exp2(dt[:, j : j + 1] * rate)
-            h = tl.fma(a, h, inject[:, j : j + 1] * bj)
+            h = state_step(h, dt, inject, rate, tl.reshape(bt[j : j + 1, :], [1, BN]), j)
             total = total + dt[:, j : j + 1]
     tl.store(decay, [b, s, d0, 0], tl.reshape(tl.fast_exp2(total * rate), [1, 1, BD, BN]))
     tl.store(local, [b, s, d0, 0], tl.reshape(h, [1, 1, BD, BN]))
