@@ -424,8 +424,7 @@ def perf_report(
     flops = _mma_flops(loop_ops, unroll) * warps * iterations * blocks
     special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
     shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in loop_ops.items()) / unroll
-    at_once = min(occ.resident, -(-blocks // hw.sms)) * warps  # on the busiest SM
-    schedulers = min(hw.sub_partitions, at_once)
+    schedulers = min(hw.sub_partitions, _warps_at_once(hw, occ, blocks, warps))
     context = _Context(
         hw,
         blocks,
@@ -582,14 +581,12 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     floor = c.bytes_total / hw.dram_bytes_per_s
     latency_s = c.bytes_total / c.little if c.little else 0.0  # nothing loaded: no bound
     busiest = -(-c.blocks // hw.sms)
-    issued = busiest * c.warps * c.iterations * c.per_iteration
+    warp_iterations = busiest * c.warps * c.iterations  # on the busiest SM
     share = c.schedulers / hw.sub_partitions  # of the SM's schedulers and their units
-    issue_s = issued / (hw.issue_per_s * share)
-    special = busiest * c.warps * c.iterations * c.special * WARP
-    special_s = special / (hw.special_per_s * share)
+    issue_s = warp_iterations * c.per_iteration / (hw.issue_per_s * share)
+    special_s = warp_iterations * c.special * WARP / (hw.special_per_s * share)
     few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
-    moved = busiest * c.warps * c.iterations * c.shared
-    shared_s = moved / (hw.shared_bytes_per_cycle * hw.clock_hz)
+    shared_s = warp_iterations * c.shared / (hw.shared_bytes_per_cycle * hw.clock_hz)
     tensor_s = c.flops / hw.mma_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
@@ -685,7 +682,7 @@ def _add_notes(
     for load in main.loads:
         if load.unpipelined:
             notes.append(f"{load.tensor} ({load.loc}) is not pipelined: {load.unpipelined}")
-    per_scheduler = min(occ.resident, -(-blocks // hw.sms)) * warps / hw.sub_partitions
+    per_scheduler = _warps_at_once(hw, occ, blocks, warps) / hw.sub_partitions
     if per_scheduler < 2:
         notes.append(
             f"{per_scheduler:.3g} warps per scheduler on the busiest SM: one warp cannot "
@@ -698,6 +695,11 @@ def _add_notes(
         )
     if resources.local_bytes or resources.spills:
         notes.append(f"local memory: {resources.local_bytes} B stack, spills {resources.spills} B")
+
+
+def _warps_at_once(hw: Hardware, occ: Occupancy, blocks: int, warps: int) -> int:
+    """Warps on the busiest SM at once: its resident blocks, or all it runs if fewer."""
+    return min(occ.resident, -(-blocks // hw.sms)) * warps
 
 
 def _mb(nbytes: float) -> str:
