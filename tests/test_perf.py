@@ -453,13 +453,15 @@ def test_the_bounds_follow_the_documented_model():
     assert report.to_dict()["occupancy"]["resident"] == report.occupancy.resident
 
 
-@tl.kernel(warps=4)
+@tl.kernel(warps=lambda BN, **_: BN // 32)
 def decays(
     x: tl.Tensor[tl.f32, "M", "N"],
     y: tl.Tensor[tl.f32, "N"],
     BM: tl.constexpr = 8,
     BN: tl.constexpr = 128,
 ):
+    """Σ over rows of 2^x, a thread per column (BN / 32 warps): BM MUFU a thread an
+    iteration."""
     bn = tl.blocks(tl.cdiv(N, BN))
     acc = tl.zeros([BN], tl.f32)
     for m in tl.range(0, M, BM):
@@ -483,20 +485,11 @@ def test_the_special_function_bound_counts_a_warp_mufu_as_eight_cycles():
     assert "MUFU" in str(report)
 
 
-@tl.kernel(warps=1)
-def lone_decays(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "N"], BM: tl.constexpr = 8):
-    bn = tl.blocks(tl.cdiv(N, 32))
-    acc = tl.zeros([32], tl.f32)
-    for m in tl.range(0, M, BM):
-        acc = acc + tl.sum(tl.fast_exp2(tl.load(x, [m, bn * 32], [BM, 32])), axis=0)
-    tl.store(y, [bn * 32], acc)
-
-
 @needs_disassembler
 def test_a_lone_warp_issues_from_one_scheduler_and_uses_its_special_function_unit():
     """One block of one warp per SM: a quarter of the SM's issue slots and of its
     special-function rate (4 results a cycle) serve it."""
-    compiled = lone_decays.compile(target="sm_90")
+    compiled = decays.compile(target="sm_90", BN=32)  # one warp
     report = compiled.perf(per="x", M=4096, N=32 * 100)  # 100 blocks on 132 SMs
     loop = sass.main_loop(sass_of(compiled))
     per_iteration = sass_loop_count(sass_of(compiled)) / report.unroll
