@@ -133,9 +133,10 @@ def _scan(walk: bool) -> Case:
 
 
 def _scan_one(first: bool) -> Case:
-    """The two kernels of a `selective_scan` call at batch 1 (else the GPU check's
-    shape): 64 warps of channels, so the walk cuts L into `walk_segments` = 8 segments
-    of 256 steps; `first`: the kernel that gives the first 7 their (decay, local)."""
+    """The two kernels of a `selective_scan` call at batch 1 (the GPU check's second
+    scan case; the rest as `_scan`): 64 warps of channels, so the walk cuts L into
+    `walk_segments` = 8 segments of 256 steps; `first`: the kernel that gives the
+    first 7 their (decay, local), else the walk over the segments."""
     nb, dm, n, length = 1, 2048, 16, 2048
     segments = ssm.walk_segments(nb, dm, length)
     flags = dict(T=tl.f16, HAS_BIAS=True, SOFTPLUS=True, BN=16)
