@@ -205,7 +205,7 @@ def mma_operand_locals(fn: t.ThreadFunction) -> frozenset[str]:
             reg = getattr(stmt, field)
             if not isinstance(reg, t.Reg) or field in _WRITTEN_REGS:
                 continue
-            mma_operand = isinstance(stmt, t.Mma) and field in ("a", "b")
+            mma_operand = isinstance(stmt, t.Mma | t.Wgmma) and field in ("a", "b")
             (operands if mma_operand else read_otherwise).add(reg.local)
         for expr in t.stmt_exprs(stmt):
             read_otherwise.update(e.local for e in t.walk_expr(expr) if isinstance(e, t.Read))
@@ -282,9 +282,13 @@ class _Emitter:
         for stmt in fn.body:
             self.stmt(stmt)
         body, self.lines = self.lines, []
-        setup = ["extern __shared__ __align__(16) u8 tl_smem[];"]
+        # wgmma swizzles shared-window address bits 4-9: offsets must agree with them.
+        align = 1024 if any(isinstance(x, t.Wgmma) for x in t.walk_stmts(fn.body)) else 16
+        setup = [f"extern __shared__ __align__({align}) u8 tl_smem[];"]
         if self.uses_smem_address:
             setup.append(f"const u32 tl_smem_addr = {self.x.call('tl_shared_address', 'tl_smem')};")
+        if align > 16:  # a misplaced buffer would make every wgmma read the wrong bytes
+            setup.append(f"if (tl_smem_addr & {align - 1}u) __trap();")
         if self.x.uses_tid or self.uses_lane:
             setup.append("const i32 tl_tid = (i32)threadIdx.x;")
         if self.uses_lane:
@@ -428,6 +432,30 @@ class _Emitter:
             self.reg_ptr(s.c, acc),
         )
         self.line(f"{self.x.call(helper, *args)};")
+
+    def stmt_Wgmma(self, s: t.Wgmma) -> None:
+        if str(s.operands) not in ("f16", "bf16") or s.n % 8 or not 8 <= s.n <= 256:
+            raise CudaEmitError(f"no wgmma m64n{s.n}k16 for {s.operands}")
+        desc = self.x.call(
+            "tl_wgmma_desc", self.shared_address(s.b_address), f"{s.lbo}u", f"{s.sbo}u"
+        )
+        helper = self.x.need(f"tl_wgmma_m64n{s.n}k16_{s.operands}")
+        flags = f"<{int(s.trans_b)}, {int(s.accumulate)}>"
+        args = (self.reg_ptr(s.d, "f32"), self.reg_ptr(s.a, "u32"), desc)
+        self.line(f"{helper}{flags}({', '.join(args)});")
+
+    def stmt_WgmmaFence(self, s: t.WgmmaFence) -> None:
+        self.line(f"{self.x.call('tl_wgmma_fence')};")
+
+    def stmt_WgmmaCommit(self, s: t.WgmmaCommit) -> None:
+        self.line(f"{self.x.call('tl_wgmma_commit')};")
+
+    def stmt_WgmmaWait(self, s: t.WgmmaWait) -> None:
+        self.x.need("tl_wgmma_wait")
+        self.line(f"tl_wgmma_wait<{int(s.pending)}>();")
+
+    def stmt_AsyncProxyFence(self, s: t.AsyncProxyFence) -> None:
+        self.line(f"{self.x.call('tl_fence_proxy_async')};")
 
     def stmt_Ldmatrix(self, s: t.Ldmatrix) -> None:
         if s.num not in (1, 2, 4):

@@ -493,6 +493,50 @@ def _atomic_snippets() -> dict[str, Snippet]:
         '    asm volatile("red.global.or.b32 [%0], %1;" :: "l"(w), "r"(vi) : "memory");\n'
         "  }\n}"
     )
+    s.update(_wgmma_snippets())
+    return s
+
+
+def _wgmma_snippets() -> dict[str, Snippet]:
+    """The warpgroup mma (sm_90a): its matrix descriptor, fences, and one helper per N
+    and operand type: D (N/2 f32, read and written) += A (4 words) · B (through the
+    descriptor), the transposition of B and whether D is added given as immediates."""
+    s: dict[str, Snippet] = {}
+    # Start address, LBO and SBO in 16-byte units; 1 << 62: the 128-byte swizzle.
+    s["tl_wgmma_desc"] = Snippet(
+        "TL_INLINE u64 tl_wgmma_desc(u32 address, u32 lbo, u32 sbo) {\n"
+        "  return (u64)((address & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16)\n"
+        "       | ((u64)(sbo >> 4) << 32) | (1ull << 62);\n}"
+    )
+    for name, instr in (
+        ("tl_wgmma_fence", "wgmma.fence.sync.aligned;"),
+        ("tl_wgmma_commit", "wgmma.commit_group.sync.aligned;"),
+        ("tl_fence_proxy_async", "fence.proxy.async.shared::cta;"),
+    ):
+        s[name] = Snippet(f'TL_INLINE void {name}() {{ asm volatile("{instr}" ::: "memory"); }}')
+    s["tl_wgmma_wait"] = Snippet(
+        "template <int N> TL_INLINE void tl_wgmma_wait() "
+        '{ asm volatile("wgmma.wait_group.sync.aligned %0;" :: "n"(N) : "memory"); }'
+    )
+    for op in ("f16", "bf16"):
+        for n in range(8, 257, 8):
+            regs = n // 2
+            d = ", ".join(f"%{i}" for i in range(regs))
+            a = ", ".join(f"%{regs + i}" for i in range(4))
+            desc, acc, trans = regs + 4, regs + 5, regs + 6
+            outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+            ins = ", ".join(f'"r"(a[{i}])' for i in range(4))
+            name = f"tl_wgmma_m64n{n}k16_{op}"
+            s[name] = Snippet(
+                f"template <int TRANS_B, int ACCUMULATE>\n"
+                f"TL_INLINE void {name}(f32* d, const u32* a, u64 desc) {{\n"
+                f'  asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{acc}, 0; '
+                f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{op}.{op} "
+                f'{{{d}}}, {{{a}}}, %{desc}, p, 1, 1, %{trans}; }}"\n'
+                f"               : {outs}\n"
+                f'               : {ins}, "l"(desc), "n"(ACCUMULATE), "n"(TRANS_B)\n'
+                f'               : "memory");\n}}'
+            )
     return s
 
 

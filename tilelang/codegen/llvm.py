@@ -67,6 +67,9 @@ Decisions where `tilelang.ir.thread` is silent (and why)
 * `Mma` f16/bf16: the f16/bf16 products are formed in f32 (exact for f16; for bf16
   exact unless the product leaves f32's normal range) and added to the f32 accumulator
   in k order with one rounding per addition, as thread.py specifies.
+* `Wgmma`: as `Mma`, per warpgroup, B read from the shared buffer at the addresses
+  thread.py's descriptor formula and swizzle give; it runs synchronously, so its
+  fences, commits and waits (and `AsyncProxyFence`) do nothing.
 * `Shfl`: implemented literally as thread.py says. Lanes are numbered within the
   segment; the source is ``arg`` (idx), ``r ^ arg`` (xor), ``r - arg`` (up) or
   ``r + arg`` (down) where r is this lane's index in its segment; a source outside
@@ -100,7 +103,7 @@ from tilelang.codegen import llvm_numeric as num
 from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
-from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl
+from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl, emit_wgmma
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
 
@@ -593,8 +596,8 @@ class _Emitter:
                         b.store(b.load(src, typ=ty, align=1), dst, align=1)
                     with otherwise:
                         b.store(ir.Constant(ty, 0), dst, align=1)
-        elif isinstance(stmt, t.CpAsyncCommit | t.CpAsyncWait):
-            pass
+        elif isinstance(stmt, t.CpAsyncCommit | t.CpAsyncWait | t.AsyncProxyFence):
+            pass  # copies are synchronous here
         elif isinstance(stmt, t.For):
 
             def body(var: ir.Value) -> None:
@@ -694,6 +697,10 @@ class _Emitter:
             emit_ldmatrix(self, stmt, operands)
         elif isinstance(stmt, t.Mma):
             emit_mma(self, stmt)
+        elif isinstance(stmt, t.Wgmma):
+            emit_wgmma(self, stmt, operands)
+        elif isinstance(stmt, t.WgmmaFence | t.WgmmaCommit | t.WgmmaWait):
+            pass  # `Wgmma` is synchronous here
         else:  # pragma: no cover
             raise EmitError(f"unknown collective {type(stmt).__name__}")
 

@@ -1,4 +1,4 @@
-"""Warp collectives for the LLVM emitter: `Shfl`, `Ldmatrix` and `Mma`.
+"""Warp collectives for the LLVM emitter: `Shfl`, `Ldmatrix`, `Mma` and `Wgmma`.
 
 Each collective is a loop over the block's warps. Within a warp, a first loop over the
 lanes evaluates every lane's operands (into per-warp scratch), a second one writes the
@@ -7,7 +7,10 @@ may overwrite operands). `Mma` calls one internal helper function per (atom, ope
 dtype) and warp: it gathers the A, B and C fragments of the 32 lanes into row-major
 tiles with constant index tables built from `tilelang.ir.atoms.MMA_ATOMS` layouts,
 computes D = A·B + C (k in order, one rounding per f32 addition; integers wrap at 32
-bits) and scatters D back into the lanes' registers.
+bits) and scatters D back into the lanes' registers. `Wgmma` does the same for each
+warpgroup (128 threads, tables from `tilelang.ir.atoms.wgmma_atom`), reading B from the
+shared buffer at the addresses its descriptor gives (thread.py's formula and swizzle),
+synchronously: its fences, commits and waits are nothing here.
 
 The emitter (`tilelang.codegen.llvm`) imports this module, never the other way round:
 what a collective needs from the emitter is the `WarpEmitter` protocol, and a lane's
@@ -26,9 +29,9 @@ from tilelang.codegen import llvm_numeric as num
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import F32, I8, I16, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.ir import thread as t
-from tilelang.ir.atoms import MMA_ATOMS
+from tilelang.ir.atoms import MMA_ATOMS, WARPGROUP, wgmma_atom
 
-__all__ = ["ThreadExprs", "WarpEmitter", "emit_ldmatrix", "emit_mma", "emit_shfl"]
+__all__ = ["ThreadExprs", "WarpEmitter", "emit_ldmatrix", "emit_mma", "emit_shfl", "emit_wgmma"]
 
 #: ``operands(tid)`` gives the evaluator of thread-IR expressions in thread ``tid``'s
 #: environment (emitting, at the builder's position, whatever that environment needs).
@@ -297,3 +300,129 @@ def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
     const_loop(b, WARP, scatter_lane, "d.lane")
     b.ret_void()
     return fn
+
+
+# --------------------------------------------------------------------------- wgmma
+
+
+def emit_wgmma(em: WarpEmitter, stmt: t.Wgmma, operands: ThreadExprs) -> None:
+    helper = _wgmma_helper(em.module, stmt)
+    b = em.b
+
+    def per_group(group: ir.Value) -> None:
+        base = b.mul(group, int_const(I32, WARPGROUP), flags=["nuw", "nsw"])
+        address = operands(base)(stmt.b_address)  # uniform: the group's first thread's
+        pointers = [em.local_ptr(r.local, r.byte, base) for r in (stmt.d, stmt.a)]
+        strides = [int_const(I64, em.local_stride[r.local]) for r in (stmt.d, stmt.a)]
+        b.call(helper, [*pointers, *strides, em.shared_ptr(int_const(I32, 0)), address])
+
+    const_loop(b, em.threads // WARPGROUP, per_group, "warpgroup")
+
+
+def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
+    """void helper(ptr d, ptr a, i64 sd, i64 sa, ptr shared, i32 b_address): one
+    warpgroup's wgmma; thread T's fragment of x is at x + T·sx."""
+    major = "mn" if stmt.trans_b else "k"
+    name = (
+        f"tilelang.wgmma.m64n{stmt.n}k16.{stmt.operands}.{major}.{stmt.lbo}.{stmt.sbo}"
+        f".{'acc' if stmt.accumulate else 'zero'}"
+    )
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    atom = wgmma_atom(stmt.n)
+    m, n, k = atom.m, atom.n, atom.k
+    fnty = ir.FunctionType(VOID, [PTR, PTR, I64, I64, PTR, I32])
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    fn.attributes.add("noinline")
+    fn.attributes.add("nounwind")
+    pd, pa, sd, sa, shared, address = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    tiles = {
+        key: opaque_alloca(b, ir.ArrayType(F32, size), 16)
+        for key, size in (("a", m * k), ("b", k * n), ("c", m * n))
+    }
+    element = _element_loader(b, stmt.operands)
+
+    def tile_ptr(key: str, index: ir.Value) -> ir.Value:
+        return b.gep(tiles[key], [index], source_etype=F32)
+
+    def lanes(base, stride, layout, cols, key, per_element) -> None:
+        """per_element(element pointer, tile index) for each thread's locals."""
+        nl = layout.num_locals
+        table = _table(module, f"{name}.{key}", layout, cols)
+        width = 4 if key in ("c", "d") else stmt.operands.bits // 8
+
+        def per_thread(thread: ir.Value) -> None:
+            thread_base = b.gep(base, [b.mul(b.zext(thread, I64), stride)], source_etype=I8)
+
+            def per_local(i: ir.Value) -> None:
+                slot = b.add(b.mul(thread, int_const(I32, nl)), i)
+                index = b.load(b.gep(table, [slot], source_etype=I32), typ=I32)
+                ptr = b.gep(thread_base, [b.mul(i, int_const(I32, width))], source_etype=I8)
+                per_element(ptr, tile_ptr("c" if key == "d" else key, index))
+
+            const_loop(b, nl, per_local, f"{key}.local")
+
+        const_loop(b, WARPGROUP, per_thread, f"{key}.thread")
+
+    lanes(pa, sa, atom.a, k, "a", lambda ptr, at: b.store(element(ptr), at))
+    if stmt.accumulate:
+        lanes(pd, sd, atom.c, n, "c", lambda ptr, at: b.store(b.load(ptr, typ=F32, align=4), at))
+    else:
+        const_loop(b, m * n, lambda i: b.store(ir.Constant(F32, 0.0), tile_ptr("c", i)), "c.zero")
+
+    def per_k(kk: ir.Value) -> None:
+        def per_col(col: ir.Value) -> None:
+            offset = b.add(address, _wgmma_b_offset(b, stmt, kk, col))
+            rows = b.and_(b.lshr(offset, int_const(I32, 7)), int_const(I32, 7))
+            swizzled = b.xor(offset, b.shl(rows, int_const(I32, 4)))
+            ptr = b.gep(shared, [b.sext(swizzled, I64)], source_etype=I8)
+            b.store(element(ptr), tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), col)))
+
+        const_loop(b, n, per_col, "b.col")
+
+    const_loop(b, k, per_k, "b.k")
+
+    def per_row(row: ir.Value) -> None:
+        def per_kk(kk: ir.Value) -> None:
+            av = b.load(tile_ptr("a", b.add(b.mul(row, int_const(I32, k)), kk)), typ=F32)
+
+            def per_col(col: ir.Value) -> None:
+                cptr = tile_ptr("c", b.add(b.mul(row, int_const(I32, n)), col))
+                bv = b.load(tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), col)), typ=F32)
+                b.store(b.fadd(b.load(cptr, typ=F32), b.fmul(av, bv)), cptr)
+
+            const_loop(b, n, per_col, "col")
+
+        const_loop(b, k, per_kk, "k")
+
+    const_loop(b, m, per_row, "m")
+    lanes(pd, sd, atom.c, n, "d", lambda ptr, at: b.store(b.load(at, typ=F32), ptr, align=4))
+    b.ret_void()
+    return fn
+
+
+def _wgmma_b_offset(b: ir.IRBuilder, stmt: t.Wgmma, kk: ir.Value, col: ir.Value) -> ir.Value:
+    """The byte offset of B's element (kk, col) from the descriptor's start, before the
+    swizzle (thread.py's `Wgmma`): K-major rows of 128 bytes in groups of 8 `sbo`
+    apart; MN-major 64-column atoms `lbo` apart, k rows of 128 bytes, 8 a group."""
+
+    def c(value: int) -> ir.Value:
+        return int_const(I32, value)
+
+    if not stmt.trans_b:
+        within = b.add(b.mul(b.and_(col, c(7)), c(128)), b.mul(kk, c(2)))
+        return b.add(within, b.mul(b.lshr(col, c(3)), c(stmt.sbo)))
+    along_n = b.add(b.mul(b.and_(col, c(63)), c(2)), b.mul(b.lshr(col, c(6)), c(stmt.lbo)))
+    along_k = b.add(b.mul(b.and_(kk, c(7)), c(128)), b.mul(b.lshr(kk, c(3)), c(stmt.sbo)))
+    return b.add(along_n, along_k)
+
+
+def _element_loader(b: ir.IRBuilder, operands) -> Callable[[ir.Value], ir.Value]:
+    """Loads one f16/bf16 element as the f32 it is exactly."""
+    if operands not in (dtypes.f16, dtypes.bf16):
+        raise EmitError(f"wgmma multiplies f16 or bf16 here, not {operands}")
+    widen = num.f16_to_f32 if operands == dtypes.f16 else num.bf16_to_f32
+    return lambda ptr: widen(b, b.load(ptr, typ=num.ltype(operands), align=2))

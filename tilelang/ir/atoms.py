@@ -2,7 +2,8 @@
 
 This module owns the layouts the PTX ISA fixes for one warp (32 lanes): the A, B and C/D
 fragments of ``mma.sync`` (m16n8k16 for f16/bf16, m16n8k32 for 8-bit integers) and the
-destination fragments of ``ldmatrix`` (x1/x2/x4, with and without ``.trans``). The
+destination fragments of ``ldmatrix`` (x1/x2/x4, with and without ``.trans``), and for
+one warpgroup (128 threads) the A and D fragments of ``wgmma`` m64nNk16. The
 lowering selects an instruction for a tile exactly when the tile's layout divides by
 the atom's layout (``tile_layout / atom.a``), see docs/design.md §4 and §6.
 
@@ -14,6 +15,7 @@ C/D is M×N. Element types are tilelang dtype names (``tilelang.dtypes``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -26,11 +28,14 @@ __all__ = [
     "MMA_ATOMS",
     "MMA_M16N8K16_F16",
     "MMA_M16N8K32_I8",
+    "WARPGROUP",
     "WARP_SIZE",
     "LdmatrixAtom",
     "MmaAtom",
+    "WgmmaAtom",
     "ldmatrix_layout",
     "mma_atoms_for",
+    "wgmma_atom",
 ]
 
 WARP_SIZE = 32
@@ -116,6 +121,42 @@ MMA_ATOMS: dict[str, MmaAtom] = {atom.name: atom for atom in (MMA_M16N8K16_F16, 
 def mma_atoms_for(dtype: str) -> list[MmaAtom]:
     """The mma atoms whose A and B operands may have element type `dtype`."""
     return [atom for atom in MMA_ATOMS.values() if dtype in atom.operand_dtypes]
+
+
+# --------------------------------------------------------------------------- wgmma
+
+#: Threads of a warpgroup: the four consecutive warps that issue one `wgmma` together.
+WARPGROUP = 4 * WARP_SIZE
+
+
+@dataclass(frozen=True)
+class WgmmaAtom:
+    """``wgmma.mma_async`` m64nNk16 with A in registers (f16/bf16, f32 accumulator), one
+    warpgroup: warp w of the group holds rows 16w..16w+15 of A and of D, each as the
+    mma.sync m16n8k16 fragment (D: N/8 of them side by side, the chunk the outer local
+    digit). B comes from shared memory through a descriptor and has no register
+    fragment."""
+
+    n: int
+    a: Layout  # 64 × 16 over 128 threads
+    c: Layout  # 64 × n over 128 threads
+
+    @property
+    def m(self) -> int:
+        return 64
+
+    @property
+    def k(self) -> int:
+        return 16
+
+
+@functools.cache
+def wgmma_atom(n: int) -> WgmmaAtom:
+    """The m64nNk16 atom (N a multiple of 8 up to 256)."""
+    if n % 8 or not 8 <= n <= 256:
+        raise ValueError(f"wgmma's N is a multiple of 8 from 8 to 256, not {n}")
+    rows = spatial(4, 1)
+    return WgmmaAtom(n, rows * MMA_M16N8K16_F16.a, rows * local(1, n // 8) * MMA_M16N8K16_F16.c)
 
 
 # --------------------------------------------------------------------------- ldmatrix

@@ -19,12 +19,12 @@ A launch runs `grid` blocks (up to three dimensions); a block runs `threads` thr
   access of w bytes starts at a multiple of w. Register indices are compile-time ints.
 * **Memory**: each tensor parameter is a byte buffer in global memory (the lowering
   computes byte offsets, so sub-byte types are plain bytes here); the block has one
-  shared byte buffer of `shared_bytes` bytes, 16-byte aligned, addressed by i32 byte
-  offsets. Out-of-range accesses are undefined: the lowering predicates them away.
+  shared byte buffer of `shared_bytes` bytes, 16-byte aligned (1024-byte aligned in a
+  function with `Wgmma`), addressed by i32 byte offsets. Out-of-range accesses are undefined: the lowering predicates them away.
 * **Uniformity**: an expression is *uniform* when every thread of the block computes
   the same value: it uses no `ThreadIndex`, `Read` or varying `Name` (a `Uniform`
   statement's Name is uniform by its guarantee). `For` bounds must
-  be uniform. *Collectives* (`Barrier`, `Mma`, `Ldmatrix`, `Shfl`) must be reached by
+  be uniform. *Collectives* (`Barrier`, `Mma`, `Wgmma`, `Ldmatrix`, `Shfl`) must be reached by
   every thread of the block at once: never inside an `If` whose condition varies.
   The verifier checks both.
 
@@ -548,6 +548,78 @@ class Mma(Stmt):
     b: Reg
     c: Reg
     COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Wgmma(Stmt):
+    """`wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{operands}.{operands}` (sm_90a),
+    per warpgroup (the 128 threads of warps 4g..4g+3): D = A·B + D, or D = A·B when
+    not `accumulate`. A is in registers, B in shared memory.
+
+    With w = warp % 4, g = lane // 4, q = lane % 4:
+
+    * A (64×16, `operands`): 8 elements at `a` (4 words); element i is at row
+      16w + g + 8·((i // 2) % 2), column 2q + i % 2 + 8·(i // 4) (each warp holds
+      16 rows as an mma.sync m16n8k16 A fragment).
+    * D (64×n f32): n/2 elements at `d`, read and written; element i is at row
+      16w + g + 8·((i // 2) % 2), column 8·(i // 4) + 2q + i % 2.
+    * B (16×n) through the matrix descriptor of `b_address` (a shared byte offset,
+      the same in every thread), `lbo` and `sbo` (bytes) with the 128-byte swizzle.
+      K-major (not `trans_b`): element (k, n) at b_address + 128·(n % 8) +
+      sbo·(n // 8) + 2k; MN-major (`trans_b`): at b_address + 2·(n % 64) +
+      lbo·(n // 64) + 128·(k % 8) + sbo·(k // 8). The byte read is that address with
+      bits 4–6 XOR bits 7–9 (a function using `Wgmma` has its shared buffer 1024-byte
+      aligned, so offsets and shared-window addresses agree on those bits).
+
+    Products are exact and added to D in f32 in k order, rounding after each
+    addition, as for `Mma`. On the GPU the instruction is asynchronous: a `WgmmaFence`
+    goes between the last register write and the first `Wgmma` of a group, and D and A
+    are neither read nor written until a `WgmmaWait` covers the group."""
+
+    n: int
+    operands: DType
+    d: Reg
+    a: Reg
+    b_address: Expr
+    lbo: int
+    sbo: int
+    trans_b: bool
+    accumulate: bool = True
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class WgmmaFence(Stmt):
+    """`wgmma.fence.sync.aligned`: orders this warpgroup's earlier register writes
+    before its next `Wgmma`s read them (nothing on the CPU, where `Wgmma` is
+    synchronous)."""
+
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class WgmmaCommit(Stmt):
+    """`wgmma.commit_group.sync.aligned`: closes the group of `Wgmma`s issued since the
+    last commit."""
+
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class WgmmaWait(Stmt):
+    """`wgmma.wait_group.sync.aligned pending`: waits until at most `pending` committed
+    groups are in flight; their D registers are then written and their shared-memory
+    reads done."""
+
+    pending: int
+    COLLECTIVE: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class AsyncProxyFence(Stmt):
+    """`fence.proxy.async.shared::cta`: this thread's earlier shared-memory writes
+    (stores, finished `CpAsync` copies) become visible to the async proxy, through which
+    `Wgmma` reads B. Followed by a `Barrier`, every thread's are."""
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,21 @@ def _simple(s: t.Stmt) -> str:
         return "barrier"
     if isinstance(s, t.Mma):
         return f"mma.{s.atom}.{s.operands} d={_reg(s.d)} a={_reg(s.a)} b={_reg(s.b)} c={_reg(s.c)}"
+    if isinstance(s, t.Wgmma):
+        major = "mn" if s.trans_b else "k"
+        scale = "" if s.accumulate else " zero"
+        return (
+            f"wgmma.m64n{s.n}k16.{s.operands} d={_reg(s.d)} a={_reg(s.a)} "
+            f"b=[{print_expr(s.b_address)}] {major}-major lbo={s.lbo} sbo={s.sbo}{scale}"
+        )
+    if isinstance(s, t.WgmmaFence):
+        return "wgmma.fence"
+    if isinstance(s, t.WgmmaCommit):
+        return "wgmma.commit"
+    if isinstance(s, t.WgmmaWait):
+        return f"wgmma.wait {s.pending}"
+    if isinstance(s, t.AsyncProxyFence):
+        return "fence.proxy.async"
     if isinstance(s, t.Ldmatrix):
         trans = ".trans" if s.trans else ""
         return f"ldmatrix.x{s.num}{trans} {_reg(s.dst)} <- [{print_expr(s.address)}]"

@@ -8,8 +8,9 @@ Checks (each failure is a `ThreadIRError` naming the statement):
   1, 2, 4, 8 or 16 bytes (cp.async: 4, 8, 16; atomic additions: a power-of-two number
   of elements of an atomic dtype); an atomic merge's mask fits two bytes;
 * `For` bounds and the grid are uniform; launch checks are u1 arithmetic of the scalar
-  parameters; collectives (`Barrier`, `Mma`, `Ldmatrix`,
-  `Shfl`) are never under a varying `If`.
+  parameters; collectives (`Barrier`, `Mma`, `Wgmma`, `Ldmatrix`,
+  `Shfl`) are never under a varying `If`; a function with `Wgmma` runs whole
+  warpgroups (a multiple of 128 threads).
 """
 
 from __future__ import annotations
@@ -289,6 +290,29 @@ def _check_mma(v: _Verifier, s: t.Mma) -> None:
             raise v.fail(s, f"operand {reg.local}@{reg.byte} does not hold {width} bytes")
 
 
+#: The N sizes of wgmma m64nNk16 (8 to 256 in steps of 8).
+WGMMA_N = range(8, 257, 8)
+
+
+def _check_wgmma(v: _Verifier, s: t.Wgmma) -> None:
+    if v.fn.threads % 128:
+        raise v.fail(s, f"wgmma runs on warpgroups of 128 threads; the block has {v.fn.threads}")
+    if s.n not in WGMMA_N:
+        raise v.fail(s, f"wgmma's N is a multiple of 8 from 8 to 256, not {s.n}")
+    if str(s.operands) not in ("f16", "bf16"):
+        raise v.fail(s, f"wgmma multiplies f16 or bf16 here, not {s.operands}")
+    for reg, width in ((s.d, 2 * s.n), (s.a, 16)):
+        loc = v.locals.get(reg.local)
+        if loc is None or reg.byte % 4 or reg.byte + width > loc.nbytes:
+            raise v.fail(s, f"operand {reg.local}@{reg.byte} does not hold {width} bytes")
+    v.same(s, dtypes.i32, s.b_address.dtype, "a shared address")
+    if not v.uniform(s.b_address):
+        raise v.fail(s, "the address of B must be the same in every thread")
+    for name, stride in (("lbo", s.lbo), ("sbo", s.sbo)):
+        if stride % 16 or not 0 <= stride < 1 << 18:
+            raise v.fail(s, f"{name} = {stride}: a multiple of 16 bytes below 2^18")
+
+
 def _check_ldmatrix(v: _Verifier, s: t.Ldmatrix) -> None:
     if s.num not in (1, 2, 4):
         raise v.fail(s, f"ldmatrix loads 1, 2 or 4 matrices, not {s.num}")
@@ -319,5 +343,6 @@ _CHECKS = {
     t.CpAsync: _check_cp_async,
     t.Mma: _check_mma,
     t.Ldmatrix: _check_ldmatrix,
+    t.Wgmma: _check_wgmma,
     t.Shfl: _check_shfl,
 }

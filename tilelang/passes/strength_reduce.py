@@ -50,6 +50,7 @@ RAW_WRITES = {
     "SharedLoad": "dst",
     "Ldmatrix": "dst",
     "Mma": "d",
+    "Wgmma": "d",
 }
 
 
