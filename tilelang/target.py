@@ -43,6 +43,12 @@ class Target:
         return self.name.startswith("sm_")
 
     @property
+    def has_wgmma(self) -> bool:
+        """Whether the warpgroup mma (`wgmma.mma_async`) exists: sm_90a only (sm_100
+        replaced it with tcgen05)."""
+        return self.name == "sm_90a"
+
+    @property
     def arch(self) -> str:
         """The NVRTC architecture (``sm_90a``); an error for the CPU."""
         if not self.is_gpu:

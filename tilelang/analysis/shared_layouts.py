@@ -10,6 +10,11 @@ Swizzles need a power-of-two element size and a rank of at least 2; they keep ev
 tiles (offsets recorded as attributes), `vectorize` reads their layouts, the lowering
 puts its scratch area after `total_bytes`.
 
+On the warpgroup mma's targets (`Target.has_wgmma`) the pipeline's buffers cut rows
+wider than 128 bytes into 128-byte panels (`panel_layout`), and `plan_shared` starts
+each swizzled tile on a whole swizzle period (`alignment`): the hardware reads them
+through descriptors that only describe such layouts.
+
 The buffers of a software pipeline (`staged_layout`) stack S copies of one tile's
 default layout along a new leading dim, each copy starting 16-byte aligned and on a
 whole swizzle period, so that `shared_slice` of one stage is the tile's default layout.
@@ -32,20 +37,39 @@ from tilelang.ir.visit import walk
 ALIGN = 16
 
 
-def default_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
-    """Row-major, swizzled when the rows allow it (see the module docstring)."""
-    layout = row_major(*shape)
+def default_layout(dtype: DType, shape: tuple[int, ...], panels: bool = False) -> SharedLayout:
+    """Row-major, swizzled when the rows allow it (see the module docstring); with
+    `panels`, rows of more than 128 bytes in 128-byte panels (`panel_layout`)."""
     width = swizzle_width(dtype, shape)
+    if panels and width == 128 and shape[-1] * dtype.bits > 128 * 8:
+        return panel_layout(dtype, shape)
+    layout = row_major(*shape)
     return layout if width is None else layout.swizzled(Swizzle.for_bytes(width, dtype.bits))
 
 
-def staged_layout(dtype: DType, shape: tuple[int, ...], stages: int) -> SharedLayout:
-    """`stages` copies of `default_layout(dtype, shape)` along a new leading dim.
+def panel_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
+    """The tile cut along its last dim into 128-byte-wide panels, each row-major with
+    the 128-byte swizzle, the panels one after another: the layout whose every 8 rows of
+    a panel are one 1024-byte swizzle atom of the warpgroup mma (`lowering.wgmma`).
+
+    ``[64, 128]`` f16 is ``shared(64:64, (2, 64):(4096, 1)) ^ swizzle(3, 3, 6)``."""
+    width = 128 * 8 // dtype.bits  # elements of a panel's row
+    rows = math.prod(shape[:-1])
+    leading = [math.prod(shape[d + 1 : -1]) * width for d in range(len(shape) - 1)]
+    dims = [(Mode(size, stride),) for size, stride in zip(shape[:-1], leading, strict=True)]
+    last = (Mode(shape[-1] // width, rows * width), Mode(width, 1))
+    return SharedLayout((*dims, last), Swizzle.for_bytes(128, dtype.bits))
+
+
+def staged_layout(
+    dtype: DType, shape: tuple[int, ...], stages: int, panels: bool = False
+) -> SharedLayout:
+    """`stages` copies of `default_layout(dtype, shape, panels)` along a new leading dim.
 
     Each copy starts at a multiple of 16 bytes and of the swizzle's period (the XOR
     then never mixes stages), so a slice at any stage has exactly the default layout.
     """
-    one = default_layout(dtype, shape)
+    one = default_layout(dtype, shape, panels)
     period = 1
     if one.swizzle is not None and one.swizzle.bits:
         period = 1 << (one.swizzle.shift + one.swizzle.bits)
@@ -66,6 +90,17 @@ def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
     if row % 128 == 0:
         return 128
     return row if row in (32, 64) else None
+
+
+def alignment(type_: SharedType, panels: bool) -> int:
+    """The byte alignment of a tile's start: `ALIGN`, or with `panels` (the warpgroup
+    mma's targets, whose hardware swizzles address bits) a whole swizzle period."""
+    layout = type_.layout or default_layout(type_.dtype, type_.shape)
+    swizzle = layout.swizzle
+    if not panels or swizzle is None or not swizzle.bits:
+        return ALIGN
+    period = (1 << (swizzle.shift + swizzle.bits)) * type_.dtype.bits // 8
+    return max(ALIGN, period)
 
 
 def tile_bytes(type_: SharedType) -> int:

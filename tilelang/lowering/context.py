@@ -90,6 +90,8 @@ class Lowering:
         # those lowered so far, waiting for their dot: ((first, end) index, emit).
         self.streamed = streamed_reads(Program.of(fn))
         self.deferred: dict[ir.Var, list] = {}
+        self.deferred_tiles: dict[ir.Var, SharedTile] = {}  # where each deferred read reads
+        self.proxy_fence: bool | None = None  # `wgmma.needs_proxy_fence`, once known
         for instr in walk(fn):
             for v in instr.defs():
                 self.producer[v] = instr

@@ -1,4 +1,5 @@
-"""Lowering of `dot`: one `Mma` per (m, n, k) block of the quotient layouts when the
+"""Lowering of `dot`: the warpgroup mma where it fits (`tilelang.lowering.wgmma`, sm_90a),
+else one `Mma` per (m, n, k) block of the quotient layouts when the
 operands divide by an mma atom's fragments (accumulating in place when the accumulator
 dies at the dot), else a generic dot that reads both operands from shared memory.
 
@@ -15,7 +16,7 @@ from tilelang.analysis.replication import replicated_words
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
-from tilelang.lowering import relayout, small_dot
+from tilelang.lowering import relayout, small_dot, wgmma
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, imm
 from tilelang.lowering.values import (
@@ -37,6 +38,13 @@ def lower_dot(lo: Lowering, instr: ir.Dot) -> None:
     lo.env[instr.result] = result
     if not in_place:
         lo.copy_tile(result, acc)
+    warpgroup = wgmma.plan(lo, instr, a, result)
+    if warpgroup is not None:
+        lo.deferred.pop(instr.b)  # the tensor cores read B from shared memory
+        for _, emit in lo.deferred.pop(instr.a, ()):
+            emit()  # an A read from shared memory: whole, before the group
+        wgmma.emit(lo, warpgroup, a, result)
+        return
     # Operands read a k-step at a time (analysis.streaming): (k dim, their ldmatrix reads).
     reads = [
         (dim, lo.deferred.pop(v))

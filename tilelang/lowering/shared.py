@@ -1,7 +1,9 @@
 """Lowering of user shared tiles and asynchronous copies: `shared_alloc`,
 `shared_slice`, `shared_load` (ldmatrix where the layouts allow), `shared_store`
 (bracketed by barriers: the block IR is sequential, threads are not), `copy_async`
-(cp.async for aligned pieces of 4, 8 or 16 bytes), commit, wait and `sync`.
+(cp.async for aligned pieces of 4, 8 or 16 bytes), commit, wait and `sync`. Where a
+dot may read B through the warpgroup mma (`wgmma.needs_proxy_fence`), waits and stores
+end with a proxy fence, so the tensor cores see what the threads wrote.
 
 A shared tile of a packed dtype (u4, u3, f4e2m1, ...) is a byte array of its codes:
 the element at (swizzled) offset o holds bits [o·b, (o+1)·b), little-endian, exactly
@@ -28,7 +30,7 @@ from tilelang.ir import thread as t
 from tilelang.ir.layout import Layout
 from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
-from tilelang.lowering import memory, relayout
+from tilelang.lowering import memory, relayout, wgmma
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
 from tilelang.lowering.values import SharedTile, TileRegs, contiguous_elements, pieces
@@ -217,6 +219,8 @@ def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
         for at, size in pieces(0, run * bits // 8, width):
             source = t.Reg(tile.local, li * bits // 8 + at)
             lo.b.emit(t.SharedStore(lo.b.add(address, imm(at)), source, size, first))
+    if wgmma.needs_proxy_fence(lo):
+        lo.b.emit(t.AsyncProxyFence())
     lo.b.emit(t.Barrier())
 
 
@@ -227,6 +231,7 @@ def lower_sharedload(lo: Lowering, instr: ir.SharedLoad) -> None:
     plan = _ldmatrix_reads(lo, shared, tile)
     if plan is not None and instr.result in lo.streamed:
         lo.deferred[instr.result] = plan  # its dot reads it a k-step at a time
+        lo.deferred_tiles[instr.result] = shared  # or the tensor cores read it (wgmma)
         return
     if plan is not None:
         for _, emit in plan:
@@ -348,3 +353,5 @@ def lower_asynccommit(lo: Lowering, instr: ir.AsyncCommit) -> None:
 @lowers(ir.AsyncWait)
 def lower_asyncwait(lo: Lowering, instr: ir.AsyncWait) -> None:
     lo.b.emit(t.CpAsyncWait(instr.pending))
+    if wgmma.needs_proxy_fence(lo):  # the copies, for the tensor cores to read
+        lo.b.emit(t.AsyncProxyFence())

@@ -6,7 +6,8 @@ Assumes a verified function. Guarantees:
   `tilelang.analysis.shared_layouts.default_layout` (row-major, swizzled for
   conflict-free ldmatrix and cp.async). A layout the user gave is kept. Every use of the
   tile sees the new type;
-- every `shared_alloc` gets ``offset=<byte offset>`` (a multiple of `ALIGN`, 16) and
+- every `shared_alloc` gets ``offset=<byte offset>`` (a multiple of `ALIGN`, 16; on
+  sm_90a a swizzled tile's of its swizzle period, `shared_layouts.alignment`) and
   ``bytes=<bytes it occupies>`` (its layout's extent, packed, rounded up to 16) in one
   shared buffer of `total_bytes(fn)` bytes;
 - two tiles whose live ranges overlap never overlap in memory. A tile's live range runs
@@ -30,7 +31,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tilelang.analysis.liveness import Program
-from tilelang.analysis.shared_layouts import ALIGN, default_layout, round_up, tile_bytes
+from tilelang.analysis.shared_layouts import (
+    ALIGN,
+    alignment,
+    default_layout,
+    round_up,
+    tile_bytes,
+)
 from tilelang.ir.nodes import For, Function, If, Instr, SharedAlloc, Var, Yield
 from tilelang.ir.text import print_type
 from tilelang.ir.types import SharedType
@@ -44,7 +51,7 @@ class SharedMemoryError(ValueError):
 
 def run(fn: Function, target: Target = CPU) -> Function:
     fn = _WithLayouts().rewrite_function(fn)
-    tiles = _tiles(fn)
+    tiles = _tiles(fn, target)
     _place(tiles)
     total = max((t.offset + t.bytes for t in tiles), default=0)
     if total > target.shared_bytes:
@@ -85,6 +92,7 @@ class _Tile:
     last: int
     bytes: int
     offset: int = -1
+    align: int = ALIGN
 
     def overlaps_in_time(self, other: _Tile) -> bool:
         return self.first <= other.last and other.first <= self.last
@@ -93,7 +101,7 @@ class _Tile:
         return self.offset < offset + size and offset < self.offset + self.bytes
 
 
-def _tiles(fn: Function) -> list[_Tile]:
+def _tiles(fn: Function, target: Target) -> list[_Tile]:
     program = Program.of(fn)
     groups = _alias_groups(fn)
     ranges: dict[Var, tuple[int, int]] = {}
@@ -106,7 +114,8 @@ def _tiles(fn: Function) -> list[_Tile]:
         if isinstance(instr, SharedAlloc):
             var = instr.result
             first, last = ranges.get(groups.get(var, var), (0, 0))
-            tiles.append(_Tile(instr, first, last, tile_bytes(var.type)))
+            align = alignment(var.type, target.has_wgmma)
+            tiles.append(_Tile(instr, first, last, tile_bytes(var.type), align=align))
     return tiles
 
 
@@ -163,7 +172,7 @@ def _place(tiles: list[_Tile]) -> None:
     for n in order:
         tile = tiles[n]
         rivals = [p for p in placed if p.overlaps_in_time(tile)]
-        candidates = sorted({0, *(round_up(p.offset + p.bytes, ALIGN) for p in rivals)})
+        candidates = sorted({0, *(round_up(p.offset + p.bytes, tile.align) for p in rivals)})
         tile.offset = next(
             c for c in candidates if not any(p.overlaps_in_memory(c, tile.bytes) for p in rivals)
         )

@@ -261,7 +261,9 @@ class _Pipeliner:
         assert isinstance(tile, TileType) and isinstance(tensor, TensorType)
         if load.fill is not None and not _is_positive_zero(load.fill.value):
             return f"cp.async fills with zero bytes, the load with {load.fill.value}"
-        one = SharedType(tile.dtype, tile.shape, default_layout(tile.dtype, tuple(tile.shape)))
+        panels = self.target.has_wgmma
+        layout = default_layout(tile.dtype, tuple(tile.shape), panels)
+        one = SharedType(tile.dtype, tile.shape, layout)
         _, vector, align = copy_async_runs(self.fn, self.facts, tensor, load.offsets, one)
         if vector == 0:
             return "its codes move one at a time, in runs of less than a byte"
@@ -270,7 +272,7 @@ class _Pipeliner:
                 f"its box moves in runs of {vector} bytes, {align}-byte aligned, where "
                 "cp.async copies aligned runs of 4, 8 or 16 bytes"
             )
-        needed = tile_bytes(_buffer_type(tile, loop.stages))
+        needed = tile_bytes(_buffer_type(tile, loop.stages, self.target))
         if needed > self.shared_left:
             left = max(self.shared_left, 0)
             return f"its buffers need {needed} bytes of shared memory, {left} are left"
@@ -298,8 +300,11 @@ class _Pipeliner:
             why = f"its rows move in runs of {copy.vector} bytes"
         elif copy.align < ASYNC_BYTES:
             why = f"its rows are only known to be {copy.align}-byte aligned"
-        elif tile_bytes(_buffer_type(tile, loop.stages)) > self.shared_left:
-            needed, left = tile_bytes(_buffer_type(tile, loop.stages)), max(self.shared_left, 0)
+        elif tile_bytes(_buffer_type(tile, loop.stages, self.target)) > self.shared_left:
+            needed, left = (
+                tile_bytes(_buffer_type(tile, loop.stages, self.target)),
+                max(self.shared_left, 0),
+            )
             why = f"its buffers need {needed} bytes of shared memory, {left} are left"
         else:
             plan = self.async_plan(gather, loop)
@@ -324,7 +329,7 @@ class _Pipeliner:
     def async_plan(self, load: ir.Load, loop: ir.For) -> _Async:
         tile = load.result.type
         assert isinstance(tile, TileType)
-        buffer_type = _buffer_type(tile, loop.stages)
+        buffer_type = _buffer_type(tile, loop.stages, self.target)
         self.shared_left -= tile_bytes(buffer_type)
         buffer = self.fresh(load.result.name + ".smem", buffer_type)
         return _Async(load, _chain(load, loop.body.instrs), buffer)
@@ -628,9 +633,10 @@ def _made_here(load: ir.Load | ir.Gather) -> bool:
     return any(load.attr(name) is not None for name in ("ahead", "prologue", "unpipelined"))
 
 
-def _buffer_type(tile: TileType, stages: int) -> SharedType:
+def _buffer_type(tile: TileType, stages: int, target: Target) -> SharedType:
     shape = tuple(tile.shape)
-    return SharedType(tile.dtype, (stages, *shape), staged_layout(tile.dtype, shape, stages))
+    layout = staged_layout(tile.dtype, shape, stages, panels=target.has_wgmma)
+    return SharedType(tile.dtype, (stages, *shape), layout)
 
 
 def _const(value: int, loop: ir.For) -> ir.Const:

@@ -51,15 +51,16 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      whatever else issues meanwhile), of the schedulers that have a warp;
    - shared memory: the bytes the busiest SM's loop moves through shared memory
      (`sass.shared_bytes`: LDS/STS by width, ldmatrix by its matrices, what cp.async
-     writes; whole 128-byte wavefronts, no bank conflicts) over the SM's 128 bytes a
-     cycle;
+     writes, the B a warpgroup mma reads, a quarter for each of its warps; whole
+     128-byte wavefronts, no bank conflicts) over the SM's 128 bytes a cycle;
    - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
      padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
      data sheet's, except on H100, whose data-sheet peak needs `wgmma`
-     (`tilelang.target.Hardware.mma_flops`).
+     (`tilelang.target.Hardware.mma_flops`); plus those of HGMMA (sm_90a's `wgmma`)
+     over the data sheet's peak.
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = floor / predicted, and of tensor-core peak =
-   executed flops / predicted time / mma.sync peak. The bound that equals the
+   executed flops / predicted time / the peak of the instruction doing most of them. The bound that equals the
    prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
@@ -421,7 +422,8 @@ def perf_report(
     latency = latency_ns * 1e-9 if latency_ns is not None else hw.dram_latency_s
     little = concurrent * in_flight_block / latency
     bytes_total = _tensor_bytes(function, shapes)
-    flops = _mma_flops(loop_ops, unroll) * warps * iterations * blocks
+    sync, warpgroup = (f * warps * iterations * blocks for f in _mma_flops(loop_ops, unroll))
+    flops = sync + warpgroup
     special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
     shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in loop_ops.items()) / unroll
     schedulers = min(hw.sub_partitions, _warps_at_once(hw, occ, blocks, warps))
@@ -434,6 +436,7 @@ def perf_report(
         bytes_total,
         little,
         flops,
+        warpgroup,
         special,
         schedulers,
         shared,
@@ -476,7 +479,9 @@ def perf_report(
         bounds=bounds,
         predicted_seconds=predicted,
         dram_fraction=bounds[0].seconds / predicted if predicted else 0.0,
-        tensor_fraction=flops / predicted / hw.mma_flops if predicted else 0.0,
+        tensor_fraction=flops / predicted / _tensor_peak(hw, warpgroup, flops)
+        if predicted
+        else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
     )
@@ -547,15 +552,19 @@ def _sass_of(main: MainLoop, text: str) -> str | None:
     return sass_text.main_loop(text)
 
 
-def _mma_flops(ops: Mapping[str, int], unroll: int) -> float:
-    """Tensor-core flops one warp executes per iteration, IMMA counted at half weight (the
-    int8 peak is twice the f16 one), so one peak serves both."""
-    total = 0.0
+def _mma_flops(ops: Mapping[str, int], unroll: int) -> tuple[float, float]:
+    """Tensor-core flops one warp executes per iteration: (by mma.sync, IMMA counted at
+    half weight as the int8 peak is twice the f16 one; by the warpgroup mma)."""
+    sync = warpgroup = 0.0
     for opcode, count in ops.items():
         flops = sass_text.mma_flops(opcode)
-        if flops is not None:
-            total += flops * count / (2 if opcode.startswith("IMMA") else 1)
-    return total / unroll
+        if flops is None:
+            continue
+        if sass_text.is_warpgroup_mma(opcode):
+            warpgroup += flops * count
+        else:
+            sync += flops * count / (2 if opcode.startswith("IMMA") else 1)
+    return sync / unroll, warpgroup / unroll
 
 
 @dataclass(frozen=True)
@@ -570,6 +579,7 @@ class _Context:
     bytes_total: int
     little: float
     flops: float
+    warpgroup_flops: float  # of `flops`, those of the warpgroup mma (data-sheet peak)
     special: float  # MUFU warp instructions per iteration
     schedulers: int  # schedulers of the busiest SM that have a warp at once
     shared: float  # bytes through shared memory per warp and iteration
@@ -587,7 +597,7 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     special_s = warp_iterations * c.special * WARP / (hw.special_per_s * share)
     few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
     shared_s = warp_iterations * c.shared / (hw.shared_bytes_per_cycle * hw.clock_hz)
-    tensor_s = c.flops / hw.mma_flops
+    tensor_s = (c.flops - c.warpgroup_flops) / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
         fraction = min(1.0, floor / seconds) if seconds else 1.0
@@ -630,18 +640,28 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
         bound(
             "tensor cores",
             tensor_s,
-            _tensor_detail(c.flops, hw),
+            _tensor_detail(c.flops, c.warpgroup_flops, hw),
         ),
     )
 
 
-def _tensor_detail(flops: float, hw: Hardware) -> str:
+def _tensor_detail(flops: float, warpgroup: float, hw: Hardware) -> str:
     if not flops:
-        return "no HMMA/IMMA in the loop"
-    peak = hw.mma_flops / 1e12
-    return (
-        f"{flops / 1e9:.4g} GFLOP executed (tile padding included) / {peak:.4g} TFLOPS (mma.sync)"
-    )
+        return "no HMMA/IMMA/HGMMA in the loop"
+    parts = []
+    if flops > warpgroup:
+        peak = hw.mma_flops / 1e12
+        parts.append(f"{(flops - warpgroup) / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (mma.sync)")
+    if warpgroup:
+        peak = hw.tensor_flops / 1e12
+        parts.append(f"{warpgroup / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (wgmma)")
+    return " + ".join(parts) + " executed (tile padding included)"
+
+
+def _tensor_peak(hw: Hardware, warpgroup: float, flops: float) -> float:
+    """The peak a kernel's tensor fraction is of: the data sheet's where the warpgroup
+    mma does most of the work, else mma.sync's."""
+    return hw.tensor_flops if warpgroup > flops / 2 else hw.mma_flops
 
 
 def _per_element(rows: tuple[LoadRow, ...], per: str | None) -> float | None:

@@ -364,14 +364,14 @@ def trip_count(
 
 def thread_loop_counts(fn: t.ThreadFunction) -> tuple[int, int]:
     """(mma, global loads and copies) per iteration of the thread IR's main loop: the
-    `For` holding the most `Mma`, `GlobalLoad` and `CpAsync` statements directly (in
+    `For` holding the most `Mma`/`Wgmma`, `GlobalLoad` and `CpAsync` statements directly (in
     its body and its `If`s, not in nested loops). The SASS of one iteration holds as
-    many HMMA/IMMA and LDG/LDGSTS, unless ptxas unrolled the loop."""
+    many HMMA/IMMA/HGMMA and LDG/LDGSTS, unless ptxas unrolled the loop."""
 
     def counts(body: tuple[t.Stmt, ...]) -> tuple[int, int]:
         mma = memory = 0
         for stmt in body:
-            if isinstance(stmt, t.Mma):
+            if isinstance(stmt, t.Mma | t.Wgmma):
                 mma += 1
             elif isinstance(stmt, t.GlobalLoad | t.CpAsync):
                 memory += 1

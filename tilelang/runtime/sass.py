@@ -32,6 +32,7 @@ __all__ = [
     "find_disassembler",
     "global_load_bytes",
     "instruction_mix",
+    "is_warpgroup_mma",
     "kernel_body",
     "main_loop",
     "mix_key",
@@ -88,7 +89,10 @@ def _disassemble(tool: str, path: str, cubin: bytes) -> str:
 
 # An instruction line: "/*0120*/  @!P0 LDG.E.128.CONSTANT R4, [R2.64] ;" (nvdisasm) or
 # "/*0120*/  @!P0 LDG.E.128.CONSTANT R4, [R2.64] ;  /* 0x... */" (cuobjdump).
-_INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)")
+# The warpgroup mma's shape is lowercase-x separated: "HGMMA.64x64x16.F32".
+_INSTRUCTION = re.compile(
+    r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*(?:x[0-9A-Z_.]+)*)"
+)
 
 
 def opcodes(sass: str) -> Counter[str]:
@@ -280,6 +284,10 @@ def shared_bytes(opcode: str) -> int | None:
     that do not touch shared memory."""
     parts = opcode.split(".")
     base = parts[0]
+    warpgroup = _WARPGROUP_MMA.match(opcode)
+    if warpgroup is not None:  # B: k × n elements of 2 bytes, read once for 4 warps
+        n, k = int(warpgroup.group(2)), int(warpgroup.group(3))
+        return 2 * n * k // WARPS_PER_GROUP
     if base == "LDSM":
         return SHARED_WAVEFRONT * _LDSM_MATRICES.get(parts[-1], 1)
     if base not in ("LDS", "STS", "ATOMS", "LDGSTS"):
@@ -291,15 +299,30 @@ def shared_bytes(opcode: str) -> int | None:
 _MMA_SHAPE = re.compile(r"^(HMMA|IMMA)\.(16|8)(8)(\d+)")
 
 
+_WARPGROUP_MMA = re.compile(r"^HGMMA\.(\d+)x(\d+)x(\d+)")
+#: Warps that issue one warpgroup mma together (each counts a quarter of its work).
+WARPS_PER_GROUP = 4
+
+
 def mma_flops(opcode: str) -> int | None:
     """Flops (multiply and add counted apart) one warp's tensor-core instruction does,
-    from its shape: ``HMMA.16816.F32`` is m16 n8 k16, 2*16*8*16 = 4096; None for other
-    opcodes and for shapes it does not know."""
+    from its shape: ``HMMA.16816.F32`` is m16 n8 k16, 2*16*8*16 = 4096; a warpgroup's
+    ``HGMMA.64x64x16.F32`` a quarter of 2*64*64*16; None for other opcodes and for
+    shapes it does not know."""
+    warpgroup = _WARPGROUP_MMA.match(opcode)
+    if warpgroup is not None:
+        m, n, k = (int(warpgroup.group(i)) for i in (1, 2, 3))
+        return 2 * m * n * k // WARPS_PER_GROUP
     found = _MMA_SHAPE.match(opcode)
     if found is None:
         return None
     m, n, k = (int(found.group(i)) for i in (2, 3, 4))
     return 2 * m * n * k
+
+
+def is_warpgroup_mma(opcode: str) -> bool:
+    """Whether a tensor-core instruction is the warpgroup mma (``wgmma``, peak rate)."""
+    return _WARPGROUP_MMA.match(opcode) is not None
 
 
 def mix_key(opcode: str) -> str:

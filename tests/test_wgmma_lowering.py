@@ -1,0 +1,198 @@
+"""The warpgroup mma in the lowering (sm_90a): which dots take it, how B's shared layout
+is checked against the descriptor, and that the lowered program means the same as
+the mma.sync one. The thread-IR statement itself (its semantics on the CPU backend,
+the verifier, NVRTC) is tested in test_wgmma_thread.py.
+
+FlashAttention is the kernel that takes it today: its K and V tiles are pipelined into
+shared memory and read by Q·Kᵀ (K-major B) and P·V (MN-major B), with 4 warps owning
+16 rows each, which is one warpgroup's m64 block."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+from tilelang import dtypes
+from tilelang.analysis.shared_layouts import panel_layout
+from tilelang.cli import launch_facts
+from tilelang.ir import thread as t
+from tilelang.ir.nodes import SharedAlloc
+from tilelang.ir.shared_layout import Swizzle, row_major
+from tilelang.ir.visit import walk
+from tilelang.kernels.attention import default_tiles, flash_attention, flash_attention_kernel
+from tilelang.lowering.values import SharedTile
+from tilelang.lowering.wgmma import b_plan
+from tilelang.runtime import sass
+from tilelang.target import TARGETS
+
+
+def _flash(arch: str, head_dim: int, causal: bool = False):
+    return flash_attention_kernel.compile(
+        assume="all",
+        target=arch,
+        T=dtypes.f16,
+        CAUSAL=causal,
+        LSE=False,
+        **default_tiles(head_dim),
+    )
+
+
+def _count(fn: t.ThreadFunction, kind: type) -> int:
+    return sum(isinstance(s, kind) for s in t.walk_stmts(fn.body))
+
+
+# --------------------------------------------------------------------------- layouts
+
+
+def test_a_panel_is_128_swizzled_bytes_wide_and_the_panels_follow_each_other():
+    """Element (r, c) of a [64, 128] f16 tile: panel c // 64, row r of 128 bytes, its
+    16-byte chunk (c % 64) // 8 moved to chunk ^ (r % 8)."""
+    layout = panel_layout(dtypes.f16, (64, 128))
+    r, c = np.meshgrid(np.arange(64), np.arange(128), indexing="ij")
+    chunk = ((c % 64) // 8) ^ (r % 8)
+    expected = (c // 64) * 64 * 64 + r * 64 + chunk * 8 + c % 8
+    assert (layout.offset((r, c)) == expected).all()
+    assert str(layout) == "shared(64:64, (2, 64):(4096, 1)) ^ swizzle(3, 3, 6)"
+
+
+def _k_view(layout, offset: int = 0) -> SharedTile:
+    """Kᵀ ([D, BN]) of a K tile [BN, D] stored in `layout`."""
+    return SharedTile(offset, dtypes.f16, layout.permute((1, 0)))
+
+
+def test_b_plan_reads_k_major_and_mn_major_panels():
+    k_major = b_plan(_k_view(panel_layout(dtypes.f16, (64, 128))), 128, 64)
+    assert k_major is not None and not k_major.trans and k_major.n == 64
+    # k-steps move 32 bytes along a panel's row, then to the next panel (8192 bytes).
+    assert [row[0] for row in k_major.starts] == [0, 32, 64, 96, 8192, 8224, 8256, 8288]
+    mn_major = b_plan(SharedTile(0, dtypes.f16, panel_layout(dtypes.f16, (64, 128))), 64, 128)
+    assert mn_major is not None and mn_major.trans and mn_major.n == 64
+    assert mn_major.starts == ((0, 8192), (2048, 10240), (4096, 12288), (6144, 14336))
+
+
+@pytest.mark.parametrize(
+    "what, tile",
+    [
+        # 256-byte rows: 8 rows of a swizzle atom are not 128 bytes apart.
+        (
+            "row-major rows wider than 128 bytes",
+            _k_view(row_major(64, 128).swizzled(Swizzle.for_bytes(128, 16))),
+        ),
+        (
+            "a tile that starts inside a swizzle atom",
+            _k_view(panel_layout(dtypes.f16, (64, 64)), 512),
+        ),
+        ("a 64-byte swizzle", _k_view(row_major(64, 32).swizzled(Swizzle.for_bytes(64, 16)))),
+        ("no swizzle", _k_view(row_major(64, 64))),
+    ],
+)
+def test_b_plan_refuses_layouts_no_descriptor_reads(what, tile):
+    k, n = tile.layout.shape
+    assert b_plan(tile, k, n) is None, what
+
+
+def test_b_plan_checks_every_element():
+    """A layout that agrees with the panels everywhere but in its swizzle's source bits
+    (XOR of bits 7-9 moved to bits 8-10) is refused: the check is element by element."""
+    panels = panel_layout(dtypes.f16, (64, 64))
+    other = type(panels)(panels.dims, Swizzle(3, 3, 7))
+    assert b_plan(_k_view(panels), 64, 64) is not None
+    assert b_plan(_k_view(other), 64, 64) is None
+
+
+# --------------------------------------------------------------------------- flash attention
+
+
+@pytest.mark.parametrize("head_dim, expected", [(64, 4 + 4), (128, 8 + 8)])
+def test_flash_attention_on_sm_90a_reads_k_and_v_through_wgmma(head_dim, expected):
+    """Q·Kᵀ: one m64n64k16 per k-step of D; P·V: one per k-step of BN and 64-column
+    panel of D. No ldmatrix reads K or V (those left read q), 0 spills, and the SASS
+    main loop holds as many HGMMA as the thread IR has wgmmas and no LDSM."""
+    kernel = _flash("sm_90a", head_dim)
+    assert kernel.stats["wgmma"] == expected
+    thread = kernel.thread
+    assert _count(thread, t.Wgmma) == expected
+    assert _count(thread, t.WgmmaWait) == 2  # one group per dot
+    assert kernel.resources.spills == 0
+    loop = sass.main_loop(sass.kernel_body(sass.disassemble(kernel.cubin)))
+    ops = sass.opcodes(loop)
+    hgmma = sum(n for op, n in ops.items() if op.startswith("HGMMA"))
+    assert hgmma == expected
+    assert not any(op.startswith("LDSM") for op in ops)
+    assert any(op.startswith("FENCE.VIEW.ASYNC") for op in ops)  # cp.async -> async proxy
+
+
+def test_sm_90_without_the_a_features_keeps_mma_sync():
+    kernel = _flash("sm_90", 128)
+    assert "wgmma" not in kernel.stats
+    assert _count(kernel.thread, t.Wgmma) == 0 and _count(kernel.thread, t.Mma) > 0
+
+
+def test_the_pipeline_buffers_start_on_whole_swizzle_periods_on_sm_90a():
+    kernel = _flash("sm_90a", 128)
+    allocs = [i for i in walk(kernel.stages["plan_shared"]) if isinstance(i, SharedAlloc)]
+    assert allocs and all(int(i.attr("offset")) % 1024 == 0 for i in allocs)
+    assert "__align__(1024)" in kernel.source
+
+
+def _reference(q, k, v, causal):
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    s = np.einsum("bmhd,bnhd->bhmn", q, k) / np.sqrt(q.shape[-1])
+    if causal:  # bottom-right aligned, as flash-attn's
+        m, n = s.shape[-2:]
+        s = np.where(np.arange(n)[None, :] > np.arange(m)[:, None] + (n - m), -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    return np.einsum("bhmn,bnhd->bmhd", p / p.sum(-1, keepdims=True), v)
+
+
+@pytest.mark.parametrize("head_dim, causal", [(64, True), (128, False)])
+def test_flash_attention_lowered_for_sm_90a_gives_attention(monkeypatch, head_dim, causal):
+    """The sm_90a thread IR, run on the CPU backend (which reads B through thread.py's
+    descriptor formula), against float64 attention; sequence lengths that leave partial
+    blocks. Also the mma.sync lowering's output, within the accumulation tolerance."""
+    kernel_module = importlib.import_module("tilelang.kernel")
+    rng = np.random.default_rng(head_dim)
+    q = rng.standard_normal((1, 100, 2, head_dim)).astype(np.float16)
+    k = rng.standard_normal((1, 130, 2, head_dim)).astype(np.float16)
+    v = rng.standard_normal((1, 130, 2, head_dim)).astype(np.float16)
+    plain = np.asarray(flash_attention(q, k, v, causal=causal)).astype(np.float64)
+    monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])  # run sm_90a's thread IR
+    got = np.asarray(flash_attention(q, k, v, causal=causal)).astype(np.float64)
+    expected = _reference(q, k, v, causal)
+    assert np.abs(got - expected).max() < 2e-3
+    assert np.abs(got - plain).max() < 2e-3
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def test_the_model_counts_a_warpgroup_mma_a_quarter_per_warp():
+    """HGMMA.64xNx16 does 2·64·N·16 flops and reads B (16·N f16) once for its 4 warps."""
+    assert sass.mma_flops("HGMMA.64x64x16.F32") == 2 * 64 * 64 * 16 // 4
+    assert sass.mma_flops("HGMMA.64x256x16.F32.BF16") == 2 * 64 * 256 * 16 // 4
+    assert sass.shared_bytes("HGMMA.64x128x16.F32") == 2 * 16 * 128 // 4
+    assert sass.is_warpgroup_mma("HGMMA.64x8x16.F32") and not sass.is_warpgroup_mma(
+        "HMMA.16816.F32"
+    )
+    line = (
+        "        /*24c0*/                   HGMMA.64x64x16.F32 R24, R148, gdesc[UR12], RZ, !UPT ;"
+    )
+    assert sass.opcodes(line) == {"HGMMA.64x64x16.F32": 1}
+
+
+def test_the_tensor_bound_of_flash_attention_on_sm_90a_is_at_the_data_sheet_peak():
+    launch = dict(NB=1, M=1024, H=8, N=1024, HK=8, D=128, NL=1, HL=1, ML=1, scale=0.088)
+    constexprs = dict(T=dtypes.f16, CAUSAL=False, LSE=False, **default_tiles(128))
+    kernel = flash_attention_kernel.compile(
+        assume=launch_facts(flash_attention_kernel, constexprs, launch),
+        target="sm_90a",
+        **constexprs,
+    )
+    report = kernel.perf(per="k", **launch)
+    loop = sass.opcodes(sass.main_loop(sass.kernel_body(sass.disassemble(kernel.cubin))))
+    per_warp = sum(n * sass.mma_flops(op) for op, n in loop.items() if op.startswith("HGMMA"))
+    flops = per_warp * 4 * (1024 // 64) * (8 * 1024 // 64)  # warps, iterations, blocks
+    tensor = next(b for b in report.bounds if b.name == "tensor cores")
+    assert report.mma_flops == pytest.approx(flops / report.unroll)
+    assert tensor.seconds == pytest.approx(report.mma_flops / 989e12)
+    assert "wgmma" in tensor.detail

@@ -1,0 +1,222 @@
+"""Lowering of a `dot` to the warpgroup mma, `wgmma.mma_async` (sm_90a): A from
+registers, B read by the tensor cores straight from shared memory, once per warpgroup
+instead of once per warp through ldmatrix.
+
+A dot takes this path (`plan`, then `emit`) when everything below holds; otherwise it keeps
+mma.sync (`tilelang.lowering.dot`), which computes the same values:
+
+* the target has the instruction (`Target.has_wgmma`); f16 or bf16 operands, an f32
+  accumulator; whole warpgroups (a multiple of 4 warps);
+* B is a `shared_load` read a k-step at a time (`analysis.streaming`: nothing else
+  uses it), so no register holds it and its ldmatrix reads are simply never emitted;
+* the result's layout divides by an m64nNk16 D fragment (`atoms.wgmma_atom`) and A's
+  by the A fragment, each warpgroup holding its own 64-row blocks of both;
+* B's shared layout is one a matrix descriptor describes (`b_plan`): 128-byte rows
+  swizzled in 1024-byte atoms (`shared_layouts.panel_layout`), starting on a whole
+  swizzle period (`plan_shared` places swizzled tiles so on sm_90a, and a slice of one
+  moves by whole periods). `b_plan` checks every element of B: the descriptor's
+  address (thread.py's `Wgmma` formula) must be where the layout keeps it.
+
+K-major B (Kᵀ of a K tile stored row-major: Q·Kᵀ) takes one instruction per k-step
+for the whole N of a warpgroup (N ≤ 256); MN-major B (V in P·V, a weight [K, N]) one per
+k-step and 64-column panel. A dot is one group: a fence, its wgmmas (each D block's
+k-steps in order), a commit and a wait for it, so the values after it are plain
+registers again. The pipeline's cp.async writes reach the tensor cores' (async) proxy
+through a proxy fence after each wait (`needs_proxy_fence`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.ir import nodes as ir
+from tilelang.ir import thread as t
+from tilelang.ir.atoms import WARPGROUP, WgmmaAtom, wgmma_atom
+from tilelang.ir.shared_layout import Swizzle
+from tilelang.ir.visit import walk
+from tilelang.lowering.context import Lowering
+from tilelang.lowering.thread_builder import imm
+from tilelang.lowering.values import SharedTile, TileRegs
+
+#: The descriptor's swizzle: 128-byte rows, 8 of them one 1024-byte atom.
+ROW_BYTES = 128
+ATOM_BYTES = 8 * ROW_BYTES
+#: Both strides the instructions here use are the next 8 rows of an atom group
+#: (K-major: 8 more N; MN-major: 8 more k); an MN-major instruction spans one 64-column
+#: panel, so the stride between panels is never read.
+STRIDE = ATOM_BYTES
+
+
+@dataclass(frozen=True)
+class BPlan:
+    """How the wgmmas of one dot read B: `n` columns an instruction, K-major or not
+    (`trans`), and the byte offset (from the tile's start) of each instruction's B:
+    `starts[kk][nb]` for k-step kk and column block nb."""
+
+    n: int
+    trans: bool
+    starts: tuple[tuple[int, ...], ...]
+
+
+def candidate(lo: Lowering, instr: ir.Dot) -> bool:
+    """Whether `instr` may take this path before its layouts are looked at: the
+    target, the dtypes and a B streamed from shared memory (`needs_proxy_fence`)."""
+    a = instr.a.type
+    return (
+        lo.target.has_wgmma
+        and lo.threads % WARPGROUP == 0
+        and str(a.dtype) in ("f16", "bf16")
+        and str(instr.acc.type.dtype) == "f32"
+        and isinstance(instr.b, ir.Var)
+        and isinstance(lo.producer.get(instr.b), ir.SharedLoad)
+    )
+
+
+def needs_proxy_fence(lo: Lowering) -> bool:
+    """Whether some dot of the function may read B through the async proxy: then
+    shared-memory writes (cp.async waits, stores) are followed by a proxy fence before
+    the barrier after them."""
+    if lo.proxy_fence is None:
+        lo.proxy_fence = any(
+            isinstance(instr, ir.Dot) and instr.b in lo.streamed and candidate(lo, instr)
+            for instr in walk(lo.fn)
+        )
+    return lo.proxy_fence
+
+
+@dataclass(frozen=True)
+class WgmmaPlan:
+    """The wgmmas of one dot: how they read B, and per D block (its D local, column
+    block, and the A local of each k-step)."""
+
+    b: BPlan
+    base: t.Expr
+    blocks: tuple[tuple[int, int, tuple[int, ...]], ...]
+
+
+def plan(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> WgmmaPlan | None:
+    """The dot as wgmmas (see the module docstring), or None when it does not fit."""
+    shared = lo.deferred_tiles.get(instr.b)
+    if shared is None or not candidate(lo, instr):
+        return None
+    k, n = shared.layout.shape
+    b_reads = b_plan(shared, k, n)
+    if b_reads is None:
+        return None
+    blocks = _blocks(lo, wgmma_atom(b_reads.n), a, c, k)
+    if blocks is None:
+        return None
+    base = shared.offset if isinstance(shared.offset, t.Expr) else imm(shared.offset)
+    return WgmmaPlan(b_reads, base, blocks)
+
+
+def emit(lo: Lowering, plan: WgmmaPlan, a: TileRegs, c: TileRegs) -> None:
+    """One group: a fence, each D block's k-steps in order, a commit and its wait."""
+    atom, b = wgmma_atom(plan.b.n), lo.b
+    base = plan.base
+    if not isinstance(base, t.Imm):
+        # The tile's place comes from block-level scalars (the stage of a pipelined
+        # loop, carried in a register): the same in every thread.
+        base = t.Name(b.fresh("wgmma_b"), base.dtype)
+        b.emit(t.Uniform(base, plan.base))
+    b.emit(t.WgmmaFence())
+    for d_local, col_block, a_locals in plan.blocks:
+        for kk, a_local in enumerate(a_locals):
+            b.emit(
+                t.Wgmma(
+                    plan.b.n,
+                    a.dtype,
+                    t.Reg(c.local, d_local * atom.c.num_locals * 4),
+                    t.Reg(a.local, a_local * atom.a.num_locals * 2),
+                    b.add(base, imm(plan.b.starts[kk][col_block])),
+                    STRIDE,
+                    STRIDE,
+                    plan.b.trans,
+                )
+            )
+            b.count("wgmma")
+    b.emit(t.WgmmaCommit())
+    b.emit(t.WgmmaWait(0))
+
+
+def _blocks(
+    lo: Lowering, atom: WgmmaAtom, a: TileRegs, c: TileRegs, k: int
+) -> tuple[tuple[int, int, tuple[int, ...]], ...] | None:
+    """(D local, column block, A local of each k-step) of every D block, or None when
+    the layouts do not divide into warpgroup atoms that line up."""
+    if not (c.layout.divisible_by(atom.c) and a.layout.divisible_by(atom.a)):
+        return None
+    qc, qa = (c.layout / atom.c).table(), (a.layout / atom.a).table()
+    groups = lo.threads // WARPGROUP
+    if qc.shape[0] != groups or qa.shape[0] != groups:
+        return None
+    blocks = []
+    for local in range(qc.shape[1]):
+        rows, cols = qc[:, local, 0], qc[:, local, 1]
+        if not (cols == cols[0]).all():
+            return None  # the groups would read different B columns in one instruction
+        a_locals = tuple(_a_local(qa, rows, kk) for kk in range(k // atom.k))
+        if any(x is None for x in a_locals):
+            return None
+        blocks.append((local, int(cols[0]), a_locals))
+    return tuple(blocks)
+
+
+def _a_local(qa: np.ndarray, rows: np.ndarray, kk: int) -> int | None:
+    """The A quotient local holding block (rows[g], kk) in every warpgroup g."""
+    want = np.stack([rows, np.full_like(rows, kk)], -1)
+    for local in range(qa.shape[1]):
+        if (qa[:, local] == want).all():
+            return local
+    return None
+
+
+def b_plan(shared: SharedTile, k: int, n: int) -> BPlan | None:
+    """How descriptors read B ([k, n] in `shared`), checked element by element, or
+    None when no descriptor of the 128-byte swizzle reads this layout."""
+    layout, dtype = shared.layout, shared.dtype
+    if dtype not in (dtypes.f16, dtypes.bf16) or layout.swizzle != Swizzle.for_bytes(128, 16):
+        return None
+    if isinstance(shared.offset, int) and shared.offset % ATOM_BYTES:
+        return None
+    k_inner, n_inner = layout.dims[0][-1].stride, layout.dims[1][-1].stride
+    if k_inner == 1 and k % 64 == 0 and n % 8 == 0:
+        trans, width = False, _largest_n(n)
+    elif n_inner == 1 and n % 64 == 0 and k % 16 == 0:
+        trans, width = True, 64
+    else:
+        return None
+    starts = tuple(
+        tuple(2 * int(layout.unswizzled_offset((16 * kk, width * nb))) for nb in range(n // width))
+        for kk in range(k // 16)
+    )
+    plan = BPlan(width, trans, starts)
+    return plan if _reads_the_layout(plan, shared, k, n) else None
+
+
+def _largest_n(n: int) -> int:
+    """The widest instruction (at most 256 columns, a multiple of 8) that divides n."""
+    return max(w for w in range(8, min(n, 256) + 1, 8) if n % w == 0)
+
+
+def _reads_the_layout(plan: BPlan, shared: SharedTile, k: int, n: int) -> bool:
+    """Whether the descriptor formula (thread.py's `Wgmma`) at each instruction's start
+    gives, for every element of B, the byte the shared layout keeps it at."""
+    kk, nn = np.meshgrid(np.arange(k), np.arange(n), indexing="ij")
+    kr, nr = kk % 16, nn % plan.n
+    if plan.trans:
+        within = 2 * (nr % 64) + STRIDE * (nr // 64) + ROW_BYTES * (kr % 8) + STRIDE * (kr // 8)
+    else:
+        within = ROW_BYTES * (nr % 8) + STRIDE * (nr // 8) + 2 * kr
+    if (np.asarray(plan.starts) % 16).any():
+        return False  # a descriptor holds its start in 16-byte units
+    starts = np.asarray(plan.starts)[kk // 16, nn // plan.n]
+    address = starts + within
+    swizzled = address ^ (((address >> 7) & 7) << 4)
+    return bool((swizzled == 2 * shared.layout.offset((kk, nn))).all())
+
+
+__all__ = ["BPlan", "WgmmaPlan", "b_plan", "candidate", "emit", "needs_proxy_fence", "plan"]
