@@ -196,3 +196,60 @@ def test_the_tensor_bound_of_flash_attention_on_sm_90a_is_at_the_data_sheet_peak
     assert report.mma_flops == pytest.approx(flops / report.unroll)
     assert tensor.seconds == pytest.approx(report.mma_flops / 989e12)
     assert "wgmma" in tensor.detail
+
+
+# --------------------------------------------------------------------------- other kernels
+
+
+def _sm_90a_and_cpu(monkeypatch, call):
+    """`call()` lowered for the CPU target, then for sm_90a (panels, proxy fences, and
+    wgmma where a dot takes it), both run on the CPU backend."""
+    kernel_module = importlib.import_module("tilelang.kernel")
+    plain = np.asarray(call())
+    monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])
+    return plain, np.asarray(call())
+
+
+def test_a_matmul_with_panels_that_ldmatrix_reads_is_unchanged(monkeypatch):
+    """The dense matmul example: its B tiles [32, 128] f16 are two panels on sm_90a,
+    read by ldmatrix (a 2×2 warp grid is no warpgroup layout); M, N, K not multiples of
+    the tiles."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from matmul import matmul
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((200, 96)).astype(np.float16)
+    b = rng.standard_normal((96, 136)).astype(np.float16)
+
+    def call():
+        c = np.zeros((200, 136), np.float16)
+        matmul(a, b, c)
+        return c
+
+    plain, got = _sm_90a_and_cpu(monkeypatch, call)
+    assert (got.view(np.uint16) == plain.view(np.uint16)).all()
+
+
+def test_flash_attention_at_d_256_keeps_mma_sync_over_panels(monkeypatch):
+    """D = 256 runs 32-row blocks (no warpgroup's 64 rows): mma.sync reading K and V
+    from 512-byte rows cut into four panels."""
+    assert "wgmma" not in _flash("sm_90a", 256).stats
+    rng = np.random.default_rng(256)
+    q = rng.standard_normal((1, 40, 1, 256)).astype(np.float16)
+    k = rng.standard_normal((1, 70, 1, 256)).astype(np.float16)
+    v = rng.standard_normal((1, 70, 1, 256)).astype(np.float16)
+    plain, got = _sm_90a_and_cpu(monkeypatch, lambda: flash_attention(q, k, v, causal=True))
+    assert (got.view(np.uint16) == plain.view(np.uint16)).all()
+
+
+def test_the_quantized_matmul_lowered_for_sm_90a_is_unchanged(monkeypatch):
+    from tilelang import quant
+
+    rng = np.random.default_rng(4)
+    qw = quant.quantize(rng.standard_normal((256, 136)) * 0.05, dtypes.u4, group_size=128)
+    x = rng.standard_normal((96, 256)).astype(np.float16)
+    plain, got = _sm_90a_and_cpu(monkeypatch, lambda: quant.matmul(x, qw))
+    assert (got.view(np.uint16) == plain.view(np.uint16)).all()
