@@ -708,3 +708,14 @@ def test_time_gpu_times_a_torch_kernel():
     x = torch.ones(1 << 24, device="cuda")
     timing = gpu_common.time_gpu(lambda: x.mul_(1.0), repeats=5)
     assert timing.samples == 5 and 0 < timing.min_s <= timing.median_s < 1.0
+
+
+@pytest.mark.parametrize("device, expected", [("sm_90a", "sm_90"), ("sm_80", None)])
+def test_an_h100_also_times_the_mma_sync_build(monkeypatch, device, expected):
+    """On sm_90a the forward case times the same call once more with the kernels built
+    for sm_90 (mma.sync); elsewhere there is no second build."""
+    from tilelang.runtime import gpu
+
+    monkeypatch.setattr(gpu, "device_arch", lambda: device)
+    assert gpu_attention.mma_sync_build(lambda: gpu.device_arch()) == expected
+    assert gpu.device_arch() == device  # restored after the timing
