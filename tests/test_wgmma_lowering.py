@@ -233,6 +233,20 @@ def test_a_matmul_with_panels_that_ldmatrix_reads_is_unchanged(monkeypatch):
     assert (got.view(np.uint16) == plain.view(np.uint16)).all()
 
 
+def test_a_kernel_where_no_dot_takes_wgmma_has_no_proxy_fence():
+    """The fence after each cp.async wait is for the tensor cores' reads: the matmul
+    example (a 2×2 warp grid, mma.sync) builds for sm_90a without it."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
+    from matmul import matmul
+
+    thread = matmul.compile(target="sm_90a").thread
+    assert _count(thread, t.AsyncProxyFence) == 0 and _count(thread, t.Wgmma) == 0
+    assert _count(_flash("sm_90a", 64).thread, t.AsyncProxyFence) > 0
+
+
 def test_flash_attention_at_d_256_keeps_mma_sync_over_panels(monkeypatch):
     """D = 256 runs 32-row blocks (no warpgroup's 64 rows): mma.sync reading K and V
     from 512-byte rows cut into four panels."""

@@ -21,8 +21,9 @@ K-major B (Kᵀ of a K tile stored row-major: Q·Kᵀ) takes one instruction per
 for the whole N of a warpgroup (N ≤ 256); MN-major B (V in P·V, a weight [K, N]) one per
 k-step and 64-column panel. A dot is one group: a fence, its wgmmas (each D block's
 k-steps in order), a commit and a wait for it, so the values after it are plain
-registers again. The pipeline's cp.async writes reach the tensor cores' (async) proxy
-through a proxy fence after each wait (`needs_proxy_fence`).
+registers again. Where some dot takes this path, the pipeline's cp.async writes (and
+shared stores) reach the tensor cores' (async) proxy through a proxy fence after each
+wait (`needs_proxy_fence`, decided from the block IR's layouts up front).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import WARPGROUP, WgmmaAtom, wgmma_atom
+from tilelang.ir.layout import Layout
 from tilelang.ir.shared_layout import Swizzle
+from tilelang.ir.types import SharedType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering
 from tilelang.lowering.thread_builder import imm
@@ -76,15 +79,28 @@ def candidate(lo: Lowering, instr: ir.Dot) -> bool:
 
 
 def needs_proxy_fence(lo: Lowering) -> bool:
-    """Whether some dot of the function may read B through the async proxy: then
-    shared-memory writes (cp.async waits, stores) are followed by a proxy fence before
-    the barrier after them."""
+    """Whether some dot of the function takes this path (judged from the block IR's
+    layouts before any of it is lowered): then shared-memory writes (cp.async waits,
+    stores) are followed by a proxy fence before the barrier after them."""
     if lo.proxy_fence is None:
         lo.proxy_fence = any(
-            isinstance(instr, ir.Dot) and instr.b in lo.streamed and candidate(lo, instr)
-            for instr in walk(lo.fn)
+            isinstance(instr, ir.Dot) and _fits_ir(lo, instr) for instr in walk(lo.fn)
         )
     return lo.proxy_fence
+
+
+def _fits_ir(lo: Lowering, instr: ir.Dot) -> bool:
+    if instr.b not in lo.streamed or not candidate(lo, instr):
+        return False
+    view = lo.producer[instr.b].shared.type
+    a, c = instr.a.type.layout, instr.result.type.layout
+    if not isinstance(view, SharedType) or view.layout is None or a is None or c is None:
+        return False
+    # plan_shared starts every swizzled tile on sm_90a on a whole period: offset 0 stands
+    # for wherever it is.
+    k, n = view.shape
+    b_reads = b_plan(SharedTile(0, view.dtype, view.layout), k, n)
+    return b_reads is not None and _blocks(lo, wgmma_atom(b_reads.n), a, c, k) is not None
 
 
 @dataclass(frozen=True)
@@ -106,7 +122,7 @@ def plan(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> WgmmaPlan | N
     b_reads = b_plan(shared, k, n)
     if b_reads is None:
         return None
-    blocks = _blocks(lo, wgmma_atom(b_reads.n), a, c, k)
+    blocks = _blocks(lo, wgmma_atom(b_reads.n), a.layout, c.layout, k)
     if blocks is None:
         return None
     base = shared.offset if isinstance(shared.offset, t.Expr) else imm(shared.offset)
@@ -143,13 +159,13 @@ def emit(lo: Lowering, plan: WgmmaPlan, a: TileRegs, c: TileRegs) -> None:
 
 
 def _blocks(
-    lo: Lowering, atom: WgmmaAtom, a: TileRegs, c: TileRegs, k: int
+    lo: Lowering, atom: WgmmaAtom, a: Layout, c: Layout, k: int
 ) -> tuple[tuple[int, int, tuple[int, ...]], ...] | None:
     """(D local, column block, A local of each k-step) of every D block, or None when
-    the layouts do not divide into warpgroup atoms that line up."""
-    if not (c.layout.divisible_by(atom.c) and a.layout.divisible_by(atom.a)):
+    the layouts of A and the result do not divide into warpgroup atoms that line up."""
+    if not (c.divisible_by(atom.c) and a.divisible_by(atom.a)):
         return None
-    qc, qa = (c.layout / atom.c).table(), (a.layout / atom.a).table()
+    qc, qa = (c / atom.c).table(), (a / atom.a).table()
     groups = lo.threads // WARPGROUP
     if qc.shape[0] != groups or qa.shape[0] != groups:
         return None
