@@ -216,9 +216,13 @@ def test_fake_shapes_equal_real_shapes(name, shape, expected_shape):
 
 
 def test_head_and_row_sum_values():
-    x = torch.randn(9, 130)
+    x = torch.randn(9, 130, generator=torch.Generator().manual_seed(0))
     assert torch.equal(OPS["head4"](x), x[:, : 130 // 4])
-    np.testing.assert_allclose(OPS["row_sum"](x).numpy(), f64(x).sum(axis=1), rtol=1e-5)
+    # An f32 sum of 130 terms, in the kernel's order: within a few f32 ulps of the
+    # terms' magnitude (a row whose sum nearly cancels has no small relative error).
+    scale = np.abs(f64(x)).sum(axis=1)
+    error = np.abs(OPS["row_sum"](x).numpy() - f64(x).sum(axis=1))
+    assert (error <= 1e-6 * scale).all()
 
 
 def test_in_place_argument_is_mutated_and_nothing_returned():
