@@ -208,6 +208,34 @@ def _table(module: ir.Module, name: str, layout, cols: int) -> ir.GlobalVariable
     return var
 
 
+def _fragment_walk(
+    b: ir.IRBuilder,
+    table: ir.GlobalVariable,
+    base: ir.Value,
+    stride: ir.Value,
+    locals_: int,
+    width: int,
+    threads: int,
+    visit: Callable[[ir.Value, ir.Value], None],
+    label: str,
+) -> None:
+    """visit(pointer to thread T's local i, the row-major tile index `table` gives it)
+    for every thread T < `threads` (its fragment at base + T·stride) and local i
+    (`width` bytes each)."""
+
+    def per_thread(thread: ir.Value) -> None:
+        thread_base = b.gep(base, [b.mul(b.zext(thread, I64), stride)], source_etype=I8)
+
+        def per_local(i: ir.Value) -> None:
+            slot = b.add(b.mul(thread, int_const(I32, locals_)), i)
+            index = b.load(b.gep(table, [slot], source_etype=I32), typ=I32)
+            visit(b.gep(thread_base, [b.mul(i, int_const(I32, width))], source_etype=I8), index)
+
+        const_loop(b, locals_, per_local, f"{label}.local")
+
+    const_loop(b, threads, per_thread, f"{label}.thread")
+
+
 def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
     """void helper(ptr d, ptr a, ptr b, ptr c, i64 sd, i64 sa, i64 sb, i64 sc): one warp's
     mma; x points at lane 0's fragment, lane L's is at x + L·sx."""
@@ -244,22 +272,19 @@ def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
         return b.gep(tiles[key], [index], source_etype=acc)
 
     def gather(key, base, stride, layout, cols, load) -> None:
-        nl = layout.num_locals
         table = _table(module, f"{name}.{key}", layout, cols)
         width = 4 if key == "c" else esize
-
-        def per_lane(lane: ir.Value) -> None:
-            lane_base = b.gep(base, [b.mul(b.zext(lane, I64), stride)], source_etype=I8)
-
-            def per_local(i: ir.Value) -> None:
-                slot = b.add(b.mul(lane, int_const(I32, nl)), i)
-                index = b.load(b.gep(table, [slot], source_etype=I32), typ=I32)
-                ptr = b.gep(lane_base, [b.mul(i, int_const(I32, width))], source_etype=I8)
-                b.store(load(ptr), tile_ptr(key, index))
-
-            const_loop(b, nl, per_local, f"{key}.local")
-
-        const_loop(b, WARP, per_lane, f"{key}.lane")
+        _fragment_walk(
+            b,
+            table,
+            base,
+            stride,
+            layout.num_locals,
+            width,
+            WARP,
+            lambda ptr, index: b.store(load(ptr), tile_ptr(key, index)),
+            key,
+        )
 
     gather("a", pa, sa, atom.a, k, element)
     gather("b", pb, sb, atom.b, n, element)
@@ -281,23 +306,17 @@ def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
 
     const_loop(b, m, per_row, "m")
 
-    nc = atom.c.num_locals
-    table_c = _table(module, f"{name}.d", atom.c, n)
-
-    def scatter_lane(lane: ir.Value) -> None:
-        lane_base = b.gep(pd, [b.mul(b.zext(lane, I64), sd)], source_etype=I8)
-
-        def per_local(i: ir.Value) -> None:
-            slot = b.add(b.mul(lane, int_const(I32, nc)), i)
-            index = b.load(b.gep(table_c, [slot], source_etype=I32), typ=I32)
-            value = b.load(tile_ptr("c", index), typ=acc)
-            b.store(
-                value, b.gep(lane_base, [b.mul(i, int_const(I32, 4))], source_etype=I8), align=4
-            )
-
-        const_loop(b, nc, per_local, "d.local")
-
-    const_loop(b, WARP, scatter_lane, "d.lane")
+    _fragment_walk(
+        b,
+        _table(module, f"{name}.d", atom.c, n),
+        pd,
+        sd,
+        atom.c.num_locals,
+        4,
+        WARP,
+        lambda ptr, index: b.store(b.load(tile_ptr("c", index), typ=acc), ptr, align=4),
+        "d",
+    )
     b.ret_void()
     return fn
 
@@ -349,23 +368,15 @@ def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
         return b.gep(tiles[key], [index], source_etype=F32)
 
     def lanes(base, stride, layout, cols, key, per_element) -> None:
-        """per_element(element pointer, tile index) for each thread's locals."""
-        nl = layout.num_locals
+        """per_element(element pointer, tile element pointer) for each thread's locals."""
         table = _table(module, f"{name}.{key}", layout, cols)
         width = 4 if key in ("c", "d") else stmt.operands.bits // 8
+        tile = "c" if key == "d" else key
 
-        def per_thread(thread: ir.Value) -> None:
-            thread_base = b.gep(base, [b.mul(b.zext(thread, I64), stride)], source_etype=I8)
+        def visit(ptr: ir.Value, index: ir.Value) -> None:
+            per_element(ptr, tile_ptr(tile, index))
 
-            def per_local(i: ir.Value) -> None:
-                slot = b.add(b.mul(thread, int_const(I32, nl)), i)
-                index = b.load(b.gep(table, [slot], source_etype=I32), typ=I32)
-                ptr = b.gep(thread_base, [b.mul(i, int_const(I32, width))], source_etype=I8)
-                per_element(ptr, tile_ptr("c" if key == "d" else key, index))
-
-            const_loop(b, nl, per_local, f"{key}.local")
-
-        const_loop(b, WARPGROUP, per_thread, f"{key}.thread")
+        _fragment_walk(b, table, base, stride, layout.num_locals, width, WARPGROUP, visit, key)
 
     lanes(pa, sa, atom.a, k, "a", lambda ptr, at: b.store(element(ptr), at))
     if stmt.accumulate:
