@@ -206,7 +206,11 @@ def test_pipeline_turns_a_relayouted_load_into_staged_async_copies():
     # one iteration before, from S-1 = 2), and advances them without dividing
     assert "%stage.p1: i32 = 0:i32, %prev.p1: i32 = 2:i32) stages(3) {" in rest[0]
     assert "%stage.p2 = where %last.p1, 0:i32, %add.p1 : i32" in rest
-    assert "%a.next.p3 = shared_slice %a.smem.p1[%prev.p1] : shared<f16, [16, 32]>" in rest
+    # every view of a stage states the buffer's layout, its stage dim sliced off
+    stage = "shared(16:32, 32:1) ^ swizzle(2, 3, 6)"
+    assert (
+        f"%a.next.p3 = shared_slice %a.smem.p1[%prev.p1] : shared<f16, [16, 32], {stage}>" in rest
+    )
     assert rest[rest.index("async_wait 0") - 2] == "yield %s, %stage.p2, %stage.p1"
     assert not any(" div " in line or " rem " in line for line in rest)
     assert not any(line.startswith("%a = load") or "relayout" in line for line in rest)
@@ -295,8 +299,13 @@ def test_pipeline_reads_a_rank3_load_through_reshape_and_relayout_from_one_stage
     prologue, rest = loop_split(body_lines(fn))
     assert prologue[2].startswith("%a.smem.p1 = shared_alloc : shared<f16, [3, 1, 16, 32], ")
     # the stage, then its only row: the reshape dropped a leading dim of size 1
-    assert "%a.stage.p1 = shared_slice %a.smem.p1[%stage.p1] : shared<f16, [1, 16, 32]>" in rest
-    assert "%a.stage.p2 = shared_slice %a.stage.p1[0:i32] : shared<f16, [16, 32]>" in rest
+    stage = "shared(1:512, 16:32, 32:1) ^ swizzle(2, 3, 6)"
+    row = "shared(16:32, 32:1) ^ swizzle(2, 3, 6)"
+    assert (
+        f"%a.stage.p1 = shared_slice %a.smem.p1[%stage.p1] : shared<f16, [1, 16, 32], {stage}>"
+        in rest
+    )
+    assert f"%a.stage.p2 = shared_slice %a.stage.p1[0:i32] : shared<f16, [16, 32], {row}>" in rest
     assert "%b = shared_load %a.stage.p2 : tile<f16, [16, 32], spatial(4, 8).local(4, 4)>" in rest
     loop = rest[: rest.index("async_wait 0")]
     assert not any(" = load " in line or "reshape" in line or "relayout" in line for line in loop)

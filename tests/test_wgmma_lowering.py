@@ -210,16 +210,36 @@ def _sm_90a_and_cpu(monkeypatch, call):
     return plain, np.asarray(call())
 
 
-def test_a_matmul_with_panels_that_ldmatrix_reads_is_unchanged(monkeypatch):
-    """The dense matmul example: its B tiles [32, 128] f16 are two panels on sm_90a,
-    read by ldmatrix (a 2×2 warp grid is no warpgroup layout); M, N, K not multiples of
-    the tiles."""
+def _matmul_example():
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
     from matmul import matmul
 
+    return matmul
+
+
+def test_a_plain_matmul_takes_warpgroup_layouts_and_wgmma_on_sm_90a():
+    """The dense matmul example (128×128 tiles, 4 warps, B [32, 128] pipelined): on
+    sm_90a its dot asks for warpgroup layouts (each warp 16 of every 64 rows), so the
+    warpgroup mma reads B from its two 64-column panels: 2 row blocks x 2 k-steps x 2
+    panels = 8 per step, only A through ldmatrix; on sm_90 the 2x2 warp grid and
+    mma.sync stay."""
+    matmul = _matmul_example()
+    kernel = matmul.compile(target="sm_90a")
+    assert kernel.stats["wgmma"] == 8 and _count(kernel.thread, t.Mma) == 0
+    assert kernel.resources.spills == 0
+    loop = sass.opcodes(sass.main_loop(sass.kernel_body(sass.disassemble(kernel.cubin))))
+    assert sum(n for op, n in loop.items() if op.startswith("HGMMA")) == 8
+    assert sum(n for op, n in loop.items() if op.startswith("LDSM")) == 4  # A only
+    assert "wgmma" not in matmul.compile(target="sm_90").stats
+
+
+def test_the_matmul_lowered_for_sm_90a_gives_the_cpu_lowerings_result(monkeypatch):
+    """M, N, K not multiples of the tiles; the same sums in the same k order, so the
+    same bits."""
+    matmul = _matmul_example()
     rng = np.random.default_rng(3)
     a = rng.standard_normal((200, 96)).astype(np.float16)
     b = rng.standard_normal((96, 136)).astype(np.float16)
@@ -231,18 +251,14 @@ def test_a_matmul_with_panels_that_ldmatrix_reads_is_unchanged(monkeypatch):
 
     plain, got = _sm_90a_and_cpu(monkeypatch, call)
     assert (got.view(np.uint16) == plain.view(np.uint16)).all()
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(got.astype(np.float64) - expected).max() < 0.05
 
 
 def test_a_kernel_where_no_dot_takes_wgmma_has_no_proxy_fence():
-    """The fence after each cp.async wait is for the tensor cores' reads: the matmul
-    example (a 2×2 warp grid, mma.sync) builds for sm_90a without it."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
-    from matmul import matmul
-
-    thread = matmul.compile(target="sm_90a").thread
+    """The fence after each cp.async wait is for the tensor cores' reads: FlashAttention
+    at D = 256 (32-row blocks, mma.sync) builds for sm_90a without it."""
+    thread = _flash("sm_90a", 256).thread
     assert _count(thread, t.AsyncProxyFence) == 0 and _count(thread, t.Wgmma) == 0
     assert _count(_flash("sm_90a", 64).thread, t.AsyncProxyFence) > 0
 

@@ -102,8 +102,12 @@ def dot_layouts(
     warps: int,
     *,
     split_rows: bool = False,
+    warpgroups: bool = False,
 ) -> DotLayouts | None:
     """The mma layouts of ``[m, k] @ [k, n] + [m, n]``, or None when no atom fits.
+
+    With `warpgroups` (a dot the warpgroup mma may compute, `lowering.wgmma`), when the
+    warps are whole warpgroups and m a multiple of 16 per warp: `warpgroup_layouts`.
 
     Among the warp grids wm × wn = `warps` with wm | m/16 and wn | n/8, the one whose
     per-warp tile (m/wm) × (n/wn) is closest to square (then fewer warp rows); with
@@ -117,6 +121,8 @@ def dot_layouts(
     for atom in mma_atoms_for(str(operand)):
         if atom.acc_dtype != str(accumulator) or m % atom.m or n % atom.n or k % atom.k:
             continue
+        if warpgroups and warps % 4 == 0 and m % (atom.m * warps) == 0:
+            return warpgroup_layouts(atom, m, n, k, warps)
         grid = _warp_grid(m, n, atom.m, atom.n, warps, split_rows)
         if grid is None:
             continue
@@ -130,6 +136,23 @@ def dot_layouts(
             c=spatial(wm, wn) * local(rm, rn) * atom.c,
         )
     return None
+
+
+def warpgroup_layouts(atom: MmaAtom, m: int, n: int, k: int, warps: int) -> DotLayouts:
+    """Every warp owns 16 of each 16·warps rows (warp w rows 16w..16w+15 of each such
+    block, the blocks an outer local digit) and all n columns: c = ``local(rm, 1) *
+    spatial(warps, 1) * local(1, rn) * atom.c``, a likewise with rk, b replicated over
+    the warps. Each 4 consecutive warps then hold whole m64 blocks of the warpgroup
+    mma's A and D fragments (`atoms.wgmma_atom`); mma.sync computes them as well."""
+    rm, rn, rk = m // (atom.m * warps), n // atom.n, k // atom.k
+    rows = local(rm, 1) * spatial(warps, 1)
+    return DotLayouts(
+        atom=atom,
+        warps=(warps, 1),
+        a=rows * local(1, rk) * atom.a,
+        b=replicated(warps, rank=2) * local(rk, rn) * atom.b,
+        c=rows * local(1, rn) * atom.c,
+    )
 
 
 def _warp_grid(

@@ -481,20 +481,20 @@ class _Pipeliner:
         result = plan.chain[-1].defs()[0]
         tile = plan.load.result.type
         hint = plan.load.result.name + ".stage"
-        view = self.fresh(hint, SharedType(tile.dtype, tile.shape))
+        # Every view states its layout: plan_shared would give a view without one the
+        # default of its own shape, which is not the buffer's where rows are panels
+        # (sm_90a) or past a transpose.
+        layout = _stage_layout(plan.buffer)
+        view = self.fresh(hint, SharedType(tile.dtype, tile.shape, layout))
         out: list[ir.Instr] = [ir.SharedSlice(view, plan.buffer, at.stage, loc=plan.load.loc)]
-        # A view past a transpose states its layout (plan_shared would give it the
-        # default of its own shape); others leave it to plan_shared, which agrees.
-        layout = plan.buffer.type.layout
-        layout = None if layout is None else SharedLayout(layout.dims[1:], layout.swizzle)
-        shape, loc, permuted = tuple(tile.shape), plan.load.loc, False
+        shape, loc = tuple(tile.shape), plan.load.loc
 
         def transpose(perm: tuple[int, ...]) -> None:
-            nonlocal view, shape, layout, permuted
+            nonlocal view, shape, layout
             if perm == tuple(range(len(perm))):
                 return
             shape = tuple(shape[p] for p in perm)
-            layout, permuted = None if layout is None else layout.permute(perm), True
+            layout = None if layout is None else layout.permute(perm)
             inner = self.fresh(hint, SharedType(tile.dtype, shape, layout))
             out.append(ir.SharedTranspose(inner, view, perm, loc=loc))
             view = inner
@@ -509,8 +509,7 @@ class _Pipeliner:
                 shape = shape[1:]
                 if layout is not None:
                     layout = SharedLayout(layout.dims[1:], layout.swizzle)
-                stated = layout if permuted else None
-                inner = self.fresh(hint, SharedType(tile.dtype, shape, stated))
+                inner = self.fresh(hint, SharedType(tile.dtype, shape, layout))
                 out.append(ir.SharedSlice(inner, view, _const(0, at.loop), loc=loc))
                 view = inner
         flip = next((i for i in plan.chain if isinstance(i, ir.Transpose)), None)
@@ -592,7 +591,8 @@ class _Pipeliner:
         load, out = plan.load, []
         offsets = self.offsets_at(at, load, k, out)
         tile = load.result.type
-        view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape))
+        layout = _stage_layout(plan.buffer)
+        view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape, layout))
         out.append(ir.SharedSlice(view, plan.buffer, stage, loc=load.loc))
         if isinstance(load, ir.Gather):
             assert isinstance(index, ir.Var)
@@ -631,6 +631,12 @@ def _made(ahead: int | None) -> dict[str, int | bool]:
 
 def _made_here(load: ir.Load | ir.Gather) -> bool:
     return any(load.attr(name) is not None for name in ("ahead", "prologue", "unpipelined"))
+
+
+def _stage_layout(buffer: ir.Var) -> SharedLayout | None:
+    """The layout of one stage of a pipeline buffer (its first dim sliced off)."""
+    layout = buffer.type.layout
+    return None if layout is None else SharedLayout(layout.dims[1:], layout.swizzle)
 
 
 def _buffer_type(tile: TileType, stages: int, target: Target) -> SharedType:

@@ -99,6 +99,6 @@ __all__ = ["RULES", "LayoutInferenceError", "run"]
 
 def run(fn: Function, target: Target = CPU) -> Function:
     """`fn` with a layout on every tile and the relayouts the contract needs."""
-    solution = Inference(fn, RULES).solve()
+    solution = Inference(fn, RULES, target).solve()
     taken = {var.name for var in defined_vars(fn)}
     return Rewrite(solution, taken, RULES).rewrite_function(fn)

@@ -404,6 +404,8 @@ class ReduceRule(AnyLayout):
 class DotRule(AnyLayout):
     """`dot`: the mma fragment layouts (`dot_layouts`) when an atom fits: the result and a
     free accumulator get the C layout, a and b are relayouted to the A and B fragments.
+    On sm_90a a dot whose b is loaded from memory as it is (`loaded_tiles`) asks for
+    warpgroup layouts, which the warpgroup mma computes once the load is staged.
     Otherwise (or when the result's given layout differs) a generic dot: the blocked
     layout, a and b as they are."""
 
@@ -413,7 +415,14 @@ class DotRule(AnyLayout):
         (m, k), n = instr.a.type.shape, result.type.shape[1]
         split_rows = result.name in inference.chained
         plan = dot_layouts(
-            m, n, k, instr.a.type.dtype, result.type.dtype, inference.warps, split_rows=split_rows
+            m,
+            n,
+            k,
+            instr.a.type.dtype,
+            result.type.dtype,
+            inference.warps,
+            split_rows=split_rows,
+            warpgroups=inference.target.has_wgmma and instr.b.name in inference.loaded,
         )
         if plan is not None:
             c, a, b = plan.c, plan.a, plan.b

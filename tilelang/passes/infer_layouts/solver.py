@@ -22,9 +22,21 @@ from tilelang.analysis.dot_chains import chained_dots
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir.atoms import WARP_SIZE
 from tilelang.ir.layout import Layout
-from tilelang.ir.nodes import Block, Function, Instr, Relayout, Value, Var
+from tilelang.ir.nodes import (
+    Block,
+    Function,
+    Instr,
+    Load,
+    Relayout,
+    Reshape,
+    Transpose,
+    Value,
+    Var,
+    View,
+)
 from tilelang.ir.types import TileType
-from tilelang.ir.visit import Rewriter, RewriteResult
+from tilelang.ir.visit import Rewriter, RewriteResult, walk
+from tilelang.target import CPU, Target
 
 
 class LayoutInferenceError(ValueError):
@@ -93,11 +105,23 @@ class Solution:
     threads: int
 
 
+def loaded_tiles(fn: Function) -> frozenset[str]:
+    """Tiles that are a `load`, or a reshape, transpose or view of one: what a dot may
+    read from shared memory once the pipeline stages the load (`lowering.wgmma`)."""
+    loaded: set[str] = set()
+    for instr in walk(fn):
+        shaped = isinstance(instr, Reshape | Transpose | View) and instr.value.name in loaded
+        if shaped or isinstance(instr, Load):
+            loaded.add(instr.result.name)
+    return frozenset(loaded)
+
+
 class Inference:
     """Phase 1: decide one layout per tile Var (no IR is rewritten here)."""
 
-    def __init__(self, fn: Function, rules: Mapping[str, Rule]) -> None:
+    def __init__(self, fn: Function, rules: Mapping[str, Rule], target: Target = CPU) -> None:
         self.rules = rules
+        self.target = target
         self.warps = fn.warps
         self.threads = fn.warps * WARP_SIZE
         self.tiles: dict[str, TileVar] = {}
@@ -110,6 +134,7 @@ class Inference:
         self.heap: list[tuple] = []
         self.counter = itertools.count()
         self.chained = chained_dots(fn)  # dots that split their warps over rows
+        self.loaded = loaded_tiles(fn)  # a dot reads these from memory as they are
         self.scan_block(fn.body)
 
     # -- reading the function ------------------------------------------------------------
