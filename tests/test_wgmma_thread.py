@@ -449,12 +449,12 @@ def test_the_text_form_names_the_instruction_and_its_descriptor():
 def test_nvrtc_compiles_wgmma_to_hgmma(case):
     """One HGMMA per `Wgmma` (a loop's: once, or once per trip if ptxas unrolls it), of
     its shape and operand type, B transposed (`.tnspB`) exactly when MN-major, the first
-    one's addend zero (RZ) exactly without `accumulate`; the shared buffer is declared
-    1024-byte aligned."""
+    one's addend zero (RZ) exactly without `accumulate`; the shared buffer starts on the
+    dynamic array's first 1024-byte boundary."""
     fn = _kernel(case, _shared_bytes(case, 16 * case.steps))
     unrolled = {len(case.starts), case.steps}  # a loop's HGMMA: once, or once per trip
     source = emit_cuda(fn, launch_bounds=case.threads)
-    assert "extern __shared__ __align__(1024)" in source
+    assert "tl_smem_raw + ((0u - tl_shared_address(tl_smem_raw)) & 1023u)" in source
     binary = compile_cuda(source, kernel_symbol(fn), "sm_90a")
     code = sass.kernel_body(sass.disassemble(binary.cubin))
     hgmma = re.findall(r"HGMMA\.(\S+) (\w+), (\w+), gdesc\[\w+\](\S*), (\w+)", code)

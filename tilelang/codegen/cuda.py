@@ -37,7 +37,8 @@ How thread IR maps to C++
   ``red.global.add`` per element, f16/bf16 pair (``.f16x2``) or, on sm_90, vector of
   up to 16 bytes (``red.global.add.v4.f32``); `AtomicMerge` an atomic ``and`` then
   ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``). Shared memory: the
-  dynamic ``tl_smem`` array, by byte offset.
+  dynamic ``tl_smem`` array, by byte offset (with `Wgmma`: the first 1024-byte boundary
+  of the dynamic array, whose slack the lowering's ``shared_bytes`` includes).
 * `Mma`, `Ldmatrix`, `Shfl`, `CpAsync*` are inline PTX (``asm volatile``), `Barrier` is
   ``__syncthreads()`` (``bar.sync 0``).
 * `For` becomes a counted loop whose trip count is computed once, as Python's `range`
@@ -282,13 +283,17 @@ class _Emitter:
         for stmt in fn.body:
             self.stmt(stmt)
         body, self.lines = self.lines, []
-        # wgmma swizzles shared-window address bits 4-9: offsets must agree with them.
-        align = 1024 if any(isinstance(x, t.Wgmma) for x in t.walk_stmts(fn.body)) else 16
-        setup = [f"extern __shared__ __align__({align}) u8 tl_smem[];"]
+        setup = ["extern __shared__ __align__(16) u8 tl_smem[];"]
+        if any(isinstance(x, t.Wgmma) for x in t.walk_stmts(fn.body)):
+            # wgmma swizzles shared-window address bits 4-9, so the buffer starts on a
+            # 1024-byte boundary; the lowering's shared_bytes holds the 1008 bytes of slack.
+            raw = self.x.call("tl_shared_address", "tl_smem_raw")
+            setup = [
+                "extern __shared__ __align__(16) u8 tl_smem_raw[];",
+                f"u8* const tl_smem = tl_smem_raw + ((0u - {raw}) & 1023u);",
+            ]
         if self.uses_smem_address:
             setup.append(f"const u32 tl_smem_addr = {self.x.call('tl_shared_address', 'tl_smem')};")
-        if align > 16:  # a misplaced buffer would make every wgmma read the wrong bytes
-            setup.append(f"if (tl_smem_addr & {align - 1}u) __trap();")
         if self.x.uses_tid or self.uses_lane:
             setup.append("const i32 tl_tid = (i32)threadIdx.x;")
         if self.uses_lane:

@@ -19,8 +19,9 @@ A launch runs `grid` blocks (up to three dimensions); a block runs `threads` thr
   access of w bytes starts at a multiple of w. Register indices are compile-time ints.
 * **Memory**: each tensor parameter is a byte buffer in global memory (the lowering
   computes byte offsets, so sub-byte types are plain bytes here); the block has one
-  shared byte buffer of `shared_bytes` bytes, 16-byte aligned (1024-byte aligned in a
-  function with `Wgmma`), addressed by i32 byte offsets. Out-of-range accesses are undefined: the lowering predicates them away.
+  shared byte buffer of `shared_bytes` bytes, 16-byte aligned (in a function with
+  `Wgmma`, 1024-byte aligned and up to 1008 bytes shorter: the lowering counts that
+  slack in), addressed by i32 byte offsets. Out-of-range accesses are undefined: the lowering predicates them away.
 * **Uniformity**: an expression is *uniform* when every thread of the block computes
   the same value: it uses no `ThreadIndex`, `Read` or varying `Name` (a `Uniform`
   statement's Name is uniform by its guarantee). `For` bounds must

@@ -58,6 +58,10 @@ LOWERINGS: ir.ByClass[Lower] = ir.ByClass("lowering")
 lowers = LOWERINGS.register
 
 
+#: The shared buffer's alignment in a function with `Wgmma` (thread.py).
+WGMMA_ALIGN = 1024
+
+
 class Lowering:
     """One function being lowered (see the module docstring)."""
 
@@ -122,12 +126,18 @@ class Lowering:
             params=tuple(params),
             threads=self.threads,
             grid=self.grid or (imm(1),),
-            shared_bytes=align(self.shared_top + self.scratch_bytes, 16),
+            shared_bytes=align(self.shared_top + self.scratch_bytes, 16) + self.alignment_slack(),
             locals=tuple(self.b.locals),
             body=body,
             stats=tuple(sorted(self.b.stats.items())),
             checks=tuple(self.checks),
         )
+
+    def alignment_slack(self) -> int:
+        """Bytes of shared memory a launch gives beyond the buffer so that the CUDA code
+        can start it on a 1024-byte boundary, which the warpgroup mma's descriptors
+        need (thread.py): 1008 where a `Wgmma` was emitted, else none."""
+        return WGMMA_ALIGN - 16 if self.b.stats.get("wgmma") else 0
 
     def fail(self, instr: ir.Instr, message: str) -> LoweringError:
         return LoweringError(f"{instr.loc}: {message}")
