@@ -10,7 +10,9 @@ mma.sync (`tilelang.lowering.dot`), which computes the same values:
 * B is a `shared_load` read a k-step at a time (`analysis.streaming`: nothing else
   uses it), so no register holds it and its ldmatrix reads are simply never emitted;
 * the result's layout divides by an m64nNk16 D fragment (`atoms.wgmma_atom`) and A's
-  by the A fragment, each warpgroup holding its own 64-row blocks of both;
+  by the A fragment, each warpgroup holding its own 64-row blocks of both (on sm_90a
+  `infer_layouts` gives a dot whose B is loaded such layouts,
+  `fragments.warpgroup_layouts`; a dot chain of 16 rows a warp has them already);
 * B's shared layout is one a matrix descriptor describes (`b_plan`): 128-byte rows
   swizzled in 1024-byte atoms (`shared_layouts.panel_layout`), starting on a whole
   swizzle period (`plan_shared` places swizzled tiles so on sm_90a, and a slice of one
@@ -66,7 +68,7 @@ class BPlan:
 
 def candidate(lo: Lowering, instr: ir.Dot) -> bool:
     """Whether `instr` may take this path before its layouts are looked at: the
-    target, the dtypes and a B streamed from shared memory (`needs_proxy_fence`)."""
+    target, whole warpgroups, the dtypes and a B read from shared memory."""
     a = instr.a.type
     return (
         lo.target.has_wgmma
