@@ -9,14 +9,16 @@ shared memory and read by Q·Kᵀ (K-major B) and P·V (MN-major B), with 4 warp
 
 import importlib
 
+import ml_dtypes
 import numpy as np
 import pytest
 
+import tilelang as tl
 from tilelang import dtypes
 from tilelang.analysis.shared_layouts import panel_layout
 from tilelang.cli import launch_facts
 from tilelang.ir import thread as t
-from tilelang.ir.nodes import SharedAlloc
+from tilelang.ir.nodes import Dot, SharedAlloc
 from tilelang.ir.shared_layout import Swizzle, row_major
 from tilelang.ir.visit import walk
 from tilelang.kernels.attention import default_tiles, flash_attention, flash_attention_kernel
@@ -286,3 +288,37 @@ def test_the_quantized_matmul_lowered_for_sm_90a_is_unchanged(monkeypatch):
     x = rng.standard_normal((96, 256)).astype(np.float16)
     plain, got = _sm_90a_and_cpu(monkeypatch, lambda: quant.matmul(x, qw))
     assert (got.view(np.uint16) == plain.view(np.uint16)).all()
+
+
+@tl.kernel(warps=8)
+def _unstaged(
+    a: tl.Tensor[tl.bf16, "M", "K"],
+    b: tl.Tensor[tl.bf16, "K", "N"],
+    c: tl.Tensor[tl.f32, "M", "N"],
+):
+    """A dot whose B is loaded in a loop without stages: B stays in registers, so the
+    dot keeps the squarest warp grid and mma.sync (8 warps, 128 rows)."""
+    acc = tl.zeros([128, 64], tl.f32)
+    for k in tl.range(0, K, 32):
+        acc = tl.dot(tl.load(a, [0, k], [128, 32]), tl.load(b, [k, 0], [32, 64]), acc)
+    tl.store(c, [0, 0], acc)
+
+
+def test_a_dot_without_a_staged_b_keeps_its_warp_grid_and_mma_sync(monkeypatch):
+    kernel = _unstaged.compile(target="sm_90a", assume=None)
+    assert "wgmma" not in kernel.stats and kernel.stats["mma"] > 0
+    dot = next(i for i in walk(kernel.stages["infer_layouts"]) if isinstance(i, Dot))
+    assert str(dot.result.type.layout).startswith("spatial(4, 2)")  # not 8 warps of rows
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((128, 96)).astype(ml_dtypes.bfloat16)
+    b = rng.standard_normal((96, 64)).astype(ml_dtypes.bfloat16)
+
+    def call():
+        c = np.zeros((128, 64), np.float32)
+        _unstaged(a, b, c)
+        return c
+
+    plain, got = _sm_90a_and_cpu(monkeypatch, call)
+    assert (got == plain).all()
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.abs(got - expected).max() < 1e-3

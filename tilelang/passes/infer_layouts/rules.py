@@ -404,7 +404,7 @@ class ReduceRule(AnyLayout):
 class DotRule(AnyLayout):
     """`dot`: the mma fragment layouts (`dot_layouts`) when an atom fits: the result and a
     free accumulator get the C layout, a and b are relayouted to the A and B fragments.
-    On sm_90a a dot whose b is loaded from memory as it is (`loaded_tiles`) asks for
+    On sm_90a a dot whose b is loaded in a pipelined loop (`staged_tiles`) asks for
     warpgroup layouts, which the warpgroup mma computes once the load is staged.
     Otherwise (or when the result's given layout differs) a generic dot: the blocked
     layout, a and b as they are."""
@@ -422,7 +422,7 @@ class DotRule(AnyLayout):
             result.type.dtype,
             inference.warps,
             split_rows=split_rows,
-            warpgroups=inference.target.has_wgmma and instr.b.name in inference.loaded,
+            warpgroups=inference.target.has_wgmma and instr.b.name in inference.staged,
         )
         if plan is not None:
             c, a, b = plan.c, plan.a, plan.b

@@ -24,6 +24,7 @@ from tilelang.ir.atoms import WARP_SIZE
 from tilelang.ir.layout import Layout
 from tilelang.ir.nodes import (
     Block,
+    For,
     Function,
     Instr,
     Load,
@@ -105,15 +106,19 @@ class Solution:
     threads: int
 
 
-def loaded_tiles(fn: Function) -> frozenset[str]:
-    """Tiles that are a `load`, or a reshape, transpose or view of one: what a dot may
-    read from shared memory once the pipeline stages the load (`lowering.wgmma`)."""
-    loaded: set[str] = set()
-    for instr in walk(fn):
-        shaped = isinstance(instr, Reshape | Transpose | View) and instr.value.name in loaded
-        if shaped or isinstance(instr, Load):
-            loaded.add(instr.result.name)
-    return frozenset(loaded)
+def staged_tiles(fn: Function) -> frozenset[str]:
+    """Tiles that are a `load` in the body of a loop with pipeline stages, or a reshape,
+    transpose or view of one: what a dot may read from shared memory once the pipeline
+    stages the load (`lowering.wgmma`)."""
+    staged: set[str] = set()
+    for loop in walk(fn):
+        if not isinstance(loop, For) or (loop.stages or 1) < 2:
+            continue
+        for instr in loop.body.instrs:
+            shaped = isinstance(instr, Reshape | Transpose | View) and instr.value.name in staged
+            if shaped or isinstance(instr, Load):
+                staged.add(instr.result.name)
+    return frozenset(staged)
 
 
 class Inference:
@@ -134,7 +139,7 @@ class Inference:
         self.heap: list[tuple] = []
         self.counter = itertools.count()
         self.chained = chained_dots(fn)  # dots that split their warps over rows
-        self.loaded = loaded_tiles(fn)  # a dot reads these from memory as they are
+        self.staged = staged_tiles(fn)  # a dot may read these from shared memory
         self.scan_block(fn.body)
 
     # -- reading the function ------------------------------------------------------------
