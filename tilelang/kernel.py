@@ -595,6 +595,11 @@ def _size_facts(sizes: dict[str, int]) -> Facts:
     return tuple(facts)
 
 
+def host_target() -> Target:
+    """The target a call on host arrays compiles for (the CPU backend runs it)."""
+    return CPU
+
+
 def _assumed_facts(function: ir.Function, assume: object) -> Facts:
     """The size facts `assume=` states, checked: "all" (every size a multiple of
     `MAX_SIZE_DIVISOR`), None (nothing), or a mapping of the kernel's size names to

@@ -11,7 +11,8 @@ A dot operand read from shared memory (`shared_load`, the K and V tiles of atten
 that the pipelining pass stages) whose only use is that dot, later in the same block
 with no loop between and nothing that writes shared memory or waits (a branch may be,
 such as attention's mask of the last block), in a dot chain
-(`tilelang.analysis.dot_chains`) or beside another such read (`streamed_reads`), is read by
+(`tilelang.analysis.dot_chains`), beside another such read, or as the B of a dot in
+warpgroup layouts (sm_90a's wgmma reads it from shared memory) (`streamed_reads`), is read by
 the lowering one k-step at a time, each ldmatrix right before its k-step's mmas: a
 warp holds one k-step of a replicated operand (all of K, for each warp's rows of S),
 not the whole tile. The estimate counts it at `READ_AHEAD` k-steps.
@@ -23,6 +24,7 @@ import math
 
 from tilelang.analysis.dot_chains import chained_dots
 from tilelang.analysis.liveness import Program
+from tilelang.ir.atoms import wgmma_atom
 from tilelang.ir.nodes import (
     AsyncWait,
     Cast,
@@ -136,12 +138,24 @@ def streamed_reads(program: Program) -> dict[Var, Dot]:
             continue
         found[load.result] = dot
     # a dot outside a chain streams its reads only when both operands are such reads
-    # (a plain matmul); beside a computed operand (dequantized weights) they stay whole
+    # (a plain matmul); beside a computed operand (dequantized weights) they stay whole,
+    # except B of a dot in warpgroup layouts, which the warpgroup mma reads from shared
+    # memory (`lowering.wgmma`: no register holds it)
     return {
         var: dot
         for var, dot in found.items()
-        if dot.result.name in chained or (dot.a in found and dot.b in found)
+        if dot.result.name in chained
+        or (dot.a in found and dot.b in found)
+        or (var is dot.b and _warpgroup_dot(dot))
     }
+
+
+def _warpgroup_dot(dot: Dot) -> bool:
+    """Whether a dot's A and result divide by the warpgroup mma's fragments (sm_90a's
+    `infer_layouts` gives them to a dot whose B is staged)."""
+    atom = wgmma_atom(8)
+    a, c = dot.a.type.layout, dot.result.type.layout
+    return a is not None and c is not None and a.divisible_by(atom.a) and c.divisible_by(atom.c)
 
 
 def _orders_shared(instr: Instr) -> bool:

@@ -141,15 +141,41 @@ def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK):
 
 
 @func
-def product(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES):
+def product(
+    x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP
+):
     """The f32 product of rows bm·BM.. of x and columns bn·BN.. of W over k_start <= k <
-    k_stop (k_start a multiple of BK)."""
+    k_stop (k_start a multiple of BK). With SWAP, computed as (Wᵀ xᵀ)ᵀ (`swapped`)."""
+    if SWAP:
+        return swapped(
+            x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS
+        )
     acc = tl.zeros([BM, BN], tl.f32)
     for k in tl.range(k_start, k_stop, BK, stages=STAGES):
         a = tl.load(x, [bm * BM, k], [BM, BK])
         b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK)
         acc = tl.dot(a, b, acc)
     return acc
+
+
+@func
+def swapped(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS):
+    """`product` as Wᵀ·xᵀ, the weights the A operand (sm_90a's warpgroup mma takes A
+    from registers, where the weights are dequantized, and B, the x tile, straight from
+    shared memory). The codes keep their packing (a 1 x WARPS warp grid: warp w holds
+    columns w·BN/WARPS..); the rows of Wᵀ are reordered so that each warp's own columns
+    are the rows the warpgroup layouts give it (16 of every 16·WARPS), which makes the
+    reorder a renaming of registers, and the result's rows are put back."""
+    RB = BN // (16 * WARPS)  # each warp's 16-row blocks of Wᵀ
+    acc = tl.zeros([BN, BM], tl.f32)
+    for k in tl.range(k_start, k_stop, BK, stages=STAGES):
+        a = tl.load(x, [bm * BM, k], [BM, BK])
+        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK)
+        by_warp = tl.reshape(tl.transpose(b), [WARPS, RB, 16, BK])
+        rows = tl.reshape(tl.transpose(by_warp, [1, 0, 2, 3]), [BN, BK])
+        acc = tl.dot(rows, tl.transpose(a), acc)
+    by_block = tl.reshape(acc, [RB, WARPS, 16, BM])
+    return tl.transpose(tl.reshape(tl.transpose(by_block, [1, 0, 2, 3]), [BN, BM]))
 
 
 @func
@@ -196,10 +222,11 @@ def quant_matmul(
     PK: constexpr = 128,
     WARPS: constexpr = 4,
     STAGES: constexpr = 3,
+    SWAP: constexpr = False,
 ):
     """y = x @ W (+ bias), rounded once to OT."""
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
-    acc = product(x, w, s, z, bm, bn, 0, K, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES)
+    acc = product(x, w, s, z, bm, bn, 0, K, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP)
     tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
 
 
@@ -224,11 +251,14 @@ def quant_matmul_partials(
     PK: constexpr = 128,
     WARPS: constexpr = 4,
     STAGES: constexpr = 3,
+    SWAP: constexpr = False,
 ):
     """partials[kz] = the f32 product over K slice kz (the first pass of split-K)."""
     bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
     k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
-    acc = product(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES)
+    acc = product(
+        x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP
+    )
     tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.kernel import CompiledKernel, Kernel
+from tilelang.kernel import CompiledKernel, Kernel, host_target
 from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
@@ -104,9 +104,18 @@ class Plan:
 
 
 def _prepared(
-    qw: QuantizedWeight, m: int, x_dtype: Any, arch: str, has_bias: bool, method=None, **timing
+    qw: QuantizedWeight,
+    m: int,
+    x_dtype: Any,
+    arch: str,
+    has_bias: bool,
+    method=None,
+    *,
+    target: Any,
+    **timing,
 ):
-    """`method` None: `choose`'s tile; "model"/"gpu": the tuned one (`tuning.py`)."""
+    """`method` None: `choose`'s tile for `arch`; "model"/"gpu": the tuned one
+    (`tuning.py`). `target`: what the kernels compile for (`kernel_calls`)."""
     ops = operands(qw, x_dtype)
     k, n = qw.shape
     if method is None:
@@ -116,7 +125,7 @@ def _prepared(
     assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (
         f"the kernel tile {choice} does not read codes packed by {ops.packing}"
     )
-    return ops, choice, kernel_calls(ops, m, choice, has_bias)
+    return ops, choice, kernel_calls(ops, m, choice, has_bias, target)
 
 
 def plan(
@@ -142,7 +151,7 @@ def plan(
     chosen = find_target(target)
     arch = arch or (chosen.name if chosen.is_gpu else DEFAULT_ARCH)
     method = "model" if tune and os.environ.get("TILELANG_AUTOTUNE", "").lower() != "off" else None
-    ops, choice, calls = _prepared(qw, m, x_dtype, arch, bias, method)
+    ops, choice, calls = _prepared(qw, m, x_dtype, arch, bias, method, target=chosen)
     ranking = None
     if method is not None:
         ranking = decide(qw, m, arch=arch, x_dtype=x_dtype, bias=bias)
@@ -211,7 +220,9 @@ def matmul(
     if qw.perm is not None:
         x2 = np.ascontiguousarray(x2[:, qw.perm])
     b = _host_bias(bias, ot, n)
-    ops, _, calls = _prepared(qw, m, ot, arch or DEFAULT_ARCH, bias is not None, method)
+    ops, _, calls = _prepared(
+        qw, m, ot, arch or DEFAULT_ARCH, bias is not None, method, target=host_target()
+    )
     tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
     workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
     _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace)
@@ -384,8 +395,9 @@ def _device_matmul(
         _run(calls, ops, tensors, x2, y2, bias, workspace)
 
     timing = {} if method is None else {"launch": launch, "stream": gpu.current_stream([x])}
+    device = gpu.device_arch()
     ops, _, calls = _prepared(
-        qw, m, ot, arch or gpu.device_arch(), bias is not None, method, **timing
+        qw, m, ot, arch or device, bias is not None, method, target=device, **timing
     )
     launch(ops, calls)
     return result

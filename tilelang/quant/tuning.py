@@ -315,7 +315,7 @@ class _Run:
 
     def _evaluate(self, choice: Choice) -> Trial:
         config = config_of(choice)
-        calls = kernel_calls(self.ops, self.m, choice, self.bias)
+        calls = kernel_calls(self.ops, self.m, choice, self.bias, self.target)
         predicted = 0.0
         for call in calls:
             facts = {**size_facts(call.sizes), **call.values}
