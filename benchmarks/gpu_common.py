@@ -8,6 +8,7 @@ imported inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import math
@@ -475,3 +476,37 @@ def run_standalone(cases: list[Case]) -> int:
         print(f"{status:5} {case.name} ({time.monotonic() - start:.1f} s)")
         print("      " + json.dumps(data, default=str))
     return 1 if failed else 0
+
+
+def mma_sync_build(timed: Callable[[], Any]) -> Any:
+    """On an sm_90a device, `timed()` with the kernels built for sm_90 instead: mma.sync
+    where sm_90a's build takes the warpgroup mma (`tilelang.lowering.wgmma`), so one run
+    measures both. None on other devices."""
+    from unittest import mock
+
+    from tilelang.runtime import gpu
+
+    if gpu.device_arch() != "sm_90a":
+        return None
+    with mock.patch.object(gpu, "device_arch", lambda: "sm_90"):
+        return timed()
+
+
+def target_record(fraction: float, target: float, what: str) -> dict[str, Any]:
+    """The issue's speed target beside what was measured (reported, not a failure: a
+    wrong result fails a case, a slow one is a number to read)."""
+    return {"what": what, "target": target, "measured": fraction, "met": fraction >= target}
+
+
+@contextlib.contextmanager
+def kept_if_failing(seconds: float | None, what: str):
+    """A `CheckFailed` raised inside names what else ran in the same case and its time
+    (`seconds`, when it ran), so the failure's report keeps that number."""
+    try:
+        yield
+    except CheckFailed as failure:
+        if seconds is None:
+            raise
+        raise CheckFailed(
+            f"{failure} ({what} passed its check: {seconds * 1e6:.1f} us)"
+        ) from failure

@@ -717,5 +717,27 @@ def test_an_h100_also_times_the_mma_sync_build(monkeypatch, device, expected):
     from tilelang.runtime import gpu
 
     monkeypatch.setattr(gpu, "device_arch", lambda: device)
-    assert gpu_attention.mma_sync_build(lambda: gpu.device_arch()) == expected
+    assert gpu_common.mma_sync_build(lambda: gpu.device_arch()) == expected
     assert gpu.device_arch() == device  # restored after the timing
+
+
+def test_the_gemm_against_cublas_runs_right_after_the_triton_cases():
+    """Issue 11's m = 4096 target: the library's gemm path against torch's f16 matmul
+    (cuBLAS) of the dequantized weights, before the part's budget can skip it."""
+    quant = [c.name for c in gpu_quant_matmul.cases()]
+    assert quant[4] == "tilelang.quant.matmul u4 g128 m=4096 k=4096 n=4096"
+    assert gpu_quant_matmul.CUBLAS_TARGET == 0.9 and gpu_quant_matmul.GEMM_M > 64
+
+
+def test_a_failing_check_keeps_the_number_of_what_passed_before_it():
+    kept = r"wrong \(the sm_90 build passed its check: 12\.5 us\)"
+    with (
+        pytest.raises(gpu_common.CheckFailed, match=kept),
+        gpu_common.kept_if_failing(12.5e-6, "the sm_90 build"),
+    ):
+        raise gpu_common.CheckFailed("wrong")
+    with (
+        pytest.raises(gpu_common.CheckFailed, match=r"^wrong$"),
+        gpu_common.kept_if_failing(None, "the sm_90 build"),  # it did not run
+    ):
+        raise gpu_common.CheckFailed("wrong")
