@@ -13,7 +13,9 @@ gemm          65..       64 x 128 x 64, 4 warps (1 x 4: each weight converted on
                          block); never split. Codes of 1, 3, 5, 7 bits: BK = 128
                          (their 16-byte runs are 128 codes, more than a thread holds
                          of a 64-row k-tile), over 8 warps when zero points come in
-                         groups smaller than 128 rows (`tilelang.quant.choice`)
+                         groups smaller than 128 rows (`tilelang.quant.choice`).
+                         Built for sm_90a over 4 warps: Wᵀ·xᵀ on the warpgroup
+                         mma (`choice.swaps_operands`)
 ============  =========  ==========================================================
 
 Why these tiles, from the static report on sm_90 (k = n = 8192): at m = 64, 64 x 128 x
