@@ -225,6 +225,23 @@ def _matmul_example():
     return matmul
 
 
+def _products(monkeypatch, kernel, mkn, out_dtype, in_dtype=np.float16):
+    """(the CPU lowering's c, sm_90a's c, the float64 product) of kernel(a, b, c) on
+    random a [m, k] and b [k, n] of `in_dtype`."""
+    m, k, n = mkn
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(in_dtype)
+    b = rng.standard_normal((k, n)).astype(in_dtype)
+
+    def call():
+        c = np.zeros((m, n), out_dtype)
+        kernel(a, b, c)
+        return c
+
+    plain, got = _sm_90a_and_cpu(monkeypatch, call)
+    return plain, got, a.astype(np.float64) @ b.astype(np.float64)
+
+
 def test_a_plain_matmul_takes_warpgroup_layouts_and_wgmma_on_sm_90a():
     """The dense matmul example (128×128 tiles, 4 warps, B [32, 128] pipelined): on
     sm_90a its dot asks for warpgroup layouts (each warp 16 of every 64 rows), so the
@@ -244,19 +261,8 @@ def test_a_plain_matmul_takes_warpgroup_layouts_and_wgmma_on_sm_90a():
 def test_the_matmul_lowered_for_sm_90a_gives_the_cpu_lowerings_result(monkeypatch):
     """M, N, K not multiples of the tiles; the same sums in the same k order, so the
     same bits."""
-    matmul = _matmul_example()
-    rng = np.random.default_rng(3)
-    a = rng.standard_normal((200, 96)).astype(np.float16)
-    b = rng.standard_normal((96, 136)).astype(np.float16)
-
-    def call():
-        c = np.zeros((200, 136), np.float16)
-        matmul(a, b, c)
-        return c
-
-    plain, got = _sm_90a_and_cpu(monkeypatch, call)
+    plain, got, expected = _products(monkeypatch, _matmul_example(), (200, 96, 136), np.float16)
     assert (got.view(np.uint16) == plain.view(np.uint16)).all()
-    expected = a.astype(np.float64) @ b.astype(np.float64)
     assert np.abs(got.astype(np.float64) - expected).max() < 0.05
 
 
@@ -309,16 +315,8 @@ def test_a_dot_without_a_staged_b_keeps_its_warp_grid_and_mma_sync(monkeypatch):
     assert "wgmma" not in kernel.stats and kernel.stats["mma"] > 0
     dot = next(i for i in walk(kernel.stages["infer_layouts"]) if isinstance(i, Dot))
     assert str(dot.result.type.layout).startswith("spatial(4, 2)")  # not 8 warps of rows
-    rng = np.random.default_rng(5)
-    a = rng.standard_normal((128, 96)).astype(ml_dtypes.bfloat16)
-    b = rng.standard_normal((96, 64)).astype(ml_dtypes.bfloat16)
-
-    def call():
-        c = np.zeros((128, 64), np.float32)
-        _unstaged(a, b, c)
-        return c
-
-    plain, got = _sm_90a_and_cpu(monkeypatch, call)
+    plain, got, expected = _products(
+        monkeypatch, _unstaged, (128, 96, 64), np.float32, ml_dtypes.bfloat16
+    )
     assert (got == plain).all()
-    expected = a.astype(np.float64) @ b.astype(np.float64)
     assert np.abs(got - expected).max() < 1e-3
