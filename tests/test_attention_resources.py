@@ -19,7 +19,7 @@ from tilelang.kernels.attention import (
 from tilelang.passes import plan_registers
 from tilelang.runtime import sass
 
-ARCHS = ("sm_80", "sm_90")
+ARCHS = ("sm_80", "sm_90", "sm_90a")  # sm_90a: the H100 build (wgmma)
 HEAD_DIMS = (64, 128, 256)
 
 
@@ -47,7 +47,11 @@ def test_the_default_tiles_compile_without_spills(kernel, head_dim, arch):
     assert kernel.resources.spills == 0, kernel.resources
     assert kernel.stats["pipeline_async"] == 2  # K and V by cp.async, also with run-time bounds
     estimate = plan_registers.registers(kernel.stages["plan_registers"])
-    assert abs(estimate - kernel.resources.registers) <= 0.15 * kernel.resources.registers
+    used = kernel.resources.registers
+    if "wgmma" in kernel.stats:  # sm_90a, D <= 128: no B fragment, ptxas needs fewer
+        assert used <= estimate <= 1.3 * used, (estimate, used)
+    else:
+        assert abs(estimate - used) <= 0.15 * used
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -43,7 +43,7 @@ from tilelang.runtime.nvrtc import (
 )
 from tilelang.runtime.sass import disassemble, opcodes
 
-ARCHS = ("sm_80", "sm_89", "sm_90")
+ARCHS = ("sm_80", "sm_89", "sm_90", "sm_90a")
 REPO = Path(__file__).resolve().parent.parent
 
 # --------------------------------------------------------------------------- examples

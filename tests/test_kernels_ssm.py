@@ -190,7 +190,7 @@ def test_the_state_after_a_scan_continues_with_decode_steps():
     assert_close(head, whole[..., :10].astype(np.float64), 1e-6)
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90", "sm_90a"])
 def test_compiles_for_sm80_and_sm90_without_spills(arch):
     full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
     builds = [

@@ -203,7 +203,7 @@ def flag_choices(kv):
     return [{k: a, v: b} for a in (False, True) for b in (False, True)]
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90", "sm_90a"])
 @pytest.mark.parametrize("kv", ["f16", "bf16", "f8", "u8", "u4"])
 def test_the_kernels_compile_with_no_spills_at_their_default_tiles(arch, kv):
     for d in (64, 128, 256):
