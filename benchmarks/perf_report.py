@@ -3,7 +3,7 @@ shapes and of the dense matmul: what the model in `tilelang.runtime.perf` predic
 the target's representative card. A prediction from the SASS, resources and block IR,
 never a measurement, and no GPU is needed; it needs NVRTC and a SASS disassembler.
 
-    .venv/bin/python benchmarks/perf_report.py [--arch sm_90] [--latency-ns 600] [--brief]
+    .venv/bin/python benchmarks/perf_report.py [--arch sm_90a] [--latency-ns 600] [--brief]
 
 Prints each case's full report, then one summary table (the lines docs/benchmarks.md
 records). A case that cannot be built prints why and the others go on.
@@ -221,7 +221,7 @@ def _commit() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--arch", default="sm_90a", help="default: what an H100 builds")
     parser.add_argument("--latency-ns", type=float, default=None)
     parser.add_argument("--brief", action="store_true", help="print only the summary table")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 and what they do.
 
     .venv/bin/python benchmarks/quant_matmul.py [--shapes 4096x4096,8192x28672]
-        [--types u4,i4-asym,u3,u8,mxfp4,nvfp4] [--m 1,16,64,4096] [--arch sm_90]
+        [--types u4,i4-asym,u3,u8,mxfp4,nvfp4] [--m 1,16,64,4096] [--arch sm_90a]
         [--latency-ns 600] [--gpu | --static]
 
 Shapes are k x n (4096x4096, 4096x14336, 14336x4096, 8192x8192, 8192x28672,
@@ -231,7 +231,9 @@ def main() -> int:
     parser.add_argument("--shapes", default=",".join(f"{k}x{n}" for k, n in SHAPES))
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--m", default=",".join(map(str, MS)))
-    parser.add_argument("--arch", default="sm_90", help="the static reports' target")
+    parser.add_argument(
+        "--arch", default="sm_90a", help="the static reports' target (default: an H100's build)"
+    )
     parser.add_argument("--latency-ns", type=float, default=None)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--gpu", action="store_true", help="measure (needs torch and a GPU)")
