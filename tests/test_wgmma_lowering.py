@@ -320,3 +320,29 @@ def test_a_dot_without_a_staged_b_keeps_its_warp_grid_and_mma_sync(monkeypatch):
     )
     assert (got == plain).all()
     assert np.abs(got - expected).max() < 1e-3
+
+
+@pytest.mark.parametrize("kv, head_dim", [("f16", 128), ("u4", 128), ("u8", 64)])
+def test_paged_decode_lowered_for_sm_90a_gives_the_cpu_lowerings_bits(monkeypatch, kv, head_dim):
+    """Paged decode (16-row dots: mma.sync) reads its pipelined rows through sm_90a's
+    panels where they are wider than 128 bytes."""
+    from test_paged_attention import Case
+
+    case = Case(kv, [1, 100, 257], group=8, bs=16, d=head_dim, seed=31)
+    plain, got = _sm_90a_and_cpu(monkeypatch, case.run)
+    assert np.array_equal(got.view(np.uint16), plain.view(np.uint16))
+
+
+@pytest.mark.parametrize("m", [1, 16, 40])
+@pytest.mark.parametrize("fmt", [dict(dtype="u4", group_size=128), dict(format="nvfp4")])
+def test_the_quantized_decode_paths_lowered_for_sm_90a_give_the_cpu_lowerings_bits(
+    monkeypatch, m, fmt
+):
+    """The gemv and small-batch kernels (x tiles of 256-byte rows: panels on sm_90a)."""
+    from tilelang import quant
+
+    rng = np.random.default_rng(m)
+    qw = quant.quantize(rng.standard_normal((512, 320)) * 0.05, **fmt)
+    x = rng.standard_normal((m, 512)).astype(np.float16)
+    plain, got = _sm_90a_and_cpu(monkeypatch, lambda: quant.matmul(x, qw, arch="sm_90a"))
+    assert np.array_equal(got.view(np.uint16), plain.view(np.uint16))
