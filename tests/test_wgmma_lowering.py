@@ -346,3 +346,16 @@ def test_the_quantized_decode_paths_lowered_for_sm_90a_give_the_cpu_lowerings_bi
     x = rng.standard_normal((m, 512)).astype(np.float16)
     plain, got = _sm_90a_and_cpu(monkeypatch, lambda: quant.matmul(x, qw, arch="sm_90a"))
     assert np.array_equal(got.view(np.uint16), plain.view(np.uint16))
+
+
+@pytest.mark.parametrize("method", ["chunked", "walk"])
+def test_the_selective_scan_lowered_for_sm_90a_gives_the_cpu_lowerings_bits(monkeypatch, method):
+    from test_kernels_ssm import scan_inputs
+
+    from tilelang.kernels import selective_scan
+
+    x = scan_inputs(2, 32, 16, 100, seed=7, dtype=np.float16)
+    plain, got = _sm_90a_and_cpu(
+        monkeypatch, lambda: selective_scan(**x, delta_softplus=True, method=method)
+    )
+    assert np.array_equal(got.view(np.uint16), plain.view(np.uint16))
