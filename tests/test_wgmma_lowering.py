@@ -359,3 +359,24 @@ def test_the_selective_scan_lowered_for_sm_90a_gives_the_cpu_lowerings_bits(monk
         monkeypatch, lambda: selective_scan(**x, delta_softplus=True, method=method)
     )
     assert np.array_equal(got.view(np.uint16), plain.view(np.uint16))
+
+
+@tl.kernel(warps=4)
+def _int8(
+    a: tl.Tensor[tl.i8, "M", "K"], b: tl.Tensor[tl.i8, "K", "N"], c: tl.Tensor[tl.i32, "M", "N"]
+):
+    acc = tl.zeros([64, 64], tl.i32)
+    for k in tl.range(0, K, 64, stages=2):
+        acc = tl.dot(tl.load(a, [0, k], [64, 64]), tl.load(b, [k, 0], [64, 64]), acc)
+    tl.store(c, [0, 0], acc)
+
+
+def test_an_int8_dot_keeps_its_warp_grid_on_sm_90a():
+    """The warpgroup mma here multiplies f16/bf16: an i8 dot with a staged B keeps the
+    squarest grid (2 x 2), as on sm_90, rather than rows its mma.sync would pay for."""
+    layouts = []
+    for arch in ("sm_90", "sm_90a"):
+        stage = _int8.compile(target=arch).stages["infer_layouts"]
+        dot = next(i for i in walk(stage) if isinstance(i, Dot))
+        layouts.append(dot.result.type.layout)
+    assert layouts[0] == layouts[1] and str(layouts[1]).startswith("spatial(2, 2)")

@@ -107,7 +107,8 @@ def dot_layouts(
     """The mma layouts of ``[m, k] @ [k, n] + [m, n]``, or None when no atom fits.
 
     With `warpgroups` (a dot the warpgroup mma may compute, `lowering.wgmma`), when the
-    warps are whole warpgroups and m a multiple of 16 per warp: `warpgroup_layouts`.
+    operands are f16/bf16 into f32, the warps whole warpgroups and m a multiple of 16
+    per warp: `warpgroup_layouts`.
 
     Among the warp grids wm × wn = `warps` with wm | m/16 and wn | n/8, the one whose
     per-warp tile (m/wm) × (n/wn) is closest to square (then fewer warp rows); with
@@ -121,7 +122,9 @@ def dot_layouts(
     for atom in mma_atoms_for(str(operand)):
         if atom.acc_dtype != str(accumulator) or m % atom.m or n % atom.n or k % atom.k:
             continue
-        if warpgroups and warps % 4 == 0 and m % (atom.m * warps) == 0:
+        # The lowering's warpgroup mma multiplies f16/bf16 into f32 (`lowering.wgmma`).
+        wgmma_types = atom.acc_dtype == "f32" and str(operand) in ("f16", "bf16")
+        if warpgroups and wgmma_types and warps % 4 == 0 and m % (atom.m * warps) == 0:
             return warpgroup_layouts(atom, m, n, k, warps)
         grid = _warp_grid(m, n, atom.m, atom.n, warps, split_rows)
         if grid is None:
