@@ -5,7 +5,8 @@ packing (`tilelang.packing`) must make identically, so that none of them can dis
 with another:
 
 - `dot_layouts` / `dot_layout`: the mma fragment layouts of ``[m, k] @ [k, n] + [m, n]``
-  tiled over a grid of warps (what `infer_layouts` gives a dot's operands);
+  tiled over a grid of warps (what `infer_layouts` gives a dot's operands), and
+  `quotient_local`, which operand block an instruction of a C block reads;
 - `fragment_run` / `load_order`: the *load order* of a tile in a register layout L — a
   flat arrangement F of the tile's elements such that a plain load of consecutive
   elements hands every thread its elements of L in L's local order, in runs of whole
@@ -47,6 +48,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+import numpy as np
+
 from tilelang.dtypes import DType
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
 from tilelang.ir.layout import (
@@ -69,6 +72,7 @@ __all__ = [
     "load_order",
     "paired_codes",
     "permute_locals",
+    "quotient_local",
 ]
 
 #: The widest access a thread makes, in bits.
@@ -176,6 +180,19 @@ def _warp_grid(
     if split_rows:
         return max(grids)
     return min(grids, key=squareness)
+
+
+def quotient_local(table: np.ndarray, outer: np.ndarray, k: int, rows: bool) -> int | None:
+    """The local of a quotient layout's `table` ([units, locals, 2] of atom blocks, a
+    unit being a warp or a warpgroup) that holds block (outer[u], k) (an A operand,
+    `rows`) or (k, outer[u]) (B) in every unit u, if one local does: the operand block
+    an instruction of C block outer reads at k-step k."""
+    inner = np.full_like(outer, k)
+    want = np.stack([outer, inner] if rows else [inner, outer], -1)
+    for held in range(table.shape[1]):
+        if (table[:, held] == want).all():
+            return held
+    return None
 
 
 Operand = Literal["a", "b", "c"]

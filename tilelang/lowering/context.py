@@ -95,7 +95,7 @@ class Lowering:
         self.streamed = streamed_reads(Program.of(fn))
         self.deferred: dict[ir.Var, list] = {}
         self.deferred_tiles: dict[ir.Var, SharedTile] = {}  # where each deferred read reads
-        self.proxy_fence: bool | None = None  # `wgmma.needs_proxy_fence`, once known
+        self.wgmma_plans: dict | None = None  # the dots `wgmma.plans` takes, once known
         for instr in walk(fn):
             for v in instr.defs():
                 self.producer[v] = instr

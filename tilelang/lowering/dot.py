@@ -9,13 +9,12 @@ An operand a layout replicates over warps is reported (`report_replication`)."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tilelang import dtypes
 from tilelang.analysis.replication import replicated_words
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
+from tilelang.ir.fragments import quotient_local
 from tilelang.lowering import relayout, small_dot, wgmma
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, imm
@@ -38,12 +37,7 @@ def lower_dot(lo: Lowering, instr: ir.Dot) -> None:
     lo.env[instr.result] = result
     if not in_place:
         lo.copy_tile(result, acc)
-    warpgroup = wgmma.plan(lo, instr, a, result)
-    if warpgroup is not None:
-        lo.deferred.pop(instr.b)  # the tensor cores read B from shared memory
-        for _, emit in lo.deferred.pop(instr.a, ()):
-            emit()  # an A read from shared memory: whole, before the group
-        wgmma.emit(lo, warpgroup, a, result)
+    if wgmma.emit(lo, instr, a, result):
         return
     # Operands read a k-step at a time (analysis.streaming): (k dim, their ldmatrix reads).
     reads = [
@@ -93,8 +87,8 @@ def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs
         else [(q, k) for q in range(qc.num_locals) for k in range(k_blocks)]
     )
     for qc_local, k in order:
-        la = _local_holding(ta, tc[:, qc_local, 0], k, rows=True)
-        lb = _local_holding(tb, tc[:, qc_local, 1], k, rows=False)
+        la = quotient_local(ta, tc[:, qc_local, 0], k, rows=True)
+        lb = quotient_local(tb, tc[:, qc_local, 1], k, rows=False)
         if la is None or lb is None:
             return False
         plan.append((qc_local, k, la, lb))
@@ -120,21 +114,6 @@ def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs
         )
         lo.b.count("mma")
     return True
-
-
-def _local_holding(table: np.ndarray, outer: np.ndarray, k: int, rows: bool) -> int | None:
-    """The quotient local that holds block (outer[w], k) (A) or (k, outer[w]) (B) in
-    every warp w, if one local does."""
-    for local in range(table.shape[1]):
-        blocks = table[:, local]
-        want = (
-            np.stack([outer, np.full_like(outer, k)], -1)
-            if rows
-            else np.stack([np.full_like(outer, k), outer], -1)
-        )
-        if (blocks == want).all():
-            return local
-    return None
 
 
 def generic_dot(lo: Lowering, a: TileRegs, b_: TileRegs, c: TileRegs) -> None:

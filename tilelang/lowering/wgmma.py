@@ -2,7 +2,8 @@
 registers, B read by the tensor cores straight from shared memory, once per warpgroup
 instead of once per warp through ldmatrix.
 
-A dot takes this path (`plan`, then `emit`) when everything below holds; otherwise it keeps
+A dot takes this path (`plans`, decided once from the block IR; `emit`) when everything
+below holds; otherwise it keeps
 mma.sync (`tilelang.lowering.dot`), which computes the same values:
 
 * the target has the instruction (`Target.has_wgmma`); f16 or bf16 operands, an f32
@@ -38,8 +39,9 @@ from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.atoms import WARPGROUP, WgmmaAtom, wgmma_atom
+from tilelang.ir.fragments import quotient_local
 from tilelang.ir.layout import Layout
-from tilelang.ir.shared_layout import Swizzle
+from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering
@@ -80,66 +82,69 @@ def candidate(lo: Lowering, instr: ir.Dot) -> bool:
     )
 
 
+def plans(lo: Lowering) -> dict[ir.Var, WgmmaPlan]:
+    """The dots (by result) that take this path, judged once from the block IR's
+    layouts before any of them is lowered (`needs_proxy_fence` must know up front)."""
+    if lo.wgmma_plans is None:
+        found = ((instr, _plan(lo, instr)) for instr in walk(lo.fn) if isinstance(instr, ir.Dot))
+        lo.wgmma_plans = {instr.result: plan for instr, plan in found if plan is not None}
+    return lo.wgmma_plans
+
+
 def needs_proxy_fence(lo: Lowering) -> bool:
-    """Whether some dot of the function takes this path (judged from the block IR's
-    layouts before any of it is lowered): then shared-memory writes (cp.async waits,
+    """Whether some dot takes this path: then shared-memory writes (cp.async waits,
     stores) are followed by a proxy fence before the barrier after them."""
-    if lo.proxy_fence is None:
-        lo.proxy_fence = any(
-            isinstance(instr, ir.Dot) and _fits_ir(lo, instr) for instr in walk(lo.fn)
-        )
-    return lo.proxy_fence
-
-
-def _fits_ir(lo: Lowering, instr: ir.Dot) -> bool:
-    if instr.b not in lo.streamed or not candidate(lo, instr):
-        return False
-    view = lo.producer[instr.b].shared.type
-    a, c = instr.a.type.layout, instr.result.type.layout
-    if not isinstance(view, SharedType) or view.layout is None or a is None or c is None:
-        return False
-    # plan_shared starts every swizzled tile on sm_90a on a whole period: offset 0 stands
-    # for wherever it is.
-    k, n = view.shape
-    b_reads = b_plan(SharedTile(0, view.dtype, view.layout), k, n)
-    return b_reads is not None and _blocks(lo, wgmma_atom(b_reads.n), a, c, k) is not None
+    return bool(plans(lo))
 
 
 @dataclass(frozen=True)
 class WgmmaPlan:
-    """The wgmmas of one dot: how they read B, and per D block (its D local, column
-    block, and the A local of each k-step)."""
+    """The wgmmas of one dot: B's shared layout, how they read it, and per D block
+    (its D local, column block, and the A local of each k-step)."""
 
+    layout: SharedLayout
     b: BPlan
-    base: t.Expr
     blocks: tuple[tuple[int, int, tuple[int, ...]], ...]
 
 
-def plan(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> WgmmaPlan | None:
-    """The dot as wgmmas (see the module docstring), or None when it does not fit."""
-    shared = lo.deferred_tiles.get(instr.b)
-    if shared is None or not candidate(lo, instr):
+def _plan(lo: Lowering, instr: ir.Dot) -> WgmmaPlan | None:
+    if instr.b not in lo.streamed or not candidate(lo, instr):
         return None
-    k, n = shared.layout.shape
-    b_reads = b_plan(shared, k, n)
+    view = lo.producer[instr.b].shared.type
+    a, c = instr.a.type.layout, instr.result.type.layout
+    if not isinstance(view, SharedType) or view.layout is None or a is None or c is None:
+        return None
+    # plan_shared starts every swizzled tile on sm_90a on a whole period: offset 0 stands
+    # for wherever it is (`emit` checks a constant one).
+    k, n = view.shape
+    b_reads = b_plan(SharedTile(0, view.dtype, view.layout), k, n)
     if b_reads is None:
         return None
-    blocks = _blocks(lo, wgmma_atom(b_reads.n), a.layout, c.layout, k)
-    if blocks is None:
-        return None
-    base = shared.offset if isinstance(shared.offset, t.Expr) else imm(shared.offset)
-    return WgmmaPlan(b_reads, base, blocks)
+    blocks = _blocks(lo, wgmma_atom(b_reads.n), a, c, k)
+    return None if blocks is None else WgmmaPlan(view.layout, b_reads, blocks)
 
 
-def emit(lo: Lowering, plan: WgmmaPlan, a: TileRegs, c: TileRegs) -> None:
-    """One group: a fence, each D block's k-steps in order, a commit and its wait."""
+def emit(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> bool:
+    """The dot as one group (a fence, each D block's k-steps in order, a commit and its
+    wait) when `plans` has it, or False. B's ldmatrix reads are dropped, A's (if A is
+    read from shared memory too) emitted whole first."""
+    plan = plans(lo).get(instr.result)
+    shared = lo.deferred_tiles.get(instr.b)
+    if plan is None or shared is None or shared.layout != plan.layout:
+        return False
+    if isinstance(shared.offset, int) and shared.offset % ATOM_BYTES:
+        return False
+    lo.deferred.pop(instr.b)  # the tensor cores read B from shared memory
+    for _, read in lo.deferred.pop(instr.a, ()):
+        read()
     atom, b = wgmma_atom(plan.b.n), lo.b
-    base = plan.base
+    base = shared.offset if isinstance(shared.offset, t.Expr) else imm(shared.offset)
     if not isinstance(base, t.Imm):
         # The tile's place comes from block-level scalars (the stage of a pipelined
         # loop, carried in a register): the same in every thread.
-        base = t.Name(b.fresh("wgmma_b"), base.dtype)
-        b.emit(t.Uniform(base, plan.base))
+        uniform = t.Name(b.fresh("wgmma_b"), base.dtype)
+        b.emit(t.Uniform(uniform, base))
+        base = uniform
     b.emit(t.WgmmaFence())
     for d_local, col_block, a_locals in plan.blocks:
         for kk, a_local in enumerate(a_locals):
@@ -158,6 +163,7 @@ def emit(lo: Lowering, plan: WgmmaPlan, a: TileRegs, c: TileRegs) -> None:
             b.count("wgmma")
     b.emit(t.WgmmaCommit())
     b.emit(t.WgmmaWait(0))
+    return True
 
 
 def _blocks(
@@ -176,20 +182,11 @@ def _blocks(
         rows, cols = qc[:, local, 0], qc[:, local, 1]
         if not (cols == cols[0]).all():
             return None  # the groups would read different B columns in one instruction
-        a_locals = tuple(_a_local(qa, rows, kk) for kk in range(k // atom.k))
+        a_locals = tuple(quotient_local(qa, rows, kk, rows=True) for kk in range(k // atom.k))
         if any(x is None for x in a_locals):
             return None
         blocks.append((local, int(cols[0]), a_locals))
     return tuple(blocks)
-
-
-def _a_local(qa: np.ndarray, rows: np.ndarray, kk: int) -> int | None:
-    """The A quotient local holding block (rows[g], kk) in every warpgroup g."""
-    want = np.stack([rows, np.full_like(rows, kk)], -1)
-    for local in range(qa.shape[1]):
-        if (qa[:, local] == want).all():
-            return local
-    return None
 
 
 def b_plan(shared: SharedTile, k: int, n: int) -> BPlan | None:
@@ -237,4 +234,4 @@ def _reads_the_layout(plan: BPlan, shared: SharedTile, k: int, n: int) -> bool:
     return bool((swizzled == 2 * shared.layout.offset((kk, nn))).all())
 
 
-__all__ = ["BPlan", "WgmmaPlan", "b_plan", "candidate", "emit", "needs_proxy_fence", "plan"]
+__all__ = ["BPlan", "WgmmaPlan", "b_plan", "candidate", "emit", "needs_proxy_fence", "plans"]
