@@ -208,6 +208,24 @@ def _table(module: ir.Module, name: str, layout, cols: int) -> ir.GlobalVariable
     return var
 
 
+def _fragments(b: ir.IRBuilder, module: ir.Module, name: str, tile_ptr, threads: int, size: int):
+    """walk(key, base, stride, layout, cols, visit): visit(pointer to a thread's element,
+    pointer to its element of tile `key`) over the fragment `layout` of `threads`
+    threads, operands of `size` bytes ("c"/"d": the f32/i32 accumulator, tile "c")."""
+
+    def walk(key, base, stride, layout, cols, visit) -> None:
+        table = _table(module, f"{name}.{key}", layout, cols)
+        width = 4 if key in ("c", "d") else size
+        tile = "c" if key == "d" else key
+
+        def at(ptr: ir.Value, index: ir.Value) -> None:
+            visit(ptr, tile_ptr(tile, index))
+
+        _fragment_walk(b, table, base, stride, layout.num_locals, width, threads, at, key)
+
+    return walk
+
+
 def _fragment_walk(
     b: ir.IRBuilder,
     table: ir.GlobalVariable,
@@ -236,89 +254,91 @@ def _fragment_walk(
     const_loop(b, threads, per_thread, f"{label}.thread")
 
 
-def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
-    """void helper(ptr d, ptr a, ptr b, ptr c, i64 sd, i64 sa, i64 sb, i64 sc): one warp's
-    mma; x points at lane 0's fragment, lane L's is at x + L·sx."""
-    name = f"tilelang.mma.{atom_name}.{operands}"
+def _helper(module: ir.Module, name: str, args: list[ir.Type]) -> ir.IRBuilder | ir.Function:
+    """The internal helper `name` if the module has it, else a builder at the entry of a
+    new one (void, `args`)."""
     existing = module.globals.get(name)
     if existing is not None:
         return existing
-    atom = MMA_ATOMS[atom_name]
-    integer = operands.is_int
-    acc = I32 if integer else F32
-    fnty = ir.FunctionType(VOID, [PTR] * 4 + [I64] * 4)
-    fn = ir.Function(module, fnty, name=name)
+    fn = ir.Function(module, ir.FunctionType(VOID, args), name=name)
     fn.linkage = "internal"
     fn.attributes.add("noinline")
     fn.attributes.add("nounwind")
-    pd, pa, pb, pc, sd, sa, sb, sc = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    m, n, k = atom.m, atom.n, atom.k
-    tiles = {}
-    for key, size in (("a", m * k), ("b", k * n), ("c", m * n)):
-        tiles[key] = opaque_alloca(b, ir.ArrayType(acc, size), 16)
-    esize = operands.bits // 8
-    etype = num.ltype(operands)
+    return ir.IRBuilder(fn.append_basic_block("entry"))
 
-    def element(ptr: ir.Value) -> ir.Value:
-        value = b.load(ptr, typ=etype, align=esize)
+
+def _element_loader(b: ir.IRBuilder, operands) -> Callable[[ir.Value], ir.Value]:
+    """Loads one operand element as the accumulator's type holds it exactly: f16/bf16
+    as f32, 8-bit integers as i32."""
+    etype, size = num.ltype(operands), operands.bits // 8
+
+    def load(ptr: ir.Value) -> ir.Value:
+        value = b.load(ptr, typ=etype, align=size)
         if operands == dtypes.f16:
             return num.f16_to_f32(b, value)
         if operands == dtypes.bf16:
             return num.bf16_to_f32(b, value)
         return b.sext(value, I32) if operands.signed else b.zext(value, I32)
 
-    def tile_ptr(key: str, index: ir.Value) -> ir.Value:
-        return b.gep(tiles[key], [index], source_etype=acc)
+    return load
 
-    def gather(key, base, stride, layout, cols, load) -> None:
-        table = _table(module, f"{name}.{key}", layout, cols)
-        width = 4 if key == "c" else esize
-        _fragment_walk(
-            b,
-            table,
-            base,
-            stride,
-            layout.num_locals,
-            width,
-            WARP,
-            lambda ptr, index: b.store(load(ptr), tile_ptr(key, index)),
-            key,
-        )
 
-    gather("a", pa, sa, atom.a, k, element)
-    gather("b", pb, sb, atom.b, n, element)
-    gather("c", pc, sc, atom.c, n, lambda ptr: b.load(ptr, typ=acc, align=4))
+def _accumulate(b: ir.IRBuilder, tile_ptr, m: int, n: int, k: int, integer: bool) -> None:
+    """c[row, col] += a[row, kk] · b[kk, col] on the row-major tiles `tile_ptr` gives,
+    kk in order for each element: one rounding per f32 addition (integers wrap)."""
+    acc = I32 if integer else F32
 
     def per_row(row: ir.Value) -> None:
-        def per_k(kk: ir.Value) -> None:
+        def per_kk(kk: ir.Value) -> None:
             av = b.load(tile_ptr("a", b.add(b.mul(row, int_const(I32, k)), kk)), typ=acc)
-            for col in range(n):
-                cptr = tile_ptr("c", b.add(b.mul(row, int_const(I32, n)), int_const(I32, col)))
-                bv = b.load(
-                    tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), int_const(I32, col))), typ=acc
-                )
+
+            def per_col(col: ir.Value) -> None:
+                cptr = tile_ptr("c", b.add(b.mul(row, int_const(I32, n)), col))
+                bv = b.load(tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), col)), typ=acc)
                 cv = b.load(cptr, typ=acc)
                 cv = b.add(cv, b.mul(av, bv)) if integer else b.fadd(cv, b.fmul(av, bv))
                 b.store(cv, cptr)
 
-        const_loop(b, k, per_k, "k")
+            const_loop(b, n, per_col, "col")
+
+        const_loop(b, k, per_kk, "k")
 
     const_loop(b, m, per_row, "m")
 
-    _fragment_walk(
-        b,
-        _table(module, f"{name}.d", atom.c, n),
-        pd,
-        sd,
-        atom.c.num_locals,
-        4,
-        WARP,
-        lambda ptr, index: b.store(b.load(tile_ptr("c", index), typ=acc), ptr, align=4),
-        "d",
-    )
+
+def _tiles(b: ir.IRBuilder, acc: ir.Type, m: int, n: int, k: int):
+    """Row-major a [m, k], b [k, n], c [m, n] of `acc`, and their element pointers."""
+    tiles = {
+        key: opaque_alloca(b, ir.ArrayType(acc, size), 16)
+        for key, size in (("a", m * k), ("b", k * n), ("c", m * n))
+    }
+    return lambda key, index: b.gep(tiles[key], [index], source_etype=acc)
+
+
+def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
+    """void helper(ptr d, ptr a, ptr b, ptr c, i64 sd, i64 sa, i64 sb, i64 sc): one warp's
+    mma; x points at lane 0's fragment, lane L's is at x + L·sx."""
+    name = f"tilelang.mma.{atom_name}.{operands}"
+    b = _helper(module, name, [PTR] * 4 + [I64] * 4)
+    if isinstance(b, ir.Function):
+        return b
+    pd, pa, pb, pc, sd, sa, sb, sc = b.function.args
+    atom = MMA_ATOMS[atom_name]
+    integer = operands.is_int
+    acc = I32 if integer else F32
+    m, n, k = atom.m, atom.n, atom.k
+    tile_ptr = _tiles(b, acc, m, n, k)
+    element = _element_loader(b, operands)
+
+    walk = _fragments(b, module, name, tile_ptr, WARP, operands.bits // 8)
+
+    walk("a", pa, sa, atom.a, k, lambda ptr, at: b.store(element(ptr), at))
+    walk("b", pb, sb, atom.b, n, lambda ptr, at: b.store(element(ptr), at))
+    walk("c", pc, sc, atom.c, n, lambda ptr, at: b.store(b.load(ptr, typ=acc, align=4), at))
+    _accumulate(b, tile_ptr, m, n, k, integer)
+    walk("d", pd, sd, atom.c, n, lambda ptr, at: b.store(b.load(at, typ=acc), ptr, align=4))
     b.ret_void()
-    return fn
+    return b.function
 
 
 # --------------------------------------------------------------------------- wgmma
@@ -346,41 +366,22 @@ def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
         f"tilelang.wgmma.m64n{stmt.n}k16.{stmt.operands}.{major}.{stmt.lbo}.{stmt.sbo}"
         f".{'acc' if stmt.accumulate else 'zero'}"
     )
-    existing = module.globals.get(name)
-    if existing is not None:
-        return existing
+    b = _helper(module, name, [PTR, PTR, I64, I64, PTR, I32])
+    if isinstance(b, ir.Function):
+        return b
+    if stmt.operands not in (dtypes.f16, dtypes.bf16):
+        raise EmitError(f"wgmma multiplies f16 or bf16 here, not {stmt.operands}")
+    pd, pa, sd, sa, shared, address = b.function.args
     atom = wgmma_atom(stmt.n)
     m, n, k = atom.m, atom.n, atom.k
-    fnty = ir.FunctionType(VOID, [PTR, PTR, I64, I64, PTR, I32])
-    fn = ir.Function(module, fnty, name=name)
-    fn.linkage = "internal"
-    fn.attributes.add("noinline")
-    fn.attributes.add("nounwind")
-    pd, pa, sd, sa, shared, address = fn.args
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    tiles = {
-        key: opaque_alloca(b, ir.ArrayType(F32, size), 16)
-        for key, size in (("a", m * k), ("b", k * n), ("c", m * n))
-    }
+    tile_ptr = _tiles(b, F32, m, n, k)
     element = _element_loader(b, stmt.operands)
 
-    def tile_ptr(key: str, index: ir.Value) -> ir.Value:
-        return b.gep(tiles[key], [index], source_etype=F32)
+    walk = _fragments(b, module, name, tile_ptr, WARPGROUP, stmt.operands.bits // 8)
 
-    def lanes(base, stride, layout, cols, key, per_element) -> None:
-        """per_element(element pointer, tile element pointer) for each thread's locals."""
-        table = _table(module, f"{name}.{key}", layout, cols)
-        width = 4 if key in ("c", "d") else stmt.operands.bits // 8
-        tile = "c" if key == "d" else key
-
-        def visit(ptr: ir.Value, index: ir.Value) -> None:
-            per_element(ptr, tile_ptr(tile, index))
-
-        _fragment_walk(b, table, base, stride, layout.num_locals, width, WARPGROUP, visit, key)
-
-    lanes(pa, sa, atom.a, k, "a", lambda ptr, at: b.store(element(ptr), at))
+    walk("a", pa, sa, atom.a, k, lambda ptr, at: b.store(element(ptr), at))
     if stmt.accumulate:
-        lanes(pd, sd, atom.c, n, "c", lambda ptr, at: b.store(b.load(ptr, typ=F32, align=4), at))
+        walk("c", pd, sd, atom.c, n, lambda ptr, at: b.store(b.load(ptr, typ=F32, align=4), at))
     else:
         const_loop(b, m * n, lambda i: b.store(ir.Constant(F32, 0.0), tile_ptr("c", i)), "c.zero")
 
@@ -395,24 +396,10 @@ def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
         const_loop(b, n, per_col, "b.col")
 
     const_loop(b, k, per_k, "b.k")
-
-    def per_row(row: ir.Value) -> None:
-        def per_kk(kk: ir.Value) -> None:
-            av = b.load(tile_ptr("a", b.add(b.mul(row, int_const(I32, k)), kk)), typ=F32)
-
-            def per_col(col: ir.Value) -> None:
-                cptr = tile_ptr("c", b.add(b.mul(row, int_const(I32, n)), col))
-                bv = b.load(tile_ptr("b", b.add(b.mul(kk, int_const(I32, n)), col)), typ=F32)
-                b.store(b.fadd(b.load(cptr, typ=F32), b.fmul(av, bv)), cptr)
-
-            const_loop(b, n, per_col, "col")
-
-        const_loop(b, k, per_kk, "k")
-
-    const_loop(b, m, per_row, "m")
-    lanes(pd, sd, atom.c, n, "d", lambda ptr, at: b.store(b.load(at, typ=F32), ptr, align=4))
+    _accumulate(b, tile_ptr, m, n, k, integer=False)
+    walk("d", pd, sd, atom.c, n, lambda ptr, at: b.store(b.load(at, typ=F32), ptr, align=4))
     b.ret_void()
-    return fn
+    return b.function
 
 
 def _wgmma_b_offset(b: ir.IRBuilder, stmt: t.Wgmma, kk: ir.Value, col: ir.Value) -> ir.Value:
@@ -429,11 +416,3 @@ def _wgmma_b_offset(b: ir.IRBuilder, stmt: t.Wgmma, kk: ir.Value, col: ir.Value)
     along_n = b.add(b.mul(b.and_(col, c(63)), c(2)), b.mul(b.lshr(col, c(6)), c(stmt.lbo)))
     along_k = b.add(b.mul(b.and_(kk, c(7)), c(128)), b.mul(b.lshr(kk, c(3)), c(stmt.sbo)))
     return b.add(along_n, along_k)
-
-
-def _element_loader(b: ir.IRBuilder, operands) -> Callable[[ir.Value], ir.Value]:
-    """Loads one f16/bf16 element as the f32 it is exactly."""
-    if operands not in (dtypes.f16, dtypes.bf16):
-        raise EmitError(f"wgmma multiplies f16 or bf16 here, not {operands}")
-    widen = num.f16_to_f32 if operands == dtypes.f16 else num.bf16_to_f32
-    return lambda ptr: widen(b, b.load(ptr, typ=num.ltype(operands), align=2))
