@@ -290,7 +290,7 @@ class _Emitter:
             raw = self.x.call("tl_shared_address", "tl_smem_raw")
             setup = [
                 "extern __shared__ __align__(16) u8 tl_smem_raw[];",
-                f"u8* const tl_smem = tl_smem_raw + ((0u - {raw}) & 1023u);",
+                f"u8* const tl_smem = tl_smem_raw + ((0u - {raw}) & {t.WGMMA_SHARED_ALIGN - 1}u);",
             ]
         if self.uses_smem_address:
             setup.append(f"const u32 tl_smem_addr = {self.x.call('tl_shared_address', 'tl_smem')};")

@@ -551,6 +551,10 @@ class Mma(Stmt):
     COLLECTIVE: ClassVar[bool] = True
 
 
+#: The shared buffer's alignment in a function with `Wgmma` (its swizzle reads address bits).
+WGMMA_SHARED_ALIGN = 1024
+
+
 @dataclass(frozen=True)
 class Wgmma(Stmt):
     """`wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{operands}.{operands}` (sm_90a),

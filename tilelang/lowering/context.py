@@ -58,10 +58,6 @@ LOWERINGS: ir.ByClass[Lower] = ir.ByClass("lowering")
 lowers = LOWERINGS.register
 
 
-#: The shared buffer's alignment in a function with `Wgmma` (thread.py).
-WGMMA_ALIGN = 1024
-
-
 class Lowering:
     """One function being lowered (see the module docstring)."""
 
@@ -137,7 +133,7 @@ class Lowering:
         """Bytes of shared memory a launch gives beyond the buffer so that the CUDA code
         can start it on a 1024-byte boundary, which the warpgroup mma's descriptors
         need (thread.py): 1008 where a `Wgmma` was emitted, else none."""
-        return WGMMA_ALIGN - 16 if self.b.stats.get("wgmma") else 0
+        return t.WGMMA_SHARED_ALIGN - 16 if self.b.stats.get("wgmma") else 0
 
     def fail(self, instr: ir.Instr, message: str) -> LoweringError:
         return LoweringError(f"{instr.loc}: {message}")
