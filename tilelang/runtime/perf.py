@@ -60,8 +60,8 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      over the data sheet's peak.
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = floor / predicted, and of tensor-core peak =
-   executed flops / predicted time / the peak of the instruction doing most of them. The bound that equals the
-   prediction binds.
+   executed flops / predicted time / the peak of the instruction doing most of them.
+   The bound that equals the prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
 
@@ -435,7 +435,7 @@ def perf_report(
         per_iteration,
         bytes_total,
         little,
-        flops,
+        sync,
         warpgroup,
         special,
         schedulers,
@@ -479,9 +479,7 @@ def perf_report(
         bounds=bounds,
         predicted_seconds=predicted,
         dram_fraction=bounds[0].seconds / predicted if predicted else 0.0,
-        tensor_fraction=flops / predicted / _tensor_peak(hw, warpgroup, flops)
-        if predicted
-        else 0.0,
+        tensor_fraction=flops / predicted / _tensor_peak(hw, sync, warpgroup) if predicted else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
     )
@@ -578,8 +576,8 @@ class _Context:
     per_iteration: float
     bytes_total: int
     little: float
-    flops: float
-    warpgroup_flops: float  # of `flops`, those of the warpgroup mma (data-sheet peak)
+    sync_flops: float  # executed by mma.sync (IMMA at half weight)
+    warpgroup_flops: float  # executed by the warpgroup mma (at the data sheet's peak)
     special: float  # MUFU warp instructions per iteration
     schedulers: int  # schedulers of the busiest SM that have a warp at once
     shared: float  # bytes through shared memory per warp and iteration
@@ -597,7 +595,7 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     special_s = warp_iterations * c.special * WARP / (hw.special_per_s * share)
     few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
     shared_s = warp_iterations * c.shared / (hw.shared_bytes_per_cycle * hw.clock_hz)
-    tensor_s = (c.flops - c.warpgroup_flops) / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
+    tensor_s = c.sync_flops / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
 
     def bound(name: str, seconds: float, detail: str) -> Bound:
         fraction = min(1.0, floor / seconds) if seconds else 1.0
@@ -640,28 +638,28 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
         bound(
             "tensor cores",
             tensor_s,
-            _tensor_detail(c.flops, c.warpgroup_flops, hw),
+            _tensor_detail(c.sync_flops, c.warpgroup_flops, hw),
         ),
     )
 
 
-def _tensor_detail(flops: float, warpgroup: float, hw: Hardware) -> str:
-    if not flops:
+def _tensor_detail(sync: float, warpgroup: float, hw: Hardware) -> str:
+    if not sync + warpgroup:
         return "no HMMA/IMMA/HGMMA in the loop"
     parts = []
-    if flops > warpgroup:
+    if sync:
         peak = hw.mma_flops / 1e12
-        parts.append(f"{(flops - warpgroup) / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (mma.sync)")
+        parts.append(f"{sync / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (mma.sync)")
     if warpgroup:
         peak = hw.tensor_flops / 1e12
         parts.append(f"{warpgroup / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (wgmma)")
     return " + ".join(parts) + " executed (tile padding included)"
 
 
-def _tensor_peak(hw: Hardware, warpgroup: float, flops: float) -> float:
+def _tensor_peak(hw: Hardware, sync: float, warpgroup: float) -> float:
     """The peak a kernel's tensor fraction is of: the data sheet's where the warpgroup
     mma does most of the work, else mma.sync's."""
-    return hw.tensor_flops if warpgroup > flops / 2 else hw.mma_flops
+    return hw.tensor_flops if warpgroup > sync else hw.mma_flops
 
 
 def _per_element(rows: tuple[LoadRow, ...], per: str | None) -> float | None:
