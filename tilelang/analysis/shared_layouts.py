@@ -92,12 +92,12 @@ def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
     return row if row in (32, 64) else None
 
 
-def alignment(type_: SharedType, panels: bool) -> int:
-    """The byte alignment of a tile's start: `ALIGN`, or with `panels` (the warpgroup
-    mma's targets, whose hardware swizzles address bits) a whole swizzle period."""
+def alignment(type_: SharedType, wgmma: bool) -> int:
+    """The byte alignment of a tile's start: `ALIGN`, or on a target with the warpgroup
+    mma (`wgmma`, whose hardware swizzles address bits) a whole swizzle period."""
     layout = type_.layout or default_layout(type_.dtype, type_.shape)
     swizzle = layout.swizzle
-    if not panels or swizzle is None or not swizzle.bits:
+    if not wgmma or swizzle is None or not swizzle.bits:
         return ALIGN
     period = (1 << (swizzle.shift + swizzle.bits)) * type_.dtype.bits // 8
     return max(ALIGN, period)
