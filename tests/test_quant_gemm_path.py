@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import warnings
 
 import ml_dtypes
@@ -113,8 +114,8 @@ def forced_gemm(monkeypatch):
     """Every call runs the gemm tile, whatever its M."""
     real = choice.choose
 
-    def gemm_choose(m, k, n, arch=choice.DEFAULT_ARCH, packing=None, zero_group=None):
-        return real(4096, k, n, arch, packing, zero_group)
+    def gemm_choose(m, k, n, arch=choice.DEFAULT_ARCH, packing=None, zero_group=None, wgmma=None):
+        return real(4096, k, n, arch, packing, zero_group, wgmma)
 
     monkeypatch.setattr(matmul_module, "choose", gemm_choose)
 
@@ -144,31 +145,79 @@ def test_the_gemm_kernel_is_exact_with_bf16_activations():
 
 @pytest.mark.usefixtures("forced_gemm")
 @pytest.mark.parametrize("name", FORMATS)
-def test_the_swapped_gemm_of_sm_90a_gives_the_gemm_kernels_bits(monkeypatch, name):
-    """Built for sm_90a the gemm tile computes Wᵀ·xᵀ (`choice.swaps_operands`): the
-    same products added in the same k order, so the same bits as the gemm kernel. Its
-    sm_90a program (warpgroup mma included) runs on the CPU backend; M = 65 (a partial
-    row block), N = 200. Built for any other target, or over 8 warps, it does not swap."""
+def test_the_swapped_gemm_of_sm_90a_is_exact(monkeypatch, name):
+    """Built for sm_90a the gemm tile is 4 warps computing Wᵀ·xᵀ (`Choice.swap`), with
+    128-row k-tiles also where sm_90's takes 8 warps or 64-row k-tiles (zero points of
+    small groups, rows of x masked: the swapped tile holds no x in registers). Its sm_90a
+    program (warpgroup mma included) on the CPU backend is exact against the float64
+    reference at M = 65 (a partial row block), N = 200. Built for a target without the
+    warpgroup mma, sm_90a's choice does not swap."""
     kernel_module = importlib.import_module("tilelang.kernel")
     qw = quant.quantize(weights(k=K, seed=53), **FORMATS[name])
-    x = activations((65, K), seed=54)
-    plain = np.asarray(quant.matmul(x, qw))
-    built = quant.plan(qw, 65, "sm_90a")  # 8 warps (u3, zero points of G = 64): no swap
-    assert built.launches[0].constexprs["SWAP"] == (built.choice.warps == 4)
+    built = quant.plan(qw, 65, "sm_90a")
+    assert (built.choice.warps, built.choice.bk, built.choice.swap) == (4, 128, True)
+    assert built.launches[0].constexprs["SWAP"]
     for target in ("sm_90", "cpu"):
         assert not quant.plan(qw, 65, target, arch="sm_90a").launches[0].constexprs["SWAP"]
     monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])  # sm_90a's thread IR
+    check(qw, activations((65, K), seed=54), arch="sm_90a", tune=False)
+
+
+@pytest.mark.usefixtures("forced_gemm")
+@pytest.mark.parametrize("name", ["u4 sym g128", "u3 asym g128", "mxfp4", "nvfp4"])
+def test_the_swapped_gemm_gives_the_bits_of_the_unswapped_one(monkeypatch, name):
+    """Where sm_90 and sm_90a choose the same tile but the swap (M = 128, zero points if
+    any in 128-row groups), Wᵀ·xᵀ adds the same products in the same k order as x·W:
+    the sm_90a program on the CPU backend gives the CPU lowering's bits."""
+    kernel_module = importlib.import_module("tilelang.kernel")
+    qw = quant.quantize(weights(k=K, seed=55), **FORMATS[name])
+    x = activations((128, K), seed=56)
+    plain = quant.plan(qw, 128, "cpu")
+    want = np.asarray(quant.matmul(x, qw))
+    swapped = quant.plan(qw, 128, "sm_90a")
+    assert swapped.choice == dataclasses.replace(plain.choice, swap=True)
+    monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])
     got = np.asarray(quant.matmul(x, qw, arch="sm_90a"))
-    assert (got.view(np.uint16) == plain.view(np.uint16)).all()
+    assert (got.view(np.uint16) == want.view(np.uint16)).all()
 
 
 def test_the_rule_picks_the_gemm_tile_above_64_rows():
     qw = quant.quantize(weights(k=K, seed=48), "u4", zero_point=True)
     assert quant.plan(qw, 64, "cpu").path == "small_batch"
     p = quant.plan(qw, 65, "cpu")
-    # symmetric u4 runs as i4 codes; 65 rows mask the last block's: 64-row k-tiles
-    assert p.choice == dataclasses.replace(gemm_tile("i4"), bk=64)
+    # symmetric u4 runs as i4 codes; 65 rows mask the last block's: 64-row k-tiles.
+    # 2 x 2 blocks of 6 k-tiles fill few SMs: K in 3 slices of 2 k-tiles.
+    assert p.choice == dataclasses.replace(gemm_tile("i4"), bk=64, split_k=3)
     check(qw, activations((65, K), seed=49), tune=False)
+
+
+def test_on_sm_90a_the_swapped_gemm_tile_takes_over_above_32_rows():
+    """Where the warpgroup mma computes Wᵀ·xᵀ, 64 rows of x cost what 33 do: the gemm tile
+    runs from M = 33 (`WGMMA_SMALL_BATCH_MAX_M`), its 64 blocks at k = n = 8192 split K
+    in 5 slices as the small-batch path would (2 blocks an SM)."""
+    packing = tl.DotPacking(tl.u4, (8192, 8192), (128, 128), 16, 4, tl.f16, tl.f32)
+    assert choice.choose(32, 8192, 8192, "sm_90a", packing).path == "small_batch"
+    c = choice.choose(33, 8192, 8192, "sm_90a", packing)
+    assert (c.path, c.bm, c.bk, c.warps, c.swap, c.split_k) == ("gemm", 64, 128, 4, True, 5)
+    assert choice.choose(64, 8192, 8192, "sm_90", packing).path == "small_batch"
+    assert not choice.choose(4096, 8192, 8192, "sm_90a", packing, wgmma=False).swap
+
+
+@pytest.mark.parametrize(
+    ("m", "k", "n", "split"),
+    [
+        (80, 4096, 4096, 5),  # 2 x 32 blocks: at most half the SMs, 2 an SM in 5 slices
+        (128, 8192, 8192, 1),  # 2 x 64 blocks: more than half the SMs
+        (4096, 4096, 4096, 1),
+    ],
+)
+def test_the_gemm_tile_splits_k_only_where_its_blocks_fill_at_most_half_the_sms(m, k, n, split):
+    packing = tl.DotPacking(tl.u4, (k, n), (128, 128), 16, 4, tl.f16, tl.f32)
+    c = choice.choose(m, k, n, "sm_90", packing)
+    assert c.path == "gemm" and c.split_k == split
+    if split > 1:  # every slice holds whole k-tiles, none empty
+        tiles = k // c.bk
+        assert math.ceil(tiles / c.split_k) * (c.split_k - 1) < tiles
 
 
 @pytest.mark.parametrize("dtype", WIDTHS)

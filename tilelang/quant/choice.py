@@ -36,11 +36,21 @@ then read 64-row k-tiles; odd widths, which have no 64-row tile (their 16-byte r
 of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`).
 
 On sm_90a (`Target.has_wgmma`) the gemm tile over 4 warps computes Wᵀ·xᵀ (`SWAP`,
-`kernels.swapped`): the dequantized weights are the warpgroup mma's A operand, in
-registers, and the x tile its B, read from shared memory by the tensor cores; the
-codes keep their packing. The static report for u4, k = n = 8192, m = 4096 predicts
-631 µs (88% of the data-sheet peak, shared-memory-bound) against 900 µs for the
-mma.sync kernel (`swaps_operands`).
+`kernels.swapped`, `Choice.swap`): the dequantized weights are the warpgroup mma's A
+operand, in registers, and the x tile its B, read from shared memory by the tensor
+cores; the codes keep their packing. The static report for u4, k = n = 8192, m = 4096
+predicts 631 µs (88% of the data-sheet peak, shared-memory-bound) against 900 µs for the
+mma.sync kernel. With no x in registers the swapped tile keeps 4 warps and 128-row
+k-tiles where the unswapped one narrows or doubles its warps (zero points of small
+groups, masked rows; at most 238 registers, no spill): 7-9% less time for u4, u8, i4
+with zero points and the block-scaled formats at m = 4100, and half for 3, 5-bit codes
+with zero points of G = 32 or 64 at k = n = 8192. Since 64 rows of x cost the warpgroup
+mma what 33 do, the swapped tile takes over from the small-batch path above 32 rows
+(`WGMMA_SMALL_BATCH_MAX_M`). Only targets with the warpgroup mma build the swap
+(`choose`'s `wgmma`): its layouts elsewhere cost registers past the budget.
+
+Split-K: every path splits K where its blocks are fewer than the SMs (`slices_of_k`);
+the gemm tile only where they fill at most half of them (`GEMM_SPLIT_MAX_SM_FRACTION`).
 
 Stages: 3, or 2 when two blocks of 3 stages would not share an SM's shared memory
 (5-8-bit codes on sm_80; all but 4-bit codes on sm_86/sm_89's 100 KiB): two resident
@@ -50,6 +60,7 @@ two: 65536 / (4 · 32 · 255) > 2).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,7 +68,7 @@ from typing import Any
 
 from tilelang.kernel import MAX_SIZE_DIVISOR, Kernel
 from tilelang.packing import DotPacking
-from tilelang.target import HARDWARE, Target
+from tilelang.target import HARDWARE
 from tilelang.target import target as find_target
 
 from . import kernels
@@ -65,11 +76,21 @@ from .operands import BLOCK_N, Operands, reads_as
 
 GEMV_MAX_M = 4
 SMALL_BATCH_MAX_M = 64
+#: On targets with the warpgroup mma the swapped gemm tile takes over above this M: at
+#: m = 64 the static report predicts 13-41% less time than the small-batch path for
+#: 4-bit codes (k x n = 8192 x 8192, 28672 x 8192, 4096 x 14336), for u8 14% less at
+#: 4096 x 14336 but 2-10% more where K splits in 5 rather than 3 (docs/benchmarks.md).
+WGMMA_SMALL_BATCH_MAX_M = 32
 #: The architecture whose choice host arrays (the CPU backend) run.
 DEFAULT_ARCH = "sm_90"
 #: Split-K aims at this many blocks per SM, with at least this many k-tiles per slice.
 SPLIT_BLOCKS_PER_SM = 2
 MIN_SLICE_TILES = 2
+#: The gemm tile splits K only where its blocks fill at most this fraction of the SMs:
+#: its partial products are larger, and the static report on sm_90 (u4, m = 128, k = n
+#: = 8192: 128 blocks) predicts 28.1 us unsplit against 33.4 us in 3 slices, while 64
+#: blocks (m = 80, k = n = 4096) gain (14.7 us against 11.2 us in 5 slices).
+GEMM_SPLIT_MAX_SM_FRACTION = 0.5
 
 
 #: The gemm tile's rows and warps, and its k-tile where the packing's 128-row tile
@@ -97,6 +118,7 @@ class Choice:
     warps: int
     stages: int
     split_k: int
+    swap: bool = False  # Wᵀ·xᵀ on the warpgroup mma (`swaps_operands`)
 
 
 def sm_count(arch: str) -> int:
@@ -133,31 +155,47 @@ def choose(
     arch: str = DEFAULT_ARCH,
     packing: DotPacking | None = None,
     zero_group: int | None = None,
+    wgmma: bool | None = None,
 ) -> Choice:
     """The kernel configuration for x [m, k] @ W [k, n] on `arch` (module docstring),
     for codes packed by `packing` (None: 128-row tiles that every tile reads) with zero
-    points in groups of `zero_group` rows (None: none; `zero_group_of`)."""
+    points in groups of `zero_group` rows (None: none; `zero_group_of`). `wgmma`: whether
+    the kernels are built for a target with the warpgroup mma (None: as `arch` has it),
+    which swaps the gemm tile (`swaps_operands`); only a target that has it lowers the
+    swapped tile within the registers."""
+    if wgmma is None:
+        wgmma = find_target(arch).has_wgmma
     pack_k = packing.tile[0] if packing is not None else 128
 
     def reads(bm: int, bk: int, warps: int) -> bool:
         return packing is None or reads_as(packing, bk, bm, warps)
 
-    if m > SMALL_BATCH_MAX_M:
-        return _gemm(m, arch, packing, pack_k, zero_group, reads)
+    if m > (WGMMA_SMALL_BATCH_MAX_M if wgmma else SMALL_BATCH_MAX_M):
+        gemm = _gemm(m, arch, packing, pack_k, zero_group, reads, wgmma)
+        blocks = math.ceil(m / gemm.bm) * math.ceil(n / gemm.bn)
+        if blocks > GEMM_SPLIT_MAX_SM_FRACTION * sm_count(arch):
+            return gemm
+        return dataclasses.replace(gemm, split_k=slices_of_k(blocks, math.ceil(k / gemm.bk), arch))
     if m <= GEMV_MAX_M:
         path, bm = "gemv", 16
     else:
         path, bm = "small_batch", 16 if m <= 16 else 32
     bk = min(128, pack_k)
     blocks = math.ceil(m / bm) * math.ceil(n / BLOCK_N)
-    tiles = math.ceil(k / bk)
-    split = 1
+    return Choice(path, bm, BLOCK_N, bk, 4, 3, slices_of_k(blocks, math.ceil(k / bk), arch))
+
+
+def slices_of_k(blocks: int, tiles: int, arch: str) -> int:
+    """The slices of K for `blocks` blocks of `tiles` k-tiles each on `arch`: 1 where the
+    blocks are at least the SMs; else the fewest giving `SPLIT_BLOCKS_PER_SM` blocks an
+    SM, each slice at least `MIN_SLICE_TILES` k-tiles, lowered so that none is empty."""
     sms = sm_count(arch)
-    if blocks < sms:
-        split = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
-        if split > 1:
-            split = math.ceil(tiles / math.ceil(tiles / split))  # no empty slice
-    return Choice(path, bm, BLOCK_N, bk, 4, 3, max(split, 1))
+    if blocks >= sms:
+        return 1
+    split = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
+    if split <= 1:
+        return 1
+    return math.ceil(tiles / math.ceil(tiles / split))
 
 
 def _gemm(
@@ -167,35 +205,42 @@ def _gemm(
     pack_k: int,
     zero_group: int | None,
     reads: Callable[[int, int, int], bool],
+    wgmma: bool,
 ) -> Choice:
     """The gemm tile (module docstring): 64 x 128 over the packing's own 1 x 4 warp
-    grid and the packing's own K tile; BK = 64 where the codes have it and
-    `_wants_narrow`; else, with zero points of several groups in the tile, 8 warps (a
-    2 x 4 grid)."""
+    grid and the packing's own K tile, swapped where built for the warpgroup mma
+    (`wgmma`); BK = 64 where the codes have it and `_wants_narrow`; else, with zero
+    points of several groups in an unswapped tile, 8 warps (a 2 x 4 grid)."""
     bk, warps = pack_k, GEMM_WARPS  # every grid of 1 x 4 reads the packing's own tile
     assert reads(GEMM_BM, bk, warps)
     narrow = min(GEMM_NARROW_BK, pack_k)
-    if reads(GEMM_BM, narrow, warps) and _wants_narrow(m, bk, arch, packing, zero_group):
+    swap = wgmma and swaps_operands(BLOCK_N, warps)
+    if reads(GEMM_BM, narrow, warps) and _wants_narrow(m, bk, arch, packing, zero_group, swap):
         bk = narrow
-    elif zero_group is not None and zero_group < bk:
+    elif zero_group is not None and zero_group < bk and not swap:
         warps = 2 * GEMM_WARPS
-    return Choice("gemm", GEMM_BM, BLOCK_N, bk, warps, gemm_stages(bk, arch, packing), 1)
+    stages = gemm_stages(bk, arch, packing)
+    return Choice("gemm", GEMM_BM, BLOCK_N, bk, warps, stages, 1, swap)
 
 
 def _wants_narrow(
-    m: int, bk: int, arch: str, packing: DotPacking | None, zero_group: int | None
+    m: int, bk: int, arch: str, packing: DotPacking | None, zero_group: int | None, swap: bool
 ) -> bool:
     """Whether the gemm tile reads 64-row k-tiles where the codes have them rather than
-    `bk` rows: rows of x masked at the end (`m` not a multiple of `GEMM_BM`), zero points
-    of several groups in a tile or of codes wider than `NARROW_ZERO_BITS` (ptxas spills
-    each at 128 rows), or two blocks of `bk`-row stages that do not fit the SM's shared
-    memory (module docstring)."""
+    `bk` rows: two blocks of `bk`-row stages that do not fit the SM's shared memory; and,
+    where the tile holds x in registers (not `swap`ped), rows of x
+    masked at the end (`m` not a multiple of `GEMM_BM`), or zero points of several
+    groups in a tile or of codes wider than `NARROW_ZERO_BITS` (ptxas spills each at
+    128 rows; module docstring). The swapped tile reads x from shared memory and does not
+    spill at 128 rows (at most 238 registers: u3 with zero points of G = 32)."""
+    if not _blocks_fit(bk, GEMM_STAGES[-1], arch, packing):
+        return True
+    if swap:
+        return False
     if m % GEMM_BM:
         return True
     code_bits = packing.dtype.bits if packing is not None else 8
-    if zero_group is not None and (zero_group < bk or code_bits > NARROW_ZERO_BITS):
-        return True
-    return not _blocks_fit(bk, GEMM_STAGES[-1], arch, packing)
+    return zero_group is not None and (zero_group < bk or code_bits > NARROW_ZERO_BITS)
 
 
 def zero_group_of(ops: Operands) -> int | None:
@@ -227,28 +272,23 @@ def size_facts(sizes: dict[str, int]) -> dict[str, int]:
     return facts
 
 
-def swaps_operands(target: str | Target, choice: Choice) -> bool:
-    """Whether the choice's kernel computes Wᵀ·xᵀ (module docstring): the gemm path
-    compiled for a target with the warpgroup mma, over 4 warps (the 1 x 4 grid whose
-    columns a warp holds are the rows `kernels.swapped` gives it). Elsewhere the swap
-    buys nothing, and its layouts cost registers."""
-    return (
-        find_target(target).has_wgmma
-        and choice.path == "gemm"
-        and choice.warps == 4
-        and choice.bn % (16 * choice.warps) == 0
-    )
+def swaps_operands(bn: int, warps: int) -> bool:
+    """Whether a gemm tile of `bn` columns over `warps` warps, built for the warpgroup
+    mma, computes Wᵀ·xᵀ (module docstring): over 4 warps (the 1 x 4 grid whose columns a
+    warp holds are the rows `kernels.swapped` gives it). Elsewhere the swap buys nothing,
+    and its layouts cost registers (past the budget for the CPU's and mma.sync's layouts
+    at some tiles), so only targets with the warpgroup mma build it (`choose`'s
+    `wgmma`; the choice carries the answer, `Choice.swap`)."""
+    return warps == 4 and bn % (16 * warps) == 0
 
 
-def kernel_calls(
-    ops: Operands, m: int, choice: Choice, has_bias: bool, target: str | Target = DEFAULT_ARCH
-) -> list[KernelCall]:
-    """The launches of one choice, for kernels compiled for `target`."""
+def kernel_calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[KernelCall]:
+    """The launches of one choice."""
     k, n = ops.source.shape
     consts = ops.constexprs
     tile = {"BM": choice.bm, "BN": choice.bn, "WARPS": choice.warps}
     weight = {name: consts[name] for name in ("OT", "WT", "ST", "ZT", "KIND", "G", "HAS_Z", "PK")}
-    weight.update(tile, BK=choice.bk, STAGES=choice.stages, SWAP=swaps_operands(target, choice))
+    weight.update(tile, BK=choice.bk, STAGES=choice.stages, SWAP=choice.swap)
     zk, zn = ops.zeros.shape if ops.zeros is not None else (1, 1)
     epilogue = {"HAS_BIAS": has_bias, "TENSOR_SCALE": consts["TENSOR_SCALE"]}
     nb = n if has_bias else 1

@@ -8,14 +8,15 @@ path          M          tile BM x BN x BK, warps; split-K
 ============  =========  ==========================================================
 gemv          1..4       16 x 128 x 128, 4 warps; split-K when the blocks are few
 small_batch   5..64      BM = 16 (M ≤ 16) or 32 (two row blocks above 32) x 128 x
-                         128, 4 warps; split-K when the blocks are few
-gemm          65..       64 x 128 x 64, 4 warps (1 x 4: each weight converted once a
-                         block); never split. Codes of 1, 3, 5, 7 bits: BK = 128
-                         (their 16-byte runs are 128 codes, more than a thread holds
-                         of a 64-row k-tile), over 8 warps when zero points come in
-                         groups smaller than 128 rows (`tilelang.quant.choice`).
-                         Built for sm_90a over 4 warps: Wᵀ·xᵀ on the warpgroup
-                         mma (`choice.swaps_operands`)
+              (5..32 on  128, 4 warps; split-K when the blocks are few
+              sm_90a)
+gemm          65..       64 x 128 x 128, 4 warps (1 x 4: each weight converted once a
+              (33.. on   block); BK = 64 for 2, 4, 6, 8-bit codes where the rows of x
+              sm_90a)    are masked or zero points come in groups smaller than 128
+                         rows, which take 8 warps for 1, 3, 5, 7-bit codes
+                         (`tilelang.quant.choice`); split-K when the blocks fill at
+                         most half the SMs. Built for sm_90a: Wᵀ·xᵀ on the warpgroup
+                         mma, always 4 warps and BK = 128 (`Choice.swap`)
 ============  =========  ==========================================================
 
 Why these tiles, from the static report on sm_90 (k = n = 8192): at m = 64, 64 x 128 x
@@ -24,11 +25,13 @@ Why these tiles, from the static report on sm_90 (k = n = 8192): at m = 64, 64 x
 come from L2, which the model does not count). At m = 4096: `tilelang.quant.choice`.
 
 BK is at most the packing's K tile (`tilelang.quant.operands`). Split-K: when the
-blocks, cdiv(M, BM) · cdiv(N, BN), are fewer than the SMs, K is split into S slices
+blocks, cdiv(M, BM) · cdiv(N, BN), are fewer than the SMs (at most half of them for
+the gemm tile), K is split into S slices
 (deterministically: a workspace of partial products and a second kernel that adds them
 in slice order), S the least number of slices that gives at least 2 blocks per SM,
 each slice at least 2 k-tiles. Host arrays run the kernels an sm_90 would launch (so
-the CPU backend checks exactly those); `arch=` picks another architecture's choice.
+the CPU backend checks exactly those); `arch=` picks another architecture's choice,
+unswapped (the CPU has no warpgroup mma).
 
 Everything about the weight that the kernels read is prepared once per weight and
 operand type and remembered (`tilelang.quant.operands`): its codes packed for the dot,
@@ -116,18 +119,20 @@ def _prepared(
     target: Any,
     **timing,
 ):
-    """`method` None: `choose`'s tile for `arch`; "model"/"gpu": the tuned one
-    (`tuning.py`). `target`: what the kernels compile for (`kernel_calls`)."""
+    """`method` None: `choose`'s tile for `arch`, swapped where `target` (what the
+    kernels compile for) has the warpgroup mma; "model"/"gpu": the tuned one
+    (`tuning.py`)."""
     ops = operands(qw, x_dtype)
     k, n = qw.shape
     if method is None:
-        choice = choose(m, k, n, arch, ops.packing, zero_group_of(ops))
+        wgmma = find_target(target).has_wgmma
+        choice = choose(m, k, n, arch, ops.packing, zero_group_of(ops), wgmma)
     else:
         choice = tuned_choice(qw, m, x_dtype, arch, has_bias, method, **timing)
     assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (
         f"the kernel tile {choice} does not read codes packed by {ops.packing}"
     )
-    return ops, choice, kernel_calls(ops, m, choice, has_bias, target)
+    return ops, choice, kernel_calls(ops, m, choice, has_bias)
 
 
 def plan(

@@ -62,6 +62,7 @@ from .choice import (
     kernel_calls,
     size_facts,
     sm_count,
+    swaps_operands,
     zero_group_of,
 )
 from .operands import BLOCK_N, Operands, cached, operands, reads_as
@@ -101,7 +102,8 @@ def candidates(
     options: list[Choice] = [first]
     if first.path == "gemm":
         for bm, bk, warps in ((128, 64, 8), (64, 128, 8), (64, 64, 4), (128, 128, 8)):
-            options.append(Choice("gemm", bm, BLOCK_N, bk, warps, first.stages, 1))
+            swap = first.swap and swaps_operands(BLOCK_N, warps)
+            options.append(Choice("gemm", bm, BLOCK_N, bk, warps, first.stages, 1, swap))
     else:
         split = first.split_k
         for s in (1, max(1, split // 2), 2 * split):
@@ -315,7 +317,7 @@ class _Run:
 
     def _evaluate(self, choice: Choice) -> Trial:
         config = config_of(choice)
-        calls = kernel_calls(self.ops, self.m, choice, self.bias, self.target)
+        calls = kernel_calls(self.ops, self.m, choice, self.bias)
         predicted = 0.0
         for call in calls:
             facts = {**size_facts(call.sizes), **call.values}
