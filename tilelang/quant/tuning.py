@@ -100,15 +100,16 @@ def candidates(
     pack_k = packing.tile[0] if packing is not None else 128
     tiles = lambda bk: -(-k // bk)  # noqa: E731
     options: list[Choice] = [first]
+    split = first.split_k
+    if first.path != "gemm" or split > 1:  # the gemm tile splits only when blocks are few
+        for s in (1, max(1, split // 2), 2 * split):
+            s = min(s, max(1, tiles(first.bk) // MIN_SLICE_TILES)) if s > split else s
+            options.append(dataclasses.replace(first, split_k=_even_split(tiles(first.bk), s)))
     if first.path == "gemm":
         for bm, bk, warps in ((128, 64, 8), (64, 128, 8), (64, 64, 4), (128, 128, 8)):
             swap = first.swap and swaps_operands(BLOCK_N, warps)
             options.append(Choice("gemm", bm, BLOCK_N, bk, warps, first.stages, 1, swap))
     else:
-        split = first.split_k
-        for s in (1, max(1, split // 2), 2 * split):
-            s = min(s, max(1, tiles(first.bk) // MIN_SLICE_TILES)) if s > split else s
-            options.append(dataclasses.replace(first, split_k=_even_split(tiles(first.bk), s)))
         if first.bk != 64:  # half the k-tile, the same number of slices
             options.append(dataclasses.replace(first, bk=64, split_k=_even_split(tiles(64), split)))
         if m > first.bm and first.bm < 64:  # one row block instead of several
