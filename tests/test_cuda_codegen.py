@@ -28,6 +28,7 @@ from tilelang import dtypes as d
 from tilelang.codegen import cuda as cuda_module
 from tilelang.codegen.cuda import CudaEmitError, emit_cuda, kernel_params, kernel_symbol
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.thread_verify import verify_thread_function
 from tilelang.runtime.cubin import (
     CubinError,
@@ -395,13 +396,15 @@ def test_collectives_and_async_copies_compile():
     # ldmatrix of every shape into an f16 fragment, then every mma atom.
     frag = b.local(F16, 32)
     for num, trans in itertools.product((1, 2, 4), (False, True)):
-        b.body.append(t.Ldmatrix(num, trans, t.Reg(frag, 0), address))
+        b.body.append(tm.Ldmatrix(num, trans, t.Reg(frag, 0), address))
     acc = b.local(F32, 8)
     b.body.append(
-        t.Mma("m16n8k16.f16", F16, t.Reg(acc, 0), t.Reg(frag, 0), t.Reg(frag, 16), t.Reg(acc, 0))
+        tm.Mma("m16n8k16.f16", F16, t.Reg(acc, 0), t.Reg(frag, 0), t.Reg(frag, 16), t.Reg(acc, 0))
     )
     b.body.append(
-        t.Mma("m16n8k16.f16", BF16, t.Reg(acc, 16), t.Reg(frag, 32), t.Reg(frag, 48), t.Reg(acc, 0))
+        tm.Mma(
+            "m16n8k16.f16", BF16, t.Reg(acc, 16), t.Reg(frag, 32), t.Reg(frag, 48), t.Reg(acc, 0)
+        )
     )
     frag8 = b.local(U8, 32)
     iacc = b.local(I32, 4)
@@ -409,7 +412,7 @@ def test_collectives_and_async_copies_compile():
     b.body.append(t.Move(t.Reg(frag8, 16), t.Reg(frag, 16), 16))
     for operands in (d.i8, U8):
         b.body.append(
-            t.Mma(
+            tm.Mma(
                 "m16n8k32.i8",
                 operands,
                 t.Reg(iacc, 0),

@@ -15,6 +15,7 @@ import pytest
 from tilelang import dtypes as d
 from tilelang.codegen.llvm import emit_llvm
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import LDMATRIX_ATOMS, MMA_ATOMS, ldmatrix_layout
 from tilelang.runtime.cpu import compile_cpu, eval_host_expr
 
@@ -1062,7 +1063,7 @@ def test_ldmatrix(name):
         t.SharedStore(B("mul", TID, c32(16)), t.Reg("row", 0), 16),
         *load_local("addr", 4, "addrs", TID),
         t.Barrier(),
-        t.Ldmatrix(num, trans, t.Reg("dst", 0), t.Read("addr", 0, I32)),
+        tm.Ldmatrix(num, trans, t.Reg("dst", 0), t.Read("addr", 0, I32)),
         *store_word_local("dst", U32, "y", TID, count=4),
     ]
     fn = function(
@@ -1107,7 +1108,7 @@ def mma_function(atom, operands, alias_c=False):
         *load_local("fa", a_bytes, "a", TID),
         *load_local("fb", b_bytes, "b", TID),
         *load_local("fc", 16, "c", TID),
-        t.Mma(atom.name, operands, d_reg, t.Reg("fa", 0), t.Reg("fb", 0), t.Reg("fc", 0)),
+        tm.Mma(atom.name, operands, d_reg, t.Reg("fa", 0), t.Reg("fb", 0), t.Reg("fc", 0)),
         *store_word_local("fc" if alias_c else "fd", acc, "d", TID, count=4),
     ]
     return function(
@@ -1431,9 +1432,9 @@ def test_gemm_with_cp_async_ldmatrix_and_mma_in_a_k_loop():
         t.CpAsyncCommit(),
         t.CpAsyncWait(0),
         t.Barrier(),
-        t.Ldmatrix(4, False, t.Reg("fa", 0), a_addr),
-        t.Ldmatrix(2, True, t.Reg("fb", 0), b_addr),
-        t.Mma(
+        tm.Ldmatrix(4, False, t.Reg("fa", 0), a_addr),
+        tm.Ldmatrix(2, True, t.Reg("fb", 0), b_addr),
+        tm.Mma(
             "m16n8k16.f16", d.f16, t.Reg("acc", 0), t.Reg("fa", 0), t.Reg("fb", 0), t.Reg("acc", 0)
         ),
         t.Barrier(),

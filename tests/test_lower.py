@@ -11,6 +11,7 @@ from conftest import load_example
 import tilelang as tl
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.visit import walk
 from tilelang.passes.plan_registers import RegisterBudgetError
 
@@ -31,11 +32,11 @@ def async_tensors(compiled) -> set[str]:
 
 def test_matmul_selects_mma_and_ldmatrix_and_loads_16_bytes():
     compiled = load_example("matmul").matmul.compile()
-    mmas = statements(compiled, t.Mma)
+    mmas = statements(compiled, tm.Mma)
     # 128x128 block tile over 2x2 warps, BK=32: 32 m16n8 blocks per warp (64x64) times
     # 2 k-steps.
     assert len(mmas) == 64 and {m.atom for m in mmas} == {"m16n8k16.f16"}
-    ldmatrix = statements(compiled, t.Ldmatrix)
+    ldmatrix = statements(compiled, tm.Ldmatrix)
     # x4 for the A fragment, x4.trans for B (row-major in shared memory)
     assert {(s.num, s.trans) for s in ldmatrix} == {(4, False), (4, True)}
     assert load_widths(compiled, "a") == {16} and load_widths(compiled, "b") == {16}
@@ -56,13 +57,13 @@ def test_the_pipelining_is_visible_in_the_ir():
 def test_without_size_facts_the_loads_narrow_to_what_the_mask_allows():
     compiled = load_example("matmul").matmul.compile(assume=None)
     assert max(load_widths(compiled, "a")) < 16
-    assert statements(compiled, t.Mma)  # the selection does not depend on the sizes
+    assert statements(compiled, tm.Mma)  # the selection does not depend on the sizes
 
 
 @pytest.mark.parametrize("weight_type", [tl.u4, tl.i4, tl.u8, tl.f4e2m1, tl.u3])
 def test_quant_matmul_selects_mma_ldmatrix_and_wide_weight_loads(weight_type):
     compiled = load_example("quant_matmul").quant_matmul.compile(WT=weight_type)
-    assert statements(compiled, t.Mma) and statements(compiled, t.Ldmatrix)
+    assert statements(compiled, tm.Mma) and statements(compiled, tm.Ldmatrix)
     # stages=3: every load of the loop streams through cp.async (weights and scales too)
     assert load_widths(compiled, "x") == {16} and async_tensors(compiled) == {"x", "w", "s"}
     # The 16x128x128 tile gives each thread 128 codes: whole 16-byte words of every width

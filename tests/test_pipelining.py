@@ -17,6 +17,7 @@ from conftest import assert_bitwise, load_example, require_disassembler, run_bot
 import tilelang as tl
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.parser import parse_function
 from tilelang.ir.visit import walk
 from tilelang.lowering import LoweringError
@@ -250,7 +251,7 @@ def test_a_rank3_dot_operand_is_read_from_its_stage_with_ldmatrix():
     for read in direct:
         source = views.get(read.shared, read.shared)
         assert len(read.result.type.shape) == 2 and slices[source].shared in slices
-    ldmatrix = [s for s in t.walk_stmts(thread_loop(compiled).body) if isinstance(s, t.Ldmatrix)]
+    ldmatrix = [s for s in t.walk_stmts(thread_loop(compiled).body) if isinstance(s, tm.Ldmatrix)]
     assert ldmatrix
 
 

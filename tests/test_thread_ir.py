@@ -4,6 +4,7 @@ import pytest
 
 from tilelang import dtypes as d
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.thread_text import print_thread_function
 from tilelang.ir.thread_verify import ThreadIRError, verify_thread_function
 
@@ -63,10 +64,12 @@ def test_prints_every_statement_readably():
         (t.Let(t.Name("q", d.i32), t.Name("undefined", d.i32)), "%undefined: i32 is not defined"),
         (t.Let(t.Name("q", d.u32), t.Lop3(t.Imm(0, d.u32), t.Imm(0, d.u32), INDEX, 0xEA)), "lop3"),
         (
-            t.Mma("m16n8k16.f16", d.i8, t.Reg("r", 0), t.Reg("r", 0), t.Reg("r", 0), t.Reg("r", 0)),
+            tm.Mma(
+                "m16n8k16.f16", d.i8, t.Reg("r", 0), t.Reg("r", 0), t.Reg("r", 0), t.Reg("r", 0)
+            ),
             "does not multiply i8",
         ),
-        (t.Ldmatrix(4, False, t.Reg("r", 4), t.Imm(0, d.i32)), "does not hold 16 bytes"),
+        (tm.Ldmatrix(4, False, t.Reg("r", 4), t.Imm(0, d.i32)), "does not hold 16 bytes"),
     ],
 )
 def test_verifier_rejects(stmt, message):

@@ -18,6 +18,7 @@ from tilelang import dtypes
 from tilelang.analysis.shared_layouts import panel_layout
 from tilelang.cli import launch_facts
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.nodes import Dot, SharedAlloc
 from tilelang.ir.shared_layout import Swizzle, row_major
 from tilelang.ir.visit import walk
@@ -113,8 +114,8 @@ def test_flash_attention_on_sm_90a_reads_k_and_v_through_wgmma(head_dim, expecte
     kernel = _flash("sm_90a", head_dim)
     assert kernel.stats["wgmma"] == expected
     thread = kernel.thread
-    assert _count(thread, t.Wgmma) == expected
-    assert _count(thread, t.WgmmaWait) == 2  # one group per dot
+    assert _count(thread, tm.Wgmma) == expected
+    assert _count(thread, tm.WgmmaWait) == 2  # one group per dot
     assert kernel.resources.spills == 0
     loop = sass.main_loop(sass.kernel_body(sass.disassemble(kernel.cubin)))
     ops = sass.opcodes(loop)
@@ -127,7 +128,7 @@ def test_flash_attention_on_sm_90a_reads_k_and_v_through_wgmma(head_dim, expecte
 def test_sm_90_without_the_a_features_keeps_mma_sync():
     kernel = _flash("sm_90", 128)
     assert "wgmma" not in kernel.stats
-    assert _count(kernel.thread, t.Wgmma) == 0 and _count(kernel.thread, t.Mma) > 0
+    assert _count(kernel.thread, tm.Wgmma) == 0 and _count(kernel.thread, tm.Mma) > 0
 
 
 def test_the_pipeline_buffers_start_on_whole_swizzle_periods_on_sm_90a():
@@ -250,7 +251,7 @@ def test_a_plain_matmul_takes_warpgroup_layouts_and_wgmma_on_sm_90a():
     mma.sync stay."""
     matmul = _matmul_example()
     kernel = matmul.compile(target="sm_90a")
-    assert kernel.stats["wgmma"] == 8 and _count(kernel.thread, t.Mma) == 0
+    assert kernel.stats["wgmma"] == 8 and _count(kernel.thread, tm.Mma) == 0
     assert kernel.resources.spills == 0
     loop = sass.opcodes(sass.main_loop(sass.kernel_body(sass.disassemble(kernel.cubin))))
     assert sum(n for op, n in loop.items() if op.startswith("HGMMA")) == 8
@@ -270,8 +271,8 @@ def test_a_kernel_where_no_dot_takes_wgmma_has_no_proxy_fence():
     """The fence after each cp.async wait is for the tensor cores' reads: FlashAttention
     at D = 256 (32-row blocks, mma.sync) builds for sm_90a without it."""
     thread = _flash("sm_90a", 256).thread
-    assert _count(thread, t.AsyncProxyFence) == 0 and _count(thread, t.Wgmma) == 0
-    assert _count(_flash("sm_90a", 64).thread, t.AsyncProxyFence) > 0
+    assert _count(thread, tm.AsyncProxyFence) == 0 and _count(thread, tm.Wgmma) == 0
+    assert _count(_flash("sm_90a", 64).thread, tm.AsyncProxyFence) > 0
 
 
 def test_flash_attention_at_d_256_keeps_mma_sync_over_panels(monkeypatch):

@@ -1,4 +1,4 @@
-"""`thread.Wgmma` (wgmma.mma_async m64nNk16, sm_90a) and its fences, against an oracle
+"""`thread_mma.Wgmma` (wgmma.mma_async m64nNk16, sm_90a) and its fences, against an oracle
 written from the `Wgmma` docstring alone.
 
 Each kernel is a hand-built thread function: every thread loads its A fragment and its
@@ -28,6 +28,7 @@ import pytest
 from tilelang import dtypes as d
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.thread_text import print_thread_function
 from tilelang.ir.thread_verify import ThreadIRError, verify_thread_function
 from tilelang.runtime import sass
@@ -163,15 +164,15 @@ def _kernel(case: Case, shared_bytes: int) -> t.ThreadFunction:
     )
     body += [
         t.For(chunk, t.Imm(0, I32), t.Imm(rounds, I32), t.Imm(1, I32), copy),
-        t.AsyncProxyFence(),
+        tm.AsyncProxyFence(),
         t.Barrier(),
-        t.WgmmaFence(),
+        tm.WgmmaFence(),
     ]
     body += (
         _loop(case, a_off)
         if case.loop
         else [
-            t.Wgmma(
+            tm.Wgmma(
                 n,
                 operands,
                 t.Reg("d", 0),
@@ -185,7 +186,7 @@ def _kernel(case: Case, shared_bytes: int) -> t.ThreadFunction:
             for j, start in enumerate(case.starts)
         ]
     )
-    body += [t.WgmmaCommit(), t.WgmmaWait(0)]
+    body += [tm.WgmmaCommit(), tm.WgmmaWait(0)]
     body += [t.GlobalStore("y", at(d_off, 16 * j), t.Reg("d", 16 * j), 16) for j in range(n // 8)]
     return t.ThreadFunction(
         f"wgmma_n{n}_{case.operands}_{'mn' if case.trans_b else 'k'}",
@@ -217,8 +218,8 @@ def _loop(case: Case, a_off: t.Name) -> list[t.Stmt]:
         t.Let(a_at, t.Binary("add", a_off, t.Cvt(t.Binary("mul", j, t.Imm(16, I32)), I64))),
         t.GlobalLoad(t.Reg("a", 0), 16, "a", a_at),
         t.Let(address, t.Binary("add", t.Imm(case.starts[0], I32), times)),
-        t.WgmmaFence(),
-        t.Wgmma(
+        tm.WgmmaFence(),
+        tm.Wgmma(
             case.n,
             getattr(d, case.operands),
             t.Reg("d", 0),
@@ -228,8 +229,8 @@ def _loop(case: Case, a_off: t.Name) -> list[t.Stmt]:
             case.sbo,
             case.trans_b,
         ),
-        t.WgmmaCommit(),
-        t.WgmmaWait(0),
+        tm.WgmmaCommit(),
+        tm.WgmmaWait(0),
     )
     return [t.For(j, t.Imm(0, I32), t.Imm(trips, I32), t.Imm(1, I32), body)]
 
@@ -376,7 +377,7 @@ def _plain() -> t.ThreadFunction:
 
 def _with_wgmma(fn: t.ThreadFunction, **changes) -> t.ThreadFunction:
     body = tuple(
-        dataclasses.replace(s, **changes) if isinstance(s, t.Wgmma) else s for s in fn.body
+        dataclasses.replace(s, **changes) if isinstance(s, tm.Wgmma) else s for s in fn.body
     )
     return dataclasses.replace(fn, body=body)
 
@@ -416,7 +417,7 @@ def test_the_verifier_rejects_what_wgmma_cannot_run(change, message):
 def test_the_verifier_rejects_a_wgmma_under_a_varying_condition():
     fn = _plain()
     cond = t.Binary("lt", t.ThreadIndex(), t.Imm(64, I32))
-    body = tuple(t.If(cond, (s,)) if isinstance(s, t.Wgmma) else s for s in fn.body)
+    body = tuple(t.If(cond, (s,)) if isinstance(s, tm.Wgmma) else s for s in fn.body)
     with pytest.raises(ThreadIRError, match="collective operation under a condition"):
         verify_thread_function(dataclasses.replace(fn, body=body))
 

@@ -82,6 +82,7 @@ from tilelang.codegen.cuda_expr import CudaEmitError, ExprEmitter, imm_int, int_
 from tilelang.codegen.cuda_prelude import RAW_TYPES, c_type
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import MMA_ATOMS
 from tilelang.ir.thread_text import print_expr
 from tilelang.ir.thread_verify import verify_thread_function
@@ -206,7 +207,7 @@ def mma_operand_locals(fn: t.ThreadFunction) -> frozenset[str]:
             reg = getattr(stmt, field)
             if not isinstance(reg, t.Reg) or field in _WRITTEN_REGS:
                 continue
-            mma_operand = isinstance(stmt, t.Mma | t.Wgmma) and field in ("a", "b")
+            mma_operand = isinstance(stmt, tm.Mma | tm.Wgmma) and field in ("a", "b")
             (operands if mma_operand else read_otherwise).add(reg.local)
         for expr in t.stmt_exprs(stmt):
             read_otherwise.update(e.local for e in t.walk_expr(expr) if isinstance(e, t.Read))
@@ -284,13 +285,13 @@ class _Emitter:
             self.stmt(stmt)
         body, self.lines = self.lines, []
         setup = ["extern __shared__ __align__(16) u8 tl_smem[];"]
-        if any(isinstance(x, t.Wgmma) for x in t.walk_stmts(fn.body)):
+        if any(isinstance(x, tm.Wgmma) for x in t.walk_stmts(fn.body)):
             # wgmma swizzles shared-window address bits 4-9, so the buffer starts on a
             # 1024-byte boundary; the lowering's shared_bytes holds the 1008 bytes of slack.
             raw = self.x.call("tl_shared_address", "tl_smem_raw")
             setup = [
                 "extern __shared__ __align__(16) u8 tl_smem_raw[];",
-                f"u8* const tl_smem = tl_smem_raw + ((0u - {raw}) & {t.WGMMA_SHARED_ALIGN - 1}u);",
+                f"u8* const tl_smem = tl_smem_raw + ((0u - {raw}) & {tm.WGMMA_SHARED_ALIGN - 1}u);",
             ]
         if self.uses_smem_address:
             setup.append(f"const u32 tl_smem_addr = {self.x.call('tl_shared_address', 'tl_smem')};")
@@ -423,7 +424,7 @@ class _Emitter:
     def stmt_Barrier(self, s: t.Barrier) -> None:
         self.line("__syncthreads();")
 
-    def stmt_Mma(self, s: t.Mma) -> None:
+    def stmt_Mma(self, s: tm.Mma) -> None:
         atom = MMA_ATOMS.get(s.atom)
         if atom is None or str(s.operands) not in atom.operand_dtypes:
             raise CudaEmitError(f"no mma atom {s.atom} for {s.operands}")
@@ -438,7 +439,7 @@ class _Emitter:
         )
         self.line(f"{self.x.call(helper, *args)};")
 
-    def stmt_Wgmma(self, s: t.Wgmma) -> None:
+    def stmt_Wgmma(self, s: tm.Wgmma) -> None:
         if str(s.operands) not in ("f16", "bf16") or s.n % 8 or not 8 <= s.n <= 256:
             raise CudaEmitError(f"no wgmma m64n{s.n}k16 for {s.operands}")
         desc = self.x.call(
@@ -449,20 +450,20 @@ class _Emitter:
         args = (self.reg_ptr(s.d, "f32"), self.reg_ptr(s.a, "u32"), desc)
         self.line(f"{helper}{flags}({', '.join(args)});")
 
-    def stmt_WgmmaFence(self, s: t.WgmmaFence) -> None:
+    def stmt_WgmmaFence(self, s: tm.WgmmaFence) -> None:
         self.line(f"{self.x.call('tl_wgmma_fence')};")
 
-    def stmt_WgmmaCommit(self, s: t.WgmmaCommit) -> None:
+    def stmt_WgmmaCommit(self, s: tm.WgmmaCommit) -> None:
         self.line(f"{self.x.call('tl_wgmma_commit')};")
 
-    def stmt_WgmmaWait(self, s: t.WgmmaWait) -> None:
+    def stmt_WgmmaWait(self, s: tm.WgmmaWait) -> None:
         self.x.need("tl_wgmma_wait")
         self.line(f"tl_wgmma_wait<{int(s.pending)}>();")
 
-    def stmt_AsyncProxyFence(self, s: t.AsyncProxyFence) -> None:
+    def stmt_AsyncProxyFence(self, s: tm.AsyncProxyFence) -> None:
         self.line(f"{self.x.call('tl_fence_proxy_async')};")
 
-    def stmt_Ldmatrix(self, s: t.Ldmatrix) -> None:
+    def stmt_Ldmatrix(self, s: tm.Ldmatrix) -> None:
         if s.num not in (1, 2, 4):
             raise CudaEmitError(f"ldmatrix loads 1, 2 or 4 matrices, not {s.num}")
         helper = f"tl_ldmatrix_x{s.num}{'_trans' if s.trans else ''}"

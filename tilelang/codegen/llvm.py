@@ -68,7 +68,7 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   exact unless the product leaves f32's normal range) and added to the f32 accumulator
   in k order with one rounding per addition, as thread.py specifies.
 * `Wgmma`: as `Mma`, per warpgroup, B read from the shared buffer at the addresses
-  thread.py's descriptor formula and swizzle give; it runs synchronously, so its
+  thread_mma.py's descriptor formula and swizzle give; it runs synchronously, so its
   fences, commits and waits (and `AsyncProxyFence`) do nothing.
 * `Shfl`: implemented literally as thread.py says. Lanes are numbered within the
   segment; the source is ``arg`` (idx), ``r ^ arg`` (xor), ``r - arg`` (up) or
@@ -106,6 +106,7 @@ from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError
 from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl, emit_wgmma
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 
 __all__ = ["ENTRY", "EmitError", "LLVMKernel", "emit_llvm", "lower_to_llvm"]
 
@@ -596,7 +597,7 @@ class _Emitter:
                         b.store(b.load(src, typ=ty, align=1), dst, align=1)
                     with otherwise:
                         b.store(ir.Constant(ty, 0), dst, align=1)
-        elif isinstance(stmt, t.CpAsyncCommit | t.CpAsyncWait | t.AsyncProxyFence):
+        elif isinstance(stmt, t.CpAsyncCommit | t.CpAsyncWait | tm.AsyncProxyFence):
             pass  # copies are synchronous here
         elif isinstance(stmt, t.For):
 
@@ -693,13 +694,13 @@ class _Emitter:
 
         if isinstance(stmt, t.Shfl):
             emit_shfl(self, stmt, operands)
-        elif isinstance(stmt, t.Ldmatrix):
+        elif isinstance(stmt, tm.Ldmatrix):
             emit_ldmatrix(self, stmt, operands)
-        elif isinstance(stmt, t.Mma):
+        elif isinstance(stmt, tm.Mma):
             emit_mma(self, stmt)
-        elif isinstance(stmt, t.Wgmma):
+        elif isinstance(stmt, tm.Wgmma):
             emit_wgmma(self, stmt, operands)
-        elif isinstance(stmt, t.WgmmaFence | t.WgmmaCommit | t.WgmmaWait):
+        elif isinstance(stmt, tm.WgmmaFence | tm.WgmmaCommit | tm.WgmmaWait):
             pass  # `Wgmma` is synchronous here
         else:  # pragma: no cover
             raise EmitError(f"unknown collective {type(stmt).__name__}")

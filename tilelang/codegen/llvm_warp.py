@@ -9,7 +9,7 @@ tiles with constant index tables built from `tilelang.ir.atoms.MMA_ATOMS` layout
 computes D = A·B + C (k in order, one rounding per f32 addition; integers wrap at 32
 bits) and scatters D back into the lanes' registers. `Wgmma` does the same for each
 warpgroup (128 threads, tables from `tilelang.ir.atoms.wgmma_atom`), reading B from the
-shared buffer at the addresses its descriptor gives (thread.py's formula and swizzle),
+shared buffer at the addresses its descriptor gives (thread_mma.py's formula and swizzle),
 synchronously: its fences, commits and waits are nothing here.
 
 The emitter (`tilelang.codegen.llvm`) imports this module, never the other way round:
@@ -29,6 +29,7 @@ from tilelang.codegen import llvm_numeric as num
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import F32, I8, I16, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import MMA_ATOMS, WARPGROUP, wgmma_atom
 
 __all__ = ["ThreadExprs", "WarpEmitter", "emit_ldmatrix", "emit_mma", "emit_shfl", "emit_wgmma"]
@@ -138,7 +139,7 @@ def emit_shfl(em: WarpEmitter, stmt: t.Shfl, operands: ThreadExprs) -> None:
     _warp_loop(em, per_warp)
 
 
-def emit_ldmatrix(em: WarpEmitter, stmt: t.Ldmatrix, operands: ThreadExprs) -> None:
+def emit_ldmatrix(em: WarpEmitter, stmt: tm.Ldmatrix, operands: ThreadExprs) -> None:
     b = em.b
     addresses = em.lane_scratch[0]
 
@@ -180,7 +181,7 @@ def emit_ldmatrix(em: WarpEmitter, stmt: t.Ldmatrix, operands: ThreadExprs) -> N
 # --------------------------------------------------------------------------- mma
 
 
-def emit_mma(em: WarpEmitter, stmt: t.Mma) -> None:
+def emit_mma(em: WarpEmitter, stmt: tm.Mma) -> None:
     helper = _mma_helper(em.module, stmt.atom, stmt.operands)
     b = em.b
 
@@ -344,7 +345,7 @@ def _mma_helper(module: ir.Module, atom_name: str, operands) -> ir.Function:
 # --------------------------------------------------------------------------- wgmma
 
 
-def emit_wgmma(em: WarpEmitter, stmt: t.Wgmma, operands: ThreadExprs) -> None:
+def emit_wgmma(em: WarpEmitter, stmt: tm.Wgmma, operands: ThreadExprs) -> None:
     helper = _wgmma_helper(em.module, stmt)
     b = em.b
 
@@ -358,7 +359,7 @@ def emit_wgmma(em: WarpEmitter, stmt: t.Wgmma, operands: ThreadExprs) -> None:
     const_loop(b, em.threads // WARPGROUP, per_group, "warpgroup")
 
 
-def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
+def _wgmma_helper(module: ir.Module, stmt: tm.Wgmma) -> ir.Function:
     """void helper(ptr d, ptr a, i64 sd, i64 sa, ptr shared, i32 b_address): one
     warpgroup's wgmma; thread T's fragment of x is at x + T·sx."""
     major = "mn" if stmt.trans_b else "k"
@@ -402,9 +403,9 @@ def _wgmma_helper(module: ir.Module, stmt: t.Wgmma) -> ir.Function:
     return b.function
 
 
-def _wgmma_b_offset(b: ir.IRBuilder, stmt: t.Wgmma, kk: ir.Value, col: ir.Value) -> ir.Value:
+def _wgmma_b_offset(b: ir.IRBuilder, stmt: tm.Wgmma, kk: ir.Value, col: ir.Value) -> ir.Value:
     """The byte offset of B's element (kk, col) from the descriptor's start, before the
-    swizzle (thread.py's `Wgmma`): K-major rows of 128 bytes in groups of 8 `sbo`
+    swizzle (thread_mma.py's `Wgmma`): K-major rows of 128 bytes in groups of 8 `sbo`
     apart; MN-major 64-column atoms `lbo` apart, k rows of 128 bytes, 8 a group."""
 
     def c(value: int) -> ir.Value:

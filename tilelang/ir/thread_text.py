@@ -15,6 +15,7 @@ thread_kernel matmul(a: tensor<f16>, M: i32) threads(128) grid(div(add(M, 63:i32
 from __future__ import annotations
 
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 
 INDENT = "  "
 
@@ -123,24 +124,24 @@ def _simple(s: t.Stmt) -> str:
         return f"cp.async.wait {s.pending}"
     if isinstance(s, t.Barrier):
         return "barrier"
-    if isinstance(s, t.Mma):
+    if isinstance(s, tm.Mma):
         return f"mma.{s.atom}.{s.operands} d={_reg(s.d)} a={_reg(s.a)} b={_reg(s.b)} c={_reg(s.c)}"
-    if isinstance(s, t.Wgmma):
+    if isinstance(s, tm.Wgmma):
         major = "mn" if s.trans_b else "k"
         scale = "" if s.accumulate else " zero"
         return (
             f"wgmma.m64n{s.n}k16.{s.operands} d={_reg(s.d)} a={_reg(s.a)} "
             f"b=[{print_expr(s.b_address)}] {major}-major lbo={s.lbo} sbo={s.sbo}{scale}"
         )
-    if isinstance(s, t.WgmmaFence):
+    if isinstance(s, tm.WgmmaFence):
         return "wgmma.fence"
-    if isinstance(s, t.WgmmaCommit):
+    if isinstance(s, tm.WgmmaCommit):
         return "wgmma.commit"
-    if isinstance(s, t.WgmmaWait):
+    if isinstance(s, tm.WgmmaWait):
         return f"wgmma.wait {s.pending}"
-    if isinstance(s, t.AsyncProxyFence):
+    if isinstance(s, tm.AsyncProxyFence):
         return "fence.proxy.async"
-    if isinstance(s, t.Ldmatrix):
+    if isinstance(s, tm.Ldmatrix):
         trans = ".trans" if s.trans else ""
         return f"ldmatrix.x{s.num}{trans} {_reg(s.dst)} <- [{print_expr(s.address)}]"
     if isinstance(s, t.Shfl):

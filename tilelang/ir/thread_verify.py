@@ -19,6 +19,7 @@ import weakref
 
 from tilelang import dtypes
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import MMA_ATOMS
 from tilelang.ir.thread_text import print_expr, print_stmt
 
@@ -272,7 +273,7 @@ def _check_cp_async(v: _Verifier, s: t.CpAsync) -> None:
     _check_pred(v, s, s.pred)
 
 
-def _check_mma(v: _Verifier, s: t.Mma) -> None:
+def _check_mma(v: _Verifier, s: tm.Mma) -> None:
     atom = MMA_ATOMS.get(s.atom)
     if atom is None:
         raise v.fail(s, f"unknown mma atom {s.atom}")
@@ -294,7 +295,7 @@ def _check_mma(v: _Verifier, s: t.Mma) -> None:
 WGMMA_N = range(8, 257, 8)
 
 
-def _check_wgmma(v: _Verifier, s: t.Wgmma) -> None:
+def _check_wgmma(v: _Verifier, s: tm.Wgmma) -> None:
     if v.fn.threads % 128:
         raise v.fail(s, f"wgmma runs on warpgroups of 128 threads; the block has {v.fn.threads}")
     if s.n not in WGMMA_N:
@@ -313,7 +314,7 @@ def _check_wgmma(v: _Verifier, s: t.Wgmma) -> None:
             raise v.fail(s, f"{name} = {stride}: a multiple of 16 bytes below 2^18")
 
 
-def _check_ldmatrix(v: _Verifier, s: t.Ldmatrix) -> None:
+def _check_ldmatrix(v: _Verifier, s: tm.Ldmatrix) -> None:
     if s.num not in (1, 2, 4):
         raise v.fail(s, f"ldmatrix loads 1, 2 or 4 matrices, not {s.num}")
     loc = v.locals.get(s.dst.local)
@@ -341,8 +342,8 @@ _CHECKS = {
     t.SharedLoad: _check_shared,
     t.SharedStore: _check_shared,
     t.CpAsync: _check_cp_async,
-    t.Mma: _check_mma,
-    t.Ldmatrix: _check_ldmatrix,
-    t.Wgmma: _check_wgmma,
+    tm.Mma: _check_mma,
+    tm.Ldmatrix: _check_ldmatrix,
+    tm.Wgmma: _check_wgmma,
     t.Shfl: _check_shfl,
 }

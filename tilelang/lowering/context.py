@@ -23,6 +23,7 @@ from tilelang.analysis.streaming import streamed_reads
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym
 from tilelang.ir.types import TensorType, TileType
@@ -132,8 +133,8 @@ class Lowering:
     def alignment_slack(self) -> int:
         """Bytes of shared memory a launch gives beyond the buffer so that the CUDA code
         can start it on a 1024-byte boundary, which the warpgroup mma's descriptors
-        need (thread.py): 1008 where a `Wgmma` was emitted, else none."""
-        return t.WGMMA_SHARED_ALIGN - 16 if self.b.stats.get("wgmma") else 0
+        need (thread_mma.py): 1008 where a `Wgmma` was emitted, else none."""
+        return tm.WGMMA_SHARED_ALIGN - 16 if self.b.stats.get("wgmma") else 0
 
     def fail(self, instr: ir.Instr, message: str) -> LoweringError:
         return LoweringError(f"{instr.loc}: {message}")

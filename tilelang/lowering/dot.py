@@ -13,6 +13,7 @@ from tilelang import dtypes
 from tilelang.analysis.replication import replicated_words
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import MmaAtom, mma_atoms_for
 from tilelang.ir.fragments import quotient_local
 from tilelang.lowering import relayout, small_dot, wgmma
@@ -103,7 +104,7 @@ def emit_mma(lo: Lowering, atom: MmaAtom, a: TileRegs, b_: TileRegs, c: TileRegs
         pending = [p for p in pending if p[0] > k]
         creg = t.Reg(c.local, qc_local * atom.c.num_locals * acc_elem)
         lo.b.emit(
-            t.Mma(
+            tm.Mma(
                 atom.name,
                 a.dtype,
                 creg,

@@ -17,6 +17,7 @@ import numpy as np
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import LDMATRIX_CANDIDATES, LdmatrixAtom
 from tilelang.ir.layout import Layout
 from tilelang.ir.types import TileType
@@ -185,7 +186,7 @@ def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: L
             col = b.add(b.mul(b.add(block_part[1], imm(local[1])), imm(atom_cols)), col_in_atom)
             address = address_of((row, col))
             b.emit(
-                t.Ldmatrix(
+                tm.Ldmatrix(
                     atom.num, atom.trans, t.Reg(dst.local, q * per_block * 2), b.let(address, "la")
                 )
             )

@@ -27,6 +27,7 @@ from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.layout import Layout
 from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
@@ -220,7 +221,7 @@ def lower_sharedstore(lo: Lowering, instr: ir.SharedStore) -> None:
             source = t.Reg(tile.local, li * bits // 8 + at)
             lo.b.emit(t.SharedStore(lo.b.add(address, imm(at)), source, size, first))
     if wgmma.needs_proxy_fence(lo):
-        lo.b.emit(t.AsyncProxyFence())
+        lo.b.emit(tm.AsyncProxyFence())
     lo.b.emit(t.Barrier())
 
 
@@ -354,4 +355,4 @@ def lower_asynccommit(lo: Lowering, instr: ir.AsyncCommit) -> None:
 def lower_asyncwait(lo: Lowering, instr: ir.AsyncWait) -> None:
     lo.b.emit(t.CpAsyncWait(instr.pending))
     if wgmma.needs_proxy_fence(lo):  # the copies, for the tensor cores to read
-        lo.b.emit(t.AsyncProxyFence())
+        lo.b.emit(tm.AsyncProxyFence())

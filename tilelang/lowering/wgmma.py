@@ -18,7 +18,7 @@ mma.sync (`tilelang.lowering.dot`), which computes the same values:
   swizzled in 1024-byte atoms (`shared_layouts.panel_layout`), starting on a whole
   swizzle period (`plan_shared` places swizzled tiles so on sm_90a, and a slice of one
   moves by whole periods). `b_plan` checks every element of B: the descriptor's
-  address (thread.py's `Wgmma` formula) must be where the layout keeps it.
+  address (thread_mma.py's `Wgmma` formula) must be where the layout keeps it.
 
 K-major B (Kᵀ of a K tile stored row-major: Q·Kᵀ) takes one instruction per k-step
 for the whole N of a warpgroup (N ≤ 256); MN-major B (V in P·V, a weight [K, N]) one per
@@ -38,6 +38,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.atoms import WARPGROUP, WgmmaAtom, wgmma_atom
 from tilelang.ir.fragments import quotient_local
 from tilelang.ir.layout import Layout
@@ -145,11 +146,11 @@ def emit(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> bool:
         uniform = t.Name(b.fresh("wgmma_b"), base.dtype)
         b.emit(t.Uniform(uniform, base))
         base = uniform
-    b.emit(t.WgmmaFence())
+    b.emit(tm.WgmmaFence())
     for d_local, col_block, a_locals in plan.blocks:
         for kk, a_local in enumerate(a_locals):
             b.emit(
-                t.Wgmma(
+                tm.Wgmma(
                     plan.b.n,
                     a.dtype,
                     t.Reg(c.local, d_local * atom.c.num_locals * 4),
@@ -161,8 +162,8 @@ def emit(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> bool:
                 )
             )
             b.count("wgmma")
-    b.emit(t.WgmmaCommit())
-    b.emit(t.WgmmaWait(0))
+    b.emit(tm.WgmmaCommit())
+    b.emit(tm.WgmmaWait(0))
     return True
 
 
@@ -218,7 +219,7 @@ def _largest_n(n: int) -> int:
 
 
 def _reads_the_layout(plan: BPlan, shared: SharedTile, k: int, n: int) -> bool:
-    """Whether the descriptor formula (thread.py's `Wgmma`) at each instruction's start
+    """Whether the descriptor formula (thread_mma.py's `Wgmma`) at each instruction's start
     gives, for every element of B, the byte the shared layout keeps it at."""
     kk, nn = np.meshgrid(np.arange(k), np.arange(n), indexing="ij")
     kr, nr = kk % 16, nn % plan.n

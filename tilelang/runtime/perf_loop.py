@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
+from tilelang.ir import thread_mma as tm
 from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.shape_expr import evaluate as evaluate_shape
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
@@ -371,7 +372,7 @@ def thread_loop_counts(fn: t.ThreadFunction) -> tuple[int, int]:
     def counts(body: tuple[t.Stmt, ...]) -> tuple[int, int]:
         mma = memory = 0
         for stmt in body:
-            if isinstance(stmt, t.Mma | t.Wgmma):
+            if isinstance(stmt, tm.Mma | tm.Wgmma):
                 mma += 1
             elif isinstance(stmt, t.GlobalLoad | t.CpAsync):
                 memory += 1
