@@ -20,7 +20,8 @@ of the main kernel and the DRAM floor (weights, scales, x and y read or written 
 the card's bandwidth), the predicted fraction of DRAM bandwidth and what binds,
 instructions per weight (the main loop's warp instructions per weight element, times
 32: what each thread issues per weight it owns), bytes in flight per SM, registers and
-spills. The split-K reduction kernel's predicted time is added in the "+reduce" column.
+spills. Split-K is one launch (the last block of a tile adds the slices' products), so
+its addition is in the predicted time.
 Needs NVRTC and nvdisasm (the nvidia-cuda-nvrtc and nvidia-cuda-nvdisasm wheels).
 
 With a GPU (torch and a CUDA device; not run where this was written, so this path is
@@ -140,23 +141,20 @@ def static_row(name: str, k: int, n: int, m: int, arch: str, latency_ns: float |
     p = quant.plan(qw, m, arch)
     main = p.launches[0]
     r = main.perf(latency_ns=latency_ns)
-    extra = 0.0
-    if len(p.launches) > 1:
-        extra = p.launches[1].perf(latency_ns=latency_ns).predicted_seconds
     c = p.choice
     res = main.compiled.resources
     return (
         f"| {k}x{n} | {m} | {name} | {c.path} {c.bm}x{c.bn}x{c.bk}/{c.warps}w | {c.split_k} | "
-        f"{r.predicted_seconds * 1e6:.1f} | {extra * 1e6:.1f} | {r.bounds[0].seconds * 1e6:.1f} | "
+        f"{r.predicted_seconds * 1e6:.1f} | {r.bounds[0].seconds * 1e6:.1f} | "
         f"{r.dram_fraction:.0%} | {r.binds} | {r.instructions_per_element * 32:.2f} | "
         f"{r.in_flight_sm / 1e3:.1f} KB | {res.registers} | {res.spill_store_bytes} |"
     )
 
 
 STATIC_HEADER = (
-    "| k x n | m | type | path, tile BMxBNxBK/warps | split | predicted us | +reduce us | "
+    "| k x n | m | type | path, tile BMxBNxBK/warps | split | predicted us | "
     "DRAM floor us | of DRAM bw | binds | instr/weight | in flight/SM | regs | spills |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

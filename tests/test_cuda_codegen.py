@@ -454,7 +454,7 @@ def test_memory_moves_and_control_flow_compile():
         (t.SetLocal(acc, 0, B("add", t.Read(acc, 0, I32), t.Cvt(inner_var, I32))),),
     )  # fmt: skip
     loops = [
-        t.For(t.Name("k0", I32), imm(0), imm(64), imm(1), (inner,), unroll=True),
+        t.For(t.Name("k0", I32), imm(0), imm(64), imm(1), (inner,), unroll=4),
         t.For(t.Name("k1", I32), imm(0), b.n, imm(32), (
             t.If(B("lt", b.tid, imm(64)),
                  (t.SetLocal(acc, 0, B("add", t.Read(acc, 0, I32), t.Name("k1", I32))),),
@@ -462,7 +462,7 @@ def test_memory_moves_and_control_flow_compile():
         )),
         t.For(t.Name("k2", U32), imm(5, U32), t.Cvt(b.n, U32), imm(3, U32), (
             t.SetLocal(acc, 0, B("xor", t.Read(acc, 0, I32), t.Cvt(t.Name("k2", U32), I32))),
-        ), unroll=True),
+        ), unroll=1),
         t.For(t.Name("k3", I32), imm(-5), b.n, B("add", imm(2), imm(1)), (t.Barrier(),)),
         t.If(t.Name("flag", U1), (t.Barrier(),)),
     ]  # fmt: skip
@@ -473,7 +473,7 @@ def test_memory_moves_and_control_flow_compile():
     b.output(t.BlockIndex(0))
     b.output(t.BlockIndex(2))
     src, _ = compile_fn(b.function(), ("sm_80", "sm_90"))
-    assert "#pragma unroll" in src
+    assert "#pragma unroll 4" in src and "#pragma unroll 1" in src
     assert "const bool v_flag = a_flag != 0;" in src
     assert "tl_bid_z" in src
 
@@ -888,3 +888,13 @@ def c_literal(value: int, dt) -> str:
     from tilelang.codegen.cuda_expr import int_literal
 
     return int_literal(value, dt)
+
+
+def test_a_loops_unroll_hint_reaches_the_cuda_source_as_its_factor():
+    """`tl.range(..., unroll=N)` is `#pragma unroll N`: unroll=1 keeps the loop rolled
+    (as the register planner assumes), not unrolled in full."""
+    from test_perf import stream_then_add
+
+    source = stream_then_add.compile(target="sm_90").source
+    assert "#pragma unroll 1\n" in source
+    assert not re.search(r"#pragma unroll\n", source)

@@ -224,6 +224,7 @@ def odd_function() -> ir.Function:
             ir.AtomicAdd(weird, (c(-1, dt.i32),), weird, var("l", tile(dt.f6e3m2, 2)), loc=loc(9)),
             ir.LoadScalar(var("ls", F16), weird, (c(-1, dt.i32),), c(2.5, dt.f16)),
             ir.Item(var("it", F16), weird),
+            ir.Arrive(var("n", ScalarType(dt.i32)), weird, (c(0, dt.i32), var("it", F16))),
             ir.Gather(var("g", tile(dt.f16, 4, 2)), weird, (), var("ls", F16), 1),
             ir.Scatter(weird, (c(0, dt.i32),), var("ls", F16), 0, var("g", tile(dt.f16, 4, 2))),
             ir.GatherAsync(var("sb", SharedType(dt.f16, (2, 4))), weird, (), var("ls", F16), 0),

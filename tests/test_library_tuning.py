@@ -8,6 +8,7 @@ no GPU needed)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -132,8 +133,8 @@ def test_autotune_off_gives_exactly_the_default_tiles(monkeypatch):
 
 def test_a_device_call_times_every_candidate_once_and_runs_the_fastest(monkeypatch):
     """The GPU path without a GPU: launches are recorded instead of made, and a timing
-    stand-in reports as seconds the launches a candidate's call made (so the unsplit
-    tile, one launch, is the fastest)."""
+    stand-in reports as seconds the blocks a candidate's call launched (so an unsplit
+    tile, one block, is the fastest; ties go to the earlier candidate)."""
     from tilelang.runtime import gpu
     from tilelang.tuning import gpu_timing
 
@@ -148,7 +149,7 @@ def test_a_device_call_times_every_candidate_once_and_runs_the_fastest(monkeypat
     def timed(launch, stream, warmup, rep):
         before = len(launches)
         launch()
-        return float(len(launches) - before)
+        return float(sum(math.prod(grid) for _, _, grid, _ in launches[before:]))
 
     monkeypatch.setattr(gpu_timing, "time_launches", timed)
     qw = exact_weight(512, 128, seed=8)

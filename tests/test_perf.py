@@ -357,6 +357,32 @@ def test_a_load_carried_to_the_next_iteration_is_one_iteration_ahead():
     assert [(x.tensor, x.kind, x.ahead, x.depth) for x in carried.loads] == [("x", "load", 1, 1)]
 
 
+@tl.kernel(warps=4)
+def stream_then_add(
+    w: tl.Tensor[tl.f16, "K", "N"],
+    parts: tl.Tensor[tl.f32, "S", "N"],
+    y: tl.Tensor[tl.f32, "N"],
+    S_: tl.constexpr = 4,
+):
+    """A split-K kernel's shape: a k loop streaming w, then a loop adding wider slices."""
+    bn = tl.blocks(tl.cdiv(N, 128))
+    acc = tl.zeros([128], tl.f32)
+    for k in tl.range(0, K, 16):
+        acc = acc + tl.sum(tl.load(w, [k, bn * 128], [16, 128]).to(tl.f32), axis=0)
+    for s in tl.range(0, S_, unroll=1):
+        acc = acc + tl.sum(tl.load(parts, [s * 32, bn * 128], [32, 128]), axis=0)
+    tl.store(y, [bn * 128], acc)
+
+
+def test_the_main_loop_is_the_one_that_loads_the_per_tensor():
+    """The second loop loads more bytes an iteration (32 x 128 f32 against 16 x 128 f16):
+    it is the main loop unless the report is asked per weight of w."""
+    planned = stream_then_add.stages()["plan_registers"]
+    assert {x.tensor for x in find_main_loop(planned).loads} == {"parts"}
+    assert {x.tensor for x in find_main_loop(planned, "w").loads} == {"w"}
+    assert {x.tensor for x in find_main_loop(planned, "y").loads} == {"parts"}  # none loads y
+
+
 @pytest.mark.parametrize("m", [100, 128, 0])
 def test_the_trip_count_is_pythons_range_at_the_launch(m):
     fn = column_sums.stages()["plan_registers"]

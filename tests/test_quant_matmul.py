@@ -136,14 +136,13 @@ def test_the_gemm_path():
 
 
 def test_split_k_is_deterministic_and_exact():
-    """K = 1024 at m = 1: few blocks, so sm_90's choice splits K; the slices' partial
-    products are added in slice order by a second kernel (bit-identical runs)."""
+    """K = 1024 at m = 1: few blocks, so sm_90's choice splits K; in one launch, the
+    last block of a tile to arrive adds the slices' partial products in slice order
+    (bit-identical runs; the CPU backend runs blocks on several host threads)."""
     qw = quant.quantize(weights(k=1024, seed=7), "u4", zero_point=True)
     p = quant.plan(qw, 1, "cpu")
-    assert p.choice.split_k == 4 and len(p.launches) == 2
-    assert [launch.kernel for launch in p.launches] == [
-        kernels.quant_matmul_partials, kernels.quant_matmul_reduce,
-    ]  # fmt: skip
+    assert p.choice.split_k == 4
+    assert [launch.kernel for launch in p.launches] == [kernels.quant_matmul_split_k]
     x = activations((1, 1024), seed=8)
     bias = activations((N,), seed=9)
     y = check(qw, x, bias)
@@ -288,9 +287,9 @@ def _random_weight(k: int, n: int) -> QuantizedWeight:
 @pytest.mark.parametrize(
     ("m", "path", "tile", "split", "grids"),
     [
-        (1, "gemv", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
-        (16, "small_batch", (16, 128, 128, 4), 8, [(1, 32, 8), (1, 32)]),
-        (64, "small_batch", (32, 128, 128, 4), 5, [(2, 32, 5), (2, 32)]),
+        (1, "gemv", (16, 128, 128, 4), 8, [(1, 32, 8)]),
+        (16, "small_batch", (16, 128, 128, 4), 8, [(1, 32, 8)]),
+        (64, "small_batch", (32, 128, 128, 4), 5, [(2, 32, 5)]),
         (4096, "gemm", (64, 128, 128, 4), 1, [(64, 32)]),
     ],
 )
@@ -448,17 +447,23 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     monkeypatch.setattr(gpu, "DeviceBuffer", Device)
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
     monkeypatch.setattr(gpu, "current_stream", lambda values: 0)
-    monkeypatch.setattr(gpu, "launch", lambda build, pointers, scalars, grid, stream: launches.append(
-        (build.arch, sorted(pointers), scalars, grid)
-    ))  # fmt: skip
+    counts = []
+
+    def launch(build, pointers, scalars, grid, stream):
+        launches.append((build.arch, sorted(pointers), scalars, grid))
+        counts.append(pointers.get("counts"))
+
+    monkeypatch.setattr(gpu, "launch", launch)
     qw = quant.quantize(weights(k=1024, seed=33), format="nvfp4")
     out = quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N,))))
     assert isinstance(out, Device) and out.shape == (2, N)
-    (arch, tensors, scalars, grid), (arch2, tensors2, scalars2, grid2) = launches
-    assert arch == arch2 == "sm_90a" and grid == (1, 2, 4) and grid2 == (1, 2)
-    assert tensors == ["partials", "s", "w", "x", "z"] and tensors2 == ["bias", "partials", "y"]
+    ((arch, tensors, scalars, grid),) = launches  # split-K in one launch
+    assert arch == "sm_90a" and grid == (1, 2, 4)
+    assert tensors == ["bias", "counts", "partials", "s", "w", "x", "y", "z"]
     # NVFP4's block scales are used as b · 2^-8 (exact), the tensor scale as t · 2^8.
-    assert scalars["K"] == 1024 and scalars2["t"] == qw.tensor_scale * 2**8
+    assert scalars["K"] == 1024 and scalars["t"] == qw.tensor_scale * 2**8
+    quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N,))))
+    assert len(launches) == 2 and counts[0] == counts[1]  # zeroed once, kept with the weight
     with pytest.raises(ValueError, match=r"bias must have shape \[200\]"):
         quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N + 1,))))
 

@@ -58,6 +58,7 @@ from tilelang.lang.elementwise import FUNCTIONS as _ELEMENTWISE
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import (
     arange,
+    arrive,
     atomic_add,
     blocks,
     broadcast,

@@ -36,7 +36,9 @@ How thread IR maps to C++
   (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). `AtomicAdd` is one
   ``red.global.add`` per element, f16/bf16 pair (``.f16x2``) or, on sm_90, vector of
   up to 16 bytes (``red.global.add.v4.f32``); `AtomicMerge` an atomic ``and`` then
-  ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``). Shared memory: the
+  ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``);
+  `AtomicFetchAdd` an ``atom.relaxed.gpu.global.add.u32`` between two
+  ``fence.acq_rel.gpu``. Shared memory: the
   dynamic ``tl_smem`` array, by byte offset (with `Wgmma`: the first 1024-byte boundary
   of the dynamic array, whose slack the lowering's ``shared_bytes`` includes).
 * `Mma`, `Ldmatrix`, `Shfl`, `CpAsync*` are inline PTX (``asm volatile``), `Barrier` is
@@ -44,8 +46,8 @@ How thread IR maps to C++
 * `For` becomes a counted loop whose trip count is computed once, as Python's `range`
   counts (upward for a positive step, downward for a negative one; no overflow of the
   loop variable near the ends of its range), or a plain ``for`` when the step is a
-  positive constant and the bounds make overflow impossible; `unroll` adds
-  ``#pragma unroll``, and a loop waiting for asynchronous copies in its body (software-
+  positive constant and the bounds make overflow impossible; `unroll` n adds
+  ``#pragma unroll n``, and a loop waiting for asynchronous copies in its body (software-
   pipelined, already scheduled S-1 iterations deep) gets ``#pragma unroll 1``: unrolled,
   it would hold twice the registers `plan_registers` plans for it.
 
@@ -388,6 +390,12 @@ class _Emitter:
         call = self.x.call("tl_merge_bits", at, self.expr(s.value), self.expr(s.mask))
         self.predicated(s.pred, f"{call};")
 
+    def stmt_AtomicFetchAdd(self, s: t.AtomicFetchAdd) -> None:
+        call = self.x.call(
+            "tl_fetch_add_acq_rel", self.tensor_at(s.tensor, s.offset), self.expr(s.value)
+        )
+        self.predicated(s.pred, f"{self.reg(s.dst, 4)} = {call};")
+
     def block_lines(self, lines: list[str]) -> None:
         self.depth += 1
         for text in lines:
@@ -518,8 +526,8 @@ class _Emitter:
         var = self.names(s.var.name)
         start, stop, step = (self.expr(e) for e in (s.start, s.stop, s.step))
         stop_imm, step_imm = imm_int(s.stop), imm_int(s.step)
-        pragma = ["#pragma unroll"] if s.unroll else []
-        if not s.unroll and _pipelined(s):
+        pragma = [f"#pragma unroll {s.unroll}"] if s.unroll is not None else []
+        if s.unroll is None and _pipelined(s):
             pragma = ["#pragma unroll 1"]
         safe = (
             step_imm is not None

@@ -426,7 +426,8 @@ def _cas_loop(bits: int, add: str) -> str:
 def _atomic_snippets() -> dict[str, Snippet]:
     """`tl_red_add_<type>[_v2|_v4](p, bits)`: atomic additions of one element, a pair or a
     vector at global byte address p (naturally aligned), the addends as their raw bits;
-    `tl_merge_bits`: the atomic merge of sub-byte codes.
+    `tl_merge_bits`: the atomic merge of sub-byte codes; `tl_fetch_add_acq_rel`: thread IR's
+    `AtomicFetchAdd`.
 
     sm_80 lacks the bf16 reductions and every vector reduction (PTX: sm_90): there, bf16
     adds through a compare-and-swap loop on the element's own 16 bits (or the pair's 32;
@@ -480,6 +481,17 @@ def _atomic_snippets() -> dict[str, Snippet]:
     # merging disjoint bits never lose each other's (and/or on disjoint bits commute). A
     # word's bytes outside the mask are and-ed with ones and or-ed with zeros: unchanged
     # (they may lie past the tensor's end, inside its allocation's 4-byte granule).
+    # The fences make the relaxed atomic acquire-release at device scope (thread.py's
+    # AtomicFetchAdd), the pattern of a grid barrier: with bar.sync around it, the
+    # block's earlier stores are released and the counted blocks' stores acquired.
+    s["tl_fetch_add_acq_rel"] = Snippet(
+        "TL_INLINE u32 tl_fetch_add_acq_rel(u8* p, u32 value) {\n"
+        "  u32 old;\n"
+        '  asm volatile("fence.acq_rel.gpu;\\n\\tatom.relaxed.gpu.global.add.u32 %0, [%1], %2;'
+        '\\n\\tfence.acq_rel.gpu;"\n'
+        '               : "=r"(old) : "l"(p), "r"(value) : "memory");\n'
+        "  return old;\n}"
+    )
     s["tl_merge_bits"] = Snippet(
         "TL_INLINE void tl_merge_bits(u8* p, u32 value, u32 mask) {\n"
         "  const u64 a = (u64)p;\n"

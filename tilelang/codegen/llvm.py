@@ -79,7 +79,7 @@ Decisions where `tilelang.ir.thread` is silent (and why)
 * `For` runs the iterations Python's `range` would (upward for a positive step, downward
   for a negative one, none for a zero step), counted up front (no overflow of the loop
   variable near the ends of its range).
-* `AtomicAdd` and `AtomicMerge` are real atomics (blocks run on several host threads;
+* `AtomicAdd`, `AtomicMerge` and `AtomicFetchAdd` are real atomics (blocks run on several host threads;
   see `llvm_atomic`). `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
   copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
   follow (the result is the same).
@@ -100,7 +100,7 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.codegen import llvm_numeric as num
-from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge
+from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge, fetch_add
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl, emit_wgmma
@@ -577,6 +577,11 @@ class _Emitter:
                     value = b.load(src, typ=num.ltype(stmt.dtype), align=size)
                     at = b.gep(base, [int_const(I64, i * size)], source_etype=I8) if i else base
                     atomic_add(b, at, value, stmt.dtype)
+        elif isinstance(stmt, t.AtomicFetchAdd):
+            with self.predicated(stmt.pred, env):
+                at = self.tensor_ptr(stmt.tensor, stmt.offset, env)
+                old = fetch_add(b, at, self.expr(stmt.value, env))
+                b.store(old, self.local_ptr(stmt.dst.local, stmt.dst.byte, tid), align=4)
         elif isinstance(stmt, t.AtomicMerge):
             with self.predicated(stmt.pred, env):
                 at = self.tensor_ptr(stmt.tensor, stmt.offset, env)

@@ -15,7 +15,10 @@ threads of different blocks make to the same memory must be real atomics:
   threads merging disjoint bits of one byte never lose each other's bits, in either
   order of their steps.
 
-Every operation is ``monotonic`` (relaxed): the launch's end orders them with the host.
+Every operation is ``monotonic`` (relaxed): the launch's end orders them with the host;
+except `fetch_add` (thread IR's `AtomicFetchAdd`), ``acq_rel``: a block's threads run
+in one host thread, so its accesses before (after) the fetch-add in program order are
+released (acquired) with it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tilelang.codegen import llvm_numeric as num
 from tilelang.codegen.llvm_numeric import I8, I32, int_const
 from tilelang.dtypes import DType
 
-__all__ = ["atomic_add", "atomic_merge"]
+__all__ = ["atomic_add", "atomic_merge", "fetch_add"]
 
 ORDER = "monotonic"
 
@@ -65,3 +68,8 @@ def atomic_merge(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, mask: ir.Value
         with b.if_then(b.icmp_unsigned("!=", byte_mask, int_const(I8, 0))):
             b.atomic_rmw("and", at, b.not_(byte_mask), ORDER)
             b.atomic_rmw("or", at, byte_value, ORDER)
+
+
+def fetch_add(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value) -> ir.Value:
+    """The i32 at `ptr` before ``*ptr += value`` (wrapping), acquire-release."""
+    return b.atomic_rmw("add", ptr, value, "acq_rel")

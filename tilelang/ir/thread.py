@@ -461,6 +461,25 @@ class AtomicAdd(Stmt):
 
 
 @dataclass(frozen=True)
+class AtomicFetchAdd(Stmt):
+    """Where `pred` holds: atomically replaces the u32 at byte `offset` (i64, a
+    multiple of 4) of tensor `tensor` by its sum with `value` (u32, wrapping) and writes
+    the value it replaced to the 4 register bytes at `dst`; where `pred` fails nothing
+    is accessed and `dst` keeps its bytes.
+
+    Acquire-release at device scope: this thread's memory accesses before it happen
+    before it, those after it after it, as seen by any thread of any block that
+    fetch-adds the same element. With a `Barrier` before and after it, the whole
+    block's accesses are ordered so (the block IR's `arrive`)."""
+
+    dst: Reg
+    tensor: str
+    offset: Expr
+    value: Expr
+    pred: Expr | None = None
+
+
+@dataclass(frozen=True)
 class AtomicMerge(Stmt):
     """Where `pred` holds: writes the bits of `value` (u32) that `mask` (u32, at most
     its low 16 bits set) selects into the two bytes at byte `offset` (i64) of tensor
@@ -553,14 +572,16 @@ class For(Stmt):
     runs: upward while `var < stop` for a positive step, downward while `var > stop` for
     a negative one (compared in the loop variable's dtype); a zero step runs no
     iteration (a launch never gets one: `ThreadFunction.checks` rejects it on the
-    host). The trip count is computed once, so `var + step` never overflows."""
+    host). The trip count is computed once, so `var + step` never overflows.
+    `unroll` (a hint, no semantics): iterations the compiler may unroll, 1 to keep the
+    loop rolled; None leaves it to the compiler."""
 
     var: Name
     start: Expr
     stop: Expr
     step: Expr
     body: tuple[Stmt, ...]
-    unroll: bool = False
+    unroll: int | None = None
 
     def bodies(self) -> tuple[tuple[Stmt, ...], ...]:
         return (self.body,)

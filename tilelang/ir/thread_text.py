@@ -63,7 +63,7 @@ def _pred(p: t.Expr | None) -> str:
 def print_stmt(s: t.Stmt, depth: int, lines: list[str]) -> None:
     pad = INDENT * depth
     if isinstance(s, t.For):
-        unroll = " unroll" if s.unroll else ""
+        unroll = f" unroll {s.unroll}" if s.unroll is not None else ""
         lines.append(
             f"{pad}for %{s.var.name} = {print_expr(s.start)} to {print_expr(s.stop)} "
             f"step {print_expr(s.step)}{unroll} {{"
@@ -103,6 +103,11 @@ def _simple(s: t.Stmt) -> str:
         return (
             f"atomic.add.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}"
             + _pred(s.pred)
+        )
+    if isinstance(s, t.AtomicFetchAdd):
+        return (
+            f"{_reg(s.dst)} = atomic.fetch_add.acq_rel {s.tensor}[{print_expr(s.offset)}] "
+            f"<- {print_expr(s.value)}" + _pred(s.pred)
         )
     if isinstance(s, t.AtomicMerge):
         return (

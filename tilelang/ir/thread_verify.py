@@ -251,6 +251,12 @@ def _check_atomic_add(v: _Verifier, s: t.AtomicAdd) -> None:
     _check_tensor(v, s)
 
 
+def _check_atomic_fetch_add(v: _Verifier, s: t.AtomicFetchAdd) -> None:
+    v.same(s, dtypes.u32, s.value.dtype, "the added value")
+    v.raw(s, s.dst, 4)
+    _check_tensor(v, s)
+
+
 def _check_atomic_merge(v: _Verifier, s: t.AtomicMerge) -> None:
     v.same(s, dtypes.u32, s.value.dtype, "the merged value")
     v.same(s, dtypes.u32, s.mask.dtype, "the mask")
@@ -339,6 +345,7 @@ _CHECKS = {
     t.GlobalStore: _check_global,
     t.AtomicAdd: _check_atomic_add,
     t.AtomicMerge: _check_atomic_merge,
+    t.AtomicFetchAdd: _check_atomic_fetch_add,
     t.SharedLoad: _check_shared,
     t.SharedStore: _check_shared,
     t.CpAsync: _check_cp_async,

@@ -37,6 +37,7 @@ tl = _Language(
     Layout=Layout,  # register layouts a kernel states (`load(..., layout=)`)
     Rep=Rep,
     arange=ops.arange,
+    arrive=ops.arrive,
     associative_scan=associative_scan,
     blocks=ops.blocks,
     broadcast=ops.broadcast,

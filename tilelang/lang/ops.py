@@ -401,6 +401,31 @@ def atomic_add(tensor, offsets, values, mask=None) -> None:
     builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
 
 
+def arrive(counters, offsets) -> Scalar:
+    """The block's arrival at the i32 counter ``counters[offsets]``: once per block,
+    after every global load and store the block made before it, adds 1 and returns the
+    count before (0 for the first block to arrive), the same in every thread. The blocks
+    counted before made their accesses before they arrived, and those are done before
+    this block's accesses after it: the last of n blocks to arrive at a zeroed counter
+    gets n - 1 and reads what the others stored. A counter outside the tensor is not
+    touched and gives -1. Blocks must not wait for each other's arrival (they may not
+    all be resident at once): branch on the count instead.
+
+        if tl.arrive(counts, [tile]) == SLICES - 1:  # the last slice adds them all
+            ..."""
+    builder = current()
+    tensor = _tensor(counters, "the first argument of tl.arrive")
+    if tensor.dtype != dtypes.i32:
+        raise builder.error(
+            f"tl.arrive counts in {tensor.var.name}, a tensor of {tensor.dtype}: "
+            "the counters must be a tensor of i32"
+        )
+    if _gather_axis(tensor, offsets) is not None:
+        raise builder.error("tl.arrive counts at one element: its offsets must be scalars")
+    offs = _offsets(tensor, offsets)
+    return emit_result(ir.Arrive, "count", ScalarType(dtypes.i32), tensor.var, offs)
+
+
 def _mask_tile(mask: object, shape: tuple[int, ...]) -> Tile:
     tile = require_tile(mask, "the mask")
     if tile.dtype != dtypes.u1:

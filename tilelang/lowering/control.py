@@ -80,7 +80,7 @@ def lower_for(lo: Lowering, instr: ir.For) -> None:
     lo.loop_stores.pop()
     lo.loop_touched.pop()
     start, stop, step = (lo.scalar(v) for v in (instr.start, instr.stop, instr.step))
-    b.emit(t.For(var, start, stop, step, tuple(body), unroll=bool(instr.unroll)))
+    b.emit(t.For(var, start, stop, step, tuple(body), unroll=instr.unroll))
     if not (isinstance(instr.step, ir.Const) and instr.step.value != 0):
         # The step is known before the launch (the verifier's rule): the host checks it.
         known = lo.inline_scalar(instr.step)

@@ -1,5 +1,6 @@
 """Lowering of accesses whose addresses come from data: scalar loads (`load_scalar`), a
-rank-0 tile's element as a scalar (`item`), gathers (`gather`) and scatters (`scatter`).
+rank-0 tile's element as a scalar (`item`), gathers (`gather`) and scatters (`scatter`);
+and the block's count at a counter (`arrive`), a scalar made from data too.
 
 A block-uniform scalar made from data is a thread-IR `Uniform`: every thread computes
 it from its own registers (it loaded the same address, or holds the replicated
@@ -81,6 +82,31 @@ def lower_load_scalar(lo: Lowering, instr: ir.LoadScalar) -> None:
     assert value.dtype == value_dtype(dtype)
     _bind_uniform(lo, instr.result, value)
     lo.b.count("load_scalar")
+
+
+@lowers(ir.Arrive)
+def lower_arrive(lo: Lowering, instr: ir.Arrive) -> None:
+    """Thread 0 fetch-adds the counter between two barriers (the first orders every
+    thread's earlier accesses before it, the second its result before the others'
+    reads) and hands the old count to the block through shared memory; outside the
+    tensor it keeps -1."""
+    info = access(lo, instr.tensor, store=True)
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    pred, flat = element_place(lo, info, offsets, [imm(0)] * len(offsets))
+    b = lo.b
+    count = b.local(U32, 1, "count")
+    b.emit(t.SetLocal(count, 0, imm(0xFFFFFFFF, U32)))
+    base = imm(lo.scratch(4))
+    b.emit(t.Barrier())
+    with b.nested() as first:
+        offset = byte_offset(b, flat, 32)
+        b.emit(t.AtomicFetchAdd(t.Reg(count, 0), info.param, offset, imm(1, U32), pred))
+        b.emit(t.SharedStore(base, t.Reg(count, 0), 4))
+    b.emit(t.If(t.Binary("eq", t.ThreadIndex(), imm(0)), tuple(first)))
+    b.emit(t.Barrier())
+    b.emit(t.SharedLoad(t.Reg(count, 0), 4, base))
+    _bind_uniform(lo, instr.result, t.Bitcast(t.Read(count, 0, U32), I32))
+    lo.b.count("arrive")
 
 
 @lowers(ir.Item)

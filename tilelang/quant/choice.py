@@ -260,6 +260,18 @@ class KernelCall:
     scales: tuple[int, int, int] | None = None  # the tile the scales are read for
 
 
+def split_workspace(call: KernelCall) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """The shapes of a split-K launch's f32 partial products and its i32 counters (one
+    per tile, zeroed before the first launch; the kernel leaves them zeroed), or None
+    for a launch without split."""
+    if "SPLIT_K" not in call.constexprs:
+        return None
+    m, n = call.sizes["M"], call.sizes["N"]
+    bm, bn = call.constexprs["BM"], call.constexprs["BN"]
+    partials = (call.constexprs["SPLIT_K"], m, n)
+    return partials, (math.ceil(m / bm), math.ceil(n / bn))
+
+
 def size_facts(sizes: dict[str, int]) -> dict[str, int]:
     """Per size, the largest power of two up to MAX_SIZE_DIVISOR dividing it: what a
     launch with these sizes specializes on (as `tilelang.cli.launch_facts`)."""
@@ -283,7 +295,8 @@ def swaps_operands(bn: int, warps: int) -> bool:
 
 
 def kernel_calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[KernelCall]:
-    """The launches of one choice."""
+    """The launches of one choice: one kernel, `quant_matmul_split_k` where K is split
+    (its workspace and counters are the caller's: `split_workspace`)."""
     k, n = ops.source.shape
     consts = ops.constexprs
     tile = {"BM": choice.bm, "BN": choice.bn, "WARPS": choice.warps}
@@ -294,32 +307,11 @@ def kernel_calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[
     nb = n if has_bias else 1
     scale_tile = (choice.bk, choice.bm, choice.warps)
     sk, sn = ops.scales_for(*scale_tile).shape
-    main = {"M": m, "K": k, "N": n, "SK": sk, "SN": sn, "ZK": zk, "ZN": zn}
+    sizes = {"M": m, "K": k, "N": n, "SK": sk, "SN": sn, "ZK": zk, "ZN": zn, "NB": nb}
     facts = ops.facts
     if choice.split_k == 1:
         return [
-            KernelCall(
-                kernels.quant_matmul,
-                {**weight, **epilogue},
-                {**main, "NB": nb},
-                "w",
-                facts,
-                scale_tile,
-            )
+            KernelCall(kernels.quant_matmul, {**weight, **epilogue}, sizes, "w", facts, scale_tile)
         ]
-    return [
-        KernelCall(
-            kernels.quant_matmul_partials,
-            {**weight, "SPLIT_K": choice.split_k},
-            main,
-            "w",
-            facts,
-            scale_tile,
-        ),
-        KernelCall(
-            kernels.quant_matmul_reduce,
-            {"OT": consts["OT"], **epilogue, "SPLIT_K": choice.split_k, **tile, "WARPS": 4},
-            {"M": m, "N": n, "NB": nb},
-            None,
-        ),
-    ]
+    constexprs = {**weight, **epilogue, "SPLIT_K": choice.split_k}
+    return [KernelCall(kernels.quant_matmul_split_k, constexprs, sizes, "w", facts, scale_tile)]

@@ -48,9 +48,11 @@ columns' scales, in whole words. s's shape is the sizes SK, SN. No tile straddle
 group.
 
 The epilogue, in f32: ``acc · t`` (with ``TENSOR_SCALE``), plus the bias (``HAS_BIAS``),
-rounded once to OT. Split-K (``SPLIT_K`` > 1) is deterministic: `quant_matmul_partials`
-writes each K slice's product to a [SPLIT_K, M, N] f32 workspace and
-`quant_matmul_reduce` adds them in slice order, then applies the epilogue.
+rounded once to OT. Split-K (``SPLIT_K`` > 1) is deterministic and one launch
+(`quant_matmul_split_k`): each K slice's product goes to a [SPLIT_K, M, N] f32
+workspace, and the tile's last block to arrive (`tl.arrive` at a counter per tile)
+adds them in slice order, then applies the epilogue; the counters come zeroed and are
+left zeroed.
 
 Tensors a launch does not use (the zero points without ``HAS_Z``, the bias without
 ``HAS_BIAS``) are still parameters: the host passes a one-element placeholder.
@@ -231,12 +233,16 @@ def quant_matmul(
 
 
 @kernel(warps=_warps, min_blocks=_min_blocks, expect_replicated=True)
-def quant_matmul_partials(
+def quant_matmul_split_k(
     x: Tensor["OT", "M", "K"],
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
     s: Tensor["ST", "SK", "SN"],
     z: Tensor["ZT", "ZK", "ZN"],
+    bias: Tensor["OT", "NB"],
     partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
+    counts: Tensor[dtypes.i32, "(M + BM - 1) // BM", "(N + BN - 1) // BN"],
+    y: Tensor["OT", "M", "N"],
+    t: dtypes.f32,
     OT: constexpr = dtypes.f16,
     WT: constexpr = dtypes.u4,
     ST: constexpr = dtypes.f16,
@@ -244,6 +250,8 @@ def quant_matmul_partials(
     KIND: constexpr = "scaled",
     G: constexpr = 128,
     HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    TENSOR_SCALE: constexpr = False,
     SPLIT_K: constexpr = 4,
     BM: constexpr = 16,
     BN: constexpr = 128,
@@ -253,34 +261,25 @@ def quant_matmul_partials(
     STAGES: constexpr = 3,
     SWAP: constexpr = False,
 ):
-    """partials[kz] = the f32 product over K slice kz (the first pass of split-K)."""
+    """y = x @ W (+ bias) over SPLIT_K slices of K, in one launch: each block writes its
+    slice's f32 product to `partials`, then arrives at its tile's counter; the last of
+    the tile's blocks to arrive adds the SPLIT_K products in slice order, applies the
+    epilogue, rounds once to OT and sets the counter back to zero (the counters start
+    zeroed, and stay so between launches). The loads of the addition are a compile-time
+    loop: all issued before the first addition needs one, one latency (from L2) for the
+    tail rather than SPLIT_K. Their registers (up to 154 at SPLIT_K = 8 for 16 x 128
+    tiles) still leave room for the 2 blocks an SM that the split aims at."""
     bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
     k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
     acc = product(
         x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP
     )
     tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
-
-
-@kernel(warps=_warps)
-def quant_matmul_reduce(
-    partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
-    bias: Tensor["OT", "NB"],
-    y: Tensor["OT", "M", "N"],
-    t: dtypes.f32,
-    OT: constexpr = dtypes.f16,
-    HAS_BIAS: constexpr = False,
-    TENSOR_SCALE: constexpr = False,
-    SPLIT_K: constexpr = 4,
-    BM: constexpr = 16,
-    BN: constexpr = 128,
-    WARPS: constexpr = 4,
-):
-    """y = the partial products added in slice order, then the epilogue, rounded once.
-    The slices are a compile-time loop: every load is issued before the first addition
-    needs it (one memory latency, not SPLIT_K)."""
-    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
-    acc = tl.zeros([BM, BN], tl.f32)
-    for kz in range(SPLIT_K):
-        acc = acc + tl.reshape(tl.load(partials, [kz, bm * BM, bn * BN], [1, BM, BN]), [BM, BN])
-    tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
+    if tl.arrive(counts, [bm, bn]) == SPLIT_K - 1:
+        total = tl.zeros([BM, BN], tl.f32)
+        for slice_ in range(SPLIT_K):
+            part = tl.load(partials, [slice_, bm * BM, bn * BN], [1, BM, BN])
+            total = total + tl.reshape(part, [BM, BN])
+        out = finish(total, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT)
+        tl.store(y, [bm * BM, bn * BN], out)
+        tl.store(counts, [bm, bn], tl.zeros([1, 1], tl.i32))

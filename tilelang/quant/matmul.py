@@ -63,6 +63,7 @@ from .choice import (
     choose,
     kernel_calls,
     size_facts,
+    split_workspace,
     zero_group_of,
 )
 from .operands import Operands, cached, operands, reads_as
@@ -232,7 +233,8 @@ def matmul(
     )
     tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
     workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
-    _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace)
+    counters = lambda shape: np.zeros(shape, np.int32)  # noqa: E731
+    _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace, counters)
     return y
 
 
@@ -270,19 +272,17 @@ class _Tensors:
         return self.scales[call.scales]
 
 
-def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace) -> None:
-    """Launch the calls on these tensors (host or device alike)."""
+def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace, counters) -> None:
+    """Launch the calls on these tensors (host or device alike). `workspace(shape)`: a
+    new f32 array; `counters(shape)`: zeroed i32 counters, which a split-K launch
+    leaves zeroed (so they may be kept and reused)."""
     bias = tensors.bias if bias is None else bias
-    if len(calls) == 1:
-        (call,) = calls
-        args = (x2, tensors.w, tensors.s(call), tensors.z, bias, y2, ops.t)
-        call.kernel(*args, assume=call.values, **call.constexprs)
-        return
-    first, second = calls
-    partials = workspace((first.constexprs["SPLIT_K"], first.sizes["M"], first.sizes["N"]))
-    args = (x2, tensors.w, tensors.s(first), tensors.z, partials)
-    first.kernel(*args, assume=first.values, **first.constexprs)
-    second.kernel(partials, bias, y2, ops.t, **second.constexprs)
+    for call in calls:
+        args = (x2, tensors.w, tensors.s(call), tensors.z, bias)
+        split = split_workspace(call)
+        if split is not None:
+            args += (workspace(split[0]), counters(split[1]))
+        call.kernel(*args, y2, ops.t, assume=call.values, **call.constexprs)
 
 
 def _device_array_and_dtype(x: Any) -> tuple[gpu.DeviceArray, DType | None]:
@@ -396,10 +396,24 @@ def _device_matmul(
             return torch.empty(shape, dtype=torch.float32, device=x.device)
         return gpu.DeviceBuffer.empty(shape, np.float32)
 
+    def counters(shape: tuple[int, ...]) -> Any:
+        # Kept with the weight: a split-K launch leaves them zeroed, so a call zeroes
+        # nothing (no extra launch; a CUDA graph replays it). Calls of one weight and M
+        # on two streams at once would share them: they must not overlap.
+        def zeroed() -> Any:
+            if is_torch:
+                import torch
+
+                return torch.zeros(shape, dtype=torch.int32, device=x.device)
+            return gpu.DeviceBuffer(np.zeros(shape, np.int32))
+
+        device = str(x.device) if is_torch else "tilelang"
+        return cached(qw, ("split-K counters", device, shape), zeroed)
+
     def launch(ops: Operands, calls: list[KernelCall]) -> None:
         tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))
         x2, y2 = gpu.reshaped(x, (m, k), "x"), gpu.reshaped(out, (m, n), "out")
-        _run(calls, ops, tensors, x2, y2, bias, workspace)
+        _run(calls, ops, tensors, x2, y2, bias, workspace, counters)
 
     timing = {} if method is None else {"launch": launch, "stream": gpu.current_stream([x])}
     device = gpu.device_arch()

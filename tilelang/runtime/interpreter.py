@@ -455,6 +455,23 @@ def _atomic_add(state: _State, instr: ir.AtomicAdd) -> None:
     tensor.dirty = True
 
 
+@semantics(ir.Arrive)
+def _arrive(state: _State, instr: ir.Arrive) -> None:
+    """Blocks run one after another here, so a block's arrival follows every earlier
+    block's whole run: its count and its stores."""
+    tensor = state.tensor(instr.tensor)
+    offsets = tuple(state.int(off) for off in instr.offsets)
+    box = _box(offsets, (1,) * len(offsets), tensor.shape)
+    if box is None:
+        state.bind(instr.result, np.asarray(-1, np.int32))
+        return
+    outer, _ = box
+    before = tensor.dtype.decode(tensor.codes[outer])
+    tensor.codes[outer] = tensor.dtype.encode(_round(before.astype(np.int64) + 1, tensor.dtype))
+    tensor.dirty = True
+    state.bind(instr.result, np.asarray(before.reshape(()), np.int32))
+
+
 def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
     """Codes of a tile's values. The values already are values of `dtype`, so an
     infinity the type has is stored as itself (casting would saturate it)."""

@@ -399,7 +399,7 @@ def perf_report(
             f"latency_ns: expected a positive number of nanoseconds, got {latency_ns!r}"
         )
     sizes, scalars = _check_launch(function, launch)
-    main = find_main_loop(function)
+    main = find_main_loop(function, per)
     _check_per(function, per, main)
     grid = _grid(thread, {**scalars, **sizes})
     blocks = math.prod(grid)

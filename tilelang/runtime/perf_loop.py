@@ -186,8 +186,10 @@ def _tile_load(instr: ir.Instr, kind: str, tile: TileType | SharedType, ahead: i
     )
 
 
-def find_main_loop(fn: ir.Function) -> MainLoop:
-    """The main loop of `fn` (planned block IR) and its loads (module docstring)."""
+def find_main_loop(fn: ir.Function, per: str | None = None) -> MainLoop:
+    """The main loop of `fn` (planned block IR) and its loads (module docstring); with
+    `per`, among the loops that load that tensor where some do (a split-K kernel's
+    addition of the slices loads more bytes an iteration than its k loop)."""
     roots = _shared_roots(fn)
     candidates: list[tuple[ir.For, tuple[ir.For, ...], list[TileLoad]]] = []
 
@@ -205,8 +207,10 @@ def find_main_loop(fn: ir.Function) -> MainLoop:
     visit(fn.body, ())
     if not candidates:
         return MainLoop(None, (), tuple(_loop_free_loads(fn.body)), 0)
+    indices = range(len(candidates))
+    streaming = [i for i in indices if any(x.tensor == per for x in candidates[i][2])]
     rank = max(
-        range(len(candidates)),
+        streaming or indices,
         key=lambda i: sum(_tile_bytes(x.shape, x.dtype) for x in candidates[i][2]),
     )
     loop, enclosing, loads = candidates[rank]

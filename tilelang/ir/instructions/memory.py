@@ -1,5 +1,6 @@
 """Instructions that move tiles: global loads, stores and atomic additions (masked at the
-tensor's edges), shared tiles, asynchronous copies into them, and barriers."""
+tensor's edges), shared tiles, asynchronous copies into them, and barriers; and the
+block's `arrive` at a global counter."""
 
 from __future__ import annotations
 
@@ -175,6 +176,41 @@ class Store(Instr):
 
     def check(self, v: Checker) -> None:
         _check_stored(v, self.tensor, self.offsets, self.value)
+
+
+@dataclass(frozen=True)
+class Arrive(Instr):
+    """Counts the block's arrival at the i32 element `offsets` of a global tensor: once
+    per block, after every global access the block made before it, adds 1 to the
+    element (wrapping) and gives every thread the value it had before. The blocks that
+    arrived earlier at the same element made their accesses before theirs; those are
+    done before this block's accesses after it. The last of n blocks to arrive at a
+    zeroed counter reads n - 1 and sees what the others stored before arriving (the
+    deterministic split-K of `tilelang.quant`: the last slice adds all the slices'
+    products in order).
+
+    An element outside the tensor is not accessed, and the result is -1.
+    """
+
+    result: Var
+    tensor: Var
+    offsets: tuple[Value, ...]
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets")
+    RESULTS: ClassVar = ("result",)
+    WRITES: ClassVar = ("tensor",)
+    SYNTAX: ClassVar = "arrive {tensor}[{offsets}]"
+    LAYOUT: ClassVar = "none"
+
+    def check(self, v: Checker) -> None:
+        tensor = v.tensor_param(self.tensor)
+        v.offsets(tensor, self.offsets)
+        v.expect(
+            tensor.dtype == dtypes.i32,
+            f"expected a tensor of i32 (the counters), found a tensor of {tensor.dtype}",
+        )
+        result = v.scalar(self.result, "the result")
+        v.same_dtype(result.dtype, dtypes.i32, "a result")
 
 
 @dataclass(frozen=True)
@@ -412,6 +448,7 @@ class Sync(Instr):
 
 __all__ = [
     "ATOMIC_ADD_DTYPES",
+    "Arrive",
     "AsyncCommit",
     "AsyncWait",
     "AtomicAdd",
