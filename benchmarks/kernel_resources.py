@@ -124,11 +124,6 @@ def _attention_cases() -> Iterator[Case]:
                 paged.paged_split_kernel,
                 constexprs,
             )
-    yield Case(
-        "paged_decode_attention combine (16 splits, D 256)",
-        paged.paged_combine_kernel,
-        _fixed(T=dtypes.f16, G=8, SP=16, HD=256),
-    )
 
 
 def _cell(build: CompiledKernel, loop: bool = False) -> str:

@@ -116,7 +116,7 @@ def host_numpy_dtype(dtype: DType) -> np.dtype:
         import ml_dtypes  # bf16 host arrays are ml_dtypes arrays
 
         return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype({dtypes.f32: np.float32, dtypes.f16: np.float16}[dtype])
+    return np.dtype({dtypes.f32: np.float32, dtypes.f16: np.float16, dtypes.i32: np.int32}[dtype])
 
 
 def f32_host(x: Any) -> Any:
@@ -142,6 +142,7 @@ def placeholder(
             dtypes.f32: torch.float32,
             dtypes.f16: torch.float16,
             dtypes.bf16: torch.bfloat16,
+            dtypes.i32: torch.int32,
         }
         return torch.zeros(host.shape, dtype=torch_dtype[dtype], device=like.device)
     return gpu.DeviceBuffer(host)

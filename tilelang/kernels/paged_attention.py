@@ -54,11 +54,13 @@ q·K unchanged), so no K tile moves between threads. Scores are kept in base 2 (
 softmax scale times log2 e, `fast_exp2`, probabilities below 2^-126 flushed to 0), the
 row max handed to the combine in natural units.
 
-Each split writes its unnormalized accumulator and its row max m and sum l; a second
-kernel, one block per (sequence, query head), combines the splits: with M = max m,
-o = Σ exp(m − M)·acc / Σ exp(m − M)·l. A second kernel rather than atomics: the
-combine needs every split's max before it can scale any of them, and a fixed-order
-sum keeps the result deterministic (no floating-point atomics).
+Each split writes its unnormalized accumulator and its row max m and sum l, then
+arrives at its (sequence, KV head)'s counter (`tl.arrive`); the last split to arrive
+combines them all for the G query heads (`combine_splits`): with M = max m,
+o = Σ exp(m − M)·acc / Σ exp(m − M)·l, the splits added in split order, and zeroes the
+counter. One launch, no floating-point atomics: the combine needs every split's max
+before it can scale any of them, and a fixed-order sum keeps the result deterministic.
+(Before `tl.arrive`, a second kernel combined them: a second launch per call.)
 """
 
 import math
@@ -189,6 +191,8 @@ def paged_split_kernel(
     part_o: Tensor[dtypes.f32, "NB", "HK", "S", "GP", "HD"],
     part_m: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
     part_l: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
+    counts: Tensor[dtypes.i32, "NB", "HK"],
+    o: Tensor["T", "NB", "H", "D"],
     scale: dtypes.f32,
     v_factor: dtypes.f32,
     per_split: dtypes.i32,
@@ -209,7 +213,9 @@ def paged_split_kernel(
     STAGES: constexpr = 1,  # 1: not pipelined; `default_tiles` picks the callers' stages
 ):
     """One split of one (sequence, KV head): the unnormalized output of its G query
-    heads and their row max and sum over the split's tokens (module docstring).
+    heads and their row max and sum over the split's tokens (module docstring); the
+    last split of the (sequence, KV head) to arrive at its counter combines them all
+    into o and zeroes the counter (`combine_splits`).
 
     Only what MODE and the flags name is read; the host fills each unread slot with a
     tensor that exists already (`Dequantization.tensors`), so a launch makes none for
@@ -292,35 +298,31 @@ def paged_split_kernel(
     tl.store(part_o, [b, hk, split, 0, 0], tl.reshape(acc, [1, 1, 1, GP, HD]))
     tl.store(part_m, [b, hk, split, 0], tl.reshape(m_i, [1, 1, 1, GP]))
     tl.store(part_l, [b, hk, split, 0], tl.reshape(l_i, [1, 1, 1, GP]))
+    if tl.arrive(counts, [b, hk]) == S - 1:
+        combine_splits(part_o, part_m, part_l, o, b, hk, S, T, G, GP, HD)
+        tl.store(counts, [b, hk], tl.zeros([1, 1], tl.i32))
 
 
-@kernel(warps=4)
-def paged_combine_kernel(
-    part_o: Tensor[dtypes.f32, "NB", "HK", "S", "GP", "HD"],
-    part_m: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
-    part_l: Tensor[dtypes.f32, "NB", "HK", "S", "GP"],
-    o: Tensor["T", "NB", "H", "D"],
-    T: constexpr = dtypes.f16,
-    G: constexpr = 1,
-    SP: constexpr = 1,
-    HD: constexpr = 128,
-):
-    """o[b, h] from the splits of its KV head's block: Σ exp(m − M)·acc / Σ exp(m − M)·l
-    with M the largest row max (module docstring); 0 where no split saw a token."""
-    b, h = tl.blocks(NB, H)
-    hk = h // G
-    g = h % G
-    m = tl.reshape(tl.load(part_m, [b, hk, 0, g], [1, 1, SP, 1], fill=float("-inf")), [SP])
-    sums = tl.reshape(tl.load(part_l, [b, hk, 0, g], [1, 1, SP, 1]), [SP])
-    acc = tl.reshape(tl.load(part_o, [b, hk, 0, g, 0], [1, 1, SP, 1, HD]), [SP, HD])
-    top = tl.max(m, axis=0, keepdims=True)
-    weight = tl.exp(m - tl.where(top == float("-inf"), 0.0, top))
-    total = tl.sum(weight * sums, axis=0, keepdims=True)
-    out = (
-        tl.sum(weight[:, None] * acc, axis=0, keepdims=True)
-        / tl.where(total > 0.0, total, 1.0)[:, None]
-    )
-    tl.store(o, [b, h, 0], tl.reshape(out.to(T), [1, 1, HD]))
+@func
+def combine_splits(part_o, part_m, part_l, o, b, hk, S, T, G, GP, HD):
+    """o[b, hk·G + g] for the G query heads of a KV head, from its S splits:
+    Σ exp(m − M)·acc / Σ exp(m − M)·l with M the largest row max (module docstring);
+    0 where no split saw a token. The splits are added in split order (deterministic),
+    one at a time (a [GP, HD] accumulator and one split's rows in registers)."""
+    top = tl.full([GP], float("-inf"), tl.f32)
+    for split in tl.range(0, S, unroll=1):
+        top = tl.maximum(top, tl.reshape(tl.load(part_m, [b, hk, split, 0], [1, 1, 1, GP]), [GP]))
+    base = tl.where(top == float("-inf"), 0.0, top)
+    total = tl.zeros([GP], tl.f32)
+    acc = tl.zeros([GP, HD], tl.f32)
+    for split in tl.range(0, S, unroll=1):
+        m = tl.reshape(tl.load(part_m, [b, hk, split, 0], [1, 1, 1, GP]), [GP])
+        weight = tl.exp(m - base)
+        total = total + weight * tl.reshape(tl.load(part_l, [b, hk, split, 0], [1, 1, 1, GP]), [GP])
+        rows = tl.reshape(tl.load(part_o, [b, hk, split, 0, 0], [1, 1, 1, GP, HD]), [GP, HD])
+        acc = acc + weight[:, None] * rows
+    out = acc / tl.where(total > 0.0, total, 1.0)[:, None]
+    tl.store(o, [b, hk * G, 0], tl.reshape(out[:G].to(T), [1, G, HD]))
 
 
 #: (BN, WARPS, MIN_BLOCKS) of the split kernel by (cache, D, arch) where the plain
@@ -514,6 +516,25 @@ def _spare(like: Any) -> Any:
     return _SPARES[key]
 
 
+#: Zeroed i32 counters per place and shape (`_counters`).
+_COUNTERS: dict[Any, Any] = {}
+
+
+def _counters(like: Any, shape: tuple[int, ...]) -> Any:
+    """Zeroed i32 counters of `shape` where `like` lives: one per (sequence, KV head),
+    at which the splits arrive. The launch leaves them zeroed, so on a device they are
+    made by the first call and kept (no zeroing launch; CUDA graphs replay it); two
+    calls of the same shape on two streams at once would share them. Host arrays get
+    new ones (the interpreter and the CPU backend)."""
+    if isinstance(like, np.ndarray):
+        return placeholder(like, dtype=dtypes.i32, shape=shape)
+    place = ("torch", str(like.device)) if gpu.is_torch_tensor(like) else "driver"
+    key = (place, shape)
+    if key not in _COUNTERS:
+        _COUNTERS[key] = placeholder(like, dtype=dtypes.i32, shape=shape)
+    return _COUNTERS[key]
+
+
 def _like(like: Any, host: np.ndarray) -> Any:
     """A host array copied to where `like` lives (a device tensor)."""
     if gpu.is_torch_tensor(like):
@@ -652,11 +673,11 @@ def paged_decode_attention(
     args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
     score_scale = float(np.float32(scale) * np.float32(dequantization.k_factor))
-    args += [part_o, part_m, part_l, score_scale, dequantization.v_factor, per_split]
+    counts = _counters(q, (nb, kv_heads))
+    args += [part_o, part_m, part_l, counts, out, score_scale, dequantization.v_factor]
+    args += [per_split]
     constexprs = dict(T=t, KT=kt, BS=bs, G=group, **dequantization.constexprs(), **tiles)
     run(paged_split_kernel, args, constexprs, interpret)
-    combine = dict(T=t, G=group, SP=next_power_of_two(splits), HD=hd)
-    run(paged_combine_kernel, [part_o, part_m, part_l, out], combine, interpret)
     return out
 
 
