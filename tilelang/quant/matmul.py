@@ -26,10 +26,10 @@ come from L2, which the model does not count). At m = 4096: `tilelang.quant.choi
 
 BK is at most the packing's K tile (`tilelang.quant.operands`). Split-K: when the
 blocks, cdiv(M, BM) · cdiv(N, BN), are fewer than the SMs (at most half of them for
-the gemm tile), K is split into S slices
-(deterministically: a workspace of partial products and a second kernel that adds them
-in slice order), S the least number of slices that gives at least 2 blocks per SM,
-each slice at least 2 k-tiles. Host arrays run the kernels an sm_90 would launch (so
+the gemm tile), K is split into S slices, deterministically and in one launch (a
+workspace of partial products, which the last block of a tile to `tl.arrive` adds in
+slice order: `kernels.quant_matmul_split_k`), S the least number of slices that gives
+at least 2 blocks per SM, each slice at least 2 k-tiles. Host arrays run the kernels an sm_90 would launch (so
 the CPU backend checks exactly those); `arch=` picks another architecture's choice,
 unswapped (the CPU has no warpgroup mma).
 
