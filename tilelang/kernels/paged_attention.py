@@ -326,19 +326,15 @@ def combine_splits(part_o, part_m, part_l, o, b, hk, S, T, G, GP, HD):
 
 
 #: (BN, WARPS, MIN_BLOCKS) of the split kernel by (cache, D, arch) where the plain
-#: tiles (32 tokens, 4 warps, no minimum) do not serve. At D = 64 they spill: ptxas caps
-#: the registers at 80, 128 or 168 for occupancy and spills a few bytes; `min_blocks=1`
-#: (`tilelang.kernel`) lets it use what the kernel needs (0 spills, measured). Stating
-#: it at 64-token u8 tiles costs: ptxas then unrolls further and spills 52-60 bytes.
+#: tiles (32 tokens, 4 warps, no minimum) do not serve. Where ptxas caps the registers
+#: for occupancy and spills, `min_blocks=1` (`tilelang.kernel`) lets it use what the
+#: kernel needs. u8 and f8 at D = 64 needed it until the splits' combine moved into
+#: this kernel's last block (`combine_splits`); since, capped at 76-96 registers they
+#: spill nothing on sm_80 and sm_90 with any flags (and 5 blocks fit an SM where 4 did
+#: with the 104-115 the minimum gave), so they take the plain tiles.
 TOKEN_TILES = {
-    (dtypes.u8, 64, "sm_80"): (32, 4, 1),
-    (dtypes.u8, 64, "sm_90"): (32, 4, 1),
     (dtypes.u4, 64, "sm_80"): (32, 2, 0),  # 4 warps read its 32-byte rows 8 bytes a thread
     (dtypes.u4, 64, "sm_90"): (32, 2, 0),
-    # f8 at D = 64: ptxas picks 80 registers for a third block and spills 4-12 bytes
-    # (sm_80 both scales per head, sm_90 v's); stated, 92-96 registers and 0 spills
-    (dtypes.f8e4m3, 64, "sm_80"): (32, 4, 1),
-    (dtypes.f8e4m3, 64, "sm_90"): (32, 4, 1),
     # u4 at D = 128: 64 tokens a step halve the per-step work (the accumulator's
     # rescale, the reductions' exchanges, the loop's bookkeeping) per token: sm_90
     # 0.343 -> 0.298 warp instructions per K element, under the 0.312 the DRAM floor
