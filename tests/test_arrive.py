@@ -57,6 +57,16 @@ def arrivals(counts: tl.Tensor[tl.i32, "C"], seen: tl.Tensor[tl.i32, "B"], AT: t
     tl.store(seen, [b], tl.full([1], n, tl.i32))
 
 
+@tl.kernel(warps=2)
+def each_row(counts: tl.Tensor[tl.i32, "C"], seen: tl.Tensor[tl.i32, "B", "C"]):
+    """Block b arrives at every counter in turn: counters the kernel only counts at
+    (never stores to), arrivals in a loop."""
+    b = tl.blocks(B)
+    for r in tl.range(0, C):
+        n = tl.arrive(counts, [r])
+        tl.store(seen, [b, r], tl.full([1, 1], n, tl.i32))
+
+
 def _slice_order_sum(x: np.ndarray) -> np.ndarray:
     total = np.zeros(x.shape[1], np.float32)
     for row in x:  # f32 additions in slice order, each rounded once
@@ -87,6 +97,24 @@ def test_the_arrivals_at_a_counter_are_counted_once_each(interpret):
         if interpret:  # blocks in grid order
             assert list(got) == list(range(5, 35))
     assert (counts == 35).all()
+
+
+@pytest.mark.parametrize("interpret", [True, False], ids=["interpreter", "cpu"])
+def test_arrivals_in_a_loop_count_at_each_counter(interpret):
+    counts, seen = np.zeros(3, np.int32), np.zeros((40, 3), np.int32)
+    (each_row.interpret if interpret else each_row)(counts, seen)
+    for r in range(3):
+        assert sorted(seen[:, r]) == list(range(40))
+    assert (counts == 40).all()
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90a"])
+def test_a_tensor_only_counted_at_is_written_by_the_cuda_kernel(arch):
+    """The counters are written (not a `const` pointer, nor read through the
+    non-coherent path) even when the kernel never stores to them."""
+    build = each_row.compile(target=arch)
+    (param,) = re.findall(r".*\bg_counts,", build.source)
+    assert param.strip() == "u8* __restrict__ g_counts,"  # not const
 
 
 @pytest.mark.parametrize("interpret", [True, False], ids=["interpreter", "cpu"])

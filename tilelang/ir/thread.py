@@ -667,7 +667,9 @@ def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
 def written_tensors(body: tuple[Stmt, ...]) -> frozenset[str]:
     """The tensors that statements of `body` write (stores and atomics)."""
     return frozenset(
-        s.tensor for s in walk_stmts(body) if isinstance(s, GlobalStore | AtomicAdd | AtomicMerge)
+        s.tensor
+        for s in walk_stmts(body)
+        if isinstance(s, GlobalStore | AtomicAdd | AtomicMerge | AtomicFetchAdd)
     )
 
 

@@ -41,13 +41,21 @@ from tilelang.passes import thread_cleanup
 from tilelang.target import CPU, Target
 
 #: Statements that address global memory through an i64 byte `offset`.
-ACCESSES = (t.GlobalLoad, t.GlobalStore, t.CpAsync, t.AtomicAdd, t.AtomicMerge)
+ACCESSES = (
+    t.GlobalLoad,
+    t.GlobalStore,
+    t.CpAsync,
+    t.AtomicAdd,
+    t.AtomicMerge,
+    t.AtomicFetchAdd,
+)
 
 #: Statements that write register bytes through a `Reg`, and the field naming it.
 RAW_WRITES = {
     "Move": "dst",
     "GlobalLoad": "dst",
     "SharedLoad": "dst",
+    "AtomicFetchAdd": "dst",
     "Ldmatrix": "dst",
     "Mma": "d",
     "Wgmma": "d",
