@@ -184,3 +184,22 @@ def test_the_cuda_build_adds_once_a_block_between_gpu_scope_fences(arch):
     before, after = code.split(atomics[0], 1)
     assert "MEMBAR.ALL.GPU" in before.rsplit("BAR.SYNC", 1)[-1]  # release, after the barrier
     assert "MEMBAR.ALL.GPU" in after.split("BAR.SYNC", 1)[0]  # acquire, before the next
+
+
+@tl.kernel(warps=4)
+def arrive_then_load(
+    counts: tl.Tensor[tl.i32, "C"], x: tl.Tensor[tl.f32, "C", "N"], y: tl.Tensor[tl.f32, "N"]
+):
+    acc = tl.zeros([128], tl.f32)
+    for i in tl.range(0, C, stages=2):
+        n = tl.arrive(counts, [i])
+        acc = acc + tl.load(x, [i, 0], [1, 128]).reshape([128]) * n.to(tl.f32)
+    tl.store(y, [0], acc)
+
+
+def test_a_pipelined_loop_issues_no_load_ahead_of_an_arrival():
+    """A load after an arrive must see what the counted blocks stored: issued an
+    iteration ahead it would run before the arrival, so the loop keeps it in place."""
+    with pytest.warns(tl.PipelineWarning, match="arrive .* which a load issued ahead would"):
+        kernel = arrive_then_load.compile(target="sm_90")
+    assert "cp_async" not in " ".join(kernel.stats)

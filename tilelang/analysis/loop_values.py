@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tilelang.ir import nodes as ir
+from tilelang.ir.types import TileType
 from tilelang.ir.visit import walk
 
 
@@ -40,6 +41,15 @@ class LoopValues:
             return Origin("outside")
         instr = self.definitions.get(value)
         return Origin("nested") if instr is None else Origin("body", instr)
+
+    def from_tiles(self, instr: ir.Instr | None) -> bool:
+        """Whether `instr`'s value derives from a tile (loaded or computed data)."""
+        if instr is None:
+            return True
+        operands = [v for v in instr.uses() if isinstance(v, ir.Var)]
+        return any(isinstance(v.type, TileType) for v in operands) or any(
+            self.from_tiles(self.definitions[v]) for v in operands if v in self.definitions
+        )
 
 
 def carried_reason(value: ir.Var) -> str:

@@ -695,14 +695,15 @@ _READS = (ir.Load, ir.LoadScalar, ir.Gather, ir.CopyAsync, ir.GatherAsync)
 
 def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
     """Tensors an instruction of `body` may write: any use of a tensor but a load's or an
-    asynchronous copy's source (stores, atomics, whatever else takes a tensor)."""
+    asynchronous copy's source (stores, atomics, whatever else takes a tensor); after
+    an `arrive` every tensor, whose other blocks' stores it brings in."""
     found: dict[ir.Var, ir.Instr] = {}
+    arrival = next((i for i in walk(body) if isinstance(i, ir.Arrive)), None)
     for instr in walk(body):
-        if isinstance(instr, _READS):
-            continue
         for value in instr.uses():
-            if isinstance(value, ir.Var) and isinstance(value.type, TensorType):
-                found.setdefault(value, instr)
+            tensor = isinstance(value, ir.Var) and isinstance(value.type, TensorType)
+            if tensor and (arrival is not None or not isinstance(instr, _READS)):
+                found.setdefault(value, instr if not isinstance(instr, _READS) else arrival)
     return found
 
 
@@ -727,7 +728,7 @@ def _blocker(
         instr = origin.instr
         if isinstance(instr, ir.Compute | ir.Cast) and isinstance(value.type, ScalarType):
             return next((r for r in map(why, instr.uses()) if r is not None), None)
-        source = "from loaded data" if _from_tiles(instr, values.definitions) else "by a branch"
+        source = "from loaded data" if values.from_tiles(instr) else "by a branch"
         where = f" ({instr.mnemonic} at {instr.loc})" if instr is not None else ""
         return f"%{value.name}, computed in the loop body {source}{where}"
 
@@ -736,16 +737,6 @@ def _blocker(
         if reason is not None:
             return f"its offsets depend on {reason}"
     return None
-
-
-def _from_tiles(instr: ir.Instr | None, definitions: dict[ir.Var, ir.Instr]) -> bool:
-    """Whether `instr`'s value derives from a tile (loaded or computed data)."""
-    if instr is None:
-        return True
-    operands = [v for v in instr.uses() if isinstance(v, ir.Var)]
-    return any(isinstance(v.type, TileType) for v in operands) or any(
-        _from_tiles(definitions[v], definitions) for v in operands if v in definitions
-    )
 
 
 def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:
