@@ -198,7 +198,6 @@ CASES: tuple[Case, ...] = (
     *_quant_cases(),
     Case("split-K atomic u4", quant_matmul.quant_matmul_split_k, {"WT": tl.u4, "SPLIT_K": 4}),
     Case("split-K partials u4", quant_matmul.quant_matmul_partials, {"WT": tl.u4, "SPLIT_K": 4}),
-    Case("split-K reduce", quant_matmul.reduce_partials),
     Case("atomic add_slices f32", add_slices, {"T": tl.f32}),
     Case("atomic add_slices f16", add_slices, {"T": tl.f16}),
     Case("atomic add_where_positive", add_where_positive),

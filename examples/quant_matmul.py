@@ -23,9 +23,10 @@ and each block multiplies one slice. The partial products are reduced either
   one launch, but the float sum depends on the order the slices arrive in; f32, not
   f16, because f16 atomics would round every partial sum to f16 (SPLIT_K roundings
   instead of one); or
-- deterministically: each slice writes its partial product to a workspace
-  [SPLIT_K, M, N] (`quant_matmul_partials`) and a second kernel adds them in slice
-  order and rounds once to f16 (`reduce_partials`); bit-identical from run to run.
+- deterministically, also in one launch: each slice writes its partial product to a
+  workspace [SPLIT_K, M, N] and arrives at its tile's counter (`tl.arrive`); the last to
+  arrive adds them in slice order and rounds once to f16 (`quant_matmul_partials`);
+  bit-identical from run to run.
 
 SPLIT_K = 1 is the unsplit product.
 
@@ -123,6 +124,8 @@ def quant_matmul_partials(
     w: tl.Tensor["WT", "(N + BN - 1) // BN", "(K + BK - 1) // BK * BK * BN"],
     s: tl.Tensor[tl.f16, "(K + G - 1) // G", "N"],
     partials: tl.Tensor[tl.f32, "SPLIT_K", "M", "N"],
+    counts: tl.Tensor[tl.i32, "(M + BM - 1) // BM", "(N + BN - 1) // BN"],
+    y: tl.Tensor[tl.f16, "M", "N"],
     WT: tl.constexpr = tl.u4,
     G: tl.constexpr = 128,
     SPLIT_K: tl.constexpr = 4,
@@ -130,28 +133,21 @@ def quant_matmul_partials(
     BN: tl.constexpr = BLOCK_N,
     BK: tl.constexpr = BLOCK_K,
 ):
-    """partials[kz] = the product over K slice kz (the first pass of the deterministic
-    split-K; `reduce_partials` is the second)."""
+    """The deterministic split-K in one launch: partials[kz] = the product over K slice
+    kz; the last block of a tile to arrive at its counter (`tl.arrive`: it sees what the
+    others stored before arriving) adds the tile's products in slice order, rounds once
+    to f16, and sets the counter back to 0 for the next launch."""
     bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
     k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
     acc = slice_product(x, w, s, bm, bn, k_start, k_stop, G, BM, BN, BK)
     tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
-
-
-@tl.kernel(warps=WARPS)
-def reduce_partials(
-    partials: tl.Tensor[tl.f32, "S", "M", "N"],
-    y: tl.Tensor[tl.f16, "M", "N"],
-    BM: tl.constexpr = BLOCK_M,
-    BN: tl.constexpr = 64,
-):
-    """y = the sum of the partial products in slice order, rounded once to f16 (its tile
-    need not match the first pass's: the partial products are whole [M, N] matrices)."""
-    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
-    acc = tl.zeros([BM, BN], tl.f32)
-    for kz in tl.range(0, S):
-        acc = acc + tl.reshape(tl.load(partials, [kz, bm * BM, bn * BN], [1, BM, BN]), [BM, BN])
-    tl.store(y, [bm * BM, bn * BN], acc.to(tl.f16))
+    if tl.arrive(counts, [bm, bn]) == SPLIT_K - 1:
+        total = tl.zeros([BM, BN], tl.f32)
+        for slice_ in range(SPLIT_K):
+            part = tl.load(partials, [slice_, bm * BM, bn * BN], [1, BM, BN])
+            total = total + tl.reshape(part, [BM, BN])
+        tl.store(y, [bm * BM, bn * BN], total.to(tl.f16))
+        tl.store(counts, [bm, bn], tl.zeros([1, 1], tl.i32))
 
 
 def random_codes(rng: np.random.Generator, dtype: tl.DType, shape: tuple[int, ...]) -> np.ndarray:
@@ -232,7 +228,8 @@ def split_k_matmul(
     x, w, s, weight_type: tl.DType, group: int, split_k: int, deterministic: bool = False, **tiles
 ):
     """x @ dequant(W) with K split in `split_k` slices: f32 through atomic additions, or
-    (`deterministic`) f16 through a workspace of partial products and a second kernel.
+    (`deterministic`) f16 through a workspace of partial products that the last block of
+    each tile adds, in the same launch.
     w is W packed by `pack_weights` for the same tiles. Host arrays run on the CPU;
     `tl.DeviceBuffer`s (or torch/cupy tensors) on the GPU."""
     m, n = x.shape[0], s.shape[1]
@@ -242,9 +239,12 @@ def split_k_matmul(
     if not deterministic:
         y = device(np.zeros((m, n), np.float32))
         return quant_matmul_split_k(x, w, s, y, **constants)
+    bm, bn = tiles.get("BM", BLOCK_M), tiles.get("BN", BLOCK_N)
     partials = device(np.zeros((split_k, m, n), np.float32))
-    quant_matmul_partials(x, w, s, partials, **constants)
-    return reduce_partials(partials, device(np.zeros((m, n), np.float16)))
+    counts = device(np.zeros((-(-m // bm), -(-n // bn)), np.int32))  # zeroed, left zeroed
+    y = device(np.zeros((m, n), np.float16))
+    quant_matmul_partials(x, w, s, partials, counts, y, **constants)
+    return y
 
 
 def check_split_k(
@@ -289,7 +289,7 @@ def main() -> None:
     split_k = 4
     for deterministic in (False, True):
         error = check_split_k(m, k, n, tl.u4, group, split_k, deterministic, on_gpu)
-        how = "workspace + reduce kernel, f16" if deterministic else "atomic_add into f32"
+        how = "workspace, the last block adds, f16" if deterministic else "atomic_add into f32"
         print(f"  u4 split-K {split_k} ({how}) on {device}: relative error {error:.2e}  ok")
 
 

@@ -1,11 +1,12 @@
 """Split-K for the quantized matmul (examples/quant_matmul.py): K sliced over a third
 grid dimension, partial products reduced with atomic additions (f32) or through a
-workspace and a second kernel (deterministic, f16).
+workspace that the last block of each tile to `tl.arrive` adds (deterministic, f16),
+both in one launch.
 
 On the CPU backend: every SPLIT_K (K not a multiple of the slices, slices left empty)
 agrees with the unsplit kernel within the accumulation tolerance and with numpy;
-SPLIT_K = 1 is bit-identical to the unsplit kernel; the reduce kernel is bit-exact
-against numpy's f32 sum in slice order. Then NVRTC for sm_90: no spills, the partial
+SPLIT_K = 1 is bit-identical to the unsplit kernel; the last block's addition is
+bit-exact against numpy's f32 sum of the written partial products in slice order. Then NVRTC for sm_90: no spills, the partial
 sums leave through `red`.
 """
 
@@ -77,16 +78,24 @@ def test_the_interpreter_agrees(qm):
     assert float(np.abs(compiled - interpreted).max()) <= K * 2.0**-24 * 4 * scale
 
 
-def test_the_reduce_kernel_adds_slices_in_order_and_rounds_once(qm):
-    rng = np.random.default_rng(3)
-    partials = (rng.standard_normal((5, 19, 70)) * 1000).astype(np.float32)
-    total = np.zeros((19, 70), np.float32)
-    for part in partials:  # f32 additions in slice order, each rounded: numpy's float32 add
-        total = total + part
-    y = qm.reduce_partials(partials, np.zeros((19, 70), np.float16))
-    np.testing.assert_array_equal(y.view(np.uint16), total.astype(np.float16).view(np.uint16))
-    again = qm.reduce_partials(partials, np.zeros((19, 70), np.float16))
-    np.testing.assert_array_equal(again.view(np.uint16), y.view(np.uint16))
+def test_the_last_block_adds_the_slices_in_order_and_rounds_once(qm):
+    """The partial products the launch leaves in its workspace, added by numpy in slice
+    order (each f32 addition rounded), rounded to f16: the kernel's y, bit for bit, in
+    every run; the counters end zeroed."""
+    x, w, s = inputs(qm, tl.u4, BN=32, BK=32)
+    constants = {"WT": tl.u4, "G": GROUP, "SPLIT_K": 5, "BN": 32, "BK": 32}
+    outputs = []
+    for _ in range(3):
+        partials = np.full((5, M, N), np.nan, np.float32)
+        counts, y = np.zeros((1, -(-N // 32)), np.int32), np.zeros((M, N), np.float16)
+        qm.quant_matmul_partials(x, w, s, partials, counts, y, **constants)
+        total = np.zeros((M, N), np.float32)
+        for part in partials:
+            total = total + part
+        np.testing.assert_array_equal(y.view(np.uint16), total.astype(np.float16).view(np.uint16))
+        assert (counts == 0).all()
+        outputs.append(y.copy())
+    assert all((out.view(np.uint16) == outputs[0].view(np.uint16)).all() for out in outputs)
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -94,7 +103,6 @@ def test_split_k_compiles_without_spills_and_reduces_with_red(qm, arch):
     for kernel, constants in (
         (qm.quant_matmul_split_k, {"WT": tl.u4, "SPLIT_K": 4}),
         (qm.quant_matmul_partials, {"WT": tl.u4, "SPLIT_K": 4}),
-        (qm.reduce_partials, {}),
     ):
         compiled = kernel.compile(target=arch, **constants)
         r = compiled.resources

@@ -65,7 +65,8 @@ def the_loop(thread: t.ThreadFunction) -> t.For:
 
 
 def quant_arrays(m, k, n, weight_type, group=128, split_k=None, **tiles):
-    """Inputs of the quantized matmul (y zeroed), or of its split-K partial products."""
+    """Inputs of the quantized matmul (y zeroed), or of its deterministic split-K (the
+    workspace, zeroed counters and y)."""
     x, w, s = quant.make_inputs(m, k, n, weight_type, group, seed=3)
     packed = quant.pack_weights(w, **tiles)
 
@@ -73,7 +74,14 @@ def quant_arrays(m, k, n, weight_type, group=128, split_k=None, **tiles):
         arrays = {"x": x.copy(), "w": packed, "s": s.copy()}
         if split_k is None:
             return {**arrays, "y": np.zeros((m, n), np.float16)}
-        return {**arrays, "partials": np.zeros((split_k, m, n), np.float32)}
+        tiles_m = -(-m // tiles.get("BM", quant.BLOCK_M))
+        tiles_n = -(-n // tiles.get("BN", quant.BLOCK_N))
+        return {
+            **arrays,
+            "partials": np.zeros((split_k, m, n), np.float32),
+            "counts": np.zeros((tiles_m, tiles_n), np.int32),
+            "y": np.zeros((m, n), np.float16),
+        }
 
     return make
 
