@@ -163,6 +163,16 @@ def test_the_swapped_gemm_of_sm_90a_is_exact(monkeypatch, name):
     check(qw, activations((65, K), seed=54), arch="sm_90a", tune=False)
 
 
+def test_a_choice_tuned_for_sm_90a_runs_unswapped_on_the_cpu():
+    """Host arrays with arch="sm_90a" and tune=True: the tile ranked for sm_90a, built
+    without the swap (the CPU has no warpgroup mma), exact against float64."""
+    qw = quant.quantize(weights(k=K, seed=57), "u4")
+    tuned = quant.plan(qw, 128, "cpu", arch="sm_90a", tune=True)
+    assert not tuned.choice.swap and not tuned.launches[0].constexprs["SWAP"]
+    assert quant.plan(qw, 128, "sm_90a", tune=True).choice.swap == (tuned.choice.warps == 4)
+    check(qw, activations((128, K), seed=58), arch="sm_90a", tune=True)
+
+
 @pytest.mark.usefixtures("forced_gemm")
 @pytest.mark.parametrize("name", ["u4 sym g128", "u3 asym g128", "mxfp4", "nvfp4"])
 def test_the_swapped_gemm_gives_the_bits_of_the_unswapped_one(monkeypatch, name):

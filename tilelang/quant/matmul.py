@@ -40,6 +40,7 @@ its scales and zero points as the kernel types, the device copies of them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -120,16 +121,17 @@ def _prepared(
     target: Any,
     **timing,
 ):
-    """`method` None: `choose`'s tile for `arch`, swapped where `target` (what the
-    kernels compile for) has the warpgroup mma; "model"/"gpu": the tuned one
-    (`tuning.py`)."""
+    """`method` None: `choose`'s tile for `arch`; "model"/"gpu": the tuned one
+    (`tuning.py`). Swapped only where `target` (what the kernels compile for) has the
+    warpgroup mma (`choice.swaps_operands`)."""
     ops = operands(qw, x_dtype)
     k, n = qw.shape
+    wgmma = find_target(target).has_wgmma
     if method is None:
-        wgmma = find_target(target).has_wgmma
         choice = choose(m, k, n, arch, ops.packing, zero_group_of(ops), wgmma)
     else:
         choice = tuned_choice(qw, m, x_dtype, arch, has_bias, method, **timing)
+        choice = dataclasses.replace(choice, swap=choice.swap and wgmma)
     assert reads_as(ops.packing, choice.bk, choice.bm, choice.warps), (
         f"the kernel tile {choice} does not read codes packed by {ops.packing}"
     )

@@ -141,6 +141,7 @@ def config_of(choice: Choice) -> dict[str, Any]:
         "WARPS": choice.warps,
         "STAGES": choice.stages,
         "SPLIT_K": choice.split_k,
+        "SWAP": choice.swap,
     }
 
 
@@ -153,6 +154,7 @@ def choice_of(config: dict[str, Any]) -> Choice:
         config["WARPS"],
         config["STAGES"],
         config["SPLIT_K"],
+        config["SWAP"],
     )
 
 
