@@ -314,3 +314,14 @@ def test_ldmatrix_layout_with_and_without_swizzle() -> None:
 def test_shape_mismatch_is_reported() -> None:
     with pytest.raises(ValueError, match=r"shape \(16, 8\).*shape \(8, 16\)"):
         warp_access_conflicts(local(2, 1).spatial(8, 4).local(1, 2), row_major(8, 16), 16, 2)
+
+
+def test_a_swizzle_repeats_after_its_period():
+    """The 128-byte swizzle of f16 repeats every 512 elements (1024 bytes): adding the
+    period to an offset adds it to the swizzled offset; one element earlier it does not."""
+    swizzle = Swizzle.for_bytes(128, 16)
+    assert swizzle.period == 512 and Swizzle(0, 0, 0).period == 1
+    offsets = np.arange(4096)
+    shifted = swizzle.apply(offsets + swizzle.period)
+    assert (shifted == swizzle.apply(offsets) + swizzle.period).all()
+    assert not (swizzle.apply(offsets + 256) == swizzle.apply(offsets) + 256).all()

@@ -70,9 +70,7 @@ def staged_layout(
     then never mixes stages), so a slice at any stage has exactly the default layout.
     """
     one = default_layout(dtype, shape, panels)
-    period = 1
-    if one.swizzle is not None and one.swizzle.bits:
-        period = 1 << (one.swizzle.shift + one.swizzle.bits)
+    period = one.swizzle.period if one.swizzle is not None else 1
     unit = math.lcm(period, (ALIGN * 8) // math.gcd(ALIGN * 8, dtype.bits))
     stride = round_up(one.size, unit)
     return SharedLayout(((Mode(stages, stride),), *one.dims), one.swizzle)
@@ -96,11 +94,9 @@ def alignment(type_: SharedType, wgmma: bool) -> int:
     """The byte alignment of a tile's start: `ALIGN`, or on a target with the warpgroup
     mma (`wgmma`, whose hardware swizzles address bits) a whole swizzle period."""
     layout = type_.layout or default_layout(type_.dtype, type_.shape)
-    swizzle = layout.swizzle
-    if not wgmma or swizzle is None or not swizzle.bits:
+    if not wgmma or layout.swizzle is None:
         return ALIGN
-    period = (1 << (swizzle.shift + swizzle.bits)) * type_.dtype.bits // 8
-    return max(ALIGN, period)
+    return max(ALIGN, layout.swizzle.period * type_.dtype.bits // 8)
 
 
 def tile_bytes(type_: SharedType) -> int:

@@ -51,7 +51,7 @@ from typing import Literal
 import numpy as np
 
 from tilelang.dtypes import DType
-from tilelang.ir.atoms import MmaAtom, mma_atoms_for
+from tilelang.ir.atoms import WARP_SIZE, WARPGROUP, MmaAtom, mma_atoms_for
 from tilelang.ir.layout import (
     Layout,
     LayoutError,
@@ -128,7 +128,8 @@ def dot_layouts(
             continue
         # The lowering's warpgroup mma multiplies f16/bf16 into f32 (`lowering.wgmma`).
         wgmma_types = atom.acc_dtype == "f32" and str(operand) in ("f16", "bf16")
-        if warpgroups and wgmma_types and warps % 4 == 0 and m % (atom.m * warps) == 0:
+        whole_groups = warps % (WARPGROUP // WARP_SIZE) == 0
+        if warpgroups and wgmma_types and whole_groups and m % (atom.m * warps) == 0:
             return warpgroup_layouts(atom, m, n, k, warps)
         grid = _warp_grid(m, n, atom.m, atom.n, warps, split_rows)
         if grid is None:

@@ -102,6 +102,13 @@ class Swizzle:
             # o ^ (o's own bits) clears them: not a bijection.
             raise ValueError(f"{self}: shift must differ from base")
 
+    @property
+    def period(self) -> int:
+        """Elements after which the pattern repeats, 2^(shift + bits) (1 without bits):
+        adding a multiple of it to an offset commutes with the swizzle when `base` is
+        below `shift`, and tiles starting on it see the same pattern."""
+        return 1 << (self.shift + self.bits) if self.bits else 1
+
     @staticmethod
     def for_bytes(width: int, dtype_bits: int) -> Swizzle:
         """The standard 32/64/128-byte swizzle, expressed in elements of ``dtype_bits``.

@@ -89,7 +89,7 @@ def _outside_swizzle(swizzle: Swizzle | None, constant: int) -> int:
     swizzle(x + c) = swizzle(x) + c for c ≡ 0 (mod P) (two's complement, any x)."""
     if swizzle is None or not swizzle.bits:
         return constant
-    period = 1 << (swizzle.shift + swizzle.bits)
+    period = swizzle.period
     if swizzle.base > swizzle.shift:
         return 0
     return constant - constant % period
@@ -135,7 +135,7 @@ def lower_sharedslice(lo: Lowering, instr: ir.SharedSlice) -> None:
     whole = lo.shared_tile(instr.shared)
     (lead, *_), rest = whole.layout.dims[0], whole.layout.dims[1:]
     swizzle = whole.layout.swizzle
-    period = 1 << (swizzle.shift + swizzle.bits) if swizzle is not None and swizzle.bits else 1
+    period = swizzle.period if swizzle is not None else 1
     bits = whole.dtype.bits
     at_zero = isinstance(instr.index, ir.Const) and instr.index.value == 0
     if at_zero:  # the same memory: dropping a dim of size 1 needs no aligned stride

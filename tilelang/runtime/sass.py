@@ -24,6 +24,8 @@ import tempfile
 from collections import Counter
 from collections.abc import Mapping
 
+from tilelang.ir.atoms import WARP_SIZE, WARPGROUP
+
 __all__ = [
     "CLASSES",
     "SassUnavailableError",
@@ -301,7 +303,7 @@ _MMA_SHAPE = re.compile(r"^(HMMA|IMMA)\.(16|8)(8)(\d+)")
 
 _WARPGROUP_MMA = re.compile(r"^HGMMA\.(\d+)x(\d+)x(\d+)")
 #: Warps that issue one warpgroup mma together (each counts a quarter of its work).
-WARPS_PER_GROUP = 4
+WARPS_PER_GROUP = WARPGROUP // WARP_SIZE
 
 
 def mma_flops(opcode: str) -> int | None:
