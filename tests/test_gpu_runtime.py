@@ -44,7 +44,8 @@ def test_compile_for_a_gpu_without_one(cache_dir):
 
 def test_a_warm_compile_skips_every_pass(cache_dir, monkeypatch):
     source = load_example("vector_add")
-    first = source.vector_add.compile(target="sm_80")
+    # A kernel object of its own: the example's may hold other tests' builds in memory.
+    first = tl.kernel(source.vector_add.fn, warps=source.vector_add.warps).compile(target="sm_80")
     assert not first.cuda.cached
 
     def no_passes(*args, **kwargs):
@@ -57,18 +58,70 @@ def test_a_warm_compile_skips_every_pass(cache_dir, monkeypatch):
     assert warm.cuda.cached and warm.cubin == first.cubin and warm.source == first.source
 
 
+def _read_back(launcher, addresses: int) -> list[bytes]:
+    """Every parameter's bytes, read as the driver reads them: through the pointer array."""
+    params = kernel_params(launcher.build.thread)
+    pointers = (ctypes.c_void_p * len(params)).from_address(addresses)
+    return [ctypes.string_at(pointers[i], p.size) for i, p in enumerate(params)]
+
+
 def test_parameters_are_packed_in_the_kernels_abi():
-    compiled = load_example("quant_matmul").quant_matmul.compile()
+    compiled = load_example("quant_matmul").quant_matmul.compile(target="sm_80")
     thread = compiled.thread
     pointers = {p.name: 0x1000 * (i + 1) for i, p in enumerate(thread.params) if p.is_tensor}
     scalars = {p.name: 7 + i for i, p in enumerate(thread.params) if not p.is_tensor}
-    addresses, storage = gpu.pack_parameters(thread, pointers, scalars)
-    assert len(addresses) == len(kernel_params(thread)) == len(storage)
-    for param, held in zip(kernel_params(thread), storage, strict=True):
-        value = int(held[0])
-        assert value == (pointers[param.name] if param.is_tensor else scalars[param.name])
-        assert held.nbytes == param.size
+    launcher = gpu.Launcher(compiled.cuda)
+    held = _read_back(launcher, launcher.pack(pointers, scalars))
+    assert len(held) == len(kernel_params(thread)) == len(thread.params)
+    for param, raw in zip(kernel_params(thread), held, strict=True):
+        expected = pointers[param.name] if param.is_tensor else scalars[param.name]
+        assert int.from_bytes(raw, "little") == expected and len(raw) == param.size
     assert gpu.scalar_bytes(1.5, tl.f16).tobytes() == np.float16(1.5).tobytes()
+
+
+SCALAR_VALUES = {
+    "int": [0, 1, -1, 5, -128, 127, 255, 2**31 - 1, -(2**31), 2**63 - 1, -(2**63), 2**64 - 1],
+    "float": [0.0, -0.0, 1.5, -2.25, 1e-40, 3.4028235e38, 3.40282356e38, 1e39, -1e39,
+              float("inf"), float("-inf"), float("nan"), 1.0000000596046448, 65504.0, 1e5,
+              2.0**-24, 1e300],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "name", ["u1", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "f16", "bf16", "f32",
+             "f64", "f8e4m3", "f8e5m2", "e8m0"],
+)  # fmt: skip
+def test_a_scalars_bits_are_what_its_dtype_encodes(name):
+    """The launcher's scalar encoding (Python's struct where it can) gives the bytes the
+    dtype's own encoder gives, at the edges: NaN, infinities, overflow, rounding, sign."""
+    dtype = dtypes.dtype(name)
+    bits = gpu.scalar_bits(dtype)
+    if dtype.is_int or dtype == tl.u1:
+        values = [v for v in SCALAR_VALUES["int"] if dtype.min <= v <= dtype.max]
+    else:
+        values = SCALAR_VALUES["float"]
+    for value in values:
+        expected = gpu.scalar_bytes(value, dtype).tobytes()
+        assert bits(value).to_bytes(len(expected), "little") == expected, (name, value)
+
+
+def test_scalars_are_packed_at_their_alignment_between_pointers():
+    @tl.kernel
+    def mixed(out: tl.Tensor[tl.f32, 4], a: tl.u8, b: tl.f64, c: tl.i16, d: tl.f16):
+        total = a.to(tl.f32) + b.to(tl.f32) + c.to(tl.f32) + d.to(tl.f32)
+        tl.store(out, [0], tl.zeros([4], tl.f32) + total)
+
+    compiled = mixed.compile(target="sm_80")
+    launcher = gpu.Launcher(compiled.cuda)
+    names = [p.name for p in kernel_params(compiled.thread)]
+    values = {"out": 0x7F0000001230, "a": 200, "b": -2.5, "c": -3, "d": 0.333}
+    held = dict(zip(names, _read_back(launcher, launcher.pack(values, values)), strict=True))
+    assert held["out"] == (0x7F0000001230).to_bytes(8, "little")
+    assert held["a"] == bytes([200]) and held["b"] == np.float64(-2.5).tobytes()
+    assert held["c"] == np.int16(-3).tobytes() and held["d"] == np.float16(0.333).tobytes()
+    params = (ctypes.c_void_p * len(names)).from_address(launcher.pack(values, values))
+    for i, param in enumerate(kernel_params(compiled.thread)):
+        assert params[i] % param.size == 0  # each value at its own alignment
 
 
 class FakeDeviceArray:

@@ -404,6 +404,64 @@ def test_cuda_launch_arguments_refuse_what_a_launch_cannot_take():
         OPS["axpy"].device_arguments([torch.zeros(64), strided, 1.0], torch.device("cpu"))
 
 
+class CudaTensorStandIn:
+    """What a kernel call reads of a CUDA torch tensor, over a CPU tensor's memory: a
+    type from the torch module that says it is on CUDA, and whose DLPack export and
+    array interface fail, since the call should read the tensor's own attributes."""
+
+    __module__ = "torch"
+    is_cuda = True
+
+    def __init__(self, base: torch.Tensor):
+        self.base, self.dtype, self.shape = base, base.dtype, base.shape
+        self.device = torch.device("cuda", 0)
+
+    def element_size(self):
+        return self.base.element_size()
+
+    def stride(self):
+        return self.base.stride()
+
+    def data_ptr(self):
+        return self.base.data_ptr()
+
+    def __dlpack__(self, **kwargs):
+        raise AssertionError("a DLPack capsule was made")
+
+    def __dlpack_device__(self):
+        raise AssertionError("the DLPack device was asked")
+
+    @property
+    def __cuda_array_interface__(self):
+        raise AssertionError("the array interface was built")
+
+
+def test_a_direct_call_reads_a_cuda_tensor_off_the_tensor(monkeypatch):
+    """A kernel called on CUDA torch tensors reads each one's pointer, shape, strides and
+    dtype (bf16 included) off the tensor: no DLPack capsule, no array interface."""
+    from tilelang.runtime import dlpack, gpu
+
+    base = torch.randn(8, 64).to(torch.bfloat16)
+    view = dlpack.imported(CudaTensorStandIn(base))
+    assert isinstance(view, dlpack.DeviceView) and view.dtype == tl.bf16
+    assert (view.pointer, view.shape, view.strides) == (base.data_ptr(), (8, 64), (128, 2))
+    launches = []
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")
+    monkeypatch.setattr(gpu, "current_stream", lambda tensors: 5)
+    monkeypatch.setattr(gpu, "launch", lambda build, *args: launches.append(args))
+    x, y = CudaTensorStandIn(base), CudaTensorStandIn(torch.empty(8, 64, dtype=torch.bfloat16))
+    scale(x, y, 0.5, T=tl.bf16)
+    ((pointers, scalars, grid, stream),) = launches
+    assert pointers == {"x": base.data_ptr(), "y": y.data_ptr()} and stream == 5
+    assert scalars["alpha"] == 0.5 and tuple(grid) == (1, 1)
+    with pytest.raises(ValueError, match="'x' must be C-contiguous on the GPU"):
+        scale(CudaTensorStandIn(torch.randn(64, 8).to(torch.bfloat16).T), y, 0.5, T=tl.bf16)
+    with pytest.raises(
+        TypeError, match=r"'x' expects a tensor of bf16, got a CudaTensorStandIn of f32$"
+    ):
+        scale(CudaTensorStandIn(torch.randn(8, 64)), y, 0.5, T=tl.bf16)
+
+
 def test_importing_the_bridge_without_torch_says_how_to_install_it():
     code = (
         "import sys; sys.modules['torch'] = None\n"

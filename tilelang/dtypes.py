@@ -60,6 +60,7 @@ mantissa is 0, NaN otherwise), "fn" (OCP finite+NaN: only S.1…1.1…1 is NaN, 
 _U64_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 
 
+@functools.cache  # asked of every tensor on every call
 def _storage_for(bits: int) -> np.dtype:
     for nbytes, storage in ((1, np.uint8), (2, np.uint16), (4, np.uint32)):
         if bits <= 8 * nbytes:

@@ -47,7 +47,6 @@ from tilelang.runtime import dlpack, gpu, interpreter
 from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
-from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.value_facts import FINITE, check_finite_type, check_values, value_facts
 from tilelang.runtime.value_facts import forget as forget_facts
 from tilelang.target import CPU, Target
@@ -548,9 +547,10 @@ class Kernel:
         target = find_target(gpu.device_arch())
         compiled = self._compile(spec, tuple(sorted(_size_facts(bound.sizes) + stated)), target)
         scalars = {**bound.scalars, **bound.sizes}
-        grid = eval_grid(compiled.thread.grid, scalars)
+        launcher = compiled.cuda.launcher
         tensors = [values[name] for name in bound.pointers]
-        gpu.launch(compiled.cuda, bound.pointers, scalars, grid, gpu.current_stream(tensors))
+        stream = gpu.current_stream(tensors)
+        gpu.launch(compiled.cuda, bound.pointers, scalars, launcher.grid(scalars), stream)
         outputs = tuple(given[name] for name in bound.stored)
         return outputs[0] if len(outputs) == 1 else (outputs or None)
 

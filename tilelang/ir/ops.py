@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import ast
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -385,17 +386,28 @@ def evaluate_int(op: str, a: int, b: int, dtype) -> int | None:
         if amount >= dtype.bits:
             return -1 if op == "shr" and a < 0 else 0
         return wrap(a << amount, dtype) if op == "shl" else a >> amount
-    compares = {"eq": a == b, "ne": a != b, "lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b}
-    if op in compares:
-        return int(compares[op])
-    arithmetic = {
-        "add": a + b,
-        "sub": a - b,
-        "mul": a * b,
-        "min": min(a, b),
-        "max": max(a, b),
-        "and": a & b,
-        "or": a | b,
-        "xor": a ^ b,
-    }
-    return wrap(arithmetic[op], dtype) if op in arithmetic else None
+    if op in _COMPARES:
+        return int(_COMPARES[op](a, b))
+    arithmetic = _ARITHMETIC.get(op)
+    return None if arithmetic is None else wrap(arithmetic(a, b), dtype)
+
+
+# Tables, not dicts of results: a launch evaluates its grid through these on every call.
+_COMPARES = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
+_ARITHMETIC = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "min": min,
+    "max": max,
+    "and": operator.and_,
+    "or": operator.or_,
+    "xor": operator.xor,
+}

@@ -17,6 +17,7 @@ parameter has no single answer. Passing the same object twice counts as overlap.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -238,51 +239,60 @@ def _check_device_tensor(
     fn: ir.Function, param: ir.Var, value: object
 ) -> tuple[gpu.DeviceArray, tuple[int, ...]]:
     want: TensorType = param.type
-    where = _where(fn, param.name)
     if not gpu.is_device_array(value):
         raise TypeError(
-            f"{where}: the other tensors are on the GPU, but this one is a {type(value).__name__}; "
-            "pass every tensor on the same device"
+            f"{_where(fn, param.name)}: the other tensors are on the GPU, but this one is a "
+            f"{type(value).__name__}; pass every tensor on the same device"
         )
     array = gpu.device_array(value)
     if isinstance(value, dlpack.DeviceView):
         if value.dtype != want.dtype:
             raise TypeError(
-                f"{where} expects a tensor of {want.dtype}, got a "
-                f"{type(value.source).__name__} of {value.dtype} (through DLPack)"
+                f"{_where(fn, param.name)} expects a tensor of {want.dtype}, got a "
+                f"{type(value.source).__name__} of {value.dtype}"
             )
         shape = value.shape
-        if not gpu.is_contiguous(array):
-            raise ValueError(f"{where} must be C-contiguous on the GPU (call .contiguous())")
     elif isinstance(value, gpu.DeviceBuffer) and value.dtype is not None:
         if value.dtype != want.dtype:
             raise TypeError(
-                f"{where} expects a tensor of {want.dtype}, got a packed {value.dtype} buffer"
+                f"{_where(fn, param.name)} expects a tensor of {want.dtype}, "
+                f"got a packed {value.dtype} buffer"
             )
         shape = value.shape
     else:
-        try:
-            given = numpy_dtype(np.dtype(array.typestr))
-        except TypeError:
-            given = None
-        if given != want.dtype:
+        if _typestr_dtype(array.typestr) != want.dtype:
             hint = "; pass tilelang.DeviceBuffer(tilelang.pack(...))" if want.dtype.bits < 8 else ""
             raise TypeError(
-                f"{where} expects a tensor of {want.dtype}, got a device array of {array.typestr}{hint}"
+                f"{_where(fn, param.name)} expects a tensor of {want.dtype}, "
+                f"got a device array of {array.typestr}{hint}"
             )
         shape = array.shape
-        if not gpu.is_contiguous(array):
-            raise ValueError(f"{where} must be C-contiguous on the GPU (call .contiguous())")
+    if array.strides is not None and not gpu.is_contiguous(array):
+        raise ValueError(
+            f"{_where(fn, param.name)} must be C-contiguous on the GPU (call .contiguous())"
+        )
     if array.pointer % 16:
         raise ValueError(
-            f"{where} must start on a 16-byte boundary, its address is {array.pointer:#x}"
+            f"{_where(fn, param.name)} must start on a 16-byte boundary, "
+            f"its address is {array.pointer:#x}"
         )
     if len(shape) != want.rank:
         dims = ", ".join(str(d) for d in want.shape)
         raise ValueError(
-            f"{where} expects {want.rank} dimensions [{dims}], got shape {list(shape)}"
+            f"{_where(fn, param.name)} expects {want.rank} dimensions [{dims}], "
+            f"got shape {list(shape)}"
         )
     return array, tuple(shape)
+
+
+@functools.cache
+def _typestr_dtype(typestr: str) -> DType | None:
+    """The tilelang dtype of an array-interface type string, None for one without
+    (cached: every GPU call asks it of every tensor)."""
+    try:
+        return numpy_dtype(np.dtype(typestr))
+    except TypeError:
+        return None
 
 
 def _where(fn: ir.Function, name: str) -> str:

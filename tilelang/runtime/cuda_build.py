@@ -41,6 +41,7 @@ from tilelang.runtime.build_entry import (
 )
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cubin import Resources, read_resources
+from tilelang.runtime.gpu import Launcher
 from tilelang.runtime.nvrtc import compile_cuda, nvrtc_identity
 from tilelang.spill_verdict import RegisterSpillWarning, SpillNote, deferred, verdict
 
@@ -78,6 +79,11 @@ class CudaBuild:
     @cached_property
     def thread(self) -> ThreadFunction:
         return self._thread()
+
+    @cached_property
+    def launcher(self) -> Launcher:
+        """What launching this build on the GPU needs, worked out on the first launch."""
+        return Launcher(self)
 
     @cached_property
     def resources(self) -> Resources:

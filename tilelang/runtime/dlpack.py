@@ -27,6 +27,11 @@ last view is gone) are numpy's DLPack handling. A legacy capsule has no read-onl
 under numpy < 2.1, which reads only legacy ones, its read-only flag kept); its deleter,
 and a GPU tensor's, runs when `_Owner` is collected.
 
+A CUDA torch tensor of a dtype tilelang names skips the capsule: its pointer, shape and
+strides are read off the tensor (`torch_device_view`, under a microsecond a tensor,
+where a capsule or `__cuda_array_interface__` costs several on every call), the dtype
+from `TORCH_DTYPES`. torch is never imported here before one of its tensors arrives.
+
 Types the kernel language has no dtype for (complex, bool, float formats without a
 tilelang dtype, vector lanes) are a `TypeError` that names them.
 """
@@ -44,7 +49,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 
-__all__ = ["DeviceView", "HostView", "imported", "is_dlpack"]
+__all__ = ["TORCH_DTYPES", "DeviceView", "HostView", "imported", "is_dlpack", "torch_device_view"]
 
 CPU, CUDA, CUDA_HOST, CUDA_MANAGED = 1, 2, 3, 13
 _HOST_DEVICES = (CPU, CUDA_HOST, CUDA_MANAGED)
@@ -121,15 +126,22 @@ class DeviceView:
     owner: _Owner
 
     @property
+    def typestr(self) -> str:
+        """The interface's type string: the codes' (`dtype` says what they are)."""
+        return _CODE_TYPESTRS[self.dtype.bits // 8]  # whole-byte types only come here
+
+    @property
     def __cuda_array_interface__(self) -> dict:
-        typestr = f"<u{self.dtype.storage.itemsize}"  # codes; `dtype` says what they are
         return {
             "data": (self.pointer, False),
             "shape": self.shape,
             "strides": self.strides,
-            "typestr": typestr,
+            "typestr": self.typestr,
             "version": 3,
         }
+
+
+_CODE_TYPESTRS = {size: f"<u{size}" for size in (1, 2, 4, 8)}
 
 
 def is_dlpack(value: object) -> bool:
@@ -158,6 +170,10 @@ def imported(value: Any) -> Any:
     kind = type(value)
     if not _speaks_dlpack(kind):
         return value
+    if _is_torch(kind) and value.is_cuda:
+        dtype = _torch_dtypes().get(value.dtype)
+        if dtype is not None:
+            return torch_device_view(value, dtype)
     device_type, _ = value.__dlpack_device__()
     # A CPU tensor cannot be a device array; asking for the interface of a torch CPU
     # tensor raises inside torch, a microsecond the common case does without.
@@ -183,6 +199,60 @@ def imported(value: Any) -> Any:
     if header.device_type == CUDA:
         return _device_view(value, capsule, header)
     raise TypeError(_device_message(value, header.device_type))
+
+
+#: torch's whole-byte dtypes (attribute names of the torch module) -> tilelang's; the
+#: torch bridge's dtype table (`tilelang.torch.dtypes`) is made from this one.
+TORCH_DTYPES = {
+    "float16": "f16",
+    "bfloat16": "bf16",
+    "float32": "f32",
+    "float64": "f64",
+    "int8": "i8",
+    "int16": "i16",
+    "int32": "i32",
+    "int64": "i64",
+    "uint8": "u8",
+    "uint16": "u16",
+    "uint32": "u32",
+    "uint64": "u64",
+    "float8_e4m3fn": "f8e4m3",  # the OCP "fn" form: no infinities
+    "float8_e5m2": "f8e5m2",
+    "float8_e8m0fnu": "e8m0",
+}
+
+
+def torch_device_view(value: Any, dtype: DType) -> DeviceView:
+    """A CUDA torch tensor's memory as a `DeviceView` of `dtype`, read off the tensor
+    (data_ptr, shape, stride). The tensor is the view's source and owner: it keeps the
+    memory alive."""
+    itemsize = value.element_size()
+    strides = tuple(s * itemsize for s in value.stride())
+    device = value.device.index or 0
+    return DeviceView(
+        int(value.data_ptr()), tuple(value.shape), strides, dtype, device, value, value
+    )
+
+
+_TORCH_KINDS: dict[type, bool] = {}
+
+
+def _is_torch(kind: type) -> bool:
+    found = _TORCH_KINDS.get(kind)
+    if found is None:
+        found = _TORCH_KINDS[kind] = kind.__module__.split(".")[0] == "torch"
+    return found
+
+
+@functools.cache
+def _torch_dtypes() -> dict[Any, DType]:
+    import torch  # deferred: optional, and loaded already once one of its tensors is here
+
+    return {
+        getattr(torch, name): dtypes.dtype(tl)
+        for name, tl in TORCH_DTYPES.items()
+        if hasattr(torch, name)
+    }
 
 
 #: Whether numpy's importer takes DLPack 1.0 capsules (numpy >= 2.1); before, they

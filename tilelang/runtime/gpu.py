@@ -6,22 +6,28 @@ This module owns the device side of a call:
   GPU is a `GpuUnavailableError` that says which, before anything else happens;
 * `device_array(obj)` reads a device tensor through `__cuda_array_interface__` (torch,
   cupy, numba) or tilelang's own `DeviceBuffer`: pointer, shape, dtype, strides;
-* `launch(build, tensors, scalars, grid, stream)` checks the thread IR's launch
-  conditions (`ThreadFunction.checks`) before any driver call, loads the cubin once per
-  context, raises the dynamic shared memory limit when needed, packs the parameters in
-  the emitted kernel's ABI (`tilelang.codegen.cuda.kernel_params`) and launches on
-  `stream` — by default the caller's current stream (torch's or cupy's) when one of the
-  tensors comes from there;
+* `launch(build, pointers, scalars, grid, stream)` launches through the build's
+  `Launcher`, which works out once what does not change between calls (the grid and
+  the launch checks as Python functions, the parameters' `struct` in the emitted
+  kernel's ABI, `tilelang.codegen.cuda.kernel_params`) so that a call checks the
+  thread IR's launch conditions (`ThreadFunction.checks`) before any driver call, packs
+  the values and launches on `stream` — by default the caller's current stream
+  (torch's or cupy's) when one of the tensors comes from there. The cubin is loaded
+  once per context, the dynamic shared memory limit raised when needed;
 * every driver call's result is checked and turned into `GpuError`, naming the call,
   the error's name and the driver's description.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import math
+import struct
 import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +37,7 @@ from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
 from tilelang.runtime import dlpack
-from tilelang.runtime.host_expr import check_launch
+from tilelang.runtime.host_expr import grid_function, launch_checker
 
 DYNAMIC_SHARED_DEFAULT = 48 * 1024
 
@@ -107,10 +113,19 @@ class DeviceArray:
     @property
     def nbytes(self) -> int:
         """The bytes from `pointer` a C-contiguous array of this shape covers."""
-        return math.prod(self.shape) * np.dtype(self.typestr).itemsize
+        return math.prod(self.shape) * itemsize(self.typestr)
+
+
+@functools.cache
+def itemsize(typestr: str) -> int:
+    """The bytes of one element of an array-interface type string (cached: every
+    launch asks it of every tensor)."""
+    return np.dtype(typestr).itemsize
 
 
 def is_device_array(obj: object) -> bool:
+    if isinstance(obj, dlpack.DeviceView):
+        return True
     try:
         return hasattr(obj, "__cuda_array_interface__")
     except (KeyError, TypeError):  # a GPU tensor whose interface has no type string
@@ -118,22 +133,24 @@ def is_device_array(obj: object) -> bool:
 
 
 def device_array(obj: object) -> DeviceArray:
+    if isinstance(obj, dlpack.DeviceView):  # its fields, without building its interface
+        return DeviceArray(obj.pointer, obj.shape, obj.typestr, obj.strides, None)
     interface = obj.__cuda_array_interface__
     pointer, _ = interface["data"]
     strides = interface.get("strides")
     return DeviceArray(
-        pointer=int(pointer),
-        shape=tuple(int(s) for s in interface["shape"]),
-        typestr=interface["typestr"],
-        strides=tuple(int(s) for s in strides) if strides is not None else None,
-        stream=interface.get("stream"),
+        int(pointer),
+        tuple(map(int, interface["shape"])),
+        interface["typestr"],
+        tuple(map(int, strides)) if strides is not None else None,
+        interface.get("stream"),
     )
 
 
 def is_contiguous(array: DeviceArray) -> bool:
     if array.strides is None:
         return True
-    expected = np.dtype(array.typestr).itemsize
+    expected = itemsize(array.typestr)
     for size, stride in zip(reversed(array.shape), reversed(array.strides), strict=True):
         if size != 1 and stride != expected:
             return False
@@ -246,6 +263,8 @@ def _function(cubin: bytes, symbol: str, shared_bytes: int) -> object:
 
 
 _SCALAR_STORAGE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+#: `struct` codes of the unsigned integers a parameter's bit pattern is written as, by size.
+_BIT_CODES = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
 def scalar_bytes(value: int | float, dtype: DType) -> np.ndarray:
@@ -256,16 +275,42 @@ def scalar_bytes(value: int | float, dtype: DType) -> np.ndarray:
     return code.astype(_SCALAR_STORAGE[dtype.bits // 8])
 
 
-def pack_parameters(thread, pointers: dict[str, int], scalars: dict[str, int | float]) -> tuple:
-    """(pointer array for cuLaunchKernel's kernelParams, the storage it points into)."""
-    storage = []
-    for param in kernel_params(thread):
-        if param.is_tensor:
-            storage.append(np.array([pointers[param.name]], np.uint64))
-        else:
-            storage.append(scalar_bytes(scalars[param.name], param.dtype))
-    addresses = np.array([s.ctypes.data for s in storage], np.uint64)
-    return addresses, storage
+def scalar_bits(dtype: DType) -> Callable[[int | float], int]:
+    """A function from a checked scalar argument of `dtype` to its bit pattern as an
+    unsigned int: what `scalar_bytes` gives, without numpy where Python says it as
+    fast (integers, and finite f32/f64 that round into range); the rest go through
+    `scalar_bytes`, which owns NaN's code and saturation."""
+    if dtype == dtypes.u1:
+        return lambda value: 1 if value else 0
+    if dtype.is_int:
+        mask = (1 << dtype.bits) - 1
+        return lambda value: value & mask
+    if dtype in (dtypes.f32, dtypes.f64):
+        to_bits = struct.Struct("<f" if dtype == dtypes.f32 else "<d").pack
+
+        def float_bits(value: float) -> int:
+            if value == value:  # NaN takes the general path
+                try:
+                    return int.from_bytes(to_bits(value), "little")
+                except OverflowError:  # rounds past the largest finite value
+                    pass
+            return int(scalar_bytes(value, dtype)[0])
+
+        return float_bits
+    return lambda value: int(scalar_bytes(value, dtype)[0])
+
+
+def parameter_struct(params: tuple) -> tuple[struct.Struct, tuple[int, ...]]:
+    """One little-endian `struct` holding every kernel parameter at its own alignment
+    (tensors as 8-byte addresses, scalars as their bit patterns), and their offsets."""
+    fields, offsets, end = ["<"], [], 0
+    for param in params:
+        size = 8 if param.is_tensor else param.size
+        padding = -end % size
+        fields.append(f"{padding}x{_BIT_CODES[size]}" if padding else _BIT_CODES[size])
+        offsets.append(end + padding)
+        end += padding + size
+    return struct.Struct("".join(fields)), tuple(offsets)
 
 
 class ReshapedView:
@@ -317,6 +362,8 @@ def current_stream(values: list[object]) -> int:
     """The stream to launch on: torch's or cupy's current stream when a tensor comes
     from there, else the legacy default stream (0)."""
     for value in values:
+        if isinstance(value, dlpack.DeviceView):
+            value = value.source  # a torch tensor read directly, or a DLPack producer's
         module = type(value).__module__.split(".")[0]
         # Deferred: torch and cupy are optional; one is loaded already if its tensor is here.
         if is_torch_tensor(value):
@@ -330,29 +377,76 @@ def current_stream(values: list[object]) -> int:
     return 0
 
 
+class Launcher:
+    """Launching one build, with what does not change between calls worked out once: the
+    grid and the launch checks as Python functions of the scalars (`host_expr`), the
+    parameters' order and encodings (`kernel_params`, a walk of the thread IR), one
+    `struct` that writes them all at their alignments, the pointer array the driver
+    reads them through, and the loaded function. A call checks the launch conditions,
+    packs the values and calls `cuLaunchKernel`: nothing else.
+
+    The parameter buffer and its pointer array belong to the calling host thread: the
+    driver copies the parameters during the call (a CUDA-graph capture as well), so the
+    thread's next launch may overwrite them."""
+
+    def __init__(self, build) -> None:
+        thread = build.thread
+        self.build = build
+        self.grid = grid_function(thread.grid)
+        self._check = launch_checker(thread.checks) if thread.checks else None
+        self.threads = thread.threads
+        self.shared_bytes = thread.shared_bytes
+        params = kernel_params(thread)
+        self._fields = tuple(
+            (p.name, None if p.is_tensor else scalar_bits(p.dtype)) for p in params
+        )
+        self._struct, self._offsets = parameter_struct(params)
+        self._local = threading.local()
+        self._function = None
+
+    def __call__(
+        self, pointers: dict[str, int], scalars: dict[str, int | float], grid, stream: int
+    ) -> None:
+        if self._check is not None:
+            self._check(scalars)  # before any driver call
+        cu = driver()
+        if self._function is None:
+            build = self.build
+            self._function = _function(build.cubin, build.symbol, self.shared_bytes)
+        addresses = self.pack(pointers, scalars)
+        gx, gy, gz = (*grid, 1, 1, 1)[:3]
+        block, shared = self.threads, self.shared_bytes
+        outcome = cu.cuLaunchKernel(
+            self._function, gx, gy, gz, block, 1, 1, shared, stream, addresses, 0
+        )
+        check("cuLaunchKernel", outcome)
+
+    def pack(self, pointers: dict[str, int], scalars: dict[str, int | float]) -> int:
+        """The parameters written into this thread's buffer; the address of the array
+        of pointers to them (cuLaunchKernel's kernelParams)."""
+        values = [
+            pointers[name] if bits is None else bits(scalars[name]) for name, bits in self._fields
+        ]
+        buffer, addresses = self._buffers()
+        self._struct.pack_into(buffer, 0, *values)
+        return addresses
+
+    def _buffers(self) -> tuple[ctypes.Array, int]:
+        local = self._local
+        try:
+            return local.buffer, local.addresses
+        except AttributeError:
+            buffer = ctypes.create_string_buffer(max(self._struct.size, 1))
+            base = ctypes.addressof(buffer)
+            array = (ctypes.c_void_p * max(len(self._offsets), 1))(
+                *(base + offset for offset in self._offsets)
+            )
+            local.buffer, local.array, local.addresses = buffer, array, ctypes.addressof(array)
+            return buffer, local.addresses
+
+
 def launch(
     build, pointers: dict[str, int], scalars: dict[str, int | float], grid, stream: int
 ) -> None:
-    thread = build.thread
-    check_launch(thread.checks, scalars)  # before any driver call
-    cu = driver()
-    function = _function(build.cubin, build.symbol, thread.shared_bytes)
-    addresses, storage = pack_parameters(thread, pointers, scalars)
-    gx, gy, gz = (*grid, 1, 1, 1)[:3]
-    check(
-        "cuLaunchKernel",
-        cu.cuLaunchKernel(
-            function,
-            gx,
-            gy,
-            gz,
-            thread.threads,
-            1,
-            1,
-            thread.shared_bytes,
-            stream,
-            addresses.ctypes.data,
-            0,
-        ),
-    )
-    del storage  # the driver copied the parameters during the call
+    """Launches `build` (a `CudaBuild`) over `grid` on `stream`, through its `Launcher`."""
+    build.launcher(pointers, scalars, grid, stream)

@@ -4,54 +4,120 @@ A launch needs a few facts before any kernel runs: the grid, written in the thre
 IR as expressions of the scalar parameters and sizes, and the launch checks
 (`ThreadFunction.checks`, e.g. "this loop's step is not zero"), conditions on the same
 scalars. This module owns evaluating them with thread IR's semantics (wrapping
-integers, truncating division, clamped shifts, saturating integer `Cvt`). It depends on nothing but the IR and `tilelang.dtypes`, so
-the GPU launch path uses it without loading the CPU backend (llvmlite).
+integers, truncating division, clamped shifts, saturating integer `Cvt`):
+`host_function` makes an expression once into a Python function of the scalars, which
+a launcher calls on every launch (`grid_function`, `launch_checker`); `eval_host_expr`,
+`eval_grid` and `check_launch` evaluate once. It depends on nothing but the IR and
+`tilelang.dtypes`, so the GPU launch path uses it without loading the CPU backend
+(llvmlite).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tilelang import dtypes
 from tilelang.ir import thread as t
 from tilelang.ir.ops import evaluate_int, wrap
 
-__all__ = ["check_launch", "eval_grid", "eval_host_expr"]
+__all__ = [
+    "check_launch",
+    "eval_grid",
+    "eval_host_expr",
+    "grid_function",
+    "host_function",
+    "launch_checker",
+]
+
+
+HostFunction = Callable[[Mapping[str, int | float]], int | float]
+
+
+def host_function(e: t.Expr) -> HostFunction:
+    """`e` made once into a Python function of the scalar arguments that evaluates it
+    with thread IR's integer semantics (wrapping, truncating division, clamped shifts,
+    saturating integer `Cvt`); a launcher that evaluates the same expressions every
+    call makes them once. Floats are supported for `Imm`, `Name`, `Cvt` and `Select`;
+    anything else is a `ValueError` here, before any call."""
+    if isinstance(e, t.Imm):
+        value = wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
+        return lambda scalars: value
+    if isinstance(e, t.Name):
+        return _name_function(e)
+    if isinstance(e, t.Select):
+        cond, a, b = host_function(e.cond), host_function(e.a), host_function(e.b)
+        return lambda scalars: a(scalars) if cond(scalars) else b(scalars)
+    if isinstance(e, t.Cvt):
+        a, to = host_function(e.a), e.type
+        return lambda scalars: _convert(a(scalars), to)
+    if isinstance(e, t.Binary) and e.a.dtype.is_int:
+        return _binary_function(e)
+    if isinstance(e, t.Unary) and e.a.dtype.is_int and e.op in _INT_UNARY:
+        a, op, dtype = host_function(e.a), _INT_UNARY[e.op], e.a.dtype
+        return lambda scalars: wrap(op(a(scalars)), dtype)
+    raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
+
+
+_INT_UNARY = {
+    "neg": lambda a: -a,
+    "not": lambda a: ~a,
+    "abs": abs,
+    "floor": lambda a: a,
+    "ceil": lambda a: a,
+}
+
+
+def _name_function(e: t.Name) -> HostFunction:
+    name, dtype = e.name, e.type
+
+    def value_of(scalars: Mapping[str, int | float]) -> int | float:
+        if name not in scalars:
+            raise ValueError(f"the grid uses %{name}, which is not a scalar argument")
+        value = scalars[name]
+        return wrap(int(value), dtype) if dtype.is_int else float(value)
+
+    return value_of
+
+
+def _binary_function(e: t.Binary) -> HostFunction:
+    a, b, op, dtype = host_function(e.a), host_function(e.b), e.op, e.a.dtype
+    if evaluate_int(op, 1, 1, dtype) is None:
+        raise ValueError(f"cannot evaluate {op} on the host")
+
+    return lambda scalars: evaluate_int(op, a(scalars), b(scalars), dtype)
 
 
 def eval_host_expr(e: t.Expr, scalars: Mapping[str, int | float]) -> int | float:
-    """A uniform thread-IR expression of the scalar parameters, on the host, with thread
-    IR's integer semantics (wrapping, truncating division, clamped shifts, saturating
-    integer `Cvt`). Floats are supported for `Imm`, `Name`, `Cvt` and `Select`."""
-    if isinstance(e, t.Imm):
-        return wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
-    if isinstance(e, t.Name):
-        if e.name not in scalars:
-            raise ValueError(f"the grid uses %{e.name}, which is not a scalar argument")
-        value = scalars[e.name]
-        return wrap(int(value), e.type) if e.type.is_int else float(value)
-    if isinstance(e, t.Select):
-        cond = eval_host_expr(e.cond, scalars)
-        return eval_host_expr(e.a if cond else e.b, scalars)
-    if isinstance(e, t.Cvt):
-        return _convert(eval_host_expr(e.a, scalars), e.type)
-    if isinstance(e, t.Binary) and e.a.dtype.is_int:
-        a, b = eval_host_expr(e.a, scalars), eval_host_expr(e.b, scalars)
-        folded = evaluate_int(e.op, a, b, e.a.dtype)
-        if folded is None:
-            raise ValueError(f"cannot evaluate {e.op} on the host")
-        return folded
-    if isinstance(e, t.Unary) and e.a.dtype.is_int:
-        a = eval_host_expr(e.a, scalars)
-        table = {"neg": -a, "not": ~a, "abs": abs(a), "floor": a, "ceil": a}
-        return wrap(table[e.op], e.a.dtype)
-    raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
+    """A uniform thread-IR expression of the scalar parameters, evaluated once on the
+    host (`host_function`'s semantics)."""
+    return host_function(e)(scalars)
+
+
+def grid_function(grid: tuple[t.Expr, ...]) -> Callable[[Mapping[str, int | float]], tuple]:
+    """The number of blocks per grid dimension as a function of the scalar and size
+    arguments, made once."""
+    dims = tuple(host_function(g) for g in grid)
+    return lambda scalars: tuple(int(dim(scalars)) for dim in dims)
 
 
 def eval_grid(grid: tuple[t.Expr, ...], scalars: Mapping[str, int | float]) -> tuple[int, ...]:
     """The number of blocks per grid dimension for these scalar and size arguments."""
-    return tuple(int(eval_host_expr(g, scalars)) for g in grid)
+    return grid_function(grid)(scalars)
+
+
+def launch_checker(
+    checks: tuple[tuple[t.Expr, str], ...],
+) -> Callable[[Mapping[str, int | float]], None]:
+    """`check_launch` for these checks, its conditions made once."""
+    made = tuple((host_function(condition), message) for condition, message in checks)
+
+    def check(scalars: Mapping[str, int | float]) -> None:
+        for condition, message in made:
+            if not condition(scalars):
+                raise ValueError(message)
+
+    return check
 
 
 def check_launch(
@@ -59,9 +125,7 @@ def check_launch(
 ) -> None:
     """A `ValueError` with its message for the first launch check that does not hold
     for these scalar and size arguments (the message names the user's source line)."""
-    for condition, message in checks:
-        if not eval_host_expr(condition, scalars):
-            raise ValueError(message)
+    launch_checker(checks)(scalars)
 
 
 def _convert(value: int | float, to: dtypes.DType) -> int | float:

@@ -36,24 +36,9 @@ import torch
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.runtime.dlpack import TORCH_DTYPES
 
-_WHOLE_BYTE = {
-    "f16": torch.float16,
-    "bf16": torch.bfloat16,
-    "f32": torch.float32,
-    "f64": torch.float64,
-    "i8": torch.int8,
-    "i16": torch.int16,
-    "i32": torch.int32,
-    "i64": torch.int64,
-    "u8": torch.uint8,
-    "u16": torch.uint16,
-    "u32": torch.uint32,
-    "u64": torch.uint64,
-    "f8e4m3": torch.float8_e4m3fn,
-    "f8e5m2": torch.float8_e5m2,
-    "e8m0": torch.float8_e8m0fnu,
-}
+_WHOLE_BYTE = {tl: getattr(torch, name) for name, tl in TORCH_DTYPES.items()}
 _FROM_TORCH = {t: dtypes.dtype(name) for name, t in _WHOLE_BYTE.items()}
 # The numpy dtype of each whole-byte type (ml_dtypes' for those numpy lacks), and the
 # torch integer type of each width, through which a CPU tensor becomes a numpy view.

@@ -49,7 +49,6 @@ from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import MAX_SIZE_DIVISOR, CompiledKernel, Kernel, Specialization
 from tilelang.lang.signature import ConstexprParam, TensorParam
 from tilelang.runtime import dlpack, gpu
-from tilelang.runtime.host_expr import eval_grid
 
 from . import dtypes as td
 from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot
@@ -297,8 +296,9 @@ class TorchOp:
         if shaped.compiled is None:
             shaped.compiled = self.compile(gpu.device_arch(), variant, bound.sizes)
         scalars = {**bound.scalars, **bound.sizes}
-        grid = eval_grid(shaped.compiled.thread.grid, scalars)
+        launcher = shaped.compiled.cuda.launcher
         stream = torch.cuda.current_stream(device).cuda_stream
+        grid = launcher.grid(scalars)
         gpu.launch(shaped.compiled.cuda, bound.pointers, scalars, grid, int(stream))
         return self._returned(outputs)
 
@@ -465,9 +465,4 @@ def _device_value(slot: TensorSlot | ScalarSlot, value: Any) -> Any:
         return value
     if td.is_packed(slot.dtype):
         return _BorrowedPacked(_packed_bytes(slot, value), slot.dtype, _logical(slot, value))
-    itemsize = value.element_size()
-    strides = tuple(s * itemsize for s in value.stride())
-    pointer = int(value.data_ptr())
-    device = value.device.index or 0
-    # The tensor is the view's source and owner: it keeps the memory alive.
-    return dlpack.DeviceView(pointer, tuple(value.shape), strides, slot.dtype, device, value, value)
+    return dlpack.torch_device_view(value, slot.dtype)
