@@ -345,15 +345,93 @@ def torch_op_calls(sizes: list[int]) -> None:
         print(f"  {n:>15}" + "".join(f"{v:15.1f}" for v in row))
 
 
+class _ArrayInterfaceTensor:
+    """A GPU tensor as `__cuda_array_interface__` describes it (cupy's, numba's)."""
+
+    def __init__(self, pointer: int, n: int) -> None:
+        self.__cuda_array_interface__ = {
+            "data": (pointer, False), "shape": (n,), "typestr": "<f4", "version": 3,
+        }  # fmt: skip
+
+
+class _TorchCudaTensor:
+    """What the call path reads of a CUDA torch tensor, over a CPU tensor's memory (its
+    type's module is torch; its pointer, shape, strides and dtype come from the CPU
+    tensor's own methods, as a CUDA tensor's would)."""
+
+    __module__ = "torch"
+    is_cuda = True
+
+    def __init__(self, base) -> None:
+        import torch
+
+        self.base, self.dtype, self.shape = base, base.dtype, base.shape
+        self.device = torch.device("cuda", 0)
+        self.element_size, self.stride, self.data_ptr = (
+            base.element_size,
+            base.stride,
+            base.data_ptr,
+        )
+
+    def __dlpack__(self, **kwargs):  # what makes it a tensor of another library
+        raise AssertionError("read off the tensor, never through a capsule")
+
+    def __dlpack_device__(self):
+        raise AssertionError("read off the tensor, never through DLPack")
+
+
+def gpu_call_path() -> None:
+    """The GPU call path's host work with the CUDA driver stubbed: everything
+    `vector_add(x, y, out)` does on device tensors up to `cuLaunchKernel`, whose own
+    cost (the GPU check measures it beside ours) is a no-op here."""
+    from tilelang.runtime import gpu
+
+    class Driver:
+        class CUresult:
+            CUDA_SUCCESS = 0
+
+        def cuLaunchKernel(self, *args):
+            return (0,)
+
+    driver = Driver()
+    gpu.driver, gpu._function = (lambda: driver), (lambda *args: object())
+    gpu.device_arch = lambda: ARCH
+    gpu.current_stream = lambda tensors: 0  # torch's stream query needs CUDA: not included
+    n = 1024
+    interface = [_ArrayInterfaceTensor(0x7F0000000000 + i * 0x10000, n) for i in range(3)]
+    rows = [("__cuda_array_interface__ tensors", interface)]
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        rows.append(
+            ("torch CUDA tensors (stand-ins)", [_TorchCudaTensor(torch.empty(n)) for _ in range(3)])
+        )
+    bare = lambda: driver.cuLaunchKernel(None, 1, 1, 1, 128, 1, 1, 0, 0, 0, 0)  # noqa: E731
+    print(f"GPU call path on the host ({ARCH}, driver stubbed), vector_add n={n}, us per call")
+    for what, (x, y, out) in rows:
+        call, stub, added = paired_us(lambda x=x, y=y, out=out: vector_add(x, y, out), bare)
+        print(
+            f"  {what:>34}: call {call:.1f}, stubbed cuLaunchKernel {stub:.2f}, added {added:.1f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 65536, 1 << 20])
     parser.add_argument("--processes", type=int, default=9)
     parser.add_argument("--torch-only", action="store_true", help="only the torch op part")
+    parser.add_argument(
+        "--gpu-path-only", action="store_true", help="only the GPU call path, driver stubbed"
+    )
     args = parser.parse_args()
     print(f"tilelang {tl.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs")
     if args.torch_only:
         torch_op_calls(args.sizes)
+        return
+    if args.gpu_path_only:
+        gpu_call_path()
         return
     cpu_calls(args.sizes)
     try:
@@ -365,6 +443,7 @@ def main() -> None:
         disk_cache_hits(args.processes)
     torch_op_calls(args.sizes)
     triton_comparison(args.processes)
+    gpu_call_path()  # last: it stubs the driver for the rest of the process
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ Runs, each part within a time budget (whatever would overrun is skipped and repo
 * pytest -m gpu: the test suite's GPU tests;
 * examples: every example kernel on the GPU against the CPU backend on the same inputs
   (benchmarks/gpu_examples.py);
-* the GPU benchmarks (benchmarks/gpu_memory.py, gpu_quant_matmul.py, gpu_matmul.py,
-  gpu_attention.py),
+* the GPU benchmarks (benchmarks/gpu_memory.py, gpu_launch.py, gpu_quant_matmul.py,
+  gpu_matmul.py, gpu_attention.py),
   each number beside a baseline measured in the same run and the physical floor.
 
 Writes gpu-report.md and gpu-report.json into --out, else $OUT, else the repository
@@ -93,15 +93,21 @@ class Part:
 
 PARTS = (
     Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 60.0, None),
-    Part("examples", "every example on the GPU vs the CPU backend", 80.0, "gpu_examples"),
+    Part("examples", "every example on the GPU vs the CPU backend", 75.0, "gpu_examples"),
     Part("bench-memory", "benchmark: vector_add GB/s vs torch vs DRAM floor", 30.0, "gpu_memory"),
+    Part(
+        "bench-launch",
+        "benchmark: host time per launch vs torch.add vs a bare cuLaunchKernel",
+        10.0,
+        "gpu_launch",
+    ),
     Part(
         "bench-quant-matmul",
         "benchmark: quantized matmul at decode shapes vs torch f16 vs floor",
         60.0,
         "gpu_quant_matmul",
     ),
-    Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 30.0, "gpu_matmul"),
+    Part("bench-matmul", "benchmark: dense matmul vs torch vs floor", 25.0, "gpu_matmul"),
     Part(
         "bench-attention",
         "benchmark: flash attention vs torch flash SDPA, paged decode vs copy bandwidth, "

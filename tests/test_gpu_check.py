@@ -23,6 +23,7 @@ import gpu_attention  # noqa: E402
 import gpu_check  # noqa: E402
 import gpu_common  # noqa: E402
 import gpu_examples  # noqa: E402
+import gpu_launch  # noqa: E402
 import gpu_quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
@@ -741,3 +742,43 @@ def test_a_failing_check_keeps_the_number_of_what_passed_before_it():
         gpu_common.kept_if_failing(None, "the sm_90 build"),  # it did not run
     ):
         raise gpu_common.CheckFailed("wrong")
+
+
+def test_the_bare_launch_passes_the_kernels_abi(monkeypatch):
+    """The launch benchmark's floor: the same cubin launched by cuda-python alone. Through
+    its pointer array the driver reads x, y and out's addresses and N, in the kernel's
+    parameter order and widths, on torch's current stream, over the kernel's grid."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from cuda.bindings import driver as cu
+
+    from tilelang.codegen.cuda import kernel_params
+
+    ok = cu.CUresult.CUDA_SUCCESS
+    seen = []
+
+    def launch(function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        array = (ctypes.c_void_p * len(names)).from_address(params)
+        values = [
+            int.from_bytes(ctypes.string_at(array[i], size), "little", signed=True)
+            for i, size in enumerate(sizes)
+        ]
+        seen.append((function, (gx, gy, gz), (bx, by, bz), shared, stream, values, extra))
+        return (ok,)
+
+    monkeypatch.setattr(cu, "cuModuleLoadData", lambda cubin: (ok, "module"))
+    monkeypatch.setattr(cu, "cuModuleGetFunction", lambda module, name: (ok, name))
+    monkeypatch.setattr(cu, "cuLaunchKernel", launch)
+    torch = SimpleNamespace(
+        cuda=SimpleNamespace(current_stream=lambda: SimpleNamespace(cuda_stream=9))
+    )
+    build = gpu_examples.load_example("vector_add").vector_add.compile(target="sm_80").cuda
+    params = kernel_params(build.thread)
+    names, sizes = [p.name for p in params], [p.size for p in params]
+    pointers = {"x": 0x7F0000000000, "y": 0x7F0000010000, "out": 0x7F0000020000}
+    gpu_launch.bare_launch(torch, build, pointers, 5000)()
+    expected = [pointers[p.name] if p.is_tensor else 5000 for p in params]
+    threads = build.thread.threads
+    assert names == ["x", "y", "out", "N"]
+    assert seen == [(build.symbol.encode(), (5, 1, 1), (threads, 1, 1), 0, 9, expected, 0)]

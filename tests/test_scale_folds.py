@@ -213,8 +213,8 @@ def test_a_call_that_writes_an_array_forgets_what_was_recorded_about_it():
     value_facts.record(s, 2)
     value_facts.record(y, 1)
     scaled_codes(tl.pack_codes(codes, tl.u4), s, y, assume={"s": 2})
-    assert value_facts._recorded_within(s, 2)
-    assert not value_facts._recorded_within(y, 1)  # y now holds codes up to 15
+    assert value_facts.recorded_within(s, 2)
+    assert not value_facts.recorded_within(y, 1)  # y now holds codes up to 15
 
 
 def test_a_torch_tensor_is_checked_like_a_numpy_array():

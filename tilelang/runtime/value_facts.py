@@ -138,7 +138,7 @@ def _recorded_fact(array: Any) -> Fact | None:
     return found[1] if found is not None and found[0]() is array else None
 
 
-def _recorded_within(array: Any, fact: Fact) -> bool:
+def recorded_within(array: Any, fact: Fact) -> bool:
     """Whether what was recorded about `array` implies `fact`."""
     known = _recorded_fact(array)
     return known is not None and implies(known, fact)
@@ -149,7 +149,7 @@ def check_values(facts: Facts, arguments: Mapping[str, Any]) -> None:
     below its bound, or, for `FINITE`, no element is inf or NaN (NaN breaks every
     fact)."""
     for name, bound in facts:
-        if _recorded_within(arguments[name], bound):
+        if recorded_within(arguments[name], bound):
             continue
         if bound == FINITE:
             _check_finite(name, arguments[name])

@@ -1,0 +1,155 @@
+"""Warm GPU calls: a kernel called again on device tensors like the last ones reads
+their addresses and launches, and nothing else.
+
+Everything a GPU call works out before its launch but the tensors' addresses depends
+only on what each argument *is* and on the scalars: the argument checks (dtype, rank,
+contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
+lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that — per
+tensor its kind, dtype, shape and strides; per scalar its type and value; the constexprs
+and value facts as given — and reads each tensor's address on the way. A full call
+that launched leaves a `WarmCall` under its key. A warm call checks what depends on
+addresses (16-byte alignment; a tensor the kernel writes overlapping another one), that
+every value fact it states is still on record for its tensor, and launches.
+
+What it cannot key goes the full way: host arrays; tensors the full call reads through
+DLPack (every library's that speaks it, but torch's CUDA tensors, which are read off the
+tensor); runtime arguments by keyword; unhashable constexprs or facts. So does a warm
+call whose address checks fail: the full call raises the error a user should see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tilelang.runtime import dlpack, gpu, value_facts
+from tilelang.runtime.arguments import BoundDeviceArguments, ranges_overlap
+
+#: Keys kept per kernel before the memo starts over (a kernel called at many shapes).
+MAX_WARM_CALLS = 64
+
+
+def _argument_signature(value: Any) -> tuple[object, int | None] | None:
+    """(what the call's checks depend on, the tensor's address or None for a scalar), or
+    None when `value` is not something a warm call takes."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return (kind, value), None
+    if dlpack._is_torch(kind):
+        if not value.is_cuda:
+            return None
+        return (kind, value.dtype, tuple(value.shape), value.stride()), value.data_ptr()
+    if kind is dlpack.DeviceView:
+        return (kind, value.dtype, value.shape, value.strides), value.pointer
+    if dlpack._speaks_dlpack(kind) or not gpu.is_device_array(value):
+        return None
+    interface = value.__cuda_array_interface__
+    strides = interface.get("strides")
+    part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
+    if kind is gpu.DeviceBuffer:  # a packed one's dtype and shape are beside its bytes
+        part += (value.dtype, value.shape)
+    return part, interface["data"][0]
+
+
+@dataclass(frozen=True)
+class WarmCall:
+    """What a full call worked out for one signature: the build and its launch values,
+    and the positions of the tensors (in the runtime arguments) with their byte sizes."""
+
+    build: Any  # CudaBuild
+    scalars: dict[str, int | float]  # scalars and sizes, as the launch takes them
+    grid: tuple[int, ...]
+    tensors: tuple[tuple[str, int, int], ...]  # (name, position, bytes) per tensor
+    overlapping: tuple[tuple[int, int], ...]  # tensor index pairs with a written one
+    stored: tuple[int, ...]  # positions of the tensors the kernel writes
+    facts: tuple[tuple[int, Any], ...]  # (position, fact) per value fact stated
+
+    def __call__(self, args: tuple, addresses: list[int | None]) -> tuple[bool, Any]:
+        """(launched, what the call returns); nothing launched when an address check or
+        a value fact needs the full call."""
+        pointers, extents = {}, []
+        for name, position, nbytes in self.tensors:
+            address = addresses[position]
+            if address % 16:
+                return False, None
+            pointers[name] = address
+            extents.append((address, nbytes))
+        for a, b in self.overlapping:
+            same = args[self.tensors[a][1]] is args[self.tensors[b][1]]
+            if same or ranges_overlap(*extents[a], *extents[b]):
+                return False, None
+        for position, fact in self.facts:
+            if not value_facts.recorded_within(args[position], fact):
+                return False, None
+        value_facts.forget(args[position] for position in self.stored)
+        stream = gpu.current_stream([args[position] for _, position, _ in self.tensors])
+        gpu.launch(self.build, pointers, self.scalars, self.grid, stream)
+        outputs = tuple(args[position] for position in self.stored)
+        return True, outputs[0] if len(outputs) == 1 else (outputs or None)
+
+
+class WarmCalls:
+    """One kernel's warm calls, by signature."""
+
+    def __init__(self, runtime: tuple[str, ...]) -> None:
+        self.runtime = runtime
+        self._names = frozenset(runtime)
+        self._calls: dict[tuple, WarmCall] = {}
+
+    def signature(
+        self, args: tuple, kwargs: Mapping[str, Any], assume: Mapping[str, Any] | None
+    ) -> tuple[tuple, list[int | None]] | None:
+        """(the call's key, each argument's address) or None when it cannot be keyed."""
+        if len(args) != len(self.runtime) or not self._names.isdisjoint(kwargs):
+            return None
+        if assume is not None and not isinstance(assume, Mapping):
+            return None  # the full call says what is wrong with it
+        parts, addresses = [], []
+        for value in args:
+            found = _argument_signature(value)
+            if found is None:
+                return None
+            parts.append(found[0])
+            addresses.append(found[1])
+        key = (tuple(parts), tuple(kwargs.items()), assume and tuple(assume.items()))
+        return key, addresses
+
+    def get(self, key: tuple) -> WarmCall | None:
+        try:
+            return self._calls.get(key)
+        except TypeError:  # an unhashable constexpr or fact: never kept
+            return None
+
+    def remember(self, key: tuple, call: WarmCall) -> None:
+        if len(self._calls) >= MAX_WARM_CALLS:
+            self._calls.clear()
+        with contextlib.suppress(TypeError):  # an unhashable constexpr or fact
+            self._calls[key] = call
+
+
+def warm_call(
+    runtime: tuple[str, ...],
+    build: Any,
+    values: Mapping[str, Any],
+    bound: BoundDeviceArguments,
+    scalars: dict[str, int | float],
+    grid: tuple[int, ...],
+    facts: tuple[tuple[str, Any], ...],
+) -> WarmCall:
+    """The `WarmCall` of a full call that launched `build` on `values` (as bound)."""
+    names = tuple(bound.pointers)
+    tensors = tuple(
+        (name, runtime.index(name), gpu.device_array(values[name]).nbytes) for name in names
+    )
+    written = set(bound.stored)
+    overlapping = tuple(
+        (a, b)
+        for a in range(len(names))
+        for b in range(a + 1, len(names))
+        if names[a] in written or names[b] in written
+    )
+    stored = tuple(runtime.index(name) for name in bound.stored)
+    stated = tuple((runtime.index(name), fact) for name, fact in facts)
+    return WarmCall(build, scalars, tuple(grid), tensors, overlapping, stored, stated)
