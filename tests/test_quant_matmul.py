@@ -9,6 +9,7 @@ one rounding to the output type. Shapes are odd (N = 200 is not a multiple of th
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import ml_dtypes
@@ -462,8 +463,17 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     assert tensors == ["bias", "counts", "partials", "s", "w", "x", "y", "z"]
     # NVFP4's block scales are used as b · 2^-8 (exact), the tensor scale as t · 2^8.
     assert scalars["K"] == 1024 and scalars["t"] == qw.tensor_scale * 2**8
+    prepared = []
+    module = importlib.import_module("tilelang.quant.matmul")
+    choose_and_plan = module._prepared
+    monkeypatch.setattr(
+        module, "_prepared", lambda *a, **k: prepared.append(a) or choose_and_plan(*a, **k)
+    )
     quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N,))))
     assert len(launches) == 2 and counts[0] == counts[1]  # zeroed once, kept with the weight
+    assert launches[1][1:] == launches[0][1:] and not prepared  # the first call's choice
+    quant.matmul(Device(activations((3, 1024))), qw, Device(activations((N,))))
+    assert len(prepared) == 1 and len(launches) == 3  # another M: chosen again
     with pytest.raises(ValueError, match=r"bias must have shape \[200\]"):
         quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N + 1,))))
 
