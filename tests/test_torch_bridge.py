@@ -412,9 +412,9 @@ class CudaTensorStandIn:
     __module__ = "torch"
     is_cuda = True
 
-    def __init__(self, base: torch.Tensor):
+    def __init__(self, base: torch.Tensor, device: int = 0):
         self.base, self.dtype, self.shape = base, base.dtype, base.shape
-        self.device = torch.device("cuda", 0)
+        self.device = torch.device("cuda", device)
 
     def element_size(self):
         return self.base.element_size()
@@ -456,6 +456,9 @@ def test_a_direct_call_reads_a_cuda_tensor_off_the_tensor(monkeypatch):
     assert scalars["alpha"] == 0.5 and tuple(grid) == (1, 1)
     with pytest.raises(ValueError, match="'x' must be C-contiguous on the GPU"):
         scale(CudaTensorStandIn(torch.randn(64, 8).to(torch.bfloat16).T), y, 0.5, T=tl.bf16)
+    with pytest.raises(ValueError, match="'x' is on CUDA device 1; tilelang launches on device 0"):
+        scale(CudaTensorStandIn(base, device=1), y, 0.5, T=tl.bf16)  # a warm key for device 0
+    assert len(launches) == 1
     with pytest.raises(
         TypeError, match=r"'x' expects a tensor of bf16, got a CudaTensorStandIn of f32$"
     ):

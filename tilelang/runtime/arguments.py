@@ -251,6 +251,11 @@ def _check_device_tensor(
                 f"{_where(fn, param.name)} expects a tensor of {want.dtype}, got a "
                 f"{type(value.source).__name__} of {value.dtype}"
             )
+        if value.device != 0:  # its address means nothing in device 0's context
+            raise ValueError(
+                f"{_where(fn, param.name)} is on CUDA device {value.device}; tilelang "
+                "launches on device 0 (its primary context)"
+            )
         shape = value.shape
     elif isinstance(value, gpu.DeviceBuffer) and value.dtype is not None:
         if value.dtype != want.dtype:

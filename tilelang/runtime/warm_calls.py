@@ -5,7 +5,7 @@ Everything a GPU call works out before its launch but the tensors' addresses dep
 only on what each argument *is* and on the scalars: the argument checks (dtype, rank,
 contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
 lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that — per
-tensor its kind, dtype, shape and strides; per scalar its type and value; the constexprs
+tensor its kind, dtype, shape, strides (and device, where it says); per scalar its type and value; the constexprs
 and value facts as given — and reads each tensor's address on the way. A full call
 that launched leaves a `WarmCall` under its key. A warm call checks what depends on
 addresses (16-byte alignment; a tensor the kernel writes overlapping another one), that
@@ -40,9 +40,10 @@ def _argument_signature(value: Any) -> tuple[object, int | None] | None:
     if dlpack._is_torch(kind):
         if not value.is_cuda:
             return None
-        return (kind, value.dtype, tuple(value.shape), value.stride()), value.data_ptr()
+        part = (kind, value.dtype, tuple(value.shape), value.stride(), value.device)
+        return part, value.data_ptr()
     if kind is dlpack.DeviceView:
-        return (kind, value.dtype, value.shape, value.strides), value.pointer
+        return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
     if dlpack._speaks_dlpack(kind) or not gpu.is_device_array(value):
         return None
     interface = value.__cuda_array_interface__
