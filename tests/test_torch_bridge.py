@@ -379,29 +379,57 @@ def test_in_place_bumps_the_version_counter():
     assert acc._version > before
 
 
-def test_cuda_launch_arguments_are_the_tensors_own_pointers():
-    """The CUDA implementation's argument step (everything before the driver call), run
-    on CPU tensors: it allocates only the outputs and hands over the tensors' pointers."""
+@pytest.fixture
+def gpu_launches(monkeypatch):
+    """The kernel's GPU call with the driver stubbed: what reaches `gpu.launch`."""
+    from tilelang.runtime import gpu
+
+    launches = []
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")
+    monkeypatch.setattr(gpu, "current_stream", lambda tensors: 5)
+    monkeypatch.setattr(gpu, "launch", lambda build, *args: launches.append(args))
+    return launches
+
+
+def as_cuda(arguments):
+    return [CudaTensorStandIn(a) if isinstance(a, torch.Tensor) else a for a in arguments]
+
+
+def test_cuda_launch_arguments_are_the_tensors_own_pointers(gpu_launches):
+    """The CUDA implementation's argument step, run on CPU tensors: it allocates only the
+    outputs and hands the kernel's GPU call the tensors themselves (a packed one as its
+    bytes seen as its dtype); that call launches on their pointers."""
     op = OPS["widen"]
     w = torch.randint(0, 256, (3, 32), dtype=torch.uint8)
-    _, outputs, bound = op.device_arguments([w], torch.device("cpu"))
+    shaped, outputs, arguments = op.device_arguments([w], torch.device("cpu"))
     (y,) = outputs
     assert (tuple(y.shape), y.dtype) == ((3, 64), torch.int32)
-    assert bound.pointers == {"w": w.data_ptr(), "y": y.data_ptr()}
-    assert bound.sizes == {"M": 3, "N": 64} and bound.stored == ("y",)
+    (packed, given_y) = arguments
+    assert given_y is y and packed.dtype == tl.u4 and packed.shape == (3, 64)
+    assert packed.pointer == w.data_ptr()
+    op.kernel(packed, CudaTensorStandIn(y), **shaped.variant.constexprs)
     x = torch.randn(8, 64, dtype=torch.bfloat16)
-    _, (out,), bound = OPS["scale"].device_arguments([x, 0.5], torch.device("cpu"))
-    assert bound.pointers == {"x": x.data_ptr(), "y": out.data_ptr()}
-    assert bound.scalars == {"alpha": 0.5}
+    shaped, (out,), arguments = OPS["scale"].device_arguments([x, 0.5], torch.device("cpu"))
+    assert arguments[0] is x and arguments[1] is out and arguments[2] == 0.5
+    OPS["scale"].kernel(*as_cuda(arguments), **shaped.variant.constexprs)
+    (widened, scaled) = gpu_launches
+    assert widened[0] == {"w": w.data_ptr(), "y": y.data_ptr()}
+    assert widened[1] == {"M": 3, "N": 64}
+    assert scaled[0] == {"x": x.data_ptr(), "y": out.data_ptr()}
+    assert scaled[1]["alpha"] == 0.5
 
 
-def test_cuda_launch_arguments_refuse_what_a_launch_cannot_take():
+def test_cuda_launch_arguments_refuse_what_a_launch_cannot_take(gpu_launches):
     acc = torch.zeros(64)
+    op = OPS["axpy"]
+    shaped, _, arguments = op.device_arguments([acc, acc, 1.0], torch.device("cpu"))
     with pytest.raises(ValueError, match="'x' and 'acc' overlap in memory"):
-        OPS["axpy"].device_arguments([acc, acc, 1.0], torch.device("cpu"))
+        op.kernel(*as_cuda(arguments), **shaped.variant.constexprs)
     strided = torch.zeros(64, 2)[:, 0]
+    shaped, _, arguments = op.device_arguments([torch.zeros(64), strided, 1.0], torch.device("cpu"))
     with pytest.raises(ValueError, match="'acc' must be C-contiguous on the GPU"):
-        OPS["axpy"].device_arguments([torch.zeros(64), strided, 1.0], torch.device("cpu"))
+        op.kernel(*as_cuda(arguments), **shaped.variant.constexprs)
+    assert not gpu_launches
 
 
 class CudaTensorStandIn:

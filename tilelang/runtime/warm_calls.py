@@ -49,7 +49,7 @@ def _argument_signature(value: Any) -> tuple[object, int | None] | None:
     interface = value.__cuda_array_interface__
     strides = interface.get("strides")
     part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
-    if kind is gpu.DeviceBuffer:  # a packed one's dtype and shape are beside its bytes
+    if isinstance(value, gpu.DeviceBuffer):  # a packed one's dtype and shape: beside its bytes
         part += (value.dtype, value.shape)
     return part, interface["data"][0]
 

@@ -48,7 +48,7 @@ import torch
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import MAX_SIZE_DIVISOR, CompiledKernel, Kernel, Specialization
 from tilelang.lang.signature import ConstexprParam, TensorParam
-from tilelang.runtime import dlpack, gpu
+from tilelang.runtime import gpu
 
 from . import dtypes as td
 from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot
@@ -86,6 +86,8 @@ class _Variant:
     # per runtime parameter of the kernel, in its order: its name, its host form, and
     # where its value is in the operator's arguments followed by its outputs
     host: tuple[tuple[str, Callable[[Any], Any], int], ...]
+    # the same for a CUDA call, in the kernel's positional order: its device form, where
+    device: tuple[tuple[Callable[[Any], Any], int], ...]
 
 
 @dataclass
@@ -95,7 +97,6 @@ class _Shaped:
     variant: _Variant
     outputs: tuple[tuple[tuple[int, ...], torch.dtype], ...]  # torch shape, torch dtype
     sizes: dict[str, int]
-    compiled: CompiledKernel | None = None  # the GPU build, made on the first CUDA call
 
 
 class TorchOp:
@@ -204,11 +205,15 @@ class TorchOp:
         for slot, value in zip(signature.arguments, values, strict=True):
             _check_argument(self.name, slot, value)
         given, made = itertools.count(), itertools.count(len(signature.arguments))
+        at = tuple(next(made if _is_output(slot) else given) for slot in signature.slots)
         host = tuple(
-            (slot.name, _host_form(slot), next(made if _is_output(slot) else given))
-            for slot in signature.slots
+            (slot.name, _host_form(slot), where)
+            for slot, where in zip(signature.slots, at, strict=True)
         )
-        return _Variant(constexprs, spec, signature, host)
+        device = tuple(
+            (_device_form(slot), where) for slot, where in zip(signature.slots, at, strict=True)
+        )
+        return _Variant(constexprs, spec, signature, host, device)
 
     def _shapes_of(self, variant: _Variant, values: list[Any]) -> dict[str, tuple]:
         shapes = {}
@@ -248,16 +253,6 @@ class TorchOp:
             return None
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _kernel_values(self, variant: _Variant, values: list[Any], outputs: list, form) -> dict:
-        """Every runtime parameter of the kernel by name, outputs included."""
-        given = iter(values)
-        made = iter(outputs)
-        by_name = {}
-        for slot in variant.signature.slots:
-            is_output = _is_output(slot)
-            by_name[slot.name] = form(slot, next(made) if is_output else next(given))
-        return by_name
-
     # -- the implementations -----------------------------------------------------------
 
     def _fake(self, *args: Any, **kwargs: Any) -> Any:
@@ -291,29 +286,25 @@ class TorchOp:
                 f"{self.name}: tilelang launches on CUDA device 0 (its primary context), "
                 f"got tensors on {device}"
             )
-        shaped, outputs, bound = self.device_arguments(values, device)
-        variant = shaped.variant
-        if shaped.compiled is None:
-            shaped.compiled = self.compile(gpu.device_arch(), variant, bound.sizes)
-        scalars = {**bound.scalars, **bound.sizes}
-        launcher = shaped.compiled.cuda.launcher
-        stream = torch.cuda.current_stream(device).cuda_stream
-        grid = launcher.grid(scalars)
-        gpu.launch(shaped.compiled.cuda, bound.pointers, scalars, grid, int(stream))
+        shaped, outputs, arguments = self.device_arguments(values, device)
+        # The kernel's own GPU call: its checks, its build for the device and, for a call
+        # like an earlier one, its warm path (`tilelang.runtime.warm_calls`); it launches
+        # on torch's current stream.
+        self.kernel(*arguments, **shaped.variant.constexprs)
         return self._returned(outputs)
 
     def device_arguments(self, values: list[Any], device: torch.device):
-        """The CUDA launch's arguments, before anything touches the GPU: the outputs
+        """The CUDA call's arguments, before anything touches the GPU: the outputs
         allocated on `device` (torch.empty: torch's caching allocator, capturable), and
-        every tensor's pointer, the sizes and scalars bound and checked as a GPU launch
-        checks them (`ArgumentBinder.bind_device`). Nothing here synchronizes; the CPU
-        tests run it on CPU tensors, whose pointers it reads the same way."""
+        the kernel's runtime arguments in its order, as its GPU call takes them: the
+        tensors themselves (read off the tensor, `tilelang.runtime.dlpack`), a packed
+        type's bytes seen as its dtype, the scalars. Nothing here synchronizes."""
         shaped = self._lookup(values)
         outputs = [
             torch.empty(shape, dtype=dtype, device=device) for shape, dtype in shaped.outputs
         ]
-        kernel_values = self._kernel_values(shaped.variant, values, outputs, _device_value)
-        return shaped, outputs, shaped.variant.spec.arguments.bind_device(kernel_values)
+        every = [*values, *outputs]
+        return shaped, outputs, [form(every[at]) for form, at in shaped.variant.device]
 
     def compile(self, target: str, variant: _Variant, sizes: dict[str, int]) -> CompiledKernel:
         """The build a launch at `sizes` uses (cached by the kernel; no GPU needed for a
@@ -457,12 +448,14 @@ class _BorrowedPacked(gpu.DeviceBuffer):
         pass  # torch owns the memory
 
 
-def _device_value(slot: TensorSlot | ScalarSlot, value: Any) -> Any:
-    """A CUDA argument as the device checks take it: a `DeviceView` of its memory with its
-    tilelang dtype (read off the tensor directly: a DLPack capsule would cost ~20 us),
-    or for a packed type its bytes seen as its dtype."""
-    if isinstance(slot, ScalarSlot):
-        return value
-    if td.is_packed(slot.dtype):
+def _device_form(slot: TensorSlot | ScalarSlot) -> Callable[[Any], Any]:
+    """How a CUDA argument reaches the kernel's call: a scalar or a whole-byte tensor as
+    it is (the call reads a CUDA torch tensor's pointer, shape, strides and dtype off the
+    tensor), a packed type's bytes seen as its dtype."""
+    if isinstance(slot, ScalarSlot) or not td.is_packed(slot.dtype):
+        return _same
+
+    def packed(value: torch.Tensor) -> _BorrowedPacked:
         return _BorrowedPacked(_packed_bytes(slot, value), slot.dtype, _logical(slot, value))
-    return dlpack.torch_device_view(value, slot.dtype)
+
+    return packed
