@@ -672,11 +672,11 @@ def test_without_mamba_ssm_the_scan_says_not_installed(monkeypatch):
 @pytest.mark.parametrize("block_d", [4, 2, 8])
 def test_the_scan_at_the_benchmark_shape_compiles_for_sm90_without_spills(block_d):
     """Every BD a device call tunes among (`scan_configs`), with the size facts a call
-    at the benchmark's shape compiles for (`_size_facts`: what a launch derives)."""
+    at the benchmark's shape compiles for (`size_facts`: what a launch derives)."""
     import warnings
 
     from tilelang import dtypes
-    from tilelang.kernel import _size_facts
+    from tilelang.kernel import size_facts
     from tilelang.kernels import ssm
     from tilelang.passes import plan_registers
 
@@ -694,7 +694,7 @@ def test_the_scan_at_the_benchmark_shape_compiles_for_sm90_without_spills(block_
     with warnings.catch_warnings():
         warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
         build = ssm.selective_scan_kernel.compile(
-            assume=dict(_size_facts(sizes)), target="sm_90", **constexprs
+            assume=size_facts(sizes), target="sm_90", **constexprs
         )
         resources = build.resources
     assert 0 < resources.registers <= 255

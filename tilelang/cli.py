@@ -192,18 +192,12 @@ def parse_size(text: str) -> tuple[str, int]:
 
 
 def launch_facts(kernel, constexprs: dict, launch: dict[str, int]) -> dict[str, int]:
-    """What a launch with these sizes would specialize the kernel on: per size, the
-    largest power of two up to `MAX_SIZE_DIVISOR` dividing it (sizes not given: none)."""
-    from tilelang.kernel import MAX_SIZE_DIVISOR
+    """What a launch with these sizes would specialize the kernel on
+    (`tilelang.kernel.size_facts`, for the kernel's sizes given; the others: none)."""
+    from tilelang.kernel import size_facts
 
-    facts = {}
-    for var in kernel.specialize(**constexprs).sizes:
-        if var.name in launch:
-            divisor = MAX_SIZE_DIVISOR
-            while launch[var.name] % divisor:
-                divisor //= 2
-            facts[var.name] = divisor
-    return facts
+    names = {var.name for var in kernel.specialize(**constexprs).sizes}
+    return size_facts({name: size for name, size in launch.items() if name in names})
 
 
 def _cmd_perf(kernel, constexprs: dict, args: argparse.Namespace) -> int:

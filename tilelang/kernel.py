@@ -548,7 +548,7 @@ class Kernel:
         if any(_on_gpu(arguments[name]) for name in spec.tensors):
             return self._call_gpu(spec, arguments, values, stated, warm_key)
         bound = spec.arguments.bind(arguments)
-        compiled = self._compile(spec, tuple(sorted(_size_facts(bound.sizes) + stated)), CPU)
+        compiled = self._compile(spec, _launch_facts(bound.sizes, stated), CPU)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
         compiled.cpu.launch({**buffers, **bound.scalars, **bound.sizes})
         write_back()
@@ -564,7 +564,7 @@ class Kernel:
     ) -> Any:
         bound = spec.arguments.bind_device(values)
         target = find_target(gpu.device_arch())
-        compiled = self._compile(spec, tuple(sorted(_size_facts(bound.sizes) + stated)), target)
+        compiled = self._compile(spec, _launch_facts(bound.sizes, stated), target)
         scalars = {**bound.scalars, **bound.sizes}
         grid = compiled.cuda.launcher.grid(scalars)
         tensors = [values[name] for name in bound.pointers]
@@ -605,15 +605,23 @@ def _on_gpu(value: object) -> bool:
     return hasattr(value, "__cuda_array_interface__")
 
 
-def _size_facts(sizes: dict[str, int]) -> Facts:
-    """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it."""
-    facts = []
-    for name, size in sorted(sizes.items()):
+def size_facts(sizes: Mapping[str, int]) -> dict[str, int]:
+    """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it: what
+    a launch at these sizes specializes the kernel on (every launch path derives its
+    facts here: calls, `tilelang.torch` ops, the library, the CLI)."""
+    facts = {}
+    for name, size in sizes.items():
         divisor = MAX_SIZE_DIVISOR
         while size % divisor:
             divisor //= 2
-        facts.append((name, divisor))
-    return tuple(facts)
+        facts[name] = divisor
+    return facts
+
+
+def _launch_facts(sizes: Mapping[str, int], stated: Facts) -> Facts:
+    """A call's facts as its compile-cache key takes them: the size facts and the value
+    facts it states, sorted."""
+    return tuple(sorted((*size_facts(sizes).items(), *stated)))
 
 
 def host_target() -> Target:

@@ -66,7 +66,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tilelang.kernel import MAX_SIZE_DIVISOR, Kernel
+from tilelang.kernel import Kernel
 from tilelang.packing import DotPacking
 from tilelang.target import HARDWARE
 from tilelang.target import target as find_target
@@ -270,18 +270,6 @@ def split_workspace(call: KernelCall) -> tuple[tuple[int, ...], tuple[int, ...]]
     bm, bn = call.constexprs["BM"], call.constexprs["BN"]
     partials = (call.constexprs["SPLIT_K"], m, n)
     return partials, (math.ceil(m / bm), math.ceil(n / bn))
-
-
-def size_facts(sizes: dict[str, int]) -> dict[str, int]:
-    """Per size, the largest power of two up to MAX_SIZE_DIVISOR dividing it: what a
-    launch with these sizes specializes on (as `tilelang.cli.launch_facts`)."""
-    facts = {}
-    for name, size in sizes.items():
-        divisor = MAX_SIZE_DIVISOR
-        while size % divisor:
-            divisor //= 2
-        facts[name] = divisor
-    return facts
 
 
 def swaps_operands(bn: int, warps: int) -> bool:

@@ -50,7 +50,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.kernel import CompiledKernel, Kernel, host_target
+from tilelang.kernel import CompiledKernel, Kernel, host_target, size_facts
 from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
@@ -63,7 +63,6 @@ from .choice import (
     KernelCall,
     choose,
     kernel_calls,
-    size_facts,
     split_workspace,
     zero_group_of,
 )

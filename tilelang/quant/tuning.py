@@ -38,6 +38,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from tilelang.kernel import size_facts
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
 from tilelang.target import target as find_target
@@ -60,7 +61,6 @@ from .choice import (
     Choice,
     choose,
     kernel_calls,
-    size_facts,
     sm_count,
     swaps_operands,
     zero_group_of,

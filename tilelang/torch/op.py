@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from tilelang.dtypes import DType, PackedArray
-from tilelang.kernel import MAX_SIZE_DIVISOR, CompiledKernel, Kernel, Specialization
+from tilelang.kernel import CompiledKernel, Kernel, Specialization, size_facts
 from tilelang.lang.signature import ConstexprParam, TensorParam
 from tilelang.runtime import gpu
 
@@ -309,7 +309,7 @@ class TorchOp:
     def compile(self, target: str, variant: _Variant, sizes: dict[str, int]) -> CompiledKernel:
         """The build a launch at `sizes` uses (cached by the kernel; no GPU needed for a
         GPU target)."""
-        return self.kernel.compile(assume=launch_facts(sizes), target=target, **variant.constexprs)
+        return self.kernel.compile(assume=size_facts(sizes), target=target, **variant.constexprs)
 
     def build_for(self, *args: Any, target: str = "sm_90", **kwargs: Any) -> CompiledKernel:
         """What the CUDA implementation would launch for these (CPU or meta) tensors,
@@ -351,18 +351,6 @@ def _bump_versions(library, short: str, overload, mutated: list[int]) -> None:
         return overload.redispatch(keyset & after, *args, **kwargs)
 
     library.impl(short, bump, "ADInplaceOrView", with_keyset=True)
-
-
-def launch_facts(sizes: dict[str, int]) -> dict[str, int]:
-    """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` dividing it: what a
-    launch at these sizes is specialized on (the kernel's own call derives the same)."""
-    facts = {}
-    for name, size in sizes.items():
-        divisor = MAX_SIZE_DIVISOR
-        while size % divisor:
-            divisor //= 2
-        facts[name] = divisor
-    return facts
 
 
 def _describe(value: Any) -> str:

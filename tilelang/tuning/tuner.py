@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from tilelang.kernel import Kernel, _imported, _on_gpu, _size_facts
+from tilelang.kernel import Kernel, _imported, _on_gpu, size_facts
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
 from tilelang.spill_verdict import RegisterSpillWarning
@@ -275,7 +275,7 @@ class _Run:
         self.regions = regions  # on a GPU: what the kernel writes, kept while timing
         self.tuner, self.values, self.fixed, self.bound = tuner, values, fixed, bound
         self.method, self.key = method, key
-        self.facts = dict(_size_facts(bound.sizes))
+        self.facts = size_facts(bound.sizes)
         self.launch = {**bound.sizes, **bound.scalars}
         self.cache = DiskCache()
         fixed_text = records.canonical(fixed)
