@@ -611,3 +611,21 @@ def test_selective_scan_op_fake_shapes_and_cuda_registration():
     assert (out.shape, out.dtype) == ((3, 16, 50), torch.float16)
     assert (last.shape, last.dtype) == ((3, 16, 7), torch.float32)
     assert torch._C._dispatch_has_kernel_for_dispatch_key("tilelang::selective_scan", "CUDA")
+
+
+def test_a_launch_goes_on_torchs_current_stream(monkeypatch):
+    """The stream a GPU call launches on is torch's current one on the tensor's device,
+    asked of torch's raw query; a tensor read into a DeviceView still names it."""
+    from tilelang.runtime import dlpack, gpu
+
+    asked = []
+
+    def raw_stream(index):
+        asked.append(index)
+        return 0x1234
+
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", raw_stream, raising=False)
+    tensor = CudaTensorStandIn(torch.zeros(4))
+    assert gpu.current_stream([3.0, tensor]) == 0x1234
+    assert gpu.current_stream([dlpack.imported(tensor)]) == 0x1234
+    assert asked == [0, 0]
