@@ -443,16 +443,23 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     compiled for the device's architecture, their grids and scalars."""
     from tilelang.runtime import gpu
 
-    launches = []
+    launches, made = [], []
+
+    class Allocated(Device):
+        @classmethod
+        def empty(cls, shape, dtype):
+            made.append(shape)
+            return super().empty(shape, dtype)
+
     monkeypatch.setenv("TILELANG_AUTOTUNE", "off")  # `choose`'s tiles: exactly these launches
-    monkeypatch.setattr(gpu, "DeviceBuffer", Device)
+    monkeypatch.setattr(gpu, "DeviceBuffer", Allocated)
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
     monkeypatch.setattr(gpu, "current_stream", lambda values: 0)
     counts = []
 
     def launch(build, pointers, scalars, grid, stream):
         launches.append((build.arch, sorted(pointers), scalars, grid))
-        counts.append(pointers.get("counts"))
+        counts.append((pointers.get("counts"), pointers.get("partials")))
 
     monkeypatch.setattr(gpu, "launch", launch)
     qw = quant.quantize(weights(k=1024, seed=33), format="nvfp4")
@@ -470,7 +477,10 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
         module, "_prepared", lambda *a, **k: prepared.append(a) or choose_and_plan(*a, **k)
     )
     quant.matmul(Device(activations((2, 1024))), qw, Device(activations((N,))))
-    assert len(launches) == 2 and counts[0] == counts[1]  # zeroed once, kept with the weight
+    # The counters (zeroed once) and the workspace are kept with the weight: no
+    # allocation, and no cuMemFree waiting for the device, in a warm call.
+    assert len(launches) == 2 and counts[0] == counts[1]
+    assert made == [(2, N), (4, 2, N), (2, N)]  # outputs each call, one workspace
     assert launches[1][1:] == launches[0][1:] and not prepared  # the first call's choice
     quant.matmul(Device(activations((3, 1024))), qw, Device(activations((N,))))
     assert len(prepared) == 1 and len(launches) == 3  # another M: chosen again

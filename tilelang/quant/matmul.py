@@ -391,11 +391,14 @@ def _device_matmul(
         return result
 
     def workspace(shape: tuple[int, ...]) -> Any:
-        if is_torch:
+        if is_torch:  # torch's caching allocator: stream-ordered, no driver call
             import torch
 
             return torch.empty(shape, dtype=torch.float32, device=x.device)
-        return gpu.DeviceBuffer.empty(shape, np.float32)
+        # A DeviceBuffer of its own per call would be a cuMemAlloc and a cuMemFree (which
+        # waits for the device) every call: kept with the weight, like the counters.
+        make = lambda: gpu.DeviceBuffer.empty(shape, np.float32)  # noqa: E731
+        return cached(qw, ("split-K workspace", shape), make)
 
     def counters(shape: tuple[int, ...]) -> Any:
         # Kept with the weight: a split-K launch leaves them zeroed, so a call zeroes
