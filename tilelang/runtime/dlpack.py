@@ -148,7 +148,7 @@ def is_dlpack(value: object) -> bool:
     """Whether `value` is another library's tensor this module imports: it speaks
     DLPack, and it is not one tilelang takes directly (numpy arrays, PackedArrays, and
     device arrays that speak `__cuda_array_interface__`)."""
-    if not _speaks_dlpack(type(value)):
+    if not speaks_dlpack(type(value)):
         return False
     return not names_its_dtype(value)
 
@@ -168,9 +168,9 @@ def imported(value: Any) -> Any:
     """`value` as a `HostView` or `DeviceView` when it is a DLPack tensor (`is_dlpack`),
     else `value` itself."""
     kind = type(value)
-    if not _speaks_dlpack(kind):
+    if not speaks_dlpack(kind):
         return value
-    if _is_torch(kind) and value.is_cuda:
+    if is_torch_kind(kind) and value.is_cuda:
         dtype = _torch_dtypes().get(value.dtype)
         if dtype is not None:
             return torch_device_view(value, dtype)
@@ -237,7 +237,9 @@ def torch_device_view(value: Any, dtype: DType) -> DeviceView:
 _TORCH_KINDS: dict[type, bool] = {}
 
 
-def _is_torch(kind: type) -> bool:
+def is_torch_kind(kind: type) -> bool:
+    """Whether `kind` is torch's (its module's: torch is optional and never imported to
+    ask; cached per type, as every GPU call asks it of every argument)."""
     found = _TORCH_KINDS.get(kind)
     if found is None:
         found = _TORCH_KINDS[kind] = kind.__module__.split(".")[0] == "torch"
@@ -264,7 +266,7 @@ _VERSIONED: dict[type, bool] = {}  # whether the type's __dlpack__ takes max_ver
 _MAX_VERSION = (1, 0)
 
 
-def _speaks_dlpack(kind: type) -> bool:
+def speaks_dlpack(kind: type) -> bool:
     """Whether instances of `kind` are imported (cached per type: a warm call asks it
     of every tensor argument)."""
     found = _KINDS.get(kind)

@@ -355,7 +355,7 @@ def reshaped(x: Any, shape: tuple[int, ...], name: str = "the tensor") -> Any:
 def is_torch_tensor(value: object) -> bool:
     """Whether `value` is a torch tensor (checked by its type's module: torch is an
     optional dependency, imported only where one of its tensors is already at hand)."""
-    return type(value).__module__.split(".")[0] == "torch"
+    return dlpack.is_torch_kind(type(value))
 
 
 def current_stream(values: list[object]) -> int:

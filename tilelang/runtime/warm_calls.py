@@ -5,11 +5,12 @@ Everything a GPU call works out before its launch but the tensors' addresses dep
 only on what each argument *is* and on the scalars: the argument checks (dtype, rank,
 contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
 lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that — per
-tensor its kind, dtype, shape, strides (and device, where it says); per scalar its type and value; the constexprs
-and value facts as given — and reads each tensor's address on the way. A full call
-that launched leaves a `WarmCall` under its key. A warm call checks what depends on
-addresses (16-byte alignment; a tensor the kernel writes overlapping another one), that
-every value fact it states is still on record for its tensor, and launches.
+tensor its kind, dtype, shape, strides (and device, where it says); per scalar its type
+and value; the constexprs and value facts as given — and reads each tensor's address on
+the way. A full call that launched leaves a `WarmCall` under its key. A warm call
+checks what depends on addresses (16-byte alignment; a tensor the kernel writes
+overlapping another one), that every value fact it states is still on record for its
+tensor, and launches.
 
 What it cannot key goes the full way: host arrays; tensors the full call reads through
 DLPack (every library's that speaks it, but torch's CUDA tensors, which are read off the
@@ -37,14 +38,14 @@ def _argument_signature(value: Any) -> tuple[object, int | None] | None:
     kind = type(value)
     if kind is int or kind is float:
         return (kind, value), None
-    if dlpack._is_torch(kind):
+    if dlpack.is_torch_kind(kind):
         if not value.is_cuda:
             return None
         part = (kind, value.dtype, tuple(value.shape), value.stride(), value.device)
         return part, value.data_ptr()
     if kind is dlpack.DeviceView:
         return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
-    if dlpack._speaks_dlpack(kind) or not gpu.is_device_array(value):
+    if dlpack.speaks_dlpack(kind) or not gpu.is_device_array(value):
         return None
     interface = value.__cuda_array_interface__
     strides = interface.get("strides")
