@@ -782,3 +782,73 @@ def test_the_bare_launch_passes_the_kernels_abi(monkeypatch):
     threads = build.thread.threads
     assert names == ["x", "y", "out", "N"]
     assert seen == [(build.symbol.encode(), (5, 1, 1), (threads, 1, 1), 0, 9, expected, 0)]
+
+
+class CpuTorch:
+    """torch as the launch benchmark uses it, rehearsed on the CPU: tensors made on the
+    host (`device=` dropped), torch.cuda's stream, sleep and synchronize stubbed."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        import torch
+
+        self._torch = torch
+        stream = SimpleNamespace(cuda_stream=0)
+        self.cuda = SimpleNamespace(
+            _sleep=lambda cycles: None, synchronize=lambda: None, current_stream=lambda: stream
+        )
+
+    def __getattr__(self, name):
+        return getattr(self._torch, name)
+
+    def Generator(self, device=None):
+        return self._torch.Generator()
+
+    def randn(self, *shape, device=None, generator=None):
+        return self._torch.randn(*shape, generator=generator)
+
+
+def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
+    """`benchmarks/gpu_launch.py` end to end with the CPU standing in: the kernel call and
+    the torch op run on the CPU backend, and the bare launch's `cuLaunchKernel` adds the
+    vectors it is handed through its parameter array (host pointers here), so the
+    benchmark's own check holds only if it passed x, y, out and N right."""
+    import ctypes
+
+    import gpu_launch
+    import torch
+    from cuda.bindings import driver as cu
+
+    from tilelang.runtime import gpu
+
+    ok = cu.CUresult.CUDA_SUCCESS
+
+    def launch(function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        array = (ctypes.c_void_p * 4).from_address(params)
+        x, y, out = (ctypes.c_uint64.from_address(array[i]).value for i in range(3))
+        n = ctypes.c_int32.from_address(array[3]).value
+        view = lambda address: np.ctypeslib.as_array((ctypes.c_float * n).from_address(address))  # noqa: E731
+        view(out)[:] = view(x) + view(y)
+        return (ok,)
+
+    monkeypatch.setattr(cu, "cuModuleLoadData", lambda cubin: (ok, "module"))
+    monkeypatch.setattr(cu, "cuModuleGetFunction", lambda module, name: (ok, name))
+    monkeypatch.setattr(cu, "cuLaunchKernel", launch)
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")
+    monkeypatch.setattr(gpu_launch, "_sleep_cycles_per_second", lambda torch: 1e9)
+    monkeypatch.setattr(gpu_launch, "ROUNDS", 3)
+    monkeypatch.setattr(gpu_launch, "CALLS", 5)
+    context = gpu_common.Context()
+    context.__dict__["torch"] = CpuTorch()  # the cached property, filled
+    (case,) = gpu_launch.cases()
+    record = case.run(context)
+    assert record["kind"] == "benchmark" and "host time per launch" in record["shape"]
+    assert record["floor"]["label"] == "bare cuLaunchKernel (cuda-python)"
+    assert record["ours"]["time_s"] > 0 and record["baseline"]["label"].startswith("torch.add")
+    assert "over the bare launch" in record["notes"] and "tilelang.torch op" in record["notes"]
+    table = gpu_check.benchmark_tables(
+        [{"key": "bench-launch", "title": "launch", "results": [{"data": record}]}]
+    )
+    assert any("bare cuLaunchKernel" in line for line in table)
+    assert torch.cuda is not None  # the real torch untouched
