@@ -364,15 +364,27 @@ def current_stream(values: list[object]) -> int:
     for value in values:
         if isinstance(value, dlpack.DeviceView):
             value = value.source  # a torch tensor read directly, or a DLPack producer's
-        module = type(value).__module__.split(".")[0]
+        library = _stream_library(type(value))
         # Deferred: torch and cupy are optional; one is loaded already if its tensor is here.
-        if is_torch_tensor(value):
+        if library == "torch":
             return _torch_stream(value.device)
-        if module == "cupy":
+        if library == "cupy":
             import cupy
 
             return int(cupy.cuda.get_current_stream().ptr)
     return 0
+
+
+_STREAM_LIBRARIES: dict[type, str | None] = {}
+
+
+def _stream_library(kind: type) -> str | None:
+    """ "torch" or "cupy" for their tensors' types, else None (cached per type: a launch
+    asks it of its tensors)."""
+    if kind not in _STREAM_LIBRARIES:
+        library = kind.__module__.split(".")[0]
+        _STREAM_LIBRARIES[kind] = library if library in ("torch", "cupy") else None
+    return _STREAM_LIBRARIES[kind]
 
 
 def _torch_stream(device: Any) -> int:

@@ -45,9 +45,12 @@ def _argument_signature(value: Any) -> tuple[object, int | None] | None:
         return part, value.data_ptr()
     if kind is dlpack.DeviceView:
         return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
-    if dlpack.speaks_dlpack(kind) or not gpu.is_device_array(value):
+    if dlpack.speaks_dlpack(kind):
         return None
-    interface = value.__cuda_array_interface__
+    try:
+        interface = value.__cuda_array_interface__
+    except (AttributeError, KeyError, TypeError):  # not a device array; or one read otherwise
+        return None
     strides = interface.get("strides")
     part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
     if isinstance(value, gpu.DeviceBuffer):  # a packed one's dtype and shape: beside its bytes
