@@ -22,6 +22,7 @@ from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.dtypes import pack_codes
 from tilelang.kernels import paged_attention as pa
 from tilelang.kernels.paged_attention import paged_decode_attention
+from tilelang.runtime import counters
 from tilelang.runtime.sass import disassemble, main_loop, opcodes
 
 NATIVE = {"f16": np.float16, "bf16": ml_dtypes.bfloat16}
@@ -452,14 +453,14 @@ class LaunchRecorder:
         monkeypatch.setattr(pa, "empty", self.empty)
         monkeypatch.setattr(pa, "placeholder", self.placeholder)
         monkeypatch.setattr(pa, "_SPARES", {})
-        monkeypatch.setattr(pa, "_COUNTERS", {})
+        monkeypatch.setattr(counters, "_KEPT", {})
         monkeypatch.setattr(pa, "run", lambda kernel, args, constexprs, interpret: (
             self.launches.append((kernel, list(args), dict(constexprs)))
         ))  # fmt: skip
 
     def copy(self, host):
-        self.copies.append(host)
-        return FakeDeviceTensor(np.shape(host), "f32")
+        self.copies.append((FakeDeviceTensor(np.shape(host), "f32"), host))
+        return self.copies[-1][0]
 
     def empty(self, like, shape, dtype):
         self.outputs.append(FakeDeviceTensor(shape, dtype.name))
@@ -510,18 +511,21 @@ def test_a_gpu_launch_copies_nothing_to_the_device_and_allocates_only_its_output
     nothing but their outputs (torch's allocator may, while capturing): absent scales and
     zero points, and f8 scales given as numbers, become constexpr flags and scalars; the
     slots the kernel does not read get tensors that exist already, and the one spare
-    tensor and the splits' counters (zeroed, left zeroed by the launch) are made by the
-    first call on a device only. One launch: the last split combines."""
+    tensor and the splits' counters (zeroed, left zeroed by the launch: the one copy, of
+    zeros) are made by the first call on a device only. One launch: the last split
+    combines."""
     recorder = LaunchRecorder(monkeypatch)
     for call in range(2):
         tensors, kwargs = device_call(kv, zeros, scales)
-        before = (len(recorder.outputs), len(recorder.placeholders))
+        before = (len(recorder.outputs), len(recorder.placeholders), len(recorder.copies))
         paged_decode_attention(*tensors, **kwargs, num_splits=2)
         made = len(recorder.outputs) - before[0]
         assert made == 4, made  # out, and the splits' acc, max and sum
-        assert len(recorder.placeholders) - before[1] == (2 if call == 0 else 0)
+        assert len(recorder.placeholders) - before[1] == (1 if call == 0 else 0)
+        assert len(recorder.copies) - before[2] == (1 if call == 0 else 0)
         assert len(recorder.launches) == call + 1
         given = [*tensors, *kwargs.values(), *recorder.outputs, *recorder.placeholders]
+        given += [copy for copy, _ in recorder.copies]
         for kernel, args, _ in recorder.launches[-1:]:
             for arg in args:
                 while isinstance(arg, pa.gpu.ReshapedView):
@@ -529,7 +533,8 @@ def test_a_gpu_launch_copies_nothing_to_the_device_and_allocates_only_its_output
                 if isinstance(arg, (int, float)):
                     continue
                 assert any(arg is g for g in given), (kernel.fn.__name__, arg)
-    assert recorder.copies == []
+    ((_, counts),) = recorder.copies  # the splits' counters, zeroed: (batch, KV heads)
+    assert counts.dtype == np.int32 and counts.shape == (2, 2) and not counts.any()
     split = recorder.launches[-1][2]
     if kv == "u8":
         assert (split["K_ZEROS"], split["V_ZEROS"]) == (zeros, zeros)

@@ -441,7 +441,7 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     """The GPU path without a GPU: device arrays are stand-ins over host memory, the
     launch is recorded instead of made. Checks what reaches the launcher: the kernels
     compiled for the device's architecture, their grids and scalars."""
-    from tilelang.runtime import gpu
+    from tilelang.runtime import counters, gpu
 
     launches, made = [], []
 
@@ -455,6 +455,7 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     monkeypatch.setattr(gpu, "DeviceBuffer", Allocated)
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
     monkeypatch.setattr(gpu, "current_stream", lambda values: 0)
+    monkeypatch.setattr(counters, "_KEPT", {})
     counts = []
 
     def launch(build, pointers, scalars, grid, stream):

@@ -74,6 +74,7 @@ from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime import gpu
+from tilelang.runtime.counters import arrive_counters
 
 from .common import (
     LN2,
@@ -512,25 +513,6 @@ def _spare(like: Any) -> Any:
     return _SPARES[key]
 
 
-#: Zeroed i32 counters per place and shape (`_counters`).
-_COUNTERS: dict[Any, Any] = {}
-
-
-def _counters(like: Any, shape: tuple[int, ...]) -> Any:
-    """Zeroed i32 counters of `shape` where `like` lives: one per (sequence, KV head),
-    at which the splits arrive. The launch leaves them zeroed, so on a device they are
-    made by the first call and kept (no zeroing launch; CUDA graphs replay it); two
-    calls of the same shape on two streams at once would share them. Host arrays get
-    new ones (the interpreter and the CPU backend)."""
-    if isinstance(like, np.ndarray):
-        return placeholder(like, dtype=dtypes.i32, shape=shape)
-    place = ("torch", str(like.device)) if gpu.is_torch_tensor(like) else "driver"
-    key = (place, shape)
-    if key not in _COUNTERS:
-        _COUNTERS[key] = placeholder(like, dtype=dtypes.i32, shape=shape)
-    return _COUNTERS[key]
-
-
 def _like(like: Any, host: np.ndarray) -> Any:
     """A host array copied to where `like` lives (a device tensor)."""
     if gpu.is_torch_tensor(like):
@@ -669,7 +651,7 @@ def paged_decode_attention(
     args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
     score_scale = float(np.float32(scale) * np.float32(dequantization.k_factor))
-    counts = _counters(q, (nb, kv_heads))
+    counts = arrive_counters(q, (nb, kv_heads))  # left zeroed by the launch: kept
     args += [part_o, part_m, part_l, counts, out, score_scale, dequantization.v_factor]
     args += [per_split]
     constexprs = dict(T=t, KT=kt, BS=bs, G=group, **dequantization.constexprs(), **tiles)

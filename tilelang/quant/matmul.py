@@ -52,6 +52,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import CompiledKernel, Kernel, host_target, size_facts
 from tilelang.runtime import dlpack, gpu
+from tilelang.runtime.counters import arrive_counters
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
 from tilelang.runtime.value_facts import record as record_fact
@@ -234,8 +235,7 @@ def matmul(
     )
     tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
     workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
-    counters = lambda shape: np.zeros(shape, np.int32)  # noqa: E731
-    _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace, counters)
+    _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace, lambda s: arrive_counters(x, s))
     return y
 
 
@@ -396,28 +396,14 @@ def _device_matmul(
 
             return torch.empty(shape, dtype=torch.float32, device=x.device)
         # A DeviceBuffer of its own per call would be a cuMemAlloc and a cuMemFree (which
-        # waits for the device) every call: kept with the weight, like the counters.
+        # waits for the device) every call: kept with the weight.
         make = lambda: gpu.DeviceBuffer.empty(shape, np.float32)  # noqa: E731
         return cached(qw, ("split-K workspace", shape), make)
-
-    def counters(shape: tuple[int, ...]) -> Any:
-        # Kept with the weight: a split-K launch leaves them zeroed, so a call zeroes
-        # nothing (no extra launch; a CUDA graph replays it). Calls of one weight and M
-        # on two streams at once would share them: they must not overlap.
-        def zeroed() -> Any:
-            if is_torch:
-                import torch
-
-                return torch.zeros(shape, dtype=torch.int32, device=x.device)
-            return gpu.DeviceBuffer(np.zeros(shape, np.int32))
-
-        device = str(x.device) if is_torch else "tilelang"
-        return cached(qw, ("split-K counters", device, shape), zeroed)
 
     def launch(ops: Operands, calls: list[KernelCall]) -> None:
         tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))
         x2, y2 = gpu.reshaped(x, (m, k), "x"), gpu.reshaped(out, (m, n), "out")
-        _run(calls, ops, tensors, x2, y2, bias, workspace, counters)
+        _run(calls, ops, tensors, x2, y2, bias, workspace, lambda s: arrive_counters(x, s))
 
     device = gpu.device_arch()
     chosen = (m, ot, arch or device, bias is not None, method, device)
