@@ -28,9 +28,9 @@ under numpy < 2.1, which reads only legacy ones, its read-only flag kept); its d
 and a GPU tensor's, runs when `_Owner` is collected.
 
 A CUDA torch tensor of a dtype tilelang names skips the capsule: its pointer, shape and
-strides are read off the tensor (`torch_device_view`, under a microsecond a tensor,
+strides are read off the tensor (`_torch_device_view`, under a microsecond a tensor,
 where a capsule or `__cuda_array_interface__` costs several on every call), the dtype
-from `TORCH_DTYPES`. torch is never imported here before one of its tensors arrives.
+from `torch_dtypes`. torch is never imported here before one of its tensors arrives.
 
 Types the kernel language has no dtype for (complex, bool, float formats without a
 tilelang dtype, vector lanes) are a `TypeError` that names them.
@@ -49,7 +49,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 
-__all__ = ["TORCH_DTYPES", "DeviceView", "HostView", "imported", "is_dlpack", "torch_device_view"]
+__all__ = ["TORCH_DTYPES", "DeviceView", "HostView", "imported", "is_dlpack", "torch_dtypes"]
 
 CPU, CUDA, CUDA_HOST, CUDA_MANAGED = 1, 2, 3, 13
 _HOST_DEVICES = (CPU, CUDA_HOST, CUDA_MANAGED)
@@ -171,9 +171,9 @@ def imported(value: Any) -> Any:
     if not speaks_dlpack(kind):
         return value
     if is_torch_kind(kind) and value.is_cuda:
-        dtype = _torch_dtypes().get(value.dtype)
+        dtype = torch_dtypes().get(value.dtype)
         if dtype is not None:
-            return torch_device_view(value, dtype)
+            return _torch_device_view(value, dtype)
     device_type, _ = value.__dlpack_device__()
     # A CPU tensor cannot be a device array; asking for the interface of a torch CPU
     # tensor raises inside torch, a microsecond the common case does without.
@@ -222,7 +222,7 @@ TORCH_DTYPES = {
 }
 
 
-def torch_device_view(value: Any, dtype: DType) -> DeviceView:
+def _torch_device_view(value: Any, dtype: DType) -> DeviceView:
     """A CUDA torch tensor's memory as a `DeviceView` of `dtype`, read off the tensor
     (data_ptr, shape, stride). The tensor is the view's source and owner: it keeps the
     memory alive."""
@@ -247,7 +247,9 @@ def is_torch_kind(kind: type) -> bool:
 
 
 @functools.cache
-def _torch_dtypes() -> dict[Any, DType]:
+def torch_dtypes() -> dict[Any, DType]:
+    """torch's dtypes -> tilelang's, for the whole-byte types `TORCH_DTYPES` names (torch
+    is imported at the first call: only once one of its tensors is at hand)."""
     import torch  # deferred: optional, and loaded already once one of its tensors is here
 
     return {

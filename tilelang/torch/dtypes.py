@@ -36,10 +36,9 @@ import torch
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.runtime.dlpack import TORCH_DTYPES
+from tilelang.runtime.dlpack import TORCH_DTYPES, torch_dtypes
 
 _WHOLE_BYTE = {tl: getattr(torch, name) for name, tl in TORCH_DTYPES.items()}
-_FROM_TORCH = {t: dtypes.dtype(name) for name, t in _WHOLE_BYTE.items()}
 # The numpy dtype of each whole-byte type (ml_dtypes' for those numpy lacks), and the
 # torch integer type of each width, through which a CPU tensor becomes a numpy view.
 _NUMPY = {
@@ -68,7 +67,7 @@ def torch_dtype(dtype: DType) -> torch.dtype:
 
 def tilelang_dtype(dtype: torch.dtype) -> DType | None:
     """The tilelang dtype a torch dtype *is* (uint8 is u8), or None when there is none."""
-    return _FROM_TORCH.get(dtype)
+    return torch_dtypes().get(dtype)
 
 
 @functools.cache
