@@ -68,7 +68,7 @@ def test_min_blocks_changes_nothing_on_the_cpu_backend():
     assert np.array_equal(y, 2 * x)
 
 
-def test_one_block_per_multiprocessor_lets_paged_attention_keep_its_registers():
+def test_one_block_per_multiprocessor_lets_paged_attention_take_more_registers():
     """u8 cache at D = 64, its plain tiles (32 tokens, 4 warps) pipelined as a call
     pipelines them: for sm_90 ptxas caps the registers at 96 for occupancy; with
     min_blocks=1 it takes more. Neither spills (since the kernel combines its splits
