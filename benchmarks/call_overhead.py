@@ -30,6 +30,14 @@ direct call on the torch tensors themselves (`vector_add(x, y, out)`, each impor
 through DLPack), timed in alternation with the numpy call the same way: `DLPack` = its
 median difference, for three tensors, and `empty` = what the op's torch.empty costs.
 
+GPU call path (`--gpu-path-only` runs just this part; last in a full run, since it stubs
+the driver): `vector_add(x, y, out)` at N = 1024 on device tensors, as
+`__cuda_array_interface__` objects and as stand-ins for CUDA torch tensors, with the
+CUDA driver's `cuLaunchKernel` a no-op and torch's current-stream query left out: the
+host work tilelang does up to the launch, on any machine (process time, alternating
+with the stubbed launch alone). The GPU check measures the real launch beside a bare
+`cuLaunchKernel` (benchmarks/gpu_launch.py).
+
 Triton: when triton, torch and a GPU are there, the same vector add in Triton: its warm
 launch (host time per call) and, in fresh processes, its first call with a warm Triton
 cache (what a warm disk-cache hit costs Triton: cache lookup and module load, no
