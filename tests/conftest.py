@@ -24,6 +24,7 @@ from tilelang.ir.checks import IRVerifyError
 from tilelang.ir.parser import parse_function
 from tilelang.ir.printer import print_function
 from tilelang.ir.verify import verify
+from tilelang.runtime import call_plans
 from tilelang.target import TARGETS
 
 # CI runs the same examples every time (a red run must mean a change broke something);
@@ -33,6 +34,13 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("TILELANG_HYPOTHESIS", "ci"))
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_call_plans():
+    """Every test starts with no library call plans: tests change the world a plan was
+    recorded in (a stubbed launch, another device arch, autotuning on or off)."""
+    call_plans.clear_all()
 
 
 def load_example(name: str):

@@ -43,7 +43,7 @@ from tilelang.lang.signature import (
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
 from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
-from tilelang.runtime import dlpack, gpu, interpreter
+from tilelang.runtime import call_plans, dlpack, gpu, interpreter
 from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
@@ -568,7 +568,9 @@ class Kernel:
         scalars = {**bound.scalars, **bound.sizes}
         grid = compiled.cuda.launcher.grid(scalars)
         tensors = [values[name] for name in bound.pointers]
-        gpu.launch(compiled.cuda, bound.pointers, scalars, grid, gpu.current_stream(tensors))
+        stream = gpu.current_stream(tensors)
+        gpu.launch(compiled.cuda, bound.pointers, scalars, grid, stream)
+        call_plans.launched(compiled.cuda, bound.pointers, scalars, grid, stream, bound.stored)
         if warm_key is not None:
             warm = warm_call(self._runtime, compiled.cuda, values, bound, scalars, grid, stated)
             self._warm_calls.remember(warm_key, warm)

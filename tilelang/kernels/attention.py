@@ -33,6 +33,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.runtime.call_plans import planned
 
 from .common import (
     LN2,
@@ -205,6 +206,7 @@ def default_tiles(head_dim: int) -> dict[str, int]:
     return dict(HD=hd, BM=32, BN=16)
 
 
+@planned
 def flash_attention(
     q: Any,
     k: Any,

@@ -7,6 +7,7 @@ a DSL kernel compiled or on the reference interpreter."""
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import Kernel
 from tilelang.lang import api
-from tilelang.runtime import dlpack, gpu
+from tilelang.runtime import call_plans, dlpack, gpu
 from tilelang.runtime.host_tensor import numpy_dtype
 
 tl = api.tl  # the kernel language, as every kernel of the package spells it
@@ -102,13 +103,21 @@ def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
     if gpu.is_torch_tensor(like):
         import torch  # a torch tensor was handed over, so torch is there
 
-        torch_dtype = {
-            dtypes.f32: torch.float32,
-            dtypes.f16: torch.float16,
-            dtypes.bf16: torch.bfloat16,
-        }
-        return torch.empty(shape, dtype=torch_dtype[dtype], device=like.device)
-    return gpu.DeviceBuffer.empty(shape, host_dtype)
+        make = functools.partial(
+            torch.empty, shape, dtype=_torch_dtype(torch, dtype), device=like.device
+        )
+    else:
+        make = functools.partial(gpu.DeviceBuffer.empty, shape, host_dtype)
+    return call_plans.allocated(make)
+
+
+def _torch_dtype(torch: Any, dtype: DType) -> Any:
+    return {
+        dtypes.f32: torch.float32,
+        dtypes.f16: torch.float16,
+        dtypes.bf16: torch.bfloat16,
+        dtypes.i32: torch.int32,
+    }[dtype]
 
 
 def host_numpy_dtype(dtype: DType) -> np.dtype:
@@ -138,14 +147,12 @@ def placeholder(
     if gpu.is_torch_tensor(like):
         import torch
 
-        torch_dtype = {
-            dtypes.f32: torch.float32,
-            dtypes.f16: torch.float16,
-            dtypes.bf16: torch.bfloat16,
-            dtypes.i32: torch.int32,
-        }
-        return torch.zeros(host.shape, dtype=torch_dtype[dtype], device=like.device)
-    return gpu.DeviceBuffer(host)
+        make = functools.partial(
+            torch.zeros, host.shape, dtype=_torch_dtype(torch, dtype), device=like.device
+        )
+    else:
+        make = functools.partial(gpu.DeviceBuffer, host)
+    return call_plans.allocated(make)
 
 
 def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: bool) -> Any:

@@ -34,6 +34,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.runtime.call_plans import planned
 
 from .common import (
     check,
@@ -170,6 +171,7 @@ def _bias(bias: Any, dm: int, device: bool) -> None:
         check(bias, "bias", (dm,), params)
 
 
+@planned
 def causal_conv1d(
     x: Any,
     weight: Any,
@@ -226,6 +228,7 @@ def causal_conv1d(
     return (out, final) if return_final_states else out
 
 
+@planned
 def causal_conv1d_update(
     x: Any,
     conv_state: Any,

@@ -73,7 +73,8 @@ from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
-from tilelang.runtime import gpu
+from tilelang.runtime import call_plans, gpu
+from tilelang.runtime.call_plans import planned
 from tilelang.runtime.counters import arrive_counters
 
 from .common import (
@@ -510,7 +511,7 @@ def _spare(like: Any) -> Any:
         key = "driver"  # tilelang.DeviceBuffer and other __cuda_array_interface__ tensors
     if key not in _SPARES:
         _SPARES[key] = placeholder(like, 2)
-    return _SPARES[key]
+    return call_plans.kept(_SPARES[key])
 
 
 def _like(like: Any, host: np.ndarray) -> Any:
@@ -567,6 +568,7 @@ def _token_params(value: Any, name: str, shape: tuple[int, ...], required: bool)
     return reshaped(value, (shape[0] * shape[1], shape[2]), name)
 
 
+@planned
 def paged_decode_attention(
     q: Any,
     k_cache: Any,

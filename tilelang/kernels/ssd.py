@@ -55,6 +55,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.runtime.call_plans import planned
 from tilelang.tuning import library
 
 from .common import (
@@ -192,6 +193,7 @@ def configs(bn: int, p: int, half: bool) -> list[dict[str, int]]:
     return result
 
 
+@planned
 def ssd_chunk_scan(
     x: Any,
     dt: Any,

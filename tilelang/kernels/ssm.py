@@ -57,6 +57,7 @@ from typing import Any
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.runtime.call_plans import planned
 from tilelang.tuning import library
 
 from .common import (
@@ -465,6 +466,7 @@ def scan_configs(bn: int, dm: int, per_group: int) -> list[dict[str, int]]:
     return [{"BD": w} for w in widths]
 
 
+@planned
 def selective_scan(
     u: Any,
     delta: Any,
@@ -606,6 +608,7 @@ def step_columns(x: Any, t: dtypes.DType, bn: int, interpret: bool) -> Any:
     return y
 
 
+@planned
 def selective_state_update(
     state: Any,
     x: Any,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tilelang.runtime import gpu
+from tilelang.runtime import call_plans, gpu
 
 _KEPT: dict[tuple, Any] = {}
 
@@ -34,4 +34,4 @@ def arrive_counters(like: Any, shape: tuple[int, ...]) -> Any:
             _KEPT[key] = torch.zeros(shape, dtype=torch.int32, device=like.device)
         else:
             _KEPT[key] = gpu.DeviceBuffer(np.zeros(shape, np.int32))
-    return _KEPT[key]
+    return call_plans.kept(_KEPT[key])

@@ -147,6 +147,37 @@ def device_array(obj: object) -> DeviceArray:
     )
 
 
+def argument_signature(value: Any) -> tuple[object, int | None] | None:
+    """(what a device call's checks depend on, the tensor's address or None for a
+    scalar), or None when `value` is not something a warm call takes: the key of one
+    argument of a warm call (`warm_calls`) and of a planned library call (`call_plans`).
+    Per tensor its kind, dtype, shape, strides (and device, where it says); per int or
+    float its type and value. Host tensors and tensors read through DLPack (all but
+    torch's CUDA tensors, read off the tensor) have none."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return (kind, value), None
+    if dlpack.is_torch_kind(kind):
+        if not value.is_cuda:
+            return None
+        part = (kind, value.dtype, tuple(value.shape), value.stride(), value.device)
+        return part, value.data_ptr()
+    if kind is dlpack.DeviceView:
+        return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
+    if dlpack.speaks_dlpack(kind):
+        return None
+    try:
+        interface = value.__cuda_array_interface__
+    except (AttributeError, KeyError, TypeError):  # not a device array; or one read otherwise
+        return None
+    strides = interface.get("strides")
+    part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
+    # A packed tensor (`DeviceBuffer` of u4 codes) says its dtype and shape beside the
+    # bytes its interface describes.
+    part += (getattr(value, "dtype", None), getattr(value, "shape", None))
+    return part, interface["data"][0]
+
+
 def is_contiguous(array: DeviceArray) -> bool:
     if array.strides is None:
         return True

@@ -4,13 +4,13 @@ their addresses and launches, and nothing else.
 Everything a GPU call works out before its launch but the tensors' addresses depends
 only on what each argument *is* and on the scalars: the argument checks (dtype, rank,
 contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
-lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that — per
-tensor its kind, dtype, shape, strides (and device, where it says); per scalar its type
-and value; the constexprs and value facts as given — and reads each tensor's address on
-the way. A full call that launched leaves a `WarmCall` under its key. A warm call
-checks what depends on addresses (16-byte alignment; a tensor the kernel writes
-overlapping another one), that every value fact it states is still on record for its
-tensor, and launches.
+lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that
+(`gpu.argument_signature`) — per tensor its kind, dtype, shape, strides (and device,
+where it says); per scalar its type and value; the constexprs and value facts as given
+— and reads each tensor's address on the way. A full call that launched leaves a
+`WarmCall` under its key. A warm call checks what depends on addresses (16-byte
+alignment; a tensor the kernel writes overlapping another one), that every value fact
+it states is still on record for its tensor, and launches.
 
 What it cannot key goes the full way: host arrays; tensors the full call reads through
 DLPack (every library's that speaks it, but torch's CUDA tensors, which are read off the
@@ -25,37 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tilelang.runtime import dlpack, gpu, value_facts
+from tilelang.runtime import call_plans, gpu, value_facts
 from tilelang.runtime.arguments import BoundDeviceArguments, ranges_overlap
 
 #: Keys kept per kernel before the memo starts over (a kernel called at many shapes).
 MAX_WARM_CALLS = 64
-
-
-def _argument_signature(value: Any) -> tuple[object, int | None] | None:
-    """(what the call's checks depend on, the tensor's address or None for a scalar), or
-    None when `value` is not something a warm call takes."""
-    kind = type(value)
-    if kind is int or kind is float:
-        return (kind, value), None
-    if dlpack.is_torch_kind(kind):
-        if not value.is_cuda:
-            return None
-        part = (kind, value.dtype, tuple(value.shape), value.stride(), value.device)
-        return part, value.data_ptr()
-    if kind is dlpack.DeviceView:
-        return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
-    if dlpack.speaks_dlpack(kind):
-        return None
-    try:
-        interface = value.__cuda_array_interface__
-    except (AttributeError, KeyError, TypeError):  # not a device array; or one read otherwise
-        return None
-    strides = interface.get("strides")
-    part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
-    if isinstance(value, gpu.DeviceBuffer):  # a packed one's dtype and shape: beside its bytes
-        part += (value.dtype, value.shape)
-    return part, interface["data"][0]
 
 
 @dataclass(frozen=True)
@@ -69,6 +43,7 @@ class WarmCall:
     tensors: tuple[tuple[str, int, int], ...]  # (name, position, bytes) per tensor
     overlapping: tuple[tuple[int, int], ...]  # tensor index pairs with a written one
     stored: tuple[int, ...]  # positions of the tensors the kernel writes
+    written: tuple[str, ...]  # and their names
     facts: tuple[tuple[int, Any], ...]  # (position, fact) per value fact stated
 
     def __call__(self, args: tuple, addresses: list[int | None]) -> tuple[bool, Any]:
@@ -91,6 +66,7 @@ class WarmCall:
         value_facts.forget(args[position] for position in self.stored)
         stream = gpu.current_stream([args[position] for _, position, _ in self.tensors])
         gpu.launch(self.build, pointers, self.scalars, self.grid, stream)
+        call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, self.written)
         outputs = tuple(args[position] for position in self.stored)
         return True, outputs[0] if len(outputs) == 1 else (outputs or None)
 
@@ -113,7 +89,7 @@ class WarmCalls:
             return None  # the full call says what is wrong with it
         parts, addresses = [], []
         for value in args:
-            found = _argument_signature(value)
+            found = gpu.argument_signature(value)
             if found is None:
                 return None
             parts.append(found[0])
@@ -157,4 +133,6 @@ def warm_call(
     )
     stored = tuple(runtime.index(name) for name in bound.stored)
     stated = tuple((runtime.index(name), fact) for name, fact in facts)
-    return WarmCall(build, scalars, tuple(grid), tensors, overlapping, stored, stated)
+    return WarmCall(
+        build, scalars, tuple(grid), tensors, overlapping, stored, tuple(bound.stored), stated
+    )

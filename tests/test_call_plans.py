@@ -1,0 +1,338 @@
+"""Call plans (`tilelang.runtime.call_plans`): a library function called again on device
+tensors like the last ones replays what its full call launched, and nothing else.
+
+The laws, on device-tensor stand-ins over host memory (nothing runs on a GPU; the
+launches are recorded):
+
+* a replayed call launches what the full call launches on the same arguments — the same
+  builds, pointers, scalars, grids and streams — and returns the same tensors, for
+  every library function (allocations come from an arena reset before each call, so a
+  call's allocations have the same addresses whichever way it runs);
+* a replay does no Python of the function's own;
+* what a replay cannot vouch for runs in full and raises what the full call raises:
+  misaligned or overlapping tensors, another aliasing of the arguments, host arrays;
+* a function whose launches use memory of unknown origin is never planned.
+"""
+
+import numpy as np
+import pytest
+
+import tilelang.kernels as K
+from tilelang.kernels import norm, paged_attention
+from tilelang.runtime import call_plans, counters, gpu, value_facts
+
+ARENA_BYTES = 1 << 22
+
+
+class Arena:
+    """Device memory stand-in: allocations are bump-allocated from one host buffer,
+    16-byte aligned, from the start again after `reset`."""
+
+    def __init__(self) -> None:
+        self.memory = np.zeros(ARENA_BYTES + 256, np.uint8)
+        self.base = -self.memory.ctypes.data % 256
+        self.offset = 0
+
+    def reset(self) -> None:
+        self.offset = 0
+
+    def take(self, nbytes: int) -> np.ndarray:
+        start = self.base + self.offset
+        self.offset += -(-max(nbytes, 1) // 256) * 256
+        assert self.offset <= ARENA_BYTES, "arena exhausted"
+        return self.memory[start : start + nbytes]
+
+
+class Tensor:
+    """A device tensor stand-in over host memory (`__cuda_array_interface__`)."""
+
+    def __init__(self, host: np.ndarray, memory: np.ndarray | None = None) -> None:
+        host = np.asarray(host)
+        if memory is None:
+            memory = np.empty(host.nbytes + 16, np.uint8)
+            memory = memory[-memory.ctypes.data % 16 :][: host.nbytes]
+        self.data = memory.view(host.dtype).reshape(host.shape)
+        self.data[...] = host
+        self.shape, self.dtype = tuple(host.shape), None
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {
+            "data": (self.data.ctypes.data, False),
+            "shape": self.shape,
+            "typestr": self.data.dtype.str,
+            "strides": None,
+            "version": 3,
+        }
+
+
+@pytest.fixture
+def device(monkeypatch):
+    """The GPU stubbed: launches recorded, allocations from an arena; autotuning off."""
+    arena = Arena()
+    launches = []
+
+    class Buffer(Tensor):  # tilelang.DeviceBuffer: made from a host array, or empty
+        def __init__(self, host):
+            host = np.asarray(host)
+            super().__init__(host, arena.take(host.nbytes))
+
+        @classmethod
+        def empty(cls, shape, dtype):
+            return cls(np.zeros(shape, dtype))
+
+    monkeypatch.setenv("TILELANG_AUTOTUNE", "off")
+    monkeypatch.setattr(gpu, "DeviceBuffer", Buffer)
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
+    monkeypatch.setattr(gpu, "current_stream", lambda values: 7)
+    monkeypatch.setattr(counters, "_KEPT", {})
+    monkeypatch.setattr(paged_attention, "_SPARES", {})
+    monkeypatch.setattr(
+        gpu,
+        "launch",
+        lambda build, pointers, scalars, grid, stream: launches.append(
+            (build, dict(pointers), dict(scalars), tuple(grid), stream)
+        ),
+    )
+    monkeypatch.setattr(call_plans, "ENABLED", True)
+    arena.launches = launches
+    return arena
+
+
+rng = np.random.default_rng(0)
+
+
+def f16(*shape):
+    return Tensor(rng.standard_normal(shape).astype(np.float16))
+
+
+def f32(*shape):
+    return Tensor(rng.standard_normal(shape).astype(np.float32))
+
+
+def i32(values):
+    return Tensor(np.asarray(values, np.int32))
+
+
+def addresses(result):
+    if result is None:
+        return None
+    if isinstance(result, tuple):
+        return tuple(addresses(r) for r in result)
+    return result.__cuda_array_interface__["data"][0]
+
+
+# Each case: the function and a maker of fresh arguments (new tensors, new addresses).
+CASES = {
+    "rms_norm": (K.rms_norm, lambda: ((f16(3, 256), f16(256)), {"eps": 1e-5})),
+    "silu_and_mul": (K.silu_and_mul, lambda: ((f16(3, 128),), {})),
+    "flash_attention": (
+        K.flash_attention,
+        lambda: ((f16(1, 40, 2, 64), f16(1, 40, 1, 64), f16(1, 40, 1, 64)), {"causal": True}),
+    ),
+    "flash_attention varlen, lse": (
+        K.flash_attention,
+        lambda: (
+            (f16(40, 2, 64), f16(40, 2, 64), f16(40, 2, 64)),
+            dict(
+                cu_seqlens_q=i32([0, 7, 40]),
+                cu_seqlens_k=i32([0, 7, 40]),
+                max_seqlen_q=33,
+                return_lse=True,
+            ),
+        ),
+    ),
+    "paged_decode_attention": (
+        K.paged_decode_attention,
+        lambda: (
+            (
+                f16(2, 4, 64),
+                f16(6, 16, 2, 64),
+                f16(6, 16, 2, 64),
+                i32([[0, 2, 4], [1, 3, 5]]),
+                i32([40, 17]),
+            ),
+            {},
+        ),
+    ),
+    "paged_decode_attention u8": (
+        K.paged_decode_attention,
+        lambda: (
+            (
+                f16(2, 4, 64),
+                Tensor(rng.integers(0, 255, (6, 16, 2, 64), np.uint8)),
+                Tensor(rng.integers(0, 255, (6, 16, 2, 64), np.uint8)),
+                i32([[0, 2, 4], [1, 3, 5]]),
+                i32([40, 17]),
+                None,
+                f32(6, 16, 2),
+                f32(6, 16, 2),
+            ),
+            {},
+        ),
+    ),
+    "selective_scan (walk, segments)": (
+        K.selective_scan,
+        lambda: (
+            (f16(1, 64, 40), f16(1, 64, 40), f32(64, 16), f16(1, 16, 40), f16(1, 16, 40)),
+            dict(D=f32(64), z=f16(1, 64, 40), delta_softplus=True, method="walk"),
+        ),
+    ),
+    "selective_scan (chunked, last state)": (
+        K.selective_scan,
+        lambda: (
+            (f16(2, 8, 40), f16(2, 8, 40), f32(8, 16), f16(2, 16, 40), f16(2, 16, 40)),
+            dict(return_last_state=True, method="chunked"),
+        ),
+    ),
+    "selective_state_update": (
+        K.selective_state_update,
+        lambda: (
+            (f32(2, 64, 16), f16(2, 64), f16(2, 64), f32(64, 16), f16(2, 16), f16(2, 16)),
+            dict(D=f32(64), dt_softplus=True),
+        ),
+    ),
+    "causal_conv1d": (
+        K.causal_conv1d,
+        lambda: ((f16(2, 64, 40), f32(64, 4)), dict(activation="silu", return_final_states=True)),
+    ),
+    "causal_conv1d_update": (
+        K.causal_conv1d_update,
+        lambda: ((f16(2, 64), f16(2, 64, 3), f32(64, 4), f32(64)), dict(activation="silu")),
+    ),
+    "ssd_chunk_scan": (
+        K.ssd_chunk_scan,
+        lambda: (
+            (f16(1, 40, 2, 64), f16(1, 40, 2), f32(2), f16(1, 40, 1, 16), f16(1, 40, 1, 16)),
+            dict(chunk_size=32),
+        ),
+    ),
+}
+
+
+def launched(device, fn, args, kwargs):
+    """(the launches, the addresses of what `fn` returned) of one call, its
+    allocations from the arena's start."""
+    device.launches.clear()
+    device.reset()
+    result = fn(*args, **kwargs)
+    return list(device.launches), addresses(result)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_replayed_call_launches_what_the_full_call_launches(device, monkeypatch, case):
+    fn, arguments = CASES[case]
+    for _ in range(2):  # the first call compiles, the second is recorded
+        args, kwargs = arguments()
+        launched(device, fn, args, kwargs)
+    args, kwargs = arguments()
+    assert fn.plans.plan(args, kwargs) is not None, "the second call left no plan"
+    monkeypatch.setattr(call_plans, "ENABLED", False)
+    full = launched(device, fn, args, kwargs)
+    monkeypatch.setattr(call_plans, "ENABLED", True)
+    monkeypatch.setattr(fn.plans, "fn", None)  # a replay runs none of the function
+    replayed = launched(device, fn, args, kwargs)
+    assert full[0], "the full call launched nothing"
+    assert replayed == full
+
+
+def test_what_the_replay_cannot_vouch_for_runs_in_full(device, monkeypatch):
+    """An in-place update (conv_state) whose x overlaps the state, a misaligned x, and x
+    passed as its own state: each is what the full call refuses, with its message."""
+    fn, arguments = CASES["causal_conv1d_update"]
+    for _ in range(3):
+        args, kwargs = arguments()
+        launched(device, fn, args, kwargs)
+    x, state, weight, bias = arguments()[0]
+    assert fn.plans.plan((x, state, weight, bias), kwargs) is not None
+    memory = np.zeros(4096, np.uint8)
+    memory = memory[-memory.ctypes.data % 16 :]
+    state_over = Tensor(np.zeros((2, 64, 3), np.float16), memory[: 2 * 64 * 3 * 2])
+    x_inside = Tensor(np.zeros((2, 64), np.float16), memory[256 : 256 + 256])
+    with pytest.raises(ValueError, match="overlap"):
+        fn(x_inside, state_over, weight, bias, **kwargs)
+    misaligned = Tensor(np.zeros((2, 64), np.float16), memory[1026 : 1026 + 256])
+    with pytest.raises(ValueError, match="16-byte boundary"):
+        fn(misaligned, state, weight, bias, **kwargs)
+    with pytest.raises((TypeError, ValueError)):
+        fn(x, state, state, bias, **kwargs)
+
+
+def test_the_same_tensor_twice_is_another_key(device):
+    """x passed as z too: another aliasing, so the full call's launch (z at x's
+    address), not the plan of distinct tensors."""
+    fn = K.selective_state_update
+
+    def arguments(alias):
+        state, x, dt = f32(2, 64, 16), f16(2, 64), f16(2, 64)
+        z = x if alias else f16(2, 64)
+        return (state, x, dt, f32(64, 16), f16(2, 16), f16(2, 16)), dict(z=z)
+
+    for _ in range(3):
+        launched(device, fn, *arguments(False))
+    args, kwargs = arguments(True)
+    assert fn.plans.plan(args, kwargs) is None
+    launches, _ = launched(device, fn, args, kwargs)
+    (pointers,) = [pointers for _, pointers, _, _, _ in launches]
+    assert pointers["z"] == pointers["x"] == addresses(args[1])
+
+
+def test_a_replay_forgets_value_facts_about_what_it_writes(device):
+    fn, arguments = CASES["causal_conv1d_update"]
+    for _ in range(2):
+        launched(device, fn, *arguments())
+    (x, state, weight, bias), kwargs = arguments()
+    value_facts.record(state, 4)
+    value_facts.record(weight, 4)
+    launched(device, fn, (x, state, weight, bias), kwargs)
+    assert fn.plans.plan((x, state, weight, bias), kwargs) is not None
+    assert not value_facts.recorded_within(state, 4)
+    assert value_facts.recorded_within(weight, 4)
+
+
+def test_host_arrays_are_never_planned(device):
+    x, w = rng.standard_normal((2, 32)).astype(np.float16), np.ones(32, np.float16)
+    for _ in range(3):
+        K.rms_norm(x, w)
+    assert K.rms_norm.plans.plan((x, w)) is None
+
+
+def test_memory_of_unknown_origin_leaves_a_function_unplanned(device):
+    """A planned function whose launch reads a tensor it neither took nor reported
+    (`call_plans.allocated`) runs in full every time."""
+    calls = []
+
+    @call_plans.planned
+    def doubled_norm(x, w):
+        calls.append(1)
+        y = Tensor(np.zeros(x.shape, np.float16))  # not reported
+        norm.rms_norm_kernel(x, w, y, 1e-6, **norm_constexprs())
+        return y
+
+    x, w = f16(2, 256), f16(256)
+    for _ in range(4):
+        launched(device, doubled_norm, (x, w), {})
+    assert len(calls) == 4 and doubled_norm.plans.plan((x, w)) is None
+
+
+def norm_constexprs():
+    from tilelang import dtypes
+
+    return dict(T=dtypes.f16, WT=dtypes.f16, BM=4, BH=256)
+
+
+def test_a_call_that_raises_leaves_no_plan(device):
+    x, w = f16(2, 256), f16(128)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="weight"):
+            K.rms_norm(x, w)
+    assert K.rms_norm.plans.plan((x, w)) is None
+
+
+def test_turned_off_nothing_is_planned(device, monkeypatch):
+    monkeypatch.setattr(call_plans, "ENABLED", False)
+    fn, arguments = CASES["silu_and_mul"]
+    for _ in range(3):
+        args, kwargs = arguments()
+        launched(device, fn, args, kwargs)
+    assert fn.plans.plan(args, kwargs) is None
