@@ -10,9 +10,10 @@ stand-ins that own no memory, and `tilelang.DeviceBuffer` (the outputs and scrat
 of such calls) hands out addresses without allocating. Shapes are one decode step of a
 Llama-3-8B-like layer (hidden 4096, 32 heads on 8 KV heads of 128, MLP 14336; batch 8 at
 context 1000 for paged decode) and of a Mamba-1 layer (Dm 2048, N 16, conv width 4).
-Each row: process time per call, median of alternating rounds (`paired_us`), plans off
-(`TILELANG_CALL_PLANS=off` behaviour: the full call, the kernel's own warm path
-included) and on (the third call on: the plan's replay).
+`quant.matmul` at m = 1, k = n = 4096, u4 g128 (split-K: one launch, its counters and
+workspace kept). Each row: process time per call, median of alternating rounds
+(`paired_us`), plans off (`TILELANG_CALL_PLANS=off` behaviour: the full call, the
+kernel's own warm path included) and on (the third call on: the plan's replay).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ os.environ.setdefault("TILELANG_AUTOTUNE", "off")  # nothing to time tiles on
 from call_overhead import paired_us
 
 import tilelang.kernels as K
+from tilelang import PackedArray, quant
 from tilelang.runtime import call_plans, gpu
 
 ARCH = "sm_90a"
@@ -54,6 +56,10 @@ class Buffer(Tensor):
     """`tilelang.DeviceBuffer` stubbed: an address, no allocation, no copy."""
 
     def __init__(self, host) -> None:
+        if isinstance(host, PackedArray):  # its bytes, its dtype and shape beside them
+            super().__init__((host.data.nbytes,), "|u1")
+            self.dtype, self.shape = host.dtype, host.shape
+            return
         host = np.asarray(host)
         super().__init__(host.shape, host.dtype.str)
 
@@ -85,6 +91,10 @@ def f32(*shape):
     return Tensor(shape, "<f4")
 
 
+def weights(k: int, n: int) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+
+
 def cases() -> dict[str, tuple]:
     batch, blocks = 8, 64  # paged decode: 8 sequences of up to 64 pages of 16 tokens
     table = Tensor((batch, blocks), "<i4")
@@ -106,6 +116,10 @@ def cases() -> dict[str, tuple]:
             K.selective_state_update,
             (state, f16(batch, 2048), f16(batch, 2048), f32(2048, 16), f16(batch, 16)),
             dict(C=f16(batch, 16), D=f32(2048), z=f16(batch, 2048), dt_bias=f32(2048)),
+        ),
+        "quant.matmul u4 g128 m=1 k=n=4096": (
+            quant.matmul,
+            (f16(1, 4096), quant.quantize(weights(4096, 4096), "u4", group_size=128)),
         ),
         "causal_conv1d_update b=8": (
             K.causal_conv1d_update,
@@ -132,7 +146,6 @@ def main() -> None:
 
         for _ in range(3):  # compile; record; replay from here on
             planned()
-        assert fn.plans.plan(args, kwargs) is not None, name
         off, on, saved = paired_us(full, planned)
         print(f"  {name:>32} {off:8.1f} {on:8.1f} {saved:8.1f}")
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import tilelang.kernels as K
-from tilelang.kernels import norm, paged_attention
+from tilelang import PackedArray, quant
+from tilelang.kernels import common, norm
 from tilelang.runtime import call_plans, counters, gpu, value_facts
 
 ARENA_BYTES = 1 << 22
@@ -26,15 +27,19 @@ ARENA_BYTES = 1 << 22
 
 class Arena:
     """Device memory stand-in: allocations are bump-allocated from one host buffer,
-    16-byte aligned, from the start again after `reset`."""
+    256-byte aligned; `reset` starts again from the mark `keep` set, past what the
+    library keeps between calls (counters, placeholders, a weight's tensors)."""
 
     def __init__(self) -> None:
         self.memory = np.zeros(ARENA_BYTES + 256, np.uint8)
         self.base = -self.memory.ctypes.data % 256
-        self.offset = 0
+        self.offset = self.mark = 0
 
     def reset(self) -> None:
-        self.offset = 0
+        self.offset = self.mark
+
+    def keep(self) -> None:
+        self.mark = self.offset
 
     def take(self, nbytes: int) -> np.ndarray:
         start = self.base + self.offset
@@ -54,12 +59,13 @@ class Tensor:
         self.data = memory.view(host.dtype).reshape(host.shape)
         self.data[...] = host
         self.shape, self.dtype = tuple(host.shape), None
+        self.bytes_shape = self.shape
 
     @property
     def __cuda_array_interface__(self) -> dict:
         return {
             "data": (self.data.ctypes.data, False),
-            "shape": self.shape,
+            "shape": self.bytes_shape,
             "typestr": self.data.dtype.str,
             "strides": None,
             "version": 3,
@@ -74,8 +80,12 @@ def device(monkeypatch):
 
     class Buffer(Tensor):  # tilelang.DeviceBuffer: made from a host array, or empty
         def __init__(self, host):
-            host = np.asarray(host)
+            packed = host if isinstance(host, PackedArray) else None
+            host = np.asarray(packed.data if packed else host)
             super().__init__(host, arena.take(host.nbytes))
+            if packed is not None:  # its bytes, with its dtype and shape beside them
+                self.dtype, self.shape = packed.dtype, packed.shape
+                self.bytes_shape = (host.nbytes,)
 
         @classmethod
         def empty(cls, shape, dtype):
@@ -86,7 +96,7 @@ def device(monkeypatch):
     monkeypatch.setattr(gpu, "device_arch", lambda: "sm_90a")
     monkeypatch.setattr(gpu, "current_stream", lambda values: 7)
     monkeypatch.setattr(counters, "_KEPT", {})
-    monkeypatch.setattr(paged_attention, "_SPARES", {})
+    monkeypatch.setattr(common, "_UNREAD", {})
     monkeypatch.setattr(
         gpu,
         "launch",
@@ -196,6 +206,10 @@ CASES = {
         K.causal_conv1d,
         lambda: ((f16(2, 64, 40), f32(64, 4)), dict(activation="silu", return_final_states=True)),
     ),
+    "causal_conv1d, one placeholder for initial and final states": (
+        K.causal_conv1d,
+        lambda: ((f16(2, 64, 40), f32(64, 4), f32(64)), {}),
+    ),
     "causal_conv1d_update": (
         K.causal_conv1d_update,
         lambda: ((f16(2, 64), f16(2, 64, 3), f32(64, 4), f32(64)), dict(activation="silu")),
@@ -222,9 +236,9 @@ def launched(device, fn, args, kwargs):
 @pytest.mark.parametrize("case", CASES)
 def test_a_replayed_call_launches_what_the_full_call_launches(device, monkeypatch, case):
     fn, arguments = CASES[case]
-    for _ in range(2):  # the first call compiles, the second is recorded
-        args, kwargs = arguments()
-        launched(device, fn, args, kwargs)
+    launched(device, fn, *arguments())  # compiles; makes what the library keeps
+    device.keep()
+    launched(device, fn, *arguments())  # recorded
     args, kwargs = arguments()
     assert fn.plans.plan(args, kwargs) is not None, "the second call left no plan"
     monkeypatch.setattr(call_plans, "ENABLED", False)
@@ -234,6 +248,32 @@ def test_a_replayed_call_launches_what_the_full_call_launches(device, monkeypatc
     replayed = launched(device, fn, args, kwargs)
     assert full[0], "the full call launched nothing"
     assert replayed == full
+
+
+@pytest.mark.parametrize("m, with_bias", [(1, False), (3, True)])
+def test_a_replayed_quant_matmul_launches_what_the_full_call_launches(
+    device, monkeypatch, m, with_bias
+):
+    """`quant.matmul` keeps its plans on the weight, whose device tensors (codes,
+    scales, the split-K workspace) are buffers a plan launches with as they are. u4,
+    k = 1024, n = 256: m = 1 splits K (counters kept), m = 3 adds a bias."""
+    w = rng.standard_normal((1024, 256)).astype(np.float32)
+    qw = quant.quantize(w, "u4", group_size=128)
+
+    def arguments():
+        return (f16(m, 1024), qw), ({"bias": f16(256)} if with_bias else {})
+
+    launched(device, quant.matmul, *arguments())
+    device.keep()
+    launched(device, quant.matmul, *arguments())
+    (x, _), kwargs = arguments()
+    plans = qw.__dict__["_kernel_cache"]["call plans"]
+    assert plans.plan((x, kwargs.get("bias"), None, None, None)) is not None
+    monkeypatch.setattr(call_plans, "ENABLED", False)
+    full = launched(device, quant.matmul, (x, qw), kwargs)
+    monkeypatch.setattr(call_plans, "ENABLED", True)
+    monkeypatch.setattr(plans, "fn", None)
+    assert full[0] and launched(device, quant.matmul, (x, qw), kwargs) == full
 
 
 def test_what_the_replay_cannot_vouch_for_runs_in_full(device, monkeypatch):

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from tilelang import dtypes
 from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.dtypes import pack_codes
+from tilelang.kernels import common
 from tilelang.kernels import paged_attention as pa
 from tilelang.kernels.paged_attention import paged_decode_attention
 from tilelang.runtime import call_plans, counters
@@ -437,10 +438,10 @@ class FakeDeviceTensor:
 
 class LaunchRecorder:
     """Stands in for the GPU: records the launches, the outputs `empty` makes and every
-    host-to-device copy (`DeviceBuffer`) or placeholder made."""
+    host-to-device copy (`DeviceBuffer`: the counters' zeros, placeholders)."""
 
     def __init__(self, monkeypatch):
-        self.launches, self.outputs, self.copies, self.placeholders = [], [], [], []
+        self.launches, self.outputs, self.copies = [], [], []
         # the cache's dtype from the fake itself: f8 has no __cuda_array_interface__ typestr
         original = pa.dtype_of
         monkeypatch.setattr(
@@ -451,8 +452,7 @@ class LaunchRecorder:
         monkeypatch.setattr(pa.gpu, "device_arch", lambda: "sm_90")
         monkeypatch.setattr(pa.gpu, "DeviceBuffer", self.copy)
         monkeypatch.setattr(pa, "empty", self.empty)
-        monkeypatch.setattr(pa, "placeholder", self.placeholder)
-        monkeypatch.setattr(pa, "_SPARES", {})
+        monkeypatch.setattr(common, "_UNREAD", {})
         monkeypatch.setattr(counters, "_KEPT", {})
         monkeypatch.setattr(pa, "run", lambda kernel, args, constexprs, interpret: (
             self.launches.append((kernel, list(args), dict(constexprs)))
@@ -467,10 +467,6 @@ class LaunchRecorder:
     def empty(self, like, shape, dtype):
         self.outputs.append(FakeDeviceTensor(shape, dtype.name))
         return self.outputs[-1]
-
-    def placeholder(self, like, rank=1, dtype=dtypes.f32, shape=None):
-        self.placeholders.append(FakeDeviceTensor((1,) * rank, dtype.name))
-        return self.placeholders[-1]
 
 
 def device_call(kv, zeros, scales="number"):
@@ -512,21 +508,20 @@ def test_a_gpu_launch_copies_nothing_to_the_device_and_allocates_only_its_output
     """CUDA-graph capture needs launches that copy nothing host-to-device and allocate
     nothing but their outputs (torch's allocator may, while capturing): absent scales and
     zero points, and f8 scales given as numbers, become constexpr flags and scalars; the
-    slots the kernel does not read get tensors that exist already, and the one spare
-    tensor and the splits' counters (zeroed, left zeroed by the launch: the one copy, of
-    zeros) are made by the first call on a device only. One launch: the last split
-    combines."""
+    slots the kernel does not read get tensors that exist already, and the one
+    placeholder for them and the splits' counters (zeroed, left zeroed by the launch)
+    are made, each by a copy of zeros, by the first call on a device only. One launch:
+    the last split combines."""
     recorder = LaunchRecorder(monkeypatch)
     for call in range(2):
         tensors, kwargs = device_call(kv, zeros, scales)
-        before = (len(recorder.outputs), len(recorder.placeholders), len(recorder.copies))
+        before = (len(recorder.outputs), len(recorder.copies))
         paged_decode_attention(*tensors, **kwargs, num_splits=2)
         made = len(recorder.outputs) - before[0]
         assert made == 4, made  # out, and the splits' acc, max and sum
-        assert len(recorder.placeholders) - before[1] == (1 if call == 0 else 0)
-        assert len(recorder.copies) - before[2] == (1 if call == 0 else 0)
+        assert len(recorder.copies) - before[1] == (2 if call == 0 else 0)
         assert len(recorder.launches) == call + 1
-        given = [*tensors, *kwargs.values(), *recorder.outputs, *recorder.placeholders]
+        given = [*tensors, *kwargs.values(), *recorder.outputs]
         given += [copy for copy, _ in recorder.copies]
         for kernel, args, _ in recorder.launches[-1:]:
             for arg in args:
@@ -535,8 +530,10 @@ def test_a_gpu_launch_copies_nothing_to_the_device_and_allocates_only_its_output
                 if isinstance(arg, (int, float)):
                     continue
                 assert any(arg is g for g in given), (kernel.fn.__name__, arg)
-    ((_, counts),) = recorder.copies  # the splits' counters, zeroed: (batch, KV heads)
-    assert counts.dtype == np.int32 and counts.shape == (2, 2) and not counts.any()
+    (counts,) = [host for _, host in recorder.copies if host.dtype == np.int32]
+    assert counts.shape == (2, 2) and not counts.any()  # the splits' counters: (batch, KV heads)
+    (unread,) = [host for _, host in recorder.copies if host.dtype != np.int32]
+    assert unread.dtype == np.float32 and unread.shape == (1, 1)
     split = recorder.launches[-1][2]
     if kv == "u8":
         assert (split["K_ZEROS"], split["V_ZEROS"]) == (zeros, zeros)

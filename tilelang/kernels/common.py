@@ -136,23 +136,38 @@ def f32_host(x: Any) -> Any:
     return x
 
 
+#: The one-element device tensors of parameters a launch does not read, per place, rank
+#: and dtype (`placeholder`).
+_UNREAD: dict[tuple, Any] = {}
+
+
 def placeholder(
     like: Any, rank: int = 1, dtype: DType = dtypes.f32, shape: tuple[int, ...] | None = None
 ) -> Any:
-    """A one-element tensor of `rank` dimensions for a parameter a launch does not
-    read, where `like` lives (or zeros of `shape`)."""
+    """A one-element tensor of `rank` dimensions for a parameter a launch does not read,
+    where `like` lives: on a device, made by the first call that needs it and kept (a
+    call then allocates and fills nothing for it; no launch writes it, and one tensor may
+    fill several read-only slots). With `shape`: fresh zeros of that shape (an output,
+    such as the final state of no steps)."""
     host = np.zeros((1,) * rank if shape is None else shape, host_numpy_dtype(dtype))
     if isinstance(like, np.ndarray):
         return host
     if gpu.is_torch_tensor(like):
         import torch
 
+        place: Any = str(like.device)
         make = functools.partial(
             torch.zeros, host.shape, dtype=_torch_dtype(torch, dtype), device=like.device
         )
     else:
+        place = "driver"  # tilelang.DeviceBuffer, for every __cuda_array_interface__ tensor
         make = functools.partial(gpu.DeviceBuffer, host)
-    return call_plans.allocated(make)
+    if shape is not None:
+        return call_plans.allocated(make)
+    key = (place, rank, dtype)
+    if key not in _UNREAD:
+        _UNREAD[key] = make()
+    return call_plans.kept(_UNREAD[key])
 
 
 def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: bool) -> Any:

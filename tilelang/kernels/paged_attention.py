@@ -73,7 +73,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
-from tilelang.runtime import call_plans, gpu
+from tilelang.runtime import gpu
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.counters import arrive_counters
 
@@ -493,27 +493,6 @@ def _rows(x: Any, shape: tuple[int, ...]) -> Any:
     return reshaped(x, shape)
 
 
-#: The f32 [1, 1] that fills the scale slots a launch does not read, one per place
-#: (`_spare`).
-_SPARES: dict[Any, Any] = {}
-
-
-def _spare(like: Any) -> Any:
-    """An f32 [1, 1] where `like` lives, for the slots the kernel does not read: made
-    by the first call on a device and kept, so that later launches allocate and copy
-    nothing for it (CUDA-graph capture follows a first, compiling call anyway). Not a
-    view of an output: the launch refuses inputs that overlap what it stores."""
-    if isinstance(like, np.ndarray):
-        key: Any = "host"
-    elif gpu.is_torch_tensor(like):
-        key = ("torch", str(like.device))
-    else:
-        key = "driver"  # tilelang.DeviceBuffer and other __cuda_array_interface__ tensors
-    if key not in _SPARES:
-        _SPARES[key] = placeholder(like, 2)
-    return call_plans.kept(_SPARES[key])
-
-
 def _like(like: Any, host: np.ndarray) -> Any:
     """A host array copied to where `like` lives (a device tensor)."""
     if gpu.is_torch_tensor(like):
@@ -649,7 +628,7 @@ def paged_decode_attention(
     part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     rows = (blocks * bs, kv_heads, d)
-    params = dequantization.tensors(_spare(q))
+    params = dequantization.tensors(placeholder(q, 2))
     args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
     score_scale = float(np.float32(scale) * np.float32(dequantization.k_factor))

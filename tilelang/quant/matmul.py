@@ -41,8 +41,10 @@ its scales and zero points as the kernel types, the device copies of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +53,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.kernel import CompiledKernel, Kernel, host_target, size_facts
-from tilelang.runtime import dlpack, gpu
+from tilelang.runtime import call_plans, dlpack, gpu
 from tilelang.runtime.counters import arrive_counters
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
@@ -213,7 +215,8 @@ def matmul(
     if not isinstance(qw, QuantizedWeight):
         raise TypeError(f"qw must be a tilelang.quant.QuantizedWeight, got {type(qw).__name__}")
     if gpu.is_device_array(x):
-        return _device_matmul(x, qw, bias, out, arch, method_for(tune, True))
+        plans = cached(qw, "call plans", lambda: call_plans.CallPlans(_device_call(qw)))
+        return plans((x, bias, out, arch, method_for(tune, True)), {})
     method = method_for(tune, False)
     if not isinstance(x, np.ndarray):
         raise TypeError(
@@ -276,10 +279,12 @@ class _Tensors:
 def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace, counters) -> None:
     """Launch the calls on these tensors (host or device alike). `workspace(shape)`: a
     new f32 array; `counters(shape)`: zeroed i32 counters, which a split-K launch
-    leaves zeroed (so they may be kept and reused)."""
-    bias = tensors.bias if bias is None else bias
+    leaves zeroed (so they may be kept and reused). The weight's tensors are buffers a
+    call plan may launch with as they are (`call_plans.kept`)."""
+    bias = call_plans.kept(tensors.bias) if bias is None else bias
     for call in calls:
-        args = (x2, tensors.w, tensors.s(call), tensors.z, bias)
+        weight = (tensors.w, tensors.s(call), tensors.z)
+        args = (x2, *(call_plans.kept(t) for t in weight), bias)
         split = split_workspace(call)
         if split is not None:
             args += (workspace(split[0]), counters(split[1]))
@@ -350,6 +355,14 @@ def _host_bias(bias: Any, ot: DType, n: int) -> np.ndarray | None:
 # ---------------------------------------------------------------------------- device
 
 
+def _device_call(qw: QuantizedWeight):
+    """`_device_matmul` on `qw` without `qw` among its arguments: what the weight's call
+    plans replay (`call_plans.CallPlans`, kept on the weight; a weak reference, so that
+    the weight's cache holds no cycle through it and its device memory goes with it)."""
+    weight = weakref.ref(qw)
+    return lambda x, bias, out, arch, method: _device_matmul(x, weight(), bias, out, arch, method)
+
+
 def _device_matmul(
     x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch: str | None, method: str | None
 ) -> Any:
@@ -379,9 +392,11 @@ def _device_matmul(
         if is_torch:
             import torch  # a torch tensor was handed over, so torch is there
 
-            out = torch.empty((*lead, n), dtype=x.dtype, device=x.device)
+            shape, dtype, place = (*lead, n), x.dtype, x.device
+            out = call_plans.allocated(lambda: torch.empty(shape, dtype=dtype, device=place))
         elif ot == dtypes.f16:
-            out = gpu.DeviceBuffer.empty((*lead, n), np.float16)
+            make = functools.partial(gpu.DeviceBuffer.empty, (*lead, n), np.float16)
+            out = call_plans.allocated(make)
         else:  # tilelang.DeviceBuffer holds numpy's types; bf16 comes from the caller
             raise TypeError("a bf16 x that is not a torch tensor needs out= (a bf16 tensor)")
     elif tuple(gpu.device_array(out).shape) != (*lead, n):
@@ -394,11 +409,14 @@ def _device_matmul(
         if is_torch:  # torch's caching allocator: stream-ordered, no driver call
             import torch
 
-            return torch.empty(shape, dtype=torch.float32, device=x.device)
+            place = x.device
+            return call_plans.allocated(
+                lambda: torch.empty(shape, dtype=torch.float32, device=place)
+            )
         # A DeviceBuffer of its own per call would be a cuMemAlloc and a cuMemFree (which
         # waits for the device) every call: kept with the weight.
         make = lambda: gpu.DeviceBuffer.empty(shape, np.float32)  # noqa: E731
-        return cached(qw, ("split-K workspace", shape), make)
+        return call_plans.kept(cached(qw, ("split-K workspace", shape), make))
 
     def launch(ops: Operands, calls: list[KernelCall]) -> None:
         tensors = cached(qw, ("device tensors", ot), lambda: _Tensors.of(ops, gpu.DeviceBuffer))

@@ -14,7 +14,8 @@ each of its pointers, where it came from —
 
 * a tensor argument, at an offset (a view of it);
 * an allocation made during the call (`allocated`, with the function that makes it);
-* a buffer the library keeps between calls (`kept`: `tl.arrive` counters, spares).
+* a buffer the library keeps between calls (`kept`: `tl.arrive` counters, the
+  placeholders of parameters a launch does not read).
 
 From the third call on, the plan is replayed: the arguments' addresses are read, a
 16-byte alignment check and an overlap check of every tensor a launch writes are made,
@@ -24,6 +25,9 @@ origin, a result that is not an argument or an allocation, launches on another s
 or arguments whose memory overlaps leave the key unplanned: it always runs in full.
 So does any call that cannot be keyed (a host array, a numpy scalar) and any replay
 whose address checks fail: the full call then raises what a user should see.
+
+`tilelang.quant.matmul` keeps a `CallPlans` on each weight (the weight is then not an
+argument of what is keyed, and its device tensors are kept buffers).
 
 What a plan may not see, a planned function must not do: read a device tensor's
 values on the host, or do device work other than kernel launches and the allocations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -305,6 +310,7 @@ class CallPlans:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self._entries: dict[tuple, Plan | str] = {}
+        _ALL.add(self)
 
     def __call__(self, args: tuple, kwargs: dict[str, Any]) -> Any:
         fn = self.fn
@@ -350,13 +356,13 @@ class CallPlans:
         self._entries[key] = entry
 
 
-_ALL: list[CallPlans] = []
+#: Every `CallPlans` alive (for `clear_all`).
+_ALL: weakref.WeakSet[CallPlans] = weakref.WeakSet()
 
 
 def planned(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` with call plans (the module docstring); `.plans` is its `CallPlans`."""
     plans = CallPlans(fn)
-    _ALL.append(plans)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
