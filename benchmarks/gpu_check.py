@@ -92,13 +92,13 @@ class Part:
 
 
 PARTS = (
-    Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 60.0, None),
+    Part("pytest", "pytest -m gpu (the test suite's GPU tests)", 52.0, None),
     Part("examples", "every example on the GPU vs the CPU backend", 75.0, "gpu_examples"),
     Part("bench-memory", "benchmark: vector_add GB/s vs torch vs DRAM floor", 30.0, "gpu_memory"),
     Part(
         "bench-launch",
-        "benchmark: host time per launch vs torch.add vs a bare cuLaunchKernel",
-        10.0,
+        "benchmark: host time per launch vs torch.add vs a bare cuLaunchKernel; library calls",
+        18.0,
         "gpu_launch",
     ),
     Part(

@@ -2,7 +2,12 @@
 tensors, against the same cubin launched by a bare `cuLaunchKernel` (cuda-python, its
 parameters packed once: the floor of a launch from Python), with torch's own
 `torch.add(x, y, out=...)` and the `tilelang.torch` op of the kernel beside them, all in
-the same run (issue 13: at most 10 us over the bare launch).
+the same run (issue 13: at most 10 us over the bare launch). Then two library calls of a
+decode step on torch CUDA tensors, `tilelang.kernels.rms_norm` ([1, 4096] f16) and
+`tilelang.quant.matmul` (u4 g128, m = 1, k = n = 4096, its default kernel), each with
+its call plan (`tilelang.runtime.call_plans`: replayed from the third call) and without
+(`call_plans.ENABLED` off: the full call), beside torch's own call for the same job
+(`torch.nn.functional.rms_norm`; `torch.matmul` of the f16 weights) and the bare launch.
 
 Each number is the host clock per call over a loop of calls, the loops of the four
 alternating round by round, with the GPU held busy (`torch.cuda._sleep`) through each
@@ -153,8 +158,105 @@ def launch_overhead_case() -> Case:
     )
 
 
+def library_calls_case() -> Case:
+    def run(context: Context) -> dict[str, Any]:
+        torch = context.torch
+        import numpy as np
+
+        import tilelang.kernels as K
+        from tilelang import quant
+        from tilelang.runtime import call_plans, gpu
+
+        generator = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(1, 4096, device="cuda", generator=generator).half()
+        w = torch.randn(4096, device="cuda", generator=generator).half()
+        weights = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
+        qw = quant.quantize(weights, "u4", group_size=128)
+        exact = torch.from_numpy(qw.dequantize().astype(np.float32)).to("cuda")
+        dense = exact.half()  # torch's own call: cuBLAS on the f16 weights
+        start = time.perf_counter()
+        K.rms_norm(x, w)
+        quant.matmul(x, qw, tune=False)
+        torch.cuda.synchronize()
+        first = time.perf_counter() - start
+
+        def full(fn: Callable[[], Any]) -> Callable[[], Any]:
+            def call() -> Any:
+                call_plans.ENABLED = False
+                try:
+                    return fn()
+                finally:
+                    call_plans.ENABLED = True
+
+            return call
+
+        norm = lambda: K.rms_norm(x, w)  # noqa: E731
+        matmul = lambda: quant.matmul(x, qw, tune=False)  # noqa: E731
+        vector_add = load_example("vector_add").vector_add
+        a, b, c = (torch.empty(N, device="cuda") for _ in range(3))
+        vector_add(a, b, c)
+        pointers = {"x": a.data_ptr(), "y": b.data_ptr(), "out": c.data_ptr()}
+        build = vector_add.compile(target=gpu.device_arch()).cuda
+        launches = {
+            "rms_norm": norm,
+            "rms_norm full": full(norm),
+            "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (4096,), w, 1e-6),
+            "quant.matmul": matmul,
+            "quant.matmul full": full(matmul),
+            "torch matmul": lambda: torch.matmul(x, dense),
+            "bare": bare_launch(torch, build, pointers, N),
+        }
+        samples = host_seconds_per_call(torch, launches)
+        _check_library_results(torch, x, w, norm(), exact, matmul())
+        median = {name: statistics.median(values) for name, values in samples.items()}
+
+        def timing(name: str) -> Timing:
+            values = samples[name]
+            how = "host clock per call, loops of 200 taking turns, GPU held busy"
+            return Timing(median[name], min(values), len(values), first, median[name], how)
+
+        us = {name: value * 1e6 for name, value in median.items()}
+        return benchmark_record(
+            shape="library calls of a decode step: host time per call (torch CUDA tensors)",
+            ours=measurement("tilelang.kernels.rms_norm [1, 4096], planned", median["rms_norm"]),
+            baseline=measurement("torch.nn.functional.rms_norm", median["torch rms_norm"]),
+            floor=measurement(
+                "bare cuLaunchKernel (cuda-python)", median["bare"], bound="host launch"
+            ),
+            timing=timing("rms_norm"),
+            baseline_timing=timing("torch rms_norm"),
+            check="rms_norm and quant.matmul against float32 torch references after the loops",
+            notes=(
+                f"rms_norm full call (no plan): {us['rms_norm full']:.1f} us; "
+                f"quant.matmul u4 m=1 k=n=4096: planned {us['quant.matmul']:.1f} us, "
+                f"full {us['quant.matmul full']:.1f} us, torch.matmul of the f16 weights "
+                f"{us['torch matmul']:.1f} us; the bare launch {us['bare']:.1f} us"
+            ),
+        )
+
+    return Case(
+        "library calls rms_norm, quant.matmul",
+        8.0,
+        run,
+        "host time per library call, planned and full, vs torch's and a bare launch",
+    )
+
+
+def _check_library_results(torch, x, w, y_norm, weights, y_matmul) -> None:
+    """The calls' results against float32 torch computations of the same formulas
+    (`weights`: the quantized weights as the kernels see them, f32)."""
+    xf = x.float()
+    want = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + 1e-6) * w.float()
+    if not torch.allclose(y_norm.float(), want, rtol=2e-3, atol=2e-3):
+        raise CheckFailed("rms_norm differs from its float32 formula beyond f16 rounding")
+    want = xf @ weights
+    error = (y_matmul.float() - want).abs().max().item()
+    if not error <= 1e-3 * want.abs().max().item() + 1e-3:
+        raise CheckFailed(f"quant.matmul differs from x @ its dequantized weights by {error}")
+
+
 def cases() -> list[Case]:
-    return [launch_overhead_case()]
+    return [launch_overhead_case(), library_calls_case()]
 
 
 if __name__ == "__main__":

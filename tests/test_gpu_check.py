@@ -840,7 +840,7 @@ def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
     monkeypatch.setattr(gpu_launch, "CALLS", 5)
     context = gpu_common.Context()
     context.__dict__["torch"] = CpuTorch()  # the cached property, filled
-    (case,) = gpu_launch.cases()
+    case = gpu_launch.cases()[0]
     record = case.run(context)
     assert record["kind"] == "benchmark" and "host time per launch" in record["shape"]
     assert record["floor"]["label"] == "bare cuLaunchKernel (cuda-python)"
@@ -850,3 +850,34 @@ def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
         [{"key": "bench-launch", "title": "launch", "results": [{"data": record}]}]
     )
     assert any("bare cuLaunchKernel" in line for line in table)
+
+
+def test_the_library_calls_check_holds_for_right_results_only():
+    """The launch benchmark's library case checks rms_norm and quant.matmul after its
+    loops against float32 torch formulas: results of the same calls on the CPU backend
+    pass, and a result off by a few units in the last place of the largest output
+    fails."""
+    import torch
+    from gpu_launch import _check_library_results
+
+    import tilelang.kernels as K
+    from tilelang import quant
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 512)).astype(np.float16)
+    w = rng.standard_normal(512).astype(np.float16)
+    qw = quant.quantize(rng.standard_normal((512, 256)).astype(np.float32), "u4", group_size=128)
+    y_norm, y_matmul = K.rms_norm(x, w), quant.matmul(x, qw)
+    exact = torch.from_numpy(qw.dequantize().astype(np.float32))
+    tensors = [torch.from_numpy(a) for a in (x, w, y_norm)]
+    _check_library_results(torch, *tensors, exact, torch.from_numpy(y_matmul))
+    wrong = y_matmul.copy()
+    wrong[0, 7] += np.float16(0.01 * np.abs(y_matmul).max())
+    with pytest.raises(gpu_common.CheckFailed, match=r"quant\.matmul"):
+        _check_library_results(torch, *tensors, exact, torch.from_numpy(wrong))
+    wrong = y_norm.copy()
+    wrong[0, 3] = -wrong[0, 3]
+    with pytest.raises(gpu_common.CheckFailed, match="rms_norm"):
+        _check_library_results(
+            torch, *tensors[:2], torch.from_numpy(wrong), exact, torch.from_numpy(y_matmul)
+        )
