@@ -376,3 +376,17 @@ def test_turned_off_nothing_is_planned(device, monkeypatch):
         args, kwargs = arguments()
         launched(device, fn, args, kwargs)
     assert fn.plans.plan(args, kwargs) is None
+
+
+def test_past_its_size_a_function_forgets_its_oldest_key_only(device, monkeypatch):
+    """A decode step's shapes change as batches and sequences grow: a full memo drops
+    its oldest key, and the others keep replaying."""
+    monkeypatch.setattr(call_plans, "MAX_PLANS", 2)
+    fn = K.silu_and_mul
+    shapes = [(1, 64), (2, 64), (3, 64)]
+    for shape in shapes:  # each: a full call, then the recorded one
+        for _ in range(2):
+            fn(f16(*shape))
+    assert fn.plans.plan((f16(1, 64),)) is None
+    assert fn.plans.plan((f16(2, 64),)) is not None
+    assert fn.plans.plan((f16(3, 64),)) is not None

@@ -50,7 +50,8 @@ from tilelang.runtime.arguments import ranges_overlap
 #: Whether planned functions record and replay (`TILELANG_CALL_PLANS=off`: never).
 ENABLED = os.environ.get("TILELANG_CALL_PLANS", "").lower() != "off"
 
-#: Keys kept per function before its plans start over (a function called at many shapes).
+#: Keys kept per function; past it the oldest goes (a decode step's shapes change as its
+#: batch and its sequences grow: a new key costs two full calls, then it replays).
 MAX_PLANS = 64
 
 #: Argument types keyed by value (`bool` before `int`: True is not 1 here).
@@ -351,9 +352,11 @@ class CallPlans:
         self._entries.clear()
 
     def _remember(self, key: tuple, entry: Plan | str) -> None:
-        if len(self._entries) >= MAX_PLANS:
-            self._entries.clear()
-        self._entries[key] = entry
+        entries = self._entries
+        entries.pop(key, None)  # re-inserted last: the newest
+        if len(entries) >= MAX_PLANS:
+            del entries[next(iter(entries))]
+        entries[key] = entry
 
 
 #: Every `CallPlans` alive (for `clear_all`).
