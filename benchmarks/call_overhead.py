@@ -388,10 +388,10 @@ class _TorchCudaTensor:
         raise AssertionError("read off the tensor, never through DLPack")
 
 
-def gpu_call_path() -> None:
-    """The GPU call path's host work with the CUDA driver stubbed: everything
-    `vector_add(x, y, out)` does on device tensors up to `cuLaunchKernel`, whose own
-    cost (the GPU check measures it beside ours) is a no-op here."""
+def stub_driver(arch: str):
+    """The CUDA driver stubbed for the rest of the process: `cuLaunchKernel` a no-op, no
+    module loaded, the device `arch`, every launch on stream 0 (torch's stream query
+    needs CUDA: not included). Returns the stub."""
     from tilelang.runtime import gpu
 
     class Driver:
@@ -403,8 +403,16 @@ def gpu_call_path() -> None:
 
     driver = Driver()
     gpu.driver, gpu._function = (lambda: driver), (lambda *args: object())
-    gpu.device_arch = lambda: ARCH
-    gpu.current_stream = lambda tensors: 0  # torch's stream query needs CUDA: not included
+    gpu.device_arch = lambda: arch
+    gpu.current_stream = lambda tensors: 0
+    return driver
+
+
+def gpu_call_path() -> None:
+    """The GPU call path's host work with the CUDA driver stubbed: everything
+    `vector_add(x, y, out)` does on device tensors up to `cuLaunchKernel`, whose own
+    cost (the GPU check measures it beside ours) is a no-op here."""
+    driver = stub_driver(ARCH)
     n = 1024
     interface = [_ArrayInterfaceTensor(0x7F0000000000 + i * 0x10000, n) for i in range(3)]
     rows = [("__cuda_array_interface__ tensors", interface)]

@@ -94,6 +94,24 @@ def host_seconds_per_call(torch, launches: dict[str, Callable[[], Any]]) -> dict
     return samples
 
 
+def host_timings(
+    samples: dict[str, list], first: float
+) -> tuple[dict[str, float], Callable[[str], Timing]]:
+    """The median host seconds per call of each form, and each form's `Timing`."""
+    median = {name: statistics.median(values) for name, values in samples.items()}
+
+    def timing(name: str) -> Timing:
+        values = samples[name]
+        how = f"host clock per call, loops of {CALLS} taking turns, GPU held busy"
+        return Timing(median[name], min(values), len(values), first, median[name], how)
+
+    return median, timing
+
+
+def bare_floor(seconds: float) -> dict:
+    return measurement("bare cuLaunchKernel (cuda-python)", seconds, bound="host launch")
+
+
 def launch_overhead_case() -> Case:
     def run(context: Context) -> dict[str, Any]:
         torch = context.torch
@@ -123,22 +141,14 @@ def launch_overhead_case() -> Case:
         for name, result in (("vector_add", out), ("the bare launch", bare_out)):
             if not torch.equal(result.view(torch.int32), (x + y).view(torch.int32)):
                 raise CheckFailed(f"{name} differs from torch x + y after the loops")
-        median = {name: statistics.median(values) for name, values in samples.items()}
-
-        def timing(name: str) -> Timing:
-            values = samples[name]
-            how = "host clock per call, loops of 200 taking turns, GPU held busy"
-            return Timing(median[name], min(values), len(values), first, median[name], how)
-
+        median, timing = host_timings(samples, first)
         over = median["tilelang"] - median["bare"]
         verdict = "within" if over <= TARGET_OVER_BARE_S else "over"
         return benchmark_record(
             shape=f"vector_add n={N}: host time per launch (torch CUDA tensors)",
             ours=measurement("tilelang vector_add(x, y, out)", median["tilelang"]),
             baseline=measurement("torch.add(x, y, out=out)", median["torch"]),
-            floor=measurement(
-                "bare cuLaunchKernel (cuda-python)", median["bare"], bound="host launch"
-            ),
+            floor=bare_floor(median["bare"]),
             timing=timing("tilelang"),
             baseline_timing=timing("torch"),
             check="vector_add and the bare launch bit-exact with torch x + y after the loops",
@@ -208,21 +218,13 @@ def library_calls_case() -> Case:
         }
         samples = host_seconds_per_call(torch, launches)
         _check_library_results(torch, x, w, norm(), exact, matmul())
-        median = {name: statistics.median(values) for name, values in samples.items()}
-
-        def timing(name: str) -> Timing:
-            values = samples[name]
-            how = "host clock per call, loops of 200 taking turns, GPU held busy"
-            return Timing(median[name], min(values), len(values), first, median[name], how)
-
+        median, timing = host_timings(samples, first)
         us = {name: value * 1e6 for name, value in median.items()}
         return benchmark_record(
             shape="library calls of a decode step: host time per call (torch CUDA tensors)",
             ours=measurement("tilelang.kernels.rms_norm [1, 4096], planned", median["rms_norm"]),
             baseline=measurement("torch.nn.functional.rms_norm", median["torch rms_norm"]),
-            floor=measurement(
-                "bare cuLaunchKernel (cuda-python)", median["bare"], bound="host launch"
-            ),
+            floor=bare_floor(median["bare"]),
             timing=timing("rms_norm"),
             baseline_timing=timing("torch rms_norm"),
             check="rms_norm and quant.matmul against float32 torch references after the loops",

@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TILELANG_AUTOTUNE", "off")  # nothing to time tiles on
 
+import call_overhead
 from call_overhead import paired_us
 
 import tilelang.kernels as K
@@ -69,17 +70,8 @@ class Buffer(Tensor):
 
 
 def stub_driver() -> None:
-    class Driver:
-        class CUresult:
-            CUDA_SUCCESS = 0
-
-        def cuLaunchKernel(self, *args):
-            return (0,)
-
-    driver = Driver()
-    gpu.driver, gpu._function = (lambda: driver), (lambda *args: object())
-    gpu.device_arch = lambda: ARCH
-    gpu.current_stream = lambda tensors: 0
+    """The driver stubbed (`call_overhead.stub_driver`) and `DeviceBuffer` with it."""
+    call_overhead.stub_driver(ARCH)
     gpu.DeviceBuffer = Buffer
 
 

@@ -570,7 +570,8 @@ class Kernel:
         tensors = [values[name] for name in bound.pointers]
         stream = gpu.current_stream(tensors)
         gpu.launch(compiled.cuda, bound.pointers, scalars, grid, stream)
-        call_plans.launched(compiled.cuda, bound.pointers, scalars, grid, stream, bound.stored)
+        if call_plans.recording:
+            call_plans.launched(compiled.cuda, bound.pointers, scalars, grid, stream, bound.stored)
         if warm_key is not None:
             warm = warm_call(self._runtime, compiled.cuda, values, bound, scalars, grid, stated)
             self._warm_calls.remember(warm_key, warm)

@@ -63,6 +63,11 @@ _SEEN, _UNPLANNABLE = "seen", "unplannable"
 
 _local = threading.local()
 
+#: How many threads are recording a call now: a launch reports itself only then (the
+#: check costs a module attribute read; the report, a call).
+recording = 0
+_recording_lock = threading.Lock()
+
 
 # --------------------------------------------------------------------------- recording
 
@@ -88,9 +93,9 @@ def launched(
     stream: int,
     written: tuple[str, ...],
 ) -> None:
-    """Reports a kernel launch (`Kernel`'s GPU call and its warm path) to the call being
-    recorded, if any: its build, pointers, scalars, grid, stream and the pointer names
-    it writes through."""
+    """Reports a kernel launch (`Kernel`'s GPU call and its warm path, when `recording`)
+    to the call this thread is recording, if any: its build, pointers, scalars, grid,
+    stream and the pointer names it writes through."""
     recording = getattr(_local, "recording", None)
     if recording is not None:
         recording.launches.append((build, dict(pointers), scalars, tuple(grid), stream, written))
@@ -305,6 +310,20 @@ def _signature(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, list[Any], l
     return (tuple(parts), tuple(kwargs)), tensors, addresses
 
 
+def _recorded(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]):
+    """(fn's result, what it did on the device), fn called with this thread recording."""
+    global recording
+    _local.recording = recorded = _Recording([], [], [])
+    with _recording_lock:
+        recording += 1
+    try:
+        return fn(*args, **kwargs), recorded
+    finally:
+        _local.recording = None
+        with _recording_lock:
+            recording -= 1
+
+
 class CallPlans:
     """One function's plans, by key (the module docstring)."""
 
@@ -334,12 +353,8 @@ class CallPlans:
             return result
         if entry == _UNPLANNABLE:
             return fn(*args, **kwargs)
-        _local.recording = recording = _Recording([], [], [])
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            _local.recording = None
-        self._remember(key, _plan(recording, tensors, addresses, result) or _UNPLANNABLE)
+        result, recorded = _recorded(fn, args, kwargs)
+        self._remember(key, _plan(recorded, tensors, addresses, result) or _UNPLANNABLE)
         return result
 
     def plan(self, args: tuple, kwargs: dict[str, Any] | None = None) -> Plan | None:

@@ -172,9 +172,8 @@ def argument_signature(value: Any) -> tuple[object, int | None] | None:
         return None
     strides = interface.get("strides")
     part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
-    # A packed tensor (`DeviceBuffer` of u4 codes) says its dtype and shape beside the
-    # bytes its interface describes.
-    part += (getattr(value, "dtype", None), getattr(value, "shape", None))
+    if part[1] == "|u1":  # bytes, maybe a packed tensor's (u4 codes): its dtype and shape
+        part += (getattr(value, "dtype", None), getattr(value, "shape", None))
     return part, interface["data"][0]
 
 

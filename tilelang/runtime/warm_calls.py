@@ -66,7 +66,8 @@ class WarmCall:
         value_facts.forget(args[position] for position in self.stored)
         stream = gpu.current_stream([args[position] for _, position, _ in self.tensors])
         gpu.launch(self.build, pointers, self.scalars, self.grid, stream)
-        call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, self.written)
+        if call_plans.recording:
+            call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, self.written)
         outputs = tuple(args[position] for position in self.stored)
         return True, outputs[0] if len(outputs) == 1 else (outputs or None)
 
