@@ -34,6 +34,7 @@ from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
+from tilelang.runtime.host_calls import accepts_host_tensors
 
 from .common import (
     LN2,
@@ -207,6 +208,7 @@ def default_tiles(head_dim: int) -> dict[str, int]:
 
 
 @planned
+@accepts_host_tensors
 def flash_attention(
     q: Any,
     k: Any,

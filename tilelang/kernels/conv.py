@@ -35,6 +35,7 @@ from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
+from tilelang.runtime.host_calls import accepts_host_tensors
 
 from .common import (
     check,
@@ -172,6 +173,7 @@ def _bias(bias: Any, dm: int, device: bool) -> None:
 
 
 @planned
+@accepts_host_tensors
 def causal_conv1d(
     x: Any,
     weight: Any,
@@ -229,6 +231,7 @@ def causal_conv1d(
 
 
 @planned
+@accepts_host_tensors
 def causal_conv1d_update(
     x: Any,
     conv_state: Any,

@@ -19,6 +19,7 @@ from tilelang import dtypes
 from tilelang.kernel import kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
+from tilelang.runtime.host_calls import accepts_host_tensors
 
 from .common import FLOATS, check, empty, f32_host, next_power_of_two, reshaped, run, same_place, tl
 
@@ -68,6 +69,7 @@ def _rows(shape: tuple[int, ...]) -> int:
 
 
 @planned
+@accepts_host_tensors
 def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, interpret: bool = False) -> Any:
     """RMSNorm over the last dimension: x [..., H] (f32, f16 or bf16, contiguous), weight
     [H] (x's dtype or f32). Returns y of x's shape and dtype."""
@@ -91,6 +93,7 @@ def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, interpret: bool = False)
 
 
 @planned
+@accepts_host_tensors
 def silu_and_mul(x: Any, *, interpret: bool = False) -> Any:
     """silu(x[..., :d]) · x[..., d:] for x [..., 2·d] (f32, f16 or bf16, contiguous).
     Returns [..., d] in x's dtype."""

@@ -76,6 +76,7 @@ from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime import gpu
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.counters import arrive_counters
+from tilelang.runtime.host_calls import accepts_host_tensors
 
 from .common import (
     LN2,
@@ -548,6 +549,7 @@ def _token_params(value: Any, name: str, shape: tuple[int, ...], required: bool)
 
 
 @planned
+@accepts_host_tensors
 def paged_decode_attention(
     q: Any,
     k_cache: Any,

@@ -56,6 +56,7 @@ from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
+from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.tuning import library
 
 from .common import (
@@ -194,6 +195,7 @@ def configs(bn: int, p: int, half: bool) -> list[dict[str, int]]:
 
 
 @planned
+@accepts_host_tensors
 def ssd_chunk_scan(
     x: Any,
     dt: Any,

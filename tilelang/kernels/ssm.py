@@ -58,6 +58,7 @@ from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
+from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.tuning import library
 
 from .common import (
@@ -467,6 +468,7 @@ def scan_configs(bn: int, dm: int, per_group: int) -> list[dict[str, int]]:
 
 
 @planned
+@accepts_host_tensors
 def selective_scan(
     u: Any,
     delta: Any,
@@ -609,6 +611,7 @@ def step_columns(x: Any, t: dtypes.DType, bn: int, interpret: bool) -> Any:
 
 
 @planned
+@accepts_host_tensors
 def selective_state_update(
     state: Any,
     x: Any,

@@ -55,6 +55,7 @@ from tilelang.dtypes import DType
 from tilelang.kernel import CompiledKernel, Kernel, host_target, size_facts
 from tilelang.runtime import call_plans, dlpack, gpu
 from tilelang.runtime.counters import arrive_counters
+from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
 from tilelang.runtime.value_facts import record as record_fact
@@ -179,6 +180,7 @@ def plan(
 # ---------------------------------------------------------------------------- matmul
 
 
+@accepts_host_tensors
 def matmul(
     x: Any,
     qw: QuantizedWeight,

@@ -1,0 +1,111 @@
+"""Library functions called with other libraries' host tensors.
+
+`tilelang.kernels` and `tilelang.quant.matmul` run on the CPU backend for numpy arrays
+and on the GPU for device tensors. A CPU tensor of another library — torch's, or any
+host tensor that speaks DLPack — reaches them through `accepts_host_tensors`: each
+such argument becomes a numpy view of its memory (zero-copy, strides kept; bf16 and
+the f8 types as ml_dtypes arrays), so an in-place update (a state, `out=`) lands in
+the caller's tensor. What the function returns comes back as the caller gave it: an
+argument as the caller's object, a new array as a torch tensor over the same memory
+when a torch tensor was among the arguments (else as the numpy array).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.runtime import dlpack
+
+#: Argument types passed through untouched, checked first (the common case).
+_PLAIN = (bool, int, float, str, type(None), np.ndarray)
+
+#: tilelang dtype -> the numpy (or ml_dtypes) name of its values, where the name differs.
+_VALUE_NAMES = {
+    "f16": "float16", "f32": "float32", "f64": "float64", "bf16": "bfloat16",
+    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2", "e8m0": "float8_e8m0fnu",
+}  # fmt: skip
+
+
+@functools.cache
+def values_dtype(dtype: DType) -> np.dtype:
+    """The numpy dtype of `dtype`'s values: numpy's own, or ml_dtypes' (bf16, f8, e8m0);
+    whole-byte integers as themselves."""
+    name = _VALUE_NAMES.get(dtype.name)
+    if name is None:
+        return np.dtype(f"{'int' if dtype.signed else 'uint'}{dtype.bits}")
+    if hasattr(np, name):
+        return np.dtype(name)
+    import ml_dtypes  # bf16 and the f8 types: numpy has no name for them
+
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+def _host_view(value: Any) -> np.ndarray | None:
+    """A numpy view of `value`'s values when it is a host tensor of another library."""
+    kind = type(value)
+    if kind in _PLAIN or not dlpack.speaks_dlpack(kind):
+        return None
+    if dlpack.is_torch_kind(kind) and value.is_cuda:
+        return None
+    try:
+        found = dlpack.imported(value)
+    except TypeError:
+        return None  # the function names what is wrong with it
+    if not isinstance(found, dlpack.HostView):
+        return None
+    return found.codes.view(values_dtype(found.dtype))
+
+
+def _returned(result: Any, given: dict[int, Any], torch_like: Any) -> Any:
+    if isinstance(result, tuple):
+        return tuple(_returned(part, given, torch_like) for part in result)
+    original = given.get(id(result))
+    if original is not None:
+        return original[1]
+    if torch_like is not None and isinstance(result, np.ndarray):
+        return _as_torch(result)
+    return result
+
+
+def _as_torch(array: np.ndarray) -> Any:
+    """`array` as a torch CPU tensor over its memory (bf16 and f8 through an integer view
+    of their width)."""
+    import torch  # a torch tensor was among the arguments
+
+    if array.dtype.kind != "V":
+        return torch.from_numpy(array)
+    width = {1: np.uint8, 2: np.int16, 4: np.int32}[array.dtype.itemsize]
+    wanted = {t: k for k, t in dlpack.torch_dtypes().items()}[dtypes.dtype(array.dtype)]
+    return torch.from_numpy(array.view(width)).view(wanted)
+
+
+def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` taking other libraries' host tensors as numpy views (the module docstring)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        given: dict[int, Any] = {}  # id(view) -> (view, the caller's object)
+        torch_like = None
+
+        def viewed(value: Any) -> Any:
+            nonlocal torch_like
+            view = _host_view(value)
+            if view is None:
+                return value
+            given[id(view)] = (view, value)
+            if torch_like is None and dlpack.is_torch_kind(type(value)):
+                torch_like = value
+            return view
+
+        args = tuple(viewed(a) for a in args)
+        kwargs = {name: viewed(v) for name, v in kwargs.items()}
+        result = fn(*args, **kwargs)
+        return _returned(result, given, torch_like) if given else result
+
+    return call
