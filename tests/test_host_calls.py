@@ -78,3 +78,13 @@ def test_numpy_arrays_and_bad_input_are_untouched():
     assert isinstance(K.rms_norm(x, values(64)), np.ndarray)
     with pytest.raises(ValueError, match="weight must have shape"):
         K.rms_norm(as_torch(x), as_torch(values(32)))
+
+
+def test_a_tensor_that_requires_grad_is_read_detached():
+    """torch exports no tensor that requires grad through DLPack; the call reads its
+    values all the same (no gradient flows through a tilelang call)."""
+    x, w = values(2, 64, dtype=np.float32), values(64, dtype=np.float32)
+    leaf = torch.from_numpy(x.copy()).requires_grad_()
+    got = K.rms_norm(leaf, as_torch(w))
+    assert not got.requires_grad
+    assert_same(got, K.rms_norm(x, w))

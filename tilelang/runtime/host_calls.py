@@ -51,8 +51,10 @@ def _host_view(value: Any) -> np.ndarray | None:
     kind = type(value)
     if kind in _PLAIN or not dlpack.speaks_dlpack(kind):
         return None
-    if dlpack.is_torch_kind(kind) and value.is_cuda:
-        return None
+    if dlpack.is_torch_kind(kind):
+        if value.is_cuda:
+            return None
+        value = value.detach()  # torch exports no tensor that requires grad
     try:
         found = dlpack.imported(value)
     except TypeError:

@@ -16,7 +16,6 @@ import torch
 
 from tilelang.kernels import attention, paged_attention, ssm
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
-from tilelang.torch.dtypes import host_array, tilelang_dtype
 from tilelang.torch.op import op
 
 #: Tiles for any H (the kernels loop over H in BH columns, masked at the edge).
@@ -53,16 +52,11 @@ def selective_scan_op(
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, last state): `tilelang.kernels.selective_scan` with return_last_state.
-    On the CPU the tensors reach it as zero-copy numpy views (bf16 as ml_dtypes'),
-    and its numpy outputs come back as tensors over the same memory; on CUDA it takes
-    the tensors and launches on torch's current stream, allocating with torch."""
-    args = (u, delta, A, B, C, D, z, delta_bias)
-    if u.device.type == "cuda":
-        return ssm.selective_scan(*args, delta_softplus, True)
-    host = [None if t is None else _host(t) for t in args]
-    out, last = ssm.selective_scan(*host, delta_softplus, True)
-    return _tensor(out, u.dtype), _tensor(last, torch.float32)
+    """(out, last state): `tilelang.kernels.selective_scan` with return_last_state, on
+    the tensors themselves: on the CPU as zero-copy numpy views, its outputs tensors
+    over the same memory (`runtime.host_calls`); on CUDA launched on torch's current
+    stream, allocating with torch."""
+    return ssm.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, True)
 
 
 @selective_scan_op.register_fake
@@ -74,20 +68,6 @@ def _selective_scan_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         )
     nb, dm, _ = u.shape
     return u.new_empty(u.shape), u.new_empty((nb, dm, A.shape[1]), dtype=torch.float32)
-
-
-def _host(t: torch.Tensor):
-    """A zero-copy numpy view (the wrapper names the argument of an unsupported dtype)."""
-    t = t.detach()
-    dtype = tilelang_dtype(t.dtype)
-    return t.numpy() if dtype is None else host_array(t, dtype)
-
-
-def _tensor(array, dtype: torch.dtype) -> torch.Tensor:
-    """A CPU tensor over a numpy output's memory (bf16: its ml_dtypes codes)."""
-    if dtype == torch.bfloat16:
-        return torch.from_numpy(array.view("i2")).view(torch.bfloat16)
-    return torch.from_numpy(array)
 
 
 def selective_scan(
@@ -134,16 +114,13 @@ def _attention(
     tensors: tuple[torch.Tensor, ...], causal: bool, scale: float | None, tail: tuple, lse: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`tilelang.kernels.flash_attention(q, k, v, causal, scale, [cu_q, cu_k], *tail)`
-    on the tensors (CUDA) or their zero-copy numpy views (CPU); (o, lse or an empty
-    f32 tensor)."""
+    on the tensors (CPU ones as zero-copy numpy views: `runtime.host_calls`); (o, lse or
+    an empty f32 tensor)."""
     q = tensors[0]
-    on_gpu = q.device.type == "cuda"
-    args = tensors if on_gpu else tuple(_host(t) for t in tensors)
-    result = attention.flash_attention(*args[:3], causal, scale, *args[3:], *tail, return_lse=lse)
+    result = attention.flash_attention(
+        *tensors[:3], causal, scale, *tensors[3:], *tail, return_lse=lse
+    )
     out, lse_out = result if lse else (result, None)
-    if not on_gpu:
-        out = _tensor(out, q.dtype)
-        lse_out = None if lse_out is None else _tensor(lse_out, torch.float32)
     return out, q.new_empty(0, dtype=torch.float32) if lse_out is None else lse_out
 
 
@@ -250,22 +227,13 @@ def paged_decode_attention_op(
     scales go to the kernel as they are (one element or [H_kv]; one of each: the
     one-element one is broadcast on the device), CPU ones of one element as numbers."""
     tensors = (q, k_cache, v_cache, block_table, seq_lens)
-    params = (k_scale, v_scale, k_zero, v_zero)
     if q.device.type == "cuda":
-        params = (*_same_size(k_scale, v_scale), k_zero, v_zero)
-        k_scale, v_scale, k_zero, v_zero = (
-            p if p is None or p.device.type == "cuda" else _host(p) for p in params
-        )
-        return paged_attention.paged_decode_attention(
-            *tensors, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero,
-            num_splits=num_splits,
-        )  # fmt: skip
-    host = [_host(t) for t in tensors]
-    k_scale, v_scale, k_zero, v_zero = (None if p is None else _host(p) for p in params)
-    out = paged_attention.paged_decode_attention(
-        *host, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero, num_splits=num_splits
+        k_scale, v_scale = _same_size(k_scale, v_scale)
+    # CPU tensors (all of a CPU call's; a CUDA call's host scales, folded into numbers)
+    # reach the wrapper as zero-copy numpy views (`runtime.host_calls`).
+    return paged_attention.paged_decode_attention(
+        *tensors, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero, num_splits=num_splits
     )
-    return _tensor(out, q.dtype)
 
 
 @paged_decode_attention_op.register_fake
