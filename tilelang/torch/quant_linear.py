@@ -2,7 +2,7 @@
 weight, and the operator it calls, ``tilelang::quant_linear``.
 
 y = x @ W + bias for x [..., K] (float16 or bfloat16; on the CPU through the LLVM
-backend, on CUDA float16 through `tilelang.quant.matmul`'s GPU path), W the quantized
+backend, on CUDA through `tilelang.quant.matmul`'s GPU path), W the quantized
 [K, N] weight (`QuantizedWeight`: `nn.Linear.weight` transposed). The arithmetic is
 `tilelang.quant.matmul`'s: W's values exactly as `QuantizedWeight.dequantize()` gives
 them, f32 accumulation, one rounding to x's dtype.
@@ -31,7 +31,6 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 import torch
 from torch import nn
@@ -75,37 +74,27 @@ def _check_bias(bias: torch.Tensor | None, x: torch.Tensor, n: int) -> None:
         )
 
 
-def _host(t: torch.Tensor) -> np.ndarray:
-    """A numpy view of a contiguous CPU float16/bfloat16 tensor (no copy)."""
-    if t.dtype == torch.bfloat16:
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
+def _forward(x: torch.Tensor, weight: int, bias: torch.Tensor | None) -> torch.Tensor:
+    """`quant.matmul` on the tensors, on the CPU (as zero-copy numpy views:
+    `runtime.host_calls`) and on CUDA alike."""
+    qw = _weight(weight)
+    _check_x(x, qw)
+    n = qw.shape[1]
+    _check_bias(bias, x, n)
+    out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
+    bias = None if bias is None else bias.detach().contiguous()
+    return quant.matmul(x.detach().contiguous(), qw, bias=bias, out=out)
 
 
 @torch.library.custom_op("tilelang::quant_linear", mutates_args=(), device_types="cpu")
 def quant_linear(x: torch.Tensor, weight: int, bias: torch.Tensor | None) -> torch.Tensor:
     """y = x @ W (+ bias) with W the `QuantizedWeight` registered under `weight`."""
-    qw = _weight(weight)
-    _check_x(x, qw)
-    n = qw.shape[1]
-    _check_bias(bias, x, n)
-    out = torch.empty((*x.shape[:-1], n), dtype=x.dtype)
-    x_host = _host(x.detach().contiguous())
-    b_host = None if bias is None else _host(bias.detach().contiguous())
-    quant.matmul(x_host, qw, bias=b_host, out=_host(out))
-    return out
+    return _forward(x, weight, bias)
 
 
 @quant_linear.register_kernel("cuda")
 def _quant_linear_cuda(x: torch.Tensor, weight: int, bias: torch.Tensor | None) -> torch.Tensor:
-    qw = _weight(weight)
-    _check_x(x, qw)
-    if x.dtype != torch.float16:
-        raise TypeError("QuantLinear on CUDA takes float16 x (tilelang.quant.matmul's GPU path)")
-    n = qw.shape[1]
-    _check_bias(bias, x, n)
-    out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
-    return quant.matmul(x.detach().contiguous(), qw, bias=bias, out=out)
+    return _forward(x, weight, bias)
 
 
 @quant_linear.register_fake
