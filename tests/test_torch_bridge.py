@@ -543,6 +543,40 @@ def test_packed_and_bf16_tensors_launch_on_cuda_like_the_cpu():
     assert torch.equal(OPS["head4"](x.cuda()).cpu(), OPS["head4"](x))
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_ready(), reason="needs a CUDA device and torch with CUDA")
+def test_library_calls_replayed_and_captured_equal_the_first_call(monkeypatch):
+    """tilelang.kernels.rms_norm and a bf16 QuantLinear on CUDA: the first call (full),
+    the second (recorded), the third (replayed by its call plan) and a CUDA graph of the
+    replay give the same bits; the first is the CPU backend's within rounding."""
+    import tilelang.kernels as K
+    from tilelang import quant
+    from tilelang.torch import QuantLinear
+
+    monkeypatch.setenv("TILELANG_AUTOTUNE", "off")  # the default tiles: no timed trials
+    x = torch.randn(3, 512, device="cuda", dtype=torch.float16)
+    w = torch.randn(512, device="cuda", dtype=torch.float16)
+    calls = [K.rms_norm(x, w) for _ in range(3)]
+    host = K.rms_norm(x.cpu(), w.cpu())
+    assert torch.allclose(calls[0].cpu().float(), host.float(), rtol=2e-3, atol=2e-3)
+    weights = np.random.default_rng(4).standard_normal((512, 256)).astype(np.float32)
+    layer = QuantLinear(quant.quantize(weights, "u4", group_size=128)).cuda()
+    xb = torch.randn(2, 512, device="cuda", dtype=torch.bfloat16)
+    outputs = [layer(xb) for _ in range(3)]
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured_norm, captured_linear = K.rms_norm(x, w), layer(xb)
+    graph.replay()
+    torch.cuda.synchronize()
+    for result in (*calls[1:], captured_norm):
+        assert torch.equal(result, calls[0])
+    for result in (*outputs[1:], captured_linear):
+        assert torch.equal(result, outputs[0])
+    assert torch.allclose(
+        outputs[0].cpu().float(), layer.cpu()(xb.cpu()).float(), rtol=1e-2, atol=1e-2
+    )
+
+
 def test_a_warm_call_neither_rederives_nor_recompiles(monkeypatch):
     from tilelang.torch import signature
 
