@@ -21,8 +21,9 @@ From the third call on, the plan is replayed: the arguments' addresses are read,
 16-byte alignment check and an overlap check of every tensor a launch writes are made,
 value facts about written tensors are forgotten, the allocations are made again, and
 the launches go out on the stream the arguments' library names. A pointer of unknown
-origin, a result that is not an argument or an allocation, launches on another stream,
-or arguments whose memory overlaps leave the key unplanned: it always runs in full.
+origin, a result that is not an argument or an allocation, or launches on another
+stream leave the key unplanned: it always runs in full. A call to be recorded whose
+arguments are misaligned or overlap runs in full unrecorded (the next may be recorded).
 So does any call that cannot be keyed (a host array, a numpy scalar) and any replay
 whose address checks fail: the full call then raises what a user should see.
 
@@ -212,8 +213,10 @@ def _span(tensor: Any) -> int:
     return itemsize + sum((n - 1) * s for n, s in zip(array.shape, strides, strict=True))
 
 
-def _plan(recording: _Recording, tensors: list[Any], addresses: list[int], result: Any):
-    """The plan of a recorded call, or None when something in it has no known origin."""
+def _spans_if_apart(tensors: list[Any], addresses: list[int]) -> list[int] | None:
+    """The tensors' byte spans, when every address is 16-byte aligned and no two tensors
+    at different addresses overlap (a pointer into both could not be told apart); else
+    None: this call's addresses cannot be recorded (another call of the key may be)."""
     if any(address % 16 for address in addresses):
         return None
     spans = [_span(t) for t in tensors]
@@ -222,7 +225,12 @@ def _plan(recording: _Recording, tensors: list[Any], addresses: list[int], resul
             if addresses[a] != addresses[b] and ranges_overlap(
                 addresses[a], spans[a], addresses[b], spans[b]
             ):
-                return None  # a pointer into both could not be told apart
+                return None
+    return spans
+
+
+def _plan(recording: _Recording, tensors: list[Any], addresses: list[int], spans, result: Any):
+    """The plan of a recorded call, or None when something in it has no known origin."""
     made = [tensor for tensor, _ in recording.allocations]
     regions = [("input", i, addresses[i], spans[i]) for i in range(len(tensors))]
     for i, tensor in reversed(list(enumerate(made))):  # the latest allocation first
@@ -351,10 +359,12 @@ class CallPlans:
             result = fn(*args, **kwargs)  # compiles and tunes what it needs
             self._remember(key, _SEEN)
             return result
-        if entry == _UNPLANNABLE:
+        spans = None if entry == _UNPLANNABLE else _spans_if_apart(tensors, addresses)
+        if spans is None:
             return fn(*args, **kwargs)
         result, recorded = _recorded(fn, args, kwargs)
-        self._remember(key, _plan(recorded, tensors, addresses, result) or _UNPLANNABLE)
+        plan = _plan(recorded, tensors, addresses, spans, result)
+        self._remember(key, plan or _UNPLANNABLE)
         return result
 
     def plan(self, args: tuple, kwargs: dict[str, Any] | None = None) -> Plan | None:
