@@ -6,10 +6,13 @@ import importlib
 
 import pytest
 from conftest import load_example
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tilelang as tl
 from tilelang import dtypes
-from tilelang.runtime import arguments, gpu, value_facts
+from tilelang.runtime import arguments, gpu, value_facts, warm_calls
+from tilelang.runtime.arguments import ranges_overlap
 
 
 class DeviceTensor:
@@ -137,3 +140,60 @@ def test_a_packed_buffer_keys_by_its_dtype(launches, monkeypatch):
     with pytest.raises(TypeError, match="expects a tensor of u4"):
         widen(buffer(tl.u8, 128, 0x7F0000000000), y)
     assert launches["full"] == 2
+
+
+@tl.kernel(warps=4)
+def sums(
+    a: tl.Tensor[tl.f32, "N"],
+    b: tl.Tensor[tl.f32, "N"],
+    c: tl.Tensor[tl.f32, "N"],
+    d: tl.Tensor[tl.f32, "N"],
+    e: tl.Tensor[tl.f32, "N"],
+    x: tl.Tensor[tl.f32, "N"],
+    y: tl.Tensor[tl.f32, "N"],
+):
+    i = tl.blocks(tl.cdiv(N, 1024)) * 1024
+    ab = tl.load(a, [i], [1024]) + tl.load(b, [i], [1024])
+    tl.store(x, [i], ab + tl.load(c, [i], [1024]))
+    tl.store(y, [i], tl.load(d, [i], [1024]) + tl.load(e, [i], [1024]))
+
+
+def test_with_many_tensors_a_read_only_tensor_in_several_slots_stays_warm(launches):
+    """Seven tensors, two written (11 pairs: the sweep first). One tensor read in two
+    slots is no overlap and the call stays warm; a written one over a read one goes the
+    full way and raises there."""
+    fresh = tl.kernel(sums.fn, warps=4)
+    fresh(*[DeviceTensor(0x7F0000000000 + i * 0x100000) for i in range(7)])
+    shared = DeviceTensor(0x7F0010000000)
+    rest = [DeviceTensor(0x7F0010100000 + i * 0x100000) for i in range(5)]
+    fresh(shared, shared, *rest)
+    assert launches["full"] == 1
+    assert launches["launches"][-1][1]["a"] == launches["launches"][-1][1]["b"]
+    over = DeviceTensor(0x7F0010100000 + 4 * 0x100000 + 64)  # y over x's memory
+    with pytest.raises(ValueError, match="overlap"):
+        fresh(shared, *rest, over)  # a, b..e, x = rest[4], y 64 bytes into x
+    assert launches["full"] == 2
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 64), st.integers(0, 12)).map(lambda e: (16 * e[0], e[1] * 8)),
+        max_size=12,
+    )
+)
+def test_the_overlap_sweep_misses_no_pair_and_flags_only_touching_ones(extents):
+    """The sweep a warm call with many tensors makes before checking pairs one by one:
+    when any two ranges overlap or start together it says so, and when it says so some
+    two do (an empty range counting as one byte)."""
+    touching = any(
+        a[0] == b[0] or ranges_overlap(*a, *b)
+        for i, a in enumerate(extents)
+        for b in extents[i + 1 :]
+    )
+    widened = [(start, max(nbytes, 1)) for start, nbytes in extents]
+    touching_widened = any(
+        ranges_overlap(*a, *b) for i, a in enumerate(widened) for b in widened[i + 1 :]
+    )
+    found = warm_calls._some_overlap(extents)
+    assert found == touching_widened
+    assert found or not touching
