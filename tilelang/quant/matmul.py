@@ -180,7 +180,6 @@ def plan(
 # ---------------------------------------------------------------------------- matmul
 
 
-@accepts_host_tensors
 def matmul(
     x: Any,
     qw: QuantizedWeight,
@@ -219,6 +218,12 @@ def matmul(
     if gpu.is_device_array(x):
         plans = cached(qw, "call plans", lambda: call_plans.CallPlans(_device_call(qw)))
         return plans((x, bias, out, arch, method_for(tune, True)), {})
+    return _host_matmul(x, qw, bias, out, arch, tune)
+
+
+@accepts_host_tensors
+def _host_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch, tune) -> Any:
+    """The CPU-backend path of `matmul` (other libraries' host tensors as numpy views)."""
     method = method_for(tune, False)
     if not isinstance(x, np.ndarray):
         raise TypeError(

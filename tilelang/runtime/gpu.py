@@ -126,6 +126,8 @@ def itemsize(typestr: str) -> int:
 def is_device_array(obj: object) -> bool:
     if isinstance(obj, dlpack.DeviceView):
         return True
+    if dlpack.is_torch_kind(type(obj)):  # not its __cuda_array_interface__: a dict each time
+        return bool(getattr(obj, "is_cuda", False))
     try:
         return hasattr(obj, "__cuda_array_interface__")
     except (KeyError, TypeError):  # a GPU tensor whose interface has no type string
@@ -452,9 +454,16 @@ class Launcher:
         self._fields = tuple(
             (p.name, None if p.is_tensor else scalar_bits(p.dtype)) for p in params
         )
+        self._pointer_slots = tuple(
+            (i, name) for i, (name, bits) in enumerate(self._fields) if bits is None
+        )
         self._struct, self._offsets = parameter_struct(params)
         self._local = threading.local()
         self._function = None
+        # The scalars' encoded values for the last scalars dict packed, with that dict:
+        # warm calls and call plans pass the same dict every launch (one tuple: threads
+        # read and replace it whole).
+        self._encoded: tuple[dict | None, list] = (None, [])
 
     def __call__(
         self, pointers: dict[str, int], scalars: dict[str, int | float], grid, stream: int
@@ -476,9 +485,13 @@ class Launcher:
     def pack(self, pointers: dict[str, int], scalars: dict[str, int | float]) -> int:
         """The parameters written into this thread's buffer; the address of the array
         of pointers to them (cuLaunchKernel's kernelParams)."""
-        values = [
-            pointers[name] if bits is None else bits(scalars[name]) for name, bits in self._fields
-        ]
+        given, encoded = self._encoded
+        if given is not scalars:
+            encoded = [None if bits is None else bits(scalars[name]) for name, bits in self._fields]
+            self._encoded = (scalars, encoded)
+        values = list(encoded)
+        for slot, name in self._pointer_slots:
+            values[slot] = pointers[name]
         buffer, addresses = self._buffers()
         self._struct.pack_into(buffer, 0, *values)
         return addresses
