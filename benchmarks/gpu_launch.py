@@ -40,6 +40,7 @@ N = 1024
 CALLS = 200  # a loop: well under the driver's queue of pending launches
 ROUNDS = 15
 TARGET_OVER_BARE_S = 10e-6
+HIDDEN = 4096  # the library case's hidden size: rms_norm [1, H], quant.matmul k = n = H
 
 
 def bare_launch(torch, build, pointers: dict[str, int], n: int) -> Callable[[], Any]:
@@ -178,11 +179,11 @@ def library_calls_case() -> Case:
         from tilelang.runtime import call_plans, gpu
 
         generator = torch.Generator(device="cuda").manual_seed(0)
-        x = torch.randn(1, 4096, device="cuda", generator=generator).half()
-        w = torch.randn(4096, device="cuda", generator=generator).half()
-        weights = np.random.default_rng(0).standard_normal((4096, 4096)).astype(np.float32)
+        x = torch.randn(1, HIDDEN, device="cuda", generator=generator).half()
+        w = torch.randn(HIDDEN, device="cuda", generator=generator).half()
+        weights = np.random.default_rng(0).standard_normal((HIDDEN, HIDDEN)).astype(np.float32)
         qw = quant.quantize(weights, "u4", group_size=128)
-        exact = torch.from_numpy(qw.dequantize().astype(np.float32)).to("cuda")
+        exact = torch.from_numpy(qw.dequantize().astype(np.float32)).to(x.device)
         dense = exact.half()  # torch's own call: cuBLAS on the f16 weights
         start = time.perf_counter()
         K.rms_norm(x, w)
@@ -203,14 +204,14 @@ def library_calls_case() -> Case:
         norm = lambda: K.rms_norm(x, w)  # noqa: E731
         matmul = lambda: quant.matmul(x, qw, tune=False)  # noqa: E731
         vector_add = load_example("vector_add").vector_add
-        a, b, c = (torch.empty(N, device="cuda") for _ in range(3))
+        a, b, c = (torch.empty(N, device=x.device) for _ in range(3))
         vector_add(a, b, c)
         pointers = {"x": a.data_ptr(), "y": b.data_ptr(), "out": c.data_ptr()}
         build = vector_add.compile(target=gpu.device_arch()).cuda
         launches = {
             "rms_norm": norm,
             "rms_norm full": full(norm),
-            "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (4096,), w, 1e-6),
+            "torch rms_norm": lambda: torch.nn.functional.rms_norm(x, (HIDDEN,), w, 1e-6),
             "quant.matmul": matmul,
             "quant.matmul full": full(matmul),
             "torch matmul": lambda: torch.matmul(x, dense),
@@ -222,7 +223,9 @@ def library_calls_case() -> Case:
         us = {name: value * 1e6 for name, value in median.items()}
         return benchmark_record(
             shape="library calls of a decode step: host time per call (torch CUDA tensors)",
-            ours=measurement("tilelang.kernels.rms_norm [1, 4096], planned", median["rms_norm"]),
+            ours=measurement(
+                f"tilelang.kernels.rms_norm [1, {HIDDEN}], planned", median["rms_norm"]
+            ),
             baseline=measurement("torch.nn.functional.rms_norm", median["torch rms_norm"]),
             floor=bare_floor(median["bare"]),
             timing=timing("rms_norm"),
@@ -230,7 +233,7 @@ def library_calls_case() -> Case:
             check="rms_norm and quant.matmul against float32 torch references after the loops",
             notes=(
                 f"rms_norm full call (no plan): {us['rms_norm full']:.1f} us; "
-                f"quant.matmul u4 m=1 k=n=4096: planned {us['quant.matmul']:.1f} us, "
+                f"quant.matmul u4 m=1 k=n={HIDDEN}: planned {us['quant.matmul']:.1f} us, "
                 f"full {us['quant.matmul full']:.1f} us, torch.matmul of the f16 weights "
                 f"{us['torch matmul']:.1f} us; the bare launch {us['bare']:.1f} us"
             ),

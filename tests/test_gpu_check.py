@@ -813,7 +813,8 @@ def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
     """`benchmarks/gpu_launch.py` end to end with the CPU standing in: the kernel call and
     the torch op run on the CPU backend, and the bare launch's `cuLaunchKernel` adds the
     vectors it is handed through its parameter array (host pointers here), so the
-    benchmark's own check holds only if it passed x, y, out and N right."""
+    benchmark's own check holds only if it passed x, y, out and N right. Its library
+    case runs whole too, at a small hidden size, on CPU torch tensors."""
     import ctypes
 
     import gpu_launch
@@ -838,9 +839,10 @@ def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
     monkeypatch.setattr(gpu_launch, "_sleep_cycles_per_second", lambda torch: 1e9)
     monkeypatch.setattr(gpu_launch, "ROUNDS", 3)
     monkeypatch.setattr(gpu_launch, "CALLS", 5)
+    monkeypatch.setattr(gpu_launch, "HIDDEN", 256)  # the library case, small
     context = gpu_common.Context()
     context.__dict__["torch"] = CpuTorch()  # the cached property, filled
-    case = gpu_launch.cases()[0]
+    case, library = gpu_launch.cases()
     record = case.run(context)
     assert record["kind"] == "benchmark" and "host time per launch" in record["shape"]
     assert record["floor"]["label"] == "bare cuLaunchKernel (cuda-python)"
@@ -850,6 +852,12 @@ def test_the_launch_benchmark_rehearsed_on_the_cpu(monkeypatch):
         [{"key": "bench-launch", "title": "launch", "results": [{"data": record}]}]
     )
     assert any("bare cuLaunchKernel" in line for line in table)
+    # The library case: rms_norm and quant.matmul on CPU torch tensors (the CPU backend,
+    # through `runtime.host_calls`), checked against float32 torch after the loops.
+    record = library.run(context)
+    assert record["ours"]["label"].startswith("tilelang.kernels.rms_norm")
+    assert "quant.matmul u4 m=1 k=n=256: planned" in record["notes"]
+    assert record["floor"]["label"] == "bare cuLaunchKernel (cuda-python)"
 
 
 def test_the_library_calls_check_holds_for_right_results_only():
