@@ -204,7 +204,7 @@ def library_calls_case() -> Case:
         norm = lambda: K.rms_norm(x, w)  # noqa: E731
         matmul = lambda: quant.matmul(x, qw, tune=False)  # noqa: E731
         vector_add = load_example("vector_add").vector_add
-        a, b, c = (torch.empty(N, device=x.device) for _ in range(3))
+        a, b, c = (torch.zeros(N, device=x.device) for _ in range(3))
         vector_add(a, b, c)
         pointers = {"x": a.data_ptr(), "y": b.data_ptr(), "out": c.data_ptr()}
         build = vector_add.compile(target=gpu.device_arch()).cuda
