@@ -17,7 +17,7 @@ from tilelang.dtypes import DType
 from tilelang.kernel import Kernel
 from tilelang.lang import api
 from tilelang.runtime import call_plans, dlpack, gpu
-from tilelang.runtime.host_tensor import numpy_dtype
+from tilelang.runtime.host_tensor import numpy_dtype, values_dtype
 
 tl = api.tl  # the kernel language, as every kernel of the package spells it
 
@@ -97,35 +97,18 @@ def same_place(values: dict[str, Any]) -> bool:
 def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:
     """An uninitialized output of `shape` and `dtype` where `like` lives (a numpy array,
     a torch tensor on its device, or a `tilelang.DeviceBuffer`)."""
-    host_dtype = host_numpy_dtype(dtype)
+    host_dtype = values_dtype(dtype)
     if isinstance(like, np.ndarray):
         return np.empty(shape, host_dtype)
     if gpu.is_torch_tensor(like):
         import torch  # a torch tensor was handed over, so torch is there
 
         make = functools.partial(
-            torch.empty, shape, dtype=_torch_dtype(torch, dtype), device=like.device
+            torch.empty, shape, dtype=dlpack.torch_dtype_of(dtype), device=like.device
         )
     else:
         make = functools.partial(gpu.DeviceBuffer.empty, shape, host_dtype)
     return call_plans.allocated(make)
-
-
-def _torch_dtype(torch: Any, dtype: DType) -> Any:
-    return {
-        dtypes.f32: torch.float32,
-        dtypes.f16: torch.float16,
-        dtypes.bf16: torch.bfloat16,
-        dtypes.i32: torch.int32,
-    }[dtype]
-
-
-def host_numpy_dtype(dtype: DType) -> np.dtype:
-    if dtype == dtypes.bf16:
-        import ml_dtypes  # bf16 host arrays are ml_dtypes arrays
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype({dtypes.f32: np.float32, dtypes.f16: np.float16, dtypes.i32: np.int32}[dtype])
 
 
 def f32_host(x: Any) -> Any:
@@ -149,7 +132,7 @@ def placeholder(
     call then allocates and fills nothing for it; no launch writes it, and one tensor may
     fill several read-only slots). With `shape`: fresh zeros of that shape (an output,
     such as the final state of no steps)."""
-    host = np.zeros((1,) * rank if shape is None else shape, host_numpy_dtype(dtype))
+    host = np.zeros((1,) * rank if shape is None else shape, values_dtype(dtype))
     if isinstance(like, np.ndarray):
         return host
     if gpu.is_torch_tensor(like):
@@ -157,7 +140,7 @@ def placeholder(
 
         place: Any = str(like.device)
         make = functools.partial(
-            torch.zeros, host.shape, dtype=_torch_dtype(torch, dtype), device=like.device
+            torch.zeros, host.shape, dtype=dlpack.torch_dtype_of(dtype), device=like.device
         )
     else:
         place = "driver"  # tilelang.DeviceBuffer, for every __cuda_array_interface__ tensor

@@ -82,10 +82,6 @@ class _Recording:
     launches: list[tuple[Any, dict[str, int], dict[str, Any], tuple[int, ...], int, tuple]]
 
 
-def _recording() -> _Recording | None:
-    return getattr(_local, "recording", None)
-
-
 def launched(
     build: Any,
     pointers: dict[str, int],

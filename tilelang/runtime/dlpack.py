@@ -259,6 +259,13 @@ def torch_dtypes() -> dict[Any, DType]:
     }
 
 
+@functools.cache
+def torch_dtype_of(dtype: DType) -> Any:
+    """torch's dtype for a whole-byte tilelang `dtype` (`torch_dtypes` the other way; a
+    KeyError for a type torch has none of)."""
+    return {ours: theirs for theirs, ours in torch_dtypes().items()}[dtype]
+
+
 #: Whether numpy's importer takes DLPack 1.0 capsules (numpy >= 2.1); before, they
 #: are viewed as legacy ones are, their read-only flag kept.
 NUMPY_READS_DLPACK_1 = np.lib.NumpyVersion(np.__version__) >= "2.1.0"

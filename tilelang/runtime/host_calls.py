@@ -19,31 +19,11 @@ from typing import Any
 import numpy as np
 
 from tilelang import dtypes
-from tilelang.dtypes import DType
 from tilelang.runtime import dlpack
+from tilelang.runtime.host_tensor import values_dtype
 
 #: Argument types passed through untouched, checked first (the common case).
 _PLAIN = (bool, int, float, str, type(None), np.ndarray)
-
-#: tilelang dtype -> the numpy (or ml_dtypes) name of its values, where the name differs.
-_VALUE_NAMES = {
-    "f16": "float16", "f32": "float32", "f64": "float64", "bf16": "bfloat16",
-    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2", "e8m0": "float8_e8m0fnu",
-}  # fmt: skip
-
-
-@functools.cache
-def values_dtype(dtype: DType) -> np.dtype:
-    """The numpy dtype of `dtype`'s values: numpy's own, or ml_dtypes' (bf16, f8, e8m0);
-    whole-byte integers as themselves."""
-    name = _VALUE_NAMES.get(dtype.name)
-    if name is None:
-        return np.dtype(f"{'int' if dtype.signed else 'uint'}{dtype.bits}")
-    if hasattr(np, name):
-        return np.dtype(name)
-    import ml_dtypes  # bf16 and the f8 types: numpy has no name for them
-
-    return np.dtype(getattr(ml_dtypes, name))
 
 
 def _host_view(value: Any) -> np.ndarray | None:
@@ -83,7 +63,7 @@ def _as_torch(array: np.ndarray) -> Any:
     if array.dtype.kind != "V":
         return torch.from_numpy(array)
     width = {1: np.uint8, 2: np.int16, 4: np.int32}[array.dtype.itemsize]
-    wanted = {t: k for k, t in dlpack.torch_dtypes().items()}[dtypes.dtype(array.dtype)]
+    wanted = dlpack.torch_dtype_of(dtypes.dtype(array.dtype))
     return torch.from_numpy(array.view(width)).view(wanted)
 
 

@@ -15,7 +15,8 @@ This module owns `HostTensor`: one global tensor argument seen as a numpy array 
 
 `numpy_dtype(np_dtype)` is the tilelang dtype a numpy dtype names (or None), cached:
 every call of a kernel asks it for every tensor, and parsing the name each time would
-cost more than the rest of a warm call's argument checks.
+cost more than the rest of a warm call's argument checks. `values_dtype(dtype)` goes the
+other way for the whole-byte types: the numpy (or ml_dtypes) dtype of their values.
 """
 
 from __future__ import annotations
@@ -90,6 +91,27 @@ def numpy_dtype(np_dtype: np.dtype) -> DType | None:
         return dtype(np_dtype)
     except (ValueError, TypeError):
         return None
+
+
+#: tilelang dtype -> the numpy (or ml_dtypes) name of its values, where the name differs.
+_VALUE_NAMES = {
+    "f16": "float16", "f32": "float32", "f64": "float64", "bf16": "bfloat16",
+    "f8e4m3": "float8_e4m3fn", "f8e5m2": "float8_e5m2", "e8m0": "float8_e8m0fnu",
+}  # fmt: skip
+
+
+@functools.cache
+def values_dtype(dtype: DType) -> np.dtype:
+    """The numpy dtype of a whole-byte `dtype`'s values: numpy's own, or ml_dtypes' (bf16,
+    f8, e8m0); integers as themselves."""
+    name = _VALUE_NAMES.get(dtype.name)
+    if name is None:
+        return np.dtype(f"{'int' if dtype.signed else 'uint'}{dtype.bits}")
+    if hasattr(np, name):
+        return np.dtype(name)
+    import ml_dtypes  # bf16 and the f8 types: numpy has no name for them
+
+    return np.dtype(getattr(ml_dtypes, name))
 
 
 def _dtype_of_array(array: np.ndarray) -> DType:

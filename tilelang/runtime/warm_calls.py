@@ -33,8 +33,8 @@ MAX_WARM_CALLS = 64
 
 
 #: Above this many (written, other) tensor pairs, a warm call first sorts the extents and
-#: looks for any overlap at all (a paged-decode launch has 17 tensors, 5 of them written:
-#: 70 pairs, about 14 us one by one), and checks the pairs only when it finds one.
+#: looks for any overlap at all (paged decode's split kernel has 14 tensors, 5 of them
+#: written: 55 pairs), and checks the pairs only when it finds one.
 PAIRS_CHECKED_ONE_BY_ONE = 8
 
 
@@ -61,17 +61,16 @@ class WarmCall:
     tensors: tuple[tuple[str, int, int], ...]  # (name, position, bytes) per tensor
     overlapping: tuple[tuple[int, int], ...]  # tensor index pairs with a written one
     stored: tuple[int, ...]  # positions of the tensors the kernel writes
-    written: tuple[str, ...]  # and their names
     facts: tuple[tuple[int, Any], ...]  # (position, fact) per value fact stated
-    read_only: tuple[int, ...]  # tensor indices the kernel only reads
+    written: tuple[int, ...]  # indices in `tensors` of those the kernel writes
+    read: tuple[int, ...]  # and of the others
 
     def _may_overlap(self, extents: list[tuple[int, int]]) -> bool:
         """Whether a written tensor may overlap another: the sweep over the written
         extents and the read-only ones, each read-only range once (a tensor that fills
         several read-only slots is no overlap)."""
-        read = {extents[i] for i in self.read_only}
-        written = [extents[i] for i in range(len(extents)) if i not in self.read_only]
-        return _some_overlap([*written, *read])
+        read = {extents[i] for i in self.read}
+        return _some_overlap([*(extents[i] for i in self.written), *read])
 
     def __call__(self, args: tuple, addresses: list[int | None]) -> tuple[bool, Any]:
         """(launched, what the call returns); nothing launched when an address check or
@@ -95,7 +94,8 @@ class WarmCall:
         stream = gpu.current_stream([args[position] for _, position, _ in self.tensors])
         gpu.launch(self.build, pointers, self.scalars, self.grid, stream)
         if call_plans.recording:
-            call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, self.written)
+            names = tuple(self.tensors[i][0] for i in self.written)
+            call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, names)
         outputs = tuple(args[position] for position in self.stored)
         return True, outputs[0] if len(outputs) == 1 else (outputs or None)
 
@@ -162,15 +162,8 @@ def warm_call(
     )
     stored = tuple(runtime.index(name) for name in bound.stored)
     stated = tuple((runtime.index(name), fact) for name, fact in facts)
-    read_only = tuple(i for i, name in enumerate(names) if name not in written)
+    writes = tuple(i for i, name in enumerate(names) if name in written)
+    reads = tuple(i for i, name in enumerate(names) if name not in written)
     return WarmCall(
-        build,
-        scalars,
-        tuple(grid),
-        tensors,
-        overlapping,
-        stored,
-        tuple(bound.stored),
-        stated,
-        read_only,
+        build, scalars, tuple(grid), tensors, overlapping, stored, stated, writes, reads
     )

@@ -30,23 +30,16 @@ from __future__ import annotations
 
 import functools
 
-import ml_dtypes
 import numpy as np
 import torch
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.runtime.dlpack import TORCH_DTYPES, torch_dtypes
+from tilelang.runtime.host_tensor import values_dtype
 
 _WHOLE_BYTE = {tl: getattr(torch, name) for name, tl in TORCH_DTYPES.items()}
-# The numpy dtype of each whole-byte type (ml_dtypes' for those numpy lacks), and the
-# torch integer type of each width, through which a CPU tensor becomes a numpy view.
-_NUMPY = {
-    "bf16": ml_dtypes.bfloat16,
-    "f8e4m3": ml_dtypes.float8_e4m3fn,
-    "f8e5m2": ml_dtypes.float8_e5m2,
-    "e8m0": ml_dtypes.float8_e8m0fnu,
-}
+# The torch integer type of each width, through which a CPU tensor becomes a numpy view.
 _SAME_WIDTH = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 
@@ -75,10 +68,7 @@ def numpy_dtype(dtype: DType) -> np.dtype:
     """The numpy dtype a whole-byte `dtype`'s values have (bf16 and the f8 types:
     ml_dtypes'), so the kernel's call reads a view of them as that dtype."""
     torch_dtype(dtype)  # a TypeError for types torch cannot carry
-    found = _NUMPY.get(dtype.name)
-    if found is not None:
-        return np.dtype(found)
-    return np.dtype(str(_WHOLE_BYTE[dtype.name]).removeprefix("torch."))
+    return values_dtype(dtype)
 
 
 def host_array(tensor: torch.Tensor, dtype: DType) -> np.ndarray:
