@@ -197,3 +197,16 @@ def test_the_overlap_sweep_misses_no_pair_and_flags_only_touching_ones(extents):
     found = warm_calls._some_overlap(extents)
     assert found == touching_widened
     assert found or not touching
+
+
+def test_a_full_memo_drops_only_its_oldest_key(launches, monkeypatch):
+    monkeypatch.setattr(warm_calls, "MAX_WARM_CALLS", 3)
+    vector_add = fresh_vector_add()
+    for n in (1000, 2000, 3000, 4000):  # the fourth key drops the first
+        vector_add(*tensors(0x7F0000000000, (n,)))
+    assert launches["full"] == 4
+    for n in (2000, 3000, 4000):
+        vector_add(*tensors(0x7F0000000000, (n,)))
+    assert launches["full"] == 4
+    vector_add(*tensors(0x7F0000000000, (1000,)))
+    assert launches["full"] == 5

@@ -28,7 +28,9 @@ from typing import Any
 from tilelang.runtime import call_plans, gpu, value_facts
 from tilelang.runtime.arguments import BoundDeviceArguments, ranges_overlap
 
-#: Keys kept per kernel before the memo starts over (a kernel called at many shapes).
+#: Keys kept per kernel (a kernel called at many shapes). A new key beyond this drops the
+#: oldest one only, as call plans do: one new shape no longer costs every other shape its
+#: next call (a hit does not refresh a key; that would cost every warm call a re-insert).
 MAX_WARM_CALLS = 64
 
 
@@ -133,10 +135,12 @@ class WarmCalls:
             return None
 
     def remember(self, key: tuple, call: WarmCall) -> None:
-        if len(self._calls) >= MAX_WARM_CALLS:
-            self._calls.clear()
+        calls = self._calls
         with contextlib.suppress(TypeError):  # an unhashable constexpr or fact
-            self._calls[key] = call
+            calls.pop(key, None)  # re-inserted last: the newest
+            if len(calls) >= MAX_WARM_CALLS:
+                del calls[next(iter(calls))]
+            calls[key] = call
 
 
 def warm_call(
