@@ -407,10 +407,12 @@ def test_every_format_is_reachable():
      dict(format="mxfp6_e3m2"), dict(format="nvfp4"), dict(dtype="u7", scale_dtype="bf16")],
     ids=str,
 )  # fmt: skip
-def test_save_load_round_trip(tmp_path, kwargs: dict):
+@pytest.mark.parametrize("name", ["w.bin", "w.safetensors"])  # .bin: an .npz, no suffix added
+def test_save_load_round_trip(tmp_path, kwargs: dict, name: str):
     qw = quantize(weights(seed=2), **kwargs)
-    path = tmp_path / "w.bin"  # saved exactly there: no .npz appended
+    path = tmp_path / name
     qw.save(path)
+    assert path.read_bytes()[:2] == b"PK" or name.endswith(".safetensors")
     back = QuantizedWeight.load(path)
     assert back.codes == qw.codes and back.shape == qw.shape and back.format == qw.format
     assert (back.scale_dtype, back.group_size, back.tensor_scale) == (
@@ -536,6 +538,56 @@ def test_packed_weights_keep_their_codes_and_files(tmp_path):
         assert str(archive["packing_operand"]) == "bf16"
     back = QuantizedWeight.load(path)
     assert back.packing == packed.packing and back.codes == packed.codes
+
+
+def test_safetensors_files_hold_the_fields_as_tensors_and_metadata(tmp_path):
+    """Read with safetensors itself: strings are metadata, everything else a tensor; a
+    dot-packed weight keeps its packing; files that are not ours are refused."""
+    import safetensors.numpy as safetensors_numpy  # the test extra installs it
+    from safetensors import safe_open
+
+    path = tmp_path / "w.safetensors"
+    packed = quantize(weights(seed=9), "u3", group_size=32, zero_point=True).pack_for_dot(
+        (32, 128), operand="bf16"
+    )
+    packed.save(path)
+    with safe_open(path, framework="numpy") as f:
+        metadata = f.metadata()
+    tensors = safetensors_numpy.load_file(path)
+    assert metadata["packing"] == "dot" and metadata["packing_operand"] == "bf16"
+    assert metadata["dtype"] == "u3" and "dtype" not in tensors
+    assert int(tensors["version"]) == 2 and tensors["packing_tile"].tolist() == [32, 128]
+    np.testing.assert_array_equal(tensors["codes"], packed.codes.data)
+    back = QuantizedWeight.load(path)
+    assert back.packing == packed.packing and back.codes == packed.codes
+    np.testing.assert_array_equal(back.zeros, packed.zeros)
+
+    newer, foreign = tmp_path / "newer.safetensors", tmp_path / "model.safetensors"
+    safetensors_numpy.save_file({**tensors, "version": np.asarray(3)}, newer, metadata)
+    safetensors_numpy.save_file({"weight": np.ones((2, 2), np.float32)}, foreign, {"format": "pt"})
+    with pytest.raises(ValueError, match="version 3 is not supported"):
+        QuantizedWeight.load(newer)
+    with pytest.raises(ValueError, match="no 'version' array") as info:
+        QuantizedWeight.load(foreign)
+    assert str(foreign) in str(info.value)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"not a tilelang quantized-weight file \(safetensors\)"):
+        QuantizedWeight.load(cut)
+
+
+def test_without_the_safetensors_package_the_error_says_what_to_install(tmp_path, monkeypatch):
+    qw = quantize(weights(), "u4", group_size=64)
+    written = tmp_path / "w.safetensors"
+    qw.save(written)
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)
+    for action in (lambda: qw.save(tmp_path / "other.safetensors"),
+                   lambda: QuantizedWeight.load(written)):  # fmt: skip
+        with pytest.raises(ImportError, match=r"needs the optional package safetensors \(pip"):
+            action()
+    qw.save(tmp_path / "w.npz")  # needs nothing
+    assert QuantizedWeight.load(tmp_path / "w.npz").codes == qw.codes
 
 
 def test_version_1_files_are_still_read(tmp_path):

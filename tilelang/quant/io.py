@@ -1,6 +1,13 @@
-"""The file form of a quantized weight: named arrays in a numpy ``.npz`` archive with a
-format version. This module knows files and versions, not weights: `QuantizedWeight`
-(tilelang.quant.weight) says which arrays it writes and how it reads them back.
+"""The file form of a quantized weight: named arrays with a format version, in a numpy
+``.npz`` archive or, for a path ending in ``.safetensors``, a safetensors file (the
+optional `safetensors` package). This module knows files and versions, not weights:
+`QuantizedWeight` (tilelang.quant.weight) says which arrays it writes and how it reads
+them back.
+
+Both containers hold the same fields. In a safetensors file the string fields are its
+``__metadata__`` (string to string, which is all safetensors allows there) and every
+other field a tensor; `read` tells the containers apart by their first bytes, not by
+the file's name, and hands back the same arrays either way.
 
 Version 2 holds (``[G, N]`` per group along K):
 
@@ -22,6 +29,7 @@ with a ValueError naming the file and the versions it reads.
 
 from __future__ import annotations
 
+import importlib
 import os
 import zipfile
 from typing import Any
@@ -49,6 +57,9 @@ def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
     assert not unknown, f"not part of the file format: {sorted(unknown)}"
     payload = {name: np.asarray(value) for name, value in arrays.items() if value is not None}
     payload["version"] = np.asarray(VERSION, dtype=np.int64)
+    if os.fspath(path).endswith(".safetensors"):
+        _write_safetensors(path, payload)
+        return
     with open(path, "wb") as f:
         np.savez(f, **payload)
 
@@ -56,16 +67,7 @@ def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
 def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of a version-1 or version-2 file (OPTIONAL ones absent from the dict if
     absent; ``version`` says which)."""
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not hasattr(loaded, "files"):  # an .npy file holds one array
-            raise ValueError("it holds a single array, not an .npz archive")
-        with loaded as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not a tilelang quantized-weight file (.npz): {error}") from None
+    arrays = _read_safetensors(path) if _is_safetensors(path) else _read_npz(path)
     if "version" not in arrays:
         raise ValueError(f"{path}: no 'version' array: not a tilelang quantized-weight file")
     version = arrays["version"]
@@ -79,6 +81,62 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"{path}: version {int(version)} file lacks {', '.join(missing)}")
     return arrays
+
+
+def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # an .npy file holds one array
+            raise ValueError("it holds a single array, not an .npz archive")
+        with loaded as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a tilelang quantized-weight file (.npz): {error}") from None
+    return arrays
+
+
+def _is_safetensors(path: str | os.PathLike) -> bool:
+    """A safetensors file starts with its header's length (8 bytes, little-endian) and
+    the header, a JSON object; an .npz archive starts with a zip signature."""
+    with open(path, "rb") as f:
+        start = f.read(9)
+    return len(start) == 9 and start[8:9] == b"{" and start[:2] != b"PK"
+
+
+def _safetensors(path: str | os.PathLike, doing: str) -> Any:
+    """The safetensors package (its `numpy` submodule imported), or a clear ImportError."""
+    try:
+        importlib.import_module("safetensors.numpy")
+        return importlib.import_module("safetensors")
+    except ImportError:
+        raise ImportError(
+            f"{path}: {doing} a safetensors file needs the optional package safetensors "
+            "(pip install safetensors); an .npz path needs nothing"
+        ) from None
+
+
+def _write_safetensors(path: str | os.PathLike, payload: dict[str, np.ndarray]) -> None:
+    module = _safetensors(path, "writing")
+    strings = {name: str(a) for name, a in payload.items() if a.dtype.kind == "U"}
+    # np.ascontiguousarray would make 0-d fields 1-d
+    tensors = {name: np.array(a, order="C") for name, a in payload.items() if name not in strings}
+    module.numpy.save_file(tensors, path, metadata=strings)
+
+
+def _read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    module = _safetensors(path, "reading")
+    try:
+        with module.safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except (OSError, ValueError, module.SafetensorError) as error:
+        raise ValueError(
+            f"{path}: not a tilelang quantized-weight file (safetensors): {error}"
+        ) from None
+    strings = {name: np.asarray(text) for name, text in metadata.items() if name not in arrays}
+    return {**strings, **arrays}
 
 
 def text(arrays: dict[str, np.ndarray], name: str, path: str | os.PathLike) -> str:

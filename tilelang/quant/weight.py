@@ -272,8 +272,10 @@ class QuantizedWeight:
     # ------------------------------------------------------------------ files
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the weight to `path` (an ``.npz`` archive, tilelang.quant.io format),
-        its codes as they are held (plain, or packed with the packing's parameters)."""
+        """Write the weight to `path`, its codes as they are held (plain, or packed with
+        the packing's parameters): a safetensors file when `path` ends in
+        ``.safetensors`` (needs the safetensors package), else an ``.npz`` archive written
+        to exactly `path` (tilelang.quant.io has the format)."""
         io.write(path, self.arrays())
 
     def arrays(self) -> dict[str, Any]:
@@ -299,7 +301,8 @@ class QuantizedWeight:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QuantizedWeight:
-        """Read a weight `save` wrote; a ValueError names the file and what is wrong."""
+        """Read a weight `save` wrote (.npz or safetensors, told apart by the file's
+        first bytes); a ValueError names the file and what is wrong."""
         return cls.from_arrays(io.read(path), path)
 
     @classmethod
