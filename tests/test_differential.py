@@ -214,11 +214,13 @@ def loop_rows(
         v = regs[-1]
         if MODE == "ew":
             acc = COMBINE[OP](acc, v)
+        elif MODE == "reduce" and OP == "add":  # dtype=: wrapping at TO's width as acc does
+            acc = acc + tl.sum(v, axis=1, keepdims=True, dtype=TO)
         elif MODE == "reduce":
-            acc = COMBINE[OP](acc, REDUCE["sum" if OP == "add" else OP](v, axis=1, keepdims=True))
+            acc = COMBINE[OP](acc, REDUCE[OP](v, axis=1, keepdims=True))
         else:
-            tl.store(out, [bm * BM, n], tl.cumsum(v, axis=1) + acc)
-            acc = acc + tl.sum(v, axis=1, keepdims=True)
+            tl.store(out, [bm * BM, n], tl.cumsum(v, axis=1, dtype=TO) + acc)
+            acc = acc + tl.sum(v, axis=1, keepdims=True, dtype=TO)
     if MODE != "scan":
         tl.store(out, [bm * BM, 0], acc)
 
@@ -325,6 +327,15 @@ def _broadcast(s1: tuple[int, ...], s2: tuple[int, ...]) -> tuple[int, ...] | No
     return tuple(max(x, y) for x, y in zip(s1, s2, strict=True))
 
 
+def _accumulated(name: str, op: str) -> str:
+    """docs/ops.md: integer sums and products of fewer than 32 bits are 32-bit, unsigned
+    ones u32; booleans (u1) count in i32."""
+    dtype = tl.dtype(name)
+    if op not in ("sum", "prod") or dtype.is_float or dtype.bits >= 32:
+        return name
+    return "u32" if not dtype.signed and dtype.bits > 1 else "i32"
+
+
 def _nan_free(name: str, clean: bool) -> bool:
     """Whether a value of dtype `name` surely holds no NaN (`clean`: its inputs hold none;
     float arithmetic can make one: inf - inf, 0 / 0)."""
@@ -421,15 +432,16 @@ def _step(draw, regs: list[Reg], rank: int, kinds: tuple[str, ...]) -> tuple[tup
         op = draw(st.sampled_from(["max", "min"] if dt.is_float else ["sum", "prod", "max", "min"]))
         axis = draw(st.sampled_from([None, *range(rank)] if kind == "reduce" else range(rank)))
         flag = draw(st.booleans())
+        out = _accumulated(x.dtype, op)
         if kind == "scan":
-            return ("scan", op, axis, flag, i), Reg(x.dtype, x.shape, x.clean)
+            return ("scan", op, axis, flag, i), Reg(out, x.shape, x.clean)
         if axis is None:  # every axis, keepdims: a [1] or [1, 1] tile
-            return ("reduce", op, None, True, i), Reg(x.dtype, (1,) * rank, x.clean)
+            return ("reduce", op, None, True, i), Reg(out, (1,) * rank, x.clean)
         if rank == 1 or flag:  # keepdims (a 1-D reduction without it would be rank 0)
             shape = (*x.shape[:axis], 1, *x.shape[axis + 1 :])
-            return ("reduce", op, axis, True, i), Reg(x.dtype, shape, x.clean)
+            return ("reduce", op, axis, True, i), Reg(out, shape, x.clean)
         shape = (*x.shape[:axis], 1, *x.shape[axis + 1 :])
-        return ("reduce", op, axis, False, i), Reg(x.dtype, shape, x.clean)
+        return ("reduce", op, axis, False, i), Reg(out, shape, x.clean)
     if kind == "trans" and rank == 2:
         return ("trans", i), Reg(x.dtype, x.shape[::-1], x.clean)
     if kind == "reshape" and rank == 2:

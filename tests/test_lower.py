@@ -142,7 +142,7 @@ def test_a_run_of_three_elements_moves_in_legal_widths():
     # 8 or 16 bytes (found by the differential tests: a 3-byte st.shared).
     @tl.kernel(warps=1)
     def sum3(x: tl.Tensor[tl.i8, "N"], y: tl.Tensor[tl.i8, "N"]):
-        tl.store(y, [0], tl.sum(tl.load(x, [0], [3]), axis=0, keepdims=True))
+        tl.store(y, [0], tl.sum(tl.load(x, [0], [3]), axis=0, keepdims=True, dtype=tl.i8))
 
     widths = {s.width for s in statements(sum3.compile(), t.SharedStore)}
     assert widths and widths <= {1, 2, 4, 8, 16}

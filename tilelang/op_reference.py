@@ -63,7 +63,14 @@ def _reductions() -> str:
     return (
         "## Reductions and scans\n\n"
         f"`reduce` operators: {', '.join(f'`{r}`' for r in REDUCTIONS)}. "
-        f"`scan` operators: {', '.join(f'`{s}`' for s in SCANS)}.\n"
+        f"`scan` operators: {', '.join(f'`{s}`' for s in SCANS)}.\n\n"
+        "`tl.sum`, `tl.prod`, `tl.cumsum` and `tl.cumprod` widen before they fold, as numpy "
+        "does: booleans and integers of fewer than 32 bits compute in i32 (unsigned ones in "
+        "u32) and the result has that type, so a count of a mask does not wrap; f16 and bf16 "
+        "compute in f32 and round once to their own type. `dtype=` converts the operand to "
+        "the type given and folds in it instead (the result has that type). The frontend "
+        "emits these casts around the `reduce`/`scan` instruction, which itself folds in its "
+        "operand's type. `max`, `min` and the bitwise reductions keep the operand's type.\n"
     )
 
 

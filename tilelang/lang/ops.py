@@ -527,15 +527,41 @@ def _check_accumulator(operand: DType, accumulator: DType) -> None:
         )
 
 
-def _reduce(op: str, x, axis, keepdims: bool) -> Tile:
+def _accumulator(op: str, dtype: DType, requested: object) -> DType:
+    """The dtype a reduction or scan of `dtype` values computes in (docs/ops.md): the
+    `dtype=` the user asked for; else, for sums and products, 32 bits for booleans and
+    narrower integers (numpy and Triton widen too: a count of a mask must not wrap at
+    2) and f32 for f16/bf16 (folding in f16 stops growing at 2048, and the compiled
+    backends fold in their accumulator's type); else the operands' own."""
+    if requested is not None:
+        return as_dtype(requested)
+    if op not in ("sum", "prod"):
+        return dtype
+    if dtype in (dtypes.f16, dtypes.bf16):
+        return dtypes.f32
+    if not dtype.is_float and dtype.bits < 32:
+        return dtypes.u32 if not dtype.signed and dtype.bits > 1 else dtypes.i32
+    return dtype
+
+
+def _result(op: str, dtype: DType, requested: object) -> DType:
+    """The dtype of the result: as computed, but f16/bf16 sums and products round back
+    to their own type once (only the accumulation is wider)."""
+    if requested is None and op in ("sum", "prod") and dtype in (dtypes.f16, dtypes.bf16):
+        return dtype
+    return _accumulator(op, dtype, requested)
+
+
+def _reduce(op: str, x, axis, keepdims: bool, dtype: object = None) -> Tile:
     tile = require_tile(x, f"the argument of tl.{op}")
+    result = cast(tile, _accumulator(op, tile.dtype, dtype))
     if axis is None:
-        result = tile
         for _ in range(tile.ndim):
             result = _reduce_axis(op, result, 0)
+        result = cast(result, _result(op, tile.dtype, dtype))
         return reshape(result, (1,) * tile.ndim) if keepdims else result
     axis = _axis(axis, tile.ndim)
-    result = _reduce_axis(op, tile, axis)
+    result = cast(_reduce_axis(op, result, axis), _result(op, tile.dtype, dtype))
     if keepdims:
         return reshape(result, tile.shape[:axis] + (1,) + tile.shape[axis + 1 :])
     return result
@@ -549,12 +575,16 @@ def _reduce_axis(op: str, tile: Tile, axis: int) -> Tile:
     return emit_result(ir.Reduce, op, TileType(tile.dtype, shape), tile.var, op, axis)
 
 
-def sum(x, axis=None, keepdims=False) -> Tile:
-    return _reduce("sum", x, axis, keepdims)
+def sum(x, axis=None, keepdims=False, dtype=None) -> Tile:
+    """The sum along `axis` (all axes when None). Booleans and integers narrower than 32
+    bits sum in i32 (u32 if unsigned), f16/bf16 in f32 rounded once to their type;
+    `dtype` converts the operand first and is the result's type."""
+    return _reduce("sum", x, axis, keepdims, dtype)
 
 
-def prod(x, axis=None, keepdims=False) -> Tile:
-    return _reduce("prod", x, axis, keepdims)
+def prod(x, axis=None, keepdims=False, dtype=None) -> Tile:
+    """The product along `axis`, widened as `tl.sum` widens."""
+    return _reduce("prod", x, axis, keepdims, dtype)
 
 
 def max(x, axis=None, keepdims=False) -> Tile:
@@ -565,23 +595,25 @@ def min(x, axis=None, keepdims=False) -> Tile:
     return _reduce("min", x, axis, keepdims)
 
 
-def _scan(op: str, x, axis, reverse) -> Tile:
+def _scan(op: str, x, axis, reverse, dtype: object = None) -> Tile:
     assert op in SCANS
     tile = require_tile(x, f"the argument of tl.cum{op}")
     axis = _axis(axis, tile.ndim)
     if not isinstance(reverse, bool):
         raise current().error(f"reverse must be a compile-time bool, got {describe(reverse)}")
-    return emit_result(
-        ir.Scan, f"cum{op}", tile.type.with_dtype(tile.dtype), tile.var, op, axis, reverse
-    )
+    operand = cast(tile, _accumulator(op, tile.dtype, dtype))
+    scanned = emit_result(ir.Scan, f"cum{op}", operand.type, operand.var, op, axis, reverse)
+    return cast(scanned, _result(op, tile.dtype, dtype))
 
 
-def cumsum(x, axis=0, reverse=False) -> Tile:
-    return _scan("sum", x, axis, reverse)
+def cumsum(x, axis=0, reverse=False, dtype=None) -> Tile:
+    """Running sums along `axis`, widened as `tl.sum` widens."""
+    return _scan("sum", x, axis, reverse, dtype)
 
 
-def cumprod(x, axis=0, reverse=False) -> Tile:
-    return _scan("prod", x, axis, reverse)
+def cumprod(x, axis=0, reverse=False, dtype=None) -> Tile:
+    """Running products along `axis`, widened as `tl.sum` widens."""
+    return _scan("prod", x, axis, reverse, dtype)
 
 
 def cummax(x, axis=0, reverse=False) -> Tile:
