@@ -58,6 +58,8 @@ from tilelang.lang.elementwise import FUNCTIONS as _ELEMENTWISE
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import (
     arange,
+    argmax,
+    argmin,
     arrive,
     atomic_add,
     blocks,

@@ -35,6 +35,7 @@ from tilelang.lang.values import (
     cast,
     checked_layout,
     describe,
+    elementwise,
     emit_result,
     floor_divide,
     is_python_number,
@@ -593,6 +594,39 @@ def max(x, axis=None, keepdims=False) -> Tile:
 
 def min(x, axis=None, keepdims=False) -> Tile:
     return _reduce("min", x, axis, keepdims)
+
+
+@composite(ir.Reduce, ir.Arange, ir.Compute, ir.Full, ir.Broadcast, ir.Reshape)
+def argmax(x, axis=None, keepdims=False) -> Tile:
+    """The i32 index of the first maximum along `axis` (of the flattened tile when None),
+    NaN ignored as `tl.max` ignores it (a row of NaN only gives 0)."""
+    return _arg_extreme("max", x, axis, keepdims)
+
+
+@composite(ir.Reduce, ir.Arange, ir.Compute, ir.Full, ir.Broadcast, ir.Reshape)
+def argmin(x, axis=None, keepdims=False) -> Tile:
+    """The i32 index of the first minimum along `axis`, as `tl.argmax`."""
+    return _arg_extreme("min", x, axis, keepdims)
+
+
+def _arg_extreme(op: str, x, axis, keepdims: bool) -> Tile:
+    # The extreme, then the smallest index that holds it: two reductions, no pair scan.
+    tile = require_tile(x, f"the argument of tl.arg{op}")
+    if axis is None:
+        flat = reshape(tile, (math.prod(tile.shape),))
+        index = _arg_extreme(op, flat, 0, False)
+        return reshape(index, (1,) * tile.ndim) if keepdims else index
+    axis = _axis(axis, tile.ndim)
+    size = tile.shape[axis]
+    extreme = _reduce(op, tile, axis, keepdims=True)
+    line = [1] * tile.ndim
+    line[axis] = size
+    positions = broadcast_to(reshape(arange(0, size, dtypes.i32), line), tile.shape)
+    hit = tile == extreme
+    if tile.dtype.is_float:  # the extreme is NaN only when every element is
+        hit = hit | (extreme != extreme)
+    candidates = elementwise("where", hit, positions, full(tile.shape, size, dtypes.i32))
+    return _reduce("min", candidates, axis, keepdims)
 
 
 def _scan(op: str, x, axis, reverse, dtype: object = None) -> Tile:
