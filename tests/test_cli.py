@@ -1,4 +1,4 @@
-"""The `tilelang` command: the dtype table and layout pictures."""
+"""The `tilelang` command: the dtype table, layout pictures, and how errors are reported."""
 
 import xml.etree.ElementTree as ET
 
@@ -100,3 +100,52 @@ def test_main_loop_is_the_largest_backward_branch():
     loop = main_loop(sass)
     assert opcodes(loop) == {"HMMA.16816.F32": 1, "LDSM.16.M88.4": 1, "BRA": 1}
     assert main_loop("        /*0000*/  EXIT ;") is None
+
+
+BUGGY = """import tilelang as tl
+
+
+@tl.kernel
+def wrong(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor["WT", "N"], WT: tl.constexpr = tl.f16):
+    tl.store(y, [0], tl.load(x, [0], [16]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "{file}:wrong", "--arch", "cpu", "-o", "{out}"],
+         "buggy.py:6:5: error: storing a f32 tile into y"),
+        (["inspect", "{file}:wrong"], "buggy.py:6:5: error: storing a f32 tile into y"),
+        (["inspect", "{file}:wrong", "-D", "WT=banana"], "constexpr parameter WT expects a dtype"),
+        (["compile", "{file}:wrong", "-D", "WT=banana", "--arch", "cpu", "-o", "{out}"],
+         "constexpr parameter WT expects a dtype"),
+    ],
+    ids=["compile", "inspect", "inspect -D", "compile -D"],
+)  # fmt: skip
+def test_a_kernel_error_is_one_message_at_the_users_line_not_a_traceback(
+    argv, message, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path / "cache"))
+    file = tmp_path / "buggy.py"
+    file.write_text(BUGGY)
+    args = [a.format(file=file, out=tmp_path / "out") for a in argv]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"tilelang {argv[0]}: error: ")
+    assert message in err and "Traceback" not in err
+    if "6:5" in message:  # the source line and its caret follow
+        lines = err.splitlines()
+        assert lines[1].strip() == "tl.store(y, [0], tl.load(x, [0], [16]))"
+        assert lines[2].strip().startswith("^^^")
+
+
+def test_compile_help_lists_every_architecture_the_command_accepts(capsys):
+    from tilelang.target import TARGETS
+
+    with pytest.raises(SystemExit):
+        cli.main(["compile", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    gpus = [name for name, t in TARGETS.items() if t.is_gpu]
+    assert "sm_100" in gpus and "sm_120" in gpus
+    assert f"{', '.join(gpus)} or cpu" in text

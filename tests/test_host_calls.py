@@ -88,3 +88,30 @@ def test_a_tensor_that_requires_grad_is_read_detached():
     got = K.rms_norm(leaf, as_torch(w))
     assert not got.requires_grad
     assert_same(got, K.rms_norm(x, w))
+
+
+def test_a_tensor_requiring_grad_warns_once_per_function_that_no_gradient_flows(monkeypatch):
+    """The kernels are forward-only: with grad mode on and an input that requires grad,
+    the call says (once per function, at the caller's line) that the result has none."""
+    import warnings
+
+    from tilelang.runtime import host_calls
+    from tilelang.torch import NoGradientWarning
+
+    monkeypatch.setattr(host_calls, "WARNED", set())
+    x = torch.randn(2, 8, requires_grad=True)
+    w = torch.ones(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            K.rms_norm(x, w)  # grad mode off: nothing to say
+        K.rms_norm(x.detach(), w)  # no input requires grad
+    with pytest.warns(NoGradientWarning, match=r"rms_norm\(\).*no gradient") as record:
+        y = K.rms_norm(x, w)
+    assert y.grad_fn is None and not y.requires_grad
+    assert [r.filename for r in record] == [__file__]  # the caller's line, not tilelang's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        K.rms_norm(x, w)  # once per function
+    with pytest.warns(NoGradientWarning, match=r"silu_and_mul\(\)"):
+        K.silu_and_mul(x)

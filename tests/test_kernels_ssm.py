@@ -238,6 +238,33 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
         )
 
 
+def test_a_wrong_size_says_which_argument_the_expected_size_came_from():
+    x = scan_inputs(1, 4, 3, 10)
+    wrong = np.zeros((1, 8, 10), np.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"B must have shape \[1, 3, 10\], got shape \[1, 8, 10\] "
+        r"\(N = 3 from A.shape\[1\]\)",
+    ):
+        selective_scan(x["u"], x["u"], x["A"], wrong, wrong)
+    with pytest.raises(ValueError, match=r"got shape \[2, 3, 10\] \(batch = 1 from u.shape\[0\]\)"):
+        selective_scan(x["u"], x["u"], x["A"], x["B"], np.zeros((2, 3, 10), np.float32))
+    with pytest.raises(
+        ValueError, match=r"A must have shape \[4, \?\], got shape \[3, 3\] \(Dm = 4 from u"
+    ):
+        selective_scan(x["u"], x["u"], x["A"][:3], x["B"], x["C"])
+    state = np.zeros((1, 4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\(N = 3 from state.shape\[2\]\)"):
+        selective_state_update(
+            state, x["u"][..., 0], x["u"][..., 0], x["A"], x["B"][..., 0], wrong[..., 0]
+        )
+    # A sibling using the same check: the size came from x's last dimension.
+    from tilelang.kernels import rms_norm
+
+    with pytest.raises(ValueError, match=r"got shape \[5\] \(6 from x.shape\[1\]\)"):
+        rms_norm(np.zeros((2, 6), np.float32), np.zeros(5, np.float32))
+
+
 def grouped_reference(x, groups):
     """Channel d reads group d // (Dm / G): the ungrouped loop, one channel at a time."""
     per = x["u"].shape[1] // groups

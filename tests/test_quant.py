@@ -181,24 +181,31 @@ def test_other_scale_types_round_the_product_in_their_type(scale: str):
 def test_small_float_codes_scales_and_dequantize(e: int, m: int, group: int):
     name = f"f{1 + e + m}e{e}m{m}"
     w = weights(seed=e * 10 + m)
-    qw = quantize(w, name, group_size=group)
+    # Types reaching 2^32 and beyond put unit weights' f16 scales under f16's subnormals
+    # (refused): their scales are bf16, and the product is rounded to bf16.
+    scale, kind = ("bf16", ml_dtypes.bfloat16) if e >= 6 else ("f16", np.float16)
+    qw = quantize(w, name, group_size=group, scale_dtype=scale)
     g = K if group == -1 else group
     values = e5m2_values() if (e, m) == (5, 2) else float_values(e, m, nan_top=(e, m) == (4, 3))
     top = np.nanmax(values)
-    s = (np.abs(w.reshape(K // g, g, N)).max(1) / top).astype(np.float16).astype(np.float64)
+    s = (np.abs(w.reshape(K // g, g, N)).max(1) / top).astype(kind).astype(np.float64)
     np.testing.assert_array_equal(qw.scales, s)
     assert qw.zeros is None
     ratio = np.divide(w, per_row(s, g), out=np.zeros_like(w), where=per_row(s, g) != 0)
     codes = qw.plain_codes().astype(np.int64)
     np.testing.assert_array_equal(codes, nearest_code(ratio, values, m))
-    # The kernel multiplies in f32 (exact here) and rounds to f16 once ...
+    # The kernel multiplies in f32 (exact here) and rounds to the scale type once ...
     product = values[codes].astype(np.float32) * per_row(s, g).astype(np.float32)
     with np.errstate(over="ignore"):
-        expected = product.astype(np.float16).astype(np.float32)
+        expected = product.astype(kind).astype(np.float32)
     np.testing.assert_array_equal(qw.dequantize().view(np.uint32), expected.view(np.uint32))
     # ... which is the f16 multiply itself when every value of the type is an f16.
     finite = values[np.isfinite(values)]
-    if np.abs(finite).max() <= 65504 and np.abs(finite[finite != 0]).min() >= 2.0**-24:
+    if (
+        scale == "f16"
+        and np.abs(finite).max() <= 65504
+        and np.abs(finite[finite != 0]).min() >= 2.0**-24
+    ):
         expected = f16_product(values[codes], per_row(s, g), "f16")
         np.testing.assert_array_equal(qw.dequantize().view(np.uint32), expected.view(np.uint32))
 
@@ -391,6 +398,63 @@ def test_bad_weights_are_refused():
         )["relative"]
         < 1e-6
     )
+
+
+def test_an_overflowing_scale_suggests_bf16_scales_which_the_kernels_take():
+    """f32 scales only serve dequantize(); the error names bf16 (f32's range), and a
+    weight quantized as it says is one the matmul plans for bf16 activations accept."""
+    w = weights() * 2.0**20  # about 1e6: scales near 2^20 / 7 · 0.1, past f16's 65504
+    with pytest.raises(ValueError, match=r"overflows f16: pass scale_dtype='bf16'") as info:
+        quantize(w, "u4")
+    assert "dequantize" in str(info.value)  # where f32 is mentioned, it is for that only
+    qw = quantize(w, "u4", scale_dtype="bf16")
+    # Scaling by a power of two is exact in bf16: the unit weight's values, scaled.
+    unit = quantize(weights(), "u4", scale_dtype="bf16").dequantize()
+    np.testing.assert_array_equal(qw.dequantize(), unit * np.float32(2.0**20))
+    tl.quant.plan(qw, 1, "cpu", x_dtype="bf16")  # accepted: no TypeError about the scales
+
+
+# f16's smallest subnormal, and the bits each code type resolves (N for uN/iN, m + 1
+# for ExMy): a nonzero group's scale below 2^-24 · 2^(bits - 1) is refused.
+F16_TINY = 2.0**-24
+
+
+@pytest.mark.parametrize("zero_point", [False, True], ids=["sym", "asym"])
+@pytest.mark.parametrize("magnitude", [2.0**-30, 2.0**-23])  # about 1e-9 and 1e-7
+def test_scales_that_underflow_f16_are_refused_naming_the_groups(magnitude, zero_point):
+    w = weights() * magnitude  # its last column is all zeros: those groups quantize fine
+    nonzero = int((np.abs(w.reshape(K // 128, 128, N)).max(1) > 0).sum())
+    assert nonzero == 2 * (N - 1)
+    with pytest.raises(ValueError, match=rf"{nonzero} of {2 * N} groups .* scale_dtype='bf16'"):
+        quantize(w, "u4", zero_point=zero_point)
+    qw = quantize(w, "u4", zero_point=zero_point, scale_dtype="bf16")
+    unit = quantize(weights(), "u4", zero_point=zero_point, scale_dtype="bf16").dequantize()
+    assert np.abs(unit).max() > 0
+    np.testing.assert_array_equal(qw.dequantize(), unit * np.float32(magnitude))
+
+
+def test_the_underflow_threshold_is_the_scale_types_subnormal_precision():
+    """i4 codes resolve 4 bits: a scale of 2^-24 · 2^3 (4 significant bits in f16's
+    subnormals) is kept, one just below it is refused, and so are the f16 scales of a
+    small float type whose range puts every scale under f16's subnormals."""
+    i4 = F16_TINY * 2**3
+    w = np.zeros((32, 3))  # column 2 stays all zeros: scale 0, no error
+    w[0, 0] = 7 * i4  # i4: s = absmax / 7
+    w[0, 1] = 7 * i4 * 1.01
+    qw = quantize(w, "i4", group_size=32)
+    assert qw.scales.tolist() == [[i4, np.float16(i4 * 1.01), 0.0]]
+    np.testing.assert_array_equal(qw.dequantize()[:, 2], 0)
+    w[0, 1] = 7 * i4 * 0.99
+    with pytest.raises(ValueError, match=r"1 of 3 groups"):
+        quantize(w, "i4", group_size=32)
+    e2m1 = F16_TINY * 2**1  # f4e2m1 (max 6) resolves 2 bits
+    assert quantize(np.full((32, 1), 6 * e2m1), "f4e2m1", group_size=32).scales[0, 0] == e2m1
+    with pytest.raises(ValueError, match="1 of 1 groups"):
+        quantize(np.full((32, 1), 6 * e2m1 * 0.9), "f4e2m1", group_size=32)
+    with pytest.raises(ValueError, match="scale_dtype='bf16'"):
+        quantize(weights(), "f8e7m0")  # max 2^64: every f16 scale underflows
+    zeros = quantize(np.zeros((64, 2)), "u4", group_size=32)
+    assert zeros.scales.tolist() == [[0, 0], [0, 0]] and not zeros.dequantize().any()
 
 
 def test_every_format_is_reachable():

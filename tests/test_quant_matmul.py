@@ -414,6 +414,22 @@ def test_bad_input_names_the_parameter(args, error, match):
         quant.matmul(*args[:1], qw, *args[1:])
 
 
+def test_a_strided_or_read_only_out_is_refused_with_its_shape_and_strides():
+    qw = quant.quantize(weights(seed=32), "u4")
+    x = np.zeros((2, K), np.float16)
+    view = np.zeros((2, 2 * N), np.float16)[:, ::2]
+    with pytest.raises(
+        ValueError,
+        match=rf"out must be a writeable C-contiguous array: got shape \[2, {N}\], strides "
+        rf"\({4 * N}, 4\) bytes \(C-contiguous: \({2 * N}, 2\)\)",
+    ):
+        quant.matmul(x, qw, out=view)
+    frozen = np.zeros((2, N), np.float16)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"got a read-only array"):
+        quant.matmul(x, qw, out=frozen)
+
+
 def test_weights_the_kernels_cannot_multiply_exactly_are_refused():
     x = activations((1, K))
     with pytest.raises(TypeError, match=r"qw must be a tilelang\.quant\.QuantizedWeight"):
@@ -424,7 +440,8 @@ def test_weights_the_kernels_cannot_multiply_exactly_are_refused():
     bf16 = quant.quantize(weights(), "u4", scale_dtype="bf16")
     with pytest.raises(TypeError, match="x is f16, so the kernels multiply by f16 scales"):
         quant.matmul(x, bf16)
-    wide = quant.quantize(weights(), "f8e6m1")
+    # scaled up: f8e6m1 reaches 1.5 · 2^32, so the f16 scales of unit weights underflow
+    wide = quant.quantize(weights() * 2.0**14, "f8e6m1")
     with pytest.raises(ValueError, match="f8e6m1 values are not all exact in f16"):
         quant.matmul(x, wide)
     odd_group = quant.quantize(weights(k=240), "u4", group_size=24)

@@ -322,10 +322,44 @@ def test_wrong_dtype_names_the_parameter():
 
 
 def test_wrong_shape_names_the_parameter():
-    with pytest.raises(ValueError, match=r"parameter 'acc': dimension 0 should be N = 8, got 9"):
+    with pytest.raises(
+        ValueError,
+        match=r"parameter 'acc': dimension 0 should be N = 8 with N = 8 \(from x.shape\[0\]\), got 9",
+    ):
         OPS["axpy"](torch.zeros(8), torch.zeros(9), 1.0)
     with pytest.raises(ValueError, match=r"parameter 'x' expects 2 dimensions \[M, N\]"):
         OPS["scale"](torch.zeros(8), 1.0)
+
+
+@tl.kernel(warps=4)
+def dequantize(
+    q: tl.Tensor["WT", "K", "N"],
+    s: tl.Tensor[tl.f16, "K // G", "N"],
+    w: tl.Tensor[tl.f16, "K", "N"],
+    WT: tl.constexpr = tl.u4,
+    G: tl.constexpr = 32,
+    BN: tl.constexpr = 64,
+):
+    """The guide's dequantize kernel (docs/guide.md, low-bit tensors)."""
+    g, bn = tl.blocks(K // G, tl.cdiv(N, BN))
+    codes = tl.load(q, [g * G, bn * BN], [G, BN])
+    tl.store(w, [g * G, bn * BN], codes.to(tl.f16) * tl.load(s, [g, bn * BN], [1, BN]))
+
+
+def test_a_wrong_size_says_where_each_size_came_from_as_a_numpy_call_does():
+    """The operator and the kernel's numpy call give one message: the size's value and
+    the argument dimension it was read from, and the parameter's declared shape."""
+    dequantize_op = tt.op(dequantize, "tltest::dequantize", WT=tl.u4)
+    codes = torch.zeros(64, 20, dtype=torch.uint8)  # u4 codes [64, 40], two per byte
+    expected = (
+        r"parameter 's': dimension 1 should be N = 40 with N = 40 \(from q.shape\[1\]\), "
+        r"got 48 \(expected shape \[K // 32, N\]\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        dequantize_op(codes, torch.ones(2, 48, dtype=torch.float16))
+    packed = tl.pack_codes(np.zeros((64, 40), np.int64), tl.u4)
+    with pytest.raises(ValueError, match=expected):
+        dequantize(packed, np.ones((2, 48), np.float16), np.empty((64, 40), np.float16))
 
 
 def test_a_packed_tensor_must_be_contiguous():
@@ -370,6 +404,30 @@ def test_inputs_requiring_grad_run_and_outputs_carry_no_gradient():
     assert not y.requires_grad
     assert torch.equal(y, (x.detach().double() * 2.0).float())
     torch.library.opcheck(OPS["scale"].overload, (x, 2.0))
+
+
+def test_an_op_on_a_tensor_requiring_grad_warns_once_that_no_gradient_flows(monkeypatch):
+    import warnings
+
+    from tilelang.runtime import host_calls
+    from tilelang.torch.kernels import rms_norm
+
+    monkeypatch.setattr(host_calls, "WARNED", set())
+    x = torch.randn(4, 64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            OPS["scale"](x, 2.0)
+    with pytest.warns(tt.NoGradientWarning, match=r"tltest::scale.*no gradient") as record:
+        y = OPS["scale"](x, 2.0)
+    assert y.grad_fn is None
+    assert [r.filename for r in record] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OPS["scale"](x, 2.0)  # once per operator
+    with pytest.warns(tt.NoGradientWarning, match=r"tilelang::rms_norm") as record:
+        rms_norm(x, torch.ones(64))  # through the wrapper: still the caller's line
+    assert [r.filename for r in record] == [__file__]
 
 
 def test_in_place_bumps_the_version_counter():

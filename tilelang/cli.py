@@ -323,10 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tilelang.kernel import TileLangError  # what compiling a kernel raises
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, TileLangError) as error:
+        # A kernel's error already says FILE:LINE:COL and shows the line with a caret;
+        # a traceback into the compiler would bury it.
         print(f"tilelang {args.command}: error: {error}", file=sys.stderr)
         return 1
 

@@ -23,6 +23,13 @@ from tilelang.aot.c_expr import AotError
 _ASSUME_FORMS = "'all', 'none' or SIZE=POW2 and TENSOR<POW2 facts separated by commas"
 
 
+def _gpu_archs() -> list[str]:
+    """The GPU architectures `--arch` takes: the table `check_archs` checks against."""
+    from tilelang.target import TARGETS
+
+    return [name for name, t in TARGETS.items() if t.is_gpu]
+
+
 def add_parser(sub, run) -> None:
     """Registers the `compile` subcommand on `sub` (an argparse subparsers object);
     `run(args)` runs it (the command line loads the kernels, then calls `compile_kernels`)."""
@@ -46,7 +53,7 @@ def add_parser(sub, run) -> None:
         action="append",
         default=[],
         metavar="ARCH",
-        help="sm_80, sm_86, sm_89, sm_90, sm_90a or cpu; repeat for several",
+        help=f"{', '.join(_gpu_archs())} or cpu; repeat for several",
     )
     command.add_argument("-o", "--out", required=True, metavar="DIR", help="the folder to write")
     command.add_argument(

@@ -56,17 +56,46 @@ def dtype_of(x: Any, name: str) -> DType | None:
         return None
 
 
+class Dim(int):
+    """A size `check` read off an argument's shape, which remembers where (`origin`,
+    "A.shape[1]") and, when the caller named it, what it is (`name`, "N"), so that a
+    later check expecting it can say where the expected size came from. It is an int
+    everywhere else; arithmetic on it gives a plain int (a derived size, such as W - 1,
+    is no one dimension), and `run` hands kernels plain ints."""
+
+    origin: str
+    name: str | None
+
+    def __new__(cls, value: int, origin: str = "", name: str | None = None) -> Dim:
+        self = super().__new__(cls, value)
+        self.origin, self.name = origin, name
+        return self
+
+    def describe(self) -> str:
+        value = f"{self.name} = {int(self)}" if self.name else str(int(self))
+        return f"{value} from {self.origin}"
+
+
 def check(
-    x: Any, name: str, shape: tuple[int | None, ...], types: tuple[DType, ...] = FLOATS
+    x: Any,
+    name: str,
+    shape: tuple[int | None, ...],
+    types: tuple[DType, ...] = FLOATS,
+    names: tuple[str | None, ...] | None = None,
 ) -> tuple[tuple[int, ...], DType]:
-    """x's shape and dtype, after checking them against `shape` (None: any size) and
-    `types`; a ValueError or TypeError names the parameter, the expectation and x."""
+    """x's shape (`Dim`s: sizes that know which argument dimension they came from) and
+    dtype, after checking them against `shape` (None: any size) and `types`; a
+    ValueError or TypeError names the parameter, the expectation, x's, and where each
+    mismatched expected size came from. `names`: what x's dimensions are called ("N"),
+    for the messages of later checks against them."""
     got = shape_of(x, name)
     if len(got) != len(shape) or any(
         e is not None and e != g for e, g in zip(shape, got, strict=True)
     ):
         want = ", ".join("?" if e is None else str(e) for e in shape)
-        raise ValueError(f"{name} must have shape [{want}], got shape {list(got)}")
+        raise ValueError(
+            f"{name} must have shape [{want}], got shape {list(got)}{_origins(shape, got)}"
+        )
     t = dtype_of(x, name)
     if t not in types:
         names = ", ".join(dict.fromkeys(str(k) for k in types))
@@ -77,7 +106,23 @@ def check(
         else:
             given = gpu.device_array(dlpack.imported(x)).typestr
         raise TypeError(f"{name} must hold one of {names}, got {given}")
-    return got, t
+    dims = tuple(
+        e if isinstance(e, Dim) else Dim(g, f"{name}.shape[{i}]", names[i] if names else None)
+        for i, (e, g) in enumerate(zip(shape, got, strict=True))
+    )
+    return dims, t
+
+
+def _origins(shape: tuple[int | None, ...], got: tuple[int, ...]) -> str:
+    """ " (N = 3 from A.shape[1])": where the expected sizes that `got` misses came from
+    (all of them when the rank differs); "" when none came from an argument."""
+    same_rank = len(shape) == len(got)
+    missed = [
+        e.describe()
+        for i, e in enumerate(shape)
+        if isinstance(e, Dim) and not (same_rank and e == got[i])
+    ]
+    return f" ({', '.join(dict.fromkeys(missed))})" if missed else ""
 
 
 def same_place(values: dict[str, Any]) -> bool:
@@ -156,6 +201,8 @@ def placeholder(
 def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: bool) -> Any:
     """Runs `kernel` compiled (GPU or CPU backend by where the tensors are) or, with
     `interpret`, on the reference interpreter (host arrays only)."""
+    args = [int(a) if type(a) is Dim else a for a in args]
+    constexprs = {k: int(v) if type(v) is Dim else v for k, v in constexprs.items()}
     if interpret:
         return kernel.interpret(*args, **constexprs)
     return kernel(*args, **constexprs)

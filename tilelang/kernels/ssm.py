@@ -499,14 +499,14 @@ def selective_scan(
     (module docstring). `method`: "walk" (`selective_scan_walk_kernel`, a thread per
     channel), "chunked" (`selective_scan_kernel`) or None, by the shape
     (`scan_method`)."""
-    (nb, dm, length), t = check(u, "u", (None, None, None))
+    (nb, dm, length), t = check(u, "u", (None, None, None), names=("batch", "Dm", "L"))
     check(delta, "delta", (nb, dm, length), (t,))
-    (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16))
+    (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16), ("Dm", "N"))
     if n < 1:
         raise ValueError(f"A must have at least one state column (shape [Dm, N]), got N = {n}")
     groups = 1
     if len(shape_of(B, "B")) == 4:
-        (_, groups, _, _), _ = check(B, "B", (nb, None, n, length), (t,))
+        (_, groups, _, _), _ = check(B, "B", (nb, None, n, length), (t,), (None, "G", None, None))
         if groups < 1 or dm % groups:
             raise ValueError(
                 f"B's groups (shape [batch, G, N, L]) must divide Dm = {dm}, got G = {groups}"
@@ -633,7 +633,7 @@ def selective_state_update(
     A, D and dt_bias are f32 (host arrays of another float type are converted).
     Returns y [batch, Dm] in x's dtype. Host arrays run on the CPU backend, device
     tensors on the GPU; `interpret` runs the reference interpreter."""
-    (nb, dm, n), st = check(state, "state", (None, None, None))
+    (nb, dm, n), st = check(state, "state", (None, None, None), names=("batch", "Dm", "N"))
     _, t = check(x, "x", (nb, dm))
     check(dt, "dt", (nb, dm), (t,))
     check(B, "B", (nb, n), (t,))

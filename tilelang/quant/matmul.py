@@ -339,8 +339,17 @@ def _host_out(out: Any, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             f"out must be a {x.dtype} array of shape {list(shape)}, got {out.dtype} "
             f"{list(out.shape)}"
         )
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be a writeable C-contiguous array")
+    if not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array: got a read-only array")
+    if not out.flags.c_contiguous:
+        dense, step = [], out.itemsize
+        for size in reversed(out.shape):
+            dense.insert(0, step)
+            step *= size
+        raise ValueError(
+            f"out must be a writeable C-contiguous array: got shape {list(out.shape)}, "
+            f"strides {out.strides} bytes (C-contiguous: {tuple(dense)})"
+        )
     if np.shares_memory(out, x):
         raise ValueError("out overlaps x: pass a separate array")
     return out

@@ -22,9 +22,14 @@ w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K
   block of 16 rows ``b = encode_e4m3(absmax_block / (6 · t))``,
   ``q = encode_e2m1(w / (b · t))`` (0 where b is 0).
 
-A scale of 0 (an all-zero group, or one too small for the scale type) gives code 0 or
-the zero point: w = 0. A scale that overflows its type is an error (use a wider
-`scale_dtype`).
+An all-zero group gets the scale 0 and code 0 or the zero point: w = 0. A scale that
+overflows its type is an error, and so is the scale of a group that holds nonzero
+weights and falls below ``2^(b − 1)`` times the scale type's smallest subnormal, b the
+bits the codes resolve (N for uN/iN, m + 1 for ExMy): there the scale keeps fewer
+significant bits than the codes (f16: below 2^-21 for 4-bit integers, 2^-17 for 8-bit
+ones), down to rounding to 0, which would dequantize the whole group to 0. Both errors
+suggest bf16 scales (f32's range; the matmul kernels multiply by f16 or bf16 scales, so
+f32 ones serve `dequantize` only). MX and NVFP4 fix their scales and are not checked so.
 """
 
 from __future__ import annotations
@@ -66,7 +71,11 @@ def quantize(
     format's block (32 for MX, 16 for NVFP4, which accept nothing else). `zero_point`:
     one integer zero point per group (integer codes only). `scale_dtype`: f16 (the
     default), bf16 or f32; MX and NVFP4 fix theirs. The module docstring gives the
-    exact scale choice and rounding of every case.
+    exact scale choice and rounding of every case. A ValueError for a scale its type
+    cannot hold: one that overflows, or a nonzero group's scale below 2^(b − 1) times
+    the type's smallest subnormal (b: the codes' bits, N for uN/iN, m + 1 for ExMy;
+    f16 and u4: 2^-21), which would dequantize to 0 or lose precision; bf16 scales
+    (f32's range, and the kernels take them) hold both.
     """
     fmt = get_format("scaled" if format is None else format)
     if fmt.kind == "scaled" and fmt.name != "scaled":
@@ -88,6 +97,7 @@ def quantize(
         assert fmt.scale_dtype is not None
         scale_type = fmt.scale_dtype
     tensor_scale = _nvfp4_tensor_scale(weights) if fmt.kind == "nvfp4" else None
+    tiny = _TinyScales(scale_type, element)
 
     def columns(grouped: np.ndarray) -> _Slice:
         if fmt.kind == "mx":
@@ -96,8 +106,8 @@ def quantize(
             assert tensor_scale is not None
             return _nvfp4(grouped, tensor_scale)
         if zero_point:
-            return _asymmetric(grouped, element, scale_type)
-        return _symmetric(grouped, element, scale_type)
+            return _asymmetric(grouped, element, scale_type, tiny)
+        return _symmetric(grouped, element, scale_type, tiny)
 
     # Slices of columns (4M elements) bound the float64 temporaries to a few hundred MB.
     width = max(1, _SLICE_ELEMENTS // max(k, 1))
@@ -105,6 +115,8 @@ def quantize(
         columns(weights[:, c : c + width].astype(np.float64).reshape(k // group, group, -1))
         for c in range(0, n, width)
     ] or [columns(np.zeros((k // group, group, 0)))]
+    if tiny.groups:
+        raise ValueError(tiny.message((k // group) * n))
     codes = np.concatenate([p[0] for p in parts], axis=2).reshape(k, n)
     scales = np.concatenate([p[1] for p in parts], axis=1)
     zeros = None if parts[0][2] is None else np.concatenate([p[2] for p in parts], axis=1)
@@ -150,14 +162,56 @@ def _group_size(fmt: Format, group_size: int | None, k: int) -> int:
     return group
 
 
-def _rounded_scale(exact: np.ndarray, scale_type: DType) -> np.ndarray:
-    """The scales rounded to their type (float64), refusing any that overflow it."""
+def _wider_scales(scale_type: DType, overflow: bool) -> str:
+    """What to do instead of `scale_type` scales that overflow (or underflow) it."""
+    if scale_type == dtypes.f16:
+        return (
+            "pass scale_dtype='bf16' (f32's range, and the matmul kernels take it; f32 "
+            "scales serve dequantize() only)"
+        )
+    if scale_type == dtypes.bf16 and not overflow:  # f32's subnormals reach further down
+        return "pass scale_dtype='f32' (dequantize() only: the kernels take f16 or bf16 scales)"
+    return "rescale the weights by a power of two"
+
+
+class _TinyScales:
+    """The nonzero groups whose exact scale is below `threshold` (module docstring),
+    counted over every slice of columns so that the error names them all."""
+
+    def __init__(self, scale_type: DType, element: DType) -> None:
+        self.scale_type, self.element = scale_type, element
+        is_float = isinstance(element, FloatType)
+        self.bits = element.mantissa_bits + 1 if is_float else element.bits
+        self.threshold = float(scale_type.smallest_subnormal) * 2.0 ** (self.bits - 1)
+        self.groups = 0
+        self.smallest = float("inf")
+
+    def count(self, exact: np.ndarray) -> None:
+        low = (exact > 0) & (exact < self.threshold)
+        if low.any():
+            self.groups += int(low.sum())
+            self.smallest = min(self.smallest, float(exact[low].min()))
+
+    def message(self, total: int) -> str:
+        return (
+            f"{self.groups} of {total} groups hold nonzero weights whose scale is below "
+            f"{self.threshold:.3g} (the smallest: {self.smallest:.3g}), where {self.scale_type} "
+            f"keeps fewer significant bits than the {self.bits} the {self.element} codes "
+            f"resolve (or rounds it to 0): their weights would dequantize to 0 or lose "
+            f"precision; {_wider_scales(self.scale_type, False)}"
+        )
+
+
+def _rounded_scale(exact: np.ndarray, scale_type: DType, tiny: _TinyScales) -> np.ndarray:
+    """The scales rounded to their type (float64), refusing any that overflow it and
+    counting the nonzero groups' scales too small for it in `tiny`."""
     rounded = round_to(exact, scale_type).astype(np.float64)
     if not np.isfinite(rounded).all():
         raise ValueError(
             f"a scale of {float(exact[~np.isfinite(rounded)].max()):g} overflows "
-            f"{scale_type}: pass scale_dtype='f32'"
+            f"{scale_type}: {_wider_scales(scale_type, True)}"
         )
+    tiny.count(exact)
     return rounded
 
 
@@ -167,16 +221,16 @@ def _divide(grouped: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.divide(grouped, s, out=np.zeros_like(grouped), where=s != 0)
 
 
-def _symmetric(grouped: np.ndarray, element: DType, scale_type: DType) -> _Slice:
+def _symmetric(grouped: np.ndarray, element: DType, scale_type: DType, tiny: _TinyScales) -> _Slice:
     absmax = np.abs(grouped).max(axis=1)
     if isinstance(element, FloatType):
-        scales = _rounded_scale(absmax / element.max, scale_type)
+        scales = _rounded_scale(absmax / element.max, scale_type, tiny)
         return element.encode(_divide(grouped, scales)), scale_type.encode(scales), None
     assert isinstance(element, IntType)
     if element.bits == 1:
         raise ValueError(f"{element} holds no range symmetric about 0: pass zero_point=True")
     qmax = (1 << (element.bits - 1)) - 1
-    scales = _rounded_scale(absmax / qmax, scale_type)
+    scales = _rounded_scale(absmax / qmax, scale_type, tiny)
     if element.signed:
         return element.encode(_divide(grouped, scales)), scale_type.encode(scales), None
     midpoint = 1 << (element.bits - 1)
@@ -184,11 +238,13 @@ def _symmetric(grouped: np.ndarray, element: DType, scale_type: DType) -> _Slice
     return codes, scale_type.encode(scales), np.full(scales.shape, midpoint, dtype=np.int32)
 
 
-def _asymmetric(grouped: np.ndarray, element: DType, scale_type: DType) -> _Slice:
+def _asymmetric(
+    grouped: np.ndarray, element: DType, scale_type: DType, tiny: _TinyScales
+) -> _Slice:
     assert isinstance(element, IntType)
     lo = np.minimum(grouped.min(axis=1), 0.0)
     hi = np.maximum(grouped.max(axis=1), 0.0)
-    scales = _rounded_scale((hi - lo) / (element.max - element.min), scale_type)
+    scales = _rounded_scale((hi - lo) / (element.max - element.min), scale_type, tiny)
     safe = np.where(scales == 0, 1.0, scales)
     zeros = np.clip(element.min - np.rint(lo / safe), element.min, element.max)
     codes = element.encode(np.rint(_divide(grouped, scales)) + zeros[:, None, :])

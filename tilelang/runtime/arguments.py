@@ -388,9 +388,18 @@ def _check_scalar(fn: ir.Function, param: ir.Var, value: object) -> int | float:
 
 
 def _size_mismatch(fn, param, axis, expr, expected, actual, sizes, origin) -> str:
-    dims = ", ".join(str(d) for d in param.type.shape)
-    bound = ", ".join(f"{s} = {sizes[s]} (from {origin[s]})" for s in symbols(expr))
-    text = f"{_where(fn, param.name)}: dimension {axis} should be {expr}"
+    where = _where(fn, param.name)
+    return size_mismatch(where, axis, expr, expected, actual, sizes, origin, param.type.shape)
+
+
+def size_mismatch(where, axis, expr, expected, actual, sizes, origin, shape) -> str:
+    """The message of a tensor dimension `actual` that is not its size expression `expr`
+    (= `expected` at `sizes`): each size's value and the argument dimension it was read
+    from (`origin`: size name -> "q.shape[1]"), and the parameter's declared `shape`.
+    One builder for the kernel's own call and the torch operator (`tilelang.torch`)."""
+    dims = ", ".join(str(d) for d in shape)
+    bound = ", ".join(f"{s} = {sizes[s]} (from {origin[s]})" for s in symbols(expr) if s in origin)
+    text = f"{where}: dimension {axis} should be {expr}"
     if not isinstance(expr, Lit):
         text += f" = {expected}" + (f" with {bound}" if bound else "")
     return f"{text}, got {actual} (expected shape [{dims}])"

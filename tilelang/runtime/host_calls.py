@@ -8,12 +8,21 @@ the f8 types as ml_dtypes arrays), so an in-place update (a state, `out=`) lands
 the caller's tensor. What the function returns comes back as the caller gave it: an
 argument as the caller's object, a new array as a torch tensor over the same memory
 when a torch tensor was among the arguments (else as the numpy array).
+
+The kernels are forward-only: no gradient flows through a call, whatever the device.
+With torch's grad mode on and a torch argument that requires grad, the first such call
+of each function (and of each `tilelang.torch.op` operator, `warn_no_gradient`) warns
+with `NoGradientWarning` at the caller's line, the first frame outside tilelang and
+torch. The check is two attribute reads, and none once the function has warned.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -24,6 +33,53 @@ from tilelang.runtime.host_tensor import values_dtype
 
 #: Argument types passed through untouched, checked first (the common case).
 _PLAIN = (bool, int, float, str, type(None), np.ndarray)
+
+
+class NoGradientWarning(UserWarning):
+    """A tilelang kernel was called on a torch tensor that requires grad, with grad mode
+    on: the result has no gradient (the kernels are forward-only)."""
+
+
+#: The functions and operators that have warned (`warn_no_gradient`): once each.
+WARNED: set[str] = set()
+
+#: Frames from these folders are not the caller a warning points at.
+_INTERNAL = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,)
+
+
+def warn_no_gradient(name: str, values: Iterable[Any]) -> None:
+    """Warns once for `name` when grad mode is on and one of the torch tensors among
+    `values` requires grad (`tilelang.torch.op`'s operators). Free after the warning."""
+    if name in WARNED:
+        return
+    for value in values:
+        if getattr(value, "requires_grad", False) is True:
+            _warn(name)
+            return
+
+
+def _warn(name: str) -> None:
+    import torch  # an argument that requires grad is a torch tensor
+
+    if not torch.is_grad_enabled():
+        return
+    WARNED.add(name)
+    warnings.warn(
+        f"{name}: the result has no gradient (tilelang kernels are forward-only), but an "
+        "input requires grad; detach it or call under torch.no_grad() to say so",
+        NoGradientWarning,
+        stacklevel=_caller_level(torch),
+    )
+
+
+def _caller_level(torch: Any) -> int:
+    """The stacklevel, for `_warn`'s warnings.warn, of the first frame outside tilelang
+    and torch (the wrappers, call plans and torch's dispatch between it and the user)."""
+    internal = (*_INTERNAL, os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    frame, level = sys._getframe(1), 1  # level 1: `_warn` itself
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _host_view(value: Any) -> np.ndarray | None:
@@ -69,14 +125,21 @@ def _as_torch(array: np.ndarray) -> Any:
 
 def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn` taking other libraries' host tensors as numpy views (the module docstring)."""
+    name = f"{fn.__module__}.{fn.__qualname__}()"
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         given: dict[int, Any] = {}  # id(view) -> (view, the caller's object)
         torch_like = None
+        grad = False
 
         def viewed(value: Any) -> Any:
-            nonlocal torch_like
+            nonlocal torch_like, grad
+            kind = type(value)
+            if kind in _PLAIN:
+                return value
+            if dlpack.is_torch_kind(kind):
+                grad = grad or value.requires_grad  # device tensors too
             view = _host_view(value)
             if view is None:
                 return value
@@ -86,7 +149,9 @@ def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return view
 
         args = tuple(viewed(a) for a in args)
-        kwargs = {name: viewed(v) for name, v in kwargs.items()}
+        kwargs = {key: viewed(v) for key, v in kwargs.items()}
+        if grad and name not in WARNED:
+            _warn(name)
         result = fn(*args, **kwargs)
         return _returned(result, given, torch_like) if given else result
 

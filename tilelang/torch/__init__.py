@@ -5,7 +5,9 @@
   the kernel's signature (`tilelang.torch.op`, `tilelang.torch.signature`);
 * `dtypes`: how each tilelang dtype travels as a torch tensor (sub-byte ones packed in
   uint8);
-* `QuantLinear`: a drop-in `nn.Module` over `tilelang.quant` weights.
+* `QuantLinear`: a drop-in `nn.Module` over `tilelang.quant` weights;
+* `NoGradientWarning`: what a call on a tensor that requires grad warns (once per
+  function or operator) with grad mode on: the kernels are forward-only.
 
 `import tilelang` never imports this package or torch; importing it without torch
 installed is an ImportError that says how to install it.
@@ -20,8 +22,9 @@ except ImportError as _error:
         "tilelang.torch needs PyTorch: pip install 'tilelang[torch]' (torch==2.13.0)"
     ) from _error
 
+from tilelang.runtime.host_calls import NoGradientWarning
 from tilelang.torch import dtypes
 from tilelang.torch.op import TorchOp, op
 from tilelang.torch.quant_linear import QuantLinear
 
-__all__ = ["QuantLinear", "TorchOp", "dtypes", "op"]
+__all__ = ["NoGradientWarning", "QuantLinear", "TorchOp", "dtypes", "op"]

@@ -29,6 +29,8 @@ operator, with CPU, CUDA and fake implementations and nothing for the user to wr
   kernels, pt2_compliant_tag, Autograd falling through (no derivative: outputs do not
   require grad) and, for in-place arguments, the version-counter bump torch's in-place
   ops do. Not `torch.library.custom_op`, whose Python wrappers alone cost ~30 us a call.
+  A call with grad mode on and an argument that requires grad warns once per operator
+  (`tilelang.torch.NoGradientWarning`, `tilelang.runtime.host_calls.warn_no_gradient`).
 
 Per call, what depends only on the argument dtypes (the specialization, the signature)
 and what depends on their shapes too (the output shapes, the GPU build) is looked up in
@@ -48,7 +50,7 @@ import torch
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import CompiledKernel, Kernel, Specialization, size_facts
 from tilelang.lang.signature import ConstexprParam, TensorParam
-from tilelang.runtime import gpu
+from tilelang.runtime import gpu, host_calls
 
 from . import dtypes as td
 from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot
@@ -128,6 +130,9 @@ class TorchOp:
             _bump_versions(self.library, short, self.overload, mutated)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.name not in host_calls.WARNED and torch.is_grad_enabled():
+            # forward-only: say so, once (`NoGradientWarning`)
+            host_calls.warn_no_gradient(self.name, (*args, *kwargs.values()) if kwargs else args)
         return self.overload(*args, **kwargs)
 
     def __repr__(self) -> str:

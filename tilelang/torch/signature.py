@@ -21,6 +21,7 @@ is refused when the operator is made.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from tilelang.ir.instructions.memory import Store
 from tilelang.ir.shape_expr import BinOp, Lit, ShapeExpr, Sym, symbols
 from tilelang.ir.types import TensorType
 from tilelang.ir.visit import walk
+from tilelang.runtime.arguments import size_mismatch
 
 INPUT, INPLACE, OUTPUT = "input", "in-place", "output"
 
@@ -64,9 +66,9 @@ def tensor_roles(fn: ir.Function) -> dict[str, str]:
     for instr in walk(fn):
         written = {v.name for v in instr.writes()}
         stored |= written
-        # A plain store only writes its target; every other use of a tensor reads it
-        # (an atomic addition reads what it adds to).
-        only_written = written if isinstance(instr, Store) else set()
+        # An unmasked store only writes its target; every other use of a tensor reads it
+        # (an atomic addition reads what it adds to, a masked store keeps what it skips).
+        only_written = written if isinstance(instr, Store) and instr.mask is None else set()
         read |= {v.name for v in instr.uses() if isinstance(v, ir.Var)} - only_written
     roles = {}
     for name in tensors:
@@ -164,12 +166,29 @@ class OpSignature:
                     f"{self._where(slot)} expects {len(slot.dims)} dimensions [{dims}], got "
                     f"shape {list(shapes[slot.name])}"
                 )
-        sizes = {name: shapes[param][axis] for name, (param, axis) in self.size_sites().items()}
+        sites = self.size_sites()
+        sizes = {name: shapes[param][axis] for name, (param, axis) in sites.items()}
         for slot in tensors:
             for axis, expr in enumerate(slot.dims):
-                actual = shapes[slot.name][axis]
-                _check_dim(self._where(slot), axis, expr, evaluate(expr, sizes), actual)
+                actual, expected = shapes[slot.name][axis], evaluate(expr, sizes)
+                if isinstance(expected, int) and isinstance(actual, int):
+                    if expected == actual:
+                        continue
+                    raise ValueError(self._mismatch(slot, axis, expected, actual, sizes))
+                import torch  # symbolic sizes exist only while torch traces
+
+                torch._check(
+                    actual == expected,
+                    functools.partial(self._mismatch, slot, axis, expected, actual, sizes),
+                )
         return sizes
+
+    def _mismatch(self, slot: TensorSlot, axis: int, expected, actual, sizes) -> str:
+        """The kernel's own call's message (`tilelang.runtime.arguments.size_mismatch`)."""
+        origin = {name: f"{p}.shape[{a}]" for name, (p, a) in self.size_sites().items()}
+        expr = slot.dims[axis]
+        where = self._where(slot)
+        return size_mismatch(where, axis, expr, expected, actual, sizes, origin, slot.dims)
 
     def _where(self, slot: TensorSlot) -> str:
         return f"{self.kernel_name}(): parameter {slot.name!r}"
@@ -181,21 +200,6 @@ class OpSignature:
 
 def _alias_name(index: int) -> str:
     return "abcdefghijklmnopqrstuvwxyz"[index] if index < 26 else f"a{index}"
-
-
-def _check_dim(where: str, axis: int, expr: ShapeExpr, expected: Any, actual: Any) -> None:
-    if isinstance(expected, int) and isinstance(actual, int):
-        if expected != actual:
-            raise ValueError(
-                f"{where}: dimension {axis} should be {expr} = {expected}, got {actual}"
-            )
-        return
-    import torch  # symbolic sizes exist only while torch traces
-
-    torch._check(
-        actual == expected,
-        lambda: f"{where}: dimension {axis} should be {expr} = {expected}, got {actual}",
-    )
 
 
 def evaluate(expr: ShapeExpr, sizes: Mapping[str, Any]) -> Any:
