@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.printer import print_fact, print_function
@@ -49,13 +50,15 @@ from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
 from tilelang.runtime.value_facts import FINITE, check_finite_type, check_values, value_facts
 from tilelang.runtime.value_facts import forget as forget_facts
-from tilelang.runtime.warm_calls import WarmCalls, warm_call
+from tilelang.runtime.warm_calls import WarmCalls, typed, warm_call
 from tilelang.target import CPU, Target
 from tilelang.target import target as find_target
 
 if TYPE_CHECKING:
     from tilelang.runtime.cpu_build import CpuBuild
 
+#: What a constexpr whose default is of the type accepts: (as errors say it, types).
+_CONSTEXPR_TYPES = {bool: ("a bool", bool), int: ("an int", int), float: ("a number", (int, float))}
 Warps = int | Callable[..., int]
 #: ``min_blocks``: None, an int, or a function of the constexprs giving one.
 MinBlocks = int | Callable[..., int | None] | None
@@ -279,25 +282,50 @@ class Kernel:
         values = {}
         for name, param in declared.items():
             if name in overrides:
-                values[name] = _python_value(overrides[name])
+                values[name] = self._checked_constexpr(param, _python_value(overrides[name]))
             elif param.required:
                 raise TypeError(f"{self.fn.__name__}(): constexpr parameter {name} needs a value")
             else:
                 values[name] = _python_value(param.default)
         return values
 
+    def _checked_constexpr(self, param: ConstexprParam, value: Any) -> Any:
+        """`value` (numpy scalars already Python's) checked against the type of the
+        constexpr's default (int, float, bool or dtype) at the call, which can name the
+        parameter. Ints pass for a float default; a dtype may be a name ("f16")."""
+        kind, default, why = type(param.default), param.default, ""
+        if kind in _CONSTEXPR_TYPES:
+            expected, accepted = _CONSTEXPR_TYPES[kind]
+            if isinstance(value, accepted) and isinstance(value, bool) == (kind is bool):
+                return value
+        elif isinstance(default, DType) and not isinstance(value, DType):
+            expected = "a dtype or a dtype name"
+            if not isinstance(value, (int, float)):  # bools are ints; no number names a dtype
+                try:
+                    return dtypes.dtype(value)
+                except (TypeError, ValueError) as error:
+                    why = f": {error}"
+        else:
+            return value
+        got = type(value).__name__
+        raise TypeError(
+            f"{self.fn.__name__}(): constexpr parameter {param.name} expects {expected} (its "
+            f"default is {default}), got {value!r} ({'an' if got[0] in 'aeiou' else 'a'} {got})"
+            + why
+        )
+
     def specialization(self, **constexprs: Any) -> Specialization:
         """The specialization for the given compile-time constants (cached; a warm call
         finds it by the constants as given, before defaults and normalization)."""
-        try:
-            given = tuple(constexprs.items())
+        try:  # typed: 32.0 and True must not find the builds of 32 and 1
+            given = tuple((k, typed(v)) for k, v in constexprs.items())
             found = self._given.get(given)
         except TypeError:  # an unhashable value (a list): looked up the long way
             given, found = None, None
         if found is not None:
             return found
         constants = self.constants(constexprs)
-        key = tuple((k, _hashable(v)) for k, v in sorted(constants.items()))
+        key = tuple((k, typed(v)) for k, v in sorted(constants.items()))
         found = self._specializations.get(key)
         if found is None:
             count = self._min_block_count(constants)
@@ -723,12 +751,6 @@ def _python_value(value: Any) -> Any:
         return float(value)
     if type(value) in (list, tuple):  # not a namedtuple: its constructor differs
         return type(value)(_python_value(v) for v in value)
-    return value
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_hashable(v) for v in value)
     return value
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from tilelang import dtypes
 from tilelang.ir import nodes as ir
-from tilelang.ir.types import ScalarType
+from tilelang.ir.types import ScalarType, TileType
 from tilelang.lang.builder import Builder, current
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import RuntimeRange
@@ -163,7 +163,12 @@ class Func:
         except TypeError as error:
             raise current().error(f"calling {self.fn.__name__}: {error}") from None
         bound.apply_defaults()
-        return FunctionCompiler(self.source, dict(bound.arguments)).run_inline()
+        call_site = current().loc  # the caller's statement (or the scan that calls a combine)
+        try:
+            return FunctionCompiler(self.source, dict(bound.arguments)).run_inline()
+        except TileLangError as error:
+            error.add_call_site(call_site)
+            raise
 
 
 class FunctionCompiler:
@@ -457,6 +462,8 @@ class FunctionCompiler:
         ):
             value = cast(value, type_.dtype)
         got = _type_of(value.var if isinstance(value, Tile) else value.value)
+        if isinstance(got, TileType) and isinstance(type_, TileType) and got.shape != type_.shape:
+            raise self.error(node, _shape_change(name, what, type_.shape, got.shape))
         if got != type_:
             raise self.error(
                 node,
@@ -649,6 +656,13 @@ class FunctionCompiler:
             raise self.error(
                 node, f"Python's {fn.__name__}() on runtime values: use tl.{name}(a, b)"
             )
+        if fn in (builtins.float, builtins.int) and any(isinstance(a, IRValue) for a in args):
+            target = "tl.f32" if fn is builtins.float else "tl.i32"
+            raise self.error(
+                node,
+                f"Python's {fn.__name__}() cannot convert a runtime value (it has no value "
+                f"while the kernel compiles); to change its dtype write x.to({target})",
+            )
         if not callable(fn):
             raise self.error(node.func, f"{describe(fn)} is not callable")
         if _is_plain_python_function(fn) and _touches_ir(args, kwargs):
@@ -692,6 +706,22 @@ def _branch_type(values: list) -> object:
     if isinstance(first, Tile):
         return first.type
     return ScalarType(first.dtype)
+
+
+def _shape_change(name: str, what: str, expected: tuple, got: tuple) -> str:
+    """Why a tile cannot change shape in a runtime loop or branch (no conversion helps):
+    `expected` is its shape before the loop (on the branch's first path), `got` at the
+    end of the loop's body (on the other path)."""
+    if what == "loop":
+        return (
+            f"`{name}` changes shape in the loop: {list(expected)} before it, {list(got)} at "
+            "the end of its body; a loop-carried tile must keep the same shape across "
+            "iterations"
+        )
+    return (
+        f"`{name}` has shape {list(expected)} on one path of the branch and {list(got)} on "
+        "the other; a tile assigned under a runtime `if` must have one shape on both paths"
+    )
 
 
 def _missing_attribute(base: object, name: str) -> str:

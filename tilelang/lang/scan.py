@@ -30,22 +30,37 @@ from tilelang.lang.values import (
 __all__ = ["associative_scan"]
 
 
-def associative_scan(fn, values, axis=0, reverse=False):
+#: The order of the arguments, as the errors about them show it.
+ORDER = "tl.associative_scan(fn, values, axis=0, reverse=False)"
+_PARAMETERS = ("fn", "values", "axis", "reverse")
+
+
+def associative_scan(*args, **kwargs):
     """The inclusive scan of `values` (a tile, or a tuple of tiles of one shape) along
-    `axis` with the combine function `fn`: `fn(a, b)` takes two elements (two tuples of
-    elements, one per tile, for a tuple of tiles) and returns their combination in the
-    same structure. Element i of the result is x_0 ⊕ x_1 ⊕ … ⊕ x_i, or with `reverse`
-    x_{n-1} ⊕ … ⊕ x_i (the scan of the flipped axis, flipped back). Returns a tile or a
-    tuple of tiles like `values`.
+    `axis` with the combine function `fn`, a `@tl.func`; the order of the arguments is
+    tl.associative_scan(fn, values, axis=0, reverse=False), combine function first
+    (Triton's `associative_scan(input, axis, combine_fn)` puts it last), and each may
+    be given by keyword. `fn(a, b)` takes two elements (two tuples of elements, one per
+    tile, for a tuple of tiles) and returns their combination in the same structure.
+    Element i of the result is x_0 ⊕ x_1 ⊕ … ⊕ x_i, or with `reverse` x_{n-1} ⊕ … ⊕ x_i
+    (the scan of the flipped axis, flipped back). Returns a tile or a tuple of tiles
+    like `values`. For example, with `@tl.func def add(a, b): return a + b`, the running
+    sums along the rows of a [4, 32] tile `t` are tl.associative_scan(add, t, axis=1).
 
     A linear recurrence h_i = a_i·h_{i-1} + b_i is the scan of the pairs (a, b) with
     `(a1, b1) ⊕ (a2, b2) = (a1·a2, a2·b1 + b2)`; its second result is h.
     """
     builder = current()
+    fn, values, axis, reverse = _arguments(args, kwargs)
     if not isinstance(fn, Func):
+        if callable(fn):
+            raise builder.error(
+                f"tl.associative_scan combines with a @tl.func function, got {describe(fn)}; "
+                "decorate the combine function with @tilelang.func"
+            )
         raise builder.error(
-            f"tl.associative_scan combines with a @tl.func function, got {describe(fn)}; "
-            "decorate the combine function with @tilelang.func"
+            "the first argument of tl.associative_scan is the combine function (a @tl.func), "
+            f"got {_what(fn)}: the order is {ORDER}{_example(values, axis, reverse)}"
         )
     single = not isinstance(values, (tuple, list))
     tiles = (values,) if single else tuple(values)
@@ -108,6 +123,66 @@ def associative_scan(fn, values, axis=0, reverse=False):
     )
     wrapped = tuple(Tile(r) for r in results)
     return wrapped[0] if single else wrapped
+
+
+associative_scan.__signature__ = inspect.Signature(
+    [
+        inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default)
+        for name, default in zip(
+            _PARAMETERS, (inspect.Parameter.empty, inspect.Parameter.empty, 0, False), strict=True
+        )
+    ]
+)
+
+
+def _arguments(args: tuple, kwargs: dict) -> tuple:
+    """(fn, values, axis, reverse) from a call, bound as Python binds them, with errors
+    that show the order (a call in Triton's order is the usual mistake)."""
+    builder = current()
+    unknown = [name for name in kwargs if name not in _PARAMETERS]
+    if unknown:
+        raise builder.error(
+            f"tl.associative_scan has no parameter {unknown[0]}: its parameters are fn, "
+            f"values, axis, reverse ({ORDER})"
+        )
+    if len(args) > len(_PARAMETERS):
+        raise builder.error(
+            f"tl.associative_scan takes at most 4 arguments, got {len(args)}: the order is {ORDER}"
+        )
+    given = dict(zip(_PARAMETERS, args, strict=False))
+    twice = [name for name in kwargs if name in given]
+    if twice:
+        raise builder.error(
+            f"tl.associative_scan got {twice[0]}= by keyword and a positional argument in its "
+            f"place: positional arguments fill fn first, then values, axis, reverse (the order "
+            f"is {ORDER}); put the combine function first or pass every argument by keyword"
+        )
+    given.update(kwargs)
+    missing = [name for name in ("fn", "values") if name not in given]
+    if missing:
+        raise builder.error(
+            f"tl.associative_scan needs {' and '.join(missing)}: the order is {ORDER}"
+        )
+    return given["fn"], given["values"], given.get("axis", 0), given.get("reverse", False)
+
+
+def _what(value: object) -> str:
+    """A misplaced argument as the message names it."""
+    if isinstance(value, Tile):
+        return f"a tile ({value.type})"
+    if isinstance(value, (tuple, list)) and value and all(isinstance(v, Tile) for v in value):
+        return f"a {type(value).__name__} of {len(value)} tiles"
+    return describe(value)
+
+
+def _example(values: object, axis: object, reverse: object) -> str:
+    """The corrected call when the combine function was given in another place."""
+    combine = next((v for v in (values, axis, reverse) if isinstance(v, Func)), None)
+    if combine is None:
+        return ""
+    axis_given = isinstance(values, int) and not isinstance(values, bool)  # Triton's order
+    axis_text = f", axis={values}" if axis_given else ""
+    return f": write tl.associative_scan({combine.__name__}, values{axis_text})"
 
 
 def _parameter_names(fn: Func) -> tuple[str, str]:

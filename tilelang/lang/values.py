@@ -242,10 +242,21 @@ def as_scalar(value: Scalar | int | float | bool, dtype: DType | None = None) ->
     if isinstance(value, Tile):
         raise current().error(
             f"a tile ({value.type}) is used where a block-uniform scalar is needed"
+            + _one_element_hint(value)
         )
     if is_python_number(value):
         return Scalar(python_constant(value, dtype or default_dtype(value)))
     raise current().error(f"expected a number or runtime scalar, got {type(value).__name__}")
+
+
+def _one_element_hint(tile: Tile) -> str:
+    """How to take the value of a tile that holds one element (`.item()` takes rank 0
+    only; a [1, 1] tile is indexed down to its element)."""
+    if any(size != 1 for size in tile.shape):
+        return ""
+    if tile.ndim == 0:
+        return "; use .item() to take its value"
+    return f"; it holds one element: index it with [{', '.join('0' * tile.ndim)}] to take its value"
 
 
 def ir_value(value: Tile | Scalar) -> ir.Value:

@@ -6,9 +6,9 @@ only on what each argument *is* and on the scalars: the argument checks (dtype, 
 contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
 lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that
 (`gpu.argument_signature`) — per tensor its kind, dtype, shape, strides (and device,
-where it says); per scalar its type and value; the constexprs and value facts as given
-— and reads each tensor's address on the way. A full call that launched leaves a
-`WarmCall` under its key. A warm call checks what depends on addresses (16-byte
+where it says); per scalar its type and value; the constexprs and value facts as given,
+each with its type (`typed`: 32.0 is not 32) — and reads each tensor's address on the
+way. A full call that launched leaves a `WarmCall` under its key. A warm call checks what depends on addresses (16-byte
 alignment; a tensor the kernel writes overlapping another one), that every value fact
 it states is still on record for its tensor, and launches.
 
@@ -50,6 +50,18 @@ def _some_overlap(extents: list[tuple[int, int]]) -> bool:
             return True
         end = max(end, start + max(nbytes, 1))
     return False
+
+
+def typed(value: Any) -> Any:
+    """`value` as a key that tells apart values Python calls equal: 32 and 32.0, True and
+    1, 0.0 and -0.0 (a constexpr of each builds differently, or fails to build), inside
+    tuples and lists too. A list keys as the tuple of its items (the two specialize
+    alike); other unhashable values stay unhashable."""
+    if isinstance(value, (tuple, list)):
+        return tuple, tuple(typed(item) for item in value)
+    if isinstance(value, float):
+        return type(value), value.hex()
+    return type(value), value
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,8 @@ class WarmCalls:
                 return None
             parts.append(found[0])
             addresses.append(found[1])
-        key = (tuple(parts), tuple(kwargs.items()), assume and tuple(assume.items()))
+        constexprs = tuple((name, typed(value)) for name, value in kwargs.items())
+        key = (tuple(parts), constexprs, assume and tuple((n, typed(v)) for n, v in assume.items()))
         return key, addresses
 
     def get(self, key: tuple) -> WarmCall | None:
