@@ -227,6 +227,7 @@ def odd_function() -> ir.Function:
             ir.Arrive(var("n", ScalarType(dt.i32)), weird, (c(0, dt.i32), var("it", F16))),
             ir.Gather(var("g", tile(dt.f16, 4, 2)), weird, (), var("ls", F16), 1),
             ir.Scatter(weird, (c(0, dt.i32),), var("ls", F16), 0, var("g", tile(dt.f16, 4, 2))),
+            ir.ScatterAdd(weird, (), var("ls", F16), 1, weird, var("l", tile(dt.f6e3m2, 2))),
             ir.GatherAsync(var("sb", SharedType(dt.f16, (2, 4))), weird, (), var("ls", F16), 0),
             ir.Concat(var("cc", tile(dt.f16, 4, 4)), (var("g", tile(dt.f16, 4, 2)), weird), 1),
             ir.SharedAlloc(var("sb", SharedType(dt.f16, (2, 4)))),

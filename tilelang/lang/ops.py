@@ -336,36 +336,22 @@ def _fill_constant(fill: object, dtype: DType) -> ir.Const:
     return python_constant(fill, dtype)
 
 
-def store(tensor, offsets, value) -> None:
-    """Writes a tile at `offsets`; elements outside the tensor are skipped. With an
-    integer tile among the offsets (a scatter), element e goes where a gather of the
-    tile's shape would read it from (see `load`); of two elements sent to one place, one
-    is written."""
+def store(tensor, offsets, value, mask=None) -> None:
+    """Writes a tile at `offsets`; elements outside the tensor, and elements where `mask`
+    (a u1 tile that broadcasts to the value's shape, e.g. ``tl.arange(0, B) < n``; None:
+    all) fails, are skipped: never written (a packed code beside a skipped one keeps
+    the skipped one's bits). With an integer tile among the offsets (a scatter),
+    element e goes where a gather of the tile's shape would read it from (see `load`);
+    of two elements sent to one place, one is written."""
     builder = current()
     tensor = _tensor(tensor, "the first argument of tl.store")
-    scattered = _gather_axis(tensor, offsets)
-    offs = _offsets(
-        tensor, offsets if scattered is None else [0 if isinstance(o, Tile) else o for o in offsets]
-    )
-    if isinstance(value, Scalar) or is_python_number(value):
-        raise builder.error("tl.store needs a tile; build one with tl.full(shape, value, dtype)")
-    tile = require_tile(value, "the stored value")
-    if tile.dtype != tensor.dtype:
-        raise builder.error(
-            f"storing a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
-            f"convert it with .to(tl.{tensor.dtype})"
-        )
-    if tile.ndim != tensor.ndim:
-        raise builder.error(
-            f"storing a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
-            f"a rank-{tensor.ndim} tensor; reshape it first"
-        )
-    if scattered is not None:
-        axis, index = scattered
-        rows = _gather_index(index, tile.shape, axis)
-        builder.emit(ir.Scatter(tensor.var, offs, rows.var, axis, tile.var, loc=builder.loc))
+    written = _written(tensor, offsets, value, mask, ("tl.store", "storing", "the stored value"))
+    offs, scattered, tile, selected = written
+    if scattered is None:
+        builder.emit(ir.Store(tensor.var, offs, tile.var, selected, loc=builder.loc))
         return
-    builder.emit(ir.Store(tensor.var, offs, tile.var, loc=builder.loc))
+    axis, rows = scattered
+    builder.emit(ir.Scatter(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
 
 
 def atomic_add(tensor, offsets, values, mask=None) -> None:
@@ -373,7 +359,10 @@ def atomic_add(tensor, offsets, values, mask=None) -> None:
     values[e]`` for the elements inside the tensor where `mask` (a u1 tile that
     broadcasts to the values' shape; None: all) holds. Tensors of f16, bf16, f32, f64,
     i32, u32, i64 and u64. Float sums depend on the order in which blocks add (each
-    addition rounds once in the tensor's dtype); integer sums are exact (wrapping)."""
+    addition rounds once in the tensor's dtype); integer sums are exact (wrapping).
+    With an integer tile among the offsets (a scatter-add), element e adds where a
+    gather of the values' shape would read it from (see `load`), and elements sent to
+    one place all add: ``tl.atomic_add(hist, [bins], tl.full([B], 1, tl.i32))``."""
     builder = current()
     tensor = _tensor(tensor, "the first argument of tl.atomic_add")
     if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
@@ -382,24 +371,43 @@ def atomic_add(tensor, offsets, values, mask=None) -> None:
             f"tl.atomic_add into {tensor.var.name}, a tensor of {tensor.dtype}: atomic additions "
             f"need a tensor of {names} (whole 16-, 32- or 64-bit elements)"
         )
+    words = ("tl.atomic_add", "adding", "the added value")
+    offs, scattered, tile, selected = _written(tensor, offsets, values, mask, words)
+    if scattered is None:
+        builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
+        return
+    axis, rows = scattered
+    builder.emit(ir.ScatterAdd(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
+
+
+def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):
+    """The checked operands of a store or an addition: (scalar offsets, the dimension and
+    index var of a scatter or None, the value tile, the mask var or None). `words`: the
+    operation, its verb and what its value is, for the errors."""
+    builder = current()
+    op, verb, what = words
+    scattered = _gather_axis(tensor, offsets)
+    if scattered is not None:  # the index tile's dimension starts at 0
+        offsets = [0 if isinstance(o, Tile) else o for o in offsets]
     offs = _offsets(tensor, offsets)
-    if isinstance(values, Scalar) or is_python_number(values):
-        raise builder.error(
-            "tl.atomic_add needs a tile; build one with tl.full(shape, value, dtype)"
-        )
-    tile = require_tile(values, "the added value")
+    if isinstance(value, Scalar) or is_python_number(value):
+        raise builder.error(f"{op} needs a tile; build one with tl.full(shape, value, dtype)")
+    tile = require_tile(value, what)
     if tile.dtype != tensor.dtype:
         raise builder.error(
-            f"adding a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
+            f"{verb} a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
             f"convert it with .to(tl.{tensor.dtype})"
         )
     if tile.ndim != tensor.ndim:
         raise builder.error(
-            f"adding a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
+            f"{verb} a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
             f"a rank-{tensor.ndim} tensor; reshape it first"
         )
     selected = None if mask is None else _mask_tile(mask, tile.shape).var
-    builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
+    if scattered is not None:
+        axis, index = scattered
+        scattered = (axis, _gather_index(index, tile.shape, axis).var)
+    return offs, scattered, tile, selected
 
 
 def arrive(counters, offsets) -> Scalar:
@@ -571,7 +579,7 @@ def _reduce(op: str, x, axis, keepdims: bool, dtype: object = None) -> Tile:
 def _reduce_axis(op: str, tile: Tile, axis: int) -> Tile:
     assert op in REDUCTIONS
     if op in ("and", "or", "xor") and tile.dtype.is_float:
-        raise current().error(f"tl.reduce_{op} needs integer tiles, got {tile.dtype}")
+        raise current().error(f"the bitwise `{op}` reduction needs integer tiles, got {tile.dtype}")
     shape = tile.shape[:axis] + tile.shape[axis + 1 :]
     return emit_result(ir.Reduce, op, TileType(tile.dtype, shape), tile.var, op, axis)
 

@@ -1,6 +1,7 @@
 """Lowering of accesses whose addresses come from data: scalar loads (`load_scalar`), a
-rank-0 tile's element as a scalar (`item`), gathers (`gather`) and scatters (`scatter`);
-and the block's count at a counter (`arrive`), a scalar made from data too.
+rank-0 tile's element as a scalar (`item`), gathers (`gather`), scatters (`scatter`)
+and scatter-additions (`scatter_add`); and the block's count at a counter (`arrive`),
+a scalar made from data too.
 
 A block-uniform scalar made from data is a thread-IR `Uniform`: every thread computes
 it from its own registers (it loaded the same address, or holds the replicated
@@ -13,7 +14,9 @@ A gather (scatter) moves each thread's runs along the last dim as a load (store)
 tile, whose layout (`infer_layouts`' `gather`/`scatter` rules) gives each thread the
 index of every element it moves; out-of-range rows are masked by the same unsigned
 comparison as a box's edges. A scatter stores from the first replica only, and packed
-codes that share a byte with others merge atomically, as a store's do.
+codes that share a byte with others merge atomically, as a store's do; its mask acts
+as a store's (`store_run`). A scatter-addition adds each run as `atomic_add` does
+(`add_run`, masks included), one atomic addition per element or piece of a run.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.memory import (
     access,
     access_runs,
+    add_run,
     byte_window,
     element_place,
     fill_value,
     load_sub_byte,
+    mask_of,
+    store_run,
     store_sub_byte,
 )
 from tilelang.lowering.shared import shared_address, shared_runs
@@ -116,7 +122,10 @@ def lower_item(lo: Lowering, instr: ir.Item) -> None:
 
 
 def _indexed_runs(
-    lo: Lowering, instr: ir.Gather | ir.GatherAsync | ir.Scatter, layout: Layout, run: int
+    lo: Lowering,
+    instr: ir.Gather | ir.GatherAsync | ir.Scatter | ir.ScatterAdd,
+    layout: Layout,
+    run: int,
 ):
     """(first local, run length, in-bounds predicate, flat element index) of each run of
     the elements of a tile of `layout` a gather reads or a scatter writes, `run` elements
@@ -222,21 +231,33 @@ def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
 def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
+    mask = mask_of(lo, instr, tile)
     bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)  # a replicated element is written once
     b = lo.b
     for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
-        pred = b.all_of([c for c in (pred, first) if c is not None])
-        pred = b.let(pred, "p") if pred is not None else None
         if run * bits % 8 or li * bits % 8:
-            store_sub_byte(lo, info, tile, li, flat, pred)
+            selected = lo.get(mask, li) if mask is not None else None
+            pred = b.all_of([c for c in (pred, first, selected) if c is not None])
+            store_sub_byte(lo, info, tile, li, flat, b.let(pred, "p") if pred is not None else None)
             continue
-        byte = b.let(byte_offset(b, flat, bits), "off")
-        for start, width in _pieces(instr, run, bits):
-            at = b.add(byte, imm(start, I64))
-            b.emit(
-                t.GlobalStore(
-                    info.param, at, t.Reg(tile.local, li * bits // 8 + start), width, pred
-                )
-            )
+        byte = byte_offset(b, flat, bits)
+        store_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask)
         b.count("scatter_store_bytes_" + str(min(run * bits // 8, 16)))
+
+
+@lowers(ir.ScatterAdd)
+def lower_scatter_add(lo: Lowering, instr: ir.ScatterAdd) -> None:
+    """Each run's elements added at the row its index gives, as `atomic_add`'s runs are
+    (`add_run`): one atomic addition per element or aligned piece, so elements sent to
+    one place all add, whichever threads hold them."""
+    info = access(lo, instr.tensor, store=True)
+    tile = lo.tile(instr.value)
+    mask = mask_of(lo, instr, tile)
+    run = access_runs(instr, tile)
+    first = lo.replica_zero(tile.layout)  # a replicated element is added once
+    addend = lo.b.local(tile.dtype, run, "add") if mask is not None and run > 1 else None
+    for li, span, pred, flat in _indexed_runs(lo, instr, tile.layout, run):
+        byte = byte_offset(lo.b, flat, tile.dtype.bits)
+        add_run(lo, instr, info, tile, (li, span), [pred, first], byte, mask, addend)
+        lo.b.count("scatter_add")

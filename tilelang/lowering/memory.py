@@ -6,7 +6,10 @@ accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
 packed type whose bits start inside a byte are read through a one- or two-byte window
 and written with an atomic merge of their bits (other threads may be writing the rest
 of the byte). A store or an atomic addition from a replicated layout is done by the
-first replica only.
+first replica only. A mask operand (a u1 tile in the value's layout) selects elements
+on top of the bounds: a store writes a run whole where it is all selected and its
+selected elements one by one elsewhere (`store_run`); an addition adds the identity
+where it is not selected (`add_run`). `indirect` reuses both for scatters.
 
 Byte offsets (`place`) are sums of separate terms, per dim: the box offset (block-
 uniform), this thread's part of the tile index and the local's constant part, each
@@ -37,6 +40,7 @@ from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.types import TensorType
+from tilelang.lowering import coalescing
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import I32, I64, U32, imm
 from tilelang.lowering.values import (
@@ -203,6 +207,7 @@ def lower_load(lo: Lowering, instr: ir.Load) -> None:
     align = instr.attr("align")
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
+    coalescing.record(lo, "load", instr, tile.layout, bits, run)
     for li in range(0, tile.layout.num_locals, run):
         whole = run * bits % 8 == 0 and (li * bits) % 8 == 0
         if whole:
@@ -275,32 +280,73 @@ def load_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pre
 def lower_store(lo: Lowering, instr: ir.Store) -> None:
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
+    mask = mask_of(lo, instr, tile)
     offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
-    align = instr.attr("align")
     bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)
+    coalescing.record(lo, "store", instr, tile.layout, bits, run)
     for li in range(0, tile.layout.num_locals, run):
         if run * bits % 8 or (li * bits) % 8:
             pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
-            pred = lo.b.all_of([c for c in (pred, first) if c is not None])
+            selected = lo.get(mask, li) if mask is not None else None
+            pred = lo.b.all_of([c for c in (pred, first, selected) if c is not None])
             store_sub_byte(lo, info, tile, li, flat, pred)
             continue
         pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-        pred = lo.b.all_of([c for c in (pred, first) if c is not None])
-        pred = lo.b.let(pred, "p") if pred is not None else None
-        byte = lo.b.let(byte, "off")
-        limit = align if isinstance(align, int) and run > 1 else None
-        for at, width in pieces(0, run * bits // 8, limit):
-            lo.b.emit(
-                t.GlobalStore(
-                    info.param,
-                    lo.b.add(byte, imm(at, I64)),
-                    t.Reg(tile.local, li * bits // 8 + at),
-                    width,
-                    pred,
-                )
+        store_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask)
+
+
+def mask_of(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> TileRegs | None:
+    """The registers of `instr`'s mask (None without one), in the value's layout (the
+    contract of infer_layouts' `masked` rule)."""
+    mask = getattr(instr, "mask", None)
+    if mask is None:
+        return None
+    regs = lo.tile(mask)
+    if regs.layout != tile.layout:
+        raise lo.fail(instr, f"the mask's layout {regs.layout} is not the value's {tile.layout}")
+    return regs
+
+
+def store_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, byte, mask):
+    """The `run` elements of `tile` from local `li` (`span`), whole bytes, to byte `byte`
+    where `conds` hold, in the widest accesses `align` allows. Under a mask, the run
+    is written whole where every element of it is selected; where only some are, each
+    selected element is written alone (a packed code by an atomic merge of its bits,
+    as `store_sub_byte`), so an element not selected is never written."""
+    li, run = span
+    b, bits = lo.b, tile.dtype.bits
+    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
+    every = b.let(b.all_of(selected), "all") if selected else None
+    pred = b.all_of([c for c in (*conds, every) if c is not None])
+    pred = b.let(pred, "p") if pred is not None else None
+    byte = b.let(byte, "off")
+    align = instr.attr("align")
+    limit = align if isinstance(align, int) and run > 1 else None
+    for at, width in pieces(0, run * bits // 8, limit):
+        b.emit(
+            t.GlobalStore(
+                info.param,
+                b.add(byte, imm(at, I64)),
+                t.Reg(tile.local, li * bits // 8 + at),
+                width,
+                pred,
             )
+        )
+    if len(selected) < 2:
+        return
+    for i, one in enumerate(selected):
+        alone = t.Select(every, imm(0, dtypes.u1), one)
+        cond = b.let(b.all_of([c for c in (*conds, alone) if c is not None]), "p")
+        if bits >= 8:
+            size = bits // 8
+            at = b.add(byte, imm(i * size, I64))
+            b.emit(t.GlobalStore(info.param, at, t.Reg(tile.local, (li + i) * size), size, cond))
+        else:
+            bit = b.add(b.mul(byte, imm(8, I64)), imm(i * bits, I64))
+            merge_code(lo, info, tile, li + i, bit, cond)
+    b.count("global_store_partial_run")
 
 
 def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
@@ -308,9 +354,15 @@ def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pr
     which other threads, of this block or of others, may be writing at the same time
     (a box edge or a row end inside a byte, a layout whose threads hold parts of
     bytes): an atomic merge of its bits (counted as `global_store_sub_byte`)."""
+    merge_code(lo, info, tile, li, lo.b.mul(flat, imm(tile.dtype.bits, I64)), pred)
+
+
+def merge_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -> None:
+    """Element `li` of `tile`, a packed code, merged atomically into the tensor's bits
+    from `bit` (i64) on: its neighbours' bits are neither read nor written back."""
     b = lo.b
     bits = tile.dtype.bits
-    bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
+    bit = b.let(bit, "bit")
     byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
     shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
     mask = t.Binary("shl", imm((1 << bits) - 1, U32), shift)
@@ -321,45 +373,50 @@ def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pr
 
 @lowers(ir.AtomicAdd)
 def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
-    """Runs of the value's elements (as `vectorize` proved) added with one `AtomicAdd`
-    per aligned piece, by the first replica only. Under a mask, each run adds the
-    value where the mask holds and the identity elsewhere (0; -0.0 for floats, which
-    leaves every float, -0.0 included, as it is), and is skipped when no element of
-    it is selected."""
+    """Runs of the value's elements (as `vectorize` proved) added by `add_run`, by the
+    first replica only."""
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
-    mask = lo.tile(instr.mask) if instr.mask is not None else None
-    if mask is not None and mask.layout != tile.layout:  # infer_layouts' `masked` rule
-        raise lo.fail(instr, f"the mask's layout {mask.layout} is not the value's {tile.layout}")
+    mask = mask_of(lo, instr, tile)
     offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
-    align = instr.attr("align")
-    dtype = tile.dtype
-    size = dtype.bits // 8
     first = lo.replica_zero(tile.layout)
-    addend = lo.b.local(dtype, run, "add") if mask is not None and run > 1 else None
+    addend = lo.b.local(tile.dtype, run, "add") if mask is not None and run > 1 else None
+    coalescing.record(lo, "atomic", instr, tile.layout, tile.dtype.bits, run)
     for li in range(0, tile.layout.num_locals, run):
         pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-        conds = [pred, first]
-        src = t.Reg(tile.local, li * size)
-        if mask is not None:
-            selected = [lo.get(mask, li + i) for i in range(run)]
-            conds.append(_any_of(selected))
-            if addend is not None:
-                _select_addend(lo, addend, tile, li, selected)
-                src = t.Reg(addend, 0)
-        pred = lo.b.all_of([c for c in conds if c is not None])
-        pred = lo.b.let(pred, "p") if pred is not None else None
-        byte = lo.b.let(byte, "off")
-        limit = align if isinstance(align, int) and run > 1 else None
-        for at, width in pieces(0, run * size, limit):
-            at_byte = lo.b.add(byte, imm(at, I64))
-            lo.b.emit(
-                t.AtomicAdd(
-                    info.param, at_byte, t.Reg(src.local, src.byte + at), width, dtype, pred
-                )
+        add_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask, addend)
+
+
+def add_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, byte, mask, addend):
+    """The `run` elements of `tile` from local `li` (`span`) added into the elements at
+    byte `byte` where `conds` hold, with one `AtomicAdd` per aligned piece. Under a
+    mask, the run adds the value where the mask holds and the identity elsewhere (0;
+    -0.0 for floats, which leaves every float, -0.0 included, as it is; in `addend`, a
+    local of `run` elements), and is skipped when no element of it is selected."""
+    li, run = span
+    size = tile.dtype.bits // 8
+    src = t.Reg(tile.local, li * size)
+    conds = list(conds)
+    if mask is not None:
+        selected = [lo.get(mask, li + i) for i in range(run)]
+        conds.append(_any_of(selected))
+        if run > 1:
+            _select_addend(lo, addend, tile, li, selected)
+            src = t.Reg(addend, 0)
+    pred = lo.b.all_of([c for c in conds if c is not None])
+    pred = lo.b.let(pred, "p") if pred is not None else None
+    byte = lo.b.let(byte, "off")
+    align = instr.attr("align")
+    limit = align if isinstance(align, int) and run > 1 else None
+    for at, width in pieces(0, run * size, limit):
+        at_byte = lo.b.add(byte, imm(at, I64))
+        lo.b.emit(
+            t.AtomicAdd(
+                info.param, at_byte, t.Reg(src.local, src.byte + at), width, tile.dtype, pred
             )
-            lo.b.count("atomic_add")
+        )
+        lo.b.count("atomic_add")
 
 
 def _any_of(conds: list[t.Expr]) -> t.Expr:

@@ -31,7 +31,7 @@ from tilelang.ir import thread_mma as tm
 from tilelang.ir.layout import Layout
 from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
-from tilelang.lowering import memory, relayout, wgmma
+from tilelang.lowering import coalescing, memory, relayout, wgmma
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
 from tilelang.lowering.values import SharedTile, TileRegs, contiguous_elements, pieces
@@ -320,6 +320,7 @@ def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
     limit = min(width, align) if isinstance(align, int) and align > 0 else width
     offsets = [lo.scalar(o) for o in instr.offsets]
     first = lo.replica_zero(layout)
+    coalescing.record(lo, "load", instr, layout, bits, run, widest=width)
     staging = None
     for li in range(0, layout.num_locals, run):
         index = lo.index(layout, li)

@@ -5,8 +5,8 @@ a tile without one is accessed one element at a time). Global tensors are row-ma
 contiguous, densely packed (element i of the flat tensor holds bits [i·b, (i+1)·b)),
 their base pointers 16-byte aligned; accesses are masked per element.
 
-Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `AtomicAdd` and `CopyAsync` gets
-three attributes, and nothing else changes:
+Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `AtomicAdd`, `ScatterAdd` and
+`CopyAsync` gets three attributes, and nothing else changes:
 
 - ``elems=r``: each thread accesses its elements in *runs* of r consecutive elements
   of the last dimension (a power of two; 1 when nothing better is proven);
@@ -35,9 +35,11 @@ How r is chosen (register tiles: `Load`'s result, `Store`'s and `AtomicAdd`'s va
    (b) a run fits one access, ``r·bits ≤ 128`` (16 bytes); or, for a `Load` or a
        `Store`, the run is longer but a whole number of bytes (a fragment's load order
        gives each thread 20 bytes of u5 codes: five 4-byte accesses, where runs of 16
-       codes, 10 bytes, would only be 2-byte aligned). `AtomicAdd` keeps one access
-       per run (a masked run is skipped only when none of it is selected).
-   Then ``vector = r·bits/8`` when that is whole, else 0.
+       codes, 10 bytes, would only be 2-byte aligned). `AtomicAdd` and `ScatterAdd`
+       keep one access per run (a masked run is skipped only when none of it is
+       selected).
+   Then ``vector = r·bits/8`` when that is whole, else 0. A user's `mask` operand
+   may vary within a run; the lowering then writes that run element by element.
 
 How `align` is computed: the element offset of a run start is
 ``Σ_d (offset_d + s_d)·stride_d``, with s_d the tile index of the run start and
@@ -81,6 +83,7 @@ from tilelang.ir.nodes import (
     Instr,
     Load,
     Scatter,
+    ScatterAdd,
     Store,
     Value,
 )
@@ -169,16 +172,22 @@ class _Vectorize(Rewriter):
     def visit_Scatter(self, instr: Scatter) -> Instr:
         return self._indexed_access(self.generic(instr), instr.value.type)
 
-    def _indexed_access(self, new: Gather | Scatter, tile: TileType) -> Instr:
-        """As a load's (store's) runs, where each run lies in one gathered row: the index
-        must be constant along the last dim (a size-1 index dim, not the gathered axis);
-        the gathered coordinate may be any integer, so it divides nothing."""
+    def visit_ScatterAdd(self, instr: ScatterAdd) -> Instr:
+        return self._indexed_access(self.generic(instr), instr.value.type, "atomic")
+
+    def _indexed_access(
+        self, new: Gather | Scatter | ScatterAdd, tile: TileType, kind: str = "register"
+    ) -> Instr:
+        """As a load's (store's, atomic addition's) runs, where each run lies in one
+        gathered row: the index must be constant along the last dim (a size-1 index dim,
+        not the gathered axis); the gathered coordinate may be any integer, so it
+        divides nothing."""
         instr, index = new, new.index.type
         last = tile.rank - 1
         r = 1
         if instr.axis != last and index.shape[last] == 1:
             for candidate in _powers_of_two_down(pow2_factor(layout_run(tile.layout))):
-                if self._legal(candidate, instr.tensor.type, new.offsets, "register"):
+                if self._legal(candidate, instr.tensor.type, new.offsets, kind):
                     r = candidate
                     break
         steps = list(run_start_steps(tile.layout, tile.shape, r))

@@ -43,9 +43,10 @@ Decisions the IR leaves to the interpreter:
 - Integer shift amounts are read as unsigned (as PTX does): a negative signed amount
   is a huge one, so `shl` gives 0 and `shr` the sign fill.
 - `Full`, `Arange` and loop variables convert with the cast policy (saturating).
-- `AtomicAdd` adds in program order, blocks in grid order (row-major over the grid),
-  each addition rounded once to the tensor's dtype; compiled backends add in the order
-  their threads and blocks happen to run, so float results agree within a tolerance.
+- `AtomicAdd` and `ScatterAdd` add in program order, the elements of one instruction
+  in row-major order, blocks in grid order (row-major over the grid), each addition
+  rounded once to the tensor's dtype; compiled backends add in the order their threads
+  and blocks happen to run, so float results agree within a tolerance.
 - Shared tiles start as zeros; `CopyAsync` completes at once (commit/wait/sync are
   no-ops in a sequential interpreter). The prelude before `Blocks` must be scalar work:
   `grid()` evaluates it without tensors; each block then runs it again.
@@ -383,16 +384,20 @@ def _load(state: _State, instr: ir.Load | ir.LoadScalar) -> None:
     state.bind(instr.result, tile.reshape(_shape(instr.result)))
 
 
-def _indexed(state: _State, instr: ir.Gather | ir.GatherAsync | ir.Scatter, shape: tuple[int, ...]):
-    """(coordinates per dim, inside the tensor) of each element of a gather or scatter:
-    the box's e_d + offsets[d], except offsets[axis] + index[e] along the axis."""
+def _indexed(state: _State, instr: ir.Instr, shape: tuple[int, ...]):
+    """(tensor, coordinates per dim, accessed) of the elements of a tile of `shape` that
+    an access (a box, a gather's or a scatter's) touches: the box's e_d + offsets[d],
+    except offsets[axis] + index[e] along a gather's axis; accessed where inside the
+    tensor and where a `mask` holds."""
     tensor = state.tensor(instr.tensor)
-    index = np.broadcast_to(np.asarray(state.value(instr.index), dtype=np.int64), shape)
+    index = getattr(instr, "index", None)
     box = np.indices(shape, dtype=np.int64)
-    coords = [
-        state.int(o) + (index if d == instr.axis else box[d]) for d, o in enumerate(instr.offsets)
-    ]
+    if index is not None:
+        box[instr.axis] = np.broadcast_to(np.asarray(state.value(index), dtype=np.int64), shape)
+    coords = [state.int(o) + box[d] for d, o in enumerate(instr.offsets)]
     inside = np.ones(shape, dtype=bool)
+    if getattr(instr, "mask", None) is not None:
+        inside &= np.asarray(state.value(instr.mask)).astype(bool)
     for coord, size in zip(coords, tensor.shape, strict=True):
         inside &= (coord >= 0) & (coord < size)
     return tensor, tuple(c[inside] for c in coords), inside
@@ -409,49 +414,46 @@ def _gather(state: _State, instr: ir.Gather) -> None:
     state.bind(instr.result, tile)
 
 
-@semantics(ir.Scatter)
-def _scatter(state: _State, instr: ir.Scatter) -> None:
-    """Coordinates outside are skipped; of two elements sent to one place the last (in
-    row-major order) is written (numpy's fancy assignment)."""
+@semantics(ir.Store, ir.Scatter)
+def _store(state: _State, instr: ir.Store | ir.Scatter) -> None:
+    """Elements outside the tensor or masked out are not touched; of two elements a
+    scatter sends to one place the last (in row-major order) is written (numpy's fancy
+    assignment)."""
     tile = np.asarray(state.value(instr.value))
-    tensor, picked, inside = _indexed(state, instr, tile.shape)
-    tensor.codes[picked] = _encode_tile(tensor.dtype, tile[inside])
+    if isinstance(instr, ir.Store) and instr.mask is None:  # the common case, by slices
+        tensor = state.tensor(instr.tensor)
+        box = _box(tuple(state.int(o) for o in instr.offsets), tile.shape, tensor.shape)
+        if box is not None:
+            tensor.codes[box[0]] = _encode_tile(tensor.dtype, tile[box[1]])
+            tensor.dirty = True
+        return
+    tensor, picked, written = _indexed(state, instr, tile.shape)
+    tensor.codes[picked] = _encode_tile(tensor.dtype, tile[written])
     tensor.dirty = True
 
 
-@semantics(ir.Store)
-def _store(state: _State, instr: ir.Store) -> None:
-    tensor = state.tensor(instr.tensor)
+@semantics(ir.AtomicAdd, ir.ScatterAdd)
+def _atomic_add(state: _State, instr: ir.AtomicAdd | ir.ScatterAdd) -> None:
+    """Each element inside the tensor where the mask holds: the tensor's value plus the
+    tile's, rounded once in the tensor's dtype (integers wrap), one element after the
+    other in row-major order (elements a scatter sends to one place all add); blocks
+    add in grid order."""
     tile = np.asarray(state.value(instr.value))
-    offsets = tuple(state.int(off) for off in instr.offsets)
-    box = _box(offsets, tile.shape, tensor.shape)
-    if box is not None:
-        outer, inner = box
-        tensor.codes[outer] = _encode_tile(tensor.dtype, tile[inner])
-        tensor.dirty = True
-
-
-@semantics(ir.AtomicAdd)
-def _atomic_add(state: _State, instr: ir.AtomicAdd) -> None:
-    """Each element of the in-bounds box where the mask holds: the tensor's value plus the
-    tile's, rounded once in the tensor's dtype (integers wrap). One instruction adds to
-    distinct elements, so only the order of instructions and blocks (program and grid
-    order here) decides a float result."""
-    tensor = state.tensor(instr.tensor)
-    tile = np.asarray(state.value(instr.value))
-    offsets = tuple(state.int(off) for off in instr.offsets)
-    box = _box(offsets, tile.shape, tensor.shape)
-    if box is None:
-        return
-    outer, inner = box
-    dtype = tensor.dtype
-    current = dtype.decode(tensor.codes[outer])
+    tensor, picked, added = _indexed(state, instr, tile.shape)
+    dtype, terms = tensor.dtype, tile[added]
+    # The additions into one element happen in turn: turn k adds, at once, the k-th term
+    # of every element (distinct places), so each addition rounds once, in order.
+    codes = tensor.codes if picked else tensor.codes.reshape(1)  # rank 0: one place
+    picked = picked or (np.zeros(terms.size, np.int64),)
+    flat = np.ravel_multi_index(picked, codes.shape)
+    order = np.argsort(flat, kind="stable")
+    turn = np.empty_like(flat)
+    turn[order] = np.arange(flat.size) - np.searchsorted(flat[order], flat[order])
     wide = np.float64 if dtype.is_float else dtype.value_dtype
-    total = _round(current.astype(wide) + tile[inner].astype(wide), dtype)
-    if instr.mask is not None:
-        keep = np.asarray(state.value(instr.mask)).astype(bool)[inner]
-        total = np.where(keep, total, current)
-    tensor.codes[outer] = _encode_tile(dtype, total)
+    for k in range(int(turn.max(initial=-1)) + 1):
+        at = tuple(c[turn == k] for c in picked)
+        total = dtype.decode(codes[at]).astype(wide) + terms[turn == k].astype(wide)
+        codes[at] = _encode_tile(dtype, _round(total, dtype))
     tensor.dirty = True
 
 

@@ -37,7 +37,8 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    fit runs them all; a last partial wave lowers the average).
 4. **Bounds**, each the least time the launch can take by one resource:
    - DRAM floor: bytes of every tensor the kernel reads plus every tensor it writes,
-     each once, over the card's peak DRAM bandwidth;
+     each once, plus the sectors uncoalesced loads waste (below), over the card's peak
+     DRAM bandwidth;
    - memory latency (Little's law): the same bytes over (bytes in flight at once /
      DRAM latency), the bandwidth that many outstanding bytes sustain;
    - instruction issue: the busiest SM runs ceil(B / SMs) blocks, each issuing
@@ -59,15 +60,26 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      (`tilelang.target.Hardware.mma_flops`); plus those of HGMMA (sm_90a's `wgmma`)
      over the data sheet's peak.
    The prediction is the largest of them (they are assumed to overlap perfectly):
-   predicted fraction of DRAM bandwidth = floor / predicted, and of tensor-core peak =
+   predicted fraction of DRAM bandwidth = (useful bytes, each tensor once) / peak
+   bandwidth / predicted, and of tensor-core peak =
    executed flops / predicted time / the peak of the instruction doing most of them.
    The bound that equals the prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
 
+5. **Coalescing** (`tilelang.runtime.perf_sectors`, counted by the lowering,
+   `tilelang.lowering.coalescing`): a global access whose warp requests touch s 32-byte
+   sectors where the bytes they move fit in m is listed with its source line. DRAM
+   moves whole sectors: a tensor read by such a load is charged s/m times its bytes
+   (its worst load; as if no later request found the rest of a sector in L1 or L2, an
+   upper bound). A store's or an atomic's partial sectors are merged in L2 when the
+   block writes the whole sector, so they cost L2 bandwidth only, which the model has
+   no bound for: they are listed and do not change the prediction.
+
 Not modelled: the prologue and epilogue outside the main loop, L2 hits (a tile many
 blocks read, such as the activations of a matmul, is counted at DRAM latency), bank
-conflicts, dependency stalls within a warp (with one or two warps per scheduler the
+conflicts, L2 and load-store-unit bandwidth (the sectors of uncoalesced stores),
+dependency stalls within a warp (with one or two warps per scheduler the
 issue bound is optimistic), launch overhead, clocks below the data sheet's. The DRAM
 latency is an assumption (`tilelang.target.Hardware.dram_latency_s`).
 """
@@ -96,6 +108,7 @@ from tilelang.runtime.perf_loop import (
     thread_loop_counts,
     trip_count,
 )
+from tilelang.runtime.perf_sectors import SectorRow, extra_read_bytes, sector_rows
 from tilelang.runtime.perf_text import format_report
 from tilelang.target import Hardware, hardware
 
@@ -233,6 +246,8 @@ class PerfReport:
     little_bandwidth: float
     peak_bandwidth: float
     bytes_total: int
+    dram_bytes: float
+    sectors: tuple[SectorRow, ...]
     mma_flops: float
     bounds: tuple[Bound, ...]
     predicted_seconds: float
@@ -284,12 +299,15 @@ def _check_launch(fn: ir.Function, launch: Mapping[str, Any]) -> tuple[dict, dic
 
 def _tensor_bytes(fn: ir.Function, shapes: dict[str, tuple[int, ...]]) -> int:
     """Bytes of every tensor the kernel reads plus every tensor it writes, each once
-    (gathers, scatters and scalar loads included: a gathered pool counts whole, an
-    upper bound on what the kernel reads of it)."""
+    (gathers, scatters, scalar loads and atomic additions included: a gathered pool
+    counts whole, an upper bound on what the kernel reads of it)."""
     dtypes = {p.name: p.type.dtype for p in fn.params if p.name in shapes}
     reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
-    read = {i.tensor.name for i in walk(fn) if isinstance(i, reads)}
-    written = {i.tensor.name for i in walk(fn) if isinstance(i, ir.Store | ir.Scatter)}
+    # An atomic addition reads what it adds to and writes it back.
+    adds = ir.AtomicAdd | ir.ScatterAdd
+    read = {i.tensor.name for i in walk(fn) if isinstance(i, reads | adds)}
+    writes = ir.Store | ir.Scatter | adds
+    written = {i.tensor.name for i in walk(fn) if isinstance(i, writes)}
 
     def nbytes(name: str) -> int:
         return -(-math.prod(shapes[name]) * dtypes[name].bits // 8)
@@ -422,6 +440,8 @@ def perf_report(
     latency = latency_ns * 1e-9 if latency_ns is not None else hw.dram_latency_s
     little = concurrent * in_flight_block / latency
     bytes_total = _tensor_bytes(function, shapes)
+    sectors = sector_rows(thread.stats)
+    dram_bytes = bytes_total + extra_read_bytes(function, shapes, sectors)
     sync, warpgroup = (f * warps * iterations * blocks for f in _mma_flops(loop_ops, unroll))
     flops = sync + warpgroup
     special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
@@ -434,6 +454,7 @@ def perf_report(
         iterations,
         per_iteration,
         bytes_total,
+        dram_bytes,
         little,
         sync,
         warpgroup,
@@ -475,10 +496,12 @@ def perf_report(
         little_bandwidth=little,
         peak_bandwidth=hw.dram_bytes_per_s,
         bytes_total=bytes_total,
+        dram_bytes=dram_bytes,
+        sectors=sectors,
         mma_flops=flops,
         bounds=bounds,
         predicted_seconds=predicted,
-        dram_fraction=bounds[0].seconds / predicted if predicted else 0.0,
+        dram_fraction=bytes_total / hw.dram_bytes_per_s / predicted if predicted else 0.0,
         tensor_fraction=flops / predicted / _tensor_peak(hw, sync, warpgroup) if predicted else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
@@ -574,7 +597,8 @@ class _Context:
     warps: int
     iterations: int
     per_iteration: float
-    bytes_total: int
+    bytes_total: int  # every tensor read and written once
+    dram_bytes: float  # and the whole sectors of uncoalesced loads (perf_sectors)
     little: float
     sync_flops: float  # executed by mma.sync (IMMA at half weight)
     warpgroup_flops: float  # executed by the warpgroup mma (at the data sheet's peak)
@@ -586,8 +610,10 @@ class _Context:
 def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     """The six bounds of the module docstring, the DRAM floor first."""
     hw = c.hw
-    floor = c.bytes_total / hw.dram_bytes_per_s
-    latency_s = c.bytes_total / c.little if c.little else 0.0  # nothing loaded: no bound
+    floor = c.bytes_total / hw.dram_bytes_per_s  # the useful bytes: what fractions are of
+    latency_s = c.dram_bytes / c.little if c.little else 0.0  # nothing loaded: no bound
+    sectors = c.dram_bytes - c.bytes_total
+    wasted = f" + {_mb(sectors)} whole sectors of uncoalesced loads" if sectors else ""
     busiest = -(-c.blocks // hw.sms)
     warp_iterations = busiest * c.warps * c.iterations  # on the busiest SM
     share = c.schedulers / hw.sub_partitions  # of the SM's schedulers and their units
@@ -604,8 +630,8 @@ def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
     return (
         bound(
             "DRAM floor",
-            floor,
-            f"{_mb(c.bytes_total)} / {_tbs(hw.dram_bytes_per_s)}",
+            c.dram_bytes / hw.dram_bytes_per_s,
+            f"{_mb(c.bytes_total)}{wasted} / {_tbs(hw.dram_bytes_per_s)}",
         ),
         bound(
             "memory latency",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tilelang.runtime.perf_sectors import format_sectors
 from tilelang.target import Hardware, hardware
 
 if TYPE_CHECKING:
@@ -143,7 +144,8 @@ def _bounds(r: PerfReport) -> list[str]:
 
 def format_report(r: PerfReport) -> str:
     """The report as the text the CLI prints."""
-    return "\n".join(_header(r) + _loop(r) + _loads(r) + _bounds(r))
+    sectors = format_sectors(r.sectors, r.dram_bytes - r.bytes_total)
+    return "\n".join(_header(r) + _loop(r) + _loads(r) + sectors + _bounds(r))
 
 
 def _peaks(hw: Hardware) -> str:

@@ -1,6 +1,7 @@
 """Instructions that move tiles: global loads, stores and atomic additions (masked at the
-tensor's edges), shared tiles, asynchronous copies into them, and barriers; and the
-block's `arrive` at a global counter."""
+tensor's edges; stores and additions also by a mask tile), gathers, scatters and
+scatter-additions along one axis, shared tiles, asynchronous copies into them, and
+barriers; and the block's `arrive` at a global counter."""
 
 from __future__ import annotations
 
@@ -109,25 +110,62 @@ class Gather(Instr):
 class Scatter(Instr):
     """Writes `value` where a `gather` of its shape would read: element e goes to
     ``tensor[o_0 + e_0, ..., offsets[axis] + index[e], ..., o_n + e_n]``; elements whose
-    coordinates lie outside the tensor are skipped. Two elements sent to one place: one
-    of them is written, which one is unspecified (the interpreter: the last in row-major
-    order)."""
+    coordinates lie outside the tensor, and elements where `mask` (a u1 tile of the
+    value's shape; absent: everywhere) fails, are skipped (never accessed). Two elements
+    sent to one place: one of them is written, which one is unspecified (the
+    interpreter: the last in row-major order)."""
 
     tensor: Var
     offsets: tuple[Value, ...]
     index: Var
     axis: int
     value: Var
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value")
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value", "mask")
     WRITES: ClassVar = ("tensor",)
-    SYNTAX: ClassVar = "scatter {tensor}[{offsets}], {index}, axis={axis}, {value}"
+    SYNTAX: ClassVar = (
+        "scatter {tensor}[{offsets}], {index}, axis={axis}, {value}< mask({mask:value})>"
+    )
     LAYOUT: ClassVar = "scatter"
 
     def check(self, v: Checker) -> None:
         tensor, value = _check_stored(v, self.tensor, self.offsets, self.value)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), value.shape)
+        _check_mask(v, self.mask, value.shape, "stored")
+
+
+@dataclass(frozen=True)
+class ScatterAdd(Instr):
+    """Adds `value` where a `gather` of its shape would read: ``tensor[c(e)] +=
+    value[e]``, atomically, for every element e whose coordinates c(e) (those of
+    `scatter`) lie inside the tensor and where `mask` (a u1 tile of the value's shape;
+    absent: everywhere) holds. Elements sent to one place all add (a histogram).
+    Integers wrap; each float addition rounds once in the tensor's dtype, so a float
+    result depends on the order of the additions: the interpreter adds the elements of
+    one instruction in row-major order, blocks in grid order, the compiled backends in
+    whatever order their threads run."""
+
+    tensor: Var
+    offsets: tuple[Value, ...]
+    index: Var
+    axis: int
+    value: Var
+    mask: Var | None = None
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value", "mask")
+    WRITES: ClassVar = ("tensor",)
+    SYNTAX: ClassVar = (
+        "scatter_add {tensor}[{offsets}], {index}, axis={axis}, {value}< mask({mask:value})>"
+    )
+    LAYOUT: ClassVar = "scatter"
+
+    def check(self, v: Checker) -> None:
+        tensor, value = _check_added(v, self.tensor, self.offsets, self.value)
+        v.axis(self.axis, tensor.rank)
+        _check_index(v, v.tile(self.index, "the index"), value.shape)
+        _check_mask(v, self.mask, value.shape, "added")
 
 
 def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
@@ -142,6 +180,36 @@ def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Va
     )
     v.same_dtype(value_type.dtype, tensor_type.dtype, "a stored tile")
     return tensor_type, value_type
+
+
+def _check_added(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
+    """The checks of an atomic addition into `tensor` at `offsets`; returns (tensor
+    type, value type)."""
+    tensor_type = v.tensor_param(tensor)
+    v.offsets(tensor_type, offsets)
+    v.expect(
+        tensor_type.dtype in ATOMIC_ADD_DTYPES,
+        f"expected a tensor of {', '.join(map(str, ATOMIC_ADD_DTYPES))} (atomic additions "
+        f"work on whole 16-, 32- and 64-bit elements), found a tensor of {tensor_type.dtype}",
+    )
+    value_type = v.tile(value, "the added value")
+    v.expect(
+        value_type.rank == tensor_type.rank,
+        f"expected an added tile of rank {tensor_type.rank} (the tensor's), found "
+        f"{print_type(value_type)}",
+    )
+    v.same_dtype(value_type.dtype, tensor_type.dtype, "an added tile")
+    return tensor_type, value_type
+
+
+def _check_mask(v: Checker, mask: Var | None, shape: tuple[int, ...], what: str) -> None:
+    if mask is not None:
+        mask_type = v.tile(mask, "the mask")
+        v.expect(
+            mask_type.dtype == dtypes.u1 and tuple(mask_type.shape) == tuple(shape),
+            f"expected a mask of u1 {shape_text(shape)} (the {what} tile's shape), "
+            f"found {print_type(mask_type)}",
+        )
 
 
 def _check_index(v: Checker, index, shape: tuple[int, ...]) -> None:
@@ -163,19 +231,24 @@ def _check_fill(v: Checker, fill: Const | None, dtype: dtypes.DType) -> None:
 
 @dataclass(frozen=True)
 class Store(Instr):
-    """Writes `value` into the box at `offsets`; elements outside the tensor are skipped."""
+    """Writes `value` into the box at `offsets`; elements outside the tensor, and
+    elements where `mask` (a u1 tile of the value's shape; absent: everywhere) fails,
+    are skipped: never accessed, so a packed code that shares its byte with a skipped
+    one leaves that one's bits as they are."""
 
     tensor: Var
     offsets: tuple[Value, ...]
     value: Var
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "value")
+    OPERANDS: ClassVar = ("tensor", "offsets", "value", "mask")
     WRITES: ClassVar = ("tensor",)
-    SYNTAX: ClassVar = "store {tensor}[{offsets}], {value}"
+    SYNTAX: ClassVar = "store {tensor}[{offsets}], {value}< mask({mask:value})>"
     LAYOUT: ClassVar = "store"
 
     def check(self, v: Checker) -> None:
-        _check_stored(v, self.tensor, self.offsets, self.value)
+        _, value = _check_stored(v, self.tensor, self.offsets, self.value)
+        _check_mask(v, self.mask, value.shape, "stored")
 
 
 @dataclass(frozen=True)
@@ -235,27 +308,8 @@ class AtomicAdd(Instr):
     LAYOUT: ClassVar = "masked"
 
     def check(self, v: Checker) -> None:
-        tensor = v.tensor_param(self.tensor)
-        v.offsets(tensor, self.offsets)
-        v.expect(
-            tensor.dtype in ATOMIC_ADD_DTYPES,
-            f"expected a tensor of {', '.join(map(str, ATOMIC_ADD_DTYPES))} (atomic additions "
-            f"work on whole 16-, 32- and 64-bit elements), found a tensor of {tensor.dtype}",
-        )
-        value = v.tile(self.value, "the added value")
-        v.expect(
-            value.rank == tensor.rank,
-            f"expected an added tile of rank {tensor.rank} (the tensor's), found "
-            f"{print_type(value)}",
-        )
-        v.same_dtype(value.dtype, tensor.dtype, "an added tile")
-        if self.mask is not None:
-            mask = v.tile(self.mask, "the mask")
-            v.expect(
-                mask.dtype == dtypes.u1 and tuple(mask.shape) == tuple(value.shape),
-                f"expected a mask of u1 {shape_text(value.shape)} (the added tile's shape), "
-                f"found {print_type(mask)}",
-            )
+        _, value = _check_added(v, self.tensor, self.offsets, self.value)
+        _check_mask(v, self.mask, value.shape, "added")
 
 
 @dataclass(frozen=True)
@@ -458,6 +512,7 @@ __all__ = [
     "Load",
     "LoadScalar",
     "Scatter",
+    "ScatterAdd",
     "SharedAlloc",
     "SharedLoad",
     "SharedSlice",

@@ -360,23 +360,6 @@ class GatherRule(Source):
         return rewrite.with_operands(instr, new, {"index": new.result.type.layout.reduce(dims)})
 
 
-class ScatterRule(AnyLayout):
-    """`scatter`: the value keeps any layout; the index tile takes the value's layout
-    reduced over the dims it broadcasts along (each thread holds the index of every
-    element it stores)."""
-
-    def scan(self, inference: Inference, instr: nodes.Scatter) -> None:
-        dims = _broadcast_dims(instr.index.type, instr.value.type)
-        inference.edge(instr.value, instr.index, lambda layout: layout.reduce(dims), SHAPED, True)
-
-    def rewrite(self, rewrite: Rewrite, instr: nodes.Scatter) -> RewriteResult:
-        new = rewrite.generic(instr)
-        dims = _broadcast_dims(new.index.type, new.value.type)
-        return rewrite.with_operands(
-            instr, new, {"index": rewrite.layout_of(new.value).reduce(dims)}
-        )
-
-
 class ReduceRule(AnyLayout):
     """`reduce`: the result has the value's layout reduced over the axis; a result given
     another layout is computed in that one and relayouted."""
@@ -446,11 +429,41 @@ class DotRule(AnyLayout):
         return rewrite.with_operands(instr, new, {"a": a, "b": b, "acc": new.result.type.layout})
 
 
-class StoreRule(AnyLayout):
-    """`store`: any layout, except that packed elements (u3, u4, f6, ...) move to the
-    blocked layout when threads would otherwise write parts of one byte."""
+class MaskedRule(AnyLayout):
+    """`masked`: the value keeps any layout; a `mask` operand, when there is one, takes
+    the value's layout. Each of the two is a wish for the other while it is free (so a
+    mask computed for the value is usually computed in its layout); otherwise the mask
+    is relayouted. The rules of the other instructions that write a value where a mask
+    holds (`store`, `scatter`) build on this one: they place the value (`place`), and
+    the mask follows it."""
 
-    def rewrite(self, rewrite: Rewrite, instr: nodes.Store) -> RewriteResult:
+    def scan(self, inference: Inference, instr: Instr) -> None:
+        super().scan(inference, instr)
+        mask = getattr(instr, "mask", None)
+        if is_tile(mask) and is_tile(instr.value):
+            inference.edge(instr.value, mask, _same, EXACT, backward=True)
+            inference.edge(mask, instr.value, _same, EXACT, backward=True)
+
+    def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
+        placed = self.place(rewrite, instr)
+        *before, new = list(placed) if isinstance(placed, list | tuple) else [placed]
+        if not is_tile(getattr(new, "mask", None)):
+            return [*before, new]
+        wants = {"mask": rewrite.layout_of(new.value)}
+        return [*before, *rewrite.with_operands(instr, new, wants)]
+
+    def place(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
+        """The instruction with its value (and other operands but the mask) in the
+        layouts it needs, after the relayouts that give them."""
+        return rewrite.generic(instr)
+
+
+class StoreRule(MaskedRule):
+    """`store`: any layout, except that packed elements (u3, u4, f6, ...) move to the
+    blocked layout when threads would otherwise write parts of one byte; a mask
+    follows the value (`masked`)."""
+
+    def place(self, rewrite: Rewrite, instr: nodes.Store) -> RewriteResult:
         new = rewrite.generic(instr)
         value = new.value.type
         if holds_whole_bytes(value.layout, value.dtype):
@@ -460,22 +473,22 @@ class StoreRule(AnyLayout):
         return rewrite.with_operands(instr, new, {"value": want})
 
 
-class MaskedRule(AnyLayout):
-    """`masked`: the value keeps any layout; a `mask` operand takes the value's layout.
-    Each of the two is a wish for the other while it is free (so a mask computed for
-    the value is usually computed in its layout); otherwise the mask is relayouted."""
+class ScatterRule(MaskedRule):
+    """`scatter` (and `scatter_add`): the value keeps any layout; the index tile takes
+    the value's layout reduced over the dims it broadcasts along (each thread holds the
+    index of every element it stores), and a mask the value's (`masked`)."""
 
-    def scan(self, inference: Inference, instr: nodes.AtomicAdd) -> None:
+    def scan(self, inference: Inference, instr: nodes.Scatter) -> None:
         super().scan(inference, instr)
-        if is_tile(instr.mask) and is_tile(instr.value):
-            inference.edge(instr.value, instr.mask, _same, EXACT, backward=True)
-            inference.edge(instr.mask, instr.value, _same, EXACT, backward=True)
+        dims = _broadcast_dims(instr.index.type, instr.value.type)
+        inference.edge(instr.value, instr.index, lambda layout: layout.reduce(dims), SHAPED, True)
 
-    def rewrite(self, rewrite: Rewrite, instr: nodes.AtomicAdd) -> RewriteResult:
+    def place(self, rewrite: Rewrite, instr: nodes.Scatter) -> RewriteResult:
         new = rewrite.generic(instr)
-        if not is_tile(new.mask):
-            return new
-        return rewrite.with_operands(instr, new, {"mask": rewrite.layout_of(new.value)})
+        dims = _broadcast_dims(new.index.type, new.value.type)
+        return rewrite.with_operands(
+            instr, new, {"index": rewrite.layout_of(new.value).reduce(dims)}
+        )
 
 
 class LoopRule:
