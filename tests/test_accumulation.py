@@ -115,3 +115,18 @@ def test_the_widening_is_in_the_ir_and_max_keeps_its_type():
     assert "cvt" in text and "reduce sum" in text
     x = np.full(32, 100, np.int8)
     assert sums(x, np.zeros(1, np.int32), np.zeros(1, np.int8)) == (3200, 100)
+
+
+@tl.kernel(warps=1)
+def sums_as(x: tl.Tensor["T", "N"], out: tl.Tensor["R", "K"], T: tl.constexpr, R: tl.constexpr):
+    tile = tl.load(x, [0], [4096])
+    tl.store(out, [0], tl.reshape(tl.sum(tile, dtype=R), [1]))
+    tl.store(out, [1], tl.cumsum(tile, dtype=R)[-1:])
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("f16", np.float16), ("bf16", ml_dtypes.bfloat16)])
+@pytest.mark.parametrize("source", ["f16", "f32"])
+def test_asking_for_a_half_precision_result_still_folds_in_f32(name, dtype, source):
+    x = np.ones(4096, np.float16 if source == "f16" else np.float32)
+    for out in both(sums_as, x, np.zeros(2, dtype), T=source, R=name):
+        assert out.tolist() == [4096, 4096]

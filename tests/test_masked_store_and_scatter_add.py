@@ -92,6 +92,7 @@ def test_a_partly_selected_vector_run_is_written_element_by_element():
     widths = {s.width for s in statements(compiled, t.GlobalStore)}
     assert 16 in widths and 4 in widths, widths
     assert dict(compiled.thread.stats).get("global_store_partial_run", 0) >= 1
+    assert dict(compiled.thread.stats)["global_store_bytes_16"] == 1  # one run a thread
 
 
 @tl.kernel(warps=2)
@@ -452,3 +453,15 @@ def test_a_masked_store_keeps_what_it_skips_so_its_tensor_is_read_too():
     shapes = {"values": (1000,), "weights": (1000,), "hist": (64,)}
     # values and weights read once; hist read and written.
     assert _tensor_bytes(histogram.specialize(), shapes) == 4 * (1000 + 1000 + 2 * 64)
+
+
+@pytest.mark.usefixtures("disassembler")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_perf_report_counts_the_reductions_as_global_atomics(arch):
+    """sm_90's SASS names a global reduction REDG where sm_80's says RED."""
+    from tilelang.runtime import sass
+
+    compiled = count.compile(target=arch)
+    opcodes = sass.opcodes(sass.disassemble(compiled.cubin))
+    reductions = {op for op in opcodes if op.startswith(("RED", "ATOMG"))}
+    assert reductions and {sass.classify(op) for op in reductions} == {"global stores/atomics"}

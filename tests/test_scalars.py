@@ -318,7 +318,7 @@ def test_item_of_a_tile_with_elements_is_reported_at_its_line():
         v = tl.load(x, [0], [32])
         v.item()  # <- error
 
-    assert_reported(k, ".item() takes the element of a rank-0 tile", "shape [32]")
+    assert_reported(k, ".item() takes the element of a one-element tile", "shape [32]")
 
 
 def test_a_scalar_load_with_a_layout_is_reported_at_its_line():

@@ -285,14 +285,24 @@ def test_a_rank0_tile_where_a_scalar_is_needed_says_item():
     )
 
 
-def test_a_size1_tile_where_a_scalar_is_needed_says_how_to_index_it():
+def test_a_size1_tile_where_a_scalar_is_needed_points_to_item_which_takes_it():
     @tl.kernel(warps=1)
     def k(x: tl.Tensor[tl.i32, "N", "M"]):
         one = tl.load(x, [0, 0], [1, 1])
         tl.store(x, [0, 0], tl.full([1, 1], one, tl.i32))  # <- error
 
-    error = assert_reported(k, "(tile<i32, [1, 1]>)", "index it with [0, 0] to take its value")
-    assert ".item()" not in str(error)  # .item() takes rank-0 tiles only
+    assert_reported(k, "(tile<i32, [1, 1]>)", "use .item() to take its value")
+
+    @tl.kernel(warps=1)
+    def follows_the_advice(x: tl.Tensor[tl.i32, "N", "M"]):
+        tile = tl.load(x, [0, 0], [4, 4])
+        one = tl.load(x, [1, 1], [1, 1]).item()  # a [1, 1] tile's element, as numpy's item
+        corner = tile[-1, -1].item()  # indexing already gives a scalar; item() keeps it
+        tl.store(x, [0, 0], tl.full([1, 1], one + corner, tl.i32))
+
+    x = np.arange(16, dtype=np.int32).reshape(4, 4)
+    for out in (follows_the_advice.interpret(x.copy()), follows_the_advice(x.copy())):
+        assert out[0, 0] == x[1, 1] + x[3, 3]
 
 
 def test_a_larger_tile_where_a_scalar_is_needed_gets_no_item_hint():

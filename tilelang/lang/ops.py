@@ -536,41 +536,37 @@ def _check_accumulator(operand: DType, accumulator: DType) -> None:
         )
 
 
-def _accumulator(op: str, dtype: DType, requested: object) -> DType:
-    """The dtype a reduction or scan of `dtype` values computes in (docs/ops.md): the
-    `dtype=` the user asked for; else, for sums and products, 32 bits for booleans and
-    narrower integers (numpy and Triton widen too: a count of a mask must not wrap at
-    2) and f32 for f16/bf16 (folding in f16 stops growing at 2048, and the compiled
-    backends fold in their accumulator's type); else the operands' own."""
+def _operand(op: str, dtype: DType, requested: object) -> DType:
+    """The type a reduction or scan of `dtype` values converts its operand to, which is
+    its result's type (docs/ops.md): the `dtype=` the user asked for; else, for sums and
+    products, 32 bits for booleans and narrower integers (numpy and Triton widen too: a
+    count of a mask must not wrap at 2); else the operand's own."""
     if requested is not None:
         return as_dtype(requested)
-    if op not in ("sum", "prod"):
-        return dtype
-    if dtype in (dtypes.f16, dtypes.bf16):
-        return dtypes.f32
-    if not dtype.is_float and dtype.bits < 32:
+    if op in ("sum", "prod") and not dtype.is_float and dtype.bits < 32:
         return dtypes.u32 if not dtype.signed and dtype.bits > 1 else dtypes.i32
     return dtype
 
 
-def _result(op: str, dtype: DType, requested: object) -> DType:
-    """The dtype of the result: as computed, but f16/bf16 sums and products round back
-    to their own type once (only the accumulation is wider)."""
-    if requested is None and op in ("sum", "prod") and dtype in (dtypes.f16, dtypes.bf16):
-        return dtype
-    return _accumulator(op, dtype, requested)
+def _accumulator(op: str, operand: DType) -> DType:
+    """f16/bf16 sums and products fold in f32 and round once to their type: the compiled
+    backends fold in the instruction's type, and an f16 fold stops growing at 2048."""
+    if op in ("sum", "prod") and operand in (dtypes.f16, dtypes.bf16):
+        return dtypes.f32
+    return operand
 
 
 def _reduce(op: str, x, axis, keepdims: bool, dtype: object = None) -> Tile:
     tile = require_tile(x, f"the argument of tl.{op}")
-    result = cast(tile, _accumulator(op, tile.dtype, dtype))
+    operand = _operand(op, tile.dtype, dtype)
+    result = cast(cast(tile, operand), _accumulator(op, operand))
     if axis is None:
         for _ in range(tile.ndim):
             result = _reduce_axis(op, result, 0)
-        result = cast(result, _result(op, tile.dtype, dtype))
+        result = cast(result, operand)
         return reshape(result, (1,) * tile.ndim) if keepdims else result
     axis = _axis(axis, tile.ndim)
-    result = cast(_reduce_axis(op, result, axis), _result(op, tile.dtype, dtype))
+    result = cast(_reduce_axis(op, result, axis), operand)
     if keepdims:
         return reshape(result, tile.shape[:axis] + (1,) + tile.shape[axis + 1 :])
     return result
@@ -607,7 +603,8 @@ def min(x, axis=None, keepdims=False) -> Tile:
 @composite(ir.Reduce, ir.Arange, ir.Compute, ir.Full, ir.Broadcast, ir.Reshape)
 def argmax(x, axis=None, keepdims=False) -> Tile:
     """The i32 index of the first maximum along `axis` (of the flattened tile when None),
-    NaN ignored as `tl.max` ignores it (a row of NaN only gives 0)."""
+    NaN ignored as `tl.max` ignores it (a row of NaN only gives 0). Elements are
+    compared with `==`, so -0.0 and +0.0 tie (the first of them wins)."""
     return _arg_extreme("max", x, axis, keepdims)
 
 
@@ -643,9 +640,10 @@ def _scan(op: str, x, axis, reverse, dtype: object = None) -> Tile:
     axis = _axis(axis, tile.ndim)
     if not isinstance(reverse, bool):
         raise current().error(f"reverse must be a compile-time bool, got {describe(reverse)}")
-    operand = cast(tile, _accumulator(op, tile.dtype, dtype))
-    scanned = emit_result(ir.Scan, f"cum{op}", operand.type, operand.var, op, axis, reverse)
-    return cast(scanned, _result(op, tile.dtype, dtype))
+    operand = _operand(op, tile.dtype, dtype)
+    widened = cast(cast(tile, operand), _accumulator(op, operand))
+    scanned = emit_result(ir.Scan, f"cum{op}", widened.type, widened.var, op, axis, reverse)
+    return cast(scanned, operand)
 
 
 def cumsum(x, axis=0, reverse=False, dtype=None) -> Tile:

@@ -23,6 +23,7 @@ builds the public `tl.*` functions on them. This module imports nothing of `ops`
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class Scalar(IRValue):
 
     def to(self, dtype: DType) -> Scalar:
         return cast(self, dtypes.dtype(dtype))
+
+    def item(self) -> Scalar:
+        """Itself (indexing every dimension of a tile already gives its element)."""
+        return self
 
     def __bool__(self) -> bool:
         raise current().error(
@@ -250,13 +255,10 @@ def as_scalar(value: Scalar | int | float | bool, dtype: DType | None = None) ->
 
 
 def _one_element_hint(tile: Tile) -> str:
-    """How to take the value of a tile that holds one element (`.item()` takes rank 0
-    only; a [1, 1] tile is indexed down to its element)."""
+    """How to take the value of a tile that holds one element."""
     if any(size != 1 for size in tile.shape):
         return ""
-    if tile.ndim == 0:
-        return "; use .item() to take its value"
-    return f"; it holds one element: index it with [{', '.join('0' * tile.ndim)}] to take its value"
+    return "; use .item() to take its value"
 
 
 def ir_value(value: Tile | Scalar) -> ir.Value:
@@ -589,12 +591,15 @@ def expand_dims_by_index(tile: Tile, index: object) -> Tile:
 
 
 def tile_item(tile: Tile) -> Scalar:
-    """The element of a rank-0 tile as a block-uniform scalar (`item`)."""
-    if tile.ndim != 0:
+    """The element of a one-element tile (rank 0, or every dimension 1, as numpy's
+    `item` takes) as a block-uniform scalar (`item`)."""
+    if math.prod(tile.shape) != 1:
         raise current().error(
-            f".item() takes the element of a rank-0 tile (e.g. tl.sum(x)), but this tile has "
-            f"shape {list(tile.shape)}; index it down to one element first (t[i, j])"
+            f".item() takes the element of a one-element tile (e.g. tl.sum(x)), but this "
+            f"tile has shape {list(tile.shape)}; index it down to one element first (t[i, j])"
         )
+    if tile.ndim != 0:
+        tile = reshape_tile(tile, ())
     return emit_result(ir.Item, tile.var.name, ScalarType(tile.dtype), tile.var)
 
 

@@ -295,6 +295,7 @@ def lower_store(lo: Lowering, instr: ir.Store) -> None:
             continue
         pred, byte = place(lo, instr, info, offsets, tile.layout, li)
         store_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask)
+        lo.b.count("global_store_bytes_" + str(min(run * bits // 8, 16)))
 
 
 def mask_of(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> TileRegs | None:

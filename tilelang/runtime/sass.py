@@ -211,7 +211,7 @@ CLASSES = (
 _BY_BASE: dict[str, str] = {}
 for _class, _bases in (
     ("global loads", "LDG LDGSTS"),
-    ("global stores/atomics", "STG RED ATOMG ATOM"),
+    ("global stores/atomics", "STG RED REDG ATOMG ATOM"),
     ("shared loads/stores", "LDS STS ATOMS"),
     ("ldmatrix (LDSM)", "LDSM"),
     ("tensor core (HMMA/IMMA)", "HMMA IMMA HGMMA IGMMA QMMA BMMA DMMA"),
