@@ -187,3 +187,58 @@ def test_the_interpreter_agrees_with_the_compiled_conversion():
 def test_the_conversion_compiles_for_sm90():
     compiled = e8m0_to.compile(target="sm_90", DST=dtypes.f16)
     assert compiled.cubin and compiled.resources.spill_store_bytes == 0
+
+
+# ------------------------------------------------- compiled code: encoding to e8m0
+
+
+@tl.kernel(warps=2)
+def to_e8m0(
+    x: tl.Tensor["SRC", "N"],  # noqa: UP037
+    codes: tl.Tensor[tl.u8, "N"],  # noqa: UP037
+    SRC: tl.constexpr = tl.f32,
+    BN: tl.constexpr = 256,
+):
+    """Values cast to e8m0 (an MX scale computed in a kernel), stored as their codes."""
+    b = tl.blocks(tl.cdiv(N, BN))
+    tl.store(codes, [b * BN], tl.view(tl.load(x, [b * BN], [BN]).to(tl.e8m0), tl.u8))
+
+
+def e8m0_inputs(dtype) -> np.ndarray:
+    """The documented cases (0, -0, negatives, ±inf, NaN, ties, the ends of the range,
+    f32 subnormals) and powers of two with random significands across every exponent."""
+    rng = np.random.default_rng(11)
+    edges = [0.0, -0.0, -2.5, -0.5, np.inf, -np.inf, np.nan, 1.0, 1.5, 1.4999, 3.0, 2.0**127,
+             1.5 * 2.0**127, 1.4999 * 2.0**127, 2.0**-127, 1.5 * 2.0**-127, 1.49 * 2.0**-127,
+             2.0**-130, 2.0**-149, 2.0**-126, 1.5 * 2.0**-126, 3.4e38]  # fmt: skip
+    spread = 2.0 ** rng.uniform(-150, 129, 3000) * rng.choice([1.0, -1.0], 3000, p=[0.9, 0.1])
+    with np.errstate(over="ignore"):
+        return np.concatenate([edges, spread]).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("src", "dtype"),
+    [("f32", np.float32), ("f64", np.float64), ("f16", np.float16), ("bf16", ml_dtypes.bfloat16)],
+)
+def test_the_compiled_encoding_is_ml_dtypes_cast(src, dtype):
+    """0, -0, negatives and ±inf gave 2^-126, 2.0 and 2^127 (the ExMy recipe with a
+    sign bit e8m0 does not have); the CPU backend now agrees with ml_dtypes' cast."""
+    x = e8m0_inputs(dtype)
+    with np.errstate(over="ignore"):
+        expected = x.astype(np.float64).astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
+    got = to_e8m0(x, np.zeros(len(x), np.uint8), SRC=src)
+    np.testing.assert_array_equal(got, expected)
+    interpreted = to_e8m0.interpret(x[:512], np.zeros(512, np.uint8), SRC=src)
+    np.testing.assert_array_equal(interpreted, expected[:512])
+
+
+def test_integers_encode_too_and_it_compiles_for_the_gpu():
+    x = np.random.default_rng(12).integers(-1000, 2**31 - 1, 1024).astype(np.int32)
+    x[:3] = (0, 1, 3)
+    got = to_e8m0(x, np.zeros(1024, np.uint8), SRC="i32")
+    np.testing.assert_array_equal(
+        got, x.astype(np.float64).astype(ml_dtypes.float8_e8m0fnu).view(np.uint8)
+    )
+    for arch in ("sm_80", "sm_90"):
+        compiled = to_e8m0.compile(target=arch, SRC="f32")
+        assert compiled.cubin and compiled.resources.spill_store_bytes == 0

@@ -16,6 +16,10 @@ f32 exactly; f64 inputs are rounded as f64, never through f32):
   difference of the bits is the code. The magnitude saturates at the max finite code
   (satfinite: overflow and ±inf), the sign is ORed in (so -0 stays -0), and NaN gives
   the canonical NaN code (0x7F for f8e4m3 and f8e5m2) or +max for finite-only types;
+* to e8m0 (no sign, no zero, no mantissa): the input's exponent field, plus one when
+  the bit below the leading one is set (the nearest power of two, a tie to the larger),
+  rebased; 0 below 2^-127, and NaN (0xFF) for NaN, ±inf, ±0, negatives and values that
+  round above 2^127, as `ExponentType.encode`;
 * to f16/bf16/f32: one `Cvt` (RNE, overflow to ±inf), NaN made canonical;
 * to an integer: `Cvt` to i64 (RNE, saturating, NaN -> 0), clamped to the type's range.
 """
@@ -23,7 +27,7 @@ f32 exactly; f64 inputs are rounded as f64, never through f32):
 from __future__ import annotations
 
 from tilelang import dtypes
-from tilelang.dtypes import DType, FloatType, IntType
+from tilelang.dtypes import DType, ExponentType, FloatType, IntType
 from tilelang.ir import thread as t
 from tilelang.lowering.bits import BF16, F16, F32, F64, I32, I64, U32, Emit, check_code_type, u32
 
@@ -46,6 +50,8 @@ def encode_scalar(emit: Emit, value: t.Expr, dst: DType) -> t.Expr:
         value = t.Cvt(value, F64)  # exact for integers of up to 32 bits
     elif value.dtype in (F16, BF16):
         value = t.Cvt(value, F32)  # exact
+    if isinstance(dst, ExponentType):
+        return _encode_exponent(emit, emit.let(value, "x"), dst)
     return _encode_small_float(emit, emit.let(value, "x"), dst)
 
 
@@ -83,6 +89,43 @@ def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
     if not value.dtype.is_float:
         return code
     return t.Select(_is_nan(emit, value), u32(int(dst.nan_code)), emit.let(code, "code"))
+
+
+def _encode_exponent(emit: Emit, x: t.Expr, dst: ExponentType) -> t.Expr:
+    """The e8m0 code of an f32 or f64 `x` (see the module doc)."""
+    let = emit.let
+    unsigned, inf, sign_bit = _float_layout(x.dtype)
+    mantissa = x.dtype.mantissa_bits
+
+    def imm(v: int) -> t.Imm:
+        return t.Imm(v, unsigned)
+
+    bits = let(t.Bitcast(x, unsigned), "xb")
+    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
+    below_leading = t.Binary("and", t.Binary("shr", magnitude, imm(mantissa - 1)), imm(1))
+    # The input's exponent field plus the rounding bit, in the input's bias: code + rebase.
+    field = let(t.Binary("add", t.Binary("shr", magnitude, imm(mantissa)), below_leading), "e")
+    rebase = x.dtype.bias - dst.bias  # 0 from f32, 896 from f64
+    normal = t.Select(
+        t.Binary("lt", field, imm(rebase)), imm(0), t.Binary("sub", field, imm(rebase))
+    )
+    # f32 subnormals lie below 2^-126 (the bit below their leading one is not bit 22):
+    # 2^-127 (code 0) or, from 1.5·2^-127 up, 2^-126.
+    smallest_normal = int(x.dtype.encode(x.dtype.smallest_normal))
+    tie = int(x.dtype.encode(1.5 * dst.min)) if x.dtype == F32 else 0
+    subnormal = t.Select(t.Binary("ge", magnitude, imm(tie)), imm(1), imm(0)) if tie else imm(0)
+    tiny = t.Binary("lt", magnitude, imm(smallest_normal))
+    code = let(t.Select(tiny, subnormal, normal), "code")
+    # NaN for NaN and ±inf, ±0, negatives, and what rounds above 2^127.
+    invalid = t.Binary("ge", magnitude, imm(inf))
+    for more in (
+        t.Binary("eq", magnitude, imm(0)),
+        t.Binary("ge", bits, imm(1 << sign_bit)),
+        t.Binary("gt", code, imm(dst.max_code)),
+    ):
+        invalid = t.Binary("or", invalid, more)
+    result = t.Select(let(invalid, "nan"), imm(dst.nan_code), code)
+    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result
 
 
 def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
