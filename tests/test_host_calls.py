@@ -80,12 +80,17 @@ def test_numpy_arrays_and_bad_input_are_untouched():
         K.rms_norm(as_torch(x), as_torch(values(32)))
 
 
-def test_a_tensor_that_requires_grad_is_read_detached():
+def test_a_tensor_that_requires_grad_is_read_detached(monkeypatch):
     """torch exports no tensor that requires grad through DLPack; the call reads its
-    values all the same (no gradient flows through a tilelang call)."""
+    values all the same (no gradient flows through a tilelang call, and it says so)."""
+    from tilelang.runtime import host_calls
+    from tilelang.torch import NoGradientWarning
+
+    monkeypatch.setattr(host_calls, "WARNED", set())
     x, w = values(2, 64, dtype=np.float32), values(64, dtype=np.float32)
     leaf = torch.from_numpy(x.copy()).requires_grad_()
-    got = K.rms_norm(leaf, as_torch(w))
+    with pytest.warns(NoGradientWarning):
+        got = K.rms_norm(leaf, as_torch(w))
     assert not got.requires_grad
     assert_same(got, K.rms_norm(x, w))
 
