@@ -6,7 +6,9 @@ instructions. Names follow numpy where numpy has one.
 
 What tiles also offer as methods (reshape, transpose, view, new axes, shared load and
 store) and the compile-time argument checks are implemented in `tilelang.lang.values`;
-the functions here check that they were given a tile and call them.
+the functions here check that they were given a tile and call them. The global-memory
+accesses `tl.load`, `tl.store` and `tl.atomic_add` are in `tilelang.lang.memory_ops`,
+public here as the others.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ from tilelang.ir.layout import Layout
 from tilelang.ir.ops import REDUCTIONS, SCANS
 from tilelang.ir.types import ScalarType, SharedType, TileType
 from tilelang.lang.builder import active, current
+
+# tl.load, tl.store and tl.atomic_add are public here, implemented in memory_ops with
+# the argument checks the other global accesses here share.
+from tilelang.lang.memory_ops import atomic_add as atomic_add
+from tilelang.lang.memory_ops import gather_axis as _gather_axis
+from tilelang.lang.memory_ops import load as load
+from tilelang.lang.memory_ops import offsets_of as _offsets
+from tilelang.lang.memory_ops import store as store
+from tilelang.lang.memory_ops import tensor_argument as _tensor
 from tilelang.lang.values import (
     INDEX,
     Scalar,
     Shared,
-    Tensor,
     Tile,
     as_dtype,
     as_scalar,
@@ -39,7 +49,6 @@ from tilelang.lang.values import (
     emit_result,
     floor_divide,
     is_python_number,
-    python_constant,
     require_tile,
     reshape_tile,
     static_int,
@@ -79,14 +88,6 @@ def _axis(axis: object, rank: int) -> int:
     if not -rank <= axis < rank:
         raise current().error(f"axis {axis} is out of range for a tile of rank {rank}")
     return axis % rank
-
-
-def _tensor(value: object, what: str) -> Tensor:
-    if not isinstance(value, Tensor):
-        raise current().error(
-            f"{what} must be a tensor parameter of the kernel, got {describe(value)}"
-        )
-    return value
 
 
 # -- grid and loops ----------------------------------------------------------------------
@@ -162,104 +163,6 @@ def arange(start, stop=None, dtype=INDEX) -> Tile:
 # -- global memory -----------------------------------------------------------------------
 
 
-def _offsets(tensor: Tensor, offsets: object) -> tuple[ir.Value, ...]:
-    if isinstance(offsets, (Scalar, int)):
-        offsets = (offsets,)
-    if not isinstance(offsets, (list, tuple)):
-        raise current().error(
-            f"offsets must be a list with one entry per dimension, got {offsets!r}"
-        )
-    if len(offsets) != tensor.ndim:
-        raise current().error(
-            f"{tensor.var.name} has {tensor.ndim} dimensions but {len(offsets)} offsets were given"
-        )
-    return tuple(as_scalar(o, INDEX).value for o in offsets)
-
-
-def load(tensor, offsets, shape=None, fill=None, layout=None) -> Tile | Scalar:
-    """The box of `shape` at `offsets`; elements outside the tensor read `fill` (0).
-    `layout`, if given, is the register layout the tile is loaded in (the compiler
-    chooses one otherwise).
-
-    Without `shape`: the one element at `offsets`, as a block-uniform runtime scalar
-    (outside the tensor: `fill`). With an integer tile among the offsets (a gather):
-    along that dimension each element's coordinate is the tile's entry for it (the tile
-    broadcasts to `shape` as in numpy), e.g. ``tl.load(cache, [rows[:, None], 0], [R, D])``
-    reads row ``rows[i]`` into row i; the other offsets start a box as usual."""
-    tensor = _tensor(tensor, "the first argument of tl.load")
-    if shape is None:
-        return _load_scalar(tensor, offsets, fill, layout)
-    dims = static_shape(shape)
-    if len(dims) != tensor.ndim:
-        raise current().error(
-            f"{tensor.var.name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
-        )
-    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
-    given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
-    result_type = TileType(tensor.dtype, dims, given)
-    gathered = _gather_axis(tensor, offsets)
-    if gathered is not None:
-        axis, index = gathered
-        rows = _gather_index(index, dims, axis)
-        offs = _offsets(tensor, [0 if d == axis else o for d, o in enumerate(offsets)])
-        return emit_result(
-            ir.Gather, tensor.var.name, result_type, tensor.var, offs, rows.var, axis, fill_const
-        )
-    offs = _offsets(tensor, offsets)
-    return emit_result(ir.Load, tensor.var.name, result_type, tensor.var, offs, fill_const)
-
-
-def _load_scalar(tensor: Tensor, offsets: object, fill: object, layout: object) -> Scalar:
-    """`tl.load(t, [i, j])`: one element as a block-uniform scalar."""
-    builder = current()
-    if layout is not None:
-        raise builder.error("tl.load without a shape reads one scalar, which has no layout")
-    if _gather_axis(tensor, offsets) is not None:
-        raise builder.error(
-            "tl.load with a tile among its offsets gathers a tile: give the shape of the "
-            "tile to read (tl.load(t, offsets, shape))"
-        )
-    offs = _offsets(tensor, offsets)
-    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
-    return emit_result(
-        ir.LoadScalar, tensor.var.name, ScalarType(tensor.dtype), tensor.var, offs, fill_const
-    )
-
-
-def _gather_axis(tensor: Tensor, offsets: object) -> tuple[int, Tile] | None:
-    """(dimension, index tile) of the one offset that is a tile (a gather or scatter)."""
-    if not isinstance(offsets, (list, tuple)):
-        return None
-    tiles = [(d, o) for d, o in enumerate(offsets) if isinstance(o, Tile)]
-    if len(tiles) > 1:
-        dims = ", ".join(str(d) for d, _ in tiles)
-        raise current().error(
-            f"a gather or scatter indexes one dimension; offsets {dims} of {tensor.var.name} are "
-            "all tiles (combine them into one row index, e.g. on a reshaped tensor)"
-        )
-    return tiles[0] if tiles else None
-
-
-def _gather_index(index: Tile, dims: tuple[int, ...], axis: int) -> Tile:
-    """The index tile of a gather or scatter: i32, of the tile's rank, each dim 1 or the
-    tile's."""
-    builder = current()
-    if index.dtype.is_float:
-        raise builder.error(
-            f"the index tile of offset {axis} (a gather or scatter) must hold integers, got "
-            f"{index.dtype}"
-        )
-    shape = (1,) * (len(dims) - index.ndim) + tuple(index.shape)
-    fits = len(shape) == len(dims) and all(s in (1, d) for s, d in zip(shape, dims, strict=True))
-    if not fits:
-        raise builder.error(
-            f"the index tile of offset {axis} (a gather or scatter) has shape "
-            f"{list(index.shape)}, which does not broadcast to the tile shape {list(dims)}"
-        )
-    rows = index if index.dtype == INDEX else cast(index, INDEX)
-    return reshape_tile(rows, shape)
-
-
 @composite(ir.Load, ir.View, ir.Relayout)
 def load_fragment(tensor, offsets, layout) -> Tile:
     """The [BK, BN] tile (BK, BN = `layout.shape`) at logical `offsets` [k, n0] of a
@@ -328,88 +231,6 @@ def dot_layout(which, m, n, k, operand=dtypes.f16, acc=dtypes.f32, warps=None) -
         raise builder.error(str(error)) from None
 
 
-def _fill_constant(fill: object, dtype: DType) -> ir.Const:
-    if not is_python_number(fill):
-        raise current().error(f"fill must be a Python number, got {describe(fill)}")
-    if dtype.is_float and isinstance(fill, float) and math.isinf(fill) and not dtype.has_inf:
-        raise current().error(f"fill {fill} is not representable in {dtype}, which has no infinity")
-    return python_constant(fill, dtype)
-
-
-def store(tensor, offsets, value, mask=None) -> None:
-    """Writes a tile at `offsets`; elements outside the tensor, and elements where `mask`
-    (a u1 tile that broadcasts to the value's shape, e.g. ``tl.arange(0, B) < n``; None:
-    all) fails, are skipped: never written (a packed code beside a skipped one keeps
-    the skipped one's bits). With an integer tile among the offsets (a scatter),
-    element e goes where a gather of the tile's shape would read it from (see `load`);
-    of two elements sent to one place, one is written."""
-    builder = current()
-    tensor = _tensor(tensor, "the first argument of tl.store")
-    written = _written(tensor, offsets, value, mask, ("tl.store", "storing", "the stored value"))
-    offs, scattered, tile, selected = written
-    if scattered is None:
-        builder.emit(ir.Store(tensor.var, offs, tile.var, selected, loc=builder.loc))
-        return
-    axis, rows = scattered
-    builder.emit(ir.Scatter(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
-
-
-def atomic_add(tensor, offsets, values, mask=None) -> None:
-    """Adds a tile into the box at `offsets`, atomically per element: ``tensor[e] +=
-    values[e]`` for the elements inside the tensor where `mask` (a u1 tile that
-    broadcasts to the values' shape; None: all) holds. Tensors of f16, bf16, f32, f64,
-    i32, u32, i64 and u64. Float sums depend on the order in which blocks add (each
-    addition rounds once in the tensor's dtype); integer sums are exact (wrapping).
-    With an integer tile among the offsets (a scatter-add), element e adds where a
-    gather of the values' shape would read it from (see `load`), and elements sent to
-    one place all add: ``tl.atomic_add(hist, [bins], tl.full([B], 1, tl.i32))``."""
-    builder = current()
-    tensor = _tensor(tensor, "the first argument of tl.atomic_add")
-    if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
-        names = ", ".join(map(str, ir.ATOMIC_ADD_DTYPES))
-        raise builder.error(
-            f"tl.atomic_add into {tensor.var.name}, a tensor of {tensor.dtype}: atomic additions "
-            f"need a tensor of {names} (whole 16-, 32- or 64-bit elements)"
-        )
-    words = ("tl.atomic_add", "adding", "the added value")
-    offs, scattered, tile, selected = _written(tensor, offsets, values, mask, words)
-    if scattered is None:
-        builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
-        return
-    axis, rows = scattered
-    builder.emit(ir.ScatterAdd(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
-
-
-def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):
-    """The checked operands of a store or an addition: (scalar offsets, the dimension and
-    index var of a scatter or None, the value tile, the mask var or None). `words`: the
-    operation, its verb and what its value is, for the errors."""
-    builder = current()
-    op, verb, what = words
-    scattered = _gather_axis(tensor, offsets)
-    if scattered is not None:  # the index tile's dimension starts at 0
-        offsets = [0 if isinstance(o, Tile) else o for o in offsets]
-    offs = _offsets(tensor, offsets)
-    if isinstance(value, Scalar) or is_python_number(value):
-        raise builder.error(f"{op} needs a tile; build one with tl.full(shape, value, dtype)")
-    tile = require_tile(value, what)
-    if tile.dtype != tensor.dtype:
-        raise builder.error(
-            f"{verb} a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
-            f"convert it with .to(tl.{tensor.dtype})"
-        )
-    if tile.ndim != tensor.ndim:
-        raise builder.error(
-            f"{verb} a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
-            f"a rank-{tensor.ndim} tensor; reshape it first"
-        )
-    selected = None if mask is None else _mask_tile(mask, tile.shape).var
-    if scattered is not None:
-        axis, index = scattered
-        scattered = (axis, _gather_index(index, tile.shape, axis).var)
-    return offs, scattered, tile, selected
-
-
 def arrive(counters, offsets) -> Scalar:
     """The block's arrival at the i32 counter ``counters[offsets]``: once per block,
     after every global load and store the block made before it, adds 1 and returns the
@@ -433,16 +254,6 @@ def arrive(counters, offsets) -> Scalar:
         raise builder.error("tl.arrive counts at one element: its offsets must be scalars")
     offs = _offsets(tensor, offsets)
     return emit_result(ir.Arrive, "count", ScalarType(dtypes.i32), tensor.var, offs)
-
-
-def _mask_tile(mask: object, shape: tuple[int, ...]) -> Tile:
-    tile = require_tile(mask, "the mask")
-    if tile.dtype != dtypes.u1:
-        raise current().error(
-            f"the mask must be a u1 tile (a comparison's result), got a {tile.dtype} tile; "
-            "compare it, e.g. `mask != 0`"
-        )
-    return broadcast_to(tile, shape)
 
 
 # -- shared memory -----------------------------------------------------------------------

@@ -208,9 +208,18 @@ Operable = Tile | Scalar | int | float | bool
 
 
 def describe(value: object) -> str:
-    """A value as error messages name it."""
-    if isinstance(value, (Tile, Scalar, Tensor, Shared)):
-        return repr(value)
+    """A value as error messages name it: in the user's words (dtype and shape), never
+    by its IR name."""
+    if isinstance(value, Tile):
+        return f"a tile {list(value.shape)} of {value.dtype}"
+    if isinstance(value, Scalar):
+        if isinstance(value.value, ir.Const):
+            return f"the constant {value.value.value} of {value.dtype}"
+        return f"a runtime scalar of {value.dtype}"
+    if isinstance(value, Tensor):
+        return f"the tensor {value.var.name} of {value.dtype}"
+    if isinstance(value, Shared):
+        return f"a shared tile {list(value.shape)} of {value.dtype}"
     return f"{type(value).__name__} {value!r}"
 
 

@@ -13,9 +13,9 @@ A gather (scatter) moves each thread's runs along the last dim as a load (store)
 (the widths of `vectorize`'s `elems`/`align`), with the run's row taken from the index
 tile, whose layout (`infer_layouts`' `gather`/`scatter` rules) gives each thread the
 index of every element it moves; out-of-range rows are masked by the same unsigned
-comparison as a box's edges. A scatter stores from the first replica only, and packed
-codes that share a byte with others merge atomically, as a store's do; its mask acts
-as a store's (`store_run`). A scatter-addition adds each run as `atomic_add` does
+comparison as a box's edges, and a gather's mask acts as a load's (`load_run`). A
+scatter stores from the first replica only, and packed codes that share a byte with
+others merge atomically, as a store's do; its mask acts as a store's (`store_run`). A scatter-addition adds each run as `atomic_add` does
 (`add_run`, masks included), one atomic addition per element or piece of a run.
 """
 
@@ -36,6 +36,7 @@ from tilelang.lowering.memory import (
     byte_window,
     element_place,
     fill_value,
+    load_run,
     load_sub_byte,
     mask_of,
     store_run,
@@ -69,7 +70,8 @@ def lower_load_scalar(lo: Lowering, instr: ir.LoadScalar) -> None:
     pred = lo.b.let(pred, "p") if pred is not None else None
     fill = lo.b.let(fill_value(lo, instr, dtype), "fill")
     if is_packed(dtype):
-        _, _, shift, _, window = byte_window(lo, info, dtype.bits, flat, pred)
+        bit = lo.b.mul(flat, imm(dtype.bits, I64))
+        _, _, shift, _, window = byte_window(lo, info, dtype.bits, bit, pred)
         code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << dtype.bits) - 1, U32))
         value = lo.code_to_value(code, dtype)
         if pred is not None:
@@ -157,32 +159,27 @@ def _indexed_runs(
         yield li, run, pred, flat
 
 
-def _pieces(instr: ir.Instr, run: int, bits: int) -> list[tuple[int, int]]:
-    align = instr.attr("align")
-    return pieces(0, run * bits // 8, align if isinstance(align, int) and run > 1 else None)
-
-
 @lowers(ir.Gather)
 def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
+    """Each run read at the row its index gives as a load's run is (`load_run`, masks
+    included); a code whose bits start inside a byte through its byte window."""
     info = access(lo, instr.tensor, store=False)
     tile = lo.define_tile(instr.result)
+    mask = mask_of(lo, instr, tile)
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
     b = lo.b
     for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
-        pred = b.let(pred, "p") if pred is not None else None
         if run * bits % 8 or li * bits % 8:
+            selected = lo.get(mask, li) if mask is not None else None
+            pred = b.all_of([c for c in (pred, selected) if c is not None])
+            pred = b.let(pred, "p") if pred is not None else None
+            if pred is not None:
+                lo.put(tile, li, fill)
             load_sub_byte(lo, info, tile, li, flat, pred)
             continue
-        if pred is not None:
-            for i in range(li, li + run):
-                lo.put(tile, i, fill)
-        byte = b.let(byte_offset(b, flat, bits), "off")
-        for start, width in _pieces(instr, run, bits):
-            at = b.add(byte, imm(start, I64))
-            b.emit(
-                t.GlobalLoad(t.Reg(tile.local, li * bits // 8 + start), width, info.param, at, pred)
-            )
+        pred = b.let(pred, "p") if pred is not None else None
+        load_run(lo, instr, info, tile, (li, run), pred, byte_offset(b, flat, bits), mask, fill)
         b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
 
 

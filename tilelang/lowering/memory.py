@@ -6,10 +6,11 @@ accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
 packed type whose bits start inside a byte are read through a one- or two-byte window
 and written with an atomic merge of their bits (other threads may be writing the rest
 of the byte). A store or an atomic addition from a replicated layout is done by the
-first replica only. A mask operand (a u1 tile in the value's layout) selects elements
-on top of the bounds: a store writes a run whole where it is all selected and its
-selected elements one by one elsewhere (`store_run`); an addition adds the identity
-where it is not selected (`add_run`). `indirect` reuses both for scatters.
+first replica only. A mask operand (a u1 tile in the value's layout, or the loaded
+result's) selects elements on top of the bounds: a load reads a run whole where it is
+all selected and its selected elements one by one elsewhere, the others keeping the
+fill (`load_run`); a store writes likewise (`store_run`); an addition adds the identity
+where it is not selected (`add_run`). `indirect` reuses them for gathers and scatters.
 
 Byte offsets (`place`) are sums of separate terms, per dim: the box offset (block-
 uniform), this thread's part of the tile index and the local's constant part, each
@@ -202,38 +203,63 @@ def access(lo: Lowering, tensor: ir.Var, store: bool) -> TensorInfo:
 def lower_load(lo: Lowering, instr: ir.Load) -> None:
     info = access(lo, instr.tensor, store=False)
     tile = lo.define_tile(instr.result)
+    mask = mask_of(lo, instr, tile)
     offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
-    align = instr.attr("align")
     bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
     coalescing.record(lo, "load", instr, tile.layout, bits, run)
     for li in range(0, tile.layout.num_locals, run):
-        whole = run * bits % 8 == 0 and (li * bits) % 8 == 0
-        if whole:
+        if run * bits % 8 == 0 and (li * bits) % 8 == 0:
             pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-        else:
-            pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+            load_run(lo, instr, info, tile, (li, run), pred, byte, mask, fill)
+            lo.b.count("global_load_bytes_" + str(min(run * bits // 8, 16)))
+            continue
+        # one code whose bits start inside a byte (runs of packed codes are whole bytes)
+        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
+        selected = lo.get(mask, li) if mask is not None else None
+        pred = lo.b.all_of([c for c in (pred, selected) if c is not None])
         pred = lo.b.let(pred, "p") if pred is not None else None
         if pred is not None:
-            for i in range(li, li + run):
-                lo.put(tile, i, fill)
-        if whole:
-            byte = lo.b.let(byte, "off")
-            limit = align if isinstance(align, int) and run > 1 else None
-            for at, width in pieces(0, run * bits // 8, limit):
-                lo.b.emit(
-                    t.GlobalLoad(
-                        t.Reg(tile.local, li * bits // 8 + at),
-                        width,
-                        info.param,
-                        lo.b.add(byte, imm(at, I64)),
-                        pred,
-                    )
-                )
-            lo.b.count("global_load_bytes_" + str(min(run * bits // 8, 16)))
+            lo.put(tile, li, fill)
+        load_sub_byte(lo, info, tile, li, flat, pred)
+
+
+def load_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, pred, byte, mask, fill):
+    """The `run` elements of `tile` from local `li` (`span`), whole bytes, read from byte
+    `byte` where `pred` holds (`fill` elsewhere), in the widest accesses `align` allows.
+    Under a mask, the run is read whole where every element of it is selected; where
+    only some are, each selected element is read alone (a packed code through its byte
+    window, as `load_sub_byte`), so an element not selected is never read and keeps
+    `fill`."""
+    li, run = span
+    b, bits = lo.b, tile.dtype.bits
+    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
+    every = b.let(b.all_of(selected), "all") if selected else None
+    whole = b.all_of([c for c in (pred, every) if c is not None])
+    whole = b.let(whole, "p") if whole is not None else None
+    if whole is not None:
+        for i in range(li, li + run):
+            lo.put(tile, i, fill)
+    byte = b.let(byte, "off")
+    align = instr.attr("align")
+    limit = align if isinstance(align, int) and run > 1 else None
+    for at, width in pieces(0, run * bits // 8, limit):
+        to = t.Reg(tile.local, li * bits // 8 + at)
+        b.emit(t.GlobalLoad(to, width, info.param, b.add(byte, imm(at, I64)), whole))
+    if len(selected) < 2:
+        return
+    for i, one in enumerate(selected):
+        alone = t.Select(every, imm(0, dtypes.u1), one)
+        cond = b.let(b.all_of([c for c in (pred, alone) if c is not None]), "p")
+        if bits >= 8:
+            size = bits // 8
+            at = b.add(byte, imm(i * size, I64))
+            b.emit(t.GlobalLoad(t.Reg(tile.local, (li + i) * size), size, info.param, at, cond))
         else:
-            load_sub_byte(lo, info, tile, li, flat, pred)
+            bit = b.add(b.mul(byte, imm(8, I64)), imm(i * bits, I64))
+            load_code(lo, info, tile, li + i, bit, cond)
+    b.count("global_load_partial_run")
 
 
 def fill_value(lo: Lowering, instr: ir.Load, dtype: DType) -> t.Expr:
@@ -242,13 +268,13 @@ def fill_value(lo: Lowering, instr: ir.Load, dtype: DType) -> t.Expr:
     return lo.convert(lo.scalar(instr.fill), dtype)
 
 
-def byte_window(lo: Lowering, info: TensorInfo, bits: int, flat: t.Expr, pred):
-    """Reads the one or two bytes that hold element `flat` of a packed tensor (the
-    second only when the code crosses into it): (the 2-byte local, the byte offset,
-    the code's bit shift in the window, the second byte's predicate, the window as a
-    u32)."""
+def byte_window(lo: Lowering, info: TensorInfo, bits: int, bit: t.Expr, pred):
+    """Reads the one or two bytes that hold the code of `bits` bits from bit `bit` (i64)
+    of a packed tensor on (the second only when the code crosses into it): (the 2-byte
+    local, the byte offset, the code's bit shift in the window, the second byte's
+    predicate, the window as a u32)."""
     b = lo.b
-    bit = b.let(b.mul(flat, imm(bits, I64)), "bit")
+    bit = b.let(bit, "bit")
     byte = b.let(t.Binary("shr", bit, imm(3, I64)), "off")
     shift = b.let(b.cvt(t.Binary("and", bit, imm(7, I64)), U32), "sh")
     pair = b.local(dtypes.u8, 2, "b")
@@ -266,9 +292,16 @@ def byte_window(lo: Lowering, info: TensorInfo, bits: int, flat: t.Expr, pred):
 
 
 def load_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
-    """One element of a packed type whose bits start inside a byte."""
+    """One element of a packed type whose bits start inside a byte; where `pred` fails
+    it keeps what it held."""
+    load_code(lo, info, tile, li, lo.b.mul(flat, imm(tile.dtype.bits, I64)), pred)
+
+
+def load_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -> None:
+    """Element `li` of `tile`, a packed code, read from the tensor's bits from `bit`
+    (i64) on, where `pred` holds (it keeps what it held elsewhere)."""
     bits = tile.dtype.bits
-    _, _, shift, _, window = byte_window(lo, info, bits, flat, pred)
+    _, _, shift, _, window = byte_window(lo, info, bits, bit, pred)
     code = t.Binary("and", t.Binary("shr", window, shift), imm((1 << bits) - 1, U32))
     if pred is not None:
         code = t.Select(pred, code, lo.get_code(tile, li))

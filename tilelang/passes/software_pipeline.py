@@ -72,9 +72,9 @@ are not prefetched into registers.
 
 **Not pipelined**: a load whose offsets (a gather whose index) depend on a value the
 body computes from loaded data or carries from one iteration to the next (its address
-is not known ahead), of a tensor the loop also writes (a load issued ahead would miss
-the write), inside a branch or an inner loop without stages of its own, or that no form
-can take. It stays as it is with the attribute ``unpipelined="<why>"`` (the lowering
+is not known ahead), with a `mask`, of a tensor the loop also writes (a load issued
+ahead would miss the write), inside a branch or an inner loop without stages of its
+own, or that no form can take. It stays as it is with the attribute ``unpipelined="<why>"`` (the lowering
 counts these loads in ``stats["pipeline_skipped"]``) and a `PipelineWarning` whose
 message starts with the loop's source location and names the load's and why.
 
@@ -711,6 +711,8 @@ def _blocker(
     load: ir.Load | ir.Gather, loop: ir.For, writers: dict[ir.Var, ir.Instr]
 ) -> str | None:
     """Why `load` cannot be issued at another iteration at all, or None."""
+    if load.mask is not None:
+        return "it has a mask (a load never reads outside its tensor: edges need none)"
     if load.tensor in writers:
         writer = writers[load.tensor]
         return (

@@ -376,6 +376,8 @@ def _shared_alloc(state: _State, instr: ir.SharedAlloc) -> None:
 
 @semantics(ir.Load, ir.LoadScalar)  # a scalar load reads a box of one element
 def _load(state: _State, instr: ir.Load | ir.LoadScalar) -> None:
+    if getattr(instr, "mask", None) is not None:  # element by element, as a gather
+        return _gather(state, instr)
     dtype = instr.result.type.dtype
     fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
     offsets = tuple(state.int(off) for off in instr.offsets)
@@ -404,8 +406,8 @@ def _indexed(state: _State, instr: ir.Instr, shape: tuple[int, ...]):
 
 
 @semantics(ir.Gather)
-def _gather(state: _State, instr: ir.Gather) -> None:
-    """Coordinates outside the tensor read the fill (0)."""
+def _gather(state: _State, instr: ir.Gather | ir.Load) -> None:
+    """Coordinates outside the tensor, and elements masked out, read the fill (0)."""
     dtype, shape = instr.result.type.dtype, _shape(instr.result)
     fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
     tensor, picked, inside = _indexed(state, instr, shape)

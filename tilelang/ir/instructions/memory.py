@@ -1,5 +1,5 @@
 """Instructions that move tiles: global loads, stores and atomic additions (masked at the
-tensor's edges; stores and additions also by a mask tile), gathers, scatters and
+tensor's edges, and by a mask tile where one is given), gathers, scatters and
 scatter-additions along one axis, shared tiles, asynchronous copies into them, and
 barriers; and the block's `arrive` at a global counter."""
 
@@ -18,20 +18,20 @@ from tilelang.ir.types import SharedType
 
 @dataclass(frozen=True)
 class Load(Instr):
-    """Reads the box of the result's shape at `offsets` of a global tensor.
-
-    Elements outside the tensor read `fill` (zero when absent): no access is made.
-    """
+    """Reads the box of the result's shape at `offsets` of a global tensor. Elements
+    outside the tensor, and elements where `mask` (a u1 tile of the result's shape;
+    absent: everywhere) fails, read `fill` (zero when absent): no access is made."""
 
     result: Var
     tensor: Var
     offsets: tuple[Value, ...]
     fill: Const | None = None
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "fill")
+    OPERANDS: ClassVar = ("tensor", "offsets", "fill", "mask")
     RESULTS: ClassVar = ("result",)
-    SYNTAX: ClassVar = "load {tensor}[{offsets}]< fill({fill})>"
-    LAYOUT: ClassVar = "source.memory"
+    SYNTAX: ClassVar = "load {tensor}[{offsets}]< fill({fill})>< mask({mask:value})>"
+    LAYOUT: ClassVar = "load"
 
     def check(self, v: Checker) -> None:
         tensor = v.tensor_param(self.tensor)
@@ -43,6 +43,7 @@ class Load(Instr):
         )
         v.same_dtype(result.dtype, tensor.dtype, "a result")
         _check_fill(v, self.fill, tensor.dtype)
+        _check_mask(v, self.mask, result.shape, "loaded")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class Gather(Instr):
     e of the result is ``tensor[o_0 + e_0, ..., offsets[axis] + index[e], ..., o_n + e_n]``
     (the other dimensions are a box at `offsets`, as `load`'s). `index` is an integer
     tile of the result's rank whose dims are the result's or 1 (broadcast: a table of
-    row numbers is ``[R, 1]``). Elements outside the tensor read `fill` (zero when
+    row numbers is ``[R, 1]``). Elements outside the tensor, and elements where `mask`
+    (a u1 tile of the result's shape; absent: everywhere) fails, read `fill` (zero when
     absent): no access is made."""
 
     result: Var
@@ -86,10 +88,13 @@ class Gather(Instr):
     index: Var
     axis: int
     fill: Const | None = None
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "index", "fill")
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "fill", "mask")
     RESULTS: ClassVar = ("result",)
-    SYNTAX: ClassVar = "gather {tensor}[{offsets}], {index}, axis={axis}< fill({fill})>"
+    SYNTAX: ClassVar = (
+        "gather {tensor}[{offsets}], {index}, axis={axis}< fill({fill})>< mask({mask:value})>"
+    )
     LAYOUT: ClassVar = "gather"
 
     def check(self, v: Checker) -> None:
@@ -104,6 +109,7 @@ class Gather(Instr):
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), result.shape)
         _check_fill(v, self.fill, tensor.dtype)
+        _check_mask(v, self.mask, result.shape, "loaded")
 
 
 @dataclass(frozen=True)

@@ -341,13 +341,34 @@ class BroadcastRule(Source):
         return rewrite.with_operands(instr, new, {"value": new.result.type.layout.reduce(dims)})
 
 
-class GatherRule(Source):
-    """`gather`: a free producer (the memory origin); the index tile takes the result's
-    layout reduced over the dims it broadcasts along, so each thread holds the index of
-    every element it loads."""
+class LoadRule(Source):
+    """`load`: a free producer (the memory origin); a `mask` operand, when there is one,
+    takes the result's layout (each thread holds the mask of every element it loads),
+    and the result's layout is a wish for it while it is free."""
 
     def __init__(self) -> None:
         super().__init__(MEMORY)
+
+    def scan(self, inference: Inference, instr: nodes.Load) -> None:
+        super().scan(inference, instr)
+        if is_tile(getattr(instr, "mask", None)):
+            inference.edge(instr.result, instr.mask, _same, EXACT, True)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Load) -> RewriteResult:
+        new = rewrite.generic(instr)
+        return rewrite.with_operands(instr, new, self.wants(new))
+
+    def wants(self, new: Instr) -> dict[str, Layout | None]:
+        """The layouts of the operands, from the result's."""
+        if not is_tile(getattr(new, "mask", None)):
+            return {}
+        return {"mask": new.result.type.layout}
+
+
+class GatherRule(LoadRule):
+    """`gather`: a load's rule (`load`); the index tile takes the result's layout reduced
+    over the dims it broadcasts along, so each thread holds the index of every element
+    it loads."""
 
     def scan(self, inference: Inference, instr: nodes.Gather) -> None:
         super().scan(inference, instr)
@@ -357,7 +378,8 @@ class GatherRule(Source):
     def rewrite(self, rewrite: Rewrite, instr: nodes.Gather) -> RewriteResult:
         new = rewrite.generic(instr)
         dims = _broadcast_dims(new.index.type, new.result.type)
-        return rewrite.with_operands(instr, new, {"index": new.result.type.layout.reduce(dims)})
+        wants = {"index": new.result.type.layout.reduce(dims), **self.wants(new)}
+        return rewrite.with_operands(instr, new, wants)
 
 
 class ReduceRule(AnyLayout):
@@ -599,6 +621,7 @@ RULES = {
     "reshape": ReshapeRule(),
     "view": ViewRule(),
     "broadcast": BroadcastRule(),
+    "load": LoadRule(),
     "gather": GatherRule(),
     "scatter": ScatterRule(),
     "reduce": ReduceRule(),

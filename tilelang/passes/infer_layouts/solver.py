@@ -116,7 +116,7 @@ def staged_tiles(fn: Function) -> frozenset[str]:
             continue
         for instr in loop.body.instrs:
             shaped = isinstance(instr, Reshape | Transpose | View) and instr.value.name in staged
-            if shaped or isinstance(instr, Load):
+            if shaped or (isinstance(instr, Load) and instr.mask is None):  # masked: not staged
                 staged.add(instr.result.name)
     return frozenset(staged)
 

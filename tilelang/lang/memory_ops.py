@@ -1,0 +1,344 @@
+"""The global-memory operations a kernel body calls: `tl.load`, `tl.store` and
+`tl.atomic_add` (re-exported by `tilelang.lang.ops`, where the other `tl.*` functions
+are), with the checks of their offsets, gathers' and scatters' index tiles, fills and
+masks.
+
+A mask is a u1 tile that broadcasts to the accessed shape, a block-uniform u1 scalar
+(broadcast: a `full` tile) or a Python bool. A constant True is no mask at all; a
+constant False selects nothing, and then no instruction is emitted (a load gives a
+`full` tile of its fill): nothing is accessed, so nothing needs to be ordered either.
+The arguments are checked all the same, so a kernel that is wrong for some mask is
+wrong for every one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tilelang import dtypes
+from tilelang.dtypes import DType
+from tilelang.ir import nodes as ir
+from tilelang.ir.types import ScalarType, TileType
+from tilelang.lang.builder import current
+from tilelang.lang.values import (
+    INDEX,
+    Scalar,
+    Tensor,
+    Tile,
+    as_scalar,
+    broadcast_to,
+    cast,
+    checked_layout,
+    describe,
+    elementwise,
+    emit_result,
+    is_python_number,
+    python_constant,
+    reshape_tile,
+    static_shape,
+)
+
+#: What `_mask` returns for a mask that is constantly False: nothing is accessed.
+NOTHING = "nothing"
+
+
+def tensor_argument(value: object, what: str) -> Tensor:
+    if not isinstance(value, Tensor):
+        raise current().error(
+            f"{what} must be a tensor parameter of the kernel, got {describe(value)}"
+        )
+    return value
+
+
+def offsets_of(tensor: Tensor, offsets: object) -> tuple[ir.Value, ...]:
+    if isinstance(offsets, (Scalar, int)):
+        offsets = (offsets,)
+    if not isinstance(offsets, (list, tuple)):
+        raise current().error(
+            f"offsets must be a list with one entry per dimension, got {offsets!r}"
+        )
+    if len(offsets) != tensor.ndim:
+        raise current().error(
+            f"{tensor.var.name} has {tensor.ndim} dimensions but {len(offsets)} offsets were given"
+        )
+    return tuple(as_scalar(o, INDEX).value for o in offsets)
+
+
+def gather_axis(tensor: Tensor, offsets: object) -> tuple[int, Tile] | None:
+    """(dimension, index tile) of the one offset that is a tile (a gather or scatter)."""
+    if not isinstance(offsets, (list, tuple)):
+        return None
+    tiles = [(d, o) for d, o in enumerate(offsets) if isinstance(o, Tile)]
+    if len(tiles) > 1:
+        dims = ", ".join(str(d) for d, _ in tiles)
+        raise current().error(
+            f"a gather or scatter indexes one dimension; offsets {dims} of {tensor.var.name} are "
+            "all tiles (combine them into one row index, e.g. on a reshaped tensor)"
+        )
+    return tiles[0] if tiles else None
+
+
+def gather_index(index: Tile, dims: tuple[int, ...], axis: int) -> Tile:
+    """The index tile of a gather or scatter: i32, of the tile's rank, each dim 1 or the
+    tile's."""
+    builder = current()
+    if index.dtype.is_float:
+        raise builder.error(
+            f"the index tile of offset {axis} (a gather or scatter) must hold integers, got "
+            f"{index.dtype}"
+        )
+    shape = (1,) * (len(dims) - index.ndim) + tuple(index.shape)
+    fits = len(shape) == len(dims) and all(s in (1, d) for s, d in zip(shape, dims, strict=True))
+    if not fits:
+        raise builder.error(
+            f"the index tile of offset {axis} (a gather or scatter) has shape "
+            f"{list(index.shape)}, which does not broadcast to the tile shape {list(dims)}"
+        )
+    rows = index if index.dtype == INDEX else cast(index, INDEX)
+    return reshape_tile(rows, shape)
+
+
+def _constant_mask(mask: object) -> bool | None:
+    """The value of a mask known at compile time (a bool, a u1 immediate), else None."""
+    if isinstance(mask, Scalar) and isinstance(mask.value, ir.Const) and mask.dtype == dtypes.u1:
+        return bool(mask.value.value)
+    return bool(mask) if isinstance(mask, (bool, np.bool_)) else None
+
+
+def _scalar_mask(mask: Scalar) -> Scalar:
+    if mask.dtype != dtypes.u1:
+        raise current().error(
+            f"the mask must be u1 (a comparison's result), got {describe(mask)}; compare it, "
+            "e.g. `mask != 0`"
+        )
+    return mask
+
+
+def _mask(mask: object, shape: tuple[int, ...]) -> Tile | str | None:
+    """The mask of an access of `shape`: a u1 tile of that shape, None (every element)
+    or `NOTHING` (a constant False)."""
+    known = _constant_mask(mask)
+    if known is not None:
+        return None if known else NOTHING
+    if isinstance(mask, Scalar):  # block-uniform: every element of the tile alike
+        value = _scalar_mask(mask).value
+        return emit_result(ir.Full, "mask", TileType(dtypes.u1, shape), value)
+    if not isinstance(mask, Tile):
+        raise current().error(
+            "the mask must be a u1 tile, a u1 scalar (a comparison's result) or a Python "
+            f"bool, got {describe(mask)}"
+        )
+    if mask.dtype != dtypes.u1:
+        raise current().error(
+            f"the mask must be a u1 tile (a comparison's result), got {describe(mask)}; "
+            "compare it, e.g. `mask != 0`"
+        )
+    return broadcast_to(mask, shape)
+
+
+# -- loads -------------------------------------------------------------------------------
+
+
+def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=None):
+    """The box of `shape` at `offsets`; elements outside the tensor, and elements where
+    `mask` (a u1 tile that broadcasts to `shape`, a u1 scalar or a bool; None: all)
+    fails, read `fill` (0) and are not read from memory. `layout`, if given, is the
+    register layout the tile is loaded in (the compiler chooses one otherwise).
+
+    Without `shape`: the one element at `offsets`, as a block-uniform runtime scalar
+    (outside the tensor or masked out: `fill`). With an integer tile among the offsets
+    (a gather): along that dimension each element's coordinate is the tile's entry for
+    it (the tile broadcasts to `shape` as in numpy), e.g. ``tl.load(cache,
+    [rows[:, None], 0], [R, D])`` reads row ``rows[i]`` into row i; the other offsets
+    start a box as usual. (Triton's `other=` is spelled `fill=` here.)"""
+    tensor = tensor_argument(tensor, "the first argument of tl.load")
+    if other is not None:  # Triton's name; a tile of others is tl.where's job here
+        example = repr(other) if is_python_number(other) else "0.0"
+        raise current().error(
+            "tl.load names the value of masked-out elements fill= (a Python number), not "
+            f"other=: tl.load(..., mask=m, fill={example})"
+        )
+    if shape is None:
+        return _load_scalar(tensor, offsets, fill, layout, mask)
+    dims = static_shape(shape)
+    if len(dims) != tensor.ndim:
+        raise current().error(
+            f"{tensor.var.name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
+        )
+    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
+    given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
+    result_type = TileType(tensor.dtype, dims, given)
+    gathered = gather_axis(tensor, offsets)
+    rows = None
+    if gathered is not None:
+        axis, index = gathered
+        rows = gather_index(index, dims, axis)
+        offsets = [0 if d == axis else o for d, o in enumerate(offsets)]
+    offs = offsets_of(tensor, offsets)
+    selected = None if mask is None else _mask(mask, dims)
+    if selected is NOTHING:  # no element is read: the fill, in the layout asked for
+        fill_const = python_constant(0, tensor.dtype) if fill_const is None else fill_const
+        return emit_result(ir.Full, tensor.var.name, result_type, fill_const)
+    selected = None if selected is None else selected.var
+    name, var = tensor.var.name, tensor.var
+    if rows is not None:
+        return emit_result(
+            ir.Gather, name, result_type, var, offs, rows.var, axis, fill_const, selected
+        )
+    return emit_result(ir.Load, name, result_type, var, offs, fill_const, selected)
+
+
+def _load_scalar(tensor: Tensor, offsets, fill, layout, mask) -> Scalar:
+    """`tl.load(t, [i, j])`: one element as a block-uniform scalar. A runtime mask moves
+    the first offset outside the tensor (-1) where it fails: the element is then not
+    read, and reads `fill`, as any element outside the tensor."""
+    builder = current()
+    if layout is not None:
+        raise builder.error("tl.load without a shape reads one scalar, which has no layout")
+    if gather_axis(tensor, offsets) is not None:
+        raise builder.error(
+            "tl.load with a tile among its offsets gathers a tile: give the shape of the "
+            "tile to read (tl.load(t, offsets, shape))"
+        )
+    offs = offsets_of(tensor, offsets)
+    fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
+    known = None if mask is None else _constant_mask(mask)
+    if known is False:
+        return Scalar(python_constant(0, tensor.dtype) if fill_const is None else fill_const)
+    if mask is not None and known is None:
+        if not isinstance(mask, Scalar):
+            raise builder.error(
+                "the mask of a scalar tl.load (no shape) must be a u1 scalar or a bool, got "
+                f"{describe(mask)}"
+            )
+        outside = Scalar(python_constant(-1, INDEX))
+        first = elementwise("where", _scalar_mask(mask), Scalar(offs[0]), outside)
+        offs = (first.value, *offs[1:])
+    return emit_result(
+        ir.LoadScalar, tensor.var.name, ScalarType(tensor.dtype), tensor.var, offs, fill_const
+    )
+
+
+def _fill_constant(fill: object, dtype: DType) -> ir.Const:
+    if not is_python_number(fill):
+        raise current().error(f"fill must be a Python number, got {describe(fill)}")
+    if dtype.is_float and isinstance(fill, float) and math.isinf(fill) and not dtype.has_inf:
+        raise current().error(f"fill {fill} is not representable in {dtype}, which has no infinity")
+    return python_constant(fill, dtype)
+
+
+# -- stores and atomic additions ---------------------------------------------------------
+
+
+def store(tensor, offsets, value, mask=None) -> None:
+    """Writes a tile at `offsets`; elements outside the tensor, and elements where `mask`
+    (a u1 tile that broadcasts to the value's shape, e.g. ``tl.arange(0, B) < n``, a u1
+    scalar or a bool; None: all) fails, are skipped: never written (a packed code beside
+    a skipped one keeps the skipped one's bits). With an integer tile among the offsets
+    (a scatter), element e goes where a gather of the tile's shape would read it from
+    (see `load`); of two elements sent to one place, one is written. A scatter's value
+    may be a number or a scalar: it is written at every index."""
+    builder = current()
+    tensor = tensor_argument(tensor, "the first argument of tl.store")
+    written = _written(tensor, offsets, value, mask, ("tl.store", "storing", "the stored value"))
+    if written is None:
+        return
+    offs, scattered, tile, selected = written
+    if scattered is None:
+        builder.emit(ir.Store(tensor.var, offs, tile.var, selected, loc=builder.loc))
+        return
+    axis, rows = scattered
+    builder.emit(ir.Scatter(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
+
+
+def atomic_add(tensor, offsets, values, mask=None) -> None:
+    """Adds a tile into the box at `offsets`, atomically per element: ``tensor[e] +=
+    values[e]`` for the elements inside the tensor where `mask` (a u1 tile that
+    broadcasts to the values' shape, a u1 scalar or a bool; None: all) holds. Tensors
+    of f16, bf16, f32, f64, i32, u32, i64 and u64. Float sums depend on the order in
+    which blocks add (each addition rounds once in the tensor's dtype); integer sums are
+    exact (wrapping). With an integer tile among the offsets (a scatter-add), element e
+    adds where a gather of the values' shape would read it from (see `load`), and
+    elements sent to one place all add; there the values may be a number or a scalar,
+    converted to the tensor's dtype and added at every index: ``tl.atomic_add(hist,
+    [bins], 1)``."""
+    builder = current()
+    tensor = tensor_argument(tensor, "the first argument of tl.atomic_add")
+    if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
+        names = ", ".join(map(str, ir.ATOMIC_ADD_DTYPES))
+        raise builder.error(
+            f"tl.atomic_add into {tensor.var.name}, a tensor of {tensor.dtype}: atomic additions "
+            f"need a tensor of {names} (whole 16-, 32- or 64-bit elements)"
+        )
+    words = ("tl.atomic_add", "adding", "the added value")
+    written = _written(tensor, offsets, values, mask, words)
+    if written is None:
+        return
+    offs, scattered, tile, selected = written
+    if scattered is None:
+        builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
+        return
+    axis, rows = scattered
+    builder.emit(ir.ScatterAdd(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
+
+
+def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):
+    """The checked operands of a store or an addition: (scalar offsets, the dimension and
+    index var of a scatter or None, the value tile, the mask var or None); None when the
+    mask is constantly False. `words`: the operation, its verb and what its value is,
+    for the errors."""
+    builder = current()
+    op, verb, what = words
+    scattered = gather_axis(tensor, offsets)
+    if scattered is not None:  # the index tile's dimension starts at 0
+        offsets = [0 if isinstance(o, Tile) else o for o in offsets]
+    offs = offsets_of(tensor, offsets)
+    if isinstance(value, Scalar) or is_python_number(value):
+        if scattered is None:
+            raise builder.error(
+                f"{op} into a box needs a tile of values, got {describe(value)}: the box's shape "
+                "is the tile's, and a number or scalar has none; build one with "
+                f"tl.full(shape, value, tl.{tensor.dtype}) (or give an index tile among the "
+                "offsets: a scatter takes its shape from the index tile)"
+            )
+        value = _scattered_value(tensor, scattered, value)
+    if not isinstance(value, Tile):
+        raise builder.error(f"{what} must be a tile, got {describe(value)}")
+    tile = value
+    if tile.dtype != tensor.dtype:
+        raise builder.error(
+            f"{verb} a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
+            f"convert it with .to(tl.{tensor.dtype})"
+        )
+    if tile.ndim != tensor.ndim:
+        raise builder.error(
+            f"{verb} a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
+            f"a rank-{tensor.ndim} tensor; reshape it first"
+        )
+    selected = None if mask is None else _mask(mask, tile.shape)
+    if scattered is not None:
+        axis, index = scattered
+        scattered = (axis, gather_index(index, tile.shape, axis).var)
+    if selected is NOTHING:
+        return None
+    return offs, scattered, tile, None if selected is None else selected.var
+
+
+def _scattered_value(tensor: Tensor, scattered: tuple[int, Tile], value) -> Tile:
+    """A number or scalar written (added) at every index of a scatter: a tile of the
+    index tile's shape (padded to the tensor's rank) of the value converted to the
+    tensor's dtype, as `tl.full` converts."""
+    axis, index = scattered
+    if index.ndim > tensor.ndim:
+        raise current().error(
+            f"the index tile of offset {axis} (a gather or scatter) has rank {index.ndim}, "
+            f"more than {tensor.var.name}'s {tensor.ndim}"
+        )
+    shape = (1,) * (tensor.ndim - index.ndim) + tuple(index.shape)
+    if isinstance(value, Scalar):
+        fill = cast(value, tensor.dtype)
+    else:
+        fill = as_scalar(value, tensor.dtype)
+    return emit_result(ir.Full, "full", TileType(tensor.dtype, shape), fill.value)
