@@ -898,3 +898,20 @@ def test_a_loops_unroll_hint_reaches_the_cuda_source_as_its_factor():
     source = stream_then_add.compile(target="sm_90").source
     assert "#pragma unroll 1\n" in source
     assert not re.search(r"#pragma unroll\n", source)
+
+
+def test_resources_count_the_dynamic_shared_memory_a_launch_asks_for():
+    """tilelang keeps shared tiles in dynamic shared memory, which ptxas does not
+    report: a [64, 64] f32 staging tile is at least 16 KB of it."""
+
+    @tl.kernel(warps=4)
+    def staged(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "N", "M"]):  # noqa: UP037
+        bm, bn = tl.blocks(tl.cdiv(M, 64), tl.cdiv(N, 64))
+        stage = tl.shared([64, 64], tl.f32)
+        stage.store(tl.transpose(tl.load(x, [bm * 64, bn * 64], [64, 64])))
+        tl.store(y, [bn * 64, bm * 64], stage.load())
+
+    compiled = staged.compile(target="sm_90")
+    r = compiled.resources
+    assert r.dynamic_shared_bytes == compiled.thread.shared_bytes >= 64 * 64 * 4
+    assert r.total_shared_bytes == r.shared_bytes + r.dynamic_shared_bytes

@@ -451,3 +451,21 @@ def test_mx_weights_fold_their_exponent_field_scales_under_the_fact_tilelang_qua
     reference = x.astype(np.float64) @ qw.dequantize().astype(np.float64)
     y = quant.matmul(x, qw).astype(np.float64)
     np.testing.assert_allclose(y, reference, rtol=2e-3, atol=2e-3 * np.abs(reference).max())
+
+
+def test_a_vouched_fact_skips_the_check_and_a_malformed_one_is_refused():
+    """tl.vouch is the public form of what tilelang.quant does for its scales: the
+    caller's word replaces the check (so a false fact is not caught)."""
+    rng = np.random.default_rng(7)
+    codes = tl.pack_codes(codes_of(tl.u4, BK, rng), tl.u4)
+    s = boundary_scales(tl.f16, 64, 1, rng)
+    s[0, 5] = 64.0  # breaks the fact
+    y = np.zeros((BK, BN), np.float16)
+    with pytest.raises(ValueError, match="0 <= s < 64"):
+        scaled_codes(codes, s, y, assume={"s": 64})
+    tl.vouch(s, 64)
+    scaled_codes(codes, s, y, assume={"s": 64})  # not checked: the caller vouched
+    with pytest.raises(ValueError, match="power of two from 1 to 65536, got 48"):
+        tl.vouch(s, 48)
+    with pytest.raises(TypeError, match="power-of-two int bound, got float"):
+        tl.vouch(s, 64.0)

@@ -101,6 +101,7 @@ from tilelang.passes.plan_registers import RegisterBudgetError, RegisterSpillWar
 from tilelang.passes.software_pipeline import PipelineWarning
 from tilelang.runtime.gpu import DeviceBuffer, gpu_available
 from tilelang.runtime.gpu import device_arch as gpu_arch
+from tilelang.runtime.value_facts import vouch
 from tilelang.tuning import Autotuned, autotune
 from tilelang.version import __version__
 

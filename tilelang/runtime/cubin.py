@@ -32,9 +32,11 @@ __all__ = [
 @dataclass(frozen=True)
 class Resources:
     """Per-thread registers; spill stores/loads and stack frame (local memory) in bytes
-    per thread; static shared memory in bytes per block (dynamic shared memory, which
-    tilelang kernels use, is not part of it). `source` says where they were read:
-    "ptxas" (the log) or "cubin"."""
+    per thread; shared memory in bytes per block: `shared_bytes` static (what ptxas
+    reports), `dynamic_shared_bytes` what the launch asks for (tilelang kernels keep
+    their shared tiles there; filled in by the build, 0 when read from a log or cubin
+    alone), `total_shared_bytes` both. `source` says where they were read: "ptxas"
+    (the log) or "cubin"."""
 
     registers: int
     spill_store_bytes: int | None
@@ -42,6 +44,11 @@ class Resources:
     shared_bytes: int
     local_bytes: int
     source: str = "ptxas"
+    dynamic_shared_bytes: int = 0
+
+    @property
+    def total_shared_bytes(self) -> int:
+        return self.shared_bytes + self.dynamic_shared_bytes
 
     @property
     def spills(self) -> int | None:

@@ -24,6 +24,7 @@ and rebuilt rather than failing every compile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import warnings
@@ -87,7 +88,10 @@ class CudaBuild:
 
     @cached_property
     def resources(self) -> Resources:
-        return read_resources(self.log, self.cubin, self.symbol)
+        """ptxas's figures and the dynamic shared memory the launch asks for (a user
+        reading `shared_bytes == 0` of a kernel with shared tiles was misled)."""
+        static = read_resources(self.log, self.cubin, self.symbol)
+        return dataclasses.replace(static, dynamic_shared_bytes=self.thread.shared_bytes)
 
 
 def cuda_build(

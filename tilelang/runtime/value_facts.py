@@ -127,6 +127,19 @@ def record(array: Any, fact: Fact) -> None:
     _RECORDED[key] = (weakref.ref(array, lambda _: _RECORDED.pop(key, None)), fact)
 
 
+def vouch(array: Any, fact: Fact) -> None:
+    """Public (`tilelang.vouch`): the caller guarantees `fact` of `array` — every value
+    +0 or positive and below the power of two `fact`, or `"finite"` — so calls that
+    state it (`assume={name: fact}`) skip their check, which reads a device array back
+    to the host on every call. Nothing verifies it: a false fact gives wrong results.
+    A kernel call that writes the array forgets it."""
+    try:
+        (_, checked), *_ = value_facts("vouch", ("fact",), {"fact": fact})
+    except (TypeError, ValueError) as error:  # the message of assume=, for this call
+        raise type(error)(str(error).replace("assume: fact", "tl.vouch: the fact", 1)) from None
+    record(array, checked)
+
+
 def forget(arrays: Iterable[Any]) -> None:
     """Drop what was recorded about arrays a call may have written."""
     for array in arrays:
