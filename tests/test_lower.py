@@ -101,15 +101,28 @@ def test_row_reductions_use_warp_shuffles():
     assert compiled.stats.get("reduce_shuffle") == 2 and "reduce_shared" not in compiled.stats
 
 
-def test_a_reduction_across_warps_goes_through_shared_memory():
+def test_a_reduction_across_warps_shuffles_then_combines_warps_in_shared_memory():
+    # [256, 4] over 4 warps: the column's thread digit spans lanes and warps.
     @tl.kernel(warps=4)
     def column_sum(x: tl.Tensor[tl.f32, "M", "N"], y: tl.Tensor[tl.f32, "N"]):
         tl.store(y, [0], tl.sum(tl.load(x, [0, 0], [256, 4]), axis=0))
 
     compiled = column_sum.compile()
-    assert compiled.stats.get("reduce_shared") == 1
+    assert compiled.stats.get("reduce_warps") == 1 and "reduce_shared" not in compiled.stats
     x = np.random.default_rng(0).integers(-8, 8, (256, 4)).astype(np.float32)
     assert np.array_equal(column_sum(x, np.zeros(4, np.float32)), x.sum(axis=0))
+
+
+def test_a_reduction_the_shuffles_cannot_take_folds_through_shared_memory():
+    # f64 has no shuffle path: each thread folds its outputs from shared memory.
+    @tl.kernel(warps=4)
+    def column_max(x: tl.Tensor[tl.f64, "M", "N"], y: tl.Tensor[tl.f64, "N"]):
+        tl.store(y, [0], tl.max(tl.load(x, [0, 0], [256, 4]), axis=0))
+
+    compiled = column_max.compile()
+    assert compiled.stats.get("reduce_shared") == 1
+    x = np.random.default_rng(0).standard_normal((256, 4))
+    assert np.array_equal(column_max(x, np.zeros(4)), x.max(axis=0))
 
 
 def test_row_scans_use_shuffles_and_column_scans_shared_memory():

@@ -4,7 +4,8 @@ An axis held in each thread's registers and in lanes of one warp folds in regist
 then combines across lanes with an xor-shuffle butterfly. An axis that also spans
 warps does the same within each warp, then one partial per warp goes through shared
 memory and each thread combines the warps' partials of its outputs in warp order (a
-few loads an output, not one per element of the axis). Other layouts go through
+few loads an output, not one per element of the axis); a thread digit of the axis that
+crosses the warp boundary counts as its lane part and its warp part. Other layouts go through
 shared memory, each thread folding the elements of its outputs in index order.
 """
 
@@ -60,8 +61,8 @@ def reduce_in_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axis: i
     for mode in reversed(layout.thread_modes):
         size = mode.size if isinstance(mode, Rep) else layout.mode_sizes[mode]
         if not isinstance(mode, Rep) and layout.mode_dims[mode] == axis and size > 1:
-            if stride * size > WARP or size & (size - 1):
-                return False
+            if stride * size > WARP or size & (size - 1) or stride & (stride - 1):
+                return False  # beyond one warp, or lanes that xor cannot pair
             offsets += [stride << j for j in range(size.bit_length() - 1)]
         stride *= size
     groups = _reduction_groups(src.layout, dst.layout, axis)
@@ -103,13 +104,21 @@ def reduce_across_warps(lo: Lowering, src: TileRegs, dst: TileRegs, op: str, axi
     for mode in reversed(layout.thread_modes):
         size = mode.size if isinstance(mode, Rep) else layout.mode_sizes[mode]
         if not isinstance(mode, Rep) and layout.mode_dims[mode] == axis and size > 1:
+            # The mode's values below the warp boundary are a lane digit (a butterfly);
+            # the rest (all of a mode across warps, or the high part of one that
+            # crosses the boundary) is a warp digit, whole warps apart.
             if stride >= WARP:
-                warp_modes.append((steps[mode], stride, size))
-            elif stride * size > WARP or size & (size - 1):
-                return False  # a mode across the warp boundary, or not a butterfly
+                inside = 1
+                if stride % WARP:
+                    return False
             else:
-                offsets += [stride << j for j in range(size.bit_length() - 1)]
-                lanes *= size
+                inside = min(size, WARP // stride)
+                if stride & (stride - 1) or inside & (inside - 1) or size % inside:
+                    return False
+            offsets += [stride << j for j in range(inside.bit_length() - 1)]
+            lanes *= inside
+            if inside < size:
+                warp_modes.append((steps[mode] * inside, stride * inside, size // inside))
         stride *= size
     warps = math.prod(size for _, _, size in warp_modes)
     groups = _local_groups(layout, axis)
