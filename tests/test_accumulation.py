@@ -130,3 +130,27 @@ def test_asking_for_a_half_precision_result_still_folds_in_f32(name, dtype, sour
     x = np.ones(4096, np.float16 if source == "f16" else np.float32)
     for out in both(sums_as, x, np.zeros(2, dtype), T=source, R=name):
         assert out.tolist() == [4096, 4096]
+
+
+@tl.kernel(warps=4)
+def column_extremes(
+    x: tl.Tensor["T", "M", "N"],
+    top: tl.Tensor["T", "N"],
+    running: tl.Tensor["T", "M", "N"],
+    T: tl.constexpr,
+):
+    tile = tl.load(x, [0, 0], [256, 4])
+    tl.store(top, [0], tl.max(tile, axis=0))
+    tl.store(running, [0, 0], tl.cummin(tile, axis=0))
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("f16", np.float16), ("bf16", ml_dtypes.bfloat16)])
+def test_half_precision_extremes_take_the_shuffle_paths_and_stay_exact(name, dtype):
+    x = np.random.default_rng(4).standard_normal((256, 4)).astype(dtype)
+    x[3, 1], x[:, 2], x[7, 2] = np.nan, -0.0, 0.0  # NaN ignored; -0 orders below +0
+    both_results = both(column_extremes, x, np.zeros(4, dtype), np.zeros((256, 4), dtype), T=name)
+    (top, running), (top_c, running_c) = both_results
+    np.testing.assert_array_equal(top.view(np.uint16), top_c.view(np.uint16))
+    np.testing.assert_array_equal(running.view(np.uint16), running_c.view(np.uint16))
+    np.testing.assert_array_equal(top.astype(np.float32), np.fmax.reduce(x.astype(np.float32), 0))
+    assert column_extremes.compile(T=name).stats.get("reduce_warps") == 1

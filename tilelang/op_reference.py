@@ -68,7 +68,8 @@ def _reductions() -> str:
         "does: booleans and integers of fewer than 32 bits compute in i32 (unsigned ones in "
         "u32) and the result has that type, so a count of a mask does not wrap; f16 and bf16 "
         "compute in f32 and round once to their own type. `dtype=` converts the operand to "
-        "the type given and folds in it instead (the result has that type). The frontend "
+        "the type given and folds in it instead (the result has that type). f16/bf16 "
+        "`max`/`min` (and `cummax`/`cummin`) also compute in f32, which is exact. The frontend "
         "emits these casts around the `reduce`/`scan` instruction, which itself folds in its "
         "operand's type. `max`, `min` and the bitwise reductions keep the operand's type.\n"
     )

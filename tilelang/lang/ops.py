@@ -360,9 +360,11 @@ def _operand(op: str, dtype: DType, requested: object) -> DType:
 
 
 def _accumulator(op: str, operand: DType) -> DType:
-    """f16/bf16 sums and products fold in f32 and round once to their type: the compiled
-    backends fold in the instruction's type, and an f16 fold stops growing at 2048."""
-    if op in ("sum", "prod") and operand in (dtypes.f16, dtypes.bf16):
+    """f16/bf16 fold in f32 and round once to their type: the compiled backends fold in
+    the instruction's type, and an f16 sum stops growing at 2048; a max or min is exact
+    either way, and in f32 it takes the warp-shuffle paths (f16 folds through shared
+    memory)."""
+    if op in ("sum", "prod", "max", "min") and operand in (dtypes.f16, dtypes.bf16):
         return dtypes.f32
     return operand
 
