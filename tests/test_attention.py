@@ -214,3 +214,39 @@ def test_bad_varlen_arguments_are_named_before_any_launch(change, error, words):
     args = dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k) | change
     with pytest.raises(error, match=words):
         flash_attention(**args, interpret=True)
+
+
+# --------------------------------------------------------------------------- odd head dims
+# An odd D leaves each row of K and V 2-byte aligned: cp.async cannot copy it, so the
+# call builds its key loop unpipelined (and at D 65..127 with 32 keys a step, K then
+# passing through registers), rather than warn about its own source or run out of
+# registers (D = 65 asked for about 340 a thread).
+
+
+@pytest.mark.parametrize("d", [33, 65, 100, 129])
+def test_odd_and_unpadded_head_dims_match_the_definition_and_warn_nothing(d):
+    import warnings
+
+    q, k, v = inputs(1, 70, 90, 4, 2, d, seed=d)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_against_reference(q, k, v, True, interpret=False)
+        check_varlen([30, 40], [50, 40], 4, 2, d, False, interpret=False)
+    assert [str(w.message) for w in caught] == []
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("d", [33, 65, 129])
+def test_odd_head_dims_compile_without_spills_at_their_default_tiles(d, arch):
+    from tilelang import dtypes
+    from tilelang.cli import launch_facts
+    from tilelang.kernels import attention
+
+    constexprs = dict(T=dtypes.f16, CAUSAL=True, LSE=True, **attention.default_tiles(d))
+    assert constexprs["STAGES"] == 1
+    for kernel in (attention.flash_attention_kernel, attention.flash_attention_varlen_kernel):
+        sizes = {var.name: 128 for var in kernel.specialize(**constexprs).sizes} | {"D": d}
+        build = kernel.compile(
+            assume=launch_facts(kernel, constexprs, sizes), target=arch, **constexprs
+        )
+        assert build.resources.spills == 0, (kernel.fn.__name__, build.resources)

@@ -391,12 +391,12 @@ def test_the_walk_with_grouped_B_and_C_and_large_steps():
 
 
 def test_the_method_follows_the_shape_and_a_walk_that_cannot_run_is_refused():
-    assert ssm.scan_method(None, 8 * 2048, 2048, 2048) == "walk"
-    assert ssm.scan_method(None, 256, 256, 2048) == "walk"  # 2^19 steps: segments fill it
-    assert ssm.scan_method(None, 2 * 64, 64, 2048) == "chunked"  # too little work
-    assert ssm.scan_method(None, 2048, 2048, 128) == "chunked"
-    assert ssm.scan_method(None, 8 * 2040, 2040, 2048) == "chunked"  # not whole warps
-    assert ssm.scan_method("chunked", 8 * 2048, 2048, 2048) == "chunked"
+    assert ssm.scan_method(None, 8 * 2048, 2048, 2048, 16) == "walk"
+    assert ssm.scan_method(None, 256, 256, 2048, 16) == "walk"  # 2^19 steps: segments fill it
+    assert ssm.scan_method(None, 2 * 64, 64, 2048, 16) == "chunked"  # too little work
+    assert ssm.scan_method(None, 2048, 2048, 128, 16) == "chunked"
+    assert ssm.scan_method(None, 8 * 2040, 2040, 2048, 16) == "chunked"  # not whole warps
+    assert ssm.scan_method("chunked", 8 * 2048, 2048, 2048, 16) == "chunked"
     x = scan_inputs(1, 5, 4, 8)
     with pytest.raises(ValueError, match=r"method='walk' needs the channels of a group"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="walk")
@@ -443,3 +443,101 @@ def test_segments_fill_the_grid_with_steps_to_spare():
     assert ssm.walk_segments(1, 2048, 2048) == 8  # 64 warps x 8 segments of 256 steps
     assert ssm.walk_segments(1, 256, 2048) == 16  # at most L / 128 segments
     assert ssm.walk_segments(1, 32, 100) == 1  # too short to cut
+
+
+# --------------------------------------------------------------------------- state sizes
+# mamba_ssm accepts d_state up to 256. The walk holds a channel's states in registers
+# up to N = 32 (16 steps a chunk up to N = 16, 8 for 17..32); larger N run the chunked
+# scan, whose chunk shrinks to 16 steps at N = 256.
+
+STATE_SIZES = [1, 17, 32, 64, 256]
+
+
+@pytest.mark.parametrize("n", STATE_SIZES)
+def test_every_state_size_runs_with_the_default_method(n):
+    x = scan_inputs(1, 32, n, 21, seed=n)
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(**x, delta_softplus=True, return_last_state=True)
+    assert state.shape == (1, 32, n)
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
+
+
+@pytest.mark.parametrize("n", [17, 32])
+def test_the_walk_runs_state_sizes_up_to_32(n):
+    x = scan_inputs(1, 32, n, 21, seed=n + 1)
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(**x, delta_softplus=True, return_last_state=True, method="walk")
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
+
+
+def test_a_walk_of_32_states_cut_into_segments(monkeypatch):
+    monkeypatch.setattr(ssm, "walk_segments", lambda nb, dm, length: 3)
+    x = scan_inputs(1, 32, 32, 70, seed=5)  # segments of 32, 32 and 6 steps
+    expected, last = scan_reference(
+        x["u"], x["delta"], x["A"], x["B"], x["C"], x["D"], x["z"], x["delta_bias"], True
+    )
+    out, state = selective_scan(**x, delta_softplus=True, return_last_state=True, method="walk")
+    assert_close(out, expected, 1e-5)
+    assert_close(state, last, 1e-5)
+
+
+def test_the_default_method_walks_only_the_state_sizes_it_holds():
+    # the issue's shape: 2^19 channel-steps in whole warps, walked at every N up to 32
+    for n in (1, 16, 17, 32):
+        assert ssm.scan_method(None, 256, 256, 2048, n) == "walk", n
+    for n in (33, 64, 128, 256):
+        assert ssm.scan_method(None, 256, 256, 2048, n) == "chunked", n
+        assert ssm.scan_method(None, 8 * 2048, 2048, 2048, n) == "chunked", n
+
+
+@pytest.mark.parametrize("n", [33, 64, 256])
+def test_an_explicit_walk_over_too_many_states_is_refused_before_compiling(n, monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled a walk it cannot run")
+
+    monkeypatch.setattr(ssm, "step_columns", no_compile)
+    x = scan_inputs(1, 32, n, 8)
+    with pytest.raises(
+        ValueError,
+        match=rf"method='walk' .* supports a state size N \(A.shape\[1\]\) from 1 to 32, "
+        rf"got N = {n}; use method='chunked' or None",
+    ):
+        selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="walk")
+
+
+def chosen_builds(n, arch):
+    """The builds a call with N states makes, at the tiles it chooses: the chunked scan
+    (every N) and, where the default method walks them, the walk (whole and segmented)
+    and the segments' kernel."""
+    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, LAST=True)
+    bn = common.next_power_of_two(n)
+    tiles = ssm.scan_configs(bn, 2048, 2048)[0]
+    builds = {
+        "chunked": ssm.selective_scan_kernel.compile(
+            target=arch, **full, BN=bn, BL=ssm.chunk_length(bn), **tiles
+        )
+    }
+    if ssm.scan_method(None, 8 * 2048, 2048, 2048, n) == "walk":
+        walk = ssm.walk_configs(2048, bn)[0]
+        for segmented in (False, True):
+            builds[f"walk segmented={segmented}"] = ssm.selective_scan_walk_kernel.compile(
+                target=arch, **full, BN=bn, SEGMENTED=segmented, **walk
+            )
+        builds["segments"] = ssm.walk_segments_kernel.compile(
+            target=arch, HAS_BIAS=True, SOFTPLUS=True, BN=bn, BD=32, BL=walk["BL"]
+        )
+    return builds
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("n", STATE_SIZES)
+def test_every_state_size_compiles_without_spills_at_its_chosen_tiles(n, arch):
+    for name, build in chosen_builds(n, arch).items():
+        r = build.resources
+        assert r.registers > 0 and r.spills == 0, (n, name, r)

@@ -16,8 +16,9 @@ It is written as users write it — Q·Kᵀ as `tl.dot(q, tl.transpose(k))` on t
 [1, BN, 1, D] and reshaped — and the compiler makes it fast: Q·Kᵀ and P·V form a dot
 chain (`tilelang.analysis.dot_chains`), so the warps split the rows, P goes from S's
 accumulator into P·V's A operand in registers, the row max and sum are warp shuffles;
-K and V arrive by cp.async in 2 stages and are read from shared memory a k-step at a
-time, K through a transposed view with ldmatrix (no transpose is materialized).
+K and V arrive by cp.async in 2 stages (for an even D: `default_tiles`) and are read
+from shared memory a k-step at a time, K through a transposed view with ldmatrix (no
+transpose is materialized).
 
 Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
 run the same loop over packed sequences: a block reads its sequence's offsets with
@@ -200,11 +201,19 @@ def default_tiles(head_dim: int) -> dict[str, int]:
     compile for sm_80 and sm_90 with 0 spills (docs/benchmarks.md). At D=128, 64 keys a
     step rather than 32 take 14% fewer main-loop instructions per key and half the
     barriers, at the same 2 blocks per multiprocessor; D=256 needs 32×16 (its [64, 256]
-    accumulator alone would take 128 registers of 4 warps)."""
+    accumulator alone would take 128 registers of 4 warps).
+
+    An odd D leaves the rows of K and V 2-byte aligned, which cp.async cannot copy: the
+    loop is built unpipelined (STAGES = 1; asked for 2 stages, the compiler would warn
+    that it cannot honour them), and K reaches the score dot through registers, a
+    [HD, BN] tile each warp holds whole, so at HD = 128 the step takes 32 keys (64
+    registers of it; 64 keys would need about 340 registers a thread)."""
     hd = max(16, next_power_of_two(head_dim))
-    if hd <= 128:
-        return dict(HD=hd, BM=64, BN=64)
-    return dict(HD=hd, BM=32, BN=16)
+    tiles = dict(HD=hd, BM=64, BN=64) if hd <= 128 else dict(HD=hd, BM=32, BN=16)
+    if head_dim % 2:
+        tiles["STAGES"] = 1
+        tiles["BN"] = 32 if hd == 128 else tiles["BN"]
+    return tiles
 
 
 @planned

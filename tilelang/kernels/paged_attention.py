@@ -434,6 +434,15 @@ def pipeline_stages(bn: int, head_dim: int, cache: DType) -> int:
     return min(MAX_STAGES, 1 + max(1, -(-IN_FLIGHT_BYTES // step_bytes)))
 
 
+def rows_copy_async(head_dim: int, cache: DType) -> bool:
+    """Whether the cache's rows can be copied with cp.async: a row starts D codes after
+    the one before it (a page's rows and the KV heads between them are whole rows), so
+    every row is 4-byte aligned, and moves in runs of whole 4 bytes, exactly when D
+    codes fill whole 4 bytes. Otherwise the compiler loads them as written, unpipelined,
+    and would warn that the stages are not honoured (f16 D = 65, u8 D = 66, u4 D = 20)."""
+    return head_dim * cache.bits % 32 == 0
+
+
 def default_tiles(
     head_dim: int,
     group: int,
@@ -443,7 +452,8 @@ def default_tiles(
 ) -> dict[str, int]:
     """GP (the group's rows, at least the mma's 16), HD (D padded to a power of two), BN
     (tokens a step), WARPS, MIN_BLOCKS (0: none stated) and STAGES (the token loop's
-    pipeline, `pipeline_stages`) for a build for `arch`: the tiles that compile for
+    pipeline, `pipeline_stages`; 1 where the rows cannot be copied asynchronously,
+    `rows_copy_async`) for a build for `arch`: the tiles that compile for
     sm_80 and sm_90 with 0 spills (docs/benchmarks.md). `reads`: whether the build
     reads K's and V's per-head scale tensors (f8: K_HEAD, V_HEAD) or zero points (u8,
     u4: K_ZEROS, V_ZEROS). The CPU backend uses sm_90's."""
@@ -457,7 +467,7 @@ def default_tiles(
     if hd >= MIN_BLOCKS_FROM_HEAD_DIM or (cache, hd, family, tuple(reads)) in READS_MIN_BLOCKS:
         min_blocks = 1
     bn = max(16, bn * 16 // gp)
-    stages = pipeline_stages(bn, hd, cache)
+    stages = pipeline_stages(bn, hd, cache) if rows_copy_async(head_dim, cache) else 1
     return dict(GP=gp, HD=hd, BN=bn, WARPS=warps, MIN_BLOCKS=min_blocks, STAGES=stages)
 
 

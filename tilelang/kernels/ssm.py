@@ -25,8 +25,8 @@ the channels of a block share one group's B and C.
 Two kernels compute it (`scan_method` picks by the shape; `method=` overrides):
 
 - the walk (`selective_scan_walk_kernel`), for batch × Dm × L of WALK_MIN_WORK or
-  more with a group's channels in whole warps: a thread per channel holds its N
-  states in registers and steps through L, so each state and step costs an exp2, two
+  more with a group's channels in whole warps and N up to WALK_MAX_STATES (32): a
+  thread per channel holds its N states in registers and steps through L, so each state and step costs an exp2, two
   products and two multiply-adds, with no scan tree and no reduction across threads.
   At the GPU check's shape (batch 8, Dm 2048, N 16, L 2048, f16, sm_90) the static
   report predicts 171 µs against the chunked scan's 1544 µs (the DRAM floor: 81 µs;
@@ -48,7 +48,8 @@ the shape: few channels favour narrow blocks (more of them), many favour wide on
 and C loaded once for more channels). `_block_d` is the default and the first config;
 device calls tune BD among half and twice it per (NB, DM, N) (`tilelang.tuning.library`;
 L only lengthens each block's walk), host calls run the default unless ``tune=True``.
-BL stays CHUNK: a chunk length regroups the scan's floats, and a result should not
+BL stays CHUNK (16 at N = 256, `chunk_length`, whose [BN, 32] tile would not fit the
+registers): a chunk length regroups the scan's floats, and a result should not
 depend on which machine tuned it.
 """
 
@@ -77,7 +78,10 @@ from .common import (
 
 #: Tile elements per block (BD·BN·BL) the defaults aim at, with 4 warps.
 TILE_ELEMENTS = 2048
-#: Steps per chunk of `selective_scan`.
+#: The most tile elements a block of the chunked scan may hold: N = 128 at BD = 1 and
+#: BL = 32 takes 253 registers on sm_80 (0 spills); twice that is over the 255.
+MAX_TILE_ELEMENTS = 4096
+#: Steps per chunk of `selective_scan` (fewer for N > 128: `chunk_length`).
 CHUNK = 32
 #: Channels of one warp of the walk kernel (one a lane); a group's channels must be a
 #: multiple of it for the walk.
@@ -95,6 +99,11 @@ MIN_SEGMENT = 128
 #: against 37 µs at 256 channels, 2^19 channel-steps; at 512 steps the chunked scan
 #: wins below 2048 channels).
 WALK_MIN_WORK = 2**19
+#: The most states (N, padded to a power of two) the walk holds in a thread's
+#: registers: BN = 16 walks 16 steps a chunk; BN = 32 walks 8 (136-140 registers on
+#: sm_80 and sm_90, 0 spills; at 16 steps it would need about 390). BN = 64 needs
+#: over 400 even at 4 steps, so larger N runs the chunked scan.
+WALK_MAX_STATES = 32
 
 
 @func
@@ -433,22 +442,26 @@ def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
     return bd
 
 
-def walk_configs(per_group: int) -> list[dict[str, int]]:
+def walk_configs(per_group: int, bn: int = 16) -> list[dict[str, int]]:
     """The walk kernel's tiles a call tunes among: a warp of channels a block first (the
     default: the most blocks), then 2 and 4 warps where a group's channels allow; BL
-    16 steps a chunk (8 holds fewer registers). The walk's result does not depend on
-    them: it adds in the same order at every tile."""
+    16 steps a chunk (8 holds fewer registers), only 8 for BN = 32 (`WALK_MAX_STATES`).
+    The walk's result does not depend on them: it adds in the same order at every tile."""
     widths = [w for w in (WALK_LANES, 2 * WALK_LANES, 4 * WALK_LANES) if per_group % w == 0]
+    if bn > 16:
+        return [{"BD": w, "BL": 8} for w in widths]
     return [{"BD": w, "BL": 16} for w in widths] + [{"BD": WALK_LANES, "BL": 8}]
 
 
-def scan_method(method: str | None, channels: int, per_group: int, length: int) -> str:
+def scan_method(method: str | None, channels: int, per_group: int, length: int, states: int) -> str:
     """ "walk" or "chunked" for a call (`selective_scan`'s `method`): None picks the walk
-    when channels × length is WALK_MIN_WORK or more and a group's channels fill warps
-    (`WALK_LANES`), else the chunked scan."""
+    when channels × length is WALK_MIN_WORK or more, a group's channels fill warps
+    (`WALK_LANES`) and the N `states` fit a thread's registers (`WALK_MAX_STATES`),
+    else the chunked scan. An explicit "walk" the shape cannot run is a ValueError."""
     walkable = per_group % WALK_LANES == 0
+    fits = next_power_of_two(states) <= WALK_MAX_STATES
     if method is None:
-        return "walk" if walkable and channels * length >= WALK_MIN_WORK else "chunked"
+        return "walk" if walkable and fits and channels * length >= WALK_MIN_WORK else "chunked"
     if method not in ("walk", "chunked"):
         raise ValueError(f"method must be None, 'walk' or 'chunked', got {method!r}")
     if method == "walk" and not walkable:
@@ -456,15 +469,30 @@ def scan_method(method: str | None, channels: int, per_group: int, length: int) 
             f"method='walk' needs the channels of a group (Dm / G = {per_group}) to be a "
             f"multiple of {WALK_LANES}; use method='chunked' or None"
         )
+    if method == "walk" and not fits:
+        raise ValueError(
+            f"method='walk' holds a channel's states in registers: it supports a state "
+            f"size N (A.shape[1]) from 1 to {WALK_MAX_STATES}, got N = {states}; use "
+            "method='chunked' or None"
+        )
     return method
+
+
+def chunk_length(bn: int) -> int:
+    """The chunked scan's steps a chunk, BL: CHUNK, fewer where one channel's [BN, BL]
+    tile would pass MAX_TILE_ELEMENTS (N = 256: 16). A function of N only: the result
+    depends on it (the scan's tree)."""
+    return max(1, min(CHUNK, MAX_TILE_ELEMENTS // bn))
 
 
 def scan_configs(bn: int, dm: int, per_group: int) -> list[dict[str, int]]:
     """The BD a call tunes among: `_block_d` first (the default), then half and twice
-    it, each a power of two dividing the channels of a group."""
-    bd = _block_d(bn, CHUNK, dm, per_group)
+    it, each a power of two dividing the channels of a group, and none past
+    MAX_TILE_ELEMENTS (they would not fit the registers)."""
+    bl = chunk_length(bn)
+    bd = _block_d(bn, bl, dm, per_group)
     widths = [bd] + [w for w in (bd // 2, 2 * bd) if w >= 1 and per_group % w == 0]
-    return [{"BD": w} for w in widths]
+    return [{"BD": w} for w in widths if w == bd or w * bn * bl <= MAX_TILE_ELEMENTS]
 
 
 @planned
@@ -531,7 +559,7 @@ def selective_scan(
             last = placeholder(u, 3, dtypes.f32, (nb, dm, n))
         return (out, last) if return_last_state else out
     bn = next_power_of_two(n)
-    bl = CHUNK
+    bl = chunk_length(bn)
     args = [
         u,
         delta,
@@ -555,8 +583,8 @@ def selective_scan(
         BL=bl,
     )
     kernel, tiles = selective_scan_kernel, scan_configs(bn, dm, dm // groups)
-    if scan_method(method, nb * dm, dm // groups, length) == "walk":
-        kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups)
+    if scan_method(method, nb * dm, dm // groups, length, n) == "walk":
+        kernel, tiles = selective_scan_walk_kernel, walk_configs(dm // groups, bn)
         constexprs.pop("BL")
         args[3:5] = (step_columns(v, t, bn, interpret) for v in (B, C))
         segments = walk_segments(nb, dm, length)
@@ -593,10 +621,11 @@ def segment_states(
     n = shape_of(a, "A")[1]
     decay, local = (empty(u, (nb, segments - 1, dm, n), dtypes.f32) for _ in range(2))
     keep = ("T", "HAS_BIAS", "SOFTPLUS", "BN")
+    steps = walk_configs(WALK_LANES, constexprs["BN"])[0]["BL"]  # BN = 32 walks 8 steps
     run(
         walk_segments_kernel,
         [u, delta, a, b, bias, decay, local],
-        {k: constexprs[k] for k in keep} | {"BD": WALK_LANES},
+        {k: constexprs[k] for k in keep} | {"BD": WALK_LANES, "BL": steps},
         interpret,
     )
     return [decay, local]
