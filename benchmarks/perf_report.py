@@ -21,8 +21,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import matmul  # noqa: E402
+import natural_gemv  # noqa: E402
 import quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
@@ -49,6 +51,17 @@ def _quant(weight: tl.DType, n: int) -> Case:
         {"WT": weight, "G": 128},
         {"M": 1, "K": 8192, "N": n},
         "w",
+    )
+
+
+def _natural(weight: tl.DType) -> Case:
+    """`natural_gemv`: the GEMV as a sum over K of x times the dequantized tile."""
+    return Case(
+        f"natural gemv (tl.sum) {weight.name} g128 m=1 k=8192 n=28672",
+        natural_gemv.natural_gemv,
+        {"WT": weight},
+        {"M": 1, "K": 8192, "N": 28672},
+        "q",
     )
 
 
@@ -170,6 +183,8 @@ CASES = (
     _quant(tl.u3, 28672),
     _quant(tl.u8, 28672),
     _quant(tl.f4e2m1, 28672),
+    _natural(tl.u4),
+    _natural(tl.f16),
     Case("matmul f16 4096^3", matmul.matmul, {}, {"M": 4096, "K": 4096, "N": 4096}, "b"),
     _flash(False),
     _flash(True),
