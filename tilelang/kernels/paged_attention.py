@@ -583,7 +583,7 @@ def paged_decode_attention(
     max_blocks · block_size. `scale` defaults to 1/√D. The caches hold q's dtype, or
     f8e4m3 with k_scale, v_scale (per tensor or per KV head), or u8/u4 with per-token
     k_scale, v_scale and k_zero, v_zero (the module docstring gives the layouts).
-    Returns [batch, H, D] in q's dtype. `num_splits` fixes the number of splits of each
+    Returns [batch, H, D] in q's dtype (zeros for a sequence of length 0). `num_splits` fixes the number of splits of each
     sequence's tokens (default: enough blocks for the GPU, `split_count`). Host arrays
     run on the CPU backend, device tensors on the GPU; `interpret` runs the reference
     interpreter (host arrays only). A GPU call allocates its output and split buffers
