@@ -30,12 +30,16 @@ computed from the layouts' tables (`Layout.table`), never written out by hand.
 
 This module is the host side of the fast weight path; the kernel side is the DSL
 (`tl.dot_layout`, `tl.load_fragment`), which reads the same `tilelang.ir.fragments`.
+It also owns whether a kernel's `tl.load_fragment` (a read that
+`tilelang.runtime.arguments` finds in the block IR) reads codes packed by a
+`DotPacking` as packed (`DotPacking.reads_as`, on the two tile orders), and the
+messages of a call that passes a `DotPackedArray` to a kernel that reads it otherwise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +47,22 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
-from tilelang.ir.fragments import dot_layout, fragment_run, load_order, paired_codes
+from tilelang.ir.atoms import MMA_ATOMS
+from tilelang.ir.fragments import (
+    FragmentError,
+    dot_layout,
+    fragment_run,
+    load_order,
+    paired_codes,
+)
 from tilelang.ir.layout import Layout
 
-__all__ = ["DotPackedArray", "DotPacking", "pack_for_dot", "unpack_from_dot"]
+__all__ = [
+    "DotPackedArray",
+    "DotPacking",
+    "pack_for_dot",
+    "unpack_from_dot",
+]
 
 
 @dataclass(frozen=True)
@@ -102,13 +118,28 @@ class DotPacking:
     def order(self) -> np.ndarray:
         """int64 [BK·BN]: position p of a packed tile holds the tile's element with
         row-major index ``order[p]`` (k·BN + n)."""
-        block_n = self.tile[1]
-        where = self.stored.table()  # [threads, locals, 2]: (k, n) of each (t, l)
-        position = self.flat.table()[..., 1]  # [threads, locals]: p of each (t, l)
-        order = np.full(math.prod(self.tile), -1, np.int64)
-        order[position] = where[..., 0] * block_n + where[..., 1]
-        assert (order >= 0).all() and len(np.unique(order)) == order.size, "not a permutation"
-        return order
+        return _tile_order(self.stored, self.flat)
+
+    def reads_as(self, read: Any) -> bool:
+        """Whether a kernel's `tl.load_fragment` `read` (a
+        `tilelang.runtime.arguments.FragmentRead`: its [BK, BN] `tile`, the `flat` load
+        order and the `stored` view) sees codes packed by this packing as the tiles it
+        means: the same BN, and each packed [BK', BN] tile the kernel's [BK, BN] tiles
+        in order (BK | BK': a kernel tile smaller along K still reads it, as
+        `tilelang.quant` does). Compared on the tile orders, never on the parameters:
+        different dots can lay a tile out alike."""
+        return _reads_packed(read, dataclasses.replace(self, shape=self.tile))
+
+    def mismatch(self, where: str, name: str, read: Any) -> str:
+        """The message of codes packed by this packing passed as parameter `name`
+        (`where`: the kernel and parameter) to a kernel that reads them as `read`
+        (`reads_as` is False): both packings, and the `tl.pack_for_dot` call to use."""
+        return _mismatch(where, name, self, read)
+
+    def plain_read(self, where: str, name: str, loc: str) -> str:
+        """The message of codes packed by this packing passed to a kernel that reads
+        them at `loc` as plain row-major codes, never with `tl.load_fragment`."""
+        return _plain_read(where, name, self, loc)
 
 
 @dataclass(frozen=True, eq=False)
@@ -206,10 +237,37 @@ def _codes_of(weights: Any, dtype: DType | str | None) -> tuple[np.ndarray, DTyp
                 f"the weights are a PackedArray of {weights.dtype}, but dtype {dtype} was given"
             )
         return weights.codes(), weights.dtype
+    array = np.asarray(weights)
+    own = _integer_type(array)
     if dtype is None:
-        raise TypeError("pack_for_dot of an array of codes needs their dtype (e.g. tl.u4)")
+        # A signed numpy integer array can only mean its own type's values; an unsigned
+        # one may hold codes of any narrower width (u4 codes in uint8), so it must say.
+        if own is None or not own.signed:
+            raise TypeError(
+                "pack_for_dot of an array of codes needs their dtype (e.g. tl.u4); only a "
+                "signed integer array (int8, int16, ...) says its type itself"
+            )
+        dtype = own
     dtype = dtypes.dtype(dtype)
-    return dtypes.pack_codes(weights, dtype).codes(), dtype  # checks the codes' range
+    if own is not None and own == dtype:
+        # numpy's own type: its values, whose codes are their bit patterns (-1 is 0xFF)
+        return dtypes.pack(array, dtype).codes(), dtype
+    signed = isinstance(dtype, dtypes.IntType) and dtype.signed and array.dtype.kind == "i"
+    if signed and array.size and array.min() < 0:
+        raise ValueError(
+            f"pack_for_dot takes {dtype} codes, the bit patterns in [0, "
+            f"{(1 << dtype.bits) - 1}], and got the negative value {array.min()}: "
+            f"pass values as a PackedArray, tl.pack(w, tl.{dtype.name})"
+            + (f", or a numpy int{dtype.bits} array" if dtype.bits in (8, 16, 32, 64) else "")
+        )
+    return dtypes.pack_codes(array, dtype).codes(), dtype  # checks the codes' range
+
+
+def _integer_type(array: np.ndarray) -> DType | None:
+    """The tilelang integer type of a numpy integer array (int8 -> i8), else None."""
+    if array.dtype.kind not in "iu":
+        return None
+    return dtypes.dtype(array.dtype)
 
 
 def _tile(tile: Any) -> tuple[int, int]:
@@ -220,3 +278,116 @@ def _tile(tile: Any) -> tuple[int, int]:
     ):
         raise ValueError(f"tile must be (BK, BN), two positive ints, got {tile!r}")
     return int(tile[0]), int(tile[1])
+
+
+@functools.lru_cache(maxsize=64)
+def _read_order(stored: Layout, flat: Layout) -> np.ndarray:
+    return _tile_order(stored, flat)
+
+
+def _tile_order(stored: Layout, flat: Layout) -> np.ndarray:
+    """int64 [BK·BN]: the row-major index of the tile element that a run loaded in the
+    flat order `flat` holds at each position, seen in place as the tile in `stored`."""
+    block_n = stored.shape[1]
+    where = stored.table()  # [threads, locals, 2]: (k, n) of each (t, l)
+    position = flat.table()[..., 1]  # [threads, locals]: p of each (t, l)
+    order = np.full(stored.size, -1, np.int64)
+    order[position] = where[..., 0] * block_n + where[..., 1]
+    assert (order >= 0).all() and len(np.unique(order)) == order.size, "not a permutation"
+    return order
+
+
+# ------------------------------------------------------- the kernel's reads, checked
+
+
+@functools.lru_cache(maxsize=256)
+def _reads_packed(read: Any, packing: DotPacking) -> bool:
+    (block_k, block_n), (packed_k, packed_n) = read.tile, packing.tile
+    if packed_n != block_n or packed_k % block_k:
+        return False
+    try:
+        order = packing.order
+    except FragmentError:
+        return False
+    step = block_k * block_n
+    pieces = [_read_order(read.stored, read.flat) + j * step for j in range(packed_k // block_k)]
+    return bool(np.array_equal(np.concatenate(pieces), order))
+
+
+def _needed(read: Any, given: DotPacking) -> DotPacking | None:
+    """A packing `read` reads: the kernel's tile and warps, and the first (m, operand,
+    acc) that fits, the given ones tried first (the fewest changes to suggest)."""
+    pairs = [(given.operand, given.acc)]
+    for atom in MMA_ATOMS.values():
+        pairs += [(dtypes.dtype(o), dtypes.dtype(atom.acc_dtype)) for o in atom.operand_dtypes]
+    for m in dict.fromkeys((given.m, 16, 32, 64, 128, 256)):
+        for operand, acc in dict.fromkeys(pairs):
+            candidate = DotPacking(
+                given.dtype, read.tile, read.tile, m, read.warps, operand, acc
+            )  # fmt: skip
+            try:
+                if candidate.layout == read.layout and candidate.reads_as(read):
+                    return candidate
+            except FragmentError:
+                continue
+    return None
+
+
+def _call(name: str, packing: DotPacking) -> str:
+    """The `tl.pack_for_dot` call that makes `packing`."""
+    block_k, block_n = packing.tile
+    text = f"tl.pack_for_dot({name}, tile=({block_k}, {block_n}), m={packing.m}"
+    text += f", warps={packing.warps}"
+    if packing.operand != dtypes.f16:
+        text += f", operand=tl.{packing.operand.name}"
+    if packing.acc != dtypes.f32:
+        text += f", acc=tl.{packing.acc.name}"
+    return text + ")"
+
+
+def _fields(packing: DotPacking) -> dict[str, object]:
+    return {
+        "tile": packing.tile,
+        "m": packing.m,
+        "warps": packing.warps,
+        "operand": f"tl.{packing.operand.name}",
+        "acc": f"tl.{packing.acc.name}",
+    }
+
+
+def _mismatch(where: str, name: str, given: DotPacking, read: Any) -> str:
+    needed = _needed(read, given)
+    block_k, block_n = read.tile
+    if needed is None:
+        return (
+            f"{where} was packed by {_call(name, given)}, but the kernel reads it at "
+            f"{read.loc} in [{block_k}, {block_n}] tiles in the layout {read.layout}, which "
+            f"no tl.pack_for_dot(tile=({block_k}, {block_n}), warps={read.warps}) packing "
+            "matches: pack it for the dot that reads it"
+        )
+    differs = [
+        f"{key}={value}"
+        for (key, value), (_, want) in zip(
+            _fields(given).items(), _fields(needed).items(), strict=True
+        )
+        if value != want
+    ]
+    dot = (
+        f"[{needed.m}, {block_k}] @ [{block_k}, {block_n}] of {needed.operand} "
+        f"accumulated in {needed.acc}"
+    )
+    return (
+        f"{where} was packed for {', '.join(differs)} ({_call(name, given)}), but the "
+        f"kernel reads it at {read.loc} as dot operand b of {dot} over {read.warps} warps: "
+        f"pack it with {_call(name, needed)}"
+    )
+
+
+def _plain_read(where: str, name: str, given: DotPacking, loc: str) -> str:
+    return (
+        f"{where} holds codes permuted by {_call(name, given)}, but the kernel reads it "
+        f"at {loc} with plain loads, as row-major codes, never with tl.load_fragment: pass "
+        f"tl.unpack_from_dot({name}) (the [K, N] codes), or read it with tl.load_fragment; "
+        f"to read the permuted bytes as they are, pass "
+        f"tl.PackedArray({name}.data, {name}.dtype, {name}.shape)"
+    )

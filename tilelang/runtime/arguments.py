@@ -4,7 +4,9 @@
 each tensor checked (type, dtype, rank, packed byte size, strides, writability when the
 kernel stores to it), the size symbols of the tensors' shapes bound consistently (and
 every size expression checked), every runtime scalar checked against its dtype's range,
-and no tensor the kernel stores to overlapping another tensor argument in memory.
+and no tensor the kernel stores to overlapping another tensor argument in memory;
+weights packed by `tl.pack_for_dot` (a `DotPackedArray`) must be read by the kernel's
+`tl.load_fragment` as packed (`fragment_reads`, `tilelang.packing.DotPacking.reads_as`).
 `bind_device_arguments` is the same for GPU arrays (overlap by pointer ranges).
 A mistake is a `TypeError` (wrong kind or dtype) or `ValueError` (wrong size, overlap)
 naming the parameter, what was expected and what was given.
@@ -26,6 +28,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.ir import nodes as ir
+from tilelang.ir.layout import Layout
 from tilelang.ir.shape_expr import Lit, Sym, evaluate, symbols
 from tilelang.ir.types import TensorType
 from tilelang.ir.visit import walk
@@ -74,6 +77,7 @@ class ArgumentBinder:
         self.fn = fn
         self.stored = stored_tensors(fn) if stored is None else stored
         self.params = tuple((p, isinstance(p.type, TensorType)) for p in fn.params)
+        self.fragment_reads = fragment_reads(fn)
         # A size is read from the first dimension that is exactly its name; every other
         # dimension is checked against the sizes (a literal, a name, or an expression).
         self._reads: dict[str, tuple[str, int]] = {}
@@ -100,6 +104,9 @@ class ArgumentBinder:
             if is_tensor:
                 tensor, shape = _check_tensor(fn, param, value, param.name in stored)
                 tensors[param.name], shapes[param.name] = tensor, shape
+                packing = getattr(value, "packing", None) if type(value) is not np.ndarray else None
+                if packing is not None:  # a tilelang.DotPackedArray
+                    self._check_packing(param.name, packing)
             else:
                 scalars[param.name] = _check_scalar(fn, param, value)
         sizes = self._sizes(shapes)
@@ -120,6 +127,9 @@ class ArgumentBinder:
             value = values[param.name]
             if is_tensor:
                 array, shapes[param.name] = _check_device_tensor(fn, param, value)
+                packing = getattr(value, "packing", None)  # a DeviceBuffer of dot-packed codes
+                if packing is not None:
+                    self._check_packing(param.name, packing)
                 pointers[param.name] = array.pointer
                 extents[param.name] = (array.pointer, array.nbytes)
             else:
@@ -130,6 +140,19 @@ class ArgumentBinder:
             fn, self.stored, given, lambda a, b: ranges_overlap(*extents[a], *extents[b])
         )
         return BoundDeviceArguments(pointers, scalars, sizes, self.stored)
+
+    def _check_packing(self, name: str, packing) -> None:
+        """Codes packed by `tl.pack_for_dot` are read as the dot they were packed for, or
+        not at all: a `ValueError` naming both packings otherwise. A plain `PackedArray`
+        (or numpy array) of bytes is taken as it is: already permuted bytes are a
+        legitimate argument, and nothing tells them from row-major codes."""
+        reads, plain = self.fragment_reads.get(name, ((), None))
+        where = _where(self.fn, name)
+        for read in reads:
+            if not packing.reads_as(read):
+                raise ValueError(packing.mismatch(where, name, read))
+        if not reads and plain is not None:
+            raise ValueError(packing.plain_read(where, name, plain))
 
     def _sizes(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
         """The sizes read from the tensors' shapes, every other dimension checked."""
@@ -157,6 +180,59 @@ class ArgumentBinder:
             if value > dtypes.i32.max:
                 raise ValueError(f"{fn.name}(): size {size.name} = {value} does not fit in i32")
         return sizes
+
+
+@dataclass(frozen=True)
+class FragmentRead:
+    """A kernel's `tl.load_fragment` of a parameter, as its block IR holds it: [BK, BN]
+    tiles (`tile`), each one run loaded in the flat order `flat` and viewed in place as
+    `stored`, then used as `layout` (the layout given to `tl.load_fragment`) in a block
+    of `warps` warps; `loc` is the user's line. `tilelang.packing.DotPacking.reads_as`
+    compares it with a packing (runtime does not import `tilelang.packing`)."""
+
+    tile: tuple[int, int]
+    stored: Layout
+    flat: Layout
+    layout: Layout
+    warps: int
+    loc: str
+
+
+def fragment_reads(fn: ir.Function) -> dict[str, tuple[tuple[FragmentRead, ...], str | None]]:
+    """Per tensor parameter, its `tl.load_fragment` reads in `fn` (a load viewed in
+    place as a rank-2 tile, in the layout the view's user relabels it to) and the line
+    of its first other use (None when every use is such a read): what a tensor packed by
+    `tl.pack_for_dot` is checked against when it is bound."""
+    tensors = {p.name for p in fn.params if isinstance(p.type, TensorType)}
+    loads: dict[str, ir.Load] = {}  # result name -> a load of a parameter
+    views: dict[str, tuple[ir.Load, ir.View, Layout]] = {}  # view result -> (load, view, L)
+    uses: list[tuple[str, ir.Instr]] = []
+    for instr in walk(fn):
+        if isinstance(instr, ir.Load) and instr.tensor.name in tensors:
+            loads[instr.result.name] = instr
+        elif isinstance(instr, ir.View) and instr.value.name in loads:
+            load, result = loads[instr.value.name], instr.result.type
+            flat = load.result.type.layout
+            if flat is not None and result.layout is not None and result.rank == 2:
+                views[instr.result.name] = (load, instr, result.layout)
+        elif isinstance(instr, ir.Relayout) and instr.value.name in views:
+            load, view, _ = views[instr.value.name]
+            views[instr.value.name] = (load, view, instr.result.type.layout)
+        uses += [(v.name, instr) for v in instr.uses() if getattr(v, "name", None) in tensors]
+    reads: dict[str, list[FragmentRead]] = {name: [] for name in tensors}
+    fragment_loads = set()
+    for load, view, layout in views.values():
+        stored = view.result.type.layout
+        read = FragmentRead(
+            tuple(stored.shape), stored, load.result.type.layout, layout, fn.warps, str(load.loc)
+        )
+        reads[load.tensor.name].append(read)
+        fragment_loads.add(id(load))
+    plain: dict[str, str] = {}
+    for name, instr in uses:
+        if id(instr) not in fragment_loads:
+            plain.setdefault(name, str(instr.loc))
+    return {name: (tuple(dict.fromkeys(reads[name])), plain.get(name)) for name in tensors}
 
 
 def bind_arguments(

@@ -174,8 +174,13 @@ def argument_signature(value: Any) -> tuple[object, int | None] | None:
         return None
     strides = interface.get("strides")
     part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
-    if part[1] == "|u1":  # bytes, maybe a packed tensor's (u4 codes): its dtype and shape
-        part += (getattr(value, "dtype", None), getattr(value, "shape", None))
+    if part[1] == "|u1":  # bytes, maybe a packed tensor's (u4 codes): its dtype, shape and
+        # the dot packing they were permuted for, which the full call checks
+        part += (
+            getattr(value, "dtype", None),
+            getattr(value, "shape", None),
+            getattr(value, "packing", None),
+        )
     return part, interface["data"][0]
 
 
@@ -201,6 +206,8 @@ class DeviceBuffer:
         # a PackedArray's bytes are uint8 ("|u1"), its tilelang dtype `self.dtype`
         self._allocate(data.nbytes, host.shape, data.dtype)
         self.dtype = host.dtype if isinstance(host, dtypes.PackedArray) else None
+        # codes `tl.pack_for_dot` permuted keep their packing, which a call checks
+        self.packing = getattr(host, "packing", None)
         check("cuMemcpyHtoD", cu.cuMemcpyHtoD(self.pointer, data.ctypes.data, self.nbytes))
 
     @classmethod
@@ -210,7 +217,7 @@ class DeviceBuffer:
         buffer = cls.__new__(cls)
         host_dtype = np.dtype(dtype)
         buffer._allocate(math.prod(shape) * host_dtype.itemsize, shape, host_dtype)
-        buffer.dtype = None
+        buffer.dtype = buffer.packing = None
         return buffer
 
     def _allocate(self, nbytes: int, shape: tuple[int, ...], host_dtype: np.dtype) -> None:
