@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from tilelang import PackedArray, TileLangError
+from tilelang import PackedArray, TileLangError, pack_codes
 from tilelang.ir import thread as t
 from tilelang.ir.checks import IRVerifyError
 from tilelang.ir.parser import parse_function
@@ -238,3 +238,35 @@ def staged_gather(fill=None):
         tl.store(out, [0, 0], acc)
 
     return staged
+
+
+# -------------------------------------------------- helpers of the memory-access tests
+
+#: numpy's type of each whole-byte dtype name the masked-access tests use.
+NUMPY_OF = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i32": np.int32, "i64": np.int64}
+
+
+def statements(compiled, kind: type) -> list:
+    """The thread-IR statements of one kind in a compiled kernel."""
+    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
+
+
+def plain(array) -> np.ndarray:
+    """Codes of packed arrays, values of numpy ones."""
+    return array.codes() if isinstance(array, PackedArray) else np.array(array)
+
+
+def runs(kernel):
+    """The interpreter and the CPU backend of `kernel`: the two a law must hold on."""
+    return (kernel.interpret, kernel)
+
+
+def values_of(rng, dtype, shape, floats=None) -> np.ndarray:
+    """Random arguments of `dtype`: packed codes for a sub-byte type; for floats,
+    `floats(rng, shape)` (default: standard normal); for integers, 0..99."""
+    if dtype.bits < 8:
+        return pack_codes(rng.integers(0, 2**dtype.bits, shape).astype(np.uint8), dtype)
+    if dtype.is_float:
+        drawn = floats(rng, shape) if floats else rng.standard_normal(shape)
+        return drawn.astype(NUMPY_OF[dtype.name])
+    return rng.integers(0, 100, shape).astype(NUMPY_OF[dtype.name])

@@ -15,7 +15,7 @@ from dataclasses import replace
 import ml_dtypes
 import numpy as np
 import pytest
-from conftest import marked_line
+from conftest import marked_line, statements
 
 import tilelang as tl
 from tilelang import TileLangError
@@ -218,10 +218,6 @@ def test_a_masked_addition_keeps_negative_zero():
         expected = dtype.encode(np.where(signs > 0, 2.0, -0.0)[None, :])
         for got in run_both(add_where_positive, [x, y], 1, dtype, BN=512):
             np.testing.assert_array_equal(got, expected)
-
-
-def statements(compiled, kind: type) -> list:
-    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
 
 
 def test_a_broadcast_mask_selects_columns():

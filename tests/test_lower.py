@@ -6,7 +6,7 @@ thread IR computes what the block IR means is tested by running it (test_cpu_bac
 
 import numpy as np
 import pytest
-from conftest import load_example
+from conftest import load_example, statements
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
@@ -14,10 +14,6 @@ from tilelang.ir import thread as t
 from tilelang.ir import thread_mma as tm
 from tilelang.ir.visit import walk
 from tilelang.passes.plan_registers import RegisterBudgetError
-
-
-def statements(compiled, kind) -> list:
-    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
 
 
 def load_widths(compiled, tensor: str) -> set[int]:

@@ -16,29 +16,15 @@ user's line.
 
 import numpy as np
 import pytest
-from conftest import marked_line
+from conftest import NUMPY_OF, assert_reported, plain, runs, statements, values_of
 
 import tilelang as tl
-from tilelang import TileLangError
 from tilelang.ir import thread as t
 from tilelang.ir.parser import parse_function
 from tilelang.ir.verify import IRVerifyError, verify
 
 RNG = np.random.default_rng(20250301)
-NUMPY = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i32": np.int32, "i64": np.int64}
-
-
-def runs(kernel):
-    return (kernel.interpret, kernel)
-
-
-def values_of(dtype: tl.DType, shape) -> np.ndarray:
-    """Random arguments of `dtype`: a numpy array, or packed codes for a sub-byte type."""
-    if dtype.bits < 8:
-        return tl.pack_codes(RNG.integers(0, 2**dtype.bits, shape).astype(np.uint8), dtype)
-    if dtype.is_float:
-        return RNG.standard_normal(shape).astype(NUMPY[dtype.name])
-    return RNG.integers(0, 100, shape).astype(NUMPY[dtype.name])
+NUMPY = NUMPY_OF
 
 
 def sentinel_of(dtype: tl.DType, shape) -> np.ndarray:
@@ -46,15 +32,6 @@ def sentinel_of(dtype: tl.DType, shape) -> np.ndarray:
     if dtype.bits < 8:
         return tl.pack_codes(np.full(shape, 2**dtype.bits - 1, np.uint8), dtype)
     return np.full(shape, -7 if dtype.is_float else 111, NUMPY[dtype.name])
-
-
-def plain(array) -> np.ndarray:
-    """Codes of packed arrays, values of numpy ones."""
-    return array.codes() if isinstance(array, tl.PackedArray) else np.array(array)
-
-
-def statements(compiled, kind: type) -> list:
-    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
 
 
 # --------------------------------------------------------------------------- masked boxes
@@ -76,7 +53,7 @@ def store_prefix(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.f16, tl.u8, tl.i64, tl.u4], ids=str)
 @pytest.mark.parametrize(("n", "limit"), [(256, 37), (250, 5), (200, 64), (128, 0)])
 def test_a_ragged_mask_writes_a_prefix_of_each_block(dtype, n, limit):
-    x = values_of(dtype, n)
+    x = values_of(RNG, dtype, n)
     position = np.arange(n) % 64
     for run in runs(store_prefix):
         out = sentinel_of(dtype, n)
@@ -127,7 +104,7 @@ def store_columns(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.f16, tl.u4], ids=str)
 @pytest.mark.parametrize(("m", "n"), [(16, 64), (13, 70)])
 def test_row_and_column_masks_broadcast_over_the_tile(dtype, m, n):
-    x = values_of(dtype, (m, n))
+    x = values_of(RNG, dtype, (m, n))
     row, col = np.indices((m, n))
     for run in runs(store_rows):
         out = sentinel_of(dtype, (m, n))
@@ -165,7 +142,7 @@ def store_where(
 def test_a_random_mask_writes_exactly_the_selected_elements(dtype, m, n):
     """Every fourth row fully selected (whole runs), the others at random (runs cut
     anywhere, packed codes whose byte neighbours are not selected)."""
-    x = values_of(dtype, (m, n))
+    x = values_of(RNG, dtype, (m, n))
     keep = (RNG.random((m, n)) < 0.5).astype(np.uint8)
     keep[::4] = 1
     for run in runs(store_where):
@@ -219,7 +196,7 @@ def scatter_where(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.f16, tl.u4], ids=str)
 @pytest.mark.parametrize(("r", "v", "d"), [(40, 64, 32), (23, 50, 70)])
 def test_a_masked_scatter_writes_selected_elements_to_their_rows(dtype, r, v, d):
-    x = values_of(dtype, (r, d))
+    x = values_of(RNG, dtype, (r, d))
     rows = RNG.permutation(v + 6)[:r].astype(np.int32) - 3  # distinct, some outside
     keep = (RNG.random((r, d)) < 0.6).astype(np.uint8)
     keep[::3] = 1
@@ -387,10 +364,7 @@ def test_a_store_mask_must_be_a_u1_tile_of_a_broadcastable_shape():
         (wrong_dtype, "the mask must be a u1 tile"),
         (wrong_shape, "cannot broadcast a tile of shape [16] to [32]"),
     ):
-        with pytest.raises(TileLangError) as info:
-            kernel.specialize()
-        assert info.value.loc.line == marked_line(kernel), str(info.value)
-        assert fragment in str(info.value)
+        assert_reported(kernel, fragment)
 
 
 def test_scatter_adds_it_cannot_do_are_refused_at_the_users_line():
@@ -415,10 +389,7 @@ def test_scatter_adds_it_cannot_do_are_refused_at_the_users_line():
         (float_index, "the index tile of offset 0 (a gather or scatter) must hold integers"),
         (bytes_, "atomic additions need a tensor of f16"),
     ):
-        with pytest.raises(TileLangError) as info:
-            kernel.specialize()
-        assert info.value.loc.line == marked_line(kernel), str(info.value)
-        assert fragment in str(info.value)
+        assert_reported(kernel, fragment)
 
 
 HEADER = (

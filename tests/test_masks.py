@@ -17,7 +17,15 @@ import re
 
 import numpy as np
 import pytest
-from conftest import assert_reported, assert_text_round_trips
+from conftest import (
+    NUMPY_OF,
+    assert_reported,
+    assert_text_round_trips,
+    plain,
+    runs,
+    statements,
+    values_of,
+)
 
 import tilelang as tl
 from tilelang.ir import nodes as ir
@@ -27,35 +35,18 @@ from tilelang.ir.verify import IRVerifyError, verify
 from tilelang.ir.visit import walk
 
 RNG = np.random.default_rng(20251207)
-NUMPY = {"f32": np.float32, "f16": np.float16, "u8": np.uint8, "i32": np.int32, "i64": np.int64}
+NUMPY = NUMPY_OF
 
 
-def runs(kernel):
-    return (kernel.interpret, kernel)
-
-
-def values_of(dtype: tl.DType, shape) -> np.ndarray:
-    """Random arguments of `dtype`: a numpy array, or packed codes for a sub-byte type."""
-    if dtype.bits < 8:
-        return tl.pack_codes(RNG.integers(0, 2**dtype.bits, shape).astype(np.uint8), dtype)
-    if dtype.is_float:
-        return RNG.integers(-50, 50, shape).astype(NUMPY[dtype.name])
-    return RNG.integers(0, 100, shape).astype(NUMPY[dtype.name])
+def integral(rng, shape):
+    """Whole-valued floats: sums and products of a few of them are exact in f16."""
+    return rng.integers(-50, 50, shape)
 
 
 def zeros_of(dtype: tl.DType, shape):
     if dtype.bits < 8:
         return tl.pack_codes(np.zeros(shape, np.uint8), dtype)
     return np.zeros(shape, NUMPY[dtype.name])
-
-
-def plain(array) -> np.ndarray:
-    """Codes of packed arrays, values of numpy ones."""
-    return array.codes() if isinstance(array, tl.PackedArray) else np.array(array)
-
-
-def statements(compiled, kind: type) -> list:
-    return [s for s in t.walk_stmts(compiled.thread.body) if isinstance(s, kind)]
 
 
 def instructions(kernel, **constexprs) -> list:
@@ -85,7 +76,7 @@ def load_where(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.f16, tl.u8, tl.i64, tl.u4], ids=str)
 @pytest.mark.parametrize(("m", "n"), [(16, 128), (13, 70)])
 def test_a_random_load_mask_reads_the_fill_where_it_fails(dtype, m, n):
-    x = values_of(dtype, (m, n))
+    x = values_of(RNG, dtype, (m, n), floats=integral)
     keep = RNG.integers(0, 2, (m, n)).astype(np.uint8)
     expected = np.where(keep != 0, plain(x), 3)
     for run in runs(load_where):
@@ -111,7 +102,7 @@ def load_prefix(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.u8, tl.u4], ids=str)
 @pytest.mark.parametrize(("n", "limit"), [(512, 37), (300, 128), (256, 0)])
 def test_a_ragged_load_mask_reads_a_prefix_of_each_block(dtype, n, limit):
-    x = values_of(dtype, n)
+    x = values_of(RNG, dtype, n, floats=integral)
     expected = np.where(np.arange(n) % 128 < limit, plain(x), 0)
     for run in runs(load_prefix):
         out = zeros_of(dtype, n)
@@ -150,7 +141,7 @@ def load_rows(
 @pytest.mark.parametrize("dtype", [tl.f32, tl.f16], ids=str)
 def test_a_row_mask_broadcasts_over_the_loaded_tile(dtype):
     m, n = 21, 70
-    x = values_of(dtype, (m, n))
+    x = values_of(RNG, dtype, (m, n), floats=integral)
     row = np.indices((m, n))[0]
     for run in runs(load_rows):
         out = zeros_of(dtype, (m, n))
@@ -181,7 +172,7 @@ def gather_where(
 @pytest.mark.parametrize("dtype", [tl.f16, tl.f32, tl.u4], ids=str)
 @pytest.mark.parametrize(("r", "v", "d"), [(9, 40, 64), (5, 16, 70)])
 def test_a_masked_gather_reads_selected_rows_and_fills_the_rest(dtype, r, v, d):
-    table = values_of(dtype, (r, d))
+    table = values_of(RNG, dtype, (r, d), floats=integral)
     rows = RNG.integers(-2, r + 2, v).astype(np.int32)  # some rows outside the table
     keep = RNG.integers(0, 2, v).astype(np.uint8)
     inside = (rows >= 0) & (rows < r)
@@ -253,7 +244,7 @@ def scalar_masks(
 @pytest.mark.parametrize("n", [2, 4])
 def test_a_scalar_mask_selects_every_element_or_none(n):
     size, bins, block = 200, 5, 64
-    x = values_of(tl.f32, size)
+    x = values_of(RNG, tl.f32, size, floats=integral)
     blocks = -(-size // block)
     for run in runs(scalar_masks):
         out = np.full(size, -7, np.float32)
@@ -290,7 +281,7 @@ def constant_masks(
 @pytest.mark.parametrize("one", [True, False])
 def test_a_constant_mask_is_no_mask_or_no_access_at_all(one):
     size = 150
-    x = values_of(tl.f32, size)
+    x = values_of(RNG, tl.f32, size, floats=integral)
     for run in runs(constant_masks):
         out = np.full(size, -7, np.float32)
         total = np.ones(size, np.float32)
@@ -385,7 +376,7 @@ def row_sums(
 @pytest.mark.filterwarnings("ignore::tilelang.PipelineWarning")  # the CPU run's compilation
 def test_a_masked_load_in_a_pipelined_loop_stays_a_load_with_a_warning():
     m, k, limit = 40, 200, 77
-    x = values_of(tl.f32, (m, k))
+    x = values_of(RNG, tl.f32, (m, k), floats=integral)
     with pytest.warns(tl.PipelineWarning, match="it has a mask"):
         compiled = row_sums.compile()
     assert dict(compiled.thread.stats).get("pipeline_skipped") == 1
