@@ -230,7 +230,9 @@ def fragment_reads(fn: ir.Function) -> dict[str, tuple[tuple[FragmentRead, ...],
         fragment_loads.add(id(load))
     plain: dict[str, str] = {}
     for name, instr in uses:
-        if id(instr) not in fragment_loads:
+        # A staged copy (a pipelined load, after `software_pipeline`) moves the bytes as
+        # they are; how its shared tile is read is past what this follows: not plain.
+        if id(instr) not in fragment_loads and not isinstance(instr, ir.CopyAsync):
             plain.setdefault(name, str(instr.loc))
     return {name: (tuple(dict.fromkeys(reads[name])), plain.get(name)) for name in tensors}
 
