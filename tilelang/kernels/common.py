@@ -57,23 +57,25 @@ def dtype_of(x: Any, name: str) -> DType | None:
 
 
 class Dim(int):
-    """A size `check` read off an argument's shape, which remembers where (`origin`,
-    "A.shape[1]") and, when the caller named it, what it is (`name`, "N"), so that a
-    later check expecting it can say where the expected size came from. It is an int
-    everywhere else; arithmetic on it gives a plain int (a derived size, such as W - 1,
-    is no one dimension), and `run` hands kernels plain ints."""
+    """A size `check` read off an argument's shape, which remembers where: `where` is
+    (the argument's name, the axis, what the caller calls the dimension or None), so
+    that a later check expecting it can say where the expected size came from ("N = 3
+    from A.shape[1]"). It is an int everywhere else; arithmetic on it gives a plain int
+    (a derived size, such as W - 1, is no one dimension), and `run` hands kernels plain
+    ints. Made by `_dim` (every library call makes a few: kept cheap)."""
 
-    origin: str
-    name: str | None
-
-    def __new__(cls, value: int, origin: str = "", name: str | None = None) -> Dim:
-        self = super().__new__(cls, value)
-        self.origin, self.name = origin, name
-        return self
+    where: tuple[str, int, str | None]
 
     def describe(self) -> str:
-        value = f"{self.name} = {int(self)}" if self.name else str(int(self))
-        return f"{value} from {self.origin}"
+        argument, axis, name = self.where
+        value = f"{name} = {int(self)}" if name else str(int(self))
+        return f"{value} from {argument}.shape[{axis}]"
+
+
+def _dim(value: int, where: tuple[str, int, str | None]) -> Dim:
+    dim = int.__new__(Dim, value)
+    dim.where = where
+    return dim
 
 
 def check(
@@ -107,8 +109,10 @@ def check(
             given = gpu.device_array(dlpack.imported(x)).typestr
         raise TypeError(f"{name} must hold one of {names}, got {given}")
     dims = tuple(
-        e if isinstance(e, Dim) else Dim(g, f"{name}.shape[{i}]", names[i] if names else None)
-        for i, (e, g) in enumerate(zip(shape, got, strict=True))
+        [
+            e if type(e) is Dim else _dim(g, (name, i, names and names[i]))
+            for i, (e, g) in enumerate(zip(shape, got, strict=True))
+        ]
     )
     return dims, t
 
