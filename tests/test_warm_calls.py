@@ -3,6 +3,7 @@ device tensors like the last ones launches exactly what the full call launched, 
 new addresses, and anything that could make the call wrong goes the full way."""
 
 import importlib
+import math
 
 import pytest
 from conftest import load_example
@@ -210,3 +211,20 @@ def test_a_full_memo_drops_only_its_oldest_key(launches, monkeypatch):
     assert launches["full"] == 4
     vector_add(*tensors(0x7F0000000000, (1000,)))
     assert launches["full"] == 5
+
+
+def test_scalars_key_by_type_and_bits(launches):
+    """A warm call launches the scalars its key recorded: -0.0 must not find 0.0's call,
+    nor 2.0 the call of 2; a NaN finds its own."""
+
+    @tl.kernel(warps=4)
+    def scaled(x: tl.Tensor[tl.f32, "N"], out: tl.Tensor[tl.f32, "N"], alpha: tl.f32):
+        b = tl.blocks(tl.cdiv(N, 1024))
+        tl.store(out, [b * 1024], tl.load(x, [b * 1024], [1024]) * alpha)
+
+    x, _, out = tensors(0x7F0000000000)
+    for alpha in (0.0, -0.0, 2, 2.0, float("nan"), float("nan")):
+        scaled(x, out, alpha)
+    assert launches["full"] == 5  # the second NaN was warm
+    alphas = [launch[2]["alpha"] for launch in launches["launches"]]
+    assert [math.copysign(1, a) for a in alphas[:2]] == [1, -1]

@@ -48,9 +48,10 @@ from tilelang.runtime import call_plans, dlpack, gpu, interpreter
 from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
+from tilelang.runtime.gpu import typed
 from tilelang.runtime.value_facts import FINITE, check_finite_type, check_values, value_facts
 from tilelang.runtime.value_facts import forget as forget_facts
-from tilelang.runtime.warm_calls import WarmCalls, typed, warm_call
+from tilelang.runtime.warm_calls import WarmCalls, warm_call
 from tilelang.target import CPU, Target
 from tilelang.target import target as find_target
 

@@ -100,14 +100,14 @@ def check(
         )
     t = dtype_of(x, name)
     if t not in types:
-        names = ", ".join(dict.fromkeys(str(k) for k in types))
+        allowed = ", ".join(dict.fromkeys(str(k) for k in types))
         if isinstance(x, np.ndarray):
             given = x.dtype
         elif t is not None:
             given = t
         else:
             given = gpu.device_array(dlpack.imported(x)).typestr
-        raise TypeError(f"{name} must hold one of {names}, got {given}")
+        raise TypeError(f"{name} must hold one of {allowed}, got {given}")
     dims = tuple(
         [
             e if type(e) is Dim else _dim(g, (name, i, names and names[i]))

@@ -6,7 +6,7 @@ masks.
 A mask is a u1 tile that broadcasts to the accessed shape, a block-uniform u1 scalar
 (broadcast: a `full` tile) or a Python bool. A constant True is no mask at all; a
 constant False selects nothing, and then no instruction is emitted (a load gives a
-`full` tile of its fill): nothing is accessed, so nothing needs to be ordered either.
+`full` tile of its fill, a scalar load its fill as a constant): nothing is accessed, so nothing needs to be ordered either.
 The arguments are checked all the same, so a kernel that is wrong for some mask is
 wrong for every one.
 """

@@ -369,10 +369,15 @@ def _accumulator(op: str, operand: DType) -> DType:
     return operand
 
 
+def _widened(op: str, tile: Tile, operand: DType) -> Tile:
+    """`tile` converted to the operand type, then to the type it folds in."""
+    return cast(cast(tile, operand), _accumulator(op, operand))
+
+
 def _reduce(op: str, x, axis, keepdims: bool, dtype: object = None) -> Tile:
     tile = require_tile(x, f"the argument of tl.{op}")
     operand = _operand(op, tile.dtype, dtype)
-    result = cast(cast(tile, operand), _accumulator(op, operand))
+    result = _widened(op, tile, operand)
     if axis is None:
         for _ in range(tile.ndim):
             result = _reduce_axis(op, result, 0)
@@ -454,7 +459,7 @@ def _scan(op: str, x, axis, reverse, dtype: object = None) -> Tile:
     if not isinstance(reverse, bool):
         raise current().error(f"reverse must be a compile-time bool, got {describe(reverse)}")
     operand = _operand(op, tile.dtype, dtype)
-    widened = cast(cast(tile, operand), _accumulator(op, operand))
+    widened = _widened(op, tile, operand)
     scanned = emit_result(ir.Scan, f"cum{op}", widened.type, widened.var, op, axis, reverse)
     return cast(scanned, operand)
 

@@ -167,7 +167,8 @@ def _arguments(args: tuple, kwargs: dict) -> tuple:
 
 
 def _what(value: object) -> str:
-    """A misplaced argument as the message names it."""
+    """A misplaced argument as the message names it (a tile with its type: the order of
+    the arguments is the mistake, and the type shows which one it was)."""
     if isinstance(value, Tile):
         return f"a tile ({value.type})"
     if isinstance(value, (tuple, list)) and value and all(isinstance(v, Tile) for v in value):

@@ -11,7 +11,8 @@ needs at least ceil(distinct bytes / 32). What is assumed:
 - a dim whose stride is a runtime size (some size after it is not a literal) is *far
   apart*: each distinct index along it is another row of sectors, as it is wherever the
   row is at least as long as the tile's part of it and a multiple of 32 bytes;
-- every element is in bounds (masks switch lanes off only at the tensor's edge); a
+- every element is in bounds and selected (requests are counted as if every mask
+  held; a run a user's mask cuts, read or written element by element, is not); a
   store or atomic is made by the first replica's lanes only, as the lowering does, and a
   load's lanes that read the same bytes are one access;
 - runs of packed codes that do not start on a byte (bit-by-bit accesses) and accesses
@@ -42,7 +43,7 @@ import numpy as np
 from tilelang.ir import nodes as ir
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.shape_expr import Lit, ShapeExpr
-from tilelang.lowering.values import WARP, pieces
+from tilelang.lowering.values import WARP, piece_limit, pieces
 
 if TYPE_CHECKING:
     from tilelang.lowering.context import Lowering
@@ -173,8 +174,7 @@ def record(
     "store" or "atomic", the last two by the first replica only) in runs of `run`
     elements split as its `align` attribute (and `widest`, bytes) allows, that touch
     more sectors than their minimum (module docstring)."""
-    align = instr.attr("align")
-    limit = align if isinstance(align, int) and run > 1 else None
+    limit = piece_limit(instr, run)
     if widest is not None:
         limit = widest if limit is None else min(limit, widest)
     extents = _extents(instr.tensor.type.shape)

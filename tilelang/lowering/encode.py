@@ -26,6 +26,8 @@ f32 exactly; f64 inputs are rounded as f64, never through f32):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from tilelang import dtypes
 from tilelang.dtypes import DType, ExponentType, FloatType, IntType
 from tilelang.ir import thread as t
@@ -74,9 +76,34 @@ def _float_layout(dtype: DType) -> tuple[IntType, int, int]:
 
 def _is_nan(emit: Emit, value: t.Expr) -> t.Expr:
     """NaN test on the bits (|x| above the inf code), independent of float compares."""
-    unsigned, inf, sign = _float_layout(value.dtype)
-    magnitude = t.Binary("and", t.Bitcast(value, unsigned), t.Imm((1 << sign) - 1, unsigned))
-    return emit.let(t.Binary("gt", magnitude, t.Imm(inf, unsigned)), "nan")
+    f = _float_bits(emit, value)
+    return emit.let(t.Binary("gt", f.magnitude, f.imm(f.inf)), "nan")
+
+
+@dataclass(frozen=True)
+class _FloatBits:
+    """An f32 or f64 register value as the encoders read it: its bits, its magnitude
+    bits (sign cleared), the unsigned type both are in, the +inf code and the sign bit."""
+
+    bits: t.Expr
+    magnitude: t.Expr
+    unsigned: IntType
+    inf: int
+    sign_bit: int
+
+    def imm(self, value: int) -> t.Imm:
+        return t.Imm(value, self.unsigned)
+
+    def code(self, emit: Emit, result: t.Expr) -> t.Expr:
+        """A code computed in the unsigned type, as the u32 the encoders return."""
+        return t.Cvt(emit.let(result, "code"), U32) if self.unsigned != U32 else result
+
+
+def _float_bits(emit: Emit, x: t.Expr) -> _FloatBits:
+    unsigned, inf, sign_bit = _float_layout(x.dtype)
+    bits = emit.let(t.Bitcast(x, unsigned), "xb")
+    magnitude = emit.let(t.Binary("and", bits, t.Imm((1 << sign_bit) - 1, unsigned)), "xa")
+    return _FloatBits(bits, magnitude, unsigned, inf, sign_bit)
 
 
 def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
@@ -93,15 +120,8 @@ def _encode_wide_float(emit: Emit, value: t.Expr, dst: FloatType) -> t.Expr:
 
 def _encode_exponent(emit: Emit, x: t.Expr, dst: ExponentType) -> t.Expr:
     """The e8m0 code of an f32 or f64 `x` (see the module doc)."""
-    let = emit.let
-    unsigned, inf, sign_bit = _float_layout(x.dtype)
-    mantissa = x.dtype.mantissa_bits
-
-    def imm(v: int) -> t.Imm:
-        return t.Imm(v, unsigned)
-
-    bits = let(t.Bitcast(x, unsigned), "xb")
-    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
+    let, f = emit.let, _float_bits(emit, x)
+    imm, magnitude, mantissa = f.imm, f.magnitude, x.dtype.mantissa_bits
     below_leading = t.Binary("and", t.Binary("shr", magnitude, imm(mantissa - 1)), imm(1))
     # The input's exponent field plus the rounding bit, in the input's bias: code + rebase.
     field = let(t.Binary("add", t.Binary("shr", magnitude, imm(mantissa)), below_leading), "e")
@@ -117,28 +137,21 @@ def _encode_exponent(emit: Emit, x: t.Expr, dst: ExponentType) -> t.Expr:
     tiny = t.Binary("lt", magnitude, imm(smallest_normal))
     code = let(t.Select(tiny, subnormal, normal), "code")
     # NaN for NaN and ±inf, ±0, negatives, and what rounds above 2^127.
-    invalid = t.Binary("ge", magnitude, imm(inf))
+    invalid = t.Binary("ge", magnitude, imm(f.inf))
     for more in (
         t.Binary("eq", magnitude, imm(0)),
-        t.Binary("ge", bits, imm(1 << sign_bit)),
+        t.Binary("ge", f.bits, imm(1 << f.sign_bit)),
         t.Binary("gt", code, imm(dst.max_code)),
     ):
         invalid = t.Binary("or", invalid, more)
-    result = t.Select(let(invalid, "nan"), imm(dst.nan_code), code)
-    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result
+    return f.code(emit, t.Select(let(invalid, "nan"), imm(dst.nan_code), code))
 
 
 def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
     """An ExMy or f8 code from an f32 or f64 `x`, rounded once (see the module doc)."""
-    let = emit.let
-    unsigned, inf, sign_bit = _float_layout(x.dtype)
+    let, f = emit.let, _float_bits(emit, x)
+    imm, magnitude, unsigned = f.imm, f.magnitude, f.unsigned
     width_mantissa = x.dtype.mantissa_bits
-
-    def imm(v: int) -> t.Imm:
-        return t.Imm(v, unsigned)
-
-    bits = let(t.Bitcast(x, unsigned), "xb")
-    magnitude = let(t.Binary("and", bits, imm((1 << sign_bit) - 1)), "xa")
     m_bits = dst.mantissa_bits
     drop = width_mantissa - m_bits
     # At or above the smallest normal: round the magnitude bits (RNE; ties up for M = 0).
@@ -157,9 +170,8 @@ def _encode_small_float(emit: Emit, x: t.Expr, dst: FloatType) -> t.Expr:
     tiny = t.Binary("lt", magnitude, imm(int(x.dtype.encode(dst.smallest_normal))))
     chosen = let(t.Select(let(tiny, "tiny"), let(subnormal, "sub"), let(normal, "nrm")), "mag")
     saturated = t.Binary("min", chosen, imm(dst.max_code))  # satfinite: overflow, ±inf
-    sign = t.Binary("shl", t.Binary("shr", bits, imm(sign_bit)), imm(dst.bits - 1))
+    sign = t.Binary("shl", t.Binary("shr", f.bits, imm(f.sign_bit)), imm(dst.bits - 1))
     code = let(t.Binary("or", saturated, sign), "code")
-    nan = let(t.Binary("gt", magnitude, imm(inf)), "nan")
+    nan = let(t.Binary("gt", magnitude, imm(f.inf)), "nan")
     nan_code = dst.nan_code if dst.nan_code is not None else dst.max_code
-    result = t.Select(nan, imm(nan_code), code)
-    return t.Cvt(let(result, "code"), U32) if unsigned != U32 else result
+    return f.code(emit, t.Select(nan, imm(nan_code), code))

@@ -130,7 +130,8 @@ def _indexed_runs(
     run: int,
 ):
     """(first local, run length, in-bounds predicate, flat element index) of each run of
-    the elements of a tile of `layout` a gather reads or a scatter writes, `run` elements
+    the elements of a tile of `layout` a gather reads or a scatter (or scatter-add)
+    writes, `run` elements
     at most (fewer where a run would leave its gathered row)."""
     index = lo.tile(instr.index)
     index_type = instr.index.type

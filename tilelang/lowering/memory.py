@@ -50,6 +50,7 @@ from tilelang.lowering.values import (
     byte_offset,
     dim_strides,
     local_part,
+    piece_limit,
     pieces,
 )
 
@@ -242,8 +243,7 @@ def load_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, pred, by
         for i in range(li, li + run):
             lo.put(tile, i, fill)
     byte = b.let(byte, "off")
-    align = instr.attr("align")
-    limit = align if isinstance(align, int) and run > 1 else None
+    limit = piece_limit(instr, run)
     for at, width in pieces(0, run * bits // 8, limit):
         to = t.Reg(tile.local, li * bits // 8 + at)
         b.emit(t.GlobalLoad(to, width, info.param, b.add(byte, imm(at, I64)), whole))
@@ -356,8 +356,7 @@ def store_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, 
     pred = b.all_of([c for c in (*conds, every) if c is not None])
     pred = b.let(pred, "p") if pred is not None else None
     byte = b.let(byte, "off")
-    align = instr.attr("align")
-    limit = align if isinstance(align, int) and run > 1 else None
+    limit = piece_limit(instr, run)
     for at, width in pieces(0, run * bits // 8, limit):
         b.emit(
             t.GlobalStore(
@@ -441,8 +440,7 @@ def add_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, by
     pred = lo.b.all_of([c for c in conds if c is not None])
     pred = lo.b.let(pred, "p") if pred is not None else None
     byte = lo.b.let(byte, "off")
-    align = instr.attr("align")
-    limit = align if isinstance(align, int) and run > 1 else None
+    limit = piece_limit(instr, run)
     for at, width in pieces(0, run * size, limit):
         at_byte = lo.b.add(byte, imm(at, I64))
         lo.b.emit(

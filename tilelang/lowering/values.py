@@ -210,6 +210,13 @@ def contiguous_elements(layout: SharedLayout) -> int:
 # --------------------------------------------------------------------------- bytes
 
 
+def piece_limit(instr, run: int) -> int | None:
+    """The widest access a run of `run` elements of `instr` may use, as `vectorize`
+    proved it (its ``align`` attribute), for `pieces`; None: no limit but 16 bytes."""
+    align = instr.attr("align")
+    return align if isinstance(align, int) and run > 1 else None
+
+
 def pieces(start: int, nbytes: int, align_to: int | None = None) -> list[tuple[int, int]]:
     """Split `nbytes` from `start` into naturally aligned accesses of at most 16 bytes
     (and at most `align_to` bytes when the memory side is only that aligned)."""

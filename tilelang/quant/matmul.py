@@ -342,13 +342,10 @@ def _host_out(out: Any, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if not out.flags.writeable:
         raise ValueError("out must be a writeable C-contiguous array: got a read-only array")
     if not out.flags.c_contiguous:
-        dense, step = [], out.itemsize
-        for size in reversed(out.shape):
-            dense.insert(0, step)
-            step *= size
+        dense = gpu.contiguous_strides(out.shape, out.itemsize)
         raise ValueError(
             f"out must be a writeable C-contiguous array: got shape {list(out.shape)}, "
-            f"strides {out.strides} bytes (C-contiguous: {tuple(dense)})"
+            f"strides {out.strides} bytes (C-contiguous: {dense})"
         )
     if np.shares_memory(out, x):
         raise ValueError("out overlaps x: pass a separate array")

@@ -27,9 +27,10 @@ overflows its type is an error, and so is the scale of a group that holds nonzer
 weights and falls below ``2^(b − 1)`` times the scale type's smallest subnormal, b the
 bits the codes resolve (N for uN/iN, m + 1 for ExMy): there the scale keeps fewer
 significant bits than the codes (f16: below 2^-21 for 4-bit integers, 2^-17 for 8-bit
-ones), down to rounding to 0, which would dequantize the whole group to 0. Both errors
-suggest bf16 scales (f32's range; the matmul kernels multiply by f16 or bf16 scales, so
-f32 ones serve `dequantize` only). MX and NVFP4 fix their scales and are not checked so.
+ones), down to rounding to 0, which would dequantize the whole group to 0. For f16
+scales both errors suggest bf16 (f32's range; the matmul kernels multiply by f16 or bf16
+scales, so f32 ones serve `dequantize` only); for bf16 an underflow suggests f32, and an
+overflow of bf16 or f32 scales says to rescale the weights. MX and NVFP4 fix their scales and are not checked so.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def quantize(
     cannot hold: one that overflows, or a nonzero group's scale below 2^(b − 1) times
     the type's smallest subnormal (b: the codes' bits, N for uN/iN, m + 1 for ExMy;
     f16 and u4: 2^-21), which would dequantize to 0 or lose precision; bf16 scales
-    (f32's range, and the kernels take them) hold both.
+    (f32's range, and the kernels take them) hold what f16 cannot.
     """
     fmt = get_format("scaled" if format is None else format)
     if fmt.kind == "scaled" and fmt.name != "scaled":

@@ -301,7 +301,7 @@ def _signature(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, list[Any], l
     for value in (*args, *kwargs.values()):
         kind = type(value)
         if kind in _PLAIN:
-            parts.append((kind, value))
+            parts.append(gpu.typed(value))  # 0.0 is not -0.0; a NaN is itself
             continue
         found = gpu.argument_signature(value)
         if found is None or found[1] is None:

@@ -149,16 +149,28 @@ def device_array(obj: object) -> DeviceArray:
     )
 
 
+def typed(value: Any) -> Any:
+    """`value` as a key that tells apart values Python calls equal: 32 and 32.0, True and
+    1, 0.0 and -0.0 (a constexpr of each builds differently, or fails to build), inside
+    tuples and lists too. A list keys as the tuple of its items (the two specialize
+    alike); other unhashable values stay unhashable."""
+    if isinstance(value, (tuple, list)):
+        return tuple, tuple(typed(item) for item in value)
+    if isinstance(value, float):
+        return type(value), value.hex()
+    return type(value), value
+
+
 def argument_signature(value: Any) -> tuple[object, int | None] | None:
     """(what a device call's checks depend on, the tensor's address or None for a
     scalar), or None when `value` is not something a warm call takes: the key of one
     argument of a warm call (`warm_calls`) and of a planned library call (`call_plans`).
     Per tensor its kind, dtype, shape, strides (and device, where it says); per int or
-    float its type and value. Host tensors and tensors read through DLPack (all but
+    float its type and value as `typed` keys it (0.0 is not -0.0; a NaN is itself). Host tensors and tensors read through DLPack (all but
     torch's CUDA tensors, read off the tensor) have none."""
     kind = type(value)
     if kind is int or kind is float:
-        return (kind, value), None
+        return typed(value), None
     if dlpack.is_torch_kind(kind):
         if not value.is_cuda:
             return None

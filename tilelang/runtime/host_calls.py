@@ -100,13 +100,13 @@ def _host_view(value: Any) -> np.ndarray | None:
     return found.codes.view(values_dtype(found.dtype))
 
 
-def _returned(result: Any, given: dict[int, Any], torch_like: Any) -> Any:
+def _returned(result: Any, given: dict[int, Any], to_torch: bool) -> Any:
     if isinstance(result, tuple):
-        return tuple(_returned(part, given, torch_like) for part in result)
+        return tuple(_returned(part, given, to_torch) for part in result)
     original = given.get(id(result))
     if original is not None:
         return original[1]
-    if torch_like is not None and isinstance(result, np.ndarray):
+    if to_torch and isinstance(result, np.ndarray):
         return _as_torch(result)
     return result
 
@@ -130,22 +130,21 @@ def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         given: dict[int, Any] = {}  # id(view) -> (view, the caller's object)
-        torch_like = None
-        grad = False
+        to_torch = grad = False  # a torch tensor came in; one requires grad
 
         def viewed(value: Any) -> Any:
-            nonlocal torch_like, grad
+            nonlocal to_torch, grad
             kind = type(value)
             if kind in _PLAIN:
                 return value
-            if dlpack.is_torch_kind(kind):
+            is_torch = dlpack.is_torch_kind(kind)
+            if is_torch:
                 grad = grad or value.requires_grad  # device tensors too
             view = _host_view(value)
             if view is None:
                 return value
             given[id(view)] = (view, value)
-            if torch_like is None and dlpack.is_torch_kind(type(value)):
-                torch_like = value
+            to_torch = to_torch or is_torch
             return view
 
         args = tuple(viewed(a) for a in args)
@@ -153,6 +152,6 @@ def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
         if grad and name not in WARNED:
             _warn(name)
         result = fn(*args, **kwargs)
-        return _returned(result, given, torch_like) if given else result
+        return _returned(result, given, to_torch) if given else result
 
     return call

@@ -27,6 +27,7 @@ from typing import Any
 
 from tilelang.runtime import call_plans, gpu, value_facts
 from tilelang.runtime.arguments import BoundDeviceArguments, ranges_overlap
+from tilelang.runtime.gpu import typed
 
 #: Keys kept per kernel (a kernel called at many shapes). A new key beyond this drops the
 #: oldest one only, as call plans do: one new shape no longer costs every other shape its
@@ -50,18 +51,6 @@ def _some_overlap(extents: list[tuple[int, int]]) -> bool:
             return True
         end = max(end, start + max(nbytes, 1))
     return False
-
-
-def typed(value: Any) -> Any:
-    """`value` as a key that tells apart values Python calls equal: 32 and 32.0, True and
-    1, 0.0 and -0.0 (a constexpr of each builds differently, or fails to build), inside
-    tuples and lists too. A list keys as the tuple of its items (the two specialize
-    alike); other unhashable values stay unhashable."""
-    if isinstance(value, (tuple, list)):
-        return tuple, tuple(typed(item) for item in value)
-    if isinstance(value, float):
-        return type(value), value.hex()
-    return type(value), value
 
 
 @dataclass(frozen=True)

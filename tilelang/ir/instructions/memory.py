@@ -174,38 +174,32 @@ class ScatterAdd(Instr):
         _check_mask(v, self.mask, value.shape, "added")
 
 
-def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
-    """The checks of a store into `tensor` at `offsets`; returns (tensor type, value type)."""
+def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var, what="stored"):
+    """The checks of a store (`what`: "stored") or an addition ("added") into `tensor` at
+    `offsets`; returns (tensor type, value type)."""
     tensor_type = v.tensor_param(tensor)
     v.offsets(tensor_type, offsets)
-    value_type = v.tile(value, "the stored value")
+    value_type = v.tile(value, f"the {what} value")
+    article = "an" if what[0] in "aeiou" else "a"
     v.expect(
         value_type.rank == tensor_type.rank,
-        f"expected a stored tile of rank {tensor_type.rank} (the tensor's), found "
+        f"expected {article} {what} tile of rank {tensor_type.rank} (the tensor's), found "
         f"{print_type(value_type)}",
     )
-    v.same_dtype(value_type.dtype, tensor_type.dtype, "a stored tile")
+    v.same_dtype(value_type.dtype, tensor_type.dtype, f"{article} {what} tile")
     return tensor_type, value_type
 
 
 def _check_added(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
-    """The checks of an atomic addition into `tensor` at `offsets`; returns (tensor
-    type, value type)."""
+    """`_check_stored` of an atomic addition, whose tensor must hold a type the hardware
+    adds atomically."""
     tensor_type = v.tensor_param(tensor)
-    v.offsets(tensor_type, offsets)
     v.expect(
         tensor_type.dtype in ATOMIC_ADD_DTYPES,
         f"expected a tensor of {', '.join(map(str, ATOMIC_ADD_DTYPES))} (atomic additions "
         f"work on whole 16-, 32- and 64-bit elements), found a tensor of {tensor_type.dtype}",
     )
-    value_type = v.tile(value, "the added value")
-    v.expect(
-        value_type.rank == tensor_type.rank,
-        f"expected an added tile of rank {tensor_type.rank} (the tensor's), found "
-        f"{print_type(value_type)}",
-    )
-    v.same_dtype(value_type.dtype, tensor_type.dtype, "an added tile")
-    return tensor_type, value_type
+    return _check_stored(v, tensor, offsets, value, "added")
 
 
 def _check_mask(v: Checker, mask: Var | None, shape: tuple[int, ...], what: str) -> None:
