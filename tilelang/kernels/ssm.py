@@ -448,9 +448,16 @@ def walk_configs(per_group: int, bn: int = 16) -> list[dict[str, int]]:
     16 steps a chunk (8 holds fewer registers), only 8 for BN = 32 (`WALK_MAX_STATES`).
     The walk's result does not depend on them: it adds in the same order at every tile."""
     widths = [w for w in (WALK_LANES, 2 * WALK_LANES, 4 * WALK_LANES) if per_group % w == 0]
-    if bn > 16:
-        return [{"BD": w, "BL": 8} for w in widths]
+    steps = walk_steps(bn)
+    if steps < 16:
+        return [{"BD": w, "BL": steps} for w in widths]
     return [{"BD": w, "BL": 16} for w in widths] + [{"BD": WALK_LANES, "BL": 8}]
+
+
+def walk_steps(bn: int) -> int:
+    """The walk's default steps a chunk: 16, or 8 above half of `WALK_MAX_STATES` states
+    (BN = 32 holds twice the registers a step)."""
+    return 8 if bn > WALK_MAX_STATES // 2 else 16
 
 
 def scan_method(method: str | None, channels: int, per_group: int, length: int, states: int) -> str:
@@ -621,7 +628,7 @@ def segment_states(
     n = shape_of(a, "A")[1]
     decay, local = (empty(u, (nb, segments - 1, dm, n), dtypes.f32) for _ in range(2))
     keep = ("T", "HAS_BIAS", "SOFTPLUS", "BN")
-    steps = walk_configs(WALK_LANES, constexprs["BN"])[0]["BL"]  # BN = 32 walks 8 steps
+    steps = walk_steps(constexprs["BN"])
     run(
         walk_segments_kernel,
         [u, delta, a, b, bias, decay, local],

@@ -129,11 +129,11 @@ def request_sectors(
         lanes = values.reshape(warps, WARP, *values.shape[1:])
         return np.moveaxis(lanes, 1, -1)
 
-    sectors = _distinct(
-        by_warp(sector_keys).reshape(*by_warp(first).shape[:-1], -1),
-        np.concatenate([by_warp(active)] * 2, axis=-1),
-    )
-    distinct_bytes = _distinct(by_warp(byte_keys), by_warp(active)) * width
+    lanes = by_warp(active)
+    lane_sectors, lane_bytes = by_warp(sector_keys), by_warp(byte_keys)
+    both = np.concatenate([lanes] * 2, axis=-1)  # a piece's first and last sector
+    sectors = _distinct(lane_sectors.reshape(*lanes.shape[:-1], -1), both)
+    distinct_bytes = _distinct(lane_bytes, lanes) * width
     minimum = -(-distinct_bytes // SECTOR)
     found: Counter[tuple[int, int]] = Counter()
     pairs = np.stack([sectors.ravel(), minimum.ravel()], axis=-1)
@@ -141,14 +141,11 @@ def request_sectors(
     for (s, m), n in zip(values.tolist(), counts.tolist(), strict=True):
         found[(s, m)] = n
     # each warp's requests together: the sectors it touches, against its distinct bytes
-    lanes = by_warp(active)
-    both = np.concatenate([lanes] * 2, axis=-1).reshape(warps, -1)
-    union = _distinct(by_warp(sector_keys).reshape(warps, -1), both)
+    union = _distinct(lane_sectors.reshape(warps, -1), both.reshape(warps, -1))
     widths = np.broadcast_to(width[None, :, None], lanes.shape[1:])
-    byte_keys = by_warp(byte_keys)
     least = 0
     for w in range(warps):
-        _, once = np.unique(byte_keys[w][lanes[w]], return_index=True)
+        _, once = np.unique(lane_bytes[w][lanes[w]], return_index=True)
         least += -(-int(widths[lanes[w]][once].sum()) // SECTOR)
     return Sectors(found, int(union.sum()), least)
 
