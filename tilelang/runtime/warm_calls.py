@@ -6,9 +6,9 @@ only on what each argument *is* and on the scalars: the argument checks (dtype, 
 contiguity, the size rules, the scalars' ranges), the specialization, the compile-cache
 lookup, the sizes and the grid. `WarmCalls.signature` keys a call by exactly that
 (`gpu.argument_signature`) — per tensor its kind, dtype, shape, strides (and device,
-where it says); per scalar its type and value; the constexprs and value facts as given,
-each with its type (`typed`: 32.0 is not 32) — and reads each tensor's address on the
-way. A full call that launched leaves a `WarmCall` under its key. A warm call checks what depends on addresses (16-byte
+where it says); the scalars, the constexprs and the value facts as given, each with
+its type and, for floats, its bits (`gpu.typed`: 32.0 is not 32, -0.0 is not 0.0) — and
+reads each tensor's address on the way. A full call that launched leaves a `WarmCall` under its key. A warm call checks what depends on addresses (16-byte
 alignment; a tensor the kernel writes overlapping another one), that every value fact
 it states is still on record for its tensor, and launches.
 
