@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
+# examples/ goes first: benchmarks/quant_matmul.py (the library at Llama shapes) would
+# otherwise shadow examples/quant_matmul.py, whose kernel the cases compile.
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples"))
 
 import matmul  # noqa: E402
 import natural_gemv  # noqa: E402
