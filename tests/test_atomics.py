@@ -207,8 +207,9 @@ def test_masked_additions_skip_unselected_elements(dtype):
 
 
 def test_a_masked_addition_keeps_negative_zero():
-    """Unselected lanes of a vector addition add -0.0, which changes nothing, -0.0 included
-    (+0.0 would turn -0.0 into +0.0)."""
+    """-0.0 stays -0.0 where nothing is added (+0.0 would turn it into +0.0): a partly
+    selected run adds element by element, never touching its unselected elements, and
+    a wholly selected run still adds as one vector."""
     for dtype in (tl.f16, tl.f32):
         signs = np.where(np.arange(512) % 3 == 0, 1.0, -1.0)
         x = dtype.encode(np.stack([signs, signs]))

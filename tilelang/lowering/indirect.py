@@ -13,10 +13,10 @@ A gather (scatter) moves each thread's runs along the last dim as a load (store)
 (the widths of `vectorize`'s `elems`/`align`), with the run's row taken from the index
 tile, whose layout (`infer_layouts`' `gather`/`scatter` rules) gives each thread the
 index of every element it moves; out-of-range rows are masked by the same unsigned
-comparison as a box's edges, and a gather's mask acts as a load's (`load_run`). A
-scatter stores from the first replica only, and packed codes that share a byte with
-others merge atomically, as a store's do; its mask acts as a store's (`store_run`). A scatter-addition adds each run as `atomic_add` does
-(`add_run`, masks included), one atomic addition per element or piece of a run.
+comparison as a box's edges. Each run moves as a box's does (`masked_run`, masks
+included): a scatter stores from the first replica only, and packed codes that share a
+byte with others merge atomically, as a store's do; a scatter-addition adds as
+`atomic_add` does, one atomic addition per element or piece of a run.
 """
 
 from __future__ import annotations
@@ -32,15 +32,14 @@ from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.memory import (
     access,
     access_runs,
-    add_run,
+    add_access,
     byte_window,
     element_place,
     fill_value,
-    load_run,
-    load_sub_byte,
-    mask_of,
-    store_run,
-    store_sub_byte,
+    load_access,
+    masked_run,
+    store_access,
+    whole_bytes,
 )
 from tilelang.lowering.shared import shared_address, shared_runs
 from tilelang.lowering.thread_builder import I32, I64, U32, imm
@@ -127,12 +126,14 @@ def _indexed_runs(
     lo: Lowering,
     instr: ir.Gather | ir.GatherAsync | ir.Scatter | ir.ScatterAdd,
     layout: Layout,
+    bits: int,
     run: int,
 ):
-    """(first local, run length, in-bounds predicate, flat element index) of each run of
-    the elements of a tile of `layout` a gather reads or a scatter (or scatter-add)
-    writes, `run` elements
-    at most (fewer where a run would leave its gathered row)."""
+    """(first local, run length, in-bounds predicate, offset i64) of each run of the
+    `bits`-bit elements of a tile of `layout` a gather reads or a scatter (or
+    scatter-add) writes, `run` elements at most (fewer where a run would leave its
+    gathered row): the offset in bytes where the run is whole bytes, else in bits (one
+    packed code), as `box_runs` gives a box's."""
     index = lo.tile(instr.index)
     index_type = instr.index.type
     assert isinstance(index_type, TileType)
@@ -157,31 +158,23 @@ def _indexed_runs(
         at = list(offsets)
         at[instr.axis] = b.add(offsets[instr.axis], row)
         pred, flat = element_place(lo, info, at, where)
-        yield li, run, pred, flat
+        if whole_bytes(li, run, bits):
+            yield li, run, pred, byte_offset(b, flat, bits)
+        else:
+            yield li, run, pred, b.mul(flat, imm(bits, I64))
 
 
 @lowers(ir.Gather)
 def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
-    """Each run read at the row its index gives as a load's run is (`load_run`, masks
-    included); a code whose bits start inside a byte through its byte window."""
+    """Each run read at the row its index gives as a load's run is (`masked_run`, masks
+    included)."""
     info = access(lo, instr.tensor, store=False)
     tile = lo.define_tile(instr.result)
-    mask = mask_of(lo, instr, tile)
     bits = tile.dtype.bits
-    fill = fill_value(lo, instr, tile.dtype)
-    b = lo.b
-    for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
-        if run * bits % 8 or li * bits % 8:
-            selected = lo.get(mask, li) if mask is not None else None
-            pred = b.all_of([c for c in (pred, selected) if c is not None])
-            pred = b.let(pred, "p") if pred is not None else None
-            if pred is not None:
-                lo.put(tile, li, fill)
-            load_sub_byte(lo, info, tile, li, flat, pred)
-            continue
-        pred = b.let(pred, "p") if pred is not None else None
-        load_run(lo, instr, info, tile, (li, run), pred, byte_offset(b, flat, bits), mask, fill)
-        b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
+    moved = load_access(lo, instr, info, tile, fill_value(lo, instr, tile.dtype))
+    for li, run, pred, at in _indexed_runs(lo, instr, tile.layout, bits, access_runs(instr, tile)):
+        if masked_run(lo, moved, (li, run), [pred], at):
+            lo.b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
 
 
 @lowers(ir.GatherAsync)
@@ -205,11 +198,11 @@ def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
     limit = min(width, align) if isinstance(align, int) and align > 0 else bits // 8
     first = lo.replica_zero(layout)
     b, staging = lo.b, None
-    for li, run, pred, flat in _indexed_runs(lo, instr, layout, most):
-        if run * bits % 8:  # a run cut at its row: only whole-byte runs are copied
+    for li, run, pred, at in _indexed_runs(lo, instr, layout, bits, most):
+        if not whole_bytes(li, run, bits):  # a run cut at its row: only whole bytes copy
             raise lo.fail(instr, f"gather_async of {shared.dtype}: runs of {run} elements")
         address = b.let(shared_address(lo, shared, lo.index(layout, li)), "sa")
-        source = b.let(byte_offset(b, flat, bits), "off")
+        source = b.let(at, "off")
         pred = b.let(pred, "p") if pred is not None else None
         for at, size in pieces(0, run * bits // 8, limit):
             to, src = b.add(address, imm(at)), b.add(source, imm(at, I64))
@@ -229,33 +222,24 @@ def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
 def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
-    mask = mask_of(lo, instr, tile)
     bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)  # a replicated element is written once
-    b = lo.b
-    for li, run, pred, flat in _indexed_runs(lo, instr, tile.layout, access_runs(instr, tile)):
-        if run * bits % 8 or li * bits % 8:
-            selected = lo.get(mask, li) if mask is not None else None
-            pred = b.all_of([c for c in (pred, first, selected) if c is not None])
-            store_sub_byte(lo, info, tile, li, flat, b.let(pred, "p") if pred is not None else None)
-            continue
-        byte = byte_offset(b, flat, bits)
-        store_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask)
-        b.count("scatter_store_bytes_" + str(min(run * bits // 8, 16)))
+    moved = store_access(lo, instr, info, tile)
+    for li, run, pred, at in _indexed_runs(lo, instr, tile.layout, bits, access_runs(instr, tile)):
+        if masked_run(lo, moved, (li, run), [pred, first], at):
+            lo.b.count("scatter_store_bytes_" + str(min(run * bits // 8, 16)))
 
 
 @lowers(ir.ScatterAdd)
 def lower_scatter_add(lo: Lowering, instr: ir.ScatterAdd) -> None:
     """Each run's elements added at the row its index gives, as `atomic_add`'s runs are
-    (`add_run`): one atomic addition per element or aligned piece, so elements sent to
-    one place all add, whichever threads hold them."""
+    (`masked_run`): one atomic addition per element or aligned piece, so elements sent
+    to one place all add, whichever threads hold them."""
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
-    mask = mask_of(lo, instr, tile)
-    run = access_runs(instr, tile)
     first = lo.replica_zero(tile.layout)  # a replicated element is added once
-    addend = lo.b.local(tile.dtype, run, "add") if mask is not None and run > 1 else None
-    for li, span, pred, flat in _indexed_runs(lo, instr, tile.layout, run):
-        byte = byte_offset(lo.b, flat, tile.dtype.bits)
-        add_run(lo, instr, info, tile, (li, span), [pred, first], byte, mask, addend)
+    moved = add_access(lo, instr, info, tile)
+    runs = _indexed_runs(lo, instr, tile.layout, tile.dtype.bits, access_runs(instr, tile))
+    for li, run, pred, at in runs:
+        lo.b.count("atomic_add", masked_run(lo, moved, (li, run), [pred, first], at))
         lo.b.count("scatter_add")

@@ -6,11 +6,14 @@ accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
 packed type whose bits start inside a byte are read through a one- or two-byte window
 and written with an atomic merge of their bits (other threads may be writing the rest
 of the byte). A store or an atomic addition from a replicated layout is done by the
-first replica only. A mask operand (a u1 tile in the value's layout, or the loaded
-result's) selects elements on top of the bounds: a load reads a run whole where it is
-all selected and its selected elements one by one elsewhere, the others keeping the
-fill (`load_run`); a store writes likewise (`store_run`); an addition adds the identity
-where it is not selected (`add_run`). `indirect` reuses them for gathers and scatters.
+first replica only. Loads, stores and additions, and `indirect`'s gathers, scatters
+and scatter-additions, move each run by `masked_run`; a lowering says only which
+statement moves bytes and how a packed code moves alone (`Access`). A mask operand (a
+u1 tile in the value's layout, or the loaded result's) selects elements on top of the
+bounds: a run moves whole where all of it is selected (one test of the mask's packed
+bits) and its selected elements one by one where only some are, the two branches of
+an `If`, so a selected run costs the unmasked access plus the test; an element not
+selected is never accessed (a load's keeps the fill).
 
 Byte offsets (`place`) are sums of separate terms, per dim: the box offset (block-
 uniform), this thread's part of the tile index and the local's constant part, each
@@ -32,7 +35,8 @@ element of the box, block-uniform) instead of each element's index.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from tilelang import dtypes
 from tilelang.analysis.divisors import CAP, pow2_factor, shape_divisor, stride_divisors
@@ -200,66 +204,149 @@ def access(lo: Lowering, tensor: ir.Var, store: bool) -> TensorInfo:
     return info
 
 
+def whole_bytes(li: int, run: int, bits: int) -> bool:
+    """Whether the run of `run` elements from local `li` starts and ends on byte
+    boundaries (else it is one packed code whose bits start inside a byte)."""
+    return run * bits % 8 == 0 and li * bits % 8 == 0
+
+
+def box_runs(lo: Lowering, instr: ir.Instr, info: TensorInfo, layout: Layout, bits: int, run):
+    """(first local, run length, in-bounds predicate, offset i64) of each run of `run`
+    elements of a tile of `layout` at the box `instr` accesses: the offset of a run of
+    whole bytes in bytes (`place`), of a packed code in bits."""
+    offsets = [lo.scalar(o) for o in instr.offsets]
+    for li in range(0, layout.num_locals, run):
+        if whole_bytes(li, run, bits):
+            yield li, run, *place(lo, instr, info, offsets, layout, li)
+            continue
+        pred, flat = element_place(lo, info, offsets, lo.index(layout, li))
+        yield li, run, pred, lo.b.mul(flat, imm(bits, I64))
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a lowering emits to move its tile's elements, for `masked_run` to place:
+    `move(registers, width, byte offset, predicate)`, the statement moving `width`
+    bytes; `code(li, bit offset, predicate)`, which moves packed code `li` alone (None:
+    the type is whole bytes); a load's `fill`, what an element it does not read holds;
+    `partial`, the stat counting runs a mask splits."""
+
+    instr: ir.Instr
+    tile: TileRegs
+    mask: TileRegs | None
+    move: Callable[[t.Reg, int, t.Expr, t.Expr | None], t.Stmt]
+    code: Callable[[int, t.Expr, t.Expr | None], None] | None
+    partial: str
+    fill: t.Expr | None = None
+
+
+def load_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs, fill) -> Access:
+    def move(to, width, at, pred):
+        return t.GlobalLoad(to, width, info.param, at, pred)
+
+    def code(li, bit, pred):
+        load_code(lo, info, tile, li, bit, pred)
+
+    mask = mask_of(lo, instr, tile)
+    return Access(instr, tile, mask, move, code, "global_load_partial_run", fill)
+
+
+def store_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs) -> Access:
+    def move(src, width, at, pred):
+        return t.GlobalStore(info.param, at, src, width, pred)
+
+    def code(li, bit, pred):
+        merge_code(lo, info, tile, li, bit, pred)
+
+    return Access(instr, tile, mask_of(lo, instr, tile), move, code, "global_store_partial_run")
+
+
+def add_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs) -> Access:
+    def move(src, width, at, pred):
+        return t.AtomicAdd(info.param, at, src, width, tile.dtype, pred)
+
+    return Access(instr, tile, mask_of(lo, instr, tile), move, None, "atomic_add_partial_run")
+
+
+def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
+    """Moves the `run` elements of the access's tile from local `li` (`span`) where
+    `conds` hold (None: no condition), at offset `at` (`box_runs`): a run of whole
+    bytes in the widest pieces `align` allows, a packed code through `access.code`.
+    Under a mask, a run moves whole where every element of it is selected (one test of
+    the mask's bits) and element by element, each under its own selection (packed codes
+    through `access.code`), where only some are: the two are the branches of an `If`,
+    so a selected run issues the unmasked access alone. An element not selected is
+    never accessed (a load's keeps the fill). Returns the number of pieces of a whole
+    run (0 for a packed code)."""
+    li, run = span
+    b, tile, mask, fill = lo.b, access.tile, access.mask, access.fill
+    bits = tile.dtype.bits
+    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
+    split = len(selected) > 1
+    pred = b.all_of([c for c in (*conds, *([] if split else selected)) if c is not None])
+    pred = b.let(pred, "p") if pred is not None else None
+    if fill is not None and (pred is not None or split):
+        for i in range(li, li + run):
+            lo.put(tile, i, fill)
+    if not whole_bytes(li, run, bits):  # one code whose bits start inside a byte
+        assert access.code is not None and run == 1
+        access.code(li, at, pred)
+        return 0
+    byte = b.let(at, "off")
+    parts = pieces(0, run * bits // 8, piece_limit(access.instr, run))
+
+    def emit_whole():
+        for start, width in parts:
+            to = t.Reg(tile.local, li * bits // 8 + start)
+            b.emit(access.move(to, width, b.add(byte, imm(start, I64)), pred))
+
+    if not split:
+        emit_whole()
+        return len(parts)
+    every = _all_selected(lo, mask, li, run)
+    with b.nested() as whole:
+        emit_whole()
+    with b.nested() as alone:
+        for i, one in enumerate(selected):
+            cond = b.let(b.all_of([c for c in (pred, one) if c is not None]), "p")
+            if bits >= 8:
+                size = bits // 8
+                to = t.Reg(tile.local, (li + i) * size)
+                b.emit(access.move(to, size, b.add(byte, imm(i * size, I64)), cond))
+            else:
+                assert access.code is not None
+                access.code(li + i, b.add(b.mul(byte, imm(8, I64)), imm(i * bits, I64)), cond)
+    b.emit(t.If(every, tuple(whole), tuple(alone)))
+    b.count(access.partial)
+    return len(parts)
+
+
+def _all_selected(lo: Lowering, mask: TileRegs, li: int, run: int) -> t.Expr:
+    """u1: the mask selects each of its elements `li` .. `li + run - 1`. A u1 tile packs
+    its elements in local order, one bit each, so this tests their bits, one compare
+    per u32 word, instead of each element's."""
+    b = lo.b
+    if mask.positions is not None:
+        return b.let(b.all_of([lo.get(mask, i) for i in range(li, li + run)]), "all")
+    tests = []
+    for word in range(li // 32, (li + run - 1) // 32 + 1):
+        low, high = max(li - 32 * word, 0), min(li + run - 32 * word, 32)
+        bits = imm(((1 << (high - low)) - 1) << low, U32)
+        tests.append(t.Binary("eq", t.Binary("and", t.Read(mask.local, word, U32), bits), bits))
+    return b.let(b.all_of(tests), "all")
+
+
 @lowers(ir.Load)
 def lower_load(lo: Lowering, instr: ir.Load) -> None:
     info = access(lo, instr.tensor, store=False)
     tile = lo.define_tile(instr.result)
-    mask = mask_of(lo, instr, tile)
-    offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
-    bits = tile.dtype.bits
     fill = fill_value(lo, instr, tile.dtype)
-    coalescing.record(lo, "load", instr, tile.layout, bits, run)
-    for li in range(0, tile.layout.num_locals, run):
-        if run * bits % 8 == 0 and (li * bits) % 8 == 0:
-            pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-            load_run(lo, instr, info, tile, (li, run), pred, byte, mask, fill)
-            lo.b.count("global_load_bytes_" + str(min(run * bits // 8, 16)))
-            continue
-        # one code whose bits start inside a byte (runs of packed codes are whole bytes)
-        pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
-        selected = lo.get(mask, li) if mask is not None else None
-        pred = lo.b.all_of([c for c in (pred, selected) if c is not None])
-        pred = lo.b.let(pred, "p") if pred is not None else None
-        if pred is not None:
-            lo.put(tile, li, fill)
-        load_sub_byte(lo, info, tile, li, flat, pred)
-
-
-def load_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, pred, byte, mask, fill):
-    """The `run` elements of `tile` from local `li` (`span`), whole bytes, read from byte
-    `byte` where `pred` holds (`fill` elsewhere), in the widest accesses `align` allows.
-    Under a mask, the run is read whole where every element of it is selected; where
-    only some are, each selected element is read alone (a packed code through its byte
-    window, as `load_sub_byte`), so an element not selected is never read and keeps
-    `fill`."""
-    li, run = span
-    b, bits = lo.b, tile.dtype.bits
-    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
-    every = b.let(b.all_of(selected), "all") if selected else None
-    whole = b.all_of([c for c in (pred, every) if c is not None])
-    whole = b.let(whole, "p") if whole is not None else None
-    if whole is not None:
-        for i in range(li, li + run):
-            lo.put(tile, i, fill)
-    byte = b.let(byte, "off")
-    limit = piece_limit(instr, run)
-    for at, width in pieces(0, run * bits // 8, limit):
-        to = t.Reg(tile.local, li * bits // 8 + at)
-        b.emit(t.GlobalLoad(to, width, info.param, b.add(byte, imm(at, I64)), whole))
-    if len(selected) < 2:
-        return
-    for i, one in enumerate(selected):
-        alone = t.Select(every, imm(0, dtypes.u1), one)
-        cond = b.let(b.all_of([c for c in (pred, alone) if c is not None]), "p")
-        if bits >= 8:
-            size = bits // 8
-            at = b.add(byte, imm(i * size, I64))
-            b.emit(t.GlobalLoad(t.Reg(tile.local, (li + i) * size), size, info.param, at, cond))
-        else:
-            bit = b.add(b.mul(byte, imm(8, I64)), imm(i * bits, I64))
-            load_code(lo, info, tile, li + i, bit, cond)
-    b.count("global_load_partial_run")
+    moved = load_access(lo, instr, info, tile, fill)
+    coalescing.record(lo, "load", instr, tile.layout, tile.dtype.bits, run)
+    for li, span, pred, at in box_runs(lo, instr, info, tile.layout, tile.dtype.bits, run):
+        if masked_run(lo, moved, (li, span), [pred], at):
+            lo.b.count("global_load_bytes_" + str(min(span * tile.dtype.bits // 8, 16)))
 
 
 def fill_value(lo: Lowering, instr: ir.Load, dtype: DType) -> t.Expr:
@@ -291,12 +378,6 @@ def byte_window(lo: Lowering, info: TensorInfo, bits: int, bit: t.Expr, pred):
     return pair, byte, shift, second, window
 
 
-def load_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
-    """One element of a packed type whose bits start inside a byte; where `pred` fails
-    it keeps what it held."""
-    load_code(lo, info, tile, li, lo.b.mul(flat, imm(tile.dtype.bits, I64)), pred)
-
-
 def load_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -> None:
     """Element `li` of `tile`, a packed code, read from the tensor's bits from `bit`
     (i64) on, where `pred` holds (it keeps what it held elsewhere)."""
@@ -313,22 +394,13 @@ def load_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) ->
 def lower_store(lo: Lowering, instr: ir.Store) -> None:
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
-    mask = mask_of(lo, instr, tile)
-    offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
-    bits = tile.dtype.bits
     first = lo.replica_zero(tile.layout)
-    coalescing.record(lo, "store", instr, tile.layout, bits, run)
-    for li in range(0, tile.layout.num_locals, run):
-        if run * bits % 8 or (li * bits) % 8:
-            pred, flat = element_place(lo, info, offsets, lo.index(tile.layout, li))
-            selected = lo.get(mask, li) if mask is not None else None
-            pred = lo.b.all_of([c for c in (pred, first, selected) if c is not None])
-            store_sub_byte(lo, info, tile, li, flat, pred)
-            continue
-        pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-        store_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask)
-        lo.b.count("global_store_bytes_" + str(min(run * bits // 8, 16)))
+    moved = store_access(lo, instr, info, tile)
+    coalescing.record(lo, "store", instr, tile.layout, tile.dtype.bits, run)
+    for li, span, pred, at in box_runs(lo, instr, info, tile.layout, tile.dtype.bits, run):
+        if masked_run(lo, moved, (li, span), [pred, first], at):
+            lo.b.count("global_store_bytes_" + str(min(span * tile.dtype.bits // 8, 16)))
 
 
 def mask_of(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> TileRegs | None:
@@ -341,53 +413,6 @@ def mask_of(lo: Lowering, instr: ir.Instr, tile: TileRegs) -> TileRegs | None:
     if regs.layout != tile.layout:
         raise lo.fail(instr, f"the mask's layout {regs.layout} is not the value's {tile.layout}")
     return regs
-
-
-def store_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, byte, mask):
-    """The `run` elements of `tile` from local `li` (`span`), whole bytes, to byte `byte`
-    where `conds` hold, in the widest accesses `align` allows. Under a mask, the run
-    is written whole where every element of it is selected; where only some are, each
-    selected element is written alone (a packed code by an atomic merge of its bits,
-    as `store_sub_byte`), so an element not selected is never written."""
-    li, run = span
-    b, bits = lo.b, tile.dtype.bits
-    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
-    every = b.let(b.all_of(selected), "all") if selected else None
-    pred = b.all_of([c for c in (*conds, every) if c is not None])
-    pred = b.let(pred, "p") if pred is not None else None
-    byte = b.let(byte, "off")
-    limit = piece_limit(instr, run)
-    for at, width in pieces(0, run * bits // 8, limit):
-        b.emit(
-            t.GlobalStore(
-                info.param,
-                b.add(byte, imm(at, I64)),
-                t.Reg(tile.local, li * bits // 8 + at),
-                width,
-                pred,
-            )
-        )
-    if len(selected) < 2:
-        return
-    for i, one in enumerate(selected):
-        alone = t.Select(every, imm(0, dtypes.u1), one)
-        cond = b.let(b.all_of([c for c in (*conds, alone) if c is not None]), "p")
-        if bits >= 8:
-            size = bits // 8
-            at = b.add(byte, imm(i * size, I64))
-            b.emit(t.GlobalStore(info.param, at, t.Reg(tile.local, (li + i) * size), size, cond))
-        else:
-            bit = b.add(b.mul(byte, imm(8, I64)), imm(i * bits, I64))
-            merge_code(lo, info, tile, li + i, bit, cond)
-    b.count("global_store_partial_run")
-
-
-def store_sub_byte(lo: Lowering, info, tile: TileRegs, li: int, flat: t.Expr, pred) -> None:
-    """One element of a packed type into the byte(s) it shares with its neighbours,
-    which other threads, of this block or of others, may be writing at the same time
-    (a box edge or a row end inside a byte, a layout whose threads hold parts of
-    bytes): an atomic merge of its bits (counted as `global_store_sub_byte`)."""
-    merge_code(lo, info, tile, li, lo.b.mul(flat, imm(tile.dtype.bits, I64)), pred)
 
 
 def merge_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -> None:
@@ -406,60 +431,13 @@ def merge_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -
 
 @lowers(ir.AtomicAdd)
 def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
-    """Runs of the value's elements (as `vectorize` proved) added by `add_run`, by the
-    first replica only."""
+    """Runs of the value's elements (as `vectorize` proved) added as `masked_run` moves
+    them, by the first replica only."""
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
-    mask = mask_of(lo, instr, tile)
-    offsets = [lo.scalar(o) for o in instr.offsets]
     run = access_runs(instr, tile)
     first = lo.replica_zero(tile.layout)
-    addend = lo.b.local(tile.dtype, run, "add") if mask is not None and run > 1 else None
+    moved = add_access(lo, instr, info, tile)
     coalescing.record(lo, "atomic", instr, tile.layout, tile.dtype.bits, run)
-    for li in range(0, tile.layout.num_locals, run):
-        pred, byte = place(lo, instr, info, offsets, tile.layout, li)
-        add_run(lo, instr, info, tile, (li, run), [pred, first], byte, mask, addend)
-
-
-def add_run(lo: Lowering, instr: ir.Instr, info, tile: TileRegs, span, conds, byte, mask, addend):
-    """The `run` elements of `tile` from local `li` (`span`) added into the elements at
-    byte `byte` where `conds` hold, with one `AtomicAdd` per aligned piece. Under a
-    mask, the run adds the value where the mask holds and the identity elsewhere (0;
-    -0.0 for floats, which leaves every float, -0.0 included, as it is; in `addend`, a
-    local of `run` elements), and is skipped when no element of it is selected."""
-    li, run = span
-    size = tile.dtype.bits // 8
-    src = t.Reg(tile.local, li * size)
-    conds = list(conds)
-    if mask is not None:
-        selected = [lo.get(mask, li + i) for i in range(run)]
-        conds.append(_any_of(selected))
-        if run > 1:
-            _select_addend(lo, addend, tile, li, selected)
-            src = t.Reg(addend, 0)
-    pred = lo.b.all_of([c for c in conds if c is not None])
-    pred = lo.b.let(pred, "p") if pred is not None else None
-    byte = lo.b.let(byte, "off")
-    limit = piece_limit(instr, run)
-    for at, width in pieces(0, run * size, limit):
-        at_byte = lo.b.add(byte, imm(at, I64))
-        lo.b.emit(
-            t.AtomicAdd(
-                info.param, at_byte, t.Reg(src.local, src.byte + at), width, tile.dtype, pred
-            )
-        )
-        lo.b.count("atomic_add")
-
-
-def _any_of(conds: list[t.Expr]) -> t.Expr:
-    result = conds[0]
-    for cond in conds[1:]:
-        result = t.Binary("or", result, cond)
-    return result
-
-
-def _select_addend(lo: Lowering, addend: str, tile: TileRegs, li: int, selected) -> None:
-    """`addend` = the run of `tile` at `li` where `selected`, the additive identity elsewhere."""
-    identity = imm(-0.0 if tile.dtype.is_float else 0, tile.dtype)
-    for i, cond in enumerate(selected):
-        lo.b.emit(t.SetLocal(addend, i, t.Select(cond, lo.get(tile, li + i), identity)))
+    for li, span, pred, at in box_runs(lo, instr, info, tile.layout, tile.dtype.bits, run):
+        lo.b.count("atomic_add", masked_run(lo, moved, (li, span), [pred, first], at))
