@@ -514,9 +514,7 @@ def cdiv(a: Scalar | int, b: Scalar | int) -> Scalar | int:
     """Ceiling division of non-negative integers: the number of tiles that cover `a`."""
     if is_python_number(a) and is_python_number(b):
         return -(-int(a) // int(b))
-    # a // b + (a % b != 0), not (a + b - 1) // b: the sum wraps for a near the top
-    # of its type (a size of 2^31 - 1 covered by 2^20-element blocks gave a negative grid)
-    quotient = floor_divide(a, b)
+    quotient = floor_divide(a, b)  # plus a % b != 0: (a + b - 1) // b wraps near the top
     rounds_up = elementwise("ne", elementwise("rem", a, b), 0).to(quotient.dtype)
     return elementwise("add", quotient, rounds_up)
 
