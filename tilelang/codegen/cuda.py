@@ -61,7 +61,9 @@ Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
   outside the segment gives the lane's own value) and uses ``shfl.sync.idx``.
 * NaN bits: conversions produce the canonical NaN; f16/bf16 arithmetic produces what
   the GPU's f16 units produce (the canonical NaN 0x7fff); f32/f64 NaN payloads are
-  unspecified, as on the CPU. Except where nothing but an `Mma`'s A or B operand reads
+  unspecified. A float conversion whose source is never NaN, or whose result only
+  payload-blind arithmetic reads, is the bare conversion (`tilelang.codegen.nan_facts`).
+  And where nothing but an `Mma`'s A or B operand reads
   a local (`mma_operand_locals`): an f32 → f16/bf16 `Cvt` into it is the bare
   ``cvt.rn``, a packed F2FP for two values where the canonical form costs a compare,
   a select and a single conversion each. Only NaN payloads differ, and an mma's product
@@ -82,6 +84,7 @@ from tilelang import dtypes
 from tilelang.codegen import cuda_prelude as prelude
 from tilelang.codegen.cuda_expr import CudaEmitError, ExprEmitter, imm_int, int_literal
 from tilelang.codegen.cuda_prelude import RAW_TYPES, c_type
+from tilelang.codegen.nan_facts import NanFacts
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
 from tilelang.ir import thread_mma as tm
@@ -249,7 +252,8 @@ class _Emitter:
         self.local_ids = _Idents("l_")
         self.tensor_ids = _Idents("g_")
         self.flag_ids = _Idents("a_")  # u1 scalar parameters, passed as a byte
-        self.x = ExprEmitter(self.names, self.local_ids)
+        self.nan = NanFacts(fn)
+        self.x = ExprEmitter(self.names, self.local_ids, self.nan)
         self.lines: list[str] = []
         self.depth = 1
         self.loops = 0
@@ -344,11 +348,13 @@ class _Emitter:
         method(s)
 
     def stmt_Let(self, s: t.Let) -> None:
-        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
+        value = self.x.expr(s.value, self.nan.value_blind(s))
+        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {value};")
 
     def stmt_Uniform(self, s: t.Uniform) -> None:
         # every thread computes the same value from its own registers
-        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {self.expr(s.value)};")
+        value = self.x.expr(s.value, self.nan.value_blind(s))
+        self.line(f"const {c_type(s.name.type)} {self.names(s.name.name)} = {value};")
 
     def stmt_SetLocal(self, s: t.SetLocal) -> None:
         value = s.value
@@ -356,7 +362,7 @@ class _Emitter:
             # only an mma reads it: a NaN's payload is unobservable there (module docstring)
             text = self.x.call(f"tl_f32_{value.type.name}_raw", self.expr(value.a))
         else:
-            text = self.expr(value)
+            text = self.x.expr(value, self.nan.value_blind(s))
         self.line(f"{self.local_ids(s.local)}[{s.index}] = {text};")
 
     def stmt_Move(self, s: t.Move) -> None:

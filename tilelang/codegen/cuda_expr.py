@@ -19,7 +19,10 @@ of `tilelang.ir.thread` and match the LLVM backend (`tilelang.codegen.llvm_numer
   is exact for div/rem/sqrt/min/max (f32 has more than 2·11 + 2 significand bits).
 * `Cvt` follows the casting policy: RNE, ±inf on f16/bf16/f32/f64 overflow, the canonical
   positive NaN, float→int `cvt.rni.sat` (NaN → 0), integer saturation; conversions with
-  no single sm_80 instruction round to odd first (f64→bf16, 32/64-bit int→bf16).
+  no single sm_80 instruction round to odd first (f64→bf16, 32/64-bit int→bf16). A float
+  `Cvt` whose source is never NaN or whose result only payload-blind operations read
+  (`tilelang.codegen.nan_facts`) is the bare conversion, without the NaN compare and
+  select: its result is the same, or a NaN whose payload nothing observes.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.codegen.cuda_prelude import c_type, is_half
+from tilelang.codegen.nan_facts import NanFacts, needs_canonical_nan, operand_blindness
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
 from tilelang.ir.ops import BY_THREAD_OP, expand
@@ -132,11 +136,14 @@ class ExprEmitter:
 
     `name_of(name)` gives the C identifier of a scalar `Name`, `local_of(local)` that of
     a local array; `thread_index` and `block_index[axis]` name the index variables.
+    `nan`: the function's `NanFacts`, which let float conversions leave out the NaN
+    canonicalization (None: every one canonicalizes).
     """
 
-    def __init__(self, name_of, local_of) -> None:
+    def __init__(self, name_of, local_of, nan: NanFacts | None = None) -> None:
         self.name_of = name_of
         self.local_of = local_of
+        self.nan = nan
         self.needed: set[str] = set()
         self.uses_tid = False
         self.uses_bid: set[int] = set()
@@ -151,7 +158,11 @@ class ExprEmitter:
 
     # ------------------------------------------------------------------ dispatch
 
-    def expr(self, e: t.Expr) -> str:
+    def expr(self, e: t.Expr, blind: bool = False) -> str:
+        """`e` as C++; `blind`: only payload-blind operations read its value
+        (`nan_facts.operand_blindness`), so a float `Cvt` there may skip the canonical NaN."""
+        if isinstance(e, t.Unary | t.Binary | t.Select | t.Fma | t.Cvt):
+            return self.operator(e, blind)
         if isinstance(e, t.Imm):
             return immediate(e)
         if isinstance(e, t.Name):
@@ -164,24 +175,6 @@ class ExprEmitter:
             return f"tl_bid_{'xyz'[e.axis]}"
         if isinstance(e, t.Read):
             return f"{self.local_of(e.local)}[{e.index}]"
-        if isinstance(e, t.Unary):
-            return self.unary(e.op, self.expr(e.a), e.a.dtype)
-        if isinstance(e, t.Binary):
-            a, b = self.expr(e.a), self.expr(e.b)
-            if e.op in t.COMPARE_OPS:
-                return self.compare(e.op, a, b, e.a.dtype)
-            return self.binary(e.op, e.a, e.b, a, b)
-        if isinstance(e, t.Select):
-            return f"({self.expr(e.cond)} ? {self.expr(e.a)} : {self.expr(e.b)})"
-        if isinstance(e, t.Fma):
-            args = [self.expr(c) for c in e.children()]
-            if e.dtype in (_F32, _F64):
-                return self.float_op("fma", args, e.dtype)
-            # f16/bf16: in f32 (fma.rn.f16 would round once at f16: another result)
-            wide = [self.to_f32(a, e.dtype) for a in args]
-            return self.from_f32(self.float_op("fma", wide, _F32), e.dtype)
-        if isinstance(e, t.Cvt):
-            return self.convert(self.expr(e.a), e.a.dtype, e.type)
         if isinstance(e, t.Bitcast):
             return self.bitcast(self.expr(e.a), e.a.dtype, e.type)
         if isinstance(e, t.Lop3):
@@ -200,6 +193,27 @@ class ExprEmitter:
         raise CudaEmitError(f"not a thread-IR expression: {e!r}")
 
     # ------------------------------------------------------------------ operators
+
+    def operator(self, e: t.Unary | t.Binary | t.Select | t.Fma | t.Cvt, blind: bool) -> str:
+        """An operator whose operands are emitted knowing how blindly it reads them."""
+        kids = e.children()
+        args = [self.expr(c, b) for c, b in zip(kids, operand_blindness(e, blind), strict=True)]
+        if isinstance(e, t.Unary):
+            return self.unary(e.op, args[0], e.a.dtype)
+        if isinstance(e, t.Binary):
+            if e.op in t.COMPARE_OPS:
+                return self.compare(e.op, *args, e.a.dtype)
+            return self.binary(e.op, e.a, e.b, *args)
+        if isinstance(e, t.Select):
+            return f"({args[0]} ? {args[1]} : {args[2]})"
+        if isinstance(e, t.Fma):
+            if e.dtype in (_F32, _F64):
+                return self.float_op("fma", args, e.dtype)
+            # f16/bf16: in f32 (fma.rn.f16 would round once at f16: another result)
+            wide = [self.to_f32(a, e.dtype) for a in args]
+            return self.from_f32(self.float_op("fma", wide, _F32), e.dtype)
+        canonical = needs_canonical_nan(e, blind, self.nan)
+        return self.convert(args[0], e.a.dtype, e.type, canonical)
 
     def compare(self, op: str, a: str, b: str, dt: DType) -> str:
         if is_half(dt):
@@ -350,27 +364,33 @@ class ExprEmitter:
             return self.call("tl_f32_bf16", x)
         return x
 
-    def convert(self, a: str, src: DType, dst: DType) -> str:
+    def convert(self, a: str, src: DType, dst: DType, canonical: bool = True) -> str:
+        """`Cvt`; `canonical` False: a float result that is a NaN may be any NaN."""
         if src.is_float and dst.is_float:
-            return self.float_to_float(a, src, dst)
+            return self.float_to_float(a, src, dst, canonical)
         if src.is_float:
             return self.float_to_int(a, src, dst)
         if dst.is_float:
             return self.int_to_float(a, src, dst)
         return self.int_to_int(a, src, dst)
 
-    def float_to_float(self, a: str, src: DType, dst: DType) -> str:
+    def float_to_float(self, a: str, src: DType, dst: DType, canonical: bool = True) -> str:
         if src == _F64:
             if dst == _F64:
-                return self.call("tl_canon_f64", a)
+                return self.call("tl_canon_f64", a) if canonical else a
             if dst == _F32:
-                return self.call("tl_canon_f32", f"__double2float_rn({a})")
+                x = f"__double2float_rn({a})"
+                return self.call("tl_canon_f32", x) if canonical else x
+            if dst == dtypes.f16 and not canonical:
+                return self.call("tl_f64_f16_raw", a)
             return self.call(f"tl_f64_{dst}", a)
         x = self.to_f32(a, src)
         if dst == _F64:
-            return self.call("tl_canon_f64", f"(f64){x}")
+            return self.call("tl_canon_f64", f"(f64){x}") if canonical else f"(f64){x}"
         if dst == _F32:
-            return self.call("tl_canon_f32", x)
+            return self.call("tl_canon_f32", x) if canonical else x
+        if not canonical:  # cvt.rn gives a NaN for a NaN
+            return self.call(f"tl_f32_{dst}_raw", x)
         return self.from_f32(x, dst)
 
     def float_to_int(self, a: str, src: DType, dst: DType) -> str:

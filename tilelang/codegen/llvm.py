@@ -55,10 +55,11 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   huge shift: 0, or the sign fill), as the interpreter and PTX do.
 * `min`/`max` of floats are IEEE 754-2019 minimumNumber/maximumNumber
   (``llvm.minimumnum``): a NaN operand is ignored, and -0 < +0.
-* NaN results: f16/bf16 arithmetic and every `Cvt` to a float produce the canonical
-  NaN (0x7FFF, 0x7FFFFFFF, ...); f32/f64 arithmetic NaNs carry whatever payload the
-  CPU produces (compare NaN-ness, not bits). `neg`/`abs` of f16/bf16 flip/clear the
-  sign bit (NaN payloads included).
+* NaN results: arithmetic (f16/bf16/f32/f64, but `neg`/`abs`, which flip/clear the sign
+  bit of any NaN) and every `Cvt` to a float produce the canonical NaN (0x7FFF,
+  0x7FFFFFFF, ...; x86 would make 0xFFC00000), as the interpreter's values do. A `Cvt`
+  leaves that out where it changes nothing observable (`tilelang.codegen.nan_facts`:
+  its source is never NaN, or only arithmetic that canonicalizes itself reads it).
 * `Cvt` to u1 of a float: nonzero and not NaN gives 1 (thread.py: "nonzero gives 1";
   NaN gives 0 as in every float→int conversion).
 * Pair ``fma`` rounds once: the product is exact (f32 for f16, f64 for bf16); the sum
@@ -104,6 +105,7 @@ from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge, fetch_add
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
 from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl, emit_wgmma
+from tilelang.codegen.nan_facts import NanFacts, needs_canonical_nan, operand_blindness
 from tilelang.dtypes import DType
 from tilelang.ir import thread as t
 from tilelang.ir import thread_mma as tm
@@ -293,6 +295,7 @@ class _Emitter:
         self.fn = fn
         self.threads = fn.threads
         self.plan = _Plan(fn)
+        self.nan = NanFacts(fn)
         self.locals = {loc.name: loc for loc in fn.locals}
         self.module = ir.Module(name=_symbol(fn.name))
         self.name_types: dict[str, DType] = {}
@@ -436,10 +439,10 @@ class _Emitter:
     def items(self, items: list[_Item], env: _Env) -> None:
         for item in items:
             if item.kind == "let":
-                env.names[item.stmt.name.name] = self.expr(item.stmt.value, env)
+                env.names[item.stmt.name.name] = self.value(item.stmt, env)
             elif item.kind == "uniform":  # the same in every thread: thread 0's value
                 first = self.thread_env(item, env, int_const(I32, 0))
-                env.names[item.stmt.name.name] = self.expr(item.stmt.value, first)
+                env.names[item.stmt.name.name] = self.value(item.stmt, first)
             elif item.kind == "region":
                 self.region(item, env)
             elif item.kind == "coll":
@@ -532,14 +535,14 @@ class _Emitter:
         b = self.b
         tid = env.tid
         if isinstance(stmt, t.Let | t.Uniform):  # a Uniform inside a region: per thread
-            value = self.expr(stmt.value, env)
+            value = self.value(stmt, env)
             env.names[stmt.name.name] = value
             if stmt.name.name in self.plan.escaping:
                 self.store_slot(stmt.name.name, tid, value)
         elif isinstance(stmt, t.SetLocal):
             dt = self.locals[stmt.local].dtype
             ptr = self.local_ptr(stmt.local, stmt.index * dt.bits // 8, tid)
-            b.store(self.expr(stmt.value, env), ptr, align=min(dt.bits // 8, 16))
+            b.store(self.value(stmt, env), ptr, align=min(dt.bits // 8, 16))
         elif isinstance(stmt, t.Move):  # register bytes, whatever the dtypes
             ty = ir.IntType(8 * stmt.width)
             value = b.load(
@@ -640,8 +643,17 @@ class _Emitter:
 
     # ------------------------------------------------------------------ expressions
 
-    def expr(self, e: t.Expr, env: _Env) -> ir.Value:
+    def value(self, stmt: t.Let | t.Uniform | t.SetLocal, env: _Env) -> ir.Value:
+        """The value a Let, Uniform or SetLocal gives, knowing how blindly it is read."""
+        return self.expr(stmt.value, env, self.nan.value_blind(stmt))
+
+    def expr(self, e: t.Expr, env: _Env, blind: bool = False) -> ir.Value:
+        """`e` in LLVM IR; `blind`: only payload-blind operations read its value
+        (`nan_facts.operand_blindness`), so a float `Cvt` there may skip the canonical NaN."""
         b = self.b
+        if isinstance(e, t.Unary | t.Binary | t.Select | t.Fma | t.Cvt):
+            blindness = operand_blindness(e, blind)
+            x = [self.expr(c, env, bl) for c, bl in zip(e.children(), blindness, strict=True)]
         if isinstance(e, t.Imm):
             return num.imm(e.value, e.type)
         if isinstance(e, t.Name):
@@ -662,18 +674,18 @@ class _Emitter:
             ptr = self.local_ptr(e.local, e.index * size, env.tid)
             return b.load(ptr, typ=num.ltype(e.type), align=min(size, 16))
         if isinstance(e, t.Unary):
-            return num.unary(b, e.op, self.expr(e.a, env), e.a.dtype)
+            return num.unary(b, e.op, x[0], e.a.dtype)
         if isinstance(e, t.Binary):
-            x, y = self.expr(e.a, env), self.expr(e.b, env)
             if e.op in t.COMPARE_OPS:
-                return num.compare(b, e.op, x, y, e.a.dtype)
-            return num.binary(b, e.op, x, y, e.a.dtype, e.b.dtype)
+                return num.compare(b, e.op, *x, e.a.dtype)
+            return num.binary(b, e.op, *x, e.a.dtype, e.b.dtype)
         if isinstance(e, t.Select):
-            return b.select(self.expr(e.cond, env), self.expr(e.a, env), self.expr(e.b, env))
+            return b.select(*x)
         if isinstance(e, t.Fma):
-            return num.fma(b, [self.expr(c, env) for c in e.children()], e.dtype)
+            return num.fma(b, x, e.dtype)
         if isinstance(e, t.Cvt):
-            return num.convert(b, self.expr(e.a, env), e.a.dtype, e.type)
+            canonical = needs_canonical_nan(e, blind, self.nan)
+            return num.convert(b, x[0], e.a.dtype, e.type, canonical)
         if isinstance(e, t.Bitcast):
             return num.bitcast(b, self.expr(e.a, env), e.type)
         if isinstance(e, t.Lop3):

@@ -293,21 +293,34 @@ def int_to_int(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value
     return b.trunc(x, dty)
 
 
-def float_to_float(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
+def float_to_float(
+    b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType, canonical: bool = True
+) -> ir.Value:
+    """`canonical` False: a NaN result may be any NaN (`tilelang.codegen.nan_facts`)."""
     if src == dtypes.f64:
+        if dst == dtypes.f64 and not canonical:
+            return v
+        if dst == dtypes.f32 and not canonical:
+            return b.fptrunc(v, F32)
         return from_f64(b, v, dst)
     x = to_f32(b, v, src)  # exact
     if dst == dtypes.f64:
-        return canonical_nan(b, b.fpext(x, F64), dst)
+        wide = b.fpext(x, F64)
+        return canonical_nan(b, wide, dst) if canonical else wide
     if dst == dtypes.f32:
-        return canonical_nan(b, x, dst)
-    return from_f32(b, x, dst)  # canonical NaN included
+        return canonical_nan(b, x, dst) if canonical else x
+    if dst == dtypes.f16 and not canonical:  # fptrunc gives a NaN for a NaN
+        return b.bitcast(b.fptrunc(x, HALF), I16)
+    return from_f32(b, x, dst)  # canonical NaN included (bf16's rounding needs the check)
 
 
-def convert(b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType) -> ir.Value:
-    """`Cvt`: a value conversion under tilelang's casting policy."""
+def convert(
+    b: ir.IRBuilder, v: ir.Value, src: DType, dst: DType, canonical: bool = True
+) -> ir.Value:
+    """`Cvt`: a value conversion under tilelang's casting policy (`canonical` False: a
+    float result that is a NaN may be any NaN)."""
     if src.is_float and dst.is_float:
-        return float_to_float(b, v, src, dst)
+        return float_to_float(b, v, src, dst, canonical)
     if src.is_float:
         return float_to_int(b, v, src, dst)
     if dst.is_float:

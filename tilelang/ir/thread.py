@@ -619,7 +619,9 @@ class ThreadFunction:
     (u1 expressions of the scalar parameters only) the host evaluates before a launch,
     each with the message a launch that breaks it fails with (the source line that asked
     for it first). `stats` counts what the lowering chose (e.g. `mma`, `ldmatrix`,
-    `dequant_vector`, `dequant_scalar`).
+    `dequant_vector`, `dequant_scalar`). `finite` names the tensor parameters the launch
+    proves hold no inf or NaN (the "finite" facts and bounds of `Function.assume`, for
+    tensors the function never writes): a backend may rely on it.
     """
 
     name: str
@@ -631,6 +633,7 @@ class ThreadFunction:
     body: tuple[Stmt, ...]
     stats: tuple[tuple[str, int], ...] = field(default=())
     checks: tuple[tuple[Expr, str], ...] = field(default=())
+    finite: tuple[str, ...] = field(default=())
 
     def local(self, name: str) -> Local:
         for loc in self.locals:

@@ -20,6 +20,7 @@ from tilelang import dtypes
 from tilelang.analysis.liveness import Program
 from tilelang.analysis.shared_layouts import total_bytes
 from tilelang.analysis.streaming import streamed_reads
+from tilelang.analysis.value_bounds import ValueBounds
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
@@ -128,6 +129,7 @@ class Lowering:
             body=body,
             stats=tuple(sorted(self.b.stats.items())),
             checks=tuple(self.checks),
+            finite=tuple(sorted((self.value_bounds or ValueBounds(self.fn)).finite_tensors)),
         )
 
     def alignment_slack(self) -> int:
