@@ -3,6 +3,10 @@
 - `blocked_layout`: the coalesced default of a tile (16 bytes per thread, threads along
   the last dim first), used for loads, for tiles no rule reached, and by the lowering for
   `copy_async`;
+- `reduction_layout`: the layout a reduction wishes its (free) value to have when the
+  blocked layout would spread the reduced axis over many lanes and warps: shorter
+  vectors along the last dim, threads over the kept dims first, the reduced axis in
+  registers (costed by `reduction_cost`);
 - `dot_layouts`: the mma fragment layouts of a dot, tiled over a grid of warps (defined in
   `tilelang.ir.fragments`, where the kernel language and the weight packing read them too);
 - `view_layout`: the layout in which a `view` reinterprets each thread's bits in place;
@@ -20,7 +24,19 @@ from collections.abc import Sequence
 
 from tilelang.dtypes import DType
 from tilelang.ir.fragments import DotLayouts, dot_layouts
-from tilelang.ir.layout import Layout, LayoutDivisionError, local, replicated, spatial
+from tilelang.ir.layout import Layout, LayoutDivisionError, Rep, local, replicated, spatial
+
+WARP = 32
+# Per-thread instructions of `reduction_cost`, read off the SASS of reductions of
+# loaded tiles: a vector load with its own 64-bit address (two adds, two registers); a
+# butterfly level (a shuffle and a combine); across warps, a shared store and a combine
+# per warp for each output, and two barriers and the addresses once; a distinct element
+# of a broadcast operand (its load share and its cast: an f16 -> f32 cast is three
+# instructions with the NaN it canonicalizes).
+_LOAD = 4
+_LANE_LEVEL = 2
+_ACROSS_WARPS_ONCE = 6
+_BROADCAST = 3
 
 __all__ = [
     "DotLayouts",
@@ -28,6 +44,8 @@ __all__ = [
     "byte_group",
     "dot_layouts",
     "holds_whole_bytes",
+    "reduction_cost",
+    "reduction_layout",
     "view_layout",
 ]
 
@@ -97,6 +115,117 @@ def _vector_width(shape: tuple[int, ...], bits: int, threads: int, min_vec: int)
     while run * 2 <= vec and last % (run * 2) == 0:
         run *= 2
     return run
+
+
+def reduction_layout(
+    shape: Sequence[int],
+    axis: int,
+    threads: int,
+    loads: Sequence[DType],
+    broadcasts: Sequence[Sequence[int]] = (),
+) -> Layout | None:
+    """The layout a reduction of a `shape` tile over `axis` wishes its value to have, or
+    None when the blocked layout of the narrowest of `loads` (the element types of the
+    tiles of this shape loaded to compute the value) is as cheap.
+
+    Candidates keep a run of ``v`` consecutive last-dim elements per thread (``v`` from
+    the blocked width down to the fewest whole bytes), spread threads over the kept dims
+    first (the last first, as `blocked_layout`) and the reduced axis the threads left,
+    and keep the rest of the axis in each thread's registers, one run per thread. The
+    innermost thread digits are lanes along the last dim enough for a warp to read whole
+    32-byte sectors of a row, then lanes along the axis (a butterfly; the axis's digits
+    past the warp combine through shared memory), then the other digits. A
+    shorter vector costs loads; fewer lanes along the axis save shuffles; `broadcasts`
+    (the dims along which operands of the value are broadcast) cost the distinct
+    elements each thread holds of them. The cheapest candidate by `reduction_cost` wins
+    when it is strictly cheaper than the blocked layout.
+
+    ``[64, 128], axis 0, 128 threads, u4 loads, broadcasts along 1 and 0 ->
+    spatial(2, 2).spatial(4, 8).local(8, 8)``: 8 outputs a thread, each over 4 lanes and
+    2 warps, 4-byte loads of whole sectors (the blocked ``local(2, 1).spatial(32,
+    4).local(1, 32)``: 32 outputs a thread, each over 8 lanes and 4 warps).
+    """
+    shape = tuple(shape)
+    rank = len(shape)
+    if not loads or rank == 0 or shape[axis] == 1:
+        return None
+    narrow = min(loads, key=lambda dtype: dtype.bits)
+    bits = [dtype.bits for dtype in loads]
+    blocked = blocked_layout(shape, narrow, threads)
+    best, best_cost = None, reduction_cost(blocked, axis, bits, broadcasts)
+    group = byte_group(narrow) if shape[-1] % byte_group(narrow) == 0 else 1
+    widest = _vector_width(shape, narrow.bits, threads, group)
+    run = widest
+    while run >= group:
+        if shape[-1] % run == 0:
+            candidate = _reduction_candidate(shape, axis, threads, run, narrow.bits)
+            cost = reduction_cost(candidate, axis, bits, broadcasts)
+            if cost < best_cost:
+                best, best_cost = candidate, cost
+        run //= 2
+    return best
+
+
+def _reduction_candidate(
+    shape: tuple[int, ...], axis: int, threads: int, run: int, bits: int
+) -> Layout:
+    rank, last = len(shape), len(shape) - 1
+    positions = [*shape[:-1], shape[-1] // run]
+    spread = [1] * rank
+    left = threads
+    for d in [*(d for d in reversed(range(rank)) if d != axis), axis]:
+        spread[d] = math.gcd(left, positions[d])
+        left //= spread[d]
+    outer = [p // s for p, s in zip(positions, spread, strict=True)]
+    inner = [1] * rank
+    inner[last] = run
+    lanes = [1] * rank  # the innermost thread digits: last dim, then the axis
+    if axis != last:
+        inner[axis], outer[axis] = outer[axis], 1  # the axis's registers as one run
+        # A warp's lanes along a row read whole 32-byte sectors, then the axis's lanes.
+        lanes[last] = math.gcd(spread[last], max(1, 256 // (run * bits)))
+        lanes[axis] = math.gcd(spread[axis], WARP // lanes[last])
+    else:
+        lanes[axis] = spread[axis]
+    rest = [s // n for s, n in zip(spread, lanes, strict=True)]
+    row = [lanes[d] if d == last and axis != last else 1 for d in range(rank)]
+    column = [lanes[axis] if d == axis else 1 for d in range(rank)]
+    layout = replicated(left, rank=rank) * local(*outer) * spatial(*rest) * spatial(*column)
+    return (layout * spatial(*row) * local(*inner)).canonicalize()
+
+
+def reduction_cost(
+    layout: Layout, axis: int, load_bits: Sequence[int], broadcasts: Sequence[Sequence[int]] = ()
+) -> int:
+    """An estimate of the per-thread instructions that depend on the layout of a
+    reduced value (the weights are above): a vector load per run of the last dim (at
+    most 16 bytes) for each loaded tile of `load_bits` bits an element, a butterfly
+    level per output per lane digit of the axis, a combine through shared memory where
+    the axis spans warps, and each distinct element a thread holds of an operand
+    broadcast along each of `broadcasts`. The fold of each thread's own elements is the
+    same for every layout with as many elements a thread, so it is left out."""
+    layout = layout.canonicalize()
+    sizes, dims = layout.mode_sizes, layout.mode_dims
+    along = math.prod(sizes[m] for m in layout.local_modes if dims[m] == axis)
+    outputs = layout.num_locals // along
+    levels, warps, stride = 0, 1, 1
+    for mode in reversed(layout.thread_modes):
+        size = mode.size if isinstance(mode, Rep) else sizes[mode]
+        if not isinstance(mode, Rep) and dims[mode] == axis:
+            inside = 1 if stride >= WARP else min(size, max(1, WARP // stride))
+            levels += max(inside - 1, 0).bit_length()
+            warps *= -(-size // inside)
+        stride *= size
+    cost = outputs * _LANE_LEVEL * levels
+    if warps > 1:
+        cost += outputs * (1 + warps) + _ACROSS_WARPS_ONCE
+    innermost = layout.num_modes - 1  # the last dim's innermost digit
+    run = sizes[innermost] if layout.local_modes[-1:] == (innermost,) else 1
+    for bits in load_bits:
+        cost += _LOAD * (layout.num_locals // run) * -(-run * bits // 128)
+    for dims_ in broadcasts:
+        cost += _BROADCAST * layout.reduce(list(dims_)).num_locals
+    return cost
 
 
 def view_layout(layout: Layout, source: DType, target: DType) -> Layout | None:

@@ -18,6 +18,7 @@ from tilelang.analysis.layout_policy import (
     blocked_layout,
     dot_layouts,
     holds_whole_bytes,
+    reduction_layout,
     view_layout,
 )
 from tilelang.ir import nodes
@@ -384,7 +385,11 @@ class GatherRule(LoadRule):
 
 class ReduceRule(AnyLayout):
     """`reduce`: the result has the value's layout reduced over the axis; a result given
-    another layout is computed in that one and relayouted."""
+    another layout is computed in that one and relayouted. The loads a free value is
+    computed from elementwise (tiles of its shape) take the reduction's wish
+    (`reduction_layout`) as their default instead of the blocked layout, when it is
+    cheaper: the axis then folds mostly in each thread's registers, and the loads, the
+    elementwise chain and the operands broadcast into it follow."""
 
     def scan(self, inference: Inference, instr: nodes.Reduce) -> None:
         if not is_tile(instr.result):
@@ -394,6 +399,13 @@ class ReduceRule(AnyLayout):
         inference.edge(
             instr.value, instr.result, lambda layout: layout.reduce(axis, False), REDUCED, False
         )
+        if inference.is_free(instr.value):
+            loads, broadcasts = _reduced_sources(inference, instr.value)
+            loaded = [load.type.dtype for load in loads]
+            shape = instr.value.type.shape
+            wish = reduction_layout(shape, axis, inference.threads, loaded, broadcasts)
+            for load in loads if wish is not None else ():
+                inference.wishes.setdefault(inference.name(load), wish)
 
     def rewrite(self, rewrite: Rewrite, instr: nodes.Reduce) -> RewriteResult:
         new = rewrite.generic(instr)
@@ -404,6 +416,29 @@ class ReduceRule(AnyLayout):
             return new
         temp = Var(rewrite.fresh(instr.result.name), replace(new.result.type, layout=natural))
         return [replace(new, result=temp), Relayout(new.result, temp, loc=instr.loc)]
+
+
+def _reduced_sources(inference: Inference, value: Var) -> tuple[list[Var], list[list[int]]]:
+    """What a reduced free `value` is computed from, through elementwise instructions on
+    tiles of its shape: the loaded tiles, and the dims along which the other operands
+    are broadcast."""
+    shape = tuple(value.type.shape)
+    loads, broadcasts, seen, stack = [], [], set(), [value]
+    while stack:
+        var = stack.pop()
+        name = inference.name(var)
+        tile = inference.tiles.get(name)
+        if name in seen or tile is None or not tile.free or tuple(var.type.shape) != shape:
+            continue
+        seen.add(name)
+        kind = tile.instr.LAYOUT
+        if kind in ("load", "gather", "source.memory"):
+            loads.append(var)
+        elif kind == "broadcast" and is_tile(tile.instr.value):
+            broadcasts.append(_broadcast_dims(tile.instr.value.type, var.type))
+        elif kind == "elementwise":
+            stack.extend(v for v in tile.instr.uses() if is_tile(v))
+    return loads, broadcasts
 
 
 class DotRule(AnyLayout):

@@ -135,6 +135,7 @@ class Inference:
         self.given: dict[str, Layout] = {}
         self.dots: dict[str, tuple[Layout | None, Layout | None]] = {}
         self.anchors: list[tuple[str, Layout]] = []  # DOT proposals
+        self.wishes: dict[str, Layout] = {}  # load -> its reduction's wish, for its default
         self.layouts: dict[str, Layout] = {}
         self.heap: list[tuple] = []
         self.counter = itertools.count()
@@ -220,8 +221,9 @@ class Inference:
                 self.assign(name, layout, origin, path)
 
     def default(self, tile: TileVar, origin: int) -> None:
-        t = tile.var.type
-        self.assign(tile.var.name, blocked_layout(t.shape, t.dtype, self.threads), origin, EXACT)
+        t, name = tile.var.type, tile.var.name
+        layout = self.wishes.get(name) or blocked_layout(t.shape, t.dtype, self.threads)
+        self.assign(name, layout, origin, EXACT)
 
     def solve(self) -> Solution:
         for name in sorted(self.given, key=lambda n: self.tiles[n].position):
