@@ -311,3 +311,71 @@ def test_the_pieces_a_library_tuner_reuses_are_public(capsys):
     quiet.step({"BM": 16}, trials[0])
     quiet.close()
     assert capsys.readouterr().err == ""
+
+
+RULED_KERNEL = """
+import tilelang as tl
+
+RULE = lambda BN, **_: {rule}  # noqa: E731 -- the warps rule, outside the kernel's source
+
+
+@tl.kernel(warps=RULE)
+def copy_l(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f32, "N"], BN: tl.constexpr = 256):
+    b = tl.blocks(tl.cdiv(N, BN))
+    tl.store(y, [b * BN], tl.load(x, [b * BN], [BN]))
+"""
+
+TUNE_RULED = """
+import json, sys
+sys.dont_write_bytecode = True  # the module changes between runs within a second
+sys.path.insert(0, folder)
+import numpy as np
+import tilelang as tl
+from ruled import copy_l
+
+tuned = tl.autotune(copy_l, configs=[dict(BN=256), dict(BN=512)], key=["N"], progress=False)
+x = np.arange(2048, dtype=np.float32)
+tuned(x, np.zeros_like(x))
+(decision,) = tuned.decisions.values()
+print(json.dumps({"cached": [t.cached for t in decision.trials]}))
+"""
+
+
+def test_a_warps_rule_keys_records_by_the_warps_it_gives(tmp_path, capsys, monkeypatch):
+    """A lambda's repr holds its address, new in every process: the records key on the
+    warps the rule gives for each config, so a second process hits every record, and a
+    rule that gives one config other warps makes that config's record (only) stale."""
+    from conftest import run_python
+
+    from tilelang.cli import main
+
+    cache, folder = tmp_path / "cache", tmp_path / "module"
+    folder.mkdir()
+    module = folder / "ruled.py"
+    module.write_text(RULED_KERNEL.format(rule="4"))
+    assert run_python(TUNE_RULED, cache, folder=str(folder))["cached"] == [False, False]
+    assert run_python(TUNE_RULED, cache, folder=str(folder))["cached"] == [True, True]
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(cache))
+    capsys.readouterr()
+    assert main(["cache", "ls"]) == 0
+    mine = [line for line in capsys.readouterr().out.splitlines() if "autotune copy_l" in line]
+    assert len(mine) == 2  # one record per config, not one per process
+    module.write_text(RULED_KERNEL.format(rule="8 if BN == 512 else 4"))
+    assert run_python(TUNE_RULED, cache, folder=str(folder))["cached"] == [True, False]
+    assert run_python(TUNE_RULED, cache, folder=str(folder))["cached"] == [True, True]
+
+
+def test_records_of_another_min_blocks_are_not_hits(matmul):
+    """The same source launched with other bounds is another build: its records are
+    its own (min_blocks is keyed as warps is, by what it gives)."""
+    plain = matmul.matmul
+    bounded = tl.kernel(plain.fn, warps=plain.warps, min_blocks=lambda **_: 2)
+    first = tl.autotune(plain, configs=[SMALL], key=["M"], progress=False)
+    first(*operands(16, 80, 16))
+    second = tl.autotune(bounded, configs=[SMALL], key=["M"], progress=False)
+    second(*operands(16, 80, 16))
+    assert len(first.evaluated) == len(second.evaluated) == 1
+    constant = tl.kernel(plain.fn, warps=plain.warps, min_blocks=2)
+    again = tl.autotune(constant, configs=[SMALL], key=["M"], progress=False)
+    again(*operands(16, 80, 16))
+    assert again.evaluated == []  # a rule and a constant giving the same bound: one record

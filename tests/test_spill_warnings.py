@@ -208,3 +208,93 @@ def test_a_spill_without_the_passes_note_still_names_the_kernel():
     assert message is not None
     assert message.startswith("kernel scale spills: ptxas gives it 255 registers")
     assert spill_verdict.verdict(None, report(0), "scale") is None
+
+
+# ------------------------------------------------------- ptxas's own cap (launch bounds)
+
+
+def capped_note(min_blocks=None, limit=255, said="the 255 a thread can have"):
+    return spill_verdict.SpillNote(
+        "k", "k.py:3:1", "k.py", 3, 140, "parts", limit, said, "Use smaller tiles.", 128, min_blocks
+    )
+
+
+def test_a_spill_below_the_budget_names_the_launch_bounds_and_min_blocks():
+    """128 registers where the budget is 255: ptxas's own cap under the launch bounds,
+    not the 255; the budget holds 128 registers and 8 bytes (2 words) spilled, so
+    min_blocks=1 is the fix the message names."""
+    message = spill_verdict.verdict(capped_note(), report(8, 128), "k")
+    assert "ptxas gives it 128 registers per thread (its own cap under the launch bounds" in (
+        message
+    )
+    assert "__launch_bounds__(128), no minimum of blocks per multiprocessor" in message
+    assert "not the 255 a thread can have" in message
+    assert "(the 255 a thread can have)" not in message
+    used, words = 128, 8 // 4
+    assert (
+        f"State @tl.kernel(min_blocks=1): ptxas may then use up to 255 registers, room for "
+        f"the {used} it used and the {words} words it spilled" in message
+    )
+    assert message.endswith("Or: Use smaller tiles.")
+
+
+def test_a_spill_the_budget_cannot_hold_says_min_blocks_is_not_enough():
+    message = spill_verdict.verdict(capped_note(), report(600, 128), "k")
+    assert "its own cap under the launch bounds" in message
+    assert f"would raise the cap to 255, fewer than the {128 + 600 // 4} registers" in message
+    assert "State @tl.kernel(min_blocks=1)" not in message
+
+
+def test_a_spill_at_the_budget_keeps_the_budget_as_its_cap():
+    for registers in (255, 248):  # within a warp's allocation unit of the budget
+        message = spill_verdict.verdict(capped_note(), report(8, registers), "k")
+        assert f"ptxas gives it {registers} registers per thread (the 255 a thread can have)" in (
+            message
+        )
+        assert "min_blocks" not in message and "launch bounds" not in message
+    stated = capped_note(2, 168, "the 168 a thread can have when min_blocks=2 blocks ...")
+    message = spill_verdict.verdict(stated, report(8, 168), "k")
+    assert "(the 168 a thread can have when min_blocks=2" in message
+    # Below a stated min_blocks' budget: ptxas's cap, under the bounds the kernel states.
+    message = spill_verdict.verdict(stated, report(8, 128), "k")
+    assert "__launch_bounds__(128, 2)" in message and "State @tl.kernel" not in message
+
+
+#: Tiles of the library's quantized matmul at which ptxas (sm_90), left its own choice
+#: of blocks per multiprocessor, caps registers below 255 and spills a few bytes.
+CAPPED_TILES = [
+    dict(WT=tl.u4, BM=32, BN=32, BK=256, PK=256, STAGES=2),
+    dict(WT=tl.u4, BM=16, BN=128, BK=256, PK=256, STAGES=3),
+    dict(WT=tl.u8, BM=16, BN=128, BK=256, PK=256, STAGES=2),
+    dict(WT=tl.u8, BM=16, BN=256, BK=64, PK=64, STAGES=3),
+]
+
+
+def test_a_kernel_ptxas_caps_below_the_budget_is_told_min_blocks_and_it_works(cache):
+    """The library's quantized matmul body launched without its min_blocks rule: where
+    ptxas spills under a cap of its own, the warning names the launch bounds and
+    min_blocks=1, and the build with min_blocks=1 spills nothing (ptxas's word)."""
+    from tilelang.quant import kernels
+
+    library = kernels.quant_matmul
+    plain = tl.kernel(library.fn, warps=library.warps, expect_replicated=True)
+    bounded = tl.kernel(library.fn, warps=library.warps, min_blocks=1, expect_replicated=True)
+    shown = 0
+    for tiles in CAPPED_TILES:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            compiled = plain.compile(target="sm_90", **tiles)
+        resources = compiled.resources
+        if not resources.spill_store_bytes or resources.registers > 255 - 8:
+            continue
+        (warning,) = spills(caught)
+        message = str(warning.message)
+        threads = library.warps(**plain.constants(tiles)) * 32
+        assert f"__launch_bounds__({threads}), no minimum of blocks" in message
+        assert "State @tl.kernel(min_blocks=1)" in message
+        assert "(the 255 a thread can have)" not in message
+        fixed = bounded.compile(target="sm_90", **tiles).resources
+        assert fixed.spill_store_bytes == 0
+        assert resources.registers < fixed.registers <= 255
+        shown += 1
+    assert shown, "no tile spills under ptxas's own cap any more: find another for this test"

@@ -16,6 +16,14 @@ stores), naming ptxas's count, the estimate and the kernel's line. When ptxas's 
 lacks spill counts (read from a cubin) the estimate judges, as the only word there is.
 The pass run outside a build (`Kernel.stages`, a cached build's stages, tools) says
 nothing about spills: there is no ptxas to ask, and the build said it.
+
+ptxas's count below the budget is a cap of its own, not the budget's: under the
+launch bounds tilelang emits (``__launch_bounds__(threads)``, and a minimum of blocks
+per multiprocessor only when the kernel states ``min_blocks``) ptxas may give a thread
+fewer registers than it can have, to keep more blocks resident, and spill to get
+there. The message then says so and, when the budget holds ptxas's registers and what
+it spilled, names ``@tl.kernel(min_blocks=1)`` (no more blocks than one asked for) as
+the fix.
 """
 
 from __future__ import annotations
@@ -46,7 +54,8 @@ class SpillNote:
     """What `plan_registers` knows when it judges a kernel for a GPU target: the kernel,
     its source position (`where` as messages print it; `file`, `line` for the warning),
     the `estimate` and its `parts`, the `budget` (`limit` registers, `said` as messages
-    say it) and `advice` (the largest live tiles and what to change)."""
+    say it), `advice` (the largest live tiles and what to change) and the launch bounds
+    the build emits (`threads`, and the `min_blocks` the kernel states)."""
 
     kernel: str
     where: str
@@ -57,6 +66,8 @@ class SpillNote:
     limit: int
     said: str
     advice: str
+    threads: int = 0  # the block's threads, the launch bounds' maximum
+    min_blocks: int | None = None  # the minimum blocks the kernel states (None: none)
 
     @property
     def over(self) -> bool:
@@ -72,12 +83,50 @@ class SpillNote:
         )
 
     def ptxas_message(self, report: Spills) -> str:
-        """ptxas's verdict: it spilled, beside what the estimate said."""
+        """ptxas's verdict: it spilled, beside what the estimate said, and where the cap
+        it spilled under comes from (the budget, or its own under the launch bounds)."""
+        own = self._own_cap(report)
+        cap = f"({self.said})" if own is None else own
         return (
             f"{self.where}: kernel {self.kernel} spills: ptxas gives it {report.registers} "
-            f"registers per thread ({self.said}) and stores {report.spill_store_bytes} bytes "
+            f"registers per thread {cap} and stores {report.spill_store_bytes} bytes "
             f"a thread to local memory ({report.spill_load_bytes} loaded back), which is "
-            f"slow. The estimate was {self.estimate} registers ({self.parts}). {self.advice}"
+            f"slow. The estimate was {self.estimate} registers ({self.parts}). "
+            f"{self._raise_cap(report) if own is not None else ''}{self.advice}"
+        )
+
+    def _own_cap(self, report: Spills) -> str | None:
+        """Why ptxas stopped below the budget, when it did by at least a warp's
+        allocation unit (8 registers a thread); None when the budget is the cap."""
+        if not self.threads or report.registers > self.limit - 8:
+            return None
+        if self.min_blocks is None:
+            bounds = f"__launch_bounds__({self.threads}), no minimum of blocks per multiprocessor"
+        else:
+            bounds = f"__launch_bounds__({self.threads}, {self.min_blocks})"
+        return (
+            f"(its own cap under the launch bounds tilelang chose, {bounds}, to keep more "
+            f"blocks resident: not {self.said})"
+        )
+
+    def _raise_cap(self, report: Spills) -> str:
+        """What stating min_blocks=1 does, for a kernel that states none (its budget is
+        the same as without: one block): when the budget holds the registers ptxas used
+        and the words it spilled, raising the cap to it removes the spill."""
+        if self.min_blocks is not None:
+            return ""  # its own min_blocks: the advice says what to change
+        needed = report.registers + -(-(report.spill_store_bytes or 0) // 4)
+        if needed > self.limit:
+            return (
+                f"@tl.kernel(min_blocks=1) would raise the cap to {self.limit}, fewer than "
+                f"the {needed} registers it used and spilled; "
+            )
+        words = needed - report.registers
+        return (
+            f"State @tl.kernel(min_blocks=1): ptxas may then use up to {self.limit} "
+            f"registers, room for the {report.registers} it used and the {words} "
+            f"word{'s' if words != 1 else ''} it spilled (at the cost of fewer resident "
+            "blocks). Or: "
         )
 
 

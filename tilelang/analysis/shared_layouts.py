@@ -15,6 +15,17 @@ wider than 128 bytes into 128-byte panels (`panel_layout`), and `plan_shared` st
 each swizzled tile on a whole swizzle period (`alignment`): the hardware reads them
 through descriptors that only describe such layouts.
 
+A tile that the kernel only stores to and loads from as register tiles (`shared_store`,
+`shared_load`, none of whose results a dot reads or ldmatrix could read) gets
+`access_layout` instead (`access_layouts` finds them): among the swizzles a row-major
+tile can use (each 16-byte chunk kept whole; the standard one, none, and XORs of higher
+offset bits into the chunk index) the one whose accesses, as the lowering makes them
+(`access_width`), take the fewest wavefronts over every warp, ties to the standard. A
+transposed store of a [64, 64] f32 tile, 32 scalar stores a warp hitting one 16-byte
+column of banks, takes 512 wavefronts a warp with the standard swizzle, 64 with
+``swizzle(3, 2, 8)``. Such a tile is never read through a descriptor, so it needs no
+whole-period alignment (`alignment`).
+
 The buffers of a software pipeline (`staged_layout`) stack S copies of one tile's
 default layout along a new leading dim, each copy starting 16-byte aligned and on a
 whole swizzle period, so that `shared_slice` of one stage is the tile's default layout.
@@ -25,13 +36,26 @@ element at offset o holds bits [o·b, (o+1)·b), little-endian, as in a packed t
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
+
 from tilelang.dtypes import DType
-from tilelang.ir.nodes import Function, SharedAlloc
-from tilelang.ir.shared_layout import Mode, SharedLayout, Swizzle, row_major
-from tilelang.ir.types import SharedType
-from tilelang.ir.visit import walk
+from tilelang.ir.atoms import LDMATRIX_CANDIDATES
+from tilelang.ir.layout import Layout
+from tilelang.ir.nodes import Dot, Function, SharedAlloc, SharedLoad, SharedStore, Var
+from tilelang.ir.shared_layout import (
+    BANK_BYTES,
+    NUM_BANKS,
+    Mode,
+    SharedLayout,
+    Swizzle,
+    phase_size,
+    row_major,
+)
+from tilelang.ir.types import SharedType, TileType
+from tilelang.ir.visit import defs_and_uses, walk
 
 #: Every tile starts at a multiple of this many bytes (a 16-byte vector access).
 ALIGN = 16
@@ -92,11 +116,173 @@ def swizzle_width(dtype: DType, shape: tuple[int, ...]) -> int | None:
 
 def alignment(type_: SharedType, wgmma: bool) -> int:
     """The byte alignment of a tile's start: `ALIGN`, or on a target with the warpgroup
-    mma (`wgmma`, whose hardware swizzles address bits) a whole swizzle period."""
+    mma (`wgmma`, whose hardware swizzles address bits) a whole swizzle period — for
+    the standard byte swizzles only, the ones a descriptor describes (`access_layout`'s
+    others are the threads' own XOR, correct at any 16-byte start)."""
     layout = type_.layout or default_layout(type_.dtype, type_.shape)
-    if not wgmma or layout.swizzle is None:
+    if not wgmma or layout.swizzle is None or not _standard(layout.swizzle, type_.dtype):
         return ALIGN
     return max(ALIGN, layout.swizzle.period * type_.dtype.bits // 8)
+
+
+def _standard(swizzle: Swizzle, dtype: DType) -> bool:
+    bits = dtype.bits
+    if bits & (bits - 1) or bits > 128:
+        return False
+    return any(swizzle == Swizzle.for_bytes(width, bits) for width in (32, 64, 128))
+
+
+# -- layouts chosen by the tile's accesses -------------------------------------------------
+
+
+def access_layouts(fn: Function) -> dict[Var, SharedLayout]:
+    """The layout `access_layout` chooses for each shared tile without one that `fn`
+    only stores register tiles to and loads register tiles from (module docstring);
+    the tiles it does not name get `default_layout`."""
+    _, uses = defs_and_uses(fn)
+    chosen = {}
+    for instr in walk(fn):
+        if not isinstance(instr, SharedAlloc):
+            continue
+        tile = instr.result
+        type_ = tile.type
+        assert isinstance(type_, SharedType)
+        if type_.layout is not None:
+            continue
+        accesses = _accesses(tile, uses)
+        if accesses:
+            chosen[tile] = access_layout(type_.dtype, tuple(type_.shape), accesses)
+    return chosen
+
+
+def _accesses(tile: Var, uses: dict[Var, list]) -> tuple[Layout, ...] | None:
+    """The register layouts `tile` is stored from and loaded into; None when it has
+    any other use (a copy, a loop or branch carrying it, a load a dot reads or one
+    ldmatrix could read: those want the standard swizzle)."""
+    found = []
+    for use in uses.get(tile, []):
+        if isinstance(use, SharedStore) and use.shared == tile:
+            layout = use.value.type.layout
+        elif isinstance(use, SharedLoad):
+            layout = use.result.type.layout
+            if any(isinstance(u, Dot) for u in uses.get(use.result, [])) or _ldmatrix_like(
+                use.result.type
+            ):
+                return None
+        else:
+            return None
+        if layout is None:
+            return None
+        found.append(layout)
+    return tuple(found) or None
+
+
+def _ldmatrix_like(type_: TileType) -> bool:
+    """Whether the lowering may read this tile with ldmatrix (`relayout.ldmatrix_plan`:
+    16-bit, rank 2, a layout made of an ldmatrix atom, or its transpose)."""
+    layout = type_.layout
+    if type_.dtype.bits != 16 or layout is None or layout.rank != 2:
+        return False
+    return any(
+        candidate.divisible_by(atom.layout)
+        for atom in LDMATRIX_CANDIDATES
+        for candidate in (layout, layout.permute((1, 0)))
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def access_layout(
+    dtype: DType, shape: tuple[int, ...], accesses: tuple[Layout, ...]
+) -> SharedLayout:
+    """Row-major `shape` with the swizzle (or none) whose `accesses` (register layouts
+    moved to or from the tile) take the fewest wavefronts (`access_wavefronts`), the
+    standard one first among equals; `default_layout` where no other can be used (a
+    rank-1 tile, one row, an element size that is not a power of two of 8 to 128 bits)."""
+    standard = default_layout(dtype, shape)
+    bits = dtype.bits
+    if len(shape) < 2 or math.prod(shape[:-1]) <= 1 or bits < 8 or bits & (bits - 1):
+        return standard
+    best, fewest = standard, access_wavefronts(standard, accesses, bits)
+    if fewest == sum(_wavefronts(standard, access, bits, ideal=True) for access in accesses):
+        return standard  # conflict-free already
+    plain = row_major(*shape)
+    for swizzle in (None, *_swizzles(bits, math.prod(shape))):
+        layout = plain if swizzle is None else plain.swizzled(swizzle)
+        if layout == standard:
+            continue
+        cost = access_wavefronts(layout, accesses, bits)
+        if cost < fewest:
+            best, fewest = layout, cost
+    return best
+
+
+def _swizzles(bits: int, elements: int) -> list[Swizzle]:
+    """XORs of `b` offset bits from `shift` up into the 16-byte chunk index (`base`:
+    whole chunks stay contiguous), each a bijection of the tile's offsets (its elements
+    a multiple of the block it permutes) whose source bits lie within them."""
+    base = max(0, (ALIGN * 8 // bits).bit_length() - 1)
+    found = []
+    for b in (1, 2, 3):
+        if elements % (1 << (base + b)):
+            continue
+        found += [Swizzle(b, base, shift) for shift in range(base + b, elements.bit_length() - b)]
+    return found
+
+
+def access_wavefronts(layout: SharedLayout, accesses: tuple[Layout, ...], bits: int) -> int:
+    """Wavefronts every warp's accesses take together, each register layout moved in
+    accesses of `access_width` bytes (the bank model of `tilelang.ir.shared_layout`)."""
+    return sum(_wavefronts(layout, access, bits) for access in accesses)
+
+
+def access_width(shared: SharedLayout, layout: Layout, bits: int) -> int:
+    """Bytes of each access moving `layout`'s locals to or from `shared`, as the
+    lowering makes them (`lowering.shared.shared_runs`): runs of r locals consecutive in
+    the tile from byte boundaries (r the largest power of two dividing the locals that
+    has them), in accesses naturally aligned, at most 16 bytes; 0 when none."""
+    offsets = shared.table()[tuple(np.moveaxis(layout.table(), -1, 0))]  # [threads, locals]
+    count = layout.num_locals
+    r = 1 << (count.bit_length() - 1)
+    while r >= 1:
+        if count % r == 0 and r * bits % 8 == 0:
+            runs = offsets.reshape(offsets.shape[0], count // r, r)
+            starts = runs[..., 0] * bits
+            if np.all(runs - runs[..., :1] == np.arange(r)) and not np.any(starts % 8):
+                whole = int(np.gcd.reduce(starts.reshape(-1))) // 8
+                return min(_pow2(whole), _pow2(r * bits // 8))
+        r //= 2
+    return 0
+
+
+def _pow2(value: int) -> int:
+    return min(value & -value, ALIGN) if value else ALIGN
+
+
+def _wavefronts(shared: SharedLayout, layout: Layout, bits: int, ideal: bool = False) -> int:
+    """`wavefronts` of every access of every warp, counted at once: per phase of lanes,
+    the most distinct words any one bank holds (`ideal`: one a phase)."""
+    width = access_width(shared, layout, bits)
+    if width == 0:
+        return 0  # moved code by code through byte windows: not what a swizzle changes
+    vector = width * 8 // bits
+    offsets = shared.table()[tuple(np.moveaxis(layout.table(), -1, 0))]
+    starts = offsets.reshape(offsets.shape[0], -1, vector)[..., 0] * bits // 8  # [threads, k]
+    lanes = phase_size(width)
+    if starts.shape[0] % lanes:  # a partial phase: its missing lanes repeat a word
+        pad = np.repeat(starts[-1:], lanes - starts.shape[0] % lanes, axis=0)
+        starts = np.concatenate([starts, pad])
+    threads, count = starts.shape
+    if ideal:
+        return count * threads // lanes
+    words = starts.T.reshape(count, threads // lanes, lanes)[..., None] // BANK_BYTES
+    words = words + np.arange(max(1, width // BANK_BYTES))
+    words = np.sort(words.reshape(count * (threads // lanes), -1), axis=1)
+    distinct = np.ones(words.shape, bool)
+    distinct[:, 1:] = words[:, 1:] != words[:, :-1]
+    banks = np.zeros((words.shape[0], NUM_BANKS), np.int64)
+    rows = np.broadcast_to(np.arange(words.shape[0])[:, None], words.shape)
+    np.add.at(banks, (rows[distinct], words[distinct] % NUM_BANKS), 1)
+    return int(banks.max(axis=1).sum())
 
 
 def tile_bytes(type_: SharedType) -> int:

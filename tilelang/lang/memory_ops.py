@@ -22,6 +22,7 @@ from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType, TileType
 from tilelang.lang.builder import current
+from tilelang.lang.fills import full
 from tilelang.lang.values import (
     INDEX,
     Scalar,
@@ -336,9 +337,4 @@ def _scattered_value(tensor: Tensor, scattered: tuple[int, Tile], value) -> Tile
             f"the index tile of offset {axis} (a gather or scatter) has rank {index.ndim}, "
             f"more than {tensor.var.name}'s {tensor.ndim}"
         )
-    shape = (1,) * (tensor.ndim - index.ndim) + tuple(index.shape)
-    if isinstance(value, Scalar):
-        fill = cast(value, tensor.dtype)
-    else:
-        fill = as_scalar(value, tensor.dtype)
-    return emit_result(ir.Full, "full", TileType(tensor.dtype, shape), fill.value)
+    return full((1,) * (tensor.ndim - index.ndim) + tuple(index.shape), value, tensor.dtype)

@@ -26,6 +26,9 @@ from tilelang.ir.ops import REDUCTIONS, SCANS
 from tilelang.ir.types import ScalarType, SharedType, TileType
 from tilelang.lang.builder import active, current
 
+# tl.full is public here, implemented below memory_ops, whose scatter of a number uses it.
+from tilelang.lang.fills import full as full
+
 # tl.load, tl.store and tl.atomic_add are public here, implemented in memory_ops with
 # the argument checks the other global accesses here share.
 from tilelang.lang.memory_ops import atomic_add as atomic_add
@@ -137,13 +140,6 @@ def range_(start, stop=None, step=1, *, stages=None, unroll=None) -> RuntimeRang
 
 
 # -- creation ----------------------------------------------------------------------------
-
-
-def full(shape, value, dtype=dtypes.f32) -> Tile:
-    dtype = as_dtype(dtype)
-    dims = static_shape(shape)
-    fill = as_scalar(value, dtype) if not isinstance(value, Scalar) else cast(value, dtype)
-    return emit_result(ir.Full, "full", TileType(dtype, dims), fill.value)
 
 
 def zeros(shape, dtype=dtypes.f32) -> Tile:

@@ -734,6 +734,8 @@ def spill_note(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> Spil
         limit=budget.limit,
         said=str(budget),
         advice=_advice(fn, plan, budget),
+        threads=fn.warps * WARP_SIZE,
+        min_blocks=budget.min_blocks,
     )
 
 

@@ -4,7 +4,9 @@ Assumes a verified function. Guarantees:
 
 - every shared tile has a layout: a tile without one gets
   `tilelang.analysis.shared_layouts.default_layout` (row-major, swizzled for
-  conflict-free ldmatrix and cp.async). A layout the user gave is kept. Every use of the
+  conflict-free ldmatrix and cp.async), or, when the kernel only stores register tiles
+  to it and loads them from it, `access_layout` (the swizzle whose accesses take the
+  fewest wavefronts). A layout the user gave is kept. Every use of the
   tile sees the new type;
 - every `shared_alloc` gets ``offset=<byte offset>`` (a multiple of `ALIGN`, 16; on
   sm_90a a swizzled tile's of its swizzle period, `shared_layouts.alignment`) and
@@ -33,12 +35,14 @@ from dataclasses import dataclass
 from tilelang.analysis.liveness import Program
 from tilelang.analysis.shared_layouts import (
     ALIGN,
+    access_layouts,
     alignment,
     default_layout,
     round_up,
     tile_bytes,
 )
 from tilelang.ir.nodes import For, Function, If, Instr, SharedAlloc, Var, Yield
+from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.text import print_type
 from tilelang.ir.types import SharedType
 from tilelang.ir.visit import Rewriter, walk
@@ -50,7 +54,7 @@ class SharedMemoryError(ValueError):
 
 
 def run(fn: Function, target: Target = CPU) -> Function:
-    fn = _WithLayouts().rewrite_function(fn)
+    fn = _WithLayouts(access_layouts(fn)).rewrite_function(fn)
     tiles = _tiles(fn, target)
     _place(tiles)
     total = max((t.offset + t.bytes for t in tiles), default=0)
@@ -64,10 +68,14 @@ def run(fn: Function, target: Target = CPU) -> Function:
 
 
 class _WithLayouts(Rewriter):
+    def __init__(self, chosen: dict[Var, SharedLayout]) -> None:
+        super().__init__()
+        self.chosen = chosen  # by the tile's accesses (`shared_layouts.access_layouts`)
+
     def new_var(self, var: Var) -> Var:
         type_ = var.type
         if isinstance(type_, SharedType) and type_.layout is None:
-            layout = default_layout(type_.dtype, type_.shape)
+            layout = self.chosen.get(var) or default_layout(type_.dtype, type_.shape)
             return Var(var.name, SharedType(type_.dtype, type_.shape, layout))
         return var
 

@@ -1,10 +1,11 @@
 """One disk record per evaluated config, in tilelang's disk cache.
 
-A record's key hashes the kernel's source, the tuning key's values, the fixed
-constexprs, the method ("model:sm_90", "cpu", "gpu:sm_90a:<device>") and that one
-config (with tilelang's version and source hash, as every cache key does), never the
-config list: a config added later is the only one evaluated. A record is JSON: the
-config, "ok" or "pruned", the reason, the seconds (predicted or measured).
+A record's key hashes the kernel's source, the warps and min_blocks it launches with at
+that config (`launch_text`), the tuning key's values, the fixed constexprs, the method
+("model:sm_90", "cpu", "gpu:sm_90a:<device>") and that one config (with tilelang's
+version and source hash, as every cache key does), never the config list: a config
+added later is the only one evaluated. A record is JSON: the config, "ok" or "pruned",
+the reason, the seconds (predicted or measured).
 """
 
 from __future__ import annotations
@@ -19,17 +20,50 @@ from tilelang.runtime.cache import DiskCache, cache_key
 BLOB = "autotune.json"
 
 
-def kernel_hash(fn: Any, warps: Any) -> str:
-    """A hash of the kernel function's source text and its warps setting."""
+def kernel_hash(fn: Any) -> str:
+    """A hash of the kernel function's source text (its launch settings are each
+    record's own: `launch_text`)."""
     try:
         text = inspect.getsource(fn)
     except (OSError, TypeError):
         text = fn.__qualname__
-    return hashlib.sha256(f"{text}\nwarps={warps!r}".encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def record_key(kernel: str, key: str, fixed: str, method: str, config: dict[str, Any]) -> str:
-    return cache_key("autotune", kernel, key, fixed, method, canonical(config))
+def launch_text(kernel: Any, constexprs: dict[str, Any]) -> str:
+    """The warps and min_blocks `kernel` (a `Kernel`) launches with at `constexprs` (a
+    config with the fixed constexprs). A setting given as a rule (a function of the
+    constexprs) is keyed by what it gives for them, not by the function: a lambda's
+    repr holds its address, new in every process, while what it gives is what the
+    build depends on; so a record goes stale exactly when the rule gives this config
+    other values."""
+    try:
+        constants = kernel.constants(constexprs)
+    except Exception as error:  # the config's compile is pruned with this error
+        return f"constexprs: {type(error).__name__}: {error}"
+    parts = []
+    for name in ("warps", "min_blocks"):
+        given = getattr(kernel, name)
+        try:
+            value = given(**constants) if callable(given) else given
+        except Exception as error:  # as above: the compile raises it too
+            value = f"{type(error).__name__}: {error}"
+        parts.append(f"{name}={value!r}")
+    return " ".join(parts)
+
+
+def record_key(
+    kernel: str,
+    key: str,
+    fixed: str,
+    method: str,
+    config: dict[str, Any],
+    launch: str | None = None,
+) -> str:
+    """The record's cache key; `launch`: the config's `launch_text` (a tuner whose
+    kernels' launch settings are in `kernel` already leaves it out)."""
+    parts = ("autotune", kernel, key, fixed, method, canonical(config))
+    return cache_key(*parts) if launch is None else cache_key(*parts, launch)
 
 
 def canonical(config: dict[str, Any]) -> str:

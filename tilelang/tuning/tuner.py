@@ -44,9 +44,10 @@ from typing import Any
 
 import numpy as np
 
-from tilelang.kernel import Kernel, _imported, _on_gpu, size_facts
+from tilelang.kernel import Kernel, _imported, _on_gpu
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
+from tilelang.runtime.launch_facts import size_facts
 from tilelang.spill_verdict import RegisterSpillWarning
 from tilelang.target import HARDWARE, Hardware
 from tilelang.target import target as find_target
@@ -145,7 +146,7 @@ class Autotuned:
         self.progress = progress
         self.decisions: dict[tuple, Decision] = {}
         self.evaluated: list[tuple[tuple, dict[str, Any]]] = []
-        self._kernel_hash = records.kernel_hash(kernel.fn, kernel.warps)
+        self._kernel_hash = records.kernel_hash(kernel.fn)
         self._key_checked = False
         self._fast: dict[tuple, Decision] = {}
         functools.update_wrapper(self, kernel.fn)
@@ -281,7 +282,14 @@ class _Run:
         fixed_text = records.canonical(fixed)
         key_text = repr(key)
         self.record_keys = [
-            records.record_key(tuner._kernel_hash, key_text, fixed_text, method, c)
+            records.record_key(
+                tuner._kernel_hash,
+                key_text,
+                fixed_text,
+                method,
+                c,
+                records.launch_text(tuner.kernel, {**c, **fixed}),
+            )
             for c in tuner.configs
         ]
 
