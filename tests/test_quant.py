@@ -13,6 +13,7 @@ import math
 import subprocess
 import sys
 import types
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -562,6 +563,59 @@ def test_the_weight_is_frozen_and_checks_its_fields():
     fake = types.SimpleNamespace()
     with pytest.raises(TypeError, match="PackedArray"):
         QuantizedWeight(fake, qw.scale_codes, qw.scale_dtype, 64)  # type: ignore[arg-type]
+
+
+def test_a_weight_used_by_matmul_still_pickles_and_copies_without_its_kernel_cache():
+    """The kernels' cache (packed codes, host tensors) is the process's: pickles and
+    copies leave it out, and it holds no local function, so it could be pickled too."""
+    import copy
+    import pickle
+
+    qw = quantize(weights(n=64), "u4", group_size=64, zero_point=True)
+    x = np.ones((2, K), np.float16)
+    y = tl.quant.matmul(x, qw)
+    cache = qw.__dict__["_kernel_cache"]
+    pickle.dumps(cache)  # a lambda in it (the host tensors' `put`) was unpicklable
+    for other in (pickle.loads(pickle.dumps(qw)), copy.copy(qw), copy.deepcopy(qw)):
+        assert "_kernel_cache" not in other.__dict__
+        np.testing.assert_array_equal(other.dequantize(), qw.dequantize())
+        np.testing.assert_array_equal(tl.quant.matmul(x, other), y)
+    assert qw.__dict__["_kernel_cache"] is cache
+
+
+def test_with_scale_dtype_rounds_to_nearest_even_and_reports_the_error():
+    qw = quantize(weights(n=64), "i4", group_size=32)  # f16 scales
+    f16 = qw.scale_codes.view(np.float16)
+    expected = f16.astype(np.float32).astype(ml_dtypes.bfloat16).astype(np.float32)
+    with pytest.warns(tl.quant.ScaleRoundingWarning, match="not exact in bf16") as record:
+        bf16 = qw.with_scale_dtype("bf16")
+    assert record[0].filename == __file__
+    assert bf16.scale_dtype == tl.bf16 and bf16.scales.dtype == np.float32
+    np.testing.assert_array_equal(bf16.scales, expected)
+    warning = record[0].message
+    assert warning.rounded == np.count_nonzero(expected != f16.astype(np.float32)) > 0
+    codes = qw.dtype.decode(qw.plain_codes()).astype(np.float64)  # i4 values, exact
+    per_row = lambda s: np.repeat(s.astype(np.float64), 32, axis=0)  # noqa: E731
+    old = (codes * per_row(f16)).astype(np.float16).astype(np.float64)
+    new = (codes * per_row(expected)).astype(ml_dtypes.bfloat16).astype(np.float64)
+    assert warning.error["max_abs"] == pytest.approx(np.abs(new - old).max(), rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # f16 -> f32 is exact: no warning
+        f32 = qw.with_scale_dtype("f32")
+    np.testing.assert_array_equal(f32.scales, f16.astype(np.float32))
+    assert qw.with_scale_dtype("f16") is qw
+    with pytest.raises(ValueError, match="scale_dtype: mxfp4 scales are always e8m0"):
+        quantize(weights(), format="mxfp4").with_scale_dtype("bf16")
+
+
+def test_a_k_the_default_group_does_not_divide_suggests_per_channel_scales():
+    with pytest.raises(ValueError, match=r"K = 100 .* 128 \(the default\); pass group_size=-1"):
+        quantize(weights(k=100), "u4")
+    with pytest.raises(ValueError, match=r"group size 64; .*e\.g\. 48"):
+        quantize(weights(k=96), "u4", group_size=64)
+    with pytest.raises(ValueError, match=r"mxfp4 has one scale per 32 rows .* K = 48"):
+        quantize(weights(k=48), format="mxfp4")
+    assert quantize(weights(k=100), "u4", group_size=-1).group_size == 100
 
 
 @pytest.mark.parametrize(

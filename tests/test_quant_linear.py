@@ -7,6 +7,9 @@ synthetic GPTQ/AWQ checkpoints of tests/test_quant_import.py (its independent pa
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -114,22 +117,41 @@ def test_awq_state_dict_round_trip():
     check(layer, (torch.randn(3, K) / 2).half())
 
 
+def op_arguments(layer: QuantLinear, x: torch.Tensor) -> tuple:
+    """What `QuantLinear.forward` hands the operator."""
+    weight = (layer.codes, layer.scale_codes, layer.zeros, layer.perm, layer.meta)
+    return (x, layer.handle, *weight, layer.bias.to(x.dtype))
+
+
 def test_quant_linear_passes_opcheck():
     layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
     x = (torch.randn(4, K) / 2).half()
-    torch.library.opcheck(
-        torch.ops.tilelang.quant_linear.default, (x, layer.handle, layer.bias.half())
-    )
+    torch.library.opcheck(torch.ops.tilelang.quant_linear.default, op_arguments(layer, x))
 
 
 def test_quant_linear_compiles_without_graph_break():
-    model = torch.nn.Sequential(
-        QuantLinear.from_linear(linear(), "u4", group_size=64), torch.nn.ReLU()
-    )
+    """One compile: the graph calls the operator on the module's buffers (the weight is
+    not rebuilt per call), and it computes with the weight a later load_state_dict or
+    deepcopy gives (the handle is a constant of the graph, the buffers its inputs)."""
+    from tilelang.torch import quant_linear as module
+
+    layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
+    model = torch.nn.Sequential(layer, torch.nn.ReLU())
     x = (torch.randn(4, K) / 2).half()
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), model(x))
+    entry = module._WEIGHTS[layer.handle]
+    compiled(x)
+    assert module._WEIGHTS[layer.handle] is entry  # the compiled call found its weight
+    other = QuantLinear.from_linear(linear(seed=8), "u4", group_size=64)
+    layer.load_state_dict(other.state_dict())
+    assert torch.equal(compiled(x), torch.relu(other(x)))
+    third = QuantLinear.from_linear(linear(seed=9), "u4", group_size=64)
+    with torch.no_grad():  # modified in place: the weight is rebuilt from the buffers
+        for name in ("codes", "scale_codes", "zeros", "bias"):
+            getattr(layer, name).copy_(getattr(third, name))
+    assert torch.equal(compiled(x), torch.relu(third(x)))
 
 
 def test_bad_inputs_are_refused_with_the_reason():
@@ -151,7 +173,7 @@ def test_the_weight_table_forgets_collected_layers():
 
     layer = QuantLinear(quant.quantize(np.ones((K, N)), "u4"))
     handle = layer.handle
-    assert module._WEIGHTS[handle] is layer.qweight
+    assert module._WEIGHTS[handle].weight is layer.qweight
     del layer
     import gc
 
@@ -181,21 +203,23 @@ def _gptq_layer(act_order: bool) -> QuantLinear:
     return QuantLinear.from_gptq_state_dict(sd, "p", bits=4, sym=False)
 
 
-def test_the_state_dict_holds_the_weight_as_buffers_and_plain_extra_state():
+def test_the_state_dict_holds_the_weight_as_tensors_only():
     layer = QuantLinear.from_linear(
         linear(), "u4", group_size=64, zero_point=True, scale_dtype="bf16"
     )
     sd = layer.state_dict()
-    assert set(sd) == {"codes", "scale_codes", "zeros", "bias", "_extra_state"}
+    assert set(sd) == {"codes", "scale_codes", "zeros", "bias", "meta"}
+    assert all(isinstance(value, torch.Tensor) for value in sd.values())
     assert sd["codes"].dtype == torch.uint8 and sd["codes"].numel() == K * N // 2
     assert sd["scale_codes"].dtype == torch.int16 and sd["scale_codes"].shape == (K // 64, N)
     assert sd["zeros"].dtype == torch.int32 and sd["zeros"].shape == (K // 64, N)
     # The scale buffer holds the bf16 scales' bit patterns.
     scales = sd["scale_codes"].view(torch.bfloat16).to(torch.float64).numpy()
     np.testing.assert_array_equal(scales, layer.qweight.scales)
-    extra = sd["_extra_state"]
-    assert extra["dtype"] == "u4" and extra["scale_dtype"] == "bf16"
-    assert extra["shape"] == [K, N] and extra["group_size"] == 64
+    assert sd["meta"].dtype == torch.uint8
+    fields = json.loads(bytes(sd["meta"].tolist()).decode())
+    assert fields["dtype"] == "u4" and fields["scale_dtype"] == "bf16"
+    assert fields["shape"] == [K, N] and fields["group_size"] == 64 and fields["version"] == 2
 
 
 @pytest.mark.parametrize(
@@ -257,11 +281,19 @@ def test_a_failed_cuda_compile_earlier_in_the_process_leaves_weights_only_loads_
     _save_and_load_a_model(tmp_path / "model.pt")
 
 
-def test_module_half_leaves_the_scale_codes_be():
+def test_module_half_converts_bf16_scales_exactly_and_float_leaves_them():
     layer = QuantLinear.from_linear(linear(), "u4", group_size=64, scale_dtype="bf16")
-    before = layer.state_dict()["scale_codes"].clone()
-    layer.half()
-    assert torch.equal(layer.state_dict()["scale_codes"], before)
+    bits = layer.state_dict()["scale_codes"].numpy().astype(np.uint16)
+    # bf16 bits are the top half of the f32's; these scales (~1e-2) are exact in f16.
+    values = (bits.astype(np.uint32) << 16).view(np.float32)
+    layer.float()
+    assert layer.qweight.scale_dtype == tl.bf16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exact: no ScaleRoundingWarning
+        layer.half()
+    assert layer.qweight.scale_dtype == tl.f16
+    f16 = layer.state_dict()["scale_codes"].numpy().view(np.float16)
+    np.testing.assert_array_equal(f16.astype(np.float32), values)
     other = QuantLinear.from_linear(linear(), "i4", group_size=128)
     other.load_state_dict(layer.state_dict())
     _arrays_equal(other.qweight, layer.qweight)
@@ -270,12 +302,20 @@ def test_module_half_leaves_the_scale_codes_be():
 def test_a_state_dict_without_the_weights_fields_is_refused():
     layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
     sd = layer.state_dict()
-    del sd["_extra_state"]
-    with pytest.raises(RuntimeError, match=r"Missing key.*_extra_state"):
+    del sd["meta"]
+    with pytest.raises(RuntimeError, match=r"Missing key.*meta"):
         layer.load_state_dict(sd)
-    with pytest.raises(TypeError, match="extra state must be a dict"):
-        layer.set_extra_state(["u4"])
-    broken = layer.state_dict()
-    broken["_extra_state"] = {**broken["_extra_state"], "group_size": 100}
-    with pytest.raises(ValueError, match="QuantLinear state_dict: group_size must be"):
-        layer.load_state_dict(broken)
+    old_form = {**layer.state_dict(), "_extra_state": ["u4"]}
+    del old_form["meta"]
+    with pytest.raises(TypeError, match=r"_extra_state .* must be a dict of the weight's fields"):
+        layer.load_state_dict(old_form)
+    fields = json.loads(bytes(layer.meta.tolist()).decode())
+    for change, message in (
+        ({"group_size": 100}, "QuantLinear state_dict: group_size must be"),
+        ({"version": 99}, r"fields are version 99; this tilelang reads versions 1, 2"),
+    ):
+        broken = layer.state_dict()
+        text = json.dumps({**fields, **change}).encode()
+        broken["meta"] = torch.tensor(list(text), dtype=torch.uint8)
+        with pytest.raises(ValueError, match=message):
+            layer.load_state_dict(broken)

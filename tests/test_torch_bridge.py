@@ -622,7 +622,7 @@ def test_library_calls_replayed_and_captured_equal_the_first_call(monkeypatch):
     host = K.rms_norm(x.cpu(), w.cpu())
     assert torch.allclose(calls[0].cpu().float(), host.float(), rtol=2e-3, atol=2e-3)
     weights = np.random.default_rng(4).standard_normal((512, 256)).astype(np.float32)
-    layer = QuantLinear(quant.quantize(weights, "u4", group_size=128)).cuda()
+    layer = QuantLinear(quant.quantize(weights, "u4", group_size=128, scale_dtype="bf16")).cuda()
     xb = torch.randn(2, 512, device="cuda", dtype=torch.bfloat16)
     outputs = [layer(xb) for _ in range(3)]
     graph = torch.cuda.CUDAGraph()

@@ -20,7 +20,7 @@ from .formats import FORMATS, Format
 from .matmul import Choice, Launch, Plan, matmul, plan
 from .operands import ScaleRangeWarning, pack_for_kernels
 from .quantizer import quantize
-from .weight import QuantizedWeight
+from .weight import QuantizedWeight, ScaleRoundingWarning
 
 __all__ = [
     "FORMATS",
@@ -30,6 +30,7 @@ __all__ = [
     "Plan",
     "QuantizedWeight",
     "ScaleRangeWarning",
+    "ScaleRoundingWarning",
     "from_awq",
     "from_gptq",
     "matmul",

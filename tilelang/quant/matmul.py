@@ -52,12 +52,13 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.kernel import CompiledKernel, Kernel, host_target, size_facts
+from tilelang.kernel import CompiledKernel, Kernel, host_target
 from tilelang.runtime import call_plans, dlpack, gpu
 from tilelang.runtime.counters import arrive_counters
 from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.runtime.host_expr import eval_grid
 from tilelang.runtime.host_tensor import numpy_dtype
+from tilelang.runtime.launch_facts import size_facts
 from tilelang.runtime.value_facts import record as record_fact
 from tilelang.target import target as find_target
 
@@ -243,10 +244,15 @@ def _host_matmul(x: Any, qw: QuantizedWeight, bias: Any, out: Any, arch, tune) -
     ops, _, calls = _prepared(
         qw, m, ot, arch or DEFAULT_ARCH, bias is not None, method, target=host_target()
     )
-    tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, lambda a: a))
+    tensors = cached(qw, ("host tensors", ot), lambda: _Tensors.of(ops, _on_host))
     workspace = lambda shape: np.empty(shape, np.float32)  # noqa: E731
     _run(calls, ops, tensors, x2, y.reshape(m, n), b, workspace, lambda s: arrive_counters(x, s))
     return y
+
+
+def _on_host(array: Any) -> Any:
+    """Where a host call's tensors go (`_Tensors.put`): nowhere, the arrays themselves."""
+    return array
 
 
 @dataclass(frozen=True)
@@ -372,8 +378,12 @@ def _device_call(qw: QuantizedWeight):
     """`_device_matmul` on `qw` without `qw` among its arguments: what the weight's call
     plans replay (`call_plans.CallPlans`, kept on the weight; a weak reference, so that
     the weight's cache holds no cycle through it and its device memory goes with it)."""
-    weight = weakref.ref(qw)
-    return lambda x, bias, out, arch, method: _device_matmul(x, weight(), bias, out, arch, method)
+    return functools.partial(_device_matmul_of, weakref.ref(qw))
+
+
+def _device_matmul_of(weight: weakref.ref, x, bias, out, arch, method) -> Any:
+    """`_device_matmul` on the weight `weight` refers to (`_device_call`)."""
+    return _device_matmul(x, weight(), bias, out, arch, method)
 
 
 def _device_matmul(

@@ -219,7 +219,8 @@ def reads_as(stored: DotPacking, block_k: int, block_m: int, warps: int) -> bool
 
 def cached(qw: QuantizedWeight, key: Any, make) -> Any:
     """`make()`, remembered per weight and key, on the weight itself (so it lives and
-    dies with the weight; the weight is frozen, its fields never change)."""
+    dies with the weight; the weight is frozen, its fields never change). Copies and
+    pickles of the weight leave the cache out (`QuantizedWeight.__getstate__`)."""
     entries = qw.__dict__.setdefault("_kernel_cache", {})
     if key not in entries:
         entries[key] = make()
@@ -292,10 +293,11 @@ def _check_scaled(qw: QuantizedWeight, ot: DType) -> None:
         raise TypeError(
             f"x is {ot}, so the kernels multiply by {ot} scales, but this weight's scales "
             f"are {qw.scale_dtype}: pass {qw.scale_dtype} activations, or quantize with "
-            f"scale_dtype='{ot}'"
+            f"scale_dtype='{ot}' (or convert these: qw.with_scale_dtype('{ot}'))"
             if qw.scale_dtype in OPERAND_TYPES
             else f"the kernels multiply by f16 or bf16 scales (the activations' type), but "
-            f"this weight's scales are {qw.scale_dtype}: quantize with scale_dtype='{ot}'"
+            f"this weight's scales are {qw.scale_dtype}: quantize with scale_dtype='{ot}', "
+            f"or convert these: qw.with_scale_dtype('{ot}') (it reports any rounding)"
         )
     element = qw.dtype
     if isinstance(element, FloatType) and not _exact_in(element, ot):

@@ -159,7 +159,19 @@ def _group_size(fmt: Format, group_size: int | None, k: int) -> int:
     else:
         group = group_size
     if k % group:
-        raise ValueError(f"K = {k} is not a multiple of the group size {group}")
+        if fmt.block is not None:
+            raise ValueError(
+                f"{fmt.name} has one scale per {group} rows (the spec's block), and K = {k} "
+                f"is not a multiple of {group}"
+            )
+        given = "128 (the default)" if group_size is None else str(group)
+        fits = [g for g in range(16, k, 16) if k % g == 0]
+        hint = f", e.g. {fits[-1]}" if fits else f" (K = {k} has none: use -1)"
+        raise ValueError(
+            f"group_size: K = {k} (W's rows) is not a multiple of the group size {given}; "
+            f"pass group_size=-1 (one scale per column) or a group size dividing K, a "
+            f"multiple of 16 for the matmul kernels{hint}"
+        )
     return group
 
 

@@ -38,9 +38,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tilelang.kernel import size_facts
 from tilelang.runtime import gpu
 from tilelang.runtime.cache import DiskCache
+from tilelang.runtime.launch_facts import size_facts
 from tilelang.target import target as find_target
 from tilelang.tuning import (
     Decision,

@@ -25,6 +25,12 @@ What it holds, ``G = group_size`` rows of W sharing one scale:
 * ``format`` (a `tilelang.quant.FORMATS` name), ``group_size``, ``shape`` (K, N).
 
 `dequantize()` follows `tilelang.quant.arithmetic`, which states the exact arithmetic.
+`with_scale_dtype` re-encodes the scales in another float type (what a model cast to
+bf16 or f16 needs: the kernels multiply by scales of the activations' type).
+
+A weight is frozen; what the kernels derive from it (`tilelang.quant.operands.cached`:
+packed codes, device copies, call plans) lives in its ``_kernel_cache``, which copies
+and pickles leave out (`__getstate__`): a copy or an unpickled weight prepares its own.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import dataclasses
 import functools
 import math
 import os
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +54,19 @@ from tilelang.runtime.value_facts import all_finite
 from . import arithmetic, io
 from .arrays import float_matrix
 from .formats import Format, check_scale_dtype, check_scaled_element, get_format
+
+#: Frames from here are not the caller a warning points at (`_caller_level`).
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+class ScaleRoundingWarning(UserWarning):
+    """`QuantizedWeight.with_scale_dtype` rounded scales its new type does not hold
+    exactly: ``rounded`` of ``total`` scales, and ``error``, the new weight's
+    `QuantizedWeight.error` against the old weight's `dequantize()`."""
+
+    def __init__(self, message: str, rounded: int, total: int, error: dict[str, float]):
+        super().__init__(message)
+        self.rounded, self.total, self.error = rounded, total, error
 
 
 def _code_array(value: Any, t: DType, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -212,6 +233,56 @@ class QuantizedWeight:
         codes = dtypes.pack_codes(self.plain_codes(), self.dtype)
         return dataclasses.replace(self, codes=codes, packing=None)
 
+    def with_scale_dtype(self, scale_dtype: DType | str) -> QuantizedWeight:
+        """The same weight with its scales as codes of `scale_dtype` (f16, bf16 or f32):
+        itself when they already are. A scale the new type does not hold exactly is
+        rounded to nearest even, and `ScaleRoundingWarning` reports how many were and
+        the new weight's `error` against this one's `dequantize()` (f16 -> bf16 rounds
+        most scales; bf16 -> f16 and f16 -> f32 are exact in f16's range). A ValueError
+        when a scale would overflow to inf or a nonzero scale would round to 0 (its group
+        would dequantize to 0). Integer and ExMy codes with scales only ("scaled",
+        "gptq", "awq"): MX and NVFP4 fix their scale types."""
+        fmt = get_format(self.format)
+        target = dtypes.dtype(scale_dtype)
+        if fmt.kind != "scaled":
+            raise ValueError(
+                f"scale_dtype: {fmt.name} scales are always {self.scale_dtype}, got {target}"
+            )
+        check_scale_dtype(target)
+        if target == self.scale_dtype:
+            return self
+        old = self.scales.astype(np.float64)
+        with np.errstate(over="ignore"):
+            codes = target.encode(old)
+        new = target.decode(codes).astype(np.float64)
+        _check_converted(old, new, self.scale_dtype, target)
+        converted = dataclasses.replace(self, scale_codes=codes, scale_dtype=target)
+        rounded = int(np.count_nonzero((new != old) & ~(np.isnan(old) & np.isnan(new))))
+        if rounded:
+            error = converted.error(self.dequantize())
+            warnings.warn(
+                ScaleRoundingWarning(
+                    f"{rounded} of {old.size} scales of {self!r} are not exact in {target}: "
+                    f"rounded to nearest even, which moves the weights by at most "
+                    f"{error['max_abs']:.3g} (relative error {error['relative']:.3g}, "
+                    f"QuantizedWeight.error); quantizing the float weights with "
+                    f"scale_dtype='{target}' gives exact {target} scales",
+                    rounded,
+                    old.size,
+                    error,
+                ),
+                stacklevel=_caller_level(),
+            )
+        return converted
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The fields without the kernels' cache (`tilelang.quant.operands.cached`):
+        device memory, call plans and their functions are the process's, not the
+        weight's."""
+        state = dict(self.__dict__)
+        state.pop("_kernel_cache", None)
+        return state
+
     def __repr__(self) -> str:
         k, n = self.shape
         extra = "".join(
@@ -341,6 +412,39 @@ class QuantizedWeight:
             if message.startswith(f"{path}:"):
                 raise
             raise ValueError(f"{path}: {message}") from None
+
+
+def _check_converted(old: np.ndarray, new: np.ndarray, source: DType, target: DType) -> None:
+    """Refuses scales that `target` turns into inf or 0 (`with_scale_dtype`)."""
+    for bad, what in (
+        (np.isfinite(old) & ~np.isfinite(new), "overflow"),
+        ((old != 0) & (new == 0), "round to 0 in"),
+    ):
+        if bad.any():
+            group, column = (int(i) for i in np.argwhere(bad)[0])
+            advice = (
+                "convert to bf16 instead (f32's range)"
+                if target == dtypes.f16
+                else "rescale the weights by a power of two"
+            )
+            raise ValueError(
+                f"scale_dtype: {int(bad.sum())} {source} scales {what} {target} (the first: "
+                f"{old[group, column]:.6g}, group {group}, column {column}); {advice}"
+            )
+
+
+def _caller_level() -> int:
+    """The stacklevel, for a warnings.warn in the function calling this one, of the first
+    frame outside tilelang and torch (a model's ``.bfloat16()`` reaches
+    `with_scale_dtype` through torch's ``_apply``)."""
+    internal = [_PACKAGE]
+    torch = sys.modules.get("torch")
+    if getattr(torch, "__file__", None):
+        internal.append(os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(tuple(internal)):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _packing_fields(packing: DotPacking | None) -> dict[str, Any]:
