@@ -193,8 +193,8 @@ def parse_size(text: str) -> tuple[str, int]:
 
 def launch_facts(kernel, constexprs: dict, launch: dict[str, int]) -> dict[str, int]:
     """What a launch with these sizes would specialize the kernel on
-    (`tilelang.kernel.size_facts`, for the kernel's sizes given; the others: none)."""
-    from tilelang.kernel import size_facts
+    (`tilelang.runtime.launch_facts.size_facts`, for the kernel's sizes given; the others: none)."""
+    from tilelang.runtime.launch_facts import size_facts
 
     names = {var.name for var in kernel.specialize(**constexprs).sizes}
     return size_facts({name: size for name, size in launch.items() if name in names})

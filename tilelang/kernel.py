@@ -49,7 +49,8 @@ from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
 from tilelang.runtime.gpu import typed
-from tilelang.runtime.value_facts import FINITE, check_finite_type, check_values, value_facts
+from tilelang.runtime.launch_facts import Facts, assumed_facts, launch_facts
+from tilelang.runtime.value_facts import check_values, value_facts
 from tilelang.runtime.value_facts import forget as forget_facts
 from tilelang.runtime.warm_calls import WarmCalls, warm_call
 from tilelang.target import CPU, Target
@@ -65,19 +66,6 @@ Warps = int | Callable[..., int]
 MinBlocks = int | Callable[..., int | None] | None
 #: ``expect_replicated``: a bool, or a function of the constexprs giving one.
 ExpectReplicated = bool | Callable[..., bool]
-Facts = tuple[tuple[str, int | str], ...]  # (size, divisor), (tensor, bound or "finite")
-
-#: The largest divisor a size is specialized on: 16 bytes of 1-bit elements, so that
-#: masks stay constant over every 16-byte run of any dtype.
-MAX_SIZE_DIVISOR = 128
-
-#: The largest divisor `assume=` may state (what `Function.assume` accepts).
-MAX_ASSUMED_DIVISOR = 1 << 16
-
-_ASSUME_FORMS = (
-    "'all', None or a dict of size name -> power-of-two divisor and tensor name -> "
-    "power-of-two bound or 'finite'"
-)
 
 
 class CompiledKernel:
@@ -157,6 +145,13 @@ class CompiledKernel:
     @property
     def resources(self):
         return self._gpu("resources").resources
+
+    @functools.cached_property
+    def sass(self) -> str:
+        """The cubin disassembled (needs `nvidia-cuda-nvdisasm` or cuobjdump)."""
+        from tilelang.runtime.sass import disassemble  # a tool run, on first use only
+
+        return disassemble(self._gpu("SASS").cubin)
 
     def perf(
         self,
@@ -346,20 +341,21 @@ class Kernel:
 
     def stages(
         self,
-        assume: Mapping[str, int] | str | None = None,
+        assume: Mapping[str, int] | str | None = "all",
         *,
         target: str | Target = "cpu",
         **constexprs: Any,
     ) -> dict[str, ir.Function]:
         """The block IR after the frontend and after each pass, by name (cached).
 
-        `assume` maps size names to a power of two each size is a multiple of (the
-        launch derives it from the actual sizes; `None` assumes nothing; "all" every
-        size a multiple of 128). `target`: whose limits the planning passes check.
+        `assume` as `compile` takes it, with its default ("all": every size a multiple
+        of 128), so the IR shown is the IR a default build runs; `None` assumes nothing
+        (a launch derives its facts from the actual sizes). `target`: whose limits the
+        planning passes check.
         """
         chosen = find_target(target)
         spec = self.specialization(**constexprs)
-        return self._stages(spec, _assumed_facts(spec.function, assume), chosen)
+        return self._stages(spec, assumed_facts(spec.function, assume), chosen)
 
     def _stages(self, spec: Specialization, facts: Facts, target: Target) -> dict[str, ir.Function]:
         key = (facts, target.name)
@@ -367,9 +363,10 @@ class Kernel:
             spec.stages[key] = run_pipeline(replace(spec.function, assume=facts), target)
         return spec.stages[key]
 
-    def ir(self, stage: str = "frontend", **constexprs: Any) -> str:
-        """The block IR as text, as the frontend made it or after the pass `stage`."""
-        stages = self.stages(**constexprs)
+    def ir(self, stage: str = "frontend", assume: object = "all", **constexprs: Any) -> str:
+        """The block IR as text, as the frontend made it or after the pass `stage`, under
+        `assume` as `stages` takes it."""
+        stages = self.stages(assume, **constexprs)
         if stage not in stages:
             raise ValueError(f"no IR stage {stage!r}; the stages are {', '.join(stages)}")
         return print_function(stages[stage])
@@ -387,14 +384,15 @@ class Kernel:
         A tensor name -> a power of two b states a value fact: every element of that
         tensor is +0 or positive and below b (`tilelang.analysis.value_bounds`; a call
         states it with `assume=` too, and checks it on the arrays before running);
-        tensor name -> "finite": no element of that float tensor is inf or NaN.
+        tensor name -> "finite": no element of that float tensor is inf or NaN. A dict
+        of value facts alone keeps "all" for the sizes.
         `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
         "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed); see
         `tilelang.target.TARGETS`.
         """
         chosen = find_target(target)
         spec = self.specialization(**constexprs)
-        return self._compile(spec, _assumed_facts(spec.function, assume), chosen)
+        return self._compile(spec, assumed_facts(spec.function, assume), chosen)
 
     def _compile(self, spec: Specialization, facts: Facts, target: Target) -> CompiledKernel:
         compiled = spec.compiled.get((facts, target.name))
@@ -577,7 +575,7 @@ class Kernel:
         if any(_on_gpu(arguments[name]) for name in spec.tensors):
             return self._call_gpu(spec, arguments, values, stated, warm_key)
         bound = spec.arguments.bind(arguments)
-        compiled = self._compile(spec, _launch_facts(bound.sizes, stated), CPU)
+        compiled = self._compile(spec, launch_facts(bound.sizes, stated), CPU)
         buffers, write_back = byte_buffers(bound.tensors, bound.stored)
         compiled.cpu.launch({**buffers, **bound.scalars, **bound.sizes})
         write_back()
@@ -593,14 +591,12 @@ class Kernel:
     ) -> Any:
         bound = spec.arguments.bind_device(values)
         target = find_target(gpu.device_arch())
-        compiled = self._compile(spec, _launch_facts(bound.sizes, stated), target)
+        compiled = self._compile(spec, launch_facts(bound.sizes, stated), target)
         scalars = {**bound.scalars, **bound.sizes}
         grid = compiled.cuda.launcher.grid(scalars)
         tensors = [values[name] for name in bound.pointers]
         stream = gpu.current_stream(tensors)
-        gpu.launch(compiled.cuda, bound.pointers, scalars, grid, stream)
-        if call_plans.recording:
-            call_plans.launched(compiled.cuda, bound.pointers, scalars, grid, stream, bound.stored)
+        call_plans.launch(compiled.cuda, bound.pointers, scalars, grid, stream, bound.stored)
         if warm_key is not None:
             warm = warm_call(self._runtime, compiled.cuda, values, bound, scalars, grid, stated)
             self._warm_calls.remember(warm_key, warm)
@@ -637,77 +633,9 @@ def _on_gpu(value: object) -> bool:
     return hasattr(value, "__cuda_array_interface__")
 
 
-def size_facts(sizes: Mapping[str, int]) -> dict[str, int]:
-    """Per size, the largest power of two up to `MAX_SIZE_DIVISOR` that divides it: what
-    a launch at these sizes specializes the kernel on (every launch path derives its
-    facts here: calls, `tilelang.torch` ops, the library, the CLI)."""
-    facts = {}
-    for name, size in sizes.items():
-        divisor = MAX_SIZE_DIVISOR
-        while size % divisor:
-            divisor //= 2
-        facts[name] = divisor
-    return facts
-
-
-def _launch_facts(sizes: Mapping[str, int], stated: Facts) -> Facts:
-    """A call's facts as its compile-cache key takes them: the size facts and the value
-    facts it states, sorted."""
-    return tuple(sorted((*size_facts(sizes).items(), *stated)))
-
-
 def host_target() -> Target:
     """The target a call on host arrays compiles for (the CPU backend runs it)."""
     return CPU
-
-
-def _assumed_facts(function: ir.Function, assume: object) -> Facts:
-    """The size facts `assume=` states, checked: "all" (every size a multiple of
-    `MAX_SIZE_DIVISOR`), None (nothing), or a mapping of the kernel's size names to
-    powers of two; anything else is a `TypeError`/`ValueError` naming `assume`."""
-    sizes = [size.name for size in function.sizes]
-    tensors = [p.name for p in function.params if isinstance(p.type, TensorType)]
-    if isinstance(assume, str):
-        if assume != "all":
-            raise ValueError(f"assume: expected {_ASSUME_FORMS}, got the string {assume!r}")
-        return tuple(sorted((name, MAX_SIZE_DIVISOR) for name in sizes))
-    if assume is None:
-        return ()
-    if not isinstance(assume, Mapping):
-        raise TypeError(f"assume: expected {_ASSUME_FORMS}, got {type(assume).__name__} {assume!r}")
-    facts = {}
-    for name, divisor in assume.items():
-        if name not in sizes and name not in tensors:
-            raise ValueError(
-                f"assume: {name!r} is not a size of {function.name}() "
-                f"(its sizes: {', '.join(sizes) or 'none'}) nor a tensor (its tensors: "
-                f"{', '.join(tensors) or 'none'})"
-            )
-        if name in tensors and isinstance(divisor, str) and divisor == FINITE:
-            check_finite_type(name, _tensor_type(function, name))
-            facts[name] = FINITE
-            continue
-        facts[name] = _power_of_two(name, divisor)
-    return tuple(sorted(facts.items()))
-
-
-def _tensor_type(function: ir.Function, name: str) -> DType:
-    return next(p.type.dtype for p in function.params if p.name == name)
-
-
-def _power_of_two(name: str, divisor: object) -> int:
-    if isinstance(divisor, (bool, np.bool_)) or not isinstance(divisor, (int, np.integer)):
-        raise TypeError(
-            f"assume: {name} should map to a power-of-two int, "
-            f"got {type(divisor).__name__} {divisor!r}"
-        )
-    value = int(divisor)
-    if not 1 <= value <= MAX_ASSUMED_DIVISOR or value & (value - 1):
-        raise ValueError(
-            f"assume: {name} should map to a power of two from 1 to {MAX_ASSUMED_DIVISOR}, "
-            f"got {value}"
-        )
-    return value
 
 
 def _with_grid(builder: Builder) -> ir.Block:

@@ -35,13 +35,7 @@ def on_gpu(x: Any) -> bool:
 
 
 def shape_of(x: Any, name: str) -> tuple[int, ...]:
-    if isinstance(x, np.ndarray):
-        return tuple(int(d) for d in x.shape)
-    if gpu.is_device_array(x):
-        return tuple(int(d) for d in gpu.device_array(dlpack.imported(x)).shape)
-    raise TypeError(
-        f"{name} must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
-    )
+    return _shape_and_type(x, name)[0]
 
 
 def dtype_of(x: Any, name: str) -> DType | None:
@@ -50,10 +44,65 @@ def dtype_of(x: Any, name: str) -> DType | None:
     view = dlpack.imported(x)  # bf16 and f8 device tensors carry their dtype only there
     if isinstance(view, dlpack.DeviceView):
         return view.dtype
+    return _typestr_dtype(gpu.device_array(view).typestr)
+
+
+def _shape_and_type(x: Any, name: str) -> tuple[tuple[int, ...], Any]:
+    """x's shape and what names its dtype (a numpy dtype, a `DType`, or an interface
+    type string: `_dtype` reads each), from one read of the array or its interface (a
+    library call checks every argument: this is most of what a call costs on the host
+    before its launch)."""
+    if isinstance(x, np.ndarray):
+        return tuple(map(int, x.shape)), x.dtype
+    if isinstance(x, dlpack.DeviceView):
+        return tuple(map(int, x.shape)), x.dtype
+    if not dlpack.speaks_dlpack(type(x)):  # a device array by its interface, or no tensor
+        try:
+            interface = x.__cuda_array_interface__
+        except AttributeError:
+            raise TypeError(_not_a_tensor(x, name)) from None
+        return tuple(map(int, interface["shape"])), interface["typestr"]
+    if not gpu.is_device_array(x):  # a host tensor of another library, not viewed
+        raise TypeError(_not_a_tensor(x, name))
+    view = dlpack.imported(x)  # bf16 and f8 device tensors carry their dtype only there
+    if isinstance(view, dlpack.DeviceView):
+        return tuple(map(int, view.shape)), view.dtype
+    interface = view.__cuda_array_interface__
+    return tuple(map(int, interface["shape"])), interface["typestr"]
+
+
+def _not_a_tensor(x: Any, name: str) -> str:
+    return (
+        f"{name} must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
+    )
+
+
+def _dtype(named: Any) -> DType | None:
+    """The tilelang dtype `_shape_and_type`'s second value names, or None."""
+    if isinstance(named, DType):
+        return named
+    if isinstance(named, np.dtype):
+        return numpy_dtype(named)
+    return _typestr_dtype(named)
+
+
+#: The tilelang dtype of each interface type string met (None: none a kernel takes).
+_TYPESTRS: dict[str, DType | None] = {}
+
+
+def _typestr_dtype(typestr: Any) -> DType | None:
     try:
-        return numpy_dtype(np.dtype(gpu.device_array(view).typestr))
-    except TypeError:
+        return _TYPESTRS[typestr]
+    except KeyError:
+        pass
+    except TypeError:  # not a string: numpy names no dtype by it
         return None
+    try:
+        found = numpy_dtype(np.dtype(typestr))
+    except TypeError:
+        found = None
+    _TYPESTRS[typestr] = found
+    return found
 
 
 class Dim(int):
@@ -90,31 +139,47 @@ def check(
     ValueError or TypeError names the parameter, the expectation, x's, and where each
     mismatched expected size came from. `names`: what x's dimensions are called ("N"),
     for the messages of later checks against them."""
-    got = shape_of(x, name)
+    got, named = _shape_and_type(x, name)
     if len(got) != len(shape) or any(
-        e is not None and e != g for e, g in zip(shape, got, strict=True)
+        [e is not None and e != g for e, g in zip(shape, got, strict=True)]
     ):
-        want = ", ".join("?" if e is None else str(e) for e in shape)
+        # a free dimension by its name where the caller gave one ("[batch, Sq, H, D]")
+        want = ", ".join(
+            str(e) if e is not None else (names and names[i]) or "?" for i, e in enumerate(shape)
+        )
         raise ValueError(
             f"{name} must have shape [{want}], got shape {list(got)}{_origins(shape, got)}"
         )
-    t = dtype_of(x, name)
+    t = _dtype(named)
     if t not in types:
         allowed = ", ".join(dict.fromkeys(str(k) for k in types))
-        if isinstance(x, np.ndarray):
-            given = x.dtype
-        elif t is not None:
-            given = t
-        else:
-            given = gpu.device_array(dlpack.imported(x)).typestr
+        # numpy's name for a host array's dtype, else ours or the interface's type string
+        given = named if t is None or isinstance(x, np.ndarray) else t
         raise TypeError(f"{name} must hold one of {allowed}, got {given}")
-    dims = tuple(
-        [
-            e if type(e) is Dim else _dim(g, (name, i, names and names[i]))
-            for i, (e, g) in enumerate(zip(shape, got, strict=True))
-        ]
-    )
-    return dims, t
+    own = _own_dims(got, name, names)
+    if shape.count(None) == len(shape):
+        return own, t
+    return tuple([e if type(e) is Dim else d for e, d in zip(shape, own, strict=True)]), t
+
+
+#: The `Dim`s of an argument's shape, by (shape, argument name, dimension names): made
+#: once per shape an argument is called at (a Dim is never changed once made).
+_DIMS: dict[tuple, tuple[Dim, ...]] = {}
+_MAX_DIMS = 4096
+
+
+def _own_dims(got: tuple[int, ...], name: str, names: tuple[str | None, ...] | None):
+    key = (got, name, names)
+    try:
+        return _DIMS[key]
+    except KeyError:
+        pass
+    except TypeError:  # names given as a list: made each time
+        return tuple(_dim(g, (name, i, names and names[i])) for i, g in enumerate(got))
+    if len(_DIMS) >= _MAX_DIMS:
+        _DIMS.clear()
+    own = _DIMS[key] = tuple(_dim(g, (name, i, names and names[i])) for i, g in enumerate(got))
+    return own
 
 
 def _origins(shape: tuple[int | None, ...], got: tuple[int, ...]) -> str:
@@ -131,16 +196,24 @@ def _origins(shape: tuple[int | None, ...], got: tuple[int, ...]) -> str:
 
 def same_place(values: dict[str, Any]) -> bool:
     """True when every tensor given is on the GPU, False when all are host arrays."""
-    given = {name: v for name, v in values.items() if v is not None}
-    places = {name: on_gpu(v) for name, v in given.items()}
-    if len(set(places.values())) > 1:
-        host = sorted(n for n, p in places.items() if not p)
-        device = sorted(n for n, p in places.items() if p)
+    device = host = False
+    for v in values.values():
+        if v is None:
+            continue
+        if on_gpu(v):
+            device = True
+        else:
+            host = True
+    if device and host:
+        given = {name: v for name, v in values.items() if v is not None}
+        places = {name: on_gpu(v) for name, v in given.items()}
+        host_names = sorted(n for n, p in places.items() if not p)
+        device_names = sorted(n for n, p in places.items() if p)
         raise TypeError(
-            f"the tensors must all be numpy arrays or all device tensors; got host {host} "
-            f"and device {device}"
+            f"the tensors must all be numpy arrays or all device tensors; got host "
+            f"{host_names} and device {device_names}"
         )
-    return any(places.values())
+    return device
 
 
 def empty(like: Any, shape: tuple[int, ...], dtype: DType) -> Any:

@@ -82,6 +82,23 @@ class _Recording:
     launches: list[tuple[Any, dict[str, int], dict[str, Any], tuple[int, ...], int, tuple]]
 
 
+def launch(
+    build: Any,
+    pointers: dict[str, int],
+    scalars: dict[str, Any],
+    grid: tuple[int, ...],
+    stream: int,
+    written: tuple[str, ...],
+) -> None:
+    """`gpu.launch`, reported to the call this thread is recording, if any: how a
+    kernel's call launches (`Kernel`'s GPU call and its warm path). `written`: the
+    pointer names the kernel writes through. A plan's replay launches with
+    `gpu.launch` itself."""
+    gpu.launch(build, pointers, scalars, grid, stream)
+    if recording:
+        launched(build, pointers, scalars, grid, stream, written)
+
+
 def launched(
     build: Any,
     pointers: dict[str, int],
@@ -90,9 +107,8 @@ def launched(
     stream: int,
     written: tuple[str, ...],
 ) -> None:
-    """Reports a kernel launch (`Kernel`'s GPU call and its warm path, when `recording`)
-    to the call this thread is recording, if any: its build, pointers, scalars, grid,
-    stream and the pointer names it writes through."""
+    """Reports a kernel launch to the call this thread is recording, if any: its build,
+    pointers, scalars, grid, stream and the pointer names it writes through."""
     recording = getattr(_local, "recording", None)
     if recording is not None:
         recording.launches.append((build, dict(pointers), scalars, tuple(grid), stream, written))

@@ -25,18 +25,16 @@ import dataclasses
 import functools
 import math
 import struct
-import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
-from tilelang.runtime import dlpack
+from tilelang.runtime import device_memory, dlpack
 from tilelang.runtime.host_expr import grid_function, launch_checker
 
 DYNAMIC_SHARED_DEFAULT = 48 * 1024
@@ -100,9 +98,9 @@ def check(call: str, outcome: tuple | Any) -> Any:
 # --------------------------------------------------------------------------- device tensors
 
 
-@dataclass(frozen=True)
-class DeviceArray:
-    """A tensor in GPU memory as the launcher sees it."""
+class DeviceArray(NamedTuple):
+    """A tensor in GPU memory as the launcher sees it (a named tuple: every library call
+    reads a few of them, and a frozen dataclass costs a microsecond to make)."""
 
     pointer: int
     shape: tuple[int, ...]
@@ -154,11 +152,26 @@ def typed(value: Any) -> Any:
     1, 0.0 and -0.0 (a constexpr of each builds differently, or fails to build), inside
     tuples and lists too. A list keys as the tuple of its items (the two specialize
     alike); other unhashable values stay unhashable."""
-    if isinstance(value, (tuple, list)):
-        return tuple, tuple(typed(item) for item in value)
-    if isinstance(value, float):
-        return type(value), value.hex()
-    return type(value), value
+    kind = type(value)
+    how = _KEYED_AS.get(kind)
+    if how is None:
+        how = _KEYED_AS[kind] = (
+            "items"
+            if issubclass(kind, (tuple, list))
+            else "bits"
+            if issubclass(kind, float)
+            else ""
+        )
+    if not how:
+        return kind, value
+    if how == "bits":
+        return kind, value.hex()
+    return tuple, tuple(typed(item) for item in value)
+
+
+#: How `typed` keys a value of each type it met: "" as itself, "bits" (floats), "items"
+#: (tuples and lists); worked out once per type (a call keys every constexpr).
+_KEYED_AS: dict[type, str] = {}
 
 
 def argument_signature(value: Any) -> tuple[object, int | None] | None:
@@ -166,26 +179,55 @@ def argument_signature(value: Any) -> tuple[object, int | None] | None:
     scalar), or None when `value` is not something a warm call takes: the key of one
     argument of a warm call (`warm_calls`) and of a planned library call (`call_plans`).
     Per tensor its kind, dtype, shape, strides (and device, where it says); per int or
-    float its type and value as `typed` keys it (0.0 is not -0.0; a NaN is itself). Host tensors and tensors read through DLPack (all but
-    torch's CUDA tensors, read off the tensor) have none."""
+    float its type and value as `typed` keys it (0.0 is not -0.0; a NaN is itself). Host
+    tensors and tensors read through DLPack (all but torch's CUDA tensors, read off the
+    tensor) have none. How a type is read is worked out once per type (a call asks it
+    of every argument)."""
     kind = type(value)
     if kind is int or kind is float:
         return typed(value), None
+    reader = _SIGNATURE_READERS.get(kind)
+    if reader is None:
+        reader = _SIGNATURE_READERS[kind] = _signature_reader(kind)
+    return reader(value)
+
+
+def _signature_reader(kind: type) -> Callable[[Any], tuple[object, int] | None]:
     if dlpack.is_torch_kind(kind):
-        if not value.is_cuda:
-            return None
-        part = (kind, value.dtype, tuple(value.shape), value.stride(), value.device)
-        return part, value.data_ptr()
+        return _torch_signature
     if kind is dlpack.DeviceView:
-        return (kind, value.dtype, value.shape, value.strides, value.device), value.pointer
+        return _view_signature
     if dlpack.speaks_dlpack(kind):
+        return lambda value: None
+    return _interface_signature
+
+
+_SIGNATURE_READERS: dict[type, Callable[[Any], tuple[object, int] | None]] = {}
+
+
+def _torch_signature(value: Any) -> tuple[object, int] | None:
+    if not value.is_cuda:
         return None
+    part = (type(value), value.dtype, tuple(value.shape), value.stride(), value.device)
+    return part, value.data_ptr()
+
+
+def _view_signature(value: Any) -> tuple[object, int]:
+    return (type(value), value.dtype, value.shape, value.strides, value.device), value.pointer
+
+
+def _interface_signature(value: Any) -> tuple[object, int] | None:
     try:
         interface = value.__cuda_array_interface__
     except (AttributeError, KeyError, TypeError):  # not a device array; or one read otherwise
         return None
     strides = interface.get("strides")
-    part = (kind, interface["typestr"], tuple(interface["shape"]), strides and tuple(strides))
+    part = (
+        type(value),
+        interface["typestr"],
+        tuple(interface["shape"]),
+        strides and tuple(strides),
+    )
     if part[1] == "|u1":  # bytes, maybe a packed tensor's (u4 codes): its dtype, shape and
         # the dot packing they were permuted for, which the full call checks
         part += (
@@ -210,7 +252,9 @@ def is_contiguous(array: DeviceArray) -> bool:
 class DeviceBuffer:
     """tilelang's own GPU buffer: `DeviceBuffer(host_array)` copies a numpy array (or a
     `PackedArray`'s bytes) to the device; `DeviceBuffer.empty(shape, dtype)` allocates
-    one without a copy (an output); `.numpy()` copies it back."""
+    one without a copy (an output); `.numpy()` copies it back. Its memory comes from,
+    and goes back to, a cache (`device_memory`): reused only after the device has
+    synchronized since it was freed, as `cuMemFree` would have made sure."""
 
     def __init__(self, host: Any) -> None:
         cu = driver()
@@ -238,7 +282,8 @@ class DeviceBuffer:
         self.nbytes = int(nbytes)
         self.shape = tuple(shape)
         self.host_dtype = host_dtype
-        self.pointer = int(check("cuMemAlloc", cu.cuMemAlloc(max(self.nbytes, 1))))
+        self._memory = device_memory.of(cu, check)  # a cache of freed memory
+        self.pointer = self._memory.allocate(max(self.nbytes, 1))
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -250,6 +295,12 @@ class DeviceBuffer:
             "version": 3,
         }
 
+    @staticmethod
+    def release_cached() -> None:
+        """Returns the memory of dropped buffers, kept for reuse, to the driver (once the
+        device has synchronized): for other libraries that need it."""
+        device_memory.of(driver(), check).release_cached()
+
     def numpy(self) -> Any:
         """The buffer's contents copied back to the host, in the host object's form."""
         cu = driver()
@@ -260,9 +311,11 @@ class DeviceBuffer:
         return out
 
     def __del__(self) -> None:
-        if getattr(self, "pointer", None) and "cuda" in sys.modules:
-            cu = driver()
-            cu.cuMemFree(self.pointer)
+        # Back to the cache, reused once the device has synchronized: work queued on any
+        # stream may still read it (`device_memory`).
+        memory = getattr(self, "_memory", None)
+        if memory is not None and getattr(self, "pointer", None):
+            memory.release(max(self.nbytes, 1), self.pointer)
 
 
 # --------------------------------------------------------------------------- launching
@@ -389,18 +442,26 @@ def contiguous_strides(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]
 
 def reshaped(x: Any, shape: tuple[int, ...], name: str = "the tensor") -> Any:
     """x (contiguous) under `shape`: numpy, torch and cupy reshape; other device tensors
-    get a view of the same memory."""
+    get a view of the same memory. x itself when it has that shape already (a library
+    call reshapes its tensors to the shapes its kernels take, which they often have)."""
+    shape = tuple(shape)
     if hasattr(x, "reshape"):
-        return x.reshape(shape)
-    if is_device_array(x):
-        if not is_contiguous(device_array(x)):
-            raise ValueError(f"{name} must be C-contiguous on the GPU")
-        if isinstance(x, dlpack.DeviceView):  # keeps the dtype its interface cannot name
-            return dataclasses.replace(
-                x, shape=tuple(shape), strides=contiguous_strides(shape, x.dtype.storage.itemsize)
-            )
-        return ReshapedView(x, tuple(shape))
-    raise TypeError(f"{name} must be a numpy array or a device tensor, got {type(x).__name__}")
+        return x if getattr(x, "shape", None) == shape else x.reshape(shape)
+    try:
+        array = device_array(x)  # one read of its interface
+    except AttributeError:
+        raise TypeError(
+            f"{name} must be a numpy array or a device tensor, got {type(x).__name__}"
+        ) from None
+    if not is_contiguous(array):
+        raise ValueError(f"{name} must be C-contiguous on the GPU")
+    if array.shape == shape:
+        return x
+    if isinstance(x, dlpack.DeviceView):  # keeps the dtype its interface cannot name
+        return dataclasses.replace(
+            x, shape=shape, strides=contiguous_strides(shape, x.dtype.storage.itemsize)
+        )
+    return ReshapedView(x, shape)
 
 
 def is_torch_tensor(value: object) -> bool:
@@ -489,12 +550,15 @@ class Launcher:
     ) -> None:
         if self._check is not None:
             self._check(scalars)  # before any driver call
+        gx, gy, gz = (*grid, 1, 1, 1)[:3]
+        if gx <= 0 or gy <= 0 or gz <= 0:
+            _empty_grid((gx, gy, gz), self.build.thread.name)
+            return
         cu = driver()
         if self._function is None:
             build = self.build
             self._function = _function(build.cubin, build.symbol, self.shared_bytes)
         addresses = self.pack(pointers, scalars)
-        gx, gy, gz = (*grid, 1, 1, 1)[:3]
         block, shared = self.threads, self.shared_bytes
         outcome = cu.cuLaunchKernel(
             self._function, gx, gy, gz, block, 1, 1, shared, stream, addresses, 0
@@ -527,6 +591,14 @@ class Launcher:
             )
             local.buffer, local.array, local.addresses = buffer, array, ctypes.addressof(array)
             return buffer, local.addresses
+
+
+def _empty_grid(dims: tuple[int, int, int], kernel: str) -> None:
+    """A grid with a dimension of 0 blocks launches nothing (the driver refuses it, so no
+    call is made); a negative one, a size expression that overflowed, is a ValueError."""
+    for axis, d in enumerate(dims):
+        if d < 0:
+            raise ValueError(f"{kernel}(): the grid is negative ({d} blocks in dimension {axis})")
 
 
 def launch(

@@ -9,6 +9,11 @@ the caller's tensor. What the function returns comes back as the caller gave it:
 argument as the caller's object, a new array as a torch tensor over the same memory
 when a torch tensor was among the arguments (else as the numpy array).
 
+Under torch.compile a function taking host tensors is traced as its torch operator (the
+function of the same name in `tilelang.torch.kernels`, which registers itself here when
+imported: `register_torch_form`), which the graph keeps whole; without one the call is
+a TypeError that names what to call or import instead.
+
 The kernels are forward-only: no gradient flows through a call, whatever the device.
 With torch's grad mode on and a torch argument that requires grad, the first such call
 of each function (and of each `tilelang.torch.op` operator, `warn_no_gradient`) warns
@@ -140,6 +145,8 @@ def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
             is_torch = dlpack.is_torch_kind(kind)
             if is_torch:
                 grad = grad or value.requires_grad  # device tensors too
+            elif not dlpack.speaks_dlpack(kind):
+                return value  # a device array (`__cuda_array_interface__`), or no tensor
             view = _host_view(value)
             if view is None:
                 return value
@@ -154,4 +161,52 @@ def accepts_host_tensors(fn: Callable[..., Any]) -> Callable[..., Any]:
         result = fn(*args, **kwargs)
         return _returned(result, given, to_torch) if given else result
 
+    # torch.compile's tracer (dynamo) traces a function's `_torchdynamo_inline` in its
+    # place (what torch.jit.script's wrappers use; functools.wraps carries it to an
+    # outer decorator such as `planned`). Nothing in eager calls reads it.
+    call._torchdynamo_inline = _traced_form(fn, name)
     return call
+
+
+#: Keywords of library functions that choose how to run, not what: no operator takes them.
+_HOST_ONLY = ("interpret", "tune", "method")
+
+#: The torch operator form of a library function, by its qualified name: what
+#: torch.compile traces in its place (filled by `tilelang.torch.kernels` when imported).
+TORCH_FORMS: dict[str, Callable[..., Any]] = {}
+
+
+def register_torch_form(fn: Callable[..., Any], form: Callable[..., Any]) -> None:
+    """Makes `form` (a torch operator's Python function) what torch.compile traces for
+    the library function `fn` (one decorated with `accepts_host_tensors`)."""
+    TORCH_FORMS[f"{fn.__module__}.{fn.__qualname__}"] = form
+
+
+def _traced_form(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """What torch.compile traces for `fn`: its torch operator form (`TORCH_FORMS`),
+    which the graph keeps whole; without one, or with a keyword no operator takes, a
+    TypeError that says what to call. (Traced as is, `fn` would read the tensors
+    through DLPack, which dynamo cannot follow.)"""
+    key = f"{fn.__module__}.{fn.__qualname__}"
+    short = fn.__name__
+    if fn.__module__.startswith("tilelang.kernels."):
+        instead = (
+            "import tilelang.torch.kernels, and the call is traced as its operator "
+            f"tilelang.torch.kernels.{short}"
+        )
+    else:
+        instead = "call its torch operator (tilelang.torch.QuantLinear for a quantized matmul)"
+
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        form = TORCH_FORMS.get(key)
+        host_only = [k for k in _HOST_ONLY if k in kwargs]
+        if form is not None and not host_only:
+            return form(*args, **kwargs)
+        if form is not None:
+            raise TypeError(
+                f"{name}: under torch.compile the call runs as its torch operator, "
+                f"tilelang.torch.kernels.{short}, which takes no {host_only[0]}="
+            )
+        raise TypeError(f"{name} cannot be traced by torch.compile: {instead}")
+
+    return traced

@@ -21,6 +21,7 @@ call whose address checks fail: the full call raises the error a user should see
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,10 +64,22 @@ class WarmCall:
     grid: tuple[int, ...]
     tensors: tuple[tuple[str, int, int], ...]  # (name, position, bytes) per tensor
     overlapping: tuple[tuple[int, int], ...]  # tensor index pairs with a written one
-    stored: tuple[int, ...]  # positions of the tensors the kernel writes
     facts: tuple[tuple[int, Any], ...]  # (position, fact) per value fact stated
     written: tuple[int, ...]  # indices in `tensors` of those the kernel writes
-    read: tuple[int, ...]  # and of the others
+
+    @functools.cached_property
+    def stored(self) -> tuple[int, ...]:
+        """The positions of the tensors the kernel writes (what the call returns)."""
+        return tuple(self.tensors[i][1] for i in self.written)
+
+    @functools.cached_property
+    def written_names(self) -> tuple[str, ...]:
+        return tuple(self.tensors[i][0] for i in self.written)
+
+    @functools.cached_property
+    def read(self) -> tuple[int, ...]:
+        """The indices in `tensors` of those the kernel only reads."""
+        return tuple(i for i in range(len(self.tensors)) if i not in self.written)
 
     def _may_overlap(self, extents: list[tuple[int, int]]) -> bool:
         """Whether a written tensor may overlap another: the sweep over the written
@@ -93,13 +106,10 @@ class WarmCall:
         for position, fact in self.facts:
             if not value_facts.recorded_within(args[position], fact):
                 return False, None
-        value_facts.forget(args[position] for position in self.stored)
+        outputs = tuple([args[position] for position in self.stored])
+        value_facts.forget(outputs)
         stream = gpu.current_stream([args[position] for _, position, _ in self.tensors])
-        gpu.launch(self.build, pointers, self.scalars, self.grid, stream)
-        if call_plans.recording:
-            names = tuple(self.tensors[i][0] for i in self.written)
-            call_plans.launched(self.build, pointers, self.scalars, self.grid, stream, names)
-        outputs = tuple(args[position] for position in self.stored)
+        call_plans.launch(self.build, pointers, self.scalars, self.grid, stream, self.written_names)
         return True, outputs[0] if len(outputs) == 1 else (outputs or None)
 
 
@@ -124,9 +134,10 @@ class WarmCalls:
             found = gpu.argument_signature(value)
             if found is None:
                 return None
-            parts.append(found[0])
-            addresses.append(found[1])
-        constexprs = tuple((name, typed(value)) for name, value in kwargs.items())
+            part, address = found
+            parts.append(part)
+            addresses.append(address)
+        constexprs = tuple([(name, typed(value)) for name, value in kwargs.items()])
         key = (tuple(parts), constexprs, assume and tuple((n, typed(v)) for n, v in assume.items()))
         return key, addresses
 
@@ -166,10 +177,6 @@ def warm_call(
         for b in range(a + 1, len(names))
         if names[a] in written or names[b] in written
     )
-    stored = tuple(runtime.index(name) for name in bound.stored)
     stated = tuple((runtime.index(name), fact) for name, fact in facts)
     writes = tuple(i for i, name in enumerate(names) if name in written)
-    reads = tuple(i for i, name in enumerate(names) if name not in written)
-    return WarmCall(
-        build, scalars, tuple(grid), tensors, overlapping, stored, stated, writes, reads
-    )
+    return WarmCall(build, scalars, tuple(grid), tensors, overlapping, stated, writes)
