@@ -51,6 +51,17 @@ def axpy(
     tl.store(out, [start], x_values * a + tl.load(y, [start], [BLOCK]))
 """
 
+#: A grid from a scalar (a negative one is refused) and a u1 flag (only 0 and 1 are u1s).
+FLAGGED = """
+import tilelang as tl
+
+
+@tl.kernel(warps=1)
+def flagged(out: tl.Tensor[tl.i32, "N"], n: tl.i32, flag: tl.u1):
+    b = tl.blocks(n)
+    tl.store(out, [b], tl.where(flag, tl.full([1], 5, tl.i32), tl.full([1], 9, tl.i32)))
+"""
+
 #: Reading and writing raw files, for the C programs the tests write.
 C_IO = r"""
 #include <stdio.h>
@@ -311,6 +322,85 @@ def test_a_launch_check_that_fails_is_its_own_error_code(test_kernels_build, tmp
     assert code == STATUS_CODES["ERROR_LAUNCH_CHECK"]
     assert "the loop step is 0" in message
     assert "launch condition" in description
+
+
+@pytest.fixture(scope="module")
+def flagged_programs(tmp_path_factory, cc) -> tuple[dict[str, Path], object]:
+    """`FLAGGED` built for the CPU and sm_80, each linked into a C program that calls it
+    with argv's n and flag on out = [-1, -1, -1, -1] and prints out after the status;
+    and the Python kernel."""
+    out = tmp_path_factory.mktemp("flagged")
+    source = out / "aot_flagged.py"
+    source.write_text(FLAGGED)
+    archs = ["--arch", "cpu", "--arch", "sm_80"]
+    assert main(["compile", f"{source}:flagged", *archs, "-o", str(out)]) == 0
+    body = (
+        """
+    int32_t out[4] = {-1, -1, -1, -1};
+    int64_t shape[1] = {4};
+    int code = flagged(NULL, out, shape, atoi(argv[1]), (uint8_t)atoi(argv[2]));
+    """
+        + report("flagged")
+        + """
+    fprintf(stderr, "%d %d %d %d", out[0], out[1], out[2], out[3]);
+    return 0;
+    """
+    )
+    runner = write_runner(out / "run.c", "flagged.h", body)
+    cpu = compile_c(
+        out / "run_cpu", [runner], [str(out / "libflagged_cpu.so"), f"-Wl,-rpath,{out}"]
+    )
+    gpu = compile_c(out / "run_gpu", [runner, out / "flagged.c"], ["-ldl", "-lpthread"])
+    return {"cpu": cpu, "gpu": gpu}, load_source(source).flagged
+
+
+def load_source(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def python_error(kernel, *args) -> str:
+    with pytest.raises(ValueError) as info:
+        kernel(np.full(4, -1, np.int32), *args)
+    return str(info.value)
+
+
+def test_a_u1_scalar_other_than_0_or_1_is_refused_in_c_as_in_python(flagged_programs, tmp_path):
+    programs, kernel = flagged_programs
+    code, _, message = run_program(programs["cpu"], 3, 1)
+    assert code == OK, message
+    done = subprocess.run([str(programs["cpu"]), "3", "0"], capture_output=True, text=True)
+    assert done.stderr == "9 9 9 -1"
+    # no driver: the checks come first
+    env = {"TILELANG_LIBCUDA": str(tmp_path / "no-such-libcuda.so.1")}
+    for program, environment in ((programs["cpu"], None), (programs["gpu"], env)):
+        for flag in (2, 255):
+            code, description, message = run_program(program, 3, flag, env=environment)
+            assert code == STATUS_CODES["ERROR_SCALAR"]
+            assert description == "a scalar argument is outside its dtype's range"
+            assert message == python_error(kernel, 3, flag)
+            assert message == f"flagged(): parameter 'flag' expects a u1 in [0, 1], got {flag}"
+    np.testing.assert_array_equal(kernel(np.full(4, -1, np.int32), 3, True), [5, 5, 5, -1])
+
+
+def test_a_negative_grid_is_an_error_in_c_and_an_empty_one_is_not(flagged_programs, tmp_path):
+    programs, kernel = flagged_programs
+    env = {"TILELANG_LIBCUDA": str(tmp_path / "no-such-libcuda.so.1")}
+    for program, environment in ((programs["cpu"], None), (programs["gpu"], env)):
+        code, _, message = run_program(program, -2, 1, env=environment)
+        assert code == STATUS_CODES["ERROR_LAUNCH_CHECK"]
+        assert message == python_error(kernel, -2, 1)
+        assert message == "flagged(): the grid is negative (-2 blocks in dimension 0)"
+    code, _, message = run_program(programs["cpu"], 0, 1)
+    assert code == OK, message
+    done = subprocess.run([str(programs["cpu"]), "0", "1"], capture_output=True, text=True)
+    assert done.stderr == "-1 -1 -1 -1"  # nothing ran
+    code, _, _ = run_program(programs["gpu"], 0, 1, env=env)
+    assert code == OK  # an empty launch needs no driver
 
 
 @pytest.fixture(scope="module")

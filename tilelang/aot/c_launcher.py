@@ -7,9 +7,10 @@ All are generated from one `KernelInterface`:
   (this thread's message for the last failure: which parameter, what was expected,
   what was given).
 * `common(iface, alignment)` — the part every backend's file starts with: the status
-  strings and ``tl_check``, which checks every argument (shapes against the size
-  rules, size facts, NULL pointers, alignment, overlap of written tensors, the launch
-  checks) and computes the sizes and the grid, before anything runs.
+  strings and ``tl_check``, which checks every argument (u1 scalars are 0 or 1, shapes
+  against the size rules, size facts, NULL pointers, alignment, overlap of written
+  tensors, the launch checks, a grid of no negative dimension) and computes the sizes
+  and the grid, before anything runs, in the words of the Python checks.
 * `cpu_source(iface, workspace_bytes, entry)` — ``NAME_cpu.c``: the checks, then one
   call of the LLVM backend's entry (``NAME_cpu_entry``, renamed from ``tilelang_entry``)
   for every block of the grid, in order, on the calling thread. The stream is ignored.
@@ -39,6 +40,7 @@ STATUS = (
     ("ERROR_CUDA", "a CUDA driver call failed"),
     ("ERROR_OUT_OF_MEMORY", "out of host memory"),
     ("ERROR_VALUE_FACT", "a tensor holds a value outside what this build assumes of it"),
+    ("ERROR_SCALAR", "a scalar argument is outside its dtype's range"),
 )
 STATUS_CODES = {name: code for code, (name, _) in enumerate(STATUS)}
 
@@ -147,6 +149,13 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
         "  (void)stream;",
     ]
     where = f"{iface.kernel}(): parameter"
+    for arg in iface.scalars:
+        if arg.dtype.name == "u1":  # passed as uint8_t: 2..255 are no u1 (Python refuses them)
+            lines += [
+                f"  if ({arg.c_name} > 1)",
+                f"    return tl_fail(TILELANG_AOT_ERROR_SCALAR, \"{where} '{arg.name}' expects a u1 "
+                f'in [0, 1], got %u", (unsigned){arg.c_name});',
+            ]
     for arg in iface.tensors:
         rank = len(arg.shape)
         lines += [
@@ -232,10 +241,15 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
         )
         lines.append(f"  tl_grid[{axis}] = {value};")
     lines += [
-        "  for (int tl_axis = 0; tl_axis < 3; ++tl_axis)",
+        "  for (int tl_axis = 0; tl_axis < 3; ++tl_axis) {",
         "    if (tl_grid[tl_axis] > INT32_MAX)",
         f'      return tl_fail(TILELANG_AOT_ERROR_SHAPE, "{iface.kernel}(): the grid is too large '
         '(%lld blocks in dimension %d)", (long long)tl_grid[tl_axis], tl_axis);',
+        # a negative count (a size expression that overflowed) is no empty launch: 0 is
+        "    if (tl_grid[tl_axis] < 0)",
+        f'      return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "{iface.kernel}(): the grid is '
+        'negative (%lld blocks in dimension %d)", (long long)tl_grid[tl_axis], tl_axis);',
+        "  }",
     ]
     used = {s for s, _, _ in iface.size_reads}
     for size in sorted(used):
@@ -302,7 +316,7 @@ def check_call(iface: KernelInterface) -> list[str]:
         f"  int64_t tl_nbytes[{max(len(iface.tensors), 1)}] = {{0}};",
         f"  int tl_status_code = tl_check({iface.call_arguments()}, tl_sizes, tl_grid, tl_nbytes);",
         "  if (tl_status_code != TILELANG_AOT_OK) return tl_status_code;",
-        "  if (tl_grid[0] <= 0 || tl_grid[1] <= 0 || tl_grid[2] <= 0) return TILELANG_AOT_OK;",
+        "  if (tl_grid[0] == 0 || tl_grid[1] == 0 || tl_grid[2] == 0) return TILELANG_AOT_OK;",
     ]
 
 

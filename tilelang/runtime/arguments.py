@@ -452,6 +452,8 @@ def _check_numpy_dtype(where: str, want: DType, array: np.ndarray) -> None:
 def _check_scalar(fn: ir.Function, param: ir.Var, value: object) -> int | float:
     want: DType = param.type.dtype
     where = _where(fn, param.name)
+    if want == dtypes.u1 and isinstance(value, (bool, np.bool_)):
+        return int(value)  # a u1 is a flag: True and False are its values (and 1 and 0)
     if isinstance(value, (bool, np.bool_)) or not isinstance(
         value, (int, float, np.integer, np.floating)
     ):

@@ -412,6 +412,11 @@ class CpuKernel:
         dims = (*grid, 1, 1, 1)[:3]
         if any(d >= 2**31 for d in dims):
             raise ValueError(f"{fn.name}: grid {grid} is too large")
+        for axis, d in enumerate(dims):
+            if d < 0:  # a size expression that overflowed, not an empty launch (0 is)
+                raise ValueError(
+                    f"{fn.name}(): the grid is negative ({d} blocks in dimension {axis})"
+                )
         return dims
 
     def _workers(self, blocks: int, requested: int | None) -> int:

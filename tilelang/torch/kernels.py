@@ -1,21 +1,38 @@
 """Torch operators for `tilelang.kernels`: ``tilelang::rms_norm`` and
 ``tilelang::silu_and_mul``, made by `tilelang.torch.op` from the kernels themselves
 (their dtype constexprs follow the tensors: f32, f16, bf16), with the [..., H] forms
-users call; and ``tilelang::selective_scan``, written by hand over
-`tilelang.kernels.selective_scan` (its kernel's optional tensors, z, D, the bias and
-the last state, have sizes no argument gives, so `op` cannot derive it); and, by hand
-for the same reason, ``tilelang::flash_attention``, ``tilelang::flash_attention_varlen``
-and ``tilelang::paged_decode_attention`` over `tilelang.kernels`. Imported on its
-own (`import tilelang.torch.kernels`), so that `tilelang.torch` does not load every
-kernel family.
+users call; and, written by hand over the library functions (their kernels' optional
+tensors and scratch have sizes no argument gives, and the wrappers pick tiles from the
+shapes, so `op` cannot derive them): ``tilelang::selective_scan``,
+``tilelang::selective_state_update`` (the Mamba decode step, its state updated in
+place), ``tilelang::causal_conv1d``, ``tilelang::causal_conv1d_update`` (conv_state
+shifted in place), ``tilelang::ssd_chunk_scan``, ``tilelang::flash_attention``,
+``tilelang::flash_attention_varlen`` and ``tilelang::paged_decode_attention``.
+
+Each Python function here checks the user's tensors with the library's own checks
+(`tilelang.kernels.common.check`: the same messages as a numpy call) before it reshapes
+anything or calls the operator; under torch.compile, where shapes may be symbolic, the
+operators' fake implementations check ranks instead. Every function keeps torch.compile's
+graph whole (fullgraph=True), and, once this module is imported, a `tilelang.kernels` function
+called on torch tensors under torch.compile is traced as the function of the same name
+here (`tilelang.runtime.host_calls.register_torch_form`). Imported on its own (`import tilelang.torch.kernels`),
+so that `tilelang.torch` does not load every kernel family.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Any
 
-from tilelang.kernels import attention, paged_attention, ssm
+import torch
+from torch._subclasses.fake_tensor import is_fake
+
+import tilelang.kernels as library
+from tilelang.dtypes import DType
+from tilelang.kernels import attention, conv, paged_attention, ssd, ssm
+from tilelang.kernels.common import FLOATS, check
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
+from tilelang.runtime import host_calls
+from tilelang.torch import dtypes as td
 from tilelang.torch.op import op
 
 #: Tiles for any H (the kernels loop over H in BH columns, masked at the edge).
@@ -23,9 +40,44 @@ RMS_NORM = op(rms_norm_kernel, "tilelang::rms_norm", BM=4, BH=256)
 SILU_AND_MUL = op(silu_and_mul_kernel, "tilelang::silu_and_mul", BM=4, BH=128)
 
 
+def _checked(
+    value: Any,
+    name: str,
+    shape: tuple[int | None, ...],
+    types: tuple[DType, ...] = FLOATS,
+    names: tuple[str | None, ...] | None = None,
+) -> tuple[tuple[int, ...], DType]:
+    """`tilelang.kernels.common.check` on a torch tensor: a CUDA tensor as it is, a CPU
+    one as a zero-copy numpy view (~1 us); its shape (`Dim`s, which later checks name as
+    their origin) and tilelang dtype."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(value).__name__}")
+    if value.is_cuda:
+        return check(value, name, shape, types, names)
+    dtype = td.tilelang_dtype(value.dtype)
+    if dtype is None or td.is_packed(dtype):
+        allowed = ", ".join(dict.fromkeys(str(t) for t in types))
+        raise TypeError(f"{name} must hold one of {allowed}, got {value.dtype}")
+    return check(td.host_array(value.detach(), dtype), name, shape, types, names)
+
+
+def _eager(*tensors: Any) -> bool:
+    """Whether the library's checks can read `tensors`: outside torch.compile (whose
+    shapes may be symbolic) and none of them fake or on the meta device (no memory to
+    view). The fake implementations check those."""
+    if torch.compiler.is_compiling():
+        return False
+    return not any(
+        isinstance(t, torch.Tensor) and (is_fake(t) or t.device.type == "meta") for t in tensors
+    )
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """x · rsqrt(mean(x², -1) + eps) · weight over the last dimension of x [..., H]
     (f32, f16 or bf16); weight [H] of x's dtype or f32. Computed in f32, rounded once."""
+    if _eager(x, weight):  # the library's checks and messages, before x is [rows, H]
+        shape, t = _checked(x, "x", (None,) * max(1, x.dim()))
+        _checked(weight, "weight", (shape[-1],), (t, FLOATS[0]))
     if x.dim() < 1:
         raise ValueError("x must have at least one dimension [..., H], got a scalar")
     h = x.shape[-1]
@@ -34,8 +86,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     """silu(x[..., :d]) · x[..., d:] for x [..., 2·d]; returns [..., d] of x's dtype."""
+    if _eager(x):
+        _checked(x, "x", (None,) * max(1, x.dim()))
     if x.dim() < 1 or x.shape[-1] % 2:
-        raise ValueError(f"x must have an even last dimension [..., 2·d], got {list(x.shape)}")
+        raise ValueError(
+            f"x must have an even last dimension [..., 2·d], got shape {list(x.shape)}"
+        )
     d = x.shape[-1] // 2
     return SILU_AND_MUL(x.reshape(-1, 2, d)).reshape(*x.shape[:-1], d)
 
@@ -88,6 +144,226 @@ def selective_scan(
     [batch, Dm, N] in f32)."""
     out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
     return (out, last) if return_last_state else out
+
+
+def _rank(op_name: str, **given: tuple[torch.Tensor, tuple[str, ...]]) -> None:
+    """A fake implementation's check: each tensor of its layout's rank (a ValueError
+    naming the operator, the parameter, the layout and the shape given)."""
+    for name, (tensor, layout) in given.items():
+        if tensor.dim() != len(layout):
+            raise ValueError(
+                f"{op_name}: {name} must have shape [{', '.join(layout)}], got shape "
+                f"{list(tensor.shape)}"
+            )
+
+
+def _not_an_input(result: torch.Tensor, *inputs: torch.Tensor | None) -> torch.Tensor:
+    """`result`, or a copy of it where it is one of the inputs (a library call with no
+    steps returns the initial state it was given; an operator may not alias an input)."""
+    return result.clone() if any(result is i for i in inputs) else result
+
+
+# ------------------------------------------------------------- Mamba decode, conv, SSD
+
+
+@torch.library.custom_op(
+    "tilelang::selective_state_update", mutates_args=("state",), device_types=("cpu", "cuda")
+)
+def selective_state_update_op(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    dt_bias: torch.Tensor | None,
+    dt_softplus: bool,
+) -> torch.Tensor:
+    """y [batch, Dm]: `tilelang.kernels.selective_state_update` on the tensors (CPU ones
+    as zero-copy numpy views, `runtime.host_calls`), state updated in place."""
+    return ssm.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+
+
+@selective_state_update_op.register_fake
+def _selective_state_update_fake(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
+    _rank(
+        "tilelang::selective_state_update",
+        state=(state, ("batch", "Dm", "N")),
+        x=(x, ("batch", "Dm")),
+    )
+    return x.new_empty(x.shape)
+
+
+def selective_state_update(
+    state: torch.Tensor,
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+) -> torch.Tensor:
+    """One Mamba-1 decode step (mamba_ssm's `selective_state_update`) as the torch
+    operator ``tilelang::selective_state_update`` (shapes and dtypes:
+    `tilelang.kernels.selective_state_update`): state [batch, Dm, N] is updated in
+    place; returns y [batch, Dm] in x's dtype."""
+    return selective_state_update_op(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
+
+
+@torch.library.custom_op("tilelang::causal_conv1d", mutates_args=(), device_types=("cpu", "cuda"))
+def causal_conv1d_op(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str | None,
+    initial_states: torch.Tensor | None,
+    return_final_states: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, final states): `tilelang.kernels.causal_conv1d`; the final states [batch,
+    Dm, W - 1] with `return_final_states`, else an empty tensor of x's dtype."""
+    result = conv.causal_conv1d(x, weight, bias, activation, initial_states, return_final_states)
+    if not return_final_states:
+        return result, x.new_empty(0)
+    out, final = result
+    return out, _not_an_input(final, initial_states)
+
+
+@causal_conv1d_op.register_fake
+def _causal_conv1d_fake(x, weight, bias, activation, initial_states, return_final_states):
+    _rank("tilelang::causal_conv1d", x=(x, ("batch", "Dm", "L")), weight=(weight, ("Dm", "W")))
+    final = (x.shape[0], x.shape[1], weight.shape[1] - 1) if return_final_states else (0,)
+    return x.new_empty(x.shape), x.new_empty(final)
+
+
+def causal_conv1d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+    initial_states: torch.Tensor | None = None,
+    return_final_states: bool = False,
+):
+    """causal-conv1d's `causal_conv1d_fn` forward as the torch operator
+    ``tilelang::causal_conv1d`` (shapes and dtypes: `tilelang.kernels.causal_conv1d`):
+    out [batch, Dm, L] in x's dtype, and with `return_final_states` (out, the last
+    W - 1 inputs [batch, Dm, W - 1], the conv_state decoding continues from)."""
+    out, final = causal_conv1d_op(
+        x, weight, bias, activation, initial_states, bool(return_final_states)
+    )
+    return (out, final) if return_final_states else out
+
+
+@torch.library.custom_op(
+    "tilelang::causal_conv1d_update", mutates_args=("conv_state",), device_types=("cpu", "cuda")
+)
+def causal_conv1d_update_op(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str | None,
+) -> torch.Tensor:
+    """out with x's shape: `tilelang.kernels.causal_conv1d_update`, conv_state shifted
+    in place."""
+    return conv.causal_conv1d_update(x, conv_state, weight, bias, activation)
+
+
+@causal_conv1d_update_op.register_fake
+def _causal_conv1d_update_fake(x, conv_state, weight, bias, activation):
+    _rank("tilelang::causal_conv1d_update", conv_state=(conv_state, ("batch", "Dm", "state_len")))
+    if x.dim() not in (2, 3):
+        raise ValueError(
+            f"tilelang::causal_conv1d_update: x must have shape [batch, Dm] or [batch, Dm, "
+            f"S], got shape {list(x.shape)}"
+        )
+    return x.new_empty(x.shape)
+
+
+def causal_conv1d_update(
+    x: torch.Tensor,
+    conv_state: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    activation: str | None = None,
+) -> torch.Tensor:
+    """causal-conv1d's `causal_conv1d_update` as the torch operator
+    ``tilelang::causal_conv1d_update`` (shapes and dtypes:
+    `tilelang.kernels.causal_conv1d_update`): conv_state [batch, Dm, state_len] is
+    shifted in place; returns out with x's shape ([batch, Dm] or [batch, Dm, S])."""
+    return causal_conv1d_update_op(x, conv_state, weight, bias, activation)
+
+
+@torch.library.custom_op("tilelang::ssd_chunk_scan", mutates_args=(), device_types=("cpu", "cuda"))
+def ssd_chunk_scan_op(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+    dt_bias: torch.Tensor | None,
+    dt_softplus: bool,
+    initial_states: torch.Tensor | None,
+    return_final_states: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, final state): `tilelang.kernels.ssd_chunk_scan`; the f32 final state
+    [batch, H, P, N] with `return_final_states`, else an empty f32 tensor."""
+    result = ssd.ssd_chunk_scan(
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus, initial_states,
+        return_final_states,
+    )  # fmt: skip
+    if not return_final_states:
+        return result, x.new_empty(0, dtype=torch.float32)
+    out, final = result
+    return out, _not_an_input(final, initial_states)
+
+
+@ssd_chunk_scan_op.register_fake
+def _ssd_chunk_scan_fake(
+    x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus, initial_states, return_final_states
+):
+    _rank(
+        "tilelang::ssd_chunk_scan",
+        x=(x, ("batch", "L", "H", "P")),
+        B=(B, ("batch", "L", "G", "N")),
+    )
+    nb, _, heads, p = x.shape
+    final = (nb, heads, p, B.shape[3]) if return_final_states else (0,)
+    return x.new_empty(x.shape), x.new_empty(final, dtype=torch.float32)
+
+
+def ssd_chunk_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    chunk_size: int,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    initial_states: torch.Tensor | None = None,
+    return_final_states: bool = False,
+):
+    """mamba_ssm's `mamba_chunk_scan_combined` forward as the torch operator
+    ``tilelang::ssd_chunk_scan`` (shapes and dtypes: `tilelang.kernels.ssd_chunk_scan`):
+    out [batch, L, H, P] in x's dtype, and with `return_final_states` (out, the f32
+    state [batch, H, P, N])."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    out, final = ssd_chunk_scan_op(
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, bool(dt_softplus), initial_states,
+        bool(return_final_states),
+    )  # fmt: skip
+    return (out, final) if return_final_states else out
 
 
 # ------------------------------------------------------------------------ attention
@@ -190,6 +466,13 @@ def flash_attention(
     torch.compile or CUDA graphs)."""
     del max_seqlen_k  # flash-attn's signature; the kernel reads each length
     scale = None if scale is None else float(scale)
+    if _eager(q, k):  # the library's checks, naming each layout's dimensions
+        fixed = cu_seqlens_q is None and cu_seqlens_k is None
+        layout = ("batch", "Sq", "H", "D") if fixed else ("total_q", "H", "D")
+        shape, t = _checked(q, "q", (None,) * len(layout), attention.ATTENTION_TYPES, layout)
+        keys = ("batch", "Sk", "H_kv", "D") if fixed else ("total_k", "H_kv", "D")
+        want = (shape[0], None, None, shape[3]) if fixed else (None, None, shape[2])
+        _checked(k, "k", want, (t,), keys)
     if cu_seqlens_q is None and cu_seqlens_k is None:
         out, lse = flash_attention_op(q, k, v, bool(causal), scale, bool(return_lse))
         return (out, lse) if return_lse else out
@@ -296,3 +579,12 @@ def _scale_tensor(value) -> torch.Tensor | None:
     if value is None or isinstance(value, torch.Tensor):
         return value
     return torch.tensor([float(value)], dtype=torch.float32)  # on the host: no device copy
+
+
+# Under torch.compile, a library call on torch tensors runs as the function here of the
+# same name (traced in its place: `host_calls.accepts_host_tensors`).
+for _name in (
+    "rms_norm", "silu_and_mul", "selective_scan", "selective_state_update", "causal_conv1d",
+    "causal_conv1d_update", "ssd_chunk_scan", "flash_attention", "paged_decode_attention",
+):  # fmt: skip
+    host_calls.register_torch_form(getattr(library, _name), globals()[_name])

@@ -48,9 +48,10 @@ import numpy as np
 import torch
 
 from tilelang.dtypes import DType, PackedArray
-from tilelang.kernel import CompiledKernel, Kernel, Specialization, size_facts
+from tilelang.kernel import CompiledKernel, Kernel, Specialization
 from tilelang.lang.signature import ConstexprParam, TensorParam
 from tilelang.runtime import gpu, host_calls
+from tilelang.runtime.launch_facts import size_facts
 
 from . import dtypes as td
 from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot
@@ -60,21 +61,27 @@ __all__ = ["TorchOp", "op"]
 _OPS: dict[str, TorchOp] = {}
 
 
-def op(kernel: Kernel, name: str, **constexprs: Any) -> TorchOp:
+def op(kernel: Kernel, name: str, *, mutates: tuple[str, ...] = (), **constexprs: Any) -> TorchOp:
     """Registers `kernel` as the torch custom operator `name` ("namespace::name"), its
     constexprs fixed to `constexprs` (dtype constexprs left out follow the tensors).
-    Asking again for the same name with the same kernel and constexprs returns the
-    operator already registered; anything else under a taken name is a `ValueError`."""
+    `mutates`: tensor parameters the kernel only stores to that the caller passes and
+    the operator modifies in place, rather than outputs it allocates (a cache written
+    at a position; `tilelang.torch.signature`). Asking again for the same name with the
+    same kernel, constexprs and `mutates` returns the operator already registered;
+    anything else under a taken name is a `ValueError`."""
+    if isinstance(mutates, str):  # mutates="cache": one name, not its letters
+        mutates = (mutates,)
+    mutates = tuple(mutates)
     if not isinstance(kernel, Kernel):
         raise TypeError(f"kernel: expected a @tilelang.kernel, got {type(kernel).__name__}")
     if not isinstance(name, str) or name.count("::") != 1 or not all(name.split("::")):
         raise ValueError(f"name: expected 'namespace::name', got {name!r}")
     found = _OPS.get(name)
     if found is not None:
-        if found.kernel is kernel and found.fixed == constexprs:
+        if found.kernel is kernel and found.fixed == constexprs and found.mutates == mutates:
             return found
         raise ValueError(f"name: the operator {name!r} is already registered for another kernel")
-    made = _OPS[name] = TorchOp(kernel, name, constexprs)
+    made = _OPS[name] = TorchOp(kernel, name, constexprs, mutates)
     return made
 
 
@@ -104,14 +111,17 @@ class _Shaped:
 class TorchOp:
     """A registered operator: call it like the torch op (`torch.ops.ns.name`)."""
 
-    def __init__(self, kernel: Kernel, name: str, constexprs: dict[str, Any]) -> None:
+    def __init__(
+        self, kernel: Kernel, name: str, constexprs: dict[str, Any], mutates: tuple[str, ...] = ()
+    ) -> None:
         self.kernel = kernel
         self.name = name
         self.fixed = dict(constexprs)
+        self.mutates = tuple(mutates)
         self._variants: dict[tuple, _Variant] = {}
         self._shaped: dict[tuple, _Shaped] = {}
         probe = self._probe_constexprs()
-        signature = OpSignature.of(kernel.specialization(**probe).function)
+        signature = OpSignature.of(kernel.specialization(**probe).function, self.mutates)
         self.signature = signature
         # dtype constexpr name -> the argument whose dtype gives it
         self._inferred = self._inferred_dtypes(signature)
@@ -201,7 +211,7 @@ class TorchOp:
                 )
             constexprs[dtype_name] = found
         spec = self.kernel.specialization(**constexprs)
-        signature = OpSignature.of(spec.function)
+        signature = OpSignature.of(spec.function, self.mutates)
         if signature.roles() != self.signature.roles():
             raise TypeError(
                 f"{self.name}: with {constexprs} the kernel reads and stores other tensors "

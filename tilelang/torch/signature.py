@@ -7,7 +7,9 @@ The roles come from the kernel's block IR (one walk of a specialization):
   allocates it (torch.empty: every element must be stored by the kernel) and returns it;
 * an *in-place* tensor is one the kernel stores to and also reads (a `load`, an atomic
   addition, an asynchronous copy): its old contents matter, so the caller passes it and
-  the operator mutates it (`Tensor(a!)` in the schema, `mutates_args`);
+  the operator mutates it (`Tensor(a!)` in the schema, `mutates_args`); so is a tensor
+  the kernel only stores to that `op(..., mutates=(name,))` names: the caller owns it
+  (a KV cache the kernel writes one row of) and its sizes need be no other argument's;
 * an *input* is a tensor the kernel only reads;
 * scalars are `float` or `int` arguments.
 
@@ -87,8 +89,23 @@ class OpSignature:
     slots: tuple[Slot, ...]  # every runtime parameter, in the kernel's order
 
     @classmethod
-    def of(cls, fn: ir.Function) -> OpSignature:
+    def of(cls, fn: ir.Function, mutates: tuple[str, ...] = ()) -> OpSignature:
+        """`fn`'s signature; the tensors named in `mutates` that it only stores to are
+        in-place arguments rather than outputs (a KV-cache row written at a position:
+        the caller owns the cache, and its sizes are no other argument's)."""
         roles = tensor_roles(fn)
+        for name in mutates:
+            if roles.get(name) is None:
+                raise ValueError(
+                    f"{fn.name}(): mutates names {name!r}, which is no tensor parameter "
+                    f"(its tensors: {', '.join(sorted(roles))})"
+                )
+            if roles[name] == INPUT:
+                raise ValueError(
+                    f"{fn.name}(): mutates names {name!r}, which the kernel only reads; "
+                    "name tensors it stores to"
+                )
+            roles[name] = INPLACE
         slots: list[Slot] = []
         for p in fn.params:
             if isinstance(p.type, TensorType):
@@ -151,7 +168,9 @@ class OpSignature:
                         f"{self.kernel_name}(): output {slot.name!r} has size "
                         f"{', '.join(unknown)}, which is no whole dimension of an argument "
                         "tensor, so the operator cannot tell its shape; pass it as a "
-                        "tl.constexpr or give an argument tensor that dimension"
+                        "tl.constexpr, give an argument tensor that dimension, or pass "
+                        f"mutates=({slot.name!r},) to tilelang.torch.op to have the caller "
+                        "pass the tensor, modified in place"
                     )
 
     def sizes(self, shapes: Mapping[str, tuple]) -> dict[str, Any]:
