@@ -234,3 +234,78 @@ def test_the_transposed_load_is_charged_its_whole_sectors():
     assert report.dram_fraction == pytest.approx(2 * tensor / bandwidth / report.predicted_seconds)
     line = marked_line(transposed_load, "# <- x")
     assert f"load x at test_coalescing.py:{line}: " in str(report)
+
+
+# --------------------------------------------------------------------------- the box's footprint
+
+
+@tl.kernel(warps=4)
+def column_scales(
+    s: tl.Tensor[tl.f16, "N", "KG"],
+    y: tl.Tensor[tl.f32, "N"],
+    BN: tl.constexpr = 32,
+    BKG: tl.constexpr = 4,
+):
+    """Group scales stored [N, K / G] read a [BN, BKG] box an iteration, as a quantized
+    matmul's k loop does: rows of 8 bytes, 128 bytes apart."""
+    bn = tl.blocks(tl.cdiv(N, BN))
+    acc = tl.zeros([BN, BKG], tl.f32)
+    for k in tl.range(0, KG, BKG):
+        acc = acc + tl.load(s, [bn * BN, k], [BN, BKG]).to(tl.f32)  # <- scales
+    tl.store(y, [bn * BN], tl.sum(acc, axis=1))
+
+
+def footprint_oracle(shape, row_stride_elems, bits):
+    """Sectors a 2-D box starting a sector touches, every byte of every element listed."""
+    sectors = set()
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            first = (r * row_stride_elems + c) * bits
+            for bit in range(first, first + bits, 8):
+                sectors.add(bit // 8 // 32)
+    return len(sectors)
+
+
+@pytest.mark.parametrize(
+    ("shape", "extents", "bits", "stride"),
+    [
+        ((32, 4), (None, None), 16, FAR),  # rows far apart: a sector each
+        ((32, 4), (None, 4), 16, 4),  # whole rows of a literal width: contiguous
+        ((16, 64), (None, None), 32, FAR),  # 256-byte rows: whole sectors
+        ((8, 12), (None, 16), 8, 16),  # literal 16-byte rows, 12 of them read
+        ((4, 48), (None, None), 4, FAR),  # u4 codes: 24-byte rows
+    ],
+)
+def test_the_footprint_counts_the_sectors_the_box_lies_in(shape, extents, bits, stride):
+    from tilelang.runtime.perf_sectors import footprint
+
+    box = footprint(shape, extents, bits)
+    assert box.footprint == footprint_oracle(shape, stride, bits)
+    assert box.nbytes == shape[0] * shape[1] * bits / 8
+
+
+@needs_disassembler
+def test_short_rows_are_not_charged_as_a_layout_that_wastes_sectors():
+    """Each warp reads 8 rows of 8 bytes: 8 sectors for 64 bytes, which the old minimum
+    called 2. But the box's 32 rows lie in 32 sectors whatever its layout: the layout
+    wastes nothing beyond them, so DRAM is charged nothing and the hint says to store
+    the tensor transposed, not to change the layout."""
+    build = column_scales.compile(target="sm_90", assume={"KG": 64})
+    layout, run = access(build, ir.Load)
+    requests, union, least = oracle(layout, FAR, 2, run)
+    footprint = footprint_oracle((32, 4), FAR, 16)
+    density = 32 * 4 * 2 / (32 * footprint)
+    assert (union, least, footprint) == (32, 8, 32)  # the box's minimum is its footprint
+    report = build.perf(N=28672, KG=64)
+    (row,) = report.sectors
+    assert row.charged == 1.0
+    assert {(row.sectors, row.minimum, row.least)} == {
+        (s, m, max(m, math.ceil(m / density))) for s, m in requests
+    }
+    nbytes = 28672 * 64 * 2 + 28672 * 4
+    assert report.bounds[0].seconds == pytest.approx(nbytes / HARDWARE["sm_90"].dram_bytes_per_s)
+    text = str(report)
+    line = marked_line(column_scales, "# <- scales")
+    assert f"load s at test_coalescing.py:{line}: " in text and "32 rows of 8 B" in text
+    assert "store the tensor with the box's long dim last" in text
+    assert "load in the default layout" not in text

@@ -2,8 +2,10 @@
 from its SASS, its resources and its block IR, with no GPU at hand.
 
 This module owns the model and the report (`perf_report`, `PerfReport`, `occupancy`);
-`tilelang.runtime.perf_loop` reads the main loop out of the IR, `tilelang.runtime.sass`
-the instruction mix out of the cubin, and `tilelang.target.HARDWARE` holds the card.
+`tilelang.runtime.perf_loop` reads the loops out of the IR, `perf_match` finds their
+SASS loops, `tilelang.runtime.sass` the instruction mix, `perf_bounds` computes the
+bounds, `perf_traffic`, `perf_sectors` and `perf_shared` the DRAM bytes, uncoalesced
+accesses and bank conflicts, and `tilelang.target.HARDWARE` holds the card.
 `CompiledKernel.perf(**launch)` and `tilelang inspect --perf` call it. It is a
 prediction, never a measurement: every number follows from the inputs below.
 
@@ -16,44 +18,54 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    bytes plus the 1 KiB the system reserves, rounded up to 128, against the SM's
    largest carveout, which the driver's default preference allows), threads, and the
    resident-block cap. Waves = B / (r * SMs).
-2. **Main loop** — the block-IR loop that loads the most global bytes per iteration
-   (the first of equals); its SASS is the loop in the same place among the SASS loops
-   that load global memory (`sass.loops`), or the largest backward branch
-   (`sass.main_loop`) when ptxas left a different number of them; its shortest path
-   (`sass.shortest_path`: every forward branch that skips instructions taken, as
-   for a mask only the last block runs; a note says how many it skips). One
-   iteration of the block-IR loop is that many warp instructions divided by how many
-   times ptxas unrolled it (the SASS's HMMA/IMMA count over the thread IR's `Mma`s, or
-   else its global accesses over the thread IR's). Each warp issues every one of them
-   (predicated-off lanes or not). Instructions per element of a tensor T =
-   (warp instructions per iteration * W) / (elements of T the block loads per
-   iteration). Tiles are clipped to the tensor's extent (with M = 1, one row of a
-   16-row tile moves; masked elements move nothing).
-3. **Bytes in flight** — per block: for each global tile the loop loads, its bytes per
+2. **Loops** — the *main loop* is the block-IR loop that loads the most global bytes
+   per iteration (the first of equals); the report's tiles, bytes in flight,
+   instruction mix and per-element counts are its. A kernel with several loops that
+   load is modelled as the sum of them (`perf_loop.MainLoop.modelled`: every such loop
+   but those under an `if`, which not every block need take, and but the main loop
+   alone where they nest; one whose bounds are read at run time, other than the main
+   loop, is left out): each block runs each loop's iterations (its trip count at the
+   launch). Each loop's SASS is found by `perf_match` (the cubin has no line
+   information: by program order, global loads, mma and MUFU against its thread-IR
+   loop; where that fails, the main loop alone, and a note says which SASS loop was
+   used); its shortest path (`sass.shortest_path`: every forward branch that skips
+   instructions taken, as for a mask only the last block runs; a note says how many
+   it skips). One iteration of a block-IR loop is that many warp instructions divided
+   by how many times ptxas unrolled it (the SASS's HMMA/IMMA count over the thread
+   IR's `Mma`s, or else its global accesses over the thread IR's). Each warp issues
+   every one of them (predicated-off lanes or not). Instructions per element of a
+   tensor T = (the main loop's warp instructions per iteration * W) / (elements of T
+   the block loads per iteration). Tiles are clipped to the tensor's extent (with
+   M = 1, one row of a 16-row tile moves; masked elements move nothing).
+3. **Bytes in flight** — per block: for each global tile a loop loads, its bytes per
    iteration times its pipeline depth (`perf_loop`: 1 for a `load` consumed in its
    iteration, S - 1 for a copy or load the pipeline pass issues ahead in a `stages=S`
-   loop); per SM: times r. For the
-   launch, the blocks running at once are B / ceil(waves) (a grid of fewer blocks than
-   fit runs them all; a last partial wave lowers the average).
-4. **Bounds**, each the least time the launch can take by one resource:
+   loop); per SM: times r. For the launch, the blocks running at once are
+   B / ceil(waves) (a grid of fewer blocks than fit runs them all; a last partial wave
+   lowers the average).
+4. **Bounds** (`perf_bounds`), each the least time the launch can take by one resource:
    - DRAM floor: bytes of every tensor the kernel reads plus every tensor it writes,
-     each once, plus the sectors uncoalesced loads waste (below), over the card's peak
-     DRAM bandwidth;
-   - memory latency (Little's law): the same bytes over (bytes in flight at once /
-     DRAM latency), the bandwidth that many outstanding bytes sustain;
+     each once, plus the sectors uncoalesced loads waste (below), plus what a later
+     loop reads again of a tensor an earlier loop read where the L2 cannot hold it
+     between the two reads (`perf_traffic`), over the card's peak DRAM bandwidth;
+   - memory latency (Little's law): each loop's DRAM bytes (a loop other than the main
+     one: the tensors it reads first and its re-reads; the main loop: the rest) over
+     (its bytes in flight at once / DRAM latency), the bandwidth that many outstanding
+     bytes sustain, added up;
    - instruction issue: the busiest SM runs ceil(B / SMs) blocks, each issuing
-     W * iterations * (warp instructions per iteration), at 4 warp instructions per
-     cycle (one per scheduler) at the card's clock — or fewer when fewer warps are on
-     the SM at once (min(r, ceil(B / SMs)) * W < 4): a warp issues from its own
-     scheduler only;
+     W * Σ over loops (iterations * warp instructions per iteration), at 4 warp
+     instructions per cycle (one per scheduler) at the card's clock — or fewer when
+     fewer warps are on the SM at once (min(r, ceil(B / SMs)) * W < 4): a warp issues
+     from its own scheduler only;
    - special functions: the busiest SM's MUFU instructions (ex2, lg2, rcp, ...) times
      32 results each, over the SM's special-function rate (16 a cycle on sm_80 to
      sm_90, 4 per scheduler: a warp's MUFU holds its scheduler's unit for 8 cycles,
      whatever else issues meanwhile), of the schedulers that have a warp;
-   - shared memory: the bytes the busiest SM's loop moves through shared memory
+   - shared memory: the bytes the busiest SM's loops move through shared memory
      (`sass.shared_bytes`: LDS/STS by width, ldmatrix by its matrices, what cp.async
      writes, the B a warpgroup mma reads, a quarter for each of its warps; whole
-     128-byte wavefronts, no bank conflicts) over the SM's 128 bytes a cycle;
+     128-byte wavefronts) plus 128 bytes for each wavefront a bank conflict adds
+     (`perf_shared`, from the IR's layouts), over the SM's 128 bytes a cycle;
    - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
      padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
      data sheet's, except on H100, whose data-sheet peak needs `wgmma`
@@ -70,18 +82,21 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
 5. **Coalescing** (`tilelang.runtime.perf_sectors`, counted by the lowering,
    `tilelang.lowering.coalescing`): a global access whose warp requests touch s 32-byte
    sectors where the bytes they move fit in m is listed with its source line. DRAM
-   moves whole sectors: a tensor read by such a load is charged s/m times its bytes
-   (its worst load; as if no later request found the rest of a sector in L1 or L2, an
-   upper bound). A store's or an atomic's partial sectors are merged in L2 when the
+   moves whole sectors: a tensor read by such a load is charged s/m' times its bytes,
+   m' the fewest sectors the box's own footprint allows (its worst load; as if no
+   later request found the rest of a sector in L1 or L2, an upper bound); a box whose
+   rows are shorter than a sector wastes sectors whatever its layout, which is listed
+   and not charged. A store's or an atomic's partial sectors are merged in L2 when the
    block writes the whole sector, so they cost L2 bandwidth only, which the model has
    no bound for: they are listed and do not change the prediction.
 
-Not modelled: the prologue and epilogue outside the main loop, L2 hits (a tile many
-blocks read, such as the activations of a matmul, is counted at DRAM latency), bank
-conflicts, L2 and load-store-unit bandwidth (the sectors of uncoalesced stores),
-dependency stalls within a warp (with one or two warps per scheduler the
-issue bound is optimistic), launch overhead, clocks below the data sheet's. The DRAM
-latency is an assumption (`tilelang.target.Hardware.dram_latency_s`).
+Not modelled: the code outside the loops (a kernel with a loop that loads), L2 hits
+other than a later loop's re-reads (a tile many blocks read, such as the activations
+of a matmul, is counted at DRAM latency), L2 and load-store-unit bandwidth (the
+sectors of uncoalesced stores), dependency stalls within a warp (with one or two warps
+per scheduler, `LOW_OCCUPANCY`, the issue bound is optimistic and a note says so),
+launch overhead, clocks below the data sheet's. The DRAM latency is an assumption
+(`tilelang.target.Hardware.dram_latency_s`).
 """
 
 from __future__ import annotations
@@ -99,22 +114,52 @@ from tilelang.ir.visit import walk
 from tilelang.runtime import sass as sass_text
 from tilelang.runtime.cubin import Resources
 from tilelang.runtime.host_expr import eval_grid
+from tilelang.runtime.perf_bounds import (
+    Bound,
+    Context,
+    Phase,
+    Work,
+    mma_flops,
+    tensor_peak,
+)
+from tilelang.runtime.perf_bounds import bounds as compute_bounds
+from tilelang.runtime.perf_bounds import mb as _mb
 from tilelang.runtime.perf_loop import (
     MainLoop,
     PerfError,
     TileLoad,
+    direct_instrs,
     find_main_loop,
+    loop_trips,
     tensor_shapes,
-    thread_loop_counts,
     trip_count,
 )
-from tilelang.runtime.perf_sectors import SectorRow, extra_read_bytes, sector_rows
+from tilelang.runtime.perf_match import LoopCode, kernel_code, loop_codes
+from tilelang.runtime.perf_sectors import SectorRow, boxes, extra_read_bytes, sector_rows
+from tilelang.runtime.perf_shared import WAVEFRONT, Conflict, shared_conflicts
 from tilelang.runtime.perf_text import format_report
+from tilelang.runtime.perf_traffic import LoopTraffic, Reread, nbytes, rereads, tensor_bytes
 from tilelang.target import Hardware, hardware
 
-__all__ = ["Bound", "LoadRow", "Occupancy", "PerfError", "PerfReport", "occupancy", "perf_report"]
+__all__ = [
+    "Bound",
+    "LoadRow",
+    "LoopRow",
+    "Occupancy",
+    "PerfError",
+    "PerfReport",
+    "occupancy",
+    "perf_report",
+]
 
 WARP = 32
+_tensor_bytes = tensor_bytes  # its name before it moved to perf_traffic
+#: Warps per scheduler at or below which the issue bound is noted as optimistic: a
+#: dependent ALU instruction issues about 4 cycles after its producer (sm_70 to sm_90),
+#: so a scheduler with w warps issues every cycle only if each has 4 / w independent
+#: instructions in a row: 2 with two warps, 4 with one; from three warps on, the
+#: 1.33 a loop body almost always has.
+LOW_OCCUPANCY = 2
 
 
 # --------------------------------------------------------------------------- occupancy
@@ -203,14 +248,21 @@ class LoadRow:
 
 
 @dataclass(frozen=True)
-class Bound:
-    """The least time the launch can take by one resource, and the fraction of DRAM
-    bandwidth that leaves (floor / seconds, at most 1); `detail` shows the arithmetic."""
+class LoopRow:
+    """One loop the report adds up: its source line, iterations per block, how many of
+    them one pass of its SASS loop holds, per iteration its warp instructions, MUFU and
+    bytes through shared memory (bank conflicts included), the DRAM bytes charged to it
+    (its tensors' first reads and its re-reads; the main loop's also every write), and
+    which SASS it is (`tilelang.runtime.perf_match`)."""
 
-    name: str
-    seconds: float
-    fraction: float
-    detail: str
+    where: str
+    iterations: int
+    unroll: int
+    instructions_per_iteration: float
+    special_per_iteration: float
+    shared_per_iteration: float
+    dram_bytes: float
+    sass: str
 
 
 @dataclass(frozen=True)
@@ -248,6 +300,10 @@ class PerfReport:
     bytes_total: int
     dram_bytes: float
     sectors: tuple[SectorRow, ...]
+    sector_bytes: float
+    rereads: tuple[Reread, ...]
+    conflicts: tuple[Conflict, ...]
+    loops: tuple[LoopRow, ...]
     mma_flops: float
     bounds: tuple[Bound, ...]
     predicted_seconds: float
@@ -295,43 +351,6 @@ def _check_launch(fn: ir.Function, launch: Mapping[str, Any]) -> tuple[dict, dic
                 "matching the launch"
             )
     return sizes, {n: launch[n] for n in scalar_names if n in launch}
-
-
-def _tensor_bytes(fn: ir.Function, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Bytes of every tensor the kernel reads plus every tensor it writes, each once
-    (gathers, scatters, scalar loads and atomic additions included: a gathered pool
-    counts whole, an upper bound on what the kernel reads of it)."""
-    dtypes = {p.name: p.type.dtype for p in fn.params if p.name in shapes}
-    reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
-    # An atomic addition reads what it adds to and writes it back.
-    adds = ir.AtomicAdd | ir.ScatterAdd
-    read = {i.tensor.name for i in walk(fn) if isinstance(i, reads | adds)}
-    writes = ir.Store | ir.Scatter | adds
-    written = {i.tensor.name for i in walk(fn) if isinstance(i, writes)}
-
-    def nbytes(name: str) -> int:
-        return -(-math.prod(shapes[name]) * dtypes[name].bits // 8)
-
-    return sum(nbytes(n) for n in read) + sum(nbytes(n) for n in written)
-
-
-def _unroll(loop_ops: dict[str, int], thread_counts: tuple[int, int], notes: list[str]) -> int:
-    """How many block-IR iterations one pass of the SASS loop holds."""
-    mma = sum(n for op, n in loop_ops.items() if sass_text.mma_flops(op) is not None)
-    memory = sum(n for op, n in loop_ops.items() if sass_text.global_load_bytes(op))
-    for found, expected, what in (
-        (mma, thread_counts[0], "tensor-core instructions"),
-        (memory, thread_counts[1], "global loads"),
-    ):
-        if expected:
-            if found % expected == 0 and found:
-                return found // expected
-            notes.append(
-                f"the SASS loop holds {found} {what}, the thread IR's {expected} per "
-                "iteration: not a whole multiple, so one SASS pass is taken as one iteration"
-            )
-            return 1
-    return 1
 
 
 def _load_rows(
@@ -429,43 +448,47 @@ def perf_report(
             f"(blocks per SM by registers {occ.by_registers}, shared {occ.by_shared})"
         )
     notes: list[str] = []
-    iterations = trip_count(function, main, {**scalars, **sizes}, iterations)
-    loop_ops, unroll = _loop_sass(function.name, cubin, thread, main, iterations, notes)
-    per_iteration = sum(loop_ops.values()) / unroll
+    values = {**scalars, **sizes}
+    iterations = trip_count(function, main, values, iterations)
     shapes = tensor_shapes(function, sizes)
-    rows = _load_rows(main.loads, shapes, per_iteration * warps)
+    parts = _parts(function, thread, cubin, main, values, iterations, shapes, notes)
+    first = parts[0]  # the main loop
+    rows = first.rows
     in_flight_block = sum(r.in_flight for r in rows)
     waves = blocks / (occ.resident * hw.sms)
     concurrent = blocks / math.ceil(waves)
     latency = latency_ns * 1e-9 if latency_ns is not None else hw.dram_latency_s
-    little = concurrent * in_flight_block / latency
-    bytes_total = _tensor_bytes(function, shapes)
-    sectors = sector_rows(thread.stats)
-    dram_bytes = bytes_total + extra_read_bytes(function, shapes, sectors)
-    sync, warpgroup = (f * warps * iterations * blocks for f in _mma_flops(loop_ops, unroll))
-    flops = sync + warpgroup
-    special = sum(n for op, n in loop_ops.items() if op.startswith("MUFU")) / unroll
-    shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in loop_ops.items()) / unroll
+    bytes_total = tensor_bytes(function, shapes)
+    sectors = sector_rows(thread.stats, boxes(function))
+    sector_bytes = extra_read_bytes(function, shapes, sectors)
+    ordered = sorted(parts, key=lambda x: x.index)
+    traffic = [LoopTraffic(x.where, x.iterations, x.tiles()) for x in ordered]
+    tensors = {n: nbytes(function, shapes, n) for n in shapes}
+    again = rereads(traffic, tensors, blocks, concurrent, hw.l2_bytes)
+    reread_bytes = sum(r.charged for r in again)
+    dram_bytes = bytes_total + sector_bytes + reread_bytes
+    phases = _phases(parts, again, tensors, dram_bytes, concurrent, latency)
+    flops = [sum(x.flops(i) for x in parts) * warps * blocks for i in (0, 1)]
     schedulers = min(hw.sub_partitions, _warps_at_once(hw, occ, blocks, warps))
-    context = _Context(
-        hw,
-        blocks,
-        warps,
-        iterations,
-        per_iteration,
-        bytes_total,
-        dram_bytes,
-        little,
-        sync,
-        warpgroup,
-        special,
-        schedulers,
-        shared,
+    context = Context(
+        hw=hw,
+        blocks=blocks,
+        warps=warps,
+        work=tuple(x.work() for x in parts),
+        bytes_total=bytes_total,
+        dram_bytes=dram_bytes,
+        sector_bytes=sector_bytes,
+        reread_bytes=reread_bytes,
+        phases=phases,
+        latency=latency,
+        sync_flops=flops[0],
+        warpgroup_flops=flops[1],
+        schedulers=schedulers,
     )
-    bounds = _bounds(context, latency, concurrent * in_flight_block)
+    bounds = compute_bounds(context)
     predicted = max(b.seconds for b in bounds)
-    _add_notes(notes, main, hw, occ, blocks, warps, bytes_total, resources)
-    per_element = _per_element(rows, per)
+    _add_notes(notes, main, parts, hw, occ, blocks, warps, bytes_total, resources)
+    unroll = first.code.unroll
     return PerfReport(
         kernel=function.name,
         target=target,
@@ -479,33 +502,171 @@ def perf_report(
         loop=main.where,
         iterations=iterations,
         unroll=unroll,
-        instructions_per_iteration=per_iteration,
+        instructions_per_iteration=first.work().instructions,
         mix={
             name: {op: n / unroll for op, n in ops.items()}
-            for name, ops in sass_text.instruction_mix(loop_ops).items()
+            for name, ops in sass_text.instruction_mix(first.code.ops, first.dequantizes).items()
         },
         loads=rows,
         per=per,
-        instructions_per_element=per_element,
+        instructions_per_element=_per_element(rows, per),
         issue_budget_per_element=_issue_budget(hw, bounds[0].seconds, shapes, per),
         in_flight_block=in_flight_block,
         in_flight_sm=in_flight_block * occ.resident,
         concurrent_blocks=concurrent,
         in_flight=concurrent * in_flight_block,
         latency_s=latency,
-        little_bandwidth=little,
+        little_bandwidth=phases[0].little,
         peak_bandwidth=hw.dram_bytes_per_s,
         bytes_total=bytes_total,
         dram_bytes=dram_bytes,
         sectors=sectors,
-        mma_flops=flops,
+        sector_bytes=sector_bytes,
+        rereads=again,
+        conflicts=tuple(c for x in ordered for c in x.conflicts),
+        loops=tuple(x.row(p.dram_bytes) for x, p in zip(parts, phases, strict=True)),
+        mma_flops=sum(flops),
         bounds=bounds,
         predicted_seconds=predicted,
         dram_fraction=bytes_total / hw.dram_bytes_per_s / predicted if predicted else 0.0,
-        tensor_fraction=flops / predicted / _tensor_peak(hw, sync, warpgroup) if predicted else 0.0,
+        tensor_fraction=sum(flops) / predicted / tensor_peak(hw, *flops) if predicted else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
     )
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One loop the report adds up, at this launch (`index`: its place among the loops
+    that load, in program order; -1 for a loop-free kernel's body)."""
+
+    index: int
+    where: str
+    iterations: int
+    code: LoopCode
+    rows: tuple[LoadRow, ...]
+    conflicts: tuple[Conflict, ...]
+    dequantizes: bool
+
+    def work(self) -> Work:
+        ops, unroll = self.code.ops, self.code.unroll
+        shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in ops.items()) / unroll
+        shared += sum(c.extra for c in self.conflicts) * WAVEFRONT
+        special = sum(n for op, n in ops.items() if op.startswith("MUFU")) / unroll
+        return Work(self.iterations, sum(ops.values()) / unroll, special, shared)
+
+    def flops(self, which: int) -> float:
+        """Per warp and block: mma.sync's (0) or the warpgroup mma's (1)."""
+        return mma_flops(self.code.ops, self.code.unroll)[which] * self.iterations
+
+    def tiles(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for row in self.rows:
+            found[row.tensor] = found.get(row.tensor, 0.0) + row.bytes
+        return found
+
+    def row(self, dram_bytes: float) -> LoopRow:
+        work = self.work()
+        return LoopRow(
+            self.where,
+            self.iterations,
+            self.code.unroll,
+            work.instructions,
+            work.special,
+            work.shared,
+            dram_bytes,
+            self.code.sass,
+        )
+
+
+def _parts(
+    fn: ir.Function,
+    thread: t.ThreadFunction,
+    cubin: bytes,
+    main: MainLoop,
+    values: Mapping[str, Any],
+    iterations: int,
+    shapes: dict[str, tuple[int, ...]],
+    notes: list[str],
+) -> list[_Part]:
+    """The loops the report adds up (`MainLoop.modelled`, those whose SASS and trip count
+    are known), the main loop first."""
+    try:
+        text = sass_text.disassemble(cubin)
+    except sass_text.SassUnavailableError as error:
+        raise sass_text.SassUnavailableError(
+            f"{fn.name}: a performance report counts the kernel's SASS instructions: {error}"
+        ) from None
+    warps = thread.threads // WARP
+
+    def part(index: int, where: str, trips: int, code: LoopCode, loads, body: ir.Block):
+        rows = _load_rows(loads, shapes, sum(code.ops.values()) / code.unroll * warps)
+        conflicts = shared_conflicts(direct_instrs(body))
+        return _Part(index, where, trips, code, rows, conflicts, _dequantizes(body))
+
+    if main.loop is None:
+        return [part(-1, main.where, 1, kernel_code(text), main.loads, fn.body)]
+    modelled, why = main.modelled()
+    notes.extend(why)
+    trips = {main.rank: iterations}
+    for i in modelled:
+        if i != main.rank:
+            try:
+                trips[i] = loop_trips(fn, main.loops[i], values)
+            except PerfError:
+                notes.append(
+                    f"the loop at {main.loops[i].where} reads its bounds at run time: "
+                    "left out of the sum"
+                )
+    kept = tuple(i for i in modelled if i in trips)
+    codes = loop_codes(text, thread, main, kept, iterations, notes)
+    order = [main.rank] + [i for i in kept if i in codes and i != main.rank]
+    return [
+        part(i, x.where, trips[i], codes[i], x.loads, x.loop.body)
+        for i, x in ((i, main.loops[i]) for i in order)
+    ]
+
+
+def _dequantizes(body: ir.Block) -> bool:
+    """Whether `body` casts codes of fewer than 16 bits to floats: the conversions of its
+    SASS belong to a dequantization recipe (`sass.classify`)."""
+    return any(
+        isinstance(i, ir.Cast)
+        and isinstance(i.value, ir.Var)
+        and i.value.type.dtype.bits < 16
+        and i.result.type.dtype.is_float
+        for i in walk(body)
+    )
+
+
+def _phases(
+    parts: list[_Part],
+    again: tuple[Reread, ...],
+    tensors: Mapping[str, int],
+    dram_bytes: float,
+    concurrent: float,
+    latency: float,
+) -> tuple[Phase, ...]:
+    """The DRAM bytes of each loop (the main loop first) at its own bytes in flight: a
+    loop other than the main one is charged the tensors it reads first and its
+    re-reads; the main loop the rest (writes, loads outside loops, wasted sectors)."""
+    seen: set[str] = set()
+    first: dict[int, set[str]] = {}
+    for x in sorted(parts, key=lambda x: x.index):
+        first[x.index] = set(x.tiles()) - seen
+        seen |= first[x.index]
+    phases = []
+    for x in parts[1:]:
+        charged = sum(tensors[n] for n in first[x.index])
+        charged += sum(r.charged for r in again if r.where == x.where)
+        little = concurrent * sum(r.in_flight for r in x.rows) / latency
+        phases.append(
+            Phase(x.where, charged, concurrent * sum(r.in_flight for r in x.rows), little)
+        )
+    main = parts[0]
+    in_flight = concurrent * sum(r.in_flight for r in main.rows)
+    rest = dram_bytes - sum(p.dram_bytes for p in phases)
+    return (Phase(main.where, rest, in_flight, in_flight / latency), *phases)
 
 
 def _hardware(target: str) -> Hardware:
@@ -530,164 +691,6 @@ def _shared(thread: t.ThreadFunction, resources: Resources) -> int:
     return thread.shared_bytes + resources.shared_bytes
 
 
-def _loop_sass(
-    name: str,
-    cubin: bytes,
-    thread: t.ThreadFunction,
-    main: MainLoop,
-    iterations: int,
-    notes: list[str],
-) -> tuple[dict[str, int], int]:
-    """The opcodes of the SASS main loop (of the whole kernel without one) and how many
-    block-IR iterations one pass of it holds."""
-    try:
-        text = sass_text.disassemble(cubin)
-    except sass_text.SassUnavailableError as error:
-        raise sass_text.SassUnavailableError(
-            f"{name}: a performance report counts the kernel's SASS instructions: {error}"
-        ) from None
-    if main.loop is None:
-        return dict(sass_text.opcodes(sass_text.kernel_body(text))), 1
-    loop = _sass_of(main, text)
-    if loop is None:
-        notes.append("the SASS has no loop (ptxas unrolled it fully): the whole kernel counted")
-        return dict(sass_text.opcodes(text)), max(iterations, 1)
-    ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
-    skipped = sum(sass_text.opcodes(loop).values()) - sum(ops.values())
-    if skipped:
-        notes.append(
-            f"branches in the main loop skip up to {skipped} of its SASS instructions "
-            "(a mask on the last block, a rare path): the report counts the shortest path "
-            "through it, as most iterations run"
-        )
-    return ops, _unroll(ops, thread_loop_counts(thread), notes)
-
-
-def _sass_of(main: MainLoop, text: str) -> str | None:
-    """The SASS loop of the block-IR main loop: of the SASS loops that load global
-    memory, the one in the same place in program order when there are as many of them
-    as block-IR loops that load (ptxas kept every loop); else the largest loop."""
-    loading = [loop for loop in sass_text.loops(text) if sass_text.loads_global(loop)]
-    if main.loops_with_loads > 1 and len(loading) == main.loops_with_loads:
-        return loading[main.rank]
-    return sass_text.main_loop(text)
-
-
-def _mma_flops(ops: Mapping[str, int], unroll: int) -> tuple[float, float]:
-    """Tensor-core flops one warp executes per iteration: (by mma.sync, IMMA counted at
-    half weight as the int8 peak is twice the f16 one; by the warpgroup mma)."""
-    sync = warpgroup = 0.0
-    for opcode, count in ops.items():
-        flops = sass_text.mma_flops(opcode)
-        if flops is None:
-            continue
-        if sass_text.is_warpgroup_mma(opcode):
-            warpgroup += flops * count
-        else:
-            sync += flops * count / (2 if opcode.startswith("IMMA") else 1)
-    return sync / unroll, warpgroup / unroll
-
-
-@dataclass(frozen=True)
-class _Context:
-    """What the bounds are computed from (`little`: bytes/s the bytes in flight sustain)."""
-
-    hw: Hardware
-    blocks: int
-    warps: int
-    iterations: int
-    per_iteration: float
-    bytes_total: int  # every tensor read and written once
-    dram_bytes: float  # and the whole sectors of uncoalesced loads (perf_sectors)
-    little: float
-    sync_flops: float  # executed by mma.sync (IMMA at half weight)
-    warpgroup_flops: float  # executed by the warpgroup mma (at the data sheet's peak)
-    special: float  # MUFU warp instructions per iteration
-    schedulers: int  # schedulers of the busiest SM that have a warp at once
-    shared: float  # bytes through shared memory per warp and iteration
-
-
-def _bounds(c: _Context, latency: float, in_flight: float) -> tuple[Bound, ...]:
-    """The six bounds of the module docstring, the DRAM floor first."""
-    hw = c.hw
-    floor = c.bytes_total / hw.dram_bytes_per_s  # the useful bytes: what fractions are of
-    latency_s = c.dram_bytes / c.little if c.little else 0.0  # nothing loaded: no bound
-    sectors = c.dram_bytes - c.bytes_total
-    wasted = f" + {_mb(sectors)} whole sectors of uncoalesced loads" if sectors else ""
-    busiest = -(-c.blocks // hw.sms)
-    warp_iterations = busiest * c.warps * c.iterations  # on the busiest SM
-    share = c.schedulers / hw.sub_partitions  # of the SM's schedulers and their units
-    issue_s = warp_iterations * c.per_iteration / (hw.issue_per_s * share)
-    special_s = warp_iterations * c.special * WARP / (hw.special_per_s * share)
-    few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
-    shared_s = warp_iterations * c.shared / (hw.shared_bytes_per_cycle * hw.clock_hz)
-    tensor_s = c.sync_flops / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
-
-    def bound(name: str, seconds: float, detail: str) -> Bound:
-        fraction = min(1.0, floor / seconds) if seconds else 1.0
-        return Bound(name, seconds, fraction, detail)
-
-    return (
-        bound(
-            "DRAM floor",
-            c.dram_bytes / hw.dram_bytes_per_s,
-            f"{_mb(c.bytes_total)}{wasted} / {_tbs(hw.dram_bytes_per_s)}",
-        ),
-        bound(
-            "memory latency",
-            latency_s,
-            f"{_mb(in_flight)} in flight / {latency * 1e9:.0f} ns = {_tbs(c.little)}",
-        ),
-        bound(
-            "instruction issue",
-            issue_s,
-            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x "
-            f"{c.per_iteration:.4g} instr / ({hw.issue_per_cycle * share:g} x "
-            f"{hw.clock_hz / 1e6:.0f} MHz){few}",
-        ),
-        bound(
-            "special functions",
-            special_s,
-            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.special:.4g} MUFU "
-            f"x {WARP} / ({hw.sfu_per_cycle * share:g} x {hw.clock_hz / 1e6:.0f} MHz){few}"
-            if c.special
-            else "no MUFU in the loop",
-        ),
-        bound(
-            "shared memory",
-            shared_s,
-            f"{busiest} block(s) x {c.warps} warps x {c.iterations} it x {c.shared / 1e3:.4g} KB / "
-            f"({hw.shared_bytes_per_cycle} B x {hw.clock_hz / 1e6:.0f} MHz)"
-            if c.shared
-            else "no shared-memory access in the loop",
-        ),
-        bound(
-            "tensor cores",
-            tensor_s,
-            _tensor_detail(c.sync_flops, c.warpgroup_flops, hw),
-        ),
-    )
-
-
-def _tensor_detail(sync: float, warpgroup: float, hw: Hardware) -> str:
-    if not sync + warpgroup:
-        return "no HMMA/IMMA/HGMMA in the loop"
-    parts = []
-    if sync:
-        peak = hw.mma_flops / 1e12
-        parts.append(f"{sync / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (mma.sync)")
-    if warpgroup:
-        peak = hw.tensor_flops / 1e12
-        parts.append(f"{warpgroup / 1e9:.4g} GFLOP / {peak:.4g} TFLOPS (wgmma)")
-    return " + ".join(parts) + " executed (tile padding included)"
-
-
-def _tensor_peak(hw: Hardware, sync: float, warpgroup: float) -> float:
-    """The peak a kernel's tensor fraction is of: the data sheet's where the warpgroup
-    mma does most of the work, else mma.sync's."""
-    return hw.tensor_flops if warpgroup > sync else hw.mma_flops
-
-
 def _per_element(rows: tuple[LoadRow, ...], per: str | None) -> float | None:
     if per is None:
         return None
@@ -707,6 +710,7 @@ def _issue_budget(
 def _add_notes(
     notes: list[str],
     main: MainLoop,
+    parts: list[_Part],
     hw: Hardware,
     occ: Occupancy,
     blocks: int,
@@ -716,7 +720,15 @@ def _add_notes(
 ) -> None:
     if main.loop is None:
         notes.append("no loop loads global memory: the whole kernel is one iteration")
-    if main.loops_with_loads > 1:
+    if len(parts) > 1:
+        wheres = ", ".join(x.where for x in sorted(parts, key=lambda x: x.index))
+        notes.append(
+            f"{main.loops_with_loads} loops load global memory; the report adds up the "
+            f"{len(parts)} at {wheres}; the tiles, bytes in flight, instruction mix and "
+            f"per-element counts are those of the main loop at {main.where}, which loads "
+            "the most per iteration"
+        )
+    elif main.loops_with_loads > 1:
         notes.append(
             f"{main.loops_with_loads} loops load global memory; the report models the one "
             f"at {main.where}, which loads the most per iteration"
@@ -727,10 +739,12 @@ def _add_notes(
         if load.unpipelined:
             notes.append(f"{load.tensor} ({load.loc}) is not pipelined: {load.unpipelined}")
     per_scheduler = _warps_at_once(hw, occ, blocks, warps) / hw.sub_partitions
-    if per_scheduler < 2:
+    if per_scheduler <= LOW_OCCUPANCY:
         notes.append(
-            f"{per_scheduler:.3g} warps per scheduler on the busiest SM: one warp cannot "
-            "issue every cycle (dependent instructions wait), so the issue bound is optimistic"
+            f"{per_scheduler:.3g} warps per scheduler on the busiest SM: a dependent "
+            "instruction issues some 4 cycles after the one it waits on, so each warp needs "
+            "2 to 4 independent instructions in a row to issue every cycle: the issue "
+            "bound is optimistic"
         )
     if bytes_total <= hw.l2_bytes:
         notes.append(
@@ -744,15 +758,3 @@ def _add_notes(
 def _warps_at_once(hw: Hardware, occ: Occupancy, blocks: int, warps: int) -> int:
     """Warps on the busiest SM at once: its resident blocks, or all it runs if fewer."""
     return min(occ.resident, -(-blocks // hw.sms)) * warps
-
-
-def _mb(nbytes: float) -> str:
-    if nbytes >= 1e6:
-        return f"{nbytes / 1e6:.4g} MB"
-    if nbytes >= 1e3:
-        return f"{nbytes / 1e3:.4g} KB"
-    return f"{nbytes:.4g} B"
-
-
-def _tbs(bytes_per_s: float) -> str:
-    return f"{bytes_per_s / 1e12:.3g} TB/s"

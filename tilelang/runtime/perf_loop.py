@@ -1,14 +1,23 @@
 """What the block IR says about a kernel's main loop, for the static performance report.
 
 This module owns reading the planned block IR (after the last pass) and the thread IR
-for `tilelang.runtime.perf`: which loop is the main loop, how many times it runs at a
-launch, which global tiles it loads per iteration, and how many iterations ahead each
-load is issued. It computes nothing about hardware.
+for `tilelang.runtime.perf`: which loop is the main loop and which loops the report
+adds up, how many times each runs at a launch, which global tiles it loads per
+iteration, and how many iterations ahead each load is issued. It computes nothing
+about hardware.
 
 **The main loop** is the `for` whose body (its own instructions and those of `if`s in
 it, not those of nested loops) loads the most bytes of global tiles (`load` and
 `copy_async`) per iteration; the first such loop on a tie. A kernel with no loop that
 loads global memory is modelled as one iteration of its whole body.
+
+**Several loops.** Every loop that loads global memory is a `LoadingLoop` of
+`MainLoop.loops`, in program order. The report adds up `MainLoop.modelled()`: each of
+them but those under an `if` (its condition is a run-time value: the block IR cannot
+say how many blocks take it, such as a split kernel's combine in the last block) — and,
+where loading loops nest in one another, the main loop alone (an outer loop's SASS holds
+its inner loop's). The main loop is always modelled. `thread_loops` reads each
+thread-IR loop (named after the block-IR loop it lowers) for `perf_match`.
 
 **Iterations ahead** of a load in the main loop (the pipeline depth: how many of its
 tiles are in flight at once while the loop waits on memory):
@@ -49,12 +58,17 @@ from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.ir.visit import walk
 
 __all__ = [
+    "LoadingLoop",
     "MainLoop",
     "PerfError",
+    "ThreadLoop",
     "TileLoad",
+    "direct_instrs",
     "find_main_loop",
+    "loop_trips",
     "tensor_shapes",
     "thread_loop_counts",
+    "thread_loops",
     "trip_count",
 ]
 
@@ -85,21 +99,64 @@ class TileLoad:
 
 
 @dataclass(frozen=True)
+class LoadingLoop:
+    """A block-IR loop that loads global tiles: the loop, the loops around it (outermost
+    first), its loads per iteration, and whether it runs under an `if` (`guarded`: the
+    block IR cannot say how many blocks take it)."""
+
+    loop: ir.For
+    enclosing: tuple[ir.For, ...]
+    loads: tuple[TileLoad, ...]
+    guarded: bool = False
+
+    @property
+    def where(self) -> str:
+        return _loc(self.loop)
+
+
+@dataclass(frozen=True)
 class MainLoop:
     """The main loop (`loop`, None for a kernel without one), the loops around it
     (outermost first), its loads per iteration, how many loops load global memory, and
-    which of them it is (`rank`, counting in program order, outer loops first)."""
+    which of them it is (`rank`, counting in program order, outer loops first);
+    `loops`: every loop that loads, in that order (`loops[rank]` is the main loop)."""
 
     loop: ir.For | None
     enclosing: tuple[ir.For, ...]
     loads: tuple[TileLoad, ...]
     loops_with_loads: int
     rank: int = 0
+    loops: tuple[LoadingLoop, ...] = ()
 
     @property
     def where(self) -> str:
         """The main loop's source line, or "no loop"."""
         return "no loop" if self.loop is None else _loc(self.loop)
+
+    @property
+    def nests(self) -> bool:
+        """Whether a loop that loads lies inside another that loads."""
+        ids = {id(x.loop) for x in self.loops}
+        return any(id(e) in ids for x in self.loops for e in x.enclosing)
+
+    def modelled(self) -> tuple[tuple[int, ...], list[str]]:
+        """The indices (into `loops`) of the loops the report adds up, and why each other
+        loop that loads is left out (module docstring, "Several loops")."""
+        if self.loop is None:
+            return (), []
+        if self.nests:
+            return (self.rank,), [
+                "loops that load global memory nest in one another: the report models "
+                f"only the main loop at {self.where}"
+            ]
+        kept = tuple(i for i, x in enumerate(self.loops) if i == self.rank or not x.guarded)
+        why = [
+            f"the loop at {x.where} runs under an if (the block IR cannot say how many "
+            "blocks take it): left out of the sum"
+            for i, x in enumerate(self.loops)
+            if i not in kept
+        ]
+        return kept, why
 
 
 def _loc(instr: ir.Instr) -> str:
@@ -114,14 +171,14 @@ def _tile_bytes(shape: tuple[int, ...], dtype: DType) -> float:
     return count * dtype.bits / 8
 
 
-def _direct(block: ir.Block) -> list[ir.Instr]:
+def direct_instrs(block: ir.Block) -> list[ir.Instr]:
     """The instructions of `block` and of the `if`s in it, not those of nested loops."""
     found: list[ir.Instr] = []
     for instr in block.instrs:
         found.append(instr)
         if isinstance(instr, ir.If):
-            found.extend(_direct(instr.then_body))
-            found.extend(_direct(instr.else_body))
+            found.extend(direct_instrs(instr.then_body))
+            found.extend(direct_instrs(instr.else_body))
     return found
 
 
@@ -147,7 +204,7 @@ def _loads_of(loop: ir.For, prologue: list[ir.Instr], roots: dict[str, str]) -> 
 
     carried_in = {v.name for v in loop.inits if isinstance(v, ir.Var)}
     loads = []
-    for instr in _direct(loop.body):
+    for instr in direct_instrs(loop.body):
         if isinstance(instr, ir.Load):
             ahead = sum(
                 isinstance(p, ir.Load) and p.tensor == instr.tensor and p.result.name in carried_in
@@ -191,37 +248,37 @@ def find_main_loop(fn: ir.Function, per: str | None = None) -> MainLoop:
     `per`, among the loops that load that tensor where some do (a split-K kernel's
     addition of the slices loads more bytes an iteration than its k loop)."""
     roots = _shared_roots(fn)
-    candidates: list[tuple[ir.For, tuple[ir.For, ...], list[TileLoad]]] = []
+    candidates: list[LoadingLoop] = []
 
-    def visit(block: ir.Block, enclosing: tuple[ir.For, ...]) -> None:
+    def visit(block: ir.Block, enclosing: tuple[ir.For, ...], guarded: bool) -> None:
         for index, instr in enumerate(block.instrs):
             if isinstance(instr, ir.For):
                 loads = _loads_of(instr, list(block.instrs[:index]), roots)
                 if loads:
-                    candidates.append((instr, enclosing, loads))
-                visit(instr.body, (*enclosing, instr))
+                    candidates.append(LoadingLoop(instr, enclosing, tuple(loads), guarded))
+                visit(instr.body, (*enclosing, instr), guarded)
             elif isinstance(instr, ir.If):
-                visit(instr.then_body, enclosing)
-                visit(instr.else_body, enclosing)
+                visit(instr.then_body, enclosing, True)
+                visit(instr.else_body, enclosing, True)
 
-    visit(fn.body, ())
+    visit(fn.body, (), False)
     if not candidates:
         return MainLoop(None, (), tuple(_loop_free_loads(fn.body)), 0)
     indices = range(len(candidates))
-    streaming = [i for i in indices if any(x.tensor == per for x in candidates[i][2])]
+    streaming = [i for i in indices if any(x.tensor == per for x in candidates[i].loads)]
     rank = max(
         streaming or indices,
-        key=lambda i: sum(_tile_bytes(x.shape, x.dtype) for x in candidates[i][2]),
+        key=lambda i: sum(_tile_bytes(x.shape, x.dtype) for x in candidates[i].loads),
     )
-    loop, enclosing, loads = candidates[rank]
-    return MainLoop(loop, enclosing, tuple(loads), len(candidates), rank)
+    main = candidates[rank]
+    return MainLoop(main.loop, main.enclosing, main.loads, len(candidates), rank, tuple(candidates))
 
 
 def _loop_free_loads(block: ir.Block) -> list[TileLoad]:
     """The global tiles the kernel loads outside every loop (one pass of a loop-free
     kernel)."""
     loads = []
-    for instr in _direct(block):
+    for instr in direct_instrs(block):
         if isinstance(instr, ir.Load):
             loads.append(_tile_load(instr, "load", instr.result.type, 0))
         elif isinstance(instr, ir.CopyAsync):
@@ -345,9 +402,18 @@ def trip_count(
         return iterations
     if main.loop is None:
         return 1
+    return loop_trips(fn, main, launch)
+
+
+def loop_trips(
+    fn: ir.Function, nest: MainLoop | LoadingLoop, launch: Mapping[str, int | float]
+) -> int:
+    """Iterations per block of a loop and the loops around it at this launch (the
+    product of their trip counts); PerfError when a bound is read at run time."""
+    assert nest.loop is not None
     scalars = _Scalars(fn, launch)
     total = 1
-    for loop in (*main.enclosing, main.loop):
+    for loop in (*nest.enclosing, nest.loop):
         try:
             bounds = [scalars(v) for v in (loop.start, loop.stop, loop.step)]
         except _RunTimeValue as err:
@@ -367,24 +433,83 @@ def trip_count(
 # --------------------------------------------------------------------------- thread IR
 
 
+#: Thread-IR operators ptxas computes with the special-function unit (MUFU): the
+#: transcendentals and roots (float and integer divisions by a value too: `_special`).
+_SPECIAL = frozenset(
+    [
+        "exp",
+        "exp2",
+        "fast_exp2",
+        "log",
+        "log1p",
+        "log2",
+        "sin",
+        "cos",
+        "tanh",
+        "sqrt",
+        "rsqrt",
+        "sigmoid",
+        "softplus",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ThreadLoop:
+    """What one iteration of a thread-IR loop holds directly (its body and its `If`s,
+    not nested loops): tensor-core statements (`Mma`, `Wgmma`), global loads and copies
+    (`GlobalLoad`, `CpAsync`), and whether it computes something ptxas gives the
+    special-function unit (`_SPECIAL`, a float division, an integer division by a
+    value: MUFU in SASS)."""
+
+    mma: int
+    memory: int
+    special: bool
+
+
+def _special(expr: t.Expr) -> bool:
+    for sub in t.walk_expr(expr):
+        if isinstance(sub, t.Unary) and sub.op in _SPECIAL:
+            return True
+        divides = isinstance(sub, t.Binary) and sub.op in ("div", "rem")
+        if divides and (sub.dtype.is_float or not isinstance(sub.b, t.Imm)):
+            return True
+    return False
+
+
+def _thread_loop(body: tuple[t.Stmt, ...]) -> ThreadLoop:
+    mma = memory = 0
+    special = False
+    for stmt in body:
+        if isinstance(stmt, tm.Mma | tm.Wgmma):
+            mma += 1
+        elif isinstance(stmt, t.GlobalLoad | t.CpAsync):
+            memory += 1
+        special = special or any(_special(e) for e in t.stmt_exprs(stmt))
+        if isinstance(stmt, t.If):
+            for inner in stmt.bodies():
+                found = _thread_loop(inner)
+                mma, memory = mma + found.mma, memory + found.memory
+                special = special or found.special
+    return ThreadLoop(mma, memory, special)
+
+
+def thread_loops(fn: t.ThreadFunction) -> dict[str, ThreadLoop]:
+    """Each thread-IR loop by the name of its variable, which the lowering takes from the
+    block-IR loop it lowers (names of loops the lowering makes itself may repeat: those
+    are left out)."""
+    found: dict[str, ThreadLoop | None] = {}
+    for stmt in t.walk_stmts(fn.body):
+        if isinstance(stmt, t.For):
+            name = stmt.var.name
+            found[name] = None if name in found else _thread_loop(stmt.body)
+    return {name: loop for name, loop in found.items() if loop is not None}
+
+
 def thread_loop_counts(fn: t.ThreadFunction) -> tuple[int, int]:
     """(mma, global loads and copies) per iteration of the thread IR's main loop: the
     `For` holding the most `Mma`/`Wgmma`, `GlobalLoad` and `CpAsync` statements directly (in
     its body and its `If`s, not in nested loops). The SASS of one iteration holds as
     many HMMA/IMMA/HGMMA and LDG/LDGSTS, unless ptxas unrolled the loop."""
-
-    def counts(body: tuple[t.Stmt, ...]) -> tuple[int, int]:
-        mma = memory = 0
-        for stmt in body:
-            if isinstance(stmt, tm.Mma | tm.Wgmma):
-                mma += 1
-            elif isinstance(stmt, t.GlobalLoad | t.CpAsync):
-                memory += 1
-            elif isinstance(stmt, t.If):
-                for inner in stmt.bodies():
-                    found = counts(inner)
-                    mma, memory = mma + found[0], memory + found[1]
-        return mma, memory
-
-    loops = [s for s in t.walk_stmts(fn.body) if isinstance(s, t.For)]
-    return max((counts(loop.body) for loop in loops), key=sum, default=(0, 0))
+    loops = [_thread_loop(s.body) for s in t.walk_stmts(fn.body) if isinstance(s, t.For)]
+    return max(((x.mma, x.memory) for x in loops), key=sum, default=(0, 0))

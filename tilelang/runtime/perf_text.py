@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tilelang.runtime.perf_sectors import format_sectors
+from tilelang.runtime.perf_shared import format_conflicts
 from tilelang.target import Hardware, hardware
 
 if TYPE_CHECKING:
@@ -76,7 +77,10 @@ def _loop(r: PerfReport) -> list[str]:
     if r.loop == "no loop":
         head = "  main loop  none (no loop loads global memory): the whole kernel, once per block"
     else:
-        head = f"  main loop  {r.loop}: {r.iterations} iterations per block, SASS {unrolled}"
+        head = (
+            f"  main loop  {r.loop}: {r.iterations} iterations per block, SASS {unrolled} "
+            f"({r.loops[0].sass})"
+        )
     lines = [
         head,
         f"             {_count(r.instructions_per_iteration)} warp instructions per iteration",
@@ -87,7 +91,46 @@ def _loop(r: PerfReport) -> list[str]:
         detail = ", ".join(f"{op} x{_count(n)}" for op, n in ops.items())
         rows.append((name, _count(sum(ops.values())), detail))
     rows.append(("total", _count(r.instructions_per_iteration), ""))
-    return lines + _table(rows, {1})
+    return lines + _table(rows, {1}) + _other_loops(r)
+
+
+def _other_loops(r: PerfReport) -> list[str]:
+    """The loops the report adds up, when there are several."""
+    if len(r.loops) < 2:
+        return []
+    rows = [("loop", "iterations", "SASS", "unroll", "instr/it", "MUFU/it", "shared/it", "DRAM")]
+    for x in r.loops:
+        rows.append(
+            (
+                x.where,
+                str(x.iterations),
+                x.sass,
+                f"x{x.unroll}",
+                _count(x.instructions_per_iteration),
+                _count(x.special_per_iteration),
+                _bytes(x.shared_per_iteration),
+                _bytes(x.dram_bytes),
+            )
+        )
+    return ["", "  loops added up, per block (the main loop first)"] + _table(
+        rows, {1, 3, 4, 5, 6, 7}
+    )
+
+
+def _rereads(r: PerfReport) -> list[str]:
+    if not r.rereads:
+        return []
+    lines = ["", "  re-reads: a later loop reads a tensor an earlier one read (perf_traffic)"]
+    l2 = hardware(r.target).l2_bytes
+    for x in r.rereads:
+        over = x.distance > l2
+        cost = f"+{_bytes(x.charged)} from DRAM" if x.charged else "no DRAM bytes"
+        lines.append(
+            f"    {x.tensor} at {x.where} (first read at {x.first}): the blocks at once load "
+            f"{_bytes(x.distance)} between the two reads, {'over' if over else 'within'} the "
+            f"{_bytes(l2)} L2: {cost}{'' if over else ' (served from L2)'}"
+        )
+    return lines
 
 
 def _loads(r: PerfReport) -> list[str]:
@@ -144,8 +187,9 @@ def _bounds(r: PerfReport) -> list[str]:
 
 def format_report(r: PerfReport) -> str:
     """The report as the text the CLI prints."""
-    sectors = format_sectors(r.sectors, r.dram_bytes - r.bytes_total)
-    return "\n".join(_header(r) + _loop(r) + _loads(r) + sectors + _bounds(r))
+    sectors = format_sectors(r.sectors, r.sector_bytes)
+    memory = sectors + format_conflicts(r.conflicts) + _rereads(r)
+    return "\n".join(_header(r) + _loop(r) + _loads(r) + memory + _bounds(r))
 
 
 def _peaks(hw: Hardware) -> str:

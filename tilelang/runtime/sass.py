@@ -3,7 +3,7 @@
 This module owns reading SASS text: the opcodes of a kernel, its main loop (the
 largest backward branch), and the classes a person reads an instruction mix by
 (`classify`: global loads by width, shared memory, ldmatrix, tensor cores,
-dequantization, integer/address arithmetic, ...), with the bytes of a global load
+dequantization, conversions, integer/address arithmetic, ...), with the bytes of a global load
 and the flops of a tensor-core instruction.
 
 Uses NVIDIA's disassembler when one is installed — the `nvidia-cuda-nvdisasm` wheel
@@ -199,6 +199,7 @@ CLASSES = (
     "ldmatrix (LDSM)",
     "tensor core (HMMA/IMMA)",
     "dequantization (LOP3/PRMT/half2/cvt)",
+    "conversions (F2F/F2FP/I2F/HADD2.F32)",
     "integer/address",
     "float",
     "warp shuffles/votes",
@@ -239,17 +240,33 @@ for _class, _bases in (
         _BY_BASE[_base] = _class
 
 
-def classify(opcode: str) -> str:
+#: Where the opcodes of the dequantization class go in code that dequantizes nothing.
+_CONVERSIONS = "conversions (F2F/F2FP/I2F/HADD2.F32)"
+_OUTSIDE_RECIPES = {
+    **dict.fromkeys(("F2F", "F2FP", "I2F", "I2FP", "I2I"), _CONVERSIONS),
+    **dict.fromkeys(("LOP3", "PRMT"), "integer/address"),
+    **dict.fromkeys(("HFMA2", "HMUL2", "HADD2", "HMNMX2", "HSET2", "HSETP2"), "float"),
+}
+
+
+def classify(opcode: str, dequantizes: bool = True) -> str:
     """The class (one of `CLASSES`) of an opcode with its modifiers, e.g.
     ``"LDG.E.128.CONSTANT"`` -> ``"global loads"``.
 
     Uniform-datapath instructions (``UIADD3``, ``ULDC``, ``UMOV``...) compute the block-
     uniform loop and address values: integer/address. ``HFMA2.MMA`` is how ptxas moves
     a constant into a register, not half2 arithmetic: integer/address too.
+
+    `dequantizes`: whether the code dequantizes (casts low-bit codes to floats). Where
+    it does not, the dequantization class's opcodes are what they are elsewhere:
+    conversions (``F2FP`` packs f32 into f16x2, ``HADD2.F32`` widens f16 to f32, ``F2F``,
+    ``I2F``), integer/address (``LOP3``, ``PRMT``) and float (half2 arithmetic).
     """
     base = opcode.split(".", 1)[0]
     if opcode.startswith("HFMA2.MMA"):
         return "integer/address"
+    if not dequantizes and base in _OUTSIDE_RECIPES:
+        return _CONVERSIONS if opcode.startswith("HADD2.F32") else _OUTSIDE_RECIPES[base]
     found = _BY_BASE.get(base)
     if found is not None:
         return found
@@ -339,12 +356,13 @@ def mix_key(opcode: str) -> str:
     return base
 
 
-def instruction_mix(ops: Mapping[str, int]) -> dict[str, dict[str, int]]:
-    """Opcode counts (`opcodes`) grouped by class: class -> {`mix_key`: count}, classes
-    in the order of `CLASSES`, empty classes left out."""
+def instruction_mix(ops: Mapping[str, int], dequantizes: bool = True) -> dict[str, dict[str, int]]:
+    """Opcode counts (`opcodes`) grouped by class (`classify`, with `dequantizes`):
+    class -> {`mix_key`: count}, classes in the order of `CLASSES`, empty classes left
+    out."""
     grouped: dict[str, dict[str, int]] = {}
     for opcode, count in ops.items():
-        entry = grouped.setdefault(classify(opcode), {})
+        entry = grouped.setdefault(classify(opcode, dequantizes), {})
         key = mix_key(opcode)
         entry[key] = entry.get(key, 0) + count
     return {name: dict(sorted(grouped[name].items())) for name in CLASSES if name in grouped}

@@ -1,0 +1,274 @@
+"""Which SASS loop is which block-IR loop, for the static performance report.
+
+This module owns reading a kernel's SASS for `tilelang.runtime.perf`: for each loop the
+report adds up (`perf_loop.MainLoop.modelled`), the opcodes of one pass of its SASS loop
+(its shortest path, `sass.shortest_path`) and how many block-IR iterations one pass
+holds (ptxas's unrolling), with notes saying how each was found.
+
+The cubin carries no line information (NVRTC builds without ``-lineinfo``), so a SASS
+loop is matched to a block-IR loop by what it holds:
+
+- the SASS loops that load global memory (LDG, LDGSTS; `sass.loops`) in program order,
+  without those holding another such loop (an outer loop around a streaming one); the
+  block-IR loops that load, in program order, each read through its thread-IR loop
+  (`perf_loop.thread_loops`: the same variable name): its global loads and copies g,
+  its mma m, whether it computes a transcendental or a division (MUFU);
+- an *assignment* gives every such SASS loop one block-IR loop, in order (ptxas keeps
+  the order of the source's loops): a block-IR loop gets consecutive SASS loops (ptxas
+  may make an unrolled loop and a remainder loop of one, or a copy of it per case of a
+  condition), or none (ptxas unrolled it fully);
+- the assignment taken has the fewest block-IR loops without a SASS loop, then the
+  fewest SASS loops whose counts disagree with their block-IR loop's (LDG + LDGSTS not
+  a positive multiple u of g, or HMMA/IMMA/HGMMA not u·m), then the fewest that
+  disagree on MUFU (holding one where the thread IR computes nothing that needs it, or
+  the reverse), then the fewest SASS loops unrolled more than the one before them for
+  the same block-IR loop (ptxas emits an unrolled body before its remainder loop);
+- a block-IR loop's SASS loop is the one of its SASS loops with the largest u (an
+  unrolled loop before its remainder: most iterations run it), and one pass of it is
+  `unroll` = u iterations (HMMA over m where the loop has mma).
+
+Where loops that load nest, the main loop alone is modelled, as below. Where two
+assignments are equally good and give a loop different SASS loops, that loop is not
+matched: left out of the sum with a note, or, for the main loop, the report falls
+back on the main loop alone, whose SASS is the loading SASS loop in its place when there
+are as many as block-IR loops that load, else the largest SASS loop — and says so, and
+which SASS loop it used. A kernel whose SASS has no loop (ptxas unrolled every one) is
+counted whole, its instructions spread over the main loop's iterations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tilelang.ir import thread as t
+from tilelang.runtime import sass as sass_text
+from tilelang.runtime.perf_loop import MainLoop, ThreadLoop, thread_loop_counts, thread_loops
+
+__all__ = ["LoopCode", "kernel_code", "loop_codes"]
+
+#: Assignments tried at most; beyond, the report falls back on the main loop alone.
+_MOST_ASSIGNMENTS = 20000
+
+
+@dataclass(frozen=True)
+class LoopCode:
+    """The SASS of one modelled loop: the opcodes of one pass (its shortest path), how
+    many block-IR iterations a pass holds, and which SASS it is, in words."""
+
+    ops: dict[str, int]
+    unroll: int
+    sass: str
+
+
+def kernel_code(text: str) -> LoopCode:
+    """A loop-free kernel: its whole body, once."""
+    return LoopCode(dict(sass_text.opcodes(sass_text.kernel_body(text))), 1, "the whole kernel")
+
+
+def unroll(ops: Mapping[str, int], counts: tuple[int, int], notes: list[str]) -> int:
+    """How many block-IR iterations one pass of a SASS loop holds, from its tensor-core
+    instructions over the thread IR's `counts[0]` mma, else its global loads over
+    `counts[1]`; 1, with a note, when they are not a whole multiple."""
+    mma = sum(n for op, n in ops.items() if sass_text.mma_flops(op) is not None)
+    memory = sum(n for op, n in ops.items() if sass_text.global_load_bytes(op))
+    for found, expected, what in (
+        (mma, counts[0], "tensor-core instructions"),
+        (memory, counts[1], "global loads"),
+    ):
+        if expected:
+            if found % expected == 0 and found:
+                return found // expected
+            notes.append(
+                f"the SASS loop holds {found} {what}, the thread IR's {expected} per "
+                "iteration: not a whole multiple, so one SASS pass is taken as one iteration"
+            )
+            return 1
+    return 1
+
+
+@dataclass(frozen=True)
+class _Sass:
+    """One SASS loop that loads: its shortest path's opcodes and what it holds."""
+
+    ops: dict[str, int]
+    memory: int
+    mma: int
+    mufu: bool
+
+    @staticmethod
+    def of(loop: str) -> _Sass:
+        ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
+        return _Sass(
+            ops,
+            sum(n for op, n in ops.items() if sass_text.global_load_bytes(op)),
+            sum(n for op, n in ops.items() if sass_text.mma_flops(op) is not None),
+            any(op.startswith("MUFU") for op in ops),
+        )
+
+    def ratio(self, ir: ThreadLoop) -> int | None:
+        """u when this loop holds u iterations of `ir`'s loads and mma, else None."""
+        if not ir.memory or not self.memory or self.memory % ir.memory:
+            return None
+        u = self.memory // ir.memory
+        return u if self.mma == u * ir.mma else None
+
+
+def _loading(text: str) -> list[str]:
+    """The SASS loops that load global memory, in program order, without those that hold
+    another one."""
+    loading = [loop for loop in sass_text.loops(text) if sass_text.loads_global(loop)]
+    return [a for a in loading if not any(b != a and b in a for b in loading)]
+
+
+def _skipped(loop: str) -> int:
+    return sum(sass_text.opcodes(loop).values()) - sum(
+        sass_text.opcodes(sass_text.shortest_path(loop)).values()
+    )
+
+
+def loop_codes(
+    text: str,
+    thread: t.ThreadFunction,
+    main: MainLoop,
+    modelled: tuple[int, ...],
+    iterations: int,
+    notes: list[str],
+) -> dict[int, LoopCode]:
+    """The SASS of each modelled loop (indices into `main.loops`) that could be matched
+    (module docstring); the main loop's is always there."""
+    rank = main.rank
+    if not sass_text.loops(text):
+        notes.append("the SASS has no loop (ptxas unrolled it fully): the whole kernel counted")
+        left = [main.loops[i].where for i in modelled if i != rank]
+        if left:
+            notes.append(f"the loops at {', '.join(left)} are left out with it")
+        whole = dict(sass_text.opcodes(text))
+        return {rank: LoopCode(whole, max(iterations, 1), "the whole kernel (no SASS loop)")}
+    by_name = thread_loops(thread)
+    signatures = [by_name.get(x.loop.var.name) for x in main.loops]
+    if main.nests:  # an outer SASS loop holds its inner one's loads: in place, or largest
+        loading = [loop for loop in sass_text.loops(text) if sass_text.loads_global(loop)]
+        return {rank: _fallback(text, loading, main, signatures[rank], thread, notes, None)}
+    loading = _loading(text)
+    found, why = None, "no SASS loop loads global memory"
+    if loading and any(s is None for s in signatures):
+        why = "a block-IR loop has no thread-IR loop of its name"
+    elif loading:
+        found = _assign([_Sass.of(loop) for loop in loading], signatures, modelled)  # type: ignore[arg-type]
+        why = "too many ways to pair them" if found is None else "two pairings fit as well"
+    if found is None or found.get(rank) is None:
+        failed = why if main.loops_with_loads > 1 or found is not None else None
+        return {rank: _fallback(text, loading, main, signatures[rank], thread, notes, failed)}
+    codes = {}
+    for i in modelled:
+        picked = found.get(i)
+        where = main.loops[i].where
+        if picked is None:
+            notes.append(
+                f"no SASS loop could be told apart as the loop at {where} (ptxas unrolled "
+                "it fully, or two matches fit as well): left out of the sum"
+            )
+            continue
+        index, count = picked
+        loop = loading[index]
+        ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
+        skipped = _skipped(loop)
+        if skipped:
+            notes.append(
+                f"branches in the SASS loop of {where} skip up to {skipped} of its "
+                "instructions (a mask on the last block, a rare path): the report counts "
+                "the shortest path through it, as most iterations run"
+            )
+        signature = signatures[i]
+        assert signature is not None
+        u = unroll(ops, (signature.mma, signature.memory), notes)
+        if count > 1:
+            notes.append(
+                f"ptxas made {count} SASS loops of the loop at {where} (an unrolled loop "
+                f"and its remainder, or a copy per case of a condition): the report counts "
+                f"the one holding the most iterations a pass (x{u})"
+            )
+        codes[i] = LoopCode(ops, u, f"SASS loop {index + 1} of the {len(loading)} that load")
+    return codes
+
+
+def _assign(
+    loops: list[_Sass], signatures: list[ThreadLoop], modelled: tuple[int, ...]
+) -> dict[int, tuple[int, int] | None] | None:
+    """For each modelled block-IR loop, (the index of its SASS loop among `loops`, how
+    many SASS loops it got), None where it got none or the best assignments disagree;
+    None when there are too many assignments to try (module docstring)."""
+    n, k = len(signatures), len(loops)
+    if math.comb(n + k - 1, k) > _MOST_ASSIGNMENTS:
+        return None
+    best: tuple[int, int, int, int] | None = None
+    picks: list[dict[int, tuple[int, int] | None]] = []
+    for assignment in itertools.combinations_with_replacement(range(n), k):
+        empty = n - len(set(assignment))
+        ratios = [loops[s].ratio(signatures[i]) for s, i in enumerate(assignment)]
+        bad = sum(r is None for r in ratios)
+        mufu = sum(loops[s].mufu != signatures[i].special for s, i in enumerate(assignment))
+        # ptxas puts an unrolled body before its remainder: a group whose unrolling grows
+        # from one SASS loop to the next has taken another loop's
+        grows = sum(
+            assignment[s] == assignment[s - 1] and (ratios[s] or 0) > (ratios[s - 1] or 0)
+            for s in range(1, k)
+        )
+        score = (empty, bad, mufu, grows)
+        if best is not None and score > best:
+            continue
+        if best is None or score < best:
+            best, picks = score, []
+        pick: dict[int, tuple[int, int] | None] = {}
+        for i in modelled:
+            mine = [s for s, a in enumerate(assignment) if a == i]
+            pick[i] = (max(mine, key=lambda s: (ratios[s] or 0, -s)), len(mine)) if mine else None
+        picks.append(pick)
+
+    def index(pick: tuple[int, int] | None) -> int | None:
+        return None if pick is None else pick[0]
+
+    return {
+        i: picks[0][i] if all(index(p[i]) == index(picks[0][i]) for p in picks) else None
+        for i in modelled
+    }
+
+
+def _fallback(
+    text: str,
+    loading: list[str],
+    main: MainLoop,
+    signature: ThreadLoop | None,
+    thread: t.ThreadFunction,
+    notes: list[str],
+    failed: str | None,
+) -> LoopCode:
+    """The main loop alone: the loading SASS loop in its place when there are as many as
+    block-IR loops that load, else the largest SASS loop; `failed` says why matching
+    failed (None: nothing worth a note)."""
+    if main.loops_with_loads > 1 and len(loading) == main.loops_with_loads:
+        loop = loading[main.rank]
+        which = f"SASS loop {main.rank + 1} of the {len(loading)} that load"
+    else:
+        loop = sass_text.main_loop(text)
+        assert loop is not None
+        which = f"the largest SASS loop ({sum(sass_text.opcodes(loop).values())} instructions)"
+    if failed is not None:
+        notes.append(
+            f"the SASS loops could not be matched to the {main.loops_with_loads} block-IR "
+            f"loop(s) that load ({failed}): the report models only the main loop at "
+            f"{main.where}, with {which}"
+        )
+    ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
+    skipped = _skipped(loop)
+    if skipped:
+        notes.append(
+            f"branches in the main loop skip up to {skipped} of its SASS instructions "
+            "(a mask on the last block, a rare path): the report counts the shortest path "
+            "through it, as most iterations run"
+        )
+    counts = (signature.mma, signature.memory) if signature else thread_loop_counts(thread)
+    return LoopCode(ops, unroll(ops, counts, notes), which)

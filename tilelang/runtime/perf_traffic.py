@@ -1,0 +1,102 @@
+"""The bytes a launch moves through DRAM, for the static performance report.
+
+This module owns two of `tilelang.runtime.perf`'s DRAM facts: the bytes of every tensor
+the kernel reads plus every tensor it writes, each once (`tensor_bytes`), and the bytes
+a later loop reads again of a tensor an earlier loop of the same block read
+(`rereads`), with the rule that decides whether L2 still holds them.
+
+**Re-reads.** A block runs its loops one after the other (`perf_loop.MainLoop.modelled`,
+in program order). A loop that loads tensor T, which an earlier modelled loop of the
+block loaded, is taken to read the same elements again (a second pass: a two-pass
+softmax or norm). Between a block's two reads of an element it loads D bytes: what its
+loops from the first reader of T up to this one load (a whole pass of each: the
+second pass starts from the beginning again). The blocks running at once, C, load C·D
+bytes meanwhile. When C·D fits in the L2 (C·D ≤ its size), the re-read is served from
+L2 and costs no DRAM bytes; otherwise DRAM serves it again, charged min(T's bytes,
+blocks × trip count × bytes of T the loop's tiles move an iteration, clipped to the
+tensor). Any replacement policy may evict sooner; the rule is the reuse distance a
+perfect LRU would need. A loop that reads a different part of T than the earlier one
+is charged as a re-read too (an upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from tilelang.ir import nodes as ir
+from tilelang.ir.visit import walk
+
+__all__ = ["LoopTraffic", "Reread", "rereads", "tensor_bytes"]
+
+
+def tensor_bytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Bytes of every tensor the kernel reads plus every tensor it writes, each once
+    (gathers, scatters, scalar loads and atomic additions included: a gathered pool
+    counts whole, an upper bound on what the kernel reads of it)."""
+    reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
+    # An atomic addition reads what it adds to and writes it back.
+    adds = ir.AtomicAdd | ir.ScatterAdd
+    read = {i.tensor.name for i in walk(fn) if isinstance(i, reads | adds)}
+    writes = ir.Store | ir.Scatter | adds
+    written = {i.tensor.name for i in walk(fn) if isinstance(i, writes)}
+    return sum(nbytes(fn, shapes, n) for n in read) + sum(nbytes(fn, shapes, n) for n in written)
+
+
+def nbytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]], name: str) -> int:
+    """The bytes of tensor `name` at these shapes."""
+    dtype = next(p.type.dtype for p in fn.params if p.name == name)
+    return -(-math.prod(shapes[name]) * dtype.bits // 8)
+
+
+@dataclass(frozen=True)
+class LoopTraffic:
+    """One modelled loop: its source line, iterations per block, and the bytes of each
+    tensor its tiles load per iteration per block (clipped to the tensor)."""
+
+    where: str
+    trips: int
+    tiles: Mapping[str, float]
+
+    @property
+    def block_bytes(self) -> float:
+        """Bytes one block's pass through the loop loads."""
+        return self.trips * sum(self.tiles.values())
+
+
+@dataclass(frozen=True)
+class Reread:
+    """Tensor `tensor` read again by the loop at `where` after the loop at `first`: the
+    bytes the blocks at once load between the two reads (`distance`), and the DRAM
+    bytes charged for it (0 when the L2 holds it)."""
+
+    tensor: str
+    where: str
+    first: str
+    distance: float
+    charged: float
+
+
+def rereads(
+    loops: Sequence[LoopTraffic],
+    sizes: Mapping[str, int],
+    blocks: int,
+    concurrent: float,
+    l2_bytes: int,
+) -> tuple[Reread, ...]:
+    """The re-reads of `loops` (program order) by the rule of the module docstring;
+    `sizes`: each tensor's bytes."""
+    found = []
+    first: dict[str, int] = {}
+    for j, loop in enumerate(loops):
+        for tensor, per_iteration in loop.tiles.items():
+            if tensor not in first:
+                first[tensor] = j
+                continue
+            i = first[tensor]
+            distance = concurrent * sum(x.block_bytes for x in loops[i:j])
+            reads = min(sizes[tensor], blocks * loop.trips * per_iteration)
+            charged = reads if distance > l2_bytes else 0.0
+            found.append(Reread(tensor, loop.where, loops[i].where, distance, charged))
+    return tuple(found)
