@@ -43,7 +43,9 @@ def test_value_facts_keep_the_wide_accesses_of_the_default_build():
     with_bound = scale_rows.compile(target="cpu", assume={"s": 16})
     assert with_bound.stats.get("global_load_sub_byte", 0) == 0
     widths = {k: v for k, v in plain.stats.items() if k.startswith("global_load_bytes")}
-    assert {k: v for k, v in with_bound.stats.items() if k.startswith("global_load_bytes")} == widths
+    assert {
+        k: v for k, v in with_bound.stats.items() if k.startswith("global_load_bytes")
+    } == widths
 
 
 @pytest.mark.parametrize("stage", ["frontend", "vectorize", "plan_registers"])
