@@ -209,7 +209,7 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
         ValueError, match=r"delta must have shape \[1, 3, 8\], got shape \[1, 3, 7\]"
     ):
         selective_scan(x["u"], x["delta"][..., :7], x["A"], x["B"], x["C"])
-    with pytest.raises(ValueError, match=r"A must have shape \[3, \?\], got shape \[4, 4\]"):
+    with pytest.raises(ValueError, match=r"A must have shape \[3, N\], got shape \[4, 4\]"):
         selective_scan(x["u"], x["delta"], np.zeros((4, 4), np.float32), x["B"], x["C"])
     with pytest.raises(TypeError, match="B must hold one of f32, got float16"):
         selective_scan(x["u"], x["delta"], x["A"], x["B"].astype(np.float16), x["C"])
@@ -250,7 +250,7 @@ def test_a_wrong_size_says_which_argument_the_expected_size_came_from():
     with pytest.raises(ValueError, match=r"got shape \[2, 3, 10\] \(batch = 1 from u.shape\[0\]\)"):
         selective_scan(x["u"], x["u"], x["A"], x["B"], np.zeros((2, 3, 10), np.float32))
     with pytest.raises(
-        ValueError, match=r"A must have shape \[4, \?\], got shape \[3, 3\] \(Dm = 4 from u"
+        ValueError, match=r"A must have shape \[4, N\], got shape \[3, 3\] \(Dm = 4 from u"
     ):
         selective_scan(x["u"], x["u"], x["A"][:3], x["B"], x["C"])
     state = np.zeros((1, 4, 3), np.float32)

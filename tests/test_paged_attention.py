@@ -253,8 +253,9 @@ def test_head_dim_256_keeps_q_unreplicated_and_spills_nothing(arch, kv, group):
     assert (words >= 64) == fragment, build.stats  # q whole in every warp: 64 registers
     r = build.resources
     assert (r.spill_store_bytes, r.spill_load_bytes) == (0, 0), r
-    # room left: ptxas is not at its 255 ceiling
-    limit = 244 if fragment else 160
+    # room left: ptxas is not at its 255 ceiling (the bare f16 -> f32 conversions, with
+    # their NaN selects gone, let ptxas schedule the u8 build at 166 where it took 159)
+    limit = 244 if fragment else 168
     assert r.registers <= limit, r
 
 
