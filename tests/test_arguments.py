@@ -51,7 +51,7 @@ def test_inconsistent_size_symbols():
     x, s, _ = good()
     with pytest.raises(
         ValueError,
-        match=r"parameter 'y': dimension 1 should be K = 16 with K = 16 \(from x.shape\[1\]\), got 8",
+        match=r"parameter 'y': dimension 1 should be K = 16 \(from x.shape\[1\]\), got 8",
     ):
         scale_rows(x, s, np.zeros((3, 8), np.float16), 1.0, 1)
 
@@ -261,3 +261,24 @@ def test_two_inputs_may_share_memory():
     x, _, y = good()
     scale_rows(x, x[:, :4], y, 1.0, 1)  # neither is stored to: sharing is harmless
     assert np.all(y == 2.0)
+
+
+@tl.kernel
+def first_of(x: tl.Tensor[tl.f32, "N"], out: tl.Tensor[tl.f32, 16]):
+    tl.store(out, [0], tl.load(x, [0], [16]))
+
+
+def test_a_dimension_past_i32_names_its_tensor_and_the_two_dim_way_out():
+    # a zero-stride view: 2^31 + 64 elements, four bytes of memory
+    x = np.broadcast_to(np.float32(1.0), (2**31 + 64,))
+    with pytest.raises(ValueError) as error:
+        first_of(x, np.zeros(16, np.float32))
+    message = str(error.value)
+    assert "size N = 2147483712 (from x.shape[0]) does not fit in i32" in message
+    assert "[N // 1024, 1024]" in message
+
+
+def test_a_dimension_named_by_one_size_says_its_value_and_origin_once():
+    with pytest.raises(ValueError) as error:
+        add_or_copy(np.zeros(8, np.float32), np.zeros(1, np.float32))
+    assert "dimension 0 should be N = 8 (from x.shape[0]), got 1" in str(error.value)

@@ -178,7 +178,13 @@ class ArgumentBinder:
                     f"{fn.name}(): size {size.name} is not the whole size of any tensor dimension"
                 )
             if value > dtypes.i32.max:
-                raise ValueError(f"{fn.name}(): size {size.name} = {value} does not fit in i32")
+                param, axis = self._reads[size.name]
+                raise ValueError(
+                    f"{fn.name}(): size {size.name} = {value} (from {param}.shape[{axis}]) "
+                    f"does not fit in i32, the type of sizes: a dimension may have at most "
+                    f"{dtypes.i32.max} elements (offsets are 64-bit, so give a long flat "
+                    f"tensor as two dims, e.g. [{size.name} // 1024, 1024])"
+                )
         return sizes
 
 
@@ -480,6 +486,8 @@ def size_mismatch(where, axis, expr, expected, actual, sizes, origin, shape) -> 
     dims = ", ".join(str(d) for d in shape)
     bound = ", ".join(f"{s} = {sizes[s]} (from {origin[s]})" for s in symbols(expr) if s in origin)
     text = f"{where}: dimension {axis} should be {expr}"
-    if not isinstance(expr, Lit):
+    if isinstance(expr, Sym) and expr.name in origin:  # "N = 4 (from x.shape[0])", once
+        text += f" = {expected} (from {origin[expr.name]})"
+    elif not isinstance(expr, Lit):
         text += f" = {expected}" + (f" with {bound}" if bound else "")
     return f"{text}, got {actual} (expected shape [{dims}])"
