@@ -339,32 +339,79 @@ def test_the_bank_oracle_agrees_with_hand_counts():
     assert bank_oracle(by_column, strided((32, 1), (33, 1)), 4) == (1, 1)
 
 
-def test_the_runtime_restates_the_lowerings_shared_accesses(example):
-    """`perf_shared` may not import the lowering: its restatement of the access width
-    and of a layout's adjacent elements must agree with the lowering's own, for every
-    shared access of these kernels."""
-    from tilelang.lowering.shared import shared_runs
-    from tilelang.lowering.values import SharedTile, contiguous_elements
-    from tilelang.runtime.perf_shared import _contiguous, _vector
+def test_the_lowering_the_layout_choice_and_the_report_call_the_one_shared_rule(monkeypatch):
+    """`tilelang.ir.shared_access` is the one rule: replaced by a stand-in, the
+    lowering's runs, the swizzle `access_layout` picks and the report's conflict counts
+    are the stand-in's."""
+    import numpy as np
 
-    matmul = example("matmul").matmul
-    builds = [
-        column_stage.compile(target="sm_90"),
-        staged_transpose.compile(target="sm_90"),
-        matmul.compile(target="sm_90"),
-        matmul.compile(target="sm_90a"),
+    from tilelang import dtypes
+    from tilelang.analysis import shared_layouts
+    from tilelang.analysis.layout_policy import blocked_layout
+    from tilelang.ir import shared_access
+    from tilelang.ir.shared_layout import Swizzle, row_major
+    from tilelang.lowering.shared import shared_runs
+    from tilelang.lowering.values import SharedTile
+    from tilelang.runtime.perf_shared import shared_conflicts
+
+    fn = staged_transpose.stages(target="sm_90")["plan_shared"]  # planned by the real rule
+    layout = blocked_layout((64, 64), dtypes.f32, 128)
+    monkeypatch.setattr(shared_access, "access_runs", lambda *args: (2, 8))
+    assert shared_runs(SharedTile(0, dtypes.f32, row_major(64, 64)), layout) == (2, 8)
+
+    favoured = Swizzle(1, 2, 9)
+
+    def stand_in(shared, regs, bits, store=False):
+        cheap = shared.swizzle == favoured
+        return np.array([[store + 5, 6 if cheap else 9, 4]] * (regs.num_threads // 32))
+
+    monkeypatch.setattr(shared_access, "access_wavefronts", stand_in)
+    choose = shared_layouts.access_layout.__wrapped__  # not the cached choice
+    assert choose(dtypes.f32, (64, 64), (layout,)) == row_major(64, 64).swizzled(favoured)
+
+    rows = shared_conflicts(list(walk(fn)))
+    assert [(r.kind, r.instructions, r.wavefronts, r.ideal) for r in rows] == [
+        ("store", 6, 9, 4),
+        ("load", 5, 9, 4),
     ]
-    checked = 0
-    for build in builds:
-        fn = build.stages[list(build.stages)[-1]]
-        for instr in walk(fn):
-            if not isinstance(instr, ir.SharedStore | ir.SharedLoad):
-                continue
-            tile = (instr.value if isinstance(instr, ir.SharedStore) else instr.result).type
-            shared = instr.shared.type
-            _, width = shared_runs(SharedTile(0, tile.dtype, shared.layout), tile.layout)
-            expected = width * 8 // tile.dtype.bits if width else None
-            assert _vector(tile.layout, shared.layout, tile.dtype.bits) == expected
-            assert _contiguous(shared.layout) == contiguous_elements(shared.layout)
-            checked += 1
-    assert checked >= 6
+
+
+def test_a_store_counts_each_elements_first_replica_a_load_every_lane():
+    """`shared_access.access_wavefronts` against a count written here: the lanes that
+    issue (a store's first replicas, a load's all), in lane order, fill phases of
+    128 // max(width, 4); each phase takes the most distinct words one bank holds."""
+    from tilelang.ir.layout_parser import parse_layout
+    from tilelang.ir.shared_access import access_runs, access_wavefronts
+    from tilelang.ir.shared_layout import row_major, strided
+
+    layout = parse_layout("spatial(4, 1).replicated(2, rank=2).spatial(16, 1).local(1, 64)")
+    table = layout.table()
+    for shared in (row_major(64, 64), strided((64, 64), (68, 1)), strided((64, 64), (1, 64))):
+        _, width = access_runs(shared, layout, 32)
+        vector, lanes_per_phase = width // 4, 128 // max(width, 4)
+        for store in (False, True):
+            owners: dict = {}
+            for thread in range(layout.num_threads):
+                for li in range(layout.num_locals):
+                    owners.setdefault(tuple(int(v) for v in table[thread, li]), thread)
+            expected = []
+            for warp in range(layout.num_threads // 32):
+                lanes = [
+                    lane
+                    for lane in range(32 * warp, 32 * warp + 32)
+                    if not store or owners[tuple(int(v) for v in table[lane, 0])] == lane
+                ]
+                waves = phases = 0
+                for k in range(0, layout.num_locals, vector):
+                    for p in range(0, len(lanes), lanes_per_phase):
+                        banks: dict = {}
+                        for lane in lanes[p : p + lanes_per_phase]:
+                            byte = int(shared.offset(tuple(int(v) for v in table[lane, k]))) * 4
+                            for word in range(byte // 4, byte // 4 + max(1, width // 4)):
+                                banks.setdefault(word % 32, set()).add(word)
+                        waves += max(len(words) for words in banks.values())
+                        phases += 1
+                issued = layout.num_locals // vector if lanes else 0
+                expected.append([issued, waves, phases])
+            got = access_wavefronts(shared, layout, 32, store=store)
+            assert got.tolist() == expected, (shared, store)

@@ -20,7 +20,7 @@ A tile that the kernel only stores to and loads from as register tiles (`shared_
 `access_layout` instead (`access_layouts` finds them): among the swizzles a row-major
 tile can use (each 16-byte chunk kept whole; the standard one, none, and XORs of higher
 offset bits into the chunk index) the one whose accesses, as the lowering makes them
-(`access_width`), take the fewest wavefronts over every warp, ties to the standard. A
+(`tilelang.ir.shared_access`), take the fewest wavefronts over every warp, ties to the standard. A
 transposed store of a [64, 64] f32 tile, 32 scalar stores a warp hitting one 16-byte
 column of banks, takes 512 wavefronts a warp with the standard swizzle, 64 with
 ``swizzle(3, 2, 8)``. Such a tile is never read through a descriptor, so it needs no
@@ -39,21 +39,12 @@ from __future__ import annotations
 import functools
 import math
 
-import numpy as np
-
 from tilelang.dtypes import DType
+from tilelang.ir import shared_access
 from tilelang.ir.atoms import LDMATRIX_CANDIDATES
 from tilelang.ir.layout import Layout
 from tilelang.ir.nodes import Dot, Function, SharedAlloc, SharedLoad, SharedStore, Var
-from tilelang.ir.shared_layout import (
-    BANK_BYTES,
-    NUM_BANKS,
-    Mode,
-    SharedLayout,
-    Swizzle,
-    phase_size,
-    row_major,
-)
+from tilelang.ir.shared_layout import Mode, SharedLayout, Swizzle, row_major
 from tilelang.ir.types import SharedType, TileType
 from tilelang.ir.visit import defs_and_uses, walk
 
@@ -203,7 +194,7 @@ def access_layout(
     if len(shape) < 2 or math.prod(shape[:-1]) <= 1 or bits < 8 or bits & (bits - 1):
         return standard
     best, fewest = standard, access_wavefronts(standard, accesses, bits)
-    if fewest == sum(_wavefronts(standard, access, bits, ideal=True) for access in accesses):
+    if fewest == sum(_wavefronts(standard, access, bits)[0] for access in accesses):
         return standard  # conflict-free already
     plain = row_major(*shape)
     for swizzle in (None, *_swizzles(bits, math.prod(shape))):
@@ -230,59 +221,17 @@ def _swizzles(bits: int, elements: int) -> list[Swizzle]:
 
 
 def access_wavefronts(layout: SharedLayout, accesses: tuple[Layout, ...], bits: int) -> int:
-    """Wavefronts every warp's accesses take together, each register layout moved in
-    accesses of `access_width` bytes (the bank model of `tilelang.ir.shared_layout`)."""
-    return sum(_wavefronts(layout, access, bits) for access in accesses)
+    """Wavefronts every warp's accesses take together, each register layout moved as
+    the lowering moves it (`tilelang.ir.shared_access.access_wavefronts`, counted as a
+    load: every lane; codes moved through byte windows count nothing, as no swizzle
+    changes them)."""
+    return sum(_wavefronts(layout, access, bits)[1] for access in accesses)
 
 
-def access_width(shared: SharedLayout, layout: Layout, bits: int) -> int:
-    """Bytes of each access moving `layout`'s locals to or from `shared`, as the
-    lowering makes them (`lowering.shared.shared_runs`): runs of r locals consecutive in
-    the tile from byte boundaries (r the largest power of two dividing the locals that
-    has them), in accesses naturally aligned, at most 16 bytes; 0 when none."""
-    offsets = shared.table()[tuple(np.moveaxis(layout.table(), -1, 0))]  # [threads, locals]
-    count = layout.num_locals
-    r = 1 << (count.bit_length() - 1)
-    while r >= 1:
-        if count % r == 0 and r * bits % 8 == 0:
-            runs = offsets.reshape(offsets.shape[0], count // r, r)
-            starts = runs[..., 0] * bits
-            if np.all(runs - runs[..., :1] == np.arange(r)) and not np.any(starts % 8):
-                whole = int(np.gcd.reduce(starts.reshape(-1))) // 8
-                return min(_pow2(whole), _pow2(r * bits // 8))
-        r //= 2
-    return 0
-
-
-def _pow2(value: int) -> int:
-    return min(value & -value, ALIGN) if value else ALIGN
-
-
-def _wavefronts(shared: SharedLayout, layout: Layout, bits: int, ideal: bool = False) -> int:
-    """`wavefronts` of every access of every warp, counted at once: per phase of lanes,
-    the most distinct words any one bank holds (`ideal`: one a phase)."""
-    width = access_width(shared, layout, bits)
-    if width == 0:
-        return 0  # moved code by code through byte windows: not what a swizzle changes
-    vector = width * 8 // bits
-    offsets = shared.table()[tuple(np.moveaxis(layout.table(), -1, 0))]
-    starts = offsets.reshape(offsets.shape[0], -1, vector)[..., 0] * bits // 8  # [threads, k]
-    lanes = phase_size(width)
-    if starts.shape[0] % lanes:  # a partial phase: its missing lanes repeat a word
-        pad = np.repeat(starts[-1:], lanes - starts.shape[0] % lanes, axis=0)
-        starts = np.concatenate([starts, pad])
-    threads, count = starts.shape
-    if ideal:
-        return count * threads // lanes
-    words = starts.T.reshape(count, threads // lanes, lanes)[..., None] // BANK_BYTES
-    words = words + np.arange(max(1, width // BANK_BYTES))
-    words = np.sort(words.reshape(count * (threads // lanes), -1), axis=1)
-    distinct = np.ones(words.shape, bool)
-    distinct[:, 1:] = words[:, 1:] != words[:, :-1]
-    banks = np.zeros((words.shape[0], NUM_BANKS), np.int64)
-    rows = np.broadcast_to(np.arange(words.shape[0])[:, None], words.shape)
-    np.add.at(banks, (rows[distinct], words[distinct] % NUM_BANKS), 1)
-    return int(banks.max(axis=1).sum())
+def _wavefronts(shared: SharedLayout, layout: Layout, bits: int) -> tuple[int, int]:
+    """(phases, wavefronts) of every warp moving `layout` to or from `shared`."""
+    counts = shared_access.access_wavefronts(shared, layout, bits)
+    return (0, 0) if counts is None else (int(counts[:, 2].sum()), int(counts[:, 1].sum()))
 
 
 def tile_bytes(type_: SharedType) -> int:

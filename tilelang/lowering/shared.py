@@ -9,7 +9,7 @@ A shared tile of a packed dtype (u4, u3, f4e2m1, ...) is a byte array of its cod
 the element at (swizzled) offset o holds bits [o·b, (o+1)·b), little-endian, exactly
 as in a packed tensor, so codes move between global memory, shared memory and
 registers as raw bytes. Register tiles move to and from shared tiles in *runs*
-(`shared_runs`): consecutive locals whose elements are consecutive in the shared tile,
+(`shared_runs`, the rule `tilelang.ir.shared_access` owns): consecutive locals whose elements are consecutive in the shared tile,
 a whole number of bytes starting on a byte boundary, split into accesses that are
 naturally aligned on both sides. A packed tile whose elements do not start on byte
 boundaries in a thread's runs is read code by code through a one- or two-byte window;
@@ -18,14 +18,12 @@ storing it is refused (threads would write parts of the same byte).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
-
-import numpy as np
 
 from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir import nodes as ir
+from tilelang.ir import shared_access
 from tilelang.ir import thread as t
 from tilelang.ir import thread_mma as tm
 from tilelang.ir.layout import Layout
@@ -34,10 +32,7 @@ from tilelang.ir.types import SharedType
 from tilelang.lowering import coalescing, memory, relayout, wgmma
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.thread_builder import U32, imm
-from tilelang.lowering.values import SharedTile, TileRegs, contiguous_elements, pieces
-
-#: The widest access a thread makes: 16 bytes.
-MAX_ACCESS = 16
+from tilelang.lowering.values import SharedTile, TileRegs, pieces
 
 
 @lowers(ir.SharedAlloc)
@@ -161,41 +156,12 @@ def lower_sharedtranspose(lo: Lowering, instr: ir.SharedTranspose) -> None:
 
 
 def shared_runs(tile: SharedTile, layout: Layout, most: int | None = None) -> tuple[int, int]:
-    """(r, width) for moving a register tile of `layout` to or from `tile`: each thread
-    moves its locals in runs of r (a power of two, at most `most`) whose elements are
-    consecutive in the shared tile, a whole number of bytes from a byte boundary, in
-    accesses of at most `width` bytes that are naturally aligned in the shared tile and
-    in the thread's local (a run may span several accesses: each thread's 48 bytes of u3
-    codes in a fragment's load order are one run of three 16-byte accesses). (1, 0) when
-    a packed tile's codes cannot move as bytes."""
-    return _runs(tile.layout, layout, tile.dtype.bits, most or layout.num_locals)
-
-
-@functools.lru_cache(maxsize=256)
-def _runs(shared: SharedLayout, layout: Layout, bits: int, most: int) -> tuple[int, int]:
-    # The longest run is never worse: its starts are some of a shorter run's, so its
-    # accesses are at least as wide (20 bytes of u5 codes from 20-byte boundaries move in
-    # five 4-byte accesses, 10-byte runs in ten 2-byte ones; 48 bytes of u3 from 16-byte
-    # boundaries in three 16-byte accesses, 12-byte runs in twelve 4-byte ones).
-    index = layout.table()  # [threads, locals, rank]
-    offsets = shared.table()[tuple(np.moveaxis(index, -1, 0))]  # [threads, locals]
-    count = layout.num_locals
-    r = 1 << (min(count, most).bit_length() - 1)
-    while r >= 1:
-        if count % r == 0 and r * bits % 8 == 0:
-            runs = offsets.reshape(offsets.shape[0], count // r, r)
-            starts = runs[..., 0] * bits
-            consecutive = np.all(runs - runs[..., :1] == np.arange(r))
-            if consecutive and not np.any(starts % 8):
-                whole = _pow2(int(np.gcd.reduce(starts.reshape(-1))) // 8)
-                return r, min(whole, _pow2(r * bits // 8))
-        r //= 2
-    return 1, 0
-
-
-def _pow2(value: int) -> int:
-    """The largest power of two up to `MAX_ACCESS` dividing `value` (`MAX_ACCESS` for 0)."""
-    return min(value & -value, MAX_ACCESS) if value else MAX_ACCESS
+    """(r, width) for moving a register tile of `layout` to or from `tile`: the runs of
+    r locals (at most `most`) and accesses of `width` bytes of
+    `tilelang.ir.shared_access.access_runs`, the rule the layout choice and the
+    performance report count too; (1, 0) when a packed tile's codes cannot move as
+    bytes."""
+    return shared_access.access_runs(tile.layout, layout, tile.dtype.bits, most)
 
 
 @lowers(ir.SharedStore)
@@ -264,7 +230,7 @@ def _ldmatrix_reads(lo: Lowering, shared: SharedTile, tile: TileRegs) -> list | 
     if plan is not None or tile.layout.rank != 2 or shared.layout.rank != 2:
         return plan
     flipped = SharedTile(shared.offset, shared.dtype, shared.layout.permute((1, 0)))
-    if contiguous_elements(flipped.layout) % 8:
+    if shared_access.contiguous_elements(flipped.layout) % 8:
         return None
     regs = TileRegs(tile.local, tile.dtype, tile.layout.permute((1, 0)))
     plan = relayout.ldmatrix_plan(lo, regs, lambda index: shared_address(lo, flipped, index))
@@ -335,7 +301,7 @@ def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
                 lo.b.emit(t.If(first, (copy,)) if first is not None else copy)
                 lo.b.count("cp_async")
                 continue
-            staging = staging or lo.b.local(dtypes.u8, MAX_ACCESS, "stage")
+            staging = staging or lo.b.local(dtypes.u8, shared_access.MAX_ACCESS, "stage")
             for i in range(size):
                 lo.b.emit(t.SetLocal(staging, i, imm(0, dtypes.u8)))
             lo.b.emit(t.GlobalLoad(t.Reg(staging, 0), size, info.param, src, pred))

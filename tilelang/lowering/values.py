@@ -19,6 +19,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
+from tilelang.ir import shared_access
 from tilelang.ir import thread as t
 from tilelang.ir.layout import Layout
 from tilelang.ir.ops import ELEMENTWISE
@@ -196,15 +197,10 @@ def run_length(layout: Layout) -> int:
 
 
 def contiguous_elements(layout: SharedLayout) -> int:
-    """How many consecutive elements of the last dim stay adjacent in a shared layout
-    (1 when its innermost stride is not 1; a swizzle keeps 2^base elements together)."""
-    inner = layout.dims[-1][-1]
-    if inner.stride != 1:
-        return 1
-    swizzle = layout.swizzle
-    if swizzle is not None and swizzle.bits:
-        return math.gcd(inner.size, 1 << swizzle.base)
-    return inner.size
+    """How many consecutive elements of the last dim stay adjacent in a shared layout:
+    `tilelang.ir.shared_access.contiguous_elements`, the one rule ldmatrix's choice
+    and the performance report read too."""
+    return shared_access.contiguous_elements(layout)
 
 
 # --------------------------------------------------------------------------- bytes
