@@ -182,7 +182,7 @@ class FunctionCompiler:
     # -- entry points --------------------------------------------------------------------
 
     def run_kernel(self) -> None:
-        for stmt in self.source.tree.body:
+        for stmt in _early_exits(self.source.tree.body):
             if isinstance(stmt, ast.Return):
                 with self._at(stmt):
                     raise self.builder.error(
@@ -290,7 +290,11 @@ class FunctionCompiler:
 
     def stmt_Return(self, node: ast.Return) -> None:
         if self._inside_runtime_control:
-            raise self.error(node, "`return` inside a runtime loop or branch is not supported")
+            raise self.error(
+                node,
+                "`return` inside a runtime loop or branch is not supported (a kernel may "
+                "leave early only from an `if` in its body: `if b >= n: return`)",
+            )
         raise _Return(None if node.value is None else self.expr(node.value))
 
     _inside_runtime_control = False
@@ -742,3 +746,16 @@ def _is_plain_python_function(fn: object) -> bool:
 
 def _touches_ir(args: list, kwargs: dict) -> bool:
     return any(isinstance(v, IRValue) for v in [*args, *kwargs.values()])
+
+
+def _early_exits(body: list[ast.stmt]) -> list[ast.stmt]:
+    """A kernel's body with each `if c: ...; return` in it (Triton's `if pid >= n:
+    return`) made into `if c: ... else: <the rest of the body>`: what follows runs only
+    where the kernel did not leave, which a branch says without a jump."""
+    for i, stmt in enumerate(body):
+        exits = isinstance(stmt, ast.If) and stmt.body and isinstance(stmt.body[-1], ast.Return)
+        if exits and stmt.body[-1].value is None:
+            then = stmt.body[:-1] or [ast.copy_location(ast.Pass(), stmt.body[-1])]
+            rest = stmt.orelse + _early_exits(body[i + 1 :])
+            return [*body[:i], ast.copy_location(ast.If(stmt.test, then, rest), stmt)]
+    return body
