@@ -14,6 +14,7 @@ A bug found later that cannot be fixed at once gets a strict xfail repro there, 
 generators stay clear of it (an exclusion that names the repro) until the fix.
 """
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -63,6 +64,7 @@ UNARY_FLOAT = {
     "sin": tl.sin,
     "cos": tl.cos,
     "tanh": tl.tanh,
+    "erf": tl.erf,
     "sigmoid": tl.sigmoid,
     "log1p": tl.log1p,
     "softplus": tl.softplus,
@@ -762,6 +764,7 @@ NUMPY_UNARY = {
     "sin": np.sin,
     "cos": np.cos,
     "tanh": np.tanh,
+    "erf": np.vectorize(math.erf),
     "sigmoid": lambda v: 1.0 / (1.0 + np.exp(-v)),
     "log1p": lambda v: np.log(1.0 + v),
     "softplus": lambda v: np.log(1.0 + np.exp(v)),

@@ -447,6 +447,7 @@ FLOAT_UNARY = {
     "sin": np.sin,
     "cos": np.cos,
     "tanh": np.tanh,
+    "erf": lambda x: np.array([math.erf(v) for v in x]),
     "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
     "log1p": lambda x: np.array([math.log1p(v) if v > -1 else math.nan for v in x]),
     "softplus": lambda x: np.array([math.log(1 + math.exp(v)) for v in x]),

@@ -492,6 +492,7 @@ def exact(formula):
         ("sin", np.sin, (-6, 6)),
         ("cos", np.cos, (-6, 6)),
         ("tanh", np.tanh, (-5, 5)),
+        ("erf", exact(mpmath.erf), (-5, 5)),
         ("sigmoid", lambda v: 1 / (1 + np.exp(-v)), (-10, 10)),
         ("rsqrt", lambda v: 1 / np.sqrt(v), (1e-3, 1e3)),
         ("log1p", exact(lambda x: mpmath.log(1 + x)), (-0.99, 1e3)),

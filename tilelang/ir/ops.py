@@ -211,6 +211,9 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
 # -- the table ---------------------------------------------------------------------------
 
 
@@ -259,6 +262,8 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("sin", 1, _F, "sine", dsl="sin", reference=np.sin, **_fn("sin")),
         _row("cos", 1, _F, "cosine", dsl="cos", reference=np.cos, **_fn("cos")),
         _row("tanh", 1, _F, "hyperbolic tangent", dsl="tanh", reference=np.tanh, **_fn("tanh")),
+        _row("erf", 1, _F, "error function (exact GELU: x/2 * (1 + erf(x / sqrt 2)))",
+             dsl="erf", reference=_erf, **_libm("erf")),
         _row("sigmoid", 1, _F, "1 / (1 + e^-x)", dsl="sigmoid",
              reference=lambda a: 1.0 / (1.0 + np.exp(-a)), expand="1 / (1 + exp(-x))"),
         _row("softplus", 1, _F, "log(1 + e^x), without overflow", dsl="softplus",
