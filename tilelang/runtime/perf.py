@@ -18,14 +18,15 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    bytes plus the 1 KiB the system reserves, rounded up to 128, against the SM's
    largest carveout, which the driver's default preference allows), threads, and the
    resident-block cap. Waves = B / (r * SMs).
-2. **Loops** — the *main loop* is the block-IR loop that loads the most global bytes
-   per iteration (the first of equals); the report's tiles, bytes in flight,
+2. **Loops** — the *main loop* is the innermost block-IR loop that loads the most
+   global bytes per iteration (the first of equals); the report's tiles, bytes in flight,
    instruction mix and per-element counts are its. A kernel with several loops that
    load is modelled as the sum of them (`perf_loop.MainLoop.modelled`: every such loop
-   but those under an `if`, which not every block need take, and but the main loop
-   alone where they nest; one whose bounds are read at run time, other than the main
-   loop, is left out): each block runs each loop's iterations (its trip count at the
-   launch). Each loop's SASS is found by `perf_match` (the cubin has no line
+   but those under an `if`, which not every block need take; one whose bounds are read
+   at run time, other than the main loop, is left out): each block runs each loop's
+   iterations (its trip count at the launch times those of the loops around it: an
+   inner loop runs whole in every iteration of an outer one, whose own work is its body
+   without the loops inside it). Each loop's SASS is found by `perf_match` (the cubin has no line
    information: by program order, global loads, mma and MUFU against its thread-IR
    loop; where that fails, the main loop alone, and a note says which SASS loop was
    used); its shortest path (`sass.shortest_path`: every forward branch that skips
@@ -70,7 +71,9 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
      data sheet's, except on H100, whose data-sheet peak needs `wgmma`
      (`tilelang.target.Hardware.mma_flops`); plus those of HGMMA (sm_90a's `wgmma`)
-     over the data sheet's peak.
+     over the data sheet's peak; never less than the flops of the block IR's dots at
+     their trip counts over the data sheet's peak (`perf_loop.dot_flops`), a floor
+     whatever SASS was matched.
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = (useful bytes, each tensor once) / peak
    bandwidth / predicted, and of tensor-core peak =
@@ -129,6 +132,7 @@ from tilelang.runtime.perf_loop import (
     PerfError,
     TileLoad,
     direct_instrs,
+    dot_flops,
     find_main_loop,
     loop_trips,
     tensor_shapes,
@@ -462,7 +466,11 @@ def perf_report(
     sectors = sector_rows(thread.stats, boxes(function))
     sector_bytes = extra_read_bytes(function, shapes, sectors)
     ordered = sorted(parts, key=lambda x: x.index)
-    traffic = [LoopTraffic(x.where, x.iterations, x.tiles()) for x in ordered]
+    roots = [main.loops[x.nest].where if x.nest >= 0 else x.where for x in ordered]
+    traffic = [
+        LoopTraffic(x.where, x.iterations, x.tiles(), r)
+        for x, r in zip(ordered, roots, strict=True)
+    ]
     tensors = {n: nbytes(function, shapes, n) for n in shapes}
     again = rereads(traffic, tensors, blocks, concurrent, hw.l2_bytes)
     reread_bytes = sum(r.charged for r in again)
@@ -484,6 +492,7 @@ def perf_report(
         sync_flops=flops[0],
         warpgroup_flops=flops[1],
         schedulers=schedulers,
+        dot_flops=dot_flops(function, values, main, iterations) * blocks,
     )
     bounds = compute_bounds(context)
     predicted = max(b.seconds for b in bounds)
@@ -547,6 +556,7 @@ class _Part:
     rows: tuple[LoadRow, ...]
     conflicts: tuple[Conflict, ...]
     dequantizes: bool
+    nest: int  # the index of the outermost loop around it that loads (its own if none)
 
     def work(self) -> Work:
         ops, unroll = self.code.ops, self.code.unroll
@@ -602,7 +612,8 @@ def _parts(
     def part(index: int, where: str, trips: int, code: LoopCode, loads, body: ir.Block):
         rows = _load_rows(loads, shapes, sum(code.ops.values()) / code.unroll * warps)
         conflicts = shared_conflicts(direct_instrs(body))
-        return _Part(index, where, trips, code, rows, conflicts, _dequantizes(body))
+        nest = main.nest_of(index) if index >= 0 else index
+        return _Part(index, where, trips, code, rows, conflicts, _dequantizes(body), nest)
 
     if main.loop is None:
         return [part(-1, main.where, 1, kernel_code(text), main.loads, fn.body)]
@@ -649,12 +660,15 @@ def _phases(
 ) -> tuple[Phase, ...]:
     """The DRAM bytes of each loop (the main loop first) at its own bytes in flight: a
     loop other than the main one is charged the tensors it reads first and its
-    re-reads; the main loop the rest (writes, loads outside loops, wasted sectors)."""
+    re-reads, unless it shares the main loop's nest (the main loop streams them); the
+    main loop the rest (writes, loads outside loops, wasted sectors)."""
     seen: set[str] = set()
     first: dict[int, set[str]] = {}
     for x in sorted(parts, key=lambda x: x.index):
         first[x.index] = set(x.tiles()) - seen
         seen |= first[x.index]
+        if x.nest == parts[0].nest:
+            first[x.index] = set()
     phases = []
     for x in parts[1:]:
         charged = sum(tensors[n] for n in first[x.index])

@@ -6,7 +6,9 @@ This module owns the arithmetic of the six bounds and the text that shows it
 bytes, the bytes in flight of each modelled loop, and per loop its iterations and per
 iteration its warp instructions, MUFU, shared-memory bytes and tensor-core flops. A
 kernel of several loops costs their sum (each loop runs its iterations, one after the
-other, in every block)."""
+other, in every block). The tensor-core bound is never below the floor of the dots the
+block IR asks for (`perf_loop.dot_flops`, the whole launch's, at the data sheet's
+peak): SASS matched to the wrong loop cannot take the kernel's mma away."""
 
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ class Context:
     sync_flops: float  # executed by mma.sync (IMMA at half weight)
     warpgroup_flops: float  # executed by the warpgroup mma (at the data sheet's peak)
     schedulers: int  # schedulers of the busiest SM that have a warp at once
+    dot_flops: float = 0.0  # the block IR's dots at their trip counts, every block
 
 
 def mma_flops(ops: Mapping[str, int], unroll: int) -> tuple[float, float]:
@@ -118,7 +121,14 @@ def bounds(c: Context) -> tuple[Bound, ...]:
     special_s = warps * special * WARP / (hw.special_per_s * share)
     few = f", {c.schedulers} of {hw.sub_partitions} schedulers with a warp" if share < 1 else ""
     shared_s = warps * shared / (hw.shared_bytes_per_cycle * hw.clock_hz)
-    tensor_s = c.sync_flops / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
+    executed_s = c.sync_flops / hw.mma_flops + c.warpgroup_flops / hw.tensor_flops
+    tensor_s = max(executed_s, c.dot_flops / hw.tensor_flops)
+    tensor_detail = _tensor_detail(c.sync_flops, c.warpgroup_flops, hw)
+    if tensor_s > executed_s:
+        tensor_detail = (
+            f"{c.dot_flops / 1e9:.4g} GFLOP of the block IR's dots / "
+            f"{hw.tensor_flops / 1e12:.4g} TFLOPS (floor; the SASS counted: {tensor_detail})"
+        )
     head = f"{busiest} block(s) x {c.warps} warps x"
     mhz = f"{hw.clock_hz / 1e6:.0f} MHz"
     latency_detail = (
@@ -157,7 +167,7 @@ def bounds(c: Context) -> tuple[Bound, ...]:
             if shared
             else "no shared-memory access in the loop",
         ),
-        bound("tensor cores", tensor_s, _tensor_detail(c.sync_flops, c.warpgroup_flops, hw)),
+        bound("tensor cores", tensor_s, tensor_detail),
     )
 
 

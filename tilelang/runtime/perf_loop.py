@@ -6,18 +6,31 @@ adds up, how many times each runs at a launch, which global tiles it loads per
 iteration, and how many iterations ahead each load is issued. It computes nothing
 about hardware.
 
-**The main loop** is the `for` whose body (its own instructions and those of `if`s in
-it, not those of nested loops) loads the most bytes of global tiles (`load` and
-`copy_async`) per iteration; the first such loop on a tie. A kernel with no loop that
-loads global memory is modelled as one iteration of its whole body.
+**The main loop** is the innermost `for` (one holding no other loop that loads) whose
+body (its own instructions and those of `if`s in it, not those of nested loops) loads
+the most bytes of global tiles (`load` and `copy_async`) per iteration; the first such
+loop on a tie. A loop around it that loads too (the prologue of a pipelined inner loop,
+a persistent kernel's tile loop) is not the main loop however much it loads: it runs
+its body once per inner pass. A kernel with no loop that loads global memory is
+modelled as one iteration of its whole body.
 
 **Several loops.** Every loop that loads global memory is a `LoadingLoop` of
 `MainLoop.loops`, in program order. The report adds up `MainLoop.modelled()`: each of
 them but those under an `if` (its condition is a run-time value: the block IR cannot
-say how many blocks take it, such as a split kernel's combine in the last block) — and,
-where loading loops nest in one another, the main loop alone (an outer loop's SASS holds
-its inner loop's). The main loop is always modelled. `thread_loops` reads each
-thread-IR loop (named after the block-IR loop it lowers) for `perf_match`.
+say how many blocks take it, such as a split kernel's combine in the last block). The
+main loop is always modelled. Where loading loops nest, each is modelled at its trip
+count times those of the loops around it (`loop_trips`: an inner loop runs whole in
+every iteration of an outer one), and an outer loop's own work per iteration is its
+body without the loops in it (`perf_match`); `nest_of` says which outermost loop a
+loop's nest hangs from (its loops read their tensors in one pass, interleaved, not one
+after the other). `thread_loops` reads each thread-IR loop (named after the block-IR
+loop it lowers) for `perf_match`.
+
+**Dots.** `dot_flops` counts the tensor-core work the block IR asks for: 2·M·N·K of
+every `dot` outside `if`s, at its tiles' shapes (padding included), times the trip
+counts of the loops around it (8-bit operands at half weight, 4-bit at a quarter: the
+tensor cores run them that much faster). It is the work a floor is of, whatever the
+SASS matching found.
 
 **Iterations ahead** of a load in the main loop (the pipeline depth: how many of its
 tiles are in flight at once while the loop waits on memory):
@@ -45,6 +58,7 @@ cannot be evaluated without it says so.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -64,6 +78,7 @@ __all__ = [
     "ThreadLoop",
     "TileLoad",
     "direct_instrs",
+    "dot_flops",
     "find_main_loop",
     "loop_trips",
     "tensor_shapes",
@@ -139,16 +154,21 @@ class MainLoop:
         ids = {id(x.loop) for x in self.loops}
         return any(id(e) in ids for x in self.loops for e in x.enclosing)
 
+    def inner(self, index: int) -> tuple[int, ...]:
+        """The loops that load inside `loops[index]` (indices, at any depth)."""
+        outer = self.loops[index].loop
+        return tuple(i for i, x in enumerate(self.loops) if any(e is outer for e in x.enclosing))
+
+    def nest_of(self, index: int) -> int:
+        """The outermost loop that loads around `loops[index]` (itself if none does)."""
+        ids = {id(e) for e in self.loops[index].enclosing}
+        return next((i for i, x in enumerate(self.loops) if id(x.loop) in ids), index)
+
     def modelled(self) -> tuple[tuple[int, ...], list[str]]:
         """The indices (into `loops`) of the loops the report adds up, and why each other
         loop that loads is left out (module docstring, "Several loops")."""
         if self.loop is None:
             return (), []
-        if self.nests:
-            return (self.rank,), [
-                "loops that load global memory nest in one another: the report models "
-                f"only the main loop at {self.where}"
-            ]
         kept = tuple(i for i, x in enumerate(self.loops) if i == self.rank or not x.guarded)
         why = [
             f"the loop at {x.where} runs under an if (the block IR cannot say how many "
@@ -156,6 +176,12 @@ class MainLoop:
             for i, x in enumerate(self.loops)
             if i not in kept
         ]
+        if self.nests:
+            why.append(
+                "loops that load global memory nest in one another: each counts its trip "
+                "count times those of the loops around it, an outer loop its own work "
+                "without the loops inside it"
+            )
         return kept, why
 
 
@@ -266,8 +292,10 @@ def find_main_loop(fn: ir.Function, per: str | None = None) -> MainLoop:
         return MainLoop(None, (), tuple(_loop_free_loads(fn.body)), 0)
     indices = range(len(candidates))
     streaming = [i for i in indices if any(x.tensor == per for x in candidates[i].loads)]
+    around = {id(e) for x in candidates for e in x.enclosing}
+    pool = streaming or list(indices)
     rank = max(
-        streaming or indices,
+        [i for i in pool if id(candidates[i].loop) not in around] or pool,
         key=lambda i: sum(_tile_bytes(x.shape, x.dtype) for x in candidates[i].loads),
     )
     main = candidates[rank]
@@ -428,6 +456,41 @@ def loop_trips(
         total *= len(range(start, stop, step))
         scalars.bind_loop_start(loop)
     return total
+
+
+def dot_flops(
+    fn: ir.Function,
+    launch: Mapping[str, int | float],
+    main: MainLoop | None = None,
+    iterations: int | None = None,
+) -> float:
+    """Tensor-core flops one block's `dot`s ask for at this launch (module docstring,
+    "Dots"): the main loop's body at `iterations` where the caller gives them; a loop
+    whose bounds are read at run time otherwise counts nothing (a floor stays one)."""
+    scalars = _Scalars(fn, launch)
+
+    def visit(block: ir.Block, times: int) -> float:
+        total = 0.0
+        for instr in block.instrs:
+            if isinstance(instr, ir.Dot):
+                (m, k), n = instr.a.type.shape, instr.b.type.shape[-1]
+                bits = min(instr.a.type.dtype.bits, instr.b.type.dtype.bits, 16)
+                total += 2.0 * m * n * k * times * bits / 16
+            elif isinstance(instr, ir.For):
+                if main is not None and instr is main.loop and iterations is not None:
+                    inner = iterations
+                else:
+                    try:
+                        bounds = [int(scalars(v)) for v in (instr.start, instr.stop, instr.step)]
+                    except (_RunTimeValue, PerfError):
+                        continue
+                    inner = times * len(range(*bounds)) if bounds[2] else 0
+                with contextlib.suppress(_RunTimeValue, PerfError):  # else left out below
+                    scalars.bind_loop_start(instr)
+                total += visit(instr.body, inner)
+        return total
+
+    return visit(fn.body, 1)
 
 
 # --------------------------------------------------------------------------- thread IR

@@ -10,7 +10,8 @@ loop is matched to a block-IR loop by what it holds:
 
 - the SASS loops that load global memory (LDG, LDGSTS; `sass.loops`) in program order,
   without those holding another such loop (an outer loop around a streaming one); the
-  block-IR loops that load, in program order, each read through its thread-IR loop
+  innermost block-IR loops that load (`perf_loop.MainLoop.inner`: none inside them),
+  in program order, each read through its thread-IR loop
   (`perf_loop.thread_loops`: the same variable name): its global loads and copies g,
   its mma m, whether it computes a transcendental or a division (MUFU);
 - an *assignment* gives every such SASS loop one block-IR loop, in order (ptxas keeps
@@ -27,12 +28,18 @@ loop is matched to a block-IR loop by what it holds:
   unrolled loop before its remainder: most iterations run it), and one pass of it is
   `unroll` = u iterations (HMMA over m where the loop has mma).
 
-Where loops that load nest, the main loop alone is modelled, as below. Where two
-assignments are equally good and give a loop different SASS loops, that loop is not
-matched: left out of the sum with a note, or, for the main loop, the report falls
-back on the main loop alone, whose SASS is the loading SASS loop in its place when there
-are as many as block-IR loops that load, else the largest SASS loop — and says so, and
-which SASS loop it used. A kernel whose SASS has no loop (ptxas unrolled every one) is
+**Nests.** A block-IR loop that holds loops that load is matched after them: its SASS
+loop is the innermost one around the SASS loops of all of them (ptxas keeps a loop
+around its inner loops), and one iteration of it is that loop's shortest path without
+the SASS loops inside it (those are counted as their own block-IR loops, at their trip
+counts; a SASS loop inside it that loads nothing is left out, like code outside
+loops). Where none holds them, the outer loop's own work is left out, with a note.
+
+Where two assignments are equally good and give a loop different SASS loops, that loop
+is not matched: left out of the sum with a note, or, for the main loop, the report
+falls back on the main loop alone, whose SASS is the loading SASS loop in its place when
+there are as many as innermost block-IR loops that load, else the largest SASS loop —
+and says so, and which SASS loop it used. A kernel whose SASS has no loop (ptxas unrolled every one) is
 counted whole, its instructions spread over the main loop's iterations.
 """
 
@@ -149,21 +156,25 @@ def loop_codes(
         return {rank: LoopCode(whole, max(iterations, 1), "the whole kernel (no SASS loop)")}
     by_name = thread_loops(thread)
     signatures = [by_name.get(x.loop.var.name) for x in main.loops]
-    if main.nests:  # an outer SASS loop holds its inner one's loads: in place, or largest
-        loading = [loop for loop in sass_text.loops(text) if sass_text.loads_global(loop)]
-        return {rank: _fallback(text, loading, main, signatures[rank], thread, notes, None)}
+    leaves = [i for i in range(len(main.loops)) if not main.inner(i)]
     loading = _loading(text)
     found, why = None, "no SASS loop loads global memory"
     if loading and any(s is None for s in signatures):
         why = "a block-IR loop has no thread-IR loop of its name"
     elif loading:
-        found = _assign([_Sass.of(loop) for loop in loading], signatures, modelled)  # type: ignore[arg-type]
+        sass = [_Sass.of(loop) for loop in loading]
+        local = _assign(sass, [signatures[i] for i in leaves], tuple(range(len(leaves))))  # type: ignore[misc]
+        found = None if local is None else {leaves[j]: v for j, v in local.items()}
         why = "too many ways to pair them" if found is None else "two pairings fit as well"
     if found is None or found.get(rank) is None:
         failed = why if main.loops_with_loads > 1 or found is not None else None
-        return {rank: _fallback(text, loading, main, signatures[rank], thread, notes, failed)}
-    codes = {}
+        return {
+            rank: _fallback(text, loading, leaves, main, signatures[rank], thread, notes, failed)
+        }
+    codes = _outer_codes(text, loading, main, found, modelled, signatures, notes)
     for i in modelled:
+        if i not in leaves:
+            continue
         picked = found.get(i)
         where = main.loops[i].where
         if picked is None:
@@ -240,18 +251,20 @@ def _assign(
 def _fallback(
     text: str,
     loading: list[str],
+    leaves: list[int],
     main: MainLoop,
     signature: ThreadLoop | None,
     thread: t.ThreadFunction,
     notes: list[str],
     failed: str | None,
 ) -> LoopCode:
-    """The main loop alone: the loading SASS loop in its place when there are as many as
-    block-IR loops that load, else the largest SASS loop; `failed` says why matching
-    failed (None: nothing worth a note)."""
-    if main.loops_with_loads > 1 and len(loading) == main.loops_with_loads:
-        loop = loading[main.rank]
-        which = f"SASS loop {main.rank + 1} of the {len(loading)} that load"
+    """The main loop alone: the innermost loading SASS loop in its place when there are
+    as many as innermost block-IR loops that load, else the largest SASS loop; `failed`
+    says why matching failed (None: nothing worth a note)."""
+    if main.loops_with_loads > 1 and len(loading) == len(leaves) and main.rank in leaves:
+        place = leaves.index(main.rank)
+        loop = loading[place]
+        which = f"SASS loop {place + 1} of the {len(loading)} that load"
     else:
         loop = sass_text.main_loop(text)
         assert loop is not None
@@ -272,3 +285,50 @@ def _fallback(
         )
     counts = (signature.mma, signature.memory) if signature else thread_loop_counts(thread)
     return LoopCode(ops, unroll(ops, counts, notes), which)
+
+
+def _outer_codes(
+    text: str,
+    loading: list[str],
+    main: MainLoop,
+    found: Mapping[int, tuple[int, int] | None],
+    modelled: tuple[int, ...],
+    signatures: list[ThreadLoop | None],
+    notes: list[str],
+) -> dict[int, LoopCode]:
+    """The SASS of each modelled block-IR loop that holds loops that load (module
+    docstring, "Nests"): the innermost SASS loop around the SASS of all of them, without
+    the loops inside it."""
+    everything = sass_text.loops(text)
+    placed: dict[int, str] = {i: loading[p[0]] for i, p in found.items() if p is not None}
+    codes: dict[int, LoopCode] = {}
+    outer = [i for i in range(len(main.loops)) if main.inner(i)]
+    for i in sorted(outer, key=lambda i: -len(main.loops[i].enclosing)):  # innermost first
+        held = [placed.get(j) for j in main.inner(i)]
+        around = [
+            loop
+            for loop in everything
+            if None not in held and all(h != loop and h in loop for h in held)  # type: ignore[operator]
+        ]
+        where = main.loops[i].where
+        if not around:
+            if i in modelled:
+                notes.append(
+                    f"no SASS loop holds the SASS of the loops inside the loop at {where}: "
+                    "its own work is left out of the sum (the loops inside it are counted)"
+                )
+            continue
+        loop = min(around, key=len)
+        placed[i] = loop
+        inside = [x for x in everything if x != loop and x in loop]
+        own = loop
+        for x in inside:
+            if not any(x != y and x in y for y in inside):  # a loop not inside another
+                own = own.replace(x, "")
+        if i in modelled:
+            ops = dict(sass_text.opcodes(sass_text.shortest_path(own)))
+            signature = signatures[i]
+            assert signature is not None
+            u = unroll(ops, (signature.mma, signature.memory), notes)
+            codes[i] = LoopCode(ops, u, f"a SASS loop around {len(inside)} loop(s), without them")
+    return codes

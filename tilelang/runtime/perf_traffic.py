@@ -16,7 +16,9 @@ L2 and costs no DRAM bytes; otherwise DRAM serves it again, charged min(T's byte
 blocks × trip count × bytes of T the loop's tiles move an iteration, clipped to the
 tensor). Any replacement policy may evict sooner; the rule is the reuse distance a
 perfect LRU would need. A loop that reads a different part of T than the earlier one
-is charged as a re-read too (an upper bound).
+is charged as a re-read too (an upper bound). Loops of one nest (an outer loop and the
+loops inside it, `perf_loop.MainLoop.nest_of`) read in one pass, iteration by
+iteration, not one after the other: a tensor two of them load is not re-read.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ def nbytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]], name: str) ->
 
 @dataclass(frozen=True)
 class LoopTraffic:
-    """One modelled loop: its source line, iterations per block, and the bytes of each
-    tensor its tiles load per iteration per block (clipped to the tensor)."""
+    """One modelled loop: its source line, iterations per block, the bytes of each
+    tensor its tiles load per iteration per block (clipped to the tensor), and the
+    outermost loop of its nest (its own line where it is in none)."""
 
     where: str
     trips: int
     tiles: Mapping[str, float]
+    nest: str = ""
 
     @property
     def block_bytes(self) -> float:
@@ -95,6 +99,8 @@ def rereads(
                 first[tensor] = j
                 continue
             i = first[tensor]
+            if (loops[i].nest or loops[i].where) == (loop.nest or loop.where):
+                continue  # one pass of one nest
             distance = concurrent * sum(x.block_bytes for x in loops[i:j])
             reads = min(sizes[tensor], blocks * loop.trips * per_iteration)
             charged = reads if distance > l2_bytes else 0.0
