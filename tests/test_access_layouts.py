@@ -220,9 +220,10 @@ def test_a_tile_a_dot_or_ldmatrix_may_read_keeps_the_standard_swizzle():
 
 
 def test_only_the_standard_swizzles_align_to_a_whole_period_on_wgmma_targets():
-    standard = shared_layouts.default_layout(tl.f32, (64, 64))
-    chosen = row_major(64, 64).swizzled(Swizzle(3, 2, 8))
+    standard = shared_layouts.default_layout(tl.f32, (64, 32))  # 128-byte rows
+    assert standard.swizzle == Swizzle.for_bytes(128, 32)
+    chosen = row_major(64, 32).swizzled(Swizzle(3, 2, 8))
     period_bytes = standard.swizzle.period * 4
-    assert shared_layouts.alignment(SharedType(tl.f32, (64, 64), standard), True) == period_bytes
-    assert shared_layouts.alignment(SharedType(tl.f32, (64, 64), chosen), True) == 16
-    assert shared_layouts.alignment(SharedType(tl.f32, (64, 64), standard), False) == 16
+    assert shared_layouts.alignment(SharedType(tl.f32, (64, 32), standard), True) == period_bytes
+    assert shared_layouts.alignment(SharedType(tl.f32, (64, 32), chosen), True) == 16
+    assert shared_layouts.alignment(SharedType(tl.f32, (64, 32), standard), False) == 16

@@ -9,6 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tilelang import dtypes
+from tilelang.analysis.shared_layouts import default_layout
 from tilelang.ir import layout as layout_module
 from tilelang.ir.shared_layout import (
     SHARED_LAYOUT_GRAMMAR,
@@ -325,3 +327,19 @@ def test_a_swizzle_repeats_after_its_period():
     shifted = swizzle.apply(offsets + swizzle.period)
     assert (shifted == swizzle.apply(offsets) + swizzle.period).all()
     assert not (swizzle.apply(offsets + 256) == swizzle.apply(offsets) + 256).all()
+
+
+@pytest.mark.parametrize("dtype", [dtypes.f16, dtypes.f32, dtypes.u8])
+@pytest.mark.parametrize("row_bytes", [128, 256, 384, 512, 1024])
+def test_default_layouts_keep_an_ldmatrix_phase_apart_in_the_banks(dtype, row_bytes):
+    """Any 8 consecutive rows at one 16-byte column (an ldmatrix phase, 8 lanes of a
+    cp.async of a column) land in 8 distinct 16-byte bank groups, whatever the row
+    pitch: the standard 128-byte swizzle alone gave 256-byte rows a 2-way conflict."""
+    columns = row_bytes * 8 // dtype.bits
+    layout = default_layout(dtype, (32, columns))
+    chunk = 128 // dtype.bits  # elements in 16 bytes
+    for first_row in range(0, 32 - 7):
+        for column in range(0, columns, chunk):
+            offsets = [int(layout.offset((r, column))) for r in range(first_row, first_row + 8)]
+            groups = {(o * dtype.bits // 8 // 16) % 8 for o in offsets}
+            assert len(groups) == 8, (first_row, column, offsets)

@@ -59,7 +59,22 @@ def default_layout(dtype: DType, shape: tuple[int, ...], panels: bool = False) -
     if panels and width == 128 and shape[-1] * dtype.bits > 128 * 8:
         return panel_layout(dtype, shape)
     layout = row_major(*shape)
-    return layout if width is None else layout.swizzled(Swizzle.for_bytes(width, dtype.bits))
+    return layout if width is None else layout.swizzled(row_swizzle(width, dtype, shape))
+
+
+def row_swizzle(width: int, dtype: DType, shape: tuple[int, ...]) -> Swizzle:
+    """The byte swizzle of `width` for rows of `shape`, its source bits moved up to the
+    row index where rows are an even multiple of 128 bytes: the standard 128-byte
+    pattern XORs address bits 7-9 into the chunk index, which for 256-byte rows are a
+    column bit and two row bits, so rows r and r + 4 of an ldmatrix phase (8 rows, one
+    16-byte column) share banks; XOR-ing the 3 bits above the row's largest power-of-two
+    factor of 128 bytes keeps any 8 consecutive rows apart (odd multiples already are)."""
+    standard = Swizzle.for_bytes(width, dtype.bits)
+    row = shape[-1] * dtype.bits // 8
+    if width != 128 or row % 256:
+        return standard
+    factor = (row // 128) & -(row // 128)  # the largest power of two dividing row / 128
+    return Swizzle(standard.bits, standard.base, standard.shift + factor.bit_length() - 1)
 
 
 def panel_layout(dtype: DType, shape: tuple[int, ...]) -> SharedLayout:
