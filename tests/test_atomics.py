@@ -215,7 +215,7 @@ def test_a_masked_addition_keeps_negative_zero():
         x = dtype.encode(np.stack([signs, signs]))
         y = dtype.encode(np.full((1, 512), -0.0))
         compiled = add_where_positive.compile(T=dtype, BN=512)
-        assert max(s.width for s in statements(compiled, t.AtomicAdd)) >= 8  # vectors
+        assert max(s.width for s in statements(compiled, t.Atomic)) >= 8  # vectors
         expected = dtype.encode(np.where(signs > 0, 2.0, -0.0)[None, :])
         for got in run_both(add_where_positive, [x, y], 1, dtype, BN=512):
             np.testing.assert_array_equal(got, expected)
@@ -342,7 +342,7 @@ def test_elements_of_unknown_alignment_add_one_at_a_time():
             run(y, 3, T=dtype)
             expected = np.where((np.arange(100) >= 3) & (np.arange(100) < 67), 1.5, 0.5)
             np.testing.assert_array_equal(y.astype(np.float64), expected)
-        widths = {s.width for s in statements(add_ones_at.compile(T=dtype), t.AtomicAdd)}
+        widths = {s.width for s in statements(add_ones_at.compile(T=dtype), t.Atomic)}
         assert widths == {2}
 
 
@@ -411,7 +411,7 @@ HEADER = (
 
 
 def verify_text(dtype: str, mask: str = "") -> None:
-    body = f'  atomic_add %y[0:i32], %v{mask}  loc("user.py":7:5)\n}}\n'
+    body = f'  atomic add %y[0:i32], %v{mask}  loc("user.py":7:5)\n}}\n'
     verify(parse_function(HEADER.replace("T", dtype) + body))
 
 
@@ -420,7 +420,7 @@ def test_the_verifier_rejects_atomics_it_cannot_do_at_the_instruction():
         with pytest.raises(IRVerifyError) as info:
             verify_text(dtype)
         message = str(info.value)
-        assert message.startswith("user.py:7:5: atomic_add:"), message
+        assert message.startswith("user.py:7:5: atomic:"), message
         assert f"found a tensor of {dtype}" in message
     verify_text("bf16")
     with pytest.raises(IRVerifyError, match="expected a mask of u1"):
@@ -472,7 +472,7 @@ def test_atomic_merges_of_neighbouring_codes_keep_every_code(bits):
 
 
 def test_thread_ir_atomics_print_and_verify():
-    add = t.AtomicAdd("y", t.Imm(8, I64), t.Reg("r", 4), 4, tl.f16, t.Name("p", tl.u1))
+    add = t.Atomic("y", t.Imm(8, I64), t.Reg("r", 4), 4, tl.f16, t.Name("p", tl.u1))
     merge = t.AtomicMerge("y", t.Imm(3, I64), t.Imm(5, U32), t.Imm(0x70, U32))
     params = (t.Param("y", tl.f16, True),)
     body = (t.Let(t.Name("p", tl.u1), t.Binary("lt", t.ThreadIndex(), t.Imm(9, I32))), add, merge)

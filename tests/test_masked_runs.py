@@ -269,7 +269,7 @@ def test_a_masked_scatter_addition_adds_whole_empty_and_cut_runs(dtype):
     [
         (store_selected, t.GlobalStore, "y"),
         (load_selected, t.GlobalLoad, "x"),
-        (add_selected, t.AtomicAdd, "y"),
+        (add_selected, t.Atomic, "y"),
     ],
     ids=["store", "load", "add"],
 )

@@ -319,7 +319,7 @@ def test_indexed_rows_add_with_a_broadcast_mask(dtype, r, v, d):
 def test_rows_add_in_vectors():
     """Along a row the places are contiguous: 16-byte atomic additions of f32."""
     compiled = add_rows.compile(T=tl.f32, assume={"D": 32})
-    assert max(s.width for s in statements(compiled, t.AtomicAdd)) == 16
+    assert max(s.width for s in statements(compiled, t.Atomic)) == 16
 
 
 # --------------------------------------------------------------------------- CUDA
@@ -406,11 +406,11 @@ def test_the_verifier_checks_masks_and_scatter_add_dtypes():
         verify(parse_function(HEADER.replace("T", dtype) + f'  {line}  loc("u.py":7:5)\n}}\n'))
 
     check("u4", "store %y[0:i32], %v mask(%m)")
-    check("f32", "scatter_add %y[0:i32], %i, axis=0, %v mask(%m)")
+    check("f32", "scatter_atomic add %y[0:i32], %i, axis=0, %v mask(%m)")
     with pytest.raises(IRVerifyError, match="expected a mask of u1"):
         check("f32", "store %y[0:i32], %v mask(%i)")
     with pytest.raises(IRVerifyError, match="found a tensor of u8"):
-        check("u8", "scatter_add %y[0:i32], %i, axis=0, %v")
+        check("u8", "scatter_atomic add %y[0:i32], %i, axis=0, %v")
 
 
 def test_a_masked_store_keeps_what_it_skips_so_its_tensor_is_read_too():

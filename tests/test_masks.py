@@ -293,7 +293,7 @@ def test_a_constant_mask_is_no_mask_or_no_access_at_all(one):
         np.testing.assert_array_equal(total, 1 + x if one else np.ones(size, np.float32))
         np.testing.assert_array_equal(hist, np.full(size, int(one), np.int32))
     kinds = {type(i) for i in instructions(constant_masks, ONE=False)}
-    assert not kinds & {ir.Load, ir.LoadScalar, ir.AtomicAdd, ir.ScatterAdd}, kinds
+    assert not kinds & {ir.Load, ir.LoadScalar, ir.Atomic, ir.ScatterAtomic}, kinds
     assert sum(isinstance(i, ir.Store) for i in instructions(constant_masks, ONE=False)) == 1
     masks = [i.mask for i in instructions(constant_masks, ONE=True) if hasattr(i, "mask")]
     assert masks and all(m is None for m in masks)  # True is no mask at all

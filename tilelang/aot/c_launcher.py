@@ -233,6 +233,8 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
             f'    return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s", {c_string(message)});',
         ]
     grid = list(iface.thread.grid) + []
+    at = f" at {iface.thread.grid_at}" if iface.thread.grid_at else ""  # the tl.blocks line
+    negative = f"{iface.kernel}(){at}: the grid is negative"
     for axis in range(3):
         value = (
             thread_expr_c(grid[axis], names, f"{iface.kernel}: grid dimension {axis}")
@@ -247,8 +249,8 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
         '(%lld blocks in dimension %d)", (long long)tl_grid[tl_axis], tl_axis);',
         # a negative count (a size expression that overflowed) is no empty launch: 0 is
         "    if (tl_grid[tl_axis] < 0)",
-        f'      return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "{iface.kernel}(): the grid is '
-        'negative (%lld blocks in dimension %d)", (long long)tl_grid[tl_axis], tl_axis);',
+        '      return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s (%lld blocks in dimension '
+        f'%d)", {c_string(negative)}, (long long)tl_grid[tl_axis], tl_axis);',
         "  }",
     ]
     used = {s for s, _, _ in iface.size_reads}

@@ -33,9 +33,12 @@ How thread IR maps to C++
   ``tl_reg<W>(local, byte)``, a reference to W (u8, tl_w16, tl_w32, tl_b64, tl_b128:
   raw types that may alias any other) at that byte.
 * Global memory: ``tl_load<W>(g_x + offset)`` / ``tl_store``, under ``if (pred)``
-  (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). `AtomicAdd` is one
+  (128-bit loads are ``ld.global.nc.v4`` on read-only tensors). `Atomic` is one
   ``red.global.add`` per element, f16/bf16 pair (``.f16x2``) or, on sm_90, vector of
-  up to 16 bytes (``red.global.add.v4.f32``); `AtomicMerge` an atomic ``and`` then
+  up to 16 bytes (``red.global.add.v4.f32``); an integer max/min one ``red.global.max``
+  (``.min``) ``.s32``/``.u32``/``.s64``/``.u64`` per element, a float one a
+  compare-and-swap loop around ``fmaxf``/``fminf`` (no PTX float max reduction below
+  sm_90's vectors); `AtomicMerge` an atomic ``and`` then
   ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``);
   `AtomicFetchAdd` an ``atom.relaxed.gpu.global.add.u32`` between two
   ``fence.acq_rel.gpu``. Shared memory: the
@@ -70,7 +73,7 @@ Decisions where `tilelang.ir.thread` is silent (the same as the LLVM backend's)
   with a NaN is NaN whatever its payload (attention's P, converted for P·V).
 * Float → int `Cvt` is ``cvt.rni.sat`` (NaN → 0); float `min`/`max` are PTX
   ``min``/``max`` (a NaN operand is ignored).
-* f32 `AtomicAdd` flushes subnormal inputs and results to zero: PTX's
+* f32 `Atomic` flushes subnormal inputs and results to zero: PTX's
   ``red.global.add.f32`` does (f16, bf16 and f64 keep them). bf16 additions on sm_80,
   which has no bf16 reduction, are a compare-and-swap loop on the element (or pair).
 """
@@ -378,9 +381,9 @@ class _Emitter:
         at = self.tensor_at(s.tensor, s.offset)
         self.predicated(s.pred, f"tl_store<{w}>({at}, {self.reg(s.src, s.width)});")
 
-    def stmt_AtomicAdd(self, s: t.AtomicAdd) -> None:
+    def stmt_Atomic(self, s: t.Atomic) -> None:
         calls = []
-        for at, width, helper in _atomic_calls(s.dtype, s.width):
+        for at, width, helper in _atomic_calls(s.dtype, s.width, s.op):
             target = self.tensor_at(s.tensor, s.offset) + (f" + {at}" if at else "")
             reg = self.reg(t.Reg(s.src.local, s.src.byte + at), width)
             calls.append(f"{self.x.call(helper, target, reg)};")
@@ -607,19 +610,24 @@ class _Emitter:
 _UNSIGNED = {"u32": dtypes.u32, "u64": dtypes.u64}
 
 
-def _atomic_calls(dtype: DType, width: int) -> list[tuple[int, int, str]]:
-    """(byte, width, prelude helper) of each call an `AtomicAdd` of `width` bytes of
+def _atomic_calls(dtype: DType, width: int, op: str = "add") -> list[tuple[int, int, str]]:
+    """(byte, width, prelude helper) of each call an `Atomic` of `width` bytes of
     `dtype` makes: f16/bf16 elements add alone, or in pairs (`x2`) and vectors of 2 or
     4 pairs; f32 alone or in vectors of 2 or 4; 32- and 64-bit integers and f64 one
-    element at a time (signed and unsigned additions are the same bits)."""
+    element at a time (signed and unsigned additions are the same bits). A max/min is
+    one call per element: an integer reduction, or a float's compare-and-swap loop."""
     vector = {8: "_v2", 16: "_v4"}
     name = dtype.name
+    size = dtype.bits // 8
+    if op != "add":
+        kind = name if dtype.is_float else ("s" if dtype.signed else "u") + str(dtype.bits)
+        helper = f"tl_atomic_{op}_{kind}" if dtype.is_float else f"tl_red_{op}_{kind}"
+        return [(at, size, helper) for at in range(0, width, size)]
     if name in ("f16", "bf16"):
         helper = f"tl_red_add_{name}" if width == 2 else f"tl_red_add_{name}x2"
         return [(0, width, helper + vector.get(width, ""))]
     if name == "f32":
         return [(0, width, "tl_red_add_f32" + vector.get(width, ""))]
-    size = dtype.bits // 8
     kind = "f64" if name == "f64" else f"u{dtype.bits}"
     return [(at, size, f"tl_red_add_{kind}") for at in range(0, width, size)]
 

@@ -505,7 +505,69 @@ def _atomic_snippets() -> dict[str, Snippet]:
         '    asm volatile("red.global.or.b32 [%0], %1;" :: "l"(w), "r"(vi) : "memory");\n'
         "  }\n}"
     )
+    s.update(_minmax_snippets())
     s.update(_wgmma_snippets())
+    return s
+
+
+def _minmax_snippets() -> dict[str, Snippet]:
+    """`tl_red_<max|min>_<s|u><32|64>(p, bits)`: one integer max/min reduction (PTX
+    ``red.global.max.s32``...; 64-bit ones since sm_32); `tl_atomic_<max|min>_<float>(p,
+    bits)`: a float's, which PTX lacks at scalar widths (``red.max`` has no .f32; the
+    .f16/.bf16 vector forms need sm_90): a compare-and-swap loop on the element's own
+    bits around the elementwise max/min (`fmaxf`: NaN ignored, -0 < +0), which stops
+    without writing once the element would not change (an amax's common case). The
+    integer trick (a signed max of the bits for non-negative values, an unsigned min for
+    negative ones) would keep a NaN already in the tensor, which `tl.maximum` replaces."""
+    s: dict[str, Snippet] = {}
+    wide = "  const u64 v = ((u64)b.y << 32) | b.x;\n"
+    for op in ("max", "min"):
+        for kind, arg, constraint in (
+            ("s32", "u32 v", '"r"(v)'),
+            ("u32", "u32 v", '"r"(v)'),
+            ("s64", "tl_b64 b", '"l"(v)'),
+            ("u64", "tl_b64 b", '"l"(v)'),
+        ):
+            prefix = wide if arg.startswith("tl_b64") else ""
+            body = prefix + "  " + _red(f"red.global.{op}.{kind}", constraint)
+            s[f"tl_red_{op}_{kind}"] = Snippet(
+                f"TL_INLINE void tl_red_{op}_{kind}(u8* p, {arg}) {{\n  {body.strip()}\n}}"
+            )
+        f32_of = {"f16": "tl_f16_f32", "bf16": "tl_bf16_f32"}
+        for name in ("f16", "bf16", "f32", "f64"):
+            if name == "f64":
+                ty, reg, bits, arg, pre, deps = "u64", "l", 64, "tl_b64 b", wide, ()
+                step = (
+                    f"    const {ty} want = (u64)__double_as_longlong(f{op}("
+                    "__longlong_as_double((i64)seen), __longlong_as_double((i64)v)));\n"
+                )
+            elif name == "f32":
+                ty, reg, bits, arg, pre, deps = "u32", "r", 32, "u32 v", "", ()
+                step = (
+                    f"    const {ty} want = "
+                    f"__float_as_uint(f{op}f(__uint_as_float(seen), __uint_as_float(v)));\n"
+                )
+            else:  # the f32 max of two exact f32 images is one of them: no rounding back
+                ty, reg, bits, arg = "u16", "h", 16, "u16 v"
+                to = f32_of[name]
+                pre, deps = f"  const f32 b = {to}(v);\n", (to,)
+                step = (
+                    f"    const f32 a = {to}(seen), m = f{op}f(a, b);\n"
+                    "    const u16 want = m != m ? (u16)0x7fff "
+                    ": __float_as_uint(m) == __float_as_uint(a) ? seen : v;\n"
+                )
+            helper = f"tl_atomic_{op}_{name}"
+            s[helper] = Snippet(
+                f"TL_INLINE void {helper}(u8* p, {arg}) {{\n{pre}"
+                f"  {ty} seen, old = *(volatile {ty}*)p;\n"
+                "  do {\n    seen = old;\n"
+                f"{step}"
+                "    if (want == seen) return;\n"
+                f'    asm volatile("atom.global.cas.b{bits} %0, [%1], %2, %3;" : "={reg}"(old) '
+                f': "l"(p), "{reg}"(seen), "{reg}"(want) : "memory");\n'
+                "  } while (old != seen);\n}",
+                deps,
+            )
     return s
 
 

@@ -80,7 +80,7 @@ Decisions where `tilelang.ir.thread` is silent (and why)
 * `For` runs the iterations Python's `range` would (upward for a positive step, downward
   for a negative one, none for a zero step), counted up front (no overflow of the loop
   variable near the ends of its range).
-* `AtomicAdd`, `AtomicMerge` and `AtomicFetchAdd` are real atomics (blocks run on several host threads;
+* `Atomic`, `AtomicMerge` and `AtomicFetchAdd` are real atomics (blocks run on several host threads;
   see `llvm_atomic`). `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
   copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
   follow (the result is the same).
@@ -571,7 +571,7 @@ class _Emitter:
                 else:
                     dst = self.shared_ptr(self.expr(stmt.address, env))
                 b.store(value, dst, align=1)
-        elif isinstance(stmt, t.AtomicAdd):
+        elif isinstance(stmt, t.Atomic):
             with self.predicated(stmt.pred, env):
                 base = self.tensor_ptr(stmt.tensor, stmt.offset, env)
                 size = stmt.dtype.bits // 8
@@ -579,7 +579,7 @@ class _Emitter:
                     src = self.local_ptr(stmt.src.local, stmt.src.byte + i * size, tid)
                     value = b.load(src, typ=num.ltype(stmt.dtype), align=size)
                     at = b.gep(base, [int_const(I64, i * size)], source_etype=I8) if i else base
-                    atomic_add(b, at, value, stmt.dtype)
+                    atomic_add(b, at, value, stmt.dtype, stmt.op)
         elif isinstance(stmt, t.AtomicFetchAdd):
             with self.predicated(stmt.pred, env):
                 at = self.tensor_ptr(stmt.tensor, stmt.offset, env)

@@ -1,15 +1,20 @@
-"""Atomic memory updates in LLVM IR: thread IR's `AtomicAdd` and `AtomicMerge`.
+"""Atomic memory updates in LLVM IR: thread IR's `Atomic` (add, max, min) and
+`AtomicMerge`.
 
 Helpers of the LLVM emitter (`tilelang.codegen.llvm`). The CPU backend runs the threads
 of a block one after another but blocks on several host threads, so updates that
 threads of different blocks make to the same memory must be real atomics:
 
-* integer additions are one ``atomicrmw add`` (wrapping, as thread IR says);
+* integer additions are one ``atomicrmw add`` (wrapping, as thread IR says), integer
+  max/min one ``atomicrmw max``/``umax``/``min``/``umin``;
 * float additions are a compare-and-swap loop on the element's own 16, 32 or 64 bits,
   the sum computed by `llvm_numeric.binary`, so an atomic f16/bf16/f32/f64 addition
   rounds exactly like the backend's ordinary ``add`` (an f16 sum rounds once, to f16;
-  NaN results are canonical for f16/bf16). Never wider than the element: the bytes
-  around it may belong to another tensor or lie past the buffer's end;
+  NaN results are canonical for f16/bf16); a float max/min is the same loop around the
+  backend's ordinary ``max``/``min`` (NaN ignored, -0 < +0), so it agrees bit for bit
+  with `tl.maximum` (LLVM's ``atomicrmw fmax`` leaves the order of -0 and +0 open).
+  Never wider than the element: the bytes around it may belong to another tensor or
+  lie past the buffer's end;
 * merges of sub-byte codes are, per byte whose mask is not empty, an ``atomicrmw and``
   that clears the selected bits, then an ``atomicrmw or`` that sets the new ones:
   threads merging disjoint bits of one byte never lose each other's bits, in either
@@ -31,14 +36,25 @@ from tilelang.dtypes import DType
 
 __all__ = ["atomic_add", "atomic_merge", "fetch_add"]
 
+#: The ``atomicrmw`` of an integer max/min by (op, signed).
+_INT_RMW = {
+    ("max", True): "max",
+    ("max", False): "umax",
+    ("min", True): "min",
+    ("min", False): "umin",
+}
+
 ORDER = "monotonic"
 
 
-def atomic_add(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, dtype: DType) -> None:
-    """``*ptr += value`` atomically, for one element of `dtype` (a value in its LLVM
-    representation, `llvm_numeric.ltype`) at `ptr`, naturally aligned."""
+def atomic_add(
+    b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, dtype: DType, op: str = "add"
+) -> None:
+    """``*ptr = *ptr op value`` atomically (`op`: add, max or min), for one element of
+    `dtype` (a value in its LLVM representation, `llvm_numeric.ltype`) at `ptr`,
+    naturally aligned."""
     if dtype.is_int:
-        b.atomic_rmw("add", ptr, value, ORDER)
+        b.atomic_rmw("add" if op == "add" else _INT_RMW[op, dtype.signed], ptr, value, ORDER)
         return
     bits = ir.IntType(dtype.bits)
     first = b.load_atomic(ptr, ORDER, dtype.bits // 8, typ=bits)
@@ -50,7 +66,7 @@ def atomic_add(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, dtype: DType) ->
     old = b.phi(bits)
     old.add_incoming(first, entry)
     current = old if dtype.bits == 16 else b.bitcast(old, num.ltype(dtype))
-    total = num.binary(b, "add", current, value, dtype, dtype)
+    total = num.binary(b, op, current, value, dtype, dtype)
     new = total if dtype.bits == 16 else b.bitcast(total, bits)
     swapped = b.cmpxchg(ptr, old, new, ORDER, ORDER)
     old.add_incoming(b.extract_value(swapped, 0), b.block)

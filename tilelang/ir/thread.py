@@ -425,7 +425,7 @@ class GlobalStore(Stmt):
     pred: Expr | None = None
 
 
-#: The element dtypes of `AtomicAdd` (and of the block IR's `atomic_add`): whole 16-,
+#: The element dtypes of `Atomic` (and of the block IR's `atomic_add`): whole 16-,
 #: 32- and 64-bit elements, the widths GPUs have atomic additions (or a compare-and-swap)
 #: for.
 ATOMIC_ADD_DTYPES: tuple[DType, ...] = (
@@ -441,16 +441,21 @@ ATOMIC_ADD_DTYPES: tuple[DType, ...] = (
 
 
 @dataclass(frozen=True)
-class AtomicAdd(Stmt):
+class Atomic(Stmt):
     """Where `pred` holds: for each `dtype` element e_i of the `width` register bytes at
     `src` (i < width / s, s = the dtype's bytes), atomically replaces the element at byte
     `offset` + i·s of tensor `tensor` by its sum with e_i: integers wrap, floats round
     once to nearest even in `dtype` (subnormals kept; a NaN result is some NaN).
 
     `width` is s·2^j ≤ 16 and `offset` (i64) a multiple of `width`. Each element's
-    addition is indivisible with respect to every other `AtomicAdd` of that element;
+    addition is indivisible with respect to every other `Atomic` of that element;
     the order in which threads' (and blocks') additions happen is unspecified, and
-    float sums depend on it."""
+    float sums depend on it.
+
+    `op` "max" or "min" replaces the element by the larger (smaller) of it and e_i
+    instead, as the `Binary` max/min do (floats: NaN ignored, -0 < +0; a float element
+    whose value does not change is not written); the result does not depend on the
+    order."""
 
     tensor: str
     offset: Expr
@@ -458,6 +463,7 @@ class AtomicAdd(Stmt):
     width: int
     dtype: DType
     pred: Expr | None = None
+    op: str = "add"
 
 
 @dataclass(frozen=True)
@@ -621,7 +627,9 @@ class ThreadFunction:
     for it first). `stats` counts what the lowering chose (e.g. `mma`, `ldmatrix`,
     `dequant_vector`, `dequant_scalar`). `finite` names the tensor parameters the launch
     proves hold no inf or NaN (the "finite" facts and bounds of `Function.assume`, for
-    tensors the function never writes): a backend may rely on it.
+    tensors the function never writes): a backend may rely on it. `grid_at` is where the
+    source asked for the grid ("file.py:12", the `tl.blocks` line), which a launch's
+    errors about the grid name; "" for a kernel without one (a grid of one block).
     """
 
     name: str
@@ -634,6 +642,7 @@ class ThreadFunction:
     stats: tuple[tuple[str, int], ...] = field(default=())
     checks: tuple[tuple[Expr, str], ...] = field(default=())
     finite: tuple[str, ...] = field(default=())
+    grid_at: str = field(default="")
 
     def local(self, name: str) -> Local:
         for loc in self.locals:
@@ -672,7 +681,7 @@ def written_tensors(body: tuple[Stmt, ...]) -> frozenset[str]:
     return frozenset(
         s.tensor
         for s in walk_stmts(body)
-        if isinstance(s, GlobalStore | AtomicAdd | AtomicMerge | AtomicFetchAdd)
+        if isinstance(s, GlobalStore | Atomic | AtomicMerge | AtomicFetchAdd)
     )
 
 

@@ -99,9 +99,9 @@ def _simple(s: t.Stmt) -> str:
         return f"st.global.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}" + _pred(
             s.pred
         )
-    if isinstance(s, t.AtomicAdd):
+    if isinstance(s, t.Atomic):
         return (
-            f"atomic.add.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}"
+            f"atomic.{s.op}.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}"
             + _pred(s.pred)
         )
     if isinstance(s, t.AtomicFetchAdd):

@@ -241,9 +241,12 @@ def _check_tensor(v: _Verifier, s) -> None:
     _check_pred(v, s, s.pred)
 
 
-def _check_atomic_add(v: _Verifier, s: t.AtomicAdd) -> None:
+def _check_atomic(v: _Verifier, s: t.Atomic) -> None:
+    if s.op not in ("add", "max", "min"):
+        raise v.fail(s, f"no atomic {s.op!r}: expected add, max or min")
     if s.dtype not in t.ATOMIC_ADD_DTYPES:
-        raise v.fail(s, f"no atomic addition of {s.dtype}")
+        what = "addition" if s.op == "add" else s.op
+        raise v.fail(s, f"no atomic {what} of {s.dtype}")
     size = s.dtype.bits // 8
     if s.width % size or s.width // size & (s.width // size - 1):
         raise v.fail(s, f"{s.width} bytes are not a power-of-two number of {s.dtype} elements")
@@ -343,7 +346,7 @@ _CHECKS = {
     t.Move: _check_move,
     t.GlobalLoad: _check_global,
     t.GlobalStore: _check_global,
-    t.AtomicAdd: _check_atomic_add,
+    t.Atomic: _check_atomic,
     t.AtomicMerge: _check_atomic_merge,
     t.AtomicFetchAdd: _check_atomic_fetch_add,
     t.SharedLoad: _check_shared,

@@ -1,6 +1,6 @@
-"""The global-memory operations a kernel body calls: `tl.load`, `tl.store` and
-`tl.atomic_add` (re-exported by `tilelang.lang.ops`, where the other `tl.*` functions
-are), with the checks of their offsets, gathers' and scatters' index tiles, fills and
+"""The global-memory operations a kernel body calls: `tl.load`, `tl.store`,
+`tl.atomic_add`, `tl.atomic_max` and `tl.atomic_min` (re-exported by `tilelang.lang.ops`,
+where the other `tl.*` functions are), with the checks of their offsets, gathers' and scatters' index tiles, fills and
 masks.
 
 A mask is a u1 tile that broadcasts to the accessed shape, a block-uniform u1 scalar
@@ -265,24 +265,50 @@ def atomic_add(tensor, offsets, values, mask=None) -> None:
     elements sent to one place all add; there the values may be a number or a scalar,
     converted to the tensor's dtype and added at every index: ``tl.atomic_add(hist,
     [bins], 1)``."""
+    _atomic("add", tensor, offsets, values, mask)
+
+
+def atomic_max(tensor, offsets, values, mask=None) -> None:
+    """``tensor[e] = tl.maximum(tensor[e], values[e])``, atomically per element, with
+    `atomic_add`'s offsets, scatters, masks and dtypes. Floats compare as `tl.maximum`
+    does: a NaN value is ignored (a NaN already in the tensor is replaced), -0.0 < +0.0.
+    The result does not depend on the order in which blocks update (an fp8 amax:
+    ``tl.atomic_max(amax, [0], tl.max(tl.abs(x)).reshape(1))``)."""
+    _atomic("max", tensor, offsets, values, mask)
+
+
+def atomic_min(tensor, offsets, values, mask=None) -> None:
+    """``tensor[e] = tl.minimum(tensor[e], values[e])``, atomically per element, as
+    `atomic_max` (NaN ignored, -0.0 < +0.0)."""
+    _atomic("min", tensor, offsets, values, mask)
+
+
+def _atomic(op: str, tensor, offsets, values, mask) -> None:
     builder = current()
-    tensor = tensor_argument(tensor, "the first argument of tl.atomic_add")
+    name = f"tl.atomic_{op}"
+    tensor = tensor_argument(tensor, f"the first argument of {name}")
     if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
         names = ", ".join(map(str, ir.ATOMIC_ADD_DTYPES))
         raise builder.error(
-            f"tl.atomic_add into {tensor.var.name}, a tensor of {tensor.dtype}: atomic additions "
-            f"need a tensor of {names} (whole 16-, 32- or 64-bit elements)"
+            f"{name} into {tensor.var.name}, a tensor of {tensor.dtype}: atomic "
+            f"{'additions' if op == 'add' else op + ' updates'} need a tensor of {names} "
+            "(whole 16-, 32- or 64-bit elements)"
         )
-    words = ("tl.atomic_add", "adding", "the added value")
+    if op == "add":
+        words = (name, "adding", "the added value")
+    else:
+        words = (name, f"{name} of", f"the value of {name}")
     written = _written(tensor, offsets, values, mask, words)
     if written is None:
         return
     offs, scattered, tile, selected = written
     if scattered is None:
-        builder.emit(ir.AtomicAdd(tensor.var, offs, tile.var, selected, loc=builder.loc))
+        builder.emit(ir.Atomic(tensor.var, offs, tile.var, selected, op, loc=builder.loc))
         return
     axis, rows = scattered
-    builder.emit(ir.ScatterAdd(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
+    builder.emit(
+        ir.ScatterAtomic(tensor.var, offs, rows, axis, tile.var, selected, op, loc=builder.loc)
+    )
 
 
 def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):

@@ -29,9 +29,11 @@ from tilelang.lang.builder import active, current
 # tl.full is public here, implemented below memory_ops, whose scatter of a number uses it.
 from tilelang.lang.fills import full as full
 
-# tl.load, tl.store and tl.atomic_add are public here, implemented in memory_ops with
-# the argument checks the other global accesses here share.
+# tl.load, tl.store and tl.atomic_add/max/min are public here, implemented in memory_ops
+# with the argument checks the other global accesses here share.
 from tilelang.lang.memory_ops import atomic_add as atomic_add
+from tilelang.lang.memory_ops import atomic_max as atomic_max
+from tilelang.lang.memory_ops import atomic_min as atomic_min
 from tilelang.lang.memory_ops import gather_axis as _gather_axis
 from tilelang.lang.memory_ops import load as load
 from tilelang.lang.memory_ops import offsets_of as _offsets
@@ -113,6 +115,31 @@ def blocks(*sizes: Scalar | int) -> Scalar | tuple[Scalar, ...]:
     builder.emit(ir.Blocks(results, values, loc=builder.loc))
     wrapped = tuple(Scalar(r) for r in results)
     return wrapped[0] if len(wrapped) == 1 else wrapped
+
+
+@composite()
+def num_blocks(axis) -> Scalar:
+    """The grid's size along `axis` (0, 1 or 2; Triton's `tl.num_programs`): the size
+    `tl.blocks` was given (the launch's), as an i32 scalar; an axis the grid does not
+    have is 1."""
+    builder = current()
+    axis = static_int(axis, "the axis of tl.num_blocks")
+    if axis not in (0, 1, 2):
+        raise builder.error(f"tl.num_blocks: expected an axis of 0, 1 or 2, got {axis}")
+    grid = [i for i in builder._bodies[0] if isinstance(i, ir.Blocks)]
+    if not grid:
+        raise builder.error("tl.num_blocks needs the grid: call tl.blocks(...) before it")
+    sizes = grid[0].sizes
+    return Scalar(sizes[axis]) if axis < len(sizes) else as_scalar(1, INDEX)
+
+
+@composite(ir.Compute)
+def clamp(x, lo, hi):
+    """``tl.minimum(tl.maximum(x, lo), hi)`` (Triton's `tl.clamp`), elementwise with
+    broadcasting. Floats follow `tl.maximum`/`tl.minimum`: a NaN operand is ignored, so a
+    NaN x gives lo (hi where lo is NaN too), a NaN bound is no bound; -0 < +0. Where lo >
+    hi the result is hi."""
+    return elementwise("min", elementwise("max", x, lo), hi)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.memory import (
     access,
     access_runs,
-    add_access,
+    atomic_access,
     byte_window,
     element_place,
     fill_value,
@@ -124,7 +124,7 @@ def lower_item(lo: Lowering, instr: ir.Item) -> None:
 
 def _indexed_runs(
     lo: Lowering,
-    instr: ir.Gather | ir.GatherAsync | ir.Scatter | ir.ScatterAdd,
+    instr: ir.Gather | ir.GatherAsync | ir.Scatter | ir.ScatterAtomic,
     layout: Layout,
     bits: int,
     run: int,
@@ -230,16 +230,16 @@ def lower_scatter(lo: Lowering, instr: ir.Scatter) -> None:
             lo.b.count("scatter_store_bytes_" + str(min(run * bits // 8, 16)))
 
 
-@lowers(ir.ScatterAdd)
-def lower_scatter_add(lo: Lowering, instr: ir.ScatterAdd) -> None:
+@lowers(ir.ScatterAtomic)
+def lower_scatter_atomic(lo: Lowering, instr: ir.ScatterAtomic) -> None:
     """Each run's elements added at the row its index gives, as `atomic_add`'s runs are
     (`masked_run`): one atomic addition per element or aligned piece, so elements sent
     to one place all add, whichever threads hold them."""
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
     first = lo.replica_zero(tile.layout)  # a replicated element is added once
-    moved = add_access(lo, instr, info, tile)
+    moved = atomic_access(lo, instr, info, tile)
     runs = _indexed_runs(lo, instr, tile.layout, tile.dtype.bits, access_runs(instr, tile))
     for li, run, pred, at in runs:
-        lo.b.count("atomic_add", masked_run(lo, moved, (li, run), [pred, first], at))
-        lo.b.count("scatter_add")
+        lo.b.count(f"atomic_{instr.op}", masked_run(lo, moved, (li, run), [pred, first], at))
+        lo.b.count(f"scatter_{instr.op}")

@@ -261,11 +261,14 @@ def store_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs
     return Access(instr, tile, mask_of(lo, instr, tile), move, code, "global_store_partial_run")
 
 
-def add_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs) -> Access:
-    def move(src, width, at, pred):
-        return t.AtomicAdd(info.param, at, src, width, tile.dtype, pred)
+def atomic_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs) -> Access:
+    """The atomic update (`instr.op`: add, max or min) of an `Atomic`/`ScatterAtomic`."""
+    op = instr.op
 
-    return Access(instr, tile, mask_of(lo, instr, tile), move, None, "atomic_add_partial_run")
+    def move(src, width, at, pred):
+        return t.Atomic(info.param, at, src, width, tile.dtype, pred, op)
+
+    return Access(instr, tile, mask_of(lo, instr, tile), move, None, f"atomic_{op}_partial_run")
 
 
 def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
@@ -429,15 +432,15 @@ def merge_code(lo: Lowering, info, tile: TileRegs, li: int, bit: t.Expr, pred) -
     b.count("global_store_sub_byte")
 
 
-@lowers(ir.AtomicAdd)
-def lower_atomic_add(lo: Lowering, instr: ir.AtomicAdd) -> None:
+@lowers(ir.Atomic)
+def lower_atomic(lo: Lowering, instr: ir.Atomic) -> None:
     """Runs of the value's elements (as `vectorize` proved) added as `masked_run` moves
     them, by the first replica only."""
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
     run = access_runs(instr, tile)
     first = lo.replica_zero(tile.layout)
-    moved = add_access(lo, instr, info, tile)
+    moved = atomic_access(lo, instr, info, tile)
     coalescing.record(lo, "atomic", instr, tile.layout, tile.dtype.bits, run)
     for li, span, pred, at in box_runs(lo, instr, info, tile.layout, tile.dtype.bits, run):
-        lo.b.count("atomic_add", masked_run(lo, moved, (li, span), [pred, first], at))
+        lo.b.count(f"atomic_{instr.op}", masked_run(lo, moved, (li, span), [pred, first], at))

@@ -27,7 +27,7 @@ Rules (``d(x)`` is the divisor of x):
   saturating narrowing cast gives 1); ``full`` of a scalar: as a cast.
 
 Guarantees: `analyze(fn)` returns the `Facts`; `run(fn)` returns `fn` with every
-`Load`, `Store`, `AtomicAdd` and `CopyAsync` annotated ``divisors="a,b,..."``: the
+`Load`, `Store`, `Atomic` and `CopyAsync` annotated ``divisors="a,b,..."``: the
 divisor of each offset, in offset order (so ``load %x[%mul, %k] {divisors="16,64"}``
 reads rows at multiples of 16 and columns at multiples of 64). Nothing else changes.
 Contiguity and constancy of tile-valued index computations are not analyzed (not needed
@@ -47,7 +47,7 @@ from tilelang.analysis.divisors import (
 )
 from tilelang.dtypes import DType
 from tilelang.ir.nodes import (
-    AtomicAdd,
+    Atomic,
     Block,
     Blocks,
     Cast,
@@ -120,7 +120,7 @@ def analyze(fn: Function) -> Facts:
 
 
 def run(fn: Function, target: Target = CPU) -> Function:
-    """`fn` with `divisors="..."` on every Load, Store, AtomicAdd and CopyAsync."""
+    """`fn` with `divisors="..."` on every Load, Store, Atomic and CopyAsync."""
     return _Annotate(analyze(fn)).rewrite_function(fn)
 
 
@@ -253,13 +253,13 @@ class _Annotate(Rewriter):
         super().__init__()
         self.facts = facts
 
-    def _mark(self, instr: Load | Store | AtomicAdd | CopyAsync) -> Instr:
+    def _mark(self, instr: Load | Store | Atomic | CopyAsync) -> Instr:
         new = self.generic(instr)
         return new.with_attrs(divisors=offset_divisors(self.facts, instr.offsets))
 
     visit_Load = _mark
     visit_Store = _mark
-    visit_AtomicAdd = _mark
+    visit_Atomic = _mark
     visit_CopyAsync = _mark
 
 

@@ -72,7 +72,7 @@ from tilelang.dtypes import DType
 from tilelang.ir.atoms import LDMATRIX_CANDIDATES
 from tilelang.ir.layout import Layout, Rep
 from tilelang.ir.nodes import (
-    AtomicAdd,
+    Atomic,
     Block,
     Blocks,
     Broadcast,
@@ -381,7 +381,7 @@ def _unrolled(point: Point) -> bool:
     return not any(isinstance(inner, For) for inner in walk(loop.body))
 
 
-_GLOBAL = (Load, Store, AtomicAdd, CopyAsync)
+_GLOBAL = (Load, Store, Atomic, CopyAsync)
 
 
 def _next_global(program: Program, index: int, found: list[int]) -> int:
@@ -421,7 +421,7 @@ def _distinct_columns(array: np.ndarray) -> int:
 
 def _global_access(instr: Instr, threads: int, straight: bool) -> int:
     """A load, store or atomic add: a pointer per row its vector accesses touch."""
-    assert isinstance(instr, Load | Store | AtomicAdd)
+    assert isinstance(instr, Load | Store | Atomic)
     tile = (instr.result if isinstance(instr, Load) else instr.value).type
     tensor = instr.tensor.type
     if not isinstance(tile, TileType) or not isinstance(tensor, TensorType):
@@ -530,7 +530,7 @@ def _fold(instr: Instr, threads: int, _straight: bool = False) -> int:
 
 #: The address words of each instruction class that accesses memory.
 _ADDRESSES: dict[type[Instr], Callable[[Instr, int, bool], int]] = {
-    **dict.fromkeys((Load, Store, AtomicAdd), _global_access),
+    **dict.fromkeys((Load, Store, Atomic), _global_access),
     CopyAsync: _copy_async,
     **dict.fromkeys((SharedLoad, SharedStore), _shared_access),
     **dict.fromkeys(_MOVES, _move),

@@ -45,7 +45,7 @@ ACCESSES = (
     t.GlobalLoad,
     t.GlobalStore,
     t.CpAsync,
-    t.AtomicAdd,
+    t.Atomic,
     t.AtomicMerge,
     t.AtomicFetchAdd,
 )

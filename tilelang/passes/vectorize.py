@@ -5,7 +5,7 @@ a tile without one is accessed one element at a time). Global tensors are row-ma
 contiguous, densely packed (element i of the flat tensor holds bits [i·b, (i+1)·b)),
 their base pointers 16-byte aligned; accesses are masked per element.
 
-Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `AtomicAdd`, `ScatterAdd` and
+Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `Atomic`, `ScatterAtomic` and
 `CopyAsync` gets three attributes, and nothing else changes:
 
 - ``elems=r``: each thread accesses its elements in *runs* of r consecutive elements
@@ -19,7 +19,7 @@ Guarantees: every `Load`, `Gather`, `Store`, `Scatter`, `AtomicAdd`, `ScatterAdd
   start; ``align=0`` when some run start is not on a byte boundary (sub-byte types).
   The lowering splits a run into accesses of ``min(align, ...)`` bytes that tile it.
 
-How r is chosen (register tiles: `Load`'s result, `Store`'s and `AtomicAdd`'s value):
+How r is chosen (register tiles: `Load`'s result, `Store`'s and `Atomic`'s value):
 
 1. The layout's *run*: in its canonical form, when the innermost local mode (the least
    significant digit of the local index) is the innermost mode of the last dimension,
@@ -35,7 +35,7 @@ How r is chosen (register tiles: `Load`'s result, `Store`'s and `AtomicAdd`'s va
    (b) a run fits one access, ``r·bits ≤ 128`` (16 bytes); or, for a `Load` or a
        `Store`, the run is longer but a whole number of bytes (a fragment's load order
        gives each thread 20 bytes of u5 codes: five 4-byte accesses, where runs of 16
-       codes, 10 bytes, would only be 2-byte aligned). `AtomicAdd` and `ScatterAdd`
+       codes, 10 bytes, would only be 2-byte aligned). `Atomic` and `ScatterAtomic`
        keep one access per run (a masked run is skipped only when none of it is
        selected).
    Then ``vector = r·bits/8`` when that is whole, else 0. A user's `mask` operand
@@ -76,14 +76,14 @@ from tilelang.analysis.layout_runs import layout_run
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
 from tilelang.ir.nodes import (
-    AtomicAdd,
+    Atomic,
     CopyAsync,
     Function,
     Gather,
     Instr,
     Load,
     Scatter,
-    ScatterAdd,
+    ScatterAtomic,
     Store,
     Value,
 )
@@ -163,7 +163,7 @@ class _Vectorize(Rewriter):
     def visit_Store(self, instr: Store) -> Instr:
         return self._register_access(self.generic(instr), instr.value.type)
 
-    def visit_AtomicAdd(self, instr: AtomicAdd) -> Instr:
+    def visit_Atomic(self, instr: Atomic) -> Instr:
         return self._register_access(self.generic(instr), instr.value.type)
 
     def visit_Gather(self, instr: Gather) -> Instr:
@@ -172,11 +172,11 @@ class _Vectorize(Rewriter):
     def visit_Scatter(self, instr: Scatter) -> Instr:
         return self._indexed_access(self.generic(instr), instr.value.type)
 
-    def visit_ScatterAdd(self, instr: ScatterAdd) -> Instr:
+    def visit_ScatterAtomic(self, instr: ScatterAtomic) -> Instr:
         return self._indexed_access(self.generic(instr), instr.value.type, "atomic")
 
     def _indexed_access(
-        self, new: Gather | Scatter | ScatterAdd, tile: TileType, kind: str = "register"
+        self, new: Gather | Scatter | ScatterAtomic, tile: TileType, kind: str = "register"
     ) -> Instr:
         """As a load's (store's, atomic addition's) runs, where each run lies in one
         gathered row: the index must be constant along the last dim (a size-1 index dim,
@@ -226,10 +226,10 @@ class _Vectorize(Rewriter):
         )
         return r, align
 
-    def _register_access(self, new: Load | Store | AtomicAdd, tile: TileType) -> Instr:
+    def _register_access(self, new: Load | Store | Atomic, tile: TileType) -> Instr:
         tensor = new.tensor.type
         assert isinstance(tensor, TensorType)
-        kind = "atomic" if isinstance(new, AtomicAdd) else "register"
+        kind = "atomic" if isinstance(new, Atomic) else "register"
         r = 1
         for candidate in _powers_of_two_down(pow2_factor(layout_run(tile.layout))):
             if self._legal(candidate, tensor, new.offsets, kind):

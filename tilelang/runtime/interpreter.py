@@ -43,10 +43,9 @@ Decisions the IR leaves to the interpreter:
 - Integer shift amounts are read as unsigned (as PTX does): a negative signed amount
   is a huge one, so `shl` gives 0 and `shr` the sign fill.
 - `Full`, `Arange` and loop variables convert with the cast policy (saturating).
-- `AtomicAdd` and `ScatterAdd` add in program order, the elements of one instruction
-  in row-major order, blocks in grid order (row-major over the grid), each addition
-  rounded once to the tensor's dtype; compiled backends add in the order their threads
-  and blocks happen to run, so float results agree within a tolerance.
+- `Atomic` and `ScatterAtomic` update one element after the other, in row-major order,
+  blocks in grid order (`interpreter_atomics` says why add, max and min agree with the
+  compiled backends as they do).
 - Shared tiles start as zeros; `CopyAsync` completes at once (commit/wait/sync are
   no-ops in a sequential interpreter). The prelude before `Blocks` must be scalar work:
   `grid()` evaluates it without tensors; each block then runs it again.
@@ -74,6 +73,7 @@ from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.verify import is_launch_arithmetic
 from tilelang.ir.visit import walk
+from tilelang.runtime import interpreter_atomics as atomics
 from tilelang.runtime.bit_views import ViewError, view_per_thread, view_row_major
 from tilelang.runtime.host_tensor import HostTensor
 
@@ -434,27 +434,18 @@ def _store(state: _State, instr: ir.Store | ir.Scatter) -> None:
     tensor.dirty = True
 
 
-@semantics(ir.AtomicAdd, ir.ScatterAdd)
-def _atomic_add(state: _State, instr: ir.AtomicAdd | ir.ScatterAdd) -> None:
-    """Each element inside the tensor where the mask holds: the tensor's value plus the
-    tile's, rounded once in the tensor's dtype (integers wrap), one element after the
-    other in row-major order (elements a scatter sends to one place all add); blocks
-    add in grid order."""
+@semantics(ir.Atomic, ir.ScatterAtomic)
+def _atomic(state: _State, instr: ir.Atomic | ir.ScatterAtomic) -> None:
+    """Each element inside the tensor where the mask holds: the tensor's value ⊕ the
+    tile's (`instr.op`), rounded once in the tensor's dtype (integers wrap), one after
+    the other (elements a scatter sends to one place all combine)."""
     tile = np.asarray(state.value(instr.value))
     tensor, picked, added = _indexed(state, instr, tile.shape)
     dtype, terms = tensor.dtype, tile[added]
-    # The additions into one element happen in turn: turn k adds, at once, the k-th term
-    # of every element (distinct places), so each addition rounds once, in order.
     codes = tensor.codes if picked else tensor.codes.reshape(1)  # rank 0: one place
     picked = picked or (np.zeros(terms.size, np.int64),)
-    flat = np.ravel_multi_index(picked, codes.shape)
-    order = np.argsort(flat, kind="stable")
-    turn = np.empty_like(flat)
-    turn[order] = np.arange(flat.size) - np.searchsorted(flat[order], flat[order])
-    wide = np.float64 if dtype.is_float else dtype.value_dtype
-    for k in range(int(turn.max(initial=-1)) + 1):
-        at = tuple(c[turn == k] for c in picked)
-        total = dtype.decode(codes[at]).astype(wide) + terms[turn == k].astype(wide)
+    for at, turn in atomics.turns(picked, codes.shape):
+        total = atomics.combined(instr.op, dtype, dtype.decode(codes[at]), terms[turn])
         codes[at] = _encode_tile(dtype, _round(total, dtype))
     tensor.dirty = True
 

@@ -115,7 +115,7 @@ def boxes(fn: ir.Function) -> dict[tuple[str, str], Box]:
         if isinstance(instr, ir.Load):
             tile = instr.result.type
             layout = tile.layout
-        elif isinstance(instr, ir.Store | ir.AtomicAdd):
+        elif isinstance(instr, ir.Store | ir.Atomic):
             tile = instr.value.type
         elif isinstance(instr, ir.CopyAsync):  # its layout is the lowering's choice
             tile = instr.shared.type

@@ -39,7 +39,7 @@ def tensor_bytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]]) -> int:
     counts whole, an upper bound on what the kernel reads of it)."""
     reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
     # An atomic addition reads what it adds to and writes it back.
-    adds = ir.AtomicAdd | ir.ScatterAdd
+    adds = ir.Atomic | ir.ScatterAtomic
     read = {i.tensor.name for i in walk(fn) if isinstance(i, reads | adds)}
     writes = ir.Store | ir.Scatter | adds
     written = {i.tensor.name for i in walk(fn) if isinstance(i, writes)}

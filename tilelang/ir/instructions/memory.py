@@ -1,6 +1,6 @@
-"""Instructions that move tiles: global loads, stores and atomic additions (masked at the
-tensor's edges, and by a mask tile where one is given), gathers, scatters and
-scatter-additions along one axis, shared tiles, asynchronous copies into them, and
+"""Instructions that move tiles: global loads, stores and atomic updates (add, max, min;
+masked at the tensor's edges, and by a mask tile where one is given), gathers, scatters
+and scattered atomic updates along one axis, shared tiles, asynchronous copies into them, and
 barriers; and the block's `arrive` at a global counter."""
 
 from __future__ import annotations
@@ -143,15 +143,17 @@ class Scatter(Instr):
 
 
 @dataclass(frozen=True)
-class ScatterAdd(Instr):
-    """Adds `value` where a `gather` of its shape would read: ``tensor[c(e)] +=
-    value[e]``, atomically, for every element e whose coordinates c(e) (those of
-    `scatter`) lie inside the tensor and where `mask` (a u1 tile of the value's shape;
-    absent: everywhere) holds. Elements sent to one place all add (a histogram).
-    Integers wrap; each float addition rounds once in the tensor's dtype, so a float
+class ScatterAtomic(Instr):
+    """Combines `value` by `op` where a `gather` of its shape would read: ``tensor[c(e)]
+    += value[e]`` (add; max and min as `atomic`'s), atomically, for every element e whose
+    coordinates c(e) (those of `scatter`) lie inside the tensor and where `mask` (a u1
+    tile of the value's shape; absent: everywhere) holds. Elements sent to one place all
+    combine (a histogram).
+
+    Additions: integers wrap; each float addition rounds once in the tensor's dtype, so a float
     result depends on the order of the additions: the interpreter adds the elements of
     one instruction in row-major order, blocks in grid order, the compiled backends in
-    whatever order their threads run."""
+    whatever order their threads run. A max or min does not depend on the order."""
 
     tensor: Var
     offsets: tuple[Value, ...]
@@ -159,16 +161,18 @@ class ScatterAdd(Instr):
     axis: int
     value: Var
     mask: Var | None = None
+    op: str = "add"
     loc: Loc = field(default=NOWHERE, kw_only=True)
     OPERANDS: ClassVar = ("tensor", "offsets", "index", "value", "mask")
     WRITES: ClassVar = ("tensor",)
     SYNTAX: ClassVar = (
-        "scatter_add {tensor}[{offsets}], {index}, axis={axis}, {value}< mask({mask:value})>"
+        "scatter_atomic {op:name} {tensor}[{offsets}], {index}, axis={axis}, {value}"
+        "< mask({mask:value})>"
     )
     LAYOUT: ClassVar = "scatter"
 
     def check(self, v: Checker) -> None:
-        tensor, value = _check_added(v, self.tensor, self.offsets, self.value)
+        tensor, value = _check_added(v, self.tensor, self.offsets, self.value, self.op)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), value.shape)
         _check_mask(v, self.mask, value.shape, "added")
@@ -190,9 +194,14 @@ def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Va
     return tensor_type, value_type
 
 
-def _check_added(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var):
-    """`_check_stored` of an atomic addition, whose tensor must hold a type the hardware
-    adds atomically."""
+#: What an atomic update (`Atomic`, `ScatterAtomic`) combines an element with.
+ATOMIC_OPS = ("add", "max", "min")
+
+
+def _check_added(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var, op: str):
+    """`_check_stored` of an atomic update `op`, whose tensor must hold a type the
+    hardware updates atomically."""
+    v.expect(op in ATOMIC_OPS, f"expected an atomic op of {', '.join(ATOMIC_OPS)}, found {op!r}")
     tensor_type = v.tensor_param(tensor)
     v.expect(
         tensor_type.dtype in ATOMIC_ADD_DTYPES,
@@ -287,28 +296,35 @@ class Arrive(Instr):
 
 
 @dataclass(frozen=True)
-class AtomicAdd(Instr):
-    """Adds `value` into the box at `offsets`: ``tensor[e] += value[e]``, atomically,
-    for every element e inside the tensor where `mask` (a u1 tile of the value's shape;
+class Atomic(Instr):
+    """Combines `value` into the box at `offsets` by `op`, atomically: ``tensor[e] +=
+    value[e]`` (add), ``tensor[e] = max(tensor[e], value[e])`` (max; min likewise), for
+    every element e inside the tensor where `mask` (a u1 tile of the value's shape;
     absent: everywhere) holds. Elements outside the tensor are skipped.
 
-    Integers wrap. Each float addition rounds once, in the tensor's dtype, so a float
+    Additions: integers wrap. Each float addition rounds once, in the tensor's dtype, so a float
     result depends on the order of the additions: the interpreter adds blocks in grid
     order, the compiled backends in whatever order their blocks run.
+
+    `op` "max" ("min") replaces the element by the larger (smaller) of it and
+    ``value[e]`` instead, exactly as the elementwise `max`/`min` compare (floats: a NaN
+    is ignored, -0 < +0, a max of two NaNs is NaN), so the result does not depend on the
+    order. One class for the three: they access, vectorize and lower alike.
     """
 
     tensor: Var
     offsets: tuple[Value, ...]
     value: Var
     mask: Var | None = None
+    op: str = "add"
     loc: Loc = field(default=NOWHERE, kw_only=True)
     OPERANDS: ClassVar = ("tensor", "offsets", "value", "mask")
     WRITES: ClassVar = ("tensor",)
-    SYNTAX: ClassVar = "atomic_add {tensor}[{offsets}], {value}< mask({mask:value})>"
+    SYNTAX: ClassVar = "atomic {op:name} {tensor}[{offsets}], {value}< mask({mask:value})>"
     LAYOUT: ClassVar = "masked"
 
     def check(self, v: Checker) -> None:
-        _, value = _check_added(v, self.tensor, self.offsets, self.value)
+        _, value = _check_added(v, self.tensor, self.offsets, self.value, self.op)
         _check_mask(v, self.mask, value.shape, "added")
 
 
@@ -502,17 +518,18 @@ class Sync(Instr):
 
 __all__ = [
     "ATOMIC_ADD_DTYPES",
+    "ATOMIC_OPS",
     "Arrive",
     "AsyncCommit",
     "AsyncWait",
-    "AtomicAdd",
+    "Atomic",
     "CopyAsync",
     "Gather",
     "GatherAsync",
     "Load",
     "LoadScalar",
     "Scatter",
-    "ScatterAdd",
+    "ScatterAtomic",
     "SharedAlloc",
     "SharedLoad",
     "SharedSlice",
