@@ -130,6 +130,43 @@ def test_bad_arguments_are_named_before_any_launch(change, error, words):
         flash_attention(**args, interpret=True)
 
 
+F16 = np.float16
+CU = np.array([0, 7], np.int32)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            (np.zeros((1, 7, 16), F16), np.zeros((1, 7, 2, 16), F16)),
+            "q must have shape [batch, Sq, H, D], got shape [1, 7, 16]",
+        ),
+        (
+            (np.zeros((1, 7, 4, 16), F16), np.zeros((1, 7, 2, 8), F16)),
+            "k must have shape [1, Sk, H_kv, 16], got shape [1, 7, 2, 8] (D = 16 from q.shape[3])",
+        ),
+        (
+            (np.zeros((1, 7, 4, 16), F16), np.zeros((7, 2, 16), F16), CU, CU),
+            "q must have shape [total_q, H, D], got shape [1, 7, 4, 16]",
+        ),
+        (
+            (np.zeros((7, 4, 16), F16), np.zeros((7, 2, 8), F16), CU, CU),
+            "k must have shape [total_k, H_kv, 16], got shape [7, 2, 8] (D = 16 from q.shape[2])",
+        ),
+        (
+            (np.zeros((7, 4, 16), F16), np.zeros((7, 2, 16), F16), CU[None], CU),
+            "cu_seqlens_q must have shape [batch + 1], got shape [1, 2]",
+        ),
+    ],
+    ids=["q", "k", "varlen q", "varlen k", "cu_seqlens_q"],
+)
+def test_a_wrong_rank_names_each_dimension_it_expects(args, message):
+    q, k, *cu = args
+    varlen = dict(zip(("cu_seqlens_q", "cu_seqlens_k"), cu, strict=False))
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        flash_attention(q, k, k, **varlen, interpret=True)
+
+
 def test_a_head_dimension_above_256_is_refused():
     q, k, v = inputs(1, 2, 2, 1, 1, 272)
     with pytest.raises(ValueError, match=re.escape("D must be in 1..256, got D = 272")):

@@ -676,9 +676,9 @@ def test_the_scan_at_the_benchmark_shape_compiles_for_sm90_without_spills(block_
     import warnings
 
     from tilelang import dtypes
-    from tilelang.kernel import size_facts
     from tilelang.kernels import ssm
     from tilelang.passes import plan_registers
+    from tilelang.runtime.launch_facts import size_facts
 
     shape = gpu_attention.SCAN
     nb, dm, n, length = shape["batch"], shape["channels"], shape["state"], shape["length"]

@@ -179,7 +179,7 @@ def test_compiles_for_sm80_and_sm90_without_spills(arch):
 
 def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
     x, weight, bias = inputs(1, 3, 8, 4)
-    with pytest.raises(ValueError, match=r"weight must have shape \[3, \?\], got shape \[4, 4\]"):
+    with pytest.raises(ValueError, match=r"weight must have shape \[3, W\], got shape \[4, 4\]"):
         causal_conv1d(x, np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match=r"weight's width .* must be 2, 3 or 4, got W = 5"):
         causal_conv1d(x, np.zeros((3, 5), np.float32))
@@ -197,6 +197,6 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
     with pytest.raises(ValueError, match=r"state_len .* must be at least W - 1 = 3, got 2"):
         causal_conv1d_update(x[:, :, 0], state, weight)
     with pytest.raises(
-        ValueError, match=r"conv_state must have shape \[1, 3, \?\], got shape \[1, 2, 3\]"
+        ValueError, match=r"conv_state must have shape \[1, 3, state_len\], got shape \[1, 2, 3\]"
     ):
         causal_conv1d_update(x[:, :, 0], np.zeros((1, 2, 3), np.float32), weight)

@@ -2,8 +2,11 @@
 `selective_state_update` against numpy float64 loops written from the spec (step by
 step along L, not the kernel's chunks), on the reference interpreter and the CPU
 backend; sequence lengths that are not multiples of the chunk; Δ·|A| up to 20 staying
-finite; f16 and bf16 inputs; 0 spills on sm_80 and sm_90; errors that name the
-parameter, the expectation and what was given."""
+finite; f16 and bf16 inputs; 0 spills on sm_80, sm_90 and sm_90a at every build a
+call can choose over a grid of shapes; errors that name the parameter, the
+expectation and what was given."""
+
+import warnings
 
 import ml_dtypes
 import numpy as np
@@ -13,6 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tilelang.kernels import common, selective_scan, selective_state_update, ssm
+from tilelang.runtime.launch_facts import size_facts
+from tilelang.spill_verdict import RegisterSpillWarning
+from tilelang.tuning import library
 
 BACKENDS = [True, False]
 BACKEND_IDS = ["interpreter", "cpu"]
@@ -404,19 +410,6 @@ def test_the_method_follows_the_shape_and_a_walk_that_cannot_run_is_refused():
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="x")
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-def test_the_walk_compiles_without_spills_at_each_tile_it_tunes_among(arch):
-    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, LAST=True, BN=16)
-    for tiles in ssm.walk_configs(128):
-        for segmented in (False, True):
-            build = ssm.selective_scan_walk_kernel.compile(
-                target=arch, SEGMENTED=segmented, **full, **tiles
-            )
-            assert build.resources.spills == 0, (tiles, segmented, build.resources)
-    build = ssm.walk_segments_kernel.compile(target=arch, HAS_BIAS=True, SOFTPLUS=True, BN=16)
-    assert build.resources.spills == 0, build.resources
-
-
 # --------------------------------------------------------------------------- segments
 # A walk over few channels cuts L into segments (`walk_segments`): each but the last
 # gives (decay, local), and the walk over a segment starts from the fold of those
@@ -447,7 +440,7 @@ def test_segments_fill_the_grid_with_steps_to_spare():
 
 # --------------------------------------------------------------------------- state sizes
 # mamba_ssm accepts d_state up to 256. The walk holds a channel's states in registers
-# up to N = 32 (16 steps a chunk up to N = 16, 8 for 17..32); larger N run the chunked
+# up to N = 32 (16 steps a chunk up to N = 16, 4 for 17..32); larger N run the chunked
 # scan, whose chunk shrinks to 16 steps at N = 256.
 
 STATE_SIZES = [1, 17, 32, 64, 256]
@@ -511,33 +504,71 @@ def test_an_explicit_walk_over_too_many_states_is_refused_before_compiling(n, mo
         selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], method="walk")
 
 
-def chosen_builds(n, arch):
-    """The builds a call with N states makes, at the tiles it chooses: the chunked scan
-    (every N) and, where the default method walks them, the walk (whole and segmented)
-    and the segments' kernel."""
-    full = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True, LAST=True)
-    bn = common.next_power_of_two(n)
-    tiles = ssm.scan_configs(bn, 2048, 2048)[0]
-    builds = {
-        "chunked": ssm.selective_scan_kernel.compile(
-            target=arch, **full, BN=bn, BL=ssm.chunk_length(bn), **tiles
-        )
-    }
-    if ssm.scan_method(None, 8 * 2048, 2048, 2048, n) == "walk":
-        walk = ssm.walk_configs(2048, bn)[0]
-        for segmented in (False, True):
-            builds[f"walk segmented={segmented}"] = ssm.selective_scan_walk_kernel.compile(
-                target=arch, **full, BN=bn, SEGMENTED=segmented, **walk
-            )
-        builds["segments"] = ssm.walk_segments_kernel.compile(
-            target=arch, HAS_BIAS=True, SOFTPLUS=True, BN=bn, BD=32, BL=walk["BL"]
-        )
+# Every build `selective_scan` can make over a grid of shapes, at every tile it may
+# tune among: batch 2 and Dm 128 (room for twice the default BD at every N), N from 1
+# to 256 (odd where a padded N can be: no size fact on N), both methods; L = 257 (no
+# size fact on L: the masked last chunk; the walk in 2 segments) or L = 100 (a walk
+# in one). A cold compile costs about a second, so each N is built for one target, in
+# one dtype, with or without the final state: the grid covers each target, dtype, flag
+# and kind of walk (9 N x 3 of each would take minutes). The last row is the call
+# that warned on sm_90a (128 registers given, 140 estimated, 4 bytes spilled).
+F16, F32, BF16 = np.float16, np.float32, ml_dtypes.bfloat16
+CHUNKED, SEGMENTED, WHOLE = ("chunked", 257), ("walk", 257), ("walk", 100)
+PLANNED = [
+    # (target, Dm, N, dtype, return_last_state, (method, L) of each call)
+    ("sm_80", 128, 1, F16, True, (CHUNKED, SEGMENTED)),
+    ("sm_90", 128, 2, F16, False, (CHUNKED, SEGMENTED)),
+    ("sm_90a", 128, 3, F16, True, (CHUNKED, SEGMENTED)),
+    ("sm_80", 128, 5, F32, False, (CHUNKED, WHOLE)),
+    ("sm_90", 128, 9, F32, True, (CHUNKED, WHOLE)),
+    ("sm_90a", 128, 17, F32, False, (CHUNKED, WHOLE)),
+    ("sm_80", 128, 33, BF16, True, (CHUNKED,)),
+    ("sm_90", 128, 65, BF16, False, (CHUNKED,)),
+    ("sm_90a", 128, 129, BF16, True, (CHUNKED,)),
+    ("sm_90a", 32, 16, F16, False, (("chunked", 100),)),
+]
+
+
+def planned_builds(monkeypatch, target):
+    """{name: (kernel, constexprs, size facts)} of each launch `target`'s calls of the
+    grid would make, recorded instead of run (the tuner's configs: each one's launch)."""
+    builds = {}
+
+    def record(kernel, *args, **kwargs):
+        values, constexprs = kernel._split_arguments(args, kwargs)
+        sizes = kernel.specialization(**constexprs).arguments.bind(values).sizes
+        facts = size_facts(sizes)
+        builds[f"{kernel.fn.__name__} {constexprs} {facts}"] = (kernel, constexprs, facts)
+
+    def every_config(kernel, args, fixed, configs, *_):
+        for config in configs:
+            kernel(*args, **fixed, **config)
+
+    monkeypatch.setattr(type(ssm.selective_scan_kernel), "__call__", record)
+    monkeypatch.setattr(library, "call", every_config)
+    for arch, dm, n, dtype, last, calls in PLANNED:
+        for method, length in calls if arch == target else ():
+            x = scan_inputs(2, dm, n, length, dtype=dtype)
+            selective_scan(**x, delta_softplus=True, return_last_state=last, method=method)
     return builds
 
 
-@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
-@pytest.mark.parametrize("n", STATE_SIZES)
-def test_every_state_size_compiles_without_spills_at_its_chosen_tiles(n, arch):
-    for name, build in chosen_builds(n, arch).items():
-        r = build.resources
-        assert r.registers > 0 and r.spills == 0, (n, name, r)
+@pytest.mark.parametrize("target", ["sm_80", "sm_90", "sm_90a"])
+def test_every_build_a_call_can_choose_compiles_without_spills(target, monkeypatch):
+    builds = planned_builds(monkeypatch, target)
+    kinds = {kernel.fn.__name__ for kernel, _, _ in builds.values()}
+    assert kinds == {
+        "selective_scan_kernel",
+        "selective_scan_walk_kernel",
+        "walk_segments_kernel",
+        "step_columns_kernel",
+    }
+    walks = [c for k, c, _ in builds.values() if k is ssm.selective_scan_walk_kernel]
+    assert {c["SEGMENTED"] for c in walks} == {True, False}
+    for name, (kernel, constexprs, facts) in builds.items():
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            r = kernel.compile(assume=facts, target=target, **constexprs).resources
+        assert r.registers > 0 and r.spills == 0, (name, r)
+        spills = [w for w in said if issubclass(w.category, RegisterSpillWarning)]
+        assert not spills, (name, str(spills[0].message))

@@ -399,6 +399,21 @@ def test_bad_input_is_named_before_any_launch():
         paged_decode_attention(q, k.astype(np.float32), v.astype(np.float32), table, lens)
 
 
+def test_a_wrong_rank_names_each_dimension_it_expects():
+    case = Case("f16", [7, 20], group=2)
+    q, k, v, table, lens = case.q, case.k, case.v, case.table, case.lens
+    with pytest.raises(
+        ValueError, match=r"^q must have shape \[batch, H, D\], got shape \[2, 64\]$"
+    ):
+        paged_decode_attention(q[:, 0], k, v, table, lens)
+    with pytest.raises(
+        ValueError,
+        match=r"^block_table must have shape \[2, max_blocks\], got shape \[2\] "
+        r"\(batch = 2 from q.shape\[0\]\)$",
+    ):
+        paged_decode_attention(q, k, v, table[:, 0], lens)
+
+
 # --------------------------------------------------------------------------- defaults
 
 

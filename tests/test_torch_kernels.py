@@ -8,6 +8,8 @@ mutates=...)` makes a stored-only tensor an in-place argument; u1 scalars take b
 and refuse 2, and a negative grid is an error, in every runtime."""
 
 import importlib
+import inspect
+import re
 
 import numpy as np
 import pytest
@@ -350,20 +352,46 @@ def test_a_u1_scalar_takes_a_bool_and_refuses_2_in_python_and_through_torch():
         op(out, 3, 2)
 
 
+def blocks_line(kernel) -> str:
+    """ "file:line" of the `tl.blocks(...)` call in `kernel`'s Python source."""
+    lines, first = inspect.getsourcelines(kernel.fn)
+    offset = next(i for i, line in enumerate(lines) if "tl.blocks(" in line)
+    return f"{inspect.getsourcefile(kernel.fn)}:{first + offset}"
+
+
+def negative_grid(kernel) -> str:
+    """The message of a launch of `flagged` at n = -2, naming its `tl.blocks` line."""
+    at = re.escape(blocks_line(kernel))
+    return rf"^flagged\(\) at {at}: the grid is negative \(-2 blocks in dimension 0\)$"
+
+
 def test_a_negative_grid_is_an_error_and_an_empty_one_launches_nothing():
     out = np.full(3, -1, np.int32)
-    with pytest.raises(
-        ValueError, match=r"^flagged\(\): the grid is negative \(-2 blocks in dimension 0\)$"
-    ):
+    with pytest.raises(ValueError, match=negative_grid(flagged)):
         flagged(out, -2, True)
     np.testing.assert_array_equal(flagged(out, 0, True), [-1, -1, -1])
     # the GPU launch, compiled without a GPU: refused before any driver call
     build = flagged.compile(target="sm_90").cuda
     launcher = build.launcher
     scalars = {"n": -2, "flag": 1, "N": 3}
-    with pytest.raises(
-        ValueError, match=r"^flagged\(\): the grid is negative \(-2 blocks in dimension 0\)$"
-    ):
+    with pytest.raises(ValueError, match=negative_grid(flagged)):
         launcher({"out": 0}, scalars, launcher.grid(scalars), 0)
     empty = {"n": 0, "flag": 1, "N": 3}
     assert launcher({"out": 0}, empty, launcher.grid(empty), 0) is None  # no driver needed
+
+
+def test_a_build_read_from_the_disk_cache_still_names_the_grids_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path))
+    for target in ("cpu", "sm_90"):
+        first = tl.kernel(flagged.fn, warps=1).compile(target=target)  # fresh: no memory
+        if target == "cpu":
+            first.cpu  # noqa: B018 (a CPU entry is written when its code is built)
+        again = tl.kernel(flagged.fn, warps=1).compile(target=target)
+        assert (again.cpu_build if target == "cpu" else again.cuda).cached, target
+        assert again.thread.grid_at == blocks_line(flagged), target
+    with pytest.raises(ValueError, match=negative_grid(flagged)):
+        tl.kernel(flagged.fn, warps=1)(np.zeros(3, np.int32), -2, True)  # the CPU hit
+    launcher = again.cuda.launcher
+    scalars = {"n": -2, "flag": 1, "N": 3}
+    with pytest.raises(ValueError, match=negative_grid(flagged)):
+        launcher({"out": 0}, scalars, launcher.grid(scalars), 0)

@@ -252,10 +252,12 @@ def flash_attention(
             q, k, v, causal, scale, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, return_lse, interpret
         )
     del max_seqlen_q, max_seqlen_k  # used with varlen only
-    (nb, sq, heads, d), t = check(q, "q", (None, None, None, None), ATTENTION_TYPES)
+    (nb, sq, heads, d), t = check(
+        q, "q", (None, None, None, None), ATTENTION_TYPES, ("batch", "Sq", "H", "D")
+    )
     if len(shape_of(k, "k")) != 4:
         raise ValueError(f"k must have shape [batch, Sk, H_kv, D], got shape {shape_of(k, 'k')}")
-    (_, sk, kv_heads, _), _ = check(k, "k", (nb, None, None, d), (t,))
+    (_, sk, kv_heads, _), _ = check(k, "k", (nb, None, None, d), (t,), (None, "Sk", "H_kv", None))
     check(v, "v", (nb, sk, kv_heads, d), (t,))
     _check_heads(heads, kv_heads, d)
     scale = _scale(scale, d)
@@ -287,10 +289,12 @@ def _varlen(
         raise ValueError(
             f"varlen attention needs both cu_seqlens_q and cu_seqlens_k; got only {given}"
         )
-    (total_q, heads, d), t = check(q, "q", (None, None, None), ATTENTION_TYPES)
-    (total_k, kv_heads, _), _ = check(k, "k", (None, None, d), (t,))
+    (total_q, heads, d), t = check(
+        q, "q", (None, None, None), ATTENTION_TYPES, ("total_q", "H", "D")
+    )
+    (total_k, kv_heads, _), _ = check(k, "k", (None, None, d), (t,), ("total_k", "H_kv", None))
     check(v, "v", (total_k, kv_heads, d), (t,))
-    (b1,), _ = check(cu_q, "cu_seqlens_q", (None,), (dtypes.i32,))
+    (b1,), _ = check(cu_q, "cu_seqlens_q", (None,), (dtypes.i32,), ("batch + 1",))
     check(cu_k, "cu_seqlens_k", (b1,), (dtypes.i32,))
     if b1 < 1:
         raise ValueError("cu_seqlens_q must have batch + 1 >= 1 entries, got 0")

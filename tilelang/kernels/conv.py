@@ -160,7 +160,7 @@ def _activation(activation: Any) -> bool:
 def _weight(weight: Any, dm: int, device: bool) -> int:
     """The kernel width W after checking weight [Dm, W] (f32 on the GPU)."""
     params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
-    (_, width), _ = check(weight, "weight", (dm, None), params)
+    (_, width), _ = check(weight, "weight", (dm, None), params, (None, "W"))
     if width not in WIDTHS:
         raise ValueError(f"weight's width (shape [Dm, W]) must be 2, 3 or 4, got W = {width}")
     return width
@@ -195,7 +195,7 @@ def causal_conv1d(
     inputs of [initial_states, x], [batch, Dm, W - 1] in x's dtype: the conv_state
     `causal_conv1d_update` continues from. Host arrays run on the CPU backend, device
     tensors on the GPU; `interpret` runs the reference interpreter (host arrays only)."""
-    (nb, dm, length), t = check(x, "x", (None, None, None))
+    (nb, dm, length), t = check(x, "x", (None, None, None), names=("batch", "Dm", "L"))
     silu = _activation(activation)
     device = same_place(dict(x=x, weight=weight, bias=bias, initial_states=initial_states))
     width = _weight(weight, dm, device)
@@ -250,11 +250,13 @@ def causal_conv1d_update(
     `causal_conv1d`. Returns out with x's shape and dtype."""
     one_step = len(shape_of(x, "x")) == 2
     if one_step:
-        (nb, dm), t = check(x, "x", (None, None))
+        (nb, dm), t = check(x, "x", (None, None), names=("batch", "Dm"))
         steps = 1
     else:
-        (nb, dm, steps), t = check(x, "x", (None, None, None))
-    (_, _, state_len), st = check(conv_state, "conv_state", (nb, dm, None))
+        (nb, dm, steps), t = check(x, "x", (None, None, None), names=("batch", "Dm", "S"))
+    (_, _, state_len), st = check(
+        conv_state, "conv_state", (nb, dm, None), names=(None, None, "state_len")
+    )
     silu = _activation(activation)
     device = same_place(dict(x=x, conv_state=conv_state, weight=weight, bias=bias))
     width = _weight(weight, dm, device)

@@ -64,6 +64,13 @@ def silu_and_mul_kernel(
     tl.store(y, [bm * BM, bh * BH], (gate * tl.sigmoid(gate) * up).to(T))
 
 
+def _any_rank(x: Any, last: str, types: tuple = FLOATS) -> tuple:
+    """`check`'s shape, types and names for x [..., last] of any rank: only a scalar
+    fails, "x must have shape [..., H], got shape []"."""
+    rank = len(getattr(x, "shape", ()))
+    return (None,) * max(1, rank), types, (None,) * rank or (f"..., {last}",)
+
+
 def _rows(shape: tuple[int, ...]) -> int:
     return math.prod(shape[:-1])
 
@@ -73,7 +80,7 @@ def _rows(shape: tuple[int, ...]) -> int:
 def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, interpret: bool = False) -> Any:
     """RMSNorm over the last dimension: x [..., H] (f32, f16 or bf16, contiguous), weight
     [H] (x's dtype or f32). Returns y of x's shape and dtype."""
-    shape, t = check(x, "x", (None,) * max(1, len(getattr(x, "shape", ()))))
+    shape, t = check(x, "x", *_any_rank(x, "H"))
     if len(shape) < 1:
         raise ValueError("x must have at least one dimension [..., H], got a scalar")
     h = shape[-1]
@@ -97,7 +104,7 @@ def rms_norm(x: Any, weight: Any, eps: float = 1e-6, *, interpret: bool = False)
 def silu_and_mul(x: Any, *, interpret: bool = False) -> Any:
     """silu(x[..., :d]) · x[..., d:] for x [..., 2·d] (f32, f16 or bf16, contiguous).
     Returns [..., d] in x's dtype."""
-    shape, t = check(x, "x", (None,) * max(1, len(getattr(x, "shape", ()))), FLOATS)
+    shape, t = check(x, "x", *_any_rank(x, "2·d", FLOATS))
     if shape[-1] % 2:
         raise ValueError(f"x must have an even last dimension [..., 2·d], got shape {list(shape)}")
     d = shape[-1] // 2

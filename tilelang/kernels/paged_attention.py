@@ -533,7 +533,7 @@ def _head_scale(value: Any, name: str, kv_heads: int, like: Any) -> Any:
             return np.float32(flat[0])
         host = np.ascontiguousarray(flat).reshape(1, kv_heads)
         return host if isinstance(like, np.ndarray) else _like(like, host)
-    (size,), _ = check(value, name, (None,), (dtypes.f32,))
+    (size,), _ = check(value, name, (None,), (dtypes.f32,), ("1 or H_kv",))
     if size not in (1, kv_heads):
         raise ValueError(
             f"{name} must hold one scale or one per KV head ([{kv_heads}]), got shape [{size}]"
@@ -591,7 +591,7 @@ def paged_decode_attention(
     graph after a first call, which compiles): absent zero points and scales given as
     numbers are constexpr flags and scalars, not tensors. Only an f8 scale per KV head
     given as a host array is copied; pass a device tensor instead."""
-    (nb, heads, d), t = check(q, "q", (None, None, None), QUERY_TYPES)
+    (nb, heads, d), t = check(q, "q", (None, None, None), QUERY_TYPES, ("batch", "H", "D"))
     shape, kt = _cache(k_cache, "k_cache")
     if len(shape) != 4:
         raise ValueError(
@@ -616,7 +616,9 @@ def paged_decode_attention(
         )
     if kv_heads < 1 or heads % kv_heads:
         raise ValueError(f"k_cache's heads (H_kv = {kv_heads}) must divide q's heads (H = {heads})")
-    (_, max_blocks), _ = check(block_table, "block_table", (nb, None), (dtypes.i32,))
+    (_, max_blocks), _ = check(
+        block_table, "block_table", (nb, None), (dtypes.i32,), (None, "max_blocks")
+    )
     check(seq_lens, "seq_lens", (nb,), (dtypes.i32,))
     _check_lengths(block_table, seq_lens, blocks, bs)
     if scale is None:

@@ -227,9 +227,11 @@ def ssd_chunk_scan(
     the GPU; `interpret` runs the reference interpreter (host arrays only). `tune`: None
     tunes (BP, warps) on device tensors only, True on host arrays too (the static
     model's ranking), False runs the default tiles (module docstring)."""
-    (nb, length, heads, p), t = check(x, "x", (None, None, None, None))
+    (nb, length, heads, p), t = check(
+        x, "x", (None, None, None, None), names=("batch", "L", "H", "P")
+    )
     _, td = check(dt, "dt", (nb, length, heads))
-    (_, _, groups, n), _ = check(B, "B", (nb, length, None, None), (t,))
+    (_, _, groups, n), _ = check(B, "B", (nb, length, None, None), (t,), (None, None, "G", "N"))
     if groups < 1 or heads % groups:
         raise ValueError(
             f"B's groups (shape [batch, L, G, N]) must divide H = {heads}, got G = {groups}"

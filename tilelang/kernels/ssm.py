@@ -100,10 +100,14 @@ MIN_SEGMENT = 128
 #: wins below 2048 channels).
 WALK_MIN_WORK = 2**19
 #: The most states (N, padded to a power of two) the walk holds in a thread's
-#: registers: BN = 16 walks 16 steps a chunk; BN = 32 walks 8 (136-140 registers on
-#: sm_80 and sm_90, 0 spills; at 16 steps it would need about 390). BN = 64 needs
-#: over 400 even at 4 steps, so larger N runs the chunked scan.
+#: registers: BN = 16 walks 16 steps a chunk; BN = 32 walks WIDE_WALK_STEPS. BN = 64
+#: needs over 400 even at 4 steps, so larger N runs the chunked scan.
 WALK_MAX_STATES = 32
+#: The walk's steps a chunk at BN = 32: 127-132 registers, 0 spills. At 8, ptxas gives
+#: a segmented f32 walk 128-168 on sm_80 and spills 8-136 bytes (at 16 it would need
+#: about 390); the static model predicts the same time at 4 and 8 (the exponentials
+#: bind), and the result does not depend on it.
+WIDE_WALK_STEPS = 4
 
 
 @func
@@ -161,7 +165,14 @@ def silu(z):
     return z / (1.0 + tl.fast_exp2(-z * LOG2E))
 
 
-@kernel(warps=4)
+# min_blocks=1: without a minimum of blocks ptxas caps a thread's registers to fit 4 to
+# 7 blocks (128, 80, 72), below what the scan's tiles hold, and spills 8-24 bytes: at
+# BD 4, BN 16 (a call that warned on sm_90a) 128 given, 140 estimated; which tiles spill
+# depends on the size facts, flags and arch. Given the 255 it takes what a tile needs
+# (60-150 at the default tiles, up to about 250 at twice them), 0 spills, and the static
+# model predicts the same time or less at every shape compared (3 or 5 blocks resident
+# instead of 4 or 7: the scan is bound by instruction issue, not latency).
+@kernel(warps=4, min_blocks=1)
 def selective_scan_kernel(
     u: Tensor["T", "NB", "DM", "L"],
     delta: Tensor["T", "NB", "DM", "L"],
@@ -267,7 +278,19 @@ def step_columns_kernel(
     tl.store(y, [b, g, lb * BLK, 0], tl.reshape(columns, [1, 1, BLK, BN]))
 
 
-@kernel(warps=lambda BD, **_: BD // WALK_LANES)
+def walk_min_blocks(BD, **_):
+    """The walk's `min_blocks`: 1 for blocks of 2 and 4 warps, where ptxas otherwise caps
+    a thread at 80 or 96 registers (BN 4 and 8, 16 steps a chunk, sm_90a) and spills
+    8-16 bytes; given the 255 it takes 131 (BN 4) to 246 (BN 16), 0 spills, and the
+    static model predicts the same time (the exponentials or memory latency bind) with
+    half the blocks resident. A block of one warp (the default) keeps ptxas's own
+    choice (at most 168, 0 spills): stated there, a minimum would let the register
+    estimate, pessimistic for the walk (293 at BN 16 where ptxas uses 128), refuse
+    builds near its limit (1.15 × 255)."""
+    return 1 if BD > WALK_LANES else None
+
+
+@kernel(warps=lambda BD, **_: BD // WALK_LANES, min_blocks=walk_min_blocks)
 def selective_scan_walk_kernel(
     u: Tensor["T", "NB", "DM", "L"],
     delta: Tensor["T", "NB", "DM", "L"],
@@ -445,18 +468,19 @@ def _block_d(bn: int, bl: int, dm: int, per_group: int) -> int:
 def walk_configs(per_group: int, bn: int = 16) -> list[dict[str, int]]:
     """The walk kernel's tiles a call tunes among: a warp of channels a block first (the
     default: the most blocks), then 2 and 4 warps where a group's channels allow; BL
-    16 steps a chunk (8 holds fewer registers), only 8 for BN = 32 (`WALK_MAX_STATES`).
-    The walk's result does not depend on them: it adds in the same order at every tile."""
+    16 steps a chunk (8 holds fewer registers), only WIDE_WALK_STEPS for BN = 32
+    (`WALK_MAX_STATES`). The walk's result does not depend on them: it adds in the same
+    order at every tile."""
     widths = [w for w in (WALK_LANES, 2 * WALK_LANES, 4 * WALK_LANES) if per_group % w == 0]
-    steps = walk_steps(bn)
-    if steps < 16:
-        return [{"BD": w, "BL": steps} for w in widths]
+    if bn > WALK_MAX_STATES // 2:
+        return [{"BD": w, "BL": WIDE_WALK_STEPS} for w in widths]
     return [{"BD": w, "BL": 16} for w in widths] + [{"BD": WALK_LANES, "BL": 8}]
 
 
 def walk_steps(bn: int) -> int:
-    """The walk's default steps a chunk: 16, or 8 above half of `WALK_MAX_STATES` states
-    (BN = 32 holds twice the registers a step)."""
+    """The steps a chunk of `walk_segments_kernel` (the walk's own: `walk_configs`): 16,
+    or 8 above half of `WALK_MAX_STATES` states (BN = 32 holds twice the registers a
+    step; 127-128 registers, 0 spills, with no output to compute beside the state)."""
     return 8 if bn > WALK_MAX_STATES // 2 else 16
 
 

@@ -130,7 +130,15 @@ class Lowering:
             stats=tuple(sorted(self.b.stats.items())),
             checks=tuple(self.checks),
             finite=tuple(sorted((self.value_bounds or ValueBounds(self.fn)).finite_tensors)),
+            grid_at=self.grid_at(),
         )
+
+    def grid_at(self) -> str:
+        """ "file.py:12": the `tl.blocks` line (`ThreadFunction.grid_at`); "" without one."""
+        for instr in self.fn.body.instrs:
+            if isinstance(instr, ir.Blocks) and instr.loc != ir.NOWHERE:
+                return f"{instr.loc.file}:{instr.loc.line}"
+        return ""
 
     def alignment_slack(self) -> int:
         """Bytes of shared memory a launch gives beyond the buffer so that the CUDA code

@@ -414,8 +414,9 @@ class CpuKernel:
             raise ValueError(f"{fn.name}: grid {grid} is too large")
         for axis, d in enumerate(dims):
             if d < 0:  # a size expression that overflowed, not an empty launch (0 is)
+                at = f" at {fn.grid_at}" if fn.grid_at else ""
                 raise ValueError(
-                    f"{fn.name}(): the grid is negative ({d} blocks in dimension {axis})"
+                    f"{fn.name}(){at}: the grid is negative ({d} blocks in dimension {axis})"
                 )
         return dims
 

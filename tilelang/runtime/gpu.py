@@ -34,6 +34,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
+from tilelang.ir.thread import ThreadFunction
 from tilelang.runtime import device_memory, dlpack
 from tilelang.runtime.host_expr import grid_function, launch_checker
 
@@ -552,7 +553,7 @@ class Launcher:
             self._check(scalars)  # before any driver call
         gx, gy, gz = (*grid, 1, 1, 1)[:3]
         if gx <= 0 or gy <= 0 or gz <= 0:
-            _empty_grid((gx, gy, gz), self.build.thread.name)
+            _empty_grid((gx, gy, gz), self.build.thread)
             return
         cu = driver()
         if self._function is None:
@@ -593,12 +594,16 @@ class Launcher:
             return buffer, local.addresses
 
 
-def _empty_grid(dims: tuple[int, int, int], kernel: str) -> None:
+def _empty_grid(dims: tuple[int, int, int], kernel: ThreadFunction) -> None:
     """A grid with a dimension of 0 blocks launches nothing (the driver refuses it, so no
-    call is made); a negative one, a size expression that overflowed, is a ValueError."""
+    call is made); a negative one, a size expression that overflowed, is a ValueError
+    that names the `tl.blocks` line."""
     for axis, d in enumerate(dims):
         if d < 0:
-            raise ValueError(f"{kernel}(): the grid is negative ({d} blocks in dimension {axis})")
+            at = f" at {kernel.grid_at}" if kernel.grid_at else ""
+            raise ValueError(
+                f"{kernel.name}(){at}: the grid is negative ({d} blocks in dimension {axis})"
+            )
 
 
 def launch(
