@@ -49,7 +49,7 @@ def line_of(lines: list[str], start: str) -> str:
     ("dtype", "shape", "expected"),
     [
         ("f16", (64, 64), "shared(64:64, 64:1) ^ swizzle(3, 3, 6)"),  # 128-byte rows
-        ("f16", (16, 128), "shared(16:128, 128:1) ^ swizzle(3, 3, 6)"),  # 256-byte rows
+        ("f16", (16, 128), "shared(16:128, 128:1) ^ swizzle(3, 3, 7)"),  # 256-byte rows: row bits
         ("f32", (64, 32), "shared(64:32, 32:1) ^ swizzle(3, 2, 5)"),
         ("f16", (64, 32), "shared(64:32, 32:1) ^ swizzle(2, 3, 6)"),  # 64-byte rows
         ("u4", (64, 64), "shared(64:64, 64:1) ^ swizzle(1, 5, 8)"),  # 32-byte rows
