@@ -101,6 +101,7 @@ from tilelang.ir.nodes import (
     View,
 )
 from tilelang.ir.shape_expr import Lit
+from tilelang.ir.shared_access import contiguous_elements
 from tilelang.ir.shared_layout import SharedLayout
 from tilelang.ir.text import print_type
 from tilelang.ir.thread import REGISTER_DTYPES
@@ -480,7 +481,7 @@ def _shared_access(instr: Instr, threads: int, _straight: bool = False) -> int:
         return 0
     offsets = _tile_offsets(shared.layout)
     reads = None
-    if isinstance(instr, SharedLoad) and _contiguous(shared.layout) % 8 == 0:
+    if isinstance(instr, SharedLoad) and contiguous_elements(shared.layout) % 8 == 0:
         reads = _ldmatrix_starts(tile, offsets)
     starts = reads if reads is not None else _run_starts(tile.layout, offsets, tile.dtype.bits)
     return address_classes(starts)
@@ -662,17 +663,6 @@ def _in_lanes(instr: Reduce | Scan, source: TileType, result: TileType) -> bool:
             return False
         stride *= size
     return True
-
-
-def _contiguous(layout: SharedLayout) -> int:
-    """Consecutive elements of a row that stay adjacent in a shared layout."""
-    inner = layout.dims[-1][-1]
-    if inner.stride != 1:
-        return 1
-    swizzle = layout.swizzle
-    if swizzle is not None and swizzle.bits:
-        return math.gcd(inner.size, 1 << swizzle.base)
-    return inner.size
 
 
 def _packed(dtype: DType) -> bool:
