@@ -1,9 +1,10 @@
 """Shared tiles in bytes: their default layouts and the bytes they occupy.
 
-A shared tile without a layout gets `default_layout`: row-major, with the standard XOR
-swizzle (`Swizzle.for_bytes`) when it has more than one row and its rows are a multiple
-of 128 bytes (or exactly 64 or 32 bytes: the 64/32-byte swizzle), so that ldmatrix and
-cp.async touch all 32 banks (a single row has no rows to keep apart, and unswizzled its
+A shared tile without a layout gets `default_layout`: row-major, with the XOR swizzle
+(`Swizzle.for_bytes`, its source bits moved up to the row index for rows of an even
+multiple of 128 bytes: `row_swizzle`) when it has more than one row and its rows are a
+multiple of 128 bytes (or exactly 64 or 32 bytes: the 64/32-byte swizzle), so that
+ldmatrix and cp.async touch all 32 banks (a single row has no rows to keep apart, and unswizzled its
 addresses stay affine: a thread's accesses share one base register).
 Swizzles need a power-of-two element size and a rank of at least 2; they keep every
 16-byte chunk of a row contiguous (vectorize relies on it). `plan_shared` places the
