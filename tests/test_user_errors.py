@@ -381,3 +381,23 @@ def test_a_bitwise_reduction_of_floats_names_the_reduction():
 
     error = assert_reported(k, "the bitwise `xor` reduction needs integer tiles, got f32")
     assert "tl.reduce_" not in str(error)
+
+
+@tl.kernel(warps=1)
+def flat_gather(a: tl.Tensor[tl.f16, "T"], out: tl.Tensor[tl.f16, 8, 16]):
+    index = tl.arange(0, 8)[:, None] * 16 + tl.arange(0, 16)[None, :]
+    tl.store(out, [0, 0], tl.load(a, [index], [8, 16]))  # <- error
+
+
+@tl.kernel(warps=1)
+def flat_gather_reshaped(a: tl.Tensor[tl.f16, "T"], out: tl.Tensor[tl.f16, 8, 16]):
+    index = tl.arange(0, 8)[:, None] * 16 + tl.arange(0, 16)[None, :]
+    tl.store(out, [0, 0], tl.reshape(tl.load(a, [tl.reshape(index, [128])], [128]), [8, 16]))
+
+
+def test_a_2d_gather_from_a_flat_tensor_shows_the_flat_form_that_works():
+    error = assert_reported(flat_gather, "a has 1 dimensions but the tile shape [8, 16] has 2")
+    assert "tl.reshape(tl.load(a, [tl.reshape(index, [128])], [128]), [8, 16])" in str(error)
+    a = np.arange(256).astype(np.float16)
+    out = flat_gather_reshaped(a, np.zeros((8, 16), np.float16))
+    np.testing.assert_array_equal(out, a[:128].reshape(8, 16))

@@ -165,9 +165,7 @@ def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=N
         return _load_scalar(tensor, offsets, fill, layout, mask)
     dims = static_shape(shape)
     if len(dims) != tensor.ndim:
-        raise current().error(
-            f"{tensor.var.name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
-        )
+        raise current().error(_rank_mismatch(tensor, dims))
     fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
     given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
     result_type = TileType(tensor.dtype, dims, given)
@@ -189,6 +187,21 @@ def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=N
             ir.Gather, name, result_type, var, offs, rows.var, axis, fill_const, selected
         )
     return emit_result(ir.Load, name, result_type, var, offs, fill_const, selected)
+
+
+def _rank_mismatch(tensor: Tensor, dims: tuple[int, ...]) -> str:
+    """A tile shape of another rank than the tensor's; from a flat tensor, how a
+    many-dimensional gather is written (the index flattened, the tile reshaped)."""
+    name = tensor.var.name
+    text = f"{name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
+    if tensor.ndim == 1:
+        flat = math.prod(dims)
+        text += (
+            f"; gather from a flat tensor with a flat index and reshape the tile: "
+            f"tl.reshape(tl.load({name}, [tl.reshape(index, [{flat}])], [{flat}]), {list(dims)})"
+            " (a mask is flattened alike)"
+        )
+    return text
 
 
 def _load_scalar(tensor: Tensor, offsets, fill, layout, mask) -> Scalar:
