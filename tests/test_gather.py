@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import tilelang as tl
 from tilelang.ir.parser import parse_function
 from tilelang.passes.software_pipeline import PipelineWarning
-from tilelang.runtime.perf import _tensor_bytes
+from tilelang.runtime.perf_traffic import tensor_bytes
 from tilelang.runtime.sass import disassemble, opcodes
 
 
@@ -316,7 +316,7 @@ def test_a_gather_under_stages_is_copied_ahead_and_counted_in_stats():
 def test_the_dram_floor_counts_gathered_scattered_and_scalar_read_tensors():
     paged = paged_gather_sum.specialize()
     shapes = {"cache": (10, 16, 64), "table": (4, 3), "seq_lens": (4,), "out": (4, 64)}
-    assert _tensor_bytes(paged, shapes) == 10 * 16 * 64 * 2 + 4 * 3 * 4 + 4 * 4 + 4 * 64 * 4
+    assert tensor_bytes(paged, shapes) == 10 * 16 * 64 * 2 + 4 * 3 * 4 + 4 * 4 + 4 * 64 * 4
     scatter = scatter_rows.specialize()
     shapes = {"x": (5, 64), "ids": (5,), "out": (9, 64)}
-    assert _tensor_bytes(scatter, shapes) == 5 * 64 * 2 + 5 * 4 + 9 * 64 * 2
+    assert tensor_bytes(scatter, shapes) == 5 * 64 * 2 + 5 * 4 + 9 * 64 * 2

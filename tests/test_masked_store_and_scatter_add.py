@@ -417,13 +417,13 @@ def test_a_masked_store_keeps_what_it_skips_so_its_tensor_is_read_too():
     """What the torch bridge allocates and the perf model counts: a masked store's
     tensor is updated in place (its skipped elements are the caller's), and a
     scatter-add reads and writes its target."""
-    from tilelang.runtime.perf import _tensor_bytes
+    from tilelang.runtime.perf_traffic import tensor_bytes
     from tilelang.torch.signature import INPLACE, INPUT, tensor_roles
 
     assert tensor_roles(store_prefix.specialize()) == {"x": INPUT, "out": INPLACE}
     shapes = {"values": (1000,), "weights": (1000,), "hist": (64,)}
     # values and weights read once; hist read and written.
-    assert _tensor_bytes(histogram.specialize(), shapes) == 4 * (1000 + 1000 + 2 * 64)
+    assert tensor_bytes(histogram.specialize(), shapes) == 4 * (1000 + 1000 + 2 * 64)
 
 
 @pytest.mark.usefixtures("disassembler")

@@ -157,7 +157,6 @@ __all__ = [
 ]
 
 WARP = 32
-_tensor_bytes = tensor_bytes  # its name before it moved to perf_traffic
 #: Warps per scheduler at or below which the issue bound is noted as optimistic: a
 #: dependent ALU instruction issues about 4 cycles after its producer (sm_70 to sm_90),
 #: so a scheduler with w warps issues every cycle only if each has 4 / w independent
