@@ -66,14 +66,45 @@ def test_non_uniform_if_on_tile():
     assert_reported(k, "non-uniform control flow", "tl.where")
 
 
-def test_unsupported_syntax_while():
+def test_while_on_a_runtime_condition_points_to_tl_range():
     @tl.kernel
     def k(x: tl.Tensor[tl.f32, "N"]):
         i = 0
-        while i < 3:  # <- error
+        while i < N:  # <- error
             i += 1
 
-    assert_reported(k, "`while` loops are not supported", "tl.range")
+    assert_reported(k, "`while` condition must be known while compiling", "tl.range")
+
+
+def test_break_under_a_runtime_branch_is_refused_at_its_line():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        for i in range(4):
+            if i < N:
+                break  # <- error
+        tl.store(x, [0], tl.zeros([4], tl.f32))
+
+    assert_reported(k, "`break` under a runtime loop or branch", "every thread")
+
+
+def test_continue_in_a_runtime_loop_is_refused_at_its_line():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        for _ in range(2):
+            for _j in tl.range(0, N, 4):
+                continue  # <- error
+
+    assert_reported(k, "`continue` under a runtime loop or branch")
+
+
+def test_endless_compile_time_while_is_reported_not_hung():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        i = 0
+        while i >= 0:  # <- error
+            i += 1
+
+    assert_reported(k, "still true after 100000 unrolled iterations")
 
 
 def test_unsupported_syntax_lambda():

@@ -1,7 +1,8 @@
 """Python AST -> block IR.
 
 The frontend walks the kernel's syntax tree once per specialization. Python runs at
-compile time wherever values are compile-time: loops over Python ranges unroll,
+compile time wherever values are compile-time: loops over Python ranges and `while` on
+compile-time conditions unroll (`break`, `continue`: `tilelang.lang.control_flow`),
 `@tilelang.func` helpers inline, `if` on a Python value keeps one branch, and any other
 Python callable is simply called. Values that only exist at run time (tiles, runtime
 scalars) become block-IR instructions: `for i in tl.range(...)` becomes a `For` whose
@@ -26,6 +27,14 @@ from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType, TileType
 from tilelang.lang.builder import Builder, current
+from tilelang.lang.control_flow import (
+    STATIC_WHILE_LIMIT,
+    _Break,
+    _Continue,
+    _Return,
+    assigned_names,
+    early_exits,
+)
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import RuntimeRange
 from tilelang.lang.values import (
@@ -84,11 +93,6 @@ def _base_text(node: ast.AST) -> str:
         return "t"
     text = ast.unparse(left)
     return text if isinstance(left, _ATOMIC) else f"({text})"
-
-
-class _Return(Exception):
-    def __init__(self, value: object):
-        self.value = value
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class FunctionCompiler:
     # -- entry points --------------------------------------------------------------------
 
     def run_kernel(self) -> None:
-        for stmt in _early_exits(self.source.tree.body):
+        for stmt in early_exits(self.source.tree.body):
             if isinstance(stmt, ast.Return):
                 with self._at(stmt):
                     raise self.builder.error(
@@ -334,18 +338,62 @@ class FunctionCompiler:
         if isinstance(iterable, (range, list, tuple)):
             for item in iterable:
                 self.assign(node.target, item)
-                self.statements(node.body)
+                if not self._unrolled_body(node.body):
+                    break
             return
         raise self.error(node.iter, f"cannot loop over {describe(iterable)}; use range or tl.range")
 
     def stmt_While(self, node: ast.While) -> None:
-        raise self.error(node, "`while` loops are not supported; use `for ... in tl.range(...)`")
+        """A `while` whose condition is known while compiling, unrolled like a `for` over
+        a `range`; a kernel loops at run time with `tl.range`."""
+        if node.orelse:
+            raise self.error(node, "`while ... else` is not supported")
+        for _ in range(STATIC_WHILE_LIMIT):
+            cond = self.expr(node.test)
+            if isinstance(cond, IRValue):
+                raise self.error(
+                    node.test,
+                    f"a `while` condition must be known while compiling (it is unrolled), "
+                    f"got {describe(cond)}; loop at run time with `for i in tl.range(...)`",
+                )
+            if not cond or not self._unrolled_body(node.body):
+                return
+        raise self.error(
+            node.test, f"this `while` is still true after {STATIC_WHILE_LIMIT} unrolled iterations"
+        )
+
+    def _unrolled_body(self, body: list[ast.stmt]) -> bool:
+        """Runs one iteration of a loop the frontend unrolls: False after a `break`."""
+        saved, self._in_unrolled_loop = self._in_unrolled_loop, True
+        try:
+            self.statements(body)
+        except _Break:
+            return False
+        except _Continue:
+            pass
+        finally:
+            self._in_unrolled_loop = saved
+        return True
+
+    _in_unrolled_loop = False  # and no runtime loop or branch inside it: `break` can leave
 
     def stmt_Break(self, node: ast.Break) -> None:
-        raise self.error(node, "`break` is not supported in a kernel")
+        self._check_loop_exit(node, "break")
+        raise _Break()
 
     def stmt_Continue(self, node: ast.Continue) -> None:
-        raise self.error(node, "`continue` is not supported in a kernel")
+        self._check_loop_exit(node, "continue")
+        raise _Continue()
+
+    def _check_loop_exit(self, node: ast.stmt, word: str) -> None:
+        """Python allows `break` only in a loop: here, one the frontend does not unroll."""
+        if not self._in_unrolled_loop:
+            raise self.error(
+                node,
+                f"`{word}` under a runtime loop or branch is not supported: every thread of "
+                "a block runs the same iterations; guard the rest of the body with an `if`, "
+                "or end the loop early with its bounds",
+            )
 
     # -- runtime control flow ------------------------------------------------------------
 
@@ -424,16 +472,16 @@ class FunctionCompiler:
         )
 
     def _statements_in_control(self, body: list[ast.stmt]) -> None:
-        saved = self._inside_runtime_control
-        self._inside_runtime_control = True
+        saved = self._inside_runtime_control, self._in_unrolled_loop
+        self._inside_runtime_control, self._in_unrolled_loop = True, False
         try:
             self.statements(body)
         finally:
-            self._inside_runtime_control = saved
+            self._inside_runtime_control, self._in_unrolled_loop = saved
 
     def _carried_names(self, body: list[ast.stmt], before: dict[str, object]) -> list[str]:
         names = []
-        for name in _assigned_names(body):
+        for name in assigned_names(body):
             if name not in before or isinstance(before[name], _OutOfScope):
                 continue
             value = before[name]
@@ -677,19 +725,10 @@ class FunctionCompiler:
             )
         try:
             return fn(*args, **kwargs)
-        except (TileLangError, _Return):
+        except (TileLangError, _Return, _Break, _Continue):
             raise
         except Exception as error:
             raise self.error(node, f"{type(error).__name__}: {error}") from None
-
-
-def _assigned_names(body: list[ast.stmt]) -> list[str]:
-    names: dict[str, None] = {}
-    for stmt in body:
-        for node in ast.walk(stmt):
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-                names[node.id] = None
-    return list(names)
 
 
 def _is_number(value: object) -> bool:
@@ -746,16 +785,3 @@ def _is_plain_python_function(fn: object) -> bool:
 
 def _touches_ir(args: list, kwargs: dict) -> bool:
     return any(isinstance(v, IRValue) for v in [*args, *kwargs.values()])
-
-
-def _early_exits(body: list[ast.stmt]) -> list[ast.stmt]:
-    """A kernel's body with each `if c: ...; return` in it (Triton's `if pid >= n:
-    return`) made into `if c: ... else: <the rest of the body>`: what follows runs only
-    where the kernel did not leave, which a branch says without a jump."""
-    for i, stmt in enumerate(body):
-        exits = isinstance(stmt, ast.If) and stmt.body and isinstance(stmt.body[-1], ast.Return)
-        if exits and stmt.body[-1].value is None:
-            then = stmt.body[:-1] or [ast.copy_location(ast.Pass(), stmt.body[-1])]
-            rest = stmt.orelse + _early_exits(body[i + 1 :])
-            return [*body[:i], ast.copy_location(ast.If(stmt.test, then, rest), stmt)]
-    return body
