@@ -99,6 +99,7 @@ from tilelang.lang.ops import print_ as print
 from tilelang.lang.ops import range_ as range
 from tilelang.lang.scan import associative_scan
 from tilelang.lang.signature import Tensor, constexpr
+from tilelang.lang.sort import argsort, flip, sort, topk
 from tilelang.lang.values import cdiv
 from tilelang.packing import DotPackedArray, DotPacking, pack_for_dot, unpack_from_dot
 from tilelang.passes.plan_registers import RegisterBudgetError, RegisterSpillWarning

@@ -87,7 +87,7 @@ def _composites() -> str:
     ]
     for name, instructions in sorted(dsl.COMPOSITES.items()):
         emits = ", ".join(f"`{cls.MNEMONIC}`" for cls in instructions) or "nothing (compile time)"
-        doc = inspect.cleandoc(getattr(dsl, name).__doc__ or "").split("\n\n")[0]
+        doc = inspect.cleandoc(dsl.COMPOSITE_FUNCTIONS[name].__doc__ or "").split("\n\n")[0]
         lines.append(f"| `tl.{name}` | {emits} | {doc.replace(chr(10), ' ')} |")
     return "\n".join(lines) + "\n"
 

@@ -73,6 +73,7 @@ from tilelang.lang.values import static_shape_like as static_shape_like
 #: instructions listed (none: it computes a compile-time value), so its meaning, layout
 #: rules and lowering are theirs. docs/ops.md lists them (`tilelang.op_reference`).
 COMPOSITES: dict[str, tuple[type[ir.Instr], ...]] = {}
+COMPOSITE_FUNCTIONS: dict[str, object] = {}  # the functions, wherever they are defined
 
 
 def composite(*instructions: type[ir.Instr]):
@@ -80,6 +81,7 @@ def composite(*instructions: type[ir.Instr]):
 
     def register(fn):
         COMPOSITES[fn.__name__] = instructions
+        COMPOSITE_FUNCTIONS[fn.__name__] = fn
         return fn
 
     return register

@@ -1,0 +1,209 @@
+"""`tl.sort`, `tl.argsort`, `tl.topk` and `tl.flip`: orderings of a tile along one axis.
+
+They have no instruction of their own. A sort is Batcher's bitonic network over the
+axis padded to a power of two: log2(n)·(log2(n) + 1)/2 compare-exchange steps, each a
+reshape that puts the two elements of every pair on an axis of size 2, a split into
+the pairs' halves, comparisons, selects and a join. So every backend computes the same
+network bit for bit, and the GPU lowering moves pairs that lie in different threads
+through shared memory as any relayout does. A flip exchanges the halves of the axis,
+then of each half, and so on (log2(n) steps).
+
+The order is torch's: NaN above +inf (last ascending, first descending) and -0 equal
+to +0. `argsort` and `topk` compare (value, index) pairs, so equal values keep their
+original order (a stable sort); `sort` compares values only, so which of two equal
+values (-0 and +0, or two NaNs) comes first is the network's choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tilelang import dtypes
+from tilelang.ir import nodes as ir
+from tilelang.lang.builder import current
+from tilelang.lang.ops import _axis, arange, composite, concat, full, reshape, split
+from tilelang.lang.values import INDEX, Tile, broadcast_to, elementwise, require_tile, static_int
+
+__all__ = ["argsort", "flip", "sort", "topk"]
+
+Order = Callable[[Tile, Tile], Tile]  # before(a, b): a comes strictly before b
+
+
+@composite(ir.Compute, ir.Arange, ir.Reshape, ir.Slice, ir.Concat, ir.Broadcast, ir.Full)
+def sort(x, axis=-1, descending=False) -> Tile:
+    """`x` sorted along `axis` (ascending, or `descending`), as `torch.sort(x, axis,
+    descending).values`: NaN counts above +inf, -0 equals +0."""
+    tile, axis = _sortable(x, axis, "tl.sort")
+    return _network([tile], axis, bool(descending))[0]
+
+
+@composite(ir.Compute, ir.Arange, ir.Reshape, ir.Slice, ir.Concat, ir.Broadcast, ir.Full)
+def argsort(x, axis=-1, descending=False) -> Tile:
+    """The i32 indices that sort `x` along `axis`, stably (equal values keep their
+    order), as `torch.sort(x, axis, descending, stable=True).indices`."""
+    tile, axis = _sortable(x, axis, "tl.argsort")
+    return _network([tile, _positions(tile, axis)], axis, bool(descending))[1]
+
+
+@composite(ir.Compute, ir.Arange, ir.Reshape, ir.Slice, ir.Concat, ir.Broadcast, ir.Full)
+def topk(x, k, axis=-1, largest=True) -> tuple[Tile, Tile]:
+    """The `k` largest elements along `axis` (the smallest with `largest=False`) and
+    their i32 indices, in order, as `torch.topk(x, k, axis, largest, sorted=True)`: NaN
+    counts as the largest value, and of equal values the one at the lower index comes
+    first. A router's top-2 experts: `weights, experts = tl.topk(logits, 2, axis=1)`."""
+    tile, axis = _sortable(x, axis, "tl.topk")
+    k = static_int(k, "k of tl.topk")
+    if not 1 <= k <= tile.shape[axis]:
+        raise current().error(
+            f"tl.topk: k must be in 1..{tile.shape[axis]} (the size of axis {axis}), got {k}"
+        )
+    values, indices = _network([tile, _positions(tile, axis)], axis, bool(largest))
+    return _take(values, axis, k), _take(indices, axis, k)
+
+
+@composite(ir.Reshape, ir.Slice, ir.Concat, ir.Full)
+def flip(x, axis=-1) -> Tile:
+    """`x` with the order of `axis` reversed (`numpy.flip(x, axis)`)."""
+    tile = require_tile(x, "the argument of tl.flip")
+    if tile.ndim == 0:
+        raise current().error("tl.flip reverses an axis; a rank-0 tile has none")
+    axis = _axis(axis, tile.ndim)
+    n = tile.shape[axis]
+    width = _power_of_two_above(n)
+    padded = (
+        tile
+        if width == n
+        else concat([tile, full(_shape(tile, axis, width - n), 0, tile.dtype)], axis)
+    )
+    step = width // 2
+    while step:  # exchanging the halves of every 2·step run reverses that bit of the index
+        lo, hi = _pairs(padded, axis, step)
+        padded = _unpair(concat([hi, lo], axis + 1), tile, axis, width)
+        step //= 2
+    return _take(padded, axis, n, start=width - n)
+
+
+# -- the network ---------------------------------------------------------------------------
+
+
+def _network(tiles: list[Tile], axis: int, descending: bool) -> list[Tile]:
+    """The bitonic network over `tiles` (the sort key, then the indices that travel with
+    it, if any), padded along `axis` with elements that sort after every real one, then
+    cut back."""
+    n = tiles[0].shape[axis]
+    width = _power_of_two_above(n)
+    if width > n:
+        pads = [_last_values(tiles[0], axis, width - n, descending)]
+        pads += [_last_positions(t, axis, width - n) for t in tiles[1:]]
+        tiles = [concat([t, pad], axis) for t, pad in zip(tiles, pads, strict=True)]
+    key_before = _order(tiles[0], descending)
+
+    def before(a: list[Tile], b: list[Tile]) -> Tile:
+        if len(a) == 1:
+            return key_before(a[0], b[0])
+        tie = ~key_before(b[0], a[0])  # ties go to the lower index: a stable sort
+        return key_before(a[0], b[0]) | (tie & (a[1] < b[1]))
+
+    size = 2
+    while size <= width:
+        step = size // 2
+        while step:
+            tiles = _compare_exchange(tiles, axis, width, size, step, before)
+            step //= 2
+        size *= 2
+    return [_take(t, axis, n) for t in tiles]
+
+
+def _compare_exchange(tiles, axis, width, size, step, before) -> list[Tile]:
+    """One step: elements i and i + step of every run of 2·step exchange where they are
+    out of order; runs whose index has the `size` bit set are put in reverse order."""
+    halves = [_pairs(t, axis, step) for t in tiles]
+    lo, hi = [h[0] for h in halves], [h[1] for h in halves]
+    runs = width // (2 * step)
+    forward = (arange(0, runs, INDEX) * (2 * step)) & size
+    forward = reshape(forward == 0, [*([1] * axis), runs, 1, 1, *([1] * (lo[0].ndim - axis - 3))])
+    swap = elementwise("where", forward, before(hi, lo), before(lo, hi))
+    tiles_out = []
+    for t, a, b in zip(tiles, lo, hi, strict=True):
+        first, second = elementwise("where", swap, b, a), elementwise("where", swap, a, b)
+        tiles_out.append(_unpair(concat([first, second], axis + 1), t, axis, width))
+    return tiles_out
+
+
+def _order(tile: Tile, descending: bool) -> Order:
+    """`before(a, b)` for the requested direction, NaN above every number."""
+    if not isinstance(tile.dtype, dtypes.FloatType):
+        return (lambda a, b: a > b) if descending else (lambda a, b: a < b)
+    if descending:
+        return lambda a, b: (a > b) | ((a != a) & (b == b))
+    return lambda a, b: (a < b) | ((b != b) & (a == a))
+
+
+def _last_values(key: Tile, axis: int, count: int, descending: bool) -> Tile:
+    """`count` keys along `axis` that no real key comes after: the lowest value
+    descending (-inf, or -max in a type without it), the highest ascending (NaN, else
+    +inf, else max). A real key equal to one of them ties with it: a sort cannot tell
+    them apart, and an argsort puts the real one first, as the padding's positions lie
+    past the end."""
+    dtype = key.dtype
+    if not isinstance(dtype, dtypes.FloatType):
+        value = dtype.min if descending else dtype.max
+    elif descending:
+        value = float("-inf") if dtype.has_inf else -dtype.max
+    else:
+        value = float("nan") if dtype.has_nan else float("inf") if dtype.has_inf else dtype.max
+    return full(_shape(key, axis, count), value, dtype)
+
+
+def _last_positions(positions: Tile, axis: int, count: int) -> Tile:
+    n = positions.shape[axis]
+    padding = reshape(arange(n, n + count, INDEX), _along(positions, axis, count))
+    return broadcast_to(padding, _shape(positions, axis, count))
+
+
+# -- shapes --------------------------------------------------------------------------------
+
+
+def _sortable(x, axis, what: str) -> tuple[Tile, int]:
+    tile = require_tile(x, f"the argument of {what}")
+    if tile.ndim == 0:
+        raise current().error(f"{what} orders an axis; a rank-0 tile has none")
+    return tile, _axis(axis, tile.ndim)
+
+
+def _positions(tile: Tile, axis: int) -> Tile:
+    """The i32 index along `axis` of every element of `tile`."""
+    n = tile.shape[axis]
+    return broadcast_to(reshape(arange(0, n, INDEX), _along(tile, axis, n)), tile.shape)
+
+
+def _pairs(tile: Tile, axis: int, step: int) -> tuple[Tile, Tile]:
+    """The first and second elements of each pair (i, i + step) of `axis`, as tiles with
+    `axis` cut into [runs, 1, step]."""
+    width = tile.shape[axis]
+    runs = [*tile.shape[:axis], width // (2 * step), 2, step, *tile.shape[axis + 1 :]]
+    return split(reshape(tile, runs), 2, axis + 1)
+
+
+def _unpair(joined: Tile, like: Tile, axis: int, width: int) -> Tile:
+    return reshape(joined, _shape(like, axis, width))
+
+
+def _take(tile: Tile, axis: int, count: int, start: int = 0) -> Tile:
+    n = tile.shape[axis]
+    if (start, count) == (0, n):
+        return tile
+    sizes = [s for s in (start, count, n - start - count) if s]
+    return split(tile, sizes, axis)[1 if start else 0]
+
+
+def _shape(tile: Tile, axis: int, size: int) -> tuple[int, ...]:
+    return (*tile.shape[:axis], size, *tile.shape[axis + 1 :])
+
+
+def _along(tile: Tile, axis: int, size: int) -> list[int]:
+    return [1 if d != axis else size for d in range(tile.ndim)]
+
+
+def _power_of_two_above(n: int) -> int:
+    return 1 << (n - 1).bit_length()
