@@ -31,6 +31,7 @@ import tilelang as tl
 
 @tl.kernel(warps=1)
 def stepped(out: tl.Tensor[tl.i32, "N"], step: tl.i32):
+    assert step < 100, "steps are below 100"
     count = 0
     for _ in tl.range(0, N, step):
         count = count + 1
@@ -322,6 +323,9 @@ def test_a_launch_check_that_fails_is_its_own_error_code(test_kernels_build, tmp
     assert code == STATUS_CODES["ERROR_LAUNCH_CHECK"]
     assert "the loop step is 0" in message
     assert "launch condition" in description
+    code, _, message = run_program(program, 100)  # the kernel's assert, checked in C
+    assert code == STATUS_CODES["ERROR_LAUNCH_CHECK"]
+    assert "assert step < 100 does not hold for these arguments: steps are below 100" in message
 
 
 @pytest.fixture(scope="module")

@@ -307,3 +307,12 @@ def test_an_invalid_type_name_is_no_attribute_and_says_why():
     with pytest.raises(AttributeError, match=r"no attribute 'f9e9m9': .*1\+E\+M = 19"):
         _ = tl.f9e9m9
     assert not hasattr(tl, "nonsense")
+
+
+def test_chained_comparison_of_tiles_says_to_use_and():
+    @tl.kernel
+    def k(x: tl.Tensor[tl.f32, "N"]):
+        t = tl.load(x, [0], [8])
+        tl.store(x, [0], tl.where(0 < t < 1, t, 0.0))  # <- error
+
+    assert_reported(k, "chained comparisons of tiles are not supported; use &")

@@ -227,7 +227,8 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
             ]
     names = {**sizes, **scalars}
     for k, (condition, message) in enumerate(iface.thread.checks):
-        test = thread_expr_c(condition, names, f"{iface.kernel}: launch check {k}")
+        where = f"{iface.kernel}: launch check {k} ({message.split(': ', 1)[0]})"
+        test = thread_expr_c(condition, names, where)
         lines += [
             f"  if (!({test}))",
             f'    return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s", {c_string(message)});',

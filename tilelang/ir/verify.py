@@ -148,11 +148,11 @@ class _Verifier:
         scalar_arith = isinstance(instr, nodes.Compute | nodes.Cast | nodes.Full) and all(
             isinstance(v.type, ScalarType) for v in instr.defs()
         )
-        if not self.blocks_seen and not scalar_arith:
+        if not self.blocks_seen and not scalar_arith and not isinstance(instr, nodes.Require):
             raise self.fail(
                 instr,
                 "expected the blocks instruction before this one "
-                "(only scalar arithmetic may precede blocks)",
+                "(only scalar arithmetic and requirements may precede blocks)",
             )
 
     def instr(self, instr: Instr, scope: dict[str, Var]) -> None:
@@ -164,6 +164,8 @@ class _Verifier:
                 if problem:
                     raise self.fail(instr, problem)
         instr.check(Checker(instr, self.tensor_params))
+        if isinstance(instr, nodes.Require):
+            self.check_requirement(instr)
         if isinstance(instr, nodes.For):
             self.check_step(instr)
             self.for_body(instr, scope)
@@ -186,6 +188,18 @@ class _Verifier:
                 f"expected the step to be known before the launch (a number, or arithmetic "
                 f"on the kernel's scalar parameters and sizes), found {print_value(step)}, "
                 "which depends on a block index, a loop or a loaded value",
+            )
+
+    def check_requirement(self, instr: nodes.Require) -> None:
+        """The host checks a requirement before the launch, so it may read only what
+        the host knows then."""
+        cond = instr.cond
+        if isinstance(cond, Var) and cond.name not in self.launch_constants:
+            raise self.fail(
+                instr,
+                f"expected the condition to be known before the launch (arithmetic on the "
+                f"kernel's scalar parameters and sizes), found {print_value(cond)}, which "
+                "depends on a block index, a loop or a loaded value",
             )
 
     def check_use(self, instr: Instr, var: Var, scope: dict[str, Var]) -> None:

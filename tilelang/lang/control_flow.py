@@ -1,7 +1,8 @@
 """How Python's control flow maps onto a kernel, for the frontend: the exceptions that
 carry `return`, `break` and `continue` out of the statements the frontend runs, the
 rewrite that turns an early `return` into a branch, and the names a loop or branch
-assigns (its candidates for loop-carried values and branch results)."""
+assigns (its candidates for loop-carried values and branch results), and why a tile
+cannot change shape across them."""
 
 from __future__ import annotations
 
@@ -45,3 +46,19 @@ def early_exits(body: list[ast.stmt]) -> list[ast.stmt]:
             rest = stmt.orelse + early_exits(body[i + 1 :])
             return [*body[:i], ast.copy_location(ast.If(stmt.test, then, rest), stmt)]
     return body
+
+
+def shape_change_message(name: str, what: str, expected: tuple, got: tuple) -> str:
+    """Why a tile cannot change shape in a runtime loop or branch (no conversion helps):
+    `expected` is its shape before the loop (on the branch's first path), `got` at the
+    end of the loop's body (on the other path)."""
+    if what == "loop":
+        return (
+            f"`{name}` changes shape in the loop: {list(expected)} before it, {list(got)} at "
+            "the end of its body; a loop-carried tile must keep the same shape across "
+            "iterations"
+        )
+    return (
+        f"`{name}` has shape {list(expected)} on one path of the branch and {list(got)} on "
+        "the other; a tile assigned under a runtime `if` must have one shape on both paths"
+    )

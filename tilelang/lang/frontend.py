@@ -34,6 +34,7 @@ from tilelang.lang.control_flow import (
     _Return,
     assigned_names,
     early_exits,
+    shape_change_message,
 )
 from tilelang.lang.errors import TileLangError
 from tilelang.lang.ops import RuntimeRange
@@ -304,12 +305,37 @@ class FunctionCompiler:
     _inside_runtime_control = False
 
     def stmt_Assert(self, node: ast.Assert) -> None:
+        """A compile-time condition is checked now; one on runtime scalars (sizes and
+        scalar parameters) becomes a `require` the host checks before each launch."""
         test = self.expr(node.test)
-        if isinstance(test, IRValue):
-            raise self.error(node.test, "assert needs a compile-time condition")
+        message = self.expr(node.msg) if node.msg is not None else None
+        if isinstance(test, Tile):
+            raise self.error(
+                node.test,
+                "assert needs one condition for the whole launch, got a tile; reduce it "
+                "(tl.max, tl.sum) or check the sizes it depends on",
+            )
+        if isinstance(test, Scalar):
+            if self._inside_runtime_control:
+                raise self.error(
+                    node,
+                    "an assert on runtime values is checked before the launch, so it goes "
+                    "in the kernel's body before any runtime loop, branch or early return",
+                )
+            text = f"assert {ast.unparse(node.test)} does not hold for these arguments"
+            with self._at(node):
+                self.builder.emit(
+                    ir.Require(
+                        cast(test, dtypes.u1).value,
+                        text if message is None else f"{text}: {message}",
+                        loc=self.builder.loc,
+                    )
+                )
+            return
         if not test:
-            message = self.expr(node.msg) if node.msg is not None else "assertion failed"
-            raise self.error(node, f"compile-time assertion failed: {message}")
+            raise self.error(
+                node, f"compile-time assertion failed: {message or 'assertion failed'}"
+            )
 
     def stmt_If(self, node: ast.If) -> None:
         cond = self.expr(node.test)
@@ -515,7 +541,7 @@ class FunctionCompiler:
             value = cast(value, type_.dtype)
         got = _type_of(value.var if isinstance(value, Tile) else value.value)
         if isinstance(got, TileType) and isinstance(type_, TileType) and got.shape != type_.shape:
-            raise self.error(node, _shape_change(name, what, type_.shape, got.shape))
+            raise self.error(node, shape_change_message(name, what, type_.shape, got.shape))
         if got != type_:
             raise self.error(
                 node,
@@ -648,19 +674,16 @@ class FunctionCompiler:
         return result
 
     def expr_Compare(self, node: ast.Compare) -> object:
-        lhs = self.expr(node.left)
-        if len(node.ops) > 1:
-            values = [lhs, *(self.expr(c) for c in node.comparators)]
-            if any(isinstance(v, IRValue) for v in values):
-                raise self.error(
-                    node, "chained comparisons of runtime values are not supported; use &"
-                )
-            return all(
-                _COMPARE[type(op)](a, b)
-                for op, a, b in zip(node.ops, values, values[1:], strict=False)
-            )
-        rhs = self.expr(node.comparators[0])
-        return self.apply(_COMPARE[type(node.ops[0])], lhs, rhs, node)
+        """`a < b <= c` is `(a < b) & (b <= c)` for numbers and scalars (nothing to short-
+        circuit: every operand is computed already); numpy refuses it for arrays."""
+        values = [self.expr(node.left), *(self.expr(c) for c in node.comparators)]
+        if len(node.ops) > 1 and any(isinstance(v, Tile) for v in values):
+            raise self.error(node, "chained comparisons of tiles are not supported; use &")
+        result = None
+        for op, a, b in zip(node.ops, values, values[1:], strict=False):
+            test = self.apply(_COMPARE[type(op)], a, b, node)
+            result = test if result is None else self.apply(operator.and_, result, test, node)
+        return result
 
     def expr_IfExp(self, node: ast.IfExp) -> object:
         cond = self.expr(node.test)
@@ -749,22 +772,6 @@ def _branch_type(values: list) -> object:
     if isinstance(first, Tile):
         return first.type
     return ScalarType(first.dtype)
-
-
-def _shape_change(name: str, what: str, expected: tuple, got: tuple) -> str:
-    """Why a tile cannot change shape in a runtime loop or branch (no conversion helps):
-    `expected` is its shape before the loop (on the branch's first path), `got` at the
-    end of the loop's body (on the other path)."""
-    if what == "loop":
-        return (
-            f"`{name}` changes shape in the loop: {list(expected)} before it, {list(got)} at "
-            "the end of its body; a loop-carried tile must keep the same shape across "
-            "iterations"
-        )
-    return (
-        f"`{name}` has shape {list(expected)} on one path of the branch and {list(got)} on "
-        "the other; a tile assigned under a runtime `if` must have one shape on both paths"
-    )
 
 
 def _missing_attribute(base: object, name: str) -> str:

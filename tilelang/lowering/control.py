@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.ir.instructions.control import zero_step_message
+from tilelang.ir.instructions.control import require_message, zero_step_message
 from tilelang.ir.types import ScalarType, TensorType, TileType
 from tilelang.ir.visit import walk
 from tilelang.lowering.context import Lowering, lowers
@@ -49,6 +49,16 @@ def lower_yield(lo: Lowering, instr: ir.Yield) -> tuple[object, ...]:
 @lowers(ir.Print)
 def lower_print(lo: Lowering, instr: ir.Print) -> None:
     raise lo.fail(instr, "print runs in kernel.interpret(...) only (not lowered yet)")
+
+
+@lowers(ir.Require)
+def lower_require(lo: Lowering, instr: ir.Require) -> None:
+    """A launch check of the host (`ThreadFunction.checks`); nothing in the kernel."""
+    if isinstance(instr.cond, ir.Const):
+        if not instr.cond.value:
+            raise lo.fail(instr, require_message(instr))
+        return
+    lo.checks.append((lo.inline_scalar(instr.cond), require_message(instr)))
 
 
 @lowers(ir.For)

@@ -15,6 +15,7 @@ a launcher calls on every launch (`grid_function`, `launch_checker`); `eval_host
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 
 from tilelang import dtypes
@@ -38,8 +39,9 @@ def host_function(e: t.Expr) -> HostFunction:
     """`e` made once into a Python function of the scalar arguments that evaluates it
     with thread IR's integer semantics (wrapping, truncating division, clamped shifts,
     saturating integer `Cvt`); a launcher that evaluates the same expressions every
-    call makes them once. Floats are supported for `Imm`, `Name`, `Cvt` and `Select`;
-    anything else is a `ValueError` here, before any call."""
+    call makes them once. Floats are supported for `Imm`, `Name` (rounded to its dtype),
+    `Cvt`, `Select` and comparisons; anything else is a `ValueError` here, before any
+    call."""
     if isinstance(e, t.Imm):
         value = wrap(int(e.value), e.type) if e.type.is_int else float(e.value)
         return lambda scalars: value
@@ -53,11 +55,25 @@ def host_function(e: t.Expr) -> HostFunction:
         return lambda scalars: _convert(a(scalars), to)
     if isinstance(e, t.Binary) and e.a.dtype.is_int:
         return _binary_function(e)
+    if isinstance(e, t.Binary) and e.op in _FLOAT_COMPARES:  # a requirement on a float scalar
+        a, b, compare = host_function(e.a), host_function(e.b), _FLOAT_COMPARES[e.op]
+        return lambda scalars: int(compare(a(scalars), b(scalars)))
     if isinstance(e, t.Unary) and e.a.dtype.is_int and e.op in _INT_UNARY:
         a, op, dtype = host_function(e.a), _INT_UNARY[e.op], e.a.dtype
         return lambda scalars: wrap(op(a(scalars)), dtype)
     raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
 
+
+# IEEE comparisons of the operands' values (each already rounded to its dtype): NaN
+# compares unequal to everything, as on the GPU.
+_FLOAT_COMPARES = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "le": operator.le,
+    "gt": operator.gt,
+    "ge": operator.ge,
+}
 
 _INT_UNARY = {
     "neg": lambda a: -a,
@@ -75,7 +91,7 @@ def _name_function(e: t.Name) -> HostFunction:
         if name not in scalars:
             raise ValueError(f"the grid uses %{name}, which is not a scalar argument")
         value = scalars[name]
-        return wrap(int(value), dtype) if dtype.is_int else float(value)
+        return wrap(int(value), dtype) if dtype.is_int else _convert(float(value), dtype)
 
     return value_of
 

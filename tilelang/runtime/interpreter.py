@@ -67,7 +67,7 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
-from tilelang.ir.instructions.control import zero_step_message
+from tilelang.ir.instructions.control import require_message, zero_step_message
 from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, flushed, zero_sign
 from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
@@ -223,6 +223,9 @@ def check_launch(fn: ir.Function, env: Mapping[str, Any]) -> None:
             SEMANTICS.get(type(instr))(state, instr)
         elif isinstance(instr, ir.For) and _known(state, instr.step) and state.int(instr.step) == 0:
             raise ValueError(zero_step_message(instr))
+        elif isinstance(instr, ir.Require) and _known(state, instr.cond):
+            if not state.value(instr.cond):
+                raise ValueError(require_message(instr))
 
 
 def _known(state: _State, value: ir.Value) -> bool:
@@ -733,6 +736,11 @@ def _transpose(state: _State, instr: ir.Transpose) -> None:
 def _broadcast(state: _State, instr: ir.Broadcast) -> None:
     value = np.asarray(state.value(instr.value))
     state.bind(instr.result, np.broadcast_to(value, _shape(instr.result)).copy())
+
+
+@semantics(ir.Require)
+def _require(state: _State, instr: ir.Require) -> None:
+    """Checked before any block runs (`check_launch`); nothing to do in a block."""
 
 
 @semantics(ir.Print)

@@ -1,5 +1,5 @@
 """Instructions that shape the program: the grid, loops, branches, the `yield` that ends
-their bodies, and `print`."""
+their bodies, `print`, and `require`, a condition on the launch's arguments."""
 
 from __future__ import annotations
 
@@ -49,6 +49,32 @@ class Print(Instr):
     def check(self, v: Checker) -> None:
         v.expect(isinstance(self.label, str), f"expected a string label, found {self.label!r}")
         v.scalar_or_tile(self.value, "the printed value")
+
+
+@dataclass(frozen=True)
+class Require(Instr):
+    """A condition on the launch's arguments (a kernel's `assert N <= BN, "..."`): the
+    host checks it before any block runs, on every path, and a launch whose arguments
+    break it fails with `require_message`. The condition is known before the launch
+    (arithmetic on the kernel's scalar parameters and sizes: the verifier's rule)."""
+
+    cond: Value
+    message: str
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("cond",)
+    SYNTAX: ClassVar = "require {cond}, {message:string}"
+
+    def check(self, v: Checker) -> None:
+        v.expect(is_scalar(self.cond), f"expected a scalar condition, found {describe(self.cond)}")
+        v.same_dtype(type_of(self.cond).dtype, dtypes.u1, "a condition")
+        v.expect(
+            isinstance(self.message, str), f"expected a string message, found {self.message!r}"
+        )
+
+
+def require_message(instr: Require) -> str:
+    """What a launch whose arguments break `instr` fails with, on every path."""
+    return f"{instr.loc}: {instr.message}"
 
 
 @dataclass(frozen=True)
@@ -137,4 +163,13 @@ class If(Instr):
         v.same_dtype(type_of(self.cond).dtype, dtypes.u1, "a condition")
 
 
-__all__ = ["Blocks", "For", "If", "Print", "Yield", "zero_step_message"]
+__all__ = [
+    "Blocks",
+    "For",
+    "If",
+    "Print",
+    "Require",
+    "Yield",
+    "require_message",
+    "zero_step_message",
+]
