@@ -538,8 +538,8 @@ def test_over_the_limit_by_more_than_the_tolerance_names_the_largest_tiles():
         f"kernel big needs about {plan.peak} registers per thread (an estimate: 384 for the "
         "values live at its peak, 4 for addresses, 8 for the thread), more than the 255 a "
         "thread can have even if the estimate is 15% high. At <unknown>:0:0 the largest "
-        f"live tiles are %t0: {tile}; %t1: {tile}; %t2: {tile}. Use smaller tiles (BM, BN, "
-        "BK constexprs) or more warps (now 4)."
+        f"live tiles are %t0: {tile}; %t1: {tile}; %t2: {tile}. Use smaller tiles or more "
+        "warps (now 4)."
     )
     assert isinstance(err.value, ValueError)
 
@@ -668,9 +668,18 @@ def test_over_the_budget_of_min_blocks_the_spill_note_names_it():
         "more than the 128 a thread can have when min_blocks=4 blocks of 128 threads share "
         "a multiprocessor: ptxas will probably spill" in message
     )
-    assert message.endswith(
-        "Use smaller tiles (BM, BN, BK constexprs) or a smaller min_blocks (now 4)."
-    )
+    assert message.endswith("Use smaller tiles or a smaller min_blocks (now 4).")
+
+
+def test_the_advice_names_the_tile_sizes_of_the_build_not_made_up_ones():
+    @tl.kernel(warps=1)
+    def wide(x: tl.Tensor[tl.f32, "M", "N"], BT: tl.constexpr = 256, E: tl.constexpr = 128):
+        tl.store(x, [0, 0], tl.load(x, [0, 0], [BT, E]) * 2.0)
+
+    with pytest.raises(plan_registers.RegisterBudgetError) as err:
+        wide.compile(target="sm_90")
+    assert "Use smaller tiles (this build's BT=256, E=128)" in str(err.value)
+    assert "BM" not in str(err.value)
 
 
 def test_far_over_the_budget_of_min_blocks_the_error_names_it():

@@ -144,8 +144,7 @@ def verdict(note: SpillNote | None, report: Spills, kernel: str) -> str | None:
     return (
         f"kernel {kernel} spills: ptxas gives it {report.registers} registers per thread "
         f"and stores {report.spill_store_bytes} bytes a thread to local memory "
-        f"({report.spill_load_bytes} loaded back), which is slow. Use smaller tiles "
-        "(BM, BN, BK constexprs)."
+        f"({report.spill_load_bytes} loaded back), which is slow. Use smaller tiles."
     )
 
 

@@ -742,9 +742,11 @@ def _advice(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
         f"%{v.name}: {print_type(v.type)}, {words(v.type, fn.warps)} registers per thread"
         for v in tiles
     )
+    sizes = [f"{n}={v}" for n, v in fn.constexprs if type(v) is int and v > 1]
+    named = f" (this build's {', '.join(sizes)})" if sizes else ""
     return (
-        f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller tiles "
-        f"(BM, BN, BK constexprs) {budget.advice()}."
+        f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller "
+        f"tiles{named} {budget.advice()}."
     )
 
 
