@@ -550,7 +550,9 @@ def test_a_direct_call_reads_a_cuda_tensor_off_the_tensor(monkeypatch):
         scale(CudaTensorStandIn(base, device=1), y, 0.5, T=tl.bf16)  # a warm key for device 0
     assert len(launches) == 1
     with pytest.raises(
-        TypeError, match=r"'x' expects a tensor of bf16, got a CudaTensorStandIn of f32$"
+        TypeError,
+        match=r"'x' expects a tensor of bf16, got a CudaTensorStandIn of f32 "
+        r"\(T=bf16, given to the call, is the dtype of 'x', 'y'\)$",
     ):
         scale(CudaTensorStandIn(torch.randn(8, 64)), y, 0.5, T=tl.bf16)
 

@@ -45,7 +45,7 @@ from tilelang.lang.signature import (
 from tilelang.lang.values import INDEX, Scalar, Tensor
 from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
 from tilelang.runtime import call_plans, dlpack, gpu, interpreter
-from tilelang.runtime.arguments import ArgumentBinder, BoundArguments
+from tilelang.runtime.arguments import ArgumentBinder, BoundArguments, dtype_constexpr_note
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
 from tilelang.runtime.gpu import typed
@@ -548,7 +548,19 @@ class Kernel:
                 if launched:
                     return result
         values, constexprs = self._split_arguments(args, kwargs)
-        return self.run(self.specialization(**constexprs), values, assume, warm and warm[0])
+        spec = self.specialization(**constexprs)
+        try:
+            return self.run(spec, values, assume, warm and warm[0])
+        except TypeError as error:  # a dtype a dtype constexpr set: say which, and how
+            annotated = {
+                p.name: p.annotation.dtype
+                for p in self.params
+                if isinstance(p, TensorParam) and isinstance(p.annotation.dtype, str)
+            }
+            note = dtype_constexpr_note(annotated, values, spec.tensor_types, constexprs)
+            if not note:
+                raise
+            raise TypeError(f"{error}{note}").with_traceback(error.__traceback__) from None
 
     def run(
         self,

@@ -257,6 +257,44 @@ def bind_device_arguments(
     return ArgumentBinder(fn, stored).bind_device(values)
 
 
+def dtype_constexpr_note(
+    annotated: dict[str, str],
+    values: dict[str, object],
+    expected: dict[str, DType],
+    given: dict[str, object],
+) -> str:
+    """What a dtype error adds when a dtype constexpr set the dtype a tensor missed
+    (`annotated`: tensor parameter -> the constexpr its annotation names; `expected`: the
+    specialization's tensor dtypes; `given`: the constexprs the call passed): the value,
+    whether the call gave it or it is the default, and, when every tensor annotated with
+    it has one dtype, the constexpr to pass. "" when no such tensor has another dtype."""
+    for constexpr in dict.fromkeys(annotated.values()):
+        names = [n for n, c in annotated.items() if c == constexpr and n in values]
+        found = {n: _dtype_of(values[n]) for n in names}
+        if not names or all(found[n] in (None, expected[n]) for n in names):
+            continue
+        used = expected[names[0]]
+        how = "given to the call" if constexpr in given else f"the default of {constexpr}"
+        text = f" ({constexpr}={used}, {how}, is the dtype of {', '.join(map(repr, names))}"
+        kinds = set(found.values())
+        if len(kinds) == 1 and None not in kinds:
+            text += f"; these are all {kinds.pop()}: pass {constexpr}=tl.{found[names[0]]}"
+        return text + ")"
+    return ""
+
+
+def _dtype_of(value: object) -> DType | None:
+    """The tilelang dtype of a tensor argument as a call imports it, None if unknown."""
+    try:
+        value = dlpack.imported(value)
+    except TypeError:
+        return None
+    dtype = getattr(value, "dtype", None)
+    if isinstance(dtype, DType):
+        return dtype
+    return numpy_dtype(dtype) if isinstance(dtype, np.dtype) else None
+
+
 # --------------------------------------------------------------------------- overlap
 
 

@@ -7,7 +7,8 @@
   uint8);
 * `QuantLinear`: a drop-in `nn.Module` over `tilelang.quant` weights;
 * `NoGradientWarning`: what a call on a tensor that requires grad warns (once per
-  function or operator) with grad mode on: the kernels are forward-only.
+  function or operator) with grad mode on: the kernels are forward-only, unless an
+  operator is given a derivative (`TorchOp.register_autograd`).
 
 `import tilelang` never imports this package or torch; importing it without torch
 installed is an ImportError that says how to install it.

@@ -2,9 +2,9 @@
 operator, with CPU, CUDA and fake implementations and nothing for the user to write.
 
 * **Signature** (`tilelang.torch.signature`): arguments are the tensors the kernel reads
-  (in-place ones, read and stored, are mutated: `Tensor(a!)`) and its scalars, in the
-  kernel's order; outputs (tensors it only stores to) are allocated by the operator with
-  torch.empty* and returned. Dtypes travel as `tilelang.torch.dtypes` says (sub-byte
+  (in-place ones, read and stored or stored under a mask, are mutated: `Tensor(a!)`)
+  and its scalars, in the kernel's order; outputs (tensors it only stores to, unmasked)
+  are allocated by the operator with torch.empty* and returned. Dtypes travel as `tilelang.torch.dtypes` says (sub-byte
   ones packed in uint8).
 * **Constexprs**: those given to `op` are fixed. A constexpr that names a tensor's dtype
   (``x: Tensor["T", "N"]``) and is not given is taken, per call, from the first argument
@@ -27,10 +27,23 @@ operator, with CPU, CUDA and fake implementations and nothing for the user to wr
   annotations.
 * **Registration** (`_register`): `torch.library.Library` with the schema, the three
   kernels, pt2_compliant_tag, Autograd falling through (no derivative: outputs do not
-  require grad) and, for in-place arguments, the version-counter bump torch's in-place
-  ops do. Not `torch.library.custom_op`, whose Python wrappers alone cost ~30 us a call.
-  A call with grad mode on and an argument that requires grad warns once per operator
-  (`tilelang.torch.NoGradientWarning`, `tilelang.runtime.host_calls.warn_no_gradient`).
+  require grad; in a library of its own, which `TorchOp.register_autograd` drops before
+  it registers a derivative, so torch never sees one Autograd kernel override another)
+  and, for in-place arguments, the version-counter bump torch's in-place ops do. Not
+  `torch.library.custom_op`, whose Python wrappers alone cost ~30 us a call. A call
+  with grad mode on, an argument that requires grad and a result without one warns
+  once per operator (`tilelang.torch.NoGradientWarning`,
+  `tilelang.runtime.host_calls.warn_no_gradient`); under torch.compile nothing runs
+  but the operator (Dynamo traces `TorchOp.__call__`, and cannot trace the warning's
+  frame walk).
+* **Calls** (`TorchOp._check_call`): a constexpr, an output or an unknown keyword, or a
+  missing argument, is refused naming the kernel's parameter before torch's dispatcher
+  answers with a message that knows nothing of the kernel; tensors on two devices are
+  refused naming both (`_same_device`, in every implementation).
+* **Autotuned kernels** (`op(tl.autotune(kernel, ...), ...)`): every config must give
+  the same schema and output shapes (checked when made); the fake implementation uses
+  the first config, a CPU call runs the config the tuner picks for its key
+  (`Autotuned.best` on the host views), a CUDA call calls the tuner.
 
 Per call, what depends only on the argument dtypes (the specialization, the signature)
 and what depends on their shapes too (the output shapes, the GPU build) is looked up in
@@ -40,8 +53,9 @@ dictionaries, so a warm call neither re-derives nor recompiles anything.
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,16 +68,20 @@ from tilelang.runtime import gpu, host_calls
 from tilelang.runtime.launch_facts import size_facts
 
 from . import dtypes as td
-from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot
+from .signature import OUTPUT, OpSignature, ScalarSlot, TensorSlot, inplace_reasons
 
 __all__ = ["TorchOp", "op"]
 
 _OPS: dict[str, TorchOp] = {}
 
 
-def op(kernel: Kernel, name: str, *, mutates: tuple[str, ...] = (), **constexprs: Any) -> TorchOp:
+def op(
+    kernel: Kernel | Any, name: str, *, mutates: tuple[str, ...] = (), **constexprs: Any
+) -> TorchOp:
     """Registers `kernel` as the torch custom operator `name` ("namespace::name"), its
     constexprs fixed to `constexprs` (dtype constexprs left out follow the tensors).
+    `kernel` may be a `tl.autotune` of one: each call then runs the config the tuner
+    picks for the call's key (every config must give the operator the same signature).
     `mutates`: tensor parameters the kernel only stores to that the caller passes and
     the operator modifies in place, rather than outputs it allocates (a cache written
     at a position; `tilelang.torch.signature`). Asking again for the same name with the
@@ -72,13 +90,16 @@ def op(kernel: Kernel, name: str, *, mutates: tuple[str, ...] = (), **constexprs
     if isinstance(mutates, str):  # mutates="cache": one name, not its letters
         mutates = (mutates,)
     mutates = tuple(mutates)
-    if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel: expected a @tilelang.kernel, got {type(kernel).__name__}")
+    if not isinstance(kernel, Kernel) and not _is_autotuned(kernel):
+        raise TypeError(
+            f"kernel: expected a @tilelang.kernel (or a tl.autotune of one), got "
+            f"{type(kernel).__name__}"
+        )
     if not isinstance(name, str) or name.count("::") != 1 or not all(name.split("::")):
         raise ValueError(f"name: expected 'namespace::name', got {name!r}")
     found = _OPS.get(name)
     if found is not None:
-        if found.kernel is kernel and found.fixed == constexprs and found.mutates == mutates:
+        if found.source is kernel and found.fixed == constexprs and found.mutates == mutates:
             return found
         raise ValueError(f"name: the operator {name!r} is already registered for another kernel")
     made = _OPS[name] = TorchOp(kernel, name, constexprs, mutates)
@@ -97,6 +118,8 @@ class _Variant:
     host: tuple[tuple[str, Callable[[Any], Any], int], ...]
     # the same for a CUDA call, in the kernel's positional order: its device form, where
     device: tuple[tuple[Callable[[Any], Any], int], ...]
+    # an autotuned operator's specializations, per tuned config (`TorchOp._tuned_spec`)
+    tuned: dict[tuple, Specialization] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,17 +135,34 @@ class TorchOp:
     """A registered operator: call it like the torch op (`torch.ops.ns.name`)."""
 
     def __init__(
-        self, kernel: Kernel, name: str, constexprs: dict[str, Any], mutates: tuple[str, ...] = ()
+        self,
+        kernel: Kernel | Any,
+        name: str,
+        constexprs: dict[str, Any],
+        mutates: tuple[str, ...] = (),
     ) -> None:
+        self.source = kernel  # what `op` was given
+        #: The `tl.autotune` whose config each call runs, or None.
+        self.tuner = kernel if _is_autotuned(kernel) else None
+        kernel = kernel.kernel if self.tuner is not None else kernel
         self.kernel = kernel
         self.name = name
         self.fixed = dict(constexprs)
         self.mutates = tuple(mutates)
         self._variants: dict[tuple, _Variant] = {}
         self._shaped: dict[tuple, _Shaped] = {}
+        self._backward = False  # `register_autograd` gave a derivative
+        # the config the fake implementation and `build_for` use (all give the same shapes)
+        self._first = self._first_config()
         probe = self._probe_constexprs()
-        signature = OpSignature.of(kernel.specialization(**probe).function, self.mutates)
+        signature = OpSignature.of(
+            kernel.specialization(**probe, **self._first).function, self.mutates
+        )
         self.signature = signature
+        if self.tuner is not None:
+            for config in self.tuner.configs[1:]:
+                spec = kernel.specialization(**probe, **config)
+                self._same_signature(OpSignature.of(spec.function, self.mutates), config)
         # dtype constexpr name -> the argument whose dtype gives it
         self._inferred = self._inferred_dtypes(signature)
         if not any(isinstance(s, TensorSlot) for s in signature.arguments):
@@ -131,8 +171,19 @@ class TorchOp:
                 "outputs beside (no argument tensor)"
             )
         self._arguments = signature.arguments
+        self._names = tuple(slot.name for slot in self._arguments)
+        # tensor parameter -> the dtype constexpr its annotation names
+        self._dtype_of = {
+            p.name: p.annotation.dtype
+            for p in kernel.params
+            if isinstance(p, TensorParam) and isinstance(p.annotation.dtype, str)
+        }
         self.library = _register(name, signature.schema(), self._cpu, self._cuda, self._fake)
         namespace, short = name.split("::")
+        # Autograd's fall-through, in a library of its own that `register_autograd` drops
+        # (so torch sees one Autograd kernel, not one overriding another)
+        self._no_gradient = torch.library.Library(namespace, "FRAGMENT")
+        self._no_gradient.impl(short, torch.library.fallthrough_kernel, "Autograd")
         #: The operator as torch sees it (torch.ops.namespace.name.default).
         self.overload = getattr(getattr(torch.ops, namespace), short).default
         mutated = [i for i, s in enumerate(self._arguments) if s.name in signature.mutated]
@@ -140,10 +191,45 @@ class TorchOp:
             _bump_versions(self.library, short, self.overload, mutated)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.name not in host_calls.WARNED and torch.is_grad_enabled():
-            # forward-only: say so, once (`NoGradientWarning`)
-            host_calls.warn_no_gradient(self.name, (*args, *kwargs.values()) if kwargs else args)
-        return self.overload(*args, **kwargs)
+        if kwargs or len(args) != len(self._names):
+            self._check_call(args, kwargs)  # before torch's message, which knows no kernel
+        if torch.compiler.is_compiling():
+            # Dynamo traces this method: only the operator goes in the graph (the warning
+            # below walks Python frames, which Dynamo cannot trace)
+            return self.overload(*args, **kwargs)
+        result = self.overload(*args, **kwargs)
+        if (
+            self.name not in host_calls.WARNED
+            and torch.is_grad_enabled()
+            and not (self._backward or _has_gradient(result))
+        ):
+            # no derivative: say so, once (`NoGradientWarning`)
+            given = (*args, *kwargs.values()) if kwargs else args
+            host_calls.warn_no_gradient(self.name, given)
+        return result
+
+    def register_autograd(
+        self, backward: Callable[..., Any], *, setup_context: Callable[..., Any] | None = None
+    ) -> None:
+        """Gives the operator a derivative: `torch.library.register_autograd`'s
+        `backward(ctx, *grads)` (one gradient per output; it returns one per argument,
+        None for those without) and `setup_context(ctx, inputs, output)`, which saves
+        what backward needs. Replaces the operator's no-gradient fall-through (without
+        torch's warning that one Autograd kernel overrides another), so results require
+        grad and no `NoGradientWarning` is raised. An operator that mutates an argument
+        cannot have one (torch: a derivative needs a functional operator)."""
+        if self.signature.mutated:
+            raise RuntimeError(
+                f"{self.name}: register_autograd needs an operator that mutates nothing, but "
+                f"it mutates {', '.join(map(repr, self.signature.mutated))} (Tensor(a!)); "
+                "torch gives derivatives to functional operators only"
+            )
+        if not self._backward:
+            self._no_gradient._destroy()
+        torch.library.register_autograd(
+            self.name, backward, setup_context=setup_context, lib=self.library
+        )
+        self._backward = True
 
     def __repr__(self) -> str:
         return f"<tilelang.torch.op {self.name}{self.signature.schema()}>"
@@ -153,6 +239,96 @@ class TorchOp:
         return self.signature.schema()
 
     # -- building --------------------------------------------------------------------
+
+    def _first_config(self) -> dict[str, Any]:
+        if self.tuner is None:
+            return {}
+        tuned = sorted(set(self.fixed) & set(self.tuner.configs[0]))
+        if tuned:
+            raise ValueError(
+                f"{self.name}: {', '.join(tuned)} is chosen by the autotuner per call; "
+                f"leave it out of tilelang.torch.op, or give op the kernel itself"
+            )
+        return dict(self.tuner.configs[0])
+
+    def _same_signature(self, signature: OpSignature, config: dict[str, Any]) -> None:
+        """Every config must give the operator one schema and one output shape rule."""
+        first = self.signature
+        same = signature.roles() == first.roles() and [s.dims for s in signature.outputs] == [
+            s.dims for s in first.outputs
+        ]
+        if not same:
+            raise ValueError(
+                f"{self.name}: the autotuned config {config} gives the operator "
+                f"{signature.schema()} with outputs {_shapes_text(signature)}, the first "
+                f"config {self._first} {first.schema()} with {_shapes_text(first)}; every "
+                "config must store the same tensors with the same shapes (tune constexprs "
+                "that change neither)"
+            )
+
+    def _check_call(self, args: tuple, kwargs: dict) -> None:
+        """A `TypeError` for a call torch would refuse with a message that knows nothing
+        of the kernel: a constexpr, an output or an unknown name given, or an argument
+        missing (for an in-place one, why it is one)."""
+        kernel = self.kernel.fn.__name__
+        constexprs = {p.name for p in self.kernel.params if isinstance(p, ConstexprParam)}
+        outputs = {slot.name for slot in self.signature.outputs}
+        for key, value in kwargs.items():
+            if key in self._names:
+                continue
+            if key in self._inferred:
+                raise TypeError(
+                    f"{self.name}: {key} is a dtype constexpr of {kernel}(), which follows "
+                    f"the dtype of parameter {self._inferred[key]!r}; pass tensors of that "
+                    f"dtype, or fix it when the operator is made: tilelang.torch.op({kernel}, "
+                    f"'ns::name', {key}=...)"
+                )
+            if key in constexprs:
+                raise TypeError(
+                    f"{self.name}: {key} is a constexpr of {kernel}(), fixed when the "
+                    f"operator is made, not at a call: tilelang.torch.op({kernel}, {self.name!r}, "
+                    f"{key}={value!r}) (another value needs another operator name)"
+                )
+            if key in outputs:
+                raise TypeError(
+                    f"{self.name}: {key!r} is an output, which the operator allocates and "
+                    f"returns; to pass it yourself, make the operator with "
+                    f"mutates=({key!r},)"
+                )
+            raise TypeError(
+                f"{self.name}: no parameter {key!r}; the operator takes ({', '.join(self._names)})"
+            )
+        if len(args) > len(self._names):
+            raise TypeError(
+                f"{self.name}: takes {len(self._names)} arguments ({', '.join(self._names)}), "
+                f"got {len(args)}; constexprs are fixed when the operator is made "
+                f"(tilelang.torch.op({kernel}, {self.name!r}, NAME=value))"
+            )
+        missing = [n for n in self._names[len(args) :] if n not in kwargs]
+        if not missing:
+            return
+        text = f"{self.name}: missing argument {', '.join(map(repr, missing))}"
+        inplace = [n for n in missing if n in self.signature.mutated]
+        if inplace:
+            reasons = inplace_reasons(
+                self.kernel.specialization(**self._probe_constexprs(), **self._first).function
+            )
+            name = inplace[0]
+            if name in self.mutates:
+                why = f"mutates=({name!r},) made it one the caller passes"
+            elif reasons.get(name, "masked") == "reads":
+                why = f"{kernel}() reads it (a load or an atomic update) as well as storing to it"
+            else:
+                why = (
+                    f"{kernel}() stores to it under a mask (or at loaded indices), and a "
+                    "masked store keeps the elements it skips, so the old contents matter"
+                )
+            text += (
+                f"; {name!r} is an in-place argument (Tensor(a!) in {self.schema}): {why}. "
+                "Pass a tensor to be modified in place (see 'Using tilelang from PyTorch' in "
+                "docs/guide.md)"
+            )
+        raise TypeError(text)
 
     def _probe_constexprs(self) -> dict[str, Any]:
         """The fixed constexprs, and for a dtype constexpr left out its default (f32 if
@@ -210,7 +386,7 @@ class TorchOp:
                     "tilelang.torch.op for a packed type)"
                 )
             constexprs[dtype_name] = found
-        spec = self.kernel.specialization(**constexprs)
+        spec = self.kernel.specialization(**constexprs, **self._first)
         signature = OpSignature.of(spec.function, self.mutates)
         if signature.roles() != self.signature.roles():
             raise TypeError(
@@ -218,7 +394,7 @@ class TorchOp:
                 f"({signature.schema()}) than the registered schema {self.schema}"
             )
         for slot, value in zip(signature.arguments, values, strict=True):
-            _check_argument(self.name, slot, value)
+            _check_argument(self.name, slot, value, lambda s=slot: self._dtype_origin(s, by_name))
         given, made = itertools.count(), itertools.count(len(signature.arguments))
         at = tuple(next(made if _is_output(slot) else given) for slot in signature.slots)
         host = tuple(
@@ -229,6 +405,52 @@ class TorchOp:
             (_device_form(slot), where) for slot, where in zip(signature.slots, at, strict=True)
         )
         return _Variant(constexprs, spec, signature, host, device)
+
+    def _dtype_origin(self, slot: TensorSlot, by_name: dict[str, Any]) -> str:
+        """Where the dtype `slot` expects came from, when a dtype constexpr gave it."""
+        dtype_name = self._dtype_of.get(slot.name)
+        if dtype_name is None:
+            return ""
+        if dtype_name in self.fixed:
+            return f"; {dtype_name}={self.fixed[dtype_name]} was fixed when the operator was made"
+        source = self._inferred.get(dtype_name)
+        if source is None or source == slot.name:
+            return ""
+        return (
+            f"; {dtype_name}={slot.dtype} was taken from parameter {source!r} "
+            f"({_describe(by_name[source])}), and every tensor annotated {dtype_name} shares it"
+        )
+
+    def _same_device(self, values: list[Any]) -> torch.device:
+        """The argument tensors' device; a `ValueError` naming two parameters on two
+        devices (torch's own operators refuse them too)."""
+        first = None
+        for name, value in zip(self._names, values, strict=True):
+            if isinstance(value, torch.Tensor):
+                if first is None:
+                    first = (name, value.device)
+                elif value.device != first[1]:
+                    raise ValueError(
+                        f"{self.name}: parameter {first[0]!r} is on {first[1]}, but parameter "
+                        f"{name!r} is on {value.device}; pass every tensor on one device"
+                    )
+        assert first is not None  # the operator has an argument tensor (`__init__`)
+        return first[1]
+
+    def _tuned_spec(self, variant: _Variant, arguments: dict[str, Any]) -> Specialization:
+        """The specialization of the config the tuner picks for this call's key (its
+        decision is per key, so the same shapes reach it in a dictionary lookup)."""
+        if os.environ.get("TILELANG_AUTOTUNE", "").lower() == "off":
+            config = self._first  # what a direct call of the tuner runs then
+        else:
+            config = self.tuner.best(**arguments, **variant.constexprs)
+        key = tuple(sorted((k, repr(v)) for k, v in config.items()))
+        found = variant.tuned.get(key)
+        if found is None:
+            found = self.kernel.specialization(**variant.constexprs, **config)
+            self._same_signature(OpSignature.of(found.function, self.mutates), config)
+            variant.tuned[key] = found
+        return found
 
     def _shapes_of(self, variant: _Variant, values: list[Any]) -> dict[str, tuple]:
         shapes = {}
@@ -272,6 +494,7 @@ class TorchOp:
 
     def _fake(self, *args: Any, **kwargs: Any) -> Any:
         values = self._bound(args, kwargs)
+        self._same_device(values)
         variant = self._variant(values)
         sizes = variant.signature.sizes(self._shapes_of(variant, values))
         like = next(v for v in values if isinstance(v, torch.Tensor))
@@ -283,6 +506,7 @@ class TorchOp:
 
     def _cpu(self, *args: Any, **kwargs: Any) -> Any:
         values = self._bound(args, kwargs)
+        self._same_device(values)
         shaped = self._lookup(values)
         variant = shaped.variant
         outputs = [torch.empty(shape, dtype=dtype) for shape, dtype in shaped.outputs]
@@ -290,12 +514,13 @@ class TorchOp:
         # The kernel's runtime parameters by name, each as its precomputed form takes it;
         # run on the specialization the variant holds (no constexpr lookup per call).
         arguments = {name: form(every[at]) for name, form, at in variant.host}
-        self.kernel.run(variant.spec, arguments)
+        spec = variant.spec if self.tuner is None else self._tuned_spec(variant, arguments)
+        self.kernel.run(spec, arguments)
         return self._returned(outputs)
 
     def _cuda(self, *args: Any, **kwargs: Any) -> Any:
         values = self._bound(args, kwargs)
-        device = next(v.device for v in values if isinstance(v, torch.Tensor))
+        device = self._same_device(values)
         if device.index not in (None, 0):
             raise ValueError(
                 f"{self.name}: tilelang launches on CUDA device 0 (its primary context), "
@@ -304,8 +529,8 @@ class TorchOp:
         shaped, outputs, arguments = self.device_arguments(values, device)
         # The kernel's own GPU call: its checks, its build for the device and, for a call
         # like an earlier one, its warm path (`tilelang.runtime.warm_calls`); it launches
-        # on torch's current stream.
-        self.kernel(*arguments, **shaped.variant.constexprs)
+        # on torch's current stream. An autotuned operator's tuner picks the config.
+        (self.tuner or self.kernel)(*arguments, **shaped.variant.constexprs)
         return self._returned(outputs)
 
     def device_arguments(self, values: list[Any], device: torch.device):
@@ -324,7 +549,8 @@ class TorchOp:
     def compile(self, target: str, variant: _Variant, sizes: dict[str, int]) -> CompiledKernel:
         """The build a launch at `sizes` uses (cached by the kernel; no GPU needed for a
         GPU target)."""
-        return self.kernel.compile(assume=size_facts(sizes), target=target, **variant.constexprs)
+        constexprs = {**variant.constexprs, **self._first}
+        return self.kernel.compile(assume=size_facts(sizes), target=target, **constexprs)
 
     def build_for(self, *args: Any, target: str = "sm_90", **kwargs: Any) -> CompiledKernel:
         """What the CUDA implementation would launch for these (CPU or meta) tensors,
@@ -342,14 +568,13 @@ def _register(name: str, schema: str, cpu, cuda, fake) -> torch.library.Library:
     `torch.library.custom_op`, whose Python layers (an autograd wrapper that
     re-dispatches, a dynamo-disable wrapper, a device lookup) cost about 30 us a call
     on their own, over the bridge's whole budget. What custom_op would add beyond the
-    kernels is said here: the operator is pt2-compliant, and it has no derivative:
-    Autograd falls through (outputs do not require grad)."""
+    kernels is said here: the operator is pt2-compliant (its Autograd kernel is
+    `TorchOp`'s: a fall-through, or `TorchOp.register_autograd`'s derivative)."""
     namespace, short = name.split("::")
     library = torch.library.Library(namespace, "FRAGMENT")
     library.define(short + schema, tags=(torch.Tag.pt2_compliant_tag,))
     library.impl(short, cpu, "CPU")
     library.impl(short, cuda, "CUDA")
-    library.impl(short, torch.library.fallthrough_kernel, "Autograd")
     torch.library.register_fake(name, fake, lib=library)
     return library
 
@@ -374,7 +599,30 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _check_argument(op_name: str, slot: TensorSlot | ScalarSlot, value: Any) -> None:
+def _is_autotuned(kernel: Any) -> bool:
+    """Whether `kernel` is a `tl.autotune` (`tilelang.tuning.Autotuned`, a layer above
+    this one: recognized by what the operator uses of it)."""
+    return isinstance(getattr(kernel, "kernel", None), Kernel) and all(
+        hasattr(kernel, name) for name in ("configs", "best")
+    )
+
+
+def _has_gradient(result: Any) -> bool:
+    if isinstance(result, torch.Tensor):
+        return result.requires_grad
+    return isinstance(result, tuple) and any(t.requires_grad for t in result)
+
+
+def _shapes_text(signature: OpSignature) -> str:
+    shapes = (f"{s.name}[{', '.join(map(str, s.dims))}]" for s in signature.outputs)
+    return ", ".join(shapes) or "none"
+
+
+def _check_argument(
+    op_name: str, slot: TensorSlot | ScalarSlot, value: Any, origin: Callable[[], str]
+) -> None:
+    """`value` fits `slot`, or a TypeError naming it (`origin()`: where the expected
+    dtype came from, asked only for the message)."""
     where = f"{op_name}: parameter {slot.name!r}"
     if isinstance(slot, ScalarSlot):
         return  # the schema typed it; the kernel's own call checks its range
@@ -385,7 +633,7 @@ def _check_argument(op_name: str, slot: TensorSlot | ScalarSlot, value: Any) -> 
         how = f"{want} (packed {slot.dtype}, see tilelang.torch.dtypes)"
         if not td.is_packed(slot.dtype):
             how = f"{want} ({slot.dtype})"
-        raise TypeError(f"{where} expects a tensor of {how}, got {_describe(value)}")
+        raise TypeError(f"{where} expects a tensor of {how}, got {_describe(value)}{origin()}")
 
 
 def _host_form(slot: TensorSlot | ScalarSlot) -> Callable[[Any], Any]:

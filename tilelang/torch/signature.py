@@ -15,10 +15,15 @@ The roles come from the kernel's block IR (one walk of a specialization):
 
 The operator's Python signature is the kernel's runtime parameters in order with the
 outputs left out: ``op(inputs and in-place tensors and scalars...) -> outputs`` (one
-tensor, a tuple of them, or None when the kernel has no output). Every size of an output
-must be a whole dimension of some argument tensor (that is where the fake
-implementation and the launch read it); a size that only outputs name has no value and
-is refused when the operator is made.
+tensor, a tuple of them, or None when the kernel has no output).
+
+Sizes are read from the argument tensors' shapes (that is where the fake implementation
+and the launch read them): a size is a whole dimension of some argument (``"N"``), or,
+when none has it whole, solved from an argument dimension where it appears once under
+``+``, ``-`` and ``*`` by known terms (``gu: [R, 2 * I]`` gives I = gu.shape[1] // 2,
+the call checking that the division is exact); ``//`` and ``%`` lose what they drop, so
+a size only under them is unknown. Every size an output or argument dimension names
+must be known, or the operator is refused when made.
 """
 
 from __future__ import annotations
@@ -79,6 +84,26 @@ def tensor_roles(fn: ir.Function) -> dict[str, str]:
         else:
             roles[name] = INPLACE if name in read else OUTPUT
     return roles
+
+
+def inplace_reasons(fn: ir.Function) -> dict[str, str]:
+    """Why each tensor `fn` stores to is in place rather than an output, for messages:
+    "reads" (a load, an atomic update: its old values are used) or "masked" (every use
+    besides plain stores is a masked store, which keeps what the mask skips; a store at
+    loaded indices is masked at the tensor's edge too)."""
+    stored: set[str] = set()
+    read: set[str] = set()
+    masked: set[str] = set()
+    for instr in walk(fn):
+        written = {v.name for v in instr.writes()}
+        stored |= written
+        used = {v.name for v in instr.uses() if isinstance(v, ir.Var)}
+        if isinstance(instr, Store):
+            if instr.mask is not None:
+                masked |= written
+            used -= written
+        read |= used
+    return {name: "reads" if name in read else "masked" for name in stored & (read | masked)}
 
 
 @dataclass(frozen=True)
@@ -158,20 +183,56 @@ class OpSignature:
                         sites.setdefault(expr.name, (slot.name, axis))
         return sites
 
+    @functools.cached_property
+    def solved_sites(self) -> tuple[tuple[str, str, int, ShapeExpr], ...]:
+        """The sizes no argument has whole, each solved from the first argument dimension
+        that names it once under +, - and * by sizes already known (`_solvable`), in
+        the order they are solved: (size, parameter, axis, that dimension's expression)."""
+        known = set(self.size_sites())
+        solved: list[tuple[str, str, int, ShapeExpr]] = []
+        progress = True
+        while progress:
+            progress = False
+            for slot in self.arguments:
+                if not isinstance(slot, TensorSlot):
+                    continue
+                for axis, expr in enumerate(slot.dims):
+                    name = _solvable(expr, known)
+                    if name is not None:
+                        known.add(name)
+                        solved.append((name, slot.name, axis, expr))
+                        progress = True
+        return tuple(solved)
+
+    def _origins(self) -> dict[str, str]:
+        """Each size's source, for messages: "x.shape[0]", or "gu.shape[1] = 2 * I"."""
+        origin = {name: f"{p}.shape[{a}]" for name, (p, a) in self.size_sites().items()}
+        for name, param, axis, expr in self.solved_sites:
+            origin[name] = f"{param}.shape[{axis}] = {expr}"
+        return origin
+
     def _check_sizes_known(self) -> None:
-        sites = self.size_sites()
-        for slot in self.outputs:
+        known = set(self.size_sites()) | {site[0] for site in self.solved_sites}
+        tensors = [s for s in self.slots if isinstance(s, TensorSlot)]
+        for slot in sorted(tensors, key=lambda s: s.role != OUTPUT):  # outputs first
             for expr in slot.dims:
-                unknown = [name for name in symbols(expr) if name not in sites]
-                if unknown:
-                    raise ValueError(
-                        f"{self.kernel_name}(): output {slot.name!r} has size "
-                        f"{', '.join(unknown)}, which is no whole dimension of an argument "
-                        "tensor, so the operator cannot tell its shape; pass it as a "
-                        "tl.constexpr, give an argument tensor that dimension, or pass "
-                        f"mutates=({slot.name!r},) to tilelang.torch.op to have the caller "
-                        "pass the tensor, modified in place"
-                    )
+                unknown = [name for name in symbols(expr) if name not in known]
+                if not unknown:
+                    continue
+                kind = "output" if slot.role == OUTPUT else "parameter"
+                remedy = (
+                    f", or pass mutates=({slot.name!r},) to tilelang.torch.op to have the "
+                    "caller pass the tensor, modified in place"
+                    if slot.role == OUTPUT
+                    else ""
+                )
+                raise ValueError(
+                    f"{self.kernel_name}(): {kind} {slot.name!r} has size "
+                    f"{', '.join(unknown)}, which no argument tensor gives (as a whole "
+                    "dimension, or once under +, - and * as in 2 * I or I + 1; // and % "
+                    "drop what they divide away), so the operator cannot tell it; pass it "
+                    "as a tl.constexpr, give an argument tensor that dimension" + remedy
+                )
 
     def sizes(self, shapes: Mapping[str, tuple]) -> dict[str, Any]:
         """The sizes read from the arguments' logical `shapes` (ints or torch SymInts),
@@ -187,6 +248,8 @@ class OpSignature:
                 )
         sites = self.size_sites()
         sizes = {name: shapes[param][axis] for name, (param, axis) in sites.items()}
+        for name, param, axis, expr in self.solved_sites:
+            sizes[name] = self._solve(expr, name, shapes[param][axis], sizes, param, axis)
         for slot in tensors:
             for axis, expr in enumerate(slot.dims):
                 actual, expected = shapes[slot.name][axis], evaluate(expr, sizes)
@@ -202,9 +265,43 @@ class OpSignature:
                 )
         return sizes
 
+    def _solve(self, expr: ShapeExpr, name: str, actual, sizes, param: str, axis: int):
+        """The size `name` that makes `expr` (a `_solvable` one) equal the argument
+        dimension `actual`: each +, - and * undone; a product that does not divide (or a
+        negative size) is a `ValueError` naming the parameter (a torch guard when
+        symbolic)."""
+        where = f"{self.kernel_name}(): parameter {param!r}"
+        whole, value = expr, actual
+        while isinstance(expr, BinOp):
+            left = name in symbols(expr.lhs)
+            side, other = (expr.lhs, expr.rhs) if left else (expr.rhs, expr.lhs)
+            known = evaluate(other, sizes)
+            if expr.op == "+":
+                value = value - known
+            elif expr.op == "-":
+                value = value + known if left else known - value
+            else:
+                _require(
+                    known != 0 and value % known == 0,
+                    lambda k=known: (
+                        f"{where}: dimension {axis} should be {whole}, got "
+                        f"{actual}, which is no multiple of {k}, so no whole {name} gives it"
+                    ),
+                )
+                value = value // known
+            expr = side
+        _require(
+            value >= 0,
+            lambda: (
+                f"{where}: dimension {axis} should be {whole}, got {actual}, which "
+                f"would make {name} = {value}"
+            ),
+        )
+        return value
+
     def _mismatch(self, slot: TensorSlot, axis: int, expected, actual, sizes) -> str:
         """The kernel's own call's message (`tilelang.runtime.arguments.size_mismatch`)."""
-        origin = {name: f"{p}.shape[{a}]" for name, (p, a) in self.size_sites().items()}
+        origin = self._origins()
         expr = slot.dims[axis]
         where = self._where(slot)
         return size_mismatch(where, axis, expr, expected, actual, sizes, origin, slot.dims)
@@ -215,6 +312,35 @@ class OpSignature:
     def output_shapes(self, sizes: Mapping[str, Any]) -> tuple[tuple, ...]:
         """Each output's logical shape at `sizes`."""
         return tuple(tuple(evaluate(e, sizes) for e in slot.dims) for slot in self.outputs)
+
+
+def _solvable(expr: ShapeExpr, known: set[str]) -> str | None:
+    """The one unknown size `expr` can be solved for: named once, reached through +, -
+    and * only, every other term known (sizes in `known`, literals); else None."""
+    unknown = [name for name in symbols(expr) if name not in known]
+    if len(unknown) != 1 or isinstance(expr, Sym):
+        return None
+    name = unknown[0]
+    while isinstance(expr, BinOp):
+        if expr.op not in "+-*":
+            return None
+        in_lhs, in_rhs = name in symbols(expr.lhs), name in symbols(expr.rhs)
+        if in_lhs == in_rhs:  # both sides: I * I, I + I - solving is no single division
+            return None
+        expr = expr.lhs if in_lhs else expr.rhs
+    return name if isinstance(expr, Sym) else None
+
+
+def _require(condition: Any, message) -> None:
+    """`message()` as a ValueError when `condition` is False; a torch guard when it is
+    symbolic (a SymBool under torch.compile)."""
+    if isinstance(condition, bool):
+        if not condition:
+            raise ValueError(message())
+        return
+    import torch  # symbolic sizes exist only while torch traces
+
+    torch._check(condition, message)
 
 
 def _alias_name(index: int) -> str:
