@@ -436,6 +436,7 @@ def _check_tensor(
             raise TypeError(
                 f"{where} expects a tensor of {want.dtype}, got a PackedArray of {value.dtype}"
             )
+        _check_writable(where, value.data, written)  # a kernel stores into these bytes
         shape = tuple(value.shape)
     elif isinstance(value, dlpack.HostView):
         if value.dtype != want.dtype:

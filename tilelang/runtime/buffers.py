@@ -1,10 +1,15 @@
 """Host tensors as the byte buffers compiled kernels address.
 
 A compiled kernel sees each tensor as its dense row-major bytes: element i of a b-bit
-type at bits [i·b, (i+1)·b) (`tilelang.dtypes.pack_bits`). For types of whole bytes a
-C-contiguous array of codes already is that buffer and is passed in place; otherwise
-(strided views, sub-byte codes) a packed copy is made and, for tensors the kernel
-stores to, written back after the launch.
+type at bits [i·b, (i+1)·b) (`tilelang.dtypes.pack_bits`). Two kinds of host object
+already are that buffer and are passed in place, so the kernel reads and writes the
+caller's memory and a warm call costs no copy: a C-contiguous array of codes of a
+whole-byte type, and a `PackedArray`'s `data` (any type: its bytes are `pack_bits`'
+stream) while its codes were never unpacked (`HostTensor.packed_bytes`). Either one
+must also start on a 16-byte boundary. Anything else — a strided or misaligned array
+or `data`, or codes a reader unpacked — is copied into an aligned buffer of those bytes
+(a packed copy for sub-byte codes) and, for tensors the kernel stores to, written back
+after the launch; a PackedArray's bytes are copied as bytes, never unpacked.
 """
 
 from __future__ import annotations
@@ -42,18 +47,13 @@ def byte_buffers(
 
 
 def _buffer(tensor: HostTensor) -> tuple[np.ndarray, Callable[[], None] | None]:
+    data = tensor.packed_bytes()
+    if data is not None:
+        return _in_place(data)
     codes = tensor.codes
     bits = tensor.dtype.bits
     if bits % 8 == 0:
-        if codes.flags.c_contiguous and _aligned(codes):
-            return codes, None
-        copy = _aligned_empty(codes.nbytes).view(codes.dtype).reshape(codes.shape)
-        copy[...] = codes
-
-        def back() -> None:
-            codes[...] = copy
-
-        return copy, back
+        return _in_place(codes)
     packed = pack_bits(codes, bits)
     buffer = _aligned_empty(max(packed.size, 1))[: packed.size]
     buffer[...] = packed
@@ -62,6 +62,20 @@ def _buffer(tensor: HostTensor) -> tuple[np.ndarray, Callable[[], None] | None]:
         codes[...] = unpack_bits(buffer, bits, codes.size).reshape(codes.shape)
 
     return buffer, unpack
+
+
+def _in_place(array: np.ndarray) -> tuple[np.ndarray, Callable[[], None] | None]:
+    """`array` itself when its bytes are one aligned block, else an aligned copy of it
+    and the function that copies the copy back."""
+    if array.flags.c_contiguous and _aligned(array):
+        return array, None
+    copy = _aligned_empty(array.nbytes).view(array.dtype).reshape(array.shape)
+    copy[...] = array
+
+    def back() -> None:
+        array[...] = copy
+
+    return copy, back
 
 
 def address(array: np.ndarray) -> int:

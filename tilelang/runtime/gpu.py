@@ -259,10 +259,12 @@ class DeviceBuffer:
 
     def __init__(self, host: Any) -> None:
         cu = driver()
-        data = host.data if isinstance(host, dtypes.PackedArray) else np.ascontiguousarray(host)
-        # a PackedArray's bytes are uint8 ("|u1"), its tilelang dtype `self.dtype`
+        packed = isinstance(host, dtypes.PackedArray)
+        # a PackedArray's bytes are uint8 ("|u1"), its tilelang dtype `self.dtype`: they
+        # are copied as they are, once (gathered first only where `data` is strided)
+        data = np.ascontiguousarray(host.data if packed else host)
         self._allocate(data.nbytes, host.shape, data.dtype)
-        self.dtype = host.dtype if isinstance(host, dtypes.PackedArray) else None
+        self.dtype = host.dtype if packed else None
         # codes `tl.pack_for_dot` permuted keep their packing, which a call checks
         self.packing = getattr(host, "packing", None)
         check("cuMemcpyHtoD", cu.cuMemcpyHtoD(self.pointer, data.ctypes.data, self.nbytes))

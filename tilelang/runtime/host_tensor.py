@@ -8,8 +8,11 @@ This module owns `HostTensor`: one global tensor argument seen as a numpy array 
   unsigned array of the storage width, e.g. uint8 holding u4 codes) is viewed in place
   with `.view(storage)`: stores land in the caller's array, including when it is a view
   into a larger buffer.
-- A `PackedArray` is unpacked once; `finish()` packs the codes back into its `data`
-  buffer in place if anything was stored.
+- A `PackedArray` keeps its packed bytes (`packed`): they are what a compiled kernel
+  addresses (`tilelang.runtime.buffers` passes them in place, so its stores land in the
+  caller's bytes and nothing is unpacked or repacked). Only a reader of `codes` (the
+  interpreter) unpacks them, once, on first use; `finish()` then packs the codes back
+  into its `data` buffer in place if anything was stored.
 - Any other numpy array (e.g. int8 holding i4 values, float32 holding f4e2m1 values) is
   a *value* array: it is encoded once and, if stored to, decoded back by `finish()`.
 
@@ -34,14 +37,29 @@ class HostTensor:
 
     def __init__(
         self,
-        codes: np.ndarray,
+        codes: np.ndarray | None,
         dtype_: DType,
         write_back: Any = None,
+        packed: PackedArray | None = None,
     ) -> None:
-        self.codes = codes
+        self._codes = codes  # None: not unpacked from `packed` yet
         self.dtype = dtype_
         self.dirty = False
         self._write_back = write_back
+        self.packed = packed
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The codes (the dtype's storage, the logical shape). A PackedArray's are
+        unpacked on first use; from then on they, not its bytes, are the tensor."""
+        if self._codes is None:
+            self._codes = self.packed.codes()
+        return self._codes
+
+    def packed_bytes(self) -> np.ndarray | None:
+        """The caller's packed bytes (a PackedArray's `data`, any strides) while they
+        are the tensor's contents, i.e. its codes were never unpacked; else None."""
+        return self.packed.data if self._codes is None and self.packed is not None else None
 
     @classmethod
     def wrap(cls, array: Any, dtype_: DType | str | None = None) -> HostTensor:
@@ -54,7 +72,7 @@ class HostTensor:
                 raise TypeError(
                     f"a packed {array.dtype} tensor was passed where {target} is expected"
                 )
-            return cls(array.codes(), target, write_back=array)
+            return cls(None, target, write_back=array, packed=array)
         array = np.asarray(array)
         target = _dtype_of_array(array) if dtype_ is None else dtype(dtype_)
         if _holds_codes(array.dtype, target):
@@ -64,7 +82,7 @@ class HostTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.codes.shape
+        return self.packed.shape if self._codes is None else self._codes.shape
 
     def values(self) -> np.ndarray:
         """The logical values (decoded codes)."""
@@ -72,8 +90,8 @@ class HostTensor:
 
     def finish(self) -> None:
         """Write the stored codes back to the caller's object when they are not shared."""
-        if not self.dirty or self._write_back is None:
-            self.dirty = False
+        if not self.dirty or self._write_back is None or self._codes is None:
+            self.dirty = False  # (never unpacked: any store went to the packed bytes)
             return
         target = self._write_back
         if isinstance(target, PackedArray):
