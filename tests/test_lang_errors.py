@@ -316,3 +316,28 @@ def test_chained_comparison_of_tiles_says_to_use_and():
         tl.store(x, [0], tl.where(0 < t < 1, t, 0.0))  # <- error
 
     assert_reported(k, "chained comparisons of tiles are not supported; use &")
+
+
+def test_a_float_scalar_meeting_an_integer_tile_is_refused_not_truncated():
+    @tl.kernel(warps=1)
+    def positions(y: tl.Tensor[tl.f32, "N"], scale: tl.f32):
+        tl.store(y, [0], (tl.arange(0, 8) * scale).to(tl.f32))  # <- error
+
+    assert_reported(positions, "a runtime f32 scalar meets a tile of i32", ".to()")
+
+
+def test_an_integer_scalar_meeting_a_narrower_integer_tile_is_refused_not_saturated():
+    @tl.kernel(warps=1)
+    def shifted(x: tl.Tensor[tl.u8, "N"], n: tl.i32):
+        tl.store(x, [0], tl.load(x, [0], [8]) + n)  # <- error
+
+    assert_reported(shifted, "a runtime i32 scalar meets a tile of u8")
+
+
+def test_an_integer_scalar_meeting_a_float_tile_takes_its_dtype():
+    @tl.kernel(warps=1)
+    def scaled(y: tl.Tensor[tl.f32, "N"], n: tl.i32):
+        tl.store(y, [0], tl.load(y, [0], [8]) * n)
+
+    got = scaled(np.arange(8, dtype=np.float32), 3)
+    np.testing.assert_array_equal(got, 3 * np.arange(8, dtype=np.float32))

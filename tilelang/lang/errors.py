@@ -45,3 +45,22 @@ class TileLangError(Exception):
             line = linecache.getline(call.file, call.line).strip()
             text += f"\n    called from {call}" + (f": {line}" if line else "")
         return text
+
+
+def no_power_message(runtime_base: bool, exponent: object, base_text: str = "t") -> str:
+    """The error for `**` meeting a tile or runtime scalar. There is no power instruction,
+    so the message spells the product to write instead (`t * t` for a square)."""
+    small = isinstance(exponent, int) and not isinstance(exponent, bool) and 2 <= exponent <= 4
+    if runtime_base and small:
+        advice = f"write `{' * '.join([base_text] * exponent)}` instead"
+    elif runtime_base:
+        advice = (
+            f"multiply instead (`{base_text} * {base_text}` for a square), or for a positive "
+            "base write x ** y as tl.exp2(y * tl.log2(x))"
+        )
+    else:
+        advice = "for a positive base write x ** y as tl.exp2(y * tl.log2(x))"
+    return (
+        "there is no power operator for tiles and runtime scalars (`**` works only on "
+        f"compile-time numbers): {advice}"
+    )

@@ -36,7 +36,7 @@ from tilelang.lang.control_flow import (
     early_exits,
     shape_change_message,
 )
-from tilelang.lang.errors import TileLangError
+from tilelang.lang.errors import TileLangError, no_power_message
 from tilelang.lang.ops import RuntimeRange
 from tilelang.lang.values import (
     INDEX,
@@ -46,7 +46,6 @@ from tilelang.lang.values import (
     as_scalar,
     cast,
     describe,
-    no_power_message,
     wrap,
 )
 
@@ -638,7 +637,9 @@ class FunctionCompiler:
     def apply(self, fn: Callable, *args_and_node) -> object:
         *args, node = args_and_node
         if fn is operator.pow and any(isinstance(a, IRValue) for a in args):
-            raise self.error(node, no_power_message(*args, _base_text(node)))
+            base, exponent = args
+            message = no_power_message(isinstance(base, IRValue), exponent, _base_text(node))
+            raise self.error(node, message)
         if fn is operator.matmul:
             raise self.error(node, "`@` is not supported; use tl.dot(a, b, acc)")
         try:

@@ -38,6 +38,7 @@ from tilelang.ir.ops import ELEMENTWISE, Operand, Result
 from tilelang.ir.shape_expr import Lit, ShapeExpr, Sym
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.lang.builder import current
+from tilelang.lang.errors import no_power_message
 
 INDEX = dtypes.i32  # the dtype of block indices, sizes, loop variables and offsets
 
@@ -411,6 +412,12 @@ def _coerce(value: Operable, dtype: DType) -> Tile | Scalar:
     if isinstance(value, Tile):
         return value
     if isinstance(value, Scalar):
+        if value.dtype != dtype and not dtype.is_float:  # 0.5 -> 0, or -1 -> 0 in u8: silently
+            raise current().error(
+                f"a runtime {value.dtype} scalar meets a tile of {dtype}: converting it could "
+                f"change its value; convert one side with .to() (the tile to {value.dtype}, "
+                f"or the scalar to {dtype})"
+            )
         return value if value.dtype == dtype else cast(value, dtype)
     if is_python_number(value):
         return Scalar(python_constant(value, dtype))
@@ -483,27 +490,8 @@ def _install_operators(cls: type) -> None:
     cls.__hash__ = object.__hash__
 
 
-def no_power_message(base: object, exponent: object, base_text: str = "t") -> str:
-    """The error for `**` meeting a tile or runtime scalar. There is no power instruction,
-    so the message spells the product to write instead (`t * t` for a square)."""
-    small = isinstance(exponent, int) and not isinstance(exponent, bool) and 2 <= exponent <= 4
-    if isinstance(base, IRValue) and small:
-        advice = f"write `{' * '.join([base_text] * exponent)}` instead"
-    elif isinstance(base, IRValue):
-        advice = (
-            f"multiply instead (`{base_text} * {base_text}` for a square), or for a positive "
-            "base write x ** y as tl.exp2(y * tl.log2(x))"
-        )
-    else:
-        advice = "for a positive base write x ** y as tl.exp2(y * tl.log2(x))"
-    return (
-        "there is no power operator for tiles and runtime scalars (`**` works only on "
-        f"compile-time numbers): {advice}"
-    )
-
-
 def _no_power(base: object, exponent: object):
-    raise current().error(no_power_message(base, exponent))
+    raise current().error(no_power_message(isinstance(base, IRValue), exponent))
 
 
 for _cls in (Tile, Scalar):
