@@ -9,8 +9,9 @@ scatter-additions: True is no mask, False accesses nothing (no instruction at al
 Scatter-additions and scatters of a number or a runtime scalar, converted to the
 tensor's dtype. Each on the interpreter and the CPU backend against numpy references
 written from the definitions. Then what the lowering emits (whole runs stay vector
-loads, partly selected runs read element by element), the pipeliner leaving a masked
-load in place with a warning, CUDA for sm_80 and sm_90, the verifier and the errors.
+loads, partly selected runs read element by element), the pipeliner copying a masked
+load with cp.async, its mask computed ahead, CUDA for sm_80 and sm_90, the
+verifier and the errors.
 """
 
 import re
@@ -373,14 +374,14 @@ def row_sums(
     tl.store(out, [bm * BM], tl.sum(acc, axis=1))
 
 
-@pytest.mark.filterwarnings("ignore::tilelang.PipelineWarning")  # the CPU run's compilation
-def test_a_masked_load_in_a_pipelined_loop_stays_a_load_with_a_warning():
+@pytest.mark.filterwarnings("error::tilelang.PipelineWarning")
+def test_a_masked_load_in_a_pipelined_loop_is_copied_with_its_mask_computed_ahead():
+    """tests/test_pipelined_masks.py has the rest: masks from before the loop, gathers."""
     m, k, limit = 40, 200, 77
     x = values_of(RNG, tl.f32, (m, k), floats=integral)
-    with pytest.warns(tl.PipelineWarning, match="it has a mask"):
-        compiled = row_sums.compile()
-    assert dict(compiled.thread.stats).get("pipeline_skipped") == 1
-    assert not statements(compiled, t.CpAsync)
+    compiled = row_sums.compile()
+    assert dict(compiled.thread.stats).get("pipeline_async") == 1
+    assert statements(compiled, t.CpAsync)
     expected = x[:, :limit].sum(axis=1, dtype=np.float32)
     for run in runs(row_sums):
         out = np.zeros(m, np.float32)
@@ -403,8 +404,7 @@ def test_cuda_masked_loads_compile(arch):
     counted = count_bins.compile(target=arch, T=tl.f32)
     assert "red.global.add.f32" in counted.ptx
     assert "ld.global" in scalar_masks.compile(target=arch).ptx
-    with pytest.warns(tl.PipelineWarning, match="it has a mask"):
-        assert "cp.async" not in row_sums.compile(target=arch).ptx
+    assert "cp.async" in row_sums.compile(target=arch).ptx  # pipelined, mask and all
 
 
 # --------------------------------------------------------------------------- IR and errors

@@ -13,6 +13,7 @@ import inspect
 
 from tilelang.ir import nodes
 from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, ElementwiseOp
+from tilelang.ir.syntax import syntax_of
 from tilelang.lang import ops as dsl
 from tilelang.lowering import LOWERINGS
 from tilelang.runtime.interpreter import SEMANTICS
@@ -102,6 +103,8 @@ def _instructions() -> str:
 def _instruction(cls: type[nodes.Instr]) -> list[str]:
     doc = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].replace("\n", " ")
     results = "" if not cls.RESULTS else "%r = "
+    if cls.SYNTAX is not None and cls.RESULTS and syntax_of(cls).optional_result:
+        results = "<%r = >"  # a result that may be left out (an atomic's old values)
     syntax = f"{results}{cls.SYNTAX}" if cls.SYNTAX is not None else f"{cls.MNEMONIC} ... {{ }}"
     return [
         f"### `{cls.MNEMONIC}` ({cls.__name__})",

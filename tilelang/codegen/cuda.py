@@ -38,7 +38,8 @@ How thread IR maps to C++
   up to 16 bytes (``red.global.add.v4.f32``); an integer max/min one ``red.global.max``
   (``.min``) ``.s32``/``.u32``/``.s64``/``.u64`` per element, a float one a
   compare-and-swap loop around ``fmaxf``/``fminf`` (no PTX float max reduction below
-  sm_90's vectors); `AtomicMerge` an atomic ``and`` then
+  sm_90's vectors). An `Atomic` with a `dst` (its old values read) is one
+  ``atom.global.*`` per element instead (`cuda_fetch`); `AtomicMerge` an atomic ``and`` then
   ``or`` on the 32-bit word(s) holding the bytes (``cuda_prelude.tl_merge_bits``);
   `AtomicFetchAdd` an ``atom.relaxed.gpu.global.add.u32`` between two
   ``fence.acq_rel.gpu``. Shared memory: the
@@ -84,6 +85,7 @@ import re
 from dataclasses import dataclass
 
 from tilelang import dtypes
+from tilelang.codegen import cuda_fetch
 from tilelang.codegen import cuda_prelude as prelude
 from tilelang.codegen.cuda_expr import CudaEmitError, ExprEmitter, imm_int, int_literal
 from tilelang.codegen.cuda_prelude import RAW_TYPES, c_type
@@ -382,6 +384,9 @@ class _Emitter:
         self.predicated(s.pred, f"tl_store<{w}>({at}, {self.reg(s.src, s.width)});")
 
     def stmt_Atomic(self, s: t.Atomic) -> None:
+        if s.dst is not None:  # the old values are read: atom, one element at a time
+            self.fetch_atomic(s)
+            return
         calls = []
         for at, width, helper in _atomic_calls(s.dtype, s.width, s.op):
             target = self.tensor_at(s.tensor, s.offset) + (f" + {at}" if at else "")
@@ -392,6 +397,22 @@ class _Emitter:
             return
         self.line("{" if s.pred is None else f"if ({self.expr(s.pred)}) {{")
         self.block_lines(calls)
+        self.line("}")
+
+    def fetch_atomic(self, s: t.Atomic) -> None:
+        size = s.dtype.bits // 8
+        helper = cuda_fetch.helper(s.dtype, s.op)
+        lines = []
+        for at in range(0, s.width, size):
+            target = self.tensor_at(s.tensor, s.offset) + (f" + {at}" if at else "")
+            regs = [self.reg(t.Reg(r.local, r.byte + at), size) for r in (s.src, s.compare) if r]
+            dst = self.reg(t.Reg(s.dst.local, s.dst.byte + at), size)
+            lines.append(f"{dst} = {self.x.call(helper, target, *regs)};")
+        if len(lines) == 1:
+            self.predicated(s.pred, lines[0])
+            return
+        self.line("{" if s.pred is None else f"if ({self.expr(s.pred)}) {{")
+        self.block_lines(lines)
         self.line("}")
 
     def stmt_AtomicMerge(self, s: t.AtomicMerge) -> None:

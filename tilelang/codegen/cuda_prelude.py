@@ -506,6 +506,9 @@ def _atomic_snippets() -> dict[str, Snippet]:
         "  }\n}"
     )
     s.update(_minmax_snippets())
+    from tilelang.codegen.cuda_fetch import fetch_snippets  # after Snippet is defined
+
+    s.update({name: Snippet(*item) for name, item in fetch_snippets().items()})
     s.update(_wgmma_snippets())
     return s
 

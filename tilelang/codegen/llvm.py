@@ -81,7 +81,7 @@ Decisions where `tilelang.ir.thread` is silent (and why)
   for a negative one, none for a zero step), counted up front (no overflow of the loop
   variable near the ends of its range).
 * `Atomic`, `AtomicMerge` and `AtomicFetchAdd` are real atomics (blocks run on several host threads;
-  see `llvm_atomic`). `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
+  see `llvm_atomic`); an `Atomic`'s `dst` gets what its ``atomicrmw``/``cmpxchg`` returns. `CpAsync` copies synchronously; `CpAsyncCommit`/`CpAsyncWait` do nothing. `Move`
   copies raw register bytes. `For.unroll` is a hint LLVM's unroller may or may not
   follow (the result is the same).
 * The machine code assumes the default floating-point environment (round to nearest
@@ -165,7 +165,7 @@ def _stmt_locals(stmt: t.Stmt) -> set[str]:
     used = {x.local for e in t.stmt_exprs(stmt) for x in t.walk_expr(e) if isinstance(x, t.Read)}
     if isinstance(stmt, t.SetLocal):
         used.add(stmt.local)
-    for name in ("dst", "src", "d", "a", "b", "c"):
+    for name in ("dst", "src", "d", "a", "b", "c", "compare"):
         reg = getattr(stmt, name, None)
         if isinstance(reg, t.Reg):
             used.add(reg.local)
@@ -576,10 +576,18 @@ class _Emitter:
                 base = self.tensor_ptr(stmt.tensor, stmt.offset, env)
                 size = stmt.dtype.bits // 8
                 for i in range(stmt.width // size):
-                    src = self.local_ptr(stmt.src.local, stmt.src.byte + i * size, tid)
-                    value = b.load(src, typ=num.ltype(stmt.dtype), align=size)
+                    regs = [
+                        None if r is None else self.local_ptr(r.local, r.byte + i * size, tid)
+                        for r in (stmt.src, stmt.compare, stmt.dst)
+                    ]
+                    value, compare = (
+                        None if r is None else b.load(r, typ=num.ltype(stmt.dtype), align=size)
+                        for r in regs[:2]
+                    )
                     at = b.gep(base, [int_const(I64, i * size)], source_etype=I8) if i else base
-                    atomic_add(b, at, value, stmt.dtype, stmt.op)
+                    old = atomic_add(b, at, value, stmt.dtype, stmt.op, compare)
+                    if regs[2] is not None:  # the value before this element's update
+                        b.store(old, regs[2], align=size)
         elif isinstance(stmt, t.AtomicFetchAdd):
             with self.predicated(stmt.pred, env):
                 at = self.tensor_ptr(stmt.tensor, stmt.offset, env)

@@ -1,4 +1,5 @@
-"""Atomic memory updates in LLVM IR: thread IR's `Atomic` (add, max, min) and
+"""Atomic memory updates in LLVM IR: thread IR's `Atomic` (add, max, min, xchg, cas;
+each returns the element's value before it, as ``atomicrmw`` and ``cmpxchg`` do) and
 `AtomicMerge`.
 
 Helpers of the LLVM emitter (`tilelang.codegen.llvm`). The CPU backend runs the threads
@@ -12,7 +13,9 @@ threads of different blocks make to the same memory must be real atomics:
   rounds exactly like the backend's ordinary ``add`` (an f16 sum rounds once, to f16;
   NaN results are canonical for f16/bf16); a float max/min is the same loop around the
   backend's ordinary ``max``/``min`` (NaN ignored, -0 < +0), so it agrees bit for bit
-  with `tl.maximum` (LLVM's ``atomicrmw fmax`` leaves the order of -0 and +0 open).
+  with `tl.maximum` (LLVM's ``atomicrmw fmax`` leaves the order of -0 and +0 open);
+* exchanges are one ``atomicrmw xchg``, compare-and-swaps one ``cmpxchg``, both on the
+  element's bits as an integer (a float's bits, compared bit for bit);
   Never wider than the element: the bytes around it may belong to another tensor or
   lie past the buffer's end;
 * merges of sub-byte codes are, per byte whose mask is not empty, an ``atomicrmw and``
@@ -48,14 +51,29 @@ ORDER = "monotonic"
 
 
 def atomic_add(
-    b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, dtype: DType, op: str = "add"
-) -> None:
-    """``*ptr = *ptr op value`` atomically (`op`: add, max or min), for one element of
-    `dtype` (a value in its LLVM representation, `llvm_numeric.ltype`) at `ptr`,
-    naturally aligned."""
+    b: ir.IRBuilder,
+    ptr: ir.Value,
+    value: ir.Value,
+    dtype: DType,
+    op: str = "add",
+    compare: ir.Value | None = None,
+) -> ir.Value:
+    """``*ptr = *ptr op value`` atomically (`op`: add, max, min; xchg: ``*ptr = value``;
+    cas: that where ``*ptr == compare`` bit for bit), for one element of `dtype` (values
+    in its LLVM representation, `llvm_numeric.ltype`) at `ptr`, naturally aligned.
+    Returns the element's value before the update, in that representation."""
+    if op in ("xchg", "cas"):  # bits move: compare and exchange them as integers
+        bits = ir.IntType(dtype.bits)
+        as_bits = (lambda v: v) if dtype.is_int else (lambda v: b.bitcast(v, bits))
+        if op == "xchg":
+            old = b.atomic_rmw("xchg", ptr, as_bits(value), ORDER)
+        else:
+            swapped = b.cmpxchg(ptr, as_bits(compare), as_bits(value), ORDER, ORDER)
+            old = b.extract_value(swapped, 0)
+        return old if dtype.is_int else b.bitcast(old, num.ltype(dtype))
     if dtype.is_int:
-        b.atomic_rmw("add" if op == "add" else _INT_RMW[op, dtype.signed], ptr, value, ORDER)
-        return
+        rmw = "add" if op == "add" else _INT_RMW[op, dtype.signed]
+        return b.atomic_rmw(rmw, ptr, value, ORDER)
     bits = ir.IntType(dtype.bits)
     first = b.load_atomic(ptr, ORDER, dtype.bits // 8, typ=bits)
     entry = b.block
@@ -72,6 +90,7 @@ def atomic_add(
     old.add_incoming(b.extract_value(swapped, 0), b.block)
     b.cbranch(b.extract_value(swapped, 1), done, loop)
     b.position_at_end(done)
+    return current  # what the successful cmpxchg replaced
 
 
 def atomic_merge(b: ir.IRBuilder, ptr: ir.Value, value: ir.Value, mask: ir.Value) -> None:

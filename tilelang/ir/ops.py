@@ -64,7 +64,7 @@ class ElementwiseOp:
     before wrapping. `llvm` and `cuda` spell the f32 and f64 forms: an LLVM instruction
     (`fadd`), intrinsic (`llvm.exp.f32`) or C math function (`log1pf`); a CUDA function
     (`expf`) or prefix operator (`-`). `expand` instead writes the operator in others
-    of the table, as a Python expression of `x` (and `y`), e.g. `1 / (1 + exp(-x))`.
+    of the table, as a Python expression of `x` (and `y`), e.g. `max(x, 0) + log1p(exp(-abs(x)))`.
     With `flush`, the interpreter and the LLVM emitter flush the result (`flushed`); the
     CUDA spellings are instructions that flush themselves. `typed_reference(dtype,
     *floats)` replaces `reference` where the exact result depends on the operand dtype
@@ -211,6 +211,13 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # e^x / (1 + e^x) below 0, where e^-x would overflow (f32 from x < -88.7, while the
+    # result is a normal or subnormal number down to x = -103.9).
+    e = np.exp(-np.abs(x))
+    return np.where(x < 0, e, 1.0) / (1.0 + e)
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -264,8 +271,8 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("tanh", 1, _F, "hyperbolic tangent", dsl="tanh", reference=np.tanh, **_fn("tanh")),
         _row("erf", 1, _F, "error function (exact GELU: x/2 * (1 + erf(x / sqrt 2)))",
              dsl="erf", reference=_erf, **_libm("erf")),
-        _row("sigmoid", 1, _F, "1 / (1 + e^-x)", dsl="sigmoid",
-             reference=lambda a: 1.0 / (1.0 + np.exp(-a)), expand="1 / (1 + exp(-x))"),
+        _row("sigmoid", 1, _F, "1 / (1 + e^-x), without overflow", dsl="sigmoid",
+             reference=_sigmoid, expand="exp(min(x, 0)) / (1 + exp(-abs(x)))"),
         _row("softplus", 1, _F, "log(1 + e^x), without overflow", dsl="softplus",
              reference=_softplus, expand="max(x, 0) + log1p(exp(-abs(x)))"),
         _row("floor", 1, _F, "round down", dsl="floor", reference=np.floor, **_fn("floor")),

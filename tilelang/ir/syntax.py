@@ -136,7 +136,16 @@ class Syntax:
                 kwargs[slot.field] = value
         if self.results is not None:
             kwargs[self.results] = results if self.result_count is None else results[0]
+            if self.optional_result and len(results) < 2:  # `Var | None`: one or none
+                kwargs[self.results] = results[0] if results else None
         return self.cls(**kwargs, loc=loc)
+
+    @property
+    def optional_result(self) -> bool:
+        """The results field is `Var | None` (an instruction whose result may be left
+        out, e.g. an atomic's old values): more than one result reaches `check`."""
+        annotation = {f.name: f.type for f in fields(self.cls)}.get(self.results)
+        return str(annotation) == "Var | None"
 
 
 def _present(value: object) -> bool:

@@ -439,6 +439,18 @@ ATOMIC_ADD_DTYPES: tuple[DType, ...] = (
     dtypes.u64,
 )
 
+#: The element dtypes of each atomic op (thread IR's `Atomic`, the block IR's): an
+#: exchange or compare-and-swap moves bits, so only its width matters; 32- and 64-bit
+#: elements, which PTX's ``atom.exch``/``atom.cas`` and LLVM's ``atomicrmw xchg`` /
+#: ``cmpxchg`` take (the f16/bf16 ones would need sm_70's 16-bit cas: not asked for).
+ATOMIC_DTYPES: dict[str, tuple[DType, ...]] = {
+    "add": ATOMIC_ADD_DTYPES,
+    "max": ATOMIC_ADD_DTYPES,
+    "min": ATOMIC_ADD_DTYPES,
+    "xchg": (dtypes.f32, dtypes.f64, dtypes.i32, dtypes.u32, dtypes.i64, dtypes.u64),
+    "cas": (dtypes.i32, dtypes.u32, dtypes.i64, dtypes.u64),
+}
+
 
 @dataclass(frozen=True)
 class Atomic(Stmt):
@@ -455,7 +467,15 @@ class Atomic(Stmt):
     `op` "max" or "min" replaces the element by the larger (smaller) of it and e_i
     instead, as the `Binary` max/min do (floats: NaN ignored, -0 < +0; a float element
     whose value does not change is not written); the result does not depend on the
-    order."""
+    order.
+
+    `op` "xchg" replaces the element by e_i; "cas" replaces it by e_i where it equals
+    (bit for bit) the element at the same byte of `compare`, and leaves it otherwise.
+
+    With `dst`, each element's value just before its own update (every element in
+    `width` one atomic read-modify-write of its own) goes to the same byte of `dst`'s
+    local as e_i is at in `src`'s; where `pred` fails `dst` keeps its bytes. Without
+    it nothing comes back (a GPU's fire-and-forget reduction)."""
 
     tensor: str
     offset: Expr
@@ -464,6 +484,8 @@ class Atomic(Stmt):
     dtype: DType
     pred: Expr | None = None
     op: str = "add"
+    dst: Reg | None = None
+    compare: Reg | None = None
 
 
 @dataclass(frozen=True)

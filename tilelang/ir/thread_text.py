@@ -100,9 +100,11 @@ def _simple(s: t.Stmt) -> str:
             s.pred
         )
     if isinstance(s, t.Atomic):
+        fetched = "" if s.dst is None else f"{_reg(s.dst)} = "
+        compare = "" if s.compare is None else f" if == {_reg(s.compare)}"
         return (
-            f"atomic.{s.op}.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] <- {_reg(s.src)}"
-            + _pred(s.pred)
+            f"{fetched}atomic.{s.op}.{s.dtype}.{s.width} {s.tensor}[{print_expr(s.offset)}] "
+            f"<- {_reg(s.src)}{compare}" + _pred(s.pred)
         )
     if isinstance(s, t.AtomicFetchAdd):
         return (

@@ -242,15 +242,19 @@ def _check_tensor(v: _Verifier, s) -> None:
 
 
 def _check_atomic(v: _Verifier, s: t.Atomic) -> None:
-    if s.op not in ("add", "max", "min"):
-        raise v.fail(s, f"no atomic {s.op!r}: expected add, max or min")
-    if s.dtype not in t.ATOMIC_ADD_DTYPES:
+    if s.op not in t.ATOMIC_DTYPES:
+        raise v.fail(s, f"no atomic {s.op!r}: expected {', '.join(t.ATOMIC_DTYPES)}")
+    if s.dtype not in t.ATOMIC_DTYPES[s.op]:
         what = "addition" if s.op == "add" else s.op
         raise v.fail(s, f"no atomic {what} of {s.dtype}")
     size = s.dtype.bits // 8
     if s.width % size or s.width // size & (s.width // size - 1):
         raise v.fail(s, f"{s.width} bytes are not a power-of-two number of {s.dtype} elements")
-    v.raw(s, s.src, s.width)
+    if (s.op == "cas") != (s.compare is not None):
+        raise v.fail(s, "a compare operand goes with op cas, and op cas needs one")
+    for reg in (s.src, s.dst, s.compare):
+        if reg is not None:
+            v.raw(s, reg, s.width)
     _check_tensor(v, s)
 
 

@@ -1,5 +1,6 @@
 """The global-memory operations a kernel body calls: `tl.load`, `tl.store`,
-`tl.atomic_add`, `tl.atomic_max` and `tl.atomic_min` (re-exported by `tilelang.lang.ops`,
+`tl.atomic_add`, `tl.atomic_max`, `tl.atomic_min`, `tl.atomic_xchg` and `tl.atomic_cas`
+(each atomic returning the old values; re-exported by `tilelang.lang.ops`,
 where the other `tl.*` functions are), with the checks of their offsets, gathers' and scatters' index tiles, fills and
 masks.
 
@@ -238,9 +239,30 @@ def _load_scalar(tensor: Tensor, offsets, fill, layout, mask) -> Scalar:
 def _fill_constant(fill: object, dtype: DType) -> ir.Const:
     if not is_python_number(fill):
         raise current().error(f"fill must be a Python number, got {describe(fill)}")
-    if dtype.is_float and isinstance(fill, float) and math.isinf(fill) and not dtype.has_inf:
-        raise current().error(f"fill {fill} is not representable in {dtype}, which has no infinity")
+    why = _unrepresentable(float(fill), dtype) if dtype.is_float else None
+    if why is not None:
+        raise current().error(f"fill {fill!r} is not representable in {dtype}, {why}")
     return python_constant(fill, dtype)
+
+
+def _unrepresentable(fill: float, dtype: DType) -> str | None:
+    """Why the cast of `fill` to a float dtype is not `fill` up to rounding (a NaN that
+    becomes a number, a number that becomes NaN, infinity or ±max), or None. Silently
+    loading such a fill would read a different kind of value than the one written."""
+    value = float(dtypes.quantize(fill, dtype))
+    if math.isnan(fill):
+        return None if math.isnan(value) else f"which has no NaN (a cast gives {value})"
+    if math.isinf(fill):
+        if value == fill:
+            return None
+        if not dtype.has_inf:
+            return "which has no infinity"
+        return f"whose cast saturates infinity to {value}"
+    if dtype == dtypes.e8m0 and (fill <= 0 or math.isnan(value)):
+        return "which holds the powers of two 2^-127 ... 2^127 and NaN only (fill=1.0 is 2^0)"
+    if abs(fill) > dtype.max:
+        return f"whose largest finite magnitude is {dtype.max}"
+    return None
 
 
 # -- stores and atomic additions ---------------------------------------------------------
@@ -257,7 +279,7 @@ def store(tensor, offsets, value, mask=None) -> None:
     builder = current()
     tensor = tensor_argument(tensor, "the first argument of tl.store")
     written = _written(tensor, offsets, value, mask, ("tl.store", "storing", "the stored value"))
-    if written is None:
+    if written[3] is NOTHING:
         return
     offs, scattered, tile, selected = written
     if scattered is None:
@@ -267,7 +289,7 @@ def store(tensor, offsets, value, mask=None) -> None:
     builder.emit(ir.Scatter(tensor.var, offs, rows, axis, tile.var, selected, loc=builder.loc))
 
 
-def atomic_add(tensor, offsets, values, mask=None) -> None:
+def atomic_add(tensor, offsets, values, mask=None) -> Tile:
     """Adds a tile into the box at `offsets`, atomically per element: ``tensor[e] +=
     values[e]`` for the elements inside the tensor where `mask` (a u1 tile that
     broadcasts to the values' shape, a u1 scalar or a bool; None: all) holds. Tensors
@@ -277,57 +299,119 @@ def atomic_add(tensor, offsets, values, mask=None) -> None:
     adds where a gather of the values' shape would read it from (see `load`), and
     elements sent to one place all add; there the values may be a number or a scalar,
     converted to the tensor's dtype and added at every index: ``tl.atomic_add(hist,
-    [bins], 1)``."""
-    _atomic("add", tensor, offsets, values, mask)
+    [bins], 1)``.
+
+    Returns a tile of the values' shape and the tensor's dtype: what each element held
+    just before its own update (a fetch-add: ``slot = tl.atomic_add(cursor, [e], 1)``
+    claims distinct slots), 0 where nothing was updated (masked off, outside the
+    tensor). Left unused, it costs nothing (a GPU then issues ``red``, not ``atom``)."""
+    return _atomic("add", tensor, offsets, values, mask)
 
 
-def atomic_max(tensor, offsets, values, mask=None) -> None:
+def atomic_max(tensor, offsets, values, mask=None) -> Tile:
     """``tensor[e] = tl.maximum(tensor[e], values[e])``, atomically per element, with
-    `atomic_add`'s offsets, scatters, masks and dtypes. Floats compare as `tl.maximum`
-    does: a NaN value is ignored (a NaN already in the tensor is replaced), -0.0 < +0.0.
-    The result does not depend on the order in which blocks update (an fp8 amax:
-    ``tl.atomic_max(amax, [0], tl.max(tl.abs(x)).reshape(1))``)."""
-    _atomic("max", tensor, offsets, values, mask)
+    `atomic_add`'s offsets, scatters, masks, dtypes and result (the values before).
+    Floats compare as `tl.maximum` does: a NaN value is ignored (a NaN already in the
+    tensor is replaced), -0.0 < +0.0. The tensor's final value does not depend on the
+    order in which blocks update (an fp8 amax: ``tl.atomic_max(amax, [0],
+    tl.max(tl.abs(x)).reshape(1))``)."""
+    return _atomic("max", tensor, offsets, values, mask)
 
 
-def atomic_min(tensor, offsets, values, mask=None) -> None:
+def atomic_min(tensor, offsets, values, mask=None) -> Tile:
     """``tensor[e] = tl.minimum(tensor[e], values[e])``, atomically per element, as
-    `atomic_max` (NaN ignored, -0.0 < +0.0)."""
-    _atomic("min", tensor, offsets, values, mask)
+    `atomic_max` (NaN ignored, -0.0 < +0.0; returns the values before)."""
+    return _atomic("min", tensor, offsets, values, mask)
 
 
-def _atomic(op: str, tensor, offsets, values, mask) -> None:
+def atomic_xchg(tensor, offsets, values, mask=None) -> Tile:
+    """``tensor[e] = values[e]``, atomically per element, returning what each element
+    held before (0 where masked off or outside the tensor), with `atomic_add`'s offsets,
+    scatters and masks. Tensors of i32, u32, i64, u64, f32 and f64 (bits move as they
+    are)."""
+    return _atomic("xchg", tensor, offsets, values, mask)
+
+
+def atomic_cas(tensor, offsets, expected, desired, mask=None) -> Tile:
+    """Compare-and-swap per element: where ``tensor[e] == expected[e]``, atomically
+    ``tensor[e] = desired[e]``; returns what each element held before, so ``old ==
+    expected`` says which elements this call swapped (0 where masked off or outside the
+    tensor). `expected` is a tile of the desired values' shape, or a number or scalar
+    for all; tensors of i32, u32, i64 and u64. Offsets, scatters and masks as in
+    `atomic_add` (``tl.atomic_cas(owner, [keys], 0, me)``: of the blocks that race for
+    a key, exactly one sees 0)."""
+    return _atomic("cas", tensor, offsets, desired, mask, expected)
+
+
+#: What each atomic op's errors call it: (the noun of "need a tensor of", the verb of
+#: "<verb> a <dtype> tile into").
+_ATOMIC_WORDS = {
+    "add": ("atomic additions", "adding"),
+    "xchg": ("atomic exchanges", "exchanging"),
+    "cas": ("atomic compare-and-swaps", "swapping"),
+}
+
+
+def _atomic(op: str, tensor, offsets, values, mask, expected=None) -> Tile:
     builder = current()
     name = f"tl.atomic_{op}"
     tensor = tensor_argument(tensor, f"the first argument of {name}")
-    if tensor.dtype not in ir.ATOMIC_ADD_DTYPES:
-        names = ", ".join(map(str, ir.ATOMIC_ADD_DTYPES))
+    noun, verb = _ATOMIC_WORDS.get(op, (f"atomic {op} updates", f"{name} of"))
+    allowed = ir.ATOMIC_DTYPES[op]
+    if tensor.dtype not in allowed:
+        whole = "32- or 64-bit" if op in ("xchg", "cas") else "16-, 32- or 64-bit"
         raise builder.error(
-            f"{name} into {tensor.var.name}, a tensor of {tensor.dtype}: atomic "
-            f"{'additions' if op == 'add' else op + ' updates'} need a tensor of {names} "
-            "(whole 16-, 32- or 64-bit elements)"
+            f"{name} into {tensor.var.name}, a tensor of {tensor.dtype}: {noun} need a tensor "
+            f"of {', '.join(map(str, allowed))} (whole {whole} elements)"
         )
-    if op == "add":
-        words = (name, "adding", "the added value")
-    else:
-        words = (name, f"{name} of", f"the value of {name}")
-    written = _written(tensor, offsets, values, mask, words)
-    if written is None:
-        return
-    offs, scattered, tile, selected = written
+    what = "the added value" if op == "add" else f"the value of {name}"
+    offs, scattered, tile, selected = _written(tensor, offsets, values, mask, (name, verb, what))
+    if expected is not None:
+        expected = _expected_tile(tensor, tile, expected).var
+    if selected is NOTHING:  # nothing is updated: every element reads 0
+        return full(tile.shape, 0, tensor.dtype)
+    result = builder.var(f"{tensor.var.name}_old", TileType(tensor.dtype, tile.shape))
     if scattered is None:
-        builder.emit(ir.Atomic(tensor.var, offs, tile.var, selected, op, loc=builder.loc))
-        return
-    axis, rows = scattered
-    builder.emit(
-        ir.ScatterAtomic(tensor.var, offs, rows, axis, tile.var, selected, op, loc=builder.loc)
-    )
+        instr = ir.Atomic(
+            tensor.var, offs, tile.var, selected, op, result, expected, loc=builder.loc
+        )
+    else:
+        axis, rows = scattered
+        instr = ir.ScatterAtomic(
+            tensor.var, offs, rows, axis, tile.var, selected, op, result, expected, loc=builder.loc
+        )
+    builder.emit(instr)
+    return Tile(result)
+
+
+def _expected_tile(tensor: Tensor, tile: Tile, expected: object) -> Tile:
+    """The `expected` operand of `tl.atomic_cas`: a number or scalar converted to the
+    tensor's dtype (as `tl.full` does), or a tile of its dtype and the desired values'
+    shape."""
+    if isinstance(expected, Scalar) or is_python_number(expected):
+        return full(tile.shape, expected, tensor.dtype)
+    if not isinstance(expected, Tile):
+        raise current().error(
+            f"expected (of tl.atomic_cas) must be a tile, a scalar or a number, got "
+            f"{describe(expected)}"
+        )
+    if expected.dtype != tensor.dtype:
+        raise current().error(
+            f"expected (of tl.atomic_cas) is a {expected.dtype} tile but {tensor.var.name} is a "
+            f"tensor of {tensor.dtype}: convert it with .to(tl.{tensor.dtype})"
+        )
+    if tuple(expected.shape) != tuple(tile.shape):
+        raise current().error(
+            f"expected (of tl.atomic_cas) has shape {list(expected.shape)}, the desired values "
+            f"{list(tile.shape)}: give one tile of that shape (or a number for all)"
+        )
+    return expected
 
 
 def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):
     """The checked operands of a store or an addition: (scalar offsets, the dimension and
-    index var of a scatter or None, the value tile, the mask var or None); None when the
-    mask is constantly False. `words`: the operation, its verb and what its value is,
+    index var of a scatter or None, the value tile, the mask var, None or `NOTHING`
+    when the mask is constantly False). `words`: the operation, its verb and what its value is,
     for the errors."""
     builder = current()
     op, verb, what = words
@@ -361,9 +445,9 @@ def _written(tensor: Tensor, offsets: object, value: object, mask: object, words
     if scattered is not None:
         axis, index = scattered
         scattered = (axis, gather_index(index, tile.shape, axis).var)
-    if selected is NOTHING:
-        return None
-    return offs, scattered, tile, None if selected is None else selected.var
+    if selected is NOTHING or selected is None:
+        return offs, scattered, tile, selected
+    return offs, scattered, tile, selected.var
 
 
 def _scattered_value(tensor: Tensor, scattered: tuple[int, Tile], value) -> Tile:

@@ -29,11 +29,13 @@ from tilelang.lang.builder import active, current
 # tl.full is public here, implemented below memory_ops, whose scatter of a number uses it.
 from tilelang.lang.fills import full as full
 
-# tl.load, tl.store and tl.atomic_add/max/min are public here, implemented in memory_ops
+# tl.load, tl.store and tl.atomic_add/max/min/xchg/cas are public here, implemented in memory_ops
 # with the argument checks the other global accesses here share.
 from tilelang.lang.memory_ops import atomic_add as atomic_add
+from tilelang.lang.memory_ops import atomic_cas as atomic_cas
 from tilelang.lang.memory_ops import atomic_max as atomic_max
 from tilelang.lang.memory_ops import atomic_min as atomic_min
+from tilelang.lang.memory_ops import atomic_xchg as atomic_xchg
 from tilelang.lang.memory_ops import gather_axis as _gather_axis
 from tilelang.lang.memory_ops import load as load
 from tilelang.lang.memory_ops import offsets_of as _offsets
@@ -285,10 +287,20 @@ def arrive(counters, offsets) -> Scalar:
 
 
 def shared(shape, dtype) -> Shared:
+    """A tile of `shape` and `dtype` in the block's shared memory, for data the block's
+    threads exchange by hand: `buf.store(t)` writes a tile of that shape, `buf.load()`
+    reads it back (the lowering puts a barrier around each store), `tl.copy_async`
+    fills it from global memory. `tl.range(..., stages=S)` makes its own buffers; this
+    is for the cases it does not cover."""
     return emit_result(ir.SharedAlloc, "smem", SharedType(as_dtype(dtype), static_shape(shape)))
 
 
 def copy_async(buffer, tensor, offsets) -> None:
+    """Starts copying the box of `tensor` at `offsets` (the buffer's shape) into the
+    `tl.shared` buffer without holding registers (`cp.async` on the GPU); elements
+    outside the tensor become zero. The copy is complete after `tl.commit()` closes its
+    group, `tl.wait(n)` waits until at most n groups are pending and `tl.sync()` makes
+    it visible to every thread."""
     builder = current()
     if not isinstance(buffer, Shared):
         raise builder.error(f"tl.copy_async copies into a tl.shared buffer, got {describe(buffer)}")
@@ -301,16 +313,21 @@ def copy_async(buffer, tensor, offsets) -> None:
 
 
 def commit() -> None:
+    """Closes the group of `tl.copy_async` copies started since the last commit."""
     builder = current()
     builder.emit(ir.AsyncCommit(loc=builder.loc))
 
 
 def wait(pending: int = 0) -> None:
+    """Waits until at most `pending` (a compile-time int) committed groups of copies
+    are still in flight: `tl.wait(0)` waits for all of them."""
     builder = current()
     builder.emit(ir.AsyncWait(static_int(pending, "pending"), loc=builder.loc))
 
 
 def sync() -> None:
+    """A barrier: every thread of the block reaches it before any goes on (after
+    `tl.wait`, every thread sees every thread's copies)."""
     builder = current()
     builder.emit(ir.Sync(loc=builder.loc))
 

@@ -21,7 +21,6 @@ byte with others merge atomically, as a store's do; a scatter-addition adds as
 
 from __future__ import annotations
 
-from tilelang import dtypes
 from tilelang.analysis.gather_copies import gather_copy_layout
 from tilelang.analysis.layout_runs import layout_run
 from tilelang.ir import nodes as ir
@@ -35,20 +34,21 @@ from tilelang.lowering.memory import (
     atomic_access,
     byte_window,
     element_place,
+    fetched_result,
     fill_value,
     load_access,
     masked_run,
+    share_result,
     store_access,
     whole_bytes,
 )
-from tilelang.lowering.shared import shared_address, shared_runs
+from tilelang.lowering.shared import AsyncCopier, shared_address, shared_runs
 from tilelang.lowering.thread_builder import I32, I64, U32, imm
 from tilelang.lowering.values import (
     TensorInfo,
     byte_offset,
     is_packed,
     local_part,
-    pieces,
     storage_of,
     value_dtype,
 )
@@ -179,14 +179,16 @@ def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
 
 @lowers(ir.GatherAsync)
 def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
-    """Each thread copies the runs of `gather_copy_layout` whose indices it
-    holds: cp.async for the pieces of 4 to 16 bytes the rows' alignment (`align`, set by
-    `software_pipeline`) allows, with a zero-filling source size for masked rows; a
-    load and a shared store for smaller pieces. A replicated element is copied once."""
+    """Each thread copies the runs of `gather_copy_layout` (a masked copy: its mask's
+    layout) whose indices it holds, as `AsyncCopier` moves them: cp.async for the
+    pieces of 4 to 16 bytes the rows' alignment (`align`, set by `software_pipeline`)
+    allows, with a zero-filling source size for masked rows and elements; a load and a
+    shared store for smaller pieces. A replicated element is copied once."""
     shared = lo.shared_tile(instr.shared)
     info = access(lo, instr.tensor, store=False)
     bits = shared.dtype.bits
-    layout = gather_copy_layout(shared.shape, shared.dtype, lo.threads)
+    mask = lo.tile(instr.mask) if instr.mask is not None else None
+    layout = mask.layout if mask else gather_copy_layout(shared.shape, shared.dtype, lo.threads)
     most, width = shared_runs(shared, layout, most=layout_run(layout))
     if width == 0 or most * bits % 8:
         raise lo.fail(
@@ -196,26 +198,13 @@ def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
         )
     align = instr.attr("align")
     limit = min(width, align) if isinstance(align, int) and align > 0 else bits // 8
-    first = lo.replica_zero(layout)
-    b, staging = lo.b, None
+    stat = "gather_cp_async_bytes_{size}"
+    copier = AsyncCopier(lo, instr, info.param, lo.replica_zero(layout), limit, mask, stat)
     for li, run, pred, at in _indexed_runs(lo, instr, layout, bits, most):
         if not whole_bytes(li, run, bits):  # a run cut at its row: only whole bytes copy
             raise lo.fail(instr, f"gather_async of {shared.dtype}: runs of {run} elements")
-        address = b.let(shared_address(lo, shared, lo.index(layout, li)), "sa")
-        source = b.let(at, "off")
-        pred = b.let(pred, "p") if pred is not None else None
-        for at, size in pieces(0, run * bits // 8, limit):
-            to, src = b.add(address, imm(at)), b.add(source, imm(at, I64))
-            if size >= 4:
-                copy = t.CpAsync(to, info.param, src, size, pred)
-                b.emit(t.If(first, (copy,)) if first is not None else copy)
-                b.count("gather_cp_async_bytes_" + str(size))
-                continue
-            staging = staging or b.local(dtypes.u8, 16, "stage")
-            for i in range(size):
-                b.emit(t.SetLocal(staging, i, imm(0, dtypes.u8)))
-            b.emit(t.GlobalLoad(t.Reg(staging, 0), size, info.param, src, pred))
-            b.emit(t.SharedStore(to, t.Reg(staging, 0), size, first))
+        address = lo.b.let(shared_address(lo, shared, lo.index(layout, li)), "sa")
+        copier.run(li, run, bits, address, at, pred)
 
 
 @lowers(ir.Scatter)
@@ -238,8 +227,10 @@ def lower_scatter_atomic(lo: Lowering, instr: ir.ScatterAtomic) -> None:
     info = access(lo, instr.tensor, store=True)
     tile = lo.tile(instr.value)
     first = lo.replica_zero(tile.layout)  # a replicated element is added once
+    result = fetched_result(lo, instr)
     moved = atomic_access(lo, instr, info, tile)
     runs = _indexed_runs(lo, instr, tile.layout, tile.dtype.bits, access_runs(instr, tile))
     for li, run, pred, at in runs:
         lo.b.count(f"atomic_{instr.op}", masked_run(lo, moved, (li, run), [pred, first], at))
         lo.b.count(f"scatter_{instr.op}")
+    share_result(lo, result)

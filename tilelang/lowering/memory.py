@@ -1,4 +1,5 @@
-"""Lowering of global memory accesses: `load`, `store` and `atomic_add`.
+"""Lowering of global memory accesses: `load`, `store` and `atomic` (whose old values,
+where read, come back in the value's registers' places: `fetched_result`).
 
 Each thread's run of consecutive elements along the last dim moves with the widest
 accesses the `vector`/`align` attributes of `vectorize` allow; masks compare
@@ -262,13 +263,48 @@ def store_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs
 
 
 def atomic_access(lo: Lowering, instr: ir.Instr, info: TensorInfo, tile: TileRegs) -> Access:
-    """The atomic update (`instr.op`: add, max or min) of an `Atomic`/`ScatterAtomic`."""
+    """The atomic update (`instr.op`: add, max, min, xchg, cas) of an `Atomic`/
+    `ScatterAtomic`. A cas's expected values, and the old values where the result is
+    read, sit at the same register bytes as the value's elements (one layout, one
+    dtype); an unread result is not fetched (a GPU reduction, no value back)."""
     op = instr.op
+    compare = None if instr.expected is None else lo.tile(instr.expected)
+    result = lo.env.get(instr.result) if instr.result is not None else None
+    for other, what in ((compare, "expected values"), (result, "result")):
+        if other is not None and other.layout != tile.layout:
+            raise lo.fail(instr, f"the {what}' layout {other.layout} is not the value's")
 
     def move(src, width, at, pred):
-        return t.Atomic(info.param, at, src, width, tile.dtype, pred, op)
+        dst, expected = (
+            None if regs is None else t.Reg(regs.local, src.byte) for regs in (result, compare)
+        )
+        return t.Atomic(info.param, at, src, width, tile.dtype, pred, op, dst, expected)
 
     return Access(instr, tile, mask_of(lo, instr, tile), move, None, f"atomic_{op}_partial_run")
+
+
+def fetched_result(lo: Lowering, instr: ir.Atomic | ir.ScatterAtomic) -> TileRegs | None:
+    """The registers of the atomic's result where anything reads it (None otherwise),
+    zeroed: elements not updated (masked off, outside the tensor, held by a replica
+    that does not update) read 0 until `share_result`."""
+    if instr.result is None or not lo.users.get(instr.result):
+        return None
+    result = lo.define_tile(instr.result, "old")
+    zero = lo.convert(imm(0, I32), result.dtype)
+    for li in range(result.layout.num_locals):
+        lo.put(result, li, zero)
+    lo.b.count("atomic_fetch")
+    return result
+
+
+def share_result(lo: Lowering, result: TileRegs | None) -> None:
+    """The old values, which only the first replica of a replicated layout fetched, given
+    to every replica through shared memory (`relayout.through_shared`, between
+    barriers)."""
+    if result is not None and lo.replica_zero(result.layout) is not None:
+        from tilelang.lowering.relayout import through_shared  # relayout builds on this
+
+        through_shared(lo, result, result)
 
 
 def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
@@ -306,7 +342,7 @@ def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
     if not split:
         emit_whole()
         return len(parts)
-    every = _all_selected(lo, mask, li, run)
+    every = all_selected(lo, mask, li, run)
     with b.nested() as whole:
         emit_whole()
     with b.nested() as alone:
@@ -324,7 +360,7 @@ def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
     return len(parts)
 
 
-def _all_selected(lo: Lowering, mask: TileRegs, li: int, run: int) -> t.Expr:
+def all_selected(lo: Lowering, mask: TileRegs, li: int, run: int) -> t.Expr:
     """u1: the mask selects each of its elements `li` .. `li + run - 1`. A u1 tile packs
     its elements in local order, one bit each, so this tests their bits, one compare
     per u32 word, instead of each element's."""
@@ -440,7 +476,9 @@ def lower_atomic(lo: Lowering, instr: ir.Atomic) -> None:
     tile = lo.tile(instr.value)
     run = access_runs(instr, tile)
     first = lo.replica_zero(tile.layout)
+    result = fetched_result(lo, instr)
     moved = atomic_access(lo, instr, info, tile)
     coalescing.record(lo, "atomic", instr, tile.layout, tile.dtype.bits, run)
     for li, span, pred, at in box_runs(lo, instr, info, tile.layout, tile.dtype.bits, run):
         lo.b.count(f"atomic_{instr.op}", masked_run(lo, moved, (li, span), [pred, first], at))
+    share_result(lo, result)

@@ -31,7 +31,7 @@ from tilelang.ir.shared_layout import SharedLayout, Swizzle
 from tilelang.ir.types import SharedType
 from tilelang.lowering import coalescing, memory, relayout, wgmma
 from tilelang.lowering.context import Lowering, lowers
-from tilelang.lowering.thread_builder import U32, imm
+from tilelang.lowering.thread_builder import I64, U32, imm
 from tilelang.lowering.values import SharedTile, TileRegs, pieces
 
 
@@ -267,14 +267,17 @@ def load_code(lo: Lowering, shared: SharedTile, tile, li: int) -> None:
 @lowers(ir.CopyAsync)
 def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
     """Each thread copies the runs of `vectorize`'s width (`elems`) a blocked layout
-    gives it: cp.async for the aligned pieces of 4, 8 or 16 bytes, a load and a shared
-    store for smaller ones (masked elements become zeros either way)."""
+    gives it (a masked copy: its mask's layout), as `AsyncCopier` moves them."""
     shared = lo.shared_tile(instr.shared)
     info = memory.access(lo, instr.tensor, store=False)
     bits = shared.dtype.bits
     elems = instr.attr("elems")
     elems = elems if isinstance(elems, int) and elems > 0 and shared.shape[-1] % elems == 0 else 1
-    layout = blocked_layout(shared.shape, shared.dtype, lo.threads, min_vec=elems)
+    mask = lo.tile(instr.mask) if instr.mask is not None else None
+    if mask is not None:
+        layout = mask.layout
+    else:
+        layout = blocked_layout(shared.shape, shared.dtype, lo.threads, min_vec=elems)
     run, width = shared_runs(shared, layout, most=elems)
     if width == 0:
         raise lo.fail(
@@ -285,27 +288,79 @@ def lower_copyasync(lo: Lowering, instr: ir.CopyAsync) -> None:
     align = instr.attr("align")
     limit = min(width, align) if isinstance(align, int) and align > 0 else width
     offsets = [lo.scalar(o) for o in instr.offsets]
-    first = lo.replica_zero(layout)
+    copier = AsyncCopier(lo, instr, info.param, lo.replica_zero(layout), limit, mask, "cp_async")
     coalescing.record(lo, "load", instr, layout, bits, run, widest=width)
-    staging = None
     for li in range(0, layout.num_locals, run):
         index = lo.index(layout, li)
         pred, source = memory.place(lo, instr, info, offsets, layout, li)
         address = lo.b.let(shared_address(lo, shared, index), "sa")
-        source = lo.b.let(source, "off")
-        pred = lo.b.let(pred, "p") if pred is not None else None
-        for at, size in pieces(0, run * bits // 8, limit):
-            to, src = lo.b.add(address, imm(at)), lo.b.add(source, imm(at, source.dtype))
+        copier.run(li, run, bits, address, source, pred)
+
+
+class AsyncCopier:
+    """One thread's copies of runs of a global tensor (`param`) into shared memory, for
+    `copy_async` and `gather_async`: cp.async for the aligned pieces of 4, 8 or 16
+    bytes (`limit` at most), a load and a shared store for smaller ones; where the
+    predicate fails the bytes become zeros and are not read (cp.async's source size
+    0). Under a mask a run is copied whole where all of it is selected (one test of the
+    mask's bits) and element by element, each under its own selection, where only some
+    is, the two branches of an `If`: a masked-off element is never read. A replicated
+    element is copied by the first replica (`first`). `stat` names the count of the
+    cp.asyncs (``{size}``: their bytes)."""
+
+    def __init__(self, lo: Lowering, instr, param: str, first, limit: int, mask, stat: str):
+        self.lo, self.instr, self.param, self.limit = lo, instr, param, limit
+        self.first = lo.b.let(first, "p") if first is not None else None
+        self.mask: TileRegs | None = mask
+        self.stat = stat
+        self.staging: str | None = None
+
+    def run(self, li: int, run: int, bits: int, address: t.Expr, source: t.Expr, pred) -> None:
+        """Elements `li` .. `li + run - 1` (whole bytes) from byte `source` to `address`,
+        where `pred` (the bounds) holds."""
+        b, mask = self.lo.b, self.mask
+        source = b.let(source, "off")
+        if mask is None:
+            self.pieces(address, source, run * bits // 8, pred)
+            return
+        if bits % 8:
+            raise self.lo.fail(self.instr, f"a masked copy of {mask.dtype} codes")
+        selected = [self.lo.get(mask, li + i) for i in range(run)]
+        if run == 1:
+            self.pieces(
+                address,
+                source,
+                bits // 8,
+                b.all_of([c for c in (pred, *selected) if c is not None]),
+            )
+            return
+        pred = b.let(pred, "p") if pred is not None else None
+        every = memory.all_selected(self.lo, mask, li, run)
+        with b.nested() as whole:
+            self.pieces(address, source, run * bits // 8, pred)
+        with b.nested() as alone:
+            size = bits // 8
+            for i, one in enumerate(selected):
+                to, at = b.add(address, imm(i * size)), b.add(source, imm(i * size, I64))
+                self.pieces(to, at, size, b.all_of([c for c in (pred, one) if c is not None]))
+        b.emit(t.If(every, tuple(whole), tuple(alone)))
+        b.count("copy_async_partial_run")
+
+    def pieces(self, address: t.Expr, source: t.Expr, nbytes: int, pred) -> None:
+        b = self.lo.b
+        pred = b.let(pred, "p") if pred is not None else None
+        for at, size in pieces(0, nbytes, self.limit):
+            to, src = b.add(address, imm(at)), b.add(source, imm(at, source.dtype))
             if size >= 4:
-                copy = t.CpAsync(to, info.param, src, size, pred)
-                lo.b.emit(t.If(first, (copy,)) if first is not None else copy)
-                lo.b.count("cp_async")
+                copy = t.CpAsync(to, self.param, src, size, pred)
+                b.emit(t.If(self.first, (copy,)) if self.first is not None else copy)
+                b.count(self.stat.format(size=size))
                 continue
-            staging = staging or lo.b.local(dtypes.u8, shared_access.MAX_ACCESS, "stage")
+            self.staging = self.staging or b.local(dtypes.u8, shared_access.MAX_ACCESS, "stage")
             for i in range(size):
-                lo.b.emit(t.SetLocal(staging, i, imm(0, dtypes.u8)))
-            lo.b.emit(t.GlobalLoad(t.Reg(staging, 0), size, info.param, src, pred))
-            lo.b.emit(t.SharedStore(to, t.Reg(staging, 0), size, first))
+                b.emit(t.SetLocal(self.staging, i, imm(0, dtypes.u8)))
+            b.emit(t.GlobalLoad(t.Reg(self.staging, 0), size, self.param, src, pred))
+            b.emit(t.SharedStore(to, t.Reg(self.staging, 0), size, self.first))
 
 
 @lowers(ir.Sync)

@@ -23,8 +23,10 @@ yields:
 
 Each thread copies the elements `gather_copy_layout` (a blocked layout with 16-byte runs
 where the row allows) gives it, so the index is relayouted to that layout once, where
-it is computed; gathers sharing an index (K and V) share it. Masked rows (an index
-outside the tensor) are copied with a zero source size: zeros, no access. Body
+it is computed; gathers sharing an index (K and V) share it. A masked gather's copies
+move the elements of its mask's layout (the gather's own) instead, so neither the mask
+nor the index moves. Masked rows (an index outside the tensor, or masked off) are
+copied with a zero source size: zeros, no access. Body
 instructions that only made the replaced gathers' indices go (the table gather too).
 
 This module owns the recipe (`index_recipe`), the layout and runs of the copies
@@ -95,6 +97,8 @@ def gather_copy(
     tile, index = gather.result.type, gather.index.type
     assert isinstance(tile, TileType) and isinstance(index, TileType)
     copy = gather_copy_layout(tile.shape, tile.dtype, fn.warps * 32)
+    if gather.mask is not None and tile.layout is not None:  # copied as its mask's layout
+        copy = tile.layout
     dims = [d for d, i in enumerate(index.shape) if i != tile.shape[d]]
     index_type = TileType(index.dtype, tuple(index.shape), copy.reduce(dims))
     moved = replace(

@@ -9,29 +9,55 @@ Assumes a verified function. Guarantees the same results with:
 - a scalar `Compute` or `Cast` equal to an earlier one in scope reused (index
   arithmetic such as `bn * BN` is written several times by a kernel; it is computed
   once). An earlier computation is in scope in the body it was defined in and in
-  bodies nested there, never after its body ends.
+  bodies nested there, never after its body ends;
+- an atomic's result (its old values) that nothing reads dropped: the update stays,
+  and the GPU issues a reduction that sends nothing back (and no registers are
+  planned for values never used).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from tilelang.dtypes import DType
-from tilelang.ir.nodes import Block, Cast, Compute, Const, Function, Instr, Value, Var
+from tilelang.ir.nodes import (
+    Atomic,
+    Block,
+    Cast,
+    Compute,
+    Const,
+    Function,
+    Instr,
+    ScatterAtomic,
+    Value,
+    Var,
+)
 from tilelang.ir.ops import evaluate_int, wrap
 from tilelang.ir.types import ScalarType
-from tilelang.ir.visit import Rewriter
+from tilelang.ir.visit import Rewriter, walk
 from tilelang.target import CPU, Target
 
 _IDENTITIES = {"add": 0, "sub": 0, "mul": 1, "div": 1, "shl": 0, "shr": 0}
 
 
 def run(fn: Function, target: Target = CPU) -> Function:
-    return _Simplifier().rewrite_function(fn)
+    used = {v for instr in walk(fn) for v in instr.uses() if isinstance(v, Var)}
+    return _Simplifier(used).rewrite_function(fn)
 
 
 class _Simplifier(Rewriter):
-    def __init__(self) -> None:
+    def __init__(self, used: set[Var]) -> None:
         super().__init__()
         self.scopes: list[dict[tuple, Var]] = [{}]
+        self.used = used
+
+    def _unread_result_dropped(self, instr: Atomic | ScatterAtomic) -> Instr:
+        new = self.generic(instr)
+        kept = instr.result is None or instr.result in self.used
+        return new if kept else replace(new, result=None)
+
+    visit_Atomic = _unread_result_dropped
+    visit_ScatterAtomic = _unread_result_dropped
 
     def rewrite_block(self, block: Block) -> Block:
         self.scopes.append({})

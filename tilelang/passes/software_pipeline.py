@@ -32,20 +32,19 @@ divides, whatever the loop's bounds (no `(k - start) / step`, no remainder by S)
 
 The shared_load defines the last value of the load's *chain*: the load, then a
 `reshape` that only drops dims of size 1 (a rank-4 load [1, BN, 1, D] of one head read
-as a matrix: a `shared_transpose` view moves them first, then the stage is sliced once
-more per dropped dim), then a `transpose` (Kᵀ of attention: a `shared_transpose` view,
-read with ldmatrix as K is stored, so no transpose moves data), then a `relayout` (a
-dot operand, read with ldmatrix), each the sole use of the one before and in the loop's own
-body. Dot operands are read right after the wait, before the next copies, as in the
-classic multistage loop; other tiles where their loads were, so their registers live
-no longer than before. (Other orders made ptxas spill a few bytes: matmul on sm_80, u3
-and u1 weights on sm_90.) A packed sub-byte tile (u4 weights) is a byte array of its
-codes in shared memory (`tilelang.analysis.shared_layouts`), read back with byte-wide
-accesses. The buffers have `staged_layout`: one stage is the tile's default layout, so
+as a matrix: a `shared_transpose` view moves them first, then one slice per dropped
+dim), then a `transpose` (Kᵀ of attention: a `shared_transpose` view, read with
+ldmatrix as K is stored), then a `relayout` (a dot operand, read with ldmatrix), each
+the sole use of the one before and in the loop's own body. Dot operands are read right
+after the wait, before the next copies (the classic multistage loop); other tiles where
+their loads were, so their registers live no longer (other orders made ptxas spill:
+matmul on sm_80, u3 and u1 weights on sm_90). A packed sub-byte tile (u4 weights) is a
+byte array of its codes in shared memory (`tilelang.analysis.shared_layouts`). The
+buffers have `staged_layout`: one stage is the tile's default layout, so
 `shared_slice` at a runtime index is legal.
 
-**Register prefetch**, for the other loads (runs below 4 bytes: sizes without facts or
-masks that vary per element; a fill other than zero; no shared memory left), while the
+**Register prefetch**, for the other loads (runs below 4 bytes: sizes without facts;
+masked codes below a byte; a fill other than zero; no shared memory left), while the
 kernel's `plan_registers` estimate plus the prefetched tiles in flight stays within
 `REGISTER_TARGET` registers per thread (a tile in flight holds its words and one
 register per access, two per code read through its byte window; loads are served in
@@ -70,13 +69,19 @@ it fills with +0, its rows move in whole runs of 4, 8 or 16 bytes with that alig
 (`vectorize`'s rules for a gather in the copy's layout) and its buffers fit; gathers
 are not prefetched into registers.
 
-**Not pipelined**: a load whose offsets (a gather whose index) depend on a value the
-body computes from loaded data or carries from one iteration to the next (its address
-is not known ahead), with a `mask`, of a tensor the loop also writes (a load issued
-ahead would miss the write), inside a branch or an inner loop without stages of its
-own, or that no form can take. It stays as it is with the attribute ``unpipelined="<why>"`` (the lowering
-counts these loads in ``stats["pipeline_skipped"]``) and a `PipelineWarning` whose
-message starts with the loop's source location and names the load's and why.
+**Masks** are computed for the iteration a copy or prefetch is for, as offsets are,
+from the loop variable and values from before the loop by arithmetic and shape
+instructions (`tilelang.passes.pipeline_masks`; once, before the loop, without the loop
+variable: rows of padding). A masked-off element reads the fill and is not accessed: a
+copy's gets cp.async's zero source size, each thread copying its mask layout's elements.
+
+**Not pipelined**: a load whose offsets (a gather's index, a mask) depend on a value the
+body computes from loaded data or carries from one iteration to the next (not known
+ahead), of a tensor the loop also writes (a load issued ahead would miss the write),
+inside a branch or an inner loop without stages of its own, or that no form can take.
+It stays with ``unpipelined="<why>"`` (counted in ``stats["pipeline_skipped"]``) and a
+`PipelineWarning` whose message starts with the loop's source location and names the
+load and why.
 
 Copies and loads past the loop's end are masked like any load (zero fill, no access
 outside the tensor), so they need no guard; their data is never used. Loads and copies
@@ -90,8 +95,9 @@ import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 
+import numpy as np
+
 from tilelang import dtypes
-from tilelang.analysis.loop_values import LoopValues, carried_reason
 from tilelang.analysis.shared_layouts import default_layout, staged_layout, tile_bytes
 from tilelang.ir import nodes as ir
 from tilelang.ir.shared_layout import SharedLayout
@@ -100,6 +106,7 @@ from tilelang.ir.visit import defined_vars, walk
 from tilelang.passes import plan_registers
 from tilelang.passes.analyze import analyze
 from tilelang.passes.pipeline_gathers import CarriedIndices, GatherCopy, feeding_only, gather_copy
+from tilelang.passes.pipeline_masks import ahead_blocker, feeding_masks_only, invariant
 from tilelang.passes.plan_registers import words
 from tilelang.passes.vectorize import copy_async_runs, load_runs
 from tilelang.target import CPU, Target
@@ -157,6 +164,7 @@ class _Loop:
     before: dict[int, list[ir.Instr]] = field(default_factory=dict)  # inserted at an index
     dropped: set[int] = field(default_factory=set)  # ids of body instructions removed
     yielded: list[ir.Value] = field(default_factory=list)  # appended to the yield
+    masks: dict[ir.Var, ir.Value] = field(default_factory=dict)  # invariant: made before
     indices: CarriedIndices = field(init=False)  # the gather indices the loop carries
 
     @property
@@ -231,6 +239,7 @@ class _Pipeliner:
                 body[index] = _skip(loop, instr, choice)
             else:
                 plans.append(choice)
+        dead |= feeding_masks_only(tuple(body), [p.load for p in plans], loop, writers, dead)
         loop = replace(loop, body=ir.Block(tuple(body)))
         return self.rewrite(loop, plans, dead) if plans else [loop]
 
@@ -238,7 +247,7 @@ class _Pipeliner:
         self, load: ir.Load, loop: ir.For, writers: dict[ir.Var, ir.Instr]
     ) -> _Async | _Prefetch | str:
         """The form of `load` (cp.async first, registers next), or why it has none."""
-        reason = _blocker(load, loop, writers)
+        reason = ahead_blocker(load, loop, writers)
         if reason is not None:
             return reason
         why_not_async = self.async_blocker(load, loop)
@@ -259,12 +268,15 @@ class _Pipeliner:
         tile = load.result.type
         tensor = load.tensor.type
         assert isinstance(tile, TileType) and isinstance(tensor, TensorType)
-        if load.fill is not None and not _is_positive_zero(load.fill.value):
-            return f"cp.async fills with zero bytes, the load with {load.fill.value}"
+        if not _fills_with_zero_bytes(load.fill, tile.dtype):
+            return f"cp.async fills with zero bytes, the load with {_fill_text(load.fill)}"
+        if load.mask is not None and tile.dtype.bits % 8:
+            return "its mask selects codes of less than a byte, which move one at a time"
         panels = self.target.has_wgmma
         layout = default_layout(tile.dtype, tuple(tile.shape), panels)
         one = SharedType(tile.dtype, tile.shape, layout)
-        _, vector, align = copy_async_runs(self.fn, self.facts, tensor, load.offsets, one)
+        moves = tile.layout if load.mask is not None else None  # the mask's layout
+        _, vector, align = copy_async_runs(self.fn, self.facts, tensor, load.offsets, one, moves)
         if vector == 0:
             return "its codes move one at a time, in runs of less than a byte"
         if vector % ASYNC_BYTES or align < ASYNC_BYTES:
@@ -284,7 +296,7 @@ class _Pipeliner:
         """A gather's cp.async form, or why it has none. Its index for iteration k+S-1
         is computed one iteration before the copy is issued (the loop carries it), so
         the instructions it is made of must be computable for another iteration."""
-        reason = _blocker(gather, loop, writers)
+        reason = ahead_blocker(gather, loop, writers)
         if reason is not None:
             return reason
         copy = gather_copy(self.fn, self.facts, gather, loop, writers)
@@ -292,10 +304,12 @@ class _Pipeliner:
             return copy
         tile = gather.result.type
         assert isinstance(tile, TileType)
-        if gather.fill is not None and not _is_positive_zero(gather.fill.value):
-            why = f"cp.async fills with zero bytes, the gather with {gather.fill.value}"
+        if not _fills_with_zero_bytes(gather.fill, tile.dtype):
+            why = f"cp.async fills with zero bytes, the gather with {_fill_text(gather.fill)}"
         elif gather.axis == tile.rank - 1:
             why = "it gathers along the last dim, one element at a time"
+        elif gather.mask is not None and tile.dtype.bits % 8:
+            why = "its mask selects codes of less than a byte, one at a time"
         elif copy.vector == 0 or copy.vector % ASYNC_BYTES:
             why = f"its rows move in runs of {copy.vector} bytes"
         elif copy.align < ASYNC_BYTES:
@@ -391,6 +405,9 @@ class _Pipeliner:
             ir.SharedAlloc(p.buffer, loc=p.load.loc) for p in plans if isinstance(p, _Async)
         ]
         inits: dict[int, list[ir.Value]] = {id(p): [] for p in plans}
+        for mask in dict.fromkeys(p.load.mask for p in plans if p.load.mask is not None):
+            if invariant(mask, loop):  # the same in every iteration: made once, here
+                (at.masks[mask],) = self.values_at(at, (mask,), loop.start, out, {}, None)
         for s in range(at.stages - 1):
             k = self.scalar("mul", _const(s, loop), loop.step, out)
             k = self.scalar("add", loop.start, k, out)
@@ -541,10 +558,14 @@ class _Pipeliner:
 
     def offsets_at(
         self, at: _Loop, load: ir.Load | ir.Gather, k: ir.Value, out: list[ir.Instr]
-    ) -> tuple[ir.Value, ...]:
-        """`load`'s offsets at the iteration whose loop variable is `k` (the body's scalar
-        arithmetic they use is recomputed into `out`)."""
-        return self.values_at(at, load.offsets, k, out, {}, ahead=None)
+    ) -> tuple[tuple[ir.Value, ...], ir.Var | None]:
+        """`load`'s offsets and mask at the iteration whose loop variable is `k` (the body
+        instructions they are made of are recomputed into `out`; an invariant mask's
+        were, before the loop)."""
+        mask = (load.mask,) if load.mask is not None else ()
+        found = self.values_at(at, (*load.offsets, *mask), k, out, dict(at.masks), ahead=None)
+        assert not mask or isinstance(found[-1], ir.Var)
+        return found[: len(load.offsets)], (found[-1] if mask else None)
 
     def values_at(
         self,
@@ -589,18 +610,18 @@ class _Pipeliner:
         """The copy of `plan`'s box (a gather's rows, from `index`: the index at `k`) at
         loop variable `k` into buffer `stage`."""
         load, out = plan.load, []
-        offsets = self.offsets_at(at, load, k, out)
+        offsets, mask = self.offsets_at(at, load, k, out)
         tile = load.result.type
         layout = _stage_layout(plan.buffer)
         view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape, layout))
         out.append(ir.SharedSlice(view, plan.buffer, stage, loc=load.loc))
         if isinstance(load, ir.Gather):
             assert isinstance(index, ir.Var)
-            copy = ir.GatherAsync(view, load.tensor, offsets, index, load.axis, loc=load.loc)
+            copy = ir.GatherAsync(view, load.tensor, offsets, index, load.axis, mask, loc=load.loc)
             assert plan.gather is not None
             out.append(copy.with_attrs(**plan.gather.attrs, **_made(ahead)))
         else:
-            copy = ir.CopyAsync(view, load.tensor, offsets, loc=load.loc)
+            copy = ir.CopyAsync(view, load.tensor, offsets, mask, loc=load.loc)
             out.append(copy.with_attrs(**_made(ahead)))
         return out
 
@@ -609,9 +630,9 @@ class _Pipeliner:
     ) -> tuple[ir.Var, list[ir.Instr]]:
         """`load` at loop variable `k`, into a fresh tile."""
         out: list[ir.Instr] = []
-        offsets = self.offsets_at(at, load, k, out)
+        offsets, mask = self.offsets_at(at, load, k, out)
         result = self.fresh(load.result.name + (".next" if ahead else ""), load.result.type)
-        new = replace(load, result=result, offsets=offsets, attrs=())
+        new = replace(load, result=result, offsets=offsets, mask=mask, attrs=())
         out.append(new.with_attrs(**_made(ahead)))
         return result, out
 
@@ -649,8 +670,17 @@ def _const(value: int, loop: ir.For) -> ir.Const:
     return ir.Const(value, loop.var.type.dtype)
 
 
-def _is_positive_zero(value: float | int) -> bool:
-    return value == 0 and math.copysign(1.0, value) > 0
+def _fills_with_zero_bytes(fill: ir.Const | None, dtype) -> bool:
+    """Whether the load's fill (absent: 0 in the dtype) is the code cp.async leaves where
+    it reads nothing, all zero bits: not for e8m0, whose 0 is its NaN code."""
+    value = 0 if fill is None else fill.value
+    if value != 0 or math.copysign(1.0, value) < 0:
+        return False
+    return not int(np.asarray(dtype.encode(np.asarray([0.0]))).reshape(-1)[0])
+
+
+def _fill_text(fill: ir.Const | None) -> str:
+    return "0 (no zero in its type: NaN)" if fill is None else str(fill.value)
 
 
 def _skip(loop: ir.For, load: ir.Load | ir.Gather, reason: str) -> ir.Load | ir.Gather:
@@ -705,40 +735,6 @@ def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
             if tensor and (arrival is not None or not isinstance(instr, _READS)):
                 found.setdefault(value, instr if not isinstance(instr, _READS) else arrival)
     return found
-
-
-def _blocker(
-    load: ir.Load | ir.Gather, loop: ir.For, writers: dict[ir.Var, ir.Instr]
-) -> str | None:
-    """Why `load` cannot be issued at another iteration at all, or None."""
-    if load.mask is not None:
-        return "it has a mask (a load never reads outside its tensor: edges need none)"
-    if load.tensor in writers:
-        writer = writers[load.tensor]
-        return (
-            f"the loop also writes %{load.tensor.name} ({writer.mnemonic} at {writer.loc}), "
-            "which a load issued ahead would not see"
-        )
-    values = LoopValues(loop)
-
-    def why(value: ir.Value) -> str | None:
-        origin = values.origin(value)
-        if origin.kind == "outside":
-            return None
-        if origin.kind == "carried":
-            return carried_reason(value)
-        instr = origin.instr
-        if isinstance(instr, ir.Compute | ir.Cast) and isinstance(value.type, ScalarType):
-            return next((r for r in map(why, instr.uses()) if r is not None), None)
-        source = "from loaded data" if values.from_tiles(instr) else "by a branch"
-        where = f" ({instr.mnemonic} at {instr.loc})" if instr is not None else ""
-        return f"%{value.name}, computed in the loop body {source}{where}"
-
-    for offset in load.offsets:
-        reason = why(offset)
-        if reason is not None:
-            return f"its offsets depend on {reason}"
-    return None
 
 
 def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:

@@ -56,6 +56,7 @@ RAW_WRITES = {
     "GlobalLoad": "dst",
     "SharedLoad": "dst",
     "AtomicFetchAdd": "dst",
+    "Atomic": "dst",  # None where nothing comes back
     "Ldmatrix": "dst",
     "Mma": "d",
     "Wgmma": "d",
@@ -138,9 +139,10 @@ def _wrap(value: int, dtype: DType) -> int:
 
 def _product_registers(fn: t.ThreadFunction, fresh: _Fresh) -> t.ThreadFunction:
     raw = {
-        getattr(s, RAW_WRITES[type(s).__name__]).local
+        reg.local
         for s in t.walk_stmts(fn.body)
         if type(s).__name__ in RAW_WRITES
+        and (reg := getattr(s, RAW_WRITES[type(s).__name__])) is not None
     }
     scalars = {
         loc.name: loc.dtype
@@ -284,7 +286,9 @@ class _Loop:
             if isinstance(stmt, t.SetLocal):
                 self.written.add(stmt.local)
             elif type(stmt).__name__ in RAW_WRITES:
-                self.written.add(getattr(stmt, RAW_WRITES[type(stmt).__name__]).local)
+                reg = getattr(stmt, RAW_WRITES[type(stmt).__name__])
+                if reg is not None:
+                    self.written.add(reg.local)
         self.known: dict[str, bool] = {}  # names found invariant (or not)
         self.hoisted: list[t.Let] = []
         self.bound: dict[t.Expr, t.Name] = {}

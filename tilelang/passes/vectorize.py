@@ -58,7 +58,9 @@ for a copy, (b) also admits the fewest whole 16-byte words of codes whose width 
 not divide 128 (128 codes of 3, 5 or 7 bits, 64 of 6 bits) when the tile holds at
 least one such run per thread, so such codes move in 16-byte copies rather than in
 runs of 12, 10, 12 or 14 bytes (10 and 14 are only 2-byte aligned: too narrow for
-cp.async) without leaving threads idle.
+cp.async) without leaving threads idle. A masked copy moves its mask's layout's runs
+instead (each thread the elements whose mask bits it holds): r divides that layout's
+run, and the global `align` is a register access's in that layout.
 Its `align` is the smaller of the global one (run starts at multiples of r along the
 last dim, anywhere along the others) and the shared one (the shared element offset of
 every run start, times bits/8; `plan_shared` places tiles 16-byte aligned). cp.async
@@ -103,12 +105,18 @@ def run(fn: Function, target: Target = CPU) -> Function:
 
 
 def copy_async_runs(
-    fn: Function, facts: Facts, tensor: TensorType, offsets: tuple[Value, ...], shared: SharedType
+    fn: Function,
+    facts: Facts,
+    tensor: TensorType,
+    offsets: tuple[Value, ...],
+    shared: SharedType,
+    moves: Layout | None = None,
 ) -> tuple[int, int, int]:
     """(elems, vector, align) that this pass would record on a `copy_async` of the box at
-    `offsets` of a tensor of type `tensor` into a shared tile of type `shared`, in `fn`
-    with `facts` (`analyze(fn)`): what `software_pipeline` asks before choosing one."""
-    r, align = _Vectorize(fn, facts).copy_runs(tensor, offsets, shared)
+    `offsets` of a tensor of type `tensor` into a shared tile of type `shared` (masked:
+    `moves` is its mask's layout), in `fn` with `facts` (`analyze(fn)`): what
+    `software_pipeline` asks before choosing one."""
+    r, align = _Vectorize(fn, facts).copy_runs(tensor, offsets, shared, moves)
     bits = r * shared.dtype.bits
     return r, bits // 8 if bits % 8 == 0 else 0, align
 
@@ -199,15 +207,23 @@ class _Vectorize(Rewriter):
         new = self.generic(instr)
         tensor, shared = instr.tensor.type, instr.shared.type
         assert isinstance(tensor, TensorType) and isinstance(shared, SharedType)
-        r, align = self.copy_runs(tensor, instr.offsets, shared)
+        moves = instr.mask.type.layout if instr.mask is not None else None
+        r, align = self.copy_runs(tensor, instr.offsets, shared, moves)
         return _annotate(new, r, shared.dtype, align)
 
     def copy_runs(
-        self, tensor: TensorType, offsets: tuple[Value, ...], shared: SharedType
+        self,
+        tensor: TensorType,
+        offsets: tuple[Value, ...],
+        shared: SharedType,
+        moves: Layout | None = None,
     ) -> tuple[int, int]:
-        """(r, align) of a copy of the box at `offsets` into `shared` (module docstring)."""
+        """(r, align) of a copy of the box at `offsets` into `shared` (module docstring);
+        a masked copy moves the runs of its mask's layout, `moves`."""
         layout = shared.layout or plan_shared.default_layout(shared.dtype, shared.shape)
         bound = pow2_factor(shared.shape[-1]) if shared.shape else 1
+        if moves is not None:
+            bound = pow2_factor(layout_run(moves))
         r = 1
         elements, threads = math.prod(shared.shape), self.fn.warps * 32
         for candidate in _powers_of_two_down(bound):
@@ -220,6 +236,8 @@ class _Vectorize(Rewriter):
             (r if size > r else CAP) if d == len(shared.shape) - 1 else (1 if size > 1 else CAP)
             for d, size in enumerate(shared.shape)
         )
+        if moves is not None:
+            steps = run_start_steps(moves, tuple(shared.shape), r)
         align = min(
             self._global_align(tensor, offsets, steps),
             _byte_align(_shared_start_divisor(layout, r), shared.dtype),

@@ -18,8 +18,9 @@ Arithmetic (exactly `tilelang.ir.ops`): integers wrap at their width, `div`/`rem
 truncate toward zero (x / 0 is all ones, x % 0 is x), shifts clamp; floats
 are computed in float64 and rounded once (RNE, `dtypes.quantize`) to the result dtype
 after every operation. For +, -, *, /, sqrt on f32 and narrower this is the correctly
-rounded IEEE result (float64 has more than 2p+2 bits), so it is what the GPU computes.
-Transcendental functions are float64 `numpy` rounded once: the reference, not a model
+rounded IEEE result (float64 has more than 2p+2 bits), so it is what the GPU computes;
+e8m0, computed in f32 by compiled code, is rounded to f32 first (its products and
+quotients can leave f32's range: inf or 0, NaN in e8m0). Transcendental functions are float64 `numpy` rounded once: the reference, not a model
 of the GPU's approximations.
 
 Decisions the IR leaves to the interpreter:
@@ -27,9 +28,9 @@ Decisions the IR leaves to the interpreter:
 - `Dot` computes a @ b + acc in float64 (products of inputs up to 26 significant bits
   are exact; sums are float64) or int64, and rounds once to the accumulator dtype; int
   accumulators wrap at their width.
-- `Reduce`/`Scan` `sum` and `prod` of floats are float64 and rounded once per output
-  element; the GPU sums in the accumulator dtype in a tree, so compare float reductions
-  with a tolerance. `max`/`min` ignore NaN (IEEE minNum/maxNum, PTX `min.f32`); so do
+- `Reduce`/`Scan` `sum` and `prod` of floats are float64 (numpy's order, not exact)
+  and rounded once per output element (a sum of only -0 is -0); the GPU sums in the
+  accumulator dtype in a tree, so compare float reductions with a tolerance. `max`/`min` ignore NaN (IEEE minNum/maxNum, PTX `min.f32`); so do
   the elementwise `min`/`max`.
 - `AssociativeScan` applies its combine body element by element, sequentially from the
   start of the axis (from the end when reversed): acc = x_0, then acc = acc ⊕ x_i, each
@@ -45,13 +46,13 @@ Decisions the IR leaves to the interpreter:
 - `Full`, `Arange` and loop variables convert with the cast policy (saturating).
 - `Atomic` and `ScatterAtomic` update one element after the other, in row-major order,
   blocks in grid order (`interpreter_atomics` says why add, max and min agree with the
-  compiled backends as they do).
+  compiled backends as they do, and what the old values they return depend on).
 - Shared tiles start as zeros; `CopyAsync` completes at once (commit/wait/sync are
   no-ops in a sequential interpreter). The prelude before `Blocks` must be scalar work:
   `grid()` evaluates it without tensors; each block then runs it again.
-- Float values are values, not bit patterns: a NaN is one NaN, so a `View` of a NaN
-  code re-encodes it as the canonical NaN of the dtype (payload and sign are not kept).
-  Every non-NaN code, -0.0 included, survives views bit-exactly.
+- Float values are values, not bit patterns: a computed NaN is the canonical NaN and a
+  store writes that, but a loaded NaN keeps its code through moves to a `View`
+  (`interpreter_numerics`). Every non-NaN code, -0.0 included, survives views bit-exactly.
 """
 
 from __future__ import annotations
@@ -68,12 +69,13 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.instructions.control import require_message, zero_step_message
-from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, flushed, zero_sign
+from tilelang.ir.ops import ELEMENTWISE, REDUCTIONS, SCANS, Result, flushed
 from tilelang.ir.shape_expr import Sym
 from tilelang.ir.types import SharedType, TensorType, TileType
 from tilelang.ir.verify import is_launch_arithmetic
 from tilelang.ir.visit import walk
 from tilelang.runtime import interpreter_atomics as atomics
+from tilelang.runtime import interpreter_numerics as numerics
 from tilelang.runtime.bit_views import ViewError, view_per_thread, view_row_major
 from tilelang.runtime.host_tensor import HostTensor
 
@@ -223,9 +225,12 @@ def check_launch(fn: ir.Function, env: Mapping[str, Any]) -> None:
             SEMANTICS.get(type(instr))(state, instr)
         elif isinstance(instr, ir.For) and _known(state, instr.step) and state.int(instr.step) == 0:
             raise ValueError(zero_step_message(instr))
-        elif isinstance(instr, ir.Require) and _known(state, instr.cond):
-            if not state.value(instr.cond):
-                raise ValueError(require_message(instr))
+        elif isinstance(instr, ir.Require) and _requirement_fails(state, instr):
+            raise ValueError(require_message(instr))
+
+
+def _requirement_fails(state: _State, instr: ir.Require) -> bool:
+    return _known(state, instr.cond) and not state.value(instr.cond)
 
 
 def _known(state: _State, value: ir.Value) -> bool:
@@ -306,9 +311,10 @@ def _round(values: np.ndarray, dtype: DType) -> np.ndarray:
     if not dtype.is_float:
         return _wrap(values, dtype)
     if dtype.bits == 64:
-        return np.asarray(values, dtype=np.float64)
+        return numerics.canonical_nan(np.asarray(values, dtype=np.float64), dtype)
     if dtype == dtypes.f32:  # the hardware's float64 -> float32 conversion is IEEE RNE
-        return np.asarray(values, dtype=np.float64).astype(np.float32)
+        rounded = np.asarray(values, dtype=np.float64).astype(np.float32)
+        return numerics.canonical_nan(rounded, dtype)
     return dtypes.quantize(np.asarray(values, dtype=np.float64), dtype)
 
 
@@ -338,7 +344,7 @@ def _masked_load(
     box = _box(offsets, shape, tensor.shape)
     if box is not None:
         outer, inner = box
-        values = tensor.dtype.decode(tensor.codes[outer])
+        values = numerics.decode(tensor.dtype, tensor.codes[outer])
         tile[inner] = values if tensor.dtype == dtype else dtypes.quantize(values, dtype)
     return tile
 
@@ -382,7 +388,7 @@ def _load(state: _State, instr: ir.Load | ir.LoadScalar) -> None:
     if getattr(instr, "mask", None) is not None:  # element by element, as a gather
         return _gather(state, instr)
     dtype = instr.result.type.dtype
-    fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
+    fill = numerics.fill_value(None if instr.fill is None else state.value(instr.fill), dtype)
     offsets = tuple(state.int(off) for off in instr.offsets)
     shape = _shape(instr.result) or (1,) * len(offsets)
     tile = _masked_load(state.tensor(instr.tensor), offsets, shape, fill, dtype)
@@ -410,12 +416,12 @@ def _indexed(state: _State, instr: ir.Instr, shape: tuple[int, ...]):
 
 @semantics(ir.Gather)
 def _gather(state: _State, instr: ir.Gather | ir.Load) -> None:
-    """Coordinates outside the tensor, and elements masked out, read the fill (0)."""
+    """Coordinates outside the tensor, and elements masked out, read the fill."""
     dtype, shape = instr.result.type.dtype, _shape(instr.result)
-    fill = 0 if instr.fill is None else dtypes.quantize(state.value(instr.fill), dtype)
+    fill = numerics.fill_value(None if instr.fill is None else state.value(instr.fill), dtype)
     tensor, picked, inside = _indexed(state, instr, shape)
     tile = _fill(shape, fill, dtype)
-    tile[inside] = tensor.dtype.decode(tensor.codes[picked])
+    tile[inside] = numerics.decode(tensor.dtype, tensor.codes[picked])
     state.bind(instr.result, tile)
 
 
@@ -441,16 +447,19 @@ def _store(state: _State, instr: ir.Store | ir.Scatter) -> None:
 def _atomic(state: _State, instr: ir.Atomic | ir.ScatterAtomic) -> None:
     """Each element inside the tensor where the mask holds: the tensor's value ⊕ the
     tile's (`instr.op`), rounded once in the tensor's dtype (integers wrap), one after
-    the other (elements a scatter sends to one place all combine)."""
+    the other (elements a scatter sends to one place all combine). A result holds
+    each element's value before its own update, 0 where none was made."""
     tile = np.asarray(state.value(instr.value))
     tensor, picked, added = _indexed(state, instr, tile.shape)
     dtype, terms = tensor.dtype, tile[added]
+    compare = None if instr.expected is None else np.asarray(state.value(instr.expected))[added]
     codes = tensor.codes if picked else tensor.codes.reshape(1)  # rank 0: one place
     picked = picked or (np.zeros(terms.size, np.int64),)
-    for at, turn in atomics.turns(picked, codes.shape):
-        total = atomics.combined(instr.op, dtype, dtype.decode(codes[at]), terms[turn])
-        codes[at] = _encode_tile(dtype, _round(total, dtype))
+    encode = lambda values: _encode_tile(dtype, _round(values, dtype))  # noqa: E731
+    before = atomics.update(instr.op, dtype, codes, picked, terms, compare, encode)
     tensor.dirty = True
+    if instr.result is not None:
+        state.bind(instr.result, atomics.placed(before, added))
 
 
 @semantics(ir.Arrive)
@@ -486,20 +495,27 @@ def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
 def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
     # Sequential interpreter: the copy completes now; commit/wait have nothing to do.
     shared: _Shared = state.value(instr.shared)
-    offsets = tuple(state.int(off) for off in instr.offsets)
     dtype = instr.shared.type.dtype
+    if instr.mask is not None:  # zero bytes where it fails, as a gather_async's
+        tensor, picked, inside = _indexed(state, instr, shared.values.shape)
+        values = _fill(shared.values.shape, numerics.zero_bytes(dtype), dtype)
+        values[inside] = numerics.decode(tensor.dtype, tensor.codes[picked])
+        shared.values[...] = values
+        return
+    offsets = tuple(state.int(off) for off in instr.offsets)
     shared.values[...] = _masked_load(
-        state.tensor(instr.tensor), offsets, shared.values.shape, 0, dtype
+        state.tensor(instr.tensor), offsets, shared.values.shape, numerics.zero_bytes(dtype), dtype
     )
 
 
 @semantics(ir.GatherAsync)
 def _gather_async(state: _State, instr: ir.GatherAsync) -> None:
-    # Completes now, as a copy_async does: a gather's values, zeros outside the tensor.
+    # Completes now, as a copy_async does: a gather's values, zero bytes outside the tensor.
     shared: _Shared = state.value(instr.shared)
     tensor, picked, inside = _indexed(state, instr, shared.values.shape)
-    values = _fill(shared.values.shape, 0, instr.shared.type.dtype)
-    values[inside] = tensor.dtype.decode(tensor.codes[picked])
+    dtype = instr.shared.type.dtype
+    values = _fill(shared.values.shape, numerics.zero_bytes(dtype), dtype)
+    values[inside] = numerics.decode(tensor.dtype, tensor.codes[picked])
     shared.values[...] = values
 
 
@@ -535,20 +551,6 @@ def _shared_store(state: _State, instr: ir.SharedStore) -> None:
 # --- elementwise ------------------------------------------------------------------------
 
 
-def _zero_sign_along(op: str, result, values, axis: int, accumulate: bool) -> np.ndarray:
-    """Float min/max order -0 below +0, for reductions (`accumulate`: scans) along `axis`."""
-    if op not in ("min", "max"):
-        return result
-    if op == "min":
-        marks = (values == 0) & np.signbit(values)
-        combine = np.logical_or
-    else:
-        marks = ~((values == 0) & ~np.signbit(values))  # no +0 seen: a zero result is -0
-        combine = np.logical_and
-    seen = combine.accumulate(marks, axis=axis) if accumulate else combine.reduce(marks, axis=axis)
-    return zero_sign(result, seen)
-
-
 @semantics(ir.Compute)
 def _compute(state: _State, instr: ir.Compute) -> None:
     op = ELEMENTWISE.get(instr.op)
@@ -561,9 +563,11 @@ def _compute(state: _State, instr: ir.Compute) -> None:
     # Operands in one numpy dtype: mixing int64 with uint64 would silently go to float64.
     wide = np.float64 if operand_dtype.is_float else operand_dtype.value_dtype
     args = [np.asarray(state.value(a)) for a in instr.args]
-    if op.name != "where":
-        args = [a.astype(wide) for a in args]
-    with np.errstate(all="ignore"):  # overflow wraps, x/0 is inf: both are the semantics
+    # Overflow wraps, x/0 is inf: both are the semantics; and widening a signalling NaN
+    # is no error either.
+    with np.errstate(all="ignore"):
+        if op.name != "where":
+            args = [a.astype(wide) for a in args]
         if operand_dtype.is_float and op.typed_reference is not None:
             result = op.typed_reference(operand_dtype, *args)
         elif operand_dtype.is_float or op.int_reference is None:
@@ -575,6 +579,10 @@ def _compute(state: _State, instr: ir.Compute) -> None:
         if op.result is Result.BOOL:
             result = np.asarray(result).astype(np.int64)
         elif op.name != "where":
+            if operand_dtype == dtypes.e8m0:
+                # As compiled code, in f32: e8m0 products and quotients can leave
+                # f32's range (inf, or 0 below 2^-149: both NaN in e8m0).
+                result = np.asarray(result).astype(np.float32)
             result = _round(result, result_dtype)
     result = np.asarray(result, dtype=result_dtype.value_dtype)
     shape = _shape(instr.result)
@@ -595,7 +603,8 @@ def _cast(state: _State, instr: ir.Cast) -> None:
 @semantics(ir.View)
 def _view(state: _State, instr: ir.View) -> None:
     src, dst = instr.value.type, instr.result.type
-    codes = _encode_tile(src.dtype, np.asarray(state.value(instr.value)))
+    values = np.asarray(state.value(instr.value))
+    codes = numerics.view_codes(src.dtype, values, _encode_tile(src.dtype, values))
     try:
         if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
             out = view_per_thread(codes, src, dst)
@@ -603,7 +612,7 @@ def _view(state: _State, instr: ir.View) -> None:
             out = view_row_major(codes, src, dst)
     except ViewError as error:
         raise _Fault(str(error)) from None
-    state.bind(instr.result, dst.dtype.decode(out))
+    state.bind(instr.result, numerics.decode(dst.dtype, out))
 
 
 # --- dot, reductions, scans, shape changes ----------------------------------------------
@@ -615,8 +624,8 @@ def _dot(state: _State, instr: ir.Dot) -> None:
     # Products of f16/bf16/f8 inputs are exact in float64; ints wrap mod 2^64, then at
     # the accumulator's width, which is the same residue.
     wide = np.dtype(np.float64) if acc_dtype.is_float else acc_dtype.value_dtype
-    a, b, acc = (np.asarray(state.value(v)).astype(wide) for v in (instr.a, instr.b, instr.acc))
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # widening a signalling NaN is no error
+        a, b, acc = (np.asarray(state.value(v)).astype(wide) for v in (instr.a, instr.b, instr.acc))
         result = np.matmul(a, b) + acc
     state.bind(instr.result, _round(result, instr.result.type.dtype))
 
@@ -626,12 +635,12 @@ def _reduce(state: _State, instr: ir.Reduce) -> None:
     if instr.op not in REDUCTIONS:
         raise _Fault(f"unknown reduction {instr.op!r}")
     dtype = instr.value.type.dtype
-    values = _widen(np.asarray(state.value(instr.value)), dtype)
     ufunc = _reduce_ufunc(instr.op, dtype)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # widening a signalling NaN is no error
+        values = _widen(np.asarray(state.value(instr.value)), dtype)
         result = ufunc.reduce(values, axis=instr.axis)
         if dtype.is_float:
-            result = _zero_sign_along(instr.op, result, values, instr.axis, accumulate=False)
+            result = numerics.zero_signs(instr.op, result, values, instr.axis, accumulate=False)
     state.bind(instr.result, _round(result, instr.result.type.dtype))
 
 
@@ -640,14 +649,14 @@ def _scan(state: _State, instr: ir.Scan) -> None:
     if instr.op not in SCANS:
         raise _Fault(f"unknown scan {instr.op!r}")
     dtype = instr.value.type.dtype
-    values = _widen(np.asarray(state.value(instr.value)), dtype)
-    if instr.reverse:
-        values = np.flip(values, axis=instr.axis)
     ufunc = _reduce_ufunc(instr.op, dtype)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # widening a signalling NaN is no error
+        values = _widen(np.asarray(state.value(instr.value)), dtype)
+        if instr.reverse:
+            values = np.flip(values, axis=instr.axis)
         result = ufunc.accumulate(values, axis=instr.axis)
         if dtype.is_float:
-            result = _zero_sign_along(instr.op, result, values, instr.axis, accumulate=True)
+            result = numerics.zero_signs(instr.op, result, values, instr.axis, accumulate=True)
     if instr.reverse:
         result = np.flip(result, axis=instr.axis)
     state.bind(instr.result, _round(result, instr.result.type.dtype))
@@ -682,24 +691,8 @@ def _widen(values: np.ndarray, dtype: DType) -> np.ndarray:
     return values.astype(np.float64 if dtype.is_float else dtype.value_dtype)
 
 
-# (op, is_float) -> ufunc: float max/min ignore NaN, as PTX max.f32/min.f32 do.
-_REDUCE_UFUNCS: dict[tuple[str, bool], np.ufunc] = {
-    ("sum", True): np.add,
-    ("sum", False): np.add,
-    ("prod", True): np.multiply,
-    ("prod", False): np.multiply,
-    ("max", True): np.fmax,
-    ("max", False): np.maximum,
-    ("min", True): np.fmin,
-    ("min", False): np.minimum,
-    ("and", False): np.bitwise_and,
-    ("or", False): np.bitwise_or,
-    ("xor", False): np.bitwise_xor,
-}
-
-
 def _reduce_ufunc(op: str, dtype: DType) -> np.ufunc:
-    ufunc = _REDUCE_UFUNCS.get((op, dtype.is_float))
+    ufunc = numerics.REDUCE_UFUNCS.get((op, dtype.is_float))
     if ufunc is None:
         raise _Fault(f"{op} does not apply to {dtype}")
     return ufunc

@@ -12,7 +12,7 @@ from tilelang import dtypes
 from tilelang.ir.checks import Checker, shape_text
 from tilelang.ir.core import NOWHERE, Const, Instr, Loc, Value, Var
 from tilelang.ir.text import describe, print_type
-from tilelang.ir.thread import ATOMIC_ADD_DTYPES
+from tilelang.ir.thread import ATOMIC_ADD_DTYPES, ATOMIC_DTYPES
 from tilelang.ir.types import SharedType
 
 
@@ -145,15 +145,18 @@ class Scatter(Instr):
 @dataclass(frozen=True)
 class ScatterAtomic(Instr):
     """Combines `value` by `op` where a `gather` of its shape would read: ``tensor[c(e)]
-    += value[e]`` (add; max and min as `atomic`'s), atomically, for every element e whose
-    coordinates c(e) (those of `scatter`) lie inside the tensor and where `mask` (a u1
-    tile of the value's shape; absent: everywhere) holds. Elements sent to one place all
-    combine (a histogram).
+    += value[e]`` (add; max, min, xchg, cas and the optional `result`, the old values,
+    as `atomic`'s), atomically, for every element e whose coordinates c(e) (those of
+    `scatter`) lie inside the tensor and where `mask` (a u1 tile of the value's shape;
+    absent: everywhere) holds. Elements sent to one place all combine (a histogram).
 
     Additions: integers wrap; each float addition rounds once in the tensor's dtype, so a float
     result depends on the order of the additions: the interpreter adds the elements of
     one instruction in row-major order, blocks in grid order, the compiled backends in
-    whatever order their threads run. A max or min does not depend on the order."""
+    whatever order their threads run. A max or min does not depend on the order.
+
+    Elements sent to one place see each other's updates, one after the other (the
+    interpreter: in row-major order), so their old values differ (a slot each)."""
 
     tensor: Var
     offsets: tuple[Value, ...]
@@ -162,17 +165,20 @@ class ScatterAtomic(Instr):
     value: Var
     mask: Var | None = None
     op: str = "add"
+    result: Var | None = None
+    expected: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value", "mask")
+    OPERANDS: ClassVar = ("tensor", "offsets", "index", "value", "expected", "mask")
+    RESULTS: ClassVar = ("result",)
     WRITES: ClassVar = ("tensor",)
     SYNTAX: ClassVar = (
         "scatter_atomic {op:name} {tensor}[{offsets}], {index}, axis={axis}, {value}"
-        "< mask({mask:value})>"
+        "< expected({expected:value})>< mask({mask:value})>"
     )
-    LAYOUT: ClassVar = "scatter"
+    LAYOUT: ClassVar = "scatter_atomic"
 
     def check(self, v: Checker) -> None:
-        tensor, value = _check_added(v, self.tensor, self.offsets, self.value, self.op)
+        tensor, value = _check_added(v, self, self.offsets, self.value)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), value.shape)
         _check_mask(v, self.mask, value.shape, "added")
@@ -195,20 +201,40 @@ def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Va
 
 
 #: What an atomic update (`Atomic`, `ScatterAtomic`) combines an element with.
-ATOMIC_OPS = ("add", "max", "min")
+ATOMIC_OPS = tuple(ATOMIC_DTYPES)
 
 
-def _check_added(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var, op: str):
-    """`_check_stored` of an atomic update `op`, whose tensor must hold a type the
-    hardware updates atomically."""
+def _check_added(v: Checker, instr, offsets: tuple[Value, ...], value: Var):
+    """`_check_stored` of an atomic update (`Atomic`, `ScatterAtomic`), whose tensor
+    must hold a type the hardware updates atomically by its op; its `expected` (op cas
+    only) and `result` (optional) are tiles of the value's shape and dtype."""
+    op = instr.op
     v.expect(op in ATOMIC_OPS, f"expected an atomic op of {', '.join(ATOMIC_OPS)}, found {op!r}")
-    tensor_type = v.tensor_param(tensor)
+    tensor_type = v.tensor_param(instr.tensor)
+    allowed = ATOMIC_DTYPES[op]
     v.expect(
-        tensor_type.dtype in ATOMIC_ADD_DTYPES,
-        f"expected a tensor of {', '.join(map(str, ATOMIC_ADD_DTYPES))} (atomic additions "
-        f"work on whole 16-, 32- and 64-bit elements), found a tensor of {tensor_type.dtype}",
+        tensor_type.dtype in allowed,
+        f"expected a tensor of {', '.join(map(str, allowed))} (atomic {op} works on whole "
+        f"{'32- and 64' if op in ('xchg', 'cas') else '16-, 32- and 64'}-bit elements), "
+        f"found a tensor of {tensor_type.dtype}",
     )
-    return _check_stored(v, tensor, offsets, value, "added")
+    tensor_type, value_type = _check_stored(v, instr.tensor, offsets, value, "added")
+    v.expect(
+        (op == "cas") == (instr.expected is not None),
+        "expected an `expected` tile with op cas and only there",
+    )
+    shaped = f"{value_type.dtype} {shape_text(value_type.shape)} (the value's)"
+    for what, tile in (("expected tile", instr.expected), ("result", instr.result)):
+        if tile is None:
+            continue
+        if not isinstance(tile, Var):  # several results parsed into an optional one
+            raise v.fail(f"expected at most one result, found {len(tile)}")
+        found = v.tile(tile, f"the {what}")
+        v.expect(
+            found.dtype == value_type.dtype and tuple(found.shape) == tuple(value_type.shape),
+            f"expected an {what} of {shaped}, found {print_type(found)}",
+        )
+    return tensor_type, value_type
 
 
 def _check_mask(v: Checker, mask: Var | None, shape: tuple[int, ...], what: str) -> None:
@@ -298,9 +324,11 @@ class Arrive(Instr):
 @dataclass(frozen=True)
 class Atomic(Instr):
     """Combines `value` into the box at `offsets` by `op`, atomically: ``tensor[e] +=
-    value[e]`` (add), ``tensor[e] = max(tensor[e], value[e])`` (max; min likewise), for
-    every element e inside the tensor where `mask` (a u1 tile of the value's shape;
-    absent: everywhere) holds. Elements outside the tensor are skipped.
+    value[e]`` (add), ``tensor[e] = max(tensor[e], value[e])`` (max; min likewise),
+    ``tensor[e] = value[e]`` (xchg; cas: where ``tensor[e] == expected[e]``), for every
+    element e inside the tensor where `mask` (a u1 tile of the value's shape; absent:
+    everywhere) holds. Elements outside the tensor are skipped. The optional `result`
+    gets each element's value before its own update (0 where none was made).
 
     Additions: integers wrap. Each float addition rounds once, in the tensor's dtype, so a float
     result depends on the order of the additions: the interpreter adds blocks in grid
@@ -309,7 +337,15 @@ class Atomic(Instr):
     `op` "max" ("min") replaces the element by the larger (smaller) of it and
     ``value[e]`` instead, exactly as the elementwise `max`/`min` compare (floats: a NaN
     is ignored, -0 < +0, a max of two NaNs is NaN), so the result does not depend on the
-    order. One class for the three: they access, vectorize and lower alike.
+    order. "xchg" replaces it by ``value[e]``; "cas" (integers) does so only where it
+    equals ``expected[e]``. One class for them all: they access, vectorize and lower
+    alike.
+
+    With a `result` (a tile of the value's shape and dtype, its layout the value's),
+    element e of the result is what ``tensor[e]`` held just before its own update (a
+    fetch-add claims slots, a cas tells who won); elements not updated (outside the
+    tensor, masked off) give 0. Without one, nothing comes back: a GPU issues
+    fire-and-forget reductions (``red``) rather than ``atom``.
     """
 
     tensor: Var
@@ -317,30 +353,41 @@ class Atomic(Instr):
     value: Var
     mask: Var | None = None
     op: str = "add"
+    result: Var | None = None
+    expected: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("tensor", "offsets", "value", "mask")
+    OPERANDS: ClassVar = ("tensor", "offsets", "value", "expected", "mask")
+    RESULTS: ClassVar = ("result",)
     WRITES: ClassVar = ("tensor",)
-    SYNTAX: ClassVar = "atomic {op:name} {tensor}[{offsets}], {value}< mask({mask:value})>"
-    LAYOUT: ClassVar = "masked"
+    SYNTAX: ClassVar = (
+        "atomic {op:name} {tensor}[{offsets}], {value}< expected({expected:value})>"
+        "< mask({mask:value})>"
+    )
+    LAYOUT: ClassVar = "atomic"
 
     def check(self, v: Checker) -> None:
-        _, value = _check_added(v, self.tensor, self.offsets, self.value, self.op)
+        _, value = _check_added(v, self, self.offsets, self.value)
         _check_mask(v, self.mask, value.shape, "added")
 
 
 @dataclass(frozen=True)
 class CopyAsync(Instr):
-    """Starts a copy of the box at `offsets` of a global tensor into a shared tile."""
+    """Starts a copy of the box at `offsets` of a global tensor into a shared tile.
+    Where `mask` (a u1 tile of the shared tile's shape; absent: everywhere) fails, the
+    element becomes zero and is not read; each thread then copies the elements its
+    mask's layout gives it (`software_pipeline` copies a masked load so)."""
 
     shared: Var
     tensor: Var
     offsets: tuple[Value, ...]
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("shared", "tensor", "offsets")
-    SYNTAX: ClassVar = "copy_async {tensor}[{offsets}] -> {shared}"
+    OPERANDS: ClassVar = ("shared", "tensor", "offsets", "mask")
+    SYNTAX: ClassVar = "copy_async {tensor}[{offsets}] -> {shared}< mask({mask:value})>"
 
     def check(self, v: Checker) -> None:
-        _check_async_copy(v, self.shared, self.tensor, self.offsets)
+        shared, _ = _check_async_copy(v, self.shared, self.tensor, self.offsets)
+        _check_mask(v, self.mask, tuple(shared.shape), "copied")
 
 
 def _check_async_copy(v: Checker, shared_var: Var, tensor_var: Var, offsets: tuple[Value, ...]):
@@ -363,21 +410,27 @@ class GatherAsync(Instr):
     `index` along `axis`, zeros outside the tensor) into a shared tile: the pipelined
     form of a gather. Each thread copies the elements a blocked layout of the shared
     tile's shape gives it (`tilelang.analysis.gather_copies`), so `index` must be in
-    that layout reduced over its size-1 dims (`software_pipeline` makes it so)."""
+    that layout reduced over its size-1 dims (`software_pipeline` makes it so). With a
+    `mask` (as a `copy_async`'s: zeros, not read, where it fails) the threads copy the
+    elements of the mask's layout instead, and the index is in that one reduced."""
 
     shared: Var
     tensor: Var
     offsets: tuple[Value, ...]
     index: Var
     axis: int
+    mask: Var | None = None
     loc: Loc = field(default=NOWHERE, kw_only=True)
-    OPERANDS: ClassVar = ("shared", "tensor", "offsets", "index")
-    SYNTAX: ClassVar = "gather_async {tensor}[{offsets}], {index}, axis={axis} -> {shared}"
+    OPERANDS: ClassVar = ("shared", "tensor", "offsets", "index", "mask")
+    SYNTAX: ClassVar = (
+        "gather_async {tensor}[{offsets}], {index}, axis={axis} -> {shared}< mask({mask:value})>"
+    )
 
     def check(self, v: Checker) -> None:
         shared, tensor = _check_async_copy(v, self.shared, self.tensor, self.offsets)
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), tuple(shared.shape))
+        _check_mask(v, self.mask, tuple(shared.shape), "copied")
 
 
 @dataclass(frozen=True)
@@ -518,6 +571,7 @@ class Sync(Instr):
 
 __all__ = [
     "ATOMIC_ADD_DTYPES",
+    "ATOMIC_DTYPES",
     "ATOMIC_OPS",
     "Arrive",
     "AsyncCommit",

@@ -46,8 +46,10 @@ Guarantees (the lowering relies on this contract; T = ``fn.warps * 32``):
    `SharedStore`/`Print`: any layout. `Store`: any layout, except that a tile of a type
    that is not a whole number of bytes (u3, u4, f6, ...) is moved to its blocked layout
    when its threads would otherwise write parts of one byte (`holds_whole_bytes`).
-   `Atomic`: any layout for the value. The mask of a `Store`, `Scatter`,
-   `Atomic` or `ScatterAtomic` has the value's layout (after the value's own rule);
+   `Atomic`: any layout for the value; its result (the old values), if any, has the
+   value's layout, and a `ScatterAtomic`'s too. The mask of a `Store`, `Scatter`,
+   `Atomic` or `ScatterAtomic`, and an atomic cas's `expected`, has the value's
+   layout (after the value's own rule);
    the mask of a `Load` or `Gather` has the result's.
 6. Layouts given in the input are kept (user layouts win); a `relayout` is inserted
    wherever a rule above would otherwise be broken. Inserted relayouts are named

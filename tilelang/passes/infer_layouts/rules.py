@@ -492,21 +492,29 @@ class MaskedRule(AnyLayout):
     mask computed for the value is usually computed in its layout); otherwise the mask
     is relayouted. The rules of the other instructions that write a value where a mask
     holds (`store`, `scatter`) build on this one: they place the value (`place`), and
-    the mask follows it."""
+    the mask follows it. An atomic's `expected` tile follows it as a mask does, and its
+    `result` (the old values) has the value's layout: each thread gets back the
+    elements it sent."""
 
     def scan(self, inference: Inference, instr: Instr) -> None:
         super().scan(inference, instr)
-        mask = getattr(instr, "mask", None)
-        if is_tile(mask) and is_tile(instr.value):
-            inference.edge(instr.value, mask, _same, EXACT, backward=True)
-            inference.edge(mask, instr.value, _same, EXACT, backward=True)
+        if not is_tile(instr.value):
+            return
+        for follower in (getattr(instr, "mask", None), getattr(instr, "expected", None)):
+            if is_tile(follower):
+                inference.edge(instr.value, follower, _same, EXACT, backward=True)
+                inference.edge(follower, instr.value, _same, EXACT, backward=True)
+        result = getattr(instr, "result", None)
+        if is_tile(result):
+            inference.equal(instr.value, result)
 
     def rewrite(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
         placed = self.place(rewrite, instr)
         *before, new = list(placed) if isinstance(placed, list | tuple) else [placed]
-        if not is_tile(getattr(new, "mask", None)):
+        followers = [f for f in ("mask", "expected") if is_tile(getattr(new, f, None))]
+        if not followers:
             return [*before, new]
-        wants = {"mask": rewrite.layout_of(new.value)}
+        wants = dict.fromkeys(followers, rewrite.layout_of(new.value))
         return [*before, *rewrite.with_operands(instr, new, wants)]
 
     def place(self, rewrite: Rewrite, instr: Instr) -> RewriteResult:
@@ -546,6 +554,29 @@ class ScatterRule(MaskedRule):
         return rewrite.with_operands(
             instr, new, {"index": rewrite.layout_of(new.value).reduce(dims)}
         )
+
+
+class AtomicRule(MaskedRule):
+    """`masked` for an `atomic` whose old values come back: the value is placed in the
+    result's layout (they are one layout unless a layout was given to the result)."""
+
+    def place(self, rewrite: Rewrite, instr: nodes.Atomic) -> RewriteResult:
+        new = rewrite.generic(instr)
+        if not is_tile(new.result):
+            return new
+        return rewrite.with_operands(instr, new, {"value": rewrite.layout_of(new.result)})
+
+
+class ScatterAtomicRule(ScatterRule):
+    """`scatter` for a `scatter_atomic` whose old values come back: the value (and so the
+    index) is placed in the result's layout."""
+
+    def place(self, rewrite: Rewrite, instr: nodes.ScatterAtomic) -> RewriteResult:
+        new = rewrite.generic(instr)
+        fetched = is_tile(new.result)
+        want = rewrite.layout_of(new.result if fetched else new.value)
+        wants = {"index": want.reduce(_broadcast_dims(new.index.type, new.value.type))}
+        return rewrite.with_operands(instr, new, {"value": want, **wants} if fetched else wants)
 
 
 class LoopRule:
@@ -659,6 +690,8 @@ RULES = {
     "load": LoadRule(),
     "gather": GatherRule(),
     "scatter": ScatterRule(),
+    "scatter_atomic": ScatterAtomicRule(),
+    "atomic": AtomicRule(),
     "reduce": ReduceRule(),
     "dot": DotRule(),
     "store": StoreRule(),
