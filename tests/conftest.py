@@ -123,11 +123,9 @@ def run_both(kernel, inputs, outputs, **constexprs):
     return compiled, interpreted
 
 
-def assert_bitwise(compiled, interpreted, any_nan: bool = False) -> None:
+def assert_bitwise(compiled, interpreted) -> None:
     """The same arrays (or tuples of arrays) bit for bit: dtype, shape and every bit of
-    every element (a NaN equals only the same NaN; -0.0 differs from +0.0). `any_nan`:
-    a NaN equals any NaN, for inputs with NaNs whose payload the interpreter, which holds
-    values and not codes, does not keep (docs/guide.md)."""
+    every element (a NaN equals only the same NaN; -0.0 differs from +0.0)."""
     pairs = zip(
         compiled if isinstance(compiled, tuple) else (compiled,),
         interpreted if isinstance(interpreted, tuple) else (interpreted,),
@@ -137,8 +135,6 @@ def assert_bitwise(compiled, interpreted, any_nan: bool = False) -> None:
         assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, want.dtype)
         bits = np.dtype(f"u{got.dtype.itemsize}")
         differ = got.view(bits) != want.view(bits)
-        if any_nan and got.dtype.kind == "f":
-            differ &= ~(np.isnan(got) & np.isnan(want))
         if differ.any():
             where = tuple(int(i) for i in np.argwhere(differ)[0])
             pytest.fail(

@@ -281,3 +281,23 @@ def test_signalling_nan_inputs_raise_no_warning_in_the_interpreter():
         warnings.simplefilter("error")
         y = arithmetic.interpret(x, np.zeros(36, np.float32))
     assert np.isnan(y[[0, 5, 16, 17]]).all() and not np.isnan(y[[1, 18, 19]]).any()
+
+
+@tl.kernel(warps=1)
+def _copy_moved(x: tl.Tensor["T", "N"], y: tl.Tensor["T", "N"], T: tl.constexpr = tl.f32):
+    tl.store(y, [0], tl.reshape(tl.reshape(tl.load(x, [0], [8]), [2, 4]), [8]))
+
+
+@pytest.mark.parametrize(
+    "dtype, storage, nans",
+    [
+        (tl.f32, np.uint32, [0x7FC00001, 0xFFC00000, 0x7F800001]),
+        (tl.f16, np.uint16, [0x7E01, 0xFE00, 0x7C01]),
+    ],
+)
+def test_a_copied_nan_keeps_its_code_on_both_paths(dtype, storage, nans):
+    codes = np.array([*nans, 0x3C00, 0, 0, 0, 0], storage)
+    x = codes.view(np.float32 if dtype == tl.f32 else np.float16)
+    for run in (_copy_moved, _copy_moved.interpret):
+        got = run(x, np.zeros_like(x), T=dtype)
+        np.testing.assert_array_equal(got.view(storage), codes)

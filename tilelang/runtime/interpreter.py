@@ -481,8 +481,9 @@ def _arrive(state: _State, instr: ir.Arrive) -> None:
 
 def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
     """Codes of a tile's values. The values already are values of `dtype`, so an
-    infinity the type has is stored as itself (casting would saturate it)."""
-    codes = dtype.encode(values)
+    infinity the type has is stored as itself (casting would saturate it), and a NaN
+    that holds the code it was loaded with is stored as that code (a copy moves bits)."""
+    codes = numerics.view_codes(dtype, values, dtype.encode(values))
     if dtype.is_float and dtype.has_inf and dtype.bits < 16:
         sign = dtype.storage.type(1 << (dtype.bits - 1))
         infinity = dtype.storage.type(dtype.inf_code)

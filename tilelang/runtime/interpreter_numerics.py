@@ -13,7 +13,8 @@ payloads being lost. So a NaN is held as follows:
 - a loaded NaN code keeps its code (`decode`): an f32 or f64 value is its own bits; a
   narrower type's NaN code other than the canonical one is the float32 NaN with the
   `HELD` bits set and the code in its low 16 bits. Moves (reshape, where, slices,
-  shared memory) copy values' bits, so `view_codes` finds the code again.
+  shared memory) copy values' bits, so `view_codes` finds the code again, for a view
+  and for a store.
 """
 
 from __future__ import annotations
