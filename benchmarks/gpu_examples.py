@@ -31,6 +31,7 @@ class ExampleCase:
     tolerance: Callable[[Any, list[Any]], tuple[str, float]]
     reference: Callable[[Any, list[Any]], Any] | None = None  # module, arguments -> output
     budget_s: float = 3.0  # seconds on an H100: NVRTC, the LLVM backend, both runs
+    deterministic: bool = True  # False: blocks meet by atomic additions in any order
 
     @property
     def name(self) -> str:
@@ -254,6 +255,46 @@ def _flash_attention(batch: int, seq: int, heads: int, kv_heads: int, d: int, ca
     )
 
 
+def _nf4_matmul(m_: int, k: int, n: int, split_k: int):
+    """The NF4 codebook matmul; its split-K slices meet in y by atomic additions, whose
+    order the GPU does not fix: within the example's tolerance, not bit for bit."""
+
+    def made(module):
+        import numpy as np
+
+        rng = _rng()
+        w = (rng.standard_t(4, (k, n)) * 0.02).astype(np.float32)
+        codes, absmax = module.quantize_nf4(w)
+        return rng.standard_normal((m_, k)).astype(np.float16), codes, absmax
+
+    def inputs(module) -> Inputs:
+        import numpy as np
+
+        x, codes, absmax = made(module)
+        packed = module.pack_weights(codes)
+        return (
+            [x, packed, absmax, module.NF4, np.zeros((m_, n), np.float32)],
+            {"SPLIT_K": split_k},
+            (4,),
+        )
+
+    def reference(module, _args):
+        x, codes, absmax = made(module)
+        return x.astype(np.float64) @ module.dequantize_nf4(codes, absmax).astype(np.float64)
+
+    import numpy as np
+
+    return ExampleCase(
+        "nf4_matmul",
+        "nf4_matmul",
+        f"{m_}x{k}x{n} split-K {split_k}",
+        inputs,
+        lambda module, a: ("rel", 1e-3),
+        reference,
+        deterministic=False,
+    )
+
+
 QUANT_TYPES = ("u4", "i4", "u3", "i2", "u1", "u8", "f4e2m1", "f6e3m2", "f8e4m3")
 
 
@@ -280,6 +321,8 @@ def example_cases() -> list[ExampleCase]:
         _mamba_scan(1, 16, 5, 257),
         _flash_attention(2, 100, 8, 2, 64, True),
         _flash_attention(1, 257, 4, 4, 128, False),
+        _nf4_matmul(3, 512, 256, 2),
+        _nf4_matmul(1, 1024, 384, 8),
     ]
 
 

@@ -404,7 +404,9 @@ def test_each_example_case_rehearsed_on_the_cpu(case):
     """The CPU backend stands in for the GPU: the inputs, constexprs, output positions,
     tolerances and the example's reference all have to work before any GPU time is spent."""
     result = gpu_examples.check_example(case, gpu_examples.run_cpu)
-    assert result["summary"] == "bit-exact"
+    # check_example raises past the tolerance; blocks that meet by atomic additions
+    # (split-K) may add in another order on the CPU's host threads too
+    assert result["summary"] == "bit-exact" or not case.deterministic, result["summary"]
     assert result["vs reference"]["ok"]
 
 

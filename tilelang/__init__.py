@@ -82,6 +82,7 @@ from tilelang.lang.ops import (
     join,
     load,
     load_fragment,
+    lookup,
     max,
     min,
     num_blocks,

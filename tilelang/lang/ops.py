@@ -332,6 +332,31 @@ def sync() -> None:
     builder.emit(ir.Sync(loc=builder.loc))
 
 
+def lookup(table, index) -> Tile:
+    """`table[index]` elementwise: a small on-chip table (a codebook: NF4's 16 f16
+    values) indexed by a tile of integer codes of any shape, u4 codes included. `table`
+    is a rank-1 register tile or `tl.shared` buffer of N entries (8 bits or more each);
+    the result has the index's shape and layout (so it can be a `tl.dot` operand as it
+    is) and the table's dtype. An index outside ``0 <= i < N`` reads zero, everywhere.
+    Compiled, each element is one shared-memory read: a register table is staged into
+    shared memory at the lookup (with barriers; once for several lookups in a row), a
+    shared buffer written once before a loop is read with no barrier at all."""
+    builder = current()
+    if not isinstance(table, (Tile, Shared)):
+        raise builder.error(
+            f"tl.lookup: table must be a rank-1 tile or tl.shared buffer, got {describe(table)}"
+        )
+    if len(table.shape) != 1 or table.dtype.bits % 8:
+        raise builder.error(
+            "tl.lookup: table must have rank 1 and a dtype of whole bytes (8, 16, 32, 64 bits), got "
+            f"{describe(table)}"
+        )
+    if not isinstance(index, Tile) or not index.dtype.is_int:
+        raise builder.error(f"tl.lookup: index must be an integer tile, got {describe(index)}")
+    result_type = TileType(table.dtype, tuple(index.shape))
+    return emit_result(ir.Lookup, "lut", result_type, table.var, index.var)
+
+
 # -- computation -------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ has one function registered with `@lowers(Class)`:
   of `scale_folds`);
 - `memory`: global `load` and `store`;
 - `indirect`: accesses whose addresses come from data: scalar loads, `item`, gathers;
+- `lookup`: a small table indexed by a tile of codes, one shared-memory read each;
 - `relayout`: moving tiles between layouts (`relayout`, `reshape`, `transpose`,
   `broadcast`, `view`), through registers or a shared scratch area and `ldmatrix`;
 - `concat`: `concat`, relabelling registers or through the shared scratch area;
@@ -42,6 +43,7 @@ from tilelang.lowering import (
     dot,
     elementwise,
     indirect,
+    lookup,
     memory,
     reductions,
     relayout,
@@ -56,6 +58,7 @@ CONCERNS = (
     elementwise,
     memory,
     indirect,
+    lookup,
     relayout,
     concat,
     dot,

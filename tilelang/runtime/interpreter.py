@@ -549,6 +549,18 @@ def _shared_store(state: _State, instr: ir.SharedStore) -> None:
     shared.values[...] = state.value(instr.value)
 
 
+@semantics(ir.Lookup)
+def _lookup(state: _State, instr: ir.Lookup) -> None:
+    """`table[index]` elementwise; an index outside the table reads zero."""
+    table = state.value(instr.table)
+    table = np.asarray(table.values if isinstance(table, _Shared) else table)
+    index = np.asarray(state.value(instr.index)).astype(np.int64)
+    inside = (index >= 0) & (index < table.shape[0])
+    state.bind(
+        instr.result, np.where(inside, table[np.where(inside, index, 0)], table.dtype.type(0))
+    )
+
+
 # --- elementwise ------------------------------------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """Instructions that move tiles: global loads, stores and atomic updates (add, max, min;
 masked at the tensor's edges, and by a mask tile where one is given), gathers, scatters
 and scattered atomic updates along one axis, shared tiles, asynchronous copies into them, and
-barriers; and the block's `arrive` at a global counter."""
+barriers; the block's `arrive` at a global counter; and `lookup`, a small on-chip
+table indexed by a tile of codes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from tilelang import dtypes
-from tilelang.ir.checks import Checker, shape_text
+from tilelang.ir.checks import Checker, is_tile, shape_text
 from tilelang.ir.core import NOWHERE, Const, Instr, Loc, Value, Var
 from tilelang.ir.text import describe, print_type
 from tilelang.ir.thread import ATOMIC_ADD_DTYPES, ATOMIC_DTYPES
@@ -182,6 +183,48 @@ class ScatterAtomic(Instr):
         v.axis(self.axis, tensor.rank)
         _check_index(v, v.tile(self.index, "the index"), value.shape)
         _check_mask(v, self.mask, value.shape, "added")
+
+
+@dataclass(frozen=True)
+class Lookup(Instr):
+    """Indexes a small on-chip table by a tile of indices: element e of the result is
+    ``table[index[e]]`` (a codebook's value per code). `table` is a rank-1 register tile
+    or `tl.shared` tile of N entries of a dtype of 8 bits or more; `index` an integer tile
+    of any shape, whose shape (and layout) the result takes, with the table's dtype. An
+    index outside ``0 <= i < N`` reads zero (no access is made), on every backend.
+
+    The compiled code reads one shared-memory element per result element: a register
+    table is first written to the scratch area (once per straight-line stretch of code
+    that indexes it; a shared table is read where it is)."""
+
+    result: Var
+    table: Var
+    index: Var
+    loc: Loc = field(default=NOWHERE, kw_only=True)
+    OPERANDS: ClassVar = ("table", "index")
+    RESULTS: ClassVar = ("result",)
+    SYNTAX: ClassVar = "lookup {table}, {index}"
+    LAYOUT: ClassVar = "lookup"
+
+    def check(self, v: Checker) -> None:
+        table = self.table.type if isinstance(self.table, Var) else None
+        v.expect(
+            isinstance(table, SharedType) or is_tile(self.table),
+            f"expected the table to be a register or shared tile, found {describe(self.table)}",
+        )
+        v.expect(
+            len(table.shape) == 1 and table.dtype.bits % 8 == 0,
+            f"expected a table of rank 1 and a dtype of whole bytes, found {print_type(table)}",
+        )
+        index = v.tile(self.index, "the index")
+        v.expect(index.dtype.is_int, f"expected an integer index tile, found {print_type(index)}")
+        result = v.result_tile(self.result)
+        v.expect(
+            tuple(result.shape) == tuple(index.shape),
+            f"expected a result of the index's shape {shape_text(index.shape)}, found "
+            f"{print_type(result)}",
+        )
+        v.same_dtype(result.dtype, table.dtype, "a result")
 
 
 def _check_stored(v: Checker, tensor: Var, offsets: tuple[Value, ...], value: Var, what="stored"):
@@ -582,6 +625,7 @@ __all__ = [
     "GatherAsync",
     "Load",
     "LoadScalar",
+    "Lookup",
     "Scatter",
     "ScatterAtomic",
     "SharedAlloc",

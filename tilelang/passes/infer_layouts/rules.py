@@ -383,6 +383,21 @@ class GatherRule(LoadRule):
         return rewrite.with_operands(instr, new, wants)
 
 
+class LookupRule(AnyLayout):
+    """`lookup`: the result takes the index's layout (each thread reads the entry of
+    every index it holds, so a lookup indexed by an mma fragment is that fragment, with
+    no relayout before its dot); the table keeps whatever layout it has (the lowering
+    stages it through shared memory)."""
+
+    def scan(self, inference: Inference, instr: nodes.Lookup) -> None:
+        inference.add(instr.result, instr, free=inference.is_free(instr.index))
+        inference.equal(instr.index, instr.result)
+
+    def rewrite(self, rewrite: Rewrite, instr: nodes.Lookup) -> RewriteResult:
+        new = rewrite.generic(instr)
+        return rewrite.with_operands(instr, new, {"index": rewrite.layout_of(new.result)})
+
+
 class ReduceRule(AnyLayout):
     """`reduce`: the result has the value's layout reduced over the axis; a result given
     another layout is computed in that one and relayouted. The loads a free value is
@@ -689,6 +704,7 @@ RULES = {
     "broadcast": BroadcastRule(),
     "load": LoadRule(),
     "gather": GatherRule(),
+    "lookup": LookupRule(),
     "scatter": ScatterRule(),
     "scatter_atomic": ScatterAtomicRule(),
     "atomic": AtomicRule(),
