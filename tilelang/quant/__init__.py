@@ -11,13 +11,15 @@ dequantization of each format), `quantizer` (`quantize`: scale choice and roundi
 form), `arrays` (numpy or torch inputs; torch is imported only when a tensor is handed
 over), `kernels` (the matmul kernels, in the kernel language), `operands` (a weight as
 the kernels read it: packed codes, scale and zero-point tensors), `matmul` (the choice
-of kernel, `plan`, `matmul`), `tuning` (the tile candidates of a call and their ranking
+of kernel, `plan`, `matmul`), `moe` (`quantize_experts`, `QuantizedExperts` and `moe_matmul`: E
+experts' weights stacked for one grouped GEMM over router-chosen rows), `tuning` (the tile candidates of a call and their ranking
 by the autotuner: measured on a GPU, the static model's prediction on request).
 """
 
 from .checkpoints import from_awq, from_gptq
 from .formats import FORMATS, Format
 from .matmul import Choice, Launch, Plan, matmul, plan
+from .moe import QuantizedExperts, moe_matmul, quantize_experts
 from .operands import ScaleRangeWarning, pack_for_kernels
 from .quantizer import quantize
 from .weight import QuantizedWeight, ScaleRoundingWarning
@@ -28,13 +30,16 @@ __all__ = [
     "Format",
     "Launch",
     "Plan",
+    "QuantizedExperts",
     "QuantizedWeight",
     "ScaleRangeWarning",
     "ScaleRoundingWarning",
     "from_awq",
     "from_gptq",
     "matmul",
+    "moe_matmul",
     "pack_for_kernels",
     "plan",
     "quantize",
+    "quantize_experts",
 ]
