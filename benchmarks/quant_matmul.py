@@ -17,7 +17,10 @@ kernels a call would launch for --arch (NVRTC; no GPU) and prints the static rep
 each (`CompiledKernel.perf`, `tilelang.runtime.perf`): a prediction from the SASS, not
 a measurement. Columns: the path and tile the call chooses, split-K, the predicted time
 of the main kernel and the DRAM floor (weights, scales, x and y read or written once at
-the card's bandwidth), the predicted fraction of DRAM bandwidth and what binds,
+the card's bandwidth), the split-K workspace's bytes (the f32 partial products written
+and read back, and the tiles' counters: DRAM traffic the report's own floor adds, the
+useful floor does not), the fraction of DRAM bandwidth the useful bytes reach in the
+predicted time and what binds,
 instructions per weight (the main loop's warp instructions per weight element, times
 32: what each thread issues per weight it owns), bytes in flight per SM, registers and
 spills. Split-K is one launch (the last block of a tile adds the slices' products), so
@@ -143,19 +146,25 @@ def static_row(name: str, k: int, n: int, m: int, arch: str, latency_ns: float |
     r = main.perf(latency_ns=latency_ns)
     c = p.choice
     res = main.compiled.resources
+    workspace = sum(r.tensors.get(t, ("", 0))[1] for t in WORKSPACE)
+    useful = sum(b for t, (_, b) in r.tensors.items() if t not in WORKSPACE)
+    floor = useful / r.peak_bandwidth
     return (
         f"| {k}x{n} | {m} | {name} | {c.path} {c.bm}x{c.bn}x{c.bk}/{c.warps}w | {c.split_k} | "
-        f"{r.predicted_seconds * 1e6:.1f} | {r.bounds[0].seconds * 1e6:.1f} | "
-        f"{r.dram_fraction:.0%} | {r.binds} | {r.instructions_per_element * 32:.2f} | "
+        f"{r.predicted_seconds * 1e6:.1f} | {floor * 1e6:.1f} | {workspace / 1e6:.2f} | "
+        f"{floor / r.predicted_seconds:.0%} | {r.binds} | {r.instructions_per_element * 32:.2f} | "
         f"{r.in_flight_sm / 1e3:.1f} KB | {res.registers} | {res.spill_store_bytes} |"
     )
 
 
 STATIC_HEADER = (
     "| k x n | m | type | path, tile BMxBNxBK/warps | split | predicted us | "
-    "DRAM floor us | of DRAM bw | binds | instr/weight | in flight/SM | regs | spills |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "DRAM floor us | workspace MB | of DRAM bw | binds | instr/weight | in flight/SM | "
+    "regs | spills |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+#: The split-K kernel's workspace tensors (`tilelang.quant.kernels.quant_matmul_split_k`).
+WORKSPACE = ("partials", "counts")
 
 
 # ------------------------------------------------------------------ GPU measurements

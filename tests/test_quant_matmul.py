@@ -289,21 +289,23 @@ def _random_weight(k: int, n: int) -> QuantizedWeight:
     ("m", "path", "tile", "split", "grids"),
     [
         (1, "gemv", (16, 128, 128, 4), 8, [(1, 32, 8)]),
-        (16, "small_batch", (16, 128, 128, 4), 8, [(1, 32, 8)]),
-        (64, "small_batch", (32, 128, 128, 4), 5, [(2, 32, 5)]),
+        (16, "small_batch", (16, 128, 128, 4), 4, [(1, 32, 4)]),
+        (64, "small_batch", (32, 128, 128, 4), 2, [(2, 32, 2)]),
         (4096, "gemm", (64, 128, 128, 4), 1, [(64, 32)]),
     ],
 )
 def test_plan_choices(m, path, tile, split, grids):
     """k = n = 4096 on sm_90 (132 SMs): 32 column blocks (64 at m = 64) are too few below
-    m = 65, so K is split into 8 (5) slices; the GEMM has 64 x 32 blocks of 64 x 128."""
+    m = 65, so K is split: into 8 slices at m = 1, fewer where the f32 partials' traffic
+    outweighs more blocks (4 at m = 16, 2 at m = 64: `slices_of_k`); the GEMM has 64 x 32
+    blocks of 64 x 128."""
     qw = _random_weight(4096, 4096)
     p = quant.plan(qw, m, "cpu")
     c = p.choice
     assert (p.path, (c.bm, c.bn, c.bk, c.warps), c.split_k) == (path, tile, split)
     assert [launch.grid for launch in p.launches] == grids
     assert p.launches[0].constexprs["HAS_Z"] and p.launches[0].sizes["M"] == m
-    assert choose(m, 4096, 4096, "sm_80").split_k == {1: 7, 16: 7, 64: 4, 4096: 1}[m]
+    assert choose(m, 4096, 4096, "sm_80").split_k == {1: 7, 16: 2, 64: 3, 4096: 1}[m]
 
 
 def test_a_call_launches_what_plan_compiled():

@@ -51,6 +51,11 @@ mma what 33 do, the swapped tile takes over from the small-batch path above 32 r
 
 Split-K: every path splits K where its blocks are fewer than the SMs (`slices_of_k`);
 the gemm tile only where they fill at most half of them (`GEMM_SPLIT_MAX_SM_FRACTION`).
+The split counts the f32 partial products' traffic: each slice writes m x n of them
+and the tile's last block reads them back (8·m·n bytes a slice), which for the gemm
+tile's m rows can outweigh the weights (u4, m = 64, k = n = 4096 on sm_90a: 8 slices
+move 16.8 MB of partials beside 9.7 MB of weights, scales, x and y; the static report
+predicts 7.90 us there against 4.77 us in 3 slices).
 
 Stages: 3, or 2 when two blocks of 3 stages would not share an SM's shared memory
 (5-8-bit codes on sm_80; all but 4-bit codes on sm_86/sm_89's 100 KiB): two resident
@@ -91,6 +96,15 @@ MIN_SLICE_TILES = 2
 #: = 8192: 128 blocks) predicts 28.1 us unsplit against 33.4 us in 3 slices, while 64
 #: blocks (m = 80, k = n = 4096) gain (14.7 us against 11.2 us in 5 slices).
 GEMM_SPLIT_MAX_SM_FRACTION = 0.5
+#: Bytes one block's k-tile (128 rows of codes by 128 columns) moves through shared
+#: memory, for `slices_of_k`: the static report on sm_90a puts the gemv, small-batch and
+#: gemm tiles of 4 and 8-bit codes at 62-86 KB (0.26-0.38 us an iteration at 128 B a
+#: cycle, shared memory binding an unsplit launch of 32 blocks).
+TILE_SHARED_BYTES = 72 * 1024
+#: `slices_of_k` takes fewer slices than 2 blocks an SM only where they are estimated
+#: this much sooner: the rough estimate decides where the partials' traffic matters
+#: (m = 64: 2.1 MB a slice at n = 4096), not among near-equals (a gemv's 32 KB).
+SPLIT_MARGIN = 0.05
 
 
 #: The gemm tile's rows and warps, and its k-tile where the packing's 128-row tile
@@ -175,27 +189,60 @@ def choose(
         blocks = math.ceil(m / gemm.bm) * math.ceil(n / gemm.bn)
         if blocks > GEMM_SPLIT_MAX_SM_FRACTION * sm_count(arch):
             return gemm
-        return dataclasses.replace(gemm, split_k=slices_of_k(blocks, math.ceil(k / gemm.bk), arch))
+        tiles = math.ceil(k / gemm.bk)
+        moved = _useful_bytes(m, k, n, packing)
+        split = slices_of_k(blocks, tiles, arch, moved, 8 * m * n)
+        return dataclasses.replace(gemm, split_k=split)
     if m <= GEMV_MAX_M:
         path, bm = "gemv", 16
     else:
         path, bm = "small_batch", 16 if m <= 16 else 32
     bk = min(128, pack_k)
     blocks = math.ceil(m / bm) * math.ceil(n / BLOCK_N)
-    return Choice(path, bm, BLOCK_N, bk, 4, 3, slices_of_k(blocks, math.ceil(k / bk), arch))
+    moved = _useful_bytes(m, k, n, packing)
+    split = slices_of_k(blocks, math.ceil(k / bk), arch, moved, 8 * m * n)
+    return Choice(path, bm, BLOCK_N, bk, 4, 3, split)
 
 
-def slices_of_k(blocks: int, tiles: int, arch: str) -> int:
+def slices_of_k(
+    blocks: int, tiles: int, arch: str, useful_bytes: float = 0.0, slice_bytes: float = 0.0
+) -> int:
     """The slices of K for `blocks` blocks of `tiles` k-tiles each on `arch`: 1 where the
-    blocks are at least the SMs; else the fewest giving `SPLIT_BLOCKS_PER_SM` blocks an
-    SM, each slice at least `MIN_SLICE_TILES` k-tiles, lowered so that none is empty."""
+    blocks are at least the SMs; else, of 1 up to the fewest giving `SPLIT_BLOCKS_PER_SM`
+    blocks an SM (each slice at least `MIN_SLICE_TILES` k-tiles), the one whose launch
+    ends soonest by the larger of two times on `arch`'s representative card: its DRAM
+    bytes (`useful_bytes`: weights, x and y once; plus `slice_bytes` a slice where K
+    is split: the f32 partials written and read back) at the DRAM bandwidth, and the
+    busiest SM's k-tiles at `TILE_SHARED_BYTES` each through its shared memory (the
+    fewest slices of equals), where that is over `SPLIT_MARGIN` sooner than the most;
+    else (and without bytes) the most; lowered so that none is empty."""
     sms = sm_count(arch)
     if blocks >= sms:
         return 1
-    split = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
-    if split <= 1:
+    most = min(math.ceil(SPLIT_BLOCKS_PER_SM * sms / blocks), tiles // MIN_SLICE_TILES)
+    if most <= 1:
         return 1
+    most = split = math.ceil(tiles / math.ceil(tiles / most))
+    if useful_bytes:
+        hw = HARDWARE.get(find_target(arch).name) or HARDWARE[DEFAULT_ARCH]
+        tile_s = TILE_SHARED_BYTES / (hw.shared_bytes_per_cycle * hw.clock_hz)
+
+        def seconds(s: int) -> float:
+            dram = (useful_bytes + (slice_bytes * s if s > 1 else 0.0)) / hw.dram_bytes_per_s
+            busiest = math.ceil(blocks * s / sms) * math.ceil(tiles / s) * tile_s
+            return max(dram, busiest)
+
+        best = min(range(1, most + 1), key=seconds)
+        if seconds(best) < (1 - SPLIT_MARGIN) * seconds(most):
+            split = best
     return math.ceil(tiles / math.ceil(tiles / split))
+
+
+def _useful_bytes(m: int, k: int, n: int, packing: DotPacking | None) -> float:
+    """The bytes a call moves once whatever its split: the weights' codes (8 bits
+    without a packing) and f16 x and y (the scales, a few percent, left out)."""
+    code_bits = packing.dtype.bits if packing is not None else 8
+    return k * n * code_bits / 8 + 2 * m * (k + n)
 
 
 def _gemm(

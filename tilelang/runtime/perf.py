@@ -24,7 +24,8 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    load is modelled as the sum of them (`perf_loop.MainLoop.modelled`: every such loop
    but those under an `if`, which not every block need take; one whose bounds are read
    at run time, other than the main loop, is left out): each block runs each loop's
-   iterations (its trip count at the launch times those of the loops around it: an
+   iterations (its trip count at the launch times those of the loops around it, the
+   mean over the grid where the bounds use the block index, `perf_loop`: an
    inner loop runs whole in every iteration of an outer one, whose own work is its body
    without the loops inside it). Each loop's SASS is found by `perf_match` (the cubin has no line
    information: by program order, global loads, mma and MUFU against its thread-IR
@@ -46,7 +47,9 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    lowers the average).
 4. **Bounds** (`perf_bounds`), each the least time the launch can take by one resource:
    - DRAM floor: bytes of every tensor the kernel reads plus every tensor it writes,
-     each once, plus the sectors uncoalesced loads waste (below), plus what a later
+     each once (a tensor only the modelled loops' tiles, or tiles outside loops, read:
+     at most blocks x its tiles' bytes x their mean trip counts, `perf_traffic.read_caps`;
+     each tensor's bytes are listed with the global tiles), plus the sectors uncoalesced loads waste (below), plus what a later
      loop reads again of a tensor an earlier loop read where the L2 cannot hold it
      between the two reads (`perf_traffic`), over the card's peak DRAM bandwidth;
    - memory latency (Little's law): each loop's DRAM bytes (a loop other than the main
@@ -77,7 +80,8 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = (useful bytes, each tensor once) / peak
    bandwidth / predicted, and of tensor-core peak =
-   executed flops / predicted time / the peak of the instruction doing most of them.
+   executed flops / predicted time / the peak of the instruction doing most of them
+   (`wgmma`'s or `mma.sync`'s, which the report names).
    The bound that equals the prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
@@ -112,7 +116,6 @@ from typing import Any
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.ir.types import ScalarType
 from tilelang.ir.visit import walk
 from tilelang.runtime import sass as sass_text
 from tilelang.runtime.cubin import Resources
@@ -124,9 +127,11 @@ from tilelang.runtime.perf_bounds import (
     Work,
     mma_flops,
     tensor_peak,
+    tensor_peak_name,
 )
 from tilelang.runtime.perf_bounds import bounds as compute_bounds
 from tilelang.runtime.perf_bounds import mb as _mb
+from tilelang.runtime.perf_launch import check_launch, check_per
 from tilelang.runtime.perf_loop import (
     MainLoop,
     PerfError,
@@ -142,7 +147,15 @@ from tilelang.runtime.perf_match import LoopCode, kernel_code, loop_codes
 from tilelang.runtime.perf_sectors import SectorRow, boxes, extra_read_bytes, sector_rows
 from tilelang.runtime.perf_shared import WAVEFRONT, Conflict, shared_conflicts
 from tilelang.runtime.perf_text import format_report
-from tilelang.runtime.perf_traffic import LoopTraffic, Reread, nbytes, rereads, tensor_bytes
+from tilelang.runtime.perf_traffic import (
+    LoopTraffic,
+    Reread,
+    nbytes,
+    partial_reads,
+    read_caps,
+    rereads,
+    tensor_traffic,
+)
 from tilelang.target import Hardware, hardware
 
 __all__ = [
@@ -259,7 +272,7 @@ class LoopRow:
     which SASS it is (`tilelang.runtime.perf_match`)."""
 
     where: str
-    iterations: int
+    iterations: float
     unroll: int
     instructions_per_iteration: float
     special_per_iteration: float
@@ -285,7 +298,7 @@ class PerfReport:
     occupancy: Occupancy
     waves: float
     loop: str
-    iterations: int
+    iterations: float
     unroll: int
     instructions_per_iteration: float
     mix: dict[str, dict[str, float]]
@@ -314,6 +327,9 @@ class PerfReport:
     tensor_fraction: float
     binds: str
     notes: tuple[str, ...]
+    tensor_peak: str = "mma.sync peak"  # what `tensor_fraction` is of, in words
+    #: each tensor read or written: how, and its bytes in the DRAM floor (`perf_traffic`)
+    tensors: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -323,37 +339,6 @@ class PerfReport:
 
     def __str__(self) -> str:
         return format_report(self)
-
-
-def _check_launch(fn: ir.Function, launch: Mapping[str, Any]) -> tuple[dict, dict]:
-    """(sizes, scalars) of the launch, checked against the kernel's names and the size
-    facts it was compiled for."""
-    size_names = [v.name for v in fn.sizes]
-    scalar_names = [p.name for p in fn.params if isinstance(p.type, ScalarType)]
-    unknown = sorted(set(launch) - set(size_names) - set(scalar_names))
-    if unknown:
-        raise PerfError(
-            f"{fn.name}: {', '.join(unknown)} is not a size or scalar parameter "
-            f"(sizes: {', '.join(size_names) or 'none'}; scalars: "
-            f"{', '.join(scalar_names) or 'none'})"
-        )
-    missing = [n for n in size_names if n not in launch]
-    if missing:
-        raise PerfError(f"{fn.name}: a report needs every size; missing {', '.join(missing)}")
-    sizes = {}
-    for name in size_names:
-        value = launch[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise PerfError(f"{fn.name}: size {name} must be an int >= 0, got {value!r}")
-        sizes[name] = value
-    for name, divisor in fn.assume:
-        if name in sizes and sizes[name] % divisor:  # (a tensor's value fact: not a size)
-            raise PerfError(
-                f"{fn.name}: {name}={sizes[name]} is not a multiple of {divisor}, which this "
-                f"kernel was compiled to assume; compile with assume={{{name!r}: ...}} "
-                "matching the launch"
-            )
-    return sizes, {n: launch[n] for n in scalar_names if n in launch}
 
 
 def _load_rows(
@@ -393,23 +378,6 @@ def _load_rows(
     return tuple(rows)
 
 
-def _check_per(fn: ir.Function, per: str | None, main: MainLoop) -> None:
-    if per is None:
-        return
-    tensors = [p.name for p in fn.params if not isinstance(p.type, ScalarType)]
-    if per not in tensors:
-        raise PerfError(
-            f"per: {per!r} is not a tensor of {fn.name} (its tensors: {', '.join(tensors)})"
-        )
-    loaded = sorted({load.tensor for load in main.loads})
-    if per not in loaded:
-        where = "its main loop" if main.loop is not None else "it"
-        raise PerfError(
-            f"per: {fn.name} does not load tensor {per!r} in {where} ({main.where}); "
-            f"it loads {', '.join(loaded) or 'no tensor'} there"
-        )
-
-
 def perf_report(
     *,
     function: ir.Function,
@@ -438,9 +406,9 @@ def perf_report(
         raise PerfError(
             f"latency_ns: expected a positive number of nanoseconds, got {latency_ns!r}"
         )
-    sizes, scalars = _check_launch(function, launch)
+    sizes, scalars = check_launch(function, launch)
     main = find_main_loop(function, per)
-    _check_per(function, per, main)
+    check_per(function, per, main)
     grid = _grid(thread, {**scalars, **sizes})
     blocks = math.prod(grid)
     warps = thread.threads // WARP
@@ -452,7 +420,7 @@ def perf_report(
         )
     notes: list[str] = []
     values = {**scalars, **sizes}
-    iterations = trip_count(function, main, values, iterations)
+    iterations = trip_count(function, main, values, iterations, notes)
     shapes = tensor_shapes(function, sizes)
     parts = _parts(function, thread, cubin, main, values, iterations, shapes, notes)
     first = parts[0]  # the main loop
@@ -461,7 +429,11 @@ def perf_report(
     waves = blocks / (occ.resident * hw.sms)
     concurrent = blocks / math.ceil(waves)
     latency = latency_ns * 1e-9 if latency_ns is not None else hw.dram_latency_s
-    bytes_total = tensor_bytes(function, shapes)
+    loops = {id(main.loops[x.index].loop): (x.iterations, x.tiles()) for x in parts if x.index >= 0}
+    caps = read_caps(function, shapes, blocks, loops)
+    notes.extend(partial_reads(function, shapes, caps))
+    by_tensor = tensor_traffic(function, shapes, caps)
+    bytes_total = sum(b for _, b in by_tensor.values())
     sectors = sector_rows(thread.stats, boxes(function))
     sector_bytes = extra_read_bytes(function, shapes, sectors)
     ordered = sorted(parts, key=lambda x: x.index)
@@ -540,6 +512,8 @@ def perf_report(
         tensor_fraction=sum(flops) / predicted / tensor_peak(hw, *flops) if predicted else 0.0,
         binds=next(b.name for b in bounds if b.seconds == predicted),
         notes=tuple(notes),
+        tensor_peak=tensor_peak_name(hw, *flops),
+        tensors=by_tensor,
     )
 
 
@@ -550,7 +524,7 @@ class _Part:
 
     index: int
     where: str
-    iterations: int
+    iterations: float
     code: LoopCode
     rows: tuple[LoadRow, ...]
     conflicts: tuple[Conflict, ...]
@@ -594,7 +568,7 @@ def _parts(
     cubin: bytes,
     main: MainLoop,
     values: Mapping[str, Any],
-    iterations: int,
+    iterations: float,
     shapes: dict[str, tuple[int, ...]],
     notes: list[str],
 ) -> list[_Part]:
@@ -622,7 +596,7 @@ def _parts(
     for i in modelled:
         if i != main.rank:
             try:
-                trips[i] = loop_trips(fn, main.loops[i], values)
+                trips[i] = loop_trips(fn, main.loops[i], values, notes)
             except PerfError:
                 notes.append(
                     f"the loop at {main.loops[i].where} reads its bounds at run time: "

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from tilelang.runtime import sass as sass_text
 from tilelang.target import Hardware
 
-__all__ = ["Bound", "Context", "Phase", "Work", "bounds", "mb", "mma_flops", "tensor_peak"]
+__all__ = [
+    "Bound",
+    "Context",
+    "Phase",
+    "Work",
+    "bounds",
+    "mb",
+    "mma_flops",
+    "tensor_peak",
+    "tensor_peak_name",
+]
 
 WARP = 32
 
@@ -39,7 +49,7 @@ class Work:
     """One modelled loop's work per warp: iterations per block, and per iteration its
     warp instructions, MUFU instructions and bytes through shared memory."""
 
-    iterations: int
+    iterations: float  # the mean over the grid
     instructions: float
     special: float
     shared: float
@@ -96,7 +106,7 @@ def _sum(work: tuple[Work, ...], field: str) -> tuple[float, str]:
     "(64 it x 268 + 64 it x 30)" for several."""
     total = sum(w.iterations * getattr(w, field) for w in work)
     unit = 1e3 if field == "shared" else 1
-    terms = [f"{w.iterations} it x {getattr(w, field) / unit:.4g}" for w in work]
+    terms = [f"{w.iterations:.6g} it x {getattr(w, field) / unit:.4g}" for w in work]
     return total, terms[0] if len(terms) == 1 else "(" + " + ".join(terms) + ")"
 
 
@@ -188,6 +198,12 @@ def tensor_peak(hw: Hardware, sync: float, warpgroup: float) -> float:
     """The peak a kernel's tensor fraction is of: the data sheet's where the warpgroup
     mma does most of the work, else mma.sync's."""
     return hw.tensor_flops if warpgroup > sync else hw.mma_flops
+
+
+def tensor_peak_name(hw: Hardware, sync: float, warpgroup: float) -> str:
+    """`tensor_peak` in words: which instruction's peak, and its TFLOPS."""
+    name = "wgmma" if warpgroup > sync else "mma.sync"
+    return f"{name} peak ({tensor_peak(hw, sync, warpgroup) / 1e12:.4g} TFLOPS f16)"
 
 
 def mb(nbytes: float) -> str:

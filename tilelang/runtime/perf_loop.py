@@ -48,18 +48,26 @@ tiles are in flight at once while the loop waits on memory):
 Where the pipeline pass records what it did (an `ahead=a` attribute on the load or
 copy it moved), that number is used; the reading above is for IR without it.
 
-**Trip count**: the loop's bounds evaluated at the launch's sizes and scalars (block
-indices taken as 0, the variables of enclosing loops at their start); a main loop
-inside other loops runs the product of all their trip counts per block. A bound the
-kernel reads from a tensor at run time (a sequence length, a block table) has no value
-at a launch: the caller states the trip count instead (`iterations`), and a bound that
-cannot be evaluated without it says so.
+**Trip count** (`grid_trips`): the loop's bounds evaluated at the launch's sizes and
+scalars, averaged over the grid: at every combination of the block indices the bounds
+of the loop and the loops around it depend on, where those are at most `EXACT_BLOCKS`
+(the exact mean), else at an even sample of `SAMPLE_BLOCKS` of them (the report notes
+either where the count varies: a causal attention's key loop, a triangular sum). A
+loop inside others runs per block the sum, over the outer loops' iterations, of its
+trip count: an outer loop's trip count times the mean of the inner ones over its
+iterations (every one up to `EXACT_OUTER`, else an even sample of `SAMPLE_OUTER`), or
+times the inner count at its start where the inner bounds do not use its variable. A
+bound the kernel reads from a tensor at run time (a sequence length, a block table)
+has no value at a launch: the caller states the trip count instead (`iterations`),
+and a bound that cannot be evaluated without it says so.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import itertools
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from tilelang.dtypes import DType
@@ -337,17 +345,28 @@ class _RunTimeValue(Exception):
 
 class _Scalars:
     """Block-uniform scalars of the block IR evaluated at a launch: sizes and scalar
-    parameters from the launch, block indices 0, loop variables at their start, and
-    integer arithmetic on them (`tilelang.ir.ops.evaluate_int`, the thread IR's rules)."""
+    parameters from the launch, block indices and loop variables as bound (`at`; 0 and
+    their start where not), and integer arithmetic on them
+    (`tilelang.ir.ops.evaluate_int`, the thread IR's rules)."""
 
     def __init__(self, fn: ir.Function, launch: Mapping[str, int | float]) -> None:
-        self.values: dict[str, int | float] = dict(launch)
+        self.launch: dict[str, int | float] = dict(launch)
         self.defs: dict[str, ir.Instr] = {}
+        self.grid: ir.Blocks | None = None
         for instr in walk(fn):
             if isinstance(instr, ir.Blocks):
-                self.values.update({v.name: 0 for v in instr.results})
+                self.grid = instr
             for var in instr.defs():
                 self.defs[var.name] = instr
+        self.at({})
+
+    def at(self, bound: Mapping[str, int]) -> None:
+        """Evaluate from here on with the block indices and loop variables in `bound`
+        (the other block indices 0): values computed before are forgotten."""
+        self.values: dict[str, int | float] = dict(self.launch)
+        if self.grid is not None:
+            self.values.update({v.name: 0 for v in self.grid.results})
+        self.values.update(bound)
 
     def __call__(self, value: ir.Value) -> int | float:
         if isinstance(value, ir.Const):
@@ -385,8 +404,24 @@ class _Scalars:
             return wrap(-args[0] if instr.op == "neg" else abs(args[0]), dtype)
         return None
 
-    def bind_loop_start(self, loop: ir.For) -> None:
-        self.values[loop.var.name] = self(loop.start)
+    def depends(self, values: tuple[ir.Value, ...], names: set[str]) -> set[str]:
+        """The names of `names` (block indices, loop variables) that `values` are
+        computed from."""
+        found: set[str] = set()
+        pending = [v for v in values if isinstance(v, ir.Var)]
+        seen: set[str] = set()
+        while pending:
+            var = pending.pop()
+            if var.name in seen:
+                continue
+            seen.add(var.name)
+            if var.name in names:
+                found.add(var.name)
+                continue
+            instr = self.defs.get(var.name)
+            if instr is not None and not isinstance(instr, ir.LoadScalar | ir.Item):
+                pending.extend(v for v in instr.uses() if isinstance(v, ir.Var))
+        return found
 
 
 def _loaded_from(defs: Mapping[str, ir.Instr], tile: ir.Value) -> str:
@@ -410,15 +445,66 @@ def _dtype_of(value: ir.Value) -> DType:
     return value.dtype if isinstance(value, ir.Const) else value.type.dtype
 
 
+#: A grid of at most this many blocks (counting only the block indices a loop's bounds
+#: depend on) has its trip counts summed over every block; a larger one over an even
+#: sample of `SAMPLE_BLOCKS`.
+EXACT_BLOCKS = 4096
+SAMPLE_BLOCKS = 1024
+#: An outer loop whose variable an inner loop's bounds depend on: the inner trip counts
+#: are summed over each of its iterations up to this many, else over an even sample of
+#: `SAMPLE_OUTER`.
+EXACT_OUTER = 256
+SAMPLE_OUTER = 64
+
+
+@dataclass(frozen=True)
+class Trips:
+    """Iterations per block of a loop (times those of the loops around it) over the
+    grid: the mean, the fewest and most of one block, the blocks it was evaluated at
+    (`evaluated`) of `blocks` (the combinations of the block indices the bounds depend
+    on; equal: the exact mean), and whether an outer loop was sampled (`sampled`)."""
+
+    mean: float
+    low: int
+    high: int
+    evaluated: int = 1
+    blocks: int = 1
+    sampled: bool = False
+
+    @property
+    def value(self) -> int | float:
+        """The mean, as an int where it is one."""
+        return int(self.mean) if self.mean == int(self.mean) else self.mean
+
+    def note(self, where: str) -> str | None:
+        """What the report says of a trip count that depends on the block index."""
+        if self.low == self.high and not self.sampled:
+            return None
+        over = (
+            f"over all {self.blocks} values of the block indices they depend on"
+            if self.evaluated == self.blocks
+            else f"over an even sample of {self.evaluated} of the {self.blocks} values of "
+            "the block indices they depend on"
+        )
+        outer = "; the loops around it averaged over a sample of their iterations"
+        return (
+            f"the loop at {where}: its bounds depend on the block index: {self.low} to "
+            f"{self.high} iterations a block, {self.mean:.6g} on average {over}"
+            f"{outer if self.sampled else ''}"
+        )
+
+
 def trip_count(
     fn: ir.Function,
     main: MainLoop,
     launch: Mapping[str, int | float],
     iterations: int | None = None,
-) -> int:
+    notes: list[str] | None = None,
+) -> int | float:
     """Iterations of the main loop per block at this launch (the product of its own and
-    its enclosing loops' trip counts; 1 without a main loop). `iterations`, when given,
-    is that product as the caller knows it (bounds read from tensors at run time)."""
+    its enclosing loops' trip counts, averaged over the grid: `grid_trips`; 1 without a
+    main loop). `iterations`, when given, is that number as the caller knows it (bounds
+    read from tensors at run time). `notes` receives `Trips.note`."""
     if iterations is not None:
         if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
             raise PerfError(
@@ -430,32 +516,128 @@ def trip_count(
         return iterations
     if main.loop is None:
         return 1
-    return loop_trips(fn, main, launch)
+    return loop_trips(fn, main, launch, notes)
 
 
 def loop_trips(
-    fn: ir.Function, nest: MainLoop | LoadingLoop, launch: Mapping[str, int | float]
-) -> int:
-    """Iterations per block of a loop and the loops around it at this launch (the
-    product of their trip counts); PerfError when a bound is read at run time."""
+    fn: ir.Function,
+    nest: MainLoop | LoadingLoop,
+    launch: Mapping[str, int | float],
+    notes: list[str] | None = None,
+) -> int | float:
+    """Iterations per block of a loop and the loops around it at this launch, averaged
+    over the grid (`grid_trips`); PerfError when a bound is read at run time."""
     assert nest.loop is not None
-    scalars = _Scalars(fn, launch)
-    total = 1
-    for loop in (*nest.enclosing, nest.loop):
+    found = grid_trips(fn, (*nest.enclosing, nest.loop), launch)
+    note = found.note(_loc(nest.loop))
+    if notes is not None and note is not None:
+        notes.append(note)
+    return found.value
+
+
+def grid_trips(
+    fn: ir.Function,
+    chain: tuple[ir.For, ...],
+    launch: Mapping[str, int | float],
+    scalars: _Scalars | None = None,
+    given: tuple[int, int] | None = None,
+) -> Trips:
+    """How many times the body of `chain[-1]` runs per block, `chain` its loops
+    outermost first, over the grid (module docstring, "Trip count"); `given`:
+    (index into `chain`, trips) for a loop whose trip count the caller states (its
+    variable taken at its start)."""
+    scalars = scalars or _Scalars(fn, launch)
+    grid = scalars.grid
+    indices = {v.name: i for i, v in enumerate(grid.results)} if grid is not None else {}
+    used = scalars.depends(tuple(v for x in chain for v in (x.start, x.stop, x.step)), set(indices))
+    dims: list[tuple[str, int]] = []
+    if used:
+        scalars.at({})
+        sizes = [max(int(scalars(v)), 0) for v in grid.sizes]
+        dims = [(name, sizes[indices[name]]) for name in sorted(used, key=indices.get)]
+    total = math.prod(size for _, size in dims)
+    if total <= EXACT_BLOCKS:
+        points = list(itertools.product(*(range(size) for _, size in dims)))
+    else:  # midpoints of even strides over the blocks, row-major
+        points = []
+        for i in range(SAMPLE_BLOCKS):
+            flat, point = (2 * i + 1) * total // (2 * SAMPLE_BLOCKS), []
+            for _, size in reversed(dims):
+                flat, index = divmod(flat, size)
+                point.append(index)
+            points.append(tuple(reversed(point)))
+    points = points or [tuple(0 for _ in dims)]
+    walk_ = _NestCount(fn, chain, scalars, given)
+    counts = [walk_.count(0, {n: i for (n, _), i in zip(dims, p, strict=True)}) for p in points]
+    return Trips(
+        sum(counts) / len(counts),
+        math.floor(min(counts)),
+        math.ceil(max(counts)),
+        len(points),
+        max(total, 1),
+        walk_.sampled,
+    )
+
+
+class _NestCount:
+    """The iterations of a loop nest's innermost body in one block: an outer loop's
+    trip count times its inner loops' average over its iterations (each, up to
+    `EXACT_OUTER`, else an even sample), or at its start where they do not depend on
+    its variable."""
+
+    def __init__(
+        self,
+        fn: ir.Function,
+        chain: tuple[ir.For, ...],
+        scalars: _Scalars,
+        given: tuple[int, int] | None,
+    ) -> None:
+        self.fn, self.chain, self.scalars, self.given = fn, chain, scalars, given
+        self.sampled = False
+        loops = {x.var.name for x in chain}
+        self.inner_uses = [
+            scalars.depends(
+                tuple(v for x in chain[d + 1 :] for v in (x.start, x.stop, x.step)), loops
+            )
+            for d in range(len(chain))
+        ]
+
+    def count(self, depth: int, bound: dict[str, int]) -> float:
+        loop = self.chain[depth]
+        self.scalars.at(bound)
+        if self.given is not None and depth <= self.given[0]:
+            # the caller's count covers this loop and the loops around it
+            trips = self.given[1] if depth == self.given[0] else 1
+            if depth == len(self.chain) - 1:
+                return trips
+            with contextlib.suppress(_RunTimeValue, PerfError):  # else left unbound
+                bound = {**bound, loop.var.name: int(self.scalars(loop.start))}
+            return trips * self.count(depth + 1, bound)
         try:
-            bounds = [scalars(v) for v in (loop.start, loop.stop, loop.step)]
+            start, stop, step = (int(self.scalars(v)) for v in (loop.start, loop.stop, loop.step))
         except _RunTimeValue as err:
             raise PerfError(
                 f"{_loc(loop)}: the main loop's bounds depend on %{err.name}, which "
-                f"{fn.name} reads from tensor {err.tensor!r} at run time; give the trip "
+                f"{self.fn.name} reads from tensor {err.tensor!r} at run time; give the trip "
                 "count per block as `iterations=`"
             ) from None
-        start, stop, step = (int(b) for b in bounds)
         if step == 0:
             raise PerfError(f"{_loc(loop)}: the loop step is 0 at this launch")
-        total *= len(range(start, stop, step))
-        scalars.bind_loop_start(loop)
-    return total
+        steps = range(start, stop, step)
+        if depth == len(self.chain) - 1 or not steps:
+            return len(steps)
+        picks: Sequence[int] = steps[:1]
+        if loop.var.name not in self.inner_uses[depth]:
+            pass  # the inner loops run alike in every iteration
+        elif len(steps) <= EXACT_OUTER:
+            picks = steps
+        else:
+            self.sampled = True
+            picks = [
+                steps[(2 * i + 1) * len(steps) // (2 * SAMPLE_OUTER)] for i in range(SAMPLE_OUTER)
+            ]
+        inner = [self.count(depth + 1, {**bound, loop.var.name: v}) for v in picks]
+        return len(steps) * sum(inner) / len(inner)
 
 
 def dot_flops(
@@ -464,33 +646,38 @@ def dot_flops(
     main: MainLoop | None = None,
     iterations: int | None = None,
 ) -> float:
-    """Tensor-core flops one block's `dot`s ask for at this launch (module docstring,
-    "Dots"): the main loop's body at `iterations` where the caller gives them; a loop
-    whose bounds are read at run time otherwise counts nothing (a floor stays one)."""
+    """Tensor-core flops one block's `dot`s ask for at this launch, averaged over the
+    grid (module docstring, "Dots"): the main loop's body at `iterations` where the
+    caller gives them; a loop whose bounds are read at run time otherwise counts
+    nothing (a floor stays one)."""
     scalars = _Scalars(fn, launch)
+    times: dict[tuple[int, ...], float] = {(): 1.0}
 
-    def visit(block: ir.Block, times: int) -> float:
+    def trips(chain: tuple[ir.For, ...]) -> float:
+        key = tuple(id(x) for x in chain)
+        if key not in times:
+            given = None
+            depth = next((i for i, x in enumerate(chain) if main and x is main.loop), None)
+            if depth is not None and iterations is not None:
+                given = (depth, iterations)
+            try:
+                times[key] = grid_trips(fn, chain, launch, scalars, given).mean
+            except (_RunTimeValue, PerfError):
+                times[key] = 0.0
+        return times[key]
+
+    def visit(block: ir.Block, chain: tuple[ir.For, ...]) -> float:
         total = 0.0
         for instr in block.instrs:
             if isinstance(instr, ir.Dot):
                 (m, k), n = instr.a.type.shape, instr.b.type.shape[-1]
                 bits = min(instr.a.type.dtype.bits, instr.b.type.dtype.bits, 16)
-                total += 2.0 * m * n * k * times * bits / 16
+                total += 2.0 * m * n * k * trips(chain) * bits / 16
             elif isinstance(instr, ir.For):
-                if main is not None and instr is main.loop and iterations is not None:
-                    inner = iterations
-                else:
-                    try:
-                        bounds = [int(scalars(v)) for v in (instr.start, instr.stop, instr.step)]
-                    except (_RunTimeValue, PerfError):
-                        continue
-                    inner = times * len(range(*bounds)) if bounds[2] else 0
-                with contextlib.suppress(_RunTimeValue, PerfError):  # else left out below
-                    scalars.bind_loop_start(instr)
-                total += visit(instr.body, inner)
+                total += visit(instr.body, (*chain, instr))
         return total
 
-    return visit(fn.body, 1)
+    return visit(fn.body, ())
 
 
 # --------------------------------------------------------------------------- thread IR

@@ -141,7 +141,7 @@ def loop_codes(
     thread: t.ThreadFunction,
     main: MainLoop,
     modelled: tuple[int, ...],
-    iterations: int,
+    iterations: float,
     notes: list[str],
 ) -> dict[int, LoopCode]:
     """The SASS of each modelled loop (indices into `main.loops`) that could be matched
@@ -153,7 +153,7 @@ def loop_codes(
         if left:
             notes.append(f"the loops at {', '.join(left)} are left out with it")
         whole = dict(sass_text.opcodes(text))
-        return {rank: LoopCode(whole, max(iterations, 1), "the whole kernel (no SASS loop)")}
+        return {rank: LoopCode(whole, max(round(iterations), 1), "the whole kernel (no SASS loop)")}
     by_name = thread_loops(thread)
     signatures = [by_name.get(x.loop.var.name) for x in main.loops]
     leaves = [i for i in range(len(main.loops)) if not main.inner(i)]

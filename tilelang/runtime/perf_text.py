@@ -78,7 +78,7 @@ def _loop(r: PerfReport) -> list[str]:
         head = "  main loop  none (no loop loads global memory): the whole kernel, once per block"
     else:
         head = (
-            f"  main loop  {r.loop}: {r.iterations} iterations per block, SASS {unrolled} "
+            f"  main loop  {r.loop}: {r.iterations:.6g} iterations per block, SASS {unrolled} "
             f"({r.loops[0].sass})"
         )
     lines = [
@@ -103,7 +103,7 @@ def _other_loops(r: PerfReport) -> list[str]:
         rows.append(
             (
                 x.where,
-                str(x.iterations),
+                f"{x.iterations:.6g}",
                 x.sass,
                 f"x{x.unroll}",
                 _count(x.instructions_per_iteration),
@@ -134,12 +134,14 @@ def _rereads(r: PerfReport) -> list[str]:
 
 
 def _loads(r: PerfReport) -> list[str]:
-    if not r.loads:
+    if not r.loads and not r.tensors:
         return ["", "  no global tile is loaded per iteration"]
-    rows = [("tensor", "kind", "tile", "bytes/iter", "ahead", "in flight", "instr/element")]
+    rows = [("tensor", "kind", "tile", "bytes/iter", "ahead", "in flight", "instr/element", "DRAM")]
+    listed: set[str] = set()
     for row in r.loads:
         tile = "x".join(str(n) for n in row.tile) + f" {row.dtype}"
         mark = "*" if row.clipped else ""
+        moved = r.tensors.get(row.tensor)
         rows.append(
             (
                 row.tensor + (" <" if row.tensor == r.per else ""),
@@ -149,10 +151,20 @@ def _loads(r: PerfReport) -> list[str]:
                 str(row.ahead),
                 _bytes(row.in_flight),
                 f"{row.instructions_per_element:.3g}",
+                _bytes(moved[1]) if moved and row.tensor not in listed else "",
             )
         )
-    lines = ["", "  global tiles per iteration per block (* clipped to the tensor's extent)"]
-    lines += _table(rows, {3, 4, 5, 6})
+        listed.add(row.tensor)
+    for name, (access, moved) in r.tensors.items():
+        if name not in listed:  # stored, or read outside the main loop (a workspace)
+            rows.append((name, access, "-", "-", "-", "-", "-", _bytes(moved)))
+    lines = [
+        "",
+        "  global tiles per iteration per block (* clipped to the tensor's extent); DRAM: "
+        "each tensor's bytes in the DRAM floor, its reads and writes once; the tensors the "
+        "main loop does not load below its tiles",
+    ]
+    lines += _table(rows, {3, 4, 5, 6, 7})
     lines += [
         "",
         f"  in flight  {_bytes(r.in_flight_block)} per block, {_bytes(r.in_flight_sm)} per SM "
@@ -179,7 +191,7 @@ def _bounds(r: PerfReport) -> list[str]:
         "",
         f"  predicted  {_seconds(r.predicted_seconds)}: {r.dram_fraction:.0%} of DRAM bandwidth "
         f"({_bytes(r.bytes_total)} at {r.bytes_total / r.predicted_seconds / 1e12:.3g} TB/s), "
-        f"{r.tensor_fraction:.2%} of the mma.sync peak; {r.binds} binds",
+        f"{r.tensor_fraction:.2%} of the {r.tensor_peak}; {r.binds} binds",
     ]
     lines += [f"  note: {note}" for note in r.notes]
     return lines

@@ -29,21 +29,109 @@ from dataclasses import dataclass
 
 from tilelang.ir import nodes as ir
 from tilelang.ir.visit import walk
+from tilelang.runtime.perf_bounds import mb
 
-__all__ = ["LoopTraffic", "Reread", "rereads", "tensor_bytes"]
+__all__ = [
+    "LoopTraffic",
+    "Reread",
+    "partial_reads",
+    "read_caps",
+    "rereads",
+    "tensor_bytes",
+    "tensor_traffic",
+]
 
 
-def tensor_bytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]]) -> int:
+def tensor_bytes(
+    fn: ir.Function,
+    shapes: Mapping[str, tuple[int, ...]],
+    caps: Mapping[str, float] | None = None,
+) -> int:
     """Bytes of every tensor the kernel reads plus every tensor it writes, each once
-    (gathers, scatters, scalar loads and atomic additions included: a gathered pool
-    counts whole, an upper bound on what the kernel reads of it)."""
+    (`tensor_traffic`)."""
+    return sum(b for _, b in tensor_traffic(fn, shapes, caps).values())
+
+
+def tensor_traffic(
+    fn: ir.Function,
+    shapes: Mapping[str, tuple[int, ...]],
+    caps: Mapping[str, float] | None = None,
+) -> dict[str, tuple[str, int]]:
+    """Each tensor the kernel reads or writes: ("read", "written" or "read, written",
+    its DRAM bytes), each read and each write once (gathers, scatters, scalar loads and
+    atomic additions included: a gathered pool counts whole, an upper bound on what the
+    kernel reads of it); a tensor read in `caps` (`read_caps`) counts at most that many
+    bytes read. In parameter order."""
     reads = ir.Load | ir.CopyAsync | ir.Gather | ir.GatherAsync | ir.LoadScalar
     # An atomic addition reads what it adds to and writes it back.
     adds = ir.Atomic | ir.ScatterAtomic
     read = {i.tensor.name for i in walk(fn) if isinstance(i, reads | adds)}
     writes = ir.Store | ir.Scatter | adds
     written = {i.tensor.name for i in walk(fn) if isinstance(i, writes)}
-    return sum(nbytes(fn, shapes, n) for n in read) + sum(nbytes(fn, shapes, n) for n in written)
+    caps = caps or {}
+    found = {}
+    for name in (p.name for p in fn.params if p.name in read | written):
+        whole = nbytes(fn, shapes, name)
+        moved = min(whole, math.ceil(caps.get(name, whole))) if name in read else 0
+        access = ", ".join(w for w, s in (("read", read), ("written", written)) if name in s)
+        found[name] = (access, moved + (whole if name in written else 0))
+    return found
+
+
+def read_caps(
+    fn: ir.Function,
+    shapes: Mapping[str, tuple[int, ...]],
+    blocks: int,
+    loops: Mapping[int, tuple[float, Mapping[str, float]]],
+) -> dict[str, float]:
+    """The most bytes the blocks' tiles read of each tensor only tiles read (`load`,
+    `copy_async`) in the modelled loops or outside every loop: blocks x (per loop,
+    its mean trip count x its tile bytes an iteration, clipped to the tensor; plus the
+    tiles outside loops, once). `loops`: id of each modelled loop -> (trips, bytes of
+    each tensor its tiles load an iteration). A tensor also read elsewhere (a gather, a
+    scalar, an atomic, a loop left out of the sum) has no cap."""
+    per_block: dict[str, float] = {}
+    uncapped: set[str] = set()
+
+    def visit(block: ir.Block, loop: ir.For | None) -> None:
+        for instr in block.instrs:
+            if isinstance(instr, ir.For):
+                visit(instr.body, instr)
+            elif isinstance(instr, ir.If):
+                visit(instr.then_body, loop)
+                visit(instr.else_body, loop)
+            elif isinstance(instr, ir.Load | ir.CopyAsync) and loop is None:
+                tile = instr.result.type if isinstance(instr, ir.Load) else instr.shared.type
+                kept = [
+                    min(a, b) for a, b in zip(tile.shape, shapes[instr.tensor.name], strict=True)
+                ]
+                name = instr.tensor.name
+                per_block[name] = per_block.get(name, 0.0) + math.prod(kept) * tile.dtype.bits / 8
+            elif isinstance(instr, ir.Load | ir.CopyAsync) and id(loop) in loops:
+                name = instr.tensor.name
+                per_block.setdefault(name, 0.0)
+                if loops[id(loop)][1].get(name) is None:
+                    uncapped.add(name)
+            elif hasattr(instr, "tensor"):
+                uncapped.add(instr.tensor.name)
+
+    visit(fn.body, None)
+    for trips, tiles in loops.values():
+        for name, nbytes_ in tiles.items():
+            per_block[name] = per_block.get(name, 0.0) + trips * nbytes_
+    return {n: blocks * b for n, b in per_block.items() if n not in uncapped}
+
+
+def partial_reads(
+    fn: ir.Function, shapes: Mapping[str, tuple[int, ...]], caps: Mapping[str, float]
+) -> list[str]:
+    """Notes for the tensors the floor counts less than whole (`read_caps`)."""
+    return [
+        f"the tiles read at most {mb(cap)} of {name}'s {mb(nbytes(fn, shapes, name))} over the "
+        "grid: the DRAM floor counts that much"
+        for name, cap in caps.items()
+        if cap < nbytes(fn, shapes, name)
+    ]
 
 
 def nbytes(fn: ir.Function, shapes: Mapping[str, tuple[int, ...]], name: str) -> int:
