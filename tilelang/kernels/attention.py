@@ -10,6 +10,14 @@ With `causal`, query i sees keys j <= i + Sk - Sq (the mask aligned to the botto
 corner, as flash-attn ≥ 2.1 does when Sq != Sk); a query that sees no key (causal with
 Sk < Sq, or Sk = 0) gets o = 0 and lse = -inf (the log of an empty sum).
 
+flash-attn's options, with its documented definitions: `window_size` (left, right)
+keeps query i to keys i + Sk - Sq - left <= j <= i + Sk - Sq + right (-1: that side
+unbounded; `causal` sets right = 0, flash-attn's reading of causal with a window);
+`softcap` c > 0 replaces s[j] by c · tanh(s[j] / c); `alibi_slopes` (f32 [H] or [batch,
+H]) then adds -slope[b, h] · |i + Sk - Sq - j| to s[j] (flash-attn's convention, causal
+or not). lse is of these scores. A window, like causal, narrows the loop: a block
+reads only the key blocks some of its rows see.
+
 A block handles BM queries of one (batch, head) and walks the keys BN at a time with an
 online softmax: the running row maximum m and sum l, acc rescaled by exp(m_old - m_new).
 It is written as users write it — Q·Kᵀ as `tl.dot(q, tl.transpose(k))` on tiles loaded
@@ -44,6 +52,7 @@ from .common import (
     empty,
     next_power_of_two,
     placeholder,
+    reshaped,
     run,
     same_place,
     shape_of,
@@ -66,34 +75,60 @@ def head_rows(t, b, start, row, h, R, HD):
 
 
 @func
-def attend(qt, row0, k, v, b, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES):
+def attend(
+    qt, row0, k, v, b, k0, hk, sq, sk, scale, left, right, softcap, slope,
+    T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
+):  # fmt: skip
     """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
     `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
     from row k0): (o unrounded, whether each row saw a key, the rows' max of the scaled
     scores and their sum of exponentials). The scores are kept in base 2 (scale · log2
     e, `fast_exp2`: one MUFU a score, probabilities below 2^-126 flushed to 0); the max
-    is returned in natural units.
-    Only the key blocks some row does not see whole (the last partial block, causal
-    blocks crossing the diagonal) are masked: a block-uniform branch. Causal: the keys
-    past the block's last row's diagonal are not read at all."""
+    is returned in natural units. The window's `left` and `right` (right = 0: causal),
+    `softcap` and the ALiBi `slope` (times log2 e) are read with WINDOW (or CAUSAL),
+    SOFTCAP and ALIBI (the module docstring).
+    Only the key blocks some row does not see whole (the last partial block, causal or
+    window blocks crossing an edge) are masked: a block-uniform branch. The keys no row
+    of the block sees (past the last row's right edge, before the first row's left
+    edge) are not read at all: the loop's bounds leave them out."""
     rows = row0 + tl.arange(0, BM)
+    off = sk - sq  # row r's window is centred on key r + off (bottom right alignment)
+    start = 0
     stop = sk
-    whole = sk  # every row sees the keys below `whole`
-    if CAUSAL:  # row r sees keys up to r + (sk − sq)
-        stop = tl.minimum(sk, row0 + BM + (sk - sq))
-        whole = tl.minimum(sk, row0 + 1 + (sk - sq))
+    whole = sk  # every row sees the keys below `whole` (down to `first`)
+    first = 0
+    reach = off  # row r sees keys up to r + reach (causal: r + off)
+    if WINDOW:
+        reach = off + right
+    if CAUSAL or WINDOW:
+        stop = tl.minimum(sk, row0 + BM + reach)
+        whole = tl.minimum(sk, row0 + 1 + reach)
+    if WINDOW:  # and from r + off − left: the blocks wholly left of row0's edge skipped
+        start = tl.maximum(row0 + off - left, 0) // BN * BN
+        first = row0 + BM - 1 + off - left
     m_i = tl.full([BM], float("-inf"), tl.f32)
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
-    for n in tl.range(0, stop, BN, stages=STAGES):
+    for n in tl.range(start, stop, BN, stages=STAGES):
         kt = head_rows(k, b, k0, n, hk, BN, HD)
         vt = head_rows(v, b, k0, n, hk, BN, HD)
         s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
-        if n + BN > whole:
+        if SOFTCAP:  # c · tanh(s / c) in base 2 is the cap of c = softcap · log2 e
+            s = tl.tanh(s * (1.0 / (softcap * LOG2E))) * (softcap * LOG2E)
+        if ALIBI:  # −slope · |r + off − j|, after the cap (flash-attn's order)
+            distance = rows[:, None] + (off - n) - tl.arange(0, BN)[None, :]
+            s = s - slope * tl.abs(distance).to(tl.f32)
+        masked = n + BN > whole
+        if WINDOW:
+            masked = masked | (n < first)
+        if masked:
             cols = n + tl.arange(0, BN)
             visible = tl.broadcast(cols[None, :] < sk, [BM, BN])
-            if CAUSAL:
-                visible = visible & (cols[None, :] <= rows[:, None] + (sk - sq))
+            if WINDOW:
+                visible = visible & (cols[None, :] <= rows[:, None] + reach)
+                visible = visible & (cols[None, :] >= rows[:, None] + (off - left))
+            elif CAUSAL:
+                visible = visible & (cols[None, :] <= rows[:, None] + off)
             s = tl.where(visible, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         base = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
@@ -129,25 +164,39 @@ def flash_attention_kernel(
     v: Tensor["T", "NB", "N", "HK", "D"],
     o: Tensor["T", "NB", "M", "H", "D"],
     lse: Tensor[dtypes.f32, "NL", "HL", "ML"],
+    slopes: Tensor[dtypes.f32, "1 + (NB - 1) * (ALIBI // 2)", "1 + (H - 1) * ((ALIBI + 1) // 2)"],
     scale: dtypes.f32,
+    left: dtypes.i32 = 0,
+    right: dtypes.i32 = 0,
+    softcap: dtypes.f32 = 0.0,
     T: constexpr = dtypes.f16,
     CAUSAL: constexpr = False,
     LSE: constexpr = False,
+    WINDOW: constexpr = False,
+    SOFTCAP: constexpr = False,
+    ALIBI: constexpr = 0,
     HD: constexpr = 64,
     BM: constexpr = 64,
     BN: constexpr = 64,
     STAGES: constexpr = 2,
 ):
     """o = softmax(scale · q kᵀ) v per (batch, head), BM queries per block (module
-    docstring); lse = the rows' log-sum-exp with LSE."""
+    docstring); lse = the rows' log-sum-exp with LSE. WINDOW: keys left..right of a
+    query's diagonal (right = 0 with CAUSAL); SOFTCAP: scores capped by `softcap`;
+    ALIBI: the bias of slope slopes[b, h] (2: [NB, H]) or slopes[0, h] (1: [1, H]; 0:
+    no bias, slopes [1, 1] unread)."""
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
     if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
         bm = tl.cdiv(M, BM) - 1 - bm
     hk = h // (H // HK)
     qt = head_rows(q, b, None, bm * BM, h, BM, HD)
+    slope = 0.0
+    if ALIBI:
+        slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
     out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, b, None, hk, M, N, scale, T, CAUSAL, BM, BN, HD, STAGES
-    )
+        qt, bm * BM, k, v, b, None, hk, M, N, scale, left, right, softcap, slope,
+        T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
+    )  # fmt: skip
     tl.store(o, [b, bm * BM, h, 0], tl.reshape(out.to(T), [1, BM, 1, HD]))
     if LSE:
         total = log_sum_exp(seen, m_i, l_i)
@@ -163,11 +212,18 @@ def flash_attention_varlen_kernel(
     cu_k: Tensor[dtypes.i32, "B1"],
     o: Tensor["T", "TQ", "H", "D"],
     lse: Tensor[dtypes.f32, "HL", "TL"],
+    slopes: Tensor[dtypes.f32, "1 + (B1 - 2) * (ALIBI // 2)", "1 + (H - 1) * ((ALIBI + 1) // 2)"],
     scale: dtypes.f32,
     MQ: dtypes.i32,
+    left: dtypes.i32 = 0,
+    right: dtypes.i32 = 0,
+    softcap: dtypes.f32 = 0.0,
     T: constexpr = dtypes.f16,
     CAUSAL: constexpr = False,
     LSE: constexpr = False,
+    WINDOW: constexpr = False,
+    SOFTCAP: constexpr = False,
+    ALIBI: constexpr = 0,
     HD: constexpr = 64,
     BM: constexpr = 64,
     BN: constexpr = 64,
@@ -186,9 +242,13 @@ def flash_attention_varlen_kernel(
     sk = tl.load(cu_k, [b + 1]) - k0
     qt = head_rows(q, None, q0, bm * BM, h, BM, HD)
     rows = bm * BM + tl.arange(0, BM)
+    slope = 0.0
+    if ALIBI:
+        slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
     out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, T, CAUSAL, BM, BN, HD, STAGES
-    )
+        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, left, right, softcap, slope,
+        T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
+    )  # fmt: skip
     at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
     if LSE:
@@ -230,6 +290,9 @@ def flash_attention(
     max_seqlen_k: int | None = None,
     return_lse: bool = False,
     *,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Any = None,
     interpret: bool = False,
 ) -> Any:
     """Attention forward (flash-attn's `flash_attn_func`).
@@ -240,6 +303,13 @@ def flash_attention(
     see the module docstring. Host arrays run on the CPU backend, device tensors on the
     GPU; `interpret` runs the reference interpreter (host arrays only).
 
+    flash-attn's options, with its definitions (the module docstring): `window_size`
+    (left, right) keeps query i to keys i + Sk − Sq − left ..= i + Sk − Sq + right (-1:
+    unbounded on that side; with `causal`, right is 0); `softcap` > 0 replaces each scaled
+    score s by softcap · tanh(s / softcap) (0: off); `alibi_slopes` (f32 [H] or [batch,
+    H]) adds −slope · |i + Sk − Sq − j| to the capped score of query i and key j. The key
+    blocks a window leaves out of every row of a query block are not read.
+
     Varlen (flash-attn's `flash_attn_varlen_func`): with `cu_seqlens_q` and
     `cu_seqlens_k` (int32 [batch + 1], non-decreasing, from 0 to total_q and total_k),
     q is packed [total_q, H, D], k and v [total_k, H_kv, D]; sequence b is rows
@@ -248,9 +318,11 @@ def flash_attention(
     for flash-attn's signature (the kernel reads each length). o is [total_q, H, D],
     lse [H, total_q]. Host arrays' offsets are checked before the launch."""
     if cu_seqlens_q is not None or cu_seqlens_k is not None:
+        options = (window_size, softcap, alibi_slopes)
         return _varlen(
-            q, k, v, causal, scale, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, return_lse, interpret
-        )
+            q, k, v, causal, scale, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, return_lse,
+            options, interpret,
+        )  # fmt: skip
     del max_seqlen_q, max_seqlen_k  # used with varlen only
     (nb, sq, heads, d), t = check(
         q, "q", (None, None, None, None), ATTENTION_TYPES, ("batch", "Sq", "H", "D")
@@ -261,13 +333,18 @@ def flash_attention(
     check(v, "v", (nb, sk, kv_heads, d), (t,))
     _check_heads(heads, kv_heads, d)
     scale = _scale(scale, d)
-    same_place(dict(q=q, k=k, v=v))
+    options, flags = _options(
+        window_size, softcap, alibi_slopes, bool(causal), (nb, heads), sq, sk, q
+    )
+    same_place(dict(q=q, k=k, v=v, alibi_slopes=alibi_slopes))
     out = empty(q, (nb, sq, heads, d), t)
     lse = empty(q, (nb, heads, sq), dtypes.f32) if return_lse else placeholder(q, 3)
     if nb * sq * heads * d == 0:
         return (out, lse) if return_lse else out
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **default_tiles(d))
-    run(flash_attention_kernel, [q, k, v, out, lse, float(scale)], constexprs, interpret)
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **default_tiles(d))
+    slopes, left, right, cap = options
+    args = [q, k, v, out, lse, slopes, float(scale), left, right, cap]
+    run(flash_attention_kernel, args, constexprs, interpret)
     return (out, lse) if return_lse else out
 
 
@@ -281,6 +358,7 @@ def _varlen(
     cu_k: Any,
     max_seqlen_q: int | None,
     return_lse: bool,
+    options: tuple,
     interpret: bool,
 ) -> Any:
     """`flash_attention` over packed sequences (its docstring)."""
@@ -300,7 +378,12 @@ def _varlen(
         raise ValueError("cu_seqlens_q must have batch + 1 >= 1 entries, got 0")
     _check_heads(heads, kv_heads, d)
     scale = _scale(scale, d)
-    same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k))
+    window_size, softcap, alibi_slopes = options
+    # each sequence's lengths are at most the packed ones: those bound the window
+    options, flags = _options(
+        window_size, softcap, alibi_slopes, bool(causal), (b1 - 1, heads), total_q, total_k, q
+    )
+    same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=alibi_slopes))
     _check_offsets(cu_q, "cu_seqlens_q", total_q)
     _check_offsets(cu_k, "cu_seqlens_k", total_k)
     if max_seqlen_q is None:
@@ -320,10 +403,60 @@ def _varlen(
     lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
     if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
         return (out, lse) if return_lse else out
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **default_tiles(d))
-    args = [q, k, v, cu_q, cu_k, out, lse, float(scale), max_seqlen_q]
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **default_tiles(d))
+    slopes, left, right, cap = options
+    args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
     run(flash_attention_varlen_kernel, args, constexprs, interpret)
     return (out, lse) if return_lse else out
+
+
+def _options(
+    window_size: Any,
+    softcap: Any,
+    alibi_slopes: Any,
+    causal: bool,
+    batch_heads: tuple[int, int],
+    sq: int,
+    sk: int,
+    like: Any,
+) -> tuple[list[Any], dict[str, bool]]:
+    """The kernels' (slopes [1 or batch, H], left, right, softcap) and their WINDOW,
+    SOFTCAP and ALIBI (0: none; 1: [H], 2: [batch, H]) constexprs from flash-attn's
+    options, checked. An unbounded side (-1)
+    becomes sk (left) or sq (right), which no query's edge reaches past (sq, sk: the
+    lengths, or their upper bounds), so the kernel knows one window."""
+    if (
+        not isinstance(window_size, (tuple, list))
+        or len(window_size) != 2
+        or any(type(w) is not int and not isinstance(w, np.integer) for w in window_size)
+        or min(window_size) < -1
+    ):
+        raise ValueError(
+            f"window_size must be (left, right): two ints >= -1 (-1: unbounded), "
+            f"got {window_size!r}"
+        )
+    left, right = (int(w) for w in window_size)
+    right = 0 if causal else right  # flash-attn: causal is the window's right edge at 0
+    window = left >= 0 or (right >= 0 and not causal)
+    left = sk if left < 0 else min(left, sk)
+    right = sq if right < 0 else min(right, sq)
+    if (
+        isinstance(softcap, bool)
+        or not isinstance(softcap, (int, float, np.floating, np.integer))
+        or not math.isfinite(softcap)
+        or softcap < 0
+    ):
+        raise ValueError(f"softcap must be a finite number >= 0 (0: off), got {softcap!r}")
+    slopes = placeholder(like, 2)
+    alibi = 0
+    if alibi_slopes is not None:
+        batch, heads = batch_heads
+        rank = alibi = len(shape_of(alibi_slopes, "alibi_slopes"))
+        want = (heads,) if rank == 1 else (batch, heads)
+        check(alibi_slopes, "alibi_slopes", want, (dtypes.f32,), ("H",) if rank == 1 else None)
+        slopes = reshaped(alibi_slopes, (1, heads) if rank == 1 else want, "alibi_slopes")
+    flags = dict(WINDOW=window, SOFTCAP=softcap > 0, ALIBI=alibi)
+    return [slopes, left, right, float(softcap)], flags
 
 
 def _check_heads(heads: int, kv_heads: int, d: int) -> None:

@@ -379,29 +379,42 @@ def flash_attention_op(
     causal: bool,
     scale: float | None,
     return_lse: bool,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o, lse): `tilelang.kernels.flash_attention` over fixed-length [B, S, H, D]
     tensors. lse is [B, H, Sq] f32 with `return_lse`, else an empty f32 tensor (an
-    operator returns the same number of tensors whatever its flags)."""
-    return _attention((q, k, v), causal, scale, (), return_lse)
+    operator returns the same number of tensors whatever its flags). window_size is
+    two ints (an operator's schema takes no tuple)."""
+    options = ((window_left, window_right), softcap, alibi_slopes)
+    return _attention((q, k, v), causal, scale, (), return_lse, options)
 
 
 def _attention(
-    tensors: tuple[torch.Tensor, ...], causal: bool, scale: float | None, tail: tuple, lse: bool
+    tensors: tuple[torch.Tensor, ...],
+    causal: bool,
+    scale: float | None,
+    tail: tuple,
+    lse: bool,
+    options: tuple,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`tilelang.kernels.flash_attention(q, k, v, causal, scale, [cu_q, cu_k], *tail)`
-    on the tensors (CPU ones as zero-copy numpy views: `runtime.host_calls`); (o, lse or
-    an empty f32 tensor)."""
+    with `options` (window_size, softcap, alibi_slopes) on the tensors (CPU ones as
+    zero-copy numpy views: `runtime.host_calls`); (o, lse or an empty f32 tensor)."""
     q = tensors[0]
+    window_size, softcap, alibi_slopes = options
     result = attention.flash_attention(
-        *tensors[:3], causal, scale, *tensors[3:], *tail, return_lse=lse
-    )
+        *tensors[:3], causal, scale, *tensors[3:], *tail, return_lse=lse,
+        window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
+    )  # fmt: skip
     out, lse_out = result if lse else (result, None)
     return out, q.new_empty(0, dtype=torch.float32) if lse_out is None else lse_out
 
 
 @flash_attention_op.register_fake
-def _flash_attention_fake(q, k, v, causal, scale, return_lse):
+def _flash_attention_fake(q, k, v, causal, scale, return_lse, *options):
     if q.dim() != 4 or k.dim() != 4:
         raise ValueError(
             f"tilelang::flash_attention: q must be [batch, Sq, H, D] and k [batch, Sk, H_kv, "
@@ -425,16 +438,21 @@ def flash_attention_varlen_op(
     causal: bool,
     scale: float | None,
     return_lse: bool,
+    window_left: int = -1,
+    window_right: int = -1,
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o, lse): `tilelang.kernels.flash_attention` over packed sequences, q [total_q,
     H, D]; lse [H, total_q] f32 with `return_lse`, else an empty f32 tensor."""
     tensors = (q, k, v, cu_seqlens_q, cu_seqlens_k)
-    return _attention(tensors, causal, scale, (max_seqlen_q,), return_lse)
+    options = ((window_left, window_right), softcap, alibi_slopes)
+    return _attention(tensors, causal, scale, (max_seqlen_q,), return_lse, options)
 
 
 @flash_attention_varlen_op.register_fake
 def _flash_attention_varlen_fake(
-    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, scale, return_lse
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, scale, return_lse, *options
 ):
     if q.dim() != 3 or k.dim() != 3:
         raise ValueError(
@@ -457,10 +475,15 @@ def flash_attention(
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
     return_lse: bool = False,
+    *,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: torch.Tensor | None = None,
 ):
     """flash-attn's `flash_attn_func` (and, with `cu_seqlens_q`/`cu_seqlens_k`, its
     `flash_attn_varlen_func`) as the torch operators ``tilelang::flash_attention`` and
-    ``tilelang::flash_attention_varlen``; shapes, dtypes (f16, bf16) and GQA as
+    ``tilelang::flash_attention_varlen``; shapes, dtypes (f16, bf16), GQA and the options
+    `window_size`, `softcap` and `alibi_slopes` (f32 [H] or [batch, H]) as
     `tilelang.kernels.flash_attention`. o in q's dtype, with `return_lse` (o, lse f32).
     Varlen without `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under
     torch.compile or CUDA graphs)."""
@@ -473,8 +496,12 @@ def flash_attention(
         keys = ("batch", "Sk", "H_kv", "D") if fixed else ("total_k", "H_kv", "D")
         want = (shape[0], None, None, shape[3]) if fixed else (None, None, shape[2])
         _checked(k, "k", want, (t,), keys)
+    left, right = _window(window_size)
+    if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
+        raise ValueError(f"softcap must be a finite number >= 0 (0: off), got {softcap!r}")
+    options = (left, right, float(softcap), alibi_slopes)
     if cu_seqlens_q is None and cu_seqlens_k is None:
-        out, lse = flash_attention_op(q, k, v, bool(causal), scale, bool(return_lse))
+        out, lse = flash_attention_op(q, k, v, bool(causal), scale, bool(return_lse), *options)
         return (out, lse) if return_lse else out
     if cu_seqlens_q is None or cu_seqlens_k is None:
         raise ValueError("varlen attention needs both cu_seqlens_q and cu_seqlens_k")
@@ -482,9 +509,24 @@ def flash_attention(
         max_seqlen_q = int(torch.diff(cu_seqlens_q).max()) if cu_seqlens_q.numel() > 1 else 0
     out, lse = flash_attention_varlen_op(
         q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), bool(causal), scale,
-        bool(return_lse),
+        bool(return_lse), *options,
     )  # fmt: skip
     return (out, lse) if return_lse else out
+
+
+def _window(window_size: Any) -> tuple[int, int]:
+    """flash-attn's (left, right) as the operators' two ints; the values are checked by
+    the library (`tilelang.kernels.attention`), which names them."""
+    if (
+        not isinstance(window_size, (tuple, list))
+        or len(window_size) != 2
+        or any(isinstance(w, bool) or not isinstance(w, int) for w in window_size)
+    ):
+        raise ValueError(
+            f"window_size must be (left, right): two ints >= -1 (-1: unbounded), "
+            f"got {window_size!r}"
+        )
+    return int(window_size[0]), int(window_size[1])
 
 
 @torch.library.custom_op(
