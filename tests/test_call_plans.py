@@ -144,6 +144,20 @@ CASES = {
         K.flash_attention,
         lambda: ((f16(1, 40, 2, 64), f16(1, 40, 1, 64), f16(1, 40, 1, 64)), {"causal": True}),
     ),
+    "flash_attention, a window (tuple)": (
+        K.flash_attention,
+        lambda: (
+            (f16(1, 40, 2, 64), f16(1, 40, 2, 64), f16(1, 40, 2, 64)),
+            {"window_size": (16, 0)},
+        ),
+    ),
+    "flash_attention, a window (list), alibi": (
+        K.flash_attention,
+        lambda: (
+            (f16(1, 40, 2, 64), f16(1, 40, 2, 64), f16(1, 40, 2, 64)),
+            {"window_size": [8, 4], "alibi_slopes": f32(2)},
+        ),
+    ),
     "flash_attention varlen, lse": (
         K.flash_attention,
         lambda: (
@@ -300,6 +314,20 @@ def test_what_the_replay_cannot_vouch_for_runs_in_full(device, monkeypatch):
         fn(misaligned, state, weight, bias, **kwargs)
     with pytest.raises((TypeError, ValueError)):
         fn(x, state, state, bias, **kwargs)
+
+
+def test_tuples_and_lists_key_by_their_items_and_their_kind(device):
+    """`window_size=(16, 0)` keys as its numbers: another window is another key, and so
+    is the same window as a list (the function may treat the two apart)."""
+    fn = K.flash_attention
+    qkv = lambda: (f16(1, 40, 2, 64), f16(1, 40, 2, 64), f16(1, 40, 2, 64))  # noqa: E731
+    launched(device, fn, qkv(), {"window_size": (16, 0)})  # makes what the library keeps
+    device.keep()
+    launched(device, fn, qkv(), {"window_size": (16, 0)})  # recorded
+    assert fn.plans.plan(qkv(), {"window_size": (16, 0)}) is not None
+    assert fn.plans.plan(qkv(), {"window_size": (16, 1)}) is None
+    assert fn.plans.plan(qkv(), {"window_size": (16.0, 0)}) is None
+    assert fn.plans.plan(qkv(), {"window_size": [16, 0]}) is None
 
 
 def test_the_same_tensor_twice_is_another_key(device):

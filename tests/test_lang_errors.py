@@ -341,3 +341,60 @@ def test_an_integer_scalar_meeting_a_float_tile_takes_its_dtype():
 
     got = scaled(np.arange(8, dtype=np.float32), 3)
     np.testing.assert_array_equal(got, 3 * np.arange(8, dtype=np.float32))
+
+
+LOOKUP_HINT = "tl.lookup(table, codes)"
+
+
+def test_a_rank1_tile_indexed_by_a_tile_of_codes_suggests_tl_lookup():
+    @tl.kernel(warps=1)
+    def k(lut: tl.Tensor[tl.f16, 16], q: tl.Tensor[tl.u8, 64], out: tl.Tensor[tl.f16, 64]):
+        table = tl.load(lut, [0], [16])
+        codes = tl.load(q, [0], [64])
+        tl.store(out, [0], table[codes])  # <- error
+
+    assert_reported(k, "tile indices are compile-time ints", "tl.load from memory", LOOKUP_HINT)
+
+
+def test_other_runtime_tile_indices_keep_the_plain_message():
+    @tl.kernel(warps=1)
+    def at_scalar(lut: tl.Tensor[tl.f16, 16], n: tl.i32):
+        tl.store(lut, [0], tl.load(lut, [0], [16])[n])  # <- error
+
+    @tl.kernel(warps=1)
+    def rank2_table(lut: tl.Tensor[tl.f16, 16, 4], q: tl.Tensor[tl.u8, 64]):
+        codes = tl.load(q, [0], [64])
+        tl.store(lut, [0, 0], tl.load(lut, [0, 0], [16, 4])[codes])  # <- error
+
+    @tl.kernel(warps=1)
+    def float_codes(lut: tl.Tensor[tl.f16, 16], q: tl.Tensor[tl.u8, 64]):
+        codes = tl.load(q, [0], [64]).to(tl.f32)
+        tl.store(lut, [0], tl.load(lut, [0], [16])[codes])  # <- error
+
+    for kernel in (at_scalar, rank2_table, float_codes):
+        error = assert_reported(kernel, "tile indices are compile-time ints", "tl.load from memory")
+        assert "tl.lookup" not in str(error), kernel.fn.__name__
+
+
+def test_tl_load_from_a_shared_table_at_a_tile_of_codes_suggests_tl_lookup():
+    @tl.kernel(warps=1)
+    def k(lut: tl.Tensor[tl.f16, 16], q: tl.Tensor[tl.u8, 64], out: tl.Tensor[tl.f16, 64]):
+        buf = tl.shared([16], tl.f16)
+        buf.store(tl.load(lut, [0], [16]))
+        codes = tl.load(q, [0], [64])
+        tl.store(out, [0], tl.load(buf, [codes], [64]))  # <- error
+
+    assert_reported(
+        k, "the first argument of tl.load must be a tensor parameter", "shared tile", LOOKUP_HINT
+    )
+
+
+def test_tl_load_from_a_shared_buffer_at_a_scalar_keeps_the_plain_message():
+    @tl.kernel(warps=1)
+    def k(lut: tl.Tensor[tl.f16, 16], out: tl.Tensor[tl.f16, 16], n: tl.i32):
+        buf = tl.shared([16], tl.f16)
+        buf.store(tl.load(lut, [0], [16]))
+        tl.store(out, [0], tl.load(buf, [n], [16]))  # <- error
+
+    error = assert_reported(k, "the first argument of tl.load must be a tensor parameter")
+    assert "tl.lookup" not in str(error)

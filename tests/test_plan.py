@@ -539,7 +539,7 @@ def test_over_the_limit_by_more_than_the_tolerance_names_the_largest_tiles():
         "values live at its peak, 4 for addresses, 8 for the thread), more than the 255 a "
         "thread can have even if the estimate is 15% high. At <unknown>:0:0 the largest "
         f"live tiles are %t0: {tile}; %t1: {tile}; %t2: {tile}. Use smaller tiles or more "
-        "warps (now 4)."
+        "warps (now 4: @tl.kernel(warps=...))."
     )
     assert isinstance(err.value, ValueError)
 

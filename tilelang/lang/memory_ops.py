@@ -27,6 +27,7 @@ from tilelang.lang.fills import full
 from tilelang.lang.values import (
     INDEX,
     Scalar,
+    Shared,
     Tensor,
     Tile,
     as_scalar,
@@ -46,10 +47,20 @@ from tilelang.lang.values import (
 NOTHING = "nothing"
 
 
-def tensor_argument(value: object, what: str) -> Tensor:
+def tensor_argument(value: object, what: str, offsets: object = None) -> Tensor:
+    """`value`, which must be a tensor parameter. A rank-1 on-chip tile read at a tile of
+    integer codes among `offsets` is a codebook lookup, so the error names `tl.lookup`."""
     if not isinstance(value, Tensor):
+        items = offsets if isinstance(offsets, (list, tuple)) else [offsets]
+        coded = any(isinstance(o, Tile) and o.dtype.is_int for o in items)
+        table = isinstance(value, (Tile, Shared)) and len(value.shape) == 1
         raise current().error(
             f"{what} must be a tensor parameter of the kernel, got {describe(value)}"
+            + (
+                "; look a rank-1 table up at integer codes with tl.lookup(table, codes)"
+                if coded and table
+                else ""
+            )
         )
     return value
 
@@ -155,7 +166,7 @@ def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=N
     it (the tile broadcasts to `shape` as in numpy), e.g. ``tl.load(cache,
     [rows[:, None], 0], [R, D])`` reads row ``rows[i]`` into row i; the other offsets
     start a box as usual. (Triton's `other=` is spelled `fill=` here.)"""
-    tensor = tensor_argument(tensor, "the first argument of tl.load")
+    tensor = tensor_argument(tensor, "the first argument of tl.load", offsets)
     if other is not None:  # Triton's name; a tile of others is tl.where's job here
         example = repr(other) if is_python_number(other) else "0.0"
         raise current().error(

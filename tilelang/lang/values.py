@@ -634,7 +634,7 @@ def _index_tile(tile: Tile, index: object) -> Tile:
             shape.append(1)
             continue
         size = tile.shape[dim]
-        start, stop, keep = _index_bounds(item, size, dim)
+        start, stop, keep = _index_bounds(item, size, dim, tile.ndim == 1)
         starts.append(start)
         stops.append(stop)
         if keep:
@@ -646,7 +646,7 @@ def _index_tile(tile: Tile, index: object) -> Tile:
     return tile if tuple(shape) == tuple(tile.shape) else reshape_tile(tile, tuple(shape))
 
 
-def _index_bounds(item: object, size: int, dim: int) -> tuple[int, int, bool]:
+def _index_bounds(item: object, size: int, dim: int, rank1: bool) -> tuple[int, int, bool]:
     """(start, stop, whether the dimension stays) of one index of dimension `dim`."""
     if isinstance(item, slice):
         if item.step not in (None, 1):
@@ -662,19 +662,24 @@ def _index_bounds(item: object, size: int, dim: int) -> tuple[int, int, bool]:
                 f"out of range: tiles are sliced within their shape, step 1"
             )
         return start, stop, True
-    at = _static_index(item, dim)
+    at = _static_index(item, dim, rank1)
     if not -size <= at < size:
         raise current().error(f"index {at} is out of range for dimension {dim} of size {size}")
     at = at + size if at < 0 else at
     return at, at + 1, False
 
 
-def _static_index(value: object, dim: int) -> int:
+def _static_index(value: object, dim: int, rank1: bool = False) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, (Scalar, Tile)):
             raise current().error(
                 f"tile indices are compile-time ints (dimension {dim} was given a runtime "
                 "value); read parts chosen at run time with tl.load from memory"
+                + (
+                    "; look a rank-1 table up at integer codes with tl.lookup(table, codes)"
+                    if rank1 and isinstance(value, Tile) and value.dtype.is_int
+                    else ""
+                )
             )
         raise current().error(
             f"tile indices are ints, slices, None or ...; dimension {dim} was given "

@@ -86,7 +86,7 @@ class RegisterBudget:
             return f"or a smaller min_blocks (now {self.blocks})"
         if self.by_multiprocessor:
             return f"(the block's {self.warps} warps share one multiprocessor's registers)"
-        return f"or more warps (now {self.warps})"
+        return f"or more warps (now {self.warps}: @tl.kernel(warps=...))"
 
 
 def min_blocks(fn: Function) -> int | None:

@@ -6,11 +6,12 @@ and scratch, views tensors under other shapes and calls one or more kernels: ten
 microseconds of Python before the first launch, for a decode step whose kernels may
 take less. All of it but the tensors' addresses depends only on what each argument
 *is*, the same key as a kernel's warm calls (`gpu.argument_signature`: kind,
-dtype, shape, strides, device), on the plain values (numbers, flags, strings, None),
-and on which tensor arguments are the same memory. So a function decorated with
-`planned` is recorded the second time it is called with a key, once everything it
-compiles or tunes is in place: each launch (build, scalars, grid, stream) and, for
-each of its pointers, where it came from —
+dtype, shape, strides, device), on the plain values (numbers, flags, strings, None,
+and tuples and lists of them: `window_size=(16, 0)`), and on which tensor arguments
+are the same memory. So a function decorated with `planned` is recorded the second
+time it is called with a key, once everything it compiles or tunes is in place: each
+launch (build, scalars, grid, stream) and, for each of its pointers, where it came
+from —
 
 * a tensor argument, at an offset (a view of it);
 * an allocation made during the call (`allocated`, with the function that makes it);
@@ -57,6 +58,7 @@ MAX_PLANS = 64
 
 #: Argument types keyed by value (`bool` before `int`: True is not 1 here).
 _PLAIN = (bool, int, float, str, type(None))
+_SEQUENCES = (tuple, list)
 
 # What a key's entry holds before it has a plan: seen once (record at the next call),
 # or found unplannable (always run in full).
@@ -319,6 +321,9 @@ def _signature(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, list[Any], l
         if kind in _PLAIN:
             parts.append(gpu.typed(value))  # 0.0 is not -0.0; a NaN is itself
             continue
+        if kind in _SEQUENCES and _plain(value):  # a list is not a tuple to the function
+            parts.append((kind, gpu.typed(value)))
+            continue
         found = gpu.argument_signature(value)
         if found is None or found[1] is None:
             return None
@@ -328,6 +333,13 @@ def _signature(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, list[Any], l
         tensors.append(value)
         addresses.append(address)
     return (tuple(parts), tuple(kwargs)), tensors, addresses
+
+
+def _plain(value: Any) -> bool:
+    """Whether `value` keys by value: a plain value, or a tuple or list of them (nested
+    too); a tensor inside one would be keyed without its address, so it is not."""
+    kind = type(value)
+    return kind in _PLAIN or (kind in _SEQUENCES and all(_plain(item) for item in value))
 
 
 def _recorded(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]):
