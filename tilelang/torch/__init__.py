@@ -6,6 +6,8 @@
 * `dtypes`: how each tilelang dtype travels as a torch tensor (sub-byte ones packed in
   uint8);
 * `QuantLinear`: a drop-in `nn.Module` over `tilelang.quant` weights;
+* `moe_matmul` and `QuantMoE`: `tilelang.quant.moe_matmul` (quantized experts) as the
+  operator ``tilelang::moe_matmul`` (`tilelang.torch.moe`);
 * `NoGradientWarning`: what a call on a tensor that requires grad warns (once per
   function or operator) with grad mode on: the kernels are forward-only, unless an
   operator is given a derivative (`TorchOp.register_autograd`).
@@ -25,7 +27,8 @@ except ImportError as _error:
 
 from tilelang.runtime.host_calls import NoGradientWarning
 from tilelang.torch import dtypes
+from tilelang.torch.moe import QuantMoE, moe_matmul
 from tilelang.torch.op import TorchOp, op
 from tilelang.torch.quant_linear import QuantLinear
 
-__all__ = ["NoGradientWarning", "QuantLinear", "TorchOp", "dtypes", "op"]
+__all__ = ["NoGradientWarning", "QuantLinear", "QuantMoE", "TorchOp", "dtypes", "moe_matmul", "op"]
