@@ -392,12 +392,7 @@ class _Emitter:
             target = self.tensor_at(s.tensor, s.offset) + (f" + {at}" if at else "")
             reg = self.reg(t.Reg(s.src.local, s.src.byte + at), width)
             calls.append(f"{self.x.call(helper, target, reg)};")
-        if len(calls) == 1:
-            self.predicated(s.pred, calls[0])
-            return
-        self.line("{" if s.pred is None else f"if ({self.expr(s.pred)}) {{")
-        self.block_lines(calls)
-        self.line("}")
+        self.predicated_lines(s.pred, calls)
 
     def fetch_atomic(self, s: t.Atomic) -> None:
         size = s.dtype.bits // 8
@@ -408,10 +403,14 @@ class _Emitter:
             regs = [self.reg(t.Reg(r.local, r.byte + at), size) for r in (s.src, s.compare) if r]
             dst = self.reg(t.Reg(s.dst.local, s.dst.byte + at), size)
             lines.append(f"{dst} = {self.x.call(helper, target, *regs)};")
+        self.predicated_lines(s.pred, lines)
+
+    def predicated_lines(self, pred: t.Expr | None, lines: list[str]) -> None:
+        """`lines` under `pred` (None: always): one statement, or a block of them."""
         if len(lines) == 1:
-            self.predicated(s.pred, lines[0])
+            self.predicated(pred, lines[0])
             return
-        self.line("{" if s.pred is None else f"if ({self.expr(s.pred)}) {{")
+        self.line("{" if pred is None else f"if ({self.expr(pred)}) {{")
         self.block_lines(lines)
         self.line("}")
 

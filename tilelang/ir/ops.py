@@ -398,14 +398,15 @@ def evaluate_int(op: str, a: int, b: int, dtype) -> int | None:
         if amount >= dtype.bits:
             return -1 if op == "shr" and a < 0 else 0
         return wrap(a << amount, dtype) if op == "shl" else a >> amount
-    if op in _COMPARES:
-        return int(_COMPARES[op](a, b))
+    if op in COMPARISONS:
+        return int(COMPARISONS[op](a, b))
     arithmetic = _ARITHMETIC.get(op)
     return None if arithmetic is None else wrap(arithmetic(a, b), dtype)
 
 
 # Tables, not dicts of results: a launch evaluates its grid through these on every call.
-_COMPARES = {
+#: The comparison operators by name, on Python numbers (IEEE for floats: NaN unequal).
+COMPARISONS = {
     "eq": operator.eq,
     "ne": operator.ne,
     "lt": operator.lt,

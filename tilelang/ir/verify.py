@@ -181,25 +181,20 @@ class _Verifier:
     def check_step(self, instr: nodes.For) -> None:
         """A loop's step is known before the launch, so a zero step (which Python's
         range() rejects) is rejected before anything runs."""
-        step = instr.step
-        if isinstance(step, Var) and step.name not in self.launch_constants:
-            raise self.fail(
-                instr,
-                f"expected the step to be known before the launch (a number, or arithmetic "
-                f"on the kernel's scalar parameters and sizes), found {print_value(step)}, "
-                "which depends on a block index, a loop or a loaded value",
-            )
+        self.check_known_at_launch(instr, instr.step, "the step")
 
     def check_requirement(self, instr: nodes.Require) -> None:
         """The host checks a requirement before the launch, so it may read only what
         the host knows then."""
-        cond = instr.cond
-        if isinstance(cond, Var) and cond.name not in self.launch_constants:
+        self.check_known_at_launch(instr, instr.cond, "the condition")
+
+    def check_known_at_launch(self, instr: Instr, value: Value, what: str) -> None:
+        if isinstance(value, Var) and value.name not in self.launch_constants:
             raise self.fail(
                 instr,
-                f"expected the condition to be known before the launch (arithmetic on the "
-                f"kernel's scalar parameters and sizes), found {print_value(cond)}, which "
-                "depends on a block index, a loop or a loaded value",
+                f"expected {what} to be known before the launch (a number, or arithmetic "
+                f"on the kernel's scalar parameters and sizes), found {print_value(value)}, "
+                "which depends on a block index, a loop or a loaded value",
             )
 
     def check_use(self, instr: Instr, var: Var, scope: dict[str, Var]) -> None:

@@ -172,26 +172,31 @@ def feeding_only(body: tuple[ir.Instr, ...], copies: list[GatherCopy]) -> set[in
     """Ids of the body instructions of the copied gathers' index recipes whose results
     only those gathers (once replaced by copies) and other such instructions use: the
     copies compute their indices themselves, so these go."""
-    replaced = {id(c.gather) for c in copies}
     candidates = {id(i): i for c in copies for i in c.recipe}
+    return used_only_by(body, candidates, {id(c.gather) for c in copies})
+
+
+def used_only_by(
+    body: tuple[ir.Instr, ...], candidates: dict[int, ir.Instr], gone: set[int]
+) -> set[int]:
+    """Ids of the `candidates` (body instructions by id) whose results only the body
+    instructions in `gone` and other such candidates use: what goes with `gone`."""
     users: dict[ir.Var, set[int]] = {}
     for instr in body:
         for inner in walk(instr):
             for value in inner.uses():
                 if isinstance(value, ir.Var):
                     users.setdefault(value, set()).add(id(instr))
-    dead: set[int] = set()
+    found: set[int] = set()
     changed = True
     while changed:
         changed = False
         for key, instr in candidates.items():
-            if key in dead:
-                continue
             used_by = set().union(*(users.get(d, set()) for d in instr.defs()))
-            if used_by <= dead | replaced:
-                dead.add(key)
+            if key not in found and used_by <= gone | found:
+                found.add(key)
                 changed = True
-    return dead
+    return found
 
 
 @dataclass

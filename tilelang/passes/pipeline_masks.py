@@ -32,8 +32,7 @@ from __future__ import annotations
 from tilelang.analysis.loop_values import LoopValues, carried_reason
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType
-from tilelang.ir.visit import walk
-from tilelang.passes.pipeline_gathers import index_recipe
+from tilelang.passes.pipeline_gathers import index_recipe, used_only_by
 
 #: Loads a recipe may hold for a gather's index, but not for a mask (see the docstring).
 _LOADS = (ir.Load, ir.Gather, ir.LoadScalar)
@@ -111,28 +110,12 @@ def feeding_masks_only(
     """Ids of the body instructions of the replaced loads' mask recipes that only those
     loads, the instructions in `dead` and other such instructions use: the copies and
     prefetches compute their masks themselves (before the loop when invariant)."""
-    gone = {id(load) for load in replaced} | dead
     candidates = {}
     for load in replaced:
         recipe = mask_recipe(load.mask, loop, writers) if load.mask is not None else ()
         if not isinstance(recipe, str):
             candidates.update({id(i): i for i in recipe})
-    users: dict[ir.Var, set[int]] = {}
-    for instr in body:
-        for inner in walk(instr):
-            for value in inner.uses():
-                if isinstance(value, ir.Var):
-                    users.setdefault(value, set()).add(id(instr))
-    found: set[int] = set()
-    changed = True
-    while changed:
-        changed = False
-        for key, instr in candidates.items():
-            used_by = set().union(*(users.get(d, set()) for d in instr.defs()))
-            if key not in found and used_by <= gone | found:
-                found.add(key)
-                changed = True
-    return found
+    return used_only_by(body, candidates, {id(load) for load in replaced} | dead)
 
 
 __all__ = ["ahead_blocker", "feeding_masks_only", "invariant", "mask_recipe"]

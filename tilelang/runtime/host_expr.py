@@ -15,12 +15,11 @@ a launcher calls on every launch (`grid_function`, `launch_checker`); `eval_host
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Mapping
 
 from tilelang import dtypes
 from tilelang.ir import thread as t
-from tilelang.ir.ops import evaluate_int, wrap
+from tilelang.ir.ops import COMPARISONS, evaluate_int, wrap
 
 __all__ = [
     "check_launch",
@@ -55,25 +54,14 @@ def host_function(e: t.Expr) -> HostFunction:
         return lambda scalars: _convert(a(scalars), to)
     if isinstance(e, t.Binary) and e.a.dtype.is_int:
         return _binary_function(e)
-    if isinstance(e, t.Binary) and e.op in _FLOAT_COMPARES:  # a requirement on a float scalar
-        a, b, compare = host_function(e.a), host_function(e.b), _FLOAT_COMPARES[e.op]
+    if isinstance(e, t.Binary) and e.op in COMPARISONS:  # a requirement on a float scalar
+        a, b, compare = host_function(e.a), host_function(e.b), COMPARISONS[e.op]
         return lambda scalars: int(compare(a(scalars), b(scalars)))
     if isinstance(e, t.Unary) and e.a.dtype.is_int and e.op in _INT_UNARY:
         a, op, dtype = host_function(e.a), _INT_UNARY[e.op], e.a.dtype
         return lambda scalars: wrap(op(a(scalars)), dtype)
     raise ValueError(f"cannot evaluate {type(e).__name__} on the host")
 
-
-# IEEE comparisons of the operands' values (each already rounded to its dtype): NaN
-# compares unequal to everything, as on the GPU.
-_FLOAT_COMPARES = {
-    "eq": operator.eq,
-    "ne": operator.ne,
-    "lt": operator.lt,
-    "le": operator.le,
-    "gt": operator.gt,
-    "ge": operator.ge,
-}
 
 _INT_UNARY = {
     "neg": lambda a: -a,
