@@ -219,6 +219,7 @@ def odd_function() -> ir.Function:
             ir.Reduce(var("s", F32), weird, "for", 0, loc=ir.Loc("", -1, 0)),
             ir.If(c(True, dt.u1), ir.Block(()), ir.Block(()), ()),
             ir.Require(c(False, dt.u1), 'a "quoted" message\nover two lines', loc=loc(7)),
+            ir.Lookup(var("lk", tile(dt.f16, 4, 2)), var("l", tile(dt.f6e3m2, 2)), weird),
             ir.Load(var("l", tile(dt.f6e3m2, 2)), weird, (), loc=ir.Loc("<unknown>", 3, 4)),
             ir.Relayout(var("rl", F16), weird, attrs=(("n", -3), ("s", 'q"'), ("t", True))),
             ir.Atomic(weird, (), var("rl", F16)),
