@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import settings
@@ -270,3 +271,34 @@ def values_of(rng, dtype, shape, floats=None) -> np.ndarray:
         drawn = floats(rng, shape) if floats else rng.standard_normal(shape)
         return drawn.astype(NUMPY_OF[dtype.name])
     return rng.integers(0, 100, shape).astype(NUMPY_OF[dtype.name])
+
+
+#: The numpy scalar type of a kernel argument of each 16-bit-or-wider tilelang dtype.
+NUMPY_TYPES = {
+    "f16": np.float16,
+    "bf16": ml_dtypes.bfloat16,
+    "f32": np.float32,
+    "f64": np.float64,
+    "i32": np.int32,
+    "u32": np.uint32,
+    "i64": np.int64,
+    "u64": np.uint64,
+}
+
+
+def typed(codes: np.ndarray, dtype) -> np.ndarray:
+    """A copy of `codes` as the numpy array type a kernel argument of `dtype` is."""
+    return codes.copy().view(NUMPY_TYPES[dtype.name])
+
+
+#: A kernel whose line LINE an atomic's text form replaces (T: its dtype), for the
+#: text-form and verifier tests of atomics.
+ATOMIC_TEXT = (
+    "kernel k(%y: tensor<T, [N]>) sizes(%N: i32) warps(1) {\n"
+    "  %b = blocks 1:i32 : i32\n"
+    "  %v = full 1:T : tile<T, [32]>\n"
+    "  %i = arange 0 : tile<i32, [32]>\n"
+    "  %m = lt %i, 5:i32 : tile<u1, [32]>\n"
+    '  LINE  loc("user.py":7:5)\n'
+    "}\n"
+)

@@ -13,10 +13,9 @@ errors at the user's line, the LLVM atomics, and the CUDA source for sm_80 and s
 import math
 from dataclasses import replace
 
-import ml_dtypes
 import numpy as np
 import pytest
-from conftest import marked_line, statements
+from conftest import ATOMIC_TEXT, NUMPY_TYPES, marked_line, statements, typed
 
 import tilelang as tl
 from tilelang import TileLangError
@@ -31,16 +30,6 @@ from tilelang.runtime.sass import disassemble, find_disassembler, opcodes
 RNG = np.random.default_rng(20261207)
 FLOATS = (tl.f16, tl.bf16, tl.f32, tl.f64)
 INTEGERS = (tl.i32, tl.u32, tl.i64, tl.u64)
-NUMPY_TYPES = {
-    "f16": np.float16,
-    "bf16": ml_dtypes.bfloat16,
-    "f32": np.float32,
-    "f64": np.float64,
-    "i32": np.int32,
-    "u32": np.uint32,
-    "i64": np.int64,
-    "u64": np.uint64,
-}
 
 
 @tl.kernel(warps=4)
@@ -171,10 +160,6 @@ def special_values(dtype, shape: tuple[int, ...]) -> np.ndarray:
     return dtype.encode(values)
 
 
-def typed(codes: np.ndarray, dtype) -> np.ndarray:
-    return codes.copy().view(NUMPY_TYPES[dtype.name])
-
-
 def run_both(kernel, args, out: int, dtype, **constexprs):
     """The codes of argument `out` after the interpreter and after the CPU backend."""
     results = []
@@ -275,24 +260,13 @@ def test_the_fp8_amax_of_a_tensor_is_the_max_of_its_absolute_values():
 # --------------------------------------------------------------------------- IR
 
 
-TEXT = (
-    "kernel k(%y: tensor<T, [N]>) sizes(%N: i32) warps(1) {\n"
-    "  %b = blocks 1:i32 : i32\n"
-    "  %v = full 1:T : tile<T, [32]>\n"
-    "  %i = arange 0 : tile<i32, [32]>\n"
-    "  %m = lt %i, 5:i32 : tile<u1, [32]>\n"
-    '  LINE  loc("user.py":7:5)\n'
-    "}\n"
-)
-
-
 def test_the_text_form_round_trips_and_the_verifier_checks_op_and_dtype():
     for line in (
         "atomic max %y[0:i32], %v mask(%m)",
         "atomic min %y[0:i32], %v",
         "scatter_atomic max %y[0:i32], %i, axis=0, %v mask(%m)",
     ):
-        fn = parse_function(TEXT.replace("T", "f32").replace("LINE", line))
+        fn = parse_function(ATOMIC_TEXT.replace("T", "f32").replace("LINE", line))
         verify(fn)
         assert line in print_function(fn)
         assert print_function(parse_function(print_function(fn))) == print_function(fn)
@@ -302,7 +276,7 @@ def test_the_text_form_round_trips_and_the_verifier_checks_op_and_dtype():
         ("i16", "scatter_atomic min %y[0:i32], %i, axis=0, %v", "found a tensor of i16"),
     ):
         with pytest.raises(IRVerifyError) as info:
-            verify(parse_function(TEXT.replace("T", dtype).replace("LINE", line)))
+            verify(parse_function(ATOMIC_TEXT.replace("T", dtype).replace("LINE", line)))
         assert str(info.value).startswith("user.py:7:5:"), str(info.value)
         assert message in str(info.value)
 

@@ -12,10 +12,9 @@ the user's line, and the CUDA source: ``atom.global.*`` only where the result is
 ``red.global.*`` otherwise, on sm_80 and sm_90a.
 """
 
-import ml_dtypes
 import numpy as np
 import pytest
-from conftest import marked_line, statements
+from conftest import ATOMIC_TEXT, NUMPY_TYPES, marked_line, statements
 
 import tilelang as tl
 from tilelang import TileLangError
@@ -151,7 +150,6 @@ CASES = [
     (tl.u64, "xchg"),
     (tl.f32, "xchg"),
 ]
-NUMPY = {"f16": np.float16, "bf16": ml_dtypes.bfloat16, "f32": np.float32, "f64": np.float64}
 
 
 def _values(dtype, shape):
@@ -180,9 +178,7 @@ def test_each_element_returns_its_value_before_the_update(dtype, op):
 
 
 def _np(dtype):
-    if dtype.name in NUMPY:
-        return NUMPY[dtype.name]
-    return {"i32": np.int32, "u32": np.uint32, "i64": np.int64, "u64": np.uint64}[dtype.name]
+    return NUMPY_TYPES[dtype.name]
 
 
 # --------------------------------------------------------------------------- cas
@@ -351,17 +347,6 @@ def test_the_cpu_backend_keeps_what_llvm_atomics_return():
 # --------------------------------------------------------------------------- IR
 
 
-TEXT = (
-    "kernel k(%y: tensor<T, [N]>) sizes(%N: i32) warps(1) {\n"
-    "  %b = blocks 1:i32 : i32\n"
-    "  %v = full 1:T : tile<T, [32]>\n"
-    "  %i = arange 0 : tile<i32, [32]>\n"
-    "  %m = lt %i, 5:i32 : tile<u1, [32]>\n"
-    '  LINE  loc("user.py":7:5)\n'
-    "}\n"
-)
-
-
 def test_the_text_form_round_trips_results_and_expected_values():
     for dtype, line in (
         ("f32", "%o = atomic add %y[0:i32], %v mask(%m) : tile<f32, [32]>"),
@@ -374,7 +359,7 @@ def test_the_text_form_round_trips_results_and_expected_values():
         ),
         ("i32", "%o = scatter_atomic max %y[0:i32], %i, axis=0, %v : tile<i32, [32]>"),
     ):
-        fn = parse_function(TEXT.replace("T", dtype).replace("LINE", line))
+        fn = parse_function(ATOMIC_TEXT.replace("T", dtype).replace("LINE", line))
         verify(fn)
         assert line in print_function(fn)
         assert print_function(parse_function(print_function(fn))) == print_function(fn)
@@ -399,7 +384,7 @@ def test_the_text_form_round_trips_results_and_expected_values():
 )
 def test_the_verifier_checks_results_expected_values_and_dtypes(dtype, line, message):
     with pytest.raises(IRVerifyError) as info:
-        verify(parse_function(TEXT.replace("T", dtype).replace("LINE", line)))
+        verify(parse_function(ATOMIC_TEXT.replace("T", dtype).replace("LINE", line)))
     assert str(info.value).startswith("user.py:7:5:"), str(info.value)
     assert message in str(info.value)
 

@@ -12,10 +12,9 @@ between blocks: atomic merges, correct with blocks on several host threads.
 
 from dataclasses import replace
 
-import ml_dtypes
 import numpy as np
 import pytest
-from conftest import marked_line, statements
+from conftest import marked_line, statements, typed
 
 import tilelang as tl
 from tilelang import TileLangError
@@ -125,23 +124,6 @@ def assert_float_sum(got: np.ndarray, initial: np.ndarray, terms: np.ndarray, dt
     bound = len(terms) * UNIT_ROUNDOFF[dtype.name] * np.sum(np.abs(decoded), axis=0)
     error = np.abs(dtype.decode(got).astype(np.float64) - exact)
     assert np.all(error <= bound), float((error - bound).max())
-
-
-NUMPY_TYPES = {
-    "f16": np.float16,
-    "bf16": ml_dtypes.bfloat16,
-    "f32": np.float32,
-    "f64": np.float64,
-    "i32": np.int32,
-    "u32": np.uint32,
-    "i64": np.int64,
-    "u64": np.uint64,
-}
-
-
-def typed(codes: np.ndarray, dtype: tl.DType) -> np.ndarray:
-    """A copy of `codes` as the numpy array type a kernel argument of `dtype` is."""
-    return codes.copy().view(NUMPY_TYPES[dtype.name])
 
 
 def run_both(kernel, args: list[np.ndarray], out: int, dtype: tl.DType, **constexprs):
