@@ -303,3 +303,5 @@ def test_a_pipelined_e8m0_load_past_the_end_reads_its_fill_not_zero_bytes():
     np.testing.assert_array_equal(compiled, interpreted)
     np.testing.assert_array_equal(compiled[:8], 2.0)  # elements 32..39 are inside
     assert np.isnan(compiled[8:32]).all()
+    stats = dict(e8m0_sums.compile().stats)  # pipelined in registers, not skipped
+    assert stats.get("pipeline_prefetch") == 1 and "pipeline_skipped" not in stats

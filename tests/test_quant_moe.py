@@ -199,3 +199,16 @@ def test_errors_name_the_parameter(weights, experts):
     for call, error, message in cases:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_host_calls_reuse_the_weight_tensors_they_made():
+    """The stacked weight's kernel tensors are made once per weight and operand type,
+    not once per call (the cache key must not hold a per-call object)."""
+    rng = np.random.default_rng(11)
+    qe = tq.quantize_experts(rng.standard_normal((2, 128, 128)).astype(np.float32), "u4")
+    x = rng.standard_normal((3, 128)).astype(np.float16)
+    ids = np.array([[0], [1], [0]], np.int32)
+    first = tq.moe_matmul(x, qe, ids)
+    entries = len(qe.stacked.__dict__["_kernel_cache"])
+    np.testing.assert_array_equal(tq.moe_matmul(x, qe, ids), first)
+    assert len(qe.stacked.__dict__["_kernel_cache"]) == entries

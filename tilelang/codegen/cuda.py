@@ -640,7 +640,7 @@ def _atomic_calls(dtype: DType, width: int, op: str = "add") -> list[tuple[int, 
     name = dtype.name
     size = dtype.bits // 8
     if op != "add":
-        kind = name if dtype.is_float else ("s" if dtype.signed else "u") + str(dtype.bits)
+        kind = cuda_fetch.kind(dtype, op)
         helper = f"tl_atomic_{op}_{kind}" if dtype.is_float else f"tl_red_{op}_{kind}"
         return [(at, size, helper) for at in range(0, width, size)]
     if name in ("f16", "bf16"):

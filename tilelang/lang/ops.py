@@ -298,9 +298,9 @@ def shared(shape, dtype) -> Shared:
 def copy_async(buffer, tensor, offsets) -> None:
     """Starts copying the box of `tensor` at `offsets` (the buffer's shape) into the
     `tl.shared` buffer without holding registers (`cp.async` on the GPU); elements
-    outside the tensor become zero. The copy is complete after `tl.commit()` closes its
-    group, `tl.wait(n)` waits until at most n groups are pending and `tl.sync()` makes
-    it visible to every thread."""
+    outside the tensor become zero bytes (0; in e8m0, which has no 0, 2^-127). The copy
+    is complete after `tl.commit()` closes its group, `tl.wait(n)` waits until at most
+    n groups are pending and `tl.sync()` makes it visible to every thread."""
     builder = current()
     if not isinstance(buffer, Shared):
         raise builder.error(f"tl.copy_async copies into a tl.shared buffer, got {describe(buffer)}")

@@ -250,8 +250,10 @@ def _reduction_groups(src: Layout, dst: Layout, axis: int) -> list[list[int]] | 
 
 
 def _identity(op: str, dtype: DType) -> t.Expr:
+    if op == "sum" and dtype.is_float:  # -0 + x is x for every x, -0 included
+        return imm(-0.0, dtype)
     if op == "sum" or op in ("or", "xor"):
-        return imm(0.0 if dtype.is_float else 0, dtype)
+        return imm(0, dtype)
     if op == "prod":
         return imm(1.0 if dtype.is_float else 1, dtype)
     if op == "and":

@@ -61,6 +61,7 @@ from .arrays import _host
 from .choice import choose
 from .formats import get_format
 from .kernels import weight_tile
+from .matmul import _on_host
 from .operands import BLOCK_N, Operands, cached, operands, pack_tile_k
 from .quantizer import quantize
 from .weight import QuantizedWeight
@@ -466,7 +467,7 @@ def _host_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch: str) -
             y[...] = 0
         return y
     plan = plan_moe(qe, tokens, top_k, x_dtype=ot, weighted=weights is not None, arch=arch)
-    tensors = _weight_tensors(plan, lambda a: a)
+    tensors = _weight_tensors(plan, _on_host)
     slots = tokens * top_k
     sorted_ids = np.empty(plan.align.sizes["P"], np.int32)
     expert_ids = np.empty(plan.align.sizes["NB"], np.int32)

@@ -495,14 +495,11 @@ def _encode_tile(dtype: DType, values: np.ndarray) -> np.ndarray:
 @semantics(ir.CopyAsync)
 def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
     # Sequential interpreter: the copy completes now; commit/wait have nothing to do.
+    if instr.mask is not None:  # zero bytes where it fails, as a gather_async's
+        _gather_async(state, instr)
+        return
     shared: _Shared = state.value(instr.shared)
     dtype = instr.shared.type.dtype
-    if instr.mask is not None:  # zero bytes where it fails, as a gather_async's
-        tensor, picked, inside = _indexed(state, instr, shared.values.shape)
-        values = _fill(shared.values.shape, numerics.zero_bytes(dtype), dtype)
-        values[inside] = numerics.decode(tensor.dtype, tensor.codes[picked])
-        shared.values[...] = values
-        return
     offsets = tuple(state.int(off) for off in instr.offsets)
     shared.values[...] = _masked_load(
         state.tensor(instr.tensor), offsets, shared.values.shape, numerics.zero_bytes(dtype), dtype
@@ -510,7 +507,7 @@ def _copy_async(state: _State, instr: ir.CopyAsync) -> None:
 
 
 @semantics(ir.GatherAsync)
-def _gather_async(state: _State, instr: ir.GatherAsync) -> None:
+def _gather_async(state: _State, instr: ir.GatherAsync | ir.CopyAsync) -> None:
     # Completes now, as a copy_async does: a gather's values, zero bytes outside the tensor.
     shared: _Shared = state.value(instr.shared)
     tensor, picked, inside = _indexed(state, instr, shared.values.shape)
@@ -617,7 +614,7 @@ def _cast(state: _State, instr: ir.Cast) -> None:
 def _view(state: _State, instr: ir.View) -> None:
     src, dst = instr.value.type, instr.result.type
     values = np.asarray(state.value(instr.value))
-    codes = numerics.view_codes(src.dtype, values, _encode_tile(src.dtype, values))
+    codes = _encode_tile(src.dtype, values)  # a loaded NaN's code included
     try:
         if getattr(src, "layout", None) is not None and getattr(dst, "layout", None) is not None:
             out = view_per_thread(codes, src, dst)
