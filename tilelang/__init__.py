@@ -100,6 +100,7 @@ from tilelang.lang.ops import (
 )
 from tilelang.lang.ops import print_ as print
 from tilelang.lang.ops import range_ as range
+from tilelang.lang.random import rand, randint, randint4x, randn
 from tilelang.lang.scan import associative_scan
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.sort import argsort, flip, sort, topk

@@ -16,6 +16,7 @@ from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout, Rep
 from tilelang.lang import ops
 from tilelang.lang.elementwise import FUNCTIONS
+from tilelang.lang.random import rand, randint, randint4x, randn
 from tilelang.lang.scan import associative_scan
 from tilelang.lang.values import cdiv
 
@@ -52,6 +53,10 @@ tl = _Language(
     load_fragment=ops.load_fragment,
     max=ops.max,
     min=ops.min,
+    rand=rand,
+    randint=randint,
+    randint4x=randint4x,
+    randn=randn,
     range=ops.range_,
     reshape=ops.reshape,
     split=ops.split,
