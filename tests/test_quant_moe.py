@@ -1,7 +1,8 @@
 """tilelang.quant.moe: `quantize_experts` and `moe_matmul` on the CPU backend against a
 numpy reference written here (each format's dequantization by its own formula, then
-the gather, the products and the weighted sum in float64), the align kernel's table,
-the GPU builds (sm_80, sm_90a: no spills) and the errors."""
+the gather, the products and the weighted sum in float64), the align kernel's table
+(ids outside the experts included, which only the host path refuses), the GPU builds
+(sm_80, sm_90a: no spills) and the errors."""
 
 import warnings
 
@@ -137,18 +138,14 @@ def test_no_expert_and_one_expert(experts):
     run_and_check(qe, x, np.full((300, 1), 6, np.int32))  # every token to one expert
 
 
-def test_align_table():
-    """The align kernel's sorted ids and expert table against a numpy grouping."""
-    ids = routing(37, 2, seed=7)
-    ids[3, 0] = -1
-    plan = moe.plan_moe(tq.quantize_experts(np.ones((E, 128, 128), np.float32), "u4"), 37, 2)
-    sizes, bm = plan.align.sizes, moe.BLOCK_M
-    sorted_ids = np.empty(sizes["P"], np.int32)
-    table = np.empty(sizes["NB"], np.int32)
-    moe.moe_align(ids.reshape(-1), sorted_ids, table, **plan.align.constexprs)
-    flat, slots, start = ids.reshape(-1), ids.size, 0
+def check_align(ids, sorted_ids, table):
+    """The align kernel's sorted ids and expert table against a numpy grouping: each
+    expert's slots in order, then group "none" (id -1 and any id outside [0, E)), each
+    run padded with S to whole blocks of BLOCK_M rows; -1 for the blocks past them."""
+    flat, slots, start, bm = ids.reshape(-1), ids.size, 0, moe.BLOCK_M
+    none = (flat < 0) | (flat >= E)
     for group in range(E + 1):
-        mine = np.flatnonzero(flat == (group if group < E else -1))
+        mine = np.flatnonzero(none if group == E else flat == group)
         blocks = -(-mine.size // bm)
         run = sorted_ids[start : start + blocks * bm]
         np.testing.assert_array_equal(run[: mine.size], mine)
@@ -156,6 +153,73 @@ def test_align_table():
         assert (table[start // bm : start // bm + blocks] == group).all()
         start += blocks * bm
     assert (table[start // bm :] == -1).all()
+
+
+def align(ids, guard=0):
+    """`moe_align` run directly (no host check) on `ids` [T, 2], each array in the middle
+    of a larger one whose edges hold `guard` values; the tables and the edges after."""
+    plan = moe.plan_moe(tq.quantize_experts(np.ones((E, 128, 128), np.float32), "u4"), *ids.shape)
+    sizes, edge = plan.align.sizes, 64
+    ids_buffer = np.full(ids.size + 2 * edge, guard, np.int32)  # valid ids: a read would count
+    ids_buffer[edge:-edge] = ids.reshape(-1)
+    sorted_buffer = np.full(sizes["P"] + 2 * edge, -7, np.int32)
+    table_buffer = np.full(sizes["NB"] + 2 * edge, -7, np.int32)
+    sorted_ids, table = sorted_buffer[edge:-edge], table_buffer[edge:-edge]
+    moe.moe_align(ids_buffer[edge:-edge], sorted_ids, table, **plan.align.constexprs)
+    edges = np.concatenate(
+        [b[:edge] for b in (sorted_buffer, table_buffer)]
+        + [b[-edge:] for b in (sorted_buffer, table_buffer)]
+    )
+    return sorted_ids.copy(), table.copy(), edges
+
+
+def test_align_table():
+    ids = routing(37, 2, seed=7)
+    ids[3, 0] = -1
+    sorted_ids, table, _ = align(ids)
+    check_align(ids, sorted_ids, table)
+
+
+def test_align_kernel_counts_ids_outside_the_experts_as_no_expert():
+    """What the GPU path does with ids the host path refuses (it does not check them:
+    that would be a device sync): the align kernel, run without the host check, puts
+    each such slot in group "none" exactly as an id of -1, and touches nothing outside
+    its tensors (the guards around them stay as they were)."""
+    ids = routing(37, 2, seed=8)
+    bad = {(0, 0): E, (5, 1): E + 9, (9, 0): -2, (20, 1): -(2**31), (36, 0): 2**31 - 1}
+    for where, value in bad.items():
+        ids[where] = value
+    for guard in (0, E - 1):
+        sorted_ids, table, edges = align(ids, guard)
+        check_align(ids, sorted_ids, table)
+        assert (edges == -7).all()
+        as_none = np.where((ids >= 0) & (ids < E), ids, -1)
+        expected_ids, expected_table, _ = align(as_none, guard)
+        np.testing.assert_array_equal(sorted_ids, expected_ids)
+        np.testing.assert_array_equal(table, expected_table)
+
+
+def test_moe_matmul_past_the_host_check_treats_outside_ids_as_no_expert(experts, monkeypatch):
+    """The three kernels on ids outside [-1, E) (the host check bypassed, as on the GPU):
+    each such slot's products are zeros and the weighted sum is the one with -1 there,
+    bit for bit; every slot is written (`out` starts as NaN)."""
+    qe = experts["u4"]
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, K)).astype(np.float16)
+    ids = routing(6, 2, seed=9)
+    ids[1, 0], ids[4, 1], ids[5] = E, -3, [E + 1, 2**31 - 1]
+    as_none = np.where((ids >= 0) & (ids < E), ids, -1)
+    gate = rng.random(ids.shape).astype(np.float32)
+    expected = tq.moe_matmul(x, qe, as_none), tq.moe_matmul(x, qe, as_none, gate)
+    with pytest.raises(ValueError, match=r"topk_ids must be expert ids in \[0, 8\) or -1"):
+        tq.moe_matmul(x, qe, ids)
+    monkeypatch.setattr(moe, "_host_ids", lambda ids, tokens, e: ids.astype(np.int32))
+    products = np.full((6, 2, N), np.nan, np.float16)
+    tq.moe_matmul(x, qe, ids, out=products)
+    assert not products[ids >= E].any() and not products[ids < -1].any()
+    np.testing.assert_array_equal(products.view(np.int16), expected[0].view(np.int16))
+    y = tq.moe_matmul(x, qe, ids, gate)
+    np.testing.assert_array_equal(y.view(np.int16), expected[1].view(np.int16))
 
 
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a"])
@@ -175,7 +239,11 @@ def test_errors_name_the_parameter(weights, experts):
     x = np.zeros((3, K), np.float16)
     ids = np.zeros((3, 2), np.int32)
     cases = [
-        (lambda: tq.moe_matmul(x.astype(np.float32), qe, ids), TypeError, "x must hold"),
+        (
+            lambda: tq.moe_matmul(x.astype(np.float32), qe, ids),
+            TypeError,
+            "x must be an array of float16 or bfloat16",
+        ),
         (lambda: tq.moe_matmul(x[:, :128], qe, ids), ValueError, "x must have shape"),
         (lambda: tq.moe_matmul(x, weights, ids), TypeError, "qe must be"),
         (lambda: tq.moe_matmul(x, qe, ids.astype(np.float32)), TypeError, "topk_ids must be"),

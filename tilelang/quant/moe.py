@@ -30,6 +30,13 @@ A call, S = T·top_k token slots (slot i is token i // top_k's choice i % top_k)
 3. Weighted (``topk_weights`` given): `moe_sum` adds each token's top_k f32 slot
    products times their weights, in slot order, and rounds once to x's type.
 
+Ids outside [-1, E). The host path refuses them (a ValueError naming the first). The
+GPU path does not look: a check would read the ids back, a device synchronization a
+serving loop must not pay. There the align kernel puts such a slot in the group
+"none", exactly as an id of -1: the slot adds nothing to y (weighted) or is zeros (the
+slot products), and no kernel reads or writes outside a tensor for it (the id is
+compared, never used as an index). The CPU tests run the align kernel on such ids.
+
 Why a scatter of [S, N] f32 products and a sum rather than `tl.atomic_add` into y:
 the sum is deterministic for every top_k (f32 atomics add in arrival order, which
 top_k > 2 makes visible), rounds once, needs no zeroed output nor a cast pass
@@ -55,13 +62,13 @@ from tilelang.kernel import func, kernel
 from tilelang.lang import api
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime import gpu
-from tilelang.runtime.host_tensor import numpy_dtype
+from tilelang.runtime.host_calls import accepts_host_tensors
 
 from .arrays import _host
-from .choice import choose
+from .choice import KernelCall, choose
 from .formats import get_format
 from .kernels import weight_tile
-from .matmul import _on_host
+from .matmul import _host_dtype, _host_out, _on_host, _Tensors
 from .operands import BLOCK_N, Operands, cached, operands, pack_tile_k
 from .quantizer import quantize
 from .weight import QuantizedWeight
@@ -208,8 +215,16 @@ def quantize_experts(
 
 @func
 def group_of(ids, E):
-    """An id's group: itself for an expert, E for -1 ("none"), -1 for anything else."""
-    return tl.where(ids == -1, E, tl.where((ids >= 0) & (ids < E), ids, -1))
+    """An id's group: itself for an expert, E ("none") for -1 and any other id outside
+    [0, E) (module docstring: the GPU path does not check the ids)."""
+    return tl.where((ids >= 0) & (ids < E), ids, E)
+
+
+@func
+def slot_groups(ids, t0, S, E, BT):
+    """The groups of the BT slots from t0 (`group_of`); -1, no group, past the last."""
+    t = t0 + tl.arange(0, BT)
+    return tl.where(t < S, group_of(tl.load(ids, [t0], [BT]), E), -1)
 
 
 # min_blocks=1: one block runs; without it ptxas caps the registers at 72 on sm_80
@@ -225,13 +240,12 @@ def moe_align(
     BT: constexpr = 128,
 ):
     """Groups the S slots by expert into runs padded to BM rows (module docstring).
-    Group E is "none" (id -1); groups E+1..EP-1 stay empty (EP: a power of two for
-    `tl.arange`). Ids outside [-1, E) belong to no group: their slots are never
-    written by the GEMM."""
+    Group E is "none" (id -1, and any id outside [0, E)); groups E+1..EP-1 stay empty
+    (EP: a power of two for `tl.arange`)."""
     groups = tl.arange(0, EP)
     counts = tl.zeros([EP], tl.i32)
     for t0 in tl.range(0, S, BT):
-        g = group_of(tl.load(ids, [t0], [BT], fill=-2), E)
+        g = slot_groups(ids, t0, S, E, BT)
         counts = counts + tl.sum((g[:, None] == groups[None, :]).to(tl.i32), axis=0)
     padded = (counts + (BM - 1)) // BM * BM
     ends = tl.cumsum(padded, axis=0)
@@ -239,11 +253,11 @@ def moe_align(
     total = tl.sum(padded)
     running = tl.zeros([EP], tl.i32)
     for t0 in tl.range(0, S, BT):
-        g = group_of(tl.load(ids, [t0], [BT], fill=-2), E)
+        g = slot_groups(ids, t0, S, E, BT)
         onehot = (g[:, None] == groups[None, :]).to(tl.i32)
         rank = tl.cumsum(onehot, axis=0) - onehot + running[None, :]
         pos = tl.sum(onehot * (starts[None, :] + rank), axis=1)
-        # A slot of no group goes to position P: past the table, so the store skips it.
+        # A lane past the slots goes to position P: past the table, so the store skips it.
         tl.store(sorted_ids, [tl.where(g >= 0, pos, P)], t0 + tl.arange(0, BT))
         running = running + tl.sum(onehot, axis=0)
     for p0 in tl.range(0, P, BT):
@@ -327,13 +341,9 @@ def moe_sum(
 
 
 @dataclass(frozen=True)
-class MoeLaunch:
-    """One kernel of a `moe_matmul` call: its constexprs, sizes and grid facts."""
-
-    kernel: Any
-    constexprs: dict[str, Any]
-    sizes: dict[str, int]
-    values: dict[str, Any]
+class MoeLaunch(KernelCall):
+    """One kernel of a `moe_matmul` call (a `KernelCall`: its constexprs, sizes, value
+    facts, and for the GEMM the tile its scales are read for)."""
 
     def compile(self, target: str):
         """The kernel compiled for `target` with the call's size and value facts."""
@@ -351,7 +361,6 @@ class MoePlan:
     align: MoeLaunch
     gemm: MoeLaunch
     sum: MoeLaunch | None
-    scale_tile: tuple[int, int, int]
 
 
 def _next_power_of_two(n: int) -> int:
@@ -384,7 +393,7 @@ def plan_moe(
         moe_align,
         {"E": e, "EP": groups, "BM": BLOCK_M, "BT": max(16, min(128, 2048 // groups))},
         {"S": slots, "P": rows, "NB": blocks},
-        {},
+        None,
     )
     scale_tile = (choice.bk, BLOCK_M, choice.warps)
     sk, sn = ops.scales_for(*scale_tile).shape
@@ -408,12 +417,14 @@ def plan_moe(
         },
         {"M": tokens, "K": k, "N": n, "SK": sk, "SN": sn, "ZK": zk, "ZN": zn}
         | {"P": rows, "NB": blocks, "S": slots},
+        "w",
         dict(ops.facts),
+        scale_tile,
     )
     total = None
     if weighted:
-        total = MoeLaunch(moe_sum, {"OT": ot, "TOPK": top_k}, {"T": tokens, "N": n}, {})
-    return MoePlan(ops, align, gemm, total, scale_tile)
+        total = MoeLaunch(moe_sum, {"OT": ot, "TOPK": top_k}, {"T": tokens, "N": n}, None)
+    return MoePlan(ops, align, gemm, total)
 
 
 def moe_matmul(
@@ -430,9 +441,12 @@ def moe_matmul(
     `topk_weights` [T, top_k] f32 or None. Returns y [T, N] = Σ_j topk_weights[t, j] ·
     (x[t] @ W[topk_ids[t, j]]) (f32 sum, rounded once to x's type), or without weights
     the slot products [T, top_k, N] (a slot of id -1: zeros); `out`, when given, is
-    written and returned. numpy arrays run on the CPU backend; torch CUDA tensors on the
-    GPU (compiled for sm_80 and sm_90a without spills, not yet measured). `arch`: whose
-    tile choice (default: the device's; sm_90 on the CPU)."""
+    written and returned. numpy arrays, and CPU tensors of torch or any DLPack library
+    (as `matmul` takes them; bf16 too), run on the CPU backend, which refuses an id
+    outside [-1, E); torch CUDA tensors run on the GPU (compiled for sm_80 and sm_90a
+    without spills, not yet measured), which does not check the ids (a device sync)
+    and treats such an id as -1 (module docstring). `arch`: whose tile choice
+    (default: the device's; sm_90 on the CPU)."""
     if not isinstance(qe, QuantizedExperts):
         raise TypeError(f"qe must be a tilelang.quant.QuantizedExperts, got {type(qe).__name__}")
     if gpu.is_device_array(x):
@@ -440,18 +454,16 @@ def moe_matmul(
     return _host_moe(x, qe, topk_ids, topk_weights, out, arch or "sm_90")
 
 
+@accepts_host_tensors
 def _host_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch: str) -> np.ndarray:
-    x = _host(x)
-    x = x.numpy() if gpu.is_torch_tensor(x) else x
+    """The CPU-backend path of `moe_matmul` (other libraries' host tensors as numpy
+    views, as `quant.matmul` takes them: `runtime.host_calls`)."""
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"x must be a numpy array or a device tensor, got {type(x).__name__}")
+        raise TypeError(
+            f"x must be a numpy array (the CPU backend) or a device tensor, got {type(x).__name__}"
+        )
     e, k, n = qe.shape
-    try:
-        ot = numpy_dtype(x.dtype)
-    except TypeError:
-        ot = None
-    if ot not in (dtypes.f16, dtypes.bf16):
-        raise TypeError(f"x must hold float16 or bfloat16 values, got {x.dtype}")
+    ot = _host_dtype(x, "x")
     if x.ndim != 2 or x.shape[1] != k:
         raise ValueError(
             f"x must have shape [T, K] with K = {k} (the experts' rows), got {list(x.shape)}"
@@ -467,45 +479,32 @@ def _host_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch: str) -
             y[...] = 0
         return y
     plan = plan_moe(qe, tokens, top_k, x_dtype=ot, weighted=weights is not None, arch=arch)
-    tensors = _weight_tensors(plan, _on_host)
+    ops = plan.ops
+    tensors = cached(ops.source, ("host tensors", ot), lambda: _Tensors.of(ops, _on_host))
     slots = tokens * top_k
     sorted_ids = np.empty(plan.align.sizes["P"], np.int32)
     expert_ids = np.empty(plan.align.sizes["NB"], np.int32)
     moe_align(ids.reshape(slots), sorted_ids, expert_ids, **plan.align.constexprs)
     products = y.reshape(slots, n) if weights is None else np.empty((slots, n), np.float32)
-    x = np.ascontiguousarray(x)
-    args = (x, *tensors, sorted_ids, expert_ids, products, plan.ops.t)
+    weight = (tensors.w, tensors.s(plan.gemm), tensors.z)
+    args = (np.ascontiguousarray(x), *weight, sorted_ids, expert_ids, products, ops.t)
     moe_gemm(*args, assume=plan.gemm.values, **plan.gemm.constexprs)
     if weights is not None:
         moe_sum(products.reshape(tokens, top_k, n), weights, y, **plan.sum.constexprs)
     return y
 
 
-def _weight_tensors(plan: MoePlan, put) -> tuple[Any, Any, Any]:
-    """The stacked weight's codes, scales (packed for the GEMM's tile) and zero points
-    (a one-element placeholder without), put where the call runs, once per weight."""
-    from tilelang.runtime.value_facts import record
-
-    ops = plan.ops
-    key = ("moe tensors", ops.constexprs["OT"], plan.scale_tile, put)
-
-    def make():
-        zeros = ops.zeros
-        if zeros is None:
-            zt = ops.constexprs["ZT"]
-            zeros = dtypes.pack_codes(np.zeros((1, 1), zt.storage), zt)
-        w, s = put(ops.weight.codes), put(ops.scales_for(*plan.scale_tile))
-        for tensor, name in ((w, "w"), (s, "s")):
-            if name in ops.facts:  # checked once on the host values (`Operands.facts`)
-                record(tensor, ops.facts[name])
-        return w, s, put(zeros)
-
-    return cached(ops.source, key, make)
+def _host_array(value: Any, what: str) -> np.ndarray:
+    if gpu.is_device_array(value):
+        raise TypeError(
+            f"{what} must be a host array like x (numpy, or a CPU tensor), got a device "
+            f"tensor {type(value).__name__}"
+        )
+    return np.asarray(value)
 
 
 def _host_ids(topk_ids: Any, tokens: int, experts: int) -> np.ndarray:
-    ids = _host(topk_ids)
-    ids = np.asarray(ids.numpy() if gpu.is_torch_tensor(ids) else ids)
+    ids = _host_array(topk_ids, "topk_ids")
     if ids.dtype.kind not in "iu":
         raise TypeError(f"topk_ids must be an integer array (int32), got {ids.dtype}")
     if ids.ndim != 2 or ids.shape[0] != tokens:
@@ -524,8 +523,7 @@ def _host_ids(topk_ids: Any, tokens: int, experts: int) -> np.ndarray:
 
 
 def _host_weights(topk_weights: Any, shape: tuple[int, int]) -> np.ndarray:
-    weights = _host(topk_weights)
-    weights = np.asarray(weights.numpy() if gpu.is_torch_tensor(weights) else weights)
+    weights = _host_array(topk_weights, "topk_weights")
     if weights.dtype != np.float32:
         raise TypeError(f"topk_weights must be a float32 array, got {weights.dtype}")
     if weights.shape != shape:
@@ -535,22 +533,10 @@ def _host_weights(topk_weights: Any, shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(weights)
 
 
-def _host_out(out: Any, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if out is None:
-        return np.empty(shape, x.dtype)
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy array like x, got {type(out).__name__}")
-    if out.dtype != x.dtype or out.shape != shape or not out.flags.c_contiguous:
-        raise ValueError(
-            f"out must be a C-contiguous {x.dtype} array of shape {list(shape)}, got "
-            f"{out.dtype} {list(out.shape)}"
-        )
-    return out
-
-
 def _device_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch) -> Any:
     """The GPU path (torch CUDA tensors; compiled in the tests, not yet measured): the
-    same three launches on x's stream, the weight's tensors copied to the device once."""
+    same three launches on x's stream, the weight's tensors copied to the device once.
+    The ids' values are not checked (no sync): one outside [-1, E) counts as -1."""
     if not gpu.is_torch_tensor(x):
         raise TypeError("x: the GPU path of moe_matmul takes torch CUDA tensors")
     import torch  # a torch tensor was handed over
@@ -586,7 +572,9 @@ def _device_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch) -> A
     plan = plan_moe(
         qe, tokens, top_k, x_dtype=names[x.dtype], weighted=weighted, arch=arch or gpu.device_arch()
     )
-    tensors = _weight_tensors(plan, gpu.DeviceBuffer)
+    ops = plan.ops
+    key = ("device tensors", ops.constexprs["OT"])
+    tensors = cached(ops.source, key, lambda: _Tensors.of(ops, gpu.DeviceBuffer))
     slots = tokens * top_k
     device = x.device
     sorted_ids = torch.empty(plan.align.sizes["P"], dtype=torch.int32, device=device)
@@ -596,7 +584,8 @@ def _device_moe(x, qe: QuantizedExperts, topk_ids, topk_weights, out, arch) -> A
         products = torch.empty((slots, n), dtype=torch.float32, device=device)
     else:
         products = out.view(slots, n)
-    args = (x.contiguous(), *tensors, sorted_ids, expert_ids, products, plan.ops.t)
+    weight = (tensors.w, tensors.s(plan.gemm), tensors.z)
+    args = (x.contiguous(), *weight, sorted_ids, expert_ids, products, ops.t)
     moe_gemm(*args, assume=plan.gemm.values, **plan.gemm.constexprs)
     if weighted:
         moe_sum(

@@ -1,21 +1,28 @@
 """`tilelang.torch.moe_matmul` and `QuantMoE`: `tilelang.quant.moe_matmul` (quantized
-Mixture-of-Experts, vLLM's fused_moe) on torch tensors, as the operator
-``tilelang::moe_matmul``.
+Mixture-of-Experts, vLLM's fused_moe) on torch tensors, as the operators
+``tilelang::moe_matmul`` (a `QuantizedExperts` object's) and ``tilelang::quant_moe``
+(a `QuantMoE` module's).
 
 The experts (`QuantizedExperts`) are not a torch tensor the kernels read as they are,
-so the operator finds them by a handle, as ``tilelang::quant_linear`` finds its weight:
-an int, one per `QuantizedExperts` object for its life, naming an entry of a
-process-wide table that holds the object weakly (the entry goes when the object is
-collected). Unlike a QuantLinear's, the experts have no tensors of their own to pass
-along: a `QuantizedExperts` is immutable, so the handle alone says which weights a
-call multiplies by. The fake implementation reads K and N from the table's entry;
-torch.compile sees the handle as a constant (`handle` is evaluated at trace time, and
-its result guarded on the object), so the graph has no break.
+so the operators find them by a handle, an int naming an entry of a process-wide table.
+``tilelang::moe_matmul`` takes one per `QuantizedExperts` object for its life, in a
+table that holds the object weakly (the entry goes when the object is collected): a
+`QuantizedExperts` is immutable, so the handle alone says which weights a call
+multiplies by; the fake implementation reads K and N from the entry. A `QuantMoE`
+keeps its experts as buffers (the stacked weight's arrays and a ``meta`` buffer with
+its fields and the number of experts), so its state_dict is plain tensors, and
+``tilelang::quant_moe`` takes them with the module's handle, as
+``tilelang::quant_linear`` takes a QuantLinear's: `tilelang.torch.weight_state`, shared
+by both modules (loading, copies, pickles, casts, and experts rebuilt from buffers
+that changed). Its fake implementation reads N from the scales' shape. torch.compile
+sees a handle as a constant (`handle` is evaluated at trace time, and its result
+guarded on the object; a module's handle is an attribute), so the graph has no break.
 
-On the CPU the operator hands `quant.moe_matmul` zero-copy numpy views of the tensors
-(bf16 through an int16 view), so its results are that function's on the same numpy
-inputs, bit for bit; on CUDA it calls the function's GPU path with the tensors
-(compiled in tilelang's tests, not measured, and not run by this module's tests).
+On the CPU an operator hands `quant.moe_matmul` the tensors, which it reads as
+zero-copy numpy views (`runtime.host_calls`; bf16 as ml_dtypes), so its results are
+that function's on the same numpy inputs, bit for bit; on CUDA it calls the function's
+GPU path with the tensors (int64 ids cast to int32; compiled in tilelang's tests, not
+measured, and not run by this module's tests).
 """
 
 from __future__ import annotations
@@ -25,12 +32,13 @@ import weakref
 from typing import Any
 
 import torch
-from torch import nn
 
 from tilelang import quant
+from tilelang.quant import QuantizedWeight
 from tilelang.quant.formats import get_format
 from tilelang.quant.moe import QuantizedExperts
 from tilelang.torch import dtypes as td
+from tilelang.torch.weight_state import WeightModule, held
 
 _TORCH_TYPES = (torch.float16, torch.bfloat16)
 _ID_TYPES = (torch.int32, torch.int64)
@@ -73,25 +81,16 @@ def _experts(handle: int) -> QuantizedExperts:
     return qe
 
 
-def _check(x: torch.Tensor, qe: QuantizedExperts, ids: torch.Tensor, weights: Any) -> tuple:
-    """The checks a fake tensor allows (dtypes and shapes; the ids' values are checked
-    by `quant.moe_matmul`); the result's shape."""
-    _, k, n = qe.shape
+def _check(x: torch.Tensor, ids: torch.Tensor, weights: Any, n: int) -> tuple:
+    """The checks a fake tensor allows without the experts (dtypes, shapes, devices;
+    the ids' values are checked by `quant.moe_matmul` on the CPU); the result's shape,
+    N the experts' columns."""
     if x.dtype not in _TORCH_TYPES:
         raise TypeError(
             f"moe_matmul: x must be float16 or bfloat16 (the kernels' operand types), got {x.dtype}"
         )
-    scales = qe.stacked.scale_dtype
-    if get_format(qe.format).kind == "scaled" and scales != td.tilelang_dtype(x.dtype):
-        raise TypeError(
-            f"moe_matmul: x is {x.dtype}, so the kernels multiply by scales of that type, but "
-            f"the experts' scales are {scales}: quantize them with scale_dtype="
-            f"'{td.tilelang_dtype(x.dtype)}', or pass {scales} x"
-        )
-    if x.dim() != 2 or x.shape[1] != k:
-        raise ValueError(
-            f"moe_matmul: x must have shape [T, {k}] (K, the experts' rows), got {list(x.shape)}"
-        )
+    if x.dim() != 2:
+        raise ValueError(f"moe_matmul: x must have shape [T, K], got {list(x.shape)}")
     if ids.dtype not in _ID_TYPES:
         raise TypeError(f"moe_matmul: topk_ids must be int32 or int64, got {ids.dtype}")
     if ids.dim() != 2 or ids.shape[0] != x.shape[0]:
@@ -115,36 +114,90 @@ def _check(x: torch.Tensor, qe: QuantizedExperts, ids: torch.Tensor, weights: An
     return (x.shape[0], n) if weights is not None else (x.shape[0], ids.shape[1], n)
 
 
+def _check_experts(x: torch.Tensor, qe: QuantizedExperts) -> None:
+    """The checks of x against the experts: K, and the scales' type."""
+    _, k, _ = qe.shape
+    if x.shape[1] != k:
+        raise ValueError(
+            f"moe_matmul: x must have shape [T, {k}] (K, the experts' rows), got {list(x.shape)}"
+        )
+    scales = qe.stacked.scale_dtype
+    if get_format(qe.format).kind == "scaled" and scales != td.tilelang_dtype(x.dtype):
+        raise TypeError(
+            f"moe_matmul: x is {x.dtype}, so the kernels multiply by scales of that type, but "
+            f"the experts' scales are {scales}: quantize them with scale_dtype="
+            f"'{td.tilelang_dtype(x.dtype)}' (a QuantMoE: .to({x.dtype})), or pass {scales} x"
+        )
+
+
+def _forward(x: torch.Tensor, qe: QuantizedExperts, topk_ids, topk_weights) -> torch.Tensor:
+    """`quant.moe_matmul` on the tensors, on the CPU (as zero-copy numpy views:
+    `runtime.host_calls`) and on CUDA alike."""
+    shape = _check(x, topk_ids, topk_weights, qe.shape[2])
+    _check_experts(x, qe)
+    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    weights = None if topk_weights is None else topk_weights.detach().contiguous()
+    ids = topk_ids.detach().contiguous()
+    if ids.is_cuda:
+        ids = ids.to(torch.int32)  # the GPU path takes int32 ids
+    return quant.moe_matmul(x.detach().contiguous(), qe, ids, weights, out=out)
+
+
 @torch.library.custom_op("tilelang::moe_matmul", mutates_args=(), device_types="cpu")
 def moe_matmul_op(
     x: torch.Tensor, handle: int, topk_ids: torch.Tensor, topk_weights: torch.Tensor | None
 ) -> torch.Tensor:
     """`quant.moe_matmul` of x by the experts registered under `handle`."""
-    qe = _experts(handle)
-    shape = _check(x, qe, topk_ids, topk_weights)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    t = td.tilelang_dtype(x.dtype)
-    ids = topk_ids.detach().contiguous().numpy()
-    weights = None if topk_weights is None else topk_weights.detach().contiguous().numpy()
-    x_host = td.host_array(x.detach().contiguous(), t)
-    quant.moe_matmul(x_host, qe, ids, weights, out=td.host_array(out, t))
-    return out
+    return _forward(x, _experts(handle), topk_ids, topk_weights)
 
 
 @moe_matmul_op.register_kernel("cuda")
 def _moe_matmul_cuda(x, handle, topk_ids, topk_weights) -> torch.Tensor:
-    qe = _experts(handle)
-    shape = _check(x, qe, topk_ids, topk_weights)
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    weights = None if topk_weights is None else topk_weights.detach()
-    ids = topk_ids.detach().to(torch.int32)  # the GPU path takes int32 ids
-    return quant.moe_matmul(x.detach(), qe, ids, weights, out=out)
+    return _forward(x, _experts(handle), topk_ids, topk_weights)
 
 
 @moe_matmul_op.register_fake
 def _moe_matmul_fake(x, handle, topk_ids, topk_weights) -> torch.Tensor:
-    shape = _check(x, _experts(handle), topk_ids, topk_weights)
+    qe = _experts(handle)
+    shape = _check(x, topk_ids, topk_weights, qe.shape[2])
+    _check_experts(x, qe)
     return x.new_empty(shape)
+
+
+@torch.library.custom_op("tilelang::quant_moe", mutates_args=(), device_types="cpu")
+def quant_moe(
+    x: torch.Tensor,
+    handle: int,
+    topk_ids: torch.Tensor,
+    topk_weights: torch.Tensor | None,
+    codes: torch.Tensor,
+    scale_codes: torch.Tensor,
+    zeros: torch.Tensor | None,
+    meta: torch.Tensor,
+) -> torch.Tensor:
+    """`quant.moe_matmul` of x by the experts a QuantMoE's buffers hold (registered
+    under the module's `handle`, rebuilt when the buffers are others: module docstring)."""
+    return _forward(
+        x, _module_experts(handle, codes, scale_codes, zeros, meta), topk_ids, topk_weights
+    )
+
+
+@quant_moe.register_kernel("cuda")
+def _quant_moe_cuda(x, handle, topk_ids, topk_weights, codes, scale_codes, zeros, meta):
+    return _forward(
+        x, _module_experts(handle, codes, scale_codes, zeros, meta), topk_ids, topk_weights
+    )
+
+
+@quant_moe.register_fake
+def _quant_moe_fake(x, handle, topk_ids, topk_weights, codes, scale_codes, zeros, meta):
+    n = scale_codes.shape[-1]  # scale_codes is [E·K / G, N] whatever the format
+    return x.new_empty(_check(x, topk_ids, topk_weights, n))
+
+
+def _module_experts(handle: int, codes, scale_codes, zeros, meta) -> QuantizedExperts:
+    tensors = (codes, scale_codes, zeros, None, meta)  # experts have no perm
+    return held(handle, tensors, QuantMoE._from_tensors, "QuantMoE buffers")
 
 
 def moe_matmul(
@@ -160,26 +213,51 @@ def moe_matmul(
     return moe_matmul_op(x, handle(qe), topk_ids, topk_weights)
 
 
-class QuantMoE(nn.Module):
+class QuantMoE(WeightModule):
     """The experts' half of a MoE layer: `forward(x, topk_ids, topk_weights)` is
-    `moe_matmul` by the `QuantizedExperts` it holds (``experts``). The router, and
-    anything around the experts' matmul, stay the model's. Its state_dict is empty: the
-    experts are a numpy object, kept as they are (``experts.stacked.save(path)``, and
-    ``QuantizedExperts(QuantizedWeight.load(path), E)`` back); not done yet: buffers."""
+    `moe_matmul` by the `QuantizedExperts` its buffers hold (``experts``; setting it
+    makes another's arrays the buffers). The router, and anything around the experts'
+    matmul, stay the model's. Its state is `tilelang.torch.weight_state`'s (module
+    docstring): the state_dict is the stacked weight's tensors and ``meta`` (with the
+    number of experts), which `load_state_dict` loads into a QuantMoE of any shapes."""
+
+    NAME = "QuantMoE"
+    HELD = QuantizedExperts
+    PICKLED = "experts"  # the attribute a module pickled before its buffers held them in
+    OWN = ("experts",)
 
     def __init__(self, experts: QuantizedExperts) -> None:
         super().__init__()
-        if not isinstance(experts, QuantizedExperts):
-            raise TypeError(
-                f"experts: expected a tilelang.quant.QuantizedExperts, got {type(experts).__name__}"
-            )
-        self.experts = experts
+        _check_held(experts)
+        self._start(experts)
+
+    @property
+    def experts(self) -> QuantizedExperts:
+        """The `QuantizedExperts` the buffers hold (rebuilt from them, once, after they
+        changed)."""
+        return self._held()
+
+    @experts.setter
+    def experts(self, experts: QuantizedExperts) -> None:
+        _check_held(experts)
+        self._adopt(experts)
+
+    @staticmethod
+    def _parts(experts: QuantizedExperts) -> tuple[QuantizedWeight, dict[str, Any]]:
+        return experts.stacked, {"experts": experts.experts}
+
+    @staticmethod
+    def _assemble(weight: QuantizedWeight, own: dict[str, Any]) -> QuantizedExperts:
+        return QuantizedExperts(weight, own["experts"])
+
+    def _shapes(self, experts: QuantizedExperts) -> None:
         self.num_experts, self.in_features, self.out_features = experts.shape
 
     def forward(
         self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return moe_matmul(x, self.experts, topk_ids, topk_weights)
+        weight = (self.codes, self.scale_codes, self.zeros, self.meta)
+        return quant_moe(x, self.handle, topk_ids, topk_weights, *weight)
 
     def extra_repr(self) -> str:
         return f"{self.experts!r}"
@@ -191,3 +269,10 @@ class QuantMoE(nn.Module):
         """Experts `w` [E, K, N] quantized by `tilelang.quant.quantize_experts` (the same
         arguments and defaults; `zero_point`, `scale_dtype`, `format` by keyword)."""
         return cls(quant.quantize_experts(w, dtype, group_size, **kwargs))
+
+
+def _check_held(experts: Any) -> None:
+    if not isinstance(experts, QuantizedExperts):
+        raise TypeError(
+            f"experts: expected a tilelang.quant.QuantizedExperts, got {type(experts).__name__}"
+        )

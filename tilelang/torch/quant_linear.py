@@ -7,28 +7,17 @@ backend, on CUDA through `tilelang.quant.matmul`'s GPU path), W the quantized
 `tilelang.quant.matmul`'s: W's values exactly as `QuantizedWeight.dequantize()` gives
 them, f32 accumulation, one rounding to x's dtype.
 
-The module's buffers are its weight, all of it, and all tensors: ``codes`` (uint8, the
-packed code bytes), ``scale_codes`` (the scales' bit patterns as the signed integer of
-their width), ``zeros`` (int32) and ``perm`` (int64) when the weight has them (the
-arrays of `QuantizedWeight.arrays()`), ``meta`` (uint8: the UTF-8 JSON of the other
-fields: format, dtypes, shape, group size, packing, tensor scale, and ``version``, the
-`tilelang.quant.io` version of those fields) and ``bias``. So the state_dict is plain
-tensors: `load_state_dict`, `torch.save`/`torch.load` (weights_only too) and
-`safetensors.torch.save_file`/`load_file` round-trip a model, and a state_dict saved
-with another weight's shapes (group size, packing, dtype) loads into any QuantLinear.
-A state_dict of the first form (tilelang before ``meta``: the same fields as a dict
-``_extra_state``) still loads.
-
-The weight is not a torch tensor the kernels read as it is (its codes are packed for
-them once), so the operator finds the `QuantizedWeight` by a handle: an int, each
-module's own (a copy or an unpickled module takes a new one), naming an entry of a
-process-wide table (dropped when the module is collected). The operator also takes the
-weight's buffers, and the entry records which tensors (address, version counter, shape,
-dtype, device) its weight was built from: when they are not the ones given (loaded,
-moved, modified in place) the weight is rebuilt from them, so a module never computes
-with a weight its buffers do not hold. torch.compile sees the handle as a constant of
-the module and the buffers as inputs; the fake implementation reads N from the scales'
-shape; the graph has no break.
+The module's state is `tilelang.torch.weight_state`'s (shared with `QuantMoE`): its
+buffers are its weight, all of it, and all tensors (``codes``, ``scale_codes``,
+``zeros`` and ``perm`` when the weight has them, ``meta``: the JSON of its other
+fields), and ``bias``; so the state_dict is plain tensors, which `load_state_dict`,
+`torch.save`/`torch.load` (weights_only too) and safetensors round-trip, and a
+state_dict saved with another weight's shapes (group size, packing, dtype) loads into
+any QuantLinear. A state_dict of the first form (tilelang before ``meta``: the same
+fields as a dict ``_extra_state``) still loads. The operator finds the weight by the
+module's handle and takes its buffers: when they are not the ones the weight was built
+from (loaded, moved, modified in place), it is rebuilt from them. The fake
+implementation reads N from the scales' shape; torch.compile traces with no graph break.
 
 Scale dtype. The kernels multiply by f16 or bf16 scales, the activations' type. A layer
 made by `from_linear` has the linear's (bf16 for a bf16 linear, else f16); ``.half()``,
@@ -40,127 +29,33 @@ rounded to nearest even with a `tilelang.quant.ScaleRoundingWarning` giving the 
 
 from __future__ import annotations
 
-import itertools
 import json
-import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from tilelang import dtypes, quant
-from tilelang.quant import QuantizedWeight, io
+from tilelang.quant import QuantizedWeight
 from tilelang.quant.formats import get_format
+from tilelang.torch.weight_state import (
+    META,
+    TORCH_TYPES,
+    WEIGHTS,
+    WeightModule,
+    held,
+    known_version,
+)
 
-#: The weight's arrays (`QuantizedWeight.arrays()`) a QuantLinear keeps as buffers.
-WEIGHT_BUFFERS = ("codes", "scale_codes", "zeros", "perm")
-#: The buffer of the weight's other fields (module docstring).
-META = "meta"
-_OPTIONAL_BUFFERS = ("zeros", "perm", "bias")
+#: The weight table (`weight_state.WEIGHTS`, one for every module) by its former name.
+_WEIGHTS = WEIGHTS
 _LOADED = "QuantLinear state_dict"
-_TORCH_TYPES = {torch.float16: dtypes.f16, torch.bfloat16: dtypes.bf16}
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """A module's weight and what identifies the tensors it was built from."""
-
-    key: tuple
-    weight: QuantizedWeight
-
-
-_WEIGHTS: dict[int, _Entry] = {}
-_HANDLES = itertools.count(1)
-
-
-def _new_handle(module: nn.Module) -> int:
-    handle = next(_HANDLES)
-    weakref.finalize(module, _WEIGHTS.pop, handle, None)
-    return handle
-
-
-def _version(tensor: torch.Tensor) -> int | None:
-    try:
-        return tensor._version
-    except RuntimeError:  # an inference tensor has no version counter
-        return None
-
-
-def _fingerprint(tensors: tuple) -> tuple:
-    return tuple(
-        None if t is None else (t.data_ptr(), _version(t), t.dtype, t.shape, t.device)
-        for t in tensors
-    )
-
-
-def _weight(handle: int, tensors: tuple, where: str = "QuantLinear buffers") -> QuantizedWeight:
-    """The weight registered under `handle` if it was built from `tensors` (the weight
-    buffers and ``meta``, as they are now), else the weight rebuilt from them."""
-    key = _fingerprint(tensors)
-    entry = _WEIGHTS.get(handle)
-    if entry is None or entry.key != key:
-        entry = _Entry(key, _from_tensors(tensors, where))
-        _WEIGHTS[handle] = entry
-    return entry.weight
-
-
-def _meta_tensor(weight: QuantizedWeight) -> torch.Tensor:
-    """The weight's fields besides its arrays, as the uint8 bytes of their JSON."""
-    fields: dict[str, Any] = {
-        name: np.asarray(value).tolist()
-        for name, value in weight.arrays().items()
-        if name not in WEIGHT_BUFFERS and value is not None
-    }
-    fields["version"] = io.VERSION
-    text = json.dumps(fields, sort_keys=True).encode()
-    return torch.frombuffer(bytearray(text), dtype=torch.uint8)
-
-
-def _meta_fields(meta: Any, where: str) -> dict[str, Any]:
-    if not isinstance(meta, torch.Tensor) or meta.dtype != torch.uint8 or meta.dim() != 1:
-        raise ValueError(
-            f"{where}: {META} must be a 1-D uint8 tensor (the JSON of the weight's fields), "
-            f"got {getattr(meta, 'dtype', type(meta).__name__)}"
-        )
-    try:
-        fields = json.loads(meta.detach().cpu().numpy().tobytes().decode())
-    except (UnicodeDecodeError, ValueError) as error:
-        raise ValueError(f"{where}: {META} is not the JSON of a weight's fields: {error}") from None
-    if not isinstance(fields, dict):
-        raise ValueError(f"{where}: {META} must hold a JSON object, got {type(fields).__name__}")
-    return _known_version(fields, where)
-
-
-def _known_version(fields: dict[str, Any], where: str) -> dict[str, Any]:
-    version = fields.get("version")
-    if isinstance(version, bool) or version not in io.READS:
-        raise ValueError(
-            f"{where}: the weight's fields are version {version!r}; this tilelang reads "
-            f"versions {', '.join(map(str, io.READS))} (a newer one needs a newer tilelang)"
-        )
-    return fields
-
-
-def _from_tensors(tensors: tuple, where: str) -> QuantizedWeight:
-    """The weight the buffers (`WEIGHT_BUFFERS` and ``meta``, in that order) hold."""
-    *arrays_of, meta = tensors
-    if meta is None:
-        raise ValueError(f"{where}: no {META} buffer (the weight's fields)")
-    arrays = _meta_fields(meta, where)
-    for name, tensor in zip(WEIGHT_BUFFERS, arrays_of, strict=True):
-        if tensor is not None:
-            value = tensor.detach().cpu().contiguous().numpy()
-            if name == "scale_codes":
-                value = value.view(f"u{value.dtype.itemsize}")
-            arrays[name] = value
-    return QuantizedWeight.from_arrays(arrays, where)
+_BUFFERS = "QuantLinear buffers"
 
 
 def _check_x(x: torch.Tensor) -> None:
-    if x.dtype not in _TORCH_TYPES:
+    if x.dtype not in TORCH_TYPES:
         raise TypeError(
             f"QuantLinear: x must be float16 or bfloat16 (the quantized kernels' operand "
             f"types), got {x.dtype}; call .half() or .bfloat16() on the input"
@@ -173,10 +68,10 @@ def _check_weight(x: torch.Tensor, qw: QuantizedWeight) -> None:
         raise ValueError(
             f"QuantLinear: x must have shape [..., {k}] (in_features), got {list(x.shape)}"
         )
-    ot = _TORCH_TYPES[x.dtype]
+    ot = TORCH_TYPES[x.dtype]
     if get_format(qw.format).kind == "scaled" and qw.scale_dtype != ot:
         fix = "on the layer converts its scales" + (
-            "" if qw.scale_dtype not in _TORCH_TYPES.values() else f"; or pass {qw.scale_dtype} x"
+            "" if qw.scale_dtype not in TORCH_TYPES.values() else f"; or pass {qw.scale_dtype} x"
         )
         raise TypeError(
             f"QuantLinear: x is {x.dtype}, so the kernels multiply by {ot} scales, but the "
@@ -196,7 +91,7 @@ def _forward(x: torch.Tensor, handle: int, weight: tuple, bias: torch.Tensor | N
     """`quant.matmul` on the tensors, on the CPU (as zero-copy numpy views:
     `runtime.host_calls`) and on CUDA alike."""
     _check_x(x)
-    qw = _weight(handle, weight)
+    qw = held(handle, weight, QuantLinear._from_tensors, _BUFFERS)
     _check_weight(x, qw)
     n = qw.shape[1]
     _check_bias(bias, x, n)
@@ -233,8 +128,14 @@ def _quant_linear_fake(x, handle, codes, scale_codes, zeros, perm, meta, bias) -
     return x.new_empty((*x.shape[:-1], n))
 
 
-class QuantLinear(nn.Module):
-    """`nn.Linear` with a quantized weight: in_features K, out_features N."""
+class QuantLinear(WeightModule):
+    """`nn.Linear` with a quantized weight: in_features K, out_features N. Its state
+    (buffers, handle, copies, loads, casts) is `tilelang.torch.weight_state`'s."""
+
+    NAME = "QuantLinear"
+    HELD = QuantizedWeight
+    PICKLED = "qweight"
+    EXTRA = ("bias",)
 
     def __init__(self, weight: QuantizedWeight, bias: Any = None) -> None:
         super().__init__()
@@ -242,8 +143,7 @@ class QuantLinear(nn.Module):
             raise TypeError(
                 f"weight: expected a tilelang.quant.QuantizedWeight, got {type(weight).__name__}"
             )
-        self.handle = _new_handle(self)
-        self._adopt(weight)
+        self._start(weight)
         if bias is not None:
             bias = torch.as_tensor(bias).detach().clone()
             if tuple(bias.shape) != (self.out_features,):
@@ -257,45 +157,18 @@ class QuantLinear(nn.Module):
     def qweight(self) -> QuantizedWeight:
         """The `QuantizedWeight` the buffers hold (rebuilt from them, once, after they
         changed: module docstring)."""
-        return _weight(self.handle, self._weight_tensors())
+        return self._held()
 
-    def _weight_tensors(self) -> tuple:
-        return tuple(self._buffers.get(name) for name in (*WEIGHT_BUFFERS, META))
+    @staticmethod
+    def _parts(weight: QuantizedWeight) -> tuple[QuantizedWeight, dict[str, Any]]:
+        return weight, {}
 
-    def _adopt(self, weight: QuantizedWeight) -> None:
-        """`weight` becomes the module's: its arrays the buffers (sharing their memory
-        where numpy lends it writeable), on the device the buffers were on."""
-        old = self._buffers.get("codes")
-        device = None if old is None else old.device
-        arrays = weight.arrays()
-        tensors = {META: _meta_tensor(weight)}
-        for name in WEIGHT_BUFFERS:
-            value = arrays[name]
-            if name == "scale_codes":
-                value = value.view(f"i{value.dtype.itemsize}")
-            tensors[name] = None if value is None else _shared(value)
-        for name, tensor in tensors.items():
-            if tensor is not None and device is not None:
-                tensor = tensor.to(device)
-            self.register_buffer(name, tensor)
-        self._register(weight)
+    @staticmethod
+    def _assemble(weight: QuantizedWeight, own: dict[str, Any]) -> QuantizedWeight:
+        return weight
 
-    def _register(self, weight: QuantizedWeight) -> None:
-        _WEIGHTS[self.handle] = _Entry(_fingerprint(self._weight_tensors()), weight)
+    def _shapes(self, weight: QuantizedWeight) -> None:
         self.in_features, self.out_features = weight.shape
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A copy (copy.copy, deepcopy) or an unpickled module: a handle of its own,
-        and buffers of its own (shared tensors after copy.copy, as torch's modules do)."""
-        super().__setstate__(state)
-        self.__dict__["_buffers"] = dict(self._buffers)
-        pickled = self.__dict__.pop("qweight", None)  # a module of the first form
-        source = _WEIGHTS.get(state.get("handle"))
-        self.handle = _new_handle(self)
-        if META not in self._buffers and isinstance(pickled, QuantizedWeight):
-            self._adopt(pickled)
-        elif source is not None and source.key == _fingerprint(self._weight_tensors()):
-            _WEIGHTS[self.handle] = source  # copy.copy: the same tensors, the same weight
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
@@ -309,42 +182,12 @@ class QuantLinear(nn.Module):
                     f"{_LOADED}: {prefix}_extra_state (tilelang's first state_dict form) must "
                     f"be a dict of the weight's fields, got {type(old).__name__}"
                 )
-            fields = _known_version({"version": 1, **old}, _LOADED)
+            fields = known_version({"version": 1, **old}, _LOADED)
             text = json.dumps(fields, sort_keys=True).encode()
             state_dict[prefix + META] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
-        # The saved weight may have other shapes than this module's (another group size,
-        # packing or dtype), and optional arrays this one lacks: each buffer is made to
-        # the saved one's shape and dtype first, then filled by the usual copy.
-        loading = prefix + META in state_dict
-        if loading:
-            for name in (*WEIGHT_BUFFERS, META, "bias"):
-                given = state_dict.get(prefix + name)
-                if isinstance(given, torch.Tensor):
-                    now = self._buffers.get(name)
-                    device = given.device if now is None else now.device
-                    self._buffers[name] = torch.empty_like(given, device=device)
-                elif given is None and name in _OPTIONAL_BUFFERS:
-                    self._buffers[name] = None
-        failed = len(errors)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
-        if loading and len(errors) == failed:  # the weight checked now, not at a call
-            self._register(_from_tensors(self._weight_tensors(), _LOADED))
-
-    def _apply(self, fn, recurse: bool = True):
-        # `.half()`, `.bfloat16()`, `.to(dtype)` convert float tensors: the scales follow
-        # (module docstring). What `fn` makes of an f32 tensor says what it does.
-        target = _TORCH_TYPES.get(fn(torch.empty(0, dtype=torch.float32)).dtype)
-        converted = None
-        if target is not None:
-            weight = self.qweight
-            if get_format(weight.format).kind == "scaled" and weight.scale_dtype != target:
-                converted = weight.with_scale_dtype(target)
-        super()._apply(fn, recurse)
-        if converted is not None:
-            self._adopt(converted)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
@@ -430,23 +273,16 @@ class QuantLinear(nn.Module):
 def _layer_scales(qw: QuantizedWeight, scale_dtype: Any) -> QuantizedWeight:
     """An imported weight with scales the kernels multiply by (f16 or bf16)."""
     if scale_dtype is None:
-        if qw.scale_dtype in _TORCH_TYPES.values():
+        if qw.scale_dtype in TORCH_TYPES.values():
             return qw
         scale_dtype = dtypes.f16
     target = dtypes.dtype(scale_dtype)
-    if target not in _TORCH_TYPES.values():
+    if target not in TORCH_TYPES.values():
         raise ValueError(
             f"scale_dtype: a QuantLinear's scales are f16 or bf16 (the kernels multiply in "
             f"the activations' type), got {target}"
         )
     return qw.with_scale_dtype(target)
-
-
-def _shared(array: np.ndarray) -> torch.Tensor:
-    """A CPU tensor over `array`'s memory (a copy where numpy's is read-only or strided)."""
-    if not (array.flags.writeable and array.flags.c_contiguous):
-        array = np.ascontiguousarray(array).copy()
-    return torch.from_numpy(array)
 
 
 def _keys(state_dict: Mapping[str, Any], prefix: str, required: tuple[str, ...]) -> dict:
