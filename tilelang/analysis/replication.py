@@ -8,24 +8,28 @@ attention's K cost 64 registers before dot chains (`dot_chains`) and streamed re
 every such operand in `kernel.stats` (`dot_operand_replicated`, and its registers per
 thread, `dot_operand_replicated_words`); `plan_registers` warns on a GPU target
 (`warn_replicated`, a `ReplicatedOperandWarning`) when one costs `WARN_WORDS`
-registers or more.
+registers or more. Where such operands are among the largest tiles of a register budget
+it exceeds, the loop of their dot is not pipelined: `pipelining_advice` says so.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from tilelang.analysis.liveness import Program
 from tilelang.analysis.streaming import streamed_reads
 from tilelang.ir.layout import Layout, Rep
-from tilelang.ir.nodes import Blocks, Dot, Function, Var
+from tilelang.ir.nodes import Blocks, Dot, For, Function, Var
 from tilelang.ir.types import TileType
+from tilelang.ir.visit import walk
 
 __all__ = [
     "WARN_WORDS",
     "ReplicatedOperand",
     "ReplicatedOperandWarning",
+    "pipelining_advice",
     "replicated_operands",
     "replicated_words",
     "warn_replicated",
@@ -99,4 +103,39 @@ def _message(operand: ReplicatedOperand) -> str:
         f"held whole by several warps: {operand.words} registers per thread. Split the "
         "warps along the other dimension (a dot chain does: tilelang.analysis.dot_chains), "
         "or read it from a pipelined load (stages=2), which streams it a k-step at a time"
+    )
+
+
+def pipelining_advice(fn: Function, names: Collection[str]) -> str:
+    """Advice for a kernel over its register budget whose largest live tiles (`names`)
+    include dot operands several warps hold whole (`replicated_operands`), in a loop
+    without `stages=`: pipelined, its loads go through shared memory and the lowering
+    reads both operands of a plain matmul a k-step at a time
+    (`tilelang.analysis.streaming.streamed_reads`). "" when no such operand is listed.
+    (Staging them with `tl.shared` by hand does not do it: the shared load gives a
+    blocked tile, and its relayout to the dot's layout holds the operand whole.)"""
+    in_plain_loops = {
+        id(instr)
+        for loop in walk(fn)
+        if isinstance(loop, For) and (loop.stages or 1) < 2
+        for instr in walk(loop.body)
+        if isinstance(instr, Dot)
+    }
+    if not in_plain_loops:  # the common case, a pipelined matmul: no liveness to compute
+        return ""
+    held: dict[str, None] = {}  # the names, in the order of the dots
+    for operand in replicated_operands(fn):
+        var = operand.dot.a if operand.which == "A" else operand.dot.b
+        if id(operand.dot) in in_plain_loops and var.name in names:
+            held[var.name] = None
+    if not held:
+        return ""
+    listed = " and ".join(f"%{name}" for name in held)
+    one = len(held) == 1
+    return (
+        f"{listed} {'is an operand' if one else 'are operands'} of a dot that several warps "
+        f"hold whole (`replicated` in {'its layout' if one else 'their layouts'}), in "
+        "registers because its loop is not pipelined: pipeline it (`tl.range(..., "
+        "stages=2)`), so that the dot's operands pass through shared memory and are read "
+        "a k-step at a time"
     )

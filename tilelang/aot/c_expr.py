@@ -128,6 +128,7 @@ def thread_expr_c(e: t.Expr, names: dict[str, str], where: str) -> str:
             "abs": f"tl_wrap(({a}) < 0 ? (int64_t)(0u - (uint64_t)({a})) : ({a}), {bits}, {signed})",
             "floor": a,
             "ceil": a,
+            "trunc": a,
         }
         if e.op not in table:
             raise AotError(f"{where}: the operator {e.op} cannot be emitted as C")

@@ -307,7 +307,7 @@ class ExprEmitter:
     def unary(self, op: str, a: str, dt: DType) -> str:
         if dt.is_int:
             ct, wide = c_type(dt), _wide(dt)
-            if op in ("floor", "ceil") or (op == "abs" and not _signed(dt)):
+            if op in ("floor", "ceil", "trunc") or (op == "abs" and not _signed(dt)):
                 return a
             if dt == _U1 and op in ("neg", "not"):
                 return a if op == "neg" else f"(!{a})"

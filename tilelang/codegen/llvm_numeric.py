@@ -7,7 +7,7 @@ Helpers of the LLVM emitter (`tilelang.codegen.llvm`); every function takes an
   dtype, not in LLVM); f16 and bf16 are `i16` bit patterns; f32 is `float`; f64 is
   `double`.
 * f16 and bf16 arithmetic is done in f32 and rounded once back to 16 bits, round to
-  nearest even. This is exact for add/sub/mul/div/rem/sqrt/min/max/floor/ceil: f32
+  nearest even. This is exact for add/sub/mul/div/rem/sqrt/min/max/floor/ceil/trunc: f32
   has 24 ≥ 2·11 + 2 significand bits, so double rounding through f32 is innocuous for
   the basic operations (and f16/bf16 products are exact in f32). A NaN result is the
   canonical NaN 0x7FFF (what the GPU's f16 units produce).
@@ -479,7 +479,7 @@ def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
             if not dt.signed or dt == dtypes.u1:
                 return x
             return b.select(b.icmp_signed("<", x, ir.Constant(ty, 0)), b.neg(x), x)
-        if op in ("floor", "ceil"):
+        if op in ("floor", "ceil", "trunc"):
             return x
         raise EmitError(f"{op} is not defined on {dt}")
     if is_half(dt):

@@ -10,7 +10,7 @@ conversion itself (a NaN still converts to a NaN):
    (±inf allowed) or *anything*: integers and finite immediates are finite; a
    conversion from an integer is not NaN (finite when the integer's range fits);
    a float conversion keeps not-NaN and keeps finite when the target holds the
-   source's largest value; neg/abs/floor/ceil keep what they are given; add, sub and
+   source's largest value; neg/abs/floor/ceil/trunc keep what they are given; add, sub and
    mul of finite values and fma of three are not NaN (the exact result rounds to a
    number or ±inf); min/max are NaN only when both operands are; a select is the
    weaker of its two values. A local is the weakest of everything written to it (a
@@ -52,7 +52,7 @@ WRITTEN_REGS = frozenset(("dst", "d"))
 #: Unary operators whose result carries the operand's NaN payload (a sign-bit change).
 _SIGN_OPS = frozenset(("neg", "abs"))
 #: Unary operators that keep a value's class: finite stays finite, ±inf stays ±inf.
-_KEEPING_OPS = _SIGN_OPS | {"floor", "ceil"}
+_KEEPING_OPS = _SIGN_OPS | {"floor", "ceil", "trunc"}
 
 
 def operand_blindness(e: t.Expr, blind: bool) -> tuple[bool, ...]:

@@ -277,6 +277,8 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
              reference=_softplus, expand="max(x, 0) + log1p(exp(-abs(x)))"),
         _row("floor", 1, _F, "round down", dsl="floor", reference=np.floor, **_fn("floor")),
         _row("ceil", 1, _F, "round up", dsl="ceil", reference=np.ceil, **_fn("ceil")),
+        _row("trunc", 1, _F, "round toward zero (C's and Triton's float-to-int cast; -0.5 gives -0.0)",
+             dsl="trunc", reference=np.trunc, **_fn("trunc")),
         # binary arithmetic
         _row("add", 2, _A, "x + y", python="+", reference=np.add,
              llvm=("fadd", "fadd"), cuda=("__fadd_rn", "__dadd_rn")),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import difflib
 import inspect
 import operator
 import textwrap
@@ -27,6 +26,7 @@ from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir.types import ScalarType, TileType
 from tilelang.lang.builder import Builder, current
+from tilelang.lang.carried import StartAsTile, start_as, type_of, yielded
 from tilelang.lang.control_flow import (
     STATIC_WHILE_LIMIT,
     _Break,
@@ -34,10 +34,10 @@ from tilelang.lang.control_flow import (
     _Return,
     assigned_names,
     early_exits,
-    shape_change_message,
 )
 from tilelang.lang.errors import TileLangError, no_power_message
 from tilelang.lang.ops import RuntimeRange
+from tilelang.lang.triton_names import missing_attribute, pointer_arithmetic
 from tilelang.lang.values import (
     INDEX,
     IRValue,
@@ -423,23 +423,41 @@ class FunctionCompiler:
     # -- runtime control flow ------------------------------------------------------------
 
     def runtime_for(self, node: ast.For, rng: RuntimeRange) -> None:
+        """Compiles the loop, again for each carried number that its body makes a tile
+        (`tilelang.lang.carried.StartAsTile`), with the number starting as that tile."""
+        tiles: dict[str, TileType] = {}
+        while True:
+            before = dict(self.env)
+            try:
+                return self._runtime_for(node, rng, tiles)
+            except StartAsTile as retype:
+                self.env, tiles[retype.name] = before, retype.type
+
+    def _runtime_for(self, node: ast.For, rng: RuntimeRange, tiles: dict) -> None:
         if not isinstance(node.target, ast.Name):
             raise self.error(node.target, "a tl.range loop variable must be a single name")
         bounds = tuple(as_scalar(v, INDEX).value for v in (rng.start, rng.stop, rng.step))
         before = dict(self.env)
         carried_names = self._carried_names(node.body, before)
-        inits = {n: self._as_runtime(before[n], node, n) for n in carried_names}
-        carried = {n: self.builder.var(n, _type_of(v)) for n, v in inits.items()}
+        with self.builder.body() as prelude:  # emitted only if this compile of it holds
+            starts = {
+                n: start_as(before[n], tiles[n]) if n in tiles else before[n] for n in carried_names
+            }
+            inits = {n: self._as_runtime(starts[n], node, n) for n in carried_names}
+        carried = {n: self.builder.var(n, type_of(v)) for n, v in inits.items()}
         loop_var = self.builder.var(node.target.id, ScalarType(INDEX))
         with self.builder.body() as body:
             self.env.update({n: wrap(v) for n, v in carried.items()})
             self.env[node.target.id] = Scalar(loop_var)
             self._statements_in_control(node.body)
             yields = tuple(
-                self._yield_value(n, carried[n].type, node, "loop") for n in carried_names
+                self._yield_value(n, carried[n].type, node, "loop", starts[n])
+                for n in carried_names
             )
             self.builder.emit(ir.Yield(yields, loc=self.builder.loc))
         results = tuple(self.builder.var(n, carried[n].type) for n in carried_names)
+        for instr in prelude:
+            self.builder.emit(instr)
         self.builder.emit(
             ir.For(
                 loop_var, *bounds,
@@ -522,32 +540,13 @@ class FunctionCompiler:
         with self._at(node):
             return as_scalar(value).value
 
-    def _yield_value(self, name: str, type_, node: ast.AST, what: str) -> ir.Value:
+    def _yield_value(
+        self, name: str, type_, node: ast.AST, what: str, start: object = None
+    ) -> ir.Value:
         value = self.env.get(name)
         if isinstance(value, _OutOfScope) or value is None:
             raise self.error(node, f"`{name}` has no value at the end of the {what}")
-        if _is_number(value):
-            return as_scalar(value, type_.dtype).value
-        if not isinstance(value, (Tile, Scalar)):
-            raise self.error(
-                node, f"`{name}` is a runtime value before the {what} but {describe(value)} in it"
-            )
-        if (
-            isinstance(value, Scalar)
-            and isinstance(type_, ScalarType)
-            and value.dtype != type_.dtype
-        ):
-            value = cast(value, type_.dtype)
-        got = _type_of(value.var if isinstance(value, Tile) else value.value)
-        if isinstance(got, TileType) and isinstance(type_, TileType) and got.shape != type_.shape:
-            raise self.error(node, shape_change_message(name, what, type_.shape, got.shape))
-        if got != type_:
-            raise self.error(
-                node,
-                f"`{name}` changes type in the {what}: it is {type_} before but {got} at the end "
-                f"(convert it with .to() so both agree)",
-            )
-        return value.var if isinstance(value, Tile) else value.value
+        return yielded(name, value, type_, what, start)
 
     def _if_result_names(self, before: dict, branch_envs: list[dict]) -> list[str]:
         names = []
@@ -612,7 +611,7 @@ class FunctionCompiler:
         try:
             return getattr(base, node.attr)
         except AttributeError:
-            raise self.error(node, _missing_attribute(base, node.attr)) from None
+            raise self.error(node, missing_attribute(base, node.attr)) from None
 
     def expr_Subscript(self, node: ast.Subscript) -> object:
         base = self.expr(node.value)
@@ -647,7 +646,8 @@ class FunctionCompiler:
         except TileLangError:
             raise
         except Exception as error:
-            raise self.error(node, f"{type(error).__name__}: {error}") from None
+            message = pointer_arithmetic(args, node) or f"{type(error).__name__}: {error}"
+            raise self.error(node, message) from None
 
     def expr_UnaryOp(self, node: ast.UnaryOp) -> object:
         operand = self.expr(node.operand)
@@ -759,12 +759,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, IRValue)
 
 
-def _type_of(value: ir.Value):
-    if isinstance(value, ir.Const):
-        return ScalarType(value.dtype)
-    return value.type
-
-
 def _branch_type(values: list) -> object:
     runtime = [v for v in values if isinstance(v, (Tile, Scalar))]
     if not runtime:
@@ -773,17 +767,6 @@ def _branch_type(values: list) -> object:
     if isinstance(first, Tile):
         return first.type
     return ScalarType(first.dtype)
-
-
-def _missing_attribute(base: object, name: str) -> str:
-    if inspect.ismodule(base):
-        known = [n for n in dir(base) if not n.startswith("_")]
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = (
-            f"; did you mean {', '.join(f'{base.__name__}.{c}' for c in close)}?" if close else ""
-        )
-        return f"unknown operation `{base.__name__}.{name}`{hint}"
-    return f"{describe(base)} has no attribute `{name}`"
 
 
 def _is_plain_python_function(fn: object) -> bool:

@@ -66,7 +66,7 @@ from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.layout_runs import layout_run
 from tilelang.analysis.liveness import Point, Program
-from tilelang.analysis.replication import warn_replicated
+from tilelang.analysis.replication import pipelining_advice, warn_replicated
 from tilelang.analysis.streaming import first_needed, streamed_words
 from tilelang.dtypes import DType
 from tilelang.ir.atoms import LDMATRIX_CANDIDATES
@@ -744,10 +744,10 @@ def _advice(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
     )
     sizes = [f"{n}={v}" for n, v in fn.constexprs if type(v) is int and v > 1]
     named = f" (this build's {', '.join(sizes)})" if sizes else ""
-    return (
-        f"At {plan.at} the largest live tiles are {largest or 'none'}. Use smaller "
-        f"tiles{named} {budget.advice()}."
-    )
+    smaller = f"smaller tiles{named} {budget.advice()}."
+    pipelining = pipelining_advice(fn, {v.name for v in tiles})
+    advice = f"{pipelining}; or use {smaller}" if pipelining else f"Use {smaller}"
+    return f"At {plan.at} the largest live tiles are {largest or 'none'}. {advice}"
 
 
 def _record(fn: Function, peak: int) -> Function:

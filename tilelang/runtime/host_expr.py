@@ -69,6 +69,7 @@ _INT_UNARY = {
     "abs": abs,
     "floor": lambda a: a,
     "ceil": lambda a: a,
+    "trunc": lambda a: a,
 }
 
 
