@@ -4,6 +4,14 @@
 where the other `tl.*` functions are), with the checks of their offsets, gathers' and scatters' index tiles, fills and
 masks.
 
+A tile may have fewer dimensions than the tensor it is loaded from or stored to (a
+rank-dropping access, as Triton kernels index `q[b, m:m+BM, :]`): the offsets still give
+one coordinate per tensor dimension, and the box's missing LEADING dimensions are 1. It
+is emitted as the full-rank access and a `reshape` that adds or drops those unit
+dimensions (free in every backend), so a rank-dropping access and the explicit
+`tl.reshape` form are the same IR. Masks and gathers' index tiles broadcast to the
+tile's own shape, as they do at full rank.
+
 A mask is a u1 tile that broadcasts to the accessed shape, a block-uniform u1 scalar
 (broadcast: a `full` tile) or a Python bool. A constant True is no mask at all; a
 constant False selects nothing, and then no instruction is emitted (a load gives a
@@ -15,6 +23,7 @@ wrong for every one.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,9 +102,10 @@ def gather_axis(tensor: Tensor, offsets: object) -> tuple[int, Tile] | None:
     return tiles[0] if tiles else None
 
 
-def gather_index(index: Tile, dims: tuple[int, ...], axis: int) -> Tile:
-    """The index tile of a gather or scatter: i32, of the tile's rank, each dim 1 or the
-    tile's."""
+def gather_index(index: Tile, dims: tuple[int, ...], axis: int, rank: int | None = None) -> Tile:
+    """The index tile of a gather or scatter: i32, each dim 1 or the tile's (it must
+    broadcast to the tile shape `dims`), padded with leading 1s to `rank` dimensions
+    (the tensor's, for a rank-dropping access; default: the tile's)."""
     builder = current()
     if index.dtype.is_float:
         raise builder.error(
@@ -110,7 +120,21 @@ def gather_index(index: Tile, dims: tuple[int, ...], axis: int) -> Tile:
             f"{list(index.shape)}, which does not broadcast to the tile shape {list(dims)}"
         )
     rows = index if index.dtype == INDEX else cast(index, INDEX)
-    return reshape_tile(rows, shape)
+    return reshape_tile(rows, leading_ones(shape, len(dims) if rank is None else rank))
+
+
+def leading_ones(shape: tuple[int, ...], rank: int) -> tuple[int, ...]:
+    """`shape` with 1s prepended up to `rank` dimensions: the box a rank-dropping access
+    of a tile of `shape` reaches in a tensor of `rank` dimensions."""
+    return (1,) * (rank - len(shape)) + tuple(shape)
+
+
+def _as_shape(tile: Tile, shape: tuple[int, ...], layout=None) -> Tile:
+    """`tile` reshaped to `shape` (same elements, unit dimensions added or dropped): the
+    reshape a rank-dropping access adds; `layout`, if given, is the result's."""
+    if tuple(tile.shape) == tuple(shape) and layout is None:
+        return tile
+    return emit_result(ir.Reshape, tile.var.name, TileType(tile.dtype, shape, layout), tile.var)
 
 
 def _constant_mask(mask: object) -> bool | None:
@@ -129,15 +153,20 @@ def _scalar_mask(mask: Scalar) -> Scalar:
     return mask
 
 
-def _mask(mask: object, shape: tuple[int, ...]) -> Tile | str | None:
-    """The mask of an access of `shape`: a u1 tile of that shape, None (every element)
-    or `NOTHING` (a constant False)."""
+def _mask(
+    mask: object, shape: tuple[int, ...], box: tuple[int, ...] | None = None
+) -> Tile | str | None:
+    """The mask of an access of a tile of `shape` that reaches the box `box` of the
+    tensor (`shape` with leading 1s; default `shape`): a u1 tile of the box's shape,
+    None (every element) or `NOTHING` (a constant False). The mask must broadcast to
+    `shape`, the tile's own."""
+    box = shape if box is None else box
     known = _constant_mask(mask)
     if known is not None:
         return None if known else NOTHING
     if isinstance(mask, Scalar):  # block-uniform: every element of the tile alike
         value = _scalar_mask(mask).value
-        return emit_result(ir.Full, "mask", TileType(dtypes.u1, shape), value)
+        return emit_result(ir.Full, "mask", TileType(dtypes.u1, box), value)
     if not isinstance(mask, Tile):
         raise current().error(
             "the mask must be a u1 tile, a u1 scalar (a comparison's result) or a Python "
@@ -148,7 +177,19 @@ def _mask(mask: object, shape: tuple[int, ...]) -> Tile | str | None:
             f"the mask must be a u1 tile (a comparison's result), got {describe(mask)}; "
             "compare it, e.g. `mask != 0`"
         )
-    return broadcast_to(mask, shape)
+    if box != shape and not _broadcasts(tuple(mask.shape), shape):
+        # checked against the tile's shape: the box's leading 1s would admit more dims
+        raise current().error(
+            f"cannot broadcast a tile of shape {list(mask.shape)} to {list(shape)} (the mask)"
+        )
+    return broadcast_to(mask, box)
+
+
+def _broadcasts(have: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Whether a tile of shape `have` broadcasts to `want` (numpy's rule)."""
+    if len(have) > len(want):
+        return False
+    return all(h in (1, w) for h, w in zip(leading_ones(have, len(want)), want, strict=True))
 
 
 # -- loads -------------------------------------------------------------------------------
@@ -159,6 +200,12 @@ def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=N
     `mask` (a u1 tile that broadcasts to `shape`, a u1 scalar or a bool; None: all)
     fails, read `fill` (0) and are not read from memory. `layout`, if given, is the
     register layout the tile is loaded in (the compiler chooses one otherwise).
+
+    `shape` may have fewer dimensions than the tensor: the box's missing leading
+    dimensions are 1 and the tile has `shape` (``tl.load(q, [b, m, 0], [BM, D])`` from a
+    [B, S, D] tensor reads a [BM, D] tile); the offsets still give one coordinate per
+    tensor dimension, and `mask`, a gather's index tile and `layout` are those of
+    `shape`.
 
     Without `shape`: the one element at `offsets`, as a block-uniform runtime scalar
     (outside the tensor or masked out: `fill`). With an integer tile among the offsets
@@ -176,36 +223,55 @@ def load(tensor, offsets, shape=None, fill=None, layout=None, mask=None, other=N
     if shape is None:
         return _load_scalar(tensor, offsets, fill, layout, mask)
     dims = static_shape(shape)
-    if len(dims) != tensor.ndim:
+    if len(dims) > tensor.ndim:
         raise current().error(_rank_mismatch(tensor, dims))
+    box = leading_ones(dims, tensor.ndim)  # the box read: the tile with leading 1s
     fill_const = None if fill is None else _fill_constant(fill, tensor.dtype)
     given = None if layout is None else checked_layout(layout, dims, "the layout of tl.load")
-    result_type = TileType(tensor.dtype, dims, given)
-    gathered = gather_axis(tensor, offsets)
-    rows = None
-    if gathered is not None:
-        axis, index = gathered
-        rows = gather_index(index, dims, axis)
-        offsets = [0 if d == axis else o for d, o in enumerate(offsets)]
-    offs = offsets_of(tensor, offsets)
-    selected = None if mask is None else _mask(mask, dims)
+    offs, gathered, selected = _load_operands(tensor, offsets, dims, box, mask)
     if selected is NOTHING:  # no element is read: the fill, in the layout asked for
         fill_const = python_constant(0, tensor.dtype) if fill_const is None else fill_const
+        result_type = TileType(tensor.dtype, dims, given)
         return emit_result(ir.Full, tensor.var.name, result_type, fill_const)
-    selected = None if selected is None else selected.var
+    # a layout of the tile's shape, with leading unit dims, is the box's: both are given
+    boxed = given if given is None or box == dims else given.reshape(box)
+    result_type = TileType(tensor.dtype, box, boxed)
     name, var = tensor.var.name, tensor.var
-    if rows is not None:
-        return emit_result(
-            ir.Gather, name, result_type, var, offs, rows.var, axis, fill_const, selected
+    if gathered is not None:
+        axis, rows = gathered
+        tile = emit_result(
+            ir.Gather, name, result_type, var, offs, rows, axis, fill_const, selected
         )
-    return emit_result(ir.Load, name, result_type, var, offs, fill_const, selected)
+    else:
+        tile = emit_result(ir.Load, name, result_type, var, offs, fill_const, selected)
+    return _as_shape(tile, dims, given) if box != dims else tile
+
+
+def _load_operands(tensor: Tensor, offsets: object, dims, box, mask):
+    """The checked operands of a load of a tile of `dims` reading the box `box`: (scalar
+    offsets, (dimension, index var) of a gather or None, the mask var, None or
+    `NOTHING`)."""
+    gathered = gather_axis(tensor, offsets)
+    if gathered is not None:
+        axis, index = gathered
+        gathered = (axis, gather_index(index, dims, axis, len(box)).var)
+        offsets = [0 if d == axis else o for d, o in enumerate(offsets)]
+    offs = offsets_of(tensor, offsets)
+    selected = None if mask is None else _mask(mask, dims, box)
+    if selected is None or selected is NOTHING:
+        return offs, gathered, selected
+    return offs, gathered, selected.var
 
 
 def _rank_mismatch(tensor: Tensor, dims: tuple[int, ...]) -> str:
-    """A tile shape of another rank than the tensor's; from a flat tensor, how a
+    """A tile shape of more dimensions than the tensor's; from a flat tensor, how a
     many-dimensional gather is written (the index flattened, the tile reshaped)."""
     name = tensor.var.name
-    text = f"{name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has {len(dims)}"
+    text = (
+        f"{name} has {tensor.ndim} dimensions but the tile shape {list(dims)} has "
+        f"{len(dims)} (a tile may have fewer dimensions than the tensor, the box's missing "
+        "leading ones being 1, but not more)"
+    )
     if tensor.ndim == 1:
         flat = math.prod(dims)
         text += (
@@ -286,13 +352,16 @@ def store(tensor, offsets, value, mask=None) -> None:
     a skipped one keeps the skipped one's bits). With an integer tile among the offsets
     (a scatter), element e goes where a gather of the tile's shape would read it from
     (see `load`); of two elements sent to one place, one is written. A scatter's value
-    may be a number or a scalar: it is written at every index."""
+    may be a number or a scalar: it is written at every index. A tile of fewer
+    dimensions than the tensor is written as if leading 1s were prepended to its shape
+    (a [BM, D] tile into a [B, S, D] tensor at [b, m, 0]; a rank-0 tile, e.g. a
+    `tl.sum`, writes one element); its mask and index tile broadcast to its shape."""
     builder = current()
     tensor = tensor_argument(tensor, "the first argument of tl.store")
     written = _written(tensor, offsets, value, mask, ("tl.store", "storing", "the stored value"))
-    if written[3] is NOTHING:
+    if written.selected is NOTHING:
         return
-    offs, scattered, tile, selected = written
+    offs, scattered, tile, selected, _ = written
     if scattered is None:
         builder.emit(ir.Store(tensor.var, offs, tile.var, selected, loc=builder.loc))
         return
@@ -306,7 +375,8 @@ def atomic_add(tensor, offsets, values, mask=None) -> Tile:
     broadcasts to the values' shape, a u1 scalar or a bool; None: all) holds. Tensors
     of f16, bf16, f32, f64, i32, u32, i64 and u64. Float sums depend on the order in
     which blocks add (each addition rounds once in the tensor's dtype); integer sums are
-    exact (wrapping). With an integer tile among the offsets (a scatter-add), element e
+    exact (wrapping). The values may have fewer dimensions than the tensor, as in
+    `store`. With an integer tile among the offsets (a scatter-add), element e
     adds where a gather of the values' shape would read it from (see `load`), and
     elements sent to one place all add; there the values may be a number or a scalar,
     converted to the tensor's dtype and added at every index: ``tl.atomic_add(hist,
@@ -325,7 +395,7 @@ def atomic_max(tensor, offsets, values, mask=None) -> Tile:
     Floats compare as `tl.maximum` does: a NaN value is ignored (a NaN already in the
     tensor is replaced), -0.0 < +0.0. The tensor's final value does not depend on the
     order in which blocks update (an fp8 amax: ``tl.atomic_max(amax, [0],
-    tl.max(tl.abs(x)).reshape(1))``)."""
+    tl.max(tl.abs(x)))``: a rank-0 value updates one element)."""
     return _atomic("max", tensor, offsets, values, mask)
 
 
@@ -376,11 +446,12 @@ def _atomic(op: str, tensor, offsets, values, mask, expected=None) -> Tile:
             f"of {', '.join(map(str, allowed))} (whole {whole} elements)"
         )
     what = "the added value" if op == "add" else f"the value of {name}"
-    offs, scattered, tile, selected = _written(tensor, offsets, values, mask, (name, verb, what))
+    written = _written(tensor, offsets, values, mask, (name, verb, what))
+    offs, scattered, tile, selected, shape = written
     if expected is not None:
-        expected = _expected_tile(tensor, tile, expected).var
+        expected = _as_shape(_expected_tile(tensor, shape, expected), tile.shape).var
     if selected is NOTHING:  # nothing is updated: every element reads 0
-        return full(tile.shape, 0, tensor.dtype)
+        return full(shape, 0, tensor.dtype)
     result = builder.var(f"{tensor.var.name}_old", TileType(tensor.dtype, tile.shape))
     if scattered is None:
         instr = ir.Atomic(
@@ -392,15 +463,15 @@ def _atomic(op: str, tensor, offsets, values, mask, expected=None) -> Tile:
             tensor.var, offs, rows, axis, tile.var, selected, op, result, expected, loc=builder.loc
         )
     builder.emit(instr)
-    return Tile(result)
+    return _as_shape(Tile(result), shape)  # the values' shape, as the caller gave it
 
 
-def _expected_tile(tensor: Tensor, tile: Tile, expected: object) -> Tile:
+def _expected_tile(tensor: Tensor, shape: tuple[int, ...], expected: object) -> Tile:
     """The `expected` operand of `tl.atomic_cas`: a number or scalar converted to the
     tensor's dtype (as `tl.full` does), or a tile of its dtype and the desired values'
-    shape."""
+    shape, `shape`."""
     if isinstance(expected, Scalar) or is_python_number(expected):
-        return full(tile.shape, expected, tensor.dtype)
+        return full(shape, expected, tensor.dtype)
     if not isinstance(expected, Tile):
         raise current().error(
             f"expected (of tl.atomic_cas) must be a tile, a scalar or a number, got "
@@ -411,25 +482,55 @@ def _expected_tile(tensor: Tensor, tile: Tile, expected: object) -> Tile:
             f"expected (of tl.atomic_cas) is a {expected.dtype} tile but {tensor.var.name} is a "
             f"tensor of {tensor.dtype}: convert it with .to(tl.{tensor.dtype})"
         )
-    if tuple(expected.shape) != tuple(tile.shape):
+    if tuple(expected.shape) != tuple(shape):
         raise current().error(
             f"expected (of tl.atomic_cas) has shape {list(expected.shape)}, the desired values "
-            f"{list(tile.shape)}: give one tile of that shape (or a number for all)"
+            f"{list(shape)}: give one tile of that shape (or a number for all)"
         )
     return expected
 
 
-def _written(tensor: Tensor, offsets: object, value: object, mask: object, words):
-    """The checked operands of a store or an addition: (scalar offsets, the dimension and
-    index var of a scatter or None, the value tile, the mask var, None or `NOTHING`
-    when the mask is constantly False). `words`: the operation, its verb and what its value is,
-    for the errors."""
-    builder = current()
-    op, verb, what = words
+class _Written(NamedTuple):
+    """The checked operands of a store or an atomic update."""
+
+    offsets: tuple[ir.Value, ...]
+    #: (dimension, index var) of a scatter, or None
+    scattered: tuple[int, ir.Var] | None
+    #: the value tile, of the box's shape (the tensor's rank)
+    tile: Tile
+    #: the mask var, None (every element) or `NOTHING` (a constant False)
+    selected: ir.Var | str | None
+    #: the value's own shape (the box's without its added leading 1s)
+    shape: tuple[int, ...]
+
+
+def _written(tensor: Tensor, offsets: object, value: object, mask: object, words) -> _Written:
+    """The checked operands of a store or an atomic update. A value tile of fewer
+    dimensions than the tensor is reshaped to the box (leading 1s); its mask and a
+    scatter's index tile broadcast to its own shape. `words`: the operation, its verb
+    and what its value is, for the errors."""
     scattered = gather_axis(tensor, offsets)
     if scattered is not None:  # the index tile's dimension starts at 0
         offsets = [0 if isinstance(o, Tile) else o for o in offsets]
     offs = offsets_of(tensor, offsets)
+    value = _value_tile(tensor, value, scattered, words)
+    shape = tuple(value.shape)
+    box = leading_ones(shape, tensor.ndim)
+    tile = _as_shape(value, box)
+    selected = None if mask is None else _mask(mask, shape, box)
+    if scattered is not None:
+        axis, index = scattered
+        scattered = (axis, gather_index(index, shape, axis, tensor.ndim).var)
+    if selected is not NOTHING and selected is not None:
+        selected = selected.var
+    return _Written(offs, scattered, tile, selected, shape)
+
+
+def _value_tile(tensor: Tensor, value: object, scattered, words) -> Tile:
+    """The value of a store or an atomic update, checked: a tile of the tensor's dtype
+    and at most its rank (a number or scalar only in a scatter, made a tile)."""
+    builder = current()
+    op, verb, what = words
     if isinstance(value, Scalar) or is_python_number(value):
         if scattered is None:
             raise builder.error(
@@ -441,24 +542,28 @@ def _written(tensor: Tensor, offsets: object, value: object, mask: object, words
         value = _scattered_value(tensor, scattered, value)
     if not isinstance(value, Tile):
         raise builder.error(f"{what} must be a tile, got {describe(value)}")
-    tile = value
-    if tile.dtype != tensor.dtype:
+    if value.dtype != tensor.dtype:
         raise builder.error(
-            f"{verb} a {tile.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
+            f"{verb} a {value.dtype} tile into {tensor.var.name}, a tensor of {tensor.dtype}: "
             f"convert it with .to(tl.{tensor.dtype})"
         )
-    if tile.ndim != tensor.ndim:
-        raise builder.error(
-            f"{verb} a rank-{tile.ndim} tile {list(tile.shape)} into {tensor.var.name}, "
-            f"a rank-{tensor.ndim} tensor; reshape it first"
-        )
-    selected = None if mask is None else _mask(mask, tile.shape)
-    if scattered is not None:
-        axis, index = scattered
-        scattered = (axis, gather_index(index, tile.shape, axis).var)
-    if selected is NOTHING or selected is None:
-        return offs, scattered, tile, selected
-    return offs, scattered, tile, selected.var
+    if value.ndim > tensor.ndim:
+        raise builder.error(_too_many_dims(tensor, value, verb))
+    return value
+
+
+def _too_many_dims(tensor: Tensor, value: Tile, verb: str) -> str:
+    """A value of more dimensions than its tensor; when the extra leading ones are 1, the
+    reshape that drops them."""
+    shape, extra = list(value.shape), value.ndim - tensor.ndim
+    text = (
+        f"{verb} a rank-{value.ndim} tile {shape} into {tensor.var.name}, a rank-{tensor.ndim} "
+        "tensor: a tile may have fewer dimensions than the tensor (the box's missing leading "
+        "ones are 1), but not more"
+    )
+    if all(d == 1 for d in shape[:extra]):
+        text += f"; drop its leading 1s with tl.reshape(tile, {shape[extra:]})"
+    return text
 
 
 def _scattered_value(tensor: Tensor, scattered: tuple[int, Tile], value) -> Tile:
