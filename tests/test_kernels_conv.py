@@ -53,7 +53,7 @@ def inputs(nb, dm, length, width, seed=0, dtype=np.float32):
 @pytest.mark.parametrize("width", [2, 3, 4])
 def test_causal_conv1d_matches_the_definition(length, width, interpret):
     x, weight, bias = inputs(2, 11, length, width, seed=length + width)
-    out = causal_conv1d(x, weight, bias, "silu", interpret=interpret)
+    out = causal_conv1d(x, weight, bias, activation="silu", interpret=interpret)
     assert out.shape == x.shape and out.dtype == np.float32
     assert_close(out, conv_reference(x, weight, bias, "silu"), 1e-6)
 
@@ -65,14 +65,14 @@ def test_causal_conv1d_matches_the_definition(length, width, interpret):
 def test_bias_and_activation_are_optional(with_bias, activation, interpret):
     x, weight, bias = inputs(1, 3, 20, 4, seed=2)
     bias = bias if with_bias else None
-    out = causal_conv1d(x, weight, bias, activation, interpret=interpret)
+    out = causal_conv1d(x, weight, bias, activation=activation, interpret=interpret)
     assert_close(out, conv_reference(x, weight, bias, activation), 1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["f16", "bf16"])
 def test_half_precision_inputs_compute_in_f32_and_round_once(dtype):
     x, weight, bias = inputs(2, 9, 70, 4, seed=9, dtype=dtype)
-    out = causal_conv1d(x, weight, bias, "silu")
+    out = causal_conv1d(x, weight, bias, activation="silu")
     assert out.dtype == np.dtype(dtype)
     eps = 2.0**-11 if dtype == np.float16 else 2.0**-8
     expected = conv_reference(x, weight, bias, "silu")
@@ -117,7 +117,7 @@ def test_initial_states_come_before_step_0_and_the_final_ones_are_the_last_input
     x, weight, bias = inputs(2, 5, length, width, seed=length * width)
     initial = np.random.default_rng(length).standard_normal((2, 5, width - 1)).astype(np.float32)
     out, final = causal_conv1d(
-        x, weight, bias, None, initial, return_final_states=True, interpret=interpret
+        x, weight, bias, initial_states=initial, return_final_states=True, interpret=interpret
     )
     extended = np.concatenate([initial, x], axis=2)
     assert_close(out, conv_reference(extended, weight, bias)[:, :, width - 1 :], 1e-6)
@@ -129,8 +129,10 @@ def test_initial_states_come_before_step_0_and_the_final_ones_are_the_last_input
 
 def test_decode_steps_continue_the_sequence_the_convolution_started():
     x, weight, bias = inputs(2, 6, 12, 4, seed=4)
-    whole = causal_conv1d(x, weight, bias, "silu")
-    _, state = causal_conv1d(x[:, :, :8].copy(), weight, bias, "silu", return_final_states=True)
+    whole = causal_conv1d(x, weight, bias, activation="silu")
+    _, state = causal_conv1d(
+        x[:, :, :8].copy(), weight, bias, activation="silu", return_final_states=True
+    )
     for t in range(8, 12):
         y = causal_conv1d_update(x[:, :, t].copy(), state, weight, bias, "silu")
         assert_close(y, whole[:, :, t].astype(np.float64), 1e-6)
@@ -186,7 +188,7 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
     with pytest.raises(ValueError, match=r"bias must have shape \[3\], got shape \[2\]"):
         causal_conv1d(x, weight, bias[:2])
     with pytest.raises(ValueError, match="activation must be None, 'silu' or 'swish', got 'relu'"):
-        causal_conv1d(x, weight, bias, "relu")
+        causal_conv1d(x, weight, bias, activation="relu")
     with pytest.raises(TypeError, match="x must hold one of f32, f16, bf16, got int32"):
         causal_conv1d(x.astype(np.int32), weight)
     with pytest.raises(
@@ -200,3 +202,48 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
         ValueError, match=r"conv_state must have shape \[1, 3, state_len\], got shape \[1, 2, 3\]"
     ):
         causal_conv1d_update(x[:, :, 0], np.zeros((1, 2, 3), np.float32), weight)
+
+
+# ----------------------------------------------------------------- causality, calls, dtypes
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+def test_a_non_finite_step_leaves_every_earlier_output_as_it_was(interpret):
+    """An inf or NaN in x at step t0 (inside a block of steps, at a block's start, at the
+    last step) changes no output before t0, bit for bit."""
+    x, weight, bias = inputs(1, 3, 20, 4, seed=2)
+    clean = causal_conv1d(x, weight, bias, interpret=interpret)
+    for t0, bad in ((9, np.inf), (0, np.nan), (19, -np.inf)):
+        poisoned = x.copy()
+        poisoned[:, :, t0] = bad
+        out = causal_conv1d(poisoned, weight, bias, interpret=interpret)
+        assert out[:, :, :t0].tobytes() == clean[:, :, :t0].tobytes(), t0
+        assert not np.isfinite(out[:, :, t0]).any(), t0
+
+
+def test_only_causal_conv1ds_positions_are_positional_and_flags_refuse_arrays():
+    x, weight, bias = inputs(1, 3, 20, 4, seed=2)
+    seq_idx = np.zeros((1, 20), np.int32)  # causal_conv1d_fn(x, weight, bias, seq_idx, ...)
+    with pytest.raises(TypeError, match="positional argument"):
+        causal_conv1d(x, weight, bias, seq_idx)
+    with pytest.raises(ValueError, match=r"activation must be .*, got an array of shape \[1, 20\]"):
+        causal_conv1d(x, weight, bias, activation=seq_idx)
+    with pytest.raises(TypeError, match=r"return_final_states must be True or False, got ndarray"):
+        causal_conv1d(x, weight, bias, return_final_states=seq_idx)
+    with pytest.raises(ValueError, match=r"activation must be .*, got an array of shape \[3\]"):
+        causal_conv1d_update(x[:, :, 0].copy(), np.zeros((1, 3, 3), np.float32), weight, bias, bias)
+
+
+def test_float64_weight_and_bias_are_converted_once():
+    x, weight, bias = inputs(1, 3, 20, 4, seed=2)
+    wide = (weight.astype(np.float64), bias.astype(np.float64))
+    np.testing.assert_array_equal(
+        causal_conv1d(x, *wide, activation="silu"),
+        causal_conv1d(x, weight, bias, activation="silu"),
+    )
+    states = [np.ones((1, 3, 3), np.float32) for _ in range(2)]
+    np.testing.assert_array_equal(
+        causal_conv1d_update(x[:, :, 0].copy(), states[0], *wide, "silu"),
+        causal_conv1d_update(x[:, :, 0].copy(), states[1], weight, bias, "silu"),
+    )
+    np.testing.assert_array_equal(states[0], states[1])

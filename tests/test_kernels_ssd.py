@@ -238,3 +238,56 @@ def test_bad_inputs_name_the_parameter_the_expectation_and_what_was_given():
         ssd_chunk_scan(**base, chunk_size=0)
     with pytest.raises(TypeError, match="B must hold one of f32, got float16"):
         ssd_chunk_scan(**{**base, "B": v["B"].astype(np.float16)}, chunk_size=16)
+
+
+# ----------------------------------------------------------------- causality, calls, dtypes
+
+
+def full_call(v, interpret=False):
+    """The scan with every option (one build, shared with the loop test above)."""
+    return ssd_chunk_scan(
+        **v, chunk_size=16, dt_softplus=True, return_final_states=True, interpret=interpret
+    )[0]
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("name", ["x", "B", "C", "dt"])
+def test_a_non_finite_step_leaves_every_earlier_output_as_it_was(name, interpret):
+    """One inf or NaN at step t0 (inside a chunk, at a chunk's start, at the last step)
+    changes no output before t0, bit for bit, and the output at t0 is not finite."""
+    v = ssd_inputs(2, 40, 4, 8, 2, 16, seed=12)
+    clean = full_call(v, interpret)
+    for t0 in (21, 16, 39):  # chunks of 16: [16, 32) holds 21 and starts at 16
+        for bad in (np.inf, np.nan):
+            poisoned = {**v, name: v[name].copy()}
+            poisoned[name][:, t0] = bad
+            out = full_call(poisoned, interpret)
+            assert out[:, :t0].tobytes() == clean[:, :t0].tobytes(), (t0, bad)
+            assert not np.isfinite(out[:, t0]).any(), (t0, bad)
+
+
+def test_positional_arguments_follow_mamba_ssm_and_flags_are_keywords():
+    v = ssd_inputs(1, 20, 2, 4, 1, 8, seed=13)
+    order = ("x", "dt", "A", "B", "C")
+    given = [v[k] for k in order]
+    tail = [v[k] for k in ("D", "z", "dt_bias", "initial_states")]
+    by_keyword = ssd_chunk_scan(**v, chunk_size=16)
+    # mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states)
+    np.testing.assert_array_equal(ssd_chunk_scan(*given, 16, *tail), by_keyword)
+    with pytest.raises(TypeError, match="positional argument"):  # mamba_ssm's seq_idx next
+        ssd_chunk_scan(*given, 16, *tail, None)
+    with pytest.raises(TypeError, match=r"dt_softplus must be True or False, got ndarray"):
+        ssd_chunk_scan(*given, 16, dt_softplus=v["dt_bias"])
+    with pytest.raises(TypeError, match=r"return_final_states must be True or False, got 2"):
+        ssd_chunk_scan(*given, 16, return_final_states=2)
+
+
+def test_float64_host_parameters_are_converted_once():
+    """A, D, dt_bias and initial_states as float64 (numpy's default) give what their
+    f32 values give, bit for bit; x and the other inputs keep their dtype rule."""
+    v = ssd_inputs(2, 40, 4, 8, 2, 16, seed=14)
+    converted = {k: v[k].astype(np.float32) for k in v}
+    wide = {**v, **{k: v[k].astype(np.float64) for k in ("A", "D", "dt_bias", "initial_states")}}
+    np.testing.assert_array_equal(full_call(wide), full_call(converted))
+    with pytest.raises(TypeError, match="x must hold one of f32, f16, bf16, got float64"):
+        full_call({**v, "x": v["x"].astype(np.float64)})

@@ -6,6 +6,7 @@ finite; f16 and bf16 inputs; 0 spills on sm_80, sm_90 and sm_90a at every build 
 call can choose over a grid of shapes; errors that name the parameter, the
 expectation and what was given."""
 
+import functools
 import warnings
 
 import ml_dtypes
@@ -15,6 +16,7 @@ from conftest import assert_close
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tilelang import dtypes
 from tilelang.kernels import common, selective_scan, selective_state_update, ssm
 from tilelang.runtime.launch_facts import size_facts
 from tilelang.spill_verdict import RegisterSpillWarning
@@ -202,6 +204,16 @@ def test_compiles_for_sm80_and_sm90_without_spills(arch):
     builds = [
         ssm.selective_scan_kernel.compile(target=arch, **full, LAST=True, BD=4, BN=16, BL=32),
         ssm.state_update_kernel.compile(target=arch, **full, BD=128, BN=16),
+        # Mamba-2's decode step: values per head, state rows by index, N = 128
+        ssm.state_update_kernel.compile(
+            target=arch,
+            **full,
+            **dict.fromkeys(("DT_HEAD", "A_HEAD", "D_HEAD", "BIAS_HEAD"), True),
+            INDEXED=True,
+            IT=dtypes.i64,
+            BD=16,
+            BN=128,
+        ),
     ]
     for build in builds:
         resources = build.resources
@@ -572,3 +584,203 @@ def test_every_build_a_call_can_choose_compiles_without_spills(target, monkeypat
         assert r.registers > 0 and r.spills == 0, (name, r)
         spills = [w for w in said if issubclass(w.category, RegisterSpillWarning)]
         assert not spills, (name, str(spills[0].message))
+
+
+# ----------------------------------------------------------------- causality, calls, dtypes
+
+
+@pytest.mark.parametrize(
+    ("method", "interpret"), [("chunked", True), ("chunked", False), ("walk", False)]
+)
+def test_a_non_finite_step_leaves_every_earlier_output_as_it_was(method, interpret):
+    """An inf or NaN in u, delta, B or C at step t0 (inside a chunk, at a chunk's start,
+    at the last step) changes no output before t0, bit for bit."""
+    x = scan_inputs(2, 32 if method == "walk" else 5, 16, 100, seed=100)
+    run = dict(delta_softplus=True, return_last_state=True, interpret=interpret, method=method)
+    clean, _ = selective_scan(**x, **run)
+    for name in ("u", "delta", "B", "C"):
+        for t0, bad in ((37, np.inf), (64, np.nan), (99, np.inf)):
+            poisoned = {**x, name: x[name].copy()}
+            poisoned[name][..., t0] = bad
+            out, _ = selective_scan(**poisoned, **run)
+            assert out[..., :t0].tobytes() == clean[..., :t0].tobytes(), (name, t0)
+            assert not np.isfinite(out[..., t0]).all(), (name, t0)
+
+
+def test_flags_refuse_arrays_and_float64_host_parameters_are_converted():
+    x = scan_inputs(2, 5, 16, 100, seed=100)
+    order = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    with pytest.raises(TypeError, match=r"delta_softplus must be True or False, got ndarray"):
+        selective_scan(*(x[k] for k in order), x["u"])  # one tensor too many, positionally
+    with pytest.raises(TypeError, match=r"return_last_state must be True or False, got 'yes'"):
+        selective_scan(**x, return_last_state="yes")
+    wide = {**x, **{k: x[k].astype(np.float64) for k in ("A", "D", "delta_bias")}}
+    run = dict(delta_softplus=True, return_last_state=True)
+    for got, expected in zip(
+        selective_scan(**wide, **run), selective_scan(**x, **run), strict=True
+    ):
+        np.testing.assert_array_equal(got, expected)
+    state = np.zeros((2, 5, 16), np.float32)
+    step = [x[k][..., 0].copy() for k in ("u", "delta")]
+    bc = [x[k][..., 0].copy() for k in ("B", "C")]
+    params = [x[k] for k in ("A", "D", "delta_bias")]
+    wide_params = [v.astype(np.float64) for v in params]
+    results = [
+        selective_state_update(state.copy(), *step, a, *bc, d, None, bias, True)
+        for a, d, bias in (params, wide_params)
+    ]
+    np.testing.assert_array_equal(results[1], results[0])
+    with pytest.raises(TypeError, match=r"dt_softplus must be True or False, got ndarray"):
+        selective_state_update(state, *step, params[0], *bc, x["D"], None, None, x["D"])
+
+
+# ----------------------------------------------------------------- Mamba-2's decode step
+
+
+def heads_reference(state, x, dt, A, B, C, D, z, bias, rows=None, pad=-1):
+    """One step of h = exp(Δ·A)·h + Δ·B·x, y = C·h + D·x, times silu(z), Δ =
+    softplus(dt + bias), in float64, one (entry, head, channel) at a time, written from
+    the recurrence: state [S, H, P, N] (a new array), x, dt, z [batch, H, P], A [H, P,
+    N], B, C [batch, G, N], D, bias [H, P]; entry b's state row rows[b] (b without),
+    none where it is `pad` (read as zeros, not written)."""
+    new = np.array(state, np.float64)
+    nb, heads, p = x.shape
+    groups = B.shape[1]
+    y = np.zeros((nb, heads, p))
+    for b in range(nb):
+        row = b if rows is None else int(rows[b])
+        for h in range(heads):
+            g = h // (heads // groups)
+            for c in range(p):
+                delta = softplus(float(dt[b, h, c]) + float(bias[h, c]))
+                old = np.zeros(A.shape[2]) if row == pad else new[row, h, c]
+                value = np.exp(delta * np.float64(A[h, c])) * old
+                value = value + delta * np.float64(B[b, g]) * float(x[b, h, c])
+                if row != pad:
+                    new[row, h, c] = value
+                y[b, h, c] = value @ np.float64(C[b, g]) + float(D[h, c]) * float(x[b, h, c])
+                y[b, h, c] *= silu(float(z[b, h, c]))
+    return new, y
+
+
+def heads_inputs(nb, heads, p, n, groups, slots=None, seed=0):
+    rng = np.random.default_rng(seed)
+    f32 = np.float32
+    return dict(
+        state=rng.standard_normal((slots or nb, heads, p, n)).astype(f32),
+        x=rng.standard_normal((nb, heads, p)).astype(f32),
+        dt=rng.standard_normal((nb, heads)).astype(f32),  # one a head, as Mamba-2's
+        A=-rng.uniform(0.5, 4.0, heads).astype(f32),
+        B=rng.standard_normal((nb, groups, n)).astype(f32),
+        C=rng.standard_normal((nb, groups, n)).astype(f32),
+        D=rng.standard_normal(heads).astype(f32),
+        z=rng.standard_normal((nb, heads, p)).astype(f32),
+        dt_bias=(rng.standard_normal(heads) * 0.5).astype(f32),
+    )
+
+
+def spread(v, p, n):
+    """The per-head values as the full tensors the reference takes."""
+    nb, heads = v["dt"].shape
+    full = dict(
+        dt=np.broadcast_to(v["dt"][:, :, None], (nb, heads, p)),
+        A=np.broadcast_to(v["A"][:, None, None], (heads, p, n)),
+        D=np.broadcast_to(v["D"][:, None], (heads, p)),
+        dt_bias=np.broadcast_to(v["dt_bias"][:, None], (heads, p)),
+    )
+    return {**v, **full}
+
+
+def reference_call(v, rows=None, pad=-1):
+    names = ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias")
+    return heads_reference(*(v[k] for k in names), rows, pad)
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize("form", ["per head", "broadcast views", "full"])
+@pytest.mark.parametrize(("heads", "groups"), [(4, 1), (6, 3)])
+def test_mamba2_decode_step_matches_the_recurrence(heads, groups, form, interpret):
+    p, n = 8, 5  # N = 5: padded to 8 in the kernel
+    v = heads_inputs(3, heads, p, n, groups, seed=heads + groups)
+    full = spread(v, p, n)
+    if form == "broadcast views":  # mamba_ssm's repeat/expand: zero strides
+        v = {**v, **{k: full[k] for k in ("dt", "A", "D", "dt_bias")}}
+    elif form == "full":  # values that differ along P and N too
+        rng = np.random.default_rng(heads)
+        full = {**full, "A": -rng.uniform(0.5, 4.0, (heads, p, n)).astype(np.float32)}
+        full["dt"] = rng.standard_normal((3, heads, p)).astype(np.float32)
+        v = {**v, **{k: np.ascontiguousarray(full[k]) for k in ("dt", "A", "D", "dt_bias")}}
+    new, expected = reference_call(full)
+    state = v["state"].copy()
+    y = selective_state_update(**{**v, "state": state}, dt_softplus=True, interpret=interpret)
+    assert y.shape == (3, heads, p) and y.dtype == np.float32
+    assert_close(y, expected, 1e-5)
+    assert_close(state, new, 1e-5)
+
+
+@pytest.mark.parametrize("interpret", BACKENDS, ids=BACKEND_IDS)
+@pytest.mark.parametrize(("index_type", "pad"), [(np.int32, -1), (np.int64, -1), (np.int64, 3)])
+def test_state_batch_indices_pick_rows_and_nothing_else_is_read_or_written(
+    index_type, pad, interpret
+):
+    """Entries update the rows their index picks; a pad entry reads a zero state and
+    writes none; rows no entry picks (NaN here, so a read would show in y) keep their
+    bits. pad 3 is a row of the state: it is skipped all the same."""
+    v = heads_inputs(4, 4, 8, 5, 2, slots=7, seed=21)
+    rows = np.array([5, pad, 0, 2], index_type)
+    picked = {5, 0, 2}
+    for r in set(range(7)) - picked:
+        v["state"][r] = np.nan
+    new, expected = reference_call(spread(v, 8, 5), rows, pad)
+    state = v["state"].copy()
+    y = selective_state_update(
+        **{**v, "state": state}, dt_softplus=True, state_batch_indices=rows, pad_slot_id=pad,
+        interpret=interpret,
+    )  # fmt: skip
+    assert np.isfinite(y).all()
+    assert_close(y, expected, 1e-5)
+    for r in range(7):
+        if r in picked:
+            assert_close(state[r], new[r], 1e-5)
+        else:
+            assert state[r].tobytes() == v["state"][r].tobytes(), r
+
+
+def test_mamba1_state_batch_indices():
+    rng = np.random.default_rng(22)
+    state = rng.standard_normal((5, 6, 4)).astype(np.float32)
+    x, dt = (rng.standard_normal((3, 6)).astype(np.float32) for _ in "xd")
+    A = -rng.uniform(1.0, 5.0, (6, 4)).astype(np.float32)
+    B, C = (rng.standard_normal((3, 4)).astype(np.float32) for _ in "BC")
+    rows = np.array([4, -1, 1], np.int32)
+    s = state.copy()
+    y = selective_state_update(s, x, dt, A, B, C, None, None, None, True, rows)
+    for b, row in enumerate(rows):
+        old = state[row] if row >= 0 else np.zeros((6, 4), np.float32)
+        want_state, want_y = update_reference(old[None], x[b : b + 1], dt[b : b + 1], A,
+            B[b : b + 1], C[b : b + 1], softplus_dt=True)  # fmt: skip
+        assert_close(y[b], want_y[0], 1e-5)
+        if row >= 0:
+            assert_close(s[row], want_state[0], 1e-5)
+    for r in (0, 2, 3):
+        assert s[r].tobytes() == state[r].tobytes()
+
+
+def test_mamba2_bad_inputs_name_the_parameter():
+    v = heads_inputs(2, 4, 8, 5, 2, slots=3)
+    rows = np.array([0, 2], np.int32)
+    call = functools.partial(selective_state_update, state_batch_indices=rows)
+    with pytest.raises(ValueError, match=r"B's groups \(shape \[batch, G, N\]\) must divide H"):
+        call(**{**v, "B": np.zeros((2, 3, 5), np.float32)})
+    with pytest.raises(ValueError, match=r"dt must have shape \[2, 4, 8\] or \[2, 4\], got"):
+        call(**{**v, "dt": np.zeros(2, np.float32)})
+    with pytest.raises(ValueError, match=r"A must have shape \[4, 8, 5\], got shape \[4, 8, 4\]"):
+        call(**{**v, "A": np.zeros((4, 8, 4), np.float32)})
+    with pytest.raises(ValueError, match=r"x must have shape \[3, 4, 8\]"):  # a row each
+        selective_state_update(**v)
+    with pytest.raises(ValueError, match=r"state_batch_indices\[1\] = 3 is no row of state"):
+        selective_state_update(**v, state_batch_indices=np.array([0, 3], np.int32))
+    with pytest.raises(TypeError, match=r"state_batch_indices must hold one of i32, i64"):
+        selective_state_update(**v, state_batch_indices=rows.astype(np.float32))
+    with pytest.raises(TypeError, match=r"pad_slot_id must be an int, got 0.5"):
+        call(**v, pad_slot_id=0.5)

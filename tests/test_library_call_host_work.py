@@ -17,6 +17,7 @@ from tilelang.kernels import common
 from tilelang.runtime import call_plans, counters, gpu
 
 _addresses = itertools.count(1 << 40, 1 << 24)
+_made = itertools.count()  # each tensor the call makes is its own name: its reads apart
 READS: collections.Counter = collections.Counter()
 
 
@@ -46,11 +47,11 @@ class Buffer(Tensor):
 
     def __init__(self, host):
         host = np.asarray(host)
-        super().__init__("made", host.shape, host.dtype.str)
+        super().__init__(f"made {next(_made)}", host.shape, host.dtype.str)
 
     @classmethod
     def empty(cls, shape, dtype):
-        return Tensor("made", shape, np.dtype(dtype).str)
+        return Tensor(f"made {next(_made)}", shape, np.dtype(dtype).str)
 
 
 @pytest.fixture

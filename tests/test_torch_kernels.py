@@ -129,12 +129,67 @@ def test_selective_state_update_op_updates_the_state_like_the_recurrence():
     )
 
 
+def heads_update_f64(state, x, dt, A, B, C, D, z, dt_bias, rows, pad=-1):
+    """Mamba-2's step per (entry, head): Δ = softplus(dt + dt_bias) [P]; h = exp(Δ·A)·h
+    + Δ·x ⊗ B[g]; y = h·C[g] + D·x, times silu(z); entry b on state row rows[b], none
+    (a zero state, not written) at the pad. state [S, H, P, N] is a new array."""
+    new, (nb, heads, _), groups = state.copy(), x.shape, B.shape[1]
+    y = np.zeros(x.shape)
+    for b in range(nb):
+        row = int(rows[b])
+        for h in range(heads):
+            g = h // (heads // groups)
+            delta = np.log1p(np.exp(dt[b, h] + dt_bias[h]))
+            old = np.zeros(new.shape[2:]) if row == pad else new[row, h]
+            value = np.exp(delta[:, None] * A[h]) * old + np.outer(delta * x[b, h], B[b, g])
+            if row != pad:
+                new[row, h] = value
+            y[b, h] = (value @ C[b, g] + D[h] * x[b, h]) * silu(z[b, h])
+    return new, y
+
+
+def test_selective_state_update_op_takes_mamba2_heads_state_rows_and_expanded_views():
+    """Mamba2.step's call: dt, A, D and dt_bias repeated over P (and N) as expanded
+    views, vLLM's state_batch_indices (int64, a pad entry), two groups of B and C."""
+    rng = np.random.default_rng(7)
+    nb, heads, p, n, groups = 3, 4, 8, 5, 2
+    state, x, z = randn(rng, 6, heads, p, n), randn(rng, nb, heads, p), randn(rng, nb, heads, p)
+    B, C = randn(rng, nb, groups, n), randn(rng, nb, groups, n)
+    dt_h, A_h = randn(rng, nb, heads) * 0.5, -torch.rand(heads) - 0.5
+    D_h, bias_h = randn(rng, heads), randn(rng, heads) * 0.1
+    dt, A = dt_h[:, :, None].expand(nb, heads, p), A_h[:, None, None].expand(heads, p, n)
+    D, bias = D_h[:, None].expand(heads, p), bias_h[:, None].expand(heads, p)
+    rows = torch.tensor([4, -1, 1])
+    before = state.clone()
+    y = tk.selective_state_update(state, x, dt, A, B, C, D, z, bias, True, rows)
+    tensors = (before, x, dt, A, B, C, D, z, bias, rows)
+    expected_state, expected_y = heads_update_f64(*(f64(t) for t in tensors[:-1]), rows.numpy())
+    assert y.shape == (nb, heads, p)
+    np.testing.assert_allclose(y.numpy(), expected_y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(state.numpy(), expected_state, rtol=1e-5, atol=1e-5)
+    direct_state = before.numpy().copy()  # the library on numpy, one value per head
+    direct = K.selective_state_update(
+        direct_state, x.numpy(), dt_h.numpy(), A_h.numpy(), B.numpy(), C.numpy(), D_h.numpy(),
+        z.numpy(), bias_h.numpy(), True, rows.numpy(),
+    )  # fmt: skip
+    np.testing.assert_array_equal(y.numpy(), direct)
+    np.testing.assert_array_equal(state.numpy(), direct_state)
+    torch.library.opcheck(
+        torch.ops.tilelang.selective_state_update.default,
+        (before.clone(), x, dt, A, B, C, D, z, bias, True, rows, -1),
+    )
+    with pytest.raises(TypeError, match=r"dt_softplus must be True or False, got Tensor"):
+        tk.selective_state_update(before.clone(), x, dt, A, B, C, D, z, bias, rows)
+
+
 @pytest.mark.parametrize("initial, final", [(False, False), (True, True)])
 def test_causal_conv1d_op_is_the_convolution(initial, final):
     rng = np.random.default_rng(1)
     x, weight, bias = randn(rng, 2, 6, 11), randn(rng, 6, 4), randn(rng, 6)
     states = randn(rng, 2, 6, 3) if initial else None
-    got = tk.causal_conv1d(x, weight, bias, "silu", states, return_final_states=final)
+    got = tk.causal_conv1d(
+        x, weight, bias, activation="silu", initial_states=states, return_final_states=final
+    )
     out, got_final = got if final else (got, None)
     expected, expected_final = conv_f64(f64(x), f64(weight), f64(bias), f64(states), True)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -142,9 +197,9 @@ def test_causal_conv1d_op_is_the_convolution(initial, final):
         x.numpy(),
         weight.numpy(),
         bias.numpy(),
-        "silu",
-        states if states is None else states.numpy(),
-        final,
+        activation="silu",
+        initial_states=states if states is None else states.numpy(),
+        return_final_states=final,
     )
     np.testing.assert_array_equal(out.numpy(), direct[0] if final else direct)
     if final:
@@ -157,7 +212,7 @@ def test_causal_conv1d_op_is_the_convolution(initial, final):
 def test_causal_conv1d_op_with_no_steps_returns_a_copy_of_the_initial_states():
     rng = np.random.default_rng(2)
     x, weight, states = randn(rng, 1, 3, 0), randn(rng, 3, 3), randn(rng, 1, 3, 2)
-    out, final = tk.causal_conv1d(x, weight, None, None, states, return_final_states=True)
+    out, final = tk.causal_conv1d(x, weight, initial_states=states, return_final_states=True)
     assert out.shape == (1, 3, 0) and torch.equal(final, states)
     assert final.data_ptr() != states.data_ptr()  # an operator returns no input
 
@@ -189,14 +244,17 @@ def test_ssd_chunk_scan_op_is_the_recurrence_across_chunks():
     B, C = randn(rng, nb, length, groups, n), randn(rng, nb, length, groups, n)
     A, D, bias = -torch.rand(heads) - 0.1, randn(rng, heads), randn(rng, heads) * 0.1
     initial = randn(rng, nb, heads, p, n)
-    out, final = tk.ssd_chunk_scan(x, dt, A, B, C, 16, D, None, bias, True, initial, True)
+    out, final = tk.ssd_chunk_scan(
+        x, dt, A, B, C, 16, D, None, bias, initial, dt_softplus=True, return_final_states=True
+    )
     expected, expected_final = ssd_f64(*(f64(v) for v in (x, dt, A, B, C, D, bias, initial)))
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(final.numpy(), expected_final, rtol=1e-4, atol=1e-4)
     arrays = [v.numpy() for v in (x, dt, A, B, C)]
     direct, direct_final = K.ssd_chunk_scan(
-        *arrays, 16, D.numpy(), None, bias.numpy(), True, initial.numpy(), True
-    )
+        *arrays, 16, D.numpy(), None, bias.numpy(), initial.numpy(), dt_softplus=True,
+        return_final_states=True,
+    )  # fmt: skip
     np.testing.assert_array_equal(out.numpy(), direct)
     np.testing.assert_array_equal(final.numpy(), direct_final)
     torch.library.opcheck(
@@ -219,7 +277,7 @@ def test_under_torch_compile_the_operators_and_a_library_call_stay_in_one_graph(
         y = K.selective_state_update(state, x, dt, A, B, C) * 2  # the library function
         c = tk.causal_conv1d_update(conv_x, conv_state, conv_w, None, "silu")
         s = tk.ssd_chunk_scan(*ssd_in, *ssd_bc, 16)
-        out, final = tk.causal_conv1d(tk.rms_norm(h, w), conv_w[:3], None, None, None, True)
+        out, final = tk.causal_conv1d(tk.rms_norm(h, w), conv_w[:3], return_final_states=True)
         return y, c, s, out, final
 
     names = ("state", "x", "dt", "A", "B", "C")

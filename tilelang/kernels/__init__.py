@@ -4,7 +4,9 @@ arguments users already call (mamba_ssm's, vLLM's), that checks its inputs, allo
 its outputs where the inputs live, and runs on the GPU for device tensors or on the CPU
 backend for numpy arrays.
 
-* `tilelang.kernels.ssm`: `selective_scan`, `selective_state_update` (Mamba-1).
+* `tilelang.kernels.ssm`: `selective_scan` (Mamba-1); `tilelang.kernels.ssm_update`:
+  `selective_state_update` (the decode step: Mamba-1 and Mamba-2 states, vLLM's
+  `state_batch_indices`), re-exported by `ssm`.
 * `tilelang.kernels.norm`: `rms_norm`, `silu_and_mul`.
 * `tilelang.kernels.conv`: `causal_conv1d`, `causal_conv1d_update` (causal-conv1d's).
 * `tilelang.kernels.ssd`: `ssd_chunk_scan` (Mamba-2).

@@ -1,9 +1,10 @@
 """What every module of `tilelang.kernels` shares: the kernel language under the name
-`tl` (the package root cannot be imported from inside the package), and the host side
-of a call: reading an argument's dtype and shape (numpy arrays for the CPU backend,
-device tensors for the GPU), checking them with errors that name the parameter, what
-was expected and what was given, allocating outputs where the inputs live, and running
-a DSL kernel compiled or on the reference interpreter."""
+`tl` (the package root cannot be imported from inside the package), the fast
+activations of the Mamba kernels, and the host side of a call: reading an argument's
+dtype and shape (numpy arrays for the CPU backend, device tensors for the GPU), checking
+them (and flags) with errors that name the parameter, what was expected and what was
+given, allocating outputs where the inputs live, and running a DSL kernel compiled or
+on the reference interpreter."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.kernel import Kernel
+from tilelang.kernel import Kernel, func
 from tilelang.lang import api
 from tilelang.runtime import call_plans, dlpack, gpu
 from tilelang.runtime.host_tensor import numpy_dtype, values_dtype
@@ -23,11 +24,51 @@ tl = api.tl  # the kernel language, as every kernel of the package spells it
 
 #: The input types the kernels read (and compute in f32).
 FLOATS = (dtypes.f32, dtypes.f16, dtypes.bf16)
+#: What a host array may hold for a parameter a kernel reads in f32 (A, D, biases,
+#: weights, initial states): converted once on the host (`f32_host`). A device tensor
+#: of such a parameter must be f32 (`f32_params`).
+HOST_FLOATS = (dtypes.f32, dtypes.f64, dtypes.f16, dtypes.bf16)
 
 #: log2(e) and ln(2): the attention kernels keep their softmax scores in base 2 (exp2
 #: costs fewer instructions than exp) and hand their row maxima on in natural units.
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
+
+
+@func
+def step_softplus(x):
+    """softplus(x) = max(x, 0) + log1p(e^-|x|), e^-|x| by `fast_exp2`: for step sizes.
+    The exponent's rounding (-|x|·log2 e) puts a relative error of about |x|·2^-24 on
+    e^-|x|, at most 2^-25 on the result; `tl.softplus` (expf's range reduction) spends
+    six more instructions a value to avoid it."""
+    return tl.maximum(x, 0.0) + tl.log1p(tl.fast_exp2(-tl.abs(x) * LOG2E))
+
+
+@func
+def silu(z):
+    """z·sigmoid(z) = z / (1 + e^-z), e^-z by `fast_exp2`: a relative error of about
+    |z|·2^-24 from the exponent's rounding, and one division where `tl.sigmoid` then a
+    product take expf, a division and a product."""
+    return z / (1.0 + tl.fast_exp2(-z * LOG2E))
+
+
+def f32_params(device: bool) -> tuple[DType, ...]:
+    """The dtypes `check` accepts for a parameter read in f32 (`HOST_FLOATS`)."""
+    return (dtypes.f32,) if device else HOST_FLOATS
+
+
+def flag(value: Any, name: str) -> bool:
+    """A flag argument (dt_softplus, return_final_states, ...) as a bool: True or False
+    (numpy's too, and the ints 0 and 1); anything else is a TypeError naming the
+    parameter, an array or a tensor above all (an argument passed one place off)."""
+    if isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        given = f"{type(value).__name__} of shape {list(shape)} (a tensor where a flag goes)"
+    else:
+        given = repr(value)
+    raise TypeError(f"{name} must be True or False, got {given}")
 
 
 def on_gpu(x: Any) -> bool:
@@ -140,15 +181,57 @@ def check(
     mismatched expected size came from. `names`: what x's dimensions are called ("N"),
     for the messages of later checks against them."""
     got, named = _shape_and_type(x, name)
+    return _checked(x, name, shape, types, names, got, named)
+
+
+def check_ranks(
+    x: Any,
+    name: str,
+    forms: tuple[tuple[tuple[int | None, ...], tuple[str | None, ...] | None], ...],
+    types: tuple[DType, ...] = FLOATS,
+    fallback: int | None = None,
+) -> tuple[int, tuple[int, ...], DType]:
+    """`check` against the one of `forms` ((shape, names) pairs) of x's rank, from one
+    read of x: (that form's index, x's shape, its dtype). A rank no form has is the
+    ValueError of forms[fallback] or, with no fallback, one naming every form."""
+    got, named = _shape_and_type(x, name)
+    for i, (shape, names) in enumerate(forms):
+        if len(shape) == len(got):
+            return (i, *_checked(x, name, shape, types, names, got, named))
+    if fallback is not None:
+        shape, names = forms[fallback]
+        _checked(x, name, shape, types, names, got, named)  # raises: another rank
+    wanted = " or ".join(_layout(shape, names) for shape, names in forms)
+    raise ValueError(f"{name} must have shape {wanted}, got shape {list(got)}")
+
+
+def _layout(shape: tuple[int | None, ...], names: tuple[str | None, ...] | None) -> str:
+    """ "[batch, 8, N]": a free dimension by its name where the caller gave one."""
+    return (
+        "["
+        + ", ".join(
+            str(e) if e is not None else (names and names[i]) or "?" for i, e in enumerate(shape)
+        )
+        + "]"
+    )
+
+
+def _checked(
+    x: Any,
+    name: str,
+    shape: tuple[int | None, ...],
+    types: tuple[DType, ...],
+    names: tuple[str | None, ...] | None,
+    got: tuple[int, ...],
+    named: Any,
+) -> tuple[tuple[int, ...], DType]:
+    """`check`'s work on x's shape `got` and the dtype `named` names, read already."""
     if len(got) != len(shape) or any(
         [e is not None and e != g for e, g in zip(shape, got, strict=True)]
     ):
-        # a free dimension by its name where the caller gave one ("[batch, Sq, H, D]")
-        want = ", ".join(
-            str(e) if e is not None else (names and names[i]) or "?" for i, e in enumerate(shape)
-        )
         raise ValueError(
-            f"{name} must have shape [{want}], got shape {list(got)}{_origins(shape, got)}"
+            f"{name} must have shape {_layout(shape, names)}, got shape {list(got)}"
+            f"{_origins(shape, got)}"
         )
     t = _dtype(named)
     if t not in types:

@@ -41,6 +41,8 @@ from .common import (
     check,
     empty,
     f32_host,
+    f32_params,
+    flag,
     next_power_of_two,
     placeholder,
     reshaped,
@@ -152,14 +154,18 @@ def conv_update_kernel(
 
 
 def _activation(activation: Any) -> bool:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be None, 'silu' or 'swish', got {activation!r}")
+    """Whether activation is silu; anything but None or one of its names (an array
+    above all: `in` would compare it elementwise) is a ValueError naming it."""
+    if not (activation is None or isinstance(activation, str)) or activation not in ACTIVATIONS:
+        shape = getattr(activation, "shape", None)
+        given = repr(activation) if shape is None else f"an array of shape {list(shape)}"
+        raise ValueError(f"activation must be None, 'silu' or 'swish', got {given}")
     return activation is not None
 
 
 def _weight(weight: Any, dm: int, device: bool) -> int:
     """The kernel width W after checking weight [Dm, W] (f32 on the GPU)."""
-    params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
+    params = f32_params(device)
     (_, width), _ = check(weight, "weight", (dm, None), params, (None, "W"))
     if width not in WIDTHS:
         raise ValueError(f"weight's width (shape [Dm, W]) must be 2, 3 or 4, got W = {width}")
@@ -168,8 +174,7 @@ def _weight(weight: Any, dm: int, device: bool) -> int:
 
 def _bias(bias: Any, dm: int, device: bool) -> None:
     if bias is not None:
-        params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
-        check(bias, "bias", (dm,), params)
+        check(bias, "bias", (dm,), f32_params(device))
 
 
 @planned
@@ -178,10 +183,10 @@ def causal_conv1d(
     x: Any,
     weight: Any,
     bias: Any = None,
+    *,
     activation: str | None = None,
     initial_states: Any = None,
     return_final_states: bool = False,
-    *,
     interpret: bool = False,
 ) -> Any:
     """The causal depthwise convolution (causal-conv1d's `causal_conv1d_fn`, forward,
@@ -189,23 +194,27 @@ def causal_conv1d(
 
     x: [batch, Dm, L] (f32, f16 or bf16); weight: [Dm, W] with W in 2..4; bias: [Dm];
     activation None, "silu" or "swish"; initial_states: [batch, Dm, W - 1] in x's
-    dtype, the inputs before step 0 (zeros when not given). weight and bias are f32
-    (host arrays of another float type are converted). Computes in f32 and returns out
-    [batch, Dm, L] in x's dtype, and with `return_final_states` also the last W - 1
-    inputs of [initial_states, x], [batch, Dm, W - 1] in x's dtype: the conv_state
-    `causal_conv1d_update` continues from. Host arrays run on the CPU backend, device
-    tensors on the GPU; `interpret` runs the reference interpreter (host arrays only)."""
+    dtype (not converted), the inputs before step 0 (zeros when not given). weight and
+    bias are f32 (host arrays of f64, f16 or bf16 are converted, once). x, weight and
+    bias are positional, as causal-conv1d's are; the rest are keywords (its fourth
+    positional parameter is seq_idx, which this function does not take). Computes in
+    f32 and returns out [batch, Dm, L] in x's dtype, and with `return_final_states`
+    also the last W - 1 inputs of [initial_states, x], [batch, Dm, W - 1] in x's dtype:
+    the conv_state `causal_conv1d_update` continues from. Host arrays run on the CPU
+    backend, device tensors on the GPU; `interpret` runs the reference interpreter
+    (host arrays only)."""
     (nb, dm, length), t = check(x, "x", (None, None, None), names=("batch", "Dm", "L"))
     silu = _activation(activation)
+    wants_final = flag(return_final_states, "return_final_states")
     device = same_place(dict(x=x, weight=weight, bias=bias, initial_states=initial_states))
     width = _weight(weight, dm, device)
     _bias(bias, dm, device)
     if initial_states is not None:
         check(initial_states, "initial_states", (nb, dm, width - 1), (t,))
     out = empty(x, (nb, dm, length), t)
-    final = empty(x, (nb, dm, width - 1), t) if return_final_states else placeholder(x, 3, t)
+    final = empty(x, (nb, dm, width - 1), t) if wants_final else placeholder(x, 3, t)
     if nb * dm == 0 or length == 0:
-        if not return_final_states:
+        if not wants_final:
             return out
         if initial_states is None:
             return out, placeholder(x, 3, t, (nb, dm, width - 1))
@@ -224,10 +233,10 @@ def causal_conv1d(
         HAS_BIAS=bias is not None,
         SILU=silu,
         HAS_INITIAL=initial_states is not None,
-        FINAL=bool(return_final_states),
+        FINAL=wants_final,
     )
     run(causal_conv1d_kernel, args, constexprs, interpret)
-    return (out, final) if return_final_states else out
+    return (out, final) if wants_final else out
 
 
 @planned
@@ -246,8 +255,10 @@ def causal_conv1d_update(
 
     x: [batch, Dm] (one step) or [batch, Dm, S] (S steps); conv_state: [batch, Dm,
     state_len] with state_len ≥ W - 1, the latest inputs oldest first (f32, f16 or
-    bf16), shifted in place to end with x; weight: [Dm, W]; bias: [Dm]; activation as
-    `causal_conv1d`. Returns out with x's shape and dtype."""
+    bf16), shifted in place to end with x; weight: [Dm, W]; bias: [Dm] (weight and bias
+    f32; host arrays of f64, f16 or bf16 are converted, once); activation as
+    `causal_conv1d`. The parameters are causal-conv1d's, in its order. Returns out with
+    x's shape and dtype."""
     one_step = len(shape_of(x, "x")) == 2
     if one_step:
         (nb, dm), t = check(x, "x", (None, None), names=("batch", "Dm"))

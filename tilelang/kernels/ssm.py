@@ -1,5 +1,7 @@
-"""Mamba-1 selective state-space kernels: `selective_scan` (the forward over a sequence)
-and `selective_state_update` (one decode step), with mamba_ssm's shapes and arguments.
+"""Mamba-1 selective state-space kernels: `selective_scan` (the forward over a sequence,
+here) and `selective_state_update` (one decode step, Mamba-1's and Mamba-2's: its own
+module, `tilelang.kernels.ssm_update`, re-exported here), with mamba_ssm's shapes and
+arguments.
 
 The recurrence, per batch b, channel d and state n, in f32 (f16 and bf16 inputs are
 converted on load, the output rounded once to u's dtype):
@@ -67,14 +69,21 @@ from .common import (
     check,
     empty,
     f32_host,
+    f32_params,
+    flag,
     next_power_of_two,
     placeholder,
     reshaped,
     run,
     same_place,
     shape_of,
+    silu,
+    step_softplus,
     tl,
 )
+
+# the decode step, where `tilelang.kernels` (and users) found it before it had a module
+from .ssm_update import selective_state_update, state_update_kernel  # noqa: F401
 
 #: Tile elements per block (BD·BN·BL) the defaults aim at, with 4 warps.
 TILE_ELEMENTS = 2048
@@ -129,15 +138,6 @@ def step_size(delta, bias, d0, BD, HAS_BIAS, SOFTPLUS):
 
 
 @func
-def step_softplus(x):
-    """softplus(x) = max(x, 0) + log1p(e^-|x|), e^-|x| by `fast_exp2`: for step sizes.
-    The exponent's rounding (-|x|·log2 e) puts a relative error of about |x|·2^-24 on
-    e^-|x|, at most 2^-25 on the result; `tl.softplus` (expf's range reduction) spends
-    six more instructions a value to avoid it."""
-    return tl.maximum(x, 0.0) + tl.log1p(tl.fast_exp2(-tl.abs(x) * LOG2E))
-
-
-@func
 def channel_steps(t, b, d0, l0, BD, BL, layout):
     """The [BD, BL] chunk, in f32, of channels d0.. from step l0 of a [batch, Dm, L]
     tensor (u, Δ, z), in `layout` (None: the compiler's choice)."""
@@ -155,14 +155,6 @@ def chunk_steps(delta, bias, b, d0, l0, L, BD, BL, HAS_BIAS, SOFTPLUS, layout):
         inside = (tl.arange(0, BL) + l0 < L)[None, :]
         dt = tl.where(tl.broadcast(inside, [BD, BL]), dt, 0.0)
     return dt
-
-
-@func
-def silu(z):
-    """z·sigmoid(z) = z / (1 + e^-z), e^-z by `fast_exp2`: a relative error of about
-    |z|·2^-24 from the exponent's rounding, and one division where `tl.sigmoid` then a
-    product take expf, a division and a product."""
-    return z / (1.0 + tl.fast_exp2(-z * LOG2E))
 
 
 # min_blocks=1: without a minimum of blocks ptxas caps a thread's registers to fit 4 to
@@ -219,47 +211,6 @@ def selective_scan_kernel(
         carry = h[:, :, BL - 1 :]
     if LAST:
         tl.store(last, [b, d0, 0], tl.reshape(carry, [1, BD, BN]))
-
-
-@kernel(warps=4)
-def state_update_kernel(
-    state: Tensor["ST", "NB", "DM", "N"],
-    x: Tensor["T", "NB", "DM"],
-    dt: Tensor["T", "NB", "DM"],
-    A: Tensor[dtypes.f32, "DM", "N"],
-    B: Tensor["T", "NB", "N"],
-    C: Tensor["T", "NB", "N"],
-    D: Tensor[dtypes.f32, "ND"],
-    z: Tensor["T", "NZ", "DZ"],
-    bias: Tensor[dtypes.f32, "NBIAS"],
-    y: Tensor["T", "NB", "DM"],
-    T: constexpr = dtypes.f32,
-    ST: constexpr = dtypes.f32,
-    HAS_D: constexpr = False,
-    HAS_Z: constexpr = False,
-    HAS_BIAS: constexpr = False,
-    SOFTPLUS: constexpr = False,
-    BD: constexpr = 32,
-    BN: constexpr = 16,
-):
-    """One step of the recurrence: state = exp(Δ·A)·state + Δ·B·x (in place), y =
-    Σ_n C·state + D·x, times silu(z)."""
-    b, bd = tl.blocks(NB, tl.cdiv(DM, BD))
-    d0 = bd * BD
-    xt = tl.reshape(tl.load(x, [b, d0], [1, BD]), [BD, 1]).to(tl.f32)
-    step = tl.reshape(tl.load(dt, [b, d0], [1, BD]), [BD, 1]).to(tl.f32)
-    step = step_size(step, bias, d0, BD, HAS_BIAS, SOFTPLUS)
-    h = tl.reshape(tl.load(state, [b, d0, 0], [1, BD, BN]), [BD, BN]).to(tl.f32)
-    bt = tl.load(B, [b, 0], [1, BN]).to(tl.f32)
-    ct = tl.load(C, [b, 0], [1, BN]).to(tl.f32)
-    h = tl.exp(step * tl.load(A, [d0, 0], [BD, BN])) * h + (step * xt) * bt
-    tl.store(state, [b, d0, 0], tl.reshape(h.to(ST), [1, BD, BN]))
-    out = tl.sum(h * ct, axis=1, keepdims=True)
-    if HAS_D:
-        out = out + tl.load(D, [d0], [BD])[:, None] * xt
-    if HAS_Z:
-        out = out * silu(tl.reshape(tl.load(z, [b, d0], [1, BD]).to(tl.f32), [BD, 1]))
-    tl.store(y, [b, d0], tl.reshape(out.to(T), [1, BD]))
 
 
 @kernel(warps=4)
@@ -549,7 +500,7 @@ def selective_scan(
     u, delta, z: [batch, Dm, L]; A: [Dm, N]; B, C: [batch, N, L], or grouped
     [batch, G, N, L] (channel d reads group d // (Dm / G)); D, delta_bias: [Dm].
     u, delta, B, C and z share one dtype (f32, f16 or bf16); A, D and delta_bias are f32
-    (host arrays of another float type are converted). Computes in f32 (module
+    (host arrays of f64, f16 or bf16 are converted, once). Computes in f32 (module
     docstring) and returns out [batch, Dm, L] in u's dtype, and with
     `return_last_state` also the f32 state h[L - 1], [batch, Dm, N]. Host arrays run on
     the CPU backend, device tensors on the GPU; `interpret` runs the reference
@@ -559,8 +510,12 @@ def selective_scan(
     channel), "chunked" (`selective_scan_kernel`) or None, by the shape
     (`scan_method`)."""
     (nb, dm, length), t = check(u, "u", (None, None, None), names=("batch", "Dm", "L"))
+    softplus, wants_last = (
+        flag(delta_softplus, "delta_softplus"),
+        flag(return_last_state, "return_last_state"),
+    )
     check(delta, "delta", (nb, dm, length), (t,))
-    (_, n), _ = check(A, "A", (dm, None), (dtypes.f32, dtypes.f16, dtypes.bf16), ("Dm", "N"))
+    (_, n), _ = check(A, "A", (dm, None), f32_params(False), ("Dm", "N"))
     if n < 1:
         raise ValueError(f"A must have at least one state column (shape [Dm, N]), got N = {n}")
     groups = 1
@@ -578,17 +533,17 @@ def selective_scan(
     if z is not None:
         check(z, "z", (nb, dm, length), (t,))
     device = same_place(dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias))
-    params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
+    params = f32_params(device)
     check(A, "A", (dm, n), params)
     for value, name in ((D, "D"), (delta_bias, "delta_bias")):
         if value is not None:
             check(value, name, (dm,), params)
     out = empty(u, (nb, dm, length), t)
-    last = empty(u, (nb, dm, n), dtypes.f32) if return_last_state else placeholder(u, 3)
+    last = empty(u, (nb, dm, n), dtypes.f32) if wants_last else placeholder(u, 3)
     if nb * dm * length == 0:  # no steps: the last state is h[-1] = 0
-        if return_last_state:
+        if wants_last:
             last = placeholder(u, 3, dtypes.f32, (nb, dm, n))
-        return (out, last) if return_last_state else out
+        return (out, last) if wants_last else out
     bn = next_power_of_two(n)
     bl = chunk_length(bn)
     args = [
@@ -608,8 +563,8 @@ def selective_scan(
         HAS_D=D is not None,
         HAS_Z=z is not None,
         HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus),
-        LAST=bool(return_last_state),
+        SOFTPLUS=softplus,
+        LAST=wants_last,
         BN=bn,
         BL=bl,
     )
@@ -625,7 +580,7 @@ def selective_scan(
         run(kernel, args, {**constexprs, **tiles[0]}, interpret)
     else:
         library.call(kernel, args, constexprs, tiles, ("NB", "DM", "N"), tune, device)
-    return (out, last) if return_last_state else out
+    return (out, last) if wants_last else out
 
 
 def walk_segments(nb: int, dm: int, length: int) -> int:
@@ -667,70 +622,4 @@ def step_columns(x: Any, t: dtypes.DType, bn: int, interpret: bool) -> Any:
     nb, groups, n, length = shape_of(x, "B")
     y = empty(x, (nb, groups, length, n), dtypes.f32)
     run(step_columns_kernel, [x, y], dict(T=t, BN=bn), interpret)
-    return y
-
-
-@planned
-@accepts_host_tensors
-def selective_state_update(
-    state: Any,
-    x: Any,
-    dt: Any,
-    A: Any,
-    B: Any,
-    C: Any,
-    D: Any = None,
-    z: Any = None,
-    dt_bias: Any = None,
-    dt_softplus: bool = False,
-    *,
-    interpret: bool = False,
-) -> Any:
-    """One Mamba-1 decode step (mamba_ssm's `selective_state_update`, without heads).
-
-    state: [batch, Dm, N] (f32, f16 or bf16), updated in place; x, dt, z: [batch, Dm];
-    A: [Dm, N]; B, C: [batch, N]; D, dt_bias: [Dm]. x, dt, B, C and z share one dtype;
-    A, D and dt_bias are f32 (host arrays of another float type are converted).
-    Returns y [batch, Dm] in x's dtype. Host arrays run on the CPU backend, device
-    tensors on the GPU; `interpret` runs the reference interpreter."""
-    (nb, dm, n), st = check(state, "state", (None, None, None), names=("batch", "Dm", "N"))
-    _, t = check(x, "x", (nb, dm))
-    check(dt, "dt", (nb, dm), (t,))
-    check(B, "B", (nb, n), (t,))
-    check(C, "C", (nb, n), (t,))
-    if z is not None:
-        check(z, "z", (nb, dm), (t,))
-    device = same_place(dict(state=state, x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias))
-    params = (dtypes.f32,) if device else (dtypes.f32, dtypes.f16, dtypes.bf16)
-    check(A, "A", (dm, n), params)
-    for value, name in ((D, "D"), (dt_bias, "dt_bias")):
-        if value is not None:
-            check(value, name, (dm,), params)
-    y = empty(x, (nb, dm), t)
-    if nb * dm * n == 0:
-        return y
-    bn = next_power_of_two(n)
-    args = [
-        state,
-        x,
-        dt,
-        f32_host(A),
-        B,
-        C,
-        placeholder(x) if D is None else f32_host(D),
-        placeholder(x, 2, t) if z is None else z,
-        placeholder(x) if dt_bias is None else f32_host(dt_bias),
-        y,
-    ]
-    constexprs = dict(
-        T=t,
-        ST=st,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=dt_bias is not None,
-        SOFTPLUS=bool(dt_softplus),
-        BD=max(1, min(next_power_of_two(dm), TILE_ELEMENTS // bn)),
-        BN=bn,
-    )
-    run(state_update_kernel, args, constexprs, interpret)
     return y

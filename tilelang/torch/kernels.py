@@ -28,8 +28,8 @@ from torch._subclasses.fake_tensor import is_fake
 
 import tilelang.kernels as library
 from tilelang.dtypes import DType
-from tilelang.kernels import attention, conv, paged_attention, ssd, ssm
-from tilelang.kernels.common import FLOATS, check
+from tilelang.kernels import attention, conv, paged_attention, ssd, ssm, ssm_update
+from tilelang.kernels.common import FLOATS, check, flag
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
 from tilelang.runtime import host_calls
 from tilelang.torch import dtypes as td
@@ -142,8 +142,10 @@ def selective_scan(
     ``tilelang::selective_scan`` (shapes and dtypes: `tilelang.kernels.selective_scan`):
     out [batch, Dm, L] in u's dtype, and with `return_last_state` (out, last state
     [batch, Dm, N] in f32)."""
-    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus))
-    return (out, last) if return_last_state else out
+    softplus = flag(delta_softplus, "delta_softplus")
+    wants_last = flag(return_last_state, "return_last_state")
+    out, last = selective_scan_op(u, delta, A, B, C, D, z, delta_bias, softplus)
+    return (out, last) if wants_last else out
 
 
 def _rank(op_name: str, **given: tuple[torch.Tensor, tuple[str, ...]]) -> None:
@@ -180,19 +182,26 @@ def selective_state_update_op(
     z: torch.Tensor | None,
     dt_bias: torch.Tensor | None,
     dt_softplus: bool,
+    state_batch_indices: torch.Tensor | None = None,
+    pad_slot_id: int = ssm_update.PAD_SLOT_ID,
 ) -> torch.Tensor:
-    """y [batch, Dm]: `tilelang.kernels.selective_state_update` on the tensors (CPU ones
-    as zero-copy numpy views, `runtime.host_calls`), state updated in place."""
-    return ssm.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus)
+    """y with x's shape: `tilelang.kernels.selective_state_update` on the tensors (CPU
+    ones as zero-copy numpy views, `runtime.host_calls`), state updated in place (the
+    rows `state_batch_indices` picks, when given)."""
+    return ssm_update.selective_state_update(
+        state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices, pad_slot_id
+    )
 
 
 @selective_state_update_op.register_fake
-def _selective_state_update_fake(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus):
-    _rank(
-        "tilelang::selective_state_update",
-        state=(state, ("batch", "Dm", "N")),
-        x=(x, ("batch", "Dm")),
-    )
+def _selective_state_update_fake(
+    state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices=None, pad_slot_id=-1
+):
+    if state.dim() == 4:  # Mamba-2's heads
+        layouts = dict(state=(state, ("batch", "H", "P", "N")), x=(x, ("batch", "H", "P")))
+    else:
+        layouts = dict(state=(state, ("batch", "Dm", "N")), x=(x, ("batch", "Dm")))
+    _rank("tilelang::selective_state_update", **layouts)
     return x.new_empty(x.shape)
 
 
@@ -207,12 +216,22 @@ def selective_state_update(
     z: torch.Tensor | None = None,
     dt_bias: torch.Tensor | None = None,
     dt_softplus: bool = False,
+    state_batch_indices: torch.Tensor | None = None,
+    pad_slot_id: int = ssm_update.PAD_SLOT_ID,
 ) -> torch.Tensor:
-    """One Mamba-1 decode step (mamba_ssm's `selective_state_update`) as the torch
-    operator ``tilelang::selective_state_update`` (shapes and dtypes:
-    `tilelang.kernels.selective_state_update`): state [batch, Dm, N] is updated in
-    place; returns y [batch, Dm] in x's dtype."""
-    return selective_state_update_op(state, x, dt, A, B, C, D, z, dt_bias, bool(dt_softplus))
+    """One Mamba decode step (mamba_ssm's `selective_state_update`, vLLM's with
+    `state_batch_indices` and `pad_slot_id`) as the torch operator
+    ``tilelang::selective_state_update`` (shapes, dtypes and the per-head forms of
+    Mamba-2's dt, A, D and dt_bias, broadcast views included:
+    `tilelang.kernels.selective_state_update`): state [batch, Dm, N] or [batch, H, P,
+    N] is updated in place; returns y with x's shape ([batch, Dm] or [batch, H, P]) in
+    x's dtype."""
+    if isinstance(pad_slot_id, bool) or not isinstance(pad_slot_id, int):
+        raise TypeError(f"pad_slot_id must be an int, got {pad_slot_id!r}")
+    softplus = flag(dt_softplus, "dt_softplus")
+    return selective_state_update_op(
+        state, x, dt, A, B, C, D, z, dt_bias, softplus, state_batch_indices, pad_slot_id
+    )
 
 
 @torch.library.custom_op("tilelang::causal_conv1d", mutates_args=(), device_types=("cpu", "cuda"))
@@ -226,7 +245,10 @@ def causal_conv1d_op(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, final states): `tilelang.kernels.causal_conv1d`; the final states [batch,
     Dm, W - 1] with `return_final_states`, else an empty tensor of x's dtype."""
-    result = conv.causal_conv1d(x, weight, bias, activation, initial_states, return_final_states)
+    result = conv.causal_conv1d(
+        x, weight, bias, activation=activation, initial_states=initial_states,
+        return_final_states=return_final_states,
+    )  # fmt: skip
     if not return_final_states:
         return result, x.new_empty(0)
     out, final = result
@@ -244,18 +266,19 @@ def causal_conv1d(
     x: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
+    *,
     activation: str | None = None,
     initial_states: torch.Tensor | None = None,
     return_final_states: bool = False,
 ):
     """causal-conv1d's `causal_conv1d_fn` forward as the torch operator
-    ``tilelang::causal_conv1d`` (shapes and dtypes: `tilelang.kernels.causal_conv1d`):
-    out [batch, Dm, L] in x's dtype, and with `return_final_states` (out, the last
-    W - 1 inputs [batch, Dm, W - 1], the conv_state decoding continues from)."""
-    out, final = causal_conv1d_op(
-        x, weight, bias, activation, initial_states, bool(return_final_states)
-    )
-    return (out, final) if return_final_states else out
+    ``tilelang::causal_conv1d`` (shapes, dtypes and which parameters are keywords:
+    `tilelang.kernels.causal_conv1d`): out [batch, Dm, L] in x's dtype, and with
+    `return_final_states` (out, the last W - 1 inputs [batch, Dm, W - 1], the
+    conv_state decoding continues from)."""
+    wants_final = flag(return_final_states, "return_final_states")
+    out, final = causal_conv1d_op(x, weight, bias, activation, initial_states, wants_final)
+    return (out, final) if wants_final else out
 
 
 @torch.library.custom_op(
@@ -316,8 +339,8 @@ def ssd_chunk_scan_op(
     """(out, final state): `tilelang.kernels.ssd_chunk_scan`; the f32 final state
     [batch, H, P, N] with `return_final_states`, else an empty f32 tensor."""
     result = ssd.ssd_chunk_scan(
-        x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus, initial_states,
-        return_final_states,
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus=dt_softplus,
+        return_final_states=return_final_states,
     )  # fmt: skip
     if not return_final_states:
         return result, x.new_empty(0, dtype=torch.float32)
@@ -349,21 +372,23 @@ def ssd_chunk_scan(
     D: torch.Tensor | None = None,
     z: torch.Tensor | None = None,
     dt_bias: torch.Tensor | None = None,
-    dt_softplus: bool = False,
     initial_states: torch.Tensor | None = None,
+    *,
+    dt_softplus: bool = False,
     return_final_states: bool = False,
 ):
     """mamba_ssm's `mamba_chunk_scan_combined` forward as the torch operator
-    ``tilelang::ssd_chunk_scan`` (shapes and dtypes: `tilelang.kernels.ssd_chunk_scan`):
-    out [batch, L, H, P] in x's dtype, and with `return_final_states` (out, the f32
-    state [batch, H, P, N])."""
+    ``tilelang::ssd_chunk_scan`` (shapes, dtypes and which parameters are keywords:
+    `tilelang.kernels.ssd_chunk_scan`): out [batch, L, H, P] in x's dtype, and with
+    `return_final_states` (out, the f32 state [batch, H, P, N])."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    softplus = flag(dt_softplus, "dt_softplus")
+    wants_final = flag(return_final_states, "return_final_states")
     out, final = ssd_chunk_scan_op(
-        x, dt, A, B, C, chunk_size, D, z, dt_bias, bool(dt_softplus), initial_states,
-        bool(return_final_states),
-    )  # fmt: skip
-    return (out, final) if return_final_states else out
+        x, dt, A, B, C, chunk_size, D, z, dt_bias, softplus, initial_states, wants_final
+    )
+    return (out, final) if wants_final else out
 
 
 # ------------------------------------------------------------------------ attention
