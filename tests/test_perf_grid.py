@@ -1,16 +1,19 @@
 """The static performance report where trip counts differ from block to block
-(`tilelang.runtime.perf_loop`'s "Trip count"): a loop whose bounds depend on the block
+(`tilelang.runtime.perf_trips`'s "Trip count"): a loop whose bounds depend on the block
 index counts its mean over the grid (every block, or an even sample of a large grid),
 an inner loop whose bounds depend on an outer loop's variable its mean over that loop,
 and the DRAM floor the bytes the tiles read; the tensor-core fraction names its peak;
 a split-K launch lists its workspace. Expected numbers are computed here with Python
 loops from the kernels' definitions, never from the code under test."""
 
+import math
+
 import pytest
 
 import tilelang as tl
-from tilelang.runtime import perf_loop
-from tilelang.runtime.perf_loop import find_main_loop, trip_count
+from tilelang.runtime import perf_trips
+from tilelang.runtime.perf_loop import find_main_loop
+from tilelang.runtime.perf_trips import trip_count
 from tilelang.target import HARDWARE
 
 needs_disassembler = pytest.mark.usefixtures("disassembler")
@@ -54,8 +57,8 @@ def test_a_triangular_loop_counts_its_mean_over_every_block(n):
 
 
 def test_a_large_grid_is_sampled_evenly_and_says_so(monkeypatch):
-    monkeypatch.setattr(perf_loop, "EXACT_BLOCKS", 100)
-    monkeypatch.setattr(perf_loop, "SAMPLE_BLOCKS", 50)
+    monkeypatch.setattr(perf_trips, "EXACT_BLOCKS", 100)
+    monkeypatch.setattr(perf_trips, "SAMPLE_BLOCKS", 50)
     n = 64 * 1000
     exact = sum(b + 1 for b in range(1000)) / 1000
     notes: list[str] = []
@@ -74,8 +77,8 @@ def test_an_inner_loop_counts_its_mean_over_the_outer_loop(n):
 
 
 def test_a_sampled_outer_loop_stays_near_the_exact_mean(monkeypatch):
-    monkeypatch.setattr(perf_loop, "EXACT_OUTER", 8)
-    monkeypatch.setattr(perf_loop, "SAMPLE_OUTER", 4)
+    monkeypatch.setattr(perf_trips, "EXACT_OUTER", 8)
+    monkeypatch.setattr(perf_trips, "SAMPLE_OUTER", 4)
     blocks = 40
     exact = sum((b + 1) * (b + 2) / 2 for b in range(blocks)) / blocks
     notes: list[str] = []
@@ -136,3 +139,90 @@ def test_a_split_k_launch_lists_its_workspace_with_its_dram_bytes():
     rows = str(report).split("global tiles per iteration")[1].split("\n  in flight  ")[0]
     row = next(line for line in rows.splitlines() if line.split()[:1] == ["partials"])
     assert row.split()[-2:] == [f"{2 * partials / 1e6:.4g}", "MB"]
+
+
+@needs_disassembler
+@pytest.mark.parametrize("n", [64 * 100, 16384])
+def test_one_wave_counts_its_slowest_block_and_many_waves_the_mean(n):
+    """100 blocks of 1 to 100 steps run as one wave (one a SM): the wave lasts as long as
+    block 99's 100 steps, each waiting on its load. 256 blocks of 1 to 256 steps: the
+    busiest SM runs 2 blocks, 2 x 128.5 steps on average, more than one block's 256."""
+    blocks = n // 64
+    steps = [b + 1 for b in range(blocks)]
+    mean = sum(steps) / blocks
+    report = triangle.compile(target="sm_90").perf(N=n)
+    busiest = -(-blocks // H100.sms)
+    per_sm = max(busiest * mean, max(steps))
+    assert per_sm == (100 if n == 64 * 100 else 2 * mean)
+    (row,) = report.loops
+    assert row.iterations == pytest.approx(mean) and row.most == max(steps)
+    seconds = {b.name: b.seconds for b in report.bounds}
+    issued = 4 * per_sm * row.instructions_per_iteration
+    assert seconds["instruction issue"] == pytest.approx(issued / (4 * H100.clock_hz))
+    # memory latency: the launch's bytes at the bytes in flight (Little's law), or the
+    # slowest block's steps, one latency / depth each, where it takes longer
+    (load,) = report.loads
+    rounds = math.ceil(report.waves)
+    little = report.dram_bytes / (report.concurrent_blocks * load.in_flight / H100.dram_latency_s)
+    expected = little * max(1.0, max(steps) / (mean * rounds))
+    assert seconds["memory latency"] == pytest.approx(expected)
+    if n == 64 * 100:
+        assert expected >= max(steps) * H100.dram_latency_s / load.depth
+
+
+@tl.kernel(warps=4)
+def i8_matmul(
+    a: tl.Tensor[tl.i8, "M", "K"],
+    b: tl.Tensor[tl.i8, "K", "N"],
+    c: tl.Tensor[tl.i32, "M", "N"],
+    BM: tl.constexpr = 128,
+    BN: tl.constexpr = 128,
+    BK: tl.constexpr = 64,
+):
+    bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
+    acc = tl.zeros([BM, BN], tl.i32)
+    for k in tl.range(0, K, BK, stages=3):
+        acc = tl.dot(tl.load(a, [bm * BM, k], [BM, BK]), tl.load(b, [k, bn * BN], [BK, BN]), acc)
+    tl.store(c, [bm * BM, bn * BN], acc)
+
+
+#: Dense 8-bit integer tensor-core peaks from the data sheets: H100 SXM5 1979 TOPS,
+#: GeForce RTX 3090 284 TOPS (GA102 whitepaper: 4x its 71 TFLOPS of f16 with f32
+#: accumulation, not the 2x of A100 and H100).
+I8_H100, I8_RTX3090 = 1979e12, 284e12
+
+
+@needs_disassembler
+def test_an_int8_matmul_counts_integer_ops_against_the_int8_peak():
+    """The user's IMMA kernel: 137 GOP reported as 137 GOP against mma.sync's i8 rate
+    (2/3 of the data sheet's on H100, as for f16), not as 68.7 GFLOP against f16's."""
+    m = n = k = 4096
+    ops = 2 * m * n * k
+    report = i8_matmul.compile(target="sm_90a").perf(M=m, N=n, K=k)
+    sync_i8 = I8_H100 * 2 / 3
+    assert report.mma_int_ops == ops and report.mma_flops == 0
+    tensor = next(b for b in report.bounds if b.name == "tensor cores")
+    assert tensor.seconds == pytest.approx(ops / sync_i8)
+    assert f"{ops / 1e9:.4g} GOP / {sync_i8 / 1e12:.4g} TOPS (mma.sync i8)" in tensor.detail
+    assert "GFLOP" not in tensor.detail
+    assert report.tensor_peak == f"mma.sync i8 peak ({sync_i8 / 1e12:.4g} TOPS)"
+    assert report.tensor_fraction == pytest.approx(ops / report.predicted_seconds / sync_i8)
+    assert f"of the mma.sync i8 peak ({sync_i8 / 1e12:.4g} TOPS)" in str(report)
+
+
+def test_int8_dots_are_floored_at_the_int8_peak():
+    """The block IR's integer dots are integer ops, apart from the float dots' flops."""
+    from tilelang.runtime.perf_trips import dot_ops
+
+    m = n = k = 1024
+    fn = i8_matmul.stages()["plan_registers"]
+    per_block = 2 * 128 * 128 * k
+    assert dot_ops(fn, {"M": m, "N": n, "K": k}) == (0.0, per_block)
+
+
+@needs_disassembler
+def test_an_int8_matmul_on_a_geforce_card_runs_at_its_own_int8_peak():
+    m = n = k = 2048
+    report = i8_matmul.compile(target="sm_86").perf(M=m, N=n, K=k)
+    tensor = next(b for b in report.bounds if b.name == "tensor cores")
+    assert tensor.seconds == pytest.approx(2 * m * n * k / I8_RTX3090)

@@ -148,30 +148,107 @@ def test_a_loop_ptxas_splits_keeps_its_remainder_and_leaves_the_next_loop_its_ow
     assert [x.unroll for x in report.loops] == [loads[0] // per_thread, loads[2] // per_thread]
 
 
-def _loop(memory: int, mma: int = 0, mufu: bool = False):
+def _loop(memory: int, mma: int = 0, mufu: bool = False, instructions: int = 0):
     from tilelang.runtime.perf_match import _Sass
 
-    return _Sass({}, memory, mma, mufu)
+    return _Sass({"OTHER": instructions} if instructions else {}, memory, mma, mufu)
 
 
 def test_loops_are_matched_by_their_loads_and_special_functions():
     """Three SASS loops for two block-IR loops of 2 loads an iteration: an unrolled x4
-    loop, a remainder, and a loop with MUFU. Without the MUFU the middle one could be
-    either loop's: the second loop's SASS is not told apart."""
+    loop, a remainder, and a loop with MUFU. Without the MUFU (and with bodies of no
+    size to compare) the middle one could be either loop's: the second loop is counted
+    with the costlier of the two, and says it is unsure."""
     from tilelang.runtime.perf_loop import ThreadLoop
-    from tilelang.runtime.perf_match import _assign
+    from tilelang.runtime.perf_match import Match, _assign
 
     plain, special = ThreadLoop(0, 2, False), ThreadLoop(0, 2, True)
     loops = [_loop(8), _loop(2), _loop(2, mufu=True)]
-    assert _assign(loops, [plain, special], (0, 1)) == {0: (0, 2), 1: (2, 1)}
+    assert _assign(loops, [plain, special], (0, 1)) == {
+        0: Match(0, 2, (0,)),
+        1: Match(2, 1, (2,)),
+    }
     loops = [_loop(8), _loop(2), _loop(2)]
-    assert _assign(loops, [plain, plain], (0, 1)) == {0: (0, 2), 1: None}
+    found = _assign(loops, [plain, plain], (0, 1))
+    assert (found[0].index, found[0].candidates) == (0, (0,))
+    assert found[1].candidates == (1, 2) and found[1].unsure
     # an unrolled body before its remainder: [x4, x1, x4] splits after the remainder
     loops = [_loop(8), _loop(2), _loop(8), _loop(2)]
-    assert _assign(loops, [plain, plain], (0, 1)) == {0: (0, 2), 1: (2, 2)}
+    assert _assign(loops, [plain, plain], (0, 1)) == {0: Match(0, 2, (0,)), 1: Match(2, 2, (2,))}
     # counts that fit only one way: the mma of a dot loop
     dot, add = ThreadLoop(4, 2, False), ThreadLoop(0, 1, False)
-    assert _assign([_loop(4, 8), _loop(3)], [dot, add], (0, 1)) == {0: (0, 1), 1: (1, 1)}
+    assert _assign([_loop(4, 8), _loop(3)], [dot, add], (0, 1)) == {
+        0: Match(0, 1, (0,)),
+        1: Match(1, 1, (1,)),
+    }
+
+
+@tl.kernel(warps=4)
+def layer_norm(
+    x: tl.Tensor[tl.f32, "M", "N"],
+    w: tl.Tensor[tl.f32, "N"],
+    y: tl.Tensor[tl.f32, "M", "N"],
+    BN: tl.constexpr = 1024,
+):
+    """A layer norm's three passes over a row (a port of Triton's tutorial): the mean,
+    the variance of the masked centred values, the normalized row."""
+    row = tl.blocks(M)
+    acc = tl.zeros([1, BN], tl.f32)
+    for c in tl.range(0, N, BN):  # <- mean
+        acc = acc + tl.load(x, [row, c], [1, BN])
+    mu = tl.sum(acc, axis=1) / N
+    acc = tl.zeros([1, BN], tl.f32)
+    for c in tl.range(0, N, BN):  # <- variance
+        cols = c + tl.arange(0, BN)
+        d = tl.where((cols < N)[None, :], tl.load(x, [row, c], [1, BN]) - mu[:, None], 0.0)
+        acc = acc + d * d
+    rs = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / N + 1e-5)
+    for c in tl.range(0, N, BN):  # <- normalize
+        t = tl.load(x, [row, c], [1, BN])
+        tl.store(y, [row, c], (t - mu[:, None]) * rs[:, None] * tl.load(w, [c], [BN])[None, :])
+
+
+@needs_disassembler
+def test_a_layer_norm_counts_all_three_passes():
+    """The second pass loads as much an iteration as the first (one tile of x) and, where
+    ptxas splits the first into an unrolled loop and its remainder, either could be the
+    remainder's: its size tells them apart (the remainder runs the first pass's body,
+    the second pass computes a masked square). None of the passes is left out."""
+    build = layer_norm.compile(target="sm_90a")
+    report = build.perf(M=4096, N=4096)
+    lines = [marked_line(layer_norm, f"# <- {m}") for m in ("mean", "variance", "normalize")]
+    wheres = {f"test_perf_loops.py:{line}" for line in lines}
+    assert {x.where for x in report.loops} == wheres
+    assert len({x.sass for x in report.loops}) == 3
+    assert not any("left out" in note or "could be SASS loop" in note for note in report.notes)
+    by_line = {x.where: x for x in report.loops}
+    mean, variance = (by_line[f"test_perf_loops.py:{line}"] for line in lines[:2])
+    assert variance.instructions_per_iteration > mean.instructions_per_iteration
+    # x's three passes: a pass reads a row of 16 KB a block; the third finds in L2 what
+    # the second read (one pass of the blocks at once between them: under the 50 MB L2),
+    # though the first read is two passes back (over it)
+    pass_bytes = report.concurrent_blocks * 4096 * 4
+    assert pass_bytes <= H100.l2_bytes < 2 * pass_bytes
+    assert [(r.charged, r.distance) for r in report.rereads] == [(0, pass_bytes)] * 2
+
+
+def test_sass_loops_of_one_loop_run_bodies_of_about_one_size(monkeypatch):
+    """The layer norm's SASS: an unrolled x4 first pass (88 instructions, 22 an
+    iteration), its remainder (26), the second pass (81), the third (73). Counts alone
+    let the remainder be the second pass's; sizes do not. Where sizes cannot tell
+    (`ALIKE` huge) the second pass takes the costlier of its candidates and says so."""
+    from tilelang.runtime import perf_match
+    from tilelang.runtime.perf_loop import ThreadLoop
+    from tilelang.runtime.perf_match import Match, _assign
+
+    two, six = ThreadLoop(0, 2, False), ThreadLoop(0, 6, False)
+    loops = [_loop(8, instructions=88), _loop(2, instructions=26), _loop(2, instructions=81)]
+    loops.append(_loop(6, instructions=73))
+    found = _assign(loops, [two, two, six], (0, 1, 2))
+    assert found == {0: Match(0, 2, (0,)), 1: Match(2, 1, (2,)), 2: Match(3, 1, (3,))}
+    monkeypatch.setattr(perf_match, "ALIKE", 1e9)
+    found = _assign(loops, [two, two, six], (0, 1, 2))
+    assert found[1] == Match(2, 1, (1, 2), unsure=True)  # 81 instructions over 26
 
 
 # --------------------------------------------------------------------------- bank conflicts

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import tilelang as tl
-from tilelang.runtime.perf_loop import dot_flops, find_main_loop
+from tilelang.runtime.perf_loop import find_main_loop
+from tilelang.runtime.perf_trips import dot_flops
 from tilelang.target import HARDWARE
 
 needs_disassembler = pytest.mark.usefixtures("disassembler")
@@ -156,3 +157,28 @@ def test_loops_of_one_nest_do_not_re_read_what_they_share():
     found = rereads([prologue, stream, again], {"a": 64e6}, 100, 2, 1_000_000)
     assert [(r.where, r.first) for r in found] == [("k.py:5", "k.py:1")]
     assert found[0].charged == min(64e6, 100 * 8 * 1e6)
+
+
+@needs_disassembler
+def test_a_persistent_kernel_in_one_wave_is_as_slow_as_its_busiest_block():
+    """132 blocks over 1024 tiles: blocks 0 to 99 take 8 tiles, the others 7 (a mean of
+    7.76). They run as one wave, one a SM: the SM-bound bounds count 8 tiles of 128 k
+    steps, and the tensor cores the slowest SM's 8 tiles on every SM."""
+    report = persistent_matmul.compile(target="sm_90").perf(**SIZES)
+    tiles = [len(range(b, 1024, 132)) for b in range(132)]
+    assert max(tiles) == 8 and sum(tiles) / 132 == pytest.approx(1024 / 132)
+    k_steps = 4096 // 32
+    inner, outer = report.loops
+    assert inner.iterations == pytest.approx(sum(tiles) / 132 * k_steps)
+    assert (inner.most, outer.most) == (8 * k_steps, 8)
+    seconds = {b.name: b.seconds for b in report.bounds}
+    issued = 4 * (
+        8 * k_steps * inner.instructions_per_iteration + 8 * outer.instructions_per_iteration
+    )
+    assert seconds["instruction issue"] == pytest.approx(issued / (4 * H100.clock_hz))
+    moved = 4 * (8 * k_steps * inner.shared_per_iteration + 8 * outer.shared_per_iteration)
+    assert seconds["shared memory"] == pytest.approx(moved / (128 * H100.clock_hz))
+    # each SM's tensor cores do their block's 8 tiles: 132 SMs x 8 x 2*128*128*4096
+    slowest = 132 * 8 * 2 * 128 * 128 * 4096
+    assert seconds["tensor cores"] == pytest.approx(slowest / H100.mma_flops)
+    assert report.mma_flops == pytest.approx(2 * 4096**3)  # the work done: the mean's

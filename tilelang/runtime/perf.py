@@ -2,10 +2,12 @@
 from its SASS, its resources and its block IR, with no GPU at hand.
 
 This module owns the model and the report (`perf_report`, `PerfReport`, `occupancy`);
-`tilelang.runtime.perf_loop` reads the loops out of the IR, `perf_match` finds their
-SASS loops, `tilelang.runtime.sass` the instruction mix, `perf_bounds` computes the
-bounds, `perf_traffic`, `perf_sectors` and `perf_shared` the DRAM bytes, uncoalesced
-accesses and bank conflicts, and `tilelang.target.HARDWARE` holds the card.
+`tilelang.runtime.perf_loop` reads the loops out of the IR, `perf_trips` counts their
+iterations (`perf_guards`: in the blocks that take their `if`s), `perf_match` finds
+their SASS loops, `perf_parts` gathers each loop's work, `tilelang.runtime.sass` the
+instruction mix, `perf_bounds` computes the bounds, `perf_traffic`, `perf_sectors`,
+`perf_shared` and `perf_atomics` the DRAM bytes, uncoalesced accesses, bank conflicts
+and atomics, and `tilelang.target.HARDWARE` holds the card.
 `CompiledKernel.perf(**launch)` and `tilelang inspect --perf` call it. It is a
 prediction, never a measurement: every number follows from the inputs below.
 
@@ -18,19 +20,22 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    bytes plus the 1 KiB the system reserves, rounded up to 128, against the SM's
    largest carveout, which the driver's default preference allows), threads, and the
    resident-block cap. Waves = B / (r * SMs).
-2. **Loops** — the *main loop* is the innermost block-IR loop that loads the most
-   global bytes per iteration (the first of equals); the report's tiles, bytes in flight,
-   instruction mix and per-element counts are its. A kernel with several loops that
-   load is modelled as the sum of them (`perf_loop.MainLoop.modelled`: every such loop
-   but those under an `if`, which not every block need take; one whose bounds are read
-   at run time, other than the main loop, is left out): each block runs each loop's
-   iterations (its trip count at the launch times those of the loops around it, the
-   mean over the grid where the bounds use the block index, `perf_loop`: an
-   inner loop runs whole in every iteration of an outer one, whose own work is its body
-   without the loops inside it). Each loop's SASS is found by `perf_match` (the cubin has no line
-   information: by program order, global loads, mma and MUFU against its thread-IR
-   loop; where that fails, the main loop alone, and a note says which SASS loop was
-   used); its shortest path (`sass.shortest_path`: every forward branch that skips
+2. **Loops** — the *main loop* is the innermost block-IR loop under no `if` that loads
+   the most global bytes per iteration (the first of equals); the report's tiles, bytes
+   in flight, instruction mix and per-element counts are its. Where every loop that
+   loads is under an `if` and the kernel loads tiles outside them, there is none: the
+   code outside the loops, once per block, heads the report. A kernel with several
+   loops that load is modelled as the sum of them (`perf_loop.MainLoop.modelled`; one
+   whose bounds are read at run time, other than the main loop, is left out): each
+   block runs each loop's iterations (its trip count at the launch times those of the
+   loops around it, 0 in a block that does not take the `if`s around it, `perf_trips`
+   and `perf_guards`: an inner loop runs whole in every iteration of an outer one,
+   whose own work is its body without the loops inside it); the mean over the grid and
+   the most of one block are kept. Each loop's SASS is found by `perf_match` (the cubin
+   has no line information: by program order, global loads, mma, MUFU and body size
+   against its thread-IR loop; where two SASS loops fit, the costlier, and where that
+   fails, the main loop alone, and a note says which SASS loop was used); its shortest
+   path (`sass.shortest_path`: every forward branch that skips
    instructions taken, as for a mask only the last block runs; a note says how many
    it skips). One iteration of a block-IR loop is that many warp instructions divided
    by how many times ptxas unrolled it (the SASS's HMMA/IMMA count over the thread
@@ -55,9 +60,13 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    - memory latency (Little's law): each loop's DRAM bytes (a loop other than the main
      one: the tensors it reads first and its re-reads; the main loop: the rest) over
      (its bytes in flight at once / DRAM latency), the bandwidth that many outstanding
-     bytes sustain, added up;
-   - instruction issue: the busiest SM runs ceil(B / SMs) blocks, each issuing
-     W * Σ over loops (iterations * warp instructions per iteration), at 4 warp
+     bytes sustain, times max(1, the slowest block's iterations / (the mean *
+     ceil(waves))), added up;
+   - instruction issue: the busiest SM runs ceil(B / SMs) blocks, issuing
+     W * Σ over loops (max(ceil(B / SMs) * mean iterations, the slowest block's
+     iterations) * warp instructions per iteration: a wave takes as long as its
+     slowest block, and a loop only some blocks run costs the SM that runs one its
+     whole trip count), at 4 warp
      instructions per cycle (one per scheduler) at the card's clock — or fewer when
      fewer warps are on the SM at once (min(r, ceil(B / SMs)) * W < 4): a warp issues
      from its own scheduler only;
@@ -70,18 +79,23 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
      writes, the B a warpgroup mma reads, a quarter for each of its warps; whole
      128-byte wavefronts) plus 128 bytes for each wavefront a bank conflict adds
      (`perf_shared`, from the IR's layouts), over the SM's 128 bytes a cycle;
-   - tensor cores: the flops of the HMMA/IMMA instructions executed (the tiles'
-     padding included) over the peak of `mma.sync` (IMMA at twice the f16 rate): the
-     data sheet's, except on H100, whose data-sheet peak needs `wgmma`
-     (`tilelang.target.Hardware.mma_flops`); plus those of HGMMA (sm_90a's `wgmma`)
-     over the data sheet's peak; never less than the flops of the block IR's dots at
-     their trip counts over the data sheet's peak (`perf_loop.dot_flops`), a floor
-     whatever SASS was matched.
+   - tensor cores: the flops of the HMMA instructions executed (the tiles' padding
+     included) over the peak of `mma.sync`: the data sheet's, except on H100, whose
+     data-sheet peak needs `wgmma` (`tilelang.target.Hardware.mma_flops`); plus those
+     of HGMMA (sm_90a's `wgmma`) over the data sheet's peak; plus the integer ops of
+     IMMA over the card's i8 peak (`perf_bounds.I8_OPS`, at mma.sync's share); each
+     loop at max(B * mean, min(B, SMs) * the slowest block's iterations); never less
+     than the block IR's dots at their trip counts over the data sheet's peaks
+     (`perf_trips.dot_ops`), a floor whatever SASS was matched;
+   - atomics on one address: a tensor of E elements receiving U element updates from
+     global atomics (`perf_atomics`) has an address that receives U / E of them, which
+     the L2 applies one a clock (an assumption: the Kepler GK110 whitepaper's figure).
    The prediction is the largest of them (they are assumed to overlap perfectly):
    predicted fraction of DRAM bandwidth = (useful bytes, each tensor once) / peak
    bandwidth / predicted, and of tensor-core peak =
    executed flops / predicted time / the peak of the instruction doing most of them
-   (`wgmma`'s or `mma.sync`'s, which the report names).
+   (`wgmma`'s or `mma.sync`'s, which the report names; integer ops over the i8 peak
+   where IMMA does most of the work).
    The bound that equals the prediction binds.
    The issue budget per element of T = 4 * clock * SMs * floor / (elements of T): the
    warp instructions per element the GPU can issue while the launch runs at the floor.
@@ -97,7 +111,9 @@ The model, for one launch (its sizes give the grid: B blocks of W warps):
    block writes the whole sector, so they cost L2 bandwidth only, which the model has
    no bound for: they are listed and do not change the prediction.
 
-Not modelled: the code outside the loops (a kernel with a loop that loads), L2 hits
+Not modelled: the code outside the loops (a kernel with a main loop), that the blocks
+taking a `tl.arrive` count's `if` start only after the others of their group arrived
+(their loop is overlapped with the others' work: optimistic), L2 hits
 other than a later loop's re-reads (a tile many blocks read, such as the activations
 of a matmul, is counted at DRAM latency), L2 and load-store-unit bandwidth (the
 sectors of uncoalesced stores), dependency stalls within a warp (with one or two warps
@@ -116,36 +132,18 @@ from typing import Any
 
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
-from tilelang.ir.visit import walk
 from tilelang.runtime import sass as sass_text
 from tilelang.runtime.cubin import Resources
 from tilelang.runtime.host_expr import eval_grid
-from tilelang.runtime.perf_bounds import (
-    Bound,
-    Context,
-    Phase,
-    Work,
-    mma_flops,
-    tensor_peak,
-    tensor_peak_name,
-)
+from tilelang.runtime.perf_atomics import atomic_counts
+from tilelang.runtime.perf_bounds import Bound, Context, tensor_fraction, tensor_peak_name
 from tilelang.runtime.perf_bounds import bounds as compute_bounds
 from tilelang.runtime.perf_bounds import mb as _mb
 from tilelang.runtime.perf_launch import check_launch, check_per
-from tilelang.runtime.perf_loop import (
-    MainLoop,
-    PerfError,
-    TileLoad,
-    direct_instrs,
-    dot_flops,
-    find_main_loop,
-    loop_trips,
-    tensor_shapes,
-    trip_count,
-)
-from tilelang.runtime.perf_match import LoopCode, kernel_code, loop_codes
+from tilelang.runtime.perf_loop import MainLoop, PerfError, find_main_loop, tensor_shapes
+from tilelang.runtime.perf_parts import LoadRow, LoopRow, Part, parts, phases
 from tilelang.runtime.perf_sectors import SectorRow, boxes, extra_read_bytes, sector_rows
-from tilelang.runtime.perf_shared import WAVEFRONT, Conflict, shared_conflicts
+from tilelang.runtime.perf_shared import Conflict
 from tilelang.runtime.perf_text import format_report
 from tilelang.runtime.perf_traffic import (
     LoopTraffic,
@@ -156,6 +154,7 @@ from tilelang.runtime.perf_traffic import (
     rereads,
     tensor_traffic,
 )
+from tilelang.runtime.perf_trips import dot_ops, main_trips
 from tilelang.target import Hardware, hardware
 
 __all__ = [
@@ -243,45 +242,6 @@ def occupancy(hw: Hardware, threads: int, registers: int, shared_bytes: int) -> 
 
 
 @dataclass(frozen=True)
-class LoadRow:
-    """One global tile the main loop loads per iteration, at this launch: its bytes and
-    elements clipped to the tensor's extent, how many iterations ahead it is issued,
-    the bytes it keeps in flight per block, and the instructions per element of its
-    tensor (all of that tensor's loads in the loop together)."""
-
-    tensor: str
-    kind: str
-    tile: tuple[int, ...]
-    dtype: str
-    elements: int
-    bytes: float
-    clipped: bool
-    ahead: int
-    depth: int
-    in_flight: float
-    instructions_per_element: float
-    loc: str
-
-
-@dataclass(frozen=True)
-class LoopRow:
-    """One loop the report adds up: its source line, iterations per block, how many of
-    them one pass of its SASS loop holds, per iteration its warp instructions, MUFU and
-    bytes through shared memory (bank conflicts included), the DRAM bytes charged to it
-    (its tensors' first reads and its re-reads; the main loop's also every write), and
-    which SASS it is (`tilelang.runtime.perf_match`)."""
-
-    where: str
-    iterations: float
-    unroll: int
-    instructions_per_iteration: float
-    special_per_iteration: float
-    shared_per_iteration: float
-    dram_bytes: float
-    sass: str
-
-
-@dataclass(frozen=True)
 class PerfReport:
     """The static performance report of one kernel at one launch (module docstring).
 
@@ -330,6 +290,7 @@ class PerfReport:
     tensor_peak: str = "mma.sync peak"  # what `tensor_fraction` is of, in words
     #: each tensor read or written: how, and its bytes in the DRAM floor (`perf_traffic`)
     tensors: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    mma_int_ops: float = 0.0  # integer ops of the IMMA executed (`mma_flops`: floats')
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -339,43 +300,6 @@ class PerfReport:
 
     def __str__(self) -> str:
         return format_report(self)
-
-
-def _load_rows(
-    loads: tuple[TileLoad, ...],
-    shapes: dict[str, tuple[int, ...]],
-    warp_instructions: float,
-) -> tuple[LoadRow, ...]:
-    clipped = []
-    for load in loads:
-        extent = shapes[load.tensor]
-        kept = tuple(min(a, b) for a, b in zip(load.shape, extent, strict=True))
-        clipped.append((load, kept))
-    per_tensor: dict[str, int] = {}
-    for load, kept in clipped:
-        per_tensor[load.tensor] = per_tensor.get(load.tensor, 0) + math.prod(kept)
-    rows = []
-    for load, kept in clipped:
-        elements = math.prod(kept)
-        nbytes = elements * load.dtype.bits / 8
-        total = per_tensor[load.tensor]
-        rows.append(
-            LoadRow(
-                tensor=load.tensor,
-                kind=load.kind,
-                tile=load.shape,
-                dtype=load.dtype.name,
-                elements=elements,
-                bytes=nbytes,
-                clipped=kept != load.shape,
-                ahead=load.ahead,
-                depth=load.depth,
-                in_flight=nbytes * load.depth,
-                instructions_per_element=warp_instructions / total if total else math.inf,
-                loc=load.loc,
-            )
-        )
-    return tuple(rows)
 
 
 def perf_report(
@@ -420,23 +344,23 @@ def perf_report(
         )
     notes: list[str] = []
     values = {**scalars, **sizes}
-    iterations = trip_count(function, main, values, iterations, notes)
+    first_trips = main_trips(function, main, values, iterations, notes)
     shapes = tensor_shapes(function, sizes)
-    parts = _parts(function, thread, cubin, main, values, iterations, shapes, notes)
-    first = parts[0]  # the main loop
+    found = parts(function, thread, cubin, main, values, first_trips, shapes, notes)
+    first = found[0]  # the main loop (or the code outside the loops)
     rows = first.rows
     in_flight_block = sum(r.in_flight for r in rows)
     waves = blocks / (occ.resident * hw.sms)
     concurrent = blocks / math.ceil(waves)
     latency = latency_ns * 1e-9 if latency_ns is not None else hw.dram_latency_s
-    loops = {id(main.loops[x.index].loop): (x.iterations, x.tiles()) for x in parts if x.index >= 0}
+    loops = {id(main.loops[x.index].loop): (x.iterations, x.tiles()) for x in found if x.index >= 0}
     caps = read_caps(function, shapes, blocks, loops)
     notes.extend(partial_reads(function, shapes, caps))
     by_tensor = tensor_traffic(function, shapes, caps)
     bytes_total = sum(b for _, b in by_tensor.values())
     sectors = sector_rows(thread.stats, boxes(function))
     sector_bytes = extra_read_bytes(function, shapes, sectors)
-    ordered = sorted(parts, key=lambda x: x.index)
+    ordered = sorted(found, key=lambda x: x.index)
     roots = [main.loops[x.nest].where if x.nest >= 0 else x.where for x in ordered]
     traffic = [
         LoopTraffic(x.where, x.iterations, x.tiles(), r)
@@ -446,28 +370,29 @@ def perf_report(
     again = rereads(traffic, tensors, blocks, concurrent, hw.l2_bytes)
     reread_bytes = sum(r.charged for r in again)
     dram_bytes = bytes_total + sector_bytes + reread_bytes
-    phases = _phases(parts, again, tensors, dram_bytes, concurrent, latency)
-    flops = [sum(x.flops(i) for x in parts) * warps * blocks for i in (0, 1)]
+    memory = phases(found, again, tensors, dram_bytes, concurrent, latency, math.ceil(waves))
     schedulers = min(hw.sub_partitions, _warps_at_once(hw, occ, blocks, warps))
+    dots = dot_ops(function, values, main, iterations)
     context = Context(
         hw=hw,
         blocks=blocks,
         warps=warps,
-        work=tuple(x.work() for x in parts),
+        work=tuple(x.work() for x in found),
         bytes_total=bytes_total,
         dram_bytes=dram_bytes,
         sector_bytes=sector_bytes,
         reread_bytes=reread_bytes,
-        phases=phases,
+        phases=memory,
         latency=latency,
-        sync_flops=flops[0],
-        warpgroup_flops=flops[1],
         schedulers=schedulers,
-        dot_flops=dot_flops(function, values, main, iterations) * blocks,
+        dot_flops=dots[0] * blocks,
+        dot_int_ops=dots[1] * blocks,
+        atomics=atomic_counts(function, shapes, values, blocks),
     )
     bounds = compute_bounds(context)
     predicted = max(b.seconds for b in bounds)
-    _add_notes(notes, main, parts, hw, occ, blocks, warps, bytes_total, resources)
+    executed = context.executed()
+    _add_notes(notes, main, found, hw, occ, blocks, warps, bytes_total, resources)
     unroll = first.code.unroll
     return PerfReport(
         kernel=function.name,
@@ -480,7 +405,7 @@ def perf_report(
         occupancy=occ,
         waves=waves,
         loop=main.where,
-        iterations=iterations,
+        iterations=first_trips.value,
         unroll=unroll,
         instructions_per_iteration=first.work().instructions,
         mix={
@@ -496,7 +421,7 @@ def perf_report(
         concurrent_blocks=concurrent,
         in_flight=concurrent * in_flight_block,
         latency_s=latency,
-        little_bandwidth=phases[0].little,
+        little_bandwidth=memory[0].little,
         peak_bandwidth=hw.dram_bytes_per_s,
         bytes_total=bytes_total,
         dram_bytes=dram_bytes,
@@ -504,156 +429,18 @@ def perf_report(
         sector_bytes=sector_bytes,
         rereads=again,
         conflicts=tuple(c for x in ordered for c in x.conflicts),
-        loops=tuple(x.row(p.dram_bytes) for x, p in zip(parts, phases, strict=True)),
-        mma_flops=sum(flops),
+        loops=tuple(x.row(p.dram_bytes) for x, p in zip(found, memory, strict=True)),
+        mma_flops=executed[0] + executed[1],
         bounds=bounds,
         predicted_seconds=predicted,
         dram_fraction=bytes_total / hw.dram_bytes_per_s / predicted if predicted else 0.0,
-        tensor_fraction=sum(flops) / predicted / tensor_peak(hw, *flops) if predicted else 0.0,
+        tensor_fraction=tensor_fraction(hw, executed, predicted),
         binds=next(b.name for b in bounds if b.seconds == predicted),
-        notes=tuple(notes),
-        tensor_peak=tensor_peak_name(hw, *flops),
+        notes=tuple(dict.fromkeys(notes)),  # a nest's loops share their ifs' notes
+        tensor_peak=tensor_peak_name(hw, *executed),
         tensors=by_tensor,
+        mma_int_ops=executed[2],
     )
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One loop the report adds up, at this launch (`index`: its place among the loops
-    that load, in program order; -1 for a loop-free kernel's body)."""
-
-    index: int
-    where: str
-    iterations: float
-    code: LoopCode
-    rows: tuple[LoadRow, ...]
-    conflicts: tuple[Conflict, ...]
-    dequantizes: bool
-    nest: int  # the index of the outermost loop around it that loads (its own if none)
-
-    def work(self) -> Work:
-        ops, unroll = self.code.ops, self.code.unroll
-        shared = sum(n * (sass_text.shared_bytes(op) or 0) for op, n in ops.items()) / unroll
-        shared += sum(c.extra for c in self.conflicts) * WAVEFRONT
-        special = sum(n for op, n in ops.items() if op.startswith("MUFU")) / unroll
-        return Work(self.iterations, sum(ops.values()) / unroll, special, shared)
-
-    def flops(self, which: int) -> float:
-        """Per warp and block: mma.sync's (0) or the warpgroup mma's (1)."""
-        return mma_flops(self.code.ops, self.code.unroll)[which] * self.iterations
-
-    def tiles(self) -> dict[str, float]:
-        found: dict[str, float] = {}
-        for row in self.rows:
-            found[row.tensor] = found.get(row.tensor, 0.0) + row.bytes
-        return found
-
-    def row(self, dram_bytes: float) -> LoopRow:
-        work = self.work()
-        return LoopRow(
-            self.where,
-            self.iterations,
-            self.code.unroll,
-            work.instructions,
-            work.special,
-            work.shared,
-            dram_bytes,
-            self.code.sass,
-        )
-
-
-def _parts(
-    fn: ir.Function,
-    thread: t.ThreadFunction,
-    cubin: bytes,
-    main: MainLoop,
-    values: Mapping[str, Any],
-    iterations: float,
-    shapes: dict[str, tuple[int, ...]],
-    notes: list[str],
-) -> list[_Part]:
-    """The loops the report adds up (`MainLoop.modelled`, those whose SASS and trip count
-    are known), the main loop first."""
-    try:
-        text = sass_text.disassemble(cubin)
-    except sass_text.SassUnavailableError as error:
-        raise sass_text.SassUnavailableError(
-            f"{fn.name}: a performance report counts the kernel's SASS instructions: {error}"
-        ) from None
-    warps = thread.threads // WARP
-
-    def part(index: int, where: str, trips: int, code: LoopCode, loads, body: ir.Block):
-        rows = _load_rows(loads, shapes, sum(code.ops.values()) / code.unroll * warps)
-        conflicts = shared_conflicts(direct_instrs(body))
-        nest = main.nest_of(index) if index >= 0 else index
-        return _Part(index, where, trips, code, rows, conflicts, _dequantizes(body), nest)
-
-    if main.loop is None:
-        return [part(-1, main.where, 1, kernel_code(text), main.loads, fn.body)]
-    modelled, why = main.modelled()
-    notes.extend(why)
-    trips = {main.rank: iterations}
-    for i in modelled:
-        if i != main.rank:
-            try:
-                trips[i] = loop_trips(fn, main.loops[i], values, notes)
-            except PerfError:
-                notes.append(
-                    f"the loop at {main.loops[i].where} reads its bounds at run time: "
-                    "left out of the sum"
-                )
-    kept = tuple(i for i in modelled if i in trips)
-    codes = loop_codes(text, thread, main, kept, iterations, notes)
-    order = [main.rank] + [i for i in kept if i in codes and i != main.rank]
-    return [
-        part(i, x.where, trips[i], codes[i], x.loads, x.loop.body)
-        for i, x in ((i, main.loops[i]) for i in order)
-    ]
-
-
-def _dequantizes(body: ir.Block) -> bool:
-    """Whether `body` casts codes of fewer than 16 bits to floats: the conversions of its
-    SASS belong to a dequantization recipe (`sass.classify`)."""
-    return any(
-        isinstance(i, ir.Cast)
-        and isinstance(i.value, ir.Var)
-        and i.value.type.dtype.bits < 16
-        and i.result.type.dtype.is_float
-        for i in walk(body)
-    )
-
-
-def _phases(
-    parts: list[_Part],
-    again: tuple[Reread, ...],
-    tensors: Mapping[str, int],
-    dram_bytes: float,
-    concurrent: float,
-    latency: float,
-) -> tuple[Phase, ...]:
-    """The DRAM bytes of each loop (the main loop first) at its own bytes in flight: a
-    loop other than the main one is charged the tensors it reads first and its
-    re-reads, unless it shares the main loop's nest (the main loop streams them); the
-    main loop the rest (writes, loads outside loops, wasted sectors)."""
-    seen: set[str] = set()
-    first: dict[int, set[str]] = {}
-    for x in sorted(parts, key=lambda x: x.index):
-        first[x.index] = set(x.tiles()) - seen
-        seen |= first[x.index]
-        if x.nest == parts[0].nest:
-            first[x.index] = set()
-    phases = []
-    for x in parts[1:]:
-        charged = sum(tensors[n] for n in first[x.index])
-        charged += sum(r.charged for r in again if r.where == x.where)
-        little = concurrent * sum(r.in_flight for r in x.rows) / latency
-        phases.append(
-            Phase(x.where, charged, concurrent * sum(r.in_flight for r in x.rows), little)
-        )
-    main = parts[0]
-    in_flight = concurrent * sum(r.in_flight for r in main.rows)
-    rest = dram_bytes - sum(p.dram_bytes for p in phases)
-    return (Phase(main.where, rest, in_flight, in_flight / latency), *phases)
 
 
 def _hardware(target: str) -> Hardware:
@@ -697,7 +484,7 @@ def _issue_budget(
 def _add_notes(
     notes: list[str],
     main: MainLoop,
-    parts: list[_Part],
+    parts: list[Part],
     hw: Hardware,
     occ: Occupancy,
     blocks: int,
@@ -705,9 +492,15 @@ def _add_notes(
     bytes_total: int,
     resources: Resources,
 ) -> None:
-    if main.loop is None:
+    if not main.loops:
         notes.append("no loop loads global memory: the whole kernel is one iteration")
-    if len(parts) > 1:
+    elif main.loop is None:
+        notes.append(
+            "every loop that loads global memory runs under an if: the tiles, bytes in "
+            "flight, instruction mix and per-element counts are those of the code outside "
+            "the loops, once per block; the loops add to it in the blocks that take their ifs"
+        )
+    if len(parts) > 1 and main.loop is not None:
         wheres = ", ".join(x.where for x in sorted(parts, key=lambda x: x.index))
         notes.append(
             f"{main.loops_with_loads} loops load global memory; the report adds up the "
@@ -722,6 +515,17 @@ def _add_notes(
         )
     if main.enclosing:
         notes.append(f"the main loop is nested in {len(main.enclosing)} loop(s)")
+    busiest = -(-blocks // hw.sms)
+    for x in parts:
+        work = x.work()
+        if work.most > busiest * work.iterations:
+            notes.append(
+                f"the loop at {x.where}: its slowest block runs {work.most:.6g} iterations, "
+                f"more than the busiest SM's {busiest} block(s) at the mean "
+                f"({busiest * work.iterations:.4g}): the issue, special-function, "
+                "shared-memory and tensor-core bounds count the slowest block (the SM that "
+                "runs it runs all of its work; a wave takes as long as its slowest block)"
+            )
     for load in main.loads:
         if load.unpipelined:
             notes.append(f"{load.tensor} ({load.loc}) is not pipelined: {load.unpipelined}")

@@ -23,7 +23,12 @@ loop is matched to a block-IR loop by what it holds:
   a positive multiple u of g, or HMMA/IMMA/HGMMA not u·m), then the fewest that
   disagree on MUFU (holding one where the thread IR computes nothing that needs it, or
   the reverse), then the fewest SASS loops unrolled more than the one before them for
-  the same block-IR loop (ptxas emits an unrolled body before its remainder loop);
+  the same block-IR loop (ptxas emits an unrolled body before its remainder loop), then
+  the fewest whose instructions an iteration (a pass's over u) differ by more than
+  `ALIKE` (2x) from those of the most unrolled SASS loop of their block-IR loop (the
+  SASS loops ptxas makes of one loop run the same body; a layer norm's remainder loop
+  of its first pass is 26 instructions an iteration against the unrolled body's 22,
+  the second pass's loop 81);
 - a block-IR loop's SASS loop is the one of its SASS loops with the largest u (an
   unrolled loop before its remainder: most iterations run it), and one pass of it is
   `unroll` = u iterations (HMMA over m where the loop has mma).
@@ -35,20 +40,26 @@ the SASS loops inside it (those are counted as their own block-IR loops, at thei
 counts; a SASS loop inside it that loads nothing is left out, like code outside
 loops). Where none holds them, the outer loop's own work is left out, with a note.
 
-Where two assignments are equally good and give a loop different SASS loops, that loop
-is not matched: left out of the sum with a note, or, for the main loop, the report
-falls back on the main loop alone, whose SASS is the loading SASS loop in its place when
-there are as many as innermost block-IR loops that load, else the largest SASS loop —
-and says so, and which SASS loop it used. A kernel whose SASS has no loop (ptxas unrolled every one) is
-counted whole, its instructions spread over the main loop's iterations.
+Where two assignments are equally good and give a loop different SASS loops (or one
+gives it none), the loop is counted with the costliest of them (the most instructions
+an iteration: an estimate that does not make the kernel look faster), and a note names
+them (`Match`). A loop that every best assignment leaves without a SASS loop (ptxas
+unrolled it fully) is left out with a note; where that is the main loop, or where there
+are too many assignments to try, the report falls back on the main loop alone, whose
+SASS is the loading SASS loop in its place when there are as many as innermost block-IR
+loops that load, else the largest SASS loop — and says so, and which SASS loop it used;
+without a main loop (`MainLoop.rank` -1) the loops are left out and the kernel is
+counted whole. A kernel whose SASS has no loop (ptxas unrolled every one) is counted
+whole, its instructions spread over the main loop's iterations.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from tilelang.ir import thread as t
 from tilelang.runtime import sass as sass_text
@@ -63,16 +74,25 @@ _MOST_ASSIGNMENTS = 20000
 @dataclass(frozen=True)
 class LoopCode:
     """The SASS of one modelled loop: the opcodes of one pass (its shortest path), how
-    many block-IR iterations a pass holds, and which SASS it is, in words."""
+    many block-IR iterations a pass holds, which SASS it is, in words, and its text
+    (the whole SASS loop, for `kernel_code` to leave out)."""
 
     ops: dict[str, int]
     unroll: int
     sass: str
+    text: str = ""
 
 
-def kernel_code(text: str) -> LoopCode:
-    """A loop-free kernel: its whole body, once."""
-    return LoopCode(dict(sass_text.opcodes(sass_text.kernel_body(text))), 1, "the whole kernel")
+def kernel_code(text: str, without: Sequence[LoopCode] = ()) -> LoopCode:
+    """A kernel's work outside its loops: its whole body, once, without the SASS loops
+    of `without` (the loops counted on their own: a kernel without a main loop whose
+    loops run in some blocks only)."""
+    body = sass_text.kernel_body(text)
+    for code in sorted(without, key=lambda c: -len(c.text)):  # an outer loop holds its inner
+        if code.text:
+            body = body.replace(code.text, "", 1)
+    which = "the whole kernel" if not without else "the kernel without its loops"
+    return LoopCode(dict(sass_text.opcodes(body)), 1, which)
 
 
 def unroll(ops: Mapping[str, int], counts: tuple[int, int], notes: list[str]) -> int:
@@ -145,13 +165,16 @@ def loop_codes(
     notes: list[str],
 ) -> dict[int, LoopCode]:
     """The SASS of each modelled loop (indices into `main.loops`) that could be matched
-    (module docstring); the main loop's is always there."""
+    (module docstring); the main loop's is always there (where there is one: `rank` >=
+    0)."""
     rank = main.rank
     if not sass_text.loops(text):
         notes.append("the SASS has no loop (ptxas unrolled it fully): the whole kernel counted")
         left = [main.loops[i].where for i in modelled if i != rank]
         if left:
             notes.append(f"the loops at {', '.join(left)} are left out with it")
+        if rank < 0:
+            return {}
         whole = dict(sass_text.opcodes(text))
         return {rank: LoopCode(whole, max(round(iterations), 1), "the whole kernel (no SASS loop)")}
     by_name = thread_loops(thread)
@@ -165,9 +188,18 @@ def loop_codes(
         sass = [_Sass.of(loop) for loop in loading]
         local = _assign(sass, [signatures[i] for i in leaves], tuple(range(len(leaves))))  # type: ignore[misc]
         found = None if local is None else {leaves[j]: v for j, v in local.items()}
-        why = "too many ways to pair them" if found is None else "two pairings fit as well"
-    if found is None or found.get(rank) is None:
+        why = "too many ways to pair them"
+    if found is None and rank < 0:
+        notes.append(
+            f"the SASS loops could not be matched to the {main.loops_with_loads} block-IR "
+            f"loop(s) that load ({why}): they are left out of the sum (the kernel counted "
+            "whole, once per block)"
+        )
+        return {}
+    if found is None or (rank >= 0 and found.get(rank) is None):
         failed = why if main.loops_with_loads > 1 or found is not None else None
+        if found is not None:
+            failed = "none is left for it"
         return {
             rank: _fallback(text, loading, leaves, main, signatures[rank], thread, notes, failed)
         }
@@ -179,44 +211,90 @@ def loop_codes(
         where = main.loops[i].where
         if picked is None:
             notes.append(
-                f"no SASS loop could be told apart as the loop at {where} (ptxas unrolled "
-                "it fully, or two matches fit as well): left out of the sum"
+                f"no SASS loop is left for the loop at {where} (ptxas unrolled it fully: "
+                "its instructions lie outside the SASS loops, not counted): left out of "
+                "the sum, its tensors' bytes counted in the DRAM floor"
             )
             continue
-        index, count = picked
-        loop = loading[index]
-        ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
-        skipped = _skipped(loop)
-        if skipped:
-            notes.append(
-                f"branches in the SASS loop of {where} skip up to {skipped} of its "
-                "instructions (a mask on the last block, a rare path): the report counts "
-                "the shortest path through it, as most iterations run"
-            )
-        signature = signatures[i]
-        assert signature is not None
-        u = unroll(ops, (signature.mma, signature.memory), notes)
-        if count > 1:
-            notes.append(
-                f"ptxas made {count} SASS loops of the loop at {where} (an unrolled loop "
-                f"and its remainder, or a copy per case of a condition): the report counts "
-                f"the one holding the most iterations a pass (x{u})"
-            )
-        codes[i] = LoopCode(ops, u, f"SASS loop {index + 1} of the {len(loading)} that load")
+        codes[i] = _leaf_code(loading, picked, where, signatures[i], notes)
     return codes
+
+
+def _leaf_code(
+    loading: list[str], picked: Match, where: str, signature: ThreadLoop | None, notes: list[str]
+) -> LoopCode:
+    """The SASS of an innermost block-IR loop that loads, from its `Match`."""
+    loop = loading[picked.index]
+    ops = dict(sass_text.opcodes(sass_text.shortest_path(loop)))
+    skipped = _skipped(loop)
+    if skipped:
+        notes.append(
+            f"branches in the SASS loop of {where} skip up to {skipped} of its "
+            "instructions (a mask on the last block, a rare path): the report counts "
+            "the shortest path through it, as most iterations run"
+        )
+    assert signature is not None
+    u = unroll(ops, (signature.mma, signature.memory), notes)
+    if picked.count > 1:
+        notes.append(
+            f"ptxas made {picked.count} SASS loops of the loop at {where} (an unrolled loop "
+            f"and its remainder, or a copy per case of a condition): the report counts "
+            f"the one holding the most iterations a pass (x{u})"
+        )
+    if picked.unsure:
+        which = ", ".join(str(c + 1) for c in picked.candidates)
+        notes.append(
+            f"the loop at {where} could be SASS loop {which} of the {len(loading)} that load "
+            "(two pairings fit as well, or it has none): the report counts the costliest, "
+            f"{picked.index + 1}, an estimate"
+        )
+    return LoopCode(ops, u, f"SASS loop {picked.index + 1} of the {len(loading)} that load", loop)
+
+
+class Match(NamedTuple):
+    """A block-IR loop's SASS: the index of its SASS loop among those that load, how
+    many SASS loops it got, and every SASS loop the equally good pairings give it
+    (`candidates`; just `index` where they agree; `index` is then the costliest of
+    them, the most instructions an iteration)."""
+
+    index: int
+    count: int
+    candidates: tuple[int, ...]
+    unsure: bool = False  # the best pairings disagree (on the SASS loop, or whether any)
+
+
+#: Instructions per iteration two SASS loops of one block-IR loop (an unrolled body and
+#: its remainder, a copy per case) differ by at most this factor.
+ALIKE = 2.0
+
+
+def _unlike(loops: list[_Sass], assignment: tuple[int, ...], ratios: list[int | None]) -> int:
+    """SASS loops whose instructions an iteration differ by more than `ALIKE` times
+    from those of the most unrolled SASS loop of their block-IR loop."""
+    count = 0
+    for i in set(assignment):
+        mine = [s for s, a in enumerate(assignment) if a == i and ratios[s]]
+        sizes = [sum(loops[s].ops.values()) / ratios[s] for s in mine]  # type: ignore[operator]
+        if len(sizes) < 2:
+            continue
+        reference = sizes[max(range(len(mine)), key=lambda j: (ratios[mine[j]], -j))]
+        count += sum(
+            bool(a and reference) and max(a, reference) > ALIKE * min(a, reference) for a in sizes
+        )
+    return count
 
 
 def _assign(
     loops: list[_Sass], signatures: list[ThreadLoop], modelled: tuple[int, ...]
-) -> dict[int, tuple[int, int] | None] | None:
-    """For each modelled block-IR loop, (the index of its SASS loop among `loops`, how
-    many SASS loops it got), None where it got none or the best assignments disagree;
-    None when there are too many assignments to try (module docstring)."""
+) -> dict[int, Match | None] | None:
+    """For each modelled block-IR loop, its SASS (`Match`), None where every best
+    assignment gives it none; None when there are too many assignments to try (module
+    docstring)."""
     n, k = len(signatures), len(loops)
     if math.comb(n + k - 1, k) > _MOST_ASSIGNMENTS:
         return None
-    best: tuple[int, int, int, int] | None = None
-    picks: list[dict[int, tuple[int, int] | None]] = []
+    best: tuple[int, ...] | None = None
+    picks: list[dict[int, tuple[int, int, float] | None]] = []
     for assignment in itertools.combinations_with_replacement(range(n), k):
         empty = n - len(set(assignment))
         ratios = [loops[s].ratio(signatures[i]) for s, i in enumerate(assignment)]
@@ -228,24 +306,30 @@ def _assign(
             assignment[s] == assignment[s - 1] and (ratios[s] or 0) > (ratios[s - 1] or 0)
             for s in range(1, k)
         )
-        score = (empty, bad, mufu, grows)
+        score = (empty, bad, mufu, grows, _unlike(loops, assignment, ratios))
         if best is not None and score > best:
             continue
         if best is None or score < best:
             best, picks = score, []
-        pick: dict[int, tuple[int, int] | None] = {}
+        pick: dict[int, tuple[int, int, float] | None] = {}
         for i in modelled:
             mine = [s for s, a in enumerate(assignment) if a == i]
-            pick[i] = (max(mine, key=lambda s: (ratios[s] or 0, -s)), len(mine)) if mine else None
+            if not mine:
+                pick[i] = None
+                continue
+            s = max(mine, key=lambda s: (ratios[s] or 0, -s))
+            pick[i] = (s, len(mine), sum(loops[s].ops.values()) / (ratios[s] or 1))
         picks.append(pick)
-
-    def index(pick: tuple[int, int] | None) -> int | None:
-        return None if pick is None else pick[0]
-
-    return {
-        i: picks[0][i] if all(index(p[i]) == index(picks[0][i]) for p in picks) else None
-        for i in modelled
-    }
+    found: dict[int, Match | None] = {}
+    for i in modelled:
+        options = {p[i][0]: p[i] for p in picks if p[i] is not None}
+        if not options:
+            found[i] = None
+            continue
+        s, count, _ = max(options.values(), key=lambda o: (o[2], -o[0]))
+        unsure = len({p[i][0] if p[i] else None for p in picks}) > 1
+        found[i] = Match(s, count, tuple(sorted(options)), unsure)
+    return found
 
 
 def _fallback(
@@ -284,7 +368,7 @@ def _fallback(
             "through it, as most iterations run"
         )
     counts = (signature.mma, signature.memory) if signature else thread_loop_counts(thread)
-    return LoopCode(ops, unroll(ops, counts, notes), which)
+    return LoopCode(ops, unroll(ops, counts, notes), which, loop)
 
 
 def _outer_codes(
@@ -330,5 +414,6 @@ def _outer_codes(
             signature = signatures[i]
             assert signature is not None
             u = unroll(ops, (signature.mma, signature.memory), notes)
-            codes[i] = LoopCode(ops, u, f"a SASS loop around {len(inside)} loop(s), without them")
+            which = f"a SASS loop around {len(inside)} loop(s), without them"
+            codes[i] = LoopCode(ops, u, which, loop)
     return codes

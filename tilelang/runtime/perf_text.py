@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tilelang.runtime.perf_parts import OUTSIDE
 from tilelang.runtime.perf_sectors import format_sectors
 from tilelang.runtime.perf_shared import format_conflicts
 from tilelang.target import Hardware, hardware
@@ -74,7 +75,12 @@ def _header(r: PerfReport) -> list[str]:
 
 def _loop(r: PerfReport) -> list[str]:
     unrolled = "not unrolled" if r.unroll == 1 else f"unrolled x{r.unroll} by ptxas"
-    if r.loop == "no loop":
+    if r.loop == "no loop" and r.loops[0].where == OUTSIDE:
+        head = (
+            "  main loop  none (every loop that loads runs under an if): the code outside "
+            f"the loops, once per block ({r.loops[0].sass}); the loops below add to it"
+        )
+    elif r.loop == "no loop":
         head = "  main loop  none (no loop loads global memory): the whole kernel, once per block"
     else:
         head = (
@@ -98,12 +104,14 @@ def _other_loops(r: PerfReport) -> list[str]:
     """The loops the report adds up, when there are several."""
     if len(r.loops) < 2:
         return []
-    rows = [("loop", "iterations", "SASS", "unroll", "instr/it", "MUFU/it", "shared/it", "DRAM")]
+    head = ("loop", "iterations", "slowest", "SASS", "unroll", "instr/it", "MUFU/it")
+    rows = [(*head, "shared/it", "DRAM")]
     for x in r.loops:
         rows.append(
             (
                 x.where,
                 f"{x.iterations:.6g}",
+                f"{max(x.most, x.iterations):.6g}",
                 x.sass,
                 f"x{x.unroll}",
                 _count(x.instructions_per_iteration),
@@ -112,9 +120,8 @@ def _other_loops(r: PerfReport) -> list[str]:
                 _bytes(x.dram_bytes),
             )
         )
-    return ["", "  loops added up, per block (the main loop first)"] + _table(
-        rows, {1, 3, 4, 5, 6, 7}
-    )
+    title = "  loops added up, per block: the mean over the grid, the slowest block's (the main loop first)"
+    return ["", title] + _table(rows, {1, 2, 4, 5, 6, 7, 8})
 
 
 def _rereads(r: PerfReport) -> list[str]:
@@ -126,7 +133,7 @@ def _rereads(r: PerfReport) -> list[str]:
         over = x.distance > l2
         cost = f"+{_bytes(x.charged)} from DRAM" if x.charged else "no DRAM bytes"
         lines.append(
-            f"    {x.tensor} at {x.where} (first read at {x.first}): the blocks at once load "
+            f"    {x.tensor} at {x.where} (read before at {x.first}): the blocks at once load "
             f"{_bytes(x.distance)} between the two reads, {'over' if over else 'within'} the "
             f"{_bytes(l2)} L2: {cost}{'' if over else ' (served from L2)'}"
         )

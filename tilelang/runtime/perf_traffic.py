@@ -9,9 +9,10 @@ a later loop reads again of a tensor an earlier loop of the same block read
 in program order). A loop that loads tensor T, which an earlier modelled loop of the
 block loaded, is taken to read the same elements again (a second pass: a two-pass
 softmax or norm). Between a block's two reads of an element it loads D bytes: what its
-loops from the first reader of T up to this one load (a whole pass of each: the
-second pass starts from the beginning again). The blocks running at once, C, load C·D
-bytes meanwhile. When C·D fits in the L2 (C·D ≤ its size), the re-read is served from
+loops from the last earlier reader of T up to this one load (a whole pass of each: the
+second pass starts from the beginning again; a third pass finds in L2 what the second
+read, not only what the first did). The blocks running at once, C, load C·D bytes
+meanwhile. When C·D fits in the L2 (C·D ≤ its size), the re-read is served from
 L2 and costs no DRAM bytes; otherwise DRAM serves it again, charged min(T's bytes,
 blocks × trip count × bytes of T the loop's tiles move an iteration, clipped to the
 tensor). Any replacement policy may evict sooner; the rule is the reuse distance a
@@ -147,7 +148,7 @@ class LoopTraffic:
     outermost loop of its nest (its own line where it is in none)."""
 
     where: str
-    trips: int
+    trips: float
     tiles: Mapping[str, float]
     nest: str = ""
 
@@ -159,9 +160,9 @@ class LoopTraffic:
 
 @dataclass(frozen=True)
 class Reread:
-    """Tensor `tensor` read again by the loop at `where` after the loop at `first`: the
-    bytes the blocks at once load between the two reads (`distance`), and the DRAM
-    bytes charged for it (0 when the L2 holds it)."""
+    """Tensor `tensor` read again by the loop at `where` after the loop at `first` (the
+    last one before it that read it): the bytes the blocks at once load between the two
+    reads (`distance`), and the DRAM bytes charged for it (0 when the L2 holds it)."""
 
     tensor: str
     where: str
@@ -180,15 +181,19 @@ def rereads(
     """The re-reads of `loops` (program order) by the rule of the module docstring;
     `sizes`: each tensor's bytes."""
     found = []
-    first: dict[str, int] = {}
+    last: dict[str, int] = {}  # the first loop of the nest that read a tensor last
+
+    def nest(i: int) -> str:
+        return loops[i].nest or loops[i].where
+
     for j, loop in enumerate(loops):
         for tensor, per_iteration in loop.tiles.items():
-            if tensor not in first:
-                first[tensor] = j
-                continue
-            i = first[tensor]
-            if (loops[i].nest or loops[i].where) == (loop.nest or loop.where):
+            i = last.get(tensor)
+            if i is not None and nest(i) == nest(j):
                 continue  # one pass of one nest
+            last[tensor] = j
+            if i is None:
+                continue
             distance = concurrent * sum(x.block_bytes for x in loops[i:j])
             reads = min(sizes[tensor], blocks * loop.trips * per_iteration)
             charged = reads if distance > l2_bytes else 0.0
