@@ -35,7 +35,8 @@ The shared_load defines the last value of the load's *chain*: the load, then a
 as a matrix: a `shared_transpose` view moves them first, then one slice per dropped
 dim), then a `transpose` (Kᵀ of attention: a `shared_transpose` view, read with
 ldmatrix as K is stored), then a `relayout` (a dot operand, read with ldmatrix), each
-the sole use of the one before and in the loop's own body. Dot operands are read right
+the sole use of the one before and in the loop's own body (`shared_reads.read_chain`,
+which reads a user's `tl.shared` tile into its dot the same way). Dot operands are read right
 after the wait, before the next copies (the classic multistage loop); other tiles where
 their loads were, so their registers live no longer (other orders made ptxas spill:
 matmul on sm_80, u3 and u1 weights on sm_90). A packed sub-byte tile (u4 weights) is a
@@ -108,6 +109,7 @@ from tilelang.passes.analyze import analyze
 from tilelang.passes.pipeline_gathers import CarriedIndices, GatherCopy, feeding_only, gather_copy
 from tilelang.passes.pipeline_masks import ahead_blocker, feeding_masks_only, invariant
 from tilelang.passes.plan_registers import words
+from tilelang.passes.shared_reads import chain_read, read_chain
 from tilelang.passes.vectorize import copy_async_runs, load_runs
 from tilelang.target import CPU, Target
 
@@ -346,7 +348,7 @@ class _Pipeliner:
         buffer_type = _buffer_type(tile, loop.stages, self.target)
         self.shared_left -= tile_bytes(buffer_type)
         buffer = self.fresh(load.result.name + ".smem", buffer_type)
-        return _Async(load, _chain(load, loop.body.instrs), buffer)
+        return _Async(load, read_chain(load, loop.body.instrs), buffer)
 
     def prefetch_plan(self, load: ir.Load, loop: ir.For) -> _Prefetch:
         later = [load.result.name + ".ahead"] * (loop.stages - 2)
@@ -493,9 +495,9 @@ class _Pipeliner:
         return out
 
     def stage_read(self, at: _Loop, plan: _Async) -> list[ir.Instr]:
-        """The shared_load of this iteration's stage into the chain's last value."""
+        """The shared_load of this iteration's stage into the chain's last value (the
+        views `shared_reads.chain_read` makes, as for a user's shared tile)."""
         assert at.stage is not None
-        result = plan.chain[-1].defs()[0]
         tile = plan.load.result.type
         hint = plan.load.result.name + ".stage"
         # Every view states its layout: plan_shared would give a view without one the
@@ -504,36 +506,7 @@ class _Pipeliner:
         layout = _stage_layout(plan.buffer)
         view = self.fresh(hint, SharedType(tile.dtype, tile.shape, layout))
         out: list[ir.Instr] = [ir.SharedSlice(view, plan.buffer, at.stage, loc=plan.load.loc)]
-        shape, loc = tuple(tile.shape), plan.load.loc
-
-        def transpose(perm: tuple[int, ...]) -> None:
-            nonlocal view, shape, layout
-            if perm == tuple(range(len(perm))):
-                return
-            shape = tuple(shape[p] for p in perm)
-            layout = None if layout is None else layout.permute(perm)
-            inner = self.fresh(hint, SharedType(tile.dtype, shape, layout))
-            out.append(ir.SharedTranspose(inner, view, perm, loc=loc))
-            view = inner
-
-        reshape = next((i for i in plan.chain if isinstance(i, ir.Reshape)), None)
-        if reshape is not None:  # the dropped 1s first, then slice them off
-            dropped = _dropped_ones(reshape)
-            assert dropped is not None
-            kept = [d for d in range(len(shape)) if d not in dropped]
-            transpose((*dropped, *kept))
-            for _ in dropped:
-                shape = shape[1:]
-                if layout is not None:
-                    layout = SharedLayout(layout.dims[1:], layout.swizzle)
-                inner = self.fresh(hint, SharedType(tile.dtype, shape, layout))
-                out.append(ir.SharedSlice(inner, view, _const(0, at.loop), loc=loc))
-                view = inner
-        flip = next((i for i in plan.chain if isinstance(i, ir.Transpose)), None)
-        if flip is not None:  # a transposed operand: a view, no transpose moves data
-            transpose(tuple(flip.perm))
-        out.append(ir.SharedLoad(result, view, loc=plan.chain[-1].loc))
-        return out
+        return out + chain_read(plan.chain, view, self.fresh, _const(0, at.loop), hint)
 
     # -- code for another iteration ----------------------------------------------------------
 
@@ -735,41 +708,6 @@ def _written_tensors(body: ir.Block) -> dict[ir.Var, ir.Instr]:
             if tensor and (arrival is not None or not isinstance(instr, _READS)):
                 found.setdefault(value, instr if not isinstance(instr, _READS) else arrival)
     return found
-
-
-def _chain(load: ir.Load, body: tuple[ir.Instr, ...]) -> tuple[ir.Instr, ...]:
-    """`load`, then the instructions a shared_load can define in its place: a reshape
-    dropping 1s, then a transpose, then a relayout, each the sole use of the one before and an
-    instruction of `body` itself (see the module docstring)."""
-    uses: dict[ir.Var, list[ir.Instr]] = {}
-    for inner in (i for instr in body for i in walk(instr)):
-        for value in inner.uses():
-            if isinstance(value, ir.Var):
-                uses.setdefault(value, []).append(inner)
-    chain: list[ir.Instr] = [load]
-    for kind in (ir.Reshape, ir.Transpose, ir.Relayout):
-        users = uses.get(chain[-1].defs()[0], [])
-        if len(users) != 1 or not isinstance(users[0], kind) or _index(body, users[0]) < 0:
-            continue
-        if isinstance(users[0], ir.Reshape) and _dropped_ones(users[0]) is None:
-            continue
-        chain.append(users[0])
-    return tuple(chain)
-
-
-def _dropped_ones(reshape: ir.Reshape) -> tuple[int, ...] | None:
-    """The dims of size 1 a reshape drops when it only drops such dims (a rank-4 load
-    [1, BN, 1, D] of one head read as a matrix), else None."""
-    source, result = tuple(reshape.value.type.shape), tuple(reshape.result.type.shape)
-    dropped, at = [], 0
-    for d, size in enumerate(source):
-        if at < len(result) and size == result[at]:
-            at += 1
-        elif size == 1:
-            dropped.append(d)
-        else:
-            return None
-    return tuple(dropped) if dropped and at == len(result) else None
 
 
 def _index(body: tuple[ir.Instr, ...], instr: ir.Instr) -> int:

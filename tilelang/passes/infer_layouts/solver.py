@@ -30,6 +30,7 @@ from tilelang.ir.nodes import (
     Load,
     Relayout,
     Reshape,
+    SharedLoad,
     Transpose,
     Value,
     Var,
@@ -107,10 +108,14 @@ class Solution:
 
 
 def staged_tiles(fn: Function) -> frozenset[str]:
-    """Tiles that are a `load` in the body of a loop with pipeline stages, or a reshape,
-    transpose or view of one: what a dot may read from shared memory once the pipeline
-    stages the load (`lowering.wgmma`)."""
-    staged: set[str] = set()
+    """Tiles that are a `load` in the body of a loop with pipeline stages or a
+    `shared_load` of a user's shared tile, or a reshape, transpose or view of one: what
+    a dot may read from shared memory once the pipeline stages the load, or
+    `shared_reads` reads the tile in the dot's layout (`lowering.wgmma`)."""
+    staged: set[str] = {i.result.name for i in walk(fn) if isinstance(i, SharedLoad)}
+    for instr in walk(fn):  # program order: a view follows what it views
+        if isinstance(instr, Reshape | Transpose | View) and instr.value.name in staged:
+            staged.add(instr.result.name)
     for loop in walk(fn):
         if not isinstance(loop, For) or (loop.stages or 1) < 2:
             continue
