@@ -311,3 +311,30 @@ def test_a_buffer_made_from_a_host_array_holds_its_values(fake_driver):
     back = packed.numpy()
     assert back.shape == codes.shape and back.dtype == tl.u3
     np.testing.assert_array_equal(dtypes.unpack_bits(back.data, 3, 10), np.arange(10) % 8)
+
+
+@tl.kernel(warps=1)
+def _copy_bf16(x: tl.Tensor[tl.bf16, "N"], y: tl.Tensor[tl.bf16, "N"]):
+    tl.store(y, [0], tl.load(x, [0], [64]))
+
+
+@tl.kernel(warps=1)
+def _copy_f16(x: tl.Tensor[tl.f16, "N"], y: tl.Tensor[tl.f16, "N"]):
+    tl.store(y, [0], tl.load(x, [0], [64]))
+
+
+def test_a_buffer_of_bf16_values_is_a_bf16_tensor(fake_driver, monkeypatch):
+    """numpy has no bf16: a buffer made from an ml_dtypes bf16 array speaks typestr
+    "<V2", so its type comes from the array it was made from, not from the interface."""
+    import ml_dtypes
+
+    launched = []
+    monkeypatch.setattr(gpu, "device_arch", lambda: "sm_80")
+    monkeypatch.setattr(gpu, "launch", lambda build, pointers, *rest: launched.append(pointers))
+    host = np.arange(64, dtype=np.float32).astype(ml_dtypes.bfloat16)
+    x, y = gpu.DeviceBuffer(host), gpu.DeviceBuffer.empty((64,), ml_dtypes.bfloat16)
+    assert x.__cuda_array_interface__["typestr"] == "<V2"
+    _copy_bf16(x, y)
+    assert launched == [{"x": x.pointer, "y": y.pointer}]
+    with pytest.raises(TypeError, match="expects a tensor of f16, got a device array of bf16"):
+        _copy_f16(x, y)

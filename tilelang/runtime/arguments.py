@@ -387,11 +387,19 @@ def _check_device_tensor(
             )
         shape = value.shape
     else:
-        if _typestr_dtype(array.typestr) != want.dtype:
+        # a buffer of an ml_dtypes type (bf16, f8) speaks typestr "<V2" or "|V1": its
+        # own host dtype says what it holds
+        held = (
+            _host_dtype(value.host_dtype)
+            if isinstance(value, gpu.DeviceBuffer)
+            else _typestr_dtype(array.typestr)
+        )
+        if held != want.dtype:
             hint = "; pass tilelang.DeviceBuffer(tilelang.pack(...))" if want.dtype.bits < 8 else ""
+            what = array.typestr if held is None else held
             raise TypeError(
                 f"{_where(fn, param.name)} expects a tensor of {want.dtype}, "
-                f"got a device array of {array.typestr}{hint}"
+                f"got a device array of {what}{hint}"
             )
         shape = array.shape
     if array.strides is not None and not gpu.is_contiguous(array):
@@ -416,8 +424,13 @@ def _check_device_tensor(
 def _typestr_dtype(typestr: str) -> DType | None:
     """The tilelang dtype of an array-interface type string, None for one without
     (cached: every GPU call asks it of every tensor)."""
+    return _host_dtype(np.dtype(typestr))
+
+
+def _host_dtype(host: np.dtype) -> DType | None:
+    """The tilelang dtype of a numpy (or ml_dtypes) dtype, None for one without."""
     try:
-        return numpy_dtype(np.dtype(typestr))
+        return numpy_dtype(host)
     except TypeError:
         return None
 
