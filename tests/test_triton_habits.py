@@ -246,6 +246,8 @@ def test_an_unpipelined_matmul_over_the_budget_is_told_to_pipeline(tmp_path, mon
     message = str(info.value)
     assert re.search(r"%a\S* and %b\S* are operands of a dot that several warps hold", message)
     assert "its loop is not pipelined: pipeline it (`tl.range(..., stages=2)`)" in message
+    # the other route, tested in test_shared_dot_operands.py: a hand-staged matmul fits
+    assert "or stage them in a `tl.shared` tile by hand" in message
     assert "; or use smaller tiles (this build's BM=128, BN=128, BK=64)" in message
     compiled = matmul.compile(target="sm_90a", S=2)  # the advice works
     assert compiled.resources.spills == 0

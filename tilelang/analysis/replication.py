@@ -112,8 +112,8 @@ def pipelining_advice(fn: Function, names: Collection[str]) -> str:
     without `stages=`: pipelined, its loads go through shared memory and the lowering
     reads both operands of a plain matmul a k-step at a time
     (`tilelang.analysis.streaming.streamed_reads`). "" when no such operand is listed.
-    (Staging them with `tl.shared` by hand does not do it: the shared load gives a
-    blocked tile, and its relayout to the dot's layout holds the operand whole.)"""
+    Staging them with `tl.shared` by hand does it too (`passes.shared_reads` reads a
+    shared tile into its dot a k-step at a time), so the advice names both."""
     in_plain_loops = {
         id(instr)
         for loop in walk(fn)
@@ -137,5 +137,6 @@ def pipelining_advice(fn: Function, names: Collection[str]) -> str:
         f"hold whole (`replicated` in {'its layout' if one else 'their layouts'}), in "
         "registers because its loop is not pipelined: pipeline it (`tl.range(..., "
         "stages=2)`), so that the dot's operands pass through shared memory and are read "
-        "a k-step at a time"
+        "a k-step at a time, or stage them in a `tl.shared` tile by hand and read it "
+        "right before the dot"
     )
