@@ -32,6 +32,7 @@ targets with the warpgroup mma), which every view of it states.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -201,6 +202,16 @@ class _WithLayouts(Rewriter):
         return var
 
 
+def fresh_var(names: set[str], stem: str, type_) -> ir.Var:
+    """A variable named `stem` and the first index no name in `names` has (then one of
+    them): the views and buffers a pass adds next to the user's values."""
+    for index in itertools.count(1):
+        name = f"{stem}{index}"
+        if name not in names:
+            names.add(name)
+            return ir.Var(name, type_)
+
+
 class _Folder:
     """Folds the read chains of every block (inner blocks first) into their reads."""
 
@@ -209,13 +220,7 @@ class _Folder:
         self.names = names
 
     def fresh(self, hint: str, type_: SharedType) -> ir.Var:
-        index = 0
-        while True:
-            index += 1
-            name = f"{hint}.{index}"
-            if name not in self.names:
-                self.names.add(name)
-                return ir.Var(name, type_)
+        return fresh_var(self.names, f"{hint}.", type_)
 
     def block(self, block: ir.Block) -> ir.Block:
         body = tuple(

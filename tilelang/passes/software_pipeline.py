@@ -109,7 +109,7 @@ from tilelang.passes.analyze import analyze
 from tilelang.passes.pipeline_gathers import CarriedIndices, GatherCopy, feeding_only, gather_copy
 from tilelang.passes.pipeline_masks import ahead_blocker, feeding_masks_only, invariant
 from tilelang.passes.plan_registers import words
-from tilelang.passes.shared_reads import chain_read, read_chain
+from tilelang.passes.shared_reads import chain_read, fresh_var, read_chain
 from tilelang.passes.vectorize import copy_async_runs, load_runs
 from tilelang.target import CPU, Target
 
@@ -189,13 +189,7 @@ class _Pipeliner:
         self.registers_left = REGISTER_TARGET - plan_registers.estimate(fn).peak
 
     def fresh(self, hint: str, type_) -> ir.Var:
-        index = 0
-        while True:
-            index += 1
-            name = f"{hint}.p{index}"
-            if name not in self.names:
-                self.names.add(name)
-                return ir.Var(name, type_)
+        return fresh_var(self.names, f"{hint}.p", type_)
 
     def block(self, block: ir.Block) -> ir.Block:
         out: list[ir.Instr] = []
