@@ -21,7 +21,7 @@ from tilelang.ir.nodes import Function
 from tilelang.ir.printer import print_function
 from tilelang.ir.thread import ThreadFunction
 from tilelang.ir.thread_text import print_thread_function
-from tilelang.ir.thread_verify import verify_thread_function
+from tilelang.ir.thread_verify import Checked, verify_thread_function
 from tilelang.lowering import lower
 from tilelang.passes import (
     analyze,
@@ -81,12 +81,13 @@ def lower_function(fn: Function, target: Target = CPU, dump_dir: DumpDir = None)
     """The thread IR of a function that went through `PIPELINE`, after its cleanup."""
     dump_dir = dump_dir if dump_dir is not None else os.environ.get("TILELANG_DUMP_IR")
     thread = lower(fn, target)
-    verify_thread_function(thread)
+    checked = Checked()  # each pass keeps most expressions: verified once, not per pass
+    verify_thread_function(thread, checked)
     if dump_dir:
         _dump_text(dump_dir, fn.name, len(PIPELINE) + 1, "lower", print_thread_function(thread))
     for index, (name, run) in enumerate(THREAD_PIPELINE, start=len(PIPELINE) + 2):
         thread = run(thread, target)
-        verify_thread_function(thread)
+        verify_thread_function(thread, checked)
         if dump_dir:  # printing a large kernel costs as much as a pass
             _dump_text(dump_dir, fn.name, index, name, print_thread_function(thread))
     return thread

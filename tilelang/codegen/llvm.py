@@ -101,9 +101,11 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.codegen import llvm_numeric as num
+from tilelang.codegen.collection import collection_paused
 from tilelang.codegen.llvm_atomic import atomic_add, atomic_merge, fetch_add
 from tilelang.codegen.llvm_loops import WARP, LoopBody, const_loop, counted_loop, opaque_alloca
 from tilelang.codegen.llvm_numeric import I1, I8, I32, I64, PTR, VOID, EmitError, int_const
+from tilelang.codegen.llvm_text import module_text
 from tilelang.codegen.llvm_warp import emit_ldmatrix, emit_mma, emit_shfl, emit_wgmma
 from tilelang.codegen.nan_facts import NanFacts, needs_canonical_nan, operand_blindness
 from tilelang.dtypes import DType
@@ -133,7 +135,8 @@ def emit_llvm(fn: t.ThreadFunction) -> str:
 
 
 def lower_to_llvm(fn: t.ThreadFunction) -> LLVMKernel:
-    return _Emitter(fn).run()
+    with collection_paused():
+        return _Emitter(fn).run()
 
 
 # --------------------------------------------------------------------------- planning
@@ -156,13 +159,16 @@ class _Item:
     orelse: list[_Item] = field(default_factory=list)  # if else
 
 
-def _names_in(e: t.Expr) -> set[str]:
-    return {x.name for x in t.walk_expr(e) if isinstance(x, t.Name)}
-
-
-def _stmt_locals(stmt: t.Stmt) -> set[str]:
-    """Locals a statement touches itself (not nested bodies)."""
-    used = {x.local for e in t.stmt_exprs(stmt) for x in t.walk_expr(e) if isinstance(x, t.Read)}
+def _stmt_locals(stmt: t.Stmt, names: set[str]) -> set[str]:
+    """Locals a statement touches itself (not nested bodies); adds the Names its
+    expressions read to `names` (one walk for both)."""
+    used: set[str] = set()
+    for e in t.stmt_exprs(stmt):
+        for x in t.walk_expr(e):
+            if isinstance(x, t.Name):
+                names.add(x.name)
+            elif isinstance(x, t.Read):
+                used.add(x.local)
     if isinstance(stmt, t.SetLocal):
         used.add(stmt.local)
     for name in ("dst", "src", "d", "a", "b", "c", "compare"):
@@ -180,10 +186,12 @@ class _Plan:
         self.defined_in: dict[str, int] = {}  # region/Shfl-defined name -> item id
         self.local_items: dict[str, set[int]] = {}
         self.top = self.block(fn.body, 0)
+        users: dict[str, set[int]] = {}  # name -> the items using it (one pass, not per name)
+        for item_id, used in self.uses.items():
+            for name in used:
+                users.setdefault(name, set()).add(item_id)
         self.escaping = {
-            name
-            for name, home in self.defined_in.items()
-            if any(name in used for item_id, used in self.uses.items() if item_id != home)
+            name for name, home in self.defined_in.items() if users.get(name, set()) - {home}
         }
         self.private_locals = {
             name
@@ -261,9 +269,7 @@ class _Plan:
         return items
 
     def note(self, item: _Item, stmt: t.Stmt) -> None:
-        for e in t.stmt_exprs(stmt):
-            self.uses[item.id] |= _names_in(e)
-        for name in _stmt_locals(stmt):
+        for name in _stmt_locals(stmt, self.uses[item.id]):
             self.local_items.setdefault(name, set()).add(item.id)
 
 
@@ -383,7 +389,7 @@ class _Emitter:
         self.alloca_builder.branch(body)
         stored = t.written_tensors(fn.body)
         return LLVMKernel(
-            str(self.module), self.workspace_bytes, tensor_params, scalar_params, stored
+            module_text(self.module), self.workspace_bytes, tensor_params, scalar_params, stored
         )
 
     def alloca(self, ty: ir.Type, align: int) -> ir.Value:

@@ -68,11 +68,22 @@ def storage_type(dt: DType) -> ir.Type:
 
 def int_const(ty: ir.IntType, value: int) -> ir.Constant:
     """An integer constant from any Python int (reduced modulo 2^width, printed signed)."""
-    width = ty.width
-    value &= (1 << width) - 1
-    if width > 1 and value >= 1 << (width - 1):
-        value -= 1 << width
-    return ir.Constant(ty, value)
+    key = (ty.width, value)
+    found = _INT_CONSTANTS.get(key)
+    if found is None:
+        width = ty.width
+        value &= (1 << width) - 1
+        if width > 1 and value >= 1 << (width - 1):
+            value -= 1 << width
+        if len(_INT_CONSTANTS) >= 1 << 14:
+            _INT_CONSTANTS.clear()
+        found = _INT_CONSTANTS[key] = ir.Constant(ty, value)
+    return found
+
+
+#: The constants `int_const` made, by (width, value): a constant has no parent and is
+#: never changed, so instructions share it (and its text, which llvmlite keeps).
+_INT_CONSTANTS: dict[tuple[int, int], ir.Constant] = {}
 
 
 def imm(value: int | float, dt: DType) -> ir.Constant:

@@ -135,25 +135,44 @@ class NanFacts:
         """The greatest fixpoint: every float local starts finite and is lowered to the
         weakest value written to it until nothing changes (at most twice per local).
         Names are defined once, above their uses, so one pass in program order sets
-        them from the locals' current levels."""
+        them from the locals' current levels.
+
+        A local is lowered as soon as a write shows it (not at the end of the pass):
+        the levels only go down and every rule is monotone, so any order of lowering
+        stops at the same greatest fixpoint, in fewer passes. The pass that changes
+        nothing computed every name and the shared memory's dtype from the final
+        levels. Statements that neither write a float local nor define a name are left
+        out of the passes."""
         self.locals = {name: FINITE for name, dt in self.local_types.items() if dt.is_float}
         writers = [s for s in self.stmts if isinstance(s, t.CpAsync | t.SharedStore)]
+        steps = [s for s in self.stmts if self._matters(s)]
         while True:
             self.names = {}
             self._memo = {}
             self.shared = self._shared_dtype(writers)
-            written: dict[str, int] = {}
-            for stmt in self.stmts:
+            changed = False
+            for stmt in steps:
                 for local, level in self._writes(stmt):
-                    written[local] = min(written.get(local, FINITE), level)
-                defined = t.defined_name(stmt)
+                    old = self.locals.get(local)
+                    if old is not None and level < old:
+                        self.locals[local] = level
+                        changed = True
                 if isinstance(stmt, t.Let | t.Uniform | t.Shfl):
-                    self.names[defined.name] = self.level(stmt.value)
-            lowered = {n: min(v, written.get(n, FINITE)) for n, v in self.locals.items()}
-            if lowered == self.locals:
+                    self.names[t.defined_name(stmt).name] = self.level(stmt.value)
+            if not changed:
                 self._memo = {}
                 return
-            self.locals = lowered
+
+    def _matters(self, stmt: t.Stmt) -> bool:
+        """Whether `stmt` defines a name or may write a float local."""
+        if isinstance(stmt, t.Let | t.Uniform | t.Shfl):
+            return True
+        if isinstance(stmt, t.SetLocal):
+            return stmt.local in self.locals
+        return any(
+            isinstance(reg := getattr(stmt, field, None), t.Reg) and reg.local in self.locals
+            for field in WRITTEN_REGS
+        )
 
     def _writes(self, stmt: t.Stmt):
         """(local, level) for each float local `stmt` writes."""
@@ -196,7 +215,12 @@ class NanFacts:
     def _blindness(self) -> None:
         """Locals and names read only payload-blindly: assumed of all, then each one read
         anywhere else is dropped, until no more are (a name whose value is only another
-        name or local passes its readers' blindness on)."""
+        name or local passes its readers' blindness on).
+
+        Each statement is visited once, and again only when the local or name its value
+        goes to stops being blind after a visit that read the value blindly: the sets
+        only shrink and the rule is monotone, so this ends at the greatest fixpoint that
+        visiting every statement until nothing changes would reach, without the repeats."""
         floats = {n for n, dt in self.local_types.items() if dt.is_float}
         raw_reads = {  # the bits themselves
             reg.local
@@ -204,22 +228,31 @@ class NanFacts:
             for field in stmt.__dataclass_fields__
             if field not in WRITTEN_REGS and isinstance(reg := getattr(stmt, field), t.Reg)
         }
-        self.blind_locals = frozenset(floats - raw_reads)
-        self.blind_names = frozenset(
+        # Mutable while the statements are visited (`value_blind` reads them), then frozen.
+        self.blind_locals = set(floats - raw_reads)  # type: ignore[assignment]
+        self.blind_names = {  # type: ignore[assignment]
             d.name for s in self.stmts if (d := t.defined_name(s)) is not None and d.type.is_float
-        )
+        }
         reading = [(s, t.stmt_exprs(s)) for s in self.stmts]
-        while True:
-            seen_locals: set[str] = set()
-            seen_names: set[str] = set()
-            for stmt, exprs in reading:
-                for expr in exprs:
-                    self._visit(expr, self.value_blind(stmt), seen_locals, seen_names)
-            blind_locals = self.blind_locals - seen_locals
-            blind_names = self.blind_names - seen_names
-            if (blind_locals, blind_names) == (self.blind_locals, self.blind_names):
-                return
-            self.blind_locals, self.blind_names = blind_locals, blind_names
+        waiting: dict[tuple[bool, str], list[int]] = {}  # target -> statements read blindly
+        dropped: list[tuple[bool, str]] = []  # (is a local, its name), as they go
+        work = list(range(len(reading) - 1, -1, -1))  # popped in program order
+        while work:
+            index = work.pop()
+            stmt, exprs = reading[index]
+            blind = self.value_blind(stmt)
+            if blind:
+                target = (
+                    (True, stmt.local) if isinstance(stmt, t.SetLocal) else (False, stmt.name.name)
+                )
+                waiting.setdefault(target, []).append(index)
+            for expr in exprs:
+                self._drop_seen(expr, blind, dropped)
+            for key in dropped:
+                work.extend(waiting.pop(key, ()))
+            dropped.clear()
+        self.blind_locals = frozenset(self.blind_locals)
+        self.blind_names = frozenset(self.blind_names)
 
     def value_blind(self, stmt: t.Stmt) -> bool:
         """Whether `stmt`'s value expression is read only payload-blindly (the value of a
@@ -230,16 +263,20 @@ class NanFacts:
             return stmt.name.name in self.blind_names
         return False
 
-    def _visit(self, e: t.Expr, blind: bool, locals_: set[str], names: set[str]) -> None:
+    def _drop_seen(self, e: t.Expr, blind: bool, dropped: list[tuple[bool, str]]) -> None:
+        """Removes from the blind locals and names those `e` reads with their payload seen
+        (`blind`: whether `e`'s own payload is unseen), noting each in `dropped`."""
         if isinstance(e, t.Read):
-            if not blind:
-                locals_.add(e.local)
+            if not blind and e.local in self.blind_locals:
+                self.blind_locals.discard(e.local)  # type: ignore[attr-defined]
+                dropped.append((True, e.local))
         elif isinstance(e, t.Name):
-            if not blind:
-                names.add(e.name)
+            if not blind and e.name in self.blind_names:
+                self.blind_names.discard(e.name)  # type: ignore[attr-defined]
+                dropped.append((False, e.name))
         elif not isinstance(e, t.Imm | t.ThreadIndex | t.BlockIndex):
             for child, inner in zip(e.children(), operand_blindness(e, blind), strict=True):
-                self._visit(child, inner, locals_, names)
+                self._drop_seen(child, inner, dropped)
 
 
 def _float_cvt(e: t.Expr) -> bool:

@@ -690,12 +690,20 @@ DEFINING_FIELDS = {"Let": "name", "Uniform": "name", "Shfl": "result", "For": "v
 
 def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
     """The expressions a statement evaluates itself (not those of nested bodies)."""
-    skip = DEFINING_FIELDS.get(type(stmt).__name__)
-    return tuple(
-        value
-        for name in stmt.__dataclass_fields__
-        if name != skip and isinstance(value := getattr(stmt, name), Expr)
-    )
+    names = _READ_FIELDS.get(type(stmt))
+    if names is None:
+        names = _READ_FIELDS[type(stmt)] = _read_fields(type(stmt))
+    return tuple(value for name in names if isinstance(value := getattr(stmt, name), Expr))
+
+
+#: Per statement class, the fields `stmt_exprs` looks at (found once per class: the
+#: compilers call it for every statement several times).
+_READ_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _read_fields(cls: type) -> tuple[str, ...]:
+    skip = DEFINING_FIELDS.get(cls.__name__)
+    return tuple(name for name in cls.__dataclass_fields__ if name != skip)
 
 
 def written_tensors(body: tuple[Stmt, ...]) -> frozenset[str]:
@@ -713,7 +721,7 @@ def defined_name(stmt: Stmt) -> Name | None:
     return getattr(stmt, field_name) if field_name else None
 
 
-def is_uniform(expr: Expr, varying: set[str]) -> bool:
+def is_uniform(expr: Expr, varying: set[str] | frozenset[str]) -> bool:
     """Whether every thread computes the same `expr`, given the Names that vary."""
     for sub in walk_expr(expr):
         if isinstance(sub, ThreadIndex | Read):
@@ -724,9 +732,18 @@ def is_uniform(expr: Expr, varying: set[str]) -> bool:
 
 
 def walk_expr(expr: Expr) -> Iterator[Expr]:
-    yield expr
-    for child in expr.children():
-        yield from walk_expr(child)
+    """`expr` and every expression in it, each before its children, children in order.
+
+    One generator and an explicit stack: nested generators cost each node the depth of
+    the tree in resumptions, and the compilers walk every expression several times."""
+    stack = [expr]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        e = pop()
+        yield e
+        children = e.children()
+        if children:
+            push(children[::-1])
 
 
 def count_stmts(fn: ThreadFunction) -> dict[str, int]:

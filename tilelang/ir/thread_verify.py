@@ -37,13 +37,32 @@ class ThreadIRError(ValueError):
 _VERIFIED: dict[int, weakref.ref] = {}
 
 
-def verify_thread_function(fn: t.ThreadFunction) -> None:
+def verify_thread_function(fn: t.ThreadFunction, checked: Checked | None = None) -> None:
+    """Raises `ThreadIRError` where `fn` breaks a rule. `checked`: what earlier
+    verifications of functions sharing `fn`'s expressions found (a pipeline verifying
+    each pass's output passes one `Checked` to all of them)."""
     known = _VERIFIED.get(id(fn))
     if known is not None and known() is fn:
         return
-    _Verifier(fn).run()
+    _Verifier(fn, checked if checked is not None else Checked()).run()
     key = id(fn)
     _VERIFIED[key] = weakref.ref(fn, lambda _, key=key: _VERIFIED.pop(key, None))
+
+
+class Checked:
+    """The expressions (by identity) whose every check passed, each with what its checks
+    still depend on: the Names it reads (each checked against the scope of every place
+    the expression appears), the locals its `Read`s checked against, and whether it
+    reads the thread index or a register (for uniformity).
+
+    An expression met again is not walked again: its Names are checked in the order a
+    walk meets them, so an error is the one the walk would raise (nothing else in it can
+    fail), and its locals must be the same `Local`s as before. The thread passes keep
+    the expressions they do not change, so verifying their outputs mostly costs this.
+    The entries keep their expressions alive (an id stays its own)."""
+
+    def __init__(self) -> None:
+        self.found: dict[int, tuple[t.Expr, tuple[t.Name, ...], tuple[t.Local, ...], bool]] = {}
 
 
 def _show(stmt: t.Stmt) -> str:
@@ -53,8 +72,9 @@ def _show(stmt: t.Stmt) -> str:
 
 
 class _Verifier:
-    def __init__(self, fn: t.ThreadFunction) -> None:
+    def __init__(self, fn: t.ThreadFunction, checked: Checked) -> None:
         self.fn = fn
+        self.checked = checked.found
         self.locals = {loc.name: loc for loc in fn.locals}
         self.defined: set[str] = set()
         self.varying: set[str] = set()
@@ -92,7 +112,10 @@ class _Verifier:
         self.body(self.fn.body, dict(scope), divergent=False)
 
     def uniform(self, e: t.Expr) -> bool:
-        return t.is_uniform(e, self.varying)
+        found = self.checked.get(id(e))
+        if found is None or found[0] is not e:
+            return t.is_uniform(e, self.varying)
+        return not found[3] and not any(name.name in self.varying for name in found[1])
 
     def body(self, body: tuple[t.Stmt, ...], scope: dict[str, t.Name], divergent: bool) -> None:
         scope = dict(scope)
@@ -140,54 +163,48 @@ class _Verifier:
             self.body(stmt.else_body, scope, varies)
 
     def same(self, stmt: t.Stmt | None, want, got, what: str) -> None:
-        if want != got:
+        if want is not got and want != got:
             raise self.fail(stmt, f"{what} has dtype {got}, expected {want}")
 
     def expr(self, stmt: t.Stmt | None, e: t.Expr, scope: dict[str, t.Name]) -> None:
+        found = self.checked.get(id(e))
+        if found is not None and found[0] is e and self.same_locals(found[2]):
+            for name in found[1]:
+                _check_name(self, stmt, name, scope)
+            return
+        names: dict[t.Name, None] = {}
+        used: dict[str, t.Local] = {}
+        varies = False
         for sub in t.walk_expr(e):
             self.check_expr(stmt, sub, scope)
+            if isinstance(sub, t.Name):
+                names[sub] = None
+            elif isinstance(sub, t.Read):
+                used[sub.local] = self.locals[sub.local]
+                varies = True
+            elif isinstance(sub, t.ThreadIndex):
+                varies = True
+        self.checked[id(e)] = (e, tuple(names), tuple(used.values()), varies)
+
+    def same_locals(self, used: tuple[t.Local, ...]) -> bool:
+        """Whether this function's locals of those names are `used` (what the `Read`s of
+        a checked expression were checked against)."""
+        for loc in used:
+            mine = self.locals.get(loc.name)
+            if mine is not loc and mine != loc:
+                return False
+        return True
 
     def check_expr(self, stmt: t.Stmt | None, e: t.Expr, scope: dict[str, t.Name]) -> None:
-        if e.dtype not in t.REGISTER_DTYPES:
+        dtype = e.dtype
+        # By identity first: hashing a DType (a dataclass) for every node cost more than
+        # the checks themselves.
+        if id(dtype) not in _REGISTER_DTYPE_IDS and dtype not in t.REGISTER_DTYPES:
             raise self.fail(stmt, f"{print_expr(e)} has the non-register dtype {e.dtype}")
-        if isinstance(e, t.Name):
-            if scope.get(e.name) != e:
-                raise self.fail(stmt, f"%{e.name}: {e.type} is not defined here")
-        elif isinstance(e, t.Read):
-            self.register(stmt, e.local, e.index, e.type)
-        elif isinstance(e, t.Unary):
-            if e.op not in t.UNARY_OPS:
-                raise self.fail(stmt, f"unknown unary operator {e.op}")
-        elif isinstance(e, t.Binary):
-            if e.op not in t.BINARY_OPS | t.COMPARE_OPS:
-                raise self.fail(stmt, f"unknown binary operator {e.op}")
-            if e.op not in ("shl", "shr"):
-                self.same(stmt, e.a.dtype, e.b.dtype, f"the second operand of {e.op}")
-        elif isinstance(e, t.Fma):
-            if not e.a.dtype.is_float:
-                raise self.fail(stmt, f"fma of {e.a.dtype}: it takes floats")
-            self.same(stmt, e.a.dtype, e.b.dtype, "the second operand of fma")
-            self.same(stmt, e.a.dtype, e.c.dtype, "the addend of fma")
-        elif isinstance(e, t.Select):
-            self.same(stmt, dtypes.u1, e.cond.dtype, "the condition of select")
-            self.same(stmt, e.a.dtype, e.b.dtype, "the second value of select")
-        elif isinstance(e, t.Bitcast):
-            if e.a.dtype.bits != e.type.bits:
-                raise self.fail(stmt, f"bitcast from {e.a.dtype} to {e.type} changes the width")
-        elif isinstance(e, t.Lop3 | t.Prmt):
-            for child in e.children():
-                self.same(stmt, dtypes.u32, child.dtype, "an operand of lop3/prmt")
-        elif isinstance(e, t.Pair):
-            if e.op not in t.PAIR_OPS or e.elem not in (dtypes.f16, dtypes.bf16):
-                raise self.fail(stmt, f"unknown pair operation {e.op}.{e.elem}x2")
-            if (e.op == "fma") != (e.c is not None):
-                raise self.fail(stmt, "fma takes three operands, the others two")
-            for child in e.children():
-                self.same(stmt, dtypes.u32, child.dtype, "an operand of a pair operation")
-        elif isinstance(e, t.F8Pair):
-            if e.src not in t.F8_PAIR_SOURCES or e.half not in (0, 1):
-                raise self.fail(stmt, f"no f16x2 conversion of {e.src} codes from half {e.half}")
-            self.same(stmt, dtypes.u32, e.a.dtype, "the operand of an f8 pair conversion")
+        kind = type(e)
+        check = _EXPR_CHECKS[kind] if kind in _EXPR_CHECKS else _expr_check(kind)
+        if check is not None:
+            check(self, stmt, e, scope)
 
     def register(self, stmt, local: str, index: int, dtype) -> None:
         loc = self.locals.get(local)
@@ -210,6 +227,95 @@ class _Verifier:
                 f"bytes {reg.byte}..{reg.byte + width} of {reg.local} ({loc.nbytes} bytes) "
                 "are out of range or unaligned",
             )
+
+
+#: The ids of `t.REGISTER_DTYPES`' members (alive as long as the module: ids stay theirs).
+_REGISTER_DTYPE_IDS = frozenset(map(id, t.REGISTER_DTYPES))
+_BINARY_OPS = t.BINARY_OPS | t.COMPARE_OPS
+
+
+def _check_name(v: _Verifier, stmt, e: t.Name, scope: dict[str, t.Name]) -> None:
+    found = scope.get(e.name)
+    if found is not e and found != e:
+        raise v.fail(stmt, f"%{e.name}: {e.type} is not defined here")
+
+
+def _check_read(v: _Verifier, stmt, e: t.Read, scope) -> None:
+    v.register(stmt, e.local, e.index, e.type)
+
+
+def _check_unary(v: _Verifier, stmt, e: t.Unary, scope) -> None:
+    if e.op not in t.UNARY_OPS:
+        raise v.fail(stmt, f"unknown unary operator {e.op}")
+
+
+def _check_binary(v: _Verifier, stmt, e: t.Binary, scope) -> None:
+    if e.op not in _BINARY_OPS:
+        raise v.fail(stmt, f"unknown binary operator {e.op}")
+    if e.op not in ("shl", "shr"):
+        v.same(stmt, e.a.dtype, e.b.dtype, f"the second operand of {e.op}")
+
+
+def _check_fma(v: _Verifier, stmt, e: t.Fma, scope) -> None:
+    if not e.a.dtype.is_float:
+        raise v.fail(stmt, f"fma of {e.a.dtype}: it takes floats")
+    v.same(stmt, e.a.dtype, e.b.dtype, "the second operand of fma")
+    v.same(stmt, e.a.dtype, e.c.dtype, "the addend of fma")
+
+
+def _check_select(v: _Verifier, stmt, e: t.Select, scope) -> None:
+    v.same(stmt, dtypes.u1, e.cond.dtype, "the condition of select")
+    v.same(stmt, e.a.dtype, e.b.dtype, "the second value of select")
+
+
+def _check_bitcast(v: _Verifier, stmt, e: t.Bitcast, scope) -> None:
+    if e.a.dtype.bits != e.type.bits:
+        raise v.fail(stmt, f"bitcast from {e.a.dtype} to {e.type} changes the width")
+
+
+def _check_bit_op(v: _Verifier, stmt, e: t.Lop3 | t.Prmt, scope) -> None:
+    for child in e.children():
+        v.same(stmt, dtypes.u32, child.dtype, "an operand of lop3/prmt")
+
+
+def _check_pair(v: _Verifier, stmt, e: t.Pair, scope) -> None:
+    if e.op not in t.PAIR_OPS or e.elem not in (dtypes.f16, dtypes.bf16):
+        raise v.fail(stmt, f"unknown pair operation {e.op}.{e.elem}x2")
+    if (e.op == "fma") != (e.c is not None):
+        raise v.fail(stmt, "fma takes three operands, the others two")
+    for child in e.children():
+        v.same(stmt, dtypes.u32, child.dtype, "an operand of a pair operation")
+
+
+def _check_f8_pair(v: _Verifier, stmt, e: t.F8Pair, scope) -> None:
+    if e.src not in t.F8_PAIR_SOURCES or e.half not in (0, 1):
+        raise v.fail(stmt, f"no f16x2 conversion of {e.src} codes from half {e.half}")
+    v.same(stmt, dtypes.u32, e.a.dtype, "the operand of an f8 pair conversion")
+
+
+#: The check of each expression class beyond its dtype, in the order a class is looked
+#: for (`_expr_check`: the first it is an instance of).
+_EXPR_CHECK_ORDER = (
+    (t.Name, _check_name),
+    (t.Read, _check_read),
+    (t.Unary, _check_unary),
+    (t.Binary, _check_binary),
+    (t.Fma, _check_fma),
+    (t.Select, _check_select),
+    (t.Bitcast, _check_bitcast),
+    (t.Lop3 | t.Prmt, _check_bit_op),
+    (t.Pair, _check_pair),
+    (t.F8Pair, _check_f8_pair),
+)
+#: The check by exact class, filled in as classes are met (a dict lookup per node
+#: instead of a chain of isinstance calls).
+_EXPR_CHECKS: dict[type, object] = {}
+
+
+def _expr_check(kind: type):
+    check = next((f for cls, f in _EXPR_CHECK_ORDER if issubclass(kind, cls)), None)
+    _EXPR_CHECKS[kind] = check
+    return check
 
 
 def _check_set(v: _Verifier, s: t.SetLocal) -> None:

@@ -206,12 +206,14 @@ def emit_ldmatrix(lo, dst: TileRegs, address_of, atom: LdmatrixAtom, quotient: L
 def register_map(src: TileRegs, dst: TileRegs, source_index_table) -> list[int] | None:
     """For each local of `dst`, the local of `src` the same thread holds its source
     element in (the same for every thread), or None when some thread lacks it."""
-    src_table = src.layout.table()
-    dst_table = dst.layout.table()
+    src_table = _table(src.layout)
+    dst_table = _table(dst.layout)
     wanted = source_index_table(dst_table)  # [T, N_dst, rank_src]
     shape = src.layout.shape
     src_flat = flat_indices(src_table, shape)
     want_flat = flat_indices(wanted, shape)
+    if src_flat.shape[0] == want_flat.shape[0] and src_flat.size and want_flat.size:
+        return _first_sources(src_flat, want_flat)
     choice = []
     for li in range(dst.layout.num_locals):
         hits = src_flat == want_flat[:, li : li + 1]  # [T, N_src]
@@ -222,6 +224,40 @@ def register_map(src: TileRegs, dst: TileRegs, source_index_table) -> list[int] 
             return None
         choice.append(int(first[0]))
     return choice
+
+
+#: `Layout.table()` of the layouts met lately, read-only: a lowering asks again and
+#: again for the tables of a few layouts (equal layouts map alike: equality is by the
+#: canonical form, which only drops size-1 modes and merges adjacent ones).
+_TABLES: dict[Layout, np.ndarray] = {}
+
+
+def _table(layout: Layout) -> np.ndarray:
+    table = _TABLES.get(layout)
+    if table is None:
+        if len(_TABLES) >= 1024:
+            _TABLES.clear()
+        table = _TABLES[layout] = layout.table()
+        table.flags.writeable = False
+    return table
+
+
+def _first_sources(src_flat: np.ndarray, want_flat: np.ndarray) -> list[int] | None:
+    """`register_map`'s answer from the flat indices each thread holds ([T, N_src]) and
+    wants ([T, N_dst]), by one sort instead of a comparison of every pair per local:
+    per thread, the first local holding each wanted element."""
+    threads, n_src = src_flat.shape
+    rows = np.arange(threads, dtype=np.int64)[:, None]
+    span = int(max(src_flat.max(), want_flat.max())) + 1  # keys never collide across threads
+    keys, first = np.unique((rows * span + src_flat).ravel(), return_index=True)
+    wanted = rows * span + want_flat
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    if not (keys[at] == wanted).all():
+        return None  # some thread lacks an element it needs
+    local = first[at] - rows * n_src
+    if not (local == local[0]).all():
+        return None  # threads would read different locals
+    return [int(x) for x in local[0]]
 
 
 def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, table_map) -> None:

@@ -87,7 +87,13 @@ class SharedTile:
 
 
 def is_packed(dtype: DType) -> bool:
+    if id(dtype) in _WORD_DTYPE_IDS:  # by identity first: hashing a DType costs more
+        return False
     return dtype not in t.REGISTER_DTYPES or dtype == dtypes.u1
+
+
+#: The ids of the register dtypes but u1 (alive as long as the module: ids stay theirs).
+_WORD_DTYPE_IDS = frozenset(id(dt) for dt in t.REGISTER_DTYPES if dt != dtypes.u1)
 
 
 def storage_of(dtype: DType, count: int) -> tuple[DType, int]:

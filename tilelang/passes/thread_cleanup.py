@@ -19,12 +19,9 @@ from tilelang.target import CPU, Target
 
 def run(fn: t.ThreadFunction, target: Target = CPU) -> t.ThreadFunction:
     body = _share(fn.body, {}, {})
-    while True:
-        used = _used_names(body, fn.grid)
-        removed: list[str] = []
-        body = _prune(body, used, removed)
-        if not removed:
-            break
+    dead = _dead_names(body, fn.grid)
+    if dead:
+        body = _prune(body, dead)
     return replace(fn, body=body)
 
 
@@ -40,12 +37,12 @@ def _rename_expr(e: t.Expr, renames: dict[str, t.Name]) -> t.Expr:
     if not e.children():
         return e
     changes = {}
-    for f in fields(e):
-        value = getattr(e, f.name)
+    for name in _fields(type(e)):
+        value = getattr(e, name)
         if isinstance(value, t.Expr):
             renamed = _rename_expr(value, renames)
             if renamed is not value:
-                changes[f.name] = renamed
+                changes[name] = renamed
     return replace(e, **changes) if changes else e
 
 
@@ -54,13 +51,24 @@ def _rename_stmt(s: t.Stmt, renames: dict[str, t.Name]) -> t.Stmt:
         return s
     skip = t.DEFINING_FIELDS.get(type(s).__name__)
     changes = {}
-    for f in fields(s):
-        value = getattr(s, f.name)
-        if f.name != skip and isinstance(value, t.Expr):
+    for name in _fields(type(s)):
+        value = getattr(s, name)
+        if name != skip and isinstance(value, t.Expr):
             renamed = _rename_expr(value, renames)
             if renamed is not value:
-                changes[f.name] = renamed
+                changes[name] = renamed
     return replace(s, **changes) if changes else s
+
+
+#: The field names of each dataclass met (`dataclasses.fields` costs more than a walk).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    found = _FIELDS.get(cls)
+    if found is None:
+        found = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return found
 
 
 def _share(
@@ -71,11 +79,13 @@ def _share(
     for stmt in body:
         stmt = _rename_stmt(stmt, renames)
         if isinstance(stmt, t.Let) and not _has_read(stmt.value):
-            earlier = available.get(stmt.value)
-            if earlier is not None and earlier.type == stmt.name.type:
-                renames[stmt.name.name] = earlier
-                continue
-            available[stmt.value] = stmt.name
+            # One lookup: hashing an expression walks all of it.
+            earlier = available.setdefault(stmt.value, stmt.name)
+            if earlier is not stmt.name:
+                if earlier.type == stmt.name.type:
+                    renames[stmt.name.name] = earlier
+                    continue
+                available[stmt.value] = stmt.name
         if isinstance(stmt, t.For):
             stmt = replace(stmt, body=_share(stmt.body, available, renames))
         elif isinstance(stmt, t.If):
@@ -88,31 +98,60 @@ def _share(
     return tuple(out)
 
 
-def _used_names(body: tuple[t.Stmt, ...], grid: tuple[t.Expr, ...]) -> set[str]:
-    used: set[str] = set()
+def _dead_names(body: tuple[t.Stmt, ...], grid: tuple[t.Expr, ...]) -> set[str]:
+    """The names of the Lets to remove: those nothing reads but other removed Lets.
+
+    What removing every unused Let, again and again until none is, removes; counted
+    once (each Name read, by occurrence) and taken down as Lets go, instead of walking
+    the whole function again after each round."""
+    uses: dict[str, int] = {}
     for e in grid:
-        used.update(sub.name for sub in t.walk_expr(e) if isinstance(sub, t.Name))
+        _count_names(e, uses, 1)
+    lets: dict[str, list[t.Let]] = {}
     for stmt in t.walk_stmts(body):
         for e in t.stmt_exprs(stmt):
-            used.update(sub.name for sub in t.walk_expr(e) if isinstance(sub, t.Name))
-    return used
+            _count_names(e, uses, 1)
+        if isinstance(stmt, t.Let):
+            lets.setdefault(stmt.name.name, []).append(stmt)
+    dead: set[str] = set()
+    work = [name for name in lets if not uses.get(name)]
+    while work:
+        name = work.pop()
+        if name in dead:
+            continue
+        dead.add(name)
+        for let in lets[name]:
+            for freed in _count_names(let.value, uses, -1):
+                if freed in lets and freed not in dead:
+                    work.append(freed)
+    return dead
 
 
-def _prune(body: tuple[t.Stmt, ...], used: set[str], removed: list[str]) -> tuple[t.Stmt, ...]:
-    """`body` without the Lets whose Name is not in `used` (their names appended to
-    `removed`, so the caller knows without comparing trees whether to go again)."""
+def _count_names(e: t.Expr, uses: dict[str, int], step: int) -> list[str]:
+    """Adds `step` to the count of each Name read in `e` (per occurrence); returns the
+    names whose count reached zero."""
+    zeros = []
+    for sub in t.walk_expr(e):
+        if isinstance(sub, t.Name):
+            count = uses[sub.name] = uses.get(sub.name, 0) + step
+            if not count:
+                zeros.append(sub.name)
+    return zeros
+
+
+def _prune(body: tuple[t.Stmt, ...], dead: set[str]) -> tuple[t.Stmt, ...]:
+    """`body` without the Lets whose Name is in `dead`."""
     out: list[t.Stmt] = []
     for stmt in body:
-        if isinstance(stmt, t.Let) and stmt.name.name not in used:
-            removed.append(stmt.name.name)
+        if isinstance(stmt, t.Let) and stmt.name.name in dead:
             continue
         if isinstance(stmt, t.For):
-            stmt = replace(stmt, body=_prune(stmt.body, used, removed))
+            stmt = replace(stmt, body=_prune(stmt.body, dead))
         elif isinstance(stmt, t.If):
             stmt = replace(
                 stmt,
-                then_body=_prune(stmt.then_body, used, removed),
-                else_body=_prune(stmt.else_body, used, removed),
+                then_body=_prune(stmt.then_body, dead),
+                else_body=_prune(stmt.else_body, dead),
             )
         out.append(stmt)
     return tuple(out)
