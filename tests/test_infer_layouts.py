@@ -31,8 +31,7 @@ def infer(body: str, warps: int = 4, params: str = "%x: tensor<f32, [M, N]>") ->
     stated a multiple of 128, so 16-byte accesses are provable and the default layouts
     are not cut down to unaligned runs (test_unaligned_layouts.py covers those)."""
     text = (
-        f"kernel k({params}) sizes(%M: i32, %N: i32) warps({warps}) assume(N % 128) "
-        f"{{\n{body}}}\n"
+        f"kernel k({params}) sizes(%M: i32, %N: i32) warps({warps}) assume(N % 128) {{\n{body}}}\n"
     )
     fn = infer_layouts.run(parse_function(text))
     check_contract(fn)
