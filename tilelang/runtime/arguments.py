@@ -387,16 +387,15 @@ def _check_device_tensor(
             )
         shape = value.shape
     else:
-        # a buffer of an ml_dtypes type (bf16, f8) speaks typestr "<V2" or "|V1": its
-        # own host dtype says what it holds
-        held = (
-            _host_dtype(value.host_dtype)
-            if isinstance(value, gpu.DeviceBuffer)
-            else _typestr_dtype(array.typestr)
-        )
+        held, what = _typestr_dtype(array.typestr), array.typestr
+        host = getattr(value, "host_dtype", None)
+        if held is None and host is not None:
+            # a DeviceBuffer of an ml_dtypes type (bf16, f8) speaks typestr "<V2" or
+            # "|V1": the array it was made from says what it holds
+            held = _host_dtype(host)
+            what = what if held is None else held
         if held != want.dtype:
             hint = "; pass tilelang.DeviceBuffer(tilelang.pack(...))" if want.dtype.bits < 8 else ""
-            what = array.typestr if held is None else held
             raise TypeError(
                 f"{_where(fn, param.name)} expects a tensor of {want.dtype}, "
                 f"got a device array of {what}{hint}"
