@@ -50,14 +50,7 @@ __all__ = [
 ]
 
 
-def blocked_layout(
-    shape: Sequence[int],
-    dtype: DType,
-    threads: int,
-    *,
-    min_vec: int = 1,
-    max_vec: int | None = None,
-) -> Layout:
+def blocked_layout(shape: Sequence[int], dtype: DType, threads: int, *, min_vec: int = 1) -> Layout:
     """The coalesced default layout of a tile of `shape` and `dtype` over `threads`.
 
     Each thread holds a run of `vec` consecutive elements of the last dim: the largest
@@ -72,14 +65,7 @@ def blocked_layout(
     (`view` needs whole groups of bits per thread). A type whose width is not a whole
     number of bytes (u3, f6, ...) also gets runs of whole bytes (``byte_group`` elements)
     when the row allows, so that stores of packed elements never share a byte between
-    threads. `max_vec` (a power of two) caps the run where an access can provably move
-    no more elements at once (`divisors.access_run`: a row whose length or offset proves
-    no 16-byte alignment): a longer run would be split into narrow accesses with the
-    lanes of a warp a run apart (4x the sectors for f32 runs of 4 moved one by one). The
-    threads keep the arrangement of the uncapped run, each thread's run becoming
-    ``vec / max_vec`` runs of ``max_vec`` one warp-width apart (an outer local digit), so
-    consecutive lanes read consecutive accesses and each thread keeps the rows it had.
-    None (or a cap at or above the preferred width) leaves the layout as without it.
+    threads.
 
     ``[64, 64] f16, 128 threads -> local(4, 1).spatial(16, 8).local(1, 8)``;
     ``[4] f32 -> replicated(32).spatial(4)``.
@@ -99,9 +85,7 @@ def blocked_layout(
         spread[d] = math.gcd(left, positions[d])
         left //= spread[d]
     outer = [p // s for p, s in zip(positions, spread, strict=True)]
-    run = _capped_run(vec, min_vec, max_vec)
-    outer[-1] *= vec // run  # the rest of the run: whole warp-widths further along the row
-    inner = [1] * (rank - 1) + [run]
+    inner = [1] * (rank - 1) + [vec]
     layout = replicated(left, rank=rank) * local(*outer) * spatial(*spread) * local(*inner)
     return layout.canonicalize()
 
@@ -117,22 +101,10 @@ def holds_whole_bytes(layout: Layout, dtype: DType) -> bool:
     return group == 1 or layout.divisible_by(local(*[1] * (layout.rank - 1), group))
 
 
-def _capped_run(vec: int, min_vec: int, max_vec: int | None) -> int:
-    """The part of a run of `vec` one access moves: halved down to `max_vec`, never
-    below (nor off a multiple of) `min_vec`."""
-    run = vec
-    while max_vec is not None and run > max_vec and (run // 2) % min_vec == 0 and run % 2 == 0:
-        run //= 2
-    return run
-
-
-def _vector_width(
-    shape: tuple[int, ...], bits: int, threads: int, min_vec: int, max_vec: int | None = None
-) -> int:
+def _vector_width(shape: tuple[int, ...], bits: int, threads: int, min_vec: int) -> int:
     last, total = shape[-1], math.prod(shape)
-    widest = 128 // bits if max_vec is None else min(max_vec, 128 // bits)
     vec = 1
-    while vec * 2 <= widest and last % (vec * 2) == 0:
+    while (vec * 2) * bits <= 128 and last % (vec * 2) == 0:
         vec *= 2
     while vec > 1 and total < threads * vec:
         vec //= 2
@@ -151,12 +123,10 @@ def reduction_layout(
     threads: int,
     loads: Sequence[DType],
     broadcasts: Sequence[Sequence[int]] = (),
-    max_vec: int | None = None,
 ) -> Layout | None:
     """The layout a reduction of a `shape` tile over `axis` wishes its value to have, or
     None when the blocked layout of the narrowest of `loads` (the element types of the
-    tiles of this shape loaded to compute the value) is as cheap. `max_vec` caps the
-    runs as in `blocked_layout` (the loads' provable access width).
+    tiles of this shape loaded to compute the value) is as cheap.
 
     Candidates keep a run of ``v`` consecutive last-dim elements per thread (``v`` from
     the blocked width down to the fewest whole bytes), spread threads over the kept dims
@@ -181,10 +151,10 @@ def reduction_layout(
         return None
     narrow = min(loads, key=lambda dtype: dtype.bits)
     bits = [dtype.bits for dtype in loads]
-    blocked = blocked_layout(shape, narrow, threads, max_vec=max_vec)
+    blocked = blocked_layout(shape, narrow, threads)
     best, best_cost = None, reduction_cost(blocked, axis, bits, broadcasts)
     group = byte_group(narrow) if shape[-1] % byte_group(narrow) == 0 else 1
-    widest = _vector_width(shape, narrow.bits, threads, group, max_vec)
+    widest = _vector_width(shape, narrow.bits, threads, group)
     run = widest
     while run >= group:
         if shape[-1] % run == 0:

@@ -352,10 +352,6 @@ class LoadRule(Source):
 
     def scan(self, inference: Inference, instr: nodes.Load) -> None:
         super().scan(inference, instr)
-        if isinstance(instr, nodes.Load):  # a gather's addresses come from its index
-            cap = inference.access_cap(instr.tensor, instr.offsets)
-            if cap is not None:
-                inference.caps[inference.name(instr.result)] = cap
         if is_tile(getattr(instr, "mask", None)):
             inference.edge(instr.result, instr.mask, _same, EXACT, True)
 
@@ -422,9 +418,7 @@ class ReduceRule(AnyLayout):
             loads, broadcasts = _reduced_sources(inference, instr.value)
             loaded = [load.type.dtype for load in loads]
             shape = instr.value.type.shape
-            caps = [inference.caps[n] for n in map(inference.name, loads) if n in inference.caps]
-            cap = min(caps, default=None)
-            wish = reduction_layout(shape, axis, inference.threads, loaded, broadcasts, cap)
+            wish = reduction_layout(shape, axis, inference.threads, loaded, broadcasts)
             for load in loads if wish is not None else ():
                 inference.wishes.setdefault(inference.name(load), wish)
 

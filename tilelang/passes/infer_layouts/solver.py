@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tilelang.analysis.divisors import access_run, shape_divisor
 from tilelang.analysis.dot_chains import chained_dots
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.ir.atoms import WARP_SIZE
@@ -39,7 +38,6 @@ from tilelang.ir.nodes import (
 )
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import Rewriter, RewriteResult, walk
-from tilelang.passes.analyze import analyze
 from tilelang.target import CPU, Target
 
 
@@ -143,11 +141,6 @@ class Inference:
         self.dots: dict[str, tuple[Layout | None, Layout | None]] = {}
         self.anchors: list[tuple[str, Layout]] = []  # DOT proposals
         self.wishes: dict[str, Layout] = {}  # load -> its reduction's wish, for its default
-        # load -> the most elements one access provably moves, below 16 bytes: its
-        # default's run (lanes adjacent rather than a run apart, each run split).
-        self.caps: dict[str, int] = {}
-        self.fn = fn
-        self.facts = analyze(fn)
         self.layouts: dict[str, Layout] = {}
         self.heap: list[tuple] = []
         self.counter = itertools.count()
@@ -162,13 +155,6 @@ class Inference:
 
     def tile(self, var: Var) -> TileVar:
         return self.tiles[self.name(var)]
-
-    def access_cap(self, tensor: Var, offsets: tuple[Value, ...]) -> int | None:
-        """The most elements of `tensor` one access at `offsets` provably moves (the
-        divisibility facts of its last dimension and offset), None for 16 bytes."""
-        kind = tensor.type
-        last = shape_divisor(self.fn, kind.shape[-1])
-        return access_run(last, self.facts.divisor(offsets[-1]), kind.dtype.bits)
 
     def is_free(self, value: Value | None) -> bool:
         return is_tile(value) and self.tile(value).free
@@ -241,9 +227,7 @@ class Inference:
 
     def default(self, tile: TileVar, origin: int) -> None:
         t, name = tile.var.type, tile.var.name
-        layout = self.wishes.get(name) or blocked_layout(
-            t.shape, t.dtype, self.threads, max_vec=self.caps.get(name)
-        )
+        layout = self.wishes.get(name) or blocked_layout(t.shape, t.dtype, self.threads)
         self.assign(name, layout, origin, EXACT)
 
     def solve(self) -> Solution:
