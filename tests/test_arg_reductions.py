@@ -4,6 +4,7 @@ row of NaN only giving 0 — on the interpreter and the CPU backend, against num
 
 import numpy as np
 import pytest
+from conftest import assert_reported
 
 import tilelang as tl
 
@@ -67,3 +68,52 @@ def test_it_compiles_for_the_gpu():
     resources = compiled.resources
     assert resources.spill_store_bytes == 0 and resources.spill_load_bytes == 0
     assert len(compiled.cubin) > 0 and compiled.stats["reduce_shuffle"] > 0
+
+
+@tl.kernel(warps=2)
+def extremes_with_indices(
+    x: tl.Tensor[tl.f32, "M", "N"],
+    row_max: tl.Tensor[tl.f32, "M"],
+    row_argmax: tl.Tensor[tl.i32, "M"],
+    flat_min: tl.Tensor[tl.f32, "1", "1"],
+    flat_argmin: tl.Tensor[tl.i32, "1", "1"],
+    BM: tl.constexpr = 8,
+    BN: tl.constexpr = 16,
+):
+    tile = tl.load(x, [0, 0], [BM, BN])
+    values, indices = tl.max(tile, axis=1, return_indices=True)
+    tl.store(row_max, [0], values)
+    tl.store(row_argmax, [0], indices)
+    smallest, where = tl.min(tile, keepdims=True, return_indices=True)
+    tl.store(flat_min, [0, 0], smallest)
+    tl.store(flat_argmin, [0, 0], where)
+
+
+def test_max_and_min_return_indices_as_triton_spells_it():
+    rng = np.random.default_rng(5)
+    x = rng.integers(-3, 3, (8, 16)).astype(np.float32)
+    x[1, 4:] = np.nan
+    args = (x, np.zeros(8, np.float32), np.zeros(8, np.int32), np.zeros((1, 1), np.float32))
+    args += (np.zeros((1, 1), np.int32),)
+    row_argmax = first_index(x, 1, True)
+    flat_argmin = first_index(x, None, False)
+    expected = (
+        x[np.arange(8), row_argmax],
+        row_argmax,
+        x.reshape(-1)[flat_argmin].reshape(1, 1),
+        np.reshape(flat_argmin, (1, 1)),
+    )
+    for results in (
+        extremes_with_indices.interpret(*args),
+        extremes_with_indices(*[a.copy() for a in args]),
+    ):
+        for got, want in zip(results, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_return_indices_must_be_a_compile_time_bool():
+    @tl.kernel
+    def bad(x: tl.Tensor[tl.f32, "8"], y: tl.Tensor[tl.f32, "1"], flag: tl.i32):
+        tl.store(y, [0], tl.max(tl.load(x, [0], [8]), return_indices=flag))  # <- error
+
+    assert_reported(bad, "return_indices must be a compile-time bool")

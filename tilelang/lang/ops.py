@@ -477,12 +477,24 @@ def prod(x, axis=None, keepdims=False, dtype=None) -> Tile:
     return _reduce("prod", x, axis, keepdims, dtype)
 
 
-def max(x, axis=None, keepdims=False) -> Tile:
+def max(x, axis=None, keepdims=False, return_indices=False) -> Tile | tuple[Tile, Tile]:
+    """The maximum along `axis`; with `return_indices`, (maximum, `tl.argmax`'s index)."""
+    if _flag(return_indices, "return_indices"):
+        return _arg_extreme("max", x, axis, keepdims)
     return _reduce("max", x, axis, keepdims)
 
 
-def min(x, axis=None, keepdims=False) -> Tile:
+def min(x, axis=None, keepdims=False, return_indices=False) -> Tile | tuple[Tile, Tile]:
+    """The minimum along `axis`; with `return_indices`, (minimum, `tl.argmin`'s index)."""
+    if _flag(return_indices, "return_indices"):
+        return _arg_extreme("min", x, axis, keepdims)
     return _reduce("min", x, axis, keepdims)
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise current().error(f"{name} must be a compile-time bool, got {describe(value)}")
+    return value
 
 
 @composite(ir.Reduce, ir.Arange, ir.Compute, ir.Full, ir.Broadcast, ir.Reshape)
@@ -490,22 +502,23 @@ def argmax(x, axis=None, keepdims=False) -> Tile:
     """The i32 index of the first maximum along `axis` (of the flattened tile when None),
     NaN ignored as `tl.max` ignores it (a row of NaN only gives 0). Elements are
     compared with `==`, so -0.0 and +0.0 tie (the first of them wins)."""
-    return _arg_extreme("max", x, axis, keepdims)
+    return _arg_extreme("max", x, axis, keepdims)[1]
 
 
 @composite(ir.Reduce, ir.Arange, ir.Compute, ir.Full, ir.Broadcast, ir.Reshape)
 def argmin(x, axis=None, keepdims=False) -> Tile:
     """The i32 index of the first minimum along `axis`, as `tl.argmax`."""
-    return _arg_extreme("min", x, axis, keepdims)
+    return _arg_extreme("min", x, axis, keepdims)[1]
 
 
-def _arg_extreme(op: str, x, axis, keepdims: bool) -> Tile:
+def _arg_extreme(op: str, x, axis, keepdims: bool) -> tuple[Tile, Tile]:
+    """(the extreme, the first index holding it) along `axis`."""
     # The extreme, then the smallest index that holds it: two reductions, no pair scan.
     tile = require_tile(x, f"the argument of tl.arg{op}")
     if axis is None:
         flat = reshape(tile, (math.prod(tile.shape),))
-        index = _arg_extreme(op, flat, 0, False)
-        return reshape(index, (1,) * tile.ndim) if keepdims else index
+        pair = _arg_extreme(op, flat, 0, False)
+        return tuple(reshape(t, (1,) * tile.ndim) for t in pair) if keepdims else pair
     axis = _axis(axis, tile.ndim)
     size = tile.shape[axis]
     extreme = _reduce(op, tile, axis, keepdims=True)
@@ -516,7 +529,8 @@ def _arg_extreme(op: str, x, axis, keepdims: bool) -> Tile:
     if tile.dtype.is_float:  # the extreme is NaN only when every element is
         hit = hit | (extreme != extreme)
     candidates = elementwise("where", hit, positions, full(tile.shape, size, dtypes.i32))
-    return _reduce("min", candidates, axis, keepdims)
+    index = _reduce("min", candidates, axis, keepdims)
+    return (extreme if keepdims else reshape(extreme, index.shape)), index
 
 
 def _scan(op: str, x, axis, reverse, dtype: object = None) -> Tile:
