@@ -1,6 +1,6 @@
-"""Loops the frontend unrolls: `for` over a Python range or list and `while` on a
-condition known while compiling, with `break` and `continue`, behave as the same
-Python would, and leave nothing of the loop in the kernel."""
+"""Loops the frontend unrolls: `for` over any compile-time iterable (a range, a list,
+enumerate, zip) and `while` on a condition known while compiling, with `break` and
+`continue`, behave as the same Python would, and leave nothing of the loop in the kernel."""
 
 import numpy as np
 
@@ -106,3 +106,20 @@ def test_break_inside_an_unrolled_loop_in_a_runtime_loop_leaves_only_the_inner_l
     x = np.arange(8, dtype=np.float32)
     want = 2 * (x[:4] + x[4:])
     np.testing.assert_array_equal(sums(x, np.zeros(8, np.float32))[:4], want)
+
+
+@tl.kernel(warps=1)
+def weighted_rows(x: tl.Tensor[tl.f32, "3", "8"], y: tl.Tensor[tl.f32, "8"]):
+    """y = sum over k of (k + 1) * w_k * x[k] for weights w = (0.5, 2, -1), the rows taken
+    in reverse: enumerate, zip and reversed are compile-time Python like range."""
+    acc = tl.zeros([8], tl.f32)
+    for k, (row, w) in enumerate(zip(reversed((0, 1, 2)), (0.5, 2.0, -1.0))):
+        acc = acc + tl.load(x, [row, 0], [1, 8]).reshape([8]) * (w * (k + 1))
+    tl.store(y, [0], acc)
+
+
+def test_enumerate_zip_and_reversed_unroll_as_range_does():
+    x = np.arange(24, dtype=np.float32).reshape(3, 8)
+    want = 1 * 0.5 * x[2] + 2 * 2.0 * x[1] + 3 * -1.0 * x[0]
+    np.testing.assert_array_equal(weighted_rows(x, np.zeros(8, np.float32)), want)
+    np.testing.assert_array_equal(weighted_rows.interpret(x, np.zeros(8, np.float32)), want)

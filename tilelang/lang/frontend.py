@@ -19,7 +19,7 @@ import builtins
 import inspect
 import operator
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tilelang import dtypes
@@ -360,7 +360,7 @@ class FunctionCompiler:
             raise self.error(
                 node.iter, "a runtime value cannot be iterated; loop with tl.range(...)"
             )
-        if isinstance(iterable, (range, list, tuple)):
+        if isinstance(iterable, Iterable):  # compile-time Python: range, enumerate, zip, ...
             for item in iterable:
                 self.assign(node.target, item)
                 if not self._unrolled_body(node.body):
