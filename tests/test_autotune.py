@@ -379,3 +379,25 @@ def test_records_of_another_min_blocks_are_not_hits(matmul):
     again = tl.autotune(constant, configs=[SMALL], key=["M"], progress=False)
     again(*operands(16, 80, 16))
     assert again.evaluated == []  # a rule and a constant giving the same bound: one record
+
+
+def test_a_compile_worker_keeps_a_pruned_configs_spill_warning_to_itself():
+    """A config that spills is pruned with the counts as its reason; the worker that
+    compiled it must not print the spill warning too (the parent's compile does not)."""
+    from tilelang.spill_verdict import RegisterSpillWarning
+
+    class Spilling:
+        def compile(self, **arguments):
+            import warnings
+
+            warnings.warn("8 bytes spilled", RegisterSpillWarning, stacklevel=1)
+            warnings.warn("another warning stays", UserWarning, stacklevel=1)
+
+    token = -1
+    tuner_module._WORK[token] = (Spilling(), {}, {}, "sm_90")
+    try:
+        with pytest.warns(UserWarning) as said:
+            assert tuner_module._compile_in_worker(token, {"BM": 64}) is None
+    finally:
+        del tuner_module._WORK[token]
+    assert [w.category for w in said] == [UserWarning], [str(w.message) for w in said]

@@ -397,13 +397,9 @@ class _Run:
         kernel = self.tuner.kernel
         target = self._gpu_target()
         try:
-            with warnings.catch_warnings():
-                # A config that spills is pruned below, with ptxas's counts as its reason;
-                # its warning would only repeat that for a tile the user never runs.
-                warnings.simplefilter("ignore", RegisterSpillWarning)
-                compiled = kernel.compile(
-                    assume=self.facts, target=target or "cpu", **config, **self.fixed
-                )
+            compiled = _compile_quietly(
+                kernel, assume=self.facts, target=target or "cpu", **config, **self.fixed
+            )
         except Exception as error:
             if isinstance(error, machine_errors()):
                 raise  # any other compile error prunes the config, with its reason
@@ -460,10 +456,19 @@ class _Run:
 _WORK: dict[int, tuple] = {}
 
 
+def _compile_quietly(kernel, **arguments: Any):
+    """`kernel.compile` without its spill warning: a config that spills is pruned, with
+    ptxas's counts as its reason; its warning would only repeat that for a tile the user
+    never runs (and a compile worker would print it once more)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RegisterSpillWarning)
+        return kernel.compile(**arguments)
+
+
 def _compile_in_worker(token: int, config: dict[str, Any]) -> str | None:
     kernel, fixed, facts, target = _WORK[token]
     try:
-        kernel.compile(assume=facts, target=target, **config, **fixed)
+        _compile_quietly(kernel, assume=facts, target=target, **config, **fixed)
     except Exception as error:  # reported per config, as in the parent
         if isinstance(error, machine_errors()):
             return None  # the parent compiles it again and raises
