@@ -368,6 +368,23 @@ def test_a_packed_tensor_must_be_contiguous():
         OPS["widen"](w)
 
 
+@tl.kernel(warps=4)
+def add_codes(
+    x: tl.Tensor[tl.i32, "M", "N"], w: tl.Tensor[tl.u4, "M", "N"], y: tl.Tensor[tl.i32, "M", "N"]
+):
+    bm = tl.blocks(M)
+    tl.store(y, [bm, 0], tl.load(x, [bm, 0], [1, 64]) + tl.load(w, [bm, 0], [1, 64]).to(tl.i32))
+
+
+def test_a_size_error_about_a_packed_tensor_counts_its_bytes_as_elements():
+    add = tt.op(add_codes, "tltest::add_codes")
+    x = torch.zeros(2, 64, dtype=torch.int32)
+    w = torch.zeros(2, 31, dtype=torch.uint8)  # 62 u4 codes where x says 64
+    with pytest.raises(ValueError, match="parameter 'w'") as raised:
+        add(x, w)
+    assert "its torch.uint8 last dimension of 31 bytes holds 62 u4 elements" in str(raised.value)
+
+
 def test_tilelang_does_not_import_torch():
     code = "import sys, tilelang; assert 'torch' not in sys.modules; print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -462,13 +462,33 @@ class TorchOp:
                 shapes[slot.name] = shape
         return shapes
 
+    def _sizes(self, variant: _Variant, values: list[Any]) -> dict[str, Any]:
+        """The size variables these arguments bind; a size error about a packed tensor
+        says how its torch.uint8 bytes count as elements (the rules count elements)."""
+        try:
+            return variant.signature.sizes(self._shapes_of(variant, values))
+        except ValueError as error:
+            notes = [
+                f"{slot.name!r} is a packed {slot.dtype} tensor: its torch.uint8 last "
+                f"dimension of {value.shape[-1]} bytes holds "
+                f"{value.shape[-1] * 8 // slot.dtype.bits} {slot.dtype} elements"
+                for slot, value in zip(variant.signature.arguments, values, strict=True)
+                if isinstance(slot, TensorSlot)
+                and td.is_packed(slot.dtype)
+                and f"{slot.name!r}" in str(error)
+                and value.dim() > 0
+            ]
+            if not notes:
+                raise
+            raise ValueError(f"{error} ({'; '.join(notes)})") from error
+
     def _lookup(self, values: list[Any]) -> _Shaped:
         """The operator at these arguments' dtypes and shapes: one key, one lookup."""
         key = tuple([(v.dtype, v.shape) if isinstance(v, torch.Tensor) else None for v in values])
         found = self._shaped.get(key)
         if found is None:
             variant = self._variant(values)
-            sizes = variant.signature.sizes(self._shapes_of(variant, values))
+            sizes = self._sizes(variant, values)
             outputs = self._output_forms(variant.signature, sizes)
             found = self._shaped[key] = _Shaped(variant, outputs, sizes)
         return found
@@ -496,7 +516,7 @@ class TorchOp:
         values = self._bound(args, kwargs)
         self._same_device(values)
         variant = self._variant(values)
-        sizes = variant.signature.sizes(self._shapes_of(variant, values))
+        sizes = self._sizes(variant, values)
         like = next(v for v in values if isinstance(v, torch.Tensor))
         outputs = [
             like.new_empty(shape, dtype=dtype)
@@ -557,7 +577,7 @@ class TorchOp:
         compiled for `target` without a GPU: for inspection and tests."""
         values = self._bound(args, kwargs)
         variant = self._variant(values)
-        sizes = variant.signature.sizes(self._shapes_of(variant, values))
+        sizes = self._sizes(variant, values)
         return self.compile(target, variant, sizes)
 
 
