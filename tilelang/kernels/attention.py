@@ -18,15 +18,16 @@ H]) then adds -slope[b, h] · |i + Sk - Sq - j| to s[j] (flash-attn's convention
 or not). lse is of these scores. A window, like causal, narrows the loop: a block
 reads only the key blocks some of its rows see.
 
-A block handles BM queries of one (batch, head) and walks the keys BN at a time with an
-online softmax: the running row maximum m and sum l, acc rescaled by exp(m_old - m_new).
-It is written as users write it — Q·Kᵀ as `tl.dot(q, tl.transpose(k))` on tiles loaded
-[1, BN, 1, D] and reshaped — and the compiler makes it fast: Q·Kᵀ and P·V form a dot
-chain (`tilelang.analysis.dot_chains`), so the warps split the rows, P goes from S's
-accumulator into P·V's A operand in registers, the row max and sum are warp shuffles;
-K and V arrive by cp.async in 2 stages (for an even D: `default_tiles`) and are read
-from shared memory a k-step at a time, K through a transposed view with ldmatrix (no
-transpose is materialized).
+A block handles BM queries of one (batch, head) over WARPS warps (64 rows over 4, or
+128 over 8 for launches that fill the GPU: `default_tiles`) and walks the keys BN at a
+time with an online softmax: the running row maximum m and sum l, acc rescaled by
+exp(m_old - m_new). It is written as users write it — Q·Kᵀ as
+`tl.dot(q, tl.transpose(k))` on tiles loaded [1, BN, 1, D] and reshaped — and the
+compiler makes it fast: Q·Kᵀ and P·V form a dot chain (`tilelang.analysis.dot_chains`),
+so the warps split the rows, P goes from S's accumulator into P·V's A operand in
+registers, the row max and sum are warp shuffles; K and V arrive by cp.async in 2
+stages (for an even D: `default_tiles`) and are read from shared memory a k-step at a
+time, K through a transposed view with ldmatrix (no transpose is materialized).
 
 Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
 run the same loop over packed sequences: a block reads its sequence's offsets with
@@ -154,10 +155,16 @@ def _min_blocks(HD, **_):
     return 1 if HD <= 64 else None
 
 
+# warps: 4 for the narrow tiles, 8 for the wide ones (`default_tiles`); the dot chain
+# gives each warp BM / WARPS rows (a 2 x 2 grid at D = 256's narrow 32 rows).
+def _warps(WARPS, **_):
+    return WARPS
+
+
 # expect_replicated: at D = 256 the default 32-row tile gives the score dot a 2 x 2 warp
 # grid, so two warps hold q; that build fits with 0 spills (tests/test_attention_resources.py),
 # kernel.stats counts the operand, and a warning would be one the caller cannot act on.
-@kernel(warps=4, min_blocks=_min_blocks, expect_replicated=True)
+@kernel(warps=_warps, min_blocks=_min_blocks, expect_replicated=True)
 def flash_attention_kernel(
     q: Tensor["T", "NB", "M", "H", "D"],
     k: Tensor["T", "NB", "N", "HK", "D"],
@@ -179,12 +186,13 @@ def flash_attention_kernel(
     BM: constexpr = 64,
     BN: constexpr = 64,
     STAGES: constexpr = 2,
+    WARPS: constexpr = 4,
 ):
     """o = softmax(scale · q kᵀ) v per (batch, head), BM queries per block (module
     docstring); lse = the rows' log-sum-exp with LSE. WINDOW: keys left..right of a
     query's diagonal (right = 0 with CAUSAL); SOFTCAP: scores capped by `softcap`;
     ALIBI: the bias of slope slopes[b, h] (2: [NB, H]) or slopes[0, h] (1: [1, H]; 0:
-    no bias, slopes [1, 1] unread)."""
+    no bias, slopes [1, 1] unread). WARPS: the warps of a block (`default_tiles`)."""
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
     if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
         bm = tl.cdiv(M, BM) - 1 - bm
@@ -203,7 +211,7 @@ def flash_attention_kernel(
         tl.store(lse, [b, h, bm * BM], tl.reshape(total, [1, 1, BM]))
 
 
-@kernel(warps=4, min_blocks=_min_blocks, expect_replicated=True)  # as flash_attention_kernel
+@kernel(warps=_warps, min_blocks=_min_blocks, expect_replicated=True)  # as flash_attention_kernel
 def flash_attention_varlen_kernel(
     q: Tensor["T", "TQ", "H", "D"],
     k: Tensor["T", "TK", "HK", "D"],
@@ -228,6 +236,7 @@ def flash_attention_varlen_kernel(
     BM: constexpr = 64,
     BN: constexpr = 64,
     STAGES: constexpr = 2,
+    WARPS: constexpr = 4,
 ):
     """`flash_attention_kernel` over packed sequences: sequence b's queries are rows
     cu_q[b]..cu_q[b+1] of q, its keys rows cu_k[b]..cu_k[b+1] of k and v (read at run
@@ -256,24 +265,75 @@ def flash_attention_varlen_kernel(
         tl.store(lse, [h, at[None, :]], tl.reshape(total, [1, BM]))
 
 
-def default_tiles(head_dim: int) -> dict[str, int]:
-    """BM, BN and the padded head dimension HD for a head dimension: the tiles that
-    compile for sm_80 and sm_90 with 0 spills (docs/benchmarks.md). At D=128, 64 keys a
-    step rather than 32 take 14% fewer main-loop instructions per key and half the
-    barriers, at the same 2 blocks per multiprocessor; D=256 needs 32×16 (its [64, 256]
-    accumulator alone would take 128 registers of 4 warps).
+#: Multiprocessors of the card the tiles are chosen for: an H100's 132 (the issue's
+#: card; the host call may have no GPU to ask, as `paged_attention.TARGET_BLOCKS`).
+MULTIPROCESSORS = 132
+
+#: The wide tiles by padded head dimension: twice the rows over twice the warps (8), the
+#: same BN, so a row's keys are summed in the same order (the output is bit-identical
+#: to the narrow build's and does not depend on the batch). Each warp still owns 16 rows
+#: (8 at D = 256) but the 8 warps share each K and V stage: half the shared-memory reads
+#: a row, which bound the narrow build. 0 spills with every option on sm_80, sm_90 and
+#: sm_90a. HD = 16 keeps the narrow tiles: its wide build is predicted slower on sm_80.
+WIDE_TILES = {
+    32: dict(BM=128, BN=64, WARPS=8),
+    64: dict(BM=128, BN=64, WARPS=8),
+    128: dict(BM=128, BN=64, WARPS=8),
+    256: dict(BM=64, BN=16, WARPS=8),
+}
+
+#: What a query row costs in the wide build, the narrow build's cost being 1: the
+#: static report's ratio on sm_90a at B=4, S=4096, H=32 (D=128: 1111.7 / 1189.8 us;
+#: D=64: 776.7 / 791.0; D=256: 7121.0 / 8183.6; D=32: 727.4 / 731.5), over the ratio of
+#: the rows the busiest multiprocessor runs there (4096 / 4032; D=256: 4032 / 4000).
+WIDE_ROW_COST = {32: 0.98, 64: 0.97, 128: 0.92, 256: 0.86}
+
+
+def default_tiles(head_dim: int, batch_heads: int = 0, rows: int = 0) -> dict[str, int]:
+    """BM, BN, the padded head dimension HD (and WARPS, when not 4) for a head dimension
+    and a launch of `batch_heads` (batch × query heads: the grid's other axes) by `rows`
+    queries a head (varlen: the longest sequence's): the tiles that compile for sm_80
+    and sm_90 with 0 spills (docs/benchmarks.md).
+
+    The narrow tiles, 4 warps: at D=128, 64 keys a step rather than 32 take 14% fewer
+    main-loop instructions per key and half the barriers, at the same 2 blocks per
+    multiprocessor; D=256 needs 32×16 (its [64, 256] accumulator alone would take 128
+    registers of 4 warps). The wide tiles (`WIDE_TILES`, 8 warps) where `_wide_first`
+    predicts them to finish first (never without `batch_heads` and `rows`).
 
     An odd D leaves the rows of K and V 2-byte aligned, which cp.async cannot copy: the
     loop is built unpipelined (STAGES = 1; asked for 2 stages, the compiler would warn
     that it cannot honour them), and K reaches the score dot through registers, a
     [HD, BN] tile each warp holds whole, so at HD = 128 the step takes 32 keys (64
-    registers of it; 64 keys would need about 340 registers a thread)."""
+    registers of it; 64 keys would need about 340 registers a thread). It keeps the
+    narrow tiles."""
     hd = max(16, next_power_of_two(head_dim))
     tiles = dict(HD=hd, BM=64, BN=64) if hd <= 128 else dict(HD=hd, BM=32, BN=16)
     if head_dim % 2:
         tiles["STAGES"] = 1
         tiles["BN"] = 32 if hd == 128 else tiles["BN"]
+    elif hd in WIDE_TILES and _wide_first(hd, tiles["BM"], batch_heads, rows):
+        tiles.update(WIDE_TILES[hd])
     return tiles
+
+
+def _wide_first(hd: int, narrow: int, batch_heads: int, rows: int) -> bool:
+    """Whether the wide build's busiest multiprocessor (of an H100's) finishes before
+    the narrow build's: each runs ceil(blocks / MULTIPROCESSORS) blocks of its rows (a
+    block's rows past the end cost as much), a wide row at `WIDE_ROW_COST`. One block
+    fills a multiprocessor in the wide build, so while the narrow grid gives each at
+    most one block, its lone 4-warp blocks finish first (the static report, D=128: 8
+    heads of 1024 rows, 128 narrow blocks, 4.7 us narrow, 8.3 wide; 12 heads, 192
+    blocks: 9.4 narrow, 8.3 wide); a last partial wave of few wide blocks can cost more
+    than the narrow build's (99 heads of 256 rows over 8192 keys: 127.8 narrow, 133.2
+    wide)."""
+
+    def busiest(block_rows: int) -> int:  # rows the busiest multiprocessor runs
+        blocks = batch_heads * -(-rows // block_rows)
+        return -(-blocks // MULTIPROCESSORS) * block_rows
+
+    wide = WIDE_TILES[hd]["BM"]
+    return busiest(wide) * WIDE_ROW_COST[hd] < busiest(narrow)
 
 
 @planned
@@ -341,7 +401,8 @@ def flash_attention(
     lse = empty(q, (nb, heads, sq), dtypes.f32) if return_lse else placeholder(q, 3)
     if nb * sq * heads * d == 0:
         return (out, lse) if return_lse else out
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **default_tiles(d))
+    tiles = default_tiles(d, nb * heads, sq)
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, out, lse, slopes, float(scale), left, right, cap]
     run(flash_attention_kernel, args, constexprs, interpret)
@@ -403,7 +464,8 @@ def _varlen(
     lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
     if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
         return (out, lse) if return_lse else out
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **default_tiles(d))
+    tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q)  # the grid's blocks
+    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
     run(flash_attention_varlen_kernel, args, constexprs, interpret)
