@@ -93,6 +93,26 @@ def test_missing_and_extra_arguments():
         scale_rows(x, s, y, 1.0, 1, 2)
 
 
+@tl.kernel(warps=1)
+def affine(x: tl.Tensor[tl.f32, "N"], scale: tl.f32 = 2.0, shift: tl.i32 = -1):
+    tl.store(x, [0], tl.load(x, [0], [8]) * scale + shift)
+
+
+def test_a_scalar_left_out_takes_its_default():
+    ones = np.ones(8, np.float32)
+    np.testing.assert_array_equal(affine(ones.copy()), np.full(8, 1.0))
+    np.testing.assert_array_equal(affine(ones.copy(), shift=3), np.full(8, 5.0))
+    np.testing.assert_array_equal(affine.interpret(ones.copy(), 0.5), np.full(8, -0.5))
+
+
+def test_a_tensor_parameter_cannot_have_a_default():
+    def given(x: tl.Tensor[tl.f32, "N"] = None):
+        pass
+
+    with pytest.raises(tl.TileLangError, match="tensor parameter x cannot have a default"):
+        tl.kernel(given)
+
+
 def test_nothing_runs_when_a_late_argument_is_bad():
     x, s, y = good()
     with pytest.raises(TypeError):

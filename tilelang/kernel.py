@@ -37,6 +37,7 @@ from tilelang.lang.errors import TileLangError
 from tilelang.lang.frontend import Func, FunctionCompiler, SourceFunction
 from tilelang.lang.signature import (
     ConstexprParam,
+    ScalarParam,
     TensorParam,
     read_signature,
     resolve_tensor,
@@ -249,6 +250,9 @@ class Kernel:
         self.params = read_signature(fn)
         self._constexprs = {p.name: p for p in self.params if isinstance(p, ConstexprParam)}
         self._runtime = tuple(p.name for p in self.params if not isinstance(p, ConstexprParam))
+        self._scalar_defaults = {
+            p.name: p.default for p in self.params if isinstance(p, ScalarParam) and not p.required
+        }
         self._warm_calls = WarmCalls(self._runtime)
         self._source: SourceFunction | None = None
         self._specializations: dict[tuple, Specialization] = {}
@@ -516,6 +520,8 @@ class Kernel:
                 values[name] = value
             else:
                 constexprs[name] = value
+        if len(values) < len(runtime):
+            values.update((n, d) for n, d in self._scalar_defaults.items() if n not in values)
         if len(values) < len(runtime):
             missing = [name for name in runtime if name not in values]
             raise TypeError(f"{self.fn.__name__}() is missing arguments: {', '.join(missing)}")

@@ -83,6 +83,11 @@ class TensorParam:
 class ScalarParam:
     name: str
     dtype: DType
+    default: object = inspect.Parameter.empty  # what a call that leaves it out passes
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ def read_signature(fn) -> tuple[Param, ...]:
 
 def _param(fn, p: inspect.Parameter, annotation: object) -> Param:
     if isinstance(annotation, TensorAnnotation):
+        if p.default is not inspect.Parameter.empty:
+            raise TileLangError(
+                f"{fn.__name__}: tensor parameter {p.name} cannot have a default value "
+                f"(got {p.default!r}); every call passes its tensors"
+            )
         if annotation.error is not None:
             raise TileLangError(
                 f"{fn.__name__}: the annotation of tensor parameter {p.name} has a bad size: "
@@ -126,7 +136,7 @@ def _param(fn, p: inspect.Parameter, annotation: object) -> Param:
     if annotation is constexpr:
         return ConstexprParam(p.name, p.default)
     if isinstance(annotation, DType):
-        return ScalarParam(p.name, annotation)
+        return ScalarParam(p.name, annotation, p.default)
     raise TileLangError(
         f"{fn.__name__}: parameter {p.name} needs an annotation: tl.Tensor[dtype, dims...] for a "
         f"tensor, a dtype such as tl.i32 for a runtime scalar, or tl.constexpr; got {annotation!r}"
