@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tilelang.kernels import flash_attention
+from tilelang.kernels import attention, flash_attention
 
 
 def reference(q, k, v, causal=False, scale=None):
@@ -171,6 +171,30 @@ def test_a_head_dimension_above_256_is_refused():
     q, k, v = inputs(1, 2, 2, 1, 1, 272)
     with pytest.raises(ValueError, match=re.escape("D must be in 1..256, got D = 272")):
         flash_attention(q, k, v, interpret=True)
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "d", "hd", "words"),
+    [
+        (3, 2, 64, 64, "k's heads HK must divide q's heads H"),
+        (2, 2, 80, 64, "the head dimension D is at most the padded HD"),
+    ],
+)
+def test_the_kernels_check_heads_and_head_dimension_themselves(heads, kv_heads, d, hd, words):
+    """An AOT launcher calls the kernels with no Python wrapper in front: the kernels'
+    own launch checks refuse what the wrapper refuses, before anything runs."""
+    q, k, v = inputs(1, 8, 8, heads, kv_heads, d)
+    o = np.zeros_like(q)
+    rest = (np.zeros((1, 1, 1), np.float32), np.zeros((1, 1), np.float32), 1.0)
+    with pytest.raises(ValueError, match=re.escape(words)):
+        attention.flash_attention_kernel.interpret(q, k, v, o, *rest, HD=hd)
+    cu = np.array([0, 8], np.int32)
+    varlen = (q[0], k[0], v[0], cu, cu, o[0], np.zeros((1, 1), np.float32))
+    with pytest.raises(ValueError, match=re.escape(words)):
+        attention.flash_attention_varlen_kernel.interpret(
+            *varlen, np.zeros((1, 1), np.float32), 1.0, 8, HD=hd
+        )
+    assert not o.any()
 
 
 # --------------------------------------------------------------------------- varlen

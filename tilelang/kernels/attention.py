@@ -193,6 +193,11 @@ def flash_attention_kernel(
     query's diagonal (right = 0 with CAUSAL); SOFTCAP: scores capped by `softcap`;
     ALIBI: the bias of slope slopes[b, h] (2: [NB, H]) or slopes[0, h] (1: [1, H]; 0:
     no bias, slopes [1, 1] unread). WARPS: the warps of a block (`default_tiles`)."""
+    # Launch checks (the host's, before any launch): an AOT launcher has no Python
+    # wrapper to check heads and the padded head dimension for it.
+    assert HK >= 1, "k and v need at least one head"
+    assert H % HK == 0, "k's heads HK must divide q's heads H (GQA/MQA)"
+    assert D <= HD, "the head dimension D is at most the padded HD"
     b, h, bm = tl.blocks(NB, H, tl.cdiv(M, BM))
     if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
         bm = tl.cdiv(M, BM) - 1 - bm
@@ -243,6 +248,10 @@ def flash_attention_varlen_kernel(
     time); MQ is the longest query count. Rows past a sequence's end are read (they
     belong to the next one, or lie outside: 0) but masked out of the softmax, and
     stored nowhere: their row index is sent outside the tensor."""
+    # as flash_attention_kernel's
+    assert HK >= 1, "k and v need at least one head"
+    assert H % HK == 0, "k's heads HK must divide q's heads H (GQA/MQA)"
+    assert D <= HD, "the head dimension D is at most the padded HD"
     b, h, bm = tl.blocks(B1 - 1, H, tl.cdiv(MQ, BM))
     hk = h // (H // HK)
     q0 = tl.load(cu_q, [b])
