@@ -95,15 +95,17 @@ def _ssm_cases() -> Iterator[Case]:
 
 
 def _attention_cases() -> Iterator[Case]:
-    for d in (64, 128, 256):
-        tiles = attention.default_tiles(d)
+    narrow = [(d, attention.default_tiles(d)) for d in (64, 128, 256)]
+    wide = [(d, {**attention.default_tiles(d), **attention.WIDE_TILES[d]}) for d in (64, 128, 256)]
+    for d, tiles in narrow + wide:
+        shape = f"BM {tiles['BM']}, BN {tiles['BN']}, {tiles.get('WARPS', 4)} warps"
         yield Case(
-            f"flash_attention D {d}, causal, lse (BM {tiles['BM']}, BN {tiles['BN']})",
+            f"flash_attention D {d}, causal, lse ({shape})",
             attention.flash_attention_kernel,
             _fixed(T=dtypes.f16, CAUSAL=True, LSE=True, **tiles),
         )
         yield Case(
-            f"flash_attention varlen D {d}, causal, lse (BM {tiles['BM']}, BN {tiles['BN']})",
+            f"flash_attention varlen D {d}, causal, lse ({shape})",
             attention.flash_attention_varlen_kernel,
             _fixed(T=dtypes.f16, CAUSAL=True, LSE=True, **tiles),
         )

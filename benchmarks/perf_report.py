@@ -106,10 +106,10 @@ def _paged(cache: tl.DType, head_dim: int, batch: int, context: int, zeros: bool
 
 def _flash(causal: bool) -> Case:
     """`tilelang.kernels.flash_attention`'s kernel at the GPU check's forward shape (B=4,
-    S=4096, H=32, D=128), default tiles. Causal row block b reads b + 1 of the 64 key
-    blocks: the report averages the trip count over the grid (32.5), no override."""
+    S=4096, H=32, D=128), the tiles a call at that shape picks. Causal row block b reads
+    b + 1 of the key blocks: the report averages the trip count over the grid, no override."""
     batch, seq, heads, d = 4, 4096, 32, 128
-    tiles = attention.default_tiles(d)
+    tiles = attention.default_tiles(d, batch * heads, seq)
     return Case(
         f"flash_attention D={d} S={seq}{' causal' if causal else ''}",
         attention.flash_attention_kernel,
