@@ -149,3 +149,117 @@ def test_compile_help_lists_every_architecture_the_command_accepts(capsys):
     gpus = [name for name, t in TARGETS.items() if t.is_gpu]
     assert "sm_100" in gpus and "sm_120" in gpus
     assert f"{', '.join(gpus)} or cpu" in text
+
+
+# --------------------------------------------------------------------------- loading kernels
+
+
+def test_a_kernel_file_inside_a_package_loads_with_its_relative_imports():
+    from pathlib import Path
+
+    import tilelang as tl
+
+    attention = Path(tl.__file__).parent / "kernels" / "attention.py"  # `from .common import`
+    kernel = cli.load_kernel(f"{attention}:flash_attention_kernel")
+    by_module = cli.load_kernel("tilelang.kernels.attention:flash_attention_kernel")
+    assert kernel is by_module  # the package's own module, not a second copy
+
+
+PACKAGE = {
+    "__init__.py": "",
+    "sizes.py": "BLOCK = 128\n",
+    "kern.py": """import tilelang as tl
+
+from .sizes import BLOCK
+
+
+@tl.kernel(warps=1)
+def scaled(x: tl.Tensor[tl.f32, "N"], out: tl.Tensor[tl.f32, "N"], TWICE: tl.constexpr = False):
+    b = tl.blocks(tl.cdiv(N, BLOCK))
+    values = tl.load(x, [b * BLOCK], [BLOCK])
+    tl.store(out, [b * BLOCK], values * (2.0 if TWICE else 1.0))
+""",
+}
+
+
+@pytest.fixture
+def package(tmp_path, monkeypatch):
+    """A package `mypkg` in its own folder (importable by module name from there)."""
+    import sys
+
+    root = tmp_path / "src"
+    (root / "mypkg").mkdir(parents=True)
+    for name, text in PACKAGE.items():
+        (root / "mypkg" / name).write_text(text)
+    monkeypatch.setenv("TILELANG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield root
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("form", ["file", "module"])
+def test_compile_takes_a_package_file_or_a_module_name(package, tmp_path, form, capsys):
+    import json
+
+    spec = f"{package / 'mypkg' / 'kern.py'}:scaled" if form == "file" else "mypkg.kern:scaled"
+    if form == "module":
+        import sys
+
+        sys.path.insert(0, str(package))
+    out = tmp_path / "out"
+    assert cli.main(["compile", spec, "--arch", "cpu", "-o", str(out)]) == 0, capsys.readouterr()
+    entry = json.loads((out / "manifest.json").read_text())["kernels"][0]
+    assert entry["kernel"] == "scaled" and entry["constexprs"] == {"TWICE": False}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("import no_such_module_anywhere\n", "ModuleNotFoundError: No module named"),
+        ("from . import sibling\n", "ImportError: attempted relative import"),
+        ("def broken(:\n", "SyntaxError"),
+        ("raise RuntimeError('the module refuses to load')\n", "RuntimeError: the module refuses"),
+    ],
+    ids=["missing import", "relative import", "syntax error", "raises"],
+)
+def test_a_file_that_does_not_load_is_one_clean_error(tmp_path, capsys, text, expected):
+    source = tmp_path / "bad.py"
+    source.write_text(text)
+    for command in (["compile", f"{source}:k", "--arch", "cpu", "-o", str(tmp_path)],
+                    ["inspect", f"{source}:k"]):  # fmt: skip
+        assert cli.main(command) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"tilelang {command[0]}: error: cannot load {source}: ")
+        assert expected in err and "Traceback" not in err
+
+
+def test_an_unknown_module_is_named(capsys):
+    assert cli.main(["inspect", "tilelang.kernels.no_such_kernels:k"]) == 1
+    assert "no such file or module: tilelang.kernels.no_such_kernels" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- -D values
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("True", True), ("true", True), ("1", True), ("False", False), ("false", False), ("0", False)],
+)
+def test_a_bool_constexpr_takes_every_usual_spelling(package, tmp_path, given, expected):
+    import json
+
+    out = tmp_path / "out"
+    spec = f"{package / 'mypkg' / 'kern.py'}:scaled"
+    assert cli.main(["compile", spec, "-D", f"TWICE={given}", "--arch", "cpu", "-o", str(out)]) == 0
+    entry = json.loads((out / "manifest.json").read_text())["kernels"][0]
+    assert entry["constexprs"] == {"TWICE": expected}
+
+
+def test_a_bool_constexpr_names_the_spellings_it_takes(package, tmp_path, capsys):
+    spec = f"{package / 'mypkg' / 'kern.py'}:scaled"
+    assert cli.main(["compile", spec, "-D", "TWICE=yes", "--arch", "cpu", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "-D TWICE" in err and "True, False, true, false, 1 or 0, got 'yes'" in err

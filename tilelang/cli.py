@@ -105,33 +105,95 @@ def _clear_cache(cache) -> int:
 
 
 def load_kernel(spec: str):
-    """The kernel `NAME` of the Python file in `FILE:NAME`."""
-    import importlib.util
-    from pathlib import Path
-
+    """The kernel `NAME` of `FILE:NAME` (a Python file) or `MODULE:NAME` (an importable
+    module, ``tilelang.kernels.attention:flash_attention_kernel``). A file inside a
+    package (a folder with ``__init__.py``) is imported as that package's module, so its
+    relative imports work; any failure to load is a `ValueError` that says why."""
     from tilelang.kernel import Kernel
 
-    file, sep, name = spec.rpartition(":")
-    if not sep or not file or not name:
-        raise ValueError(f"expected FILE:KERNEL, got {spec!r}")
-    path = Path(file)
-    if not path.is_file():
-        raise ValueError(f"no such file: {file}")
-    sys.path.insert(0, str(path.resolve().parent))
-    module_spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ValueError(f"expected FILE:KERNEL or MODULE:KERNEL, got {spec!r}")
+    module = _load_module(where)
     kernel = getattr(module, name, None)
     if not isinstance(kernel, Kernel):
         found = sorted(n for n, v in vars(module).items() if isinstance(v, Kernel))
         raise ValueError(
-            f"{file} has no kernel {name!r} (its kernels: {', '.join(found) or 'none'})"
+            f"{where} has no kernel {name!r} (its kernels: {', '.join(found) or 'none'})"
         )
     return kernel
 
 
+def _load_module(where: str):
+    """The module a FILE or MODULE of `load_kernel` names, loaded."""
+    import importlib
+    from pathlib import Path
+
+    from tilelang.kernel import TileLangError
+
+    path = Path(where)
+    is_file = where.endswith(".py") or "/" in where or "\\" in where or path.is_file()
+    if is_file and not path.is_file():
+        raise ValueError(f"no such file: {where}")
+    if not is_file and not all(part.isidentifier() for part in where.split(".")):
+        raise ValueError(f"{where!r} is neither a Python file nor a module name")
+    try:
+        return _load_file(path) if is_file else importlib.import_module(where)
+    except TileLangError:
+        raise  # a kernel's own error: it names the user's line already
+    except ModuleNotFoundError as error:
+        if not is_file and error.name is not None and f"{where}.".startswith(f"{error.name}."):
+            raise ValueError(f"no such file or module: {where}") from None
+        raise ValueError(f"cannot load {where}: {_reason(error)}") from None
+    except (Exception, SystemExit) as error:  # the user's module: whatever it raises
+        raise ValueError(f"cannot load {where}: {_reason(error)}") from None
+
+
+def _load_file(path):
+    """The module of the Python file `path`: imported by its dotted name when it sits in
+    a package (the folder above the outermost package goes on sys.path), else run as a
+    module of its own with its folder on sys.path."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    path = path.resolve()
+    root, parts = path.parent, [path.stem]
+    while (root / "__init__.py").is_file():
+        parts.insert(0, root.name)
+        root = root.parent
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    if len(parts) > 1:
+        dotted = ".".join(parts)
+        module = importlib.import_module(dotted)
+        loaded = getattr(module, "__file__", None)
+        if loaded is None or Path(loaded).resolve() != path:
+            raise ImportError(
+                f"{path} is the module {dotted}, but {dotted} is already loaded from "
+                f"{loaded}; run from another folder or name the module (MODULE:KERNEL)"
+            )
+        return module
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as one line: its type and message (a syntax error: its place)."""
+    if isinstance(error, SyntaxError):
+        return f"{error.filename}:{error.lineno}: SyntaxError: {error.msg}"
+    return f"{type(error).__name__}: {error}"
+
+
+#: What a bool constexpr takes on the command line, and what each spelling means.
+BOOL_SPELLINGS = {"True": True, "true": True, "1": True, "False": False, "false": False, "0": False}
+
+
 def parse_define(text: str) -> tuple[str, object]:
-    """`NAME=VALUE`: an int, a float, true/false, or a dtype name (u4, f16, ...)."""
+    """`NAME=VALUE`: an int, a float, a bool (True/False/true/false), or a dtype name
+    (u4, f16, ...); the text itself otherwise."""
     from tilelang import dtypes
 
     name, sep, value = text.partition("=")
@@ -142,12 +204,33 @@ def parse_define(text: str) -> tuple[str, object]:
             return name, convert(value)
         except ValueError:
             pass
-    if value in ("true", "false"):
-        return name, value == "true"
+    if value in BOOL_SPELLINGS:
+        return name, BOOL_SPELLINGS[value]
     try:
         return name, dtypes.dtype(value)
     except ValueError:
         return name, value
+
+
+def kernel_defines(kernel, defines: list[str]) -> dict[str, object]:
+    """The -D options as `kernel`'s constexprs: `parse_define`'s values, except that a
+    constexpr whose default is a bool takes True, False, true, false, 1 or 0 (and
+    nothing else: the error lists them)."""
+    # The declared constexprs, as the autotuner reads them (the CLI may not import lang).
+    bools = {name for name, p in kernel._constexprs.items() if isinstance(p.default, bool)}
+    values = {}
+    for text in defines:
+        name, value = parse_define(text)
+        if name in bools:
+            given = text.partition("=")[2]
+            if given not in BOOL_SPELLINGS:
+                raise ValueError(
+                    f"-D {name}: {kernel.__name__}()'s constexpr {name} is a bool: give "
+                    f"True, False, true, false, 1 or 0, got {given!r}"
+                )
+            value = BOOL_SPELLINGS[given]
+        values[name] = value
+    return values
 
 
 SASS_GROUPS = (
@@ -216,7 +299,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from tilelang.runtime.sass import SassUnavailableError
 
     kernel = load_kernel(args.kernel)
-    constexprs = dict(parse_define(d) for d in args.define)
+    constexprs = kernel_defines(kernel, args.define)
     if args.perf:
         return _cmd_perf(kernel, constexprs, args)
     if args.size or args.per or args.latency_ns is not None or args.iterations is not None:
@@ -254,7 +337,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from tilelang.aot.command import compile_kernels
 
     kernels = [load_kernel(spec) for spec in args.kernels]
-    constexprs = dict(parse_define(d) for d in args.define)
+    constexprs = [kernel_defines(kernel, args.define) for kernel in kernels]
     return compile_kernels(args, kernels, constexprs)
 
 
@@ -271,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser(
         "inspect", help="show a kernel's IR after every pass, CUDA, PTX, resources and SASS"
     )
-    inspect.add_argument("kernel", help="FILE:KERNEL, e.g. examples/matmul.py:matmul")
+    inspect.add_argument(
+        "kernel", help="FILE:KERNEL or MODULE:KERNEL, e.g. examples/matmul.py:matmul"
+    )
     inspect.add_argument("--arch", default="sm_90", help="GPU architecture (default sm_90)")
     inspect.add_argument(
         "-D",

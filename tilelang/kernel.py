@@ -18,6 +18,7 @@ The GPU path imports nothing of the CPU backend (llvmlite).
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -388,8 +389,10 @@ class Kernel:
         A tensor name -> a power of two b states a value fact: every element of that
         tensor is +0 or positive and below b (`tilelang.analysis.value_bounds`; a call
         states it with `assume=` too, and checks it on the arrays before running);
-        tensor name -> "finite": no element of that float tensor is inf or NaN. A dict
-        of value facts alone keeps "all" for the sizes.
+        tensor name -> "finite": no element of that float tensor is inf or NaN. Value
+        facts do not change the size facts: a dict of value facts alone keeps the
+        default "all" for the sizes; with no size facts, map the sizes to 1 (a size
+        multiple of 1: nothing known), e.g. ``{"M": 1, "N": 1, "s": 16}``.
         `target`: "cpu" (thread IR for the LLVM backend) or a GPU architecture such as
         "sm_80" or "sm_90a" (CUDA source, PTX, cubin; no GPU needed); see
         `tilelang.target.TARGETS`.
@@ -412,6 +415,13 @@ class Kernel:
         def thread() -> ThreadFunction:
             return lower_function(stages()[PIPELINE[-1][0]], target)
 
+        def built_stages() -> dict[str, ir.Function]:
+            # `.stages` of a build that gave the passes' warnings already (it ran them, or
+            # a disk-cache hit replayed them): running the passes now must not repeat them.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return stages()
+
         if not target.is_gpu:
             # Deferred, as in `CompiledKernel.cpu`: the GPU path never loads LLVM.
             from tilelang.runtime.cpu_build import cpu_build
@@ -419,12 +429,12 @@ class Kernel:
             # Found on disk, or lowered now: a kernel that cannot be lowered fails at
             # compile. min_blocks is a CUDA launch bound: the CPU build ignores it.
             cpu = cpu_build((spec.key_text(facts),), thread)
-            return CompiledKernel(self.fn.__name__, stages, lambda: cpu.thread, cpu_build=cpu)
+            return CompiledKernel(self.fn.__name__, built_stages, lambda: cpu.thread, cpu_build=cpu)
         key = (spec.key_text(facts),)
         if spec.min_blocks is not None:
             key += (f"min_blocks {spec.min_blocks}",)
         build = cuda_build(key, thread, target.arch, min_blocks=spec.min_blocks)
-        return CompiledKernel(self.fn.__name__, stages, lambda: build.thread, build)
+        return CompiledKernel(self.fn.__name__, built_stages, lambda: build.thread, build)
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder(warps=self._warp_count(constants))

@@ -80,6 +80,12 @@ TARGETS: dict[str, Target] = {
 #: The target a call on host arrays compiles for.
 CPU = TARGETS["cpu"]
 
+#: The most blocks a launch may have along each grid dimension (x, y, z): CUDA's limits,
+#: the same on every supported GPU. The CPU backend keeps them too, so that a launch the
+#: CPU runs is one a GPU accepts (`tilelang.runtime.grid_limits` checks them; the C
+#: launchers of `tilelang compile` emit the same checks).
+MAX_GRID: tuple[int, int, int] = (2**31 - 1, 65535, 65535)
+
 
 def target(name: str | Target) -> Target:
     """The `Target` called `name`; a `TypeError`/`ValueError` naming the parameter
@@ -251,6 +257,7 @@ def hardware(name: str | Target) -> Hardware:
 __all__ = [
     "CPU",
     "HARDWARE",
+    "MAX_GRID",
     "TARGETS",
     "Hardware",
     "Target",

@@ -4,7 +4,8 @@ libraries that a C or C++ program links, with no Python at run time (`tilelang c
 `compile_aot(specs, archs, out)` (`tilelang.aot.build`) writes the folder; the C
 interface is `tilelang.aot.interface`, the generated C `tilelang.aot.c_launcher` and
 `tilelang.aot.bundle`, the PTX version handling `tilelang.aot.ptx`, the CPU object and
-library `tilelang.aot.cpu_library`, the command line `tilelang.aot.command`.
+library `tilelang.aot.cpu_library`, the manifest `tilelang.aot.manifest`, the command
+line `tilelang.aot.command`.
 
 The names below load on first use: the command line registers `tilelang compile`
 without loading the compiler.
@@ -18,6 +19,7 @@ _EXPORTS = {
     "KernelSpec": "tilelang.aot.build",
     "compile_aot": "tilelang.aot.build",
     "AotError": "tilelang.aot.c_expr",
+    "AotWarning": "tilelang.aot.c_expr",
     "STATUS_CODES": "tilelang.aot.c_launcher",
     "DEFAULT_PTX_ISA": "tilelang.aot.ptx",
     "parse_isa": "tilelang.aot.ptx",

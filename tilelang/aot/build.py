@@ -15,8 +15,17 @@ and below 64) and every requested architecture it writes, into `out`:
 * ``manifest.json``: per kernel its signature, constexprs, size rules and facts
   (``assume``: size -> divisor; ``values``: tensor -> bound), grid,
   launch checks, and per architecture its files and resources (registers, spills,
-  shared memory, threads; the CPU workspace); the sha256 of every file written; the
-  tilelang and NVRTC versions and the PTX ISA with the oldest driver that loads it.
+  shared memory, threads; the CPU workspace); the bundles and the kernels each
+  dispatches over; the sha256 of every file; the tilelang and NVRTC versions and the
+  PTX ISA with the oldest driver that loads it. A build into a folder that has a
+  manifest adds to it (`tilelang.aot.manifest`: a kernel built again replaces its own
+  entry).
+
+The files name no absolute path (`tilelang.aot.interface.portable_path`: source paths
+relative to the current directory, or the file's name), so two checkouts build the
+same bytes. An image that needs more shared memory per block than a device the
+launcher would load it on gives (an sm_80 build of a deep pipeline on sm_86/sm_89,
+whose blocks get 99 KiB) is an `AotWarning` naming the ``--arch`` to add.
 
 Value facts: the CPU library checks them on the host arrays before running
 (``TILELANG_AOT_ERROR_VALUE_FACT``); the GPU launcher does not, and its header says so:
@@ -31,7 +40,7 @@ compile error leaves `out` as it was (only linking the CPU library comes after).
 from __future__ import annotations
 
 import hashlib
-import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +48,10 @@ from typing import Any
 
 from tilelang.aot import bundle as bundle_c
 from tilelang.aot import c_launcher, gpu_launcher
-from tilelang.aot.c_expr import AotError
+from tilelang.aot import manifest as manifest_file
+from tilelang.aot.c_expr import AotError, AotWarning
 from tilelang.aot.interface import KernelInterface, c_identifier
+from tilelang.aot.manifest import HALF_RUNTIME
 from tilelang.aot.ptx import DEFAULT_PTX_ISA, Isa, driver_for, ptx_isa, retarget_ptx
 from tilelang.ir.thread import ThreadFunction
 from tilelang.ir.thread_text import print_expr
@@ -48,14 +59,15 @@ from tilelang.kernel import Kernel
 from tilelang.target import TARGETS
 from tilelang.version import __version__
 
-MANIFEST = "manifest.json"
-HALF_RUNTIME = "tilelang_half_runtime.o"
-
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """One kernel to build: `name` is its C prefix; `assume` as `Kernel.compile` takes
-    it ("all", None, or size name -> power of two)."""
+    """One kernel to build: `name` is its C prefix; `assume` the facts of the build:
+    "all" (every size a multiple of 128), None (no fact, the default: every size the
+    kernel's rules accept), or a mapping of size names to powers of two and tensor
+    names to value facts, as `Kernel.compile` takes it, except that value facts never
+    change the size facts: a mapping that names no size assumes none (where
+    `Kernel.compile`, whose default is "all", keeps every size a multiple of 128)."""
 
     kernel: Kernel
     name: str
@@ -105,36 +117,48 @@ def compile_aot(
     files: dict[str, bytes] = {}
     for item in built:
         files.update(item.files)
+    bundles = {}
     if bundle is not None:
         files[f"{bundle}.h"] = bundle_c.header(bundle, [b.iface for b in built]).encode()
         files[f"{bundle}.c"] = bundle_c.source(bundle, [b.iface for b in built]).encode()
+        bundles[bundle] = [iface.name for iface in bundle_c.order([b.iface for b in built])]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    if "cpu" in archs:
-        from tilelang.aot.cpu_library import half_runtime_object, link_library
-
-        half = out / HALF_RUNTIME
-        half.write_bytes(half_runtime_object())
-        files[HALF_RUNTIME] = half.read_bytes()
-        for item in built:
-            library = out / f"lib{item.iface.name}_cpu.so"
-            sources = [out / f"{item.iface.name}_cpu.c"]
-            link_library(library, sources, [out / f"{item.iface.name}_cpu.o", half])
-            files[library.name] = library.read_bytes()
     manifest = {
         "tilelang_version": __version__,
         "nvrtc": _nvrtc_version() if any(a != "cpu" for a in archs) else None,
         "ptx_isa": f"{ptx_isa[0]}.{ptx_isa[1]}",
         "ptx_loads_on": f"drivers of {driver_for(ptx_isa)} and later",
         "archs": list(archs),
-        "bundle": bundle,
+        "bundles": bundles,
         "kernels": [item.manifest for item in built],
-        "files": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(files.items())},
+        "files": {},
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    previous = manifest_file.read(out)
+    manifest_file.merge(out, previous, manifest)  # refused before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    if "cpu" in archs:
+        files.update(_link_cpu_libraries(out, built))
+    manifest["files"] = {n: hashlib.sha256(data).hexdigest() for n, data in sorted(files.items())}
+    merged = manifest_file.merge(out, previous, manifest)
+    manifest_file.write(out, merged)
+    return merged
+
+
+def _link_cpu_libraries(out: Path, built: list[_Built]) -> dict[str, bytes]:
+    """Writes the f16 helpers and links every kernel's ``libNAME_cpu.so`` in `out`."""
+    from tilelang.aot.cpu_library import half_runtime_object, link_library
+
+    half = out / HALF_RUNTIME
+    half.write_bytes(half_runtime_object())
+    files = {HALF_RUNTIME: half.read_bytes()}
+    for item in built:
+        name = item.iface.name
+        library = f"lib{name}_cpu.so"
+        link_library(out, library, [f"{name}_cpu.c"], [f"{name}_cpu.o", HALF_RUNTIME])
+        files[library] = (out / library).read_bytes()
+    return files
 
 
 def _nvrtc_version() -> str:
@@ -142,6 +166,21 @@ def _nvrtc_version() -> str:
 
     major, minor = nvrtc_version()
     return f"{major}.{minor}"
+
+
+def compile_assume(kernel: Kernel, constexprs: Mapping[str, Any], assume: object) -> object:
+    """`KernelSpec.assume` as `Kernel.compile` takes it: a mapping that names no size
+    (value facts alone) states every size's divisor as 1, the fact of a size nothing is
+    known of, which `Kernel.compile` reads as no size fact (a mapping naming no size
+    would keep its default, every size a multiple of 128)."""
+    if not isinstance(assume, Mapping):
+        return assume  # "all" or None, as Kernel.compile reads them
+    if not assume:
+        return None  # no fact at all (Kernel.compile would keep "all")
+    sizes = [size.name for size in kernel.specialize(**dict(constexprs)).sizes]
+    if any(name in sizes for name in assume):
+        return assume
+    return {**dict.fromkeys(sizes, 1), **assume}
 
 
 def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
@@ -152,8 +191,9 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
     threads: dict[str, ThreadFunction] = {}
     frontend = None
     cpu = None
+    assume = compile_assume(kernel, spec.constexprs, spec.assume)
     for arch in archs:
-        compiled = kernel.compile(assume=spec.assume, target=arch, **dict(spec.constexprs))
+        compiled = kernel.compile(assume=assume, target=arch, **dict(spec.constexprs))
         thread = threads[arch] = compiled.thread
         frontend = compiled.stages["frontend"] if frontend is None else frontend
         if arch == "cpu":
@@ -167,6 +207,7 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
             per_arch[arch] = {
                 "library": f"lib{name}_cpu.so",
                 "object": f"{name}_cpu.o",
+                "source": f"{name}_cpu.c",
                 "entry": entry,
                 "workspace_bytes": lowered.workspace_bytes,
             }
@@ -178,13 +219,19 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
         embedded = [("cubin", build.cubin)]
         if not arch.endswith("a"):  # "a" PTX runs only where its own cubin does
             embedded.append(("ptx", ptx.encode() + b"\0"))
+        r = build.resources
         for kind, data in embedded:
             images.append(
                 gpu_launcher.Image(
-                    arch, kind, data, build.symbol, thread.threads, thread.shared_bytes
+                    arch,
+                    kind,
+                    data,
+                    build.symbol,
+                    thread.threads,
+                    thread.shared_bytes,
+                    r.shared_bytes,
                 )
             )
-        r = build.resources
         version = ptx_isa(ptx)
         per_arch[arch] = {
             "cubin": f"{name}.{arch}.cubin",
@@ -208,6 +255,7 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
             )
     iface = KernelInterface.of(name, frontend, first)
     gpu = [a for a in archs if a != "cpu"]
+    warn_unfit_devices(kernel, name, tuple(images))
     note = f"\n * Builds: {', '.join(archs)}."
     files[f"{name}.h"] = c_launcher.header(iface, note).encode()
     if gpu:
@@ -229,12 +277,54 @@ def _build(spec: KernelSpec, archs: tuple[str, ...], isa: Isa) -> _Built:
             ],
         },
         "grid": [print_expr(g) for g in first.grid],
-        "launch_checks": [message for _, message in first.checks],
+        "launch_checks": [message for _, message in iface.thread.checks],
         "archs": per_arch,
         "header": f"{name}.h",
         "launcher": f"{name}.c" if gpu else None,
     }
     return _Built(spec, iface, files, manifest)
+
+
+def warn_unfit_devices(kernel: Kernel, name: str, images: tuple[gpu_launcher.Image, ...]) -> None:
+    """An `AotWarning` when the launcher would load an image on GPUs of a supported
+    architecture this build has no image of its own for, but the image needs more
+    shared memory per block than those GPUs give, with nothing smaller to fall back to:
+    a launch there fails (``TILELANG_AOT_ERROR_ARCH``)."""
+    built = {image.major_minor[:2] for image in images}
+    unfit: dict[int, list[str]] = {}  # image -> the architectures that would refuse it
+    for arch, target in TARGETS.items():
+        if not target.is_gpu or arch.endswith("a"):
+            continue
+        version = gpu_launcher.arch_version(arch)
+        if version in built:
+            continue
+        chosen = gpu_launcher.pick(images, *version, 1 << 62)
+        if chosen >= 0 and gpu_launcher.pick(images, *version, target.shared_bytes) < 0:
+            unfit.setdefault(chosen, []).append(arch)
+    if not unfit:
+        return
+    cases = []
+    for k, archs in unfit.items():
+        image = images[k]
+        cards = " and ".join(
+            f"{a} ({TARGETS[a].description}: {TARGETS[a].shared_bytes} B)" for a in archs
+        )
+        kind = "PTX" if image.kind == "ptx" else image.kind
+        cases.append(f"the {image.arch} {kind} ({image.shared_need} B) on {cards}")
+    flags = " ".join(f"--arch {a}" for archs in unfit.values() for a in archs)
+    message = (
+        f"{name}: the build needs more shared memory per block than some GPUs it would "
+        f"run on give a block, and has nothing smaller for them, so a launch there fails "
+        f"with TILELANG_AOT_ERROR_ARCH: {'; and '.join(cases)}. Add {flags} to build for "
+        "them (smaller tiles or fewer stages where the kernel does not fit)"
+    )
+    warnings.warn_explicit(message, AotWarning, *_kernel_line(kernel))
+
+
+def _kernel_line(kernel: Kernel) -> tuple[str, int]:
+    """The file and line of the kernel's definition, where its warnings point."""
+    code = kernel.fn.__code__
+    return code.co_filename, code.co_firstlineno
 
 
 def _json_value(value: Any) -> Any:

@@ -29,6 +29,11 @@ class AotError(ValueError):
     """Something the ahead-of-time compiler cannot build, said before anything is written."""
 
 
+class AotWarning(UserWarning):
+    """Something an ahead-of-time build holds that will not run everywhere it could be
+    loaded (an image too big for the shared memory of some GPUs it would be used on)."""
+
+
 #: The helpers the generated expressions call (static: one copy per launcher file).
 C_HELPERS = r"""
 static inline int64_t tl_wrap(int64_t v, int bits, int is_signed) {

@@ -9,8 +9,9 @@ All are generated from one `KernelInterface`:
 * `common(iface, alignment)` — the part every backend's file starts with: the status
   strings and ``tl_check``, which checks every argument (u1 scalars are 0 or 1, shapes
   against the size rules, size facts, NULL pointers, alignment, overlap of written
-  tensors, the launch checks, a grid of no negative dimension) and computes the sizes
-  and the grid, before anything runs, in the words of the Python checks.
+  tensors, the launch checks, a grid a GPU accepts: no negative dimension, none above
+  `tilelang.target.MAX_GRID`) and computes the sizes and the grid, before anything
+  runs, in the words of the Python checks.
 * `cpu_source(iface, workspace_bytes, entry)` — ``NAME_cpu.c``: the checks, then one
   call of the LLVM backend's entry (``NAME_cpu_entry``, renamed from ``tilelang_entry``)
   for every block of the grid, in order, on the calling thread. The stream is ignored.
@@ -24,6 +25,18 @@ import numpy as np
 
 from tilelang.aot.c_expr import C_HELPERS, AotError, c_string, shape_expr_c, thread_expr_c
 from tilelang.aot.interface import KernelInterface, TensorArg
+from tilelang.runtime.grid_limits import negative_prefix, too_large_parts, where
+from tilelang.target import MAX_GRID
+
+#: What a generated file declares its thread-local state with: C11's _Thread_local, or
+#: thread_local where the file is compiled as C++.
+THREAD_LOCAL = """#ifndef TL_THREAD_LOCAL
+#ifdef __cplusplus
+#define TL_THREAD_LOCAL thread_local
+#else
+#define TL_THREAD_LOCAL _Thread_local
+#endif
+#endif"""
 
 #: The status codes, in order; the header's enum and `NAME_error_string` use them.
 STATUS = (
@@ -36,7 +49,10 @@ STATUS = (
     ("ERROR_LAUNCH_CHECK", "a launch condition of the kernel does not hold"),
     ("ERROR_DRIVER_NOT_FOUND", "the CUDA driver library (libcuda.so.1) cannot be loaded"),
     ("ERROR_NO_DEVICE", "no CUDA device is available"),
-    ("ERROR_ARCH", "no cubin or PTX in this build runs on the device's architecture"),
+    (
+        "ERROR_ARCH",
+        "no cubin or PTX in this build runs on the device (its architecture or shared memory)",
+    ),
     ("ERROR_CUDA", "a CUDA driver call failed"),
     ("ERROR_OUT_OF_MEMORY", "out of host memory"),
     ("ERROR_VALUE_FACT", "a tensor holds a value outside what this build assumes of it"),
@@ -119,7 +135,8 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
     sizes = {s: f"tl_size_{s}" for s, _, _ in iface.size_reads}
     scalars = {a.name: a.c_name for a in iface.scalars}
     lines = [
-        "static _Thread_local char tl_message[1024];",
+        THREAD_LOCAL,
+        "static TL_THREAD_LOCAL char tl_message[1024];",
         f"static const char *const tl_status[] = {{\n{strings}\n}};",
         "",
         f"const char *{name}_error_string(int code) {{",
@@ -147,6 +164,8 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
         f"static int tl_check({iface.parameter_list()},",
         "                    int64_t *tl_sizes, int64_t tl_grid[3], int64_t *tl_nbytes) {",
         "  (void)stream;",
+        # A scalar no check reads is still a parameter: -Wextra would call it unused.
+        *(f"  (void){arg.c_name};" for arg in iface.scalars),
     ]
     where = f"{iface.kernel}(): parameter"
     for arg in iface.scalars:
@@ -233,32 +252,43 @@ def common(iface: KernelInterface, alignment: int, host_values: bool = False) ->
             f"  if (!({test}))",
             f'    return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s", {c_string(message)});',
         ]
-    grid = list(iface.thread.grid) + []
-    at = f" at {iface.thread.grid_at}" if iface.thread.grid_at else ""  # the tl.blocks line
-    negative = f"{iface.kernel}(){at}: the grid is negative"
-    for axis in range(3):
-        value = (
-            thread_expr_c(grid[axis], names, f"{iface.kernel}: grid dimension {axis}")
-            if axis < len(grid)
-            else "1"
-        )
-        lines.append(f"  tl_grid[{axis}] = {value};")
-    lines += [
-        "  for (int tl_axis = 0; tl_axis < 3; ++tl_axis) {",
-        "    if (tl_grid[tl_axis] > INT32_MAX)",
-        f'      return tl_fail(TILELANG_AOT_ERROR_SHAPE, "{iface.kernel}(): the grid is too large '
-        '(%lld blocks in dimension %d)", (long long)tl_grid[tl_axis], tl_axis);',
-        # a negative count (a size expression that overflowed) is no empty launch: 0 is
-        "    if (tl_grid[tl_axis] < 0)",
-        '      return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s (%lld blocks in dimension '
-        f'%d)", {c_string(negative)}, (long long)tl_grid[tl_axis], tl_axis);',
-        "  }",
-    ]
+    lines += grid_checks(iface, names)
     used = {s for s, _, _ in iface.size_reads}
     for size in sorted(used):
         lines.append(f"  (void)tl_size_{size};")
     lines += ["  tl_message[0] = 0;", "  return TILELANG_AOT_OK;", "}", ""]
     return "\n".join(lines)
+
+
+def grid_checks(iface: KernelInterface, names: dict[str, str]) -> list[str]:
+    """C that computes the grid into ``tl_grid`` and refuses a negative dimension (a size
+    expression that overflowed; 0 is an empty launch) or one above `MAX_GRID`, in the
+    words of `tilelang.runtime.grid_limits` (the CPU and GPU runtimes' check)."""
+    thread = iface.thread
+    at = where(thread)  # the tl.blocks line
+    lines = []
+    for axis in range(3):
+        value = (
+            thread_expr_c(thread.grid[axis], names, f"{iface.kernel}: grid dimension {axis}")
+            if axis < len(thread.grid)
+            else "1"
+        )
+        lines.append(f"  tl_grid[{axis}] = {value};")
+    negative = negative_prefix(iface.kernel, at)  # then " (N blocks in dimension D)"
+    lines += [
+        "  for (int tl_axis = 0; tl_axis < 3; ++tl_axis)",
+        "    if (tl_grid[tl_axis] < 0)",
+        '      return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s (%lld blocks in dimension '
+        f'%d)", {c_string(negative)}, (long long)tl_grid[tl_axis], tl_axis);',
+    ]
+    for axis in range(len(thread.grid)):
+        prefix, suffix = too_large_parts(iface.kernel, at, axis, iface.grid_sources[axis])
+        lines += [
+            f"  if (tl_grid[{axis}] > {MAX_GRID[axis]})",
+            '    return tl_fail(TILELANG_AOT_ERROR_LAUNCH_CHECK, "%s%lld%s", '
+            f"{c_string(prefix)}, (long long)tl_grid[{axis}], {c_string(suffix)});",
+        ]
+    return lines
 
 
 def value_fact_checks(iface: KernelInterface) -> list[str]:

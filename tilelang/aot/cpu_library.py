@@ -11,8 +11,9 @@ CPU features). Without F16C, f16 conversions become calls to ``__extendhfsf2`` a
 ``__truncsfhf2``; `half_runtime_object()` provides them (hidden: not exported from the
 library, so they never interpose on another library's).
 
-`link_library(out, sources, objects)` runs the host C compiler (``cc``, or ``$CC``) to
-make the shared library, linked with libm (the backend's math functions call it).
+`link_library(folder, library, sources, objects)` runs the host C compiler (``cc``, or
+``$CC``) in `folder` to make the shared library, linked with libm (the backend's math
+functions call it).
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def c_compiler() -> str:
     return found
 
 
-def link_library(out: Path, sources: list[Path], objects: list[Path]) -> None:
-    """Compiles `sources` and links them with `objects` into the shared library `out`."""
-    command = [c_compiler(), "-shared", "-fPIC", "-O2", "-o", str(out)]
+def link_library(folder: Path, library: str, sources: list[str], objects: list[str]) -> None:
+    """Compiles `sources` and links them with `objects` into the shared library
+    `library`, all files of `folder`. The compiler runs in `folder` on the bare names,
+    so the library names no path of the machine that built it."""
+    command = [c_compiler(), "-shared", "-fPIC", "-O2", "-o", library, *sources, *objects]
     # libm: the LLVM backend's math (exp, log, ...) calls the C library's functions.
-    command += [str(p) for p in (*sources, *objects)] + ["-lm"]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    command.append("-lm")
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=folder)
     if done.returncode != 0:
         raise AotError(
-            f"linking {out.name} failed ({' '.join(command)}):\n{done.stdout}{done.stderr}"
+            f"linking {library} in {folder} failed ({' '.join(command)}):\n"
+            f"{done.stdout}{done.stderr}"
         )

@@ -9,12 +9,17 @@ context (modules stay loaded) and launches on the caller's stream. The cubins an
 are embedded as byte arrays: the launcher is one self-contained file (link with
 ``-ldl -lpthread`` on glibc older than 2.34).
 
-Image choice (most specific first): a cubin built for the device's exact "a"
-architecture (sm_90a on a 9.0 device), then a cubin of the same major version and the
-highest minor not above the device's (an sm_80 cubin runs on sm_86 and sm_89), then the
-PTX of the highest non-"a" architecture not above the device's, which the driver
-compiles (a driver that knows the PTX's `.version`: see `tilelang.aot.ptx`). No image
-that fits is ``TILELANG_AOT_ERROR_ARCH``, naming the device and the images built.
+Image choice (most specific first, `pick` in Python): a cubin built for the device's
+exact "a" architecture (sm_90a on a 9.0 device), then a cubin of the same major version
+and the highest minor not above the device's (an sm_80 cubin runs on sm_86 and sm_89),
+then the PTX of the highest non-"a" architecture not above the device's, which the
+driver compiles (a driver that knows the PTX's `.version`: see `tilelang.aot.ptx`);
+each only if the device's blocks may have the shared memory it needs
+(``CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN``: 163 KiB on sm_80, 99 KiB
+on sm_86 and sm_89, so an sm_80 build of a deep pipeline does not run there). No image
+that fits is ``TILELANG_AOT_ERROR_ARCH``, naming the device and the images built, or,
+when one is refused for its shared memory only, what it needs, what the device gives
+and the ``--arch`` to add (`tilelang.aot.build` warns of it at compile time).
 
 A missing driver library (or one without the entry points used) is
 ``TILELANG_AOT_ERROR_DRIVER_NOT_FOUND``; ``cuInit`` failing (no GPU, a driver that does
@@ -43,12 +48,45 @@ class Image:
     data: bytes  # a PTX image ends with its NUL
     symbol: str
     threads: int
-    shared_bytes: int
+    shared_bytes: int  # dynamic, what the launch asks for
+    static_shared_bytes: int = 0  # what the code declares itself (ptxas's count)
 
     @property
     def major_minor(self) -> tuple[int, int, int]:
-        digits = self.arch[3:].rstrip("af")
-        return int(digits[:-1]), int(digits[-1]), int(self.arch.endswith("a"))
+        major, minor = arch_version(self.arch)
+        return major, minor, int(self.arch.endswith("a"))
+
+    @property
+    def shared_need(self) -> int:
+        """Shared memory one block needs: what a device's per-block maximum must hold."""
+        return self.shared_bytes + self.static_shared_bytes
+
+
+def arch_version(arch: str) -> tuple[int, int]:
+    """The compute capability of "sm_86" (8, 6), "sm_90a" (9, 0), "sm_120" (12, 0)."""
+    digits = arch[3:].rstrip("af")
+    return int(digits[:-1]), int(digits[-1])
+
+
+def pick(images: tuple[Image, ...], major: int, minor: int, shared: int) -> int:
+    """The index of the image the launcher's ``tl_pick`` loads on a device of compute
+    capability major.minor whose blocks may have `shared` bytes of shared memory, or -1
+    (the same rules: an exact "a" cubin, the same major's cubin of the highest minor not
+    above the device's, the PTX of the highest non-"a" architecture not above it)."""
+    fits = [k for k, i in enumerate(images) if i.shared_need <= shared]
+    for k in fits:
+        i = images[k]
+        if i.kind == "cubin" and i.major_minor == (major, minor, 1):
+            return k
+    cubins = [k for k in fits if images[k].kind == "cubin" and not images[k].major_minor[2]]
+    same = [
+        k for k in cubins if images[k].major_minor[0] == major and images[k].major_minor[1] <= minor
+    ]
+    if same:
+        return max(same, key=lambda k: images[k].major_minor[1])
+    ptx = [k for k in fits if images[k].kind == "ptx" and not images[k].major_minor[2]]
+    below = [k for k in ptx if images[k].major_minor[:2] <= (major, minor)]
+    return max(below, key=lambda k: images[k].major_minor[:2]) if below else -1
 
 
 _DRIVER = r"""
@@ -64,6 +102,7 @@ typedef unsigned long long tl_CUdeviceptr;
 #define TL_CUDA_ERROR_NO_DEVICE 100
 #define TL_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
 #define TL_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+#define TL_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN 97
 #define TL_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 
 static struct {
@@ -182,34 +221,37 @@ def gpu_source(iface: KernelInterface, images: tuple[Image, ...]) -> str:
         "  int major, minor, specific, is_ptx;",
         "  const unsigned char *data;",
         "  const char *arch, *symbol;",
-        "  unsigned int threads, shared_bytes;",
+        "  unsigned int threads, shared_bytes, shared_need;",
         "} tl_images[] = {",
     ]
     for k, image in enumerate(images):
         major, minor, specific = image.major_minor
         lines.append(
             f"  {{{major}, {minor}, {specific}, {int(image.kind == 'ptx')}, tl_image_{k}, "
-            f"{c_string(image.arch)}, {c_string(image.symbol)}, {image.threads}, {image.shared_bytes}}},"
+            f"{c_string(image.arch)}, {c_string(image.symbol)}, {image.threads}, "
+            f"{image.shared_bytes}, {image.shared_need}}},"
         )
     archs = ", ".join(f"{i.arch} {i.kind}" for i in images)
     lines += [
         "};",
         f"#define TL_IMAGES {len(images)}",
         "",
-        "/* The image for compute capability major.minor (-1: none); see the module notes. */",
-        "static int tl_pick(int major, int minor) {",
+        "/* The image for compute capability major.minor whose blocks may have `shared` bytes",
+        " * of shared memory (-1: none); see the module notes. */",
+        "static int tl_pick(int major, int minor, unsigned int shared) {",
         "  int best = -1, k;",
         "  for (k = 0; k < TL_IMAGES; ++k)",
         "    if (!tl_images[k].is_ptx && tl_images[k].specific && tl_images[k].major == major &&",
-        "        tl_images[k].minor == minor) return k;",
+        "        tl_images[k].minor == minor && tl_images[k].shared_need <= shared) return k;",
         "  for (k = 0; k < TL_IMAGES; ++k)",
         "    if (!tl_images[k].is_ptx && !tl_images[k].specific && tl_images[k].major == major &&",
-        "        tl_images[k].minor <= minor && (best < 0 || tl_images[k].minor > tl_images[best].minor))",
+        "        tl_images[k].minor <= minor && tl_images[k].shared_need <= shared &&",
+        "        (best < 0 || tl_images[k].minor > tl_images[best].minor))",
         "      best = k;",
         "  if (best >= 0) return best;",
         "  for (k = 0; k < TL_IMAGES; ++k) {",
         "    const struct tl_image *i = &tl_images[k];",
-        "    if (!i->is_ptx || i->specific) continue;",
+        "    if (!i->is_ptx || i->specific || i->shared_need > shared) continue;",
         "    if (i->major * 10 + i->minor > major * 10 + minor) continue;",
         "    if (best < 0 || i->major * 10 + i->minor > tl_images[best].major * 10 + tl_images[best].minor)",
         "      best = k;",
@@ -226,7 +268,7 @@ def gpu_source(iface: KernelInterface, images: tuple[Image, ...]) -> str:
         "  tl_CUdevice device;",
         "  tl_CUmodule module;",
         "  tl_CUresult r;",
-        "  int major = 0, minor = 0, k, status = TILELANG_AOT_OK;",
+        "  int major = 0, minor = 0, shared = 0, unfit = -1, k, status = TILELANG_AOT_OK;",
         "  pthread_once(&tl_driver_once, tl_load_driver);",
         "  if (tl_driver_status != TILELANG_AOT_OK)",
         '    return tl_fail(tl_driver_status, "%s", tl_driver_message);',
@@ -251,11 +293,21 @@ def gpu_source(iface: KernelInterface, images: tuple[Image, ...]) -> str:
         "  }",
         '  if ((r = tl_cu.cuCtxGetDevice(&device)) != TL_CUDA_SUCCESS) { status = tl_cuda_fail("cuCtxGetDevice", r); goto done; }',
         "  if ((r = tl_cu.cuDeviceGetAttribute(&major, TL_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device)) != TL_CUDA_SUCCESS ||",
-        "      (r = tl_cu.cuDeviceGetAttribute(&minor, TL_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)) != TL_CUDA_SUCCESS) {",
+        "      (r = tl_cu.cuDeviceGetAttribute(&minor, TL_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device)) != TL_CUDA_SUCCESS ||",
+        "      (r = tl_cu.cuDeviceGetAttribute(&shared, TL_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, device)) != TL_CUDA_SUCCESS) {",
         '    status = tl_cuda_fail("cuDeviceGetAttribute", r);',
         "    goto done;",
         "  }",
-        "  *image = tl_pick(major, minor);",
+        "  *image = tl_pick(major, minor, (unsigned int)shared);",
+        "  if (*image < 0 && (unfit = tl_pick(major, minor, ~0u)) >= 0) {",
+        # An image for the architecture that needs more shared memory than the device has
+        # (an sm_80 build of a deep pipeline on sm_86/sm_89): cuFuncSetAttribute would fail.
+        f'    status = tl_fail(TILELANG_AOT_ERROR_ARCH, "{iface.kernel}: the %s %s of this build needs %u B of '
+        "shared memory per block, but the device (sm_%d%d) gives at most %d B; build the kernel "
+        'for it too (--arch sm_%d%d; smaller tiles or fewer stages if it does not fit)", tl_images[unfit].arch, '
+        'tl_images[unfit].is_ptx ? "PTX" : "cubin", tl_images[unfit].shared_need, major, minor, shared, major, minor);',
+        "    goto done;",
+        "  }",
         "  if (*image < 0) {",
         f'    status = tl_fail(TILELANG_AOT_ERROR_ARCH, "{iface.kernel}: the device is sm_%d%d; this build has {archs}", major, minor);',
         "    goto done;",

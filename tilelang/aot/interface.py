@@ -5,7 +5,11 @@ user's parameters in declaration order, the size symbols, the size facts it was
 compiled for) and its thread IR (parameter order of both backends' ABIs, the grid,
 the launch checks, threads, shared memory). It is the one description the C header,
 the GPU and CPU launchers and `manifest.json` are all generated from, so the three
-cannot disagree about an argument.
+cannot disagree about an argument. The source locations its messages carry (the
+`tl.blocks` line, the launch checks') are made portable (`portable_path`: relative to
+the current directory, or the file's name), so the files name no path of the machine
+that built them; the grid's expressions are read from the `tl.blocks` line first
+(`grid_sources`), for the messages of a grid too large.
 
 The C entry point (`prototype`) takes the stream first, then each parameter in
 declaration order: a tensor as its data pointer (``const void *`` when the kernel
@@ -17,7 +21,8 @@ arguments: they are read from the shapes, as a Python call reads them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from tilelang.aot.c_expr import AotError
 from tilelang.dtypes import DType
@@ -26,6 +31,7 @@ from tilelang.ir import thread as t
 from tilelang.ir.core import FINITE
 from tilelang.ir.shape_expr import ShapeExpr, Sym
 from tilelang.ir.types import TensorType
+from tilelang.runtime.grid_limits import grid_sources
 
 #: The C type a scalar parameter of each dtype is passed as.
 C_SCALAR_TYPES = {
@@ -88,11 +94,13 @@ class KernelInterface:
     shape_checks: tuple[tuple[str, int, ShapeExpr], ...]  # (tensor, axis, rule)
     facts: tuple[tuple[str, int], ...]  # (size, divisor) the build assumed
     values: tuple[tuple[str, int], ...]  # (tensor, b): 0 <= its values < b, assumed
-    thread: t.ThreadFunction
+    thread: t.ThreadFunction  # its source paths portable (`portable_thread`)
+    grid_sources: tuple[str, str, str]  # each grid dimension as tl.blocks writes it
 
     @classmethod
     def of(cls, name: str, function: ir.Function, thread: t.ThreadFunction) -> KernelInterface:
         c_identifier(name, "--name")
+        sources = grid_sources(thread)  # read while the paths still lead to the file
         stored = t.written_tensors(thread.body)
         args: list[TensorArg | ScalarArg] = []
         for param in function.params:
@@ -135,9 +143,11 @@ class KernelInterface:
             args=tuple(args),
             size_reads=tuple((s, p, a) for s, (p, a) in reads.items()),
             shape_checks=tuple(checks),
-            facts=tuple((n, d) for n, d in function.assume if n in reads),
+            # A divisor of 1 is no fact (a build with value facts only states them).
+            facts=tuple((n, d) for n, d in function.assume if n in reads and d > 1),
             values=tuple((n, b) for n, b in function.assume if n not in reads),
-            thread=thread,
+            thread=portable_thread(thread),
+            grid_sources=sources,
         )
 
     @property
@@ -199,3 +209,39 @@ class KernelInterface:
                     }
                 )
         return out
+
+
+# --------------------------------------------------------------------------- portable paths
+
+_LOCATED = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): ")
+
+
+def portable_path(path: str) -> str:
+    """`path` as a generated file may name it: relative to the current directory when
+    the file is inside it, else the file's name; so that two checkouts of a project
+    build the same bytes (an absolute path named the builder's machine)."""
+    given = Path(path)
+    if not given.is_absolute():
+        return path
+    here = Path.cwd()
+    for candidate in (given, given.resolve()):
+        if candidate.is_relative_to(here):
+            return candidate.relative_to(here).as_posix()
+    return given.name
+
+
+def portable_thread(thread: t.ThreadFunction) -> t.ThreadFunction:
+    """`thread` with the source paths the launch's messages name made portable: the
+    `tl.blocks` line (`grid_at`, "FILE:LINE") and the "FILE:LINE:COL: " each launch
+    check's message starts with."""
+    file, sep, line = thread.grid_at.rpartition(":")
+    grid_at = f"{portable_path(file)}{sep}{line}" if sep else thread.grid_at
+    checks = tuple((condition, _portable_message(text)) for condition, text in thread.checks)
+    return replace(thread, grid_at=grid_at, checks=checks)
+
+
+def _portable_message(text: str) -> str:
+    found = _LOCATED.match(text)
+    if found is None:
+        return text
+    return portable_path(found["file"]) + text[found.end("file") :]

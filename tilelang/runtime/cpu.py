@@ -32,13 +32,14 @@ pipeline: they are compiled once.
 `grid` defaults to `fn.grid` evaluated on the host from the scalar arguments (integer
 semantics of thread IR: wrapping, truncating division). Before anything runs, the
 launch conditions `fn.checks` are evaluated the same way; one that fails is a
-`ValueError` with its message. Blocks are independent, so a
-launch with several blocks runs them on up to `workers` threads (default: the CPU
-count, or `TILELANG_CPU_THREADS`), each with its own workspace; the GIL is released
-while machine code runs. By default a launch uses only as many threads as give each
-at least `MIN_SECONDS_PER_WORKER` of work, judged by the previous launch's time per
-block: a thread costs tens of microseconds to hand work to, which a small kernel's
-whole launch does not take.
+`ValueError` with its message, as is a grid a GPU would refuse (a negative dimension,
+or one above `tilelang.target.MAX_GRID`: `tilelang.runtime.grid_limits`). Blocks are
+independent, so a launch with several blocks runs them on up to `workers` threads
+(default: the CPU count, or `TILELANG_CPU_THREADS`), each with its own workspace; the
+GIL is released while machine code runs. By default a launch uses only as many
+threads as give each at least `MIN_SECONDS_PER_WORKER` of work, judged by the previous
+launch's time per block: a thread costs tens of microseconds to hand work to, which a
+small kernel's whole launch does not take.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ from tilelang.codegen.llvm_numeric import half_runtime_module
 from tilelang.ir import thread as t
 from tilelang.ir.thread_verify import verify_thread_function
 from tilelang.runtime.buffers import address
+from tilelang.runtime.grid_limits import check_grid
 from tilelang.runtime.host_expr import check_launch, eval_grid, eval_host_expr
 
 __all__ = ["CpuKernel", "compile_cpu", "compile_llvm_ir", "eval_host_expr"]
@@ -395,6 +397,7 @@ class CpuKernel:
         and so the checks, remembered per distinct scalar arguments)."""
         fn = self.fn
         values = tuple(args[p.name] for p in self.lowered.scalar_params)
+        given = grid
         if grid is None:
             grid = self._grids.get(values)
             if grid is None:
@@ -410,14 +413,8 @@ class CpuKernel:
         if len(grid) > 3:
             raise ValueError(f"{fn.name}: a grid has at most 3 dimensions, got {grid}")
         dims = (*grid, 1, 1, 1)[:3]
-        if any(d >= 2**31 for d in dims):
-            raise ValueError(f"{fn.name}: grid {grid} is too large")
-        for axis, d in enumerate(dims):
-            if d < 0:  # a size expression that overflowed, not an empty launch (0 is)
-                at = f" at {fn.grid_at}" if fn.grid_at else ""
-                raise ValueError(
-                    f"{fn.name}(){at}: the grid is negative ({d} blocks in dimension {axis})"
-                )
+        # The GPU's limits (a CPU launch is one a GPU accepts); given, not tl.blocks's.
+        check_grid(fn, dims, None if given is None else ("as given",) * 3)
         return dims
 
     def _workers(self, blocks: int, requested: int | None) -> int:

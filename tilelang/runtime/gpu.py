@@ -10,7 +10,8 @@ This module owns the device side of a call:
   `Launcher`, which works out once what does not change between calls (the grid and
   the launch checks as Python functions, the parameters' `struct` in the emitted
   kernel's ABI, `tilelang.codegen.cuda.kernel_params`) so that a call checks the
-  thread IR's launch conditions (`ThreadFunction.checks`) before any driver call, packs
+  thread IR's launch conditions (`ThreadFunction.checks`) and the grid's limits
+  (`tilelang.runtime.grid_limits`) before any driver call, packs
   the values and launches on `stream` — by default the caller's current stream
   (torch's or cupy's) when one of the tensors comes from there. The cubin is loaded
   once per context, the dynamic shared memory limit raised when needed;
@@ -34,11 +35,13 @@ import numpy as np
 from tilelang import dtypes
 from tilelang.codegen.cuda import kernel_params
 from tilelang.dtypes import DType
-from tilelang.ir.thread import ThreadFunction
 from tilelang.runtime import device_memory, dlpack
+from tilelang.runtime.grid_limits import check_grid
 from tilelang.runtime.host_expr import grid_function, launch_checker
+from tilelang.target import MAX_GRID
 
 DYNAMIC_SHARED_DEFAULT = 48 * 1024
+_MAX_X, _MAX_Y, _MAX_Z = MAX_GRID
 
 
 class GpuUnavailableError(RuntimeError):
@@ -554,9 +557,10 @@ class Launcher:
         if self._check is not None:
             self._check(scalars)  # before any driver call
         gx, gy, gz = (*grid, 1, 1, 1)[:3]
-        if gx <= 0 or gy <= 0 or gz <= 0:
-            _empty_grid((gx, gy, gz), self.build.thread)
-            return
+        if not (0 < gx <= _MAX_X and 0 < gy <= _MAX_Y and 0 < gz <= _MAX_Z):
+            # Negative or above the GPU's limits: a ValueError naming the dimension.
+            check_grid(self.build.thread, (gx, gy, gz))
+            return  # a dimension of 0 blocks: nothing to launch (the driver refuses it)
         cu = driver()
         if self._function is None:
             build = self.build
@@ -594,18 +598,6 @@ class Launcher:
             )
             local.buffer, local.array, local.addresses = buffer, array, ctypes.addressof(array)
             return buffer, local.addresses
-
-
-def _empty_grid(dims: tuple[int, int, int], kernel: ThreadFunction) -> None:
-    """A grid with a dimension of 0 blocks launches nothing (the driver refuses it, so no
-    call is made); a negative one, a size expression that overflowed, is a ValueError
-    that names the `tl.blocks` line."""
-    for axis, d in enumerate(dims):
-        if d < 0:
-            at = f" at {kernel.grid_at}" if kernel.grid_at else ""
-            raise ValueError(
-                f"{kernel.name}(){at}: the grid is negative ({d} blocks in dimension {axis})"
-            )
 
 
 def launch(
