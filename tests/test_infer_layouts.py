@@ -27,8 +27,12 @@ from tilelang.runtime.arguments import bind_arguments
 
 
 def infer(body: str, warps: int = 4, params: str = "%x: tensor<f32, [M, N]>") -> str:
-    """The body text (no kernel header, no locs) of `body` after infer_layouts."""
-    text = f"kernel k({params}) sizes(%M: i32, %N: i32) warps({warps}) {{\n{body}}}\n"
+    """The body text (no kernel header, no locs) of `body` after infer_layouts. N is
+    stated a multiple of 128, so 16-byte accesses are provable and the default layouts
+    are not cut down to unaligned runs (test_unaligned_layouts.py covers those)."""
+    text = (
+        f"kernel k({params}) sizes(%M: i32, %N: i32) warps({warps}) assume(N % 128) {{\n{body}}}\n"
+    )
     fn = infer_layouts.run(parse_function(text))
     check_contract(fn)
     out = print_function(fn)

@@ -3,7 +3,10 @@ gives (``assume(K % 128)``), carried through tensor-dimension expressions.
 
 `tilelang.passes.analyze` builds its divisibility analysis of scalars on these; the
 lowering uses them for the strides of a tensor (the product of the sizes of the dims
-after one), to tell when a byte offset of a sub-byte element splits exactly.
+after one), to tell when a byte offset of a sub-byte element splits exactly;
+`infer_layouts` (`access_runs`) asks `access_run` how many elements one access of a row
+may provably move, to give a load that cannot move 16 bytes at once a layout whose lanes
+are adjacent.
 """
 
 from __future__ import annotations
@@ -63,8 +66,24 @@ def exact_quotient(divisor: int, by: int) -> int:
     return 1
 
 
+def access_run(last_dim: int, last_offset: int, bits: int) -> int | None:
+    """The most consecutive elements of a row one access provably moves, or None when
+    16 bytes (an access's widest) are provable.
+
+    `last_dim` and `last_offset` are the divisors of the tensor's last dimension and of
+    the access's offset along it. A run of r elements is one access only when the mask
+    is constant over it and its start is aligned to its bytes: r must divide both (a
+    row's start is then a multiple of r too, every stride being a multiple of the last
+    dimension; the base pointer is 16-byte aligned), as `tilelang.passes.vectorize`
+    decides after `analyze`.
+    """
+    run = min(last_dim, last_offset)
+    return None if run * bits >= 128 else run
+
+
 __all__ = [
     "CAP",
+    "access_run",
     "exact_quotient",
     "pow2_factor",
     "shape_divisor",

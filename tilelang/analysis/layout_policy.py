@@ -50,7 +50,14 @@ __all__ = [
 ]
 
 
-def blocked_layout(shape: Sequence[int], dtype: DType, threads: int, *, min_vec: int = 1) -> Layout:
+def blocked_layout(
+    shape: Sequence[int],
+    dtype: DType,
+    threads: int,
+    *,
+    min_vec: int = 1,
+    max_vec: int | None = None,
+) -> Layout:
     """The coalesced default layout of a tile of `shape` and `dtype` over `threads`.
 
     Each thread holds a run of `vec` consecutive elements of the last dim: the largest
@@ -65,7 +72,14 @@ def blocked_layout(shape: Sequence[int], dtype: DType, threads: int, *, min_vec:
     (`view` needs whole groups of bits per thread). A type whose width is not a whole
     number of bytes (u3, f6, ...) also gets runs of whole bytes (``byte_group`` elements)
     when the row allows, so that stores of packed elements never share a byte between
-    threads.
+    threads. `max_vec` (a power of two) caps the run where an access can provably move
+    no more elements at once (`divisors.access_run`: a row whose length or offset proves
+    no 16-byte alignment): a longer run would be split into narrow accesses with the
+    lanes of a warp a run apart (4x the sectors for f32 runs of 4 moved one by one). The
+    threads keep the arrangement of the uncapped run, each thread's run becoming
+    ``vec / max_vec`` runs of ``max_vec`` one warp-width apart (an outer local digit), so
+    consecutive lanes read consecutive accesses and each thread keeps the rows it had.
+    None (or a cap at or above the preferred width) leaves the layout as without it.
 
     ``[64, 64] f16, 128 threads -> local(4, 1).spatial(16, 8).local(1, 8)``;
     ``[4] f32 -> replicated(32).spatial(4)``.
@@ -85,7 +99,9 @@ def blocked_layout(shape: Sequence[int], dtype: DType, threads: int, *, min_vec:
         spread[d] = math.gcd(left, positions[d])
         left //= spread[d]
     outer = [p // s for p, s in zip(positions, spread, strict=True)]
-    inner = [1] * (rank - 1) + [vec]
+    run = _capped_run(vec, min_vec, max_vec)
+    outer[-1] *= vec // run  # the rest of the run: whole warp-widths further along the row
+    inner = [1] * (rank - 1) + [run]
     layout = replicated(left, rank=rank) * local(*outer) * spatial(*spread) * local(*inner)
     return layout.canonicalize()
 
@@ -101,10 +117,22 @@ def holds_whole_bytes(layout: Layout, dtype: DType) -> bool:
     return group == 1 or layout.divisible_by(local(*[1] * (layout.rank - 1), group))
 
 
-def _vector_width(shape: tuple[int, ...], bits: int, threads: int, min_vec: int) -> int:
+def _capped_run(vec: int, min_vec: int, max_vec: int | None) -> int:
+    """The part of a run of `vec` one access moves: halved down to `max_vec`, never
+    below (nor off a multiple of) `min_vec`."""
+    run = vec
+    while max_vec is not None and run > max_vec and (run // 2) % min_vec == 0 and run % 2 == 0:
+        run //= 2
+    return run
+
+
+def _vector_width(
+    shape: tuple[int, ...], bits: int, threads: int, min_vec: int, max_vec: int | None = None
+) -> int:
     last, total = shape[-1], math.prod(shape)
+    widest = 128 // bits if max_vec is None else min(max_vec, 128 // bits)
     vec = 1
-    while (vec * 2) * bits <= 128 and last % (vec * 2) == 0:
+    while vec * 2 <= widest and last % (vec * 2) == 0:
         vec *= 2
     while vec > 1 and total < threads * vec:
         vec //= 2
@@ -123,10 +151,15 @@ def reduction_layout(
     threads: int,
     loads: Sequence[DType],
     broadcasts: Sequence[Sequence[int]] = (),
+    max_vec: int | None = None,
 ) -> Layout | None:
     """The layout a reduction of a `shape` tile over `axis` wishes its value to have, or
     None when the blocked layout of the narrowest of `loads` (the element types of the
-    tiles of this shape loaded to compute the value) is as cheap.
+    tiles of this shape loaded to compute the value) is as cheap. `max_vec` caps the
+    runs as in `blocked_layout` (the loads' provable access width): the candidates are
+    weighed uncapped and the winner's run is then split, so the cap keeps the thread
+    arrangement the reduction was costed with (the same shuffles, the same rows each
+    thread holds) and only puts a warp's lanes on adjacent accesses.
 
     Candidates keep a run of ``v`` consecutive last-dim elements per thread (``v`` from
     the blocked width down to the fewest whole bytes), spread threads over the kept dims
@@ -154,21 +187,27 @@ def reduction_layout(
     blocked = blocked_layout(shape, narrow, threads)
     best, best_cost = None, reduction_cost(blocked, axis, bits, broadcasts)
     group = byte_group(narrow) if shape[-1] % byte_group(narrow) == 0 else 1
-    widest = _vector_width(shape, narrow.bits, threads, group)
-    run = widest
+    run = _vector_width(shape, narrow.bits, threads, group)
     while run >= group:
         if shape[-1] % run == 0:
-            candidate = _reduction_candidate(shape, axis, threads, run, narrow.bits)
-            cost = reduction_cost(candidate, axis, bits, broadcasts)
+            cost = reduction_cost(
+                _reduction_candidate(shape, axis, threads, run, narrow.bits), axis, bits, broadcasts
+            )
             if cost < best_cost:
-                best, best_cost = candidate, cost
+                best, best_cost = run, cost
         run //= 2
-    return best
+    if best is None:
+        return None
+    split = _capped_run(best, group, max_vec)
+    return _reduction_candidate(shape, axis, threads, best, narrow.bits, split)
 
 
 def _reduction_candidate(
-    shape: tuple[int, ...], axis: int, threads: int, run: int, bits: int
+    shape: tuple[int, ...], axis: int, threads: int, run: int, bits: int, split: int | None = None
 ) -> Layout:
+    """The candidate of `run` consecutive last-dim elements a thread; `split` (a divisor
+    of it) moves one access at a time: the rest of the run goes to an outer local digit,
+    as `blocked_layout` caps its runs."""
     rank, last = len(shape), len(shape) - 1
     positions = [*shape[:-1], shape[-1] // run]
     spread = [1] * rank
@@ -187,6 +226,8 @@ def _reduction_candidate(
         lanes[axis] = math.gcd(spread[axis], WARP // lanes[last])
     else:
         lanes[axis] = spread[axis]
+    if split is not None and split < run:
+        outer[last], inner[last] = outer[last] * (run // split), split
     rest = [s // n for s, n in zip(spread, lanes, strict=True)]
     row = [lanes[d] if d == last and axis != last else 1 for d in range(rank)]
     column = [lanes[axis] if d == axis else 1 for d in range(rank)]

@@ -263,14 +263,22 @@ def format_sectors(rows: tuple[SectorRow, ...], extra: float) -> list[str]:
     )
     if any(r.kind == "load" and r.excess for r in rows):
         lines.append(
-            "    hint: a load's lanes rows apart: load in the default layout (no layout=) "
-            "and move the tile between layouts on chip (tl.transpose, a shared tile)"
+            "    hint: a load's lanes far apart: either each thread's run is longer than one "
+            "access (the alignment facts prove no wider vector: the row length or offset is not "
+            "a multiple of 16 bytes; state it with compile(assume=...) or keep one access per "
+            "thread, lanes on adjacent elements), or its lanes are rows apart: load in the "
+            "default layout (no layout=) and move the tile between layouts on chip "
+            "(tl.transpose, a shared tile)"
         )
     if any(r.kind != "load" and r.excess for r in rows):
         lines.append(
-            "    hint: a store's lanes rows apart (a transposed tile, an mma fragment): stage "
-            "it through shared memory, s = tl.shared(shape, dtype); s.store(tile); "
-            "tl.store(y, offsets, s.load()), whose load takes a coalesced layout"
+            "    hint: a store's lanes far apart: either each thread's run is longer than one "
+            "access (the alignment facts prove no wider vector: the row length or offset is not "
+            "a multiple of 16 bytes; state it with compile(assume=...) or compute the tile in a "
+            "layout of one access per thread, lanes on adjacent elements), or its lanes are "
+            "rows apart (a transposed tile, an mma fragment): stage it through shared memory, "
+            "s = tl.shared(shape, dtype); s.store(tile); tl.store(y, offsets, s.load()), whose "
+            "load takes a coalesced layout"
         )
     short = sorted({r.tensor for r in rows if r.short_rows})
     if short:

@@ -67,7 +67,11 @@ taken first and each var is decided once:
   dot layouts (DOT: a dot's result and a "free" accumulator get the C layout), then
   memory (MEMORY: the blocked default of a `Load`/`SharedLoad` no rule reached, or,
   for a load a free reduced value is computed from elementwise, the reduction's wish,
-  `reduction_layout`, when it is cheaper: the reduced axis mostly in registers), then
+  `reduction_layout`, when it is cheaper: the reduced axis mostly in registers; a
+  `Load` whose row length or offset proves no 16-byte access, `divisors.access_run`,
+  gets runs of one access, lanes on adjacent elements, where only elementwise work,
+  reductions and global loads and stores none of which moves 16 bytes depend on its
+  layout: `access_runs`), then
   the default of other sources (DEFAULT: `Full`, `Arange`, `Broadcast`, `Relayout`);
   defaults are applied only when no proposal is pending, largest tile first.
 - path — how the layout reached the var: unchanged through elementwise equalities

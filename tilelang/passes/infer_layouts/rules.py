@@ -418,7 +418,9 @@ class ReduceRule(AnyLayout):
             loads, broadcasts = _reduced_sources(inference, instr.value)
             loaded = [load.type.dtype for load in loads]
             shape = instr.value.type.shape
-            wish = reduction_layout(shape, axis, inference.threads, loaded, broadcasts)
+            caps = [inference.caps[n] for n in map(inference.name, loads) if n in inference.caps]
+            cap = min(caps, default=None)
+            wish = reduction_layout(shape, axis, inference.threads, loaded, broadcasts, cap)
             for load in loads if wish is not None else ():
                 inference.wishes.setdefault(inference.name(load), wish)
 

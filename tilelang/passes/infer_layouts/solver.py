@@ -38,6 +38,7 @@ from tilelang.ir.nodes import (
 )
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import Rewriter, RewriteResult, walk
+from tilelang.passes.infer_layouts.access_runs import access_caps
 from tilelang.target import CPU, Target
 
 
@@ -141,6 +142,9 @@ class Inference:
         self.dots: dict[str, tuple[Layout | None, Layout | None]] = {}
         self.anchors: list[tuple[str, Layout]] = []  # DOT proposals
         self.wishes: dict[str, Layout] = {}  # load -> its reduction's wish, for its default
+        # load -> its default's run where no access can move 16 bytes and nothing else
+        # depends on the layout (`access_runs`): lanes adjacent rather than a run apart.
+        self.caps: dict[str, int] = access_caps(fn)
         self.layouts: dict[str, Layout] = {}
         self.heap: list[tuple] = []
         self.counter = itertools.count()
@@ -227,7 +231,9 @@ class Inference:
 
     def default(self, tile: TileVar, origin: int) -> None:
         t, name = tile.var.type, tile.var.name
-        layout = self.wishes.get(name) or blocked_layout(t.shape, t.dtype, self.threads)
+        layout = self.wishes.get(name) or blocked_layout(
+            t.shape, t.dtype, self.threads, max_vec=self.caps.get(name)
+        )
         self.assign(name, layout, origin, EXACT)
 
     def solve(self) -> Solution:
