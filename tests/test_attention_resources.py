@@ -1,5 +1,6 @@
 """FlashAttention's compiled resources, read without a GPU (NVRTC and the cubin's
-SASS): 0 spills at the default tiles on sm_80 and sm_90, P kept in registers between
+SASS): 0 spills at the default tiles on sm_80 and sm_90 (causal, and over every key
+with the longer key steps), P kept in registers between
 its two mmas (no shared-memory store in the main loop), K and V by cp.async in 2
 stages, K read through a transposed view (no materialized transpose) and no dot operand
 held whole by several warps; the mask only on the key blocks some row does not see
@@ -23,7 +24,9 @@ ARCHS = ("sm_80", "sm_90", "sm_90a")  # sm_90a: the H100 build (wgmma)
 HEAD_DIMS = (64, 128, 256)
 
 
-def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
+def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, causal=True, **tiles):
+    """A causal build at the tiles a causal call gets (or `tiles`); not causal: the
+    tiles of a loop over every key."""
     with warnings.catch_warnings():  # the library's tiles give its callers no warning
         warnings.simplefilter("error", plan_registers.RegisterSpillWarning)
         warnings.simplefilter("error", ReplicatedOperandWarning)
@@ -31,10 +34,19 @@ def compiled(head_dim: int, arch: str, kernel=flash_attention_kernel, **tiles):
             assume="all",
             target=arch,
             T=dtypes.f16,
-            CAUSAL=True,
+            CAUSAL=causal,
             LSE=True,
-            **(tiles or default_tiles(head_dim)),
+            **(tiles or default_tiles(head_dim, every_key=not causal)),
         )
+
+
+def assert_the_estimate_is_close(kernel) -> None:
+    estimate = plan_registers.registers(kernel.stages["plan_registers"])
+    used = kernel.resources.registers
+    if "wgmma" in kernel.stats:  # sm_90a, D <= 128: no B fragment, ptxas needs fewer
+        assert used <= estimate <= 1.3 * used, (estimate, used)
+    else:
+        assert abs(estimate - used) <= 0.15 * used
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -46,12 +58,18 @@ def test_the_default_tiles_compile_without_spills(kernel, head_dim, arch):
     kernel = compiled(head_dim, arch, kernel)
     assert kernel.resources.spills == 0, kernel.resources
     assert kernel.stats["pipeline_async"] == 2  # K and V by cp.async, also with run-time bounds
-    estimate = plan_registers.registers(kernel.stages["plan_registers"])
-    used = kernel.resources.registers
-    if "wgmma" in kernel.stats:  # sm_90a, D <= 128: no B fragment, ptxas needs fewer
-        assert used <= estimate <= 1.3 * used, (estimate, used)
-    else:
-        assert abs(estimate - used) <= 0.15 * used
+    assert_the_estimate_is_close(kernel)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_d64_over_every_key_takes_128_keys_a_step_without_spills(arch):
+    """Not causal, no window: the loop walks every key, 128 a step at D = 64 (a
+    causal one keeps 64: tests/test_attention.py's NaN keys past the diagonal)."""
+    assert default_tiles(64, every_key=True) == dict(HD=64, BM=64, BN=128)
+    kernel = compiled(64, arch, causal=False)
+    assert kernel.resources.spills == 0, kernel.resources
+    assert kernel.stats["pipeline_async"] == 2
+    assert_the_estimate_is_close(kernel)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -20,14 +20,15 @@ reads only the key blocks some of its rows see.
 
 A block handles BM queries of one (batch, head) over WARPS warps (64 rows over 4, or
 128 over 8 for launches that fill the GPU: `default_tiles`) and walks the keys BN at a
-time with an online softmax: the running row maximum m and sum l, acc rescaled by
-exp(m_old - m_new). It is written as users write it — Q·Kᵀ as
-`tl.dot(q, tl.transpose(k))` on tiles loaded [1, BN, 1, D] and reshaped — and the
-compiler makes it fast: Q·Kᵀ and P·V form a dot chain (`tilelang.analysis.dot_chains`),
-so the warps split the rows, P goes from S's accumulator into P·V's A operand in
-registers, the row max and sum are warp shuffles; K and V arrive by cp.async in 2
-stages (for an even D: `default_tiles`) and are read from shared memory a k-step at a
-time, K through a transposed view with ldmatrix (no transpose is materialized).
+time (longer steps over every key than with causal or a window) with an online
+softmax: the running row maximum m and sum l, acc rescaled by exp(m_old - m_new). It
+is written as users write it — Q·Kᵀ as `tl.dot(q, tl.transpose(k))` on tiles loaded
+[1, BN, 1, D] and reshaped — and the compiler makes it fast: Q·Kᵀ and P·V form a dot
+chain (`tilelang.analysis.dot_chains`), so the warps split the rows, P goes from S's
+accumulator into P·V's A operand in registers, the row max and sum are warp shuffles;
+K and V arrive by cp.async in 2 stages (for an even D: `default_tiles`) and are read
+from shared memory a k-step at a time, K through a transposed view with ldmatrix (no
+transpose is materialized).
 
 Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
 run the same loop over packed sequences: a block reads its sequence's offsets with
@@ -278,71 +279,110 @@ def flash_attention_varlen_kernel(
 #: card; the host call may have no GPU to ask, as `paged_attention.TARGET_BLOCKS`).
 MULTIPROCESSORS = 132
 
+#: The narrow tiles' query rows by padded head dimension (4 warps, 16 rows each; D =
+#: 256's [64, 256] accumulator alone would take 128 registers of 4 warps: 32 rows).
+NARROW_ROWS = {16: 64, 32: 64, 64: 64, 128: 64, 256: 32}
+
+#: The keys a step (BN) by padded head dimension of a loop over every key (neither
+#: causal nor a window: `default_tiles`'s `every_key`). One BN for the narrow and the
+#: wide build of a head dimension, so a row's keys are summed in the same steps
+#: whichever build a launch gets: bit-identical results, whatever the batch and heads.
+#: Longer steps take fewer instructions and barriers per key (D=128: 64 keys rather
+#: than 32, 14% fewer main-loop instructions per key and half the barriers); the static
+#: report, B=4 S=4096 H=32, not causal, sm_90a / sm_80 (us), narrow and wide (D=16:
+#: narrow only):
+#: D=16 BN 64 -> 128: 634.5 -> 581.7 / 1021.1 -> 910.7;
+#: D=32 64 -> 128: narrow 731.5 -> 718.3 / 1183.2 -> 1124.6, wide 727.4 -> 658.0 /
+#: 1141.8 -> 1014.2; D=64 64 -> 128: narrow 791.0 -> 644.5 / 2249.2 -> 2228.5, wide
+#: 776.7 -> 628.9 / 2028.4 -> 2007.7; D=256 16 -> 32: narrow 8183.6 -> 7659.0 /
+#: 12915.5 -> 12087.6, wide 7121.0 -> 6592.2 / 11149.3 -> 10321.3. Each with 0 spills
+#: and every option on sm_80, sm_90 and sm_90a (up to 255 registers). D=128 keeps 64:
+#: at 128 its narrow build needs about 316 registers with a window, softcap and ALiBi,
+#: and the wide one predicts the same 1111.7 us on sm_90a, 0.5% less on sm_80 (3994.7);
+#: D=32 at 256 keys takes 254 registers with no option on, for 1%; D=64 at 256 and
+#: D=256 at 64 need more than 255 registers (D=256's wide build spills 80 bytes).
+KEY_STEPS = {16: 128, 32: 128, 64: 128, 128: 64, 256: 32}
+
 #: The wide tiles by padded head dimension: twice the rows over twice the warps (8), the
-#: same BN, so a row's keys are summed in the same order (the output is bit-identical
-#: to the narrow build's and does not depend on the batch). Each warp still owns 16 rows
-#: (8 at D = 256) but the 8 warps share each K and V stage: half the shared-memory reads
-#: a row, which bound the narrow build. 0 spills with every option on sm_80, sm_90 and
-#: sm_90a. HD = 16 keeps the narrow tiles: its wide build is predicted slower on sm_80.
+#: same BN (`KEY_STEPS`), so a row's keys are summed in the same order (the output is
+#: bit-identical to the narrow build's and does not depend on the batch). Each warp
+#: still owns 16 rows (8 at D = 256) but the 8 warps share each K and V stage: half the
+#: shared-memory reads a row, which bound the narrow build. 0 spills with every option
+#: on sm_80, sm_90 and sm_90a. HD = 16 keeps the narrow tiles: its wide build is
+#: predicted no faster (BN 128: 590.9 us on sm_90a, 581.7 narrow; 64: slower on sm_80).
 WIDE_TILES = {
-    32: dict(BM=128, BN=64, WARPS=8),
-    64: dict(BM=128, BN=64, WARPS=8),
-    128: dict(BM=128, BN=64, WARPS=8),
-    256: dict(BM=64, BN=16, WARPS=8),
+    32: dict(BM=128, WARPS=8),
+    64: dict(BM=128, WARPS=8),
+    128: dict(BM=128, WARPS=8),
+    256: dict(BM=64, WARPS=8),
 }
 
-#: What a query row costs in the wide build, the narrow build's cost being 1: the
-#: static report's ratio on sm_90a at B=4, S=4096, H=32 (D=128: 1111.7 / 1189.8 us;
-#: D=64: 776.7 / 791.0; D=256: 7121.0 / 8183.6; D=32: 727.4 / 731.5), over the ratio of
-#: the rows the busiest multiprocessor runs there (4096 / 4032; D=256: 4032 / 4000).
-WIDE_ROW_COST = {32: 0.98, 64: 0.97, 128: 0.92, 256: 0.86}
+#: What a query row costs in the wide build, the narrow build's cost being 1, by padded
+#: head dimension and BN: the static report's ratio on sm_90a at B=4, S=4096, H=32, not
+#: causal (wide / narrow us: D=32 BN 64: 727.4 / 731.5, 128: 658.0 / 718.3; D=64 BN 64:
+#: 776.7 / 791.0, 128: 628.9 / 644.5; D=128: 1111.7 / 1189.8; D=256 BN 32: 6592.2 /
+#: 7659.0), over the ratio of the rows the busiest multiprocessor runs there (4096 /
+#: 4032; D=256: 4032 / 4000).
+WIDE_ROW_COST = {
+    (32, 64): 0.98,
+    (32, 128): 0.90,
+    (64, 64): 0.97,
+    (64, 128): 0.96,
+    (128, 64): 0.92,
+    (256, 32): 0.85,
+}
 
 
-def default_tiles(head_dim: int, batch_heads: int = 0, rows: int = 0) -> dict[str, int]:
+def default_tiles(
+    head_dim: int, batch_heads: int = 0, rows: int = 0, every_key: bool = False
+) -> dict[str, int]:
     """BM, BN, the padded head dimension HD (and WARPS, when not 4) for a head dimension
     and a launch of `batch_heads` (batch × query heads: the grid's other axes) by `rows`
     queries a head (varlen: the longest sequence's): the tiles that compile for sm_80
     and sm_90 with 0 spills (docs/benchmarks.md).
 
-    The narrow tiles, 4 warps: at D=128, 64 keys a step rather than 32 take 14% fewer
-    main-loop instructions per key and half the barriers, at the same 2 blocks per
-    multiprocessor; D=256 needs 32×16 (its [64, 256] accumulator alone would take 128
-    registers of 4 warps). The wide tiles (`WIDE_TILES`, 8 warps) where `_wide_first`
-    predicts them to finish first (never without `batch_heads` and `rows`).
+    The narrow tiles (`NARROW_ROWS`, 4 warps) or the wide ones (`WIDE_TILES`, 8 warps)
+    where `_wide_first` predicts them to finish first (never without `batch_heads` and
+    `rows`), both with the head dimension's BN. `every_key`: the loop walks every key
+    (neither causal nor a window), and takes `KEY_STEPS` keys a step. A causal or
+    windowed loop takes at most the narrow build's rows: it stops at its last row's
+    right edge rounded up to a step, and a longer step would read keys that no row of
+    a block sees (tests/test_attention.py fills them with NaN, which 0 · NaN spreads).
 
     An odd D leaves the rows of K and V 2-byte aligned, which cp.async cannot copy: the
     loop is built unpipelined (STAGES = 1; asked for 2 stages, the compiler would warn
     that it cannot honour them), and K reaches the score dot through registers, a
-    [HD, BN] tile each warp holds whole, so at HD = 128 the step takes 32 keys (64
-    registers of it; 64 keys would need about 340 registers a thread). It keeps the
+    [HD, BN] tile each warp holds whole: HD · BN / 64 registers, kept to 64 (at HD =
+    128, 32 keys a step; 64 keys would need about 340 registers a thread). It keeps the
     narrow tiles."""
     hd = max(16, next_power_of_two(head_dim))
-    tiles = dict(HD=hd, BM=64, BN=64) if hd <= 128 else dict(HD=hd, BM=32, BN=16)
+    narrow = NARROW_ROWS[hd]
     if head_dim % 2:
-        tiles["STAGES"] = 1
-        tiles["BN"] = 32 if hd == 128 else tiles["BN"]
-    elif hd in WIDE_TILES and _wide_first(hd, tiles["BM"], batch_heads, rows):
+        return dict(HD=hd, BM=narrow, BN=min(64, 4096 // hd), STAGES=1)
+    step = KEY_STEPS[hd] if every_key else min(KEY_STEPS[hd], narrow)
+    tiles = dict(HD=hd, BM=narrow, BN=step)
+    if hd in WIDE_TILES and _wide_first(hd, step, batch_heads, rows):
         tiles.update(WIDE_TILES[hd])
     return tiles
 
 
-def _wide_first(hd: int, narrow: int, batch_heads: int, rows: int) -> bool:
+def _wide_first(hd: int, step: int, batch_heads: int, rows: int) -> bool:
     """Whether the wide build's busiest multiprocessor (of an H100's) finishes before
     the narrow build's: each runs ceil(blocks / MULTIPROCESSORS) blocks of its rows (a
-    block's rows past the end cost as much), a wide row at `WIDE_ROW_COST`. One block
-    fills a multiprocessor in the wide build, so while the narrow grid gives each at
-    most one block, its lone 4-warp blocks finish first (the static report, D=128: 8
-    heads of 1024 rows, 128 narrow blocks, 4.7 us narrow, 8.3 wide; 12 heads, 192
-    blocks: 9.4 narrow, 8.3 wide); a last partial wave of few wide blocks can cost more
-    than the narrow build's (99 heads of 256 rows over 8192 keys: 127.8 narrow, 133.2
-    wide)."""
+    block's rows past the end cost as much), a wide row at `WIDE_ROW_COST` (of `step`
+    keys a step). One block fills a multiprocessor in the wide build, so while the
+    narrow grid gives each at most one block, its lone 4-warp blocks finish first (the
+    static report, D=128: 8 heads of 1024 rows, 128 narrow blocks, 4.7 us narrow, 8.3
+    wide; 12 heads, 192 blocks: 9.4 narrow, 8.3 wide); a last partial wave of few wide
+    blocks can cost more than the narrow build's (99 heads of 256 rows over 8192 keys:
+    127.8 narrow, 133.2 wide)."""
 
     def busiest(block_rows: int) -> int:  # rows the busiest multiprocessor runs
         blocks = batch_heads * -(-rows // block_rows)
         return -(-blocks // MULTIPROCESSORS) * block_rows
 
     wide = WIDE_TILES[hd]["BM"]
-    return busiest(wide) * WIDE_ROW_COST[hd] < busiest(narrow)
+    return busiest(wide) * WIDE_ROW_COST[hd, step] < busiest(NARROW_ROWS[hd])
 
 
 @planned
@@ -410,7 +450,7 @@ def flash_attention(
     lse = empty(q, (nb, heads, sq), dtypes.f32) if return_lse else placeholder(q, 3)
     if nb * sq * heads * d == 0:
         return (out, lse) if return_lse else out
-    tiles = default_tiles(d, nb * heads, sq)
+    tiles = default_tiles(d, nb * heads, sq, every_key=not (causal or flags["WINDOW"]))
     constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, out, lse, slopes, float(scale), left, right, cap]
@@ -473,7 +513,8 @@ def _varlen(
     lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
     if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
         return (out, lse) if return_lse else out
-    tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q)  # the grid's blocks
+    every_key = not (causal or flags["WINDOW"])
+    tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q, every_key)  # the grid's blocks
     constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
