@@ -113,7 +113,7 @@ def weighted_rows(x: tl.Tensor[tl.f32, "3", "8"], y: tl.Tensor[tl.f32, "8"]):
     """y = sum over k of (k + 1) * w_k * x[k] for weights w = (0.5, 2, -1), the rows taken
     in reverse: enumerate, zip and reversed are compile-time Python like range."""
     acc = tl.zeros([8], tl.f32)
-    for k, (row, w) in enumerate(zip(reversed((0, 1, 2)), (0.5, 2.0, -1.0))):
+    for k, (row, w) in enumerate(zip(reversed((0, 1, 2)), (0.5, 2.0, -1.0), strict=True)):
         acc = acc + tl.load(x, [row, 0], [1, 8]).reshape([8]) * (w * (k + 1))
     tl.store(y, [0], acc)
 
