@@ -28,7 +28,7 @@ from test_quant_matmul import activations, check, weights
 import tilelang as tl
 from tilelang import quant
 from tilelang.ir.fragments import dot_layout
-from tilelang.quant import QuantizedWeight, choice, operands
+from tilelang.quant import QuantizedWeight, choice, kernels, operands
 from tilelang.target import TARGETS
 
 matmul_module = importlib.import_module("tilelang.quant.matmul")
@@ -94,16 +94,52 @@ def test_gemm_stages_fit_two_blocks_per_sm_where_the_card_allows(dtype, arch):
         ("u3", 128, (64, 128, 4)),
         ("u3", 64, (64, 128, 8)),
         ("u5", 32, (64, 128, 8)),
+        ("u5", 128, (64, 128, 8)),
+        ("u7", 128, (64, 128, 8)),
+        ("u7", kernels.PER_CHANNEL_G, (64, 128, 8)),
+        ("u1", 128, (64, 128, 4)),
     ],
 )
 def test_zero_points_of_several_groups_in_a_128_row_tile_take_eight_warps(dtype, group, tile):
     """Every width reads 128-row k-tiles; zero points in smaller groups there take 8
     warps (each holding 32 rows of x) for odd widths, 64-row tiles for even widths, as
-    do zero points of 6 and 8-bit codes in any group (ptxas spills them at 128 rows)."""
+    do zero points of 6 and 8-bit codes in any group (ptxas spills them at 128 rows);
+    5 and 7-bit codes, which have no 64-row tile, take 8 warps for zero points in any
+    group (ptxas spilled 132-176 bytes over 4 warps)."""
     packing = tl.DotPacking(tl.dtype(dtype), (4096, 4096), (128, 128), 16, 4, tl.f16, tl.f32)
     c = choice.choose(4096, 4096, 4096, "sm_90", packing, zero_group=group)
     assert (c.bm, c.bk, c.warps) == tile
     assert operands.reads_as(packing, c.bk, c.bm, c.warps)
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("dtype", ["u5", "u7", "u3"])
+def test_eight_warp_tiles_of_wide_odd_codes_take_stages_registers_can_prefetch(dtype, arch):
+    """On the 2 x 4 grid a thread's runs of 5 or 7-bit codes (10, 14 bytes) are no
+    cp.async size, so the codes are prefetched in registers, which hold one tile ahead
+    but not two: 2 stages (3 were not honoured, a PipelineWarning from the library).
+    3-bit codes keep the shared memory's choice (3 stages on sm_80 and sm_90)."""
+    packing = tl.DotPacking(tl.dtype(dtype), (4096, 4096), (128, 128), 16, 4, tl.f16, tl.f32)
+    c = choice.choose(4096, 4096, 4096, arch, packing, zero_group=128 if dtype != "u3" else 64)
+    assert c.warps == 8
+    assert c.stages == (3 if dtype == "u3" else 2)
+
+
+@pytest.mark.parametrize("dtype", ["u5", "u7"])
+def test_wide_odd_codes_with_zero_points_compile_without_spills_on_sm_80(dtype):
+    """K = N = 4096, m = 512, zero points per 128 rows: the tile `plan` picks for sm_80
+    (64 x 128 x 128 over 8 warps) fits ptxas's registers: no spill, and nothing the
+    pipeline cannot honour. Over 4 warps it spilled 132 (u5) and 136 (u7) bytes."""
+    w = np.random.default_rng(0).standard_normal((4096, 4096)) * 0.02
+    qw = quant.quantize(w, dtype, zero_point=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        p = quant.plan(qw, 512, "sm_80")
+    resources = p.launches[0].compiled.resources
+    assert (p.path, p.choice.bk, p.choice.warps) == ("gemm", 128, 8)
+    assert resources.spill_store_bytes == 0 and resources.spill_load_bytes == 0
+    assert resources.registers <= 255
+    assert not caught, [str(w.message) for w in caught]
 
 
 # ------------------------------------------------------------------ exactness

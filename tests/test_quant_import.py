@@ -45,17 +45,21 @@ def as_int32(words) -> np.ndarray:
     return np.array(words, dtype=np.uint64).astype(np.uint32).view(np.int32)
 
 
-def gptq_checkpoint(bits: int, group: int, sym: bool, act_order: bool, seed: int = 0):
-    """(qweight, qzeros, scales, g_idx) and the unpacked truth (q, z, s, g)."""
+def gptq_checkpoint(
+    bits: int, group: int, sym: bool, act_order: bool, seed: int = 0, k: int = K, n: int = N
+):
+    """(qweight, qzeros, scales, g_idx) and the unpacked truth (q, z, s, g). Where `group`
+    does not divide `k`, AutoGPTQ's groups: ⌈k / group⌉ of them, g_idx = (a row's
+    position in act order) // group, so the last holds k mod group rows."""
     rng = np.random.default_rng(seed)
-    groups = K // group
-    q = rng.integers(0, 1 << bits, (K, N))
+    groups = -(-k // group)
+    q = rng.integers(0, 1 << bits, (k, n))
     # Symmetric: the midpoint; else any zero the v1 writer stores cleanly (1..2^bits-1).
-    midpoint = np.full((groups, N), 1 << (bits - 1))
-    z = midpoint if sym else rng.integers(1, 1 << bits, (groups, N))
-    s = (rng.uniform(0.001, 0.05, (groups, N))).astype(np.float16)
-    g = rng.permutation(K) // group if act_order else np.arange(K) // group
-    qweight = as_int32([stream_words(q[:, n], bits) for n in range(N)]).reshape(N, -1).T
+    midpoint = np.full((groups, n), 1 << (bits - 1))
+    z = midpoint if sym else rng.integers(1, 1 << bits, (groups, n))
+    s = (rng.uniform(0.001, 0.05, (groups, n))).astype(np.float16)
+    g = rng.permutation(k) // group if act_order else np.arange(k) // group
+    qweight = as_int32([stream_words(q[:, c], bits) for c in range(n)]).reshape(n, -1).T
     stored = (z - 1) & ((1 << bits) - 1)  # the v1 quirk: z - 1 is written
     qzeros = as_int32([stream_words(stored[r], bits) for r in range(groups)]).reshape(groups, -1)
     return (np.ascontiguousarray(qweight), qzeros, s, g.astype(np.int32)), (q, z, s, g)
@@ -141,7 +145,11 @@ def test_gptq_accepts_torch_tensors():
         (dict(bits=5), ValueError, "GPTQ packs 2, 3, 4, 8 bits"),
         (dict(sym=True), ValueError, "sym=True, but the zero point of group"),
         (dict(qzeros=None), ValueError, "qzeros are required unless sym=True"),
-        (dict(scales=np.ones((3, N), np.float16)), ValueError, "groups dividing K"),
+        (dict(scales=np.ones((3, N), np.float16), g_idx=None), ValueError,
+         "3 groups do not divide K = 256 rows evenly; .* needs its g_idx"),
+        (dict(scales=np.ones((3, N), np.float16)), ValueError,
+         "g_idx puts 128 rows in group 0 but 0 in group 2"),
+        (dict(scales=np.ones((0, N), np.float16)), ValueError, "1 ≤ groups ≤ K"),
         (dict(scales=np.ones((2, N))), TypeError, "f16, bf16, f32"),
         (dict(qweight=np.zeros((32, N), np.int64)), TypeError, "32-bit words"),
         (dict(qweight=np.zeros((32, N), np.float32)), TypeError, "integer array"),
@@ -158,6 +166,48 @@ def test_gptq_refuses_what_it_cannot_read(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         from_gptq(**args)
+
+
+@pytest.mark.parametrize("act_order", [False, True], ids=["in_order", "act_order"])
+@pytest.mark.parametrize(("bits", "k", "group"), [(4, 320, 128), (3, 224, 64), (8, 200, 64)])
+def test_gptq_with_a_short_last_group_is_the_reference_formula(bits, k, group, act_order):
+    """K not a multiple of G (Falcon-7B's 4544 = 35·128 + 64): AutoGPTQ's g_idx puts the
+    K mod G rows left in a last group, which the weight keeps (⌈K / G⌉ scales)."""
+    (qweight, qzeros, scales, g_idx), truth = gptq_checkpoint(
+        bits, group, False, act_order, seed=k, k=k
+    )
+    _, _, s, g = truth
+    assert np.bincount(g)[-1] == k % group  # the short group, as AutoGPTQ makes it
+    qw = from_gptq(qweight, qzeros, scales, g_idx=g_idx, bits=bits, sym=False)
+    assert (qw.shape, qw.group_size, qw.scale_codes.shape) == ((k, N), group, s.shape)
+    np.testing.assert_array_equal(
+        qw.dequantize().view(np.uint32), reference(*truth).view(np.uint32)
+    )
+    if act_order:
+        np.testing.assert_array_equal(g[qw.perm], np.arange(k) // group)
+    else:
+        assert qw.perm is None
+
+
+def test_gptq_refuses_a_g_idx_whose_groups_are_not_g_rows_but_the_last():
+    (qweight, qzeros, scales, _), _ = gptq_checkpoint(4, 128, False, True, k=320)
+    g_idx = np.repeat([0, 1, 2], [128, 96, 96]).astype(np.int32)  # group 1 is short
+    with pytest.raises(ValueError, match="puts 128 rows in group 0 but 96 in group 1"):
+        from_gptq(qweight, qzeros, scales, g_idx=g_idx, bits=4, sym=False)
+
+
+@pytest.mark.parametrize(("bits", "n", "multiple"), [(4, 20, 8), (3, 40, 32), (2, 8, 16)])
+def test_gptq_zero_points_need_whole_words_along_n(bits, n, multiple):
+    """qzeros packs N zero points of `bits` bits into int32 words: N must fill them."""
+    rng = np.random.default_rng(3)
+    q = rng.integers(0, 1 << bits, (K, n))
+    qweight = as_int32([stream_words(q[:, c], bits) for c in range(n)]).reshape(n, -1).T
+    qzeros = np.zeros((2, n * bits // 32 + 1), np.int32)
+    with pytest.raises(ValueError) as info:
+        from_gptq(qweight, qzeros, np.ones((2, n), np.float16), bits=bits, sym=False)
+    message = str(info.value)
+    assert message.startswith("qzeros:") and f"multiple of {multiple}" in message
+    assert f"got N = {n}" in message
 
 
 def test_gptq_3bit_needs_whole_word_triples():
@@ -206,6 +256,12 @@ def test_awq_nibble_order_is_interleaved():
     qw = from_awq(qweight, np.zeros((1, 1), np.int32), np.ones((1, 8), np.float16))
     assert qw.plain_codes()[0].tolist() == [AWQ_ORDER.index(j) for j in range(8)]
     assert qw.plain_codes()[0].tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+
+
+def test_awq_without_zero_points_is_refused_saying_awq_always_has_them():
+    (qweight, _, scales), _ = awq_checkpoint(64)
+    with pytest.raises(ValueError, match="qzeros: AWQ checkpoints always have zero points"):
+        from_awq(qweight, None, scales)
 
 
 def test_awq_refuses_mismatched_zeros():

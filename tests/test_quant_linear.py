@@ -311,7 +311,8 @@ def test_a_state_dict_without_the_weights_fields_is_refused():
         layer.load_state_dict(old_form)
     fields = json.loads(bytes(layer.meta.tolist()).decode())
     for change, message in (
-        ({"group_size": 100}, "QuantLinear state_dict: group_size must be"),
+        ({"group_size": 0}, "QuantLinear state_dict: group_size must be"),
+        ({"group_size": 100}, r"QuantLinear state_dict: scale_codes must have shape \(3, 64\)"),
         ({"version": 99}, r"fields are version 99; this tilelang reads versions 1, 2"),
     ):
         broken = layer.state_dict()

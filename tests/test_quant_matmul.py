@@ -43,7 +43,8 @@ def reference_weights(qw: QuantizedWeight) -> np.ndarray:
     """W [K, N] in float64 from the spec of each format, in the original row order."""
     g = qw.group_size
     q = qw.dtype.decode(qw.plain_codes()).astype(np.float64)
-    per_row = lambda a: np.repeat(np.asarray(a, np.float64), g, axis=0)  # noqa: E731
+    rows = q.shape[0]  # the last group may be shorter (GPTQ, K not a multiple of G)
+    per_row = lambda a: np.repeat(np.asarray(a, np.float64), g, axis=0)[:rows]  # noqa: E731
     if qw.format.startswith("mx"):
         exponents = qw.scale_codes.astype(np.int64) - 127
         w = q * per_row(np.exp2(exponents.astype(np.float64)))  # 2^(c - 127), exact
@@ -164,6 +165,76 @@ def test_act_order_gathers_the_columns_of_x():
         perm=perm,
     )
     check(shuffled, activations((3, K), seed=12))
+
+
+def short_last_group(k: int, group: int, seed: int) -> QuantizedWeight:
+    """A GPTQ act-order u4 weight whose K is not a multiple of its group size: ⌈K / G⌉
+    groups, the last of K mod G rows (as AutoGPTQ writes them), zero points 1..15."""
+    rng = np.random.default_rng(seed)
+    groups = -(-k // group)
+    return QuantizedWeight(
+        codes=tl.pack_codes(rng.integers(0, 16, (k, N)), tl.u4),
+        scale_codes=rng.uniform(0.01, 0.05, (groups, N)).astype(np.float16).view(np.uint16),
+        scale_dtype=tl.f16,
+        group_size=group,
+        format="gptq",
+        zeros=rng.integers(1, 16, (groups, N)),
+        perm=rng.permutation(k),
+    )
+
+
+@pytest.mark.parametrize(("k", "group"), [(320, 128), (208, 32)])
+def test_a_short_last_group_multiplies_exactly(k, group):
+    """The kernels index the last, shorter group as the others (row k // G) on every
+    path; 208 = 6·32 + 16 leaves the last 128-row k-tile a group past the weight's."""
+    qw = short_last_group(k, group, seed=k)
+    assert qw.scale_codes.shape == (-(-k // group), N)
+    for m, path in ((1, "gemv"), (17, "small_batch"), (65, "gemm")):
+        assert quant.plan(qw, m, "cpu").path == path
+        check(qw, activations((m, k), seed=m), tune=False)
+
+
+def test_act_order_on_torch_tensors_converts_the_permutation_once_per_device(monkeypatch):
+    """The device path gathers x[..., perm] with torch (`act_order_gather`); the index
+    tensor is made once per device and kept on the weight, not converted every call.
+    Checked on CPU tensors (the same code; no GPU here)."""
+    torch = pytest.importorskip("torch")
+    module = importlib.import_module("tilelang.quant.matmul")
+    qw = short_last_group(320, 128, seed=7)
+    made = []
+    real = module._index_tensor
+    monkeypatch.setattr(module, "_index_tensor", lambda *a: made.append(a) or real(*a))
+    x = torch.from_numpy(activations((2, 3, 320), seed=8))
+    for _ in range(3):
+        got = module.act_order_gather(x, qw)
+        assert got.is_contiguous() and got.dtype == torch.float16
+        np.testing.assert_array_equal(got.numpy(), x.numpy()[..., qw.perm])
+    assert len(made) == 1
+    torch_y = quant.matmul(x, qw)  # a torch CPU tensor: the host path, numpy's gather
+    np.testing.assert_array_equal(
+        np.asarray(torch_y).view(np.uint16), quant.matmul(x.numpy(), qw).view(np.uint16)
+    )
+
+
+def test_zero_points_of_any_width_n_are_pipelined_without_warnings():
+    """N = 203 zero points a row: each row is padded to whole 16-byte words, so a tile's
+    zero points are aligned runs cp.async copies and the pipelined kernel asks for
+    nothing it cannot honour: no PipelineWarning from inside the library (M = 200, the
+    gemm tile, its k-tiles of 64 rows, 3 stages, K split in 3)."""
+    k, n = 384, 203
+    qw = quant.quantize(weights(k=k, n=n, seed=60), "i4", group_size=64, zero_point=True)
+    zeros = operands.operands(qw, tl.f16).zeros
+    assert zeros.shape == (k // 64, 208)
+    assert zeros.dtype == tl.i8  # some zero points are negative: two's complement bytes
+    np.testing.assert_array_equal(zeros.codes()[:, :n].view(np.int8), qw.zeros)
+    assert not zeros.codes()[:, n:].any()
+    plan = quant.plan(qw, 200, "cpu")
+    assert (plan.choice.bk, plan.choice.stages) == (64, 3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = check(qw, activations((200, k), seed=61), tune=False)
+    assert not caught, [str(w.message) for w in caught]
+    assert y.shape == (200, n)
 
 
 def test_gptq_and_awq_checkpoints():
@@ -442,8 +513,11 @@ def test_weights_the_kernels_cannot_multiply_exactly_are_refused():
     bf16 = quant.quantize(weights(), "u4", scale_dtype="bf16")
     with pytest.raises(TypeError, match="x is f16, so the kernels multiply by f16 scales"):
         quant.matmul(x, bf16)
-    # scaled up: f8e6m1 reaches 1.5 · 2^32, so the f16 scales of unit weights underflow
-    wide = quant.quantize(weights() * 2.0**14, "f8e6m1")
+    # f8e6m1 reaches 1.5 · 2^32: quantize refuses f16 scales for it (test_quant_ranges.py),
+    # and a weight made without quantize is refused by matmul.
+    f8e6m1 = tl.dtype("f8e6m1")
+    codes = tl.pack_codes(np.random.default_rng(0).integers(0, 256, (K, N)), f8e6m1)
+    wide = QuantizedWeight(codes, np.full((K // 128, N), 0x3C00, np.uint16), tl.f16, 128)
     with pytest.raises(ValueError, match="f8e6m1 values are not all exact in f16"):
         quant.matmul(x, wide)
     odd_group = quant.quantize(weights(k=240), "u4", group_size=24)

@@ -10,9 +10,12 @@ range), so each result is rounded exactly once, round to nearest even:
   f32), z the group's zero point (0 without zero points). For f16 scales this is the
   kernel's ``(q − z).to(f16) * s`` in f16: the code value (minus zero) is exact in f16
   for every integer code and for every ExMy value inside f16's range, and an IEEE
-  multiply rounds the exact product once. (ExMy types whose values leave f16's range,
-  such as f8e7m0, must be multiplied in f32 and rounded to f16: the same single
-  rounding.) Overflow follows S: ±inf for f16/bf16/f32.
+  multiply rounds the exact product once. ExMy types whose values leave f16's range
+  or precision (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0) are computed here the same
+  way, once rounded to S, but the kernels cannot convert their codes to f16, so with
+  f16 scales `quantize` refuses them and `matmul` runs them only with bf16 scales and
+  activations (every ExMy value is exact in bf16). Overflow follows S: ±inf for
+  f16/bf16/f32 (`quantize` refuses a group whose weights would overflow).
 * ``mx``: ``w = round_f32(decode(q) · 2^(c − 127))``, c the e8m0 code; the spec's
   value, exact unless it leaves float32's range; a NaN scale (0xFF) gives NaN.
 * ``nvfp4``: ``w = round_f32(decode(q) · decode_e4m3(b) · t)``, b the block's f8e4m3
@@ -53,12 +56,23 @@ def scaled(
     group: int,
     scale_dtype: DType,
 ) -> np.ndarray:
-    """round_S((values − zeros) · scales), scales and zeros [K / group, N] per group."""
-    v = _grouped(values, group)
-    if zeros is not None:
-        v = v - zeros[:, None, :].astype(np.float64)
-    product = v * scales[:, None, :].astype(np.float64)
-    return round_to(product, scale_dtype).reshape(values.shape)
+    """round_S((values − zeros) · scales), scales and zeros [⌈K / group⌉, N] per group:
+    the last group holds the K mod group rows left when group does not divide K (GPTQ
+    checkpoints of such K)."""
+    k, n = values.shape
+    full = k - k % group
+    pieces = []
+    # The whole groups, then the short last one (if any): each a [groups, rows, N] view.
+    for start, stop, rows in ((0, full, group), (full, k, k - full)):
+        if stop == start:
+            continue
+        picked = slice(start // group, start // group + (stop - start) // rows)
+        v = values[start:stop].astype(np.float64).reshape(-1, rows, n)
+        if zeros is not None:
+            v = v - zeros[picked, None, :].astype(np.float64)
+        pieces.append((v * scales[picked, None, :].astype(np.float64)).reshape(-1, n))
+    product = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+    return round_to(product, scale_dtype)
 
 
 def mx(values: np.ndarray, scale_codes: np.ndarray, block: int) -> np.ndarray:

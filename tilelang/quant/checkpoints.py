@@ -9,16 +9,20 @@ GPTQ (AutoGPTQ, GPTQ-for-LLaMa; the "v1" checkpoint format), 2, 3, 4 or 8 bits:
   takes bits [k·bits, (k+1)·bits). For 2, 4 and 8 bits a word holds 32/bits codes; for
   3 bits 32 codes fill 3 words and codes 10 and 21 of each 32 straddle two words. This
   is tilelang's own bit order (`tilelang.dtypes.pack_bits`), so unpacking is one call.
-* ``qzeros`` int32 [K/G, N·bits/32]: the zero points of each group, packed the same way
-  along N. The v1 quirk: writers store z − 1 and readers add the 1 back, so
+* ``qzeros`` int32 [⌈K/G⌉, N·bits/32]: the zero points of each group, packed the same
+  way along N (so N·bits fills whole words: N a multiple of 8 for 4 bits, of 32 for
+  3 bits; refused otherwise, before reading a fractional shape). The v1 quirk: writers store z − 1 and readers add the 1 back, so
   z = field + 1 lies in 1..2^bits. (A true zero point of 0 is written as −1, whose
   wrapped bits also spill into the neighbouring fields; it reads back as 2^bits, and
   this import reproduces what the reference reads.)
-* ``scales`` [K/G, N] (f16; bf16 and f32 accepted): the scale type of the result.
+* ``scales`` [⌈K/G⌉, N] (f16; bf16 and f32 accepted): the scale type of the result.
 * ``g_idx`` [K] (optional): the group of each row; act order (``desc_act``) makes it a
   permutation of the groups. Represented as ``perm`` = the rows sorted stably by group,
-  with each group's G rows contiguous in that order; every group must hold exactly
-  K / (number of groups) rows, which GPTQ's act order always produces.
+  with each group's G rows contiguous in that order. Every group holds G rows (those of
+  group 0) but the last, which may hold fewer where G does not divide K: AutoGPTQ's
+  g_idx is (a row's position in act order) // G, so ⌈K / G⌉ groups, the last of
+  K mod G rows (a `QuantizedWeight` holds that short last group). Without g_idx the
+  groups must divide K evenly.
 * ``sym=True``: every zero point must be the midpoint 2^(bits−1) (qzeros may be None);
   the result has unsigned codes and that constant zero point, like `quantize(uN)`.
 
@@ -33,6 +37,7 @@ AWQ (AutoAWQ / llm-awq "GEMM" packing), 4 bits:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -62,18 +67,35 @@ def _unpack_along_n(words: np.ndarray, bits: int, n: int) -> np.ndarray:
     return dtypes.unpack_bits(stream, bits, rows * n).reshape(rows, n)
 
 
-def _groups(scales: Any, k: int, n: int) -> tuple[np.ndarray, dtypes.DType, int]:
+def _scales(scales: Any, k: int, n: int) -> tuple[np.ndarray, dtypes.DType]:
+    """The scale codes [groups, N] and their type; 1 ≤ groups ≤ K."""
     scale_codes, scale_dtype = float_codes(scales, "scales")
-    groups = scale_codes.shape[0]
-    if scale_codes.shape[1] != n or groups == 0 or k % groups:
+    if scale_codes.shape[1] != n or not 1 <= scale_codes.shape[0] <= k:
         raise ValueError(
-            f"scales must be [groups, N = {n}] with groups dividing K = {k}, "
-            f"got shape {scale_codes.shape}"
+            f"scales must be [groups, N = {n}] with 1 ≤ groups ≤ K = {k}, got shape "
+            f"{scale_codes.shape}"
         )
-    return scale_codes, scale_dtype, k // groups
+    return scale_codes, scale_dtype
+
+
+def _even_group(k: int, groups: int) -> int:
+    """K / groups rows a group, where no g_idx tells the group size."""
+    if k % groups:
+        raise ValueError(
+            f"scales: {groups} groups do not divide K = {k} rows evenly; a checkpoint whose "
+            f"last group is shorter needs its g_idx (which says the group size)"
+        )
+    return k // groups
 
 
 def _packed_zeros(qzeros: Any, bits: int, groups: int, n: int) -> np.ndarray:
+    if n * bits % 32:
+        per_word = 32 // math.gcd(bits, 32)
+        raise ValueError(
+            f"qzeros: {bits}-bit zero points are packed along N into int32 words, so N (the "
+            f"columns of qweight and scales) must be a multiple of {per_word} "
+            f"(32 / gcd(bits, 32)) to fill whole words, got N = {n}"
+        )
     words = words32(qzeros, "qzeros")
     if words.shape[0] != groups or words.shape[1] * 32 != n * bits:
         raise ValueError(
@@ -83,25 +105,32 @@ def _packed_zeros(qzeros: Any, bits: int, groups: int, n: int) -> np.ndarray:
     return _unpack_along_n(words, bits, n).astype(np.int32)
 
 
-def _act_order(g_idx: Any, k: int, groups: int, group: int) -> np.ndarray | None:
-    """The row permutation that makes g_idx's groups contiguous (None: already are)."""
+def _act_order(g_idx: Any, k: int, groups: int) -> tuple[int, np.ndarray | None]:
+    """The group size and the row permutation that makes g_idx's groups contiguous
+    (None: they already are). Without g_idx, K / groups rows a group. With it, G is the
+    rows of group 0: every group holds G rows but the last, which may hold fewer (1..G,
+    ⌈K / G⌉ = groups), as AutoGPTQ's g_idx = position // G over a K that G does not
+    divide makes; `QuantizedWeight` holds such a short last group."""
     if g_idx is None:
-        return None
+        return _even_group(k, groups), None
     g = int_array(g_idx, "g_idx", 1).astype(np.int64)
     if g.shape != (k,):
         raise ValueError(f"g_idx must hold one group per row (K = {k}), got shape {g.shape}")
     if g.size and (g.min() < 0 or g.max() >= groups):
         raise ValueError(f"g_idx must lie in [0, {groups}), got {g.min()}..{g.max()}")
-    if np.array_equal(g, np.arange(k) // group):
-        return None
     counts = np.bincount(g, minlength=groups)
-    if (counts != group).any():
-        bad = int(np.argmax(counts != group))
+    group = int(counts[0])
+    wrong = np.flatnonzero(counts[:-1] != group)
+    if wrong.size or not 1 <= counts[-1] <= group:
+        bad = int(wrong[0]) if wrong.size else groups - 1
         raise ValueError(
-            f"g_idx puts {counts[bad]} rows in group {bad}: tilelang's groups hold "
-            f"K / groups = {group} rows each"
+            f"g_idx puts {group} rows in group 0 but {counts[bad]} in group {bad}: "
+            f"tilelang's groups hold G rows each but the last, which holds 1..G "
+            f"(⌈K / G⌉ = {groups} groups over K = {k} rows)"
         )
-    return np.argsort(g, kind="stable")
+    if np.array_equal(g, np.arange(k) // group):
+        return group, None
+    return group, np.argsort(g, kind="stable")
 
 
 def from_gptq(
@@ -122,8 +151,9 @@ def from_gptq(
     if rows * 32 % bits:
         raise ValueError(f"{bits}-bit qweight needs a multiple of {bits} rows, got {rows}")
     k = rows * 32 // bits
-    scale_codes, scale_dtype, group = _groups(scales, k, n)
-    groups = k // group
+    scale_codes, scale_dtype = _scales(scales, k, n)
+    groups = scale_codes.shape[0]
+    group, perm = _act_order(g_idx, k, groups)
     midpoint = 1 << (bits - 1)
     if qzeros is None:
         if not sym:
@@ -138,7 +168,6 @@ def from_gptq(
                 f"not {midpoint}: pass sym=False"
             )
     codes = _unpack_along_k(words, bits, k)
-    perm = _act_order(g_idx, k, groups, group)
     if perm is not None:
         codes = codes[perm]
     return QuantizedWeight(
@@ -155,10 +184,17 @@ def from_gptq(
 def from_awq(qweight: Any, qzeros: Any, scales: Any) -> QuantizedWeight:
     """An AWQ (GEMM-packed, 4-bit) checkpoint layer as a `QuantizedWeight` (format
     "awq", u4 codes, zero points); the module docstring gives the packing read."""
+    if qzeros is None:
+        raise ValueError(
+            "qzeros: AWQ checkpoints always have zero points (an int32 [K / G, N / 8] "
+            "tensor, packed like qweight), got None; a layer without them is not AWQ's "
+            "GEMM packing"
+        )
     words = words32(qweight, "qweight")
     k, columns = words.shape
     n = columns * 8
-    scale_codes, scale_dtype, group = _groups(scales, k, n)
+    scale_codes, scale_dtype = _scales(scales, k, n)
+    group = _even_group(k, scale_codes.shape[0])
     nibble = list(AWQ_NIBBLE)
     codes = _unpack_along_n(words, 4, n).reshape(k, columns, 8)[:, :, nibble]
     zeros = _packed_zeros(qzeros, 4, k // group, n).reshape(-1, columns, 8)[:, :, nibble]

@@ -33,7 +33,11 @@ Zero points in groups smaller than the 128-row k-tile (G = 64, 32) spill 16-56 b
 there (the groups' broadcast zero points beside the whole x tile): 2, 4, 6, 8-bit codes
 then read 64-row k-tiles; odd widths, which have no 64-row tile (their 16-byte runs are
 128 codes a thread), take 64 x 128 x 128 over 8 warps (2 x 4: each warp holds 32 rows
-of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`).
+of x, half the registers) (`choose`'s `zero_group`, from `zero_group_of`). So do 5 and
+7-bit codes with zero points in any group (`_zero_pressure`, as 6 and 8-bit ones read 64
+rows): over 4 warps ptxas spilled 132-176 bytes at 255 registers (u5/u7, G = 128 or per
+channel, m = 500, 512, 4096, on sm_80, sm_86 and sm_90); over 8 warps 174-191 registers
+and no spill. 1 and 3-bit codes with zero points fit 4 warps (246-255 registers).
 
 On sm_90a (`Target.has_wgmma`) the gemm tile over 4 warps computes Wᵀ·xᵀ (`SWAP`,
 `kernels.swapped`, `Choice.swap`): the dequantized weights are the warpgroup mma's A
@@ -115,6 +119,13 @@ GEMM_BM, GEMM_WARPS, GEMM_NARROW_BK = 64, 4, 64
 NARROW_ZERO_BITS = 4
 #: Its pipeline stages, most first, and the blocks per SM whose shared memory they fit.
 GEMM_STAGES = (3, 2)
+#: The stages of the 8-warp tile (a 2 x 4 grid) of 5 and 7-bit codes: a thread's runs of
+#: codes there (10 and 14 bytes) are not cp.async's 4, 8 or 16, so the codes are
+#: prefetched in registers, which hold one tile ahead but not two: 3 stages were not
+#: honoured (a PipelineWarning from the library, on sm_80, sm_90 and the CPU). The
+#: static report on sm_90 (k = n = m = 4096) predicts 2-3% more time than the
+#: unhonoured 3 stages (u5: 290 against 284 us; u7: 307 against 298 us).
+WIDE_CODE_STAGES = 2
 GEMM_BLOCKS_PER_SM = 2
 #: Shared bytes a stage may spend on scales and zero points: at most 8 groups of a
 #: 128-row tile (G = 16), 128 two-byte scales and 128 one-byte zero points each.
@@ -264,9 +275,12 @@ def _gemm(
     swap = wgmma and swaps_operands(BLOCK_N, warps)
     if reads(GEMM_BM, narrow, warps) and _wants_narrow(m, bk, arch, packing, zero_group, swap):
         bk = narrow
-    elif zero_group is not None and zero_group < bk and not swap:
-        warps = 2 * GEMM_WARPS
+    elif not swap and _zero_pressure(bk, packing, zero_group):
+        warps = 2 * GEMM_WARPS  # odd widths have no 64-row tile: half the x tile a warp
     stages = gemm_stages(bk, arch, packing)
+    code_bits = packing.dtype.bits if packing is not None else 8
+    if warps > GEMM_WARPS and code_bits > NARROW_ZERO_BITS:
+        stages = min(stages, WIDE_CODE_STAGES)
     return Choice("gemm", GEMM_BM, BLOCK_N, bk, warps, stages, 1, swap)
 
 
@@ -286,6 +300,13 @@ def _wants_narrow(
         return False
     if m % GEMM_BM:
         return True
+    return _zero_pressure(bk, packing, zero_group)
+
+
+def _zero_pressure(bk: int, packing: DotPacking | None, zero_group: int | None) -> bool:
+    """Whether zero points make ptxas spill an unswapped 4-warp gemm tile of `bk`-row
+    k-tiles beside the whole x tile: zero points of several groups in a tile, or of codes
+    wider than `NARROW_ZERO_BITS` (module docstring)."""
     code_bits = packing.dtype.bits if packing is not None else 8
     return zero_group is not None and (zero_group < bk or code_bits > NARROW_ZERO_BITS)
 

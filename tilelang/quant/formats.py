@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from tilelang.dtypes import (
     DType,
     FloatType,
@@ -98,3 +100,16 @@ def check_scale_dtype(t: DType) -> None:
         raise ValueError(
             f"scales of the scaled formats are {', '.join(map(str, SCALE_DTYPES))}, got {t}"
         )
+
+
+def inexact_values(element: DType, t: DType) -> np.ndarray:
+    """The finite values of `element` (float64, ascending) that the float type `t` does
+    not hold exactly: empty for integer codes of up to 8 bits in f16 or bf16, for every
+    ExMy of 3..8 bits in bf16, and for those whose values lie in f16's range and
+    precision (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0 exceed f16's 65504 or its
+    subnormals)."""
+    values = element.decode(np.arange(1 << element.bits)).astype(np.float64)
+    values = np.unique(values[np.isfinite(values)])
+    with np.errstate(over="ignore"):
+        held = t.decode(t.encode(values)).astype(np.float64)
+    return values[held != values]

@@ -24,7 +24,9 @@ Version 2 holds (``[G, N]`` per group along K):
 Version 1 is version 2 with packing ``"plain"`` only (it has no packing fields); it is
 still read. Files are read without pickle. A file that is not such an archive, lacks a
 required array, or has a version this tilelang does not know (a newer one) is refused
-with a ValueError naming the file and the versions it reads.
+with a ValueError naming the file and the versions it reads. Whether it is an archive
+is told by its first bytes (a zip's signature, or a safetensors header) before numpy
+reads it: numpy would take any other file for a pickle and advise allow_pickle.
 """
 
 from __future__ import annotations
@@ -83,12 +85,22 @@ def read(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
+#: The first bytes of a zip archive (an .npz): a local file header, or the end of an
+#: empty archive.
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start not in _ZIP_STARTS:  # np.load would try pickle, then advise allow_pickle
+        raise ValueError(
+            f"{path}: not a tilelang quantized-weight file: expected an .npz archive (a zip "
+            f"file, starting with b'PK\\x03\\x04') or a safetensors file, got a file "
+            f"starting with {start!r}"
+        )
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not hasattr(loaded, "files"):  # an .npy file holds one array
-            raise ValueError("it holds a single array, not an .npz archive")
-        with loaded as archive:
+        with np.load(path, allow_pickle=False) as archive:  # a zip: always an NpzFile
             arrays = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
         raise

@@ -13,8 +13,9 @@ small_batch   5..64      BM = 16 (M ≤ 16) or 32 (two row blocks above 32) x 12
 gemm          65..       64 x 128 x 128, 4 warps (1 x 4: each weight converted once a
               (33.. on   block); BK = 64 for 2, 4, 6, 8-bit codes where the rows of x
               sm_90a)    are masked or zero points come in groups smaller than 128
-                         rows, which take 8 warps for 1, 3, 5, 7-bit codes
-                         (`tilelang.quant.choice`); split-K when the blocks fill at
+                         rows (or 6, 8-bit codes have zero points), which take 8
+                         warps for 1, 3, 5, 7-bit codes (5, 7-bit codes: any zero
+                         points) (`tilelang.quant.choice`); split-K when the blocks fill at
                          most half the SMs. Built for sm_90a: Wᵀ·xᵀ on the warpgroup
                          mma, always 4 warps and BK = 128 (`Choice.swap`)
 ============  =========  ==========================================================
@@ -197,11 +198,16 @@ def matmul(
     the CPU backend; device tensors (torch, DLPack, ``__cuda_array_interface__``) or
     `tilelang.DeviceBuffer`: the GPU; a bf16 x that is not a torch tensor needs `out`).
     `bias` [N] and `out` [..., N] are of x's type and where x is; `out`, when given, is
-    written and returned. Act order (``qw.perm``): x's columns are gathered on the host
-    (x[..., perm]) before the call, which is what the stored rows mean. See the module docstring for the kernels and
-    `tilelang.quant.operands` for what each format costs and how exact it is: every
-    format computes `QuantizedWeight.dequantize`'s weights exactly (MX: unless its
-    scales span more than the operand type holds, `ScaleRangeWarning`), so the result
+    written and returned. Act order (``qw.perm``): x's columns are gathered
+    (x[..., perm]) before the kernels, which is what the stored rows mean: by numpy for
+    host arrays, by torch on x's device for device tensors (`act_order_gather`). See
+    the module docstring for the kernels and `tilelang.quant.operands` for what each
+    format costs and how exact it is: every format it runs computes
+    `QuantizedWeight.dequantize`'s weights exactly (MX: unless its scales span more
+    than the operand type holds, `ScaleRangeWarning`). It runs every format but ExMy
+    codes whose values f16 does not hold (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0) with
+    f16 scales and activations, which it refuses (`quantize` does too): those run
+    with bf16 scales and bf16 activations. So the result
     differs from ``x @ qw.dequantize()`` only by the f32 accumulation order and the
     final rounding: per element, |y − x@W| ≤ E + u·(|x@W| + E) + u_min with
     E = (K + 2)·2^-24·(|x| @ |W|) (K exact f32 products added in some order, the f32
@@ -302,6 +308,23 @@ def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace, count
         if split is not None:
             args += (workspace(split[0]), counters(split[1]))
         call.kernel(*args, y2, ops.t, assume=call.values, **call.constexprs)
+
+
+def act_order_gather(x: Any, qw: QuantizedWeight) -> Any:
+    """x[..., perm] for a torch tensor x and an act-order weight (`qw.perm`): x's columns
+    in the weight's stored row order, gathered by torch on x's device. The index is a
+    tensor on that device, made once per device and kept on the weight: a host list
+    converted on each call was a host-to-device copy every call."""
+    key = ("act order index", str(x.device))
+    index = cached(qw, key, lambda: _index_tensor(qw.perm, x.device))
+    return x.index_select(-1, index).contiguous()
+
+
+def _index_tensor(perm: np.ndarray, device: Any) -> Any:
+    """`perm` as an int64 torch tensor on `device` (`act_order_gather`)."""
+    import torch  # only for a torch x, so torch is there
+
+    return torch.as_tensor(perm, dtype=torch.int64, device=device)
 
 
 def _device_array_and_dtype(x: Any) -> tuple[gpu.DeviceArray, DType | None]:
@@ -408,7 +431,7 @@ def _device_matmul(
     if qw.perm is not None:
         if not is_torch:
             raise TypeError("act order (qw.perm) on the GPU needs x as a torch tensor")
-        x = x[..., qw.perm.tolist()].contiguous()  # the gather happens before the kernels
+        x = act_order_gather(x, qw)  # the gather happens before the kernels
     if bias is not None and tuple(gpu.device_array(bias).shape) != (n,):
         raise ValueError(f"bias must have shape [{n}] (N, the weight's columns)")
     if out is None:

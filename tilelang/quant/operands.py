@@ -22,7 +22,8 @@ per weight and operand type (and remembered for as long as the weight lives).
   the operand type together with every q − z. Whole bytes, not the codes' width: a
   [BK / G, 128] tile of 3 or 5-bit zero points moves in runs cp.async cannot copy, so
   it would stay out of the pipeline (one zero point per group and column is 1/G of a
-  byte per weight: 0.8% of a u4 weight's bytes at G = 128).
+  byte per weight: 0.8% of a u4 weight's bytes at G = 128). For the same reason each
+  row is padded to whole 16-byte words (`_aligned_zeros`: [groups, N rounded up]).
 * The f32 factor ``t`` the accumulator is multiplied by: NVFP4's tensor scale, or
   2^e0 for MX.
 
@@ -59,7 +60,7 @@ from tilelang.dtypes import DType, FloatType, IntType, PackedArray
 from tilelang.packing import DotPacking
 from tilelang.runtime.value_facts import FINITE, bound_of
 
-from .formats import get_format
+from .formats import get_format, inexact_values
 from .kernels import NVFP4_SCALE_SHIFT, PER_CHANNEL_G
 from .scale_packing import ScalePacking
 from .weight import QuantizedWeight
@@ -246,7 +247,7 @@ def _operands(qw: QuantizedWeight, ot: DType) -> Operands:
         signed = _midpoint_zeros(qw)
         if qw.zeros is not None and not signed:
             zero_type = _zero_type(qw, ot)
-            zeros = dtypes.pack_codes(zero_type.encode(qw.zeros), zero_type)
+            zeros = _aligned_zeros(qw.zeros, zero_type)
     elif kind == "mx":
         codes, e0, exact, normal = _shifted_mx_scales(qw, ot)
         if normal:  # OT's exponent fields (kernels docstring, ``mx_normal``)
@@ -308,11 +309,7 @@ def _check_scaled(qw: QuantizedWeight, ot: DType) -> None:
 
 
 def _exact_in(element: DType, ot: DType) -> bool:
-    codes = np.arange(1 << element.bits)
-    values = element.decode(codes).astype(np.float64)
-    values = values[np.isfinite(values)]
-    with np.errstate(over="ignore"):
-        return bool(np.array_equal(ot.decode(ot.encode(values)).astype(np.float64), values))
+    return not inexact_values(element, ot).size
 
 
 def _midpoint_zeros(qw: QuantizedWeight) -> bool:
@@ -344,6 +341,20 @@ def _as_signed(qw: QuantizedWeight) -> QuantizedWeight:
     packing = dataclasses.replace(qw.packing, dtype=signed) if qw.packing is not None else None
     codes = PackedArray(data, signed, qw.codes.shape)
     return dataclasses.replace(qw, codes=codes, packing=packing, zeros=None)
+
+
+def _aligned_zeros(zeros: np.ndarray, zero_type: DType) -> PackedArray:
+    """The zero points [groups, N] as `zero_type` codes, each row padded with zero
+    columns to whole 16-byte words (module docstring): a row of N bytes starts at a
+    multiple of N, so for an N such as 203 a tile's run was 1-byte aligned, which
+    cp.async cannot copy, and the pipelined load fell back to an unpipelined one
+    (a `PipelineWarning` from inside the library). The padding is never read for a
+    column below N."""
+    per_word = 16 * 8 // zero_type.bits
+    rows, n = zeros.shape
+    padded = np.zeros((rows, -(-n // per_word) * per_word), np.int64)
+    padded[:, :n] = zeros
+    return dtypes.pack_codes(zero_type.encode(padded), zero_type)
 
 
 def _zero_type(qw: QuantizedWeight, ot: DType) -> DType:

@@ -2,14 +2,20 @@
 rounding codes as each format's spec says.
 
 Rounding is tilelang's cast (`tilelang.dtypes` encode): round to nearest even from the
-float64 quotient w / s, saturating at the element type's range. Every scale is rounded
+float64 quotient w / s, saturating at the element type's range. In small floats with no
+mantissa bits (M = 0, such as f3e2m0: 0, 1, 2, 4) a tie between two powers of two has no
+even significand, and the larger magnitude wins (IEEE 754-2019 §4.3.1): 3.0 rounds to
+4 and 1.5 to 2 (a tie with 0, such as 0.5, rounds to 0). Every scale is rounded
 to its scale type *before* the codes are computed, so the codes are the nearest to
 w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K for
 ``group_size=-1``, per output channel):
 
 * signed iN, no zero point: ``s = absmax / (2^(N−1) − 1)``, ``q = encode_iN(w / s)``.
-* unsigned uN, no zero point: the same s with the constant zero point z = 2^(N−1)
-  (GPTQ's symmetric codes): ``q = clamp(rne(w / s) + z, 0, 2^N − 1)``.
+* unsigned uN, no zero point: the same s with the constant zero point z = 2^(N−1):
+  ``q = clamp(rne(w / s) + z, 0, 2^N − 1)``, codes 1..2^N − 1 symmetric about z (code
+  0 unused). The zero point is that of GPTQ's symmetric checkpoints, which import as
+  the same representation, but not the scale: GPTQ's is 2·absmax / (2^N − 1), which
+  also uses code 0 and puts ±absmax halfway between two codes (±7.5 steps for 4 bits).
 * zero point (asymmetric), uN or iN with range [qmin, qmax]: lo = min(min w, 0),
   hi = max(max w, 0) (the range always holds 0, so 0 is exact and z needs no clamp
   except by rounding), ``s = (hi − lo) / (qmax − qmin)``,
@@ -23,7 +29,10 @@ w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K
   ``q = encode_e2m1(w / (b · t))`` (0 where b is 0).
 
 An all-zero group gets the scale 0 and code 0 or the zero point: w = 0. A scale that
-overflows its type is an error, and so is the scale of a group that holds nonzero
+overflows its type is an error, and so is a group whose dequantized weights
+``(q − z) · s`` overflow it (the kernels compute that product in the scale type, so
+with f16 scales every |w| must stay below about 65504, f16's largest value, whatever
+the scale itself; bf16 suggested), and so is the scale of a group that holds nonzero
 weights and falls below ``2^(b − 1)`` times the scale type's smallest subnormal, b the
 bits the codes resolve (N for uN/iN, m + 1 for ExMy): there the scale keeps fewer
 significant bits than the codes (f16: below 2^-21 for 4-bit integers, 2^-17 for 8-bit
@@ -31,10 +40,16 @@ ones), down to rounding to 0, which would dequantize the whole group to 0. For f
 scales both errors suggest bf16 (f32's range; the matmul kernels multiply by f16 or bf16
 scales, so f32 ones serve `dequantize` only); for bf16 an underflow suggests f32, and an
 overflow of bf16 or f32 scales says to rescale the weights. MX and NVFP4 fix their scales and are not checked so.
+
+Small floats whose values f16 does not hold exactly (f6e5m0, f7e5m1, f7e6m0, f8e6m1,
+f8e7m0: beyond 65504 or below f16's subnormals) are refused with f16 scales: the
+kernels convert codes to the scales' type before scaling, so matmul could never run
+such a weight. bf16 scales (and bf16 activations) hold every ExMy value.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -44,7 +59,13 @@ from tilelang.dtypes import DType, FloatType, IntType, f4e2m1, f8e4m3
 
 from .arithmetic import round_to
 from .arrays import float_matrix
-from .formats import Format, check_scale_dtype, check_scaled_element, get_format
+from .formats import (
+    Format,
+    check_scale_dtype,
+    check_scaled_element,
+    get_format,
+    inexact_values,
+)
 from .weight import QuantizedWeight
 
 NVFP4_TENSOR_DIVISOR = 6.0 * 448.0  # f4e2m1 max × f8e4m3 max
@@ -73,10 +94,12 @@ def quantize(
     one integer zero point per group (integer codes only). `scale_dtype`: f16 (the
     default), bf16 or f32; MX and NVFP4 fix theirs. The module docstring gives the
     exact scale choice and rounding of every case. A ValueError for a scale its type
-    cannot hold: one that overflows, or a nonzero group's scale below 2^(b − 1) times
-    the type's smallest subnormal (b: the codes' bits, N for uN/iN, m + 1 for ExMy;
-    f16 and u4: 2^-21), which would dequantize to 0 or lose precision; bf16 scales
-    (f32's range, and the kernels take them) hold what f16 cannot.
+    cannot hold: one that overflows, a group whose weights (q − z) · s overflow it
+    (with f16 scales |w| beyond about 65504), or a nonzero group's scale below 2^(b − 1)
+    times the type's smallest subnormal (b: the codes' bits, N for uN/iN, m + 1 for
+    ExMy; f16 and u4: 2^-21), which would dequantize to 0 or lose precision; bf16 scales
+    (f32's range, and the kernels take them) hold what f16 cannot. A ValueError too for
+    f16 scales with ExMy codes f16 does not hold (f7e5m1, ...: module docstring).
     """
     fmt = get_format("scaled" if format is None else format)
     if fmt.kind == "scaled" and fmt.name != "scaled":
@@ -84,12 +107,15 @@ def quantize(
     element = _element_type(fmt, dtype)
     weights = float_matrix(w)
     k, n = weights.shape
+    if k == 0:
+        raise ValueError(f"w must hold at least one row (K ≥ 1), got shape {weights.shape}")
     group = _group_size(fmt, group_size, k)
     if fmt.kind == "scaled":
         scale_type = dtypes.f16 if scale_dtype is None else dtypes.dtype(scale_dtype)
         check_scale_dtype(scale_type)
         if zero_point and not isinstance(element, IntType):
             raise ValueError(f"zero points need integer codes, not {element}")
+        _check_element_in_scale_type(element, scale_type)
     else:
         if zero_point:
             raise ValueError(f"{fmt.name} has no zero points")
@@ -112,10 +138,13 @@ def quantize(
 
     # Slices of columns (4M elements) bound the float64 temporaries to a few hundred MB.
     width = max(1, _SLICE_ELEMENTS // max(k, 1))
-    parts = [
-        columns(weights[:, c : c + width].astype(np.float64).reshape(k // group, group, -1))
-        for c in range(0, n, width)
-    ] or [columns(np.zeros((k // group, group, 0)))]
+    parts = []
+    for c in range(0, n, width):
+        grouped = weights[:, c : c + width].astype(np.float64).reshape(k // group, group, -1)
+        parts.append(columns(grouped))
+        if fmt.kind == "scaled":
+            _check_products(parts[-1], grouped, element, scale_type, c)
+    parts = parts or [columns(np.zeros((k // group, group, 0)))]
     if tiny.groups:
         raise ValueError(tiny.message((k // group) * n))
     codes = np.concatenate([p[0] for p in parts], axis=2).reshape(k, n)
@@ -185,6 +214,62 @@ def _wider_scales(scale_type: DType, overflow: bool) -> str:
     if scale_type == dtypes.bf16 and not overflow:  # f32's subnormals reach further down
         return "pass scale_dtype='f32' (dequantize() only: the kernels take f16 or bf16 scales)"
     return "rescale the weights by a power of two"
+
+
+def _check_element_in_scale_type(element: DType, scale_type: DType) -> None:
+    """Refuses ExMy codes whose values f16 (bf16) scales cannot serve: the kernels convert
+    the codes to the scale type before scaling (module docstring). f32 scales serve
+    `dequantize()` only and hold every value."""
+    if scale_type == dtypes.f32 or not isinstance(element, FloatType):
+        return
+    inexact = inexact_values(element, scale_type)
+    if not inexact.size:
+        return
+    reasons = []
+    if np.abs(inexact).max() > scale_type.max:
+        reasons.append(f"they reach {np.abs(inexact).max():g}, beyond {scale_type.max:g}")
+    tiny = np.abs(inexact)[np.abs(inexact) < scale_type.max]
+    if tiny.size:
+        reasons.append(
+            f"{tiny.min():.3g} is finer than {scale_type} resolves there "
+            f"(its smallest subnormal is {scale_type.smallest_subnormal:.3g})"
+        )
+    raise ValueError(
+        f"dtype: {element} values are not all exact in {scale_type} ({'; '.join(reasons)}), "
+        f"and the matmul kernels convert codes to the scales' type {scale_type} before "
+        f"scaling, so they could not run this weight: pass scale_dtype='bf16', which "
+        f"holds every {element} value, and multiply bf16 activations (a bf16 "
+        f"QuantLinear: from_linear of a bf16 linear, or scale_dtype='bf16'), or choose "
+        f"an element type within {scale_type}'s range"
+    )
+
+
+def _check_products(
+    part: _Slice, grouped: np.ndarray, element: DType, scale_type: DType, first_column: int
+) -> None:
+    """Refuses a slice whose dequantized weights (q − z) · s overflow the scale type, in
+    which `dequantize()` and the kernels compute them (`tilelang.quant.arithmetic`):
+    rounding is monotonic, so a group overflows exactly when its largest |q − z| times
+    its scale does. Names the first such group with its largest |w|."""
+    codes, scale_codes, zeros = part
+    values = element.decode(codes).astype(np.float64)
+    if zeros is not None:
+        values = values - zeros[:, None, :]
+    largest = np.abs(values).max(axis=1, initial=0.0)
+    products = largest * scale_type.decode(scale_codes).astype(np.float64)
+    overflow = ~np.isfinite(round_to(products, scale_type))
+    if not overflow.any():
+        return
+    g, c = (int(i) for i in np.argwhere(overflow)[0])
+    rows = grouped.shape[1]
+    raise ValueError(
+        f"group {g} (rows {g * rows}..{(g + 1) * rows - 1}) of column {first_column + c}: "
+        f"its largest |w|, {np.abs(grouped[g, :, c]).max():.6g}, dequantizes to "
+        f"(q − z)·s = {products[g, c]:.6g}, beyond the largest {scale_type} "
+        f"({scale_type.max:.6g}); the kernels and dequantize() compute (q − z)·s in the "
+        f"scale type, so it would be ±inf ({int(overflow.sum())} group(s) of this slice of "
+        f"columns overflow): {_wider_scales(scale_type, True)}"
+    )
 
 
 class _TinyScales:
@@ -286,9 +371,20 @@ def _nvfp4_tensor_scale(weights: np.ndarray) -> float:
     absmax = float(np.abs(weights).max()) if weights.size else 0.0
     if not absmax:
         return 1.0
-    tensor_scale = float(np.float32(absmax / NVFP4_TENSOR_DIVISOR))
+    with np.errstate(over="ignore"):
+        tensor_scale = float(np.float32(absmax / NVFP4_TENSOR_DIVISOR))
+    if not math.isfinite(tensor_scale):
+        raise ValueError(
+            f"w: its largest |w|, {absmax:g}, is out of f32's range for NVFP4: the f32 "
+            f"tensor scale absmax / 2688 (6 · 448) overflows f32 (largest "
+            f"{float(np.finfo(np.float32).max):g}); rescale the weights (a power of two is "
+            f"exact) below {float(np.finfo(np.float32).max) * NVFP4_TENSOR_DIVISOR:g}"
+        )
     if tensor_scale == 0.0:
-        raise ValueError(f"NVFP4's tensor scale {absmax:g} / 2688 underflows f32")
+        raise ValueError(
+            f"w: its largest |w|, {absmax:g}, is out of f32's range for NVFP4: the f32 "
+            f"tensor scale absmax / 2688 (6 · 448) underflows f32 to 0; rescale the weights"
+        )
     return tensor_scale
 
 

@@ -2,7 +2,9 @@
 the kernels read it — codes, scales, zero points, format metadata — with its exact
 dequantization, its error against the original, and its file form.
 
-What it holds, ``G = group_size`` rows of W sharing one scale:
+What it holds, ``G = group_size`` rows of W sharing one scale (⌈K / G⌉ groups: where G
+does not divide K, the last group holds the K mod G rows left, as GPTQ checkpoints of
+such K do; `quantize` makes G divide K, and MX and NVFP4 blocks always do):
 
 * ``codes``: a `tilelang.PackedArray` of the element type's codes: the plain row-major
   [K, N] codes (``packing`` None), or the codes `tilelang.pack_for_dot` permuted for
@@ -12,10 +14,10 @@ What it holds, ``G = group_size`` rows of W sharing one scale:
   the rest of the library never depends on the layout. `pack_for_dot` packs a weight,
   `unpacked` undoes it; `tilelang.quant.pack_for_kernels` packs for the tile that
   `tilelang.quant.matmul` uses.
-* ``scale_codes`` [K / G, N]: the scales as codes of ``scale_dtype`` (f16, bf16, f32;
+* ``scale_codes`` [⌈K / G⌉, N]: the scales as codes of ``scale_dtype`` (f16, bf16, f32;
   e8m0 for MX; f8e4m3 for NVFP4), so they are bit-exact whatever numpy can represent;
   ``scales`` decodes them.
-* ``zeros`` [K / G, N] int32 or None: the integer zero point z of each group, subtracted
+* ``zeros`` [⌈K / G⌉, N] int32 or None: the integer zero point z of each group, subtracted
   from the code's value (``w = (q − z) · s``). None for signed and float codes without
   zero points; `quantize(uN, zero_point=False)` stores the constant midpoint 2^(N−1).
 * ``tensor_scale``: NVFP4's f32 per-tensor scale, else None.
@@ -110,12 +112,14 @@ class QuantizedWeight:
         self._check_types(fmt)
         k, n = self.shape
         g = self.group_size
-        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1 or k % g:
-            raise ValueError(f"group_size must be a positive divisor of K = {k}, got {g!r}")
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+            raise ValueError(f"group_size must be a positive int (rows per scale), got {g!r}")
         object.__setattr__(self, "group_size", int(g))
         if fmt.block is not None and g != fmt.block:
             raise ValueError(f"{fmt.name} has one scale per {fmt.block} rows, not {g}")
-        groups = (k // g, n)
+        if fmt.kind != "scaled" and k % g:
+            raise ValueError(f"{fmt.name}: K = {k} must be a multiple of its {g}-row block")
+        groups = (-(-k // g), n)  # a short last group where g does not divide K
         scales = _code_array(self.scale_codes, scale_dtype, groups, "scale_codes")
         object.__setattr__(self, "scale_codes", scales)
         if self.zeros is not None:
@@ -185,7 +189,7 @@ class QuantizedWeight:
 
     @property
     def scales(self) -> np.ndarray:
-        """The scales' values [K / G, N] (float32; exact for every scale type)."""
+        """The scales' values [⌈K / G⌉, N] (float32; exact for every scale type)."""
         return self.scale_dtype.decode(self.scale_codes)
 
     @functools.cached_property

@@ -215,7 +215,11 @@ class QuantLinear(WeightModule):
         """`linear` with its weight quantized by `tilelang.quant.quantize` (the same
         arguments and defaults: `dtype` such as "u4", "i4", "f4e2m1", `group_size` 128
         or the format's block, ...), except `scale_dtype`, which defaults to the
-        linear's type: bf16 for a bf16 linear, else f16 (MX and NVFP4 fix theirs)."""
+        linear's type: bf16 for a bf16 linear, else f16 (MX and NVFP4 fix theirs). Small
+        floats whose values f16 does not hold (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0)
+        need bf16 scales, which the layer then multiplies with bf16 inputs: `quantize`
+        refuses them with f16 scales (the default for an f16 or f32 linear), here, not
+        at the first forward."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
         if scale_dtype is None and get_format(format or "scaled").kind == "scaled":
