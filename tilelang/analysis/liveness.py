@@ -90,11 +90,14 @@ class _Builder:
         self.program = Program()
         self.uses: dict[Var, list[tuple[int, tuple[_Loop, ...]]]] = {}
         self.sizes = sizes
+        self.headers: tuple[tuple[_Loop, ...], tuple[int, ...]] = ((), ())  # the last loops'
 
     def point(self, instr: Instr, loops: tuple[_Loop, ...], end: bool = False) -> int:
         index = len(self.program.points)
         self.program.points.append(Point(index, instr, end))
-        self.program.within.append(tuple(loop.header for loop in loops))
+        if self.headers[0] is not loops:  # the points of a block share their loops
+            self.headers = (loops, tuple(loop.header for loop in loops))
+        self.program.within.append(self.headers[1])
         return index
 
     def define(self, var: Var, index: int) -> None:

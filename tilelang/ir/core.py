@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from tilelang.dtypes import DType
+from tilelang.ir.memo import remembered_hash, state_without_hash
 from tilelang.ir.types import ScalarType, Type
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class Var:
 
     name: str
     type: Type
+
+    __hash__ = remembered_hash("name", "type")  # the generated hash, once
+    __getstate__ = state_without_hash
 
     def __str__(self) -> str:
         return f"%{self.name}"

@@ -55,13 +55,14 @@ The text form is read back by `tilelang.ir.layout_parser`.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
+from tilelang.ir.memo import once, remembered_hash_of, state_without_hash
 
 __all__ = [
     "Layout",
@@ -116,6 +117,12 @@ def _positive(value: object, what: str) -> int:
     return int(value)
 
 
+def _positives(values: Sequence[object], what: str) -> tuple[int, ...]:
+    values = tuple(values)  # exact positive ints, the usual case, are checked quickly
+    ok = all(type(v) is int and v > 0 for v in values)
+    return values if ok else tuple(_positive(v, what) for v in values)
+
+
 def _mode_size(mode: ThreadMode, sizes: Sequence[int]) -> int:
     return mode.size if isinstance(mode, Rep) else sizes[mode]
 
@@ -136,8 +143,8 @@ class Layout:
     local_modes: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        shape = tuple(_positive(s, "tile size") for s in self.shape)
-        mode_shape = tuple(tuple(_positive(s, "mode size") for s in dim) for dim in self.mode_shape)
+        shape = _positives(self.shape, "tile size")
+        mode_shape = tuple(_positives(dim, "mode size") for dim in self.mode_shape)
         if len(mode_shape) != len(shape):
             raise LayoutError(
                 f"shape {list(shape)} has {len(shape)} dims but modes for {len(mode_shape)}"
@@ -178,37 +185,37 @@ class Layout:
     def rank(self) -> int:
         return len(self.shape)
 
-    @property
+    @once  # a Layout is frozen: computed on first use (`tilelang.ir.memo`)
     def size(self) -> int:
         """Number of tile elements."""
         return math.prod(self.shape)
 
-    @property
+    @once
     def num_modes(self) -> int:
         """Number of modes (replication factors not counted)."""
         return sum(len(m) for m in self.mode_shape)
 
-    @property
+    @once
     def mode_sizes(self) -> tuple[int, ...]:
         """Size of each mode, by mode id."""
         return tuple(s for dim in self.mode_shape for s in dim)
 
-    @property
+    @once
     def mode_dims(self) -> tuple[int, ...]:
         """The dim of each mode, by mode id."""
         return tuple(d for d, dim in enumerate(self.mode_shape) for _ in dim)
 
-    @property
+    @once
     def num_threads(self) -> int:
         """Threads the layout spans, replication included."""
         return math.prod(_mode_size(m, self.mode_sizes) for m in self.thread_modes)
 
-    @property
+    @once
     def num_locals(self) -> int:
         """Elements each thread holds."""
         return math.prod(self.mode_sizes[m] for m in self.local_modes)
 
-    @property
+    @once
     def replication(self) -> int:
         """How many (thread, local) pairs hold each element."""
         return math.prod(m.size for m in self.thread_modes if isinstance(m, Rep))
@@ -355,13 +362,13 @@ class Layout:
         """
         return self._canonical
 
-    @functools.cached_property
+    @once
     def _canonical(self) -> Layout:
         w = _Work.of(self)
         w.canonicalize()
         return w.to_layout()
 
-    @functools.cached_property
+    @once
     def _key(self) -> tuple[object, ...]:
         c = self._canonical
         return (c.shape, c.mode_shape, c.thread_modes, c.local_modes)
@@ -371,8 +378,8 @@ class Layout:
             return NotImplemented
         return self._key == other._key
 
-    def __hash__(self) -> int:
-        return hash(self._key)
+    __hash__ = remembered_hash_of("_key")  # hash(self._key), once: types hash layouts often
+    __getstate__ = state_without_hash
 
     def _normalize_dims(self, dims: Iterable[int]) -> list[int]:
         out = []
@@ -434,11 +441,14 @@ class Layout:
 
     # ----------------------------------------------------------------- text
 
-    def __str__(self) -> str:
+    @once
+    def _text(self) -> str:  # formatted once: messages and printers format layouts often
         return format_layout(self)
 
-    def __repr__(self) -> str:
-        return format_layout(self)
+    def __str__(self) -> str:
+        return self._text
+
+    __repr__ = __str__
 
 
 # --------------------------------------------------------------------------- constructors

@@ -39,13 +39,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 import numpy as np
 from lark import Lark, Transformer, UnexpectedInput
 
 from tilelang.ir.layout import Layout
+from tilelang.ir.memo import once, remembered_hash, state_without_hash
 
 __all__ = [
     "BANK_BYTES",
@@ -174,6 +174,9 @@ class SharedLayout:
     dims: tuple[tuple[Mode, ...], ...]
     swizzle: Swizzle | None = None
 
+    __hash__ = remembered_hash("dims", "swizzle")  # the generated hash, once
+    __getstate__ = state_without_hash
+
     def __post_init__(self) -> None:
         if not isinstance(self.dims, tuple) or not all(
             isinstance(d, tuple) and d and all(isinstance(m, Mode) for m in d) for d in self.dims
@@ -232,12 +235,12 @@ class SharedLayout:
         """Offsets of the whole tile, an int64 array of the tile's shape."""
         return self._table.copy()
 
-    @cached_property
+    @once
     def _table(self) -> np.ndarray:
         grids = np.indices(self.shape, dtype=np.int64) if self.rank else ()
         return np.asarray(self.offset(tuple(grids)), dtype=np.int64).reshape(self.shape)
 
-    @cached_property
+    @once
     def size(self) -> int:
         """Elements the buffer must hold: the largest offset plus one."""
         return int(self._table.max()) + 1 if self._table.size else 0

@@ -44,7 +44,7 @@ results agree across backends within a few ulps, not bitwise.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -690,20 +690,30 @@ DEFINING_FIELDS = {"Let": "name", "Uniform": "name", "Shfl": "result", "For": "v
 
 def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
     """The expressions a statement evaluates itself (not those of nested bodies)."""
-    names = _READ_FIELDS.get(type(stmt))
-    if names is None:
-        names = _READ_FIELDS[type(stmt)] = _read_fields(type(stmt))
-    return tuple(value for name in names if isinstance(value := getattr(stmt, name), Expr))
+    read = _READERS.get(type(stmt))
+    if read is None:
+        read = _READERS[type(stmt)] = _reader(type(stmt))
+    return read(stmt)
 
 
-#: Per statement class, the fields `stmt_exprs` looks at (found once per class: the
-#: compilers call it for every statement several times).
-_READ_FIELDS: dict[type, tuple[str, ...]] = {}
+#: Per statement class, its `stmt_exprs` (made once per class: the compilers call it
+#: for every statement several times).
+_READERS: dict[type, Callable[[Stmt], tuple[Expr, ...]]] = {}
 
 
-def _read_fields(cls: type) -> tuple[str, ...]:
+def _reader(cls: type) -> Callable[[Stmt], tuple[Expr, ...]]:
+    """`stmt_exprs` of a statement class: each field but the one it defines, kept when it
+    holds an expression, in field order — as straight-line code, which runs 3-4x faster
+    than a generator over the field names (as `dataclasses` writes `__init__`)."""
     skip = DEFINING_FIELDS.get(cls.__name__)
-    return tuple(name for name in cls.__dataclass_fields__ if name != skip)
+    kept = [
+        f"((v,) if isinstance(v := s.{name}, Expr) else ())"
+        for name in cls.__dataclass_fields__
+        if name != skip
+    ]
+    namespace = {"Expr": Expr}
+    exec(f"def read(s):\n    return {' + '.join(kept) or '()'}\n", namespace)
+    return namespace["read"]
 
 
 def written_tensors(body: tuple[Stmt, ...]) -> frozenset[str]:

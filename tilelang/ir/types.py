@@ -9,7 +9,8 @@ A block-IR value is one of:
 - a shared tile (`SharedType`): a tile in the block's shared memory;
 - a global tensor (`TensorType`): a kernel parameter whose sizes are symbolic.
 
-Types are frozen dataclasses and compare structurally.
+Types are frozen dataclasses and compare structurally; each remembers its hash
+(`tilelang.ir.memo`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
+from tilelang.ir.memo import remembered_hash, state_without_hash
 from tilelang.ir.shape_expr import ShapeExpr
 from tilelang.ir.shared_layout import SharedLayout
 
@@ -25,6 +27,9 @@ from tilelang.ir.shared_layout import SharedLayout
 @dataclass(frozen=True)
 class ScalarType:
     dtype: DType
+
+    __hash__ = remembered_hash("dtype")  # the generated hash, once
+    __getstate__ = state_without_hash
 
     def __str__(self) -> str:
         return str(self.dtype)
@@ -35,6 +40,9 @@ class TileType:
     dtype: DType
     shape: tuple[int, ...]
     layout: Layout | None = None
+
+    __hash__ = remembered_hash("dtype", "shape", "layout")  # the generated hash, once
+    __getstate__ = state_without_hash
 
     @property
     def rank(self) -> int:
@@ -61,6 +69,9 @@ class SharedType:
     shape: tuple[int, ...]
     layout: SharedLayout | None = None
 
+    __hash__ = remembered_hash("dtype", "shape", "layout")  # the generated hash, once
+    __getstate__ = state_without_hash
+
     def __str__(self) -> str:
         text = f"shared<{self.dtype}, {list(self.shape)}"
         return text + (f", {self.layout}>" if self.layout is not None else ">")
@@ -70,6 +81,9 @@ class SharedType:
 class TensorType:
     dtype: DType
     shape: tuple[ShapeExpr, ...]
+
+    __hash__ = remembered_hash("dtype", "shape")  # the generated hash, once
+    __getstate__ = state_without_hash
 
     @property
     def rank(self) -> int:

@@ -39,16 +39,29 @@ def body_params(instr: Instr) -> tuple[Var, ...]:
 
 
 def walk(node: Node) -> Iterator[Instr]:
-    """Every instruction of `node`, pre-order: an instruction, then its bodies in order."""
+    """Every instruction of `node`, pre-order: an instruction, then its bodies in order.
+
+    One generator and a stack of the bodies being walked: nested generators cost each
+    instruction a resumption per level of nesting, and every pass walks."""
     if isinstance(node, Function):
         node = node.body
     if isinstance(node, Block):
-        for instr in node.instrs:
-            yield from walk(instr)
-        return
-    yield node
-    for body in node.bodies():
-        yield from walk(body)
+        stack = [iter(node.instrs)]
+    else:
+        yield node
+        stack = [_body_instrs(node)]
+    while stack:
+        for instr in stack[-1]:
+            yield instr
+            if instr.BODIES:  # walk its bodies, then go on after it
+                stack.append(_body_instrs(instr))
+                break
+        else:
+            stack.pop()
+
+
+def _body_instrs(instr: Instr) -> Iterator[Instr]:
+    return (inner for body in instr.bodies() for inner in body.instrs)
 
 
 def defined_vars(node: Node) -> tuple[Var, ...]:
@@ -182,8 +195,15 @@ class Rewriter:
         return getattr(self, method)(instr) if method is not None else self.generic(instr)
 
     def generic(self, instr: Instr) -> Instr:
-        new = instr.map_operands(self.value)
+        # The changes of `instr.map_operands(self.value)` and the others, made in one copy
+        # (a dataclass `replace` is slow, and every pass rewrites every instruction).
         changes: dict[str, object] = {}
+        value = self.value
+        for name in instr.OPERANDS:
+            current = getattr(instr, name)
+            changes[name] = (
+                tuple(value(v) for v in current) if isinstance(current, tuple) else value(current)
+            )
         for name in instr.PARAMS:
             current = getattr(instr, name)
             if isinstance(current, tuple):
@@ -198,7 +218,7 @@ class Rewriter:
                 changes[name] = tuple(self.define(var) for var in current)
             elif current is not None:
                 changes[name] = self.define(current)
-        return replace(new, **changes) if changes else new
+        return replace(instr, **changes)
 
 
 def substitute(node: _N, mapping: Mapping[Var, Value]) -> _N:

@@ -33,6 +33,7 @@ over elements.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -150,6 +151,20 @@ def request_sectors(
     return Sectors(found, int(union.sum()), least)
 
 
+@functools.lru_cache(maxsize=1024)
+def _sectors(
+    layout: Layout,
+    extents: tuple[int | None, ...],
+    bits: int,
+    run: int,
+    limit: int | None,
+    first: bool,
+) -> Sectors | None:
+    """`request_sectors`, kept (read only): a kernel repeats its accesses, and a build for
+    another target repeats them all."""
+    return request_sectors(layout, extents, bits, run, limit, first_only=first)
+
+
 def _extents(shape: tuple[ShapeExpr, ...]) -> tuple[int | None, ...]:
     return tuple(e.value if isinstance(e, Lit) else None for e in shape)
 
@@ -175,7 +190,7 @@ def record(
     if widest is not None:
         limit = widest if limit is None else min(limit, widest)
     extents = _extents(instr.tensor.type.shape)
-    found = request_sectors(layout, extents, bits, run, limit, first_only=kind != "load")
+    found = _sectors(layout, extents, bits, run, limit, kind != "load")
     if found is None:
         return
     where = f"{instr.tensor.name} {_loc(instr)}"

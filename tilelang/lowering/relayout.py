@@ -264,7 +264,7 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
     """`result[i] = src[index_map(i)]`: in registers when each thread holds its sources,
     else through shared memory."""
     dst = lo.define_tile(result)
-    choice = register_map(src, dst, table_map)
+    choice = _move_map(instr, src, dst, result, table_map)
     if choice is not None and codes_kept_in_place(lo, src, dst, result, choice):
         lo.env[result] = TileRegs(src.local, dst.dtype, dst.layout, tuple(choice))
         lo.aliased.add(src.local)
@@ -286,6 +286,28 @@ def move_tile(lo, instr: ir.Instr, src: TileRegs, result: ir.Var, index_map, tab
         return
     value = getattr(instr, "value", None)
     through_shared(lo, src, dst, index_map, value if isinstance(value, ir.Var) else None)
+
+
+#: `register_map` of the moves met lately, by what decides it: the move's kind, its
+#: indices (a transpose's perm, a slice's starts), the result's shape and both layouts
+#: (a kernel moves alike many times, and is built for several targets).
+_MOVE_MAPS: dict[tuple, list[int] | None] = {}
+
+
+def _move_map(
+    instr: ir.Instr, src: TileRegs, dst: TileRegs, result: ir.Var, table_map
+) -> list[int] | None:
+    indices = getattr(instr, "perm", None) or getattr(instr, "starts", None) or ()
+    key = (type(instr), tuple(indices), tuple(result.type.shape), src.layout, dst.layout)
+    found = _MOVE_MAPS.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        if len(_MOVE_MAPS) >= 1024:
+            _MOVE_MAPS.clear()
+        found = _MOVE_MAPS[key] = register_map(src, dst, table_map)
+    return None if found is None else list(found)
+
+
+_UNSEEN = object()
 
 
 def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice) -> bool:

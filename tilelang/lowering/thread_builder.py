@@ -25,10 +25,6 @@ def imm(value: int | float, dtype: DType = I32) -> t.Imm:
     return t.Imm(value, dtype)
 
 
-def const_value(e: t.Expr) -> int | float | None:
-    return e.value if isinstance(e, t.Imm) else None
-
-
 class ThreadBuilder:
     def __init__(self, taken: set[str]) -> None:
         self.taken = set(taken)
@@ -83,13 +79,15 @@ class ThreadBuilder:
     # -- folded arithmetic -------------------------------------------------------------
 
     def binary(self, op: str, a: t.Expr, b: t.Expr) -> t.Expr:
-        x, y = const_value(a), const_value(b)
-        if x is not None and y is not None and a.dtype.is_int:
-            folded = evaluate_int(op, int(x), int(y), a.dtype)
-            if folded is not None:
-                return imm(folded, dtypes.u1 if op in t.COMPARE_OPS else a.dtype)
-        if not a.dtype.is_int:
+        dtype = a.dtype  # once: a nested expression finds its dtype recursively
+        if not dtype.is_int:
             return t.Binary(op, a, b)
+        x = a.value if isinstance(a, t.Imm) else None
+        y = b.value if isinstance(b, t.Imm) else None
+        if x is not None and y is not None:
+            folded = evaluate_int(op, int(x), int(y), dtype)
+            if folded is not None:
+                return t.Imm(folded, dtypes.u1 if op in t.COMPARE_OPS else dtype)
         if op in ("add", "sub", "or", "xor", "shl", "shr") and y == 0:
             return a
         if op in ("add", "or", "xor") and x == 0:
@@ -100,11 +98,11 @@ class ThreadBuilder:
             if x == 1:
                 return b
             if x == 0 or y == 0:
-                return imm(0, a.dtype)
+                return t.Imm(0, dtype)
         if op == "div" and y == 1:
             return a
         if op == "rem" and y == 1:
-            return imm(0, a.dtype)
+            return t.Imm(0, dtype)
         return t.Binary(op, a, b)
 
     def add(self, a: t.Expr, b: t.Expr) -> t.Expr:

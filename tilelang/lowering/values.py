@@ -165,7 +165,8 @@ def flat_indices(table: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Row-major flat index of each tile index in `table` ([..., rank]); 0 for rank 0."""
     if not shape:
         return np.zeros(table.shape[:-1], np.int64)
-    return np.ravel_multi_index(tuple(np.moveaxis(table, -1, 0)), shape)
+    columns = tuple(table[..., d] for d in range(table.shape[-1]))  # np.moveaxis, faster
+    return np.ravel_multi_index(columns, shape)
 
 
 def dim_strides(layout: Layout) -> dict[int, int]:

@@ -108,6 +108,13 @@ from tilelang.ir.thread import REGISTER_DTYPES
 from tilelang.ir.types import SharedType, TensorType, TileType, Type
 from tilelang.ir.visit import walk
 from tilelang.passes.register_budget import RegisterBudget
+from tilelang.passes.register_moves import (
+    layout_table,
+    move_indices,
+    move_tiles,
+    stays_in_registers,
+    wanted,
+)
 from tilelang.spill_verdict import RegisterSpillWarning, SpillNote, defer
 from tilelang.target import CPU, Target
 
@@ -178,13 +185,12 @@ def estimate(fn: Function) -> RegisterPlan:
     program = Program.of(fn)
     if not program.points:
         return RegisterPlan(THREAD_WORDS, fn.loc, ())
-    values, sizes, stop = _value_pressure(program, fn.warps)
+    needed = first_needed(program)
+    values, sizes, stop = _value_pressure(program, fn.warps, needed)
     held = address_words_by_point(program, fn.warps)
     total = [v + a for v, a in zip(values, held, strict=True)]
     peak = max(range(len(total)), key=lambda index: (total[index], -index))
-    live = [
-        v for v, first in first_needed(program).items() if sizes[v] and first <= peak <= stop[v]
-    ]
+    live = [v for v, first in needed.items() if sizes[v] and first <= peak <= stop[v]]
     live.sort(key=lambda v: (-sizes[v], v.name))
     return RegisterPlan(
         total[peak] + THREAD_WORDS,
@@ -198,17 +204,18 @@ def estimate(fn: Function) -> RegisterPlan:
 
 def pressure_by_point(program: Program, warps: int) -> list[int]:
     """Words of the values live at every program point, in-place reuse applied."""
-    return _value_pressure(program, warps)[0]
+    return _value_pressure(program, warps, first_needed(program))[0]
 
 
 def _value_pressure(
-    program: Program, warps: int
+    program: Program, warps: int, needed: dict[Var, int]
 ) -> tuple[list[int], dict[Var, int], dict[Var, int]]:
-    """`pressure_by_point`, with each value's words and last point (see `_sizes`)."""
+    """`pressure_by_point`, with each value's words and last point (see `_sizes`);
+    `needed`: `first_needed(program)`."""
     sizes, stop, root = _sizes(program, warps)
     count = len(program.points)
     delta = [0] * (count + 1)
-    for var, first in first_needed(program).items():
+    for var, first in needed.items():
         last = stop[var]
         if last < 0 or not sizes[var]:
             continue
@@ -247,7 +254,7 @@ def _sizes(program: Program, warps: int) -> tuple[dict[Var, int], dict[Var, int]
 
 def _renamed(instr: Instr) -> Var | None:
     """The operand whose registers `instr`'s result takes, if it moves nothing."""
-    move = _move_tiles(instr) if isinstance(instr, (*_MOVES, View)) else None
+    move = move_tiles(instr) if isinstance(instr, (*_MOVES, View)) else None
     if move is None:
         return None
     value, source, result = move
@@ -258,36 +265,7 @@ def _renamed(instr: Instr) -> Var | None:
         )
         return value if same else None
     same = source.dtype == result.dtype
-    return value if same and _in_registers(source.layout, _wanted(instr, source, result)) else None
-
-
-def _move_tiles(instr: Instr) -> tuple[Var, TileType, TileType] | None:
-    """(operand, its type, the result's type) of a move between tiles with layouts."""
-    value, result = instr.uses()[0], instr.defs()[0].type
-    source = value.type if isinstance(value, Var) else None
-    if not (isinstance(source, TileType) and isinstance(result, TileType)):
-        return None
-    if source.layout is None or result.layout is None:
-        return None
-    return value, source, result
-
-
-def _wanted(instr: Instr, source: TileType, result: TileType) -> np.ndarray:
-    """The source indices [threads, locals, rank] each local of a move's result reads."""
-    assert result.layout is not None
-    table = _table(result.layout)
-    if isinstance(instr, Transpose):
-        return table[..., np.argsort(instr.perm)]
-    if isinstance(instr, Reshape):
-        flat = _flat(table, tuple(result.shape))
-        if not source.shape:  # a rank-0 tile: its one element
-            return np.zeros((*flat.shape, 0), np.int64)
-        return np.stack(np.unravel_index(flat, tuple(source.shape)), axis=-1)
-    if isinstance(instr, Broadcast):
-        return np.where(np.array(source.shape) == 1, 0, table)
-    if isinstance(instr, Slice):
-        return table + np.asarray(instr.starts, np.int64)
-    return table  # a relayout: the same index
+    return value if same and stays_in_registers(instr, source, result) else None
 
 
 def _reuse(
@@ -403,7 +381,38 @@ def addresses(instr: Instr, warps: int, straight: bool = False) -> int:
     """Words of the per-thread addresses of `instr`'s memory accesses (`warps` warps), in
     a loop or in `straight`-line code."""
     found = _ADDRESSES.get(type(instr))
-    return found(instr, warps * WARP_SIZE, straight) if found is not None else 0
+    if found is None:
+        return 0
+    key = (_access_key(instr), warps, straight)
+    words = _ADDRESS_WORDS.get(key)
+    if words is None:
+        if len(_ADDRESS_WORDS) >= 4096:
+            _ADDRESS_WORDS.clear()
+        words = _ADDRESS_WORDS[key] = found(instr, warps * WARP_SIZE, straight)
+    return words
+
+
+#: `addresses` of the accesses met lately, by `_access_key`: a kernel repeats its
+#: accesses, both estimates of a build see most of them, and each target's build again.
+_ADDRESS_WORDS: dict[tuple, int] = {}
+
+
+def _access_key(instr: Instr) -> tuple:
+    """All that `instr`'s `_ADDRESSES` function reads of it: its class, the types of its
+    operands and result, and its fields that choose the accesses."""
+    if isinstance(instr, Load | Store | Atomic):
+        tile = instr.result if isinstance(instr, Load) else instr.value
+        return (type(instr), tile.type, instr.tensor.type, instr.attr("elems"))
+    if isinstance(instr, CopyAsync):
+        return (CopyAsync, instr.shared.type, instr.tensor.type, instr.attr("elems"))
+    if isinstance(instr, SharedLoad | SharedStore):
+        tile = instr.result if isinstance(instr, SharedLoad) else instr.value
+        return (type(instr), instr.shared.type, tile.type)
+    if isinstance(instr, Reduce | Scan):
+        return (type(instr), instr.axis, instr.value.type, instr.result.type)
+    value = instr.uses()[0]  # a move (`move_tiles`)
+    moved = value.type if isinstance(value, Var) else value
+    return (type(instr), move_indices(instr), moved, instr.defs()[0].type)
 
 
 def address_classes(addresses: np.ndarray) -> int:
@@ -433,7 +442,7 @@ def _global_access(instr: Instr, threads: int, straight: bool) -> int:
     if not isinstance(elems, int) or elems < 1:  # before vectorize: what the layout allows
         most = min(layout_run(tile.layout), MAX_ACCESS * 8 // tile.dtype.bits)
         elems = 1 << (most.bit_length() - 1) if most > 0 else 1
-    index = _table(tile.layout)[:, :: max(elems, 1)]
+    index = layout_table(tile.layout)[:, :: max(elems, 1)]
     return POINTER_WORDS * _row_classes(tensor, index, tile.dtype.bits, straight)
 
 
@@ -466,7 +475,7 @@ def _copy_async(instr: Instr, threads: int, straight: bool) -> int:
     elems = instr.attr("elems")
     elems = elems if isinstance(elems, int) and elems > 0 and shared.shape[-1] % elems == 0 else 1
     layout = blocked_layout(shared.shape, shared.dtype, threads, min_vec=elems)
-    index = _table(layout)[:, ::elems]
+    index = layout_table(layout)[:, ::elems]
     return POINTER_WORDS * _row_classes(tensor, index, shared.dtype.bits, straight)
 
 
@@ -490,13 +499,11 @@ def _shared_access(instr: Instr, threads: int, _straight: bool = False) -> int:
 def _move(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A move between layouts: in registers when every thread holds its sources, else
     stored to the scratch area and read back (with ldmatrix where a relayout allows)."""
-    move = _move_tiles(instr)
+    move = move_tiles(instr)
     if move is None:
         return 0
     _, source, result = move
-    wanted = _wanted(instr, source, result)
-    assert source.layout is not None
-    if _in_registers(source.layout, wanted):
+    if stays_in_registers(instr, source, result):
         return 0
     elem = 4 if _packed(source.dtype) else _element_bytes(source.dtype)
     shape = tuple(source.shape)
@@ -504,7 +511,8 @@ def _move(instr: Instr, threads: int, _straight: bool = False) -> int:
     if isinstance(instr, Relayout):  # ldmatrix addresses 16-bit elements of the scratch
         reads = _ldmatrix_starts(result, lambda index: _scratch_bytes(shape, 2, index) // 2)
     if reads is None:
-        reads = _scratch_bytes(shape, elem, wanted).reshape(wanted.shape[0], -1)
+        index = wanted(instr, source, result)
+        reads = _scratch_bytes(shape, elem, index).reshape(index.shape[0], -1)
     return address_classes(_scratch_writes(source, elem)) + address_classes(reads)
 
 
@@ -518,7 +526,7 @@ def _fold(instr: Instr, threads: int, _straight: bool = False) -> int:
     if source.layout is None or result.layout is None or _in_lanes(instr, source, result):
         return 0
     elem = _element_bytes(source.dtype)
-    out = _table(result.layout)  # [threads, locals, rank of the result]
+    out = layout_table(result.layout)  # [threads, locals, rank of the result]
     length = source.shape[instr.axis]
     index = np.zeros((*out.shape[:2], length, source.layout.rank), np.int64)
     kept = [d for d in range(source.layout.rank) if d != instr.axis]
@@ -542,15 +550,15 @@ _ADDRESSES: dict[type[Instr], Callable[[Instr, int, bool], int]] = {
 # -- what the lowering addresses -------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=512)
-def _table(layout: Layout) -> np.ndarray:
-    return layout.table()
-
-
 def _tile_offsets(layout: SharedLayout) -> Callable[[np.ndarray], np.ndarray]:
     """Tile indices [..., rank] -> element offsets in a shared tile."""
-    offsets = layout.table()
+    offsets = _shared_table(layout)
     return lambda index: offsets[tuple(np.moveaxis(index, -1, 0))]
+
+
+@functools.lru_cache(maxsize=512)
+def _shared_table(layout: SharedLayout) -> np.ndarray:
+    return layout.table()  # kept: callers only read it
 
 
 def _scratch_bytes(shape: tuple[int, ...], elem: int, index: np.ndarray) -> np.ndarray:
@@ -575,7 +583,7 @@ def _scratch_writes(tile: TileType, elem: int) -> np.ndarray:
     run &= -run
     while run > 1 and (run * elem > MAX_ACCESS or tile.layout.num_locals % run):
         run //= 2
-    index = _table(tile.layout)[:, ::run]
+    index = layout_table(tile.layout)[:, ::run]
     return _scratch_bytes(tuple(tile.shape), elem, index)
 
 
@@ -585,7 +593,7 @@ def _run_starts(
     """Byte addresses [threads, accesses] of moving `layout`'s locals in runs: the longest
     power-of-two runs (at most `most` elements when given, 16 bytes) consecutive in the
     shared tile."""
-    placed = offsets(_table(layout))  # [threads, locals]
+    placed = offsets(layout_table(layout))  # [threads, locals]
     count = layout.num_locals
     run = 1
     while (
@@ -612,10 +620,18 @@ def _ldmatrix_starts(
         return None
     if layout.shape[-1] * 2 % 16:
         return None
+    index = _ldmatrix_rows(layout)
+    return None if index is None else offsets(index) * 2
+
+
+@functools.lru_cache(maxsize=512)
+def _ldmatrix_rows(layout: Layout) -> np.ndarray | None:
+    """The tile index [threads, ldmatrix, 2] whose row each lane gives each ldmatrix of a
+    tile of `layout` (None: no ldmatrix atom divides it). Callers only read it."""
     atom = next((a for a in LDMATRIX_CANDIDATES if layout.divisible_by(a.layout)), None)
     if atom is None:
         return None
-    quotient = _table(layout / atom.layout)  # [warps, blocks, 2]
+    quotient = layout_table(layout / atom.layout)  # [warps, blocks, 2]
     threads = layout.num_threads
     lane = np.arange(threads) % WARP_SIZE
     rows = atom.grid[0]
@@ -623,28 +639,7 @@ def _ldmatrix_starts(
     inside = np.stack([(matrix % rows) * 8 + lane % 8, (matrix // rows) * 8], axis=-1)
     size = np.array(atom.layout.shape)
     blocks = quotient[np.arange(threads) // WARP_SIZE % quotient.shape[0]]  # [threads, blocks, 2]
-    index = blocks * size + inside[:, None, :]
-    return offsets(index) * 2
-
-
-def _in_registers(layout: Layout, wanted: np.ndarray) -> bool:
-    """Whether each thread holds the elements `wanted` [threads, locals, rank] asks of a
-    tile of `layout`, each at the same local in every thread (the lowering's test)."""
-    held = _flat(_table(layout), layout.shape)  # [threads, source locals]
-    want = _flat(wanted, layout.shape)  # [threads, locals]
-    thread = np.arange(held.shape[0])[:, None] * max(math.prod(layout.shape), 1)
-    keys = (held + thread).ravel()
-    order = np.argsort(keys, kind="stable")  # a repeated element: its first local
-    at = np.minimum(np.searchsorted(keys[order], want + thread), keys.size - 1)
-    local = order[at] % held.shape[1]
-    return bool((keys[order][at] == want + thread).all() and (local == local[:1]).all())
-
-
-def _flat(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    flat = np.zeros(index.shape[:-1], np.int64)
-    for d, size in enumerate(shape):
-        flat = flat * size + index[..., d]
-    return flat
+    return blocks * size + inside[:, None, :]
 
 
 def _in_lanes(instr: Reduce | Scan, source: TileType, result: TileType) -> bool:

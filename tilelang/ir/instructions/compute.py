@@ -87,11 +87,11 @@ class Compute(Instr):
             v.same_dtype(type_of(self.args[0]).dtype, _U1, "a condition")
         dtype = type_of(values[0]).dtype
         for arg in values:
-            v.expect(
-                type_of(arg).dtype == dtype,
-                f"expected every operand of dtype {dtype} (one dtype for all), found "
-                f"{describe(arg)}",
-            )
+            if type_of(arg).dtype != dtype:  # the message formatted only then: checks are hot
+                raise v.fail(
+                    f"expected every operand of dtype {dtype} (one dtype for all), found "
+                    f"{describe(arg)}"
+                )
         v.expect(
             _operand_class_ok(op.operands, dtype),
             f"expected {op.operands.value} operands, found dtype {dtype}",
@@ -102,21 +102,21 @@ class Compute(Instr):
     def _check_shapes(self, v: Checker, result) -> None:
         tiles = [arg for arg in self.args if is_tile(arg)]
         if not isinstance(result, TileType):
-            v.expect(
-                not tiles,
-                f"expected a tile result (an operand is a tile), found {print_type(result)}",
-            )
+            if tiles:
+                raise v.fail(
+                    f"expected a tile result (an operand is a tile), found {print_type(result)}"
+                )
             return
-        v.expect(
-            bool(tiles),
-            f"expected a scalar result (every operand is a scalar), found {print_type(result)}",
-        )
-        for arg in tiles:
-            v.expect(
-                tuple(arg.type.shape) == tuple(result.shape),
-                f"expected tile operands of the result's shape {shape_text(result.shape)} "
-                f"(broadcast them first), found {describe(arg)}",
+        if not tiles:
+            raise v.fail(
+                f"expected a scalar result (every operand is a scalar), found {print_type(result)}"
             )
+        for arg in tiles:
+            if tuple(arg.type.shape) != tuple(result.shape):
+                raise v.fail(
+                    f"expected tile operands of the result's shape {shape_text(result.shape)} "
+                    f"(broadcast them first), found {describe(arg)}"
+                )
 
 
 def _operand_class_ok(kind: ops.Operand, dtype) -> bool:
