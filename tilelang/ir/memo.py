@@ -43,22 +43,18 @@ def remember_hash(obj: object, key: object) -> int:
 def remembered_hash(*fields: str) -> Callable[[Any], int]:
     """A `__hash__`: the hash of the tuple of `fields` (a dataclass's generated hash),
     computed once per object."""
-    key = attrgetter(*fields) if len(fields) > 1 else lambda obj: (getattr(obj, fields[0]),)
-
-    def __hash__(self: Any) -> int:
-        try:
-            return self._hash
-        except AttributeError:
-            return remember_hash(self, key(self))
-
-    return __hash__
+    if len(fields) > 1:
+        return _hash_once(attrgetter(*fields))
+    return _hash_once(lambda obj: (getattr(obj, fields[0]),))
 
 
 def remembered_hash_of(name: str) -> Callable[[Any], int]:
     """A `__hash__`: the hash of the attribute `name` (a class's own key), computed once
     per object."""
-    key = attrgetter(name)
+    return _hash_once(attrgetter(name))
 
+
+def _hash_once(key: Callable[[Any], object]) -> Callable[[Any], int]:
     def __hash__(self: Any) -> int:
         try:
             return self._hash
