@@ -401,3 +401,26 @@ def test_a_2d_gather_from_a_flat_tensor_shows_the_flat_form_that_works():
     a = np.arange(256).astype(np.float16)
     out = flat_gather_reshaped(a, np.zeros((8, 16), np.float16))
     np.testing.assert_array_equal(out, a[:128].reshape(8, 16))
+
+
+# ------------------------------------------------------- a tile size with an odd factor
+
+
+@tl.kernel(warps=4)
+def doubled_prefix(x: tl.Tensor[tl.f32, "N"], y: tl.Tensor[tl.f32, "N"], BLOCK: tl.constexpr):
+    tile = tl.load(x, [0], [BLOCK], mask=tl.arange(0, BLOCK) < N)
+    tl.store(y, [0], tl.cumsum(tile * 2.0), mask=tl.arange(0, BLOCK) < N)
+
+
+def test_a_row_of_1000_is_told_to_pad_to_1024_and_mask_not_to_add_warps():
+    # Threads split a tile by powers of two: 1000 = 8 * 125 spreads over 8 threads and
+    # the other 120 hold copies; more warps would only add copies.
+    with pytest.raises(tl.RegisterBudgetError) as info:
+        doubled_prefix.compile(target="cpu", BLOCK=1000)
+    text = str(info.value)
+    assert "dimension 0 has size 1000, whose odd factor 125" in text, text
+    assert "mask=tl.arange(0, 1024) < 1000" in text, text
+    # The advice works: the same row as a masked tile of 1024.
+    x = np.arange(1000, dtype=np.float32) / 7
+    y = doubled_prefix(x, np.zeros_like(x), BLOCK=1024)
+    np.testing.assert_allclose(y, np.cumsum(2.0 * x.astype(np.float64)), rtol=1e-6)

@@ -29,6 +29,7 @@ __all__ = [
     "WARN_WORDS",
     "ReplicatedOperand",
     "ReplicatedOperandWarning",
+    "odd_size_advice",
     "pipelining_advice",
     "replicated_operands",
     "replicated_words",
@@ -140,3 +141,29 @@ def pipelining_advice(fn: Function, names: Collection[str]) -> str:
         "a k-step at a time, or stage them in a `tl.shared` tile by hand and read it "
         "right before the dot"
     )
+
+
+def odd_size_advice(tiles: Collection[Var]) -> str:
+    """Advice for a kernel over its register budget whose largest live tiles (`tiles`)
+    include one replicated over threads because a dimension's size has an odd factor:
+    threads split a dimension by powers of two, so a [1000] tile spreads over 8 threads
+    and every other thread holds a copy. More warps only add copies; a power-of-two
+    tile with the tail masked off spreads over all of them. "" when no tile is such."""
+    for var in tiles:
+        type_ = var.type
+        if not isinstance(type_, TileType) or type_.layout is None:
+            continue
+        odd = [(d, n) for d, n in enumerate(type_.shape) if n > 1 and n & (n - 1)]
+        if type_.layout.replication < 2 or not odd:
+            continue
+        dim, size = odd[0]
+        padded = 1 << (size - 1).bit_length()
+        return (
+            f"%{var.name} is held by {type_.layout.replication} threads at once "
+            f"({type_.layout}): dimension {dim} has size {size}, whose odd factor "
+            f"{size // (size & -size)} no power-of-two number of threads divides, so more "
+            f"warps would only add copies. Make it a power of two and mask the tail: e.g. "
+            f"a tile of {padded} with `mask=tl.arange(0, {padded}) < {size}` on its loads "
+            "and stores"
+        )
+    return ""

@@ -66,7 +66,7 @@ from tilelang import dtypes
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.layout_runs import layout_run
 from tilelang.analysis.liveness import Point, Program
-from tilelang.analysis.replication import pipelining_advice, warn_replicated
+from tilelang.analysis.replication import odd_size_advice, pipelining_advice, warn_replicated
 from tilelang.analysis.streaming import first_needed, streamed_words
 from tilelang.dtypes import DType
 from tilelang.ir.atoms import LDMATRIX_CANDIDATES
@@ -742,6 +742,8 @@ def _advice(fn: Function, plan: RegisterPlan, budget: RegisterBudget) -> str:
     smaller = f"smaller tiles{named} {budget.advice()}."
     pipelining = pipelining_advice(fn, {v.name for v in tiles})
     advice = f"{pipelining}; or use {smaller}" if pipelining else f"Use {smaller}"
+    odd = odd_size_advice(tiles)
+    advice = f"{odd}. Or: {advice[0].lower()}{advice[1:]}" if odd else advice
     return f"At {plan.at} the largest live tiles are {largest or 'none'}. {advice}"
 
 
