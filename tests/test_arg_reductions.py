@@ -23,7 +23,7 @@ def extremes(
     tl.store(row_max, [0], tl.argmax(tile, axis=1))
     tl.store(column_min, [0], tl.argmin(tile, axis=0))
     tl.store(
-        flat, [0], tl.join(tl.argmax(tile, keepdims=True)[0], tl.argmin(tile, keepdims=True)[0])
+        flat, [0], tl.concat([tl.argmax(tile, keepdims=True)[0], tl.argmin(tile, keepdims=True)[0]])
     )
 
 

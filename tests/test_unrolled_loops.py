@@ -61,7 +61,7 @@ def bitonic_sort(
             lo, hi = tl.split(tl.reshape(v, [BR, BN // (2 * step), 2, step]), 2, axis=2)
             ascending = ((tl.arange(0, BN // (2 * step)) * (2 * step)) & size) == 0
             swap = (lo > hi) == ascending[None, :, None, None]
-            v = tl.join(tl.where(swap, hi, lo), tl.where(swap, lo, hi), axis=2)
+            v = tl.concat([tl.where(swap, hi, lo), tl.where(swap, lo, hi)], axis=2)
             v = tl.reshape(v, [BR, BN])
             step //= 2
         size *= 2

@@ -574,12 +574,18 @@ def transpose(x, perm=None) -> Tile:
     return transpose_tile(require_tile(x, "the argument of tl.transpose"), perm)
 
 
-def split(x, sections, axis=-1) -> tuple[Tile, ...]:
-    """`x` cut along `axis` into `sections` equal parts (an int) or parts of the given
-    sizes (a list of compile-time ints summing to the dimension): a tuple of tiles,
-    each a static slice (`x[..., a:b, ...]`)."""
+@composite(ir.Slice, ir.Reshape)
+def split(x, sections=None, axis=None) -> tuple[Tile, ...]:
+    """Triton's `tl.split(x)`: `x`'s last dimension must be 2, and the result is
+    (`x[..., 0]`, `x[..., 1]`), the inverse of `tl.join`. `tl.split(x, sections, axis=-1)`
+    cuts `x` along `axis` into `sections` equal parts (an int) or parts of the given sizes
+    (compile-time ints summing to the dimension), each a static slice (`x[..., a:b, ...]`).
+
+    Each part is a `slice` (and, for Triton's form, a `reshape` dropping the axis)."""
     tile = require_tile(x, "the argument of tl.split")
-    axis = static_int(axis, "the axis of tl.split")
+    if sections is None:
+        return _unstack_pair(tile, axis)
+    axis = static_int(-1 if axis is None else axis, "the axis of tl.split")
     if not -tile.ndim <= axis < tile.ndim:
         raise current().error(f"axis {axis} is out of range for a tile of rank {tile.ndim}")
     axis %= tile.ndim
@@ -606,6 +612,27 @@ def split(x, sections, axis=-1) -> tuple[Tile, ...]:
     return tuple(parts)
 
 
+def _unstack_pair(tile: Tile, axis: object) -> tuple[Tile, Tile]:
+    """Triton's split: the two halves of a last dimension of size 2, that axis dropped."""
+    builder = current()
+    if axis is not None:
+        raise builder.error(
+            f"tl.split(x) without sections splits the last dimension, of size 2, as in Triton "
+            f"(it takes no axis, got axis={_shown(axis)}); to cut along an axis write "
+            f"tl.split(x, sections, axis)"
+        )
+    if tile.ndim == 0 or tile.shape[-1] != 2:
+        raise builder.error(
+            f"tl.split(x) needs x's last dimension to be 2, as in Triton, got a tile of shape "
+            f"{list(tile.shape)}; to cut a tile into parts write tl.split(x, sections, axis)"
+        )
+    # A width-1 slice then a reshape, not `tile[..., k]`, so a rank-1 pair gives rank-0
+    # tiles (as Triton's does), not the scalars an index of every dimension gives.
+    lead = (slice(None),) * (tile.ndim - 1)
+    halves = (tile[(*lead, slice(k, k + 1))] for k in (0, 1))
+    return tuple(reshape_tile(half, tile.shape[:-1]) for half in halves)
+
+
 def concat(tiles, axis=0) -> Tile:
     """The tiles laid end to end along `axis` (numpy's concatenate): one dtype, one
     shape except along `axis`. Concatenating parts a tile's layout keeps in registers
@@ -615,11 +642,43 @@ def concat(tiles, axis=0) -> Tile:
     return _concat(list(tiles), axis, "tl.concat")
 
 
-@composite(ir.Concat)
-def join(a, b, axis=-1) -> Tile:
-    """`a` then `b` along `axis` (`tl.concat([a, b], axis)`): the inverse of
-    `tl.split(x, [n, m], axis)`."""
-    return _concat([a, b], axis, "tl.join")
+@composite(ir.Reshape, ir.Concat)
+def join(a, b, *extra, **named) -> Tile:
+    """Triton's `tl.join(a, b)`: `a` and `b` (one shape, one dtype) stacked along a new
+    last axis (`numpy.stack([a, b], axis=-1)`), shape `a.shape + [2]`, `a` at `[..., 0]`
+    and `b` at `[..., 1]`; so `tl.reshape(tl.join(a, b), [2 * n])` interleaves a0, b0,
+    a1, b1, ... The inverse of `tl.split(x)`; tiles end to end are `tl.concat`.
+
+    A `reshape` of each to a trailing axis of 1, then one `concat` along it: when `a`
+    and `b` have one layout, each thread holds both elements of its pairs and the join
+    moves no data."""
+    builder = current()
+    if extra or named:
+        given = [_shown(v) for v in extra] + [f"{k}={_shown(v)}" for k, v in named.items()]
+        raise builder.error(
+            f"tl.join(a, b) takes two tiles and stacks them on a new last axis, as in Triton "
+            f"(got also {', '.join(given)}); to lay tiles end to end along an axis write "
+            f"tl.concat([a, b], axis)"
+        )
+    first = require_tile(a, "the first tile of tl.join")
+    second = require_tile(b, "the second tile of tl.join")
+    if second.dtype != first.dtype:
+        raise builder.error(
+            f"tl.join stacks tiles of one dtype: a is {first.dtype}, b is {second.dtype} "
+            f"(convert with .to())"
+        )
+    if second.shape != first.shape:
+        raise builder.error(
+            f"tl.join stacks tiles of one shape: a has shape {list(first.shape)}, b "
+            f"{list(second.shape)} (tl.broadcast or tl.concat([a, b], axis) may be what you want)"
+        )
+    column = (*first.shape, 1)
+    return _concat([reshape_tile(first, column), reshape_tile(second, column)], -1, "tl.join")
+
+
+def _shown(value: object) -> str:
+    """An argument as the user wrote it where that is a Python value, else described."""
+    return repr(value) if is_python_number(value) or isinstance(value, str) else describe(value)
 
 
 def _concat(values: list, axis: object, what: str) -> Tile:
