@@ -1,8 +1,9 @@
 """How Python's control flow maps onto a kernel, for the frontend: the exceptions that
-carry `return`, `break` and `continue` out of the statements the frontend runs, the
-rewrite that turns an early `return` into a branch, and the names a loop or branch
-assigns (its candidates for loop-carried values and branch results), and why a tile
-cannot change shape across them."""
+carry `return`, `break` and `continue` out of the statements the frontend runs, which
+`if` takes the rest of the function into its branches (an early `return`) and what a
+`return` may not do, the names a loop or branch assigns (its candidates for
+loop-carried values and branch results), and why a tile cannot change shape across
+them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ STATIC_WHILE_LIMIT = 100_000
 
 
 class _Return(Exception):
+    """`return` where the function's path ends while compiling (compile-time conditions
+    only, or a branch of an `if` that holds the rest of the function)."""
+
     def __init__(self, value: object):
         self.value = value
 
@@ -35,17 +39,26 @@ def assigned_names(body: list[ast.stmt]) -> list[str]:
     return list(names)
 
 
-def early_exits(body: list[ast.stmt]) -> list[ast.stmt]:
-    """A kernel's body with each `if c: ...; return` in it (Triton's `if pid >= n:
-    return`) made into `if c: ... else: <the rest of the body>`: what follows runs only
-    where the kernel did not leave, which a branch says without a jump."""
-    for i, stmt in enumerate(body):
-        exits = isinstance(stmt, ast.If) and stmt.body and isinstance(stmt.body[-1], ast.Return)
-        if exits and stmt.body[-1].value is None:
-            then = stmt.body[:-1] or [ast.copy_location(ast.Pass(), stmt.body[-1])]
-            rest = stmt.orelse + early_exits(body[i + 1 :])
-            return [*body[:i], ast.copy_location(ast.If(stmt.test, then, rest), stmt)]
-    return body
+def may_leave(stmt: ast.stmt) -> bool:
+    """Whether `stmt` holds a `return` (at any depth): an `if` that does, on the
+    function's own path, takes the rest of the function into its branches."""
+    return any(isinstance(node, ast.Return) for node in ast.walk(stmt))
+
+
+#: Why a `return` under a runtime condition in a loop cannot compile, and what can.
+RETURN_IN_LOOP_MESSAGE = (
+    "`return` inside a runtime loop, or under a runtime `if` inside a loop, is not "
+    "supported (every thread of a block runs the same iterations): a block may leave "
+    "early from a runtime `if` outside loops (`if b >= n: return`, also from an `elif`, "
+    "an `else` or a nested `if`), and from a loop that unrolls only under compile-time "
+    "conditions"
+)
+
+#: Why a helper cannot return a value under a runtime condition, and what it can do.
+RETURN_VALUE_MESSAGE = (
+    "a @tl.func returns a value only under compile-time conditions; under a runtime "
+    "`if`, assign the value in both branches (or use tl.where) and return it after the `if`"
+)
 
 
 def shape_change_message(name: str, what: str, expected: tuple, got: tuple) -> str:

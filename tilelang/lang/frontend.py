@@ -2,7 +2,7 @@
 
 The frontend walks the kernel's syntax tree once per specialization. Python runs at
 compile time wherever values are compile-time: loops over Python ranges and `while` on
-compile-time conditions unroll (`break`, `continue`: `tilelang.lang.control_flow`),
+compile-time conditions unroll (`break`, `continue`, `return`: `tilelang.lang.control_flow`),
 `@tilelang.func` helpers inline, `if` on a Python value keeps one branch, and any other
 Python callable is simply called. Values that only exist at run time (tiles, runtime
 scalars) become block-IR instructions: `for i in tl.range(...)` becomes a `For` whose
@@ -28,12 +28,14 @@ from tilelang.ir.types import ScalarType, TileType
 from tilelang.lang.builder import Builder, current
 from tilelang.lang.carried import StartAsTile, start_as, type_of, yielded
 from tilelang.lang.control_flow import (
+    RETURN_IN_LOOP_MESSAGE,
+    RETURN_VALUE_MESSAGE,
     STATIC_WHILE_LIMIT,
     _Break,
     _Continue,
     _Return,
     assigned_names,
-    early_exits,
+    may_leave,
 )
 from tilelang.lang.errors import TileLangError, no_power_message
 from tilelang.lang.ops import RuntimeRange
@@ -182,25 +184,35 @@ class FunctionCompiler:
         self.source = source
         self.env = env
         self.builder: Builder = current()
+        self.kernel = False  # a kernel's `return` carries no value
 
     # -- entry points --------------------------------------------------------------------
 
     def run_kernel(self) -> None:
-        for stmt in early_exits(self.source.tree.body):
-            if isinstance(stmt, ast.Return):
-                with self._at(stmt):
-                    raise self.builder.error(
-                        "a kernel returns nothing; write results with tl.store"
-                    )
-            self.statement(stmt)
+        self.kernel = True
+        self.run_inline()
 
     def run_inline(self) -> object:
         try:
-            for stmt in self.source.tree.body:
-                self.statement(stmt)
-        except _Return as result:
+            self.run_path(self.source.tree.body)
+        except _Return as result:  # under compile-time conditions: nothing after it runs
             return result.value
         return None
+
+    def run_path(self, body: list[ast.stmt]) -> None:
+        """Runs `body`, the rest of the function. An `if` that holds a `return` takes what
+        follows it into both its branches (`if b >= n: return` runs the rest as its
+        `else`; a compile-time `if` keeps one), so every path ends where Python's would."""
+        for i, stmt in enumerate(body):
+            if isinstance(stmt, ast.If) and may_leave(stmt):
+                with self._at(stmt):
+                    cond = self._condition(stmt)
+                    if isinstance(cond, Scalar):
+                        self.runtime_if(stmt, cond, rest=body[i + 1 :])
+                    else:
+                        self.run_path((stmt.body if cond else stmt.orelse) + body[i + 1 :])
+                return
+            self.statement(stmt)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -293,15 +305,16 @@ class FunctionCompiler:
         )
 
     def stmt_Return(self, node: ast.Return) -> None:
-        if self._inside_runtime_control:
-            raise self.error(
-                node,
-                "`return` inside a runtime loop or branch is not supported (a kernel may "
-                "leave early only from an `if` in its body: `if b >= n: return`)",
-            )
+        if self._inside_runtime_control and not self._may_leave:
+            raise self.error(node, RETURN_IN_LOOP_MESSAGE)
+        if node.value is not None and self.kernel:
+            raise self.error(node, "a kernel returns nothing; write results with tl.store")
+        if node.value is not None and self._inside_runtime_control:
+            raise self.error(node, RETURN_VALUE_MESSAGE)
         raise _Return(None if node.value is None else self.expr(node.value))
 
     _inside_runtime_control = False
+    _may_leave = False  # in a runtime branch that holds the rest of the function
 
     def stmt_Assert(self, node: ast.Assert) -> None:
         """A compile-time condition is checked now; one on runtime scalars (sizes and
@@ -337,6 +350,13 @@ class FunctionCompiler:
             )
 
     def stmt_If(self, node: ast.If) -> None:
+        cond = self._condition(node)
+        if isinstance(cond, Scalar):
+            self.runtime_if(node, cond)
+            return
+        self.statements(node.body if cond else node.orelse)
+
+    def _condition(self, node: ast.If) -> object:
         cond = self.expr(node.test)
         if isinstance(cond, Tile):
             raise self.error(
@@ -344,10 +364,7 @@ class FunctionCompiler:
                 "`if` on a tile would be non-uniform control flow (threads would disagree); "
                 "use tl.where(condition, a, b)",
             )
-        if isinstance(cond, Scalar):
-            self.runtime_if(node, cond)
-            return
-        self.statements(node.body if cond else node.orelse)
+        return cond
 
     def stmt_For(self, node: ast.For) -> None:
         if node.orelse:
@@ -474,18 +491,19 @@ class FunctionCompiler:
             before, dict(zip(carried_names, results, strict=True)), "a tl.range loop"
         )
 
-    def runtime_if(self, node: ast.If, cond: Scalar) -> None:
+    def runtime_if(self, node: ast.If, cond: Scalar, rest: list[ast.stmt] | None = None) -> None:
+        """With `rest` (after an `if` that holds a `return`), both run on: no results."""
         if cond.dtype != dtypes.u1:
             cond = cond != 0
         before = dict(self.env)
         branch_envs, bodies = [], []
         for branch in (node.body, node.orelse):
             self.env = dict(before)
-            with self.builder.body() as body:
-                self._statements_in_control(branch)
+            with self.builder.body() as body:  # `rest` is only where `branch` may leave
+                self._statements_in_control(branch + (rest or []), leaving=rest is not None)
             branch_envs.append(self.env)
             bodies.append(body)
-        names = self._if_result_names(before, branch_envs)
+        names = [] if rest is not None else self._if_result_names(before, branch_envs)
         types = {}
         for name in names:
             values = [e[name] for e in branch_envs]
@@ -514,13 +532,16 @@ class FunctionCompiler:
             branch_envs,
         )
 
-    def _statements_in_control(self, body: list[ast.stmt]) -> None:
-        saved = self._inside_runtime_control, self._in_unrolled_loop
-        self._inside_runtime_control, self._in_unrolled_loop = True, False
+    def _statements_in_control(self, body: list[ast.stmt], leaving: bool = False) -> None:
+        """A runtime loop's or branch's body; `leaving`: the branch's path may `return`."""
+        saved = self._inside_runtime_control, self._in_unrolled_loop, self._may_leave
+        self._inside_runtime_control, self._in_unrolled_loop, self._may_leave = True, False, leaving
         try:
-            self.statements(body)
+            (self.run_path if leaving else self.statements)(body)
+        except _Return:
+            pass  # only where `leaving` (stmt_Return): this path ends here
         finally:
-            self._inside_runtime_control, self._in_unrolled_loop = saved
+            self._inside_runtime_control, self._in_unrolled_loop, self._may_leave = saved
 
     def _carried_names(self, body: list[ast.stmt], before: dict[str, object]) -> list[str]:
         names = []
