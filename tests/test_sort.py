@@ -3,15 +3,20 @@ does (NaN above +inf, -0 equal to +0, argsort and topk stable): on the CPU backe
 the interpreter, bit for bit alike, against a reference written from that definition
 with Python's stable `sorted`; padded lengths (not powers of two) and both axes; a
 router's top-2 over 64 experts compiles for sm_80 and sm_90a without spills; bad
-arguments are reported at the user's line."""
+arguments are reported at the user's line. `tl.topk` by k rounds of selection gives the
+network's values (their bits) and indices over rows of ties, NaN payloads, ±inf and ±0,
+for floats and integers, and is chosen while k is at most the network's step count."""
 
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 from conftest import assert_bitwise, assert_reported, run_both
 
 import tilelang as tl
+from tilelang.ir import nodes as ir
+from tilelang.lang import sort
 
 
 @tl.kernel(warps=4)
@@ -162,3 +167,120 @@ def test_sorting_a_rank_0_tile_is_reported_at_the_line():
         tl.store(x, [0], total[None])
 
     assert_reported(k, "tl.sort orders an axis; a rank-0 tile has none")
+
+
+# -- tl.topk by selection: k rounds of (extreme, lowest position holding it), knocked out ----
+
+KS = (1, 2, 8)  # each k at an offset of the outputs' last axis
+OFFSETS = (0, 1, 3)
+
+
+@tl.kernel(warps=4)
+def both_tops(
+    x: tl.Tensor["T", "R", "N"],
+    values: tl.Tensor["T", "D", "R", "S"],
+    indices: tl.Tensor[tl.i32, "D", "R", "S"],
+    T: tl.constexpr,
+    BR: tl.constexpr,
+    BN: tl.constexpr,
+    SELECT: tl.constexpr,
+):
+    """The top-1, top-2 and top-8 of every row, largest first (d = 0) and smallest first
+    (d = 1), by k rounds of selection (SELECT) or by the bitonic network."""
+    v = tl.load(x, [0, 0], [BR, BN])
+    for d in range(2):
+        for j in range(3):
+            if SELECT:
+                top, ids = sort._selection(v, 1, KS[j], d == 0)
+            else:
+                top, ids = sort._sorted_top(v, 1, KS[j], d == 0)
+            tl.store(values, [d, 0, OFFSETS[j]], top)
+            tl.store(indices, [d, 0, OFFSETS[j]], ids)
+
+
+def _special_inputs(dtype, shape, seed) -> np.ndarray:
+    """Few values (ties everywhere) and every special a row can hold: NaN of both signs
+    with payloads, ±inf, -0 and +0 and the smallest subnormal; for integers, the type's
+    extremes. Row 0 is all the lowest value and row 1 all the highest (NaN), but for two
+    elements: a top-8 of them must not mistake a knocked-out element for one left."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, shape).astype(dtype)
+    pick = lambda count: rng.choice(x.size, count, replace=False)  # noqa: E731
+    if np.dtype(dtype).kind in "iu":
+        info = np.iinfo(dtype)
+        x.flat[pick(x.size // 5)], x.flat[pick(x.size // 5)] = info.min, info.max
+        x[0, 2:], x[1, 2:] = info.min, info.max
+        return x
+    for value, share in ((np.nan, 6), (-0.0, 5), (0.0, 5), (np.inf, 8), (-np.inf, 8)):
+        x.flat[pick(x.size // share)] = value
+    bits = x.view(f"u{x.itemsize}")
+    ones = (1 << (8 * x.itemsize)) - 1
+    for pattern in (ones, ones >> 1, 1):  # -NaN and +NaN of full payload, a subnormal
+        bits.flat[pick(x.size // 10)] = pattern
+    x[0, 2:], x[1, 2:] = -np.inf, np.nan
+    bits[1, 3] = ones  # a -NaN among them
+    return x
+
+
+def _torch_topk(x: np.ndarray, k: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """torch.topk(x, k, 1, largest, sorted=True) as its documentation defines it: the k
+    elements first in the stable order (NaN the largest, -0 equal to +0, ties to the lower
+    index), as the elements themselves (their bits), with their positions."""
+    order = np.array([_stable_order(row, largest)[:k] for row in x], np.int32)
+    return np.take_along_axis(x, order, 1), order
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    return array.view(f"u{array.itemsize}")
+
+
+SELECTION_CASES = [  # dtype, (rows, n): n not a power of two
+    (np.float32, (8, 20)),
+    (np.float16, (8, 20)),
+    (ml_dtypes.bfloat16, (8, 20)),
+    (np.int8, (8, 20)),  # keys widened to i32: a knocked-out key is no value
+    (np.int32, (8, 20)),  # keys that are every i32: knocked out by position too
+    (np.float32, (2, 300)),  # positions and mantissas overflow a u32: bits gathered
+]
+
+
+@pytest.mark.parametrize("dtype, shape", SELECTION_CASES)
+def test_topk_by_selection_equals_the_network_and_torch_bit_for_bit(dtype, shape):
+    rows, n = shape
+    x = _special_inputs(dtype, shape, seed=n + np.dtype(dtype).itemsize)
+    outputs = [np.zeros((2, rows, 11), dtype), np.zeros((2, rows, 11), np.int32)]
+    constexprs = dict(T=tl.dtype(np.dtype(dtype).name), BR=rows, BN=n)
+    fresh = lambda: [o.copy() for o in outputs]  # noqa: E731 (a call writes its outputs)
+    by_selection = both_tops.interpret(x, *fresh(), **constexprs, SELECT=True)
+    if n < 256:  # (the network over 512 is slow to interpret; the oracle below decides)
+        assert_bitwise(by_selection, both_tops.interpret(x, *fresh(), **constexprs, SELECT=False))
+    if shape == (8, 20) and dtype == np.float32:  # compiled too (one: builds are slow)
+        assert_bitwise(both_tops(x, *fresh(), **constexprs, SELECT=True), by_selection)
+    for d, largest in enumerate((True, False)):
+        for k, at in zip(KS, OFFSETS, strict=True):
+            want_values, want_indices = _torch_topk(x, k, largest)
+            np.testing.assert_array_equal(by_selection[1][d, :, at : at + k], want_indices)
+            got = by_selection[0][d, :, at : at + k]
+            np.testing.assert_array_equal(_bits(got), _bits(want_values))
+
+
+@tl.kernel(warps=4)
+def top(x: tl.Tensor[tl.f32, "R", "N"], BN: tl.constexpr, BK: tl.constexpr):
+    values, indices = tl.topk(tl.load(x, [0, 0], [4, BN]), BK, axis=1)
+    tl.store(x, [0, 0], values + indices.to(tl.f32))
+
+
+@pytest.mark.parametrize(
+    "n, k, selects",  # selection while k <= the network's log2(n)(log2(n) + 1)/2 steps
+    [(256, 2, True), (256, 36, True), (256, 37, False), (16, 10, True), (16, 11, False)],
+)
+def test_topk_selects_while_k_is_at_most_the_networks_step_count(n, k, selects):
+    """The selection is k rounds of two reductions and no concat; the network is a concat
+    of the values and one of the indices per compare-exchange step, and no reduction."""
+    kinds = [type(i) for i in top.specialize(BN=n, BK=k).body.instrs]
+    reduces, concats = kinds.count(ir.Reduce), kinds.count(ir.Concat)
+    if selects:
+        assert (reduces, concats) == (2 * k, 0), (reduces, concats)
+    else:
+        steps = (n.bit_length() - 1) * n.bit_length() // 2  # n is a power of two
+        assert (reduces, concats) == (0, 2 * steps), (reduces, concats)
