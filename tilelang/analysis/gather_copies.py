@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.dtypes import DType
 from tilelang.ir.layout import Layout
+from tilelang.ir.types import SharedType
 
 #: The widest cp.async, in bits.
 WIDEST_BITS = 128
@@ -34,4 +37,13 @@ def gather_copy_layout(shape: Sequence[int], dtype: DType, threads: int) -> Layo
     return blocked_layout(shape, dtype, threads, min_vec=copy_vector(shape[-1], dtype))
 
 
-__all__ = ["copy_vector", "gather_copy_layout"]
+def gathered_rows(shared: SharedType, axis: int, threads: int) -> int:
+    """Pointers a thread holds to copy its elements of a gathered `shared` tile: one per
+    position along `axis` (a row the index gives at run time, so no two share one) that
+    its copies come from, counted as positions that differ in some thread."""
+    layout = gather_copy_layout(shared.shape, shared.dtype, threads)
+    starts = layout.table()[:, :: copy_vector(shared.shape[-1], shared.dtype), axis]
+    return len({column.tobytes() for column in np.ascontiguousarray(starts.T)})
+
+
+__all__ = ["copy_vector", "gather_copy_layout", "gathered_rows"]

@@ -30,7 +30,8 @@ global access before it (ptxas computes them while that one's loads are in fligh
 loop the per-thread part is the same in every iteration: ptxas computes it before the
 outermost loop and holds it through the loop (a pointer per row); in straight-line code,
 rows equally far apart in every thread share one (a row's part of a byte offset is a
-term of its own). A cp.async's shared destination (blocked layout, uniform stage) is
+term of its own); a gathered cp.async's rows are run-time values, a pointer each. A
+cp.async's shared destination (blocked layout, uniform stage) is
 recomputed. An innermost loop not pipelined (nor ``unroll=1``) adds `UNROLL_WORDS`:
 ptxas unrolls it and overlaps the copies (counters, loads and addresses of the next).
 
@@ -63,6 +64,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from tilelang import dtypes
+from tilelang.analysis.gather_copies import gathered_rows
 from tilelang.analysis.layout_policy import blocked_layout
 from tilelang.analysis.layout_runs import layout_run
 from tilelang.analysis.liveness import Point, Program
@@ -85,6 +87,7 @@ from tilelang.ir.nodes import (
     For,
     Full,
     Function,
+    GatherAsync,
     Instr,
     Load,
     Loc,
@@ -360,7 +363,7 @@ def _unrolled(point: Point) -> bool:
     return not any(isinstance(inner, For) for inner in walk(loop.body))
 
 
-_GLOBAL = (Load, Store, Atomic, CopyAsync)
+_GLOBAL = (Load, Store, Atomic, CopyAsync, GatherAsync)
 
 
 def _next_global(program: Program, index: int, found: list[int]) -> int:
@@ -405,6 +408,8 @@ def _access_key(instr: Instr) -> tuple:
         return (type(instr), tile.type, instr.tensor.type, instr.attr("elems"))
     if isinstance(instr, CopyAsync):
         return (CopyAsync, instr.shared.type, instr.tensor.type, instr.attr("elems"))
+    if isinstance(instr, GatherAsync):
+        return (GatherAsync, instr.shared.type, instr.axis)
     if isinstance(instr, SharedLoad | SharedStore):
         tile = instr.result if isinstance(instr, SharedLoad) else instr.value
         return (type(instr), instr.shared.type, tile.type)
@@ -479,6 +484,12 @@ def _copy_async(instr: Instr, threads: int, straight: bool) -> int:
     return POINTER_WORDS * _row_classes(tensor, index, shared.dtype.bits, straight)
 
 
+def _gather_async(instr: Instr, threads: int, _straight: bool = False) -> int:
+    """A gathered cp.async: a source pointer per run-time row its copies come from."""
+    assert isinstance(instr, GatherAsync) and isinstance(instr.shared.type, SharedType)
+    return POINTER_WORDS * gathered_rows(instr.shared.type, instr.axis, threads)
+
+
 def _shared_access(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A shared load (with ldmatrix where the lowering uses it) or store, in runs."""
     assert isinstance(instr, SharedLoad | SharedStore)
@@ -541,6 +552,7 @@ def _fold(instr: Instr, threads: int, _straight: bool = False) -> int:
 _ADDRESSES: dict[type[Instr], Callable[[Instr, int, bool], int]] = {
     **dict.fromkeys((Load, Store, Atomic), _global_access),
     CopyAsync: _copy_async,
+    GatherAsync: _gather_async,
     **dict.fromkeys((SharedLoad, SharedStore), _shared_access),
     **dict.fromkeys(_MOVES, _move),
     **dict.fromkeys((Reduce, Scan), _fold),
