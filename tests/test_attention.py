@@ -277,6 +277,80 @@ def test_bad_varlen_arguments_are_named_before_any_launch(change, error, words):
         flash_attention(**args, interpret=True)
 
 
+@pytest.mark.parametrize("interpret", [False, True], ids=["cpu", "interpreter"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_nan_or_inf_in_one_sequence_reaches_no_other_sequence(causal, interpret):
+    """Sequence 1's K and V hold a NaN and an inf: sequences 0 and 2 must each equal the
+    definition over their own keys (flash-attn zero-fills the rows past a sequence's
+    end; a block that read sequence 1's rows would get 0 · NaN in P·V)."""
+    q, k, v, cu_q, cu_k = packed([10, 30, 5], [10, 30, 5], 2, 1, 16)
+    k[20], v[25], v[12] = np.nan, np.nan, np.inf  # rows of sequence 1 (keys 10..39)
+    out = flash_attention(
+        q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=30,
+        interpret=interpret,
+    )  # fmt: skip
+    for b in (0, 2):
+        rows, keys = slice(cu_q[b], cu_q[b + 1]), slice(cu_k[b], cu_k[b + 1])
+        want = reference(q[None, rows], k[None, keys], v[None, keys], causal)[0][0]
+        np.testing.assert_allclose(np.asarray(out[rows], np.float64), want, atol=3e-3, rtol=0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("sq, sk", [(50, 100), (7, 30), (30, 7)])
+def test_rows_past_the_end_of_k_and_v_are_not_read(sq, sk, causal):
+    """k and v are zero-copy views of longer arrays whose rows past Sk hold NaN (Sk not a
+    multiple of any key step): no output may see them."""
+    q, k, v = inputs(1, sq, sk, 2, 1, 16)
+    longer = np.full((2, 1, sk + 256, 1, 16), np.nan, np.float16)
+    longer[0, :, :sk], longer[1, :, :sk] = k, v
+    views = longer[0, :, :sk], longer[1, :, :sk]
+    assert all(view.flags.c_contiguous and view.base is longer for view in views)
+    want, _ = reference(q, k, v, causal)
+    for interpret in (False, True):
+        out = flash_attention(q, *views, causal=causal, interpret=interpret)
+        np.testing.assert_allclose(np.asarray(out, np.float64), want, atol=3e-3, rtol=0)
+
+
+def test_arguments_after_v_are_keyword_only():
+    """flash-attn's positional call (dropout_p after v) and vLLM's (cu_seqlens_q,
+    cu_seqlens_k, max_seqlen_q, max_seqlen_k) are refused, not read as causal and scale."""
+    q, k, v = inputs(1, 7, 7, 2, 2, 16)
+    with pytest.raises(TypeError, match="positional"):
+        flash_attention(q, k, v, 0.1, interpret=True)
+    cu = np.array([0, 7], np.int32)
+    with pytest.raises(TypeError, match="positional"):
+        flash_attention(q[0], k[0], v[0], cu, cu, 7, 7, interpret=True)
+
+
+@pytest.mark.parametrize("causal", [0.1, 1, "True", None, np.float32(1)])
+def test_causal_must_be_a_bool(causal):
+    q, k, v = inputs(1, 7, 7, 2, 2, 16)
+    message = f"causal must be a bool (True or False), got {type(causal).__name__} {causal!r}"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        flash_attention(q, k, v, causal=causal, interpret=True)
+
+
+def test_a_numpy_bool_is_a_causal_flag():
+    q, k, v = inputs(1, 7, 5, 2, 2, 16)
+    out = flash_attention(q, k, v, causal=np.bool_(True), interpret=True)
+    np.testing.assert_allclose(np.asarray(out, np.float64), reference(q, k, v, True)[0], atol=3e-3)
+
+
+@pytest.mark.parametrize("name", ["k", "v"])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_k_and_v_of_another_supported_dtype_are_named_as_unlike_q(name, varlen):
+    q, k, v = inputs(1, 7, 7, 2, 2, 16)
+    args = dict(q=q, k=k, v=v)
+    args[name] = args[name].astype(ml_dtypes.bfloat16)
+    if varlen:
+        args = {key: x[0] for key, x in args.items()}
+        cu = np.array([0, 7], np.int32)
+        args |= dict(cu_seqlens_q=cu, cu_seqlens_k=cu)
+    message = f"{name} must have q's dtype (f16), got bf16"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        flash_attention(**args, interpret=True)
+
+
 # --------------------------------------------------------------------------- odd head dims
 # An odd D leaves each row of K and V 2-byte aligned: cp.async cannot copy it, so the
 # call builds its key loop unpipelined (and at D 65..127 with 32 keys a step, K then

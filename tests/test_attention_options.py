@@ -162,7 +162,7 @@ def test_the_interpreter_agrees():
     q, k, v = inputs(1, 7, 9, 2, 1, 16)
     slopes = np.array([0.3, 0.7], np.float32)
     got = flash_attention(
-        q, k, v, True, return_lse=True, window_size=(2, 1), softcap=5.0, alibi_slopes=slopes,
+        q, k, v, causal=True, return_lse=True, window_size=(2, 1), softcap=5.0, alibi_slopes=slopes,
         interpret=True,
     )  # fmt: skip
     assert_matches(got, reference(q, k, v, True, (2, 1), 5.0, slopes))
@@ -179,7 +179,7 @@ def test_varlen_sequences_take_the_options_per_sequence():
     slopes = rng.uniform(0.05, 1.0, (5, 4)).astype(np.float32)  # [batch, H]
     for causal, window in [(False, (3, 5)), (True, (16, 0)), (False, (-1, 8))]:
         out, lse = flash_attention(
-            q, k, v, causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True,
+            q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True,
             window_size=window, softcap=5.0, alibi_slopes=slopes,
         )  # fmt: skip
         for b in range(5):

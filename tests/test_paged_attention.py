@@ -21,6 +21,7 @@ from tilelang import dtypes
 from tilelang.analysis.replication import ReplicatedOperandWarning
 from tilelang.dtypes import pack_codes
 from tilelang.kernels import common
+from tilelang.kernels import paged_arguments as arguments
 from tilelang.kernels import paged_attention as pa
 from tilelang.kernels.paged_attention import paged_decode_attention
 from tilelang.runtime import call_plans, counters
@@ -79,9 +80,10 @@ class Case:
         if kv in ("f16", "bf16"):
             x = rng.standard_normal(shape).astype(NATIVE[kv])
             return x, x.astype(np.float64)
-        if kv.startswith("f8"):  # "f8" per tensor, "f8h" per KV head
-            x = (rng.standard_normal(shape) * 8).astype(ml_dtypes.float8_e4m3fn)
-            s = 0.1 + rng.random(shape[2]).astype(np.float32) if kv == "f8h" else 0.125
+        if kv.startswith("f8"):  # "f8" per tensor, "f8h" per KV head; "f8e5...": e5m2
+            f8 = ml_dtypes.float8_e5m2 if kv.startswith("f8e5") else ml_dtypes.float8_e4m3fn
+            x = (rng.standard_normal(shape) * 8).astype(f8)
+            s = 0.1 + rng.random(shape[2]).astype(np.float32) if kv.endswith("h") else 0.125
             self.kwargs[f"{name}_scale"] = s
             per_head = np.broadcast_to(np.asarray(s, np.float64), shape[2:3])
             return x, x.astype(np.float64) * per_head[:, None]
@@ -135,6 +137,8 @@ LENGTHS = [1, 7, 100, 257, 0]
         ("u4", 1, 8),
         ("u8-bf16", 4, 16),
         ("f8-bf16", 8, 16),
+        ("f8e5", 4, 16),
+        ("f8e5h-bf16", 8, 8),
     ],
 )
 def test_paged_decode_matches_the_definition_for_every_cache_type(kv, group, bs):
@@ -394,8 +398,8 @@ def test_bad_input_is_named_before_any_launch():
         paged_decode_attention(q, k, v[:, :8], table, lens)
     with pytest.raises(ValueError, match="head dimension must be q's"):
         paged_decode_attention(q[..., :32], k, v, table, lens)
-    with pytest.raises(ValueError, match="k_scale is for quantized caches"):
-        paged_decode_attention(q, k, v, table, lens, k_scale=1.0)
+    with pytest.raises(ValueError, match=r"k_scale must be 1 or absent: an unquantized cache"):
+        paged_decode_attention(q, k, v, table, lens, k_scale=2.0)
     f8 = k.astype(ml_dtypes.float8_e4m3fn)
     with pytest.raises(ValueError, match="k_scale is needed with an f8e4m3 cache"):
         paged_decode_attention(q, f8, f8, table, lens)
@@ -461,6 +465,123 @@ def test_an_f8_cache_takes_a_number_for_one_scale_and_one_per_head_for_the_other
     assert np.array_equal(case.run().view(np.uint16), by_number.view(np.uint16))
 
 
+# --------------------------------------------------------------------------- vLLM's calls
+
+
+def test_an_unquantized_cache_takes_scales_of_exactly_one_and_refuses_others():
+    """vLLM passes k_scale, v_scale to every backend, 1.0 for an unquantized cache: 1 in
+    any form (a number, 0-d, one element, one per KV head) is taken and changes no bit;
+    anything else is refused, saying why and what was given."""
+    case = Case("f16", [7, 20], group=2, kv_heads=2)
+    plain = case.run()
+    ones = [1, 1.0, np.float32(1), np.array(1.0, np.float32), np.ones(1), np.ones(2, np.float32)]
+    for one in ones:
+        got = case.run(k_scale=one, v_scale=one)
+        assert np.array_equal(got.view(np.uint16), plain.view(np.uint16)), one
+    for bad, shown in [(0.5, "0.5"), (np.array([1.0, 0.5]), r"\[2\]"), (np.ones(3), r"\[3\]")]:
+        with pytest.raises(
+            ValueError, match=rf"v_scale must be 1 or absent: .*not scaled.*{shown}"
+        ):
+            case.run(k_scale=1.0, v_scale=bad)
+
+
+def test_a_device_scale_beside_an_unquantized_cache_is_taken_unread(monkeypatch):
+    """A device scale's value would cost a copy from the device (a call makes none: CUDA
+    graphs): one element (0-d too) or one per KV head is taken, the cache used as it is;
+    other shapes are refused."""
+    recorder = LaunchRecorder(monkeypatch)
+    tensors, _ = device_call("f16", False)
+    for shape in [(), (1,), (2,)]:
+        scale = FakeDeviceTensor(shape, "f32")
+        paged_decode_attention(*tensors, k_scale=scale, v_scale=scale)
+        assert recorder.launches[-1][2]["MODE"] == pa.PLAIN
+        assert not any(arg is scale for arg in recorder.launches[-1][1])
+    with pytest.raises(ValueError, match=r"k_scale must be 1 or absent.*got shape \[3\]"):
+        paged_decode_attention(*tensors, k_scale=FakeDeviceTensor((3,), "f32"))
+
+
+def test_a_0d_device_scale_serves_an_f8_cache_as_one_of_one_element(monkeypatch):
+    """vLLM's layer._k_scale is a 0-d f32 device tensor: viewed as [1, 1], as [1] is."""
+    recorder = LaunchRecorder(monkeypatch)
+    tensors, _ = device_call("f8e4m3", False)
+    for shape in [(), (1,)]:
+        k_scale, v_scale = FakeDeviceTensor(shape, "f32"), FakeDeviceTensor(shape, "f32")
+        paged_decode_attention(*tensors, k_scale=k_scale, v_scale=v_scale)
+        _, args, constexprs = recorder.launches[-1]
+        assert (constexprs["K_HEAD"], constexprs["V_HEAD"]) == (True, True)
+        assert [np.shape(a) for a in (args[3], args[5])] == [(1, 1), (1, 1)]
+
+
+def test_caches_of_a_type_not_taken_say_what_was_given_and_what_to_do():
+    case = Case("f16", [7, 20], group=2)
+    q, table, lens = case.q, case.table, case.lens
+    # u4 codes packed two a byte into a uint8 tensor: the PackedArray it must be
+    packed = np.zeros((*case.k.shape[:3], q.shape[2] // 2), np.uint8)
+    with pytest.raises(
+        ValueError, match=r"a u4 cache .*must be a tilelang\.PackedArray.*pack_codes"
+    ):
+        paged_decode_attention(q, packed, packed, table, lens)
+    with pytest.raises(ValueError, match=r"no device tensor, torch's included"):
+        paged_decode_attention(q, packed, packed, table, lens)
+    fnuz = case.k.astype(ml_dtypes.float8_e4m3fnuz)
+    with pytest.raises(TypeError, match=r"f8e5m2 \(float8_e5m2\).*got float8_e4m3fnuz; the fnuz"):
+        paged_decode_attention(q, fnuz, fnuz, table, lens, k_scale=1.0, v_scale=1.0)
+
+
+def wide_table(case, max_blocks):
+    """The case's table widened to `max_blocks` pages a sequence (vLLM sizes it for
+    max_model_len), the new entries outside the cache (never read)."""
+    extra = np.full((case.table.shape[0], max_blocks - case.table.shape[1]), 10**6, np.int32)
+    case.table = np.concatenate([case.table, extra], axis=1)
+
+
+def launches_of(monkeypatch):
+    """The launches a call makes (kernel, args, constexprs, interpret), run as usual."""
+    launches = []
+    real_run = pa.run
+    monkeypatch.setattr(pa, "run", lambda *a: (launches.append(a), real_run(*a))[1])
+    return launches
+
+
+def test_max_seq_len_sizes_the_splits_not_the_table_width(monkeypatch):
+    """A 600-token context in a table of 4096 tokens a sequence: sized by the table,
+    the splits past 600 tokens have nothing to do; sized by max_seq_len every split of
+    the longest sequence reads tokens, and the splits cover it."""
+    case = Case("f16", [300, 600], group=4, kv_heads=1, bs=16, seed=31)
+    wide_table(case, 256)
+    launches = launches_of(monkeypatch)
+    assert_close(case.run(max_seq_len=600), case)
+    _, args, _, _ = launches[-1]
+    splits, per_split = args[9].shape[2], int(args[16])
+    assert splits > 1 and (splits - 1) * per_split < 600 <= splits * per_split
+    case.run()  # the table's capacity: most splits start past 600
+    _, args, _, _ = launches[-1]
+    assert (args[9].shape[2] - 1) * int(args[16]) >= 600
+
+
+def test_max_seq_len_past_the_table_is_its_capacity_and_below_a_length_is_refused():
+    case = Case("f16", [7, 100], group=2, seed=33)
+    plain = case.run()
+    beyond = case.run(max_seq_len=10**9)
+    assert np.array_equal(beyond.view(np.uint16), plain.view(np.uint16))
+    with pytest.raises(ValueError, match=r"seq_lens\[1\] = 100 is above max_seq_len = 99"):
+        case.run(max_seq_len=99)
+    for bad in (-1, 2.5, True, "100"):
+        with pytest.raises(ValueError, match=r"max_seq_len must be"):
+            case.run(max_seq_len=bad)
+
+
+def test_a_sequence_longer_than_max_seq_len_is_read_whole_by_its_last_split(monkeypatch):
+    """On the GPU seq_lens are not read before the launch, so a max_seq_len below a
+    length cannot be refused: the last split reads every token past the others (and
+    none past the table). Followed here with the host check off, as on the GPU."""
+    monkeypatch.setattr(pa, "check_lengths", lambda *args: None)
+    case = Case("f16", [1000, 40, 0], group=4, kv_heads=1, bs=16, seed=35)
+    wide_table(case, 256)
+    assert_close(case.run(max_seq_len=300), case)
+    assert_close(case.run(max_seq_len=0), case)
+
+
 # --------------------------------------------------------------------------- launches
 
 
@@ -484,9 +605,9 @@ class LaunchRecorder:
     def __init__(self, monkeypatch):
         self.launches, self.outputs, self.copies = [], [], []
         # the cache's dtype from the fake itself: f8 has no __cuda_array_interface__ typestr
-        original = pa.dtype_of
+        original = arguments.dtype_of
         monkeypatch.setattr(
-            pa,
+            arguments,
             "dtype_of",
             lambda x, name: x.dtype if isinstance(x, FakeDeviceTensor) else original(x, name),
         )

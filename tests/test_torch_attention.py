@@ -24,6 +24,8 @@ def host(t):
         return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
     if t.dtype == torch.float8_e4m3fn:
         return t.view(torch.uint8).numpy().view(ml_dtypes.float8_e4m3fn)
+    if t.dtype == torch.float8_e5m2:
+        return t.view(torch.uint8).numpy().view(ml_dtypes.float8_e5m2)
     return t.numpy()
 
 
@@ -57,8 +59,10 @@ def test_flash_attention_op_is_the_kernel_bit_for_bit_and_passes_opcheck(dtype, 
     rng = np.random.default_rng(1)
     q = tensor(rng, (2, 5, 4, 16), dtype)
     k, v = tensor(rng, (2, 7, 2, 16), dtype), tensor(rng, (2, 7, 2, 16), dtype)
-    got = tk.flash_attention(q, k, v, causal, 0.3, return_lse=return_lse)
-    direct = kernels.flash_attention(host(q), host(k), host(v), causal, 0.3, return_lse=return_lse)
+    got = tk.flash_attention(q, k, v, causal=causal, scale=0.3, return_lse=return_lse)
+    direct = kernels.flash_attention(
+        host(q), host(k), host(v), causal=causal, scale=0.3, return_lse=return_lse
+    )
     out, lse = got if return_lse else (got, None)
     expected = direct[0] if return_lse else direct
     assert out.dtype == dtype and out.shape == (2, 5, 4, 16)
@@ -80,9 +84,17 @@ def test_flash_attention_varlen_op_is_the_kernel_bit_for_bit_and_passes_opcheck(
     k, v = tensor(rng, (9, 2, 16), torch.float16), tensor(rng, (9, 2, 16), torch.float16)
     cu_q = torch.tensor([0, 3, 3, 7], dtype=torch.int32)
     cu_k = torch.tensor([0, 5, 6, 9], dtype=torch.int32)
-    out, lse = tk.flash_attention(q, k, v, True, None, cu_q, cu_k, return_lse=True)
+    out, lse = tk.flash_attention(
+        q, k, v, causal=True, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, return_lse=True
+    )
     direct, direct_lse = kernels.flash_attention(
-        q.numpy(), k.numpy(), v.numpy(), True, None, cu_q.numpy(), cu_k.numpy(), return_lse=True
+        q.numpy(),
+        k.numpy(),
+        v.numpy(),
+        causal=True,
+        cu_seqlens_q=cu_q.numpy(),
+        cu_seqlens_k=cu_k.numpy(),
+        return_lse=True,
     )
     assert (out.shape, lse.shape) == ((7, 4, 16), (4, 7))
     np.testing.assert_array_equal(bits(out), direct.view(np.int16))
@@ -191,16 +203,60 @@ def test_paged_decode_op_takes_a_u8_cache_with_per_token_scales_and_zero_points(
     )
 
 
+def test_paged_decode_op_takes_vllms_unit_scales_and_max_seq_len():
+    """vLLM passes k_scale, v_scale (1.0 for an unquantized cache: 0-d tensors) and its
+    max_seq_len: the op takes them, the scales change no bit, max_seq_len reaches the
+    kernel (the call with it is the direct call's, bit for bit, and one below a length
+    is refused as there)."""
+    q, k_cache, v_cache, table, lens = paged_inputs(np.random.default_rng(7), torch.float16)
+    plain = tk.paged_decode_attention(q, k_cache, v_cache, table, lens)
+    unit = tk.paged_decode_attention(q, k_cache, v_cache, table, lens, None, torch.tensor(1.0), 1.0)
+    assert torch.equal(unit.view(torch.int16), plain.view(torch.int16))
+    with pytest.raises(ValueError, match=r"k_scale must be 1 or absent"):
+        tk.paged_decode_attention(q, k_cache, v_cache, table, lens, None, torch.tensor(0.5))
+    out = tk.paged_decode_attention(q, k_cache, v_cache, table, lens, max_seq_len=21)
+    direct = kernels.paged_decode_attention(
+        *(host(t) for t in (q, k_cache, v_cache, table, lens)), max_seq_len=21
+    )
+    np.testing.assert_array_equal(bits(out), direct.view(np.int16))
+    with pytest.raises(ValueError, match=r"seq_lens\[1\] = 21 is above max_seq_len = 20"):
+        tk.paged_decode_attention(q, k_cache, v_cache, table, lens, max_seq_len=20)
+    torch.library.opcheck(
+        torch.ops.tilelang.paged_decode_attention.default,
+        (q, k_cache, v_cache, table, lens, None, None, None, None, None, None, 21),
+    )
+
+
+def test_paged_decode_op_takes_an_f8e5m2_cache():
+    q, k_cache, v_cache, table, lens = paged_inputs(
+        np.random.default_rng(8), torch.bfloat16, torch.float8_e5m2
+    )
+    out = tk.paged_decode_attention(q, k_cache, v_cache, table, lens, None, 0.5, 2.0)
+    direct = kernels.paged_decode_attention(
+        *(host(t) for t in (q, k_cache, v_cache, table, lens)), None, 0.5, 2.0
+    )
+    np.testing.assert_array_equal(bits(out), direct.view(np.int16))
+    k, v = k_cache.float().numpy() * 0.5, v_cache.float().numpy() * 2.0
+    reference = paged_f64(q.float().numpy(), k, v, table.numpy(), lens.numpy(), 0.25)
+    np.testing.assert_allclose(out.float().numpy(), reference, atol=3e-2, rtol=3e-2)
+
+
 def test_fake_implementations_give_the_real_shapes_and_dtypes():
     with torch._subclasses.fake_tensor.FakeTensorMode():
         q = torch.empty(3, 11, 8, 64, dtype=torch.bfloat16)
         k = torch.empty(3, 13, 2, 64, dtype=torch.bfloat16)
-        out, lse = tk.flash_attention(q, k, k, True, return_lse=True)
+        out, lse = tk.flash_attention(q, k, k, causal=True, return_lse=True)
         only = tk.flash_attention(q, k, k)
         packed = torch.empty(20, 8, 64, dtype=torch.float16)
         cu = torch.empty(4, dtype=torch.int32)
         v_out, v_lse = tk.flash_attention(
-            packed, packed[:, :2], packed[:, :2], False, None, cu, cu, 9, return_lse=True
+            packed,
+            packed[:, :2],
+            packed[:, :2],
+            cu_seqlens_q=cu,
+            cu_seqlens_k=cu,
+            max_seqlen_q=9,
+            return_lse=True,
         )
         qd = torch.empty(5, 8, 128, dtype=torch.float16)
         cache = torch.empty(30, 16, 2, 128, dtype=torch.float16)
@@ -233,3 +289,19 @@ def test_bad_arguments_are_refused_naming_the_parameter():
     pq, k_cache, v_cache, table, _ = paged_inputs(rng, torch.float16)
     with pytest.raises(ValueError, match=r"seq_lens\[1\] = 99"):
         tk.paged_decode_attention(pq, k_cache, v_cache, table, torch.tensor([1, 99]).int())
+
+
+def test_the_wrapper_takes_keywords_after_v_and_causal_as_a_bool():
+    """As `tilelang.kernels.flash_attention`: flash-attn's positional dropout_p (0.1) is
+    refused, not read as causal; causal must be a bool; k of bf16 under an f16 q is named
+    as unlike q."""
+    rng = np.random.default_rng(6)
+    q, k = tensor(rng, (1, 4, 2, 16), torch.float16), tensor(rng, (1, 4, 2, 16), torch.float16)
+    with pytest.raises(TypeError, match="positional"):
+        tk.flash_attention(q, k, k, 0.1)
+    with pytest.raises(
+        TypeError, match=r"^causal must be a bool \(True or False\), got float 0.1$"
+    ):
+        tk.flash_attention(q, k, k, causal=0.1)
+    with pytest.raises(TypeError, match=r"^k must have q's dtype \(f16\), got bf16$"):
+        tk.flash_attention(q, k.bfloat16(), k)

@@ -32,8 +32,15 @@ transpose is materialized).
 
 Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
 run the same loop over packed sequences: a block reads its sequence's offsets with
-scalar loads, walks the keys up to a run-time bound, and stores only its sequence's
-rows (the others' row index is sent outside the tensor, where stores are skipped).
+scalar loads, walks the keys up to a run-time bound, and reads and stores only its
+sequence's rows: a gather whose row index is sent outside the tensor past the
+sequence's end, where loads read 0 and stores are skipped. K and V rows of the next
+sequence would otherwise reach P·V as 0 · NaN where they hold a NaN or an inf
+(flash-attn zero-fills them too). The index costs the loop instructions (the static
+report, varlen D=128, B=4 S=4096 H=32, sm_90a, against box loads that read the next
+sequence's rows: not causal, narrow 515 -> 612 warp instructions a step, 1.19 -> 1.348
+ms; wide 486 -> 522, 1.112 -> 1.168 ms; causal 502 -> 600, 594.9 -> 661 us), where a
+mask on the box loads cost more (973 a step, narrow).
 """
 
 import math
@@ -68,12 +75,24 @@ MAX_HEAD_DIM = 256
 
 
 @func
-def head_rows(t, b, start, row, h, R, HD):
-    """The [R, HD] rows row.. of head h: of batch b of a [batch, seq, heads, D] tensor,
-    or, when b is None, of a packed [rows, heads, D] tensor's sequence from row `start`."""
+def head_rows(t, b, row, h, R, HD):
+    """The [R, HD] rows of head h: rows row.. of batch b of a [batch, seq, heads, D]
+    tensor (past its end: 0), or, when b is None, the rows `row` (an index tile [R],
+    `sequence_rows`) of a packed [rows, heads, D] tensor, a gather."""
     if b is None:
-        return tl.reshape(tl.load(t, [start + row, h, 0], [R, 1, HD]), [R, HD])
+        return tl.reshape(tl.load(t, [row[:, None, None], h, 0], [R, 1, HD]), [R, HD])
     return tl.reshape(tl.load(t, [b, row, h, 0], [1, R, 1, HD]), [R, HD])
+
+
+@func
+def sequence_rows(start, count, row, R):
+    """The packed rows of a sequence's rows row..row + R (the sequence: `count` rows
+    from row `start`), -1 for those at or past its end: outside the tensor, so a load
+    reads 0 there and a store skips them. Rows past the end belong to the next
+    sequence, whose NaN or inf in V would reach P·V as 0 · NaN: flash-attn zero-fills
+    them, and so does this."""
+    rows = row + tl.arange(0, R)
+    return tl.where(rows < count, start + rows, -1)
 
 
 @func
@@ -112,8 +131,11 @@ def attend(
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
     for n in tl.range(start, stop, BN, stages=STAGES):
-        kt = head_rows(k, b, k0, n, hk, BN, HD)
-        vt = head_rows(v, b, k0, n, hk, BN, HD)
+        keys = n  # fixed-length: a box from key n; varlen: the sequence's rows, one index
+        if b is None:
+            keys = sequence_rows(k0, sk, n, BN)
+        kt = head_rows(k, b, keys, hk, BN, HD)
+        vt = head_rows(v, b, keys, hk, BN, HD)
         s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
         if SOFTCAP:  # c · tanh(s / c) in base 2 is the cap of c = softcap · log2 e
             s = tl.tanh(s * (1.0 / (softcap * LOG2E))) * (softcap * LOG2E)
@@ -203,7 +225,7 @@ def flash_attention_kernel(
     if CAUSAL:  # the longest rows (the most keys) start first: a shorter tail
         bm = tl.cdiv(M, BM) - 1 - bm
     hk = h // (H // HK)
-    qt = head_rows(q, b, None, bm * BM, h, BM, HD)
+    qt = head_rows(q, b, bm * BM, h, BM, HD)
     slope = 0.0
     if ALIBI:
         slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
@@ -246,9 +268,10 @@ def flash_attention_varlen_kernel(
 ):
     """`flash_attention_kernel` over packed sequences: sequence b's queries are rows
     cu_q[b]..cu_q[b+1] of q, its keys rows cu_k[b]..cu_k[b+1] of k and v (read at run
-    time); MQ is the longest query count. Rows past a sequence's end are read (they
-    belong to the next one, or lie outside: 0) but masked out of the softmax, and
-    stored nowhere: their row index is sent outside the tensor."""
+    time); MQ is the longest query count. Rows past a sequence's end are neither read
+    (they read 0: K and V zero-filled as flash-attn's, so a NaN of the next sequence
+    stays there) nor stored: their row index is sent outside the tensor
+    (`sequence_rows`)."""
     # as flash_attention_kernel's
     assert HK >= 1, "k and v need at least one head"
     assert H % HK == 0, "k's heads HK must divide q's heads H (GQA/MQA)"
@@ -259,8 +282,8 @@ def flash_attention_varlen_kernel(
     sq = tl.load(cu_q, [b + 1]) - q0
     k0 = tl.load(cu_k, [b])
     sk = tl.load(cu_k, [b + 1]) - k0
-    qt = head_rows(q, None, q0, bm * BM, h, BM, HD)
-    rows = bm * BM + tl.arange(0, BM)
+    at = sequence_rows(q0, sq, bm * BM, BM)  # -1 past the sequence: read 0, not stored
+    qt = head_rows(q, None, at, h, BM, HD)
     slope = 0.0
     if ALIBI:
         slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
@@ -268,7 +291,6 @@ def flash_attention_varlen_kernel(
         qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, left, right, softcap, slope,
         T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
     )  # fmt: skip
-    at = tl.where(rows < sq, q0 + rows, -1)  # -1: outside o, so not stored
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
     if LSE:
         total = log_sum_exp(seen, m_i, l_i)
@@ -391,6 +413,7 @@ def flash_attention(
     q: Any,
     k: Any,
     v: Any,
+    *,
     causal: bool = False,
     scale: float | None = None,
     cu_seqlens_q: Any = None,
@@ -398,7 +421,6 @@ def flash_attention(
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
     return_lse: bool = False,
-    *,
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     alibi_slopes: Any = None,
@@ -408,9 +430,17 @@ def flash_attention(
 
     q: [batch, Sq, H, D]; k, v: [batch, Sk, H_kv, D] with H_kv dividing H (GQA, MQA),
     all f16 or all bf16, D at most 256. `scale` defaults to 1/√D. Returns o [batch, Sq,
-    H, D] in q's dtype, and with `return_lse` also lse [batch, H, Sq] (f32). `causal`:
-    see the module docstring. Host arrays run on the CPU backend, device tensors on the
-    GPU; `interpret` runs the reference interpreter (host arrays only).
+    H, D] in q's dtype, and with `return_lse` also lse [batch, H, Sq] (f32). Every
+    argument after v is keyword-only: flash-attn's positional order (dropout_p after v,
+    then softmax_scale, causal) or vLLM's (cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+    ...) would otherwise land on other parameters. `causal` (a bool; anything else is a
+    TypeError): see the module docstring. Host arrays run on the CPU backend, device
+    tensors on the GPU; `interpret` runs the reference interpreter (host arrays only).
+
+    A query row that sees no key (causal with Sk < Sq, a window, Sk = 0) gets o = 0 and
+    lse = -inf, the log of its empty sum. flash-attn's forward returns lse = +inf for
+    such a row (its o is 0 too); vLLM's `merge_attn_states` takes -inf, as here, so a
+    port that tests `lse == inf` must test `lse == -inf` instead.
 
     flash-attn's options, with its definitions (the module docstring): `window_size`
     (left, right) keeps query i to keys i + Sk − Sq − left ..= i + Sk − Sq + right (-1:
@@ -426,6 +456,7 @@ def flash_attention(
     `max_seqlen_q` (the longest query count) sizes the grid; `max_seqlen_k` is accepted
     for flash-attn's signature (the kernel reads each length). o is [total_q, H, D],
     lse [H, total_q]. Host arrays' offsets are checked before the launch."""
+    causal = checked_causal(causal)
     if cu_seqlens_q is not None or cu_seqlens_k is not None:
         options = (window_size, softcap, alibi_slopes)
         return _varlen(
@@ -438,20 +469,20 @@ def flash_attention(
     )
     if len(shape_of(k, "k")) != 4:
         raise ValueError(f"k must have shape [batch, Sk, H_kv, D], got shape {shape_of(k, 'k')}")
-    (_, sk, kv_heads, _), _ = check(k, "k", (nb, None, None, d), (t,), (None, "Sk", "H_kv", None))
-    check(v, "v", (nb, sk, kv_heads, d), (t,))
+    (_, sk, kv_heads, _), _ = check_like_q(
+        k, "k", (nb, None, None, d), t, (None, "Sk", "H_kv", None)
+    )
+    check_like_q(v, "v", (nb, sk, kv_heads, d), t)
     _check_heads(heads, kv_heads, d)
     scale = _scale(scale, d)
-    options, flags = _options(
-        window_size, softcap, alibi_slopes, bool(causal), (nb, heads), sq, sk, q
-    )
+    options, flags = _options(window_size, softcap, alibi_slopes, causal, (nb, heads), sq, sk, q)
     same_place(dict(q=q, k=k, v=v, alibi_slopes=alibi_slopes))
     out = empty(q, (nb, sq, heads, d), t)
     lse = empty(q, (nb, heads, sq), dtypes.f32) if return_lse else placeholder(q, 3)
     if nb * sq * heads * d == 0:
         return (out, lse) if return_lse else out
     tiles = default_tiles(d, nb * heads, sq, every_key=not (causal or flags["WINDOW"]))
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
+    constexprs = dict(T=t, CAUSAL=causal, LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, out, lse, slopes, float(scale), left, right, cap]
     run(flash_attention_kernel, args, constexprs, interpret)
@@ -480,8 +511,8 @@ def _varlen(
     (total_q, heads, d), t = check(
         q, "q", (None, None, None), ATTENTION_TYPES, ("total_q", "H", "D")
     )
-    (total_k, kv_heads, _), _ = check(k, "k", (None, None, d), (t,), ("total_k", "H_kv", None))
-    check(v, "v", (total_k, kv_heads, d), (t,))
+    (total_k, kv_heads, _), _ = check_like_q(k, "k", (None, None, d), t, ("total_k", "H_kv", None))
+    check_like_q(v, "v", (total_k, kv_heads, d), t)
     (b1,), _ = check(cu_q, "cu_seqlens_q", (None,), (dtypes.i32,), ("batch + 1",))
     check(cu_k, "cu_seqlens_k", (b1,), (dtypes.i32,))
     if b1 < 1:
@@ -491,7 +522,7 @@ def _varlen(
     window_size, softcap, alibi_slopes = options
     # each sequence's lengths are at most the packed ones: those bound the window
     options, flags = _options(
-        window_size, softcap, alibi_slopes, bool(causal), (b1 - 1, heads), total_q, total_k, q
+        window_size, softcap, alibi_slopes, causal, (b1 - 1, heads), total_q, total_k, q
     )
     same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=alibi_slopes))
     _check_offsets(cu_q, "cu_seqlens_q", total_q)
@@ -515,7 +546,7 @@ def _varlen(
         return (out, lse) if return_lse else out
     every_key = not (causal or flags["WINDOW"])
     tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q, every_key)  # the grid's blocks
-    constexprs = dict(T=t, CAUSAL=bool(causal), LSE=bool(return_lse), **flags, **tiles)
+    constexprs = dict(T=t, CAUSAL=causal, LSE=bool(return_lse), **flags, **tiles)
     slopes, left, right, cap = options
     args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
     run(flash_attention_varlen_kernel, args, constexprs, interpret)
@@ -569,6 +600,33 @@ def _options(
         slopes = reshaped(alibi_slopes, (1, heads) if rank == 1 else want, "alibi_slopes")
     flags = dict(WINDOW=window, SOFTCAP=softcap > 0, ALIBI=alibi)
     return [slopes, left, right, float(softcap)], flags
+
+
+def checked_causal(causal: Any) -> bool:
+    """`causal` as a bool: a Python or numpy bool only. A number there is a call written
+    for another signature (flash-attn's `dropout_p` comes after v), which `bool()`
+    would silently turn into causal attention."""
+    if not isinstance(causal, (bool, np.bool_)):
+        raise TypeError(
+            f"causal must be a bool (True or False), got {type(causal).__name__} {causal!r}"
+        )
+    return bool(causal)
+
+
+def check_like_q(
+    x: Any, name: str, shape: tuple, t: Any, names: tuple[str | None, ...] | None = None
+) -> tuple[tuple[int, ...], Any]:
+    """`check` of k or v: its shape, and q's dtype `t` (one of `ATTENTION_TYPES` of
+    another dtype is named as a mismatch with q, not as an unsupported type)."""
+    got, given = check(x, name, shape, ATTENTION_TYPES, names)
+    require_q_dtype(name, t, given)
+    return got, given
+
+
+def require_q_dtype(name: str, t: Any, given: Any) -> None:
+    """A TypeError unless k or v (`name`) has q's dtype `t`."""
+    if given != t:
+        raise TypeError(f"{name} must have q's dtype ({t}), got {given}")
 
 
 def _check_heads(heads: int, kv_heads: int, d: int) -> None:

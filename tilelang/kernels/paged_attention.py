@@ -12,8 +12,9 @@ q's dtype):
 A sequence of length 0 gets o = 0. K and V are the cache's values dequantized:
 
 * f16, bf16: as stored (the cache's dtype must be q's);
-* f8e4m3: code · scale, the scale per tensor (a number, or an f32 array of one element)
-  or per KV head (f32 [H_kv]); on the GPU a device tensor of one element or [H_kv];
+* f8e4m3, f8e5m2: code · scale, the scale per tensor (a number, or an f32 array of one
+  element) or per KV head (f32 [H_kv]); on the GPU a device tensor of one element (0-d
+  too) or [H_kv];
 * u8, u4: (code − zero) · scale with a scale and a zero point per token and KV head:
   k_scale, v_scale f32 [num_blocks, block_size, H_kv] (the cache's layout without D)
   and k_zero, v_zero of the same shape (f32; absent: 2^(bits−1), 128 for u8, 8 for u4).
@@ -34,7 +35,8 @@ zero points, are copied with cp.async (16-byte runs for the rows) STAGES − 1 s
 ahead of the step that uses them, the block table's entries one step further, so no
 step waits on DRAM for its rows; `pipeline_stages` sizes STAGES for the bytes in
 flight. A sequence reads at most max_blocks · block_size tokens, whatever seq_lens
-says (host arrays are checked before the launch).
+says (host arrays are checked before the launch); the last split reads every token past
+the others, so splits sized for a max_seq_len shorter than a sequence still read it all.
 
 The codes go to q's type exactly (f8e4m3, u8 and u4 values are all f16 and bf16
 numbers) and into the mmas as they are; the scales and zero points are applied around
@@ -64,7 +66,6 @@ before it can scale any of them, and a fixed-order sum keeps the result determin
 """
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -82,7 +83,6 @@ from .common import (
     LN2,
     LOG2E,
     check,
-    dtype_of,
     empty,
     next_power_of_two,
     on_gpu,
@@ -90,14 +90,21 @@ from .common import (
     reshaped,
     run,
     same_place,
-    shape_of,
     tl,
+)
+from .paged_arguments import (
+    HEAD_SCALED,
+    PLAIN,
+    TOKEN_SCALED,
+    cache_layout,
+    check_cache_type,
+    check_lengths,
+    check_max_seq_len,
+    dequantization,
 )
 
 #: The dtypes of q (tensor-core operands); the output has q's.
 QUERY_TYPES = (dtypes.f16, dtypes.bf16)
-#: The KV cache's dtypes besides q's own.
-QUANTIZED = (dtypes.f8e4m3, dtypes.u8, dtypes.u4)
 #: The block sizes (tokens per page) the kernel takes.
 BLOCK_SIZES = (8, 128)
 #: The largest head dimension.
@@ -107,9 +114,6 @@ TARGET_BLOCKS = 2 * 132
 #: The fewest tokens a split gets (fewer splits would leave the SMs idle; more would
 #: make the combine the larger part of the work).
 MIN_SPLIT_TOKENS = 256
-
-# How a KV cache is dequantized (the split kernel's MODE).
-PLAIN, HEAD_SCALED, TOKEN_SCALED = 0, 1, 2
 
 
 @func
@@ -229,7 +233,10 @@ def paged_split_kernel(
     b, hk, split = tl.blocks(NB, HK, S)
     length = tl.load(lens, [b])
     start = split * per_split
-    stop = tl.minimum(tl.minimum(start + per_split, length), MB * BS)  # the table's tokens
+    # the last split takes every token left (seq_lens past the max_seq_len that sized
+    # the splits, on the GPU), up to the table's end
+    end = tl.where(split == S - 1, MB * BS, start + per_split)
+    stop = tl.minimum(tl.minimum(end, length), MB * BS)  # the table's tokens
     qt = tl.reshape(tl.load(q, [b, hk * G, 0], [1, GP, HD]), [GP, HD])
     # u8/u4 K rows in their fragment layout where it holds (None: the blocked load)
     k_layout = key_rows_layout(GP, BN, HD, WARPS) if MODE == TOKEN_SCALED else None
@@ -475,8 +482,11 @@ def split_count(
     batch: int, kv_heads: int, capacity: int, bn: int, fixed: int | None = None
 ) -> tuple[int, int]:
     """The splits per (sequence, KV head) and the tokens of each (a multiple of BN):
-    enough blocks for TARGET_BLOCKS, each split at least MIN_SPLIT_TOKENS long, sized by
-    the table's capacity (the host does not read seq_lens, which may live on the GPU)."""
+    enough blocks for TARGET_BLOCKS, each split at least MIN_SPLIT_TOKENS long, over
+    `capacity` tokens: the caller's max_seq_len, else the table's max_blocks ·
+    block_size (the host does not read seq_lens, which may live on the GPU). The kernel's
+    last split reads every token past the others, so a sequence longer than `capacity`
+    is still read whole, by that split."""
     wanted = max(1, -(-TARGET_BLOCKS // max(1, batch * kv_heads)))
     longest = max(1, capacity // MIN_SPLIT_TOKENS)
     splits = max(1, min(wanted, longest))
@@ -489,73 +499,11 @@ def split_count(
     return -(-max(1, capacity) // per_split), per_split
 
 
-def _cache(x: Any, name: str) -> tuple[tuple[int, ...], DType]:
-    """A cache's logical shape and dtype (a u4 cache is a PackedArray)."""
-    if isinstance(x, PackedArray):
-        return x.shape, x.dtype
-    shape = shape_of(x, name)
-    return shape, dtype_of(x, name)
-
-
 def _rows(x: Any, shape: tuple[int, ...]) -> Any:
     """x (contiguous) viewed under `shape`, PackedArrays too."""
     if isinstance(x, PackedArray):
         return PackedArray(x.data, x.dtype, shape)
     return reshaped(x, shape)
-
-
-def _like(like: Any, host: np.ndarray) -> Any:
-    """A host array copied to where `like` lives (a device tensor)."""
-    if gpu.is_torch_tensor(like):
-        import torch  # a torch tensor was handed over, so torch is there
-
-        return torch.from_numpy(host).to(like.device)
-    return gpu.DeviceBuffer(host)
-
-
-def _head_scale(value: Any, name: str, kv_heads: int, like: Any) -> Any:
-    """An f8 cache's scale: a number (a number or a host array of one element, per
-    tensor: no tensor at all, it is folded into the kernel's scalars), or f32 [1, 1] or
-    [1, H_kv] (a device tensor of one element or [H_kv], viewed; a host array [H_kv],
-    copied to the device when the cache is there: pass a device tensor to avoid it)."""
-    if value is None:
-        raise ValueError(f"{name} is needed with an f8e4m3 cache (a number, or f32 [H_kv])")
-    if isinstance(value, (int, float, np.floating, np.integer, np.ndarray)):
-        flat = np.asarray(value, np.float32).reshape(-1)
-        if flat.size not in (1, kv_heads):
-            raise ValueError(
-                f"{name} must be one number or hold one per KV head ([{kv_heads}]), got shape "
-                f"{list(np.shape(value))}"
-            )
-        if not np.isfinite(flat).all():
-            raise ValueError(f"{name} must be finite")
-        if flat.size == 1:
-            return np.float32(flat[0])
-        host = np.ascontiguousarray(flat).reshape(1, kv_heads)
-        return host if isinstance(like, np.ndarray) else _like(like, host)
-    (size,), _ = check(value, name, (None,), (dtypes.f32,), ("1 or H_kv",))
-    if size not in (1, kv_heads):
-        raise ValueError(
-            f"{name} must hold one scale or one per KV head ([{kv_heads}]), got shape [{size}]"
-        )
-    return reshaped(value, (1, size), name)
-
-
-def _token_params(value: Any, name: str, shape: tuple[int, ...], required: bool) -> Any:
-    """A u8/u4 cache's per-token scales or zero points, f32 [num_blocks, block_size,
-    H_kv], viewed as [num_blocks · block_size, H_kv] (the cache's rows); None for
-    absent zero points (the kernel then uses 2^(bits − 1))."""
-    if value is None:
-        if required:
-            raise ValueError(
-                f"{name} is needed with a u8/u4 cache: f32 [num_blocks, block_size, H_kv] = "
-                f"{list(shape)}"
-            )
-        return None
-    if isinstance(value, np.ndarray):
-        value = np.ascontiguousarray(value, np.float32) if value.dtype.kind == "f" else value
-    check(value, name, shape, (dtypes.f32,))
-    return reshaped(value, (shape[0] * shape[1], shape[2]), name)
 
 
 @planned
@@ -573,6 +521,7 @@ def paged_decode_attention(
     k_zero: Any = None,
     v_zero: Any = None,
     num_splits: int | None = None,
+    max_seq_len: int | None = None,
     interpret: bool = False,
 ) -> Any:
     """Attention of one new token per sequence over a paged KV cache (vLLM's layout).
@@ -580,11 +529,20 @@ def paged_decode_attention(
     q: [batch, H, D] f16 or bf16; k_cache, v_cache: [num_blocks, block_size, H_kv, D]
     with block_size in 8..128 and H_kv dividing H; block_table: int32 [batch,
     max_blocks] (sequence b's j-th page); seq_lens: int32 [batch], each at most
-    max_blocks · block_size. `scale` defaults to 1/√D. The caches hold q's dtype, or
-    f8e4m3 with k_scale, v_scale (per tensor or per KV head), or u8/u4 with per-token
-    k_scale, v_scale and k_zero, v_zero (the module docstring gives the layouts).
-    Returns [batch, H, D] in q's dtype (zeros for a sequence of length 0). `num_splits` fixes the number of splits of each
-    sequence's tokens (default: enough blocks for the GPU, `split_count`). Host arrays
+    max_blocks · block_size. `scale` defaults to 1/√D. The caches hold q's dtype
+    (k_scale, v_scale absent or 1, ignored: vLLM passes them), or f8e4m3/f8e5m2 with
+    k_scale, v_scale (per tensor or per KV head), or u8/u4 with per-token k_scale,
+    v_scale and k_zero, v_zero (the module docstring gives the layouts; u4: a
+    PackedArray). Returns [batch, H, D] in q's dtype (zeros for a sequence of length 0).
+
+    Each sequence's tokens are split over blocks (`split_count`): about TARGET_BLOCKS
+    blocks over batch · H_kv, each split at least MIN_SPLIT_TOKENS tokens, the splits
+    covering `max_seq_len` tokens (at least the longest of seq_lens: vLLM's
+    max_seq_len) when given, else the table's max_blocks · block_size, since the host
+    does not read seq_lens (a table sized for max_model_len then leaves most splits past
+    every sequence's end, idle: pass max_seq_len). Host seq_lens above max_seq_len are
+    refused; on the GPU such a sequence is still read whole, by its last split (slower,
+    not wrong). `num_splits` fixes the number of splits instead. Host arrays
     run on the CPU backend, device tensors on the GPU; `interpret` runs the reference
     interpreter (host arrays only). A GPU call allocates its output and split buffers
     and nothing else, and copies nothing to the device (it can be captured in a CUDA
@@ -592,22 +550,19 @@ def paged_decode_attention(
     numbers are constexpr flags and scalars, not tensors. Only an f8 scale per KV head
     given as a host array is copied; pass a device tensor instead."""
     (nb, heads, d), t = check(q, "q", (None, None, None), QUERY_TYPES, ("batch", "H", "D"))
-    shape, kt = _cache(k_cache, "k_cache")
+    shape, kt = cache_layout(k_cache, "k_cache")
     if len(shape) != 4:
         raise ValueError(
             f"k_cache must have shape [num_blocks, block_size, H_kv, D], got shape {list(shape)}"
         )
     blocks, bs, kv_heads, kd = shape
-    v_shape, vt = _cache(v_cache, "v_cache")
+    v_shape, vt = cache_layout(v_cache, "v_cache")
     if v_shape != shape or vt != kt:
         raise ValueError(
             f"v_cache must be k_cache's shape and dtype, {list(shape)} {kt}, got "
             f"{list(v_shape)} {vt}"
         )
-    if kt not in (t, *QUANTIZED):
-        raise TypeError(f"k_cache must hold q's dtype ({t}), f8e4m3, u8 or u4, got {kt}")
-    if kd != d:
-        raise ValueError(f"k_cache's head dimension must be q's, D = {d}, got {kd}")
+    check_cache_type(k_cache, kt, t, kd, d)
     if not 1 <= d <= MAX_HEAD_DIM:
         raise ValueError(f"q's head dimension D must be in 1..{MAX_HEAD_DIM}, got D = {d}")
     if not BLOCK_SIZES[0] <= bs <= BLOCK_SIZES[1]:
@@ -620,7 +575,8 @@ def paged_decode_attention(
         block_table, "block_table", (nb, None), (dtypes.i32,), (None, "max_blocks")
     )
     check(seq_lens, "seq_lens", (nb,), (dtypes.i32,))
-    _check_lengths(block_table, seq_lens, blocks, bs)
+    check_max_seq_len(max_seq_len)
+    check_lengths(block_table, seq_lens, blocks, bs, max_seq_len)
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     if not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -629,132 +585,27 @@ def paged_decode_attention(
     same_place(
         dict(q=q, k_cache=k_cache, v_cache=v_cache, block_table=block_table, seq_lens=seq_lens)
     )
-    dequantization = _dequantization(kt, shape, k_scale, v_scale, k_zero, v_zero, like)
+    deq = dequantization(kt, shape, k_scale, v_scale, k_zero, v_zero, like)
     out = empty(q, (nb, heads, d), t)
     if nb * heads * d == 0:
         return out
     group = heads // kv_heads
     arch = gpu.device_arch() if on_gpu(q) else "sm_90"
-    tiles = default_tiles(d, group, kt, arch, dequantization.reads())
-    splits, per_split = split_count(nb, kv_heads, max_blocks * bs, tiles["BN"], num_splits)
+    tiles = default_tiles(d, group, kt, arch, deq.reads())
+    tokens = max_blocks * bs if max_seq_len is None else min(max_blocks * bs, max_seq_len)
+    splits, per_split = split_count(nb, kv_heads, tokens, tiles["BN"], num_splits)
     gp, hd = tiles["GP"], tiles["HD"]
     part_o = empty(q, (nb, kv_heads, splits, gp, hd), dtypes.f32)
     part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     rows = (blocks * bs, kv_heads, d)
-    params = dequantization.tensors(placeholder(q, 2))
+    params = deq.tensors(placeholder(q, 2))
     args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
-    score_scale = float(np.float32(scale) * np.float32(dequantization.k_factor))
+    score_scale = float(np.float32(scale) * np.float32(deq.k_factor))
     counts = arrive_counters(q, (nb, kv_heads))  # left zeroed by the launch: kept
-    args += [part_o, part_m, part_l, counts, out, score_scale, dequantization.v_factor]
+    args += [part_o, part_m, part_l, counts, out, score_scale, deq.v_factor]
     args += [per_split]
-    constexprs = dict(T=t, KT=kt, BS=bs, G=group, **dequantization.constexprs(), **tiles)
+    constexprs = dict(T=t, KT=kt, BS=bs, G=group, **deq.constexprs(), **tiles)
     run(paged_split_kernel, args, constexprs, interpret)
     return out
-
-
-@dataclass(frozen=True)
-class Dequantization:
-    """How the split kernel dequantizes one call's cache: its MODE and flags, the scale
-    and zero-point tensors it reads (None: not read), and the numbers a per-tensor f8
-    scale folds into (s_k into the softmax scale, s_v the output's factor)."""
-
-    mode: int
-    ks: Any = None
-    kz: Any = None
-    vs: Any = None
-    vz: Any = None
-    k_factor: float = 1.0
-    v_factor: float = 1.0
-
-    def tensors(self, spare: Any) -> list[Any]:
-        """ks, kz, vs, vz for the launch. A slot the kernel does not read gets a tensor
-        that exists already: one it reads (the four bind the same sizes), else `spare`
-        (f32 [1, 1]), so that a launch allocates and copies nothing for it."""
-        slots = [self.ks, self.kz, self.vs, self.vz]
-        fill = next((t for t in slots if t is not None), spare)
-        return [fill if t is None else t for t in slots]
-
-    def reads(self) -> tuple[bool, bool]:
-        """Whether the kernel reads K's and V's per-head scales (f8) or zero points
-        (u8, u4): the flags that pick its build (`default_tiles`)."""
-        if self.mode == HEAD_SCALED:
-            return self.ks is not None, self.vs is not None
-        if self.mode == TOKEN_SCALED:
-            return self.kz is not None, self.vz is not None
-        return True, True
-
-    def constexprs(self) -> dict[str, Any]:
-        k, v = self.reads()
-        if self.mode == HEAD_SCALED:
-            return dict(MODE=self.mode, K_HEAD=k, V_HEAD=v)
-        return dict(MODE=self.mode, K_ZEROS=k, V_ZEROS=v)
-
-
-def _dequantization(
-    kt: DType,
-    shape: tuple[int, ...],
-    k_scale: Any,
-    v_scale: Any,
-    k_zero: Any,
-    v_zero: Any,
-    like: Any,
-) -> Dequantization:
-    """What the split kernel reads to dequantize a cache of `kt` (the arguments checked)."""
-    if kt in (dtypes.u8, dtypes.u4):
-        return Dequantization(
-            TOKEN_SCALED,
-            ks=_token_params(k_scale, "k_scale", shape[:3], True),
-            kz=_token_params(k_zero, "k_zero", shape[:3], False),
-            vs=_token_params(v_scale, "v_scale", shape[:3], True),
-            vz=_token_params(v_zero, "v_zero", shape[:3], False),
-        )
-    for value, name in ((k_zero, "k_zero"), (v_zero, "v_zero")):
-        if value is not None:
-            raise ValueError(f"{name} is for u8/u4 caches only; the cache holds {kt}")
-    if kt == dtypes.f8e4m3:
-        ks = _head_scale(k_scale, "k_scale", shape[2], like)
-        vs = _head_scale(v_scale, "v_scale", shape[2], like)
-        k_number, v_number = isinstance(ks, np.float32), isinstance(vs, np.float32)
-        if not (k_number or v_number) and shape_of(ks, "k_scale") != shape_of(vs, "v_scale"):
-            raise ValueError(
-                f"k_scale and v_scale must both hold one scale or both one per KV head "
-                f"([{shape[2]}]), got {shape_of(ks, 'k_scale')[1]} and "
-                f"{shape_of(vs, 'v_scale')[1]} (one of them may be a number)"
-            )
-        return Dequantization(
-            HEAD_SCALED,
-            ks=None if k_number else ks,
-            vs=None if v_number else vs,
-            k_factor=float(ks) if k_number else 1.0,
-            v_factor=float(vs) if v_number else 1.0,
-        )
-    for value, name in ((k_scale, "k_scale"), (v_scale, "v_scale")):
-        if value is not None:
-            raise ValueError(
-                f"{name} is for quantized caches (f8e4m3, u8, u4); the cache holds {kt}"
-            )
-    return Dequantization(PLAIN)
-
-
-def _check_lengths(block_table: Any, seq_lens: Any, blocks: int, bs: int) -> None:
-    """On the host: every length in 0..max_blocks · block_size and every page a sequence
-    uses inside the cache (device tensors are not read; there the kernel reads the
-    first max_blocks · block_size tokens at most and zeros for pages outside the cache)."""
-    if not isinstance(seq_lens, np.ndarray) or not isinstance(block_table, np.ndarray):
-        return
-    capacity = block_table.shape[1] * bs
-    for b, n in enumerate(seq_lens.tolist()):
-        if not 0 <= n <= capacity:
-            raise ValueError(
-                f"seq_lens[{b}] = {n} must be in 0..max_blocks · block_size = "
-                f"{block_table.shape[1]} · {bs} = {capacity}"
-            )
-        used = block_table[b, : -(-n // bs)]
-        bad = used[(used < 0) | (used >= blocks)]
-        if bad.size:
-            raise ValueError(
-                f"block_table[{b}] names page {int(bad[0])} for its first {n} tokens; pages "
-                f"are 0..{blocks - 1} (num_blocks = {blocks})"
-            )

@@ -425,13 +425,16 @@ def _attention(
     lse: bool,
     options: tuple,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`tilelang.kernels.flash_attention(q, k, v, causal, scale, [cu_q, cu_k], *tail)`
-    with `options` (window_size, softcap, alibi_slopes) on the tensors (CPU ones as
+    """`tilelang.kernels.flash_attention(q, k, v, causal=, scale=)` (varlen: `tensors`
+    also cu_seqlens_q and cu_seqlens_k, `tail` max_seqlen_q) with `options` (window_size, softcap, alibi_slopes) on the tensors (CPU ones as
     zero-copy numpy views: `runtime.host_calls`); (o, lse or an empty f32 tensor)."""
     q = tensors[0]
     window_size, softcap, alibi_slopes = options
+    varlen = dict(
+        zip(("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q"), (*tensors[3:], *tail), strict=False)
+    )
     result = attention.flash_attention(
-        *tensors[:3], causal, scale, *tensors[3:], *tail, return_lse=lse,
+        *tensors[:3], causal=causal, scale=scale, **varlen, return_lse=lse,
         window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
     )  # fmt: skip
     out, lse_out = result if lse else (result, None)
@@ -493,6 +496,7 @@ def flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
+    *,
     causal: bool = False,
     scale: float | None = None,
     cu_seqlens_q: torch.Tensor | None = None,
@@ -500,7 +504,6 @@ def flash_attention(
     max_seqlen_q: int | None = None,
     max_seqlen_k: int | None = None,
     return_lse: bool = False,
-    *,
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     alibi_slopes: torch.Tensor | None = None,
@@ -510,9 +513,10 @@ def flash_attention(
     ``tilelang::flash_attention_varlen``; shapes, dtypes (f16, bf16), GQA and the options
     `window_size`, `softcap` and `alibi_slopes` (f32 [H] or [batch, H]) as
     `tilelang.kernels.flash_attention`. o in q's dtype, with `return_lse` (o, lse f32).
-    Varlen without `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under
+    Every argument after v is keyword-only and `causal` a bool, as there. Varlen without `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under
     torch.compile or CUDA graphs)."""
     del max_seqlen_k  # flash-attn's signature; the kernel reads each length
+    causal = attention.checked_causal(causal)
     scale = None if scale is None else float(scale)
     if _eager(q, k):  # the library's checks, naming each layout's dimensions
         fixed = cu_seqlens_q is None and cu_seqlens_k is None
@@ -520,20 +524,21 @@ def flash_attention(
         shape, t = _checked(q, "q", (None,) * len(layout), attention.ATTENTION_TYPES, layout)
         keys = ("batch", "Sk", "H_kv", "D") if fixed else ("total_k", "H_kv", "D")
         want = (shape[0], None, None, shape[3]) if fixed else (None, None, shape[2])
-        _checked(k, "k", want, (t,), keys)
+        _, given = _checked(k, "k", want, attention.ATTENTION_TYPES, keys)
+        attention.require_q_dtype("k", t, given)
     left, right = _window(window_size)
     if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
         raise ValueError(f"softcap must be a finite number >= 0 (0: off), got {softcap!r}")
     options = (left, right, float(softcap), alibi_slopes)
     if cu_seqlens_q is None and cu_seqlens_k is None:
-        out, lse = flash_attention_op(q, k, v, bool(causal), scale, bool(return_lse), *options)
+        out, lse = flash_attention_op(q, k, v, causal, scale, bool(return_lse), *options)
         return (out, lse) if return_lse else out
     if cu_seqlens_q is None or cu_seqlens_k is None:
         raise ValueError("varlen attention needs both cu_seqlens_q and cu_seqlens_k")
     if max_seqlen_q is None:
         max_seqlen_q = int(torch.diff(cu_seqlens_q).max()) if cu_seqlens_q.numel() > 1 else 0
     out, lse = flash_attention_varlen_op(
-        q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), bool(causal), scale,
+        q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), causal, scale,
         bool(return_lse), *options,
     )  # fmt: skip
     return (out, lse) if return_lse else out
@@ -569,10 +574,13 @@ def paged_decode_attention_op(
     k_zero: torch.Tensor | None,
     v_zero: torch.Tensor | None,
     num_splits: int | None,
+    max_seq_len: int | None = None,
 ) -> torch.Tensor:
-    """o [B, H, D]: `tilelang.kernels.paged_decode_attention` over a cache of q's dtype,
-    float8_e4m3fn (k_scale, v_scale f32 of one element or [H_kv]) or uint8 (per-token
-    f32 scales and zero points [num_blocks, block_size, H_kv]). On CUDA a call makes
+    """o [B, H, D]: `tilelang.kernels.paged_decode_attention` over a cache of q's dtype
+    (k_scale, v_scale absent or 1, ignored), float8_e4m3fn or float8_e5m2 (k_scale,
+    v_scale f32 of one element or [H_kv]) or uint8 (per-token f32 scales and zero points
+    [num_blocks, block_size, H_kv]); `max_seq_len` (at least the longest of seq_lens)
+    sizes the splits, else the table's width does. On CUDA a call makes
     only its outputs and copies nothing to the device (CUDA-graph capturable): CUDA
     scales go to the kernel as they are (one element or [H_kv]; one of each: the
     one-element one is broadcast on the device), CPU ones of one element as numbers."""
@@ -582,14 +590,15 @@ def paged_decode_attention_op(
     # CPU tensors (all of a CPU call's; a CUDA call's host scales, folded into numbers)
     # reach the wrapper as zero-copy numpy views (`runtime.host_calls`).
     return paged_attention.paged_decode_attention(
-        *tensors, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero, num_splits=num_splits
-    )
+        *tensors, scale, k_scale, v_scale, k_zero=k_zero, v_zero=v_zero, num_splits=num_splits,
+        max_seq_len=max_seq_len,
+    )  # fmt: skip
 
 
 @paged_decode_attention_op.register_fake
 def _paged_decode_attention_fake(
     q, k_cache, v_cache, block_table, seq_lens, scale, k_scale, v_scale, k_zero, v_zero,
-    num_splits,
+    num_splits, max_seq_len=None,
 ):  # fmt: skip
     if q.dim() != 3 or k_cache.dim() != 4:
         raise ValueError(
@@ -613,19 +622,21 @@ def paged_decode_attention(
     k_zero: torch.Tensor | None = None,
     v_zero: torch.Tensor | None = None,
     num_splits: int | None = None,
+    max_seq_len: int | None = None,
 ) -> torch.Tensor:
     """vLLM-layout paged decode attention as the torch operator
     ``tilelang::paged_decode_attention`` (shapes, dtypes and the quantized caches'
     scales: `tilelang.kernels.paged_decode_attention`; a u4 cache, a PackedArray there,
     has no torch form here). A number for an f8 cache's k_scale/v_scale becomes a CPU
     f32 tensor of one element, read on the host (a CUDA call copies nothing to the
-    device for it). Returns [batch, H, D] in q's dtype."""
+    device for it). `max_seq_len`: vLLM's (at least the longest of seq_lens), which sizes
+    the splits (else the table's width does). Returns [batch, H, D] in q's dtype."""
     k_scale, v_scale = (_scale_tensor(s) for s in (k_scale, v_scale))
     scale = None if scale is None else float(scale)
     splits = None if num_splits is None else int(num_splits)
     return paged_decode_attention_op(
         q, k_cache, v_cache, block_table, seq_lens, scale, k_scale, v_scale, k_zero, v_zero,
-        splits,
+        splits, max_seq_len,
     )  # fmt: skip
 
 
