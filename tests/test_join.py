@@ -278,6 +278,10 @@ def test_interleaved_rope_rotates_each_pair_in_place_with_no_shared_memory(dtype
 def test_interleaved_rope_compiles_for_sm_90a_with_no_shared_memory_at_all():
     build = rope_interleaved.compile(target="sm_90a", DT=tl.f16)
     assert shared_traffic(build.thread) == []
+    # The pair is each thread's innermost register digit: the interleaved row is stored
+    # 16 bytes at a time (an outermost digit stored it 2 bytes at a time).
+    stores = {k: v for k, v in dict(build.thread.stats).items() if "global_store" in k}
+    assert set(stores) == {"global_store_bytes_16"}, stores
     resources = build.resources  # ptxas' own count: no shared bytes, no spills
     assert resources.shared_bytes == 0 and resources.dynamic_shared_bytes == 0
     assert resources.spill_store_bytes == 0 and resources.registers > 0

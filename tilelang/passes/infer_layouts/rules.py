@@ -257,7 +257,9 @@ class ConcatRule(AnyLayout):
     (`slice_layout`), and the result's from a value's when the values are equal parts
     along the axis: a new outermost local digit over the parts (value k in locals
     [k·N, (k+1)·N) of each thread), so concatenating parts each thread holds — the
-    halves `tl.split` cut along local digits — relabels registers. Values keep their
+    halves `tl.split` cut along local digits — relabels registers; for parts one wide,
+    an innermost digit (value k in locals k, k + P, ...), so a joined row is each
+    thread's consecutive elements. Values keep their
     layouts (no relayout is inserted): the lowering moves every value through one
     shared round trip when some thread lacks an element, which is cheaper than a
     relayout per value."""
@@ -266,14 +268,21 @@ class ConcatRule(AnyLayout):
         result, axis = instr.result, instr.axis
         inference.add(result, instr, free=all(inference.is_free(v) for v in instr.values))
         widths = [v.type.shape[axis] for v in instr.values]
-        outer = local(*(len(widths) if d == axis else 1 for d in range(result.type.rank)))
+        counts = [len(widths) if d == axis else 1 for d in range(result.type.rank)]
+        # Parts one wide (a Triton join) go innermost: the row they interleave into is
+        # then each thread's run of consecutive elements, stored with the widest accesses.
+        over_parts = (
+            (lambda layout: layout.local(*counts))
+            if widths == [1] * len(widths)
+            else local(*counts).__mul__
+        )
         start = 0
         for value, width in zip(instr.values, widths, strict=True):
             starts = [start if d == axis else 0 for d in range(result.type.rank)]
             stops = [start + width if d == axis else n for d, n in enumerate(result.type.shape)]
             start += width
             if len(set(widths)) == 1:
-                inference.edge(value, result, outer.__mul__, SHAPED, backward=False)
+                inference.edge(value, result, over_parts, SHAPED, backward=False)
             inference.edge(
                 result,
                 value,
