@@ -13,12 +13,15 @@ backend for numpy arrays.
 * `tilelang.kernels.attention`: `flash_attention` (forward: GQA/MQA, causal, lse).
 * `tilelang.kernels.paged_attention`: `paged_decode_attention` (vLLM's paged KV cache;
   f16/bf16/f8e4m3/u8/u4).
+* `tilelang.kernels.paged_cache`: `write_paged_cache` (vLLM's reshape_and_cache_flash:
+  new tokens into that cache, quantized to its type).
 """
 
 from .attention import flash_attention
 from .conv import causal_conv1d, causal_conv1d_update
 from .norm import rms_norm, silu_and_mul
 from .paged_attention import paged_decode_attention
+from .paged_cache import write_paged_cache
 from .ssd import ssd_chunk_scan
 from .ssm import selective_scan, selective_state_update
 
@@ -32,4 +35,5 @@ __all__ = [
     "selective_state_update",
     "silu_and_mul",
     "ssd_chunk_scan",
+    "write_paged_cache",
 ]

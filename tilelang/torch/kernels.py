@@ -7,7 +7,8 @@ shapes, so `op` cannot derive them): ``tilelang::selective_scan``,
 ``tilelang::selective_state_update`` (the Mamba decode step, its state updated in
 place), ``tilelang::causal_conv1d``, ``tilelang::causal_conv1d_update`` (conv_state
 shifted in place), ``tilelang::ssd_chunk_scan``, ``tilelang::flash_attention``,
-``tilelang::flash_attention_varlen`` and ``tilelang::paged_decode_attention``.
+``tilelang::flash_attention_varlen`` and ``tilelang::paged_decode_attention``; importing it
+imports `tilelang.torch.paged_cache` too (``tilelang::write_paged_cache``).
 
 Each Python function here checks the user's tensors with the library's own checks
 (`tilelang.kernels.common.check`: the same messages as a numpy call) before it reshapes
@@ -33,6 +34,7 @@ from tilelang.kernels.common import FLOATS, check, flag
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
 from tilelang.runtime import host_calls
 from tilelang.torch import dtypes as td
+from tilelang.torch import paged_cache  # noqa: F401  (registers tilelang::write_paged_cache)
 from tilelang.torch.op import op
 
 #: Tiles for any H (the kernels loop over H in BH columns, masked at the edge).
