@@ -190,7 +190,7 @@ def staged(kernel, assume, stage="plan_registers", **constexprs):
     fn = kernel.stages(assume, **constexprs)[stage]
     found = []
     for instr in walk(fn):
-        if isinstance(instr, ir.Load):
+        if isinstance(instr, ir.Load | ir.Gather):  # varlen attention gathers its q rows
             found.append(("load", instr.tensor.name, instr.result.type.layout, instr.attr("elems")))
         elif isinstance(instr, ir.Store):
             found.append(("store", instr.tensor.name, instr.value.type.layout, instr.attr("elems")))

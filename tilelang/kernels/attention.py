@@ -33,14 +33,15 @@ transpose is materialized).
 Varlen batches (`flash_attention_varlen_kernel`, flash-attn's `flash_attn_varlen_func`)
 run the same loop over packed sequences: a block reads its sequence's offsets with
 scalar loads, walks the keys up to a run-time bound, and reads and stores only its
-sequence's rows: a gather whose row index is sent outside the tensor past the
-sequence's end, where loads read 0 and stores are skipped. K and V rows of the next
-sequence would otherwise reach P·V as 0 · NaN where they hold a NaN or an inf
-(flash-attn zero-fills them too). The index costs the loop instructions (the static
-report, varlen D=128, B=4 S=4096 H=32, sm_90a, against box loads that read the next
-sequence's rows: not causal, narrow 515 -> 612 warp instructions a step, 1.19 -> 1.348
-ms; wide 486 -> 522, 1.112 -> 1.168 ms; causal 502 -> 600, 594.9 -> 661 us), where a
-mask on the box loads cost more (973 a step, narrow).
+sequence's rows. K and V rows of the next sequence would otherwise reach P·V as 0 · NaN
+where they hold a NaN or an inf (flash-attn zero-fills them too): K and V are box
+loads with a row mask (`sequence_boxes`: one zero-filling cp.async predicate a row), q
+and o a gather and scatter whose row index is sent outside the tensor past the
+sequence's end (`sequence_rows`). What reading only its own rows costs the loop (the
+static report, varlen D=128, B=4 S=4096 H=32, sm_90a, warp instructions a step; box
+loads that read the next sequence's rows / the row mask / a gather): not causal,
+narrow 515 / 582 / 612 (1.19 / 1.282 / 1.348 ms), wide 486 / 504 / 522 (1.112 / 1.128
+/ 1.168 ms); causal 502 / 543 / 600 (594.9 / 598.2 / 661 us).
 """
 
 import math
@@ -85,6 +86,20 @@ def head_rows(t, b, row, h, R, HD):
 
 
 @func
+def sequence_boxes(k, v, start, count, row, h, R, HD):
+    """The [R, HD] rows row..row + R of head h of a sequence (`count` rows from row
+    `start` of packed [rows, heads, D] tensors) of k and of v, 0 at and past its end:
+    box loads with a row mask, so the next sequence's NaN or inf stays there
+    (`sequence_rows`). The mask is one condition a row, broadcast along it: a pipelined
+    copy tests it once per row (cp.async's zero fill), where a gather's index costs
+    more; one mask for both (the pipeline makes it once an iteration)."""
+    live = (row + tl.arange(0, R) < count)[:, None, None]
+    kt = tl.load(k, [start + row, h, 0], [R, 1, HD], mask=live)
+    vt = tl.load(v, [start + row, h, 0], [R, 1, HD], mask=live)
+    return tl.reshape(kt, [R, HD]), tl.reshape(vt, [R, HD])
+
+
+@func
 def sequence_rows(start, count, row, R):
     """The packed rows of a sequence's rows row..row + R (the sequence: `count` rows
     from row `start`), -1 for those at or past its end: outside the tensor, so a load
@@ -101,13 +116,13 @@ def attend(
     T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
 ):  # fmt: skip
     """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
-    `sq` queries) over the sk keys of head hk (`head_rows` reads them, by batch b or
-    from row k0): (o unrounded, whether each row saw a key, the rows' max of the scaled
-    scores and their sum of exponentials). The scores are kept in base 2 (scale · log2
-    e, `fast_exp2`: one MUFU a score, probabilities below 2^-126 flushed to 0); the max
-    is returned in natural units. The window's `left` and `right` (right = 0: causal),
-    `softcap` and the ALiBi `slope` (times log2 e) are read with WINDOW (or CAUSAL),
-    SOFTCAP and ALIBI (the module docstring).
+    `sq` queries) over the sk keys of head hk (`head_rows` reads them by batch b, or
+    `sequence_boxes` from row k0 where b is None): (o unrounded, whether each row saw a
+    key, the rows' max of the scaled scores and their sum of exponentials). The scores
+    are kept in base 2 (scale · log2 e, `fast_exp2`: one MUFU a score, probabilities
+    below 2^-126 flushed to 0); the max is returned in natural units. The window's
+    `left` and `right` (right = 0: causal), `softcap` and the ALiBi `slope` (times log2
+    e) are read with WINDOW (or CAUSAL), SOFTCAP and ALIBI (the module docstring).
     Only the key blocks some row does not see whole (the last partial block, causal or
     window blocks crossing an edge) are masked: a block-uniform branch. The keys no row
     of the block sees (past the last row's right edge, before the first row's left
@@ -131,11 +146,11 @@ def attend(
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
     for n in tl.range(start, stop, BN, stages=STAGES):
-        keys = n  # fixed-length: a box from key n; varlen: the sequence's rows, one index
-        if b is None:
-            keys = sequence_rows(k0, sk, n, BN)
-        kt = head_rows(k, b, keys, hk, BN, HD)
-        vt = head_rows(v, b, keys, hk, BN, HD)
+        if b is None:  # varlen: the sequence's rows, 0 past its end
+            kt, vt = sequence_boxes(k, v, k0, sk, n, hk, BN, HD)
+        else:
+            kt = head_rows(k, b, n, hk, BN, HD)
+            vt = head_rows(v, b, n, hk, BN, HD)
         s = tl.dot(qt, tl.transpose(kt)) * (scale * LOG2E)  # base 2: exp2 is cheaper
         if SOFTCAP:  # c · tanh(s / c) in base 2 is the cap of c = softcap · log2 e
             s = tl.tanh(s * (1.0 / (softcap * LOG2E))) * (softcap * LOG2E)
@@ -270,8 +285,8 @@ def flash_attention_varlen_kernel(
     cu_q[b]..cu_q[b+1] of q, its keys rows cu_k[b]..cu_k[b+1] of k and v (read at run
     time); MQ is the longest query count. Rows past a sequence's end are neither read
     (they read 0: K and V zero-filled as flash-attn's, so a NaN of the next sequence
-    stays there) nor stored: their row index is sent outside the tensor
-    (`sequence_rows`)."""
+    stays there: `sequence_boxes`) nor stored: their row index is sent outside the
+    tensor (`sequence_rows`)."""
     # as flash_attention_kernel's
     assert HK >= 1, "k and v need at least one head"
     assert H % HK == 0, "k's heads HK must divide q's heads H (GQA/MQA)"

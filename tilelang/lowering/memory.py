@@ -14,7 +14,9 @@ u1 tile in the value's layout, or the loaded result's) selects elements on top o
 bounds: a run moves whole where all of it is selected (one test of the mask's packed
 bits) and its selected elements one by one where only some are, the two branches of
 an `If`, so a selected run costs the unmasked access plus the test; an element not
-selected is never accessed (a load's keeps the fill).
+selected is never accessed (a load's keeps the fill). A mask that repeats one bit along
+a run (a row mask broadcast along the rows: `run_selection`) is one predicate of the
+whole access.
 
 Byte offsets (`place`) are sums of separate terms, per dim: the box offset (block-
 uniform), this thread's part of the tile index and the local's constant part, each
@@ -320,7 +322,7 @@ def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
     li, run = span
     b, tile, mask, fill = lo.b, access.tile, access.mask, access.fill
     bits = tile.dtype.bits
-    selected = [lo.get(mask, li + i) for i in range(run)] if mask is not None else []
+    selected = run_selection(lo, mask, li, run) if mask is not None else []
     split = len(selected) > 1
     pred = b.all_of([c for c in (*conds, *([] if split else selected)) if c is not None])
     pred = b.let(pred, "p") if pred is not None else None
@@ -358,6 +360,16 @@ def masked_run(lo: Lowering, access: Access, span, conds, at: t.Expr) -> int:
     b.emit(t.If(every, tuple(whole), tuple(alone)))
     b.count(access.partial)
     return len(parts)
+
+
+def run_selection(lo: Lowering, mask: TileRegs, li: int, run: int) -> list[t.Expr]:
+    """The selections of elements `li` .. `li + run - 1`: one where the mask names one
+    bit for the whole run (a broadcast of a per-row condition, kept where its source
+    holds it: `TileRegs.positions`), so the run moves whole under one predicate; else
+    each element's."""
+    if mask.positions is not None and len(set(mask.positions[li : li + run])) == 1:
+        return [lo.get(mask, li)]
+    return [lo.get(mask, li + i) for i in range(run)]
 
 
 def all_selected(lo: Lowering, mask: TileRegs, li: int, run: int) -> t.Expr:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir import thread_mma as tm
@@ -314,18 +315,33 @@ def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice
     """Whether `dst` can name `src`'s registers with its codes where they are (recorded
     in `TileRegs.positions`): packed codes that each thread only reorders, used by
     nothing but casts, which read codes wherever they are stored and do whole groups of
-    them with the vector recipes when every group of codes stays within its words."""
+    them with the vector recipes when every group of codes stays within its words; or a
+    u1 tile (repeats allowed: a broadcast) read only as masks (`only_a_mask`)."""
     if not dst.packed or src.dtype != dst.dtype or src.positions is not None:
         return False
+    users = lo.users.get(result, [])
+    if dst.dtype == dtypes.u1 and users and all(only_a_mask(u, result) for u in users):
+        return True  # read bit by bit (`lo.get`), a repeated bit one test: `run_selection`
     if sorted(choice) != list(range(src.layout.num_locals)) or choice == sorted(choice):
         return False
-    users = lo.users.get(result, [])
     if not users or not all(
         isinstance(u, ir.Cast) and u.result.type.dtype != dst.dtype for u in users
     ):
         return False
     elements, _ = dequant.group(dst.dtype)
     return all(c // elements == li // elements for li, c in enumerate(choice))
+
+
+def only_a_mask(user: ir.Instr, mask: ir.Var) -> bool:
+    """Whether `user` reads `mask` only as its memory access's `mask` operand, which
+    the lowerings read an element at a time (`lo.get`), wherever its bits are kept: a
+    broadcast u1 tile then names its source's bits (a row mask: one bit a row) rather
+    than setting a bit per element."""
+    if getattr(user, "mask", None) is not mask:
+        return False
+    others = [getattr(user, name) for name in user.OPERANDS if name != "mask"]
+    flat = [x for o in others for x in (o if isinstance(o, list | tuple) else (o,))]
+    return all(x is not mask for x in flat)
 
 
 @lowers(ir.Relayout)

@@ -304,7 +304,9 @@ class AsyncCopier:
     predicate fails the bytes become zeros and are not read (cp.async's source size
     0). Under a mask a run is copied whole where all of it is selected (one test of the
     mask's bits) and element by element, each under its own selection, where only some
-    is, the two branches of an `If`: a masked-off element is never read. A replicated
+    is, the two branches of an `If`: a masked-off element is never read. A mask of one
+    bit for the run (a row mask: `memory.run_selection`) is the copy's predicate: one
+    zero-filling cp.async. A replicated
     element is copied by the first replica (`first`). `stat` names the count of the
     cp.asyncs (``{size}``: their bytes)."""
 
@@ -325,12 +327,12 @@ class AsyncCopier:
             return
         if bits % 8:
             raise self.lo.fail(self.instr, f"a masked copy of {mask.dtype} codes")
-        selected = [self.lo.get(mask, li + i) for i in range(run)]
-        if run == 1:
+        selected = memory.run_selection(self.lo, mask, li, run)
+        if len(selected) == 1:  # one element, or one bit for the run (a row mask)
             self.pieces(
                 address,
                 source,
-                bits // 8,
+                run * bits // 8,
                 b.all_of([c for c in (pred, *selected) if c is not None]),
             )
             return

@@ -408,12 +408,13 @@ class _Pipeliner:
             k = self.scalar("mul", _const(s, loop), loop.step, out)
             k = self.scalar("add", loop.start, k, out)
             memo: dict[ir.Var, ir.Value] = {}
+            made = dict(at.masks)  # the copies' offsets and masks (`issue`'s memo)
             for plan in plans:
                 if isinstance(plan, _Async):
                     index = None
                     if plan.gather is not None:
                         index = at.indices.index_at(plan.gather, k, out, memo, ahead=None)
-                    out += self.copy(at, plan, _const(s, loop), k, ahead=None, index=index)
+                    out += self.copy(at, plan, _const(s, loop), k, None, index, made)
                 else:
                     value, code = self.prefetch(at, plan.load, k, ahead=None)
                     out += code
@@ -478,9 +479,10 @@ class _Pipeliner:
         loop, out = at.loop, []
         assert at.write is not None
         next_k = self.scalar("add", loop.var, self.distance(loop, out), out)
+        memo = dict(at.masks)  # one iteration's offsets and masks, made once for its copies
         for plan in asyncs:
             index = at.indices.current(plan.gather) if plan.gather is not None else None
-            out += self.copy(at, plan, at.write, next_k, ahead=at.stages - 1, index=index)
+            out += self.copy(at, plan, at.write, next_k, at.stages - 1, index, memo)
         out.append(ir.AsyncCommit(loc=loop.loc))
         copies = [p.gather for p in asyncs if p.gather is not None]
         if copies:  # the indices of the copies the next iteration issues
@@ -524,13 +526,20 @@ class _Pipeliner:
         return result
 
     def offsets_at(
-        self, at: _Loop, load: ir.Load | ir.Gather, k: ir.Value, out: list[ir.Instr]
+        self,
+        at: _Loop,
+        load: ir.Load | ir.Gather,
+        k: ir.Value,
+        out: list[ir.Instr],
+        memo: dict[ir.Var, ir.Value] | None = None,
     ) -> tuple[tuple[ir.Value, ...], ir.Var | None]:
         """`load`'s offsets and mask at the iteration whose loop variable is `k` (the body
-        instructions they are made of are recomputed into `out`; an invariant mask's
-        were, before the loop)."""
+        instructions they are made of are recomputed into `out`, once per `memo`: the
+        copies of one iteration share a row mask's compares; an invariant mask's were
+        made before the loop)."""
         mask = (load.mask,) if load.mask is not None else ()
-        found = self.values_at(at, (*load.offsets, *mask), k, out, dict(at.masks), ahead=None)
+        memo = dict(at.masks) if memo is None else memo
+        found = self.values_at(at, (*load.offsets, *mask), k, out, memo, ahead=None)
         assert not mask or isinstance(found[-1], ir.Var)
         return found[: len(load.offsets)], (found[-1] if mask else None)
 
@@ -573,11 +582,12 @@ class _Pipeliner:
         k: ir.Value,
         ahead: int | None,
         index: ir.Value | None = None,
+        memo: dict[ir.Var, ir.Value] | None = None,
     ) -> list[ir.Instr]:
         """The copy of `plan`'s box (a gather's rows, from `index`: the index at `k`) at
-        loop variable `k` into buffer `stage`."""
+        loop variable `k` into buffer `stage` (`memo`: `offsets_at`'s)."""
         load, out = plan.load, []
-        offsets, mask = self.offsets_at(at, load, k, out)
+        offsets, mask = self.offsets_at(at, load, k, out, memo)
         tile = load.result.type
         layout = _stage_layout(plan.buffer)
         view = self.fresh(load.result.name + ".next", SharedType(tile.dtype, tile.shape, layout))
