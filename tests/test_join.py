@@ -304,14 +304,21 @@ def test_interleaved_rope_compiles_for_sm_90a_with_no_shared_memory_at_all():
     ],
 )
 def test_bad_joins_and_splits_are_reported_at_the_users_line(body, match):
+    header = "def bad(x: tl.Tensor[tl.f32, 4, 8]):"
+    assert_reported_at_line_6(header, "b, h, p = a[:, :4], a.to(tl.f16), a[:, :2]", body, match)
+
+
+def assert_reported_at_line_6(header: str, names: str, body: str, match: str) -> None:
+    """A kernel `header` whose tile `a` is [4, 8] f32 and `names` more, then `body` at
+    line 6: specializing it fails there with `match`."""
     source = f"""
 @tl.kernel(warps=1)
-def bad(x: tl.Tensor[tl.f32, 4, 8]):
+{header}
     a = tl.load(x, [0, 0], [4, 8])
-    b, h, p = a[:, :4], a.to(tl.f16), a[:, :2]
+    {names}
     u = {body}
 """
-    filename = f"<bad join {abs(hash(body))}>"
+    filename = f"<bad {abs(hash(source))}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     scope = {"tl": tl}
     exec(compile(source, filename, "exec"), scope)
@@ -477,20 +484,10 @@ def test_the_verifier_rejects_a_malformed_concat(edit, match):
     ],
 )
 def test_bad_concats_are_reported_at_the_users_line(body, match):
-    source = f"""
-@tl.kernel(warps=1)
-def bad(x: tl.Tensor[tl.f32, 4, 8], k: tl.i32):
-    a = tl.load(x, [0, 0], [4, 8])
-    b, h, c = a[:, :4], a.to(tl.f16), a[:, :, None]
-    u = {body}
-"""
-    filename = f"<bad concat {abs(hash(body))}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    scope = {"tl": tl}
-    exec(compile(source, filename, "exec"), scope)
-    with pytest.raises(tl.TileLangError, match=match) as caught:
-        scope["bad"].specialize()
-    assert caught.value.loc is not None and caught.value.loc.line == 6
+    header = "def bad(x: tl.Tensor[tl.f32, 4, 8], k: tl.i32):"
+    assert_reported_at_line_6(
+        header, "b, h, c = a[:, :4], a.to(tl.f16), a[:, :, None]", body, match
+    )
 
 
 def test_join_and_concat_are_in_the_library_namespace():

@@ -149,9 +149,11 @@ def test_paged_decode_op_is_the_kernel_bit_for_bit_and_passes_opcheck():
     )
 
 
-def test_paged_decode_op_takes_an_f8_cache_with_a_per_tensor_scale():
+def f8_cache_call(seed: int, q_dtype, cache_dtype):
+    """An f8 cache with per-tensor scales through the op: the direct call's bits, within
+    f16 rounding of the float64 definition. Returns the op's inputs."""
     q, k_cache, v_cache, table, lens = paged_inputs(
-        np.random.default_rng(4), torch.float16, torch.float8_e4m3fn
+        np.random.default_rng(seed), q_dtype, cache_dtype
     )
     out = tk.paged_decode_attention(q, k_cache, v_cache, table, lens, None, 0.5, 2.0)
     direct = kernels.paged_decode_attention(
@@ -161,6 +163,11 @@ def test_paged_decode_op_takes_an_f8_cache_with_a_per_tensor_scale():
     k, v = k_cache.float().numpy() * 0.5, v_cache.float().numpy() * 2.0
     reference = paged_f64(q.float().numpy(), k, v, table.numpy(), lens.numpy(), 0.25)
     np.testing.assert_allclose(out.float().numpy(), reference, atol=3e-2, rtol=3e-2)
+    return q, k_cache, v_cache, table, lens
+
+
+def test_paged_decode_op_takes_an_f8_cache_with_a_per_tensor_scale():
+    q, k_cache, v_cache, table, lens = f8_cache_call(4, torch.float16, torch.float8_e4m3fn)
     # opcheck's test_schema compares inputs with arithmetic torch lacks for f8 on the CPU,
     # so the no-mutation law it checks is checked here on the bytes, and the rest by opcheck
     before = k_cache.view(torch.uint8).clone(), v_cache.view(torch.uint8).clone()
@@ -228,17 +235,7 @@ def test_paged_decode_op_takes_vllms_unit_scales_and_max_seq_len():
 
 
 def test_paged_decode_op_takes_an_f8e5m2_cache():
-    q, k_cache, v_cache, table, lens = paged_inputs(
-        np.random.default_rng(8), torch.bfloat16, torch.float8_e5m2
-    )
-    out = tk.paged_decode_attention(q, k_cache, v_cache, table, lens, None, 0.5, 2.0)
-    direct = kernels.paged_decode_attention(
-        *(host(t) for t in (q, k_cache, v_cache, table, lens)), None, 0.5, 2.0
-    )
-    np.testing.assert_array_equal(bits(out), direct.view(np.int16))
-    k, v = k_cache.float().numpy() * 0.5, v_cache.float().numpy() * 2.0
-    reference = paged_f64(q.float().numpy(), k, v, table.numpy(), lens.numpy(), 0.25)
-    np.testing.assert_allclose(out.float().numpy(), reference, atol=3e-2, rtol=3e-2)
+    f8_cache_call(8, torch.bfloat16, torch.float8_e5m2)
 
 
 def test_fake_implementations_give_the_real_shapes_and_dtypes():
