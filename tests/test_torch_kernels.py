@@ -318,9 +318,9 @@ def test_what_torch_compile_traces_for_a_library_function(monkeypatch):
 # --------------------------------------------------------------------------- the library's messages
 
 
-def numpy_message(fn, *args) -> str:
+def numpy_message(fn, *args, **kwargs) -> str:
     with pytest.raises(ValueError) as info:
-        fn(*args)
+        fn(*args, **kwargs)
     return str(info.value)
 
 
@@ -344,7 +344,8 @@ def test_flash_attention_names_the_layout_it_expected():
         "k must have shape [2, Sk, H_kv, 16], got shape [3, 7, 2, 16] (batch = 2 from q.shape[0])"
     )
     cu = torch.tensor([0, 2], dtype=torch.int32)
-    message = numpy_message(tk.flash_attention, q[0, 0], q[0], q[0], False, None, cu, cu)
+    varlen = dict(cu_seqlens_q=cu, cu_seqlens_k=cu)
+    message = numpy_message(tk.flash_attention, q[0, 0], q[0], q[0], **varlen)
     assert message == "q must have shape [total_q, H, D], got shape [16]"
 
 
