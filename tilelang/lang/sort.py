@@ -337,11 +337,13 @@ def _unpair(joined: Tile, like: Tile, axis: int, width: int) -> Tile:
 
 
 def _take(tile: Tile, axis: int, count: int, start: int = 0) -> Tile:
-    n = tile.shape[axis]
-    if (start, count) == (0, n):
+    """Elements start..start + count of `axis`: one slice (the parts a split would also
+    cut are tiles nothing reads, which still took layouts and registers)."""
+    if (start, count) == (0, tile.shape[axis]):
         return tile
-    sizes = [s for s in (start, count, n - start - count) if s]
-    return split(tile, sizes, axis)[1 if start else 0]
+    index = [slice(None)] * tile.ndim
+    index[axis] = slice(start, start + count)
+    return tile[tuple(index)]
 
 
 def _shape(tile: Tile, axis: int, size: int) -> tuple[int, ...]:
