@@ -37,13 +37,11 @@ def gather_copy_layout(shape: Sequence[int], dtype: DType, threads: int) -> Layo
     return blocked_layout(shape, dtype, threads, min_vec=copy_vector(shape[-1], dtype))
 
 
-def gathered_rows(shared: SharedType, axis: int, threads: int) -> int:
-    """Pointers a thread holds to copy its elements of a gathered `shared` tile: one per
-    position along `axis` (a row the index gives at run time, so no two share one) that
-    its copies come from, counted as positions that differ in some thread."""
+def gathered_rows(shared: SharedType, axis: int, threads: int) -> np.ndarray:
+    """[threads, copies]: the position along `axis` (a row the index gives at run time)
+    each of a thread's copies of a gathered `shared` tile comes from."""
     layout = gather_copy_layout(shared.shape, shared.dtype, threads)
-    starts = layout.table()[:, :: copy_vector(shared.shape[-1], shared.dtype), axis]
-    return len({column.tobytes() for column in np.ascontiguousarray(starts.T)})
+    return layout.table()[:, :: copy_vector(shared.shape[-1], shared.dtype), axis]
 
 
 __all__ = ["copy_vector", "gather_copy_layout", "gathered_rows"]

@@ -487,7 +487,7 @@ def _copy_async(instr: Instr, threads: int, straight: bool) -> int:
 def _gather_async(instr: Instr, threads: int, _straight: bool = False) -> int:
     """A gathered cp.async: a source pointer per run-time row its copies come from."""
     assert isinstance(instr, GatherAsync) and isinstance(instr.shared.type, SharedType)
-    return POINTER_WORDS * gathered_rows(instr.shared.type, instr.axis, threads)
+    return POINTER_WORDS * _distinct_columns(gathered_rows(instr.shared.type, instr.axis, threads))
 
 
 def _shared_access(instr: Instr, threads: int, _straight: bool = False) -> int:
