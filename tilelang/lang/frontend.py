@@ -499,7 +499,7 @@ class FunctionCompiler:
         branch_envs, bodies = [], []
         for branch in (node.body, node.orelse):
             self.env = dict(before)
-            with self.builder.body() as body:  # `rest` is only where `branch` may leave
+            with self.builder.body() as body:  # `rest` follows both; a `return` ends a path
                 self._statements_in_control(branch + (rest or []), leaving=rest is not None)
             branch_envs.append(self.env)
             bodies.append(body)
