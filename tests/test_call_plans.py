@@ -330,6 +330,32 @@ def test_tuples_and_lists_key_by_their_items_and_their_kind(device):
     assert fn.plans.plan(qkv(), {"window_size": [16, 0]}) is None
 
 
+def test_a_decode_loops_growing_max_seq_len_replays_one_plan_per_bucket(device, monkeypatch):
+    """paged_decode_attention's splits depend on max_seq_len only through its bucket
+    (`split_capacity`: 4097..4608 cover 4608 tokens), so a loop whose max_seq_len grows
+    by one a step is recorded once a bucket and replayed after; the replay launches what
+    the full call with that step's own max_seq_len launches, and the next bucket is
+    another key."""
+    fn = K.paged_decode_attention
+    table = np.arange(2 * 300, dtype=np.int32).reshape(2, 300) % 6  # 4800 tokens a row
+
+    def arguments():
+        return (f16(2, 4, 64), f16(6, 16, 2, 64), f16(6, 16, 2, 64), i32(table), i32([40, 17]))
+
+    launched(device, fn, arguments(), {"max_seq_len": 4097})  # makes what is kept
+    device.keep()
+    launched(device, fn, arguments(), {"max_seq_len": 4098})  # recorded
+    args = arguments()
+    assert fn.plans.plan(args, {"max_seq_len": 4608}) is not None
+    assert fn.plans.plan(args, {"max_seq_len": 4609}) is None
+    assert fn.plans.plan(args, {"max_seq_len": 4096}) is None
+    monkeypatch.setattr(call_plans, "ENABLED", False)
+    full = launched(device, fn, args, {"max_seq_len": 4321})
+    monkeypatch.setattr(call_plans, "ENABLED", True)
+    monkeypatch.setattr(fn.plans, "fn", None)  # a replay runs none of the function
+    assert full[0] and launched(device, fn, args, {"max_seq_len": 4321}) == full
+
+
 def test_the_same_tensor_twice_is_another_key(device):
     """x passed as z too: another aliasing, so the full call's launch (z at x's
     address), not the plan of distinct tensors."""

@@ -42,7 +42,7 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -359,8 +359,11 @@ def _recorded(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]):
 class CallPlans:
     """One function's plans, by key (the module docstring)."""
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], coarse: Mapping[str, Callable[[Any], Any]] | None = None
+    ) -> None:
         self.fn = fn
+        self.coarse = dict(coarse or {})
         self._entries: dict[tuple, Plan | str] = {}
         _ALL.add(self)
 
@@ -368,7 +371,7 @@ class CallPlans:
         fn = self.fn
         if not ENABLED or getattr(_local, "recording", None) is not None:
             return fn(*args, **kwargs)  # a call inside one being recorded: its launches count
-        signed = _signature(args, kwargs)
+        signed = _signature(args, self._keyed(kwargs))
         if signed is None:
             return fn(*args, **kwargs)
         key, tensors, addresses = signed
@@ -393,9 +396,16 @@ class CallPlans:
 
     def plan(self, args: tuple, kwargs: dict[str, Any] | None = None) -> Plan | None:
         """The plan these arguments would replay, if there is one (for tests and tools)."""
-        signed = _signature(args, kwargs or {})
+        signed = _signature(args, self._keyed(kwargs or {}))
         entry = signed and self._entries.get(signed[0])
         return entry if isinstance(entry, Plan) else None
+
+    def _keyed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """kwargs as they key: each `coarse` argument by its function's value."""
+        coarse = self.coarse
+        if not coarse or not coarse.keys() & kwargs.keys():
+            return kwargs
+        return {name: coarse[name](v) if name in coarse else v for name, v in kwargs.items()}
 
     def clear(self) -> None:
         self._entries.clear()
@@ -412,9 +422,20 @@ class CallPlans:
 _ALL: weakref.WeakSet[CallPlans] = weakref.WeakSet()
 
 
-def planned(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` with call plans (the module docstring); `.plans` is its `CallPlans`."""
-    plans = CallPlans(fn)
+def planned(
+    fn: Callable[..., Any] | None = None,
+    *,
+    coarse: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> Any:
+    """`fn` with call plans (the module docstring); `.plans` is its `CallPlans`.
+
+    `coarse` names keyword arguments whose value reaches the device only through a
+    function of it, which `fn` applies itself (a length rounded up to a bucket): such an
+    argument keys by that function's value, so the calls of a decode loop whose
+    `max_seq_len` grows by one a step share a plan while its bucket lasts."""
+    if fn is None:
+        return functools.partial(planned, coarse=coarse)
+    plans = CallPlans(fn, coarse)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
