@@ -430,8 +430,9 @@ def test_a_wrong_rank_names_each_dimension_it_expects():
 # --------------------------------------------------------------------------- defaults
 
 
-@pytest.mark.parametrize("kv", ["u8", "u4"])
-@pytest.mark.parametrize("given", ["none", "k", "v"])
+@pytest.mark.parametrize(
+    "kv, given", [("u8", "none"), ("u4", "none"), ("u8", "k"), ("u4", "v")]
+)  # each width with both absent, and with one of each absent beside one given
 def test_absent_zero_points_are_the_middle_code(kv, given):
     """An absent k_zero / v_zero is 2^(bits − 1) (128, 8), read by no load: the
     definition with that zero point, as passing it in full is. Not bit for bit: the

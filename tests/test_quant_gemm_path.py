@@ -179,22 +179,40 @@ def test_the_gemm_kernel_is_exact_with_bf16_activations():
     check(quant.quantize(weights(k=K, seed=52), format="nvfp4"), x, tune=False)
 
 
+#: The formats whose sm_90a tile differs from sm_90's by more than the swap (zero
+#: points of 64-row groups, a per-channel scale): the swapped program's own exactness
+#: test runs them; the others' swapped bits are the unswapped kernel's (below).
+SWAP_ONLY_ON_SM_90A = ["i4 asym g64", "u3 asym g64", "u8 sym per-channel"]
+SAME_TILE_BUT_THE_SWAP = ["u4 sym g128", "u3 asym g128", "mxfp4", "nvfp4"]
+
+
+def test_the_swap_tests_cover_every_format():
+    assert sorted(SWAP_ONLY_ON_SM_90A + SAME_TILE_BUT_THE_SWAP) == sorted(FORMATS)
+
+
 @pytest.mark.usefixtures("forced_gemm")
 @pytest.mark.parametrize("name", FORMATS)
-def test_the_swapped_gemm_of_sm_90a_is_exact(monkeypatch, name):
+def test_sm_90a_swaps_the_gemm_tile_and_targets_without_the_warpgroup_mma_do_not(name):
     """Built for sm_90a the gemm tile is 4 warps computing Wᵀ·xᵀ (`Choice.swap`), with
     128-row k-tiles also where sm_90's takes 8 warps or 64-row k-tiles (zero points of
-    small groups, rows of x masked: the swapped tile holds no x in registers). Its sm_90a
-    program (warpgroup mma included) on the CPU backend is exact against the float64
-    reference at M = 65 (a partial row block), N = 200. Built for a target without the
-    warpgroup mma, sm_90a's choice does not swap."""
-    kernel_module = importlib.import_module("tilelang.kernel")
+    small groups, rows of x masked: the swapped tile holds no x in registers). Built for
+    a target without the warpgroup mma, sm_90a's choice does not swap."""
     qw = quant.quantize(weights(k=K, seed=53), **FORMATS[name])
     built = quant.plan(qw, 65, "sm_90a")
     assert (built.choice.warps, built.choice.bk, built.choice.swap) == (4, 128, True)
     assert built.launches[0].constexprs["SWAP"]
     for target in ("sm_90", "cpu"):
         assert not quant.plan(qw, 65, target, arch="sm_90a").launches[0].constexprs["SWAP"]
+
+
+@pytest.mark.usefixtures("forced_gemm")
+@pytest.mark.parametrize("name", SWAP_ONLY_ON_SM_90A)
+def test_the_swapped_gemm_of_sm_90a_is_exact(monkeypatch, name):
+    """The swapped tile's sm_90a program (warpgroup mma included) on the CPU backend is
+    exact against the float64 reference at M = 65 (a partial row block), N = 200, for
+    the formats whose tile differs from sm_90's by more than the swap."""
+    kernel_module = importlib.import_module("tilelang.kernel")
+    qw = quant.quantize(weights(k=K, seed=53), **FORMATS[name])
     monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])  # sm_90a's thread IR
     check(qw, activations((65, K), seed=54), arch="sm_90a", tune=False)
 
@@ -210,16 +228,17 @@ def test_a_choice_tuned_for_sm_90a_runs_unswapped_on_the_cpu():
 
 
 @pytest.mark.usefixtures("forced_gemm")
-@pytest.mark.parametrize("name", ["u4 sym g128", "u3 asym g128", "mxfp4", "nvfp4"])
+@pytest.mark.parametrize("name", SAME_TILE_BUT_THE_SWAP)
 def test_the_swapped_gemm_gives_the_bits_of_the_unswapped_one(monkeypatch, name):
     """Where sm_90 and sm_90a choose the same tile but the swap (M = 128, zero points if
     any in 128-row groups), Wᵀ·xᵀ adds the same products in the same k order as x·W:
-    the sm_90a program on the CPU backend gives the CPU lowering's bits."""
+    the sm_90a program on the CPU backend gives the CPU lowering's bits, which are
+    exact against the float64 reference."""
     kernel_module = importlib.import_module("tilelang.kernel")
     qw = quant.quantize(weights(k=K, seed=55), **FORMATS[name])
     x = activations((128, K), seed=56)
     plain = quant.plan(qw, 128, "cpu")
-    want = np.asarray(quant.matmul(x, qw))
+    want = np.asarray(check(qw, x))
     swapped = quant.plan(qw, 128, "sm_90a")
     assert swapped.choice == dataclasses.replace(plain.choice, swap=True)
     monkeypatch.setattr(kernel_module, "CPU", TARGETS["sm_90a"])
