@@ -10,13 +10,18 @@ backend for numpy arrays.
 * `tilelang.kernels.norm`: `rms_norm`, `silu_and_mul`.
 * `tilelang.kernels.conv`: `causal_conv1d`, `causal_conv1d_update` (causal-conv1d's).
 * `tilelang.kernels.ssd`: `ssd_chunk_scan` (Mamba-2).
-* `tilelang.kernels.attention`: `flash_attention` (forward: GQA/MQA, causal, lse).
+* `tilelang.kernels.attention`: `flash_attention` (forward: GQA/MQA, causal, lse);
+  `tilelang.kernels.paged_prefill`: its `block_table=` form over vLLM's paged cache
+  (chunked prefill, prefix-cache hits, decode).
 * `tilelang.kernels.paged_attention`: `paged_decode_attention` (vLLM's paged KV cache;
   f16/bf16/f8e4m3/u8/u4).
 * `tilelang.kernels.paged_cache`: `write_paged_cache` (vLLM's reshape_and_cache_flash:
   new tokens into that cache, quantized to its type).
+* `tilelang.kernels.rotary`: `rotary_embedding` (vLLM's: rotary embeddings of q and k
+  in place, neox or GPT-J pairs, partial rotary).
 """
 
+from . import paged_prefill  # noqa: F401  (flash_attention's block_table= form)
 from .attention import flash_attention
 from .conv import causal_conv1d, causal_conv1d_update
 from .norm import rms_norm, silu_and_mul

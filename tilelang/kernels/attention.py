@@ -45,6 +45,7 @@ narrow 515 / 582 / 612 (1.19 / 1.282 / 1.348 ms), wide 486 / 504 / 522 (1.112 / 
 """
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,11 @@ from .common import (
     shape_of,
     tl,
 )
+
+#: `flash_attention`'s form over a paged KV cache (`block_table=`): set by
+#: `tilelang.kernels.paged_prefill`, which the package imports: that module builds on
+#: this one's loop (`attend`), so this one cannot import it (an import cycle).
+PAGED_FORM: dict[str, Callable[..., Any]] = {}
 
 #: The dtypes of q, k and v (tensor-core operands); the output has the same.
 ATTENTION_TYPES = (dtypes.f16, dtypes.bf16)
@@ -113,11 +119,14 @@ def sequence_rows(start, count, row, R):
 @func
 def attend(
     qt, row0, k, v, b, k0, hk, sq, sk, scale, left, right, softcap, slope,
-    T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
+    T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES, keys=None,
 ):  # fmt: skip
     """The online softmax of a block's query rows `qt` (rows row0.. of a sequence of
     `sq` queries) over the sk keys of head hk (`head_rows` reads them by batch b, or
-    `sequence_boxes` from row k0 where b is None): (o unrounded, whether each row saw a
+    `sequence_boxes` from row k0 where b is None, or, with `keys` = (a @func, its first
+    arguments), that func called as keys[0](*keys[1], n, sk, hk, BN, HD) for the [BN,
+    HD] K and V rows of keys n.., 0 at and past sk: another layout's, a paged cache's in
+    `paged_prefill`, k and v then unread): (o unrounded, whether each row saw a
     key, the rows' max of the scaled scores and their sum of exponentials). The scores
     are kept in base 2 (scale · log2 e, `fast_exp2`: one MUFU a score, probabilities
     below 2^-126 flushed to 0); the max is returned in natural units. The window's
@@ -146,7 +155,9 @@ def attend(
     l_i = tl.zeros([BM], tl.f32)
     acc = tl.zeros([BM, HD], tl.f32)
     for n in tl.range(start, stop, BN, stages=STAGES):
-        if b is None:  # varlen: the sequence's rows, 0 past its end
+        if keys is not None:  # another layout's rows (a paged cache), 0 past its end
+            kt, vt = keys[0](*keys[1], n, sk, hk, BN, HD)
+        elif b is None:  # varlen: the sequence's rows, 0 past its end
             kt, vt = sequence_boxes(k, v, k0, sk, n, hk, BN, HD)
         else:
             kt = head_rows(k, b, n, hk, BN, HD)
@@ -439,6 +450,8 @@ def flash_attention(
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     alibi_slopes: Any = None,
+    seqused_k: Any = None,
+    block_table: Any = None,
     interpret: bool = False,
 ) -> Any:
     """Attention forward (flash-attn's `flash_attn_func`).
@@ -470,8 +483,21 @@ def flash_attention(
     cu_seqlens_q[b]..cu_seqlens_q[b + 1] of q (and likewise for k, v), possibly empty.
     `max_seqlen_q` (the longest query count) sizes the grid; `max_seqlen_k` is accepted
     for flash-attn's signature (the kernel reads each length). o is [total_q, H, D],
-    lse [H, total_q]. Host arrays' offsets are checked before the launch."""
+    lse [H, total_q]. Host arrays' offsets are checked before the launch.
+
+    Paged (flash-attn's `flash_attn_varlen_func(..., block_table=)`, vLLM's
+    FlashAttention backend): with `block_table`, k and v are the paged caches k_cache,
+    v_cache [num_blocks, block_size, H_kv, D] and sequence b's keys are its first
+    seqused_k[b] (or cu_seqlens_k[b + 1] − cu_seqlens_k[b]) tokens through the table;
+    its queries, packed by cu_seqlens_q, are its last positions (`kernels.paged_prefill`:
+    chunked prefill, prefix-cache hits, decode)."""
     causal = checked_causal(causal)
+    if block_table is not None or seqused_k is not None:
+        options = (window_size, softcap, alibi_slopes)
+        return PAGED_FORM["call"](
+            q, k, v, block_table, causal, scale, (cu_seqlens_q, cu_seqlens_k, seqused_k),
+            (max_seqlen_q, max_seqlen_k), return_lse, options, interpret,
+        )  # fmt: skip
     if cu_seqlens_q is not None or cu_seqlens_k is not None:
         options = (window_size, softcap, alibi_slopes)
         return _varlen(
@@ -542,6 +568,24 @@ def _varlen(
     same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=alibi_slopes))
     _check_offsets(cu_q, "cu_seqlens_q", total_q)
     _check_offsets(cu_k, "cu_seqlens_k", total_k)
+    max_seqlen_q = longest_queries(cu_q, max_seqlen_q)
+    out = empty(q, (total_q, heads, d), t)
+    lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
+    if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
+        return (out, lse) if return_lse else out
+    every_key = not (causal or flags["WINDOW"])
+    tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q, every_key)  # the grid's blocks
+    constexprs = dict(T=t, CAUSAL=causal, LSE=bool(return_lse), **flags, **tiles)
+    slopes, left, right, cap = options
+    args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
+    run(flash_attention_varlen_kernel, args, constexprs, interpret)
+    return (out, lse) if return_lse else out
+
+
+def longest_queries(cu_q: Any, max_seqlen_q: Any) -> int:
+    """max_seqlen_q checked (a non-negative int, at least the longest of host offsets'
+    sequences), or read from host offsets where not given; device offsets are not read,
+    so they need it."""
     if max_seqlen_q is None:
         if not isinstance(cu_q, np.ndarray):
             raise ValueError(
@@ -555,17 +599,7 @@ def _varlen(
             f"max_seqlen_q = {max_seqlen_q} is below the longest query sequence, "
             f"{int(np.diff(cu_q).max())}"
         )
-    out = empty(q, (total_q, heads, d), t)
-    lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
-    if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:
-        return (out, lse) if return_lse else out
-    every_key = not (causal or flags["WINDOW"])
-    tiles = default_tiles(d, (b1 - 1) * heads, max_seqlen_q, every_key)  # the grid's blocks
-    constexprs = dict(T=t, CAUSAL=causal, LSE=bool(return_lse), **flags, **tiles)
-    slopes, left, right, cap = options
-    args = [q, k, v, cu_q, cu_k, out, lse, slopes, float(scale), max_seqlen_q, left, right, cap]
-    run(flash_attention_varlen_kernel, args, constexprs, interpret)
-    return (out, lse) if return_lse else out
+    return max_seqlen_q
 
 
 def _options(

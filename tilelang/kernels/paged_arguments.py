@@ -108,26 +108,35 @@ def check_max_seq_len(max_seq_len: Any) -> None:
 
 
 def check_lengths(
-    block_table: Any, seq_lens: Any, blocks: int, bs: int, max_seq_len: int | None
+    block_table: Any,
+    seq_lens: Any,
+    blocks: int,
+    bs: int,
+    max_seq_len: int | None,
+    names: tuple[str, str] = ("seq_lens", "max_seq_len"),
 ) -> None:
     """On the host: every length in 0..max_blocks · block_size and at most max_seq_len,
     and every page a sequence uses inside the cache. Device tensors are not read: there
     the kernel reads the first max_blocks · block_size tokens at most, zeros for pages
     outside the cache, and a sequence longer than max_seq_len is still read whole (its
-    last split takes the tokens past the others)."""
+    last split takes the tokens past the others). `names`: what the caller calls the
+    lengths and their bound (`paged_prefill`: seqused_k, max_seqlen_k), for the
+    messages."""
     if not isinstance(seq_lens, np.ndarray) or not isinstance(block_table, np.ndarray):
         return
+    lengths, bound = names
     capacity = block_table.shape[1] * bs
     for b, n in enumerate(seq_lens.tolist()):
         if not 0 <= n <= capacity:
             raise ValueError(
-                f"seq_lens[{b}] = {n} must be in 0..max_blocks · block_size = "
+                f"{lengths}[{b}] = {n} must be in 0..max_blocks · block_size = "
                 f"{block_table.shape[1]} · {bs} = {capacity}"
             )
         if max_seq_len is not None and n > max_seq_len:
+            why = " (it sizes the splits)" if bound == "max_seq_len" else ""
             raise ValueError(
-                f"seq_lens[{b}] = {n} is above max_seq_len = {max_seq_len}: max_seq_len must "
-                f"be at least the longest sequence (it sizes the splits)"
+                f"{lengths}[{b}] = {n} is above {bound} = {max_seq_len}: {bound} must "
+                f"be at least the longest sequence{why}"
             )
         used = block_table[b, : -(-n // bs)]
         bad = used[(used < 0) | (used >= blocks)]

@@ -426,15 +426,20 @@ def _attention(
     tail: tuple,
     lse: bool,
     options: tuple,
+    paged: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`tilelang.kernels.flash_attention(q, k, v, causal=, scale=)` (varlen: `tensors`
-    also cu_seqlens_q and cu_seqlens_k, `tail` max_seqlen_q) with `options` (window_size, softcap, alibi_slopes) on the tensors (CPU ones as
-    zero-copy numpy views: `runtime.host_calls`); (o, lse or an empty f32 tensor)."""
+    also cu_seqlens_q and cu_seqlens_k, `tail` max_seqlen_q; a paged cache: `paged`
+    seqused_k and block_table) with `options` (window_size, softcap, alibi_slopes) on the
+    tensors (CPU ones as zero-copy numpy views: `runtime.host_calls`); (o, lse or an
+    empty f32 tensor)."""
     q = tensors[0]
     window_size, softcap, alibi_slopes = options
     varlen = dict(
         zip(("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q"), (*tensors[3:], *tail), strict=False)
     )
+    if paged[1] is not None:
+        varlen |= dict(seqused_k=paged[0], block_table=paged[1])
     result = attention.flash_attention(
         *tensors[:3], causal=causal, scale=scale, **varlen, return_lse=lse,
         window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
@@ -463,7 +468,7 @@ def flash_attention_varlen_op(
     k: torch.Tensor,
     v: torch.Tensor,
     cu_seqlens_q: torch.Tensor,
-    cu_seqlens_k: torch.Tensor,
+    cu_seqlens_k: torch.Tensor | None,
     max_seqlen_q: int,
     causal: bool,
     scale: float | None,
@@ -472,22 +477,29 @@ def flash_attention_varlen_op(
     window_right: int = -1,
     softcap: float = 0.0,
     alibi_slopes: torch.Tensor | None = None,
+    seqused_k: torch.Tensor | None = None,
+    block_table: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o, lse): `tilelang.kernels.flash_attention` over packed sequences, q [total_q,
-    H, D]; lse [H, total_q] f32 with `return_lse`, else an empty f32 tensor."""
+    H, D]; lse [H, total_q] f32 with `return_lse`, else an empty f32 tensor. With
+    `block_table`, k and v are paged caches [num_blocks, block_size, H_kv, D] and the key
+    counts come from `seqused_k` or `cu_seqlens_k` (one of them; `kernels.paged_prefill`)."""
     tensors = (q, k, v, cu_seqlens_q, cu_seqlens_k)
     options = ((window_left, window_right), softcap, alibi_slopes)
-    return _attention(tensors, causal, scale, (max_seqlen_q,), return_lse, options)
+    paged = (seqused_k, block_table)
+    return _attention(tensors, causal, scale, (max_seqlen_q,), return_lse, options, paged)
 
 
 @flash_attention_varlen_op.register_fake
 def _flash_attention_varlen_fake(
     q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, scale, return_lse, *options
 ):
-    if q.dim() != 3 or k.dim() != 3:
+    paged = len(options) > 5 and options[5] is not None  # block_table: k a paged cache
+    keys = "k [num_blocks, block_size, H_kv, D]" if paged else "k [total_k, H_kv, D]"
+    if q.dim() != 3 or k.dim() != 3 + paged:
         raise ValueError(
-            f"tilelang::flash_attention_varlen: q must be [total_q, H, D] and k [total_k, "
-            f"H_kv, D], got q {list(q.shape)} and k {list(k.shape)}"
+            f"tilelang::flash_attention_varlen: q must be [total_q, H, D] and {keys}, got q "
+            f"{list(q.shape)} and k {list(k.shape)}"
         )
     total_q, heads, _ = q.shape
     lse_shape = (heads, total_q) if return_lse else (0,)
@@ -509,39 +521,53 @@ def flash_attention(
     window_size: tuple[int, int] = (-1, -1),
     softcap: float = 0.0,
     alibi_slopes: torch.Tensor | None = None,
+    seqused_k: torch.Tensor | None = None,
+    block_table: torch.Tensor | None = None,
 ):
     """flash-attn's `flash_attn_func` (and, with `cu_seqlens_q`/`cu_seqlens_k`, its
     `flash_attn_varlen_func`) as the torch operators ``tilelang::flash_attention`` and
     ``tilelang::flash_attention_varlen``; shapes, dtypes (f16, bf16), GQA and the options
     `window_size`, `softcap` and `alibi_slopes` (f32 [H] or [batch, H]) as
     `tilelang.kernels.flash_attention`. o in q's dtype, with `return_lse` (o, lse f32).
-    Every argument after v is keyword-only and `causal` a bool, as there. Varlen without `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under
-    torch.compile or CUDA graphs)."""
+    Every argument after v is keyword-only and `causal` a bool, as there. Varlen without
+    `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under torch.compile
+    or CUDA graphs). With `block_table` (and `seqused_k` or `cu_seqlens_k`), k and v are
+    vLLM's paged caches (`tilelang.kernels.paged_prefill`), on the varlen operator."""
     del max_seqlen_k  # flash-attn's signature; the kernel reads each length
     causal = attention.checked_causal(causal)
     scale = None if scale is None else float(scale)
+    fixed = cu_seqlens_q is None and cu_seqlens_k is None and block_table is None
     if _eager(q, k):  # the library's checks, naming each layout's dimensions
-        fixed = cu_seqlens_q is None and cu_seqlens_k is None
         layout = ("batch", "Sq", "H", "D") if fixed else ("total_q", "H", "D")
         shape, t = _checked(q, "q", (None,) * len(layout), attention.ATTENTION_TYPES, layout)
         keys = ("batch", "Sk", "H_kv", "D") if fixed else ("total_k", "H_kv", "D")
         want = (shape[0], None, None, shape[3]) if fixed else (None, None, shape[2])
+        if block_table is not None:
+            keys, want = ("num_blocks", "block_size", "H_kv", "D"), (None, None, None, shape[2])
         _, given = _checked(k, "k", want, attention.ATTENTION_TYPES, keys)
         attention.require_q_dtype("k", t, given)
     left, right = _window(window_size)
     if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
         raise ValueError(f"softcap must be a finite number >= 0 (0: off), got {softcap!r}")
     options = (left, right, float(softcap), alibi_slopes)
-    if cu_seqlens_q is None and cu_seqlens_k is None:
+    if fixed and seqused_k is None:
         out, lse = flash_attention_op(q, k, v, causal, scale, bool(return_lse), *options)
         return (out, lse) if return_lse else out
-    if cu_seqlens_q is None or cu_seqlens_k is None:
-        raise ValueError("varlen attention needs both cu_seqlens_q and cu_seqlens_k")
+    if block_table is None and (cu_seqlens_q is None or cu_seqlens_k is None):
+        raise ValueError(
+            "varlen attention needs both cu_seqlens_q and cu_seqlens_k (seqused_k goes with "
+            "block_table: a paged cache)"
+        )
+    if cu_seqlens_q is None:
+        raise ValueError(
+            "a paged cache (block_table) needs cu_seqlens_q: int32 [batch + 1], the offsets "
+            "of the packed queries"
+        )
     if max_seqlen_q is None:
         max_seqlen_q = int(torch.diff(cu_seqlens_q).max()) if cu_seqlens_q.numel() > 1 else 0
     out, lse = flash_attention_varlen_op(
         q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), causal, scale,
-        bool(return_lse), *options,
+        bool(return_lse), *options, seqused_k, block_table,
     )  # fmt: skip
     return (out, lse) if return_lse else out
 
