@@ -2,12 +2,15 @@
 
 Quantize float weights (`quantize`: integer codes with or without zero points, small
 floats ExMy, the OCP MX formats, NVFP4), import GPTQ and AWQ checkpoints bit-exactly
-(`from_gptq`, `from_awq`), and hold the result as a `QuantizedWeight`: codes, scales,
-zero points and metadata, with its exact dequantization, its error, and a file form.
+(`from_gptq`, v1 and v2, `from_awq`), llm-compressor's compressed-tensors layers and
+FP8 checkpoints (`from_compressed_tensors`), and hold the result as a
+`QuantizedWeight`: codes, scales, zero points and metadata, with its exact
+dequantization, its error, and a file form.
 
 Modules, one concept each: `formats` (the format table), `arithmetic` (the exact
 dequantization of each format), `quantizer` (`quantize`: scale choice and rounding),
-`checkpoints` (GPTQ/AWQ packings), `weight` (`QuantizedWeight`), `io` (the .npz file
+`checkpoints` (GPTQ/AWQ packings), `compressed_tensors` (compressed-tensors
+and FP8 block-scaled checkpoints), `weight` (`QuantizedWeight`), `io` (the .npz file
 form), `arrays` (numpy or torch inputs; torch is imported only when a tensor is handed
 over), `kernels` (the matmul kernels, in the kernel language), `operands` (a weight as
 the kernels read it: packed codes, scale and zero-point tensors), `matmul` (the choice
@@ -17,6 +20,7 @@ by the autotuner: measured on a GPU, the static model's prediction on request).
 """
 
 from .checkpoints import from_awq, from_gptq
+from .compressed_tensors import ActivationQuantizationWarning, from_compressed_tensors
 from .formats import FORMATS, Format
 from .matmul import Choice, Launch, Plan, matmul, plan
 from .moe import QuantizedExperts, moe_matmul, quantize_experts
@@ -26,6 +30,7 @@ from .weight import QuantizedWeight, ScaleRoundingWarning
 
 __all__ = [
     "FORMATS",
+    "ActivationQuantizationWarning",
     "Choice",
     "Format",
     "Launch",
@@ -35,6 +40,7 @@ __all__ = [
     "ScaleRangeWarning",
     "ScaleRoundingWarning",
     "from_awq",
+    "from_compressed_tensors",
     "from_gptq",
     "matmul",
     "moe_matmul",

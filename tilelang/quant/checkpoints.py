@@ -15,6 +15,11 @@ GPTQ (AutoGPTQ, GPTQ-for-LLaMa; the "v1" checkpoint format), 2, 3, 4 or 8 bits:
   z = field + 1 lies in 1..2^bits. (A true zero point of 0 is written as −1, whose
   wrapped bits also spill into the neighbouring fields; it reads back as 2^bits, and
   this import reproduces what the reference reads.)
+* ``checkpoint_format="gptq_v2"`` (GPTQModel's ``checkpoint_format`` in
+  quantize_config.json; v2 readers such as vLLM's gptq_gemm with its v2 flag use a
+  zero offset of 0 where v1 adds 1): the same packing with the true zero point stored,
+  z = field in 0..2^bits − 1, so a zero point of 0 is representable. A v1 checkpoint
+  converts to v2 losslessly, not the other way round.
 * ``scales`` [⌈K/G⌉, N] (f16; bf16 and f32 accepted): the scale type of the result.
 * ``g_idx`` [K] (optional): the group of each row; act order (``desc_act``) makes it a
   permutation of the groups. Represented as ``perm`` = the rows sorted stably by group,
@@ -48,6 +53,9 @@ from .arrays import float_codes, int_array, words32
 from .weight import QuantizedWeight
 
 GPTQ_BITS = (2, 3, 4, 8)
+#: quantize_config's ``checkpoint_format`` values, and the offset each adds to the
+#: stored zero-point field (v1 stores z − 1).
+GPTQ_ZERO_OFFSET = {"gptq": 1, "gptq_v2": 0}
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 #: Column 8c + j of an AWQ word is its nibble AWQ_NIBBLE[j].
 AWQ_NIBBLE = tuple(int(i) for i in np.argsort(AWQ_ORDER))
@@ -78,7 +86,7 @@ def _scales(scales: Any, k: int, n: int) -> tuple[np.ndarray, dtypes.DType]:
     return scale_codes, scale_dtype
 
 
-def _even_group(k: int, groups: int) -> int:
+def even_group(k: int, groups: int) -> int:
     """K / groups rows a group, where no g_idx tells the group size."""
     if k % groups:
         raise ValueError(
@@ -105,14 +113,14 @@ def _packed_zeros(qzeros: Any, bits: int, groups: int, n: int) -> np.ndarray:
     return _unpack_along_n(words, bits, n).astype(np.int32)
 
 
-def _act_order(g_idx: Any, k: int, groups: int) -> tuple[int, np.ndarray | None]:
+def act_order(g_idx: Any, k: int, groups: int) -> tuple[int, np.ndarray | None]:
     """The group size and the row permutation that makes g_idx's groups contiguous
     (None: they already are). Without g_idx, K / groups rows a group. With it, G is the
     rows of group 0: every group holds G rows but the last, which may hold fewer (1..G,
     ⌈K / G⌉ = groups), as AutoGPTQ's g_idx = position // G over a K that G does not
     divide makes; `QuantizedWeight` holds such a short last group."""
     if g_idx is None:
-        return _even_group(k, groups), None
+        return even_group(k, groups), None
     g = int_array(g_idx, "g_idx", 1).astype(np.int64)
     if g.shape != (k,):
         raise ValueError(f"g_idx must hold one group per row (K = {k}), got shape {g.shape}")
@@ -140,12 +148,19 @@ def from_gptq(
     g_idx: Any = None,
     bits: int = 4,
     sym: bool = True,
+    checkpoint_format: str = "gptq",
 ) -> QuantizedWeight:
     """A GPTQ checkpoint layer (numpy arrays or torch tensors) as a `QuantizedWeight`
     (format "gptq", unsigned codes, zero points, act order as `perm`); the module
-    docstring gives the packing read."""
+    docstring gives the packing read. `checkpoint_format` is quantize_config's:
+    "gptq" (v1, zero points stored minus one) or "gptq_v2" (stored as they are)."""
     if bits not in GPTQ_BITS:
         raise ValueError(f"GPTQ packs {', '.join(map(str, GPTQ_BITS))} bits, got {bits!r}")
+    if checkpoint_format not in GPTQ_ZERO_OFFSET:
+        raise ValueError(
+            f"checkpoint_format: expected one of {', '.join(map(repr, GPTQ_ZERO_OFFSET))} "
+            f'(quantize_config\'s checkpoint_format; "gptq" is v1), got {checkpoint_format!r}'
+        )
     words = words32(qweight, "qweight")
     rows, n = words.shape
     if rows * 32 % bits:
@@ -153,14 +168,14 @@ def from_gptq(
     k = rows * 32 // bits
     scale_codes, scale_dtype = _scales(scales, k, n)
     groups = scale_codes.shape[0]
-    group, perm = _act_order(g_idx, k, groups)
+    group, perm = act_order(g_idx, k, groups)
     midpoint = 1 << (bits - 1)
     if qzeros is None:
         if not sym:
             raise ValueError("qzeros are required unless sym=True")
         zeros = np.full((groups, n), midpoint, dtype=np.int32)
     else:
-        zeros = _packed_zeros(qzeros, bits, groups, n) + 1  # the v1 offset
+        zeros = _packed_zeros(qzeros, bits, groups, n) + GPTQ_ZERO_OFFSET[checkpoint_format]
         if sym and (zeros != midpoint).any():
             g, c = (int(i) for i in np.argwhere(zeros != midpoint)[0])
             raise ValueError(
@@ -194,7 +209,7 @@ def from_awq(qweight: Any, qzeros: Any, scales: Any) -> QuantizedWeight:
     k, columns = words.shape
     n = columns * 8
     scale_codes, scale_dtype = _scales(scales, k, n)
-    group = _even_group(k, scale_codes.shape[0])
+    group = even_group(k, scale_codes.shape[0])
     nibble = list(AWQ_NIBBLE)
     codes = _unpack_along_n(words, 4, n).reshape(k, columns, 8)[:, :, nibble]
     zeros = _packed_zeros(qzeros, 4, k // group, n).reshape(-1, columns, 8)[:, :, nibble]

@@ -244,12 +244,14 @@ class QuantLinear(WeightModule):
         sym: bool = True,
         *,
         scale_dtype: Any = None,
+        checkpoint_format: str = "gptq",
     ) -> QuantLinear:
         """The layer `prefix` ("model.layers.0.mlp.up_proj") of a GPTQ checkpoint: its
         qweight, qzeros, scales, and g_idx and bias when present. `scale_dtype` ("f16"
         or "bf16"): the layer's; None keeps f16 and bf16 scales and makes f32 ones f16
         (`QuantizedWeight.with_scale_dtype`: exact where f16 holds them, else a
-        `ScaleRoundingWarning` with the error)."""
+        `ScaleRoundingWarning` with the error). `checkpoint_format`: quantize_config's,
+        "gptq" (v1) or "gptq_v2" (`tilelang.quant.from_gptq`)."""
         keys = _keys(state_dict, prefix, ("qweight", "scales"))
         qw = quant.from_gptq(
             state_dict[keys["qweight"]],
@@ -258,6 +260,7 @@ class QuantLinear(WeightModule):
             g_idx=state_dict.get(keys["g_idx"]),
             bits=bits,
             sym=sym,
+            checkpoint_format=checkpoint_format,
         )
         return cls(_layer_scales(qw, scale_dtype), state_dict.get(keys["bias"]))
 
@@ -272,6 +275,45 @@ class QuantLinear(WeightModule):
             state_dict[keys["qweight"]], state_dict[keys["qzeros"]], state_dict[keys["scales"]]
         )
         return cls(_layer_scales(qw, scale_dtype), state_dict.get(keys["bias"]))
+
+    @classmethod
+    def from_compressed_tensors_state_dict(
+        cls,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        weights: Mapping[str, Any] | None = None,
+        format: str | None = None,
+        *,
+        bit_packing: str = "dense",
+        scale_dtype: Any = None,
+    ) -> QuantLinear:
+        """The layer `prefix` of a compressed-tensors checkpoint (or an FP8 one with
+        ``weight_scale_inv`` block scales): every tensor directly under `prefix`
+        (``weight_packed``, ``weight_scale``, ..., ``bias``) read by
+        `tilelang.quant.from_compressed_tensors` with `weights` (the layer's
+        QuantizationArgs dict), `format` and `bit_packing`; `scale_dtype` as
+        `from_gptq_state_dict` (FP8 checkpoints' f32 scales become f16 by default:
+        pass "bf16" for a bf16 model)."""
+        tensors = _children(state_dict, prefix)
+        qw = quant.from_compressed_tensors(tensors, weights, format, bit_packing=bit_packing)
+        return cls(_layer_scales(qw, scale_dtype), tensors.get("bias"))
+
+
+def _children(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries directly under `prefix` ("a.b" holds "a.b.weight", not "a.b.c.weight"),
+    by their names without it; a KeyError when there are none."""
+    stem = prefix if not prefix or prefix.endswith(".") else prefix + "."
+    tensors = {
+        key[len(stem) :]: value
+        for key, value in state_dict.items()
+        if key.startswith(stem) and "." not in key[len(stem) :]
+    }
+    if not tensors:
+        raise KeyError(
+            f"state_dict has no tensors under prefix {prefix!r}; its keys start with "
+            f"{sorted({k.rsplit('.', 1)[0] for k in state_dict})[:5]}"
+        )
+    return tensors
 
 
 def _layer_scales(qw: QuantizedWeight, scale_dtype: Any) -> QuantizedWeight:
