@@ -27,6 +27,7 @@ from .conv import causal_conv1d, causal_conv1d_update
 from .norm import rms_norm, silu_and_mul
 from .paged_attention import paged_decode_attention
 from .paged_cache import write_paged_cache
+from .rotary import rotary_embedding
 from .ssd import ssd_chunk_scan
 from .ssm import selective_scan, selective_state_update
 
@@ -36,6 +37,7 @@ __all__ = [
     "flash_attention",
     "paged_decode_attention",
     "rms_norm",
+    "rotary_embedding",
     "selective_scan",
     "selective_state_update",
     "silu_and_mul",

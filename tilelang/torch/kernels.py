@@ -8,7 +8,8 @@ shapes, so `op` cannot derive them): ``tilelang::selective_scan``,
 place), ``tilelang::causal_conv1d``, ``tilelang::causal_conv1d_update`` (conv_state
 shifted in place), ``tilelang::ssd_chunk_scan``, ``tilelang::flash_attention``,
 ``tilelang::flash_attention_varlen`` and ``tilelang::paged_decode_attention``; importing it
-imports `tilelang.torch.paged_cache` too (``tilelang::write_paged_cache``).
+imports `tilelang.torch.paged_cache` (``tilelang::write_paged_cache``) and
+`tilelang.torch.rotary` (``tilelang::rotary_embedding``) too.
 
 Each Python function here checks the user's tensors with the library's own checks
 (`tilelang.kernels.common.check`: the same messages as a numpy call) before it reshapes
@@ -34,7 +35,10 @@ from tilelang.kernels.common import FLOATS, check, flag
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
 from tilelang.runtime import host_calls
 from tilelang.torch import dtypes as td
-from tilelang.torch import paged_cache  # noqa: F401  (registers tilelang::write_paged_cache)
+from tilelang.torch import (
+    paged_cache,  # noqa: F401  (registers tilelang::write_paged_cache)
+    rotary,  # noqa: F401  (registers tilelang::rotary_embedding)
+)
 from tilelang.torch.op import op
 
 #: Tiles for any H (the kernels loop over H in BH columns, masked at the edge).
