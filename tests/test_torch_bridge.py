@@ -170,8 +170,11 @@ def test_an_output_size_no_argument_has_is_refused_when_registering():
 
 def test_op_names_are_checked_and_registration_is_idempotent():
     assert tt.op(scale, "tltest::scale") is OPS["scale"]
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="already registered for another kernel"):
         tt.op(row_sum, "tltest::scale")
+    # one schema a name: the same kernel with other constexprs needs its own name
+    with pytest.raises(ValueError, match=r"with constexprs \{\}, not \{'R': 4\}: give each"):
+        tt.op(head, "tltest::head2", R=4)
     with pytest.raises(ValueError, match="namespace::name"):
         tt.op(scale, "no_namespace")
     with pytest.raises(TypeError, match=r"kernel: expected a @tilelang.kernel"):

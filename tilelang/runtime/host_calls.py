@@ -42,7 +42,7 @@ _PLAIN = (bool, int, float, str, type(None), np.ndarray)
 
 class NoGradientWarning(UserWarning):
     """A tilelang kernel was called on a torch tensor that requires grad, with grad mode
-    on: the result has no gradient (the kernels are forward-only)."""
+    on: no gradient flows through the call (the kernels are forward-only)."""
 
 
 #: The functions and operators that have warned (`warn_no_gradient`): once each.
@@ -70,7 +70,7 @@ def _warn(name: str) -> None:
         return
     WARNED.add(name)
     warnings.warn(
-        f"{name}: the result has no gradient (tilelang kernels are forward-only), but an "
+        f"{name}: no gradient flows through it (tilelang kernels are forward-only), but an "
         "input requires grad; detach it or call under torch.no_grad() to say so",
         NoGradientWarning,
         stacklevel=_caller_level(torch),

@@ -101,9 +101,23 @@ def op(
     if found is not None:
         if found.source is kernel and found.fixed == constexprs and found.mutates == mutates:
             return found
-        raise ValueError(f"name: the operator {name!r} is already registered for another kernel")
+        raise ValueError(f"name: {_taken(name, found, kernel, constexprs, mutates)}")
     made = _OPS[name] = TorchOp(kernel, name, constexprs, mutates)
     return made
+
+
+def _taken(name: str, found: TorchOp, kernel: Any, constexprs: dict, mutates: tuple) -> str:
+    """Why `name` cannot be registered again: what differs from the operator it names
+    (a torch operator has one schema, so each set of constexprs needs its own name)."""
+    if found.source is not kernel:
+        return f"the operator {name!r} is already registered for another kernel"
+    if found.fixed != constexprs:
+        return (
+            f"the operator {name!r} is already registered for this kernel with constexprs "
+            f"{found.fixed}, not {constexprs}: give each set of constexprs its own name "
+            f"(e.g. {name + '_' + '_'.join(f'{k}{v}' for k, v in constexprs.items())!r})"
+        )
+    return f"the operator {name!r} is already registered with mutates={found.mutates}"
 
 
 @dataclass(frozen=True)
