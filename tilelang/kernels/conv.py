@@ -27,6 +27,7 @@ the order of its accesses to one tensor, docs/design.md), so no thread overwrite
 element another has yet to read.
 """
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
 
+from . import packing
 from .common import (
     check,
     empty,
@@ -76,6 +78,7 @@ def causal_conv1d_kernel(
     weight: Tensor[dtypes.f32, "DM", "W"],
     bias: Tensor[dtypes.f32, "NBIAS"],
     initial: Tensor["T", "NI", "DI", "WI"],
+    seq_idx: Tensor[dtypes.i32, "NS", "LS"],
     out: Tensor["T", "NB", "DM", "L"],
     final: Tensor["T", "NF", "DF", "WF"],
     T: constexpr = dtypes.f32,
@@ -84,35 +87,56 @@ def causal_conv1d_kernel(
     SILU: constexpr = False,
     HAS_INITIAL: constexpr = False,
     FINAL: constexpr = False,
+    HAS_SEQ: constexpr = False,
     BD: constexpr = 8,
     BL: constexpr = 128,
 ):
     """out = the causal depthwise convolution of [initial, x] (module docstring); final
-    = its last W - 1 inputs, with FINAL."""
+    = its last W - 1 inputs, with FINAL. With HAS_SEQ (seq_idx [NB, L]) a window reads
+    only its own sequence's steps, and initial only for the sequence at step 0."""
     b, bd, bl = tl.blocks(NB, tl.cdiv(DM, BD), tl.cdiv(L, BL))
     d0 = bd * BD
     t0 = bl * BL
+    first = ids = None  # the sequence at step 0, and of each output step (HAS_SEQ)
+    if HAS_SEQ:
+        first = tl.load(seq_idx, [b, 0])
+        ids = tl.reshape(tl.load(seq_idx, [b, t0], [1, BL]), [1, 1, BL])
+    c = SimpleNamespace(
+        x=x, initial=initial, seq_idx=seq_idx, b=b, d0=d0, first=first, WIDTH=WIDTH, BD=BD,
+        HAS_INITIAL=HAS_INITIAL, HAS_SEQ=HAS_SEQ,
+    )  # fmt: skip
     acc = tl.zeros([BD, BL], tl.f32)
     for k in range(WIDTH):
-        acc = acc + window(x, initial, b, d0, t0 + k, WIDTH, BD, BL, HAS_INITIAL) * tl.load(
-            weight, [d0, k], [BD, 1]
-        )
+        acc = acc + window(c, t0 + k, BL, ids) * tl.load(weight, [d0, k], [BD, 1])
     acc = finish(acc, bias, d0, BD, HAS_BIAS, SILU)
     tl.store(out, [b, d0, t0], tl.reshape(acc.to(T), [1, BD, BL]))
     if FINAL:  # noqa: SIM102 (`and` cannot join a compile-time and a runtime condition)
         if bl == tl.cdiv(L, BL) - 1:  # the last block of its channels writes them
-            tail = window(x, initial, b, d0, L, WIDTH, BD, 4, HAS_INITIAL)  # W - 1 ≤ 3
+            owner = None  # the sequence the final states continue: step L - 1's
+            if HAS_SEQ:
+                owner = tl.zeros([1, 1, 4], tl.i32) + tl.load(seq_idx, [b, L - 1])
+            tail = window(c, L, 4, owner)  # W - 1 ≤ 3
             tl.store(final, [b, d0, 0], tl.reshape(tail.to(T), [1, BD, 4]))
 
 
 @func
-def window(x, initial, b, d0, start, WIDTH, BD, BS, HAS_INITIAL):
+def window(c, start, BS, ids):
     """[initial, x][start : start + BS] (f32) for BD channels, initial being W - 1
-    steps (zeros without HAS_INITIAL): masked loads read 0 outside each part."""
-    tile = tl.load(x, [b, d0, start - (WIDTH - 1)], [1, BD, BS]).to(tl.f32)
-    if HAS_INITIAL:
-        tile = tile + tl.load(initial, [b, d0, start], [1, BD, BS]).to(tl.f32)
-    return tl.reshape(tile, [BD, BS])
+    steps (zeros without HAS_INITIAL): masked loads read 0 outside each part. With
+    HAS_SEQ, as seen by steps of sequences `ids` ([1, 1, BS]): x of another
+    sequence reads 0 (selected, so its inf or NaN stays there), initial only for the
+    sequence at step 0 (c.first)."""
+    start_x = start - (c.WIDTH - 1)
+    tile = tl.load(c.x, [c.b, c.d0, start_x], [1, c.BD, BS]).to(tl.f32)
+    if c.HAS_SEQ:
+        source = tl.reshape(tl.load(c.seq_idx, [c.b, start_x], [1, BS]), [1, 1, BS])
+        tile = tl.where(source == ids, tile, 0.0)  # (before step 0 x reads 0 anyway)
+    if c.HAS_INITIAL:
+        before = tl.load(c.initial, [c.b, c.d0, start], [1, c.BD, BS]).to(tl.f32)
+        if c.HAS_SEQ:
+            before = tl.where(ids == c.first, before, 0.0)
+        tile = tile + before
+    return tl.reshape(tile, [c.BD, BS])
 
 
 @func
@@ -184,33 +208,40 @@ def causal_conv1d(
     weight: Any,
     bias: Any = None,
     *,
+    seq_idx: Any = None,
     activation: str | None = None,
     initial_states: Any = None,
     return_final_states: bool = False,
     interpret: bool = False,
 ) -> Any:
-    """The causal depthwise convolution (causal-conv1d's `causal_conv1d_fn`, forward,
-    without `seq_idx`).
+    """The causal depthwise convolution (causal-conv1d's `causal_conv1d_fn`, forward).
 
     x: [batch, Dm, L] (f32, f16 or bf16); weight: [Dm, W] with W in 2..4; bias: [Dm];
     activation None, "silu" or "swish"; initial_states: [batch, Dm, W - 1] in x's
     dtype (not converted), the inputs before step 0 (zeros when not given). weight and
     bias are f32 (host arrays of f64, f16 or bf16 are converted, once). x, weight and
-    bias are positional, as causal-conv1d's are; the rest are keywords (its fourth
-    positional parameter is seq_idx, which this function does not take). Computes in
-    f32 and returns out [batch, Dm, L] in x's dtype, and with `return_final_states`
-    also the last W - 1 inputs of [initial_states, x], [batch, Dm, W - 1] in x's dtype:
-    the conv_state `causal_conv1d_update` continues from. Host arrays run on the CPU
-    backend, device tensors on the GPU; `interpret` runs the reference interpreter
+    bias are positional, as causal-conv1d's are; the rest are keywords (seq_idx, its
+    fourth positional parameter, included: a call in its order is a TypeError, not a
+    tensor read as a flag). seq_idx, int32 [batch, L] and non-decreasing along L, packs
+    several sequences along L (module docstring): a window reads only its own
+    sequence's steps (x of another reads 0), and initial_states feeds only the sequence
+    at step 0. Computes in f32 and returns out [batch, Dm, L] in x's dtype, and with
+    `return_final_states` also the last W - 1 inputs of [initial_states, x] as the last
+    step's sequence sees them (those of another sequence 0), [batch, Dm, W - 1] in x's
+    dtype: the conv_state `causal_conv1d_update` continues from. Host arrays run on the
+    CPU backend, device tensors on the GPU; `interpret` runs the reference interpreter
     (host arrays only)."""
     (nb, dm, length), t = check(x, "x", (None, None, None), names=("batch", "Dm", "L"))
     silu = _activation(activation)
     wants_final = flag(return_final_states, "return_final_states")
-    device = same_place(dict(x=x, weight=weight, bias=bias, initial_states=initial_states))
+    given = dict(x=x, weight=weight, bias=bias, initial_states=initial_states, seq_idx=seq_idx)
+    device = same_place(given)
     width = _weight(weight, dm, device)
     _bias(bias, dm, device)
     if initial_states is not None:
         check(initial_states, "initial_states", (nb, dm, width - 1), (t,))
+    if seq_idx is not None:
+        packing.seq_ids(seq_idx, nb, length)
     out = empty(x, (nb, dm, length), t)
     final = empty(x, (nb, dm, width - 1), t) if wants_final else placeholder(x, 3, t)
     if nb * dm == 0 or length == 0:
@@ -224,6 +255,7 @@ def causal_conv1d(
         f32_host(weight),
         placeholder(x) if bias is None else f32_host(bias),
         placeholder(x, 3, t) if initial_states is None else initial_states,
+        placeholder(x, 2, dtypes.i32) if seq_idx is None else seq_idx,
         out,
         final,
     ]
@@ -234,6 +266,7 @@ def causal_conv1d(
         SILU=silu,
         HAS_INITIAL=initial_states is not None,
         FINAL=wants_final,
+        HAS_SEQ=seq_idx is not None,
     )
     run(causal_conv1d_kernel, args, constexprs, interpret)
     return (out, final) if wants_final else out

@@ -5,7 +5,7 @@ Per batch b and head h (reading group g = h // (H / G) of B and C), with a scala
 decay rate A[h], in f32 (with the dots' operands in the inputs' dtype, below; the
 output rounded once to x's dtype):
 
-    Δ = Δ + dt_bias[h];  Δ = softplus(Δ) with dt_softplus
+    Δ = Δ + dt_bias[h];  Δ = softplus(Δ) with dt_softplus;  Δ clamped to dt_limit
     S[t] = exp(Δ[t]·A[h])·S[t-1] + Δ[t]·x[t] ⊗ B[t]   (S: [P, N], S[-1] = initial state)
     y[t] = S[t]·C[t] + D[h]·x[t],  times silu(z[t]) when z is given
 
@@ -34,6 +34,25 @@ static model on sm_90a (batch 8, H 32, P 64, L 2048): bf16 N 64, 1025 -> 1161 wa
 instructions a chunk, 143 -> 162 µs; N 128, 285 -> 298 µs; f32 about 12-15% more
 (the extra dot goes through shared memory, which binds there).
 
+Packed batches (mamba_ssm's `seq_idx`, [batch, L], non-decreasing ids): the recurrence
+restarts where the id changes, S[t-1] taken as 0 at the first step of each sequence
+after step 0, so initial_states feeds the sequence at step 0 only (mamba_ssm compares
+with id 0: the same where ids start at 0, as vLLM's do). In the chunked form, number
+the chunk's sequences σ[t] = the starts at or before t (a start at the chunk's first
+step counts, so σ = 0 is the sequence of the state passed in) and restart s at each
+start: one associative scan of (Δ·A, start) pairs gives both. Then entries (t, u) with
+σ[t] ≠ σ[u] are selected away with the future ones, C[t]·S_in reaches only rows with
+σ[t] = 0, and S_out = [σ_last = 0]·exp(s[Q-1])·S_in + Σ_{σ[u] = σ_last} exp(s[Q-1] -
+s[u])·Δ[u]·x[u] ⊗ B[u], each term selected, never multiplied by 0: a non-finite value
+of one sequence reaches no other (every exponent is a difference within one sequence).
+The state at the last step e of a sequence (`cu_seqlens`' varlen states) is that sum
+up to e over its segment, plus exp(s[e])·S_in when the segment is 0: the chunk that
+holds e stores it. These run in a second kernel, `ssd_packed_kernel`, over the same
+chunk function: the plain kernel's build and bits are unchanged. Cost of seq_idx by
+the static model (batch 8, H 32, P 64, L 2048, sm_90a): bf16 N 64 172 -> 219 µs, N 128
+299 -> 408 µs; f32 +2-4%. The masks come from the scan's segment numbers and from
+positions, not from ids: masks from ids made f32 N = 128 spill on sm_80.
+
 The four products of a chunk are `tl.dot`s with operands in the inputs' dtype and an
 f32 accumulator: C·Bᵀ ([Q, N]·[N, Q]), (decay ∘ C·Bᵀ ∘ Δ)·x, C·S_in and (B ∘ w)ᵀ·x.
 For f16 and bf16 inputs they run on the tensor cores; C·Bᵀ is exact (products of half
@@ -60,6 +79,7 @@ favour narrower blocks, many favour the widest state a block holds without spill
 walk, so it is not in the key), host calls run the default unless ``tune=True``.
 """
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -71,6 +91,7 @@ from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.tuning import library
 
+from . import packing
 from .common import (
     check,
     empty,
@@ -108,6 +129,160 @@ def rows(tile, BL, BP):
     return tl.reshape(tile, [BL, BP]).to(tl.f32)
 
 
+@func
+def segment_sum(left, right):
+    """(v1, n1) ⊕ (v2, n2): v summed along the chunk, restarting at each sequence start
+    (n counts the starts: a right part holding one restarts the sum)."""
+    v1, n1 = left
+    v2, n2 = right
+    return tl.where(n2 > 0, v2, v1 + v2), n1 + n2
+
+
+@func
+def sequence_starts(c, l0):
+    """1 where a step of the chunk begins a new sequence (its id differs from the step
+    before's), else 0: never at step 0 (its sequence takes the initial state) nor past
+    L (those steps continue the last sequence, with Δ = 0)."""
+    ids = tl.reshape(tl.load(c.seq_idx, [c.b, l0], [1, c.BL]), [c.BL])
+    before = tl.reshape(tl.load(c.seq_idx, [c.b, l0 - 1], [1, c.BL]), [c.BL])
+    at = c.steps + l0
+    return tl.where((ids != before) & (at > 0) & (at < c.L), 1, 0)
+
+
+@func
+def sequence_state(c, k, state, passed, start, end):
+    """S at the chunk's step `end`, the last step of a sequence that starts at `start`
+    of the chunk: the state passed in, decayed, when it is the sequence's (`passed`: it
+    started in an earlier chunk, or at step 0 where the initial state feeds it), plus
+    its steps in the chunk. Its rows by position, not by id or segment: masks made
+    from steps in any layout (others made f32 N = 128 spill on sm_80)."""
+    at_end = tl.sum(tl.where(c.steps == end, k.s, 0.0), axis=0, keepdims=True)
+    mine = ((c.steps >= start) & (c.steps <= end))[:, None]
+    weights = (tl.exp(at_end - k.s) * k.step)[:, None]  # inf in other rows: selected
+    inject = tl.transpose(tl.where(mine, k.b_in.to(tl.f32) * weights, 0.0).to(c.T))
+    own = tl.dot(inject, tl.where(mine, k.x_in, 0.0))
+    return tl.where(passed, tl.exp(at_end)[:, None] * state, 0.0) + own
+
+
+@func
+def varlen_states(c, k, state, l0):
+    """Stores the state at the last step of each sequence ending in this chunk: the ids
+    of its first step to its last, the last one only when its end (cu[last + 1]) is in
+    the chunk; an empty sequence stores nothing (its state stays 0). The ids are kept
+    inside cu's range (a device seq_idx is not checked)."""
+    end = tl.minimum(l0 + c.BL, c.L)
+    last = tl.load(c.seq_idx, [c.b, end - 1])
+    stop = tl.minimum(last + tl.where(tl.load(c.cu, [last + 1]) <= end, 1, 0), c.NCU - 1)
+    for i in tl.range(tl.maximum(tl.load(c.seq_idx, [c.b, l0]), 0), stop):
+        start, stop_i = tl.load(c.cu, [i]), tl.load(c.cu, [i + 1])
+        passed = (start < l0) | (start == 0)
+        final = tl.transpose(sequence_state(c, k, state, passed, start - l0, stop_i - 1 - l0))
+        box = tl.reshape(final, [1, 1, c.BP, c.BN])
+        tl.store(c.varlen, [i, c.h, c.p0, 0], box, mask=start < stop_i)
+
+
+@func
+def chunk(c, state, l0):
+    """One chunk of the scan at step l0: stores its outputs (and, with VARLEN, the
+    states of the sequences ending in it) and returns the state leaving it."""
+    step = tl.reshape(tl.load(c.dt, [c.b, l0, c.h], [1, c.BL, 1]), [c.BL]).to(tl.f32)
+    if c.HAS_BIAS:
+        step = step + tl.load(c.bias, [c.h], [1])
+    if c.SOFTPLUS:
+        step = tl.softplus(step)
+    if c.LIMIT:  # clamped by selects, not min/max (which would turn a NaN into dt_min)
+        step = tl.where(step < c.dt_min, c.dt_min, tl.where(step > c.dt_max, c.dt_max, step))
+    step = tl.where(c.steps + l0 < c.L, step, 0.0)  # steps past L: no decay, no input
+    keep = c.causal
+    segment = None  # each step's sequence, numbered from 0 in the chunk (HAS_SEQ)
+    if c.HAS_SEQ:
+        # s restarts at each sequence's first step, so every exponent below is a
+        # difference within one sequence and a non-finite Δ reaches no other one.
+        # Segment numbers from the same scan, not ids: masks in s's layout (ids'
+        # masks on B made f32 N = 128 spill 156 bytes on sm_80)
+        starts = sequence_starts(c, l0)
+        s, segment = tl.associative_scan(segment_sum, (step * c.rate, starts), axis=0)
+        keep = keep & (segment[:, None] == segment[None, :])
+    else:
+        s = tl.cumsum(step * c.rate, axis=0)
+    x_in = tl.reshape(tl.load(c.x, [c.b, l0, c.h, c.p0], [1, c.BL, 1, c.BP]), [c.BL, c.BP])
+    b_in = tl.reshape(tl.load(c.B, [c.b, l0, c.g, 0], [1, c.BL, 1, c.BN]), [c.BL, c.BN])
+    k = SimpleNamespace(step=step, s=s, segment=segment, x_in=x_in, b_in=b_in)
+    c_in = tl.reshape(tl.load(c.C, [c.b, l0, c.g, 0], [1, c.BL, 1, c.BN]), [c.BL, c.BN])
+    gap = s[:, None] - s[None, :]
+    decay = tl.exp(tl.where(keep, gap, 0.0))
+    # future steps (and other sequences' steps) selected away, not multiplied by 0: a
+    # non-finite B or Δ there would turn the product into NaN (0·inf)
+    mix = tl.where(keep, tl.dot(c_in, tl.transpose(b_in)) * decay * step[None, :], 0.0)
+    # the dots take the inputs' dtype (module docstring); the state stays f32. x's
+    # non-finite values out of the dot, where a future step's 0 would meet them (0·inf
+    # = NaN); the steps at and after one get NaN instead (`seen` counts them: a 0/1
+    # dot, exact), so no step reads a later one
+    finite = tl.abs(x_in) < float("inf")
+    y = tl.dot(mix.to(c.T), tl.where(finite, x_in, 0.0))
+    seen = tl.dot(keep.to(c.T), tl.where(finite, 0.0, 1.0).to(c.T))
+    y = tl.where(seen > 0.0, float("nan"), y)
+    carried = tl.exp(s)[:, None] * tl.dot(c_in, state.to(c.T))
+    if c.HAS_SEQ:  # the state passed in reaches only its own sequence's rows
+        carried = tl.where((segment == 0)[:, None], carried, 0.0)
+    y = y + carried
+    # x again, in the output's layout (a cache hit), not the dot operand's registers
+    y = y + c.skip * rows(tl.load(c.x, [c.b, l0, c.h, c.p0], [1, c.BL, 1, c.BP]), c.BL, c.BP)
+    if c.HAS_Z:
+        y = y * silu(rows(tl.load(c.z, [c.b, l0, c.h, c.p0], [1, c.BL, 1, c.BP]), c.BL, c.BP))
+    tl.store(c.out, [c.b, l0, c.h, c.p0], tl.reshape(y.to(c.T), [1, c.BL, 1, c.BP]))
+    if c.VARLEN:
+        varlen_states(c, k, state, l0)
+    return leaving(c, k, state)
+
+
+@func
+def leaving(c, k, state):
+    """The state leaving the chunk: S at its last step (with HAS_SEQ, its last
+    sequence's, from that sequence's rows only)."""
+    last_s = k.s[c.BL - 1 :]
+    weights = (tl.exp(last_s - k.s) * k.step)[:, None]
+    if c.HAS_SEQ:
+        last = k.segment[c.BL - 1 :]
+        mine = (k.segment == last)[:, None]
+        inject = tl.transpose(tl.where(mine, k.b_in.to(tl.f32) * weights, 0.0).to(c.T))
+        kept = tl.where(last[:, None] == 0, tl.exp(last_s)[:, None] * state, 0.0)
+        return kept + tl.dot(inject, tl.where(mine, k.x_in, 0.0))
+    inject = tl.transpose((k.b_in.to(tl.f32) * weights).to(c.T))
+    return tl.exp(last_s)[:, None] * state + tl.dot(inject, k.x_in)
+
+
+def more(c: SimpleNamespace, **values: Any) -> SimpleNamespace:
+    """c with `values` added (called while a kernel is built: a kernel assigns names only)."""
+    return SimpleNamespace(**vars(c), **values)
+
+
+@func
+def scan(c):
+    """A block's walk over the chunks of (batch b, head h, columns p0 .. p0 + BP)."""
+    b, h, bp = tl.blocks(c.NB, c.H, tl.cdiv(c.P, c.BP))
+    p0 = bp * c.BP
+    g = h // (c.H // c.G)
+    rate = tl.load(c.A, [h], [1])
+    skip = tl.zeros([1, c.BP], tl.f32)
+    if c.HAS_D:
+        if c.D_PER_P:
+            skip = tl.load(c.D, [h, p0], [1, c.BP])
+        else:
+            skip = tl.broadcast(tl.load(c.D, [h, 0], [1, 1]), [1, c.BP])
+    state = tl.zeros([c.BN, c.BP], tl.f32)
+    if c.HAS_INITIAL:
+        box = tl.load(c.initial, [b, h, p0, 0], [1, 1, c.BP, c.BN])
+        state = tl.transpose(tl.reshape(box, [c.BP, c.BN]))
+    steps = tl.arange(0, c.BL)
+    causal = steps[:, None] >= steps[None, :]
+    c = more(c, b=b, h=h, p0=p0, g=g, rate=rate, skip=skip, steps=steps, causal=causal)
+    for l0 in tl.range(0, c.L, c.BL):
+        state = chunk(c, state, l0)
+    if c.FINAL:
+        tl.store(c.final, [b, h, c.p0, 0], tl.reshape(tl.transpose(state), [1, 1, c.BP, c.BN]))
+
+
 @kernel(warps=lambda **constants: constants["WARPS"])
 def ssd_chunk_scan_kernel(
     x: Tensor["T", "NB", "L", "H", "P"],
@@ -136,57 +311,67 @@ def ssd_chunk_scan_kernel(
     WARPS: constexpr = WARPS,
 ):
     """out = the SSD scan of x (module docstring); final = S[L - 1] with FINAL."""
-    b, h, bp = tl.blocks(NB, H, tl.cdiv(P, BP))
-    p0 = bp * BP
-    g = h // (H // G)
-    rate = tl.load(A, [h], [1])
-    skip = tl.zeros([1, BP], tl.f32)
-    if HAS_D:
-        if D_PER_P:
-            skip = tl.load(D, [h, p0], [1, BP])
-        else:
-            skip = tl.broadcast(tl.load(D, [h, 0], [1, 1]), [1, BP])
-    state = tl.zeros([BN, BP], tl.f32)
-    if HAS_INITIAL:
-        state = tl.transpose(tl.reshape(tl.load(initial, [b, h, p0, 0], [1, 1, BP, BN]), [BP, BN]))
-    steps = tl.arange(0, BL)
-    causal = steps[:, None] >= steps[None, :]
-    for l0 in tl.range(0, L, BL):
-        step = tl.reshape(tl.load(dt, [b, l0, h], [1, BL, 1]), [BL]).to(tl.f32)
-        if HAS_BIAS:
-            step = step + tl.load(bias, [h], [1])
-        if SOFTPLUS:
-            step = tl.softplus(step)
-        step = tl.where(steps + l0 < L, step, 0.0)  # steps past L: no decay, no input
-        s = tl.cumsum(step * rate, axis=0)
-        x_in = tl.reshape(tl.load(x, [b, l0, h, p0], [1, BL, 1, BP]), [BL, BP])
-        b_in = tl.reshape(tl.load(B, [b, l0, g, 0], [1, BL, 1, BN]), [BL, BN])
-        c_in = tl.reshape(tl.load(C, [b, l0, g, 0], [1, BL, 1, BN]), [BL, BN])
-        gap = s[:, None] - s[None, :]
-        decay = tl.exp(tl.where(causal, gap, 0.0))
-        # future steps selected away, not multiplied by 0: a non-finite B or Δ there
-        # would turn the product into NaN (0·inf)
-        mix = tl.where(causal, tl.dot(c_in, tl.transpose(b_in)) * decay * step[None, :], 0.0)
-        # the dots take the inputs' dtype (module docstring); the state stays f32.
-        # x's non-finite values out of the dot, where a future step's 0 would meet
-        # them (0·inf = NaN); the steps at and after one get NaN instead (`seen`
-        # counts them: a 0/1 dot, exact), so no step reads a later one
-        finite = tl.abs(x_in) < float("inf")
-        y = tl.dot(mix.to(T), tl.where(finite, x_in, 0.0))
-        seen = tl.dot(causal.to(T), tl.where(finite, 0.0, 1.0).to(T))
-        y = tl.where(seen > 0.0, float("nan"), y)
-        y = y + tl.exp(s)[:, None] * tl.dot(c_in, state.to(T))
-        # x again, in the output's layout (a cache hit), not the dot operand's registers
-        y = y + skip * rows(tl.load(x, [b, l0, h, p0], [1, BL, 1, BP]), BL, BP)
-        if HAS_Z:
-            y = y * silu(rows(tl.load(z, [b, l0, h, p0], [1, BL, 1, BP]), BL, BP))
-        tl.store(out, [b, l0, h, p0], tl.reshape(y.to(T), [1, BL, 1, BP]))
-        last = s[BL - 1 :]
-        weights = (tl.exp(last - s) * step)[:, None]
-        inject = tl.transpose((b_in.to(tl.f32) * weights).to(T))
-        state = tl.exp(last)[:, None] * state + tl.dot(inject, x_in)
-    if FINAL:
-        tl.store(final, [b, h, p0, 0], tl.reshape(tl.transpose(state), [1, 1, BP, BN]))
+    scan(
+        SimpleNamespace(
+            x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, bias=bias, initial=initial, out=out,
+            final=final, NB=NB, L=L, H=H, P=P, G=G, T=T, HAS_D=HAS_D,
+            D_PER_P=D_PER_P, HAS_Z=HAS_Z, HAS_BIAS=HAS_BIAS, SOFTPLUS=SOFTPLUS,
+            HAS_INITIAL=HAS_INITIAL, FINAL=FINAL, BL=BL, BN=BN, BP=BP,
+            LIMIT=False, HAS_SEQ=False, VARLEN=False,
+        )
+    )  # fmt: skip
+
+
+@kernel(warps=lambda **constants: constants["WARPS"])
+def ssd_packed_kernel(
+    x: Tensor["T", "NB", "L", "H", "P"],
+    dt: Tensor["TD", "NB", "L", "H"],
+    A: Tensor[dtypes.f32, "H"],
+    B: Tensor["T", "NB", "L", "G", "N"],
+    C: Tensor["T", "NB", "L", "G", "N"],
+    D: Tensor[dtypes.f32, "HD", "PD"],
+    z: Tensor["T", "NZ", "LZ", "HZ", "PZ"],
+    bias: Tensor[dtypes.f32, "NBIAS"],
+    initial: Tensor[dtypes.f32, "NI", "HI", "PI", "SI"],
+    seq_idx: Tensor[dtypes.i32, "NS", "LS"],
+    cu: Tensor[dtypes.i32, "NCU"],
+    out: Tensor["T", "NB", "L", "H", "P"],
+    final: Tensor[dtypes.f32, "NF", "HF", "PF", "SF"],
+    varlen: Tensor[dtypes.f32, "NV", "HV", "PV", "SV"],
+    dt_min: dtypes.f32,
+    dt_max: dtypes.f32,
+    T: constexpr = dtypes.f32,
+    TD: constexpr = dtypes.f32,
+    HAS_D: constexpr = False,
+    D_PER_P: constexpr = False,
+    HAS_Z: constexpr = False,
+    HAS_BIAS: constexpr = False,
+    SOFTPLUS: constexpr = False,
+    LIMIT: constexpr = False,
+    HAS_INITIAL: constexpr = False,
+    FINAL: constexpr = False,
+    HAS_SEQ: constexpr = False,
+    VARLEN: constexpr = False,
+    BL: constexpr = MAX_CHUNK,
+    BN: constexpr = 16,
+    BP: constexpr = 32,
+    WARPS: constexpr = WARPS,
+):
+    """`ssd_chunk_scan_kernel` with packed sequences and a clamp on Δ: with LIMIT, Δ is
+    clamped to [dt_min, dt_max] after the bias and softplus; with HAS_SEQ the recurrence
+    restarts where seq_idx [NB, L] changes (module docstring); with VARLEN (NB = 1,
+    HAS_SEQ) varlen[i] is the state at the last step of sequence i, steps cu[i] ..<
+    cu[i + 1] (NCU = n_seq + 1)."""
+    scan(
+        SimpleNamespace(
+            x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, bias=bias, initial=initial, out=out,
+            final=final, seq_idx=seq_idx, cu=cu, varlen=varlen, dt_min=dt_min,
+            dt_max=dt_max, NB=NB, L=L, H=H, P=P, G=G, NCU=NCU, T=T, HAS_D=HAS_D,
+            D_PER_P=D_PER_P, HAS_Z=HAS_Z, HAS_BIAS=HAS_BIAS, SOFTPLUS=SOFTPLUS,
+            HAS_INITIAL=HAS_INITIAL, FINAL=FINAL, BL=BL, BN=BN, BP=BP, LIMIT=LIMIT,
+            HAS_SEQ=HAS_SEQ, VARLEN=VARLEN,
+        )
+    )  # fmt: skip
 
 
 def chunk_for(chunk_size: int) -> int:
@@ -230,8 +415,12 @@ def ssd_chunk_scan(
     dt_bias: Any = None,
     initial_states: Any = None,
     *,
+    seq_idx: Any = None,
+    cu_seqlens: Any = None,
     dt_softplus: bool = False,
+    dt_limit: tuple[float, float] | None = None,
     return_final_states: bool = False,
+    return_varlen_states: bool = False,
     interpret: bool = False,
     tune: bool | None = None,
 ) -> Any:
@@ -242,21 +431,34 @@ def ssd_chunk_scan(
     initial_states: [batch, H, P, N]. x, B, C and z share one dtype (f32, f16 or bf16),
     dt is any of those; A, D, dt_bias and initial_states are f32 (host arrays of f64,
     f16 or bf16 are converted, once). The positional parameters are mamba_ssm's, in its
-    order; the flags (and its later options, which this function does not take) are
-    keywords. chunk_size (a positive int) sets the chunk the scan is cut into, rounded
-    to a power of two in [16, 32]: the result is the same for any chunk up to rounding.
-    A non-finite x, B or dt at a step leaves every output before it as it would be
-    without (module docstring). Computes in f32 (module docstring) and returns out
-    [batch, L, H, P] in x's dtype, and with `return_final_states` also the f32 state
-    S[L - 1], [batch, H, P, N]. Host arrays run on the CPU backend, device tensors on
-    the GPU; `interpret` runs the reference interpreter (host arrays only). `tune`: None
-    tunes (BP, warps) on device tensors only, True on host arrays too (the static
-    model's ranking), False runs the default tiles (module docstring)."""
+    order; the flags and its later options are keywords. chunk_size (a positive int)
+    sets the chunk the scan is cut into, rounded to a power of two in [16, 32]: the
+    result is the same for any chunk up to rounding. dt_limit=(lo, hi) clamps Δ after
+    the bias and the softplus (a NaN stays NaN); None (the default) does not clamp.
+
+    Packed batches (module docstring): seq_idx, int32 [batch, L] and non-decreasing
+    along L, restarts the recurrence where it changes (no state crosses sequences;
+    initial_states feeds the sequence at step 0 only). With cu_seqlens (int32 [n_seq +
+    1], batch 1, seq_idx numbering its sequences 0..n_seq - 1) and
+    `return_varlen_states`, the f32 state at the last step of each sequence, [n_seq, H,
+    P, N] (zeros for an empty sequence).
+
+    A non-finite x, B or dt at a step leaves every output before it, and every output
+    of another sequence, as it would be without (module docstring). Computes in f32
+    (module docstring) and returns out [batch, L, H, P] in x's dtype, then with
+    `return_final_states` the f32 state S[L - 1], [batch, H, P, N], then with
+    `return_varlen_states` the sequences' states (mamba_ssm's order: out, final,
+    varlen). Host arrays run on the CPU backend, device tensors on the GPU; `interpret`
+    runs the reference interpreter (host arrays only). `tune`: None tunes (BP, warps) on
+    device tensors only, True on host arrays too (the static model's ranking), False
+    runs the default tiles (module docstring)."""
     (nb, length, heads, p), t = check(
         x, "x", (None, None, None, None), names=("batch", "L", "H", "P")
     )
     softplus = flag(dt_softplus, "dt_softplus")
     wants_final = flag(return_final_states, "return_final_states")
+    wants_varlen = flag(return_varlen_states, "return_varlen_states")
+    limits = packing.step_limits(dt_limit)
     _, td = check(dt, "dt", (nb, length, heads))
     (_, _, groups, n), _ = check(B, "B", (nb, length, None, None), (t,), (None, None, "G", "N"))
     if groups < 1 or heads % groups:
@@ -269,7 +471,8 @@ def ssd_chunk_scan(
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     values = dict(x=x, dt=dt, A=A, B=B, C=C, D=D, z=z, dt_bias=dt_bias)
-    device = same_place({**values, "initial_states": initial_states})
+    packed = dict(initial_states=initial_states, seq_idx=seq_idx, cu_seqlens=cu_seqlens)
+    device = same_place({**values, **packed})
     params = f32_params(device)
     check(A, "A", (heads,), params)
     if dt_bias is not None:
@@ -279,10 +482,14 @@ def ssd_chunk_scan(
         check(D, "D", (heads, p) if d_per_p else (heads,), params)
     if initial_states is not None:
         check(initial_states, "initial_states", (nb, heads, p, n), params)
+    n_seq = _sequences(seq_idx, cu_seqlens, wants_varlen, nb, length)
     out = empty(x, (nb, length, heads, p), t)
     final = empty(x, (nb, heads, p, n), dtypes.f32) if wants_final else placeholder(x, 4)
+    # zeros: an empty sequence has no step, so no block writes its state
+    varlen = placeholder(x, 4, dtypes.f32, (n_seq, heads, p, n)) if wants_varlen else None
     if nb * heads * p * n == 0 or length == 0:
-        return _without_steps(x, out, final, initial_states, wants_final)
+        result = _without_steps(x, out, final, initial_states, wants_final)
+        return _with_varlen(result, varlen, wants_final)
     bn = next_power_of_two(n)
     args = [
         x,
@@ -310,13 +517,45 @@ def ssd_chunk_scan(
         BL=chunk_for(chunk_size),
         BN=bn,
     )
+    build = ssd_chunk_scan_kernel
+    if seq_idx is not None or limits is not None:  # the packed kernel's extra parameters
+        build = ssd_packed_kernel
+        args[9:9] = [
+            placeholder(x, 2, dtypes.i32) if seq_idx is None else seq_idx,
+            cu_seqlens if wants_varlen else placeholder(x, 1, dtypes.i32),
+        ]
+        args += [varlen if wants_varlen else placeholder(x, 4), *(limits or (0.0, 0.0))]
+        constexprs |= dict(LIMIT=limits is not None, HAS_SEQ=seq_idx is not None)
+        constexprs |= dict(VARLEN=wants_varlen)
     tiles = configs(bn, p, t != dtypes.f32)
     if interpret:
-        run(ssd_chunk_scan_kernel, args, {**constexprs, **tiles[0]}, interpret)
+        run(build, args, {**constexprs, **tiles[0]}, interpret)
     else:
         key = ("NB", "H", "P", "N")
-        library.call(ssd_chunk_scan_kernel, args, constexprs, tiles, key, tune, device)
-    return (out, final) if wants_final else out
+        library.call(build, args, constexprs, tiles, key, tune, device)
+    return _with_varlen((out, final) if wants_final else out, varlen, wants_final)
+
+
+def _sequences(seq_idx: Any, cu_seqlens: Any, wants_varlen: bool, nb: int, length: int) -> int:
+    """The number of sequences of the varlen states (0 without them), after checking
+    seq_idx and cu_seqlens (`packing`)."""
+    if seq_idx is not None:
+        packing.seq_ids(seq_idx, nb, length)
+    if cu_seqlens is None:
+        if wants_varlen:
+            raise ValueError(
+                "return_varlen_states needs cu_seqlens (int32 [n_seq + 1], the sequences' "
+                "offsets along L), got None"
+            )
+        return 0
+    return packing.sequence_offsets(cu_seqlens, seq_idx, nb, length)
+
+
+def _with_varlen(result: Any, varlen: Any, wants_final: bool) -> Any:
+    """mamba_ssm's return order: out, the final state (if asked), the varlen states."""
+    if varlen is None:
+        return result
+    return (*result, varlen) if wants_final else (result, varlen)
 
 
 def _skip(D: Any, per_p: bool, heads: int, like: Any) -> Any:

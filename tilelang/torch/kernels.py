@@ -5,10 +5,12 @@ users call; and, written by hand over the library functions (their kernels' opti
 tensors and scratch have sizes no argument gives, and the wrappers pick tiles from the
 shapes, so `op` cannot derive them): ``tilelang::selective_scan``,
 ``tilelang::selective_state_update`` (the Mamba decode step, its state updated in
-place), ``tilelang::causal_conv1d``, ``tilelang::causal_conv1d_update`` (conv_state
-shifted in place), ``tilelang::ssd_chunk_scan``, ``tilelang::flash_attention``,
-``tilelang::flash_attention_varlen`` and ``tilelang::paged_decode_attention``; importing it
-imports `tilelang.torch.paged_cache` (``tilelang::write_paged_cache``) and
+place), ``tilelang::causal_conv1d_update`` (conv_state shifted in place),
+``tilelang::flash_attention``, ``tilelang::flash_attention_varlen`` and
+``tilelang::paged_decode_attention``; importing it imports `tilelang.torch.ssm_ops`
+(``tilelang::causal_conv1d``, ``tilelang::ssd_chunk_scan``, with packed batches; their
+functions are re-exported here), `tilelang.torch.paged_cache`
+(``tilelang::write_paged_cache``) and
 `tilelang.torch.rotary` (``tilelang::rotary_embedding``) too.
 
 Each Python function here checks the user's tensors with the library's own checks
@@ -30,7 +32,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 import tilelang.kernels as library
 from tilelang.dtypes import DType
-from tilelang.kernels import attention, conv, paged_attention, ssd, ssm, ssm_update
+from tilelang.kernels import attention, conv, paged_attention, ssm, ssm_update
 from tilelang.kernels.common import FLOATS, check, flag
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
 from tilelang.runtime import host_calls
@@ -40,6 +42,7 @@ from tilelang.torch import (
     rotary,  # noqa: F401  (registers tilelang::rotary_embedding)
 )
 from tilelang.torch.op import op
+from tilelang.torch.ssm_ops import causal_conv1d, ssd_chunk_scan  # noqa: F401 (the ops)
 
 #: Tiles for any H (the kernels loop over H in BH columns, masked at the edge).
 RMS_NORM = op(rms_norm_kernel, "tilelang::rms_norm", BM=4, BH=256)
@@ -240,53 +243,6 @@ def selective_state_update(
     )
 
 
-@torch.library.custom_op("tilelang::causal_conv1d", mutates_args=(), device_types=("cpu", "cuda"))
-def causal_conv1d_op(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    activation: str | None,
-    initial_states: torch.Tensor | None,
-    return_final_states: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, final states): `tilelang.kernels.causal_conv1d`; the final states [batch,
-    Dm, W - 1] with `return_final_states`, else an empty tensor of x's dtype."""
-    result = conv.causal_conv1d(
-        x, weight, bias, activation=activation, initial_states=initial_states,
-        return_final_states=return_final_states,
-    )  # fmt: skip
-    if not return_final_states:
-        return result, x.new_empty(0)
-    out, final = result
-    return out, _not_an_input(final, initial_states)
-
-
-@causal_conv1d_op.register_fake
-def _causal_conv1d_fake(x, weight, bias, activation, initial_states, return_final_states):
-    _rank("tilelang::causal_conv1d", x=(x, ("batch", "Dm", "L")), weight=(weight, ("Dm", "W")))
-    final = (x.shape[0], x.shape[1], weight.shape[1] - 1) if return_final_states else (0,)
-    return x.new_empty(x.shape), x.new_empty(final)
-
-
-def causal_conv1d(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    *,
-    activation: str | None = None,
-    initial_states: torch.Tensor | None = None,
-    return_final_states: bool = False,
-):
-    """causal-conv1d's `causal_conv1d_fn` forward as the torch operator
-    ``tilelang::causal_conv1d`` (shapes, dtypes and which parameters are keywords:
-    `tilelang.kernels.causal_conv1d`): out [batch, Dm, L] in x's dtype, and with
-    `return_final_states` (out, the last W - 1 inputs [batch, Dm, W - 1], the
-    conv_state decoding continues from)."""
-    wants_final = flag(return_final_states, "return_final_states")
-    out, final = causal_conv1d_op(x, weight, bias, activation, initial_states, wants_final)
-    return (out, final) if wants_final else out
-
-
 @torch.library.custom_op(
     "tilelang::causal_conv1d_update", mutates_args=("conv_state",), device_types=("cpu", "cuda")
 )
@@ -325,76 +281,6 @@ def causal_conv1d_update(
     `tilelang.kernels.causal_conv1d_update`): conv_state [batch, Dm, state_len] is
     shifted in place; returns out with x's shape ([batch, Dm] or [batch, Dm, S])."""
     return causal_conv1d_update_op(x, conv_state, weight, bias, activation)
-
-
-@torch.library.custom_op("tilelang::ssd_chunk_scan", mutates_args=(), device_types=("cpu", "cuda"))
-def ssd_chunk_scan_op(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int,
-    D: torch.Tensor | None,
-    z: torch.Tensor | None,
-    dt_bias: torch.Tensor | None,
-    dt_softplus: bool,
-    initial_states: torch.Tensor | None,
-    return_final_states: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, final state): `tilelang.kernels.ssd_chunk_scan`; the f32 final state
-    [batch, H, P, N] with `return_final_states`, else an empty f32 tensor."""
-    result = ssd.ssd_chunk_scan(
-        x, dt, A, B, C, chunk_size, D, z, dt_bias, initial_states, dt_softplus=dt_softplus,
-        return_final_states=return_final_states,
-    )  # fmt: skip
-    if not return_final_states:
-        return result, x.new_empty(0, dtype=torch.float32)
-    out, final = result
-    return out, _not_an_input(final, initial_states)
-
-
-@ssd_chunk_scan_op.register_fake
-def _ssd_chunk_scan_fake(
-    x, dt, A, B, C, chunk_size, D, z, dt_bias, dt_softplus, initial_states, return_final_states
-):
-    _rank(
-        "tilelang::ssd_chunk_scan",
-        x=(x, ("batch", "L", "H", "P")),
-        B=(B, ("batch", "L", "G", "N")),
-    )
-    nb, _, heads, p = x.shape
-    final = (nb, heads, p, B.shape[3]) if return_final_states else (0,)
-    return x.new_empty(x.shape), x.new_empty(final, dtype=torch.float32)
-
-
-def ssd_chunk_scan(
-    x: torch.Tensor,
-    dt: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    chunk_size: int,
-    D: torch.Tensor | None = None,
-    z: torch.Tensor | None = None,
-    dt_bias: torch.Tensor | None = None,
-    initial_states: torch.Tensor | None = None,
-    *,
-    dt_softplus: bool = False,
-    return_final_states: bool = False,
-):
-    """mamba_ssm's `mamba_chunk_scan_combined` forward as the torch operator
-    ``tilelang::ssd_chunk_scan`` (shapes, dtypes and which parameters are keywords:
-    `tilelang.kernels.ssd_chunk_scan`): out [batch, L, H, P] in x's dtype, and with
-    `return_final_states` (out, the f32 state [batch, H, P, N])."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    softplus = flag(dt_softplus, "dt_softplus")
-    wants_final = flag(return_final_states, "return_final_states")
-    out, final = ssd_chunk_scan_op(
-        x, dt, A, B, C, chunk_size, D, z, dt_bias, softplus, initial_states, wants_final
-    )
-    return (out, final) if wants_final else out
 
 
 # ------------------------------------------------------------------------ attention
