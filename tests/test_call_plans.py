@@ -332,7 +332,7 @@ def test_tuples_and_lists_key_by_their_items_and_their_kind(device):
 
 def test_a_decode_loops_growing_max_seq_len_replays_one_plan_per_bucket(device, monkeypatch):
     """paged_decode_attention's splits depend on max_seq_len only through its bucket
-    (`split_capacity`: 4097..4608 cover 4608 tokens), so a loop whose max_seq_len grows
+    (`coarse_length`: 4097..4608 cover 4608 tokens), so a loop whose max_seq_len grows
     by one a step is recorded once a bucket and replayed after; the replay launches what
     the full call with that step's own max_seq_len launches, and the next bucket is
     another key."""
@@ -354,6 +354,29 @@ def test_a_decode_loops_growing_max_seq_len_replays_one_plan_per_bucket(device, 
     monkeypatch.setattr(call_plans, "ENABLED", True)
     monkeypatch.setattr(fn.plans, "fn", None)  # a replay runs none of the function
     assert full[0] and launched(device, fn, args, {"max_seq_len": 4321}) == full
+
+
+def test_chunked_prefills_changing_max_seqlen_q_replays_one_plan_per_bucket(device, monkeypatch):
+    """flash_attention's grid takes max_seqlen_q rounded (`coarse_length`: 33..36 size it
+    as 36) and max_seqlen_k is never launched with: calls whose max_seqlen_q shares a
+    bucket share a plan whatever their max_seqlen_k, and a replay launches what the full
+    call with its own values launches."""
+    fn, arguments = CASES["flash_attention varlen, lse"]
+    args, kwargs = arguments()
+    launched(device, fn, args, {**kwargs, "max_seqlen_q": 34, "max_seqlen_k": 40})
+    device.keep()
+    args, _ = arguments()
+    launched(device, fn, args, {**kwargs, "max_seqlen_q": 35, "max_seqlen_k": 50})  # recorded
+    args, _ = arguments()
+    assert fn.plans.plan(args, {**kwargs, "max_seqlen_q": 36, "max_seqlen_k": 7}) is not None
+    assert fn.plans.plan(args, {**kwargs, "max_seqlen_q": 37, "max_seqlen_k": 50}) is None
+    assert fn.plans.plan(args, {**kwargs, "max_seqlen_q": 35, "max_seqlen_k": -1}) is None
+    exact = {**kwargs, "max_seqlen_q": 33, "max_seqlen_k": 40}
+    monkeypatch.setattr(call_plans, "ENABLED", False)
+    full = launched(device, fn, args, exact)
+    monkeypatch.setattr(call_plans, "ENABLED", True)
+    monkeypatch.setattr(fn.plans, "fn", None)  # a replay runs none of the function
+    assert full[0] and launched(device, fn, args, exact) == full
 
 
 def test_the_same_tensor_twice_is_another_key(device):

@@ -554,26 +554,26 @@ def test_max_seq_len_sizes_the_splits_not_the_table_width(monkeypatch):
     assert_close(case.run(max_seq_len=600), case)
     _, args, _, _ = launches[-1]
     splits, per_split = args[9].shape[2], int(args[16])
-    covered = pa.split_capacity(600)  # 640: max_seq_len's bucket
+    covered = common.coarse_length(600)  # 640: max_seq_len's bucket
     assert splits > 1 and (splits - 1) * per_split < covered <= splits * per_split
     case.run()  # the table's capacity: most splits start past 600
     _, args, _, _ = launches[-1]
     assert (args[9].shape[2] - 1) * int(args[16]) >= 600
 
 
-def test_split_capacity_rounds_up_by_at_most_an_eighth_in_8_buckets_an_octave():
-    """max_seq_len keys a call plan through its bucket (`split_capacity`): never below
+def test_coarse_lengths_round_up_by_at_most_an_eighth_in_8_buckets_an_octave():
+    """max_seq_len keys a call plan through its bucket (`coarse_length`): never below
     it (the splits must cover max_seq_len), at most 1/8 above it, and few buckets an
     octave, so a decode loop growing by one token a step records a plan rarely."""
     for octave in range(13):
         lengths = range(1 << octave, 2 << octave)
-        buckets = {pa.split_capacity(n) for n in lengths}
+        buckets = {common.coarse_length(n) for n in lengths}
         # the next octave's start is a bucket of this one's last lengths too
         assert len(buckets - {2 << octave}) <= 8, (octave, sorted(buckets))
         for n in lengths:
-            assert n <= pa.split_capacity(n) <= n + n / 8, n
+            assert n <= common.coarse_length(n) <= n + n / 8, n
     for odd in (None, 0, -3, 2.5, True, "100"):
-        assert pa.split_capacity(odd) is odd
+        assert common.coarse_length(odd) is odd
 
 
 def test_max_seq_len_past_the_table_is_its_capacity_and_below_a_length_is_refused():

@@ -60,6 +60,7 @@ from .common import (
     LN2,
     LOG2E,
     check,
+    coarse_length,
     empty,
     next_power_of_two,
     placeholder,
@@ -433,7 +434,19 @@ def _wide_first(hd: int, step: int, batch_heads: int, rows: int) -> bool:
     return busiest(wide) * WIDE_ROW_COST[hd, step] < busiest(NARROW_ROWS[hd])
 
 
-@planned
+def host_bound(bound: Any) -> Any:
+    """max_seqlen_k as a call plan keys it: checked against host lengths, never read by
+    a launch, so every valid bound keys alike (anything else keys as itself, so its
+    call runs in full and raises)."""
+    return "a bound" if type(bound) is int and bound >= 0 else bound
+
+
+#: The arguments a call plan keys coarsely (`planned(coarse=...)`): chunked prefill's
+#: max_seqlen_q changes every step, and the grid takes it rounded (`coarse_length`).
+COARSE = {"max_seqlen_q": coarse_length, "max_seqlen_k": host_bound}
+
+
+@planned(coarse=COARSE)
 @accepts_host_tensors
 def flash_attention(
     q: Any,
@@ -481,8 +494,10 @@ def flash_attention(
     `cu_seqlens_k` (int32 [batch + 1], non-decreasing, from 0 to total_q and total_k),
     q is packed [total_q, H, D], k and v [total_k, H_kv, D]; sequence b is rows
     cu_seqlens_q[b]..cu_seqlens_q[b + 1] of q (and likewise for k, v), possibly empty.
-    `max_seqlen_q` (the longest query count) sizes the grid; `max_seqlen_k` is accepted
-    for flash-attn's signature (the kernel reads each length). o is [total_q, H, D],
+    `max_seqlen_q` (the longest query count) sizes the grid, rounded up to one of 8
+    steps an octave (`coarse_length`: chunked prefill's grows each step, and the call
+    plan is keyed by the rounded value); `max_seqlen_k` is accepted for flash-attn's
+    signature (the kernel reads each length). o is [total_q, H, D],
     lse [H, total_q]. Host arrays' offsets are checked before the launch.
 
     Paged (flash-attn's `flash_attn_varlen_func(..., block_table=)`, vLLM's
@@ -568,7 +583,7 @@ def _varlen(
     same_place(dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, alibi_slopes=alibi_slopes))
     _check_offsets(cu_q, "cu_seqlens_q", total_q)
     _check_offsets(cu_k, "cu_seqlens_k", total_k)
-    max_seqlen_q = longest_queries(cu_q, max_seqlen_q)
+    max_seqlen_q = coarse_length(longest_queries(cu_q, max_seqlen_q))  # the grid's rows
     out = empty(q, (total_q, heads, d), t)
     lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
     if b1 == 1 or max_seqlen_q == 0 or total_q * heads * d == 0:

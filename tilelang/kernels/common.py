@@ -368,6 +368,19 @@ def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: 
     return kernel(*args, **constexprs)
 
 
+def coarse_length(n: Any) -> Any:
+    """A length rounded up to one of 8 steps an octave (at most 1/8 more; 4097..4608 ->
+    4608): what a library call sizes a launch by where the caller's length grows step
+    by step (a decode loop's max_seq_len, chunked prefill's max_seqlen_q), so that its
+    calls share one call plan for hundreds of steps (`planned(coarse=...)` keys the
+    argument by this value, and the call uses this value). Anything but a positive int
+    is returned as is (the argument checks say what is wrong with it)."""
+    if type(n) is not int or n < 1:
+        return n
+    step = 1 << max(0, n.bit_length() - 4)
+    return -(-n // step) * step
+
+
 def next_power_of_two(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 

@@ -83,6 +83,7 @@ from .common import (
     LN2,
     LOG2E,
     check,
+    coarse_length,
     empty,
     next_power_of_two,
     on_gpu,
@@ -478,18 +479,6 @@ def default_tiles(
     return dict(GP=gp, HD=hd, BN=bn, WARPS=warps, MIN_BLOCKS=min_blocks, STAGES=stages)
 
 
-def split_capacity(max_seq_len: Any) -> Any:
-    """The tokens the splits cover for a caller's `max_seq_len`: rounded up to one of 8
-    steps an octave (at most 1/8 more; 4097..4608 -> 4608), so the call of a
-    decode loop whose max_seq_len grows by one a step keeps one call plan (and one
-    split count) for hundreds of steps. Anything but a positive int is returned as is
-    (the argument checks say what is wrong with it)."""
-    if type(max_seq_len) is not int or max_seq_len < 1:
-        return max_seq_len
-    step = 1 << max(0, max_seq_len.bit_length() - 4)
-    return -(-max_seq_len // step) * step
-
-
 def split_count(
     batch: int, kv_heads: int, capacity: int, bn: int, fixed: int | None = None
 ) -> tuple[int, int]:
@@ -518,7 +507,7 @@ def _rows(x: Any, shape: tuple[int, ...]) -> Any:
     return reshaped(x, shape)
 
 
-@planned(coarse={"max_seq_len": split_capacity})
+@planned(coarse={"max_seq_len": coarse_length})
 @accepts_host_tensors
 def paged_decode_attention(
     q: Any,
@@ -550,7 +539,7 @@ def paged_decode_attention(
     Each sequence's tokens are split over blocks (`split_count`): about TARGET_BLOCKS
     blocks over batch · H_kv, each split at least MIN_SPLIT_TOKENS tokens, the splits
     covering `max_seq_len` tokens (at least the longest of seq_lens: vLLM's
-    max_seq_len; rounded up to one of 8 buckets an octave, `split_capacity`, so a
+    max_seq_len; rounded up to one of 8 buckets an octave, `coarse_length`, so a
     growing decode loop replays its call plan) when given, else the table's max_blocks · block_size, since the host
     does not read seq_lens (a table sized for max_model_len then leaves most splits past
     every sequence's end, idle: pass max_seq_len). Host seq_lens above max_seq_len are
@@ -607,7 +596,7 @@ def paged_decode_attention(
     tiles = default_tiles(d, group, kt, arch, deq.reads())
     tokens = max_blocks * bs
     if max_seq_len is not None:
-        tokens = min(tokens, split_capacity(max_seq_len))
+        tokens = min(tokens, coarse_length(max_seq_len))
     splits, per_split = split_count(nb, kv_heads, tokens, tiles["BN"], num_splits)
     gp, hd = tiles["GP"], tiles["HD"]
     part_o = empty(q, (nb, kv_heads, splits, gp, hd), dtypes.f32)

@@ -51,7 +51,17 @@ from .attention import (
     longest_queries,
     sequence_rows,
 )
-from .common import check, empty, placeholder, reshaped, run, same_place, shape_of, tl
+from .common import (
+    check,
+    coarse_length,
+    empty,
+    placeholder,
+    reshaped,
+    run,
+    same_place,
+    shape_of,
+    tl,
+)
 from .paged_arguments import check_lengths
 
 #: The smallest page (block_size) taken; any power of two from it up.
@@ -186,7 +196,7 @@ def paged_flash_attention(
     given |= dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, seqused_k=seqused_k)
     same_place(given | dict(alibi_slopes=alibi_slopes))
     _check_offsets(cu_q, "cu_seqlens_q", total_q)
-    max_seqlen_q = longest_queries(cu_q, bounds[0])
+    max_seqlen_q = coarse_length(longest_queries(cu_q, bounds[0]))  # the grid's rows
     out = empty(q, (total_q, heads, d), t)
     lse = empty(q, (heads, total_q), dtypes.f32) if return_lse else placeholder(q, 2)
     if batch == 0 or max_seqlen_q == 0 or total_q * heads * d == 0:
