@@ -34,12 +34,14 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from tilelang.ir.thread import ThreadFunction
+from tilelang.runtime import build_log
 from tilelang.runtime.build_entry import are_records, replay, stored_thread, warning_record
 from tilelang.runtime.cache import DiskCache, cache_key
 from tilelang.runtime.cpu import CpuKernel, LoadedModule, compile_cpu, jit_identity, load_object
@@ -58,6 +60,7 @@ class _Stored:
     scalar_params: tuple[str, ...]
     stored_tensors: frozenset[str]
     warnings: list
+    kernel: str  # the kernel's name, for the build log
 
 
 class CpuBuild:
@@ -98,7 +101,9 @@ class CpuBuild:
             if loaded is not None:
                 return loaded
             self._cache.discard(self.key)  # well-formed, but not usable here: rebuild it
+        start = time.perf_counter()
         kernel = compile_cpu(self.thread)
+        build_log.built(self.thread.name, "cpu", start, "LLVM")
         if kernel.compiled.object is not None:  # an unwritable cache warns once, then skips
             self._cache.put(self.key, _to_blobs(self.thread, kernel, self._said))
         return kernel
@@ -140,13 +145,16 @@ def cpu_build(
         stored = _from_blobs(blobs)
         if stored is not None:
             replay(stored.warnings)
+            build_log.loaded(stored.kernel, "cpu")
             return CpuBuild(key, cache, lower, stored.warnings, None, stored, blobs["thread"])
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     raised: list[warnings.WarningMessage] = []
+    start = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as raised:
             warnings.simplefilter("always")
             thread = lower()
+        build_log.built(thread.name, "cpu", start, "passes, lowering")
     finally:
         # The passes' warnings point at the user's lines; a build read from disk runs no
         # pass, so the entry keeps them and a hit warns again, as the first compile did
@@ -194,6 +202,8 @@ def _from_blobs(blobs: dict[str, bytes]) -> _Stored | None:
     if not are_records(said):
         return None
     tensors, scalars, stored = names
+    kernel = str(meta.get("kernel", "a kernel"))
     return _Stored(
-        blobs["object"], sha256, workspace, tuple(tensors), tuple(scalars), frozenset(stored), said
-    )
+        blobs["object"], sha256, workspace, tuple(tensors), tuple(scalars), frozenset(stored),
+        said, kernel,
+    )  # fmt: skip

@@ -27,12 +27,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import time
 import warnings
 from collections.abc import Callable
 from functools import cached_property
 
 from tilelang.codegen.cuda import emit_cuda, kernel_symbol
 from tilelang.ir.thread import ThreadFunction
+from tilelang.runtime import build_log
 from tilelang.runtime.build_entry import (
     are_records,
     record,
@@ -108,8 +110,10 @@ def cuda_build(
         build = _from_blobs(blobs, arch, lambda: stored_thread(blobs["thread"], cache, key, lower))
         if build is not None:
             replay(json.loads(blobs["meta"])["warnings"])
+            build_log.loaded(build.symbol, arch)
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
+    start = time.perf_counter()
     with warnings.catch_warnings(record=True) as raised, deferred() as notes:
         warnings.simplefilter("always")
         thread = lower()
@@ -136,6 +140,7 @@ def cuda_build(
     replay(spilled)
     said += spilled
     cache.put(key, _to_blobs(build, thread, said))  # an unwritable cache warns once, then skips
+    build_log.built(thread.name, arch, start, "passes, lowering, NVRTC")
     return build
 
 
