@@ -305,19 +305,43 @@ def flash_attention_varlen_kernel(
     assert D <= HD, "the head dimension D is at most the padded HD"
     b, h, bm = tl.blocks(B1 - 1, H, tl.cdiv(MQ, BM))
     hk = h // (H // HK)
-    q0 = tl.load(cu_q, [b])
-    sq = tl.load(cu_q, [b + 1]) - q0
+    sq, at, qt = sequence_queries(q, cu_q, b, h, bm, BM, HD)
     k0 = tl.load(cu_k, [b])
     sk = tl.load(cu_k, [b + 1]) - k0
-    at = sequence_rows(q0, sq, bm * BM, BM)  # -1 past the sequence: read 0, not stored
-    qt = head_rows(q, None, at, h, BM, HD)
+    out, seen, m_i, l_i = attend(
+        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, left, right, softcap,
+        sequence_slope(slopes, b, h, ALIBI), T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD,
+        STAGES,
+    )  # fmt: skip
+    store_sequence_rows(o, lse, at, h, (out, seen, m_i, l_i), T, LSE, BM, HD)
+
+
+@func
+def sequence_queries(q, cu_q, b, h, bm, BM, HD):
+    """A varlen block's queries: sequence b's query count, the packed rows of its rows
+    bm·BM.. (-1 past its end: read 0, not stored: `sequence_rows`) and their [BM, HD]
+    q tile of head h."""
+    q0 = tl.load(cu_q, [b])
+    sq = tl.load(cu_q, [b + 1]) - q0
+    at = sequence_rows(q0, sq, bm * BM, BM)
+    return sq, at, head_rows(q, None, at, h, BM, HD)
+
+
+@func
+def sequence_slope(slopes, b, h, ALIBI):
+    """The ALiBi slope of sequence b's head h in base 2 (0 without ALiBi; one row of
+    slopes for every sequence where ALIBI is 1, a row per sequence where it is 2)."""
     slope = 0.0
     if ALIBI:
         slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
-    out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, None, k0, hk, sq, sk, scale, left, right, softcap, slope,
-        T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
-    )  # fmt: skip
+    return slope
+
+
+@func
+def store_sequence_rows(o, lse, at, h, result, T, LSE, BM, HD):
+    """A varlen block's output rows `at` of head h (and their lse with LSE) from
+    `attend`'s result; rows at -1 (past the sequence) are outside: not stored."""
+    out, seen, m_i, l_i = result
     tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
     if LSE:
         total = log_sum_exp(seen, m_i, l_i)

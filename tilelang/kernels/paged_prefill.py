@@ -35,7 +35,6 @@ from tilelang.lang.signature import Tensor, constexpr
 
 from .attention import (
     ATTENTION_TYPES,
-    LOG2E,
     PAGED_FORM,
     _check_heads,
     _check_offsets,
@@ -46,10 +45,10 @@ from .attention import (
     attend,
     check_like_q,
     default_tiles,
-    head_rows,
-    log_sum_exp,
     longest_queries,
-    sequence_rows,
+    sequence_queries,
+    sequence_slope,
+    store_sequence_rows,
 )
 from .common import (
     check,
@@ -137,26 +136,17 @@ def paged_prefill_kernel(
     assert NL == B1 - 1 + CU_K, "the key lengths have one entry per sequence (+ 1: offsets)"
     b, h, bm = tl.blocks(B1 - 1, H, tl.cdiv(MQ, BM))
     hk = h // (H // HK)
-    q0 = tl.load(cu_q, [b])
-    sq = tl.load(cu_q, [b + 1]) - q0
+    sq, at, qt = sequence_queries(q, cu_q, b, h, bm, BM, HD)
     sk = tl.load(lens, [b + int(CU_K)])  # seqused_k[b], or where sequence b's keys end
     if CU_K:
         sk = sk - tl.load(lens, [b])
     sk = tl.minimum(sk, MB * BS)  # never past the table (device lengths go unchecked)
-    at = sequence_rows(q0, sq, bm * BM, BM)  # -1 past the sequence: read 0, not stored
-    qt = head_rows(q, None, at, h, BM, HD)
-    slope = 0.0
-    if ALIBI:
-        slope = tl.load(slopes, [b * (ALIBI // 2), h]) * LOG2E
-    out, seen, m_i, l_i = attend(
-        qt, bm * BM, k, v, None, 0, hk, sq, sk, scale, left, right, softcap, slope,
-        T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD, STAGES,
-        keys=(paged_boxes, (k, v, table, b, BS)),
+    result = attend(
+        qt, bm * BM, k, v, None, 0, hk, sq, sk, scale, left, right, softcap,
+        sequence_slope(slopes, b, h, ALIBI), T, CAUSAL, WINDOW, SOFTCAP, ALIBI, BM, BN, HD,
+        STAGES, keys=(paged_boxes, (k, v, table, b, BS)),
     )  # fmt: skip
-    tl.store(o, [at[:, None, None], h, 0], tl.reshape(out.to(T), [BM, 1, HD]))
-    if LSE:
-        total = log_sum_exp(seen, m_i, l_i)
-        tl.store(lse, [h, at[None, :]], tl.reshape(total, [1, BM]))
+    store_sequence_rows(o, lse, at, h, result, T, LSE, BM, HD)
 
 
 def paged_flash_attention(
