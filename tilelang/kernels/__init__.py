@@ -7,7 +7,7 @@ backend for numpy arrays.
 * `tilelang.kernels.ssm`: `selective_scan` (Mamba-1); `tilelang.kernels.ssm_update`:
   `selective_state_update` (the decode step: Mamba-1 and Mamba-2 states, vLLM's
   `state_batch_indices`), re-exported by `ssm`.
-* `tilelang.kernels.norm`: `rms_norm`, `silu_and_mul`.
+* `tilelang.kernels.norm`: `rms_norm`, `fused_add_rms_norm`, `silu_and_mul`.
 * `tilelang.kernels.conv`: `causal_conv1d`, `causal_conv1d_update` (causal-conv1d's).
 * `tilelang.kernels.ssd`: `ssd_chunk_scan` (Mamba-2).
 * `tilelang.kernels.attention`: `flash_attention` (forward: GQA/MQA, causal, lse);
@@ -24,7 +24,7 @@ backend for numpy arrays.
 from . import paged_prefill  # noqa: F401  (flash_attention's block_table= form)
 from .attention import flash_attention
 from .conv import causal_conv1d, causal_conv1d_update
-from .norm import rms_norm, silu_and_mul
+from .norm import fused_add_rms_norm, rms_norm, silu_and_mul
 from .paged_attention import paged_decode_attention
 from .paged_cache import write_paged_cache
 from .rotary import rotary_embedding
@@ -35,6 +35,7 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "flash_attention",
+    "fused_add_rms_norm",
     "paged_decode_attention",
     "rms_norm",
     "rotary_embedding",

@@ -3,9 +3,22 @@ step before `paged_decode_attention` that stores each new token's key and value 
 into the cache, quantizing them to the cache's type.
 
 Token i of key, value [T, H_kv, D] goes to slot s = slot_mapping[i]: row s % block_size
-of page s // block_size of k_cache, v_cache [num_blocks, block_size, H_kv, D] (the
-caches viewed as [num_blocks · block_size, H_kv, D], row s). A negative slot (vLLM's
-padding tokens) writes nothing. Each cache type is written so that
+of page s // block_size of k_cache, v_cache [num_blocks, block_size, H_kv, D]. A
+negative slot (vLLM's padding tokens) writes nothing.
+
+The caches are written where they lie. Each page [block_size, H_kv, D] must be
+contiguous; the pages may be any whole number of rows [H_kv, D] apart (at least a
+page): the K and V halves of FlashInfer's combined cache kv [num_blocks, 2, block_size,
+H_kv, D] (kv[:, 0], kv[:, 1]) among them. The kernel sees dense tensors only (the GPU
+refuses strided ones, the CPU backend would copy the whole cache and write it back),
+so each cache becomes the contiguous span of rows from its page 0 to the end of its
+last page (`cache_rows`), a view of its own memory, and slot s its row first + (s //
+block_size) · page_rows + s % block_size. Caches whose spans interleave (the combined
+halves) are one span holding both, V written through K's tensor (two overlapping
+tensors would be refused, and a call plan could not tell their pointers apart): the
+pages must then share a stride and V's lie between K's without touching. Sub-byte
+(u4) caches, pages not contiguous, pages overlapping or a fraction of a row apart are
+refused by name. Each cache type is written so that
 `paged_decode_attention` reads back the value written (module docstring there):
 
 * q's dtype (f16, bf16; the key's own): copied.
@@ -30,14 +43,18 @@ padding tokens) writes nothing. Each cache type is written so that
 A block writes one token's rows for BH KV heads (a [BH, HD] tile of K, then of V, D
 padded to a power of two; the padding is masked out of the min and max and never
 stored): one load of the slot, the rows loaded, quantized in registers and stored
-through a box at the slot's row. A row outside the cache (the skipped negative slots
-become −1) is outside the tensor, so the store writes nothing there: nothing outside
-the slots is touched. Host slot mappings are checked first (each slot inside the cache
+through a box at the slot's row. A slot outside 0..num_blocks · block_size − 1 (the
+skipped negative ones, and device slots past the cache, which the host does not read)
+gets row −1, outside the tensor, so the store writes nothing there: nothing outside
+the slots is touched, not even the other half of a combined cache. Host slot mappings
+are checked first (each slot inside the cache
 or negative, no slot twice: of two tokens sent to one slot, which one lands would be
 unspecified); device ones, which the host does not read, are not: a device slot past
 the cache writes nothing.
 """
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,9 +63,10 @@ from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
-from tilelang.runtime import gpu
+from tilelang.runtime import dlpack, gpu
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
+from tilelang.runtime.host_tensor import values_dtype
 
 from .common import check, next_power_of_two, placeholder, reshaped, run, same_place, tl
 from .paged_arguments import (
@@ -77,10 +95,10 @@ def head_scales(scales, h0, SH, BH):
 
 
 @func
-def write_rows(x, cache, s, z, t, row, h0, factor, HEAD, MODE, CT, D, SH, BH, HD):
+def write_rows(x, cache, s, z, t, row, slot, h0, factor, HEAD, MODE, CT, D, SH, BH, HD):
     """Token t's rows of heads h0.. of x, quantized to the cache's type (module
     docstring), stored at the cache's `row` (−1: nowhere); u8/u4: their scale and zero
-    point stored at s, z [row, h0..]."""
+    point stored at s, z [slot, h0..]."""
     tile = tl.load(x, [t, h0, 0], [BH, HD]).to(tl.f32)
     if MODE == PLAIN:
         codes = tile.to(CT)
@@ -98,8 +116,8 @@ def write_rows(x, cache, s, z, t, row, h0, factor, HEAD, MODE, CT, D, SH, BH, HD
         zero = (-lo / scale).to(tl.i32)  # f32 -> i32: round to nearest even
         code = (tile / scale[:, None]).to(tl.i32) + zero[:, None]
         codes = tl.minimum(tl.maximum(code, 0), (1 << CT.bits) - 1).to(CT)
-        tl.store(s, [row, h0], tl.reshape(scale, [1, BH]))
-        tl.store(z, [row, h0], tl.reshape(zero.to(tl.f32), [1, BH]))
+        tl.store(s, [slot, h0], tl.reshape(scale, [1, BH]))
+        tl.store(z, [slot, h0], tl.reshape(zero.to(tl.f32), [1, BH]))
     tl.store(cache, [row, h0, 0], tl.reshape(codes, [1, BH, HD]))
 
 
@@ -107,8 +125,8 @@ def write_rows(x, cache, s, z, t, row, h0, factor, HEAD, MODE, CT, D, SH, BH, HD
 def cache_write_kernel(
     key: Tensor["T", "NT", "HK", "D"],
     value: Tensor["T", "NT", "HK", "D"],
-    k_cache: Tensor["CT", "R", "HK", "D"],
-    v_cache: Tensor["CT", "R", "HK", "D"],
+    k_cache: Tensor["CT", "RK", "HK", "D"],
+    v_cache: Tensor["CT", "RV", "HV", "DV"],
     ks: Tensor[dtypes.f32, "SR", "SH"],
     kz: Tensor[dtypes.f32, "SR", "SH"],
     vs: Tensor[dtypes.f32, "SR", "SH"],
@@ -116,25 +134,44 @@ def cache_write_kernel(
     slots: Tensor["IT", "NT"],
     k_factor: dtypes.f32,
     v_factor: dtypes.f32,
+    block_size: dtypes.i64 = 1,
+    slot_count: dtypes.i64 = 0,
+    k_first: dtypes.i64 = 0,
+    k_page: dtypes.i64 = 1,
+    v_first: dtypes.i64 = 0,
+    v_page: dtypes.i64 = 1,
     T: constexpr = dtypes.f16,
     CT: constexpr = dtypes.f16,
     IT: constexpr = dtypes.i32,
     MODE: constexpr = PLAIN,
     K_HEAD: constexpr = False,
     V_HEAD: constexpr = False,
+    FUSED: constexpr = False,
     BH: constexpr = 2,
     HD: constexpr = 128,
 ):
-    """Token t's K and V rows of BH KV heads into the caches' row slots[t] (none for a
-    negative slot). HEAD_SCALED (f8): K_HEAD / V_HEAD divide by ks / vs [1, SH] of each
-    head, else by k_factor / v_factor. TOKEN_SCALED (u8, u4): ks, kz, vs, vz [R, HK]
-    are written, the scale and zero point of each row."""
+    """Token t's K and V rows of BH KV heads into the caches' rows of slot slots[t]
+    (none for a slot outside 0..slot_count − 1): slot s is row s % block_size of page
+    s // block_size, the cache row first + page · page (rows of [HK, D]; the caches
+    are spans of rows holding their pages: `cache_rows`). FUSED: V's pages lie between
+    K's in one span, k_cache, written through it; v_cache is unread. HEAD_SCALED (f8):
+    K_HEAD / V_HEAD divide by ks / vs [1, SH] of each head, else by k_factor / v_factor.
+    TOKEN_SCALED (u8, u4): ks, kz, vs, vz [SR, HK] are written at the slot's row, the
+    scale and zero point of each token's rows."""
     t, hb = tl.blocks(NT, tl.cdiv(HK, BH))
     h0 = hb * BH
-    slot = tl.load(slots, [t])
-    row = tl.where(slot < 0, -1, slot).to(tl.i32)  # -1: outside the cache, never written
-    write_rows(key, k_cache, ks, kz, t, row, h0, k_factor, K_HEAD, MODE, CT, D, SH, BH, HD)
-    write_rows(value, v_cache, vs, vz, t, row, h0, v_factor, V_HEAD, MODE, CT, D, SH, BH, HD)
+    slot = tl.load(slots, [t]).to(tl.i64)
+    inside = (slot >= 0) & (slot < slot_count)
+    page, offset = slot // block_size, slot % block_size
+    # -1: outside every tensor, never written (a padding token, or a device slot past the cache)
+    k_row = tl.where(inside, k_first + page * k_page + offset, -1).to(tl.i32)
+    v_row = tl.where(inside, v_first + page * v_page + offset, -1).to(tl.i32)
+    row = tl.where(inside, slot, -1).to(tl.i32)
+    v_target = k_cache if FUSED else v_cache
+    write_rows(key, k_cache, ks, kz, t, k_row, row, h0, k_factor, K_HEAD, MODE, CT, D, SH, BH, HD)
+    write_rows(
+        value, v_target, vs, vz, t, v_row, row, h0, v_factor, V_HEAD, MODE, CT, D, SH, BH, HD
+    )
 
 
 def _writable(x: Any, name: str) -> None:
@@ -157,6 +194,128 @@ def _as_rows(x: Any, shape: tuple[int, ...], name: str) -> Any:
     if isinstance(x, PackedArray):
         return PackedArray(x.data, x.dtype, shape)
     return reshaped(x, shape, name)
+
+
+@dataclass(frozen=True)
+class Pages:
+    """Where a cache's pages lie: the byte address of page 0's first element, and the
+    rows ([H_kv, D] each) from one page to the next (block_size when contiguous)."""
+
+    address: int
+    page_rows: int
+
+
+def _address_and_strides(x: Any, itemsize: int) -> tuple[int, tuple[int, ...] | None]:
+    """x's byte address and byte strides (None: C-contiguous)."""
+    if isinstance(x, np.ndarray):
+        return x.__array_interface__["data"][0], x.strides
+    if gpu.is_torch_tensor(x):
+        return x.data_ptr(), tuple(s * itemsize for s in x.stride())
+    array = gpu.device_array(x)
+    return array.pointer, array.strides
+
+
+def cache_pages(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Pages:
+    """The pages of cache x [num_blocks, block_size, H_kv, D], written in place where
+    they lie: each page's [block_size, H_kv, D] must be contiguous and the pages a whole
+    number of rows apart, never overlapping (any larger stride: the K or V half of a
+    combined cache); a ValueError names what else was given."""
+    blocks, bs, kv_heads, d = shape
+    if isinstance(x, PackedArray):  # sub-byte codes: only the dense layout is expressible
+        _writable(x, name)
+        return Pages(x.data.__array_interface__["data"][0], bs)
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        raise ValueError(f"{name} is written in place and must be writeable, got read-only")
+    address, strides = _address_and_strides(x, itemsize)
+    if strides is None:
+        return Pages(address, bs)
+    inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
+    if any(n > 1 and s != e for n, s, e in zip(shape[1:], strides[1:], inner, strict=True)):
+        raise ValueError(
+            f"{name} is written in place and each of its pages [block_size, H_kv, D] = "
+            f"{list(shape[1:])} must be contiguous: element strides [..., {bs and kv_heads * d}, "
+            f"{d}, 1] expected after the first, got {[s // itemsize for s in strides]}"
+        )
+    row = kv_heads * d * itemsize
+    if blocks <= 1 or row == 0:
+        return Pages(address, bs)
+    if strides[0] % row or strides[0] < bs * row:
+        raise ValueError(
+            f"{name}'s pages must lie a whole number of rows [H_kv, D] ({row // itemsize} "
+            f"elements) apart and not overlap (at least block_size = {bs} rows), got a page "
+            f"stride of {strides[0] // itemsize} elements"
+        )
+    return Pages(address, strides[0] // row)
+
+
+def _span(x: Any, name: str, rows: int, row_shape: tuple[int, int], itemsize: int) -> Any:
+    """The contiguous rows [rows, H_kv, D] of memory from x's first element on (inside
+    x's allocation: rows reach no further than its last page, or the other cache's),
+    as the tensor the kernel takes: a view, never a copy."""
+    shape = (rows, *row_shape)
+    if isinstance(x, PackedArray):
+        return PackedArray(x.data, x.dtype, shape)
+    strides = gpu.contiguous_strides(shape, itemsize)
+    if isinstance(x, np.ndarray):  # through unsigned codes: as_strided cannot name ml_dtypes
+        codes = x.view(np.dtype(f"u{itemsize}"))
+        return np.lib.stride_tricks.as_strided(codes, shape, strides, writeable=True).view(x.dtype)
+    if gpu.is_torch_tensor(x):
+        return x.as_strided(shape, tuple(s // itemsize for s in strides))
+    if isinstance(x, dlpack.DeviceView):
+        return dataclasses.replace(x, shape=shape, strides=strides)
+    return reshaped(x, shape, name)  # other device tensors: contiguous ones only
+
+
+def cache_rows(k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int):
+    """The caches as the kernel takes them: (k rows, v rows, scalars, FUSED). Caches
+    apart in memory are each the span of rows from its page 0 to its last page's end;
+    caches whose pages interleave (kv[:, 0] and kv[:, 1] of one combined tensor) are
+    one span holding both, V written through K's tensor (v rows: unread)."""
+    blocks, bs, kv_heads, d = shape
+    named = ((k_cache, "k_cache"), (v_cache, "v_cache"))
+    k, v = (cache_pages(c, n, shape, itemsize) for c, n in named)
+    row = kv_heads * d * itemsize
+    if isinstance(k_cache, PackedArray):  # a row of sub-byte codes: bits, not bytes
+        row = -(-kv_heads * d * k_cache.dtype.bits // 8)
+    extent = [(blocks - 1) * p.page_rows + bs if blocks else 0 for p in (k, v)]
+    ends = [p.address + rows * row for p, rows in zip((k, v), extent, strict=True)]
+    if row == 0 or ends[0] <= v.address or ends[1] <= k.address:
+        _fits(max(extent))
+        spans = [
+            _span(c, name, n, (kv_heads, d), itemsize)
+            for (c, name), n in zip(named, extent, strict=True)
+        ]
+        scalars = dict(k_first=0, k_page=k.page_rows, v_first=0, v_page=v.page_rows)
+        return *spans, scalars, False
+    apart = v.address - k.address
+    if (
+        k.page_rows != v.page_rows
+        or apart % row
+        or not bs <= (apart // row) % k.page_rows <= k.page_rows - bs
+    ):
+        raise ValueError(
+            f"k_cache and v_cache share memory: their pages must interleave without "
+            f"touching (one page stride, each V page a whole number of rows between two K "
+            f"pages), got page strides of {k.page_rows} and {v.page_rows} rows and V "
+            f"{apart / row:g} rows after K"
+        )
+    low = min(k.address, v.address)
+    rows = (max(ends) - low) // row
+    _fits(rows)
+    base, name = named[0] if k.address == low else named[1]
+    scalars = dict(
+        k_first=(k.address - low) // row,
+        k_page=k.page_rows,
+        v_first=(v.address - low) // row,
+        v_page=v.page_rows,
+    )
+    return _span(base, name, rows, (kv_heads, d), itemsize), None, scalars, True
+
+
+def _fits(rows: int) -> None:
+    """The kernel's rows are 32-bit."""
+    if rows >= 2**31:
+        raise ValueError(f"the caches' rows must number below 2^31, got {rows}")
 
 
 def _token_outputs(given: dict[str, Any], shape: tuple[int, ...]) -> list[Any]:
@@ -232,7 +391,8 @@ def write_paged_cache(
     `reshape_and_cache_flash`, without its kv_cache_dtype: the caches' dtype says it).
 
     key, value: [T, H_kv, D] f16 or bf16; k_cache, v_cache: [num_blocks, block_size,
-    H_kv, D] (`paged_decode_attention`'s caches); slot_mapping: int32 or int64 [T],
+    H_kv, D] (`paged_decode_attention`'s caches; each page contiguous, pages at any
+    stride: kv[:, 0] and kv[:, 1] of a combined cache); slot_mapping: int32 or int64 [T],
     token i to row slot % block_size of page slot // block_size, a negative slot
     skipped. The caches hold key's dtype (copied; k_scale, v_scale absent or 1),
     f8e4m3/f8e5m2 (code = x / scale rounded to nearest even and saturated; k_scale,
@@ -279,15 +439,16 @@ def write_paged_cache(
         params, factors = deq.tensors(placeholder(key, 2)), (deq.k_factor, deq.v_factor)
         mode = deq.mode
         flags = dict(K_HEAD=deq.ks is not None, V_HEAD=deq.vs is not None)
-    caches = [
-        _as_rows(c, (rows, kv_heads, d), n) for c, n in ((k_cache, "k_cache"), (v_cache, "v_cache"))
-    ]
+    k_rows, v_rows, places, fused = cache_rows(k_cache, v_cache, shape, values_dtype(ct).itemsize)
     if tokens * kv_heads * d == 0:
         return None
+    if fused:  # V is written through k_rows: v_cache's slot is unread
+        v_rows = placeholder(key, 3, ct)
     hd = max(16, next_power_of_two(d))
     bh = max(1, min(next_power_of_two(kv_heads), TILE_ELEMENTS // hd))
-    args = [key, value, *caches, *params, slot_mapping, *factors]
-    constexprs = dict(T=t, CT=ct, IT=index_type, MODE=mode, BH=bh, HD=hd, **flags)
+    args = [key, value, k_rows, v_rows, *params, slot_mapping, *factors]
+    args += [bs, rows, places["k_first"], places["k_page"], places["v_first"], places["v_page"]]
+    constexprs = dict(T=t, CT=ct, IT=index_type, MODE=mode, FUSED=fused, BH=bh, HD=hd, **flags)
     run(cache_write_kernel, args, constexprs, interpret)
     return None
 

@@ -38,6 +38,7 @@ from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
 from tilelang.runtime import host_calls
 from tilelang.torch import dtypes as td
 from tilelang.torch import (
+    norm_ops,  # noqa: F401  (registers tilelang::fused_add_rms_norm)
     paged_cache,  # noqa: F401  (registers tilelang::write_paged_cache)
     rotary,  # noqa: F401  (registers tilelang::rotary_embedding)
 )
