@@ -120,7 +120,7 @@ def test_awq_state_dict_round_trip():
 def op_arguments(layer: QuantLinear, x: torch.Tensor) -> tuple:
     """What `QuantLinear.forward` hands the operator."""
     weight = (layer.codes, layer.scale_codes, layer.zeros, layer.perm, layer.meta)
-    return (x, layer.handle, *weight, layer.bias.to(x.dtype))
+    return (x, *weight, layer.bias.to(x.dtype))
 
 
 def test_quant_linear_passes_opcheck():
@@ -129,29 +129,37 @@ def test_quant_linear_passes_opcheck():
     torch.library.opcheck(torch.ops.tilelang.quant_linear.default, op_arguments(layer, x))
 
 
+def _entry(layer: QuantLinear):
+    """The weight table's entry for the layer's buffers as they are now (or None)."""
+    from tilelang.torch import weight_state
+
+    tensors = layer._weight_tensors()
+    return weight_state.WEIGHTS.get(weight_state.address(weight_state.fingerprint(tensors)))
+
+
 def test_quant_linear_compiles_without_graph_break():
     """One compile: the graph calls the operator on the module's buffers (the weight is
     not rebuilt per call), and it computes with the weight a later load_state_dict or
-    deepcopy gives (the handle is a constant of the graph, the buffers its inputs)."""
-    from tilelang.torch import quant_linear as module
-
+    in-place change gives (the buffers are the graph's inputs, the weight found from them)."""
     layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
     model = torch.nn.Sequential(layer, torch.nn.ReLU())
     x = (torch.randn(4, K) / 2).half()
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     assert torch.equal(compiled(x), model(x))
-    entry = module._WEIGHTS[layer.handle]
+    entry = _entry(layer)
     compiled(x)
-    assert module._WEIGHTS[layer.handle] is entry  # the compiled call found its weight
+    assert _entry(layer) is entry  # the compiled call found its weight
     other = QuantLinear.from_linear(linear(seed=8), "u4", group_size=64)
     layer.load_state_dict(other.state_dict())
     assert torch.equal(compiled(x), torch.relu(other(x)))
-    third = QuantLinear.from_linear(linear(seed=9), "u4", group_size=64)
+    third = QuantLinear.from_linear(linear(seed=9), "u4", group_size=64, zero_point=True)
+    layer.load_state_dict(third.state_dict())  # zero points as a buffer too
+    fourth = QuantLinear.from_linear(linear(seed=10), "u4", group_size=64, zero_point=True)
     with torch.no_grad():  # modified in place: the weight is rebuilt from the buffers
         for name in ("codes", "scale_codes", "zeros", "bias"):
-            getattr(layer, name).copy_(getattr(third, name))
-    assert torch.equal(compiled(x), torch.relu(third(x)))
+            getattr(layer, name).copy_(getattr(fourth, name))
+    assert torch.equal(compiled(x), torch.relu(fourth(x)))
 
 
 def test_bad_inputs_are_refused_with_the_reason():
@@ -169,16 +177,16 @@ def test_bad_inputs_are_refused_with_the_reason():
 
 
 def test_the_weight_table_forgets_collected_layers():
-    from tilelang.torch import quant_linear as module
+    from tilelang.torch import weight_state
 
     layer = QuantLinear(quant.quantize(np.ones((K, N)), "u4"))
-    handle = layer.handle
-    assert module._WEIGHTS[handle].weight is layer.qweight
+    entry = _entry(layer)
+    assert entry.weight is layer.qweight
     del layer
     import gc
 
     gc.collect()
-    assert handle not in module._WEIGHTS
+    assert all(e is not entry for e in list(weight_state.WEIGHTS.values()))
 
 
 def _arrays_equal(a: quant.QuantizedWeight, b: quant.QuantizedWeight) -> None:

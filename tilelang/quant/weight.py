@@ -19,7 +19,9 @@ such K do; `quantize` makes G divide K, and MX and NVFP4 blocks always do):
   ``scales`` decodes them.
 * ``zeros`` [⌈K / G⌉, N] int32 or None: the integer zero point z of each group, subtracted
   from the code's value (``w = (q − z) · s``). None for signed and float codes without
-  zero points; `quantize(uN, zero_point=False)` stores the constant midpoint 2^(N−1).
+  zero points; `quantize(uN, zero_point=False)` gives the constant midpoint 2^(N−1).
+  Zero points that are all one value are held as that value broadcast to the shape (a
+  read-only view, no memory), and the repr says "zero point z" instead of "zeros".
 * ``tensor_scale``: NVFP4's f32 per-tensor scale, else None.
 * ``perm`` [K] or None: act order (GPTQ ``desc_act``). Row i of the codes is row
   ``perm[i]`` of W, and the groups are contiguous in that order; a kernel computes
@@ -128,7 +130,7 @@ class QuantizedWeight:
             zeros = np.asarray(self.zeros)
             if zeros.dtype.kind not in "iu" or zeros.shape != groups:
                 raise ValueError(f"zeros must be integers of shape {groups}, got {zeros.shape}")
-            object.__setattr__(self, "zeros", zeros.astype(np.int32))
+            object.__setattr__(self, "zeros", _stored_zeros(zeros))
         self._check_tensor_scale(fmt)
         if self.perm is not None:
             perm = np.asarray(self.perm)
@@ -292,7 +294,7 @@ class QuantizedWeight:
         extra = "".join(
             f", {label}"
             for label, present in (
-                ("zeros", self.zeros is not None),
+                (self._zeros_text(), self.zeros is not None),
                 ("act order", self.perm is not None),
                 (f"packed in {self._tile_text()} tiles", self.packing is not None),
             )
@@ -302,6 +304,12 @@ class QuantizedWeight:
             f"QuantizedWeight({self.format}, {self.dtype} [{k}, {n}], "
             f"{self.scale_dtype} scale per {self.group_size} rows{extra})"
         )
+
+    def _zeros_text(self) -> str:
+        zeros = self.zeros
+        if zeros is not None and zeros.size and not any(zeros.strides):
+            return f"zero point {int(zeros.flat[0])}"  # one for every group (`_stored_zeros`)
+        return "zeros"
 
     def _tile_text(self) -> str:
         return "x".join(map(str, self.packing.tile)) if self.packing is not None else ""
@@ -416,6 +424,14 @@ class QuantizedWeight:
             if message.startswith(f"{path}:"):
                 raise
             raise ValueError(f"{path}: {message}") from None
+
+
+def _stored_zeros(zeros: np.ndarray) -> np.ndarray:
+    """The zero points as int32: one value broadcast to their shape (no memory) when
+    they are all the same (symmetric uN's midpoint, GPTQ sym), else a copy."""
+    if zeros.size and bool((zeros == zeros.flat[0]).all()):
+        return np.broadcast_to(np.int32(zeros.flat[0]), zeros.shape)
+    return zeros.astype(np.int32)
 
 
 def _check_converted(old: np.ndarray, new: np.ndarray, source: DType, target: DType) -> None:

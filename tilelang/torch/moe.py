@@ -11,18 +11,21 @@ table that holds the object weakly (the entry goes when the object is collected)
 multiplies by; the fake implementation reads K and N from the entry. A `QuantMoE`
 keeps its experts as buffers (the stacked weight's arrays and a ``meta`` buffer with
 its fields and the number of experts), so its state_dict is plain tensors, and
-``tilelang::quant_moe`` takes them with the module's handle, as
-``tilelang::quant_linear`` takes a QuantLinear's: `tilelang.torch.weight_state`, shared
-by both modules (loading, copies, pickles, casts, and experts rebuilt from buffers
-that changed). Its fake implementation reads N from the scales' shape. torch.compile
-sees a handle as a constant (`handle` is evaluated at trace time, and its result
-guarded on the object; a module's handle is an attribute), so the graph has no break.
+``tilelang::quant_moe`` takes them and finds the experts from them, as
+``tilelang::quant_linear`` finds a QuantLinear's weight: `tilelang.torch.weight_state`,
+shared by both modules (loading, copies, pickles, casts, experts rebuilt from buffers
+that changed, no gradient). No int of the module goes to it, so torch.compile traces
+every QuantMoE of the same shapes as one graph. Its fake implementation reads N from
+the scales' shape. ``tilelang::moe_matmul``'s handle is evaluated at trace time
+(`handle`, whose result is guarded on the object), so its graph has no break either.
 
 On the CPU an operator hands `quant.moe_matmul` the tensors, which it reads as
 zero-copy numpy views (`runtime.host_calls`; bf16 as ml_dtypes), so its results are
 that function's on the same numpy inputs, bit for bit; on CUDA it calls the function's
 GPU path with the tensors (int64 ids cast to int32; compiled in tilelang's tests, not
-measured, and not run by this module's tests).
+measured, and not run by this module's tests). No gradient flows through either
+operator: their results never require grad, and the first call with an input that does
+warns `tilelang.torch.NoGradientWarning` (`weight_state.define_op`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ from tilelang.quant import QuantizedWeight
 from tilelang.quant.formats import get_format
 from tilelang.quant.moe import QuantizedExperts
 from tilelang.torch import dtypes as td
-from tilelang.torch.weight_state import WeightModule, held
+from tilelang.torch.weight_state import (
+    WeightModule,
+    check_not_meta,
+    define_op,
+    held,
+    warn_no_gradient,
+)
 
 _TORCH_TYPES = (torch.float16, torch.bfloat16)
 _ID_TYPES = (torch.int32, torch.int64)
@@ -143,20 +152,11 @@ def _forward(x: torch.Tensor, qe: QuantizedExperts, topk_ids, topk_weights) -> t
     return quant.moe_matmul(x.detach().contiguous(), qe, ids, weights, out=out)
 
 
-@torch.library.custom_op("tilelang::moe_matmul", mutates_args=(), device_types="cpu")
-def moe_matmul_op(
-    x: torch.Tensor, handle: int, topk_ids: torch.Tensor, topk_weights: torch.Tensor | None
-) -> torch.Tensor:
+def _moe_matmul(x, handle, topk_ids, topk_weights) -> torch.Tensor:
     """`quant.moe_matmul` of x by the experts registered under `handle`."""
     return _forward(x, _experts(handle), topk_ids, topk_weights)
 
 
-@moe_matmul_op.register_kernel("cuda")
-def _moe_matmul_cuda(x, handle, topk_ids, topk_weights) -> torch.Tensor:
-    return _forward(x, _experts(handle), topk_ids, topk_weights)
-
-
-@moe_matmul_op.register_fake
 def _moe_matmul_fake(x, handle, topk_ids, topk_weights) -> torch.Tensor:
     qe = _experts(handle)
     shape = _check(x, topk_ids, topk_weights, qe.shape[2])
@@ -164,40 +164,40 @@ def _moe_matmul_fake(x, handle, topk_ids, topk_weights) -> torch.Tensor:
     return x.new_empty(shape)
 
 
-@torch.library.custom_op("tilelang::quant_moe", mutates_args=(), device_types="cpu")
-def quant_moe(
-    x: torch.Tensor,
-    handle: int,
-    topk_ids: torch.Tensor,
-    topk_weights: torch.Tensor | None,
-    codes: torch.Tensor,
-    scale_codes: torch.Tensor,
-    zeros: torch.Tensor | None,
-    meta: torch.Tensor,
-) -> torch.Tensor:
-    """`quant.moe_matmul` of x by the experts a QuantMoE's buffers hold (registered
-    under the module's `handle`, rebuilt when the buffers are others: module docstring)."""
-    return _forward(
-        x, _module_experts(handle, codes, scale_codes, zeros, meta), topk_ids, topk_weights
-    )
+#: The operator of `moe_matmul` (module docstring).
+MOE_MATMUL = "tilelang::moe_matmul"
+moe_matmul_op = define_op(
+    MOE_MATMUL,
+    "(Tensor x, int handle, Tensor topk_ids, Tensor? topk_weights) -> Tensor",
+    _moe_matmul,
+    _moe_matmul_fake,
+)
 
 
-@quant_moe.register_kernel("cuda")
-def _quant_moe_cuda(x, handle, topk_ids, topk_weights, codes, scale_codes, zeros, meta):
-    return _forward(
-        x, _module_experts(handle, codes, scale_codes, zeros, meta), topk_ids, topk_weights
-    )
+def _quant_moe(x, topk_ids, topk_weights, codes, scale_codes, zeros, meta) -> torch.Tensor:
+    """`quant.moe_matmul` of x by the experts a QuantMoE's buffers hold (found, or
+    rebuilt when the buffers changed, by `weight_state.held`)."""
+    tensors = (codes, scale_codes, zeros, None, meta)  # experts have no perm
+    experts = held(tensors, QuantMoE._from_tensors, "QuantMoE buffers")
+    return _forward(x, experts, topk_ids, topk_weights)
 
 
-@quant_moe.register_fake
-def _quant_moe_fake(x, handle, topk_ids, topk_weights, codes, scale_codes, zeros, meta):
+def _quant_moe_fake(x, topk_ids, topk_weights, codes, scale_codes, zeros, meta):
+    if x.device.type != "meta":  # a skeleton's buffers given an input with values
+        check_not_meta((codes, scale_codes, zeros, meta), "QuantMoE buffers")
     n = scale_codes.shape[-1]  # scale_codes is [E·K / G, N] whatever the format
     return x.new_empty(_check(x, topk_ids, topk_weights, n))
 
 
-def _module_experts(handle: int, codes, scale_codes, zeros, meta) -> QuantizedExperts:
-    tensors = (codes, scale_codes, zeros, None, meta)  # experts have no perm
-    return held(handle, tensors, QuantMoE._from_tensors, "QuantMoE buffers")
+#: The operator of a QuantMoE (module docstring).
+QUANT_MOE = "tilelang::quant_moe"
+quant_moe = define_op(
+    QUANT_MOE,
+    "(Tensor x, Tensor topk_ids, Tensor? topk_weights, Tensor codes, Tensor scale_codes, "
+    "Tensor? zeros, Tensor meta) -> Tensor",
+    _quant_moe,
+    _quant_moe_fake,
+)
 
 
 def moe_matmul(
@@ -210,6 +210,7 @@ def moe_matmul(
     ``tilelang::moe_matmul``: x [T, K] float16 or bfloat16, `topk_ids` [T, top_k] int32
     or int64 expert ids (-1: no expert), `topk_weights` [T, top_k] float32 or None.
     Returns y [T, N] (weighted) or the slot products [T, top_k, N], of x's dtype."""
+    warn_no_gradient(MOE_MATMUL, (x, topk_weights))
     return moe_matmul_op(x, handle(qe), topk_ids, topk_weights)
 
 
@@ -257,7 +258,8 @@ class QuantMoE(WeightModule):
         self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         weight = (self.codes, self.scale_codes, self.zeros, self.meta)
-        return quant_moe(x, self.handle, topk_ids, topk_weights, *weight)
+        warn_no_gradient(QUANT_MOE, (x, topk_weights))
+        return quant_moe(x, topk_ids, topk_weights, *weight)
 
     def extra_repr(self) -> str:
         return f"{self.experts!r}"

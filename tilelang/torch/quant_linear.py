@@ -14,10 +14,17 @@ fields), and ``bias``; so the state_dict is plain tensors, which `load_state_dic
 `torch.save`/`torch.load` (weights_only too) and safetensors round-trip, and a
 state_dict saved with another weight's shapes (group size, packing, dtype) loads into
 any QuantLinear. A state_dict of the first form (tilelang before ``meta``: the same
-fields as a dict ``_extra_state``) still loads. The operator finds the weight by the
-module's handle and takes its buffers: when they are not the ones the weight was built
-from (loaded, moved, modified in place), it is rebuilt from them. The fake
-implementation reads N from the scales' shape; torch.compile traces with no graph break.
+fields as a dict ``_extra_state``) still loads. The operator takes the buffers and
+finds the weight from them (`weight_state.held`): when they are not the ones the weight
+was built from (loaded, moved, modified in place), it is rebuilt from them. Nothing
+else of the module reaches it, so torch.compile traces every layer of the same shapes
+as one graph, with no graph break. The fake implementation reads N from the scales'
+shape. No gradient flows through it (`tilelang.torch.NoGradientWarning`).
+
+Loading without the values: `QuantLinear.empty` (and `from_linear` of a linear on the
+meta device) makes a layer with the buffers' shapes, on the meta device or holding
+zeros, that a state_dict is then loaded into (``assign=True`` on the meta device).
+A symmetric uN weight's constant zero point is stored in ``meta``, not as a buffer.
 
 Scale dtype. The kernels multiply by f16 or bf16 scales, the activations' type. A layer
 made by `from_linear` has the linear's (bf16 for a bf16 linear, else f16); ``.half()``,
@@ -29,27 +36,32 @@ rounded to nearest even with a `tilelang.quant.ScaleRoundingWarning` giving the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from tilelang import dtypes, quant
-from tilelang.quant import QuantizedWeight
+from tilelang.dtypes import packed_nbytes
+from tilelang.quant import QuantizedWeight, io
 from tilelang.quant.formats import get_format
 from tilelang.torch.weight_state import (
     META,
     TORCH_TYPES,
-    WEIGHTS,
+    WEIGHT_BUFFERS,
     WeightModule,
+    check_not_meta,
+    define_op,
     held,
+    json_tensor,
     known_version,
+    warn_no_gradient,
 )
 
-#: The weight table (`weight_state.WEIGHTS`, one for every module) by its former name.
-_WEIGHTS = WEIGHTS
+#: The operator's name.
+OP = "tilelang::quant_linear"
 _LOADED = "QuantLinear state_dict"
 _BUFFERS = "QuantLinear buffers"
 
@@ -87,11 +99,12 @@ def _check_bias(bias: torch.Tensor | None, x: torch.Tensor, n: int) -> None:
         )
 
 
-def _forward(x: torch.Tensor, handle: int, weight: tuple, bias: torch.Tensor | None):
+def _forward(x, codes, scale_codes, zeros, perm, meta, bias) -> torch.Tensor:
     """`quant.matmul` on the tensors, on the CPU (as zero-copy numpy views:
-    `runtime.host_calls`) and on CUDA alike."""
+    `runtime.host_calls`) and on CUDA alike; the weight is the buffers'
+    (`weight_state.held`)."""
     _check_x(x)
-    qw = held(handle, weight, QuantLinear._from_tensors, _BUFFERS)
+    qw = held((codes, scale_codes, zeros, perm, meta), QuantLinear._from_tensors, _BUFFERS)
     _check_weight(x, qw)
     n = qw.shape[1]
     _check_bias(bias, x, n)
@@ -100,37 +113,28 @@ def _forward(x: torch.Tensor, handle: int, weight: tuple, bias: torch.Tensor | N
     return quant.matmul(x.detach().contiguous(), qw, bias=bias, out=out)
 
 
-@torch.library.custom_op("tilelang::quant_linear", mutates_args=(), device_types="cpu")
-def quant_linear(
-    x: torch.Tensor,
-    handle: int,
-    codes: torch.Tensor,
-    scale_codes: torch.Tensor,
-    zeros: torch.Tensor | None,
-    perm: torch.Tensor | None,
-    meta: torch.Tensor,
-    bias: torch.Tensor | None,
-) -> torch.Tensor:
-    """y = x @ W (+ bias), W the weight the buffers hold (registered under `handle`)."""
-    return _forward(x, handle, (codes, scale_codes, zeros, perm, meta), bias)
-
-
-@quant_linear.register_kernel("cuda")
-def _quant_linear_cuda(x, handle, codes, scale_codes, zeros, perm, meta, bias) -> torch.Tensor:
-    return _forward(x, handle, (codes, scale_codes, zeros, perm, meta), bias)
-
-
-@quant_linear.register_fake
-def _quant_linear_fake(x, handle, codes, scale_codes, zeros, perm, meta, bias) -> torch.Tensor:
+def _fake(x, codes, scale_codes, zeros, perm, meta, bias) -> torch.Tensor:
     _check_x(x)
+    if x.device.type != "meta":  # a skeleton's buffers given an input with values
+        check_not_meta((codes, scale_codes, zeros, perm, meta), _BUFFERS)
     n = scale_codes.shape[-1]  # scale_codes is [K / G, N] whatever the packing
     _check_bias(bias, x, n)
     return x.new_empty((*x.shape[:-1], n))
 
 
+#: y = x @ W (+ bias), W the weight the buffers hold (`weight_state.held`).
+quant_linear = define_op(
+    OP,
+    "(Tensor x, Tensor codes, Tensor scale_codes, Tensor? zeros, Tensor? perm, Tensor meta, "
+    "Tensor? bias) -> Tensor",
+    _forward,
+    _fake,
+)
+
+
 class QuantLinear(WeightModule):
     """`nn.Linear` with a quantized weight: in_features K, out_features N. Its state
-    (buffers, handle, copies, loads, casts) is `tilelang.torch.weight_state`'s."""
+    (buffers, the weight found from them, copies, loads, casts) is `tilelang.torch.weight_state`'s."""
 
     NAME = "QuantLinear"
     HELD = QuantizedWeight
@@ -183,22 +187,22 @@ class QuantLinear(WeightModule):
                     f"be a dict of the weight's fields, got {type(old).__name__}"
                 )
             fields = known_version({"version": 1, **old}, _LOADED)
-            text = json.dumps(fields, sort_keys=True).encode()
-            state_dict[prefix + META] = torch.frombuffer(bytearray(text), dtype=torch.uint8)
+            state_dict[prefix + META] = json_tensor(fields)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return quant_linear(
-            x, self.handle, self.codes, self.scale_codes, self.zeros, self.perm, self.meta, bias
-        )
+        weight = (self.codes, self.scale_codes, self.zeros, self.perm, self.meta)
+        warn_no_gradient(OP, (x, bias))
+        return quant_linear(x, *weight, bias)
 
     def extra_repr(self) -> str:
+        weight = "on the meta device" if self._on_meta() else repr(self.qweight)
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, weight={self.qweight!r}"
+            f"bias={self.bias is not None}, weight={weight}"
         )
 
     @classmethod
@@ -219,9 +223,23 @@ class QuantLinear(WeightModule):
         floats whose values f16 does not hold (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0)
         need bf16 scales, which the layer then multiplies with bf16 inputs: `quantize`
         refuses them with f16 scales (the default for an f16 or f32 linear), here, not
-        at the first forward."""
+        at the first forward. A linear on the meta device (a model built without its
+        values) gives `empty`'s layer on the meta device, to load a state_dict into."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear: expected a torch.nn.Linear, got {type(linear).__name__}")
+        if linear.weight.device.type == "meta":  # a skeleton: its state_dict comes later
+            return cls.empty(
+                linear.in_features,
+                linear.out_features,
+                dtype,
+                group_size,
+                zero_point=zero_point,
+                scale_dtype=scale_dtype,
+                format=format,
+                bias=linear.bias is not None,
+                act_dtype=linear.weight.dtype,
+                device="meta",
+            )
         if scale_dtype is None and get_format(format or "scaled").kind == "scaled":
             scale_dtype = dtypes.bf16 if linear.weight.dtype == torch.bfloat16 else dtypes.f16
         w = linear.weight.detach().to("cpu", torch.float64).numpy().T  # [K, N]
@@ -234,6 +252,61 @@ class QuantLinear(WeightModule):
             format=format,
         )
         return cls(qw, linear.bias)
+
+    @classmethod
+    def empty(
+        cls,
+        in_features: int,
+        out_features: int,
+        dtype: Any = None,
+        group_size: int | None = None,
+        *,
+        zero_point: bool = False,
+        scale_dtype: Any = None,
+        format: str | None = None,
+        bias: bool = False,
+        act_dtype: torch.dtype = torch.float16,
+        device: Any = None,
+    ) -> QuantLinear:
+        """A layer with the buffers `from_linear` makes of an `act_dtype` linear with
+        these arguments (the same names and defaults), holding zeros, or no values at
+        all on the meta device: the skeleton a state_dict is loaded into (``assign=True``
+        on meta; also after ``to_empty(device=...)``). `device` None is torch's default
+        (a ``with torch.device("meta"):`` block's). `bias`: whether it has one (zeros of
+        `act_dtype`). Only a small [in_features, 1] weight is quantized, to resolve the
+        arguments: no weight of the full size exists on the host."""
+        k, n = _positive(in_features, "in_features"), _positive(out_features, "out_features")
+        if scale_dtype is None and get_format(format or "scaled").kind == "scaled":
+            scale_dtype = dtypes.bf16 if act_dtype == torch.bfloat16 else dtypes.f16
+        probe = quant.quantize(
+            np.ones((k, 1)), dtype, group_size, zero_point, scale_dtype=scale_dtype, format=format
+        )
+        fields = {
+            name: np.asarray(value).tolist()
+            for name, value in probe.arrays().items()
+            if name not in WEIGHT_BUFFERS and value is not None
+        }
+        fields |= {"shape": [k, n], "version": io.VERSION}
+        groups = (probe.scale_codes.shape[0], n)
+        per_group = zero_point and probe.zeros is not None
+        if probe.zeros is not None and not per_group:  # the midpoint: weight_state's meta
+            fields["zeros"] = int(probe.zeros.flat[0])
+        scale_type = getattr(torch, f"int{probe.scale_codes.dtype.itemsize * 8}")
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        codes = packed_nbytes(k * n, probe.dtype.bits)
+        buffers = {
+            "codes": torch.zeros(codes, dtype=torch.uint8, device=device),
+            "scale_codes": torch.zeros(groups, dtype=scale_type, device=device),
+            "zeros": torch.zeros(groups, dtype=torch.int32, device=device) if per_group else None,
+            "perm": None,
+        }
+        buffers[META] = json_tensor(fields).to(buffers["codes"].device)
+        buffers["bias"] = torch.zeros(n, dtype=act_dtype, device=device) if bias else None
+        for name, tensor in buffers.items():
+            layer.register_buffer(name, tensor)
+        layer.in_features, layer.out_features = k, n
+        return layer
 
     @classmethod
     def from_gptq_state_dict(
@@ -297,6 +370,12 @@ class QuantLinear(WeightModule):
         tensors = _children(state_dict, prefix)
         qw = quant.from_compressed_tensors(tensors, weights, format, bit_packing=bit_packing)
         return cls(_layer_scales(qw, scale_dtype), tensors.get("bias"))
+
+
+def _positive(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return int(value)
 
 
 def _children(state_dict: Mapping[str, Any], prefix: str) -> dict[str, Any]:
