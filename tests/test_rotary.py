@@ -176,16 +176,16 @@ def test_a_query_that_is_no_view_of_token_rows_is_refused_not_copied():
 @pytest.mark.parametrize("neox", [True, False])
 def test_compiles_without_spills_and_is_predicted_at_the_dram_floor(arch, neox):
     """Llama-3-8B's q at a 4096-token prefill (bf16, head 128, the full rotation, a bf16
-    cache), 4 heads a block: no spill, and the static model's time is the DRAM floor
-    (x read once and written once; the cos and sin rows read by every block of a
-    token range are L2 hits)."""
+    cache), 4 heads a block: no spill, and the static
+    model's time is the DRAM floor (x read once and written once; the cos and sin rows
+    read by every block of a token range are L2 hits)."""
     from tilelang import dtypes
     from tilelang.cli import launch_facts
 
-    constexprs = dict(
-        T=dtypes.bf16, PT=dtypes.i64, CT=dtypes.bf16, D=128, NEOX=neox, HALF=64, BT=16, HB=4
-    )
-    launch = dict(NT=4096, W=32 * 128, P=8192, R=128)
+    constexprs = dict(T=dtypes.bf16, PT=dtypes.i64, CT=dtypes.bf16, NEOX=neox, HALF=64, BT=16, HB=4)
+    # a contiguous q (the model's floor counts a tensor's whole span: a fused qkv's
+    # q columns would count its k and v too)
+    launch = dict(NT=4096, NR=4096 * 32, D=128, P=8192, R=128, heads=32, step=32)
     kernel = rotary.rotary_kernel
     built = kernel.compile(
         assume=launch_facts(kernel, constexprs, launch), target=arch, **constexprs
@@ -238,3 +238,19 @@ def test_the_torch_operator_rotates_in_place_and_passes_opcheck():
         False,
     )
     torch.library.opcheck(torch_rotary.rotary_embedding_op, args)
+
+
+def test_strided_q_and_k_reach_the_kernel_as_contiguous_spans_of_the_same_memory(monkeypatch):
+    """The GPU takes only contiguous tensors: the q and k columns of a fused qkv reach
+    the kernel as the contiguous span of their own memory, in rows of one head, with the
+    rows from one token to the next (H + 2 H_kv heads), not as copies."""
+    qkv, q, k = qkv_case(6, 4, 2, 64, np.float16, seed=17)
+    launches = []
+    monkeypatch.setattr(rotary, "run", lambda kernel, args, *rest: launches.append(args))
+    rotary_embedding(np.arange(6), q, k, 64, cos_sin_cache(8, 64))
+    assert len(launches) == 2
+    for args, heads, first in zip(launches, (4, 2), (0, 4 * 64), strict=True):
+        span, step = args[1], args[4]
+        assert span.flags.c_contiguous and np.shares_memory(span, qkv)
+        assert span.shape == (5 * 8 + heads, 64) and (args[3], step) == (heads, 8)
+        assert span.__array_interface__["data"][0] == qkv[:, first:].__array_interface__["data"][0]

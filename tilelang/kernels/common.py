@@ -8,13 +8,14 @@ on the reference interpreter."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
 import numpy as np
 
 from tilelang import dtypes
-from tilelang.dtypes import DType
+from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import Kernel, func
 from tilelang.lang import api
 from tilelang.runtime import call_plans, dlpack, gpu
@@ -366,6 +367,37 @@ def run(kernel: Kernel, args: list[Any], constexprs: dict[str, Any], interpret: 
     if interpret:
         return kernel.interpret(*args, **constexprs)
     return kernel(*args, **constexprs)
+
+
+def address_and_strides(x: Any, itemsize: int) -> tuple[int, tuple[int, ...] | None]:
+    """x's byte address and byte strides (None: C-contiguous): numpy, torch or any
+    tensor with an array interface."""
+    if isinstance(x, np.ndarray):
+        return x.__array_interface__["data"][0], x.strides
+    if gpu.is_torch_tensor(x):
+        return x.data_ptr(), tuple(s * itemsize for s in x.stride())
+    array = gpu.device_array(x)
+    return array.pointer, array.strides
+
+
+def span_of(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Any:
+    """The contiguous elements of `shape` in memory from x's first element on, as a
+    tensor a kernel takes: a view of x's memory, never a copy (the caller makes sure
+    the span stays inside x's allocation). How a kernel writes in place a view whose
+    rows lie apart (a KV cache's pages, the q columns of a fused qkv): it takes the span
+    and addresses the rows itself, where the GPU takes only contiguous tensors and the
+    CPU backend would copy the view and write all of it back."""
+    if isinstance(x, PackedArray):
+        return PackedArray(x.data, x.dtype, shape)
+    strides = gpu.contiguous_strides(shape, itemsize)
+    if isinstance(x, np.ndarray):  # through unsigned codes: as_strided cannot name ml_dtypes
+        codes = x.view(np.dtype(f"u{itemsize}"))
+        return np.lib.stride_tricks.as_strided(codes, shape, strides, writeable=True).view(x.dtype)
+    if gpu.is_torch_tensor(x):
+        return x.as_strided(shape, tuple(s // itemsize for s in strides))
+    if isinstance(x, dlpack.DeviceView):
+        return dataclasses.replace(x, shape=shape, strides=strides)
+    return reshaped(x, shape, name)  # other device tensors: contiguous ones only
 
 
 def coarse_length(n: Any) -> Any:

@@ -53,7 +53,6 @@ unspecified); device ones, which the host does not read, are not: a device slot 
 the cache writes nothing.
 """
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +62,22 @@ from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
-from tilelang.runtime import dlpack, gpu
+from tilelang.runtime import gpu
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
 from tilelang.runtime.host_tensor import values_dtype
 
-from .common import check, next_power_of_two, placeholder, reshaped, run, same_place, tl
+from .common import (
+    address_and_strides,
+    check,
+    next_power_of_two,
+    placeholder,
+    reshaped,
+    run,
+    same_place,
+    span_of,
+    tl,
+)
 from .paged_arguments import (
     HEAD_SCALED,
     PLAIN,
@@ -205,16 +214,6 @@ class Pages:
     page_rows: int
 
 
-def _address_and_strides(x: Any, itemsize: int) -> tuple[int, tuple[int, ...] | None]:
-    """x's byte address and byte strides (None: C-contiguous)."""
-    if isinstance(x, np.ndarray):
-        return x.__array_interface__["data"][0], x.strides
-    if gpu.is_torch_tensor(x):
-        return x.data_ptr(), tuple(s * itemsize for s in x.stride())
-    array = gpu.device_array(x)
-    return array.pointer, array.strides
-
-
 def cache_pages(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Pages:
     """The pages of cache x [num_blocks, block_size, H_kv, D], written in place where
     they lie: each page's [block_size, H_kv, D] must be contiguous and the pages a whole
@@ -226,7 +225,7 @@ def cache_pages(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Pag
         return Pages(x.data.__array_interface__["data"][0], bs)
     if isinstance(x, np.ndarray) and not x.flags.writeable:
         raise ValueError(f"{name} is written in place and must be writeable, got read-only")
-    address, strides = _address_and_strides(x, itemsize)
+    address, strides = address_and_strides(x, itemsize)
     if strides is None:
         return Pages(address, bs)
     inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
@@ -248,24 +247,6 @@ def cache_pages(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Pag
     return Pages(address, strides[0] // row)
 
 
-def _span(x: Any, name: str, rows: int, row_shape: tuple[int, int], itemsize: int) -> Any:
-    """The contiguous rows [rows, H_kv, D] of memory from x's first element on (inside
-    x's allocation: rows reach no further than its last page, or the other cache's),
-    as the tensor the kernel takes: a view, never a copy."""
-    shape = (rows, *row_shape)
-    if isinstance(x, PackedArray):
-        return PackedArray(x.data, x.dtype, shape)
-    strides = gpu.contiguous_strides(shape, itemsize)
-    if isinstance(x, np.ndarray):  # through unsigned codes: as_strided cannot name ml_dtypes
-        codes = x.view(np.dtype(f"u{itemsize}"))
-        return np.lib.stride_tricks.as_strided(codes, shape, strides, writeable=True).view(x.dtype)
-    if gpu.is_torch_tensor(x):
-        return x.as_strided(shape, tuple(s // itemsize for s in strides))
-    if isinstance(x, dlpack.DeviceView):
-        return dataclasses.replace(x, shape=shape, strides=strides)
-    return reshaped(x, shape, name)  # other device tensors: contiguous ones only
-
-
 def cache_rows(k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int):
     """The caches as the kernel takes them: (k rows, v rows, scalars, FUSED). Caches
     apart in memory are each the span of rows from its page 0 to its last page's end;
@@ -282,7 +263,7 @@ def cache_rows(k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int
     if row == 0 or ends[0] <= v.address or ends[1] <= k.address:
         _fits(max(extent))
         spans = [
-            _span(c, name, n, (kv_heads, d), itemsize)
+            span_of(c, name, (n, kv_heads, d), itemsize)
             for (c, name), n in zip(named, extent, strict=True)
         ]
         scalars = dict(k_first=0, k_page=k.page_rows, v_first=0, v_page=v.page_rows)
@@ -309,7 +290,7 @@ def cache_rows(k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int
         v_first=(v.address - low) // row,
         v_page=v.page_rows,
     )
-    return _span(base, name, rows, (kv_heads, d), itemsize), None, scalars, True
+    return span_of(base, name, (rows, kv_heads, d), itemsize), None, scalars, True
 
 
 def _fits(rows: int) -> None:

@@ -22,8 +22,13 @@ once (positions outside [0, max_position) gather nothing and read 0: such a toke
 rotated elements become 0; host positions are checked before the launch), then each
 head's pairs are two loads (neox: the two halves; GPT-J: one load of R elements split
 into its even and odd elements) and two stores back to where they came from. query and
-key are rows of tokens, [tokens, heads · head_size] (the q and k column ranges of a
-fused qkv projection are such rows: strided views, rotated where they lie).
+key reach the kernel as the span of memory from their first element to their last, in
+rows of one head: token t's head h is row t · step + h, step the heads from one token
+to the next (more than the tensor's own where its tokens lie apart: the q and k column
+ranges of a fused qkv projection). So they are rotated where they lie, on the GPU
+(which takes only contiguous tensors) and on the CPU backend (which would copy a
+strided view and write all of it back) alike, and rows of the span that are not
+theirs (v's, the other of q and k) are neither read nor written.
 """
 
 from typing import Any
@@ -35,9 +40,11 @@ from tilelang.kernel import kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
+from tilelang.runtime.host_tensor import values_dtype
 
 from .common import (
     FLOATS,
+    address_and_strides,
     check,
     flag,
     next_power_of_two,
@@ -45,6 +52,7 @@ from .common import (
     run,
     same_place,
     shape_of,
+    span_of,
     tl,
 )
 
@@ -59,40 +67,46 @@ MANY_BLOCKS = 4 * 132
 @kernel(warps=4)
 def rotary_kernel(
     positions: Tensor["PT", "NT"],
-    x: Tensor["T", "NT", "W"],
+    x: Tensor["T", "NR", "D"],
     cache: Tensor["CT", "P", "R"],
+    heads: dtypes.i32,
+    step: dtypes.i32,
     T: constexpr = dtypes.f16,
     PT: constexpr = dtypes.i64,
     CT: constexpr = dtypes.f32,
-    D: constexpr = 128,
     NEOX: constexpr = True,
     HALF: constexpr = 64,
     BT: constexpr = 16,
     HB: constexpr = 1,
 ):
-    """Rotates x [NT, W] (W = heads · D) in place by the angles of cache's rows."""
-    bt, bh = tl.blocks(tl.cdiv(NT, BT), tl.cdiv(W // D, HB))
+    """Rotates in place the `heads` heads of each of the NT tokens of x, rows of one
+    head [NR, D]: token t's head h is row t · step + h (the rows between tokens: the
+    heads of a contiguous tensor, more where its tokens lie apart)."""
+    bt, bh = tl.blocks(tl.cdiv(NT, BT), tl.cdiv(heads, HB))
     half = R // 2
     # a row outside the cache gathers nothing (cos = sin = 0); the cast saturates, so an
     # int64 position past 2^31 stays outside
-    rows = tl.load(positions, [bt * BT], [BT]).to(tl.i32)[:, None]
+    at = tl.load(positions, [bt * BT], [BT]).to(tl.i32)[:, None]
     pairs = (tl.arange(0, HALF) < half)[None, :]
-    cos = tl.load(cache, [rows, 0], [BT, HALF], mask=pairs).to(tl.f32)
-    sin = tl.load(cache, [rows, half], [BT, HALF], mask=pairs).to(tl.f32)
-    t0 = bt * BT
+    cos = tl.load(cache, [at, 0], [BT, HALF], mask=pairs).to(tl.f32)
+    sin = tl.load(cache, [at, half], [BT, HALF], mask=pairs).to(tl.f32)
+    tokens = bt * BT + tl.arange(0, BT)
     for i in tl.range(0, HB):
-        col = (bh * HB + i) * D  # a head past the last lies past W: nothing is touched
+        h = bh * HB + i
+        # the tokens' rows of head h; -1 (outside: not read, not written) past the last
+        # token or the last head
+        rows = tl.where((tokens < NT) & (h < heads), tokens * step + h, -1)[:, None]
         if NEOX:
-            x1 = tl.load(x, [t0, col], [BT, HALF], mask=pairs).to(tl.f32)
-            x2 = tl.load(x, [t0, col + half], [BT, HALF], mask=pairs).to(tl.f32)
-            tl.store(x, [t0, col], (x1 * cos - x2 * sin).to(T), mask=pairs)
-            tl.store(x, [t0, col + half], (x2 * cos + x1 * sin).to(T), mask=pairs)
+            x1 = tl.load(x, [rows, 0], [BT, HALF], mask=pairs).to(tl.f32)
+            x2 = tl.load(x, [rows, half], [BT, HALF], mask=pairs).to(tl.f32)
+            tl.store(x, [rows, 0], (x1 * cos - x2 * sin).to(T), mask=pairs)
+            tl.store(x, [rows, half], (x2 * cos + x1 * sin).to(T), mask=pairs)
         else:
             rotated = (tl.arange(0, 2 * HALF) < R)[None, :]
-            both = tl.load(x, [t0, col], [BT, 2 * HALF], mask=rotated).to(tl.f32)
+            both = tl.load(x, [rows, 0], [BT, 2 * HALF], mask=rotated).to(tl.f32)
             x1, x2 = tl.split(tl.reshape(both, [BT, HALF, 2]))
             out = tl.join(x1 * cos - x2 * sin, x2 * cos + x1 * sin)
-            tl.store(x, [t0, col], tl.reshape(out, [BT, 2 * HALF]).to(T), mask=rotated)
+            tl.store(x, [rows, 0], tl.reshape(out, [BT, 2 * HALF]).to(T), mask=rotated)
 
 
 @planned
@@ -142,19 +156,22 @@ def rotary_embedding(
     half = next_power_of_two(rot // 2)
     bt = max(1, min(64, PAIRS_PER_HEAD_TILE // half))
     flat = reshaped(positions, (tokens,), "positions")
-    for x, t in rows:
-        heads = shape_of(x, "x")[1] // head_size
+    for x, t, heads, step in rows:
         # 4 heads a block (one gather of cos and sin for all four) where the grid stays
         # large: at least 4 blocks an SM of an H100
         hb = 4 if -(-tokens // bt) * heads >= 4 * MANY_BLOCKS else 1
-        constexprs = dict(T=t, PT=pt, CT=ct, D=head_size, NEOX=neox, HALF=half, BT=bt, HB=hb)
-        run(rotary_kernel, [flat, x, cos_sin_cache], constexprs, interpret)
+        constexprs = dict(T=t, PT=pt, CT=ct, NEOX=neox, HALF=half, BT=bt, HB=hb)
+        run(rotary_kernel, [flat, x, cos_sin_cache, heads, step], constexprs, interpret)
     return None
 
 
-def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tuple[Any, Any]:
-    """x as rows of tokens [tokens, heads · head_size] (a view: the kernel writes x), and
-    its dtype; x is [*lead, heads · head_size] or [*lead, heads, head_size]."""
+def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tuple:
+    """(x as the kernel takes it, its dtype, its heads, the rows from one token to the
+    next) for x [*lead, heads · head_size] or [*lead, heads, head_size]: the span of
+    memory from x's first element to its last as rows of one head [rows, head_size], a
+    view (the kernel writes x where it lies: the GPU takes only contiguous tensors, and
+    the CPU backend would copy a strided view and write all of it back), token t's head
+    h at row t · step + h."""
     shape = shape_of(x, name)
     tail = shape[len(lead) :]
     if tuple(shape[: len(lead)]) != tuple(lead) or len(tail) not in (1, 2):
@@ -170,8 +187,27 @@ def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tup
             f"head_size = {head_size}"
         )
     _, t = check(x, name, (None,) * len(shape), FLOATS)
-    tokens = int(np.prod(lead, dtype=np.int64))
-    return _viewed(x, name, (tokens, width)), t
+    tokens, heads = int(np.prod(lead, dtype=np.int64)), width // head_size
+    view = _viewed(x, name, (tokens, width))
+    itemsize = values_dtype(t).itemsize
+    _, strides = address_and_strides(view, itemsize)
+    step = heads
+    if strides is not None and tokens * width:
+        token_stride, column_stride = (s // itemsize for s in strides)
+        if column_stride != 1 and width > 1:
+            raise ValueError(_not_viewable(name, tuple(shape), (tokens, width), "its heads"))
+        if tokens > 1:
+            if token_stride % head_size or token_stride < width:
+                raise ValueError(
+                    f"{name}'s tokens must lie a whole number of heads (head_size = "
+                    f"{head_size} elements) apart without overlapping, got {token_stride} "
+                    f"elements from one token to the next"
+                )
+            step = token_stride // head_size
+    rows = (tokens - 1) * step + heads if tokens else 0
+    if rows >= 2**31:
+        raise ValueError(f"{name} spans {rows} rows of a head; the kernel's rows are 32-bit")
+    return span_of(view, name, (rows, head_size), itemsize), t, heads, step
 
 
 def _viewed(x: Any, name: str, shape: tuple[int, int]) -> Any:
@@ -194,11 +230,13 @@ def _viewed(x: Any, name: str, shape: tuple[int, int]) -> Any:
     return reshaped(x, shape, name)  # other device tensors: contiguous ones only
 
 
-def _not_viewable(name: str, given: tuple, shape: tuple) -> str:
+def _not_viewable(
+    name: str, given: tuple, shape: tuple, what: str = "its token dimensions and its heads"
+) -> str:
     return (
         f"{name} of shape {list(given)} must be viewable as rows of tokens {list(shape)} "
-        f"without a copy (it is rotated in place): its token dimensions and its heads "
-        f"must each be evenly strided"
+        f"without a copy (it is rotated in place): {what} must be evenly strided, each "
+        f"token's heads contiguous"
     )
 
 
