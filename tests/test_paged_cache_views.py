@@ -241,3 +241,38 @@ def test_u4_caches_side_by_side_in_one_buffer_are_apart_not_shared():
     written = k_cache.codes().reshape(NB * BS, HK, D)
     page, row = SLOTS[0] // BS, SLOTS[0] % BS
     assert written[page * BS + row].any() and not written[1 * BS + 5].any()
+
+
+@pytest.mark.parametrize("kind", ["f16", "u8"])
+def test_decode_reads_a_combined_cache_through_spans_of_its_memory_not_copies(monkeypatch, kind):
+    """paged_decode_attention on kv[:, 0] and kv[:, 1] hands the kernel the spans of the
+    combined tensor's own memory (pages 2 · block_size rows apart), not whole-cache
+    copies a reshape would make on every call, and decodes what contiguous copies of
+    the halves decode, bit for bit. A u8 cache's per-token scales are dense, indexed by
+    the cache's own row: its halves are still copied (the one layout left so)."""
+    from tilelang.kernels import paged_attention as pa
+
+    rng = np.random.default_rng(8)
+    kv = rng.integers(0, 255, (NB, 2, BS, HK, D)).astype(np.uint8)
+    if kind == "f16":
+        kv = rng.standard_normal((NB, 2, BS, HK, D)).astype(np.float16)
+    params = {}
+    if kind == "u8":
+        for name in ("k_scale", "v_scale", "k_zero", "v_zero"):
+            params[name] = rng.uniform(0.01, 0.02, (NB, BS, HK)).astype(np.float32)
+    q = rng.standard_normal((2, 4, D)).astype(np.float16)
+    table = np.array([[0, 2], [4, 1]], np.int32)
+    lengths = np.array([11, 16], np.int32)
+    launches = []
+    real_run = pa.run
+    monkeypatch.setattr(pa, "run", lambda *a: (launches.append(a), real_run(*a))[1])
+    viewed = paged_decode_attention(q, kv[:, 0], kv[:, 1], table, lengths, **params)
+    _, args, constexprs, _ = launches[-1]
+    spans = kind != "u8"
+    assert constexprs["APART"] == spans and args[-1] == (2 * BS if spans else BS)
+    for span in args[1:3]:
+        assert span.flags.c_contiguous and np.shares_memory(span, kv) == spans
+    halves = (np.ascontiguousarray(kv[:, 0]), np.ascontiguousarray(kv[:, 1]))
+    copied = paged_decode_attention(q, *halves, table, lengths, **params)
+    assert not launches[-1][2]["APART"]
+    np.testing.assert_array_equal(viewed.view(np.uint16), copied.view(np.uint16))

@@ -20,7 +20,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType, PackedArray
 from tilelang.runtime import gpu
 
-from .common import check, dtype_of, reshaped, shape_of
+from .common import address_and_strides, check, dtype_of, reshaped, shape_of, span_of
 
 #: The KV cache's dtypes besides q's own.
 QUANTIZED = (dtypes.f8e4m3, dtypes.f8e5m2, dtypes.u8, dtypes.u4)
@@ -313,3 +313,29 @@ def _head_scaled(kt: DType, kv_heads: int, k_scale: Any, v_scale: Any, like: Any
         k_factor=float(ks) if k_number else 1.0,
         v_factor=float(vs) if v_number else 1.0,
     )
+
+
+def cache_span(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> tuple[Any, int]:
+    """(the rows of cache x [num_blocks, block_size, H_kv, D] as the kernel reads them,
+    [rows, H_kv, D], and the rows from one page to the next). A dense cache is one
+    reshape (block_size rows a page). A cache whose pages lie apart (the K or V half of
+    FlashInfer's [num_blocks, 2, block_size, H_kv, D]: each page contiguous, the pages a
+    whole number of rows apart) is the span of its memory from page 0 to its last page
+    (`common.span_of`): a view, where a reshape would copy the whole cache every call.
+    Any other layout is reshaped, which copies it (a PackedArray is dense)."""
+    blocks, bs, kv_heads, d = shape
+    dense = (blocks * bs, kv_heads, d)
+    if isinstance(x, PackedArray):
+        return PackedArray(x.data, x.dtype, dense), bs
+    _, strides = address_and_strides(x, itemsize)
+    row = kv_heads * d * itemsize
+    if strides is None or blocks <= 1 or row == 0:
+        return reshaped(x, dense, name), bs
+    inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
+    pages_whole = all(
+        n == 1 or s == e for n, s, e in zip(shape[1:], strides[1:], inner, strict=True)
+    )
+    if not pages_whole or strides[0] % row or strides[0] < bs * row:
+        return reshaped(x, dense, name), bs
+    page_rows = strides[0] // row
+    return span_of(x, name, ((blocks - 1) * page_rows + bs, kv_heads, d), itemsize), page_rows

@@ -71,13 +71,14 @@ from typing import Any
 import numpy as np
 
 from tilelang import dtypes
-from tilelang.dtypes import DType, PackedArray
+from tilelang.dtypes import DType
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime import gpu
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.counters import arrive_counters
 from tilelang.runtime.host_calls import accepts_host_tensors
+from tilelang.runtime.host_tensor import values_dtype
 
 from .common import (
     LN2,
@@ -98,6 +99,7 @@ from .paged_arguments import (
     PLAIN,
     TOKEN_SCALED,
     cache_layout,
+    cache_span,
     check_cache_type,
     check_lengths,
     check_max_seq_len,
@@ -204,6 +206,7 @@ def paged_split_kernel(
     scale: dtypes.f32,
     v_factor: dtypes.f32,
     per_split: dtypes.i32,
+    page_rows: dtypes.i32 = 0,
     T: constexpr = dtypes.f16,
     KT: constexpr = dtypes.f16,
     MODE: constexpr = PLAIN,
@@ -219,6 +222,7 @@ def paged_split_kernel(
     WARPS: constexpr = 4,
     MIN_BLOCKS: constexpr = 0,
     STAGES: constexpr = 1,  # 1: not pipelined; `default_tiles` picks the callers' stages
+    APART: constexpr = False,
 ):
     """One split of one (sequence, KV head): the unnormalized output of its G query
     heads and their row max and sum over the split's tokens (module docstring); the
@@ -230,7 +234,9 @@ def paged_split_kernel(
     it. The flags' defaults read every tensor. HEAD_SCALED
     (f8): K_HEAD / V_HEAD read s_k / s_v of the block's KV head from ks / vs ([1, 1]:
     one for all), else s_k is folded into `scale` and s_v is `v_factor`. TOKEN_SCALED
-    (u8, u4): K_ZEROS / V_ZEROS read kz / vz, else the zero points are 2^(bits − 1)."""
+    (u8, u4): K_ZEROS / V_ZEROS read kz / vz, else the zero points are 2^(bits − 1).
+    APART (PLAIN and HEAD_SCALED): k and v are spans of caches whose pages lie
+    page_rows rows apart (`paged_arguments.cache_span`)."""
     b, hk, split = tl.blocks(NB, HK, S)
     length = tl.load(lens, [b])
     start = split * per_split
@@ -258,7 +264,8 @@ def paged_split_kernel(
     for t0 in tl.range(start, stop, BN, stages=STAGES):
         token = t0 + tl.arange(0, BN)
         page = tl.load(table, [b, (token // BS)[None, :]], [1, BN], fill=-1)
-        row = tl.where(token < stop, tl.reshape(page, [BN]) * BS + token % BS, -1)
+        stride = page_rows if APART else BS  # rows from one page to the next
+        row = tl.where(token < stop, tl.reshape(page, [BN]) * stride + token % BS, -1)
         rows = row[:, None, None]  # one index tile (and one relayout) for K and V
         kt = tl.reshape(tl.load(k, [rows, hk, 0], [BN, 1, HD], layout=k_layout), [BN, HD])
         vt = tl.reshape(tl.load(v, [rows, hk, 0], [BN, 1, HD]), [BN, HD])
@@ -500,13 +507,6 @@ def split_count(
     return -(-max(1, capacity) // per_split), per_split
 
 
-def _rows(x: Any, shape: tuple[int, ...]) -> Any:
-    """x (contiguous) viewed under `shape`, PackedArrays too."""
-    if isinstance(x, PackedArray):
-        return PackedArray(x.data, x.dtype, shape)
-    return reshaped(x, shape)
-
-
 @planned(coarse={"max_seq_len": coarse_length})
 @accepts_host_tensors
 def paged_decode_attention(
@@ -602,14 +602,23 @@ def paged_decode_attention(
     part_o = empty(q, (nb, kv_heads, splits, gp, hd), dtypes.f32)
     part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
-    rows = (blocks * bs, kv_heads, d)
+    itemsize = values_dtype(kt).itemsize
+    k_rows, k_page = cache_span(k_cache, "k_cache", shape, itemsize)
+    v_rows, v_page = cache_span(v_cache, "v_cache", shape, itemsize)
     params = deq.tensors(placeholder(q, 2))
-    args = [q, _rows(k_cache, rows), _rows(v_cache, rows), *params, block_table, seq_lens]
+    args = [q, k_rows, v_rows, *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
     score_scale = float(np.float32(scale) * np.float32(deq.k_factor))
     counts = arrive_counters(q, (nb, kv_heads))  # left zeroed by the launch: kept
     args += [part_o, part_m, part_l, counts, out, score_scale, deq.v_factor]
-    args += [per_split]
-    constexprs = dict(T=t, KT=kt, BS=bs, G=group, **deq.constexprs(), **tiles)
+    # one row index serves K and V (pages apart alike), and the per-token scales of a
+    # u8/u4 cache (dense): other layouts are reshaped, which copies them
+    if k_page != v_page or (k_page != bs and deq.mode == TOKEN_SCALED):
+        v_rows, v_page = reshaped(v_cache, (blocks * bs, kv_heads, d), "v_cache"), bs
+        k_rows, k_page = reshaped(k_cache, (blocks * bs, kv_heads, d), "k_cache"), bs
+        args[1:3] = [k_rows, v_rows]
+    args += [per_split, k_page]
+    apart = k_page != bs  # pages strided: rows page_rows apart
+    constexprs = dict(T=t, KT=kt, BS=bs, G=group, APART=apart, **deq.constexprs(), **tiles)
     run(paged_split_kernel, args, constexprs, interpret)
     return out
