@@ -31,7 +31,7 @@ import quant_matmul  # noqa: E402
 
 import tilelang as tl  # noqa: E402
 from tilelang.cli import launch_facts  # noqa: E402
-from tilelang.kernels import attention, ssm  # noqa: E402
+from tilelang.kernels import attention, norm, paged_prefill, rotary, ssm  # noqa: E402
 from tilelang.kernels import paged_attention as pa  # noqa: E402
 from tilelang.runtime.nvrtc import nvrtc_version  # noqa: E402
 
@@ -177,6 +177,52 @@ def _scan_one(first: bool) -> Case:
     )
 
 
+def _paged_prefill() -> Case:
+    """`flash_attention(..., block_table=)` (`kernels.paged_prefill`) at a vLLM chunked
+    prefill: 8 sequences of 2048 cached + 512 new tokens, 32 query heads over 8 KV
+    heads, D 128, 16-token pages, causal, the tiles a call picks; a block's causal loop
+    walks its keys up to its last row's diagonal, on average (`iterations`)."""
+    batch, cached, new, heads, kv_heads, d, bs = 8, 2048, 512, 32, 8, 128, 16
+    tiles = attention.default_tiles(d, batch * heads, new, every_key=False)
+    rows = batch * (cached + new)
+    steps = -(-(cached + new // 2 + tiles["BM"] // 2) // tiles["BN"])
+    return Case(
+        f"paged prefill D={d} 8x(2048+512) causal",
+        paged_prefill.paged_prefill_kernel,
+        dict(T=tl.f16, CAUSAL=True, LSE=True, BS=bs, **tiles),
+        dict(TQ=batch * new, H=heads, D=d, HK=kv_heads, B1=batch + 1, HL=heads, TL=batch * new)
+        | dict(scale=d**-0.5, MQ=new, R=rows, NL=batch, NT=batch, MB=rows // batch // bs),
+        "k",
+        iterations=steps,
+    )
+
+
+def _rotary() -> Case:
+    """`tilelang.kernels.rotary_embedding` on Llama-3-8B's q at a 4096-token prefill
+    (bf16, head 128, the full rotation, a bf16 cos/sin cache, contiguous)."""
+    tokens, heads, d = 4096, 32, 128
+    return Case(
+        f"rotary_embedding q bf16 {tokens} tokens H={heads} D={d}",
+        rotary.rotary_kernel,
+        dict(T=tl.bf16, PT=tl.i64, CT=tl.bf16, NEOX=True, HALF=d // 2, BT=16, HB=4),
+        dict(NT=tokens, NR=tokens * heads, D=d, P=8192, R=d, heads=heads, step=heads),
+        "x",
+    )
+
+
+def _fused_norm() -> Case:
+    """`tilelang.kernels.fused_add_rms_norm` on [4096, 4096] bf16 rows (a prefill's
+    residual stream at Llama-3-8B's width), the tiles a call picks."""
+    rows, width = 4096, 4096
+    return Case(
+        f"fused_add_rms_norm bf16 [{rows}, {width}]",
+        norm.fused_add_rms_norm_kernel,
+        dict(T=tl.bf16, WT=tl.bf16, **norm.fused_tiles(width)),
+        dict(M=rows, H=width, eps=1e-6),
+        "x",
+    )
+
+
 CASES = (
     _quant(tl.u4, 28672),
     _quant(tl.u4, 8192),
@@ -196,6 +242,9 @@ CASES = (
     _scan(walk=False),
     _scan_one(first=True),
     _scan_one(first=False),
+    _paged_prefill(),
+    _rotary(),
+    _fused_norm(),
 )
 
 

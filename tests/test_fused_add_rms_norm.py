@@ -146,7 +146,7 @@ def test_builds_spill_nothing_and_read_each_row_once_where_it_fits(arch, h):
     from tilelang.cli import launch_facts
 
     kernel = norm.fused_add_rms_norm_kernel
-    constexprs = dict(T=dtypes.bf16, WT=dtypes.bf16, **norm._fused_tiles(h))
+    constexprs = dict(T=dtypes.bf16, WT=dtypes.bf16, **norm.fused_tiles(h))
     launch = dict(M=4096, H=h)
     built = kernel.compile(
         assume=launch_facts(kernel, constexprs, launch), target=arch, **constexprs

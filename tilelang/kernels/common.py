@@ -400,6 +400,35 @@ def span_of(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Any:
     return reshaped(x, shape, name)  # other device tensors: contiguous ones only
 
 
+def in_place_view(x: Any, name: str, shape: tuple[int, ...], what: tuple[str, str]) -> Any:
+    """x under `shape` without a copy, for a kernel that writes x (a copy would be
+    written instead): numpy and torch views, other device tensors when contiguous.
+    `what`: (what the shape is, which dimensions must be evenly strided), for the
+    ValueError where no view can say it."""
+    if tuple(x.shape) == shape:
+        return x
+    if isinstance(x, np.ndarray):
+        view = x.view()
+        try:
+            view.shape = shape  # raises where x's strides cannot express the shape
+        except AttributeError:
+            raise ValueError(_not_a_view(name, tuple(x.shape), shape, what)) from None
+        return view
+    if gpu.is_torch_tensor(x):  # view() never copies
+        try:
+            return x.view(shape)
+        except RuntimeError:
+            raise ValueError(_not_a_view(name, tuple(x.shape), shape, what)) from None
+    return reshaped(x, shape, name)
+
+
+def _not_a_view(name: str, given: tuple, shape: tuple, what: tuple[str, str]) -> str:
+    return (
+        f"{name} of shape {list(given)} is written in place and must be viewable as "
+        f"{what[0]} {list(shape)} without a copy: {what[1]} must be evenly strided"
+    )
+
+
 def coarse_length(n: Any) -> Any:
     """A length rounded up to one of 8 steps an octave (at most 1/8 more; 4097..4608 ->
     4608): what a library call sizes a launch by where the caller's length grows step

@@ -23,15 +23,27 @@ rounds twice, as its definition says (the sum, then the output).
 import math
 from typing import Any
 
-import numpy as np
-
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.runtime.call_plans import planned
 from tilelang.runtime.host_calls import accepts_host_tensors
 
-from .common import FLOATS, check, empty, f32_host, next_power_of_two, reshaped, run, same_place, tl
+from .common import (
+    FLOATS,
+    check,
+    empty,
+    f32_host,
+    in_place_view,
+    next_power_of_two,
+    reshaped,
+    run,
+    same_place,
+    tl,
+)
+
+#: What a row view of x and residual needs (`in_place_view`'s message).
+ROWS = ("rows", "its leading dimensions")
 
 
 @kernel(warps=4)
@@ -188,7 +200,7 @@ def silu_and_mul(x: Any, *, interpret: bool = False) -> Any:
     return y
 
 
-def _fused_tiles(h: int) -> dict[str, Any]:
+def fused_tiles(h: int) -> dict[str, Any]:
     """The fused kernel's tiles for rows of h columns: the whole row in one tile up to
     WHOLE_ROW (several short rows a block, 1024 elements; 8 warps at 8192 columns, 32
     elements a thread), else 2048-column steps."""
@@ -196,33 +208,6 @@ def _fused_tiles(h: int) -> dict[str, Any]:
     if hp <= WHOLE_ROW:
         return dict(BM=max(1, 1024 // hp), BH=hp, WHOLE=True, WARPS=8 if hp >= 8192 else 4)
     return dict(BM=1, BH=2048, WHOLE=False, WARPS=4)
-
-
-def _in_place_rows(x: Any, name: str, shape: tuple[int, int]) -> Any:
-    """x [..., H] as rows [M, H] without a copy (the kernel writes x: a copy would be
-    written instead): numpy and torch views; other device tensors when contiguous."""
-    if tuple(x.shape) == shape:
-        return x
-    if isinstance(x, np.ndarray):
-        view = x.view()
-        try:
-            view.shape = shape  # raises where x's strides cannot express the rows
-        except AttributeError:
-            raise ValueError(_not_rows(name, x.shape, shape)) from None
-        return view
-    if hasattr(x, "view") and hasattr(x, "stride"):  # torch: view() never copies
-        try:
-            return x.view(shape)
-        except RuntimeError:
-            raise ValueError(_not_rows(name, tuple(x.shape), shape)) from None
-    return reshaped(x, shape, name)
-
-
-def _not_rows(name: str, given: tuple, shape: tuple) -> str:
-    return (
-        f"{name} of shape {list(given)} is written in place and must be viewable as rows "
-        f"{list(shape)} without a copy: its leading dimensions must be evenly strided"
-    )
 
 
 @planned
@@ -244,9 +229,9 @@ def fused_add_rms_norm(
     if not float(eps) >= 0.0:
         raise ValueError(f"eps must be a non-negative number, got {eps!r}")
     m = _rows(shape)
-    rows = [_in_place_rows(a, n, (m, h)) for a, n in ((x, "x"), (residual, "residual"))]
+    rows = [in_place_view(a, n, (m, h), ROWS) for a, n in ((x, "x"), (residual, "residual"))]
     if m * h == 0:
         return None
     args = [*rows, f32_host(weight) if wt == dtypes.f32 else weight, float(eps)]
-    run(fused_add_rms_norm_kernel, args, dict(T=t, WT=wt, **_fused_tiles(h)), interpret)
+    run(fused_add_rms_norm_kernel, args, dict(T=t, WT=wt, **fused_tiles(h)), interpret)
     return None

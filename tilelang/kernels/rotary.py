@@ -47,6 +47,7 @@ from .common import (
     address_and_strides,
     check,
     flag,
+    in_place_view,
     next_power_of_two,
     reshaped,
     run,
@@ -60,6 +61,8 @@ from .common import (
 POSITION_TYPES = (dtypes.i32, dtypes.i64)
 #: Pairs a block rotates per head (BT tokens of R/2 pairs, R/2 rounded up).
 PAIRS_PER_HEAD_TILE = 1024
+#: What a view of query or key as token rows needs (`in_place_view`'s message).
+TOKEN_ROWS = ("rows of tokens", "its token dimensions and its heads")
 #: Blocks that fill an H100 (132 SMs) four times over.
 MANY_BLOCKS = 4 * 132
 
@@ -188,14 +191,17 @@ def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tup
         )
     _, t = check(x, name, (None,) * len(shape), FLOATS)
     tokens, heads = int(np.prod(lead, dtype=np.int64)), width // head_size
-    view = _viewed(x, name, (tokens, width))
+    view = in_place_view(x, name, (tokens, width), TOKEN_ROWS)
     itemsize = values_dtype(t).itemsize
     _, strides = address_and_strides(view, itemsize)
     step = heads
     if strides is not None and tokens * width:
         token_stride, column_stride = (s // itemsize for s in strides)
         if column_stride != 1 and width > 1:
-            raise ValueError(_not_viewable(name, tuple(shape), (tokens, width), "its heads"))
+            raise ValueError(
+                f"{name} of shape {list(shape)} is written in place: each token's heads "
+                f"must be contiguous, got a stride of {column_stride} elements between them"
+            )
         if tokens > 1:
             if token_stride % head_size or token_stride < width:
                 raise ValueError(
@@ -208,36 +214,6 @@ def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tup
     if rows >= 2**31:
         raise ValueError(f"{name} spans {rows} rows of a head; the kernel's rows are 32-bit")
     return span_of(view, name, (rows, head_size), itemsize), t, heads, step
-
-
-def _viewed(x: Any, name: str, shape: tuple[int, int]) -> Any:
-    """x under `shape` without a copy (a copy would be rotated instead of x): numpy and
-    torch views, or a contiguous device tensor."""
-    if tuple(x.shape) == shape:
-        return x
-    if isinstance(x, np.ndarray):
-        view = x.view()
-        try:
-            view.shape = shape  # raises where the strides cannot express it
-        except AttributeError:
-            raise ValueError(_not_viewable(name, x.shape, shape)) from None
-        return view
-    if hasattr(x, "view") and hasattr(x, "stride"):  # torch: view() never copies
-        try:
-            return x.view(shape)
-        except RuntimeError:
-            raise ValueError(_not_viewable(name, tuple(x.shape), shape)) from None
-    return reshaped(x, shape, name)  # other device tensors: contiguous ones only
-
-
-def _not_viewable(
-    name: str, given: tuple, shape: tuple, what: str = "its token dimensions and its heads"
-) -> str:
-    return (
-        f"{name} of shape {list(given)} must be viewable as rows of tokens {list(shape)} "
-        f"without a copy (it is rotated in place): {what} must be evenly strided, each "
-        f"token's heads contiguous"
-    )
 
 
 def _check_positions(positions: np.ndarray, max_position: int) -> None:
