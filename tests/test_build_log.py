@@ -32,7 +32,8 @@ def test_a_gpu_build_logs_once_and_a_cache_hit_only_at_debug(caplog):
     caplog.set_level(logging.DEBUG, logger="tilelang")
     tl.kernel(warps=1)(logged_double.fn).compile(target="sm_80", BLOCK=64)
     lines = built_lines(caplog.records)
-    assert len(lines) == 1 and lines[0].startswith("built logged_double for sm_80 in "), lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("built logged_double(BLOCK=64) for sm_80 in "), lines
     assert lines[0].endswith(" s (passes, lowering, NVRTC)")
     caplog.clear()
     fresh = tl.kernel(warps=1)(logged_double.fn)  # a new kernel object: the disk cache hits
@@ -43,20 +44,36 @@ def test_a_gpu_build_logs_once_and_a_cache_hit_only_at_debug(caplog):
 
 
 @pytest.mark.usefixtures("fresh_cache")
-def test_a_cpu_build_logs_its_lowering_and_its_llvm_compile(caplog):
+def test_a_cpu_build_logs_one_line_with_its_lowering_and_llvm_times_added(caplog):
+    """A CPU build lowers when compiled and makes machine code at its first launch: one
+    INFO line then, naming the build's constexprs (two specializations, two lines)."""
     caplog.set_level(logging.INFO, logger="tilelang")
     x = np.arange(40, dtype=np.float32)
     fresh = tl.kernel(warps=1)(logged_double.fn)
-    np.testing.assert_array_equal(fresh(x, np.empty_like(x), BLOCK=16), 2 * x)
+    for block in (16, 32):
+        np.testing.assert_array_equal(fresh(x, np.empty_like(x), BLOCK=block), 2 * x)
     lines = built_lines(caplog.records)
-    assert [line.split(" in ")[0] for line in lines] == ["built logged_double for cpu"] * 2
-    assert lines[0].endswith("(passes, lowering)") and lines[1].endswith("(LLVM)"), lines
+    assert [line.split(" in ")[0] for line in lines] == [
+        "built logged_double(BLOCK=16) for cpu",
+        "built logged_double(BLOCK=32) for cpu",
+    ], lines
+    assert all(line.endswith(" s (passes, lowering, LLVM)") for line in lines), lines
+
+
+def test_tilelang_log_debug_shows_the_cache_hits_too(monkeypatch):
+    monkeypatch.setattr(build_log.LOGGER, "handlers", [])
+    monkeypatch.setattr(build_log.LOGGER, "level", logging.NOTSET)
+    assert build_log.configure({"TILELANG_LOG": "debug"}) is not None
+    assert build_log.LOGGER.getEffectiveLevel() == logging.DEBUG
 
 
 def test_tilelang_log_prints_to_stderr_once_however_often_configured(monkeypatch):
     monkeypatch.setattr(build_log.LOGGER, "handlers", [])
     monkeypatch.setattr(build_log.LOGGER, "level", logging.NOTSET)
     assert build_log.configure({"TILELANG_LOG": "0"}) is None
+    assert build_log.describe("k", (("A", 1), ("B", "u4"))) == "k(A=1, B=u4)"
+    assert build_log.describe("k", ()) == "k"
+    assert build_log.describe("k", tuple((f"N{i}", i) for i in range(99))).endswith(", ...)")
     assert build_log.configure({}) is None
     handler = build_log.configure({"TILELANG_LOG": "1"})
     assert handler is not None and build_log.LOGGER.handlers == [handler]

@@ -46,7 +46,7 @@ from tilelang.lang.signature import (
 )
 from tilelang.lang.values import INDEX, Scalar, Tensor
 from tilelang.pipeline import PIPELINE, lower_function, run_pipeline
-from tilelang.runtime import call_plans, dlpack, gpu, interpreter
+from tilelang.runtime import build_log, call_plans, dlpack, gpu, interpreter
 from tilelang.runtime.arguments import ArgumentBinder, BoundArguments, dtype_constexpr_note
 from tilelang.runtime.buffers import byte_buffers
 from tilelang.runtime.cuda_build import CudaBuild, cuda_build
@@ -428,13 +428,18 @@ class Kernel:
 
             # Found on disk, or lowered now: a kernel that cannot be lowered fails at
             # compile. min_blocks is a CUDA launch bound: the CPU build ignores it.
-            cpu = cpu_build((spec.key_text(facts),), thread)
+            cpu = cpu_build((spec.key_text(facts),), thread, label=self._label(spec))
             return CompiledKernel(self.fn.__name__, built_stages, lambda: cpu.thread, cpu_build=cpu)
         key = (spec.key_text(facts),)
         if spec.min_blocks is not None:
             key += (f"min_blocks {spec.min_blocks}",)
-        build = cuda_build(key, thread, target.arch, min_blocks=spec.min_blocks)
+        label = self._label(spec)
+        build = cuda_build(key, thread, target.arch, min_blocks=spec.min_blocks, label=label)
         return CompiledKernel(self.fn.__name__, built_stages, lambda: build.thread, build)
+
+    def _label(self, spec: Specialization) -> str:
+        """The kernel and its constexprs, as the build log names a build."""
+        return build_log.describe(self.fn.__name__, spec.function.constexprs)
 
     def _build(self, constants: dict[str, Any]) -> ir.Function:
         builder = Builder(warps=self._warp_count(constants))

@@ -86,6 +86,8 @@ class CpuBuild:
         self._stored = stored
         self._pickled = pickled
         self.cached = stored is not None
+        self.label: str | None = None  # which build, for the build log
+        self.lowered_in = 0.0  # seconds this process spent lowering it (0: from disk)
 
     @cached_property
     def thread(self) -> ThreadFunction:
@@ -103,7 +105,9 @@ class CpuBuild:
             self._cache.discard(self.key)  # well-formed, but not usable here: rebuild it
         start = time.perf_counter()
         kernel = compile_cpu(self.thread)
-        build_log.built(self.thread.name, "cpu", start, "LLVM")
+        seconds = self.lowered_in + time.perf_counter() - start
+        how = "passes, lowering, LLVM" if self.lowered_in else "LLVM"
+        build_log.built(self.label or self.thread.name, "cpu", seconds, how)
         if kernel.compiled.object is not None:  # an unwritable cache warns once, then skips
             self._cache.put(self.key, _to_blobs(self.thread, kernel, self._said))
         return kernel
@@ -135,6 +139,7 @@ def cpu_build(
     key_parts: tuple[str, ...],
     lower: Callable[[], ThreadFunction],
     cache: DiskCache | None = None,
+    label: str | None = None,
 ) -> CpuBuild:
     """The compile of a CPU build (module docstring): the entry found, or the thread IR
     lowered now."""
@@ -145,8 +150,10 @@ def cpu_build(
         stored = _from_blobs(blobs)
         if stored is not None:
             replay(stored.warnings)
-            build_log.loaded(stored.kernel, "cpu")
-            return CpuBuild(key, cache, lower, stored.warnings, None, stored, blobs["thread"])
+            build_log.loaded(label or stored.kernel, "cpu")
+            build = CpuBuild(key, cache, lower, stored.warnings, None, stored, blobs["thread"])
+            build.label = label
+            return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     raised: list[warnings.WarningMessage] = []
     start = time.perf_counter()
@@ -154,14 +161,17 @@ def cpu_build(
         with warnings.catch_warnings(record=True) as raised:
             warnings.simplefilter("always")
             thread = lower()
-        build_log.built(thread.name, "cpu", start, "passes, lowering")
+        lowered_in = time.perf_counter() - start
+        build_log.lowered(label or thread.name, "cpu", lowered_in)
     finally:
         # The passes' warnings point at the user's lines; a build read from disk runs no
         # pass, so the entry keeps them and a hit warns again, as the first compile did
         # (given here even when the lowering failed, as the passes would have).
         said = [warning_record(w) for w in raised]
         replay(said)
-    return CpuBuild(key, cache, lower, said, thread)
+    build = CpuBuild(key, cache, lower, said, thread)
+    build.label, build.lowered_in = label, lowered_in
+    return build
 
 
 def _to_blobs(thread: ThreadFunction, kernel: CpuKernel, said: list) -> dict[str, bytes]:

@@ -102,6 +102,7 @@ def cuda_build(
     arch: str,
     cache: DiskCache | None = None,
     min_blocks: int | None = None,
+    label: str | None = None,
 ) -> CudaBuild:
     cache = cache if cache is not None else DiskCache()
     key = cache_key(*key_parts, arch, nvrtc_identity(cache))
@@ -110,7 +111,7 @@ def cuda_build(
         build = _from_blobs(blobs, arch, lambda: stored_thread(blobs["thread"], cache, key, lower))
         if build is not None:
             replay(json.loads(blobs["meta"])["warnings"])
-            build_log.loaded(build.symbol, arch)
+            build_log.loaded(label or build.symbol, arch)
             return build
         cache.discard(key)  # well-formed, but not what this code writes: rebuild it
     start = time.perf_counter()
@@ -140,7 +141,8 @@ def cuda_build(
     replay(spilled)
     said += spilled
     cache.put(key, _to_blobs(build, thread, said))  # an unwritable cache warns once, then skips
-    build_log.built(thread.name, arch, start, "passes, lowering, NVRTC")
+    seconds = time.perf_counter() - start
+    build_log.built(label or thread.name, arch, seconds, "passes, lowering, NVRTC")
     return build
 
 
