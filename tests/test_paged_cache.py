@@ -312,7 +312,7 @@ def test_bad_input_is_named_before_any_launch():
         with pytest.raises(error, match=message):
             write_paged_cache(**bad(**changes))
     f16 = Write("f16", [1])
-    with pytest.raises(TypeError, match=r"k_cache must hold q's dtype \(bf16\)"):
+    with pytest.raises(TypeError, match=r"k_cache must hold key's dtype \(bf16\)"):
         write_paged_cache(
             f16.key.astype(ml_dtypes.bfloat16),
             f16.value.astype(ml_dtypes.bfloat16),

@@ -72,9 +72,10 @@ def given_type(x: Any) -> str:
     return str(interface.get("typestr", type(x).__name__))
 
 
-def check_cache_type(x: Any, kt: DType | None, t: DType, kd: int, d: int) -> None:
+def check_cache_type(x: Any, kt: DType | None, t: DType, kd: int, d: int, other: str = "q") -> None:
     """k_cache's dtype (`kt`, None: none tilelang has) and head dimension `kd` against
-    q's dtype `t` and D: a message that says what was given and what is taken."""
+    the dtype `t` and D of `other` (q for attention, key for the cache writer): a
+    message that says what was given and what is taken."""
     if kt is None:
         given = given_type(x)
         hint = ""
@@ -83,16 +84,16 @@ def check_cache_type(x: Any, kt: DType | None, t: DType, kd: int, d: int) -> Non
                 "; the fnuz f8 types (exponent bias one higher, no inf, no negative zero) are "
                 "not taken: convert the cache to float8_e4m3fn or float8_e5m2"
             )
-        raise TypeError(f"k_cache must hold q's dtype ({t}), {ACCEPTED}, got {given}{hint}")
+        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {ACCEPTED}, got {given}{hint}")
     if kt == dtypes.u8 and 2 * kd == d:
         raise ValueError(
-            f"k_cache is uint8 [..., {kd}] and q's D = {d}: {U4_HOWTO}; a uint8 cache is u8 "
+            f"k_cache is uint8 [..., {kd}] and {other}'s D = {d}: {U4_HOWTO}; a uint8 cache is u8 "
             f"codes, one a byte, [num_blocks, block_size, H_kv, {d}]"
         )
     if kt not in (t, *QUANTIZED):
-        raise TypeError(f"k_cache must hold q's dtype ({t}), {ACCEPTED}, got {kt}")
+        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {ACCEPTED}, got {kt}")
     if kd != d:
-        raise ValueError(f"k_cache's head dimension must be q's, D = {d}, got {kd}")
+        raise ValueError(f"k_cache's head dimension must be {other}'s, D = {d}, got {kd}")
 
 
 def check_max_seq_len(max_seq_len: Any) -> None:

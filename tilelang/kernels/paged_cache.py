@@ -398,7 +398,7 @@ def write_paged_cache(
             f"v_cache must be k_cache's shape and dtype, {list(shape)} {ct}, got "
             f"{list(v_shape)} {vt}"
         )
-    check_cache_type(k_cache, ct, t, shape[3], d)
+    check_cache_type(k_cache, ct, t, shape[3], d, "key")
     if shape[2] != kv_heads:
         raise ValueError(
             f"k_cache's heads must be key's, H_kv = {kv_heads} (key.shape[1]), got {shape[2]}"
