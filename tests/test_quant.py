@@ -590,6 +590,21 @@ def test_a_weight_used_by_matmul_still_pickles_and_copies_without_its_kernel_cac
     assert qw.__dict__["_kernel_cache"] is cache
 
 
+def test_scales_below_f16s_normal_range_are_pointed_at_bf16():
+    """An imported checkpoint (FP8's f32 scales) has no float weights to quantize again:
+    with scales below f16's normal range (here an f8e4m3 weight of values near 1e-3,
+    scales near 2e-6), the rounding warning says bf16 keeps f32's exponent range, and
+    it says nothing of it for scales f16 holds normally."""
+    tiny = quantize(weights(n=64) * 1e-3, "f8e4m3", group_size=64, scale_dtype="f32")
+    assert tiny.scales.max() < 2.0**-14
+    with pytest.warns(tl.quant.ScaleRoundingWarning, match=r"lose less in bf16"):
+        tiny.with_scale_dtype("f16")
+    plain = quantize(weights(n=64), "i4", group_size=32)
+    with pytest.warns(tl.quant.ScaleRoundingWarning) as record:
+        plain.with_scale_dtype("bf16")
+    assert "lose less" not in str(record[0].message)
+
+
 def test_with_scale_dtype_rounds_to_nearest_even_and_reports_the_error():
     qw = quantize(weights(n=64), "i4", group_size=32)  # f16 scales
     f16 = qw.scale_codes.view(np.float16)

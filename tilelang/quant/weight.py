@@ -271,8 +271,8 @@ class QuantizedWeight:
                     f"{rounded} of {old.size} scales of {self!r} are not exact in {target}: "
                     f"rounded to nearest even, which moves the weights by at most "
                     f"{error['max_abs']:.3g} (relative error {error['relative']:.3g}, "
-                    f"QuantizedWeight.error); quantizing the float weights with "
-                    f"scale_dtype='{target}' gives exact {target} scales",
+                    f"QuantizedWeight.error). From float weights, quantizing with "
+                    f"scale_dtype='{target}' gives exact {target} scales{_other_type(old)}",
                     rounded,
                     old.size,
                     error,
@@ -509,3 +509,15 @@ def _read_packing(
         operand=dtypes.dtype(io.text(arrays, "packing_operand", path)),
         acc=dtypes.dtype(io.text(arrays, "packing_acc", path)),
     )
+
+
+def _other_type(scales: np.ndarray) -> str:
+    """What to say about a checkpoint's scales (no float weights to quantize again):
+    bf16 keeps f32's exponent range where f16's normal numbers start at 2^-14."""
+    small = np.abs(scales[np.isfinite(scales) & (scales != 0)])
+    if small.size and small.min() < 2.0**-14:
+        return (
+            f"; an imported checkpoint's scales as small as {small.min():.3g} lose less "
+            f"in bf16 (scale_dtype='bf16'), which keeps f32's exponent range"
+        )
+    return ""
