@@ -126,7 +126,8 @@ class ArgumentBinder:
         for param, is_tensor in self.params:
             value = values[param.name]
             if is_tensor:
-                array, shapes[param.name] = _check_device_tensor(fn, param, value)
+                written = param.name in self.stored
+                array, shapes[param.name] = _check_device_tensor(fn, param, value, written)
                 packing = getattr(value, "packing", None)  # a DeviceBuffer of dot-packed codes
                 if packing is not None:
                     self._check_packing(param.name, packing)
@@ -358,7 +359,7 @@ def _overlap_message(fn: ir.Function, stored: tuple[str, ...], a: str, b: str, s
 
 
 def _check_device_tensor(
-    fn: ir.Function, param: ir.Var, value: object
+    fn: ir.Function, param: ir.Var, value: object, written: bool = False
 ) -> tuple[gpu.DeviceArray, tuple[int, ...]]:
     want: TensorType = param.type
     if not gpu.is_device_array(value):
@@ -402,9 +403,14 @@ def _check_device_tensor(
             )
         shape = array.shape
     if array.strides is not None and not gpu.is_contiguous(array):
-        raise ValueError(
-            f"{_where(fn, param.name)} must be C-contiguous on the GPU (call .contiguous())"
+        # a copy of a tensor the kernel writes would take the results, not the tensor
+        fix = (
+            "the kernel writes it, so a .contiguous() copy would get the results: pass "
+            "the contiguous tensor itself"
+            if written
+            else "call .contiguous()"
         )
+        raise ValueError(f"{_where(fn, param.name)} must be C-contiguous on the GPU ({fix})")
     if array.pointer % 16:
         raise ValueError(
             f"{_where(fn, param.name)} must start on a 16-byte boundary, "
