@@ -316,27 +316,65 @@ def _head_scaled(kt: DType, kv_heads: int, k_scale: Any, v_scale: Any, like: Any
     )
 
 
-def cache_span(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> tuple[Any, int]:
-    """(the rows of cache x [num_blocks, block_size, H_kv, D] as the kernel reads them,
-    [rows, H_kv, D], and the rows from one page to the next). A dense cache is one
-    reshape (block_size rows a page). A cache whose pages lie apart (the K or V half of
-    FlashInfer's [num_blocks, 2, block_size, H_kv, D]: each page contiguous, the pages a
-    whole number of rows apart) is the span of its memory from page 0 to its last page
-    (`common.span_of`): a view, where a reshape would copy the whole cache every call.
+def page_stride(
+    x: Any, name: str, shape: tuple[int, ...], itemsize: int, pages: str | None = None
+) -> int:
+    """The rows ([H_kv, D] each) from one page of cache view x [num_blocks, block_size,
+    H_kv, D] to the next: block_size when dense; more for the K or V half of
+    FlashInfer's [num_blocks, 2, block_size, H_kv, D]. A ValueError when the pages are
+    not each contiguous (`pages` names them in it: "x's pages" by default), or lie a
+    fraction of a row apart, or overlap."""
+    blocks, bs, kv_heads, d = shape
+    _, strides = address_and_strides(x, itemsize)
+    if strides is None:
+        return bs
+    inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
+    if any(n > 1 and s != e for n, s, e in zip(shape[1:], strides[1:], inner, strict=True)):
+        subject = pages or f"{name}'s pages"
+        raise ValueError(
+            f"{subject} [block_size, H_kv, D] = "
+            f"{list(shape[1:])} must be contiguous: element strides [..., "
+            f"{bs and kv_heads * d}, {d}, 1] expected after the first, got "
+            f"{[s // itemsize for s in strides]}"
+        )
+    row = kv_heads * d * itemsize
+    if blocks <= 1 or row == 0:
+        return bs
+    if strides[0] % row or strides[0] < bs * row:
+        raise ValueError(
+            f"{name}'s pages must lie a whole number of rows [H_kv, D] ({row // itemsize} "
+            f"elements) apart and not overlap (at least block_size = {bs} rows), got a page "
+            f"stride of {strides[0] // itemsize} elements"
+        )
+    return strides[0] // row
+
+
+def cache_spans(
+    k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int, apart: bool
+) -> tuple[Any, Any, int]:
+    """(k rows, v rows, rows from one page to the next) of the caches [num_blocks,
+    block_size, H_kv, D] as a reading kernel takes them, [rows, H_kv, D]. Dense caches
+    are one reshape each (block_size rows a page). Caches whose pages lie apart alike
+    (the K and V halves of FlashInfer's [num_blocks, 2, block_size, H_kv, D]), where
+    `apart` allows it, are the spans of their memory from page 0 to their last page
+    (`common.span_of`): views, where a reshape would copy each whole cache every call.
     Any other layout is reshaped, which copies it (a PackedArray is dense)."""
     blocks, bs, kv_heads, d = shape
     dense = (blocks * bs, kv_heads, d)
+    named = ((k_cache, "k_cache"), (v_cache, "v_cache"))
+    if not any(isinstance(c, PackedArray) for c in (k_cache, v_cache)):
+        try:
+            strides = {page_stride(c, n, shape, itemsize) for c, n in named}
+        except ValueError:
+            strides = set()
+        if apart and len(strides) == 1 and strides != {bs}:
+            (page,) = strides
+            rows = ((blocks - 1) * page + bs, kv_heads, d)
+            return *(span_of(c, n, rows, itemsize) for c, n in named), page
+    return *(_dense(c, n, dense) for c, n in named), bs
+
+
+def _dense(x: Any, name: str, shape: tuple[int, ...]) -> Any:
     if isinstance(x, PackedArray):
-        return PackedArray(x.data, x.dtype, dense), bs
-    _, strides = address_and_strides(x, itemsize)
-    row = kv_heads * d * itemsize
-    if strides is None or blocks <= 1 or row == 0:
-        return reshaped(x, dense, name), bs
-    inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
-    pages_whole = all(
-        n == 1 or s == e for n, s, e in zip(shape[1:], strides[1:], inner, strict=True)
-    )
-    if not pages_whole or strides[0] % row or strides[0] < bs * row:
-        return reshaped(x, dense, name), bs
-    page_rows = strides[0] // row
-    return span_of(x, name, ((blocks - 1) * page_rows + bs, kv_heads, d), itemsize), page_rows
+        return PackedArray(x.data, x.dtype, shape)
+    return reshaped(x, shape, name)

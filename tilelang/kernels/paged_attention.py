@@ -89,7 +89,6 @@ from .common import (
     next_power_of_two,
     on_gpu,
     placeholder,
-    reshaped,
     run,
     same_place,
     tl,
@@ -99,7 +98,7 @@ from .paged_arguments import (
     PLAIN,
     TOKEN_SCALED,
     cache_layout,
-    cache_span,
+    cache_spans,
     check_cache_type,
     check_lengths,
     check_max_seq_len,
@@ -236,7 +235,7 @@ def paged_split_kernel(
     one for all), else s_k is folded into `scale` and s_v is `v_factor`. TOKEN_SCALED
     (u8, u4): K_ZEROS / V_ZEROS read kz / vz, else the zero points are 2^(bits − 1).
     APART (PLAIN and HEAD_SCALED): k and v are spans of caches whose pages lie
-    page_rows rows apart (`paged_arguments.cache_span`)."""
+    page_rows rows apart (`paged_arguments.cache_spans`)."""
     b, hk, split = tl.blocks(NB, HK, S)
     length = tl.load(lens, [b])
     start = split * per_split
@@ -603,22 +602,18 @@ def paged_decode_attention(
     part_m = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     part_l = empty(q, (nb, kv_heads, splits, gp), dtypes.f32)
     itemsize = values_dtype(kt).itemsize
-    k_rows, k_page = cache_span(k_cache, "k_cache", shape, itemsize)
-    v_rows, v_page = cache_span(v_cache, "v_cache", shape, itemsize)
+    # one row index serves K and V and, for u8/u4, the dense per-token scales: their
+    # caches are taken as laid out only where dense
+    apart = deq.mode != TOKEN_SCALED
+    k_rows, v_rows, page_rows = cache_spans(k_cache, v_cache, shape, itemsize, apart)
     params = deq.tensors(placeholder(q, 2))
     args = [q, k_rows, v_rows, *params, block_table, seq_lens]
     # s_k · scale in f32, as the kernel multiplies a per-head s_k
     score_scale = float(np.float32(scale) * np.float32(deq.k_factor))
     counts = arrive_counters(q, (nb, kv_heads))  # left zeroed by the launch: kept
     args += [part_o, part_m, part_l, counts, out, score_scale, deq.v_factor]
-    # one row index serves K and V (pages apart alike), and the per-token scales of a
-    # u8/u4 cache (dense): other layouts are reshaped, which copies them
-    if k_page != v_page or (k_page != bs and deq.mode == TOKEN_SCALED):
-        v_rows, v_page = reshaped(v_cache, (blocks * bs, kv_heads, d), "v_cache"), bs
-        k_rows, k_page = reshaped(k_cache, (blocks * bs, kv_heads, d), "k_cache"), bs
-        args[1:3] = [k_rows, v_rows]
-    args += [per_split, k_page]
-    apart = k_page != bs  # pages strided: rows page_rows apart
-    constexprs = dict(T=t, KT=kt, BS=bs, G=group, APART=apart, **deq.constexprs(), **tiles)
+    args += [per_split, page_rows]
+    constexprs = dict(T=t, KT=kt, BS=bs, G=group, APART=page_rows != bs)
+    constexprs |= dict(**deq.constexprs(), **tiles)
     run(paged_split_kernel, args, constexprs, interpret)
     return out

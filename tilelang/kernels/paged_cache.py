@@ -85,6 +85,7 @@ from .paged_arguments import (
     cache_layout,
     check_cache_type,
     dequantization,
+    page_stride,
 )
 
 #: The dtypes of key and value.
@@ -219,32 +220,15 @@ def cache_pages(x: Any, name: str, shape: tuple[int, ...], itemsize: int) -> Pag
     they lie: each page's [block_size, H_kv, D] must be contiguous and the pages a whole
     number of rows apart, never overlapping (any larger stride: the K or V half of a
     combined cache); a ValueError names what else was given."""
-    blocks, bs, kv_heads, d = shape
+    bs = shape[1]
     if isinstance(x, PackedArray):  # sub-byte codes: only the dense layout is expressible
         _writable(x, name)
         return Pages(x.data.__array_interface__["data"][0], bs)
     if isinstance(x, np.ndarray) and not x.flags.writeable:
         raise ValueError(f"{name} is written in place and must be writeable, got read-only")
-    address, strides = address_and_strides(x, itemsize)
-    if strides is None:
-        return Pages(address, bs)
-    inner = gpu.contiguous_strides((bs, kv_heads, d), itemsize)
-    if any(n > 1 and s != e for n, s, e in zip(shape[1:], strides[1:], inner, strict=True)):
-        raise ValueError(
-            f"{name} is written in place and each of its pages [block_size, H_kv, D] = "
-            f"{list(shape[1:])} must be contiguous: element strides [..., {bs and kv_heads * d}, "
-            f"{d}, 1] expected after the first, got {[s // itemsize for s in strides]}"
-        )
-    row = kv_heads * d * itemsize
-    if blocks <= 1 or row == 0:
-        return Pages(address, bs)
-    if strides[0] % row or strides[0] < bs * row:
-        raise ValueError(
-            f"{name}'s pages must lie a whole number of rows [H_kv, D] ({row // itemsize} "
-            f"elements) apart and not overlap (at least block_size = {bs} rows), got a page "
-            f"stride of {strides[0] // itemsize} elements"
-        )
-    return Pages(address, strides[0] // row)
+    address, _ = address_and_strides(x, itemsize)
+    pages = f"{name} is written in place and each of its pages"
+    return Pages(address, page_stride(x, name, shape, itemsize, pages))
 
 
 def cache_rows(k_cache: Any, v_cache: Any, shape: tuple[int, ...], itemsize: int):
