@@ -254,3 +254,15 @@ def test_strided_q_and_k_reach_the_kernel_as_contiguous_spans_of_the_same_memory
         assert span.flags.c_contiguous and np.shares_memory(span, qkv)
         assert span.shape == (5 * 8 + heads, 64) and (args[3], step) == (heads, 8)
         assert span.__array_interface__["data"][0] == qkv[:, first:].__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_heads_that_are_not_contiguous_within_a_token_are_refused(tokens):
+    """Every other element of a buffer is no row of heads the kernel can address as a
+    span, one token or several: refused by name, nothing written."""
+    buffer = np.zeros((tokens, 256), np.float16)
+    with pytest.raises(
+        ValueError, match=r"each token's heads must be contiguous, got a stride of 2"
+    ):
+        rotary_embedding(np.arange(tokens), buffer[:, ::2], None, 64, cos_sin_cache(8, 64))
+    assert not buffer.any()

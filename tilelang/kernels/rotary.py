@@ -195,23 +195,29 @@ def _token_rows(x: Any, name: str, lead: tuple[int, ...], head_size: int) -> tup
     itemsize = values_dtype(t).itemsize
     _, strides = address_and_strides(view, itemsize)
     step = heads
-    if strides is not None and tokens > 1 and width:
-        step = _heads_apart(name, shape, [s // itemsize for s in strides], width, head_size)
+    if strides is not None and tokens and width:
+        elements = [s // itemsize for s in strides]
+        step = _heads_apart(name, shape, elements, tokens, width, head_size)
     rows = (tokens - 1) * step + heads if tokens else 0
     if rows >= 2**31:
         raise ValueError(f"{name} spans {rows} rows of a head; the kernel's rows are 32-bit")
     return span_of(view, name, (rows, head_size), itemsize), t, heads, step
 
 
-def _heads_apart(name: str, shape: tuple, strides: list[int], width: int, head_size: int) -> int:
-    """The rows of one head from one token to the next of rows of tokens with element
-    `strides` (each token's heads contiguous, tokens a whole number of heads apart)."""
+def _heads_apart(
+    name: str, shape: tuple, strides: list[int], tokens: int, width: int, head_size: int
+) -> int:
+    """The rows of one head from one token to the next of `tokens` rows of tokens with
+    element `strides` (each token's heads contiguous, tokens a whole number of heads
+    apart; one token: its heads)."""
     token_stride, column_stride = strides
     if column_stride != 1 and width > 1:
         raise ValueError(
             f"{name} of shape {list(shape)} is written in place: each token's heads "
             f"must be contiguous, got a stride of {column_stride} elements between them"
         )
+    if tokens == 1:
+        return width // head_size
     if token_stride % head_size or token_stride < width:
         raise ValueError(
             f"{name}'s tokens must lie a whole number of heads (head_size = {head_size} "
