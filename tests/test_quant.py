@@ -21,7 +21,7 @@ import pytest
 
 import tilelang as tl
 from tilelang import dtypes
-from tilelang.quant import FORMATS, QuantizedWeight, quantize
+from tilelang.quant import FORMATS, QuantizedWeight, quantize, quantize_experts
 from tilelang.quant.arithmetic import round_to
 
 K, N = 256, 12
@@ -290,6 +290,46 @@ def test_nvfp4_of_zeros_and_mx_element_saturation():
     assert quantize(w, format="mxfp4").dequantize()[0, 0] == 6.0
 
 
+#: The element types' largest finite values, from the OCP MX v1.0 tables.
+MX_LARGEST = {"mxfp4": 6.0, "mxfp6_e3m2": 28.0, "mxfp6_e2m3": 7.5}
+MX_LARGEST.update(mxfp8_e4m3=448.0, mxfp8_e5m2=57344.0)
+
+
+@pytest.mark.parametrize("fmt", sorted(MX))
+def test_rceil_mx_scales_are_the_smallest_powers_of_two_that_saturate_nothing(fmt: str):
+    e, m, _ = MX[fmt]
+    largest = MX_LARGEST[fmt]
+    w = weights(seed=3 + len(fmt))
+    w[0, 0] = largest * 4  # exactly the largest value times 4: X = 4, not 8
+    w[32, 1] = np.nextafter(largest * 4, np.inf)  # just above it: X = 8
+    w[64:96, 2] = 0.0  # an all-zero block
+    qw = quantize(w, format=fmt, mx_scale="rceil")
+    shared = np.empty((K // 32, N), dtype=np.int64)
+    for b in range(K // 32):
+        for c in range(N):
+            amax = float(np.abs(w[32 * b : 32 * b + 32, c]).max())
+            # search up from the bottom of e8m0's range for the first scale that fits
+            shared[b, c] = next(x for x in range(-127, 128) if amax <= largest * 2.0**x)
+    assert (shared[0, 0], shared[1, 1], shared[2, 2]) == (2, 3, -127)
+    np.testing.assert_array_equal(qw.scale_codes, shared + 127)
+    values = e5m2_values() if (e, m) == (5, 2) else float_values(e, m, nan_top=(e, m) == (4, 3))
+    x = np.ldexp(w, -per_row(shared, 32))
+    assert np.abs(x).max() <= largest  # nothing saturates
+    codes = qw.plain_codes().astype(np.int64)
+    np.testing.assert_array_equal(codes, nearest_code(x, values, m))
+    floor = quantize(w, format=fmt)  # the default keeps the spec's scales
+    assert (floor.scale_codes != qw.scale_codes).any()
+
+
+def test_rceil_keeps_the_top_of_a_block_that_floor_saturates():
+    w = np.zeros((32, 1))
+    w[0, 0] = 7.9  # floor: X = 1, 7.9 -> 6; rceil: X = 2, 7.9 / 2 -> 4 (e2m1), 8
+    assert quantize(w, format="mxfp4", mx_scale="rceil").dequantize()[0, 0] == 8.0
+    tall = np.concatenate([w, np.zeros((96, 1))])  # experts need K a multiple of 128
+    experts = quantize_experts(np.stack([tall, 2 * tall]), format="mxfp4", mx_scale="rceil")
+    assert experts.dequantize()[:, 0, 0].tolist() == [8.0, 16.0]
+
+
 # ------------------------------------------------------------ rounding, errors
 
 
@@ -380,6 +420,9 @@ def test_import_needs_no_torch():
         (dict(format="nvfp4", zero_point=True), ValueError, "no zero points"),
         (dict(format="gptq", dtype="u4"), ValueError, "import format"),
         (dict(format="mxfp5"), ValueError, "unknown quantization format"),
+        (dict(format="mxfp4", mx_scale="ceil"), ValueError, "mx_scale must be one of"),
+        (dict(dtype="u4", mx_scale="rceil"), ValueError, "scaled has none"),
+        (dict(format="nvfp4", mx_scale="rceil"), ValueError, "nvfp4 has none"),
     ],
     ids=str,
 )  # fmt: skip

@@ -179,6 +179,7 @@ def quantize_experts(
     zero_point: bool = False,
     scale_dtype: Any = None,
     format: str | None = None,
+    mx_scale: str = "floor",
 ) -> QuantizedExperts:
     """Quantize E expert weights `w` [E, K, N] (numpy, or a torch tensor), each as
     `tilelang.quant.quantize` does with these arguments (its own scales and zero
@@ -194,7 +195,8 @@ def quantize_experts(
     if format is not None and get_format(format).kind == "nvfp4":
         raise ValueError(NVFP4_REFUSED)
     weights = [
-        quantize(experts[i], dtype, group_size, zero_point, scale_dtype, format) for i in range(e)
+        quantize(experts[i], dtype, group_size, zero_point, scale_dtype, format, mx_scale)
+        for i in range(e)
     ]
     first = weights[0]
     codes = np.concatenate([qw.plain_codes() for qw in weights])

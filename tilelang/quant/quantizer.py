@@ -24,6 +24,10 @@ w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K
 * MX (OCP MX v1.0, §6.3): per block of 32 rows, ``X = 2^(floor(log2 absmax) − emax)``
   with emax the element type's largest exponent, clamped to e8m0's 2^-127..2^127
   (an all-zero block gets 2^-127), ``q = encode(w / X)`` (saturating, as the spec).
+  With ``mx_scale="rceil"``, X is instead the smallest power of two with
+  ``absmax / X ≤ max`` (max the element type's largest value: 6 for e2m1, 448 for
+  e4m3), what PTX's ``cvt.rp.satfinite.ue8m0x2.f32`` makes of absmax / max: no element
+  saturates, at the cost of one binade of resolution for some blocks.
 * NVFP4: the f32 tensor scale ``t = f32(absmax_W / (6 · 448))`` (1 for W = 0); per
   block of 16 rows ``b = encode_e4m3(absmax_block / (6 · t))``,
   ``q = encode_e2m1(w / (b · t))`` (0 where b is 0).
@@ -83,6 +87,7 @@ def quantize(
     zero_point: bool = False,
     scale_dtype: DType | str | None = None,
     format: str | None = None,
+    mx_scale: str = "floor",
 ) -> QuantizedWeight:
     """Quantize the float weight `w` [K, N] (numpy, or a torch tensor) to `dtype` codes.
 
@@ -100,6 +105,9 @@ def quantize(
     ExMy; f16 and u4: 2^-21), which would dequantize to 0 or lose precision; bf16 scales
     (f32's range, and the kernels take them) hold what f16 cannot. A ValueError too for
     f16 scales with ExMy codes f16 does not hold (f7e5m1, ...: module docstring).
+    `mx_scale`: how MX formats choose a block's power of two, "floor" (OCP MX v1.0,
+    the default: the top elements of some blocks saturate) or "rceil" (rounded up so
+    that none does); other formats take only the default.
     """
     fmt = get_format("scaled" if format is None else format)
     if fmt.kind == "scaled" and fmt.name != "scaled":
@@ -110,6 +118,7 @@ def quantize(
     if k == 0:
         raise ValueError(f"w must hold at least one row (K ≥ 1), got shape {weights.shape}")
     group = _group_size(fmt, group_size, k)
+    _check_mx_scale(fmt, mx_scale)
     if fmt.kind == "scaled":
         scale_type = dtypes.f16 if scale_dtype is None else dtypes.dtype(scale_dtype)
         check_scale_dtype(scale_type)
@@ -128,7 +137,7 @@ def quantize(
 
     def columns(grouped: np.ndarray) -> _Slice:
         if fmt.kind == "mx":
-            return _mx(grouped, element)
+            return _mx(grouped, element, mx_scale)
         if fmt.kind == "nvfp4":
             assert tensor_scale is not None
             return _nvfp4(grouped, tensor_scale)
@@ -354,12 +363,35 @@ def _floor_log2(x: np.ndarray) -> np.ndarray:
     return np.frexp(x)[1].astype(np.int64) - 1
 
 
-def _mx(grouped: np.ndarray, element: DType) -> _Slice:
+MX_SCALES = ("floor", "rceil")
+
+
+def _check_mx_scale(fmt: Format, mx_scale: str) -> None:
+    if mx_scale not in MX_SCALES:
+        raise ValueError(f"mx_scale must be one of {MX_SCALES}, got {mx_scale!r}")
+    if mx_scale != "floor" and fmt.kind != "mx":
+        raise ValueError(f"mx_scale={mx_scale!r} chooses MX scales; {fmt.name} has none")
+
+
+def _ceil_exponent(absmax: np.ndarray, largest: float) -> np.ndarray:
+    """The smallest e with absmax ≤ largest · 2^e, exactly (positive finite absmax):
+    frexp's guess from the rounded quotient, corrected by exact comparisons (a product
+    with a power of two is exact)."""
+    exponent = np.frexp(absmax / largest)[1].astype(np.int64)
+    exponent += absmax > np.ldexp(largest, exponent)
+    exponent -= absmax <= np.ldexp(largest, exponent - 1)
+    return exponent
+
+
+def _mx(grouped: np.ndarray, element: DType, mx_scale: str = "floor") -> _Slice:
     assert isinstance(element, FloatType)
     absmax = np.abs(grouped).max(axis=1)
     positive = absmax > 0
-    exponent = np.where(positive, _floor_log2(np.where(positive, absmax, 1.0)), -127)
-    exponent = exponent - np.where(positive, element.max_exponent, 0)
+    safe = np.where(positive, absmax, 1.0)
+    if mx_scale == "rceil":
+        exponent = np.where(positive, _ceil_exponent(safe, element.max), -127)
+    else:
+        exponent = np.where(positive, _floor_log2(safe) - element.max_exponent, -127)
     if exponent.max(initial=-127) > 127:
         raise ValueError("a block's absmax is beyond the range of the MX e8m0 scales")
     exponent = np.maximum(exponent, -127)
