@@ -301,9 +301,10 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("and", 2, _I, "bitwise and", python="&", int_reference=lambda t, a, b: a & b),
         _row("or", 2, _I, "bitwise or", python="|", int_reference=lambda t, a, b: a | b),
         _row("xor", 2, _I, "bitwise xor", python="^", int_reference=lambda t, a, b: a ^ b),
-        _row("shl", 2, _I, "shift left (by >= width: 0)", python="<<", int_reference=_shl),
-        _row("shr", 2, _I, "shift right, arithmetic when signed", python=">>",
-             int_reference=_shr),
+        _row("shl", 2, _I, "shift left (by >= width or < 0: 0)", python="<<",
+             int_reference=_shl),
+        _row("shr", 2, _I, "shift right, arithmetic when signed (by >= width or < 0: "
+             "0, or -1 for a negative signed x)", python=">>", int_reference=_shr),
         # comparisons
         _row("eq", 2, _A, "x == y", result=_B, python="==", reference=np.equal),
         _row("ne", 2, _A, "x != y", result=_B, python="!=", reference=np.not_equal),
