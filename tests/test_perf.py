@@ -9,6 +9,7 @@ skipped when no disassembler is installed. Speed is never asserted."""
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -80,6 +81,20 @@ def ragged_row_sums(
     for j in tl.range(0, length, BN):
         acc = acc + tl.load(x, [b, j], [1, BN])
     tl.store(y, [b, 0], acc)
+
+
+@tl.kernel(warps=1)
+def shifting_sums(
+    x: tl.Tensor[tl.f32, "R", "C"], y: tl.Tensor[tl.f32, "R"], P: tl.i32, BC: tl.constexpr = 32
+):
+    p = tl.blocks(P)  # a persistent grid: P blocks, a scalar argument
+    start = 0
+    acc = tl.zeros([BC], tl.f32)
+    for _ in tl.range(0, 4):
+        for c in tl.range(start, C, BC):  # a bound carried by the outer loop
+            acc = acc + tl.load(x, [p, c], [BC])
+        start = start + 1
+    tl.store(y, [p], tl.sum(acc))
 
 
 def sass_loop_count(text: str) -> int:
@@ -569,6 +584,18 @@ def test_a_loop_bound_read_at_run_time_takes_its_trip_count_from_the_caller():
     assert (x.elements, x.bytes) == (128, 512)
     with pytest.raises(PerfError, match=r"iterations: expected a positive int .* got 0"):
         compiled.perf(B=128, N=4096, iterations=0)
+
+
+def test_a_bound_carried_by_a_loop_or_a_missing_scalar_says_what_to_pass():
+    compiled = shifting_sums.compile(target="sm_90")
+    source = Path(__file__).read_text().splitlines()
+    line = source.index("    for _ in tl.range(0, 4):") + 1  # the loop that carries start
+    carried = rf"test_perf.py:{line}:\d+: 'start' is carried by this loop .*`iterations=`"
+    with pytest.raises(PerfError, match=carried):
+        compiled.perf(R=1024, C=4096, P=132)
+    with pytest.raises(PerfError, match=r"the grid uses 'P', which was not given: .* P=\.\.\."):
+        compiled.perf(R=1024, C=4096, iterations=128)
+    assert compiled.perf(R=1024, C=4096, P=132, iterations=128).iterations == 128
 
 
 # --------------------------------------------------------------------------- errors

@@ -78,7 +78,10 @@ def _name_function(e: t.Name) -> HostFunction:
 
     def value_of(scalars: Mapping[str, int | float]) -> int | float:
         if name not in scalars:
-            raise ValueError(f"the grid uses %{name}, which is not a scalar argument")
+            raise ValueError(
+                f"the grid uses {name!r}, which was not given: pass the scalar argument "
+                f"or size {name}=..."
+            )
         value = scalars[name]
         return wrap(int(value), dtype) if dtype.is_int else _convert(float(value), dtype)
 

@@ -54,6 +54,10 @@ class Scalars:
                 self.grid = instr
             for var in instr.defs():
                 self.defs[var.name] = instr
+        #: each loop-carried value's name -> its loop (a value each iteration)
+        self.carriers = {
+            var.name: loop for loop in walk(fn) if isinstance(loop, ir.For) for var in loop.carried
+        }
         #: the names defined inside a loop's body (a value each iteration)
         self.looped = {
             var.name
@@ -96,10 +100,7 @@ class Scalars:
             raise RunTimeValue(value.name, tensor or _loaded_from(self.defs, instr.value))
         result = self._compute(instr) if instr is not None else None
         if result is None:
-            raise PerfError(
-                f"cannot evaluate %{value.name} at this launch (a loop bound must be "
-                "arithmetic on sizes and scalar parameters; is one of them missing?)"
-            )
+            raise PerfError(_why_unknown(value.name, instr, self.carriers.get(value.name)))
         self.values[value.name] = result
         return result
 
@@ -155,6 +156,24 @@ def _loaded_from(defs: Mapping[str, ir.Instr], tile: ir.Value) -> str:
         if instr is not None:
             pending.extend(v for v in instr.uses() if isinstance(v, ir.Var))
     return "a tensor"
+
+
+def _why_unknown(name: str, instr: ir.Instr | None, carrier: ir.For | None) -> str:
+    """Why the scalar `name` (defined by `instr`, or carried by the loop `carrier`, or
+    neither: a parameter) has no value at a launch, and what to do about it."""
+    if carrier is not None:
+        return (
+            f"{carrier.loc}: {name!r} is carried by this loop (a new value every "
+            "iteration), so a loop bound computed from it has no value at a launch; give "
+            "the trip count per block as `iterations=`"
+        )
+    if instr is None:
+        return f"{name!r} was not given: pass the scalar argument or size {name}=..."
+    return (
+        f"{instr.loc}: cannot evaluate {name!r} at this launch (a loop bound must be "
+        "arithmetic on sizes and scalar parameters); give the trip count per block as "
+        "`iterations=`"
+    )
 
 
 def dtype_of(value: ir.Value) -> DType:
