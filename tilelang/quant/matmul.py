@@ -196,7 +196,8 @@ def matmul(
 
     `x` [..., K] holds f16 or bf16 values (numpy float16 / ml_dtypes bfloat16 arrays:
     the CPU backend; device tensors (torch, DLPack, ``__cuda_array_interface__``) or
-    `tilelang.DeviceBuffer`: the GPU; a bf16 x that is not a torch tensor needs `out`).
+    `tilelang.DeviceBuffer`: the GPU; a bf16 device x that is not a torch tensor needs
+    `out`).
     `bias` [N] and `out` [..., N] are of x's type and where x is; `out`, when given, is
     written and returned. Act order (``qw.perm``): x's columns are gathered
     (x[..., perm]) before the kernels, which is what the stored rows mean: by numpy for

@@ -22,7 +22,7 @@ try:
     import torch as _torch  # noqa: F401  (absolute: the real torch, not this package)
 except ImportError as _error:
     raise ImportError(
-        "tilelang.torch needs PyTorch: pip install 'tilelang[torch]' (torch==2.13.0)"
+        "tilelang.torch needs PyTorch: pip install 'tilelang[torch]' (torch 2.4 or newer)"
     ) from _error
 
 from tilelang.runtime.host_calls import NoGradientWarning
