@@ -105,6 +105,7 @@ from tilelang.lang.scan import associative_scan
 from tilelang.lang.signature import Tensor, constexpr
 from tilelang.lang.sort import argsort, flip, sort, topk
 from tilelang.lang.values import cdiv
+from tilelang.lowering.wgmma import WgmmaFallbackWarning
 from tilelang.packing import DotPackedArray, DotPacking, pack_for_dot, unpack_from_dot
 from tilelang.passes.plan_registers import RegisterBudgetError, RegisterSpillWarning
 from tilelang.passes.software_pipeline import PipelineWarning

@@ -27,10 +27,19 @@ k-steps in order), a commit and a wait for it, so the values after it are plain
 registers again. Where some dot takes this path, the pipeline's cp.async writes (and
 shared stores) reach the tensor cores' (async) proxy through a proxy fence after each
 wait (`needs_proxy_fence`, decided from the block IR's layouts up front).
+
+A dot that would take this path but for its B, loaded in a pipelined loop and left in
+registers by the pipeline (not pipelined, or prefetched: a fill other than +0, which
+cp.async cannot write, or a box it cannot copy), is not silent (`report_refusal`): the
+stat ``wgmma_refused_{why} {tensor} {file}:{line}`` (why: ``unpipelined``, ``fill``,
+``prefetched``) and a `WgmmaFallbackWarning` at the dot's line say why. A masked B is
+staged (cp.async zero-fills what its mask fails) when its mask can be computed ahead
+(`passes.infer_layouts.solver.staged_tiles`), so a mask alone refuses nothing.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +139,8 @@ def emit(lo: Lowering, instr: ir.Dot, a: TileRegs, c: TileRegs) -> bool:
     wait) when `plans` has it, or False. B's ldmatrix reads are dropped, A's (if A is
     read from shared memory too) emitted whole first."""
     plan = plans(lo).get(instr.result)
+    if plan is None:
+        report_refusal(lo, instr)
     shared = lo.deferred_tiles.get(instr.b)
     if plan is None or shared is None or shared.layout != plan.layout:
         return False
@@ -235,4 +246,105 @@ def _reads_the_layout(plan: BPlan, shared: SharedTile, k: int, n: int) -> bool:
     return bool((swizzled == 2 * shared.layout.offset((kk, nn))).all())
 
 
-__all__ = ["BPlan", "WgmmaPlan", "b_plan", "candidate", "emit", "needs_proxy_fence", "plans"]
+class WgmmaFallbackWarning(UserWarning):
+    """A dot that keeps mma.sync on a warpgroup-mma target because the pipeline left its
+    B in registers; the message starts with the dot's `file:line:col` and says why."""
+
+
+#: The instructions a dot's B passes through from its load unchanged in value.
+_SAME_VALUES = (ir.Relayout, ir.Reshape, ir.Transpose, ir.View)
+
+
+def report_refusal(lo: Lowering, instr: ir.Dot) -> None:
+    """Counts and warns (module docstring) when `instr`, not planned, fits the warpgroup
+    mma in all but its B, loaded in a pipelined loop that left it in registers. Dots
+    whose B is loaded outside a pipelined loop keep mma.sync by design and say nothing."""
+    a = instr.a.type
+    fits = (
+        lo.target.has_wgmma
+        and lo.threads % WARPGROUP == 0
+        and str(a.dtype) in ("f16", "bf16")
+        and str(instr.acc.type.dtype) == "f32"
+    )
+    load = _b_load(lo, instr.b) if fits else None
+    if load is None:
+        return
+    why, tag = _why_in_registers(load)
+    where = f"{instr.loc.file.rsplit('/', 1)[-1]}:{instr.loc.line}"
+    lo.b.count(f"wgmma_refused_{tag} {load.tensor.name} {where}")
+    message = (
+        f"{instr.loc}: this dot keeps mma.sync on {lo.target.name}, not the warpgroup mma, "
+        f"which reads B from shared memory: its B, the load of %{load.tensor.name} at "
+        f"{load.loc}, stays in registers because {why}"
+    )
+    warnings.warn_explicit(
+        message, WgmmaFallbackWarning, instr.loc.file, instr.loc.line, registry=_SHOWN
+    )
+
+
+#: Python's once-per-message bookkeeping for `report_refusal`'s warnings.
+_SHOWN: dict = {}
+
+
+def _b_load(lo: Lowering, value: ir.Value) -> ir.Load | None:
+    """The load `value` (a dot's B) comes from, through relayouts and shape changes and
+    from a loop's carried value to what its body yields (a prefetch), when the pipeline
+    left it in registers (`unpipelined`, or issued `ahead`); else None."""
+    yielded = _yielded(lo.fn)
+    seen: set[ir.Var] = set()
+    while isinstance(value, ir.Var) and value not in seen:
+        seen.add(value)
+        producer = lo.producer.get(value)
+        if isinstance(producer, _SAME_VALUES):
+            value = producer.value
+        elif isinstance(producer, ir.Load):
+            pipelined = producer.attr("unpipelined") is not None or producer.attr("ahead")
+            return producer if pipelined else None
+        elif producer is None and value in yielded:
+            value = yielded[value]
+        else:
+            return None
+    return None
+
+
+def _yielded(fn: ir.Function) -> dict[ir.Var, ir.Value]:
+    """Each carried value of `fn`'s loops -> what the loop body yields for it."""
+    found: dict[ir.Var, ir.Value] = {}
+    for loop in walk(fn):
+        if isinstance(loop, ir.For) and loop.body.instrs:
+            end = loop.body.instrs[-1]
+            if isinstance(end, ir.Yield):
+                found.update(zip(loop.carried, end.values, strict=True))
+    return found
+
+
+def _why_in_registers(load: ir.Load) -> tuple[str, str]:
+    """Why the pipeline left `load` in registers, and its stat's tag."""
+    unpipelined = load.attr("unpipelined")
+    if unpipelined is not None:
+        return f"it is not pipelined: {unpipelined}", "unpipelined"
+    fill = 0.0 if load.fill is None else load.fill.value
+    if fill != 0 or np.copysign(1.0, fill) < 0:
+        return (
+            f"its fill is {fill}, and cp.async writes zero bytes where it reads nothing, "
+            "so the pipeline prefetches it into registers",
+            "fill",
+        )
+    return (
+        "cp.async cannot copy it (runs not 4, 8 or 16 aligned bytes, or no shared memory "
+        "left), so the pipeline prefetches it into registers",
+        "prefetched",
+    )
+
+
+__all__ = [
+    "BPlan",
+    "WgmmaFallbackWarning",
+    "WgmmaPlan",
+    "b_plan",
+    "candidate",
+    "emit",
+    "needs_proxy_fence",
+    "plans",
+    "report_refusal",
+]

@@ -39,6 +39,7 @@ from tilelang.ir.nodes import (
 from tilelang.ir.types import TileType
 from tilelang.ir.visit import Rewriter, RewriteResult, walk
 from tilelang.passes.infer_layouts.access_runs import access_caps
+from tilelang.passes.pipeline_masks import mask_recipe
 from tilelang.target import CPU, Target
 
 
@@ -109,9 +110,10 @@ class Solution:
 
 
 def staged_tiles(fn: Function) -> frozenset[str]:
-    """Tiles that are a `load` in the body of a loop with pipeline stages or a
-    `shared_load` of a user's shared tile, or a reshape, transpose or view of one: what
-    a dot may read from shared memory once the pipeline stages the load, or
+    """Tiles that are a `load` in the body of a loop with pipeline stages that the
+    pipeline can copy into shared memory as far as its fill and mask go (`_copyable`),
+    or a `shared_load` of a user's shared tile, or a reshape, transpose or view of one:
+    what a dot may read from shared memory once the pipeline stages the load, or
     `shared_reads` reads the tile in the dot's layout (`lowering.wgmma`)."""
     staged: set[str] = {i.result.name for i in walk(fn) if isinstance(i, SharedLoad)}
     for instr in walk(fn):  # program order: a view follows what it views
@@ -122,9 +124,20 @@ def staged_tiles(fn: Function) -> frozenset[str]:
             continue
         for instr in loop.body.instrs:
             shaped = isinstance(instr, Reshape | Transpose | View) and instr.value.name in staged
-            if shaped or (isinstance(instr, Load) and instr.mask is None):  # masked: not staged
+            if shaped or (isinstance(instr, Load) and _copyable(instr, loop)):
                 staged.add(instr.result.name)
     return frozenset(staged)
+
+
+def _copyable(load: Load, loop: For) -> bool:
+    """Whether `software_pipeline` may copy `load` by cp.async as far as its fill and mask
+    decide: cp.async writes zero bytes where it reads nothing, so the fill must be +0,
+    and a mask must be computable for an iteration ahead (`pipeline_masks.mask_recipe`);
+    such a mask is the copy's zero fill, so a masked B is staged like an unmasked one."""
+    fill = 0.0 if load.fill is None else load.fill.value
+    if fill != 0 or math.copysign(1.0, fill) < 0:
+        return False
+    return load.mask is None or not isinstance(mask_recipe(load.mask, loop, {}), str)
 
 
 class Inference:
