@@ -39,15 +39,18 @@ def _elementwise() -> str:
         "One row of `tilelang.ir.ops.ELEMENTWISE` each. `compute` applies them to tiles and",
         "scalars; f16 and bf16 compute in f32 and round once.",
         "",
-        "| operator | DSL | operands | result | meaning | compiled (f32: LLVM / CUDA) |",
+        "| operator | DSL | operands | result | meaning | compiled (f32 or 32-bit: LLVM / CUDA) |",
         "|---|---|---|---|---|---|",
     ]
     for op in ELEMENTWISE.values():
         dsl = ", ".join(
             f"`{s}`" for s in ((f"tl.{op.dsl}" if op.dsl else None), op.python) if s is not None
         )
-        result = "u1" if op.result.value == "bool" else "operand dtype"
-        cells = [f"`{op.name}`", dsl or "—", op.operands.value, result, op.doc, _compiled(op)]
+        result = {"bool": "u1", "i32": "i32"}.get(op.result.value, "operand dtype")
+        operands = op.operands.value + (
+            f" ({'/'.join(map(str, op.widths))}-bit)" if op.widths else ""
+        )
+        cells = [f"`{op.name}`", dsl or "—", operands, result, op.doc, _compiled(op)]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -267,7 +267,7 @@ class ExprEmitter:
             base = ("i" if _signed(dt) else "u") + ("64" if dt.bits == 64 else "32")
             helper = self.call(f"tl_{op}_{base}", a, b)
             return helper if base == ct else f"({ct}){helper}"
-        raise CudaEmitError(f"unknown binary operator {op}")
+        return self.word_op(op, [a, b], dt)
 
     def shift(self, op: str, a: str, b: str, dt: DType, eb: t.Expr) -> str:
         bdt = eb.dtype
@@ -317,7 +317,7 @@ class ExprEmitter:
                 return f"({ct})~{a}"
             if op == "abs":
                 return f"({ct})({a} < 0 ? ({wide})0 - ({wide}){a} : ({wide}){a})"
-            raise CudaEmitError(f"{op} is not defined on {dt}")
+            return self.word_op(op, [a], dt)
         if is_half(dt):
             if op == "neg":
                 return f"({c_type(dt)})({a} ^ 0x8000)"
@@ -325,6 +325,19 @@ class ExprEmitter:
                 return f"({c_type(dt)})({a} & 0x7fff)"
             return self.from_f32(self.float_op(op, [self.to_f32(a, dt)], _F32), dt)
         return self.float_op(op, [a], dt)
+
+    def word_op(self, op: str, args: list[str], dt: DType) -> str:
+        """A row of `tilelang.ir.ops.ELEMENTWISE` on 32/64-bit integers (a row of `widths`:
+        `__popc`, `__clzll`, ...), on the operands' bits as unsigned, the result in `dt`
+        (a count, `Result.I32`: i32)."""
+        row = BY_THREAD_OP.get(op)
+        if row is None or row.widths is None or row.cuda is None:
+            raise CudaEmitError(f"{op} is not defined on {dt}")
+        if dt.bits not in (32, 64):
+            raise CudaEmitError(f"{op} takes 32- or 64-bit integers, not {dt}")
+        spelling, wide = row.cuda[0 if dt.bits == 32 else 1], _wide(dt)
+        result = c_type(row.result_dtype(dt))
+        return f"({result}){spelling}({', '.join(f'({wide}){a}' for a in args)})"
 
     def float_op(self, op: str, args: list[str], dt: DType) -> str:
         """An operator of `tilelang.ir.ops.ELEMENTWISE` (by its thread-IR name) on f32 or

@@ -26,7 +26,7 @@ from llvmlite import ir
 
 from tilelang import dtypes
 from tilelang.dtypes import DType
-from tilelang.ir.ops import BY_THREAD_OP, FLUSH_BELOW, expand
+from tilelang.ir.ops import BY_THREAD_OP, FLUSH_BELOW, Result, expand
 
 I1 = ir.IntType(1)
 I8 = ir.IntType(8)
@@ -434,7 +434,7 @@ def binary(b: ir.IRBuilder, op: str, x: ir.Value, y: ir.Value, dt: DType, bdt: D
             return b.or_(x, y)
         if op == "xor":
             return b.xor(x, y)
-        raise EmitError(f"unknown binary operator {op}")
+        return word_op(b, op, [x, y], dt)
     ct = _compute_type(dt)
     if is_half(dt):
         x, y = to_f32(b, x, dt), to_f32(b, y, dt)
@@ -466,6 +466,38 @@ def float_op(b: ir.IRBuilder, op: str, args: list[ir.Value]) -> ir.Value:
     return flush(b, result) if row.flush else result
 
 
+def word_op(b: ir.IRBuilder, op: str, args: list[ir.Value], dt: DType) -> ir.Value:
+    """A row of `tilelang.ir.ops.ELEMENTWISE` on 32/64-bit integers (a row of `widths`:
+    popc, clz, brev, umulhi), as its row spells it for LLVM; the result in `dt`'s width,
+    a count (`Result.I32`) in i32."""
+    row = BY_THREAD_OP.get(op)
+    if row is None or row.widths is None or row.llvm is None:
+        raise EmitError(f"{op} is not defined on {dt}")
+    if dt.bits not in (32, 64):
+        raise EmitError(f"{op} takes 32- or 64-bit integers, not {dt}")
+    spelling = row.llvm[0 if dt.bits == 32 else 1]
+    if spelling in _WORD_FORMULAS:
+        return _WORD_FORMULAS[spelling](b, *args)
+    # ctlz's second operand says whether a zero input is poison: here it is the width.
+    extra = [ir.Constant(ir.IntType(1), 0)] if spelling.startswith("llvm.ctlz.") else []
+    fn = intrinsic(b.module, spelling, args[0].type, [a.type for a in args + extra])
+    result = b.call(fn, args + extra)
+    # A count (ctpop.i64) is at most 64: as an i32 (`Result.I32`) it loses nothing.
+    return b.trunc(result, I32) if row.result is Result.I32 and dt.bits == 64 else result
+
+
+def _umulhi(b: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+    """The high half of the unsigned double-width product (LLVM has no intrinsic for it)."""
+    width = x.type.width
+    wide = ir.IntType(2 * width)
+    product = b.mul(b.zext(x, wide), b.zext(y, wide))
+    return b.trunc(b.lshr(product, ir.Constant(wide, width)), x.type)
+
+
+#: Spellings of `WORD` rows that are formulas written out here, not LLVM functions.
+_WORD_FORMULAS = {"tl.umulhi": _umulhi}
+
+
 def flush(b: ir.IRBuilder, x: ir.Value) -> ir.Value:
     """x, or a zero of its sign where |x| < 2^-126 (PTX `.ftz`; `tilelang.ir.ops.flushed`)."""
     tiny = b.fcmp_ordered("<", call(b, "fabs", x), ir.Constant(x.type, FLUSH_BELOW))
@@ -492,7 +524,7 @@ def unary(b: ir.IRBuilder, op: str, x: ir.Value, dt: DType) -> ir.Value:
             return b.select(b.icmp_signed("<", x, ir.Constant(ty, 0)), b.neg(x), x)
         if op in ("floor", "ceil", "trunc"):
             return x
-        raise EmitError(f"{op} is not defined on {dt}")
+        return word_op(b, op, [x], dt)
     if is_half(dt):
         if op == "neg":
             return b.xor(x, int_const(I16, 0x8000))

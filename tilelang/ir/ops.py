@@ -23,7 +23,15 @@ agree with:
   `min`/`max` ignore a NaN operand and order -0 below +0 (PTX `min.f32`);
 - comparisons give `u1` (0 or 1); `where(cond, a, b)` takes a `u1` condition;
 - transcendental functions are the platform's: within a few ulps of the reference
-  (float64 numpy rounded once), not bitwise;
+  (float64 numpy rounded once), not bitwise. The CPU backend calls the C library:
+  glibc's f32 `asin`, `acos`, `atan`, `atan2`, `cbrt`, `cosh`, `pow` were within 1 ulp
+  of the correctly rounded value over 2^18 arguments, `sinh` within 2 (tests allow 2
+  for `pow`, `sinh`, `cosh`); CUDA's guide states f32 bounds from 1 ulp (`cbrtf`) to
+  8 (`powf`; `asinf` 4, `acosf`, `atan2f`, `sinhf` 3). `pow` has C's special cases
+  (Annex F: a negative x with a non-integer y is NaN, pow(x, 0) = pow(1, y) = 1);
+- `popc`, `clz`, `brev` and `umulhi` take 32- and 64-bit integers only (the GPU's
+  `popc`, `clz`, `brev` and `mul.hi` widths; Triton's too) and read them as unsigned
+  bits; `popc` and `clz` give an i32 count, the others the operand dtype;
 - a row marked `flush` gives +0 or -0 where its result is below f32's smallest normal
   (2^-126) in magnitude, as PTX's `.ftz` instructions do: `fast_exp2` is
   `ex2.approx.ftz.f32` on the GPU (MUFU.EX2 alone, 2 ulps), where `exp2` spends three
@@ -43,6 +51,9 @@ from functools import cache
 
 import numpy as np
 
+from tilelang import dtypes
+from tilelang.dtypes import DType
+
 
 class Operand(Enum):
     INT = "int"
@@ -53,6 +64,7 @@ class Operand(Enum):
 class Result(Enum):
     SAME = "same"  # the dtype of the (non-condition) operands
     BOOL = "bool"  # u1
+    I32 = "i32"  # a count of bits, whatever the operand's width (as CUDA's __popcll gives)
 
 
 @dataclass(frozen=True)
@@ -61,9 +73,11 @@ class ElementwiseOp:
 
     `reference` computes the exact result on float64 values (and on int64 values too
     when `int_reference` is absent); `int_reference(dtype, *ints)` on int64 values
-    before wrapping. `llvm` and `cuda` spell the f32 and f64 forms: an LLVM instruction
-    (`fadd`), intrinsic (`llvm.exp.f32`) or C math function (`log1pf`); a CUDA function
-    (`expf`) or prefix operator (`-`). `expand` instead writes the operator in others
+    before wrapping. `llvm` and `cuda` spell the f32 and f64 forms (of a row whose
+    `widths` are (32, 64): the 32- and 64-bit forms): an LLVM instruction (`fadd`),
+    intrinsic (`llvm.exp.f32`), C math function (`log1pf`) or a formula the LLVM emitter
+    writes out (`tl.umulhi`); a CUDA function (`expf`) or prefix operator (`-`). `expand`
+    instead writes the operator in others
     of the table, as a Python expression of `x` (and `y`), e.g. `max(x, 0) + log1p(exp(-abs(x)))`.
     With `flush`, the interpreter and the LLVM emitter flush the result (`flushed`); the
     CUDA spellings are instructions that flush themselves. `typed_reference(dtype,
@@ -86,11 +100,33 @@ class ElementwiseOp:
     expand: str | None = None
     flush: bool = False  # results below 2^-126 in magnitude become zeros (module docstring)
     typed_reference: Callable[..., np.ndarray] | None = None
+    widths: tuple[int, ...] | None = None  # the integer widths it takes (None: every one)
+
+    def accepts(self, dtype: DType) -> bool:
+        """Whether operands of `dtype` are of the kind (and width) the operator takes."""
+        if self.operands is Operand.ANY:
+            return True
+        if self.operands is Operand.FLOAT:
+            return dtype.is_float
+        return not dtype.is_float and (self.widths is None or dtype.bits in self.widths)
+
+    @property
+    def operand_noun(self) -> str:
+        """How an error names the operands it takes ("needs integer operands")."""
+        if self.widths is not None:
+            return "- or ".join(map(str, self.widths)) + "-bit integer"
+        return "integer" if self.operands is Operand.INT else self.operands.value
 
     @property
     def thread_op(self) -> str:
         """The operator's name in thread IR."""
         return self.thread or self.name
+
+    def result_dtype(self, operand: DType) -> DType:
+        """The dtype of the result on operands of dtype `operand`."""
+        if self.result is Result.SAME:
+            return operand
+        return dtypes.u1 if self.result is Result.BOOL else dtypes.i32
 
     @property
     def value_operand(self) -> int:
@@ -221,6 +257,50 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
+# -- bit operations on 32- and 64-bit words (results as uint64 bit patterns, wrapped by
+# the interpreter to the result dtype) ------------------------------------------------------
+
+
+def _bits(t, a: np.ndarray) -> np.ndarray:
+    """The two's complement bits of `a` (of dtype `t`) as uint64 values."""
+    return np.asarray(a).astype(np.uint64) & np.uint64((1 << t.bits) - 1)
+
+
+def _popc(t, a: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(_bits(t, a)).astype(np.int64)
+
+
+def _clz(t, a: np.ndarray) -> np.ndarray:
+    """Leading zeros by halving: where the top s bits are zeros, count s and shift them out."""
+    x, count, step = _bits(t, a), np.zeros(np.shape(a), np.int64), t.bits // 2
+    mask = np.uint64((1 << t.bits) - 1)
+    while step:
+        empty = (x >> np.uint64(t.bits - step)) == 0
+        count += np.where(empty, step, 0)
+        x = np.where(empty, (x << np.uint64(step)) & mask, x)
+        step //= 2
+    return count + (x == 0)  # a zero word ends with width - 1 counted and x still 0
+
+
+def _brev(t, a: np.ndarray) -> np.ndarray:
+    x, out = _bits(t, a), np.zeros(np.shape(a), np.uint64)
+    for i in range(t.bits):
+        out |= ((x >> np.uint64(i)) & np.uint64(1)) << np.uint64(t.bits - 1 - i)
+    return out
+
+
+def _umulhi(t, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The high half of the unsigned 2w-bit product, by 32-bit limbs (uint64 never overflows:
+    each partial product is below 2^64 and each sum of carries below 2^34)."""
+    x, y = _bits(t, a), _bits(t, b)
+    if t.bits == 32:
+        return (x * y) >> np.uint64(32)
+    low, w = np.uint64(0xFFFFFFFF), np.uint64(32)
+    x0, x1, y0, y1 = x & low, x >> w, y & low, y >> w
+    middle = ((x0 * y0) >> w) + (x1 * y0 & low) + (x0 * y1 & low)
+    return x1 * y1 + (x1 * y0 >> w) + (x0 * y1 >> w) + (middle >> w)
+
+
 # -- the table ---------------------------------------------------------------------------
 
 
@@ -242,7 +322,9 @@ def _libm(name: str) -> dict:
 _F = Operand.FLOAT
 _I = Operand.INT
 _A = Operand.ANY
+_WORDS = (32, 64)  # the GPU's popc, clz, brev and mul.hi widths (Triton's too)
 _B = Result.BOOL
+_I32 = Result.I32
 
 ELEMENTWISE: dict[str, ElementwiseOp] = {
     op.name: op
@@ -277,6 +359,25 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
              reference=_softplus, expand="max(x, 0) + log1p(exp(-abs(x)))"),
         _row("floor", 1, _F, "round down", dsl="floor", reference=np.floor, **_fn("floor")),
         _row("ceil", 1, _F, "round up", dsl="ceil", reference=np.ceil, **_fn("ceil")),
+        _row("asin", 1, _F, "arcsine in [-π/2, π/2]; NaN outside [-1, 1]; f32: 1 ulp (CPU), 4 (CUDA)", dsl="asin",
+             reference=np.arcsin, **_fn("asin")),
+        _row("acos", 1, _F, "arccosine in [0, π]; NaN outside [-1, 1]; f32: 1 ulp (CPU), 3 (CUDA)", dsl="acos",
+             reference=np.arccos, **_fn("acos")),
+        _row("atan", 1, _F, "arctangent in [-π/2, π/2]; f32: 1 ulp (CPU), 2 (CUDA)", dsl="atan", reference=np.arctan,
+             **_fn("atan")),
+        _row("sinh", 1, _F, "hyperbolic sine; f32: 2 ulps (CPU), 3 (CUDA)", dsl="sinh", reference=np.sinh, **_fn("sinh")),
+        _row("cosh", 1, _F, "hyperbolic cosine; f32: 2 ulps (CPU), 2 (CUDA)", dsl="cosh", reference=np.cosh, **_fn("cosh")),
+        _row("cbrt", 1, _F, "cube root (of a negative x: negative); f32: 1 ulp (CPU), 1 (CUDA)", dsl="cbrt",
+             reference=np.cbrt, **_libm("cbrt")),
+        _row("popc", 1, _I, "the number of one bits", result=_I32, dsl="popc", widths=_WORDS,
+             int_reference=_popc, llvm=("llvm.ctpop.i32", "llvm.ctpop.i64"),
+             cuda=("__popc", "__popcll")),
+        _row("clz", 1, _I, "the number of zero bits above the highest one (of 0: the width)",
+             result=_I32, dsl="clz", widths=_WORDS, int_reference=_clz,
+             llvm=("llvm.ctlz.i32", "llvm.ctlz.i64"), cuda=("__clz", "__clzll")),
+        _row("brev", 1, _I, "the bits in reverse order (bit i becomes bit width-1-i)",
+             dsl="brev", widths=_WORDS, int_reference=_brev, llvm=("llvm.bitreverse.i32", "llvm.bitreverse.i64"),
+             cuda=("__brev", "__brevll")),
         _row("trunc", 1, _F, "round toward zero (C's and Triton's float-to-int cast; -0.5 gives -0.0)",
              dsl="trunc", reference=np.trunc, **_fn("trunc")),
         # binary arithmetic
@@ -297,6 +398,15 @@ ELEMENTWISE: dict[str, ElementwiseOp] = {
         _row("max", 2, _A, "the larger (floats: NaN ignored, -0 < +0)", dsl="maximum",
              reference=_fmax, int_reference=lambda t, a, b: np.maximum(a, b),
              llvm=("llvm.maximumnum.f32", "llvm.maximumnum.f64"), cuda=("fmaxf", "fmax")),
+        _row("atan2", 2, _F, "the angle in [-π, π] of the point at ordinate x, abscissa y (C's atan2, "
+             "same order: atan2(1, -1) is 3π/4); f32: 1 ulp (CPU), 3 (CUDA)",
+             dsl="atan2", reference=np.arctan2, **_fn("atan2")),
+        _row("pow", 2, _F, "x^y as C's pow: a negative x with a non-integer y gives NaN, "
+             "pow(x, 0) and pow(1, y) give 1 (NaN too); f32: 2 ulps (CPU), 8 (CUDA)", dsl="pow", reference=np.power,
+             **_fn("pow")),
+        _row("umulhi", 2, _I, "the high half of the 2w-bit product of x and y read as "
+             "unsigned (both w-bit)", dsl="umulhi", widths=_WORDS, int_reference=_umulhi,
+             llvm=("tl.umulhi", "tl.umulhi"), cuda=("__umulhi", "__umul64hi")),
         # binary bit operations
         _row("and", 2, _I, "bitwise and", python="&", int_reference=lambda t, a, b: a & b),
         _row("or", 2, _I, "bitwise or", python="|", int_reference=lambda t, a, b: a | b),

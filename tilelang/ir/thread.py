@@ -81,6 +81,8 @@ COMPARE_OPS = frozenset(
     op.thread_op for op in ELEMENTWISE.values() if op.arity == 2 and op.result is Result.BOOL
 )
 PAIR_OPS = frozenset(("add", "sub", "mul", "fma"))
+#: Unary operators that count bits: their result is i32 whatever the operand's width.
+COUNT_OPS = frozenset(op.thread_op for op in ELEMENTWISE.values() if op.result is Result.I32)
 
 
 # --------------------------------------------------------------------------- expressions
@@ -157,12 +159,14 @@ class Read(Expr):
 
 @dataclass(frozen=True)
 class Unary(Expr):
+    """`op` of `UNARY_OPS`; the result has the operand's dtype, or i32 (`COUNT_OPS`)."""
+
     op: str
     a: Expr
 
     @property
     def dtype(self) -> DType:
-        return self.a.dtype
+        return dtypes.i32 if self.op in COUNT_OPS else self.a.dtype
 
     def children(self) -> tuple[Expr, ...]:
         return (self.a,)

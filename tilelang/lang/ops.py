@@ -60,6 +60,7 @@ from tilelang.lang.values import (
     reshape_tile,
     static_int,
     static_shape,
+    tile_item,
     transpose_tile,
     view_tile,
 )
@@ -722,11 +723,30 @@ def broadcast(x, shape) -> Tile:
     return broadcast_to(require_tile(x, "the argument of tl.broadcast"), static_shape(shape))
 
 
-def view(x, dtype, shape=None, layout=None) -> Tile:
+def view(x, dtype, shape=None, layout=None) -> Tile | Scalar:
     """Reinterprets the bits of a tile: row by row (the last dimension scales by the
     bit-width ratio), or, with `layout`, each thread's registers as a tile of `shape` in
-    `layout` (the tile must have a layout: a `tl.load(..., layout=...)` gives one)."""
+    `layout` (the tile must have a layout: a `tl.load(..., layout=...)` gives one). A
+    runtime scalar or a rank-0 tile is one element: it views as a dtype of its width and
+    stays a scalar or a rank-0 tile (`tl.view(seed, tl.u32)` for unsigned hashing)."""
+    if isinstance(x, Scalar) or (isinstance(x, Tile) and x.ndim == 0 and layout is None):
+        return _view_element(x, as_dtype(dtype), shape)
     return view_tile(require_tile(x, "the argument of view"), dtype, shape, layout)
+
+
+def _view_element(x: Scalar | Tile, target: DType, shape: object) -> Scalar | Tile:
+    """One element's bits as `target`, through the row view of a one-element row."""
+    what = "scalar" if isinstance(x, Scalar) else "rank-0 tile"
+    if x.dtype.bits != target.bits or (shape is not None and static_shape(shape) != ()):
+        raise current().error(
+            f"cannot view a {x.dtype} {what} as {target}"
+            f"{'' if shape is None else list(static_shape(shape))}: one element views as one "
+            f"element of a dtype of its width ({x.dtype.bits} bits, e.g. "
+            f"tl.{'u' if x.dtype.is_float or x.dtype.signed else 'i'}{x.dtype.bits})"
+        )
+    row = full([1], x, x.dtype) if isinstance(x, Scalar) else reshape_tile(x, [1])
+    element = reshape_tile(view_tile(row, target), [])
+    return tile_item(element) if isinstance(x, Scalar) else element
 
 
 def print_(label, value) -> None:

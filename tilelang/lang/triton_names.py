@@ -2,9 +2,10 @@
 
 A Triton porter's first lines are `pid = tl.program_id(0)` and `tl.load(x_ptr + offs)`.
 The frontend's error for a `tl.` name tilelang lacks (`missing_attribute`) says the
-tilelang spelling when the name is Triton's (`TRITON_NAMES`), else the close names; its
-error for arithmetic on a tensor (`pointer_arithmetic`) says that tensors are addressed
-by offsets, not pointers. The table holds only Triton names tilelang has no function
+tilelang spelling when the name is Triton's (`TRITON_NAMES`), else the close names (and
+other libraries' names of an operation, `OTHER_SPELLINGS`) and where the list of
+operations is; its error for arithmetic on a tensor (`pointer_arithmetic`) says that
+tensors are addressed by offsets, not pointers. The table holds only Triton names tilelang has no function
 of: a name tilelang shares (`tl.dot`, `tl.where`, `tl.zeros`, `tl.float32`) never
 reaches it, and tests/test_triton_habits.py checks that every `tl.` name it
 suggests exists.
@@ -54,7 +55,33 @@ TRITON_NAMES: dict[str, str] = {
     "cast": "`x.to(dtype)`",
     "float8e4nv": "`tl.f8e4m3`",
     "float8e5": "`tl.f8e5m2`",
+    "math": (
+        "the function itself: tilelang's math functions are `tl.` functions (`tl.math.asin(x)` "
+        "is `tl.asin(x)`, `tl.math.pow(x, y)` is `tl.pow(x, y)`; docs/ops.md lists them)"
+    ),
+    "extra": (
+        "the function itself: libdevice's functions tilelang has are `tl.` functions "
+        "(`tl.popc`, `tl.clz`, `tl.brev`, `tl.asin`, `tl.cbrt`, ...; docs/ops.md lists them)"
+    ),
 }
+
+#: Other libraries' names of tilelang's operations that difflib does not find close.
+OTHER_SPELLINGS: dict[str, str] = {
+    "popcount": "popc",
+    "bitwise_count": "popc",
+    "count_leading_zeros": "clz",
+    "bit_reverse": "brev",
+    "bitreverse": "brev",
+    "mul_hi": "umulhi",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "arctan2": "atan2",
+    "power": "pow",
+}
+
+#: Where an unknown-operation error sends a user of the package.
+SEE_OPS = "docs/ops.md lists every operation"
 
 
 def missing_attribute(base: object, name: str) -> str:
@@ -67,9 +94,12 @@ def missing_attribute(base: object, name: str) -> str:
         return f"{unknown}; for Triton's `tl.{name}` write {TRITON_NAMES[name]}"
     known = [n for n in dir(base) if not n.startswith("_")]
     close = difflib.get_close_matches(name, known, n=3)
+    if base.__name__ == "tilelang" and OTHER_SPELLINGS.get(name) in known:
+        close = [OTHER_SPELLINGS[name], *(c for c in close if c != OTHER_SPELLINGS[name])][:3]
+    see = f" ({SEE_OPS})" if base.__name__ == "tilelang" else ""
     if not close:
-        return unknown
-    return f"{unknown}; did you mean {', '.join(f'{base.__name__}.{c}' for c in close)}?"
+        return f"{unknown}{see}"
+    return f"{unknown}; did you mean {', '.join(f'{base.__name__}.{c}' for c in close)}?{see}"
 
 
 _OPERAND_FIELDS = {ast.BinOp: ("left", "right"), ast.AugAssign: ("target", "value")}

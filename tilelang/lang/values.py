@@ -34,7 +34,7 @@ from tilelang import dtypes
 from tilelang.dtypes import DType
 from tilelang.ir import nodes as ir
 from tilelang.ir.layout import Layout
-from tilelang.ir.ops import ELEMENTWISE, Operand, Result
+from tilelang.ir.ops import ELEMENTWISE, ElementwiseOp, Operand
 from tilelang.ir.shape_expr import Lit, ShapeExpr, Sym
 from tilelang.ir.types import ScalarType, SharedType, TensorType, TileType
 from tilelang.lang.builder import current
@@ -241,8 +241,16 @@ def python_constant(value: int | float | bool, dtype: DType) -> ir.Const:
     if not dtype.min <= value <= dtype.max:
         raise current().error(
             f"the constant {value} does not fit dtype {dtype} ({dtype.min}..{dtype.max})"
+            + _unsigned_hint(value, dtype)
         )
     return ir.Const(value, dtype)
+
+
+def _unsigned_hint(value: int, dtype: DType) -> str:
+    """A hash constant (0x85EBCA6B) meeting a signed type: its bits fit the unsigned one."""
+    if dtype.signed and dtype.max < value < 1 << dtype.bits:
+        return f"; for bit arithmetic view x as unsigned first: tl.view(x, tl.u{dtype.bits})"
+    return ""
 
 
 def default_dtype(value: int | float | bool) -> DType:
@@ -354,12 +362,12 @@ def elementwise(op_name: str, *operands: Operable) -> Tile | Scalar:
     if op_name == "where":
         condition, operands = _as_condition(operands[0]), operands[1:]
     dtype = _common_dtype(op_name, operands)
-    _check_operand_class(op_name, op.operands, dtype)
+    _check_operand_class(op_name, op, dtype)
     values = [_coerce(v, dtype) for v in operands]
     if condition is not None:
         values.insert(0, condition)
     tiles = [v for v in values if isinstance(v, Tile)]
-    result_dtype = dtypes.u1 if op.result is Result.BOOL else dtype
+    result_dtype = op.result_dtype(dtype)
     if not tiles:
         args = tuple(v.value for v in values)
         return emit_result(ir.Compute, op_name, ScalarType(result_dtype), op_name, args)
@@ -398,14 +406,13 @@ def _common_dtype(op_name: str, operands: tuple[Operable, ...]) -> DType:
     return dtypes.f32 if any(isinstance(v, float) for v in python_numbers) else INDEX
 
 
-def _check_operand_class(op_name: str, wanted: Operand, dtype: DType) -> None:
-    if wanted is Operand.INT and dtype.is_float:
-        hint = " (use / for float division)" if op_name == "rem" else ""
-        raise current().error(f"`{_spelling(op_name)}` needs integer operands, got {dtype}{hint}")
-    if wanted is Operand.FLOAT and not dtype.is_float:
-        raise current().error(
-            f"`{_spelling(op_name)}` needs float operands, got {dtype}; convert with .to(tl.f32)"
-        )
+def _check_operand_class(op_name: str, op: ElementwiseOp, dtype: DType) -> None:
+    if op.accepts(dtype):
+        return
+    convert = "f32" if op.operands is Operand.FLOAT else "u32" if op.widths else None
+    hint = f"; convert with .to(tl.{convert})" if convert else ""
+    what = f"`{_spelling(op_name)}` needs {op.operand_noun} operands, got {dtype}"
+    raise current().error(what + (" (use / for float division)" if op_name == "rem" else hint))
 
 
 def _coerce(value: Operable, dtype: DType) -> Tile | Scalar:

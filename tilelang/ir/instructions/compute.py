@@ -92,11 +92,10 @@ class Compute(Instr):
                     f"expected every operand of dtype {dtype} (one dtype for all), found "
                     f"{describe(arg)}"
                 )
-        v.expect(
-            _operand_class_ok(op.operands, dtype),
-            f"expected {op.operands.value} operands, found dtype {dtype}",
-        )
-        v.same_dtype(result.dtype, _U1 if op.result is ops.Result.BOOL else dtype, "a result")
+        if not op.accepts(dtype):
+            kind = op.operands.value if op.widths is None else op.operand_noun
+            raise v.fail(f"expected {kind} operands, found dtype {dtype}")
+        v.same_dtype(result.dtype, op.result_dtype(dtype), "a result")
         self._check_shapes(v, result)
 
     def _check_shapes(self, v: Checker, result) -> None:
@@ -117,14 +116,6 @@ class Compute(Instr):
                     f"expected tile operands of the result's shape {shape_text(result.shape)} "
                     f"(broadcast them first), found {describe(arg)}"
                 )
-
-
-def _operand_class_ok(kind: ops.Operand, dtype) -> bool:
-    if kind is ops.Operand.INT:
-        return not dtype.is_float
-    if kind is ops.Operand.FLOAT:
-        return dtype.is_float
-    return True
 
 
 @dataclass(frozen=True)
