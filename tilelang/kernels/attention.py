@@ -489,6 +489,8 @@ def flash_attention(
     alibi_slopes: Any = None,
     seqused_k: Any = None,
     block_table: Any = None,
+    k_scale: Any = None,
+    v_scale: Any = None,
     interpret: bool = False,
 ) -> Any:
     """Attention forward (flash-attn's `flash_attn_func`).
@@ -529,14 +531,20 @@ def flash_attention(
     v_cache [num_blocks, block_size, H_kv, D] and sequence b's keys are its first
     seqused_k[b] (or cu_seqlens_k[b + 1] − cu_seqlens_k[b]) tokens through the table;
     its queries, packed by cu_seqlens_q, are its last positions (`kernels.paged_prefill`:
-    chunked prefill, prefix-cache hits, decode)."""
+    chunked prefill, prefix-cache hits, decode). The caches hold q's dtype (`k_scale`,
+    `v_scale` absent or 1) or f8e4m3/f8e5m2 codes with k_scale, v_scale per tensor or
+    per KV head, as `paged_decode_attention` takes them."""
     causal = checked_causal(causal)
     if block_table is not None or seqused_k is not None:
         options = (window_size, softcap, alibi_slopes)
         return PAGED_FORM["call"](
             q, k, v, block_table, causal, scale, (cu_seqlens_q, cu_seqlens_k, seqused_k),
-            (max_seqlen_q, max_seqlen_k), return_lse, options, interpret,
+            (max_seqlen_q, max_seqlen_k), return_lse, options, interpret, (k_scale, v_scale),
         )  # fmt: skip
+    if k_scale is not None or v_scale is not None:
+        raise ValueError(
+            "k_scale and v_scale go with a paged cache (block_table=): k and v here are q's dtype"
+        )
     if cu_seqlens_q is not None or cu_seqlens_k is not None:
         options = (window_size, softcap, alibi_slopes)
         return _varlen(

@@ -1,5 +1,6 @@
-"""The arguments of `paged_decode_attention` (`tilelang.kernels.paged_attention`)
-checked before a launch: the KV cache's shape and dtype (with what to do instead for
+"""The arguments of `paged_decode_attention` (`tilelang.kernels.paged_attention`), and
+of paged prefill's caches and scales (`tilelang.kernels.paged_prefill`), checked before
+a launch: the KV cache's shape and dtype (with what to do instead for
 the layouts a user is likely to try: a u4 cache handed over as uint8 bytes, the fnuz f8
 types), the sequence lengths against the block table and `max_seq_len`, and how the
 split kernel dequantizes the cache (`Dequantization`: its MODE and flags, the scale and
@@ -30,7 +31,14 @@ FLOAT8 = (dtypes.f8e4m3, dtypes.f8e5m2)
 # How a KV cache is dequantized (the split kernel's MODE).
 PLAIN, HEAD_SCALED, TOKEN_SCALED = 0, 1, 2
 
-#: What a cache may hold, for the messages.
+#: What a cache may hold besides q's dtype, by dtype, for the messages.
+NAMES = {
+    dtypes.f8e4m3: "f8e4m3 (float8_e4m3fn)",
+    dtypes.f8e5m2: "f8e5m2 (float8_e5m2)",
+    dtypes.u8: "u8 (uint8)",
+    dtypes.u4: "u4 (a tilelang.PackedArray)",
+}
+#: What a paged decode's cache may hold, for the messages.
 ACCEPTED = "f8e4m3 (float8_e4m3fn), f8e5m2 (float8_e5m2), u8 (uint8) or u4 (a tilelang.PackedArray)"
 
 #: How to hand over a u4 cache, for the messages.
@@ -72,10 +80,23 @@ def given_type(x: Any) -> str:
     return str(interface.get("typestr", type(x).__name__))
 
 
-def check_cache_type(x: Any, kt: DType | None, t: DType, kd: int, d: int, other: str = "q") -> None:
+def check_cache_type(
+    x: Any,
+    kt: DType | None,
+    t: DType,
+    kd: int,
+    d: int,
+    other: str = "q",
+    quantized: tuple[DType, ...] = QUANTIZED,
+) -> None:
     """k_cache's dtype (`kt`, None: none tilelang has) and head dimension `kd` against
-    the dtype `t` and D of `other` (q for attention, key for the cache writer): a
+    the dtype `t` and D of `other` (q for attention, key for the cache writer), the
+    cache taking `t` or one of `quantized` (paged prefill: the f8 types alone): a
     message that says what was given and what is taken."""
+    accepted = ACCEPTED
+    if quantized != QUANTIZED:
+        names = [NAMES[c] for c in quantized]
+        accepted = ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
     if kt is None:
         given = given_type(x)
         hint = ""
@@ -84,14 +105,14 @@ def check_cache_type(x: Any, kt: DType | None, t: DType, kd: int, d: int, other:
                 "; the fnuz f8 types (exponent bias one higher, no inf, no negative zero) are "
                 "not taken: convert the cache to float8_e4m3fn or float8_e5m2"
             )
-        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {ACCEPTED}, got {given}{hint}")
-    if kt == dtypes.u8 and 2 * kd == d:
+        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {accepted}, got {given}{hint}")
+    if kt == dtypes.u8 and dtypes.u4 in quantized and 2 * kd == d:
         raise ValueError(
             f"k_cache is uint8 [..., {kd}] and {other}'s D = {d}: {U4_HOWTO}; a uint8 cache is u8 "
             f"codes, one a byte, [num_blocks, block_size, H_kv, {d}]"
         )
-    if kt not in (t, *QUANTIZED):
-        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {ACCEPTED}, got {kt}")
+    if kt not in (t, *quantized):
+        raise TypeError(f"k_cache must hold {other}'s dtype ({t}), {accepted}, got {kt}")
     if kd != d:
         raise ValueError(f"k_cache's head dimension must be {other}'s, D = {d}, got {kd}")
 
@@ -166,6 +187,10 @@ def _head_scale(value: Any, name: str, kt: DType, kv_heads: int, like: Any) -> A
     if value is None:
         raise ValueError(f"{name} is needed with an {kt} cache (a number, or f32 [H_kv])")
     if isinstance(value, (int, float, np.floating, np.integer, np.ndarray)):
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "fiu":
+            raise TypeError(  # complex or bool would cast silently, strings with numpy's words
+                f"{name} must hold real numbers (f32 preferred), got {value.dtype.name}"
+            )
         flat = np.asarray(value, np.float32).reshape(-1)
         if flat.size not in (1, kv_heads):
             raise ValueError(

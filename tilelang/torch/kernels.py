@@ -35,6 +35,7 @@ from tilelang.dtypes import DType
 from tilelang.kernels import attention, conv, paged_attention, ssm, ssm_update
 from tilelang.kernels.common import FLOATS, check, flag
 from tilelang.kernels.norm import rms_norm_kernel, silu_and_mul_kernel
+from tilelang.kernels.paged_arguments import FLOAT8
 from tilelang.runtime import host_calls
 from tilelang.torch import dtypes as td
 from tilelang.torch import (
@@ -317,20 +318,21 @@ def _attention(
     tail: tuple,
     lse: bool,
     options: tuple,
-    paged: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    paged: tuple[torch.Tensor | None, ...] = (None, None, None, None),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`tilelang.kernels.flash_attention(q, k, v, causal=, scale=)` (varlen: `tensors`
     also cu_seqlens_q and cu_seqlens_k, `tail` max_seqlen_q; a paged cache: `paged`
-    seqused_k and block_table) with `options` (window_size, softcap, alibi_slopes) on the
-    tensors (CPU ones as zero-copy numpy views: `runtime.host_calls`); (o, lse or an
-    empty f32 tensor)."""
+    seqused_k, block_table, k_scale and v_scale) with `options` (window_size, softcap,
+    alibi_slopes) on the tensors (CPU ones as zero-copy numpy views:
+    `runtime.host_calls`); (o, lse or an empty f32 tensor)."""
     q = tensors[0]
     window_size, softcap, alibi_slopes = options
     varlen = dict(
         zip(("cu_seqlens_q", "cu_seqlens_k", "max_seqlen_q"), (*tensors[3:], *tail), strict=False)
     )
     if paged[1] is not None:
-        varlen |= dict(seqused_k=paged[0], block_table=paged[1])
+        varlen |= dict(seqused_k=paged[0], block_table=paged[1], k_scale=paged[2])
+        varlen |= dict(v_scale=paged[3])
     result = attention.flash_attention(
         *tensors[:3], causal=causal, scale=scale, **varlen, return_lse=lse,
         window_size=window_size, softcap=softcap, alibi_slopes=alibi_slopes,
@@ -370,14 +372,22 @@ def flash_attention_varlen_op(
     alibi_slopes: torch.Tensor | None = None,
     seqused_k: torch.Tensor | None = None,
     block_table: torch.Tensor | None = None,
+    k_scale: torch.Tensor | None = None,
+    v_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(o, lse): `tilelang.kernels.flash_attention` over packed sequences, q [total_q,
     H, D]; lse [H, total_q] f32 with `return_lse`, else an empty f32 tensor. With
     `block_table`, k and v are paged caches [num_blocks, block_size, H_kv, D] and the key
-    counts come from `seqused_k` or `cu_seqlens_k` (one of them; `kernels.paged_prefill`)."""
+    counts come from `seqused_k` or `cu_seqlens_k` (one of them; `kernels.paged_prefill`);
+    the caches hold q's dtype (k_scale, v_scale absent or 1) or float8_e4m3fn /
+    float8_e5m2 with k_scale, v_scale f32 of one element or [H_kv], as
+    ``tilelang::paged_decode_attention`` takes them (CUDA ones as they are, one of each
+    broadcast on the device; CPU ones of one element as numbers)."""
+    if q.device.type == "cuda":
+        k_scale, v_scale = _same_size(k_scale, v_scale)
     tensors = (q, k, v, cu_seqlens_q, cu_seqlens_k)
     options = ((window_left, window_right), softcap, alibi_slopes)
-    paged = (seqused_k, block_table)
+    paged = (seqused_k, block_table, k_scale, v_scale)
     return _attention(tensors, causal, scale, (max_seqlen_q,), return_lse, options, paged)
 
 
@@ -414,6 +424,8 @@ def flash_attention(
     alibi_slopes: torch.Tensor | None = None,
     seqused_k: torch.Tensor | None = None,
     block_table: torch.Tensor | None = None,
+    k_scale: torch.Tensor | float | None = None,
+    v_scale: torch.Tensor | float | None = None,
 ):
     """flash-attn's `flash_attn_func` (and, with `cu_seqlens_q`/`cu_seqlens_k`, its
     `flash_attn_varlen_func`) as the torch operators ``tilelang::flash_attention`` and
@@ -423,20 +435,30 @@ def flash_attention(
     Every argument after v is keyword-only and `causal` a bool, as there. Varlen without
     `max_seqlen_q` reads it from cu_seqlens_q (a host sync: pass it under torch.compile
     or CUDA graphs). With `block_table` (and `seqused_k` or `cu_seqlens_k`), k and v are
-    vLLM's paged caches (`tilelang.kernels.paged_prefill`), on the varlen operator."""
+    vLLM's paged caches (`tilelang.kernels.paged_prefill`), on the varlen operator: q's
+    dtype, or float8_e4m3fn / float8_e5m2 with `k_scale` and `v_scale` (a number becomes
+    a CPU f32 tensor of one element, read on the host, as for paged decode)."""
     del max_seqlen_k  # flash-attn's signature; the kernel reads each length
     causal = attention.checked_causal(causal)
     scale = None if scale is None else float(scale)
     fixed = cu_seqlens_q is None and cu_seqlens_k is None and block_table is None
+    if block_table is None and (k_scale is not None or v_scale is not None):
+        raise ValueError(
+            "k_scale and v_scale go with a paged cache (block_table=): k and v here are q's dtype"
+        )
+    k_scale, v_scale = (_scale_tensor(s) for s in (k_scale, v_scale))
     if _eager(q, k):  # the library's checks, naming each layout's dimensions
         layout = ("batch", "Sq", "H", "D") if fixed else ("total_q", "H", "D")
         shape, t = _checked(q, "q", (None,) * len(layout), attention.ATTENTION_TYPES, layout)
         keys = ("batch", "Sk", "H_kv", "D") if fixed else ("total_k", "H_kv", "D")
         want = (shape[0], None, None, shape[3]) if fixed else (None, None, shape[2])
-        if block_table is not None:
+        types = attention.ATTENTION_TYPES
+        if block_table is not None:  # a paged cache may hold f8 codes
             keys, want = ("num_blocks", "block_size", "H_kv", "D"), (None, None, None, shape[2])
-        _, given = _checked(k, "k", want, attention.ATTENTION_TYPES, keys)
-        attention.require_q_dtype("k", t, given)
+            types = (*types, *FLOAT8)
+        _, given = _checked(k, "k", want, types, keys)
+        if given not in FLOAT8:
+            attention.require_q_dtype("k", t, given)
     left, right = _window(window_size)
     if isinstance(softcap, bool) or not isinstance(softcap, (int, float)):
         raise ValueError(f"softcap must be a finite number >= 0 (0: off), got {softcap!r}")
@@ -458,7 +480,7 @@ def flash_attention(
         max_seqlen_q = int(torch.diff(cu_seqlens_q).max()) if cu_seqlens_q.numel() > 1 else 0
     out, lse = flash_attention_varlen_op(
         q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), causal, scale,
-        bool(return_lse), *options, seqused_k, block_table,
+        bool(return_lse), *options, seqused_k, block_table, k_scale, v_scale,
     )  # fmt: skip
     return (out, lse) if return_lse else out
 
