@@ -506,8 +506,11 @@ def test_the_underflow_threshold_is_the_scale_types_subnormal_precision():
 
 
 def test_every_format_is_reachable():
-    block_scaled = {name for name, f in FORMATS.items() if f.kind != "scaled"}
+    block_scaled = {name for name, f in FORMATS.items() if f.kind in ("mx", "nvfp4")}
     assert block_scaled == {*MX, "nvfp4"}
+    codebooks = {name for name, f in FORMATS.items() if f.kind == "codebook"}
+    assert codebooks == {"nf4", "fp4_bnb", "codebook"}
+    assert {f.kind for f in FORMATS.values()} == {"scaled", "mx", "nvfp4", "codebook"}
 
 
 # ------------------------------------------------------------------ file form

@@ -561,7 +561,7 @@ def test_the_device_path_binds_compiles_and_launches(monkeypatch):
     assert isinstance(out, Device) and out.shape == (2, N)
     ((arch, tensors, scalars, grid),) = launches  # split-K in one launch
     assert arch == "sm_90a" and grid == (1, 2, 4)
-    assert tensors == ["bias", "counts", "partials", "s", "w", "x", "y", "z"]
+    assert tensors == ["bias", "code", "counts", "partials", "s", "w", "x", "y", "z"]
     # NVFP4's block scales are used as b · 2^-8 (exact), the tensor scale as t · 2^8.
     assert scalars["K"] == 1024 and scalars["t"] == qw.tensor_scale * 2**8
     prepared = []

@@ -21,6 +21,13 @@ range), so each result is rounded exactly once, round to nearest even:
 * ``nvfp4``: ``w = round_f32(decode(q) · decode_e4m3(b) · t)``, b the block's f8e4m3
   code and t the f32 tensor scale; ``decode(q) · decode_e4m3(b)`` is exact in f16, so
   a kernel may dequantize with it and apply t to its f32 accumulator.
+* ``codebook``: ``w = round_S(round_S(table[q]) · s)``, the table held in the scale type
+  S (its values rounded once to S when the weight is made) and s the group's absmax
+  scale in S. With S the operand type OT (f16 or bf16) this is the kernel's
+  ``tl.lookup(table, q) * s`` in OT: the lookup reads a value that is already an OT
+  number, and one IEEE multiply rounds the exact product once. With f32 scales (what
+  a bitsandbytes checkpoint holds) it is bitsandbytes' own float32 dequantization,
+  ``code[q] · absmax`` rounded once to f32; the kernels need f16 or bf16.
 """
 
 from __future__ import annotations
@@ -90,3 +97,13 @@ def nvfp4(
     f8e4m3 values [K / block, N]."""
     v = _grouped(values, block) * block_scales[:, None, :].astype(np.float64)
     return round_to(v * float(tensor_scale), f32).reshape(values.shape)
+
+
+def codebook(
+    codes: np.ndarray, table: np.ndarray, scales: np.ndarray, group: int, scale_dtype: DType
+) -> np.ndarray:
+    """round_S(table[codes] · scales): `table` [2^b] the values of S it holds (already
+    rounded to S), `scales` [K / group, N]; the product of two S values is exact in
+    float64 (at most 24 significant bits each), so the one rounding is to S."""
+    values = np.asarray(table, dtype=np.float64)[codes.astype(np.int64)]
+    return scaled(values, scales, None, group, scale_dtype)

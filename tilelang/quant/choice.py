@@ -312,7 +312,13 @@ def _zero_pressure(bk: int, packing: DotPacking | None, zero_group: int | None) 
 
 
 def zero_group_of(ops: Operands) -> int | None:
-    """The rows per zero point of the kernels' operands (the kernels' G), None without."""
+    """The rows per zero point of the kernels' operands (the kernels' G), None without;
+    1 for a codebook: its looked-up [BK, BN] tile is held whole beside x's, as zero
+    points of several groups a tile are, and an unswapped 4-warp gemm tile of 128-row
+    k-tiles would need about 306 registers (the estimate refuses it), 64-row ones 255
+    with no spill (sm_80, NF4): this gives it the narrow tile (`_wants_narrow`)."""
+    if ops.constexprs["KIND"] == "codebook":
+        return 1
     return ops.constexprs["G"] if ops.zeros is not None else None
 
 
@@ -358,6 +364,8 @@ def kernel_calls(ops: Operands, m: int, choice: Choice, has_bias: bool) -> list[
     tile = {"BM": choice.bm, "BN": choice.bn, "WARPS": choice.warps}
     weight = {name: consts[name] for name in ("OT", "WT", "ST", "ZT", "KIND", "G", "HAS_Z", "PK")}
     weight.update(tile, BK=choice.bk, STAGES=choice.stages, SWAP=choice.swap)
+    if "TABLE" in consts:  # a codebook's size (the other kinds keep the default, 1)
+        weight["TABLE"] = consts["TABLE"]
     zk, zn = ops.zeros.shape if ops.zeros is not None else (1, 1)
     epilogue = {"HAS_BIAS": has_bias, "TENSOR_SCALE": consts["TENSOR_SCALE"]}
     nb = n if has_bias else 1

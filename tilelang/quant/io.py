@@ -19,7 +19,12 @@ Version 2 holds (``[G, N]`` per group along K):
   packing's parameters: ``packing_tile`` ([BK, BN]), ``packing_m``, ``packing_warps``
   (ints), ``packing_operand``, ``packing_acc`` (dtype names);
 * ``scale_codes`` [G, N]: the scales as codes of ``scale_dtype``;
-* optional: ``zeros`` [G, N] int32, ``tensor_scale`` (f32), ``perm`` [K] int64.
+* optional: ``zeros`` [G, N] int32, ``tensor_scale`` (f32), ``perm`` [K] int64,
+  ``table_codes`` [2^b] (a codebook format's table as codes of ``scale_dtype``).
+
+``table_codes`` came without a version bump: a file without it reads as before, and a
+codebook file names a format ("nf4", "fp4_bnb", "codebook") that a tilelang before
+codebooks refuses by name.
 
 Version 1 is version 2 with packing ``"plain"`` only (it has no packing fields); it is
 still read. Files are read without pickle. A file that is not such an archive, lacks a
@@ -49,7 +54,7 @@ REQUIRED = (
 PACKING_FIELDS = (
     "packing_tile", "packing_m", "packing_warps", "packing_operand", "packing_acc",
 )  # fmt: skip
-OPTIONAL = ("zeros", "tensor_scale", "perm", *PACKING_FIELDS)
+OPTIONAL = ("zeros", "tensor_scale", "perm", "table_codes", *PACKING_FIELDS)
 
 
 def write(path: str | os.PathLike, arrays: dict[str, Any]) -> None:

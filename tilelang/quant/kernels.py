@@ -30,6 +30,11 @@ The weight arithmetic of each format (`KIND`) is `tilelang.quant.arithmetic`'s, 
 * ``nvfp4``: ``q.to(OT) * (b.to(OT) * 2^-8)``, b the f8e4m3 block scale: q·b·2^-8 is
   exact in f16 and bf16 (`NVFP4_SCALE_SHIFT`); the accumulator is multiplied by the f32
   tensor scale times 2^8, `t`.
+* ``codebook``: ``tl.lookup(table, q) * s``, table the 2^b entries of the code book in
+  ST = OT (``code``, TABLE of them), written once into a `tl.shared` buffer before the
+  k loop (`codebook_table`), so that each code is one shared-memory read with no
+  barrier in the loop; the entry is an OT value and the multiplication rounds the
+  exact product once: `tilelang.quant.arithmetic`'s ``codebook``.
 
 The gemm path's tile (`tilelang.quant.choice`) is 64 rows over 4 warps, whose dot has
 the packing's own 1 x 4 warp grid: its B layout has no replication, so each weight of
@@ -55,7 +60,8 @@ adds them in slice order, then applies the epilogue; the counters come zeroed an
 left zeroed.
 
 Tensors a launch does not use (the zero points without ``HAS_Z``, the bias without
-``HAS_BIAS``) are still parameters: the host passes a one-element placeholder.
+``HAS_BIAS``, the table ``code`` of the kinds other than ``codebook``, TABLE = 1) are
+still parameters: the host passes a one-element placeholder.
 
 The weight tensor's shape names the packing's own K tile ``PK`` (a multiple of BK):
 the packed stream of a column block is the same for every BK that divides PK
@@ -65,7 +71,7 @@ serves every tile.
 
 from tilelang import dtypes
 from tilelang.kernel import func, kernel
-from tilelang.lang import api
+from tilelang.lang import api, ops
 from tilelang.lang.signature import Tensor, constexpr
 
 from .scale_packing import scale_layout
@@ -118,18 +124,36 @@ def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST, layout=None):
 
 
 @func
-def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK):
-    """The [BK, BN] tile of W at rows k.., columns n0.., in OT, in the dot's B layout."""
+def codebook_table(code, KIND, OT, TABLE):
+    """The code book as a `tl.shared` buffer of TABLE OT values, written once (before
+    the k loop: its reads then need no barrier); None for the other kinds."""
+    if KIND != "codebook":
+        return None
+    table = ops.shared([TABLE], OT)  # `tl.shared` (api.tl leaves it out)
+    table.store(tl.load(code, [0], [TABLE]))
+    return table
+
+
+@func
+def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK, table=None):
+    """The [BK, BN] tile of W at rows k.., columns n0.., in OT, in the dot's B layout
+    (`table`: the code book of KIND "codebook", `codebook_table`)."""
     fragments = tl.dot_layout("b", BM, BN, BK, OT)
     q = tl.load_fragment(w, [k, n0], fragments)
     if BK <= G:
-        values = q.to(OT)
+        if KIND == "codebook":  # noqa: SIM108 (a compile-time branch of the kernel)
+            values = ops.lookup(table, q)  # `tl.lookup`
+        else:
+            values = q.to(OT)
         if HAS_Z:
             values = values - tl.load(z, [k // G, n0], [1, BN]).to(OT)
         row = scales_of(s, k // G, n0, 1, BN, KIND, OT, ST, scale_layout(fragments, 1))
         return values * row
     GROUPS = BK // G
-    values = q.to(OT)
+    if KIND == "codebook":  # noqa: SIM108 (a compile-time branch of the kernel)
+        values = ops.lookup(table, q)
+    else:
+        values = q.to(OT)
     if HAS_Z:
         zeros = tl.load(z, [k // G, n0], [GROUPS, BN])
         zeros = tl.reshape(tl.broadcast(zeros[:, None, :], [GROUPS, G, BN]), [BK, BN])
@@ -144,24 +168,30 @@ def weight_tile(w, s, z, k, n0, G, KIND, OT, ST, HAS_Z, BM, BN, BK):
 
 @func
 def product(
-    x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP
-):
+    x, w, s, z, code, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES,
+    WARPS, SWAP, TABLE,
+):  # fmt: skip
     """The f32 product of rows bm·BM.. of x and columns bn·BN.. of W over k_start <= k <
     k_stop (k_start a multiple of BK). With SWAP, computed as (Wᵀ xᵀ)ᵀ (`swapped`)."""
+    table = codebook_table(code, KIND, OT, TABLE)
     if SWAP:
         return swapped(
-            x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS
-        )
+            x, w, s, z, table, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK,
+            STAGES, WARPS,
+        )  # fmt: skip
     acc = tl.zeros([BM, BN], tl.f32)
     for k in tl.range(k_start, k_stop, BK, stages=STAGES):
         a = tl.load(x, [bm * BM, k], [BM, BK])
-        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK)
+        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK, table)
         acc = tl.dot(a, b, acc)
     return acc
 
 
 @func
-def swapped(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS):
+def swapped(
+    x, w, s, z, table, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES,
+    WARPS,
+):  # fmt: skip
     """`product` as Wᵀ·xᵀ, the weights the A operand (sm_90a's warpgroup mma takes A
     from registers, where the weights are dequantized, and B, the x tile, straight from
     shared memory). The codes keep their packing (a 1 x WARPS warp grid: warp w holds
@@ -172,7 +202,7 @@ def swapped(x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN,
     acc = tl.zeros([BN, BM], tl.f32)
     for k in tl.range(k_start, k_stop, BK, stages=STAGES):
         a = tl.load(x, [bm * BM, k], [BM, BK])
-        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK)
+        b = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK, table)
         by_warp = tl.reshape(tl.transpose(b), [WARPS, RB, 16, BK])
         rows = tl.reshape(tl.transpose(by_warp, [1, 0, 2, 3]), [BN, BK])
         acc = tl.dot(rows, tl.transpose(a), acc)
@@ -206,6 +236,7 @@ def quant_matmul(
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
     s: Tensor["ST", "SK", "SN"],
     z: Tensor["ZT", "ZK", "ZN"],
+    code: Tensor["ST", "TABLE"],
     bias: Tensor["OT", "NB"],
     y: Tensor["OT", "M", "N"],
     t: dtypes.f32,
@@ -225,10 +256,14 @@ def quant_matmul(
     WARPS: constexpr = 4,
     STAGES: constexpr = 3,
     SWAP: constexpr = False,
+    TABLE: constexpr = 1,
 ):
     """y = x @ W (+ bias), rounded once to OT."""
     bm, bn = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN))
-    acc = product(x, w, s, z, bm, bn, 0, K, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP)
+    acc = product(
+        x, w, s, z, code, bm, bn, 0, K, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS,
+        SWAP, TABLE,
+    )  # fmt: skip
     tl.store(y, [bm * BM, bn * BN], finish(acc, bias, t, bn, BN, HAS_BIAS, TENSOR_SCALE).to(OT))
 
 
@@ -238,6 +273,7 @@ def quant_matmul_split_k(
     w: Tensor["WT", "(N + BN - 1) // BN", "(K + PK - 1) // PK * PK * BN"],
     s: Tensor["ST", "SK", "SN"],
     z: Tensor["ZT", "ZK", "ZN"],
+    code: Tensor["ST", "TABLE"],
     bias: Tensor["OT", "NB"],
     partials: Tensor[dtypes.f32, "SPLIT_K", "M", "N"],
     counts: Tensor[dtypes.i32, "(M + BM - 1) // BM", "(N + BN - 1) // BN"],
@@ -260,6 +296,7 @@ def quant_matmul_split_k(
     WARPS: constexpr = 4,
     STAGES: constexpr = 3,
     SWAP: constexpr = False,
+    TABLE: constexpr = 1,
 ):
     """y = x @ W (+ bias) over SPLIT_K slices of K, in one launch: each block writes its
     slice's f32 product to `partials`, then arrives at its tile's counter; the last of
@@ -272,8 +309,9 @@ def quant_matmul_split_k(
     bm, bn, kz = tl.blocks(tl.cdiv(M, BM), tl.cdiv(N, BN), SPLIT_K)
     k_start, k_stop = k_slice(kz, K, SPLIT_K, BK)
     acc = product(
-        x, w, s, z, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES, WARPS, SWAP
-    )
+        x, w, s, z, code, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK, STAGES,
+        WARPS, SWAP, TABLE,
+    )  # fmt: skip
     tl.store(partials, [kz, bm * BM, bn * BN], tl.reshape(acc, [1, BM, BN]))
     if tl.arrive(counts, [bm, bn]) == SPLIT_K - 1:
         total = tl.zeros([BM, BN], tl.f32)

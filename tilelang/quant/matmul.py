@@ -265,7 +265,8 @@ def _on_host(array: Any) -> Any:
 @dataclass(frozen=True)
 class _Tensors:
     """The weight's kernel tensors where a call runs (host arrays or device buffers),
-    with placeholders for the zero points and the bias when a launch has none."""
+    with placeholders for the zero points, the bias and the code book when a launch has
+    none."""
 
     w: Any
     z: Any
@@ -273,6 +274,7 @@ class _Tensors:
     ops: Operands
     put: Any
     scales: dict = field(default_factory=dict)  # per tile (`Operands.scales_for`)
+    table: Any = None  # the kernels' `code`: a codebook's table, or a placeholder
 
     @classmethod
     def of(cls, ops: Operands, put) -> _Tensors:
@@ -284,7 +286,11 @@ class _Tensors:
         w = put(ops.weight.codes)
         if "w" in ops.facts:  # the codes were checked once (`QuantizedWeight.finite`)
             record_fact(w, ops.facts["w"])
-        return cls(w, put(zeros), put(bias), ops, put)
+        table = ops.table
+        if table is None:
+            st = ops.constexprs["ST"]
+            table = dtypes.pack_codes(np.zeros(1, st.storage), st)
+        return cls(w, put(zeros), put(bias), ops, put, table=put(table))
 
     def s(self, call: KernelCall) -> Any:
         """The scales as `call`'s kernel reads them, put where it runs once per tile."""
@@ -303,7 +309,7 @@ def _run(calls, ops: Operands, tensors: _Tensors, x2, y2, bias, workspace, count
     call plan may launch with as they are (`call_plans.kept`)."""
     bias = call_plans.kept(tensors.bias) if bias is None else bias
     for call in calls:
-        weight = (tensors.w, tensors.s(call), tensors.z)
+        weight = (tensors.w, tensors.s(call), tensors.z, tensors.table)
         args = (x2, *(call_plans.kept(t) for t in weight), bias)
         split = split_workspace(call)
         if split is not None:

@@ -82,6 +82,11 @@ NVFP4_REFUSED = (
     "format: 'nvfp4' has one f32 tensor scale per expert, which the grouped GEMM cannot "
     "apply (it multiplies by one per launch); use 'mxfp4' or integer codes"
 )
+CODEBOOK_REFUSED = (
+    "format: the codebook formats ('nf4', 'fp4_bnb', 'codebook') are not supported for "
+    "experts yet: the grouped GEMM has no table parameter (`tilelang.quant.matmul` runs "
+    "them per weight); use integer codes or an MX format"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,6 +165,8 @@ def _check_stackable(qw: QuantizedWeight, k: int) -> None:
     kind = get_format(qw.format).kind
     if kind == "nvfp4":
         raise ValueError(NVFP4_REFUSED)
+    if kind == "codebook":
+        raise ValueError(CODEBOOK_REFUSED)
     if qw.perm is not None:
         raise ValueError("act order (perm) is not supported for experts")
     if qw.group_size < k and k % qw.group_size:
@@ -194,6 +201,8 @@ def quantize_experts(
         )
     if format is not None and get_format(format).kind == "nvfp4":
         raise ValueError(NVFP4_REFUSED)
+    if format is not None and get_format(format).kind == "codebook":
+        raise ValueError(CODEBOOK_REFUSED)
     weights = [
         quantize(experts[i], dtype, group_size, zero_point, scale_dtype, format, mx_scale)
         for i in range(e)

@@ -26,6 +26,10 @@ per weight and operand type (and remembered for as long as the weight lives).
   row is padded to whole 16-byte words (`_aligned_zeros`: [groups, N rounded up]).
 * The f32 factor ``t`` the accumulator is multiplied by: NVFP4's tensor scale, or
   2^e0 for MX.
+* A codebook format's table (``table``): its 2^b codes of the scale type, which must
+  be the operand type as for ``scaled`` (the kernels look entries up in OT and
+  multiply by the scale in OT); its codes are packed as uN codes are, with no zero
+  points, and the kernels' constant TABLE is 2^b (absent for the other kinds).
 
 MX scales in a 16-bit operand type. The kernel computes ``q.to(OT) * s.to(OT)`` for
 s = 2^(c − 127): exact (so equal to `QuantizedWeight.dequantize`, whose f32 values
@@ -93,6 +97,7 @@ class Operands:
     t: float
     exact: bool
     constexprs: dict[str, Any]
+    table: PackedArray | None = None  # a codebook's entries, codes of the scale type
 
     @functools.cached_property
     def facts(self) -> dict[str, int | str]:
@@ -240,8 +245,12 @@ def _operands(qw: QuantizedWeight, ot: DType) -> Operands:
     kind = get_format(qw.format).kind
     group = kernel_group(qw)
     zeros, zero_type, signed = None, dtypes.u1, False
-    t, exact = 1.0, True
-    if kind == "scaled":
+    t, exact, table = 1.0, True, None
+    if kind == "codebook":
+        _check_scale_type(qw, ot)
+        scales = dtypes.pack_codes(qw.scale_codes, qw.scale_dtype)
+        table = dtypes.pack_codes(qw.table_codes, qw.scale_dtype)
+    elif kind == "scaled":
         _check_scaled(qw, ot)
         scales = dtypes.pack_codes(qw.scale_codes, qw.scale_dtype)
         signed = _midpoint_zeros(qw)
@@ -278,7 +287,9 @@ def _operands(qw: QuantizedWeight, ot: DType) -> Operands:
         "TENSOR_SCALE": t != 1.0,
         "PK": packing.tile[0],
     }
-    return Operands(qw, signed, packing, scales, zeros, t, exact, constexprs)
+    if table is not None:
+        constexprs["TABLE"] = table.shape[0]
+    return Operands(qw, signed, packing, scales, zeros, t, exact, constexprs, table)
 
 
 # ---------------------------------------------------------------- checks and choices
@@ -290,6 +301,18 @@ def _largest_exact_integer(ot: DType) -> int:
 
 
 def _check_scaled(qw: QuantizedWeight, ot: DType) -> None:
+    _check_scale_type(qw, ot)
+    element = qw.dtype
+    if isinstance(element, FloatType) and not _exact_in(element, ot):
+        raise ValueError(
+            f"{element} values are not all exact in {ot} (the kernels convert codes to "
+            f"{ot} before scaling): use bf16 activations and scales, or another element type"
+        )
+
+
+def _check_scale_type(qw: QuantizedWeight, ot: DType) -> None:
+    """The scales (and a codebook's table) must be of the operand type: the kernels
+    multiply in it."""
     if qw.scale_dtype != ot:
         raise TypeError(
             f"x is {ot}, so the kernels multiply by {ot} scales, but this weight's scales "
@@ -299,12 +322,6 @@ def _check_scaled(qw: QuantizedWeight, ot: DType) -> None:
             else f"the kernels multiply by f16 or bf16 scales (the activations' type), but "
             f"this weight's scales are {qw.scale_dtype}: quantize with scale_dtype='{ot}', "
             f"or convert these: qw.with_scale_dtype('{ot}') (it reports any rounding)"
-        )
-    element = qw.dtype
-    if isinstance(element, FloatType) and not _exact_in(element, ot):
-        raise ValueError(
-            f"{element} values are not all exact in {ot} (the kernels convert codes to "
-            f"{ot} before scaling): use bf16 activations and scales, or another element type"
         )
 
 

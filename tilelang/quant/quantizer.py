@@ -31,6 +31,14 @@ w / s for the scale the kernel multiplies by. Per group of G rows along K (G = K
 * NVFP4: the f32 tensor scale ``t = f32(absmax_W / (6 · 448))`` (1 for W = 0); per
   block of 16 rows ``b = encode_e4m3(absmax_block / (6 · t))``,
   ``q = encode_e2m1(w / (b · t))`` (0 where b is 0).
+* codebook ("nf4", "fp4_bnb", "codebook"; bitsandbytes' choice): per group of G rows
+  (64 by default, bitsandbytes' blocksize; 32..4096 powers of two, or -1),
+  ``s = round_S(absmax)``, and q the code of the table entry (held in S) nearest to
+  the float64 quotient w / s; between two entries equally near, and among equal
+  entries (FP4's 0 and -0), the smaller code. A user's table of L values (sorted or
+  not, 2 ≤ L ≤ 256) takes u_b codes, 2^b ≥ L (b ≥ 2), the entries past L repeating
+  its last value (so no code goes to them). An all-zero group gets s = 0 and the code
+  of the entry nearest 0.
 
 An all-zero group gets the scale 0 and code 0 or the zero point: w = 0. A scale that
 overflows its type is an error, and so is a group whose dequantized weights
@@ -64,7 +72,9 @@ from tilelang.dtypes import DType, FloatType, IntType, f4e2m1, f8e4m3
 from .arithmetic import round_to
 from .arrays import float_matrix
 from .formats import (
+    MAX_TABLE,
     Format,
+    check_codebook_element,
     check_scale_dtype,
     check_scaled_element,
     get_format,
@@ -88,6 +98,7 @@ def quantize(
     scale_dtype: DType | str | None = None,
     format: str | None = None,
     mx_scale: str = "floor",
+    codebook: Any = None,
 ) -> QuantizedWeight:
     """Quantize the float weight `w` [K, N] (numpy, or a torch tensor) to `dtype` codes.
 
@@ -107,11 +118,21 @@ def quantize(
     f16 scales with ExMy codes f16 does not hold (f7e5m1, ...: module docstring).
     `mx_scale`: how MX formats choose a block's power of two, "floor" (OCP MX v1.0,
     the default: the top elements of some blocks saturate) or "rceil" (rounded up so
-    that none does); other formats take only the default.
+    that none does); other formats take only the default. `codebook`: the table of
+    ``format="codebook"`` (2 to 256 finite values); "nf4" and "fp4_bnb" fix theirs, and
+    codebook formats take u2..u8 `dtype` (default: the fewest bits the table needs),
+    `group_size` 64 by default, no zero points.
     """
     fmt = get_format("scaled" if format is None else format)
     if fmt.kind == "scaled" and fmt.name != "scaled":
         raise ValueError(f"{format!r} is an import format (from_{format}); quantize makes 'scaled'")
+    if codebook is not None and fmt.name != "codebook":
+        raise ValueError(f"codebook: a table goes with format='codebook', not {fmt.name!r}")
+    if fmt.kind == "codebook":
+        if zero_point:
+            raise ValueError(f"zero_point: {fmt.name} has no zero points (an absmax scale)")
+        _check_mx_scale(fmt, mx_scale)
+        return _quantize_codebook(float_matrix(w), fmt, dtype, group_size, scale_dtype, codebook)
     element = _element_type(fmt, dtype)
     weights = float_matrix(w)
     k, n = weights.shape
@@ -424,3 +445,142 @@ def _nvfp4(grouped: np.ndarray, tensor_scale: float) -> _Slice:
     block_codes = f8e4m3.encode(np.abs(grouped).max(axis=1) / (6.0 * tensor_scale))
     effective = f8e4m3.decode(block_codes).astype(np.float64) * tensor_scale
     return f4e2m1.encode(_divide(grouped, effective)), block_codes, None
+
+
+# ------------------------------------------------------------------------- codebooks
+
+
+def _quantize_codebook(
+    weights: np.ndarray,
+    fmt: Format,
+    dtype: DType | str | None,
+    group_size: int | None,
+    scale_dtype: DType | str | None,
+    codebook: Any,
+) -> QuantizedWeight:
+    """`quantize` for the codebook formats (module docstring)."""
+    scale_type = dtypes.f16 if scale_dtype is None else dtypes.dtype(scale_dtype)
+    check_scale_dtype(scale_type)
+    values = _codebook_values(fmt, codebook)
+    element = _codebook_element(fmt, dtype, values.size)
+    k, n = weights.shape
+    if k == 0:
+        raise ValueError(f"w must hold at least one row (K ≥ 1), got shape {weights.shape}")
+    group = _codebook_group(fmt, group_size, k)
+    padded = np.concatenate([values, np.full((1 << element.bits) - values.size, values[-1])])
+    table = round_to(padded, scale_type).astype(np.float64)
+    if not np.isfinite(table).all():
+        raise ValueError(
+            f"codebook: its values reach {np.abs(values).max():g}, beyond the largest "
+            f"{scale_type} ({scale_type.max:g}): scale the table down"
+        )
+    tiny = _TinyScales(scale_type, element)
+    width = max(1, _SLICE_ELEMENTS // k)
+    codes, scales = [], []
+    for c in range(0, max(n, 1), width):
+        grouped = weights[:, c : c + width].astype(np.float64).reshape(k // group, group, -1)
+        s = _rounded_scale(np.abs(grouped).max(axis=1, initial=0.0), scale_type, tiny)
+        q = nearest_codes(_divide(grouped, s), table)
+        _check_codebook_products(table[q], s, scale_type, c)
+        codes.append(q)
+        scales.append(scale_type.encode(s))
+    if tiny.groups:
+        raise ValueError(tiny.message((k // group) * n))
+    return QuantizedWeight(
+        codes=dtypes.pack_codes(np.concatenate(codes, axis=2).reshape(k, n), element),
+        scale_codes=np.concatenate(scales, axis=1),
+        scale_dtype=scale_type,
+        group_size=group,
+        format=fmt.name,
+        table_codes=scale_type.encode(table),
+    )
+
+
+def _codebook_values(fmt: Format, codebook: Any) -> np.ndarray:
+    """The table's values (float64, as given): the format's, or the user's."""
+    if fmt.table is not None:
+        return np.asarray(fmt.table, dtype=np.float64)
+    if codebook is None:
+        raise ValueError("codebook: format='codebook' needs the table (codebook=values)")
+    if hasattr(codebook, "detach"):  # a torch tensor, on any device
+        codebook = codebook.detach().cpu().float().numpy()
+    values = np.asarray(codebook)
+    if values.dtype.kind not in "fiu" or values.ndim != 1:
+        raise ValueError(
+            f"codebook must be a 1-D array of real numbers, got {values.dtype} {values.shape}"
+        )
+    if not 2 <= values.size <= MAX_TABLE or not np.isfinite(values).all():
+        raise ValueError(
+            f"codebook must hold 2 to {MAX_TABLE} finite values, got {values.size} "
+            f"(all finite: {bool(np.isfinite(values).all())})"
+        )
+    return values.astype(np.float64)
+
+
+def _codebook_element(fmt: Format, dtype: DType | str | None, size: int) -> DType:
+    """The code type: the format's (u4), `dtype`, or the fewest bits indexing `size`."""
+    if fmt.element is not None:
+        if dtype is not None and dtypes.dtype(dtype) != fmt.element:
+            raise ValueError(f"{fmt.name} holds {fmt.element} codes, got dtype={dtype}")
+        return fmt.element
+    if dtype is None:
+        return dtypes.int_type(max(2, (size - 1).bit_length()), False)
+    element = dtypes.dtype(dtype)
+    check_codebook_element(element)
+    if size > 1 << element.bits:
+        raise ValueError(
+            f"dtype: {element} indexes {1 << element.bits} values, the codebook has {size}"
+        )
+    return element
+
+
+def _codebook_group(fmt: Format, group_size: int | None, k: int) -> int:
+    """64 (bitsandbytes' default blocksize), a power of two 32..4096 dividing K, or -1."""
+    if group_size == -1:
+        return k
+    group = 64 if group_size is None else group_size
+    allowed = isinstance(group, int) and not isinstance(group, bool)
+    if not (allowed and 32 <= group <= 4096 and group & (group - 1) == 0):
+        raise ValueError(
+            f"group_size: {fmt.name} takes a power of two from 32 to 4096 (64 by default, "
+            f"bitsandbytes' blocksize) or -1 (one scale per column), got {group_size!r}"
+        )
+    if k % group:
+        raise ValueError(
+            f"group_size: K = {k} (W's rows) is not a multiple of the group size {group}; "
+            f"pass group_size=-1 (one scale per column) or a smaller power of two"
+        )
+    return group
+
+
+def nearest_codes(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """The code of the `table` entry nearest to each x (|x − entry| in float64); ties
+    and equal entries go to the smaller code. Each x is compared with the two distinct
+    values around it in sorted order, which hold the nearest (x − v, rounded, is
+    monotonic in v)."""
+    order = np.argsort(table, kind="stable")  # equal values: the smaller code first
+    values, first = np.unique(table[order], return_index=True)
+    codes = order[first].astype(np.uint8)
+    if values.size == 1:
+        return np.full(x.shape, codes[0], np.uint8)
+    hi = np.clip(np.searchsorted(values, x), 1, values.size - 1)
+    lo = hi - 1
+    below, above = np.abs(x - values[lo]), np.abs(x - values[hi])
+    upper = (above < below) | ((above == below) & (codes[hi] < codes[lo]))
+    return np.where(upper, codes[hi], codes[lo])
+
+
+def _check_codebook_products(
+    values: np.ndarray, scales: np.ndarray, scale_type: DType, first_column: int
+) -> None:
+    """Refuses groups whose weights table[q] · s overflow the scale type (a user's
+    table beyond ±1 can; s is the group's absmax)."""
+    largest = np.abs(values).max(axis=1, initial=0.0) * scales
+    overflow = ~np.isfinite(round_to(largest, scale_type))
+    if overflow.any():
+        g, c = (int(i) for i in np.argwhere(overflow)[0])
+        raise ValueError(
+            f"group {g} of column {first_column + c}: table[q] · s = {largest[g, c]:.6g} "
+            f"overflows {scale_type} ({scale_type.max:.6g}): a table within ±1 cannot; "
+            f"{_wider_scales(scale_type, True)}"
+        )

@@ -23,6 +23,11 @@ such K do; `quantize` makes G divide K, and MX and NVFP4 blocks always do):
   Zero points that are all one value are held as that value broadcast to the shape (a
   read-only view, no memory), and the repr says "zero point z" instead of "zeros".
 * ``tensor_scale``: NVFP4's f32 per-tensor scale, else None.
+* ``table_codes`` [2^b] or None: a codebook format's table (``"nf4"``, ``"fp4_bnb"``,
+  ``"codebook"``), as codes of ``scale_dtype``: code q of the uN codes stands for
+  ``table[q]`` (`table` decodes them). Every code indexes an entry (the table has
+  exactly 2^b of them); ``"nf4"`` and ``"fp4_bnb"`` hold their fixed tables rounded
+  to the scale type. None for the other kinds.
 * ``perm`` [K] or None: act order (GPTQ ``desc_act``). Row i of the codes is row
   ``perm[i]`` of W, and the groups are contiguous in that order; a kernel computes
   ``x[..., perm] @ W_stored``. `dequantize()` returns W in its original row order.
@@ -57,7 +62,13 @@ from tilelang.runtime.value_facts import all_finite
 
 from . import arithmetic, io
 from .arrays import float_matrix
-from .formats import Format, check_scale_dtype, check_scaled_element, get_format
+from .formats import (
+    Format,
+    check_codebook_element,
+    check_scale_dtype,
+    check_scaled_element,
+    get_format,
+)
 
 #: Frames from here are not the caller a warning points at (`_caller_level`).
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
@@ -98,6 +109,7 @@ class QuantizedWeight:
     perm: np.ndarray | None = None
     shape: tuple[int, int] | None = None
     packing: DotPacking | None = None
+    table_codes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.codes, PackedArray):
@@ -132,6 +144,7 @@ class QuantizedWeight:
                 raise ValueError(f"zeros must be integers of shape {groups}, got {zeros.shape}")
             object.__setattr__(self, "zeros", _stored_zeros(zeros))
         self._check_tensor_scale(fmt)
+        self._check_table(fmt)
         if self.perm is not None:
             perm = np.asarray(self.perm)
             if perm.shape != (k,) or perm.dtype.kind not in "iu":
@@ -163,6 +176,12 @@ class QuantizedWeight:
         return tuple(packing.shape)
 
     def _check_types(self, fmt: Format) -> None:
+        if fmt.kind == "codebook":
+            if fmt.element is not None and self.dtype != fmt.element:
+                raise ValueError(f"{fmt.name} holds {fmt.element} codes, got {self.dtype}")
+            check_codebook_element(self.dtype)
+            check_scale_dtype(self.scale_dtype)
+            return
         if fmt.kind == "scaled":
             check_scaled_element(self.dtype)
             check_scale_dtype(self.scale_dtype)
@@ -172,6 +191,30 @@ class QuantizedWeight:
                 f"{fmt.name} holds {fmt.element} codes and {fmt.scale_dtype} scales, "
                 f"got {self.dtype} and {self.scale_dtype}"
             )
+
+    def _check_table(self, fmt: Format) -> None:
+        """A codebook format's table: 2^b finite codes of the scale type (the fixed
+        table of "nf4" and "fp4_bnb"); None for every other format."""
+        if fmt.kind != "codebook":
+            if self.table_codes is not None:
+                raise ValueError(f"table_codes: {fmt.name} has no table (codebook formats do)")
+            return
+        size = 1 << self.dtype.bits
+        if self.table_codes is None:
+            raise ValueError(
+                f"table_codes: {fmt.name} needs its table, {size} codes of {self.scale_dtype}"
+            )
+        table = _code_array(self.table_codes, self.scale_dtype, (size,), "table_codes")
+        values = self.scale_dtype.decode(table)
+        if not np.isfinite(values).all():
+            raise ValueError(f"table_codes: every table value must be finite, got {values}")
+        if fmt.table is not None and not np.array_equal(table, fixed_table(fmt, self.scale_dtype)):
+            raise ValueError(
+                f"table_codes: {fmt.name}'s table is fixed ({list(fmt.table)} in "
+                f"{self.scale_dtype}), got {values.tolist()}: use format='codebook' for "
+                f"another table"
+            )
+        object.__setattr__(self, "table_codes", table)
 
     def _check_tensor_scale(self, fmt: Format) -> None:
         if (fmt.kind == "nvfp4") != (self.tensor_scale is not None):
@@ -190,6 +233,13 @@ class QuantizedWeight:
         return self.codes.dtype
 
     @property
+    def table(self) -> np.ndarray | None:
+        """A codebook format's table values [2^b] (float32, exact), else None."""
+        if self.table_codes is None:
+            return None
+        return self.scale_dtype.decode(self.table_codes)
+
+    @property
     def scales(self) -> np.ndarray:
         """The scales' values [⌈K / G⌉, N] (float32; exact for every scale type)."""
         return self.scale_dtype.decode(self.scale_codes)
@@ -206,7 +256,8 @@ class QuantizedWeight:
     def nbytes(self) -> int:
         """Bytes of codes, scales and zero points (zero points counted as int32)."""
         zeros = 0 if self.zeros is None else self.zeros.nbytes
-        return self.codes.nbytes + self.scale_codes.nbytes + zeros
+        table = 0 if self.table_codes is None else self.table_codes.nbytes
+        return self.codes.nbytes + self.scale_codes.nbytes + zeros + table
 
     def plain_codes(self) -> np.ndarray:
         """The codes as a row-major [K, N] array (the dtype's storage), in stored row
@@ -247,10 +298,12 @@ class QuantizedWeight:
         most scales; bf16 -> f16 and f16 -> f32 are exact in f16's range). A ValueError
         when a scale would overflow to inf or a nonzero scale would round to 0 (its group
         would dequantize to 0). Integer and ExMy codes with scales only ("scaled",
-        "gptq", "awq"): MX and NVFP4 fix their scale types."""
+        "gptq", "awq") and the codebook formats, whose table is converted too ("nf4" and
+        "fp4_bnb" round their fixed table once to the new type): MX and NVFP4 fix their
+        scale types."""
         fmt = get_format(self.format)
         target = dtypes.dtype(scale_dtype)
-        if fmt.kind != "scaled":
+        if fmt.kind not in ("scaled", "codebook"):
             raise ValueError(
                 f"scale_dtype: {fmt.name} scales are always {self.scale_dtype}, got {target}"
             )
@@ -262,13 +315,21 @@ class QuantizedWeight:
             codes = target.encode(old)
         new = target.decode(codes).astype(np.float64)
         _check_converted(old, new, self.scale_dtype, target)
-        converted = dataclasses.replace(self, scale_codes=codes, scale_dtype=target)
+        table = None if self.table is None else _converted_table(fmt, self.table, target)
+        converted = dataclasses.replace(
+            self, scale_codes=codes, scale_dtype=target, table_codes=table
+        )
         rounded = int(np.count_nonzero((new != old) & ~(np.isnan(old) & np.isnan(new))))
-        if rounded:
+        entries = 0  # a codebook's table entries rounded: they move weights too
+        if table is not None:
+            entries = int(np.count_nonzero(target.decode(table) != self.table))
+        if rounded or entries:
             error = converted.error(self.dequantize())
             warnings.warn(
                 ScaleRoundingWarning(
-                    f"{rounded} of {old.size} scales of {self!r} are not exact in {target}: "
+                    f"{rounded} of {old.size} scales"
+                    f"{f' and {entries} table entries' if entries else ''} of {self!r} are "
+                    f"not exact in {target}: "
                     f"rounded to nearest even, which moves the weights by at most "
                     f"{error['max_abs']:.3g} (relative error {error['relative']:.3g}, "
                     f"QuantizedWeight.error). From float weights, quantizing with "
@@ -297,6 +358,7 @@ class QuantizedWeight:
                 (self._zeros_text(), self.zeros is not None),
                 ("act order", self.perm is not None),
                 (f"packed in {self._tile_text()} tiles", self.packing is not None),
+                (f"table of {1 << self.dtype.bits}", self.table_codes is not None),
             )
             if present
         )
@@ -324,6 +386,11 @@ class QuantizedWeight:
         if kind == "scaled":
             w = arithmetic.scaled(
                 values, self.scales, self.zeros, self.group_size, self.scale_dtype
+            )
+        elif kind == "codebook":
+            assert self.table is not None
+            w = arithmetic.codebook(
+                self.plain_codes(), self.table, self.scales, self.group_size, self.scale_dtype
             )
         elif kind == "mx":
             w = arithmetic.mx(values, self.scale_codes, self.group_size)
@@ -380,6 +447,7 @@ class QuantizedWeight:
             "zeros": self.zeros,
             "tensor_scale": None if self.tensor_scale is None else np.float32(self.tensor_scale),
             "perm": self.perm,
+            "table_codes": self.table_codes,
         }
 
     @classmethod
@@ -418,12 +486,35 @@ class QuantizedWeight:
                 zeros=arrays.get("zeros"),
                 tensor_scale=None if tensor_scale is None else float(tensor_scale),
                 perm=arrays.get("perm"),
+                table_codes=arrays.get("table_codes"),
             )
         except (ValueError, TypeError) as error:
             message = str(error)
             if message.startswith(f"{path}:"):
                 raise
             raise ValueError(f"{path}: {message}") from None
+
+
+def fixed_table(fmt: Format, scale_dtype: DType) -> np.ndarray:
+    """The codes of `fmt`'s fixed table in `scale_dtype` (each value rounded once)."""
+    assert fmt.table is not None
+    with np.errstate(over="ignore"):
+        return scale_dtype.encode(np.asarray(fmt.table, dtype=np.float64))
+
+
+def _converted_table(fmt: Format, table: np.ndarray, target: DType) -> np.ndarray:
+    """A codebook table as codes of `target`: a fixed table rounded once from its exact
+    values, a user's from the values held; a ValueError where a value overflows."""
+    if fmt.table is not None:
+        return fixed_table(fmt, target)
+    with np.errstate(over="ignore"):
+        codes = target.encode(table.astype(np.float64))
+    if not np.isfinite(target.decode(codes)).all():
+        raise ValueError(
+            f"scale_dtype: the codebook table reaches {np.abs(table).max():g}, beyond the "
+            f"largest {target}"
+        )
+    return codes
 
 
 def _stored_zeros(zeros: np.ndarray) -> np.ndarray:
