@@ -19,7 +19,18 @@ finds the weight from them (`weight_state.held`): when they are not the ones the
 was built from (loaded, moved, modified in place), it is rebuilt from them. Nothing
 else of the module reaches it, so torch.compile traces every layer of the same shapes
 as one graph, with no graph break. The fake implementation reads N from the scales'
-shape. No gradient flows through it (`tilelang.torch.NoGradientWarning`).
+shape.
+
+Gradients (QLoRA-style fine-tuning: adapters trained on a frozen quantized base). The
+operator has a derivative (`torch.library.register_autograd`): grad_x = grad_y @ Wᵀ,
+W dequantized by the operator ``tilelang::quant_linear_weight`` (`tilelang.quant.
+dequantize`: the kernels' own tile decoder, W bit for bit as the forward's kernels see
+it, in grad_y's dtype) and multiplied by `torch.matmul` in that dtype (f32
+accumulation, as torch does for nn.Linear); the bias's gradient, grad_y summed over
+the leading dimensions, when the bias requires grad. The buffers get none (the
+quantized weight is frozen). The dequantized W is a temporary of the backward: K·N·2
+bytes for its duration (as bitsandbytes' Linear4bit), freed when it returns. Both
+operators trace under torch.compile (fullgraph), the backward included.
 
 Loading without the values: `QuantLinear.empty` (and `from_linear` of a linear on the
 meta device) makes a layer with the buffers' shapes, on the meta device or holding
@@ -57,11 +68,13 @@ from tilelang.torch.weight_state import (
     held,
     json_tensor,
     known_version,
-    warn_no_gradient,
 )
 
-#: The operator's name.
+#: The operator's name, and its backward's dequantization's.
 OP = "tilelang::quant_linear"
+WEIGHT_OP = "tilelang::quant_linear_weight"
+#: The torch dtypes `tilelang.quant.dequantize` writes.
+_WEIGHT_TYPES = {**TORCH_TYPES, torch.float32: dtypes.f32}
 _LOADED = "QuantLinear state_dict"
 _BUFFERS = "QuantLinear buffers"
 
@@ -122,13 +135,71 @@ def _fake(x, codes, scale_codes, zeros, perm, meta, bias) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], n))
 
 
-#: y = x @ W (+ bias), W the weight the buffers hold (`weight_state.held`).
+def _weight(codes, scale_codes, zeros, perm, meta, in_features, dtype) -> torch.Tensor:
+    """W [K, N] of `dtype` as the kernels see it (`quant.dequantize`, on the CPU backend
+    or the GPU by where the buffers are), in W's original row order."""
+    qw = held((codes, scale_codes, zeros, perm, meta), QuantLinear._from_tensors, _BUFFERS)
+    _check_weight_call(in_features, dtype, qw.shape[0])
+    out = torch.empty(qw.shape, dtype=dtype, device=codes.device)
+    return quant.dequantize(qw, out=out)
+
+
+def _weight_fake(codes, scale_codes, zeros, perm, meta, in_features, dtype) -> torch.Tensor:
+    _check_weight_call(in_features, dtype, None)
+    return codes.new_empty((in_features, scale_codes.shape[-1]), dtype=dtype)
+
+
+def _check_weight_call(in_features: Any, dtype: torch.dtype, k: int | None) -> None:
+    if dtype not in _WEIGHT_TYPES:
+        raise TypeError(f"{WEIGHT_OP}: dtype must be float16, bfloat16 or float32, got {dtype}")
+    if k is not None and in_features != k:
+        raise ValueError(
+            f"{WEIGHT_OP}: in_features must be the weight's K = {k}, got {in_features}"
+        )
+
+
+#: W [K, N] dequantized (the backward's; no gradient of its own).
+quant_linear_weight = define_op(
+    WEIGHT_OP,
+    "(Tensor codes, Tensor scale_codes, Tensor? zeros, Tensor? perm, Tensor meta, "
+    "SymInt in_features, ScalarType dtype) -> Tensor",
+    _weight,
+    _weight_fake,
+)
+
+
+def _setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:
+    """Keeps the buffers (not x: grad_x needs only W) and what the gradients' shapes
+    need. An in-place change of a buffer before the backward is autograd's error."""
+    x, codes, scale_codes, zeros, perm, meta, bias = inputs
+    ctx.save_for_backward(codes, scale_codes, zeros, perm, meta)
+    ctx.in_features = x.shape[-1]
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad: torch.Tensor) -> tuple:
+    """grad_x = grad_y @ Wᵀ (W a temporary in grad_y's dtype), grad_bias = grad_y summed
+    over the leading dimensions; None for the buffers (module docstring)."""
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        codes, scale_codes, zeros, perm, meta = ctx.saved_tensors
+        w = quant_linear_weight(codes, scale_codes, zeros, perm, meta, ctx.in_features, grad.dtype)
+        grad_x = torch.matmul(grad, w.t())
+    if ctx.has_bias and ctx.needs_input_grad[6]:
+        grad_bias = grad.sum(dim=tuple(range(grad.dim() - 1)))
+    return grad_x, None, None, None, None, None, grad_bias
+
+
+#: y = x @ W (+ bias), W the weight the buffers hold (`weight_state.held`); with its
+#: derivative for x and the bias (module docstring).
 quant_linear = define_op(
     OP,
     "(Tensor x, Tensor codes, Tensor scale_codes, Tensor? zeros, Tensor? perm, Tensor meta, "
     "Tensor? bias) -> Tensor",
     _forward,
     _fake,
+    backward=_backward,
+    setup_context=_setup_context,
 )
 
 
@@ -195,8 +266,14 @@ class QuantLinear(WeightModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         weight = (self.codes, self.scale_codes, self.zeros, self.perm, self.meta)
-        warn_no_gradient(OP, (x, bias))
         return quant_linear(x, *weight, bias)
+
+    def dequantize(self, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+        """W [in_features, out_features] (`nn.Linear.weight` transposed) of `dtype`
+        (float16, bfloat16 or float32) where the buffers are, as the kernels see it
+        (`tilelang.quant.dequantize`): what the backward multiplies grad_y by."""
+        weight = (self.codes, self.scale_codes, self.zeros, self.perm, self.meta)
+        return quant_linear_weight(*weight, self.in_features, dtype)
 
     def extra_repr(self) -> str:
         weight = "on the meta device" if self._on_meta() else repr(self.qweight)

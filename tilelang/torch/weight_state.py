@@ -53,10 +53,13 @@ state_dict is loaded (``assign=True``, or after ``to_empty``); asking for it bef
 so. Loading without ``assign`` into meta buffers leaves them meta, as torch does.
 
 Operators. ``tilelang::quant_linear`` and ``tilelang::quant_moe`` are defined with
-`torch.library.Library` (`define_op`): CPU and CUDA kernels, a fake one, and Autograd
-falling through, as `tilelang.torch.op`'s operators: no gradient flows, a result never
-requires grad, and the first call with an input that requires grad warns
-`tilelang.torch.NoGradientWarning` (`warn_no_gradient`; not under torch.compile).
+`torch.library.Library` (`define_op`): CPU and CUDA kernels, a fake one, and either a
+derivative (`define_op`'s `backward`, registered with `torch.library.register_autograd`:
+``tilelang::quant_linear``'s gradients for x and the bias, none for the buffers) or
+Autograd falling through, as `tilelang.torch.op`'s operators without one
+(``tilelang::quant_moe``): no gradient flows, a result never requires grad, and the
+first call with an input that requires grad warns `tilelang.torch.NoGradientWarning`
+(`warn_no_gradient`; not under torch.compile).
 
 Casts. ``.half()``, ``.bfloat16()`` and ``.to(dtype)`` to f16 or bf16 re-encode the
 scales of integer and ExMy weights (`QuantizedWeight.with_scale_dtype`: exact where the
@@ -177,15 +180,27 @@ def check_not_meta(tensors: Iterable[Any], where: str) -> None:
         )
 
 
-def define_op(name: str, schema: str, forward: Callable, fake: Callable) -> Any:
+def define_op(
+    name: str,
+    schema: str,
+    forward: Callable,
+    fake: Callable,
+    backward: Callable | None = None,
+    setup_context: Callable | None = None,
+) -> Any:
     """The operator `name` with `schema`: `forward` its CPU and CUDA kernel, `fake` its
-    fake one, Autograd falling through (module docstring). Returns its overload."""
+    fake one; `backward` and `setup_context` its derivative
+    (`torch.library.register_autograd`'s), else Autograd falling through (module
+    docstring). Returns its overload."""
     namespace, short = name.split("::")
     library = torch.library.Library(namespace, "FRAGMENT")
     library.define(short + schema, tags=(torch.Tag.pt2_compliant_tag,))
     library.impl(short, forward, "CPU")
     library.impl(short, forward, "CUDA")
-    library.impl(short, torch.library.fallthrough_kernel, "Autograd")
+    if backward is None:
+        library.impl(short, torch.library.fallthrough_kernel, "Autograd")
+    else:  # registered once, in place of the fall-through: no override warning
+        torch.library.register_autograd(name, backward, setup_context=setup_context, lib=library)
     torch.library.register_fake(name, fake, lib=library)
     _LIBRARIES.append(library)  # a Library's registrations go when it is collected
     return getattr(getattr(torch.ops, namespace), short).default
