@@ -260,6 +260,31 @@ def test_mx_scales_serve_both_types_and_from_linear_takes_the_formats_block():
     check(layer, x16())
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_from_linear_passes_mx_scale_and_codebooks_and_a_skeleton_loads_nf4(dtype):
+    layer = QuantLinear.from_linear(linear(seed=7).to(dtype), format="nf4")
+    assert layer.qweight.scale_dtype == (tl.bf16 if dtype == torch.bfloat16 else tl.f16)
+    assert layer.qweight.group_size == 64  # bitsandbytes' blocksize
+    check(layer, x16(dtype=dtype))
+    with torch.device("meta"):
+        skeleton = QuantLinear.from_linear(torch.nn.Linear(K, N, dtype=dtype), format="nf4")
+    skeleton.load_state_dict(layer.state_dict(), assign=True)
+    with torch.no_grad():
+        x = x16(dtype=dtype)
+        assert torch.equal(skeleton(x), layer(x))
+    own = QuantLinear.from_linear(linear(seed=8).to(dtype), format="codebook", codebook=[-1, 0, 1])
+    assert own.qweight.dtype == tl.u2 and own.qweight.table.tolist() == [-1, 0, 1, 1]
+    check(own, x16(dtype=dtype))
+    w = np.zeros((N, K), np.float32)
+    w[:, 0] = 7.9  # one block's top: the floor rule saturates it to 6, rceil keeps 8
+    top = torch.nn.Linear(K, N).to(dtype)
+    with torch.no_grad():
+        top.weight.copy_(torch.from_numpy(w))
+    rceil = QuantLinear.from_linear(top, format="mxfp4", mx_scale="rceil")
+    floor = QuantLinear.from_linear(top, format="mxfp4")
+    assert rceil.qweight.dequantize()[0, 0] == 8.0 and floor.qweight.dequantize()[0, 0] == 6.0
+
+
 def test_a_k_no_group_divides_suggests_per_channel_scales():
     with pytest.raises(ValueError, match=r"group_size=-1 \(one scale per column\).*has none"):
         QuantLinear.from_linear(linear(k=100), "u4")

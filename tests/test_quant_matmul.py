@@ -53,6 +53,10 @@ def reference_weights(qw: QuantizedWeight) -> np.ndarray:
     elif qw.format == "nvfp4":
         block = tl.f8e4m3.decode(qw.scale_codes)
         w = (q * per_row(block) * qw.tensor_scale).astype(np.float32).astype(np.float64)
+    elif qw.format in ("nf4", "fp4_bnb", "codebook"):  # q indexes the table (held in S)
+        entries = np.asarray(qw.table, np.float64)[q.astype(np.int64)]
+        product = entries * per_row(qw.scale_dtype.decode(qw.scale_codes))
+        w = qw.scale_dtype.decode(qw.scale_dtype.encode(product)).astype(np.float64)
     else:
         z = 0 if qw.zeros is None else per_row(qw.zeros)
         product = (q - z) * per_row(qw.scale_dtype.decode(qw.scale_codes))

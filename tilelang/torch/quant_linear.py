@@ -292,11 +292,14 @@ class QuantLinear(WeightModule):
         zero_point: bool = False,
         scale_dtype: Any = None,
         format: str | None = None,
+        mx_scale: str = "floor",
+        codebook: Any = None,
     ) -> QuantLinear:
         """`linear` with its weight quantized by `tilelang.quant.quantize` (the same
         arguments and defaults: `dtype` such as "u4", "i4", "f4e2m1", `group_size` 128
-        or the format's block, ...), except `scale_dtype`, which defaults to the
-        linear's type: bf16 for a bf16 linear, else f16 (MX and NVFP4 fix theirs). Small
+        or the format's block, `mx_scale`, `codebook`, ...), except `scale_dtype`,
+        which for the scaled and codebook formats defaults to the linear's type: bf16
+        for a bf16 linear, else f16 (MX and NVFP4 fix theirs). Small
         floats whose values f16 does not hold (f6e5m0, f7e5m1, f7e6m0, f8e6m1, f8e7m0)
         need bf16 scales, which the layer then multiplies with bf16 inputs: `quantize`
         refuses them with f16 scales (the default for an f16 or f32 linear), here, not
@@ -317,7 +320,7 @@ class QuantLinear(WeightModule):
                 act_dtype=linear.weight.dtype,
                 device="meta",
             )
-        if scale_dtype is None and get_format(format or "scaled").kind == "scaled":
+        if scale_dtype is None and get_format(format or "scaled").kind in ("scaled", "codebook"):
             scale_dtype = dtypes.bf16 if linear.weight.dtype == torch.bfloat16 else dtypes.f16
         w = linear.weight.detach().to("cpu", torch.float64).numpy().T  # [K, N]
         qw = quant.quantize(
@@ -327,6 +330,8 @@ class QuantLinear(WeightModule):
             zero_point=zero_point,
             scale_dtype=scale_dtype,
             format=format,
+            mx_scale=mx_scale,
+            codebook=codebook,
         )
         return cls(qw, linear.bias)
 
@@ -353,7 +358,7 @@ class QuantLinear(WeightModule):
         `act_dtype`). Only a small [in_features, 1] weight is quantized, to resolve the
         arguments: no weight of the full size exists on the host."""
         k, n = _positive(in_features, "in_features"), _positive(out_features, "out_features")
-        if scale_dtype is None and get_format(format or "scaled").kind == "scaled":
+        if scale_dtype is None and get_format(format or "scaled").kind in ("scaled", "codebook"):
             scale_dtype = dtypes.bf16 if act_dtype == torch.bfloat16 else dtypes.f16
         probe = quant.quantize(
             np.ones((k, 1)), dtype, group_size, zero_point, scale_dtype=scale_dtype, format=format
