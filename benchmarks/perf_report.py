@@ -177,19 +177,21 @@ def _scan_one(first: bool) -> Case:
     )
 
 
-def _paged_prefill() -> Case:
+def _paged_prefill(cache: tl.DType = tl.f16) -> Case:
     """`flash_attention(..., block_table=)` (`kernels.paged_prefill`) at a vLLM chunked
     prefill: 8 sequences of 2048 cached + 512 new tokens, 32 query heads over 8 KV
     heads, D 128, 16-token pages, causal, the tiles a call picks; a block's causal loop
-    walks its keys up to its last row's diagonal, on average (`iterations`)."""
+    walks its keys up to its last row's diagonal, on average (`iterations`). An f8
+    cache has a scale per KV head for K and V (vLLM's kv_cache_dtype="fp8")."""
     batch, cached, new, heads, kv_heads, d, bs = 8, 2048, 512, 32, 8, 128, 16
     tiles = attention.default_tiles(d, batch * heads, new, every_key=False)
     rows = batch * (cached + new)
     steps = -(-(cached + new // 2 + tiles["BM"] // 2) // tiles["BN"])
+    quantized = dict(KT=cache, K_HEAD=True, V_HEAD=True, PER_HEAD=1) if cache != tl.f16 else {}
     return Case(
-        f"paged prefill D={d} 8x(2048+512) causal",
+        f"paged prefill {cache.name} cache D={d} 8x(2048+512) causal",
         paged_prefill.paged_prefill_kernel,
-        dict(T=tl.f16, CAUSAL=True, LSE=True, BS=bs, **tiles),
+        dict(T=tl.f16, CAUSAL=True, LSE=True, BS=bs, **tiles, **quantized),
         dict(TQ=batch * new, H=heads, D=d, HK=kv_heads, B1=batch + 1, HL=heads, TL=batch * new)
         | dict(scale=d**-0.5, MQ=new, R=rows, NL=batch, NT=batch, MB=rows // batch // bs),
         "k",
@@ -243,6 +245,7 @@ CASES = (
     _scan_one(first=True),
     _scan_one(first=False),
     _paged_prefill(),
+    _paged_prefill(tl.f8e4m3),
     _rotary(),
     _fused_norm(),
 )
