@@ -177,19 +177,32 @@ def lower_gather(lo: Lowering, instr: ir.Gather) -> None:
             lo.b.count("gather_load_bytes_" + str(min(run * bits // 8, 16)))
 
 
+def _row_run(instr: ir.GatherAsync, layout: Layout) -> int:
+    """The most elements a copy's run may hold: `vectorize`'s `elems` (runs of r where
+    the tensor's last dim and offset are multiples of r, set by `software_pipeline`;
+    1 without it), within the copy layout's run. A run's bounds are tested at its start
+    alone (`_indexed_runs`), and the layout's run follows the tile's padded width (16
+    bytes of a [R, 32] f16 tile), so a longer run would cross the end of a row of 20
+    elements and read the next row where the tensor's edge should read zeros."""
+    elems = instr.attr("elems")
+    proven = elems if isinstance(elems, int) and elems > 0 else 1
+    return min(proven, layout_run(layout))
+
+
 @lowers(ir.GatherAsync)
 def lower_gather_async(lo: Lowering, instr: ir.GatherAsync) -> None:
     """Each thread copies the runs of `gather_copy_layout` (a masked copy: its mask's
-    layout) whose indices it holds, as `AsyncCopier` moves them: cp.async for the
-    pieces of 4 to 16 bytes the rows' alignment (`align`, set by `software_pipeline`)
-    allows, with a zero-filling source size for masked rows and elements; a load and a
-    shared store for smaller pieces. A replicated element is copied once."""
+    layout) whose indices it holds, cut to `elems` (`_row_run`: no run crosses the end
+    of a row), as `AsyncCopier` moves them: cp.async for the pieces of 4 to 16 bytes
+    the rows' alignment (`align`, set by `software_pipeline`) allows, with a
+    zero-filling source size for masked rows and elements; a load and a shared store
+    for smaller pieces. A replicated element is copied once."""
     shared = lo.shared_tile(instr.shared)
     info = access(lo, instr.tensor, store=False)
     bits = shared.dtype.bits
     mask = lo.tile(instr.mask) if instr.mask is not None else None
     layout = mask.layout if mask else gather_copy_layout(shared.shape, shared.dtype, lo.threads)
-    most, width = shared_runs(shared, layout, most=layout_run(layout))
+    most, width = shared_runs(shared, layout, most=_row_run(instr, layout))
     if width == 0 or most * bits % 8:
         raise lo.fail(
             instr,
