@@ -315,8 +315,10 @@ def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice
     """Whether `dst` can name `src`'s registers with its codes where they are (recorded
     in `TileRegs.positions`): packed codes that each thread only reorders, used by
     nothing but casts, which read codes wherever they are stored and do whole groups of
-    them with the vector recipes when every group of codes stays within its words; or a
-    u1 tile (repeats allowed: a broadcast) read only as masks (`only_a_mask`)."""
+    them with the vector recipes when every group of codes stays within its words, and
+    lookups indexed by them (`lowering.lookup` reads each code where it sits: moving
+    the codes would cost more than the lookups); or a u1 tile (repeats allowed: a
+    broadcast) read only as masks (`only_a_mask`)."""
     if not dst.packed or src.dtype != dst.dtype or src.positions is not None:
         return False
     users = lo.users.get(result, [])
@@ -324,12 +326,20 @@ def codes_kept_in_place(lo, src: TileRegs, dst: TileRegs, result: ir.Var, choice
         return True  # read bit by bit (`lo.get`), a repeated bit one test: `run_selection`
     if sorted(choice) != list(range(src.layout.num_locals)) or choice == sorted(choice):
         return False
-    if not users or not all(
-        isinstance(u, ir.Cast) and u.result.type.dtype != dst.dtype for u in users
-    ):
+    if not users or not all(_reads_codes_in_place(u, result, dst.dtype) for u in users):
         return False
+    if not any(isinstance(u, ir.Cast) for u in users):
+        return True  # lookups only: any order of codes
     elements, _ = dequant.group(dst.dtype)
     return all(c // elements == li // elements for li, c in enumerate(choice))
+
+
+def _reads_codes_in_place(user: ir.Instr, codes: ir.Var, dtype) -> bool:
+    """Whether `user` reads `codes` wherever `TileRegs.positions` puts them: a cast to
+    another dtype, or a lookup indexed (not a table) by them."""
+    if isinstance(user, ir.Cast):
+        return user.result.type.dtype != dtype
+    return isinstance(user, ir.Lookup) and user.index == codes and user.table != codes
 
 
 def only_a_mask(user: ir.Instr, mask: ir.Var) -> bool:
