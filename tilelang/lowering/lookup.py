@@ -13,6 +13,10 @@ two barriers; lookups of the same table in the same straight-line code reuse it
 (`Lowering.staged_scratch`). A `tl.shared` table is read where it is, with no barrier
 (its `shared_store` brought its own): the form for a lookup in a loop.
 
+A register table that every thread holds whole, of at most 16 16-bit entries and
+indexed by codes of at most 4 bits, is not staged: its entries are selected from the
+registers by byte permutes (`register_lookup`).
+
 An index outside the table reads zero: the read is predicated on ``0 <= i < N``, and
 the check is left out when the index's dtype cannot leave the table (a u4 code and 16
 entries or more).
@@ -24,6 +28,7 @@ from tilelang import dtypes
 from tilelang.ir import nodes as ir
 from tilelang.ir import thread as t
 from tilelang.ir.types import SharedType
+from tilelang.lowering import register_lookup
 from tilelang.lowering.context import Lowering, lowers
 from tilelang.lowering.relayout import write_scratch
 from tilelang.lowering.shared import shared_address
@@ -56,6 +61,9 @@ def lower_lookup(lo: Lowering, instr: ir.Lookup) -> None:
                 return lo.b.add(origin, offset)
     else:
         table = lo.tile(instr.table)
+        if register_lookup.applies(table, instr.index.type.dtype):
+            register_lookup.lower_register_lookup(lo, instr, table)
+            return
         codes = table.packed  # an 8-bit float table moves as its codes, one u32 each
         width = 4 if codes else dtype.bits // 8
         key = ("lookup", instr.table.name, table.layout, dtype)

@@ -90,7 +90,7 @@ def dequantize_tiles(
     """y[perm[k], n] = W's stored row k (y[k, n] without HAS_PERM), rounded once to YT."""
     bk, bn = tl.blocks(tl.cdiv(K, BK), tl.cdiv(N, BN))
     k = bk * BK
-    table = codebook_table(code, KIND, OT, TABLE)
+    table = codebook_table(code, KIND, OT, TABLE, PACK_WARPS)
     tile = weight_tile(w, s, z, k, bn * BN, G, KIND, OT, ST, HAS_Z, BM, BN, BK, table)
     # TENSOR_SCALE: what the matmul kernels apply to their f32 accumulator
     out = (tile.to(tl.f32) * t).to(YT) if TENSOR_SCALE else tile.to(YT)

@@ -31,10 +31,12 @@ The weight arithmetic of each format (`KIND`) is `tilelang.quant.arithmetic`'s, 
   exact in f16 and bf16 (`NVFP4_SCALE_SHIFT`); the accumulator is multiplied by the f32
   tensor scale times 2^8, `t`.
 * ``codebook``: ``tl.lookup(table, q) * s``, table the 2^b entries of the code book in
-  ST = OT (``code``, TABLE of them), written once into a `tl.shared` buffer before the
-  k loop (`codebook_table`), so that each code is one shared-memory read with no
-  barrier in the loop; the entry is an OT value and the multiplication rounds the
-  exact product once: `tilelang.quant.arithmetic`'s ``codebook``.
+  ST = OT (``code``, TABLE of them), loaded once before the k loop (`codebook_table`):
+  up to 16 entries as a register tile every thread holds whole, whose lookups are byte
+  permutes with no shared memory (`lowering.register_lookup`), more as a `tl.shared`
+  buffer, each code one shared-memory read with no barrier in the loop; the entry is
+  an OT value and the multiplication rounds the exact product once:
+  `tilelang.quant.arithmetic`'s ``codebook``.
 
 The gemm path's tile (`tilelang.quant.choice`) is 64 rows over 4 warps, whose dot has
 the packing's own 1 x 4 warp grid: its B layout has no replication, so each weight of
@@ -70,6 +72,7 @@ serves every tile.
 """
 
 from tilelang import dtypes
+from tilelang.ir.layout import local, replicated
 from tilelang.kernel import func, kernel
 from tilelang.lang import api, ops
 from tilelang.lang.signature import Tensor, constexpr
@@ -89,6 +92,11 @@ PER_CHANNEL_G = 1 << 30
 #: conversion's own multiplication by 2^14 (`lowering.scale_folds`; b · 2^14 would
 #: overflow f16 for b >= 4).
 NVFP4_SCALE_SHIFT = 8
+
+
+#: The most entries of a code book held in registers (`codebook_table`): 16 16-bit
+#: entries, 8 registers a thread.
+REGISTER_TABLE = 16
 
 
 def _warps(WARPS, **_):
@@ -124,11 +132,16 @@ def scales_of(s, row, n0, ROWS, BN, KIND, OT, ST, layout=None):
 
 
 @func
-def codebook_table(code, KIND, OT, TABLE):
-    """The code book as a `tl.shared` buffer of TABLE OT values, written once (before
-    the k loop: its reads then need no barrier); None for the other kinds."""
+def codebook_table(code, KIND, OT, TABLE, WARPS):
+    """The code book, loaded once before the k loop; None for the other kinds. With at
+    most 16 entries (codes of 4 bits or fewer), a register tile every thread of the
+    block's WARPS warps holds whole, whose lookups select entries with byte permutes
+    (`lowering.register_lookup`: no shared memory); else a `tl.shared` buffer of TABLE
+    OT values (its reads in the loop need no barrier)."""
     if KIND != "codebook":
         return None
+    if TABLE <= REGISTER_TABLE:
+        return tl.load(code, [0], [TABLE], layout=replicated(32 * WARPS) * local(TABLE))
     table = ops.shared([TABLE], OT)  # `tl.shared` (api.tl leaves it out)
     table.store(tl.load(code, [0], [TABLE]))
     return table
@@ -173,7 +186,7 @@ def product(
 ):  # fmt: skip
     """The f32 product of rows bm·BM.. of x and columns bn·BN.. of W over k_start <= k <
     k_stop (k_start a multiple of BK). With SWAP, computed as (Wᵀ xᵀ)ᵀ (`swapped`)."""
-    table = codebook_table(code, KIND, OT, TABLE)
+    table = codebook_table(code, KIND, OT, TABLE, WARPS)
     if SWAP:
         return swapped(
             x, w, s, z, table, bm, bn, k_start, k_stop, G, KIND, OT, ST, HAS_Z, BM, BN, BK,

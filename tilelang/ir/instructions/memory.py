@@ -193,9 +193,12 @@ class Lookup(Instr):
     of any shape, whose shape (and layout) the result takes, with the table's dtype. An
     index outside ``0 <= i < N`` reads zero (no access is made), on every backend.
 
-    The compiled code reads one shared-memory element per result element: a register
-    table is first written to the scratch area (once per straight-line stretch of code
-    that indexes it; a shared table is read where it is)."""
+    The compiled code reads one shared-memory element per result element (a register
+    table is first written to the scratch area, once per straight-line stretch of code
+    that indexes it; a shared table is read where it is), except for a register table
+    of at most 16 entries of 16 bits that every thread holds whole, indexed by codes of
+    at most 4 bits: those select their entries with byte permutes, in registers
+    (`lowering.register_lookup`)."""
 
     result: Var
     table: Var
