@@ -325,6 +325,11 @@ def test_rceil_keeps_the_top_of_a_block_that_floor_saturates():
     w = np.zeros((32, 1))
     w[0, 0] = 7.9  # floor: X = 1, 7.9 -> 6; rceil: X = 2, 7.9 / 2 -> 4 (e2m1), 8
     assert quantize(w, format="mxfp4", mx_scale="rceil").dequantize()[0, 0] == 8.0
+    huge = np.zeros((32, 1))
+    huge[0, 0] = 3e38  # rceil: 2^126 · 4 (3.53 rounds up) is past f32; floor saturates at 6
+    assert quantize(huge, format="mxfp4").dequantize()[0, 0] == 6 * 2.0**125
+    with pytest.raises(ValueError, match=r"beyond f32's range.*mx_scale='floor'"):
+        quantize(huge, format="mxfp4", mx_scale="rceil")
     tall = np.concatenate([w, np.zeros((96, 1))])  # experts need K a multiple of 128
     experts = quantize_experts(np.stack([tall, 2 * tall]), format="mxfp4", mx_scale="rceil")
     assert experts.dequantize()[:, 0, 0].tolist() == [8.0, 16.0]

@@ -281,6 +281,11 @@ def test_from_bnb_state_dict_reads_the_transformers_keys():
     assert qw.format == "nf4" and np.array_equal(qw.dequantize(), expected.T)
     with pytest.raises(KeyError, match="bitsandbytes__nf4"):
         tq.from_bnb_state_dict(state, "model.layers.1.mlp.up_proj")
+    # FSDP-QLoRA's quant_storage: the same bytes held as wider words
+    for storage in (np.float32, np.float16, np.int8):
+        stored = {**state, p: state[p].reshape(-1).view(storage).reshape(-1, 1)}
+        again = tq.from_bnb_state_dict(stored, "model.layers.0.mlp.up_proj")
+        assert np.array_equal(again.dequantize(), qw.dequantize()), storage
 
 
 @pytest.mark.parametrize(

@@ -285,6 +285,39 @@ def test_from_linear_passes_mx_scale_and_codebooks_and_a_skeleton_loads_nf4(dtyp
     assert rceil.qweight.dequantize()[0, 0] == 8.0 and floor.qweight.dequantize()[0, 0] == 6.0
 
 
+def test_a_bnb_checkpoints_layer_takes_its_compute_dtype_and_casts_convert_its_scales():
+    from test_quant_codebook import BNB_NF4, bnb_pack
+
+    out_features, in_features = N, K
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 16, out_features * in_features).astype(np.uint8)
+    absmax = (rng.random(codes.size // 64) * 0.1).astype(np.float32)
+    meta = {"quant_type": "nf4", "blocksize": 64, "dtype": "bfloat16"}
+    meta["shape"] = [out_features, in_features]
+    p = "layers.0.up_proj"
+    state = {
+        # FSDP-QLoRA stores the bytes as bf16 words (quant_storage)
+        f"{p}.weight": torch.from_numpy(bnb_pack(codes).reshape(-1)).view(torch.bfloat16),
+        f"{p}.weight.absmax": torch.from_numpy(absmax),
+        f"{p}.weight.quant_map": torch.from_numpy(BNB_NF4),
+        f"{p}.weight.quant_state.bitsandbytes__nf4": torch.tensor(
+            list(json.dumps(meta).encode()), dtype=torch.uint8
+        ),
+        f"{p}.bias": torch.randn(out_features).bfloat16(),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScaleRoundingWarning)  # f32 absmax rounded to bf16
+        layer = QuantLinear.from_bnb_state_dict(state, p)
+    assert layer.qweight.scale_dtype == tl.bf16 and layer.qweight.format == "nf4"
+    assert torch.equal(layer.bias, state[f"{p}.bias"])
+    check(layer, x16(dtype=torch.bfloat16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScaleRoundingWarning)
+        layer.half()  # a codebook layer's scales follow a cast, as a scaled one's do
+    assert layer.qweight.scale_dtype == tl.f16
+    check(layer, x16())
+
+
 def test_a_k_no_group_divides_suggests_per_channel_scales():
     with pytest.raises(ValueError, match=r"group_size=-1 \(one scale per column\).*has none"):
         QuantLinear.from_linear(linear(k=100), "u4")

@@ -195,11 +195,23 @@ def _check_blocksize(blocksize: int, in_features: int) -> None:
         )
 
 
+def _stored_bytes(weight: Any) -> np.ndarray:
+    """The packed bytes of `weight` in memory order, whatever dtype holds them
+    (bitsandbytes' ``quant_storage``: FSDP-QLoRA stores them as bf16 or f32 words)."""
+    if hasattr(weight, "detach"):
+        import torch  # a tensor was handed over, so torch is there
+
+        tensor = weight.detach().cpu().contiguous()
+        return tensor.reshape(-1).view(torch.uint8).numpy()
+    array = np.ascontiguousarray(weight)
+    if array.dtype.kind not in "uifV" and array.dtype.name != "bfloat16":
+        raise TypeError(f"weight must be the packed bytes (any numeric dtype), got {array.dtype}")
+    return array.reshape(-1).view(np.uint8)
+
+
 def _codes(weight: Any, out_features: int, in_features: int) -> np.ndarray:
     """W's codes [K = in, N = out] from the packed bytes (high nibble first)."""
-    data = _array(weight)
-    if data.dtype != np.uint8:
-        raise TypeError(f"weight must be the packed uint8 bytes, got {data.dtype}")
+    data = _stored_bytes(weight)
     count = out_features * in_features
     data = data.reshape(-1)
     if data.size != (count + 1) // 2:

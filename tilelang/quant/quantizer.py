@@ -417,6 +417,14 @@ def _mx(grouped: np.ndarray, element: DType, mx_scale: str = "floor") -> _Slice:
         raise ValueError("a block's absmax is beyond the range of the MX e8m0 scales")
     exponent = np.maximum(exponent, -127)
     codes = element.encode(np.ldexp(grouped, -exponent[:, None, :]))
+    values = np.ldexp(element.decode(codes).astype(np.float64), exponent[:, None, :])
+    if np.abs(values).max(initial=0.0) > np.finfo(np.float32).max:
+        raise ValueError(
+            f"w: a block's absmax rounds to {np.abs(values).max():g} under its scale "
+            f"(mx_scale={mx_scale!r}), beyond f32's range, where MX weights dequantize: "
+            f"rescale the weights (a power of two is exact)"
+            + (" or use mx_scale='floor'" if mx_scale == "rceil" else "")
+        )
     return codes, (exponent + 127).astype(np.uint8), None
 
 

@@ -47,6 +47,7 @@ rounded to nearest even with a `tilelang.quant.ScaleRoundingWarning` giving the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,7 +95,7 @@ def _check_weight(x: torch.Tensor, qw: QuantizedWeight) -> None:
             f"QuantLinear: x must have shape [..., {k}] (in_features), got {list(x.shape)}"
         )
     ot = TORCH_TYPES[x.dtype]
-    if get_format(qw.format).kind == "scaled" and qw.scale_dtype != ot:
+    if get_format(qw.format).kind in ("scaled", "codebook") and qw.scale_dtype != ot:
         fix = "on the layer converts its scales" + (
             "" if qw.scale_dtype not in TORCH_TYPES.values() else f"; or pass {qw.scale_dtype} x"
         )
@@ -452,6 +453,33 @@ class QuantLinear(WeightModule):
         tensors = _children(state_dict, prefix)
         qw = quant.from_compressed_tensors(tensors, weights, format, bit_packing=bit_packing)
         return cls(_layer_scales(qw, scale_dtype), tensors.get("bias"))
+
+    @classmethod
+    def from_bnb_state_dict(
+        cls, state_dict: Mapping[str, Any], prefix: str, *, scale_dtype: Any = None
+    ) -> QuantLinear:
+        """The bitsandbytes 4-bit layer `prefix` of a transformers checkpoint (NF4 or FP4,
+        double quantization included: `tilelang.quant.from_bnb_state_dict`) and its
+        bias when present. Its float32 absmax become `scale_dtype` ("f16" or "bf16",
+        the model's activations; None: the checkpoint's compute dtype when it names
+        bf16 or f16, else f16), rounded once (`ScaleRoundingWarning` with the error)."""
+        qw = quant.from_bnb_state_dict(state_dict, prefix)
+        if scale_dtype is None:
+            scale_dtype = _bnb_compute_type(state_dict, prefix)
+        bias = _children(state_dict, prefix).get("bias")
+        return cls(_layer_scales(qw, scale_dtype), bias)
+
+
+def _bnb_compute_type(state_dict: Mapping[str, Any], prefix: str) -> Any:
+    """bf16 when the checkpoint's quant_state names bf16 (`dtype`: the layer's compute
+    type in bitsandbytes), else f16."""
+    stem = prefix if not prefix or prefix.endswith(".") else prefix + "."
+    for key, value in state_dict.items():
+        if key.startswith(f"{stem}weight.quant_state.bitsandbytes__"):
+            raw = bytes(np.asarray(value.cpu() if hasattr(value, "cpu") else value, np.uint8))
+            named = str(json.loads(raw.decode("utf-8")).get("dtype", ""))
+            return dtypes.bf16 if named.endswith("bfloat16") else dtypes.f16
+    return dtypes.f16
 
 
 def _positive(value: Any, name: str) -> int:

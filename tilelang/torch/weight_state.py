@@ -474,7 +474,10 @@ class WeightModule(nn.Module):
         held_weight = self._weight_or_none() if target is not None else None
         if held_weight is not None:
             weight, own = self._parts(held_weight)
-            if get_format(weight.format).kind == "scaled" and weight.scale_dtype != target:
+            if (
+                get_format(weight.format).kind in ("scaled", "codebook")
+                and weight.scale_dtype != target
+            ):
                 converted = self._assemble(weight.with_scale_dtype(target), own)
         super()._apply(fn, recurse)
         if converted is not None:
