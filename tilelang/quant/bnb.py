@@ -65,7 +65,8 @@ def from_bnb(
     dtype: DType | str = "f32",
 ) -> QuantizedWeight:
     """The `QuantizedWeight` [in_features, out_features] of a bitsandbytes 4-bit weight
-    (module docstring): `weight` the packed uint8 bytes (any shape, e.g. [n / 2, 1]),
+    (module docstring): `weight` the packed bytes (any shape, e.g. [n / 2, 1]; uint8,
+    or the wider words bitsandbytes' ``quant_storage`` keeps them in, read as bytes),
     `absmax` the float32 absmax per block (u8 codes with double quantization, whose
     `nested_*` arguments are then required), `quant_map` the 16-entry table (checked
     against `quant_type`'s fixed one; None: that one), `shape` (out_features,
