@@ -164,8 +164,8 @@ def test_quant_linear_compiles_without_graph_break():
 
 def test_bad_inputs_are_refused_with_the_reason():
     layer = QuantLinear.from_linear(linear(), "u4", group_size=64)
-    with pytest.raises(TypeError, match=r"x must be float16 or bfloat16.*got torch.float32"):
-        layer(torch.randn(2, K))
+    with pytest.raises(TypeError, match=r"x must be float16 or bfloat16.*got torch.float64"):
+        layer(torch.randn(2, K, dtype=torch.float64))  # f32 computes in the layer's type
     with pytest.raises(ValueError, match=rf"x must have shape \[\.\.\., {K}\]"):
         layer(torch.randn(2, K + 1).half())
     with pytest.raises(KeyError, match=r"state_dict has no nope.qweight"):

@@ -318,6 +318,28 @@ def test_a_bnb_checkpoints_layer_takes_its_compute_dtype_and_casts_convert_its_s
     check(layer, x16())
 
 
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [(torch.bfloat16, dict(format="nf4")), (torch.float16, dict(dtype="u4")), (None, {})],
+)
+def test_f32_inputs_compute_in_the_layers_type_and_come_back_f32(dtype, options):
+    """As bitsandbytes' compute_dtype: PEFT keeps norms in f32, so f32 activations reach
+    the quantized layers; the gradient flows back to the f32 input."""
+    if dtype is None:  # a skeleton's type comes from its act_dtype
+        layer = QuantLinear.empty(K, N, "u4", bias=True, act_dtype=torch.bfloat16)
+        layer.load_state_dict(QuantLinear.from_linear(linear(seed=9).bfloat16(), "u4").state_dict())
+        dtype = torch.bfloat16
+    else:
+        layer = QuantLinear.from_linear(linear(seed=9).to(dtype), **options)
+    assert layer.compute_dtype == dtype
+    x = (torch.randn(3, K) / 2).requires_grad_()
+    y = layer(x)
+    assert y.dtype == torch.float32
+    assert torch.equal(y, layer(x.detach().to(dtype)).float())
+    y.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32
+
+
 def test_a_k_no_group_divides_suggests_per_channel_scales():
     with pytest.raises(ValueError, match=r"group_size=-1 \(one scale per column\).*has none"):
         QuantLinear.from_linear(linear(k=100), "u4")

@@ -245,6 +245,7 @@ class QuantLinear(WeightModule):
 
     def _shapes(self, weight: QuantizedWeight) -> None:
         self.in_features, self.out_features = weight.shape
+        self.compute_dtype = _compute_dtype(weight)
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
@@ -265,6 +266,11 @@ class QuantLinear(WeightModule):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compute = getattr(self, "compute_dtype", None)
+        if x.dtype == torch.float32 and compute is not None:
+            # f32 activations (PEFT's f32 norms, autocast regions): computed in the
+            # layer's type and returned in f32, as bitsandbytes' compute_dtype does
+            return self(x.to(compute)).float()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         weight = (self.codes, self.scale_codes, self.zeros, self.perm, self.meta)
         return quant_linear(x, *weight, bias)
@@ -389,6 +395,7 @@ class QuantLinear(WeightModule):
         for name, tensor in buffers.items():
             layer.register_buffer(name, tensor)
         layer.in_features, layer.out_features = k, n
+        layer.compute_dtype = _compute_dtype(probe)
         return layer
 
     @classmethod
@@ -468,6 +475,16 @@ class QuantLinear(WeightModule):
             scale_dtype = _bnb_compute_type(state_dict, prefix)
         bias = _children(state_dict, prefix).get("bias")
         return cls(_layer_scales(qw, scale_dtype), bias)
+
+
+def _compute_dtype(weight: QuantizedWeight) -> torch.dtype | None:
+    """The activations' type a layer of `weight` computes f32 inputs in: its f16 or bf16
+    scales' (integer, ExMy and codebook weights), bf16 for MX and NVFP4 (either type
+    runs them; bf16 has f32's range), None for scales the kernels cannot multiply by."""
+    if get_format(weight.format).kind in ("scaled", "codebook"):
+        types = {tl_type: torch_type for torch_type, tl_type in TORCH_TYPES.items()}
+        return types.get(weight.scale_dtype)
+    return torch.bfloat16
 
 
 def _bnb_compute_type(state_dict: Mapping[str, Any], prefix: str) -> Any:
