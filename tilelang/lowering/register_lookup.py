@@ -22,10 +22,11 @@ by code):
 * ``prmt(lo, hi, ..)`` interleaves them into the result's f16x2 words (2 `prmt`s).
 
 About 12 instructions per 4 codes (NF4's m = 1 loop on sm_90a: 590 warp instructions
-an iteration, 296 of them PRMT), against a shared-memory read per code. A (selector bit 3 set) `prmt` byte would
-replicate a sign bit, which is why ``s`` clears bit 3. Codes narrower than 4 bits are
-first gathered into nibbles (bit 3 clear: no second half-table). Moving bytes is exact:
--0, NaN payloads and integer entries come out bit for bit.
+an iteration, 296 of them PRMT), against a shared-memory read per code. A `prmt`
+selector with bit 3 set replicates the byte's sign bit instead of moving it, which is
+why ``s`` clears bit 3. Codes narrower than 4 bits are first gathered into nibbles
+(bit 3 clear: no second half-table). Moving bytes is exact: -0, NaN payloads and
+integer entries come out bit for bit.
 """
 
 from __future__ import annotations
